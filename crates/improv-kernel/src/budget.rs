@@ -1,0 +1,132 @@
+//! Budgets: the limits an edge puts on a performance, what has been spent against them, and the
+//! stop condition (a [`Hook`]) that warns at 80% and stops at 100%.
+
+use crate::event::{EventKind, Outcome};
+use crate::hook::{Between, Control, Hook};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Limits of one performance. `None` means unlimited.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Budget {
+    pub max_turns: Option<u32>,
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    pub timeout: Option<Duration>,
+}
+
+/// Which budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetKind {
+    Turns,
+    InputTokens,
+    OutputTokens,
+    Cost,
+    Time,
+}
+
+impl BudgetKind {
+    pub fn describe(self, used: f64, limit: f64) -> String {
+        match self {
+            BudgetKind::Turns => format!("turn budget spent: {used} of {limit} turns"),
+            BudgetKind::InputTokens => format!("input-token budget spent: {used} of {limit}"),
+            BudgetKind::OutputTokens => format!("output-token budget spent: {used} of {limit}"),
+            BudgetKind::Cost => format!("cost budget spent: ${used:.4} of ${limit:.4}"),
+            BudgetKind::Time => format!("time budget spent: {used:.1}s of {limit:.1}s"),
+        }
+    }
+}
+
+/// What a performance has spent so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spent {
+    pub turns: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    pub cost_usd: f64,
+    #[serde(default)]
+    pub tool_calls: u32,
+    /// Wall time in milliseconds, across resumptions.
+    pub elapsed_ms: u64,
+}
+
+impl Budget {
+    /// Each limited budget with what was used and its limit.
+    pub fn usage(&self, spent: &Spent) -> Vec<(BudgetKind, f64, f64)> {
+        let mut out = Vec::new();
+        if let Some(l) = self.max_turns {
+            out.push((BudgetKind::Turns, spent.turns as f64, l as f64));
+        }
+        if let Some(l) = self.max_input_tokens {
+            out.push((BudgetKind::InputTokens, spent.input_tokens as f64, l as f64));
+        }
+        if let Some(l) = self.max_output_tokens {
+            out.push((
+                BudgetKind::OutputTokens,
+                spent.output_tokens as f64,
+                l as f64,
+            ));
+        }
+        if let Some(l) = self.max_cost_usd {
+            out.push((BudgetKind::Cost, spent.cost_usd, l));
+        }
+        if let Some(l) = self.timeout {
+            out.push((
+                BudgetKind::Time,
+                spent.elapsed_ms as f64 / 1000.0,
+                l.as_secs_f64(),
+            ));
+        }
+        out
+    }
+}
+
+/// The stop condition that enforces a [`Budget`] before every model call.
+pub struct BudgetHook {
+    budget: Budget,
+    warned: Mutex<Vec<BudgetKind>>,
+}
+
+impl BudgetHook {
+    pub fn new(budget: Budget) -> Self {
+        BudgetHook {
+            budget,
+            warned: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Hook for BudgetHook {
+    async fn between_turns(&self, at: &mut Between<'_>) -> Control {
+        for (kind, used, limit) in self.budget.usage(at.spent) {
+            if used >= limit {
+                return Control::Stop {
+                    outcome: Outcome::Stopped,
+                    reason: kind.describe(used, limit),
+                    budget: Some(kind),
+                };
+            }
+            if used >= 0.8 * limit {
+                // Poisoning only happens if another hook call panicked; a warning is not worth
+                // a second panic, so a poisoned list just means warning again.
+                let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+                if !warned.contains(&kind) {
+                    warned.push(kind);
+                    at.events.push(EventKind::BudgetWarning {
+                        budget: kind,
+                        used,
+                        limit,
+                    });
+                }
+            }
+        }
+        Control::Continue
+    }
+}

@@ -1,0 +1,144 @@
+//! The typed events a performance emits. The terminal view, the event log and the server all
+//! consume this one stream; a performance can be rebuilt from its logged events.
+
+use crate::budget::{BudgetKind, Spent};
+use crate::message::ToolCall;
+use crate::model::StopReason;
+use serde::{Deserialize, Serialize};
+
+/// One step of a performance, numbered in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// RFC 3339 time, UTC, in milliseconds.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A performance began (or, with `resumed`, continued from its log).
+    PerformanceStarted {
+        performance: String,
+        stage: String,
+        intent: String,
+        model: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
+    },
+    /// The director spoke: the intent, a note typed mid-performance, a feedback verdict.
+    DirectorNote { text: String },
+    /// The actor's model is called for the `turn`-th time.
+    TurnStarted { turn: u32 },
+    /// A piece of the model's reply, as it streams. Not needed to rebuild the performance.
+    TextDelta { text: String },
+    /// The provider failed transiently and will retry.
+    ModelRetry {
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
+    /// The model's complete reply.
+    ModelReplied {
+        text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
+        stop: StopReason,
+    },
+    /// Tokens and cost of the last model call, and the running totals.
+    Usage {
+        input_tokens: u64,
+        output_tokens: u64,
+        cached_input_tokens: u64,
+        cost_usd: f64,
+        request_bytes: u64,
+        spent: Spent,
+    },
+    ToolCallStarted {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    ToolCallFinished {
+        call_id: String,
+        name: String,
+        ok: bool,
+        /// Exactly what the model was sent.
+        output: String,
+        duration_ms: f64,
+    },
+    /// A budget passed 80%.
+    BudgetWarning {
+        budget: BudgetKind,
+        used: f64,
+        limit: f64,
+    },
+    PerformanceFinished {
+        outcome: Outcome,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget: Option<BudgetKind>,
+        spent: Spent,
+    },
+}
+
+impl EventKind {
+    /// The snake_case name of the event, as written in the log's `type` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::PerformanceStarted { .. } => "performance_started",
+            EventKind::DirectorNote { .. } => "director_note",
+            EventKind::TurnStarted { .. } => "turn_started",
+            EventKind::TextDelta { .. } => "text_delta",
+            EventKind::ModelRetry { .. } => "model_retry",
+            EventKind::ModelReplied { .. } => "model_replied",
+            EventKind::Usage { .. } => "usage",
+            EventKind::ToolCallStarted { .. } => "tool_call_started",
+            EventKind::ToolCallFinished { .. } => "tool_call_finished",
+            EventKind::BudgetWarning { .. } => "budget_warning",
+            EventKind::PerformanceFinished { .. } => "performance_finished",
+        }
+    }
+}
+
+/// How a performance ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The actor ended its turn.
+    Done,
+    /// An edge stopped it (a budget, a policy).
+    Stopped,
+    /// The director interrupted it (Ctrl-C); it can be resumed.
+    Interrupted,
+    /// An error ended it (the model could not be reached, the log could not be written).
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Stopped => "stopped",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// An observer could not take an event: the performance stops, since what it does would no
+/// longer be recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ObserveError(pub String);
+
+/// Something that consumes the event stream: the terminal view, the event log, the server.
+/// Observers are called in order, synchronously, before the loop goes on; keep them fast.
+pub trait Observer: Send + Sync {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError>;
+}

@@ -1,0 +1,80 @@
+//! Hooks: what the loop calls between turns. Stop conditions (budgets), note delivery,
+//! compaction and model switching are hooks, so the loop itself stays one readable function.
+
+use crate::budget::{BudgetKind, Spent};
+use crate::event::{EventKind, Outcome};
+use crate::message::Message;
+use crate::model::Model;
+use async_trait::async_trait;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// What a hook sees and may change before the next model call.
+pub struct Between<'a> {
+    /// The turn about to start, counting from 1.
+    pub turn: u32,
+    pub spent: &'a Spent,
+    pub conversation: &'a mut Vec<Message>,
+    /// The actor's model; a hook may switch it.
+    pub model: &'a mut Arc<dyn Model>,
+    /// Events the hook wants emitted; the loop emits them, in order, after the hook returns.
+    pub events: Vec<EventKind>,
+}
+
+/// A hook's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    Continue,
+    Stop {
+        outcome: Outcome,
+        reason: String,
+        budget: Option<BudgetKind>,
+    },
+}
+
+#[async_trait]
+pub trait Hook: Send + Sync {
+    async fn between_turns(&self, at: &mut Between<'_>) -> Control;
+}
+
+/// Delivers director notes: notes sent at any time, from any task, reach the actor before its
+/// next model call — never lost, never mixed into a tool result.
+pub struct Notes {
+    inbox: Mutex<mpsc::UnboundedReceiver<String>>,
+}
+
+/// The sending side of [`Notes`]; cheap to clone and to hand to another task.
+#[derive(Clone, Debug)]
+pub struct NoteSender(mpsc::UnboundedSender<String>);
+
+impl NoteSender {
+    /// Queues a note. Returns false when the performance has ended.
+    pub fn send(&self, note: impl Into<String>) -> bool {
+        self.0.send(note.into()).is_ok()
+    }
+}
+
+impl Notes {
+    pub fn channel() -> (NoteSender, Notes) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            NoteSender(tx),
+            Notes {
+                inbox: Mutex::new(rx),
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl Hook for Notes {
+    async fn between_turns(&self, at: &mut Between<'_>) -> Control {
+        // Poisoning needs a panic while the lock is held; the receiver is still sound then.
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        while let Ok(text) = inbox.try_recv() {
+            at.conversation.push(Message::user(text.clone()));
+            at.events.push(EventKind::DirectorNote { text });
+        }
+        Control::Continue
+    }
+}

@@ -1,0 +1,587 @@
+//! The performance loop: an actor's model is called, its tool calls are run, the results go back,
+//! until the model ends its turn or an edge stops it. [`Performance::act`] is the whole loop.
+
+use crate::budget::{Budget, BudgetHook, BudgetKind, Spent};
+use crate::event::{Event, EventKind, ObserveError, Observer, Outcome};
+use crate::hook::{Between, Control, Hook};
+use crate::message::{Message, ToolCall, ToolSpec};
+use crate::model::{Model, ModelUpdate, Request, StopReason};
+use crate::prop::{Access, Prop, PropContext};
+use futures::future::join_all;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The tool-call time limit when neither the stage nor the prop sets one.
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Sent back instead of running calls from a reply cut off by the output-token limit: their
+/// arguments may parse and still be incomplete.
+pub const CUT_OFF: &str = "not run: your reply hit the output-token limit, so this call's arguments may be incomplete. Re-issue the call, with shorter arguments if needed.";
+
+const INTERRUPTED: &str =
+    "not finished: the performance was interrupted. Re-issue the call if it is still needed.";
+
+/// One member of the cast, ready to perform.
+pub struct Actor {
+    pub name: String,
+    /// The system prompt: role, context and conventions. Sent unchanged on every turn, so
+    /// provider prompt caches keep hitting it.
+    pub system: String,
+    pub model: Arc<dyn Model>,
+    pub props: Vec<Arc<dyn Prop>>,
+    pub max_output_tokens: Option<u32>,
+}
+
+/// How a call to [`Performance::act`] ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ended {
+    pub outcome: Outcome,
+    pub reason: String,
+    pub budget: Option<BudgetKind>,
+}
+
+impl Ended {
+    fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
+        Ended {
+            outcome,
+            reason: reason.into(),
+            budget: None,
+        }
+    }
+}
+
+/// Sets up a performance: who acts, where, within which budget, and who watches.
+pub struct PerformanceBuilder {
+    id: Option<String>,
+    stage: String,
+    actor: Actor,
+    workspace: PathBuf,
+    budget: Budget,
+    hooks: Vec<Arc<dyn Hook>>,
+    observers: Vec<Arc<dyn Observer>>,
+    tool_timeout: Duration,
+}
+
+impl PerformanceBuilder {
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    pub fn stage(mut self, name: impl Into<String>) -> Self {
+        self.stage = name.into();
+        self
+    }
+    pub fn workspace(mut self, root: impl Into<PathBuf>) -> Self {
+        self.workspace = root.into();
+        self
+    }
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+    pub fn hook(mut self, hook: Arc<dyn Hook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+    pub fn tool_timeout(mut self, timeout: Duration) -> Self {
+        self.tool_timeout = timeout;
+        self
+    }
+
+    fn build(self, id: String, seq: u64, conversation: Vec<Message>, spent: Spent) -> Performance {
+        let deadline = self
+            .budget
+            .timeout
+            .map(|t| Instant::now() + t.saturating_sub(Duration::from_millis(spent.elapsed_ms)));
+        let mut hooks: Vec<Arc<dyn Hook>> = vec![Arc::new(BudgetHook::new(self.budget))];
+        hooks.extend(self.hooks);
+        let specs = self.actor.props.iter().map(|p| p.spec().clone()).collect();
+        let actor: Arc<str> = self.actor.name.into();
+        Performance {
+            id,
+            stage: self.stage,
+            system: self.actor.system,
+            model: self.actor.model,
+            props: self.actor.props,
+            specs,
+            max_output_tokens: self.actor.max_output_tokens,
+            conversation,
+            spent,
+            hooks,
+            out: Emitter {
+                seq,
+                actor: actor.clone(),
+                observers: self.observers,
+                broken: None,
+            },
+            context: PropContext {
+                workspace: self.workspace.into(),
+                actor,
+                cancel: CancellationToken::new(),
+            },
+            tool_timeout: self.tool_timeout,
+            started: Instant::now(),
+            elapsed_before: spent.elapsed_ms,
+            deadline,
+        }
+    }
+
+    /// Starts a new performance of `intent`, which becomes the actor's first message.
+    pub fn start(self, intent: &str) -> Result<Performance, ObserveError> {
+        let id = self.id.clone().unwrap_or_else(new_id);
+        let mut p = self.build(id, 0, Vec::new(), Spent::default());
+        p.announce(intent, false)?;
+        if !intent.is_empty() {
+            p.direct(intent)?;
+        }
+        Ok(p)
+    }
+
+    /// Continues a performance from its logged events: the conversation, the spending and the
+    /// numbering go on where the log ends. Calls that never finished are answered as interrupted.
+    pub fn resume(self, events: &[Event]) -> Result<Performance, ObserveError> {
+        let past = crate::resume::replay(events);
+        let id = past.id.clone().or(self.id.clone()).unwrap_or_else(new_id);
+        let mut p = self.build(id, past.next_seq, past.conversation, past.spent);
+        p.announce(&past.intent, true)?;
+        for call in past.unanswered {
+            p.out.emit(EventKind::ToolCallFinished {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                ok: false,
+                output: INTERRUPTED.into(),
+                duration_ms: 0.0,
+            })?;
+            p.conversation.push(Message::Tool {
+                call_id: call.id,
+                name: call.name,
+                content: INTERRUPTED.into(),
+                is_error: true,
+            });
+        }
+        Ok(p)
+    }
+}
+
+/// A performance in progress.
+pub struct Performance {
+    id: String,
+    stage: String,
+    system: String,
+    model: Arc<dyn Model>,
+    props: Vec<Arc<dyn Prop>>,
+    specs: Vec<ToolSpec>,
+    max_output_tokens: Option<u32>,
+    conversation: Vec<Message>,
+    spent: Spent,
+    hooks: Vec<Arc<dyn Hook>>,
+    out: Emitter,
+    context: PropContext,
+    tool_timeout: Duration,
+    started: Instant,
+    elapsed_before: u64,
+    deadline: Option<Instant>,
+}
+
+impl Performance {
+    pub fn builder(actor: Actor) -> PerformanceBuilder {
+        PerformanceBuilder {
+            id: None,
+            stage: String::new(),
+            actor,
+            workspace: PathBuf::from("."),
+            budget: Budget::default(),
+            hooks: Vec::new(),
+            observers: Vec::new(),
+            tool_timeout: DEFAULT_TOOL_TIMEOUT,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn spent(&self) -> Spent {
+        self.spent
+    }
+    pub fn conversation(&self) -> &[Message] {
+        &self.conversation
+    }
+    pub fn workspace(&self) -> &Path {
+        &self.context.workspace
+    }
+
+    fn announce(&mut self, intent: &str, resumed: bool) -> Result<(), ObserveError> {
+        self.out.emit(EventKind::PerformanceStarted {
+            performance: self.id.clone(),
+            stage: self.stage.clone(),
+            intent: intent.to_string(),
+            model: self.model.name().to_string(),
+            resumed,
+        })
+    }
+
+    /// The director speaks: the text becomes the actor's next message.
+    pub fn direct(&mut self, text: &str) -> Result<(), ObserveError> {
+        self.conversation.push(Message::user(text));
+        self.out.emit(EventKind::DirectorNote { text: text.into() })
+    }
+
+    fn tick(&mut self) {
+        self.spent.elapsed_ms = self.elapsed_before + self.started.elapsed().as_millis() as u64;
+    }
+
+    /// Performs until the actor ends its turn, an edge or hook stops it, `cancel` fires, or an
+    /// error ends it. The performance can be directed and acted again afterwards.
+    pub async fn act(&mut self, cancel: &CancellationToken) -> Ended {
+        self.context.cancel = cancel.child_token();
+        loop {
+            // Between turns: stop conditions, director notes, compaction, model switching.
+            self.tick();
+            let mut at = Between {
+                turn: self.spent.turns + 1,
+                spent: &self.spent,
+                conversation: &mut self.conversation,
+                model: &mut self.model,
+                events: Vec::new(),
+            };
+            let mut stop = None;
+            for hook in &self.hooks {
+                if let Control::Stop {
+                    outcome,
+                    reason,
+                    budget,
+                } = hook.between_turns(&mut at).await
+                {
+                    stop = Some(Ended {
+                        outcome,
+                        reason,
+                        budget,
+                    });
+                    break;
+                }
+            }
+            for event in std::mem::take(&mut at.events) {
+                if let Err(e) = self.out.emit(event) {
+                    return log_failed(e);
+                }
+            }
+            if let Some(ended) = stop {
+                return ended;
+            }
+            if cancel.is_cancelled() {
+                return Ended::new(Outcome::Interrupted, "interrupted by the director");
+            }
+
+            // The model's turn.
+            self.spent.turns += 1;
+            if let Err(e) = self.out.emit(EventKind::TurnStarted {
+                turn: self.spent.turns,
+            }) {
+                return log_failed(e);
+            }
+            let request = Request {
+                system: &self.system,
+                messages: &self.conversation,
+                tools: &self.specs,
+                max_output_tokens: self.max_output_tokens,
+            };
+            let out = &mut self.out;
+            let mut update = |u: ModelUpdate<'_>| {
+                let kind = match u {
+                    ModelUpdate::Text(text) => EventKind::TextDelta { text: text.into() },
+                    ModelUpdate::Retry {
+                        attempt,
+                        delay,
+                        reason,
+                    } => EventKind::ModelRetry {
+                        attempt,
+                        delay_ms: delay.as_millis() as u64,
+                        reason: reason.into(),
+                    },
+                };
+                if let Err(e) = out.emit(kind) {
+                    out.broken.get_or_insert(e);
+                }
+            };
+            let reply = tokio::select! {
+                reply = self.model.respond(request, &mut update) => reply,
+                ended = halted(cancel, self.deadline, &self.spent) => return ended,
+            };
+            if let Some(e) = self.out.broken.take() {
+                return log_failed(e);
+            }
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e) => return Ended::new(Outcome::Failed, format!("model error: {e}")),
+            };
+
+            // Account for it.
+            let cost = self.model.price().map_or(0.0, |p| p.cost(&reply.usage));
+            self.tick();
+            let s = &mut self.spent;
+            s.input_tokens += reply.usage.input_tokens;
+            s.output_tokens += reply.usage.output_tokens;
+            s.cached_input_tokens += reply.usage.cached_input_tokens;
+            s.cost_usd += cost;
+            s.tool_calls += reply.tool_calls.len() as u32;
+            let usage = EventKind::Usage {
+                input_tokens: reply.usage.input_tokens,
+                output_tokens: reply.usage.output_tokens,
+                cached_input_tokens: reply.usage.cached_input_tokens,
+                cost_usd: cost,
+                request_bytes: reply.request_bytes,
+                spent: self.spent,
+            };
+            let replied = EventKind::ModelReplied {
+                text: reply.text.clone(),
+                tool_calls: reply.tool_calls.clone(),
+                stop: reply.stop.clone(),
+            };
+            if let Err(e) = self.out.emit(usage).and_then(|_| self.out.emit(replied)) {
+                return log_failed(e);
+            }
+            let calls = reply.tool_calls;
+            self.conversation.push(Message::Assistant {
+                text: reply.text,
+                tool_calls: calls.clone(),
+            });
+            if calls.is_empty() {
+                let reason = if reply.stop == StopReason::MaxTokens {
+                    "the actor's reply hit the output-token limit"
+                } else {
+                    "the actor ended its turn"
+                };
+                return Ended::new(Outcome::Done, reason);
+            }
+
+            // The props' turn.
+            if let Err(ended) = self.run_calls(calls, reply.stop, cancel).await {
+                return ended;
+            }
+        }
+    }
+
+    /// Runs a reply's tool calls: consecutive reads together, each write alone, in order.
+    async fn run_calls(
+        &mut self,
+        calls: Vec<ToolCall>,
+        stop: StopReason,
+        cancel: &CancellationToken,
+    ) -> Result<(), Ended> {
+        let parsed: Vec<(ToolCall, Result<(Arc<dyn Prop>, serde_json::Value), String>)> = calls
+            .into_iter()
+            .map(|call| {
+                let prepared = if stop == StopReason::MaxTokens {
+                    Err(CUT_OFF.to_string())
+                } else {
+                    self.prepare(&call)
+                };
+                (call, prepared)
+            })
+            .collect();
+        let mut rest = parsed.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let mut batch = vec![first];
+            if is_read(&batch[0].1) {
+                while rest.peek().is_some_and(|(_, p)| is_read(p)) {
+                    batch.extend(rest.next());
+                }
+            }
+            for (call, _) in &batch {
+                self.out
+                    .emit(EventKind::ToolCallStarted {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    })
+                    .map_err(log_failed)?;
+            }
+            let context = &self.context;
+            let default_timeout = self.tool_timeout;
+            let running = join_all(batch.iter().map(|(_, prepared)| async move {
+                let began = Instant::now();
+                let result = match prepared {
+                    Err(message) => Err(message.clone()),
+                    Ok((prop, args)) => {
+                        let limit = prop.timeout().unwrap_or(default_timeout);
+                        match tokio::time::timeout(limit, prop.call(args.clone(), context)).await {
+                            Ok(r) => r.map_err(|e| e.0),
+                            Err(_) => Err(format!(
+                                "timed out after {}s and was stopped; try a smaller step",
+                                limit.as_secs_f64()
+                            )),
+                        }
+                    }
+                };
+                (result, began.elapsed().as_secs_f64() * 1000.0)
+            }));
+            let (results, halt) = tokio::select! {
+                results = running => (results, None),
+                ended = halted(cancel, self.deadline, &self.spent) => {
+                    self.context.cancel.cancel();
+                    let results = batch.iter().map(|_| (Err(INTERRUPTED.to_string()), 0.0)).collect();
+                    (results, Some(ended))
+                }
+            };
+            for ((call, _), (result, duration_ms)) in batch.into_iter().zip(results) {
+                self.answer(call, result, duration_ms)?;
+            }
+            if let Some(ended) = halt {
+                for (call, _) in rest {
+                    self.answer(call, Err(INTERRUPTED.to_string()), 0.0)?;
+                }
+                return Err(ended);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the prop and parses the arguments; a failure is a message for the model.
+    fn prepare(&self, call: &ToolCall) -> Result<(Arc<dyn Prop>, serde_json::Value), String> {
+        let Some(prop) = self.props.iter().find(|p| p.spec().name == call.name) else {
+            let names: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "unknown prop `{}`; the props you have are: {}",
+                call.name,
+                names.join(", ")
+            ));
+        };
+        let raw = call.arguments.trim();
+        let args = if raw.is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_str(raw).map_err(|e| {
+                format!("the arguments are not valid JSON ({e}); re-issue the call with a JSON object that matches the schema")
+            })?
+        };
+        if !args.is_object() {
+            return Err("the arguments must be a JSON object that matches the schema".into());
+        }
+        Ok((prop.clone(), args))
+    }
+
+    fn answer(
+        &mut self,
+        call: ToolCall,
+        result: Result<String, String>,
+        duration_ms: f64,
+    ) -> Result<(), Ended> {
+        let (ok, content) = match result {
+            Ok(c) => (true, c),
+            Err(c) => (false, c),
+        };
+        self.out
+            .emit(EventKind::ToolCallFinished {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                ok,
+                output: content.clone(),
+                duration_ms,
+            })
+            .map_err(log_failed)?;
+        self.conversation.push(Message::Tool {
+            call_id: call.id,
+            name: call.name,
+            content,
+            is_error: !ok,
+        });
+        Ok(())
+    }
+
+    /// Ends the performance: emits its outcome and returns what it spent.
+    pub fn finish(mut self, ended: &Ended) -> Result<Spent, ObserveError> {
+        self.tick();
+        self.context.cancel.cancel();
+        self.out.emit(EventKind::PerformanceFinished {
+            outcome: ended.outcome,
+            reason: ended.reason.clone(),
+            budget: ended.budget,
+            spent: self.spent,
+        })?;
+        Ok(self.spent)
+    }
+}
+
+fn is_read(prepared: &Result<(Arc<dyn Prop>, serde_json::Value), String>) -> bool {
+    match prepared {
+        Ok((prop, args)) => prop.access(args) == Access::Read,
+        Err(_) => true,
+    }
+}
+
+/// Resolves when the director interrupts or the wall-clock budget runs out.
+async fn halted(cancel: &CancellationToken, deadline: Option<Instant>, spent: &Spent) -> Ended {
+    let timeout = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => Ended::new(Outcome::Interrupted, "interrupted by the director"),
+        _ = timeout => Ended {
+            outcome: Outcome::Stopped,
+            reason: format!("time budget spent during turn {}", spent.turns),
+            budget: Some(BudgetKind::Time),
+        },
+    }
+}
+
+fn log_failed(e: ObserveError) -> Ended {
+    Ended::new(Outcome::Failed, format!("the event log failed: {e}"))
+}
+
+/// A new performance id: time-ordered, so ids sort by start.
+pub fn new_id() -> String {
+    let u = uuid::Uuid::now_v7().simple().to_string();
+    // 12 hex digits of time + 6 of randomness: short enough to type, unique enough per stage.
+    format!("{}{}", &u[..12], &u[u.len() - 6..])
+}
+
+/// Numbers events and hands them to every observer.
+struct Emitter {
+    seq: u64,
+    actor: Arc<str>,
+    observers: Vec<Arc<dyn Observer>>,
+    broken: Option<ObserveError>,
+}
+
+impl Emitter {
+    fn emit(&mut self, kind: EventKind) -> Result<(), ObserveError> {
+        let event = Event {
+            seq: self.seq,
+            at: now_rfc3339(),
+            actor: Some(self.actor.to_string()),
+            kind,
+        };
+        self.seq += 1;
+        let mut first_error = None;
+        for o in &self.observers {
+            if let Err(e) = o.observe(&event) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The current UTC time as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}

@@ -1,0 +1,62 @@
+//! The [`Prop`] trait: a capability an actor can use through a tool call.
+
+use crate::message::ToolSpec;
+use async_trait::async_trait;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Whether a call may overlap with others. Reads run concurrently with the reads next to them;
+/// writes run alone, in the order the model asked for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// What a prop knows about the performance calling it.
+#[derive(Clone, Debug)]
+pub struct PropContext {
+    /// The workspace root, canonical. Props resolve every path inside it.
+    pub workspace: Arc<Path>,
+    /// The actor making the call.
+    pub actor: Arc<str>,
+    /// Cancelled when the performance stops; long-running props must stop with it.
+    pub cancel: CancellationToken,
+}
+
+/// A tool error the model sees and can act on: a bad argument, a missing file, a failed command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PropError(pub String);
+
+impl PropError {
+    pub fn new(message: impl Into<String>) -> Self {
+        PropError(message.into())
+    }
+}
+
+/// A capability offered to actors: files, shell, search, another actor, an MCP server's tool.
+#[async_trait]
+pub trait Prop: Send + Sync {
+    /// The schema the model sees.
+    fn spec(&self) -> &ToolSpec;
+
+    /// Whether this call only reads. Defaults to [`Access::Write`], the safe choice.
+    fn access(&self, _arguments: &serde_json::Value) -> Access {
+        Access::Write
+    }
+
+    /// Its own time limit, when it differs from the performance's tool timeout.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Runs the call. The result text goes back to the model as is.
+    async fn call(
+        &self,
+        arguments: serde_json::Value,
+        context: &PropContext,
+    ) -> Result<String, PropError>;
+}

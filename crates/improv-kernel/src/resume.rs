@@ -1,0 +1,82 @@
+//! Rebuilds a performance's state from its logged events, so `--resume` continues where the log
+//! ends.
+
+use crate::budget::Spent;
+use crate::event::{Event, EventKind};
+use crate::message::{Message, ToolCall};
+
+/// What the log says a performance had reached.
+#[derive(Debug, Default)]
+pub struct Past {
+    pub id: Option<String>,
+    pub intent: String,
+    pub conversation: Vec<Message>,
+    pub spent: Spent,
+    pub next_seq: u64,
+    /// Calls of the last reply that have no result: the performance stopped while they ran.
+    pub unanswered: Vec<ToolCall>,
+}
+
+/// Replays events into the conversation they produced. Text deltas are ignored: each reply is
+/// logged whole.
+pub fn replay(events: &[Event]) -> Past {
+    let mut past = Past::default();
+    for event in events {
+        past.next_seq = past.next_seq.max(event.seq + 1);
+        match &event.kind {
+            EventKind::PerformanceStarted {
+                performance,
+                intent,
+                ..
+            } => {
+                past.id.get_or_insert_with(|| performance.clone());
+                if past.intent.is_empty() {
+                    past.intent = intent.clone();
+                }
+            }
+            EventKind::DirectorNote { text } => past.conversation.push(Message::user(text)),
+            EventKind::ModelReplied {
+                text, tool_calls, ..
+            } => past.conversation.push(Message::Assistant {
+                text: text.clone(),
+                tool_calls: tool_calls.clone(),
+            }),
+            EventKind::ToolCallFinished {
+                call_id,
+                name,
+                ok,
+                output,
+                ..
+            } => past.conversation.push(Message::Tool {
+                call_id: call_id.clone(),
+                name: name.clone(),
+                content: output.clone(),
+                is_error: !ok,
+            }),
+            EventKind::Usage { spent, .. } => past.spent = *spent,
+            EventKind::PerformanceFinished { spent, .. } => past.spent = *spent,
+            _ => {}
+        }
+    }
+    // The calls of the last reply that never got an answer.
+    if let Some(i) = past
+        .conversation
+        .iter()
+        .rposition(|m| matches!(m, Message::Assistant { .. }))
+        && let Message::Assistant { tool_calls, .. } = &past.conversation[i]
+    {
+        let answered: Vec<&str> = past.conversation[i + 1..]
+            .iter()
+            .filter_map(|m| match m {
+                Message::Tool { call_id, .. } => Some(call_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        past.unanswered = tool_calls
+            .iter()
+            .filter(|c| !answered.contains(&c.id.as_str()))
+            .cloned()
+            .collect();
+    }
+    past
+}
