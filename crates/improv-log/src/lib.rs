@@ -1,0 +1,205 @@
+//! The improv event log: every performance is an append-only JSONL file,
+//! `.improv/performances/<id>.jsonl`, one [`improv_kernel::Event`] a line, and a row in an SQLite
+//! index, `.improv/improv.db`, that lists performances without reading their files.
+//!
+//! A [`Recorder`] (an [`improv_kernel::Observer`]) writes one performance; an [`EventLog`] opens
+//! the state directory, hands out recorders and reads performances back.
+
+mod error;
+mod index;
+mod recorder;
+
+pub use error::LogError;
+pub use index::{PerformanceRow, Status};
+pub use recorder::Recorder;
+
+use improv_kernel::Event;
+use rusqlite::{Connection, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The file name of the index inside the state directory.
+pub const DB_FILE: &str = "improv.db";
+/// The directory of the JSONL files inside the state directory.
+pub const PERFORMANCES_DIR: &str = "performances";
+
+/// How many candidates an ambiguous prefix lists.
+const MAX_CANDIDATES: usize = 10;
+
+/// The event log of one state directory (usually `.improv/` next to the stage).
+pub struct EventLog {
+    dir: PathBuf,
+    db_path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl EventLog {
+    /// Opens the log in `state_dir`, creating the directory, the index and its schema as needed.
+    pub fn open(state_dir: &Path) -> Result<EventLog, LogError> {
+        let performances = state_dir.join(PERFORMANCES_DIR);
+        std::fs::create_dir_all(&performances).map_err(|source| LogError::Io {
+            action: "create the directory",
+            path: performances,
+            source,
+        })?;
+        let db_path = state_dir.join(DB_FILE);
+        let conn = index::connect(&db_path)?;
+        Ok(EventLog {
+            dir: state_dir.to_path_buf(),
+            db_path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The JSONL file of performance `id` (which need not exist yet).
+    pub fn log_path(&self, id: &str) -> Result<PathBuf, LogError> {
+        check_id(id)?;
+        Ok(self.dir.join(PERFORMANCES_DIR).join(format!("{id}.jsonl")))
+    }
+
+    /// A recorder for performance `id`, appending to its file (a resumed performance goes on in
+    /// the same file). Add it to the performance with `PerformanceBuilder::observer`.
+    pub fn recorder(&self, id: &str) -> Result<Arc<Recorder>, LogError> {
+        let path = self.log_path(id)?;
+        Ok(Arc::new(Recorder::open(id, path, self.db_path.clone())?))
+    }
+
+    /// The latest `limit` performances, newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<PerformanceRow>, LogError> {
+        let conn = self.conn();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM performances ORDER BY started_at DESC, rowid DESC LIMIT ?1",
+                index::ROW_COLUMNS
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![limit], index::row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.db_err(e))?;
+        Ok(rows)
+    }
+
+    /// The performance whose id is `id_or_prefix` or, failing that, the only one whose id starts
+    /// with it.
+    pub fn find(&self, id_or_prefix: &str) -> Result<PerformanceRow, LogError> {
+        let not_found = || LogError::NotFound {
+            query: id_or_prefix.to_string(),
+            dir: self.dir.clone(),
+        };
+        if id_or_prefix.is_empty() {
+            return Err(not_found());
+        }
+        let conn = self.conn();
+        if let Some(row) = index::get(&conn, id_or_prefix).map_err(|e| self.db_err(e))? {
+            return Ok(row);
+        }
+        let mut rows = conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM performances
+                 WHERE substr(id, 1, length(?1)) = ?1
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?2",
+                index::ROW_COLUMNS
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![id_or_prefix, MAX_CANDIDATES as i64 + 1], index::row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.db_err(e))?;
+        match rows.len() {
+            0 => Err(not_found()),
+            1 => Ok(rows.remove(0)),
+            n => {
+                let mut candidates: Vec<String> = rows
+                    .into_iter()
+                    .take(MAX_CANDIDATES)
+                    .map(|r| r.id)
+                    .collect();
+                if n > MAX_CANDIDATES {
+                    candidates.push("…".into());
+                }
+                Err(LogError::Ambiguous {
+                    prefix: id_or_prefix.to_string(),
+                    candidates,
+                })
+            }
+        }
+    }
+
+    /// The logged events of performance `id`, in order. A last line cut short by a crash is left
+    /// out; a damaged line anywhere else is an error naming the file and line.
+    pub fn events(&self, id: &str) -> Result<Vec<Event>, LogError> {
+        read_events(&self.log_path(id)?)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A poisoned lock only means a reader panicked; the connection itself is intact.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn db_err(&self, source: rusqlite::Error) -> LogError {
+        LogError::Db {
+            path: self.db_path.clone(),
+            source,
+        }
+    }
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the events of one JSONL file. See [`EventLog::events`].
+pub fn read_events(path: &Path) -> Result<Vec<Event>, LogError> {
+    let bytes = std::fs::read(path).map_err(|source| LogError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let complete = bytes.last().is_none_or(|&b| b == b'\n');
+    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    let mut events = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Event>(line) {
+            Ok(e) => events.push(e),
+            // The last line, without its newline: a write a crash cut short.
+            Err(_) if !complete && i + 1 == lines.len() => {}
+            Err(e) => {
+                return Err(LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// Ids become file names: keep them to a safe alphabet.
+fn check_id(id: &str) -> Result<(), LogError> {
+    let ok = !id.is_empty()
+        && !id.starts_with('.')
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::InvalidId(id.to_string()))
+    }
+}
