@@ -23,6 +23,9 @@ pub const CUT_OFF: &str = "not run: your reply hit the output-token limit, so th
 const INTERRUPTED: &str =
     "not finished: the performance was interrupted. Re-issue the call if it is still needed.";
 
+/// A tool call ready to run (its prop and parsed arguments), or the error the model gets instead.
+type Prepared = Result<(Arc<dyn Prop>, serde_json::Value), String>;
+
 /// One member of the cast, ready to perform.
 pub struct Actor {
     pub name: String,
@@ -121,7 +124,13 @@ impl PerformanceBuilder {
                 broken: None,
             },
             context: PropContext {
-                workspace: self.workspace.into(),
+                // Props rely on a canonical root; a root that cannot be canonicalized (it does
+                // not exist) is kept as given, and every path under it fails with a clear error.
+                workspace: self
+                    .workspace
+                    .canonicalize()
+                    .unwrap_or(self.workspace)
+                    .into(),
                 actor,
                 cancel: CancellationToken::new(),
             },
@@ -374,7 +383,7 @@ impl Performance {
         stop: StopReason,
         cancel: &CancellationToken,
     ) -> Result<(), Ended> {
-        let parsed: Vec<(ToolCall, Result<(Arc<dyn Prop>, serde_json::Value), String>)> = calls
+        let parsed: Vec<(ToolCall, Prepared)> = calls
             .into_iter()
             .map(|call| {
                 let prepared = if stop == StopReason::MaxTokens {
@@ -443,7 +452,7 @@ impl Performance {
     }
 
     /// Finds the prop and parses the arguments; a failure is a message for the model.
-    fn prepare(&self, call: &ToolCall) -> Result<(Arc<dyn Prop>, serde_json::Value), String> {
+    fn prepare(&self, call: &ToolCall) -> Prepared {
         let Some(prop) = self.props.iter().find(|p| p.spec().name == call.name) else {
             let names: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
             return Err(format!(
@@ -508,7 +517,7 @@ impl Performance {
     }
 }
 
-fn is_read(prepared: &Result<(Arc<dyn Prop>, serde_json::Value), String>) -> bool {
+fn is_read(prepared: &Prepared) -> bool {
     match prepared {
         Ok((prop, args)) => prop.access(args) == Access::Read,
         Err(_) => true,

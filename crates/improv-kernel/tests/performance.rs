@@ -1,4 +1,5 @@
 //! Drives the real performance loop with a scripted model and small test props.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_trait::async_trait;
 use improv_kernel::*;
@@ -53,7 +54,7 @@ struct TestProp {
 }
 
 impl TestProp {
-    fn new<F, Fut>(name: &str, access: Access, f: F) -> Arc<dyn Prop>
+    fn make<F, Fut>(name: &str, access: Access, f: F) -> Arc<dyn Prop>
     where
         F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<String, PropError>> + Send + 'static,
@@ -100,7 +101,7 @@ impl Prop for TestProp {
 }
 
 fn echo() -> Arc<dyn Prop> {
-    TestProp::new("echo", Access::Read, |args| async move {
+    TestProp::make("echo", Access::Read, |args| async move {
         Ok(format!("echo {}", args["text"].as_str().unwrap_or("")))
     })
 }
@@ -197,14 +198,18 @@ async fn bad_calls_become_tool_errors_the_model_can_fix() {
     let results = tape.finished_tools();
     assert_eq!(results.len(), 3);
     assert!(!results[0].1 && results[0].2.contains("unknown prop `nope`"));
-    assert!(results[0].2.contains("echo"), "lists the props: {}", results[0].2);
+    assert!(
+        results[0].2.contains("echo"),
+        "lists the props: {}",
+        results[0].2
+    );
     assert!(!results[1].1 && results[1].2.contains("not valid JSON"));
     assert!(!results[2].1 && results[2].2.contains("JSON object"));
 }
 
 #[tokio::test]
 async fn prop_errors_are_results_not_crashes() {
-    let failing = TestProp::new("fail", Access::Write, |_| async {
+    let failing = TestProp::make("fail", Access::Write, |_| async {
         Err(PropError::new("no such file: a.txt"))
     });
     let model = Arc::new(ScriptedModel::new([
@@ -227,7 +232,7 @@ async fn prop_errors_are_results_not_crashes() {
 async fn a_cut_off_reply_runs_none_of_its_calls() {
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
-    let counting = TestProp::new("write", Access::Write, move |_| {
+    let counting = TestProp::make("write", Access::Write, move |_| {
         r.fetch_add(1, Ordering::SeqCst);
         async { Ok("written".to_string()) }
     });
@@ -237,10 +242,18 @@ async fn a_cut_off_reply_runs_none_of_its_calls() {
     ]));
     let (ended, tape) = perform(model, vec![counting], Budget::default()).await;
     assert_eq!(ended.outcome, Outcome::Done);
-    assert_eq!(ran.load(Ordering::SeqCst), 0, "a cut-off call must never run");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "a cut-off call must never run"
+    );
     let results = tape.finished_tools();
     assert!(!results[0].1);
-    assert!(results[0].2.contains("output-token limit"), "{}", results[0].2);
+    assert!(
+        results[0].2.contains("output-token limit"),
+        "{}",
+        results[0].2
+    );
 }
 
 #[tokio::test]
@@ -268,7 +281,7 @@ async fn reads_run_together_and_writes_run_alone_in_order() {
     let order = Arc::new(Mutex::new(Vec::new()));
     let write = {
         let (f, o, ord) = (in_flight.clone(), overlap.clone(), order.clone());
-        TestProp::new("put", Access::Write, move |args| {
+        TestProp::make("put", Access::Write, move |args| {
             let (f, o, ord) = (f.clone(), o.clone(), ord.clone());
             async move {
                 if f.fetch_add(1, Ordering::SeqCst) > 0 {
@@ -303,7 +316,10 @@ async fn reads_run_together_and_writes_run_alone_in_order() {
             _ => None,
         })
         .collect();
-    assert_eq!(ids, ["call_1_0", "call_1_1", "call_1_2", "call_1_3", "call_1_4"]);
+    assert_eq!(
+        ids,
+        ["call_1_0", "call_1_1", "call_1_2", "call_1_3", "call_1_4"]
+    );
 }
 
 #[tokio::test]
@@ -324,13 +340,16 @@ async fn a_slow_tool_times_out_as_an_error_result() {
     let (ended, tape) = perform(model, vec![slow], Budget::default()).await;
     assert_eq!(ended.outcome, Outcome::Done);
     let results = tape.finished_tools();
-    assert!(!results[0].1 && results[0].2.contains("timed out"), "{results:?}");
+    assert!(
+        !results[0].1 && results[0].2.contains("timed out"),
+        "{results:?}"
+    );
 }
 
 fn looping(n: usize) -> Arc<ScriptedModel> {
-    Arc::new(ScriptedModel::new(
-        (0..n).map(|i| ScriptedTurn::call("echo", json!({ "text": i.to_string() }))),
-    ))
+    Arc::new(ScriptedModel::new((0..n).map(|i| {
+        ScriptedTurn::call("echo", json!({ "text": i.to_string() }))
+    })))
 }
 
 #[tokio::test]
@@ -430,7 +449,7 @@ impl Observer for BrokenLog {
 async fn a_failing_log_stops_the_performance() {
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
-    let counting = TestProp::new("write", Access::Write, move |_| {
+    let counting = TestProp::make("write", Access::Write, move |_| {
         r.fetch_add(1, Ordering::SeqCst);
         async { Ok("written".to_string()) }
     });
@@ -452,7 +471,7 @@ async fn director_notes_arrive_before_the_next_model_call() {
     let (notes_tx, notes) = Notes::channel();
     let tx = notes_tx.clone();
     // The note is sent while the tool runs: it must not be mixed into the tool's result.
-    let busy = TestProp::new("busy", Access::Write, move |_| {
+    let busy = TestProp::make("busy", Access::Write, move |_| {
         let tx = tx.clone();
         async move {
             tx.send("also update the changelog");
@@ -472,7 +491,9 @@ async fn director_notes_arrive_before_the_next_model_call() {
     let ended = p.act(&CancellationToken::new()).await;
     assert_eq!(ended.outcome, Outcome::Done);
     let second = &model.requests()[1];
-    assert!(matches!(&second[second.len() - 2], Message::Tool { content, .. } if content == "busy done"));
+    assert!(
+        matches!(&second[second.len() - 2], Message::Tool { content, .. } if content == "busy done")
+    );
     assert_eq!(
         second.last(),
         Some(&Message::user("also update the changelog"))
@@ -484,7 +505,7 @@ async fn director_notes_arrive_before_the_next_model_call() {
 async fn ctrl_c_cancels_the_running_tool_and_resume_continues() {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
-    let hang = TestProp::new("hang", Access::Write, move |_| {
+    let hang = TestProp::make("hang", Access::Write, move |_| {
         let c = c.clone();
         async move {
             c.cancel(); // the director presses Ctrl-C while the tool runs
@@ -493,7 +514,7 @@ async fn ctrl_c_cancels_the_running_tool_and_resume_continues() {
         }
     });
     let model = Arc::new(ScriptedModel::new([
-        ScriptedTurn::call("hang", json!({})).and_call("echo", json!({"text": "later"})),
+        ScriptedTurn::call("hang", json!({})).and_call("echo", json!({"text": "later"}))
     ]));
     let tape = Arc::new(Tape::default());
     let mut p = Performance::builder(actor(model, vec![hang.clone(), echo()]))
@@ -510,7 +531,9 @@ async fn ctrl_c_cancels_the_running_tool_and_resume_continues() {
 
     // Resume from the log: the conversation goes on where it stopped.
     let logged = tape.events();
-    let model = Arc::new(ScriptedModel::new([ScriptedTurn::say("finished after resume")]));
+    let model = Arc::new(ScriptedModel::new([ScriptedTurn::say(
+        "finished after resume",
+    )]));
     let tape2 = Arc::new(Tape::default());
     let mut p = Performance::builder(actor(model.clone(), vec![hang, echo()]))
         .observer(tape2.clone())
