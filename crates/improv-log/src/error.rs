@@ -40,6 +40,12 @@ pub enum LogError {
         prefix: String,
         candidates: Vec<String>,
     },
+    /// Another recorder (usually another process) is writing this performance.
+    #[error(
+        "performance `{id}` is being recorded by another improv process ({}); wait for it to finish or stop it first",
+        path.display()
+    )]
+    Busy { id: String, path: PathBuf },
     /// A performance id that cannot be a file name.
     #[error(
         "invalid performance id `{0}`: use letters, digits, `-`, `_` and `.` only, not starting with `.`"

@@ -40,6 +40,20 @@ impl Recorder {
                 path: path.clone(),
                 source,
             })?;
+        lock(&file).map_err(|source| {
+            if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                LogError::Busy {
+                    id: id.to_string(),
+                    path: path.clone(),
+                }
+            } else {
+                LogError::Io {
+                    action: "lock",
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
         drop_cut_line(&mut file).map_err(|source| LogError::Io {
             action: "repair the cut-off last line of",
             path: path.clone(),
@@ -184,6 +198,19 @@ impl std::fmt::Debug for Recorder {
             .field("id", &self.id)
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// Takes the file's exclusive lock, held until the file is closed (the recorder dropped), so two
+/// recorders never interleave lines of one performance.
+fn lock(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

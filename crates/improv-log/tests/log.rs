@@ -443,3 +443,17 @@ fn an_index_from_a_newer_improv_is_refused() {
     );
     assert!(err.to_string().contains("upgrade improv"), "{err}");
 }
+
+#[test]
+fn one_performance_has_one_recorder_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = EventLog::open(tmp.path()).unwrap();
+    let first = log.recorder("solo").unwrap();
+    let err = log.recorder("solo").unwrap_err();
+    assert!(matches!(err, LogError::Busy { .. }), "{err:?}");
+    assert!(err.to_string().contains("`solo`"), "{err}");
+    // Another performance is not held up, and the lock goes with the recorder.
+    log.recorder("other").unwrap();
+    drop(first);
+    log.recorder("solo").unwrap();
+}
