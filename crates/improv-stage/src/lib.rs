@@ -1,0 +1,331 @@
+//! The improv stage file: `stage.toml` parsed and checked into a [`Stage`] — its intent, context,
+//! cast of actors, edges, feedback and prices — with errors that point at the offending key.
+//!
+//! ```
+//! let stage = improv_stage::Stage::parse(
+//!     "[[actor]]\nname = \"lead\"\nmodel = \"openai/gpt-5-mini\"\n",
+//!     std::path::Path::new("stage.toml"),
+//! )
+//! .unwrap();
+//! assert_eq!(stage.lead().model.as_deref(), Some("openai/gpt-5-mini"));
+//! ```
+
+mod error;
+pub mod prompt;
+mod raw;
+
+pub use error::{Invalid, StageError};
+
+use improv_kernel::{Budget, Price};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// The file a stage is written in.
+pub const STAGE_FILE: &str = "stage.toml";
+
+/// The props every actor gets when it names none.
+pub const CORE_PROPS: &[&str] = &["read", "write", "edit", "bash", "grep", "find"];
+
+/// The props a stage may name.
+pub const KNOWN_PROPS: &[&str] = &[
+    "read", "write", "edit", "bash", "grep", "find", "cue", "board",
+];
+
+/// The providers a model may name, as in `provider/model`.
+pub const PROVIDERS: &[&str] = &[
+    "openai",
+    "openai-responses",
+    "anthropic",
+    "compatible",
+    "ollama",
+    "local",
+    "scripted",
+];
+
+/// The context files read when a stage names none.
+pub const DEFAULT_CONTEXT_FILES: &[&str] = &["AGENTS.md", "README.md"];
+
+/// A stage: where a performance happens and everything the director set up for it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Stage {
+    /// The stage file (which may not exist, for [`Stage::default_in`]).
+    pub path: PathBuf,
+    /// The directory of the stage file; relative paths in it are relative to this.
+    pub dir: PathBuf,
+    pub stage: StageMeta,
+    pub context: ContextConfig,
+    /// The cast, never empty: a stage without `[[actor]]` gets one default actor, `lead`.
+    pub actors: Vec<ActorConfig>,
+    pub edges: Edges,
+    pub feedback: Feedback,
+    /// Prices in USD per million tokens by `provider/model`, for models whose provider does not
+    /// know them.
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// `[stage]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StageMeta {
+    /// The stage's name; its directory's name when the file gives none.
+    pub name: String,
+    /// The goal of a performance; a run may give it instead.
+    pub intent: Option<String>,
+}
+
+/// `[context]`: what the actors are told besides the intent.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContextConfig {
+    /// Files, relative to the stage directory, put into the system prompt when they exist.
+    pub files: Vec<String>,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        ContextConfig {
+            files: DEFAULT_CONTEXT_FILES
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// `[[actor]]`: one member of the cast.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ActorConfig {
+    pub name: String,
+    /// Its role, the start of its system prompt; a short capable-agent role when absent.
+    pub role: Option<String>,
+    /// `provider/model`; when absent the CLI chooses (the embedded model when no key is set).
+    pub model: Option<String>,
+    /// The props it may use; the [`CORE_PROPS`] when the file names none.
+    pub props: Vec<String>,
+    /// Whether it leads; otherwise the first actor does.
+    pub lead: bool,
+    /// An endpoint other than the provider's default.
+    pub base_url: Option<String>,
+    /// The environment variable holding its API key, instead of the provider's usual one.
+    pub api_key_env: Option<String>,
+    /// The most tokens one reply may have.
+    pub max_output_tokens: Option<u32>,
+}
+
+/// `[edges]`: the limits and rules a performance runs within.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Edges {
+    /// The directory actors work in, relative to the stage directory; see [`Stage::workspace`].
+    pub workspace: Option<PathBuf>,
+    /// Whether props may reach the network.
+    pub network: bool,
+    pub max_turns: Option<u32>,
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    /// Wall time of the whole performance.
+    pub timeout: Option<Duration>,
+    /// Wall time of one tool call.
+    pub tool_timeout: Option<Duration>,
+    /// `[[edges.rule]]`, in the order written.
+    pub rules: Vec<Rule>,
+}
+
+/// `[[edges.rule]]`: what happens when a prop call matches.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rule {
+    /// The prop it applies to; any prop when absent.
+    pub prop: Option<String>,
+    /// A glob on the shell command (`git push*`).
+    pub command: Option<String>,
+    /// A glob on the path a prop touches.
+    pub path: Option<String>,
+    pub decision: Decision,
+}
+
+/// What a rule decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// Ask the director first.
+    Ask,
+}
+
+/// `[feedback]`: the checks a performance's work must pass.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Feedback {
+    /// How many times the actor may try to pass the checks.
+    pub max_attempts: u32,
+    pub checks: Vec<Check>,
+}
+
+impl Default for Feedback {
+    fn default() -> Self {
+        Feedback {
+            max_attempts: 3,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// `[[feedback.check]]`: a command that must pass, or a critic (an actor) that judges.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Check {
+    pub name: String,
+    /// A shell command that passes with exit code 0.
+    pub command: Option<String>,
+    /// The actor that judges the work.
+    pub critic: Option<String>,
+    /// What the critic judges by.
+    pub rubric: Option<String>,
+    /// When it runs; when the actor ends its turn if absent.
+    pub on: Option<String>,
+    /// How long the command may take.
+    pub timeout: Option<Duration>,
+}
+
+/// The actor a stage without `[[actor]]` gets.
+fn default_actor() -> ActorConfig {
+    ActorConfig {
+        name: "lead".into(),
+        role: None,
+        model: None,
+        props: CORE_PROPS.iter().map(|p| p.to_string()).collect(),
+        lead: false,
+        base_url: None,
+        api_key_env: None,
+        max_output_tokens: None,
+    }
+}
+
+static DEFAULT_ACTOR: LazyLock<ActorConfig> = LazyLock::new(default_actor);
+
+/// The name of a directory, for a stage that gives none.
+fn dir_name(dir: &Path) -> String {
+    std::path::absolute(dir)
+        .ok()
+        .as_deref()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stage".into())
+}
+
+/// The directory of a stage file, `.` for a bare file name.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl Stage {
+    /// Reads and checks the stage file at `path`, or `path/stage.toml` when `path` is a
+    /// directory. The stage's directory is made absolute.
+    pub fn load(path: &Path) -> Result<Stage, StageError> {
+        let path = if path.is_dir() {
+            path.join(STAGE_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let path = std::path::absolute(&path).unwrap_or(path);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path.file_name().is_some_and(|n| n == STAGE_FILE) =>
+            {
+                return Err(StageError::Missing {
+                    dir: parent_dir(&path),
+                });
+            }
+            Err(source) => return Err(StageError::Read { path, source }),
+        };
+        Stage::parse(&text, &path)
+    }
+
+    /// Checks the text of a stage file; `path` names it in errors and locates relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Stage, StageError> {
+        let raw: raw::RawStage = toml::from_str(text).map_err(|e| {
+            let (message, label, help) = raw::parse_problem(e.message());
+            let problem = error::Problem::new(message, e.span().unwrap_or(0..0), label).help(help);
+            error::invalid(vec![problem], path, text)
+        })?;
+        raw.build(path.to_path_buf(), parent_dir(path))
+            .map_err(|problems| error::invalid(problems, path, text))
+    }
+
+    /// The stage of a directory without a stage file: one default actor, no limits.
+    pub fn default_in(dir: &Path) -> Stage {
+        Stage {
+            path: dir.join(STAGE_FILE),
+            dir: dir.to_path_buf(),
+            stage: StageMeta {
+                name: dir_name(dir),
+                intent: None,
+            },
+            context: ContextConfig::default(),
+            actors: vec![default_actor()],
+            edges: Edges::default(),
+            feedback: Feedback::default(),
+            prices: BTreeMap::new(),
+        }
+    }
+
+    /// The actor that leads: the one with `lead = true`, else the first.
+    pub fn lead(&self) -> &ActorConfig {
+        self.actors
+            .iter()
+            .find(|a| a.lead)
+            .or_else(|| self.actors.first())
+            .unwrap_or(&DEFAULT_ACTOR)
+    }
+
+    /// The actor named `name`.
+    pub fn actor(&self, name: &str) -> Option<&ActorConfig> {
+        self.actors.iter().find(|a| a.name == name)
+    }
+
+    /// The directory the actors work in: `edges.workspace` relative to the stage directory, or
+    /// the stage directory itself.
+    pub fn workspace(&self) -> PathBuf {
+        let joined = match &self.edges.workspace {
+            Some(w) => self.dir.join(w),
+            None => self.dir.clone(),
+        };
+        // `./.` and `dir/.` name the same place as `dir`; keep the path a reader would write.
+        let clean: PathBuf = joined
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
+        if clean.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            clean
+        }
+    }
+
+    /// The edges' limits as the kernel's budget.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            max_turns: self.edges.max_turns,
+            max_input_tokens: self.edges.max_input_tokens,
+            max_output_tokens: self.edges.max_output_tokens,
+            max_cost_usd: self.edges.max_cost_usd,
+            timeout: self.edges.timeout,
+        }
+    }
+
+    /// The system prompt of `actor` working in `workspace`: its role, how to act, and the
+    /// context files that exist. See [`prompt`](crate::prompt) for what goes in and why.
+    pub fn system_prompt(&self, actor: &ActorConfig, workspace: &Path) -> String {
+        prompt::system_prompt(self, actor, workspace)
+    }
+}
+
+/// A commented stage file for `improv init`: every key documented, ready for the embedded model.
+pub fn init_template() -> &'static str {
+    include_str!("stage.init.toml")
+}

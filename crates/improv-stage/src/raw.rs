@@ -1,0 +1,564 @@
+//! The stage file as written: serde structs that keep the position of every value a later check
+//! may need to point at, the checks themselves, and the conversion into a [`Stage`].
+
+use crate::error::Problem;
+use crate::{
+    ActorConfig, CORE_PROPS, Check, ContextConfig, Decision, Edges, Feedback, KNOWN_PROPS,
+    PROVIDERS, Rule, Stage, StageMeta, default_actor,
+};
+use improv_kernel::Price;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Every key the file may have, at the top level.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStage {
+    #[serde(default)]
+    stage: RawMeta,
+    #[serde(default)]
+    context: RawContext,
+    #[serde(default)]
+    actor: Vec<Spanned<RawActor>>,
+    #[serde(default)]
+    edges: RawEdges,
+    #[serde(default)]
+    feedback: RawFeedback,
+    #[serde(default)]
+    prices: BTreeMap<String, RawPrice>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMeta {
+    name: Option<Spanned<String>>,
+    intent: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawContext {
+    files: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActor {
+    name: Option<Spanned<String>>,
+    role: Option<String>,
+    model: Option<Spanned<String>>,
+    props: Option<Vec<Spanned<String>>>,
+    lead: Option<Spanned<bool>>,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    max_output_tokens: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEdges {
+    workspace: Option<String>,
+    network: Option<bool>,
+    max_turns: Option<Spanned<u32>>,
+    max_input_tokens: Option<Spanned<u64>>,
+    max_output_tokens: Option<Spanned<u64>>,
+    max_cost_usd: Option<Spanned<f64>>,
+    timeout: Option<Spanned<String>>,
+    tool_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    prop: Option<Spanned<String>>,
+    command: Option<String>,
+    path: Option<String>,
+    decision: Decision,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFeedback {
+    max_attempts: Option<Spanned<u32>>,
+    #[serde(default)]
+    check: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    command: Option<String>,
+    critic: Option<Spanned<String>>,
+    rubric: Option<String>,
+    on: Option<String>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input: Spanned<f64>,
+    output: Spanned<f64>,
+    cached_input: Option<Spanned<f64>>,
+}
+
+const DURATION_HELP: &str = "write a duration such as \"500ms\", \"90s\", \"20m\" or \"1h30m\"";
+
+/// Collects problems while checking a raw stage.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn push(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+
+    fn nonzero<T: Copy + Default + PartialEq>(&mut self, key: &str, v: &Option<Spanned<T>>) {
+        if let Some(v) = v
+            && *v.get_ref() == T::default()
+        {
+            self.push(
+                Problem::new(format!("`{key}` is 0, so nothing could run"), v.span(), "0").help(
+                    format!("give `{key}` a positive limit, or remove it for no limit"),
+                ),
+            );
+        }
+    }
+
+    fn amount(&mut self, key: &str, v: Option<&Spanned<f64>>) {
+        if let Some(v) = v {
+            let x = *v.get_ref();
+            if !x.is_finite() || x < 0.0 {
+                self.push(
+                    Problem::new(
+                        format!("`{key}` must be a positive amount"),
+                        v.span(),
+                        "here",
+                    )
+                    .help("write an amount in US dollars, such as 2.0"),
+                );
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, v: Option<&Spanned<String>>) -> Option<Duration> {
+        let v = v?;
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                self.push(
+                    Problem::new(format!("`{key}` is zero"), v.span(), "zero")
+                        .help(format!("{DURATION_HELP}, or remove `{key}` for no limit")),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.push(
+                    Problem::new(
+                        format!("`{key}` is not a duration: {e}"),
+                        v.span(),
+                        "not a duration",
+                    )
+                    .help(DURATION_HELP),
+                );
+                None
+            }
+        }
+    }
+
+    fn prop(&mut self, p: &Spanned<String>) {
+        if !KNOWN_PROPS.contains(&p.get_ref().as_str()) {
+            let mut help = String::new();
+            if let Some(close) = closest(p.get_ref(), KNOWN_PROPS.iter().copied()) {
+                help.push_str(&format!("did you mean `{close}`? "));
+            }
+            help.push_str(&format!("the props are: {}", KNOWN_PROPS.join(", ")));
+            self.push(
+                Problem::new(
+                    format!("unknown prop `{}`", p.get_ref()),
+                    p.span(),
+                    "unknown prop",
+                )
+                .help(help),
+            );
+        }
+    }
+
+    fn model(&mut self, m: &Spanned<String>) {
+        let model = m.get_ref();
+        let providers = PROVIDERS.join(", ");
+        match model.split_once('/') {
+            None => self.push(
+                Problem::new(
+                    format!("model `{model}` does not name its provider"),
+                    m.span(),
+                    "no `provider/` prefix",
+                )
+                .help(format!(
+                    "write it as provider/model, such as \"openai/{model}\"; the providers are: {providers}"
+                )),
+            ),
+            Some((provider, name)) => {
+                if !PROVIDERS.contains(&provider) {
+                    let mut help = String::new();
+                    if let Some(close) = closest(provider, PROVIDERS.iter().copied()) {
+                        help.push_str(&format!("did you mean `{close}/{name}`? "));
+                    }
+                    help.push_str(&format!("the providers are: {providers}"));
+                    self.push(
+                        Problem::new(
+                            format!("unknown provider `{provider}` in model `{model}`"),
+                            m.span(),
+                            "unknown provider",
+                        )
+                        .help(help),
+                    );
+                } else if name.is_empty() {
+                    self.push(
+                        Problem::new(
+                            format!("model `{model}` names no model after its provider"),
+                            m.span(),
+                            "no model name",
+                        )
+                        .help(format!("write it as provider/model, such as \"{provider}/NAME\"")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl RawStage {
+    /// Checks the stage and builds it, or returns every problem found.
+    pub(crate) fn build(self, path: PathBuf, dir: PathBuf) -> Result<Stage, Vec<Problem>> {
+        let mut c = Checker::default();
+
+        // The cast.
+        let mut names: HashMap<String, Range<usize>> = HashMap::new();
+        let mut lead: Option<Range<usize>> = None;
+        let mut actors = Vec::with_capacity(self.actor.len());
+        for (i, spanned) in self.actor.iter().enumerate() {
+            let header = spanned.span();
+            let a = spanned.get_ref();
+            let name = match &a.name {
+                Some(n) => {
+                    if n.get_ref().trim().is_empty() {
+                        c.push(
+                            Problem::new("an actor's name is empty", n.span(), "empty")
+                                .help("give the actor a name, such as \"lead\""),
+                        );
+                    } else if let Some(first) = names.get(n.get_ref()) {
+                        c.push(
+                            Problem::new(
+                                format!("two actors are named `{}`", n.get_ref()),
+                                n.span(),
+                                "second actor with this name",
+                            )
+                            .also(first.clone(), "first one")
+                            .help("give each actor its own name"),
+                        );
+                    } else {
+                        names.insert(n.get_ref().clone(), n.span());
+                    }
+                    n.get_ref().clone()
+                }
+                None => {
+                    let name = if i == 0 {
+                        "lead".to_string()
+                    } else {
+                        format!("actor{}", i + 1)
+                    };
+                    if let Some(first) = names.get(&name) {
+                        c.push(
+                            Problem::new(
+                                format!(
+                                    "this unnamed actor would be named `{name}`, like another one"
+                                ),
+                                header.clone(),
+                                "unnamed actor",
+                            )
+                            .also(first.clone(), "already named so")
+                            .help("give each actor a `name`"),
+                        );
+                    } else {
+                        names.insert(name.clone(), header.clone());
+                    }
+                    name
+                }
+            };
+            if let Some(l) = &a.lead
+                && *l.get_ref()
+            {
+                if let Some(first) = &lead {
+                    c.push(
+                        Problem::new("two actors say `lead = true`", l.span(), "second lead")
+                            .also(first.clone(), "first lead")
+                            .help("one actor leads; remove `lead = true` from all others"),
+                    );
+                } else {
+                    lead = Some(l.span());
+                }
+            }
+            if let Some(m) = &a.model {
+                c.model(m);
+            }
+            for p in a.props.iter().flatten() {
+                c.prop(p);
+            }
+            c.nonzero("max_output_tokens", &a.max_output_tokens);
+            actors.push(ActorConfig {
+                name,
+                role: a.role.clone(),
+                model: a.model.as_ref().map(|m| m.get_ref().clone()),
+                props: match &a.props {
+                    Some(ps) => dedup(ps.iter().map(|p| p.get_ref().clone())),
+                    None => CORE_PROPS.iter().map(|p| p.to_string()).collect(),
+                },
+                lead: a.lead.as_ref().is_some_and(|l| *l.get_ref()),
+                base_url: a.base_url.clone(),
+                api_key_env: a.api_key_env.clone(),
+                max_output_tokens: a.max_output_tokens.as_ref().map(|m| *m.get_ref()),
+            });
+        }
+        if actors.is_empty() {
+            actors.push(default_actor());
+        }
+
+        // The edges.
+        let e = &self.edges;
+        c.nonzero("max_turns", &e.max_turns);
+        c.nonzero("max_input_tokens", &e.max_input_tokens);
+        c.nonzero("max_output_tokens", &e.max_output_tokens);
+        c.amount("max_cost_usd", e.max_cost_usd.as_ref());
+        let timeout = c.duration("timeout", e.timeout.as_ref());
+        let tool_timeout = c.duration("tool_timeout", e.tool_timeout.as_ref());
+        for r in &e.rule {
+            if let Some(p) = &r.prop {
+                c.prop(p);
+            }
+        }
+        let edges = Edges {
+            workspace: e.workspace.as_ref().map(PathBuf::from),
+            network: e.network.unwrap_or(false),
+            max_turns: e.max_turns.as_ref().map(|v| *v.get_ref()),
+            max_input_tokens: e.max_input_tokens.as_ref().map(|v| *v.get_ref()),
+            max_output_tokens: e.max_output_tokens.as_ref().map(|v| *v.get_ref()),
+            max_cost_usd: e.max_cost_usd.as_ref().map(|v| *v.get_ref()),
+            timeout,
+            tool_timeout,
+            rules: e
+                .rule
+                .iter()
+                .map(|r| Rule {
+                    prop: r.prop.as_ref().map(|p| p.get_ref().clone()),
+                    command: r.command.clone(),
+                    path: r.path.clone(),
+                    decision: r.decision,
+                })
+                .collect(),
+        };
+
+        // The feedback.
+        let f = &self.feedback;
+        c.nonzero("max_attempts", &f.max_attempts);
+        let mut check_names: HashMap<&str, Range<usize>> = HashMap::new();
+        let mut checks = Vec::with_capacity(f.check.len());
+        for spanned in &f.check {
+            let k = spanned.get_ref();
+            let name = k.name.get_ref();
+            if let Some(first) = check_names.get(name.as_str()) {
+                c.push(
+                    Problem::new(
+                        format!("two checks are named `{name}`"),
+                        k.name.span(),
+                        "second check with this name",
+                    )
+                    .also(first.clone(), "first one")
+                    .help("give each check its own name"),
+                );
+            } else {
+                check_names.insert(name, k.name.span());
+            }
+            match (&k.command, &k.critic) {
+                (None, None) => c.push(
+                    Problem::new(
+                        format!("check `{name}` has neither `command` nor `critic`"),
+                        spanned.span(),
+                        "this check",
+                    )
+                    .help(
+                        "add `command = \"...\"` (a shell command that passes with exit code 0) \
+                         or `critic = \"ACTOR\"` (an actor that judges the work)",
+                    ),
+                ),
+                (Some(_), Some(critic)) => c.push(
+                    Problem::new(
+                        format!("check `{name}` has both `command` and `critic`"),
+                        critic.span(),
+                        "second kind of check",
+                    )
+                    .help("a check runs a command or asks a critic; split it into two checks"),
+                ),
+                (None, Some(critic)) if !names.contains_key(critic.get_ref()) => {
+                    let cast: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
+                    let mut help = String::new();
+                    if let Some(close) = closest(critic.get_ref(), cast.iter().copied()) {
+                        help.push_str(&format!("did you mean `{close}`? "));
+                    }
+                    help.push_str(&format!(
+                        "a critic is an actor of this stage: {}",
+                        cast.join(", ")
+                    ));
+                    c.push(
+                        Problem::new(
+                            format!(
+                                "check `{name}` names critic `{}`, who is not in the cast",
+                                critic.get_ref()
+                            ),
+                            critic.span(),
+                            "no such actor",
+                        )
+                        .help(help),
+                    );
+                }
+                _ => {}
+            }
+            let timeout = c.duration("timeout", k.timeout.as_ref());
+            checks.push(Check {
+                name: name.clone(),
+                command: k.command.clone(),
+                critic: k.critic.as_ref().map(|v| v.get_ref().clone()),
+                rubric: k.rubric.clone(),
+                on: k.on.clone(),
+                timeout,
+            });
+        }
+        let feedback = Feedback {
+            max_attempts: f.max_attempts.as_ref().map_or(3, |v| *v.get_ref()),
+            checks,
+        };
+
+        // The prices.
+        let mut prices = BTreeMap::new();
+        for (model, p) in &self.prices {
+            c.amount("input", Some(&p.input));
+            c.amount("output", Some(&p.output));
+            c.amount("cached_input", p.cached_input.as_ref());
+            prices.insert(
+                model.clone(),
+                Price {
+                    input: *p.input.get_ref(),
+                    output: *p.output.get_ref(),
+                    cached_input: p.cached_input.as_ref().map(|v| *v.get_ref()),
+                },
+            );
+        }
+
+        if let Some(n) = &self.stage.name
+            && n.get_ref().trim().is_empty()
+        {
+            c.push(
+                Problem::new("the stage's name is empty", n.span(), "empty")
+                    .help("name the stage, or remove `name` to use its directory's name"),
+            );
+        }
+        if !c.problems.is_empty() {
+            return Err(c.problems);
+        }
+        Ok(Stage {
+            stage: StageMeta {
+                name: match self.stage.name {
+                    Some(n) => n.into_inner(),
+                    None => crate::dir_name(&dir),
+                },
+                intent: self.stage.intent.filter(|i| !i.trim().is_empty()),
+            },
+            context: match self.context.files {
+                Some(files) => ContextConfig { files },
+                None => ContextConfig::default(),
+            },
+            actors,
+            edges,
+            feedback,
+            prices,
+            path,
+            dir,
+        })
+    }
+}
+
+/// Keeps the first of each repeated item.
+fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// The candidate closest to `word`, when one is close enough to be a likely typo.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// A parse error's message, label and hint. Serde's "unknown field `x`, expected one of ..."
+/// becomes "unknown key `x`" with the closest valid key and the list in the hint.
+pub(crate) fn parse_problem(message: &str) -> (String, &'static str, String) {
+    const EXAMPLE: &str = "`improv init` writes a stage.toml that documents every key";
+    let unknown = [
+        ("unknown field `", "key", "keys"),
+        ("unknown variant `", "value", "values"),
+    ]
+    .iter()
+    .find_map(|(p, one, many)| message.strip_prefix(p).map(|rest| (*one, *many, rest)));
+    if let Some((one, many, rest)) = unknown {
+        let word = rest.split('`').next().unwrap_or_default();
+        let valid: Vec<&str> = rest
+            .split_once("expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let mut help = String::new();
+        if let Some(close) = closest(word, valid.iter().copied()) {
+            help.push_str(&format!("did you mean `{close}`? "));
+        }
+        if valid.is_empty() {
+            help.push_str(&format!("no {many} are allowed here; {EXAMPLE}"));
+        } else {
+            help.push_str(&format!("the valid {many} here are: {}", valid.join(", ")));
+        }
+        let label = if one == "key" {
+            "unknown key"
+        } else {
+            "unknown value"
+        };
+        return (format!("unknown {one} `{word}`"), label, help);
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let help = if field == "decision" {
+            "add `decision = \"allow\"`, `\"deny\"` or `\"ask\"` to this rule".to_string()
+        } else {
+            format!("add `{field} = ...` here; {EXAMPLE}")
+        };
+        return (format!("missing key `{field}`"), "in this table", help);
+    }
+    (message.to_string(), "here", EXAMPLE.into())
+}
