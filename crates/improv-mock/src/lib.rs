@@ -9,6 +9,7 @@
 //! wire formats from a provider-neutral [`Turn`].
 
 pub mod anthropic;
+pub mod fixtures;
 pub mod openai_chat;
 pub mod openai_responses;
 mod turn;
