@@ -66,7 +66,7 @@ impl RetryPolicy {
 
 /// What the error messages of one endpoint need to say.
 pub(crate) struct Target<'a> {
-    /// The provider as a user knows it: "OpenAI", "Anthropic", "the OpenAI-compatible server".
+    /// The provider as a user knows it: "OpenAI", "Anthropic", "OpenAI-compatible server".
     pub provider: &'a str,
     /// `provider/model`, as written in the stage file.
     pub model: &'a str,

@@ -44,7 +44,7 @@ impl OpenAiChat {
     fn provider(&self) -> &'static str {
         match self.flavor {
             Flavor::OpenAi => "OpenAI",
-            Flavor::Compatible => "The OpenAI-compatible server",
+            Flavor::Compatible => "OpenAI-compatible server",
         }
     }
 
