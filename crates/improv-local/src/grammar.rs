@@ -1,0 +1,547 @@
+//! Tool calls a tiny model cannot get wrong: a GBNF grammar built from the props' JSON schemas.
+//!
+//! # How a reply becomes either text or a valid call
+//!
+//! The system prompt gets a short added section ([`instructions`]) that lists the props and says:
+//! to use one, reply with only `{"tool": "<name>", "arguments": {...}}`. Generation then runs
+//! under the grammar from [`gbnf`]:
+//!
+//! ```text
+//! root ::= lead (call | text)            # auto: the model may still answer in text
+//! root ::= lead call                     # required: it must call a prop
+//! text ::= [^{ \t\n\r] .*                # anything that does not open with `{`
+//! call ::= "{\"tool\": " (call-0 | call-1 | ...)
+//! call-0 ::= "\"list\", \"arguments\": " args-0 "}"
+//! args-0 ::= "{" ws "\"path\":" ws string ... "}"   # from the prop's JSON schema
+//! ```
+//!
+//! So the model's first visible character decides: `{` commits it to a call, which the grammar
+//! then forces to name a real prop and to carry arguments of that prop's schema (its required
+//! properties, their types, enums); anything else is text. The engine applies the grammar only
+//! until that first character: once the reply is text it samples freely (no grammar cost per
+//! token), and once it is a call the grammar stays on until the JSON closes, which ends the reply.
+//!
+//! We chose an eager grammar with a text branch over llama.cpp's lazy grammar (triggered by a
+//! word): a lazy grammar only constrains what follows the trigger, so a model that writes
+//! `{"tool":"lst"` or `{ "tool"` would slip past it; here every call, from its first byte, is one
+//! the grammar accepts. The envelope is fixed byte for byte (`{"tool": "`, `", "arguments": `),
+//! so [`parse`] reads it back exactly and the history renders the call as the model wrote it.
+//!
+//! Supported schema keywords: `type` (string, integer, number, boolean, null, array, object, or a
+//! list of these), `properties`, `required`, `items`, `enum`, `const`, `anyOf`, `oneOf`. Other
+//! keywords (lengths, patterns, formats) are not enforced; an unknown or missing type allows any
+//! JSON value. Objects with `properties` allow only those properties, required ones first.
+
+use improv_kernel::ToolSpec;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// How a call opens, byte for byte.
+pub const CALL_OPEN: &str = "{\"tool\": ";
+/// What separates the prop's name from its arguments.
+const CALL_ARGS: &str = ", \"arguments\": ";
+
+/// The JSON of one call, exactly as the grammar makes the model write it.
+pub fn call_json(name: &str, arguments: &str) -> String {
+    let arguments = arguments.trim();
+    let arguments = if arguments.is_empty() {
+        "{}"
+    } else {
+        arguments
+    };
+    let name = serde_json::to_string(name).unwrap_or_else(|_| format!("\"{name}\""));
+    format!("{CALL_OPEN}{name}{CALL_ARGS}{arguments}}}")
+}
+
+/// The short section added to the system prompt that teaches the call format and lists the props
+/// as one-line signatures, e.g. `- read(path: string, limit?: integer): Read a file.`
+pub fn instructions(tools: &[ToolSpec]) -> String {
+    let mut out = String::from("You have these tools:");
+    for tool in tools {
+        let _ = write!(out, "\n- {}({})", tool.name, signature(&tool.parameters));
+        let description = tool.description.trim();
+        if !description.is_empty() {
+            let _ = write!(out, ": {description}");
+        }
+    }
+    out.push_str("\nTo use a tool, reply with only this JSON: {\"tool\": \"<name>\", \"arguments\": {...}}. Otherwise reply in plain text.");
+    out
+}
+
+/// `path: string, limit?: integer` for an object schema.
+fn signature(schema: &Value) -> String {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return String::new();
+    };
+    let required = required(schema);
+    let mut parts = Vec::new();
+    for name in required.iter().filter(|n| props.contains_key(n.as_str())) {
+        parts.push(format!("{name}: {}", type_name(&props[name.as_str()])));
+    }
+    for (name, sub) in props.iter().filter(|(n, _)| !required.contains(n)) {
+        parts.push(format!("{name}?: {}", type_name(sub)));
+    }
+    parts.join(", ")
+}
+
+fn type_name(schema: &Value) -> String {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("|");
+    }
+    match schema.get("type") {
+        Some(Value::String(t)) if t == "array" => {
+            format!("{}[]", schema.get("items").map_or("any".into(), type_name))
+        }
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("|"),
+        _ => "any".into(),
+    }
+}
+
+fn required(schema: &Value) -> Vec<String> {
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The primitive rules every grammar shares.
+const PRIMITIVES: &str = r#"ws ::= " "?
+string ::= "\"" char* "\""
+char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])
+integer ::= "-"? ([0-9] | [1-9] [0-9]{1,15})
+number ::= integer ("." [0-9]{1,15})? ([eE] [-+]? [0-9]{1,3})?
+boolean ::= "true" | "false"
+null ::= "null"
+value ::= object | array | string | number | boolean | null
+object ::= "{" ws (string ":" ws value ("," ws string ":" ws value)*)? ws "}"
+array ::= "[" ws (value ("," ws value)*)? ws "]"
+"#;
+
+/// The GBNF grammar (root rule `root`) for a reply to a request offering `tools`: text or one
+/// call when `required` is false, always one call when it is true. `tools` must not be empty.
+pub fn gbnf(tools: &[ToolSpec], required: bool) -> String {
+    let mut b = Builder::default();
+    let mut calls = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let args = b.arguments(&tool.parameters, &format!("args-{i}"));
+        let name = serde_json::to_string(&tool.name).unwrap_or_default();
+        let body = format!("{} {args} \"}}\"", literal(&format!("{name}{CALL_ARGS}")));
+        calls.push(b.add(format!("call-{i}"), body));
+    }
+    let mut out = String::new();
+    if required {
+        out.push_str("root ::= lead call\n");
+    } else {
+        out.push_str("root ::= lead (call | text)\n");
+        out.push_str("text ::= [^{ \\t\\n\\r] .*\n");
+    }
+    out.push_str("lead ::= [ \\t\\n]? [ \\t\\n]?\n");
+    let _ = writeln!(
+        out,
+        "call ::= {} ({})",
+        literal(CALL_OPEN),
+        calls.join(" | ")
+    );
+    for (name, body) in &b.rules {
+        let _ = writeln!(out, "{name} ::= {body}");
+    }
+    out.push_str(PRIMITIVES);
+    out
+}
+
+/// A GBNF string literal matching `s` exactly.
+fn literal(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A GBNF literal matching the JSON text of `value`.
+fn json_literal(value: &Value) -> String {
+    literal(&value.to_string())
+}
+
+/// Collects the rules of one grammar.
+#[derive(Default)]
+struct Builder {
+    rules: Vec<(String, String)>,
+}
+
+impl Builder {
+    fn add(&mut self, name: String, body: String) -> String {
+        self.rules.push((name.clone(), body));
+        name
+    }
+
+    /// A prop's arguments: always a JSON object.
+    fn arguments(&mut self, schema: &Value, name: &str) -> String {
+        if schema.get("properties").is_some() {
+            self.object(schema, name)
+        } else {
+            "object".into()
+        }
+    }
+
+    /// An expression matching the JSON values `schema` allows.
+    fn value(&mut self, schema: &Value, name: &str) -> String {
+        if !schema.is_object() {
+            return "value".into();
+        }
+        if let Some(c) = schema.get("const") {
+            return json_literal(c);
+        }
+        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+            if values.is_empty() {
+                return "value".into();
+            }
+            let alts: Vec<String> = values.iter().map(json_literal).collect();
+            return format!("({})", alts.join(" | "));
+        }
+        for key in ["anyOf", "oneOf"] {
+            if let Some(subs) = schema.get(key).and_then(Value::as_array) {
+                let alts: Vec<String> = subs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| self.value(s, &format!("{name}-{i}")))
+                    .collect();
+                if !alts.is_empty() {
+                    return format!("({})", alts.join(" | "));
+                }
+            }
+        }
+        match schema.get("type") {
+            Some(Value::String(t)) => self.typed(t, schema, name),
+            Some(Value::Array(ts)) => {
+                let alts: Vec<String> = ts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .enumerate()
+                    .map(|(i, t)| self.typed(t, schema, &format!("{name}-{i}")))
+                    .collect();
+                if alts.is_empty() {
+                    "value".into()
+                } else {
+                    format!("({})", alts.join(" | "))
+                }
+            }
+            _ if schema.get("properties").is_some() => self.object(schema, name),
+            _ => "value".into(),
+        }
+    }
+
+    fn typed(&mut self, t: &str, schema: &Value, name: &str) -> String {
+        match t {
+            "string" | "integer" | "number" | "boolean" | "null" => t.into(),
+            "array" => {
+                let item = match schema.get("items") {
+                    Some(items) => self.value(items, &format!("{name}-item")),
+                    None => "value".into(),
+                };
+                let body = format!("\"[\" ws ({item} (\",\" ws {item})*)? ws \"]\"");
+                self.add(name.into(), body)
+            }
+            "object" if schema.get("properties").is_some() => self.object(schema, name),
+            "object" => "object".into(),
+            _ => "value".into(),
+        }
+    }
+
+    /// An object with the schema's properties: required ones first, in the order `required`
+    /// lists them, then each optional one at most once, in the order `properties` lists them.
+    fn object(&mut self, schema: &Value, name: &str) -> String {
+        let empty = serde_json::Map::new();
+        let props = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        let required = required(schema);
+        let member = |b: &mut Builder, i: usize, key: &str| {
+            let sub = props.get(key).cloned().unwrap_or(Value::Bool(true));
+            let value = b.value(&sub, &format!("{name}-{i}"));
+            let key = Value::String(key.into());
+            format!("{} ws {value}", literal(&format!("{key}:")))
+        };
+        let mut kv = Vec::new();
+        for (i, key) in required.iter().enumerate() {
+            kv.push((true, member(self, i, key)));
+        }
+        for (i, key) in props.keys().enumerate() {
+            if !required.contains(key) {
+                kv.push((false, member(self, required.len() + i, key)));
+            }
+        }
+        let req: Vec<&String> = kv.iter().filter(|(r, _)| *r).map(|(_, m)| m).collect();
+        let opt: Vec<&String> = kv.iter().filter(|(r, _)| !*r).map(|(_, m)| m).collect();
+        let tail = |from: usize| -> String {
+            opt[from..]
+                .iter()
+                .map(|m| format!(" (\",\" ws {m})?"))
+                .collect()
+        };
+        let inner = if let Some((first, rest)) = req.split_first() {
+            let mut s = (*first).clone();
+            for m in rest {
+                let _ = write!(s, " \",\" ws {m}");
+            }
+            s.push_str(&tail(0));
+            s
+        } else if opt.is_empty() {
+            String::new()
+        } else {
+            let alts: Vec<String> = (0..opt.len())
+                .map(|i| format!("{}{}", opt[i], tail(i + 1)))
+                .collect();
+            format!("({})?", alts.join(" | "))
+        };
+        let body = if inner.is_empty() {
+            "\"{\" ws \"}\"".to_string()
+        } else {
+            format!("\"{{\" ws {inner} ws \"}}\"")
+        };
+        self.add(name.into(), body)
+    }
+}
+
+/// A reply read back as a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A complete call: the prop's name and its arguments' JSON text.
+    Call { name: String, arguments: String },
+    /// A call cut off before its JSON closed (the output-token limit): the name when it was
+    /// written in full, and the arguments so far.
+    Partial {
+        name: Option<String>,
+        arguments: String,
+    },
+}
+
+/// Reads a grammar-constrained call back: `{"tool": "<name>", "arguments": <json>}`.
+pub fn parse(reply: &str) -> Parsed {
+    let reply = reply.trim();
+    let partial = |name: Option<String>, arguments: &str| Parsed::Partial {
+        name,
+        arguments: arguments.to_string(),
+    };
+    let Some(rest) = reply.strip_prefix(CALL_OPEN) else {
+        return partial(None, "");
+    };
+    let mut names = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+    let Some(Ok(name)) = names.next() else {
+        return partial(None, "");
+    };
+    let rest = &rest[names.byte_offset()..];
+    let Some(arguments) = rest.strip_prefix(CALL_ARGS) else {
+        return partial(Some(name), "");
+    };
+    let complete = serde_json::from_str::<Value>(reply).is_ok();
+    match arguments.strip_suffix('}') {
+        Some(arguments) if complete => Parsed::Call {
+            name,
+            arguments: arguments.to_string(),
+        },
+        _ => partial(Some(name), arguments),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(name: &str, parameters: Value) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: format!("The {name} prop."),
+            parameters,
+        }
+    }
+
+    #[test]
+    fn the_call_envelope_round_trips() {
+        let json = call_json("read", r#"{"path": "a.txt"}"#);
+        assert_eq!(json, r#"{"tool": "read", "arguments": {"path": "a.txt"}}"#);
+        assert_eq!(
+            parse(&json),
+            Parsed::Call {
+                name: "read".into(),
+                arguments: r#"{"path": "a.txt"}"#.into()
+            }
+        );
+        assert_eq!(
+            call_json("list", ""),
+            r#"{"tool": "list", "arguments": {}}"#
+        );
+    }
+
+    #[test]
+    fn cut_off_calls_parse_as_partial() {
+        assert_eq!(
+            parse(r#"{"tool": "read", "arguments": {"path": "a.t"#),
+            Parsed::Partial {
+                name: Some("read".into()),
+                arguments: r#"{"path": "a.t"#.into()
+            }
+        );
+        assert_eq!(
+            parse(r#"{"tool": "rea"#),
+            Parsed::Partial {
+                name: None,
+                arguments: String::new()
+            }
+        );
+        // The arguments' own closing brace is not the call's.
+        assert!(matches!(
+            parse(r#"{"tool": "read", "arguments": {"path": "a"}"#),
+            Parsed::Partial { .. }
+        ));
+    }
+
+    #[test]
+    fn instructions_list_signatures_with_required_first() {
+        let tools = [spec(
+            "read",
+            json!({"type": "object", "properties": {"limit": {"type": "integer"}, "path": {"type": "string"}}, "required": ["path"]}),
+        )];
+        let text = instructions(&tools);
+        assert!(
+            text.contains("- read(path: string, limit?: integer): The read prop."),
+            "{text}"
+        );
+        assert!(text.contains(r#"{"tool": "<name>", "arguments": {...}}"#));
+    }
+
+    #[test]
+    fn grammar_names_every_prop_and_follows_the_schema() {
+        let tools = [
+            spec(
+                "read",
+                json!({"type": "object", "properties": {"path": {"type": "string"}, "limit": {"type": "integer"}}, "required": ["path"]}),
+            ),
+            spec(
+                "mode",
+                json!({"type": "object", "properties": {"level": {"enum": ["low", "high"]}, "on": {"type": "boolean"}, "ratio": {"type": "number"}}}),
+            ),
+        ];
+        let g = gbnf(&tools, false);
+        assert!(g.starts_with("root ::= lead (call | text)\n"), "{g}");
+        assert!(
+            g.contains(r#"call ::= "{\"tool\": " (call-0 | call-1)"#),
+            "{g}"
+        );
+        assert!(
+            g.contains(r#"call-0 ::= "\"read\", \"arguments\": " args-0 "}""#),
+            "{g}"
+        );
+        // Required `path` first, then optional `limit`.
+        assert!(
+            g.contains(
+                r#"args-0 ::= "{" ws "\"path\":" ws string ("," ws "\"limit\":" ws integer)? ws "}""#
+            ),
+            "{g}"
+        );
+        // No required properties: any one optional may come first, each at most once.
+        assert!(g.contains(r#"("\"low\"" | "\"high\"")"#), "{g}");
+        assert!(g.contains(r#"args-1 ::= "{" ws ("\"level\":""#), "{g}");
+        let required = gbnf(&tools, true);
+        assert!(required.starts_with("root ::= lead call\n"));
+        assert!(!required.contains("text ::="));
+    }
+
+    #[test]
+    fn nested_arrays_objects_and_unions() {
+        let tools = [spec(
+            "edit",
+            json!({"type": "object", "properties": {
+                "edits": {"type": "array", "items": {"type": "object", "properties": {"old": {"type": "string"}, "new": {"type": "string"}}, "required": ["old", "new"]}},
+                "note": {"type": ["string", "null"]},
+                "any": {},
+                "kind": {"const": "patch"},
+                "either": {"anyOf": [{"type": "integer"}, {"type": "boolean"}]}
+            }, "required": ["edits"]}),
+        )];
+        let g = gbnf(&tools, false);
+        assert!(
+            g.contains(r#"args-0-0 ::= "[" ws (args-0-0-item ("," ws args-0-0-item)*)? ws "]""#),
+            "{g}"
+        );
+        assert!(
+            g.contains(
+                r#"args-0-0-item ::= "{" ws "\"old\":" ws string "," ws "\"new\":" ws string ws "}""#
+            ),
+            "{g}"
+        );
+        assert!(g.contains("(string | null)"), "{g}");
+        assert!(g.contains(r#""\"kind\":" ws "\"patch\"""#), "{g}");
+        assert!(g.contains(r#""\"any\":" ws value"#), "{g}");
+        assert!(g.contains("(integer | boolean)"), "{g}");
+        // Every rule referenced is defined.
+        let defined: Vec<&str> = g
+            .lines()
+            .filter_map(|l| l.split_once(" ::= ").map(|(n, _)| n))
+            .collect();
+        for line in g.lines() {
+            let body = line.split_once(" ::= ").map_or("", |(_, b)| b);
+            let mut in_str = false;
+            let mut in_class = false;
+            let mut prev = ' ';
+            let mut word = String::new();
+            for c in body.chars().chain(std::iter::once(' ')) {
+                if in_str {
+                    in_str = !(c == '"' && prev != '\\');
+                } else if in_class {
+                    in_class = !(c == ']' && prev != '\\');
+                } else if c == '"' {
+                    in_str = true;
+                } else if c == '[' {
+                    in_class = true;
+                } else if c.is_ascii_alphanumeric() || c == '-' {
+                    word.push(c);
+                } else {
+                    if !word.is_empty() && !word.chars().all(|c| c.is_ascii_digit()) {
+                        assert!(
+                            defined.contains(&word.as_str()),
+                            "`{word}` undefined in {g}"
+                        );
+                    }
+                    word.clear();
+                }
+                prev = if prev == '\\' && c == '\\' { ' ' } else { c };
+            }
+        }
+    }
+
+    #[test]
+    fn a_prop_without_properties_takes_any_object_and_odd_names_are_escaped() {
+        let tools = [spec("say \"hi\"", json!({"type": "object"}))];
+        let g = gbnf(&tools, true);
+        assert!(
+            g.contains(r#"call-0 ::= "\"say \\\"hi\\\"\", \"arguments\": " object "}""#),
+            "{g}"
+        );
+    }
+}

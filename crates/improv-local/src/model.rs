@@ -1,0 +1,242 @@
+//! [`LocalModel`]: the [`Model`] trait on top of the engine thread.
+
+use crate::engine::{self, Generated, Job, Loaded};
+use crate::grammar::{self, Parsed};
+use crate::template::{self, Family, Piece};
+use crate::{LocalConfig, LocalError, ToolChoice};
+use async_trait::async_trait;
+use improv_kernel::{
+    Message, Model, ModelError, ModelUpdate, Reply, Request, StopReason, ToolCall, Usage,
+};
+use std::sync::mpsc;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+/// A GGUF model running in-process. Cheap to share behind an `Arc`; requests are served one at a
+/// time, in order, by its engine thread (see [`crate::engine`]).
+pub struct LocalModel {
+    name: String,
+    config: LocalConfig,
+    family: Family,
+    loaded: Loaded,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for LocalModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalModel")
+            .field("name", &self.name)
+            .field("path", &self.config.path)
+            .field("family", &self.family)
+            .field("context", &self.loaded.context)
+            .finish()
+    }
+}
+
+impl LocalModel {
+    /// Loads the GGUF file at `config.path`, named `local/<file stem>`. Blocks while llama.cpp
+    /// maps the file (a fraction of a second for small models).
+    pub fn load(config: LocalConfig) -> Result<LocalModel, LocalError> {
+        let stem = config
+            .path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .to_string();
+        Self::load_named(&format!("local/{stem}"), config)
+    }
+
+    /// Loads a model under the name the stage file gave it.
+    pub fn load_named(name: &str, config: LocalConfig) -> Result<LocalModel, LocalError> {
+        let (jobs, loaded) = engine::start(config.clone())?;
+        let family = match loaded.chat_template.as_deref().and_then(Family::detect) {
+            Some(f) => f,
+            None => {
+                tracing::warn!(
+                    path = %config.path.display(),
+                    "the model has no chat template improv knows (ChatML, Llama 3, Gemma); using ChatML"
+                );
+                Family::ChatMl {
+                    tool_response: false,
+                }
+            }
+        };
+        Ok(LocalModel {
+            name: name.to_string(),
+            config,
+            family,
+            loaded,
+            jobs,
+        })
+    }
+
+    pub fn config(&self) -> &LocalConfig {
+        &self.config
+    }
+
+    /// The prompt format detected from the model's chat template.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// What the engine reported when it loaded the model.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    /// The rendered prompt of a request, and the tool grammar when it offers props.
+    pub fn prompt(&self, request: &Request<'_>) -> (Vec<Piece>, Option<String>) {
+        if request.tools.is_empty() {
+            return (
+                template::render(self.family, request.system, request.messages),
+                None,
+            );
+        }
+        let instructions = grammar::instructions(request.tools);
+        let system = if request.system.trim().is_empty() {
+            instructions
+        } else {
+            format!("{}\n\n{instructions}", request.system.trim_end())
+        };
+        let required = self.config.tool_choice == ToolChoice::Required;
+        (
+            template::render(self.family, &system, request.messages),
+            Some(grammar::gbnf(request.tools, required)),
+        )
+    }
+
+    /// The prompt's tokens, as the engine would evaluate them.
+    pub async fn prompt_tokens(&self, request: Request<'_>) -> Result<Vec<i32>, ModelError> {
+        let (prompt, _) = self.prompt(&request);
+        let generated = self.run(prompt, None, 0, true, &mut |_| {}).await?;
+        Ok(generated.prompt_tokens)
+    }
+
+    async fn run(
+        &self,
+        prompt: Vec<Piece>,
+        grammar: Option<String>,
+        max_tokens: u32,
+        tokenize_only: bool,
+        update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
+    ) -> Result<Generated, ModelError> {
+        let (text_tx, mut text_rx) = tokio_mpsc::unbounded_channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let job = Job {
+            prompt,
+            grammar,
+            max_tokens,
+            text: text_tx,
+            done: done_tx,
+            tokenize_only,
+        };
+        let gone = || {
+            ModelError::Unavailable(format!(
+                "the engine of {} stopped; load the model again",
+                self.name
+            ))
+        };
+        self.jobs.send(job).map_err(|_| gone())?;
+        // The engine drops the text sender when the job ends, which ends this loop.
+        while let Some(text) = text_rx.recv().await {
+            update(ModelUpdate::Text(&text));
+        }
+        done_rx.await.map_err(|_| gone())?
+    }
+}
+
+#[async_trait]
+impl Model for LocalModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn context_window(&self) -> Option<u64> {
+        Some(u64::from(self.loaded.context))
+    }
+
+    async fn respond(
+        &self,
+        request: Request<'_>,
+        update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
+    ) -> Result<Reply, ModelError> {
+        let (prompt, grammar) = self.prompt(&request);
+        let max_tokens = request
+            .max_output_tokens
+            .unwrap_or(self.config.max_output_tokens)
+            .max(1);
+        let out = self.run(prompt, grammar, max_tokens, false, update).await?;
+        tracing::debug!(
+            model = %self.name,
+            input = out.input_tokens,
+            reused = out.cached_tokens,
+            output = out.output_tokens,
+            "local reply"
+        );
+        let usage = Usage {
+            input_tokens: out.input_tokens,
+            output_tokens: out.output_tokens,
+            cached_input_tokens: out.cached_tokens,
+        };
+        let limit_or = |stop| {
+            if out.hit_limit {
+                StopReason::MaxTokens
+            } else {
+                stop
+            }
+        };
+        let reply = |text: String, tool_calls: Vec<ToolCall>, stop| Reply {
+            text,
+            tool_calls,
+            stop,
+            usage,
+            request_bytes: 0,
+        };
+        if !out.call {
+            return Ok(reply(
+                out.text.clone(),
+                Vec::new(),
+                limit_or(StopReason::EndTurn),
+            ));
+        }
+        let id = format!("call_{}", calls_so_far(request.messages) + 1);
+        Ok(match grammar::parse(&out.text) {
+            Parsed::Call { name, arguments } => reply(
+                String::new(),
+                vec![ToolCall {
+                    id,
+                    name,
+                    arguments,
+                }],
+                limit_or(StopReason::ToolUse),
+            ),
+            // Cut off mid-arguments: the kernel answers it with "re-issue the call".
+            Parsed::Partial {
+                name: Some(name),
+                arguments,
+            } => reply(
+                String::new(),
+                vec![ToolCall {
+                    id,
+                    name,
+                    arguments,
+                }],
+                StopReason::MaxTokens,
+            ),
+            Parsed::Partial { name: None, .. } => {
+                reply(out.text.clone(), Vec::new(), StopReason::MaxTokens)
+            }
+        })
+    }
+}
+
+/// Tool calls in the conversation: call ids continue from it, so they are unique within a
+/// performance and the same on every run.
+fn calls_so_far(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .map(|m| match m {
+            Message::Assistant { tool_calls, .. } => tool_calls.len(),
+            _ => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,399 @@
+//! Real inference on SmolLM2-135M-Instruct: loading, the chat template, deterministic generation,
+//! grammar-forced tool calls run by the real kernel loop, the prefix cache and load errors.
+//!
+//! The model file comes from `IMPROV_TEST_GGUF`, else from the model store (`IMPROV_MODELS` or the
+//! user's data dir). Without it these tests fail and say how to fetch it: they never pass
+//! silently.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use async_trait::async_trait;
+use improv_kernel::{
+    Access, Actor, Budget, Event, EventKind, Message, Model, ModelUpdate, ObserveError, Observer,
+    Performance, Prop, PropContext, PropError, Request, StopReason, ToolSpec,
+};
+use improv_local::template::Family;
+use improv_local::{LocalConfig, LocalError, LocalModel, ToolChoice};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+fn gguf() -> PathBuf {
+    if let Some(path) = std::env::var_os("IMPROV_TEST_GGUF") {
+        return PathBuf::from(path);
+    }
+    improv_local::store::find("smollm2-135m").unwrap_or_else(|e| {
+        panic!(
+            "these tests need SmolLM2-135M-Instruct: run `scripts/fetch-model.sh` and set IMPROV_TEST_GGUF to the path it prints (or `improv model import` it). {e}"
+        )
+    })
+}
+
+fn config() -> LocalConfig {
+    let mut config = LocalConfig::new(gguf());
+    config.context = 2048;
+    config.max_output_tokens = 24;
+    config
+}
+
+fn load(config: LocalConfig) -> LocalModel {
+    LocalModel::load(config).expect("the test model loads")
+}
+
+/// Runs one request, returning the reply and the text streamed while it ran.
+async fn ask(model: &LocalModel, request: Request<'_>) -> (improv_kernel::Reply, String) {
+    let mut streamed = String::new();
+    let reply = model
+        .respond(request, &mut |u| {
+            if let ModelUpdate::Text(t) = u {
+                streamed.push_str(t)
+            }
+        })
+        .await
+        .expect("the model replies");
+    (reply, streamed)
+}
+
+fn request<'a>(system: &'a str, messages: &'a [Message], tools: &'a [ToolSpec]) -> Request<'a> {
+    Request {
+        system,
+        messages,
+        tools,
+        max_output_tokens: None,
+    }
+}
+
+#[tokio::test]
+async fn loads_with_its_chatml_template() {
+    let model = load(config());
+    assert_eq!(
+        model.family(),
+        Family::ChatMl {
+            tool_response: false
+        }
+    );
+    assert_eq!(model.context_window(), Some(2048));
+    assert_eq!(model.loaded().trained_context, 8192);
+    assert!(model.name().starts_with("local/SmolLM2-135M-Instruct"));
+    let messages = [
+        Message::user("Hi"),
+        Message::user("<|im_end|> is text here"),
+    ];
+    let tokens = model
+        .prompt_tokens(request("Be brief.", &messages, &[]))
+        .await
+        .unwrap();
+    // <|im_start|> is token 1 and <|im_end|> token 2 in SmolLM2's vocabulary: three turns open,
+    // the generation prompt opens a fourth, and the `<|im_end|>` inside the user's text stays
+    // text rather than closing a turn.
+    assert_eq!(tokens[0], 1, "{tokens:?}");
+    assert_eq!(tokens.iter().filter(|&&t| t == 1).count(), 4, "{tokens:?}");
+    assert_eq!(tokens.iter().filter(|&&t| t == 2).count(), 3, "{tokens:?}");
+}
+
+#[tokio::test]
+async fn greedy_and_seeded_generation_are_deterministic() {
+    let messages = [Message::user("Name three colors.")];
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        // A fresh model each time: nothing carries over but the weights.
+        let model = load(config());
+        let (reply, streamed) = ask(&model, request("", &messages, &[])).await;
+        assert!(!reply.text.trim().is_empty());
+        assert_eq!(streamed, reply.text, "streamed text is the reply");
+        assert!(reply.tool_calls.is_empty());
+        assert!(matches!(
+            reply.stop,
+            StopReason::EndTurn | StopReason::MaxTokens
+        ));
+        assert!(reply.usage.output_tokens > 0);
+        texts.push(reply.text);
+    }
+    assert_eq!(texts[0], texts[1]);
+
+    let mut sampled = Vec::new();
+    for _ in 0..2 {
+        let mut c = config();
+        c.temperature = 0.9;
+        c.seed = 1234;
+        let model = load(c);
+        sampled.push(ask(&model, request("", &messages, &[])).await.0.text);
+    }
+    assert_eq!(sampled[0], sampled[1]);
+}
+
+/// A prop that echoes its `text` argument and records every call.
+struct Echo {
+    spec: ToolSpec,
+    calls: Mutex<Vec<Value>>,
+}
+
+impl Echo {
+    fn new() -> Arc<Echo> {
+        Arc::new(Echo {
+            spec: ToolSpec {
+                name: "echo".into(),
+                description: "Repeat a text back.".into(),
+                parameters: json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+            },
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Prop for Echo {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+    fn access(&self, _: &Value) -> Access {
+        Access::Read
+    }
+    async fn call(&self, arguments: Value, _: &PropContext) -> Result<String, PropError> {
+        self.calls.lock().unwrap().push(arguments.clone());
+        let text = arguments["text"]
+            .as_str()
+            .ok_or_else(|| PropError::new("`text` must be a string"))?;
+        Ok(format!("echo: {text}"))
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl Observer for Recorder {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_grammar_forced_call_is_run_by_the_kernel_loop() {
+    let mut c = config();
+    c.tool_choice = ToolChoice::Required;
+    c.max_output_tokens = 48;
+    let model: Arc<dyn Model> = Arc::new(load(c));
+    let echo = Echo::new();
+    let recorder = Arc::new(Recorder::default());
+    let workspace = tempfile::tempdir().unwrap();
+    let actor = Actor {
+        name: "lead".into(),
+        system: "You are a helpful assistant.".into(),
+        model,
+        props: vec![echo.clone()],
+        max_output_tokens: None,
+    };
+    let mut performance = Performance::builder(actor)
+        .workspace(workspace.path())
+        .budget(Budget {
+            max_turns: Some(1),
+            ..Default::default()
+        })
+        .observer(recorder.clone())
+        .start("Use the echo tool to say hello.")
+        .unwrap();
+    let ended = performance.act(&CancellationToken::new()).await;
+    performance.finish(&ended).unwrap();
+
+    let events = recorder.0.lock().unwrap().clone();
+    let replied = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ModelReplied {
+                tool_calls, stop, ..
+            } => Some((tool_calls.clone(), stop.clone())),
+            _ => None,
+        })
+        .expect("the model replied");
+    assert_eq!(replied.1, StopReason::ToolUse, "{events:#?}");
+    assert_eq!(replied.0.len(), 1);
+    assert_eq!(replied.0[0].id, "call_1");
+    assert_eq!(replied.0[0].name, "echo");
+    let finished = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ToolCallFinished {
+                call_id,
+                name,
+                ok,
+                output,
+                ..
+            } => Some((call_id.clone(), name.clone(), *ok, output.clone())),
+            _ => None,
+        })
+        .expect("the call finished");
+    assert_eq!(finished.0, "call_1");
+    assert_eq!(finished.1, "echo");
+    assert!(finished.2, "the call succeeded: {}", finished.3);
+    assert!(finished.3.starts_with("echo: "), "{}", finished.3);
+    let calls = echo.calls.lock().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0]["text"].is_string(), "{:?}", calls[0]);
+}
+
+#[tokio::test]
+async fn every_reply_is_text_or_a_call_that_matches_a_schema() {
+    let tools = [
+        ToolSpec {
+            name: "read".into(),
+            description: "Read a file.".into(),
+            parameters: json!({"type": "object", "properties": {"path": {"type": "string"}, "limit": {"type": "integer"}}, "required": ["path"]}),
+        },
+        ToolSpec {
+            name: "set_mode".into(),
+            description: "Set the mode.".into(),
+            parameters: json!({"type": "object", "properties": {"mode": {"enum": ["fast", "slow"]}, "on": {"type": "boolean"}}, "required": ["mode", "on"]}),
+        },
+        ToolSpec {
+            name: "edit".into(),
+            description: "Replace text in files.".into(),
+            parameters: json!({"type": "object", "properties": {"edits": {"type": "array", "items": {"type": "object", "properties": {"old": {"type": "string"}, "new": {"type": "string"}}, "required": ["old", "new"]}}}, "required": ["edits"]}),
+        },
+    ];
+    let model = load({
+        let mut c = config();
+        c.max_output_tokens = 64;
+        c
+    });
+    let mut calls = 0;
+    for prompt in [
+        "Read the file notes.txt.",
+        "Set the mode to slow and turn it on.",
+        "Hello! What is 2 + 2?",
+        "In main.rs, replace foo with bar.",
+    ] {
+        let messages = [Message::user(prompt)];
+        let (reply, streamed) = ask(&model, request("", &messages, &tools)).await;
+        if reply.tool_calls.is_empty() {
+            assert!(!reply.text.is_empty(), "{prompt}: {reply:?}");
+            assert_eq!(streamed, reply.text);
+            continue;
+        }
+        calls += 1;
+        assert!(
+            streamed.is_empty(),
+            "a call's JSON is not streamed: {streamed}"
+        );
+        let call = &reply.tool_calls[0];
+        if reply.stop == StopReason::MaxTokens {
+            continue; // cut off: the kernel asks for it again
+        }
+        let args: Value = serde_json::from_str(&call.arguments).expect("valid JSON");
+        match call.name.as_str() {
+            "read" => assert!(args["path"].is_string(), "{args}"),
+            "set_mode" => {
+                assert!(["fast", "slow"].contains(&args["mode"].as_str().unwrap()));
+                assert!(args["on"].is_boolean());
+            }
+            "edit" => assert!(args["edits"].is_array(), "{args}"),
+            other => panic!("a call to an unknown prop `{other}`"),
+        }
+    }
+    // Not an assertion on the model's judgement: this just shows the count when a test fails.
+    eprintln!("{calls} of 4 prompts were answered with a call");
+}
+
+#[tokio::test]
+async fn the_second_turn_reuses_the_first_turns_tokens() {
+    let model = load(config());
+    let system = "You are a helpful assistant.";
+    let first = vec![Message::user("Name a fruit.")];
+    let p1 = model
+        .prompt_tokens(request(system, &first, &[]))
+        .await
+        .unwrap();
+    let (reply1, _) = ask(&model, request(system, &first, &[])).await;
+    assert_eq!(
+        reply1.usage.cached_input_tokens, 0,
+        "a fresh model has no cache"
+    );
+    assert_eq!(reply1.usage.input_tokens, p1.len() as u64);
+
+    let mut second = first.clone();
+    second.push(Message::Assistant {
+        text: reply1.text.clone(),
+        tool_calls: vec![],
+    });
+    second.push(Message::user("And a vegetable?"));
+    let p2 = model
+        .prompt_tokens(request(system, &second, &[]))
+        .await
+        .unwrap();
+    assert_eq!(&p2[..p1.len()], &p1[..], "turn 2's prompt extends turn 1's");
+    let (reply2, _) = ask(&model, request(system, &second, &[])).await;
+    let cached = reply2.usage.cached_input_tokens;
+    // All of turn 1's prompt is reused, and the reply's tokens as far as they match.
+    assert!(cached >= p1.len() as u64, "{cached} < {}", p1.len());
+    assert!(cached <= (p1.len() as u64) + reply1.usage.output_tokens);
+    assert!(cached < p2.len() as u64);
+    assert_eq!(reply2.usage.input_tokens, p2.len() as u64);
+
+    // The same request again shares its whole prompt: all of it is reused but the last token,
+    // which is decoded again for the logits that start the reply.
+    let (reply3, _) = ask(&model, request(system, &second, &[])).await;
+    assert_eq!(reply3.usage.cached_input_tokens, p2.len() as u64 - 1);
+    assert_eq!(reply3.text, reply2.text, "a cached prefix changes nothing");
+
+    // With the cache off nothing is reused, and the reply is the same.
+    let mut c = config();
+    c.prefix_cache = false;
+    let uncached = load(c);
+    ask(&uncached, request(system, &first, &[])).await;
+    let (reply4, _) = ask(&uncached, request(system, &second, &[])).await;
+    assert_eq!(reply4.usage.cached_input_tokens, 0);
+    assert_eq!(reply4.text, reply2.text);
+}
+
+#[tokio::test]
+async fn a_conversation_longer_than_the_context_is_a_clear_error() {
+    let mut c = config();
+    c.context = 256;
+    let model = load(c);
+    // llama.cpp may round the context up; the error names the size in use.
+    let size = model.context_window().unwrap();
+    let messages = [Message::user("word ".repeat(size as usize + 10))];
+    let err = model
+        .respond(request("", &messages, &[]), &mut |_| {})
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "exceeds the local model's context size of {size} tokens"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("raise `context`"), "{msg}");
+    // The model still works after the error.
+    let messages = [Message::user("Hi")];
+    let (reply, _) = ask(&model, request("", &messages, &[])).await;
+    assert!(reply.usage.output_tokens > 0);
+}
+
+#[test]
+fn missing_and_non_gguf_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.gguf");
+    let err = LocalModel::load(LocalConfig::new(&missing)).unwrap_err();
+    assert!(matches!(err, LocalError::MissingFile { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&missing.display().to_string()), "{msg}");
+    assert!(msg.contains("improv model import"), "{msg}");
+    assert!(msg.contains("scripts/fetch-model.sh"), "{msg}");
+
+    let text = dir.path().join("readme.gguf");
+    std::fs::write(&text, "# not a model\n").unwrap();
+    let err = LocalModel::load(LocalConfig::new(&text)).unwrap_err();
+    assert!(matches!(err, LocalError::NotGguf { .. }), "{err}");
+    assert!(err.to_string().contains("readme.gguf"), "{err}");
+
+    // A GGUF cut short: it passes the magic check, and llama.cpp refuses it without aborting.
+    let truncated = dir.path().join("truncated.gguf");
+    let mut head = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut std::fs::File::open(gguf()).unwrap(), &mut head).unwrap();
+    std::fs::write(&truncated, &head).unwrap();
+    let err = LocalModel::load(LocalConfig::new(&truncated)).unwrap_err();
+    assert!(matches!(err, LocalError::Load { .. }), "{err}");
+    assert!(err.to_string().contains("truncated.gguf"), "{err}");
+}
