@@ -1,0 +1,226 @@
+//! The kernel benchmark: a scripted 20-turn task through the real OpenAI Chat Completions path
+//! against a local mock server that answers instantly, measured from outside the `improv`
+//! process. Prints a table; it asserts nothing (targets are read off the table, not tested).
+//!
+//! Usage: `improv-bench [PATH/TO/improv] [--turns N] [--runs N]` (see bench/run.sh).
+
+use improv_mock::{MockServer, openai_chat};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Run {
+    overheads_ms: Vec<f64>,
+    wall_ms: f64,
+    peak_rss_kb: i64,
+    first_request_bytes: usize,
+    total_request_bytes: usize,
+    requests: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i]
+}
+
+/// Runs a command to its end and returns its wall time and peak RSS (KiB), from wait4.
+fn measure(cmd: &mut Command) -> std::io::Result<(f64, i64, i32)> {
+    let started = Instant::now();
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; pid is our own child, waited once.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::mem::forget(child); // already reaped by wait4
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((
+        started.elapsed().as_secs_f64() * 1000.0,
+        usage.ru_maxrss,
+        code,
+    ))
+}
+
+fn stage_file(dir: &Path, props: &str) -> std::io::Result<()> {
+    std::fs::write(
+        dir.join("stage.toml"),
+        format!(
+            "[stage]\nname = \"bench\"\nintent = \"Run the steps.\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"openai/bench-model\"\nprops = {props}\n"
+        ),
+    )?;
+    std::fs::write(dir.join("notes.txt"), "one\ntwo\nthree\n")
+}
+
+async fn run_once(improv: &Path, prop: &str, turns: usize) -> Result<Run, String> {
+    let mut responses = Vec::new();
+    for k in 1..=turns {
+        let (name, args) = if prop == "bash" {
+            ("bash", format!("{{\"command\":\"echo step {k}\"}}"))
+        } else {
+            ("read", "{\"path\":\"notes.txt\"}".to_string())
+        };
+        responses.push(openai_chat::tool_calls(&[(
+            &format!("call_{k}"),
+            name,
+            &args,
+        )]));
+    }
+    responses.push(openai_chat::text("All steps done."));
+    let expected = responses.len();
+    let server = MockServer::start(responses)
+        .await
+        .map_err(|e| format!("mock server: {e}"))?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    stage_file(
+        dir.path(),
+        r#"["read", "write", "edit", "bash", "grep", "find"]"#,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(improv);
+    cmd.args(["run", "--json"])
+        .current_dir(dir.path())
+        .env("OPENAI_API_KEY", "bench-key")
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let (wall_ms, peak_rss_kb, code) = tokio::task::spawn_blocking(move || measure(&mut cmd))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot run {}: {e}", improv.display()))?;
+    let requests = server.requests();
+    if code != 0 || requests.len() != expected {
+        return Err(format!(
+            "improv exited with {code} after {} of {expected} requests; run it by hand in a stage like this one to see why",
+            requests.len()
+        ));
+    }
+    let overheads_ms = requests
+        .windows(2)
+        .filter_map(|w| {
+            let answered = w[0].answered?;
+            Some(
+                w[1].arrived
+                    .saturating_duration_since(answered)
+                    .as_secs_f64()
+                    * 1000.0,
+            )
+        })
+        .collect();
+    Ok(Run {
+        overheads_ms,
+        wall_ms,
+        peak_rss_kb,
+        first_request_bytes: requests[0].body.len(),
+        total_request_bytes: requests.iter().map(|r| r.body.len()).sum(),
+        requests: requests.len(),
+    })
+}
+
+fn cold_start(improv: &Path, runs: usize) -> f64 {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let mut cmd = Command::new(improv);
+        cmd.arg("--version").stdout(Stdio::null());
+        if let Ok((ms, _, 0)) = measure(&mut cmd) {
+            times.push(ms);
+        }
+    }
+    median(&mut times)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut improv = PathBuf::from("target/release/improv");
+    let mut turns = 20;
+    let mut runs = 5;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--turns" => turns = args.next().and_then(|v| v.parse().ok()).unwrap_or(turns),
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
+            other => improv = PathBuf::from(other),
+        }
+    }
+    let improv = match improv.canonicalize() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "cannot find the improv binary at {}: {e}; build it with `cargo build --release -p improv`",
+                improv.display()
+            );
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "improv kernel benchmark · {turns}-turn task · {runs} runs per row · medians over all turns of all runs\n"
+    );
+    println!(
+        "| prop | per-turn overhead median | p90 | wall time | peak RSS | first request | total request bytes |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for prop in ["bash", "read"] {
+        let mut overheads = Vec::new();
+        let mut walls = Vec::new();
+        let mut rss = Vec::new();
+        let mut first = 0;
+        let mut total = 0;
+        for _ in 0..runs {
+            match run_once(&improv, prop, turns).await {
+                Ok(r) => {
+                    overheads.extend(r.overheads_ms);
+                    walls.push(r.wall_ms);
+                    rss.push(r.peak_rss_kb as f64);
+                    first = r.first_request_bytes;
+                    total = r.total_request_bytes;
+                    let _ = r.requests;
+                }
+                Err(e) => {
+                    eprintln!("{prop}: {e}");
+                    std::process::exit(1);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let p90 = percentile(&mut overheads.clone(), 0.9);
+        println!(
+            "| {prop} | {:.3} ms | {:.3} ms | {:.1} ms | {:.1} MB | {first} B | {total} B |",
+            median(&mut overheads),
+            p90,
+            median(&mut walls),
+            median(&mut rss) / 1024.0,
+        );
+    }
+    println!(
+        "\n`improv --version` cold start: {:.2} ms (median of 30)",
+        cold_start(&improv, 30)
+    );
+    println!(
+        "\nper-turn overhead = time from the mock finishing a reply to the next request arriving;\nit includes running the tool (bash spawns a process)."
+    );
+}

@@ -1,0 +1,89 @@
+//! `improv log` and `improv show`: looking back at past performances.
+
+use crate::perform::{load_stage, state_dir};
+use crate::view::Terminal;
+use anyhow::Result;
+use improv_kernel::Observer;
+use improv_log::EventLog;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn open(stage: Option<PathBuf>) -> Result<EventLog> {
+    let stage = load_stage(stage.as_deref(), true)?;
+    Ok(EventLog::open(&state_dir(&stage))?)
+}
+
+pub fn list(stage: Option<PathBuf>, limit: usize, json: bool) -> Result<ExitCode> {
+    let log = open(stage)?;
+    let rows = log.list(limit)?;
+    if json {
+        for r in &rows {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": r.id, "stage": r.stage, "intent": r.intent, "model": r.model,
+                    "status": r.status.as_str(), "reason": r.reason, "turns": r.turns,
+                    "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                    "cost_usd": r.cost_usd, "started_at": r.started_at,
+                    "finished_at": r.finished_at, "elapsed_ms": r.elapsed_ms,
+                })
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        eprintln!("no performances yet: `improv run` starts one");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<18}  {:<19}  {:<11}  {:>5}  {:>13}  {:>8}  {:>7}  INTENT",
+        "ID", "STARTED", "STATUS", "TURNS", "TOKENS IN/OUT", "COST", "TIME"
+    );
+    for r in rows {
+        let intent = if r.intent.is_empty() {
+            "(interactive)".to_string()
+        } else {
+            r.intent.replace('\n', " ").chars().take(60).collect()
+        };
+        let started: String = r.started_at.replace('T', " ").chars().take(19).collect();
+        println!(
+            "{:<18}  {:<19}  {:<11}  {:>5}  {:>13}  {:>8}  {:>7}  {}",
+            r.id,
+            started,
+            r.status.as_str(),
+            r.turns,
+            format!("{}/{}", r.input_tokens, r.output_tokens),
+            format!("${:.4}", r.cost_usd),
+            format!("{:.1}s", r.elapsed_ms as f64 / 1000.0),
+            intent
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(stage: Option<PathBuf>, id: &str, json: bool) -> Result<ExitCode> {
+    let log = open(stage)?;
+    let row = log.find(id)?;
+    let events = log.events(&row.id)?;
+    if json {
+        for e in &events {
+            println!("{}", serde_json::to_string(e)?);
+        }
+    } else {
+        let view = Terminal::new();
+        for e in &events {
+            view.observe(e)?;
+        }
+        if row.status == improv_log::Status::Interrupted
+            && !events
+                .iter()
+                .any(|e| e.kind.name() == "performance_finished")
+        {
+            eprintln!(
+                "■ interrupted (the process ended mid-performance) · continue with: improv run --resume {}",
+                row.id
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,132 @@
+//! The `improv` command: set up a stage, perform it, watch it, look back at it.
+
+mod cast;
+mod init;
+mod logbook;
+mod models;
+mod perform;
+mod view;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "improv",
+    version,
+    about = "Set up a stage and let actors improvise on it.",
+    long_about = "Set up a stage and let actors improvise on it.\n\nWith no command, opens an interactive session: the director talks with the cast, turn after turn."
+)]
+struct Cli {
+    /// The stage file (default: ./stage.toml).
+    #[arg(long, short = 's', global = true, value_name = "FILE")]
+    stage: Option<PathBuf>,
+    #[command(flatten)]
+    perform: PerformArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented stage.toml in the current folder.
+    Init {
+        /// Overwrite an existing stage.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Perform the stage's intent, streamed to the terminal.
+    Run(RunArgs),
+    /// List past performances: id, intent, status, turns, tokens, cost, time.
+    Log {
+        /// How many to list, newest first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a past performance from its log.
+    Show {
+        /// The performance id (a unique prefix is enough).
+        id: String,
+        /// Print the logged events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage embedded models.
+    Model {
+        #[command(subcommand)]
+        command: models::ModelCommand,
+    },
+}
+
+/// Options shared by `improv run` and the interactive session.
+#[derive(Args, Clone, Default)]
+struct PerformArgs {
+    /// Override every actor's model for this run, as provider/name (e.g. openai/gpt-5-mini).
+    #[arg(long, global = true, value_name = "PROVIDER/NAME")]
+    model: Option<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Override the stage's intent (the same as --intent).
+    #[arg(value_name = "INTENT", conflicts_with = "intent")]
+    goal: Option<String>,
+    /// Override the stage's intent.
+    #[arg(long, short = 'i')]
+    intent: Option<String>,
+    /// Every event as one JSON line on stdout, for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Continue an interrupted performance from its log.
+    #[arg(long, value_name = "ID")]
+    resume: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IMPROV_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            view::report_error(&e);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let stage_path = cli.stage.clone();
+    match cli.command {
+        Some(Command::Init { force }) => init::init(stage_path, force),
+        Some(Command::Log { limit, json }) => logbook::list(stage_path, limit, json),
+        Some(Command::Show { id, json }) => logbook::show(stage_path, &id, json),
+        Some(Command::Model { command }) => models::run(command),
+        Some(Command::Run(run)) => runtime()?.block_on(perform::run(perform::RunOptions {
+            stage: stage_path,
+            intent: run.intent.or(run.goal),
+            json: run.json,
+            resume: run.resume,
+            model: cli.perform.model,
+        })),
+        None => runtime()?.block_on(perform::session(stage_path, cli.perform.model)),
+    }
+}
+
+/// One thread is enough: the loop waits on the network or on child processes, and blocking work
+/// (the embedded model, file walks) runs on tokio's blocking pool.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

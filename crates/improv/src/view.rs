@@ -1,0 +1,283 @@
+//! The terminal views of the event stream: a human one (model text on stdout, everything else
+//! on stderr) and `--json` (every event as one JSON line on stdout).
+
+use improv_kernel::{Event, EventKind, ObserveError, Observer, Outcome};
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+/// Every event as one JSON line on stdout, flushed as it happens.
+pub struct JsonLines;
+
+impl Observer for JsonLines {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        let mut line = serde_json::to_vec(event).map_err(|e| ObserveError(e.to_string()))?;
+        line.push(b'\n');
+        let mut out = std::io::stdout().lock();
+        // A reader that went away (a closed pipe) must not stop the performance: the log still
+        // records everything.
+        let _ = out.write_all(&line).and_then(|_| out.flush());
+        Ok(())
+    }
+}
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    fn green(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    fn red(&self, t: &str) -> String {
+        self.paint("31", t)
+    }
+    fn yellow(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
+}
+
+#[derive(Default)]
+struct TerminalState {
+    /// The model's text is mid-line on stdout.
+    mid_line: bool,
+    /// Text deltas were shown for the current reply (a replayed log has none).
+    streamed: bool,
+    intent_shown: bool,
+    id: String,
+}
+
+/// The human view: streams the model's text and shows each tool call as one line.
+pub struct Terminal {
+    style: Style,
+    state: Mutex<TerminalState>,
+}
+
+impl Terminal {
+    pub fn new() -> Self {
+        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Terminal {
+            style: Style { color },
+            state: Mutex::new(TerminalState::default()),
+        }
+    }
+
+    fn render(&self, event: &Event, st: &mut TerminalState) -> Vec<Line> {
+        let s = &self.style;
+        let mut lines = Vec::new();
+        match &event.kind {
+            EventKind::PerformanceStarted {
+                performance,
+                stage,
+                model,
+                resumed,
+                ..
+            } => {
+                let verb = if *resumed { "resuming" } else { "performance" };
+                st.id = performance.clone();
+                lines.push(Line::Err(
+                    s.dim(&format!("▶ {verb} {performance} · stage {stage} · {model}")),
+                ));
+            }
+            EventKind::DirectorNote { text } => {
+                let who = if st.intent_shown {
+                    "director"
+                } else {
+                    "intent"
+                };
+                st.intent_shown = true;
+                lines.push(Line::Err(format!(
+                    "{} {}",
+                    s.bold(&format!("{who} ›")),
+                    text
+                )));
+            }
+            EventKind::TextDelta { text } => {
+                st.streamed = true;
+                st.mid_line = !text.ends_with('\n');
+                lines.push(Line::Out(text.clone()));
+            }
+            EventKind::ModelReplied { text, .. } => {
+                if !st.streamed && !text.is_empty() {
+                    lines.push(Line::Out(text.clone()));
+                    st.mid_line = !text.ends_with('\n');
+                }
+                if st.mid_line {
+                    lines.push(Line::Out("\n".into()));
+                    st.mid_line = false;
+                }
+                st.streamed = false;
+            }
+            EventKind::ToolCallStarted {
+                name, arguments, ..
+            } => lines.push(Line::Err(format!(
+                "  {} {} {}",
+                s.dim("▸"),
+                s.bold(name),
+                summarize_arguments(arguments)
+            ))),
+            EventKind::ToolCallFinished {
+                name,
+                ok,
+                output,
+                duration_ms,
+                ..
+            } => {
+                let first = output.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                let mark = if *ok { s.green("✓") } else { s.red("✗") };
+                lines.push(Line::Err(format!(
+                    "  {mark} {name} {} {}",
+                    s.dim(&format_ms(*duration_ms)),
+                    s.dim(&clip(first, 100))
+                )));
+            }
+            EventKind::ModelRetry {
+                attempt,
+                delay_ms,
+                reason,
+            } => lines.push(Line::Err(s.yellow(&format!(
+                "  ↻ retry {attempt} in {:.1} s: {reason}",
+                *delay_ms as f64 / 1000.0
+            )))),
+            EventKind::BudgetWarning {
+                budget,
+                used,
+                limit,
+            } => lines.push(Line::Err(s.yellow(&format!(
+                "  ⚠ {budget:?} budget at {:.0}%: {used} of {limit}",
+                100.0 * used / limit
+            )))),
+            EventKind::PerformanceFinished {
+                outcome,
+                reason,
+                spent,
+                ..
+            } => {
+                if st.mid_line {
+                    lines.push(Line::Out("\n".into()));
+                    st.mid_line = false;
+                }
+                let word = match outcome {
+                    Outcome::Done => s.green("done"),
+                    Outcome::Stopped => s.yellow("stopped"),
+                    Outcome::Interrupted => s.yellow("interrupted"),
+                    Outcome::Failed => s.red("failed"),
+                };
+                lines.push(Line::Err(format!(
+                    "■ {word} · {} turns · {} in / {} out tokens · ${:.4} · {:.1} s · {}",
+                    spent.turns,
+                    spent.input_tokens,
+                    spent.output_tokens,
+                    spent.cost_usd,
+                    spent.elapsed_ms as f64 / 1000.0,
+                    st.id
+                )));
+                if *outcome != Outcome::Done {
+                    lines.push(Line::Err(format!("  {reason}")));
+                }
+                if *outcome == Outcome::Interrupted {
+                    lines.push(Line::Err(format!(
+                        "  continue with: improv run --resume {}",
+                        st.id
+                    )));
+                }
+            }
+            EventKind::TurnStarted { .. } | EventKind::Usage { .. } => {}
+        }
+        lines
+    }
+}
+
+enum Line {
+    Out(String),
+    Err(String),
+}
+
+impl Observer for Terminal {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for line in self.render(event, &mut st) {
+            // The terminal is a view: a closed one must not stop the performance.
+            match line {
+                Line::Out(t) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
+                }
+                Line::Err(t) => {
+                    if st.mid_line {
+                        let _ = writeln!(std::io::stdout().lock());
+                        st.mid_line = false;
+                    }
+                    let _ = writeln!(std::io::stderr().lock(), "{t}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The part of a tool call's arguments worth a glance: the command, the path, the pattern.
+fn summarize_arguments(arguments: &str) -> String {
+    let value: serde_json::Value = match serde_json::from_str(arguments) {
+        Ok(v) => v,
+        Err(_) => return clip(arguments, 80),
+    };
+    for key in ["command", "path", "pattern"] {
+        if let Some(s) = value.get(key).and_then(|v| v.as_str()) {
+            return clip(s, 80);
+        }
+    }
+    clip(&value.to_string(), 80)
+}
+
+fn clip(s: &str, max: usize) -> String {
+    let one_line = s.replace('\n', " ⏎ ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+fn format_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
+/// Prints an error: stage-file errors as a report with the offending line, others with their
+/// chain of causes.
+pub fn report_error(e: &anyhow::Error) {
+    if let Some(diagnostic) = e.downcast_ref::<improv_stage::StageError>() {
+        let mut out = String::new();
+        let handler = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+            miette::GraphicalReportHandler::new()
+        } else {
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        };
+        if handler.render_report(&mut out, diagnostic).is_ok() {
+            eprint!("{out}");
+            return;
+        }
+    }
+    let mut message = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        message.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("{message}");
+}
