@@ -1,0 +1,28 @@
+//! The edges actors perform within: they improvise freely inside and cannot get out.
+//!
+//! - [`sandbox`]: every process an actor starts runs under Landlock, seccomp, `no_new_privs`,
+//!   resource limits, its own process group and a minimal environment ([`env`]).
+//! - [`policy`]: the stage's rules (prop, command glob, path glob → allow, deny, ask), hidden
+//!   and read-only paths, approvals; [`Guarded`] applies them to a prop.
+//! - [`secrets`]: secret values redacted from tool output ([`Redacted`]) and from events
+//!   ([`RedactingObserver`]).
+//! - [`loop_detector`]: a hook that stops an actor repeating the same call.
+//!
+//! How a performance is wrapped, outermost first: `Redacted(Guarded(prop))` for every prop,
+//! the bash prop's spawn hook set to [`Sandbox::apply_tokio`], [`LoopDetector`] as a hook and
+//! [`RedactingObserver`] around every observer.
+
+pub mod env;
+pub mod loop_detector;
+pub mod policy;
+pub mod sandbox;
+pub mod secrets;
+
+pub use env::{ChildEnv, EnvPolicy};
+pub use loop_detector::LoopDetector;
+pub use policy::{
+    Approval, ApprovalRequest, Approver, Decision, Guarded, PathEdges, Policy, PolicyDecision,
+    Prompt, Rule, Unattended,
+};
+pub use sandbox::{Limits, Sandbox, SandboxConfig, SandboxError, SandboxMode};
+pub use secrets::{Redacted, RedactingObserver, Redactor};

@@ -1,0 +1,110 @@
+//! The loop detector: a kernel [`Hook`] that notices an actor making the same tool call (same
+//! prop, same arguments) turn after turn. At `limit` repeats in a row it tells the actor so; if
+//! the actor repeats it once more, it stops the performance.
+
+use async_trait::async_trait;
+use improv_kernel::{Between, Control, EventKind, Hook, Message, Outcome};
+use std::sync::Mutex;
+
+/// The default number of identical calls in a row before the actor is told.
+pub const DEFAULT_LIMIT: usize = 3;
+
+/// Stops an actor that repeats itself. One per performance.
+pub struct LoopDetector {
+    limit: usize,
+    /// The repeated calls the actor has been warned about.
+    warned: Mutex<Option<String>>,
+}
+
+impl LoopDetector {
+    /// Warns at `limit` identical calls in a row (at least 2) and stops at `limit + 1`.
+    pub fn new(limit: usize) -> Self {
+        LoopDetector {
+            limit: limit.max(2),
+            warned: Mutex::new(None),
+        }
+    }
+}
+
+impl Default for LoopDetector {
+    fn default() -> Self {
+        LoopDetector::new(DEFAULT_LIMIT)
+    }
+}
+
+/// A reply's tool calls as one comparable key: names and arguments, the arguments parsed so
+/// that spacing and key order do not matter.
+fn key(message: &Message) -> Option<String> {
+    let Message::Assistant { tool_calls, .. } = message else {
+        return None;
+    };
+    if tool_calls.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = tool_calls
+        .iter()
+        .map(|c| {
+            let args = serde_json::from_str::<serde_json::Value>(&c.arguments)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| c.arguments.clone());
+            format!("{}({args})", c.name)
+        })
+        .collect();
+    Some(parts.join("; "))
+}
+
+#[async_trait]
+impl Hook for LoopDetector {
+    async fn between_turns(&self, at: &mut Between<'_>) -> Control {
+        // The assistant replies, newest first, skipping tool results and notes.
+        let mut replies = at
+            .conversation
+            .iter()
+            .rev()
+            .filter(|m| matches!(m, Message::Assistant { .. }));
+        let Some(last) = replies.next().and_then(key) else {
+            return Control::Continue;
+        };
+        let repeats = 1 + replies
+            .take_while(|m| key(m).as_deref() == Some(&last))
+            .count();
+        // Poisoning needs a panic while holding the lock; the value is still meaningful.
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if repeats < self.limit {
+            *warned = None;
+            return Control::Continue;
+        }
+        if warned.as_deref() == Some(last.as_str()) && repeats > self.limit {
+            return Control::Stop {
+                outcome: Outcome::Stopped,
+                reason: format!(
+                    "loop detector: the actor made the same call {repeats} times in a row ({}) after being told",
+                    clip(&last)
+                ),
+                budget: None,
+            };
+        }
+        if warned.is_none() {
+            let text = format!(
+                "[loop detector] You have made the same call {repeats} times in a row: {}. It will not give a different result. Change your approach, or end your turn and say what is blocking you; one more identical call stops the performance.",
+                clip(&last)
+            );
+            at.conversation.push(Message::user(text.clone()));
+            at.events.push(EventKind::DirectorNote { text });
+            *warned = Some(last);
+        }
+        Control::Continue
+    }
+}
+
+fn clip(text: &str) -> String {
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}

@@ -1,0 +1,705 @@
+//! The sandbox every process an actor starts runs in: Landlock (what it may read, write and
+//! execute), seccomp (no network sockets unless allowed, no ptrace, mount, module or keyring
+//! calls, no leaving its process group), `no_new_privs`, resource limits and a minimal
+//! environment.
+//!
+//! Everything that allocates or can fail for a reason worth a message (the Landlock ruleset, the
+//! BPF program, the environment) is built before `fork`, in [`Sandbox::new`] and
+//! [`Sandbox::apply`]; the `pre_exec` closure that runs in the child between `fork` and `exec`
+//! only makes system calls, which is all that is async-signal-safe there.
+//!
+//! ```no_run
+//! use improv_edges::sandbox::{Sandbox, SandboxConfig};
+//! let sandbox = Sandbox::new(SandboxConfig::new("/path/to/workspace"))?;
+//! let mut cmd = std::process::Command::new("bash");
+//! cmd.arg("-c").arg("cat ~/.ssh/id_rsa");
+//! sandbox.apply(&mut cmd)?; // the child will get "Permission denied"
+//! # Ok::<(), improv_edges::sandbox::SandboxError>(())
+//! ```
+
+use crate::env::{ChildEnv, EnvPolicy};
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, Scope, path_beneath_rules,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The Landlock ABI whose rights improv asks for (Linux 6.15). Older kernels enforce what they
+/// know (best effort) as long as they have Landlock at all.
+const LANDLOCK_ABI: ABI = ABI::V7;
+
+/// Whether shell props run sandboxed: `sandbox = "on"` (the default) or `"off"` in `[edges]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    #[default]
+    On,
+    /// No Landlock and no seccomp; the environment allowlist and resource limits still apply.
+    Off,
+}
+
+/// Resource limits of every sandboxed process (`setrlimit`). `None` leaves a limit as inherited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU time in seconds (`RLIMIT_CPU`): SIGXCPU, then SIGKILL.
+    pub cpu_seconds: Option<u64>,
+    /// Address space in bytes (`RLIMIT_AS`).
+    pub memory_bytes: Option<u64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+    /// Processes of the sandbox's user (`RLIMIT_NPROC`). The kernel does not enforce it for uid
+    /// 0: see [`SandboxConfig::run_as`].
+    pub processes: Option<u64>,
+    /// The largest file a process may write, in bytes (`RLIMIT_FSIZE`): SIGXFSZ past it.
+    pub file_size_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_seconds: Some(600),
+            memory_bytes: Some(16 << 30),
+            open_files: Some(4096),
+            processes: Some(2048),
+            file_size_bytes: Some(1 << 30),
+        }
+    }
+}
+
+/// What a [`Sandbox`] allows. Build it with [`SandboxConfig::new`] and adjust the fields.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    pub mode: SandboxMode,
+    /// Read-write, and the working directory of commands.
+    pub workspace: PathBuf,
+    /// Whether processes may open network sockets (TCP, UDP, DNS). Off by default.
+    pub network: bool,
+    /// Read-only system paths (and executable). Missing ones are skipped.
+    pub system_read_only: Vec<PathBuf>,
+    /// Files under `/etc` that stay unreadable although the rest of `/etc` is readable, relative
+    /// to `/etc` (`shadow`, `ssh`, `ssl/private`, ...).
+    pub etc_hidden: Vec<PathBuf>,
+    /// More read-only paths: toolchains outside the system ([`SandboxConfig::allow_rust_toolchain`]).
+    pub read_only: Vec<PathBuf>,
+    /// More read-write paths.
+    pub read_write: Vec<PathBuf>,
+    pub limits: Limits,
+    /// Run commands as this `(uid, gid)`. When improv runs as root, the kernel ignores
+    /// `RLIMIT_NPROC`, so only an unprivileged uid bounds a fork bomb; the workspace and the
+    /// private temp dir must be writable by it (the temp dir is handed to it here).
+    pub run_as: Option<(u32, u32)>,
+    pub env: EnvPolicy,
+}
+
+impl SandboxConfig {
+    /// The defaults for a workspace: read-write there and in a private temp dir, read-only
+    /// system paths, no network.
+    pub fn new(workspace: impl Into<PathBuf>) -> Self {
+        SandboxConfig {
+            mode: SandboxMode::On,
+            workspace: workspace.into(),
+            network: false,
+            system_read_only: [
+                "/usr",
+                "/bin",
+                "/sbin",
+                "/lib",
+                "/lib32",
+                "/lib64",
+                "/libx32",
+                "/opt",
+                "/proc",
+                "/sys/devices/system/cpu",
+                "/sys/fs/cgroup",
+                "/dev/urandom",
+                "/dev/random",
+            ]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+            etc_hidden: [
+                "shadow",
+                "shadow-",
+                "gshadow",
+                "gshadow-",
+                "sudoers",
+                "sudoers.d",
+                "ssh",
+                "ssl/private",
+                "security",
+                "krb5.keytab",
+                "netrc",
+                ".pwd.lock",
+            ]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+            read_only: Vec::new(),
+            read_write: Vec::new(),
+            limits: Limits::default(),
+            run_as: None,
+            env: EnvPolicy::default(),
+        }
+    }
+
+    /// Lets commands run `cargo` and `rustc`: `$CARGO_HOME/bin`, its registry and git caches
+    /// and `$RUSTUP_HOME` become readable (not `credentials.toml`), and both variables reach the
+    /// child, since its `HOME` is the private temp dir.
+    pub fn allow_rust_toolchain(mut self) -> Self {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let dir = |var: &str, default: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(default)))
+        };
+        if let Some(cargo) = dir("CARGO_HOME", ".cargo") {
+            for sub in ["bin", "registry", "git"] {
+                self.read_only.push(cargo.join(sub));
+            }
+            self.env.set.push(("CARGO_HOME".into(), cargo.into()));
+        }
+        if let Some(rustup) = dir("RUSTUP_HOME", ".rustup") {
+            self.read_only.push(rustup.clone());
+            self.env.set.push(("RUSTUP_HOME".into(), rustup.into()));
+        }
+        self
+    }
+}
+
+/// Why a sandbox could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "this kernel has no usable Landlock ({reason}), so improv will not run shell props: they would not be sandboxed. Use Linux 5.13 or later with Landlock enabled (`lsm=...,landlock` on the kernel command line), or set `sandbox = \"off\"` under [edges] in stage.toml to run them unsandboxed"
+    )]
+    Unsupported { reason: String },
+    #[error("the workspace {path} cannot be opened for the sandbox: {source}")]
+    Workspace { path: String, source: io::Error },
+    #[error("could not create the sandbox's private temp dir: {0}")]
+    TempDir(io::Error),
+    #[error("could not build the Landlock ruleset: {0}")]
+    Landlock(#[from] landlock::RulesetError),
+    #[error("could not build the seccomp filter: {0}")]
+    Seccomp(String),
+    #[error("could not prepare the sandboxed process: {0}")]
+    Prepare(io::Error),
+}
+
+/// A sandbox for the processes of one performance. Cheap to [`apply`](Sandbox::apply) to every
+/// command; when dropped (or [`reap`](Sandbox::reap)ed) every process group it started is
+/// killed, so nothing an actor started outlives the performance.
+pub struct Sandbox {
+    config: SandboxConfig,
+    workspace: PathBuf,
+    temp: tempfile::TempDir,
+    ruleset: Option<RulesetCreated>,
+    filter: Option<Arc<Filters>>,
+    env: Vec<(OsString, OsString)>,
+    groups: Groups,
+    notes: Vec<String>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("workspace", &self.workspace)
+            .field("temp", &self.temp.path())
+            .field("enforced", &self.is_enforced())
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// Builds the sandbox: checks Landlock, builds the ruleset and the seccomp program, makes the
+    /// private temp dir. Fails with [`SandboxError::Unsupported`] on a kernel without Landlock
+    /// unless the mode is [`SandboxMode::Off`].
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let workspace =
+            config
+                .workspace
+                .canonicalize()
+                .map_err(|source| SandboxError::Workspace {
+                    path: config.workspace.display().to_string(),
+                    source,
+                })?;
+        let temp = tempfile::Builder::new()
+            .prefix("improv-sandbox-")
+            .tempdir()
+            .map_err(SandboxError::TempDir)?;
+        let temp_path = temp.path().canonicalize().map_err(SandboxError::TempDir)?;
+        if let Some((uid, gid)) = config.run_as {
+            std::os::unix::fs::chown(&temp_path, Some(uid), Some(gid))
+                .map_err(SandboxError::TempDir)?;
+        }
+        let mut notes = Vec::new();
+        let (ruleset, filter) = match config.mode {
+            SandboxMode::Off => {
+                notes.push(
+                    "sandbox off (the stage says sandbox = \"off\"): commands run without Landlock or seccomp".to_string(),
+                );
+                (None, None)
+            }
+            SandboxMode::On => {
+                let ruleset = landlock_ruleset(&config, &workspace, &temp_path)?;
+                let filter = seccomp_program(config.network)?;
+                (Some(ruleset), Some(Arc::new(filter)))
+            }
+        };
+        // SAFETY: geteuid only reads the calling process's credentials.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root && config.run_as.is_none() && config.limits.processes.is_some() {
+            notes.push(
+                "running as root: the kernel does not enforce the process limit for uid 0; set run_as to an unprivileged uid to bound fork bombs".to_string(),
+            );
+        }
+        let readable: Vec<PathBuf> = config
+            .system_read_only
+            .iter()
+            .chain(&config.read_only)
+            .cloned()
+            .collect();
+        let env = ChildEnv::build(&config.env, &temp_path, &readable).into_vars();
+        Ok(Sandbox {
+            groups: Groups::new().map_err(SandboxError::Prepare)?,
+            config,
+            workspace,
+            temp,
+            ruleset,
+            filter,
+            env,
+            notes,
+        })
+    }
+
+    /// Whether Landlock and seccomp are applied (the mode is on).
+    pub fn is_enforced(&self) -> bool {
+        self.ruleset.is_some()
+    }
+
+    /// The canonical workspace.
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
+    /// The private temp dir: `HOME` and `TMPDIR` of every sandboxed process.
+    pub fn temp_dir(&self) -> &Path {
+        self.temp.path()
+    }
+
+    /// The environment every sandboxed process gets, and nothing else.
+    pub fn env(&self) -> &[(OsString, OsString)] {
+        &self.env
+    }
+
+    /// One line for the performance's log: what the sandbox enforces, and any weakness.
+    pub fn describe(&self) -> String {
+        let mut line = if self.is_enforced() {
+            format!(
+                "sandbox on: Landlock (read-write {} and {}; read-only system paths), seccomp (network {}; no ptrace, mount, modules, keyrings, bpf, setsid), no_new_privs, own process group",
+                self.workspace.display(),
+                self.temp.path().display(),
+                if self.config.network {
+                    "allowed"
+                } else {
+                    "off"
+                },
+            )
+        } else {
+            String::from("sandbox off")
+        };
+        for note in &self.notes {
+            line.push_str("; ");
+            line.push_str(note);
+        }
+        line
+    }
+
+    /// Warnings worth showing the director (running as root, sandbox off).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Makes `cmd` start sandboxed: the minimal environment, its own process group, and (in the
+    /// child, before `exec`) resource limits, Landlock, `no_new_privs` and seccomp. Sets the
+    /// working directory to the workspace when the command has none.
+    pub fn apply(&self, cmd: &mut std::process::Command) -> Result<(), SandboxError> {
+        self.groups.drain();
+        cmd.env_clear();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if cmd.get_current_dir().is_none() {
+            cmd.current_dir(&self.workspace);
+        }
+        cmd.process_group(0);
+        if let Some((uid, gid)) = self.config.run_as {
+            cmd.gid(gid).uid(uid);
+        }
+        let mut ruleset = match &self.ruleset {
+            // A dup of the ruleset's fd: the child consumes its copy in `restrict_self`.
+            Some(r) => Some(r.try_clone().map_err(SandboxError::Prepare)?),
+            None => None,
+        };
+        let filter = self.filter.clone();
+        let limits = rlimits(&self.config.limits);
+        let registry = self.groups.writer.clone();
+        let child = move || -> io::Result<()> {
+            // Everything below runs in the forked child: system calls only, no allocation.
+            // SAFETY: setpgid, getpid and write are async-signal-safe; the registry fd is kept
+            // open by the Arc this closure holds.
+            unsafe {
+                libc::setpgid(0, 0);
+                let pid = libc::getpid().to_ne_bytes();
+                libc::write(registry.as_raw_fd(), pid.as_ptr().cast(), pid.len());
+            }
+            for (resource, value) in limits.iter().flatten() {
+                let limit = libc::rlimit {
+                    rlim_cur: *value,
+                    rlim_max: *value,
+                };
+                // SAFETY: setrlimit reads the struct we pass; it is async-signal-safe.
+                if unsafe { libc::setrlimit(*resource, &limit) } != 0 {
+                    return Err(child_failed(c"improv sandbox: setrlimit failed\n"));
+                }
+            }
+            if let Some(ruleset) = ruleset.take() {
+                match ruleset.restrict_self() {
+                    Ok(status) if status.ruleset != landlock::RulesetStatus::NotEnforced => {}
+                    _ => return Err(child_failed(c"improv sandbox: Landlock failed\n")),
+                }
+            }
+            if let Some(filter) = &filter
+                && (seccompiler::apply_filter(&filter.main).is_err()
+                    || seccompiler::apply_filter(&filter.clone3).is_err())
+            {
+                return Err(child_failed(c"improv sandbox: seccomp failed\n"));
+            }
+            Ok(())
+        };
+        // SAFETY: the closure only makes async-signal-safe system calls (see above); the ruleset
+        // and the BPF program were built before fork.
+        unsafe {
+            cmd.pre_exec(child);
+        }
+        Ok(())
+    }
+
+    /// [`apply`](Sandbox::apply) for a tokio command.
+    pub fn apply_tokio(&self, cmd: &mut tokio::process::Command) -> Result<(), SandboxError> {
+        self.apply(cmd.as_std_mut())
+    }
+
+    /// A spawn hook for props that take one: `Fn(&mut tokio::process::Command) -> io::Result<()>`.
+    pub fn spawn_hook(
+        self: &Arc<Self>,
+    ) -> impl Fn(&mut tokio::process::Command) -> io::Result<()> + Send + Sync + 'static {
+        let sandbox = self.clone();
+        move |cmd| sandbox.apply_tokio(cmd).map_err(io::Error::other)
+    }
+
+    /// Kills every process group this sandbox started that still has members: the end of the
+    /// performance. Sandboxed processes cannot leave their group (seccomp denies `setsid` and
+    /// `setpgid`), so this reaches everything they started, `nohup`ed or not.
+    pub fn reap(&self) -> usize {
+        self.groups.drain();
+        let groups = std::mem::take(&mut *self.groups.lock());
+        let mut killed = 0;
+        for pgid in groups {
+            // SAFETY: killpg only sends a signal. A group whose members all died fails with
+            // ESRCH. A pgid is only reused once its group is empty and the pid space wrapped.
+            if unsafe { libc::killpg(pgid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+        killed
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+/// Writes `message` to the child's stderr (the command's output) and returns an error that
+/// needs no allocation.
+fn child_failed(message: &std::ffi::CStr) -> io::Error {
+    let bytes = message.to_bytes();
+    // SAFETY: write is async-signal-safe; fd 2 is the child's stderr.
+    unsafe {
+        libc::write(2, bytes.as_ptr().cast(), bytes.len());
+    }
+    io::Error::from_raw_os_error(libc::EPERM)
+}
+
+type Rlimit = Option<(libc::__rlimit_resource_t, libc::rlim_t)>;
+
+fn rlimits(limits: &Limits) -> [Rlimit; 6] {
+    let l = |resource, value: Option<u64>| value.map(|v| (resource, v as libc::rlim_t));
+    [
+        l(libc::RLIMIT_CPU, limits.cpu_seconds),
+        l(libc::RLIMIT_AS, limits.memory_bytes),
+        l(libc::RLIMIT_NOFILE, limits.open_files),
+        l(libc::RLIMIT_NPROC, limits.processes),
+        l(libc::RLIMIT_FSIZE, limits.file_size_bytes),
+        l(libc::RLIMIT_CORE, Some(0)),
+    ]
+}
+
+/// The process groups the sandbox started. Each child writes its pid (its pgid) into a
+/// non-blocking pipe before `exec`; the parent drains it.
+struct Groups {
+    reader: OwnedFd,
+    writer: Arc<OwnedFd>,
+    seen: Mutex<Vec<libc::pid_t>>,
+}
+
+impl Groups {
+    fn new() -> io::Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two-element array we pass.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both are open fds that we now own.
+        let (reader, writer) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok(Groups {
+            reader,
+            writer: Arc::new(writer),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<libc::pid_t>> {
+        // A panic while holding the lock leaves a valid list.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the pids written so far into the list.
+    fn drain(&self) {
+        let mut buf = [0u8; 4096];
+        let mut seen = self.lock();
+        loop {
+            // SAFETY: reads at most buf.len() bytes into buf from our non-blocking pipe.
+            let n =
+                unsafe { libc::read(self.reader.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            // Writes of 4 bytes are atomic on a pipe, so reads come in whole pids.
+            for pid in buf[..n as usize].chunks_exact(4) {
+                let pid = libc::pid_t::from_ne_bytes([pid[0], pid[1], pid[2], pid[3]]);
+                seen.push(pid);
+            }
+        }
+        // Forget groups that are gone, so the list stays short in a long performance.
+        // SAFETY: kill with signal 0 only checks that the group exists.
+        seen.retain(|&pgid| unsafe { libc::killpg(pgid, 0) } == 0);
+    }
+}
+
+/// Read access to system paths: read files, list and execute.
+fn read_access() -> landlock::BitFlags<AccessFs> {
+    AccessFs::from_read(LANDLOCK_ABI)
+}
+
+fn landlock_ruleset(
+    config: &SandboxConfig,
+    workspace: &Path,
+    temp: &Path,
+) -> Result<RulesetCreated, SandboxError> {
+    let unsupported = |e: landlock::RulesetError| SandboxError::Unsupported {
+        reason: e.to_string(),
+    };
+    // Landlock itself is a hard requirement; the rights of newer ABIs are best effort.
+    let ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(ABI::V1))
+        .map_err(unsupported)?
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(LANDLOCK_ABI))?
+        .scope(Scope::from_all(LANDLOCK_ABI))?;
+    let ruleset = if config.network {
+        ruleset
+    } else {
+        ruleset.handle_access(AccessNet::from_all(LANDLOCK_ABI))?
+    };
+    let mut created = ruleset.create().map_err(unsupported)?;
+    let mut read_only: Vec<PathBuf> = config
+        .system_read_only
+        .iter()
+        .chain(&config.read_only)
+        .cloned()
+        .collect();
+    read_only.extend(etc_entries(Path::new("/etc"), &config.etc_hidden));
+    created = created.add_rules(path_beneath_rules(&read_only, read_access()))?;
+    let devices = ["/dev/null", "/dev/zero", "/dev/tty"];
+    created = created.add_rules(path_beneath_rules(
+        devices,
+        AccessFs::from_file(LANDLOCK_ABI),
+    ))?;
+    let mut read_write = vec![workspace.to_path_buf(), temp.to_path_buf()];
+    read_write.extend(config.read_write.iter().cloned());
+    created = created.add_rules(path_beneath_rules(
+        &read_write,
+        AccessFs::from_all(LANDLOCK_ABI),
+    ))?;
+    Ok(created)
+}
+
+/// What of `/etc` may be read: every entry except the hidden ones, descending only into
+/// folders that hold a hidden entry (Landlock allows by subtree and cannot subtract).
+fn etc_entries(etc: &Path, hidden: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, rel: &Path, hidden: &[PathBuf], out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let rel = rel.join(entry.file_name());
+            if hidden.contains(&rel) {
+                continue;
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && hidden.iter().any(|h| h.starts_with(&rel)) {
+                walk(&entry.path(), &rel, hidden, out);
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(etc, Path::new(""), hidden, &mut out);
+    out
+}
+
+/// The uid that owns `path`: a workspace owner to [`SandboxConfig::run_as`].
+pub fn owner(path: &Path) -> io::Result<(u32, u32)> {
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.uid(), meta.gid()))
+}
+
+/// The seccomp program: denies (EPERM) what a command never needs and an escape would.
+fn seccomp_program(network: bool) -> Result<Filters, SandboxError> {
+    let err = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(err)?;
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for nr in DENIED {
+        rules.insert(nr, Vec::new());
+    }
+    // Sockets: only Unix ones without network; never raw packet sockets.
+    let domain = |op, value| {
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, op, value)
+            .and_then(|c| SeccompRule::new(vec![c]))
+            .map_err(err)
+    };
+    let socket = if network {
+        vec![domain(SeccompCmpOp::Eq, libc::AF_PACKET as u64)?]
+    } else {
+        vec![domain(SeccompCmpOp::Ne, libc::AF_UNIX as u64)?]
+    };
+    rules.insert(libc::SYS_socket, socket);
+    // clone with a namespace flag (clone3 cannot be inspected, so it is refused below with
+    // ENOSYS and libc falls back to clone).
+    let mut clone = Vec::new();
+    for flag in NAMESPACE_FLAGS {
+        let flag = flag as u64;
+        clone.push(
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .and_then(|c| SeccompRule::new(vec![c]))
+            .map_err(err)?,
+        );
+    }
+    rules.insert(libc::SYS_clone, clone);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(err)?;
+    let main: BpfProgram = filter.try_into().map_err(err)?;
+    // clone3 gets ENOSYS rather than EPERM: libc then falls back to clone, which is inspected.
+    let clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(err)?;
+    let clone3: BpfProgram = clone3.try_into().map_err(err)?;
+    Ok(Filters { main, clone3 })
+}
+
+/// The two seccomp programs, installed one after the other; the kernel runs both and the most
+/// restrictive verdict wins.
+struct Filters {
+    main: BpfProgram,
+    clone3: BpfProgram,
+}
+
+const NAMESPACE_FLAGS: [libc::c_int; 7] = [
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWCGROUP,
+];
+
+/// System calls a sandboxed process gets EPERM for.
+const DENIED: [i64; 37] = [
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_setsid,
+    libc::SYS_setpgid,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_reboot,
+    libc::SYS_syslog,
+];
