@@ -1,0 +1,280 @@
+//! `improv ledger`: the director's view of the ledger, for the CLI crate to mount.
+//!
+//! ```ignore
+//! // in the CLI's command enum:
+//! Ledger {
+//!     #[command(subcommand)]
+//!     command: Option<improv_ledger::cli::LedgerCommand>,
+//! },
+//! // and where commands run:
+//! Command::Ledger { command } => improv_ledger::cli::run(command, &state_dir, json)?,
+//! ```
+
+use crate::ledger::{Decision, Ledger, LedgerOptions, Provenance};
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The `improv ledger` subcommands. With none, every collection is listed.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum LedgerCommand {
+    /// List every collection: its state, record count and inferred shape (the default).
+    List,
+    /// Settle a collection: write its JSON Schema and DDL, and validate every later write.
+    Settle {
+        /// The collection to settle.
+        collection: String,
+    },
+    /// List the fields proposed since settling, or accept or reject one.
+    Evolve {
+        collection: String,
+        /// Take this field into the settled schema (prints the migration DDL).
+        #[arg(long, value_name = "FIELD", conflicts_with = "reject")]
+        accept: Option<String>,
+        /// Refuse this field: entries carrying it are rejected from now on.
+        #[arg(long, value_name = "FIELD")]
+        reject: Option<String>,
+    },
+    /// Import a JSON array or JSON lines file into a collection.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        collection: String,
+    },
+    /// Export a collection as JSON lines (or CSV) to standard output.
+    Export {
+        collection: String,
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Show the entries a collection refused, with the reasons, newest first.
+    Rejects {
+        collection: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// Runs a ledger command against `<state_dir>/ledger.db`, printing to standard output.
+pub fn run(command: Option<LedgerCommand>, state_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    run_to(command, state_dir, json, &mut out)
+}
+
+/// [`run`], writing to `out`.
+pub fn run_to(
+    command: Option<LedgerCommand>,
+    state_dir: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let ledger = Ledger::open_in(state_dir, LedgerOptions::default())
+        .with_context(|| format!("opening the ledger in {}", state_dir.display()))?;
+    match command.unwrap_or(LedgerCommand::List) {
+        LedgerCommand::List => list(&ledger, json, out),
+        LedgerCommand::Settle { collection } => {
+            let settlement = ledger.settle(&collection)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&settlement)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "settled {collection} (schema version {}); every write is validated from now on",
+                    settlement.version
+                )?;
+                writeln!(out, "JSON Schema: {}", settlement.schema_file.display())?;
+                writeln!(out, "\n-- SQLite (created in {})", ledger.path().display())?;
+                writeln!(out, "{}", settlement.sqlite_ddl)?;
+                writeln!(out, "\n-- Postgres")?;
+                writeln!(out, "{}", settlement.postgres_ddl)?;
+            }
+            Ok(())
+        }
+        LedgerCommand::Evolve {
+            collection,
+            accept,
+            reject,
+        } => {
+            let decision = match (accept, reject) {
+                (Some(field), None) => Some((field, Decision::Accept)),
+                (None, Some(field)) => Some((field, Decision::Reject)),
+                (None, None) => None,
+                (Some(_), Some(_)) => bail!("give --accept or --reject, not both"),
+            };
+            match decision {
+                None => {
+                    let proposals = ledger.proposals(&collection)?;
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string_pretty(&proposals)?)?;
+                    } else if proposals.iter().all(|p| p.status != "pending") {
+                        writeln!(out, "{collection}: no pending proposals")?;
+                    } else {
+                        writeln!(out, "{collection}: fields seen since settling")?;
+                        for p in proposals.iter().filter(|p| p.status == "pending") {
+                            writeln!(
+                                out,
+                                "  {}  {}  ({} entries, first {})",
+                                p.field,
+                                p.shape.label(),
+                                p.count,
+                                p.first_seen
+                            )?;
+                        }
+                        writeln!(
+                            out,
+                            "accept with `improv ledger evolve {collection} --accept FIELD`, or --reject FIELD"
+                        )?;
+                    }
+                }
+                Some((field, decision)) => {
+                    let evolution = ledger.evolve(&collection, &field, decision)?;
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string_pretty(&evolution)?)?;
+                    } else if evolution.accepted {
+                        writeln!(
+                            out,
+                            "accepted {} into {collection} (schema version {})",
+                            evolution.field, evolution.version
+                        )?;
+                        writeln!(
+                            out,
+                            "\n-- SQLite migration (applied)\n{}",
+                            evolution.sqlite_migration
+                        )?;
+                        writeln!(
+                            out,
+                            "\n-- Postgres migration\n{}",
+                            evolution.postgres_migration
+                        )?;
+                    } else {
+                        writeln!(
+                            out,
+                            "rejected {} for {collection} (schema version {}); entries carrying it are refused",
+                            evolution.field, evolution.version
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        LedgerCommand::Import { file, collection } => {
+            let report =
+                ledger.import(&collection, &file, &Provenance::new("import", "director"))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "imported {} entries into {collection}, {} rejected{}",
+                    report.recorded,
+                    report.rejected,
+                    if report.rejected > 0 {
+                        format!(" (see `improv ledger rejects {collection}`)")
+                    } else {
+                        String::new()
+                    }
+                )?;
+                if !report.proposed.is_empty() {
+                    writeln!(out, "new fields proposed: {}", report.proposed.join(", "))?;
+                }
+            }
+            Ok(())
+        }
+        LedgerCommand::Export { collection, csv } => {
+            // Fails with a clear message for a collection that does not exist.
+            ledger.collection(&collection)?;
+            if csv {
+                ledger.export_csv(&collection, out)?;
+            } else {
+                ledger.export_jsonl(&collection, out)?;
+            }
+            Ok(())
+        }
+        LedgerCommand::Rejects { collection, limit } => {
+            let rejects = ledger.rejects(&collection, limit)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rejects)?)?;
+            } else if rejects.is_empty() {
+                writeln!(out, "{collection}: no rejects")?;
+            } else {
+                for r in &rejects {
+                    let text: String = r.text.chars().take(200).collect();
+                    let more = if text.len() < r.text.len() { "…" } else { "" };
+                    writeln!(out, "#{} {} by {} ({})", r.id, r.at, r.actor, r.performance)?;
+                    writeln!(out, "  reason: {}", r.reason)?;
+                    writeln!(out, "  entry:  {text}{more}")?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn list(ledger: &Ledger, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let collections = ledger.collections()?;
+    if json {
+        let options = ledger.options();
+        let value = json!({
+            "ledger": ledger.path(),
+            "collections": collections,
+            "stability": {
+                "writes": options.stable_writes,
+                "seconds": options.stable_after.as_secs(),
+            },
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        return Ok(());
+    }
+    if collections.is_empty() {
+        writeln!(
+            out,
+            "the ledger has no collections yet; actors create them with the `record` prop, or `improv ledger import FILE --collection NAME`"
+        )?;
+        return Ok(());
+    }
+    let options = ledger.options();
+    for c in &collections {
+        let state = match c.settled {
+            Some(version) => format!("settled v{version}"),
+            None => c.state.to_string(),
+        };
+        writeln!(
+            out,
+            "{}  {state}  {} records, {} rejects, {} writes since the last change",
+            c.name, c.records, c.rejects, c.writes_since_change
+        )?;
+        for line in c
+            .shape
+            .tree(options.enum_max_values, options.enum_min_records)
+            .lines()
+        {
+            writeln!(out, "  {line}")?;
+        }
+        for s in &c.rename_suspects {
+            writeln!(
+                out,
+                "  ! {} ({}) and {} ({}) look like one field under two names",
+                s.first, s.first_count, s.second, s.second_count
+            )?;
+        }
+        let pending: Vec<&str> = c
+            .proposals
+            .iter()
+            .filter(|p| p.status == "pending")
+            .map(|p| p.field.as_str())
+            .collect();
+        if !pending.is_empty() {
+            writeln!(
+                out,
+                "  proposed: {} (`improv ledger evolve {}`)",
+                pending.join(", "),
+                c.name
+            )?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}

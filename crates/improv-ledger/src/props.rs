@@ -1,0 +1,245 @@
+//! The `record` and `query` props: how actors write to and read from the ledger.
+//!
+//! Their tool schemas are kept tiny (each spec is at most 350 bytes serialized, checked by a
+//! test), because every byte is paid on every turn. SQLite work runs on tokio's blocking pool.
+
+use crate::ledger::{Input, Ledger, LedgerError, Provenance, Query, RecordOutcome};
+use async_trait::async_trait;
+use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Entries `query` returns when the model gives no limit.
+const DEFAULT_LIMIT: usize = 20;
+/// The most entries one `query` call returns.
+const MAX_LIMIT: usize = 200;
+/// The most bytes of entries one `query` reply carries.
+const MAX_REPLY_BYTES: usize = 32 * 1024;
+
+/// The `record` and `query` props over a ledger. The kernel's [`PropContext`] does not carry the
+/// performance id, so entries are attributed to performance `-`; use [`props_for_performance`]
+/// where the id is known.
+pub fn props(ledger: Arc<Ledger>) -> Vec<Arc<dyn Prop>> {
+    props_for_performance(ledger, "-")
+}
+
+/// The `record` and `query` props, attributing entries to `performance`.
+pub fn props_for_performance(
+    ledger: Arc<Ledger>,
+    performance: impl Into<Arc<str>>,
+) -> Vec<Arc<dyn Prop>> {
+    let performance = performance.into();
+    vec![
+        Arc::new(RecordProp {
+            ledger: ledger.clone(),
+            performance,
+            spec: record_spec(),
+        }),
+        Arc::new(QueryProp {
+            ledger,
+            spec: query_spec(),
+        }),
+    ]
+}
+
+fn record_spec() -> ToolSpec {
+    ToolSpec {
+        name: "record".into(),
+        description: "Save a JSON object in a ledger collection (made on first use). Reuse the field names already in use.".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "collection": {"type": "string"},
+                "entry": {"type": "object"}
+            },
+            "required": ["collection", "entry"]
+        }),
+    }
+}
+
+fn query_spec() -> ToolSpec {
+    ToolSpec {
+        name: "query".into(),
+        description: "Read a ledger collection.".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "collection": {"type": "string"},
+                "where": {"type": "object", "description": "{f: v} or {f: {op: v}}, op: = != < > <= >= contains exists"},
+                "order_by": {"type": "string", "description": "f or -f"},
+                "limit": {"type": "integer"}
+            },
+            "required": ["collection"]
+        }),
+    }
+}
+
+struct RecordProp {
+    ledger: Arc<Ledger>,
+    performance: Arc<str>,
+    spec: ToolSpec,
+}
+
+struct QueryProp {
+    ledger: Arc<Ledger>,
+    spec: ToolSpec,
+}
+
+fn collection_arg(arguments: &Value) -> Result<String, PropError> {
+    match arguments.get("collection") {
+        Some(Value::String(name)) => Ok(name.clone()),
+        _ => Err(PropError::new(
+            "`collection` is required: the name of a ledger collection, e.g. \"findings\"",
+        )),
+    }
+}
+
+fn to_prop_error(error: LedgerError) -> PropError {
+    PropError::new(error.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PropError> + Send + 'static,
+) -> Result<T, PropError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| PropError::new(format!("the ledger call did not finish: {e}")))?
+}
+
+#[async_trait]
+impl Prop for RecordProp {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    async fn call(&self, arguments: Value, context: &PropContext) -> Result<String, PropError> {
+        let collection = collection_arg(&arguments)?;
+        let input = match arguments.get("entry") {
+            Some(Value::String(text)) => Input::Text(text.clone()),
+            Some(value @ Value::Object(_)) => Input::Value(value.clone()),
+            Some(other) => Input::Value(other.clone()),
+            None => {
+                return Err(PropError::new(
+                    "`entry` is required: the JSON object to record",
+                ));
+            }
+        };
+        let ledger = self.ledger.clone();
+        let provenance = Provenance::new(self.performance.as_ref(), context.actor.as_ref());
+        let outcome = {
+            let collection = collection.clone();
+            blocking(move || {
+                ledger
+                    .record(&collection, input, &provenance)
+                    .map_err(to_prop_error)
+            })
+            .await?
+        };
+        match outcome {
+            RecordOutcome::Recorded { id, proposed } if proposed.is_empty() => {
+                Ok(format!("recorded #{id} in {collection}"))
+            }
+            RecordOutcome::Recorded { id, proposed } => Ok(format!(
+                "recorded #{id} in {collection}; new fields {} are not in its settled schema and were proposed to the director",
+                proposed.join(", ")
+            )),
+            RecordOutcome::Rejected { reason, .. } => Err(PropError::new(format!(
+                "rejected: {reason}. The entry is kept in the rejects of {collection}; fix it and record it again."
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Prop for QueryProp {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn access(&self, _arguments: &Value) -> Access {
+        Access::Read
+    }
+
+    async fn call(&self, arguments: Value, _context: &PropContext) -> Result<String, PropError> {
+        let collection = collection_arg(&arguments)?;
+        let limit = match arguments.get("limit") {
+            None | Some(Value::Null) => DEFAULT_LIMIT,
+            Some(value) => value
+                .as_u64()
+                .map(|n| (n as usize).clamp(1, MAX_LIMIT))
+                .ok_or_else(|| PropError::new("`limit` must be a positive integer"))?,
+        };
+        let order_by = match arguments.get("order_by") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(PropError::new(
+                    "`order_by` must be a field name, e.g. \"-score\"",
+                ));
+            }
+        };
+        let query = Query::from_json(arguments.get("where"), order_by.as_deref(), Some(limit))
+            .map_err(to_prop_error)?;
+        let ledger = self.ledger.clone();
+        let name = collection.clone();
+        let (entries, known) = blocking(move || {
+            let entries = ledger.query(&name, &query).map_err(to_prop_error)?;
+            let known = if entries.is_empty() {
+                ledger
+                    .collections()
+                    .map_err(to_prop_error)?
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok((entries, known))
+        })
+        .await?;
+        if entries.is_empty() {
+            return Ok(if known.contains(&collection) || known.is_empty() {
+                format!("no entries in {collection} match")
+            } else {
+                format!(
+                    "no entries: there is no collection {collection}; collections: {}",
+                    known.join(", ")
+                )
+            });
+        }
+        let mut out = String::new();
+        let mut shown = 0;
+        for entry in &entries {
+            let line = format!("#{} {}\n", entry.id, entry.text);
+            if out.len() + line.len() > MAX_REPLY_BYTES {
+                break;
+            }
+            out.push_str(&line);
+            shown += 1;
+        }
+        if shown < entries.len() {
+            out.push_str(&format!(
+                "({} more not shown: the reply is capped at 32 KB; narrow `where` or lower `limit`)\n",
+                entries.len() - shown
+            ));
+        } else if entries.len() == limit {
+            out.push_str(&format!(
+                "(limit {limit} reached; narrow `where` or raise `limit`)\n"
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_small() {
+        for spec in [record_spec(), query_spec()] {
+            let bytes = serde_json::to_string(&spec).unwrap().len();
+            assert!(bytes <= 350, "{} spec is {bytes} bytes", spec.name);
+        }
+    }
+}

@@ -1,0 +1,939 @@
+//! Shape inference: what the values recorded at every field path look like, updated on every write.
+//!
+//! A [`Shape`] describes a multiset of JSON values at one position: how many there were, the union
+//! of their kinds with a count per kind (null, boolean, integer, number, string, array with the
+//! shape of its items, object with the shape of each field), and per kind the statistics the
+//! ledger needs: numeric ranges, string formats, small sets of string values (enum candidates),
+//! array lengths. A field's presence ratio is its count over its parent object's count.
+//!
+//! Shapes form a commutative monoid under [`Shape::merge`]: counts add, ranges take min and max,
+//! maps take the union, and the enum candidate set overflows (to "too many") the same way whatever
+//! the order. So shapes inferred on different performances or machines combine in any order and
+//! grouping, which is what lets inference run incrementally and in parallel. This is the approach
+//! of Baazizi, Ben Lahmar, Colazzo, Ghelli and Sartiani, "Schema inference for massive JSON
+//! datasets", EDBT 2017 (types fused by an associative, commutative operator, in a map-reduce
+//! pass), and of its parametric successor (Baazizi et al., "Parametric schema inference for
+//! massive JSON datasets", VLDB Journal 2019), here with counts kept per kind, as in their
+//! counting types, so presence and required fields can be told apart.
+
+use crate::path::{FieldPath, Segment};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// How many distinct string values a position tracks before it stops treating them as an enum.
+pub const ENUM_TRACK_LIMIT: usize = 16;
+/// Strings longer than this (in bytes) are never enum values.
+pub const ENUM_VALUE_MAX_BYTES: usize = 48;
+
+/// The inferred shape of the values at one position. See the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shape {
+    /// Values seen here.
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub null: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boolean: Option<BoolShape>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integer: Option<IntegerShape>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<NumberShape>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string: Option<StringShape>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<Box<ArrayShape>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectShape>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoolShape {
+    pub count: u64,
+    pub trues: u64,
+}
+
+/// Integers (JSON numbers without a fraction or exponent that fit in 64 bits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegerShape {
+    pub count: u64,
+    pub min: i128,
+    pub max: i128,
+}
+
+/// Other numbers, including integers beyond 64 bits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NumberShape {
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StringShape {
+    pub count: u64,
+    #[serde(default)]
+    pub formats: Formats,
+    /// Distinct values with their counts, while there are at most [`ENUM_TRACK_LIMIT`] of them,
+    /// each at most [`ENUM_VALUE_MAX_BYTES`] long; `None` once either limit was passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<BTreeMap<String, u64>>,
+}
+
+/// How many strings matched each format.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Formats {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub date_time: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub date: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub email: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uri: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uuid: u64,
+}
+
+/// A string format, named as JSON Schema names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    DateTime,
+    Date,
+    Email,
+    Uri,
+    Uuid,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::DateTime,
+        Format::Date,
+        Format::Email,
+        Format::Uri,
+        Format::Uuid,
+    ];
+
+    /// The JSON Schema `format` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::DateTime => "date-time",
+            Format::Date => "date",
+            Format::Email => "email",
+            Format::Uri => "uri",
+            Format::Uuid => "uuid",
+        }
+    }
+
+    /// The format `s` has, if any (at most one: they are mutually exclusive as detected here).
+    pub fn detect(s: &str) -> Option<Format> {
+        let bytes = s.as_bytes();
+        match bytes.len() {
+            36 if is_uuid(bytes) => return Some(Format::Uuid),
+            10 if is_date(s) => return Some(Format::Date),
+            _ => {}
+        }
+        if bytes.len() >= 20 && bytes.get(4) == Some(&b'-') && is_date_time(s) {
+            return Some(Format::DateTime);
+        }
+        if bytes.contains(&b'@') && is_email(s) {
+            return Some(Format::Email);
+        }
+        if is_uri(s) {
+            return Some(Format::Uri);
+        }
+        None
+    }
+}
+
+impl Formats {
+    fn count_of(&self, format: Format) -> u64 {
+        match format {
+            Format::DateTime => self.date_time,
+            Format::Date => self.date,
+            Format::Email => self.email,
+            Format::Uri => self.uri,
+            Format::Uuid => self.uuid,
+        }
+    }
+
+    fn add(&mut self, format: Format) {
+        let slot = match format {
+            Format::DateTime => &mut self.date_time,
+            Format::Date => &mut self.date,
+            Format::Email => &mut self.email,
+            Format::Uri => &mut self.uri,
+            Format::Uuid => &mut self.uuid,
+        };
+        *slot += 1;
+    }
+
+    fn merge(&mut self, other: &Formats) {
+        self.date_time += other.date_time;
+        self.date += other.date;
+        self.email += other.email;
+        self.uri += other.uri;
+        self.uuid += other.uuid;
+    }
+}
+
+fn is_uuid(b: &[u8]) -> bool {
+    b.iter().enumerate().all(|(i, c)| match i {
+        8 | 13 | 18 | 23 => *c == b'-',
+        _ => c.is_ascii_hexdigit(),
+    })
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let (Ok(year), Ok(month), Ok(day)) = (
+        s[0..4].parse::<i32>(),
+        s[5..7].parse::<u8>(),
+        s[8..10].parse::<u8>(),
+    ) else {
+        return false;
+    };
+    let Ok(month) = time::Month::try_from(month) else {
+        return false;
+    };
+    s[0..4].bytes().all(|c| c.is_ascii_digit())
+        && time::Date::from_calendar_date(year, month, day).is_ok()
+}
+
+fn is_date_time(s: &str) -> bool {
+    s.is_char_boundary(10)
+        && is_date(&s[..10])
+        && time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
+fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn is_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    let mut scheme_chars = scheme.chars();
+    scheme_chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArrayShape {
+    /// Arrays seen here.
+    pub count: u64,
+    pub min_len: u64,
+    pub max_len: u64,
+    /// The shape of every item of every array seen here.
+    pub items: Shape,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectShape {
+    /// Objects seen here.
+    pub count: u64,
+    /// Each key seen, with the shape of its values; a field's `count` is how many objects had it.
+    pub fields: BTreeMap<String, Shape>,
+}
+
+/// The kinds a JSON value can have, as shapes count them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Null,
+    Boolean,
+    Integer,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl Kind {
+    /// The JSON Schema type name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Boolean => "boolean",
+            Kind::Integer => "integer",
+            Kind::Number => "number",
+            Kind::String => "string",
+            Kind::Array => "array",
+            Kind::Object => "object",
+        }
+    }
+
+    /// The kind of a value.
+    pub fn of(value: &Value) -> Kind {
+        match value {
+            Value::Null => Kind::Null,
+            Value::Bool(_) => Kind::Boolean,
+            Value::Number(n) if n.is_i64() || n.is_u64() => Kind::Integer,
+            Value::Number(_) => Kind::Number,
+            Value::String(_) => Kind::String,
+            Value::Array(_) => Kind::Array,
+            Value::Object(_) => Kind::Object,
+        }
+    }
+}
+
+impl Shape {
+    /// The shape of one value.
+    pub fn of(value: &Value) -> Shape {
+        let mut shape = Shape::default();
+        shape.absorb(value);
+        shape
+    }
+
+    /// Adds one value. Returns whether the structure changed: a kind or a field appeared here or
+    /// below, or a field that every earlier object had was missing.
+    ///
+    /// Equivalent to `self.merge(&Shape::of(value))`, without building the intermediate shape.
+    pub fn absorb(&mut self, value: &Value) -> bool {
+        self.count += 1;
+        let mut changed = false;
+        match value {
+            Value::Null => {
+                changed = self.null == 0;
+                self.null += 1;
+            }
+            Value::Bool(b) => {
+                let shape = self.boolean.get_or_insert_with(|| {
+                    changed = true;
+                    BoolShape::default()
+                });
+                shape.count += 1;
+                shape.trues += u64::from(*b);
+            }
+            Value::Number(n) => {
+                let as_int = n
+                    .as_i64()
+                    .map(i128::from)
+                    .or_else(|| n.as_u64().map(i128::from));
+                if let Some(i) = as_int {
+                    match &mut self.integer {
+                        Some(shape) => {
+                            shape.count += 1;
+                            shape.min = shape.min.min(i);
+                            shape.max = shape.max.max(i);
+                        }
+                        None => {
+                            changed = true;
+                            self.integer = Some(IntegerShape {
+                                count: 1,
+                                min: i,
+                                max: i,
+                            });
+                        }
+                    }
+                } else {
+                    // serde_json (without arbitrary precision) holds every other number as f64.
+                    let f = n.as_f64().unwrap_or(0.0);
+                    match &mut self.number {
+                        Some(shape) => {
+                            shape.count += 1;
+                            shape.min = shape.min.min(f);
+                            shape.max = shape.max.max(f);
+                        }
+                        None => {
+                            changed = true;
+                            self.number = Some(NumberShape {
+                                count: 1,
+                                min: f,
+                                max: f,
+                            });
+                        }
+                    }
+                }
+            }
+            Value::String(s) => {
+                let shape = self.string.get_or_insert_with(|| {
+                    changed = true;
+                    StringShape {
+                        count: 0,
+                        formats: Formats::default(),
+                        values: Some(BTreeMap::new()),
+                    }
+                });
+                shape.count += 1;
+                if let Some(format) = Format::detect(s) {
+                    shape.formats.add(format);
+                }
+                if let Some(values) = &mut shape.values {
+                    if s.len() > ENUM_VALUE_MAX_BYTES {
+                        shape.values = None;
+                    } else if let Some(n) = values.get_mut(s.as_str()) {
+                        *n += 1;
+                    } else if values.len() < ENUM_TRACK_LIMIT {
+                        values.insert(s.clone(), 1);
+                    } else {
+                        shape.values = None;
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let len = items.len() as u64;
+                let shape = self.array.get_or_insert_with(|| {
+                    changed = true;
+                    Box::new(ArrayShape {
+                        count: 0,
+                        min_len: len,
+                        max_len: len,
+                        items: Shape::default(),
+                    })
+                });
+                shape.count += 1;
+                shape.min_len = shape.min_len.min(len);
+                shape.max_len = shape.max_len.max(len);
+                for item in items {
+                    changed |= shape.items.absorb(item);
+                }
+            }
+            Value::Object(map) => {
+                let shape = self.object.get_or_insert_with(|| {
+                    changed = true;
+                    ObjectShape::default()
+                });
+                let before = shape.count;
+                shape.count += 1;
+                // A field every earlier object had, missing here: required became optional.
+                if before > 0 && !changed {
+                    changed |= shape
+                        .fields
+                        .iter()
+                        .any(|(key, field)| field.count == before && !map.contains_key(key));
+                }
+                for (key, item) in map {
+                    match shape.fields.get_mut(key.as_str()) {
+                        Some(field) => changed |= field.absorb(item),
+                        None => {
+                            changed = true;
+                            shape.fields.insert(key.clone(), Shape::of(item));
+                        }
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// Combines two shapes: the shape of the union of their value multisets. Associative and
+    /// commutative (see the module docs and the property tests).
+    pub fn merge(&mut self, other: &Shape) {
+        self.count += other.count;
+        self.null += other.null;
+        merge_option(&mut self.boolean, &other.boolean, |a, b| {
+            a.count += b.count;
+            a.trues += b.trues;
+        });
+        merge_option(&mut self.integer, &other.integer, |a, b| {
+            a.count += b.count;
+            a.min = a.min.min(b.min);
+            a.max = a.max.max(b.max);
+        });
+        merge_option(&mut self.number, &other.number, |a, b| {
+            a.count += b.count;
+            a.min = a.min.min(b.min);
+            a.max = a.max.max(b.max);
+        });
+        merge_option(&mut self.string, &other.string, |a, b| {
+            a.count += b.count;
+            a.formats.merge(&b.formats);
+            a.values = match (a.values.take(), &b.values) {
+                (Some(mut mine), Some(theirs)) => {
+                    for (value, n) in theirs {
+                        *mine.entry(value.clone()).or_insert(0) += n;
+                    }
+                    (mine.len() <= ENUM_TRACK_LIMIT).then_some(mine)
+                }
+                _ => None,
+            };
+        });
+        merge_option(&mut self.array, &other.array, |a, b| {
+            a.count += b.count;
+            a.min_len = a.min_len.min(b.min_len);
+            a.max_len = a.max_len.max(b.max_len);
+            a.items.merge(&b.items);
+        });
+        merge_option(&mut self.object, &other.object, |a, b| {
+            a.count += b.count;
+            for (key, field) in &b.fields {
+                match a.fields.get_mut(key) {
+                    Some(mine) => mine.merge(field),
+                    None => {
+                        a.fields.insert(key.clone(), field.clone());
+                    }
+                }
+            }
+        });
+    }
+
+    /// The kinds seen here, in a fixed order.
+    pub fn kinds(&self) -> Vec<Kind> {
+        let mut kinds = Vec::new();
+        if self.null > 0 {
+            kinds.push(Kind::Null);
+        }
+        if self.boolean.is_some() {
+            kinds.push(Kind::Boolean);
+        }
+        if self.integer.is_some() {
+            kinds.push(Kind::Integer);
+        }
+        if self.number.is_some() {
+            kinds.push(Kind::Number);
+        }
+        if self.string.is_some() {
+            kinds.push(Kind::String);
+        }
+        if self.array.is_some() {
+            kinds.push(Kind::Array);
+        }
+        if self.object.is_some() {
+            kinds.push(Kind::Object);
+        }
+        kinds
+    }
+
+    /// The kinds other than null.
+    pub fn non_null_kinds(&self) -> Vec<Kind> {
+        self.kinds()
+            .into_iter()
+            .filter(|k| *k != Kind::Null)
+            .collect()
+    }
+
+    /// How many values of a kind were seen.
+    pub fn kind_count(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Null => self.null,
+            Kind::Boolean => self.boolean.as_ref().map_or(0, |s| s.count),
+            Kind::Integer => self.integer.as_ref().map_or(0, |s| s.count),
+            Kind::Number => self.number.as_ref().map_or(0, |s| s.count),
+            Kind::String => self.string.as_ref().map_or(0, |s| s.count),
+            Kind::Array => self.array.as_ref().map_or(0, |s| s.count),
+            Kind::Object => self.object.as_ref().map_or(0, |s| s.count),
+        }
+    }
+
+    /// The format every string here has, if they all share one.
+    pub fn string_format(&self) -> Option<Format> {
+        let string = self.string.as_ref()?;
+        Format::ALL
+            .into_iter()
+            .find(|f| string.count > 0 && string.formats.count_of(*f) == string.count)
+    }
+
+    /// The string values, when they look like an enum: every non-null value is a string without
+    /// a format (emails and dates are not categories), there are at most `max_values` distinct
+    /// ones (and at least two: a constant is not a category), at least `min_records` strings
+    /// were seen, and some value repeats.
+    pub fn string_enum(&self, max_values: usize, min_records: u64) -> Option<Vec<&str>> {
+        let string = self.string.as_ref()?;
+        let values = string.values.as_ref()?;
+        let only_strings = self.non_null_kinds() == [Kind::String];
+        (only_strings
+            && self.string_format().is_none()
+            && values.len() >= 2
+            && values.len() <= max_values
+            && string.count >= min_records
+            && values.len() < string.count as usize)
+            .then(|| values.keys().map(String::as_str).collect())
+    }
+
+    /// The shape at a path (`[]` and `[n]` both step into array items).
+    pub fn at(&self, path: &FieldPath) -> Option<&Shape> {
+        let mut shape = self;
+        for segment in &path.0 {
+            shape = match segment {
+                Segment::Key(key) => shape.object.as_ref()?.fields.get(key)?,
+                Segment::Index(_) | Segment::Items => &shape.array.as_ref()?.items,
+            };
+        }
+        Some(shape)
+    }
+
+    /// Every field path below this shape (object keys and array items), depth first, with its
+    /// shape and its presence ratio in its parent.
+    pub fn fields(&self) -> Vec<FieldInfo<'_>> {
+        let mut out = Vec::new();
+        self.collect_fields(&FieldPath::root(), &mut out);
+        out
+    }
+
+    fn collect_fields<'a>(&'a self, at: &FieldPath, out: &mut Vec<FieldInfo<'a>>) {
+        if let Some(object) = &self.object {
+            for (key, field) in &object.fields {
+                let path = at.key(key);
+                out.push(FieldInfo {
+                    path: path.clone(),
+                    shape: field,
+                    presence: ratio(field.count, object.count),
+                });
+                field.collect_fields(&path, out);
+            }
+        }
+        if let Some(array) = &self.array
+            && array.items.count > 0
+        {
+            let path = at.child(Segment::Items);
+            out.push(FieldInfo {
+                path: path.clone(),
+                shape: &array.items,
+                presence: 1.0,
+            });
+            array.items.collect_fields(&path, out);
+        }
+    }
+
+    /// This shape without the fields at `paths` (used to leave pending proposals out of a
+    /// settled schema).
+    pub fn without(&self, paths: &[FieldPath]) -> Shape {
+        let mut shape = self.clone();
+        for path in paths {
+            shape.remove(&path.0);
+        }
+        shape
+    }
+
+    fn remove(&mut self, segments: &[Segment]) {
+        match segments {
+            [] => {}
+            [Segment::Key(key)] => {
+                if let Some(object) = &mut self.object {
+                    object.fields.remove(key);
+                }
+            }
+            [Segment::Key(key), rest @ ..] => {
+                if let Some(field) = self.object.as_mut().and_then(|o| o.fields.get_mut(key)) {
+                    field.remove(rest);
+                }
+            }
+            [Segment::Items | Segment::Index(_), rest @ ..] => {
+                if let Some(array) = &mut self.array {
+                    array.items.remove(rest);
+                }
+            }
+        }
+    }
+
+    /// A short type label: `integer`, `string(email)`, `string|null`, `string[]`, `object`.
+    pub fn label(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for kind in self.kinds() {
+            let part = match kind {
+                Kind::String => match self.string_format() {
+                    Some(format) => format!("string({})", format.name()),
+                    None => "string".to_owned(),
+                },
+                Kind::Array => match &self.array {
+                    Some(array) if array.items.count > 0 => {
+                        let items = array.items.label();
+                        if items.contains('|') {
+                            format!("({items})[]")
+                        } else {
+                            format!("{items}[]")
+                        }
+                    }
+                    _ => "[]".to_owned(),
+                },
+                other => other.name().to_owned(),
+            };
+            parts.push(part);
+        }
+        if parts.is_empty() {
+            "nothing".to_owned()
+        } else {
+            parts.join("|")
+        }
+    }
+
+    /// A readable tree, one field per line, for `improv ledger`.
+    pub fn tree(&self, enum_max: usize, enum_min_records: u64) -> String {
+        let fields = self.fields();
+        let width = fields
+            .iter()
+            .map(|f| 2 * (f.path.0.len() - 1) + last_name(&f.path).chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(40);
+        let mut out = String::new();
+        for field in &fields {
+            let indent = "  ".repeat(field.path.0.len() - 1);
+            let name = last_name(&field.path);
+            let mut line = format!("{indent}{name}");
+            let pad = width.saturating_sub(indent.len() + name.chars().count());
+            line.push_str(&" ".repeat(pad + 2));
+            line.push_str(&field.shape.label());
+            let mut notes = Vec::new();
+            if field.presence < 1.0 {
+                notes.push(format!("optional {:.0}%", field.presence * 100.0));
+            }
+            let kinds = field.shape.kinds();
+            if kinds.len() > 1 {
+                let counts: Vec<String> = kinds
+                    .iter()
+                    .map(|k| format!("{} {}", k.name(), field.shape.kind_count(*k)))
+                    .collect();
+                notes.push(counts.join(", "));
+            }
+            if let Some(integer) = &field.shape.integer {
+                notes.push(format!("{}..{}", integer.min, integer.max));
+            } else if let Some(number) = &field.shape.number {
+                notes.push(format!("{}..{}", number.min, number.max));
+            }
+            if let Some(values) = field.shape.string_enum(enum_max, enum_min_records) {
+                notes.push(format!("one of {}", values.join(", ")));
+            }
+            if !notes.is_empty() {
+                line.push_str("  (");
+                line.push_str(&notes.join("; "));
+                line.push(')');
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn last_name(path: &FieldPath) -> String {
+    match path.0.last() {
+        Some(Segment::Key(key)) => FieldPath(vec![Segment::Key(key.clone())]).to_string(),
+        Some(Segment::Items) => "[]".to_owned(),
+        Some(Segment::Index(i)) => format!("[{i}]"),
+        None => String::new(),
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn merge_option<T: Clone>(
+    mine: &mut Option<T>,
+    theirs: &Option<T>,
+    merge: impl FnOnce(&mut T, &T),
+) {
+    match (mine.as_mut(), theirs) {
+        (Some(a), Some(b)) => merge(a, b),
+        (None, Some(b)) => *mine = Some(b.clone()),
+        (_, None) => {}
+    }
+}
+
+/// One field of a shape, as [`Shape::fields`] lists them.
+#[derive(Clone, Debug)]
+pub struct FieldInfo<'a> {
+    pub path: FieldPath,
+    pub shape: &'a Shape,
+    /// The share of parent objects that have this field (1.0 for array items).
+    pub presence: f64,
+}
+
+/// Two fields of one object that look like one field under two names: their names are equal once
+/// case, `_`, `-` and spaces are dropped, or differ by one edit (two for long names), and no
+/// object has both (as far as the counts can tell: their counts fit side by side).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RenameSuspect {
+    pub first: FieldPath,
+    pub second: FieldPath,
+    pub first_count: u64,
+    pub second_count: u64,
+}
+
+/// The fields that look like renames of one another. See [`RenameSuspect`].
+pub fn rename_suspects(shape: &Shape) -> Vec<RenameSuspect> {
+    let mut out = Vec::new();
+    collect_suspects(shape, &FieldPath::root(), &mut out);
+    out
+}
+
+fn collect_suspects(shape: &Shape, at: &FieldPath, out: &mut Vec<RenameSuspect>) {
+    if let Some(object) = &shape.object {
+        let keys: Vec<(&String, &Shape, String)> = object
+            .fields
+            .iter()
+            .map(|(k, s)| (k, s, normalise_name(k)))
+            .collect();
+        for (i, (a, sa, na)) in keys.iter().enumerate() {
+            for (b, sb, nb) in &keys[i + 1..] {
+                let similar = na == nb || {
+                    let len = na.chars().count().min(nb.chars().count());
+                    let distance = strsim::damerau_levenshtein(na, nb);
+                    (len >= 5 && distance <= 1) || (len >= 9 && distance <= 2)
+                };
+                if similar && sa.count + sb.count <= object.count {
+                    out.push(RenameSuspect {
+                        first: at.key(a),
+                        second: at.key(b),
+                        first_count: sa.count,
+                        second_count: sb.count,
+                    });
+                }
+            }
+        }
+        for (key, field) in &object.fields {
+            collect_suspects(field, &at.key(key), out);
+        }
+    }
+    if let Some(array) = &shape.array {
+        collect_suspects(&array.items, &at.child(Segment::Items), out);
+    }
+}
+
+fn normalise_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' ' | '.'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counts_kinds_presence_and_ranges() {
+        let mut shape = Shape::default();
+        for value in [
+            json!({"name": "a", "score": 3, "tags": ["x"], "at": "2025-01-02T03:04:05Z"}),
+            json!({"name": "b", "score": 9.5, "tags": [], "at": "2025-01-03T00:00:00+01:00"}),
+            json!({"name": null, "score": -2}),
+        ] {
+            shape.absorb(&value);
+        }
+        let object = shape.object.as_ref().unwrap();
+        assert_eq!(object.count, 3);
+        let score = &object.fields["score"];
+        assert_eq!(score.integer.as_ref().unwrap().min, -2);
+        assert_eq!(score.integer.as_ref().unwrap().max, 3);
+        assert_eq!(score.number.as_ref().unwrap().count, 1);
+        assert_eq!(object.fields["name"].null, 1);
+        assert_eq!(object.fields["tags"].count, 2);
+        assert_eq!(
+            shape
+                .at(&FieldPath::parse("at").unwrap())
+                .unwrap()
+                .string_format(),
+            Some(Format::DateTime)
+        );
+        assert_eq!(object.fields["tags"].label(), "string[]");
+        assert_eq!(object.fields["name"].label(), "null|string");
+    }
+
+    #[test]
+    fn detects_formats() {
+        assert_eq!(Format::detect("2024-02-29"), Some(Format::Date));
+        assert_eq!(Format::detect("2023-02-29"), None);
+        assert_eq!(
+            Format::detect("2024-02-29T10:00:00.5Z"),
+            Some(Format::DateTime)
+        );
+        assert_eq!(Format::detect("ana@example.org"), Some(Format::Email));
+        assert_eq!(Format::detect("ana at example"), None);
+        assert_eq!(Format::detect("https://a.example/x?y"), Some(Format::Uri));
+        assert_eq!(
+            Format::detect("67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            Some(Format::Uuid)
+        );
+        assert_eq!(Format::detect("NaN"), None);
+        assert_eq!(Format::detect("2024-13-01"), None);
+    }
+
+    #[test]
+    fn structural_change_is_reported() {
+        let mut shape = Shape::default();
+        assert!(shape.absorb(&json!({"a": 1, "b": "x"})));
+        assert!(!shape.absorb(&json!({"a": 2, "b": "y"})));
+        assert!(shape.absorb(&json!({"a": 2})), "b became optional");
+        assert!(!shape.absorb(&json!({"a": 2})));
+        assert!(shape.absorb(&json!({"a": "two"})), "a new kind");
+        assert!(shape.absorb(&json!({"a": 1, "c": [1]})), "a new field");
+        assert!(
+            shape.absorb(&json!({"a": 1, "c": [1.5]})),
+            "a new item kind"
+        );
+        assert!(!shape.absorb(&json!({"a": 1, "c": [2, 3.5]})));
+    }
+
+    #[test]
+    fn enums_overflow_and_long_values_are_not_enums() {
+        let mut shape = Shape::default();
+        for i in 0..30 {
+            shape.absorb(&json!(["new", "won", "lost"][i % 3]));
+        }
+        assert_eq!(shape.string_enum(8, 20), Some(vec!["lost", "new", "won"]));
+        assert_eq!(shape.string_enum(2, 20), None);
+        assert_eq!(shape.string_enum(8, 40), None);
+        for i in 0..ENUM_TRACK_LIMIT {
+            shape.absorb(&json!(format!("v{i}")));
+        }
+        assert!(shape.string.as_ref().unwrap().values.is_none());
+        let long = Shape::of(&json!("x".repeat(ENUM_VALUE_MAX_BYTES + 1)));
+        assert!(long.string.as_ref().unwrap().values.is_none());
+    }
+
+    #[test]
+    fn finds_rename_suspects() {
+        let mut shape = Shape::default();
+        for i in 0..4 {
+            shape.absorb(&json!({"email": "a@b.co", "name": i}));
+            shape.absorb(&json!({"e_mail": "a@b.co", "name": i}));
+            shape.absorb(&json!({"customerName": "x", "customer_name_": "y", "name": i}));
+        }
+        let suspects = rename_suspects(&shape);
+        let pairs: Vec<(String, String)> = suspects
+            .iter()
+            .map(|s| (s.first.to_string(), s.second.to_string()))
+            .collect();
+        // Counts alone cannot tell that customerName and customer_name_ share entries (4 + 4 of
+        // 12 objects fit side by side); the ledger checks candidates against its entries.
+        assert_eq!(
+            pairs,
+            vec![
+                ("customerName".into(), "customer_name_".into()),
+                ("e_mail".into(), "email".into())
+            ]
+        );
+        let mut both = Shape::default();
+        for _ in 0..3 {
+            both.absorb(&json!({"email": "a@b.co", "e_mail": "a@b.co"}));
+        }
+        assert!(
+            rename_suspects(&both).is_empty(),
+            "present together: not a rename"
+        );
+    }
+
+    #[test]
+    fn shapes_round_trip_through_json_with_wide_integers() {
+        let shape = Shape::of(&json!({"big": u64::MAX, "small": i64::MIN, "f": 1.5}));
+        let text = serde_json::to_string(&shape).unwrap();
+        let back: Shape = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, shape);
+    }
+}
