@@ -397,3 +397,50 @@ fn missing_and_non_gguf_files_are_clear_errors() {
     assert!(matches!(err, LocalError::Load { .. }), "{err}");
     assert!(err.to_string().contains("truncated.gguf"), "{err}");
 }
+
+#[tokio::test]
+async fn tool_bias_opens_calls_and_the_call_is_reused_next_turn() {
+    let mut c = config();
+    // Far above any logit gap: the reply must open with `{`, then the grammar takes over.
+    c.tool_bias = 30.0;
+    c.max_output_tokens = 48;
+    let model = load(c);
+    let echo = Echo::new();
+    let tools = [echo.spec.clone()];
+    let system = "You are a helpful assistant.";
+    let mut messages = vec![Message::user("Say hello.")];
+    let p1 = model
+        .prompt_tokens(request(system, &messages, &tools))
+        .await
+        .unwrap();
+    let (reply, streamed) = ask(&model, request(system, &messages, &tools)).await;
+    assert!(streamed.is_empty(), "{streamed}");
+    assert_eq!(reply.stop, StopReason::ToolUse, "{reply:?}");
+    let call = reply.tool_calls[0].clone();
+    assert_eq!(call.name, "echo");
+    let args: Value = serde_json::from_str(&call.arguments).unwrap();
+    assert!(args["text"].is_string(), "{args}");
+
+    // The call goes back into the history as the JSON the model wrote, so the next turn reuses
+    // the whole first prompt and the call's tokens.
+    messages.push(Message::Assistant {
+        text: reply.text.clone(),
+        tool_calls: vec![call.clone()],
+    });
+    messages.push(Message::Tool {
+        call_id: call.id.clone(),
+        name: call.name.clone(),
+        content: "echo: hello".into(),
+        is_error: false,
+    });
+    let (second, _) = ask(&model, request(system, &messages, &tools)).await;
+    assert!(
+        second.usage.cached_input_tokens >= p1.len() as u64,
+        "{:?} vs {}",
+        second.usage,
+        p1.len()
+    );
+    if let Some(next) = second.tool_calls.first() {
+        assert_eq!(next.id, "call_2", "ids continue from the history");
+    }
+}
