@@ -1,0 +1,114 @@
+//! The sandbox's overhead: (1) spawning `true` N times plain and sandboxed, (2) the kernel's
+//! 20-turn `bash` performance (a scripted model, `echo` per turn) with the sandbox on and off.
+//! Medians side by side. Run: `cargo run --release -p improv-edges --example bench [N]`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/bash.rs"]
+mod bash;
+
+use improv_edges::{Sandbox, SandboxConfig, SandboxMode};
+use improv_kernel::{Actor, Performance, Prop, ScriptedModel, ScriptedTurn};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn spawn_true(sandbox: Option<&Sandbox>) -> Duration {
+    let mut cmd = std::process::Command::new("true");
+    if let Some(s) = sandbox {
+        s.apply(&mut cmd).unwrap();
+    }
+    let start = Instant::now();
+    let status = cmd.status().unwrap();
+    let took = start.elapsed();
+    assert!(status.success());
+    took
+}
+
+async fn performance(
+    sandbox: Option<Arc<Sandbox>>,
+    ws: &std::path::Path,
+    turns: usize,
+) -> Duration {
+    let mut b = bash::Bash::new(Duration::from_secs(60), 30 * 1024);
+    if let Some(s) = &sandbox {
+        b = b.with_spawn_hook(Arc::new(s.spawn_hook()));
+    }
+    let mut script: Vec<ScriptedTurn> = (0..turns)
+        .map(|i| ScriptedTurn::call("bash", serde_json::json!({"command": format!("echo {i}")})))
+        .collect();
+    script.push(ScriptedTurn::say("done"));
+    let actor = Actor {
+        name: "lead".into(),
+        system: "bench".into(),
+        model: Arc::new(ScriptedModel::new(script)),
+        props: vec![Arc::new(b) as Arc<dyn Prop>],
+        max_output_tokens: None,
+    };
+    let mut p = Performance::builder(actor)
+        .workspace(ws)
+        .start("go")
+        .unwrap();
+    let start = Instant::now();
+    let ended = p.act(&Default::default()).await;
+    let took = start.elapsed();
+    assert_eq!(ended.outcome, improv_kernel::Outcome::Done, "{ended:?}");
+    took
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(300);
+    let ws = tempfile::tempdir().unwrap();
+    let built = Instant::now();
+    let on = Sandbox::new(SandboxConfig::new(ws.path())).unwrap();
+    let build_time = built.elapsed();
+    let mut off_config = SandboxConfig::new(ws.path());
+    off_config.mode = SandboxMode::Off;
+    let off = Sandbox::new(off_config).unwrap();
+
+    // Interleaved, so drift in the machine's load hits all three alike.
+    let (mut plain, mut env_only, mut sandboxed) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        plain.push(spawn_true(None));
+        env_only.push(spawn_true(Some(&off)));
+        sandboxed.push(spawn_true(Some(&on)));
+    }
+    let (p, e, s) = (median(plain), median(env_only), median(sandboxed));
+    println!("sandbox construction (once per performance): {build_time:.2?}");
+    println!("spawn `true`, median of {n}:");
+    println!("  {:<34} {:>10.1?}", "plain", p);
+    println!("  {:<34} {:>10.1?}", "sandbox off (env, rlimits, group)", e);
+    println!("  {:<34} {:>10.1?}", "sandbox on (+ Landlock, seccomp)", s);
+    println!(
+        "  {:<34} {:>10.1?}",
+        "overhead of the sandbox",
+        s.saturating_sub(p)
+    );
+
+    let turns = 20;
+    let rounds = 15;
+    let (mut off_t, mut on_t) = (Vec::new(), Vec::new());
+    let off = Arc::new(off);
+    let on = Arc::new(on);
+    for _ in 0..rounds {
+        off_t.push(performance(None, ws.path(), turns).await);
+        on_t.push(performance(Some(on.clone()), ws.path(), turns).await);
+    }
+    let _ = off;
+    let (o, s) = (median(off_t) / turns as u32, median(on_t) / turns as u32);
+    println!("{turns}-turn `bash` performance, per turn (median of {rounds} runs):");
+    println!("  {:<34} {:>10.1?}", "sandbox off", o);
+    println!("  {:<34} {:>10.1?}", "sandbox on", s);
+    println!(
+        "  {:<34} {:>10.1?}",
+        "overhead per turn (one spawn)",
+        s.saturating_sub(o)
+    );
+}
