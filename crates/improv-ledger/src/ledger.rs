@@ -2,7 +2,8 @@
 //! collection's shape, settled collections validated on every write.
 //!
 //! Tables (all prefixed `ledger_`, in the stage's own `.improv/ledger.db`, WAL mode):
-//! `ledger_entries` (every accepted entry with its performance, actor and time),
+//! `ledger_entries` (every accepted entry, as SQLite JSONB so queries need not re-parse text,
+//! with its performance, actor and time),
 //! `ledger_rejects` (every refused entry, verbatim, with the reason), `ledger_collections` (the
 //! shape and state of each collection, as JSON, with a revision number so that two processes
 //! writing the same file notice each other), `ledger_proposals` (fields that appeared after
@@ -507,7 +508,7 @@ CREATE TABLE IF NOT EXISTS ledger_collections (
 CREATE TABLE IF NOT EXISTS ledger_entries (
     id INTEGER PRIMARY KEY,
     collection TEXT NOT NULL,
-    body TEXT NOT NULL,
+    body BLOB NOT NULL,
     raw TEXT,
     performance TEXT NOT NULL,
     actor TEXT NOT NULL,
@@ -651,7 +652,7 @@ impl Ledger {
         let mut outcomes = Vec::new();
         let result = (|| -> Result<()> {
             let mut insert_entry = tx.prepare_cached(
-                "INSERT INTO ledger_entries (collection, body, raw, performance, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO ledger_entries (collection, body, raw, performance, actor, at) VALUES (?1, jsonb(?2), ?3, ?4, ?5, ?6)",
             )?;
             let mut insert_reject = tx.prepare_cached(
                 "INSERT INTO ledger_rejects (collection, text, reason, performance, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1368,7 +1369,7 @@ impl Ledger {
         check_collection_name(collection)?;
         let guard = self.lock();
         let mut statement = guard.conn.prepare(
-            "SELECT id, body, raw, performance, actor, at FROM ledger_entries WHERE collection = ?1 ORDER BY id",
+            "SELECT id, json(body), raw, performance, actor, at FROM ledger_entries WHERE collection = ?1 ORDER BY id",
         )?;
         let rows = statement.query_map([collection], row_to_entry(collection))?;
         for row in rows {
@@ -1594,7 +1595,7 @@ pub fn stability(
 
 fn build_query(collection: &str, query: &Query) -> Result<(String, Vec<SqlValue>)> {
     let mut sql = String::from(
-        "SELECT id, body, raw, performance, actor, at FROM ledger_entries WHERE collection = ?",
+        "SELECT id, json(body), raw, performance, actor, at FROM ledger_entries WHERE collection = ?",
     );
     let mut params: Vec<SqlValue> = vec![SqlValue::Text(collection.to_owned())];
     for filter in &query.filters {

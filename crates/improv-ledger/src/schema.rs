@@ -294,7 +294,7 @@ pub fn sqlite_view(collection: &str, columns: &[Column]) -> String {
             quote_ident(&column.name)
         ));
     }
-    select.push("body AS doc".to_owned());
+    select.push("json(body) AS doc".to_owned());
     format!(
         "CREATE VIEW {} AS\nSELECT {}\nFROM ledger_entries WHERE collection = {};",
         quote_ident(&sqlite_view_name(collection)),

@@ -308,131 +308,172 @@ impl Shape {
     ///
     /// Equivalent to `self.merge(&Shape::of(value))`, without building the intermediate shape.
     pub fn absorb(&mut self, value: &Value) -> bool {
-        self.count += 1;
-        let mut changed = false;
         match value {
-            Value::Null => {
-                changed = self.null == 0;
-                self.null += 1;
-            }
-            Value::Bool(b) => {
-                let shape = self.boolean.get_or_insert_with(|| {
-                    changed = true;
-                    BoolShape::default()
-                });
-                shape.count += 1;
-                shape.trues += u64::from(*b);
-            }
+            Value::Null => self.absorb_null(),
+            Value::Bool(b) => self.absorb_bool(*b),
             Value::Number(n) => {
                 let as_int = n
                     .as_i64()
                     .map(i128::from)
                     .or_else(|| n.as_u64().map(i128::from));
-                if let Some(i) = as_int {
-                    match &mut self.integer {
-                        Some(shape) => {
-                            shape.count += 1;
-                            shape.min = shape.min.min(i);
-                            shape.max = shape.max.max(i);
-                        }
-                        None => {
-                            changed = true;
-                            self.integer = Some(IntegerShape {
-                                count: 1,
-                                min: i,
-                                max: i,
-                            });
-                        }
-                    }
-                } else {
+                match as_int {
+                    Some(i) => self.absorb_integer(i),
                     // serde_json (without arbitrary precision) holds every other number as f64.
-                    let f = n.as_f64().unwrap_or(0.0);
-                    match &mut self.number {
-                        Some(shape) => {
-                            shape.count += 1;
-                            shape.min = shape.min.min(f);
-                            shape.max = shape.max.max(f);
-                        }
-                        None => {
-                            changed = true;
-                            self.number = Some(NumberShape {
-                                count: 1,
-                                min: f,
-                                max: f,
-                            });
-                        }
-                    }
+                    None => self.absorb_number(n.as_f64().unwrap_or(0.0)),
                 }
             }
-            Value::String(s) => {
-                let shape = self.string.get_or_insert_with(|| {
-                    changed = true;
-                    StringShape {
-                        count: 0,
-                        formats: Formats::default(),
-                        values: Some(BTreeMap::new()),
-                    }
-                });
-                shape.count += 1;
-                if let Some(format) = Format::detect(s) {
-                    shape.formats.add(format);
-                }
-                if let Some(values) = &mut shape.values {
-                    if s.len() > ENUM_VALUE_MAX_BYTES {
-                        shape.values = None;
-                    } else if let Some(n) = values.get_mut(s.as_str()) {
-                        *n += 1;
-                    } else if values.len() < ENUM_TRACK_LIMIT {
-                        values.insert(s.clone(), 1);
-                    } else {
-                        shape.values = None;
-                    }
-                }
-            }
+            Value::String(s) => self.absorb_string(s),
             Value::Array(items) => {
                 let len = items.len() as u64;
-                let shape = self.array.get_or_insert_with(|| {
-                    changed = true;
-                    Box::new(ArrayShape {
-                        count: 0,
-                        min_len: len,
-                        max_len: len,
-                        items: Shape::default(),
-                    })
-                });
-                shape.count += 1;
-                shape.min_len = shape.min_len.min(len);
-                shape.max_len = shape.max_len.max(len);
+                let (array, mut changed) = self.array_slot(len);
                 for item in items {
-                    changed |= shape.items.absorb(item);
+                    changed |= array.items.absorb(item);
                 }
+                changed
             }
             Value::Object(map) => {
-                let shape = self.object.get_or_insert_with(|| {
+                self.count += 1;
+                let mut changed = false;
+                let object = self.object.get_or_insert_with(|| {
                     changed = true;
                     ObjectShape::default()
                 });
-                let before = shape.count;
-                shape.count += 1;
+                let before = object.count;
+                object.count += 1;
                 // A field every earlier object had, missing here: required became optional.
-                if before > 0 && !changed {
-                    changed |= shape
-                        .fields
-                        .iter()
-                        .any(|(key, field)| field.count == before && !map.contains_key(key));
-                }
+                let required = object.fields.values().filter(|f| f.count == before).count();
+                let mut present = 0;
                 for (key, item) in map {
-                    match shape.fields.get_mut(key.as_str()) {
-                        Some(field) => changed |= field.absorb(item),
+                    match object.fields.get_mut(key.as_str()) {
+                        Some(field) => {
+                            present += usize::from(field.count == before);
+                            changed |= field.absorb(item);
+                        }
                         None => {
                             changed = true;
-                            shape.fields.insert(key.clone(), Shape::of(item));
+                            object.fields.insert(key.clone(), Shape::of(item));
                         }
                     }
                 }
+                changed || (before > 0 && present < required)
+            }
+        }
+    }
+
+    /// Adds one value from its JSON text, without building a `serde_json::Value`: the fast path
+    /// for bulk inference. Gives the same shape as parsing and calling [`Shape::absorb`] (a key
+    /// repeated inside one object, which a parsed value would keep only once, counts twice).
+    /// On malformed text the shape may have absorbed part of the value.
+    pub fn absorb_json(&mut self, text: &str) -> Result<(), serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        serde::de::DeserializeSeed::deserialize(Absorb(self), &mut deserializer)?;
+        deserializer.end()
+    }
+
+    fn absorb_null(&mut self) -> bool {
+        self.count += 1;
+        self.null += 1;
+        self.null == 1
+    }
+
+    fn absorb_bool(&mut self, b: bool) -> bool {
+        self.count += 1;
+        let mut changed = false;
+        let shape = self.boolean.get_or_insert_with(|| {
+            changed = true;
+            BoolShape::default()
+        });
+        shape.count += 1;
+        shape.trues += u64::from(b);
+        changed
+    }
+
+    fn absorb_integer(&mut self, i: i128) -> bool {
+        self.count += 1;
+        match &mut self.integer {
+            Some(shape) => {
+                shape.count += 1;
+                shape.min = shape.min.min(i);
+                shape.max = shape.max.max(i);
+                false
+            }
+            None => {
+                self.integer = Some(IntegerShape {
+                    count: 1,
+                    min: i,
+                    max: i,
+                });
+                true
+            }
+        }
+    }
+
+    fn absorb_number(&mut self, f: f64) -> bool {
+        self.count += 1;
+        match &mut self.number {
+            Some(shape) => {
+                shape.count += 1;
+                shape.min = shape.min.min(f);
+                shape.max = shape.max.max(f);
+                false
+            }
+            None => {
+                self.number = Some(NumberShape {
+                    count: 1,
+                    min: f,
+                    max: f,
+                });
+                true
+            }
+        }
+    }
+
+    fn absorb_string(&mut self, s: &str) -> bool {
+        self.count += 1;
+        let mut changed = false;
+        let shape = self.string.get_or_insert_with(|| {
+            changed = true;
+            StringShape {
+                count: 0,
+                formats: Formats::default(),
+                values: Some(BTreeMap::new()),
+            }
+        });
+        shape.count += 1;
+        if let Some(format) = Format::detect(s) {
+            shape.formats.add(format);
+        }
+        if let Some(values) = &mut shape.values {
+            if s.len() > ENUM_VALUE_MAX_BYTES {
+                shape.values = None;
+            } else if let Some(n) = values.get_mut(s) {
+                *n += 1;
+            } else if values.len() < ENUM_TRACK_LIMIT {
+                values.insert(s.to_owned(), 1);
+            } else {
+                shape.values = None;
             }
         }
         changed
+    }
+
+    /// Counts one array of `len` items here; the caller adds the items.
+    fn array_slot(&mut self, len: u64) -> (&mut ArrayShape, bool) {
+        self.count += 1;
+        let mut changed = false;
+        let array = self.array.get_or_insert_with(|| {
+            changed = true;
+            Box::new(ArrayShape {
+                count: 0,
+                min_len: len,
+                max_len: len,
+                items: Shape::default(),
+            })
+        });
+        array.count += 1;
+        array.min_len = array.min_len.min(len);
+        array.max_len = array.max_len.max(len);
+        (array, changed)
     }
 
     /// Combines two shapes: the shape of the union of their value multisets. Associative and
@@ -712,6 +753,123 @@ impl Shape {
             out.push('\n');
         }
         out
+    }
+}
+
+/// Folds a value into a shape while it is being parsed (see [`Shape::absorb_json`]).
+struct Absorb<'a>(&'a mut Shape);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Absorb<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Absorb<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.absorb_null();
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        self.0.absorb_bool(b);
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<(), E> {
+        self.0.absorb_integer(i128::from(i));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<(), E> {
+        self.0.absorb_integer(i128::from(u));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<(), E> {
+        self.0.absorb_number(f);
+        Ok(())
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        self.0.absorb_string(s);
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let shape = self.0;
+        let mut len = 0u64;
+        if let Some(array) = &mut shape.array {
+            while seq.next_element_seed(Absorb(&mut array.items))?.is_some() {
+                len += 1;
+            }
+            shape.count += 1;
+            array.count += 1;
+            array.min_len = array.min_len.min(len);
+            array.max_len = array.max_len.max(len);
+        } else {
+            let mut items = Shape::default();
+            while seq.next_element_seed(Absorb(&mut items))?.is_some() {
+                len += 1;
+            }
+            shape.array_slot(len).0.items = items;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.count += 1;
+        let object = self.0.object.get_or_insert_with(ObjectShape::default);
+        object.count += 1;
+        while let Some(key) = map.next_key_seed(Key)? {
+            match object.fields.get_mut(key.as_ref()) {
+                Some(field) => map.next_value_seed(Absorb(field))?,
+                None => {
+                    let mut field = Shape::default();
+                    map.next_value_seed(Absorb(&mut field))?;
+                    object.fields.insert(key.into_owned(), field);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(s.to_owned()))
     }
 }
 

@@ -106,6 +106,15 @@ proptest! {
     }
 
     #[test]
+    fn inferring_from_text_equals_inferring_from_values(values in prop::collection::vec(value(), 0..12)) {
+        let mut streamed = Shape::default();
+        for v in &values {
+            streamed.absorb_json(&v.to_string()).unwrap();
+        }
+        prop_assert_eq!(streamed, shape_of(&values));
+    }
+
+    #[test]
     fn shapes_survive_their_json_form(values in prop::collection::vec(value(), 0..8)) {
         let shape = shape_of(&values);
         let back: Shape = serde_json::from_str(&serde_json::to_string(&shape).unwrap()).unwrap();
