@@ -107,7 +107,6 @@ impl PerformanceBuilder {
         let specs = self.actor.props.iter().map(|p| p.spec().clone()).collect();
         let actor: Arc<str> = self.actor.name.into();
         Performance {
-            id,
             stage: self.stage,
             system: self.actor.system,
             model: self.actor.model,
@@ -132,8 +131,10 @@ impl PerformanceBuilder {
                     .unwrap_or(self.workspace)
                     .into(),
                 actor,
+                performance: id.as_str().into(),
                 cancel: CancellationToken::new(),
             },
+            id,
             tool_timeout: self.tool_timeout,
             started: Instant::now(),
             elapsed_before: spent.elapsed_ms,

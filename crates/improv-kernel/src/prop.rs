@@ -22,6 +22,8 @@ pub struct PropContext {
     pub workspace: Arc<Path>,
     /// The actor making the call.
     pub actor: Arc<str>,
+    /// The performance it belongs to: what props that keep records (the ledger) note down.
+    pub performance: Arc<str>,
     /// Cancelled when the performance stops; long-running props must stop with it.
     pub cancel: CancellationToken,
 }

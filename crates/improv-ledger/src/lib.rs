@@ -35,5 +35,5 @@ pub use ledger::{
     Stability,
 };
 pub use path::{FieldPath, PathError};
-pub use props::{props, props_for_performance};
+pub use props::props;
 pub use shape::{RenameSuspect, Shape, rename_suspects};

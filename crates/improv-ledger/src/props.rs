@@ -16,23 +16,12 @@ const MAX_LIMIT: usize = 200;
 /// The most bytes of entries one `query` reply carries.
 const MAX_REPLY_BYTES: usize = 32 * 1024;
 
-/// The `record` and `query` props over a ledger. The kernel's [`PropContext`] does not carry the
-/// performance id, so entries are attributed to performance `-`; use [`props_for_performance`]
-/// where the id is known.
+/// The `record` and `query` props over a ledger. Entries are attributed to the performance and
+/// actor in the call's [`PropContext`].
 pub fn props(ledger: Arc<Ledger>) -> Vec<Arc<dyn Prop>> {
-    props_for_performance(ledger, "-")
-}
-
-/// The `record` and `query` props, attributing entries to `performance`.
-pub fn props_for_performance(
-    ledger: Arc<Ledger>,
-    performance: impl Into<Arc<str>>,
-) -> Vec<Arc<dyn Prop>> {
-    let performance = performance.into();
     vec![
         Arc::new(RecordProp {
             ledger: ledger.clone(),
-            performance,
             spec: record_spec(),
         }),
         Arc::new(QueryProp {
@@ -76,7 +65,6 @@ fn query_spec() -> ToolSpec {
 
 struct RecordProp {
     ledger: Arc<Ledger>,
-    performance: Arc<str>,
     spec: ToolSpec,
 }
 
@@ -125,7 +113,7 @@ impl Prop for RecordProp {
             }
         };
         let ledger = self.ledger.clone();
-        let provenance = Provenance::new(self.performance.as_ref(), context.actor.as_ref());
+        let provenance = Provenance::new(context.performance.as_ref(), context.actor.as_ref());
         let outcome = {
             let collection = collection.clone();
             blocking(move || {

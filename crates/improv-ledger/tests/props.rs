@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use improv_kernel::{Access, PropContext};
-use improv_ledger::{Ledger, Provenance, props_for_performance};
+use improv_ledger::{Ledger, Provenance, props};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ fn context(dir: &Path) -> PropContext {
     PropContext {
         workspace: Arc::from(dir),
         actor: Arc::from("scout"),
+        performance: Arc::from("perf-7"),
         cancel: CancellationToken::new(),
     }
 }
@@ -20,7 +21,7 @@ fn context(dir: &Path) -> PropContext {
 async fn record_then_query_through_the_props() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Ledger::open_in(dir.path(), Default::default()).unwrap());
-    let props = props_for_performance(ledger.clone(), "perf-7");
+    let props = props(ledger.clone());
     let (record, query) = (&props[0], &props[1]);
     assert_eq!(record.spec().name, "record");
     assert_eq!(query.spec().name, "query");

@@ -127,6 +127,7 @@ mod tests {
                 context: PropContext {
                     workspace: root.into(),
                     actor: "lead".into(),
+                    performance: "test".into(),
                     cancel: CancellationToken::new(),
                 },
             }
