@@ -16,8 +16,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn spawn_true(sandbox: Option<&Sandbox>) -> Duration {
-    let mut cmd = std::process::Command::new("true");
+fn spawn(sandbox: Option<&Sandbox>, program: &str, args: &[&str]) -> Duration {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
     if let Some(s) = sandbox {
         s.apply(&mut cmd).unwrap();
     }
@@ -76,9 +77,15 @@ async fn main() {
     // Interleaved, so drift in the machine's load hits all three alike.
     let (mut plain, mut env_only, mut sandboxed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
-        plain.push(spawn_true(None));
-        env_only.push(spawn_true(Some(&off)));
-        sandboxed.push(spawn_true(Some(&on)));
+        plain.push(spawn(None, "true", &[]));
+        env_only.push(spawn(Some(&off), "true", &[]));
+        sandboxed.push(spawn(Some(&on), "true", &[]));
+    }
+    let echo = ["-c", "echo 1 > /dev/null"];
+    let (mut bash_off, mut bash_on) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        bash_off.push(spawn(Some(&off), "bash", &echo));
+        bash_on.push(spawn(Some(&on), "bash", &echo));
     }
     let (p, e, s) = (median(plain), median(env_only), median(sandboxed));
     println!("sandbox construction (once per performance): {build_time:.2?}");
@@ -90,6 +97,18 @@ async fn main() {
         "  {:<34} {:>10.1?}",
         "overhead of the sandbox",
         s.saturating_sub(p)
+    );
+    let (bo, bs) = (median(bash_off), median(bash_on));
+    println!("spawn `bash -c 'echo 1 > /dev/null'`, median of {n}:");
+    println!(
+        "  {:<34} {:>10.1?}",
+        "sandbox off (env, rlimits, group)", bo
+    );
+    println!("  {:<34} {:>10.1?}", "sandbox on", bs);
+    println!(
+        "  {:<34} {:>10.1?}",
+        "Landlock + seccomp + caps",
+        bs.saturating_sub(bo)
     );
 
     let turns = 20;
@@ -104,7 +123,10 @@ async fn main() {
     let _ = off;
     let (o, s) = (median(off_t) / turns as u32, median(on_t) / turns as u32);
     println!("{turns}-turn `bash` performance, per turn (median of {rounds} runs):");
-    println!("  {:<34} {:>10.1?}", "sandbox off", o);
+    println!(
+        "  {:<34} {:>10.1?}",
+        "no sandbox (bash as in improv-props)", o
+    );
     println!("  {:<34} {:>10.1?}", "sandbox on", s);
     println!(
         "  {:<34} {:>10.1?}",

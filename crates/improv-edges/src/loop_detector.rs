@@ -108,3 +108,30 @@ fn clip(text: &str) -> String {
     }
     format!("{}…", &text[..end])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use improv_kernel::ToolCall;
+
+    fn reply(name: &str, arguments: &str) -> Message {
+        Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "c".into(),
+                name: name.into(),
+                arguments: arguments.into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn calls_compare_by_parsed_arguments() {
+        let a = key(&reply("bash", r#"{"command": "ls", "timeout": 5}"#));
+        let b = key(&reply("bash", r#"{"timeout":5,"command":"ls"}"#));
+        assert_eq!(a, b);
+        assert_ne!(a, key(&reply("bash", r#"{"command": "ls -a"}"#)));
+        assert_ne!(a, key(&reply("read", r#"{"command": "ls", "timeout": 5}"#)));
+        assert_eq!(key(&Message::user("hi")), None);
+    }
+}

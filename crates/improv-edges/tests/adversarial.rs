@@ -11,6 +11,16 @@ use improv_kernel::{BudgetKind, EventKind, Outcome};
 use serde_json::json;
 use std::sync::Arc;
 
+/// A path a test tries to have created outside the workspace; removed when the test ends, in
+/// case the sandbox ever let it be created.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Asserts that call `i` failed and its output (as logged) says `needle`.
 fn refused(run: &Run, i: usize, needle: &str) {
     let (ok, out) = run.results()[i].clone();
@@ -168,10 +178,13 @@ async fn a_hard_link_to_a_file_outside_cannot_be_made() {
 async fn writing_outside_the_workspace_is_denied() {
     let rig = Rig::new();
     let outside = rig.dir.path().join("evil.txt");
+    // A fresh name in /tmp, removed again should the sandbox ever let it be created.
+    let in_tmp =
+        Cleanup(std::env::temp_dir().join(format!("improv-edges-evil-{}", std::process::id())));
     let run = rig
         .perform(vec![
             bash(&format!("echo pwned > {}", outside.display())),
-            bash("echo pwned > /tmp/improv-edges-evil.txt"),
+            bash(&format!("echo pwned > {}", in_tmp.0.display())),
             bash(&format!("echo pwned >> {}/.bashrc", rig.home.display())),
         ])
         .await;
@@ -179,22 +192,26 @@ async fn writing_outside_the_workspace_is_denied() {
         refused(&run, i, "Permission denied");
     }
     assert!(!exists(&outside));
-    assert!(!exists(std::path::Path::new("/tmp/improv-edges-evil.txt")));
+    assert!(!exists(&in_tmp.0));
     assert!(!exists(&rig.home.join(".bashrc")));
 }
 
 #[tokio::test]
 async fn root_cannot_write_system_paths() {
     let rig = Rig::new();
+    // `: >>` opens for append and writes nothing, so even a broken sandbox leaves /etc/hosts
+    // as it is; the created file is removed again if the sandbox ever lets it through.
+    let created =
+        Cleanup(format!("/usr/local/bin/improv-edges-evil-{}", std::process::id()).into());
     let run = rig
-        .perform(vec![bash(
-            "touch /usr/local/bin/improv-edges-evil; echo x >> /etc/hosts",
-        )])
+        .perform(vec![
+            bash(&format!("touch {}", created.0.display())),
+            bash(": >> /etc/hosts"),
+        ])
         .await;
     refused(&run, 0, "Permission denied");
-    assert!(!exists(std::path::Path::new(
-        "/usr/local/bin/improv-edges-evil"
-    )));
+    refused(&run, 1, "Permission denied");
+    assert!(!exists(&created.0));
 }
 
 #[tokio::test]
@@ -468,7 +485,7 @@ async fn a_double_fork_daemon_is_reaped_with_the_performance() {
     let rig = Rig::new();
     let run = rig
         .perform(vec![bash(
-            "( ( sleep 100000 > /dev/null 2>&1 < /dev/null & echo $! > pid ) & ); sleep 0.2; cat pid",
+            "( ( sleep 100000 > /dev/null 2>&1 < /dev/null & echo $! > pid.tmp; mv pid.tmp pid ) & ); until [ -s pid ]; do sleep 0.05; done; cat pid",
         )])
         .await;
     let pid: i32 = run.output(0).trim().parse().unwrap();
@@ -643,7 +660,7 @@ async fn a_file_telling_the_actor_to_rm_rf_home_is_stopped_by_the_rule() {
     let run = rig
         .perform(vec![
             call("read", json!({"path": "TODO.md"})),
-            bash("rm -rf ~ /"),
+            bash("rm -rf ~"),
         ])
         .await;
     refused(&run, 1, "needs the director's approval");
@@ -662,10 +679,11 @@ async fn a_file_telling_the_actor_to_rm_rf_home_is_stopped_by_the_rule() {
 async fn rm_rf_home_without_a_rule_is_contained_by_the_sandbox() {
     let rig = Rig::new();
     let run = rig
+        // Never the real $HOME here: if the sandbox regressed, this test must not wipe the
+        // machine it runs on (an earlier version of it deleted files in the developer's home).
         .perform(vec![bash(&format!(
-            "rm -rf ~; rm -rf {}; rm -rf {}",
-            rig.home.display(),
-            std::env::var("HOME").unwrap()
+            "rm -rf ~; rm -rf {}",
+            rig.home.display()
         ))])
         .await;
     refused(&run, 0, "Permission denied");
