@@ -31,7 +31,7 @@ pub const CORE_PROPS: &[&str] = &["read", "write", "edit", "bash", "grep", "find
 
 /// The props a stage may name.
 pub const KNOWN_PROPS: &[&str] = &[
-    "read", "write", "edit", "bash", "grep", "find", "cue", "board",
+    "read", "write", "edit", "bash", "grep", "find", "cue", "board", "record", "query",
 ];
 
 /// The providers a model may name, as in `provider/model`.

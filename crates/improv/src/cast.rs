@@ -62,15 +62,49 @@ pub fn props(stage: &Stage, actor: &ActorConfig) -> Result<Vec<Arc<dyn Prop>>> {
     }
     let mut props = Vec::new();
     for name in &actor.props {
-        match improv_props::prop(name, &config) {
-            Some(p) => props.push(p),
-            None => eprintln!(
+        if let Some(p) = improv_props::prop(name, &config) {
+            props.push(p);
+            continue;
+        }
+        match name.as_str() {
+            "record" | "query" => {
+                if !props.iter().any(|p| p.spec().name == *name) {
+                    props.extend(
+                        improv_ledger::props(ledger(stage)?)
+                            .into_iter()
+                            .filter(|p| actor.props.contains(&p.spec().name)),
+                    );
+                }
+            }
+            _ => eprintln!(
                 "warning: actor `{}` asks for the prop `{name}`, which this build of improv does not provide yet; it performs without it",
                 actor.name
             ),
         }
     }
     Ok(props)
+}
+
+/// The stage's ledger, beside its event log.
+fn ledger(stage: &Stage) -> Result<Arc<improv_ledger::Ledger>> {
+    let dir = crate::perform::state_dir(stage);
+    let ledger = improv_ledger::Ledger::open_in(&dir, Default::default())
+        .with_context(|| format!("cannot open the ledger in {}", dir.display()))?;
+    Ok(Arc::new(ledger))
+}
+
+/// The system prompt: the stage's, plus the settled schemas of the ledger for actors that use it,
+/// so later performances converge on the structure earlier ones discovered.
+fn system_prompt(stage: &Stage, actor: &ActorConfig, workspace: &Path) -> Result<String> {
+    let mut system = stage.system_prompt(actor, workspace);
+    if actor.props.iter().any(|p| p == "record" || p == "query") {
+        let settled = ledger(stage)?.context_for(&[])?;
+        if !settled.is_empty() {
+            system.push('\n');
+            system.push_str(&settled);
+        }
+    }
+    Ok(system)
 }
 
 /// The lead actor, ready to perform in `workspace`.
@@ -87,7 +121,7 @@ pub fn lead(stage: &Stage, workspace: &Path, model_override: Option<&str>) -> Re
     }
     Ok(Actor {
         name: config.name.clone(),
-        system: stage.system_prompt(config, workspace),
+        system: system_prompt(stage, config, workspace)?,
         model: model(stage, config, name)?,
         props: props(stage, config)?,
         max_output_tokens: config.max_output_tokens,

@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The ledger: collections the actors recorded, their inferred shapes, settled schemas.
+    Ledger {
+        #[command(subcommand)]
+        command: Option<improv_ledger::cli::LedgerCommand>,
+        /// JSON output, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage embedded models.
     Model {
         #[command(subcommand)]
@@ -112,6 +120,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Log { limit, json }) => logbook::list(stage_path, limit, json),
         Some(Command::Show { id, json }) => logbook::show(stage_path, &id, json),
         Some(Command::Model { command }) => models::run(command),
+        Some(Command::Ledger { command, json }) => {
+            let stage = perform::load_stage(stage_path.as_deref(), true)?;
+            improv_ledger::cli::run(command, &perform::state_dir(&stage), json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Run(run)) => runtime()?.block_on(perform::run(perform::RunOptions {
             stage: stage_path,
             intent: run.intent.or(run.goal),

@@ -382,3 +382,48 @@ fn a_budget_stop_says_which_budget_ended_it() {
     assert!(err.contains("stopped"), "{err}");
     assert!(err.contains("turn budget spent: 2 of 2"), "{err}");
 }
+
+#[test]
+fn actors_record_into_the_ledger_and_improv_ledger_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    stage(
+        dir.path(),
+        "scripted/ledger.json",
+        "props = [\"record\", \"query\"]\n",
+    );
+    script(
+        dir.path(),
+        "ledger.json",
+        r#"[{"calls": [{"name": "record", "arguments": {"collection": "findings", "entry": {"file": "a.rs", "line": 3}}},
+                       {"name": "record", "arguments": {"collection": "findings", "entry": {"file": "b.rs", "line": 9}}}]},
+            {"calls": [{"name": "query", "arguments": {"collection": "findings", "where": {"line": {">": 5}}}}]},
+            {"say": "One finding past line 5."}]"#,
+    );
+    let out = improv(dir.path()).args(["run", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = events(&out);
+    let results: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["type"] == "tool_call_finished")
+        .collect();
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(|r| r["ok"] == true), "{results:?}");
+    let found = results[2]["output"].as_str().unwrap();
+    assert!(found.contains("b.rs") && !found.contains("a.rs"), "{found}");
+
+    let out = improv(dir.path())
+        .args(["ledger", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("findings"), "{text}");
+}
