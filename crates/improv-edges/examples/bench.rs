@@ -3,9 +3,6 @@
 //! Medians side by side. Run: `cargo run --release -p improv-edges --example bench [N]`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/bash.rs"]
-mod bash;
-
 use improv_edges::{Sandbox, SandboxConfig, SandboxMode};
 use improv_kernel::{Actor, Performance, Prop, ScriptedModel, ScriptedTurn};
 use std::sync::Arc;
@@ -34,7 +31,7 @@ async fn performance(
     ws: &std::path::Path,
     turns: usize,
 ) -> Duration {
-    let mut b = bash::Bash::new(Duration::from_secs(60), 30 * 1024);
+    let mut b = improv_props::Bash::new(Duration::from_secs(60), 30 * 1024);
     if let Some(s) = &sandbox {
         b = b.with_spawn_hook(Arc::new(s.spawn_hook()));
     }

@@ -13,6 +13,7 @@ use serde_json::json;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -33,10 +34,15 @@ struct Args {
     timeout: Option<f64>,
 }
 
+/// Prepares every command `bash` spawns before it starts (the edges' sandbox: Landlock,
+/// seccomp, resource limits, a minimal environment). An error refuses the command.
+pub type SpawnHook = Arc<dyn Fn(&mut Command) -> std::io::Result<()> + Send + Sync>;
+
 pub struct Bash {
     spec: ToolSpec,
     max_timeout: Duration,
     max_output: usize,
+    spawn_hook: Option<SpawnHook>,
 }
 
 impl Bash {
@@ -56,7 +62,14 @@ impl Bash {
             spec,
             max_timeout,
             max_output,
+            spawn_hook: None,
         }
+    }
+
+    /// Every command is prepared by `hook` right before it is spawned (the edges' sandbox).
+    pub fn with_spawn_hook(mut self, hook: SpawnHook) -> Self {
+        self.spawn_hook = Some(hook);
+        self
     }
 }
 
@@ -102,6 +115,7 @@ impl Prop for Bash {
             limit,
             &context.cancel,
             self.max_output,
+            self.spawn_hook.as_ref(),
         )
         .await
     }
@@ -147,6 +161,7 @@ async fn run(
     limit: Duration,
     cancel: &CancellationToken,
     max_output: usize,
+    spawn_hook: Option<&SpawnHook>,
 ) -> Result<String, PropError> {
     let started = |e: std::io::Error| PropError(format!("bash: could not start the command: {e}"));
     let (writer, mut reader) = tokio::net::unix::pipe::pipe().map_err(started)?;
@@ -162,6 +177,9 @@ async fn run(
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(hook) = spawn_hook {
+            hook(&mut bash).map_err(started)?;
+        }
         bash.spawn().map_err(started)?
         // `bash` drops here, closing our copies of the pipe's write end: the reader sees EOF
         // once every process of the command has closed its own.
@@ -428,6 +446,29 @@ mod tests {
         assert!(out.starts_with("1\n2\n3\n"));
         assert!(out.ends_with("999999\n1000000\n"));
         assert!(out.contains(" bytes omitted …]"));
+    }
+
+    #[tokio::test]
+    async fn the_spawn_hook_prepares_every_command_and_can_refuse_it() {
+        let stage = Stage::new();
+        let hooked = bash().with_spawn_hook(Arc::new(|command: &mut Command| {
+            command.env("IMPROV_HOOKED", "yes");
+            Ok(())
+        }));
+        let out = stage
+            .call(&hooked, json!({"command": "echo $IMPROV_HOOKED"}))
+            .await
+            .unwrap();
+        assert_eq!(out, "yes\n");
+        let refusing = bash().with_spawn_hook(Arc::new(|_: &mut Command| {
+            Err(std::io::Error::other("no sandbox here"))
+        }));
+        let err = stage
+            .call(&refusing, json!({"command": "touch made"}))
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("no sandbox here"), "{err}");
+        assert!(!stage.root().join("made").exists());
     }
 
     #[tokio::test]

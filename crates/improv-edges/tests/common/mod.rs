@@ -3,8 +3,6 @@
 //! wrapped in the edges, and bash spawned under the sandbox.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod bash;
-
 use improv_edges::{
     Approver, Guarded, LoopDetector, PathEdges, Policy, Redacted, RedactingObserver, Redactor,
     Rule, Sandbox, SandboxConfig, Unattended,
@@ -130,7 +128,7 @@ impl Rig {
         let policy = Arc::new(
             Policy::new(&self.rules, &self.paths, self.approver.clone()).expect("the policy"),
         );
-        let bash = bash::Bash::new(self.bash_timeout, 30 * 1024)
+        let bash = improv_props::Bash::new(self.bash_timeout, 30 * 1024)
             .with_spawn_hook(Arc::new(sandbox.spawn_hook()));
         let config = improv_props::PropsConfig::default();
         let mut props: Vec<Arc<dyn Prop>> = vec![Arc::new(bash)];
