@@ -113,8 +113,11 @@ pub struct ActorConfig {
     pub max_output_tokens: Option<u32>,
 }
 
+/// The number of identical tool calls in a row after which an actor is told it is looping.
+pub const DEFAULT_LOOP_LIMIT: u32 = 3;
+
 /// `[edges]`: the limits and rules a performance runs within.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Edges {
     /// The directory actors work in, relative to the stage directory; see [`Stage::workspace`].
     pub workspace: Option<PathBuf>,
@@ -130,6 +133,51 @@ pub struct Edges {
     pub tool_timeout: Option<Duration>,
     /// `[[edges.rule]]`, in the order written.
     pub rules: Vec<Rule>,
+    /// `sandbox = "on"` (the default) or `"off"`: whether shell props run in the sandbox.
+    pub sandbox: SandboxMode,
+    /// Globs of paths no prop may read, write or list; `None` keeps the edges' defaults
+    /// (`.env*`, `*.pem`, SSH keys, ...).
+    pub hidden: Option<Vec<String>>,
+    /// Globs of paths props may read but not write; `None` keeps the edges' default (`.git`).
+    pub read_only: Option<Vec<String>>,
+    /// Regular expressions whose matches are redacted from tool output and from the log, on top
+    /// of the provider keys and the built-in secret patterns.
+    pub redact: Vec<String>,
+    /// Identical tool calls in a row before the actor is told it loops (stopped one later).
+    pub loop_limit: u32,
+}
+
+impl Default for Edges {
+    fn default() -> Self {
+        Edges {
+            workspace: None,
+            network: false,
+            max_turns: None,
+            max_input_tokens: None,
+            max_output_tokens: None,
+            max_cost_usd: None,
+            timeout: None,
+            tool_timeout: None,
+            rules: Vec::new(),
+            sandbox: SandboxMode::On,
+            hidden: None,
+            read_only: None,
+            redact: Vec::new(),
+            loop_limit: DEFAULT_LOOP_LIMIT,
+        }
+    }
+}
+
+/// `sandbox` in `[edges]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every process an actor starts runs sandboxed; improv refuses shell props where the
+    /// kernel cannot sandbox them.
+    #[default]
+    On,
+    /// Shell props run unsandboxed; the log records the choice.
+    Off,
 }
 
 /// `[[edges.rule]]`: what happens when a prop call matches.

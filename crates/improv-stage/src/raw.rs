@@ -3,8 +3,8 @@
 
 use crate::error::Problem;
 use crate::{
-    ActorConfig, CORE_PROPS, Check, ContextConfig, Decision, Edges, Feedback, KNOWN_PROPS,
-    PROVIDERS, Rule, Stage, StageMeta, default_actor,
+    ActorConfig, CORE_PROPS, Check, ContextConfig, DEFAULT_LOOP_LIMIT, Decision, Edges, Feedback,
+    KNOWN_PROPS, PROVIDERS, Rule, SandboxMode, Stage, StageMeta, default_actor,
 };
 use improv_kernel::Price;
 use serde::Deserialize;
@@ -71,6 +71,12 @@ struct RawEdges {
     tool_timeout: Option<Spanned<String>>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    sandbox: Option<Spanned<String>>,
+    hidden: Option<Vec<Spanned<String>>>,
+    read_only: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    redact: Vec<Spanned<String>>,
+    loop_limit: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +179,101 @@ impl Checker {
                 None
             }
         }
+    }
+
+    fn sandbox(&mut self, v: Option<&Spanned<String>>) -> SandboxMode {
+        match v.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "on")) => SandboxMode::On,
+            Some((_, "off")) => SandboxMode::Off,
+            Some((v, other)) => {
+                self.push(
+                    Problem::new(
+                        format!("`sandbox` is \"{other}\", which is neither \"on\" nor \"off\""),
+                        v.span(),
+                        "not on or off",
+                    )
+                    .help(
+                        "write `sandbox = \"on\"` (the default: shell props run sandboxed) or \
+                         `sandbox = \"off\"` (they run unsandboxed, and the log says so)",
+                    ),
+                );
+                SandboxMode::On
+            }
+        }
+    }
+
+    /// Path globs, as the edges match them (`*` stays within one path component).
+    fn globs(&mut self, key: &str, v: Option<&Vec<Spanned<String>>>) -> Option<Vec<String>> {
+        let v = v?;
+        for g in v {
+            let text = g.get_ref().trim_end_matches('/');
+            if let Err(e) = globset::GlobBuilder::new(text)
+                .literal_separator(true)
+                .build()
+            {
+                self.push(
+                    Problem::new(
+                        format!("`{key}` has a glob that does not parse: {}", e.kind()),
+                        g.span(),
+                        "not a glob",
+                    )
+                    .help(
+                        "write a glob such as \".env*\", \"*.pem\" or \"secrets/**\" \
+                         (`*` matches within a path component, `**` across them)",
+                    ),
+                );
+            }
+        }
+        Some(v.iter().map(|g| g.get_ref().clone()).collect())
+    }
+
+    fn patterns(&mut self, v: &[Spanned<String>]) -> Vec<String> {
+        for p in v {
+            if p.get_ref().is_empty() {
+                self.push(
+                    Problem::new("a `redact` pattern is empty", p.span(), "empty")
+                        .help("write a regular expression matching the secret, or remove it"),
+                );
+            } else if let Err(e) = regex::Regex::new(p.get_ref()) {
+                let first = e.to_string();
+                let why = first.lines().last().unwrap_or_default().trim().to_string();
+                self.push(
+                    Problem::new(
+                        format!("a `redact` pattern is not a regular expression: {why}"),
+                        p.span(),
+                        "not a regular expression",
+                    )
+                    .help(
+                        "write a regular expression such as \"ghp_[A-Za-z0-9]{36}\" (in TOML, \
+                         a literal string '...' keeps backslashes as written)",
+                    ),
+                );
+            }
+        }
+        v.iter().map(|p| p.get_ref().clone()).collect()
+    }
+
+    fn loop_limit(&mut self, v: Option<&Spanned<u32>>) -> u32 {
+        let Some(v) = v else {
+            return DEFAULT_LOOP_LIMIT;
+        };
+        if *v.get_ref() < 2 {
+            self.push(
+                Problem::new(
+                    format!(
+                        "`loop_limit` is {}, but a loop takes at least 2 identical calls",
+                        v.get_ref()
+                    ),
+                    v.span(),
+                    "less than 2",
+                )
+                .help(format!(
+                    "give the number of identical tool calls in a row before the actor is told \
+                     it is looping, at least 2 (the default is {DEFAULT_LOOP_LIMIT})"
+                )),
+            );
+        }
+        *v.get_ref()
     }
 
     fn prop(&mut self, p: &Spanned<String>) {
@@ -346,6 +447,11 @@ impl RawStage {
                 c.prop(p);
             }
         }
+        let sandbox = c.sandbox(e.sandbox.as_ref());
+        let hidden = c.globs("hidden", e.hidden.as_ref());
+        let read_only = c.globs("read_only", e.read_only.as_ref());
+        let redact = c.patterns(&e.redact);
+        let loop_limit = c.loop_limit(e.loop_limit.as_ref());
         let edges = Edges {
             workspace: e.workspace.as_ref().map(PathBuf::from),
             network: e.network.unwrap_or(false),
@@ -365,6 +471,11 @@ impl RawStage {
                     decision: r.decision,
                 })
                 .collect(),
+            sandbox,
+            hidden,
+            read_only,
+            redact,
+            loop_limit,
         };
 
         // The feedback.

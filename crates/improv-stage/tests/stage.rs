@@ -181,6 +181,11 @@ fn the_init_template_parses_and_performs_with_the_embedded_model() {
         "timeout",
         "tool_timeout",
         "[[edges.rule]]",
+        "sandbox",
+        "hidden",
+        "read_only",
+        "redact",
+        "loop_limit",
         "prop",
         "command",
         "path",
@@ -223,6 +228,11 @@ fn the_init_template_with_every_example_uncommented_parses() {
     assert_eq!(stage.actors.len(), 2);
     assert_eq!(stage.feedback.checks.len(), 2);
     assert_eq!(stage.edges.rules.len(), 2);
+    assert_eq!(stage.edges.sandbox, improv_stage::SandboxMode::On);
+    assert_eq!(stage.edges.hidden.as_ref().map(Vec::len), Some(8));
+    assert_eq!(stage.edges.read_only, Some(vec![".git".to_string()]));
+    assert_eq!(stage.edges.redact, ["ghp_[A-Za-z0-9]{36}"]);
+    assert_eq!(stage.edges.loop_limit, 3);
     assert_eq!(stage.prices["compatible/my-model"].cached_input, Some(0.05));
     assert_eq!(
         stage.feedback.checks[0].timeout,
@@ -551,4 +561,67 @@ fn the_system_prompt_carries_the_role_and_the_context_files_that_exist() {
     );
     let kept = prompt.lines().find(|l| l.starts_with("xxx")).unwrap();
     assert_eq!(kept.len(), 20 * 1024);
+}
+
+#[test]
+fn the_sandbox_and_path_edges_parse_with_their_defaults() {
+    let stage = Stage::parse("", Path::new("/proj/stage.toml")).unwrap();
+    let e = &stage.edges;
+    assert_eq!(e.sandbox, improv_stage::SandboxMode::On);
+    assert_eq!((&e.hidden, &e.read_only), (&None, &None));
+    assert!(e.redact.is_empty());
+    assert_eq!(e.loop_limit, improv_stage::DEFAULT_LOOP_LIMIT);
+    assert_eq!(Stage::default_in(Path::new("/proj")).edges, *e);
+
+    let text = "[edges]\nsandbox = \"off\"\nhidden = [\"secrets/**\", \"*.key\"]\n\
+                read_only = []\nredact = ['tok-[0-9a-f]{8}']\nloop_limit = 5\n";
+    let stage = Stage::parse(text, Path::new("/proj/stage.toml")).unwrap();
+    let e = &stage.edges;
+    assert_eq!(e.sandbox, improv_stage::SandboxMode::Off);
+    assert_eq!(
+        e.hidden.as_deref(),
+        Some(&["secrets/**".to_string(), "*.key".to_string()][..])
+    );
+    assert_eq!(e.read_only.as_deref(), Some(&[][..]));
+    assert_eq!(e.redact, ["tok-[0-9a-f]{8}"]);
+    assert_eq!(e.loop_limit, 5);
+}
+
+#[test]
+fn a_sandbox_neither_on_nor_off_is_pointed_at() {
+    let report = fails_at("[edges]\nsandbox = \"of\"\n", 2, 11);
+    assert!(report.contains("neither \"on\" nor \"off\""), "{report}");
+    assert!(report.contains("sandbox = \"off\""), "{report}");
+}
+
+#[test]
+fn a_broken_glob_is_pointed_at() {
+    let report = fails_at("[edges]\nhidden = [\".env\", \"a[b\"]\n", 2, 19);
+    assert!(
+        report.contains("`hidden` has a glob that does not parse"),
+        "{report}"
+    );
+    let report = fails_at("[edges]\nread_only = [\"{x\"]\n", 2, 14);
+    assert!(report.contains("`read_only` has a glob"), "{report}");
+}
+
+#[test]
+fn a_broken_redact_pattern_is_pointed_at() {
+    let report = fails_at("[edges]\nredact = ['ok', '(unclosed']\n", 2, 17);
+    assert!(
+        report.contains("a `redact` pattern is not a regular expression"),
+        "{report}"
+    );
+    assert!(report.contains("unclosed"), "{report}");
+    let report = fails_at("[edges]\nredact = ['']\n", 2, 11);
+    assert!(report.contains("a `redact` pattern is empty"), "{report}");
+}
+
+#[test]
+fn a_loop_limit_below_two_is_pointed_at() {
+    for (text, n) in [("0", 0), ("1", 1)] {
+        let report = fails_at(&format!("[edges]\nloop_limit = {text}\n"), 2, 14);
+        assert!(report.contains(&format!("`loop_limit` is {n}")), "{report}");
+        assert!(report.contains("at least 2"), "{report}");
+    }
 }
