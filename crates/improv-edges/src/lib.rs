@@ -7,17 +7,21 @@
 //! - [`secrets`]: secret values redacted from tool output ([`Redacted`]) and from events
 //!   ([`RedactingObserver`]).
 //! - [`loop_detector`]: a hook that stops an actor repeating the same call.
+//! - [`decisions`]: a hook that puts the policy's decisions into the log between turns.
 //!
 //! How a performance is wrapped, outermost first: `Redacted(Guarded(prop))` for every prop,
 //! the bash prop's spawn hook set to [`Sandbox::apply_tokio`], [`LoopDetector`] as a hook and
-//! [`RedactingObserver`] around every observer.
+//! [`RedactingObserver`] around every observer; [`DecisionEvents`] as a hook and the policy's
+//! `on_decision`.
 
+pub mod decisions;
 pub mod env;
 pub mod loop_detector;
 pub mod policy;
 pub mod sandbox;
 pub mod secrets;
 
+pub use decisions::DecisionEvents;
 pub use env::{ChildEnv, EnvPolicy};
 pub use loop_detector::LoopDetector;
 pub use policy::{

@@ -78,6 +78,22 @@ pub enum EventKind {
         used: f64,
         limit: f64,
     },
+    /// The edges' policy decided on a prop call: allowed, denied, or the director's answer.
+    PolicyDecision {
+        prop: String,
+        /// The command or path judged.
+        subject: String,
+        /// `allow`, `deny`, `approved_once`, `approved_for_performance`, `denied_by_director`,
+        /// `denied_unattended`.
+        decision: String,
+        /// The rule or edge that decided, as the stage file says it.
+        rule: String,
+        /// The director's note to the actor, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// The processes of the performance run in a sandbox (`enforced`), or not (`sandbox = "off"`).
+    SandboxStarted { enforced: bool, description: String },
     PerformanceFinished {
         outcome: Outcome,
         reason: String,
@@ -101,6 +117,8 @@ impl EventKind {
             EventKind::ToolCallStarted { .. } => "tool_call_started",
             EventKind::ToolCallFinished { .. } => "tool_call_finished",
             EventKind::BudgetWarning { .. } => "budget_warning",
+            EventKind::PolicyDecision { .. } => "policy_decision",
+            EventKind::SandboxStarted { .. } => "sandbox_started",
             EventKind::PerformanceFinished { .. } => "performance_finished",
         }
     }

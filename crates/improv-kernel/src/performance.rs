@@ -236,6 +236,12 @@ impl Performance {
         })
     }
 
+    /// Emits an event from outside the loop (the edges' `sandbox_started`), numbered and
+    /// observed like the loop's own.
+    pub fn emit(&mut self, kind: EventKind) -> Result<(), ObserveError> {
+        self.out.emit(kind)
+    }
+
     /// The director speaks: the text becomes the actor's next message.
     pub fn direct(&mut self, text: &str) -> Result<(), ObserveError> {
         self.conversation.push(Message::user(text));

@@ -1,10 +1,79 @@
-//! Casting: turns the stage file's actors into kernel actors with a resolved model and props.
+//! Casting: turns the stage file's actors into kernel actors with a resolved model and props,
+//! every prop inside the stage's edges (sandbox, policy, redaction).
 
 use anyhow::{Context, Result, bail};
+use improv_edges::{
+    Approver, DecisionEvents, Guarded, PathEdges, Policy, Redacted, Redactor, Sandbox,
+    SandboxConfig, SandboxError, SandboxMode,
+};
 use improv_kernel::{Actor, Model, Prop};
 use improv_stage::{ActorConfig, Stage};
 use std::path::Path;
 use std::sync::Arc;
+
+/// The props that start processes, which only run sandboxed (or with `sandbox = "off"`).
+const SHELL_PROPS: &[&str] = &["bash"];
+
+/// The edges of one performance, built from `[edges]`.
+pub struct Edges {
+    /// The sandbox every process an actor starts runs in; `None` when no actor of the cast
+    /// has a shell prop and the kernel cannot sandbox. Keep it until the performance is
+    /// finished: dropping it kills whatever the actors left running.
+    pub sandbox: Option<Arc<Sandbox>>,
+    pub policy: Arc<Policy>,
+    /// Redacts provider keys, secret-looking variables and `redact` patterns.
+    pub redactor: Arc<Redactor>,
+    /// The policy's decisions, waiting to be logged; also the hook that logs them.
+    pub decisions: Arc<DecisionEvents>,
+}
+
+/// Builds the edges of a performance in `workspace` (canonical). Fails when the stage wants a
+/// sandbox for shell props that this kernel cannot give, saying how to go on.
+pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Result<Edges> {
+    let e = &stage.edges;
+    let mut config = SandboxConfig::new(workspace).allow_rust_toolchain();
+    config.network = e.network;
+    config.mode = match e.sandbox {
+        improv_stage::SandboxMode::On => SandboxMode::On,
+        improv_stage::SandboxMode::Off => SandboxMode::Off,
+    };
+    let shell = stage
+        .actors
+        .iter()
+        .flat_map(|a| &a.props)
+        .any(|p| SHELL_PROPS.contains(&p.as_str()));
+    let sandbox = match Sandbox::new(config) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e @ SandboxError::Unsupported { .. }) if shell => {
+            bail!("{e} ({})", stage.path.display())
+        }
+        Err(SandboxError::Unsupported { .. }) => None,
+        Err(e) => return Err(e).context("cannot set up the sandbox for the actors' commands"),
+    };
+    let mut paths = PathEdges::default();
+    if let Some(hidden) = &e.hidden {
+        paths.hidden = hidden.clone();
+    }
+    if let Some(read_only) = &e.read_only {
+        paths.read_only = read_only.clone();
+    }
+    let decisions = Arc::new(DecisionEvents::default());
+    let policy = Policy::new(&e.rules, &paths, approver)
+        .with_context(|| format!("in {}", stage.path.display()))?
+        .on_decision(decisions.recorder());
+    let mut redactor = Redactor::from_env();
+    for pattern in &e.redact {
+        redactor = redactor
+            .with_pattern(pattern)
+            .with_context(|| format!("`redact` under [edges] in {}", stage.path.display()))?;
+    }
+    Ok(Edges {
+        sandbox,
+        policy: Arc::new(policy),
+        redactor: Arc::new(redactor),
+        decisions,
+    })
+}
 
 /// The model an actor gets when neither the stage nor `--model` names one: a hosted model when
 /// its key is set, the embedded one otherwise.
@@ -53,15 +122,34 @@ pub fn model(stage: &Stage, actor: &ActorConfig, name: &str) -> Result<Arc<dyn M
     })
 }
 
-/// The props an actor asked for. Props that later parts of improv provide are skipped with a
-/// warning rather than offered half-built.
-pub fn props(stage: &Stage, actor: &ActorConfig) -> Result<Vec<Arc<dyn Prop>>> {
+/// The props an actor asked for, each inside the edges: `Redacted(Guarded(prop))`, and `bash`
+/// spawning its commands in the sandbox. Props that later parts of improv provide are skipped
+/// with a warning rather than offered half-built.
+pub fn props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<Arc<dyn Prop>>> {
+    let props = bare_props(stage, actor, edges)?;
+    Ok(Guarded::all(props, &edges.policy)
+        .into_iter()
+        .map(|p| Arc::new(Redacted::new(p, edges.redactor.clone())) as Arc<dyn Prop>)
+        .collect())
+}
+
+fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<Arc<dyn Prop>>> {
     let mut config = improv_props::PropsConfig::default();
     if let Some(t) = stage.edges.tool_timeout {
         config.bash_timeout = t;
     }
     let mut props = Vec::new();
     for name in &actor.props {
+        if name == "bash" {
+            let Some(sandbox) = &edges.sandbox else {
+                // `edges` refuses a cast with a shell prop and no sandbox.
+                bail!("the shell prop `bash` has no sandbox to run in");
+            };
+            let bash = improv_props::Bash::new(config.bash_timeout, config.max_output_bytes)
+                .with_spawn_hook(Arc::new(sandbox.spawn_hook()));
+            props.push(Arc::new(bash) as Arc<dyn Prop>);
+            continue;
+        }
         if let Some(p) = improv_props::prop(name, &config) {
             props.push(p);
             continue;
@@ -107,8 +195,13 @@ fn system_prompt(stage: &Stage, actor: &ActorConfig, workspace: &Path) -> Result
     Ok(system)
 }
 
-/// The lead actor, ready to perform in `workspace`.
-pub fn lead(stage: &Stage, workspace: &Path, model_override: Option<&str>) -> Result<Actor> {
+/// The lead actor, ready to perform in `workspace` within `edges`.
+pub fn lead(
+    stage: &Stage,
+    workspace: &Path,
+    model_override: Option<&str>,
+    edges: &Edges,
+) -> Result<Actor> {
     let config = stage.lead();
     let name: &str = match (model_override, config.model.as_deref()) {
         (Some(m), _) | (None, Some(m)) => m,
@@ -123,7 +216,7 @@ pub fn lead(stage: &Stage, workspace: &Path, model_override: Option<&str>) -> Re
         name: config.name.clone(),
         system: system_prompt(stage, config, workspace)?,
         model: model(stage, config, name)?,
-        props: props(stage, config)?,
+        props: props(stage, config, edges)?,
         max_output_tokens: config.max_output_tokens,
     })
 }

@@ -1,15 +1,19 @@
 //! Performing a stage: `improv run` (new or resumed) and the interactive session, with Ctrl-C
-//! interrupting cleanly.
+//! interrupting cleanly, every performance inside the stage's edges.
 
-use crate::{cast, view};
+use crate::cast::{self, Edges};
+use crate::view;
 use anyhow::{Context, Result, anyhow, bail};
+use improv_edges::{Approver, LoopDetector, Prompt, RedactingObserver, Unattended};
 use improv_kernel::performance::new_id;
-use improv_kernel::{Ended, Observer, Outcome, Performance, PerformanceBuilder};
+use improv_kernel::{Ended, EventKind, Observer, Outcome, Performance, PerformanceBuilder};
 use improv_log::EventLog;
 use improv_stage::Stage;
+use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 pub struct RunOptions {
@@ -56,17 +60,57 @@ fn workspace(stage: &Stage) -> Result<PathBuf> {
     })
 }
 
-fn builder(stage: &Stage, model: Option<&str>) -> Result<PerformanceBuilder> {
+/// The performance's builder with the lead cast inside the edges, and the edges themselves,
+/// which live until the performance is [finished](end).
+fn builder(
+    stage: &Stage,
+    model: Option<&str>,
+    approver: Arc<dyn Approver>,
+) -> Result<(PerformanceBuilder, Edges)> {
     let workspace = workspace(stage)?;
-    let actor = cast::lead(stage, &workspace, model)?;
+    let edges = cast::edges(stage, &workspace, approver)?;
+    let actor = cast::lead(stage, &workspace, model, &edges)?;
+    let loop_limit = usize::try_from(stage.edges.loop_limit).unwrap_or(usize::MAX);
     let mut b = Performance::builder(actor)
         .stage(stage.stage.name.clone())
         .workspace(workspace)
-        .budget(stage.budget());
+        .budget(stage.budget())
+        .hook(Arc::new(LoopDetector::new(loop_limit)))
+        .hook(edges.decisions.clone());
     if let Some(t) = stage.edges.tool_timeout {
         b = b.tool_timeout(t);
     }
-    Ok(b)
+    Ok((b, edges))
+}
+
+/// An observer that never sees a secret.
+fn redacting(edges: &Edges, observer: Arc<dyn Observer>) -> Arc<dyn Observer> {
+    Arc::new(RedactingObserver::new(observer, edges.redactor.clone()))
+}
+
+/// Logs what the sandbox enforces (or that the stage turned it off), right after the start.
+fn announce_sandbox(performance: &mut Performance, edges: &Edges) -> Result<()> {
+    if let Some(sandbox) = &edges.sandbox {
+        performance.emit(EventKind::SandboxStarted {
+            enforced: sandbox.is_enforced(),
+            description: sandbox.describe(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Finishes the performance: logs the decisions of its last turn, then the end, then drops
+/// the edges, whose sandbox kills whatever the actors left running.
+fn end(mut performance: Performance, ended: &Ended, edges: Edges) -> Result<()> {
+    for kind in edges.decisions.take() {
+        performance.emit(kind)?;
+    }
+    performance.finish(ended)?;
+    if let Some(sandbox) = &edges.sandbox {
+        sandbox.reap();
+    }
+    drop(edges);
+    Ok(())
 }
 
 fn exit_code(outcome: Outcome) -> ExitCode {
@@ -82,12 +126,14 @@ fn exit_code(outcome: Outcome) -> ExitCode {
 pub async fn run(o: RunOptions) -> Result<ExitCode> {
     let stage = load_stage(o.stage.as_deref(), o.intent.is_some() || o.resume.is_some())?;
     let log = EventLog::open(&state_dir(&stage))?;
+    // `improv run` is unattended: an `ask` rule denies, telling the actor why.
+    let (builder, edges) = builder(&stage, o.model.as_deref(), Arc::new(Unattended))?;
     let view: Arc<dyn Observer> = if o.json {
         Arc::new(view::JsonLines)
     } else {
         Arc::new(view::Terminal::new())
     };
-    let builder = builder(&stage, o.model.as_deref())?;
+    let view = redacting(&edges, view);
     let ctrl_c = CtrlC::install()?;
     let mut performance = match &o.resume {
         Some(id) => {
@@ -101,7 +147,7 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
             let events = log.events(&row.id)?;
             builder
                 .id(row.id.clone())
-                .observer(log.recorder(&row.id)?)
+                .observer(redacting(&edges, log.recorder(&row.id)?))
                 .observer(view)
                 .resume(&events)?
         }
@@ -119,13 +165,14 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
             let id = new_id();
             builder
                 .id(id.clone())
-                .observer(log.recorder(&id)?)
+                .observer(redacting(&edges, log.recorder(&id)?))
                 .observer(view)
                 .start(&intent)?
         }
     };
+    announce_sandbox(&mut performance, &edges)?;
     let ended = performance.act(&ctrl_c.arm()).await;
-    performance.finish(&ended)?;
+    end(performance, &ended, edges)?;
     Ok(exit_code(ended.outcome))
 }
 
@@ -173,20 +220,31 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     let stage = load_stage(stage_path.as_deref(), true)?;
     let log = EventLog::open(&state_dir(&stage))?;
     let id = new_id();
-    let builder = builder(&stage, model.as_deref())?;
+    // Lines are read on their own thread so a turn can run while the director types. They go
+    // to the session, or to the approval prompt while a turn asks the director.
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let lines = Arc::new(tokio::sync::Mutex::new(lines));
+    let approver: Arc<dyn Approver> = if std::io::stdin().is_terminal() {
+        Arc::new(Prompt::new(
+            DirectorLines::new(lines.clone()),
+            std::io::stderr(),
+        ))
+    } else {
+        Arc::new(Unattended)
+    };
+    let (builder, edges) = builder(&stage, model.as_deref(), approver)?;
     let ctrl_c = CtrlC::install()?;
     let mut performance = builder
         .id(id.clone())
-        .observer(log.recorder(&id)?)
-        .observer(Arc::new(view::Terminal::new()))
+        .observer(redacting(&edges, log.recorder(&id)?))
+        .observer(redacting(&edges, Arc::new(view::Terminal::new())))
         .start("")?;
+    announce_sandbox(&mut performance, &edges)?;
     eprintln!(
         "improv · stage {} · type to direct the cast · /exit or Ctrl-D to leave · Ctrl-C stops a turn",
         stage.stage.name
     );
 
-    // Lines are read on their own thread so a turn can run while the director types.
-    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lines() {
             let Ok(line) = line else { break };
@@ -203,7 +261,7 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     };
     loop {
         eprint!("director › ");
-        let Some(line) = lines.recv().await else {
+        let Some(line) = lines.lock().await.recv().await else {
             eprintln!();
             break;
         };
@@ -227,6 +285,58 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
             }
         }
     }
-    performance.finish(&ended)?;
+    end(performance, &ended, edges)?;
     Ok(exit_code(ended.outcome))
+}
+
+/// The director's typed lines as the approval prompt's input: the next line typed answers the
+/// question. Read only from a blocking thread (the prompt reads on one).
+struct DirectorLines {
+    lines: Arc<tokio::sync::Mutex<UnboundedReceiver<String>>>,
+    line: Vec<u8>,
+    at: usize,
+}
+
+impl DirectorLines {
+    fn new(lines: Arc<tokio::sync::Mutex<UnboundedReceiver<String>>>) -> Self {
+        DirectorLines {
+            lines,
+            line: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for DirectorLines {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let available = self.fill_buf()?;
+            let n = available.len().min(out.len());
+            out[..n].copy_from_slice(&available[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for DirectorLines {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.at >= self.line.len() {
+            // The session holds the lock only while it waits at its own prompt, when no turn
+            // (and so no approval) runs.
+            match self.lines.blocking_lock().blocking_recv() {
+                Some(line) => {
+                    self.line = format!("{line}\n").into_bytes();
+                    self.at = 0;
+                }
+                None => return Ok(&[]),
+            }
+        }
+        Ok(&self.line[self.at..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.line.len());
+    }
 }

@@ -195,6 +195,30 @@ impl Terminal {
                     )));
                 }
             }
+            EventKind::PolicyDecision {
+                prop,
+                subject,
+                decision,
+                rule,
+                ..
+            } => {
+                let text = format!("  ⚖ {prop} {decision}: {} ({rule})", clip(subject, 80));
+                lines.push(Line::Err(
+                    if decision.starts_with("allow") || decision.starts_with("approved") {
+                        s.dim(&text)
+                    } else {
+                        s.yellow(&text)
+                    },
+                ));
+            }
+            EventKind::SandboxStarted {
+                enforced,
+                description,
+            } => lines.push(Line::Err(if *enforced {
+                s.dim(&format!("  sandbox: {description}"))
+            } else {
+                s.yellow(&format!("  sandbox OFF: {description}"))
+            })),
             EventKind::TurnStarted { .. } | EventKind::Usage { .. } => {}
         }
         lines
