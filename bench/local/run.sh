@@ -8,12 +8,14 @@
 # Environment: IMPROV_TEST_GGUF (the model; default: fetched with scripts/fetch-model.sh),
 # BENCH_DIR (build folder, default target/bench-local), THREADS (default: all cores).
 #
-# Both sides are built for this CPU: llama-bench with llama.cpp's default GGML_NATIVE=ON, and
-# improv-local with RUSTFLAGS="-C target-cpu=native", which makes llama-cpp-sys-2 build its
-# llama.cpp with GGML_NATIVE=ON too. llama-bench is not in the llama.cpp copy that
-# llama-cpp-sys-2 vendors (it strips tools/), so it is built from the full llama.cpp tree inside
-# the llama-cpp-python source package from PyPI. Needs cmake, a C++ compiler and python3 with pip;
-# the first run compiles llama.cpp twice (10-20 minutes on 2 cores).
+# Like for like: llama-bench is built from the very llama.cpp source that llama-cpp-sys-2 compiles
+# into improv, with the same CPU flags (GGML_NATIVE=OFF, which is what a plain `cargo build` gives
+# llama-cpp-sys-2: AVX, AVX2, FMA, F16C, BMI2). llama-cpp-sys-2 strips llama.cpp's tools/ from its
+# copy, so the llama-bench sources come from the llama.cpp tree in the llama-cpp-python source
+# package on PyPI. llama.cpp is compiled at -O3 on both sides: LLAMA_LIB_PROFILE=Release, since
+# llama-cpp-sys-2 otherwise builds it as RelWithDebInfo (-O2) whenever the cargo profile has debug
+# info, as the workspace's release profile does. Needs cmake, a C++ compiler and python3 with pip; the first run compiles
+# llama.cpp twice (10-20 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -25,22 +27,28 @@ REF_DIR="$BENCH_DIR/llama-bench"
 REF_BIN="$REF_DIR/build/bin/llama-bench"
 mkdir -p "$BENCH_DIR"
 
+echo "building the improv-local benchmark (release)..." >&2
+LLAMA_LIB_PROFILE=Release CARGO_TARGET_DIR="$BENCH_DIR/target" cargo build --release -q -p improv-local --example bench >&2
+
 if [ ! -x "$REF_BIN" ]; then
-    echo "building llama-bench from llama-cpp-python $REF_VERSION's llama.cpp..." >&2
-    mkdir -p "$REF_DIR"
+    echo "building llama-bench from llama-cpp-sys-2's llama.cpp..." >&2
+    SYS_SRC="$(cargo metadata --format-version 1 --manifest-path crates/improv-local/Cargo.toml |
+        python3 -c 'import json, os, sys; m = json.load(sys.stdin); print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == "llama-cpp-sys-2"))')/llama.cpp"
+    rm -rf "$REF_DIR" && mkdir -p "$REF_DIR"
+    cp -r "$SYS_SRC" "$REF_DIR/src"
     python3 -m pip download --quiet --no-deps --no-binary :all: -d "$REF_DIR" \
         "llama-cpp-python==$REF_VERSION" >&2
-    tar xzf "$REF_DIR/llama_cpp_python-$REF_VERSION.tar.gz" -C "$REF_DIR"
-    SRC="$REF_DIR/llama_cpp_python-$REF_VERSION/vendor/llama.cpp"
-    cmake -S "$SRC" -B "$REF_DIR/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-        -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON >&2
+    tar xzf "$REF_DIR/llama_cpp_python-$REF_VERSION.tar.gz" -C "$REF_DIR" \
+        "llama_cpp_python-$REF_VERSION/vendor/llama.cpp/tools/llama-bench"
+    mkdir -p "$REF_DIR/src/tools/llama-bench"
+    cp "$REF_DIR/llama_cpp_python-$REF_VERSION/vendor/llama.cpp/tools/llama-bench/"* "$REF_DIR/src/tools/llama-bench/"
+    printf 'llama_add_compile_flags()\nadd_subdirectory(llama-bench)\n' > "$REF_DIR/src/tools/CMakeLists.txt"
+    cmake -S "$REF_DIR/src" -B "$REF_DIR/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+        -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON \
+        -DLLAMA_BUILD_APP=OFF >&2
     cmake --build "$REF_DIR/build" --target llama-bench -j "$(nproc)" >&2
 fi
 
-echo "building the improv-local benchmark (release, target-cpu=native)..." >&2
-RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR="$BENCH_DIR/native" \
-    cargo build --release -q -p improv-local --example bench >&2
-
-exec "$BENCH_DIR/native/release/examples/bench" --model "$MODEL" --threads "$THREADS" \
+exec "$BENCH_DIR/target/release/examples/bench" --model "$MODEL" --threads "$THREADS" \
     --reference "$REF_BIN" "$@"

@@ -123,7 +123,9 @@ struct Reference {
     peak_rss_mib: Option<f64>,
 }
 
-/// Runs llama-bench with the same model, prompt length, generation length and threads.
+/// Runs llama-bench with the same model, prompt length, generation length and threads: prompt
+/// processing on an empty context, and generation at the depth our decode runs at (after the
+/// prompt), since decoding slows as the context fills.
 fn reference(
     bin: &std::path::Path,
     model: &std::path::Path,
@@ -132,54 +134,55 @@ fn reference(
     threads: usize,
     reps: usize,
 ) -> Result<Reference, String> {
-    let time = std::path::Path::new("/usr/bin/time");
-    let mut cmd = if time.exists() {
-        let mut c = Command::new(time);
-        c.args(["-f", "maxrss_kib=%M"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
-    cmd.arg("-m")
-        .arg(model)
-        .args(["-p", &prompt.to_string()])
-        .args(["-n", &gen_tokens.to_string()])
-        .args(["-t", &threads.to_string()])
-        .args(["-r", &reps.to_string()])
-        .args(["-o", "json"]);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            bin.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let results: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("llama-bench printed no JSON: {e}"))?;
-    let mut prompt_tps = 0.0;
-    let mut gen_tps = 0.0;
-    for r in results.as_array().into_iter().flatten() {
-        let ts = r["avg_ts"].as_f64().unwrap_or(0.0);
-        if r["n_gen"].as_u64() == Some(0) {
-            prompt_tps = ts;
+    let run = |p: u64, n: u32, depth: u64| -> Result<(f64, Option<f64>), String> {
+        let time = std::path::Path::new("/usr/bin/time");
+        let mut cmd = if time.exists() {
+            let mut c = Command::new(time);
+            c.args(["-f", "maxrss_kib=%M"]).arg(bin);
+            c
         } else {
-            gen_tps = ts;
+            Command::new(bin)
+        };
+        cmd.arg("-m")
+            .arg(model)
+            .args(["-p", &p.to_string()])
+            .args(["-n", &n.to_string()])
+            .args(["-d", &depth.to_string()])
+            .args(["-t", &threads.to_string()])
+            .args(["-r", &reps.to_string()])
+            .args(["-o", "json"]);
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed: {}",
+                bin.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let peak_rss_mib = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("maxrss_kib="))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .next_back()
-        .map(|k| k / 1024.0);
+        let results: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("llama-bench printed no JSON: {e}"))?;
+        let ts = results
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|r| r["avg_ts"].as_f64())
+            .ok_or("llama-bench reported no result")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let rss = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("maxrss_kib="))
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .next_back()
+            .map(|k| k / 1024.0);
+        Ok((ts, rss))
+    };
+    let (prompt_tps, rss_pp) = run(prompt, 0, 0)?;
+    let (gen_tps, rss_tg) = run(0, gen_tokens, prompt)?;
     Ok(Reference {
         prompt_tps,
         gen_tps,
-        peak_rss_mib,
+        peak_rss_mib: rss_pp.into_iter().chain(rss_tg).reduce(f64::max),
     })
 }
 
