@@ -15,7 +15,6 @@ struct Run {
     peak_rss_kb: i64,
     first_request_bytes: usize,
     total_request_bytes: usize,
-    requests: usize,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -65,23 +64,25 @@ fn measure(cmd: &mut Command) -> std::io::Result<(f64, i64, i32)> {
     ))
 }
 
-fn stage_file(dir: &Path, props: &str) -> std::io::Result<()> {
+fn stage_file(dir: &Path, props: &str, sandbox: bool) -> std::io::Result<()> {
+    let sandbox = if sandbox { "on" } else { "off" };
     std::fs::write(
         dir.join("stage.toml"),
         format!(
-            "[stage]\nname = \"bench\"\nintent = \"Run the steps.\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"openai/bench-model\"\nprops = {props}\n"
+            "[stage]\nname = \"bench\"\nintent = \"Run the steps.\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"openai/bench-model\"\nprops = {props}\n\n[edges]\nsandbox = \"{sandbox}\"\n"
         ),
     )?;
     std::fs::write(dir.join("notes.txt"), "one\ntwo\nthree\n")
 }
 
-async fn run_once(improv: &Path, prop: &str, turns: usize) -> Result<Run, String> {
+async fn run_once(improv: &Path, prop: &str, sandbox: bool, turns: usize) -> Result<Run, String> {
     let mut responses = Vec::new();
     for k in 1..=turns {
         let (name, args) = if prop == "bash" {
             ("bash", format!("{{\"command\":\"echo step {k}\"}}"))
         } else {
-            ("read", "{\"path\":\"notes.txt\"}".to_string())
+            // Each read differs, or the loop detector would rightly stop a model repeating itself.
+            ("read", format!("{{\"path\":\"notes.txt\",\"limit\":{k}}}"))
         };
         responses.push(openai_chat::tool_calls(&[(
             &format!("call_{k}"),
@@ -98,6 +99,7 @@ async fn run_once(improv: &Path, prop: &str, turns: usize) -> Result<Run, String
     stage_file(
         dir.path(),
         r#"["read", "write", "edit", "bash", "grep", "find"]"#,
+        sandbox,
     )
     .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(improv);
@@ -138,7 +140,6 @@ async fn run_once(improv: &Path, prop: &str, turns: usize) -> Result<Run, String
         peak_rss_kb,
         first_request_bytes: requests[0].body.len(),
         total_request_bytes: requests.iter().map(|r| r.body.len()).sum(),
-        requests: requests.len(),
     })
 }
 
@@ -184,24 +185,27 @@ async fn main() {
         "| prop | per-turn overhead median | p90 | wall time | peak RSS | first request | total request bytes |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for prop in ["bash", "read"] {
+    for (label, prop, sandbox) in [
+        ("bash, sandbox on", "bash", true),
+        ("bash, sandbox off", "bash", false),
+        ("read", "read", true),
+    ] {
         let mut overheads = Vec::new();
         let mut walls = Vec::new();
         let mut rss = Vec::new();
         let mut first = 0;
         let mut total = 0;
         for _ in 0..runs {
-            match run_once(&improv, prop, turns).await {
+            match run_once(&improv, prop, sandbox, turns).await {
                 Ok(r) => {
                     overheads.extend(r.overheads_ms);
                     walls.push(r.wall_ms);
                     rss.push(r.peak_rss_kb as f64);
                     first = r.first_request_bytes;
                     total = r.total_request_bytes;
-                    let _ = r.requests;
                 }
                 Err(e) => {
-                    eprintln!("{prop}: {e}");
+                    eprintln!("{label}: {e}");
                     std::process::exit(1);
                 }
             }
@@ -209,7 +213,7 @@ async fn main() {
         }
         let p90 = percentile(&mut overheads.clone(), 0.9);
         println!(
-            "| {prop} | {:.3} ms | {:.3} ms | {:.1} ms | {:.1} MB | {first} B | {total} B |",
+            "| {label} | {:.3} ms | {:.3} ms | {:.1} ms | {:.1} MB | {first} B | {total} B |",
             median(&mut overheads),
             p90,
             median(&mut walls),

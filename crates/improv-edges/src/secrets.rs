@@ -59,7 +59,13 @@ pub struct PatternError {
 pub struct Redactor {
     /// Known values and the name they are shown as, longest first.
     known: Vec<(String, String)>,
-    patterns: Vec<Regex>,
+    /// Known values as they appear inside a JSON string, where escaping changes them.
+    escaped: Vec<String>,
+    /// Every pattern, as given.
+    sources: Vec<String>,
+    /// All patterns as one alternation: one pass over a text, and one lazy-DFA cache rather than
+    /// one per pattern (each costs memory on first use).
+    patterns: Option<Regex>,
 }
 
 impl Redactor {
@@ -89,34 +95,71 @@ impl Redactor {
         if value.len() >= MIN_SECRET_LEN && !self.known.iter().any(|(_, v)| v == value) {
             self.known.push((name.to_string(), value.to_string()));
             self.known.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+            if let Ok(quoted) = serde_json::to_string(value) {
+                let inner = &quoted[1..quoted.len() - 1];
+                if inner != value {
+                    self.escaped.push(inner.to_string());
+                }
+            }
         }
         self
     }
 
     /// Redacts whatever matches `pattern` (a regex).
     pub fn with_pattern(mut self, pattern: &str) -> Result<Self, PatternError> {
-        let re = Regex::new(pattern).map_err(|source| PatternError {
+        Regex::new(pattern).map_err(|source| PatternError {
             pattern: pattern.to_string(),
             source,
         })?;
-        self.patterns.push(re);
+        self.sources.push(pattern.to_string());
+        let combined = self
+            .sources
+            .iter()
+            .map(|p| format!("(?:{p})"))
+            .collect::<Vec<_>>()
+            .join("|");
+        self.patterns = Some(Regex::new(&combined).map_err(|source| PatternError {
+            pattern: pattern.to_string(),
+            source,
+        })?);
         Ok(self)
     }
 
     /// Adds [`DEFAULT_PATTERNS`].
-    pub fn with_default_patterns(mut self) -> Self {
-        for p in DEFAULT_PATTERNS {
+    pub fn with_default_patterns(self) -> Self {
+        DEFAULT_PATTERNS.iter().fold(self, |r, p| {
             // The defaults are constants checked by a test; a bad one is skipped, not fatal.
-            if let Ok(re) = Regex::new(p) {
-                self.patterns.push(re);
-            }
-        }
-        self
+            let fallback = r.clone();
+            r.with_pattern(p).unwrap_or(fallback)
+        })
     }
 
     /// Whether there is anything to redact.
     pub fn is_empty(&self) -> bool {
-        self.known.is_empty() && self.patterns.is_empty()
+        self.known.is_empty() && self.patterns.is_none()
+    }
+
+    /// Whether `text` holds anything to redact.
+    pub fn finds(&self, text: &str) -> bool {
+        self.known.iter().any(|(_, v)| text.contains(v.as_str()))
+            || self.escaped.iter().any(|v| text.contains(v.as_str()))
+            || self.patterns.as_ref().is_some_and(|re| re.is_match(text))
+    }
+
+    /// Whether any string in the event holds a secret. Serializes into a reused buffer, so the
+    /// common case (nothing to redact) allocates nothing per event.
+    pub fn finds_in_event(&self, event: &Event) -> bool {
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            if serde_json::to_writer(&mut *buffer, event).is_err() {
+                return true; // cannot tell: take the careful path
+            }
+            self.finds(&String::from_utf8_lossy(&buffer))
+        })
     }
 
     /// The text with every secret replaced.
@@ -127,10 +170,10 @@ impl Redactor {
                 out = Cow::Owned(out.replace(value.as_str(), &format!("[redacted:{name}]")));
             }
         }
-        for re in &self.patterns {
-            if re.is_match(&out) {
-                out = Cow::Owned(re.replace_all(&out, "[redacted]").into_owned());
-            }
+        if let Some(re) = &self.patterns
+            && re.is_match(&out)
+        {
+            out = Cow::Owned(re.replace_all(&out, "[redacted]").into_owned());
         }
         out
     }
@@ -221,6 +264,9 @@ impl RedactingObserver {
 
 impl Observer for RedactingObserver {
     fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        if !self.redactor.finds_in_event(event) {
+            return self.inner.observe(event);
+        }
         let redacted = self.redactor.redact_event(event)?;
         self.inner.observe(&redacted)
     }
@@ -230,6 +276,35 @@ impl Observer for RedactingObserver {
 mod tests {
     use super::*;
     use improv_kernel::EventKind;
+
+    fn note(text: &str) -> Event {
+        Event {
+            seq: 0,
+            at: "t".into(),
+            actor: None,
+            kind: EventKind::DirectorNote { text: text.into() },
+        }
+    }
+
+    #[test]
+    fn events_are_checked_in_their_json_form_escapes_included() {
+        let r = Redactor::new()
+            .with_secret("QUOTED_SECRET", "pa\"ss\\word-123")
+            .with_pattern("tok_[0-9]{6}")
+            .unwrap();
+        assert!(!r.finds_in_event(&note("nothing to see")));
+        assert!(r.finds_in_event(&note("x pa\"ss\\word-123 y")));
+        assert!(r.finds_in_event(&note("tok_123456")));
+        let clean = r
+            .redact_event(&note("a pa\"ss\\word-123 b tok_123456"))
+            .unwrap();
+        assert_eq!(
+            clean.kind,
+            EventKind::DirectorNote {
+                text: "a [redacted:QUOTED_SECRET] b [redacted]".into()
+            }
+        );
+    }
 
     #[test]
     fn names_that_hold_secrets_are_recognized() {
