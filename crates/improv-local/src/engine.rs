@@ -77,6 +77,9 @@ pub struct Job {
     pub done: oneshot::Sender<Result<Generated, ModelError>>,
     /// Only tokenize the prompt, generate nothing: `Generated::prompt_tokens` is filled.
     pub tokenize_only: bool,
+    /// Apply `tool_bias` to the first token: only when the director just spoke. After a tool
+    /// result the model must stay free to answer in text, or a small model never ends its turn.
+    pub nudge: bool,
 }
 
 /// What the model produced for a job.
@@ -187,6 +190,7 @@ fn serve(
             text,
             done,
             tokenize_only,
+            nudge,
         } = job;
         let result = if tokenize_only {
             Ok(Generated {
@@ -194,7 +198,7 @@ fn serve(
                 ..Default::default()
             })
         } else {
-            engine.generate(&prompt, grammar.as_deref(), max_tokens, &text)
+            engine.generate(&prompt, grammar.as_deref(), nudge, max_tokens, &text)
         };
         drop(text);
         let _ = done.send(result);
@@ -336,6 +340,7 @@ impl Engine<'_> {
         &mut self,
         pieces: &[Piece],
         grammar: Option<&str>,
+        nudge: bool,
         max_tokens: u32,
         stream: &tokio_mpsc::UnboundedSender<String>,
     ) -> Result<Generated, ModelError> {
@@ -364,7 +369,7 @@ impl Engine<'_> {
             ..Default::default()
         };
         let vocab = self.model.vocab();
-        let biased = grammar.is_some() && self.config.tool_bias != 0.0;
+        let biased = nudge && grammar.is_some() && self.config.tool_bias != 0.0;
         let mut sampler = self.sampler(grammar, biased)?;
         let mut sampled: Vec<LlamaToken> = Vec::new();
         let mut shape = Shape::Undecided;

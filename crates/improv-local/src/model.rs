@@ -107,7 +107,7 @@ impl LocalModel {
     /// The prompt's tokens, as the engine would evaluate them.
     pub async fn prompt_tokens(&self, request: Request<'_>) -> Result<Vec<i32>, ModelError> {
         let (prompt, _) = self.prompt(&request);
-        let generated = self.run(prompt, None, 0, true, &mut |_| {}).await?;
+        let generated = self.run(prompt, None, false, 0, true, &mut |_| {}).await?;
         Ok(generated.prompt_tokens)
     }
 
@@ -115,6 +115,7 @@ impl LocalModel {
         &self,
         prompt: Vec<Piece>,
         grammar: Option<String>,
+        nudge: bool,
         max_tokens: u32,
         tokenize_only: bool,
         update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
@@ -128,6 +129,7 @@ impl LocalModel {
             text: text_tx,
             done: done_tx,
             tokenize_only,
+            nudge,
         };
         let gone = || {
             ModelError::Unavailable(format!(
@@ -164,7 +166,10 @@ impl Model for LocalModel {
             .max_output_tokens
             .unwrap_or(self.config.max_output_tokens)
             .max(1);
-        let out = self.run(prompt, grammar, max_tokens, false, update).await?;
+        let nudge = matches!(request.messages.last(), Some(Message::User { .. }));
+        let out = self
+            .run(prompt, grammar, nudge, max_tokens, false, update)
+            .await?;
         tracing::debug!(
             model = %self.name,
             input = out.input_tokens,

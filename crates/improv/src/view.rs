@@ -202,14 +202,15 @@ impl Terminal {
                 rule,
                 ..
             } => {
-                let text = format!("  ⚖ {prop} {decision}: {} ({rule})", clip(subject, 80));
-                lines.push(Line::Err(
-                    if decision.starts_with("allow") || decision.starts_with("approved") {
+                // Plain allows are in the log; on the terminal they would drown the actual work.
+                if decision != "allow" {
+                    let text = format!("  ⚖ {prop} {decision}: {} ({rule})", clip(subject, 80));
+                    lines.push(Line::Err(if decision.starts_with("approved") {
                         s.dim(&text)
                     } else {
                         s.yellow(&text)
-                    },
-                ));
+                    }));
+                }
             }
             EventKind::SandboxStarted {
                 enforced,
