@@ -126,5 +126,8 @@ async fn a_rejected_record_tells_the_actor_what_to_fix() {
         reply.contains("new fields currency are not in its settled schema"),
         "{reply}"
     );
-    assert_eq!(ledger.rejects("prices", 5).unwrap()[0].performance, "perf-7");
+    assert_eq!(
+        ledger.rejects("prices", 5).unwrap()[0].performance,
+        "perf-7"
+    );
 }
