@@ -7,7 +7,7 @@
 //!     command: Option<improv_ledger::cli::LedgerCommand>,
 //! },
 //! // and where commands run:
-//! Command::Ledger { command } => improv_ledger::cli::run(command, &state_dir, json)?,
+//! Command::Ledger { command } => improv_ledger::cli::run(command, &state_dir, options, json)?,
 //! ```
 
 use crate::ledger::{Decision, Ledger, LedgerOptions, Provenance};
@@ -58,20 +58,36 @@ pub enum LedgerCommand {
 }
 
 /// Runs a ledger command against `<state_dir>/ledger.db`, printing to standard output.
-pub fn run(command: Option<LedgerCommand>, state_dir: &Path, json: bool) -> anyhow::Result<()> {
+pub fn run(
+    command: Option<LedgerCommand>,
+    state_dir: &Path,
+    options: LedgerOptions,
+    json: bool,
+) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    run_to(command, state_dir, json, &mut out)
+    run_with(command, state_dir, options, json, &mut out)
 }
 
-/// [`run`], writing to `out`.
+/// [`run`] with the default options, writing to `out`.
 pub fn run_to(
     command: Option<LedgerCommand>,
     state_dir: &Path,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let ledger = Ledger::open_in(state_dir, LedgerOptions::default())
+    run_with(command, state_dir, LedgerOptions::default(), json, out)
+}
+
+/// [`run`], writing to `out`.
+pub fn run_with(
+    command: Option<LedgerCommand>,
+    state_dir: &Path,
+    options: LedgerOptions,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let ledger = Ledger::open_in(state_dir, options)
         .with_context(|| format!("opening the ledger in {}", state_dir.display()))?;
     match command.unwrap_or(LedgerCommand::List) {
         LedgerCommand::List => list(&ledger, json, out),

@@ -64,6 +64,8 @@ pub struct Stage {
     /// Prices in USD per million tokens by `provider/model`, for models whose provider does not
     /// know them.
     pub prices: BTreeMap<String, Price>,
+    /// `[ledger]`: when collections count as stable, and whether they settle by themselves.
+    pub ledger: LedgerConfig,
 }
 
 /// `[stage]`.
@@ -202,6 +204,18 @@ pub enum Decision {
     Ask,
 }
 
+/// `[ledger]`: how the ledger judges a collection stable, and whether a stable collection settles
+/// into an enforced schema without the director's word.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LedgerConfig {
+    pub auto_settle: bool,
+    /// Writes without a change in shape before a collection is stable (the ledger's default when
+    /// absent).
+    pub stable_writes: Option<u64>,
+    /// Time without a change in shape before a collection is stable.
+    pub stable_after: Option<Duration>,
+}
+
 /// `[feedback]`: the checks a performance's work must pass.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Feedback {
@@ -319,6 +333,7 @@ impl Stage {
             edges: Edges::default(),
             feedback: Feedback::default(),
             prices: BTreeMap::new(),
+            ledger: LedgerConfig::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The stage file as written: serde structs that keep the position of every value a later check
 //! may need to point at, the checks themselves, and the conversion into a [`Stage`].
 
+use crate::LedgerConfig;
 use crate::error::Problem;
 use crate::{
     ActorConfig, CORE_PROPS, Check, ContextConfig, DEFAULT_LOOP_LIMIT, Decision, Edges, Feedback,
@@ -30,6 +31,16 @@ pub(crate) struct RawStage {
     feedback: RawFeedback,
     #[serde(default)]
     prices: BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    ledger: RawLedger,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    auto_settle: Option<bool>,
+    stable_writes: Option<Spanned<u64>>,
+    stable_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -574,6 +585,21 @@ impl RawStage {
             );
         }
 
+        // The ledger.
+        let l = &self.ledger;
+        if let Some(n) = &l.stable_writes
+            && *n.get_ref() == 0
+        {
+            c.push(Problem::new("`stable_writes` is 0", n.span(), "zero").help(
+                "give how many writes without a change in shape make a collection stable, e.g. 20",
+            ));
+        }
+        let ledger = LedgerConfig {
+            auto_settle: l.auto_settle.unwrap_or(false),
+            stable_writes: l.stable_writes.as_ref().map(|v| *v.get_ref()),
+            stable_after: c.duration("stable_after", l.stable_after.as_ref()),
+        };
+
         if let Some(n) = &self.stage.name
             && n.get_ref().trim().is_empty()
         {
@@ -601,6 +627,7 @@ impl RawStage {
             edges,
             feedback,
             prices,
+            ledger,
             path,
             dir,
         })

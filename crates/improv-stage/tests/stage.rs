@@ -198,6 +198,10 @@ fn the_init_template_parses_and_performs_with_the_embedded_model() {
         "on",
         "[prices.",
         "cached_input",
+        "[ledger]",
+        "auto_settle",
+        "stable_writes",
+        "stable_after",
     ] {
         assert!(
             template.contains(key),
@@ -234,6 +238,14 @@ fn the_init_template_with_every_example_uncommented_parses() {
     assert_eq!(stage.edges.redact, ["ghp_[A-Za-z0-9]{36}"]);
     assert_eq!(stage.edges.loop_limit, 3);
     assert_eq!(stage.prices["compatible/my-model"].cached_input, Some(0.05));
+    assert_eq!(
+        stage.ledger,
+        improv_stage::LedgerConfig {
+            auto_settle: false,
+            stable_writes: Some(20),
+            stable_after: Some(Duration::from_secs(600)),
+        }
+    );
     assert_eq!(
         stage.feedback.checks[0].timeout,
         Some(Duration::from_secs(600))
@@ -624,4 +636,29 @@ fn a_loop_limit_below_two_is_pointed_at() {
         assert!(report.contains(&format!("`loop_limit` is {n}")), "{report}");
         assert!(report.contains("at least 2"), "{report}");
     }
+}
+
+#[test]
+fn the_ledger_section_is_checked() {
+    let stage = Stage::parse(
+        "[ledger]\nauto_settle = true\nstable_writes = 5\nstable_after = \"90s\"\n",
+        Path::new("/proj/stage.toml"),
+    )
+    .unwrap();
+    assert!(stage.ledger.auto_settle);
+    assert_eq!(stage.ledger.stable_writes, Some(5));
+    assert_eq!(stage.ledger.stable_after, Some(Duration::from_secs(90)));
+    let err = Stage::parse(
+        "[ledger]\nstable_writes = 0\n",
+        Path::new("/proj/stage.toml"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("stage.toml:2:"), "{err}");
+    assert!(
+        Stage::parse(
+            "[ledger]\nauto_setle = true\n",
+            Path::new("/proj/stage.toml")
+        )
+        .is_err()
+    );
 }

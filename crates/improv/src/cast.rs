@@ -176,9 +176,24 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
 /// The stage's ledger, beside its event log.
 fn ledger(stage: &Stage) -> Result<Arc<improv_ledger::Ledger>> {
     let dir = crate::perform::state_dir(stage);
-    let ledger = improv_ledger::Ledger::open_in(&dir, Default::default())
+    let ledger = improv_ledger::Ledger::open_in(&dir, ledger_options(stage))
         .with_context(|| format!("cannot open the ledger in {}", dir.display()))?;
     Ok(Arc::new(ledger))
+}
+
+/// The ledger's settings from the stage's `[ledger]`.
+pub fn ledger_options(stage: &Stage) -> improv_ledger::LedgerOptions {
+    let mut options = improv_ledger::LedgerOptions {
+        auto_settle: stage.ledger.auto_settle,
+        ..Default::default()
+    };
+    if let Some(n) = stage.ledger.stable_writes {
+        options.stable_writes = n;
+    }
+    if let Some(t) = stage.ledger.stable_after {
+        options.stable_after = t;
+    }
+    options
 }
 
 /// The system prompt: the stage's, plus the settled schemas of the ledger for actors that use it,

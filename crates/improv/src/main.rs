@@ -122,7 +122,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Model { command }) => models::run(command),
         Some(Command::Ledger { command, json }) => {
             let stage = perform::load_stage(stage_path.as_deref(), true)?;
-            improv_ledger::cli::run(command, &perform::state_dir(&stage), json)?;
+            improv_ledger::cli::run(
+                command,
+                &perform::state_dir(&stage),
+                cast::ledger_options(&stage),
+                json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Run(run)) => runtime()?.block_on(perform::run(perform::RunOptions {

@@ -427,3 +427,47 @@ fn actors_record_into_the_ledger_and_improv_ledger_shows_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("findings"), "{text}");
 }
+
+#[test]
+fn a_stage_that_says_so_settles_its_ledger_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    stage(
+        dir.path(),
+        "scripted/settle.json",
+        "props = [\"record\"]\n\n[ledger]\nauto_settle = true\nstable_writes = 3\nstable_after = \"1ms\"\n",
+    );
+    let rec = |file: &str, line: &str| {
+        format!(
+            r#"{{"calls": [{{"name": "record", "arguments": {{"collection": "findings", "entry": {{"file": "{file}", "line": {line}}}}}}}]}}"#
+        )
+    };
+    let turns = [
+        rec("a.rs", "1"),
+        rec("b.rs", "2"),
+        rec("c.rs", "3"),
+        rec("d.rs", "4"),
+        rec("e.rs", "5"),
+        rec("f.rs", "\"six\""),
+        r#"{"say": "recorded"}"#.to_string(),
+    ];
+    script(dir.path(), "settle.json", &format!("[{}]", turns.join(",")));
+    let out = improv(dir.path()).args(["run", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.path()
+            .join(".improv/schemas/findings.schema.json")
+            .exists(),
+        "settled without the director's word"
+    );
+    let evs = events(&out);
+    let last_record = evs
+        .iter()
+        .rfind(|e| e["type"] == "tool_call_finished")
+        .unwrap();
+    let said = last_record["output"].as_str().unwrap();
+    assert!(said.contains("line"), "the reject names the field: {said}");
+}
