@@ -16,6 +16,7 @@ pub struct Budget {
     pub max_output_tokens: Option<u64>,
     pub max_cost_usd: Option<f64>,
     pub timeout: Option<Duration>,
+    pub max_tool_calls: Option<u32>,
 }
 
 /// Which budget.
@@ -27,6 +28,7 @@ pub enum BudgetKind {
     OutputTokens,
     Cost,
     Time,
+    ToolCalls,
 }
 
 impl BudgetKind {
@@ -37,6 +39,7 @@ impl BudgetKind {
             BudgetKind::OutputTokens => format!("output-token budget spent: {used} of {limit}"),
             BudgetKind::Cost => format!("cost budget spent: ${used:.4} of ${limit:.4}"),
             BudgetKind::Time => format!("time budget spent: {used:.1}s of {limit:.1}s"),
+            BudgetKind::ToolCalls => format!("tool-call budget spent: {used} of {limit} calls"),
         }
     }
 }
@@ -75,6 +78,9 @@ impl Budget {
         }
         if let Some(l) = self.max_cost_usd {
             out.push((BudgetKind::Cost, spent.cost_usd, l));
+        }
+        if let Some(l) = self.max_tool_calls {
+            out.push((BudgetKind::ToolCalls, spent.tool_calls as f64, l as f64));
         }
         if let Some(l) = self.timeout {
             out.push((

@@ -5,7 +5,7 @@ use crate::budget::{Budget, BudgetHook, BudgetKind, Spent};
 use crate::event::{Event, EventKind, ObserveError, Observer, Outcome};
 use crate::hook::{Between, Control, Hook};
 use crate::message::{Message, ToolCall, ToolSpec};
-use crate::model::{Model, ModelUpdate, Request, StopReason};
+use crate::model::{Model, ModelUpdate, Reply, Request, StopReason};
 use crate::prop::{Access, Prop, PropContext};
 use futures::future::join_all;
 use std::path::{Path, PathBuf};
@@ -288,80 +288,17 @@ impl Performance {
                 }
             }
             if let Some(ended) = stop {
-                return ended;
+                return self.wrap_up(ended, cancel).await;
             }
             if cancel.is_cancelled() {
                 return Ended::new(Outcome::Interrupted, "interrupted by the director");
             }
 
             // The model's turn.
-            self.spent.turns += 1;
-            if let Err(e) = self.out.emit(EventKind::TurnStarted {
-                turn: self.spent.turns,
-            }) {
-                return log_failed(e);
-            }
-            let request = Request {
-                system: &self.system,
-                messages: &self.conversation,
-                tools: &self.specs,
-                max_output_tokens: self.max_output_tokens,
-            };
-            let out = &mut self.out;
-            let mut update = |u: ModelUpdate<'_>| {
-                let kind = match u {
-                    ModelUpdate::Text(text) => EventKind::TextDelta { text: text.into() },
-                    ModelUpdate::Retry {
-                        attempt,
-                        delay,
-                        reason,
-                    } => EventKind::ModelRetry {
-                        attempt,
-                        delay_ms: delay.as_millis() as u64,
-                        reason: reason.into(),
-                    },
-                };
-                if let Err(e) = out.emit(kind) {
-                    out.broken.get_or_insert(e);
-                }
-            };
-            let reply = tokio::select! {
-                reply = self.model.respond(request, &mut update) => reply,
-                ended = halted(cancel, self.deadline, &self.spent) => return ended,
-            };
-            if let Some(e) = self.out.broken.take() {
-                return log_failed(e);
-            }
-            let reply = match reply {
+            let reply = match self.model_turn(true, cancel).await {
                 Ok(reply) => reply,
-                Err(e) => return Ended::new(Outcome::Failed, format!("model error: {e}")),
+                Err(ended) => return ended,
             };
-
-            // Account for it.
-            let cost = self.model.price().map_or(0.0, |p| p.cost(&reply.usage));
-            self.tick();
-            let s = &mut self.spent;
-            s.input_tokens += reply.usage.input_tokens;
-            s.output_tokens += reply.usage.output_tokens;
-            s.cached_input_tokens += reply.usage.cached_input_tokens;
-            s.cost_usd += cost;
-            s.tool_calls += reply.tool_calls.len() as u32;
-            let usage = EventKind::Usage {
-                input_tokens: reply.usage.input_tokens,
-                output_tokens: reply.usage.output_tokens,
-                cached_input_tokens: reply.usage.cached_input_tokens,
-                cost_usd: cost,
-                request_bytes: reply.request_bytes,
-                spent: self.spent,
-            };
-            let replied = EventKind::ModelReplied {
-                text: reply.text.clone(),
-                tool_calls: reply.tool_calls.clone(),
-                stop: reply.stop.clone(),
-            };
-            if let Err(e) = self.out.emit(usage).and_then(|_| self.out.emit(replied)) {
-                return log_failed(e);
-            }
             let calls = reply.tool_calls;
             self.conversation.push(Message::Assistant {
                 text: reply.text,
@@ -381,6 +318,115 @@ impl Performance {
                 return ended;
             }
         }
+    }
+
+    /// One call to the model, streamed into events and accounted for; its reply is appended to
+    /// the conversation by the caller. Without `tools`, the model can only answer in text.
+    async fn model_turn(
+        &mut self,
+        tools: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, Ended> {
+        self.spent.turns += 1;
+        self.out
+            .emit(EventKind::TurnStarted {
+                turn: self.spent.turns,
+            })
+            .map_err(log_failed)?;
+        let request = Request {
+            system: &self.system,
+            messages: &self.conversation,
+            tools: if tools { &self.specs } else { &[] },
+            max_output_tokens: self.max_output_tokens,
+        };
+        let out = &mut self.out;
+        let mut update = |u: ModelUpdate<'_>| {
+            let kind = match u {
+                ModelUpdate::Text(text) => EventKind::TextDelta { text: text.into() },
+                ModelUpdate::Retry {
+                    attempt,
+                    delay,
+                    reason,
+                } => EventKind::ModelRetry {
+                    attempt,
+                    delay_ms: delay.as_millis() as u64,
+                    reason: reason.into(),
+                },
+            };
+            if let Err(e) = out.emit(kind) {
+                out.broken.get_or_insert(e);
+            }
+        };
+        let reply = tokio::select! {
+            reply = self.model.respond(request, &mut update) => reply,
+            ended = halted(cancel, self.deadline, &self.spent) => return Err(ended),
+        };
+        if let Some(e) = self.out.broken.take() {
+            return Err(log_failed(e));
+        }
+        let reply = reply.map_err(|e| Ended::new(Outcome::Failed, format!("model error: {e}")))?;
+
+        // Account for it.
+        let cost = self.model.price().map_or(0.0, |p| p.cost(&reply.usage));
+        self.tick();
+        let s = &mut self.spent;
+        s.input_tokens += reply.usage.input_tokens;
+        s.output_tokens += reply.usage.output_tokens;
+        s.cached_input_tokens += reply.usage.cached_input_tokens;
+        s.cost_usd += cost;
+        s.tool_calls += reply.tool_calls.len() as u32;
+        let usage = EventKind::Usage {
+            input_tokens: reply.usage.input_tokens,
+            output_tokens: reply.usage.output_tokens,
+            cached_input_tokens: reply.usage.cached_input_tokens,
+            cost_usd: cost,
+            request_bytes: reply.request_bytes,
+            spent: self.spent,
+        };
+        let replied = EventKind::ModelReplied {
+            text: reply.text.clone(),
+            tool_calls: reply.tool_calls.clone(),
+            stop: reply.stop.clone(),
+        };
+        self.out
+            .emit(usage)
+            .and_then(|_| self.out.emit(replied))
+            .map_err(log_failed)?;
+        Ok(reply)
+    }
+
+    /// A budget ran out: the actor gets one last turn, without props, to say what it did and
+    /// what remains; then the performance stops for the reason the budget gave. Time is the
+    /// exception: a deadline is not extended.
+    async fn wrap_up(&mut self, ended: Ended, cancel: &CancellationToken) -> Ended {
+        if ended.budget.is_none() || ended.budget == Some(BudgetKind::Time) {
+            return ended;
+        }
+        let note = format!(
+            "{}. You cannot use props any more: reply now with a short summary of what you did and what remains.",
+            ended.reason
+        );
+        if let Err(e) = self.direct(&note) {
+            return log_failed(e);
+        }
+        let reply = match self.model_turn(false, cancel).await {
+            Ok(reply) => reply,
+            Err(other) => return other,
+        };
+        let calls = reply.tool_calls;
+        self.conversation.push(Message::Assistant {
+            text: reply.text,
+            tool_calls: calls.clone(),
+        });
+        // Calls in a reply that was offered no props are answered, never run, so the
+        // conversation stays whole for a resume.
+        for call in calls {
+            let refused = Err(format!("not run: {}", ended.reason));
+            if let Err(e) = self.answer(call, refused, 0.0) {
+                return e;
+            }
+        }
+        ended
     }
 
     /// Runs a reply's tool calls: consecutive reads together, each write alone, in order.

@@ -81,6 +81,7 @@ pub struct ScriptedModel {
     name: String,
     turns: Mutex<VecDeque<ScriptedTurn>>,
     seen: Mutex<Vec<Vec<Message>>>,
+    offered: Mutex<Vec<usize>>,
     price: Option<Price>,
     calls: Mutex<u64>,
 }
@@ -91,6 +92,7 @@ impl ScriptedModel {
             name: "scripted/test".into(),
             turns: Mutex::new(turns.into_iter().collect()),
             seen: Mutex::new(Vec::new()),
+            offered: Mutex::new(Vec::new()),
             price: None,
             calls: Mutex::new(0),
         }
@@ -113,6 +115,11 @@ impl ScriptedModel {
     /// The conversations the model was sent, one per call.
     pub fn requests(&self) -> Vec<Vec<Message>> {
         lock(&self.seen).clone()
+    }
+
+    /// How many props each request offered, one per call.
+    pub fn tools_offered(&self) -> Vec<usize> {
+        lock(&self.offered).clone()
     }
 
     /// Turns not yet played.
@@ -142,6 +149,7 @@ impl Model for ScriptedModel {
         update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
     ) -> Result<Reply, ModelError> {
         lock(&self.seen).push(request.messages.to_vec());
+        lock(&self.offered).push(request.tools.len());
         let n = {
             let mut c = lock(&self.calls);
             *c += 1;

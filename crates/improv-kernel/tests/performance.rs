@@ -358,7 +358,8 @@ async fn the_turn_budget_warns_at_80_percent_and_stops_at_100() {
         max_turns: Some(5),
         ..Default::default()
     };
-    let (ended, tape) = perform(looping(50), vec![echo()], budget).await;
+    let model = looping(50);
+    let (ended, tape) = perform(model.clone(), vec![echo()], budget).await;
     assert_eq!(ended.outcome, Outcome::Stopped);
     assert_eq!(ended.budget, Some(BudgetKind::Turns));
     assert!(ended.reason.contains("5 of 5"), "{}", ended.reason);
@@ -367,7 +368,7 @@ async fn the_turn_budget_warns_at_80_percent_and_stops_at_100() {
         .iter()
         .filter(|n| **n == "turn_started")
         .count();
-    assert_eq!(turns, 5);
+    assert_eq!(turns, 6, "five turns, then one to wrap up");
     let warnings: Vec<_> = tape
         .events()
         .into_iter()
@@ -383,6 +384,30 @@ async fn the_turn_budget_warns_at_80_percent_and_stops_at_100() {
             ..
         }
     ));
+}
+
+#[tokio::test]
+async fn a_spent_budget_leaves_one_last_turn_without_props() {
+    let budget = Budget {
+        max_tool_calls: Some(2),
+        ..Default::default()
+    };
+    let model = looping(50);
+    let (ended, tape) = perform(model.clone(), vec![echo()], budget).await;
+    assert_eq!(ended.budget, Some(BudgetKind::ToolCalls));
+    assert!(ended.reason.contains("2 of 2 calls"), "{}", ended.reason);
+    // Two turns with props, then the wrap-up offered none.
+    assert_eq!(model.tools_offered(), [1, 1, 0]);
+    let last_request = model.requests().pop().unwrap();
+    assert!(matches!(
+        last_request.last(),
+        Some(Message::User { text }) if text.contains("cannot use props") && text.contains("summary")
+    ));
+    // The scripted model still asked for a call in the wrap-up: it is answered, never run.
+    let results = tape.finished_tools();
+    assert_eq!(results.len(), 3);
+    assert!(results[..2].iter().all(|r| r.1));
+    assert!(!results[2].1 && results[2].2.starts_with("not run: tool-call budget spent"));
 }
 
 #[tokio::test]

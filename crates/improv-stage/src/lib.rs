@@ -129,6 +129,8 @@ pub struct Edges {
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub max_cost_usd: Option<f64>,
+    /// The most tool calls the performance may make.
+    pub max_tool_calls: Option<u32>,
     /// Wall time of the whole performance.
     pub timeout: Option<Duration>,
     /// Wall time of one tool call.
@@ -158,6 +160,7 @@ impl Default for Edges {
             max_input_tokens: None,
             max_output_tokens: None,
             max_cost_usd: None,
+            max_tool_calls: None,
             timeout: None,
             tool_timeout: None,
             rules: Vec::new(),
@@ -378,6 +381,7 @@ impl Stage {
             max_output_tokens: self.edges.max_output_tokens,
             max_cost_usd: self.edges.max_cost_usd,
             timeout: self.edges.timeout,
+            max_tool_calls: self.edges.max_tool_calls,
         }
     }
 

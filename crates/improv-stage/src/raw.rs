@@ -78,6 +78,7 @@ struct RawEdges {
     max_input_tokens: Option<Spanned<u64>>,
     max_output_tokens: Option<Spanned<u64>>,
     max_cost_usd: Option<Spanned<f64>>,
+    max_tool_calls: Option<Spanned<u32>>,
     timeout: Option<Spanned<String>>,
     tool_timeout: Option<Spanned<String>>,
     #[serde(default)]
@@ -448,6 +449,7 @@ impl RawStage {
         // The edges.
         let e = &self.edges;
         c.nonzero("max_turns", &e.max_turns);
+        c.nonzero("max_tool_calls", &e.max_tool_calls);
         c.nonzero("max_input_tokens", &e.max_input_tokens);
         c.nonzero("max_output_tokens", &e.max_output_tokens);
         c.amount("max_cost_usd", e.max_cost_usd.as_ref());
@@ -470,6 +472,7 @@ impl RawStage {
             max_input_tokens: e.max_input_tokens.as_ref().map(|v| *v.get_ref()),
             max_output_tokens: e.max_output_tokens.as_ref().map(|v| *v.get_ref()),
             max_cost_usd: e.max_cost_usd.as_ref().map(|v| *v.get_ref()),
+            max_tool_calls: e.max_tool_calls.as_ref().map(|v| *v.get_ref()),
             timeout,
             tool_timeout,
             rules: e

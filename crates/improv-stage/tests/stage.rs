@@ -178,6 +178,7 @@ fn the_init_template_parses_and_performs_with_the_embedded_model() {
         "max_turns",
         "max_input_tokens",
         "max_cost_usd",
+        "max_tool_calls",
         "timeout",
         "tool_timeout",
         "[[edges.rule]]",
@@ -508,6 +509,7 @@ fn edges_become_the_kernels_budget() {
             max_output_tokens: Some(200),
             max_cost_usd: Some(1.0),
             timeout: Some(Duration::from_secs(5400)),
+            max_tool_calls: None,
         }
     );
     assert_eq!(
