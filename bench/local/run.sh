@@ -6,7 +6,7 @@
 #   bench/local/run.sh [--threads N] [--gen 128] [--reps 3]
 #
 # Environment: IMPROV_TEST_GGUF (the model; default: fetched with scripts/fetch-model.sh),
-# BENCH_DIR (build folder, default target/bench-local), THREADS (default: all cores).
+# BENCH_DIR (where llama-bench is built, default target/bench-local), THREADS (default: all cores).
 #
 # Like for like: llama-bench is built from the very llama.cpp source that llama-cpp-sys-2 compiles
 # into improv, with the same CPU flags (GGML_NATIVE=OFF, which is what a plain `cargo build` gives
@@ -28,7 +28,9 @@ REF_BIN="$REF_DIR/build/bin/llama-bench"
 mkdir -p "$BENCH_DIR"
 
 echo "building the improv-local benchmark (release)..." >&2
-LLAMA_LIB_PROFILE=Release CARGO_TARGET_DIR="$BENCH_DIR/target" cargo build --release -q -p improv-local --example bench >&2
+# The workspace's own target dir: its release llama.cpp is already built at -O3
+# (LLAMA_LIB_PROFILE=Release in .cargo/config.toml), so this compiles only the example.
+LLAMA_LIB_PROFILE=Release cargo build --release -q -p improv-local --example bench >&2
 
 if [ ! -x "$REF_BIN" ]; then
     echo "building llama-bench from llama-cpp-sys-2's llama.cpp..." >&2
@@ -50,5 +52,5 @@ if [ ! -x "$REF_BIN" ]; then
     cmake --build "$REF_DIR/build" --target llama-bench -j "$(nproc)" >&2
 fi
 
-exec "$BENCH_DIR/target/release/examples/bench" --model "$MODEL" --threads "$THREADS" \
+exec target/release/examples/bench --model "$MODEL" --threads "$THREADS" \
     --reference "$REF_BIN" "$@"
