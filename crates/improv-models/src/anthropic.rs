@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use improv_kernel::{
     Message, Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, ToolCall, Usage,
 };
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -469,18 +469,16 @@ impl Model for Anthropic {
     ) -> Result<Reply, ModelError> {
         let body = self.body(&request)?;
         let request_bytes = body.len() as u64;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut headers = crate::request_headers(
+            self.endpoint
+                .api_key
+                .as_ref()
+                .map(|key| (HeaderName::from_static("x-api-key"), key.clone())),
+        )?;
         headers.insert(
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(API_VERSION),
         );
-        if let Some(key) = &self.endpoint.api_key {
-            headers.insert(
-                HeaderName::from_static("x-api-key"),
-                crate::header_value(key)?,
-            );
-        }
         let target = Target {
             provider: PROVIDER,
             model: &self.endpoint.name,

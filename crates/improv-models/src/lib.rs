@@ -61,6 +61,21 @@ impl Endpoint {
     }
 }
 
+/// The headers of a JSON request, with the provider's credential header when a key is set.
+pub(crate) fn request_headers(
+    credential: Option<(reqwest::header::HeaderName, String)>,
+) -> Result<reqwest::header::HeaderMap, ModelError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some((name, value)) = credential {
+        headers.insert(name, header_value(&value)?);
+    }
+    Ok(headers)
+}
+
 /// A header value, or an error that says the key has characters HTTP headers cannot carry.
 pub(crate) fn header_value(value: &str) -> Result<HeaderValue, ModelError> {
     HeaderValue::from_str(value).map_err(|_| {

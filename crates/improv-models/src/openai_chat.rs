@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use improv_kernel::{
     Message, Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, ToolCall, Usage,
 };
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 
 /// Which dialect of Chat Completions a server speaks.
@@ -379,14 +379,12 @@ impl Model for OpenAiChat {
     ) -> Result<Reply, ModelError> {
         let body = self.body(&request)?;
         let request_bytes = body.len() as u64;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &self.endpoint.api_key {
-            headers.insert(
-                AUTHORIZATION,
-                crate::header_value(&format!("Bearer {key}"))?,
-            );
-        }
+        let headers = crate::request_headers(
+            self.endpoint
+                .api_key
+                .as_ref()
+                .map(|key| (AUTHORIZATION, format!("Bearer {key}"))),
+        )?;
         let target = Target {
             provider: self.provider(),
             model: &self.endpoint.name,

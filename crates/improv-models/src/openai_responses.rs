@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use improv_kernel::{
     Message, Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, ToolCall, Usage,
 };
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -360,14 +360,12 @@ impl Model for OpenAiResponses {
     ) -> Result<Reply, ModelError> {
         let body = self.body(&request)?;
         let request_bytes = body.len() as u64;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &self.endpoint.api_key {
-            headers.insert(
-                AUTHORIZATION,
-                crate::header_value(&format!("Bearer {key}"))?,
-            );
-        }
+        let headers = crate::request_headers(
+            self.endpoint
+                .api_key
+                .as_ref()
+                .map(|key| (AUTHORIZATION, format!("Bearer {key}"))),
+        )?;
         let target = Target {
             provider: PROVIDER,
             model: &self.endpoint.name,
