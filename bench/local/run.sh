@@ -30,7 +30,7 @@ mkdir -p "$BENCH_DIR"
 echo "building the improv-local benchmark (release)..." >&2
 # The workspace's own target dir: its release llama.cpp is already built at -O3
 # (LLAMA_LIB_PROFILE=Release in .cargo/config.toml), so this compiles only the example.
-LLAMA_LIB_PROFILE=Release cargo build --release -q -p improv-local --example bench >&2
+LLAMA_LIB_PROFILE=Release cargo build --release -q -p improv-local --example local-bench >&2
 
 if [ ! -x "$REF_BIN" ]; then
     echo "building llama-bench from llama-cpp-sys-2's llama.cpp..." >&2
@@ -52,5 +52,5 @@ if [ ! -x "$REF_BIN" ]; then
     cmake --build "$REF_DIR/build" --target llama-bench -j "$(nproc)" >&2
 fi
 
-exec target/release/examples/bench --model "$MODEL" --threads "$THREADS" \
+exec target/release/examples/local-bench --model "$MODEL" --threads "$THREADS" \
     --reference "$REF_BIN" "$@"

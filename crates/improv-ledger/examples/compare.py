@@ -1,4 +1,4 @@
-"""DuckDB's read_json full-file detection and genson over one JSON-lines file, for examples/bench.rs.
+"""DuckDB's read_json full-file detection and genson over one JSON-lines file, for examples/ledger-bench.rs.
 
 Prints one JSON object: seconds, versions, DuckDB's detected top-level types, peak RSS.
 Needs `pip install duckdb genson`.

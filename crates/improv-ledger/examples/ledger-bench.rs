@@ -3,7 +3,7 @@
 //! DuckDB's `read_json` full-file detection and genson on the same file.
 //!
 //! ```text
-//! cargo run --release -p improv-ledger --example bench -- [--mb 100] [--records 100000]
+//! cargo run --release -p improv-ledger --example ledger-bench -- [--mb 100] [--records 100000]
 //!     [--real /usr/lib/node_modules] [--compare] [--keep FILE]
 //! ```
 //!
@@ -48,7 +48,7 @@ fn parse_args() -> Args {
             "--compare" => args.compare = true,
             "--keep" => args.keep = it.next().map(PathBuf::from),
             other => {
-                eprintln!("unknown argument {other}; see the doc comment of examples/bench.rs");
+                eprintln!("unknown argument {other}; see the doc comment of examples/ledger-bench.rs");
                 std::process::exit(2);
             }
         }

@@ -1,6 +1,6 @@
 //! The sandbox's overhead: (1) spawning `true` N times plain and sandboxed, (2) the kernel's
 //! 20-turn `bash` performance (a scripted model, `echo` per turn) with the sandbox on and off.
-//! Medians side by side. Run: `cargo run --release -p improv-edges --example bench [N]`.
+//! Medians side by side. Run: `cargo run --release -p improv-edges --example sandbox-bench [N]`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use improv_edges::{Sandbox, SandboxConfig, SandboxMode};
