@@ -48,7 +48,9 @@ fn parse_args() -> Args {
             "--compare" => args.compare = true,
             "--keep" => args.keep = it.next().map(PathBuf::from),
             other => {
-                eprintln!("unknown argument {other}; see the doc comment of examples/ledger-bench.rs");
+                eprintln!(
+                    "unknown argument {other}; see the doc comment of examples/ledger-bench.rs"
+                );
                 std::process::exit(2);
             }
         }
