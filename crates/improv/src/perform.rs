@@ -83,9 +83,24 @@ fn builder(
     Ok((b, edges))
 }
 
-/// An observer that never sees a secret.
-fn redacting(edges: &Edges, observer: Arc<dyn Observer>) -> Arc<dyn Observer> {
-    Arc::new(RedactingObserver::new(observer, edges.redactor.clone()))
+/// The log and the view behind one redaction: each event is checked for secrets once, then
+/// handed to both.
+fn redacting(edges: &Edges, log: Arc<dyn Observer>, view: Arc<dyn Observer>) -> Arc<dyn Observer> {
+    Arc::new(RedactingObserver::new(
+        Arc::new(Both(log, view)),
+        edges.redactor.clone(),
+    ))
+}
+
+/// Two observers as one; both always see the event, and the first error is reported.
+struct Both(Arc<dyn Observer>, Arc<dyn Observer>);
+
+impl Observer for Both {
+    fn observe(&self, event: &improv_kernel::Event) -> Result<(), improv_kernel::ObserveError> {
+        let first = self.0.observe(event);
+        let second = self.1.observe(event);
+        first.and(second)
+    }
 }
 
 /// Logs what the sandbox enforces (or that the stage turned it off), right after the start.
@@ -133,7 +148,6 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
     } else {
         Arc::new(view::Terminal::new())
     };
-    let view = redacting(&edges, view);
     let ctrl_c = CtrlC::install()?;
     let mut performance = match &o.resume {
         Some(id) => {
@@ -147,8 +161,7 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
             let events = log.events(&row.id)?;
             builder
                 .id(row.id.clone())
-                .observer(redacting(&edges, log.recorder(&row.id)?))
-                .observer(view)
+                .observer(redacting(&edges, log.recorder(&row.id)?, view))
                 .resume(&events)?
         }
         None => {
@@ -165,8 +178,7 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
             let id = new_id();
             builder
                 .id(id.clone())
-                .observer(redacting(&edges, log.recorder(&id)?))
-                .observer(view)
+                .observer(redacting(&edges, log.recorder(&id)?, view))
                 .start(&intent)?
         }
     };
@@ -236,8 +248,11 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     let ctrl_c = CtrlC::install()?;
     let mut performance = builder
         .id(id.clone())
-        .observer(redacting(&edges, log.recorder(&id)?))
-        .observer(redacting(&edges, Arc::new(view::Terminal::new())))
+        .observer(redacting(
+            &edges,
+            log.recorder(&id)?,
+            Arc::new(view::Terminal::new()),
+        ))
         .start("")?;
     announce_sandbox(&mut performance, &edges)?;
     eprintln!(
