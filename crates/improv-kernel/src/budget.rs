@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Limits of one performance. `None` means unlimited.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Budget {
     pub max_turns: Option<u32>,
     pub max_input_tokens: Option<u64>,

@@ -94,6 +94,52 @@ pub enum EventKind {
     },
     /// The processes of the performance run in a sandbox (`enforced`), or not (`sandbox = "off"`).
     SandboxStarted { enforced: bool, description: String },
+    /// A feedback check judged the work: `attempt` counts the times the actor said it was done;
+    /// `on` is when the check ran (`done` or `write`).
+    CheckFinished {
+        attempt: u32,
+        check: String,
+        on: String,
+        passed: bool,
+        /// The verdict: the command's trimmed output, the assertion that failed, the critic's notes.
+        output: String,
+        duration_ms: f64,
+    },
+    /// Every check of an attempt has run; when some failed, a director note with them follows.
+    AttemptFinished {
+        attempt: u32,
+        max_attempts: u32,
+        passed: bool,
+        /// The names of the checks that failed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failed: Vec<String>,
+    },
+    /// The actor cued another: `to` performs `task` as the sub-performance `performance`
+    /// (logged on its own under that id).
+    CueStarted {
+        call_id: String,
+        to: String,
+        task: String,
+        performance: String,
+    },
+    /// A cued sub-performance ended.
+    CueFinished {
+        call_id: String,
+        to: String,
+        performance: String,
+        outcome: Outcome,
+        spent: Spent,
+    },
+    /// An actor posted a note on the board every actor can read.
+    BoardNote { author: String, text: String },
+    /// Older turns were compacted into a summary to stay inside the model's context window.
+    Compacted {
+        /// Messages replaced by the summary, and tool results trimmed.
+        messages: u32,
+        trimmed: u32,
+        tokens_before: u64,
+        tokens_after: u64,
+    },
     PerformanceFinished {
         outcome: Outcome,
         reason: String,
@@ -119,6 +165,12 @@ impl EventKind {
             EventKind::BudgetWarning { .. } => "budget_warning",
             EventKind::PolicyDecision { .. } => "policy_decision",
             EventKind::SandboxStarted { .. } => "sandbox_started",
+            EventKind::CheckFinished { .. } => "check_finished",
+            EventKind::AttemptFinished { .. } => "attempt_finished",
+            EventKind::CueStarted { .. } => "cue_started",
+            EventKind::CueFinished { .. } => "cue_finished",
+            EventKind::BoardNote { .. } => "board_note",
+            EventKind::Compacted { .. } => "compacted",
             EventKind::PerformanceFinished { .. } => "performance_finished",
         }
     }
@@ -128,8 +180,12 @@ impl EventKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// The actor ended its turn.
+    /// The actor ended its turn (and the stage has no checks).
     Done,
+    /// The actor ended its turn and every feedback check passed.
+    Converged,
+    /// The checks still failed when the attempts (or a budget) ran out.
+    Exhausted,
     /// An edge stopped it (a budget, a policy).
     Stopped,
     /// The director interrupted it (Ctrl-C); it can be resumed.
@@ -142,6 +198,8 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Done => "done",
+            Outcome::Converged => "converged",
+            Outcome::Exhausted => "exhausted",
             Outcome::Stopped => "stopped",
             Outcome::Interrupted => "interrupted",
             Outcome::Failed => "failed",

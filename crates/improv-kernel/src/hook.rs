@@ -14,6 +14,9 @@ pub struct Between<'a> {
     /// The turn about to start, counting from 1.
     pub turn: u32,
     pub spent: &'a Spent,
+    /// The input tokens of the last model call: what the conversation costs now, for a hook
+    /// that keeps it inside the context window. 0 before the first call.
+    pub context_tokens: u64,
     pub conversation: &'a mut Vec<Message>,
     /// The actor's model; a hook may switch it.
     pub model: &'a mut Arc<dyn Model>,

@@ -139,6 +139,7 @@ impl PerformanceBuilder {
             started: Instant::now(),
             elapsed_before: spent.elapsed_ms,
             deadline,
+            context_tokens: 0,
         }
     }
 
@@ -197,6 +198,7 @@ pub struct Performance {
     started: Instant,
     elapsed_before: u64,
     deadline: Option<Instant>,
+    context_tokens: u64,
 }
 
 impl Performance {
@@ -262,6 +264,7 @@ impl Performance {
             let mut at = Between {
                 turn: self.spent.turns + 1,
                 spent: &self.spent,
+                context_tokens: self.context_tokens,
                 conversation: &mut self.conversation,
                 model: &mut self.model,
                 events: Vec::new(),
@@ -369,6 +372,7 @@ impl Performance {
         // Account for it.
         let cost = self.model.price().map_or(0.0, |p| p.cost(&reply.usage));
         self.tick();
+        self.context_tokens = reply.usage.input_tokens;
         let s = &mut self.spent;
         s.input_tokens += reply.usage.input_tokens;
         s.output_tokens += reply.usage.output_tokens;

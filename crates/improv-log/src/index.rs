@@ -100,6 +100,10 @@ pub enum Status {
     /// Its writer is alive and performing.
     Running,
     Done,
+    /// Every feedback check passed.
+    Converged,
+    /// The checks still failed when the attempts or a budget ran out.
+    Exhausted,
     Stopped,
     /// The director interrupted it, or its writer died without finishing (a crash); it can be
     /// resumed either way.
@@ -112,6 +116,8 @@ impl Status {
         match self {
             Status::Running => "running",
             Status::Done => "done",
+            Status::Converged => "converged",
+            Status::Exhausted => "exhausted",
             Status::Stopped => "stopped",
             Status::Interrupted => "interrupted",
             Status::Failed => "failed",
@@ -122,6 +128,8 @@ impl Status {
         Some(match s {
             "running" => Status::Running,
             "done" => Status::Done,
+            "converged" => Status::Converged,
+            "exhausted" => Status::Exhausted,
             "stopped" => Status::Stopped,
             "interrupted" => Status::Interrupted,
             "failed" => Status::Failed,
@@ -134,6 +142,8 @@ impl From<improv_kernel::Outcome> for Status {
     fn from(o: improv_kernel::Outcome) -> Status {
         match o {
             improv_kernel::Outcome::Done => Status::Done,
+            improv_kernel::Outcome::Converged => Status::Converged,
+            improv_kernel::Outcome::Exhausted => Status::Exhausted,
             improv_kernel::Outcome::Stopped => Status::Stopped,
             improv_kernel::Outcome::Interrupted => Status::Interrupted,
             improv_kernel::Outcome::Failed => Status::Failed,

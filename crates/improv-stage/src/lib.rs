@@ -11,10 +11,12 @@
 //! ```
 
 mod error;
+mod mcp;
 pub mod prompt;
 mod raw;
 
 pub use error::{Invalid, StageError};
+pub use mcp::McpServer;
 
 use improv_kernel::{Budget, Price};
 use serde::{Deserialize, Serialize};
@@ -31,8 +33,13 @@ pub const CORE_PROPS: &[&str] = &["read", "write", "edit", "bash", "grep", "find
 
 /// The props a stage may name.
 pub const KNOWN_PROPS: &[&str] = &[
-    "read", "write", "edit", "bash", "grep", "find", "cue", "board", "record", "query",
+    "read", "write", "edit", "bash", "grep", "find", "cue", "board", "record", "query", "remember",
+    "recall", "skill",
 ];
+
+/// How deep cues may nest when `[edges]` says nothing: the lead cues an actor, which may cue one
+/// more.
+pub const DEFAULT_CUE_DEPTH: u32 = 2;
 
 /// The providers a model may name, as in `provider/model`.
 pub const PROVIDERS: &[&str] = &[
@@ -66,6 +73,8 @@ pub struct Stage {
     pub prices: BTreeMap<String, Price>,
     /// `[ledger]`: when collections count as stable, and whether they settle by themselves.
     pub ledger: LedgerConfig,
+    /// `[[props.mcp]]`: MCP servers whose tools become props named `server.tool`.
+    pub mcp: Vec<McpServer>,
 }
 
 /// `[stage]`.
@@ -82,6 +91,12 @@ pub struct StageMeta {
 pub struct ContextConfig {
     /// Files, relative to the stage directory, put into the system prompt when they exist.
     pub files: Vec<String>,
+    /// Input tokens at which an actor's older turns are compacted into a summary; `None`
+    /// compacts at 80% of the model's context window when the model knows it.
+    pub compact_at: Option<u64>,
+    /// Folders of Agent Skills (`NAME/SKILL.md`), relative to the stage directory; the
+    /// user's skills folder is searched too.
+    pub skills: Vec<String>,
 }
 
 impl Default for ContextConfig {
@@ -91,6 +106,8 @@ impl Default for ContextConfig {
                 .iter()
                 .map(|f| f.to_string())
                 .collect(),
+            compact_at: None,
+            skills: vec!["skills".into()],
         }
     }
 }
@@ -113,6 +130,11 @@ pub struct ActorConfig {
     pub api_key_env: Option<String>,
     /// The most tokens one reply may have.
     pub max_output_tokens: Option<u32>,
+    /// Its own limits, on top of the performance's: `max_turns`, tokens, cost, tool calls and
+    /// `timeout` set on the `[[actor]]`. A cued actor performs within them.
+    pub budget: Budget,
+    /// The actors it may cue; any other actor when absent.
+    pub cues: Option<Vec<String>>,
 }
 
 /// The number of identical tool calls in a row after which an actor is told it is looping.
@@ -149,6 +171,8 @@ pub struct Edges {
     pub redact: Vec<String>,
     /// Identical tool calls in a row before the actor is told it loops (stopped one later).
     pub loop_limit: u32,
+    /// How deep cues may nest: 1 lets the lead cue but no cued actor cue further.
+    pub cue_depth: u32,
 }
 
 impl Default for Edges {
@@ -169,6 +193,7 @@ impl Default for Edges {
             read_only: None,
             redact: Vec::new(),
             loop_limit: DEFAULT_LOOP_LIMIT,
+            cue_depth: DEFAULT_CUE_DEPTH,
         }
     }
 }
@@ -236,20 +261,52 @@ impl Default for Feedback {
     }
 }
 
-/// `[[feedback.check]]`: a command that must pass, or a critic (an actor) that judges.
+/// `[[feedback.check]]`: a command that must pass, a file assertion, or a critic (an actor)
+/// that judges. Exactly one of `command`, `critic` and `file` is set.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
     pub name: String,
-    /// A shell command that passes with exit code 0.
+    /// A shell command, run in the workspace, that passes with exit code 0.
     pub command: Option<String>,
     /// The actor that judges the work.
     pub critic: Option<String>,
     /// What the critic judges by.
     pub rubric: Option<String>,
-    /// When it runs; when the actor ends its turn if absent.
-    pub on: Option<String>,
-    /// How long the command may take.
+    /// A file, relative to the workspace, that the assertions below are about.
+    pub file: Option<String>,
+    /// Whether `file` must exist (the default) or must not.
+    pub exists: bool,
+    /// Text `file` must contain.
+    pub contains: Option<String>,
+    /// A regular expression some part of `file` must match.
+    pub matches: Option<String>,
+    /// A JSON Schema file, relative to the stage directory, that `file` (JSON) must satisfy.
+    pub schema: Option<PathBuf>,
+    /// When it runs.
+    pub on: CheckOn,
+    /// How long the command (or the critic) may take.
     pub timeout: Option<Duration>,
+}
+
+/// When a check runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckOn {
+    /// When the actor says it is done.
+    #[default]
+    Done,
+    /// After every write (`write`, `edit`, a `bash` call that may write) as well, so the actor
+    /// hears about a broken build at once.
+    Write,
+}
+
+impl CheckOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckOn::Done => "done",
+            CheckOn::Write => "write",
+        }
+    }
 }
 
 /// The actor a stage without `[[actor]]` gets.
@@ -263,6 +320,8 @@ fn default_actor() -> ActorConfig {
         base_url: None,
         api_key_env: None,
         max_output_tokens: None,
+        budget: Budget::default(),
+        cues: None,
     }
 }
 
@@ -337,6 +396,7 @@ impl Stage {
             feedback: Feedback::default(),
             prices: BTreeMap::new(),
             ledger: LedgerConfig::default(),
+            mcp: Vec::new(),
         }
     }
 

@@ -3,11 +3,13 @@
 
 use crate::LedgerConfig;
 use crate::error::Problem;
+use crate::mcp::RawProps;
 use crate::{
-    ActorConfig, CORE_PROPS, Check, ContextConfig, DEFAULT_LOOP_LIMIT, Decision, Edges, Feedback,
-    KNOWN_PROPS, PROVIDERS, Rule, SandboxMode, Stage, StageMeta, default_actor,
+    ActorConfig, CORE_PROPS, Check, CheckOn, ContextConfig, DEFAULT_CUE_DEPTH, DEFAULT_LOOP_LIMIT,
+    Decision, Edges, Feedback, KNOWN_PROPS, PROVIDERS, Rule, SandboxMode, Stage, StageMeta,
+    default_actor,
 };
-use improv_kernel::Price;
+use improv_kernel::{Budget, Price};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -33,6 +35,8 @@ pub(crate) struct RawStage {
     prices: BTreeMap<String, RawPrice>,
     #[serde(default)]
     ledger: RawLedger,
+    #[serde(default)]
+    props: RawProps,
 }
 
 #[derive(Deserialize, Default)]
@@ -54,6 +58,8 @@ struct RawMeta {
 #[serde(deny_unknown_fields)]
 struct RawContext {
     files: Option<Vec<String>>,
+    compact_at: Option<Spanned<u64>>,
+    skills: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +73,13 @@ struct RawActor {
     base_url: Option<String>,
     api_key_env: Option<String>,
     max_output_tokens: Option<Spanned<u32>>,
+    max_turns: Option<Spanned<u32>>,
+    max_input_tokens: Option<Spanned<u64>>,
+    max_reply_tokens: Option<Spanned<u64>>,
+    max_cost_usd: Option<Spanned<f64>>,
+    max_tool_calls: Option<Spanned<u32>>,
+    timeout: Option<Spanned<String>>,
+    cues: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -89,6 +102,7 @@ struct RawEdges {
     #[serde(default)]
     redact: Vec<Spanned<String>>,
     loop_limit: Option<Spanned<u32>>,
+    cue_depth: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -115,7 +129,12 @@ struct RawCheck {
     command: Option<String>,
     critic: Option<Spanned<String>>,
     rubric: Option<String>,
-    on: Option<String>,
+    file: Option<Spanned<String>>,
+    exists: Option<bool>,
+    contains: Option<String>,
+    matches: Option<Spanned<String>>,
+    schema: Option<Spanned<String>>,
+    on: Option<CheckOn>,
     timeout: Option<Spanned<String>>,
 }
 
@@ -288,8 +307,15 @@ impl Checker {
         *v.get_ref()
     }
 
-    fn prop(&mut self, p: &Spanned<String>) {
-        if !KNOWN_PROPS.contains(&p.get_ref().as_str()) {
+    /// A prop an actor or rule names: a built-in one, an MCP server (all its tools) or one
+    /// tool of it (`server.tool`).
+    fn prop(&mut self, p: &Spanned<String>, servers: &[String]) {
+        let name = p.get_ref().as_str();
+        let server = name.split_once('.').map_or(name, |(s, _)| s);
+        if servers.iter().any(|s| s == server) {
+            return;
+        }
+        if !KNOWN_PROPS.contains(&name) {
             let mut help = String::new();
             if let Some(close) = closest(p.get_ref(), KNOWN_PROPS.iter().copied()) {
                 help.push_str(&format!("did you mean `{close}`? "));
@@ -354,6 +380,15 @@ impl RawStage {
     /// Checks the stage and builds it, or returns every problem found.
     pub(crate) fn build(self, path: PathBuf, dir: PathBuf) -> Result<Stage, Vec<Problem>> {
         let mut c = Checker::default();
+        let mcp = self.props.build(&mut c.problems, |problems, key, v| {
+            let mut t = Checker {
+                problems: std::mem::take(problems),
+            };
+            let d = t.duration(key, v);
+            *problems = t.problems;
+            d
+        });
+        let servers: Vec<String> = mcp.iter().map(|m| m.name.clone()).collect();
 
         // The cast.
         let mut names: HashMap<String, Range<usize>> = HashMap::new();
@@ -425,9 +460,22 @@ impl RawStage {
                 c.model(m);
             }
             for p in a.props.iter().flatten() {
-                c.prop(p);
+                c.prop(p, &servers);
             }
             c.nonzero("max_output_tokens", &a.max_output_tokens);
+            c.nonzero("max_turns", &a.max_turns);
+            c.nonzero("max_tool_calls", &a.max_tool_calls);
+            c.nonzero("max_input_tokens", &a.max_input_tokens);
+            c.nonzero("max_reply_tokens", &a.max_reply_tokens);
+            c.amount("max_cost_usd", a.max_cost_usd.as_ref());
+            let budget = Budget {
+                max_turns: a.max_turns.as_ref().map(|v| *v.get_ref()),
+                max_input_tokens: a.max_input_tokens.as_ref().map(|v| *v.get_ref()),
+                max_output_tokens: a.max_reply_tokens.as_ref().map(|v| *v.get_ref()),
+                max_cost_usd: a.max_cost_usd.as_ref().map(|v| *v.get_ref()),
+                timeout: c.duration("timeout", a.timeout.as_ref()),
+                max_tool_calls: a.max_tool_calls.as_ref().map(|v| *v.get_ref()),
+            };
             actors.push(ActorConfig {
                 name,
                 role: a.role.clone(),
@@ -440,10 +488,35 @@ impl RawStage {
                 base_url: a.base_url.clone(),
                 api_key_env: a.api_key_env.clone(),
                 max_output_tokens: a.max_output_tokens.as_ref().map(|m| *m.get_ref()),
+                budget,
+                cues: a
+                    .cues
+                    .as_ref()
+                    .map(|v| v.iter().map(|n| n.get_ref().clone()).collect()),
             });
         }
         if actors.is_empty() {
             actors.push(default_actor());
+        }
+        for a in &self.actor {
+            for cued in a.get_ref().cues.iter().flatten() {
+                if !names.contains_key(cued.get_ref()) {
+                    let cast: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
+                    let mut help = String::new();
+                    if let Some(close) = closest(cued.get_ref(), cast.iter().copied()) {
+                        help.push_str(&format!("did you mean `{close}`? "));
+                    }
+                    help.push_str(&format!("the cast is: {}", cast.join(", ")));
+                    c.push(
+                        Problem::new(
+                            format!("`cues` names `{}`, who is not in the cast", cued.get_ref()),
+                            cued.span(),
+                            "no such actor",
+                        )
+                        .help(help),
+                    );
+                }
+            }
         }
 
         // The edges.
@@ -457,7 +530,7 @@ impl RawStage {
         let tool_timeout = c.duration("tool_timeout", e.tool_timeout.as_ref());
         for r in &e.rule {
             if let Some(p) = &r.prop {
-                c.prop(p);
+                c.prop(p, &servers);
             }
         }
         let sandbox = c.sandbox(e.sandbox.as_ref());
@@ -465,6 +538,8 @@ impl RawStage {
         let read_only = c.globs("read_only", e.read_only.as_ref());
         let redact = c.patterns(&e.redact);
         let loop_limit = c.loop_limit(e.loop_limit.as_ref());
+        c.nonzero("cue_depth", &e.cue_depth);
+        c.nonzero("compact_at", &self.context.compact_at);
         let edges = Edges {
             workspace: e.workspace.as_ref().map(PathBuf::from),
             network: e.network.unwrap_or(false),
@@ -490,6 +565,10 @@ impl RawStage {
             read_only,
             redact,
             loop_limit,
+            cue_depth: e
+                .cue_depth
+                .as_ref()
+                .map_or(DEFAULT_CUE_DEPTH, |v| *v.get_ref()),
         };
 
         // The feedback.
@@ -513,26 +592,85 @@ impl RawStage {
             } else {
                 check_names.insert(name, k.name.span());
             }
-            match (&k.command, &k.critic) {
-                (None, None) => c.push(
+            let kinds = [k.command.is_some(), k.critic.is_some(), k.file.is_some()];
+            match kinds.iter().filter(|k| **k).count() {
+                0 => c.push(
                     Problem::new(
-                        format!("check `{name}` has neither `command` nor `critic`"),
+                        format!("check `{name}` has neither `command`, `critic` nor `file`"),
                         spanned.span(),
                         "this check",
                     )
                     .help(
-                        "add `command = \"...\"` (a shell command that passes with exit code 0) \
-                         or `critic = \"ACTOR\"` (an actor that judges the work)",
+                        "add `command = \"...\"` (a shell command that passes with exit code 0), \
+                         `critic = \"ACTOR\"` (an actor that judges the work) or `file = \"PATH\"` \
+                         (with `contains`, `matches` or `schema`)",
                     ),
                 ),
-                (Some(_), Some(critic)) => c.push(
+                1 => {}
+                _ => c.push(
                     Problem::new(
-                        format!("check `{name}` has both `command` and `critic`"),
-                        critic.span(),
-                        "second kind of check",
+                        format!("check `{name}` is of more than one kind"),
+                        spanned.span(),
+                        "this check",
                     )
-                    .help("a check runs a command or asks a critic; split it into two checks"),
+                    .help("a check runs a command, asks a critic or looks at a file; split it into several checks"),
                 ),
+            }
+            if k.file.is_none()
+                && (k.contains.is_some()
+                    || k.matches.is_some()
+                    || k.schema.is_some()
+                    || k.exists.is_some())
+            {
+                c.push(
+                    Problem::new(
+                        format!("check `{name}` asserts about a file but names none"),
+                        spanned.span(),
+                        "this check",
+                    )
+                    .help("add `file = \"PATH\"` (relative to the workspace)"),
+                );
+            }
+            if let Some(m) = &k.matches
+                && let Err(e) = regex::Regex::new(m.get_ref())
+            {
+                let first = e.to_string();
+                let why = first.lines().last().unwrap_or_default().trim().to_string();
+                c.push(
+                    Problem::new(
+                        format!("`matches` is not a regular expression: {why}"),
+                        m.span(),
+                        "not a regular expression",
+                    )
+                    .help("write a regular expression (in TOML, a literal string '...' keeps backslashes)"),
+                );
+            }
+            let schema = k.schema.as_ref().map(|p| dir.join(p.get_ref()));
+            if let (Some(path), Some(raw)) = (&schema, &k.schema)
+                && !path.is_file()
+            {
+                c.push(
+                    Problem::new(
+                        format!("the schema file {} does not exist", path.display()),
+                        raw.span(),
+                        "no such file",
+                    )
+                    .help(
+                        "give the path of a JSON Schema file, relative to the stage file's folder",
+                    ),
+                );
+            }
+            if k.critic.is_none() && k.rubric.is_some() {
+                c.push(
+                    Problem::new(
+                        format!("check `{name}` has a `rubric` but no `critic`"),
+                        spanned.span(),
+                        "this check",
+                    )
+                    .help("add `critic = \"ACTOR\"`: the actor who judges by the rubric"),
+                );
+            }
+            match (&k.command, &k.critic) {
                 (None, Some(critic)) if !names.contains_key(critic.get_ref()) => {
                     let cast: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
                     let mut help = String::new();
@@ -563,7 +701,12 @@ impl RawStage {
                 command: k.command.clone(),
                 critic: k.critic.as_ref().map(|v| v.get_ref().clone()),
                 rubric: k.rubric.clone(),
-                on: k.on.clone(),
+                file: k.file.as_ref().map(|f| f.get_ref().clone()),
+                exists: k.exists.unwrap_or(true),
+                contains: k.contains.clone(),
+                matches: k.matches.as_ref().map(|m| m.get_ref().clone()),
+                schema,
+                on: k.on.unwrap_or_default(),
                 timeout,
             });
         }
@@ -622,10 +765,15 @@ impl RawStage {
                 },
                 intent: self.stage.intent.filter(|i| !i.trim().is_empty()),
             },
-            context: match self.context.files {
-                Some(files) => ContextConfig { files },
-                None => ContextConfig::default(),
+            context: {
+                let d = ContextConfig::default();
+                ContextConfig {
+                    files: self.context.files.unwrap_or(d.files),
+                    compact_at: self.context.compact_at.map(|v| v.into_inner()),
+                    skills: self.context.skills.unwrap_or(d.skills),
+                }
             },
+            mcp,
             actors,
             edges,
             feedback,

@@ -370,9 +370,77 @@ fn a_check_without_command_or_critic_is_refused() {
     let text = "[feedback]\n\n[[feedback.check]]\nname = \"tests\"\nrubric = \"good?\"\n";
     let report = fails_at(text, 3, 1);
     assert!(
-        report.contains("has neither `command` nor `critic`"),
+        report.contains("has neither `command`, `critic` nor `file`"),
         "{report}"
     );
+}
+
+#[test]
+fn file_checks_actor_budgets_cues_and_mcp_servers_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("out.schema.json"), "{}").unwrap();
+    let text = r#"
+[[actor]]
+name = "lead"
+props = ["read", "cue", "fs", "docs.search"]
+cues = ["helper"]
+
+[[actor]]
+name = "helper"
+max_turns = 5
+max_cost_usd = 0.5
+timeout = "2m"
+
+[edges]
+cue_depth = 1
+
+[[feedback.check]]
+name = "report"
+file = "out.json"
+contains = "total"
+matches = '"total":\s*\d+'
+schema = "out.schema.json"
+on = "write"
+
+[[props.mcp]]
+name = "fs"
+command = "npx"
+args = ["server-filesystem", "."]
+
+[[props.mcp]]
+name = "docs"
+url = "http://127.0.0.1:9/mcp"
+timeout = "30s"
+"#;
+    let stage = Stage::parse(text, &dir.path().join("stage.toml")).unwrap();
+    let helper = stage.actor("helper").unwrap();
+    assert_eq!(helper.budget.max_turns, Some(5));
+    assert_eq!(helper.budget.timeout, Some(Duration::from_secs(120)));
+    assert_eq!(
+        stage.lead().cues.as_deref(),
+        Some(&["helper".to_string()][..])
+    );
+    assert_eq!(stage.edges.cue_depth, 1);
+    let check = &stage.feedback.checks[0];
+    assert_eq!(check.file.as_deref(), Some("out.json"));
+    assert!(check.exists);
+    assert_eq!(check.on, improv_stage::CheckOn::Write);
+    assert_eq!(check.schema, Some(dir.path().join("out.schema.json")));
+    assert_eq!(stage.mcp.len(), 2);
+    assert_eq!(stage.mcp[1].timeout, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn cues_outside_the_cast_mcp_without_command_and_a_missing_schema_are_refused() {
+    let text = "[[actor]]\nname = \"lead\"\ncues = [\"helpr\"]\n\n[[actor]]\nname = \"helper\"\n";
+    let report = fails_at(text, 3, 9);
+    assert!(report.contains("did you mean `helper`"), "{report}");
+    let text = "[[props.mcp]]\nname = \"fs\"\n";
+    let report = fails_at(text, 1, 1);
+    assert!(report.contains("neither `command` nor `url`"), "{report}");
+    let text = "[[feedback.check]]\nname = \"x\"\nfile = \"a.json\"\nschema = \"nope.json\"\n";
+    let report = fails_at(text, 4, 10);
+    assert!(report.contains("does not exist"), "{report}");
 }
 
 #[test]

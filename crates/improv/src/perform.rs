@@ -130,7 +130,8 @@ fn end(mut performance: Performance, ended: &Ended, edges: Edges) -> Result<()> 
 
 fn exit_code(outcome: Outcome) -> ExitCode {
     match outcome {
-        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Done | Outcome::Converged => ExitCode::SUCCESS,
+        Outcome::Exhausted => ExitCode::from(4),
         Outcome::Failed => ExitCode::from(1),
         Outcome::Stopped => ExitCode::from(3),
         Outcome::Interrupted => ExitCode::from(130),
@@ -291,9 +292,9 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
         let turn = performance.act(&ctrl_c.arm()).await;
         ctrl_c.disarm();
         match turn.outcome {
-            Outcome::Done => {}
+            Outcome::Done | Outcome::Converged => {}
             Outcome::Interrupted => eprintln!("(turn interrupted; say how to go on)"),
-            Outcome::Stopped | Outcome::Failed => {
+            Outcome::Stopped | Outcome::Failed | Outcome::Exhausted => {
                 eprintln!("{}", turn.reason);
                 ended = turn;
                 break;

@@ -172,6 +172,8 @@ impl Terminal {
                 }
                 let word = match outcome {
                     Outcome::Done => s.green("done"),
+                    Outcome::Converged => s.green("converged"),
+                    Outcome::Exhausted => s.red("exhausted"),
                     Outcome::Stopped => s.yellow("stopped"),
                     Outcome::Interrupted => s.yellow("interrupted"),
                     Outcome::Failed => s.red("failed"),
@@ -185,7 +187,7 @@ impl Terminal {
                     spent.elapsed_ms as f64 / 1000.0,
                     st.id
                 )));
-                if *outcome != Outcome::Done {
+                if !matches!(outcome, Outcome::Done | Outcome::Converged) {
                     lines.push(Line::Err(format!("  {reason}")));
                 }
                 if *outcome == Outcome::Interrupted {
@@ -220,6 +222,74 @@ impl Terminal {
             } else {
                 s.yellow(&format!("  sandbox OFF: {description}"))
             })),
+            EventKind::CheckFinished {
+                check,
+                passed,
+                output,
+                duration_ms,
+                on,
+                ..
+            } => {
+                let mark = if *passed {
+                    s.green("✓")
+                } else {
+                    s.red("✗")
+                };
+                let first = output.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                let when = if on == "write" {
+                    " (after a write)"
+                } else {
+                    ""
+                };
+                lines.push(Line::Err(format!(
+                    "  {mark} check {}{when} {} {}",
+                    s.bold(check),
+                    s.dim(&format_ms(*duration_ms)),
+                    s.dim(&clip(first, 100))
+                )));
+            }
+            EventKind::AttemptFinished {
+                attempt,
+                max_attempts,
+                passed,
+                failed,
+            } => lines.push(Line::Err(if *passed {
+                s.green(&format!(
+                    "◆ attempt {attempt}/{max_attempts}: every check passed"
+                ))
+            } else {
+                s.yellow(&format!(
+                    "◆ attempt {attempt}/{max_attempts}: failed {}",
+                    failed.join(", ")
+                ))
+            })),
+            EventKind::CueStarted { to, task, .. } => lines.push(Line::Err(format!(
+                "  {} cue {} {}",
+                s.dim("↪"),
+                s.bold(to),
+                s.dim(&clip(task, 100))
+            ))),
+            EventKind::CueFinished {
+                to, outcome, spent, ..
+            } => lines.push(Line::Err(s.dim(&format!(
+                "  ↩ {to} {} · {} turns · {:.1} s",
+                outcome.as_str(),
+                spent.turns,
+                spent.elapsed_ms as f64 / 1000.0
+            )))),
+            EventKind::BoardNote { author, text } => lines.push(Line::Err(format!(
+                "  {} board ({author}) {}",
+                s.dim("✎"),
+                clip(text, 100)
+            ))),
+            EventKind::Compacted {
+                messages,
+                tokens_before,
+                tokens_after,
+                ..
+            } => lines.push(Line::Err(s.dim(&format!(
+                "  ⇊ compacted {messages} messages: {tokens_before} → {tokens_after} tokens"
+            )))),
             EventKind::TurnStarted { .. } | EventKind::Usage { .. } => {}
         }
         lines
