@@ -21,5 +21,5 @@ pub use hook::{Between, Control, Hook, NoteSender, Notes};
 pub use message::{Message, ToolCall, ToolSpec};
 pub use model::{Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, Usage};
 pub use performance::{Actor, Ended, Performance, PerformanceBuilder};
-pub use prop::{Access, Prop, PropContext, PropError};
+pub use prop::{Access, EventSink, Prop, PropContext, PropError};
 pub use scripted::{ScriptedModel, ScriptedTurn};

@@ -6,10 +6,10 @@ use crate::event::{Event, EventKind, ObserveError, Observer, Outcome};
 use crate::hook::{Between, Control, Hook};
 use crate::message::{Message, ToolCall, ToolSpec};
 use crate::model::{Model, ModelUpdate, Reply, Request, StopReason};
-use crate::prop::{Access, Prop, PropContext};
+use crate::prop::{Access, EventSink, Prop, PropContext};
 use futures::future::join_all;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +106,12 @@ impl PerformanceBuilder {
         hooks.extend(self.hooks);
         let specs = self.actor.props.iter().map(|p| p.spec().clone()).collect();
         let actor: Arc<str> = self.actor.name.into();
+        let out = Out(Arc::new(Mutex::new(Emitter {
+            seq,
+            actor: actor.clone(),
+            observers: self.observers,
+            broken: None,
+        })));
         Performance {
             stage: self.stage,
             system: self.actor.system,
@@ -116,15 +122,14 @@ impl PerformanceBuilder {
             conversation,
             spent,
             hooks,
-            out: Emitter {
-                seq,
-                actor: actor.clone(),
-                observers: self.observers,
-                broken: None,
-            },
+            out: out.clone(),
             context: PropContext {
                 // Props rely on a canonical root; a root that cannot be canonicalized (it does
                 // not exist) is kept as given, and every path under it fails with a clear error.
+                events: EventSink::new({
+                    let out = out.clone();
+                    move |kind| out.emit(kind)
+                }),
                 workspace: self
                     .workspace
                     .canonicalize()
@@ -192,7 +197,7 @@ pub struct Performance {
     conversation: Vec<Message>,
     spent: Spent,
     hooks: Vec<Arc<dyn Hook>>,
-    out: Emitter,
+    out: Out,
     context: PropContext,
     tool_timeout: Duration,
     started: Instant,
@@ -342,7 +347,7 @@ impl Performance {
             tools: if tools { &self.specs } else { &[] },
             max_output_tokens: self.max_output_tokens,
         };
-        let out = &mut self.out;
+        let out = &self.out;
         let mut update = |u: ModelUpdate<'_>| {
             let kind = match u {
                 ModelUpdate::Text(text) => EventKind::TextDelta { text: text.into() },
@@ -357,14 +362,15 @@ impl Performance {
                 },
             };
             if let Err(e) = out.emit(kind) {
-                out.broken.get_or_insert(e);
+                out.lock().broken.get_or_insert(e);
             }
         };
         let reply = tokio::select! {
             reply = self.model.respond(request, &mut update) => reply,
             ended = halted(cancel, self.deadline, &self.spent) => return Err(ended),
         };
-        if let Some(e) = self.out.broken.take() {
+        let broken = self.out.lock().broken.take();
+        if let Some(e) = broken {
             return Err(log_failed(e));
         }
         let reply = reply.map_err(|e| Ended::new(Outcome::Failed, format!("model error: {e}")))?;
@@ -608,6 +614,20 @@ pub fn new_id() -> String {
     let u = uuid::Uuid::now_v7().simple().to_string();
     // 12 hex digits of time + 6 of randomness: short enough to type, unique enough per stage.
     format!("{}{}", &u[..12], &u[u.len() - 6..])
+}
+
+/// The performance's emitter, shared with its props' [`EventSink`].
+#[derive(Clone)]
+struct Out(Arc<Mutex<Emitter>>);
+
+impl Out {
+    fn lock(&self) -> MutexGuard<'_, Emitter> {
+        // Poisoning needs a panic inside an observer; the numbering is still sound then.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn emit(&self, kind: EventKind) -> Result<(), ObserveError> {
+        self.lock().emit(kind)
+    }
 }
 
 /// Numbers events and hands them to every observer.

@@ -1,5 +1,6 @@
 //! The [`Prop`] trait: a capability an actor can use through a tool call.
 
+use crate::event::{EventKind, ObserveError};
 use crate::message::ToolSpec;
 use async_trait::async_trait;
 use std::path::Path;
@@ -26,6 +27,54 @@ pub struct PropContext {
     pub performance: Arc<str>,
     /// Cancelled when the performance stops; long-running props must stop with it.
     pub cancel: CancellationToken,
+    /// Adds events to the performance's stream while the call runs (a cue announcing the
+    /// sub-performance it started); they are numbered in order with the loop's own.
+    pub events: EventSink,
+}
+
+impl PropContext {
+    /// A context outside any performance (tests, tools run by hand): events go nowhere.
+    pub fn new(workspace: impl Into<Arc<Path>>, actor: &str, performance: &str) -> Self {
+        PropContext {
+            workspace: workspace.into(),
+            actor: actor.into(),
+            performance: performance.into(),
+            cancel: CancellationToken::new(),
+            events: EventSink::default(),
+        }
+    }
+}
+
+type EmitFn = dyn Fn(EventKind) -> Result<(), ObserveError> + Send + Sync;
+
+/// Where a prop's own events go: its performance's stream, or nowhere.
+#[derive(Clone, Default)]
+pub struct EventSink(Option<Arc<EmitFn>>);
+
+impl EventSink {
+    pub fn new(
+        emit: impl Fn(EventKind) -> Result<(), ObserveError> + Send + Sync + 'static,
+    ) -> Self {
+        EventSink(Some(Arc::new(emit)))
+    }
+
+    /// Emits `kind`; an error means the log failed and the performance is about to stop.
+    pub fn emit(&self, kind: EventKind) -> Result<(), ObserveError> {
+        match &self.0 {
+            Some(emit) => emit(kind),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "EventSink(stream)"
+        } else {
+            "EventSink(none)"
+        })
+    }
 }
 
 /// A tool error the model sees and can act on: a bad argument, a missing file, a failed command.

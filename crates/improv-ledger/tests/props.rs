@@ -6,15 +6,9 @@ use improv_ledger::{Ledger, Provenance, props};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 fn context(dir: &Path) -> PropContext {
-    PropContext {
-        workspace: Arc::from(dir),
-        actor: Arc::from("scout"),
-        performance: Arc::from("perf-7"),
-        cancel: CancellationToken::new(),
-    }
+    PropContext::new(dir, "scout", "perf-7")
 }
 
 #[tokio::test]

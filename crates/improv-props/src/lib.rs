@@ -110,7 +110,6 @@ mod tests {
     use super::*;
     use improv_kernel::PropContext;
     use std::path::Path;
-    use tokio_util::sync::CancellationToken;
 
     /// A workspace in a temp dir and the context a prop is called with.
     pub struct Stage {
@@ -124,12 +123,7 @@ mod tests {
             let root = dir.path().canonicalize().unwrap();
             Stage {
                 _dir: dir,
-                context: PropContext {
-                    workspace: root.into(),
-                    actor: "lead".into(),
-                    performance: "test".into(),
-                    cancel: CancellationToken::new(),
-                },
+                context: PropContext::new(root, "lead", "test"),
             }
         }
 
