@@ -1,0 +1,229 @@
+//! Skills found on disk, summed up for the context, read through the `skill` prop by the real
+//! kernel loop; and AGENTS.md files along a path.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
+use improv_kernel::{Actor, Message, Performance, ScriptedModel, ScriptedTurn};
+use improv_skills::{SkillProp, Source, agents_files, discover, estimate_tokens};
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+/// A stage with two good skills, three broken ones, and a user folder with one more skill and
+/// one that the stage shadows.
+fn setup() -> (tempfile::TempDir, tempfile::TempDir) {
+    let stage = tempfile::tempdir().unwrap();
+    let user = tempfile::tempdir().unwrap();
+    let s = stage.path().join("skills");
+    write(
+        &s.join("pdf/SKILL.md"),
+        "---\nname: pdf\ndescription: Fill and merge PDF forms.\n---\n# PDF\nRun `scripts/fill.py FORM DATA`.\n",
+    );
+    write(&s.join("pdf/scripts/fill.py"), "print('filled')\n");
+    write(
+        &s.join("release/SKILL.md"),
+        "---\nname: release\ndescription: >\n  Cut a release:\n  tag, changelog, publish.\n---\nSteps: tag, then publish.\n",
+    );
+    write(&s.join("nofront/SKILL.md"), "# Just a body\n");
+    write(
+        &s.join("badyaml/SKILL.md"),
+        "---\nname: [unclosed\ndescription: x\n---\nbody\n",
+    );
+    write(&s.join("nodesc/SKILL.md"), "---\nname: nodesc\n---\nbody\n");
+    write(&s.join("not-a-skill/README.md"), "no SKILL.md here\n");
+    write(
+        &user.path().join("pdf/SKILL.md"),
+        "---\nname: pdf\ndescription: The user's own pdf skill.\n---\nOther.\n",
+    );
+    write(
+        &user.path().join("notes/SKILL.md"),
+        "---\nname: notes\ndescription: Keep meeting notes.\n---\nWrite notes in notes/.\n",
+    );
+    (stage, user)
+}
+
+#[test]
+fn discovery_keeps_good_skills_and_names_the_broken_files() {
+    let (stage, user) = setup();
+    let found = discover(stage.path(), &["skills".into()], Some(user.path()));
+    let names: Vec<(&str, Source)> = found
+        .skills
+        .iter()
+        .map(|s| (s.name.as_str(), s.source))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("pdf", Source::Stage),
+            ("release", Source::Stage),
+            ("notes", Source::User)
+        ]
+    );
+    assert_eq!(
+        found.get("release").unwrap().description,
+        "Cut a release: tag, changelog, publish."
+    );
+    assert_eq!(
+        found.get("pdf").unwrap().description,
+        "Fill and merge PDF forms."
+    );
+
+    let w = found.warnings.join("\n");
+    assert_eq!(found.warnings.len(), 4, "{w}");
+    for file in ["nofront/SKILL.md", "badyaml/SKILL.md", "nodesc/SKILL.md"] {
+        let line = found
+            .warnings
+            .iter()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("no warning for {file}: {w}"));
+        assert!(line.ends_with("the skill is skipped"), "{line}");
+    }
+    assert!(w.contains("no `description`"), "{w}");
+    assert!(w.contains("not valid YAML"), "{w}");
+    assert!(
+        w.contains(&format!(
+            "{}: skill `pdf` is also in",
+            user.path().join("pdf/SKILL.md").display()
+        )),
+        "{w}"
+    );
+}
+
+#[test]
+fn the_context_has_names_and_descriptions_only() {
+    let (stage, user) = setup();
+    let found = discover(stage.path(), &["skills".into()], Some(user.path()));
+    let context = found.context();
+    assert_eq!(
+        context,
+        "Skills (read one with the `skill` prop before you follow it):\n\
+         - pdf: Fill and merge PDF forms.\n\
+         - release: Cut a release: tag, changelog, publish.\n\
+         - notes: Keep meeting notes.\n"
+    );
+    assert!(
+        !context.contains("fill.py"),
+        "bodies stay out of the context"
+    );
+    println!(
+        "skills context: {} bytes for {} skills",
+        context.len(),
+        found.skills.len()
+    );
+    assert!(
+        discover(stage.path(), &["nowhere".into()], None)
+            .context()
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_listing_prices_each_skill() {
+    let (stage, user) = setup();
+    let found = discover(stage.path(), &["skills".into()], Some(user.path()));
+    let rows = found.listing();
+    let pdf = &rows[0];
+    assert_eq!(pdf.name, "pdf");
+    assert_eq!(pdf.path, stage.path().join("skills/pdf/SKILL.md"));
+    assert_eq!(
+        pdf.context_tokens,
+        estimate_tokens("- pdf: Fill and merge PDF forms.\n")
+    );
+    assert_eq!(
+        pdf.body_tokens,
+        estimate_tokens("# PDF\nRun `scripts/fill.py FORM DATA`.")
+    );
+    assert_eq!(rows.len(), 3);
+}
+
+#[tokio::test]
+async fn an_actor_reads_a_skill_through_the_prop() {
+    let (stage, user) = setup();
+    let found = discover(stage.path(), &["skills".into()], Some(user.path()));
+    let model = Arc::new(ScriptedModel::new([
+        ScriptedTurn::call("skill", serde_json::json!({"name": "pdf"})),
+        ScriptedTurn::call("skill", serde_json::json!({"name": "nope"})),
+        ScriptedTurn::say("done"),
+    ]));
+    let actor = Actor {
+        name: "lead".into(),
+        system: found.context(),
+        model: model.clone(),
+        props: vec![Arc::new(SkillProp::new(&found))],
+        max_output_tokens: None,
+    };
+    let mut p = Performance::builder(actor)
+        .workspace(stage.path())
+        .start("fill the form")
+        .unwrap();
+    p.act(&CancellationToken::new()).await;
+    let results: Vec<(String, bool)> = p
+        .conversation()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool {
+                content, is_error, ..
+            } => Some((content.clone(), *is_error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results.len(), 2);
+    let (body, err) = &results[0];
+    assert!(!err);
+    assert!(
+        body.starts_with("# PDF\nRun `scripts/fill.py FORM DATA`."),
+        "{body}"
+    );
+    assert!(body.contains("files: scripts/fill.py"), "{body}");
+    let (missing, err) = &results[1];
+    assert!(err);
+    assert_eq!(
+        missing,
+        "no skill named `nope`; the skills are: pdf, release, notes"
+    );
+}
+
+#[test]
+fn agents_files_run_from_the_root_down_to_the_path() {
+    let ws = tempfile::tempdir().unwrap();
+    let root = ws.path();
+    write(&root.join("AGENTS.md"), "root");
+    write(&root.join("crates/AGENTS.md"), "crates");
+    write(&root.join("crates/a/src/lib.rs"), "");
+    write(&root.join("crates/a/src/AGENTS.md"), "src");
+    write(&root.join("docs/AGENTS.md"), "docs");
+
+    let expect = |v: &[&str]| v.iter().map(|p| root.join(p)).collect::<Vec<_>>();
+    assert_eq!(
+        agents_files(root, Path::new("crates/a/src/lib.rs")),
+        expect(&["AGENTS.md", "crates/AGENTS.md", "crates/a/src/AGENTS.md"])
+    );
+    // A folder counts as one of the folders walked.
+    assert_eq!(
+        agents_files(root, &root.join("crates/a/src")),
+        expect(&["AGENTS.md", "crates/AGENTS.md", "crates/a/src/AGENTS.md"])
+    );
+    assert_eq!(
+        agents_files(root, Path::new("crates/a")),
+        expect(&["AGENTS.md", "crates/AGENTS.md"])
+    );
+    assert_eq!(agents_files(root, Path::new("")), expect(&["AGENTS.md"]));
+    // A path not yet written still gets its folders' files.
+    assert_eq!(
+        agents_files(root, Path::new("docs/new/page.md")),
+        expect(&["AGENTS.md", "docs/AGENTS.md"])
+    );
+    // `..` is resolved; outside the workspace there are none.
+    assert_eq!(
+        agents_files(root, Path::new("docs/../crates/x.rs")),
+        expect(&["AGENTS.md", "crates/AGENTS.md"])
+    );
+    assert!(agents_files(root, Path::new("../elsewhere/x.rs")).is_empty());
+    assert!(agents_files(&root.join("docs"), &root.join("crates/a")).is_empty());
+}
