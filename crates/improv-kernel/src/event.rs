@@ -117,14 +117,12 @@ pub enum EventKind {
     /// The actor cued another: `to` performs `task` as the sub-performance `performance`
     /// (logged on its own under that id).
     CueStarted {
-        call_id: String,
         to: String,
         task: String,
         performance: String,
     },
     /// A cued sub-performance ended.
     CueFinished {
-        call_id: String,
         to: String,
         performance: String,
         outcome: Outcome,

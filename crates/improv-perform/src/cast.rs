@@ -1,14 +1,17 @@
 //! Casting: turns the stage file's actors into kernel actors with a resolved model and props,
-//! every prop inside the stage's edges (sandbox, policy, redaction).
+//! every prop inside the stage's edges (sandbox, policy, redaction). [`Cast`] casts any actor of
+//! the stage for one performance, the lead and the actors it cues alike.
 
+use crate::board::{Board, BoardProp};
+use crate::cue::CueProp;
 use anyhow::{Context, Result, bail};
 use improv_edges::{
     Approver, DecisionEvents, Guarded, PathEdges, Policy, Redacted, Redactor, Sandbox,
     SandboxConfig, SandboxError, SandboxMode,
 };
-use improv_kernel::{Actor, Model, Prop};
+use improv_kernel::{Actor, Budget, Model, Observer, Prop};
 use improv_stage::{ActorConfig, Stage};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The props that start processes, which only run sandboxed (or with `sandbox = "off"`).
@@ -125,8 +128,14 @@ pub fn model(stage: &Stage, actor: &ActorConfig, name: &str) -> Result<Arc<dyn M
 /// The props an actor asked for, each inside the edges: `Redacted(Guarded(prop))`, and `bash`
 /// spawning its commands in the sandbox. Props that later parts of improv provide are skipped
 /// with a warning rather than offered half-built.
-pub fn props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<Arc<dyn Prop>>> {
-    let props = bare_props(stage, actor, edges)?;
+pub fn props(
+    stage: &Stage,
+    actor: &ActorConfig,
+    edges: &Edges,
+    extra: Vec<Arc<dyn Prop>>,
+) -> Result<Vec<Arc<dyn Prop>>> {
+    let mut props = bare_props(stage, actor, edges)?;
+    props.extend(extra);
     Ok(Guarded::all(props, &edges.policy)
         .into_iter()
         .map(|p| Arc::new(Redacted::new(p, edges.redactor.clone())) as Arc<dyn Prop>)
@@ -155,6 +164,8 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
             continue;
         }
         match name.as_str() {
+            // Provided by the performance itself (see `Cast::actor`).
+            "cue" | "board" => {}
             "record" | "query" => {
                 if !props.iter().any(|p| p.spec().name == *name) {
                     props.extend(
@@ -175,7 +186,7 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
 
 /// The stage's ledger, beside its event log.
 fn ledger(stage: &Stage) -> Result<Arc<improv_ledger::Ledger>> {
-    let dir = crate::perform::state_dir(stage);
+    let dir = crate::state_dir(stage);
     let ledger = improv_ledger::Ledger::open_in(&dir, ledger_options(stage))
         .with_context(|| format!("cannot open the ledger in {}", dir.display()))?;
     Ok(Arc::new(ledger))
@@ -210,28 +221,80 @@ fn system_prompt(stage: &Stage, actor: &ActorConfig, workspace: &Path) -> Result
     Ok(system)
 }
 
-/// The lead actor, ready to perform in `workspace` within `edges`.
-pub fn lead(
-    stage: &Stage,
-    workspace: &Path,
-    model_override: Option<&str>,
-    edges: &Edges,
-) -> Result<Actor> {
-    let config = stage.lead();
-    let name: &str = match (model_override, config.model.as_deref()) {
-        (Some(m), _) | (None, Some(m)) => m,
-        (None, None) => default_model(),
-    };
-    if !name.contains('/') {
-        bail!(
-            "the model `{name}` has no provider: write it as provider/name, e.g. openai/{name}, anthropic/{name} or local/smollm2-135m"
-        );
+/// Everything needed to cast any actor of the stage for one performance: the lead at the start,
+/// the actors it cues later. Cheap to share: the cue prop keeps one.
+pub struct Cast {
+    pub stage: Arc<Stage>,
+    pub workspace: PathBuf,
+    pub edges: Arc<Edges>,
+    /// `--model`: every actor's model for this run.
+    pub model_override: Option<String>,
+    /// The notes every actor of this performance can post and read.
+    pub board: Arc<Board>,
+    /// Where sub-performances are logged.
+    pub log: Arc<improv_log::EventLog>,
+    /// Makes a view for a sub-performance (the terminal shows cued actors too); none when
+    /// nobody watches.
+    pub watch: Option<Arc<dyn Fn() -> Arc<dyn Observer> + Send + Sync>>,
+}
+
+impl Cast {
+    /// The actor named `name`, ready to perform at cue depth `depth` (0 for the lead).
+    pub fn actor(self: &Arc<Self>, name: &str, depth: u32) -> Result<Actor> {
+        let stage = &self.stage;
+        let Some(config) = stage.actor(name).or_else(|| {
+            // A stage without `[[actor]]` has one default lead.
+            (stage.lead().name == name).then(|| stage.lead())
+        }) else {
+            bail!("no actor named `{name}` in {}", stage.path.display());
+        };
+        let model_name: &str = match (self.model_override.as_deref(), config.model.as_deref()) {
+            (Some(m), _) | (None, Some(m)) => m,
+            (None, None) => default_model(),
+        };
+        if !model_name.contains('/') {
+            bail!(
+                "the model `{model_name}` has no provider: write it as provider/name, e.g. openai/{model_name}, anthropic/{model_name} or local/smollm2-135m"
+            );
+        }
+        let mut extra: Vec<Arc<dyn Prop>> = Vec::new();
+        let has = |p: &str| config.props.iter().any(|x| x == p);
+        if has("board") {
+            extra.push(Arc::new(BoardProp::new(self.board.clone())));
+        }
+        if has("cue") && depth < stage.edges.cue_depth && stage.actors.len() > 1 {
+            extra.push(Arc::new(CueProp::new(self.clone(), config, depth)));
+        }
+        Ok(Actor {
+            name: config.name.clone(),
+            system: system_prompt(stage, config, &self.workspace)?,
+            model: model(stage, config, model_name)?,
+            props: props(stage, config, &self.edges, extra)?,
+            max_output_tokens: config.max_output_tokens,
+        })
     }
-    Ok(Actor {
-        name: config.name.clone(),
-        system: system_prompt(stage, config, workspace)?,
-        model: model(stage, config, name)?,
-        props: props(stage, config, edges)?,
-        max_output_tokens: config.max_output_tokens,
-    })
+
+    /// The budget `name` performs within: the tighter of its own limits and the performance's.
+    pub fn budget(&self, name: &str) -> Budget {
+        let stage = self.stage.budget();
+        let Some(own) = self.stage.actor(name).map(|a| &a.budget) else {
+            return stage;
+        };
+        Budget {
+            max_turns: tighter(own.max_turns, stage.max_turns),
+            max_input_tokens: tighter(own.max_input_tokens, stage.max_input_tokens),
+            max_output_tokens: tighter(own.max_output_tokens, stage.max_output_tokens),
+            max_cost_usd: tighter(own.max_cost_usd, stage.max_cost_usd),
+            timeout: tighter(own.timeout, stage.timeout),
+            max_tool_calls: tighter(own.max_tool_calls, stage.max_tool_calls),
+        }
+    }
+}
+
+/// The smaller of two limits; `None` is no limit.
+fn tighter<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a <= b { a } else { b }),
+        (a, b) => a.or(b),
+    }
 }

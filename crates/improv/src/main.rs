@@ -1,6 +1,5 @@
 //! The `improv` command: set up a stage, perform it, watch it, look back at it.
 
-mod cast;
 mod init;
 mod logbook;
 mod models;
@@ -125,7 +124,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             improv_ledger::cli::run(
                 command,
                 &perform::state_dir(&stage),
-                cast::ledger_options(&stage),
+                improv_perform::cast::ledger_options(&stage),
                 json,
             )?;
             Ok(ExitCode::SUCCESS)

@@ -1,13 +1,11 @@
 //! Performing a stage: `improv run` (new or resumed) and the interactive session, with Ctrl-C
 //! interrupting cleanly, every performance inside the stage's edges.
 
-use crate::cast::{self, Edges};
 use crate::view;
 use anyhow::{Context, Result, anyhow, bail};
-use improv_edges::{Approver, LoopDetector, Prompt, RedactingObserver, Unattended};
-use improv_kernel::performance::new_id;
-use improv_kernel::{Ended, EventKind, Observer, Outcome, Performance, PerformanceBuilder};
-use improv_log::EventLog;
+use improv_edges::{Approver, Prompt, Unattended};
+use improv_kernel::{Ended, Observer, Outcome};
+use improv_perform::{Launch, Production};
 use improv_stage::Stage;
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -44,88 +42,18 @@ pub fn load_stage(path: Option<&Path>, allow_default: bool) -> Result<Stage> {
     )
 }
 
-/// Where a stage keeps its state: `.improv/` beside the stage file.
-pub fn state_dir(stage: &Stage) -> PathBuf {
-    stage.dir.join(".improv")
-}
+pub use improv_perform::state_dir;
 
-fn workspace(stage: &Stage) -> Result<PathBuf> {
-    let root = stage.workspace();
-    root.canonicalize().with_context(|| {
-        format!(
-            "the stage's workspace {} does not exist; create it or fix `workspace` under [edges] in {}",
-            root.display(),
-            stage.path.display()
-        )
-    })
-}
-
-/// The performance's builder with the lead cast inside the edges, and the edges themselves,
-/// which live until the performance is [finished](end).
-fn builder(
-    stage: &Stage,
-    model: Option<&str>,
-    approver: Arc<dyn Approver>,
-) -> Result<(PerformanceBuilder, Edges)> {
-    let workspace = workspace(stage)?;
-    let edges = cast::edges(stage, &workspace, approver)?;
-    let actor = cast::lead(stage, &workspace, model, &edges)?;
-    let loop_limit = usize::try_from(stage.edges.loop_limit).unwrap_or(usize::MAX);
-    let mut b = Performance::builder(actor)
-        .stage(stage.stage.name.clone())
-        .workspace(workspace)
-        .budget(stage.budget())
-        .hook(Arc::new(LoopDetector::new(loop_limit)))
-        .hook(edges.decisions.clone());
-    if let Some(t) = stage.edges.tool_timeout {
-        b = b.tool_timeout(t);
+/// The views of a run: the terminal (or JSON lines), and one per cued actor's sub-performance.
+fn views(json: bool) -> (Arc<dyn Observer>, Option<improv_perform::Watch>) {
+    if json {
+        // Sub-performances are logged apart; `cue_started` names their ids.
+        (Arc::new(view::JsonLines), None)
+    } else {
+        let watch: improv_perform::Watch =
+            Arc::new(|| Arc::new(view::Terminal::cued()) as Arc<dyn Observer>);
+        (Arc::new(view::Terminal::new()), Some(watch))
     }
-    Ok((b, edges))
-}
-
-/// The log and the view behind one redaction: each event is checked for secrets once, then
-/// handed to both.
-fn redacting(edges: &Edges, log: Arc<dyn Observer>, view: Arc<dyn Observer>) -> Arc<dyn Observer> {
-    Arc::new(RedactingObserver::new(
-        Arc::new(Both(log, view)),
-        edges.redactor.clone(),
-    ))
-}
-
-/// Two observers as one; both always see the event, and the first error is reported.
-struct Both(Arc<dyn Observer>, Arc<dyn Observer>);
-
-impl Observer for Both {
-    fn observe(&self, event: &improv_kernel::Event) -> Result<(), improv_kernel::ObserveError> {
-        let first = self.0.observe(event);
-        let second = self.1.observe(event);
-        first.and(second)
-    }
-}
-
-/// Logs what the sandbox enforces (or that the stage turned it off), right after the start.
-fn announce_sandbox(performance: &mut Performance, edges: &Edges) -> Result<()> {
-    if let Some(sandbox) = &edges.sandbox {
-        performance.emit(EventKind::SandboxStarted {
-            enforced: sandbox.is_enforced(),
-            description: sandbox.describe(),
-        })?;
-    }
-    Ok(())
-}
-
-/// Finishes the performance: logs the decisions of its last turn, then the end, then drops
-/// the edges, whose sandbox kills whatever the actors left running.
-fn end(mut performance: Performance, ended: &Ended, edges: Edges) -> Result<()> {
-    for kind in edges.decisions.take() {
-        performance.emit(kind)?;
-    }
-    performance.finish(ended)?;
-    if let Some(sandbox) = &edges.sandbox {
-        sandbox.reap();
-    }
-    drop(edges);
-    Ok(())
 }
 
 fn exit_code(outcome: Outcome) -> ExitCode {
@@ -138,55 +66,41 @@ fn exit_code(outcome: Outcome) -> ExitCode {
     }
 }
 
-/// `improv run`: performs the intent (or resumes a performance) until the actor ends its turn.
+/// `improv run`: performs the intent (or resumes a performance) until the work is done, or
+/// converges when the stage has checks.
 pub async fn run(o: RunOptions) -> Result<ExitCode> {
-    let stage = load_stage(o.stage.as_deref(), o.intent.is_some() || o.resume.is_some())?;
-    let log = EventLog::open(&state_dir(&stage))?;
-    // `improv run` is unattended: an `ask` rule denies, telling the actor why.
-    let (builder, edges) = builder(&stage, o.model.as_deref(), Arc::new(Unattended))?;
-    let view: Arc<dyn Observer> = if o.json {
-        Arc::new(view::JsonLines)
-    } else {
-        Arc::new(view::Terminal::new())
+    let stage = Arc::new(load_stage(
+        o.stage.as_deref(),
+        o.intent.is_some() || o.resume.is_some(),
+    )?);
+    let intent = match &o.resume {
+        Some(_) => String::new(),
+        None => o
+            .intent
+            .clone()
+            .or_else(|| stage.stage.intent.clone().filter(|i| !i.trim().is_empty()))
+            .ok_or_else(|| {
+                anyhow!(
+                    "the stage {} has no intent: set `intent` under [stage] or pass --intent \"...\"",
+                    stage.path.display()
+                )
+            })?,
     };
+    let (view, watch) = views(o.json);
     let ctrl_c = CtrlC::install()?;
-    let mut performance = match &o.resume {
-        Some(id) => {
-            let row = log.find(id)?;
-            if row.status == improv_log::Status::Running {
-                bail!(
-                    "performance {} is still running in another process; stop it (Ctrl-C there) before resuming it",
-                    row.id
-                );
-            }
-            let events = log.events(&row.id)?;
-            builder
-                .id(row.id.clone())
-                .observer(redacting(&edges, log.recorder(&row.id)?, view))
-                .resume(&events)?
-        }
-        None => {
-            let intent = o
-                .intent
-                .clone()
-                .or_else(|| stage.stage.intent.clone().filter(|i| !i.trim().is_empty()))
-                .ok_or_else(|| {
-                    anyhow!(
-                        "the stage {} has no intent: set `intent` under [stage] or pass --intent \"...\"",
-                        stage.path.display()
-                    )
-                })?;
-            let id = new_id();
-            builder
-                .id(id.clone())
-                .observer(redacting(&edges, log.recorder(&id)?, view))
-                .start(&intent)?
-        }
-    };
-    announce_sandbox(&mut performance, &edges)?;
-    let ended = performance.act(&ctrl_c.arm()).await;
-    end(performance, &ended, edges)?;
-    Ok(exit_code(ended.outcome))
+    // `improv run` is unattended: an `ask` rule denies, telling the actor why.
+    let mut launch = Launch::new(intent);
+    launch.model = o.model.clone();
+    launch.observers = vec![view];
+    launch.watch = watch;
+    launch.resume = o.resume.clone();
+    let (mut production, _notes) = Production::open(stage, launch)?;
+    let ended = production.perform(&ctrl_c.arm()).await;
+    let summary = production.finish(&ended)?;
+    if !o.json {
+        view::summary(&summary);
+    }
+    Ok(exit_code(summary.outcome))
 }
 
 /// Ctrl-C: while a turn runs, the first press interrupts it (its tool is cancelled, the log
@@ -231,8 +145,6 @@ impl CtrlC {
 /// `improv` alone: the director talks with the lead, turn after turn.
 pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Result<ExitCode> {
     let stage = load_stage(stage_path.as_deref(), true)?;
-    let log = EventLog::open(&state_dir(&stage))?;
-    let id = new_id();
     // Lines are read on their own thread so a turn can run while the director types. They go
     // to the session, or to the approval prompt while a turn asks the director.
     let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -245,20 +157,18 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     } else {
         Arc::new(Unattended)
     };
-    let (builder, edges) = builder(&stage, model.as_deref(), approver)?;
+    let stage = Arc::new(stage);
+    let mut launch = Launch::new("");
+    launch.model = model;
+    launch.approver = approver;
+    let (view, watch) = views(false);
+    launch.observers = vec![view];
+    launch.watch = watch;
+    let name = stage.stage.name.clone();
     let ctrl_c = CtrlC::install()?;
-    let mut performance = builder
-        .id(id.clone())
-        .observer(redacting(
-            &edges,
-            log.recorder(&id)?,
-            Arc::new(view::Terminal::new()),
-        ))
-        .start("")?;
-    announce_sandbox(&mut performance, &edges)?;
+    let (mut performance, _notes) = Production::open(stage, launch)?;
     eprintln!(
-        "improv · stage {} · type to direct the cast · /exit or Ctrl-D to leave · Ctrl-C stops a turn",
-        stage.stage.name
+        "improv · stage {name} · type to direct the cast · /exit or Ctrl-D to leave · Ctrl-C stops a turn"
     );
 
     std::thread::spawn(move || {
@@ -301,7 +211,7 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
             }
         }
     }
-    end(performance, &ended, edges)?;
+    performance.finish(&ended)?;
     Ok(exit_code(ended.outcome))
 }
 

@@ -63,6 +63,9 @@ struct TerminalState {
 pub struct Terminal {
     style: Style,
     state: Mutex<TerminalState>,
+    /// A cued actor's sub-performance: every line goes to stderr, indented under the cue and
+    /// prefixed with the actor's name, so it never mixes with the lead's answer on stdout.
+    cued: bool,
 }
 
 impl Terminal {
@@ -71,6 +74,15 @@ impl Terminal {
         Terminal {
             style: Style { color },
             state: Mutex::new(TerminalState::default()),
+            cued: false,
+        }
+    }
+
+    /// The view of a cued actor's sub-performance.
+    pub fn cued() -> Self {
+        Terminal {
+            cued: true,
+            ..Terminal::new()
         }
     }
 
@@ -304,6 +316,23 @@ enum Line {
 impl Observer for Terminal {
     fn observe(&self, event: &Event) -> Result<(), ObserveError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if self.cued {
+            // Whole replies only: streamed pieces of two actors would interleave.
+            if matches!(event.kind, EventKind::TextDelta { .. }) {
+                return Ok(());
+            }
+            let who = event.actor.as_deref().unwrap_or("cued");
+            let bar = self.style.dim(&format!("    │ {who}"));
+            for line in self.render(event, &mut st) {
+                let (Line::Out(t) | Line::Err(t)) = line;
+                let mut err = std::io::stderr().lock();
+                for l in t.lines().filter(|l| !l.trim().is_empty()) {
+                    let _ = writeln!(err, "{bar} {}", l.trim_start());
+                }
+            }
+            st.mid_line = false;
+            return Ok(());
+        }
         for line in self.render(event, &mut st) {
             // The terminal is a view: a closed one must not stop the performance.
             match line {
@@ -322,6 +351,33 @@ impl Observer for Terminal {
         }
         Ok(())
     }
+}
+
+/// After a performance with checks: how many attempts it took and the last verdicts.
+pub fn summary(summary: &improv_perform::Summary) {
+    if summary.attempts == 0 {
+        return;
+    }
+    let s = Style {
+        color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let verdicts: Vec<String> = summary
+        .verdicts
+        .iter()
+        .map(|(check, passed, _)| {
+            if *passed {
+                format!("{} {check}", s.green("✓"))
+            } else {
+                format!("{} {check}", s.red("✗"))
+            }
+        })
+        .collect();
+    eprintln!(
+        "  {} attempt{} · last checks: {}",
+        summary.attempts,
+        if summary.attempts == 1 { "" } else { "s" },
+        verdicts.join("  ")
+    );
 }
 
 /// The part of a tool call's arguments worth a glance: the command, the path, the pattern.

@@ -1,0 +1,20 @@
+//! Performing a stage: the cast inside its edges, the loop until the work converges, cues
+//! between actors, the board and director notes. The CLI, the server and the MCP server all
+//! perform through this crate, so a performance behaves the same wherever it starts.
+//!
+//! - [`production`]: one performance from casting to the last event; [`launch`] runs one in
+//!   the background.
+//! - [`cast`]: actors of the stage made into kernel actors, every prop inside the edges.
+//! - [`cue`] and [`board`]: the props actors use to work together.
+//! - [`inbox`]: director notes sent from another terminal.
+
+pub mod board;
+pub mod cast;
+pub mod cue;
+mod error;
+pub mod inbox;
+pub mod production;
+
+pub use error::PerformError;
+pub use inbox::send_note;
+pub use production::{Launch, Production, Running, Summary, Watch, launch, state_dir};

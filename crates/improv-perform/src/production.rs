@@ -1,0 +1,307 @@
+//! A production: one performance of a stage, from casting to the last event. It casts the lead
+//! inside the edges, wires the hooks (budgets, loop detector, policy decisions, director notes),
+//! performs until the work converges or an edge stops it, and logs everything.
+//! [`launch`] runs one in the background (the server, the MCP server); the CLI drives a
+//! [`Production`] itself.
+
+use crate::board::Board;
+use crate::cast::{self, Cast, Edges};
+use crate::error::PerformError;
+use crate::inbox::Inbox;
+use improv_edges::{Approver, LoopDetector, RedactingObserver, Unattended};
+use improv_kernel::performance::new_id;
+use improv_kernel::{
+    BudgetKind, Ended, Event, EventKind, Message, NoteSender, Notes, ObserveError, Observer,
+    Outcome, Performance, Spent,
+};
+use improv_log::EventLog;
+use improv_stage::Stage;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Makes a view for each sub-performance a cue starts.
+pub type Watch = Arc<dyn Fn() -> Arc<dyn Observer> + Send + Sync>;
+
+/// What to perform, and who watches.
+pub struct Launch {
+    /// The goal; the lead's first message. Empty starts a session that waits for the
+    /// director's first word ([`Production::direct`]).
+    pub intent: String,
+    /// Every actor's model for this run, as `provider/name`.
+    pub model: Option<String>,
+    /// Who answers `ask` rules; [`Unattended`] denies them with a reason the actor reads.
+    pub approver: Arc<dyn Approver>,
+    /// Views of the performance: they see every event, redacted, after the log wrote it.
+    pub observers: Vec<Arc<dyn Observer>>,
+    /// Continue this logged performance (an id or a unique prefix) instead of starting one.
+    pub resume: Option<String>,
+    /// The id of a new performance; a fresh one when absent.
+    pub id: Option<String>,
+    /// Views for the sub-performances of cued actors.
+    pub watch: Option<Watch>,
+}
+
+impl Launch {
+    /// An unattended performance of `intent`, watched by nobody but the log.
+    pub fn new(intent: impl Into<String>) -> Self {
+        Launch {
+            intent: intent.into(),
+            model: None,
+            approver: Arc::new(Unattended),
+            observers: Vec::new(),
+            resume: None,
+            id: None,
+            watch: None,
+        }
+    }
+}
+
+/// How a performance ended, and what it cost.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    /// The budget that ended it, when one did.
+    pub budget: Option<BudgetKind>,
+    /// Times the lead said it was done and the checks judged the work.
+    pub attempts: u32,
+    /// The verdicts of the last attempt: (check, passed, output).
+    pub verdicts: Vec<(String, bool, String)>,
+    pub spent: Spent,
+    /// The lead's last words.
+    pub answer: String,
+}
+
+/// A performance running in the background.
+pub struct Running {
+    pub id: String,
+    /// Director notes for the lead, delivered before its next model call.
+    pub notes: NoteSender,
+    /// Interrupts it (outcome `interrupted`; it can be resumed).
+    pub cancel: CancellationToken,
+    pub done: tokio::task::JoinHandle<Result<Summary, PerformError>>,
+}
+
+/// Starts performing `stage` in a tokio task. Casting errors (a model that cannot be set up, a
+/// sandbox that cannot be had) are returned before anything runs.
+pub fn launch(stage: Arc<Stage>, launch: Launch) -> Result<Running, PerformError> {
+    let (mut production, notes) = Production::open(stage, launch)?;
+    let cancel = CancellationToken::new();
+    let id = production.id().to_string();
+    let token = cancel.clone();
+    let done = tokio::spawn(async move {
+        let ended = production.perform(&token).await;
+        production.finish(&ended)
+    });
+    Ok(Running {
+        id,
+        notes,
+        cancel,
+        done,
+    })
+}
+
+/// Where a stage keeps its state: `.improv/` beside the stage file.
+pub fn state_dir(stage: &Stage) -> PathBuf {
+    stage.dir.join(".improv")
+}
+
+/// One performance of a stage, cast and wired, ready to act.
+pub struct Production {
+    performance: Performance,
+    edges: Arc<Edges>,
+    inbox: Option<Inbox>,
+    attempts: u32,
+    verdicts: Vec<(String, bool, String)>,
+}
+
+impl Production {
+    /// Casts the lead, opens the log and starts (or resumes) the performance. Returns the
+    /// production and the sender of director notes to it.
+    pub fn open(
+        stage: Arc<Stage>,
+        launch: Launch,
+    ) -> Result<(Production, NoteSender), PerformError> {
+        let workspace = workspace(&stage)?;
+        let log = Arc::new(EventLog::open(&state_dir(&stage))?);
+        let edges =
+            Arc::new(cast::edges(&stage, &workspace, launch.approver).map_err(PerformError::cast)?);
+        let cast = Arc::new(Cast {
+            stage: stage.clone(),
+            workspace: workspace.clone(),
+            edges: edges.clone(),
+            model_override: launch.model,
+            board: Arc::new(Board::default()),
+            log: log.clone(),
+            watch: launch.watch,
+        });
+        let lead = stage.lead().name.clone();
+        let actor = cast.actor(&lead, 0).map_err(PerformError::cast)?;
+        let (notes, inbox_hook) = Notes::channel();
+        let loop_limit = usize::try_from(stage.edges.loop_limit).unwrap_or(usize::MAX);
+        let mut builder = Performance::builder(actor)
+            .stage(stage.stage.name.clone())
+            .workspace(workspace)
+            .budget(cast.budget(&lead))
+            .hook(Arc::new(LoopDetector::new(loop_limit)))
+            .hook(edges.decisions.clone())
+            .hook(Arc::new(inbox_hook));
+        if let Some(t) = stage.edges.tool_timeout {
+            builder = builder.tool_timeout(t);
+        }
+        let view = fan_out(launch.observers);
+        let mut performance = match &launch.resume {
+            Some(id) => {
+                let row = log.find(id)?;
+                if row.status == improv_log::Status::Running {
+                    return Err(PerformError::Stage(format!(
+                        "performance {} is still running in another process; stop it (Ctrl-C there) before resuming it",
+                        row.id
+                    )));
+                }
+                let events = log.events(&row.id)?;
+                builder
+                    .id(row.id.clone())
+                    .observer(observe(&edges, log.recorder(&row.id)?, view))
+                    .resume(&events)?
+            }
+            None => {
+                let id = launch.id.unwrap_or_else(new_id);
+                builder
+                    .id(id.clone())
+                    .observer(observe(&edges, log.recorder(&id)?, view))
+                    .start(&launch.intent)?
+            }
+        };
+        if let Some(sandbox) = &edges.sandbox {
+            performance.emit(EventKind::SandboxStarted {
+                enforced: sandbox.is_enforced(),
+                description: sandbox.describe(),
+            })?;
+        }
+        let inbox = Inbox::watch(log.dir(), performance.id(), notes.clone());
+        Ok((
+            Production {
+                performance,
+                edges,
+                inbox,
+                attempts: 0,
+                verdicts: Vec::new(),
+            },
+            notes,
+        ))
+    }
+
+    pub fn id(&self) -> &str {
+        self.performance.id()
+    }
+
+    /// The director speaks: the text becomes the lead's next message.
+    pub fn direct(&mut self, text: &str) -> Result<(), PerformError> {
+        Ok(self.performance.direct(text)?)
+    }
+
+    /// One act: the lead performs until it ends its turn or something stops it. The
+    /// interactive session acts once per line the director types.
+    pub async fn act(&mut self, cancel: &CancellationToken) -> Ended {
+        self.performance.act(cancel).await
+    }
+
+    /// Performs until the work is done, or converges when the stage has checks.
+    pub async fn perform(&mut self, cancel: &CancellationToken) -> Ended {
+        self.act(cancel).await
+    }
+
+    /// Ends the performance: logs the decisions of its last turn, then its end, then drops the
+    /// edges, whose sandbox kills whatever the actors left running.
+    pub fn finish(mut self, ended: &Ended) -> Result<Summary, PerformError> {
+        if let Some(inbox) = self.inbox.take() {
+            inbox.close();
+        }
+        for kind in self.edges.decisions.take() {
+            self.performance.emit(kind)?;
+        }
+        let answer = last_text(self.performance.conversation());
+        let id = self.performance.id().to_string();
+        let spent = self.performance.finish(ended)?;
+        if let Some(sandbox) = &self.edges.sandbox {
+            sandbox.reap();
+        }
+        Ok(Summary {
+            id,
+            outcome: ended.outcome,
+            reason: ended.reason.clone(),
+            budget: ended.budget,
+            attempts: self.attempts,
+            verdicts: self.verdicts,
+            spent,
+            answer,
+        })
+    }
+}
+
+/// The stage's workspace, canonical.
+fn workspace(stage: &Stage) -> Result<PathBuf, PerformError> {
+    let root = stage.workspace();
+    root.canonicalize().map_err(|e| {
+        PerformError::Stage(format!(
+            "the stage's workspace {} cannot be used ({e}); create it or fix `workspace` under [edges] in {}",
+            root.display(),
+            stage.path.display()
+        ))
+    })
+}
+
+/// The text of the conversation's last assistant message that has some.
+pub(crate) fn last_text(conversation: &[Message]) -> String {
+    conversation
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            Message::Assistant { text, .. } if !text.trim().is_empty() => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// The log and the views behind one redaction: each event is checked for secrets once, then
+/// handed to all of them, the log first.
+pub(crate) fn observe(
+    edges: &Edges,
+    log: Arc<dyn Observer>,
+    view: Option<Arc<dyn Observer>>,
+) -> Arc<dyn Observer> {
+    let inner: Arc<dyn Observer> = match view {
+        Some(view) => Arc::new(FanOut(vec![log, view])),
+        None => log,
+    };
+    Arc::new(RedactingObserver::new(inner, edges.redactor.clone()))
+}
+
+/// Several views as one; `None` for none.
+fn fan_out(mut views: Vec<Arc<dyn Observer>>) -> Option<Arc<dyn Observer>> {
+    match views.len() {
+        0 => None,
+        1 => views.pop(),
+        _ => Some(Arc::new(FanOut(views))),
+    }
+}
+
+/// Observers as one; all always see the event, and the first error is reported.
+struct FanOut(Vec<Arc<dyn Observer>>);
+
+impl Observer for FanOut {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        let mut first = Ok(());
+        for o in &self.0 {
+            if let Err(e) = o.observe(event)
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+}
