@@ -1,0 +1,461 @@
+//! The HTTP API: performances (start, list, get, stop, notes, approvals, events), the ledger,
+//! the stage, and the routes' table. Every handler validates what it is given and answers a
+//! clean 4xx when it is wrong; nothing a client sends can panic the server.
+
+use crate::error::ApiError;
+use crate::live::{Hub, Live};
+use crate::perform::{self, Start};
+use crate::stream;
+use axum::extract::{FromRequest, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, extract::Request};
+use futures::StreamExt;
+use improv_edges::Approval;
+use improv_ledger::{Ledger, LedgerOptions};
+use improv_log::EventLog;
+use improv_stage::Stage;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub stage: Arc<Stage>,
+    pub log: Arc<EventLog>,
+    pub hub: Arc<Hub>,
+    pub state_dir: PathBuf,
+    pub max_running: usize,
+}
+
+/// A JSON body whose rejections (not JSON, wrong shape, too large) are [`ApiError`]s.
+pub(crate) struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Body(value))
+    }
+}
+
+/// Ids name files in the log: the same safe alphabet, checked before anything is looked up.
+pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "`{}` is not a performance id: ids are 1 to 128 letters, digits, `-` or `_`",
+            id.chars().take(140).collect::<String>().escape_debug()
+        )))
+    }
+}
+
+/// Runs blocking log work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// `GET /stage`: what the page needs to draw meters and lanes.
+pub(crate) async fn get_stage(State(app): State<AppState>) -> Json<Value> {
+    let s = &app.stage;
+    Json(json!({
+        "name": s.stage.name,
+        "intent": s.stage.intent,
+        "lead": s.lead().name,
+        "actors": s.actors.iter().map(|a| json!({
+            "name": a.name, "model": a.model, "props": a.props, "role": a.role,
+        })).collect::<Vec<_>>(),
+        "budget": {
+            "max_turns": s.edges.max_turns,
+            "max_input_tokens": s.edges.max_input_tokens,
+            "max_output_tokens": s.edges.max_output_tokens,
+            "max_cost_usd": s.edges.max_cost_usd,
+            "max_tool_calls": s.edges.max_tool_calls,
+            "timeout_ms": s.edges.timeout.map(|t| t.as_millis() as u64),
+        },
+        "feedback": {
+            "max_attempts": s.feedback.max_attempts,
+            "checks": s.feedback.checks.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        },
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartBody {
+    #[serde(default)]
+    intent: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    resume: Option<String>,
+}
+
+/// `POST /performances`: starts one; 201 with its id.
+pub(crate) async fn start(
+    State(app): State<AppState>,
+    Body(body): Body<StartBody>,
+) -> Result<Response, ApiError> {
+    if let Some(r) = &body.resume {
+        check_id(r)?;
+    }
+    if let Some(m) = &body.model
+        && (m.is_empty() || m.len() > 200 || m.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "`model` is provider/name, e.g. openai/gpt-5-mini",
+        ));
+    }
+    let intent = match (body.intent, &body.resume) {
+        (Some(i), _) if !i.trim().is_empty() => i,
+        (_, Some(_)) => String::new(),
+        _ => match app
+            .stage
+            .stage
+            .intent
+            .clone()
+            .filter(|i| !i.trim().is_empty())
+        {
+            Some(i) => i,
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "give an `intent`: the stage {} sets none",
+                    app.stage.path.display()
+                )));
+            }
+        },
+    };
+    let (id, _) = perform::start(
+        app.stage.clone(),
+        app.hub.clone(),
+        app.max_running,
+        Start {
+            intent,
+            model: body.model,
+            resume: body.resume,
+        },
+    )?;
+    let links = json!({
+        "id": id,
+        "events": format!("/performances/{id}/events"),
+    });
+    Ok((StatusCode::CREATED, Json(links)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /performances`: newest first, with the approvals each running one waits on.
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let log = app.log.clone();
+    let rows = blocking(move || Ok(log.list(limit)?)).await?;
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|row| with_live(json!(row), app.hub.get(&row.id)))
+        .collect();
+    Ok(Json(json!({ "performances": list })))
+}
+
+fn with_live(mut row: Value, live: Option<Arc<Live>>) -> Value {
+    if let Some(obj) = row.as_object_mut() {
+        obj.remove("log_path");
+        let running = live.as_ref().is_some_and(|l| !l.is_ended());
+        obj.insert("live".into(), json!(running));
+        obj.insert(
+            "approvals".into(),
+            json!(live.map(|l| l.pending()).unwrap_or_default()),
+        );
+    }
+    row
+}
+
+/// `GET /performances/{id}`.
+pub(crate) async fn get(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_id(&id)?;
+    let live = app.hub.get(&id);
+    let log = app.log.clone();
+    let key = id.clone();
+    let row = blocking(move || match log.find(&key) {
+        Ok(row) if row.id == key => Ok(Some(row)),
+        Ok(_) | Err(improv_log::LogError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    match (row, live) {
+        (Some(row), live) => Ok(Json(with_live(json!(row), live))),
+        // Launched, its first event not yet indexed.
+        (None, Some(live)) => Ok(Json(with_live(
+            json!({"id": id, "status": "running"}),
+            Some(live),
+        ))),
+        (None, None) => Err(unknown(&id)),
+    }
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no performance `{id}` on this stage; GET /performances lists them"
+    ))
+}
+
+/// The running performance `id`, or why there is none: 404 unknown, 409 ended.
+async fn running(app: &AppState, id: &str) -> Result<Arc<Live>, ApiError> {
+    check_id(id)?;
+    if let Some(live) = app.hub.get(id).filter(|l| !l.is_ended()) {
+        return Ok(live);
+    }
+    let log = app.log.clone();
+    let key = id.to_string();
+    let known = blocking(move || match log.find(&key) {
+        Ok(row) => Ok(row.id == key),
+        Err(improv_log::LogError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    if known {
+        Err(ApiError::conflict(format!(
+            "performance `{id}` is not running in this server; resume it with POST /performances {{\"resume\": \"{id}\"}}"
+        )))
+    } else {
+        Err(unknown(id))
+    }
+}
+
+/// `POST /performances/{id}/stop`: interrupts it (it can be resumed).
+pub(crate) async fn stop(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let live = running(&app, &id).await?;
+    if let Some(c) = live.control() {
+        c.cancel.cancel();
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "stopping": true})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoteBody {
+    text: String,
+}
+
+/// `POST /performances/{id}/notes`: a director note, delivered before the lead's next turn.
+pub(crate) async fn note(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<NoteBody>,
+) -> Result<Response, ApiError> {
+    if body.text.trim().is_empty() {
+        return Err(ApiError::bad_request("the note's `text` is empty"));
+    }
+    let live = running(&app, &id).await?;
+    let sent = live.control().is_some_and(|c| c.notes.send(body.text));
+    if !sent {
+        return Err(ApiError::conflict(format!(
+            "performance `{id}` has ended; the note was not delivered"
+        )));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "queued": true})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AnswerBody {
+    /// `once`, `performance` or `deny`.
+    answer: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /performances/{id}/approvals/{approval}`: the director's answer to an `ask`.
+pub(crate) async fn answer(
+    State(app): State<AppState>,
+    Path((id, approval)): Path<(String, String)>,
+    Body(body): Body<AnswerBody>,
+) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let approval: u64 = approval.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{}` is not an approval number; the stream's `approval` events carry them",
+            approval.chars().take(40).collect::<String>().escape_debug()
+        ))
+    })?;
+    let decision = match body.answer.as_str() {
+        "once" => Approval::Once,
+        "performance" => Approval::ForPerformance,
+        "deny" => Approval::Deny {
+            note: body.note.filter(|n| !n.trim().is_empty()),
+        },
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "`answer` is `once`, `performance` or `deny`, not `{}`",
+                other.chars().take(40).collect::<String>().escape_debug()
+            )));
+        }
+    };
+    let live = running(&app, &id).await?;
+    if !live.answer(approval, decision) {
+        return Err(ApiError::not_found(format!(
+            "performance `{id}` has no approval {approval} waiting; it was answered or withdrawn"
+        )));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "approval": approval, "answer": body.answer})),
+    )
+        .into_response())
+}
+
+/// `GET /performances/{id}/events`: Server-Sent Events, resumable with `Last-Event-ID`.
+pub(crate) async fn events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let after = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "`Last-Event-ID` is the `id` of the last event received, a number",
+                    )
+                })?,
+        ),
+    };
+    let live = app.hub.get(&id);
+    if live.is_none() {
+        // Replayed from the log: it must exist there.
+        let log = app.log.clone();
+        let key = id.clone();
+        blocking(move || match log.find(&key) {
+            Ok(row) if row.id == key => Ok(()),
+            Ok(_) | Err(improv_log::LogError::NotFound { .. }) => Err(unknown(&key)),
+            Err(e) => Err(e.into()),
+        })
+        .await?;
+    }
+    let frames = stream::follow(live, app.log.clone(), id, after).map(|f| {
+        let mut e = SseEvent::default().data(&*f.data);
+        if let Some(seq) = f.seq {
+            e = e.id(seq.to_string());
+        }
+        if let Some(name) = f.name {
+            e = e.event(name);
+        }
+        Ok::<_, Infallible>(e)
+    });
+    Ok(Sse::new(frames)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn ledger(app: &AppState) -> Result<Ledger, ApiError> {
+    let l = &app.stage.ledger;
+    let mut options = LedgerOptions {
+        auto_settle: l.auto_settle,
+        ..Default::default()
+    };
+    if let Some(n) = l.stable_writes {
+        options.stable_writes = n;
+    }
+    if let Some(t) = l.stable_after {
+        options.stable_after = t;
+    }
+    Ok(Ledger::open_in(&app.state_dir, options)?)
+}
+
+fn describe(ledger: &Ledger, c: &improv_ledger::CollectionInfo) -> Value {
+    let o = ledger.options();
+    let mut v = json!(c);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "tree".into(),
+            json!(c.shape.tree(o.enum_max_values, o.enum_min_records)),
+        );
+    }
+    v
+}
+
+/// `GET /ledger`: every collection with its state and shape.
+pub(crate) async fn ledger_list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let ledger = ledger(&app)?;
+        let list: Vec<Value> = ledger
+            .collections()?
+            .iter()
+            .map(|c| describe(&ledger, c))
+            .collect();
+        Ok(Json(json!({"collections": list})))
+    })
+    .await
+}
+
+/// `GET /ledger/{collection}`: one collection, with its settled schema when it has one.
+pub(crate) async fn ledger_get(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let ledger = ledger(&app)?;
+        let info = ledger.collection(&name)?;
+        let mut v = describe(&ledger, &info);
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("schema".into(), json!(ledger.schema(&name)?));
+        }
+        Ok(Json(v))
+    })
+    .await
+}
+
+/// `POST /ledger/{collection}/settle`: precipitates its schema.
+pub(crate) async fn ledger_settle(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let ledger = ledger(&app)?;
+        let mut settlement = json!(ledger.settle(&name)?);
+        if let Some(obj) = settlement.as_object_mut() {
+            // A path on the server's disk tells a client nothing it can use.
+            obj.remove("schema_file");
+        }
+        Ok(Json(settlement))
+    })
+    .await
+}

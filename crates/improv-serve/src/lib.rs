@@ -1,0 +1,270 @@
+//! The stage view: `improv serve`. An HTTP API to start, watch and steer performances of a
+//! stage, their events as Server-Sent Events (resumable with `Last-Event-ID`, replayed from the
+//! log once finished), the ledger, an OpenAI-compatible `POST /v1/chat/completions`, an OpenAPI
+//! document, and a web page that shows it all live.
+//!
+//! Reading order: [`live`] (a running performance: its event ring, broadcast and approvals),
+//! [`stream`] (a stream that misses nothing and repeats nothing), [`api`] (the routes),
+//! [`openai`] (the compatible endpoint) and [`auth`] (the bearer token).
+//!
+//! ```no_run
+//! # async fn run(stage: std::sync::Arc<improv_stage::Stage>) -> Result<(), improv_serve::ServeError> {
+//! let server = improv_serve::bind(stage, &improv_serve::ServeArgs::default()).await?;
+//! println!("{} · token {}", server.url(), server.token());
+//! server.run(std::future::pending()).await
+//! # }
+//! ```
+
+mod api;
+pub mod auth;
+mod error;
+pub mod live;
+mod openai;
+mod perform;
+mod stream;
+
+pub use error::{ApiError, ServeError};
+
+use api::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use improv_log::EventLog;
+use improv_stage::Stage;
+use live::Hub;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The address `improv serve` listens on unless told otherwise.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
+/// The largest request body the API reads; chat requests may carry a longer conversation.
+pub const BODY_LIMIT: usize = 256 * 1024;
+pub const CHAT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// `improv serve`'s options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// The address to listen on. Anything but loopback needs --behind-tls-proxy.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_BIND)]
+    pub bind: SocketAddr,
+    /// The bearer token's file; generated on first start (default: .improv/serve.token).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Allow a non-loopback --bind: a TLS-terminating proxy fronts it, so the token never
+    /// crosses the network in clear text.
+    #[arg(long)]
+    pub behind_tls_proxy: bool,
+    /// The most performances running at once; more are refused with 429.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_performances: usize,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            bind: DEFAULT_BIND.parse().unwrap_or_else(|_| {
+                // DEFAULT_BIND is a literal socket address.
+                SocketAddr::from(([127, 0, 0, 1], 7878))
+            }),
+            token_file: None,
+            behind_tls_proxy: false,
+            max_performances: 64,
+        }
+    }
+}
+
+/// A bound server, not yet serving: its address and token are known, so a caller (or a test)
+/// can print or use them before [`Server::run`].
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    token: auth::Token,
+    token_file: PathBuf,
+    router: Router,
+    hub: Arc<Hub>,
+}
+
+impl Server {
+    /// The address it listens on (with the real port when `--bind` asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The page's address.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The bearer token every API request must carry.
+    pub fn token(&self) -> &str {
+        &self.token.value
+    }
+
+    /// Whether this start generated the token (then it is shown once).
+    pub fn token_created(&self) -> bool {
+        self.token.created
+    }
+
+    pub fn token_file(&self) -> &std::path::Path {
+        &self.token_file
+    }
+
+    /// Serves until `shutdown` completes, then interrupts the performances still running and
+    /// waits for each to log its end.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let hub = self.hub.clone();
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Streams end with their performances, so stop those first.
+                for live in hub.all() {
+                    if let Some(c) = live.control() {
+                        c.cancel.cancel();
+                    }
+                }
+            })
+            .await?;
+        for live in self.hub.all() {
+            live.ended().await;
+        }
+        Ok(())
+    }
+}
+
+/// Binds the server for `stage`: checks the address, reads or creates the token, opens the log.
+pub async fn bind(stage: Arc<Stage>, args: &ServeArgs) -> Result<Server, ServeError> {
+    if !args.bind.ip().is_loopback() && !args.behind_tls_proxy {
+        return Err(ServeError::Insecure { addr: args.bind });
+    }
+    let state_dir = improv_perform::state_dir(&stage);
+    let token_file = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| state_dir.join(auth::TOKEN_FILE));
+    let token = auth::load_or_create(&token_file)?;
+    let log = Arc::new(EventLog::open(&state_dir)?);
+    let hub = Arc::new(Hub::default());
+    let app = AppState {
+        stage,
+        log,
+        hub: hub.clone(),
+        state_dir,
+        max_running: args.max_performances.max(1),
+    };
+    let router = router(app, token.value.clone());
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: args.bind,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    Ok(Server {
+        listener,
+        addr,
+        token,
+        token_file,
+        router,
+        hub,
+    })
+}
+
+/// `improv serve`: binds, says where it serves (and the token, the first time), and serves
+/// until Ctrl-C.
+pub async fn serve(stage: Arc<Stage>, args: ServeArgs) -> Result<(), ServeError> {
+    let name = stage.stage.name.clone();
+    let server = bind(stage, &args).await?;
+    if server.token_created() {
+        eprintln!(
+            "improv serve: new bearer token {} (saved in {}; shown only this once)",
+            server.token(),
+            server.token_file().display()
+        );
+    } else {
+        eprintln!(
+            "improv serve: bearer token in {}",
+            server.token_file().display()
+        );
+    }
+    eprintln!(
+        "improv serve: stage {name} at {} · open {}#token=<token> · Ctrl-C stops",
+        server.url(),
+        server.url()
+    );
+    server
+        .run(async {
+            // If the handler cannot be installed, serve until killed.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+}
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+/// The page's policy: its own scripts and styles only, no inline script, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
+
+fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, kind),
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, CSP),
+        ],
+        body,
+    )
+}
+
+fn router(app: AppState, token: Arc<str>) -> Router {
+    let performances = Router::new()
+        .route("/stage", get(api::get_stage))
+        .route("/performances", get(api::list).post(api::start))
+        .route("/performances/{id}", get(api::get))
+        .route("/performances/{id}/stop", post(api::stop))
+        .route("/performances/{id}/notes", post(api::note))
+        .route("/performances/{id}/approvals/{approval}", post(api::answer))
+        .route("/performances/{id}/events", get(api::events))
+        .route("/ledger", get(api::ledger_list))
+        .route("/ledger/{collection}", get(api::ledger_get))
+        .route("/ledger/{collection}/settle", post(api::ledger_settle))
+        .route("/v1/models", get(openai::models))
+        .route(
+            "/openapi.json",
+            get(|| async { asset("application/json", OPENAPI) }),
+        )
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    let chat = Router::new()
+        .route("/v1/chat/completions", post(openai::completions))
+        .layer(DefaultBodyLimit::max(CHAT_BODY_LIMIT));
+    let api = performances
+        .merge(chat)
+        .layer(axum::middleware::from_fn_with_state(token, auth::require))
+        .with_state(app);
+    // The page holds no data: it asks for the token and sends it with every API call.
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/assets/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .merge(api)
+}

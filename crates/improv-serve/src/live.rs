@@ -1,0 +1,366 @@
+//! Performances running in this server: each one's recent events (a ring), the broadcast that
+//! fans them out to every stream, the approvals waiting for the director, and how it ended.
+//!
+//! One lock per performance orders everything: an event is put in the ring and broadcast under
+//! it, and a subscriber snapshots the ring and subscribes under it, so a stream neither misses
+//! nor repeats an event. Events that fell out of the ring are in the log: the kernel hands each
+//! event to every observer (the log's recorder included) before the next one, so by the time
+//! an event leaves the ring it has been written.
+
+use async_trait::async_trait;
+use improv_edges::{Approval, ApprovalRequest, Approver};
+use improv_kernel::{Event, EventKind, NoteSender, ObserveError, Observer, Outcome, Spent};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Events kept in memory per running performance; older ones are read back from the log.
+pub(crate) const RING: usize = 2048;
+/// Frames a slow stream may fall behind before it re-reads from the ring and the log.
+const BROADCAST: usize = 4096;
+
+/// One message of an event stream.
+#[derive(Clone, Debug)]
+pub(crate) struct Frame {
+    /// The event's `seq` (the SSE id); `None` for frames that are not logged events.
+    pub seq: Option<u64>,
+    /// The SSE event name; `None` for kernel events (the default `message`).
+    pub name: Option<&'static str>,
+    /// JSON.
+    pub data: Arc<str>,
+}
+
+impl Frame {
+    pub(crate) fn event(event: &Event) -> Result<Frame, serde_json::Error> {
+        Ok(Frame {
+            seq: Some(event.seq),
+            name: None,
+            data: serde_json::to_string(event)?.into(),
+        })
+    }
+
+    fn named(name: &'static str, value: &serde_json::Value) -> Frame {
+        Frame {
+            seq: None,
+            name: Some(name),
+            data: value.to_string().into(),
+        }
+    }
+
+    pub(crate) fn is_end(&self) -> bool {
+        self.name == Some("end")
+    }
+}
+
+/// How a performance ended, as the `end` frame and the API report it.
+#[derive(Clone, Debug, Serialize)]
+pub struct End {
+    pub id: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub attempts: u32,
+    pub spent: Spent,
+    /// The lead's last reply.
+    pub answer: String,
+}
+
+/// An approval waiting for the director's answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PendingApproval {
+    pub approval: u64,
+    pub actor: String,
+    pub prop: String,
+    pub subject: String,
+    pub rule: String,
+}
+
+struct Waiting {
+    info: PendingApproval,
+    answer: oneshot::Sender<Approval>,
+}
+
+struct State {
+    ring: VecDeque<Frame>,
+    pending: BTreeMap<u64, Waiting>,
+    next_approval: u64,
+    end: Option<Frame>,
+    /// The text of the last `model_replied` without tool calls.
+    answer: String,
+}
+
+/// A performance running in this server.
+pub struct Live {
+    state: Mutex<State>,
+    tx: broadcast::Sender<Frame>,
+    end: watch::Sender<Option<Arc<End>>>,
+    control: OnceLock<Control>,
+}
+
+/// What steers a running performance; set once it has been launched.
+pub(crate) struct Control {
+    pub notes: NoteSender,
+    pub cancel: CancellationToken,
+}
+
+/// What a new stream starts from.
+pub(crate) struct Snapshot {
+    /// Frames from the ring (events after the requested seq), then the pending approvals,
+    /// then the end when there is one.
+    pub frames: Vec<Frame>,
+    /// The seq of the oldest event still in the ring, when events before it must be read
+    /// from the log (`Some(u64::MAX)`: the ring is empty, read the whole log).
+    pub log_before: Option<u64>,
+    pub rx: broadcast::Receiver<Frame>,
+}
+
+impl Live {
+    pub(crate) fn new() -> Arc<Live> {
+        Arc::new(Live {
+            state: Mutex::new(State {
+                ring: VecDeque::new(),
+                pending: BTreeMap::new(),
+                next_approval: 1,
+                end: None,
+                answer: String::new(),
+            }),
+            tx: broadcast::channel(BROADCAST).0,
+            end: watch::channel(None).0,
+            control: OnceLock::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Poisoning needs a panic while the lock is held; the ring stays consistent (each
+        // change under it is a single push or pop).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_control(&self, control: Control) {
+        // Set once, right after launch; a second call would be a bug in this crate.
+        let _ = self.control.set(control);
+    }
+
+    pub(crate) fn control(&self) -> Option<&Control> {
+        self.control.get()
+    }
+
+    fn publish(&self, state: &mut State, frame: Frame) {
+        if frame.seq.is_some() {
+            if state.ring.len() >= RING {
+                state.ring.pop_front();
+            }
+            state.ring.push_back(frame.clone());
+        }
+        // No receiver is not an error: nobody watches right now.
+        let _ = self.tx.send(frame);
+    }
+
+    /// The frames after `after` (every frame when `None`) and a receiver for what follows.
+    pub(crate) fn subscribe(&self, after: Option<u64>) -> Snapshot {
+        let state = self.lock();
+        let rx = self.tx.subscribe();
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let first = state.ring.front().and_then(|f| f.seq);
+        let log_before = match first {
+            None => Some(u64::MAX),
+            Some(first) if from < first => Some(first),
+            Some(_) => None,
+        };
+        let mut frames: Vec<Frame> = state
+            .ring
+            .iter()
+            .filter(|f| f.seq.is_some_and(|s| s >= from))
+            .cloned()
+            .collect();
+        frames.extend(
+            state
+                .pending
+                .values()
+                .map(|w| Frame::named("approval", &json!(w.info))),
+        );
+        frames.extend(state.end.clone());
+        Snapshot {
+            frames,
+            log_before,
+            rx,
+        }
+    }
+
+    /// The approvals waiting now.
+    pub fn pending(&self) -> Vec<PendingApproval> {
+        self.lock()
+            .pending
+            .values()
+            .map(|w| w.info.clone())
+            .collect()
+    }
+
+    /// Answers approval `approval`; false when no such approval waits.
+    pub(crate) fn answer(&self, approval: u64, answer: Approval) -> bool {
+        let waiting = self.lock().pending.remove(&approval);
+        match waiting {
+            // The asking side publishes `approval_answered` once it has the answer.
+            Some(w) => w.answer.send(answer).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Records how the performance ended and tells every stream.
+    pub(crate) fn finish(&self, end: End) {
+        let frame = Frame::named("end", &json!(end));
+        {
+            let mut state = self.lock();
+            state.end = Some(frame.clone());
+            self.publish(&mut state, frame);
+        }
+        self.end.send_replace(Some(Arc::new(end)));
+    }
+
+    /// Waits until the performance has ended.
+    pub(crate) async fn ended(&self) -> Arc<End> {
+        let mut rx = self.end.subscribe();
+        loop {
+            if let Some(end) = rx.borrow_and_update().clone() {
+                return end;
+            }
+            // The sender lives in `self`, so the channel cannot close while this waits; were
+            // it to, `changed` returns at once and the loop reads the (unchanged) value again.
+            let _ = rx.changed().await;
+        }
+    }
+
+    /// The lead's final reply so far.
+    pub(crate) fn answer_text(&self) -> String {
+        self.lock().answer.clone()
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.lock().end.is_some()
+    }
+}
+
+/// The observer that feeds a [`Live`].
+pub(crate) struct LiveObserver(pub Arc<Live>);
+
+impl Observer for LiveObserver {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        let frame = Frame::event(event).map_err(|e| ObserveError(e.to_string()))?;
+        let mut state = self.0.lock();
+        if let EventKind::ModelReplied {
+            text, tool_calls, ..
+        } = &event.kind
+            && tool_calls.is_empty()
+        {
+            state.answer.clone_from(text);
+        }
+        self.0.publish(&mut state, frame);
+        Ok(())
+    }
+}
+
+/// Answers `ask` decisions over the API: the request waits, visible in the stream and in
+/// `GET /performances/{id}`, until the director answers or the performance is stopped.
+pub(crate) struct WebApprover(pub Arc<Live>);
+
+/// Removes an approval nobody answered (its performance was stopped) and says so.
+struct Unanswered<'a> {
+    live: &'a Live,
+    approval: u64,
+    armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = self.live.lock();
+            state.pending.remove(&self.approval);
+            let frame = Frame::named(
+                "approval_answered",
+                &json!({"approval": self.approval, "answer": "withdrawn"}),
+            );
+            self.live.publish(&mut state, frame);
+        }
+    }
+}
+
+#[async_trait]
+impl Approver for WebApprover {
+    async fn ask(&self, request: &ApprovalRequest) -> Approval {
+        let live = &self.0;
+        let (tx, rx) = oneshot::channel();
+        let approval = {
+            let mut state = live.lock();
+            let approval = state.next_approval;
+            state.next_approval += 1;
+            let info = PendingApproval {
+                approval,
+                actor: request.actor.clone(),
+                prop: request.prop.clone(),
+                subject: request.subject.clone(),
+                rule: request.rule.clone(),
+            };
+            let frame = Frame::named("approval", &json!(info));
+            state.pending.insert(approval, Waiting { info, answer: tx });
+            live.publish(&mut state, frame);
+            approval
+        };
+        let mut guard = Unanswered {
+            live,
+            approval,
+            armed: true,
+        };
+        let answer = rx.await.unwrap_or(Approval::Deny {
+            note: Some("no answer from the director".into()),
+        });
+        guard.armed = false;
+        let word = match &answer {
+            Approval::Once => "once",
+            Approval::ForPerformance => "performance",
+            Approval::Deny { .. } => "deny",
+            Approval::Unattended => "unattended",
+        };
+        let mut state = live.lock();
+        let frame = Frame::named(
+            "approval_answered",
+            &json!({"approval": approval, "answer": word}),
+        );
+        live.publish(&mut state, frame);
+        answer
+    }
+}
+
+/// The performances running in this server, by id.
+#[derive(Default)]
+pub(crate) struct Hub {
+    running: Mutex<HashMap<String, Arc<Live>>>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Live>>> {
+        // A map insert or remove cannot leave it half-changed.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Live>> {
+        self.lock().get(id).cloned()
+    }
+
+    pub(crate) fn insert(&self, id: String, live: Arc<Live>) {
+        self.lock().insert(id, live);
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Live>> {
+        self.lock().values().cloned().collect()
+    }
+}

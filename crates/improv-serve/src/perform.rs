@@ -1,0 +1,96 @@
+//! Starting performances for the server: each one watched by a [`LiveObserver`], its `ask`
+//! rules answered through the API by a [`WebApprover`], registered in the [`Hub`] while it runs.
+
+use crate::error::ApiError;
+use crate::live::{Control, End, Hub, Live, LiveObserver, WebApprover};
+use axum::http::StatusCode;
+use improv_kernel::Outcome;
+use improv_perform::{Launch, PerformError};
+use improv_stage::Stage;
+use std::sync::Arc;
+
+/// What to perform.
+pub(crate) struct Start {
+    pub intent: String,
+    pub model: Option<String>,
+    pub resume: Option<String>,
+}
+
+/// Launches a performance of `stage` and returns its id and its [`Live`]. A task removes it
+/// from `hub` once it has ended.
+pub(crate) fn start(
+    stage: Arc<Stage>,
+    hub: Arc<Hub>,
+    max_running: usize,
+    start: Start,
+) -> Result<(String, Arc<Live>), ApiError> {
+    if hub.len() >= max_running {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_performances",
+            format!(
+                "{max_running} performances are running, the most this server allows (--max-performances); wait for one to end or stop one"
+            ),
+        ));
+    }
+    let live = Live::new();
+    let mut launch = Launch::new(start.intent);
+    launch.model = start.model;
+    launch.resume = start.resume;
+    launch.approver = Arc::new(WebApprover(live.clone()));
+    launch.observers = vec![Arc::new(LiveObserver(live.clone()))];
+    let running = improv_perform::launch(stage, launch).map_err(launch_error)?;
+    let id = running.id.clone();
+    live.set_control(Control {
+        notes: running.notes,
+        cancel: running.cancel,
+    });
+    hub.insert(id.clone(), live.clone());
+    let watched = live.clone();
+    let done = running.done;
+    let key = id.clone();
+    tokio::spawn(async move {
+        let end = match done.await {
+            Ok(Ok(s)) => End {
+                id: s.id,
+                outcome: s.outcome,
+                reason: s.reason,
+                attempts: s.attempts,
+                spent: s.spent,
+                answer: s.answer,
+            },
+            Ok(Err(e)) => failed(&key, &watched, e.to_string()),
+            Err(e) => failed(
+                &key,
+                &watched,
+                format!("the performance's task failed: {e}"),
+            ),
+        };
+        watched.finish(end);
+        hub.remove(&key);
+    });
+    Ok((id, live))
+}
+
+fn failed(id: &str, live: &Live, reason: String) -> End {
+    End {
+        id: id.to_string(),
+        outcome: Outcome::Failed,
+        reason,
+        attempts: 0,
+        spent: Default::default(),
+        answer: live.answer_text(),
+    }
+}
+
+fn launch_error(e: PerformError) -> ApiError {
+    match e {
+        PerformError::Stage(_) | PerformError::Cast(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cannot_perform",
+            e.to_string(),
+        ),
+        PerformError::Log(e) => e.into(),
+        other => ApiError::internal(other.to_string()),
+    }
+}
