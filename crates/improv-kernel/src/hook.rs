@@ -69,6 +69,18 @@ impl Notes {
     }
 }
 
+impl Notes {
+    /// Whether notes wait for the actor: a performance whose actor ended its turn goes on
+    /// when the director spoke meanwhile, so no note is left unread.
+    pub fn pending(&self) -> bool {
+        !self
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
 #[async_trait]
 impl Hook for Notes {
     async fn between_turns(&self, at: &mut Between<'_>) -> Control {

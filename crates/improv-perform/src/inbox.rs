@@ -12,6 +12,7 @@ use improv_log::{EventLog, Status};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const NOTES_DIR: &str = "notes";
@@ -68,6 +69,15 @@ pub fn send_note(state_dir: &Path, id: &str, text: &str) -> Result<String, Perfo
 pub(crate) struct Inbox {
     task: tokio::task::JoinHandle<()>,
     path: PathBuf,
+    read: Arc<Mutex<Reader>>,
+    notes: NoteSender,
+}
+
+/// How far the inbox file has been read, and a line still being written.
+#[derive(Default)]
+struct Reader {
+    at: u64,
+    partial: String,
 }
 
 impl Inbox {
@@ -75,20 +85,27 @@ impl Inbox {
     pub(crate) fn watch(state_dir: &Path, id: &str, notes: NoteSender) -> Option<Inbox> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let path = inbox_path(state_dir, id);
-        let watched = path.clone();
+        let read: Arc<Mutex<Reader>> = Arc::default();
+        let (watched, reader, sender) = (path.clone(), read.clone(), notes.clone());
         let task = runtime.spawn(async move {
-            let mut at = 0u64;
-            let mut partial = String::new();
             loop {
                 tokio::time::sleep(POLL).await;
-                for text in read_new(&watched, &mut at, &mut partial) {
-                    if !notes.send(text) {
-                        return;
-                    }
+                if !deliver(&watched, &reader, &sender) {
+                    return;
                 }
             }
         });
-        Some(Inbox { task, path })
+        Some(Inbox {
+            task,
+            path,
+            read,
+            notes,
+        })
+    }
+
+    /// Delivers the notes written since the last poll now, without waiting for the next one.
+    pub(crate) fn check(&self) {
+        deliver(&self.path, &self.read, &self.notes);
     }
 
     /// Stops watching and removes the inbox: notes sent later are refused, since the
@@ -97,6 +114,16 @@ impl Inbox {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Hands the new notes of `path` to the performance; false once it has ended.
+fn deliver(path: &Path, read: &Mutex<Reader>, notes: &NoteSender) -> bool {
+    // Poisoning needs a panic while reading; the offsets are still sound then.
+    let mut r = read.lock().unwrap_or_else(|e| e.into_inner());
+    let Reader { at, partial } = &mut *r;
+    read_new(path, at, partial)
+        .into_iter()
+        .all(|text| notes.send(text))
 }
 
 /// The notes appended to `path` since offset `at`; a line still being written waits in

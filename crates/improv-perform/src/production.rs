@@ -113,6 +113,8 @@ pub struct Production {
     performance: Performance,
     edges: Arc<Edges>,
     inbox: Option<Inbox>,
+    /// The director notes not yet delivered.
+    pending: Arc<Notes>,
     attempts: u32,
     verdicts: Vec<(String, bool, String)>,
 }
@@ -140,6 +142,7 @@ impl Production {
         let lead = stage.lead().name.clone();
         let actor = cast.actor(&lead, 0).map_err(PerformError::cast)?;
         let (notes, inbox_hook) = Notes::channel();
+        let inbox_hook = Arc::new(inbox_hook);
         let loop_limit = usize::try_from(stage.edges.loop_limit).unwrap_or(usize::MAX);
         let mut builder = Performance::builder(actor)
             .stage(stage.stage.name.clone())
@@ -147,7 +150,7 @@ impl Production {
             .budget(cast.budget(&lead))
             .hook(Arc::new(LoopDetector::new(loop_limit)))
             .hook(edges.decisions.clone())
-            .hook(Arc::new(inbox_hook));
+            .hook(inbox_hook.clone());
         if let Some(t) = stage.edges.tool_timeout {
             builder = builder.tool_timeout(t);
         }
@@ -187,6 +190,7 @@ impl Production {
                 performance,
                 edges,
                 inbox,
+                pending: inbox_hook,
                 attempts: 0,
                 verdicts: Vec::new(),
             },
@@ -205,8 +209,20 @@ impl Production {
 
     /// One act: the lead performs until it ends its turn or something stops it. The
     /// interactive session acts once per line the director types.
+    /// A note the director sent while the last turn ran is delivered, and the lead goes on.
     pub async fn act(&mut self, cancel: &CancellationToken) -> Ended {
-        self.performance.act(cancel).await
+        loop {
+            let ended = self.performance.act(cancel).await;
+            if ended.outcome != Outcome::Done {
+                return ended;
+            }
+            if let Some(inbox) = &self.inbox {
+                inbox.check();
+            }
+            if !self.pending.pending() {
+                return ended;
+            }
+        }
     }
 
     /// Performs until the work is done, or converges when the stage has checks.

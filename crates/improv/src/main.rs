@@ -63,6 +63,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send a director note to a running performance (from another terminal); its lead reads it
+    /// before its next model call.
+    Note {
+        /// The performance id (a unique prefix is enough).
+        id: String,
+        /// What to tell the cast.
+        text: Vec<String>,
+    },
     /// Manage embedded models.
     Model {
         #[command(subcommand)]
@@ -119,6 +127,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Log { limit, json }) => logbook::list(stage_path, limit, json),
         Some(Command::Show { id, json }) => logbook::show(stage_path, &id, json),
         Some(Command::Model { command }) => models::run(command),
+        Some(Command::Note { id, text }) => {
+            let stage = perform::load_stage(stage_path.as_deref(), true)?;
+            let id = improv_perform::send_note(&perform::state_dir(&stage), &id, &text.join(" "))?;
+            eprintln!("note sent to {id}; its lead reads it before its next turn");
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Ledger { command, json }) => {
             let stage = perform::load_stage(stage_path.as_deref(), true)?;
             improv_ledger::cli::run(
