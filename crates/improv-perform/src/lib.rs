@@ -7,11 +7,13 @@
 //! - [`cast`]: actors of the stage made into kernel actors, every prop inside the edges.
 //! - [`cue`] and [`board`]: the props actors use to work together.
 //! - [`inbox`]: director notes sent from another terminal.
+//! - `feedback`: the stage's checks judging the work, attempt after attempt.
 
 pub mod board;
 pub mod cast;
 pub mod cue;
 mod error;
+mod feedback;
 pub mod inbox;
 pub mod production;
 

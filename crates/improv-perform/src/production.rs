@@ -7,17 +7,21 @@
 use crate::board::Board;
 use crate::cast::{self, Cast, Edges};
 use crate::error::PerformError;
+use crate::feedback::{self, WriteChecks};
 use crate::inbox::Inbox;
 use improv_edges::{Approver, LoopDetector, RedactingObserver, Unattended};
+use improv_feedback::{Judge, Verdict};
 use improv_kernel::performance::new_id;
 use improv_kernel::{
     BudgetKind, Ended, Event, EventKind, Message, NoteSender, Notes, ObserveError, Observer,
     Outcome, Performance, Spent,
 };
 use improv_log::EventLog;
+use improv_stage::CheckOn;
 use improv_stage::Stage;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio_util::sync::CancellationToken;
 
 /// Makes a view for each sub-performance a cue starts.
@@ -115,6 +119,11 @@ pub struct Production {
     inbox: Option<Inbox>,
     /// The director notes not yet delivered.
     pending: Arc<Notes>,
+    judge: Option<Arc<Judge>>,
+    max_attempts: u32,
+    /// The attempt in progress, counting from 1 (shared with the write checks' hook).
+    attempt: Arc<AtomicU32>,
+    /// Attempts judged so far.
     attempts: u32,
     verdicts: Vec<(String, bool, String)>,
 }
@@ -141,6 +150,8 @@ impl Production {
         });
         let lead = stage.lead().name.clone();
         let actor = cast.actor(&lead, 0).map_err(PerformError::cast)?;
+        let judge = feedback::judge(&cast).map_err(PerformError::cast)?;
+        let attempt = Arc::new(AtomicU32::new(1));
         let (notes, inbox_hook) = Notes::channel();
         let inbox_hook = Arc::new(inbox_hook);
         let loop_limit = usize::try_from(stage.edges.loop_limit).unwrap_or(usize::MAX);
@@ -153,6 +164,11 @@ impl Production {
             .hook(inbox_hook.clone());
         if let Some(t) = stage.edges.tool_timeout {
             builder = builder.tool_timeout(t);
+        }
+        if let Some(judge) = &judge
+            && judge.has_checks(CheckOn::Write)
+        {
+            builder = builder.hook(Arc::new(WriteChecks::new(judge.clone(), attempt.clone())));
         }
         let view = fan_out(launch.observers);
         let mut performance = match &launch.resume {
@@ -191,6 +207,9 @@ impl Production {
                 edges,
                 inbox,
                 pending: inbox_hook,
+                judge,
+                max_attempts: stage.feedback.max_attempts,
+                attempt,
                 attempts: 0,
                 verdicts: Vec::new(),
             },
@@ -225,9 +244,90 @@ impl Production {
         }
     }
 
-    /// Performs until the work is done, or converges when the stage has checks.
+    /// Performs until the work is done, or, when the stage has checks, until they all pass
+    /// (converged) or the attempts or a budget run out (exhausted). Each time the lead says it
+    /// is done the checks judge the work; failures go back to it as a director note.
     pub async fn perform(&mut self, cancel: &CancellationToken) -> Ended {
-        self.act(cancel).await
+        let Some(judge) = self.judge.clone() else {
+            return self.act(cancel).await;
+        };
+        loop {
+            let ended = self.act(cancel).await;
+            let budget_spent = ended.outcome == Outcome::Stopped && ended.budget.is_some();
+            if ended.outcome != Outcome::Done && !budget_spent {
+                return ended;
+            }
+            // A budget that ran out ends the attempts; the checks still say where the work
+            // stands, for the summary.
+            let attempt = self.attempt.load(Ordering::Relaxed);
+            let (verdicts, events) = feedback::run(
+                &judge,
+                CheckOn::Done,
+                attempt,
+                self.performance.conversation(),
+                cancel,
+            )
+            .await;
+            self.attempts = attempt;
+            let mut logged = events;
+            logged.push(improv_feedback::attempt_event(
+                &verdicts,
+                attempt,
+                self.max_attempts,
+            ));
+            for kind in logged {
+                if let Err(e) = self.performance.emit(kind) {
+                    return Ended {
+                        outcome: Outcome::Failed,
+                        reason: format!("the event log failed: {e}"),
+                        budget: None,
+                    };
+                }
+            }
+            self.verdicts = verdicts
+                .iter()
+                .map(|v| (v.check.clone(), v.passed, v.output.clone()))
+                .collect();
+            if cancel.is_cancelled() {
+                return Ended {
+                    outcome: Outcome::Interrupted,
+                    reason: "interrupted by the director".into(),
+                    budget: None,
+                };
+            }
+            if improv_feedback::all_passed(&verdicts) {
+                return Ended {
+                    outcome: Outcome::Converged,
+                    reason: format!(
+                        "every check passed on attempt {attempt} of {}",
+                        self.max_attempts
+                    ),
+                    budget: ended.budget,
+                };
+            }
+            if budget_spent || attempt >= self.max_attempts {
+                let why = if budget_spent {
+                    ended.reason.clone()
+                } else {
+                    let n = self.max_attempts;
+                    format!("{n} attempt{} used", if n == 1 { "" } else { "s" })
+                };
+                return Ended {
+                    outcome: Outcome::Exhausted,
+                    reason: format!("{why}; still failing: {}", failed_names(&verdicts)),
+                    budget: ended.budget,
+                };
+            }
+            let note = improv_feedback::note(&verdicts, attempt, self.max_attempts);
+            self.attempt.store(attempt + 1, Ordering::Relaxed);
+            if let Err(e) = self.performance.direct(&note) {
+                return Ended {
+                    outcome: Outcome::Failed,
+                    reason: format!("the event log failed: {e}"),
+                    budget: None,
+                };
+            }
+        }
     }
 
     /// Ends the performance: logs the decisions of its last turn, then its end, then drops the
@@ -256,6 +356,15 @@ impl Production {
             answer,
         })
     }
+}
+
+fn failed_names(verdicts: &[Verdict]) -> String {
+    let names: Vec<&str> = verdicts
+        .iter()
+        .filter(|v| !v.passed)
+        .map(|v| v.check.as_str())
+        .collect();
+    names.join(", ")
 }
 
 /// The stage's workspace, canonical.
