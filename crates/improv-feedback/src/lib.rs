@@ -8,7 +8,7 @@
 //!   sandbox as the actors' shell commands when one is given, and the tail of its output is the
 //!   verdict ([`command`]);
 //! - a **file** assertion: the file exists (or must not), contains a text, matches a regular
-//!   expression, or is JSON that satisfies a JSON Schema ([`file`]);
+//!   expression, or is JSON that satisfies a JSON Schema ([`file`](mod@file));
 //! - a **critic**: an actor that reads the work by a rubric and returns pass or fail with notes
 //!   ([`critic`]). Critics run only when every other check of the moment passed: judging work
 //!   that fails its tests would be money spent for nothing.
