@@ -165,7 +165,12 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
         }
         match name.as_str() {
             // Provided by the performance itself (see `Cast::actor`).
-            "cue" | "board" => {}
+            "cue" | "board" | "skill" => {}
+            // The tools of an MCP server come from `Cast::outside`.
+            n if stage
+                .mcp
+                .iter()
+                .any(|m| n == m.name || n.starts_with(&format!("{}.", m.name))) => {}
             "record" | "query" => {
                 if !props.iter().any(|p| p.spec().name == *name) {
                     props.extend(
@@ -236,6 +241,17 @@ pub struct Cast {
     /// Makes a view for a sub-performance (the terminal shows cued actors too); none when
     /// nobody watches.
     pub watch: Option<Arc<dyn Fn() -> Arc<dyn Observer> + Send + Sync>>,
+    /// Props from outside improv (the stage's MCP servers), by the names actors give.
+    pub outside: Option<Arc<dyn PropSource>>,
+    /// The Agent Skills of the stage and the user: a line each in the system prompt, and the
+    /// `skill` prop to read one.
+    pub skills: improv_skills::Found,
+}
+
+/// Props that come from outside improv, such as the tools of the stage's MCP servers: the ones
+/// an actor asked for by name. The source stays alive as long as the production holds it.
+pub trait PropSource: Send + Sync {
+    fn props(&self, wanted: &[String]) -> Vec<Arc<dyn Prop>>;
 }
 
 impl Cast {
@@ -265,9 +281,18 @@ impl Cast {
         if has("cue") && depth < stage.edges.cue_depth && stage.actors.len() > 1 {
             extra.push(Arc::new(CueProp::new(self.clone(), config, depth)));
         }
+        if let Some(outside) = &self.outside {
+            extra.extend(outside.props(&config.props));
+        }
+        let mut system = system_prompt(stage, config, &self.workspace)?;
+        if !self.skills.skills.is_empty() {
+            extra.push(Arc::new(improv_skills::SkillProp::new(&self.skills)));
+            system.push('\n');
+            system.push_str(&self.skills.context());
+        }
         Ok(Actor {
             name: config.name.clone(),
-            system: system_prompt(stage, config, &self.workspace)?,
+            system,
             model: model(stage, config, model_name)?,
             props: props(stage, config, &self.edges, extra)?,
             max_output_tokens: config.max_output_tokens,

@@ -17,6 +17,7 @@ mod feedback;
 pub mod inbox;
 pub mod production;
 
+pub use cast::PropSource;
 pub use error::PerformError;
 pub use inbox::send_note;
 pub use production::{Launch, Production, Running, Summary, Watch, launch, state_dir};

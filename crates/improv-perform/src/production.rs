@@ -5,7 +5,7 @@
 //! [`Production`] itself.
 
 use crate::board::Board;
-use crate::cast::{self, Cast, Edges};
+use crate::cast::{self, Cast, Edges, PropSource};
 use crate::error::PerformError;
 use crate::feedback::{self, WriteChecks};
 use crate::inbox::Inbox;
@@ -44,6 +44,9 @@ pub struct Launch {
     pub id: Option<String>,
     /// Views for the sub-performances of cued actors.
     pub watch: Option<Watch>,
+    /// Props from outside improv: the stage's MCP servers, attached by the caller
+    /// (`improv_mcp::attach`), whose tools actors ask for by name.
+    pub outside: Option<Arc<dyn PropSource>>,
 }
 
 impl Launch {
@@ -57,6 +60,7 @@ impl Launch {
             resume: None,
             id: None,
             watch: None,
+            outside: None,
         }
     }
 }
@@ -139,6 +143,12 @@ impl Production {
         let log = Arc::new(EventLog::open(&state_dir(&stage))?);
         let edges =
             Arc::new(cast::edges(&stage, &workspace, launch.approver).map_err(PerformError::cast)?);
+        let user_skills = improv_skills::user_dir();
+        let skills =
+            improv_skills::discover(&stage.dir, &stage.context.skills, user_skills.as_deref());
+        for warning in &skills.warnings {
+            tracing::warn!("{warning}");
+        }
         let cast = Arc::new(Cast {
             stage: stage.clone(),
             workspace: workspace.clone(),
@@ -147,6 +157,8 @@ impl Production {
             board: Arc::new(Board::default()),
             log: log.clone(),
             watch: launch.watch,
+            outside: launch.outside,
+            skills,
         });
         let lead = stage.lead().name.clone();
         let actor = cast.actor(&lead, 0).map_err(PerformError::cast)?;

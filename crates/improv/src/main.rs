@@ -4,6 +4,7 @@ mod init;
 mod logbook;
 mod models;
 mod perform;
+mod stagecraft;
 mod view;
 
 use anyhow::Result;
@@ -71,6 +72,21 @@ enum Command {
         /// What to tell the cast.
         text: Vec<String>,
     },
+    /// Check a stage: are its capabilities, context, goal, edges, collaboration and feedback
+    /// sound? Exits 1 on an error, so CI can gate a stage.
+    Doctor {
+        /// JSON output, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the Agent Skills the actors see, with their token cost.
+    Skills {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the stage over MCP on stdin/stdout: any MCP client can cast it as a prop.
+    Mcp,
     /// Manage embedded models.
     Model {
         #[command(subcommand)]
@@ -127,6 +143,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Log { limit, json }) => logbook::list(stage_path, limit, json),
         Some(Command::Show { id, json }) => logbook::show(stage_path, &id, json),
         Some(Command::Model { command }) => models::run(command),
+        Some(Command::Doctor { json }) => {
+            stagecraft::doctor(&perform::load_stage(stage_path.as_deref(), false)?, json)
+        }
+        Some(Command::Skills { json }) => {
+            stagecraft::skills(&perform::load_stage(stage_path.as_deref(), true)?, json)
+        }
+        Some(Command::Mcp) => {
+            let stage = std::sync::Arc::new(perform::load_stage(stage_path.as_deref(), true)?);
+            runtime()?.block_on(improv_mcp::serve_stdio(stage))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Note { id, text }) => {
             let stage = perform::load_stage(stage_path.as_deref(), true)?;
             let id = improv_perform::send_note(&perform::state_dir(&stage), &id, &text.join(" "))?;

@@ -94,6 +94,7 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
     launch.observers = vec![view];
     launch.watch = watch;
     launch.resume = o.resume.clone();
+    launch.outside = crate::stagecraft::attach_mcp(&stage).await?;
     let (mut production, _notes) = Production::open(stage, launch)?;
     let ended = production.perform(&ctrl_c.arm()).await;
     let summary = production.finish(&ended)?;
@@ -164,6 +165,7 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     let (view, watch) = views(false);
     launch.observers = vec![view];
     launch.watch = watch;
+    launch.outside = crate::stagecraft::attach_mcp(&stage).await?;
     let name = stage.stage.name.clone();
     let ctrl_c = CtrlC::install()?;
     let (mut performance, _notes) = Production::open(stage, launch)?;
