@@ -56,8 +56,8 @@ pub fn skills(stage: &Stage, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:>9} {:>9}  {}",
-        "skill", "per turn", "when read", "description"
+        "{:<24} {:>9} {:>9}  description",
+        "skill", "per turn", "when read"
     );
     let mut per_turn = 0;
     for r in &rows {
