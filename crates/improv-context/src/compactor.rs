@@ -1,0 +1,349 @@
+//! The [`Compactor`] hook: between turns, trims old tool results and summarizes older turns
+//! when the conversation nears its threshold.
+
+use crate::tokens::{estimate, overhead};
+use crate::trim::trim_middle;
+use async_trait::async_trait;
+use improv_kernel::{Between, Control, EventKind, Hook, Message, Model, ModelError, Request};
+use std::sync::Arc;
+
+/// The assistant turns (each with its tool results) kept verbatim by default.
+pub const DEFAULT_KEEP_RECENT_TURNS: usize = 4;
+
+/// The bytes an old tool result is trimmed to by default.
+pub const DEFAULT_TRIM_TO: usize = 2_000;
+
+/// How a summary message begins, so it can be told apart from a director's note.
+pub const SUMMARY_HEADER: &str = "[Summary of earlier turns, compacted to save context]";
+
+/// The most bytes of one tool result or tool call shown to the summarizer.
+const TRANSCRIPT_ITEM: usize = 1_500;
+
+/// The most output tokens a summary may take.
+const SUMMARY_TOKENS: u32 = 1_024;
+
+const SUMMARIZER: &str = "You compact the working memory of an AI actor so it can continue its task. \
+Summarize the transcript: decisions, facts learned (paths, names, numbers, errors), what was done and \
+what remains. Be brief and concrete. No preamble.";
+
+/// Keeps an actor's conversation under a token threshold; see the crate docs. One per actor.
+#[derive(Clone, Debug)]
+pub struct Compactor {
+    threshold: Option<u64>,
+    keep_recent_turns: usize,
+    trim_to: usize,
+}
+
+impl Compactor {
+    /// Compacts when the next request would reach `threshold` input tokens; with `None`, at 80%
+    /// of the model's context window, or never when the model does not know its window. The
+    /// last `keep_recent_turns` assistant turns, with their tool results, are kept verbatim.
+    pub fn new(threshold: Option<u64>, keep_recent_turns: usize) -> Self {
+        Compactor {
+            threshold,
+            keep_recent_turns,
+            trim_to: DEFAULT_TRIM_TO,
+        }
+    }
+
+    /// Trims large tool results to `bytes` (head and tail, with a marker) instead of
+    /// [`DEFAULT_TRIM_TO`].
+    pub fn trim_tool_results_to(mut self, bytes: usize) -> Self {
+        self.trim_to = bytes;
+        self
+    }
+
+    /// The threshold for a conversation with `model`, if any.
+    pub fn threshold_for(&self, model: &dyn Model) -> Option<u64> {
+        self.threshold
+            .or_else(|| model.context_window().map(|w| w / 5 * 4 + w % 5 * 4 / 5))
+    }
+
+    /// Asks `model` to summarize `older` (the messages after the intent that are to go).
+    async fn summarize(
+        &self,
+        model: &Arc<dyn Model>,
+        intent: Option<&str>,
+        older: &[Message],
+        budget_bytes: usize,
+    ) -> Result<String, ModelError> {
+        let mut transcript = transcript(older);
+        if let Some(t) = trim_middle(&transcript, budget_bytes) {
+            transcript = t;
+        }
+        let intent = intent.unwrap_or("(not given)");
+        let intent = trim_middle(intent, 4 * TRANSCRIPT_ITEM).unwrap_or_else(|| intent.into());
+        let ask = [Message::user(format!(
+            "The actor's task:\n{intent}\n\nTranscript of its earlier turns:\n{transcript}"
+        ))];
+        let request = Request {
+            system: SUMMARIZER,
+            messages: &ask,
+            tools: &[],
+            max_output_tokens: Some(SUMMARY_TOKENS),
+        };
+        let reply = model.respond(request, &mut |_| {}).await?;
+        let text = reply.text.trim();
+        if text.is_empty() {
+            return Err(ModelError::Invalid(
+                "the summary came back empty".to_string(),
+            ));
+        }
+        Ok(text.to_string())
+    }
+}
+
+impl Default for Compactor {
+    /// Compacts at 80% of the model's context window, keeping the last four turns.
+    fn default() -> Self {
+        Compactor::new(None, DEFAULT_KEEP_RECENT_TURNS)
+    }
+}
+
+#[async_trait]
+impl Hook for Compactor {
+    async fn between_turns(&self, at: &mut Between<'_>) -> Control {
+        let Some(threshold) = self.threshold_for(at.model.as_ref()) else {
+            return Control::Continue;
+        };
+        let conversation = &mut *at.conversation;
+        let overhead = overhead(at.context_tokens, conversation);
+        let size = |c: &[Message]| overhead + estimate(c);
+        let before = size(conversation);
+        if before < threshold {
+            return Control::Continue;
+        }
+
+        // 1. Large old tool results lose their middle.
+        let recent = recent_start(conversation, self.keep_recent_turns);
+        let mut trimmed = trim_tool_results(&mut conversation[..recent], self.trim_to);
+
+        // 2. The older turns become one summary, by the actor's own model.
+        let mut replaced = 0;
+        if size(conversation) >= threshold
+            && let Some((start, cut)) = older_turns(conversation, self.keep_recent_turns)
+        {
+            let intent = match conversation.get(..start).and_then(|c| c.last()) {
+                Some(Message::User { text }) => Some(text.as_str()),
+                _ => None,
+            };
+            // The summarizer sees at most about as much as the threshold allows.
+            let budget = (threshold.saturating_mul(3) as usize).max(4 * TRANSCRIPT_ITEM);
+            let model = at.model.clone();
+            match self
+                .summarize(&model, intent, &conversation[start..cut], budget)
+                .await
+            {
+                Ok(summary) => {
+                    let summary = Message::user(format!("{SUMMARY_HEADER}\n{summary}"));
+                    if estimate(std::slice::from_ref(&summary))
+                        < estimate(&conversation[start..cut])
+                    {
+                        conversation.splice(start..cut, [summary]);
+                        replaced = cut - start;
+                    } else {
+                        tracing::warn!(
+                            "compaction: the summary was no shorter than the {} messages it summarized; kept them",
+                            cut - start
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    "compaction: {} could not summarize the older turns ({e}); trimming only",
+                    model.name()
+                ),
+            }
+        }
+
+        // 3. Still over: recent tool results are trimmed too.
+        if size(conversation) >= threshold {
+            trimmed += trim_tool_results(conversation, self.trim_to);
+        }
+
+        if trimmed > 0 || replaced > 0 {
+            at.events.push(EventKind::Compacted {
+                messages: replaced as u32,
+                trimmed: trimmed as u32,
+                tokens_before: before,
+                tokens_after: size(conversation),
+            });
+        }
+        Control::Continue
+    }
+}
+
+/// Where the last `keep` assistant turns begin (the conversation's length when `keep` is 0).
+fn recent_start(conversation: &[Message], keep: usize) -> usize {
+    if keep == 0 {
+        return conversation.len();
+    }
+    conversation
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, m)| matches!(m, Message::Assistant { .. }))
+        .nth(keep - 1)
+        .map_or(0, |(i, _)| i)
+}
+
+/// The range of messages to summarize: after the intent (the first director message), before
+/// the recent turns and the director messages that prompted them. It starts and ends on a turn
+/// boundary, so a tool call and its results are never parted. `None` when nothing would be
+/// gained.
+fn older_turns(conversation: &[Message], keep: usize) -> Option<(usize, usize)> {
+    let start = conversation
+        .iter()
+        .position(|m| matches!(m, Message::User { .. }))
+        .map_or(0, |i| i + 1);
+    let mut cut = recent_start(conversation, keep).max(start);
+    while cut > start && matches!(conversation[cut - 1], Message::User { .. }) {
+        cut -= 1;
+    }
+    // Results follow their call; never begin the kept part with an orphaned one.
+    while matches!(conversation.get(cut), Some(Message::Tool { .. })) {
+        cut += 1;
+    }
+    let older = &conversation[start..cut];
+    let only_a_summary =
+        matches!(older, [Message::User { text }] if text.starts_with(SUMMARY_HEADER));
+    (!older.is_empty() && !only_a_summary).then_some((start, cut))
+}
+
+/// Trims every tool result in `messages` longer than `keep` bytes; returns how many.
+fn trim_tool_results(messages: &mut [Message], keep: usize) -> usize {
+    let mut trimmed = 0;
+    for message in messages {
+        if let Message::Tool { content, .. } = message
+            && let Some(short) = trim_middle(content, keep)
+        {
+            *content = short;
+            trimmed += 1;
+        }
+    }
+    trimmed
+}
+
+/// The older turns as plain text: providers refuse tool calls in a request that offers no
+/// tools, and plain text costs fewer tokens anyway.
+fn transcript(messages: &[Message]) -> String {
+    let cap = |s: &str| trim_middle(s, TRANSCRIPT_ITEM).unwrap_or_else(|| s.to_string());
+    let mut out = String::new();
+    for message in messages {
+        match message {
+            Message::User { text } => out.push_str(&format!("[director] {text}\n")),
+            Message::Assistant { text, tool_calls } => {
+                if !text.is_empty() {
+                    out.push_str(&format!("[actor] {text}\n"));
+                }
+                for call in tool_calls {
+                    out.push_str(&format!(
+                        "[actor calls {}] {}\n",
+                        call.name,
+                        cap(&call.arguments)
+                    ));
+                }
+            }
+            Message::Tool {
+                name,
+                content,
+                is_error,
+                ..
+            } => {
+                let what = if *is_error { "error from" } else { "result of" };
+                out.push_str(&format!("[{what} {name}] {}\n", cap(content)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use improv_kernel::ToolCall;
+
+    fn assistant(calls: &[&str]) -> Message {
+        Message::Assistant {
+            text: String::new(),
+            tool_calls: calls
+                .iter()
+                .map(|id| ToolCall {
+                    id: id.to_string(),
+                    name: "read".into(),
+                    arguments: "{}".into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn tool(id: &str) -> Message {
+        Message::Tool {
+            call_id: id.into(),
+            name: "read".into(),
+            content: "x".into(),
+            is_error: false,
+        }
+    }
+
+    #[test]
+    fn the_older_turns_lie_between_the_intent_and_the_recent_turns() {
+        let c = vec![
+            Message::user("intent"),
+            assistant(&["a", "b"]),
+            tool("a"),
+            tool("b"),
+            Message::user("a note"),
+            assistant(&["c"]),
+            tool("c"),
+            Message::user("verdict"),
+            assistant(&["d"]),
+            tool("d"),
+        ];
+        assert_eq!(recent_start(&c, 1), 8);
+        assert_eq!(recent_start(&c, 2), 5);
+        // The verdict that prompted the kept turn is kept with it.
+        assert_eq!(older_turns(&c, 1), Some((1, 7)));
+        assert_eq!(older_turns(&c, 2), Some((1, 4)));
+        assert_eq!(older_turns(&c, 3), None);
+        assert_eq!(older_turns(&c, 0), Some((1, 10)));
+    }
+
+    #[test]
+    fn a_lone_summary_is_not_summarized_again() {
+        let c = vec![
+            Message::user("intent"),
+            Message::user(format!("{SUMMARY_HEADER}\nearlier")),
+            assistant(&["d"]),
+            tool("d"),
+        ];
+        assert_eq!(older_turns(&c, 1), None);
+    }
+
+    #[test]
+    fn the_default_threshold_is_four_fifths_of_the_window() {
+        struct Windowed;
+        #[async_trait]
+        impl Model for Windowed {
+            fn name(&self) -> &str {
+                "w"
+            }
+            fn context_window(&self) -> Option<u64> {
+                Some(128_000)
+            }
+            async fn respond(
+                &self,
+                _: Request<'_>,
+                _: &mut (dyn for<'u> FnMut(improv_kernel::ModelUpdate<'u>) + Send),
+            ) -> Result<improv_kernel::Reply, ModelError> {
+                Err(ModelError::Invalid("unused".into()))
+            }
+        }
+        assert_eq!(Compactor::default().threshold_for(&Windowed), Some(102_400));
+        assert_eq!(
+            Compactor::new(Some(500), 2).threshold_for(&Windowed),
+            Some(500)
+        );
+        let scripted = improv_kernel::ScriptedModel::new([]);
+        assert_eq!(Compactor::default().threshold_for(&scripted), None);
+    }
+}
