@@ -1,0 +1,317 @@
+//! improv as an MCP server: a stage offered to any MCP client (Claude Desktop, Codex, Cursor,
+//! another improv) as tools and resources.
+//!
+//! - `perform`: intent in; the performance's outcome, reason and the lead's answer out (and the
+//!   whole summary as structured content). While it runs, the client receives a progress
+//!   notification per turn and per prop call, when it asked for progress. Cancelling the request
+//!   interrupts the performance (it can be resumed).
+//! - `ledger_query`: reads a ledger collection, as the actors' `query` prop does.
+//! - resources `improv://schema/COLLECTION`: the ledger's settled schemas (JSON Schema).
+
+use crate::McpError;
+use improv_kernel::{Event, EventKind, ObserveError, Observer};
+use improv_ledger::{Ledger, Query};
+use improv_perform::{Launch, launch, state_dir};
+use improv_stage::Stage;
+use rmcp::handler::server::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData, ServiceExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The scheme of the settled-schema resources.
+pub const SCHEMA_URI: &str = "improv://schema/";
+
+/// Serves `stage` over stdin/stdout until the client disconnects.
+pub async fn serve_stdio(stage: Arc<Stage>) -> Result<(), McpError> {
+    let running = StageServer::new(stage)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| McpError::Serve(format!("the MCP handshake failed: {e}")))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| McpError::Serve(format!("the server stopped abnormally: {e}")))?;
+    Ok(())
+}
+
+/// A stage as an MCP server's handler; [`serve_stdio`] runs it, and any rmcp transport can.
+#[derive(Clone)]
+pub struct StageServer {
+    stage: Arc<Stage>,
+}
+
+impl StageServer {
+    pub fn new(stage: Arc<Stage>) -> Self {
+        StageServer { stage }
+    }
+
+    fn ledger(&self) -> Result<Ledger, ErrorData> {
+        let dir = state_dir(&self.stage);
+        Ledger::open_in(&dir, improv_perform::cast::ledger_options(&self.stage)).map_err(|e| {
+            ErrorData::internal_error(
+                format!("cannot open the ledger in {}: {e}", dir.display()),
+                None,
+            )
+        })
+    }
+
+    fn tools() -> Vec<Tool> {
+        let object = |v: Value| match v {
+            Value::Object(map) => Arc::new(map),
+            // Both schemas below are object literals.
+            _ => Arc::new(JsonObject::new()),
+        };
+        vec![
+            Tool::new(
+                "perform",
+                "Perform this improv stage: its actors work on the intent until done. Returns the outcome and the lead's answer.",
+                object(json!({
+                    "type": "object",
+                    "properties": {
+                        "intent": {"type": "string", "description": "What to achieve."},
+                        "model": {"type": "string", "description": "provider/model for every actor, overriding the stage."}
+                    },
+                    "required": ["intent"]
+                })),
+            ),
+            Tool::new(
+                "ledger_query",
+                "Read entries of a collection in this stage's ledger.",
+                object(json!({
+                    "type": "object",
+                    "properties": {
+                        "collection": {"type": "string"},
+                        "where": {"type": "object", "description": "{f: v} or {f: {op: v}}, op: = != < > <= >= contains exists"},
+                        "order_by": {"type": "string", "description": "f or -f"},
+                        "limit": {"type": "integer"}
+                    },
+                    "required": ["collection"]
+                })),
+            ),
+        ]
+    }
+
+    async fn perform(
+        &self,
+        args: &JsonObject,
+        progress: Option<rmcp::model::ProgressToken>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let intent = args
+            .get("intent")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ErrorData::invalid_params("give the `intent` to perform", None))?;
+        let mut start = Launch::new(intent);
+        start.model = args.get("model").and_then(Value::as_str).map(String::from);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        if progress.is_some() {
+            start.observers.push(Arc::new(Progress { tx }));
+        }
+        let running = match launch(self.stage.clone(), start) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "the stage could not be performed: {e}"
+                ))]));
+            }
+        };
+        let forward = progress.map(|token| {
+            let peer = context.peer.clone();
+            tokio::spawn(async move {
+                let mut n = 0.0;
+                while let Some(message) = rx.recv().await {
+                    n += 1.0;
+                    let mut p = ProgressNotificationParam::new(token.clone(), n);
+                    p.message = Some(message);
+                    if peer.notify_progress(p).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let mut done = running.done;
+        let joined = tokio::select! {
+            r = &mut done => r,
+            _ = context.ct.cancelled() => {
+                running.cancel.cancel();
+                done.await
+            }
+        };
+        if let Some(f) = forward {
+            f.abort();
+        }
+        let summary = match joined {
+            Ok(Ok(summary)) => summary,
+            Ok(Err(e)) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "performance {} failed: {e}",
+                    running.id
+                ))]));
+            }
+            Err(e) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "performance {} stopped abnormally: {e}",
+                    running.id
+                ))]));
+            }
+        };
+        let structured = serde_json::to_value(&summary).unwrap_or_default();
+        let outcome = structured["outcome"].as_str().unwrap_or("?").to_string();
+        let text = format!(
+            "{outcome} ({}), performance {}\n\n{}",
+            summary.reason, summary.id, summary.answer
+        );
+        let mut result = CallToolResult::structured(structured);
+        result.content = vec![ContentBlock::text(text)];
+        result.is_error = Some(outcome == "failed");
+        Ok(result)
+    }
+
+    fn ledger_query(&self, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
+        let collection = args
+            .get("collection")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ErrorData::invalid_params("give the `collection` to read", None))?;
+        let limit = args
+            .get("limit")
+            .and_then(Value::as_u64)
+            .map(|l| l as usize);
+        let ledger = self.ledger()?;
+        let found = Query::from_json(
+            args.get("where"),
+            args.get("order_by").and_then(Value::as_str),
+            limit,
+        )
+        .and_then(|q| ledger.query(collection, &q));
+        Ok(match found {
+            Ok(entries) => CallToolResult::structured(json!({ "entries": entries })),
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
+        })
+    }
+}
+
+impl ServerHandler for StageServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            format!("improv:{}", self.stage.stage.name),
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(format!(
+            "The improv stage `{}`. Call `perform` with an intent to have its actors do the work.",
+            self.stage.stage.name
+        ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(Self::tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        use rmcp::model::RequestParamsMeta;
+        let progress = request
+            .progress_token()
+            .or_else(|| context.meta.get_progress_token());
+        let args = request.arguments.clone().unwrap_or_default();
+        let result = match request.name.as_ref() {
+            "perform" => self.perform(&args, progress, context).await?,
+            "ledger_query" => self.ledger_query(&args)?,
+            other => {
+                return Err(ErrorData::invalid_params(
+                    format!("no tool `{other}`; the tools are perform and ledger_query"),
+                    None,
+                ));
+            }
+        };
+        Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let ledger = self.ledger()?;
+        let collections = ledger
+            .collections()
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let resources = collections
+            .into_iter()
+            .filter_map(|c| {
+                let version = c.settled?;
+                let mut r = Resource::new(format!("{SCHEMA_URI}{}", c.name), c.name.clone());
+                r.description = Some(format!(
+                    "The settled schema of ledger collection `{}` (version {version}).",
+                    c.name
+                ));
+                r.mime_type = Some("application/schema+json".into());
+                Some(r)
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let not_found =
+            || ErrorData::resource_not_found(format!("no settled schema at {}", request.uri), None);
+        let collection = request.uri.strip_prefix(SCHEMA_URI).ok_or_else(not_found)?;
+        let schema = self
+            .ledger()?
+            .schema(collection)
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
+            .ok_or_else(not_found)?;
+        let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+        let contents = ResourceContents::TextResourceContents {
+            uri: request.uri.clone(),
+            mime_type: Some("application/schema+json".into()),
+            text,
+            meta: None,
+        };
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
+
+/// Turns a performance's events into progress messages for the client.
+struct Progress {
+    tx: mpsc::UnboundedSender<String>,
+}
+
+impl Observer for Progress {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        let actor = event.actor.as_deref().unwrap_or("stage");
+        let message = match &event.kind {
+            EventKind::TurnStarted { turn } => format!("{actor}: turn {turn}"),
+            EventKind::ToolCallStarted { name, .. } => format!("{actor}: {name}"),
+            _ => return Ok(()),
+        };
+        // The receiver is gone once the request ended; progress is best effort.
+        let _ = self.tx.send(message);
+        Ok(())
+    }
+}
