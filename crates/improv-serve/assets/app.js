@@ -218,12 +218,13 @@ class Lane {
     this.cap = ROW_CAP;
     this.root = el("div", "lane");
     this.root.dataset.actor = name;
-    this.head = el("div", "lane-head", name);
+    this.head = el("div", "lane-head");
     this.more = el("button", "more", "");
     this.more.hidden = true;
     this.more.addEventListener("click", () => { this.cap += ROW_CAP; this.rebuild = true; schedule(); });
+    this.head.append(el("span", "lane-name", name), this.more);
     this.list = el("div", "rows");
-    this.root.append(this.head, this.more, this.list);
+    this.root.append(this.head, this.list);
     container.append(this.root);
     this.rebuild = false;
   }
@@ -455,6 +456,8 @@ class PerformanceView {
         break;
       }
       case "policy_decision":
+        // A call no rule matched is allowed by default: nothing worth a row.
+        if (e.decision === "allow" && e.rule === "default") break;
         lane.add({ kind: "policy", state: /^(allow|approved)/.test(e.decision) ? "ok" : "failed", label: e.decision,
           title: e.prop + ": " + short(e.subject, 120), body: e.note || e.rule });
         break;

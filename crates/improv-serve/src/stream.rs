@@ -11,6 +11,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
+/// How often the log of a performance running in another process is read again.
+const TAIL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The frames of performance `id` after event `after`.
 pub(crate) fn follow(
     live: Option<Arc<Live>>,
@@ -27,6 +30,7 @@ pub(crate) fn follow(
         rx: None,
         started: false,
         done: false,
+        tailing: false,
     };
     futures::stream::unfold(state, |mut s| async move {
         let frame = s.next().await?;
@@ -44,6 +48,8 @@ struct Follow {
     rx: Option<tokio::sync::broadcast::Receiver<Frame>>,
     started: bool,
     done: bool,
+    /// Following the log of a performance another process runs.
+    tailing: bool,
 }
 
 impl Follow {
@@ -69,6 +75,10 @@ impl Follow {
             if self.done {
                 return None;
             }
+            if self.tailing {
+                self.catch_up().await;
+                continue;
+            }
             let rx = self.rx.as_mut()?;
             match rx.recv().await {
                 Ok(frame) => self.queue.push_back(frame),
@@ -83,8 +93,16 @@ impl Follow {
     async fn catch_up(&mut self) {
         let from = self.last.map_or(0, |l| l.saturating_add(1));
         let Some(live) = self.live.clone() else {
-            // Finished: the log is the whole story.
+            // Not performed by this server: the log is the whole story, or, while another
+            // process performs it, a story still being written: read on until it ends.
             match self.logged(from, u64::MAX).await {
+                Ok((events, row)) if row.status == Status::Running => {
+                    self.queue.extend(events.iter().filter_map(event_frame));
+                    if self.queue.is_empty() {
+                        tokio::time::sleep(TAIL_EVERY).await;
+                    }
+                    self.tailing = true;
+                }
                 Ok((events, row)) => {
                     let end = end_of(&row, &events);
                     self.queue.extend(events.iter().filter_map(event_frame));

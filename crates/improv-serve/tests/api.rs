@@ -649,3 +649,52 @@ async fn a_non_loopback_bind_without_tls_is_refused() {
         "{e}"
     );
 }
+
+/// Answers the first `ask` when the test says so.
+struct Gate(tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait::async_trait]
+impl improv_edges::Approver for Gate {
+    async fn ask(&self, _: &improv_edges::ApprovalRequest) -> improv_edges::Approval {
+        if let Some(rx) = self.0.lock().await.take() {
+            let _ = rx.await;
+        }
+        improv_edges::Approval::Once
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_performance_run_elsewhere_is_followed_through_its_log_until_it_ends() {
+    let stage = TestStage::new(read_write_say(), ASK_WRITE);
+    let server = serve(&stage).await;
+    // Performed outside the server (as `improv run` would), held at its approval.
+    let (open, gate) = tokio::sync::oneshot::channel();
+    let mut launch = improv_perform::Launch::new("Copy a.txt to b.txt");
+    launch.approver = std::sync::Arc::new(Gate(tokio::sync::Mutex::new(Some(gate))));
+    let running = improv_perform::launch(stage.stage.clone(), launch).unwrap();
+    let mut events = server.events(&running.id, None).await;
+    let seen = until(&mut events, "tool_call_started").await;
+    assert_eq!(seen[0].kind(), "performance_started");
+    let got: Value = server
+        .get(&format!("/performances/{}", running.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["status"], "running");
+    assert_eq!(got["live"], false, "not steered by this server");
+
+    open.send(()).unwrap();
+    let rest = drain(&mut events).await;
+    let end = rest.last().unwrap();
+    assert_eq!(end.event, "end");
+    assert_eq!(end.data["outcome"], "done");
+    assert_eq!(end.data["answer"], "Wrote b.txt as asked.");
+    let streamed: Vec<u64> = seen.iter().chain(&rest).filter_map(|f| f.seq()).collect();
+    let logged: Vec<u64> = logged(&stage, &running.id).iter().map(|e| e.seq).collect();
+    assert_eq!(streamed, logged);
+    running.done.await.unwrap().unwrap();
+    server.stop_server().await;
+}
