@@ -231,7 +231,13 @@ fn the_init_template_with_every_example_uncommented_parses() {
     // The lead with `lead = true` uncommented still leaves one lead.
     let stage = Stage::parse(&text, Path::new("/proj/stage.toml")).unwrap();
     assert_eq!(stage.actors.len(), 2);
-    assert_eq!(stage.feedback.checks.len(), 2);
+    assert_eq!(stage.feedback.checks.len(), 3);
+    assert_eq!(stage.feedback.checks[2].file.as_deref(), Some("report.json"));
+    assert_eq!(stage.mcp.len(), 1);
+    assert_eq!(stage.mcp[0].name, "fs");
+    assert_eq!(stage.lead().cues, Some(vec!["reviewer".to_string()]));
+    assert_eq!(stage.edges.cue_depth, 2);
+    assert_eq!(stage.context.compact_at, Some(60000));
     assert_eq!(stage.edges.rules.len(), 2);
     assert_eq!(stage.edges.sandbox, improv_stage::SandboxMode::On);
     assert_eq!(stage.edges.hidden.as_ref().map(Vec::len), Some(8));
