@@ -171,6 +171,19 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
                 .mcp
                 .iter()
                 .any(|m| n == m.name || n.starts_with(&format!("{}.", m.name))) => {}
+            "remember" | "recall" => {
+                if !props.iter().any(|p| p.spec().name == *name) {
+                    let dir = crate::state_dir(stage);
+                    let memory = improv_memory::Memory::open_in(&dir).with_context(|| {
+                        format!("cannot open the stage's memory in {}", dir.display())
+                    })?;
+                    props.extend(
+                        improv_memory::props(Arc::new(memory))
+                            .into_iter()
+                            .filter(|p| actor.props.contains(&p.spec().name)),
+                    );
+                }
+            }
             "record" | "query" => {
                 if !props.iter().any(|p| p.spec().name == *name) {
                     props.extend(

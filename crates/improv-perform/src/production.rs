@@ -173,7 +173,12 @@ impl Production {
             .budget(cast.budget(&lead))
             .hook(Arc::new(LoopDetector::new(loop_limit)))
             .hook(edges.decisions.clone())
-            .hook(inbox_hook.clone());
+            .hook(inbox_hook.clone())
+            // After the notes, so the notes just delivered count towards the context.
+            .hook(Arc::new(improv_context::Compactor::new(
+                stage.context.compact_at,
+                improv_context::DEFAULT_KEEP_RECENT_TURNS,
+            )));
         if let Some(t) = stage.edges.tool_timeout {
             builder = builder.tool_timeout(t);
         }

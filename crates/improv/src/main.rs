@@ -85,6 +85,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the actors remember across performances of this stage (the remember/recall props).
+    Memory {
+        #[command(subcommand)]
+        command: Option<improv_memory::cli::MemoryCommand>,
+        /// JSON output, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the stage over MCP on stdin/stdout: any MCP client can cast it as a prop.
     Mcp,
     /// Manage embedded models.
@@ -148,6 +156,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Skills { json }) => {
             stagecraft::skills(&perform::load_stage(stage_path.as_deref(), true)?, json)
+        }
+        Some(Command::Memory { command, json }) => {
+            let stage = perform::load_stage(stage_path.as_deref(), true)?;
+            improv_memory::cli::run(command, &perform::state_dir(&stage), json)?;
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Mcp) => {
             let stage = std::sync::Arc::new(perform::load_stage(stage_path.as_deref(), true)?);

@@ -1,0 +1,102 @@
+//! Memory and compaction wired into a production: a memory saved in one performance is recalled
+//! in the next, and a long performance with `compact_at` stays inside it.
+#![allow(clippy::unwrap_used)]
+
+use improv_kernel::{EventKind, Outcome};
+use improv_log::EventLog;
+use improv_perform::{Launch, Production, state_dir};
+use improv_stage::Stage;
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+async fn perform(dir: &Path, intent: &str) -> Vec<improv_kernel::Event> {
+    let stage = Arc::new(Stage::load(&dir.join("stage.toml")).unwrap());
+    let (mut p, _notes) = Production::open(stage.clone(), Launch::new(intent)).unwrap();
+    let ended = p.perform(&CancellationToken::new()).await;
+    let summary = p.finish(&ended).unwrap();
+    assert_eq!(summary.outcome, Outcome::Done, "{}", summary.reason);
+    EventLog::open(&state_dir(&stage))
+        .unwrap()
+        .events(&summary.id)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_memory_saved_in_one_performance_is_recalled_in_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("stage.toml"),
+        "[[actor]]\nname = \"lead\"\nmodel = \"scripted/lead.json\"\nprops = [\"remember\", \"recall\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("lead.json"),
+        json!([
+            {"calls": [{"name": "remember", "arguments": {"text": "The staging database is called cedar-7."}}]},
+            {"say": "noted"}
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    perform(d, "remember the database name").await;
+    std::fs::write(
+        d.join("lead.json"),
+        json!([
+            {"calls": [{"name": "recall", "arguments": {"query": "staging database"}}]},
+            {"say": "cedar-7"}
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let events = perform(d, "which database?").await;
+    let recalled = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ToolCallFinished { name, output, .. } if name == "recall" => {
+                Some(output.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(recalled.contains("cedar-7"), "{recalled}");
+}
+
+#[tokio::test]
+async fn a_long_performance_is_compacted_to_stay_inside_compact_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("big.txt"), "line of text\n".repeat(600)).unwrap();
+    std::fs::write(
+        d.join("stage.toml"),
+        "[context]\ncompact_at = 1500\n\n[[actor]]\nname = \"lead\"\nmodel = \"scripted/lead.json\"\nprops = [\"read\"]\n",
+    )
+    .unwrap();
+    let mut turns: Vec<serde_json::Value> = (0..6)
+        .map(|i| json!({"calls": [{"name": "read", "arguments": {"path": "big.txt", "offset": i + 1}}]}))
+        .collect();
+    turns.push(json!({"say": "read it all"}));
+    std::fs::write(
+        d.join("lead.json"),
+        serde_json::Value::Array(turns).to_string(),
+    )
+    .unwrap();
+    let events = perform(d, "read big.txt").await;
+    let compacted: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Compacted {
+                tokens_before,
+                tokens_after,
+                ..
+            } => Some((*tokens_before, *tokens_after)),
+            _ => None,
+        })
+        .collect();
+    assert!(!compacted.is_empty(), "no compaction in {events:?}");
+    for (before, after) in compacted {
+        assert!(after < before, "{before} → {after}");
+    }
+}
