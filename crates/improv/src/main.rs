@@ -93,6 +93,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open the stage view: the HTTP API, live event streams and the web page (loopback only
+    /// unless told otherwise; every request needs the bearer token).
+    Serve(improv_serve::ServeArgs),
     /// Serve the stage over MCP on stdin/stdout: any MCP client can cast it as a prop.
     Mcp,
     /// Manage embedded models.
@@ -162,6 +165,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             improv_memory::cli::run(command, &perform::state_dir(&stage), json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Serve(args)) => {
+            let stage = std::sync::Arc::new(perform::load_stage(stage_path.as_deref(), true)?);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(stage, args))
+        }
         Some(Command::Mcp) => {
             let stage = std::sync::Arc::new(perform::load_stage(stage_path.as_deref(), true)?);
             runtime()?.block_on(improv_mcp::serve_stdio(stage))?;
@@ -192,6 +203,36 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         })),
         None => runtime()?.block_on(perform::session(stage_path, cli.perform.model)),
     }
+}
+
+/// `improv serve`: binds, says where and with which token, serves until Ctrl-C, then stops the
+/// running performances and waits for each to log its end.
+async fn serve(
+    stage: std::sync::Arc<improv_stage::Stage>,
+    args: improv_serve::ServeArgs,
+) -> Result<ExitCode> {
+    let server = improv_serve::bind(stage.clone(), &args).await?;
+    eprintln!(
+        "improv · stage {} · serving the stage view at {}",
+        stage.stage.name,
+        server.url()
+    );
+    if server.token_created() {
+        eprintln!(
+            "bearer token (shown once; kept in {}): {}",
+            server.token_file().display(),
+            server.token()
+        );
+        eprintln!("open {}#token={}", server.url(), server.token());
+    } else {
+        eprintln!("bearer token: in {}", server.token_file().display());
+    }
+    server
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One thread is enough: the loop waits on the network or on child processes, and blocking work

@@ -70,9 +70,10 @@ pub fn skills(stage: &Stage, json: bool) -> Result<ExitCode> {
             format!("~{}", r.body_tokens)
         );
     }
+    let n = rows.len();
     println!(
-        "{} skills · ~{per_turn} tokens on every turn (names and descriptions only)",
-        rows.len()
+        "{n} skill{} · ~{per_turn} tokens on every turn (names and descriptions only)",
+        if n == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
 }
