@@ -10,6 +10,7 @@ use improv_stage::Stage;
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
@@ -150,11 +151,13 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     // to the session, or to the approval prompt while a turn asks the director.
     let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     let lines = Arc::new(tokio::sync::Mutex::new(lines));
-    let approver: Arc<dyn Approver> = if std::io::stdin().is_terminal() {
-        Arc::new(Prompt::new(
-            DirectorLines::new(lines.clone()),
-            std::io::stderr(),
-        ))
+    let asking = Arc::new(AtomicBool::new(false));
+    let interactive = std::io::stdin().is_terminal();
+    let approver: Arc<dyn Approver> = if interactive {
+        Arc::new(Asking {
+            inner: Prompt::new(DirectorLines::new(lines.clone()), std::io::stderr()),
+            asking: asking.clone(),
+        })
     } else {
         Arc::new(Unattended)
     };
@@ -168,7 +171,7 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     launch.outside = crate::stagecraft::attach_mcp(&stage).await?;
     let name = stage.stage.name.clone();
     let ctrl_c = CtrlC::install()?;
-    let (mut performance, _notes) = Production::open(stage, launch)?;
+    let (mut performance, notes) = Production::open(stage, launch)?;
     eprintln!(
         "improv · stage {name} · type to direct the cast · /exit or Ctrl-D to leave · Ctrl-C stops a turn"
     );
@@ -201,7 +204,15 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
             break;
         }
         performance.direct(line)?;
+        // While the turn runs, what the director types is a note the lead reads before its
+        // next model call (unless the turn is asking the director to approve something).
+        // Piped input is a script of directions, one per turn, so it is not forwarded.
+        let forward = interactive
+            .then(|| tokio::spawn(forward_notes(lines.clone(), asking.clone(), notes.clone())));
         let turn = performance.act(&ctrl_c.arm()).await;
+        if let Some(forward) = forward {
+            forward.abort();
+        }
         ctrl_c.disarm();
         match turn.outcome {
             Outcome::Done | Outcome::Converged => {}
@@ -215,6 +226,46 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     }
     performance.finish(&ended)?;
     Ok(exit_code(ended.outcome))
+}
+
+/// Hands lines typed during a turn to the lead as director notes. It never holds the lines
+/// while the turn asks for an approval, so the answer reaches the prompt.
+async fn forward_notes(
+    lines: Arc<tokio::sync::Mutex<UnboundedReceiver<String>>>,
+    asking: Arc<AtomicBool>,
+    notes: improv_kernel::NoteSender,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if asking.load(Ordering::SeqCst) {
+            continue;
+        }
+        let Ok(mut rx) = lines.try_lock() else {
+            continue;
+        };
+        while let Ok(line) = rx.try_recv() {
+            let line = line.trim();
+            if !line.is_empty() && notes.send(line) {
+                eprintln!("(note for the lead's next turn)");
+            }
+        }
+    }
+}
+
+/// The terminal approver, telling the note forwarder when it is waiting for an answer.
+struct Asking {
+    inner: Prompt,
+    asking: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Approver for Asking {
+    async fn ask(&self, request: &improv_edges::ApprovalRequest) -> improv_edges::Approval {
+        self.asking.store(true, Ordering::SeqCst);
+        let answer = self.inner.ask(request).await;
+        self.asking.store(false, Ordering::SeqCst);
+        answer
+    }
 }
 
 /// The director's typed lines as the approval prompt's input: the next line typed answers the
