@@ -4,7 +4,9 @@
 use crate::tokens::{estimate, overhead};
 use crate::trim::trim_middle;
 use async_trait::async_trait;
-use improv_kernel::{Between, Control, EventKind, Hook, Message, Model, ModelError, Request};
+use improv_kernel::{
+    Between, Control, EventKind, Hook, Message, Model, ModelError, Request, Usage,
+};
 use std::sync::Arc;
 
 /// The assistant turns (each with its tool results) kept verbatim by default.
@@ -66,7 +68,7 @@ impl Compactor {
         intent: Option<&str>,
         older: &[Message],
         budget_bytes: usize,
-    ) -> Result<String, ModelError> {
+    ) -> Result<(String, Usage), ModelError> {
         let mut transcript = transcript(older);
         if let Some(t) = trim_middle(&transcript, budget_bytes) {
             transcript = t;
@@ -89,7 +91,7 @@ impl Compactor {
                 "the summary came back empty".to_string(),
             ));
         }
-        Ok(text.to_string())
+        Ok((text.to_string(), reply.usage))
     }
 }
 
@@ -134,7 +136,8 @@ impl Hook for Compactor {
                 .summarize(&model, intent, &conversation[start..cut], budget)
                 .await
             {
-                Ok(summary) => {
+                Ok((summary, usage)) => {
+                    at.spend.push(usage);
                     let summary = Message::user(format!("{SUMMARY_HEADER}\n{summary}"));
                     if estimate(std::slice::from_ref(&summary))
                         < estimate(&conversation[start..cut])

@@ -221,6 +221,14 @@ async fn a_long_performance_stays_inside_a_small_window() {
     // Without compaction the last request would carry ~40 chapters of 3 KB: ~30k tokens.
     let requests = model.actor.requests();
     assert_eq!(requests.len() as u64, TURNS + 1);
+    // Every summary call is accounted for too: one `usage` event per model call of either kind.
+    let summaries = model.summary_texts.lock().unwrap().len();
+    assert!(summaries > 0);
+    assert_eq!(
+        tape.input_tokens().len(),
+        requests.len() + summaries,
+        "the summaries' tokens must reach the budget"
+    );
     let inputs = tape.input_tokens();
     for (i, tokens) in inputs.iter().enumerate() {
         assert!(

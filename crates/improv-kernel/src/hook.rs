@@ -22,6 +22,10 @@ pub struct Between<'a> {
     pub model: &'a mut Arc<dyn Model>,
     /// Events the hook wants emitted; the loop emits them, in order, after the hook returns.
     pub events: Vec<EventKind>,
+    /// Model calls the hook made itself (a compaction summary): the loop adds them to what the
+    /// performance spent, prices them with the actor's model and logs a `usage` event for each,
+    /// so budgets see every token.
+    pub spend: Vec<crate::model::Usage>,
 }
 
 /// A hook's verdict.

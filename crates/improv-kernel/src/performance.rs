@@ -5,7 +5,7 @@ use crate::budget::{Budget, BudgetHook, BudgetKind, Spent};
 use crate::event::{Event, EventKind, ObserveError, Observer, Outcome};
 use crate::hook::{Between, Control, Hook};
 use crate::message::{Message, ToolCall, ToolSpec};
-use crate::model::{Model, ModelUpdate, Reply, Request, StopReason};
+use crate::model::{Model, ModelUpdate, Reply, Request, StopReason, Usage};
 use crate::prop::{Access, EventSink, Prop, PropContext};
 use futures::future::join_all;
 use std::path::{Path, PathBuf};
@@ -273,6 +273,7 @@ impl Performance {
                 conversation: &mut self.conversation,
                 model: &mut self.model,
                 events: Vec::new(),
+                spend: Vec::new(),
             };
             let mut stop = None;
             for hook in &self.hooks {
@@ -290,8 +291,17 @@ impl Performance {
                     break;
                 }
             }
-            for event in std::mem::take(&mut at.events) {
+            let (events, spend) = (
+                std::mem::take(&mut at.events),
+                std::mem::take(&mut at.spend),
+            );
+            for event in events {
                 if let Err(e) = self.out.emit(event) {
+                    return log_failed(e);
+                }
+            }
+            for usage in spend {
+                if let Err(e) = self.account(&usage, 0) {
                     return log_failed(e);
                 }
             }
@@ -376,33 +386,36 @@ impl Performance {
         let reply = reply.map_err(|e| Ended::new(Outcome::Failed, format!("model error: {e}")))?;
 
         // Account for it.
-        let cost = self.model.price().map_or(0.0, |p| p.cost(&reply.usage));
-        self.tick();
         self.context_tokens = reply.usage.input_tokens;
-        let s = &mut self.spent;
-        s.input_tokens += reply.usage.input_tokens;
-        s.output_tokens += reply.usage.output_tokens;
-        s.cached_input_tokens += reply.usage.cached_input_tokens;
-        s.cost_usd += cost;
-        s.tool_calls += reply.tool_calls.len() as u32;
-        let usage = EventKind::Usage {
-            input_tokens: reply.usage.input_tokens,
-            output_tokens: reply.usage.output_tokens,
-            cached_input_tokens: reply.usage.cached_input_tokens,
-            cost_usd: cost,
-            request_bytes: reply.request_bytes,
-            spent: self.spent,
-        };
+        self.spent.tool_calls += reply.tool_calls.len() as u32;
         let replied = EventKind::ModelReplied {
             text: reply.text.clone(),
             tool_calls: reply.tool_calls.clone(),
             stop: reply.stop.clone(),
         };
-        self.out
-            .emit(usage)
+        self.account(&reply.usage, reply.request_bytes)
             .and_then(|_| self.out.emit(replied))
             .map_err(log_failed)?;
         Ok(reply)
+    }
+
+    /// Adds a model call's tokens and cost to what the performance spent, and logs them.
+    fn account(&mut self, usage: &Usage, request_bytes: u64) -> Result<(), ObserveError> {
+        let cost = self.model.price().map_or(0.0, |p| p.cost(usage));
+        self.tick();
+        let s = &mut self.spent;
+        s.input_tokens += usage.input_tokens;
+        s.output_tokens += usage.output_tokens;
+        s.cached_input_tokens += usage.cached_input_tokens;
+        s.cost_usd += cost;
+        self.out.emit(EventKind::Usage {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            cost_usd: cost,
+            request_bytes,
+            spent: self.spent,
+        })
     }
 
     /// A budget ran out: the actor gets one last turn, without props, to say what it did and
