@@ -5,7 +5,7 @@ use crate::tokens::{estimate, overhead};
 use crate::trim::trim_middle;
 use async_trait::async_trait;
 use improv_kernel::{
-    Between, Control, EventKind, Hook, Message, Model, ModelError, Request, Usage,
+    Between, Compaction, Control, EventKind, Hook, Message, Model, ModelError, Request, Usage,
 };
 use std::sync::Arc;
 
@@ -118,7 +118,8 @@ impl Hook for Compactor {
 
         // 1. Large old tool results lose their middle.
         let recent = recent_start(conversation, self.keep_recent_turns);
-        let mut trimmed = trim_tool_results(&mut conversation[..recent], self.trim_to);
+        let mut edits = Vec::new();
+        let mut trimmed = trim_tool_results(&mut conversation[..recent], self.trim_to, &mut edits);
 
         // 2. The older turns become one summary, by the actor's own model.
         let mut replaced = 0;
@@ -138,12 +139,18 @@ impl Hook for Compactor {
             {
                 Ok((summary, usage)) => {
                     at.spend.push(usage);
-                    let summary = Message::user(format!("{SUMMARY_HEADER}\n{summary}"));
+                    let text = format!("{SUMMARY_HEADER}\n{summary}");
+                    let summary = Message::user(text.clone());
                     if estimate(std::slice::from_ref(&summary))
                         < estimate(&conversation[start..cut])
                     {
                         conversation.splice(start..cut, [summary]);
                         replaced = cut - start;
+                        edits.push(Compaction::Summarized {
+                            start,
+                            end: cut,
+                            text,
+                        });
                     } else {
                         tracing::warn!(
                             "compaction: the summary was no shorter than the {} messages it summarized; kept them",
@@ -160,7 +167,7 @@ impl Hook for Compactor {
 
         // 3. Still over: recent tool results are trimmed too.
         if size(conversation) >= threshold {
-            trimmed += trim_tool_results(conversation, self.trim_to);
+            trimmed += trim_tool_results(conversation, self.trim_to, &mut edits);
         }
 
         if trimmed > 0 || replaced > 0 {
@@ -169,6 +176,7 @@ impl Hook for Compactor {
                 trimmed: trimmed as u32,
                 tokens_before: before,
                 tokens_after: size(conversation),
+                edits,
             });
         }
         Control::Continue
@@ -213,12 +221,18 @@ fn older_turns(conversation: &[Message], keep: usize) -> Option<(usize, usize)> 
 }
 
 /// Trims every tool result in `messages` longer than `keep` bytes; returns how many.
-fn trim_tool_results(messages: &mut [Message], keep: usize) -> usize {
+fn trim_tool_results(messages: &mut [Message], keep: usize, edits: &mut Vec<Compaction>) -> usize {
     let mut trimmed = 0;
     for message in messages {
-        if let Message::Tool { content, .. } = message
+        if let Message::Tool {
+            content, call_id, ..
+        } = message
             && let Some(short) = trim_middle(content, keep)
         {
+            edits.push(Compaction::Trimmed {
+                call_id: call_id.clone(),
+                content: short.clone(),
+            });
             *content = short;
             trimmed += 1;
         }

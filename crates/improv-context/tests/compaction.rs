@@ -36,6 +36,7 @@ impl Tape {
                     trimmed,
                     tokens_before,
                     tokens_after,
+                    ..
                 } => Some((messages, trimmed, tokens_before, tokens_after)),
                 _ => None,
             })
@@ -217,6 +218,11 @@ async fn a_long_performance_stays_inside_a_small_window() {
     )
     .await;
     assert_eq!(ended.outcome, Outcome::Done, "{}", ended.reason);
+
+    // The log is enough to rebuild the compacted conversation exactly: a resumed performance
+    // goes on from what the actor last saw, not from the whole history.
+    let logged = tape.0.lock().unwrap().clone();
+    assert_eq!(improv_kernel::resume::replay(&logged).conversation, last);
 
     // Without compaction the last request would carry ~40 chapters of 3 KB: ~30k tokens.
     let requests = model.actor.requests();

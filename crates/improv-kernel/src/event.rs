@@ -137,6 +137,9 @@ pub enum EventKind {
         trimmed: u32,
         tokens_before: u64,
         tokens_after: u64,
+        /// What changed, in order, so a resumed performance rebuilds the same conversation.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        edits: Vec<Compaction>,
     },
     PerformanceFinished {
         outcome: Outcome,
@@ -172,6 +175,20 @@ impl EventKind {
             EventKind::PerformanceFinished { .. } => "performance_finished",
         }
     }
+}
+
+/// One change a compaction made to the conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "edit", rename_all = "snake_case")]
+pub enum Compaction {
+    /// The result of tool call `call_id` now reads `content`.
+    Trimmed { call_id: String, content: String },
+    /// Messages `start..end` were replaced by one director message, `text`.
+    Summarized {
+        start: usize,
+        end: usize,
+        text: String,
+    },
 }
 
 /// How a performance ended.

@@ -16,7 +16,7 @@ pub mod resume;
 pub mod scripted;
 
 pub use budget::{Budget, BudgetKind, Spent};
-pub use event::{Event, EventKind, ObserveError, Observer, Outcome};
+pub use event::{Compaction, Event, EventKind, ObserveError, Observer, Outcome};
 pub use hook::{Between, Control, Hook, NoteSender, Notes};
 pub use message::{Message, ToolCall, ToolSpec};
 pub use model::{Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, Usage};

@@ -2,7 +2,7 @@
 //! ends.
 
 use crate::budget::Spent;
-use crate::event::{Event, EventKind};
+use crate::event::{Compaction, Event, EventKind};
 use crate::message::{Message, ToolCall};
 
 /// What the log says a performance had reached.
@@ -53,6 +53,7 @@ pub fn replay(events: &[Event]) -> Past {
                 content: output.clone(),
                 is_error: !ok,
             }),
+            EventKind::Compacted { edits, .. } => apply(&mut past.conversation, edits),
             EventKind::Usage { spent, .. } => past.spent = *spent,
             EventKind::PerformanceFinished { spent, .. } => past.spent = *spent,
             _ => {}
@@ -79,4 +80,30 @@ pub fn replay(events: &[Event]) -> Past {
             .collect();
     }
     past
+}
+
+/// Makes the same changes to the replayed conversation that a compaction made to the live one.
+fn apply(conversation: &mut Vec<Message>, edits: &[Compaction]) {
+    for edit in edits {
+        match edit {
+            Compaction::Trimmed { call_id, content } => {
+                for m in conversation.iter_mut() {
+                    if let Message::Tool {
+                        call_id: id,
+                        content: c,
+                        ..
+                    } = m
+                        && id == call_id
+                    {
+                        *c = content.clone();
+                    }
+                }
+            }
+            Compaction::Summarized { start, end, text } => {
+                if start <= end && *end <= conversation.len() {
+                    conversation.splice(*start..*end, [Message::user(text)]);
+                }
+            }
+        }
+    }
 }
