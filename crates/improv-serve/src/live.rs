@@ -18,9 +18,9 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Events kept in memory per running performance; older ones are read back from the log.
-pub(crate) const RING: usize = 2048;
+pub(crate) const RING: usize = 1024;
 /// Frames a slow stream may fall behind before it re-reads from the ring and the log.
-const BROADCAST: usize = 4096;
+const BROADCAST: usize = 1024;
 
 /// One message of an event stream.
 #[derive(Clone, Debug)]
