@@ -438,3 +438,82 @@ async fn a_note_sent_during_the_last_turn_is_not_lost_the_lead_goes_on() {
         .collect();
     assert_eq!(notes, ["format it", "use tabs"]);
 }
+
+#[tokio::test]
+async fn a_critic_of_the_cast_judges_once_the_other_checks_pass_and_the_work_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "stage.toml",
+        r#"
+[[actor]]
+name = "lead"
+model = "scripted/lead.json"
+props = ["write"]
+
+[[actor]]
+name = "reviewer"
+model = "scripted/reviewer.json"
+props = ["read"]
+
+[feedback]
+max_attempts = 2
+
+[[feedback.check]]
+name = "greeting"
+file = "hello.txt"
+contains = "hello"
+
+[[feedback.check]]
+name = "review"
+critic = "reviewer"
+rubric = "Is the greeting friendly?"
+"#,
+    );
+    script(
+        d,
+        "lead.json",
+        json!([
+            {"say": "done"},
+            {"calls": [{"name": "write", "arguments": {"path": "hello.txt", "content": "hello there\n"}}]},
+            {"say": "wrote hello.txt"}
+        ]),
+    );
+    script(
+        d,
+        "reviewer.json",
+        json!([
+            {"calls": [{"name": "read", "arguments": {"path": "hello.txt"}}]},
+            {"calls": [{"name": "verdict", "arguments": {"pass": true, "notes": "friendly enough"}}]}
+        ]),
+    );
+    let (summary, events) = perform(d, "greet").await;
+    assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+    assert_eq!(summary.attempts, 2);
+    let checks: Vec<(u32, String, bool, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::CheckFinished {
+                attempt,
+                check,
+                passed,
+                output,
+                ..
+            } => Some((*attempt, check.clone(), *passed, output.clone())),
+            _ => None,
+        })
+        .collect();
+    // Attempt 1: the file is missing, so the critic is not asked; attempt 2: both pass.
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert_eq!((checks[0].0, checks[0].2), (1, false));
+    assert_eq!(
+        (checks[1].0, checks[1].1.as_str(), checks[1].2),
+        (2, "greeting", true)
+    );
+    assert_eq!(
+        (checks[2].0, checks[2].1.as_str(), checks[2].2),
+        (2, "review", true)
+    );
+    assert!(checks[2].3.contains("friendly enough"), "{checks:?}");
+}
