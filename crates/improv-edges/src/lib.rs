@@ -14,9 +14,11 @@
 //! [`RedactingObserver`] around every observer; [`DecisionEvents`] as a hook and the policy's
 //! `on_decision`.
 
+mod cgroup;
 pub mod decisions;
 pub mod env;
 pub mod loop_detector;
+mod namespace;
 pub mod policy;
 pub mod sandbox;
 pub mod secrets;
@@ -28,5 +30,5 @@ pub use policy::{
     Approval, ApprovalRequest, Approver, Decision, Guarded, PathEdges, Policy, PolicyDecision,
     Prompt, Rule, Unattended,
 };
-pub use sandbox::{Limits, Sandbox, SandboxConfig, SandboxError, SandboxMode};
+pub use sandbox::{Limits, ProcessLimit, Sandbox, SandboxConfig, SandboxError, SandboxMode};
 pub use secrets::{Redacted, RedactingObserver, Redactor};

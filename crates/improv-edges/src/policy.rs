@@ -47,14 +47,14 @@ pub struct GlobError {
 /// without one it matches any component (`.env*` hides `config/.env.local`, `.git` everything
 /// in `.git/`).
 #[derive(Clone, Debug)]
-struct PathGlob {
+pub(crate) struct PathGlob {
     text: String,
     matcher: GlobMatcher,
     whole_path: bool,
 }
 
 impl PathGlob {
-    fn new(text: &str) -> Result<Self, GlobError> {
+    pub(crate) fn new(text: &str) -> Result<Self, GlobError> {
         let trimmed = text.trim_end_matches('/');
         let matcher = GlobBuilder::new(trimmed)
             .literal_separator(true)
@@ -71,7 +71,7 @@ impl PathGlob {
         })
     }
 
-    fn matches(&self, rel: &Path) -> bool {
+    pub(crate) fn matches(&self, rel: &Path) -> bool {
         if self.whole_path {
             rel.ancestors()
                 .filter(|a| !a.as_os_str().is_empty())

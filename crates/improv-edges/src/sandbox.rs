@@ -1,7 +1,9 @@
 //! The sandbox every process an actor starts runs in: Landlock (what it may read, write and
-//! execute), seccomp (no network sockets unless allowed, no ptrace, mount, module or keyring
-//! calls, no leaving its process group), `no_new_privs`, no capabilities (even as root),
-//! resource limits and a minimal environment.
+//! execute), its own user and mount namespace where the workspace's hidden files are covered
+//! (see the `namespace` module), seccomp (no network sockets unless allowed, no ptrace, mount, module
+//! or keyring calls, no leaving its process group), `no_new_privs`, no capabilities (even as
+//! root), resource limits (the process count in a pids cgroup for uid 0) and
+//! a minimal environment.
 //!
 //! Everything that allocates or can fail for a reason worth a message (the Landlock ruleset, the
 //! BPF program, the environment) is built before `fork`, in [`Sandbox::new`] and
@@ -17,7 +19,10 @@
 //! # Ok::<(), improv_edges::sandbox::SandboxError>(())
 //! ```
 
+use crate::cgroup::PidsCgroup;
 use crate::env::{ChildEnv, EnvPolicy};
+use crate::namespace::{self, Covers, Plan};
+use crate::policy::{DEFAULT_HIDDEN, GlobError, PathGlob};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
     RulesetCreated, RulesetCreatedAttr, Scope, path_beneath_rules,
@@ -59,8 +64,10 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// Open file descriptors (`RLIMIT_NOFILE`).
     pub open_files: Option<u64>,
-    /// Processes of the sandbox's user (`RLIMIT_NPROC`). The kernel does not enforce it for uid
-    /// 0: see [`SandboxConfig::run_as`].
+    /// Processes (and threads) at once. Counted per command (`RLIMIT_NPROC` in the command's
+    /// own user namespace); for uid 0, whose `RLIMIT_NPROC` the kernel never enforces, for
+    /// all the performance's commands together in a pids cgroup when one is writable. See
+    /// [`Sandbox::process_limit`].
     pub processes: Option<u64>,
     /// The largest file a process may write, in bytes (`RLIMIT_FSIZE`): SIGXFSZ past it.
     pub file_size_bytes: Option<u64>,
@@ -95,10 +102,15 @@ pub struct SandboxConfig {
     pub read_only: Vec<PathBuf>,
     /// More read-write paths.
     pub read_write: Vec<PathBuf>,
+    /// Workspace paths no command may read (globs as in `hidden` under `[edges]`: without a
+    /// `/` a glob matches any path component). Those present when the sandbox is built are
+    /// covered in every command's mount namespace; the file props refuse them too.
+    pub hidden: Vec<String>,
     pub limits: Limits,
-    /// Run commands as this `(uid, gid)`. When improv runs as root, the kernel ignores
-    /// `RLIMIT_NPROC`, so only an unprivileged uid bounds a fork bomb; the workspace and the
-    /// private temp dir must be writable by it (the temp dir is handed to it here).
+    /// Run commands as this `(uid, gid)`. When improv runs as root without a writable pids
+    /// cgroup, the kernel ignores `RLIMIT_NPROC`, so only an unprivileged uid bounds a fork
+    /// bomb; the workspace and the private temp dir must be writable by it (the temp dir is
+    /// handed to it here).
     pub run_as: Option<(u32, u32)>,
     pub env: EnvPolicy,
 }
@@ -148,6 +160,7 @@ impl SandboxConfig {
             .collect(),
             read_only: Vec::new(),
             read_write: Vec::new(),
+            hidden: DEFAULT_HIDDEN.map(String::from).to_vec(),
             limits: Limits::default(),
             run_as: None,
             env: EnvPolicy::default(),
@@ -195,6 +208,32 @@ pub enum SandboxError {
     Seccomp(String),
     #[error("could not prepare the sandboxed process: {0}")]
     Prepare(io::Error),
+    #[error(transparent)]
+    Hidden(#[from] GlobError),
+}
+
+/// How the process count of sandboxed commands is bounded ([`Limits::processes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessLimit {
+    /// No limit is configured.
+    Unlimited,
+    /// `RLIMIT_NPROC` in each command's own user namespace: at most this many per command.
+    PerCommand(u64),
+    /// `RLIMIT_NPROC` without a user namespace: counted over every process of the uid.
+    PerUser(u64),
+    /// A pids cgroup: at most `max` tasks for all the performance's commands together.
+    PerPerformance { max: u64, cgroup: PathBuf },
+    /// Commands run as uid 0 and no pids cgroup could be made: a fork bomb is only stopped by
+    /// the command's timeout and the end of the performance.
+    NotEnforced { reason: String },
+}
+
+/// The user and mount namespaces that cover hidden files.
+struct Namespaces {
+    covers: Covers,
+    globs: Vec<PathGlob>,
+    /// What the last scan found: covered in every command spawned since.
+    scan: Mutex<(namespace::Targets, namespace::Scan)>,
 }
 
 /// A sandbox for the processes of one performance. Cheap to [`apply`](Sandbox::apply) to every
@@ -209,6 +248,9 @@ pub struct Sandbox {
     env: Vec<(OsString, OsString)>,
     groups: Groups,
     notes: Vec<String>,
+    namespaces: Option<Namespaces>,
+    cgroup: Option<Arc<PidsCgroup>>,
+    process_limit: ProcessLimit,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -257,13 +299,58 @@ impl Sandbox {
                 (Some(ruleset), Some(Arc::new(filter)))
             }
         };
-        // SAFETY: geteuid only reads the calling process's credentials.
-        let root = unsafe { libc::geteuid() } == 0;
-        if root && config.run_as.is_none() && config.limits.processes.is_some() {
-            notes.push(
-                "running as root: the kernel does not enforce the process limit for uid 0; set run_as to an unprivileged uid to bound fork bombs".to_string(),
-            );
-        }
+        let globs = config
+            .hidden
+            .iter()
+            .map(|g| PathGlob::new(g))
+            .collect::<Result<Vec<_>, _>>()?;
+        let namespaces = match config.mode {
+            SandboxMode::Off => None,
+            SandboxMode::On => {
+                let covers = Covers::new().map_err(SandboxError::TempDir)?;
+                match namespace::probe(&covers, config.run_as) {
+                    Ok(()) => {
+                        let ns = Namespaces {
+                            covers,
+                            globs,
+                            scan: Mutex::default(),
+                        };
+                        ns.rescan(&workspace).map_err(SandboxError::Prepare)?;
+                        Some(ns)
+                    }
+                    Err(reason) => {
+                        notes.push(format!(
+                            "no user namespaces ({reason}): hidden files ({}) are only hidden from the file props; a command can still read them",
+                            config.hidden.join(", ")
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        let uid = config
+            .run_as
+            .map(|(uid, _)| uid)
+            .unwrap_or_else(|| rustix::process::geteuid().as_raw());
+        let mut cgroup = None;
+        let process_limit = match config.limits.processes {
+            None => ProcessLimit::Unlimited,
+            Some(max) if uid == 0 => match PidsCgroup::create(max) {
+                Ok(c) => {
+                    let path = c.path().to_path_buf();
+                    cgroup = Some(Arc::new(c));
+                    ProcessLimit::PerPerformance { max, cgroup: path }
+                }
+                Err(reason) => {
+                    notes.push(format!(
+                        "commands run as root and no pids cgroup could be made ({reason}): the process limit is not enforced, so a fork bomb runs until the command times out; set run_as to an unprivileged uid, or give improv a writable pids cgroup"
+                    ));
+                    ProcessLimit::NotEnforced { reason }
+                }
+            },
+            Some(max) if namespaces.is_some() => ProcessLimit::PerCommand(max),
+            Some(max) => ProcessLimit::PerUser(max),
+        };
         let readable: Vec<PathBuf> = config
             .system_read_only
             .iter()
@@ -280,7 +367,33 @@ impl Sandbox {
             filter,
             env,
             notes,
+            namespaces,
+            cgroup,
+            process_limit,
         })
+    }
+
+    /// How the process count is bounded.
+    pub fn process_limit(&self) -> &ProcessLimit {
+        &self.process_limit
+    }
+
+    /// The hidden paths covered in every command's namespace, as the last scan found them;
+    /// `None` where user namespaces are unavailable (or the sandbox is off) and only the file
+    /// props hide them.
+    pub fn covered(&self) -> Option<Vec<PathBuf>> {
+        let ns = self.namespaces.as_ref()?;
+        let scan = lock(&ns.scan);
+        Some(scan.1.hidden.iter().map(|(p, _)| p.clone()).collect())
+    }
+
+    /// Scans the workspace for hidden files again (the sandbox scans once, when built): for a
+    /// caller that knows hidden files appeared since, other than the actors' own.
+    pub fn rescan(&self) -> Result<(), SandboxError> {
+        match &self.namespaces {
+            Some(ns) => ns.rescan(&self.workspace).map_err(SandboxError::Prepare),
+            None => Ok(()),
+        }
     }
 
     /// Whether Landlock and seccomp are applied (the mode is on).
@@ -319,6 +432,35 @@ impl Sandbox {
         } else {
             String::from("sandbox off")
         };
+        if let Some(ns) = &self.namespaces {
+            let scan = lock(&ns.scan);
+            line.push_str(&format!(
+                ", own user and mount namespace ({} hidden path(s) in the workspace covered{})",
+                scan.1.hidden.len(),
+                if scan.1.truncated {
+                    format!(
+                        "; the scan stopped at its bounds ({} levels, {} entries, {} covers), so deeper ones are only hidden from the file props",
+                        namespace::SCAN_DEPTH,
+                        namespace::SCAN_ENTRIES,
+                        namespace::MAX_COVERS
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        match &self.process_limit {
+            ProcessLimit::PerCommand(n) => {
+                line.push_str(&format!(", at most {n} processes per command"))
+            }
+            ProcessLimit::PerUser(n) => {
+                line.push_str(&format!(", at most {n} processes of the uid"))
+            }
+            ProcessLimit::PerPerformance { max, .. } => line.push_str(&format!(
+                ", at most {max} processes for the performance (pids cgroup)"
+            )),
+            ProcessLimit::Unlimited | ProcessLimit::NotEnforced { .. } => {}
+        }
         for note in &self.notes {
             line.push_str("; ");
             line.push_str(note);
@@ -353,6 +495,18 @@ impl Sandbox {
         let filter = self.filter.clone();
         let limits = rlimits(&self.config.limits);
         let registry = self.groups.writer.clone();
+        let (uid, gid) = self.config.run_as.unwrap_or_else(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        });
+        let plan = self.namespaces.as_ref().map(|ns| {
+            let targets = lock(&ns.scan).0.clone();
+            Plan::new(uid, gid, &ns.covers, targets)
+        });
+        let processes = self.config.limits.processes;
+        let cgroup = self.cgroup.clone();
         let child = move || -> io::Result<()> {
             // Everything below runs in the forked child: system calls only, no allocation.
             // SAFETY: setpgid, getpid and write are async-signal-safe; the registry fd is kept
@@ -362,7 +516,18 @@ impl Sandbox {
                 let pid = libc::getpid().to_ne_bytes();
                 libc::write(registry.as_raw_fd(), pid.as_ptr().cast(), pid.len());
             }
+            if let Some(cgroup) = &cgroup
+                && rustix::io::write(cgroup.procs(), b"0").is_err()
+            {
+                return Err(child_failed(
+                    c"improv sandbox: could not join the sandbox's pids cgroup\n",
+                ));
+            }
             for (resource, value) in limits.iter().flatten() {
+                if plan.is_some() && *resource == libc::RLIMIT_NPROC {
+                    // Set inside the user namespace below, where it counts this command only.
+                    continue;
+                }
                 let limit = libc::rlimit {
                     rlim_cur: *value,
                     rlim_max: *value,
@@ -370,6 +535,24 @@ impl Sandbox {
                 // SAFETY: setrlimit reads the struct we pass; it is async-signal-safe.
                 if unsafe { libc::setrlimit(*resource, &limit) } != 0 {
                     return Err(child_failed(c"improv sandbox: setrlimit failed\n"));
+                }
+            }
+            if let Some(plan) = &plan {
+                if let Err((step, errno)) = namespace::enter(plan) {
+                    return Err(step_failed(step, errno));
+                }
+                if let Some(max) = processes {
+                    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+                    let value = getrlimit(Resource::Nproc)
+                        .maximum
+                        .map_or(max, |hard| max.min(hard));
+                    let limit = Rlimit {
+                        current: Some(value),
+                        maximum: Some(value),
+                    };
+                    if let Err(errno) = setrlimit(Resource::Nproc, limit) {
+                        return Err(step_failed(c"setrlimit(RLIMIT_NPROC)", errno));
+                    }
                 }
             }
             drop_capabilities();
@@ -413,6 +596,9 @@ impl Sandbox {
     /// `setpgid`), so this reaches everything they started, `nohup`ed or not.
     pub fn reap(&self) -> usize {
         self.groups.drain();
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+        }
         let groups = std::mem::take(&mut *self.groups.lock());
         let mut killed = 0;
         for pgid in groups {
@@ -464,6 +650,36 @@ fn child_failed(message: &std::ffi::CStr) -> io::Error {
         libc::write(2, bytes.as_ptr().cast(), bytes.len());
     }
     io::Error::from_raw_os_error(libc::EPERM)
+}
+
+/// Writes `improv sandbox: <step> failed` to the child's stderr and returns `errno` as the
+/// error; no allocation.
+fn step_failed(step: &std::ffi::CStr, errno: rustix::io::Errno) -> io::Error {
+    for part in [&b"improv sandbox: "[..], step.to_bytes(), &b" failed\n"[..]] {
+        // SAFETY: write is async-signal-safe; fd 2 is the child's stderr.
+        unsafe {
+            libc::write(2, part.as_ptr().cast(), part.len());
+        }
+    }
+    io::Error::from_raw_os_error(errno.raw_os_error())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every value guarded here stays valid if a holder panicked.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Namespaces {
+    fn rescan(&self, workspace: &Path) -> io::Result<()> {
+        let scan = namespace::scan(workspace, &self.globs);
+        let targets = scan
+            .hidden
+            .iter()
+            .map(|(path, is_dir)| Ok((namespace::c_path(path)?, *is_dir)))
+            .collect::<io::Result<Vec<_>>>()?;
+        *lock(&self.scan) = (Arc::new(targets), scan);
+        Ok(())
+    }
 }
 
 type Rlimit = Option<(libc::__rlimit_resource_t, libc::rlim_t)>;
@@ -858,5 +1074,51 @@ mod tests {
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn hidden_files_in_the_workspace_are_unreadable_to_commands() {
+        let d = dirs();
+        for (rel, text) in [
+            (".env", "dotenv-secret"),
+            ("config/.env.local", "local-secret"),
+            ("certs/server.pem", "pem-secret"),
+            ("secrets/db.txt", "folder-secret"),
+            ("target/.env", "build-output"),
+            ("src/main.rs", "fn main() {}"),
+        ] {
+            let p = d.ws.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let mut config = SandboxConfig::new(&d.ws);
+        config.hidden.push("secrets/".into());
+        let sandbox = Sandbox::new(config).unwrap();
+        let covered = sandbox.covered().expect("user namespaces on this kernel");
+        assert_eq!(covered.len(), 4, "{covered:?}");
+        assert!(
+            sandbox.describe().contains("4 hidden path(s)"),
+            "{}",
+            sandbox.describe()
+        );
+        for (script, secret) in [
+            ("cat .env", "dotenv-secret"),
+            ("cat config/.env.local", "local-secret"),
+            ("cat certs/server.pem", "pem-secret"),
+            ("cat secrets/db.txt; ls secrets", "folder-secret"),
+        ] {
+            let (code, out) = run(&sandbox, script);
+            assert_ne!(code, 0, "{script}: {out}");
+            assert!(out.contains("Permission denied"), "{script}: {out}");
+            assert!(!out.contains(secret), "{script}: {out}");
+        }
+        // Not hidden: ordinary files, and what the scan skips (build output).
+        let (code, out) = run(&sandbox, "cat src/main.rs target/.env");
+        assert_eq!((code, out.as_str()), (0, "fn main() {}build-output"));
+        // The file is there on disk, unchanged.
+        assert_eq!(
+            std::fs::read_to_string(d.ws.join(".env")).unwrap(),
+            "dotenv-secret"
+        );
     }
 }
