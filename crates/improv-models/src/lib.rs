@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 mod http;
+pub mod names;
 pub mod openai_chat;
 pub mod openai_responses;
 pub mod pricing;

@@ -2,6 +2,7 @@
 //! which key. Every configuration mistake is caught here, before any request is made.
 
 use crate::anthropic::Anthropic;
+use crate::names::WireNames;
 use crate::openai_chat::{Flavor, OpenAiChat};
 use crate::openai_responses::OpenAiResponses;
 use crate::{Endpoint, Prices, RetryPolicy};
@@ -197,11 +198,12 @@ pub fn resolve_with(
                 key,
                 key_env,
             );
-            Ok(match provider {
+            let model: Arc<dyn Model> = match provider {
                 "openai" => Arc::new(OpenAiChat::new(ep, Flavor::OpenAi)),
                 "openai-responses" => Arc::new(OpenAiResponses::new(ep)),
                 _ => Arc::new(Anthropic::new(ep)),
-            })
+            };
+            Ok(Arc::new(WireNames(model)))
         }
         "compatible" | "ollama" => {
             let base = match (&spec.base_url, provider) {
@@ -223,10 +225,10 @@ pub fn resolve_with(
                 }
                 None => (None, "the variable named by api_key_env".into()),
             };
-            Ok(Arc::new(OpenAiChat::new(
+            Ok(Arc::new(WireNames(Arc::new(OpenAiChat::new(
                 endpoint(base, key, key_env),
                 Flavor::Compatible,
-            )))
+            )))))
         }
         "scripted" => {
             let path = PathBuf::from(name);

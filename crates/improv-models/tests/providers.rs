@@ -413,6 +413,46 @@ async fn retries_connect_errors_then_says_where(w: &Wire) {
     assert_eq!(seen.retries.len(), 1);
 }
 
+/// MCP props are named `server.tool`; providers accept no dots. The name goes out spelled
+/// `server__tool` (in the tool list and in the history) and comes back as the real name.
+async fn dotted_prop_names_are_mapped_on_the_wire_and_back(w: &Wire) {
+    let turn = Turn::calls(&[("call_a", "fs__read_file", r#"{"path":"a.txt"}"#)]);
+    let server = MockServer::start(vec![w.stream(&turn)]).await.unwrap();
+    let model = w.model(&server);
+    let tools = [ToolSpec {
+        name: "fs.read_file".into(),
+        ..read_tool()
+    }];
+    let history = [
+        Message::user("read a.txt"),
+        Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "call_0".into(),
+                name: "fs.read_file".into(),
+                arguments: r#"{"path":"b.txt"}"#.into(),
+            }],
+        },
+        Message::Tool {
+            call_id: "call_0".into(),
+            name: "fs.read_file".into(),
+            content: "b".into(),
+            is_error: false,
+        },
+    ];
+    let request = Request {
+        system: "s",
+        messages: &history,
+        tools: &tools,
+        max_output_tokens: None,
+    };
+    let reply = model.respond(request, &mut |_| {}).await.unwrap();
+    assert_eq!(reply.tool_calls[0].name, "fs.read_file");
+    let body = String::from_utf8_lossy(&server.requests()[0].body).to_string();
+    assert!(!body.contains("fs.read_file"), "{body}");
+    assert!(body.matches("fs__read_file").count() >= 2, "{body}");
+}
+
 macro_rules! for_each_wire {
     ($($check:ident),* $(,)?) => {
         $(
@@ -448,6 +488,7 @@ for_each_wire!(
     names_the_model_and_url_on_404,
     passes_on_the_message_of_a_400,
     retries_connect_errors_then_says_where,
+    dotted_prop_names_are_mapped_on_the_wire_and_back,
 );
 
 // ---- the request each wire format sends ----
