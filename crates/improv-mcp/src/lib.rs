@@ -7,6 +7,33 @@ pub mod schema;
 pub mod serve;
 
 pub use client::{Attached, DEFAULT_TIMEOUT, McpTool, PromptInfo, ResourceInfo, attach};
+
+use improv_kernel::Prop;
+use improv_stage::Stage;
+use std::sync::Arc;
+
+/// The tools of a stage's MCP servers, as props an actor asks for by name.
+impl improv_perform::PropSource for Attached {
+    fn props(&self, wanted: &[String]) -> Vec<Arc<dyn Prop>> {
+        Attached::props(self, wanted)
+    }
+}
+
+/// Attaches `stage`'s MCP servers for one performance, as the props source a
+/// [`Launch`](improv_perform::Launch) takes (`Launch::outside`); `None` when the stage declares
+/// none. Warnings (a `tools` entry the server lacks) go to the log.
+pub async fn outside(
+    stage: &Stage,
+) -> Result<Option<Arc<dyn improv_perform::PropSource>>, McpError> {
+    if stage.mcp.is_empty() {
+        return Ok(None);
+    }
+    let attached = attach(&stage.mcp, &stage.dir, &stage.workspace()).await?;
+    for w in attached.warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(Some(Arc::new(attached)))
+}
 pub use serve::{StageServer, serve_stdio};
 
 /// What can go wrong attaching or serving MCP.

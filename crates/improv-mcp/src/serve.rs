@@ -116,6 +116,14 @@ impl StageServer {
         if progress.is_some() {
             start.observers.push(Arc::new(Progress { tx }));
         }
+        start.outside = match crate::outside(&self.stage).await {
+            Ok(o) => o,
+            Err(e) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "the stage's MCP servers could not be attached: {e}"
+                ))]));
+            }
+        };
         let running = match launch(self.stage.clone(), start) {
             Ok(r) => r,
             Err(e) => {

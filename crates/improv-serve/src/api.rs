@@ -140,6 +140,7 @@ pub(crate) async fn start(
             }
         },
     };
+    let outside = perform::outside(&app.stage).await?;
     let (id, _) = perform::start(
         app.stage.clone(),
         app.hub.clone(),
@@ -148,6 +149,7 @@ pub(crate) async fn start(
             intent,
             model: body.model,
             resume: body.resume,
+            outside,
         },
     )?;
     let links = json!({

@@ -248,8 +248,19 @@ fn router(app: AppState, token: Arc<str>) -> Router {
     let chat = Router::new()
         .route("/v1/chat/completions", post(openai::completions))
         .layer(DefaultBodyLimit::max(CHAT_BODY_LIMIT));
+    // The stage as an MCP server over streamable HTTP, behind the same token: any MCP client
+    // can cast it as one of its props (`improv mcp` is the same over stdio).
+    let stage = app.stage.clone();
+    let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(
+        move || Ok(improv_mcp::StageServer::new(stage.clone())),
+        Arc::new(
+            rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
+        ),
+        Default::default(),
+    );
     let api = performances
         .merge(chat)
+        .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(token, auth::require))
         .with_state(app);
     // The page holds no data: it asks for the token and sends it with every API call.

@@ -145,6 +145,7 @@ pub(crate) async fn completions(
         ));
     }
     let intent = intent(&request.messages)?;
+    let outside = perform::outside(&app.stage).await?;
     let (id, live) = perform::start(
         app.stage.clone(),
         app.hub.clone(),
@@ -153,6 +154,7 @@ pub(crate) async fn completions(
             intent,
             model: None,
             resume: None,
+            outside,
         },
     )?;
     // A client that goes away stops its performance (logged as interrupted).

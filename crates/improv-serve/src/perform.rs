@@ -14,6 +14,22 @@ pub(crate) struct Start {
     pub intent: String,
     pub model: Option<String>,
     pub resume: Option<String>,
+    /// The stage's MCP servers, attached for this performance ([`outside`]).
+    pub outside: Option<Arc<dyn improv_perform::PropSource>>,
+}
+
+/// Attaches the stage's MCP servers for one performance; a server that cannot be reached is a
+/// 502 naming it.
+pub(crate) async fn outside(
+    stage: &Stage,
+) -> Result<Option<Arc<dyn improv_perform::PropSource>>, ApiError> {
+    improv_mcp::outside(stage).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "mcp_unavailable",
+            format!("the stage's MCP servers could not be attached: {e}"),
+        )
+    })
 }
 
 /// Launches a performance of `stage` and returns its id and its [`Live`]. A task removes it
@@ -37,6 +53,7 @@ pub(crate) fn start(
     let mut launch = Launch::new(start.intent);
     launch.model = start.model;
     launch.resume = start.resume;
+    launch.outside = start.outside;
     launch.approver = Arc::new(WebApprover(live.clone()));
     launch.observers = vec![Arc::new(LiveObserver(live.clone()))];
     let running = improv_perform::launch(stage, launch).map_err(launch_error)?;

@@ -3,7 +3,6 @@
 //! stage's MCP servers attached for a performance.
 
 use anyhow::{Context, Result};
-use improv_kernel::Prop;
 use improv_perform::PropSource;
 use improv_stage::Stage;
 use std::io::IsTerminal;
@@ -78,27 +77,9 @@ pub fn skills(stage: &Stage, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The stage's MCP servers, attached for one performance: their tools are props actors ask for
-/// by name. Dropping it shuts the servers down.
-pub struct Mcp(improv_mcp::Attached);
-
-impl PropSource for Mcp {
-    fn props(&self, wanted: &[String]) -> Vec<Arc<dyn Prop>> {
-        self.0.props(wanted)
-    }
-}
-
 /// Attaches the stage's MCP servers, when it declares any.
 pub async fn attach_mcp(stage: &Stage) -> Result<Option<Arc<dyn PropSource>>> {
-    if stage.mcp.is_empty() {
-        return Ok(None);
-    }
-    let workspace = stage.workspace();
-    let attached = improv_mcp::attach(&stage.mcp, &stage.dir, &workspace)
+    improv_mcp::outside(stage)
         .await
-        .with_context(|| format!("cannot attach the MCP servers of {}", stage.path.display()))?;
-    for w in attached.warnings() {
-        eprintln!("warning: {w}");
-    }
-    Ok(Some(Arc::new(Mcp(attached))))
+        .with_context(|| format!("cannot attach the MCP servers of {}", stage.path.display()))
 }
