@@ -164,7 +164,8 @@ pub struct PolicyDecision {
     /// The command or path judged.
     pub subject: String,
     /// `allow`, `deny`, `approved_once`, `approved_for_performance`, `denied_by_director`,
-    /// `denied_unattended`.
+    /// `denied_unattended`, `denied_interrupted` (the performance stopped while the director
+    /// was being asked).
     pub decision: String,
     /// The rule or edge that decided, as the stage file says it.
     pub rule: String,
@@ -213,20 +214,116 @@ impl Approver for Unattended {
 
 /// Asks the director on a terminal: `o` approves once, `p` for this performance, `d` (or
 /// anything else) denies; text after `d` is a note to the actor. End of input denies.
+///
+/// The director's input is read on a thread of its own, one line per question, and each line
+/// answers the question on screen when it arrives: a question withdrawn because the performance
+/// stopped ([`Guarded`] races every ask against the performance's cancellation) leaves nothing
+/// blocked, and the next question gets the next line. The thread ends with the input, or after
+/// the `Prompt` is dropped once its pending read returns.
 pub struct Prompt {
-    io: Arc<Mutex<Terminal>>,
+    output: Arc<Mutex<Box<dyn Write + Send>>>,
+    reader: Arc<LineReader>,
 }
-
-/// The director's input and where questions are written.
-type Terminal = (Box<dyn BufRead + Send>, Box<dyn Write + Send>);
 
 /// Called with every decision as it is made.
 type DecisionHook = Box<dyn Fn(&PolicyDecision) + Send + Sync>;
 
+/// Where a line of the director's input goes: the question waiting for it.
+type Waiter = tokio::sync::oneshot::Sender<Option<String>>;
+
+/// Reads the director's lines on demand, on its own thread.
+struct LineReader {
+    state: Mutex<ReaderState>,
+    wake: std::sync::Condvar,
+}
+
+struct ReaderState {
+    /// The input, until the reading thread takes it.
+    input: Option<Box<dyn BufRead + Send>>,
+    /// The question waiting for the next line.
+    waiter: Option<Waiter>,
+    /// The input ended (or failed): every later question is denied at once.
+    closed: bool,
+    /// The `Prompt` was dropped.
+    dropped: bool,
+}
+
+impl LineReader {
+    /// Waits for the next line on behalf of a question; `None` at the end of the input.
+    async fn next_line(self: &Arc<Self>) -> Option<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return None;
+            }
+            state.waiter = Some(tx);
+            if let Some(input) = state.input.take() {
+                let reader = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("improv-prompt".into())
+                    .spawn(move || reader.read_lines(input));
+                if spawned.is_err() {
+                    state.closed = true;
+                    return None;
+                }
+            }
+        }
+        self.wake.notify_all();
+        rx.await.ok().flatten()
+    }
+
+    /// The reading thread: reads a line only while a question waits for one, and hands it to
+    /// whichever question waits when it arrives (a withdrawn question's line is dropped).
+    fn read_lines(&self, mut input: Box<dyn BufRead + Send>) {
+        loop {
+            {
+                let mut state = lock(&self.state);
+                while state.waiter.as_ref().is_none_or(|w| w.is_closed()) {
+                    if state.dropped {
+                        return;
+                    }
+                    state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            let mut line = String::new();
+            let answer = match input.read_line(&mut line) {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(line),
+            };
+            let mut state = lock(&self.state);
+            let end = answer.is_none();
+            state.closed |= end;
+            if let Some(waiter) = state.waiter.take() {
+                let _ = waiter.send(answer);
+            }
+            if end {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Prompt {
+    fn drop(&mut self) {
+        lock(&self.reader.state).dropped = true;
+        self.reader.wake.notify_all();
+    }
+}
+
 impl Prompt {
     pub fn new(input: impl BufRead + Send + 'static, output: impl Write + Send + 'static) -> Self {
         Prompt {
-            io: Arc::new(Mutex::new((Box::new(input), Box::new(output)))),
+            output: Arc::new(Mutex::new(Box::new(output))),
+            reader: Arc::new(LineReader {
+                state: Mutex::new(ReaderState {
+                    input: Some(Box::new(input)),
+                    waiter: None,
+                    closed: false,
+                    dropped: false,
+                }),
+                wake: std::sync::Condvar::new(),
+            }),
         }
     }
 
@@ -234,32 +331,42 @@ impl Prompt {
     pub fn stdio() -> Self {
         Prompt::new(std::io::BufReader::new(std::io::stdin()), std::io::stderr())
     }
+
+    fn say(&self, text: &str) {
+        let mut output = lock(&self.output);
+        let _ = output.write_all(text.as_bytes());
+        let _ = output.flush();
+    }
+}
+
+/// Tells the director a question was withdrawn, when the ask is dropped unanswered.
+struct Withdrawn<'a> {
+    prompt: &'a Prompt,
+    answered: bool,
+}
+
+impl Drop for Withdrawn<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.prompt
+                .say("\n  (withdrawn: the performance stopped; the request is denied)\n");
+        }
+    }
 }
 
 #[async_trait]
 impl Approver for Prompt {
     async fn ask(&self, request: &ApprovalRequest) -> Approval {
-        let io = self.io.clone();
-        let request = request.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves usable streams.
-            let mut io = io.lock().unwrap_or_else(|e| e.into_inner());
-            let (input, output) = &mut *io;
-            let _ = write!(
-                output,
-                "\n{} wants to use {}: {}\n  ({})\n  approve [o]nce, for this [p]erformance, or [d]eny (d <note to the actor>)? ",
-                request.actor, request.prop, request.subject, request.rule
-            );
-            let _ = output.flush();
-            let mut line = String::new();
-            match input.read_line(&mut line) {
-                Ok(0) | Err(_) => None,
-                Ok(_) => Some(line),
-            }
-        })
-        .await
-        .ok()
-        .flatten();
+        self.say(&format!(
+            "\n{} wants to use {}: {}\n  ({})\n  approve [o]nce, for this [p]erformance, or [d]eny (d <note to the actor>)? ",
+            request.actor, request.prop, request.subject, request.rule
+        ));
+        let mut withdrawn = Withdrawn {
+            prompt: self,
+            answered: false,
+        };
+        let answer = self.reader.next_line().await;
+        withdrawn.answered = true;
         let Some(line) = answer else {
             return Approval::Deny {
                 note: Some("no answer from the director".into()),
@@ -489,6 +596,29 @@ fn is_assignment(word: &str) -> bool {
     })
 }
 
+/// An ask in flight: records `denied_interrupted` when dropped unanswered.
+struct Pending<'a> {
+    guarded: &'a Guarded,
+    context: &'a PropContext,
+    subject: String,
+    rule: String,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.guarded.decide(
+                self.context,
+                &self.subject,
+                "denied_interrupted",
+                self.rule.clone(),
+                Some("the performance stopped before the director answered".into()),
+            );
+        }
+    }
+}
+
 /// A prop under the policy: its command or path is judged before it runs; hidden paths are
 /// refused and left out of `grep`/`find` results.
 pub struct Guarded {
@@ -671,7 +801,28 @@ impl Prop for Guarded {
                         subject: subject.clone(),
                         rule: rule_text.clone(),
                     };
-                    match self.policy.approver.ask(&request).await {
+                    // Recorded as interrupted unless an answer comes: the performance may stop
+                    // (and drop this call) while the director is being asked.
+                    let mut pending = Pending {
+                        guarded: self,
+                        context,
+                        subject: subject.clone(),
+                        rule: rule_text.clone(),
+                        armed: true,
+                    };
+                    let answer = tokio::select! {
+                        biased;
+                        _ = context.cancel.cancelled() => None,
+                        answer = self.policy.approver.ask(&request) => Some(answer),
+                    };
+                    let Some(answer) = answer else {
+                        drop(pending);
+                        return Err(PropError(format!(
+                            "{prop}: `{subject}` was waiting for the director's approval ({rule_text}) when the performance stopped, so it was denied and did not run."
+                        )));
+                    };
+                    pending.armed = false;
+                    match answer {
                         Approval::Once => {
                             self.decide(context, &subject, "approved_once", rule_text, None);
                             banner = Some("[approved by the director, once]");
@@ -761,5 +912,68 @@ mod tests {
         assert!(docs.matches(Path::new("docs/a.md")));
         assert!(!docs.matches(Path::new("docs/x/a.md")));
         assert!(PathGlob::new("a[").is_err());
+    }
+
+    /// A shell-like prop that only counts its calls.
+    struct Counting(ToolSpec, std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Prop for Counting {
+        fn spec(&self) -> &ToolSpec {
+            &self.0
+        }
+        async fn call(
+            &self,
+            _arguments: serde_json::Value,
+            _context: &PropContext,
+        ) -> Result<String, PropError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok("ran".into())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ask_is_denied_as_interrupted_when_the_performance_is_cancelled() {
+        // A director who never answers.
+        let (_director, input) = std::os::unix::net::UnixStream::pair().unwrap();
+        let prompt = Prompt::new(std::io::BufReader::new(input), std::io::sink());
+        let rule = Rule {
+            prop: None,
+            command: Some("git push*".into()),
+            path: None,
+            decision: Decision::Ask,
+        };
+        let policy =
+            Arc::new(Policy::new(&[rule], &PathEdges::default(), Arc::new(prompt)).unwrap());
+        let spec = ToolSpec {
+            name: "bash".into(),
+            description: String::new(),
+            parameters: serde_json::json!({}),
+        };
+        let inner = Arc::new(Counting(spec, Default::default()));
+        let guarded = Guarded::new(inner.clone(), policy.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let context = PropContext::new(dir.path().canonicalize().unwrap(), "lead", "p1");
+        let cancel = context.cancel.clone();
+        let stop = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            cancel.cancel();
+        });
+        let result = guarded
+            .call(serde_json::json!({"command": "git push"}), &context)
+            .await;
+        stop.await.unwrap();
+        let err = result.unwrap_err().0;
+        assert!(err.contains("when the performance stopped"), "{err}");
+        assert_eq!(inner.1.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let d = policy.decisions();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].decision, "denied_interrupted");
+        // Already cancelled: denied without asking.
+        let again = guarded
+            .call(serde_json::json!({"command": "git push"}), &context)
+            .await;
+        assert!(again.is_err());
+        assert_eq!(policy.decisions()[1].decision, "denied_interrupted");
     }
 }

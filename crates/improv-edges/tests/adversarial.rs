@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use improv_edges::{Approval, ApprovalRequest, Approver, Decision};
+use improv_edges::{Approval, ApprovalRequest, Approver, Decision, ProcessLimit};
 use improv_kernel::{BudgetKind, EventKind, Outcome};
 use serde_json::json;
 use std::sync::Arc;
@@ -904,4 +904,268 @@ async fn cargo_runs_inside_the_sandbox() {
     assert!(run.results()[0].0, "{}", run.output(0));
     says(&run, 0, "cargo 1.");
     says(&run, 0, "rustc 1.");
+}
+
+// ---- hidden files through bash ----
+
+/// A secret in the workspace's dotenv files: no command may read it.
+const DOTENV: &str = "DATABASE_URL=postgres://app:dotenv-secret-3c7e@db/app";
+
+/// Asserts no call's output and no event holds the dotenv secret.
+fn no_dotenv_leak(run: &Run) {
+    assert!(!run.log().contains("dotenv-secret"), "{}", run.log());
+    run.assert_no_leak();
+}
+
+#[tokio::test]
+async fn hidden_files_cannot_be_read_by_bash_either() {
+    let rig = Rig::new();
+    rig.file(".env", DOTENV);
+    rig.file("config/.env.production", DOTENV);
+    rig.file("deploy/id_rsa", DOTENV);
+    let run = rig
+        .perform(vec![
+            bash("cat .env"),
+            bash("cat config/.env.production; grep -r postgres .; echo grep=$?"),
+            bash(
+                "cp deploy/id_rsa $TMPDIR/k; base64 deploy/id_rsa; python3 -c 'print(open(\"deploy/id_rsa\").read())'",
+            ),
+            bash("ls -a; cat README.md"),
+        ])
+        .await;
+    let covered = run.sandbox.covered().expect("user namespaces");
+    assert_eq!(covered.len(), 3, "{covered:?}");
+    refused(&run, 0, ".env: Permission denied");
+    says(&run, 1, "config/.env.production: Permission denied");
+    says(&run, 1, "grep=2");
+    refused(&run, 2, "PermissionError");
+    // Listed, as the actor may know they exist, but not readable.
+    says(&run, 3, ".env\n");
+    says(&run, 3, "# project");
+    no_dotenv_leak(&run);
+}
+
+#[tokio::test]
+async fn a_covered_file_cannot_be_uncovered() {
+    let rig = Rig::new();
+    rig.file(".env", DOTENV);
+    let run = rig
+        .perform(vec![
+            bash("umount .env; umount -l .env; cat .env"),
+            bash(
+                "python3 -c 'import ctypes; l=ctypes.CDLL(None,use_errno=True); l.umount2(b\".env\", 2); print(\"umount2 errno\", ctypes.get_errno())'",
+            ),
+            bash("unshare -rm sh -c 'umount .env; cat .env'"),
+            bash("mount --bind README.md .env; cat .env"),
+            bash(
+                "rm -f .env; mv .env moved; ln .env linked; chmod 644 .env; echo x > .env; cat .env moved linked",
+            ),
+            bash("cat /proc/self/root$PWD/.env; cat /proc/1/root$PWD/.env"),
+        ])
+        .await;
+    refused(&run, 0, ".env: Permission denied");
+    says(&run, 1, "umount2 errno 1");
+    refused(&run, 2, "unshare");
+    refused(&run, 3, "Permission denied");
+    for needle in [
+        "rm: cannot remove",
+        "mv: cannot move",
+        "ln: failed",
+        "chmod:",
+    ] {
+        says(&run, 4, needle);
+    }
+    refused(&run, 5, "Permission denied");
+    no_dotenv_leak(&run);
+    // And the file on disk is as the user left it.
+    assert_eq!(
+        std::fs::read_to_string(rig.ws.join(".env")).unwrap(),
+        DOTENV
+    );
+    assert!(!exists(&rig.ws.join("moved")) && !exists(&rig.ws.join("linked")));
+}
+
+#[tokio::test]
+async fn a_hidden_name_the_actor_writes_itself_stays_its_own() {
+    let rig = Rig::new();
+    rig.file(".env", DOTENV);
+    let run = rig
+        .perform(vec![bash("echo mine > .env.test && cat .env.test")])
+        .await;
+    assert!(run.results()[0].0, "{}", run.output(0));
+    says(&run, 0, "mine");
+    // The file props still refuse it by name.
+    assert_eq!(run.sandbox.covered().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn without_hidden_globs_the_same_file_is_readable() {
+    // The control for the tests above: the denial comes from the covers, not the setup.
+    let mut rig = Rig::new();
+    rig.config.hidden.clear();
+    rig.file(".env", "not-a-secret-here");
+    let run = rig.perform(vec![bash("cat .env")]).await;
+    assert!(run.results()[0].0, "{}", run.output(0));
+    says(&run, 0, "not-a-secret-here");
+    assert_eq!(run.sandbox.covered().unwrap().len(), 0);
+}
+
+// ---- fork bombs without run_as ----
+
+/// Processes whose process group is `pgid`, zombies left out.
+fn in_group(pgid: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first().is_some_and(|s| *s != "Z" && *s != "X")
+                && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_fork_bomb_without_run_as_is_bounded_and_cleaned_up() {
+    let mut rig = Rig::new();
+    rig.config.limits.processes = Some(64);
+    let probe = improv_edges::Sandbox::new(rig.config.clone()).unwrap();
+    let limit = probe.process_limit().clone();
+    drop(probe);
+    match &limit {
+        ProcessLimit::NotEnforced { .. } => {
+            // uid 0 with no writable pids cgroup: nothing bounds it, so the bomb is not run;
+            // the director is told instead.
+            assert!(is_root());
+            let sandbox = improv_edges::Sandbox::new(rig.config.clone()).unwrap();
+            assert!(
+                sandbox.describe().contains("process limit is not enforced"),
+                "{}",
+                sandbox.describe()
+            );
+            return;
+        }
+        ProcessLimit::PerPerformance { max: 64, .. } => assert!(is_root()),
+        ProcessLimit::PerCommand(64) => assert!(!is_root()),
+        other => panic!("unexpected process limit {other:?}"),
+    }
+    let run = rig
+        .perform(vec![bash_for("echo $$; b() { b | b & }; b", 5.0)])
+        .await;
+    says(&run, 0, "Resource temporarily unavailable");
+    let pgid: i32 = run
+        .output(0)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    run.sandbox.reap();
+    let mut left = usize::MAX;
+    for _ in 0..500 {
+        left = in_group(pgid);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(left, 0, "processes of the bomb survived");
+    if let ProcessLimit::PerPerformance { cgroup, .. } = &limit {
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        assert!(procs.trim().is_empty(), "left in the cgroup: {procs}");
+        // The cgroup goes with the sandbox.
+        drop(run);
+        assert!(!cgroup.exists(), "{} was not removed", cgroup.display());
+    }
+}
+
+// ---- the director's Ctrl-C during an approval prompt ----
+
+/// What the prompt writes, shared with the test.
+#[derive(Clone, Default)]
+struct Screen(Arc<std::sync::Mutex<String>>);
+
+impl std::io::Write for Screen {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Screen {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `needle` was written `times` times.
+    async fn wait_for(&self, needle: &str, times: usize) {
+        for _ in 0..3000 {
+            if self.text().matches(needle).count() >= times {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("`{needle}` never appeared {times} times: {}", self.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_an_approval_prompt_denies_the_ask_and_frees_the_prompt() {
+    // The director's terminal: a socket the prompt reads and that never answers by itself.
+    let (mut director, input) = std::os::unix::net::UnixStream::pair().unwrap();
+    let screen = Screen::default();
+    let prompt = Arc::new(improv_edges::Prompt::new(
+        std::io::BufReader::new(input),
+        screen.clone(),
+    ));
+    let mut rig = Rig::new().rule(None, Some("git push*"), None, Decision::Ask);
+    rig.approver = prompt.clone();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let ctrl_c = {
+        let (cancel, screen) = (cancel.clone(), screen.clone());
+        tokio::spawn(async move {
+            screen.wait_for("approve [o]nce", 1).await;
+            cancel.cancel();
+        })
+    };
+    let run = rig
+        .perform_until(vec![bash("touch pushed && git push origin")], cancel)
+        .await;
+    ctrl_c.await.unwrap();
+    assert_eq!(run.ended.outcome, Outcome::Interrupted, "{:?}", run.ended);
+    assert!(!rig.ws.join("pushed").exists(), "the line ran");
+    let d = run.policy.decisions();
+    assert_eq!(d.last().unwrap().decision, "denied_interrupted", "{d:?}");
+    assert_eq!(d.last().unwrap().subject, "git push origin");
+    assert!(screen.text().contains("withdrawn"), "{}", screen.text());
+
+    // The prompt is not left hanging: the next question, in a new performance, is answered
+    // by the next line the director types.
+    let answer = {
+        let screen = screen.clone();
+        tokio::spawn(async move {
+            screen.wait_for("approve [o]nce", 2).await;
+            use std::io::Write;
+            director.write_all(b"o\n").unwrap();
+            director
+        })
+    };
+    let run = rig
+        .perform(vec![bash("git push origin 2>/dev/null; echo asked")])
+        .await;
+    let _director = answer.await.unwrap();
+    says(&run, 0, "[approved by the director, once]");
+    assert_eq!(run.policy.decisions()[0].decision, "approved_once");
 }

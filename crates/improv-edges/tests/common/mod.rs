@@ -123,6 +123,11 @@ impl Rig {
 
     /// Performs `turns` (a final "done" reply is added) on the real kernel loop.
     pub async fn perform(&self, turns: Vec<ScriptedTurn>) -> Run {
+        self.perform_until(turns, CancellationToken::new()).await
+    }
+
+    /// [`perform`](Rig::perform), stopped when `cancel` fires (the director's Ctrl-C).
+    pub async fn perform_until(&self, turns: Vec<ScriptedTurn>, cancel: CancellationToken) -> Run {
         let sandbox = Arc::new(Sandbox::new(self.config.clone()).expect("the sandbox"));
         let redactor = Arc::new(Redactor::from_env());
         let policy = Arc::new(
@@ -158,7 +163,6 @@ impl Rig {
             .observer(Arc::new(RedactingObserver::new(collect.clone(), redactor)))
             .start("Do the work.")
             .unwrap();
-        let cancel = CancellationToken::new();
         let ended = tokio::time::timeout(Duration::from_secs(300), performance.act(&cancel))
             .await
             .expect("the performance did not end");
