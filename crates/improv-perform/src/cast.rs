@@ -303,11 +303,26 @@ impl Cast {
             system.push('\n');
             system.push_str(&self.skills.context());
         }
+        let given = Arc::new(crate::agents::Given::default());
+        let props = props(stage, config, &self.edges, extra)?
+            .into_iter()
+            .map(|p| {
+                if crate::agents::PATH_PROPS.contains(&p.spec().name.as_str()) {
+                    Arc::new(crate::agents::WithAgents::new(
+                        p,
+                        &self.workspace,
+                        given.clone(),
+                    )) as Arc<dyn Prop>
+                } else {
+                    p
+                }
+            })
+            .collect();
         Ok(Actor {
             name: config.name.clone(),
             system,
             model: model(stage, config, model_name)?,
-            props: props(stage, config, &self.edges, extra)?,
+            props,
             max_output_tokens: config.max_output_tokens,
         })
     }

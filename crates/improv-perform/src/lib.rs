@@ -7,8 +7,10 @@
 //! - [`cast`]: actors of the stage made into kernel actors, every prop inside the edges.
 //! - [`cue`] and [`board`]: the props actors use to work together.
 //! - [`inbox`]: director notes sent from another terminal.
+//! - `agents`: AGENTS.md files of subfolders, passed along when an actor first works there.
 //! - `feedback`: the stage's checks judging the work, attempt after attempt.
 
+mod agents;
 pub mod board;
 pub mod cast;
 pub mod cue;

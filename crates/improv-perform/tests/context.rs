@@ -100,3 +100,52 @@ async fn a_long_performance_is_compacted_to_stay_inside_compact_at() {
         assert!(after < before, "{before} → {after}");
     }
 }
+
+#[tokio::test]
+async fn a_subfolders_agents_md_comes_along_the_first_time_the_actor_works_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("api/v1")).unwrap();
+    std::fs::write(d.join("AGENTS.md"), "Root rules: in the system prompt.").unwrap();
+    std::fs::write(
+        d.join("api/AGENTS.md"),
+        "Handlers return Result; never panic.",
+    )
+    .unwrap();
+    std::fs::write(d.join("api/v1/users.rs"), "fn users() {}").unwrap();
+    std::fs::write(d.join("api/v1/posts.rs"), "fn posts() {}").unwrap();
+    std::fs::write(
+        d.join("stage.toml"),
+        "[[actor]]\nname = \"lead\"\nmodel = \"scripted/lead.json\"\nprops = [\"read\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("lead.json"),
+        json!([
+            {"calls": [{"name": "read", "arguments": {"path": "api/v1/users.rs"}}]},
+            {"calls": [{"name": "read", "arguments": {"path": "api/v1/posts.rs"}}]},
+            {"say": "read both"}
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let events = perform(d, "read the handlers").await;
+    let outputs: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ToolCallFinished { output, .. } => Some(output.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        outputs[0].contains("[api/AGENTS.md applies to this folder]\nHandlers return Result"),
+        "{}",
+        outputs[0]
+    );
+    assert!(!outputs[0].contains("Root rules"), "{}", outputs[0]);
+    assert!(
+        !outputs[1].contains("AGENTS.md"),
+        "once only: {}",
+        outputs[1]
+    );
+}
