@@ -232,7 +232,10 @@ fn the_init_template_with_every_example_uncommented_parses() {
     let stage = Stage::parse(&text, Path::new("/proj/stage.toml")).unwrap();
     assert_eq!(stage.actors.len(), 2);
     assert_eq!(stage.feedback.checks.len(), 3);
-    assert_eq!(stage.feedback.checks[2].file.as_deref(), Some("report.json"));
+    assert_eq!(
+        stage.feedback.checks[2].file.as_deref(),
+        Some("report.json")
+    );
     assert_eq!(stage.mcp.len(), 1);
     assert_eq!(stage.mcp[0].name, "fs");
     assert_eq!(stage.lead().cues, Some(vec!["reviewer".to_string()]));
