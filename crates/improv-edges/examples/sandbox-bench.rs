@@ -1,6 +1,8 @@
-//! The sandbox's overhead: (1) spawning `true` N times plain and sandboxed, (2) the kernel's
-//! 20-turn `bash` performance (a scripted model, `echo` per turn) with the sandbox on and off.
-//! Medians side by side. Run: `cargo run --release -p improv-edges --example sandbox-bench [N]`.
+//! The sandbox's overhead: (1) spawning `true` N times plain and sandboxed (with and without the
+//! user and mount namespace that covers hidden files), (2) the kernel's 20-turn `bash`
+//! performance (a scripted model, `echo` per turn) with the sandbox on and off, (3) the scan
+//! for hidden files. Medians side by side.
+//! Run: `cargo run --release -p improv-edges --example sandbox-bench [N]`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use improv_edges::{Sandbox, SandboxConfig, SandboxMode};
@@ -64,18 +66,49 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(300);
     let ws = tempfile::tempdir().unwrap();
+    // A project-sized workspace: 2,000 files in 100 folders, three of them hidden.
+    for d in 0..100 {
+        let dir = ws.path().join(format!("src/m{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..20 {
+            std::fs::write(dir.join(format!("f{f}.rs")), "fn f() {}\n").unwrap();
+        }
+    }
+    for hidden in [".env", "src/m7/.env.local", "certs/server.pem"] {
+        let p = ws.path().join(hidden);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "secret").unwrap();
+    }
     let built = Instant::now();
     let on = Sandbox::new(SandboxConfig::new(ws.path())).unwrap();
     let build_time = built.elapsed();
+    let covered = on.covered().map_or(0, |c| c.len());
+    let scans: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            on.rescan().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    let mut no_ns_config = SandboxConfig::new(ws.path());
+    no_ns_config.user_namespaces = false;
+    let no_ns = Sandbox::new(no_ns_config).unwrap();
+    // Without a process limit there is no pids cgroup to join (as root): its share of a spawn.
+    let mut no_cgroup_config = SandboxConfig::new(ws.path());
+    no_cgroup_config.limits.processes = None;
+    let no_cgroup = Sandbox::new(no_cgroup_config).unwrap();
     let mut off_config = SandboxConfig::new(ws.path());
     off_config.mode = SandboxMode::Off;
     let off = Sandbox::new(off_config).unwrap();
 
     // Interleaved, so drift in the machine's load hits all three alike.
     let (mut plain, mut env_only, mut sandboxed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut without_ns, mut without_cgroup) = (Vec::new(), Vec::new());
     for _ in 0..n {
         plain.push(spawn(None, "true", &[]));
         env_only.push(spawn(Some(&off), "true", &[]));
+        without_ns.push(spawn(Some(&no_ns), "true", &[]));
+        without_cgroup.push(spawn(Some(&no_cgroup), "true", &[]));
         sandboxed.push(spawn(Some(&on), "true", &[]));
     }
     let echo = ["-c", "echo 1 > /dev/null"];
@@ -85,11 +118,32 @@ async fn main() {
         bash_on.push(spawn(Some(&on), "bash", &echo));
     }
     let (p, e, s) = (median(plain), median(env_only), median(sandboxed));
-    println!("sandbox construction (once per performance): {build_time:.2?}");
+    let w = median(without_ns);
+    println!(
+        "sandbox construction (once per performance, probe and scan included): {build_time:.2?}"
+    );
+    println!(
+        "scan for hidden files (2,100 entries, {covered} covered), median of 20: {:.2?}",
+        median(scans)
+    );
+    println!("{}", on.describe());
+    println!("process limit: {:?}", on.process_limit());
     println!("spawn `true`, median of {n}:");
     println!("  {:<34} {:>10.1?}", "plain", p);
     println!("  {:<34} {:>10.1?}", "sandbox off (env, rlimits, group)", e);
-    println!("  {:<34} {:>10.1?}", "sandbox on (+ Landlock, seccomp)", s);
+    println!("  {:<34} {:>10.1?}", "on, no namespaces (Landlock...)", w);
+    println!("  {:<34} {:>10.1?}", "on (+ userns, mountns, covers)", s);
+    println!(
+        "  {:<34} {:>10.1?}   ({:?})",
+        "on, without the process limit",
+        median(without_cgroup),
+        no_cgroup.process_limit()
+    );
+    println!(
+        "  {:<34} {:>10.1?}",
+        "added by the namespaces",
+        s.saturating_sub(w)
+    );
     println!(
         "  {:<34} {:>10.1?}",
         "overhead of the sandbox",
@@ -110,11 +164,13 @@ async fn main() {
 
     let turns = 20;
     let rounds = 15;
-    let (mut off_t, mut on_t) = (Vec::new(), Vec::new());
+    let (mut off_t, mut on_t, mut no_ns_t) = (Vec::new(), Vec::new(), Vec::new());
     let off = Arc::new(off);
     let on = Arc::new(on);
+    let no_cgroup = Arc::new(no_cgroup);
     for _ in 0..rounds {
         off_t.push(performance(None, ws.path(), turns).await);
+        no_ns_t.push(performance(Some(no_cgroup.clone()), ws.path(), turns).await);
         on_t.push(performance(Some(on.clone()), ws.path(), turns).await);
     }
     let _ = off;
@@ -123,6 +179,11 @@ async fn main() {
     println!(
         "  {:<34} {:>10.1?}",
         "no sandbox (bash as in improv-props)", o
+    );
+    println!(
+        "  {:<34} {:>10.1?}",
+        "on, no pids cgroup",
+        median(no_ns_t) / turns as u32
     );
     println!("  {:<34} {:>10.1?}", "sandbox on", s);
     println!(

@@ -49,9 +49,11 @@ impl PidsCgroup {
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let made = (|| -> io::Result<OwnedFd> {
             std::fs::write(dir.join("pids.max"), max.to_string())?;
-            let procs = OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))?;
+            // v1: `tasks` moves the writing thread only, which skips the global lock that a
+            // `cgroup.procs` write takes (an RCU grace period, about a millisecond a spawn);
+            // the child is single-threaded, so the thread is the process.
+            let join = if v2 { "cgroup.procs" } else { "tasks" };
+            let procs = OpenOptions::new().write(true).open(dir.join(join))?;
             Ok(procs.into())
         })();
         match made {

@@ -106,6 +106,10 @@ pub struct SandboxConfig {
     /// `/` a glob matches any path component). Those present when the sandbox is built are
     /// covered in every command's mount namespace; the file props refuse them too.
     pub hidden: Vec<String>,
+    /// Whether commands get a user and mount namespace of their own (where hidden files are
+    /// covered and the process limit counts per command) when the kernel allows it. On by
+    /// default; off, hidden files are only hidden from the file props.
+    pub user_namespaces: bool,
     pub limits: Limits,
     /// Run commands as this `(uid, gid)`. When improv runs as root without a writable pids
     /// cgroup, the kernel ignores `RLIMIT_NPROC`, so only an unprivileged uid bounds a fork
@@ -161,6 +165,7 @@ impl SandboxConfig {
             read_only: Vec::new(),
             read_write: Vec::new(),
             hidden: DEFAULT_HIDDEN.map(String::from).to_vec(),
+            user_namespaces: true,
             limits: Limits::default(),
             run_as: None,
             env: EnvPolicy::default(),
@@ -308,7 +313,12 @@ impl Sandbox {
             SandboxMode::Off => None,
             SandboxMode::On => {
                 let covers = Covers::new().map_err(SandboxError::TempDir)?;
-                match namespace::probe(&covers, config.run_as) {
+                let probed = if config.user_namespaces {
+                    namespace::probe(&covers, config.run_as)
+                } else {
+                    Err("turned off in the sandbox's configuration".to_string())
+                };
+                match probed {
                     Ok(()) => {
                         let ns = Namespaces {
                             covers,
@@ -1120,5 +1130,26 @@ mod tests {
             std::fs::read_to_string(d.ws.join(".env")).unwrap(),
             "dotenv-secret"
         );
+    }
+
+    #[test]
+    fn without_user_namespaces_hidden_files_are_only_hidden_from_the_file_props() {
+        // The fallback when the kernel refuses user namespaces, and what it tells the director.
+        let d = dirs();
+        std::fs::write(d.ws.join(".env"), "dotenv-secret").unwrap();
+        let mut config = SandboxConfig::new(&d.ws);
+        config.user_namespaces = false;
+        let sandbox = Sandbox::new(config).unwrap();
+        assert!(sandbox.is_enforced());
+        assert!(sandbox.covered().is_none());
+        assert!(
+            sandbox
+                .describe()
+                .contains("are only hidden from the file props; a command can still read them"),
+            "{}",
+            sandbox.describe()
+        );
+        let (code, out) = run(&sandbox, "cat .env");
+        assert_eq!((code, out.as_str()), (0, "dotenv-secret"));
     }
 }
