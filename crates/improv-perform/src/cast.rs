@@ -40,6 +40,15 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
         improv_stage::SandboxMode::On => SandboxMode::On,
         improv_stage::SandboxMode::Off => SandboxMode::Off,
     };
+    let mut paths = PathEdges::default();
+    if let Some(hidden) = &e.hidden {
+        paths.hidden = hidden.clone();
+    }
+    if let Some(read_only) = &e.read_only {
+        paths.read_only = read_only.clone();
+    }
+    // Commands see the same hidden files as the file props do not: covered, not readable.
+    config.hidden = paths.hidden.clone();
     let shell = stage
         .actors
         .iter()
@@ -53,13 +62,6 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
         Err(SandboxError::Unsupported { .. }) => None,
         Err(e) => return Err(e).context("cannot set up the sandbox for the actors' commands"),
     };
-    let mut paths = PathEdges::default();
-    if let Some(hidden) = &e.hidden {
-        paths.hidden = hidden.clone();
-    }
-    if let Some(read_only) = &e.read_only {
-        paths.read_only = read_only.clone();
-    }
     let decisions = Arc::new(DecisionEvents::default());
     let policy = Policy::new(&e.rules, &paths, approver)
         .with_context(|| format!("in {}", stage.path.display()))?

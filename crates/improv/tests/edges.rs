@@ -291,3 +291,29 @@ fn stage_redact_patterns_and_hidden_paths_hold() {
     assert_eq!(d[0]["prop"], "read");
     assert_eq!(d[0]["rule"], "hidden = \"*.secret\"");
 }
+
+#[test]
+fn a_stages_hidden_files_are_covered_for_commands_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("creds.secret"), "hidden-value\n").unwrap();
+    std::fs::write(dir.path().join(".env"), "API_TOKEN=dotenv-value\n").unwrap();
+    stage(
+        dir.path(),
+        "hidden = [\"*.secret\", \".env\"]\n",
+        &["cat creds.secret; cat .env; ls"],
+    );
+    let (out, evs) = perform(improv(dir.path()));
+    let result = of_type(&evs, "tool_call_finished")[0]["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The command cannot read them, whatever the stage's list; it still sees that they exist.
+    assert!(result.contains("Permission denied"), "{result}");
+    assert!(result.contains("creds.secret"), "{result}");
+    assert!(!contains(&out.stdout, "hidden-value"));
+    assert!(!contains(&out.stdout, "dotenv-value"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("creds.secret")).unwrap(),
+        "hidden-value\n"
+    );
+}
