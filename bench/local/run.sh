@@ -14,8 +14,18 @@
 # copy, so the llama-bench sources come from the llama.cpp tree in the llama-cpp-python source
 # package on PyPI. llama.cpp is compiled at -O3 on both sides: LLAMA_LIB_PROFILE=Release, since
 # llama-cpp-sys-2 otherwise builds it as RelWithDebInfo (-O2) whenever the cargo profile has debug
-# info, as the workspace's release profile does. Needs cmake, a C++ compiler and python3 with pip; the first run compiles
-# llama.cpp twice (10-20 minutes on 2 cores).
+# info, as the workspace's release profile does; the script checks the build it links. Needs
+# cmake, a C++ compiler and python3 with pip; the first run compiles llama.cpp twice (10-20
+# minutes on 2 cores).
+#
+# Runs alternate (improv, llama-bench, improv, llama-bench, ...) so that load from other work on
+# the machine weighs on both sides; the table gives medians, and improv-local both with its
+# default context and with llama-bench's (prompt + generated tokens). Decode is timed from the
+# first to the last streamed token: each interval is one decode, one pick and one piece of text
+# delivered to the caller, what a user sees.
+# crates/improv-local/examples/decode-probe.rs splits a gap further: llama-bench's own loop
+# through improv's build of llama.cpp (`--mode raw`), the same with the engine's greedy pick
+# (`--mode sample`), and the engine itself (`--mode engine`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,7 +40,25 @@ mkdir -p "$BENCH_DIR"
 echo "building the improv-local benchmark (release)..." >&2
 # The workspace's own target dir: its release llama.cpp is already built at -O3
 # (LLAMA_LIB_PROFILE=Release in .cargo/config.toml), so this compiles only the example.
-LLAMA_LIB_PROFILE=Release cargo build --release -q -p improv-local --example local-bench >&2
+BUILD_JSON="$(LLAMA_LIB_PROFILE=Release cargo build --release -q -p improv-local --example local-bench \
+    --message-format=json)"
+# llama-cpp-sys-2 runs cmake's configure step only once per build dir, so a dir first configured
+# without LLAMA_LIB_PROFILE=Release stays at RelWithDebInfo (-O2, about 5% more instructions per
+# decoded token) however often the variable is set later. Check what was really linked.
+LLAMA_OUT="$(printf '%s\n' "$BUILD_JSON" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "build-script-executed" and "llama-cpp-sys-2" in m.get("package_id", ""):
+        print(m["out_dir"])
+')"
+LLAMA_BUILD_TYPE="$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$LLAMA_OUT/build/CMakeCache.txt" 2>/dev/null || true)"
+if [ "$LLAMA_BUILD_TYPE" != "Release" ]; then
+    echo "error: the llama.cpp linked into the benchmark ($LLAMA_OUT) was configured as" \
+        "'${LLAMA_BUILD_TYPE:-unknown}', not Release (-O3); the comparison would not be like for like." \
+        "Rebuild it with: cargo clean --release -p llama-cpp-sys-2 && bench/local/run.sh" >&2
+    exit 1
+fi
 
 if [ ! -x "$REF_BIN" ]; then
     echo "building llama-bench from llama-cpp-sys-2's llama.cpp..." >&2

@@ -45,35 +45,58 @@ fn args() -> Result<Args, String> {
     })
 }
 
-/// One timed request: time to the first streamed text, total time, and the usage.
+/// One timed request: time to the first streamed text, the time between the first and the last
+/// streamed piece with how many pieces came, and the usage.
 struct Timed {
     first: Option<Duration>,
+    /// From the first to the last streamed piece.
+    streaming: Duration,
+    pieces: u32,
     total: Duration,
     usage: improv_kernel::Usage,
+}
+
+impl Timed {
+    /// Decode tokens/s as a user sees them: the pieces after the first, over the time they took
+    /// (each interval is one decode, one pick and one detokenized piece sent to the caller).
+    fn decode_tps(&self) -> Option<f64> {
+        (self.pieces > 1).then(|| f64::from(self.pieces - 1) / self.streaming.as_secs_f64())
+    }
 }
 
 async fn timed(model: &LocalModel, request: Request<'_>) -> Result<Timed, String> {
     let began = Instant::now();
     let mut first = None;
+    let mut last = None;
+    let mut pieces = 0;
     let reply = model
         .respond(request, &mut |u| {
             if let ModelUpdate::Text(t) = u
-                && first.is_none()
                 && !t.is_empty()
             {
-                first = Some(began.elapsed());
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = Some(now);
+                pieces += 1;
             }
         })
         .await
         .map_err(|e| e.to_string())?;
+    let streaming = match (first, last) {
+        (Some(f), Some(l)) => l - f,
+        _ => Duration::ZERO,
+    };
     Ok(Timed {
-        first,
+        first: first.map(|f| f - began),
+        streaming,
+        pieces,
         total: began.elapsed(),
         usage: reply.usage,
     })
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+fn median(xs: &[f64]) -> f64 {
+    let mut xs = xs.to_vec();
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
@@ -117,15 +140,17 @@ fn conversation() -> Vec<Message> {
     messages
 }
 
+/// llama-bench's samples of each figure, one per repetition.
 struct Reference {
-    prompt_tps: f64,
-    gen_tps: f64,
+    prompt_tps: Vec<f64>,
+    gen_tps: Vec<f64>,
     peak_rss_mib: Option<f64>,
 }
 
-/// Runs llama-bench with the same model, prompt length, generation length and threads: prompt
-/// processing on an empty context, and generation at the depth our decode runs at (after the
-/// prompt), since decoding slows as the context fills.
+/// Runs llama-bench (`reps` repetitions in one process) with the same model, prompt length, generation length
+/// and threads: prompt processing on an empty context, and generation at the depth our decode
+/// runs at (after the prompt), since decoding slows as the context fills. llama-bench sizes its
+/// context to exactly what each test needs (prompt + generated tokens).
 fn reference(
     bin: &std::path::Path,
     model: &std::path::Path,
@@ -134,7 +159,7 @@ fn reference(
     threads: usize,
     reps: usize,
 ) -> Result<Reference, String> {
-    let run = |p: u64, n: u32, depth: u64| -> Result<(f64, Option<f64>), String> {
+    let run = |p: u64, n: u32, depth: u64| -> Result<(Vec<f64>, Option<f64>), String> {
         let time = std::path::Path::new("/usr/bin/time");
         let mut cmd = if time.exists() {
             let mut c = Command::new(time);
@@ -163,11 +188,13 @@ fn reference(
         }
         let results: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("llama-bench printed no JSON: {e}"))?;
-        let ts = results
+        let ts: Vec<f64> = results
             .as_array()
             .and_then(|r| r.first())
-            .and_then(|r| r["avg_ts"].as_f64())
-            .ok_or("llama-bench reported no result")?;
+            .and_then(|r| r["samples_ts"].as_array())
+            .map(|s| s.iter().filter_map(|v| v.as_f64()).collect())
+            .filter(|s: &Vec<f64>| !s.is_empty())
+            .ok_or("llama-bench reported no samples")?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         let rss = stderr
             .lines()
@@ -186,6 +213,26 @@ fn reference(
     })
 }
 
+/// The samples of one side of the comparison.
+#[derive(Default)]
+struct Samples {
+    prompt_tps: Vec<f64>,
+    gen_tps: Vec<f64>,
+    ttft_ms: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, t: &Timed) -> Result<(), String> {
+        let first = t.first.ok_or("the model streamed no text")?;
+        self.prompt_tps
+            .push(t.usage.input_tokens as f64 / first.as_secs_f64());
+        self.ttft_ms.push(first.as_secs_f64() * 1000.0);
+        self.gen_tps
+            .push(t.decode_tps().ok_or("the model streamed a single piece")?);
+        Ok(())
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = match args() {
@@ -202,15 +249,15 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<String, String> {
+    // What a user gets: the default context size.
     let mut config = LocalConfig::new(&args.model);
     config.threads = Some(args.threads);
-    config.context = 4096;
     config.prefix_cache = false;
     let loading = Instant::now();
     let model = LocalModel::load(config.clone()).map_err(|e| e.to_string())?;
     let load_ms = loading.elapsed().as_secs_f64() * 1000.0;
 
-    // Prompt processing and decoding, on a ~512-token prompt, cache off so every run is cold.
+    // Prompt processing and decoding, on a ~450-token prompt, cache off so every run is cold.
     let prompt = [Message::user(long_prompt(330))];
     let request = |max| Request {
         system: "You are a storyteller.",
@@ -218,25 +265,67 @@ async fn run(args: Args) -> Result<String, String> {
         tools: &[],
         max_output_tokens: Some(max),
     };
-    let mut pp = Vec::new();
-    let mut tg = Vec::new();
-    let mut ttft = Vec::new();
-    let mut prompt_tokens = 0;
-    let mut generated = 0;
+    let prompt_tokens = model
+        .prompt_tokens(request(1))
+        .await
+        .map_err(|e| e.to_string())?
+        .len() as u64;
     timed(&model, request(4)).await?; // warm-up
-    for _ in 0..args.reps {
-        let t = timed(&model, request(1)).await?;
-        prompt_tokens = t.usage.input_tokens;
-        pp.push(t.usage.input_tokens as f64 / t.total.as_secs_f64());
-        let t = timed(&model, request(args.gen_tokens)).await?;
-        let first = t.first.ok_or("the model streamed no text")?;
-        ttft.push(first.as_secs_f64() * 1000.0);
-        generated = t.usage.output_tokens;
-        let decode = (t.total - first).as_secs_f64();
-        tg.push((t.usage.output_tokens.saturating_sub(1)) as f64 / decode);
-    }
-    let (pp, tg, ttft) = (median(pp), median(tg), median(ttft));
     let rss = peak_rss_mib();
+    // The same settings as llama-bench: a context of exactly prompt + generated tokens.
+    let same_context = u32::try_from(prompt_tokens).unwrap_or(u32::MAX) + args.gen_tokens;
+    let same = LocalModel::load(LocalConfig {
+        context: same_context,
+        ..config.clone()
+    })
+    .map_err(|e| e.to_string())?;
+    timed(&same, request(4)).await?; // warm-up
+
+    // Interleaved, so that whatever else the machine is doing weighs on both sides alike:
+    // ours (default context), llama-bench, ours (llama-bench's context), llama-bench, ...
+    let mut ours = Samples::default();
+    let mut ours_same = Samples::default();
+    let mut theirs = Samples::default();
+    let mut ref_rss: Option<f64> = None;
+    let mut generated = 0;
+    for rep in 0..args.reps {
+        // Alternate which of our two runs goes first.
+        let order = if rep % 2 == 0 {
+            [&model, &same]
+        } else {
+            [&same, &model]
+        };
+        for side in order {
+            let t = timed(side, request(args.gen_tokens)).await?;
+            generated = t.usage.output_tokens;
+            if std::ptr::eq(side, &model) {
+                ours.push(&t)?;
+            } else {
+                ours_same.push(&t)?;
+            }
+            if let Some(bin) = &args.reference {
+                let r = reference(
+                    bin,
+                    &args.model,
+                    prompt_tokens,
+                    args.gen_tokens,
+                    args.threads,
+                    2,
+                )?;
+                theirs.prompt_tps.extend(&r.prompt_tps);
+                theirs.gen_tps.extend(&r.gen_tps);
+                // llama-bench reports no latency: its time to first token is derived as
+                // prompt/pp + 1/tg.
+                for (pp, tg) in r.prompt_tps.iter().zip(&r.gen_tps) {
+                    theirs
+                        .ttft_ms
+                        .push((prompt_tokens as f64 / pp + 1.0 / tg) * 1000.0);
+                }
+                ref_rss = ref_rss.into_iter().chain(r.peak_rss_mib).reduce(f64::max);
+            }
+        }
+    }
+    drop(same);
     drop(model);
 
     // The second turn of a 20-turn conversation, with and without the prefix cache.
@@ -275,20 +364,9 @@ async fn run(args: Args) -> Result<String, String> {
         let t = timed(&cold_model, reply(&history)).await?;
         without_cache.push(t.first.unwrap_or(t.total).as_secs_f64() * 1000.0);
     }
-    let (with_cache, without_cache) = (median(with_cache), median(without_cache));
+    let (with_cache, without_cache) = (median(&with_cache), median(&without_cache));
 
-    let reference = match &args.reference {
-        Some(bin) => Some(reference(
-            bin,
-            &args.model,
-            prompt_tokens,
-            args.gen_tokens,
-            args.threads,
-            args.reps,
-        )?),
-        None => None,
-    };
-
+    let have_ref = !theirs.gen_tps.is_empty();
     let mut out = String::new();
     let line = |out: &mut String, s: String| {
         println!("{s}");
@@ -306,52 +384,124 @@ async fn run(args: Args) -> Result<String, String> {
     line(
         &mut out,
         format!(
-            "{:<34} {:>14} {:>22} {:>8}",
-            "", "improv-local", "llama.cpp llama-bench", "ratio"
+            "medians, interleaved: {} runs of improv-local with its default context ({} tokens), {} with llama-bench's ({same_context} tokens), {} llama-bench repetitions",
+            args.reps,
+            config.context,
+            args.reps,
+            theirs.gen_tps.len()
         ),
     );
-    let row = |out: &mut String, name: &str, ours: f64, theirs: Option<f64>, unit: &str| {
-        let theirs_s = theirs.map_or("-".to_string(), |t| format!("{t:.1} {unit}"));
-        let ratio = theirs.map_or("-".to_string(), |t| format!("{:.2}x", ours / t));
+    line(
+        &mut out,
+        format!(
+            "{:<26} {:>18} {:>18} {:>16} {:>8} {:>8}",
+            "", "improv (default)", "improv (same ctx)", "llama-bench", "ratio", "same"
+        ),
+    );
+    let row = |out: &mut String,
+               name: &str,
+               ours: &[f64],
+               same: &[f64],
+               theirs: &[f64],
+               unit: &str,
+               higher_better: bool| {
+        let (o, s) = (median(ours), median(same));
+        let t = have_ref.then(|| median(theirs));
+        let ratio = |x: f64| {
+            t.map_or("-".to_string(), |t| {
+                format!("{:.2}x", if higher_better { x / t } else { t / x })
+            })
+        };
         line(
             out,
             format!(
-                "{name:<34} {:>14} {theirs_s:>22} {ratio:>8}",
-                format!("{ours:.1} {unit}")
+                "{name:<26} {:>18} {:>18} {:>16} {:>8} {:>8}",
+                format!("{o:.1} {unit}"),
+                format!("{s:.1} {unit}"),
+                t.map_or("-".to_string(), |t| format!("{t:.1} {unit}")),
+                ratio(o),
+                ratio(s)
             ),
         );
     };
     row(
         &mut out,
         "prompt processing",
-        pp,
-        reference.as_ref().map(|r| r.prompt_tps),
+        &ours.prompt_tps,
+        &ours_same.prompt_tps,
+        &theirs.prompt_tps,
         "tok/s",
+        true,
     );
     row(
         &mut out,
         "decode",
-        tg,
-        reference.as_ref().map(|r| r.gen_tps),
+        &ours.gen_tps,
+        &ours_same.gen_tps,
+        &theirs.gen_tps,
         "tok/s",
+        true,
     );
-    // llama-bench reports no latency: its time to first token is derived as prompt/pp + 1/tg.
-    let ref_ttft = reference
-        .as_ref()
-        .map(|r| (prompt_tokens as f64 / r.prompt_tps + 1.0 / r.gen_tps) * 1000.0);
+    // On a machine that others share, the fastest run of each side is the least disturbed one.
+    let best = |xs: &[f64]| [xs.iter().copied().fold(f64::NEG_INFINITY, f64::max)];
     row(
         &mut out,
-        "time to first token (ref derived)",
-        ttft,
-        ref_ttft,
+        "prompt processing, best run",
+        &best(&ours.prompt_tps),
+        &best(&ours_same.prompt_tps),
+        &best(&theirs.prompt_tps),
+        "tok/s",
+        true,
+    );
+    row(
+        &mut out,
+        "decode, best run",
+        &best(&ours.gen_tps),
+        &best(&ours_same.gen_tps),
+        &best(&theirs.gen_tps),
+        "tok/s",
+        true,
+    );
+    row(
+        &mut out,
+        "time to first token",
+        &ours.ttft_ms,
+        &ours_same.ttft_ms,
+        &theirs.ttft_ms,
         "ms",
+        false,
     );
-    row(
+    line(
         &mut out,
-        "peak RSS",
-        rss.unwrap_or(0.0),
-        reference.as_ref().and_then(|r| r.peak_rss_mib),
-        "MiB",
+        format!(
+            "{:<26} {:>18} {:>18} {:>16}",
+            "peak RSS",
+            rss.map_or("-".to_string(), |r| format!("{r:.1} MiB")),
+            "",
+            ref_rss.map_or("-".to_string(), |r| format!("{r:.1} MiB"))
+        ),
+    );
+    let spread = |xs: &[f64]| {
+        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.1}..{hi:.1}")
+    };
+    line(
+        &mut out,
+        format!(
+            "decode samples (min..max tok/s): default {} · same ctx {} · llama-bench {}",
+            spread(&ours.gen_tps),
+            spread(&ours_same.gen_tps),
+            if have_ref {
+                spread(&theirs.gen_tps)
+            } else {
+                "-".into()
+            }
+        ),
+    );
+    line(
+        &mut out,
+        "ratios: improv / llama-bench for throughput, llama-bench / improv for latency (above 1 is improv ahead); ttft of llama-bench derived as prompt/pp + 1/tg".to_string(),
     );
     line(
         &mut out,

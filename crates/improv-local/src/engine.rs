@@ -202,6 +202,32 @@ fn serve(
         };
         drop(text);
         let _ = done.send(result);
+        release_worker_threads();
+    }
+}
+
+/// Lets the OpenMP worker threads of this engine thread go until its next job.
+///
+/// llama.cpp runs its graphs in OpenMP parallel regions (the `openmp` feature of llama-cpp-2),
+/// and OpenMP (GCC's libgomp) keeps a pool of worker threads for each thread that starts them:
+/// one pool per engine, so per loaded model. libgomp counts the threads of every pool, and once
+/// they outnumber the CPUs it stops spinning at barriers and sleeps instead; llama.cpp passes a
+/// barrier after every operation of the graph, hundreds per token. A second loaded model, even
+/// idle, cut decoding from 87 to 34 tokens/s on 2 cores that way. Giving the pool back after
+/// each job keeps idle models out of the count; the next job starts its workers again, which
+/// costs microseconds.
+fn release_worker_threads() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // `omp_pause_soft` in omp.h.
+        const OMP_PAUSE_SOFT: std::ffi::c_int = 1;
+        unsafe extern "C" {
+            /// libgomp, linked by llama-cpp-sys-2 with its `openmp` feature (OpenMP 5.0).
+            fn omp_pause_resource_all(kind: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        // SAFETY: called between jobs, outside any parallel region of this thread; a soft pause
+        // only ends idle worker threads, and libgomp starts new ones on the next parallel region.
+        let _ = unsafe { omp_pause_resource_all(OMP_PAUSE_SOFT) };
     }
 }
 
@@ -243,9 +269,13 @@ impl Engine<'_> {
         tokens
     }
 
-    /// The sampling chain: `bias` favours opening a call (see `LocalConfig::tool_bias`), the
-    /// grammar constrains, then greedy or seeded sampling picks.
-    fn sampler(&mut self, grammar: Option<&str>, bias: bool) -> Result<LlamaSampler, ModelError> {
+    /// How the next token is picked: `bias` favours opening a call (see
+    /// `LocalConfig::tool_bias`), the grammar constrains, then greedy or seeded sampling picks.
+    /// Plain greedy decoding needs no sampler at all: see [`Picker::Argmax`].
+    fn sampler(&mut self, grammar: Option<&str>, bias: bool) -> Result<Picker, ModelError> {
+        if !bias && grammar.is_none() && self.config.temperature <= 0.0 {
+            return Ok(Picker::Argmax);
+        }
         let mut chain = Vec::new();
         if bias {
             let model = self.model;
@@ -277,7 +307,7 @@ impl Engine<'_> {
             chain.push(LlamaSampler::temp(self.config.temperature));
             chain.push(LlamaSampler::dist(self.config.seed));
         }
-        Ok(LlamaSampler::chain_simple(chain))
+        Ok(Picker::Chain(LlamaSampler::chain_simple(chain)))
     }
 
     /// Forgets the KV cache, after an error left it in an unknown state.
@@ -387,9 +417,7 @@ impl Engine<'_> {
                     "the reply was abandoned by its caller".into(),
                 ));
             }
-            // `sample` also accepts the token into every sampler of the chain (the grammar
-            // included); accepting it again would make the grammar throw.
-            let token = sampler.sample(&self.ctx, logits_at);
+            let token = sampler.pick(&self.ctx, logits_at);
             if vocab.is_eog(token) || vocab.is_control(token) {
                 break;
             }
@@ -407,9 +435,7 @@ impl Engine<'_> {
                             // grammar (brought up to here) and the plain sampler go on.
                             sampler = self.sampler(grammar, false)?;
                             for t in &sampled {
-                                sampler.try_accept(*t).map_err(|e| {
-                                    ModelError::Invalid(format!("tool grammar: {e}"))
-                                })?;
+                                sampler.accept(*t)?;
                             }
                         }
                     } else if !visible.is_empty() {
@@ -432,6 +458,12 @@ impl Engine<'_> {
                         break;
                     }
                 }
+            }
+            if out.output_tokens >= u64::from(max_tokens) {
+                // The last token allowed: decoding it would cost a whole token's time for
+                // logits nobody reads.
+                out.hit_limit = true;
+                break;
             }
             self.batch.clear();
             self.batch
@@ -464,6 +496,59 @@ impl Engine<'_> {
         }
         Ok(out)
     }
+}
+
+/// Picks each token of a reply.
+enum Picker {
+    /// The most likely token, read straight off the logits: exactly what llama.cpp's greedy
+    /// sampler picks, without copying the whole vocabulary into a candidate array and scanning
+    /// it again on every token (a measurable share of a small model's decode time).
+    Argmax,
+    /// A llama.cpp sampler chain: grammar, bias, temperature.
+    Chain(LlamaSampler),
+}
+
+impl Picker {
+    /// The next token, from the logits at batch index `at`.
+    fn pick(&mut self, ctx: &LlamaContext<'_>, at: i32) -> LlamaToken {
+        match self {
+            Picker::Argmax => LlamaToken(argmax(ctx.get_logits_ith(at)) as i32),
+            // `sample` also accepts the token into every sampler of the chain (the grammar
+            // included); accepting it again would make the grammar throw.
+            Picker::Chain(chain) => chain.sample(ctx, at),
+        }
+    }
+
+    /// Brings the chain's state (the grammar's position) past `token`, sampled elsewhere.
+    fn accept(&mut self, token: LlamaToken) -> Result<(), ModelError> {
+        match self {
+            Picker::Argmax => Ok(()),
+            Picker::Chain(chain) => chain
+                .try_accept(token)
+                .map_err(|e| ModelError::Invalid(format!("tool grammar: {e}"))),
+        }
+    }
+}
+
+/// The index of the largest logit, the first one on ties, as llama.cpp's greedy sampler
+/// picks it. Lane-wise maxima first (the compiler turns this loop into vector max
+/// instructions), then one scan for the first index that holds the maximum.
+pub fn argmax(logits: &[f32]) -> usize {
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let max = lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    // No logit equals the maximum only when all are NaN; token 0 is as good as any then.
+    logits.iter().position(|&x| x == max).unwrap_or(0)
 }
 
 /// Turns token bytes into text, holding back a multi-byte character split across tokens until
@@ -515,7 +600,50 @@ impl Utf8Stream {
 
 #[cfg(test)]
 mod tests {
-    use super::Utf8Stream;
+    use super::{Utf8Stream, argmax};
+    use llama_cpp_2::sampling::LlamaSampler;
+    use llama_cpp_2::token::LlamaToken;
+    use llama_cpp_2::token::data::LlamaTokenData;
+    use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+
+    /// What llama.cpp's own greedy sampler picks from `logits`.
+    fn greedy(logits: &[f32]) -> usize {
+        let data = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0));
+        let mut array = LlamaTokenDataArray::from_iter(data, false);
+        array.apply_sampler(&mut LlamaSampler::greedy());
+        array.selected_token().expect("greedy selects a token").0 as usize
+    }
+
+    #[test]
+    fn argmax_picks_what_the_greedy_sampler_picks() {
+        // A vocabulary-sized vector with a fixed pseudo-random pattern, then ties, maxima in
+        // the remainder after the last full lane chunk, and a maximum at index 0.
+        let mut seed = 7u64;
+        let mut logits: Vec<f32> = (0..49_157)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                // In [-10, 10): below the maxima planted next.
+                (seed >> 40) as f32 / (1u64 << 24) as f32 * 20.0 - 10.0
+            })
+            .collect();
+        assert_eq!(argmax(&logits), greedy(&logits));
+        logits[1234] = 99.0;
+        logits[40_000] = 99.0;
+        assert_eq!(argmax(&logits), 1234);
+        assert_eq!(greedy(&logits), 1234);
+        logits[49_156] = 100.0;
+        assert_eq!(argmax(&logits), 49_156);
+        assert_eq!(greedy(&logits), 49_156);
+        logits[0] = 101.0;
+        assert_eq!(argmax(&logits), 0);
+        assert_eq!(greedy(&logits), 0);
+        let short = [-1.0, 3.0, f32::NEG_INFINITY, 3.0];
+        assert_eq!(argmax(&short), 1);
+        assert_eq!(greedy(&short), 1);
+    }
 
     #[test]
     fn multi_byte_characters_split_across_tokens_come_out_whole() {
