@@ -20,7 +20,7 @@ pub fn wire_name(name: &str) -> String {
     for c in name.chars() {
         match c {
             '.' => out.push_str("__"),
-            c if c.is_ascii_alphanumeric() || c == '_' || c == '-' => out.push(c),
+            c if accepted(c) => out.push(c),
             _ => out.push('_'),
         }
     }
@@ -35,11 +35,13 @@ pub fn wire_name(name: &str) -> String {
     out
 }
 
+/// A character the providers accept in a tool name.
+fn accepted(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
 fn needs_mapping(name: &str) -> bool {
-    name.len() > MAX_LEN
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    name.len() > MAX_LEN || !name.chars().all(accepted)
 }
 
 /// A hosted model whose tool names are mapped to what the provider accepts and back.

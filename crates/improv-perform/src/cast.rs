@@ -6,10 +6,10 @@ use crate::board::{Board, BoardProp};
 use crate::cue::CueProp;
 use anyhow::{Context, Result, bail};
 use improv_edges::{
-    Approver, DecisionEvents, Guarded, PathEdges, Policy, Redacted, Redactor, Sandbox,
-    SandboxConfig, SandboxError, SandboxMode,
+    Approver, DecisionEvents, Guarded, LoopDetector, PathEdges, Policy, Redacted, Redactor,
+    Sandbox, SandboxConfig, SandboxError, SandboxMode,
 };
-use improv_kernel::{Actor, Budget, Model, Observer, Prop};
+use improv_kernel::{Actor, Budget, Model, Observer, Performance, PerformanceBuilder, Prop};
 use improv_stage::{ActorConfig, Stage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -327,6 +327,22 @@ impl Cast {
             props,
             max_output_tokens: config.max_output_tokens,
         })
+    }
+
+    /// A performance of `actor` inside this cast's edges: the stage, the workspace, the actor's
+    /// budget, the loop detector and the tool time limit. The lead and cued actors alike.
+    pub fn performance(&self, actor: Actor) -> PerformanceBuilder {
+        let loop_limit = usize::try_from(self.stage.edges.loop_limit).unwrap_or(usize::MAX);
+        let budget = self.budget(&actor.name);
+        let builder = Performance::builder(actor)
+            .stage(self.stage.stage.name.clone())
+            .workspace(self.workspace.clone())
+            .budget(budget)
+            .hook(Arc::new(LoopDetector::new(loop_limit)));
+        match self.stage.edges.tool_timeout {
+            Some(t) => builder.tool_timeout(t),
+            None => builder,
+        }
     }
 
     /// The budget `name` performs within: the tighter of its own limits and the performance's.

@@ -6,11 +6,8 @@
 use crate::cast::Cast;
 use crate::production::{last_text, observe};
 use async_trait::async_trait;
-use improv_edges::LoopDetector;
 use improv_kernel::performance::new_id;
-use improv_kernel::{
-    Access, EventKind, Outcome, Performance, Prop, PropContext, PropError, ToolSpec,
-};
+use improv_kernel::{Access, EventKind, Outcome, Prop, PropContext, PropError, ToolSpec};
 use improv_stage::ActorConfig;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -137,17 +134,11 @@ impl Prop for CueProp {
             .recorder(&id)
             .map_err(|e| PropError::new(format!("cannot log the cue: {e}")))?;
         let view = cast.watch.as_ref().map(|w| w());
-        let loop_limit = usize::try_from(cast.stage.edges.loop_limit).unwrap_or(usize::MAX);
-        let mut builder = Performance::builder(performer)
-            .id(id.clone())
-            .stage(cast.stage.stage.name.clone())
-            .workspace(cast.workspace.clone())
-            .budget(cast.budget(actor))
-            .hook(Arc::new(LoopDetector::new(loop_limit)))
-            .observer(observe(&cast.edges, recorder, view));
-        if let Some(t) = cast.stage.edges.tool_timeout {
-            builder = builder.tool_timeout(t);
-        }
+        let builder = cast.performance(performer).id(id.clone()).observer(observe(
+            &cast.edges,
+            recorder,
+            view,
+        ));
         let brief = format!(
             "{} cues you: {task}\nDo it with your props, then answer with what you found or did; your answer goes back to {}.",
             self.from, self.from

@@ -69,7 +69,6 @@ pub(crate) struct WriteChecks {
     pub(crate) attempt: Arc<AtomicU32>,
     /// How much of the conversation was already looked at.
     seen: AtomicUsize,
-    cancel: CancellationToken,
 }
 
 impl WriteChecks {
@@ -78,7 +77,6 @@ impl WriteChecks {
             judge,
             attempt,
             seen: AtomicUsize::new(0),
-            cancel: CancellationToken::new(),
         }
     }
 }
@@ -100,7 +98,8 @@ impl Hook for WriteChecks {
             CheckOn::Write,
             attempt,
             at.conversation,
-            &self.cancel,
+            // A hook has no cancellation of its own; each check's time limit bounds it.
+            &CancellationToken::new(),
         )
         .await;
         at.events.extend(events);

@@ -9,7 +9,7 @@ use crate::cast::{self, Cast, Edges, PropSource};
 use crate::error::PerformError;
 use crate::feedback::{self, WriteChecks};
 use crate::inbox::Inbox;
-use improv_edges::{Approver, LoopDetector, RedactingObserver, Unattended};
+use improv_edges::{Approver, RedactingObserver, Unattended};
 use improv_feedback::{Judge, Verdict};
 use improv_kernel::performance::new_id;
 use improv_kernel::{
@@ -151,7 +151,7 @@ impl Production {
         }
         let cast = Arc::new(Cast {
             stage: stage.clone(),
-            workspace: workspace.clone(),
+            workspace,
             edges: edges.clone(),
             model_override: launch.model,
             board: Arc::new(Board::default()),
@@ -166,12 +166,8 @@ impl Production {
         let attempt = Arc::new(AtomicU32::new(1));
         let (notes, inbox_hook) = Notes::channel();
         let inbox_hook = Arc::new(inbox_hook);
-        let loop_limit = usize::try_from(stage.edges.loop_limit).unwrap_or(usize::MAX);
-        let mut builder = Performance::builder(actor)
-            .stage(stage.stage.name.clone())
-            .workspace(workspace)
-            .budget(cast.budget(&lead))
-            .hook(Arc::new(LoopDetector::new(loop_limit)))
+        let mut builder = cast
+            .performance(actor)
             .hook(edges.decisions.clone())
             .hook(inbox_hook.clone())
             // After the notes, so the notes just delivered count towards the context.
@@ -179,9 +175,6 @@ impl Production {
                 stage.context.compact_at,
                 improv_context::DEFAULT_KEEP_RECENT_TURNS,
             )));
-        if let Some(t) = stage.edges.tool_timeout {
-            builder = builder.tool_timeout(t);
-        }
         if let Some(judge) = &judge
             && judge.has_checks(CheckOn::Write)
         {
