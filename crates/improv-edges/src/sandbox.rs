@@ -110,6 +110,20 @@ pub struct SandboxConfig {
     /// covered and the process limit counts per command) when the kernel allows it. On by
     /// default; off, hidden files are only hidden from the file props.
     pub user_namespaces: bool,
+    /// Absolute paths inside the workspace that commands may read but never change, rename,
+    /// remove or replace: the performance's control files (`stage.toml`, MCP server scripts,
+    /// `skills/`, `AGENTS.md`, `.git/config`, `.git/hooks`). Missing ones are skipped. Held by
+    /// read-only bind mounts in each command's mount namespace, so only where user namespaces
+    /// are available (see [`Sandbox::describe`]).
+    pub protected: Vec<PathBuf>,
+    /// Absolute paths inside the workspace that commands can neither read, change, rename,
+    /// remove nor replace: improv's state folder (`.improv/`). Covered like hidden paths, in
+    /// each command's mount namespace.
+    pub concealed: Vec<PathBuf>,
+    /// Workspace path globs commands may read but not change (`read_only` under `[edges]`, the
+    /// glob syntax of `hidden`): what matches is bind-mounted read-only in each command's mount
+    /// namespace, as [`SandboxConfig::protected`] is.
+    pub read_only_globs: Vec<String>,
     pub limits: Limits,
     /// Run commands as this `(uid, gid)`. When improv runs as root without a writable pids
     /// cgroup, the kernel ignores `RLIMIT_NPROC`, so only an unprivileged uid bounds a fork
@@ -166,6 +180,9 @@ impl SandboxConfig {
             read_write: Vec::new(),
             hidden: DEFAULT_HIDDEN.map(String::from).to_vec(),
             user_namespaces: true,
+            protected: Vec::new(),
+            concealed: Vec::new(),
+            read_only_globs: Vec::new(),
             limits: Limits::default(),
             run_as: None,
             env: EnvPolicy::default(),
