@@ -253,10 +253,7 @@ fn list(ledger: &Ledger, json: bool, out: &mut dyn Write) -> anyhow::Result<()> 
     }
     let options = ledger.options();
     for c in &collections {
-        let state = match c.settled {
-            Some(version) => format!("settled v{version}"),
-            None => c.state.to_string(),
-        };
+        let state = c.state_label();
         writeln!(
             out,
             "{}  {state}  {} records, {} rejects, {} writes since the last change",

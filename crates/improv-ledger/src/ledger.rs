@@ -219,6 +219,9 @@ pub enum Stability {
     Settling,
     /// No structural change over the last `stable_writes` writes and `stable_after` time.
     Stable,
+    /// Its schema was settled: every write is validated. Whatever the writes since, a settled
+    /// collection is never shown as fluid.
+    Settled,
 }
 
 impl std::fmt::Display for Stability {
@@ -227,6 +230,7 @@ impl std::fmt::Display for Stability {
             Stability::Fluid => "fluid",
             Stability::Settling => "settling",
             Stability::Stable => "stable",
+            Stability::Settled => "settled",
         })
     }
 }
@@ -288,6 +292,17 @@ pub struct CollectionInfo {
     pub proposals: Vec<Proposal>,
     /// Fields that look like one field under two names, never both in one entry.
     pub rename_suspects: Vec<RenameSuspect>,
+}
+
+impl CollectionInfo {
+    /// The state as people read it: `settled v2`, or `fluid`, `settling`, `stable`. The CLI
+    /// prints it; the API sends `state` and `settled` apart, from the same [`Self::state`].
+    pub fn state_label(&self) -> String {
+        match (self.state, self.settled) {
+            (Stability::Settled, Some(version)) => format!("settled v{version}"),
+            (state, _) => state.to_string(),
+        }
+    }
 }
 
 /// What settling produced.
@@ -413,13 +428,15 @@ impl Query {
             Some(Value::Object(map)) => {
                 for (field, condition) in map {
                     match condition {
-                        Value::Object(ops)
-                            if !ops.is_empty() && ops.keys().all(|k| Op::parse(k).is_some()) =>
-                        {
+                        // An object is always `{op: value}`: a typo in an operator must not
+                        // turn into an equality that silently matches nothing.
+                        Value::Object(ops) => {
+                            if ops.is_empty() {
+                                return Err(unknown_operator(field, None));
+                            }
                             for (op, value) in ops {
-                                let op = Op::parse(op).ok_or_else(|| {
-                                    LedgerError::Query(format!("unknown operator `{op}`"))
-                                })?;
+                                let op = Op::parse(op)
+                                    .ok_or_else(|| unknown_operator(field, Some(op)))?;
                                 query = query.filter(field, op, value.clone())?;
                             }
                         }
@@ -442,6 +459,34 @@ impl Query {
         query.limit = limit;
         Ok(query)
     }
+
+    /// A limit as clients send it in JSON: absent or null is no limit; anything but a whole
+    /// number ≥ 1 is refused (a `-1` must not read as "everything").
+    pub fn limit_from_json(limit: Option<&Value>) -> Result<Option<usize>> {
+        match limit {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .filter(|n| *n >= 1)
+                .map(|n| Some(usize::try_from(n).unwrap_or(usize::MAX)))
+                .ok_or_else(|| {
+                    LedgerError::Query(format!(
+                        "`limit` is a whole number ≥ 1 (or absent for no limit), not {value}"
+                    ))
+                }),
+        }
+    }
+}
+
+/// The error for `{field: {op: value}}` whose `op` is not one (`None`: no operator at all).
+fn unknown_operator(field: &str, op: Option<&str>) -> LedgerError {
+    let what = match op {
+        Some(op) => format!("unknown operator `{op}`"),
+        None => "no operator".to_string(),
+    };
+    LedgerError::Query(format!(
+        "`where` on `{field}`: {what}; use one of = != < > <= >= contains exists, as in {{\"{field}\": {{\">\": 3}}}} (an object value is matched with {{\"=\": {{...}}}})"
+    ))
 }
 
 /// The persisted state of one collection (stored as JSON in `ledger_collections.state`).
@@ -884,6 +929,15 @@ impl Ledger {
         (!problems.is_empty()).then(|| problems.join("; "))
     }
 
+    /// A collection's state: [`Stability::Settled`] once settled, else the stability rule.
+    fn state(&self, stored: &Stored) -> Stability {
+        if stored.settled.is_some() {
+            Stability::Settled
+        } else {
+            self.stability(stored)
+        }
+    }
+
     fn stability(&self, stored: &Stored) -> Stability {
         stability(
             stored.writes_since_change,
@@ -955,7 +1009,7 @@ impl Ledger {
         let proposals = load_proposals(&inner.conn, name)?;
         Ok(CollectionInfo {
             name: name.to_owned(),
-            state: self.stability(stored),
+            state: self.state(stored),
             settled: stored.settled.as_ref().map(|s| s.version),
             records: stored.records,
             rejects: stored.rejects,

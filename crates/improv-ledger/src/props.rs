@@ -150,13 +150,10 @@ impl Prop for QueryProp {
 
     async fn call(&self, arguments: Value, _context: &PropContext) -> Result<String, PropError> {
         let collection = collection_arg(&arguments)?;
-        let limit = match arguments.get("limit") {
-            None | Some(Value::Null) => DEFAULT_LIMIT,
-            Some(value) => value
-                .as_u64()
-                .map(|n| (n as usize).clamp(1, MAX_LIMIT))
-                .ok_or_else(|| PropError::new("`limit` must be a positive integer"))?,
-        };
+        let limit = Query::limit_from_json(arguments.get("limit"))
+            .map_err(to_prop_error)?
+            .unwrap_or(DEFAULT_LIMIT)
+            .min(MAX_LIMIT);
         let order_by = match arguments.get("order_by") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
