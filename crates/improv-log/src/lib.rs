@@ -26,6 +26,11 @@ pub const PERFORMANCES_DIR: &str = "performances";
 /// How many candidates an ambiguous prefix lists.
 const MAX_CANDIDATES: usize = 10;
 
+/// The fewest characters a short id ([`EventLog::short_ids`]) has. Ids start with a shared time
+/// prefix and end in random digits, so a short form is a suffix; five hex digits keep it unique
+/// in a stage's log for a long time, so what `improv log` showed yesterday still resolves.
+pub const SHORT_ID_MIN: usize = 5;
+
 /// The event log of one state directory (usually `.improv/` next to the stage).
 pub struct EventLog {
     dir: PathBuf,
@@ -87,7 +92,7 @@ impl EventLog {
     }
 
     /// The performance whose id is `id_or_prefix` or, failing that, the only one whose id starts
-    /// with it.
+    /// or ends with it (a short id from [`EventLog::short_ids`] is such an end).
     pub fn find(&self, id_or_prefix: &str) -> Result<PerformanceRow, LogError> {
         let not_found = || LogError::NotFound {
             query: id_or_prefix.to_string(),
@@ -103,7 +108,7 @@ impl EventLog {
         let mut rows = conn
             .prepare_cached(&format!(
                 "SELECT {} FROM performances
-                 WHERE substr(id, 1, length(?1)) = ?1
+                 WHERE substr(id, 1, length(?1)) = ?1 OR substr(id, -length(?1)) = ?1
                  ORDER BY started_at DESC, rowid DESC LIMIT ?2",
                 index::ROW_COLUMNS
             ))
@@ -130,6 +135,21 @@ impl EventLog {
                 })
             }
         }
+    }
+
+    /// The shortest form of each of `ids` that [`EventLog::find`] resolves to it alone, as git
+    /// shortens hashes: its last [`SHORT_ID_MIN`] characters or more, as many as no other
+    /// performance starts or ends with; the whole id when no shorter form is unique.
+    pub fn short_ids(&self, ids: &[&str]) -> Result<Vec<String>, LogError> {
+        let conn = self.conn();
+        let all = conn
+            .prepare_cached("SELECT id FROM performances")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.db_err(e))?;
+        Ok(ids.iter().map(|id| shortest_suffix(id, &all)).collect())
     }
 
     /// The logged events of performance `id`, in order. A last line cut short by a crash is left
@@ -187,6 +207,24 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, LogError> {
         }
     }
     Ok(events)
+}
+
+/// The shortest suffix of `id`, of at least [`SHORT_ID_MIN`] characters, that no other id of
+/// `all` starts or ends with; `id` itself when there is none.
+fn shortest_suffix(id: &str, all: &[String]) -> String {
+    // Logged ids are ASCII (see `check_id`), so every byte offset is a character boundary.
+    if !id.is_ascii() {
+        return id.to_string();
+    }
+    let len = id.len();
+    (SHORT_ID_MIN..len)
+        .map(|n| &id[len - n..])
+        .find(|short| {
+            !all.iter()
+                .any(|other| other != id && (other.starts_with(short) || other.ends_with(short)))
+        })
+        .unwrap_or(id)
+        .to_string()
 }
 
 /// Ids become file names: keep them to a safe alphabet.

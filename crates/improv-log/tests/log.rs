@@ -232,6 +232,39 @@ fn list_is_newest_first_and_find_takes_unique_prefixes() {
 }
 
 #[test]
+fn short_ids_are_the_shortest_unique_suffixes_and_find_resolves_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = EventLog::open(tmp.path()).unwrap();
+    // Real ids share a long time prefix; two of these also share their last five digits, and
+    // one starts with what another ends with.
+    let ids = [
+        "019ac3f0a1b2c3d4e5",
+        "019ac3f0a1b2f3d4e5",
+        "019ac3f0a1b2c0a7f1",
+        "0a7f1c3f0a1b2aaaaa",
+        "abcdef",
+        "xbcdef",
+    ];
+    for id in ids {
+        record(&log, id, &performance(id));
+    }
+    let short = log.short_ids(&ids).unwrap();
+    // The last two have no unique form shorter than themselves.
+    assert_eq!(
+        short,
+        ["c3d4e5", "f3d4e5", "c0a7f1", "aaaaa", "abcdef", "xbcdef"]
+    );
+    for (id, short) in ids.iter().zip(&short) {
+        assert_eq!(&log.find(short).unwrap().id, id, "{short}");
+    }
+    // One digit fewer is ambiguous (the shared end), or starts another id.
+    assert!(matches!(log.find("3d4e5"), Err(LogError::Ambiguous { .. })));
+    assert!(matches!(log.find("0a7f1"), Err(LogError::Ambiguous { .. })));
+    // Prefixes still resolve.
+    assert_eq!(log.find("0a7f1c").unwrap().id, "0a7f1c3f0a1b2aaaaa");
+}
+
+#[test]
 fn a_truncated_last_line_is_tolerated_and_repaired_on_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let log = EventLog::open(tmp.path()).unwrap();
