@@ -28,6 +28,10 @@ use std::time::Duration;
 /// The file a stage is written in.
 pub const STAGE_FILE: &str = "stage.toml";
 
+/// The folder beside the stage file where improv keeps its state: logs, director notes, the
+/// serve token, databases. Actors can never reach it.
+pub const STATE_DIR: &str = ".improv";
+
 /// The props every actor gets when it names none.
 pub const CORE_PROPS: &[&str] = &["read", "write", "edit", "bash", "grep", "find"];
 
@@ -166,6 +170,10 @@ pub struct Edges {
     pub hidden: Option<Vec<String>>,
     /// Globs of paths props may read but not write; `None` keeps the edges' default (`.git`).
     pub read_only: Option<Vec<String>>,
+    /// Control files the stage opens to its actors (workspace-relative paths): improv keeps the
+    /// stage file, MCP server scripts, skills, AGENTS.md, the context files and git's config and
+    /// hooks read-only to actors unless listed here; `.improv/` can never be opened.
+    pub writable: Vec<PathBuf>,
     /// Regular expressions whose matches are redacted from tool output and from the log, on top
     /// of the provider keys and the built-in secret patterns.
     pub redact: Vec<String>,
@@ -191,6 +199,7 @@ impl Default for Edges {
             sandbox: SandboxMode::On,
             hidden: None,
             read_only: None,
+            writable: Vec::new(),
             redact: Vec::new(),
             loop_limit: DEFAULT_LOOP_LIMIT,
             cue_depth: DEFAULT_CUE_DEPTH,

@@ -6,14 +6,14 @@ use crate::error::Problem;
 use crate::mcp::RawProps;
 use crate::{
     ActorConfig, CORE_PROPS, Check, CheckOn, ContextConfig, DEFAULT_CUE_DEPTH, DEFAULT_LOOP_LIMIT,
-    Decision, Edges, Feedback, KNOWN_PROPS, PROVIDERS, Rule, SandboxMode, Stage, StageMeta,
-    default_actor,
+    Decision, Edges, Feedback, KNOWN_PROPS, PROVIDERS, Rule, STATE_DIR, SandboxMode, Stage,
+    StageMeta, default_actor,
 };
 use improv_kernel::{Budget, Price};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -99,6 +99,8 @@ struct RawEdges {
     sandbox: Option<Spanned<String>>,
     hidden: Option<Vec<Spanned<String>>>,
     read_only: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    writable: Vec<Spanned<String>>,
     #[serde(default)]
     redact: Vec<Spanned<String>>,
     loop_limit: Option<Spanned<u32>>,
@@ -256,6 +258,53 @@ impl Checker {
             }
         }
         Some(v.iter().map(|g| g.get_ref().clone()).collect())
+    }
+
+    /// `writable`: control files opened to the actors, each a plain path inside the workspace;
+    /// improv's own state (`.improv/`) is never one of them.
+    fn writable(&mut self, v: &[Spanned<String>]) -> Vec<PathBuf> {
+        let mut out = Vec::with_capacity(v.len());
+        for w in v {
+            let path = Path::new(w.get_ref().trim_end_matches('/'));
+            let parts: Vec<Component> = path.components().collect();
+            let problem = if parts.is_empty() || parts == [Component::CurDir] {
+                Some((
+                    "`writable` names the whole workspace",
+                    "name the control files to open one by one, such as \"skills\" or \"AGENTS.md\"",
+                ))
+            } else if !parts
+                .iter()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                Some((
+                    "`writable` has a path that leaves the workspace or is absolute",
+                    "write a path relative to the workspace without `..`, such as \"skills\"",
+                ))
+            } else if parts
+                .iter()
+                .find(|c| !matches!(c, Component::CurDir))
+                .is_some_and(|c| c.as_os_str() == STATE_DIR)
+            {
+                Some((
+                    "`.improv` holds improv's own state (logs, director notes, the serve token) and can never be opened to actors",
+                    "remove it from `writable`",
+                ))
+            } else {
+                None
+            };
+            match problem {
+                Some((message, help)) => {
+                    self.push(Problem::new(message, w.span(), "here").help(help));
+                }
+                None => out.push(
+                    parts
+                        .iter()
+                        .filter(|c| !matches!(c, Component::CurDir))
+                        .collect(),
+                ),
+            }
+        }
+        out
     }
 
     fn patterns(&mut self, v: &[Spanned<String>]) -> Vec<String> {
@@ -536,6 +585,7 @@ impl RawStage {
         let sandbox = c.sandbox(e.sandbox.as_ref());
         let hidden = c.globs("hidden", e.hidden.as_ref());
         let read_only = c.globs("read_only", e.read_only.as_ref());
+        let writable = c.writable(&e.writable);
         let redact = c.patterns(&e.redact);
         let loop_limit = c.loop_limit(e.loop_limit.as_ref());
         c.nonzero("cue_depth", &e.cue_depth);
@@ -563,6 +613,7 @@ impl RawStage {
             sandbox,
             hidden,
             read_only,
+            writable,
             redact,
             loop_limit,
             cue_depth: e
