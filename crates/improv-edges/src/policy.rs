@@ -45,7 +45,8 @@ pub struct GlobError {
 
 /// A glob on a workspace-relative path: with a `/` it matches the path (or a folder above it);
 /// without one it matches any component (`.env*` hides `config/.env.local`, `.git` everything
-/// in `.git/`).
+/// in `.git/`). A leading `/` anchors it at the workspace root, as in `.gitignore`
+/// (`/stage.toml` is the root's stage file only).
 #[derive(Clone, Debug)]
 pub(crate) struct PathGlob {
     text: String,
@@ -55,7 +56,8 @@ pub(crate) struct PathGlob {
 
 impl PathGlob {
     pub(crate) fn new(text: &str) -> Result<Self, GlobError> {
-        let trimmed = text.trim_end_matches('/');
+        let anchored = text.strip_prefix('/');
+        let trimmed = anchored.unwrap_or(text).trim_end_matches('/');
         let matcher = GlobBuilder::new(trimmed)
             .literal_separator(true)
             .build()
@@ -67,7 +69,7 @@ impl PathGlob {
         Ok(PathGlob {
             text: text.to_string(),
             matcher,
-            whole_path: trimmed.contains('/'),
+            whole_path: anchored.is_some() || trimmed.contains('/'),
         })
     }
 
@@ -912,6 +914,12 @@ mod tests {
         assert!(docs.matches(Path::new("docs/a.md")));
         assert!(!docs.matches(Path::new("docs/x/a.md")));
         assert!(PathGlob::new("a[").is_err());
+        let root = PathGlob::new("/stage.toml").unwrap();
+        assert!(root.matches(Path::new("stage.toml")));
+        assert!(!root.matches(Path::new("sub/stage.toml")));
+        let state = PathGlob::new("/.improv").unwrap();
+        assert!(state.matches(Path::new(".improv/serve.token")));
+        assert!(!state.matches(Path::new("x/.improv/serve.token")));
     }
 
     /// A shell-like prop that only counts its calls.
