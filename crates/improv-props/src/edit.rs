@@ -3,14 +3,12 @@
 
 use crate::read::open_text;
 use crate::workspace::Workspace;
-use crate::write::write_atomic;
-use crate::{args, blocking, io_error, output, spec};
+use crate::{args, blocking, io_error, output, path_error, spec};
 use async_trait::async_trait;
 use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
 use serde::Deserialize;
 use serde_json::json;
 use std::io::Read as _;
-use std::path::Path;
 
 /// How many match lines an error lists before it says "and N more".
 const LIST: usize = 10;
@@ -81,14 +79,16 @@ impl Prop for Edit {
             ));
         }
         let workspace = Workspace::new(&context.workspace)?;
-        let path = workspace.resolve(&args.path)?;
-        let shown = workspace.display(&path).into_owned();
-        blocking(move || edit(&path, &shown, &args)).await
+        let shown = workspace
+            .display(&workspace.resolve(&args.path)?)
+            .into_owned();
+        blocking(move || edit(&workspace, &shown, &args)).await
     }
 }
 
-fn edit(path: &Path, shown: &str, args: &Args) -> Result<String, PropError> {
-    let (mut bytes, mut file) = open_text(path, shown)?;
+/// Reads and writes `args.path` beneath the workspace; `shown` is the path as the model sees it.
+fn edit(workspace: &Workspace, shown: &str, args: &Args) -> Result<String, PropError> {
+    let (mut bytes, mut file) = open_text(workspace, &args.path, shown)?;
     file.read_to_end(&mut bytes)
         .map_err(|e| io_error(shown, e))?;
     let text = String::from_utf8(bytes).map_err(|_| {
@@ -109,7 +109,9 @@ fn edit(path: &Path, shown: &str, args: &Args) -> Result<String, PropError> {
         )));
     }
     let edited = text.replace(&args.old, &args.new);
-    write_atomic(path, edited.as_bytes()).map_err(|e| io_error(shown, e))?;
+    workspace
+        .write(&args.path, edited.as_bytes())
+        .map_err(|e| path_error(shown, e))?;
     Ok(match lines.as_slice() {
         [line] => format!("edited `{shown}`: replaced 1 match at line {line}"),
         _ => format!(
@@ -327,14 +329,19 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.0.contains("`old` is empty"), "{err}");
+        // An absolute path to a fixture outside the workspace, never a real system file.
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("hostname");
+        std::fs::write(&target, "a\n").unwrap();
         let err = stage
             .call(
                 &Edit::new(),
-                json!({"path": "/etc/hostname", "old": "a", "new": "b"}),
+                json!({"path": target.display().to_string(), "old": "a", "new": "b"}),
             )
             .await
             .unwrap_err();
         assert!(err.0.contains("outside the workspace"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "a\n");
         let err = stage
             .call(
                 &Edit::new(),

@@ -93,6 +93,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| PropError(format!("the prop failed unexpectedly: {e}")))?
 }
 
+/// A path refused or not opened beneath the workspace, said about `shown` (the path as the model
+/// sees it) so the model can act on it.
+fn path_error(shown: &str, error: workspace::PathError) -> PropError {
+    use workspace::PathError;
+    match error {
+        PathError::Io { source, .. } => io_error(shown, source),
+        PathError::IsDir { .. } => PropError(format!("`{shown}` is a directory; give a file path")),
+        other => other.into(),
+    }
+}
+
 /// An I/O error on `shown` (a workspace-relative path), said so the model can act on it.
 fn io_error(shown: &str, error: std::io::Error) -> PropError {
     use std::io::ErrorKind;

@@ -1,14 +1,13 @@
 //! The `read` prop: a text file as numbered lines, a window at a time.
 
 use crate::workspace::Workspace;
-use crate::{args, blocking, io_error, output, spec};
+use crate::{args, blocking, io_error, output, path_error, spec};
 use async_trait::async_trait;
 use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
 use serde::Deserialize;
 use serde_json::json;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Cursor, Read as _};
-use std::path::Path;
 
 /// How many bytes at the start of a file decide whether it is text.
 pub(crate) const SNIFF: usize = 8 * 1024;
@@ -63,14 +62,15 @@ impl Prop for Read {
     ) -> Result<String, PropError> {
         let args: Args = args::parse("read", arguments)?;
         let workspace = Workspace::new(&context.workspace)?;
-        let path = workspace.resolve(&args.path)?;
-        let shown = workspace.display(&path).into_owned();
+        let shown = workspace
+            .display(&workspace.resolve(&args.path)?)
+            .into_owned();
         let window = Window {
             offset: args.offset.unwrap_or(1).max(1),
             lines: args.limit.unwrap_or(MAX_LINES).clamp(1, MAX_LINES),
             bytes: self.max_bytes,
         };
-        blocking(move || read_window(&path, &shown, window)).await
+        blocking(move || read_window(&workspace, &args.path, &shown, window)).await
     }
 }
 
@@ -81,14 +81,26 @@ struct Window {
     bytes: usize,
 }
 
-/// Opens `path` for reading text: refuses directories and binary files, and hands back the
-/// first bytes it sniffed together with the rest of the file.
-pub(crate) fn open_text(path: &Path, shown: &str) -> Result<(Vec<u8>, File), PropError> {
-    let mut file = File::open(path).map_err(|e| io_error(shown, e))?;
+/// Opens `given` for reading text, beneath the workspace: refuses directories, other
+/// non-files and binary files, and hands back the first bytes it sniffed together with the rest
+/// of the file. `shown` is the path as the model sees it.
+pub(crate) fn open_text(
+    workspace: &Workspace,
+    given: &str,
+    shown: &str,
+) -> Result<(Vec<u8>, File), PropError> {
+    let mut file = workspace
+        .open_read(given)
+        .map_err(|e| path_error(shown, e))?;
     let meta = file.metadata().map_err(|e| io_error(shown, e))?;
     if meta.is_dir() {
         return Err(PropError(format!(
             "`{shown}` is a directory; use `find` with path `{shown}` to list its files"
+        )));
+    }
+    if !meta.is_file() {
+        return Err(PropError(format!(
+            "`{shown}` is not a regular file (a pipe, socket or device); only files can be read"
         )));
     }
     let mut head = Vec::with_capacity(SNIFF);
@@ -116,8 +128,13 @@ fn is_binary(sample: &[u8], whole: bool) -> bool {
     }
 }
 
-fn read_window(path: &Path, shown: &str, window: Window) -> Result<String, PropError> {
-    let (head, file) = open_text(path, shown)?;
+fn read_window(
+    workspace: &Workspace,
+    given: &str,
+    shown: &str,
+    window: Window,
+) -> Result<String, PropError> {
+    let (head, file) = open_text(workspace, given, shown)?;
     let mut reader = BufReader::new(Cursor::new(head).chain(file));
     let mut out = String::new();
     let mut line = Vec::new();

@@ -1,8 +1,14 @@
 //! The `grep` and `find` props: search file contents and file names under the workspace, the
 //! way ripgrep does (`.gitignore` and `.ignore` respected, hidden files skipped).
+//!
+//! The walk (the `ignore` crate) goes by path and never follows symlinks, but a folder can be
+//! swapped for a symlink while it runs. So it only proposes names: `grep` opens each file
+//! beneath the workspace root ([`Workspace::open_read`]) and `find` lists a name only when it
+//! opens beneath the root too. What a swapped folder can still change is which `.gitignore`
+//! files filter the names; no byte or name from outside reaches the model.
 
 use crate::workspace::Workspace;
-use crate::{args, blocking, output, spec};
+use crate::{args, blocking, output, path_error, spec};
 use async_trait::async_trait;
 use globset::{GlobBuilder, GlobMatcher};
 use grep_regex::RegexMatcherBuilder;
@@ -56,12 +62,18 @@ impl Glob {
 fn search_root(workspace: &Workspace, path: Option<&str>) -> Result<PathBuf, PropError> {
     let given = path.filter(|p| !p.is_empty()).unwrap_or(".");
     let root = workspace.resolve(given)?;
-    if !root.exists() {
-        return Err(PropError(format!(
+    match workspace.exists(given) {
+        Ok(true) => Ok(root),
+        Ok(false) => Err(PropError(format!(
             "`{given}` does not exist; give a folder or file inside the workspace"
-        )));
+        ))),
+        Err(e) => Err(path_error(given, e)),
     }
-    Ok(root)
+}
+
+/// The walk's `entry` as a path relative to the workspace root, to open beneath it.
+fn beneath<'a>(workspace: &Workspace, entry: &'a DirEntry) -> Option<&'a Path> {
+    entry.path().strip_prefix(workspace.root()).ok()
 }
 
 /// Regular files under `root`, sorted by path, ignored and hidden ones left out.
@@ -154,10 +166,15 @@ impl Prop for Grep {
                     continue;
                 }
                 let shown = workspace.display(path);
-                // A file that cannot be read is skipped, as ripgrep does.
-                let _ = searcher.search_path(
+                // A file that cannot be read (or no longer lies beneath the workspace) is
+                // skipped, as ripgrep skips what it cannot read.
+                let Some(file) = beneath(&workspace, &entry).and_then(|rel| workspace.open_read(rel).ok())
+                else {
+                    continue;
+                };
+                let _ = searcher.search_file(
                     &matcher,
-                    path,
+                    &file,
                     Lossy(|line_number, line| {
                         if count == limit || out.len() >= max_output {
                             full = true;
@@ -242,6 +259,10 @@ impl Prop for Find {
         blocking(move || {
             let mut found: Vec<String> = files(&root, cancel)
                 .filter(|entry| glob.matches(entry.path(), &root))
+                .filter(|entry| {
+                    beneath(&workspace, entry)
+                        .is_some_and(|rel| workspace.metadata(rel).is_ok_and(|m| m.is_file()))
+                })
                 .map(|entry| workspace.display(entry.path()).into_owned())
                 .collect();
             if found.is_empty() {

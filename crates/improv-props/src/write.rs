@@ -1,14 +1,12 @@
-//! The `write` prop: creates or replaces a whole file, atomically.
+//! The `write` prop: creates or replaces a whole file, atomically, beneath the workspace (a
+//! temp file renamed into place; a symlink at the end is never written through).
 
 use crate::workspace::Workspace;
-use crate::{args, blocking, io_error, spec};
+use crate::{args, blocking, path_error, spec};
 use async_trait::async_trait;
 use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
 use serde::Deserialize;
 use serde_json::json;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,24 +54,13 @@ impl Prop for Write {
     ) -> Result<String, PropError> {
         let args: Args = args::parse("write", arguments)?;
         let workspace = Workspace::new(&context.workspace)?;
-        let path = workspace.resolve(&args.path)?;
-        let shown = workspace.display(&path).into_owned();
+        let shown = workspace
+            .display(&workspace.resolve(&args.path)?)
+            .into_owned();
         blocking(move || {
-            let before = match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_dir() => {
-                    return Err(PropError(format!(
-                        "`{shown}` is a directory; give a file path"
-                    )));
-                }
-                Ok(meta) => Some(meta.len()),
-                Err(_) => None,
-            };
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    PropError(format!("could not create the folders of `{shown}`: {e}"))
-                })?;
-            }
-            write_atomic(&path, args.content.as_bytes()).map_err(|e| io_error(&shown, e))?;
+            let before = workspace
+                .write(&args.path, args.content.as_bytes())
+                .map_err(|e| path_error(&shown, e))?;
             let len = args.content.len();
             Ok(match before {
                 None => format!("created `{shown}` ({len} bytes)"),
@@ -84,28 +71,11 @@ impl Prop for Write {
     }
 }
 
-/// Replaces `path` with `bytes` through a temporary file in the same folder and a rename, so a
-/// failure leaves either the old file or the new one, never half of it. An existing file keeps
-/// its permissions; a new one gets 0644.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let mode = match std::fs::metadata(path) {
-        Ok(meta) => meta.permissions(),
-        Err(_) => std::fs::Permissions::from_mode(0o644),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".improv-write-")
-        .permissions(mode)
-        .tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tests::Stage;
+    use std::os::unix::fs::PermissionsExt;
 
     #[tokio::test]
     async fn creates_files_and_their_folders() {
