@@ -1,136 +1,292 @@
-//! A pids cgroup for the processes of one performance: what bounds a fork bomb when commands
-//! run as uid 0, for which the kernel never enforces `RLIMIT_NPROC` (not even inside a user
-//! namespace, since the uid stays 0). Every sandboxed child joins it before `exec` by writing
-//! `0` to its `cgroup.procs`, opened beforehand; the cgroup is killed and removed with the
-//! sandbox. Works with cgroup v2 (the pids controller enabled for improv's cgroup) and with a
-//! v1 `pids` hierarchy; where neither is writable (an unprivileged container) there is none.
+//! The cgroup of one performance: what bounds its commands together. The pids controller bounds
+//! a fork bomb when commands run as uid 0, for which the kernel never enforces `RLIMIT_NPROC`
+//! (not even inside a user namespace, since the uid stays 0); the memory controller bounds the
+//! memory of all the performance's commands together (`memory.max` with `memory.swap.max = 0`
+//! on cgroup v2, `memory.limit_in_bytes` and `memory.memsw.limit_in_bytes` on v1): past it the
+//! kernel's OOM killer kills a process of the performance, not of the machine.
+//!
+//! Every sandboxed child joins before `exec` by writing `0` to each hierarchy's `cgroup.procs`
+//! (`tasks` on v1), opened beforehand; the cgroups are killed and removed with the sandbox. On
+//! cgroup v2 one folder holds both controllers; on v1 each controller's hierarchy gets its own
+//! folder. Where no hierarchy with a controller is writable (an unprivileged container) there is
+//! none, and the caller is told why. Folders are named after their creator
+//! ([`crate::scratch::Owner`]) so that [`sweep`] can remove what a crashed improv left.
 
+use crate::scratch::{Owner, PREFIX};
 use std::fs::OpenOptions;
-use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A cgroup with `pids.max` set, removed when dropped.
+/// A cgroup controller improv uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Controller {
+    Pids,
+    Memory,
+}
+
+impl Controller {
+    fn name(self) -> &'static str {
+        match self {
+            Controller::Pids => "pids",
+            Controller::Memory => "memory",
+        }
+    }
+}
+
+/// The bounds asked for; `None` leaves a controller out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bounds {
+    /// Tasks (processes and threads) at once.
+    pub pids: Option<u64>,
+    /// Memory in bytes, swap included (swap is bounded to nothing where it can be).
+    pub memory: Option<u64>,
+}
+
+/// What [`PerformanceCgroup::create`] made of each bound asked for: the folder that enforces
+/// it, or why none does.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub pids: Option<Result<PathBuf, String>>,
+    pub memory: Option<Result<PathBuf, String>>,
+}
+
+/// One folder in one hierarchy.
 #[derive(Debug)]
-pub struct PidsCgroup {
-    dir: PathBuf,
-    procs: OwnedFd,
+struct Dir {
+    path: PathBuf,
+    /// `cgroup.procs` (v2) or `tasks` (v1), written by the child to join.
+    join: OwnedFd,
     v2: bool,
 }
 
-impl PidsCgroup {
-    /// Creates a child of improv's own cgroup in the hierarchy that has the pids controller,
-    /// with at most `max` tasks (processes and threads). `Err` says why there is none.
-    pub fn create(max: u64) -> Result<Self, String> {
-        let (parent, v2) = locate().ok_or("no pids cgroup hierarchy is mounted")?;
-        if v2 {
-            let control = parent.join("cgroup.subtree_control");
-            let enabled = std::fs::read_to_string(&control)
-                .map(|s| s.split_whitespace().any(|c| c == "pids"))
-                .unwrap_or(false);
-            if !enabled {
-                std::fs::write(&control, "+pids").map_err(|e| {
-                    format!(
-                        "cannot enable the pids controller in {}: {e}",
-                        control.display()
-                    )
-                })?;
+/// The cgroup folders of one performance, killed and removed when dropped.
+#[derive(Debug)]
+pub struct PerformanceCgroup {
+    dirs: Vec<Dir>,
+}
+
+impl PerformanceCgroup {
+    /// Creates a child of improv's own cgroup in each hierarchy that has a controller asked
+    /// for, first removing what dead improv processes left there ([`sweep`]). `None` when no
+    /// bound could be set up; the outcome says, per bound, where it holds or why not.
+    pub fn create(bounds: Bounds) -> (Option<Self>, Outcome) {
+        let mut outcome = Outcome::default();
+        let mut dirs: Vec<Dir> = Vec::new();
+        let asked = [
+            (Controller::Pids, bounds.pids),
+            (Controller::Memory, bounds.memory),
+        ];
+        for (controller, value) in asked {
+            let Some(value) = value else { continue };
+            let result = locate(controller)
+                .ok_or_else(|| format!("no {} cgroup hierarchy is mounted", controller.name()))
+                .and_then(|(parent, v2)| {
+                    let existing = dirs.iter().position(|d| d.path.parent() == Some(&parent));
+                    let index = match existing {
+                        Some(i) => i,
+                        None => {
+                            sweep(&parent);
+                            dirs.push(Dir::create(&parent, v2)?);
+                            dirs.len() - 1
+                        }
+                    };
+                    let dir = &dirs[index];
+                    enable(&parent, controller, dir.v2)?;
+                    dir.set(controller, value)?;
+                    Ok(dir.path.clone())
+                });
+            match controller {
+                Controller::Pids => outcome.pids = Some(result),
+                Controller::Memory => outcome.memory = Some(result),
             }
         }
+        // A folder whose every bound failed holds nothing: drop (remove) it.
+        let used: Vec<PathBuf> = [&outcome.pids, &outcome.memory]
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        dirs.retain(|d| used.contains(&d.path));
+        let cgroup = (!dirs.is_empty()).then_some(PerformanceCgroup { dirs });
+        (cgroup, outcome)
+    }
+
+    /// The fds a child writes `0` to, to join every hierarchy.
+    pub fn joins(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.dirs.iter().map(|d| d.join.as_fd())
+    }
+
+    /// SIGKILLs every process in the cgroups; how many there were.
+    pub fn kill_all(&self) -> usize {
+        self.dirs.iter().map(|d| kill_all(&d.path, d.v2)).sum()
+    }
+}
+
+impl Drop for PerformanceCgroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            remove(&dir.path, dir.v2);
+        }
+    }
+}
+
+impl Dir {
+    fn create(parent: &Path, v2: bool) -> Result<Dir, String> {
         let name = format!(
-            "improv-sandbox-{}-{}",
-            std::process::id(),
+            "{PREFIX}{}{}",
+            Owner::me().tag(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = parent.join(name);
-        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let made = (|| -> io::Result<OwnedFd> {
-            std::fs::write(dir.join("pids.max"), max.to_string())?;
-            // v1: `tasks` moves the writing thread only, which skips the global lock that a
-            // `cgroup.procs` write takes (an RCU grace period, about a millisecond a spawn);
-            // the child is single-threaded, so the thread is the process.
-            let join = if v2 { "cgroup.procs" } else { "tasks" };
-            let procs = OpenOptions::new().write(true).open(dir.join(join))?;
-            Ok(procs.into())
-        })();
-        match made {
-            Ok(procs) => Ok(PidsCgroup { dir, procs, v2 }),
+        let path = parent.join(name);
+        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        // v1: `tasks` moves the writing thread only, which skips the global lock that a
+        // `cgroup.procs` write takes (an RCU grace period, about a millisecond a spawn); the
+        // child is single-threaded, so the thread is the process.
+        let join = if v2 { "cgroup.procs" } else { "tasks" };
+        match OpenOptions::new().write(true).open(path.join(join)) {
+            Ok(file) => Ok(Dir {
+                path,
+                join: file.into(),
+                v2,
+            }),
             Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(format!("cannot set up {}: {e}", dir.display()))
+                let _ = std::fs::remove_dir(&path);
+                Err(format!("cannot set up {}: {e}", path.display()))
             }
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The fd a child writes `0` to, to join.
-    pub fn procs(&self) -> BorrowedFd<'_> {
-        self.procs.as_fd()
-    }
-
-    /// The processes in the cgroup now.
-    pub fn members(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-
-    /// SIGKILLs every process in the cgroup; how many there were.
-    pub fn kill_all(&self) -> usize {
-        if self.v2 && std::fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
-            return self.members().len();
-        }
-        // Members cannot fork past pids.max, so a few rounds catch the ones forked meanwhile.
-        let mut killed = 0;
-        for _ in 0..8 {
-            let members = self.members();
-            if members.is_empty() {
-                break;
-            }
-            for pid in members {
-                // SAFETY: kill only sends a signal; a pid that already exited fails with ESRCH.
-                if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
-                    killed += 1;
+    /// Writes the controller's bound.
+    fn set(&self, controller: Controller, value: u64) -> Result<(), String> {
+        let write = |file: &str, value: &str| {
+            std::fs::write(self.path.join(file), value)
+                .map_err(|e| format!("cannot write {}: {e}", self.path.join(file).display()))
+        };
+        let value = value.to_string();
+        match (controller, self.v2) {
+            (Controller::Pids, _) => write("pids.max", &value),
+            (Controller::Memory, true) => {
+                write("memory.max", &value)?;
+                // Absent where the kernel does not account swap; then there is none to bound.
+                if self.path.join("memory.swap.max").exists() {
+                    write("memory.swap.max", "0")?;
                 }
+                Ok(())
+            }
+            (Controller::Memory, false) => {
+                write("memory.limit_in_bytes", &value)?;
+                // memory + swap: the same bound means no swap at all.
+                if self.path.join("memory.memsw.limit_in_bytes").exists() {
+                    write("memory.memsw.limit_in_bytes", &value)?;
+                }
+                Ok(())
             }
         }
-        killed
     }
 }
 
-impl Drop for PidsCgroup {
-    fn drop(&mut self) {
-        self.kill_all();
-        // Killed processes leave the cgroup as the kernel tears them down: wait a little.
-        for _ in 0..200 {
-            match std::fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    self.kill_all();
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(_) => break,
-            }
-        }
-        tracing::warn!(
-            "could not remove the sandbox's cgroup {}; remove it with rmdir",
-            self.dir.display()
-        );
+/// On v2, enables `controller` for the children of `parent` (`cgroup.subtree_control`).
+fn enable(parent: &Path, controller: Controller, v2: bool) -> Result<(), String> {
+    if !v2 {
+        return Ok(());
     }
+    let control = parent.join("cgroup.subtree_control");
+    let enabled = std::fs::read_to_string(&control)
+        .map(|s| s.split_whitespace().any(|c| c == controller.name()))
+        .unwrap_or(false);
+    if enabled {
+        return Ok(());
+    }
+    std::fs::write(&control, format!("+{}", controller.name())).map_err(|e| {
+        format!(
+            "cannot enable the {} controller in {}: {e}",
+            controller.name(),
+            control.display()
+        )
+    })
 }
 
-/// improv's own cgroup in the hierarchy with the pids controller, and whether it is v2.
-fn locate() -> Option<(PathBuf, bool)> {
+/// The processes in the cgroup folder `dir` now.
+fn members(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// SIGKILLs every process in `dir`; how many there were.
+fn kill_all(dir: &Path, v2: bool) -> usize {
+    if v2 && std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return members(dir).len();
+    }
+    // Members cannot fork past pids.max, so a few rounds catch the ones forked meanwhile.
+    let mut killed = 0;
+    for _ in 0..8 {
+        let members = members(dir);
+        if members.is_empty() {
+            break;
+        }
+        for pid in members {
+            // SAFETY: kill only sends a signal; a pid that already exited fails with ESRCH.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
+/// Kills what is in `dir` and removes it, waiting a little for killed processes to leave.
+fn remove(dir: &Path, v2: bool) {
+    kill_all(dir, v2);
+    for _ in 0..200 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                kill_all(dir, v2);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => break,
+        }
+    }
+    tracing::warn!(
+        "could not remove the sandbox's cgroup {}; remove it with rmdir",
+        dir.display()
+    );
+}
+
+/// Removes the cgroup folders under `parent` that improv processes now dead left (a crash, a
+/// SIGKILL), killing what still runs in them. Only folders whose name improv made and whose
+/// creator is gone ([`Owner::is_dead`]). How many were removed.
+pub fn sweep(parent: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let v2 = parent.join("cgroup.controllers").exists();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let dead = name
+            .to_str()
+            .and_then(|n| Owner::parse(n, PREFIX))
+            .is_some_and(|o| o.is_dead());
+        if dead && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove(&entry.path(), v2);
+            removed += usize::from(!entry.path().exists());
+        }
+    }
+    removed
+}
+
+/// improv's own cgroup in the hierarchy with `controller`, and whether it is v2.
+pub fn locate(controller: Controller) -> Option<(PathBuf, bool)> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let name = controller.name();
     // mountinfo: id parent major:minor root mountpoint options... - fstype source superoptions
     let mut v1 = None;
     let mut v2 = None;
@@ -154,7 +310,7 @@ fn locate() -> Option<(PathBuf, bool)> {
         } else if *fstype == "cgroup"
             && theirs
                 .get(2)
-                .is_some_and(|o| o.split(',').any(|o| o == "pids"))
+                .is_some_and(|o| o.split(',').any(|o| o == name))
         {
             v1 = Some(entry);
         }
@@ -174,13 +330,13 @@ fn locate() -> Option<(PathBuf, bool)> {
         if id == "0" && controllers.is_empty() {
             if let Some(m) = v2.clone() {
                 let dir = within(m, path);
-                let has_pids = std::fs::read_to_string(dir.join("cgroup.controllers"))
-                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"));
-                if has_pids {
+                let has = std::fs::read_to_string(dir.join("cgroup.controllers"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == name));
+                if has {
                     return Some((dir, true));
                 }
             }
-        } else if controllers.split(',').any(|c| c == "pids")
+        } else if controllers.split(',').any(|c| c == name)
             && let Some(m) = v1.clone()
         {
             return Some((within(m, path), false));

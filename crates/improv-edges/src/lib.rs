@@ -21,6 +21,7 @@ pub mod loop_detector;
 mod namespace;
 pub mod policy;
 pub mod sandbox;
+mod scratch;
 pub mod secrets;
 
 pub use decisions::DecisionEvents;
@@ -30,5 +31,7 @@ pub use policy::{
     Approval, ApprovalRequest, Approver, Decision, Guarded, PathEdges, Policy, PolicyDecision,
     Prompt, Rule, Unattended,
 };
-pub use sandbox::{Limits, ProcessLimit, Sandbox, SandboxConfig, SandboxError, SandboxMode};
+pub use sandbox::{
+    Limits, MemoryLimit, ProcessLimit, Sandbox, SandboxConfig, SandboxError, SandboxMode, TempSpace,
+};
 pub use secrets::{Redacted, RedactingObserver, Redactor};

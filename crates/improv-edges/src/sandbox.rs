@@ -1,9 +1,12 @@
 //! The sandbox every process an actor starts runs in: Landlock (what it may read, write and
 //! execute), its own user and mount namespace where the workspace's hidden files are covered
-//! (see the `namespace` module), seccomp (no network sockets unless allowed, no ptrace, mount, module
-//! or keyring calls, no leaving its process group), `no_new_privs`, no capabilities (even as
-//! root), resource limits (the process count in a pids cgroup for uid 0) and
-//! a minimal environment.
+//! (see the `namespace` module), seccomp (no network sockets unless allowed, Unix ones included,
+//! no ptrace, mount, module or keyring calls, no leaving its process group), `no_new_privs`, no
+//! capabilities (even as root), resource limits (per process; for the performance as a whole a
+//! cgroup bounds the process count for uid 0 and the memory, see the `cgroup` module), a private
+//! temp dir (a size-limited tmpfs where improv may mount one, see the `scratch` module) and a
+//! minimal environment. What a crashed improv left (temp dirs, cgroups) is removed by the next
+//! [`Sandbox::new`].
 //!
 //! Everything that allocates or can fail for a reason worth a message (the Landlock ruleset, the
 //! BPF program, the environment) is built before `fork`, in [`Sandbox::new`] and
@@ -19,10 +22,12 @@
 //! # Ok::<(), improv_edges::sandbox::SandboxError>(())
 //! ```
 
-use crate::cgroup::PidsCgroup;
+use crate::cgroup::{Bounds, PerformanceCgroup};
 use crate::env::{ChildEnv, EnvPolicy};
 use crate::namespace::{self, Covers, Plan};
 use crate::policy::{DEFAULT_HIDDEN, GlobError, PathGlob};
+use crate::scratch::{self, TempDir};
+pub use crate::scratch::TempSpace;
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
     RulesetCreated, RulesetCreatedAttr, Scope, path_beneath_rules,
@@ -55,13 +60,22 @@ pub enum SandboxMode {
     Off,
 }
 
-/// Resource limits of every sandboxed process (`setrlimit`). `None` leaves a limit as inherited.
+/// Resource limits of every sandboxed process (`setrlimit`), and of the performance's commands
+/// together (its cgroup, its temp dir). `None` leaves a limit as inherited (or unbounded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// CPU time in seconds (`RLIMIT_CPU`): SIGXCPU, then SIGKILL.
     pub cpu_seconds: Option<u64>,
-    /// Address space in bytes (`RLIMIT_AS`).
+    /// Address space in bytes, per process (`RLIMIT_AS`).
     pub memory_bytes: Option<u64>,
+    /// Memory of all the performance's commands together, in bytes (a memory cgroup, no swap):
+    /// past it the kernel kills one of them (OOM) and the performance goes on. Only where a
+    /// memory cgroup is writable; see [`Sandbox::memory_limit`].
+    pub memory_bytes_total: Option<u64>,
+    /// Size of the private temp dir (`HOME`, `TMPDIR`) in bytes: a tmpfs where improv may
+    /// mount one (root); its pages count in [`Limits::memory_bytes_total`] too. See
+    /// [`Sandbox::temp_space`].
+    pub temp_bytes: Option<u64>,
     /// Open file descriptors (`RLIMIT_NOFILE`).
     pub open_files: Option<u64>,
     /// Processes (and threads) at once. Counted per command (`RLIMIT_NPROC` in the command's
@@ -78,6 +92,8 @@ impl Default for Limits {
         Limits {
             cpu_seconds: Some(600),
             memory_bytes: Some(16 << 30),
+            memory_bytes_total: Some(4 << 30),
+            temp_bytes: Some(1 << 30),
             open_files: Some(4096),
             processes: Some(2048),
             file_size_bytes: Some(1 << 30),
@@ -250,6 +266,18 @@ pub enum ProcessLimit {
     NotEnforced { reason: String },
 }
 
+/// How the memory of the performance's commands together is bounded
+/// ([`Limits::memory_bytes_total`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// No limit is configured.
+    Unlimited,
+    /// A memory cgroup (swap bounded to none where the kernel accounts it).
+    PerPerformance { max: u64, cgroup: PathBuf },
+    /// No memory cgroup could be made: only `RLIMIT_AS` per process holds.
+    NotEnforced { reason: String },
+}
+
 /// The user and mount namespaces that cover hidden files.
 struct Namespaces {
     covers: Covers,
@@ -264,15 +292,17 @@ struct Namespaces {
 pub struct Sandbox {
     config: SandboxConfig,
     workspace: PathBuf,
-    temp: tempfile::TempDir,
+    temp: TempDir,
+    temp_space: TempSpace,
     ruleset: Option<RulesetCreated>,
     filter: Option<Arc<Filters>>,
     env: Vec<(OsString, OsString)>,
     groups: Groups,
     notes: Vec<String>,
     namespaces: Option<Namespaces>,
-    cgroup: Option<Arc<PidsCgroup>>,
+    cgroup: Option<Arc<PerformanceCgroup>>,
     process_limit: ProcessLimit,
+    memory_limit: MemoryLimit,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -298,15 +328,11 @@ impl Sandbox {
                     path: config.workspace.display().to_string(),
                     source,
                 })?;
-        let temp = tempfile::Builder::new()
-            .prefix("improv-sandbox-")
-            .tempdir()
+        // What crashed improv processes left; their cgroups go in `PerformanceCgroup::create`.
+        scratch::sweep_temp();
+        let (temp, temp_space) = TempDir::new(config.limits.temp_bytes, config.run_as)
             .map_err(SandboxError::TempDir)?;
-        let temp_path = temp.path().canonicalize().map_err(SandboxError::TempDir)?;
-        if let Some((uid, gid)) = config.run_as {
-            std::os::unix::fs::chown(&temp_path, Some(uid), Some(gid))
-                .map_err(SandboxError::TempDir)?;
-        }
+        let temp_path = temp.path().to_path_buf();
         let mut notes = Vec::new();
         let (ruleset, filter) = match config.mode {
             SandboxMode::Off => {
@@ -359,25 +385,8 @@ impl Sandbox {
             .run_as
             .map(|(uid, _)| uid)
             .unwrap_or_else(|| rustix::process::geteuid().as_raw());
-        let mut cgroup = None;
-        let process_limit = match config.limits.processes {
-            None => ProcessLimit::Unlimited,
-            Some(max) if uid == 0 => match PidsCgroup::create(max) {
-                Ok(c) => {
-                    let path = c.path().to_path_buf();
-                    cgroup = Some(Arc::new(c));
-                    ProcessLimit::PerPerformance { max, cgroup: path }
-                }
-                Err(reason) => {
-                    notes.push(format!(
-                        "commands run as root and no pids cgroup could be made ({reason}): the process limit is not enforced, so a fork bomb runs until the command times out; set run_as to an unprivileged uid, or give improv a writable pids cgroup"
-                    ));
-                    ProcessLimit::NotEnforced { reason }
-                }
-            },
-            Some(max) if namespaces.is_some() => ProcessLimit::PerCommand(max),
-            Some(max) => ProcessLimit::PerUser(max),
-        };
+        let (cgroup, process_limit, memory_limit) =
+            performance_cgroup(&config.limits, uid, namespaces.is_some(), &mut notes);
         let readable: Vec<PathBuf> = config
             .system_read_only
             .iter()
@@ -390,6 +399,7 @@ impl Sandbox {
             config,
             workspace,
             temp,
+            temp_space,
             ruleset,
             filter,
             env,
@@ -397,12 +407,23 @@ impl Sandbox {
             namespaces,
             cgroup,
             process_limit,
+            memory_limit,
         })
     }
 
     /// How the process count is bounded.
     pub fn process_limit(&self) -> &ProcessLimit {
         &self.process_limit
+    }
+
+    /// How the memory of the performance's commands together is bounded.
+    pub fn memory_limit(&self) -> &MemoryLimit {
+        &self.memory_limit
+    }
+
+    /// How the size of the private temp dir is bounded.
+    pub fn temp_space(&self) -> &TempSpace {
+        &self.temp_space
     }
 
     /// The hidden paths covered in every command's namespace, as the last scan found them;
@@ -447,13 +468,13 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         let mut line = if self.is_enforced() {
             format!(
-                "sandbox on: Landlock (read-write {} and {}; read-only system paths), seccomp (network {}; no ptrace, mount, modules, keyrings, bpf, setsid), no_new_privs, own process group",
+                "sandbox on: Landlock (read-write {} and {}; read-only system paths), seccomp ({}; no ptrace, mount, modules, keyrings, bpf, setsid), no_new_privs, own process group",
                 self.workspace.display(),
                 self.temp.path().display(),
                 if self.config.network {
-                    "allowed"
+                    "network allowed, Unix sockets too"
                 } else {
-                    "off"
+                    "no network: no socket() of any family, Unix ones included (nothing outside can be reached, abstract Unix sockets are scoped by Landlock too); only socketpair() between a command's own processes"
                 },
             )
         } else {
@@ -488,9 +509,41 @@ impl Sandbox {
             )),
             ProcessLimit::Unlimited | ProcessLimit::NotEnforced { .. } => {}
         }
+        line.push_str(&self.describe_space());
         for note in &self.notes {
             line.push_str("; ");
             line.push_str(note);
+        }
+        line
+    }
+
+    /// What bounds the performance's memory and what it writes, for [`Sandbox::describe`].
+    fn describe_space(&self) -> String {
+        let mut line = match &self.memory_limit {
+            MemoryLimit::PerPerformance { max, .. } => format!(
+                ", at most {} MiB of memory for the performance, no swap (memory cgroup; past it one command is killed)",
+                max >> 20
+            ),
+            MemoryLimit::NotEnforced { reason } => format!(
+                ", no memory bound for the performance as a whole ({reason}), only per process"
+            ),
+            MemoryLimit::Unlimited => String::new(),
+        };
+        match &self.temp_space {
+            TempSpace::Tmpfs(max) => line.push_str(&format!(
+                ", the temp dir a tmpfs of {} MiB",
+                max >> 20
+            )),
+            TempSpace::NotEnforced { reason } => line.push_str(&format!(
+                ", the temp dir unbounded in total ({reason})"
+            )),
+            TempSpace::Unbounded => {}
+        }
+        if let Some(max) = self.config.limits.file_size_bytes {
+            line.push_str(&format!(
+                ", files of at most {} MiB each (the workspace's total size is not bounded)",
+                max >> 20
+            ));
         }
         line
     }
@@ -543,12 +596,14 @@ impl Sandbox {
                 let pid = libc::getpid().to_ne_bytes();
                 libc::write(registry.as_raw_fd(), pid.as_ptr().cast(), pid.len());
             }
-            if let Some(cgroup) = &cgroup
-                && rustix::io::write(cgroup.procs(), b"0").is_err()
-            {
-                return Err(child_failed(
-                    c"improv sandbox: could not join the sandbox's pids cgroup\n",
-                ));
+            if let Some(cgroup) = &cgroup {
+                for join in cgroup.joins() {
+                    if rustix::io::write(join, b"0").is_err() {
+                        return Err(child_failed(
+                            c"improv sandbox: could not join the performance's cgroup\n",
+                        ));
+                    }
+                }
             }
             for (resource, value) in limits.iter().flatten() {
                 if plan.is_some() && *resource == libc::RLIMIT_NPROC {
@@ -856,6 +911,41 @@ pub fn owner(path: &Path) -> io::Result<(u32, u32)> {
     Ok((meta.uid(), meta.gid()))
 }
 
+/// The performance's cgroup and what it bounds: the process count for uid 0 (for whom the
+/// kernel ignores `RLIMIT_NPROC`; other uids are bounded per command or per uid by the rlimit)
+/// and the memory of all the commands together. Why a bound does not hold goes in `notes` when
+/// the director should act on it.
+fn performance_cgroup(
+    limits: &Limits,
+    uid: u32,
+    namespaces: bool,
+    notes: &mut Vec<String>,
+) -> (Option<Arc<PerformanceCgroup>>, ProcessLimit, MemoryLimit) {
+    let bounds = Bounds {
+        pids: limits.processes.filter(|_| uid == 0),
+        memory: limits.memory_bytes_total,
+    };
+    let (cgroup, outcome) = PerformanceCgroup::create(bounds);
+    let process_limit = match (limits.processes, outcome.pids) {
+        (None, _) => ProcessLimit::Unlimited,
+        (Some(max), Some(Ok(cgroup))) => ProcessLimit::PerPerformance { max, cgroup },
+        (Some(_), Some(Err(reason))) => {
+            notes.push(format!(
+                "commands run as root and no pids cgroup could be made ({reason}): the process limit is not enforced, so a fork bomb runs until the command times out; set run_as to an unprivileged uid, or give improv a writable pids cgroup"
+            ));
+            ProcessLimit::NotEnforced { reason }
+        }
+        (Some(max), None) if namespaces => ProcessLimit::PerCommand(max),
+        (Some(max), None) => ProcessLimit::PerUser(max),
+    };
+    let memory_limit = match (limits.memory_bytes_total, outcome.memory) {
+        (Some(max), Some(Ok(cgroup))) => MemoryLimit::PerPerformance { max, cgroup },
+        (Some(_), Some(Err(reason))) => MemoryLimit::NotEnforced { reason },
+        _ => MemoryLimit::Unlimited,
+    };
+    (cgroup.map(Arc::new), process_limit, memory_limit)
+}
+
 /// The seccomp program: denies (EPERM) what a command never needs and an escape would.
 fn seccomp_program(network: bool) -> Result<Filters, SandboxError> {
     let err = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
@@ -864,18 +954,23 @@ fn seccomp_program(network: bool) -> Result<Filters, SandboxError> {
     for nr in DENIED {
         rules.insert(nr, Vec::new());
     }
-    // Sockets: only Unix ones without network; never raw packet sockets.
+    // Sockets: none without network; never raw packet sockets.
     let domain = |op, value| {
         SeccompCondition::new(0, SeccompCmpArgLen::Dword, op, value)
             .and_then(|c| SeccompRule::new(vec![c]))
             .map_err(err)
     };
-    let socket = if network {
-        vec![domain(SeccompCmpOp::Eq, libc::AF_PACKET as u64)?]
+    // Without network no socket at all: a pathname Unix socket outside the workspace (a docker
+    // or D-Bus socket, any listener) reaches out as surely as TCP. `socketpair` stays: its two
+    // ends are the caller's own and connect to nothing else.
+    if network {
+        rules.insert(
+            libc::SYS_socket,
+            vec![domain(SeccompCmpOp::Eq, libc::AF_PACKET as u64)?],
+        );
     } else {
-        vec![domain(SeccompCmpOp::Ne, libc::AF_UNIX as u64)?]
-    };
-    rules.insert(libc::SYS_socket, socket);
+        rules.insert(libc::SYS_socket, Vec::new());
+    }
     // clone with a namespace flag (clone3 cannot be inspected, so it is refused below with
     // ENOSYS and libc falls back to clone).
     let mut clone = Vec::new();
@@ -1045,18 +1140,22 @@ mod tests {
     }
 
     #[test]
-    fn network_sockets_are_refused_and_unix_ones_allowed() {
+    fn sockets_are_refused_and_socketpairs_allowed() {
         let d = dirs();
         let sandbox = Sandbox::new(SandboxConfig::new(&d.ws)).unwrap();
-        let (code, out) = run(
-            &sandbox,
-            "python3 -c 'import socket; socket.socket(socket.AF_UNIX).close(); print(\"unix ok\"); socket.socket()'",
-        );
-        assert_ne!(code, 0);
-        assert!(
-            out.contains("unix ok") && out.contains("PermissionError"),
-            "{out}"
-        );
+        for family in ["AF_INET", "AF_UNIX"] {
+            let (code, out) = run(
+                &sandbox,
+                &format!(
+                    "python3 -c 'import socket; a, b = socket.socketpair(); a.send(b\"x\"); print(\"pair\", b.recv(1)); socket.socket(socket.{family})'"
+                ),
+            );
+            assert_ne!(code, 0, "{family}: {out}");
+            assert!(
+                out.contains("pair b'x'") && out.contains("PermissionError"),
+                "{family}: {out}"
+            );
+        }
     }
 
     #[test]
