@@ -1,103 +1,337 @@
-//! Hiding the workspace's secret files from sandboxed processes. Landlock grants the workspace
+//! What each command's own mount namespace holds in the workspace. Landlock grants the workspace
 //! as a whole and cannot carve a subpath out of it, so each command starts in a user and mount
-//! namespace of its own where every hidden file (`.env`, `*.pem`, ... as the edges say) found in
-//! the workspace is covered by an empty, unreadable, read-only file, and every hidden folder by
-//! an empty one. The mounts exist only in that command's namespace; seccomp then denies
-//! `mount`, `umount2`, `unshare` and `setns`, and `exec` drops every capability, so the command
-//! cannot uncover them.
+//! namespace of its own where, before `exec`:
 //!
-//! The workspace is scanned when the sandbox is built ([`scan`]); what an actor writes later under
-//! a hidden name is its own and stays readable to it.
+//! - the paths matching the stage's `read_only` globs and the control files
+//!   ([`SandboxConfig::protected`](crate::SandboxConfig::protected)) are bound onto themselves
+//!   read-only;
+//! - every hidden file (`.env`, `*.pem`, ... as the edges say, matched without regard to ASCII
+//!   case) is covered by an empty, unreadable, read-only file, every hidden folder and improv's
+//!   state ([`SandboxConfig::concealed`](crate::SandboxConfig::concealed)) by an empty folder;
+//! - the folders above a control file or improv's state are bound onto themselves (read-write).
+//!
+//! A mount point cannot be renamed, removed or replaced in its namespace (`EBUSY`), so none of
+//! these can be moved aside, and a moved parent folder carries its mounts along. The mounts exist
+//! only in that command's namespace; seccomp then denies `mount`, `umount2`, `unshare` and
+//! `setns`, and `exec` drops every capability, so the command cannot undo them.
+//!
+//! The workspace is scanned again before every command ([`Scanner`]), so a hidden file is covered
+//! wherever an earlier command moved it. The scan keeps what it read of each folder, keyed by the
+//! folder's change time (which no command can set), and reads again only the folders that
+//! changed: a rescan costs one `lstat` per folder. It is written here rather than with a walker
+//! crate for that cache. Each covered path is opened and checked to be the very file the scan
+//! found before the mount goes onto that open file, so a path swapped between the scan and the
+//! mount fails the command instead of covering something else. Where improv cannot cover every
+//! hidden file (too many of them, too large a workspace, a folder it cannot read, folders that
+//! keep changing under a running command) no command runs: [`ScanError`] says why and what to
+//! do.
 
 use crate::policy::PathGlob;
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Mode, OFlags, StatVfsMountFlags};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::thread::UnshareFlags;
-use std::ffi::{CStr, CString};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-/// How deep the scan for hidden files goes below the workspace.
-pub const SCAN_DEPTH: usize = 16;
-/// How many entries the scan looks at, at most.
-pub const SCAN_ENTRIES: usize = 100_000;
-/// How many hidden paths are covered, at most.
+/// How many workspace entries the scan reads, at most, before it refuses to run commands.
+pub const SCAN_ENTRIES: usize = 500_000;
+/// How many hidden paths are covered, at most, before commands are refused.
 pub const MAX_COVERS: usize = 1_000;
-/// Folders the scan does not enter: build output, dependencies and git's internals hold no
-/// secrets of the project, and are large.
-pub const SKIPPED: [&str; 3] = ["target", "node_modules", ".git"];
+/// A folder changed this recently may change again without its change time moving (the kernel
+/// stamps times from a clock that ticks every few milliseconds): it is read again next time.
+const SETTLE: Duration = Duration::from_millis(30);
+/// How often a scan is tried again while a running command changes the workspace under it.
+const TRIES: usize = 4;
+
+/// Why no command may run: improv cannot cover every hidden file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error(
+        "the workspace has more than {max} files named like hidden ones ({globs}), more than improv covers for commands, so it runs none; narrow `hidden` under [edges] in stage.toml or remove them"
+    )]
+    TooManyHidden { max: usize, globs: String },
+    #[error(
+        "the workspace has more than {max} files and folders, more than improv scans for hidden files before each command, so it runs none; move large trees (build output, dependencies) out of the workspace"
+    )]
+    TooManyEntries { max: usize },
+    #[error(
+        "improv cannot read the folder {path} to look for hidden files in it ({reason}), so it runs no command; make it readable or remove it"
+    )]
+    Unreadable { path: PathBuf, reason: String },
+    #[error(
+        "{path} kept changing while improv looked for hidden files (a running command is moving files?), so the command was not run; stop that command or run it again"
+    )]
+    Changing { path: PathBuf },
+}
+
+/// A file or folder's identity: `(st_dev, st_ino)`.
+pub type Id = (u64, u64);
+
+/// What a folder looked like when it was read: a later read with the same stamp can reuse it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    id: Id,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            id: (meta.dev(), meta.ino()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+
+    /// Whether the folder last changed before `before` by more than a clock tick, so that any
+    /// later change moves its change time.
+    fn settled(&self, before: SystemTime) -> bool {
+        let changed = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                self.ctime.0.max(0) as u64,
+                self.ctime.1.clamp(0, 999_999_999) as u32,
+            );
+        changed + SETTLE <= before
+    }
+}
+
+/// A hidden or read-only path the scan found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    pub is_dir: bool,
+    pub id: Id,
+}
+
+/// What one folder holds that matters, relative to it.
+#[derive(Clone, Debug)]
+struct Listing {
+    stamp: Stamp,
+    settled: bool,
+    entries: usize,
+    hidden: Vec<(OsString, bool, Id)>,
+    read_only: Vec<(OsString, bool, Id)>,
+    /// Subfolders to descend into, and whether they lie under a read-only match.
+    subdirs: Vec<(OsString, bool)>,
+}
 
 /// What a scan of the workspace found.
 #[derive(Clone, Debug, Default)]
 pub struct Scan {
-    /// Hidden paths to cover: (absolute path, is a folder).
-    pub hidden: Vec<(PathBuf, bool)>,
-    /// Whether the scan stopped at a bound ([`SCAN_DEPTH`], [`SCAN_ENTRIES`], [`MAX_COVERS`]).
-    pub truncated: bool,
+    /// Hidden paths to cover, parents before children.
+    pub hidden: Vec<Found>,
+    /// Paths matching a `read_only` glob (the outermost of nested ones), parents first.
+    pub read_only: Vec<Found>,
+    /// Entries looked at.
+    pub entries: usize,
+    /// Every folder walked, and its stamp: to check nothing moved during the scan.
+    dirs: Vec<(PathBuf, Stamp)>,
 }
 
-/// Finds the hidden files and folders in `workspace`: no ignore files honored (a `.env` is
-/// usually git-ignored), symlinks not followed (a link's target is judged by its own name),
-/// [`SKIPPED`] folders not entered, a hidden folder covered whole.
-pub fn scan(workspace: &Path, globs: &[PathGlob]) -> Scan {
-    if globs.is_empty() {
-        return Scan::default();
+impl Scan {
+    /// Whether every folder walked is as the scan read it, changed long enough ago that a
+    /// change since would show.
+    fn still_current(&self, now: SystemTime) -> Result<(), PathBuf> {
+        for (dir, stamp) in &self.dirs {
+            match std::fs::symlink_metadata(dir) {
+                Ok(meta) if Stamp::of(&meta) == *stamp && stamp.settled(now) => {}
+                _ => return Err(dir.clone()),
+            }
+        }
+        Ok(())
     }
-    let found: Arc<Mutex<Vec<(PathBuf, bool)>>> = Arc::default();
-    let root = workspace.to_path_buf();
-    let (globs, sink) = (globs.to_vec(), found.clone());
-    let walk = ignore::WalkBuilder::new(workspace)
-        .standard_filters(false)
-        .follow_links(false)
-        .max_depth(Some(SCAN_DEPTH))
-        .filter_entry(move |entry| {
-            if entry.depth() == 0 {
-                return true;
-            }
-            let Some(kind) = entry.file_type() else {
-                return false;
-            };
-            if kind.is_symlink() {
-                return false;
-            }
-            let is_dir = kind.is_dir();
-            if is_dir && SKIPPED.iter().any(|s| entry.file_name() == *s) {
-                return false;
-            }
-            let rel = entry.path().strip_prefix(&root).unwrap_or(entry.path());
-            if (kind.is_file() || is_dir) && globs.iter().any(|g| g.matches(rel)) {
-                // A poisoned lock still holds a valid list.
-                let mut found = sink.lock().unwrap_or_else(|e| e.into_inner());
-                found.push((entry.path().to_path_buf(), is_dir));
-                // Covered whole: nothing inside needs a look.
-                return false;
-            }
-            is_dir
+}
+
+/// Globs matched against a path with its ASCII letters lowered: `.ENV` is as hidden as `.env`.
+pub struct Globs {
+    globs: Vec<PathGlob>,
+    text: String,
+}
+
+impl Globs {
+    pub fn new(globs: &[String]) -> Result<Self, crate::policy::GlobError> {
+        Ok(Globs {
+            globs: globs
+                .iter()
+                .map(|g| PathGlob::new(&g.to_ascii_lowercase()))
+                .collect::<Result<_, _>>()?,
+            text: globs.join(", "),
         })
-        .build();
-    let mut truncated = false;
-    for (seen, entry) in walk.enumerate() {
-        if seen >= SCAN_ENTRIES {
-            truncated = true;
-            break;
+    }
+
+    /// Whether `rel` (relative to the workspace) matches, whatever the case of its letters.
+    pub fn matches(&self, rel: &Path) -> bool {
+        if self.globs.is_empty() {
+            return false;
         }
-        if let Ok(entry) = entry
-            && entry.depth() == SCAN_DEPTH
-            && entry.file_type().is_some_and(|t| t.is_dir())
-        {
-            truncated = true;
+        let folded = PathBuf::from(OsString::from_vec(
+            rel.as_os_str().as_bytes().to_ascii_lowercase(),
+        ));
+        self.globs.iter().any(|g| g.matches(&folded))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.globs.is_empty()
+    }
+}
+
+/// Finds hidden and read-only paths in the workspace, again before every command, reading only
+/// the folders that changed since the last scan. No ignore files are honored (a `.env` is
+/// usually git-ignored) and no folder is skipped; symlinks are not followed (a link's target is
+/// judged by its own name); a hidden folder is covered whole.
+pub struct Scanner {
+    root: PathBuf,
+    hidden: Globs,
+    read_only: Globs,
+    /// Covered whole, not scanned ([`crate::SandboxConfig::concealed`]).
+    skip: Vec<PathBuf>,
+    cache: HashMap<PathBuf, Listing>,
+}
+
+impl Scanner {
+    pub fn new(root: PathBuf, hidden: Globs, read_only: Globs, skip: Vec<PathBuf>) -> Self {
+        Scanner {
+            root,
+            hidden,
+            read_only,
+            skip,
+            cache: HashMap::new(),
         }
     }
-    let mut hidden = std::mem::take(&mut *found.lock().unwrap_or_else(|e| e.into_inner()));
-    if hidden.len() > MAX_COVERS {
-        hidden.truncate(MAX_COVERS);
-        truncated = true;
+
+    /// Scans the workspace. With `concurrent` (a command of the performance is running and may
+    /// move files meanwhile) the scan is checked against the folders afterwards and tried again
+    /// while they change.
+    pub fn scan(&mut self, concurrent: bool) -> Result<Scan, ScanError> {
+        let mut last = self.root.clone();
+        for _ in 0..TRIES {
+            let scan = self.walk()?;
+            if !concurrent {
+                return Ok(scan);
+            }
+            match scan.still_current(SystemTime::now()) {
+                Ok(()) => return Ok(scan),
+                Err(dir) => last = dir,
+            }
+            std::thread::sleep(SETTLE);
+        }
+        Err(ScanError::Changing { path: last })
     }
-    Scan { hidden, truncated }
+
+    fn walk(&mut self) -> Result<Scan, ScanError> {
+        if self.hidden.is_empty() && self.read_only.is_empty() {
+            return Ok(Scan::default());
+        }
+        let mut old = std::mem::take(&mut self.cache);
+        let mut scan = Scan::default();
+        let mut stack = vec![(self.root.clone(), false)];
+        while let Some((dir, under_read_only)) = stack.pop() {
+            let before = SystemTime::now();
+            let changing = || ScanError::Changing { path: dir.clone() };
+            let meta = std::fs::symlink_metadata(&dir).map_err(|_| changing())?;
+            if !meta.is_dir() {
+                return Err(changing());
+            }
+            let stamp = Stamp::of(&meta);
+            let listing = match old.remove(&dir) {
+                Some(l) if l.stamp == stamp && l.settled => l,
+                _ => self.read(&dir, under_read_only, stamp, stamp.settled(before))?,
+            };
+            scan.entries += listing.entries;
+            if scan.entries > SCAN_ENTRIES {
+                return Err(ScanError::TooManyEntries { max: SCAN_ENTRIES });
+            }
+            let found = |(name, is_dir, id): &(OsString, bool, Id)| Found {
+                path: dir.join(name),
+                is_dir: *is_dir,
+                id: *id,
+            };
+            scan.hidden.extend(listing.hidden.iter().map(found));
+            if scan.hidden.len() > MAX_COVERS {
+                return Err(ScanError::TooManyHidden {
+                    max: MAX_COVERS,
+                    globs: self.hidden.text.clone(),
+                });
+            }
+            scan.read_only.extend(listing.read_only.iter().map(found));
+            for (name, under) in listing.subdirs.iter().rev() {
+                stack.push((dir.join(name), *under));
+            }
+            scan.dirs.push((dir.clone(), stamp));
+            self.cache.insert(dir, listing);
+        }
+        Ok(scan)
+    }
+
+    /// Reads one folder: what in it is hidden or read-only, and where to descend.
+    fn read(
+        &self,
+        dir: &Path,
+        under_read_only: bool,
+        stamp: Stamp,
+        settled: bool,
+    ) -> Result<Listing, ScanError> {
+        let unreadable = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotFound => ScanError::Changing {
+                path: dir.to_path_buf(),
+            },
+            _ => ScanError::Unreadable {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            },
+        };
+        let rel = dir.strip_prefix(&self.root).unwrap_or(dir);
+        let mut listing = Listing {
+            stamp,
+            settled,
+            entries: 0,
+            hidden: Vec::new(),
+            read_only: Vec::new(),
+            subdirs: Vec::new(),
+        };
+        for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            listing.entries += 1;
+            let kind = entry.file_type().map_err(unreadable)?;
+            let (is_dir, is_file) = (kind.is_dir(), kind.is_file());
+            if !(is_dir || is_file) {
+                // Symlinks (judged where they lead), sockets, pipes, devices.
+                continue;
+            }
+            let name = entry.file_name();
+            let path = dir.join(&name);
+            if is_dir && self.skip.contains(&path) {
+                continue;
+            }
+            let rel = rel.join(&name);
+            let hidden = self.hidden.matches(&rel);
+            let read_only = !hidden && !under_read_only && self.read_only.matches(&rel);
+            if hidden || read_only {
+                // The identity the command's mount checks, as a path lookup sees it (a host
+                // mount point's root, not the folder beneath it).
+                let meta = std::fs::symlink_metadata(&path).map_err(unreadable)?;
+                let found = (name.clone(), is_dir, (meta.dev(), meta.ino()));
+                if hidden {
+                    listing.hidden.push(found);
+                    continue;
+                }
+                listing.read_only.push(found);
+            }
+            if is_dir {
+                listing.subdirs.push((name, under_read_only || read_only));
+            }
+        }
+        Ok(listing)
+    }
 }
 
 /// The empty, unreadable file and folder that cover hidden paths, in a private folder outside
@@ -108,6 +342,8 @@ pub struct Covers {
     _dir: tempfile::TempDir,
     file: CString,
     folder: CString,
+    /// The identities of `file` and `folder`: what a covered path must lead to once covered.
+    ids: (Id, Id),
     /// A file the availability probe covers.
     probe: CString,
 }
@@ -128,8 +364,10 @@ impl Covers {
         std::fs::write(&probe, b"probe")?;
         std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o644))?;
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711))?;
+        let id = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
         Ok(Covers {
             _dir: dir,
+            ids: (id(&file)?, id(&folder)?),
             file: c_path(&file)?,
             folder: c_path(&folder)?,
             probe: c_path(&probe)?,
@@ -141,8 +379,114 @@ pub fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
 }
 
-/// Absolute paths to cover, and whether each is a folder, ready for the child.
-pub type Targets = Arc<Vec<(CString, bool)>>;
+/// What a command's namespace does to one workspace path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// Bound onto itself, read-write: it cannot be renamed or removed (a folder above a control
+    /// file or improv's state).
+    Pinned,
+    /// Bound onto itself read-only (a control file, a `read_only` match).
+    ReadOnly,
+    /// Covered by the empty file or folder (a hidden path, improv's state).
+    Covered,
+}
+
+/// One path to guard, ready for the child.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub path: CString,
+    pub guard: Guard,
+    /// What the scan found there: the mount fails the command if the path now leads elsewhere,
+    /// or nowhere. `None` for the configured paths, skipped when missing, symlinks followed.
+    pub expect: Option<Id>,
+}
+
+/// The paths to guard, in mount order, shared by every command until the next scan.
+pub type Targets = Arc<Vec<Target>>;
+
+/// The paths guarded whatever the scan finds: control files, improv's state and the folders
+/// above them.
+pub struct Fixed {
+    pub protected: Vec<PathBuf>,
+    pub concealed: Vec<PathBuf>,
+    pins: Vec<PathBuf>,
+}
+
+impl Fixed {
+    /// `protected` and `concealed` as configured; relative ones are taken from the workspace.
+    /// The folders between `workspace` and each of them are pinned.
+    pub fn new(
+        workspace: &Path,
+        configured: &Path,
+        protected: &[PathBuf],
+        concealed: &[PathBuf],
+    ) -> Self {
+        let place = |p: &PathBuf| {
+            let rel = p
+                .strip_prefix(workspace)
+                .or_else(|_| p.strip_prefix(configured))
+                .unwrap_or(p);
+            workspace.join(rel)
+        };
+        let protected: Vec<PathBuf> = protected.iter().map(place).collect();
+        let concealed: Vec<PathBuf> = concealed.iter().map(place).collect();
+        let mut pins: Vec<PathBuf> = Vec::new();
+        for path in protected.iter().chain(&concealed) {
+            let Ok(rel) = path.strip_prefix(workspace) else {
+                continue;
+            };
+            let mut dir = workspace.to_path_buf();
+            let parts: Vec<_> = rel.components().collect();
+            for part in parts.iter().take(parts.len().saturating_sub(1)) {
+                dir.push(part);
+                if !pins.contains(&dir) {
+                    pins.push(dir.clone());
+                }
+            }
+        }
+        Fixed {
+            protected,
+            concealed,
+            pins,
+        }
+    }
+
+    /// The mount order: read-only matches first (what is bound inside one inherits its
+    /// read-only flag), then the pins, the control files, the hidden paths and improv's state.
+    pub fn targets(&self, scan: &Scan) -> io::Result<Vec<Target>> {
+        let found = |f: &Found, guard| -> io::Result<Target> {
+            Ok(Target {
+                path: c_path(&f.path)?,
+                guard,
+                expect: Some(f.id),
+            })
+        };
+        let fixed = |p: &PathBuf, guard| -> io::Result<Target> {
+            Ok(Target {
+                path: c_path(p)?,
+                guard,
+                expect: None,
+            })
+        };
+        let mut out = Vec::new();
+        for f in &scan.read_only {
+            out.push(found(f, Guard::ReadOnly)?);
+        }
+        for p in &self.pins {
+            out.push(fixed(p, Guard::Pinned)?);
+        }
+        for p in &self.protected {
+            out.push(fixed(p, Guard::ReadOnly)?);
+        }
+        for f in &scan.hidden {
+            out.push(found(f, Guard::Covered)?);
+        }
+        for p in &self.concealed {
+            out.push(fixed(p, Guard::Covered)?);
+        }
+        Ok(out)
+    }
+}
 
 /// What the child does to enter its namespaces, prepared before `fork`.
 pub struct Plan {
@@ -152,7 +496,8 @@ pub struct Plan {
     pub gid_map: Vec<u8>,
     pub file: CString,
     pub folder: CString,
-    /// Absolute paths to cover, and whether each is a folder.
+    /// The identities of `file` and `folder`.
+    pub ids: (Id, Id),
     pub targets: Targets,
 }
 
@@ -163,6 +508,7 @@ impl Plan {
             gid_map: format!("{gid} {gid} 1\n").into_bytes(),
             file: covers.file.clone(),
             folder: covers.folder.clone(),
+            ids: covers.ids,
             targets,
         }
     }
@@ -173,8 +519,9 @@ pub type Failed = (&'static CStr, Errno);
 
 /// Runs in the forked child before `exec`: system calls only, no allocation (the paths and map
 /// lines were built before `fork`). Enters a new user and mount namespace, maps the uid and gid
-/// to themselves, makes every mount private and covers each target. A target that is gone, or
-/// that the command could not reach anyway, is skipped; any other failure fails the command.
+/// to themselves, makes every mount private and guards each target. A configured path that is
+/// missing, or a path the command could not reach anyway, is skipped; a scanned path that is
+/// gone or leads elsewhere, and any other failure, fails the command.
 pub fn enter(plan: &Plan) -> Result<(), Failed> {
     // A uid changed by `run_as` leaves the process undumpable, and /proc/self then belongs
     // to root: the maps could not be written. `exec` sets it again from the program.
@@ -192,31 +539,124 @@ pub fn enter(plan: &Plan) -> Result<(), Failed> {
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(|e| (c"making mounts private", e))?;
-    for (target, is_dir) in plan.targets.iter() {
-        let cover = if *is_dir { &plan.folder } else { &plan.file };
-        cover_one(cover, target)?;
+    for target in plan.targets.iter() {
+        guard(plan, target)?;
     }
     Ok(())
 }
 
-fn cover_one(cover: &CStr, target: &CStr) -> Result<(), Failed> {
-    match rustix::mount::mount_bind(cover, target) {
-        Ok(()) => {}
-        // Gone since the scan, or out of the command's reach (so unreadable to it anyway).
-        Err(Errno::NOENT | Errno::ACCESS) => return Ok(()),
-        Err(e) => return Err((c"covering a hidden path", e)),
+/// Mounts what `target` asks for onto the very file or folder its path leads to now.
+fn guard(plan: &Plan, target: &Target) -> Result<(), Failed> {
+    let follow = if target.expect.is_some() {
+        OFlags::NOFOLLOW
+    } else {
+        OFlags::empty()
+    };
+    let flags = OFlags::PATH | OFlags::CLOEXEC | follow;
+    let fd = match rustix::fs::open(target.path.as_c_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // Out of the command's reach (a folder on the way it cannot search or change).
+        Err(Errno::ACCESS) => return Ok(()),
+        Err(Errno::NOENT | Errno::NOTDIR) if target.expect.is_none() => return Ok(()),
+        Err(Errno::NOENT | Errno::NOTDIR) => return Err((MOVED, Errno::NOENT)),
+        Err(e) => return Err((c"opening a path to guard", e)),
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|e| (c"fstat", e))?;
+    let id = (stat.st_dev, stat.st_ino);
+    if target.expect.is_some_and(|expect| expect != id) {
+        return Err((MOVED, Errno::AGAIN));
     }
-    // Read-only, so neither the cover's mode nor its contents can be changed through it.
-    rustix::mount::mount_remount(
-        target,
-        MountFlags::BIND
-            | MountFlags::RDONLY
-            | MountFlags::NOSUID
-            | MountFlags::NODEV
-            | MountFlags::NOEXEC,
-        c"",
-    )
-    .map_err(|e| (c"making a cover read-only", e))
+    let is_dir = stat.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let mut at = ProcFd::default();
+    let at_target = at.of(&fd);
+    let (source, recursive, now) = match target.guard {
+        Guard::Covered if is_dir => (plan.folder.as_c_str(), false, plan.ids.1),
+        Guard::Covered => (plan.file.as_c_str(), false, plan.ids.0),
+        Guard::Pinned | Guard::ReadOnly => (at_target, is_dir, id),
+    };
+    let bound = if recursive {
+        rustix::mount::mount_bind_recursive(source, at_target)
+    } else {
+        rustix::mount::mount_bind(source, at_target)
+    };
+    bound.map_err(|e| (c"binding a guarded path", e))?;
+    drop(fd);
+    if target.guard == Guard::Pinned {
+        return Ok(());
+    }
+    // The path now leads to the new mount, checked by what it holds: make that read-only.
+    let fd = rustix::fs::open(target.path.as_c_str(), flags, Mode::empty())
+        .map_err(|_| (MOVED, Errno::AGAIN))?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| (c"fstat", e))?;
+    if (stat.st_dev, stat.st_ino) != now {
+        return Err((MOVED, Errno::AGAIN));
+    }
+    remount_read_only(&fd)
+}
+
+const MOVED: &CStr =
+    c"a guarded workspace path moved while the command started (run it again); guarding it";
+
+/// Remounts the mount whose root `fd` is read-only, keeping the flags the kernel locks (those
+/// of the mount it was bound from), and checks that it took.
+fn remount_read_only(fd: &OwnedFd) -> Result<(), Failed> {
+    let mut at = ProcFd::default();
+    let path = at.of(fd);
+    let now = rustix::fs::fstatvfs(fd)
+        .map_err(|e| (c"fstatvfs", e))?
+        .f_flag;
+    let mut flags = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+    for (has, keep) in [
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+    ] {
+        if now.contains(has) {
+            flags |= keep;
+        }
+    }
+    if !now.intersects(StatVfsMountFlags::NOATIME | StatVfsMountFlags::RELATIME) {
+        flags |= MountFlags::STRICTATIME;
+    }
+    rustix::mount::mount_remount(path, flags, c"")
+        .map_err(|e| (c"making a guarded path read-only", e))?;
+    let after = rustix::fs::fstatvfs(fd)
+        .map_err(|e| (c"fstatvfs", e))?
+        .f_flag;
+    if !after.contains(StatVfsMountFlags::RDONLY) {
+        return Err((c"making a guarded path read-only", Errno::ROFS));
+    }
+    Ok(())
+}
+
+/// `/proc/self/fd/N` for an open file, written without allocating: mounting onto it reaches
+/// that very file, whatever its path leads to by now.
+#[derive(Default)]
+struct ProcFd([u8; 32]);
+
+impl ProcFd {
+    fn of(&mut self, fd: &impl AsFd) -> &CStr {
+        use std::os::fd::AsRawFd;
+        const PREFIX: &[u8] = b"/proc/self/fd/";
+        self.0 = [0; 32];
+        self.0[..PREFIX.len()].copy_from_slice(PREFIX);
+        let mut n = fd.as_fd().as_raw_fd().unsigned_abs();
+        let mut digits = [0u8; 10];
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for (i, d) in digits[..len].iter().rev().enumerate() {
+            self.0[PREFIX.len() + i] = *d;
+        }
+        // The buffer ends in zeros: PREFIX and ten digits at most leave room for them.
+        CStr::from_bytes_until_nul(&self.0).unwrap_or(c"/proc/self/fd/")
+    }
 }
 
 fn write_proc(path: &'static CStr, data: &[u8]) -> Result<(), Failed> {
@@ -227,6 +667,45 @@ fn write_proc(path: &'static CStr, data: &[u8]) -> Result<(), Failed> {
         Ok(_) => Err((path, Errno::IO)),
         Err(e) => Err((path, e)),
     }
+}
+
+/// Workspace files git tracks whose names are hidden: their contents stay readable to commands
+/// through git's objects (`git show HEAD:.env`). From `git ls-files`, run by improv with a fixed
+/// argv, no hooks and no fsmonitor. `Err` says why the index could not be read.
+pub fn tracked_hidden(workspace: &Path, hidden: &Globs) -> Result<Vec<PathBuf>, String> {
+    if hidden.is_empty() || !workspace.join(".git").exists() {
+        return Ok(Vec::new());
+    }
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "--no-optional-locks",
+            "ls-files",
+            "-z",
+        ])
+        .current_dir(workspace)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    if !out.status.success() {
+        // The first line only: git names what it could not read, nothing of its content.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(stderr.lines().next().unwrap_or("git failed").to_string());
+    }
+    Ok(out
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+        .filter(|p| hidden.matches(p))
+        .collect())
 }
 
 /// Whether this kernel lets a command of `uid`/`gid` (`run_as`, or improv's own) enter the
@@ -240,7 +719,16 @@ pub fn probe(covers: &Covers, run_as: Option<(u32, u32)>) -> Result<(), String> 
         )
     });
     let target = covers.probe.clone();
-    let plan = Plan::new(uid, gid, covers, Arc::new(vec![(target.clone(), false)]));
+    let plan = Plan::new(
+        uid,
+        gid,
+        covers,
+        Arc::new(vec![Target {
+            path: target.clone(),
+            guard: Guard::Covered,
+            expect: None,
+        }]),
+    );
     let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the child only makes system calls (setgid, setuid, those of `enter`, write and

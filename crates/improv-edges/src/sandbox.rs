@@ -1,12 +1,12 @@
 //! The sandbox every process an actor starts runs in: Landlock (what it may read, write and
-//! execute), its own user and mount namespace where the workspace's hidden files are covered
-//! (see the `namespace` module), seccomp (no network sockets unless allowed, Unix ones included,
-//! no ptrace, mount, module or keyring calls, no leaving its process group), `no_new_privs`, no
-//! capabilities (even as root), resource limits (per process; for the performance as a whole a
-//! cgroup bounds the process count for uid 0 and the memory, see the `cgroup` module), a private
-//! temp dir (a size-limited tmpfs where improv may mount one, see the `scratch` module) and a
-//! minimal environment. What a crashed improv left (temp dirs, cgroups) is removed by the next
-//! [`Sandbox::new`].
+//! execute), its own user and mount namespace where the workspace's hidden files and improv's
+//! state are covered and its control files read-only (see the `namespace` module), seccomp (no
+//! network sockets unless allowed, Unix ones included, no ptrace, mount, module or keyring
+//! calls, no leaving its process group), `no_new_privs`, no capabilities (even as root),
+//! resource limits (per process; for the performance as a whole a cgroup bounds the process
+//! count for uid 0 and the memory, see the `cgroup` module), a private temp dir (a size-limited
+//! tmpfs where improv may mount one, see the `scratch` module) and a minimal environment. What
+//! a crashed improv left (temp dirs, cgroups) is removed by the next [`Sandbox::new`].
 //!
 //! Everything that allocates or can fail for a reason worth a message (the Landlock ruleset, the
 //! BPF program, the environment) is built before `fork`, in [`Sandbox::new`] and
@@ -24,8 +24,9 @@
 
 use crate::cgroup::{Bounds, PerformanceCgroup};
 use crate::env::{ChildEnv, EnvPolicy};
+pub use crate::namespace::ScanError;
 use crate::namespace::{self, Covers, Plan};
-use crate::policy::{DEFAULT_HIDDEN, GlobError, PathGlob};
+use crate::policy::{DEFAULT_HIDDEN, GlobError};
 use crate::scratch::{self, TempDir};
 pub use crate::scratch::TempSpace;
 use landlock::{
@@ -119,8 +120,9 @@ pub struct SandboxConfig {
     /// More read-write paths.
     pub read_write: Vec<PathBuf>,
     /// Workspace paths no command may read (globs as in `hidden` under `[edges]`: without a
-    /// `/` a glob matches any path component). Those present when the sandbox is built are
-    /// covered in every command's mount namespace; the file props refuse them too.
+    /// `/` a glob matches any path component; for commands, whatever the case of its letters).
+    /// Those present when a command starts are covered in its mount namespace; the file props
+    /// refuse them too.
     pub hidden: Vec<String>,
     /// Whether commands get a user and mount namespace of their own (where hidden files are
     /// covered and the process limit counts per command) when the kernel allows it. On by
@@ -248,6 +250,9 @@ pub enum SandboxError {
     Prepare(io::Error),
     #[error(transparent)]
     Hidden(#[from] GlobError),
+    /// Commands are refused: improv cannot cover every hidden file.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
 }
 
 /// How the process count of sandboxed commands is bounded ([`Limits::processes`]).
@@ -278,12 +283,17 @@ pub enum MemoryLimit {
     NotEnforced { reason: String },
 }
 
-/// The user and mount namespaces that cover hidden files.
+/// The user and mount namespaces that guard the workspace's hidden files, control files and
+/// improv's state.
 struct Namespaces {
     covers: Covers,
-    globs: Vec<PathGlob>,
-    /// What the last scan found: covered in every command spawned since.
-    scan: Mutex<(namespace::Targets, namespace::Scan)>,
+    fixed: namespace::Fixed,
+    scanner: Mutex<namespace::Scanner>,
+    /// What the last scan found, and the paths it guards: guarded in every command spawned
+    /// since; or why commands are refused.
+    last: Mutex<Result<(namespace::Targets, namespace::Scan), ScanError>>,
+    /// Hidden files git tracks (readable through its objects), or why that is unknown.
+    tracked: Result<Vec<PathBuf>, String>,
 }
 
 /// A sandbox for the processes of one performance. Cheap to [`apply`](Sandbox::apply) to every
@@ -347,39 +357,12 @@ impl Sandbox {
                 (Some(ruleset), Some(Arc::new(filter)))
             }
         };
-        let globs = config
-            .hidden
-            .iter()
-            .map(|g| PathGlob::new(g))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Checked in either mode: a stage with a bad glob is an error, namespaces or not.
+        let hidden = namespace::Globs::new(&config.hidden)?;
+        let read_only = namespace::Globs::new(&config.read_only_globs)?;
         let namespaces = match config.mode {
             SandboxMode::Off => None,
-            SandboxMode::On => {
-                let covers = Covers::new().map_err(SandboxError::TempDir)?;
-                let probed = if config.user_namespaces {
-                    namespace::probe(&covers, config.run_as)
-                } else {
-                    Err("turned off in the sandbox's configuration".to_string())
-                };
-                match probed {
-                    Ok(()) => {
-                        let ns = Namespaces {
-                            covers,
-                            globs,
-                            scan: Mutex::default(),
-                        };
-                        ns.rescan(&workspace).map_err(SandboxError::Prepare)?;
-                        Some(ns)
-                    }
-                    Err(reason) => {
-                        notes.push(format!(
-                            "no user namespaces ({reason}): hidden files ({}) are only hidden from the file props; a command can still read them",
-                            config.hidden.join(", ")
-                        ));
-                        None
-                    }
-                }
-            }
+            SandboxMode::On => Namespaces::new(&config, &workspace, hidden, read_only, &mut notes)?,
         };
         let uid = config
             .run_as
@@ -426,20 +409,22 @@ impl Sandbox {
         &self.temp_space
     }
 
-    /// The hidden paths covered in every command's namespace, as the last scan found them;
-    /// `None` where user namespaces are unavailable (or the sandbox is off) and only the file
-    /// props hide them.
+    /// The hidden paths covered in the namespace of the last command started (or as the
+    /// sandbox found them when built); `None` where user namespaces are unavailable (or the
+    /// sandbox is off) and only the file props hide them, and where commands are refused
+    /// ([`ScanError`]).
     pub fn covered(&self) -> Option<Vec<PathBuf>> {
         let ns = self.namespaces.as_ref()?;
-        let scan = lock(&ns.scan);
-        Some(scan.1.hidden.iter().map(|(p, _)| p.clone()).collect())
+        let last = lock(&ns.last);
+        let (_, scan) = last.as_ref().ok()?;
+        Some(scan.hidden.iter().map(|f| f.path.clone()).collect())
     }
 
-    /// Scans the workspace for hidden files again (the sandbox scans once, when built): for a
-    /// caller that knows hidden files appeared since, other than the actors' own.
+    /// Scans the workspace for hidden and read-only paths again, as [`Sandbox::apply`] does
+    /// before every command. `Err` when commands would be refused.
     pub fn rescan(&self) -> Result<(), SandboxError> {
         match &self.namespaces {
-            Some(ns) => ns.rescan(&self.workspace).map_err(SandboxError::Prepare),
+            Some(ns) => ns.rescan(self.groups.any_running()).map(|_| ()),
             None => Ok(()),
         }
     }
@@ -481,21 +466,7 @@ impl Sandbox {
             String::from("sandbox off")
         };
         if let Some(ns) = &self.namespaces {
-            let scan = lock(&ns.scan);
-            line.push_str(&format!(
-                ", own user and mount namespace ({} hidden path(s) in the workspace covered{})",
-                scan.1.hidden.len(),
-                if scan.1.truncated {
-                    format!(
-                        "; the scan stopped at its bounds ({} levels, {} entries, {} covers), so deeper ones are only hidden from the file props",
-                        namespace::SCAN_DEPTH,
-                        namespace::SCAN_ENTRIES,
-                        namespace::MAX_COVERS
-                    )
-                } else {
-                    String::new()
-                }
-            ));
+            line.push_str(&ns.describe());
         }
         match &self.process_limit {
             ProcessLimit::PerCommand(n) => {
@@ -581,10 +552,13 @@ impl Sandbox {
                 rustix::process::getegid().as_raw(),
             )
         });
-        let plan = self.namespaces.as_ref().map(|ns| {
-            let targets = lock(&ns.scan).0.clone();
-            Plan::new(uid, gid, &ns.covers, targets)
-        });
+        let plan = match &self.namespaces {
+            Some(ns) => {
+                let targets = ns.rescan(self.groups.any_running())?;
+                Some(Plan::new(uid, gid, &ns.covers, targets))
+            }
+            None => None,
+        };
         let processes = self.config.limits.processes;
         let cgroup = self.cgroup.clone();
         let child = move || -> io::Result<()> {
@@ -752,15 +726,108 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Namespaces {
-    fn rescan(&self, workspace: &Path) -> io::Result<()> {
-        let scan = namespace::scan(workspace, &self.globs);
-        let targets = scan
-            .hidden
-            .iter()
-            .map(|(path, is_dir)| Ok((namespace::c_path(path)?, *is_dir)))
-            .collect::<io::Result<Vec<_>>>()?;
-        *lock(&self.scan) = (Arc::new(targets), scan);
-        Ok(())
+    /// The namespaces where the kernel allows them (probed), scanned once; `None`, with a note
+    /// of what commands can then reach, where not.
+    fn new(
+        config: &SandboxConfig,
+        workspace: &Path,
+        hidden: namespace::Globs,
+        read_only: namespace::Globs,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<Self>, SandboxError> {
+        let covers = Covers::new().map_err(SandboxError::TempDir)?;
+        let probed = if config.user_namespaces {
+            namespace::probe(&covers, config.run_as)
+        } else {
+            Err("turned off in the sandbox's configuration".to_string())
+        };
+        if let Err(reason) = probed {
+            notes.push(format!(
+                "no user namespaces ({reason}): hidden files ({}) are only hidden from the file props, and control files and improv's state are NOT protected from commands: a command can read the hidden files and change the control files and improv's state",
+                config.hidden.join(", ")
+            ));
+            return Ok(None);
+        }
+        let fixed = namespace::Fixed::new(
+            workspace,
+            &config.workspace,
+            &config.protected,
+            &config.concealed,
+        );
+        let tracked = namespace::tracked_hidden(workspace, &hidden);
+        let scanner = namespace::Scanner::new(
+            workspace.to_path_buf(),
+            hidden,
+            read_only,
+            fixed.concealed.clone(),
+        );
+        let ns = Namespaces {
+            covers,
+            fixed,
+            scanner: Mutex::new(scanner),
+            last: Mutex::new(Ok(Default::default())),
+            tracked,
+        };
+        // A workspace improv cannot guard shows in `describe`; commands are refused until then.
+        let _ = ns.rescan(false);
+        match &ns.tracked {
+            Ok(files) if files.is_empty() => {}
+            Ok(files) => notes.push(format!(
+                "hidden files tracked by git are readable to commands through git's objects (`git show HEAD:<path>`): {}; remove them from git (and its history) to hide them",
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            )),
+            Err(reason) => notes.push(format!(
+                "could not list the files git tracks ({reason}): hidden files committed to git would be readable to commands through git's objects"
+            )),
+        }
+        Ok(Some(ns))
+    }
+
+    /// Scans the workspace again (only the folders changed since are read) and keeps the
+    /// result: the paths every command started from now on guards. `concurrent` when a command
+    /// of the performance is running and may move files during the scan.
+    fn rescan(&self, concurrent: bool) -> Result<namespace::Targets, SandboxError> {
+        let scanned = lock(&self.scanner).scan(concurrent);
+        let result = match scanned {
+            Ok(scan) => {
+                let targets = self.fixed.targets(&scan).map_err(SandboxError::Prepare)?;
+                Ok((Arc::new(targets), scan))
+            }
+            Err(e) => Err(e),
+        };
+        let out = match &result {
+            Ok((targets, _)) => Ok(targets.clone()),
+            Err(e) => Err(SandboxError::Scan(e.clone())),
+        };
+        *lock(&self.last) = result;
+        out
+    }
+
+    /// What every command's namespace guards, and its limits, for [`Sandbox::describe`].
+    fn describe(&self) -> String {
+        let last = lock(&self.last);
+        let (hidden, read_only) = match &*last {
+            Ok((_, scan)) => (scan.hidden.len(), scan.read_only.len()),
+            Err(_) => (0, 0),
+        };
+        let mut line = format!(
+            ", own user and mount namespace per command, its workspace guarded as scanned just before it starts: {hidden} hidden path(s) covered (names matched whatever their ASCII case; no folder skipped), {read_only} path(s) matching `read_only` and {} control file(s) read-only, improv's state ({}) covered; none of them can be changed, renamed, removed or replaced by a command (mount points), and a hidden file stays covered wherever a command moves its folder. Limits: a command's covers are those of its start (what gets a hidden name while it runs stays readable to it); symlinks are not followed by the scan (a protected symlink guards its target, not the link); control files missing at a command's start are not guarded for it",
+            self.fixed.protected.len(),
+            if self.fixed.concealed.is_empty() {
+                "none named".to_string()
+            } else {
+                self.fixed
+                    .concealed
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        );
+        if let Err(e) = &*last {
+            line.push_str(&format!("; COMMANDS ARE REFUSED: {e}"));
+        }
+        line
     }
 }
 
@@ -806,6 +873,12 @@ impl Groups {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<libc::pid_t>> {
         // A panic while holding the lock leaves a valid list.
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a command this sandbox started may still be running (its group has members).
+    fn any_running(&self) -> bool {
+        self.drain();
+        !self.lock().is_empty()
     }
 
     /// Moves the pids written so far into the list.
@@ -1210,7 +1283,7 @@ mod tests {
             ("config/.env.local", "local-secret"),
             ("certs/server.pem", "pem-secret"),
             ("secrets/db.txt", "folder-secret"),
-            ("target/.env", "build-output"),
+            ("target/.ENV", "build-output"),
             ("src/main.rs", "fn main() {}"),
         ] {
             let p = d.ws.join(rel);
@@ -1221,9 +1294,9 @@ mod tests {
         config.hidden.push("secrets/".into());
         let sandbox = Sandbox::new(config).unwrap();
         let covered = sandbox.covered().expect("user namespaces on this kernel");
-        assert_eq!(covered.len(), 4, "{covered:?}");
+        assert_eq!(covered.len(), 5, "{covered:?}");
         assert!(
-            sandbox.describe().contains("4 hidden path(s)"),
+            sandbox.describe().contains("5 hidden path(s)"),
             "{}",
             sandbox.describe()
         );
@@ -1232,15 +1305,16 @@ mod tests {
             ("cat config/.env.local", "local-secret"),
             ("cat certs/server.pem", "pem-secret"),
             ("cat secrets/db.txt; ls secrets", "folder-secret"),
+            // Build output is scanned too, and names match whatever their case.
+            ("cat target/.ENV", "build-output"),
         ] {
             let (code, out) = run(&sandbox, script);
             assert_ne!(code, 0, "{script}: {out}");
             assert!(out.contains("Permission denied"), "{script}: {out}");
             assert!(!out.contains(secret), "{script}: {out}");
         }
-        // Not hidden: ordinary files, and what the scan skips (build output).
-        let (code, out) = run(&sandbox, "cat src/main.rs target/.env");
-        assert_eq!((code, out.as_str()), (0, "fn main() {}build-output"));
+        let (code, out) = run(&sandbox, "cat src/main.rs");
+        assert_eq!((code, out.as_str()), (0, "fn main() {}"));
         // The file is there on disk, unchanged.
         assert_eq!(
             std::fs::read_to_string(d.ws.join(".env")).unwrap(),
@@ -1261,7 +1335,7 @@ mod tests {
         assert!(
             sandbox
                 .describe()
-                .contains("are only hidden from the file props; a command can still read them"),
+                .contains("control files and improv's state are NOT protected from commands"),
             "{}",
             sandbox.describe()
         );

@@ -1,0 +1,487 @@
+//! The control plane out of commands' reach, and hidden files hidden however they are reached:
+//! control files (`stage.toml`, skills, MCP scripts, `.git`'s config and hooks) read-only,
+//! improv's state (`.improv/`) invisible and immovable, the stage's `read_only` globs held for
+//! commands, hidden files covered after renames, under build output and deep trees, in upper
+//! case, past a flood of decoys, and what git keeps of them named. The real sandbox runs real
+//! commands (bash, git) on fixtures in temp folders; one case goes through the real loop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Rig, bash};
+use improv_edges::sandbox::ScanError;
+use improv_edges::{Sandbox, SandboxConfig, SandboxError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "dotenv-secret-5d1f";
+const STAGE: &str = "[edges]\nsandbox = \"on\"\n";
+const TOKEN: &str = "serve-token-8e2a";
+
+/// Runs `script` with bash in `sandbox`: (exit code, stdout + stderr).
+fn run(sandbox: &Sandbox, script: &str) -> (i32, String) {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c").arg(script);
+    if let Err(e) = sandbox.apply(&mut cmd) {
+        return (-2, format!("refused: {e}"));
+    }
+    // A command whose namespace could not be set up fails to spawn (a path moved meanwhile).
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => return (-3, format!("not started: {e}")),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A workspace in a temp dir.
+struct Ws {
+    _dir: tempfile::TempDir,
+    ws: PathBuf,
+    outside: PathBuf,
+}
+
+impl Ws {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let ws = root.join("ws");
+        let outside = root.join("elsewhere");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        Ws {
+            _dir: dir,
+            ws,
+            outside,
+        }
+    }
+
+    fn file(&self, rel: &str, text: &str) {
+        let p = self.ws.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.ws.join(rel)).unwrap()
+    }
+
+    fn config(&self) -> SandboxConfig {
+        SandboxConfig::new(&self.ws)
+    }
+
+    /// A git repository with one commit, made by improv's side (unsandboxed) for the fixture.
+    fn git_init(&self, add: &[&str]) {
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .current_dir(&self.ws)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        git(&["init", "-q"]);
+        for path in add {
+            git(&["add", "-f", path]);
+        }
+        git(&["commit", "-q", "-m", "init", "--allow-empty"]);
+    }
+}
+
+fn namespaces(sandbox: &Sandbox) -> bool {
+    sandbox.covered().is_some()
+}
+
+// ---- control files ----
+
+#[test]
+fn control_files_can_be_read_but_not_changed_moved_or_replaced() {
+    let w = Ws::new();
+    w.file("stage.toml", STAGE);
+    w.file("AGENTS.md", "be careful\n");
+    w.file("skills/deploy/SKILL.md", "# deploy\n");
+    w.file("tools/mcp/server.py", "print('hi')\n");
+    w.file("src/lib.rs", "// code\n");
+    let mut config = w.config();
+    config.protected = [
+        "stage.toml",
+        "AGENTS.md",
+        "skills",
+        "tools/mcp/server.py",
+        "missing.md",
+    ]
+    .iter()
+    .map(|p| w.ws.join(p))
+    .collect();
+    let sandbox = Sandbox::new(config).unwrap();
+    assert!(namespaces(&sandbox), "{}", sandbox.describe());
+    let (code, out) = run(
+        &sandbox,
+        "cat stage.toml skills/deploy/SKILL.md && echo ok >> src/lib.rs",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("sandbox = \"on\"") && out.contains("# deploy"),
+        "{out}"
+    );
+    for attack in [
+        "echo 'sandbox = \"off\"' >> stage.toml",
+        "sed -i s/on/off/ stage.toml",
+        "printf 'sandbox=\"off\"' > new.toml && mv -f new.toml stage.toml",
+        "rm -f stage.toml",
+        "mv stage.toml old.toml",
+        "echo ignore-all-rules > AGENTS.md",
+        "rm -rf skills",
+        "mv skills skills.old",
+        "echo evil >> skills/deploy/SKILL.md",
+        "mkdir skills/evil",
+        "echo 'import os' > tools/mcp/server.py",
+        "mv tools/mcp tools/mcp.old && mkdir tools/mcp && echo evil > tools/mcp/server.py",
+        "mv tools tools.old",
+        "ln -sf /dev/null tools/mcp/server.py",
+    ] {
+        let (code, out) = run(&sandbox, attack);
+        assert_ne!(code, 0, "{attack}: {out}");
+    }
+    assert_eq!(w.read("stage.toml"), STAGE);
+    assert_eq!(w.read("AGENTS.md"), "be careful\n");
+    assert_eq!(w.read("skills/deploy/SKILL.md"), "# deploy\n");
+    assert_eq!(w.read("tools/mcp/server.py"), "print('hi')\n");
+    assert_eq!(w.read("src/lib.rs"), "// code\nok\n");
+    for gone in [
+        "old.toml",
+        "skills.old",
+        "skills/evil",
+        "tools.old",
+        "tools/mcp.old",
+    ] {
+        assert!(!w.ws.join(gone).exists(), "{gone}");
+    }
+    // A missing control file is skipped, and may be created.
+    let (code, out) = run(&sandbox, "echo new > missing.md");
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn git_config_and_hooks_are_read_only_while_git_still_commits() {
+    let w = Ws::new();
+    w.file("a.txt", "a\n");
+    w.git_init(&["a.txt"]);
+    let config_before = w.read(".git/config");
+    let mut config = w.config();
+    config.protected = vec![w.ws.join(".git/config"), w.ws.join(".git/hooks")];
+    let sandbox = Sandbox::new(config).unwrap();
+    for attack in [
+        "git config core.fsmonitor 'touch pwned'",
+        "git config --file .git/config core.hooksPath /tmp",
+        "printf '#!/bin/sh\\ntouch pwned\\n' > .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit",
+        "rm -rf .git/hooks",
+        "mv .git .git.old",
+        "mv .git/config .git/config.old",
+    ] {
+        let (code, out) = run(&sandbox, attack);
+        assert_ne!(code, 0, "{attack}: {out}");
+    }
+    assert_eq!(w.read(".git/config"), config_before);
+    assert!(!w.ws.join(".git/hooks/pre-commit").exists());
+    assert!(!w.ws.join(".git.old").exists());
+    // The rest of .git stays writable: the actor can still commit.
+    let (code, out) = run(
+        &sandbox,
+        "echo b >> a.txt && git -c user.name=t -c user.email=t@t -c gc.auto=0 -c maintenance.auto=false commit -qam b && git log --oneline | wc -l",
+    );
+    assert_eq!((code, out.trim()), (0, "2"), "{out}");
+}
+
+// ---- improv's state ----
+
+#[test]
+fn improv_state_can_be_neither_read_nor_removed_nor_replaced() {
+    let w = Ws::new();
+    w.file(".improv/serve.token", TOKEN);
+    w.file(".improv/logs/run.jsonl", "{\"event\":1}\n");
+    let mut config = w.config();
+    config.concealed = vec![w.ws.join(".improv")];
+    let sandbox = Sandbox::new(config).unwrap();
+    let elsewhere = w.outside.display();
+    for attack in [
+        "cat .improv/serve.token".to_string(),
+        "ls .improv".to_string(),
+        "echo forged >> .improv/logs/run.jsonl".to_string(),
+        "rm -rf .improv".to_string(),
+        format!("mv .improv x && ln -s {elsewhere} .improv"),
+        format!("ln -sfn {elsewhere} .improv"),
+        "cp -r .improv copy".to_string(),
+    ] {
+        let (code, out) = run(&sandbox, &attack);
+        assert_ne!(code, 0, "{attack}: {out}");
+        assert!(!out.contains(TOKEN), "{attack}: {out}");
+    }
+    assert!(!w.ws.join(".improv").is_symlink());
+    assert_eq!(w.read(".improv/serve.token"), TOKEN);
+    assert_eq!(w.read(".improv/logs/run.jsonl"), "{\"event\":1}\n");
+    assert!(!w.ws.join("x").exists());
+    assert!(!w.ws.join("copy/serve.token").exists());
+}
+
+// ---- the stage's read_only globs ----
+
+#[test]
+fn read_only_globs_hold_for_commands_and_hidden_files_inside_stay_covered() {
+    let w = Ws::new();
+    w.file("docs/guide.md", "guide\n");
+    w.file("docs/.env", SECRET);
+    w.file("Cargo.lock", "lock\n");
+    w.file("sub/Cargo.lock", "lock\n");
+    w.file("src/main.rs", "fn main() {}\n");
+    let mut config = w.config();
+    config.read_only_globs = vec!["docs".into(), "*.lock".into()];
+    let sandbox = Sandbox::new(config).unwrap();
+    for attack in [
+        "echo x >> docs/guide.md",
+        "touch docs/new.md",
+        "rm -rf docs",
+        "mv docs docs2",
+        "rm Cargo.lock",
+        "echo x > sub/Cargo.lock",
+    ] {
+        let (code, out) = run(&sandbox, attack);
+        assert_ne!(code, 0, "{attack}: {out}");
+    }
+    let (code, out) = run(&sandbox, "cat docs/.env");
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains(SECRET), "{out}");
+    let (code, out) = run(&sandbox, "cat docs/guide.md && echo y >> src/main.rs");
+    assert_eq!((code, out.as_str()), (0, "guide\n"));
+    assert_eq!(w.read("docs/guide.md"), "guide\n");
+    assert_eq!(w.read("Cargo.lock"), "lock\n");
+}
+
+// ---- hidden files however reached ----
+
+#[test]
+fn a_renamed_folder_does_not_uncover_its_hidden_file() {
+    let w = Ws::new();
+    w.file("config/.env", SECRET);
+    w.file("other/.env.local", SECRET);
+    let sandbox = Sandbox::new(w.config()).unwrap();
+    // Within one command the cover moves with its folder.
+    let (_, out) = run(&sandbox, "mv config cfg && cat cfg/.env");
+    assert!(!out.contains(SECRET), "{out}");
+    // In the next command the scan finds it where it went.
+    let (code, out) = run(&sandbox, "cat cfg/.env");
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains(SECRET), "{out}");
+    let (_, out) = run(&sandbox, "mkdir -p a/b && mv other a/b/c");
+    assert!(!out.contains(SECRET), "{out}");
+    let (code, out) = run(&sandbox, "cat a/b/c/.env.local");
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains(SECRET), "{out}");
+}
+
+#[test]
+fn hidden_files_under_build_output_deep_trees_and_in_upper_case_are_covered() {
+    let w = Ws::new();
+    let deep = (0..40)
+        .map(|i| format!("d{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    let places = [
+        "target/debug/.env".to_string(),
+        "node_modules/pkg/.env".to_string(),
+        ".git/.env".to_string(),
+        format!("{deep}/.env"),
+        ".ENV".to_string(),
+        "certs/SERVER.PEM".to_string(),
+        "keys/Id_Rsa".to_string(),
+    ];
+    for p in &places {
+        w.file(p, SECRET);
+    }
+    let sandbox = Sandbox::new(w.config()).unwrap();
+    assert_eq!(sandbox.covered().unwrap().len(), places.len());
+    for p in &places {
+        let (code, out) = run(&sandbox, &format!("cat {p}"));
+        assert_ne!(code, 0, "{p}: {out}");
+        assert!(!out.contains(SECRET), "{p}: {out}");
+    }
+    let (_, out) = run(
+        &sandbox,
+        "grep -r dotenv . ; find . -type f -exec cat {} + 2>&1",
+    );
+    assert!(!out.contains(SECRET), "{out}");
+}
+
+#[test]
+fn a_flood_of_decoys_refuses_commands_rather_than_uncovering() {
+    let w = Ws::new();
+    w.file(".env", SECRET);
+    let sandbox = Sandbox::new(w.config()).unwrap();
+    // The actor plants more files named like hidden ones than improv covers.
+    let (code, out) = run(
+        &sandbox,
+        "mkdir decoys && cd decoys && for i in $(seq 1 1001); do : > $i.pem; done",
+    );
+    assert_eq!(code, 0, "{out}");
+    let mut cmd = std::process::Command::new("cat");
+    cmd.arg(".env");
+    match sandbox.apply(&mut cmd) {
+        Err(SandboxError::Scan(ScanError::TooManyHidden { max, .. })) => assert_eq!(max, 1000),
+        other => panic!("expected the command refused, got {other:?}"),
+    }
+    let (code, out) = run(&sandbox, "cat .env");
+    assert_eq!(code, -2);
+    assert!(
+        out.contains("more than 1000 files named like hidden ones")
+            && out.contains("narrow `hidden`"),
+        "{out}"
+    );
+    assert!(
+        sandbox.describe().contains("COMMANDS ARE REFUSED"),
+        "{}",
+        sandbox.describe()
+    );
+}
+
+#[test]
+fn hidden_files_git_tracks_are_named_as_readable_through_its_objects() {
+    let w = Ws::new();
+    w.file(".env", SECRET);
+    w.file("src/a.rs", "a\n");
+    w.git_init(&[".env", "src/a.rs"]);
+    let sandbox = Sandbox::new(w.config()).unwrap();
+    let notes = sandbox.notes().join("\n");
+    assert!(
+        notes
+            .contains("hidden files tracked by git are readable to commands through git's objects")
+            && notes.contains(": .env;"),
+        "{notes}"
+    );
+    assert!(
+        sandbox.describe().contains("tracked by git"),
+        "{}",
+        sandbox.describe()
+    );
+    // What the note warns of: the file is covered, its committed content is not.
+    let (code, out) = run(&sandbox, "cat .env");
+    assert_ne!(code, 0, "{out}");
+    let (_, out) = run(&sandbox, "git show HEAD:.env");
+    assert!(out.contains(SECRET), "{out}");
+    // Untracked hidden files give no such note.
+    let clean = Ws::new();
+    clean.file(".env", SECRET);
+    clean.git_init(&[]);
+    let sandbox = Sandbox::new(clean.config()).unwrap();
+    assert!(!sandbox.notes().join("\n").contains("tracked by git"));
+}
+
+#[test]
+fn without_user_namespaces_the_description_says_what_is_not_protected() {
+    let w = Ws::new();
+    w.file("stage.toml", STAGE);
+    let mut config = w.config();
+    config.user_namespaces = false;
+    config.protected = vec![w.ws.join("stage.toml")];
+    let sandbox = Sandbox::new(config).unwrap();
+    let notes = sandbox.notes().join("\n");
+    assert!(
+        notes.contains("control files and improv's state are NOT protected from commands"),
+        "{notes}"
+    );
+    assert!(sandbox.describe().contains("NOT protected"));
+    // And indeed: the control file can be changed.
+    let (code, out) = run(&sandbox, "echo changed > stage.toml");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(w.read("stage.toml"), "changed\n");
+}
+
+// ---- races ----
+
+/// A background command renames the folder holding a hidden file back and forth while other
+/// commands start and read at both places: none ever reads it. Bounded in time; the commands
+/// that run must be many, and some must run to the end.
+#[test]
+fn a_background_command_moving_folders_never_uncovers_a_hidden_file() {
+    let w = Ws::new();
+    w.file("config/.env", SECRET);
+    let sandbox = Sandbox::new(w.config()).unwrap();
+    let mut mover = std::process::Command::new("bash");
+    mover.arg("-c").arg(
+        "for i in $(seq 1 4000); do mv config cfg 2>/dev/null; sleep 0.03; mv cfg config 2>/dev/null; sleep 0.03; done",
+    );
+    sandbox.apply(&mut mover).unwrap();
+    let mut mover = mover.spawn().unwrap();
+    let started = Instant::now();
+    let (mut ran, mut refused) = (0, 0);
+    while started.elapsed() < Duration::from_secs(6) {
+        let (code, out) = run(&sandbox, "cat config/.env cfg/.env 2>&1; true");
+        assert!(!out.contains(SECRET), "leaked after {ran} runs: {out}");
+        if code == 0 {
+            ran += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    sandbox.reap();
+    let _ = mover.wait();
+    eprintln!("{ran} commands ran, {refused} were refused");
+    assert!(ran >= 20, "only {ran} commands ran ({refused} refused)");
+}
+
+// ---- through the real loop ----
+
+#[tokio::test]
+async fn an_actor_cannot_rewrite_the_stage_or_reach_improvs_state_through_the_loop() {
+    let mut rig = Rig::new();
+    rig.file("stage.toml", STAGE);
+    rig.file(".improv/serve.token", TOKEN);
+    rig.file("config/.env", SECRET);
+    rig.config.protected = vec![rig.ws.join("stage.toml")];
+    rig.config.concealed = vec![rig.ws.join(".improv")];
+    let elsewhere = rig.dir.path().join("elsewhere");
+    let run = rig
+        .perform(vec![
+            bash("sed -i 's/on/off/' stage.toml; echo 'sandbox = \"off\"' >> stage.toml; cat stage.toml"),
+            bash(&format!(
+                "cat .improv/serve.token; mv .improv x && ln -s {} .improv; rm -rf .improv; ls -la .improv",
+                elsewhere.display()
+            )),
+            bash("mv config cfg; echo moved"),
+            bash("cat cfg/.env; git show HEAD:cfg/.env 2>/dev/null; echo done"),
+        ])
+        .await;
+    let log = run.log();
+    assert!(!log.contains(TOKEN), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
+    assert!(
+        run.output(0).contains("Read-only file system"),
+        "{}",
+        run.output(0)
+    );
+    assert!(
+        run.output(1).contains("Device or resource busy"),
+        "{}",
+        run.output(1)
+    );
+    assert!(run.output(2).contains("moved"), "{}", run.output(2));
+    assert!(
+        run.output(3).contains("cfg/.env: Permission denied"),
+        "{}",
+        run.output(3)
+    );
+    assert_eq!(
+        std::fs::read_to_string(rig.ws.join("stage.toml")).unwrap(),
+        STAGE
+    );
+    assert_eq!(
+        std::fs::read_to_string(rig.ws.join(".improv/serve.token")).unwrap(),
+        TOKEN
+    );
+    assert!(!Path::new(&elsewhere).exists());
+    run.assert_no_leak();
+}
