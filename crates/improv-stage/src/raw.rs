@@ -900,5 +900,30 @@ pub(crate) fn parse_problem(message: &str) -> (String, &'static str, String) {
         };
         return (format!("missing key `{field}`"), "in this table", help);
     }
-    (message.to_string(), "here", EXAMPLE.into())
+    (plain_types(message), "here", EXAMPLE.into())
+}
+
+/// Serde names the Rust type it wanted ("invalid value: integer `-1`, expected u32"); the
+/// author of a stage file reads TOML, so the type is said in words.
+fn plain_types(message: &str) -> String {
+    const PLAIN: &[(&[&str], &str)] = &[
+        (
+            &["u8", "u16", "u32", "u64", "u128", "usize"],
+            "a whole number ≥ 0",
+        ),
+        (
+            &["i8", "i16", "i32", "i64", "i128", "isize"],
+            "a whole number",
+        ),
+        (&["f32", "f64"], "a number"),
+        (&["a sequence"], "a list, [...]"),
+        (&["a map"], "a table"),
+    ];
+    let Some((head, wanted)) = message.rsplit_once("expected ") else {
+        return message.to_string();
+    };
+    match PLAIN.iter().find(|(rust, _)| rust.contains(&wanted.trim())) {
+        Some((_, plain)) => format!("{head}expected {plain}"),
+        None => message.to_string(),
+    }
 }
