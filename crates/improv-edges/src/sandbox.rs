@@ -459,7 +459,7 @@ impl Sandbox {
                 if self.config.network {
                     "network allowed, Unix sockets too"
                 } else {
-                    "no network: no socket() of any family, Unix ones included (nothing outside can be reached, abstract Unix sockets are scoped by Landlock too); only socketpair() between a command's own processes"
+                    "no network: socket() refused for every family, Unix ones included, so no socket outside the sandbox can be reached; only socketpair() between a command's own processes"
                 },
             )
         } else {

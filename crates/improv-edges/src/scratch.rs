@@ -134,18 +134,16 @@ impl TempDir {
                 },
             },
         };
+        // Built before anything else can fail, so that dropping it unmounts the tmpfs.
+        let dir = TempDir {
+            _outer: outer,
+            home,
+            mounted: matches!(space, TempSpace::Tmpfs(_)),
+        };
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&home, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&dir.home, Some(uid), Some(gid))?;
         }
-        let mounted = matches!(space, TempSpace::Tmpfs(_));
-        Ok((
-            TempDir {
-                _outer: outer,
-                home,
-                mounted,
-            },
-            space,
-        ))
+        Ok((dir, space))
     }
 
     /// `HOME` and `TMPDIR` of the commands.
