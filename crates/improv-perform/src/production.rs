@@ -130,6 +130,9 @@ pub struct Production {
     /// Attempts judged so far.
     attempts: u32,
     verdicts: Vec<(String, bool, String)>,
+    /// Props from outside improv, kept for the production's life: the stage's MCP servers stop
+    /// when their source is dropped, and the props the actors hold need them running.
+    _outside: Option<Arc<dyn PropSource>>,
 }
 
 impl Production {
@@ -157,7 +160,7 @@ impl Production {
             board: Arc::new(Board::default()),
             log: log.clone(),
             watch: launch.watch,
-            outside: launch.outside,
+            outside: launch.outside.clone(),
             skills,
         });
         let lead = stage.lead().name.clone();
@@ -222,6 +225,7 @@ impl Production {
                 attempt,
                 attempts: 0,
                 verdicts: Vec::new(),
+                _outside: launch.outside,
             },
             notes,
         ))
@@ -229,6 +233,11 @@ impl Production {
 
     pub fn id(&self) -> &str {
         self.performance.id()
+    }
+
+    /// What the performance has spent so far (the session's `/status`).
+    pub fn spent(&self) -> improv_kernel::Spent {
+        self.performance.spent()
     }
 
     /// The director speaks: the text becomes the lead's next message.
