@@ -4,6 +4,8 @@
 //!   resource limits, its own process group and a minimal environment ([`env`]).
 //! - [`policy`]: the stage's rules (prop, command glob, path glob → allow, deny, ask), hidden
 //!   and read-only paths, approvals; [`Guarded`] applies them to a prop.
+//! - [`command`]: what a shell line would run (parsed, unquoted, seen through launchers such as
+//!   `env`, `sudo`, `sh -c`), for the command rules to judge.
 //! - [`secrets`]: secret values redacted from tool output ([`Redacted`]) and from events
 //!   ([`RedactingObserver`]).
 //! - [`loop_detector`]: a hook that stops an actor repeating the same call.
@@ -15,6 +17,7 @@
 //! `on_decision`.
 
 mod cgroup;
+pub mod command;
 pub mod decisions;
 pub mod env;
 pub mod loop_detector;

@@ -3,12 +3,23 @@
 //! and applies the policy before the prop runs; every decision is recorded as a
 //! [`PolicyDecision`] and said in the tool result.
 //!
-//! Command rules judge each simple command of a shell line (`a && b | c` is three), and the
-//! strictest decision wins. They steer an honest actor; the sandbox is what holds against a
-//! hostile one (a command can always be spelled another way).
+//! Command rules judge what a shell line would run, not its text: [`crate::command`] parses it
+//! and resolves each simple command wherever it stands (`a && $(b) | sh -c 'c'` is three),
+//! unquoted and seen through launchers (`env`, `sudo`, `xargs`, `find -exec`, …), with git's
+//! global options dropped (`git -C . push` is `git push`). Each command takes the first rule
+//! that matches it (as written or normalized), else the prop's rule; the strictest decision of
+//! the line wins. What cannot be known before the line runs (a computed program, `eval`,
+//! `source`, `alias`, `sh -c "$x"`) takes the strictest deny or ask among the command rules, and
+//! a command known only up to a computed word (`git $sub`) takes the strictest deny or ask rule
+//! that could match what it becomes; neither is ever allowed by a rule. Scripts and programs
+//! that start programs themselves (`bash x.sh`, `python -c`) are beyond the rules: there the
+//! sandbox holds, as it does against any hostile actor. Path rules judge the file props only;
+//! what a command may touch is the sandbox's (`hidden` and `read_only` globs are enforced for
+//! every process it starts), so a path to keep from commands belongs in `read_only`/`hidden`.
 
+use crate::command::{self, CommandGlob, Invocation, Resolution, Spelling};
 use async_trait::async_trait;
-use globset::{Glob, GlobBuilder, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher};
 use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
 use improv_props::workspace::Workspace;
 pub use improv_stage::{Decision, Rule};
@@ -87,19 +98,17 @@ impl PathGlob {
     }
 }
 
-fn command_glob(text: &str) -> Result<GlobMatcher, GlobError> {
-    Glob::new(text)
-        .map(|g| g.compile_matcher())
-        .map_err(|source| GlobError {
-            glob: text.to_string(),
-            source,
-        })
+fn command_glob(text: &str) -> Result<CommandGlob, GlobError> {
+    CommandGlob::new(text).map_err(|source| GlobError {
+        glob: text.to_string(),
+        source,
+    })
 }
 
 struct CompiledRule {
     index: usize,
     rule: Rule,
-    command: Option<GlobMatcher>,
+    command: Option<CommandGlob>,
     path: Option<PathGlob>,
 }
 
@@ -121,6 +130,15 @@ impl CompiledRule {
             parts.join(", "),
             decision_name(self.rule.decision)
         )
+    }
+
+    /// The rule as the stage file says it, and why it applies when its glob did not simply
+    /// match the command as written.
+    fn explain(&self, because: Option<&str>) -> String {
+        match because {
+            Some(why) => format!("{}: {why}", self.describe()),
+            None => self.describe(),
+        }
     }
 }
 
@@ -399,11 +417,95 @@ pub struct Policy {
 }
 
 /// What the policy says about one call, before any approval.
+#[derive(Clone)]
 struct Verdict {
     decision: Decision,
     /// The rule that decided; `None` for the default (allow).
     rule: Option<usize>,
     subject: String,
+    /// Why the rule applies, when not by matching the subject as written.
+    because: Option<String>,
+}
+
+impl Verdict {
+    /// Whether `self` is stricter than `other` (at equal strictness a rule beats the default).
+    fn stricter_than(&self, other: &Verdict) -> bool {
+        (strictness(self.decision), self.rule.is_some())
+            > (strictness(other.decision), other.rule.is_some())
+    }
+}
+
+/// The stricter of two verdicts, the earlier at a tie.
+fn stricter(a: Option<Verdict>, b: Verdict) -> Verdict {
+    match a {
+        Some(a) if !b.stricter_than(&a) => a,
+        _ => b,
+    }
+}
+
+/// A stage's command rule for one prop, with its glob.
+type CommandRule<'a> = (&'a CompiledRule, &'a CommandGlob);
+
+/// The strictest deny or ask among `rules` that `applies` to; never an allow.
+fn strictest<'a>(
+    rules: &[CommandRule<'a>],
+    applies: impl Fn(&CommandGlob) -> bool,
+) -> Option<&'a CompiledRule> {
+    rules
+        .iter()
+        .filter(|(r, g)| r.rule.decision != Decision::Allow && applies(g))
+        .map(|(r, _)| *r)
+        .reduce(|a, b| {
+            if strictness(b.rule.decision) > strictness(a.rule.decision) {
+                b
+            } else {
+                a
+            }
+        })
+}
+
+/// What the command rules say about one command of a line; `None` when none applies.
+fn judge_invocation(rules: &[CommandRule<'_>], invocation: &Invocation) -> Option<Verdict> {
+    let verdict = |rule: &CompiledRule, because: Option<String>| Verdict {
+        decision: rule.rule.decision,
+        rule: Some(rule.index),
+        subject: invocation.source.clone(),
+        because,
+    };
+    let mut worst = None;
+    for layer in &invocation.layers {
+        let spellings = match layer {
+            Resolution::Resolved(c) => c.spellings(),
+            Resolution::Unresolved(why) => {
+                if let Some(r) = strictest(rules, |_| true) {
+                    let because = format!(
+                        "{why}, so the strictest command rule applies; spell the command out"
+                    );
+                    worst = Some(stricter(worst, verdict(r, Some(because))));
+                }
+                continue;
+            }
+        };
+        for Spelling { text, complete } in spellings {
+            let found = if complete {
+                rules.iter().find(|(_, g)| g.is_match(&text)).map(|(r, _)| {
+                    let because = (text != invocation.source).then(|| format!("it runs `{text}`"));
+                    verdict(r, because)
+                })
+            } else {
+                strictest(rules, |g| g.could_match(&text)).map(|r| {
+                    let because = format!(
+                        "it runs `{text}…` with the rest computed when the line runs, which the rule could match"
+                    );
+                    verdict(r, Some(because))
+                })
+            };
+            if let Some(v) = found {
+                worst = Some(stricter(worst, v));
+            }
+        }
+    }
+    worst
 }
 
 impl Policy {
@@ -460,38 +562,29 @@ impl Policy {
         lock(&self.decisions).push(decision);
     }
 
-    /// Judges a shell command: each simple command in it, the strictest wins.
-    fn judge_command(&self, prop: &str, command: &str) -> Verdict {
-        let mut worst = Verdict {
-            decision: Decision::Allow,
-            rule: None,
-            subject: command.to_string(),
+    /// Judges a shell line: each command it would run by the command rules (see the module
+    /// doc), one no command rule applies to by the prop's rule; the strictest wins.
+    fn judge_command(&self, prop: &str, line: &str) -> Verdict {
+        let rules: Vec<CommandRule<'_>> = self
+            .rules
+            .iter()
+            .filter(|r| r.path.is_none() && r.rule.prop.as_deref().is_none_or(|p| p == prop))
+            .filter_map(|r| Some((r, r.command.as_ref()?)))
+            .collect();
+        let fallback = Verdict {
+            decision: self
+                .prop_rule(prop)
+                .map_or(Decision::Allow, |r| r.rule.decision),
+            rule: self.prop_rule(prop).map(|r| r.index),
+            subject: line.to_string(),
+            because: None,
         };
-        for part in simple_commands(command) {
-            let hit = self.rules.iter().find(|r| {
-                r.rule.prop.as_deref().is_none_or(|p| p == prop)
-                    && r.path.is_none()
-                    && r.command.as_ref().is_some_and(|g| g.is_match(&part))
-            });
-            if let Some(r) = hit
-                && (worst.rule.is_none()
-                    || strictness(r.rule.decision) > strictness(worst.decision))
-            {
-                worst = Verdict {
-                    decision: r.rule.decision,
-                    rule: Some(r.index),
-                    subject: part,
-                };
-            }
+        let mut worst: Option<Verdict> = None;
+        for invocation in command::invocations(line) {
+            let verdict = judge_invocation(&rules, &invocation);
+            worst = Some(stricter(worst, verdict.unwrap_or_else(|| fallback.clone())));
         }
-        if worst.rule.is_none() {
-            // A rule for the whole prop (no command, no path).
-            if let Some(r) = self.prop_rule(prop) {
-                worst.decision = r.rule.decision;
-                worst.rule = Some(r.index);
-            }
-        }
-        worst
+        worst.unwrap_or(fallback)
     }
 
     fn judge_path(&self, prop: &str, rel: &Path) -> Verdict {
@@ -506,11 +599,13 @@ impl Policy {
                 decision: r.rule.decision,
                 rule: Some(r.index),
                 subject: shown,
+                because: None,
             },
             None => Verdict {
                 decision: Decision::Allow,
                 rule: None,
                 subject: shown,
+                because: None,
             },
         }
     }
@@ -539,63 +634,6 @@ impl Policy {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every value guarded here stays valid if a holder panicked.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The simple commands of a shell line: split at `;`, `&&`, `||`, `|`, `&`, newlines and
-/// inside `$(...)`, backticks and parentheses, quotes respected, leading `VAR=value`
-/// assignments dropped.
-pub fn simple_commands(line: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut chars = line.chars().peekable();
-    let (mut single, mut double) = (false, false);
-    let mut flush = |current: &mut String| {
-        let words: Vec<&str> = current.split_whitespace().collect();
-        let start = words
-            .iter()
-            .position(|w| !is_assignment(w))
-            .unwrap_or(words.len());
-        let text = words[start..].join(" ");
-        if !text.is_empty() && text != "{" && text != "}" {
-            parts.push(text);
-        }
-        current.clear();
-    };
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if !single => {
-                current.push(c);
-                if let Some(n) = chars.next() {
-                    current.push(n);
-                }
-            }
-            '\'' if !double => {
-                single = !single;
-                current.push(c);
-            }
-            '"' if !single => {
-                double = !double;
-                current.push(c);
-            }
-            '$' if !single && chars.peek() == Some(&'(') => {
-                chars.next();
-                flush(&mut current);
-            }
-            '`' if !single => flush(&mut current),
-            ';' | '&' | '|' | '\n' | '(' | ')' if !single && !double => flush(&mut current),
-            _ => current.push(c),
-        }
-    }
-    flush(&mut current);
-    parts
-}
-
-fn is_assignment(word: &str) -> bool {
-    word.split_once('=').is_some_and(|(name, _)| {
-        !name.is_empty()
-            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
-            && !name.starts_with(|c: char| c.is_ascii_digit())
-    })
 }
 
 /// An ask in flight: records `denied_interrupted` when dropped unanswered.
@@ -772,7 +810,9 @@ impl Prop for Guarded {
             let rel = self.check_path(given, write, context)?;
             self.policy.judge_path(&prop, &rel)
         };
-        let rule = verdict.rule.map(|i| self.policy.rules[i].describe());
+        let rule = verdict
+            .rule
+            .map(|i| self.policy.rules[i].explain(verdict.because.as_deref()));
         let rule_text = rule.clone().unwrap_or_else(|| "default".into());
         let subject = verdict.subject.clone();
         let mut banner = None;
@@ -887,20 +927,163 @@ impl Prop for Guarded {
 mod tests {
     use super::*;
 
+    /// Every spelling of `git push` an actor might try to get past a rule on it: quoting,
+    /// paths, launchers, shells, substitutions, aliases, functions, computed words.
+    const GIT_PUSH: [&str; 36] = [
+        "/usr/bin/git push",
+        "sh -c 'git push'",
+        "bash -lc \"cd x && git push\"",
+        "$(echo git) push",
+        "`echo git` push",
+        "cmd=git; $cmd push",
+        "g\"i\"t push",
+        "\\git pu\\sh",
+        "git $'\\x70ush'",
+        "git -C . push",
+        "git --git-dir=.git --work-tree=. --no-pager push origin",
+        "env git push",
+        "env -i -u HOME A=1 git push",
+        "command git push",
+        "exec git push",
+        "nice -n 5 nohup timeout 10 stdbuf -o0 setsid git push",
+        "sudo -u root git push",
+        "doas git push",
+        "echo push | xargs git",
+        "find . -exec git push \\;",
+        "eval \"git push\"",
+        "source ./push.sh",
+        "alias p='git push'; p",
+        "f() { git push; }; f",
+        "if true; then (git push); fi",
+        "for x in a; do { git push; }; done",
+        "echo \"$(git push)\"",
+        "cat <(git push)",
+        "bash <<< 'git push'",
+        "echo 'git push' | sh",
+        "git $sub",
+        "git pu*",
+        "trap 'git push' EXIT",
+        "git -c alias.p=push p",
+        "x=$(git push)",
+        "git push 'unterminated",
+    ];
+
+    /// Commands that only mention `git push`, or are other commands.
+    const NOT_GIT_PUSH: [&str; 9] = [
+        "git status",
+        "echo \"git push\"",
+        "grep 'git push' file",
+        "cat push.txt",
+        "git log --grep push",
+        "ls *.rs | xargs wc -l",
+        "[ -f x ] && echo $HOME",
+        "cargo test 2>&1 | tail -5",
+        "git -C $dir status",
+    ];
+
+    fn rule(command: &str, decision: Decision) -> Rule {
+        Rule {
+            prop: None,
+            command: Some(command.into()),
+            path: None,
+            decision,
+        }
+    }
+
+    fn policy(rules: &[Rule]) -> Policy {
+        Policy::new(rules, &PathEdges::default(), Arc::new(Unattended)).unwrap()
+    }
+
+    /// The decision on `line` and the rule text the actor is told.
+    fn judge(policy: &Policy, line: &str) -> (Decision, String) {
+        let v = policy.judge_command("bash", line);
+        let rule = v
+            .rule
+            .map(|i| policy.rules[i].explain(v.because.as_deref()));
+        (v.decision, rule.unwrap_or_default())
+    }
+
     #[test]
-    fn shell_lines_split_into_simple_commands() {
-        assert_eq!(
-            simple_commands("cd x && FOO=1 git push origin; echo \"a;b\" | curl -s $(cat u) `id`"),
-            [
-                "cd x",
-                "git push origin",
-                "echo \"a;b\"",
-                "curl -s",
-                "cat u",
-                "id"
-            ]
+    fn every_spelling_of_a_denied_command_is_denied() {
+        let deny = policy(&[rule("git push*", Decision::Deny)]);
+        for line in GIT_PUSH {
+            assert_eq!(judge(&deny, line).0, Decision::Deny, "{line}");
+        }
+        for line in NOT_GIT_PUSH {
+            assert_eq!(
+                judge(&deny, line),
+                (Decision::Allow, String::new()),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_a_command_to_ask_about_is_asked_about() {
+        let ask = policy(&[rule("git push*", Decision::Ask)]);
+        for line in GIT_PUSH {
+            assert_eq!(judge(&ask, line).0, Decision::Ask, "{line}");
+        }
+        for line in NOT_GIT_PUSH {
+            assert_eq!(judge(&ask, line).0, Decision::Allow, "{line}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_resolved_takes_the_strictest_command_rule_and_says_why() {
+        let rules = [
+            rule("cargo*", Decision::Allow),
+            rule("git commit*", Decision::Ask),
+            rule("git push*", Decision::Deny),
+        ];
+        let (decision, why) = judge(&policy(&rules), "$cmd status");
+        assert_eq!(decision, Decision::Deny);
+        assert!(
+            why.contains("rule 3") && why.contains("`$cmd` is computed"),
+            "{why}"
         );
-        assert_eq!(simple_commands("  "), Vec::<String>::new());
+        let (decision, why) = judge(&policy(&rules[..2]), "eval x");
+        assert_eq!(decision, Decision::Ask);
+        assert!(why.contains("`eval` runs text"), "{why}");
+        // A computed word takes only the rules that could match what it becomes.
+        assert_eq!(judge(&policy(&rules), "git com$x").0, Decision::Ask);
+        assert_eq!(judge(&policy(&rules), "cargo $x").0, Decision::Allow);
+        let (decision, why) = judge(&policy(&rules), "/usr/bin/git -C . push");
+        assert_eq!(decision, Decision::Deny);
+        assert!(why.ends_with("it runs `git push`"), "{why}");
+        // Allow rules never allow what cannot be resolved; with no command rule nothing
+        // changes.
+        assert_eq!(judge(&policy(&rules[..1]), "$cmd").0, Decision::Allow);
+        assert_eq!(judge(&policy(&[]), "eval \"git push\"").0, Decision::Allow);
+    }
+
+    #[test]
+    fn the_first_rule_matching_a_command_decides_it() {
+        let rules = [
+            rule("git push --dry-run*", Decision::Allow),
+            rule("git push*", Decision::Deny),
+        ];
+        let p = policy(&rules);
+        assert_eq!(judge(&p, "git -C . push --dry-run").0, Decision::Allow);
+        assert_eq!(judge(&p, "git push --dry-run; git push").0, Decision::Deny);
+    }
+
+    #[test]
+    fn a_command_no_command_rule_matches_takes_the_prop_rule() {
+        let rules = [
+            Rule {
+                prop: Some("bash".into()),
+                command: None,
+                path: None,
+                decision: Decision::Ask,
+            },
+            rule("cargo test*", Decision::Allow),
+        ];
+        let p = policy(&rules);
+        assert_eq!(judge(&p, "cargo test").0, Decision::Allow);
+        // An allowed command does not carry the rest of the line with it.
+        assert_eq!(judge(&p, "cargo test && curl x").0, Decision::Ask);
+        assert_eq!(judge(&p, "").0, Decision::Ask);
     }
 
     #[test]
