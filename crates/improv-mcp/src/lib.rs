@@ -34,7 +34,7 @@ pub async fn outside(
     }
     Ok(Some(Arc::new(attached)))
 }
-pub use serve::{StageServer, serve_stdio};
+pub use serve::{Inflight, StageServer, serve_stdio, serve_stdio_until};
 
 /// What can go wrong attaching or serving MCP.
 #[derive(Debug, thiserror::Error)]

@@ -23,34 +23,106 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServiceExt};
 use serde_json::{Value, json};
+use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 /// The scheme of the settled-schema resources.
 pub const SCHEMA_URI: &str = "improv://schema/";
 
 /// Serves `stage` over stdin/stdout until the client disconnects.
 pub async fn serve_stdio(stage: Arc<Stage>) -> Result<(), McpError> {
-    let running = StageServer::new(stage)
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| McpError::Serve(format!("the MCP handshake failed: {e}")))?;
-    running
-        .waiting()
-        .await
-        .map_err(|e| McpError::Serve(format!("the server stopped abnormally: {e}")))?;
+    serve_stdio_until(stage, std::future::pending()).await
+}
+
+/// Serves `stage` over stdin/stdout until the client disconnects or `stop` completes (the
+/// director's Ctrl-C, SIGTERM or SIGHUP); either way the performances still running are
+/// interrupted and each has logged its end before this returns.
+pub async fn serve_stdio_until(
+    stage: Arc<Stage>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), McpError> {
+    let server = StageServer::new(stage);
+    let inflight = server.inflight.clone();
+    tokio::pin!(stop);
+    let running = tokio::select! {
+        running = server.serve(rmcp::transport::stdio()) => running
+            .map_err(|e| McpError::Serve(format!("the MCP handshake failed: {e}")))?,
+        _ = &mut stop => return Ok(()),
+    };
+    let cancel = running.cancellation_token();
+    let waiting = running.waiting();
+    tokio::pin!(waiting);
+    let quit = tokio::select! {
+        quit = &mut waiting => quit,
+        _ = &mut stop => {
+            inflight.stop().await;
+            cancel.cancel();
+            waiting.await
+        }
+    };
+    inflight.stop().await;
+    quit.map_err(|e| McpError::Serve(format!("the server stopped abnormally: {e}")))?;
     Ok(())
+}
+
+/// The performances a [`StageServer`] (and its clones) started and that still run:
+/// [`Inflight::stop`] interrupts them and waits until each has logged its end.
+#[derive(Clone)]
+pub struct Inflight {
+    stop: CancellationToken,
+    running: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Inflight {
+    fn default() -> Self {
+        Inflight {
+            stop: CancellationToken::new(),
+            running: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
+
+impl Inflight {
+    /// Interrupts every running performance (and those started later) and waits for their end.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let mut running = self.running.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = running.wait_for(|n| *n == 0).await;
+    }
+
+    fn enter(&self) -> InflightGuard {
+        self.running.send_modify(|n| *n += 1);
+        InflightGuard(self.running.clone())
+    }
+}
+
+/// One running performance, counted until dropped.
+struct InflightGuard(Arc<watch::Sender<usize>>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// A stage as an MCP server's handler; [`serve_stdio`] runs it, and any rmcp transport can.
 #[derive(Clone)]
 pub struct StageServer {
     stage: Arc<Stage>,
+    inflight: Inflight,
 }
 
 impl StageServer {
     pub fn new(stage: Arc<Stage>) -> Self {
-        StageServer { stage }
+        Self::with_inflight(stage, Inflight::default())
+    }
+
+    /// A server whose performances `inflight` can stop: a host serving many sessions shares one.
+    pub fn with_inflight(stage: Arc<Stage>, inflight: Inflight) -> Self {
+        StageServer { stage, inflight }
     }
 
     fn ledger(&self) -> Result<Ledger, ErrorData> {
@@ -110,6 +182,7 @@ impl StageServer {
             .and_then(Value::as_str)
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| ErrorData::invalid_params("give the `intent` to perform", None))?;
+        let _counted = self.inflight.enter();
         let mut start = Launch::new(intent);
         start.model = args.get("model").and_then(Value::as_str).map(String::from);
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -150,6 +223,10 @@ impl StageServer {
         let joined = tokio::select! {
             r = &mut done => r,
             _ = context.ct.cancelled() => {
+                running.cancel.cancel();
+                done.await
+            }
+            _ = self.inflight.stop.cancelled() => {
                 running.cancel.cancel();
                 done.await
             }
