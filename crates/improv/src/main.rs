@@ -4,6 +4,7 @@ mod init;
 mod logbook;
 mod models;
 mod perform;
+mod shutdown;
 mod stagecraft;
 mod view;
 
@@ -175,7 +176,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Mcp) => {
             let stage = std::sync::Arc::new(perform::load_stage(stage_path.as_deref(), true)?);
-            runtime()?.block_on(improv_mcp::serve_stdio(stage))?;
+            runtime()?.block_on(async {
+                let stopping = shutdown::Shutdown::install()?.stopping();
+                improv_mcp::serve_stdio_until(stage, stopping.cancelled_owned()).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Note { id, text }) => {
@@ -205,12 +210,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// `improv serve`: binds, says where and with which token, serves until Ctrl-C, then stops the
-/// running performances and waits for each to log its end.
+/// `improv serve`: binds, says where and with which token, serves until Ctrl-C, SIGTERM or
+/// SIGHUP, then stops the running performances and waits for each to log its end.
 async fn serve(
     stage: std::sync::Arc<improv_stage::Stage>,
     args: improv_serve::ServeArgs,
 ) -> Result<ExitCode> {
+    let stopping = shutdown::Shutdown::install()?.stopping();
     let server = improv_serve::bind(stage.clone(), &args).await?;
     eprintln!(
         "improv · stage {} · serving the stage view at {}",
@@ -227,11 +233,7 @@ async fn serve(
     } else {
         eprintln!("bearer token: in {}", server.token_file().display());
     }
-    server
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    server.run(stopping.cancelled_owned()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,8 @@
-//! Performing a stage: `improv run` (new or resumed) and the interactive session, with Ctrl-C
-//! interrupting cleanly, every performance inside the stage's edges.
+//! Performing a stage: `improv run` (new or resumed) and the interactive session, with Ctrl-C,
+//! SIGTERM and SIGHUP interrupting cleanly ([`crate::shutdown`]), every performance inside the
+//! stage's edges.
 
+use crate::shutdown::{Shutdown, Stop};
 use crate::view;
 use anyhow::{Context, Result, anyhow, bail};
 use improv_edges::{Approver, Prompt, Unattended};
@@ -10,10 +12,9 @@ use improv_stage::Stage;
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_util::sync::CancellationToken;
 
 pub struct RunOptions {
     pub stage: Option<PathBuf>,
@@ -57,13 +58,13 @@ fn views(json: bool) -> (Arc<dyn Observer>, Option<improv_perform::Watch>) {
     }
 }
 
-fn exit_code(outcome: Outcome) -> ExitCode {
+fn exit_code(outcome: Outcome, shutdown: &Shutdown) -> ExitCode {
     match outcome {
         Outcome::Done | Outcome::Converged => ExitCode::SUCCESS,
         Outcome::Exhausted => ExitCode::from(4),
         Outcome::Failed => ExitCode::from(1),
         Outcome::Stopped => ExitCode::from(3),
-        Outcome::Interrupted => ExitCode::from(130),
+        Outcome::Interrupted => shutdown.interrupted_code(),
     }
 }
 
@@ -88,7 +89,7 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
             })?,
     };
     let (view, watch) = views(o.json);
-    let ctrl_c = CtrlC::install()?;
+    let shutdown = Shutdown::install()?;
     // `improv run` is unattended: an `ask` rule denies, telling the actor why.
     let mut launch = Launch::new(intent);
     launch.model = o.model.clone();
@@ -97,51 +98,12 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
     launch.resume = o.resume.clone();
     launch.outside = crate::stagecraft::attach_mcp(&stage).await?;
     let (mut production, _notes) = Production::open(stage, launch)?;
-    let ended = production.perform(&ctrl_c.arm()).await;
+    let ended = production.perform(&shutdown.arm()).await;
     let summary = production.finish(&ended)?;
     if !o.json {
         view::summary(&summary);
     }
-    Ok(exit_code(summary.outcome))
-}
-
-/// Ctrl-C: while a turn runs, the first press interrupts it (its tool is cancelled, the log
-/// says "interrupted") and a second exits at once; at the session prompt, a press exits. Every
-/// event is written before the loop goes on, so exiting loses nothing.
-struct CtrlC {
-    turn: Arc<Mutex<Option<CancellationToken>>>,
-}
-
-impl CtrlC {
-    /// Installs the handler now, before anything runs, so an early press is not missed.
-    fn install() -> Result<CtrlC> {
-        let mut interrupts =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .context("cannot install the Ctrl-C handler")?;
-        let turn: Arc<Mutex<Option<CancellationToken>>> = Arc::default();
-        let shared = turn.clone();
-        tokio::spawn(async move {
-            while interrupts.recv().await.is_some() {
-                let running = shared.lock().unwrap_or_else(|e| e.into_inner()).take();
-                match running {
-                    Some(token) if !token.is_cancelled() => token.cancel(),
-                    _ => std::process::exit(130),
-                }
-            }
-        });
-        Ok(CtrlC { turn })
-    }
-
-    /// A token that the next Ctrl-C cancels.
-    fn arm(&self) -> CancellationToken {
-        let token = CancellationToken::new();
-        *self.turn.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
-        token
-    }
-
-    fn disarm(&self) {
-        self.turn.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
+    Ok(exit_code(summary.outcome, &shutdown))
 }
 
 /// `improv` alone: the director talks with the lead, turn after turn.
@@ -170,7 +132,7 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     launch.watch = watch;
     launch.outside = crate::stagecraft::attach_mcp(&stage).await?;
     let name = stage.stage.name.clone();
-    let ctrl_c = CtrlC::install()?;
+    let shutdown = Shutdown::install()?;
     let (mut performance, notes) = Production::open(stage, launch)?;
     eprintln!(
         "improv · stage {name} · type to direct the cast · /exit or Ctrl-D to leave · Ctrl-C stops a turn"
@@ -192,7 +154,16 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     };
     loop {
         eprint!("director › ");
-        let Some(line) = lines.lock().await.recv().await else {
+        let stopping = shutdown.stopping();
+        let next = tokio::select! {
+            line = async { lines.lock().await.recv().await } => line,
+            _ = stopping.cancelled() => {
+                eprintln!();
+                ended = interrupted(&shutdown);
+                break;
+            }
+        };
+        let Some(line) = next else {
             eprintln!();
             break;
         };
@@ -209,11 +180,15 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
         // Piped input is a script of directions, one per turn, so it is not forwarded.
         let forward = interactive
             .then(|| tokio::spawn(forward_notes(lines.clone(), asking.clone(), notes.clone())));
-        let turn = performance.act(&ctrl_c.arm()).await;
+        let turn = performance.act(&shutdown.arm()).await;
         if let Some(forward) = forward {
             forward.abort();
         }
-        ctrl_c.disarm();
+        shutdown.disarm();
+        if shutdown.stopping().is_cancelled() {
+            ended = interrupted(&shutdown);
+            break;
+        }
         match turn.outcome {
             Outcome::Done | Outcome::Converged => {}
             Outcome::Interrupted => eprintln!("(turn interrupted; say how to go on)"),
@@ -225,7 +200,21 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
         }
     }
     performance.finish(&ended)?;
-    Ok(exit_code(ended.outcome))
+    Ok(exit_code(ended.outcome, &shutdown))
+}
+
+/// How a session ends when the director asks it to stop with a signal.
+fn interrupted(shutdown: &Shutdown) -> Ended {
+    let by = match shutdown.received() {
+        Some(Stop::Terminate) => "SIGTERM",
+        Some(Stop::Hangup) => "SIGHUP",
+        Some(Stop::Interrupt) | None => "Ctrl-C",
+    };
+    Ended {
+        outcome: Outcome::Interrupted,
+        reason: format!("the director stopped the session ({by})"),
+        budget: None,
+    }
 }
 
 /// Hands lines typed during a turn to the lead as director notes. It never holds the lines
