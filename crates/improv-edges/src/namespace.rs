@@ -350,8 +350,9 @@ pub struct Covers {
 
 impl Covers {
     pub fn new() -> io::Result<Self> {
+        // Named after improv's process, so the next sandbox removes it after a crash.
         let dir = tempfile::Builder::new()
-            .prefix("improv-covers-")
+            .prefix(&format!("improv-covers-{}", crate::scratch::Owner::me().tag()))
             .tempdir()?;
         let base = dir.path().canonicalize()?;
         let file = base.join("file");

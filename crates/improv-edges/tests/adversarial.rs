@@ -875,9 +875,12 @@ async fn crash_leftovers_are_removed_by_the_next_sandbox() {
         assert!(!cgroups.is_empty(), "as root the helper has cgroups");
     }
     // The crash: SIGKILL, so no Drop runs.
+    let helper_pid = helper.id();
     helper.kill().unwrap();
     helper.wait().unwrap();
     assert!(temp.exists(), "nothing was left to clean up");
+    let covers = covers_of(helper_pid);
+    assert_eq!(covers.len(), 1, "the helper's covers: {covers:?}");
     assert!(!dead(orphan), "the helper's command should outlive it");
     // improv's own live sandbox is not touched by the sweep.
     let mine = improv_edges::Sandbox::new(rig.config.clone()).unwrap();
@@ -890,6 +893,7 @@ async fn crash_leftovers_are_removed_by_the_next_sandbox() {
     for cgroup in &cgroups {
         assert!(!cgroup.exists(), "{} was left", cgroup.display());
     }
+    assert_eq!(covers_of(helper_pid), Vec::<std::path::PathBuf>::new());
     if !cgroups.is_empty() {
         assert!(
             wait_dead(orphan).await,
@@ -901,6 +905,22 @@ async fn crash_leftovers_are_removed_by_the_next_sandbox() {
         unsafe { libc::kill(orphan, libc::SIGKILL) };
     }
     let _ = std::fs::remove_dir_all(helper_dir);
+}
+
+/// The hidden-file covers' folders that process `pid` made in the temp folder
+/// (`improv-covers-<pidns>-<pid>-…`).
+fn covers_of(pid: u32) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("improv-covers-")
+                .and_then(|rest| rest.split('-').nth(1).map(|p| p == pid.to_string()))
+                .unwrap_or(false)
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 // ---- kernel surfaces ----
