@@ -1,8 +1,10 @@
 //! The sandbox's overhead: (1) spawning `true` N times plain and sandboxed (with and without the
 //! user and mount namespace that covers hidden files), (2) the kernel's 20-turn `bash`
 //! performance (a scripted model, `echo` per turn) with the sandbox on and off, (3) the scan
-//! for hidden files. Medians side by side.
-//! Run: `cargo run --release -p improv-edges --example sandbox-bench [N]`.
+//! for hidden files, again before every command (only changed folders are read again), and the
+//! control files and improv's state guarded in the namespace. Medians side by side.
+//! Run: `cargo run --release -p improv-edges --example sandbox-bench [N]` (the default profile
+//! works too: its figures are those of unoptimized code).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use improv_edges::{Sandbox, SandboxConfig, SandboxMode};
@@ -90,6 +92,42 @@ async fn main() {
             t.elapsed()
         })
         .collect();
+    // A command changed one folder: that folder is read again.
+    let changed_scans: Vec<Duration> = (0..20)
+        .map(|i| {
+            std::fs::write(ws.path().join(format!("src/m3/new{i}.rs")), "").unwrap();
+            std::thread::sleep(Duration::from_millis(40));
+            let t = Instant::now();
+            on.rescan().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    // The control plane as a stage names it: guarded in every command's namespace.
+    for (rel, text) in [
+        ("stage.toml", "[edges]\n"),
+        ("AGENTS.md", "rules\n"),
+        ("skills/a/SKILL.md", "# a\n"),
+        (".git/config", "[core]\n"),
+        (".git/hooks/README", "hooks\n"),
+        (".improv/serve.token", "token"),
+    ] {
+        let p = ws.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let mut guarded_config = SandboxConfig::new(ws.path());
+    guarded_config.protected = [
+        "stage.toml",
+        "AGENTS.md",
+        "skills",
+        ".git/config",
+        ".git/hooks",
+    ]
+    .iter()
+    .map(|p| ws.path().join(p))
+    .collect();
+    guarded_config.concealed = vec![ws.path().join(".improv")];
+    let guarded = Sandbox::new(guarded_config).unwrap();
     let mut no_ns_config = SandboxConfig::new(ws.path());
     no_ns_config.user_namespaces = false;
     let no_ns = Sandbox::new(no_ns_config).unwrap();
@@ -105,13 +143,15 @@ async fn main() {
 
     // Interleaved, so drift in the machine's load hits all three alike.
     let (mut plain, mut env_only, mut sandboxed) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut without_ns, mut without_cgroup) = (Vec::new(), Vec::new());
+    let (mut without_ns, mut without_cgroup, mut with_control) =
+        (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         plain.push(spawn(None, "true", &[]));
         env_only.push(spawn(Some(&off), "true", &[]));
         without_ns.push(spawn(Some(&no_ns), "true", &[]));
         without_cgroup.push(spawn(Some(&no_cgroup), "true", &[]));
         sandboxed.push(spawn(Some(&on), "true", &[]));
+        with_control.push(spawn(Some(&guarded), "true", &[]));
     }
     let echo = ["-c", "echo 1 > /dev/null"];
     let (mut bash_off, mut bash_on) = (Vec::new(), Vec::new());
@@ -125,8 +165,12 @@ async fn main() {
         "sandbox construction (once per performance, probe and scan included): {build_time:.2?}"
     );
     println!(
-        "scan for hidden files (2,100 entries, {covered} covered), median of 20: {:.2?}",
+        "rescan for hidden files before a command (2,100 entries, {covered} covered, nothing changed), median of 20: {:.2?}",
         median(scans)
+    );
+    println!(
+        "rescan after a command changed one folder, median of 20: {:.2?}",
+        median(changed_scans)
     );
     println!("{}", on.describe());
     println!("process limit: {:?}", on.process_limit());
@@ -135,6 +179,11 @@ async fn main() {
     println!("  {:<34} {:>10.1?}", "sandbox off (env, rlimits, group)", e);
     println!("  {:<34} {:>10.1?}", "on, no namespaces (Landlock...)", w);
     println!("  {:<34} {:>10.1?}", "on (+ userns, mountns, covers)", s);
+    println!(
+        "  {:<34} {:>10.1?}",
+        "on, control files + state guarded",
+        median(with_control)
+    );
     println!(
         "  {:<34} {:>10.1?}   ({:?})",
         "on, without the cgroup",

@@ -559,7 +559,7 @@ fn guard(plan: &Plan, target: &Target) -> Result<(), Failed> {
         // Out of the command's reach (a folder on the way it cannot search or change).
         Err(Errno::ACCESS) => return Ok(()),
         Err(Errno::NOENT | Errno::NOTDIR) if target.expect.is_none() => return Ok(()),
-        Err(Errno::NOENT | Errno::NOTDIR) => return Err((MOVED, Errno::NOENT)),
+        Err(Errno::NOENT | Errno::NOTDIR) => return Err((MOVED, Errno::AGAIN)),
         Err(e) => return Err((c"opening a path to guard", e)),
     };
     let stat = rustix::fs::fstat(&fd).map_err(|e| (c"fstat", e))?;

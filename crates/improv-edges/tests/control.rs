@@ -273,15 +273,22 @@ fn a_renamed_folder_does_not_uncover_its_hidden_file() {
     // Within one command the cover moves with its folder.
     let (_, out) = run(&sandbox, "mv config cfg && cat cfg/.env");
     assert!(!out.contains(SECRET), "{out}");
-    // In the next command the scan finds it where it went.
-    let (code, out) = run(&sandbox, "cat cfg/.env");
-    assert_ne!(code, 0, "{out}");
-    assert!(!out.contains(SECRET), "{out}");
+    // The next command runs, and the scan has found the file where it went.
+    let (code, out) = run(&sandbox, "cat cfg/.env; echo ran");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("cfg/.env: Permission denied") && out.starts_with("ran"),
+        "{out}"
+    );
     let (_, out) = run(&sandbox, "mkdir -p a/b && mv other a/b/c");
     assert!(!out.contains(SECRET), "{out}");
-    let (code, out) = run(&sandbox, "cat a/b/c/.env.local");
-    assert_ne!(code, 0, "{out}");
-    assert!(!out.contains(SECRET), "{out}");
+    let (code, out) = run(&sandbox, "cat a/b/c/.env.local; echo ran");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Permission denied") && out.starts_with("ran"),
+        "{out}"
+    );
+    assert_eq!(sandbox.covered().unwrap().len(), 2);
 }
 
 #[test]
