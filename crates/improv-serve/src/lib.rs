@@ -18,12 +18,15 @@
 mod api;
 pub mod auth;
 mod error;
+pub mod host;
+mod listen;
 pub mod live;
 mod openai;
 mod perform;
 mod stream;
 
 pub use error::{ApiError, ServeError};
+pub use listen::Limits;
 
 use api::AppState;
 use axum::Router;
@@ -38,12 +41,22 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The address `improv serve` listens on unless told otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
 /// The largest request body the API reads; chat requests may carry a longer conversation.
 pub const BODY_LIMIT: usize = 256 * 1024;
 pub const CHAT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// How long a request's headers may take to arrive, and a connection may wait idle between
+/// requests, unless told otherwise.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may stall unless told otherwise.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most connections served at once unless told otherwise (each open page holds a few).
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a stopping server lets its connections finish, once its performances have ended.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// `improv serve`'s options.
 #[derive(clap::Args, Clone, Debug)]
@@ -61,6 +74,40 @@ pub struct ServeArgs {
     /// The most performances running at once; more are refused with 429.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_performances: usize,
+    /// Another name the server answers to (repeatable): the public name behind
+    /// --behind-tls-proxy, as NAME (any port) or NAME:PORT. Requests with any other `Host` are
+    /// refused (421), which stops DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// The most connections served at once; beyond, new ones get 503.
+    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a request's headers may take to arrive (and a connection may sit idle between
+    /// requests).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    pub header_timeout: Duration,
+    /// Seconds a request body may stall before the request fails with 408.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    pub idle_timeout: Duration,
+}
+
+/// A duration in seconds, fractions allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{text}` is not a positive number of seconds"))
+}
+
+impl ServeArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections.max(1),
+        }
+    }
 }
 
 impl Default for ServeArgs {
@@ -73,6 +120,10 @@ impl Default for ServeArgs {
             token_file: None,
             behind_tls_proxy: false,
             max_performances: 64,
+            allow_hosts: Vec::new(),
+            max_connections: MAX_CONNECTIONS,
+            header_timeout: HEADER_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 }
@@ -86,6 +137,9 @@ pub struct Server {
     token_file: PathBuf,
     router: Router,
     hub: Arc<Hub>,
+    /// The performances MCP clients started through `/mcp`.
+    inflight: improv_mcp::Inflight,
+    limits: Limits,
 }
 
 impl Server {
@@ -113,27 +167,25 @@ impl Server {
         &self.token_file
     }
 
-    /// Serves until `shutdown` completes, then interrupts the performances still running and
-    /// waits for each to log its end.
+    /// Serves until `shutdown` completes, then stops accepting, interrupts the performances
+    /// still running, waits for each to log its end, and lets the connections finish.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let hub = self.hub.clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Streams end with their performances, so stop those first.
-                for live in hub.all() {
-                    if let Some(c) = live.control() {
-                        c.cancel.cancel();
-                    }
-                }
-            })
-            .await?;
+        let connections =
+            listen::accept_until(self.listener, self.router, self.limits, shutdown).await;
+        // Streams end with their performances, so stop those first.
+        for live in self.hub.all() {
+            if let Some(c) = live.control() {
+                c.cancel.cancel();
+            }
+        }
+        self.inflight.stop().await;
         for live in self.hub.all() {
             live.ended().await;
         }
+        connections.close(CLOSE_GRACE).await;
         Ok(())
     }
 }
@@ -158,7 +210,8 @@ pub async fn bind(stage: Arc<Stage>, args: &ServeArgs) -> Result<Server, ServeEr
         state_dir,
         max_running: args.max_performances.max(1),
     };
-    let router = router(app, token.value.clone());
+    let inflight = improv_mcp::Inflight::default();
+    let router = router(app, token.value.clone(), inflight.clone());
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|source| ServeError::Bind {
@@ -166,6 +219,9 @@ pub async fn bind(stage: Arc<Stage>, args: &ServeArgs) -> Result<Server, ServeEr
             source,
         })?;
     let addr = listener.local_addr()?;
+    // Outermost: a request for another name reaches nothing, not even the token check.
+    let hosts = Arc::new(host::AllowedHosts::new(addr, &args.allow_hosts));
+    let router = router.layer(axum::middleware::from_fn_with_state(hosts, host::check));
     Ok(Server {
         listener,
         addr,
@@ -173,6 +229,8 @@ pub async fn bind(stage: Arc<Stage>, args: &ServeArgs) -> Result<Server, ServeEr
         token_file,
         router,
         hub,
+        inflight,
+        limits: args.limits(),
     })
 }
 
@@ -200,7 +258,8 @@ pub async fn serve(stage: Arc<Stage>, args: ServeArgs) -> Result<(), ServeError>
     );
     server
         .run(async {
-            // If the handler cannot be installed, serve until killed.
+            // If the handler cannot be installed, serve until killed. (`improv serve` stops on
+            // SIGTERM and SIGHUP too: its binary handles the signals.)
             if tokio::signal::ctrl_c().await.is_err() {
                 std::future::pending::<()>().await;
             }
@@ -227,7 +286,7 @@ fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
-fn router(app: AppState, token: Arc<str>) -> Router {
+fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Router {
     let performances = Router::new()
         .route("/stage", get(api::get_stage))
         .route("/performances", get(api::list).post(api::start))
@@ -252,7 +311,12 @@ fn router(app: AppState, token: Arc<str>) -> Router {
     // can cast it as one of its props (`improv mcp` is the same over stdio).
     let stage = app.stage.clone();
     let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(
-        move || Ok(improv_mcp::StageServer::new(stage.clone())),
+        move || {
+            Ok(improv_mcp::StageServer::with_inflight(
+                stage.clone(),
+                inflight.clone(),
+            ))
+        },
         Arc::new(
             rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
         ),
