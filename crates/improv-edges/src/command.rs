@@ -10,8 +10,12 @@
 //! Each simple command becomes an [`Invocation`]: its words unquoted (`g"i"t` is `git`), leading
 //! assignments skipped, and the commands it starts through the launchers that are only a prefix
 //! (`env`, `command`, `exec`, `builtin`, `nice`, `nohup`, `time`, `timeout`, `stdbuf`, `setsid`,
-//! `sudo`, `doas`, `xargs`, `find -exec`) as further layers; `sh|bash|… -c STRING`, `trap STRING`
-//! and a shell fed a here-string have STRING parsed in turn, to [`MAX_DEPTH`]. A word computed
+//! `sudo`, `doas`, `busybox`, `xargs`, `find -exec`, `watch -x`) as further layers;
+//! `sh|bash|… -c STRING`, `su -c STRING`, `trap STRING`, `watch CMD…` and a shell fed a
+//! here-string have STRING parsed in turn, to [`MAX_DEPTH`]. git's global options are dropped
+//! (`git -C . push` is `git push`), and a git alias made on the line is unresolved. Other
+//! launchers (`parallel`, `flock`, `chroot`, `script -c`, …) are not known: the command they
+//! start is judged only as their argument. A word computed
 //! when the line runs (`$x`, `$(…)`, a glob, what `xargs` appends) is an [`Arg::Computed`]: the
 //! command is known only up to it. What cannot be known at all is an [`Unresolved`]: a computed
 //! program, `eval`, `source`, `alias`, `sh -c "$x"`, a shell reading its script from a pipe.
@@ -155,7 +159,8 @@ pub enum Unresolved {
     ComputedScript { word: String },
     /// A shell reading its commands from its input (a pipe).
     ScriptOnInput { shell: String },
-    /// `git -c alias.…`: a git alias defined on the command line.
+    /// `git -c alias.…`, `git config alias.…`: a git alias, defined on the command line or
+    /// for the commands after it.
     GitAlias { option: String },
     /// Nested deeper than [`MAX_DEPTH`].
     TooDeep,
@@ -229,9 +234,7 @@ impl fmt::Display for Unresolved {
             Unresolved::ScriptOnInput { shell } => {
                 write!(f, "`{shell}` reads its commands from its input")
             }
-            Unresolved::GitAlias { option } => {
-                write!(f, "`git {option}` defines a git alias on the command line")
-            }
+            Unresolved::GitAlias { option } => write!(f, "`git {option}` defines a git alias"),
             Unresolved::TooDeep => write!(f, "commands nest deeper than {MAX_DEPTH} levels"),
             Unresolved::Unparsable { error } => write!(f, "the line does not parse ({error})"),
         }
@@ -763,6 +766,10 @@ enum Launcher {
     Xargs,
     Find,
     Trap,
+    /// `su`, `runuser`: `-c STRING` runs STRING in the user's shell.
+    Su,
+    /// `watch CMD…`: the words joined and run by `sh -c` (or run as they are with `-x`).
+    Watch,
     /// `sh`, `bash`, `dash`, `zsh`, …: `-c STRING`, or commands on their input.
     Shell,
 }
@@ -786,6 +793,8 @@ impl Launcher {
             "xargs" => Launcher::Xargs,
             "find" => Launcher::Find,
             "trap" => Launcher::Trap,
+            "su" | "runuser" => Launcher::Su,
+            "watch" => Launcher::Watch,
             "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "yash" | "posh" => {
                 Launcher::Shell
             }
@@ -819,6 +828,7 @@ impl Launcher {
                 ],
             ),
             Launcher::Doas => ("uC", &[]),
+            Launcher::Watch => ("nq", &["--interval", "--equexit"]),
             Launcher::Xargs => (
                 "adEILnPs",
                 &[
@@ -902,6 +912,35 @@ fn after_assignments(args: &[Arg]) -> &[Arg] {
     &args[n..]
 }
 
+/// The command after a launcher that is only a prefix (`env`, `sudo`, `nice`, …): `rest`, its
+/// words after the options.
+fn prefix(launcher: Launcher, name: &str, options: &[Arg], rest: &[Arg]) -> Next {
+    match launcher {
+        Launcher::Env
+            if has_flag(options, &['S'])
+                || options
+                    .iter()
+                    .any(|o| o.known().is_some_and(|s| s.starts_with("--split-string"))) =>
+        {
+            Next::Unresolved(Unresolved::RunsText {
+                runner: TextRunner::EnvSplit,
+            })
+        }
+        Launcher::Env | Launcher::Sudo => match after_assignments(rest) {
+            [] if launcher == Launcher::Sudo && has_flag(options, &['s', 'i']) => {
+                Next::Unresolved(Unresolved::ScriptOnInput { shell: name.into() })
+            }
+            rest => run(rest),
+        },
+        Launcher::Doas if rest.is_empty() && has_flag(options, &['s']) => {
+            Next::Unresolved(Unresolved::ScriptOnInput { shell: name.into() })
+        }
+        Launcher::Command if has_flag(options, &['v', 'V']) => Next::Done,
+        Launcher::Timeout => run(rest.get(1..).unwrap_or(&[])),
+        _ => run(rest),
+    }
+}
+
 fn run(args: &[Arg]) -> Next {
     if args.is_empty() {
         Next::Done
@@ -910,7 +949,7 @@ fn run(args: &[Arg]) -> Next {
     }
 }
 
-/// `git -c alias.x=… x`: an alias given on the command line.
+/// `git -c alias.x=… x` or `git config alias.x …`: a git alias, which no rule sees through.
 fn git_alias(args: &[Arg]) -> Option<String> {
     let alias = |v: Option<&Arg>| {
         v.is_none_or(|v| {
@@ -933,6 +972,13 @@ fn git_alias(args: &[Arg]) -> Option<String> {
         i += match s {
             s if GIT_WITH_VALUE.contains(&s) => 2,
             s if s.starts_with('-') => 1,
+            // `git config [--global] alias.p push` makes `git p` a push from then on.
+            "config" => {
+                return args[i + 1..]
+                    .iter()
+                    .find(|a| alias(Some(a)) && !a.known().is_some_and(|k| k.starts_with('-')))
+                    .map(|a| format!("config {}", a.source()));
+            }
             _ => return None,
         };
     }
@@ -1012,28 +1058,36 @@ impl Walker {
                 Next::Done
             }
             Launcher::Xargs => xargs(options, rest),
-            Launcher::Env
-                if has_flag(options, &['S'])
-                    || options
-                        .iter()
-                        .any(|o| o.known().is_some_and(|s| s.starts_with("--split-string"))) =>
-            {
-                Next::Unresolved(Unresolved::RunsText {
-                    runner: TextRunner::EnvSplit,
-                })
+            Launcher::Su => self.su(args, depth),
+            Launcher::Watch => self.watch(options, rest, depth),
+            _ => prefix(launcher, name, options, rest),
+        }
+    }
+
+    /// `su … -c STRING`, `runuser --command=STRING`.
+    fn su(&mut self, args: &[Arg], depth: usize) -> Next {
+        for (i, a) in args.iter().enumerate() {
+            if matches!(a.known(), Some("-c" | "--command")) {
+                return self.script(args.get(i + 1), depth);
             }
-            Launcher::Env | Launcher::Sudo => match after_assignments(rest) {
-                [] if launcher == Launcher::Sudo && has_flag(options, &['s', 'i']) => {
-                    Next::Unresolved(Unresolved::ScriptOnInput { shell: name.into() })
-                }
-                rest => run(rest),
-            },
-            Launcher::Doas if rest.is_empty() && has_flag(options, &['s']) => {
-                Next::Unresolved(Unresolved::ScriptOnInput { shell: name.into() })
+            if let Some(c) = a.known().and_then(|s| s.strip_prefix("--command=")) {
+                return self.script(Some(&Arg::Known(c.into())), depth);
             }
-            Launcher::Command if has_flag(options, &['v', 'V']) => Next::Done,
-            Launcher::Timeout => run(rest.get(1..).unwrap_or(&[])),
-            _ => run(rest),
+        }
+        Next::Done
+    }
+
+    /// `watch CMD…` runs the words joined by `sh -c`; `watch -x CMD…` runs them as they are.
+    fn watch(&mut self, options: &[Arg], rest: &[Arg], depth: usize) -> Next {
+        if has_flag(options, &['x']) || options.iter().any(|o| o.known() == Some("--exec")) {
+            return run(rest);
+        }
+        match rest.iter().map(Arg::known).collect::<Option<Vec<_>>>() {
+            Some(words) if words.is_empty() => Next::Done,
+            Some(words) => self.script(Some(&Arg::Known(words.join(" "))), depth),
+            None => Next::Unresolved(Unresolved::ComputedScript {
+                word: rest.iter().map(Arg::source).collect::<Vec<_>>().join(" "),
+            }),
         }
     }
 
@@ -1076,9 +1130,17 @@ impl Walker {
             i += if flags.ends_with(['o', 'O']) { 2 } else { 1 };
         }
         let operand = args.get(i);
+        // `bash /dev/stdin <<< …` reads its input too; `bash <(…)` a script the line computes.
+        let from_input = operand
+            .and_then(Arg::known)
+            .is_some_and(|o| o == "/dev/stdin" || o.starts_with("/dev/fd/"));
         if dash_c {
             self.script(operand, depth)
-        } else if reads_input || operand.is_none() {
+        } else if let Some(Arg::Computed { source, .. }) = operand {
+            Next::Unresolved(Unresolved::ComputedScript {
+                word: source.clone(),
+            })
+        } else if reads_input || from_input || operand.is_none() {
             match input {
                 Some(text) => self.script(Some(text), depth),
                 None => Next::Unresolved(Unresolved::ScriptOnInput { shell: name.into() }),
@@ -1259,6 +1321,10 @@ mod tests {
             "bash -o pipefail -c 'git push'",
             "zsh -c 'sudo sh -c \"git push\"'",
             "trap 'git push' EXIT",
+            "su -c 'git push' root",
+            "runuser -u x --command='git push'",
+            "watch -n 1 git push",
+            "watch -x git push",
         ] {
             assert!(runs_as(line, "git push"), "{line}: {:?}", runs(line));
         }
@@ -1291,6 +1357,11 @@ mod tests {
         }
         assert_eq!(runs("git -c alias.p=push p")[0].last().unwrap(), "?");
         assert_eq!(runs("git --config-env=alias.p=X p")[0].last().unwrap(), "?");
+        assert_eq!(
+            runs("git config --global alias.p push")[0].last().unwrap(),
+            "?"
+        );
+        assert_eq!(runs("git config user.name x"), [["git config user.name x"]]);
         assert!(runs_as("git -C $dir push", "git push"));
     }
 
@@ -1338,6 +1409,18 @@ mod tests {
             reason("sh -c \"$x\""),
             Unresolved::ComputedScript {
                 word: "\"$x\"".into()
+            }
+        );
+        assert_eq!(
+            reason("bash <(echo git push)"),
+            Unresolved::ComputedScript {
+                word: "<(…)".into()
+            }
+        );
+        assert_eq!(
+            reason("echo 'git push' | bash /dev/stdin"),
+            Unresolved::ScriptOnInput {
+                shell: "bash".into()
             }
         );
         assert_eq!(

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// Spellings of `git push` that each run the fake git with `push` when nothing stops them
 /// (`{bin}` is the fake's folder).
-const SPELLINGS: [&str; 30] = [
+const SPELLINGS: [&str; 32] = [
     "{bin}/git push",
     "sh -c 'git push'",
     "$(echo git) push",
@@ -40,6 +40,8 @@ const SPELLINGS: [&str; 30] = [
     "echo \"$(git push)\"",
     "cat <(git push)",
     "bash <<< 'git push'",
+    "bash /dev/stdin <<< 'git push'",
+    "bash <(echo git push)",
     "echo 'git push' | sh",
     "trap 'git push' EXIT",
     "time git push",
