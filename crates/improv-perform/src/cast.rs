@@ -1,8 +1,10 @@
 //! Casting: turns the stage file's actors into kernel actors with a resolved model and props,
 //! every prop inside the stage's edges (sandbox, policy, redaction). [`Cast`] casts any actor of
-//! the stage for one performance, the lead and the actors it cues alike.
+//! the stage for one performance, the lead and the actors it cues alike; [`wrap`] is the one
+//! place that puts a prop inside the edges.
 
 use crate::board::{Board, BoardProp};
+use crate::control::{self, ControlPlane, DirectorOnly, TokenWatch, Watched};
 use crate::cue::CueProp;
 use anyhow::{Context, Result, bail};
 use improv_edges::{
@@ -24,16 +26,23 @@ pub struct Edges {
     /// finished: dropping it kills whatever the actors left running.
     pub sandbox: Option<Arc<Sandbox>>,
     pub policy: Arc<Policy>,
-    /// Redacts provider keys, secret-looking variables and `redact` patterns.
+    /// Redacts provider keys, secret-looking variables, the serve token and `redact` patterns.
     pub redactor: Arc<Redactor>,
     /// The policy's decisions, waiting to be logged; also the hook that logs them.
     pub decisions: Arc<DecisionEvents>,
+    /// Whether a call of this performance carried or showed the serve token; then its `ask`
+    /// rules are denied without asking (see [`control::DirectorOnly`]).
+    pub(crate) token: Arc<TokenWatch>,
 }
 
 /// Builds the edges of a performance in `workspace` (canonical). Fails when the stage wants a
 /// sandbox for shell props that this kernel cannot give, saying how to go on.
+///
+/// The stage's control plane ([`ControlPlane`]) is read-only to commands and to the file props,
+/// and `.improv/` is invisible to both.
 pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Result<Edges> {
     let e = &stage.edges;
+    let control = ControlPlane::of(stage, workspace);
     let mut config = SandboxConfig::new(workspace).allow_rust_toolchain();
     config.network = e.network;
     config.mode = match e.sandbox {
@@ -47,8 +56,15 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
     if let Some(read_only) = &e.read_only {
         paths.read_only = read_only.clone();
     }
-    // Commands see the same hidden files as the file props do not: covered, not readable.
+    // Commands see the same hidden files as the file props do not: covered, not readable; and
+    // what the props may only read, commands may only read too.
     config.hidden = paths.hidden.clone();
+    config.read_only_globs = paths.read_only.clone();
+    config.read_only_globs.extend(control.name_globs());
+    config.protected = control.protected_paths();
+    config.concealed = control.concealed_paths();
+    paths.read_only.extend(control.read_only_globs());
+    paths.hidden.extend(control.hidden_globs());
     let shell = stage
         .actors
         .iter()
@@ -62,11 +78,16 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
         Err(SandboxError::Unsupported { .. }) => None,
         Err(e) => return Err(e).context("cannot set up the sandbox for the actors' commands"),
     };
+    let token = Arc::new(TokenWatch::new(control::serve_token(stage)));
+    let approver = Arc::new(DirectorOnly::new(approver, token.clone()));
     let decisions = Arc::new(DecisionEvents::default());
     let policy = Policy::new(&e.rules, &paths, approver)
         .with_context(|| format!("in {}", stage.path.display()))?
         .on_decision(decisions.recorder());
     let mut redactor = Redactor::from_env();
+    if let Some(value) = token.value() {
+        redactor = redactor.with_secret(control::SERVE_TOKEN_NAME, value);
+    }
     for pattern in &e.redact {
         redactor = redactor
             .with_pattern(pattern)
@@ -77,7 +98,49 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
         policy: Arc::new(policy),
         redactor: Arc::new(redactor),
         decisions,
+        token,
     })
+}
+
+/// Puts one prop inside the edges. Outermost first, as a call meets them:
+///
+/// 1. the policy ([`Guarded`]): rules, hidden and read-only paths, approvals, judged before
+///    anything runs;
+/// 2. redaction ([`Redacted`]): of everything the call returns, the hints below included, so
+///    no secret reaches the model or the log whichever layer added it;
+/// 3. the serve token's watch ([`Watched`]): sees the call's arguments and its output before
+///    redaction;
+/// 4. AGENTS.md hints ([`crate::agents::WithAgents`]), for the props that take a path: the
+///    rules of the folders the call works in, once per actor;
+/// 5. the prop itself; `bash` was built to spawn every command in the sandbox
+///    ([`bare_props`]).
+pub(crate) fn wrap(prop: Arc<dyn Prop>, edges: &Edges, hints: &Hints) -> Arc<dyn Prop> {
+    let mut prop = prop;
+    if crate::agents::PATH_PROPS.contains(&prop.spec().name.as_str()) {
+        prop = Arc::new(crate::agents::WithAgents::new(
+            prop,
+            &hints.workspace,
+            hints.given.clone(),
+        ));
+    }
+    let prop = Arc::new(Watched::new(prop, edges.token.clone()));
+    let prop = Arc::new(Redacted::new(prop, edges.redactor.clone()));
+    Arc::new(Guarded::new(prop, edges.policy.clone()))
+}
+
+/// What the AGENTS.md hints of one actor need: the workspace and the files it was given.
+pub(crate) struct Hints {
+    workspace: PathBuf,
+    given: Arc<crate::agents::Given>,
+}
+
+impl Hints {
+    pub(crate) fn new(workspace: &Path) -> Self {
+        Hints {
+            workspace: workspace.to_path_buf(),
+            given: Arc::default(),
+        }
+    }
 }
 
 /// The model an actor gets when neither the stage nor `--model` names one: a hosted model when
@@ -127,23 +190,23 @@ pub fn model(stage: &Stage, actor: &ActorConfig, name: &str) -> Result<Arc<dyn M
     })
 }
 
-/// The props an actor asked for, each inside the edges: `Redacted(Guarded(prop))`, and `bash`
-/// spawning its commands in the sandbox. Props that later parts of improv provide are skipped
-/// with a warning rather than offered half-built.
-pub fn props(
+/// The props an actor asked for and the `extra` ones, each inside the edges ([`wrap`]).
+/// Props that later parts of improv provide are skipped with a warning rather than offered
+/// half-built.
+fn props(
     stage: &Stage,
     actor: &ActorConfig,
     edges: &Edges,
     extra: Vec<Arc<dyn Prop>>,
+    hints: &Hints,
 ) -> Result<Vec<Arc<dyn Prop>>> {
     let mut props = bare_props(stage, actor, edges)?;
     props.extend(extra);
-    Ok(Guarded::all(props, &edges.policy)
-        .into_iter()
-        .map(|p| Arc::new(Redacted::new(p, edges.redactor.clone())) as Arc<dyn Prop>)
-        .collect())
+    Ok(props.into_iter().map(|p| wrap(p, edges, hints)).collect())
 }
 
+/// The actor's props as improv provides them, outside the edges but `bash`, which spawns its
+/// commands in the sandbox.
 fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<Arc<dyn Prop>>> {
     let mut config = improv_props::PropsConfig::default();
     if let Some(t) = stage.edges.tool_timeout {
@@ -305,21 +368,10 @@ impl Cast {
             system.push('\n');
             system.push_str(&self.skills.context());
         }
-        let given = Arc::new(crate::agents::Given::default());
-        let props = props(stage, config, &self.edges, extra)?
-            .into_iter()
-            .map(|p| {
-                if crate::agents::PATH_PROPS.contains(&p.spec().name.as_str()) {
-                    Arc::new(crate::agents::WithAgents::new(
-                        p,
-                        &self.workspace,
-                        given.clone(),
-                    )) as Arc<dyn Prop>
-                } else {
-                    p
-                }
-            })
-            .collect();
+        let hints = Hints::new(&self.workspace);
+        let props = props(stage, config, &self.edges, extra, &hints)?;
+        // The context files and skills are the workspace's text: redacted like a prop's output.
+        let system = self.edges.redactor.redact(&system).into_owned();
         Ok(Actor {
             name: config.name.clone(),
             system,

@@ -6,6 +6,7 @@
 //!   the background.
 //! - [`cast`]: actors of the stage made into kernel actors, every prop inside the edges.
 //! - [`cue`] and [`board`]: the props actors use to work together.
+//! - [`control`]: the stage's control plane, the files actors may not change or see.
 //! - [`inbox`]: director notes sent from another terminal.
 //! - `agents`: AGENTS.md files of subfolders, passed along when an actor first works there.
 //! - `feedback`: the stage's checks judging the work, attempt after attempt.
@@ -13,6 +14,7 @@
 mod agents;
 pub mod board;
 pub mod cast;
+pub mod control;
 pub mod cue;
 mod error;
 mod feedback;

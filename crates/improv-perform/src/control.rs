@@ -1,0 +1,471 @@
+//! The stage's control plane: the workspace files that set up later performances or run with
+//! the director's rights, which an actor must not change — or it would go around its edges the
+//! next time improv, an MCP server or git reads them. [`ControlPlane::of`] is the one place
+//! that decides what they are; [`crate::cast::edges`] keeps them out of reach: read-only to
+//! commands (read-only bind mounts in each command's mount namespace) and to the write props,
+//! and improv's state invisible to both.
+//!
+//! What counts, and why:
+//! - the stage file: it sets the edges of the next performance (`sandbox = "off"`);
+//! - `.improv/` (concealed, never opened): the event logs, director notes, the serve token and
+//!   the databases. An actor that could write it would forge its own log or plant notes;
+//! - the stdio MCP servers' program when it is a path, the existing files among their
+//!   arguments, and their `cwd` when it is a folder of its own: improv starts them
+//!   unsandboxed. What those files load is not followed; a `cwd` covers a server's folder;
+//! - the skills folders, every `AGENTS.md` and the `[context] files`: the next prompt;
+//! - git's `config` (and `config.worktree`) and `hooks`, of the repository and of its
+//!   submodules under `.git/modules`: the user's next git command runs what they name.
+//!   `.git/info` stays as `read_only` says: excludes, attributes and sparse patterns run
+//!   nothing by themselves (attributes only name drivers the config defines).
+//!
+//! `writable` under `[edges]` opens listed files or folders (a name like `AGENTS.md` opens it
+//! wherever it is). Files outside the workspace need nothing: actors cannot reach them.
+
+use async_trait::async_trait;
+use improv_edges::{Approval, ApprovalRequest, Approver};
+use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
+use improv_stage::Stage;
+use serde_json::Value;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The serve token's file name inside the stage's state folder.
+pub const SERVE_TOKEN_FILE: &str = "serve.token";
+
+/// The name the serve token is redacted as: `[redacted:IMPROV_SERVE_TOKEN]`.
+pub const SERVE_TOKEN_NAME: &str = "IMPROV_SERVE_TOKEN";
+
+/// File names protected wherever they are in the workspace: subfolders' AGENTS.md reach the
+/// model with the results of calls below them.
+const PROTECTED_NAMES: [&str; 1] = [improv_skills::AGENTS_FILE];
+
+/// How deep submodules are looked for under `.git/modules` (a submodule's own submodules
+/// are a level down each).
+const MODULE_DEPTH: usize = 6;
+
+/// A stage's control files in one workspace, as workspace-relative paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlPlane {
+    workspace: PathBuf,
+    /// Actors may read these but not change, rename or remove them.
+    protected: Vec<PathBuf>,
+    /// Actors can neither read nor change these.
+    concealed: Vec<PathBuf>,
+    /// File names protected in every folder, unless opened.
+    names: Vec<&'static str>,
+}
+
+impl ControlPlane {
+    /// The control files of `stage` performed in `workspace` (canonical), less those the
+    /// stage opens with `writable`.
+    pub fn of(stage: &Stage, workspace: &Path) -> ControlPlane {
+        let dir = canonical(&stage.dir);
+        let mut files = vec![dir.join(file_name(&stage.path))];
+        files.extend(mcp_files(stage, &dir, workspace));
+        files.extend(stage.context.skills.iter().map(|s| dir.join(s)));
+        files.extend(stage.context.files.iter().map(|f| dir.join(f)));
+        files.extend(git_files(workspace));
+        let opened = |rel: &Path| stage.edges.writable.iter().any(|w| rel.starts_with(w));
+        let mut protected: Vec<PathBuf> = Vec::new();
+        for file in files {
+            for rel in inside(workspace, &file) {
+                if !opened(&rel) && !protected.contains(&rel) {
+                    protected.push(rel);
+                }
+            }
+        }
+        let state = canonical(&crate::state_dir(stage));
+        ControlPlane {
+            workspace: workspace.to_path_buf(),
+            protected,
+            concealed: inside(workspace, &state).into_iter().take(1).collect(),
+            names: PROTECTED_NAMES
+                .into_iter()
+                .filter(|n| !opened(Path::new(n)))
+                .collect(),
+        }
+    }
+
+    /// For commands: the protected files that exist, as absolute paths.
+    pub fn protected_paths(&self) -> Vec<PathBuf> {
+        existing(&self.workspace, &self.protected)
+    }
+
+    /// For commands: the concealed folders that exist, as absolute paths.
+    pub fn concealed_paths(&self) -> Vec<PathBuf> {
+        existing(&self.workspace, &self.concealed)
+    }
+
+    /// Globs of the names protected in every folder (`AGENTS.md`), for commands and props.
+    pub fn name_globs(&self) -> Vec<String> {
+        self.names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// For the file props: every protected path as a glob anchored at the workspace root,
+    /// and the protected names.
+    pub fn read_only_globs(&self) -> Vec<String> {
+        let mut globs = anchored(&self.protected);
+        globs.extend(self.name_globs());
+        globs
+    }
+
+    /// For the file props: the concealed paths, anchored globs.
+    pub fn hidden_globs(&self) -> Vec<String> {
+        anchored(&self.concealed)
+    }
+}
+
+/// The serve token of `stage`, when `improv serve` has made one: every performance redacts
+/// it, so it is never logged nor sent to a model even if it leaked.
+pub fn serve_token(stage: &Stage) -> Option<String> {
+    let path = crate::state_dir(stage).join(SERVE_TOKEN_FILE);
+    let token = std::fs::read_to_string(path).ok()?;
+    let token = token.trim();
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+/// Whether actors of `stage` can reach `path`: inside the workspace and outside improv's
+/// state folder (what does not exist yet is judged by its nearest existing folder). Where the
+/// director keeps a secret of theirs, such as a `--token-file`, this must be false.
+pub fn within_reach(stage: &Stage, path: &Path) -> bool {
+    let workspace = canonical(&stage.workspace());
+    let state = canonical(&crate::state_dir(stage));
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = normal(&path);
+    let mut rest = Vec::new();
+    while existing.symlink_metadata().is_err() {
+        let Some(name) = existing.file_name().map(|n| n.to_os_string()) else {
+            break;
+        };
+        rest.push(name);
+        existing.pop();
+    }
+    let mut real = canonical(&existing);
+    real.extend(rest.iter().rev());
+    real.starts_with(&workspace) && !real.starts_with(&state)
+}
+
+/// Whether a performance has held the serve token: a tool call that carried it in its
+/// arguments or showed it in its output. The token is concealed and redacted, so this only
+/// trips when it leaked some other way; a performance that holds it could answer its own
+/// approvals through the API, so from then on its `ask` rules are denied without asking.
+pub(crate) struct TokenWatch {
+    token: Option<String>,
+    seen: AtomicBool,
+}
+
+impl TokenWatch {
+    pub(crate) fn new(token: Option<String>) -> Self {
+        TokenWatch {
+            token,
+            seen: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn value(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn look(&self, text: &str) {
+        if let Some(token) = &self.token
+            && text.contains(token.as_str())
+        {
+            self.seen.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn seen(&self) -> bool {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+/// A prop whose calls the [`TokenWatch`] sees, before redaction.
+pub(crate) struct Watched {
+    inner: Arc<dyn Prop>,
+    watch: Arc<TokenWatch>,
+}
+
+impl Watched {
+    pub(crate) fn new(inner: Arc<dyn Prop>, watch: Arc<TokenWatch>) -> Self {
+        Watched { inner, watch }
+    }
+}
+
+#[async_trait]
+impl Prop for Watched {
+    fn spec(&self) -> &ToolSpec {
+        self.inner.spec()
+    }
+    fn access(&self, arguments: &Value) -> Access {
+        self.inner.access(arguments)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout()
+    }
+
+    async fn call(&self, arguments: Value, context: &PropContext) -> Result<String, PropError> {
+        if self.watch.token.is_none() {
+            return self.inner.call(arguments, context).await;
+        }
+        self.watch.look(&arguments.to_string());
+        let out = self.inner.call(arguments, context).await;
+        match &out {
+            Ok(text) | Err(PropError(text)) => self.watch.look(text),
+        }
+        out
+    }
+}
+
+/// Asks the director only while the performance has not held the serve token.
+pub(crate) struct DirectorOnly {
+    inner: Arc<dyn Approver>,
+    watch: Arc<TokenWatch>,
+}
+
+impl DirectorOnly {
+    pub(crate) fn new(inner: Arc<dyn Approver>, watch: Arc<TokenWatch>) -> Self {
+        DirectorOnly { inner, watch }
+    }
+}
+
+#[async_trait]
+impl Approver for DirectorOnly {
+    async fn ask(&self, request: &ApprovalRequest) -> Approval {
+        if self.watch.seen() {
+            return Approval::Deny {
+                note: Some(
+                    "not asked: this performance has held the director's serve token, so improv asks the director nothing more for it; do without it, or finish and say that it is needed".into(),
+                ),
+            };
+        }
+        self.inner.ask(request).await
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn file_name(path: &Path) -> &std::ffi::OsStr {
+    path.file_name()
+        .unwrap_or(improv_stage::STAGE_FILE.as_ref())
+}
+
+/// `path` relative to `workspace`, without `.` or `..`, when it lies inside it (not the
+/// workspace itself); and, for a link, its target's path too.
+fn inside(workspace: &Path, path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut candidates = vec![normal(path)];
+    if let Ok(real) = path.canonicalize()
+        && !candidates.contains(&real)
+    {
+        candidates.push(real);
+    }
+    for p in candidates {
+        if let Ok(rel) = p.strip_prefix(workspace)
+            && !rel.as_os_str().is_empty()
+        {
+            out.push(rel.to_path_buf());
+        }
+    }
+    out
+}
+
+/// The path with `.` dropped and `..` taken back, without asking the file system.
+fn normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn existing(workspace: &Path, rels: &[PathBuf]) -> Vec<PathBuf> {
+    rels.iter()
+        .map(|r| workspace.join(r))
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect()
+}
+
+fn anchored(rels: &[PathBuf]) -> Vec<String> {
+    rels.iter()
+        .map(|r| format!("/{}", r.to_string_lossy()))
+        .collect()
+}
+
+/// The files of the stage's stdio MCP servers that improv starts unsandboxed: a program given
+/// as a path, the arguments that are files, and a `cwd`.
+fn mcp_files(stage: &Stage, dir: &Path, workspace: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for server in &stage.mcp {
+        let Some(command) = &server.command else {
+            continue; // A server over HTTP runs elsewhere.
+        };
+        if command.contains('/') {
+            out.push(dir.join(command));
+        }
+        let cwd = match &server.cwd {
+            Some(c) => {
+                out.push(dir.join(c));
+                dir.join(c)
+            }
+            None => workspace.to_path_buf(),
+        };
+        out.extend(
+            server
+                .args
+                .iter()
+                .map(|a| cwd.join(a))
+                .filter(|p| p.is_file()),
+        );
+    }
+    out
+}
+
+/// git's config and hooks, of the repository and of its submodules.
+fn git_files(workspace: &Path) -> Vec<PathBuf> {
+    let git = workspace.join(".git");
+    if !git.is_dir() {
+        return Vec::new();
+    }
+    let mut dirs = vec![git.clone()];
+    let mut level = vec![git.join("modules")];
+    for _ in 0..MODULE_DEPTH {
+        let mut next = Vec::new();
+        for modules in level {
+            let Ok(entries) = std::fs::read_dir(&modules) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.join("config").is_file() {
+                    next.push(path.join("modules"));
+                    dirs.push(path);
+                }
+            }
+        }
+        level = next;
+    }
+    dirs.iter()
+        .flat_map(|d| ["config", "config.worktree", "hooks"].map(|f| d.join(f)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn plane(toml: &str, files: &[&str]) -> (tempfile::TempDir, ControlPlane) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for f in files {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        std::fs::write(root.join("stage.toml"), toml).unwrap();
+        let stage = Stage::load(&root).unwrap();
+        let plane = ControlPlane::of(&stage, &root);
+        (dir, plane)
+    }
+
+    #[test]
+    fn the_control_files_of_a_stage() {
+        let (dir, plane) = plane(
+            "[[props.mcp]]\nname = \"s\"\ncommand = \"python3\"\nargs = [\"-u\", \"tools/server.py\", \"missing.py\"]\n\
+             [[props.mcp]]\nname = \"t\"\ncommand = \"./bin/t\"\ncwd = \"mcp\"\n",
+            &[
+                "tools/server.py",
+                ".git/config",
+                ".git/hooks/pre-commit",
+                ".git/modules/sub/config",
+            ],
+        );
+        let globs = plane.read_only_globs();
+        for g in [
+            "/stage.toml",
+            "/tools/server.py",
+            "/bin/t",
+            "/mcp",
+            "/skills",
+            "/AGENTS.md",
+            "/README.md",
+            "/.git/config",
+            "/.git/hooks",
+            "/.git/modules/sub/config",
+            "/.git/modules/sub/hooks",
+            "AGENTS.md",
+        ] {
+            assert!(globs.contains(&g.to_string()), "{g} in {globs:?}");
+        }
+        assert!(!globs.iter().any(|g| g.contains("missing.py") || g == "/-u"));
+        assert_eq!(plane.hidden_globs(), ["/.improv"]);
+        let root = dir.path().canonicalize().unwrap();
+        let paths = plane.protected_paths();
+        assert!(paths.contains(&root.join("tools/server.py")));
+        assert!(paths.contains(&root.join(".git/hooks")));
+        assert!(!paths.contains(&root.join("skills")), "missing: skipped");
+    }
+
+    #[test]
+    fn writable_opens_control_files_but_never_the_state() {
+        let (_dir, plane) = plane(
+            "[edges]\nwritable = [\"skills\", \"AGENTS.md\", \".git\"]\n",
+            &[".git/config"],
+        );
+        let globs = plane.read_only_globs();
+        assert!(globs.contains(&"/stage.toml".to_string()));
+        assert!(!globs.iter().any(|g| g.contains("skills")), "{globs:?}");
+        assert!(!globs.iter().any(|g| g.contains("AGENTS.md")), "{globs:?}");
+        assert!(!globs.iter().any(|g| g.contains(".git")), "{globs:?}");
+        assert_eq!(plane.hidden_globs(), ["/.improv"]);
+    }
+
+    #[test]
+    fn a_linked_control_file_protects_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("docs")).unwrap();
+        std::fs::write(root.join("docs/rules.md"), "rules").unwrap();
+        std::os::unix::fs::symlink("docs/rules.md", root.join("AGENTS.md")).unwrap();
+        let stage = Stage::default_in(&root);
+        let globs = ControlPlane::of(&stage, &root).read_only_globs();
+        assert!(globs.contains(&"/docs/rules.md".to_string()), "{globs:?}");
+    }
+
+    #[test]
+    fn a_token_file_is_within_reach_in_the_workspace_but_not_in_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let stage = Stage::default_in(&root);
+        assert!(within_reach(&stage, &root.join("tok")));
+        assert!(within_reach(&stage, &root.join("new/dir/tok")));
+        assert!(!within_reach(&stage, &root.join(".improv/serve.token")));
+        assert!(!within_reach(&stage, &root.join("x/../.improv/t")));
+        assert!(!within_reach(&stage, &outside.path().join("tok")));
+        std::os::unix::fs::symlink(&root, outside.path().join("link")).unwrap();
+        assert!(within_reach(&stage, &outside.path().join("link/tok")));
+    }
+
+    #[test]
+    fn files_outside_the_workspace_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let work = root.join("work");
+        std::fs::create_dir(&work).unwrap();
+        let stage = Stage::default_in(&root);
+        let plane = ControlPlane::of(&stage, &work);
+        assert_eq!(plane.read_only_globs(), ["AGENTS.md"]);
+        assert!(plane.hidden_globs().is_empty());
+    }
+}
