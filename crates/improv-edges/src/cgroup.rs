@@ -15,6 +15,7 @@
 use crate::scratch::{Owner, PREFIX};
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -260,13 +261,14 @@ fn remove(dir: &Path, v2: bool) {
 }
 
 /// Removes the cgroup folders under `parent` that improv processes now dead left (a crash, a
-/// SIGKILL), killing what still runs in them. Only folders whose name improv made and whose
-/// creator is gone ([`Owner::is_dead`]). How many were removed.
+/// SIGKILL), killing what still runs in them. Only folders owned by improv's uid whose name
+/// improv made and whose creator is gone ([`Owner::is_dead`]). How many were removed.
 pub fn sweep(parent: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return 0;
     };
     let v2 = parent.join("cgroup.controllers").exists();
+    let uid = rustix::process::geteuid().as_raw();
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -274,7 +276,8 @@ pub fn sweep(parent: &Path) -> usize {
             .to_str()
             .and_then(|n| Owner::parse(n, PREFIX))
             .is_some_and(|o| o.is_dead());
-        if dead && entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if dead && ours {
             remove(&entry.path(), v2);
             removed += usize::from(!entry.path().exists());
         }
