@@ -5,7 +5,8 @@
 //!
 //! A stage with no intent, with no budget at all, or with a check that can never pass has
 //! errors ([`Report::has_errors`]): `improv doctor` exits non-zero on them, so CI can gate a
-//! stage.
+//! stage. [`examine`] reads only the stage; [`examine_here`], what `improv doctor` runs, also
+//! asks whether this machine can perform it: every actor's model installed or set up.
 //!
 //! ```
 //! let stage = improv_stage::Stage::parse(
@@ -19,6 +20,7 @@
 //! ```
 
 mod command;
+mod models;
 mod questions;
 mod render;
 
@@ -128,9 +130,24 @@ impl Report {
 /// Examines `stage` and answers the six questions. Reads the context and schema files and looks
 /// programs up on `PATH`; changes nothing.
 pub fn examine(stage: &Stage) -> Report {
+    examine_with(stage, false)
+}
+
+/// [`examine`], and whether this machine can perform the stage, under
+/// [`Question::Capabilities`]: each actor's model installed (the embedded model, in the model
+/// store) or set up (its API key, `base_url` or script found), and a model server at a loopback
+/// address accepting connections. Contacts nothing else.
+pub fn examine_here(stage: &Stage) -> Report {
+    examine_with(stage, true)
+}
+
+fn examine_with(stage: &Stage, here: bool) -> Report {
     let mut findings = Vec::new();
     for question in Question::ALL {
         let mut found = questions::ask(stage, question);
+        if here && question == Question::Capabilities {
+            found.extend(models::check(stage));
+        }
         found.sort_by_key(|f| std::cmp::Reverse(f.severity));
         findings.extend(found);
     }

@@ -219,6 +219,6 @@ mod tests {
         let err = locate("local//nowhere/model.gguf").unwrap_err();
         assert!(matches!(err, LocalError::MissingFile { .. }), "{err}");
         assert!(err.to_string().contains("/nowhere/model.gguf"), "{err}");
-        assert!(err.to_string().contains("scripts/fetch-model.sh"), "{err}");
+        assert!(err.to_string().contains("improv model import FILE"), "{err}");
     }
 }

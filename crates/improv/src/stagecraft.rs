@@ -9,10 +9,10 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// `improv doctor`: the six questions, with evidence and fixes; exits 1 on an error so CI can
-/// gate a stage on it.
+/// `improv doctor`: the six questions, with evidence and fixes, and whether this machine has
+/// every actor's model; exits 1 on an error so CI can gate a stage on it.
 pub fn doctor(stage: &Stage, json: bool) -> Result<ExitCode> {
-    let report = improv_doctor::examine(stage);
+    let report = improv_doctor::examine_here(stage);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
