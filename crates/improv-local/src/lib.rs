@@ -219,6 +219,9 @@ mod tests {
         let err = locate("local//nowhere/model.gguf").unwrap_err();
         assert!(matches!(err, LocalError::MissingFile { .. }), "{err}");
         assert!(err.to_string().contains("/nowhere/model.gguf"), "{err}");
-        assert!(err.to_string().contains("improv model import FILE"), "{err}");
+        assert!(
+            err.to_string().contains("improv model import FILE"),
+            "{err}"
+        );
     }
 }
