@@ -177,14 +177,29 @@ impl StageServer {
         progress: Option<rmcp::model::ProgressToken>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let intent = args
+        // Wrong arguments are the calling model's to fix: a tool error it reads, not a
+        // JSON-RPC error its client may hide from it.
+        let Some(intent) = args
             .get("intent")
             .and_then(Value::as_str)
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| ErrorData::invalid_params("give the `intent` to perform", None))?;
+        else {
+            return Ok(tool_error(
+                "`perform` needs `intent`: a non-empty string saying what to achieve, e.g. {\"intent\": \"Summarize README.md\"}",
+            ));
+        };
+        let model = match args.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) if !m.trim().is_empty() => Some(m.clone()),
+            Some(_) => {
+                return Ok(tool_error(
+                    "`model` is provider/name as a string, e.g. \"openai/gpt-5-mini\"; leave it out to use the stage's",
+                ));
+            }
+        };
         let _counted = self.inflight.enter();
         let mut start = Launch::new(intent);
-        start.model = args.get("model").and_then(Value::as_str).map(String::from);
+        start.model = model;
         let (tx, mut rx) = mpsc::unbounded_channel();
         if progress.is_some() {
             start.observers.push(Arc::new(Progress { tx }));
@@ -262,21 +277,20 @@ impl StageServer {
     }
 
     fn ledger_query(&self, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
-        let collection = args
-            .get("collection")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ErrorData::invalid_params("give the `collection` to read", None))?;
-        let limit = args
-            .get("limit")
-            .and_then(Value::as_u64)
-            .map(|l| l as usize);
+        let Some(collection) = args.get("collection").and_then(Value::as_str) else {
+            return Ok(tool_error(
+                "`ledger_query` needs `collection`: the name of the collection to read",
+            ));
+        };
+        let order_by = match args.get("order_by") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => return Ok(tool_error("`order_by` is a field name, e.g. \"-score\"")),
+        };
         let ledger = self.ledger()?;
-        let found = Query::from_json(
-            args.get("where"),
-            args.get("order_by").and_then(Value::as_str),
-            limit,
-        )
-        .and_then(|q| ledger.query(collection, &q));
+        let found = Query::limit_from_json(args.get("limit"))
+            .and_then(|limit| Query::from_json(args.get("where"), order_by, limit))
+            .and_then(|q| ledger.query(collection, &q));
         Ok(match found {
             Ok(entries) => CallToolResult::structured(json!({ "entries": entries })),
             Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
@@ -380,6 +394,11 @@ impl ServerHandler for StageServer {
         };
         Ok(ReadResourceResult::new(vec![contents]).into())
     }
+}
+
+/// A tool result that tells the calling model what was wrong with its call.
+fn tool_error(message: &str) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
 }
 
 /// Turns a performance's events into progress messages for the client.

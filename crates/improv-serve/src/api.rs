@@ -6,7 +6,8 @@ use crate::error::ApiError;
 use crate::live::{Hub, Live};
 use crate::perform::{self, Start};
 use crate::stream;
-use axum::extract::{FromRequest, Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -33,16 +34,86 @@ pub(crate) struct AppState {
     pub max_running: usize,
 }
 
-/// A JSON body whose rejections (not JSON, wrong shape, too large) are [`ApiError`]s.
+/// Where the stage is served as an MCP server (its errors are the MCP transport's own).
+pub(crate) const MCP_PATH: &str = "/mcp";
+
+/// Whether a request path is the MCP endpoint's.
+pub(crate) fn is_mcp(path: &str) -> bool {
+    path.strip_prefix(MCP_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The most performances `GET /performances` lists at once (the document says the same).
+pub(crate) const LIST_LIMIT_MAX: u32 = 1000;
+const LIST_LIMIT_DEFAULT: u32 = 50;
+
+/// A query string whose rejections are [`ApiError`]s.
+pub(crate) struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Params(value))
+    }
+}
+
+/// A JSON object body whose rejections are [`ApiError`]s: not JSON 400, too large 413, no JSON
+/// content type 415, not an object or the wrong shape 422 naming the field.
 pub(crate) struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
-        Ok(Body(value))
+        let RawBody(value) = RawBody::from_request(req, state).await?;
+        shaped(value, StatusCode::UNPROCESSABLE_ENTITY).map(Body)
     }
+}
+
+/// Any JSON body, for a handler that looks at it before giving it a shape with [`shaped`].
+pub(crate) struct RawBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<Value>::from_request(req, state).await?;
+        Ok(RawBody(value))
+    }
+}
+
+/// `value` as a `T`, or `status` saying which field is wrong. Only an object is taken: serde
+/// would read a struct from an array too, which the document does not allow.
+pub(crate) fn shaped<T: DeserializeOwned>(value: Value, status: StatusCode) -> Result<T, ApiError> {
+    let refuse = |message: String| ApiError::new(status, "invalid_body", message);
+    if !value.is_object() {
+        let got = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        return Err(refuse(format!("the body must be a JSON object, not {got}")));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            refuse(format!(
+                "the body is not what this endpoint takes: {}",
+                e.inner()
+            ))
+        } else {
+            refuse(format!(
+                "the body is not what this endpoint takes: `{path}`: {}",
+                e.inner()
+            ))
+            .with_param(path)
+        }
+    })
 }
 
 /// Ids name files in the log: the same safe alphabet, checked before anything is looked up.
@@ -115,7 +186,7 @@ pub(crate) async fn start(
         check_id(r)?;
     }
     if let Some(m) = &body.model
-        && (m.is_empty() || m.len() > 200 || m.chars().any(char::is_control))
+        && (m.is_empty() || m.chars().count() > 200 || m.chars().any(char::is_control))
     {
         return Err(ApiError::bad_request(
             "`model` is provider/name, e.g. openai/gpt-5-mini",
@@ -161,17 +232,23 @@ pub(crate) async fn start(
 
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
-    limit: Option<usize>,
+    limit: Option<u32>,
 }
 
 /// `GET /performances`: newest first, with the approvals each running one waits on.
 pub(crate) async fn list(
     State(app): State<AppState>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+    if !(1..=LIST_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "`limit` is 1 to {LIST_LIMIT_MAX}, not {limit}"
+        ))
+        .with_param("limit"));
+    }
     let log = app.log.clone();
-    let rows = blocking(move || Ok(log.list(limit)?)).await?;
+    let rows = blocking(move || Ok(log.list(limit as usize)?)).await?;
     let list: Vec<Value> = rows
         .into_iter()
         .map(|row| with_live(json!(row), app.hub.get(&row.id)))
@@ -199,14 +276,7 @@ pub(crate) async fn get(
 ) -> Result<Json<Value>, ApiError> {
     check_id(&id)?;
     let live = app.hub.get(&id);
-    let log = app.log.clone();
-    let key = id.clone();
-    let row = blocking(move || match log.find(&key) {
-        Ok(row) if row.id == key => Ok(Some(row)),
-        Ok(_) | Err(improv_log::LogError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    })
-    .await?;
+    let row = logged(&app, &id).await?;
     match (row, live) {
         (Some(row), live) => Ok(Json(with_live(json!(row), live))),
         // Launched, its first event not yet indexed.
@@ -216,6 +286,31 @@ pub(crate) async fn get(
         ))),
         (None, None) => Err(unknown(&id)),
     }
+}
+
+/// The logged row of performance `id`, or none. The API takes whole ids only: a prefix (as the
+/// CLI takes) is the client's mistake, answered with the ids it starts so the client can pick.
+async fn logged(app: &AppState, id: &str) -> Result<Option<improv_log::PerformanceRow>, ApiError> {
+    let log = app.log.clone();
+    let key = id.to_string();
+    blocking(move || match log.find(&key) {
+        Ok(row) if row.id == key => Ok(Some(row)),
+        Ok(row) => Err(prefix_of(&key, &[row.id])),
+        Err(improv_log::LogError::NotFound { .. }) => Ok(None),
+        Err(improv_log::LogError::Ambiguous { candidates, .. }) => {
+            Err(prefix_of(&key, &candidates))
+        }
+        Err(e) => Err(e.into()),
+    })
+    .await
+}
+
+fn prefix_of(id: &str, candidates: &[String]) -> ApiError {
+    ApiError::bad_request(format!(
+        "`{id}` is not a whole performance id but the start of {}; send the whole id (GET /performances lists them)",
+        candidates.join(", ")
+    ))
+    .with_code("partial_id")
 }
 
 fn unknown(id: &str) -> ApiError {
@@ -230,15 +325,7 @@ async fn running(app: &AppState, id: &str) -> Result<Arc<Live>, ApiError> {
     if let Some(live) = app.hub.get(id).filter(|l| !l.is_ended()) {
         return Ok(live);
     }
-    let log = app.log.clone();
-    let key = id.to_string();
-    let known = blocking(move || match log.find(&key) {
-        Ok(row) => Ok(row.id == key),
-        Err(improv_log::LogError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    })
-    .await?;
-    if known {
+    if logged(app, id).await?.is_some() {
         Err(ApiError::conflict(format!(
             "performance `{id}` is not running in this server; resume it with POST /performances {{\"resume\": \"{id}\"}}"
         )))
@@ -361,16 +448,9 @@ pub(crate) async fn events(
         ),
     };
     let live = app.hub.get(&id);
-    if live.is_none() {
-        // Replayed from the log: it must exist there.
-        let log = app.log.clone();
-        let key = id.clone();
-        blocking(move || match log.find(&key) {
-            Ok(row) if row.id == key => Ok(()),
-            Ok(_) | Err(improv_log::LogError::NotFound { .. }) => Err(unknown(&key)),
-            Err(e) => Err(e.into()),
-        })
-        .await?;
+    // Replayed from the log: it must exist there.
+    if live.is_none() && logged(&app, &id).await?.is_none() {
+        return Err(unknown(&id));
     }
     let frames = stream::follow(live, app.log.clone(), id, after).map(|f| {
         let mut e = SseEvent::default().data(&*f.data);

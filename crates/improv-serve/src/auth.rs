@@ -84,6 +84,7 @@ pub(crate) async fn require(
         .map(str::trim);
     match given {
         Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(next.run(request).await),
+        _ if crate::api::is_mcp(request.uri().path()) => Err(ApiError::mcp_unauthorized()),
         _ => Err(ApiError::unauthorized()),
     }
 }

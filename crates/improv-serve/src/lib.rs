@@ -299,6 +299,7 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
         .route("/ledger/{collection}", get(api::ledger_get))
         .route("/ledger/{collection}/settle", post(api::ledger_settle))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{id}", get(openai::model_get))
         .route(
             "/openapi.json",
             get(|| async { asset("application/json", OPENAPI) }),
@@ -324,7 +325,7 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
     );
     let api = performances
         .merge(chat)
-        .nest_service("/mcp", mcp)
+        .nest_service(api::MCP_PATH, mcp)
         .layer(axum::middleware::from_fn_with_state(token, auth::require))
         .with_state(app);
     // The page holds no data: it asks for the token and sends it with every API call.
@@ -342,4 +343,6 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
             get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
         )
         .merge(api)
+        // Every error in one JSON envelope, the router's own 404 and 405 too.
+        .layer(axum::middleware::from_fn(error::envelope))
 }

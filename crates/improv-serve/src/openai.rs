@@ -1,15 +1,22 @@
 //! The OpenAI-compatible endpoint: `POST /v1/chat/completions`, streaming and not, where
 //! `model` names the stage. Any OpenAI client or chat UI can talk to a stage; each request is a
-//! logged performance whose intent is the conversation. `GET /v1/models` lists the stage.
+//! logged performance whose intent is the conversation. `GET /v1/models` lists the stage and
+//! `GET /v1/models/{id}` retrieves it.
+//!
+//! Errors are OpenAI's: 400 with `param` naming the field for a body of the wrong shape and for
+//! the parameters a stage cannot honour (`tools`, `n` above 1, a `response_format` other than
+//! text), which are refused rather than silently ignored. A failed performance answers 502 with
+//! `x-should-retry: false`: the official SDKs retry a 5xx by default, and each retry would start
+//! another performance.
 
-use crate::api::{AppState, Body};
+use crate::api::{AppState, RawBody, shaped};
 use crate::error::ApiError;
 use crate::live::{End, Frame};
 use crate::perform::{self, Start};
 use crate::stream;
 use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -89,7 +96,8 @@ fn intent(messages: &[ChatMessage]) -> Result<String, ApiError> {
     match texts.last() {
         None => Err(ApiError::bad_request(
             "`messages` holds no text: send at least one user message",
-        )),
+        )
+        .with_param("messages")),
         Some(_) if texts.len() == 1 => Ok(texts[0].1.clone()),
         Some(_) => Ok(texts
             .iter()
@@ -106,12 +114,92 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The stage, as the model object OpenAI clients read.
+fn model(app: &AppState) -> Value {
+    json!({"id": app.stage.stage.name, "object": "model", "created": 0, "owned_by": "improv"})
+}
+
 /// `GET /v1/models`: the stage, as the one model this server serves.
 pub(crate) async fn models(State(app): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "object": "list",
-        "data": [{"id": app.stage.stage.name, "object": "model", "created": 0, "owned_by": "improv"}],
-    }))
+    Json(json!({"object": "list", "data": [model(&app)]}))
+}
+
+/// `GET /v1/models/{id}`: the stage when `id` names it (`client.models.retrieve`).
+pub(crate) async fn model_get(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_model(&app, &id)?;
+    Ok(Json(model(&app)))
+}
+
+/// 404 unless `name` is the served stage's name.
+fn check_model(app: &AppState, name: &str) -> Result<(), ApiError> {
+    if name == app.stage.stage.name {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "model_not_found",
+        format!(
+            "this server serves the stage `{}`; send it as `model` (GET /v1/models lists it)",
+            app.stage.stage.name
+        ),
+    )
+    .with_param("model"))
+}
+
+/// Tells OpenAI's SDKs not to retry: the request started a performance, and a retry would start
+/// another.
+const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+/// Request fields that change what the answer has to be and that a stage cannot honour: the
+/// first one present is refused by name rather than ignored. Their neutral values (`n: 1`,
+/// `tools: []`, `response_format: {"type": "text"}`, `tool_choice: "none"`) pass.
+fn unsupported(raw: &Value) -> Option<ApiError> {
+    let neutral = |field: &str, v: &Value| match field {
+        "n" => v.is_null() || v.as_u64() == Some(1),
+        "tools" | "functions" => v.is_null() || v.as_array().is_some_and(Vec::is_empty),
+        "tool_choice" | "function_call" => v.is_null() || v == "none" || v == "auto",
+        "response_format" => v.is_null() || v["type"] == "text",
+        "logprobs" => v.is_null() || v == false,
+        _ => true,
+    };
+    let why = |field: &str| match field {
+        "n" => "`n` must be 1: each request is one performance with one answer",
+        "tools" | "functions" | "tool_choice" | "function_call" => {
+            "the stage's actors call their own props; this endpoint cannot call tools given in the request: leave them out"
+        }
+        "response_format" => {
+            "the answer is the lead's text; structured output is not supported: leave `response_format` out or set it to {\"type\": \"text\"}"
+        }
+        _ => "log probabilities are not reported: leave `logprobs` out",
+    };
+    let obj = raw.as_object()?;
+    [
+        "n",
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "response_format",
+        "logprobs",
+    ]
+    .into_iter()
+    .find(|field| obj.get(*field).is_some_and(|v| !neutral(field, v)))
+    .map(|field| {
+        ApiError::bad_request(format!("`{field}` is not supported: {}", why(field)))
+            .with_code("unsupported_parameter")
+            .with_param(field)
+    })
+}
+
+/// The request from its JSON, or OpenAI's 400 (not 422) naming the field at fault.
+fn parse(raw: Value) -> Result<ChatRequest, ApiError> {
+    if let Some(e) = unsupported(&raw) {
+        return Err(e);
+    }
+    shaped(raw, StatusCode::BAD_REQUEST)
 }
 
 fn finish_reason(outcome: Outcome) -> &'static str {
@@ -132,18 +220,10 @@ fn usage(end: &End) -> Value {
 /// `POST /v1/chat/completions`.
 pub(crate) async fn completions(
     State(app): State<AppState>,
-    Body(request): Body<ChatRequest>,
+    RawBody(raw): RawBody,
 ) -> Result<Response, ApiError> {
-    if request.model != app.stage.stage.name {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
-            format!(
-                "this server serves the stage `{}`; send it as `model` (GET /v1/models lists it)",
-                app.stage.stage.name
-            ),
-        ));
-    }
+    let request = parse(raw)?;
+    check_model(&app, &request.model)?;
     let intent = intent(&request.messages)?;
     let outside = perform::outside(&app.stage).await?;
     let (id, live) = perform::start(
@@ -192,11 +272,22 @@ pub(crate) async fn completions(
         let end = live.ended().await;
         drop(guard.disarm());
         if end.outcome == Outcome::Failed {
-            return Err(ApiError::new(
+            let mut response = ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "performance_failed",
-                format!("performance {} failed: {}", end.id, end.reason),
-            ));
+                format!(
+                    "performance {} failed: {}; it is logged (improv show {})",
+                    end.id, end.reason, end.id
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+            if let Some(h) = header {
+                response.headers_mut().insert("x-improv-performance", h);
+            }
+            return Ok(response);
         }
         Json(json!({
             "id": chat_id,

@@ -24,7 +24,11 @@ async fn mcp_clients_cast_the_stage_over_streamable_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.status(),
+        403,
+        "not 401: that starts OAuth in MCP clients"
+    );
 
     let config = StreamableHttpClientTransportConfig::with_uri(server.url("/mcp"))
         .auth_header(server.token.clone());
