@@ -164,6 +164,8 @@ pub enum Unresolved {
     GitAlias { option: String },
     /// Nested deeper than [`MAX_DEPTH`].
     TooDeep,
+    /// More tokens that may nest than [`MAX_NESTING_TOKENS`]: not parsed.
+    TooComplex { tokens: usize },
     /// The line does not parse.
     Unparsable { error: String },
 }
@@ -236,6 +238,10 @@ impl fmt::Display for Unresolved {
             }
             Unresolved::GitAlias { option } => write!(f, "`git {option}` defines a git alias"),
             Unresolved::TooDeep => write!(f, "commands nest deeper than {MAX_DEPTH} levels"),
+            Unresolved::TooComplex { tokens } => write!(
+                f,
+                "the line has {tokens} brackets, quotes and keywords, more than the {MAX_NESTING_TOKENS} it is parsed with; split it, or write a script and run that"
+            ),
             Unresolved::Unparsable { error } => write!(f, "the line does not parse ({error})"),
         }
     }
@@ -257,11 +263,74 @@ pub struct Invocation {
     pub layers: Vec<Resolution>,
 }
 
+/// Lines with more tokens that may nest than this (see [`nesting_tokens`]) are not parsed.
+pub const MAX_NESTING_TOKENS: usize = 8192;
+
+/// Lines with at most this many tokens that may nest are parsed on the caller's stack.
+const INLINE_TOKENS: usize = 16;
+
+/// Stack for parsing, per token that may nest: brush-parser recurses once per level of
+/// nesting, up to about 25 KiB a level in a debug build (measured with nested `$(`, `if`,
+/// `{`, `${`).
+const STACK_PER_TOKEN: usize = 32 << 10;
+
 /// Every simple command `line` would run, wherever it stands in the line.
+///
+/// The parser recurses once per level of nesting, so a hostile line (`$($($(…` ten thousand
+/// deep) would overflow a thread's stack and abort the process: a line that may nest beyond a
+/// few levels is parsed on a thread of its own with a stack for its worst case, and one beyond
+/// [`MAX_NESTING_TOKENS`] is not parsed at all. A parser panic leaves the line unparsable.
 pub fn invocations(line: &str) -> Vec<Invocation> {
-    let mut walker = Walker::default();
-    walker.line(line, 0);
-    walker.out
+    let walk = || {
+        let mut walker = Walker::default();
+        walker.line(line, 0);
+        walker.out
+    };
+    let failed = |why: Unresolved| {
+        vec![Invocation {
+            source: line.to_string(),
+            layers: vec![Resolution::Unresolved(why)],
+        }]
+    };
+    let parser_failed = || Unresolved::Unparsable {
+        error: "the shell parser failed on it".into(),
+    };
+    let tokens = nesting_tokens(line);
+    if tokens > MAX_NESTING_TOKENS {
+        return failed(Unresolved::TooComplex { tokens });
+    }
+    if tokens <= INLINE_TOKENS {
+        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(walk))
+            .unwrap_or_else(|_| failed(parser_failed()));
+    }
+    let stack = (1 << 20) + tokens * STACK_PER_TOKEN;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("improv-shell-parse".into())
+            .stack_size(stack)
+            .spawn_scoped(scope, walk)
+            .ok()
+            .and_then(|handle| handle.join().ok())
+    })
+    .unwrap_or_else(|| failed(parser_failed()))
+}
+
+/// An upper bound on how deeply `line` nests: the brackets, quotes and keywords that open a
+/// level (`(`, `{`, `[`, `` ` ``, `"`, `if`, `while`, `until`, `for`, `case`, `select`,
+/// `function`, `coproc`), counted wherever they stand.
+pub fn nesting_tokens(line: &str) -> usize {
+    const KEYWORDS: [&str; 8] = [
+        "if", "while", "until", "for", "case", "select", "function", "coproc",
+    ];
+    let brackets = line
+        .bytes()
+        .filter(|b| matches!(b, b'(' | b'{' | b'[' | b'`' | b'"'))
+        .count();
+    let keywords = line
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| KEYWORDS.contains(w))
+        .count();
+    brackets + keywords
 }
 
 /// A rule's command glob: matched against a whole command, or asked whether it could match a
@@ -1435,12 +1504,42 @@ mod tests {
         ));
         let deep = (0..=MAX_DEPTH).fold("git push".to_string(), |l, _| format!("$({l})"));
         assert_eq!(reason(&deep), Unresolved::TooDeep);
+        let nested = format!("echo {}x{}", "$(".repeat(9000), ")".repeat(9000));
+        assert_eq!(reason(&nested), Unresolved::TooComplex { tokens: 9000 });
         assert!(
             reason("$cmd").to_string().contains("computed"),
             "the reason says what could not be resolved"
         );
         // Listing aliases and looking a program up run nothing.
         assert_eq!(runs("alias; hash git"), [["alias"], ["hash git"]]);
+    }
+
+    /// Nesting as deep as is parsed, of each kind that makes the parser recurse, parses on its
+    /// own thread instead of overflowing the caller's stack (which aborts the process).
+    #[test]
+    fn deeply_nested_lines_do_not_overflow_the_stack() {
+        let n = MAX_NESTING_TOKENS / 2 - 1;
+        let lines = [
+            format!("echo {}git push{}", "$(".repeat(n), ")".repeat(n)),
+            format!(
+                "{}git push;{}",
+                "if true; then ".repeat(n),
+                " fi;".repeat(n)
+            ),
+            format!("{}git push;{}", "{ ".repeat(n), " }".repeat(n)),
+            format!("echo {}x{}", "${a:-".repeat(n), "}".repeat(n)),
+        ];
+        // On a thread with the stack a tokio worker has.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                for line in &lines {
+                    assert!(!invocations(line).is_empty(), "{}", &line[..40]);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

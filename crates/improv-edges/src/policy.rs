@@ -579,6 +579,10 @@ impl Policy {
             subject: line.to_string(),
             because: None,
         };
+        if rules.is_empty() {
+            // Nothing to match: the line need not be parsed.
+            return fallback;
+        }
         let mut worst: Option<Verdict> = None;
         for invocation in command::invocations(line) {
             let verdict = judge_invocation(&rules, &invocation);
