@@ -1,13 +1,18 @@
 //! File checks: assertions about one file of the workspace — it exists (or must not), contains a
-//! text, matches a regular expression, is JSON that satisfies a JSON Schema. The path is kept
-//! inside the workspace, symlinks included, as the props keep theirs.
+//! text, matches a regular expression, is JSON that satisfies a JSON Schema. The file is read
+//! beneath the workspace and the schema beneath the stage folder, as the props read theirs
+//! ([`Workspace`]): a symlink that leads outside, even one swapped in while the check runs, is
+//! refused, so no outside text reaches a verdict.
 
-use improv_props::workspace::Workspace;
+use improv_props::workspace::{PathError, Scope, Workspace};
 use improv_stage::Check;
 use std::path::Path;
 
 /// The most schema violations listed in one verdict.
 const MAX_VIOLATIONS: usize = 10;
+
+/// The largest schema file read.
+const SCHEMA_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Checks the assertions of `check` on its file in `workspace`; relative schema paths are found
 /// in `stage_dir`. Whether they all hold, and what was found: every failed assertion, one a
@@ -16,12 +21,15 @@ pub fn assert(check: &Check, workspace: &Path, stage_dir: &Path) -> (bool, Strin
     let Some(given) = check.file.as_deref() else {
         return (false, "this check names no `file`".into());
     };
-    let path = match Workspace::new(workspace).and_then(|w| w.resolve(given)) {
-        Ok(path) => path,
+    let (workspace, exists) = match Workspace::new(workspace).and_then(|w| {
+        let exists = w.exists(given)?;
+        Ok((w, exists))
+    }) {
+        Ok(found) => found,
         Err(e) => return (false, format!("file `{given}`: {e}")),
     };
     if !check.exists {
-        return if path.exists() {
+        return if exists {
             (
                 false,
                 format!("`{given}` exists, but this check wants it absent: remove it"),
@@ -30,7 +38,7 @@ pub fn assert(check: &Check, workspace: &Path, stage_dir: &Path) -> (bool, Strin
             (true, format!("`{given}` does not exist, as required"))
         };
     }
-    if !path.exists() {
+    if !exists {
         return (false, format!("`{given}` does not exist; create it"));
     }
     let wants_content =
@@ -38,14 +46,14 @@ pub fn assert(check: &Check, workspace: &Path, stage_dir: &Path) -> (bool, Strin
     if !wants_content {
         return (true, format!("`{given}` exists"));
     }
-    if path.is_dir() {
-        return (
-            false,
-            format!("`{given}` is a folder, but this check reads it as a file"),
-        );
-    }
-    let bytes = match std::fs::read(&path) {
+    let bytes = match workspace.read(given, usize::MAX) {
         Ok(b) => b,
+        Err(PathError::IsDir { .. }) => {
+            return (
+                false,
+                format!("`{given}` is a folder, but this check reads it as a file"),
+            );
+        }
         Err(e) => return (false, format!("`{given}` cannot be read: {e}")),
     };
     let text = String::from_utf8_lossy(&bytes);
@@ -66,9 +74,9 @@ pub fn assert(check: &Check, workspace: &Path, stage_dir: &Path) -> (bool, Strin
         }
     }
     if let Some(schema) = &check.schema {
-        let schema_path = stage_dir.join(schema);
-        match schema_problems(&schema_path, given, &text) {
-            Ok(()) => held.push(format!("satisfies {}", schema_path.display())),
+        let shown = stage_dir.join(schema).display().to_string();
+        match schema_problems(stage_dir, schema, &shown, given, &text) {
+            Ok(()) => held.push(format!("satisfies {shown}")),
             Err(found) => problems.extend(found),
         }
     }
@@ -79,10 +87,17 @@ pub fn assert(check: &Check, workspace: &Path, stage_dir: &Path) -> (bool, Strin
     }
 }
 
-/// What keeps `text` (the file `given`) from satisfying the JSON Schema at `schema_path`.
-fn schema_problems(schema_path: &Path, given: &str, text: &str) -> Result<(), Vec<String>> {
-    let shown = schema_path.display();
-    let schema: serde_json::Value = std::fs::read_to_string(schema_path)
+/// What keeps `text` (the file `given`) from satisfying the JSON Schema `schema`, read beneath
+/// `stage_dir` and shown as `shown`.
+fn schema_problems(
+    stage_dir: &Path,
+    schema: &Path,
+    shown: &str,
+    given: &str,
+    text: &str,
+) -> Result<(), Vec<String>> {
+    let schema: serde_json::Value = Workspace::scoped(stage_dir, Scope::StageFolder)
+        .and_then(|folder| folder.read_to_string(schema, SCHEMA_MAX_BYTES))
         .map_err(|e| format!("the schema {shown} cannot be read: {e}"))
         .and_then(|s| {
             serde_json::from_str(&s).map_err(|e| format!("the schema {shown} is not JSON: {e}"))

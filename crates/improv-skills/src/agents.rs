@@ -1,6 +1,9 @@
 //! AGENTS.md by convention: the files that apply to a path are those of every folder from the
-//! workspace root down to it, outermost first, so nearer files can refine farther ones.
+//! workspace root down to it, outermost first, so nearer files can refine farther ones. They are
+//! read beneath the workspace ([`read_agents`]): one that is, or is swapped for, a symlink
+//! leading outside is refused.
 
+use improv_workspace::{PathError, Workspace};
 use std::path::{Component, Path, PathBuf};
 
 /// The file name looked for in each folder.
@@ -56,4 +59,15 @@ fn normalize(path: &Path) -> Option<PathBuf> {
         }
     }
     Some(out)
+}
+
+/// At most `max_bytes` of the AGENTS.md `file` (one of [`agents_files`], absolute or relative to
+/// the root), read beneath `workspace`: refused when it leads outside.
+pub fn read_agents(
+    workspace: &Workspace,
+    file: &Path,
+    max_bytes: usize,
+) -> Result<String, PathError> {
+    let rel = file.strip_prefix(workspace.root()).unwrap_or(file);
+    workspace.read_to_string(rel, max_bytes)
 }

@@ -7,15 +7,22 @@
 //! decides to use one, through the [`SkillProp`] (progressive disclosure).
 //!
 //! [`agents_files`] finds the AGENTS.md files along the folders an actor works in.
+//!
+//! Skills are read beneath a bound ([`improv_workspace::Workspace`]): a stage's skills beneath the
+//! stage folder, which actors can write, so a skill folder or SKILL.md that is (or is swapped
+//! for) a symlink leaving it is refused; the user's skills, and a folder the stage names outside
+//! itself, beneath each skill's own folder as found (the director's links are followed once,
+//! when skills are found, and nothing read later leaves that folder).
 
 mod agents;
 mod prop;
 
-pub use agents::{AGENTS_FILE, agents_files};
+pub use agents::{AGENTS_FILE, agents_files, read_agents};
 pub use prop::SkillProp;
 
+use improv_workspace::{Kind, PathError, Scope, Workspace};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The file that makes a folder a skill.
 pub const SKILL_FILE: &str = "SKILL.md";
@@ -23,6 +30,9 @@ pub const SKILL_FILE: &str = "SKILL.md";
 /// The longest skill name and description the Agent Skills format allows.
 pub const NAME_MAX: usize = 64;
 pub const DESCRIPTION_MAX: usize = 1024;
+
+/// The most of a SKILL.md read; the format asks for far less.
+const SKILL_MAX_BYTES: usize = 1024 * 1024;
 
 /// Where a skill was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -40,6 +50,23 @@ pub struct Skill {
     /// The skill's folder.
     pub dir: PathBuf,
     pub source: Source,
+    /// Where its files are read from: beneath which folder, and its own folder inside it.
+    #[serde(skip)]
+    within: Within,
+}
+
+/// A skill's bound: the root folder reads stay beneath, and the skill's folder relative to it.
+#[derive(Clone, Debug, PartialEq)]
+struct Within {
+    root: PathBuf,
+    scope: Scope,
+    rel: PathBuf,
+}
+
+impl Within {
+    fn open(&self) -> Result<Workspace, PathError> {
+        Workspace::scoped(&self.root, self.scope)
+    }
 }
 
 impl Skill {
@@ -48,12 +75,16 @@ impl Skill {
         self.dir.join(SKILL_FILE)
     }
 
-    /// The instructions: SKILL.md after its front matter.
+    /// The instructions: SKILL.md after its front matter, read beneath the skill's bound.
     pub fn body(&self) -> Result<String, SkillError> {
-        let text = std::fs::read_to_string(self.file()).map_err(|source| SkillError::Read {
-            path: self.file(),
-            source,
-        })?;
+        let text = self
+            .within
+            .open()
+            .and_then(|ws| ws.read_to_string(self.within.rel.join(SKILL_FILE), SKILL_MAX_BYTES))
+            .map_err(|source| SkillError::Read {
+                path: self.file(),
+                source,
+            })?;
         Ok(split_front_matter(&text)
             .map(|(_, body)| body)
             .unwrap_or(&text)
@@ -61,24 +92,23 @@ impl Skill {
             .to_string())
     }
 
-    /// The files beside SKILL.md, relative to the skill's folder, sorted; at most `max`.
+    /// The files beside SKILL.md, relative to the skill's folder, sorted; at most `max`. Listed
+    /// beneath the skill's bound, symlinks not followed.
     pub fn files(&self, max: usize) -> Vec<String> {
+        let Ok(ws) = self.within.open() else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        let mut stack = vec![self.dir.clone()];
+        let mut stack = vec![PathBuf::new()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+            let Ok(entries) = ws.read_dir(self.within.rel.join(&dir)) else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                if kind.is_dir() {
-                    stack.push(path);
-                } else if let Ok(rel) = path.strip_prefix(&self.dir)
-                    && rel != Path::new(SKILL_FILE)
-                {
+            for entry in entries {
+                let rel = dir.join(&entry.name);
+                if entry.kind == Kind::Dir {
+                    stack.push(rel);
+                } else if rel != Path::new(SKILL_FILE) {
                     out.push(rel.to_string_lossy().into_owned());
                 }
             }
@@ -98,10 +128,7 @@ impl Skill {
 #[derive(Debug, thiserror::Error)]
 pub enum SkillError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: PathError },
 }
 
 /// The skills found, and what was wrong with the ones skipped.
@@ -144,41 +171,146 @@ pub fn user_dir() -> Option<PathBuf> {
 /// Finds the skills of a stage: its `folders` (relative to `stage_dir`) first, then `user`
 /// (usually [`user_dir`]). A name found twice keeps the first, with a warning.
 pub fn discover(stage_dir: &Path, folders: &[String], user: Option<&Path>) -> Found {
-    let mut roots: Vec<(PathBuf, Source)> = folders
-        .iter()
-        .map(|f| (stage_dir.join(f), Source::Stage))
-        .collect();
-    roots.extend(user.map(|u| (u.to_path_buf(), Source::User)));
+    let stage_root = stage_dir.canonicalize().ok();
     let mut found = Found::default();
-    for (root, source) in roots {
-        let Ok(entries) = std::fs::read_dir(&root) else {
-            continue; // An absent folder has no skills; that is not worth a warning.
+    for folder in folders {
+        let shown = stage_dir.join(folder);
+        // A folder inside the stage folder is read beneath it: actors can write there.
+        let inside = stage_root.as_ref().and_then(|root| {
+            let rel = normalize(&root.join(folder))
+                .strip_prefix(root)
+                .ok()?
+                .to_path_buf();
+            Some((root, rel))
+        });
+        let skills = match inside {
+            Some((root, rel)) => bound_skills(root, &rel, &shown, Source::Stage, &mut found),
+            None => own_skills(&shown, Source::Stage),
         };
-        let mut dirs: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join(SKILL_FILE).is_file())
-            .collect();
-        dirs.sort();
-        for dir in dirs {
-            match read_skill(&dir, source) {
+        found.add(skills);
+    }
+    if let Some(user) = user {
+        found.add(own_skills(user, Source::User));
+    }
+    found
+}
+
+/// A skill found, or why one is skipped (naming the file).
+type Candidate = Result<Skill, String>;
+
+/// The skills in the folder `rel` beneath `root` (the stage folder), each read beneath it.
+fn bound_skills(
+    root: &Path,
+    rel: &Path,
+    shown: &Path,
+    source: Source,
+    found: &mut Found,
+) -> Vec<Candidate> {
+    let Ok(ws) = Workspace::scoped(root, Scope::StageFolder) else {
+        return Vec::new();
+    };
+    let mut entries = match ws.read_dir(rel) {
+        Ok(entries) => entries,
+        // An absent folder has no skills; that is not worth a warning.
+        Err(e) if is_absent(&e) => return Vec::new(),
+        Err(e) => {
+            found
+                .warnings
+                .push(format!("{}: {e}; its skills are skipped", shown.display()));
+            return Vec::new();
+        }
+    };
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    entries
+        .into_iter()
+        .filter(|e| matches!(e.kind, Kind::Dir | Kind::Symlink))
+        .filter_map(|e| {
+            let within = Within {
+                root: ws.root().to_path_buf(),
+                scope: Scope::StageFolder,
+                rel: rel.join(&e.name),
+            };
+            candidate(&ws, within, shown.join(&e.name), source)
+        })
+        .collect()
+}
+
+/// The skills in a folder of the director's own (the user's, or one the stage names outside
+/// itself): each skill is bound by its own folder, as found now.
+fn own_skills(folder: &Path, source: Source) -> Vec<Candidate> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new(); // An absent folder has no skills; that is not worth a warning.
+    };
+    let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    dirs.sort();
+    dirs.into_iter()
+        .filter_map(|dir| {
+            let ws = Workspace::scoped(&dir, Scope::SkillsFolder).ok()?;
+            let within = Within {
+                root: ws.root().to_path_buf(),
+                scope: Scope::SkillsFolder,
+                rel: PathBuf::new(),
+            };
+            candidate(&ws, within, dir, source)
+        })
+        .collect()
+}
+
+/// The skill in `within`, shown as `dir`: `None` when the folder has no SKILL.md.
+fn candidate(ws: &Workspace, within: Within, dir: PathBuf, source: Source) -> Option<Candidate> {
+    let file = dir.join(SKILL_FILE);
+    match ws.read_to_string(within.rel.join(SKILL_FILE), SKILL_MAX_BYTES) {
+        Ok(text) => Some(read_skill(&text, dir, within, source)),
+        Err(e) if is_absent(&e) || matches!(e, PathError::IsDir { .. }) => None,
+        Err(e) => Some(Err(format!(
+            "{}: {e}; the skill is skipped",
+            file.display()
+        ))),
+    }
+}
+
+/// Whether `e` says the path is not there (or a file stands where a folder was looked for).
+fn is_absent(e: &PathError) -> bool {
+    matches!(e, PathError::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory))
+}
+
+/// Resolves `.` and `..` lexically.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl Found {
+    /// Keeps the skills found in one folder; a name found before is shadowed, with a warning.
+    fn add(&mut self, candidates: Vec<Candidate>) {
+        for candidate in candidates {
+            match candidate {
                 Ok(skill) => {
-                    if let Some(first) = found.skills.iter().find(|s| s.name == skill.name) {
-                        found.warnings.push(format!(
+                    if let Some(first) = self.skills.iter().find(|s| s.name == skill.name) {
+                        self.warnings.push(format!(
                             "{}: skill `{}` is also in {}, which is used instead",
                             skill.file().display(),
                             skill.name,
                             first.file().display()
                         ));
                     } else {
-                        found.skills.push(skill);
+                        self.skills.push(skill);
                     }
                 }
-                Err(warning) => found.warnings.push(warning),
+                Err(warning) => self.warnings.push(warning),
             }
         }
     }
-    found
 }
 
 /// The front matter of a SKILL.md.
@@ -188,12 +320,11 @@ struct FrontMatter {
     description: Option<String>,
 }
 
-/// Reads one skill, or says why it is skipped (naming the file).
-fn read_skill(dir: &Path, source: Source) -> Result<Skill, String> {
+/// Parses one skill's SKILL.md `text`, or says why it is skipped (naming the file).
+fn read_skill(text: &str, dir: PathBuf, within: Within, source: Source) -> Result<Skill, String> {
     let file = dir.join(SKILL_FILE);
     let skip = |why: String| format!("{}: {why}; the skill is skipped", file.display());
-    let text = std::fs::read_to_string(&file).map_err(|e| skip(format!("cannot read it ({e})")))?;
-    let (yaml, _) = split_front_matter(&text).ok_or_else(|| {
+    let (yaml, _) = split_front_matter(text).ok_or_else(|| {
         skip("it does not open with YAML front matter (a `---` line, `name:` and `description:`, and a closing `---` line)".into())
     })?;
     let front: FrontMatter = yaml_serde::from_str(yaml)
@@ -226,8 +357,9 @@ fn read_skill(dir: &Path, source: Source) -> Result<Skill, String> {
     Ok(Skill {
         name,
         description,
-        dir: dir.to_path_buf(),
+        dir,
         source,
+        within,
     })
 }
 

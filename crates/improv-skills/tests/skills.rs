@@ -227,3 +227,149 @@ fn agents_files_run_from_the_root_down_to_the_path() {
     assert!(agents_files(root, Path::new("../elsewhere/x.rs")).is_empty());
     assert!(agents_files(&root.join("docs"), &root.join("crates/a")).is_empty());
 }
+
+const SECRET: &str = "OUTSIDE-SECRET-0d4e";
+
+/// An outside folder holding a skill `pdf` whose description and body are the secret.
+fn outside_skill() -> tempfile::TempDir {
+    let outside = tempfile::tempdir().unwrap();
+    write(
+        &outside.path().join("pdf/SKILL.md"),
+        &format!("---\nname: pdf\ndescription: {SECRET}\n---\n{SECRET}\n"),
+    );
+    write(&outside.path().join("pdf/secret-file.txt"), SECRET);
+    outside
+}
+
+#[test]
+fn stage_skills_that_lead_outside_the_stage_folder_are_refused_and_named() {
+    let (stage, _user) = setup();
+    let outside = outside_skill();
+    let skills = stage.path().join("skills");
+    // A skill folder that is a symlink out, and a SKILL.md that is one.
+    std::os::unix::fs::symlink(outside.path().join("pdf"), skills.join("evil")).unwrap();
+    fs::create_dir_all(skills.join("file-link")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("pdf/SKILL.md"),
+        skills.join("file-link/SKILL.md"),
+    )
+    .unwrap();
+    // A skill linked from elsewhere inside the stage folder is fine.
+    write(
+        &stage.path().join("vendor/fmt/SKILL.md"),
+        "---\nname: fmt\ndescription: Format code.\n---\nRun the formatter.\n",
+    );
+    std::os::unix::fs::symlink("../vendor/fmt", skills.join("fmt")).unwrap();
+    // A whole skills folder that leads out.
+    std::os::unix::fs::symlink(outside.path(), stage.path().join("more")).unwrap();
+
+    let found = discover(stage.path(), &["skills".into(), "more".into()], None);
+    let names: Vec<&str> = found.skills.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["fmt", "pdf", "release"]);
+    assert_eq!(
+        found.get("fmt").unwrap().body().unwrap(),
+        "Run the formatter."
+    );
+    let w = found.warnings.join("\n");
+    for skipped in ["skills/evil/SKILL.md", "skills/file-link/SKILL.md"] {
+        let line = found
+            .warnings
+            .iter()
+            .find(|l| l.contains(skipped))
+            .unwrap_or_else(|| panic!("no warning for {skipped}: {w}"));
+        assert!(
+            line.contains("leads outside the stage folder through a symlink"),
+            "{line}"
+        );
+    }
+    assert!(
+        w.contains("more: `more` leads outside the stage folder through a symlink"),
+        "{w}"
+    );
+    assert!(
+        !w.contains(SECRET) && !found.context().contains(SECRET),
+        "{w}"
+    );
+}
+
+/// Exchanges `a` and `b` atomically, so `a` is always there: a folder, then a symlink.
+fn exchange(a: &Path, b: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(a), Ok(b)) = (
+        std::ffi::CString::new(a.as_os_str().as_bytes()),
+        std::ffi::CString::new(b.as_os_str().as_bytes()),
+    ) else {
+        return false;
+    };
+    // SAFETY: both are valid NUL-terminated paths; the call touches nothing else.
+    unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        ) == 0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skill_folder_swapped_for_a_symlink_never_brings_outside_text() {
+    const CALLS: usize = 400;
+    let (stage, _user) = setup();
+    let outside = outside_skill();
+    let found = discover(stage.path(), &["skills".into()], None);
+    let skills = stage.path().join("skills");
+    std::os::unix::fs::symlink(outside.path().join("pdf"), skills.join("swap")).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, skills) = (stop.clone(), skills.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                swaps += u64::from(exchange(&skills.join("pdf"), &skills.join("swap")));
+            }
+            swaps
+        })
+    };
+    let turns = (0..CALLS).map(|_| ScriptedTurn::call("skill", serde_json::json!({"name": "pdf"})));
+    let model = Arc::new(ScriptedModel::new(turns.chain([ScriptedTurn::say("done")])));
+    let actor = Actor {
+        name: "lead".into(),
+        system: found.context(),
+        model,
+        props: vec![Arc::new(SkillProp::new(&found))],
+        max_output_tokens: None,
+    };
+    let mut p = Performance::builder(actor)
+        .workspace(stage.path())
+        .start("use the pdf skill")
+        .unwrap();
+    p.act(&CancellationToken::new()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    let results: Vec<(String, bool)> = p
+        .conversation()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool {
+                content, is_error, ..
+            } => Some((content.clone(), *is_error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results.len(), CALLS);
+    let refused = results.iter().filter(|(_, e)| *e).count();
+    let leaked = results
+        .iter()
+        .filter(|(c, _)| c.contains(SECRET) || c.contains("secret-file"))
+        .count();
+    println!("{swaps} swaps, {CALLS} calls, {refused} refused, {leaked} leaked");
+    assert!(swaps > CALLS as u64, "the swapper ran");
+    assert!(refused > 0, "some reads met the symlink");
+    assert!(
+        results.iter().any(|(c, e)| !e && c.starts_with("# PDF")),
+        "some reads met the folder"
+    );
+    assert_eq!(leaked, 0, "outside text reached the model");
+}

@@ -176,11 +176,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Mcp) => {
             let stage = std::sync::Arc::new(perform::load_stage(stage_path.as_deref(), true)?);
-            runtime()?.block_on(async {
+            let rt = runtime()?;
+            let served = rt.block_on(async {
                 let stopping = shutdown::Shutdown::install()?.stopping();
                 improv_mcp::serve_stdio_until(stage, stopping.cancelled_owned()).await?;
                 anyhow::Ok(())
-            })?;
+            });
+            // Stopped by a signal, the stdin reader is still blocked in a read on tokio's
+            // blocking pool, which an ordinary runtime drop would wait for.
+            rt.shutdown_background();
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Note { id, text }) => {

@@ -391,3 +391,43 @@ fn sighup_at_the_session_prompt_ends_it_cleanly() {
     );
     drop(stdin);
 }
+
+/// `improv mcp` with a performance an MCP client started over stdio, stopped by SIGTERM.
+#[test]
+fn sigterm_ends_improv_mcp_and_its_performances_cleanly() {
+    let marker = "60.106";
+    let fixture = Fixture::new(&format!("sleep {marker} & sleep {marker}"));
+    let mut child = fixture
+        .improv()
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let replies = lines_of(child.stdout.take().unwrap());
+    let _stderr = lines_of(child.stderr.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut send = |message: Value| {
+        std::io::Write::write_all(&mut stdin, format!("{message}\n").as_bytes()).unwrap();
+    };
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-03-26", "capabilities": {},
+        "clientInfo": {"name": "signals-test", "version": "0"}}}),
+    );
+    let hello = replies.recv_timeout(PROMPT).unwrap();
+    assert!(hello.contains("\"result\""), "{hello}");
+    send(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "perform", "arguments": {"intent": "Wait."}}}),
+    );
+    let running = actor_is_running(&fixture, marker);
+    signal(&child, libc::SIGTERM);
+    let status = exits_promptly(&mut child);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a server asked to stop stops cleanly"
+    );
+    cleaned_up(&fixture, marker, &running);
+}
