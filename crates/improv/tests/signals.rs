@@ -200,6 +200,7 @@ fn exits_promptly(child: &mut Child) -> ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
+            eprintln!("improv exited {:?} after the signal", start.elapsed());
             return status;
         }
         if start.elapsed() > PROMPT {
