@@ -8,30 +8,33 @@
 //! - every hidden file (`.env`, `*.pem`, ... as the edges say, matched without regard to ASCII
 //!   case) is covered by an empty, unreadable, read-only file, every hidden folder and improv's
 //!   state ([`SandboxConfig::concealed`](crate::SandboxConfig::concealed)) by an empty folder;
-//! - the folders above a control file or improv's state are bound onto themselves (read-write).
+//! - the folders above a control file, improv's state or a hidden path are bound onto themselves
+//!   (read-write).
 //!
 //! A mount point cannot be renamed, removed or replaced in its namespace (`EBUSY`), so none of
-//! these can be moved aside, and a moved parent folder carries its mounts along. The mounts exist
+//! these can be moved aside, nor any folder that holds one: a hidden file found by a scan stays
+//! where it was for every command started since, background ones included. The mounts exist
 //! only in that command's namespace; seccomp then denies `mount`, `umount2`, `unshare` and
 //! `setns`, and `exec` drops every capability, so the command cannot undo them.
 //!
-//! The workspace is scanned again before every command ([`Scanner`]), so a hidden file is covered
-//! wherever an earlier command moved it. The scan keeps what it read of each folder, keyed by the
-//! folder's change time (which no command can set), and reads again only the folders that
-//! changed: a rescan costs one `lstat` per folder. It is written here rather than with a walker
-//! crate for that cache. Each covered path is opened and checked to be the very file the scan
-//! found before the mount goes onto that open file, so a path swapped between the scan and the
-//! mount fails the command instead of covering something else. Where improv cannot cover every
-//! hidden file (too many of them, too large a workspace, a folder it cannot read, folders that
-//! keep changing under a running command) no command runs: [`ScanError`] says why and what to
-//! do.
+//! The workspace is scanned again before every command ([`Scanner`]), so a hidden file that
+//! appeared, or that something outside the sandbox moved, is covered where it is now. The scan
+//! keeps what it read of each folder, keyed by the folder's change time (which no command can
+//! set), and reads again only the folders that changed: a rescan costs one `lstat` per folder.
+//! It is written here rather than with a walker crate for that cache. A command running during
+//! a scan cannot move what earlier scans found (pinned), so what it can hide from the scan is
+//! what it could read anyway. Each covered path is opened and checked to be the very file the
+//! scan found before the mount goes onto that open file, so a path swapped between the scan and
+//! the mount fails the command instead of covering something else. Where improv cannot cover
+//! every hidden file (too many of them, too large a workspace, a folder it cannot read) no
+//! command runs: [`ScanError`] says why and what to do.
 
 use crate::policy::PathGlob;
 use rustix::fs::{Mode, OFlags, StatVfsMountFlags};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::thread::UnshareFlags;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -45,11 +48,14 @@ use std::time::{Duration, SystemTime};
 pub const SCAN_ENTRIES: usize = 500_000;
 /// How many hidden paths are covered, at most, before commands are refused.
 pub const MAX_COVERS: usize = 1_000;
+/// How many mounts a command's namespace gets, at most (covers, read-only paths and the folders
+/// pinned above them), before commands are refused.
+pub const MAX_MOUNTS: usize = 4_000;
 /// A folder changed this recently may change again without its change time moving (the kernel
 /// stamps times from a clock that ticks every few milliseconds): it is read again next time.
 const SETTLE: Duration = Duration::from_millis(30);
-/// How often a scan is tried again while a running command changes the workspace under it.
-const TRIES: usize = 4;
+/// How often a scan is made again while a hidden file the last one found is missing.
+const RESCANS: usize = 3;
 
 /// Why no command may run: improv cannot cover every hidden file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -67,9 +73,9 @@ pub enum ScanError {
     )]
     Unreadable { path: PathBuf, reason: String },
     #[error(
-        "{path} kept changing while improv looked for hidden files (a running command is moving files?), so the command was not run; stop that command or run it again"
+        "the workspace has {count} paths to guard for commands (hidden files, `read_only` matches and the folders above them), more than the {max} improv mounts, so it runs none; narrow `hidden` and `read_only` under [edges] in stage.toml"
     )]
-    Changing { path: PathBuf },
+    TooManyMounts { count: usize, max: usize },
 }
 
 /// A file or folder's identity: `(st_dev, st_ino)`.
@@ -133,22 +139,6 @@ pub struct Scan {
     pub read_only: Vec<Found>,
     /// Entries looked at.
     pub entries: usize,
-    /// Every folder walked, and its stamp: to check nothing moved during the scan.
-    dirs: Vec<(PathBuf, Stamp)>,
-}
-
-impl Scan {
-    /// Whether every folder walked is as the scan read it, changed long enough ago that a
-    /// change since would show.
-    fn still_current(&self, now: SystemTime) -> Result<(), PathBuf> {
-        for (dir, stamp) in &self.dirs {
-            match std::fs::symlink_metadata(dir) {
-                Ok(meta) if Stamp::of(&meta) == *stamp && stamp.settled(now) => {}
-                _ => return Err(dir.clone()),
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Globs matched against a path with its ASCII letters lowered: `.ENV` is as hidden as `.env`.
@@ -195,6 +185,8 @@ pub struct Scanner {
     /// Covered whole, not scanned ([`crate::SandboxConfig::concealed`]).
     skip: Vec<PathBuf>,
     cache: HashMap<PathBuf, Listing>,
+    /// The hidden files the last scan found.
+    known: HashSet<Id>,
 }
 
 impl Scanner {
@@ -205,26 +197,27 @@ impl Scanner {
             read_only,
             skip,
             cache: HashMap::new(),
+            known: HashSet::new(),
         }
     }
 
-    /// Scans the workspace. With `concurrent` (a command of the performance is running and may
-    /// move files meanwhile) the scan is checked against the folders afterwards and tried again
-    /// while they change.
-    pub fn scan(&mut self, concurrent: bool) -> Result<Scan, ScanError> {
-        let mut last = self.root.clone();
-        for _ in 0..TRIES {
-            let scan = self.walk()?;
-            if !concurrent {
-                return Ok(scan);
+    /// Scans the workspace. A folder that disappears meanwhile (a running command removed or
+    /// moved it) is passed over: it holds no hidden file an earlier scan found, as those and the
+    /// folders above them cannot be moved by commands. Something outside the sandbox may move
+    /// one during the scan, out of its sight (a folder renamed while its parent is read): while
+    /// a hidden file the last scan found is missing, the scan is made again (reading only what
+    /// changed), a few times before it is taken as removed.
+    pub fn scan(&mut self) -> Result<Scan, ScanError> {
+        let mut scan = self.walk()?;
+        for _ in 0..RESCANS {
+            let found: HashSet<Id> = scan.hidden.iter().map(|f| f.id).collect();
+            if self.known.is_subset(&found) {
+                break;
             }
-            match scan.still_current(SystemTime::now()) {
-                Ok(()) => return Ok(scan),
-                Err(dir) => last = dir,
-            }
-            std::thread::sleep(SETTLE);
+            scan = self.walk()?;
         }
-        Err(ScanError::Changing { path: last })
+        self.known = scan.hidden.iter().map(|f| f.id).collect();
+        Ok(scan)
     }
 
     fn walk(&mut self) -> Result<Scan, ScanError> {
@@ -236,15 +229,17 @@ impl Scanner {
         let mut stack = vec![(self.root.clone(), false)];
         while let Some((dir, under_read_only)) = stack.pop() {
             let before = SystemTime::now();
-            let changing = || ScanError::Changing { path: dir.clone() };
-            let meta = std::fs::symlink_metadata(&dir).map_err(|_| changing())?;
-            if !meta.is_dir() {
-                return Err(changing());
-            }
+            let meta = match std::fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.is_dir() => meta,
+                _ => continue,
+            };
             let stamp = Stamp::of(&meta);
             let listing = match old.remove(&dir) {
                 Some(l) if l.stamp == stamp && l.settled => l,
-                _ => self.read(&dir, under_read_only, stamp, stamp.settled(before))?,
+                _ => match self.read(&dir, under_read_only, stamp, stamp.settled(before))? {
+                    Some(listing) => listing,
+                    None => continue,
+                },
             };
             scan.entries += listing.entries;
             if scan.entries > SCAN_ENTRIES {
@@ -266,28 +261,23 @@ impl Scanner {
             for (name, under) in listing.subdirs.iter().rev() {
                 stack.push((dir.join(name), *under));
             }
-            scan.dirs.push((dir.clone(), stamp));
             self.cache.insert(dir, listing);
         }
         Ok(scan)
     }
 
-    /// Reads one folder: what in it is hidden or read-only, and where to descend.
+    /// Reads one folder: what in it is hidden or read-only, and where to descend; `None` if it
+    /// is gone.
     fn read(
         &self,
         dir: &Path,
         under_read_only: bool,
         stamp: Stamp,
         settled: bool,
-    ) -> Result<Listing, ScanError> {
-        let unreadable = |e: io::Error| match e.kind() {
-            io::ErrorKind::NotFound => ScanError::Changing {
-                path: dir.to_path_buf(),
-            },
-            _ => ScanError::Unreadable {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            },
+    ) -> Result<Option<Listing>, ScanError> {
+        let unreadable = |e: io::Error| ScanError::Unreadable {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
         };
         let rel = dir.strip_prefix(&self.root).unwrap_or(dir);
         let mut listing = Listing {
@@ -298,7 +288,11 @@ impl Scanner {
             read_only: Vec::new(),
             subdirs: Vec::new(),
         };
-        for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entries = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            entries => entries.map_err(unreadable)?,
+        };
+        for entry in entries {
             let entry = entry.map_err(unreadable)?;
             listing.entries += 1;
             let kind = entry.file_type().map_err(unreadable)?;
@@ -318,7 +312,10 @@ impl Scanner {
             if hidden || read_only {
                 // The identity the command's mount checks, as a path lookup sees it (a host
                 // mount point's root, not the folder beneath it).
-                let meta = std::fs::symlink_metadata(&path).map_err(unreadable)?;
+                let meta = match std::fs::symlink_metadata(&path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    meta => meta.map_err(unreadable)?,
+                };
                 let found = (name.clone(), is_dir, (meta.dev(), meta.ino()));
                 if hidden {
                     listing.hidden.push(found);
@@ -330,7 +327,7 @@ impl Scanner {
                 listing.subdirs.push((name, under_read_only || read_only));
             }
         }
-        Ok(listing)
+        Ok(Some(listing))
     }
 }
 
@@ -352,7 +349,10 @@ impl Covers {
     pub fn new() -> io::Result<Self> {
         // Named after improv's process, so the next sandbox removes it after a crash.
         let dir = tempfile::Builder::new()
-            .prefix(&format!("improv-covers-{}", crate::scratch::Owner::me().tag()))
+            .prefix(&format!(
+                "improv-covers-{}",
+                crate::scratch::Owner::me().tag()
+            ))
             .tempdir()?;
         let base = dir.path().canonicalize()?;
         let file = base.join("file");
@@ -408,9 +408,25 @@ pub type Targets = Arc<Vec<Target>>;
 /// The paths guarded whatever the scan finds: control files, improv's state and the folders
 /// above them.
 pub struct Fixed {
+    workspace: PathBuf,
     pub protected: Vec<PathBuf>,
     pub concealed: Vec<PathBuf>,
     pins: Vec<PathBuf>,
+}
+
+/// Adds the folders between `workspace` and `path` to `pins`, outermost first, each once.
+fn pin_above(workspace: &Path, path: &Path, pins: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) {
+    let Ok(rel) = path.strip_prefix(workspace) else {
+        return;
+    };
+    let mut dir = workspace.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        dir.push(part);
+        if seen.insert(dir.clone()) {
+            pins.push(dir.clone());
+        }
+    }
 }
 
 impl Fixed {
@@ -431,21 +447,12 @@ impl Fixed {
         };
         let protected: Vec<PathBuf> = protected.iter().map(place).collect();
         let concealed: Vec<PathBuf> = concealed.iter().map(place).collect();
-        let mut pins: Vec<PathBuf> = Vec::new();
+        let (mut pins, mut seen) = (Vec::new(), HashSet::new());
         for path in protected.iter().chain(&concealed) {
-            let Ok(rel) = path.strip_prefix(workspace) else {
-                continue;
-            };
-            let mut dir = workspace.to_path_buf();
-            let parts: Vec<_> = rel.components().collect();
-            for part in parts.iter().take(parts.len().saturating_sub(1)) {
-                dir.push(part);
-                if !pins.contains(&dir) {
-                    pins.push(dir.clone());
-                }
-            }
+            pin_above(workspace, path, &mut pins, &mut seen);
         }
         Fixed {
+            workspace: workspace.to_path_buf(),
             protected,
             concealed,
             pins,
@@ -453,8 +460,33 @@ impl Fixed {
     }
 
     /// The mount order: read-only matches first (what is bound inside one inherits its
-    /// read-only flag), then the pins, the control files, the hidden paths and improv's state.
-    pub fn targets(&self, scan: &Scan) -> io::Result<Vec<Target>> {
+    /// read-only flag), then the pins (recursive binds, which carry what is mounted below), the
+    /// control files, the hidden paths and improv's state. `Err` past [`MAX_MOUNTS`].
+    pub fn targets(&self, scan: &Scan) -> Result<Vec<Target>, ScanError> {
+        let mut pins = self.pins.clone();
+        let mut seen: HashSet<PathBuf> = pins.iter().cloned().collect();
+        for f in &scan.hidden {
+            pin_above(&self.workspace, &f.path, &mut pins, &mut seen);
+        }
+        let count = scan.read_only.len()
+            + pins.len()
+            + self.protected.len()
+            + scan.hidden.len()
+            + self.concealed.len();
+        if count > MAX_MOUNTS {
+            return Err(ScanError::TooManyMounts {
+                count,
+                max: MAX_MOUNTS,
+            });
+        }
+        // A path with a NUL byte cannot be named to the kernel: refused like an unreadable one.
+        self.mounts(scan, &pins).map_err(|e| ScanError::Unreadable {
+            path: self.workspace.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn mounts(&self, scan: &Scan, pins: &[PathBuf]) -> io::Result<Vec<Target>> {
         let found = |f: &Found, guard| -> io::Result<Target> {
             Ok(Target {
                 path: c_path(&f.path)?,
@@ -473,7 +505,7 @@ impl Fixed {
         for f in &scan.read_only {
             out.push(found(f, Guard::ReadOnly)?);
         }
-        for p in &self.pins {
+        for p in pins {
             out.push(fixed(p, Guard::Pinned)?);
         }
         for p in &self.protected {

@@ -424,7 +424,7 @@ impl Sandbox {
     /// before every command. `Err` when commands would be refused.
     pub fn rescan(&self) -> Result<(), SandboxError> {
         match &self.namespaces {
-            Some(ns) => ns.rescan(self.groups.any_running()).map(|_| ()),
+            Some(ns) => ns.rescan().map(|_| ()),
             None => Ok(()),
         }
     }
@@ -554,7 +554,7 @@ impl Sandbox {
         });
         let plan = match &self.namespaces {
             Some(ns) => {
-                let targets = ns.rescan(self.groups.any_running())?;
+                let targets = ns.rescan()?;
                 Some(Plan::new(uid, gid, &ns.covers, targets))
             }
             None => None,
@@ -769,7 +769,7 @@ impl Namespaces {
             tracked,
         };
         // A workspace improv cannot guard shows in `describe`; commands are refused until then.
-        let _ = ns.rescan(false);
+        let _ = ns.rescan();
         match &ns.tracked {
             Ok(files) if files.is_empty() => {}
             Ok(files) => notes.push(format!(
@@ -784,17 +784,13 @@ impl Namespaces {
     }
 
     /// Scans the workspace again (only the folders changed since are read) and keeps the
-    /// result: the paths every command started from now on guards. `concurrent` when a command
-    /// of the performance is running and may move files during the scan.
-    fn rescan(&self, concurrent: bool) -> Result<namespace::Targets, SandboxError> {
-        let scanned = lock(&self.scanner).scan(concurrent);
-        let result = match scanned {
-            Ok(scan) => {
-                let targets = self.fixed.targets(&scan).map_err(SandboxError::Prepare)?;
-                Ok((Arc::new(targets), scan))
-            }
-            Err(e) => Err(e),
-        };
+    /// result: the paths every command started from now on guards.
+    fn rescan(&self) -> Result<namespace::Targets, SandboxError> {
+        let scanned = lock(&self.scanner).scan();
+        let result = scanned.and_then(|scan| {
+            let targets = self.fixed.targets(&scan)?;
+            Ok((Arc::new(targets), scan))
+        });
         let out = match &result {
             Ok((targets, _)) => Ok(targets.clone()),
             Err(e) => Err(SandboxError::Scan(e.clone())),
@@ -811,7 +807,7 @@ impl Namespaces {
             Err(_) => (0, 0),
         };
         let mut line = format!(
-            ", own user and mount namespace per command, its workspace guarded as scanned just before it starts: {hidden} hidden path(s) covered (names matched whatever their ASCII case; no folder skipped), {read_only} path(s) matching `read_only` and {} control file(s) read-only, improv's state ({}) covered; none of them can be changed, renamed, removed or replaced by a command (mount points), and a hidden file stays covered wherever a command moves its folder. Limits: a command's covers are those of its start (what gets a hidden name while it runs stays readable to it); symlinks are not followed by the scan (a protected symlink guards its target, not the link); control files missing at a command's start are not guarded for it",
+            ", own user and mount namespace per command, its workspace guarded as scanned just before it starts: {hidden} hidden path(s) covered (names matched whatever their ASCII case; no folder skipped), {read_only} path(s) matching `read_only` and {} control file(s) read-only, improv's state ({}) covered; none of them can be changed, renamed, removed or replaced by a command (mount points), nor the folders above them, so a hidden file cannot be moved out from under its cover; one moved by something outside the sandbox is covered where it is at the next command. Limits: a command's covers are those of its start (what gets a hidden name while it runs stays readable to it); symlinks are not followed by the scan (a protected symlink guards its target, not the link); control files missing at a command's start are not guarded for it",
             self.fixed.protected.len(),
             if self.fixed.concealed.is_empty() {
                 "none named".to_string()
@@ -875,11 +871,6 @@ impl Groups {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a command this sandbox started may still be running (its group has members).
-    fn any_running(&self) -> bool {
-        self.drain();
-        !self.lock().is_empty()
-    }
 
     /// Moves the pids written so far into the list.
     fn drain(&self) {

@@ -265,27 +265,37 @@ fn read_only_globs_hold_for_commands_and_hidden_files_inside_stay_covered() {
 // ---- hidden files however reached ----
 
 #[test]
-fn a_renamed_folder_does_not_uncover_its_hidden_file() {
+fn a_hidden_file_cannot_be_moved_by_commands_and_is_found_where_others_move_it() {
     let w = Ws::new();
-    w.file("config/.env", SECRET);
+    w.file("config/local/.env", SECRET);
     w.file("other/.env.local", SECRET);
     let sandbox = Sandbox::new(w.config()).unwrap();
-    // Within one command the cover moves with its folder.
-    let (_, out) = run(&sandbox, "mv config cfg && cat cfg/.env");
-    assert!(!out.contains(SECRET), "{out}");
-    // The next command runs, and the scan has found the file where it went.
-    let (code, out) = run(&sandbox, "cat cfg/.env; echo ran");
+    // Neither the file nor any folder above it can be moved by a command.
+    for attack in [
+        "mv config cfg",
+        "mv config/local config/l2",
+        "mv config/local/.env config/local/env",
+        "rm -rf config",
+    ] {
+        let (code, out) = run(
+            &sandbox,
+            &format!("{attack} && cat cfg/.env config/l2/.env"),
+        );
+        assert_ne!(code, 0, "{attack}: {out}");
+        assert!(out.contains("Device or resource busy"), "{attack}: {out}");
+        assert!(!out.contains(SECRET), "{attack}: {out}");
+    }
+    // Moved from outside the sandbox (the user, a tool), it is covered where it is now at the
+    // next command, which runs.
+    std::fs::rename(w.ws.join("config"), w.ws.join("cfg")).unwrap();
+    std::fs::create_dir_all(w.ws.join("a/b")).unwrap();
+    std::fs::rename(w.ws.join("other"), w.ws.join("a/b/c")).unwrap();
+    let (code, out) = run(&sandbox, "cat cfg/local/.env a/b/c/.env.local; echo ran");
     assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ran"), "{out}");
     assert!(
-        out.contains("cfg/.env: Permission denied") && out.starts_with("ran"),
-        "{out}"
-    );
-    let (_, out) = run(&sandbox, "mkdir -p a/b && mv other a/b/c");
-    assert!(!out.contains(SECRET), "{out}");
-    let (code, out) = run(&sandbox, "cat a/b/c/.env.local; echo ran");
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("Permission denied") && out.starts_with("ran"),
+        out.contains("cfg/local/.env: Permission denied")
+            && out.contains("a/b/c/.env.local: Permission denied"),
         "{out}"
     );
     assert_eq!(sandbox.covered().unwrap().len(), 2);
@@ -409,23 +419,33 @@ fn without_user_namespaces_the_description_says_what_is_not_protected() {
 
 // ---- races ----
 
-/// A background command renames the folder holding a hidden file back and forth while other
-/// commands start and read at both places: none ever reads it. Bounded in time; the commands
-/// that run must be many, and some must run to the end.
+/// Something outside the sandbox (the user, a tool) renames the folder holding a hidden file
+/// back and forth while commands start and read at both places: none ever reads it, as each
+/// command's scan finds it where it is and its mount checks it is still there. Bounded in time;
+/// the commands that run must be many.
 #[test]
-fn a_background_command_moving_folders_never_uncovers_a_hidden_file() {
+fn a_hidden_file_moved_back_and_forth_during_starts_is_never_uncovered() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let w = Ws::new();
     w.file("config/.env", SECRET);
     let sandbox = Sandbox::new(w.config()).unwrap();
-    let mut mover = std::process::Command::new("bash");
-    mover.arg("-c").arg(
-        "for i in $(seq 1 4000); do mv config cfg 2>/dev/null; sleep 0.03; mv cfg config 2>/dev/null; sleep 0.03; done",
-    );
-    sandbox.apply(&mut mover).unwrap();
-    let mut mover = mover.spawn().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, b) = (w.ws.join("config"), w.ws.join("cfg"));
+    let mover = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::fs::rename(&a, &b);
+                std::thread::sleep(Duration::from_millis(1));
+                let _ = std::fs::rename(&b, &a);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
     let started = Instant::now();
     let (mut ran, mut refused) = (0, 0);
-    while started.elapsed() < Duration::from_secs(6) {
+    while started.elapsed() < Duration::from_secs(5) {
         let (code, out) = run(&sandbox, "cat config/.env cfg/.env 2>&1; true");
         assert!(!out.contains(SECRET), "leaked after {ran} runs: {out}");
         if code == 0 {
@@ -434,8 +454,8 @@ fn a_background_command_moving_folders_never_uncovers_a_hidden_file() {
             refused += 1;
         }
     }
-    sandbox.reap();
-    let _ = mover.wait();
+    stop.store(true, Ordering::Relaxed);
+    mover.join().unwrap();
     eprintln!("{ran} commands ran, {refused} were refused");
     assert!(ran >= 20, "only {ran} commands ran ({refused} refused)");
 }
@@ -459,7 +479,7 @@ async fn an_actor_cannot_rewrite_the_stage_or_reach_improvs_state_through_the_lo
                 elsewhere.display()
             )),
             bash("mv config cfg; echo moved"),
-            bash("cat cfg/.env; git show HEAD:cfg/.env 2>/dev/null; echo done"),
+            bash("cat config/.env cfg/.env; echo done"),
         ])
         .await;
     let log = run.log();
@@ -475,9 +495,13 @@ async fn an_actor_cannot_rewrite_the_stage_or_reach_improvs_state_through_the_lo
         "{}",
         run.output(1)
     );
-    assert!(run.output(2).contains("moved"), "{}", run.output(2));
     assert!(
-        run.output(3).contains("cfg/.env: Permission denied"),
+        run.output(2).contains("Device or resource busy"),
+        "{}",
+        run.output(2)
+    );
+    assert!(
+        run.output(3).contains("config/.env: Permission denied"),
         "{}",
         run.output(3)
     );
