@@ -5,7 +5,7 @@
 //! reach a tool result, and nothing may be written outside.
 
 use improv_kernel::{Actor, Budget, Message, Performance, Prop, ScriptedModel, ScriptedTurn};
-use improv_props::{Edit, Grep, Read, Write};
+use improv_props::{Edit, Find, Grep, Read, Write};
 use serde_json::json;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -50,6 +50,8 @@ async fn a_folder_swapped_for_a_symlink_never_leads_the_props_outside() {
     std::fs::write(ws.join("d/target.txt"), "keep a\n").unwrap();
     std::fs::write(outside.join("secret.txt"), format!("{SECRET}\n")).unwrap();
     std::fs::write(outside.join("target.txt"), format!("{SECRET} a\n")).unwrap();
+    // A name only the outside folder has: `find` must never list it.
+    std::fs::write(outside.join("outside-only.txt"), "").unwrap();
     std::os::unix::fs::symlink(&outside, ws.join("swap")).unwrap();
     let target_inode = std::fs::metadata(outside.join("target.txt")).unwrap().ino();
 
@@ -69,6 +71,7 @@ async fn a_folder_swapped_for_a_symlink_never_leads_the_props_outside() {
     let turns = (0..TURNS).map(|i| {
         ScriptedTurn::call("read", json!({"path": "d/secret.txt"}))
             .and_call("grep", json!({"pattern": "SECRET|inside", "path": "d"}))
+            .and_call("find", json!({"pattern": "*.txt", "path": "d"}))
             .and_call(
                 "write",
                 json!({"path": "d/out.txt", "content": format!("write {i}\n")}),
@@ -86,6 +89,7 @@ async fn a_folder_swapped_for_a_symlink_never_leads_the_props_outside() {
     let props: Vec<Arc<dyn Prop>> = vec![
         Arc::new(Read::new(50 * 1024)),
         Arc::new(Grep::new(30 * 1024)),
+        Arc::new(Find::new()),
         Arc::new(Write::new()),
         Arc::new(Edit::new()),
     ];
@@ -115,12 +119,12 @@ async fn a_folder_swapped_for_a_symlink_never_leads_the_props_outside() {
             _ => None,
         })
         .collect();
-    assert_eq!(results.len(), TURNS * 5, "every call was made");
+    assert_eq!(results.len(), TURNS * 6, "every call was made");
     let refused = results.iter().filter(|(_, err)| *err).count();
     let leaked: Vec<&String> = results
         .iter()
         .map(|(c, _)| c)
-        .filter(|c| c.contains(SECRET))
+        .filter(|c| c.contains(SECRET) || c.contains("outside-only"))
         .collect();
     println!(
         "{} swaps, {} calls, {refused} refused, {} leaked",
@@ -150,7 +154,7 @@ async fn a_folder_swapped_for_a_symlink_never_leads_the_props_outside() {
         .collect();
     assert_eq!(
         names.len(),
-        2,
+        3,
         "nothing was written outside the workspace: {names:?}"
     );
     assert_eq!(
