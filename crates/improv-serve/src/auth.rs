@@ -10,8 +10,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The token file's name inside the stage's state directory.
-pub const TOKEN_FILE: &str = "serve.token";
+/// The token file's name inside the stage's state directory, which actors cannot reach; every
+/// performance of the stage redacts the token it holds.
+pub const TOKEN_FILE: &str = improv_perform::control::SERVE_TOKEN_FILE;
 
 /// The server's token, and whether this start created it.
 #[derive(Clone, Debug)]

@@ -200,6 +200,15 @@ pub async fn bind(stage: Arc<Stage>, args: &ServeArgs) -> Result<Server, ServeEr
         .token_file
         .clone()
         .unwrap_or_else(|| state_dir.join(auth::TOKEN_FILE));
+    if improv_perform::control::within_reach(&stage, &token_file) {
+        return Err(ServeError::Token {
+            action: "keep the token in",
+            path: token_file,
+            source: std::io::Error::other(
+                "it lies in the stage's workspace, where actors' commands could read it and answer their own approvals; use .improv/serve.token (the default) or a file outside the workspace",
+            ),
+        });
+    }
     let token = auth::load_or_create(&token_file)?;
     let log = Arc::new(EventLog::open(&state_dir)?);
     let hub = Arc::new(Hub::default());
