@@ -168,7 +168,8 @@ pub struct Edges {
     /// Globs of paths no prop may read, write or list; `None` keeps the edges' defaults
     /// (`.env*`, `*.pem`, SSH keys, ...).
     pub hidden: Option<Vec<String>>,
-    /// Globs of paths props may read but not write; `None` keeps the edges' default (`.git`).
+    /// Globs of paths props and commands may read but not write; `None` keeps the edges'
+    /// default (`.git`).
     pub read_only: Option<Vec<String>>,
     /// Control files the stage opens to its actors (workspace-relative paths): improv keeps the
     /// stage file, MCP server scripts, skills, AGENTS.md, the context files and git's config and
