@@ -101,7 +101,7 @@ impl Skill {
         let mut out = Vec::new();
         let mut stack = vec![PathBuf::new()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = ws.read_dir(self.within.rel.join(&dir)) else {
+            let Ok(entries) = ws.read_dir(or_root(&self.within.rel.join(&dir))) else {
                 continue;
             };
             for entry in entries {
@@ -209,7 +209,7 @@ fn bound_skills(
     let Ok(ws) = Workspace::scoped(root, Scope::StageFolder) else {
         return Vec::new();
     };
-    let mut entries = match ws.read_dir(rel) {
+    let mut entries = match ws.read_dir(or_root(rel)) {
         Ok(entries) => entries,
         // An absent folder has no skills; that is not worth a warning.
         Err(e) if is_absent(&e) => return Vec::new(),
@@ -273,6 +273,15 @@ fn candidate(ws: &Workspace, within: Within, dir: PathBuf, source: Source) -> Op
 fn is_absent(e: &PathError) -> bool {
     matches!(e, PathError::Io { source, .. }
         if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory))
+}
+
+/// `rel`, or `.` when it is empty (the root itself).
+fn or_root(rel: &Path) -> &Path {
+    if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    }
 }
 
 /// Resolves `.` and `..` lexically.

@@ -292,6 +292,23 @@ fn stage_skills_that_lead_outside_the_stage_folder_are_refused_and_named() {
     );
 }
 
+#[test]
+fn a_users_own_linked_skill_is_still_found() {
+    let (stage, user) = setup();
+    let elsewhere = tempfile::tempdir().unwrap();
+    write(
+        &elsewhere.path().join("mine/SKILL.md"),
+        "---\nname: mine\ndescription: The user's linked skill.\n---\nDo it my way.\n",
+    );
+    write(&elsewhere.path().join("mine/tool.sh"), "echo mine\n");
+    std::os::unix::fs::symlink(elsewhere.path().join("mine"), user.path().join("mine")).unwrap();
+    let found = discover(stage.path(), &["skills".into()], Some(user.path()));
+    let mine = found.get("mine").unwrap();
+    assert_eq!(mine.source, Source::User);
+    assert_eq!(mine.body().unwrap(), "Do it my way.");
+    assert_eq!(mine.files(10), ["tool.sh"]);
+}
+
 /// Exchanges `a` and `b` atomically, so `a` is always there: a folder, then a symlink.
 fn exchange(a: &Path, b: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
