@@ -5,6 +5,7 @@ mod logbook;
 mod models;
 mod perform;
 mod shutdown;
+mod slash;
 mod stagecraft;
 mod view;
 
@@ -51,11 +52,14 @@ enum Command {
     },
     /// Replay a past performance from its log.
     Show {
-        /// The performance id (a unique prefix is enough).
+        /// The performance id: the short form `improv log` shows, or a unique prefix.
         id: String,
         /// Print the logged events as JSON lines.
         #[arg(long)]
         json: bool,
+        /// Show the details that are the same on every run (what the sandbox enforces).
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
     /// The ledger: collections the actors recorded, their inferred shapes, settled schemas.
     Ledger {
@@ -106,12 +110,16 @@ enum Command {
     },
 }
 
-/// Options shared by `improv run` and the interactive session.
+/// Options shared by `improv run` and the interactive session (and only them: `improv log
+/// --help` does not offer a model).
 #[derive(Args, Clone, Default)]
 struct PerformArgs {
     /// Override every actor's model for this run, as provider/name (e.g. openai/gpt-5-mini).
-    #[arg(long, global = true, value_name = "PROVIDER/NAME")]
+    #[arg(long, value_name = "PROVIDER/NAME")]
     model: Option<String>,
+    /// Show the details that are the same on every run (what the sandbox enforces).
+    #[arg(long, short = 'v')]
+    verbose: bool,
 }
 
 #[derive(Args)]
@@ -128,6 +136,8 @@ struct RunArgs {
     /// Continue an interrupted performance from its log.
     #[arg(long, value_name = "ID")]
     resume: Option<String>,
+    #[command(flatten)]
+    perform: PerformArgs,
 }
 
 fn main() -> ExitCode {
@@ -139,8 +149,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    view::quiet_on_closed_stdout();
     match dispatch(cli) {
         Ok(code) => code,
+        Err(e) if view::is_closed_stdout(&e) => ExitCode::from(view::CLOSED_STDOUT),
         Err(e) => {
             view::report_error(&e);
             ExitCode::from(2)
@@ -153,7 +165,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Init { force }) => init::init(stage_path, force),
         Some(Command::Log { limit, json }) => logbook::list(stage_path, limit, json),
-        Some(Command::Show { id, json }) => logbook::show(stage_path, &id, json),
+        Some(Command::Show { id, json, verbose }) => logbook::show(stage_path, &id, json, verbose),
         Some(Command::Model { command }) => models::run(command),
         Some(Command::Doctor { json }) => {
             stagecraft::doctor(&perform::load_stage(stage_path.as_deref(), false)?, json)
@@ -209,9 +221,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             intent: run.intent.or(run.goal),
             json: run.json,
             resume: run.resume,
-            model: cli.perform.model,
+            // `improv --model M run` means the same as `improv run --model M`.
+            model: run.perform.model.or(cli.perform.model),
+            verbose: run.perform.verbose || cli.perform.verbose,
         })),
-        None => runtime()?.block_on(perform::session(stage_path, cli.perform.model)),
+        None => runtime()?.block_on(perform::session(
+            stage_path,
+            cli.perform.model,
+            cli.perform.verbose,
+        )),
     }
 }
 

@@ -3,6 +3,7 @@
 //! stage's edges.
 
 use crate::shutdown::{Shutdown, Stop};
+use crate::slash::{self, Typed};
 use crate::view;
 use anyhow::{Context, Result, anyhow, bail};
 use improv_edges::{Approver, Prompt, Unattended};
@@ -22,6 +23,8 @@ pub struct RunOptions {
     pub json: bool,
     pub resume: Option<String>,
     pub model: Option<String>,
+    /// `-v`: the terminal shows what stays the same on every run (the sandbox's details).
+    pub verbose: bool,
 }
 
 /// Loads the stage file: the one given, or `./stage.toml`. Without one, `allow_default` performs
@@ -47,14 +50,14 @@ pub fn load_stage(path: Option<&Path>, allow_default: bool) -> Result<Stage> {
 pub use improv_perform::state_dir;
 
 /// The views of a run: the terminal (or JSON lines), and one per cued actor's sub-performance.
-fn views(json: bool) -> (Arc<dyn Observer>, Option<improv_perform::Watch>) {
+fn views(json: bool, verbose: bool) -> (Arc<dyn Observer>, Option<improv_perform::Watch>) {
     if json {
         // Sub-performances are logged apart; `cue_started` names their ids.
         (Arc::new(view::JsonLines), None)
     } else {
         let watch: improv_perform::Watch =
-            Arc::new(|| Arc::new(view::Terminal::cued()) as Arc<dyn Observer>);
-        (Arc::new(view::Terminal::new()), Some(watch))
+            Arc::new(move || Arc::new(view::Terminal::cued(verbose)) as Arc<dyn Observer>);
+        (Arc::new(view::Terminal::new(verbose)), Some(watch))
     }
 }
 
@@ -88,7 +91,7 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
                 )
             })?,
     };
-    let (view, watch) = views(o.json);
+    let (view, watch) = views(o.json, o.verbose);
     let shutdown = Shutdown::install()?;
     // `improv run` is unattended: an `ask` rule denies, telling the actor why.
     let mut launch = Launch::new(intent);
@@ -107,7 +110,11 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
 }
 
 /// `improv` alone: the director talks with the lead, turn after turn.
-pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Result<ExitCode> {
+pub async fn session(
+    stage_path: Option<PathBuf>,
+    model: Option<String>,
+    verbose: bool,
+) -> Result<ExitCode> {
     let stage = load_stage(stage_path.as_deref(), true)?;
     // Lines are read on their own thread so a turn can run while the director types. They go
     // to the session, or to the approval prompt while a turn asks the director.
@@ -127,7 +134,7 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     let mut launch = Launch::new("");
     launch.model = model;
     launch.approver = approver;
-    let (view, watch) = views(false);
+    let (view, watch) = views(false, verbose);
     launch.observers = vec![view];
     launch.watch = watch;
     launch.outside = crate::stagecraft::attach_mcp(&stage).await?;
@@ -135,7 +142,7 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
     let shutdown = Shutdown::install()?;
     let (mut performance, notes) = Production::open(stage, launch)?;
     eprintln!(
-        "improv · stage {name} · type to direct the cast · /exit or Ctrl-D to leave · Ctrl-C stops a turn"
+        "improv · stage {name} · type to direct the cast · /help for commands · /exit or Ctrl-D to leave · Ctrl-C stops a turn"
     );
 
     std::thread::spawn(move || {
@@ -171,10 +178,25 @@ pub async fn session(stage_path: Option<PathBuf>, model: Option<String>) -> Resu
         if line.is_empty() {
             continue;
         }
-        if line == "/exit" || line == "/quit" {
-            break;
-        }
-        performance.direct(line)?;
+        let line = match slash::parse(line) {
+            Typed::Direct(text) => text,
+            Typed::Exit => break,
+            Typed::Help => {
+                eprintln!("{}", slash::HELP);
+                continue;
+            }
+            Typed::Status => {
+                eprintln!("{}", slash::status(performance.id(), &performance.spent()));
+                continue;
+            }
+            Typed::Unknown(word) => {
+                eprintln!(
+                    "unknown command {word}: /help lists the commands; start the line with // to send it to the cast"
+                );
+                continue;
+            }
+        };
+        performance.direct(&line)?;
         // While the turn runs, what the director types is a note the lead reads before its
         // next model call (unless the turn is asking the director to approve something).
         // Piped input is a script of directions, one per turn, so it is not forwarded.

@@ -66,23 +66,26 @@ pub struct Terminal {
     /// A cued actor's sub-performance: every line goes to stderr, indented under the cue and
     /// prefixed with the actor's name, so it never mixes with the lead's answer on stdout.
     cued: bool,
+    /// `-v`: details that are the same on every run (what the sandbox enforces) are shown.
+    verbose: bool,
 }
 
 impl Terminal {
-    pub fn new() -> Self {
+    pub fn new(verbose: bool) -> Self {
         let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         Terminal {
             style: Style { color },
             state: Mutex::new(TerminalState::default()),
             cued: false,
+            verbose,
         }
     }
 
     /// The view of a cued actor's sub-performance.
-    pub fn cued() -> Self {
+    pub fn cued(verbose: bool) -> Self {
         Terminal {
             cued: true,
-            ..Terminal::new()
+            ..Terminal::new(verbose)
         }
     }
 
@@ -229,10 +232,12 @@ impl Terminal {
             EventKind::SandboxStarted {
                 enforced,
                 description,
-            } => lines.push(Line::Err(if *enforced {
-                s.dim(&format!("  sandbox: {description}"))
-            } else {
-                s.yellow(&format!("  sandbox OFF: {description}"))
+            } => lines.push(Line::Err(match (*enforced, self.verbose) {
+                (true, true) => s.dim(&format!("  {description}")),
+                // The same paragraph on every run is noise; `-v` shows it.
+                (true, false) => s.dim("  sandbox on (-v for what it enforces)"),
+                // A warning: why it is off is worth reading every time.
+                (false, _) => s.yellow(&format!("  {description}")),
             })),
             EventKind::CheckFinished {
                 check,
@@ -412,6 +417,41 @@ fn format_ms(ms: f64) -> String {
     }
 }
 
+/// How a command ends when its stdout's reader went away (`improv log --json | head -1`): a
+/// normal end for a command-line tool, so it exits quietly with 0, as ripgrep does. (Rust
+/// ignores SIGPIPE, so the write fails with `BrokenPipe` instead of killing the process; a
+/// performance keeps going and logging when its terminal view is gone.)
+pub const CLOSED_STDOUT: u8 = 0;
+
+/// Whether `e` is a write to stdout that failed because its reader went away.
+pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The backstop for `println!` in the subcommands other crates implement (`improv ledger`,
+/// `improv memory`): it panics when stdout's reader went away; end quietly as
+/// [`CLOSED_STDOUT`] instead of printing a panic and a backtrace.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's own message for a failed `print!`; the error text is not localized.
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(CLOSED_STDOUT.into());
+        }
+        default(info);
+    }));
+}
+
 /// Prints an error: stage-file errors as a report with the offending line, others with their
 /// chain of causes.
 pub fn report_error(e: &anyhow::Error) {
@@ -422,7 +462,10 @@ pub fn report_error(e: &anyhow::Error) {
         } else {
             miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
         };
-        if handler.render_report(&mut out, diagnostic).is_ok() {
+        if handler
+            .render_report(&mut out, &Uncoded::new(diagnostic))
+            .is_ok()
+        {
             eprint!("{out}");
             return;
         }
@@ -432,4 +475,70 @@ pub fn report_error(e: &anyhow::Error) {
         message.push_str(&format!("\n  caused by: {cause}"));
     }
     eprintln!("{message}");
+}
+
+/// A diagnostic shown without its code: `improv::stage::invalid` on a line of its own tells a
+/// user nothing the message does not.
+struct Uncoded<'a> {
+    inner: &'a dyn miette::Diagnostic,
+    related: Vec<Uncoded<'a>>,
+}
+
+impl<'a> Uncoded<'a> {
+    fn new(inner: &'a dyn miette::Diagnostic) -> Self {
+        Uncoded {
+            inner,
+            related: inner
+                .related()
+                .map(|r| r.map(Uncoded::new).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Uncoded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.inner, f)
+    }
+}
+
+impl std::fmt::Debug for Uncoded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.inner, f)
+    }
+}
+
+impl std::error::Error for Uncoded<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+impl miette::Diagnostic for Uncoded<'_> {
+    fn severity(&self) -> Option<miette::Severity> {
+        self.inner.severity()
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.inner.help()
+    }
+    fn url<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.inner.url()
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.inner.source_code()
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        self.inner.labels()
+    }
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
+        if self.related.is_empty() {
+            return None;
+        }
+        Some(Box::new(
+            self.related.iter().map(|r| r as &dyn miette::Diagnostic),
+        ))
+    }
+    fn diagnostic_source(&self) -> Option<&dyn miette::Diagnostic> {
+        self.inner.diagnostic_source()
+    }
 }
