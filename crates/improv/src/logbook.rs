@@ -1,9 +1,9 @@
 //! `improv log` and `improv show`: looking back at past performances. Both write to stdout
 //! through fallible writes, so a reader that closes the pipe early (`| head`) ends the command
-//! quietly instead of a panic (see `view::is_closed_stdout`).
+//! quietly instead of a panic (see `view::ClosedStdout`).
 
 use crate::perform::{load_stage, state_dir};
-use crate::view::Terminal;
+use crate::view::{Terminal, stdout_error};
 use anyhow::Result;
 use improv_kernel::Observer;
 use improv_log::EventLog;
@@ -35,7 +35,8 @@ pub fn list(stage: Option<PathBuf>, limit: usize, json: bool) -> Result<ExitCode
                     "started_at": r.started_at, "finished_at": r.finished_at,
                     "elapsed_ms": r.elapsed_ms,
                 })
-            )?;
+            )
+            .map_err(stdout_error)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -50,7 +51,8 @@ pub fn list(stage: Option<PathBuf>, limit: usize, json: bool) -> Result<ExitCode
         out,
         "{:<width$}  {:<19}  {:<11}  {:>5}  {:>13}  {:>8}  {:>7}  INTENT",
         "ID", "STARTED", "STATUS", "TURNS", "TOKENS IN/OUT", "COST", "TIME"
-    )?;
+    )
+    .map_err(stdout_error)?;
     for (r, short) in rows.iter().zip(&short) {
         let intent = if r.intent.is_empty() {
             "(interactive)".to_string()
@@ -69,7 +71,8 @@ pub fn list(stage: Option<PathBuf>, limit: usize, json: bool) -> Result<ExitCode
             format!("${:.4}", r.cost_usd),
             format!("{:.1}s", r.elapsed_ms as f64 / 1000.0),
             intent
-        )?;
+        )
+        .map_err(stdout_error)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -81,7 +84,7 @@ pub fn show(stage: Option<PathBuf>, id: &str, json: bool, verbose: bool) -> Resu
     if json {
         let mut out = std::io::stdout().lock();
         for e in &events {
-            writeln!(out, "{}", serde_json::to_string(e)?)?;
+            writeln!(out, "{}", serde_json::to_string(e)?).map_err(stdout_error)?;
         }
     } else {
         let view = Terminal::new(verbose);

@@ -423,13 +423,31 @@ fn format_ms(ms: f64) -> String {
 /// performance keeps going and logging when its terminal view is gone.)
 pub const CLOSED_STDOUT: u8 = 0;
 
-/// Whether `e` is a write to stdout that failed because its reader went away.
+/// A command's output could not be written: stdout's reader went away. Only writes to stdout
+/// become this ([`stdout_error`]), so a broken pipe to a child process stays an error.
+#[derive(Debug)]
+pub struct ClosedStdout;
+
+impl std::fmt::Display for ClosedStdout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed by its reader")
+    }
+}
+
+impl std::error::Error for ClosedStdout {}
+
+/// The error of a failed write to stdout: [`ClosedStdout`] when its reader went away.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(ClosedStdout)
+    } else {
+        anyhow::Error::new(e).context("cannot write to stdout")
+    }
+}
+
+/// Whether a command failed only because stdout's reader went away.
 pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.downcast_ref::<ClosedStdout>().is_some()
 }
 
 /// The backstop for `println!` in the subcommands other crates implement (`improv ledger`,

@@ -81,6 +81,24 @@ fn a_closed_pipe_ends_log_and_show_quietly() {
 }
 
 #[test]
+fn a_closed_pipe_ends_the_commands_other_crates_print_for_quietly() {
+    // `improv doctor --json` prints with println!, as `improv ledger` and `improv memory` do:
+    // a cast of hundreds makes a report longer than the pipe holds.
+    let dir = tempfile::tempdir().unwrap();
+    let mut stage = String::from("[stage]\nname = \"big\"\nintent = \"Say hello.\"\n");
+    for i in 0..400 {
+        stage.push_str(&format!(
+            "\n[[actor]]\nname = \"actor{i}\"\nmodel = \"scripted/script.json\"\nprops = [\"read\"]\n"
+        ));
+    }
+    std::fs::write(dir.path().join("stage.toml"), stage).unwrap();
+    std::fs::write(dir.path().join("script.json"), r#"[{"say": "hi"}]"#).unwrap();
+    let (code, err) = with_head_1(dir.path(), &["doctor", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "ends quietly: {err}");
+}
+
+#[test]
 fn doctor_says_when_the_embedded_model_is_not_installed_and_how_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
