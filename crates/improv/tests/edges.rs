@@ -507,11 +507,14 @@ fn control_stage(dir: &Path, edges: &str, calls: &[(&str, Value)]) {
     .unwrap();
 }
 
-/// The bytes of every control file (missing ones as `None`).
-fn control_bytes(dir: &Path) -> Vec<(&'static str, Option<Vec<u8>>)> {
+/// The text of every control file (missing ones as `None`).
+fn control_bytes(dir: &Path) -> Vec<(&'static str, Option<String>)> {
     CONTROL
         .iter()
-        .map(|f| (*f, std::fs::read(dir.join(f)).ok()))
+        .map(|f| {
+            let text = std::fs::read(dir.join(f)).ok();
+            (*f, text.map(|t| String::from_utf8_lossy(&t).into_owned()))
+        })
         .collect()
 }
 
@@ -706,4 +709,49 @@ fn writable_opens_a_control_file_and_nothing_else() {
             .ends_with("More.\n")
     );
     assert_eq!(std::fs::read(d.join("stage.toml")).unwrap(), stage);
+}
+
+/// A command left running in the background keeps trying while the performance goes on and
+/// improv writes its log: it never gets through, however many times it tries.
+#[test]
+fn a_background_attacker_never_gets_through_while_the_performance_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("elsewhere")).unwrap();
+    let attack = "for i in $(seq 300); do \
+        echo 'sandbox = \"off\"' >> stage.toml; \
+        mv .improv .improv.old && ln -s elsewhere .improv; \
+        echo 'touch pwned' > .git/hooks/post-checkout; \
+        echo forged >> AGENTS.md; \
+        echo $i >> tries.txt; \
+        done > /dev/null 2>&1 &
+        echo started";
+    let mut calls = vec![bash(attack)];
+    for _ in 0..8 {
+        calls.push(bash("sleep 0.2; echo tick"));
+        calls.push((
+            "write",
+            serde_json::json!({"path": "sub/new.txt", "content": "x\n"}),
+        ));
+    }
+    control_stage(d, "", &calls);
+    let before = control_bytes(d);
+    let (_, evs) = perform(improv(d));
+    let results = of_type(&evs, "tool_call_finished");
+    assert_eq!(results.len(), calls.len(), "{evs:#?}");
+    assert!(results.iter().all(|r| r["ok"] == true), "{results:#?}");
+    let tries = std::fs::read_to_string(d.join("tries.txt")).unwrap();
+    assert!(tries.lines().count() >= 20, "the attacker ran: {tries}");
+    assert_eq!(control_bytes(d), before, "a control file changed");
+    assert!(d.join(".improv").symlink_metadata().unwrap().is_dir());
+    assert!(!d.join(".improv.old").exists());
+    assert!(!d.join(".git/hooks/post-checkout").exists());
+    assert!(
+        std::fs::read_dir(d.join("elsewhere"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let log = logged(d);
+    assert_eq!(log.last().unwrap()["type"], "performance_finished");
 }
