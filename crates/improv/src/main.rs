@@ -72,7 +72,7 @@ enum Command {
     /// Send a director note to a running performance (from another terminal); its lead reads it
     /// before its next model call.
     Note {
-        /// The performance id (a unique prefix is enough).
+        /// The performance id: the short form `improv log` shows, or a unique prefix.
         id: String,
         /// What to tell the cast.
         text: Vec<String>,
@@ -133,7 +133,8 @@ struct RunArgs {
     /// Every event as one JSON line on stdout, for scripts.
     #[arg(long)]
     json: bool,
-    /// Continue an interrupted performance from its log.
+    /// Continue an interrupted performance from its log (its id or the short form `improv log`
+    /// shows).
     #[arg(long, value_name = "ID")]
     resume: Option<String>,
     #[command(flatten)]
