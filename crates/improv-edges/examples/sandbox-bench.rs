@@ -17,13 +17,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The time from `apply` (which scans the workspace again) to the command's exit.
 fn spawn(sandbox: Option<&Sandbox>, program: &str, args: &[&str]) -> Duration {
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
+    let start = Instant::now();
     if let Some(s) = sandbox {
         s.apply(&mut cmd).unwrap();
     }
-    let start = Instant::now();
     let status = cmd.status().unwrap();
     let took = start.elapsed();
     assert!(status.success());
