@@ -88,14 +88,14 @@ impl ControlPlane {
         }
     }
 
-    /// For commands: the protected files that exist, as absolute paths.
+    /// For commands: the protected files, as absolute paths (missing ones too).
     pub fn protected_paths(&self) -> Vec<PathBuf> {
-        existing(&self.workspace, &self.protected)
+        absolute(&self.workspace, &self.protected)
     }
 
-    /// For commands: the concealed folders that exist, as absolute paths.
+    /// For commands: the concealed folders, as absolute paths (missing ones too).
     pub fn concealed_paths(&self) -> Vec<PathBuf> {
-        existing(&self.workspace, &self.concealed)
+        absolute(&self.workspace, &self.concealed)
     }
 
     /// Globs of the names protected in every folder (`AGENTS.md`), for commands and props.
@@ -288,11 +288,10 @@ fn normal(path: &Path) -> PathBuf {
     out
 }
 
-fn existing(workspace: &Path, rels: &[PathBuf]) -> Vec<PathBuf> {
-    rels.iter()
-        .map(|r| workspace.join(r))
-        .filter(|p| p.symlink_metadata().is_ok())
-        .collect()
+/// Every path, whether it exists yet or not: the sandbox skips a missing one for each command
+/// and guards it from the first command after it appears.
+fn absolute(workspace: &Path, rels: &[PathBuf]) -> Vec<PathBuf> {
+    rels.iter().map(|r| workspace.join(r)).collect()
 }
 
 fn anchored(rels: &[PathBuf]) -> Vec<String> {
