@@ -335,16 +335,14 @@ impl ServerHandler for StageServer {
             .or_else(|| context.meta.get_progress_token());
         let args = request.arguments.clone().unwrap_or_default();
         let result = match request.name.as_ref() {
-            "perform" => self.perform(&args, progress, context).await?,
-            "ledger_query" => self.ledger_query(&args)?,
-            other => {
-                return Err(ErrorData::invalid_params(
-                    format!("no tool `{other}`; the tools are perform and ledger_query"),
-                    None,
-                ));
-            }
+            "perform" => self.perform(&args, progress, context).await,
+            "ledger_query" => self.ledger_query(&args),
+            other => Err(ErrorData::invalid_params(
+                format!("no tool `{other}`; the tools are perform and ledger_query"),
+                None,
+            )),
         };
-        Ok(result.into())
+        logged("tools/call", result).map(Into::into)
     }
 
     async fn list_resources(
@@ -352,6 +350,20 @@ impl ServerHandler for StageServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
+        logged("resources/list", self.resources())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        logged("resources/read", self.schema_resource(&request)).map(Into::into)
+    }
+}
+
+impl StageServer {
+    fn resources(&self) -> Result<ListResourcesResult, ErrorData> {
         let ledger = self.ledger()?;
         let collections = ledger
             .collections()
@@ -372,11 +384,10 @@ impl ServerHandler for StageServer {
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
-    async fn read_resource(
+    fn schema_resource(
         &self,
-        request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ReadResourceResponse, ErrorData> {
+        request: &ReadResourceRequestParams,
+    ) -> Result<ReadResourceResult, ErrorData> {
         let not_found =
             || ErrorData::resource_not_found(format!("no settled schema at {}", request.uri), None);
         let collection = request.uri.strip_prefix(SCHEMA_URI).ok_or_else(not_found)?;
@@ -392,8 +403,28 @@ impl ServerHandler for StageServer {
             text,
             meta: None,
         };
-        Ok(ReadResourceResult::new(vec![contents]).into())
+        Ok(ReadResourceResult::new(vec![contents]))
     }
+}
+
+/// Logs an error answer once, at the level its cause deserves: an internal error is ours (a
+/// ledger that cannot be opened) and logged as an error; anything else (an unknown tool, bad
+/// arguments, a missing resource) is the client's mistake, which the answer already explains
+/// to it, so the operator sees it only at debug level.
+fn logged<T>(method: &str, answer: Result<T, ErrorData>) -> Result<T, ErrorData> {
+    if let Err(e) = &answer {
+        if e.code == rmcp::model::ErrorCode::INTERNAL_ERROR {
+            tracing::error!(method, code = e.code.0, "{}", e.message);
+        } else {
+            tracing::debug!(
+                method,
+                code = e.code.0,
+                "the client's request was refused: {}",
+                e.message
+            );
+        }
+    }
+    answer
 }
 
 /// A tool result that tells the calling model what was wrong with its call.

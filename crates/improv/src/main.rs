@@ -1,7 +1,9 @@
 //! The `improv` command: set up a stage, perform it, watch it, look back at it.
 
+mod causes;
 mod init;
 mod logbook;
+mod logs;
 mod models;
 mod perform;
 mod shutdown;
@@ -143,13 +145,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IMPROV_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init();
     view::quiet_on_closed_stdout();
     match dispatch(cli) {
         Ok(code) => code,

@@ -488,11 +488,8 @@ pub fn report_error(e: &anyhow::Error) {
             return;
         }
     }
-    let mut message = format!("error: {e}");
-    for cause in e.chain().skip(1) {
-        message.push_str(&format!("\n  caused by: {cause}"));
-    }
-    eprintln!("{message}");
+    let said = crate::causes::distinct(e.as_ref());
+    eprintln!("error: {}", said.join("\n  caused by: "));
 }
 
 /// A diagnostic shown without its code: `improv::stage::invalid` on a line of its own tells a
@@ -500,12 +497,15 @@ pub fn report_error(e: &anyhow::Error) {
 struct Uncoded<'a> {
     inner: &'a dyn miette::Diagnostic,
     related: Vec<Uncoded<'a>>,
+    /// The causes the message does not already say.
+    causes: Option<Box<crate::causes::Cause>>,
 }
 
 impl<'a> Uncoded<'a> {
     fn new(inner: &'a dyn miette::Diagnostic) -> Self {
         Uncoded {
             inner,
+            causes: crate::causes::below(inner),
             related: inner
                 .related()
                 .map(|r| r.map(Uncoded::new).collect())
@@ -528,7 +528,9 @@ impl std::fmt::Debug for Uncoded<'_> {
 
 impl std::error::Error for Uncoded<'_> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner.source()
+        self.causes
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
     }
 }
 
