@@ -112,6 +112,9 @@ pub struct LedgerOptions {
     pub auto_settle: bool,
     /// Where time comes from.
     pub clock: Arc<dyn Clock>,
+    /// The most bytes of settled schemas [`Ledger::context_for`] puts into an actor's context,
+    /// all collections together (about a quarter as many tokens); longer ones are summarised.
+    pub context_budget_bytes: usize,
 }
 
 impl Default for LedgerOptions {
@@ -125,6 +128,7 @@ impl Default for LedgerOptions {
             max_entry_bytes: 1 << 20,
             auto_settle: false,
             clock: Arc::new(SystemClock),
+            context_budget_bytes: 6 * 1024,
         }
     }
 }
@@ -139,6 +143,7 @@ impl std::fmt::Debug for LedgerOptions {
             .field("max_depth", &self.max_depth)
             .field("max_entry_bytes", &self.max_entry_bytes)
             .field("auto_settle", &self.auto_settle)
+            .field("context_budget_bytes", &self.context_budget_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -1112,6 +1117,8 @@ impl Ledger {
             .iter()
             .map(|f| FieldPath::parse(f))
             .collect::<Result<Vec<_>, _>>()?;
+        // Stored in its settled form, so checks of later writes see its maps as maps.
+        let shape = shape.settled_form();
         let schema = schema::json_schema(
             collection,
             &shape,
@@ -1263,8 +1270,11 @@ impl Ledger {
             collections.iter().map(|c| c.to_string()).collect()
         };
         let mut lines = Vec::new();
+        let mut summarised = false;
         let mut guard = self.lock();
         let inner = &mut *guard;
+        // Each collection gets an equal share of the budget.
+        let share = self.options.context_budget_bytes / names.len().max(1);
         for name in &names {
             check_collection_name(name)?;
             load_fresh(&inner.conn, &mut inner.cache, name)?;
@@ -1273,17 +1283,27 @@ impl Ledger {
                 .get(name.as_str())
                 .and_then(|c| c.stored.settled.as_ref())
             {
-                lines.push(format!(
-                    "{name}: {}",
-                    schema::compact(&settled.shape, self.options.enum_rule(), 0)
-                ));
+                let budget = share.saturating_sub(name.len() + 2);
+                let (text, cut) =
+                    schema::compact_within(&settled.shape, self.options.enum_rule(), budget);
+                summarised |= cut;
+                lines.push(format!("{name}: {text}"));
             }
         }
         if lines.is_empty() {
             return Ok(String::new());
         }
+        let mut legend = String::from("`?` = optional");
+        if lines.iter().any(|l| l.contains("{[k]: ")) {
+            legend.push_str("; `{[k]: T}` = any keys, values T");
+        }
+        if summarised {
+            legend.push_str(
+                "; summarised: `object` and `…+N more` hide fields, `query` with `\"schema\": true` shows all",
+            );
+        }
         Ok(format!(
-            "Ledger collections (record entries in these shapes; `?` = optional):\n{}\n",
+            "Ledger collections (record entries in these shapes; {legend}):\n{}\n",
             lines.join("\n")
         ))
     }
@@ -1607,6 +1627,13 @@ fn new_fields<'v>(
     match value {
         Value::Object(map) => {
             let Some(object) = &shape.object else { return };
+            if let Some(held) = &object.map {
+                // A map's keys are data: a new key is a new entry, not a new field.
+                for (key, item) in map {
+                    new_fields(item, &held.values, &at.key(key), out);
+                }
+                return;
+            }
             for (key, item) in map {
                 match object.fields.get(key) {
                     Some(field) => new_fields(item, field, &at.key(key), out),

@@ -1,7 +1,8 @@
 //! The `record` and `query` props: how actors write to and read from the ledger.
 //!
-//! Their tool schemas are kept tiny (each spec is at most 350 bytes serialized, checked by a
-//! test), because every byte is paid on every turn. SQLite work runs on tokio's blocking pool.
+//! Their tool schemas are kept tiny (each spec is at most 375 bytes serialized, checked by a
+//! test), because every byte is paid on every turn; `query`'s `schema` flag (29 bytes) is what
+//! lets the context carry a summary of a long settled schema instead of all of it. SQLite work runs on tokio's blocking pool.
 
 use crate::ledger::{Input, Ledger, LedgerError, Provenance, Query, RecordOutcome};
 use async_trait::async_trait;
@@ -56,7 +57,8 @@ fn query_spec() -> ToolSpec {
                 "collection": {"type": "string"},
                 "where": {"type": "object", "description": "{f: v} or {f: {op: v}}, op: = != < > <= >= contains exists"},
                 "order_by": {"type": "string", "description": "f or -f"},
-                "limit": {"type": "integer"}
+                "limit": {"type": "integer"},
+                "schema": {"type": "boolean"}
             },
             "required": ["collection"]
         }),
@@ -150,6 +152,9 @@ impl Prop for QueryProp {
 
     async fn call(&self, arguments: Value, _context: &PropContext) -> Result<String, PropError> {
         let collection = collection_arg(&arguments)?;
+        if arguments.get("schema") == Some(&Value::Bool(true)) {
+            return self.schema(collection).await;
+        }
         let limit = Query::limit_from_json(arguments.get("limit"))
             .map_err(to_prop_error)?
             .unwrap_or(DEFAULT_LIMIT)
@@ -216,6 +221,30 @@ impl Prop for QueryProp {
     }
 }
 
+impl QueryProp {
+    /// The whole settled JSON Schema of a collection: what the context's summary leaves out.
+    async fn schema(&self, collection: String) -> Result<String, PropError> {
+        let ledger = self.ledger.clone();
+        let name = collection.clone();
+        let schema = blocking(move || ledger.schema(&name).map_err(to_prop_error)).await?;
+        let Some(schema) = schema else {
+            return Ok(format!(
+                "{collection} is not settled yet: it has no schema; query its entries to see their shape"
+            ));
+        };
+        let text = serde_json::to_string(&schema)
+            .map_err(|e| PropError::new(format!("cannot write the schema: {e}")))?;
+        if text.len() > MAX_REPLY_BYTES {
+            return Ok(format!(
+                "{}… (the schema is {} bytes, cut at the 32 KB reply cap)",
+                &text[..text.floor_char_boundary(MAX_REPLY_BYTES)],
+                text.len()
+            ));
+        }
+        Ok(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +253,7 @@ mod tests {
     fn specs_are_small() {
         for spec in [record_spec(), query_spec()] {
             let bytes = serde_json::to_string(&spec).unwrap().len();
-            assert!(bytes <= 350, "{} spec is {bytes} bytes", spec.name);
+            assert!(bytes <= 375, "{} spec is {bytes} bytes", spec.name);
         }
     }
 }

@@ -8,8 +8,16 @@
 //! field is written as `false`, so entries carrying it are refused. Numeric ranges stay out of the
 //! schema on purpose: the range seen so far is an observation, not a rule.
 //!
-//! The DDL gives typed columns to stable scalar fields (one kind, outside arrays), and keeps the
-//! whole entry as JSON beside them. In SQLite it is a view over the ledger's entry table, so there
+//! Every function here works on the shape's [`Shape::settled_form`], so an object whose keys are
+//! data (see "Maps and records" in [`crate::shape`]) is a map everywhere: `additionalProperties`
+//! with the value schema in JSON Schema, one JSON column in the DDL, `{[k]: T}` in context.
+//!
+//! The DDL gives typed columns to stable scalar fields (one kind, outside arrays), and a JSON
+//! column (`JSONB` in Postgres; JSON text through `->` in SQLite) to maps, arrays and fields of
+//! more than one kind, which no scalar type could hold in every variant; the DDL says why in a
+//! comment beside each. Fields seen in under [`RARE_SHARE`] of the entries get no column:
+//! they stay in the whole entry, kept as JSON beside the columns, and a table of a column per
+//! rare key would have hundreds. In SQLite it is a view over the ledger's entry table, so there
 //! is one copy of the data; the Postgres DDL is a table to load the same data into.
 
 use crate::path::{FieldPath, Segment};
@@ -36,7 +44,8 @@ pub fn json_schema(
     rejected: &[FieldPath],
     rule: EnumRule,
 ) -> Value {
-    let mut schema = node(shape, rule);
+    let shape = shape.settled_form();
+    let mut schema = node(&shape, rule, rare_below(&shape));
     for path in rejected {
         forbid(&mut schema, &path.0);
     }
@@ -49,7 +58,18 @@ pub fn json_schema(
     Value::Object(root)
 }
 
-fn node(shape: &Shape, rule: EnumRule) -> Value {
+/// Fields in fewer than this share of the entries are rare: they get no column of their own, and
+/// the JSON Schema does not spell out the fields of a rare object (it says `object`). A structure
+/// seen that seldom is an anecdote, not a design, and writing it out is what made schemas of
+/// real data grow to hundreds of kilobytes; a rare object is still validated as an object.
+pub const RARE_SHARE: f64 = 0.05;
+
+/// The fewest occurrences a field needs not to be rare in a collection whose root shape is `root`.
+fn rare_below(root: &Shape) -> u64 {
+    (root.count as f64 * RARE_SHARE).ceil() as u64
+}
+
+fn node(shape: &Shape, rule: EnumRule, rare_below: u64) -> Value {
     let mut out = Map::new();
     let kinds = shape.kinds();
     if kinds.is_empty() {
@@ -81,13 +101,20 @@ fn node(shape: &Shape, rule: EnumRule) -> Value {
     if let Some(array) = &shape.array
         && array.items.count > 0
     {
-        out.insert("items".into(), node(&array.items, rule));
+        out.insert("items".into(), node(&array.items, rule, rare_below));
     }
-    if let Some(object) = &shape.object {
+    if let Some(map) = shape.object.as_ref().and_then(|o| o.map.as_ref()) {
+        out.insert(
+            "additionalProperties".into(),
+            node(&map.values, rule, rare_below),
+        );
+    } else if let Some(object) = &shape.object
+        && object.count >= rare_below
+    {
         let mut properties = Map::new();
         let mut required = Vec::new();
         for (key, field) in &object.fields {
-            properties.insert(key.clone(), node(field, rule));
+            properties.insert(key.clone(), node(field, rule, rare_below));
             if field.count == object.count {
                 required.push(json!(key));
             }
@@ -140,6 +167,9 @@ pub struct Column {
     pub kind: ColumnKind,
     /// Present in every entry, never null.
     pub not_null: bool,
+    /// The field's type label (`string|object`, `{[k]: string}`), for the DDL comment of a
+    /// JSON column.
+    pub label: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +180,29 @@ pub enum ColumnKind {
     Text,
     Date,
     DateTime,
+    /// The field's JSON, for values no scalar type holds in every variant.
+    Json(JsonReason),
+}
+
+/// Why a field is a JSON column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonReason {
+    /// Its keys are data (see [`Shape::settled_form`]).
+    Map,
+    /// Its values have more than one kind.
+    Union,
+    /// An array.
+    Array,
+}
+
+impl JsonReason {
+    fn why(self) -> &'static str {
+        match self {
+            JsonReason::Map => "a map (its keys are data), kept whole",
+            JsonReason::Union => "values of several kinds; JSON keeps every variant",
+            JsonReason::Array => "an array, kept whole",
+        }
+    }
 }
 
 impl ColumnKind {
@@ -158,6 +211,7 @@ impl ColumnKind {
             ColumnKind::Boolean | ColumnKind::Integer => "INTEGER",
             ColumnKind::Real => "REAL",
             ColumnKind::Text | ColumnKind::Date | ColumnKind::DateTime => "TEXT",
+            ColumnKind::Json(_) => "JSON",
         }
     }
 
@@ -169,6 +223,21 @@ impl ColumnKind {
             ColumnKind::Text => "TEXT",
             ColumnKind::Date => "DATE",
             ColumnKind::DateTime => "TIMESTAMPTZ",
+            ColumnKind::Json(_) => "JSONB",
+        }
+    }
+}
+
+impl Column {
+    /// The DDL comment for a JSON column: what the field holds and why it is JSON.
+    fn comment(&self) -> Option<String> {
+        match self.kind {
+            ColumnKind::Json(reason) => Some(format!(
+                "-- {}: {}",
+                self.label.replace(['\n', '\r'], " "),
+                reason.why()
+            )),
+            _ => None,
         }
     }
 }
@@ -179,53 +248,81 @@ const RESERVED: [&str; 5] = ["id", "performance", "actor", "at", "doc"];
 /// The stable scalar fields of a shape, as typed columns: one non-null kind, not inside an array,
 /// a key SQLite can address. Everything else stays in the JSON `doc` column.
 pub fn columns(shape: &Shape) -> Vec<Column> {
+    let shape = shape.settled_form();
     let mut columns: Vec<Column> = Vec::new();
     let mut taken: BTreeSet<String> = RESERVED.iter().map(|s| s.to_string()).collect();
-    collect_columns(shape, &FieldPath::root(), true, &mut columns, &mut taken);
+    let walk = Walk {
+        min_count: rare_below(&shape),
+    };
+    walk.collect(&shape, &FieldPath::root(), true, &mut columns, &mut taken);
     columns
 }
 
-fn collect_columns(
-    shape: &Shape,
-    at: &FieldPath,
-    required_so_far: bool,
-    out: &mut Vec<Column>,
-    taken: &mut BTreeSet<String>,
-) {
-    let Some(object) = &shape.object else {
-        return;
-    };
-    for (key, field) in &object.fields {
-        let path = at.key(key);
-        let required =
-            required_so_far && field.count == object.count && shape.kinds() == [Kind::Object];
-        let kinds = field.non_null_kinds();
-        let kind = match kinds.as_slice() {
-            [Kind::Boolean] => Some(ColumnKind::Boolean),
-            [Kind::Integer] => Some(ColumnKind::Integer),
-            [Kind::Number] | [Kind::Integer, Kind::Number] => Some(ColumnKind::Real),
-            [Kind::String] => Some(match field.string_format() {
-                Some(Format::DateTime) => ColumnKind::DateTime,
-                Some(Format::Date) => ColumnKind::Date,
-                _ => ColumnKind::Text,
-            }),
-            [Kind::Object] => {
-                collect_columns(field, &path, required, out, taken);
-                None
+/// The column a field of one kind (or a map, array or union) gets; `None` for a record, whose
+/// fields get columns of their own, and for a field that was only ever null.
+fn column_kind(field: &Shape) -> Option<ColumnKind> {
+    let is_map = field.object.as_ref().is_some_and(|o| o.map.is_some());
+    match field.non_null_kinds().as_slice() {
+        [] => None,
+        [Kind::Boolean] => Some(ColumnKind::Boolean),
+        [Kind::Integer] => Some(ColumnKind::Integer),
+        [Kind::Number] | [Kind::Integer, Kind::Number] => Some(ColumnKind::Real),
+        [Kind::String] => Some(match field.string_format() {
+            Some(Format::DateTime) => ColumnKind::DateTime,
+            Some(Format::Date) => ColumnKind::Date,
+            _ => ColumnKind::Text,
+        }),
+        [Kind::Object] if is_map => Some(ColumnKind::Json(JsonReason::Map)),
+        [Kind::Object] => None,
+        [Kind::Array] => Some(ColumnKind::Json(JsonReason::Array)),
+        _ => Some(ColumnKind::Json(JsonReason::Union)),
+    }
+}
+
+/// The walk over a settled shape that lists its columns.
+struct Walk {
+    /// Fields seen fewer times than this get no column.
+    min_count: u64,
+}
+
+impl Walk {
+    fn collect(
+        &self,
+        shape: &Shape,
+        at: &FieldPath,
+        required_so_far: bool,
+        out: &mut Vec<Column>,
+        taken: &mut BTreeSet<String>,
+    ) {
+        let Some(object) = &shape.object else {
+            return;
+        };
+        for (key, field) in &object.fields {
+            if field.count < self.min_count {
+                continue;
             }
-            _ => None,
-        };
-        let (Some(kind), Ok(json_path)) = (kind, path.to_sqlite()) else {
-            continue;
-        };
-        let name = unique_name(&column_name(&path), taken);
-        out.push(Column {
-            name,
-            path,
-            json_path,
-            kind,
-            not_null: required && field.null == 0,
-        });
+            let path = at.key(key);
+            let required =
+                required_so_far && field.count == object.count && shape.kinds() == [Kind::Object];
+            let Some(kind) = column_kind(field) else {
+                if field.non_null_kinds() == [Kind::Object] {
+                    self.collect(field, &path, required, out, taken);
+                }
+                continue;
+            };
+            let Ok(json_path) = path.to_sqlite() else {
+                continue;
+            };
+            let name = unique_name(&column_name(&path), taken);
+            out.push(Column {
+                name,
+                path,
+                json_path,
+                kind,
+                not_null: required && field.null == 0,
+                label: field.label(),
+            });
+        }
     }
 }
 
@@ -287,20 +384,48 @@ pub fn sqlite_view(collection: &str, columns: &[Column]) -> String {
         "at".to_owned(),
     ];
     for column in columns {
-        select.push(format!(
-            "CAST(json_extract(body, {}) AS {}) AS {}",
-            quote_literal(&column.json_path),
-            column.kind.sqlite(),
-            quote_ident(&column.name)
-        ));
+        let value = match column.kind {
+            // `->` gives the JSON of the value: a string stays quoted, so every variant reads back.
+            ColumnKind::Json(_) => format!("body -> {}", quote_literal(&column.json_path)),
+            kind => format!(
+                "CAST(json_extract(body, {}) AS {})",
+                quote_literal(&column.json_path),
+                kind.sqlite()
+            ),
+        };
+        select.push(format!("{value} AS {}", quote_ident(&column.name)));
     }
     select.push("json(body) AS doc".to_owned());
+    let comments: Vec<Option<String>> = std::iter::repeat_n(None, 4)
+        .chain(columns.iter().map(Column::comment))
+        .chain([None])
+        .collect();
     format!(
         "CREATE VIEW {} AS\nSELECT {}\nFROM ledger_entries WHERE collection = {};",
         quote_ident(&sqlite_view_name(collection)),
-        select.join(",\n       "),
+        join_commented(&select, &comments, "\n       "),
         quote_literal(collection)
     )
+}
+
+/// Joins SQL list items with commas, each followed by its `-- comment` when it has one (after the
+/// comma, so the comment never swallows it).
+fn join_commented(items: &[String], comments: &[Option<String>], separator: &str) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(separator);
+        }
+        out.push_str(item);
+        if i + 1 < items.len() {
+            out.push(',');
+        }
+        if let Some(Some(comment)) = comments.get(i) {
+            out.push(' ');
+            out.push_str(comment);
+        }
+    }
+    out
 }
 
 /// `CREATE TABLE` for Postgres: provenance, typed columns, and the whole entry as `doc jsonb`.
@@ -315,10 +440,14 @@ pub fn postgres_table(collection: &str, columns: &[Column]) -> String {
         lines.push(postgres_column(column));
     }
     lines.push("doc JSONB NOT NULL".to_owned());
+    let comments: Vec<Option<String>> = std::iter::repeat_n(None, 4)
+        .chain(columns.iter().map(Column::comment))
+        .chain([None])
+        .collect();
     format!(
         "CREATE TABLE {} (\n  {}\n);",
         quote_ident(collection),
-        lines.join(",\n  ")
+        join_commented(&lines, &comments, "\n  ")
     )
 }
 
@@ -360,57 +489,136 @@ pub fn migration(collection: &str, before: &[Column], after: &[Column]) -> (Stri
 }
 
 /// The compact form of a settled shape for a system prompt:
-/// `{name: string, email?: string(email), tags: string[], status: "new"|"won"}`.
+/// `{name: string, email?: string(email), tags: string[], status: "new"|"won", deps?: {[k]: string}}`.
 pub fn compact(shape: &Shape, rule: EnumRule, depth: usize) -> String {
-    if let Some(values) = shape.string_enum(rule.max_values, rule.min_records) {
-        let mut parts: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
-        if shape.null > 0 {
-            parts.push("null".into());
+    let render = Render {
+        rule,
+        max_depth: FULL_DEPTH,
+        top_fields: None,
+    };
+    render.shape(&shape.settled_form(), depth)
+}
+
+/// How deep [`compact`] spells out nested records.
+const FULL_DEPTH: usize = 3;
+
+/// The compact form within `max_bytes`, and whether it had to be summarised. The whole form when
+/// it fits; otherwise nested records are cut to `object` from the deepest level up, and if the
+/// top-level fields alone are still too long, the rarest are left out with a count of them
+/// (`…+12 more`). A summary is never longer than `max_bytes` unless even the first field is.
+pub fn compact_within(shape: &Shape, rule: EnumRule, max_bytes: usize) -> (String, bool) {
+    let shape = shape.settled_form();
+    let mut render = Render {
+        rule,
+        max_depth: FULL_DEPTH,
+        top_fields: None,
+    };
+    let whole = render.shape(&shape, 0);
+    if whole.len() <= max_bytes {
+        return (whole, false);
+    }
+    for max_depth in (0..FULL_DEPTH).rev() {
+        render.max_depth = max_depth;
+        let text = render.shape(&shape, 0);
+        if text.len() <= max_bytes {
+            return (text, true);
         }
-        return parts.join("|");
     }
-    let mut parts = Vec::new();
-    for kind in shape.kinds() {
-        let part = match kind {
-            Kind::Object => match &shape.object {
-                Some(object) if depth < 4 && !object.fields.is_empty() => {
-                    let fields: Vec<String> = object
-                        .fields
-                        .iter()
-                        .map(|(key, field)| {
-                            let optional = if field.count < object.count { "?" } else { "" };
-                            format!(
-                                "{}{optional}: {}",
-                                FieldPath(vec![Segment::Key(key.clone())]),
-                                compact(field, rule, depth + 1)
-                            )
-                        })
-                        .collect();
-                    format!("{{{}}}", fields.join(", "))
-                }
-                _ => "object".into(),
-            },
-            Kind::Array => match &shape.array {
-                Some(array) if array.items.count > 0 => {
-                    let items = compact(&array.items, rule, depth + 1);
-                    if items.contains('|') {
-                        format!("({items})[]")
-                    } else {
-                        format!("{items}[]")
+    let fields = shape.object.as_ref().map_or(0, |o| o.fields.len());
+    let mut text = String::new();
+    for keep in (1..fields).rev() {
+        render.top_fields = Some(keep);
+        text = render.shape(&shape, 0);
+        if text.len() <= max_bytes {
+            break;
+        }
+    }
+    (text, true)
+}
+
+/// One way of writing a shape compactly (see [`compact_within`]).
+struct Render {
+    rule: EnumRule,
+    /// Records nested deeper than this are written `object`.
+    max_depth: usize,
+    /// At the top level, only this many of the most common fields, then `…+N more`.
+    top_fields: Option<usize>,
+}
+
+impl Render {
+    fn shape(&self, shape: &Shape, depth: usize) -> String {
+        let rule = self.rule;
+        if let Some(values) = shape.string_enum(rule.max_values, rule.min_records) {
+            let mut parts: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+            if shape.null > 0 {
+                parts.push("null".into());
+            }
+            return parts.join("|");
+        }
+        let mut parts = Vec::new();
+        for kind in shape.kinds() {
+            let part = match kind {
+                Kind::Object => self.object(shape, depth),
+                Kind::Array => match &shape.array {
+                    Some(array) if array.items.count > 0 => {
+                        let items = self.shape(&array.items, depth + 1);
+                        if items.contains('|') {
+                            format!("({items})[]")
+                        } else {
+                            format!("{items}[]")
+                        }
                     }
-                }
-                _ => "[]".into(),
-            },
-            Kind::Integer if shape.number.is_some() => continue,
-            Kind::String => match shape.string_format() {
-                Some(format) => format!("string({})", format.name()),
-                None => "string".into(),
-            },
-            other => other.name().into(),
-        };
-        parts.push(part);
+                    _ => "[]".into(),
+                },
+                Kind::Integer if shape.number.is_some() => continue,
+                Kind::String => match shape.string_format() {
+                    Some(format) => format!("string({})", format.name()),
+                    None => "string".into(),
+                },
+                other => other.name().into(),
+            };
+            parts.push(part);
+        }
+        parts.join("|")
     }
-    parts.join("|")
+
+    fn object(&self, shape: &Shape, depth: usize) -> String {
+        let Some(object) = &shape.object else {
+            return "object".into();
+        };
+        if let Some(map) = &object.map {
+            return match map.values.count {
+                0 => "{}".into(),
+                _ => format!("{{[k]: {}}}", self.shape(&map.values, depth + 1)),
+            };
+        }
+        if depth > self.max_depth || object.fields.is_empty() {
+            return "object".into();
+        }
+        let mut fields: Vec<(&String, &Shape)> = object.fields.iter().collect();
+        let mut more = 0;
+        if let (Some(keep), 0) = (self.top_fields, depth) {
+            // Most common first; the sort is stable, so ties stay in name order.
+            fields.sort_by_key(|(_, field)| std::cmp::Reverse(field.count));
+            more = fields.len().saturating_sub(keep);
+            fields.truncate(keep);
+        }
+        let mut parts: Vec<String> = fields
+            .into_iter()
+            .map(|(key, field)| {
+                let optional = if field.count < object.count { "?" } else { "" };
+                format!(
+                    "{}{optional}: {}",
+                    FieldPath(vec![Segment::Key(key.clone())]),
+                    self.shape(field, depth + 1)
+                )
+            })
+            .collect();
+        if more > 0 {
+            parts.push(format!("…+{more} more"));
+        }
+        format!("{{{}}}", parts.join(", "))
+    }
 }
 
 #[cfg(test)]
@@ -496,10 +704,15 @@ mod tests {
                 "name",
                 "price",
                 "score",
-                "status"
+                "status",
+                "tags"
             ]
         );
         let pg = postgres_table("leads", &columns);
+        assert!(
+            pg.contains("\"tags\" JSONB NOT NULL, -- string[]: an array, kept whole\n"),
+            "{pg}"
+        );
         assert!(pg.contains("\"price\" DOUBLE PRECISION NOT NULL"), "{pg}");
         assert!(pg.contains("\"score\" BIGINT,"), "{pg}");
         assert!(pg.contains("\"key_dot\" BOOLEAN NOT NULL"), "{pg}");

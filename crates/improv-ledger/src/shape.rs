@@ -15,16 +15,55 @@
 //! pass), and of its parametric successor (Baazizi et al., "Parametric schema inference for
 //! massive JSON datasets", VLDB Journal 2019), here with counts kept per kind, as in their
 //! counting types, so presence and required fields can be told apart.
+//!
+//! ## Maps and records
+//!
+//! An object is either a *record* (a fixed set of named fields: `{name, email}`) or a *map* (keys
+//! that are data, values of one shape: `dependencies`, `scripts`, counts per date). A map settled
+//! as a record gives one optional property per key ever seen, thousands on real data, so the two
+//! are told apart, in two steps that both keep the merge order-independent:
+//!
+//! - **Bounded representation.** Once the values at one position have shown more than
+//!   [`MAP_KEY_LIMIT`] distinct keys, the position is held as a map ([`MapShape`]): the shapes of
+//!   all its fields fused into one value shape, plus how many key occurrences there were and how
+//!   many looked like data. The number of distinct keys of a multiset only grows as it grows, and
+//!   collapsing commutes with merging (the fused value shape of a union is the merge of the fused
+//!   value shapes), so the result is the same whatever order and grouping the values come in. The
+//!   limit is DuckDB's `map_inference_threshold` (200): past it, DuckDB's JSON reader also infers
+//!   `MAP` rather than `STRUCT`.
+//! - **The settled decision** ([`ObjectShape::settles_as_map`], applied by
+//!   [`Shape::settled_form`]) is a function of the merged shape alone, hence of the data and not
+//!   of its order. With `K` distinct keys over `n` objects, the mean presence of a key is
+//!   `occurrences / (K · n)`. A position with at least [`MAP_MIN_KEYS`] keys settles as a map when
+//!   (a) its values have one kind (integers and other numbers count as one) and the mean presence
+//!   is at most [`MAP_MAX_MEAN_PRESENCE`]: DuckDB's `field_appearance_threshold` (0.1), the share
+//!   under which its reader also takes an object for a map; or (a') its values have one kind,
+//!   there are more distinct keys than objects, and the mean presence is at most one half (a
+//!   record's fields are fixed by whoever designed it, so its distinct keys stop growing long
+//!   before they outnumber its objects; keys that outnumber the objects carrying them are
+//!   still arriving, like data); or (b) at least half the key
+//!   occurrences look like data (see [`key_looks_like_data`]: package names with a scope or a
+//!   path, paths, numbers, dates, UUIDs, hex ids, URIs) and the mean presence is at most one half.
+//!   Value homogeneity and a key space that varies from object to object are the two signals
+//!   Spoth, Kennedy, Lu, Hammerschmidt and Liu use to tell collections from tuples ("Reducing
+//!   ambiguity in JSON schema discovery", SIGMOD 2021); fewer than [`MAP_MIN_KEYS`] keys are too
+//!   few to tell and stay a record.
 
 use crate::path::{FieldPath, Segment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How many distinct string values a position tracks before it stops treating them as an enum.
 pub const ENUM_TRACK_LIMIT: usize = 16;
 /// Strings longer than this (in bytes) are never enum values.
 pub const ENUM_VALUE_MAX_BYTES: usize = 48;
+/// More distinct keys than this at one position and it is held as a map (see the module docs).
+pub const MAP_KEY_LIMIT: usize = 200;
+/// Fewer distinct keys than this and an object is a record, whatever its statistics.
+pub const MAP_MIN_KEYS: usize = 8;
+/// The mean presence of its keys at or under which an object of one value kind is a map.
+pub const MAP_MAX_MEAN_PRESENCE: f64 = 0.1;
 
 /// The inferred shape of the values at one position. See the module docs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -252,7 +291,97 @@ pub struct ObjectShape {
     /// Objects seen here.
     pub count: u64,
     /// Each key seen, with the shape of its values; a field's `count` is how many objects had it.
+    /// Empty once the position is held as a map.
     pub fields: BTreeMap<String, Shape>,
+    /// Set when this position is held as a map: its keys are data, its values fused into one
+    /// shape. See the module docs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<Box<MapShape>>,
+}
+
+/// An object position held as a map: the values of every key fused into one shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MapShape {
+    /// Key occurrences: the sum over objects of their number of keys (`values.count`).
+    pub entries: u64,
+    /// Key occurrences whose key looks like data (see [`key_looks_like_data`]).
+    pub data_keys: u64,
+    /// The shape of every value under every key.
+    pub values: Shape,
+}
+
+impl MapShape {
+    fn add_key(&mut self, key: &str, occurrences: u64) {
+        self.entries += occurrences;
+        if key_looks_like_data(key) {
+            self.data_keys += occurrences;
+        }
+    }
+
+    fn merge(&mut self, other: &MapShape) {
+        self.entries += other.entries;
+        self.data_keys += other.data_keys;
+        self.values.merge(&other.values);
+    }
+}
+
+impl ObjectShape {
+    /// Holds this position as a map from now on (a no-op when it already is one).
+    fn collapse(&mut self) {
+        if self.map.is_some() {
+            return;
+        }
+        let mut map = MapShape::default();
+        for (key, field) in std::mem::take(&mut self.fields) {
+            map.add_key(&key, field.count);
+            map.values.merge(&field);
+        }
+        self.map = Some(Box::new(map));
+    }
+
+    /// Whether this position settles as a map rather than a record: held as one already, or the
+    /// statistics of its keys say so (the rule and its sources are in the module docs).
+    pub fn settles_as_map(&self) -> bool {
+        if self.map.is_some() {
+            return true;
+        }
+        let keys = self.fields.len();
+        if keys < MAP_MIN_KEYS || self.count == 0 {
+            return false;
+        }
+        let mut occurrences = 0u64;
+        let mut data = 0u64;
+        let mut kinds = BTreeSet::new();
+        for (key, field) in &self.fields {
+            occurrences += field.count;
+            if key_looks_like_data(key) {
+                data += field.count;
+            }
+            kinds.extend(field.non_null_kinds().into_iter().map(|k| match k {
+                Kind::Integer => Kind::Number,
+                other => other,
+            }));
+        }
+        let mean_presence = occurrences as f64 / (keys as f64 * self.count as f64);
+        let homogeneous = kinds.len() <= 1;
+        (homogeneous && mean_presence <= MAP_MAX_MEAN_PRESENCE)
+            || (homogeneous && keys as u64 > self.count && mean_presence <= 0.5)
+            || (data * 2 >= occurrences && mean_presence <= 0.5)
+    }
+}
+
+/// Whether an object key looks like a value rather than a field name: it has a path or scope
+/// separator (`/`, `@`, `:`), a space, starts with `.` or a digit (paths, versions, numbers,
+/// dates), is a long hex id, or has a string format (UUID, date, email, URI).
+pub fn key_looks_like_data(key: &str) -> bool {
+    let hex_id = key.len() >= 8
+        && key.bytes().all(|b| b.is_ascii_hexdigit())
+        && key.bytes().any(|b| b.is_ascii_digit());
+    key.is_empty()
+        || key.starts_with(|c: char| c == '.' || c.is_ascii_digit())
+        || key.contains(['/', '@', ':', ' '])
+        || hex_id
+        || Format::detect(key).is_some()
 }
 
 /// The kinds a JSON value can have, as shapes count them.
@@ -340,6 +469,13 @@ impl Shape {
                 });
                 let before = object.count;
                 object.count += 1;
+                if let Some(held) = &mut object.map {
+                    for (key, item) in map {
+                        held.add_key(key, 1);
+                        changed |= held.values.absorb(item);
+                    }
+                    return changed;
+                }
                 // A field every earlier object had, missing here: required became optional.
                 let required = object.fields.values().filter(|f| f.count == before).count();
                 let mut present = 0;
@@ -354,6 +490,10 @@ impl Shape {
                             object.fields.insert(key.clone(), Shape::of(item));
                         }
                     }
+                }
+                if object.fields.len() > MAP_KEY_LIMIT {
+                    object.collapse();
+                    return true;
                 }
                 changed || (before > 0 && present < required)
             }
@@ -516,6 +656,24 @@ impl Shape {
         });
         merge_option(&mut self.object, &other.object, |a, b| {
             a.count += b.count;
+            let keys = a.fields.len()
+                + b.fields
+                    .keys()
+                    .filter(|k| !a.fields.contains_key(*k))
+                    .count();
+            if a.map.is_some() || b.map.is_some() || keys > MAP_KEY_LIMIT {
+                a.collapse();
+                let mut theirs = ObjectShape {
+                    count: b.count,
+                    fields: b.fields.clone(),
+                    map: b.map.clone(),
+                };
+                theirs.collapse();
+                if let (Some(mine), Some(theirs)) = (&mut a.map, &theirs.map) {
+                    mine.merge(theirs);
+                }
+                return;
+            }
             for (key, field) in &b.fields {
                 match a.fields.get_mut(key) {
                     Some(mine) => mine.merge(field),
@@ -605,7 +763,13 @@ impl Shape {
         let mut shape = self;
         for segment in &path.0 {
             shape = match segment {
-                Segment::Key(key) => shape.object.as_ref()?.fields.get(key)?,
+                Segment::Key(key) => {
+                    let object = shape.object.as_ref()?;
+                    match &object.map {
+                        Some(map) => &map.values,
+                        None => object.fields.get(key)?,
+                    }
+                }
                 Segment::Index(_) | Segment::Items => &shape.array.as_ref()?.items,
             };
         }
@@ -642,6 +806,30 @@ impl Shape {
                 presence: 1.0,
             });
             array.items.collect_fields(&path, out);
+        }
+    }
+
+    /// This shape as it settles: every object position that [`ObjectShape::settles_as_map`]
+    /// held as a map, so the schema, the DDL and the context text all see one decision.
+    /// Idempotent, and a function of the shape alone (so of the data, not of its order).
+    pub fn settled_form(&self) -> Shape {
+        let mut shape = self.clone();
+        shape.settle_maps();
+        shape
+    }
+
+    fn settle_maps(&mut self) {
+        if let Some(object) = &mut self.object {
+            if object.settles_as_map() {
+                object.collapse();
+            }
+            match &mut object.map {
+                Some(map) => map.values.settle_maps(),
+                None => object.fields.values_mut().for_each(Shape::settle_maps),
+            }
+        }
+        if let Some(array) = &mut self.array {
+            array.items.settle_maps();
         }
     }
 
@@ -695,6 +883,10 @@ impl Shape {
                         }
                     }
                     _ => "[]".to_owned(),
+                },
+                Kind::Object => match self.object.as_ref().and_then(|o| o.map.as_ref()) {
+                    Some(map) if map.values.count > 0 => format!("{{[k]: {}}}", map.values.label()),
+                    _ => "object".to_owned(),
                 },
                 other => other.name().to_owned(),
             };
@@ -829,6 +1021,13 @@ impl<'de> serde::de::Visitor<'de> for Absorb<'_> {
         self.0.count += 1;
         let object = self.0.object.get_or_insert_with(ObjectShape::default);
         object.count += 1;
+        if let Some(held) = &mut object.map {
+            while let Some(key) = map.next_key_seed(Key)? {
+                held.add_key(&key, 1);
+                map.next_value_seed(Absorb(&mut held.values))?;
+            }
+            return Ok(());
+        }
         while let Some(key) = map.next_key_seed(Key)? {
             match object.fields.get_mut(key.as_ref()) {
                 Some(field) => map.next_value_seed(Absorb(field))?,
@@ -838,6 +1037,9 @@ impl<'de> serde::de::Visitor<'de> for Absorb<'_> {
                     object.fields.insert(key.into_owned(), field);
                 }
             }
+        }
+        if object.fields.len() > MAP_KEY_LIMIT {
+            object.collapse();
         }
         Ok(())
     }
@@ -930,7 +1132,14 @@ pub fn rename_suspects(shape: &Shape) -> Vec<RenameSuspect> {
 }
 
 fn collect_suspects(shape: &Shape, at: &FieldPath, out: &mut Vec<RenameSuspect>) {
-    if let Some(object) = &shape.object {
+    // A map's keys are data: two similar package names are not one field under two names.
+    if let Some(object) = &shape.object
+        && object.settles_as_map()
+    {
+        if let Some(map) = &object.map {
+            collect_suspects(&map.values, at, out);
+        }
+    } else if let Some(object) = &shape.object {
         let keys: Vec<(&String, &Shape, String)> = object
             .fields
             .iter()
@@ -1084,6 +1293,78 @@ mod tests {
         assert!(
             rename_suspects(&both).is_empty(),
             "present together: not a rename"
+        );
+    }
+
+    #[test]
+    fn maps_are_told_apart_from_records() {
+        let mut shape = Shape::default();
+        for i in 0..40 {
+            shape.absorb(&json!({
+                // A record of ten optional fields, each in half the entries: stays a record.
+                "profile": (0..10).filter(|f| (i + f) % 2 == 0)
+                    .map(|f| (format!("field{f}"), json!("x"))).collect::<serde_json::Map<_, _>>(),
+                // Keys per entry out of many: a map (mean presence 0.05, one value kind).
+                "scripts": {format!("task{}", i % 20): "run", format!("step{i}"): "go"},
+                // Keys that look like data (scoped packages, paths): a map though values vary.
+                "exports": {format!("./sub{}", i % 9): if i % 2 == 0 { json!("./x.js") } else { json!({"import": "./x.mjs"}) }},
+                "small": {"a": 1, "b": format!("{i}")},
+            }));
+        }
+        let settled = shape.settled_form();
+        let is_map = |key: &str| {
+            settled.object.as_ref().unwrap().fields[key]
+                .object
+                .as_ref()
+                .unwrap()
+                .map
+                .is_some()
+        };
+        assert!(is_map("scripts"));
+        assert!(is_map("exports"));
+        assert!(!is_map("profile"));
+        assert!(!is_map("small"));
+        assert_eq!(settled.settled_form(), settled);
+        let scripts = &settled.object.as_ref().unwrap().fields["scripts"];
+        assert_eq!(scripts.label(), "{[k]: string}");
+    }
+
+    #[test]
+    fn past_the_key_limit_a_position_is_held_as_a_map() {
+        let mut shape = Shape::default();
+        let mut halves = (Shape::default(), Shape::default());
+        for i in 0..=MAP_KEY_LIMIT {
+            let value = json!({"deps": {format!("@s/p{i}"): "1.0"}});
+            shape.absorb(&value);
+            if i % 2 == 0 {
+                halves.0.absorb(&value);
+            } else {
+                halves.1.absorb(&value);
+            }
+        }
+        let object = shape.object.as_ref().unwrap().fields["deps"]
+            .object
+            .as_ref()
+            .unwrap();
+        assert!(object.fields.is_empty());
+        let map = object.map.as_ref().unwrap();
+        assert_eq!(
+            (map.entries, map.data_keys),
+            (MAP_KEY_LIMIT as u64 + 1, MAP_KEY_LIMIT as u64 + 1)
+        );
+        assert!(
+            halves.0.object.as_ref().unwrap().fields["deps"]
+                .object
+                .as_ref()
+                .unwrap()
+                .map
+                .is_none()
+        );
+        halves.0.merge(&halves.1);
+        assert_eq!(halves.0, shape);
+        assert!(
+            !shape.absorb(&json!({"deps": {"new-key": "2.0"}})),
+            "a new key in a map is no new field"
         );
     }
 

@@ -1,6 +1,9 @@
 //! Property tests of shape inference: the merge is associative and commutative, absorbing values
 //! one by one equals merging their shapes, shapes survive their JSON form, and every value
-//! validates against the settled schema of the data it came from.
+//! validates against the settled schema of the data it came from. The same laws are checked on
+//! records carrying map-like objects (a `deps` object with keys drawn from hundreds of names),
+//! whose union passes the map key limit, so collapsing into a map is exercised, and the settled
+//! form (maps told apart from records) is checked to be the same whatever the order.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use improv_ledger::Shape;
@@ -51,6 +54,37 @@ fn value() -> impl Strategy<Value = Value> {
             }),
         ]
     })
+}
+
+/// A record with a map-like `deps` object (up to 120 keys out of 400 names, string or integer
+/// values) beside a few record fields: three of them can pass the map key limit of 200.
+fn wide() -> impl Strategy<Value = Value> {
+    (
+        prop::collection::btree_map(
+            (0u32..400).prop_map(|i| {
+                if i % 3 == 0 {
+                    format!("@scope/pkg-{i}")
+                } else {
+                    format!("pkg{i}")
+                }
+            }),
+            prop_oneof![
+                "[0-9]\\.[0-9]".prop_map(Value::String),
+                any::<u8>().prop_map(|n| json!(n))
+            ],
+            0..120,
+        ),
+        leaf(),
+        any::<bool>(),
+    )
+        .prop_map(|(deps, name, private)| {
+            let deps: Map<String, Value> = deps.into_iter().collect();
+            let mut record = json!({"deps": deps, "name": name});
+            if private {
+                record["private"] = json!(true);
+            }
+            record
+        })
 }
 
 fn shape_of(values: &[Value]) -> Shape {
@@ -137,5 +171,71 @@ proptest! {
             let errors: Vec<String> = validator.iter_errors(entry).map(|e| e.to_string()).collect();
             prop_assert!(errors.is_empty(), "{} against {}: {:?}", entry, schema, errors);
         }
+    }
+
+    #[test]
+    fn wide_merge_is_associative_and_commutative(
+        a in prop::collection::vec(wide(), 0..4),
+        b in prop::collection::vec(wide(), 0..4),
+        c in prop::collection::vec(wide(), 0..4),
+    ) {
+        let (a, b, c) = (shape_of(&a), shape_of(&b), shape_of(&c));
+        prop_assert_eq!(merged(&a, &merged(&b, &c)), merged(&merged(&a, &b), &c));
+        prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+    }
+
+    #[test]
+    fn wide_absorbing_streaming_and_merging_agree(
+        values in prop::collection::vec(wide(), 0..8),
+        cut in 0usize..8,
+    ) {
+        let folded = values.iter().fold(Shape::default(), |acc, v| merged(&acc, &Shape::of(v)));
+        let absorbed = shape_of(&values);
+        prop_assert_eq!(&absorbed, &folded);
+        let mut streamed = Shape::default();
+        for v in &values {
+            streamed.absorb_json(&v.to_string()).unwrap();
+        }
+        prop_assert_eq!(&streamed, &absorbed);
+        let (left, right) = values.split_at(cut.min(values.len()));
+        prop_assert_eq!(&merged(&shape_of(right), &shape_of(left)), &absorbed);
+        let back: Shape = serde_json::from_str(&serde_json::to_string(&absorbed).unwrap()).unwrap();
+        prop_assert_eq!(back, absorbed);
+    }
+
+    #[test]
+    fn maps_are_told_apart_whatever_the_order(
+        values in prop::collection::vec(prop_oneof![wide(), value()], 1..10),
+        seed in any::<u64>(),
+    ) {
+        use rand::{SeedableRng, seq::SliceRandom};
+        let mut shuffled = values.clone();
+        shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let settled = shape_of(&values).settled_form();
+        prop_assert_eq!(&shape_of(&shuffled).settled_form(), &settled);
+        let half = shuffled.len() / 2;
+        prop_assert_eq!(
+            &merged(&shape_of(&shuffled[half..]), &shape_of(&shuffled[..half])).settled_form(),
+            &settled
+        );
+        prop_assert_eq!(&settled.settled_form(), &settled, "idempotent");
+    }
+
+    #[test]
+    fn every_wide_value_validates_and_maps_are_maps(
+        entries in prop::collection::vec(wide(), 1..10),
+    ) {
+        let shape = shape_of(&entries);
+        let schema = json_schema("t", &shape, &[], EnumRule { max_values: 8, min_records: 2 });
+        let validator = jsonschema::draft202012::new(&schema).unwrap();
+        for entry in &entries {
+            let errors: Vec<String> = validator.iter_errors(entry).map(|e| e.to_string()).collect();
+            prop_assert!(errors.is_empty(), "{} against {}: {:?}", entry, schema, errors);
+        }
+        let deps = shape.at(&"deps".parse().unwrap()).unwrap();
+        if deps.object.as_ref().unwrap().map.is_some() {
+            prop_assert!(schema["properties"]["deps"]["additionalProperties"].is_object(), "{}", schema);
+        }
+        prop_assert!(schema["properties"]["deps"]["properties"].as_object().is_none_or(|p| p.len() < 200));
     }
 }
