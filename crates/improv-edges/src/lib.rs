@@ -31,8 +31,8 @@ pub use decisions::DecisionEvents;
 pub use env::{ChildEnv, EnvPolicy};
 pub use loop_detector::LoopDetector;
 pub use policy::{
-    Approval, ApprovalRequest, Approver, Decision, Guarded, PathEdges, Policy, PolicyDecision,
-    Prompt, Rule, Unattended,
+    Approval, ApprovalRequest, Approver, Decision, Guarded, Hidden, HiddenKind, PathEdges, Policy,
+    PolicyDecision, Prompt, Rule, Unattended,
 };
 pub use sandbox::{
     Limits, MemoryLimit, ProcessLimit, Sandbox, SandboxConfig, SandboxError, SandboxMode, TempSpace,

@@ -5,9 +5,11 @@
 //! - the paths matching the stage's `read_only` globs and the control files
 //!   ([`SandboxConfig::protected`](crate::SandboxConfig::protected)) are bound onto themselves
 //!   read-only;
-//! - every hidden file (`.env`, `*.pem`, ... as the edges say, matched without regard to ASCII
-//!   case) is covered by an empty, unreadable, read-only file, every hidden folder and improv's
-//!   state ([`SandboxConfig::concealed`](crate::SandboxConfig::concealed)) by an empty folder;
+//! - every hidden file (`.env`, `id_rsa*`, ... as the edges say, matched without regard to ASCII
+//!   case; a file named only like key material, `*.pem` or `*.key`, when it holds a private key
+//!   or cannot be checked: [`HiddenGlobs`]) is covered by an empty, unreadable, read-only file,
+//!   every hidden folder and improv's state
+//!   ([`SandboxConfig::concealed`](crate::SandboxConfig::concealed)) by an empty folder;
 //! - the folders above a control file, improv's state or a hidden path are bound onto themselves
 //!   (read-write).
 //!
@@ -21,7 +23,10 @@
 //! appeared, or that something outside the sandbox moved, is covered where it is now. The scan
 //! keeps what it read of each folder, keyed by the folder's change time (which no command can
 //! set), and reads again only the folders that changed: a rescan costs one `lstat` per folder.
-//! It is written here rather than with a walker crate for that cache. A command running during
+//! It is written here rather than with a walker crate for that cache. A file named only like key
+//! material is judged again at every scan unless it is unchanged since it was last read (same
+//! identity, size, modification and change time, settled as a folder is): a certificate
+//! rewritten into a key is covered at the next command. A command running during
 //! a scan cannot move what earlier scans found (pinned), so what it can hide from the scan is
 //! what it could read anyway. Each covered path is opened and checked to be the very file the
 //! scan found before the mount goes onto that open file, so a path swapped between the scan and
@@ -29,7 +34,7 @@
 //! every hidden file (too many of them, too large a workspace, a folder it cannot read) no
 //! command runs: [`ScanError`] says why and what to do.
 
-use crate::policy::PathGlob;
+use crate::policy::{ByName, HiddenGlobs, PathGlob, holds_secret};
 use rustix::fs::{Mode, OFlags, StatVfsMountFlags};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, MountPropagationFlags};
@@ -81,10 +86,12 @@ pub enum ScanError {
 /// A file or folder's identity: `(st_dev, st_ino)`.
 pub type Id = (u64, u64);
 
-/// What a folder looked like when it was read: a later read with the same stamp can reuse it.
+/// What a folder (or a file named like key material) looked like when it was read: a later
+/// read with the same stamp can reuse what was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
     id: Id,
+    size: u64,
     ctime: (i64, i64),
     mtime: (i64, i64),
 }
@@ -93,6 +100,7 @@ impl Stamp {
     fn of(meta: &std::fs::Metadata) -> Self {
         Stamp {
             id: (meta.dev(), meta.ino()),
+            size: meta.size(),
             ctime: (meta.ctime(), meta.ctime_nsec()),
             mtime: (meta.mtime(), meta.mtime_nsec()),
         }
@@ -125,6 +133,9 @@ struct Listing {
     settled: bool,
     entries: usize,
     hidden: Vec<(OsString, bool, Id)>,
+    /// Files named only like key material: hidden if what they hold is secret, judged at every
+    /// scan (writing a file does not change its folder).
+    key_material: Vec<OsString>,
     read_only: Vec<(OsString, bool, Id)>,
     /// Subfolders to descend into, and whether they lie under a read-only match.
     subdirs: Vec<(OsString, bool)>,
@@ -141,10 +152,17 @@ pub struct Scan {
     pub entries: usize,
 }
 
-/// Globs matched against a path with its ASCII letters lowered: `.ENV` is as hidden as `.env`.
+/// The verdict on a file named like key material, and the file as it was when judged.
+#[derive(Clone, Copy, Debug)]
+struct Judged {
+    stamp: Stamp,
+    settled: bool,
+    secret: bool,
+}
+
+/// Globs matched against a path with its ASCII letters lowered: `.ENV` is as read-only as `.env`.
 pub struct Globs {
     globs: Vec<PathGlob>,
-    text: String,
 }
 
 impl Globs {
@@ -154,7 +172,6 @@ impl Globs {
                 .iter()
                 .map(|g| PathGlob::new(&g.to_ascii_lowercase()))
                 .collect::<Result<_, _>>()?,
-            text: globs.join(", "),
         })
     }
 
@@ -180,23 +197,26 @@ impl Globs {
 /// judged by its own name); a hidden folder is covered whole.
 pub struct Scanner {
     root: PathBuf,
-    hidden: Globs,
+    hidden: HiddenGlobs,
     read_only: Globs,
     /// Covered whole, not scanned ([`crate::SandboxConfig::concealed`]).
     skip: Vec<PathBuf>,
     cache: HashMap<PathBuf, Listing>,
+    /// The verdicts on files named like key material, by identity.
+    judged: HashMap<Id, Judged>,
     /// The hidden files the last scan found.
     known: HashSet<Id>,
 }
 
 impl Scanner {
-    pub fn new(root: PathBuf, hidden: Globs, read_only: Globs, skip: Vec<PathBuf>) -> Self {
+    pub fn new(root: PathBuf, hidden: HiddenGlobs, read_only: Globs, skip: Vec<PathBuf>) -> Self {
         Scanner {
             root,
             hidden,
             read_only,
             skip,
             cache: HashMap::new(),
+            judged: HashMap::new(),
             known: HashSet::new(),
         }
     }
@@ -225,6 +245,7 @@ impl Scanner {
             return Ok(Scan::default());
         }
         let mut old = std::mem::take(&mut self.cache);
+        let mut judged = std::mem::take(&mut self.judged);
         let mut scan = Scan::default();
         let mut stack = vec![(self.root.clone(), false)];
         while let Some((dir, under_read_only)) = stack.pop() {
@@ -251,10 +272,20 @@ impl Scanner {
                 id: *id,
             };
             scan.hidden.extend(listing.hidden.iter().map(found));
+            for name in &listing.key_material {
+                let path = dir.join(name);
+                if let Some((id, true)) = self.judge(&path, &mut judged)? {
+                    scan.hidden.push(Found {
+                        path,
+                        is_dir: false,
+                        id,
+                    });
+                }
+            }
             if scan.hidden.len() > MAX_COVERS {
                 return Err(ScanError::TooManyHidden {
                     max: MAX_COVERS,
-                    globs: self.hidden.text.clone(),
+                    globs: self.hidden.text(),
                 });
             }
             scan.read_only.extend(listing.read_only.iter().map(found));
@@ -264,6 +295,48 @@ impl Scanner {
             self.cache.insert(dir, listing);
         }
         Ok(scan)
+    }
+
+    /// Whether the file at `path`, named only like key material, holds a secret
+    /// ([`holds_secret`], read through a descriptor opened without following a symlink); `None`
+    /// if it is gone. The verdict of an earlier scan (`old`, taken from by identity) stands
+    /// while the file is unchanged.
+    fn judge(
+        &mut self,
+        path: &Path,
+        old: &mut HashMap<Id, Judged>,
+    ) -> Result<Option<(Id, bool)>, ScanError> {
+        let before = SystemTime::now();
+        let meta = match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            meta => meta.map_err(|e| ScanError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?,
+        };
+        let stamp = Stamp::of(&meta);
+        let verdict = match old.remove(&stamp.id) {
+            Some(j) if j.stamp == stamp && j.settled => j,
+            _ => Judged {
+                stamp,
+                settled: stamp.settled(before),
+                secret: !meta.is_file() || Self::sniff(path, stamp),
+            },
+        };
+        self.judged.insert(stamp.id, verdict);
+        Ok(Some((stamp.id, verdict.secret)))
+    }
+
+    /// [`holds_secret`] of the file at `path` if it is still the one `stamp` describes; secret
+    /// if not, or if it cannot be opened.
+    fn sniff(path: &Path, stamp: Stamp) -> bool {
+        match open_to_judge(path) {
+            Ok(file) => match file.metadata() {
+                Ok(meta) if Stamp::of(&meta) == stamp => holds_secret(&file),
+                _ => true,
+            },
+            Err(_) => true,
+        }
     }
 
     /// Reads one folder: what in it is hidden or read-only, and where to descend; `None` if it
@@ -285,6 +358,7 @@ impl Scanner {
             settled,
             entries: 0,
             hidden: Vec::new(),
+            key_material: Vec::new(),
             read_only: Vec::new(),
             subdirs: Vec::new(),
         };
@@ -307,7 +381,16 @@ impl Scanner {
                 continue;
             }
             let rel = rel.join(&name);
-            let hidden = self.hidden.matches(&rel);
+            let hidden = match self.hidden.by_name(&rel) {
+                ByName::Shown => false,
+                ByName::Hidden(_) => true,
+                // A folder has no content to judge: hidden whole.
+                ByName::KeyMaterial(_) if is_dir => true,
+                ByName::KeyMaterial(_) => {
+                    listing.key_material.push(name.clone());
+                    false
+                }
+            };
             let read_only = !hidden && !under_read_only && self.read_only.matches(&rel);
             if hidden || read_only {
                 // The identity the command's mount checks, as a path lookup sees it (a host
@@ -329,6 +412,16 @@ impl Scanner {
         }
         Ok(Some(listing))
     }
+}
+
+/// Opens a file named like key material to judge it: not through a symlink (a link is judged
+/// by its own name), and without waiting on a pipe.
+fn open_to_judge(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
 }
 
 /// The empty, unreadable file and folder that cover hidden paths, in a private folder outside
@@ -705,7 +798,7 @@ fn write_proc(path: &'static CStr, data: &[u8]) -> Result<(), Failed> {
 /// Workspace files git tracks whose names are hidden: their contents stay readable to commands
 /// through git's objects (`git show HEAD:.env`). From `git ls-files`, run by improv with a fixed
 /// argv, no hooks and no fsmonitor. `Err` says why the index could not be read.
-pub fn tracked_hidden(workspace: &Path, hidden: &Globs) -> Result<Vec<PathBuf>, String> {
+pub fn tracked_hidden(workspace: &Path, hidden: &HiddenGlobs) -> Result<Vec<PathBuf>, String> {
     if hidden.is_empty() || !workspace.join(".git").exists() {
         return Ok(Vec::new());
     }
@@ -737,7 +830,13 @@ pub fn tracked_hidden(workspace: &Path, hidden: &Globs) -> Result<Vec<PathBuf>, 
         .split(|b| *b == 0)
         .filter(|p| !p.is_empty())
         .map(|p| PathBuf::from(OsStr::from_bytes(p)))
-        .filter(|p| hidden.matches(p))
+        .filter(|p| {
+            hidden
+                .hidden_by(p, || {
+                    open_to_judge(&workspace.join(p)).map_or(true, |f| holds_secret(&f))
+                })
+                .is_some()
+        })
         .collect())
 }
 

@@ -26,7 +26,7 @@ use crate::cgroup::{Bounds, PerformanceCgroup};
 use crate::env::{ChildEnv, EnvPolicy};
 pub use crate::namespace::ScanError;
 use crate::namespace::{self, Covers, Plan};
-use crate::policy::{DEFAULT_HIDDEN, GlobError};
+use crate::policy::{GlobError, Hidden, HiddenGlobs, default_hidden};
 use crate::scratch::{self, TempDir};
 pub use crate::scratch::TempSpace;
 use landlock::{
@@ -122,8 +122,10 @@ pub struct SandboxConfig {
     /// Workspace paths no command may read (globs as in `hidden` under `[edges]`: without a
     /// `/` a glob matches any path component; for commands, whatever the case of its letters).
     /// Those present when a command starts are covered in its mount namespace; the file props
-    /// refuse them too.
-    pub hidden: Vec<String>,
+    /// refuse them too. A file named only like key material
+    /// ([`HiddenKind::KeyMaterial`](crate::policy::HiddenKind)) is hidden when it holds a
+    /// private key or cannot be checked.
+    pub hidden: Vec<Hidden>,
     /// Whether commands get a user and mount namespace of their own (where hidden files are
     /// covered and the process limit counts per command) when the kernel allows it. On by
     /// default; off, hidden files are only hidden from the file props.
@@ -196,7 +198,7 @@ impl SandboxConfig {
             .collect(),
             read_only: Vec::new(),
             read_write: Vec::new(),
-            hidden: DEFAULT_HIDDEN.map(String::from).to_vec(),
+            hidden: default_hidden(),
             user_namespaces: true,
             protected: Vec::new(),
             concealed: Vec::new(),
@@ -358,7 +360,7 @@ impl Sandbox {
             }
         };
         // Checked in either mode: a stage with a bad glob is an error, namespaces or not.
-        let hidden = namespace::Globs::new(&config.hidden)?;
+        let hidden = HiddenGlobs::new(&config.hidden)?;
         let read_only = namespace::Globs::new(&config.read_only_globs)?;
         let namespaces = match config.mode {
             SandboxMode::Off => None,
@@ -731,7 +733,7 @@ impl Namespaces {
     fn new(
         config: &SandboxConfig,
         workspace: &Path,
-        hidden: namespace::Globs,
+        hidden: HiddenGlobs,
         read_only: namespace::Globs,
         notes: &mut Vec<String>,
     ) -> Result<Option<Self>, SandboxError> {
@@ -744,7 +746,7 @@ impl Namespaces {
         if let Err(reason) = probed {
             notes.push(format!(
                 "no user namespaces ({reason}): hidden files ({}) are only hidden from the file props, and control files and improv's state are NOT protected from commands: a command can read the hidden files and change the control files and improv's state",
-                config.hidden.join(", ")
+                hidden.text()
             ));
             return Ok(None);
         }
@@ -807,7 +809,7 @@ impl Namespaces {
             Err(_) => (0, 0),
         };
         let mut line = format!(
-            ", own user and mount namespace per command, its workspace guarded as scanned just before it starts: {hidden} hidden path(s) covered (names matched whatever their ASCII case; no folder skipped), {read_only} path(s) matching `read_only` and {} control file(s) read-only, improv's state ({}) covered; none of them can be changed, renamed, removed or replaced by a command (mount points), nor the folders above them (so removing a folder that holds one fails), and a hidden file cannot be moved out from under its cover; one moved by something outside the sandbox is covered where it is at the next command (limits: a command's covers are those of its start, so what gets a hidden name while it runs stays readable to it; symlinks are not followed by the scan, and a protected symlink guards its target, not the link; control files missing at a command's start are not guarded for it)",
+            ", own user and mount namespace per command, its workspace guarded as scanned just before it starts: {hidden} hidden path(s) covered (names matched whatever their ASCII case; no folder skipped; a file named only like key material, `*.pem` or `*.key`, only when it holds a private key or cannot be checked, so certificates and CA bundles stay readable), {read_only} path(s) matching `read_only` and {} control file(s) read-only, improv's state ({}) covered; none of them can be changed, renamed, removed or replaced by a command (mount points), nor the folders above them (so removing a folder that holds one fails), and a hidden file cannot be moved out from under its cover; one moved by something outside the sandbox is covered where it is at the next command (limits: a command's covers are those of its start, so what gets a hidden name or becomes a private key while it runs stays readable to it; symlinks are not followed by the scan, and a protected symlink guards its target, not the link; control files missing at a command's start are not guarded for it)",
             self.fixed.protected.len(),
             if self.fixed.concealed.is_empty() {
                 "none named".to_string()

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Rig, bash};
+use common::{Rig, bash, call};
 use improv_edges::sandbox::ScanError;
 use improv_edges::{Sandbox, SandboxConfig, SandboxError};
 use std::path::{Path, PathBuf};
@@ -514,5 +514,142 @@ async fn an_actor_cannot_rewrite_the_stage_or_reach_improvs_state_through_the_lo
         TOKEN
     );
     assert!(!Path::new(&elsewhere).exists());
+    run.assert_no_leak();
+}
+
+// ---- key material: private keys hidden, certificates not ----
+
+/// A CA bundle as certifi ships it: comments and certificate blocks only.
+const CA_BUNDLE: &str = "
+# Issuer: CN=Test Root CA O=Example
+# Label: \"Test Root CA\"
+-----BEGIN CERTIFICATE-----
+MIIBszCCAVmgAwIBAgIUcA-public-cert-3c9e-AgIUb2FrZS1jZXJ0aWZpY2F0
+ZS1mb3ItdGVzdHMwCgYIKoZIzj0EAwIwFzEVMBMGA1UEAwwMVGVzdCBSb290IENB
+-----END CERTIFICATE-----
+";
+/// What only the certificate holds.
+const CERT_MARK: &str = "public-cert-3c9e";
+/// A private key, as long as [`CA_BUNDLE`] to the byte: rewriting one into the other in place
+/// leaves the file's size as it was.
+const PRIVATE_KEY: &str = "
+# Issuer: CN=Test Root CA O=Example
+# Label: \"Test Root CA\"
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPRIVATE-key-5e7b
+MHcCAQEEIEXAMPLEexampleEXAMPLEexampleEXAMPLEexample0AwEHoUQDQgAE
+-----END PRIVATE KEY-----
+";
+/// What only the private key holds.
+const KEY_MARK: &str = "PRIVATE-key-5e7b";
+/// Where a Python environment with `requests` keeps its CA bundle.
+const CERTIFI: &str = ".venv/lib/python3.12/site-packages/certifi/cacert.pem";
+
+#[test]
+fn a_ca_bundle_is_readable_to_commands_and_its_folder_removable_while_private_keys_stay_covered() {
+    assert_eq!(CA_BUNDLE.len(), PRIVATE_KEY.len());
+    let w = Ws::new();
+    w.file(CERTIFI, CA_BUNDLE);
+    w.file("node_modules/pkg/certs/root.PEM", CA_BUNDLE);
+    w.file("deploy/server.pem", PRIVATE_KEY);
+    w.file("deploy/tls.key", "opaque key bytes");
+    let sandbox = Sandbox::new(w.config()).unwrap();
+    if !namespaces(&sandbox) {
+        eprintln!("no user namespaces here: nothing is covered for commands");
+        return;
+    }
+    let mut covered = sandbox.covered().unwrap();
+    covered.sort();
+    assert_eq!(
+        covered,
+        [w.ws.join("deploy/server.pem"), w.ws.join("deploy/tls.key")]
+    );
+    let (code, out) = run(
+        &sandbox,
+        &format!("cat {CERTIFI} node_modules/pkg/certs/root.PEM"),
+    );
+    assert_eq!((code, out.matches(CERT_MARK).count()), (0, 2), "{out}");
+    let (code, out) = run(&sandbox, "cat deploy/server.pem deploy/tls.key");
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains(KEY_MARK) && !out.contains("opaque"), "{out}");
+    assert!(
+        out.contains("deploy/server.pem: Permission denied"),
+        "{out}"
+    );
+    // Nothing pins the environment: it can be removed and made again.
+    let (code, out) = run(&sandbox, "rm -rf .venv node_modules && echo gone");
+    assert_eq!((code, out.as_str()), (0, "gone\n"));
+    assert!(!w.ws.join(".venv").exists());
+    // The folder of a private key still cannot be removed.
+    let (code, out) = run(&sandbox, "rm -rf deploy");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Device or resource busy"), "{out}");
+    assert_eq!(w.read("deploy/server.pem"), PRIVATE_KEY);
+}
+
+/// A certificate rewritten in place into a private key (the same size, at once after a command
+/// read it, many times over) is covered at the next command: a verdict is kept only while the
+/// file is unchanged.
+#[test]
+fn a_certificate_rewritten_into_a_private_key_is_covered_at_the_next_command() {
+    let w = Ws::new();
+    w.file("certs/site.pem", CA_BUNDLE);
+    let sandbox = Sandbox::new(w.config()).unwrap();
+    if !namespaces(&sandbox) {
+        eprintln!("no user namespaces here: nothing is covered for commands");
+        return;
+    }
+    let path = w.ws.join("certs/site.pem");
+    let rewrite = |text: &str| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    for round in 0..25 {
+        let (code, out) = run(&sandbox, "cat certs/site.pem");
+        assert_eq!(code, 0, "round {round}: {out}");
+        assert!(out.contains(CERT_MARK), "round {round}: {out}");
+        rewrite(PRIVATE_KEY);
+        let (code, out) = run(&sandbox, "cat certs/site.pem");
+        assert!(!out.contains(KEY_MARK), "round {round}: leaked: {out}");
+        assert_ne!(code, 0, "round {round}: {out}");
+        // The actor cannot write it back either: it is covered.
+        let (code, _) = run(&sandbox, "echo x > certs/site.pem");
+        assert_ne!(code, 0, "round {round}");
+        rewrite(CA_BUNDLE);
+    }
+}
+
+#[tokio::test]
+async fn the_file_props_read_a_ca_bundle_and_refuse_a_private_key_through_the_loop() {
+    let rig = Rig::new();
+    rig.file(CERTIFI, CA_BUNDLE);
+    rig.file("server.pem", PRIVATE_KEY);
+    // Where `grep` looks (it passes over `.venv`).
+    rig.file("certs/ca.pem", CA_BUNDLE);
+    let run = rig
+        .perform(vec![
+            call("read", serde_json::json!({"path": CERTIFI})),
+            call("read", serde_json::json!({"path": "server.pem"})),
+            call("grep", serde_json::json!({"pattern": "BEGIN"})),
+            bash(&format!("cat {CERTIFI} && rm -rf .venv && echo removed")),
+        ])
+        .await;
+    assert!(run.output(0).contains(CERT_MARK), "{}", run.output(0));
+    assert!(
+        run.output(1)
+            .contains("`server.pem` is hidden by the stage's edges (`*.pem`)"),
+        "{}",
+        run.output(1)
+    );
+    let grep = run.output(2);
+    assert!(
+        grep.contains("certs/ca.pem") && !grep.contains("server.pem"),
+        "{grep}"
+    );
+    assert!(run.output(3).contains(CERT_MARK), "{}", run.output(3));
+    assert!(run.output(3).contains("removed"), "{}", run.output(3));
+    assert!(!rig.ws.join(".venv").exists());
+    assert!(!run.log().contains(KEY_MARK), "{}", run.log());
     run.assert_no_leak();
 }

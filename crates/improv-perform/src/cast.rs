@@ -8,7 +8,7 @@ use crate::control::{self, ControlPlane, DirectorOnly, TokenWatch, Watched};
 use crate::cue::CueProp;
 use anyhow::{Context, Result, bail};
 use improv_edges::{
-    Approver, DecisionEvents, Guarded, LoopDetector, PathEdges, Policy, Redacted, Redactor,
+    Approver, DecisionEvents, Guarded, Hidden, LoopDetector, PathEdges, Policy, Redacted, Redactor,
     Sandbox, SandboxConfig, SandboxError, SandboxMode,
 };
 use improv_kernel::{Actor, Budget, Model, Observer, Performance, PerformanceBuilder, Prop};
@@ -51,7 +51,7 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
     };
     let mut paths = PathEdges::default();
     if let Some(hidden) = &e.hidden {
-        paths.hidden = hidden.clone();
+        paths.hidden = hidden.iter().map(|g| Hidden::from(g.as_str())).collect();
     }
     if let Some(read_only) = &e.read_only {
         paths.read_only = read_only.clone();
@@ -64,7 +64,9 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
     config.protected = control.protected_paths();
     config.concealed = control.concealed_paths();
     paths.read_only.extend(control.read_only_globs());
-    paths.hidden.extend(control.hidden_globs());
+    paths
+        .hidden
+        .extend(control.hidden_globs().into_iter().map(Hidden::from));
     let shell = stage
         .actors
         .iter()
