@@ -19,6 +19,7 @@
 mod cgroup;
 pub mod command;
 pub mod decisions;
+mod disk;
 pub mod env;
 pub mod loop_detector;
 mod namespace;
@@ -35,6 +36,7 @@ pub use policy::{
     PolicyDecision, Prompt, Rule, Unattended,
 };
 pub use sandbox::{
-    Limits, MemoryLimit, ProcessLimit, Sandbox, SandboxConfig, SandboxError, SandboxMode, TempSpace,
+    Breach, DiskLimit, Limits, MemoryLimit, ProcessLimit, Sandbox, SandboxConfig, SandboxError,
+    SandboxMode, TempSpace,
 };
 pub use secrets::{Redacted, RedactingObserver, Redactor};

@@ -4,8 +4,10 @@
 //! network sockets unless allowed, Unix ones included, no ptrace, mount, module or keyring
 //! calls, no leaving its process group), `no_new_privs`, no capabilities (even as root),
 //! resource limits (per process; for the performance as a whole a cgroup bounds the process
-//! count for uid 0 and the memory, see the `cgroup` module), a private temp dir (a size-limited
-//! tmpfs where improv may mount one, see the `scratch` module) and a minimal environment. What
+//! count for uid 0 and the memory, see the `cgroup` module, and a watchdog the free space its
+//! commands consume on the workspace's filesystem, see the `disk` module), a private temp dir (a
+//! size-limited tmpfs where improv may mount one, see the `scratch` module) and a minimal
+//! environment. What
 //! a crashed improv left (temp dirs, cgroups) is removed by the next [`Sandbox::new`].
 //!
 //! Everything that allocates or can fail for a reason worth a message (the Landlock ruleset, the
@@ -23,12 +25,14 @@
 //! ```
 
 use crate::cgroup::{Bounds, PerformanceCgroup};
+pub use crate::disk::{Breach, DiskLimit};
+use crate::disk::{DiskGuard, Performers};
 use crate::env::{ChildEnv, EnvPolicy};
 pub use crate::namespace::ScanError;
 use crate::namespace::{self, Covers, Plan};
 use crate::policy::{GlobError, Hidden, HiddenGlobs, default_hidden};
-use crate::scratch::{self, TempDir};
 pub use crate::scratch::TempSpace;
+use crate::scratch::{self, TempDir};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
     RulesetCreated, RulesetCreatedAttr, Scope, path_beneath_rules,
@@ -86,6 +90,14 @@ pub struct Limits {
     pub processes: Option<u64>,
     /// The largest file a process may write, in bytes (`RLIMIT_FSIZE`): SIGXFSZ past it.
     pub file_size_bytes: Option<u64>,
+    /// The most free space the performance may consume on the workspace's filesystem, in
+    /// bytes: past it every command of the performance is killed and new ones are refused
+    /// until space is freed. Measured on the filesystem (other processes' writes count too)
+    /// while commands run; see the `disk` module and [`Sandbox::disk_limit`].
+    pub disk_bytes_total: Option<u64>,
+    /// The free space that must remain on the workspace's filesystem, in bytes: below it,
+    /// the same as past [`Limits::disk_bytes_total`].
+    pub disk_free_floor: Option<u64>,
 }
 
 impl Default for Limits {
@@ -98,6 +110,8 @@ impl Default for Limits {
             open_files: Some(4096),
             processes: Some(2048),
             file_size_bytes: Some(1 << 30),
+            disk_bytes_total: Some(8 << 30),
+            disk_free_floor: Some(512 << 20),
         }
     }
 }
@@ -255,6 +269,9 @@ pub enum SandboxError {
     /// Commands are refused: improv cannot cover every hidden file.
     #[error(transparent)]
     Scan(#[from] ScanError),
+    /// Commands are refused: the performance is past its disk bound.
+    #[error(transparent)]
+    Disk(#[from] Breach),
 }
 
 /// How the process count of sandboxed commands is bounded ([`Limits::processes`]).
@@ -309,12 +326,15 @@ pub struct Sandbox {
     ruleset: Option<RulesetCreated>,
     filter: Option<Arc<Filters>>,
     env: Vec<(OsString, OsString)>,
-    groups: Groups,
+    groups: Arc<Groups>,
     notes: Vec<String>,
     namespaces: Option<Namespaces>,
     cgroup: Option<Arc<PerformanceCgroup>>,
     process_limit: ProcessLimit,
     memory_limit: MemoryLimit,
+    /// The disk bound and its watchdog, which also drains `groups` (see [`Sandbox::apply`]).
+    disk: Option<DiskGuard>,
+    disk_limit: DiskLimit,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -342,8 +362,8 @@ impl Sandbox {
                 })?;
         // What crashed improv processes left; their cgroups go in `PerformanceCgroup::create`.
         scratch::sweep_temp();
-        let (temp, temp_space) = TempDir::new(config.limits.temp_bytes, config.run_as)
-            .map_err(SandboxError::TempDir)?;
+        let (temp, temp_space) =
+            TempDir::new(config.limits.temp_bytes, config.run_as).map_err(SandboxError::TempDir)?;
         let temp_path = temp.path().to_path_buf();
         let mut notes = Vec::new();
         let (ruleset, filter) = match config.mode {
@@ -379,8 +399,18 @@ impl Sandbox {
             .cloned()
             .collect();
         let env = ChildEnv::build(&config.env, &temp_path, &readable).into_vars();
+        let groups = Arc::new(Groups::new().map_err(SandboxError::Prepare)?);
+        let (disk, disk_limit) = DiskGuard::new(
+            &workspace,
+            config.limits.disk_bytes_total,
+            config.limits.disk_free_floor,
+            Processes {
+                groups: groups.clone(),
+                cgroup: cgroup.clone(),
+            },
+        );
         Ok(Sandbox {
-            groups: Groups::new().map_err(SandboxError::Prepare)?,
+            groups,
             config,
             workspace,
             temp,
@@ -393,7 +423,14 @@ impl Sandbox {
             cgroup,
             process_limit,
             memory_limit,
+            disk,
+            disk_limit,
         })
+    }
+
+    /// How what the performance's commands write into the workspace's filesystem is bounded.
+    pub fn disk_limit(&self) -> &DiskLimit {
+        &self.disk_limit
     }
 
     /// How the process count is bounded.
@@ -503,21 +540,18 @@ impl Sandbox {
             MemoryLimit::Unlimited => String::new(),
         };
         match &self.temp_space {
-            TempSpace::Tmpfs(max) => line.push_str(&format!(
-                ", the temp dir a tmpfs of {} MiB",
-                max >> 20
-            )),
-            TempSpace::NotEnforced { reason } => line.push_str(&format!(
-                ", the temp dir unbounded in total ({reason})"
-            )),
+            TempSpace::Tmpfs(max) => {
+                line.push_str(&format!(", the temp dir a tmpfs of {} MiB", max >> 20))
+            }
+            TempSpace::NotEnforced { reason } => {
+                line.push_str(&format!(", the temp dir unbounded in total ({reason})"))
+            }
             TempSpace::Unbounded => {}
         }
         if let Some(max) = self.config.limits.file_size_bytes {
-            line.push_str(&format!(
-                ", files of at most {} MiB each (the workspace's total size is not bounded)",
-                max >> 20
-            ));
+            line.push_str(&format!(", files of at most {} MiB each", max >> 20));
         }
+        line.push_str(&describe_disk(&self.disk_limit));
         line
     }
 
@@ -530,7 +564,12 @@ impl Sandbox {
     /// child, before `exec`) resource limits, Landlock, `no_new_privs` and seccomp. Sets the
     /// working directory to the workspace when the command has none.
     pub fn apply(&self, cmd: &mut std::process::Command) -> Result<(), SandboxError> {
-        self.groups.drain();
+        match &self.disk {
+            Some(disk) => disk.check()?,
+            // The disk watchdog drains the groups itself: it wakes on their pipe, so taking a
+            // pid here could leave it asleep while that command runs.
+            None => self.groups.drain(),
+        }
         cmd.env_clear();
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if cmd.get_current_dir().is_none() {
@@ -653,20 +692,77 @@ impl Sandbox {
     /// performance. Sandboxed processes cannot leave their group (seccomp denies `setsid` and
     /// `setpgid`), so this reaches everything they started, `nohup`ed or not.
     pub fn reap(&self) -> usize {
+        kill_all(&self.groups, self.cgroup.as_deref())
+    }
+}
+
+/// Kills every process the sandbox started: its cgroup's, and every process group it
+/// started that still has members; how many groups that was.
+fn kill_all(groups: &Groups, cgroup: Option<&PerformanceCgroup>) -> usize {
+    groups.drain();
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all();
+    }
+    let started = std::mem::take(&mut *groups.lock());
+    let mut killed = 0;
+    for pgid in started {
+        // SAFETY: killpg only sends a signal. A group whose members all died fails with
+        // ESRCH. A pgid is only reused once its group is empty and the pid space wrapped.
+        if unsafe { libc::killpg(pgid, libc::SIGKILL) } == 0 {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The performance's processes, as the disk watchdog sees them.
+struct Processes {
+    groups: Arc<Groups>,
+    cgroup: Option<Arc<PerformanceCgroup>>,
+}
+
+impl Performers for Processes {
+    fn started(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.groups.reader.as_fd()
+    }
+
+    fn running(&self) -> bool {
         self.groups.drain();
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.kill_all();
-        }
-        let groups = std::mem::take(&mut *self.groups.lock());
-        let mut killed = 0;
-        for pgid in groups {
-            // SAFETY: killpg only sends a signal. A group whose members all died fails with
-            // ESRCH. A pgid is only reused once its group is empty and the pid space wrapped.
-            if unsafe { libc::killpg(pgid, libc::SIGKILL) } == 0 {
-                killed += 1;
+        !self.groups.lock().is_empty()
+    }
+
+    fn kill(&self) -> usize {
+        kill_all(&self.groups, self.cgroup.as_deref())
+    }
+}
+
+/// What bounds the space the performance's commands write, for [`Sandbox::describe`].
+fn describe_disk(limit: &DiskLimit) -> String {
+    let mib = |b: &Option<u64>| b.map(|b| b >> 20);
+    match limit {
+        DiskLimit::Watched { total, floor, .. } => {
+            let mut bounds = Vec::new();
+            if let Some(max) = mib(total) {
+                bounds.push(format!(
+                    "at most {max} MiB of the workspace's filesystem consumed (a bound on its free space, so other processes' writes there count too)"
+                ));
             }
+            if let Some(floor) = mib(floor) {
+                bounds.push(format!("at least {floor} MiB of it left free"));
+            }
+            format!(
+                ", {}: checked every {} ms while a command runs, past it every command of the performance is killed (a fast writer can go past it by what it writes in that time) and new ones are refused until space is freed",
+                bounds.join(" and "),
+                crate::disk::POLL.as_millis()
+            )
         }
-        killed
+        DiskLimit::NotEnforced { reason } => format!(
+            ", what the performance writes into the workspace is not bounded in total ({reason})"
+        ),
+        DiskLimit::Unlimited => {
+            String::from(", what the performance writes into the workspace is not bounded in total")
+        }
     }
 }
 
@@ -872,7 +968,6 @@ impl Groups {
         // A panic while holding the lock leaves a valid list.
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
-
 
     /// Moves the pids written so far into the list.
     fn drain(&self) {

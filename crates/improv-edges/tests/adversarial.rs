@@ -1516,3 +1516,73 @@ async fn ctrl_c_during_an_approval_prompt_denies_the_ask_and_frees_the_prompt() 
     says(&run, 0, "[approved by the director, once]");
     assert_eq!(run.policy.decisions()[0].decision, "approved_once");
 }
+
+// ---- the disk bound ----
+
+/// A tmpfs mounted over a test's folder (root only), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Self {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "improv-test"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs for the workspace, which needs root (the tests run as root here and in CI): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_performance_writing_past_its_disk_bound_is_killed_and_then_refused() {
+    let mut rig = Rig::new();
+    // The workspace on a filesystem of its own, so that nothing else writes there.
+    let _tmpfs = Tmpfs::mount(&rig.ws, "64m");
+    rig.config.limits.disk_bytes_total = Some(16 << 20);
+    rig.config.limits.disk_free_floor = None;
+    let run = rig
+        .perform(vec![
+            // 48 MiB, a MiB at a time: room for it on the filesystem, not in the bound.
+            bash(
+                "for i in $(seq 48); do head -c 1048576 /dev/zero >> big; sleep 0.02; done; echo wrote it all",
+            ),
+            bash("echo next"),
+        ])
+        .await;
+    match run.sandbox.disk_limit() {
+        improv_edges::DiskLimit::Watched { total, .. } => assert_eq!(*total, Some(16 << 20)),
+        other => panic!("the disk bound is not watched: {other:?}"),
+    }
+    let (ok, out) = run.results()[0].clone();
+    assert!(!ok, "the writer was not stopped: {out}");
+    assert!(out.contains("signal 9") || out.contains("137"), "{out}");
+    assert!(!out.contains("wrote it all"), "{out}");
+    // Killed at the bound, within a poll or two of writing past it.
+    let written = std::fs::metadata(rig.ws.join("big")).unwrap().len();
+    assert!(written > 15 << 20 && written < 32 << 20, "{written}");
+    refused(
+        &run,
+        1,
+        "past its disk bound of 16 MiB (`Limits::disk_bytes_total`)",
+    );
+    refused(&run, 1, "free space, then run again");
+    let describe = run.sandbox.describe();
+    assert!(
+        describe.contains("at most 16 MiB of the workspace's filesystem consumed"),
+        "{describe}"
+    );
+}
