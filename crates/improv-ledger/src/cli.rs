@@ -10,7 +10,7 @@
 //! Command::Ledger { command } => improv_ledger::cli::run(command, &state_dir, options, json)?,
 //! ```
 
-use crate::ledger::{Decision, Ledger, LedgerOptions, Provenance};
+use crate::ledger::{Decision, Ledger, LedgerOptions, Provenance, Query};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::json;
@@ -37,7 +37,8 @@ pub enum LedgerCommand {
         #[arg(long, value_name = "FIELD")]
         reject: Option<String>,
     },
-    /// Import a JSON array or JSON lines file into a collection.
+    /// Import a JSON lines, JSON array or CSV (by extension) file into a collection, streaming;
+    /// lines that cannot be read go to the rejects with their line number.
     Import {
         file: PathBuf,
         #[arg(long)]
@@ -48,6 +49,22 @@ pub enum LedgerCommand {
         collection: String,
         #[arg(long)]
         csv: bool,
+    },
+    /// Read a collection's entries, as JSON lines (what the `query` prop does).
+    Query {
+        collection: String,
+        /// Conditions as JSON: `{"status": "open", "score": {">": 3}}`; operators
+        /// = != < > <= >= contains exists.
+        #[arg(long = "where", value_name = "JSON")]
+        filter: Option<String>,
+        /// Fields to order by, comma-separated; `-field` for descending.
+        #[arg(long, value_name = "FIELDS", allow_hyphen_values = true)]
+        order_by: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the settled JSON Schema instead of entries.
+        #[arg(long, conflicts_with_all = ["filter", "order_by"])]
+        schema: bool,
     },
     /// Show the entries a collection refused, with the reasons, newest first.
     Rejects {
@@ -177,8 +194,15 @@ pub fn run_with(
             Ok(())
         }
         LedgerCommand::Import { file, collection } => {
-            let report =
-                ledger.import(&collection, &file, &Provenance::new("import", "director"))?;
+            let mut progress = Progress::on_terminal();
+            let report = ledger.import_with_progress(
+                &collection,
+                &file,
+                &Provenance::new("import", "director"),
+                &mut |p| progress.show(p),
+            );
+            progress.finish();
+            let report = report?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else {
@@ -209,6 +233,13 @@ pub fn run_with(
             }
             Ok(())
         }
+        LedgerCommand::Query {
+            collection,
+            filter,
+            order_by,
+            limit,
+            schema,
+        } => query(&ledger, &collection, filter, order_by, limit, schema, out),
         LedgerCommand::Rejects { collection, limit } => {
             let rejects = ledger.rejects(&collection, limit)?;
             if json {
@@ -225,6 +256,79 @@ pub fn run_with(
                 }
             }
             Ok(())
+        }
+    }
+}
+
+fn query(
+    ledger: &Ledger,
+    collection: &str,
+    filter: Option<String>,
+    order_by: Option<String>,
+    limit: usize,
+    schema: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    // Fails with a clear message for a collection that does not exist.
+    ledger.collection(collection)?;
+    if schema {
+        let Some(schema) = ledger.schema(collection)? else {
+            bail!(
+                "{collection} is not settled yet; settle it with `improv ledger settle {collection}`"
+            );
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&schema)?)?;
+        return Ok(());
+    }
+    let filter = filter
+        .map(|text| serde_json::from_str::<serde_json::Value>(&text))
+        .transpose()
+        .context("--where must be JSON, e.g. '{\"status\": \"open\", \"score\": {\">\": 3}}'")?;
+    if limit == 0 {
+        bail!("--limit must be at least 1");
+    }
+    let query = Query::from_json(filter.as_ref(), order_by.as_deref(), Some(limit))?;
+    for entry in ledger.query(collection, &query)? {
+        writeln!(out, "{}", entry.text)?;
+    }
+    Ok(())
+}
+
+/// Import progress on standard error, only when it is a terminal.
+struct Progress {
+    shown: bool,
+    on_terminal: bool,
+}
+
+impl Progress {
+    fn on_terminal() -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            shown: false,
+            on_terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, progress: crate::ImportProgress) {
+        if !self.on_terminal {
+            return;
+        }
+        let percent = match progress.total_bytes {
+            0 => 100,
+            total => (progress.bytes.min(total) * 100 / total) as u32,
+        };
+        eprint!(
+            "\r{percent:>3}%  {} MiB  {} recorded, {} rejected ",
+            progress.bytes >> 20,
+            progress.recorded,
+            progress.rejected
+        );
+        self.shown = true;
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
         }
     }
 }

@@ -178,6 +178,12 @@ impl Provenance {
 pub enum Input {
     Text(String),
     Value(Value),
+    /// Something that could not be read as an entry (a line that is not UTF-8, a CSV row with
+    /// the wrong number of cells): kept in the rejects with the reason.
+    Unreadable {
+        text: String,
+        reason: String,
+    },
 }
 
 impl From<Value> for Input {
@@ -519,6 +525,27 @@ struct Settled {
     /// Fields the director refused (written as `false` in the schema).
     #[serde(default)]
     rejected: Vec<String>,
+    /// The fields with a column: they keep it in every later version, rare or not, so a query
+    /// on the view never loses a column. Empty in states written before it was kept.
+    #[serde(default)]
+    column_paths: Vec<String>,
+}
+
+impl Settled {
+    /// The fields that keep their column in the next version (see `column_paths`).
+    fn kept_columns(&self) -> Result<Vec<FieldPath>> {
+        if self.column_paths.is_empty() {
+            return Ok(schema::columns(&self.shape)
+                .into_iter()
+                .map(|c| c.path)
+                .collect());
+        }
+        Ok(self
+            .column_paths
+            .iter()
+            .map(|p| FieldPath::parse(p))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
 }
 
 struct Collection {
@@ -683,7 +710,8 @@ impl Ledger {
         self.write(collection, entries, provenance)
     }
 
-    fn write(
+    /// Records a batch in one transaction (how `record`, `record_batch` and imports write).
+    pub(crate) fn write(
         &self,
         collection: &str,
         entries: impl IntoIterator<Item = (Input, Option<String>)>,
@@ -798,6 +826,7 @@ impl Ledger {
     /// Parses and checks one entry against the limits and the settled schema.
     fn check(&self, state: &Collection, input: Input) -> Checked {
         let (value, body, raw) = match input {
+            Input::Unreadable { text, reason } => return Checked::Refused { text, reason },
             Input::Text(text) => {
                 if text.len() > self.options.max_entry_bytes {
                     let reason = format!(
@@ -1078,7 +1107,7 @@ impl Ledger {
             });
         }
         let shape = state.stored.shape.clone();
-        let settled = self.make_settled(collection, shape, Vec::new(), 1)?;
+        let settled = self.make_settled(collection, shape, Vec::new(), 1, &[])?;
         tx.execute_batch(&format!(
             "DROP VIEW IF EXISTS {};\n{}",
             schema::quote_ident(&schema::sqlite_view_name(collection)),
@@ -1112,6 +1141,7 @@ impl Ledger {
         shape: Shape,
         rejected: Vec<String>,
         version: u32,
+        keep_columns: &[FieldPath],
     ) -> Result<Settled> {
         let rejected_paths = rejected
             .iter()
@@ -1125,8 +1155,9 @@ impl Ledger {
             &rejected_paths,
             self.options.enum_rule(),
         );
-        let columns = schema::columns(&shape);
+        let columns = schema::columns_with(&shape, keep_columns);
         Ok(Settled {
+            column_paths: columns.iter().map(|c| c.path.to_string()).collect(),
             version,
             at: format_time(self.now()),
             sqlite_ddl: schema::sqlite_view(collection, &columns),
@@ -1193,11 +1224,17 @@ impl Ledger {
             rejected.push(field.clone());
         }
         let shape = state.stored.shape.without(&excluded);
-        let settled = self.make_settled(collection, shape, rejected, old.version + 1)?;
+        let old_columns = old.kept_columns()?;
+        let mut keep = old_columns.clone();
+        if decision == Decision::Accept {
+            // The director asked for this field: it gets its column however rare it still is.
+            keep.push(field_path.clone());
+        }
+        let settled = self.make_settled(collection, shape, rejected, old.version + 1, &keep)?;
         let (sqlite_migration, postgres_migration) = schema::migration(
             collection,
-            &schema::columns(&old.shape),
-            &schema::columns(&settled.shape),
+            &schema::columns_with(&old.shape, &old_columns),
+            &schema::columns_with(&settled.shape, &keep),
         );
         let validator = compile(collection, &settled.schema)?;
         if decision == Decision::Accept {
@@ -1306,76 +1343,6 @@ impl Ledger {
             "Ledger collections (record entries in these shapes; {legend}):\n{}\n",
             lines.join("\n")
         ))
-    }
-
-    /// Imports a JSON array or JSON lines file into a collection. Lines that are not valid JSON
-    /// are kept in the rejects with their line number; a JSON array that does not parse is an
-    /// error naming the line and column.
-    pub fn import(
-        &self,
-        collection: &str,
-        file: &Path,
-        provenance: &Provenance,
-    ) -> Result<ImportReport> {
-        let text = std::fs::read_to_string(file).map_err(|source| LedgerError::Io {
-            path: file.to_path_buf(),
-            source,
-        })?;
-        let mut report = ImportReport::default();
-        let mut tally = |outcomes: Vec<RecordOutcome>| {
-            for outcome in outcomes {
-                match outcome {
-                    RecordOutcome::Recorded { proposed, .. } => {
-                        report.recorded += 1;
-                        report.proposed.extend(proposed);
-                    }
-                    RecordOutcome::Rejected { .. } => report.rejected += 1,
-                }
-            }
-        };
-        const BATCH: usize = 10_000;
-        if text.trim_start().starts_with('[') {
-            let values: Vec<Value> =
-                serde_json::from_str(&text).map_err(|error| LedgerError::Import {
-                    file: file.to_path_buf(),
-                    line: error.line(),
-                    column: error.column(),
-                    message: format!(
-                        "not a valid JSON array ({error}); for one entry per line, use JSON lines"
-                    ),
-                })?;
-            let mut values = values.into_iter().enumerate().peekable();
-            while values.peek().is_some() {
-                let batch: Vec<(Input, Option<String>)> = values
-                    .by_ref()
-                    .take(BATCH)
-                    .map(|(i, v)| (Input::Value(v), Some(format!("item {}", i + 1))))
-                    .collect();
-                tally(self.write(collection, batch, provenance)?);
-            }
-        } else {
-            let mut lines = text
-                .lines()
-                .enumerate()
-                .filter(|(_, line)| !line.trim().is_empty())
-                .peekable();
-            while lines.peek().is_some() {
-                let batch: Vec<(Input, Option<String>)> = lines
-                    .by_ref()
-                    .take(BATCH)
-                    .map(|(i, line)| {
-                        (
-                            Input::Text(line.to_owned()),
-                            Some(format!("line {}", i + 1)),
-                        )
-                    })
-                    .collect();
-                tally(self.write(collection, batch, provenance)?);
-            }
-        }
-        report.proposed.sort();
-        report.proposed.dedup();
-        Ok(report)
     }
 
     /// Writes every entry of a collection as JSON lines; returns how many.

@@ -5,7 +5,8 @@
 //!
 //! Reading order: [`path`] (how fields are named), [`shape`] (inference and its merge),
 //! [`schema`] (a shape precipitated into JSON Schema, DDL and context text), [`ledger`] (the
-//! SQLite-backed store: record, query, settle, evolve, import, export), [`props`] (the `record`
+//! SQLite-backed store: record, query, settle, evolve, export), [`import`] (streaming import of
+//! JSON lines, JSON arrays and CSV), [`props`] (the `record`
 //! and `query` props actors use) and, with the `cli` feature, [`cli`] (`improv ledger`).
 //!
 //! ```no_run
@@ -22,6 +23,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
+pub mod import;
 pub mod ledger;
 pub mod path;
 pub mod props;
@@ -29,6 +31,7 @@ pub mod schema;
 pub mod shape;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use import::{ImportFormat, ImportProgress};
 pub use ledger::{
     CollectionInfo, Decision, Entry, Evolution, Filter, ImportReport, Input, LEDGER_FILE, Ledger,
     LedgerError, LedgerOptions, Op, Proposal, Provenance, Query, RecordOutcome, Reject, Settlement,

@@ -248,11 +248,19 @@ const RESERVED: [&str; 5] = ["id", "performance", "actor", "at", "doc"];
 /// The stable scalar fields of a shape, as typed columns: one non-null kind, not inside an array,
 /// a key SQLite can address. Everything else stays in the JSON `doc` column.
 pub fn columns(shape: &Shape) -> Vec<Column> {
+    columns_with(shape, &[])
+}
+
+/// [`columns`], where the fields at `keep` (and the fields of records at `keep`) get a column
+/// however rare they are: columns a settled collection already has, and fields the director
+/// accepted.
+pub fn columns_with(shape: &Shape, keep: &[FieldPath]) -> Vec<Column> {
     let shape = shape.settled_form();
     let mut columns: Vec<Column> = Vec::new();
     let mut taken: BTreeSet<String> = RESERVED.iter().map(|s| s.to_string()).collect();
     let walk = Walk {
         min_count: rare_below(&shape),
+        keep,
     };
     walk.collect(&shape, &FieldPath::root(), true, &mut columns, &mut taken);
     columns
@@ -280,12 +288,20 @@ fn column_kind(field: &Shape) -> Option<ColumnKind> {
 }
 
 /// The walk over a settled shape that lists its columns.
-struct Walk {
-    /// Fields seen fewer times than this get no column.
+struct Walk<'k> {
+    /// Fields seen fewer times than this get no column...
     min_count: u64,
+    /// ...unless they are, or are inside, one of these.
+    keep: &'k [FieldPath],
 }
 
-impl Walk {
+impl Walk<'_> {
+    fn kept(&self, path: &FieldPath) -> bool {
+        self.keep
+            .iter()
+            .any(|k| k.0.starts_with(&path.0) || path.0.starts_with(&k.0))
+    }
+
     fn collect(
         &self,
         shape: &Shape,
@@ -298,10 +314,10 @@ impl Walk {
             return;
         };
         for (key, field) in &object.fields {
-            if field.count < self.min_count {
+            let path = at.key(key);
+            if field.count < self.min_count && !self.kept(&path) {
                 continue;
             }
-            let path = at.key(key);
             let required =
                 required_so_far && field.count == object.count && shape.kinds() == [Kind::Object];
             let Some(kind) = column_kind(field) else {

@@ -114,3 +114,47 @@ fn the_director_imports_lists_settles_evolves_and_exports() {
         .to_string();
     assert!(error.contains("no collection named `ghosts`"), "{error}");
 }
+
+#[test]
+fn the_director_reads_a_collection_with_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(".improv");
+    let file = dir.path().join("scores.csv");
+    std::fs::write(&file, "name,score\nada,3\nbob,9\neve,5\n").unwrap();
+    improv(
+        &state,
+        &["import", file.to_str().unwrap(), "--collection", "scores"],
+    )
+    .unwrap();
+    let out = improv(
+        &state,
+        &[
+            "query",
+            "scores",
+            "--where",
+            r#"{"score": {">": 4}}"#,
+            "--order-by",
+            "-score",
+        ],
+    )
+    .unwrap();
+    let names: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["name"].to_string())
+        .collect();
+    assert_eq!(names, vec!["\"bob\"", "\"eve\""], "{out}");
+    let out = improv(&state, &["query", "scores", "--limit", "1"]).unwrap();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let error = improv(&state, &["query", "scores", "--where", "{oops"])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--where must be JSON"), "{error}");
+    let error = improv(&state, &["query", "scores", "--schema"])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not settled yet"), "{error}");
+    improv(&state, &["settle", "scores"]).unwrap();
+    let schema: Value =
+        serde_json::from_str(&improv(&state, &["query", "scores", "--schema"]).unwrap()).unwrap();
+    assert_eq!(schema["properties"]["score"]["type"], "integer");
+}

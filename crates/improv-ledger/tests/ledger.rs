@@ -626,13 +626,14 @@ fn import_and_export_round_trip() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("broken.json: line 2, column"), "{error}");
+    // The import streams: the item before the break was recorded, not lost.
 
     let mut jsonl = Vec::new();
-    assert_eq!(ledger.export_jsonl("items", &mut jsonl).unwrap(), 4);
+    assert_eq!(ledger.export_jsonl("items", &mut jsonl).unwrap(), 5);
     let exported = dir.path().join("out.jsonl");
     std::fs::write(&exported, &jsonl).unwrap();
     let report = ledger.import("copy", &exported, &who()).unwrap();
-    assert_eq!((report.recorded, report.rejected), (4, 0));
+    assert_eq!((report.recorded, report.rejected), (5, 0));
     let original: Vec<Value> = ledger
         .query("items", &Query::new())
         .unwrap()
@@ -648,7 +649,7 @@ fn import_and_export_round_trip() {
     assert_eq!(original, copy);
 
     let mut csv_bytes = Vec::new();
-    assert_eq!(ledger.export_csv("items", &mut csv_bytes).unwrap(), 4);
+    assert_eq!(ledger.export_csv("items", &mut csv_bytes).unwrap(), 5);
     let mut reader = csv::Reader::from_reader(csv_bytes.as_slice());
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(
@@ -739,4 +740,40 @@ fn batches_record_many_in_one_transaction() {
         .unwrap();
     assert_eq!((integer.min, integer.max), (0, 498));
     assert!(ledger.record("bad name!", json!({}), &who()).is_err());
+}
+
+#[test]
+fn columns_survive_evolution_and_an_accepted_rare_field_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_in(dir.path(), LedgerOptions::default()).unwrap();
+    for i in 0..10 {
+        let entry = if i % 2 == 0 {
+            json!({"a": i, "b": "x"})
+        } else {
+            json!({"a": i})
+        };
+        ledger.record("t", entry, &who()).unwrap();
+    }
+    ledger.settle("t").unwrap();
+    // `b` becomes rare (5 of 311 entries), `c` arrives once.
+    for i in 0..300 {
+        ledger.record("t", json!({"a": i}), &who()).unwrap();
+    }
+    ledger
+        .record("t", json!({"a": 1, "c": "new"}), &who())
+        .unwrap();
+    let evolution = ledger.evolve("t", "c", Decision::Accept).unwrap();
+    assert!(
+        evolution.sqlite_migration.contains("AS \"b\"")
+            && evolution.sqlite_migration.contains("AS \"c\""),
+        "{}",
+        evolution.sqlite_migration
+    );
+    assert!(
+        evolution
+            .postgres_migration
+            .contains("ADD COLUMN \"c\" TEXT"),
+        "{}",
+        evolution.postgres_migration
+    );
 }

@@ -236,6 +236,6 @@ proptest! {
         if deps.object.as_ref().unwrap().map.is_some() {
             prop_assert!(schema["properties"]["deps"]["additionalProperties"].is_object(), "{}", schema);
         }
-        prop_assert!(schema["properties"]["deps"]["properties"].as_object().is_none_or(|p| p.len() < 200));
+        prop_assert!(schema["properties"]["deps"]["properties"].as_object().is_none_or(|p| p.len() <= improv_ledger::shape::MAP_KEY_LIMIT));
     }
 }

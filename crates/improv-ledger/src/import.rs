@@ -1,0 +1,389 @@
+//! Streaming import: JSON lines, a JSON array or CSV read from a file a piece at a time, recorded in
+//! batches (one transaction each, shapes inferred as they are written), so memory stays the same
+//! whatever the file's size.
+//!
+//! A line that cannot be read (malformed JSON, not UTF-8, a CSV row with the wrong number of
+//! fields) is kept in the rejects with its line number and the import goes on; a JSON array that
+//! stops parsing ends the import with its line and column, after every item before it has been
+//! recorded. CSV cells are typed the way a person reading the file would: an empty cell is left
+//! out, `true`/`false` are booleans, numbers are numbers (integers when they have no fraction or
+//! exponent and fit in 64 bits), anything else a string.
+
+use crate::ledger::{ImportReport, Input, Ledger, LedgerError, Provenance, RecordOutcome, Result};
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// Entries per write transaction, at most...
+const BATCH_ENTRIES: usize = 5_000;
+/// ...and bytes of entry text per transaction, at most (beyond one entry).
+const BATCH_BYTES: usize = 4 << 20;
+/// Read buffer size.
+const READ_BUFFER: usize = 256 << 10;
+
+/// The formats [`Ledger::import`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportFormat {
+    /// One JSON object per line.
+    JsonLines,
+    /// One JSON array of objects.
+    JsonArray,
+    /// A header row, then one entry per row.
+    Csv,
+}
+
+impl ImportFormat {
+    /// The format of `file`: CSV by its extension, else a JSON array when the first non-blank
+    /// byte is `[`, else JSON lines.
+    fn detect(file: &Path, reader: &mut impl BufRead) -> Result<ImportFormat> {
+        let is_csv = file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if is_csv {
+            return Ok(ImportFormat::Csv);
+        }
+        loop {
+            let buffer = reader.fill_buf().map_err(io(file))?;
+            let Some(&first) = buffer.first() else {
+                return Ok(ImportFormat::JsonLines);
+            };
+            if first.is_ascii_whitespace() {
+                reader.consume(1);
+                continue;
+            }
+            return Ok(if first == b'[' {
+                ImportFormat::JsonArray
+            } else {
+                ImportFormat::JsonLines
+            });
+        }
+    }
+}
+
+/// How far an import has got, for a progress display.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportProgress {
+    /// Bytes of the file read so far.
+    pub bytes: u64,
+    /// The file's size.
+    pub total_bytes: u64,
+    pub recorded: u64,
+    pub rejected: u64,
+}
+
+fn io(file: &Path) -> impl Fn(std::io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io {
+        path: file.to_path_buf(),
+        source,
+    }
+}
+
+/// Counts the bytes read through it, for progress.
+struct Counting<R> {
+    inner: R,
+    bytes: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.set(self.bytes.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Entries gathered for one write transaction.
+struct Batcher<'a> {
+    ledger: &'a Ledger,
+    collection: &'a str,
+    provenance: &'a Provenance,
+    pending: Vec<(Input, Option<String>)>,
+    pending_bytes: usize,
+    report: ImportReport,
+    progress: &'a mut dyn FnMut(ImportProgress),
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+    total_bytes: u64,
+}
+
+impl Batcher<'_> {
+    fn push(&mut self, input: Input, origin: String, bytes: usize) -> Result<()> {
+        self.pending.push((input, Some(origin)));
+        self.pending_bytes += bytes;
+        if self.pending.len() >= BATCH_ENTRIES || self.pending_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        for outcome in self.ledger.write(self.collection, batch, self.provenance)? {
+            match outcome {
+                RecordOutcome::Recorded { proposed, .. } => {
+                    self.report.recorded += 1;
+                    for field in proposed {
+                        if !self.report.proposed.contains(&field) {
+                            self.report.proposed.push(field);
+                        }
+                    }
+                }
+                RecordOutcome::Rejected { .. } => self.report.rejected += 1,
+            }
+        }
+        (self.progress)(ImportProgress {
+            bytes: self.read.get(),
+            total_bytes: self.total_bytes,
+            recorded: self.report.recorded,
+            rejected: self.report.rejected,
+        });
+        Ok(())
+    }
+}
+
+impl Ledger {
+    /// Imports a JSON lines, JSON array or CSV file into a collection, streaming (see the module
+    /// docs). Lines that cannot be read are kept in the rejects with their line number; a JSON
+    /// array that does not parse is an error naming the line and column, after the items before
+    /// it were recorded.
+    pub fn import(
+        &self,
+        collection: &str,
+        file: &Path,
+        provenance: &Provenance,
+    ) -> Result<ImportReport> {
+        self.import_with_progress(collection, file, provenance, &mut |_| {})
+    }
+
+    /// [`Ledger::import`], calling `progress` after every batch written.
+    pub fn import_with_progress(
+        &self,
+        collection: &str,
+        file: &Path,
+        provenance: &Provenance,
+        progress: &mut dyn FnMut(ImportProgress),
+    ) -> Result<ImportReport> {
+        let opened = File::open(file).map_err(io(file))?;
+        let total_bytes = opened.metadata().map_err(io(file))?.len();
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut reader = BufReader::with_capacity(
+            READ_BUFFER,
+            Counting {
+                inner: opened,
+                bytes: read.clone(),
+            },
+        );
+        let format = ImportFormat::detect(file, &mut reader)?;
+        let mut batcher = Batcher {
+            ledger: self,
+            collection,
+            provenance,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            report: ImportReport::default(),
+            progress,
+            read,
+            total_bytes,
+        };
+        let outcome = match format {
+            ImportFormat::JsonLines => json_lines(&mut reader, file, &mut batcher),
+            ImportFormat::JsonArray => json_array(&mut reader, file, &mut batcher),
+            ImportFormat::Csv => csv_rows(&mut reader, &mut batcher),
+        };
+        // What was read before an error is recorded, not lost.
+        let flushed = batcher.flush();
+        outcome?;
+        flushed?;
+        let mut report = batcher.report;
+        report.proposed.sort();
+        Ok(report)
+    }
+}
+
+fn json_lines(reader: &mut impl BufRead, file: &Path, batcher: &mut Batcher) -> Result<()> {
+    let mut line = Vec::new();
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io(file))? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let bytes = line.len();
+        let input = match std::str::from_utf8(&line) {
+            Ok(text) => Input::Text(text.trim_end_matches(['\n', '\r']).to_owned()),
+            Err(error) => Input::Unreadable {
+                text: String::from_utf8_lossy(&line).into_owned(),
+                reason: format!("not UTF-8 text ({error}); save the file as UTF-8"),
+            },
+        };
+        batcher.push(input, format!("line {number}"), bytes)?;
+    }
+}
+
+fn json_array(reader: &mut impl Read, file: &Path, batcher: &mut Batcher) -> Result<()> {
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    let mut failed = None;
+    let parsed = Items {
+        batcher,
+        failed: &mut failed,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|()| deserializer.end());
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    parsed.map_err(|error| LedgerError::Import {
+        file: file.to_path_buf(),
+        line: error.line(),
+        column: error.column(),
+        message: format!(
+            "not a valid JSON array ({error}); the items before it were recorded; for one entry per line, use JSON lines"
+        ),
+    })
+}
+
+/// Records the items of a JSON array as they are parsed.
+struct Items<'b, 'a> {
+    batcher: &'b mut Batcher<'a>,
+    /// A ledger error met while writing, which ends the parse.
+    failed: &'b mut Option<LedgerError>,
+}
+
+impl<'de> DeserializeSeed<'de> for Items<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Items<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut number = 0usize;
+        while let Some(value) = seq.next_element::<Value>()? {
+            number += 1;
+            // Roughly the item's size, for batching by bytes; exact size costs a serialization.
+            let bytes = approximate_size(&value);
+            if let Err(error) =
+                self.batcher
+                    .push(Input::Value(value), format!("item {number}"), bytes)
+            {
+                *self.failed = Some(error);
+                return Err(serde::de::Error::custom("the ledger refused a write"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn csv_rows(reader: &mut impl Read, batcher: &mut Batcher) -> Result<()> {
+    let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+    let headers = csv.headers()?.clone();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match csv.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(error) => {
+                let line = error.position().map_or(0, |p| p.line());
+                let reason = format!("not a readable CSV row ({error})");
+                batcher.push(
+                    Input::Unreadable {
+                        text: String::new(),
+                        reason,
+                    },
+                    format!("line {line}"),
+                    0,
+                )?;
+                continue;
+            }
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        let bytes = record.as_slice().len();
+        let input = if record.len() == headers.len() {
+            let mut entry = Map::new();
+            for (name, cell) in headers.iter().zip(record.iter()) {
+                if let Some(value) = csv_cell(cell) {
+                    entry.insert(name.to_owned(), value);
+                }
+            }
+            Input::Value(Value::Object(entry))
+        } else {
+            Input::Unreadable {
+                text: record.iter().collect::<Vec<_>>().join(","),
+                reason: format!(
+                    "the row has {} fields, the header {}; quote cells that contain commas",
+                    record.len(),
+                    headers.len()
+                ),
+            }
+        };
+        batcher.push(input, format!("line {line}"), bytes)?;
+    }
+}
+
+/// About how many bytes of JSON text a value takes, without writing it.
+fn approximate_size(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(approximate_size).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + approximate_size(v))
+                .sum::<usize>()
+        }
+        _ => 8,
+    }
+}
+
+/// A CSV cell as a JSON value (see the module docs); `None` for an empty cell.
+fn csv_cell(cell: &str) -> Option<Value> {
+    if cell.is_empty() {
+        return None;
+    }
+    Some(match cell {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => match serde_json::from_str::<serde_json::Number>(cell) {
+            // Only plain JSON numbers: "007" or "1e999" stay strings.
+            Ok(number) if number.to_string() == cell || number.is_f64() => match number.as_f64() {
+                Some(f) if f.is_finite() => Value::Number(number),
+                _ => Value::String(cell.to_owned()),
+            },
+            _ => Value::String(cell.to_owned()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn csv_cells_are_typed_as_a_reader_would() {
+        assert_eq!(csv_cell(""), None);
+        assert_eq!(csv_cell("42"), Some(json!(42)));
+        assert_eq!(csv_cell("-1.5"), Some(json!(-1.5)));
+        assert_eq!(csv_cell("true"), Some(json!(true)));
+        assert_eq!(csv_cell("007"), Some(json!("007")));
+        assert_eq!(csv_cell("Ada"), Some(json!("Ada")));
+        assert_eq!(csv_cell("1e999"), Some(json!("1e999")));
+    }
+}

@@ -1,0 +1,142 @@
+//! Streaming import through the real ledger: bad lines are kept in the rejects with their line
+//! number and the lines around them recorded, a JSON array that breaks keeps the items before
+//! it, CSV rows are typed, and a file larger than a batch is written in several batches with
+//! progress reported as it goes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
+use improv_ledger::{ImportProgress, Ledger, LedgerError, LedgerOptions, Provenance, Query};
+use serde_json::json;
+
+fn ledger(dir: &std::path::Path) -> Ledger {
+    Ledger::open_in(dir.join(".improv"), LedgerOptions::default()).unwrap()
+}
+
+fn who() -> Provenance {
+    Provenance::new("import", "director")
+}
+
+#[test]
+fn bad_lines_name_their_line_and_lose_nothing_around_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"{\"n\": 1}\n\n{\"n\": 2}\r\n{broken\n");
+    bytes.extend_from_slice(b"{\"n\": \"\xff\"}\n{\"n\": 5}\n[1]\n{\"n\": 7}");
+    std::fs::write(&file, bytes).unwrap();
+    let ledger = ledger(dir.path());
+    let report = ledger.import("events", &file, &who()).unwrap();
+    assert_eq!((report.recorded, report.rejected), (4, 3));
+    let rejects = ledger.rejects("events", 10).unwrap();
+    let reasons: Vec<&str> = rejects.iter().map(|r| r.reason.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("line 4: malformed JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("line 5: not UTF-8")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("line 7: ")),
+        "{reasons:?}"
+    );
+    let ns: Vec<i64> = ledger
+        .query("events", &Query::new().order_by("n").unwrap())
+        .unwrap()
+        .iter()
+        .map(|e| e.value["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, vec![1, 2, 5, 7]);
+}
+
+#[test]
+fn a_broken_json_array_keeps_the_items_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("items.json");
+    std::fs::write(&file, "[\n{\"n\": 1},\n{\"n\": 2},\n{\"n\": oops}\n]").unwrap();
+    let ledger = ledger(dir.path());
+    let error = ledger.import("items", &file, &who()).unwrap_err();
+    match &error {
+        LedgerError::Import { line, .. } => assert_eq!(*line, 4, "{error}"),
+        other => panic!("{other}"),
+    }
+    assert!(
+        error.to_string().contains("items before it were recorded"),
+        "{error}"
+    );
+    assert_eq!(ledger.query("items", &Query::new()).unwrap().len(), 2);
+}
+
+#[test]
+fn csv_rows_are_typed_and_a_short_row_is_a_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.csv");
+    std::fs::write(
+        &file,
+        "name,age,member,note\nAda,36,true,\"likes, commas\"\nBob,41\nEve,29,false,\n",
+    )
+    .unwrap();
+    let ledger = ledger(dir.path());
+    let report = ledger.import("people", &file, &who()).unwrap();
+    assert_eq!((report.recorded, report.rejected), (2, 1));
+    let people = ledger
+        .query("people", &Query::new().order_by("name").unwrap())
+        .unwrap();
+    assert_eq!(
+        people[0].value,
+        json!({"name": "Ada", "age": 36, "member": true, "note": "likes, commas"})
+    );
+    assert_eq!(
+        people[1].value,
+        json!({"name": "Eve", "age": 29, "member": false})
+    );
+    let rejects = ledger.rejects("people", 10).unwrap();
+    assert!(
+        rejects[0]
+            .reason
+            .starts_with("line 3: the row has 2 fields, the header 4"),
+        "{}",
+        rejects[0].reason
+    );
+}
+
+#[test]
+fn a_large_file_is_written_in_batches_with_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.jsonl");
+    let lines: Vec<String> = (0..12_000)
+        .map(|i| format!("{{\"i\": {i}, \"tags\": {{\"t{}\": \"x\"}}}}", i % 500))
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    let ledger = ledger(dir.path());
+    let mut seen: Vec<ImportProgress> = Vec::new();
+    let report = ledger
+        .import_with_progress("big", &file, &who(), &mut |p| seen.push(p))
+        .unwrap();
+    assert_eq!(report.recorded, 12_000);
+    assert!(seen.len() >= 3, "{} batches", seen.len());
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].recorded < w[1].recorded && w[0].bytes <= w[1].bytes)
+    );
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (last.bytes, last.total_bytes, last.recorded),
+        (size, size, 12_000)
+    );
+    // Inferred while written: `tags` has 500 keys over 12,000 entries, so it is a map.
+    let info = ledger.collection("big").unwrap();
+    assert!(
+        info.shape
+            .at(&"tags".parse().unwrap())
+            .unwrap()
+            .object
+            .as_ref()
+            .unwrap()
+            .map
+            .is_some()
+    );
+}
