@@ -1,0 +1,103 @@
+"""The ledger's import end to end against DuckDB, side by side on one irregular JSON-lines file.
+
+    python3 bench/ledger/compare.py IMPORT_BINARY [--mb 100] [--file PATH]
+
+IMPORT_BINARY is the `ledger-import` example (bench/ledger/run.sh builds it in release mode).
+The file is generated once (seeded) unless --file names one: events with nested records, arrays
+of records, optional fields, a field of mixed kinds (`zip`: integer or string), a renamed field
+and a map (`stock`: counts per SKU, keys that are data). Each side runs in its own process, on
+one thread; peak RSS is that process's. Needs `pip install duckdb`.
+"""
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+
+WORDS = "red blue sale new gift eco bulk promo fast b2b trial vip".split()
+
+
+def event(rng, i):
+    uid = rng.randrange(1, 50_000)
+    user = {"id": uid, "name": f"user {uid}", "country": rng.choice(["NO", "IT", "DE", "US", "JP"]),
+            "since": f"20{rng.randrange(10, 25):02}-{rng.randrange(1, 13):02}-{rng.randrange(1, 29):02}"}
+    user["email" if rng.random() < 0.9 else "e_mail"] = f"u{uid}@example.org"
+    e = {
+        "id": f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.randrange(4096):03x}-a{rng.randrange(4096):03x}-{rng.getrandbits(48):012x}",
+        "seq": i,
+        "ts": f"2025-{rng.randrange(1, 13):02}-{rng.randrange(1, 29):02}T{rng.randrange(24):02}:{rng.randrange(60):02}:{rng.randrange(60):02}Z",
+        "event": rng.choice(["view", "cart", "order", "refund", "signup"]),
+        "user": user,
+        "items": [{"sku": f"SKU-{rng.randrange(20_000):05}", "qty": rng.randrange(1, 6),
+                   "price": rng.randrange(100, 100_000) / 100} for _ in range(rng.randrange(5))],
+        "tags": [rng.choice(WORDS) for _ in range(rng.randrange(4))],
+        "amount": None if rng.random() < 0.2 else rng.randrange(500_000) / 100,
+        "ok": rng.random() < 0.95,
+        "note": " ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 20))),
+        "stock": {f"SKU-{rng.randrange(20_000):05}": rng.randrange(100) for _ in range(rng.randrange(4))},
+        "zip": rng.randrange(1000, 99_999) if rng.random() < 0.6 else f"{rng.randrange(99_999):05}-{rng.randrange(9)}",
+    }
+    if rng.random() < 0.3:
+        e["referrer"] = f"https://site{rng.randrange(50)}.example/p/{rng.randrange(1000)}"
+    if rng.random() < 0.05:
+        e["meta"] = {"ab": rng.randrange(3), "flags": {"beta": rng.random() < 0.5}}
+    return e
+
+
+def generate(path, mb):
+    rng = random.Random(7)
+    written, i = 0, 0
+    with open(path, "w") as out:
+        while written < mb << 20:
+            line = json.dumps(event(rng, i), separators=(",", ":")) + "\n"
+            out.write(line)
+            written += len(line)
+            i += 1
+
+
+def duckdb_side(path):
+    """Runs in a child process: DuckDB's CREATE TABLE AS over the whole file, one thread."""
+    import duckdb
+    con = duckdb.connect(os.path.join(os.path.dirname(path), "bench.duckdb"))
+    con.execute("SET threads = 1")
+    start = time.perf_counter()
+    con.execute("CREATE OR REPLACE TABLE bench AS SELECT * FROM read_json(?, format = 'newline_delimited', sample_size = -1)", [path])
+    seconds = time.perf_counter() - start
+    types = {name: typ for name, typ, *_ in con.execute("DESCRIBE bench").fetchall()}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": rss, "types": types, "version": duckdb.__version__}))
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--duckdb-child":
+        return duckdb_side(sys.argv[2])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--file")
+    args = parser.parse_args()
+    path = args.file or os.path.abspath(f"target/ledger-bench-{args.mb}mb.jsonl")
+    if not os.path.exists(path):
+        print(f"generating {path} ({args.mb} MB)...", file=sys.stderr)
+        generate(path, args.mb)
+    mib = os.path.getsize(path) / (1 << 20)
+    improv = json.loads(subprocess.run([args.binary, path], check=True, capture_output=True, text=True).stdout)
+    duck = json.loads(subprocess.run([sys.executable, __file__, "--duckdb-child", path], check=True,
+                                     capture_output=True, text=True).stdout)
+    print(f"file: {path} ({mib:.1f} MiB, {improv['recorded']} records)\n")
+    print(f"{'':28}{'improv ledger import':>22}{'DuckDB ' + duck['version']:>22}")
+    print(f"{'seconds':28}{improv['seconds']:>22.2f}{duck['seconds']:>22.2f}")
+    print(f"{'MiB/s':28}{improv['mib_per_s']:>22.1f}{mib / duck['seconds']:>22.1f}")
+    print(f"{'peak RSS (MB)':28}{improv['peak_rss_mb']:>22.0f}{duck['peak_rss_mb']:>22.0f}")
+    print(f"\n{'top-level field':28}{'improv column':>30}  DuckDB type")
+    for name, typ in duck["types"].items():
+        inner = sum(1 for c in improv["columns"] if c.startswith(name + "."))
+        mine = improv["columns"].get(name) or (f"record: {inner} columns" if inner else "(in doc)")
+        print(f"{name:28}{mine[:30]:>30}  {typ[:60]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+//! `improv ledger import` end to end on one file, for bench/ledger: parse, infer, store into a
+//! fresh ledger in a temporary folder, then settle. Prints one JSON object: seconds, MiB/s, peak
+//! RSS (VmHWM), entries, and the settled columns with their types.
+//!
+//! ```text
+//! cargo run --release -p improv-ledger --example ledger-import -- FILE
+//! ```
+
+use improv_ledger::schema::{self, ColumnKind};
+use improv_ledger::{Ledger, LedgerOptions, Provenance};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let file = PathBuf::from(std::env::args().nth(1).ok_or("usage: ledger-import FILE")?);
+    let bytes = std::fs::metadata(&file)?.len();
+    let dir = tempfile::tempdir()?;
+    let ledger = Ledger::open_in(dir.path(), LedgerOptions::default())?;
+    let start = Instant::now();
+    let report = ledger.import("bench", &file, &Provenance::new("bench", "director"))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let settled = ledger.settle("bench")?;
+    let shape = ledger.collection("bench")?.shape;
+    let columns: serde_json::Map<String, serde_json::Value> = schema::columns(&shape)
+        .into_iter()
+        .map(|c| {
+            let kind = match c.kind {
+                ColumnKind::Json(_) => format!("JSON ({})", c.label),
+                other => format!("{other:?}"),
+            };
+            (c.path.to_string(), json!(kind))
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({
+            "seconds": seconds,
+            "mib_per_s": bytes as f64 / (1 << 20) as f64 / seconds,
+            "peak_rss_mb": peak_rss_mb(),
+            "recorded": report.recorded,
+            "rejected": report.rejected,
+            "schema_bytes": settled.schema.to_string().len(),
+            "columns": columns,
+        })
+    );
+    Ok(())
+}
