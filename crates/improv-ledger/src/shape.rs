@@ -899,9 +899,11 @@ impl Shape {
         }
     }
 
-    /// A readable tree, one field per line, for `improv ledger`.
+    /// A readable tree, one field per line, for `improv ledger`; maps (see
+    /// [`Shape::settled_form`]) are one line, `{[k]: T}`, not one line per key.
     pub fn tree(&self, enum_max: usize, enum_min_records: u64) -> String {
-        let fields = self.fields();
+        let settled = self.settled_form();
+        let fields = settled.fields();
         let width = fields
             .iter()
             .map(|f| 2 * (f.path.0.len() - 1) + last_name(&f.path).chars().count())

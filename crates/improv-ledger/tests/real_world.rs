@@ -25,7 +25,11 @@ fn records() -> Vec<Value> {
 fn settled(dir: &Path) -> (Ledger, improv_ledger::Settlement) {
     let ledger = Ledger::open_in(dir, LedgerOptions::default()).unwrap();
     let report = ledger
-        .import("packages", Path::new(FIXTURE), &Provenance::new("t", "director"))
+        .import(
+            "packages",
+            Path::new(FIXTURE),
+            &Provenance::new("t", "director"),
+        )
         .unwrap();
     assert_eq!(report.recorded, 255);
     assert_eq!(report.rejected, 0);
@@ -36,8 +40,13 @@ fn settled(dir: &Path) -> (Ledger, improv_ledger::Settlement) {
 #[test]
 fn package_json_settles_into_a_schema_a_person_would_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, settlement) = settled(dir.path());
+    let (ledger, settlement) = settled(dir.path());
     let schema = &settlement.schema;
+    // The director's view lists each map as one line, not a line per key.
+    let tree = ledger.collection("packages").unwrap().shape.tree(8, 20);
+    eprintln!("tree: {} lines", tree.lines().count());
+    assert!(tree.contains("{[k]: string}"), "{tree}");
+    assert!(tree.lines().count() < 400, "{tree}");
     let text = serde_json::to_string(schema).unwrap();
     eprintln!("settled schema: {} bytes", text.len());
     assert!(text.len() < 10 * 1024, "schema is {} bytes", text.len());
