@@ -11,11 +11,15 @@ const ROW_CAP = 300;
 
 // ---- token and API ---------------------------------------------------------------------------
 
+// `#token=T` and `#/p/ID&token=T` (the link `improv serve` prints, or one a user shares with
+// its token): keep the token, drop it from the address, and go where the rest of the link says.
 function takeTokenFromHash() {
   const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
   if (!m) return;
   localStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
-  history.replaceState(null, "", location.pathname + "#/");
+  let rest = location.hash.replace(/(^#|&)token=[^&]*/, "$1").replace(/^#&/, "#").replace(/&$/, "");
+  if (rest === "#" || rest === "") rest = "#/";
+  history.replaceState(null, "", location.pathname + location.search + rest);
 }
 
 function token() {
@@ -31,6 +35,7 @@ async function api(path, options = {}) {
     method: options.method || "GET",
     headers,
     body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    signal: options.signal,
   });
   if (res.status === 401) {
     showToken("The token was refused; paste the one from the token file.");
@@ -128,6 +133,7 @@ let current = null; // the open performance view
 let listTimer = null;
 
 function showView(id) {
+  $("#boot").hidden = true;
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== id;
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", (id === "ledger-view") === (a.dataset.nav === "ledger"));
@@ -182,12 +188,17 @@ async function renderList() {
     const badge = el("span", "badge " + p.status, p.status);
     status.append(badge);
     if (p.approvals && p.approvals.length) status.append(el("span", "badge ask", p.approvals.length + " waiting"));
-    tr.append(status, el("td", "intent", short(p.intent, 120)), el("td", "num", p.turns),
+    const intent = el("td", "intent");
+    const link = el("a", "perf-link", short(p.intent, 120) || "(no intent)");
+    link.href = "#/p/" + p.id;
+    intent.append(link);
+    tr.append(status, intent, el("td", "num", p.turns),
       el("td", "num", fmtNum(p.input_tokens + p.output_tokens)), el("td", "num", "$" + (p.cost_usd || 0).toFixed(4)),
       el("td", "muted", (p.started_at || "").replace("T", " ").slice(0, 19)), el("td", "mono muted", p.id));
-    tr.addEventListener("click", () => { location.hash = "#/p/" + p.id; });
+    tr.addEventListener("click", (ev) => { if (!ev.target.closest("a")) location.hash = "#/p/" + p.id; });
     body.append(tr);
   }
+  $("#list-loading").hidden = true;
   $("#list-empty").hidden = data.performances.length > 0;
   setConn("connected");
 }
@@ -278,13 +289,17 @@ function renderRow(r) {
   if (r.title) head.append(el("span", "title", r.title));
   if (r.duration !== undefined) head.append(el("span", "dur", fmtMs(r.duration)));
   e.append(head);
+  if (r.args) e.append(renderArgs(r.args));
   if (r.body) {
     const b = el(r.pre ? "pre" : "div", "row-body", r.body);
     e.append(b);
   }
-  if (r.detail) {
+  if (r.detail !== undefined && r.detail !== "") {
     const d = el("details", "row-detail");
-    d.append(el("summary", null, r.detailLabel || "output"), el("pre", null, r.detail));
+    const lines = r.detail.replace(/\n$/, "").split("\n").length;
+    d.append(el("summary", null, (r.detailLabel || "output") + (lines > 1 ? " · " + lines + " lines" : "")), el("pre", null, r.detail));
+    // Short outputs and every failure are worth reading at once; long ones wait for a click.
+    d.open = r.open !== undefined ? r.open : r.state === "failed" || (lines <= 8 && r.detail.length <= 600);
     e.append(d);
   }
   if (r.link) {
@@ -292,6 +307,25 @@ function renderRow(r) {
     a.href = r.link.href;
     e.append(a);
   }
+}
+
+// A tool call's arguments as `key: value` lines: strings as they are (no quotes, no \n),
+// anything else as compact JSON; arguments that are not a JSON object stay as they came.
+function parseArgs(text) {
+  try {
+    const v = JSON.parse(text);
+    if (v && typeof v === "object" && !Array.isArray(v)) return v;
+  } catch (_) { /* not JSON: shown as text */ }
+  return null;
+}
+
+function renderArgs(args) {
+  const dl = el("dl", "args");
+  for (const [key, value] of Object.entries(args)) {
+    const text = typeof value === "string" ? value : JSON.stringify(value);
+    dl.append(el("dt", null, key), el("dd", null, short(text, 600)));
+  }
+  return dl;
 }
 
 let pending = false;
@@ -319,7 +353,9 @@ class PerformanceView {
     this.lastId = null;
     this.ended = false;
     this.spent = { turns: 0, input_tokens: 0, output_tokens: 0, cost_usd: 0, tool_calls: 0, elapsed_ms: 0 };
-    this.status = "running";
+    this.status = "loading";
+    this.loaded = false;
+    this.follow = false;
     this.reason = "";
     this.intent = "";
     this.count = 0;
@@ -331,8 +367,38 @@ class PerformanceView {
     $("#perf-reason").textContent = "";
     showError("#perf-error", "");
     for (const a of (stage && stage.actors) || []) this.lane(a.name);
-    this.connect();
+    this.load();
     this.flush();
+  }
+
+  // The summary first (status, intent, spent so far), then the events: until it answers, the
+  // page says it is loading rather than showing a running performance with empty meters.
+  async load() {
+    try {
+      const p = await api("/performances/" + this.id, { signal: this.abort.signal });
+      this.intent = p.intent || "";
+      this.status = p.status;
+      this.reason = p.reason || "";
+      Object.assign(this.spent, { turns: p.turns, input_tokens: p.input_tokens, output_tokens: p.output_tokens,
+        cost_usd: p.cost_usd, elapsed_ms: p.elapsed_ms });
+      // Follow the newest rows of a live performance; a finished one opens at its start.
+      this.follow = p.status === "running";
+    } catch (e) {
+      if (e instanceof Unauthorized || this.abort.signal.aborted) return;
+      this.status = "unknown";
+      this.loaded = true;
+      showError("#perf-error", "Cannot open performance " + this.id + ": " + e.message);
+      schedule(this);
+      return;
+    }
+    this.loaded = true;
+    schedule(this);
+    this.connect();
+  }
+
+  // Notes and Stop only mean something while the performance runs.
+  live() {
+    return this.loaded && !this.ended && this.status === "running";
   }
 
   close() {
@@ -382,6 +448,7 @@ class PerformanceView {
       this.approvalsDirty = true;
     } else if (event === "end") {
       this.ended = true;
+      this.follow = false;
       this.status = v.outcome;
       this.reason = v.reason;
       if (v.spent) this.spent = v.spent;
@@ -441,7 +508,9 @@ class PerformanceView {
         this.spent = e.spent;
         break;
       case "tool_call_started": {
-        const r = lane.add({ kind: "tool", state: "running", label: e.name, body: short(e.arguments, 400), pre: true });
+        const args = parseArgs(e.arguments);
+        const r = lane.add(args ? { kind: "tool", state: "running", label: e.name, args }
+          : { kind: "tool", state: "running", label: e.name, body: short(e.arguments, 400), pre: true });
         this.calls.set(e.call_id, r);
         break;
       }
@@ -465,7 +534,9 @@ class PerformanceView {
         lane.add({ kind: "warn", label: "budget", title: e.budget + " at " + Math.round((100 * e.used) / e.limit) + "%" });
         break;
       case "sandbox_started":
-        lane.add({ kind: "info", label: "sandbox", title: e.enforced ? "enforced" : "off", body: e.description });
+        // The same on every run: one quiet line, the details behind a click.
+        lane.add({ kind: "sandbox", label: "sandbox", title: e.enforced ? "enforced" : "off",
+          detail: e.description || "", detailLabel: "details", open: false });
         break;
       case "check_finished":
         lane.add({ kind: "check", state: e.passed ? "ok" : "failed", label: "check " + e.check,
@@ -500,19 +571,23 @@ class PerformanceView {
   }
 
   flush() {
-    $("#perf-intent").textContent = this.intent || "";
+    $("#perf-view").dataset.state = this.loaded ? (this.live() ? "live" : "over") : "loading";
+    $("#perf-intent").textContent = this.loaded ? this.intent || "" : "Loading…";
     const s = $("#perf-status");
     s.className = "badge " + this.status;
     s.textContent = this.status;
     $("#perf-reason").textContent = this.reason ? "· " + this.reason : "";
-    $("#stop").disabled = this.ended;
-    $("#send-note").disabled = this.ended;
-    this.renderMeters();
+    $(".perf-actions").hidden = !this.live();
+    $("#meters").hidden = !this.loaded;
+    $("#lanes").hidden = !this.loaded;
+    if (this.loaded) this.renderMeters();
     if (this.approvalsDirty) { this.renderApprovals(); this.approvalsDirty = false; }
-    const lanes = $("#lanes");
-    const stick = lanes.scrollHeight - lanes.scrollTop - lanes.clientHeight < 40;
+    // The page is the one scroll container: it follows the newest rows of a live performance
+    // while the reader is at the bottom, and stays where the reader put it otherwise.
+    const page = document.scrollingElement;
+    const stick = this.follow && page.scrollHeight - page.scrollTop - page.clientHeight < 40;
     for (const lane of this.lanes.values()) lane.flush();
-    if (stick) lanes.scrollTop = lanes.scrollHeight;
+    if (stick) page.scrollTop = page.scrollHeight;
     $("#lanes").dataset.events = String(this.count);
   }
 
