@@ -35,9 +35,10 @@
 //!   [`Shape::settled_form`]) is a function of the merged shape alone, hence of the data and not
 //!   of its order. With `K` distinct keys over `n` objects, the mean presence of a key is
 //!   `occurrences / (K · n)`. A position with at least [`MAP_MIN_KEYS`] keys settles as a map when
-//!   (a) its values have one kind (integers and other numbers count as one) and the mean presence
-//!   is at most [`MAP_MAX_MEAN_PRESENCE`]: DuckDB's `field_appearance_threshold` (0.1), the share
-//!   under which its reader also takes an object for a map; or (a') its values have one kind,
+//!   (a) the mean presence is at most [`MAP_MAX_MEAN_PRESENCE`]: DuckDB's
+//!   `field_appearance_threshold` (0.1), the share under which its reader also takes an object for
+//!   a map, with the merged value type (lint levels are `"warn"` or `{level, priority}`: still a
+//!   map); or (a') its values have one kind (integers and other numbers count as one),
 //!   there are more distinct keys than objects, and the mean presence is at most one half (a
 //!   record's fields are fixed by whoever designed it, so its distinct keys stop growing long
 //!   before they outnumber its objects; keys that outnumber the objects carrying them are
@@ -62,7 +63,7 @@ pub const ENUM_VALUE_MAX_BYTES: usize = 48;
 pub const MAP_KEY_LIMIT: usize = 200;
 /// Fewer distinct keys than this and an object is a record, whatever its statistics.
 pub const MAP_MIN_KEYS: usize = 8;
-/// The mean presence of its keys at or under which an object of one value kind is a map.
+/// The mean presence of its keys at or under which an object is a map.
 pub const MAP_MAX_MEAN_PRESENCE: f64 = 0.1;
 
 /// The inferred shape of the values at one position. See the module docs.
@@ -364,7 +365,7 @@ impl ObjectShape {
         }
         let mean_presence = occurrences as f64 / (keys as f64 * self.count as f64);
         let homogeneous = kinds.len() <= 1;
-        (homogeneous && mean_presence <= MAP_MAX_MEAN_PRESENCE)
+        mean_presence <= MAP_MAX_MEAN_PRESENCE
             || (homogeneous && keys as u64 > self.count && mean_presence <= 0.5)
             || (data * 2 >= occurrences && mean_presence <= 0.5)
     }

@@ -1,5 +1,7 @@
 //! The ledger on real-world data: 255 `package.json` files of npm packages installed on the
-//! machine this was written on (tests/fixtures/package-json.jsonl, one per line). Their objects
+//! machine this was written on (tests/fixtures/package-json.jsonl, one per line), and every
+//! `Cargo.toml` in the local crate registry (the workspace's dependencies, there after any build)
+//! converted to JSON. Their objects
 //! `scripts`, `dependencies` and `devDependencies` have a key per package or script name; settled
 //! as records they gave a 647 KB schema and 3,165 columns. Settled as maps, the schema, the DDL
 //! and the context text stay small, and the SQLite view is created and queried.
@@ -151,4 +153,103 @@ fn package_json_context_stays_within_its_budget() {
         summary.contains("more") && summary.contains("\"schema\": true"),
         "{summary}"
     );
+}
+
+/// Every `Cargo.toml` under the local crate registry, as JSON.
+fn cargo_manifests() -> Vec<Value> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .expect("neither CARGO_HOME nor HOME is set: cannot find the crate registry");
+    let mut manifests = Vec::new();
+    for index in std::fs::read_dir(home.join("registry/src"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for krate in std::fs::read_dir(index.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(krate.path().join("Cargo.toml")) else {
+                continue;
+            };
+            if let Ok(manifest) = toml::from_str::<toml::Value>(&text) {
+                manifests.push(serde_json::to_value(manifest).unwrap());
+            }
+        }
+    }
+    assert!(
+        manifests.len() >= 100,
+        "only {} Cargo.toml files under {}/registry/src: build the workspace first (cargo build)",
+        manifests.len(),
+        home.display()
+    );
+    manifests
+}
+
+#[test]
+fn cargo_manifests_settle_with_their_maps_as_maps() {
+    let manifests = cargo_manifests();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifests.jsonl");
+    let lines: Vec<String> = manifests.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let ledger = Ledger::open_in(dir.path(), LedgerOptions::default()).unwrap();
+    let report = ledger
+        .import("crates", &file, &Provenance::new("t", "director"))
+        .unwrap();
+    assert_eq!(report.recorded, manifests.len() as u64);
+    let settlement = ledger.settle("crates").unwrap();
+    let schema = &settlement.schema;
+    let size = schema.to_string().len();
+    let columns = settlement.postgres_ddl.matches("\n  ").count();
+    eprintln!(
+        "{} manifests: schema {size} bytes, {columns} columns",
+        manifests.len()
+    );
+    assert!(size < 16 * 1024, "schema is {size} bytes");
+    assert!((10..=80).contains(&columns), "{}", settlement.postgres_ddl);
+    let properties = &schema["properties"];
+    for map in ["dependencies", "dev-dependencies", "features"] {
+        assert!(
+            properties[map]["additionalProperties"].is_object(),
+            "{map}: {}",
+            properties[map]
+        );
+    }
+    // Published manifests spell every dependency as a table: a record inside the map.
+    let dependency = &properties["dependencies"]["additionalProperties"];
+    assert!(
+        dependency["properties"]["version"].is_object(),
+        "{dependency}"
+    );
+    // Lint levels are a string or a table: a map, and its union stays.
+    let rust_lints = &properties["lints"]["properties"]["rust"]["additionalProperties"]["type"];
+    assert_eq!(
+        rust_lints,
+        &serde_json::json!(["string", "object"]),
+        "{}",
+        properties["lints"]
+    );
+    // `package` is a record.
+    assert!(properties["package"]["properties"]["name"].is_object());
+    let validator = jsonschema::draft202012::new(schema).unwrap();
+    for manifest in &manifests {
+        let errors: Vec<String> = validator
+            .iter_errors(manifest)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    let conn = rusqlite::Connection::open(ledger.path()).unwrap();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM ledger_crates WHERE json_type(features) IN ('object', NULL) OR features IS NULL",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, manifests.len() as i64);
 }
