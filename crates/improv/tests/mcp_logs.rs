@@ -141,3 +141,62 @@ fn a_stage_file_error_says_its_cause_once() {
     assert!(stderr.contains("stage.toml"), "{stderr}");
     assert_eq!(count(&stderr, "valid UTF-8"), 1, "{stderr}");
 }
+
+/// Runs `improv mcp` with stderr on a terminal (util-linux `script` gives it one), its stdin
+/// from a file of requests, and returns what the terminal showed.
+fn on_a_terminal(dir: &Path, no_color: bool) -> String {
+    let requests = dir.join("requests.jsonl");
+    let mut lines = vec![
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {},
+            "clientInfo": {"name": "mcp-logs-test", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ];
+    lines.extend(mistakes());
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&requests, text).unwrap();
+    let command = format!(
+        "'{}' mcp < '{}' > /dev/null",
+        env!("CARGO_BIN_EXE_improv"),
+        requests.display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir)
+        .env("IMPROV_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null());
+    if no_color {
+        script.env("NO_COLOR", "1");
+    }
+    let out = script
+        .output()
+        .expect("`script` (util-linux) is needed to give improv a terminal");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn colours_are_for_a_terminal_and_never_under_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    stage(dir.path());
+    let coloured = on_a_terminal(dir.path(), false);
+    assert!(
+        coloured.contains("the client's request was refused"),
+        "{coloured}"
+    );
+    assert!(
+        coloured.contains('\u{1b}'),
+        "no colours on a terminal:\n{coloured}"
+    );
+    let plain = on_a_terminal(dir.path(), true);
+    assert!(
+        plain.contains("the client's request was refused"),
+        "{plain}"
+    );
+    assert!(
+        !plain.contains('\u{1b}'),
+        "colours under NO_COLOR:\n{plain}"
+    );
+}
