@@ -541,7 +541,8 @@ pub fn compact_within(shape: &Shape, rule: EnumRule, max_bytes: usize) -> (Strin
         }
     }
     let fields = shape.object.as_ref().map_or(0, |o| o.fields.len());
-    let mut text = String::new();
+    // The top level alone, for when no field can be left out (a single long field).
+    let mut text = render.shape(&shape, 0);
     for keep in (1..fields).rev() {
         render.top_fields = Some(keep);
         text = render.shape(&shape, 0);
@@ -738,6 +739,22 @@ mod tests {
             view.contains("json_extract(body, '$.\"key.dot\"')"),
             "{view}"
         );
+    }
+
+    #[test]
+    fn compact_within_summarises_to_its_budget() {
+        let shape = sample();
+        let (whole, cut) = compact_within(&shape, RULE, 10_000);
+        assert!(!cut);
+        assert_eq!(whole, compact(&shape, RULE, 0));
+        let (shallow, cut) = compact_within(&shape, RULE, whole.len() - 1);
+        assert!(cut && shallow.len() < whole.len(), "{shallow}");
+        assert!(shallow.contains("address: object"), "{shallow}");
+        let (few, _) = compact_within(&shape, RULE, 60);
+        assert!(few.len() <= 60 && few.contains("more}"), "{few}");
+        let one = Shape::of(&json!({"only": {"a": 1, "b": 2, "c": 3}}));
+        let (text, cut) = compact_within(&one, RULE, 5);
+        assert!(cut && text == "{only: object}", "{text}");
     }
 
     #[test]
