@@ -125,3 +125,49 @@ async fn a_rejected_record_tells_the_actor_what_to_fix() {
         "perf-7"
     );
 }
+
+#[tokio::test]
+async fn query_gives_the_whole_schema_a_summary_leaves_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(
+        Ledger::open_in(
+            dir.path(),
+            improv_ledger::LedgerOptions {
+                context_budget_bytes: 120,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let query = props(ledger.clone()).remove(1);
+    let ctx = context(dir.path());
+    let who = Provenance::new("perf-7", "scout");
+    for i in 0..5 {
+        let entry = json!({
+            "title": format!("t{i}"), "severity": i,
+            "where": {"file": "a.rs", "line": i, "column": 3, "function": "main"},
+            "reporter": {"name": "scout", "team": "red", "email": "s@example.org"},
+        });
+        ledger.record("findings", entry, &who).unwrap();
+    }
+    let reply = query
+        .call(json!({"collection": "findings", "schema": true}), &ctx)
+        .await
+        .unwrap();
+    assert!(reply.contains("is not settled yet"), "{reply}");
+    ledger.settle("findings").unwrap();
+    let context = ledger.context_for(&[]).unwrap();
+    assert!(
+        context.contains("summarised") && !context.contains("function"),
+        "{context}"
+    );
+    let reply = query
+        .call(json!({"collection": "findings", "schema": true}), &ctx)
+        .await
+        .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(
+        schema["properties"]["where"]["properties"]["function"]["type"],
+        "string"
+    );
+}
