@@ -147,6 +147,7 @@ function showToken(message) {
 }
 
 async function route() {
+  takeTokenFromHash(); // a link with a token pasted into an open page
   if (!token()) { showToken(); return; }
   if (current) { current.close(); current = null; }
   clearInterval(listTimer);
@@ -171,7 +172,11 @@ async function route() {
       listTimer = setInterval(() => renderList().catch(() => {}), 3000);
     }
   } catch (e) {
-    if (!(e instanceof Unauthorized)) setConn("error: " + e.message);
+    if (e instanceof Unauthorized) return;
+    setConn("error: " + e.message);
+    // Say so where the reader looks, rather than loading forever.
+    const boot = $("#boot");
+    if (!boot.hidden) { boot.classList.remove("loading"); boot.classList.add("error"); boot.textContent = "Cannot reach the stage: " + e.message; }
   }
 }
 
