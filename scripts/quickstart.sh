@@ -4,7 +4,7 @@
 # builds improv, imports the model into the store and performs examples/hello on it, offline.
 # It also installs what the README's second command (`cargo test --workspace`) drives besides
 # Rust: Chromium for the stage view's browser test, the openai and mcp Python packages, and the
-# reference MCP servers from npm.
+# reference MCP servers from npm, and PostgreSQL for the ledger's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,15 @@ if [ ${#need[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $pkgs >&2
+fi
+
+# The ledger's tests create and query its settled tables on a real PostgreSQL server, which
+# they start themselves from Debian's binaries (initdb, pg_ctl) in a temporary folder.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "installing postgresql (the ledger's tests run a real server)..." >&2
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql >&2
 fi
 
 echo "installing what the tests drive (Chromium, Python and npm packages)..." >&2
