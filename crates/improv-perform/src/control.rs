@@ -25,8 +25,9 @@ use async_trait::async_trait;
 use improv_edges::{Approval, ApprovalRequest, Approver};
 use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
 use improv_stage::Stage;
+use improv_workspace::normalize;
 use serde_json::Value;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -133,7 +134,7 @@ pub fn within_reach(stage: &Stage, path: &Path) -> bool {
     let workspace = canonical(&stage.workspace());
     let state = canonical(&crate::state_dir(stage));
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut existing = normal(&path);
+    let mut existing = normalize(&path);
     let mut rest = Vec::new();
     while existing.symlink_metadata().is_err() {
         let Some(name) = existing.file_name().map(|n| n.to_os_string()) else {
@@ -257,7 +258,7 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
 /// workspace itself); and, for a link, its target's path too.
 fn inside(workspace: &Path, path: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut candidates = vec![normal(path)];
+    let mut candidates = vec![normalize(path)];
     if let Ok(real) = path.canonicalize()
         && !candidates.contains(&real)
     {
@@ -268,21 +269,6 @@ fn inside(workspace: &Path, path: &Path) -> Vec<PathBuf> {
             && !rel.as_os_str().is_empty()
         {
             out.push(rel.to_path_buf());
-        }
-    }
-    out
-}
-
-/// The path with `.` dropped and `..` taken back, without asking the file system.
-fn normal(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
         }
     }
     out

@@ -22,7 +22,7 @@ pub use prop::SkillProp;
 
 use improv_workspace::{Kind, PathError, Scope, Workspace};
 use serde::{Deserialize, Serialize};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The file that makes a folder a skill.
 pub const SKILL_FILE: &str = "SKILL.md";
@@ -177,7 +177,7 @@ pub fn discover(stage_dir: &Path, folders: &[String], user: Option<&Path>) -> Fo
         let shown = stage_dir.join(folder);
         // A folder inside the stage folder is read beneath it: actors can write there.
         let inside = stage_root.as_ref().and_then(|root| {
-            let rel = normalize(&root.join(folder))
+            let rel = improv_workspace::normalize(&root.join(folder))
                 .strip_prefix(root)
                 .ok()?
                 .to_path_buf();
@@ -282,21 +282,6 @@ fn or_root(rel: &Path) -> &Path {
     } else {
         rel
     }
-}
-
-/// Resolves `.` and `..` lexically.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 impl Found {

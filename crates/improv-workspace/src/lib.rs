@@ -485,8 +485,8 @@ fn replace(dir: &OwnedFd, name: &OsStr, mode: Mode, bytes: &[u8]) -> io::Result<
 }
 
 /// Removes `.` and folds `..` into its parent without touching the filesystem. `..` above `/`
-/// stays at `/`, as the kernel does.
-pub(crate) fn normalize(path: &Path) -> PathBuf {
+/// stays at `/`, as the kernel does. The one lexical normalization of the workspace's users.
+pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {
