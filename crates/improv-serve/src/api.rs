@@ -288,8 +288,8 @@ pub(crate) async fn get(
     }
 }
 
-/// The logged row of performance `id`, or none. The API takes whole ids only: a prefix (as the
-/// CLI takes) is the client's mistake, answered with the ids it starts so the client can pick.
+/// The logged row of performance `id`, or none. The API takes whole ids only: a prefix or the
+/// short ending the CLI takes is the client's mistake, answered with the ids it starts so the client can pick.
 async fn logged(app: &AppState, id: &str) -> Result<Option<improv_log::PerformanceRow>, ApiError> {
     let log = app.log.clone();
     let key = id.to_string();
@@ -307,7 +307,7 @@ async fn logged(app: &AppState, id: &str) -> Result<Option<improv_log::Performan
 
 fn prefix_of(id: &str, candidates: &[String]) -> ApiError {
     ApiError::bad_request(format!(
-        "`{id}` is not a whole performance id but the start of {}; send the whole id (GET /performances lists them)",
+        "`{id}` is not a whole performance id but part of {}; send the whole id (GET /performances lists them)",
         candidates.join(", ")
     ))
     .with_code("partial_id")
