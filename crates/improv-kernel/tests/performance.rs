@@ -474,21 +474,25 @@ impl Observer for BrokenLog {
 async fn a_failing_log_stops_the_performance() {
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
-    let counting = TestProp::make("write", Access::Write, move |_| {
+    // The counted prop is the `echo` the script calls, so a call that ran would be counted.
+    let counting = TestProp::make("echo", Access::Write, move |_| {
         r.fetch_add(1, Ordering::SeqCst);
-        async { Ok("written".to_string()) }
+        async { Ok("echoed".to_string()) }
     });
     let model = looping(3);
     let mut p = Performance::builder(actor(model, vec![counting.clone()]))
         .observer(Arc::new(BrokenLog))
         .start("x")
         .unwrap();
-    // The scripted calls are to `echo`, which is unknown here, but the log breaks before any
-    // call can run.
+    // The log breaks on `tool_call_started`, before the call can run.
     let ended = p.act(&CancellationToken::new()).await;
     assert_eq!(ended.outcome, Outcome::Failed);
     assert!(ended.reason.contains("No space left"), "{}", ended.reason);
-    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "the call ran after its log failed"
+    );
 }
 
 #[tokio::test]
