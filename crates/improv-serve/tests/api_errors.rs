@@ -64,9 +64,7 @@ async fn a_partial_or_ambiguous_id_is_the_clients_error_on_every_route() {
             ),
         ];
         for req in routes {
-            let req = req.build().unwrap();
-            let what = format!("{} {}", req.method(), req.url());
-            let r = server.http.execute(req).await.unwrap();
+            let (what, r) = server.execute(req).await;
             let message = envelope(r, 400, &what).await;
             assert!(message.contains("whole id"), "{what}: {message}");
             for id in expected {
@@ -75,11 +73,7 @@ async fn a_partial_or_ambiguous_id_is_the_clients_error_on_every_route() {
         }
     }
     // A whole id still answers.
-    let r = server
-        .get(&format!("/performances/{}", ids[0]))
-        .send()
-        .await
-        .unwrap();
+    let r = server.send_get(&format!("/performances/{}", ids[0])).await;
     assert_eq!(r.status(), 200);
     server.stop_server().await;
 }
@@ -134,9 +128,7 @@ async fn every_error_has_the_json_envelope_and_limit_keeps_its_documented_bounds
         ),
     ];
     for (req, status, says) in cases {
-        let req = req.build().unwrap();
-        let what = format!("{} {}", req.method(), req.url());
-        let r = server.http.execute(req).await.unwrap();
+        let (what, r) = server.execute(req).await;
         let allow = r.headers().get("allow").cloned();
         let message = envelope(r, status, &what).await;
         assert!(message.contains(says), "{what}: {message}");
@@ -146,10 +138,8 @@ async fn every_error_has_the_json_envelope_and_limit_keeps_its_documented_bounds
     }
     for limit in [1, 1000] {
         let r = server
-            .get(&format!("/performances?limit={limit}"))
-            .send()
-            .await
-            .unwrap();
+            .send_get(&format!("/performances?limit={limit}"))
+            .await;
         assert_eq!(r.status(), 200, "limit={limit}");
     }
     server.stop_server().await;
@@ -164,32 +154,14 @@ async fn a_settled_collection_reads_settled_over_rest() {
     ledger
         .record("leads", json!({"name": "Ada"}), &who)
         .unwrap();
-    let r = server
-        .post("/ledger/leads/settle", json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = server.send_post("/ledger/leads/settle", json!({})).await;
     assert_eq!(r.status(), 200);
     // Written after settling: the shape's counters start over, the state stays settled.
     ledger
         .record("leads", json!({"name": "Bob"}), &who)
         .unwrap();
-    let list: Value = server
-        .get("/ledger")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let one: Value = server
-        .get("/ledger/leads")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/ledger").await;
+    let one: Value = server.get_json("/ledger/leads").await;
     for c in [&list["collections"][0], &one] {
         assert_eq!(c["state"], "settled", "{c}");
         assert_eq!(c["settled"], 1, "{c}");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::TestStage;
+use common::{Running, TestStage, serve_with};
 use improv_serve::ServeArgs;
 use serde_json::json;
 use std::io::{ErrorKind, Read, Write};
@@ -18,46 +18,22 @@ use std::time::{Duration, Instant};
 /// The bound on every wait in these tests: far above the timeouts they configure.
 const BOUND: Duration = Duration::from_secs(20);
 
+/// A server for these tests: its address and token, held running by `_server`.
 struct Served {
     addr: SocketAddr,
     token: String,
+    _server: Running,
     _stage: TestStage,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 async fn serve(configure: impl FnOnce(&mut ServeArgs)) -> Served {
     let stage = TestStage::new(json!([]), "");
-    let mut args = ServeArgs {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        ..ServeArgs::default()
-    };
-    configure(&mut args);
-    let server = improv_serve::bind(stage.stage.clone(), &args)
-        .await
-        .unwrap();
-    let (addr, token) = (server.addr(), server.token().to_string());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .run(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let server = serve_with(&stage, configure).await;
     Served {
-        addr,
-        token,
+        addr: server.addr,
+        token: server.token.clone(),
+        _server: server,
         _stage: stage,
-        stop: Some(tx),
     }
 }
 

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{TestStage, serve};
+use common::{TestStage, client_json, serve};
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -31,16 +31,7 @@ async fn mcp_clients_show_how_to_pass_the_token_and_models_read_their_argument_e
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mcp_client.mjs");
     let mut cmd = Command::new("node");
     cmd.args([script, &server.url("/mcp"), &server.token]);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}): run crates/improv-serve/ci-setup.sh"));
-    assert!(
-        out.status.success(),
-        "the MCP TypeScript client failed (crates/improv-serve/ci-setup.sh installs it):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = client_json(cmd, "MCP TypeScript client").await;
     let shown = v["without_token"].as_str().unwrap();
     assert!(
         shown.contains("Authorization: Bearer <token>") && shown.contains("serve.token"),
@@ -49,39 +40,19 @@ async fn mcp_clients_show_how_to_pass_the_token_and_models_read_their_argument_e
     assert_eq!(v["oauth_calls"], json!([]), "{v}");
     assert_eq!(v["discovery"], json!([]), "{v}");
 
-    assert_eq!(v["no_intent"]["isError"], true, "{v}");
-    assert!(
-        v["no_intent"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("`intent`"),
-        "{v}"
-    );
-    assert_eq!(v["bad_limit"]["isError"], true, "{v}");
-    assert!(
-        v["bad_limit"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("`limit` is a whole number ≥ 1"),
-        "{v}"
-    );
-    assert_eq!(v["bad_operator"]["isError"], true, "{v}");
-    assert!(
-        v["bad_operator"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("unknown operator `~~`"),
-        "{v}"
-    );
+    for (call, says) in [
+        ("no_intent", "`intent`"),
+        ("bad_limit", "`limit` is a whole number ≥ 1"),
+        ("bad_operator", "unknown operator `~~`"),
+    ] {
+        assert_eq!(v[call]["isError"], true, "{call}: {v}");
+        assert!(
+            v[call]["text"].as_str().unwrap().contains(says),
+            "{call}: {v}"
+        );
+    }
     // Nothing was performed.
-    let list: Value = server
-        .get("/performances")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/performances").await;
     assert_eq!(list["performances"], json!([]));
     server.stop_server().await;
 }

@@ -6,13 +6,9 @@
 
 mod common;
 
-use common::{TestStage, logged, serve};
+use common::{TestStage, logged, openai_client, python, serve};
 use serde_json::{Value, json};
 use std::process::Command;
-
-fn python() -> String {
-    std::env::var("IMPROV_SERVE_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_client_talks_to_a_stage() {
@@ -37,25 +33,7 @@ async fn the_official_openai_client_talks_to_a_stage() {
         "",
     );
     let server = serve(&stage).await;
-    let home = tempfile::tempdir().unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/openai_client.py"
-    );
-    let mut cmd = Command::new(&python);
-    cmd.args([script, &server.base, &server.token, "serve-test"])
-        .env("HOME", home.path())
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the openai client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = openai_client(&server, "openai_client.py").await;
     assert_eq!(v["models"], json!(["serve-test"]));
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["content"], "The file says alpha.");
@@ -73,14 +51,7 @@ async fn the_official_openai_client_talks_to_a_stage() {
     let events = logged(&stage, id);
     assert_eq!(events.first().unwrap().kind.name(), "performance_started");
     assert_eq!(events.last().unwrap().kind.name(), "performance_finished");
-    let list: Value = server
-        .get("/performances")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/performances").await;
     assert_eq!(list["performances"].as_array().unwrap().len(), 2);
     server.stop_server().await;
 }

@@ -7,38 +7,15 @@
 
 mod common;
 
-use common::{TestStage, serve};
+use common::{TestStage, openai_client, serve};
 use serde_json::{Value, json};
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_client_sees_refusals_by_name_and_does_not_retry_a_failed_performance() {
-    let python = std::env::var("IMPROV_SERVE_PYTHON").unwrap_or_else(|_| "python3".into());
     // Every performance of this stage fails on its first model call.
     let stage = TestStage::new(json!([{"error": "the model is down"}]), "");
     let server = serve(&stage).await;
-    let home = tempfile::tempdir().unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/openai_errors.py"
-    );
-    let mut cmd = Command::new(&python);
-    cmd.args([script, &server.base, &server.token, "serve-test"])
-        .env("HOME", home.path())
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python} ({e}): run crates/improv-serve/ci-setup.sh")
-        });
-    assert!(
-        out.status.success(),
-        "the openai client failed (crates/improv-serve/ci-setup.sh installs it):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = openai_client(&server, "openai_errors.py").await;
     assert_eq!(v["retrieved"], "serve-test");
     assert_eq!(v["retrieve_missing"], 404);
     for (param, says) in [
@@ -66,14 +43,7 @@ async fn the_openai_client_sees_refusals_by_name_and_does_not_retry_a_failed_per
 
     // Only the failed request performed, once: no retry started it again, and the refused
     // requests started nothing.
-    let list: Value = server
-        .get("/performances")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/performances").await;
     let rows = list["performances"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{list}");
     assert_eq!(rows[0]["status"], "failed");

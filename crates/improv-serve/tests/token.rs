@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ASK_WRITE, TestStage, drain, kinds, logged, serve};
+use common::{ASK_WRITE, TestStage, drain, kinds, logged, loopback_args, serve};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,9 +58,8 @@ async fn a_token_file_inside_the_workspace_is_refused() {
     let stage = TestStage::new(json!([{"say": "Done."}]), "");
     let inside = stage.path().join("token.txt");
     let args = improv_serve::ServeArgs {
-        bind: "127.0.0.1:0".parse().unwrap(),
         token_file: Some(inside.clone()),
-        ..improv_serve::ServeArgs::default()
+        ..loopback_args()
     };
     let Err(err) = improv_serve::bind(stage.stage.clone(), &args).await else {
         panic!("a token file in the workspace was accepted");

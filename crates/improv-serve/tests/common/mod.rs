@@ -1,13 +1,16 @@
 //! What the server's tests share: a stage in a temp dir performed by a scripted model, the real
-//! server bound on a random loopback port, an HTTP client, and an SSE reader.
+//! server bound on a random loopback port, an HTTP client, an SSE reader, and the runner of the
+//! official clients (Python, node) that the interoperability tests drive.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use improv_serve::{ServeArgs, Server};
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::process::Command;
 use std::sync::Arc;
 
 /// A stage whose lead plays `script` (JSON turns); `extra` is appended to the stage file.
@@ -46,8 +49,9 @@ impl TestStage {
 /// `[[edges.rule]]` that makes every `write` wait for the director.
 pub const ASK_WRITE: &str = "\n[[edges.rule]]\nprop = \"write\"\ndecision = \"ask\"\n";
 
-/// A running server and a client for it.
+/// A running server and a client for it; dropping it stops the server.
 pub struct Running {
+    pub addr: SocketAddr,
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
@@ -55,15 +59,34 @@ pub struct Running {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-pub async fn serve(stage: &TestStage) -> Running {
-    let args = ServeArgs {
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The server's arguments with a random loopback port, the rest default.
+pub fn loopback_args() -> ServeArgs {
+    ServeArgs {
         bind: "127.0.0.1:0".parse().unwrap(),
         ..ServeArgs::default()
-    };
+    }
+}
+
+pub async fn serve(stage: &TestStage) -> Running {
+    serve_with(stage, |_| {}).await
+}
+
+/// Serves `stage` on a random loopback port with the arguments `configure` sets.
+pub async fn serve_with(stage: &TestStage, configure: impl FnOnce(&mut ServeArgs)) -> Running {
+    let mut args = loopback_args();
+    configure(&mut args);
     let server: Server = improv_serve::bind(stage.stage.clone(), &args)
         .await
         .unwrap();
-    let base = format!("http://{}", server.addr());
+    let addr = server.addr();
     let token = server.token().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -75,7 +98,8 @@ pub async fn serve(stage: &TestStage) -> Running {
             .unwrap();
     });
     Running {
-        base,
+        addr,
+        base: format!("http://{addr}"),
         token,
         http: reqwest::Client::new(),
         shutdown: Some(tx),
@@ -115,6 +139,28 @@ impl Running {
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(self.url(path)).bearer_auth(&self.token)
+    }
+
+    /// GETs `path` with the token and reads the body as JSON, whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.send_get(path).await.json().await.unwrap()
+    }
+
+    /// GETs `path` with the token.
+    pub async fn send_get(&self, path: &str) -> reqwest::Response {
+        self.get(path).send().await.unwrap()
+    }
+
+    /// POSTs `body` as JSON to `path` with the token.
+    pub async fn send_post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.post(path, body).send().await.unwrap()
+    }
+
+    /// Sends `req`; returns "METHOD URL" to name it in assertions, and the response.
+    pub async fn execute(&self, req: reqwest::RequestBuilder) -> (String, reqwest::Response) {
+        let req = req.build().unwrap();
+        let what = format!("{} {}", req.method(), req.url());
+        (what, self.http.execute(req).await.unwrap())
     }
 
     pub fn post(&self, path: &str, body: Value) -> reqwest::RequestBuilder {
@@ -204,4 +250,44 @@ pub fn logged(stage: &TestStage, id: &str) -> Vec<improv_kernel::Event> {
         .unwrap()
         .events(id)
         .unwrap()
+}
+
+/// The Python interpreter with the `openai` package: `IMPROV_SERVE_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("IMPROV_SERVE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs the official client `cmd` off the async runtime and returns the JSON it prints; fails,
+/// naming `what` and crates/improv-serve/ci-setup.sh (which installs it), when it cannot run
+/// or exits non-zero.
+pub async fn client_json(mut cmd: Command, what: &str) -> Value {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}): run crates/improv-serve/ci-setup.sh")
+        });
+    assert!(
+        out.status.success(),
+        "the {what} failed (crates/improv-serve/ci-setup.sh installs it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `tests/clients/{script}` with the `openai` package against `server` for the stage's
+/// model, in a clean temp HOME and without the `OPENAI_*` variables that would redirect it.
+pub async fn openai_client(server: &Running, script: &str) -> Value {
+    let home = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .args([&server.base, &server.token, "serve-test"])
+        .env("HOME", home.path())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL");
+    client_json(cmd, "openai client").await
 }
