@@ -47,36 +47,25 @@ async fn a_performance_streams_waits_for_approval_takes_a_note_and_ends() {
     let n = approval.data["approval"].as_u64().unwrap();
 
     // The approval waits, visible to anyone who asks.
-    let got: Value = server
-        .get(&format!("/performances/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.get_json(&format!("/performances/{id}")).await;
     assert_eq!(got["live"], true);
     assert_eq!(got["approvals"][0]["approval"], n);
     assert!(!stage.path().join("b.txt").exists());
 
     // A note sent now reaches the lead before its next model call.
     let r = server
-        .post(
+        .send_post(
             &format!("/performances/{id}/notes"),
             json!({"text": "Keep it short."}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     let r = server
-        .post(
+        .send_post(
             &format!("/performances/{id}/approvals/{n}"),
             json!({"answer": "once"}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
 
     let rest = drain(&mut events).await;
@@ -98,14 +87,7 @@ async fn a_performance_streams_waits_for_approval_takes_a_note_and_ends() {
     );
 
     // Listed, finished, and its log agrees with what was streamed.
-    let list: Value = server
-        .get("/performances")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/performances").await;
     let row = &list["performances"][0];
     assert_eq!(row["id"], id.as_str());
     assert_eq!(row["status"], "done");
@@ -135,10 +117,8 @@ async fn stop_interrupts_a_running_performance_and_then_it_takes_no_more() {
         "without an intent the stage's is performed"
     );
     let r = server
-        .post(&format!("/performances/{id}/stop"), json!({}))
-        .send()
-        .await
-        .unwrap();
+        .send_post(&format!("/performances/{id}/stop"), json!({}))
+        .await;
     assert_eq!(r.status(), 202);
     let rest = drain(&mut events).await;
     let end = rest.last().unwrap();
@@ -147,13 +127,11 @@ async fn stop_interrupts_a_running_performance_and_then_it_takes_no_more() {
 
     for path in ["stop", "notes"] {
         let r = server
-            .post(
+            .send_post(
                 &format!("/performances/{id}/{path}"),
                 json!({"text": "hello"}),
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(r.status(), 409, "{path}");
         let v: Value = r.json().await.unwrap();
         assert!(
@@ -164,14 +142,7 @@ async fn stop_interrupts_a_running_performance_and_then_it_takes_no_more() {
             "{v}"
         );
     }
-    let got: Value = server
-        .get(&format!("/performances/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.get_json(&format!("/performances/{id}")).await;
     assert_eq!(got["status"], "interrupted");
     server.stop_server().await;
 }
@@ -195,13 +166,11 @@ async fn a_stream_resumes_after_last_event_id_live_and_from_the_log() {
     );
     let n = pending.data["approval"].as_u64().unwrap();
     let r = server
-        .post(
+        .send_post(
             &format!("/performances/{id}/approvals/{n}"),
             json!({"answer": "deny", "note": "not now"}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     let rest = drain(&mut again).await;
     let mut seqs: Vec<u64> = first.iter().filter_map(|f| f.seq()).collect();
@@ -414,9 +383,7 @@ async fn bad_bodies_unknown_ids_and_traversal_get_clear_4xx() {
         ),
     ];
     for (req, status, says) in cases {
-        let req = req.build().unwrap();
-        let what = format!("{} {}", req.method(), req.url());
-        let r = server.http.execute(req).await.unwrap();
+        let (what, r) = server.execute(req).await;
         assert_eq!(r.status().as_u16(), status, "{what}");
         let v: Value = r
             .json()
@@ -426,7 +393,7 @@ async fn bad_bodies_unknown_ids_and_traversal_get_clear_4xx() {
         assert!(message.contains(says), "{what}: {message}");
     }
     // Still serving after all that.
-    let r = server.get("/performances").send().await.unwrap();
+    let r = server.send_get("/performances").await;
     assert_eq!(r.status(), 200);
     server.stop_server().await;
 }
@@ -444,44 +411,22 @@ async fn the_ledger_lists_shapes_and_settles() {
         }
     }
     let server = serve(&stage).await;
-    let v: Value = server
-        .get("/ledger")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = server.get_json("/ledger").await;
     let leads = &v["collections"][0];
     assert_eq!(leads["name"], "leads");
     assert_eq!(leads["records"], 2);
     let tree = leads["tree"].as_str().unwrap();
     assert!(tree.contains("email") && tree.contains("name"), "{tree}");
 
-    let r = server
-        .post("/ledger/leads/settle", json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = server.send_post("/ledger/leads/settle", json!({})).await;
     assert_eq!(r.status(), 200);
     let settled: Value = r.json().await.unwrap();
     assert_eq!(settled["version"], 1);
     assert!(settled["sqlite_ddl"].as_str().unwrap().contains("leads"));
     assert!(settled.get("schema_file").is_none());
-    let r = server
-        .post("/ledger/leads/settle", json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = server.send_post("/ledger/leads/settle", json!({})).await;
     assert_eq!(r.status(), 409);
-    let one: Value = server
-        .get("/ledger/leads")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = server.get_json("/ledger/leads").await;
     assert_eq!(one["settled"], 1);
     assert_eq!(one["schema"]["type"], "object");
     server.stop_server().await;
@@ -491,14 +436,7 @@ async fn the_ledger_lists_shapes_and_settles() {
 async fn the_openapi_document_lists_exactly_the_served_routes() {
     let stage = TestStage::new(json!([{"say": "hi"}]), "");
     let server = serve(&stage).await;
-    let doc: Value = server
-        .get("/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = server.get_json("/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     let mut documented = Vec::new();
@@ -566,11 +504,7 @@ async fn chat_completions_speak_the_openai_wire_format() {
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "What is in a.txt?"}]}
     ]});
-    let r = server
-        .post("/v1/chat/completions", body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = server.send_post("/v1/chat/completions", body.clone()).await;
     assert_eq!(r.status(), 200);
     let id = r.headers()["x-improv-performance"]
         .to_str()
@@ -595,11 +529,7 @@ async fn chat_completions_speak_the_openai_wire_format() {
     let mut stream_body = body;
     stream_body["stream"] = json!(true);
     stream_body["stream_options"] = json!({"include_usage": true});
-    let r = server
-        .post("/v1/chat/completions", stream_body)
-        .send()
-        .await
-        .unwrap();
+    let r = server.send_post("/v1/chat/completions", stream_body).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     let datas: Vec<&str> = text
@@ -677,13 +607,8 @@ async fn a_performance_run_elsewhere_is_followed_through_its_log_until_it_ends()
     let seen = until(&mut events, "tool_call_started").await;
     assert_eq!(seen[0].kind(), "performance_started");
     let got: Value = server
-        .get(&format!("/performances/{}", running.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/performances/{}", running.id))
+        .await;
     assert_eq!(got["status"], "running");
     assert_eq!(got["live"], false, "not steered by this server");
 
