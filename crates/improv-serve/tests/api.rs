@@ -467,8 +467,40 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
             );
         }
     }
+    // The served routes the document leaves out, on purpose: the page and its assets (no API,
+    // no token), and `/mcp`, which speaks MCP (JSON-RPC over streamable HTTP) as its own
+    // specification describes it. Each is probed, so this list cannot name a route that is gone.
+    let outside = [
+        "GET /",
+        "GET /assets/app.js",
+        "GET /assets/app.css",
+        "POST /mcp",
+    ];
+    for page in ["/", "/assets/app.js", "/assets/app.css"] {
+        let r = server.http.get(server.url(page)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {page} is not served");
+    }
+    let mcp = server
+        .http
+        .post(server.url("/mcp"))
+        .bearer_auth(&server.token)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {},
+            "clientInfo": {"name": "probe", "version": "0"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mcp.status(), 200, "POST /mcp is not served");
+    documented.extend(outside.iter().map(|r| r.to_string()));
     documented.sort();
     let mut served = vec![
+        "GET /",
+        "GET /assets/app.js",
+        "GET /assets/app.css",
+        "POST /mcp",
         "GET /stage",
         "GET /performances",
         "POST /performances",
