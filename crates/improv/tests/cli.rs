@@ -2,6 +2,8 @@
 //! wire format, and with scripted models for interruption, resume and the interactive session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use improv_mock::{MockServer, openai_chat};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -9,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn improv(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
+    let mut c = common::improv_command();
     c.current_dir(dir)
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")

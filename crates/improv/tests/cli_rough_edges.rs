@@ -4,13 +4,15 @@
 //! plain words, and one short sandbox line unless `-v`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn improv(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
+    let mut c = common::improv_command();
     c.current_dir(dir)
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")

@@ -4,6 +4,8 @@
 //! and what the log (`--json` and `.improv/`) recorded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use improv_mock::{MockServer, openai_chat};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 const KEY: &str = "sk-secret-123-edges-cli-4f8a2c9e7b1d";
 
 fn improv(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
+    let mut c = common::improv_command();
     c.current_dir(dir)
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")

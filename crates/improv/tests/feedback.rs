@@ -3,9 +3,11 @@
 //! again and converges; and the same stage with one attempt, which ends exhausted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 /// A copy of `examples/fix-the-test` in a temp dir, so the run cannot touch the repository.
 fn example(max_attempts: u32) -> tempfile::TempDir {
@@ -43,7 +45,7 @@ fn script(dir: &Path, turns: Value) -> PathBuf {
 }
 
 fn run(dir: &Path, script: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_improv"))
+    common::improv_command()
         .current_dir(dir)
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")

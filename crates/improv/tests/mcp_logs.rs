@@ -4,13 +4,15 @@
 //! its causes once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn improv(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
+    let mut c = common::improv_command();
     c.current_dir(dir)
         .env_remove("IMPROV_LOG")
         .env_remove("NO_COLOR")

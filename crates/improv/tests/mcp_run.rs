@@ -4,6 +4,8 @@
 //! (cached list: the first call starts it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,7 +23,7 @@ fn filesystem_server() -> PathBuf {
 }
 
 fn improv(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
+    let mut c = common::improv_command();
     c.current_dir(dir)
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")

@@ -4,6 +4,8 @@
 //! 128 + the signal (`improv run`) or 0 (`improv serve`, asked to stop).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -53,7 +55,7 @@ impl Fixture {
     }
 
     fn improv(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
+        let mut c = common::improv_command();
         c.current_dir(self.workspace())
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY")
@@ -76,7 +78,7 @@ impl Fixture {
 
     /// The events of the newest performance, as its log on disk has them.
     fn logged_events(&self) -> Vec<Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_improv"))
+        let out = common::improv_command()
             .current_dir(self.workspace())
             .args(["log", "--json"])
             .output()
@@ -87,7 +89,7 @@ impl Fixture {
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .expect("one performance logged");
         let id = first["id"].as_str().unwrap().to_string();
-        let out = Command::new(env!("CARGO_BIN_EXE_improv"))
+        let out = common::improv_command()
             .current_dir(self.workspace())
             .args(["show", &id, "--json"])
             .output()

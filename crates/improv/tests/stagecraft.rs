@@ -3,12 +3,14 @@
 //! `improv serve` starts, refuses requests without its token and performs one with it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn improv(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
+    let mut c = common::improv_command();
     c.current_dir(dir)
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
