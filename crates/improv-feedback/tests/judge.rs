@@ -129,14 +129,46 @@ async fn long_output_is_cut_to_its_tail() {
 #[tokio::test]
 async fn a_command_past_its_timeout_is_killed_and_fails() {
     let d = Dir::new(&[]);
+    // The sleep runs in the background, so killing only the shell would leave it running.
     let judge = d.judge(
-        "[[feedback.check]]\nname = \"slow\"\ncommand = \"echo started; sleep 30\"\ntimeout = \"1s\"\n",
+        "[[feedback.check]]\nname = \"slow\"\n\
+         command = \"sleep 30 & echo $! > sleeper.pid; echo started; wait\"\ntimeout = \"1s\"\n",
     );
     let v = done(&judge).await;
     let v = only(&v);
     assert!(!v.passed);
     assert!(v.output.starts_with("started\n"), "{}", v.output);
     assert!(v.output.contains("timed out after 1s"), "{}", v.output);
+    let pid = std::fs::read_to_string(d.ws().join("sleeper.pid")).unwrap();
+    let pid = pid.trim();
+    assert!(
+        dies(pid.parse().unwrap()),
+        "the check's sleep {pid} outlived its timeout"
+    );
+}
+
+/// Whether process `pid` is gone (or a zombie) within ten seconds: SIGKILL is delivered
+/// asynchronously, so the death may trail the verdict a little; a live process never passes.
+fn dies(pid: u32) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}/stat"));
+    for _ in 0..1000 {
+        match std::fs::read_to_string(&proc) {
+            Err(_) => return true,
+            // The state follows the parenthesised command name.
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap()
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                return true;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    false
 }
 
 #[tokio::test]
@@ -263,14 +295,21 @@ async fn cancelling_stops_the_running_check_and_skips_the_rest() {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let started = d.ws().join("started");
-    // Cancel once the command has started, not after a guessed delay.
-    let v = tokio::join!(judge.judge(CheckOn::Done, "", &cancel), async move {
-        while !started.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    // Cancel once the command has started, not after a guessed delay; a judgement that ends
+    // without starting it ends the wait too (and fails below) instead of waiting forever.
+    let judging = judge.judge(CheckOn::Done, "", &cancel);
+    tokio::pin!(judging);
+    let v = tokio::select! {
+        v = &mut judging => v,
+        () = async {
+            while !started.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } => {
+            trigger.cancel();
+            judging.await
         }
-        trigger.cancel();
-    })
-    .0;
+    };
     let v = only(&v);
     assert_eq!(v.check, "long");
     assert!(!v.passed);
