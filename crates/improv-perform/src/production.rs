@@ -1,6 +1,7 @@
 //! A production: one performance of a stage, from casting to the last event. It casts the lead
-//! inside the edges, wires the hooks (budgets, loop detector, policy decisions, director notes),
-//! performs until the work converges or an edge stops it, and logs everything.
+//! inside the edges, wires the hooks (budgets, loop detector, policy decisions, director notes,
+//! checks after writes), performs until the work converges or an edge stops it, and logs
+//! everything.
 //! [`launch`] runs one in the background (the server, the MCP server); the CLI drives a
 //! [`Production`] itself.
 
@@ -124,6 +125,8 @@ pub struct Production {
     /// The director notes not yet delivered.
     pending: Arc<Notes>,
     judge: Option<Arc<Judge>>,
+    /// The checks run after writes, which may converge the performance between turns.
+    write_checks: Option<Arc<WriteChecks>>,
     max_attempts: u32,
     /// The attempt in progress, counting from 1 (shared with the write checks' hook).
     attempt: Arc<AtomicU32>,
@@ -167,6 +170,15 @@ impl Production {
         let actor = cast.actor(&lead, 0).map_err(PerformError::cast)?;
         let judge = feedback::judge(&cast).map_err(PerformError::cast)?;
         let attempt = Arc::new(AtomicU32::new(1));
+        let write_checks = judge.as_ref().and_then(|judge| {
+            WriteChecks::new(
+                judge.clone(),
+                &stage.feedback,
+                &actor.props,
+                attempt.clone(),
+            )
+            .map(Arc::new)
+        });
         let (notes, inbox_hook) = Notes::channel();
         let inbox_hook = Arc::new(inbox_hook);
         let mut builder = cast
@@ -178,10 +190,8 @@ impl Production {
                 stage.context.compact_at,
                 improv_context::DEFAULT_KEEP_RECENT_TURNS,
             )));
-        if let Some(judge) = &judge
-            && judge.has_checks(CheckOn::Write)
-        {
-            builder = builder.hook(Arc::new(WriteChecks::new(judge.clone(), attempt.clone())));
+        if let Some(hook) = &write_checks {
+            builder = builder.hook(hook.clone());
         }
         let view = fan_out(launch.observers);
         let mut performance = match &launch.resume {
@@ -221,6 +231,7 @@ impl Production {
                 inbox,
                 pending: inbox_hook,
                 judge,
+                write_checks,
                 max_attempts: stage.feedback.max_attempts,
                 attempt,
                 attempts: 0,
@@ -265,13 +276,20 @@ impl Production {
 
     /// Performs until the work is done, or, when the stage has checks, until they all pass
     /// (converged) or the attempts or a budget run out (exhausted). Each time the lead says it
-    /// is done the checks judge the work; failures go back to it as a director note.
+    /// is done the checks judge the work; failures go back to it as a director note. Under
+    /// `converge_on = "checks"` they also judge it after each turn that wrote, and converge it
+    /// without waiting for the lead.
     pub async fn perform(&mut self, cancel: &CancellationToken) -> Ended {
         let Some(judge) = self.judge.clone() else {
             return self.act(cancel).await;
         };
         loop {
             let ended = self.act(cancel).await;
+            if let Some(verdicts) = self.write_checks.as_ref().and_then(|w| w.take_converged()) {
+                self.attempts = self.attempt.load(Ordering::Relaxed);
+                self.verdicts = summarise(&verdicts);
+                return ended;
+            }
             let budget_spent = ended.outcome == Outcome::Stopped && ended.budget.is_some();
             if ended.outcome != Outcome::Done && !budget_spent {
                 return ended;
@@ -303,10 +321,7 @@ impl Production {
                     };
                 }
             }
-            self.verdicts = verdicts
-                .iter()
-                .map(|v| (v.check.clone(), v.passed, v.output.clone()))
-                .collect();
+            self.verdicts = summarise(&verdicts);
             if cancel.is_cancelled() {
                 return Ended {
                     outcome: Outcome::Interrupted,
@@ -375,6 +390,14 @@ impl Production {
             answer,
         })
     }
+}
+
+/// The verdicts as the summary keeps them: (check, passed, output).
+fn summarise(verdicts: &[Verdict]) -> Vec<(String, bool, String)> {
+    verdicts
+        .iter()
+        .map(|v| (v.check.clone(), v.passed, v.output.clone()))
+        .collect()
 }
 
 fn failed_names(verdicts: &[Verdict]) -> String {

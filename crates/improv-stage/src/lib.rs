@@ -259,6 +259,8 @@ pub struct LedgerConfig {
 pub struct Feedback {
     /// How many times the actor may try to pass the checks.
     pub max_attempts: u32,
+    /// What ends the performance as converged.
+    pub converge_on: ConvergeOn,
     pub checks: Vec<Check>,
 }
 
@@ -266,6 +268,7 @@ impl Default for Feedback {
     fn default() -> Self {
         Feedback {
             max_attempts: 3,
+            converge_on: ConvergeOn::default(),
             checks: Vec::new(),
         }
     }
@@ -296,6 +299,18 @@ pub struct Check {
     pub on: CheckOn,
     /// How long the command (or the critic) may take.
     pub timeout: Option<Duration>,
+}
+
+/// What ends a performance with checks as converged (`converge_on` under `[feedback]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvergeOn {
+    /// Every check passing after a turn that changed something: the director's feedback closes
+    /// the loop, whether or not the actor says it is done.
+    #[default]
+    Checks,
+    /// Every check passing once the actor says it is done (to let it write a report first).
+    Done,
 }
 
 /// When a check runs.

@@ -5,9 +5,9 @@ use crate::LedgerConfig;
 use crate::error::Problem;
 use crate::mcp::RawProps;
 use crate::{
-    ActorConfig, CORE_PROPS, Check, CheckOn, ContextConfig, DEFAULT_CUE_DEPTH, DEFAULT_LOOP_LIMIT,
-    Decision, Edges, Feedback, KNOWN_PROPS, PROVIDERS, Rule, STATE_DIR, SandboxMode, Stage,
-    StageMeta, default_actor,
+    ActorConfig, CORE_PROPS, Check, CheckOn, ContextConfig, ConvergeOn, DEFAULT_CUE_DEPTH,
+    DEFAULT_LOOP_LIMIT, Decision, Edges, Feedback, KNOWN_PROPS, PROVIDERS, Rule, STATE_DIR,
+    SandboxMode, Stage, StageMeta, default_actor,
 };
 use improv_kernel::{Budget, Price};
 use serde::Deserialize;
@@ -120,6 +120,7 @@ struct RawRule {
 #[serde(deny_unknown_fields)]
 struct RawFeedback {
     max_attempts: Option<Spanned<u32>>,
+    converge_on: Option<ConvergeOn>,
     #[serde(default)]
     check: Vec<Spanned<RawCheck>>,
 }
@@ -763,6 +764,7 @@ impl RawStage {
         }
         let feedback = Feedback {
             max_attempts: f.max_attempts.as_ref().map_or(3, |v| *v.get_ref()),
+            converge_on: f.converge_on.unwrap_or_default(),
             checks,
         };
 

@@ -193,6 +193,7 @@ fn the_init_template_parses_and_performs_with_the_embedded_model() {
         "decision",
         "[feedback]",
         "max_attempts",
+        "converge_on",
         "[[feedback.check]]",
         "critic",
         "rubric",
@@ -232,6 +233,7 @@ fn the_init_template_with_every_example_uncommented_parses() {
     let stage = Stage::parse(&text, Path::new("/proj/stage.toml")).unwrap();
     assert_eq!(stage.actors.len(), 2);
     assert_eq!(stage.feedback.checks.len(), 3);
+    assert_eq!(stage.feedback.converge_on, improv_stage::ConvergeOn::Done);
     assert_eq!(
         stage.feedback.checks[2].file.as_deref(),
         Some("report.json")
