@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use improv_ledger::{
-    Decision, Input, Ledger, LedgerOptions, ManualClock, Op, Provenance, Query, RecordOutcome,
-    Stability,
+    Decision, Input, LEDGER_FILE, Ledger, LedgerOptions, ManualClock, Op, Provenance, Query,
+    RecordOutcome, Stability,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -740,6 +740,27 @@ fn batches_record_many_in_one_transaction() {
         .unwrap();
     assert_eq!((integer.min, integer.max), (0, 498));
     assert!(ledger.record("bad name!", json!({}), &who()).is_err());
+
+    // One transaction means all or nothing: a batch whose 251st insert fails leaves no entry.
+    let db = rusqlite::Connection::open(dir.path().join(".improv").join(LEDGER_FILE)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER fail_late BEFORE INSERT ON ledger_entries
+         WHEN NEW.collection = 'atomic'
+          AND (SELECT count(*) FROM ledger_entries WHERE collection = 'atomic') >= 250
+         BEGIN SELECT RAISE(ABORT, 'the disk gave out'); END;",
+    )
+    .unwrap();
+    let inputs = (0..500).map(|i| Input::Value(json!({"i": i})));
+    let err = ledger.record_batch("atomic", inputs, &who()).unwrap_err();
+    assert!(err.to_string().contains("the disk gave out"), "{err}");
+    let kept: i64 = db
+        .query_row(
+            "SELECT count(*) FROM ledger_entries WHERE collection = 'atomic'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 0, "a failed batch left {kept} of its entries");
 }
 
 #[test]
