@@ -42,12 +42,19 @@ require("readline").createInterface({ input: process.stdin }).on("line", (line) 
 });
 "#;
 
+/// The broken server in `mode`, with the default `timeout` (long enough for node to start on a
+/// loaded machine: the limit covers the handshake too, node's start included).
 fn broken(dir: &Path, mode: &str) -> McpServer {
     node_modules(); // Node must be there; says how to install it otherwise.
     let script = dir.join("broken.cjs");
     std::fs::write(&script, BROKEN).unwrap();
-    let mut s = stdio("broken", "node", &[script.to_str().unwrap(), mode]);
-    s.timeout = Some(Duration::from_secs(2));
+    stdio("broken", "node", &[script.to_str().unwrap(), mode])
+}
+
+/// The broken server with a short `timeout`, for the tests of what a timeout does.
+fn broken_within(dir: &Path, mode: &str, limit: Duration) -> McpServer {
+    let mut s = broken(dir, mode);
+    s.timeout = Some(limit);
     s
 }
 
@@ -102,9 +109,10 @@ async fn a_crash_restarts_once_then_the_server_stays_down() {
 #[tokio::test]
 async fn a_hung_call_and_a_malformed_result_are_tool_errors() {
     let stage = tempfile::tempdir().unwrap();
-    let attached = attach(&[broken(stage.path(), "ok")], stage.path(), stage.path())
-        .await
-        .unwrap();
+    // The limit bounds the handshake, node's start included, as well as the hung call: 10 s
+    // leaves node room on a loaded machine (the hung call waits it out).
+    let server = broken_within(stage.path(), "ok", Duration::from_secs(10));
+    let attached = attach(&[server], stage.path(), stage.path()).await.unwrap();
     let (results, _) = perform(
         attached.props(&["broken".into()]),
         stage.path(),
@@ -120,7 +128,7 @@ async fn a_hung_call_and_a_malformed_result_are_tool_errors() {
     assert!(err);
     assert_eq!(
         hung,
-        "MCP server `broken`: `hang` gave no answer within 2s (the server's `timeout`); it may still be working. Try a smaller step."
+        "MCP server `broken`: `hang` gave no answer within 10s (the server's `timeout`); it may still be working. Try a smaller step."
     );
     let (_, bad, err) = &results[1];
     assert!(err, "{bad}");
@@ -136,7 +144,9 @@ async fn a_hung_call_and_a_malformed_result_are_tool_errors() {
 async fn a_server_that_hangs_on_initialize_or_prints_garbage_fails_attach_clearly() {
     for mode in ["hang-init", "garbage"] {
         let stage = tempfile::tempdir().unwrap();
-        let err = attach(&[broken(stage.path(), mode)], stage.path(), stage.path())
+        // Neither ever completes the handshake, so a slow node start cannot change the result.
+        let server = broken_within(stage.path(), mode, Duration::from_secs(2));
+        let err = attach(&[server], stage.path(), stage.path())
             .await
             .err()
             .unwrap()

@@ -10,7 +10,9 @@ use common::{everything, node_modules, perform, stdio};
 use improv_kernel::ScriptedTurn;
 use improv_mcp::attach;
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn everything_tools_run_in_the_kernel_loop_with_a_filtered_environment() {
@@ -234,10 +236,12 @@ async fn everything_over_streamable_http_with_a_header_from_the_environment() {
     }
     assert!(up, "server-everything did not listen on port {port}");
 
+    // Through a relay that keeps what the client sends, so the header is seen on arrival.
+    let (relay, sent) = relay(port).await;
     let stage = tempfile::tempdir().unwrap();
     let mut server = stdio("web", "unused", &[]);
     server.command = None;
-    server.url = Some(format!("http://127.0.0.1:{port}/mcp"));
+    server.url = Some(format!("http://127.0.0.1:{relay}/mcp"));
     server
         .headers_from_env
         .insert("X-Improv-Test".into(), "CARGO_PKG_NAME".into());
@@ -255,6 +259,17 @@ async fn everything_over_streamable_http_with_a_header_from_the_environment() {
     .await;
     assert_eq!(results[0].1, "Echo: over http");
     drop(attached);
+    let sent = String::from_utf8_lossy(&sent.lock().unwrap()).to_lowercase();
+    let requests = sent.matches(" /mcp http/1.1\r\n").count();
+    assert!(
+        sent.matches("post /mcp ").count() >= 2,
+        "the handshake and the call went through the relay: {sent}"
+    );
+    assert_eq!(
+        sent.matches("\r\nx-improv-test: improv-mcp\r\n").count(),
+        requests,
+        "every request carries the header read from CARGO_PKG_NAME: {sent}"
+    );
 
     // A header whose variable is unset is a clear error, not an empty header.
     let other = tempfile::tempdir().unwrap();
@@ -271,4 +286,43 @@ async fn everything_over_streamable_http_with_a_header_from_the_environment() {
         "{err}"
     );
     child.kill().await.unwrap();
+}
+
+/// A TCP relay on a free local port to `port`: returns that port and every byte clients sent
+/// through it, so a test sees the requests as they arrive.
+async fn relay(port: u16) -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = listener.local_addr().unwrap().port();
+    let sent: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let kept = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = upstream.into_split();
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match from_client.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = to_server.shutdown().await;
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                let _ = to_client.shutdown().await;
+            });
+        }
+    });
+    (relay_port, sent)
 }
