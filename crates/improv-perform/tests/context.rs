@@ -66,12 +66,16 @@ async fn a_memory_saved_in_one_performance_is_recalled_in_the_next() {
 
 #[tokio::test]
 async fn a_long_performance_is_compacted_to_stay_inside_compact_at() {
+    // Above what the kept recent turns take with their results trimmed (about 500 tokens each):
+    // below that no compaction could get inside, and it only trims (measured: 1500 gives
+    // requests of up to 2585 tokens).
+    const COMPACT_AT: u64 = 3000;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("big.txt"), "line of text\n".repeat(600)).unwrap();
     std::fs::write(
         d.join("stage.toml"),
-        "[context]\ncompact_at = 1500\n\n[[actor]]\nname = \"lead\"\nmodel = \"scripted/lead.json\"\nprops = [\"read\"]\n",
+        format!("[context]\ncompact_at = {COMPACT_AT}\n\n[[actor]]\nname = \"lead\"\nmodel = \"scripted/lead.json\"\nprops = [\"read\"]\n"),
     )
     .unwrap();
     let mut turns: Vec<serde_json::Value> = (0..6)
@@ -98,7 +102,24 @@ async fn a_long_performance_is_compacted_to_stay_inside_compact_at() {
     assert!(!compacted.is_empty(), "no compaction in {events:?}");
     for (before, after) in compacted {
         assert!(after < before, "{before} → {after}");
+        assert!(
+            after < COMPACT_AT,
+            "compacted {before} → {after}, not inside compact_at"
+        );
     }
+    // Staying inside means every model call, not only the compactions, is under compact_at.
+    let inputs: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Usage { input_tokens, .. } => Some(*input_tokens),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inputs.len(), 6, "{inputs:?}");
+    assert!(
+        inputs.iter().all(|&t| t < COMPACT_AT),
+        "a request above compact_at = {COMPACT_AT}: {inputs:?}"
+    );
 }
 
 #[tokio::test]
