@@ -13,9 +13,12 @@ fn data_home() -> &'static Path {
 }
 
 /// The `improv` binary with `XDG_DATA_HOME` pointing at an empty temp folder. A test that wants
-/// installed skills sets its own `XDG_DATA_HOME` after this.
+/// installed skills sets its own `XDG_DATA_HOME` after this. The embedded models stay where the
+/// quick start put them: the model store is named explicitly (`IMPROV_MODELS` as this process
+/// sees it, else the user's data folder), since it would otherwise move with `XDG_DATA_HOME`.
 pub fn improv_command() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
     c.env("XDG_DATA_HOME", data_home());
+    c.env("IMPROV_MODELS", improv_local::store::store_dir());
     c
 }
