@@ -1,13 +1,18 @@
 //! Director notes from another terminal: `improv note ID "..."` appends a line to the running
-//! performance's inbox file (`.improv/notes/ID.jsonl`), and the performance, which watches that
-//! file, hands each new line to its lead before the next model call.
+//! performance's inbox file (`.improv/notes/ID.jsonl`), and the performance hands each new line
+//! to its lead before the next model call.
+//!
+//! Delivery is deterministic: the notes hook reads the file synchronously before every model
+//! call, so a note written before a call is in that call. A poller (one `stat` every quarter
+//! second) also reads it while a long tool runs; both share one offset, so no note is
+//! delivered twice.
 //!
 //! A file rather than a socket: it needs no listener, survives a note sent while the
-//! performance is between turns, works across users of one project folder, and the poll is one
-//! `stat` every quarter second.
+//! performance is between turns, and works across users of one project folder.
 
 use crate::error::PerformError;
-use improv_kernel::NoteSender;
+use async_trait::async_trait;
+use improv_kernel::{Between, Control, Hook, NoteSender, Notes};
 use improv_log::{EventLog, Status};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -65,11 +70,17 @@ pub fn send_note(state_dir: &Path, id: &str, text: &str) -> Result<String, Perfo
     Ok(row.id)
 }
 
-/// Watches a performance's inbox file while it runs.
+/// A performance's inbox file while it runs: read before each model call and polled between.
 pub(crate) struct Inbox {
-    task: tokio::task::JoinHandle<()>,
+    file: Arc<InboxFile>,
+    /// The poller; `None` outside a tokio runtime (the hook still reads before each call).
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The inbox file and how far it has been read: the one reader of the poller and the hook.
+struct InboxFile {
     path: PathBuf,
-    read: Arc<Mutex<Reader>>,
+    read: Mutex<Reader>,
     notes: NoteSender,
 }
 
@@ -81,49 +92,81 @@ struct Reader {
 }
 
 impl Inbox {
-    /// Starts watching; `None` outside a tokio runtime (nothing to watch with).
-    pub(crate) fn watch(state_dir: &Path, id: &str, notes: NoteSender) -> Option<Inbox> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let path = inbox_path(state_dir, id);
-        let read: Arc<Mutex<Reader>> = Arc::default();
-        let (watched, reader, sender) = (path.clone(), read.clone(), notes.clone());
-        let task = runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(POLL).await;
-                if !deliver(&watched, &reader, &sender) {
-                    return;
-                }
-            }
-        });
-        Some(Inbox {
-            task,
-            path,
-            read,
+    /// Opens the inbox of performance `id` and starts polling it when inside a tokio runtime.
+    pub(crate) fn open(state_dir: &Path, id: &str, notes: NoteSender) -> Inbox {
+        let file = Arc::new(InboxFile {
+            path: inbox_path(state_dir, id),
+            read: Mutex::default(),
             notes,
-        })
+        });
+        let task = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let file = file.clone();
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(POLL).await;
+                    if !file.deliver() {
+                        return;
+                    }
+                }
+            })
+        });
+        Inbox { file, task }
     }
 
-    /// Delivers the notes written since the last poll now, without waiting for the next one.
+    /// Delivers the notes written since the last read now, without waiting for the next poll.
     pub(crate) fn check(&self) {
-        deliver(&self.path, &self.read, &self.notes);
+        self.file.deliver();
+    }
+
+    /// The notes hook: reads the inbox, then hands every queued note to the actor, so a note
+    /// already in the file is in the next model call.
+    pub(crate) fn hook(&self, notes: Arc<Notes>) -> Arc<dyn Hook> {
+        Arc::new(ReadThenDeliver {
+            file: self.file.clone(),
+            notes,
+        })
     }
 
     /// Stops watching and removes the inbox: notes sent later are refused, since the
     /// performance is no longer running.
     pub(crate) fn close(self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.file.path);
     }
 }
 
-/// Hands the new notes of `path` to the performance; false once it has ended.
-fn deliver(path: &Path, read: &Mutex<Reader>, notes: &NoteSender) -> bool {
-    // Poisoning needs a panic while reading; the offsets are still sound then.
-    let mut r = read.lock().unwrap_or_else(|e| e.into_inner());
-    let Reader { at, partial } = &mut *r;
-    read_new(path, at, partial)
-        .into_iter()
-        .all(|text| notes.send(text))
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The notes hook of a production; see [`Inbox::hook`].
+struct ReadThenDeliver {
+    file: Arc<InboxFile>,
+    notes: Arc<Notes>,
+}
+
+#[async_trait]
+impl Hook for ReadThenDeliver {
+    async fn between_turns(&self, at: &mut Between<'_>) -> Control {
+        self.file.deliver();
+        self.notes.between_turns(at).await
+    }
+}
+
+impl InboxFile {
+    /// Hands the new notes of the file to the performance; false once it has ended.
+    fn deliver(&self) -> bool {
+        // Poisoning needs a panic while reading; the offsets are still sound then. The lock
+        // is held while sending, so notes reach the actor in the order they were written.
+        let mut r = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        let Reader { at, partial } = &mut *r;
+        read_new(&self.path, at, partial)
+            .into_iter()
+            .all(|text| self.notes.send(text))
+    }
 }
 
 /// The notes appended to `path` since offset `at`; a line still being written waits in
@@ -156,6 +199,7 @@ fn read_new(path: &Path, at: &mut u64, partial: &mut String) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use improv_kernel::Message;
 
     #[test]
     fn lines_are_read_once_and_partial_lines_wait() {
@@ -173,5 +217,56 @@ mod tests {
             .unwrap();
         assert_eq!(read_new(&path, &mut at, &mut partial), vec!["two", "three"]);
         assert!(read_new(&path, &mut at, &mut partial).is_empty());
+    }
+
+    /// The poller, the notes hook and `check` race on one file; every note reaches the
+    /// conversation once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_poller_and_the_hook_never_deliver_a_note_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sender, notes) = Notes::channel();
+        let inbox = Inbox::open(dir.path(), "p", sender);
+        let hook = inbox.hook(Arc::new(notes));
+        std::fs::create_dir_all(dir.path().join(NOTES_DIR)).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(inbox_path(dir.path(), "p"))
+            .unwrap();
+        let (spent, mut conversation) = (improv_kernel::Spent::default(), Vec::new());
+        let mut model: Arc<dyn improv_kernel::Model> =
+            Arc::new(improv_kernel::ScriptedModel::new([]));
+        let sent: Vec<String> = (0..400).map(|i| format!("note {i}")).collect();
+        for (i, text) in sent.iter().enumerate() {
+            let line = serde_json::to_string(&Line { text: text.clone() }).unwrap();
+            file.write_all(format!("{line}\n").as_bytes()).unwrap();
+            if i % 2 == 0 {
+                inbox.check();
+            }
+            let mut between = Between {
+                turn: 1,
+                spent: &spent,
+                context_tokens: 0,
+                conversation: &mut conversation,
+                model: &mut model,
+                events: Vec::new(),
+                spend: Vec::new(),
+            };
+            assert_eq!(hook.between_turns(&mut between).await, Control::Continue);
+            // Written before the hook ran, so delivered by it, whatever the poller did.
+            assert_eq!(conversation.len(), i + 1);
+            if i % 50 == 0 {
+                // Give the poller its turns while notes keep coming.
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        let got: Vec<&str> = conversation
+            .iter()
+            .filter_map(|m| match m {
+                Message::User { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, sent);
     }
 }

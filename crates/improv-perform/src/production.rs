@@ -179,12 +179,26 @@ impl Production {
             )
             .map(Arc::new)
         });
+        let id = match &launch.resume {
+            Some(id) => {
+                let row = log.find(id)?;
+                if row.status == improv_log::Status::Running {
+                    return Err(PerformError::Stage(format!(
+                        "performance {} is still running in another process; stop it (Ctrl-C there) before resuming it",
+                        row.id
+                    )));
+                }
+                row.id
+            }
+            None => launch.id.clone().unwrap_or_else(new_id),
+        };
         let (notes, inbox_hook) = Notes::channel();
         let inbox_hook = Arc::new(inbox_hook);
+        let inbox = Inbox::open(log.dir(), &id, notes.clone());
         let mut builder = cast
             .performance(actor)
             .hook(edges.decisions.clone())
-            .hook(inbox_hook.clone())
+            .hook(inbox.hook(inbox_hook.clone()))
             // After the notes, so the notes just delivered count towards the context.
             .hook(Arc::new(improv_context::Compactor::new(
                 stage.context.compact_at,
@@ -194,28 +208,12 @@ impl Production {
             builder = builder.hook(hook.clone());
         }
         let view = fan_out(launch.observers);
+        let builder = builder
+            .id(id.clone())
+            .observer(observe(&edges, log.recorder(&id)?, view));
         let mut performance = match &launch.resume {
-            Some(id) => {
-                let row = log.find(id)?;
-                if row.status == improv_log::Status::Running {
-                    return Err(PerformError::Stage(format!(
-                        "performance {} is still running in another process; stop it (Ctrl-C there) before resuming it",
-                        row.id
-                    )));
-                }
-                let events = log.events(&row.id)?;
-                builder
-                    .id(row.id.clone())
-                    .observer(observe(&edges, log.recorder(&row.id)?, view))
-                    .resume(&events)?
-            }
-            None => {
-                let id = launch.id.unwrap_or_else(new_id);
-                builder
-                    .id(id.clone())
-                    .observer(observe(&edges, log.recorder(&id)?, view))
-                    .start(&launch.intent)?
-            }
+            Some(_) => builder.resume(&log.events(&id)?)?,
+            None => builder.start(&launch.intent)?,
         };
         if let Some(sandbox) = &edges.sandbox {
             performance.emit(EventKind::SandboxStarted {
@@ -223,12 +221,11 @@ impl Production {
                 description: sandbox.describe(),
             })?;
         }
-        let inbox = Inbox::watch(log.dir(), performance.id(), notes.clone());
         Ok((
             Production {
                 performance,
                 edges,
-                inbox,
+                inbox: Some(inbox),
                 pending: inbox_hook,
                 judge,
                 write_checks,

@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use improv_kernel::{Event, EventKind, Outcome};
+use improv_kernel::{Event, EventKind, ObserveError, Observer, Outcome};
 use improv_log::EventLog;
 use improv_perform::{Launch, Production, launch, send_note, state_dir};
 use improv_stage::Stage;
 use serde_json::json;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -339,6 +339,67 @@ max_turns = 2
     assert!(outputs[0].2.contains("read notes.txt twice"), "{outputs:?}");
 }
 
+/// Sends a director note as `improv note` does from another terminal, the moment the
+/// performance emits the first event `when` matches. Observers run before the loop goes on, so
+/// the note is in the inbox file before the performance takes its next step: no clock decides
+/// whether it arrives in time.
+struct NoteAt {
+    state: PathBuf,
+    id: &'static str,
+    when: fn(&EventKind) -> bool,
+    text: &'static str,
+    sent: Mutex<Option<Result<String, String>>>,
+}
+
+impl NoteAt {
+    fn new(
+        state: PathBuf,
+        id: &'static str,
+        when: fn(&EventKind) -> bool,
+        text: &'static str,
+    ) -> Arc<NoteAt> {
+        Arc::new(NoteAt {
+            state,
+            id,
+            when,
+            text,
+            sent: Mutex::new(None),
+        })
+    }
+
+    fn sent(&self) -> Option<Result<String, String>> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+impl Observer for NoteAt {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        let mut sent = self.sent.lock().unwrap();
+        if sent.is_none() && (self.when)(&event.kind) {
+            *sent = Some(send_note(&self.state, self.id, self.text).map_err(|e| e.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Launches the stage in `d` with a note sender watching it, and waits for it to finish.
+async fn perform_noted(
+    d: &Path,
+    intent: &str,
+    note: impl FnOnce(PathBuf) -> Arc<NoteAt>,
+) -> (improv_perform::Summary, Vec<Event>, Arc<NoteAt>) {
+    let stage = Arc::new(Stage::load(&d.join("stage.toml")).unwrap());
+    let state = state_dir(&stage);
+    let note = note(state.clone());
+    let mut l = Launch::new(intent);
+    l.id = Some(note.id.into());
+    l.observers.push(note.clone());
+    let running = launch(stage, l).unwrap();
+    let summary = running.done.await.unwrap().unwrap();
+    let events = EventLog::open(&state).unwrap().events(&summary.id).unwrap();
+    (summary, events, note)
+}
+
 #[tokio::test]
 async fn a_note_sent_from_another_terminal_reaches_the_lead_before_its_next_turn() {
     let dir = tempfile::tempdir().unwrap();
@@ -358,28 +419,24 @@ props = ["read"]
         d,
         "lead.json",
         json!([
-            {"calls": [{"name": "read", "arguments": {"path": "notes.txt"}}], "delay_ms": 800},
+            {"calls": [{"name": "read", "arguments": {"path": "notes.txt"}}]},
             {"say": "noted"},
         ]),
     );
-    let stage = Arc::new(Stage::load(&d.join("stage.toml")).unwrap());
-    let running = launch(stage.clone(), Launch::new("read the notes")).unwrap();
-    // Wait until the performance is logged as running, then send the note as `improv note` does.
-    let state = state_dir(&stage);
-    let mut sent = None;
-    for _ in 0..100 {
-        match send_note(&state, &running.id, "use tabs, not spaces") {
-            Ok(id) => {
-                sent = Some(id);
-                break;
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-        }
-    }
-    assert_eq!(sent.as_deref(), Some(running.id.as_str()));
-    let summary = running.done.await.unwrap().unwrap();
+    // The note is written while turn 1's tool call ends, before turn 2's model call.
+    let (summary, events, note) = perform_noted(d, "read the notes", |state| {
+        NoteAt::new(
+            state,
+            "p-note-mid",
+            |k| matches!(k, EventKind::ToolCallFinished { .. }),
+            "use tabs, not spaces",
+        )
+    })
+    .await;
+    assert_eq!(note.sent(), Some(Ok("p-note-mid".to_string())));
     assert_eq!(summary.outcome, Outcome::Done, "{}", summary.reason);
-    let events = EventLog::open(&state).unwrap().events(&summary.id).unwrap();
+    // The note is in the conversation turn 2's model call sees: the notes hook emits it as
+    // it adds it, before the turn starts.
     let kinds: Vec<String> = events
         .iter()
         .filter_map(|e| match &e.kind {
@@ -398,7 +455,7 @@ props = ["read"]
         ]
     );
     // Once it has finished, a note is refused with the way to go on.
-    let err = send_note(&state, &summary.id, "too late").unwrap_err();
+    let err = send_note(&note.state, &summary.id, "too late").unwrap_err();
     assert!(err.to_string().contains("not running"), "{err}");
     assert!(err.to_string().contains("--resume"), "{err}");
 }
@@ -415,20 +472,20 @@ async fn a_note_sent_during_the_last_turn_is_not_lost_the_lead_goes_on() {
     script(
         d,
         "lead.json",
-        json!([{"say": "all done", "delay_ms": 800}, {"say": "done, with tabs"}]),
+        json!([{"say": "all done"}, {"say": "done, with tabs"}]),
     );
-    let stage = Arc::new(Stage::load(&d.join("stage.toml")).unwrap());
-    let running = launch(stage.clone(), Launch::new("format it")).unwrap();
-    let state = state_dir(&stage);
-    for _ in 0..100 {
-        if send_note(&state, &running.id, "use tabs").is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let summary = running.done.await.unwrap().unwrap();
+    // The note is written as the lead's last reply comes back, after the notes hook ran.
+    let (summary, events, note) = perform_noted(d, "format it", |state| {
+        NoteAt::new(
+            state,
+            "p-note-last",
+            |k| matches!(k, EventKind::ModelReplied { .. }),
+            "use tabs",
+        )
+    })
+    .await;
+    assert_eq!(note.sent(), Some(Ok("p-note-last".to_string())));
     assert_eq!(summary.answer, "done, with tabs");
-    let events = EventLog::open(&state).unwrap().events(&summary.id).unwrap();
     let notes: Vec<&str> = events
         .iter()
         .filter_map(|e| match &e.kind {
