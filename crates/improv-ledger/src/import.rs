@@ -20,6 +20,12 @@ use std::path::Path;
 const BATCH_ENTRIES: usize = 5_000;
 /// ...and bytes of entry text per transaction, at most (beyond one entry).
 const BATCH_BYTES: usize = 4 << 20;
+/// WAL pages between checkpoints while importing (SQLite's default is 1,000, 4 MB). Each
+/// checkpoint copies the log into the ledger file and waits for the disk (fsync); at the default
+/// that wait was a third of an import's time. Spacing them 10x apart keeps every commit as
+/// durable as before (WAL, synchronous=NORMAL: checkpoints only move committed pages), costs up
+/// to about 40 MB of log on disk, not in memory, and the import checkpoints once at its end.
+const IMPORT_CHECKPOINT_PAGES: u32 = 10_000;
 /// Read buffer size.
 const READ_BUFFER: usize = 256 << 10;
 
@@ -190,6 +196,7 @@ impl Ledger {
             read,
             total_bytes,
         };
+        let checkpoint_pages = self.set_wal_autocheckpoint(IMPORT_CHECKPOINT_PAGES)?;
         let outcome = match format {
             ImportFormat::JsonLines => json_lines(&mut reader, file, &mut batcher),
             ImportFormat::JsonArray => json_array(&mut reader, file, &mut batcher),
@@ -197,8 +204,12 @@ impl Ledger {
         };
         // What was read before an error is recorded, not lost.
         let flushed = batcher.flush();
+        let restored = self
+            .set_wal_autocheckpoint(checkpoint_pages)
+            .and_then(|_| self.checkpoint());
         outcome?;
         flushed?;
+        restored?;
         let mut report = batcher.report;
         report.proposed.sort();
         Ok(report)

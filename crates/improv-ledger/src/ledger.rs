@@ -681,6 +681,27 @@ impl Ledger {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Sets SQLite's WAL auto-checkpoint interval in pages; returns the one it replaces.
+    pub(crate) fn set_wal_autocheckpoint(&self, pages: u32) -> Result<u32> {
+        let guard = self.lock();
+        let before = guard
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))?;
+        guard
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", pages)?;
+        Ok(before)
+    }
+
+    /// Copies the write-ahead log into the ledger file now, as an auto-checkpoint would
+    /// (PASSIVE: it never waits for readers; what they still need is copied next time).
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        self.lock()
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn now(&self) -> OffsetDateTime {
         self.options.clock.now()
     }
