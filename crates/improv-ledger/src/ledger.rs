@@ -751,7 +751,7 @@ impl Ledger {
         let mut outcomes = Vec::new();
         let result = (|| -> Result<()> {
             let mut insert_entry = tx.prepare_cached(
-                "INSERT INTO ledger_entries (collection, body, raw, performance, actor, at) VALUES (?1, jsonb(?2), ?3, ?4, ?5, ?6)",
+                "INSERT INTO ledger_entries (collection, body, raw, performance, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut insert_reject = tx.prepare_cached(
                 "INSERT INTO ledger_rejects (collection, text, reason, performance, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -846,7 +846,7 @@ impl Ledger {
 
     /// Parses and checks one entry against the limits and the settled schema.
     fn check(&self, state: &Collection, input: Input) -> Checked {
-        let (value, body, raw) = match input {
+        let (value, body, raw, size) = match input {
             Input::Unreadable { text, reason } => return Checked::Refused { text, reason },
             Input::Text(text) => {
                 if text.len() > self.options.max_entry_bytes {
@@ -871,17 +871,9 @@ impl Ledger {
                         return Checked::Refused { text, reason };
                     }
                 };
-                let body = match serde_json::to_string(&value) {
-                    Ok(body) => body,
-                    Err(error) => {
-                        return Checked::Refused {
-                            text,
-                            reason: format!("cannot store the entry: {error}"),
-                        };
-                    }
-                };
+                // Not written back as text: stored as JSONB straight from the value.
                 let raw = has_wide_number(&value).then(|| text.trim().to_owned());
-                (value, body, raw)
+                (value, None, raw, text.len())
             }
             Input::Value(value) => {
                 let body = match serde_json::to_string(&value) {
@@ -901,11 +893,14 @@ impl Ledger {
                     );
                     return Checked::Refused { text: body, reason };
                 }
-                (value, body, None)
+                let size = body.len();
+                (value, Some(body), None, size)
             }
         };
         let refuse = |reason: String| Checked::Refused {
-            text: raw.clone().unwrap_or_else(|| body.clone()),
+            text: raw.clone().or_else(|| body.clone()).unwrap_or_else(|| {
+                serde_json::to_string(&value).unwrap_or_else(|e| format!("(unprintable: {e})"))
+            }),
             reason,
         };
         if !value.is_object() {
@@ -924,6 +919,9 @@ impl Ledger {
         if let Some(problems) = self.violations(state, &value) {
             return refuse(problems);
         }
+        // JSONB is about as long as the compact text: one allocation, no regrowth.
+        let mut body = Vec::with_capacity(size + size / 4 + 16);
+        crate::jsonb::encode(&value, &mut body);
         Checked::Accepted { value, body, raw }
     }
 
@@ -1456,7 +1454,8 @@ pub struct ImportReport {
 enum Checked {
     Accepted {
         value: Value,
-        body: String,
+        /// The value in SQLite's JSONB encoding.
+        body: Vec<u8>,
         raw: Option<String>,
     },
     Refused {

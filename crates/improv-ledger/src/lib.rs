@@ -24,6 +24,7 @@
 pub mod cli;
 pub mod clock;
 pub mod import;
+mod jsonb;
 pub mod ledger;
 pub mod path;
 pub mod props;
