@@ -7,8 +7,6 @@
 use improv_kernel::{Actor, Budget, Message, Performance, Prop, ScriptedModel, ScriptedTurn};
 use improv_props::{Edit, Find, Grep, Read, Write};
 use serde_json::json;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,22 +19,8 @@ const TURNS: usize = 400;
 /// Exchanges `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`), so `a` is always there: one
 /// moment a folder, the next a symlink.
 fn exchange(a: &Path, b: &Path) -> bool {
-    let (Ok(a), Ok(b)) = (
-        CString::new(a.as_os_str().as_bytes()),
-        CString::new(b.as_os_str().as_bytes()),
-    ) else {
-        return false;
-    };
-    // SAFETY: both are valid NUL-terminated paths; the call touches nothing else.
-    unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        ) == 0
-    }
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
