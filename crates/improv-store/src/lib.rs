@@ -1,0 +1,231 @@
+//! The store: where performances, their events, door firings and outbound messages live, behind
+//! one interface ([`Store`]) with two backends — an embedded one on SQLite (one file, one
+//! machine, any number of processes) and PostgreSQL (any number of machines).
+//!
+//! The store is also the coordination point: workers [`Store::claim`] queued performances under a
+//! [`Lease`] whose `epoch` fences every write ([`Store::append`] refuses a stale epoch), doors claim
+//! each due firing once ([`Store::claim_firing`]), and every outbound message passes through an
+//! outbox keyed by (performance, seq) so a retry never sends it twice. The kernel knows nothing of
+//! this: a worker turns events into [`Store::append`] calls and rebuilds a performance from
+//! [`Store::events`] with the kernel's resume.
+
+mod error;
+mod url;
+
+pub use error::StoreError;
+pub use url::StoreUrl;
+
+use async_trait::async_trait;
+use improv_kernel::{Event, Outcome};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Milliseconds since the Unix epoch, UTC: the store's one notion of time, so that a simulated
+/// clock (tests, the door scheduler) and both backends agree.
+pub type UnixMillis = i64;
+
+/// A performance to be performed by whichever worker claims it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewPerformance {
+    /// Its id; a fresh one (`improv_kernel::performance::new_id`) when absent.
+    pub id: Option<String>,
+    /// The stage file, as the worker will open it (a path every worker can read).
+    pub stage: String,
+    pub intent: String,
+    /// Every actor's model for this run, as `provider/name`; the stage's own when absent.
+    pub model: Option<String>,
+    /// What started it: `cli`, `api`, `door:NAME`…; shown, never interpreted.
+    pub origin: String,
+}
+
+/// Where a performance is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting for a worker (new, given back on drain, or its lease expired).
+    Queued,
+    /// A worker holds a live lease on it.
+    Leased,
+    /// It ended; see [`PerformanceRecord::outcome`].
+    Finished,
+}
+
+/// One performance as the store knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceRecord {
+    pub id: String,
+    pub stage: String,
+    pub intent: String,
+    pub model: Option<String>,
+    pub origin: String,
+    pub state: State,
+    /// How it ended, once [`State::Finished`].
+    pub outcome: Option<Outcome>,
+    pub reason: String,
+    /// The worker holding (or last holding) its lease.
+    pub worker: Option<String>,
+    /// The current lease epoch; 0 before the first claim. Each claim increments it.
+    pub epoch: u64,
+    /// The seq of the last event stored; 0 when none.
+    pub last_seq: u64,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+/// A worker's right to write one performance's events until `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub performance: String,
+    pub worker: String,
+    /// Fences writes: bumped by every claim, so a worker that lost its lease (paused,
+    /// partitioned) holds a stale epoch and every write it attempts is refused.
+    pub epoch: u64,
+    pub expires_at: UnixMillis,
+}
+
+/// What [`Store::list`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub state: Option<State>,
+    /// Most recent first; at most this many (0: the backend's default of 100).
+    pub limit: usize,
+}
+
+/// One due firing of a door: at most one performance is ever started for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firing {
+    pub door: String,
+    /// The time the firing was due (not when it ran): the idempotency key with `door`.
+    pub due: UnixMillis,
+    /// What the firing started, when it started one (a probe that saw no change starts none).
+    pub performance: Option<String>,
+    /// `fired`, `skipped: no change`, `missed (catch_up = skip)`…: shown by `improv door status`.
+    pub note: String,
+}
+
+/// The idempotency key of an outbound message: the event that asked for it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OutboxKey {
+    pub performance: String,
+    pub seq: u64,
+}
+
+/// A message on its way out through a door's channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    pub key: OutboxKey,
+    /// The door whose channel sends it.
+    pub door: String,
+    /// The channel's conversation (a chat id, a thread, an address).
+    pub conversation: String,
+    /// The message, in the channel's terms (text, reply-to…).
+    pub body: serde_json::Value,
+}
+
+/// An outbox row: the message and, once sent, the platform's id for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub message: OutboxMessage,
+    /// The platform's message id, recorded once sent; `None` while pending.
+    pub sent_id: Option<String>,
+    pub attempts: u32,
+    pub created_at: UnixMillis,
+}
+
+/// The store of record. Every method is one transaction; every write that belongs to a leased
+/// performance names its [`Lease`] and fails with [`StoreError::LeaseLost`] when the lease is no
+/// longer the current one. Implementations: `SqliteStore` (embedded) and `PgStore` (PostgreSQL);
+/// `tests/conformance.rs` runs one suite against both.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Where this store is, with any password hidden (for errors, logs and `doctor`).
+    fn describe(&self) -> String;
+
+    /// Brings the schema up to date; returns the version now applied. Refuses
+    /// ([`StoreError::NewerSchema`]) a database migrated by a newer improv.
+    async fn migrate(&self) -> Result<u32, StoreError>;
+
+    /// Queues a performance; returns its id. Queueing the same id twice is an error.
+    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError>;
+
+    /// Atomically claims the oldest queued performance, or one whose lease expired, for
+    /// `worker` for `ttl`; `None` when there is none. Other claimers skip rows being claimed
+    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED`). Bumps the epoch.
+    async fn claim(
+        &self,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError>;
+
+    /// Extends a lease by `ttl` from now; returns it renewed, or [`StoreError::LeaseLost`].
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError>;
+
+    /// Gives a performance back to the queue (a draining worker), keeping its events.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Marks a performance finished with its outcome; its lease ends.
+    async fn finish(&self, lease: &Lease, outcome: Outcome, reason: &str)
+    -> Result<(), StoreError>;
+
+    /// One performance; [`StoreError::NotFound`] when there is none with that id.
+    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError>;
+
+    /// Performances, most recent first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError>;
+
+    /// Appends events to a leased performance's journal in one transaction. Their `seq` must
+    /// continue the journal without gap or repeat ([`StoreError::SeqConflict`] otherwise) and
+    /// the lease must be current. Large string values are stored once by content hash, so the
+    /// journal grows with what is new. Wakes [`Store::wait_events`] everywhere (NOTIFY).
+    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError>;
+
+    /// Events of `id` with `seq > after`, in order, at most `limit` (0: all).
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Waits until `id` has an event after `after` or it finished, or `timeout` passed; returns
+    /// whether there is something new to read. Woken by appends from any process or machine.
+    async fn wait_events(
+        &self,
+        id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a door's firing for `(door, due)` if none was recorded: true for the one caller
+    /// that recorded it, false for every other (a restart, a second daemon, another machine).
+    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError>;
+
+    /// Updates the note and performance of a claimed firing (what it turned out to start).
+    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError>;
+
+    /// A door's latest firings, most recent first.
+    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError>;
+
+    /// Puts a message in the outbox unless one with its key is there; returns the entry as
+    /// stored (the first one, when the key was already there).
+    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError>;
+
+    /// Messages not yet recorded as sent, oldest first; counts an attempt for each returned.
+    async fn outbox_pending(
+        &self,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Records the platform's id of a sent message; a second call for the same key keeps the
+    /// first id.
+    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError>;
+
+    /// A small JSON value under (scope, key): door probe results, chat threads, pairing codes.
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Sets (scope, key); with `only_if_absent`, sets nothing and returns false when a value
+    /// is there.
+    async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError>;
+}
