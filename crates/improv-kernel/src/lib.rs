@@ -14,6 +14,7 @@ pub mod performance;
 pub mod prop;
 pub mod resume;
 pub mod scripted;
+pub mod tape;
 
 pub use budget::{Budget, BudgetKind, Spent};
 pub use event::{Compaction, Event, EventKind, ObserveError, Observer, Outcome};
@@ -23,3 +24,4 @@ pub use model::{Model, ModelError, ModelUpdate, Price, Reply, Request, StopReaso
 pub use performance::{Actor, Ended, Performance, PerformanceBuilder};
 pub use prop::{Access, EventSink, Prop, PropContext, PropError};
 pub use scripted::{ScriptedModel, ScriptedTurn};
+pub use tape::Tape;

@@ -10,21 +10,13 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-/// Records every event it sees.
-#[derive(Default)]
-struct Tape(Mutex<Vec<Event>>);
-
-impl Observer for Tape {
-    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
+/// What these tests read from the kernel's [`Tape`].
+trait Read {
+    fn names(&self) -> Vec<&'static str>;
+    fn finished_tools(&self) -> Vec<(String, bool, String)>;
 }
 
-impl Tape {
-    fn events(&self) -> Vec<Event> {
-        self.0.lock().unwrap().clone()
-    }
+impl Read for Tape {
     fn names(&self) -> Vec<&'static str> {
         self.events().iter().map(|e| e.kind.name()).collect()
     }

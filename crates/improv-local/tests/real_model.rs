@@ -8,8 +8,8 @@
 
 use async_trait::async_trait;
 use improv_kernel::{
-    Access, Actor, Budget, Event, EventKind, Message, Model, ModelUpdate, ObserveError, Observer,
-    Performance, Prop, PropContext, PropError, Request, StopReason, ToolSpec,
+    Access, Actor, Budget, EventKind, Message, Model, ModelUpdate, Performance, Prop, PropContext,
+    PropError, Request, StopReason, Tape, ToolSpec,
 };
 use improv_local::template::Family;
 use improv_local::{LocalConfig, LocalError, LocalModel, ToolChoice};
@@ -158,16 +158,6 @@ impl Prop for Echo {
     }
 }
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl Observer for Recorder {
-    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_grammar_forced_call_is_run_by_the_kernel_loop() {
     let mut c = config();
@@ -175,7 +165,7 @@ async fn a_grammar_forced_call_is_run_by_the_kernel_loop() {
     c.max_output_tokens = 48;
     let model: Arc<dyn Model> = Arc::new(load(c));
     let echo = Echo::new();
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(Tape::default());
     let workspace = tempfile::tempdir().unwrap();
     let actor = Actor {
         name: "lead".into(),
@@ -196,7 +186,7 @@ async fn a_grammar_forced_call_is_run_by_the_kernel_loop() {
     let ended = performance.act(&CancellationToken::new()).await;
     performance.finish(&ended).unwrap();
 
-    let events = recorder.0.lock().unwrap().clone();
+    let events = recorder.events();
     let replied = events
         .iter()
         .find_map(|e| match &e.kind {

@@ -6,33 +6,20 @@ use improv_kernel::*;
 use improv_memory::{Memory, props};
 use serde_json::json;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Default)]
-struct Tape(Mutex<Vec<Event>>);
-
-impl Observer for Tape {
-    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
-}
-
-impl Tape {
-    fn results(&self) -> Vec<(String, bool, String)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::ToolCallFinished {
-                    name, ok, output, ..
-                } => Some((name.clone(), *ok, output.clone())),
-                _ => None,
-            })
-            .collect()
-    }
+/// The results of every prop call on the tape: (prop, ok, output).
+fn call_results(tape: &Tape) -> Vec<(String, bool, String)> {
+    tape.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::ToolCallFinished {
+                name, ok, output, ..
+            } => Some((name, ok, output)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// One performance of the stage whose state lives in `state`, opening its memory afresh.
@@ -83,7 +70,7 @@ async fn a_memory_saved_in_one_performance_is_recalled_in_a_later_one() {
         ],
     )
     .await;
-    let results = first.results();
+    let results = call_results(&first);
     assert_eq!(
         results[0],
         ("remember".into(), true, "saved note #1".into())
@@ -114,7 +101,7 @@ async fn a_memory_saved_in_one_performance_is_recalled_in_a_later_one() {
         ],
     )
     .await;
-    let results = second.results();
+    let results = call_results(&second);
     let (name, ok, found) = &results[0];
     assert!(name == "recall" && *ok, "{results:?}");
     assert!(
