@@ -10,6 +10,8 @@
 //! [`Store::events`] with the kernel's resume.
 
 mod error;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod url;
 
 pub use error::StoreError;

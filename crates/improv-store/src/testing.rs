@@ -1,0 +1,211 @@
+//! A throwaway PostgreSQL server for tests: `initdb` in a temporary folder, `pg_ctl` listening on
+//! a Unix socket in that folder only (no TCP port, so tests never meet a server already on 5432),
+//! stopped and deleted when dropped. The one place every crate's Postgres tests start a server.
+//!
+//! Without the PostgreSQL binaries it panics with the install command: a test that needs
+//! Postgres fails clearly rather than skipping. When the test runs as root (initdb refuses root),
+//! the server runs as the `postgres` user through `runuser`.
+//!
+//! Authentication: the `postgres` superuser is trusted on the socket; every other role must give
+//! its password (scram-sha-256), so tests can check what a wrong password does.
+#![allow(clippy::expect_used)] // a test fixture: failing loudly is its job
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+/// The port in the socket's file name (`.s.PGSQL.5432`); no TCP port is opened.
+const PORT: &str = "5432";
+
+/// A PostgreSQL server in a temporary folder; stopped (immediately) and removed when dropped.
+pub struct TempPostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    dir: TempDir,
+}
+
+impl TempPostgres {
+    /// Creates a cluster and starts it. Panics, saying how to install PostgreSQL, when its
+    /// binaries are missing, and with the server's output when it does not start.
+    pub fn start_new() -> TempPostgres {
+        let bin = bindir();
+        let dir = tempfile::Builder::new()
+            .prefix("improv-pg-")
+            .tempdir()
+            .expect("create a temporary folder for PostgreSQL");
+        // The server may run as another user (root's tests): it must reach its folder.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("open the temporary folder to the server's user");
+        let data = dir.path().join("data");
+        check(
+            as_server_user(&bin.join("initdb"))
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
+                .arg(&data)
+                .output(),
+            "initdb",
+        );
+        let hba = "local all postgres trust\nlocal all all scram-sha-256\n";
+        std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        let server = TempPostgres { bin, data, dir };
+        server.start();
+        server
+    }
+
+    /// Starts the server again after [`TempPostgres::stop`] (waits until it accepts connections).
+    /// `fsync=off` is safe here: an immediate stop kills the server, not the machine, so what
+    /// it wrote is in the page cache. (`synchronous_commit=off` is not: a commit could be lost.)
+    pub fn start(&self) {
+        let options = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} \
+             -c fsync=off -c full_page_writes=off",
+            self.socket_dir().display()
+        );
+        check(
+            as_server_user(&self.bin.join("pg_ctl"))
+                .args(["-w", "-t", "60", "-D"])
+                .arg(&self.data)
+                .args(["-o", &options, "-l"])
+                .arg(self.dir.path().join("log"))
+                .arg("start")
+                .output(),
+            "pg_ctl start",
+        );
+    }
+
+    /// Stops the server at once (`-m immediate`: connections are cut, as when a database host
+    /// dies); [`TempPostgres::start`] brings it back with its data.
+    pub fn stop(&self) {
+        check(self.pg_ctl_stop(), "pg_ctl stop");
+    }
+
+    fn pg_ctl_stop(&self) -> std::io::Result<Output> {
+        as_server_user(&self.bin.join("pg_ctl"))
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .output()
+    }
+
+    /// The folder holding the server's socket (the `host` of its URLs).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The folder holding initdb, pg_ctl and psql.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The URL of database `db` as the `postgres` superuser, in the form tokio-postgres takes:
+    /// `postgres://postgres@/DB?host=SOCKETDIR`.
+    pub fn url(&self, db: &str) -> String {
+        self.url_as("postgres", db)
+    }
+
+    /// The URL of database `db` as `user` (`user:password` for a role with a password).
+    pub fn url_as(&self, user: &str, db: &str) -> String {
+        format!(
+            "postgres://{user}@/{db}?host={}&port={PORT}",
+            self.socket_dir().display()
+        )
+    }
+
+    /// Creates an empty database for one test and returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        self.url(name)
+    }
+
+    /// Runs SQL with psql as the superuser in database `db`; returns its unaligned output.
+    /// Panics with psql's message when the SQL fails.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.psql_args(db, &["-c", sql])
+    }
+
+    /// Runs an SQL file with psql (`\copy` and other meta-commands work).
+    pub fn psql_file(&self, db: &str, script: &Path) -> String {
+        let script = script.to_string_lossy();
+        self.psql_args(db, &["-f", &script])
+    }
+
+    fn psql_args(&self, db: &str, args: &[&str]) -> String {
+        check(
+            Command::new(self.bin.join("psql"))
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U"])
+                .args(["postgres", "-h"])
+                .arg(self.socket_dir())
+                .args(["-p", PORT, "-d", db])
+                .args(args)
+                .output(),
+            "psql",
+        )
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        // Already stopped is fine; the folder goes with `dir`.
+        let _ = self.pg_ctl_stop();
+    }
+}
+
+/// The folder holding initdb, pg_ctl and psql: on PATH (often links into the versioned folder),
+/// else the newest under /usr/lib/postgresql. Panics with the install command when none.
+fn bindir() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+    });
+    let resolved = on_path.and_then(|dir| {
+        let real = dir.join("initdb").canonicalize().ok()?;
+        real.parent()
+            .filter(|bin| bin.join("psql").is_file())
+            .map(Path::to_path_buf)
+    });
+    let packaged = || {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|bin| bin.join("initdb").is_file())
+            .collect();
+        found.sort();
+        found.pop()
+    };
+    resolved.or_else(packaged).unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL is not installed, so this test cannot run (it never skips): install it \
+             with `apt-get install -y postgresql` and run again"
+        )
+    })
+}
+
+/// A command run as the `postgres` user when the test runs as root (initdb refuses root).
+fn as_server_user(program: &Path) -> Command {
+    // `id -u` rather than an unsafe libc call.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn check(output: std::io::Result<Output>, what: &str) -> String {
+    let output = output.unwrap_or_else(|e| panic!("{what} could not run: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
