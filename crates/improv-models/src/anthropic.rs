@@ -4,13 +4,13 @@
 //! message.
 
 use crate::Endpoint;
-use crate::http::{self, Target};
+use crate::hosted::{Wire, hosted_model};
+use crate::http;
 use crate::sse::{self, Decoder};
-use async_trait::async_trait;
 use improv_kernel::{
-    Message, Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, ToolCall, Usage,
+    Message, ModelError, ModelUpdate, Reply, Request, StopReason, ToolCall, Usage,
 };
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -302,7 +302,7 @@ struct ApiError {
 }
 
 #[derive(Default)]
-struct MessagesDecoder {
+pub(crate) struct MessagesDecoder {
     text: String,
     calls: Vec<ToolCall>,
     /// Content-block index → position in `calls`, for tool-use blocks.
@@ -448,27 +448,26 @@ impl Decoder for MessagesDecoder {
     }
 }
 
-#[async_trait]
-impl Model for Anthropic {
-    fn name(&self) -> &str {
-        &self.endpoint.name
+impl Wire for Anthropic {
+    type Decoder = MessagesDecoder;
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
-    fn price(&self) -> Option<Price> {
-        self.endpoint.price
+    fn provider(&self) -> &'static str {
+        PROVIDER
     }
 
-    fn context_window(&self) -> Option<u64> {
-        self.endpoint.context_window
+    fn url(&self) -> &str {
+        &self.url
     }
 
-    async fn respond(
-        &self,
-        request: Request<'_>,
-        update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
-    ) -> Result<Reply, ModelError> {
-        let body = self.body(&request)?;
-        let request_bytes = body.len() as u64;
+    fn encode(&self, request: &Request<'_>) -> Result<Vec<u8>, ModelError> {
+        self.body(request)
+    }
+
+    fn headers(&self) -> Result<HeaderMap, ModelError> {
         let mut headers = crate::request_headers(
             self.endpoint
                 .api_key
@@ -479,21 +478,12 @@ impl Model for Anthropic {
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(API_VERSION),
         );
-        let target = Target {
-            provider: PROVIDER,
-            model: &self.endpoint.name,
-            url: &self.url,
-            key_env: &self.endpoint.key_env,
-        };
-        let response =
-            http::post(&target, headers, body.into(), &self.endpoint.retry, update).await?;
-        sse::read(
-            PROVIDER,
-            response,
-            MessagesDecoder::default(),
-            request_bytes,
-            update,
-        )
-        .await
+        Ok(headers)
+    }
+
+    fn decoder(&self) -> MessagesDecoder {
+        MessagesDecoder::default()
     }
 }
+
+hosted_model!(Anthropic);

@@ -5,9 +5,11 @@
 //! - [`anthropic`]: Anthropic Messages.
 //!
 //! [`resolve`] turns a stage file's `provider/model` into a ready model; [`pricing`] knows what
-//! common models cost. All providers share one HTTP client and one retry policy ([`http`]).
+//! common models cost. All providers share one HTTP client and one retry policy ([`http`]) and one
+//! `Model` body ([`hosted`]).
 
 pub mod anthropic;
+mod hosted;
 mod http;
 pub mod names;
 pub mod openai_chat;
@@ -75,6 +77,14 @@ pub(crate) fn request_headers(
         headers.insert(name, header_value(&value)?);
     }
     Ok(headers)
+}
+
+/// `Authorization: Bearer KEY`, the OpenAI APIs' credential, when a key is set.
+pub(crate) fn bearer(endpoint: &Endpoint) -> Option<(reqwest::header::HeaderName, String)> {
+    endpoint
+        .api_key
+        .as_ref()
+        .map(|key| (reqwest::header::AUTHORIZATION, format!("Bearer {key}")))
 }
 
 /// A header value, or an error that says the key has characters HTTP headers cannot carry.

@@ -3,13 +3,13 @@
 //! by index; usage comes from the last chunk (`stream_options.include_usage`).
 
 use crate::Endpoint;
-use crate::http::{self, Target};
+use crate::hosted::{Wire, hosted_model};
+use crate::http;
 use crate::sse::{self, Decoder};
-use async_trait::async_trait;
 use improv_kernel::{
-    Message, Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, ToolCall, Usage,
+    Message, ModelError, ModelUpdate, Reply, Request, StopReason, ToolCall, Usage,
 };
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 /// Which dialect of Chat Completions a server speaks.
@@ -38,13 +38,6 @@ impl OpenAiChat {
             endpoint,
             url,
             flavor,
-        }
-    }
-
-    fn provider(&self) -> &'static str {
-        match self.flavor {
-            Flavor::OpenAi => "OpenAI",
-            Flavor::Compatible => "OpenAI-compatible server",
         }
     }
 
@@ -247,7 +240,7 @@ struct PromptDetails {
     cached_tokens: Option<u64>,
 }
 
-struct ChatDecoder {
+pub(crate) struct ChatDecoder {
     provider: &'static str,
     text: String,
     calls: Vec<ToolCall>,
@@ -358,49 +351,42 @@ impl Decoder for ChatDecoder {
     }
 }
 
-#[async_trait]
-impl Model for OpenAiChat {
-    fn name(&self) -> &str {
-        &self.endpoint.name
+impl Wire for OpenAiChat {
+    type Decoder = ChatDecoder;
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
-    fn price(&self) -> Option<Price> {
-        self.endpoint.price
+    fn provider(&self) -> &'static str {
+        match self.flavor {
+            Flavor::OpenAi => "OpenAI",
+            Flavor::Compatible => "OpenAI-compatible server",
+        }
     }
 
-    fn context_window(&self) -> Option<u64> {
-        self.endpoint.context_window
+    fn url(&self) -> &str {
+        &self.url
     }
 
-    async fn respond(
-        &self,
-        request: Request<'_>,
-        update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
-    ) -> Result<Reply, ModelError> {
-        let body = self.body(&request)?;
-        let request_bytes = body.len() as u64;
-        let headers = crate::request_headers(
-            self.endpoint
-                .api_key
-                .as_ref()
-                .map(|key| (AUTHORIZATION, format!("Bearer {key}"))),
-        )?;
-        let target = Target {
-            provider: self.provider(),
-            model: &self.endpoint.name,
-            url: &self.url,
-            key_env: &self.endpoint.key_env,
-        };
-        let response =
-            http::post(&target, headers, body.into(), &self.endpoint.retry, update).await?;
-        let decoder = ChatDecoder {
-            provider: self.provider(),
+    fn encode(&self, request: &Request<'_>) -> Result<Vec<u8>, ModelError> {
+        self.body(request)
+    }
+
+    fn headers(&self) -> Result<HeaderMap, ModelError> {
+        crate::request_headers(crate::bearer(&self.endpoint))
+    }
+
+    fn decoder(&self) -> ChatDecoder {
+        ChatDecoder {
+            provider: Wire::provider(self),
             text: String::new(),
             calls: Vec::new(),
             finish: None,
             refused: false,
             usage: Usage::default(),
-        };
-        sse::read(self.provider(), response, decoder, request_bytes, update).await
+        }
     }
 }
+
+hosted_model!(OpenAiChat);

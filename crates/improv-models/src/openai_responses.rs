@@ -3,13 +3,13 @@
 //! the system prompt as `instructions`, and `store: false`.
 
 use crate::Endpoint;
-use crate::http::{self, Target};
+use crate::hosted::{Wire, hosted_model};
+use crate::http;
 use crate::sse::{self, Decoder};
-use async_trait::async_trait;
 use improv_kernel::{
-    Message, Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, ToolCall, Usage,
+    Message, ModelError, ModelUpdate, Reply, Request, StopReason, ToolCall, Usage,
 };
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -198,7 +198,7 @@ struct InputDetails {
 }
 
 #[derive(Default)]
-struct ResponsesDecoder {
+pub(crate) struct ResponsesDecoder {
     text: String,
     /// Function calls by output index, so deltas find their call.
     calls: BTreeMap<u64, ToolCall>,
@@ -339,48 +339,32 @@ fn orphan(data: &str) -> ModelError {
     ))
 }
 
-#[async_trait]
-impl Model for OpenAiResponses {
-    fn name(&self) -> &str {
-        &self.endpoint.name
+impl Wire for OpenAiResponses {
+    type Decoder = ResponsesDecoder;
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
-    fn price(&self) -> Option<Price> {
-        self.endpoint.price
+    fn provider(&self) -> &'static str {
+        PROVIDER
     }
 
-    fn context_window(&self) -> Option<u64> {
-        self.endpoint.context_window
+    fn url(&self) -> &str {
+        &self.url
     }
 
-    async fn respond(
-        &self,
-        request: Request<'_>,
-        update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
-    ) -> Result<Reply, ModelError> {
-        let body = self.body(&request)?;
-        let request_bytes = body.len() as u64;
-        let headers = crate::request_headers(
-            self.endpoint
-                .api_key
-                .as_ref()
-                .map(|key| (AUTHORIZATION, format!("Bearer {key}"))),
-        )?;
-        let target = Target {
-            provider: PROVIDER,
-            model: &self.endpoint.name,
-            url: &self.url,
-            key_env: &self.endpoint.key_env,
-        };
-        let response =
-            http::post(&target, headers, body.into(), &self.endpoint.retry, update).await?;
-        sse::read(
-            PROVIDER,
-            response,
-            ResponsesDecoder::default(),
-            request_bytes,
-            update,
-        )
-        .await
+    fn encode(&self, request: &Request<'_>) -> Result<Vec<u8>, ModelError> {
+        self.body(request)
+    }
+
+    fn headers(&self) -> Result<HeaderMap, ModelError> {
+        crate::request_headers(crate::bearer(&self.endpoint))
+    }
+
+    fn decoder(&self) -> ResponsesDecoder {
+        ResponsesDecoder::default()
     }
 }
+
+hosted_model!(OpenAiResponses);
