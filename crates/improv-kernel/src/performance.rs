@@ -145,6 +145,7 @@ impl PerformanceBuilder {
             elapsed_before: spent.elapsed_ms,
             deadline,
             context_tokens: 0,
+            rerun: Vec::new(),
         }
     }
 
@@ -160,13 +161,24 @@ impl PerformanceBuilder {
     }
 
     /// Continues a performance from its logged events: the conversation, the spending and the
-    /// numbering go on where the log ends. Calls that never finished are answered as interrupted.
+    /// numbering go on where the log ends. Calls that never finished run on the next
+    /// [`Performance::act`] when they never started or their prop says they are
+    /// [`Prop::repeatable`]; the others are answered as interrupted (they may have run).
     pub fn resume(self, events: &[Event]) -> Result<Performance, ObserveError> {
         let past = crate::resume::replay(events);
         let id = past.id.clone().or(self.id.clone()).unwrap_or_else(new_id);
         let mut p = self.build(id, past.next_seq, past.conversation, past.spent);
         p.announce(&past.intent, true)?;
         for call in past.unanswered {
+            let safe = match p.prepare(&call) {
+                Ok((prop, args)) => !past.started.contains(&call.id) || prop.repeatable(&args),
+                // Answered with the error again: nothing runs.
+                Err(_) => true,
+            };
+            if safe {
+                p.rerun.push(call);
+                continue;
+            }
             p.out.emit(EventKind::ToolCallFinished {
                 call_id: call.id.clone(),
                 name: call.name.clone(),
@@ -204,6 +216,8 @@ pub struct Performance {
     elapsed_before: u64,
     deadline: Option<Instant>,
     context_tokens: u64,
+    /// Calls of a resumed reply that are safe to run again, run first by the next act.
+    rerun: Vec<ToolCall>,
 }
 
 impl Performance {
@@ -263,6 +277,12 @@ impl Performance {
     /// error ends it. The performance can be directed and acted again afterwards.
     pub async fn act(&mut self, cancel: &CancellationToken) -> Ended {
         self.context.cancel = cancel.child_token();
+        let rerun = std::mem::take(&mut self.rerun);
+        if !rerun.is_empty()
+            && let Err(ended) = self.run_calls(rerun, StopReason::ToolUse, cancel).await
+        {
+            return ended;
+        }
         loop {
             // Between turns: stop conditions, director notes, compaction, model switching.
             self.tick();

@@ -99,6 +99,13 @@ pub trait Prop: Send + Sync {
         Access::Write
     }
 
+    /// Whether this call may run again when a performance resumes after it started and no
+    /// result was recorded (its worker died mid-call). Defaults to reads: running one twice
+    /// changes nothing. Any other call is answered as interrupted instead.
+    fn repeatable(&self, arguments: &serde_json::Value) -> bool {
+        self.access(arguments) == Access::Read
+    }
+
     /// Its own time limit, when it differs from the performance's tool timeout.
     fn timeout(&self) -> Option<Duration> {
         None

@@ -15,6 +15,9 @@ pub struct Past {
     pub next_seq: u64,
     /// Calls of the last reply that have no result: the performance stopped while they ran.
     pub unanswered: Vec<ToolCall>,
+    /// The ids of the calls that started (`tool_call_started` was recorded): an unanswered call
+    /// not among them never ran.
+    pub started: Vec<String>,
 }
 
 /// Replays events into the conversation they produced. Text deltas are ignored: each reply is
@@ -53,6 +56,7 @@ pub fn replay(events: &[Event]) -> Past {
                 content: output.clone(),
                 is_error: !ok,
             }),
+            EventKind::ToolCallStarted { call_id, .. } => past.started.push(call_id.clone()),
             EventKind::Compacted { edits, .. } => apply(&mut past.conversation, edits),
             EventKind::Usage { spent, .. } => past.spent = *spent,
             EventKind::PerformanceFinished { spent, .. } => past.spent = *spent,

@@ -576,7 +576,7 @@ async fn ctrl_c_cancels_the_running_tool_and_resume_continues() {
 
 #[tokio::test]
 async fn resume_answers_calls_a_crash_left_open() {
-    // A log cut off right after the model asked for a call: the process died mid-tool.
+    // A log cut off right after a call started: the process died mid-tool.
     let model = Arc::new(ScriptedModel::new([ScriptedTurn::call(
         "echo",
         json!({"text": "x"}),
@@ -592,11 +592,13 @@ async fn resume_answers_calls_a_crash_left_open() {
         .iter()
         .position(|e| e.kind.name() == "tool_call_started")
         .unwrap();
-    logged.truncate(cut);
+    logged.truncate(cut + 1);
 
+    // Resumed where the call is a write: it may have run, so it is answered, not repeated.
     let model = Arc::new(ScriptedModel::new([ScriptedTurn::say("recovered")]));
     let tape2 = Arc::new(Tape::default());
-    let mut p = Performance::builder(actor(model.clone(), vec![echo()]))
+    let write = TestProp::make("echo", Access::Write, |_| async { Ok("ran again".into()) });
+    let mut p = Performance::builder(actor(model.clone(), vec![write]))
         .observer(tape2.clone())
         .resume(&logged)
         .unwrap();
