@@ -10,11 +10,14 @@
 //! assert_eq!(stage.lead().model.as_deref(), Some("openai/gpt-5-mini"));
 //! ```
 
+pub mod door;
 mod error;
 mod mcp;
 pub mod prompt;
 mod raw;
+pub mod routines;
 
+pub use door::{CatchUp, Channel, ChannelDoor, Door, DoorBudget, DoorKind};
 pub use error::{Invalid, StageError};
 pub use mcp::McpServer;
 
@@ -79,6 +82,10 @@ pub struct Stage {
     pub ledger: LedgerConfig,
     /// `[[props.mcp]]`: MCP servers whose tools become props named `server.tool`.
     pub mcp: Vec<McpServer>,
+    /// `[routines]`: learning converged practice, approving it, replaying it.
+    pub routines: routines::RoutinesConfig,
+    /// `[[door]]`: schedules, webhooks and channels that start performances on a live stage.
+    pub doors: Vec<Door>,
 }
 
 /// `[stage]`.
@@ -422,6 +429,8 @@ impl Stage {
             prices: BTreeMap::new(),
             ledger: LedgerConfig::default(),
             mcp: Vec::new(),
+            routines: routines::RoutinesConfig::default(),
+            doors: Vec::new(),
         }
     }
 

@@ -37,6 +37,10 @@ pub(crate) struct RawStage {
     ledger: RawLedger,
     #[serde(default)]
     props: RawProps,
+    #[serde(default)]
+    routines: crate::routines::RawRoutines,
+    #[serde(default)]
+    door: Vec<Spanned<crate::door::RawDoor>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -807,10 +811,24 @@ impl RawStage {
                     .help("name the stage, or remove `name` to use its directory's name"),
             );
         }
+        let doors = crate::door::build(
+            &self.door,
+            self.stage.intent.is_some(),
+            &mut c.problems,
+            &mut |problems, key, v| {
+                let mut t = Checker {
+                    problems: std::mem::take(problems),
+                };
+                let d = t.duration(key, v);
+                *problems = t.problems;
+                d
+            },
+        );
         if !c.problems.is_empty() {
             return Err(c.problems);
         }
         Ok(Stage {
+            doors,
             stage: StageMeta {
                 name: match self.stage.name {
                     Some(n) => n.into_inner(),
@@ -832,6 +850,7 @@ impl RawStage {
             feedback,
             prices,
             ledger,
+            routines: self.routines.build(),
             path,
             dir,
         })
