@@ -9,12 +9,16 @@
 //! this: a worker turns events into [`Store::append`] calls and rebuilds a performance from
 //! [`Store::events`] with the kernel's resume.
 
+mod codec;
 mod error;
+mod rows;
+mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod url;
 
 pub use error::StoreError;
+pub use sqlite::SqliteStore;
 pub use url::StoreUrl;
 
 use async_trait::async_trait;

@@ -1,0 +1,121 @@
+//! What both backends share about rows: the names of states and outcomes as stored, the clock,
+//! and the checks that decide whether a write is fenced out or breaks the journal.
+
+use crate::{Lease, State, StoreError};
+use improv_kernel::{Event, Outcome};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The name a state is stored under.
+pub(crate) fn state_name(state: State) -> &'static str {
+    match state {
+        State::Queued => "queued",
+        State::Leased => "leased",
+        State::Finished => "finished",
+    }
+}
+
+pub(crate) fn parse_state(store: &str, text: &str) -> Result<State, StoreError> {
+    match text {
+        "queued" => Ok(State::Queued),
+        "leased" => Ok(State::Leased),
+        "finished" => Ok(State::Finished),
+        other => Err(corrupt(
+            store,
+            &format!("unknown performance state {other:?}"),
+        )),
+    }
+}
+
+pub(crate) fn parse_outcome(
+    store: &str,
+    text: Option<String>,
+) -> Result<Option<Outcome>, StoreError> {
+    text.map(|t| {
+        serde_json::from_value(serde_json::Value::String(t.clone()))
+            .map_err(|_| corrupt(store, &format!("unknown outcome {t:?}")))
+    })
+    .transpose()
+}
+
+/// A row the backend holds that this improv cannot read.
+pub(crate) fn corrupt(store: &str, message: &str) -> StoreError {
+    StoreError::Backend {
+        store: store.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Now, in the store's one notion of time.
+pub(crate) fn now_millis() -> i64 {
+    // Before 1970 only on a broken clock; 0 then keeps leases ordered rather than panicking.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `now + ttl` in milliseconds, saturating.
+pub(crate) fn expiry(now: i64, ttl: Duration) -> i64 {
+    now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The stored lease of a performance, as read inside the writing transaction.
+pub(crate) struct Holder {
+    pub state: State,
+    pub worker: Option<String>,
+    pub epoch: u64,
+    pub last_seq: u64,
+}
+
+/// Refuses a write under `lease` unless it is the performance's current lease.
+pub(crate) fn fence(lease: &Lease, holder: &Holder) -> Result<(), StoreError> {
+    let current = holder.state == State::Leased
+        && holder.epoch == lease.epoch
+        && holder.worker.as_deref() == Some(lease.worker.as_str());
+    if current {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost {
+            performance: lease.performance.clone(),
+            epoch: lease.epoch,
+        })
+    }
+}
+
+/// Refuses events whose seqs do not continue the journal after `last_seq` one by one.
+pub(crate) fn check_seqs(
+    performance: &str,
+    last_seq: u64,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let mut expected = last_seq;
+    for event in events {
+        if event.seq != expected + 1 {
+            return Err(StoreError::SeqConflict {
+                performance: performance.to_string(),
+                expected_after: expected,
+                got: event.seq,
+            });
+        }
+        expected = event.seq;
+    }
+    Ok(())
+}
+
+/// A count or seq from the database, which stores them signed.
+pub(crate) fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A seq or epoch as the database stores it.
+pub(crate) fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A limit as SQL takes it: 0 means none.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    if limit == 0 {
+        i64::MAX
+    } else {
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    }
+}

@@ -1,0 +1,779 @@
+//! The embedded store: one SQLite file (WAL, a busy timeout) that any number of processes on one
+//! machine share. Each call runs on tokio's blocking pool; writes that must be atomic across
+//! processes (claims, appends, outbox) take SQLite's write lock up front (`BEGIN IMMEDIATE`).
+//!
+//! `wait_events` polls: it reads the performance's last seq every 50 ms until something new is
+//! there or the timeout passes (SQLite has no cross-process notification).
+
+use crate::codec::{self, Encoded};
+use crate::rows::{
+    Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state, signed,
+    sql_limit, state_name, unsigned,
+};
+use crate::{
+    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    PerformanceRecord, State, Store, StoreError, StoreUrl,
+};
+use async_trait::async_trait;
+use improv_kernel::{Event, Outcome};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The schema, one entry per version: entry `i` brings version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE performances (
+    id TEXT PRIMARY KEY, stage TEXT NOT NULL, intent TEXT NOT NULL, model TEXT,
+    origin TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT, reason TEXT NOT NULL DEFAULT '',
+    worker TEXT, epoch INTEGER NOT NULL DEFAULT 0, lease_expires INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX performances_by_state ON performances (state, created_at);
+CREATE INDEX performances_by_time ON performances (created_at);
+CREATE TABLE events (
+    performance TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, blobs TEXT,
+    PRIMARY KEY (performance, seq)) WITHOUT ROWID;
+CREATE TABLE blobs (hash TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE firings (
+    door TEXT NOT NULL, due INTEGER NOT NULL, performance TEXT, note TEXT NOT NULL,
+    PRIMARY KEY (door, due));
+CREATE TABLE outbox (
+    performance TEXT NOT NULL, seq INTEGER NOT NULL, door TEXT NOT NULL,
+    conversation TEXT NOT NULL, body TEXT NOT NULL, sent_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+    PRIMARY KEY (performance, seq));
+CREATE INDEX outbox_pending ON outbox (door, created_at) WHERE sent_id IS NULL;
+CREATE TABLE kv (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (scope, key));
+"];
+
+/// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
+const RECORD: &str = "id, stage, intent, model, origin, state, outcome, reason, worker, epoch, \
+                      last_seq, created_at, updated_at";
+
+/// How long a write waits for another process's write lock before giving up as transient.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often `wait_events` looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The embedded store on one SQLite file.
+pub struct SqliteStore {
+    name: String,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it when absent) the store file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let name = StoreUrl::Sqlite(path.to_path_buf()).redacted();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Config {
+                store: name.clone(),
+                message: format!("cannot create its folder {}: {e}", parent.display()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| sql_error(&name, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .map_err(|e| sql_error(&name, e))?;
+        let mut conn = conn;
+        migrate(&name, &mut conn)?;
+        Ok(SqliteStore {
+            name,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&str, &mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves no half transaction: SQLite rolled it back.
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&name, &mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend {
+            store: self.name.clone(),
+            message: format!("the store's task failed: {e}"),
+        })?
+    }
+}
+
+/// Maps a SQLite error: a locked database is worth waiting out, a file that cannot be opened is
+/// a configuration problem, anything else is reported as is.
+fn sql_error(store: &str, error: rusqlite::Error) -> StoreError {
+    let store = store.to_string();
+    let message = error.to_string();
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable { store, message }
+        }
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::NotADatabase
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly,
+        ) => StoreError::Config { store, message },
+        _ => StoreError::Backend { store, message },
+    }
+}
+
+/// Applies the migrations this improv knows that the file lacks; refuses a newer file.
+fn migrate(name: &str, conn: &mut Connection) -> Result<u32, StoreError> {
+    let err = |e| sql_error(name, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(err)?;
+    let found: u32 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    let known = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
+    if found > known {
+        return Err(StoreError::NewerSchema {
+            store: name.to_string(),
+            found,
+            known,
+        });
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(found as usize) {
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, now_millis()],
+        )
+        .map_err(err)?;
+    }
+    tx.commit().map_err(err)?;
+    Ok(known)
+}
+
+/// Reads a [`PerformanceRecord`] from a row of [`RECORD`] columns.
+fn record(store: &str, row: &rusqlite::Row<'_>) -> Result<PerformanceRecord, StoreError> {
+    let get = |e| sql_error(store, e);
+    let state: String = row.get(5).map_err(get)?;
+    Ok(PerformanceRecord {
+        id: row.get(0).map_err(get)?,
+        stage: row.get(1).map_err(get)?,
+        intent: row.get(2).map_err(get)?,
+        model: row.get(3).map_err(get)?,
+        origin: row.get(4).map_err(get)?,
+        state: parse_state(store, &state)?,
+        outcome: parse_outcome(store, row.get(6).map_err(get)?)?,
+        reason: row.get(7).map_err(get)?,
+        worker: row.get(8).map_err(get)?,
+        epoch: unsigned(row.get(9).map_err(get)?),
+        last_seq: unsigned(row.get(10).map_err(get)?),
+        created_at: row.get(11).map_err(get)?,
+        updated_at: row.get(12).map_err(get)?,
+    })
+}
+
+/// Reads one performance's lease inside a transaction; `NotFound` when there is none.
+fn holder(store: &str, tx: &Connection, id: &str) -> Result<Holder, StoreError> {
+    let row = tx
+        .query_row(
+            "SELECT state, worker, epoch, last_seq FROM performances WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(|e| sql_error(store, e))?
+        .ok_or_else(|| not_found(store, id))?;
+    Ok(Holder {
+        state: parse_state(store, &row.0)?,
+        worker: row.1,
+        epoch: unsigned(row.2),
+        last_seq: unsigned(row.3),
+    })
+}
+
+fn not_found(store: &str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        store: store.to_string(),
+        id: id.to_string(),
+    }
+}
+
+fn json_error(store: &str, e: impl std::fmt::Display) -> StoreError {
+    corrupt(store, &format!("JSON: {e}"))
+}
+
+/// Runs `f` in a write transaction, current lease checked first.
+fn fenced<T>(
+    store: &str,
+    conn: &mut Connection,
+    lease: &Lease,
+    f: impl FnOnce(&rusqlite::Transaction<'_>, &Holder) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let err = |e| sql_error(store, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let holder = holder(store, &tx, &lease.performance)?;
+    fence(lease, &holder)?;
+    let out = f(&tx, &holder)?;
+    tx.commit().map_err(err)?;
+    Ok(out)
+}
+
+fn append_rows(
+    store: &str,
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    encoded: &[Encoded],
+) -> Result<(), StoreError> {
+    let err = |e| sql_error(store, e);
+    let mut blob = tx
+        .prepare_cached("INSERT OR IGNORE INTO blobs (hash, body) VALUES (?1, ?2)")
+        .map_err(err)?;
+    let mut event = tx
+        .prepare_cached(
+            "INSERT INTO events (performance, seq, body, blobs) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(err)?;
+    for row in encoded {
+        for (hash, text) in &row.blobs {
+            blob.execute(params![hash, text.as_bytes()]).map_err(err)?;
+        }
+        event
+            .execute(params![id, signed(row.seq), row.body, row.refs])
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn read_events(
+    store: &str,
+    conn: &Connection,
+    id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let err = |e| sql_error(store, e);
+    let mut rows = conn
+        .prepare_cached(
+            "SELECT body, blobs FROM events WHERE performance = ?1 AND seq > ?2 \
+             ORDER BY seq LIMIT ?3",
+        )
+        .map_err(err)?;
+    let rows: Vec<(String, Option<String>)> = rows
+        .query_map(params![id, signed(after), sql_limit(limit)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(err)?
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    if rows.is_empty() {
+        holder(store, conn, id)?; // NotFound for an unknown performance
+    }
+    let mut blobs = HashMap::new();
+    let mut blob = conn
+        .prepare_cached("SELECT body FROM blobs WHERE hash = ?1")
+        .map_err(err)?;
+    for (_, refs) in &rows {
+        for hash in codec::ref_hashes(refs.as_deref()).map_err(|e| json_error(store, e))? {
+            if blobs.contains_key(&hash) {
+                continue;
+            }
+            let bytes: Option<Vec<u8>> = blob
+                .query_row([&hash], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
+            if let Some(bytes) = bytes {
+                let text = String::from_utf8(bytes).map_err(|e| json_error(store, e))?;
+                blobs.insert(hash, text);
+            }
+        }
+    }
+    rows.iter()
+        .map(|(body, refs)| {
+            codec::decode(body, refs.as_deref(), &blobs)
+                .map_err(|e| corrupt(store, &format!("performance {id}: {e}")))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        self.call(migrate).await
+    }
+
+    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
+        let new = new.clone();
+        self.call(move |store, conn| {
+            let id = new
+                .id
+                .clone()
+                .unwrap_or_else(improv_kernel::performance::new_id);
+            let now = now_millis();
+            let inserted = conn
+                .execute(
+                    "INSERT OR IGNORE INTO performances (id, stage, intent, model, origin, state, \
+                     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                    params![
+                        id,
+                        new.stage,
+                        new.intent,
+                        new.model,
+                        new.origin,
+                        state_name(State::Queued),
+                        now
+                    ],
+                )
+                .map_err(|e| sql_error(store, e))?;
+            if inserted == 0 {
+                return Err(StoreError::Exists { id });
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
+        let worker = worker.to_string();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let now = now_millis();
+            let expires = expiry(now, ttl);
+            let claimed = tx
+                .query_row(
+                    &format!(
+                        "UPDATE performances SET state = 'leased', worker = ?1, \
+                         epoch = epoch + 1, lease_expires = ?2, updated_at = ?3 \
+                         WHERE id = (SELECT id FROM performances WHERE state = 'queued' \
+                           OR (state = 'leased' AND lease_expires <= ?3) \
+                           ORDER BY created_at, id LIMIT 1) \
+                         RETURNING {RECORD}"
+                    ),
+                    params![worker, expires, now],
+                    |row| Ok(record(store, row)),
+                )
+                .optional()
+                .map_err(err)?
+                .transpose()?;
+            tx.commit().map_err(err)?;
+            Ok(claimed.map(|record| {
+                let lease = Lease {
+                    performance: record.id.clone(),
+                    worker: worker.clone(),
+                    epoch: record.epoch,
+                    expires_at: expires,
+                };
+                (lease, record)
+            }))
+        })
+        .await
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        let lease = lease.clone();
+        self.call(move |store, conn| {
+            fenced(store, conn, &lease, |tx, _| {
+                let now = now_millis();
+                let expires = expiry(now, ttl);
+                tx.execute(
+                    "UPDATE performances SET lease_expires = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![lease.performance, expires, now],
+                )
+                .map_err(|e| sql_error(store, e))?;
+                Ok(Lease {
+                    expires_at: expires,
+                    ..lease.clone()
+                })
+            })
+        })
+        .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.call(move |store, conn| {
+            fenced(store, conn, &lease, |tx, _| {
+                tx.execute(
+                    "UPDATE performances SET state = 'queued', lease_expires = 0, \
+                     updated_at = ?2 WHERE id = ?1",
+                    params![lease.performance, now_millis()],
+                )
+                .map_err(|e| sql_error(store, e))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        let reason = reason.to_string();
+        self.call(move |store, conn| {
+            fenced(store, conn, &lease, |tx, _| {
+                tx.execute(
+                    "UPDATE performances SET state = 'finished', outcome = ?2, reason = ?3, \
+                     lease_expires = 0, updated_at = ?4 WHERE id = ?1",
+                    params![lease.performance, outcome.as_str(), reason, now_millis()],
+                )
+                .map_err(|e| sql_error(store, e))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
+        let id = id.to_string();
+        self.call(move |store, conn| {
+            conn.query_row(
+                &format!("SELECT {RECORD} FROM performances WHERE id = ?1"),
+                [&id],
+                |row| Ok(record(store, row)),
+            )
+            .optional()
+            .map_err(|e| sql_error(store, e))?
+            .ok_or_else(|| not_found(store, &id))?
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
+        let state = filter.state.map(state_name);
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let mut statement = conn
+                .prepare_cached(&format!(
+                    "SELECT {RECORD} FROM performances WHERE ?1 IS NULL OR state = ?1 \
+                     ORDER BY created_at DESC, id DESC LIMIT ?2"
+                ))
+                .map_err(err)?;
+            let rows = statement
+                .query_map(params![state, sql_limit(limit)], |row| {
+                    Ok(record(store, row))
+                })
+                .map_err(err)?;
+            rows.map(|row| row.map_err(err)?).collect()
+        })
+        .await
+    }
+
+    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        let encoded: Vec<Encoded> = events
+            .iter()
+            .map(codec::encode)
+            .collect::<Result<_, _>>()
+            .map_err(|e| json_error(&self.name, e))?;
+        let seqs: Vec<Event> = events.to_vec();
+        self.call(move |store, conn| {
+            fenced(store, conn, &lease, |tx, holder| {
+                check_seqs(&lease.performance, holder.last_seq, &seqs)?;
+                let Some(last) = seqs.last() else {
+                    return Ok(());
+                };
+                append_rows(store, tx, &lease.performance, &encoded)?;
+                tx.execute(
+                    "UPDATE performances SET last_seq = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![lease.performance, signed(last.seq), now_millis()],
+                )
+                .map_err(|e| sql_error(store, e))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let id = id.to_string();
+        self.call(move |store, conn| read_events(store, conn, &id, after, limit))
+            .await
+    }
+
+    async fn wait_events(
+        &self,
+        id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let id = id.to_string();
+            let ready = self
+                .call(move |store, conn| {
+                    let holder = holder(store, conn, &id)?;
+                    Ok(holder.last_seq > after || holder.state == State::Finished)
+                })
+                .await?;
+            let now = Instant::now();
+            if ready || now >= deadline {
+                return Ok(ready);
+            }
+            tokio::time::sleep(POLL.min(deadline - now)).await;
+        }
+    }
+
+    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+        let firing = firing.clone();
+        self.call(move |store, conn| {
+            let inserted = conn
+                .execute(
+                    "INSERT OR IGNORE INTO firings (door, due, performance, note) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![firing.door, firing.due, firing.performance, firing.note],
+                )
+                .map_err(|e| sql_error(store, e))?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+        let firing = firing.clone();
+        self.call(move |store, conn| {
+            let updated = conn
+                .execute(
+                    "UPDATE firings SET performance = ?3, note = ?4 WHERE door = ?1 AND due = ?2",
+                    params![firing.door, firing.due, firing.performance, firing.note],
+                )
+                .map_err(|e| sql_error(store, e))?;
+            if updated == 0 {
+                return Err(not_found(
+                    store,
+                    &format!("(firing of door {} due {})", firing.door, firing.due),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
+        let door = door.to_string();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT door, due, performance, note FROM firings WHERE door = ?1 \
+                     ORDER BY due DESC LIMIT ?2",
+                )
+                .map_err(err)?;
+            let rows = statement
+                .query_map(params![door, sql_limit(limit)], |r| {
+                    Ok(Firing {
+                        door: r.get(0)?,
+                        due: r.get(1)?,
+                        performance: r.get(2)?,
+                        note: r.get(3)?,
+                    })
+                })
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
+        let message = message.clone();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let body = serde_json::to_string(&message.body).map_err(|e| json_error(store, e))?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (performance, seq, door, conversation, body, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    message.key.performance,
+                    signed(message.key.seq),
+                    message.door,
+                    message.conversation,
+                    body,
+                    now_millis()
+                ],
+            )
+            .map_err(err)?;
+            let entry = tx
+                .query_row(
+                    &format!("SELECT {OUTBOX} FROM outbox WHERE performance = ?1 AND seq = ?2"),
+                    params![message.key.performance, signed(message.key.seq)],
+                    |r| Ok(outbox_entry(store, r)),
+                )
+                .map_err(err)??;
+            tx.commit().map_err(err)?;
+            Ok(entry)
+        })
+        .await
+    }
+
+    async fn outbox_pending(
+        &self,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let door = door.to_string();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1 WHERE (performance, seq) IN \
+                 (SELECT performance, seq FROM outbox WHERE door = ?1 AND sent_id IS NULL \
+                  ORDER BY created_at, performance, seq LIMIT ?2)",
+                params![door, sql_limit(limit)],
+            )
+            .map_err(err)?;
+            let entries = {
+                let mut statement = tx
+                    .prepare_cached(&format!(
+                        "SELECT {OUTBOX} FROM outbox WHERE door = ?1 AND sent_id IS NULL \
+                         ORDER BY created_at, performance, seq LIMIT ?2"
+                    ))
+                    .map_err(err)?;
+                let rows = statement
+                    .query_map(params![door, sql_limit(limit)], |r| {
+                        Ok(outbox_entry(store, r))
+                    })
+                    .map_err(err)?;
+                rows.map(|row| row.map_err(err)?)
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            tx.commit().map_err(err)?;
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
+        let key = key.clone();
+        let sent_id = sent_id.to_string();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            conn.execute(
+                "UPDATE outbox SET sent_id = ?3 WHERE performance = ?1 AND seq = ?2 \
+                 AND sent_id IS NULL",
+                params![key.performance, signed(key.seq), sent_id],
+            )
+            .map_err(err)?;
+            let exists: Option<i64> = conn
+                .query_row(
+                    "SELECT 1 FROM outbox WHERE performance = ?1 AND seq = ?2",
+                    params![key.performance, signed(key.seq)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            match exists {
+                Some(_) => Ok(()),
+                None => Err(not_found(
+                    store,
+                    &format!("(outbox message {}#{})", key.performance, key.seq),
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.call(move |store, conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT value FROM kv WHERE scope = ?1 AND key = ?2",
+                    params![scope, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error(store, e))?;
+            text.map(|t| serde_json::from_str(&t).map_err(|e| json_error(store, e)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        let value = serde_json::to_string(value).map_err(|e| json_error(&self.name, e))?;
+        self.call(move |store, conn| {
+            let sql = if only_if_absent {
+                "INSERT OR IGNORE INTO kv (scope, key, value) VALUES (?1, ?2, ?3)"
+            } else {
+                "INSERT INTO kv (scope, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
+            };
+            let changed = conn
+                .execute(sql, params![scope, key, value])
+                .map_err(|e| sql_error(store, e))?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+}
+
+/// The columns of an [`OutboxEntry`], in the order [`outbox_entry`] reads them.
+const OUTBOX: &str = "performance, seq, door, conversation, body, sent_id, attempts, created_at";
+
+fn outbox_entry(store: &str, r: &rusqlite::Row<'_>) -> Result<OutboxEntry, StoreError> {
+    let get = |e| sql_error(store, e);
+    let body: String = r.get(4).map_err(get)?;
+    Ok(OutboxEntry {
+        message: OutboxMessage {
+            key: OutboxKey {
+                performance: r.get(0).map_err(get)?,
+                seq: unsigned(r.get(1).map_err(get)?),
+            },
+            door: r.get(2).map_err(get)?,
+            conversation: r.get(3).map_err(get)?,
+            body: serde_json::from_str(&body).map_err(|e| json_error(store, e))?,
+        },
+        sent_id: r.get(5).map_err(get)?,
+        attempts: u32::try_from(r.get::<_, i64>(6).map_err(get)?).unwrap_or(u32::MAX),
+        created_at: r.get(7).map_err(get)?,
+    })
+}

@@ -1,0 +1,592 @@
+//! One suite, run against both backends: every case is a function taking a fresh [`Backend`]
+//! (a new SQLite file, or a new throwaway PostgreSQL server), and `conformance!` makes a test of
+//! it for each. Races are run many times with many claimers, each on its own store instance
+//! (its own connection), as workers on different machines would be.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
+use improv_kernel::{Event, EventKind, Outcome, ToolCall};
+use improv_store::{
+    Firing, Lease, ListFilter, NewPerformance, OutboxKey, OutboxMessage, State, Store, StoreError,
+    StoreUrl,
+};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// Where one case's store lives; each case gets its own.
+enum Backend {
+    Sqlite(TempDir),
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn url(&self) -> StoreUrl {
+        match self {
+            Backend::Sqlite(dir) => StoreUrl::Sqlite(dir.path().join("store.db")),
+        }
+    }
+
+    /// A new store instance on the same database: its own connection(s).
+    async fn open(&self) -> Arc<dyn Store> {
+        let store: Arc<dyn Store> = match self.url() {
+            StoreUrl::Sqlite(path) => Arc::new(improv_store::SqliteStore::open(&path).unwrap()),
+            StoreUrl::Postgres(_) => unreachable!("the PostgreSQL backend comes next"),
+        };
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// Records a schema version this improv does not know, as a newer improv would.
+    fn record_schema_version(&self, version: u32) {
+        let sql =
+            format!("INSERT INTO schema_migrations (version, applied_at) VALUES ({version}, 0)");
+        match self {
+            Backend::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+                conn.execute_batch(&sql).unwrap();
+            }
+        }
+    }
+}
+
+fn new(intent: &str) -> NewPerformance {
+    NewPerformance {
+        id: None,
+        stage: "stage.toml".into(),
+        intent: intent.into(),
+        model: Some("mock/instant".into()),
+        origin: "cli".into(),
+    }
+}
+
+fn event(seq: u64, kind: EventKind) -> Event {
+    Event {
+        seq,
+        at: format!("2026-11-29T13:00:{:02}.000Z", seq % 60),
+        actor: Some("lead".into()),
+        kind,
+    }
+}
+
+fn note(seq: u64) -> Event {
+    event(
+        seq,
+        EventKind::DirectorNote {
+            text: format!("note {seq}"),
+        },
+    )
+}
+
+const TTL: Duration = Duration::from_secs(60);
+
+async fn claim(store: &Arc<dyn Store>, worker: &str) -> Lease {
+    store
+        .claim(worker, TTL)
+        .await
+        .unwrap()
+        .expect("a queued performance")
+        .0
+}
+
+async fn lifecycle(backend: Backend) {
+    let store = backend.open().await;
+    assert!(store.claim("w1", TTL).await.unwrap().is_none());
+    let first = store.enqueue(&new("first")).await.unwrap();
+    let mut with_id = new("second");
+    with_id.id = Some("fixed-id".into());
+    assert_eq!(store.enqueue(&with_id).await.unwrap(), "fixed-id");
+    assert!(matches!(
+        store.enqueue(&with_id).await,
+        Err(StoreError::Exists { .. })
+    ));
+
+    let (lease, record) = store.claim("w1", TTL).await.unwrap().unwrap();
+    assert_eq!(
+        (record.id.as_str(), record.intent.as_str()),
+        (first.as_str(), "first")
+    );
+    assert_eq!(
+        (record.state, record.epoch, lease.epoch),
+        (State::Leased, 1, 1)
+    );
+    assert_eq!(record.worker.as_deref(), Some("w1"));
+    let renewed = store.renew(&lease, Duration::from_secs(600)).await.unwrap();
+    assert!(renewed.expires_at > lease.expires_at);
+    store.append(&renewed, &[note(1), note(2)]).await.unwrap();
+    store.release(&renewed).await.unwrap();
+    assert_eq!(
+        store.performance(&first).await.unwrap().state,
+        State::Queued
+    );
+    assert!(matches!(
+        store.append(&renewed, &[note(3)]).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+
+    // Oldest first: the released one again, then the second; its events are still there.
+    let again = claim(&store, "w2").await;
+    assert_eq!(
+        (again.performance.as_str(), again.epoch),
+        (first.as_str(), 2)
+    );
+    store.append(&again, &[note(3)]).await.unwrap();
+    store
+        .finish(&again, Outcome::Converged, "checks passed")
+        .await
+        .unwrap();
+    let done = store.performance(&first).await.unwrap();
+    assert_eq!(
+        (done.state, done.outcome, done.last_seq),
+        (State::Finished, Some(Outcome::Converged), 3)
+    );
+    assert_eq!(done.reason, "checks passed");
+    assert!(matches!(
+        store.renew(&again, TTL).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(claim(&store, "w2").await.performance, "fixed-id");
+    assert!(store.claim("w3", TTL).await.unwrap().is_none());
+
+    let all = store.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let finished = ListFilter {
+        state: Some(State::Finished),
+        limit: 0,
+    };
+    let finished: Vec<String> = store
+        .list(&finished)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(finished, vec![first.clone()]);
+    assert!(matches!(
+        store.performance("nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn concurrent_claimers_never_share_a_performance(backend: Backend) {
+    const CLAIMERS: usize = 6;
+    const ROUNDS: usize = 5;
+    const PER_ROUND: usize = 30;
+    let stores: Vec<Arc<dyn Store>> =
+        futures::future::join_all((0..CLAIMERS).map(|_| backend.open())).await;
+    for round in 0..ROUNDS {
+        for i in 0..PER_ROUND {
+            stores[0]
+                .enqueue(&new(&format!("r{round} p{i}")))
+                .await
+                .unwrap();
+        }
+        let tasks = stores.iter().enumerate().map(|(w, store)| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some((lease, _)) = store.claim(&format!("w{w}"), TTL).await.unwrap() {
+                    got.push(lease.performance);
+                }
+                got
+            })
+        });
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for got in futures::future::join_all(tasks).await {
+            for id in got.unwrap() {
+                *seen.entry(id).or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "round {round}: claimed twice: {twice:?}");
+        assert_eq!(
+            seen.len(),
+            PER_ROUND,
+            "round {round}: every performance claimed once"
+        );
+    }
+}
+
+async fn an_expired_lease_is_reclaimed_and_fences_out_the_old_holder(backend: Backend) {
+    let store = backend.open().await;
+    let id = store.enqueue(&new("slow")).await.unwrap();
+    let (old, _) = store
+        .claim("paused", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    store.append(&old, &[note(1)]).await.unwrap();
+    // Wait out the 1 ms lease (not a timed assertion: only time passing).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let other = backend.open().await;
+    let (new_lease, record) = other.claim("alive", TTL).await.unwrap().unwrap();
+    assert_eq!(
+        (record.id.as_str(), new_lease.epoch, record.last_seq),
+        (id.as_str(), old.epoch + 1, 1)
+    );
+    let lost = store.append(&old, &[note(2)]).await.unwrap_err();
+    assert!(
+        matches!(&lost, StoreError::LeaseLost { performance, epoch } if *performance == id && *epoch == old.epoch),
+        "{lost}"
+    );
+    assert!(matches!(
+        store.renew(&old, TTL).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.release(&old).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.finish(&old, Outcome::Done, "").await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    other.append(&new_lease, &[note(2)]).await.unwrap();
+    let events = other.events(&id, 0, 0).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(events[1], note(2));
+    // A forged lease (right epoch, wrong worker) writes nothing either.
+    let forged = Lease {
+        worker: "paused".into(),
+        ..new_lease.clone()
+    };
+    assert!(matches!(
+        store.append(&forged, &[note(3)]).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+}
+
+async fn seq_gaps_and_repeats_are_refused(backend: Backend) {
+    let store = backend.open().await;
+    let id = store.enqueue(&new("seq")).await.unwrap();
+    let lease = claim(&store, "w").await;
+    let gap = store.append(&lease, &[note(2)]).await.unwrap_err();
+    assert!(
+        matches!(
+            gap,
+            StoreError::SeqConflict {
+                expected_after: 0,
+                got: 2,
+                ..
+            }
+        ),
+        "{gap}"
+    );
+    store.append(&lease, &[note(1), note(2)]).await.unwrap();
+    let repeat = store.append(&lease, &[note(2)]).await.unwrap_err();
+    assert!(
+        matches!(
+            repeat,
+            StoreError::SeqConflict {
+                expected_after: 2,
+                got: 2,
+                ..
+            }
+        ),
+        "{repeat}"
+    );
+    // A batch with a hole inside stores none of it.
+    let hole = store.append(&lease, &[note(3), note(5)]).await.unwrap_err();
+    assert!(
+        matches!(
+            hole,
+            StoreError::SeqConflict {
+                expected_after: 3,
+                got: 5,
+                ..
+            }
+        ),
+        "{hole}"
+    );
+    store.append(&lease, &[]).await.unwrap();
+    assert_eq!(store.performance(&id).await.unwrap().last_seq, 2);
+    assert_eq!(store.events(&id, 0, 0).await.unwrap().len(), 2);
+}
+
+/// Events of every shape, with long strings (stored as blobs, one of them twice) and odd ones.
+fn journal() -> Vec<Event> {
+    let output = "line of a file, with \"quotes\", é and a \u{0} byte\n".repeat(100);
+    let reply = "I will read the file. ".repeat(80);
+    vec![
+        event(
+            1,
+            EventKind::PerformanceStarted {
+                performance: "p".into(),
+                stage: "s".into(),
+                intent: "i".into(),
+                model: "m".into(),
+                resumed: false,
+            },
+        ),
+        event(
+            2,
+            EventKind::ModelReplied {
+                text: reply.clone(),
+                tool_calls: vec![ToolCall {
+                    id: "c1".into(),
+                    name: "read".into(),
+                    arguments: format!("{{\"path\":\"{}\"}}", "a/".repeat(600)),
+                }],
+                stop: improv_kernel::StopReason::ToolUse,
+            },
+        ),
+        event(
+            3,
+            EventKind::ToolCallFinished {
+                call_id: "c1".into(),
+                name: "read".into(),
+                ok: true,
+                output: output.clone(),
+                duration_ms: 12.5,
+            },
+        ),
+        event(
+            4,
+            EventKind::ToolCallFinished {
+                call_id: "c2".into(),
+                name: "read".into(),
+                ok: true,
+                output,
+                duration_ms: 0.25,
+            },
+        ),
+        event(
+            5,
+            EventKind::Compacted {
+                messages: 3,
+                trimmed: 1,
+                tokens_before: 9000,
+                tokens_after: 800,
+                edits: vec![improv_kernel::Compaction::Summarized {
+                    start: 1,
+                    end: 4,
+                    text: reply,
+                }],
+            },
+        ),
+        Event {
+            seq: 6,
+            at: "2026-11-29T13:00:06.000Z".into(),
+            actor: None,
+            kind: EventKind::DirectorNote {
+                text: "~/ \"$blob\" {}".into(),
+            },
+        },
+    ]
+}
+
+async fn events_round_trip_exactly(backend: Backend) {
+    let store = backend.open().await;
+    let id = store.enqueue(&new("journal")).await.unwrap();
+    let lease = claim(&store, "w").await;
+    let journal = journal();
+    store.append(&lease, &journal[..2]).await.unwrap();
+    store.append(&lease, &journal[2..]).await.unwrap();
+    let reader = backend.open().await;
+    assert_eq!(reader.events(&id, 0, 0).await.unwrap(), journal);
+    assert_eq!(
+        reader.events(&id, 2, 2).await.unwrap(),
+        journal[2..4].to_vec()
+    );
+    assert_eq!(reader.events(&id, 6, 0).await.unwrap(), vec![]);
+    assert!(matches!(
+        reader.events("nope", 0, 0).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn wait_events_wakes_on_another_instances_append(backend: Backend) {
+    let writer = backend.open().await;
+    let watcher = backend.open().await;
+    let id = writer.enqueue(&new("watched")).await.unwrap();
+    let lease = claim(&writer, "w").await;
+    assert!(
+        !watcher
+            .wait_events(&id, 0, Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
+    for seq in 1..=5u64 {
+        let waiting = {
+            let (watcher, id) = (Arc::clone(&watcher), id.clone());
+            // A long timeout: only a wake-up returns true.
+            tokio::spawn(async move {
+                watcher
+                    .wait_events(&id, seq - 1, Duration::from_secs(120))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.append(&lease, &[note(seq)]).await.unwrap();
+        assert!(waiting.await.unwrap().unwrap(), "woken by append {seq}");
+    }
+    // Already there: returns at once; finishing wakes a watcher with nothing new to read.
+    assert!(
+        watcher
+            .wait_events(&id, 0, Duration::from_secs(120))
+            .await
+            .unwrap()
+    );
+    let waiting = {
+        let (watcher, id) = (Arc::clone(&watcher), id.clone());
+        tokio::spawn(async move { watcher.wait_events(&id, 5, Duration::from_secs(120)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    writer.finish(&lease, Outcome::Done, "").await.unwrap();
+    assert!(waiting.await.unwrap().unwrap(), "woken by finish");
+}
+
+async fn a_firing_is_claimed_exactly_once(backend: Backend) {
+    const RACERS: usize = 8;
+    let stores: Vec<Arc<dyn Store>> =
+        futures::future::join_all((0..RACERS).map(|_| backend.open())).await;
+    for due in 0..10i64 {
+        let tasks = stores.iter().map(|store| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                let firing = Firing {
+                    door: "nightly".into(),
+                    due,
+                    performance: None,
+                    note: "fired".into(),
+                };
+                store.claim_firing(&firing).await.unwrap()
+            })
+        });
+        let wins = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .filter(|won| *won.as_ref().unwrap())
+            .count();
+        assert_eq!(wins, 1, "due {due}: claimed by {wins}");
+    }
+    let store = &stores[0];
+    let update = Firing {
+        door: "nightly".into(),
+        due: 3,
+        performance: Some("p3".into()),
+        note: "started".into(),
+    };
+    store.update_firing(&update).await.unwrap();
+    let latest = store.firings("nightly", 8).await.unwrap();
+    assert_eq!(latest.len(), 8);
+    assert_eq!(latest[0].due, 9);
+    assert_eq!(latest.iter().find(|f| f.due == 3).unwrap(), &update);
+    assert!(store.firings("other", 0).await.unwrap().is_empty());
+}
+
+async fn the_outbox_is_idempotent_by_key(backend: Backend) {
+    let store = backend.open().await;
+    let key = OutboxKey {
+        performance: "p".into(),
+        seq: 7,
+    };
+    let message = |text: &str| OutboxMessage {
+        key: key.clone(),
+        door: "chat".into(),
+        conversation: "42".into(),
+        body: json!({ "text": text }),
+    };
+    let first = store.outbox_put(&message("hello")).await.unwrap();
+    assert_eq!((first.sent_id.as_deref(), first.attempts), (None, 0));
+    let again = store.outbox_put(&message("hello, again")).await.unwrap();
+    assert_eq!(
+        again.message.body,
+        json!({ "text": "hello" }),
+        "the first one stays"
+    );
+    let pending = store.outbox_pending("chat", 0).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].attempts, 1);
+    assert_eq!(
+        store.outbox_pending("chat", 10).await.unwrap()[0].attempts,
+        2
+    );
+    assert!(store.outbox_pending("other", 10).await.unwrap().is_empty());
+    store.outbox_sent(&key, "m-1").await.unwrap();
+    store.outbox_sent(&key, "m-2").await.unwrap();
+    assert!(store.outbox_pending("chat", 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .outbox_put(&message("x"))
+            .await
+            .unwrap()
+            .sent_id
+            .as_deref(),
+        Some("m-1")
+    );
+}
+
+async fn put_only_if_absent_keeps_the_first_value(backend: Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.get("chat", "thread").await.unwrap(), None);
+    assert!(
+        store
+            .put("chat", "thread", &json!({"n": 1}), true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put("chat", "thread", &json!({"n": 2}), true)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get("chat", "thread").await.unwrap(),
+        Some(json!({"n": 1}))
+    );
+    assert!(
+        store
+            .put("chat", "thread", &json!({"n": 3}), false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get("chat", "thread").await.unwrap(),
+        Some(json!({"n": 3}))
+    );
+    assert_eq!(store.get("other", "thread").await.unwrap(), None);
+}
+
+async fn a_newer_schema_is_refused(backend: Backend) {
+    let store = backend.open().await;
+    let known = store.migrate().await.unwrap();
+    backend.record_schema_version(known + 1);
+    let err = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerSchema { found, known: k, .. } if found == known + 1 && k == known),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade improv"), "{err}");
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Backend::sqlite()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    lifecycle,
+    concurrent_claimers_never_share_a_performance,
+    an_expired_lease_is_reclaimed_and_fences_out_the_old_holder,
+    seq_gaps_and_repeats_are_refused,
+    events_round_trip_exactly,
+    wait_events_wakes_on_another_instances_append,
+    a_firing_is_claimed_exactly_once,
+    the_outbox_is_idempotent_by_key,
+    put_only_if_absent_keeps_the_first_value,
+    a_newer_schema_is_refused,
+);
