@@ -17,6 +17,9 @@ pub enum PerformError {
     /// An observer (the log, a view) refused an event.
     #[error("the event log failed: {0}")]
     Observe(#[from] ObserveError),
+    /// The store of a leased performance failed.
+    #[error(transparent)]
+    Store(#[from] improv_store::StoreError),
 }
 
 impl PerformError {

@@ -8,6 +8,7 @@
 //! - [`cue`] and [`board`]: the props actors use to work together.
 //! - [`control`]: the stage's control plane, the files actors may not change or see.
 //! - [`inbox`]: director notes sent from another terminal.
+//! - [`leased`]: a worker performing performances leased from a store.
 //! - `agents`: AGENTS.md files of subfolders, passed along when an actor first works there.
 //! - `feedback`: the stage's checks judging the work, attempt after attempt.
 
@@ -19,9 +20,10 @@ pub mod cue;
 mod error;
 mod feedback;
 pub mod inbox;
+pub mod leased;
 pub mod production;
 
 pub use cast::PropSource;
 pub use error::PerformError;
 pub use inbox::send_note;
-pub use production::{Launch, Production, Running, Summary, Watch, launch, state_dir};
+pub use production::{Journal, Launch, Production, Running, Summary, Watch, launch, state_dir};

@@ -14,7 +14,7 @@ use improv_edges::{Approver, RedactingObserver, Unattended};
 use improv_feedback::{Judge, Verdict};
 use improv_kernel::performance::new_id;
 use improv_kernel::{
-    BudgetKind, Ended, Event, EventKind, Message, NoteSender, Notes, ObserveError, Observer,
+    BudgetKind, Ended, Event, EventKind, Hook, Message, NoteSender, Notes, ObserveError, Observer,
     Outcome, Performance, Spent,
 };
 use improv_log::EventLog;
@@ -48,6 +48,20 @@ pub struct Launch {
     /// Props from outside improv: the stage's MCP servers, attached by the caller
     /// (`improv_mcp::attach`), whose tools actors ask for by name.
     pub outside: Option<Arc<dyn PropSource>>,
+    /// Where the events are recorded instead of the stage folder's log (a worker's store);
+    /// `None` logs in the stage folder, as `improv run` does.
+    pub journal: Option<Journal>,
+    /// More hooks between turns, after the production's own (a draining worker's).
+    pub hooks: Vec<Arc<dyn Hook>>,
+}
+
+/// A record of events kept elsewhere than the stage folder's log.
+pub struct Journal {
+    /// Records each event (redacted) before the loop goes on.
+    pub recorder: Arc<dyn Observer>,
+    /// The events recorded so far, oldest first: the performance continues from them; none
+    /// starts it afresh as [`Launch::id`].
+    pub past: Vec<Event>,
 }
 
 impl Launch {
@@ -62,6 +76,8 @@ impl Launch {
             id: None,
             watch: None,
             outside: None,
+            journal: None,
+            hooks: Vec::new(),
         }
     }
 }
@@ -143,8 +159,9 @@ impl Production {
     /// production and the sender of director notes to it.
     pub fn open(
         stage: Arc<Stage>,
-        launch: Launch,
+        mut launch: Launch,
     ) -> Result<(Production, NoteSender), PerformError> {
+        let journal = launch.journal.take();
         let workspace = workspace(&stage)?;
         let log = Arc::new(EventLog::open(&state_dir(&stage))?);
         let edges =
@@ -180,7 +197,7 @@ impl Production {
             .map(Arc::new)
         });
         let id = match &launch.resume {
-            Some(id) => {
+            Some(id) if journal.is_none() => {
                 let row = log.find(id)?;
                 if row.status == improv_log::Status::Running {
                     return Err(PerformError::Stage(format!(
@@ -190,7 +207,7 @@ impl Production {
                 }
                 row.id
             }
-            None => launch.id.clone().unwrap_or_else(new_id),
+            _ => launch.id.clone().unwrap_or_else(new_id),
         };
         let (notes, inbox_hook) = Notes::channel();
         let inbox_hook = Arc::new(inbox_hook);
@@ -207,13 +224,21 @@ impl Production {
         if let Some(hook) = &write_checks {
             builder = builder.hook(hook.clone());
         }
+        for hook in launch.hooks {
+            builder = builder.hook(hook);
+        }
         let view = fan_out(launch.observers);
+        let recorder: Arc<dyn Observer> = match &journal {
+            Some(journal) => journal.recorder.clone(),
+            None => log.recorder(&id)?,
+        };
         let builder = builder
             .id(id.clone())
-            .observer(observe(&edges, log.recorder(&id)?, view));
-        let mut performance = match &launch.resume {
-            Some(_) => builder.resume(&log.events(&id)?)?,
-            None => builder.start(&launch.intent)?,
+            .observer(observe(&edges, recorder, view));
+        let mut performance = match (journal, &launch.resume) {
+            (Some(journal), _) if !journal.past.is_empty() => builder.resume(&journal.past)?,
+            (None, Some(_)) => builder.resume(&log.events(&id)?)?,
+            _ => builder.start(&launch.intent)?,
         };
         if let Some(sandbox) = &edges.sandbox {
             performance.emit(EventKind::SandboxStarted {

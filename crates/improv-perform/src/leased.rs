@@ -1,0 +1,480 @@
+//! Performing performances leased from a store: a [`Worker`] claims them, performs each with a
+//! [`Production`] rebuilt from the store's events, renews its lease while it performs, writes
+//! every event through [`Store::append`] fenced by the lease's epoch, and finishes or releases it.
+//!
+//! What holds, and where:
+//! - Nothing runs unrecorded: `tool_call_started`, `model_replied` and `performance_finished`
+//!   wait until the store has them before the loop goes on ([`StoreJournal`]), so a worker
+//!   that dies leaves a journal another one continues from without asking the model again for
+//!   a recorded reply, and knows which calls may have run.
+//! - A worker that lost its lease (paused past it, partitioned) writes nothing more: the store
+//!   refuses the stale epoch, the journal refuses every later event and the performance is
+//!   abandoned to the worker that holds it now.
+//! - A store that goes away is waited out: appends, renewals, claims and the end are retried
+//!   until it is back or the lease is known to be lost.
+//! - Draining (SIGTERM): no new claims, the current turn ends, the performance goes back to the
+//!   queue with every event it wrote.
+
+use crate::error::PerformError;
+use crate::production::{Journal, Launch, Production};
+use async_trait::async_trait;
+use improv_kernel::{Between, Control, Event, EventKind, Hook, ObserveError, Observer, Outcome};
+use improv_stage::Stage;
+use improv_store::{Lease, PerformanceRecord, Store, StoreError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The store numbers a journal from 1 (`last_seq` 0 means empty); the kernel from 0.
+const SEQ_OFFSET: u64 = 1;
+
+/// The longest wait between two tries of a store that cannot be reached.
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// How a worker performs.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Its name in the store's leases: unique among the workers (host and process id).
+    pub name: String,
+    /// How long a lease lasts unless renewed; renewed every third of it.
+    pub lease: Duration,
+    /// Performances performed at once.
+    pub concurrency: usize,
+    /// The longest wait between two claims when the queue is empty.
+    pub idle_poll: Duration,
+}
+
+/// How one leased performance ended for this worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Leased {
+    /// It ended and the store has its outcome.
+    Finished(Outcome),
+    /// The worker drained: the performance is queued again for another worker.
+    Released,
+    /// The lease was lost: another worker has it; this one wrote nothing more.
+    Abandoned(String),
+}
+
+/// Claims and performs until `drain` is cancelled, then lets the running performances end
+/// their turn and gives them back. Returns once none runs.
+pub async fn work(
+    store: Arc<dyn Store>,
+    settings: WorkerSettings,
+    drain: CancellationToken,
+) -> Result<(), PerformError> {
+    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut running = JoinSet::new();
+    let mut idle = Duration::from_millis(20);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit,
+            _ = drain.cancelled() => break,
+        };
+        let Ok(permit) = permit else { break };
+        let claimed = tokio::select! {
+            claimed = store.claim(&settings.name, settings.lease) => claimed,
+            _ = drain.cancelled() => break,
+        };
+        match claimed {
+            Ok(Some((lease, record))) => {
+                idle = Duration::from_millis(20);
+                tracing::info!(performance = %record.id, epoch = lease.epoch, "claimed");
+                let (store, settings, drain) = (store.clone(), settings.clone(), drain.clone());
+                running.spawn(async move {
+                    let id = record.id.clone();
+                    let result = perform(store, lease, record, &settings, &drain).await;
+                    drop(permit);
+                    match result {
+                        Ok(how) => tracing::info!(performance = %id, ?how, "left"),
+                        Err(e) => tracing::error!(performance = %id, "{e}"),
+                    }
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                idle = pause(&drain, idle, settings.idle_poll).await;
+            }
+            Err(e) if e.is_transient() => {
+                drop(permit);
+                tracing::warn!("cannot claim: {e}; retrying");
+                idle = pause(&drain, idle.max(Duration::from_millis(250)), MAX_RETRY).await;
+            }
+            Err(e) => {
+                drain.cancel();
+                while running.join_next().await.is_some() {}
+                return Err(e.into());
+            }
+        }
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Sleeps `wait` (or until draining); returns the next, doubled up to `max`.
+async fn pause(drain: &CancellationToken, wait: Duration, max: Duration) -> Duration {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = drain.cancelled() => {}
+    }
+    (wait * 2).min(max)
+}
+
+/// Performs one claimed performance until it ends, the worker drains or the lease is lost.
+pub async fn perform(
+    store: Arc<dyn Store>,
+    lease: Lease,
+    record: PerformanceRecord,
+    settings: &WorkerSettings,
+    drain: &CancellationToken,
+) -> Result<Leased, PerformError> {
+    let held = Held::new(store.clone(), lease);
+    let renewer = tokio::spawn(renew(held.clone(), settings.lease));
+    let result = perform_held(&held, &record, drain).await;
+    renewer.abort();
+    result
+}
+
+async fn perform_held(
+    held: &Held,
+    record: &PerformanceRecord,
+    drain: &CancellationToken,
+) -> Result<Leased, PerformError> {
+    let past = match retry(held, || held.store.events(&record.id, 0, 0)).await {
+        Ok(events) => from_store(events),
+        Err(e) => return abandon_or(held, e),
+    };
+    let journal = StoreJournal::start(held.clone());
+    let production = Stage::load(std::path::Path::new(&record.stage))
+        .map_err(|e| PerformError::Stage(e.to_string()))
+        .and_then(|stage| {
+            let mut launch = Launch::new(record.intent.clone());
+            launch.model = record.model.clone();
+            launch.id = Some(record.id.clone());
+            launch.journal = Some(Journal {
+                recorder: journal.clone(),
+                past,
+            });
+            launch.hooks = vec![Arc::new(Drain(drain.clone()))];
+            Production::open(Arc::new(stage), launch)
+        });
+    let mut production = match production {
+        Ok((production, _notes)) => production,
+        Err(e) if held.lost.is_cancelled() => return Ok(Leased::Abandoned(e.to_string())),
+        Err(e) => {
+            // It cannot be performed here (a stage file that does not load): it ends, failed,
+            // rather than going from worker to worker.
+            let reason = format!("cannot be performed: {e}");
+            journal.flush().await.ok();
+            return end(held, Outcome::Failed, &reason).await;
+        }
+    };
+    let ended = production.perform(&held.lost.child_token()).await;
+    if held.lost.is_cancelled() {
+        return Ok(Leased::Abandoned(ended.reason));
+    }
+    if drain.is_cancelled() && ended.outcome == Outcome::Interrupted {
+        drop(production);
+        if let Err(e) = journal.flush().await {
+            return abandon_or(held, e);
+        }
+        let lease = held.lease();
+        return match retry(held, || held.store.release(&lease)).await {
+            Ok(()) => Ok(Leased::Released),
+            Err(e) => abandon_or(held, e),
+        };
+    }
+    let finished = production.finish(&ended);
+    let flushed = journal.flush().await;
+    if held.lost.is_cancelled() {
+        return Ok(Leased::Abandoned(ended.reason));
+    }
+    if let Err(e) = flushed {
+        return abandon_or(held, e);
+    }
+    finished?;
+    end(held, ended.outcome, &ended.reason).await
+}
+
+/// Records the outcome in the store.
+async fn end(held: &Held, outcome: Outcome, reason: &str) -> Result<Leased, PerformError> {
+    let lease = held.lease();
+    match retry(held, || held.store.finish(&lease, outcome, reason)).await {
+        Ok(()) => Ok(Leased::Finished(outcome)),
+        Err(e) => abandon_or(held, e),
+    }
+}
+
+/// A lost lease is the other worker's business; any other error is this one's.
+fn abandon_or(held: &Held, e: StoreError) -> Result<Leased, PerformError> {
+    if matches!(e, StoreError::LeaseLost { .. }) || held.lost.is_cancelled() {
+        held.lost.cancel();
+        Ok(Leased::Abandoned(e.to_string()))
+    } else {
+        Err(e.into())
+    }
+}
+
+/// Runs a store call until it succeeds, fails for good, or the lease is lost while the store
+/// cannot be reached.
+async fn retry<T, F, Fut>(held: &Held, mut call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && !held.lost.is_cancelled() => {
+                tracing::warn!("{e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The store's events as the kernel numbers them.
+fn from_store(mut events: Vec<Event>) -> Vec<Event> {
+    for event in &mut events {
+        event.seq = event.seq.saturating_sub(SEQ_OFFSET);
+    }
+    events
+}
+
+/// The lease a worker holds, shared by the renewer and the journal, and the token cancelled
+/// when it is lost.
+#[derive(Clone)]
+struct Held {
+    store: Arc<dyn Store>,
+    current: Arc<Mutex<Lease>>,
+    lost: CancellationToken,
+}
+
+impl Held {
+    fn new(store: Arc<dyn Store>, lease: Lease) -> Held {
+        Held {
+            store,
+            current: Arc::new(Mutex::new(lease)),
+            lost: CancellationToken::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Lease> {
+        // A poisoned lock needs a panic while a lease was copied in or out; it is still whole.
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lease(&self) -> Lease {
+        self.lock().clone()
+    }
+}
+
+/// Renews the lease every third of its life; a renewal refused means it is lost.
+async fn renew(held: Held, ttl: Duration) {
+    let every = ttl / 3;
+    let mut wait = every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = held.lost.cancelled() => return,
+        }
+        let lease = held.lease();
+        match held.store.renew(&lease, ttl).await {
+            Ok(renewed) => {
+                *held.lock() = renewed;
+                wait = every;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!("cannot renew the lease: {e}; retrying");
+                wait = Duration::from_millis(500).min(every);
+            }
+            Err(e) => {
+                tracing::warn!("{e}; abandoning the performance");
+                held.lost.cancel();
+                return;
+            }
+        }
+    }
+}
+
+/// Stops the performance between turns once the worker drains.
+struct Drain(CancellationToken);
+
+#[async_trait]
+impl Hook for Drain {
+    async fn between_turns(&self, _at: &mut Between<'_>) -> Control {
+        if self.0.is_cancelled() {
+            return Control::Stop {
+                outcome: Outcome::Interrupted,
+                reason: "the worker is draining; another worker continues".into(),
+                budget: None,
+            };
+        }
+        Control::Continue
+    }
+}
+
+enum Job {
+    Event(
+        Event,
+        Option<std::sync::mpsc::SyncSender<Result<(), String>>>,
+    ),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// The journal of a leased performance: every event goes to the store, in order, in batches;
+/// the ones another worker must see to resume safely are waited for.
+pub struct StoreJournal {
+    jobs: mpsc::UnboundedSender<Job>,
+    lost: CancellationToken,
+}
+
+impl StoreJournal {
+    /// The journal, with its writer task (which ends when the journal is dropped).
+    fn start(held: Held) -> Arc<StoreJournal> {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let journal = Arc::new(StoreJournal {
+            jobs,
+            lost: held.lost.clone(),
+        });
+        tokio::spawn(write(held, rx));
+        journal
+    }
+
+    /// Waits until every event observed so far is stored.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        let lost = || StoreError::Backend {
+            store: String::new(),
+            message: "the journal's writer stopped".into(),
+        };
+        self.jobs.send(Job::Flush(done)).map_err(|_| lost())?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Backend {
+                store: String::new(),
+                message,
+            }),
+            Err(_) => Err(lost()),
+        }
+    }
+}
+
+/// Whether the loop must wait for this event to be stored before it goes on: what a worker
+/// resuming the performance relies on.
+fn durable(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::ToolCallStarted { .. }
+            | EventKind::ModelReplied { .. }
+            | EventKind::PerformanceFinished { .. }
+    )
+}
+
+impl Observer for StoreJournal {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        if self.lost.is_cancelled() {
+            return Err(ObserveError(
+                "the lease was lost: another worker performs this now".into(),
+            ));
+        }
+        let mut event = event.clone();
+        event.seq += SEQ_OFFSET;
+        let stopped = |_| ObserveError("the journal's writer stopped".into());
+        if !durable(&event.kind) {
+            return self.jobs.send(Job::Event(event, None)).map_err(stopped);
+        }
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.jobs
+            .send(Job::Event(event, Some(done)))
+            .map_err(stopped)?;
+        // The loop runs on a multi-threaded runtime (the worker's): this thread waits while
+        // the writer task stores the event on another.
+        let stored = tokio::task::block_in_place(|| wait.recv());
+        match stored {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(ObserveError(message)),
+            Err(_) => Err(ObserveError("the journal's writer stopped".into())),
+        }
+    }
+}
+
+/// Stores the journal's events in batches, each fenced by the current lease.
+async fn write(held: Held, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut failed: Option<String> = None;
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<Event> = batch
+            .iter()
+            .filter_map(|job| match job {
+                Job::Event(event, _) => Some(event.clone()),
+                Job::Flush(_) => None,
+            })
+            .collect();
+        if failed.is_none()
+            && !events.is_empty()
+            && let Err(e) = append(&held, &events).await
+        {
+            held.lost.cancel();
+            failed = Some(e.to_string());
+        }
+        for job in batch {
+            let result = failed.clone().map_or(Ok(()), Err);
+            match job {
+                Job::Event(_, Some(done)) => {
+                    let _ = done.send(result);
+                }
+                Job::Event(_, None) => {}
+                Job::Flush(done) => {
+                    let _ = done.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Appends one batch, waiting out a store that cannot be reached. A batch that was stored
+/// although its acknowledgement was lost (the connection dropped at commit) counts as stored.
+async fn append(held: &Held, events: &[Event]) -> Result<(), StoreError> {
+    let mut wait = Duration::from_millis(50);
+    let mut retried = false;
+    loop {
+        let lease = held.lease();
+        match held.store.append(&lease, events).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::SeqConflict { .. })
+                if retried && stored(held, &lease, events).await =>
+            {
+                return Ok(());
+            }
+            Err(e) if e.is_transient() && !held.lost.is_cancelled() => {
+                tracing::warn!("cannot store events: {e}; retrying");
+                retried = true;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `events` are already in the store under `lease`'s epoch.
+async fn stored(held: &Held, lease: &Lease, events: &[Event]) -> bool {
+    let Some(last) = events.last() else {
+        return true;
+    };
+    matches!(
+        held.store.performance(&lease.performance).await,
+        Ok(record) if record.epoch == lease.epoch && record.last_seq >= last.seq
+    )
+}
