@@ -9,16 +9,14 @@
 //! - [`secrets`]: secret values redacted from tool output ([`Redacted`]) and from events
 //!   ([`RedactingObserver`]).
 //! - [`loop_detector`]: a hook that stops an actor repeating the same call.
-//! - [`decisions`]: a hook that puts the policy's decisions into the log between turns.
 //!
-//! How a performance is wrapped, outermost first: `Redacted(Guarded(prop))` for every prop,
+//! How a performance is wrapped, outermost first: `Guarded(Redacted(prop))` for every prop,
 //! the bash prop's spawn hook set to [`Sandbox::apply_tokio`], [`LoopDetector`] as a hook and
-//! [`RedactingObserver`] around every observer; [`DecisionEvents`] as a hook and the policy's
-//! `on_decision`.
+//! [`RedactingObserver`] around every observer. [`Guarded`] emits each policy decision into the
+//! stream of the performance making the call (`PropContext::events`), under its actor.
 
 mod cgroup;
 pub mod command;
-pub mod decisions;
 mod disk;
 pub mod env;
 pub mod loop_detector;
@@ -28,7 +26,6 @@ pub mod sandbox;
 mod scratch;
 pub mod secrets;
 
-pub use decisions::DecisionEvents;
 pub use env::{ChildEnv, EnvPolicy};
 pub use loop_detector::LoopDetector;
 pub use policy::{

@@ -20,7 +20,8 @@
 use crate::command::{self, CommandGlob, Invocation, Resolution, Spelling};
 use async_trait::async_trait;
 use globset::{GlobBuilder, GlobMatcher};
-use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
+use improv_kernel::event::Decision as Decided;
+use improv_kernel::{Access, EventKind, Prop, PropContext, PropError, ToolSpec};
 use improv_props::workspace::Workspace;
 pub use improv_stage::{Decision, Rule};
 use serde::Serialize;
@@ -377,17 +378,15 @@ impl Default for PathEdges {
     }
 }
 
-/// One decision of the policy: what the log's `policy_decision` event carries.
+/// One decision of the policy: what the log's `policy_decision` event carries, and the actor
+/// that made the call.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PolicyDecision {
     pub actor: String,
     pub prop: String,
     /// The command or path judged.
     pub subject: String,
-    /// `allow`, `deny`, `approved_once`, `approved_for_performance`, `denied_by_director`,
-    /// `denied_unattended`, `denied_interrupted` (the performance stopped while the director
-    /// was being asked).
-    pub decision: String,
+    pub decision: Decided,
     /// The rule or edge that decided, as the stage file says it.
     pub rule: String,
     /// The director's note, when there is one.
@@ -445,9 +444,6 @@ pub struct Prompt {
     output: Arc<Mutex<Box<dyn Write + Send>>>,
     reader: Arc<LineReader>,
 }
-
-/// Called with every decision as it is made.
-type DecisionHook = Box<dyn Fn(&PolicyDecision) + Send + Sync>;
 
 /// Where a line of the director's input goes: the question waiting for it.
 type Waiter = tokio::sync::oneshot::Sender<Option<String>>;
@@ -606,7 +602,8 @@ impl Approver for Prompt {
 }
 
 /// The policy of one performance: rules, path edges, the approver, approvals given so far and
-/// the decisions made.
+/// the decisions made (by every actor of the performance; each decision is also an event in the
+/// stream of the performance that made the call).
 pub struct Policy {
     rules: Vec<CompiledRule>,
     hidden: HiddenGlobs,
@@ -614,7 +611,6 @@ pub struct Policy {
     approver: Arc<dyn Approver>,
     approved: Mutex<HashSet<usize>>,
     decisions: Mutex<Vec<PolicyDecision>>,
-    on_decision: Option<DecisionHook>,
 }
 
 /// What the policy says about one call, before any approval.
@@ -741,14 +737,7 @@ impl Policy {
             approver,
             approved: Mutex::new(HashSet::new()),
             decisions: Mutex::new(Vec::new()),
-            on_decision: None,
         })
-    }
-
-    /// Calls `f` with every decision as it is made: where the CLI emits the event.
-    pub fn on_decision(mut self, f: impl Fn(&PolicyDecision) + Send + Sync + 'static) -> Self {
-        self.on_decision = Some(Box::new(f));
-        self
     }
 
     /// The decisions made so far, in order.
@@ -757,9 +746,6 @@ impl Policy {
     }
 
     fn record(&self, decision: PolicyDecision) {
-        if let Some(f) = &self.on_decision {
-            f(&decision);
-        }
         lock(&self.decisions).push(decision);
     }
 
@@ -856,10 +842,11 @@ struct Pending<'a> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.guarded.decide(
+            // Dropped unanswered: nothing runs, and a log failure has no one to tell.
+            let _ = self.guarded.decide(
                 self.context,
                 &self.subject,
-                "denied_interrupted",
+                Decided::DeniedInterrupted,
                 self.rule.clone(),
                 Some("the performance stopped before the director answered".into()),
             );
@@ -887,22 +874,38 @@ impl Guarded {
             .collect()
     }
 
+    /// Records a decision and emits it as a `policy_decision` event in the stream of the
+    /// performance making the call, under its actor: a cued actor's decisions are in its own
+    /// sub-performance. An error means the log failed: the call must not run.
     fn decide(
         &self,
         context: &PropContext,
         subject: &str,
-        decision: &str,
+        decision: Decided,
         rule: String,
         note: Option<String>,
-    ) {
-        self.policy.record(PolicyDecision {
+    ) -> Result<(), PropError> {
+        let decision = PolicyDecision {
             actor: context.actor.to_string(),
             prop: self.inner.spec().name.clone(),
             subject: subject.to_string(),
-            decision: decision.to_string(),
+            decision,
             rule,
             note,
-        });
+        };
+        let event = EventKind::PolicyDecision {
+            prop: decision.prop.clone(),
+            subject: decision.subject.clone(),
+            decision: decision.decision,
+            rule: decision.rule.clone(),
+            note: decision.note.clone(),
+        };
+        self.policy.record(decision);
+        context.events.emit(event).map_err(|e| {
+            PropError::new(format!(
+                "the policy's decision could not be logged ({e}), so the call did not run"
+            ))
+        })
     }
 
     /// Refuses a path the edges hide or keep read-only; `Ok(Some(rel))` for a path to judge.
@@ -918,7 +921,13 @@ impl Guarded {
             Ok(real) => real,
             Err(e) => {
                 let message = format!("{prop}: {e}");
-                self.decide(context, given, "deny", "the workspace edge".into(), None);
+                self.decide(
+                    context,
+                    given,
+                    Decided::Deny,
+                    "the workspace edge".into(),
+                    None,
+                )?;
                 return Err(PropError(format!("{message} [denied by the edges]")));
             }
         };
@@ -934,7 +943,13 @@ impl Guarded {
             .to_path_buf();
         for p in [&rel, &lexical] {
             if let Some(glob) = self.policy.hidden_by(p, &workspace, Path::new(given)) {
-                self.decide(context, given, "deny", format!("hidden = \"{glob}\""), None);
+                self.decide(
+                    context,
+                    given,
+                    Decided::Deny,
+                    format!("hidden = \"{glob}\""),
+                    None,
+                )?;
                 return Err(PropError(format!(
                     "{prop}: `{given}` is hidden by the stage's edges (`{glob}`): it cannot be read, written or listed. Do not try to reach it another way; ask the director if you need it."
                 )));
@@ -943,10 +958,10 @@ impl Guarded {
                 self.decide(
                     context,
                     given,
-                    "deny",
+                    Decided::Deny,
                     format!("read_only = \"{glob}\""),
                     None,
-                );
+                )?;
                 return Err(PropError(format!(
                     "{prop}: `{given}` is read-only by the stage's edges (`{glob}`); you may read it but not change it."
                 )));
@@ -1039,10 +1054,10 @@ impl Prop for Guarded {
         let mut banner = None;
         match verdict.decision {
             Decision::Allow => {
-                self.decide(context, &subject, "allow", rule_text, None);
+                self.decide(context, &subject, Decided::Allow, rule_text, None)?;
             }
             Decision::Deny => {
-                self.decide(context, &subject, "deny", rule_text.clone(), None);
+                self.decide(context, &subject, Decided::Deny, rule_text.clone(), None)?;
                 return Err(PropError(format!(
                     "{prop}: `{subject}` is denied by the stage's edges ({rule_text}). Do not retry it or work around it; do without it, or finish and say what you needed."
                 )));
@@ -1053,10 +1068,10 @@ impl Prop for Guarded {
                     self.decide(
                         context,
                         &subject,
-                        "approved_for_performance",
+                        Decided::ApprovedForPerformance,
                         rule_text,
                         None,
-                    );
+                    )?;
                 } else {
                     let request = ApprovalRequest {
                         actor: context.actor.to_string(),
@@ -1087,7 +1102,7 @@ impl Prop for Guarded {
                     pending.armed = false;
                     match answer {
                         Approval::Once => {
-                            self.decide(context, &subject, "approved_once", rule_text, None);
+                            self.decide(context, &subject, Decided::ApprovedOnce, rule_text, None)?;
                             banner = Some("[approved by the director, once]");
                         }
                         Approval::ForPerformance => {
@@ -1095,20 +1110,20 @@ impl Prop for Guarded {
                             self.decide(
                                 context,
                                 &subject,
-                                "approved_for_performance",
+                                Decided::ApprovedForPerformance,
                                 rule_text,
                                 None,
-                            );
+                            )?;
                             banner = Some("[approved by the director for this performance]");
                         }
                         Approval::Deny { note } => {
                             self.decide(
                                 context,
                                 &subject,
-                                "denied_by_director",
+                                Decided::DeniedByDirector,
                                 rule_text.clone(),
                                 note.clone(),
-                            );
+                            )?;
                             let note = note
                                 .map(|n| format!(" The director's note: {n}"))
                                 .unwrap_or_default();
@@ -1120,10 +1135,10 @@ impl Prop for Guarded {
                             self.decide(
                                 context,
                                 &subject,
-                                "denied_unattended",
+                                Decided::DeniedUnattended,
                                 rule_text.clone(),
                                 None,
-                            );
+                            )?;
                             return Err(PropError(format!(
                                 "{prop}: `{subject}` needs the director's approval ({rule_text}), and nobody can approve it in this non-interactive run, so it was denied. Do without it, or finish and say that it is needed."
                             )));
@@ -1380,13 +1395,88 @@ mod tests {
         assert_eq!(inner.1.load(std::sync::atomic::Ordering::SeqCst), 0);
         let d = policy.decisions();
         assert_eq!(d.len(), 1, "{d:?}");
-        assert_eq!(d[0].decision, "denied_interrupted");
+        assert_eq!(d[0].decision, Decided::DeniedInterrupted);
         // Already cancelled: denied without asking.
         let again = guarded
             .call(serde_json::json!({"command": "git push"}), &context)
             .await;
         assert!(again.is_err());
-        assert_eq!(policy.decisions()[1].decision, "denied_interrupted");
+        assert_eq!(policy.decisions()[1].decision, Decided::DeniedInterrupted);
+    }
+
+    /// Every event a performance emits.
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<improv_kernel::Event>>);
+
+    impl improv_kernel::Observer for Collect {
+        fn observe(&self, event: &improv_kernel::Event) -> Result<(), improv_kernel::ObserveError> {
+            self.0.lock().unwrap().push(event.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decision_is_logged_during_its_call_in_the_stream_of_the_actor_making_it() {
+        use improv_kernel::{Actor, Performance, ScriptedModel, ScriptedTurn};
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Arc::new(policy(&[rule("curl*", Decision::Deny)]));
+        let spec = ToolSpec {
+            name: "bash".into(),
+            description: String::new(),
+            parameters: serde_json::json!({}),
+        };
+        let inner = Arc::new(Counting(spec, Default::default()));
+        let model = Arc::new(ScriptedModel::new(vec![
+            ScriptedTurn::call("bash", serde_json::json!({"command": "curl x.invalid"})),
+            ScriptedTurn::call("bash", serde_json::json!({"command": "echo fine"})),
+            ScriptedTurn::say("done"),
+        ]));
+        let collect = Arc::new(Collect::default());
+        let actor = Actor {
+            name: "scout".into(),
+            system: "test".into(),
+            model,
+            props: Guarded::all(vec![inner.clone()], &policy),
+            max_output_tokens: None,
+        };
+        let mut performance = Performance::builder(actor)
+            .workspace(dir.path())
+            .observer(collect.clone())
+            .start("go")
+            .unwrap();
+        let ended = performance.act(&Default::default()).await;
+        performance.finish(&ended).unwrap();
+        let events = collect.0.lock().unwrap();
+        let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+        let decided: Vec<(Decided, &str)> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::PolicyDecision {
+                    decision, subject, ..
+                } => {
+                    assert_eq!(e.actor.as_deref(), Some("scout"));
+                    Some((*decision, subject.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            decided,
+            [
+                (Decided::Deny, "curl x.invalid"),
+                (Decided::Allow, "echo fine")
+            ]
+        );
+        // Each between its call's start and finish: made, and logged, where the call runs.
+        for (at, _) in names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n == "policy_decision")
+        {
+            assert_eq!(names[at - 1], "tool_call_started", "{names:?}");
+            assert_eq!(names[at + 1], "tool_call_finished", "{names:?}");
+        }
+        assert_eq!(inner.1.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     const CERT: &str =

@@ -9,6 +9,7 @@ use common::*;
 use improv_edges::{
     Approval, ApprovalRequest, Approver, Decision, MemoryLimit, ProcessLimit, TempSpace,
 };
+use improv_kernel::event::Decision as Decided;
 use improv_kernel::{BudgetKind, EventKind, Outcome, ScriptedTurn};
 use serde_json::json;
 use std::sync::Arc;
@@ -139,7 +140,7 @@ async fn parent_traversal_in_the_read_prop_is_refused() {
     refused(&run, 0, "outside the workspace");
     refused(&run, 0, "[denied by the edges]");
     let d = run.policy.decisions();
-    assert_eq!(d[0].decision, "deny");
+    assert_eq!(d[0].decision, Decided::Deny);
     run.assert_no_leak();
 }
 
@@ -999,7 +1000,7 @@ async fn a_file_telling_the_actor_to_rm_rf_home_is_stopped_by_the_rule() {
     refused(&run, 1, "needs the director's approval");
     refused(&run, 1, "non-interactive");
     let d = run.policy.decisions();
-    assert_eq!(d.last().unwrap().decision, "denied_unattended");
+    assert_eq!(d.last().unwrap().decision, Decided::DeniedUnattended);
     assert_eq!(
         d.last().unwrap().rule,
         "rule 1 (command = \"rm -rf*\" → ask)"
@@ -1066,8 +1067,8 @@ async fn an_approved_ask_runs_once_and_says_so() {
     refused(&run, 1, "the director denied `git push origin`");
     refused(&run, 1, "not today");
     let d = run.policy.decisions();
-    assert_eq!(d[0].decision, "approved_once");
-    assert_eq!(d[1].decision, "denied_by_director");
+    assert_eq!(d[0].decision, Decided::ApprovedOnce);
+    assert_eq!(d[1].decision, Decided::DeniedByDirector);
     assert_eq!(d[1].note.as_deref(), Some("not today"));
 }
 
@@ -1084,7 +1085,7 @@ async fn approval_for_the_performance_is_asked_once() {
         .into_iter()
         .map(|d| d.decision)
         .collect();
-    assert_eq!(d, ["approved_for_performance", "approved_for_performance"]);
+    assert_eq!(d, [Decided::ApprovedForPerformance; 2]);
 }
 
 #[tokio::test]
@@ -1494,7 +1495,11 @@ async fn ctrl_c_during_an_approval_prompt_denies_the_ask_and_frees_the_prompt() 
     assert_eq!(run.ended.outcome, Outcome::Interrupted, "{:?}", run.ended);
     assert!(!rig.ws.join("pushed").exists(), "the line ran");
     let d = run.policy.decisions();
-    assert_eq!(d.last().unwrap().decision, "denied_interrupted", "{d:?}");
+    assert_eq!(
+        d.last().unwrap().decision,
+        Decided::DeniedInterrupted,
+        "{d:?}"
+    );
     assert_eq!(d.last().unwrap().subject, "git push origin");
     assert!(screen.text().contains("withdrawn"), "{}", screen.text());
 
@@ -1514,7 +1519,7 @@ async fn ctrl_c_during_an_approval_prompt_denies_the_ask_and_frees_the_prompt() 
         .await;
     let _director = answer.await.unwrap();
     says(&run, 0, "[approved by the director, once]");
-    assert_eq!(run.policy.decisions()[0].decision, "approved_once");
+    assert_eq!(run.policy.decisions()[0].decision, Decided::ApprovedOnce);
 }
 
 // ---- the disk bound ----

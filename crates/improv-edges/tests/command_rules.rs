@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use improv_edges::Decision;
+use improv_kernel::event::Decision as Decided;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
@@ -108,12 +109,15 @@ async fn every_spelling_of_a_denied_git_push_is_denied_before_it_runs() {
     }
     assert!(results[SPELLINGS.len()].0, "{:?}", results.last());
     let decisions = run.policy.decisions();
-    let denied = decisions.iter().filter(|d| d.decision == "deny").count();
+    let denied = decisions
+        .iter()
+        .filter(|d| d.decision == Decided::Deny)
+        .count();
     assert_eq!(denied, SPELLINGS.len(), "{decisions:#?}");
     assert!(
         decisions
             .iter()
-            .all(|d| d.decision != "deny" || d.rule.contains("command = \"git push*\"")),
+            .all(|d| d.decision != Decided::Deny || d.rule.contains("command = \"git push*\"")),
         "{decisions:#?}"
     );
     // What cannot be resolved says so.
@@ -140,7 +144,7 @@ async fn every_spelling_of_a_git_push_to_ask_about_is_asked_about() {
     let decisions = run.policy.decisions();
     let asked = decisions
         .iter()
-        .filter(|d| d.decision == "denied_unattended")
+        .filter(|d| d.decision == Decided::DeniedUnattended)
         .count();
     assert_eq!(asked, SPELLINGS.len(), "{decisions:#?}");
     assert_no_push(&run, &log);

@@ -83,9 +83,8 @@ pub enum EventKind {
         prop: String,
         /// The command or path judged.
         subject: String,
-        /// `allow`, `deny`, `approved_once`, `approved_for_performance`, `denied_by_director`,
-        /// `denied_unattended`.
-        decision: String,
+        /// What was decided; logged as its snake_case name (`allow`, `denied_by_director`, …).
+        decision: Decision,
         /// The rule or edge that decided, as the stage file says it.
         rule: String,
         /// The director's note to the actor, when there is one.
@@ -191,6 +190,63 @@ pub enum Compaction {
     },
 }
 
+/// What the edges' policy decided on one prop call, as the `policy_decision` event logs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// A rule (or the default) allows the call.
+    Allow,
+    /// A rule, a hidden or read-only path, or the workspace edge denies it.
+    Deny,
+    /// The director approved this one call.
+    ApprovedOnce,
+    /// The director approved what the same rule matches for the rest of the performance.
+    ApprovedForPerformance,
+    /// The director denied it, maybe with a note to the actor.
+    DeniedByDirector,
+    /// Nobody could be asked (a non-interactive run), so it was denied.
+    DeniedUnattended,
+    /// The performance stopped while the director was being asked, so it was denied.
+    DeniedInterrupted,
+}
+
+impl Decision {
+    /// The name the log uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::ApprovedOnce => "approved_once",
+            Decision::ApprovedForPerformance => "approved_for_performance",
+            Decision::DeniedByDirector => "denied_by_director",
+            Decision::DeniedUnattended => "denied_unattended",
+            Decision::DeniedInterrupted => "denied_interrupted",
+        }
+    }
+
+    /// Whether the call may run.
+    pub fn runs(self) -> bool {
+        matches!(
+            self,
+            Decision::Allow | Decision::ApprovedOnce | Decision::ApprovedForPerformance
+        )
+    }
+
+    /// Whether the director approved it.
+    pub fn approved(self) -> bool {
+        matches!(
+            self,
+            Decision::ApprovedOnce | Decision::ApprovedForPerformance
+        )
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a performance ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -232,4 +288,26 @@ pub struct ObserveError(pub String);
 /// Observers are called in order, synchronously, before the loop goes on; keep them fast.
 pub trait Observer: Send + Sync {
     fn observe(&self, event: &Event) -> Result<(), ObserveError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_decision_is_logged_by_its_snake_case_name() {
+        let event = EventKind::PolicyDecision {
+            prop: "bash".into(),
+            subject: "git push".into(),
+            decision: Decision::DeniedInterrupted,
+            rule: "rule 1".into(),
+            note: None,
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["decision"], "denied_interrupted");
+        assert_eq!(serde_json::from_value::<EventKind>(json).unwrap(), event);
+        for d in [Decision::Allow, Decision::ApprovedForPerformance] {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+        }
+    }
 }

@@ -8,8 +8,8 @@ use crate::control::{self, ControlPlane, DirectorOnly, TokenWatch, Watched};
 use crate::cue::CueProp;
 use anyhow::{Context, Result, bail};
 use improv_edges::{
-    Approver, DecisionEvents, Guarded, Hidden, LoopDetector, PathEdges, Policy, Redacted, Redactor,
-    Sandbox, SandboxConfig, SandboxError, SandboxMode,
+    Approver, Guarded, Hidden, LoopDetector, PathEdges, Policy, Redacted, Redactor, Sandbox,
+    SandboxConfig, SandboxError, SandboxMode,
 };
 use improv_kernel::{Actor, Budget, Model, Observer, Performance, PerformanceBuilder, Prop};
 use improv_stage::{ActorConfig, Stage};
@@ -28,8 +28,6 @@ pub struct Edges {
     pub policy: Arc<Policy>,
     /// Redacts provider keys, secret-looking variables, the serve token and `redact` patterns.
     pub redactor: Arc<Redactor>,
-    /// The policy's decisions, waiting to be logged; also the hook that logs them.
-    pub decisions: Arc<DecisionEvents>,
     /// Whether a call of this performance carried or showed the serve token; then its `ask`
     /// rules are denied without asking (see [`control::DirectorOnly`]).
     pub(crate) token: Arc<TokenWatch>,
@@ -82,10 +80,8 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
     };
     let token = Arc::new(TokenWatch::new(control::serve_token(stage)));
     let approver = Arc::new(DirectorOnly::new(approver, token.clone()));
-    let decisions = Arc::new(DecisionEvents::default());
     let policy = Policy::new(&e.rules, &paths, approver)
-        .with_context(|| format!("in {}", stage.path.display()))?
-        .on_decision(decisions.recorder());
+        .with_context(|| format!("in {}", stage.path.display()))?;
     let mut redactor = Redactor::from_env();
     if let Some(value) = token.value() {
         redactor = redactor.with_secret(control::SERVE_TOKEN_NAME, value);
@@ -99,7 +95,6 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
         sandbox,
         policy: Arc::new(policy),
         redactor: Arc::new(redactor),
-        decisions,
         token,
     })
 }

@@ -1,5 +1,5 @@
 //! A production: one performance of a stage, from casting to the last event. It casts the lead
-//! inside the edges, wires the hooks (budgets, loop detector, policy decisions, director notes,
+//! inside the edges, wires the hooks (budgets, loop detector, director notes, compaction,
 //! checks after writes), performs until the work converges or an edge stops it, and logs
 //! everything.
 //! [`launch`] runs one in the background (the server, the MCP server); the CLI drives a
@@ -214,7 +214,6 @@ impl Production {
         let inbox = Inbox::open(log.dir(), &id, notes.clone());
         let mut builder = cast
             .performance(actor)
-            .hook(edges.decisions.clone())
             .hook(inbox.hook(inbox_hook.clone()))
             // After the notes, so the notes just delivered count towards the context.
             .hook(Arc::new(improv_context::Compactor::new(
@@ -386,14 +385,11 @@ impl Production {
         }
     }
 
-    /// Ends the performance: logs the decisions of its last turn, then its end, then drops the
-    /// edges, whose sandbox kills whatever the actors left running.
+    /// Ends the performance: logs its end, then drops the edges, whose sandbox kills whatever
+    /// the actors left running.
     pub fn finish(mut self, ended: &Ended) -> Result<Summary, PerformError> {
         if let Some(inbox) = self.inbox.take() {
             inbox.close();
-        }
-        for kind in self.edges.decisions.take() {
-            self.performance.emit(kind)?;
         }
         let answer = last_text(self.performance.conversation());
         let id = self.performance.id().to_string();

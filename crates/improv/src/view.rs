@@ -220,9 +220,9 @@ impl Terminal {
                 ..
             } => {
                 // Plain allows are in the log; on the terminal they would drown the actual work.
-                if decision != "allow" {
+                if *decision != improv_kernel::event::Decision::Allow {
                     let text = format!("  ⚖ {prop} {decision}: {} ({rule})", clip(subject, 80));
-                    lines.push(Line::Err(if decision.starts_with("approved") {
+                    lines.push(Line::Err(if decision.approved() {
                         s.dim(&text)
                     } else {
                         s.yellow(&text)
