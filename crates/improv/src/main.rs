@@ -9,7 +9,9 @@ mod perform;
 mod shutdown;
 mod slash;
 mod stagecraft;
+mod store;
 mod view;
+mod worker;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -62,6 +64,13 @@ enum Command {
         /// Show the details that are the same on every run (what the sandbox enforces).
         #[arg(long, short = 'v')]
         verbose: bool,
+        /// Read it from the store (or IMPROV_STORE) and print its events as they arrive, until
+        /// it finishes.
+        #[arg(long)]
+        follow: bool,
+        /// The store to follow it in: postgres://USER@HOST/DB or sqlite:PATH.
+        #[arg(long, value_name = "URL", requires = "follow")]
+        store: Option<String>,
     },
     /// The ledger: collections the actors recorded, their inferred shapes, settled schemas.
     Ledger {
@@ -105,6 +114,13 @@ enum Command {
     Serve(improv_serve::ServeArgs),
     /// Serve the stage over MCP on stdin/stdout: any MCP client can cast it as a prop.
     Mcp,
+    /// Perform the performances queued in the store, with leases: run any number of workers.
+    Worker(worker::WorkerArgs),
+    /// The shared store (PostgreSQL or SQLite): its schema.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Manage embedded models.
     Model {
         #[command(subcommand)]
@@ -139,6 +155,12 @@ struct RunArgs {
     /// shows).
     #[arg(long, value_name = "ID")]
     resume: Option<String>,
+    /// Queue it in the store (or IMPROV_STORE) for `improv worker` and print its id.
+    #[arg(long, conflicts_with_all = ["resume", "json"])]
+    detach: bool,
+    /// The store to queue it in: postgres://USER@HOST/DB or sqlite:PATH.
+    #[arg(long, value_name = "URL", requires = "detach")]
+    store: Option<String>,
     #[command(flatten)]
     perform: PerformArgs,
 }
@@ -162,7 +184,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Init { force }) => init::init(stage_path, force),
         Some(Command::Log { limit, json }) => logbook::list(stage_path, limit, json),
-        Some(Command::Show { id, json, verbose }) => logbook::show(stage_path, &id, json, verbose),
+        Some(Command::Show {
+            id,
+            json,
+            verbose,
+            follow: true,
+            store,
+        }) => runtime()?.block_on(store::follow(&store::named(store)?, &id, json, verbose)),
+        Some(Command::Show {
+            id, json, verbose, ..
+        }) => logbook::show(stage_path, &id, json, verbose),
+        Some(Command::Worker(args)) => worker::run(args),
+        Some(Command::Store { command }) => runtime()?.block_on(store::run(command)),
         Some(Command::Model { command }) => models::run(command),
         Some(Command::Doctor { json }) => {
             stagecraft::doctor(&perform::load_stage(stage_path.as_deref(), false)?, json)
@@ -212,6 +245,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 json,
             )?;
             Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Run(run)) if run.detach => {
+            let given = run.intent.or(run.goal);
+            let stage = perform::load_stage(stage_path.as_deref(), given.is_some())?;
+            let intent = perform::intent(&stage, given)?;
+            let model = run.perform.model.or(cli.perform.model);
+            runtime()?.block_on(store::enqueue(&store::named(run.store)?, &stage, intent, model))
         }
         Some(Command::Run(run)) => runtime()?.block_on(perform::run(perform::RunOptions {
             stage: stage_path,

@@ -71,6 +71,18 @@ fn exit_code(outcome: Outcome, shutdown: &Shutdown) -> ExitCode {
     }
 }
 
+/// The intent to perform: the one given, else the stage's.
+pub fn intent(stage: &Stage, given: Option<String>) -> Result<String> {
+    given
+        .or_else(|| stage.stage.intent.clone().filter(|i| !i.trim().is_empty()))
+        .ok_or_else(|| {
+            anyhow!(
+                "the stage {} has no intent: set `intent` under [stage] or pass --intent \"...\"",
+                stage.path.display()
+            )
+        })
+}
+
 /// `improv run`: performs the intent (or resumes a performance) until the work is done, or
 /// converges when the stage has checks.
 pub async fn run(o: RunOptions) -> Result<ExitCode> {
@@ -80,16 +92,7 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
     )?);
     let intent = match &o.resume {
         Some(_) => String::new(),
-        None => o
-            .intent
-            .clone()
-            .or_else(|| stage.stage.intent.clone().filter(|i| !i.trim().is_empty()))
-            .ok_or_else(|| {
-                anyhow!(
-                    "the stage {} has no intent: set `intent` under [stage] or pass --intent \"...\"",
-                    stage.path.display()
-                )
-            })?,
+        None => intent(&stage, o.intent.clone())?,
     };
     let (view, watch) = views(o.json, o.verbose);
     let shutdown = Shutdown::install()?;

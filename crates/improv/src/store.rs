@@ -1,0 +1,133 @@
+//! The shared store from the command line: `improv store migrate`, `improv run --detach`
+//! (enqueue for the workers) and `improv show --follow` (watch from anywhere). Every command
+//! names the store by `--store URL` or `IMPROV_STORE`; a URL reaches a message only with its
+//! password hidden (`StoreUrl::redacted`).
+
+use crate::view::{JsonLines, Terminal};
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Subcommand};
+use improv_kernel::{EventKind, Observer};
+use improv_store::{NewPerformance, State, Store, StoreUrl};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The environment variable naming the store when `--store` is not given.
+pub const STORE_ENV: &str = "IMPROV_STORE";
+
+/// Which store.
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// The store: postgres://USER@HOST/DB or sqlite:PATH.
+    #[arg(long, env = STORE_ENV, value_name = "URL", hide_env_values = true)]
+    pub store: String,
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Bring the store's schema up to date; refuses a store migrated by a newer improv.
+    Migrate(StoreArgs),
+}
+
+/// Opens the store a `--store` value names; the error names it with its password hidden.
+pub async fn open(text: &str) -> Result<Arc<dyn Store>> {
+    let url = StoreUrl::parse(text)?;
+    match &url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(improv_store::SqliteStore::open(path)?)),
+        StoreUrl::Postgres(_) => Err(improv_store::StoreError::Config {
+            store: url.redacted(),
+            message: "this improv has no PostgreSQL backend yet".into(),
+        }
+        .into()),
+    }
+}
+
+/// `improv store …`
+pub async fn run(command: StoreCommand) -> Result<ExitCode> {
+    match command {
+        StoreCommand::Migrate(args) => {
+            let store = open(&args.store).await?;
+            let version = store.migrate().await?;
+            eprintln!(
+                "the store {} is at schema version {version}",
+                store.describe()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The store `improv run --detach` or `improv show --follow` use: `--store`, else
+/// `IMPROV_STORE`; none is an error saying so.
+pub fn named(flag: Option<String>) -> Result<String> {
+    flag.or_else(|| {
+        std::env::var(STORE_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+    })
+    .ok_or_else(|| anyhow!("name the store with --store URL or {STORE_ENV}"))
+}
+
+/// `improv run --detach`: queues the performance for the workers and prints its id.
+pub async fn enqueue(
+    store: &str,
+    stage: &improv_stage::Stage,
+    intent: String,
+    model: Option<String>,
+) -> Result<ExitCode> {
+    let store = open(store).await?;
+    // Workers open the stage file themselves: they need a path that does not depend on the
+    // folder this command ran in.
+    let path = stage.path.canonicalize().with_context(|| {
+        format!(
+            "a detached performance needs a stage file the workers can read; {} cannot be used",
+            stage.path.display()
+        )
+    })?;
+    let id = store
+        .enqueue(&NewPerformance {
+            id: None,
+            stage: path.display().to_string(),
+            intent,
+            model,
+            origin: "cli".into(),
+        })
+        .await?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `improv show --follow ID`: prints the performance's events from the store as they arrive,
+/// until it finishes.
+pub async fn follow(store: &str, id: &str, json: bool, verbose: bool) -> Result<ExitCode> {
+    let store = open(store).await?;
+    let view: Arc<dyn Observer> = if json {
+        Arc::new(JsonLines)
+    } else {
+        Arc::new(Terminal::new(verbose))
+    };
+    let mut after = 0;
+    loop {
+        let events = store.events(id, after, 0).await?;
+        for event in &events {
+            after = event.seq;
+            view.observe(event).map_err(|e| anyhow!("{e}"))?;
+            if matches!(event.kind, EventKind::PerformanceFinished { .. }) {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if events.is_empty() {
+            if store.performance(id).await?.state == State::Finished {
+                // Finished without a last event (it could not be performed): say how.
+                let record = store.performance(id).await?;
+                eprintln!(
+                    "{id} finished: {} ({})",
+                    record.outcome.map_or("unknown", |o| o.as_str()),
+                    record.reason
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            store.wait_events(id, after, Duration::from_secs(5)).await?;
+        }
+    }
+}
