@@ -1,0 +1,250 @@
+//! Who may come in through a chat door: the door's `allow` list and the senders the director
+//! paired; a stranger gets a one-time pairing code (`improv door pair CODE`) and no performance;
+//! per-door and per-sender rate limits (token buckets) bound what anyone can make the stage do.
+
+use crate::{ChannelError, Inbound};
+use improv_store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Store scopes: senders the director paired, per door; codes by value; a sender's code.
+const PAIRED_SCOPE: &str = "door.paired";
+const CODE_SCOPE: &str = "door.pairing_code";
+const SENDER_CODE_SCOPE: &str = "door.pairing_sender";
+
+/// A token bucket's shape: `burst` messages at once, then one every `every`.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    pub burst: u32,
+    pub every: Duration,
+}
+
+/// The rate limits of one door.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Everyone together, strangers included: bounds the pairing codes a flood can mint too.
+    pub door: Rate,
+    pub sender: Rate,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            door: Rate {
+                burst: 30,
+                every: Duration::from_secs(2),
+            },
+            sender: Rate {
+                burst: 5,
+                every: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+/// What to do with a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Perform it.
+    Allowed,
+    /// A stranger's first message: send them this code to give the director.
+    Pair(String),
+    /// A stranger who already has a code: nothing is sent, nothing performed.
+    Waiting,
+    /// Over a rate limit: dropped.
+    Limited,
+}
+
+/// A door's gate.
+pub struct Gate {
+    door: String,
+    allow: Vec<String>,
+    store: Arc<dyn Store>,
+    limits: Limits,
+    buckets: Mutex<Buckets>,
+}
+
+impl Gate {
+    pub fn new(door: &str, allow: &[String], store: Arc<dyn Store>, limits: Limits) -> Self {
+        Gate {
+            door: door.to_string(),
+            allow: allow.to_vec(),
+            store,
+            limits,
+            buckets: Mutex::new(Buckets::default()),
+        }
+    }
+
+    /// Decides on `inbound`, arrived at `now`.
+    pub async fn admit(&self, inbound: &Inbound, now: Instant) -> Result<Admission, ChannelError> {
+        if !self.take(None, now) {
+            return Ok(Admission::Limited);
+        }
+        if !self.known(inbound).await? {
+            return self.stranger(inbound).await;
+        }
+        Ok(if self.take(Some(&inbound.sender_id), now) {
+            Admission::Allowed
+        } else {
+            Admission::Limited
+        })
+    }
+
+    /// On the `allow` list (a user id, or `@username` in any case), or paired.
+    async fn known(&self, inbound: &Inbound) -> Result<bool, ChannelError> {
+        let listed = self.allow.iter().any(|a| {
+            *a == inbound.sender_id
+                || inbound
+                    .sender_name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(a))
+        });
+        if listed {
+            return Ok(true);
+        }
+        let paired = self
+            .store
+            .get(PAIRED_SCOPE, &sender_key(&self.door, &inbound.sender_id))
+            .await?;
+        Ok(paired.is_some())
+    }
+
+    /// A stranger's first message mints their code; later ones get nothing.
+    async fn stranger(&self, inbound: &Inbound) -> Result<Admission, ChannelError> {
+        let code = new_code();
+        let sender = sender_key(&self.door, &inbound.sender_id);
+        let first = self
+            .store
+            .put(SENDER_CODE_SCOPE, &sender, &code.clone().into(), true)
+            .await?;
+        if !first {
+            return Ok(Admission::Waiting);
+        }
+        let record = serde_json::json!({
+            "door": self.door,
+            "sender_id": inbound.sender_id,
+            "sender_name": inbound.sender_name,
+            "platform": inbound.platform,
+            "approved": false,
+        });
+        if !self.store.put(CODE_SCOPE, &code, &record, true).await? {
+            return Err(ChannelError::Setup(format!(
+                "pairing code {code} collided with an existing one; the sender will get a new one next time"
+            )));
+        }
+        Ok(Admission::Pair(code))
+    }
+
+    fn take(&self, sender: Option<&str>, now: Instant) -> bool {
+        let rate = if sender.is_some() {
+            self.limits.sender
+        } else {
+            self.limits.door
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.take(sender.unwrap_or(""), rate, now)
+    }
+}
+
+/// Token buckets by sender (`""`: the door). At most [`Buckets::MAX`] are kept: full ones are
+/// forgotten first, since a full bucket is what a new one would be.
+#[derive(Default)]
+struct Buckets(HashMap<String, Bucket>);
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Buckets {
+    const MAX: usize = 10_000;
+
+    fn take(&mut self, who: &str, rate: Rate, now: Instant) -> bool {
+        if self.0.len() >= Self::MAX {
+            self.0
+                .retain(|_, b| level(b, rate, now) < f64::from(rate.burst));
+        }
+        let bucket = self.0.entry(who.to_string()).or_insert(Bucket {
+            tokens: f64::from(rate.burst),
+            at: now,
+        });
+        bucket.tokens = level(bucket, rate, now);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn level(b: &Bucket, rate: Rate, now: Instant) -> f64 {
+    let refill =
+        now.saturating_duration_since(b.at).as_secs_f64() / rate.every.as_secs_f64().max(1e-3);
+    (b.tokens + refill).min(f64::from(rate.burst))
+}
+
+fn sender_key(door: &str, sender_id: &str) -> String {
+    format!("{door}/{sender_id}")
+}
+
+/// Ten characters from an alphabet without look-alikes (no 0/O, 1/I/L): 50 bits, easy to type.
+fn new_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    (0..10)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// A pairing the director approved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paired {
+    pub door: String,
+    pub sender_id: String,
+    pub sender_name: Option<String>,
+}
+
+/// Why `improv door pair CODE` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    #[error(
+        "no pairing code {0}; check it against the message the sender got (codes are case-insensitive)"
+    )]
+    Unknown(String),
+    #[error("pairing code {0} was already used; each code pairs once")]
+    Used(String),
+    #[error(transparent)]
+    Store(#[from] improv_store::StoreError),
+}
+
+/// Approves a pairing code: its sender may come in through its door from now on. Each code
+/// works once. This is what `improv door pair CODE` runs.
+pub async fn pair(store: &dyn Store, code: &str) -> Result<Paired, PairError> {
+    let code = code.trim().to_ascii_uppercase();
+    let Some(mut record) = store.get(CODE_SCOPE, &code).await? else {
+        return Err(PairError::Unknown(code));
+    };
+    if record["approved"].as_bool() == Some(true) {
+        return Err(PairError::Used(code));
+    }
+    let text = |k: &str| record[k].as_str().map(str::to_string);
+    let paired = Paired {
+        door: text("door").unwrap_or_default(),
+        sender_id: text("sender_id").unwrap_or_default(),
+        sender_name: text("sender_name"),
+    };
+    store
+        .put(
+            PAIRED_SCOPE,
+            &sender_key(&paired.door, &paired.sender_id),
+            &serde_json::json!({ "code": code, "sender_name": paired.sender_name }),
+            false,
+        )
+        .await?;
+    record["approved"] = true.into();
+    store.put(CODE_SCOPE, &code, &record, false).await?;
+    Ok(paired)
+}

@@ -1,0 +1,154 @@
+//! Where messages come in: a Telegram long-polling loop (its offset kept in the store, so a
+//! restart neither loses nor repeats an update), and the Slack Events API and Discord
+//! interactions endpoints as framework-free handlers (`improv serve` mounts them): each checks
+//! the request's signature before anything else, answers at once, and performs in the
+//! background.
+
+use crate::conversation::ChatDoor;
+use crate::discord::{self, PublicKey};
+use crate::telegram::Telegram;
+use crate::{ChannelError, Inbound, slack};
+use http::HeaderMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const OFFSET_SCOPE: &str = "telegram.offset";
+
+/// Polls Telegram for `door` until `cancel` fires, handling each message in order. Errors back
+/// off (1 s doubling to a minute; a 429's `retry_after` as asked) and never end the loop.
+pub async fn telegram(
+    client: &Telegram,
+    door: &ChatDoor,
+    poll: Duration,
+    cancel: CancellationToken,
+) -> Result<(), ChannelError> {
+    let mut offset = door
+        .store
+        .get(OFFSET_SCOPE, &door.door)
+        .await?
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let updates = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            updates = client.get_updates(offset, poll) => updates,
+        };
+        let pause = match updates {
+            Ok(updates) => {
+                backoff = Duration::from_secs(1);
+                for update in updates {
+                    if let Some(inbound) = update.inbound() {
+                        handle(door, &inbound).await;
+                    }
+                    offset = update.update_id + 1;
+                    door.store
+                        .put(OFFSET_SCOPE, &door.door, &offset.into(), false)
+                        .await?;
+                }
+                continue;
+            }
+            Err(ChannelError::RateLimited { retry_after, .. }) => retry_after,
+            Err(e) => {
+                tracing::warn!(door = %door.door, "telegram: {e}; polling again in {backoff:?}");
+                let now = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                now
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Handles one message, logging what could not be done (the loop goes on).
+async fn handle(door: &ChatDoor, inbound: &Inbound) {
+    if let Err(e) = door.handle(inbound).await {
+        tracing::error!(door = %door.door, "a message from {} was not handled: {e}", inbound.sender_id);
+    }
+}
+
+/// An HTTP answer, for whichever server mounts the handlers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Answer {
+    fn json(value: serde_json::Value) -> Self {
+        Answer {
+            status: 200,
+            content_type: "application/json",
+            body: value.to_string(),
+        }
+    }
+    fn text(status: u16, body: impl Into<String>) -> Self {
+        Answer {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
+/// A Slack Events API request, `now_s` in Unix seconds: refused (401) unless signed within the
+/// replay window; the URL check answered with its challenge; a message performed in the
+/// background (Slack wants an answer within 3 s, and retries otherwise).
+pub fn slack(
+    door: &Arc<ChatDoor>,
+    signing_secret: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+    now_s: i64,
+) -> Answer {
+    if let Err(e) = slack::verify(signing_secret, headers, body, now_s) {
+        tracing::warn!(door = %door.door, "a Slack request was refused: {e}");
+        return Answer::text(401, e.to_string());
+    }
+    match slack::parse(body) {
+        Ok(slack::Incoming::Challenge(challenge)) => Answer::text(200, challenge),
+        Ok(slack::Incoming::Message { inbound, .. }) => {
+            spawn(door, inbound);
+            Answer::text(200, "")
+        }
+        Ok(slack::Incoming::Ignored) => Answer::text(200, ""),
+        Err(e) => Answer::text(400, e.to_string()),
+    }
+}
+
+/// A Discord interaction: refused (401, as Discord requires) unless signed within the replay
+/// window; PING answered with PONG; a command acknowledged at once and performed in the
+/// background.
+pub fn discord(
+    door: &Arc<ChatDoor>,
+    key: &PublicKey,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_s: i64,
+) -> Answer {
+    if let Err(e) = discord::verify(key, headers, body, now_s) {
+        tracing::warn!(door = %door.door, "a Discord interaction was refused: {e}");
+        return Answer::text(401, "invalid request signature");
+    }
+    match discord::parse(body) {
+        Ok(discord::Incoming::Ping) => Answer::json(discord::pong()),
+        Ok(discord::Incoming::Message(inbound)) => {
+            spawn(door, inbound);
+            Answer::json(discord::acknowledge(
+                "Received; the answer will follow here.",
+            ))
+        }
+        Ok(discord::Incoming::Ignored) => Answer::json(discord::acknowledge("Not understood.")),
+        Err(e) => Answer::text(400, e.to_string()),
+    }
+}
+
+fn spawn(door: &Arc<ChatDoor>, inbound: Inbound) {
+    let door = door.clone();
+    tokio::spawn(async move { handle(&door, &inbound).await });
+}

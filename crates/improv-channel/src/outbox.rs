@@ -1,0 +1,256 @@
+//! The outbox: every outbound message is put in the store under its idempotency key
+//! (performance, seq of the event that asked for it) before it is sent, and the platform's id is
+//! recorded after; a retry task sends what is still pending, with backoff.
+//!
+//! No message is sent twice. Where the platform de-duplicates by a key we choose (Discord's
+//! `nonce` with `enforce_nonce`) a message whose fate is unknown is simply sent again with the
+//! same nonce: exactly once. Telegram and Slack offer no such key, so there the outbox sends
+//! **at most once**: each attempt is claimed in the store (`put` with `only_if_absent`) before
+//! the request leaves, and an attempt found claimed but never recorded (a crash between send and
+//! record, or a request whose answer never came) is recorded as [`UNCONFIRMED`] and not resent.
+//! The narrow window: a crash after the platform accepted a message and before its id was
+//! recorded loses the id (the message did arrive); a crash after the claim and before the
+//! request left loses the message. Only an answer that says "not done" (HTTP 5xx, 429, a
+//! connection that never opened) releases the attempt for a retry.
+
+use crate::{Body, ChannelError, Sender};
+use improv_store::{OutboxKey, OutboxMessage, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// The id recorded for a message that may have arrived but whose answer never came back, on a
+/// platform without an idempotency key: never sent again.
+pub const UNCONFIRMED: &str = "unconfirmed";
+/// The id recorded for a message the platform refused (an unknown chat, a revoked token): never
+/// sent again; the reason is in the log.
+pub const REFUSED: &str = "refused";
+
+/// Store scopes: attempts claimed per (key, attempt number), and the definite failures so far.
+const ATTEMPT_SCOPE: &str = "outbox.attempt";
+const FAILED_SCOPE: &str = "outbox.failed";
+
+/// How the retry task waits.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// The first wait after a failure; doubled after each one, up to `max`.
+    pub first: Duration,
+    pub max: Duration,
+    /// How often pending messages are looked for when nothing wakes the task (messages put by
+    /// another process).
+    pub idle: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What became of a message handed to the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Sent now; the platform's id.
+    Sent(String),
+    /// It had been sent before (a retry of the same key); the recorded id.
+    AlreadySent(String),
+    /// The platform may have it but never said so; not sent again ([`UNCONFIRMED`]).
+    Unconfirmed,
+    /// The platform refused it for good ([`REFUSED`]).
+    Refused(String),
+}
+
+/// One door's outbox and its sender.
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    door: String,
+    sender: Arc<dyn Sender>,
+    /// One delivery at a time in this process, so the first send and the retry task never
+    /// race for the same message.
+    one: Mutex<()>,
+    wake: Notify,
+    retry: Retry,
+}
+
+impl Outbox {
+    pub fn new(store: Arc<dyn Store>, door: &str, sender: Arc<dyn Sender>, retry: Retry) -> Self {
+        Outbox {
+            store,
+            door: door.to_string(),
+            sender,
+            one: Mutex::new(()),
+            wake: Notify::new(),
+            retry,
+        }
+    }
+
+    pub fn door(&self) -> &str {
+        &self.door
+    }
+
+    /// Puts the message in the outbox, then tries to send it once. An error means it is in the
+    /// outbox, pending: the retry task ([`Outbox::run`]) sends it later.
+    pub async fn send(
+        &self,
+        key: OutboxKey,
+        conversation: &str,
+        body: &Body,
+    ) -> Result<Delivery, ChannelError> {
+        let message = OutboxMessage {
+            key,
+            door: self.door.clone(),
+            conversation: conversation.to_string(),
+            body: serde_json::to_value(body)
+                .map_err(|e| ChannelError::Setup(format!("a reply that cannot be stored: {e}")))?,
+        };
+        self.store.outbox_put(&message).await?;
+        let result = self.deliver(&message).await;
+        if result.is_err() {
+            self.wake.notify_one();
+        }
+        result
+    }
+
+    /// Sends one stored message unless it was sent (or its fate is unknown).
+    async fn deliver(&self, message: &OutboxMessage) -> Result<Delivery, ChannelError> {
+        let _one = self.one.lock().await;
+        // `outbox_put` of a key already there returns the stored entry: its state now.
+        let entry = self.store.outbox_put(message).await?;
+        let key = &entry.message.key;
+        if let Some(id) = entry.sent_id {
+            return Ok(Delivery::AlreadySent(id));
+        }
+        let body: Body = serde_json::from_value(entry.message.body.clone()).map_err(|e| {
+            ChannelError::Setup(format!(
+                "outbox entry {key:?} has a body that does not read: {e}"
+            ))
+        })?;
+        let idempotent = self.sender.platform().idempotent();
+        let attempt = if idempotent {
+            0
+        } else {
+            match self.claim_attempt(key).await? {
+                Some(n) => n,
+                None => return self.record(key, UNCONFIRMED, Delivery::Unconfirmed).await,
+            }
+        };
+        match self
+            .sender
+            .send(&entry.message.conversation, &body, key)
+            .await
+        {
+            Ok(id) => {
+                self.store.outbox_sent(key, &id).await?;
+                Ok(Delivery::Sent(id))
+            }
+            Err(e @ (ChannelError::NotSent { .. } | ChannelError::RateLimited { .. })) => {
+                if !idempotent {
+                    self.release_attempt(key, attempt).await?;
+                }
+                Err(e)
+            }
+            Err(e @ ChannelError::Unknown { .. }) if idempotent => Err(e),
+            Err(ChannelError::Unknown { message, .. }) => {
+                tracing::warn!(door = %self.door, ?key, "{message}: not resent, recorded as unconfirmed");
+                self.record(key, UNCONFIRMED, Delivery::Unconfirmed).await
+            }
+            Err(e) => {
+                tracing::error!(door = %self.door, ?key, "{e}: the message is dropped");
+                self.record(key, REFUSED, Delivery::Refused(e.to_string()))
+                    .await
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        key: &OutboxKey,
+        id: &str,
+        delivery: Delivery,
+    ) -> Result<Delivery, ChannelError> {
+        self.store.outbox_sent(key, id).await?;
+        Ok(delivery)
+    }
+
+    /// Claims the next attempt at `key` for this process: the number of the attempt, or `None`
+    /// when that attempt was claimed before and never released (its answer is unknown).
+    async fn claim_attempt(&self, key: &OutboxKey) -> Result<Option<u64>, ChannelError> {
+        let id = key_name(key);
+        let failed = self
+            .store
+            .get(FAILED_SCOPE, &id)
+            .await?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        let claimed = self
+            .store
+            .put(
+                ATTEMPT_SCOPE,
+                &format!("{id}#{failed}"),
+                &serde_json::json!({ "door": self.door }),
+                true,
+            )
+            .await?;
+        Ok(claimed.then_some(failed))
+    }
+
+    /// The platform said attempt `n` was not done: the next one may go.
+    async fn release_attempt(&self, key: &OutboxKey, n: u64) -> Result<(), ChannelError> {
+        self.store
+            .put(FAILED_SCOPE, &key_name(key), &(n + 1).into(), false)
+            .await?;
+        Ok(())
+    }
+
+    /// The retry task: sends what is pending for this door, waiting `Retry::first` after a
+    /// failure (doubling, capped), or what the platform asked after a 429; wakes when a first
+    /// send failed and every `Retry::idle`. Returns when `cancel` fires.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut wait = self.retry.first;
+        loop {
+            let pause = match self.flush().await {
+                Ok(()) => {
+                    wait = self.retry.first;
+                    self.retry.idle
+                }
+                Err(ChannelError::RateLimited { retry_after, .. }) => retry_after,
+                Err(e) => {
+                    tracing::warn!(door = %self.door, "outbox: {e}; next try in {wait:?}");
+                    let now = wait;
+                    wait = (wait * 2).min(self.retry.max);
+                    now
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Sends every pending message once; the first failure stops the pass (the platform is
+    /// likely down for the rest too).
+    pub async fn flush(&self) -> Result<(), ChannelError> {
+        const BATCH: usize = 32;
+        loop {
+            let pending = self.store.outbox_pending(&self.door, BATCH).await?;
+            let n = pending.len();
+            for entry in pending {
+                self.deliver(&entry.message).await?;
+            }
+            if n < BATCH {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn key_name(key: &OutboxKey) -> String {
+    format!("{}/{}", key.performance, key.seq)
+}

@@ -1,0 +1,139 @@
+//! The `reply` prop: how an actor answers the person who wrote, in their conversation. Each
+//! call goes through the [`Outbox`], keyed by the seq of the call's own `tool_call_started`
+//! event, which [`CallSeqs`] (an observer of the same performance) notes as the loop emits it:
+//! a prop is not told its event's seq, and this keeps the kernel unchanged. `reply` is
+//! `Access::Write`, so the loop runs it alone, right after its own event.
+
+use crate::outbox::{Delivery, Outbox};
+use crate::{Body, Inbound, Platform};
+use async_trait::async_trait;
+use improv_kernel::{
+    Event, EventKind, ObserveError, Observer, Prop, PropContext, PropError, ToolSpec,
+};
+use improv_store::OutboxKey;
+use std::sync::{Arc, Mutex};
+
+/// The prop's name, as actors call it.
+pub const NAME: &str = "reply";
+
+/// Notes the seq of each `tool_call_started` of `reply` in the performance it observes.
+#[derive(Default)]
+pub struct CallSeqs {
+    last: Mutex<Option<u64>>,
+}
+
+impl CallSeqs {
+    fn take(&self) -> Option<u64> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Observer for CallSeqs {
+    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        if let EventKind::ToolCallStarted { name, .. } = &event.kind
+            && name == NAME
+        {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(event.seq);
+        }
+        Ok(())
+    }
+}
+
+/// Where replies of one performance go: the conversation of the message that started it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub conversation: String,
+    /// What each reply refers to (see [`Target::of`]).
+    pub reply_to: Option<String>,
+}
+
+impl Target {
+    /// Replies to `inbound`: on Telegram a reply to the message, on Slack in its thread, on
+    /// Discord (where the message was a command, not a message) plainly in the channel.
+    pub fn of(inbound: &Inbound) -> Self {
+        let reply_to = match inbound.platform {
+            Platform::Telegram => Some(inbound.message_id.clone()),
+            Platform::Slack => inbound.thread.clone(),
+            Platform::Discord => None,
+        };
+        Target {
+            conversation: inbound.conversation.clone(),
+            reply_to,
+        }
+    }
+}
+
+/// The `reply` prop of one performance.
+pub struct ReplyProp {
+    spec: ToolSpec,
+    outbox: Arc<Outbox>,
+    target: Target,
+    seqs: Arc<CallSeqs>,
+}
+
+impl ReplyProp {
+    /// The prop, and the observer the performance must carry for it.
+    pub fn new(outbox: Arc<Outbox>, target: Target) -> (Self, Arc<CallSeqs>) {
+        let seqs = Arc::new(CallSeqs::default());
+        let prop = ReplyProp {
+            spec: ToolSpec {
+                name: NAME.into(),
+                description: "Answer the person who wrote, in their conversation.".into(),
+                parameters: serde_json::json!({
+                    "type": "object",
+                    "properties": { "text": { "type": "string" } },
+                    "required": ["text"],
+                }),
+            },
+            outbox,
+            target,
+            seqs: seqs.clone(),
+        };
+        (prop, seqs)
+    }
+}
+
+#[async_trait]
+impl Prop for ReplyProp {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    async fn call(
+        &self,
+        arguments: serde_json::Value,
+        context: &PropContext,
+    ) -> Result<String, PropError> {
+        let text = arguments
+            .get("text")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| PropError::new("`text` must be the reply, a non-empty string"))?;
+        let seq = self.seqs.take().ok_or_else(|| {
+            PropError::new("only the lead actor can reply; tell the lead what to say")
+        })?;
+        let key = OutboxKey {
+            performance: context.performance.to_string(),
+            seq,
+        };
+        let body = Body {
+            text: text.to_string(),
+            reply_to: self.target.reply_to.clone(),
+        };
+        match self
+            .outbox
+            .send(key, &self.target.conversation, &body)
+            .await
+        {
+            Ok(Delivery::Sent(_) | Delivery::AlreadySent(_)) => Ok("sent".into()),
+            Ok(Delivery::Unconfirmed) => {
+                Ok("sent; the platform did not confirm it, so do not send it again".into())
+            }
+            Ok(Delivery::Refused(reason)) => Err(PropError::new(format!("not sent: {reason}"))),
+            Err(e) => {
+                tracing::warn!("reply queued: {e}");
+                Ok("queued: the platform is not answering; it will be sent when it is, do not send it again".into())
+            }
+        }
+    }
+}
