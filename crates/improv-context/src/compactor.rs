@@ -133,11 +133,20 @@ impl Hook for Compactor {
             // The summarizer sees at most about as much as the threshold allows.
             let budget = (threshold.saturating_mul(3) as usize).max(4 * TRANSCRIPT_ITEM);
             let model = at.model.clone();
-            match self
-                .summarize(&model, intent, &conversation[start..cut], budget)
-                .await
-            {
-                Ok((summary, usage)) => {
+            // The director's Ctrl-C ends the summary's model call at once; what was trimmed
+            // so far is still logged below, so a resume rebuilds the same conversation.
+            let summary = at
+                .cancel
+                .run_until_cancelled(self.summarize(
+                    &model,
+                    intent,
+                    &conversation[start..cut],
+                    budget,
+                ))
+                .await;
+            match summary {
+                None => {}
+                Some(Ok((summary, usage))) => {
                     at.spend.push(usage);
                     let text = format!("{SUMMARY_HEADER}\n{summary}");
                     let summary = Message::user(text.clone());
@@ -158,7 +167,7 @@ impl Hook for Compactor {
                         );
                     }
                 }
-                Err(e) => tracing::warn!(
+                Some(Err(e)) => tracing::warn!(
                     "compaction: {} could not summarize the older turns ({e}); trimming only",
                     model.name()
                 ),

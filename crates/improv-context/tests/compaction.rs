@@ -375,3 +375,76 @@ async fn without_a_threshold_or_a_known_window_nothing_is_compacted() {
             .all(|m| !matches!(m, Message::Tool { content, .. } if content.contains("cut here")))
     );
 }
+
+/// The actor's model whose summaries never come: it says when one was asked for, then waits
+/// forever, as a provider that hangs would.
+struct HangingSummary {
+    actor: ScriptedModel,
+    asked: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl Model for HangingSummary {
+    fn name(&self) -> &str {
+        "scripted/hanging-summary"
+    }
+    async fn respond(
+        &self,
+        request: Request<'_>,
+        update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
+    ) -> Result<Reply, ModelError> {
+        if request.tools.is_empty() {
+            self.asked.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.actor.respond(request, update).await
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_interrupts_a_compaction_waiting_on_its_summary() {
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let model = Arc::new(HangingSummary {
+        actor: ScriptedModel::new(script(12)),
+        asked: asked.clone(),
+    });
+    let tape = Arc::new(Tape::default());
+    let actor = Actor {
+        name: "lead".into(),
+        system: SYSTEM.into(),
+        model,
+        props: vec![Arc::new(Chapters)],
+        max_output_tokens: None,
+    };
+    let compactor = Compactor::new(Some(3_000), 2).trim_tool_results_to(300);
+    let mut p = Performance::builder(actor)
+        .stage("test")
+        .hook(Arc::new(compactor))
+        .observer(tape.clone())
+        .start(INTENT)
+        .unwrap();
+    let cancel = CancellationToken::new();
+    // The director presses Ctrl-C once the summary is being waited for.
+    let director = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            asked.notified().await;
+            cancel.cancel();
+        }
+    });
+    // The summary never comes: only the cancellation can end this act.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), p.act(&cancel))
+        .await
+        .expect("the compaction kept waiting for its summary after Ctrl-C");
+    director.await.unwrap();
+    assert_eq!(ended.outcome, Outcome::Interrupted, "{}", ended.reason);
+    // What was trimmed before the summary was asked for is logged, so a resume rebuilds it.
+    let trims: u32 = tape.compactions().iter().map(|c| c.1).sum();
+    let trimmed = p
+        .conversation()
+        .iter()
+        .filter(|m| matches!(m, Message::Tool { content, .. } if content.contains("cut here to save context")))
+        .count();
+    assert_eq!(trims as usize, trimmed);
+    assert_pairs_whole(p.conversation());
+}

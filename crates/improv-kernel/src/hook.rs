@@ -8,6 +8,7 @@ use crate::model::Model;
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// What a hook sees and may change before the next model call.
 pub struct Between<'a> {
@@ -26,6 +27,10 @@ pub struct Between<'a> {
     /// performance spent, prices them with the actor's model and logs a `usage` event for each,
     /// so budgets see every token.
     pub spend: Vec<crate::model::Usage>,
+    /// The performance's cancellation (the director's Ctrl-C): a hook that waits on something
+    /// (a model call, a command) stops waiting when it fires and returns; the loop then ends
+    /// the performance as interrupted.
+    pub cancel: &'a CancellationToken,
 }
 
 /// A hook's verdict.

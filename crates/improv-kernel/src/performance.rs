@@ -294,6 +294,7 @@ impl Performance {
                 model: &mut self.model,
                 events: Vec::new(),
                 spend: Vec::new(),
+                cancel,
             };
             let mut stop = None;
             for hook in &self.hooks {

@@ -142,12 +142,18 @@ impl Hook for WriteChecks {
             ConvergeOn::Checks => CheckOn::Done,
             ConvergeOn::Done => CheckOn::Write,
         };
-        // A hook has no cancellation of its own; each check's time limit bounds it.
-        let cancel = CancellationToken::new();
-        let verdicts = self.judge.judge(on, &brief(at.conversation), &cancel).await;
+        // The director's Ctrl-C stops a running check at once (its process group is killed).
+        let verdicts = self
+            .judge
+            .judge(on, &brief(at.conversation), at.cancel)
+            .await;
         // Logged as run after a write, whichever checks were due.
         at.events
             .extend(verdicts.iter().map(|v| v.event(attempt, CheckOn::Write)));
+        if at.cancel.is_cancelled() {
+            // Cut short, the verdicts judge nothing: the loop ends the performance interrupted.
+            return Control::Continue;
+        }
         if self.converge_on == ConvergeOn::Checks && improv_feedback::all_passed(&verdicts) {
             at.events.push(improv_feedback::attempt_event(
                 &verdicts,

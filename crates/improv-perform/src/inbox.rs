@@ -251,6 +251,7 @@ mod tests {
                 model: &mut model,
                 events: Vec::new(),
                 spend: Vec::new(),
+                cancel: &Default::default(),
             };
             assert_eq!(hook.between_turns(&mut between).await, Control::Continue);
             // Written before the hook ran, so delivered by it, whatever the poller did.
