@@ -476,3 +476,107 @@ fn an_unreachable_store_is_named_without_its_password() {
     assert!(!stderr.contains("s3cret"), "{stderr}");
     assert!(stderr.contains("improv:***@"), "{stderr}");
 }
+
+/// SIGTERM drains a worker: it ends the turn it is in (no call answered as interrupted), gives
+/// the performance back at once (another worker takes it long before the lease would expire),
+/// and exits 0.
+async fn a_drained_worker_hands_back_its_performance(store: String) {
+    let fixture = Fixture::new(store, 12, Duration::from_millis(150)).await;
+    let id = fixture.enqueue("p1");
+    let mut first = fixture.worker("60s");
+    let store = fixture.store().await;
+    let start = Instant::now();
+    while store.performance(&id).await.unwrap().last_seq < 8 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "it never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&first, libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let record = store.performance(&id).await.unwrap();
+    assert_eq!(record.state, State::Queued, "given back, not left leased");
+    let events = store.events(&id, 0, 0).await.unwrap();
+    let interrupted = events.iter().any(|e| {
+        matches!(&e.kind, EventKind::ToolCallFinished { ok: false, .. })
+            || matches!(&e.kind, EventKind::PerformanceFinished { .. })
+    });
+    assert!(!interrupted, "the turn in progress ended normally");
+    let second = fixture.worker("60s");
+    // Well inside the first worker's 60 s lease: it was released, not left to expire.
+    fixture
+        .wait_finished(std::slice::from_ref(&id), Duration::from_secs(30))
+        .await;
+    stop(second);
+    assert_eq!(fixture.check(std::slice::from_ref(&id)).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_worker_hands_back_its_performance_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_drained_worker_hands_back_its_performance(sqlite(dir.path())).await;
+}
+
+/// The chaos test, scaled to two cores: three workers, 30 performances of 10 turns,
+/// one worker killed with SIGKILL (and restarted) every 2 s, and one paused past its lease
+/// (SIGSTOP, then SIGCONT) once; bounded at two minutes. Afterwards every performance finished
+/// and what `check` asks holds for all.
+async fn chaos(store: String) {
+    const PERFORMANCES: usize = 30;
+    let fixture = Fixture::new(store, 10, Duration::from_millis(30)).await;
+    let ids: Vec<String> = (0..PERFORMANCES)
+        .map(|i| fixture.enqueue(&format!("p{i}")))
+        .collect();
+    let mut workers: Vec<Child> = (0..3).map(|_| fixture.worker("2s")).collect();
+    let store = fixture.store().await;
+    let start = Instant::now();
+    let mut round = 0;
+    loop {
+        let mut done = 0;
+        for id in &ids {
+            if store.performance(id).await.unwrap().state == State::Finished {
+                done += 1;
+            }
+        }
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "only {done} of {PERFORMANCES} finished in two minutes"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        round += 1;
+        let victim = round % workers.len();
+        if round == 3 {
+            // Paused past its lease, then back: it must write nothing more.
+            signal(&workers[victim], libc::SIGSTOP);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            signal(&workers[victim], libc::SIGCONT);
+        } else {
+            workers[victim].kill().unwrap();
+            workers[victim].wait().unwrap();
+            workers[victim] = fixture.worker("2s");
+        }
+    }
+    for w in workers {
+        stop(w);
+    }
+    let takeovers = fixture.check(&ids).await;
+    eprintln!(
+        "chaos: {PERFORMANCES} performances x 10 turns, {round} rounds of kills, {takeovers} takeovers, {:?}",
+        start.elapsed()
+    );
+    assert!(takeovers > 0, "no performance was taken over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    chaos(sqlite(dir.path())).await;
+}
