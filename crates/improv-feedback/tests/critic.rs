@@ -3,9 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use improv_feedback::{ActorCritic, Judge, brief};
-use improv_kernel::{
-    Actor, Event, Message, Model, ObserveError, Observer, ScriptedModel, ScriptedTurn,
-};
+use improv_kernel::{Actor, Message, Model, ScriptedModel, ScriptedTurn, Tape};
 use improv_stage::{CheckOn, Stage};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -33,17 +31,7 @@ struct Setup {
     _tmp: tempfile::TempDir,
     judge: Judge,
     model: Arc<ScriptedModel>,
-    events: Arc<Events>,
-}
-
-#[derive(Default)]
-struct Events(Mutex<Vec<Event>>);
-
-impl Observer for Events {
-    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
+    events: Arc<Tape>,
 }
 
 /// The stage above in a temp dir with `hello.txt` saying `hello`, and a critic whose model
@@ -56,7 +44,7 @@ fn setup(hello: &str, turns: Vec<ScriptedTurn>) -> Setup {
     std::fs::write(&path, STAGE).unwrap();
     let stage = Stage::parse(STAGE, &path).unwrap();
     let model = Arc::new(ScriptedModel::new(turns));
-    let events = Arc::new(Events::default());
+    let events = Arc::new(Tape::default());
     let cast_stage = stage.clone();
     let cast_model = model.clone();
     let workspace = stage.workspace();
@@ -152,7 +140,7 @@ async fn a_critic_reads_the_work_and_passes_it() {
         .unwrap();
     assert!(read_result.contains("hello world"), "{read_result}");
     // Its performance was observed, from start to finish.
-    let events = s.events.0.lock().unwrap();
+    let events = s.events.events();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(kinds.first(), Some(&"performance_started"));
     assert_eq!(kinds.last(), Some(&"performance_finished"));
