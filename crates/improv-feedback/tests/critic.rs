@@ -6,7 +6,7 @@ use improv_feedback::{ActorCritic, Judge, brief};
 use improv_kernel::{Actor, Message, Model, ScriptedModel, ScriptedTurn, Tape};
 use improv_stage::{CheckOn, Stage};
 use serde_json::json;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 const STAGE: &str = r#"
