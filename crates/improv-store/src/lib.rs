@@ -11,6 +11,7 @@
 
 mod codec;
 mod error;
+mod postgres;
 mod rows;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -18,13 +19,25 @@ pub mod testing;
 mod url;
 
 pub use error::StoreError;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use url::StoreUrl;
 
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Opens the store `url` names: PostgreSQL (connecting on first use) or the embedded SQLite file
+/// (created when absent). The schema is brought up to date on first use; call
+/// [`Store::migrate`] to do it now and learn the version.
+pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Postgres(url) => Arc::new(PgStore::connect(url)?),
+        StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+    })
+}
 
 /// Milliseconds since the Unix epoch, UTC: the store's one notion of time, so that a simulated
 /// clock (tests, the door scheduler) and both backends agree.

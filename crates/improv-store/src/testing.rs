@@ -40,7 +40,16 @@ impl TempPostgres {
         let data = dir.path().join("data");
         check(
             as_server_user(&bin.join("initdb"))
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "-D",
+                ])
                 .arg(&data)
                 .output(),
             "initdb",

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use improv_kernel::{Event, EventKind, Outcome, ToolCall};
+use improv_store::testing::TempPostgres;
 use improv_store::{
     Firing, Lease, ListFilter, NewPerformance, OutboxKey, OutboxMessage, State, Store, StoreError,
     StoreUrl,
@@ -18,6 +19,7 @@ use tempfile::TempDir;
 /// Where one case's store lives; each case gets its own.
 enum Backend {
     Sqlite(TempDir),
+    Postgres(TempPostgres),
 }
 
 impl Backend {
@@ -25,18 +27,22 @@ impl Backend {
         Backend::Sqlite(tempfile::tempdir().unwrap())
     }
 
+    fn postgres() -> Backend {
+        let pg = TempPostgres::start_new();
+        pg.create_database("improv");
+        Backend::Postgres(pg)
+    }
+
     fn url(&self) -> StoreUrl {
         match self {
             Backend::Sqlite(dir) => StoreUrl::Sqlite(dir.path().join("store.db")),
+            Backend::Postgres(pg) => StoreUrl::parse(&pg.url("improv")).unwrap(),
         }
     }
 
     /// A new store instance on the same database: its own connection(s).
     async fn open(&self) -> Arc<dyn Store> {
-        let store: Arc<dyn Store> = match self.url() {
-            StoreUrl::Sqlite(path) => Arc::new(improv_store::SqliteStore::open(&path).unwrap()),
-            StoreUrl::Postgres(_) => unreachable!("the PostgreSQL backend comes next"),
-        };
+        let store = improv_store::open(&self.url()).unwrap();
         store.migrate().await.unwrap();
         store
     }
@@ -49,6 +55,9 @@ impl Backend {
             Backend::Sqlite(dir) => {
                 let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
                 conn.execute_batch(&sql).unwrap();
+            }
+            Backend::Postgres(pg) => {
+                pg.psql("improv", &sql);
             }
         }
     }
@@ -399,6 +408,20 @@ async fn events_round_trip_exactly(backend: Backend) {
     ));
 }
 
+/// A wait that only a wake-up ends: its timeout is an hour.
+const NEVER: Duration = Duration::from_secs(3600);
+
+/// The result of a waiter given [`NEVER`]; panics when it was not woken within a bound far
+/// above any wake-up (a poll or a NOTIFY takes milliseconds), so a lost wake-up fails the test
+/// instead of hanging it for an hour.
+async fn woken(waiting: tokio::task::JoinHandle<Result<bool, StoreError>>) -> bool {
+    tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiter was not woken within 30 s")
+        .unwrap()
+        .unwrap()
+}
+
 async fn wait_events_wakes_on_another_instances_append(backend: Backend) {
     let writer = backend.open().await;
     let watcher = backend.open().await;
@@ -413,31 +436,21 @@ async fn wait_events_wakes_on_another_instances_append(backend: Backend) {
     for seq in 1..=5u64 {
         let waiting = {
             let (watcher, id) = (Arc::clone(&watcher), id.clone());
-            // A long timeout: only a wake-up returns true.
-            tokio::spawn(async move {
-                watcher
-                    .wait_events(&id, seq - 1, Duration::from_secs(120))
-                    .await
-            })
+            tokio::spawn(async move { watcher.wait_events(&id, seq - 1, NEVER).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         writer.append(&lease, &[note(seq)]).await.unwrap();
-        assert!(waiting.await.unwrap().unwrap(), "woken by append {seq}");
+        assert!(woken(waiting).await, "woken by append {seq}");
     }
     // Already there: returns at once; finishing wakes a watcher with nothing new to read.
-    assert!(
-        watcher
-            .wait_events(&id, 0, Duration::from_secs(120))
-            .await
-            .unwrap()
-    );
+    assert!(watcher.wait_events(&id, 0, NEVER).await.unwrap());
     let waiting = {
         let (watcher, id) = (Arc::clone(&watcher), id.clone());
-        tokio::spawn(async move { watcher.wait_events(&id, 5, Duration::from_secs(120)).await })
+        tokio::spawn(async move { watcher.wait_events(&id, 5, NEVER).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     writer.finish(&lease, Outcome::Done, "").await.unwrap();
-    assert!(waiting.await.unwrap().unwrap(), "woken by finish");
+    assert!(woken(waiting).await, "woken by finish");
 }
 
 async fn a_firing_is_claimed_exactly_once(backend: Backend) {
@@ -575,6 +588,14 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Backend::postgres()).await;
+                }
+            )*
+        }
     };
 }
 
@@ -590,3 +611,146 @@ conformance!(
     put_only_if_absent_keeps_the_first_value,
     a_newer_schema_is_refused,
 );
+
+/// What only one backend can get wrong: its own kind of misconfiguration and outage.
+mod faults {
+    use super::*;
+
+    fn socket_url(user: &str, dir: &std::path::Path) -> StoreUrl {
+        StoreUrl::parse(&format!(
+            "postgres://{user}@/improv?host={}&port=5432",
+            dir.display()
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_is_config_and_never_shown() {
+        let pg = TempPostgres::start_new();
+        pg.create_database("improv");
+        pg.psql(
+            "postgres",
+            "CREATE ROLE improv LOGIN PASSWORD 'right-horse-7'",
+        );
+        pg.psql("improv", "GRANT ALL ON SCHEMA public TO improv");
+        let right =
+            improv_store::open(&socket_url("improv:right-horse-7", pg.socket_dir())).unwrap();
+        right.migrate().await.unwrap();
+        let store =
+            improv_store::open(&socket_url("improv:Wr0ng-s3cret", pg.socket_dir())).unwrap();
+        assert!(
+            !store.describe().contains("Wr0ng-s3cret"),
+            "{}",
+            store.describe()
+        );
+        let err = store.migrate().await.unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, StoreError::Config { .. }), "{shown}");
+        assert!(!shown.contains("Wr0ng-s3cret"), "{shown}");
+        assert!(
+            shown.contains("improv:***@") && shown.contains("password authentication failed"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_unavailable_and_never_shows_the_password() {
+        let nowhere = tempfile::tempdir().unwrap();
+        let store =
+            improv_store::open(&socket_url("improv:Unre4ch-s3cret", nowhere.path())).unwrap();
+        let err = store.enqueue(&new("x")).await.unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(err.is_transient(), "{shown}");
+        assert!(
+            !shown.contains("Unre4ch-s3cret") && shown.contains("improv:***@"),
+            "{shown}"
+        );
+        let url = format!(
+            "postgresql://improv@/improv?host={}&password=Unre4ch-s3cret",
+            nowhere.path().display()
+        );
+        let err = improv_store::open(&StoreUrl::parse(&url).unwrap())
+            .unwrap()
+            .migrate()
+            .await
+            .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(
+            err.is_transient() && !shown.contains("Unre4ch-s3cret"),
+            "{shown}"
+        );
+        let bad =
+            StoreUrl::Postgres("postgres://improv:Unre4ch-s3cret@/improv?port=notaport".into());
+        let err = improv_store::open(&bad)
+            .err()
+            .expect("a bad port is refused");
+        let shown = format!("{err} {err:?}");
+        assert!(
+            matches!(err, StoreError::Config { .. }) && !shown.contains("Unre4ch-s3cret"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unopenable_sqlite_file_is_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let err = improv_store::open(&StoreUrl::Sqlite(dir.path().join("file/store.db")))
+            .err()
+            .expect("refused");
+        assert!(matches!(err, StoreError::Config { .. }), "{err}");
+        std::fs::write(dir.path().join("junk.db"), "not a database, ".repeat(100)).unwrap();
+        let err = improv_store::open(&StoreUrl::Sqlite(dir.path().join("junk.db")))
+            .err()
+            .expect("refused");
+        assert!(matches!(err, StoreError::Config { .. }), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_database_restart_fails_calls_transiently_then_they_succeed() {
+        let backend = Backend::postgres();
+        let Backend::Postgres(pg) = &backend else {
+            unreachable!()
+        };
+        let store = backend.open().await;
+        let watcher = backend.open().await;
+        let id = store.enqueue(&new("restarted")).await.unwrap();
+        let lease = claim(&store, "w").await;
+        store.append(&lease, &[note(1)]).await.unwrap();
+        // The watcher's listening connection exists before the restart.
+        assert!(
+            watcher
+                .wait_events(&id, 0, Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+
+        pg.stop();
+        let err = store.append(&lease, &[note(2)]).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(store.claim("w2", TTL).await.unwrap_err().is_transient());
+        assert!(
+            watcher
+                .wait_events(&id, 1, Duration::from_millis(200))
+                .await
+                .unwrap_err()
+                .is_transient()
+        );
+        pg.start();
+
+        // The very next call succeeds: the pool dropped the connections that died.
+        store.append(&lease, &[note(2)]).await.unwrap();
+        assert_eq!(
+            store.events(&id, 0, 0).await.unwrap(),
+            vec![note(1), note(2)]
+        );
+        // And the watcher's listener reconnected: an append wakes it again.
+        let waiting = {
+            let (watcher, id) = (Arc::clone(&watcher), id.clone());
+            tokio::spawn(async move { watcher.wait_events(&id, 2, NEVER).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.append(&lease, &[note(3)]).await.unwrap();
+        assert!(woken(waiting).await, "woken after the restart");
+    }
+}

@@ -1,0 +1,772 @@
+//! The PostgreSQL store: any number of workers on any number of machines share one database.
+//! Postgres does the coordinating: claims take the oldest claimable row with
+//! `FOR UPDATE SKIP LOCKED`, every fenced write locks its performance's row and checks the
+//! lease's epoch in the same transaction as the write, and appends `NOTIFY` a channel that a
+//! dedicated listening connection (reconnected when it drops) turns into wake-ups for
+//! [`Store::wait_events`].
+//!
+//! Connections come from a deadpool pool, which drops connections that closed (a database
+//! restart) so the next call after the server is back gets a fresh one. The schema is brought up
+//! to date on first use (versioned in `schema_migrations`, under an advisory lock so two
+//! processes starting together do not race); a newer schema is refused.
+//!
+//! Every error names the store by its redacted URL, and the password is scrubbed from the
+//! driver's messages, so it never reaches an error, a log or an event.
+
+mod listener;
+mod schema;
+
+use crate::codec::{self, Encoded};
+use crate::rows::{
+    Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state, signed,
+    sql_limit, state_name, unsigned,
+};
+use crate::{
+    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    PerformanceRecord, State, Store, StoreError, StoreUrl,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use improv_kernel::{Event, Outcome};
+use listener::Listener;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+/// How long opening one connection may take before the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections per store instance (one process): claims, appends and readers share them.
+const POOL_SIZE: usize = 16;
+
+/// The channel appends and finishes notify, with the performance id as payload.
+pub(crate) const CHANNEL: &str = "improv_events";
+
+/// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
+const RECORD: &str = "p.id, p.stage, p.intent, p.model, p.origin, p.state, p.outcome, p.reason, \
+                      p.worker, p.epoch, p.last_seq, p.created_at, p.updated_at";
+
+/// The columns of an [`OutboxEntry`], in the order [`outbox_entry`] reads them.
+const OUTBOX: &str = "o.performance, o.seq, o.door, o.conversation, o.body, o.sent_id, \
+                      o.attempts, o.created_at";
+
+/// What turns the driver's errors into [`StoreError`]s: the store's name and the password to
+/// scrub from messages.
+#[derive(Clone)]
+pub(crate) struct Namer {
+    name: String,
+    password: Option<String>,
+}
+
+impl Namer {
+    fn message(&self, error: &dyn std::error::Error) -> String {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        match &self.password {
+            Some(password) if !password.is_empty() => message.replace(password.as_str(), "***"),
+            _ => message,
+        }
+    }
+
+    /// Maps a driver error: the server unreachable, shutting down or out of connections is
+    /// transient; a refused login or an unknown database is configuration; the rest as is.
+    pub(crate) fn error(&self, error: &tokio_postgres::Error) -> StoreError {
+        let store = self.name.clone();
+        let message = self.message(error);
+        if let Some(db) = error.as_db_error() {
+            let class = db.code().code().get(..2).unwrap_or("");
+            return match class {
+                // connection exception, insufficient resources, operator intervention
+                "08" | "53" | "57" => StoreError::Unavailable { store, message },
+                // invalid authorization, invalid catalog (no such database)
+                "28" | "3D" => StoreError::Config { store, message },
+                _ => StoreError::Backend { store, message },
+            };
+        }
+        let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
+        if error.is_closed() || io || message.starts_with("timeout") {
+            StoreError::Unavailable { store, message }
+        } else if message.starts_with("authentication error")
+            || message.starts_with("invalid configuration")
+        {
+            StoreError::Config { store, message }
+        } else {
+            StoreError::Backend { store, message }
+        }
+    }
+
+    fn pool_error(&self, error: &PoolError) -> StoreError {
+        match error {
+            PoolError::Backend(e) => self.error(e),
+            PoolError::Timeout(_) => StoreError::Unavailable {
+                store: self.name.clone(),
+                message: "timed out waiting for a connection".into(),
+            },
+            other => StoreError::Backend {
+                store: self.name.clone(),
+                message: self.message(other),
+            },
+        }
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    namer: Namer,
+    config: tokio_postgres::Config,
+    pool: Pool,
+    migrated: OnceCell<u32>,
+    listener: OnceLock<Listener>,
+}
+
+impl PgStore {
+    /// Prepares a store on `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?host=SOCKETDIR]`).
+    /// Connects on first use; a URL that cannot be parsed is a [`StoreError::Config`].
+    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let name = StoreUrl::Postgres(url.to_string()).redacted();
+        let mut config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| StoreError::Config {
+                    store: name.clone(),
+                    message: format!("{e}; use postgres://USER@HOST/DB"),
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let password = config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        let namer = Namer { name, password };
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT * 2))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Config {
+                store: namer.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(PgStore {
+            namer,
+            config,
+            pool,
+            migrated: OnceCell::new(),
+            listener: OnceLock::new(),
+        })
+    }
+
+    /// A pooled connection, the schema brought up to date first (once per instance).
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.migrated
+            .get_or_try_init(|| async {
+                let mut client = self.raw_client().await?;
+                schema::migrate(&self.namer, &mut client).await
+            })
+            .await?;
+        self.raw_client().await
+    }
+
+    async fn raw_client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| self.namer.pool_error(&e))
+    }
+
+    fn err(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+        |e| self.namer.error(&e)
+    }
+
+    /// Runs one statement, returning the rows.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(self.err())?;
+        client.query(&statement, params).await.map_err(self.err())
+    }
+
+    /// Runs one statement, returning how many rows it changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(self.err())?;
+        client.execute(&statement, params).await.map_err(self.err())
+    }
+
+    /// Opens a transaction on `client`, locks the performance's row and checks that `lease` is
+    /// its current lease: what the caller then writes commits with the fence or not at all.
+    async fn fence<'c>(
+        &self,
+        client: &'c mut deadpool_postgres::Client,
+        lease: &Lease,
+    ) -> Result<(deadpool_postgres::Transaction<'c>, Holder), StoreError> {
+        let tx = client.transaction().await.map_err(self.err())?;
+        let rows = tx
+            .query(
+                "SELECT state, worker, epoch, last_seq FROM performances WHERE id = $1 FOR UPDATE",
+                &[&lease.performance],
+            )
+            .await
+            .map_err(self.err())?;
+        let row = rows
+            .first()
+            .ok_or_else(|| self.not_found(&lease.performance))?;
+        let holder = Holder {
+            state: parse_state(&self.namer.name, row.get(0))?,
+            worker: row.get(1),
+            epoch: unsigned(row.get(2)),
+            last_seq: unsigned(row.get(3)),
+        };
+        fence(lease, &holder)?;
+        Ok((tx, holder))
+    }
+
+    fn not_found(&self, id: &str) -> StoreError {
+        StoreError::NotFound {
+            store: self.namer.name.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    fn json_error(&self, e: impl std::fmt::Display) -> StoreError {
+        corrupt(&self.namer.name, &format!("JSON: {e}"))
+    }
+
+    fn record(&self, row: &tokio_postgres::Row) -> Result<PerformanceRecord, StoreError> {
+        let name = &self.namer.name;
+        Ok(PerformanceRecord {
+            id: row.get(0),
+            stage: row.get(1),
+            intent: row.get(2),
+            model: row.get(3),
+            origin: row.get(4),
+            state: parse_state(name, row.get(5))?,
+            outcome: parse_outcome(name, row.get(6))?,
+            reason: row.get(7),
+            worker: row.get(8),
+            epoch: unsigned(row.get(9)),
+            last_seq: unsigned(row.get(10)),
+            created_at: row.get(11),
+            updated_at: row.get(12),
+        })
+    }
+
+    fn outbox_entry(&self, r: &tokio_postgres::Row) -> Result<OutboxEntry, StoreError> {
+        let body: String = r.get(4);
+        Ok(OutboxEntry {
+            message: OutboxMessage {
+                key: OutboxKey {
+                    performance: r.get(0),
+                    seq: unsigned(r.get(1)),
+                },
+                door: r.get(2),
+                conversation: r.get(3),
+                body: serde_json::from_str(&body).map_err(|e| self.json_error(e))?,
+            },
+            sent_id: r.get(5),
+            attempts: u32::try_from(r.get::<_, i32>(6)).unwrap_or(0),
+            created_at: r.get(7),
+        })
+    }
+
+    /// Whether `id` has an event after `after` or finished.
+    async fn ready(&self, id: &str, after: u64) -> Result<bool, StoreError> {
+        let rows = self
+            .query(
+                "SELECT last_seq, state FROM performances WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| self.not_found(id))?;
+        let state = parse_state(&self.namer.name, row.get(1))?;
+        Ok(unsigned(row.get(0)) > after || state == State::Finished)
+    }
+
+    async fn notify(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Stores the blobs and rows of `encoded` (inside the append's transaction).
+    async fn insert_events(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        id: &str,
+        encoded: &[Encoded],
+    ) -> Result<(), StoreError> {
+        let blobs: HashMap<&str, &[u8]> = encoded
+            .iter()
+            .flat_map(|e| e.blobs.iter())
+            .map(|(hash, text)| (hash.as_str(), text.as_bytes()))
+            .collect();
+        if !blobs.is_empty() {
+            let (hashes, bodies): (Vec<&str>, Vec<&[u8]>) = blobs.into_iter().unzip();
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO blobs (hash, body) SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
+                     ON CONFLICT (hash) DO NOTHING",
+                )
+                .await
+                .map_err(self.err())?;
+            tx.execute(&statement, &[&hashes, &bodies])
+                .await
+                .map_err(self.err())?;
+        }
+        let seqs: Vec<i64> = encoded.iter().map(|e| signed(e.seq)).collect();
+        let bodies: Vec<&str> = encoded.iter().map(|e| e.body.as_str()).collect();
+        let refs: Vec<Option<&str>> = encoded.iter().map(|e| e.refs.as_deref()).collect();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO events (performance, seq, body, blobs) \
+                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[])",
+            )
+            .await
+            .map_err(self.err())?;
+        tx.execute(&statement, &[&id, &seqs, &bodies, &refs])
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The blobs with these hashes.
+    async fn blobs(&self, hashes: Vec<String>) -> Result<HashMap<String, String>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = self
+            .query(
+                "SELECT hash, body FROM blobs WHERE hash = ANY($1)",
+                &[&hashes],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let body: Vec<u8> = row.get(1);
+                let text = String::from_utf8(body).map_err(|e| self.json_error(e))?;
+                Ok((row.get(0), text))
+            })
+            .collect()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.get() {
+            listener.stop();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn describe(&self) -> String {
+        self.namer.name.clone()
+    }
+
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        let mut client = self.raw_client().await?;
+        let version = schema::migrate(&self.namer, &mut client).await?;
+        let _ = self.migrated.set(version);
+        Ok(version)
+    }
+
+    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
+        let id = new
+            .id
+            .clone()
+            .unwrap_or_else(improv_kernel::performance::new_id);
+        let now = now_millis();
+        let inserted = self
+            .execute(
+                "INSERT INTO performances (id, stage, intent, model, origin, state, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &id,
+                    &new.stage,
+                    &new.intent,
+                    &new.model,
+                    &new.origin,
+                    &state_name(State::Queued),
+                    &now,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Exists { id });
+        }
+        Ok(id)
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
+        let now = now_millis();
+        let expires = expiry(now, ttl);
+        let rows = self
+            .query(
+                &format!(
+                    "UPDATE performances p SET state = 'leased', worker = $1, \
+                     epoch = p.epoch + 1, lease_expires = $2, updated_at = $3 \
+                     FROM (SELECT id FROM performances \
+                           WHERE state = 'queued' OR (state = 'leased' AND lease_expires <= $3) \
+                           ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c \
+                     WHERE p.id = c.id RETURNING {RECORD}"
+                ),
+                &[&worker, &expires, &now],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let record = self.record(row)?;
+        let lease = Lease {
+            performance: record.id.clone(),
+            worker: worker.to_string(),
+            epoch: record.epoch,
+            expires_at: expires,
+        };
+        Ok(Some((lease, record)))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        let mut client = self.client().await?;
+        let (tx, _) = self.fence(&mut client, lease).await?;
+        let now = now_millis();
+        let expires = expiry(now, ttl);
+        tx.execute(
+            "UPDATE performances SET lease_expires = $2, updated_at = $3 WHERE id = $1",
+            &[&lease.performance, &expires, &now],
+        )
+        .await
+        .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(Lease {
+            expires_at: expires,
+            ..lease.clone()
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let (tx, _) = self.fence(&mut client, lease).await?;
+        tx.execute(
+            "UPDATE performances SET state = 'queued', lease_expires = 0, updated_at = $2 \
+             WHERE id = $1",
+            &[&lease.performance, &now_millis()],
+        )
+        .await
+        .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let (tx, _) = self.fence(&mut client, lease).await?;
+        tx.execute(
+            "UPDATE performances SET state = 'finished', outcome = $2, reason = $3, \
+             lease_expires = 0, updated_at = $4 WHERE id = $1",
+            &[
+                &lease.performance,
+                &outcome.as_str(),
+                &reason,
+                &now_millis(),
+            ],
+        )
+        .await
+        .map_err(self.err())?;
+        self.notify(&tx, &lease.performance).await?;
+        tx.commit().await.map_err(self.err())
+    }
+
+    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
+        let rows = self
+            .query(
+                &format!("SELECT {RECORD} FROM performances p WHERE p.id = $1"),
+                &[&id],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| self.not_found(id))?;
+        self.record(row)
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
+        let state = filter.state.map(state_name);
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {RECORD} FROM performances p WHERE $1::text IS NULL OR p.state = $1 \
+                     ORDER BY p.created_at DESC, p.id DESC LIMIT $2"
+                ),
+                &[&state, &sql_limit(limit)],
+            )
+            .await?;
+        rows.iter().map(|row| self.record(row)).collect()
+    }
+
+    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
+        let encoded: Vec<Encoded> = events
+            .iter()
+            .map(codec::encode)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.json_error(e))?;
+        let mut client = self.client().await?;
+        let (tx, holder) = self.fence(&mut client, lease).await?;
+        check_seqs(&lease.performance, holder.last_seq, events)?;
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        self.insert_events(&tx, &lease.performance, &encoded)
+            .await?;
+        tx.execute(
+            "UPDATE performances SET last_seq = $2, updated_at = $3 WHERE id = $1",
+            &[&lease.performance, &signed(last.seq), &now_millis()],
+        )
+        .await
+        .map_err(self.err())?;
+        self.notify(&tx, &lease.performance).await?;
+        tx.commit().await.map_err(self.err())
+    }
+
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT body, blobs FROM events WHERE performance = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+                &[&id, &signed(after), &sql_limit(limit)],
+            )
+            .await?;
+        if rows.is_empty() {
+            self.performance(id).await?; // NotFound for an unknown performance
+            return Ok(Vec::new());
+        }
+        let mut hashes = Vec::new();
+        for row in &rows {
+            hashes.extend(codec::ref_hashes(row.get(1)).map_err(|e| self.json_error(e))?);
+        }
+        hashes.sort();
+        hashes.dedup();
+        let blobs = self.blobs(hashes).await?;
+        rows.iter()
+            .map(|row| {
+                codec::decode(row.get(0), row.get(1), &blobs)
+                    .map_err(|e| corrupt(&self.namer.name, &format!("performance {id}: {e}")))
+            })
+            .collect()
+    }
+
+    async fn wait_events(
+        &self,
+        id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        let listener = self
+            .listener
+            .get_or_init(|| Listener::start(self.config.clone(), self.namer.clone()));
+        // Subscribe before looking, so an append between the look and the wait still wakes us.
+        let mut wakes = listener.subscribe();
+        if self.ready(id, after).await? {
+            return Ok(true);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, wakes.recv()).await {
+                Err(_elapsed) => return self.ready(id, after).await,
+                Ok(Ok(Some(performance))) if performance != id => continue,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    // The listener is gone (the store is being dropped): look once more.
+                    return self.ready(id, after).await;
+                }
+                // Ours, a reconnection (notifications may have been missed) or a lag.
+                Ok(_) => {
+                    if self.ready(id, after).await? {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+        let inserted = self
+            .execute(
+                "INSERT INTO firings (door, due, performance, note) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (door, due) DO NOTHING",
+                &[&firing.door, &firing.due, &firing.performance, &firing.note],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+        let updated = self
+            .execute(
+                "UPDATE firings SET performance = $3, note = $4 WHERE door = $1 AND due = $2",
+                &[&firing.door, &firing.due, &firing.performance, &firing.note],
+            )
+            .await?;
+        if updated == 0 {
+            return Err(self.not_found(&format!(
+                "(firing of door {} due {})",
+                firing.door, firing.due
+            )));
+        }
+        Ok(())
+    }
+
+    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT door, due, performance, note FROM firings WHERE door = $1 \
+                 ORDER BY due DESC LIMIT $2",
+                &[&door, &sql_limit(limit)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Firing {
+                door: r.get(0),
+                due: r.get(1),
+                performance: r.get(2),
+                note: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
+        let body = serde_json::to_string(&message.body).map_err(|e| self.json_error(e))?;
+        let seq = signed(message.key.seq);
+        self.execute(
+            "INSERT INTO outbox (performance, seq, door, conversation, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (performance, seq) DO NOTHING",
+            &[
+                &message.key.performance,
+                &seq,
+                &message.door,
+                &message.conversation,
+                &body,
+                &now_millis(),
+            ],
+        )
+        .await?;
+        let rows = self
+            .query(
+                &format!("SELECT {OUTBOX} FROM outbox o WHERE o.performance = $1 AND o.seq = $2"),
+                &[&message.key.performance, &seq],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| {
+            corrupt(
+                &self.namer.name,
+                "an outbox message vanished after it was put",
+            )
+        })?;
+        self.outbox_entry(row)
+    }
+
+    async fn outbox_pending(
+        &self,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = self
+            .query(
+                &format!(
+                    "UPDATE outbox o SET attempts = o.attempts + 1 \
+                     FROM (SELECT performance, seq FROM outbox \
+                           WHERE door = $1 AND sent_id IS NULL \
+                           ORDER BY created_at, performance, seq LIMIT $2 \
+                           FOR UPDATE SKIP LOCKED) c \
+                     WHERE o.performance = c.performance AND o.seq = c.seq RETURNING {OUTBOX}"
+                ),
+                &[&door, &sql_limit(limit)],
+            )
+            .await?;
+        let mut entries: Vec<OutboxEntry> = rows
+            .iter()
+            .map(|row| self.outbox_entry(row))
+            .collect::<Result<_, _>>()?;
+        entries.sort_by(|a, b| {
+            (a.created_at, &a.message.key.performance, a.message.key.seq).cmp(&(
+                b.created_at,
+                &b.message.key.performance,
+                b.message.key.seq,
+            ))
+        });
+        Ok(entries)
+    }
+
+    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
+        let rows = self
+            .query(
+                "UPDATE outbox SET sent_id = COALESCE(sent_id, $3) \
+                 WHERE performance = $1 AND seq = $2 RETURNING 1",
+                &[&key.performance, &signed(key.seq), &sent_id],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(
+                self.not_found(&format!("(outbox message {}#{})", key.performance, key.seq))
+            );
+        }
+        Ok(())
+    }
+
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT value FROM kv WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )
+            .await?;
+        rows.first()
+            .map(|row| serde_json::from_str(row.get(0)).map_err(|e| self.json_error(e)))
+            .transpose()
+    }
+
+    async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        let value = serde_json::to_string(value).map_err(|e| self.json_error(e))?;
+        let sql = if only_if_absent {
+            "INSERT INTO kv (scope, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        } else {
+            "INSERT INTO kv (scope, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
+        };
+        Ok(self.execute(sql, &[&scope, &key, &value]).await? == 1)
+    }
+}

@@ -1,0 +1,83 @@
+//! The one listening connection of a [`super::PgStore`]: it `LISTEN`s on the events channel and
+//! broadcasts each notification's performance id to every waiter in the process. When the
+//! connection drops (a database restart) it reconnects with a growing pause, and after each
+//! (re)connection broadcasts `None`, "look again", since notifications sent meanwhile are lost.
+
+use super::{CHANNEL, Namer};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// Wake-ups: `Some(id)` when performance `id` changed, `None` when any may have.
+pub(super) type Wake = Option<String>;
+
+pub(super) struct Listener {
+    wakes: broadcast::Sender<Wake>,
+    task: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Starts listening in the background (must be called inside a tokio runtime).
+    pub(super) fn start(config: tokio_postgres::Config, namer: Namer) -> Listener {
+        let (wakes, _) = broadcast::channel(1024);
+        let task = tokio::spawn(listen(config, namer, wakes.clone()));
+        Listener { wakes, task }
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Wake> {
+        self.wakes.subscribe()
+    }
+
+    pub(super) fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// Listens until aborted, reconnecting whenever the connection ends.
+async fn listen(config: tokio_postgres::Config, namer: Namer, wakes: broadcast::Sender<Wake>) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+                let forward = wakes.clone();
+                // The connection must be polled for LISTEN to complete and for notifications.
+                let messages = tokio::spawn(async move {
+                    let mut stream =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(message)) = stream.next().await {
+                        if let AsyncMessage::Notification(n) = message {
+                            let _ = forward.send(Some(n.payload().to_string()));
+                        }
+                    }
+                    drop(ready_tx);
+                });
+                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    Ok(()) => {
+                        pause = Duration::from_millis(50);
+                        let _ = wakes.send(None);
+                        // Until the connection ends; `client` stays alive meanwhile.
+                        let _ = ready_rx.await;
+                    }
+                    Err(e) => report(&namer, &e),
+                }
+                messages.abort();
+            }
+            Err(e) => report(&namer, &e),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The listener has no caller to return its errors to (waiters see an outage through their own
+/// queries, which fail with `Unavailable`), so it logs them, the password scrubbed.
+fn report(namer: &Namer, error: &tokio_postgres::Error) {
+    tracing::warn!(
+        store = %namer.name,
+        error = %namer.error(error),
+        "the events listener cannot listen; reconnecting"
+    );
+}

@@ -1,0 +1,80 @@
+//! The PostgreSQL schema, one migration per version, applied in order under an advisory lock
+//! and recorded in `schema_migrations`; a database already at a newer version is refused.
+
+use super::Namer;
+use crate::StoreError;
+use crate::rows::now_millis;
+
+/// Entry `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE performances (
+    id TEXT PRIMARY KEY, stage TEXT NOT NULL, intent TEXT NOT NULL, model TEXT,
+    origin TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT, reason TEXT NOT NULL DEFAULT '',
+    worker TEXT, epoch BIGINT NOT NULL DEFAULT 0, lease_expires BIGINT NOT NULL DEFAULT 0,
+    last_seq BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE INDEX performances_claimable ON performances (created_at, id) WHERE state <> 'finished';
+CREATE INDEX performances_by_time ON performances (created_at DESC, id DESC);
+CREATE TABLE events (
+    performance TEXT NOT NULL, seq BIGINT NOT NULL, body TEXT NOT NULL, blobs TEXT,
+    PRIMARY KEY (performance, seq));
+CREATE TABLE blobs (hash TEXT PRIMARY KEY, body BYTEA NOT NULL);
+CREATE TABLE firings (
+    door TEXT NOT NULL, due BIGINT NOT NULL, performance TEXT, note TEXT NOT NULL,
+    PRIMARY KEY (door, due));
+CREATE TABLE outbox (
+    performance TEXT NOT NULL, seq BIGINT NOT NULL, door TEXT NOT NULL,
+    conversation TEXT NOT NULL, body TEXT NOT NULL, sent_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, created_at BIGINT NOT NULL,
+    PRIMARY KEY (performance, seq));
+CREATE INDEX outbox_pending ON outbox (door, created_at) WHERE sent_id IS NULL;
+CREATE TABLE kv (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (scope, key));
+"];
+
+/// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.
+const LOCK: i64 = 0x0000_696d_7072_6f76;
+
+/// Applies the migrations the database lacks; returns the version now applied.
+pub(super) async fn migrate(
+    namer: &Namer,
+    client: &mut deadpool_postgres::Client,
+) -> Result<u32, StoreError> {
+    let err = |e: tokio_postgres::Error| namer.error(&e);
+    let tx = client.transaction().await.map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+        .await
+        .map_err(err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .map_err(err)?;
+    let row = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let found = u32::try_from(row.get::<_, i32>(0)).unwrap_or(0);
+    let known = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
+    if found > known {
+        return Err(StoreError::NewerSchema {
+            store: namer.name.clone(),
+            found,
+            known,
+        });
+    }
+    for (version, sql) in (1i32..).zip(MIGRATIONS).skip(found as usize) {
+        tx.batch_execute(sql).await.map_err(err)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            &[&version, &now_millis()],
+        )
+        .await
+        .map_err(err)?;
+    }
+    tx.commit().await.map_err(err)?;
+    Ok(known)
+}
