@@ -1,6 +1,11 @@
 //! Streaming import: JSON lines, a JSON array or CSV read from a file a piece at a time, recorded in
 //! batches (one transaction each, shapes inferred as they are written), so memory stays the same
-//! whatever the file's size.
+//! whatever the file's size. Two threads share the work: a reading thread reads, parses, checks
+//! and encodes each entry and infers the collection's shape, while the importing thread stores
+//! the previous batch; a bounded channel between them keeps memory at a few batches. The
+//! writer takes the reader's shape only if nothing else wrote the collection since it was
+//! started from and it is not settled; otherwise it checks and infers each entry itself, as
+//! [`Ledger::record_batch`] does.
 //!
 //! A line that cannot be read (malformed JSON, not UTF-8, a CSV row with the wrong number of
 //! fields) is kept in the rejects with its line number and the import goes on; a JSON array that
@@ -9,23 +14,34 @@
 //! out, `true`/`false` are booleans, numbers are numbers (integers when they have no fraction or
 //! exponent and fit in 64 bits), anything else a string.
 
-use crate::ledger::{ImportReport, Input, Ledger, LedgerError, Provenance, RecordOutcome, Result};
+use crate::ledger::{
+    Checked, Inferred, Input, Ledger, LedgerError, Prepared, Provenance, RecordOutcome, Result,
+};
+use crate::shape::Shape;
+use serde::Serialize;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 /// Entries per write transaction, at most...
 const BATCH_ENTRIES: usize = 5_000;
 /// ...and bytes of entry text per transaction, at most (beyond one entry).
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 2 << 20;
 /// WAL pages between checkpoints while importing (SQLite's default is 1,000, 4 MB). Each
 /// checkpoint copies the log into the ledger file and waits for the disk (fsync); at the default
 /// that wait was a third of an import's time. Spacing them 10x apart keeps every commit as
 /// durable as before (WAL, synchronous=NORMAL: checkpoints only move committed pages), costs up
 /// to about 40 MB of log on disk, not in memory, and the import checkpoints once at its end.
 const IMPORT_CHECKPOINT_PAGES: u32 = 10_000;
+/// Batches read ahead of the writer: the reading thread parses, checks and infers the next
+/// batch while the writer stores this one, so memory stays at a few batches.
+const BATCHES_IN_FLIGHT: usize = 1;
 /// Read buffer size.
 const READ_BUFFER: usize = 256 << 10;
 
@@ -86,10 +102,19 @@ fn io(file: &Path) -> impl Fn(std::io::Error) -> LedgerError + '_ {
     }
 }
 
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub recorded: u64,
+    pub rejected: u64,
+    /// Fields proposed for a settled collection.
+    pub proposed: Vec<String>,
+}
+
 /// Counts the bytes read through it, for progress.
 struct Counting<R> {
     inner: R,
-    bytes: std::rc::Rc<std::cell::Cell<u64>>,
+    bytes: Rc<Cell<u64>>,
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -100,22 +125,48 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Entries gathered for one write transaction.
+/// A batch read, parsed and inferred by the reading thread, on its way to the writer.
+struct Batch {
+    entries: Vec<Prepared>,
+    /// The collection's shape after these entries, while the reading thread infers it.
+    shape: Option<Shape>,
+    /// Bytes of the file read so far.
+    bytes_read: u64,
+}
+
+/// The reading thread's side: parses and checks entries, infers the shape while the writer
+/// takes it, and hands batches to the writer.
 struct Batcher<'a> {
     ledger: &'a Ledger,
-    collection: &'a str,
-    provenance: &'a Provenance,
-    pending: Vec<(Input, Option<String>)>,
+    /// The shape so far, while inference runs here; the values it absorbed are dropped here.
+    shape: Option<Shape>,
+    /// Set by the writer once it stops taking this thread's shapes (another writer came in
+    /// between, or the collection got settled): entries then keep their values for it.
+    inference_dropped: &'a AtomicBool,
+    pending: Vec<Prepared>,
     pending_bytes: usize,
-    report: ImportReport,
-    progress: &'a mut dyn FnMut(ImportProgress),
-    read: std::rc::Rc<std::cell::Cell<u64>>,
-    total_bytes: u64,
+    out: SyncSender<Batch>,
+    read: Rc<Cell<u64>>,
+    file: &'a Path,
 }
 
 impl Batcher<'_> {
     fn push(&mut self, input: Input, origin: String, bytes: usize) -> Result<()> {
-        self.pending.push((input, Some(origin)));
+        let mut checked = self.ledger.prepare(input);
+        if self.inference_dropped.load(Ordering::Relaxed) {
+            self.shape = None;
+        }
+        let mut changed = false;
+        if let (Some(shape), Checked::Accepted { value, .. }) = (&mut self.shape, &mut checked)
+            && let Some(value) = value.take()
+        {
+            changed = shape.absorb(&value);
+        }
+        self.pending.push(Prepared {
+            checked,
+            origin: Some(origin),
+            changed,
+        });
         self.pending_bytes += bytes;
         if self.pending.len() >= BATCH_ENTRIES || self.pending_bytes >= BATCH_BYTES {
             self.flush()?;
@@ -127,28 +178,17 @@ impl Batcher<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.pending);
+        let batch = Batch {
+            entries: std::mem::take(&mut self.pending),
+            shape: self.shape.clone(),
+            bytes_read: self.read.get(),
+        };
         self.pending_bytes = 0;
-        for outcome in self.ledger.write(self.collection, batch, self.provenance)? {
-            match outcome {
-                RecordOutcome::Recorded { proposed, .. } => {
-                    self.report.recorded += 1;
-                    for field in proposed {
-                        if !self.report.proposed.contains(&field) {
-                            self.report.proposed.push(field);
-                        }
-                    }
-                }
-                RecordOutcome::Rejected { .. } => self.report.rejected += 1,
-            }
-        }
-        (self.progress)(ImportProgress {
-            bytes: self.read.get(),
-            total_bytes: self.total_bytes,
-            recorded: self.report.recorded,
-            rejected: self.report.rejected,
-        });
-        Ok(())
+        // Fails only when the writer stopped on an error, which is the one reported.
+        self.out.send(batch).map_err(|_| LedgerError::Io {
+            path: self.file.to_path_buf(),
+            source: std::io::Error::other("the ledger stopped writing"),
+        })
     }
 }
 
@@ -176,44 +216,130 @@ impl Ledger {
     ) -> Result<ImportReport> {
         let opened = File::open(file).map_err(io(file))?;
         let total_bytes = opened.metadata().map_err(io(file))?.len();
-        let read = std::rc::Rc::new(std::cell::Cell::new(0));
-        let mut reader = BufReader::with_capacity(
-            READ_BUFFER,
-            Counting {
-                inner: opened,
-                bytes: read.clone(),
-            },
-        );
-        let format = ImportFormat::detect(file, &mut reader)?;
-        let mut batcher = Batcher {
+        let start = self.inference_start(collection)?;
+        let inference_dropped = AtomicBool::new(start.is_none());
+        let (chain, shape) = start.unzip();
+        let checkpoint_pages = self.set_wal_autocheckpoint(IMPORT_CHECKPOINT_PAGES)?;
+        let (out, batches) = sync_channel(BATCHES_IN_FLIGHT);
+        let mut writer = Writer {
             ledger: self,
             collection,
             provenance,
-            pending: Vec::new(),
-            pending_bytes: 0,
+            chain,
+            inference_dropped: &inference_dropped,
             report: ImportReport::default(),
-            progress,
-            read,
-            total_bytes,
         };
-        let checkpoint_pages = self.set_wal_autocheckpoint(IMPORT_CHECKPOINT_PAGES)?;
-        let outcome = match format {
-            ImportFormat::JsonLines => json_lines(&mut reader, file, &mut batcher),
-            ImportFormat::JsonArray => json_array(&mut reader, file, &mut batcher),
-            ImportFormat::Csv => csv_rows(&mut reader, &mut batcher),
-        };
-        // What was read before an error is recorded, not lost.
-        let flushed = batcher.flush();
+        let (read, written) = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                read_file(
+                    opened,
+                    file,
+                    Batcher {
+                        ledger: self,
+                        shape,
+                        inference_dropped: &inference_dropped,
+                        pending: Vec::new(),
+                        pending_bytes: 0,
+                        out,
+                        read: Rc::default(),
+                        file,
+                    },
+                )
+            });
+            let mut written = Ok(());
+            for batch in &batches {
+                let bytes = batch.bytes_read;
+                written = writer.write(batch);
+                if written.is_err() {
+                    break;
+                }
+                progress(ImportProgress {
+                    bytes,
+                    total_bytes,
+                    recorded: writer.report.recorded,
+                    rejected: writer.report.rejected,
+                });
+            }
+            // A writer that stopped early lets the reader's next send fail, so it ends too.
+            drop(batches);
+            let read = reader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (read, written)
+        });
         let restored = self
             .set_wal_autocheckpoint(checkpoint_pages)
             .and_then(|_| self.checkpoint());
-        outcome?;
-        flushed?;
+        written?;
+        read?;
         restored?;
-        let mut report = batcher.report;
+        let mut report = writer.report;
         report.proposed.sort();
         Ok(report)
     }
+}
+
+/// The writing side, on the importing thread: one transaction per batch.
+struct Writer<'a> {
+    ledger: &'a Ledger,
+    collection: &'a str,
+    provenance: &'a Provenance,
+    /// The revision the reading thread's next shape continues from, while the writer takes its
+    /// shapes; `None` once it does not (then each entry is inferred by the writer).
+    chain: Option<i64>,
+    inference_dropped: &'a AtomicBool,
+    report: ImportReport,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, batch: Batch) -> Result<()> {
+        let inferred = match (self.chain, batch.shape) {
+            (Some(from_rev), Some(shape)) => Some(Inferred { from_rev, shape }),
+            _ => None,
+        };
+        let written =
+            self.ledger
+                .write(self.collection, batch.entries, inferred, self.provenance)?;
+        self.chain = written.used_inferred.then_some(written.rev);
+        if self.chain.is_none() {
+            self.inference_dropped.store(true, Ordering::Relaxed);
+        }
+        for outcome in written.outcomes {
+            match outcome {
+                RecordOutcome::Recorded { proposed, .. } => {
+                    self.report.recorded += 1;
+                    for field in proposed {
+                        if !self.report.proposed.contains(&field) {
+                            self.report.proposed.push(field);
+                        }
+                    }
+                }
+                RecordOutcome::Rejected { .. } => self.report.rejected += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reading thread: detects the format, reads every entry into `batcher`, and hands over
+/// what was read before an error too.
+fn read_file(opened: File, file: &Path, mut batcher: Batcher) -> Result<()> {
+    let mut reader = BufReader::with_capacity(
+        READ_BUFFER,
+        Counting {
+            inner: opened,
+            bytes: batcher.read.clone(),
+        },
+    );
+    let format = ImportFormat::detect(file, &mut reader)?;
+    let outcome = match format {
+        ImportFormat::JsonLines => json_lines(&mut reader, file, &mut batcher),
+        ImportFormat::JsonArray => json_array(&mut reader, file, &mut batcher),
+        ImportFormat::Csv => csv_rows(&mut reader, &mut batcher),
+    };
+    // What was read before an error is recorded, not lost.
+    let flushed = batcher.flush();
+    outcome.and(flushed)
 }
 
 fn json_lines(reader: &mut impl BufRead, file: &Path, batcher: &mut Batcher) -> Result<()> {

@@ -140,3 +140,97 @@ fn a_large_file_is_written_in_batches_with_progress() {
             .is_some()
     );
 }
+
+/// `n` irregular JSON lines: fields that come and go, change kind and get renamed, one line in
+/// a thousand broken; long enough for several batches.
+fn irregular_lines(n: usize) -> String {
+    let mut text = String::new();
+    for i in 0..n {
+        let mut entry = json!({"seq": i, "name": format!("item {i}"), "tags": ["a", "b"]});
+        if i % 3 == 0 {
+            entry["zip"] = if i % 2 == 0 {
+                json!(1234)
+            } else {
+                json!("0123-4")
+            };
+        }
+        if i % 7 == 0 {
+            entry["user"] = json!({"id": i, "email": format!("u{i}@example.org")});
+        }
+        if i > n / 2 {
+            entry["late"] = json!(true);
+        }
+        if i % 1000 == 999 {
+            text.push_str("{broken\n");
+            continue;
+        }
+        text.push_str(&entry.to_string());
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn an_import_infers_the_same_shape_and_stability_as_recording_each_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("irregular.jsonl");
+    let text = irregular_lines(20_000);
+    std::fs::write(&file, &text).unwrap();
+    let ledger = ledger(dir.path());
+    let mut batches = 0;
+    let report = ledger
+        .import_with_progress("imported", &file, &who(), &mut |_| batches += 1)
+        .unwrap();
+    assert!(
+        batches >= 3,
+        "{batches} batches: the file must span several"
+    );
+    let inputs = text.lines().map(improv_ledger::Input::from);
+    let outcomes = ledger.record_batch("recorded", inputs, &who()).unwrap();
+    let recorded = outcomes.iter().filter(|o| o.is_recorded()).count() as u64;
+    assert_eq!((report.recorded, report.rejected), (recorded, 20));
+    let imported = ledger.collection("imported").unwrap();
+    let one_by_one = ledger.collection("recorded").unwrap();
+    assert_eq!(imported.shape, one_by_one.shape);
+    assert_eq!(imported.records, one_by_one.records);
+    assert_eq!(imported.writes_since_change, one_by_one.writes_since_change);
+    // The late field appeared halfway: the writes since then are the second half's.
+    assert!(imported.writes_since_change < 10_000);
+}
+
+#[test]
+fn entries_written_by_someone_else_during_an_import_stay_in_the_shape() {
+    // The importing thread infers the shape; an entry recorded by another writer between two of
+    // its batches must not be lost when the import stores the shape it inferred. Tried many
+    // times, the other writer recording all along.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("irregular.jsonl");
+    std::fs::write(&file, irregular_lines(12_000)).unwrap();
+    for round in 0..5 {
+        let collection = format!("shared{round}");
+        let importer = ledger(dir.path());
+        let other = ledger(dir.path());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let intruders = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                let mut n = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let entry = json!({"seq": -1, "intruder": n});
+                    other.record(&collection, entry, &who()).unwrap();
+                    n += 1;
+                    std::thread::yield_now();
+                }
+                n
+            });
+            importer.import(&collection, &file, &who()).unwrap();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            writer.join().unwrap()
+        });
+        let info = other.collection(&collection).unwrap();
+        let object = info.shape.object.as_ref().unwrap();
+        assert_eq!(info.records, 12_000 - 12 + intruders, "round {round}");
+        assert_eq!(info.shape.count, info.records, "round {round}");
+        let seen = object.fields.get("intruder").map_or(0, |f| f.count);
+        assert_eq!(seen, intruders, "round {round}: the shape lost entries");
+    }
+}
