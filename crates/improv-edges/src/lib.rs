@@ -29,11 +29,11 @@ pub mod secrets;
 pub use env::{ChildEnv, EnvPolicy};
 pub use loop_detector::LoopDetector;
 pub use policy::{
-    Approval, ApprovalRequest, Approver, Decision, Guarded, Hidden, HiddenKind, PathEdges, Policy,
-    PolicyDecision, Prompt, Rule, Unattended,
+    Approval, ApprovalRequest, Approver, Decision, Guard, Guarded, Hidden, HiddenKind, PathEdges,
+    Policy, PolicyDecision, Prompt, Rule, Unattended, guard_all,
 };
 pub use sandbox::{
     Breach, DiskLimit, Limits, MemoryLimit, ProcessLimit, Sandbox, SandboxConfig, SandboxError,
     SandboxMode, TempSpace,
 };
-pub use secrets::{Redacted, RedactingObserver, Redactor};
+pub use secrets::{Redacted, RedactingObserver, Redaction, Redactor};

@@ -3,13 +3,11 @@
 //! and from every event before it is logged or shown ([`RedactingObserver`]).
 
 use async_trait::async_trait;
-use improv_kernel::{
-    Access, Event, ObserveError, Observer, Prop, PropContext, PropError, ToolSpec,
-};
+use improv_kernel::prop::{Layer, Wrapped};
+use improv_kernel::{Event, ObserveError, Observer, Prop, PropContext, PropError};
 use regex::Regex;
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Values shorter than this are not treated as secrets: redacting `1` or `true` everywhere
 /// would garble output and protect nothing.
@@ -212,40 +210,30 @@ impl Redactor {
     }
 }
 
-/// A prop whose output (and error text) is redacted before it goes back to the model.
-pub struct Redacted {
-    inner: Arc<dyn Prop>,
-    redactor: Arc<Redactor>,
-}
+/// A prop whose output (and error text) is redacted before it goes back to the model:
+/// `Redacted::new(prop, redactor)`.
+pub type Redacted = Wrapped<Redaction>;
 
-impl Redacted {
-    pub fn new(inner: Arc<dyn Prop>, redactor: Arc<Redactor>) -> Self {
-        Redacted { inner, redactor }
+/// The [`Layer`] of [`Redacted`]: the redactor its calls' results pass through.
+pub struct Redaction(Arc<Redactor>);
+
+impl From<Arc<Redactor>> for Redaction {
+    fn from(redactor: Arc<Redactor>) -> Self {
+        Redaction(redactor)
     }
 }
 
 #[async_trait]
-impl Prop for Redacted {
-    fn spec(&self) -> &ToolSpec {
-        self.inner.spec()
-    }
-
-    fn access(&self, arguments: &serde_json::Value) -> Access {
-        self.inner.access(arguments)
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        self.inner.timeout()
-    }
-
+impl Layer for Redaction {
     async fn call(
         &self,
+        inner: &dyn Prop,
         arguments: serde_json::Value,
         context: &PropContext,
     ) -> Result<String, PropError> {
-        match self.inner.call(arguments, context).await {
-            Ok(out) => Ok(self.redactor.redact(&out).into_owned()),
-            Err(e) => Err(PropError(self.redactor.redact(&e.0).into_owned())),
+        match inner.call(arguments, context).await {
+            Ok(out) => Ok(self.0.redact(&out).into_owned()),
+            Err(e) => Err(PropError(self.0.redact(&e.0).into_owned())),
         }
     }
 }

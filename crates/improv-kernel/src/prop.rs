@@ -118,3 +118,146 @@ pub trait Prop: Send + Sync {
         context: &PropContext,
     ) -> Result<String, PropError>;
 }
+
+/// What a wrapper around a prop adds to its calls (the edges' policy, redaction, hints): it
+/// sees each call and decides what runs and what comes back. [`Wrapped`] puts one around a
+/// prop, and the prop's schema, access, time limit and repeatability show through unchanged.
+#[async_trait]
+pub trait Layer: Send + Sync {
+    /// Runs a call of `inner`: refuse it, change what goes in or comes out, or pass it on
+    /// with `inner.call(arguments, context)`.
+    async fn call(
+        &self,
+        inner: &dyn Prop,
+        arguments: serde_json::Value,
+        context: &PropContext,
+    ) -> Result<String, PropError>;
+}
+
+/// A shared layer is a layer: one watch, say, around every prop of a performance.
+#[async_trait]
+impl<L: Layer + ?Sized> Layer for Arc<L> {
+    async fn call(
+        &self,
+        inner: &dyn Prop,
+        arguments: serde_json::Value,
+        context: &PropContext,
+    ) -> Result<String, PropError> {
+        self.as_ref().call(inner, arguments, context).await
+    }
+}
+
+/// A prop inside a [`Layer`]: the one place a wrapper forwards what it does not change, so a
+/// method added to [`Prop`] reaches every wrapped prop.
+pub struct Wrapped<L> {
+    inner: Arc<dyn Prop>,
+    layer: L,
+}
+
+impl<L: Layer> Wrapped<L> {
+    pub fn new(inner: Arc<dyn Prop>, layer: impl Into<L>) -> Self {
+        Wrapped {
+            inner,
+            layer: layer.into(),
+        }
+    }
+
+    /// The prop inside.
+    pub fn inner(&self) -> &Arc<dyn Prop> {
+        &self.inner
+    }
+
+    pub fn layer(&self) -> &L {
+        &self.layer
+    }
+}
+
+#[async_trait]
+impl<L: Layer> Prop for Wrapped<L> {
+    fn spec(&self) -> &ToolSpec {
+        self.inner.spec()
+    }
+
+    fn access(&self, arguments: &serde_json::Value) -> Access {
+        self.inner.access(arguments)
+    }
+
+    fn repeatable(&self, arguments: &serde_json::Value) -> bool {
+        self.inner.repeatable(arguments)
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout()
+    }
+
+    async fn call(
+        &self,
+        arguments: serde_json::Value,
+        context: &PropContext,
+    ) -> Result<String, PropError> {
+        self.layer
+            .call(self.inner.as_ref(), arguments, context)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A prop that differs from every default: a read that must not run twice, with a limit.
+    struct Odd(ToolSpec);
+
+    #[async_trait]
+    impl Prop for Odd {
+        fn spec(&self) -> &ToolSpec {
+            &self.0
+        }
+        fn access(&self, _: &serde_json::Value) -> Access {
+            Access::Read
+        }
+        fn repeatable(&self, _: &serde_json::Value) -> bool {
+            false
+        }
+        fn timeout(&self) -> Option<Duration> {
+            Some(Duration::from_secs(7))
+        }
+        async fn call(&self, _: serde_json::Value, _: &PropContext) -> Result<String, PropError> {
+            Ok("inner".into())
+        }
+    }
+
+    /// A layer that adds a word to every result.
+    struct Loud;
+
+    #[async_trait]
+    impl Layer for Loud {
+        async fn call(
+            &self,
+            inner: &dyn Prop,
+            arguments: serde_json::Value,
+            context: &PropContext,
+        ) -> Result<String, PropError> {
+            Ok(format!("{}!", inner.call(arguments, context).await?))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_prop_shows_everything_of_its_prop_but_what_its_layers_change() {
+        let spec = ToolSpec {
+            name: "odd".into(),
+            description: String::new(),
+            parameters: serde_json::json!({}),
+        };
+        let inner: Arc<dyn Prop> = Arc::new(Odd(spec));
+        let once: Arc<dyn Prop> = Arc::new(Wrapped::<Loud>::new(inner, Loud));
+        let twice = Wrapped::<Arc<Loud>>::new(once, Arc::new(Loud));
+        let args = serde_json::json!({});
+        assert_eq!(twice.spec().name, "odd");
+        assert_eq!(twice.access(&args), Access::Read);
+        assert!(!twice.repeatable(&args));
+        assert_eq!(twice.timeout(), Some(Duration::from_secs(7)));
+        let context = PropContext::new(std::path::PathBuf::from("/"), "a", "p");
+        assert_eq!(twice.call(args, &context).await.unwrap(), "inner!!");
+    }
+}

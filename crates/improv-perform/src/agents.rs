@@ -6,7 +6,8 @@
 //! and the result says so instead of its text.
 
 use async_trait::async_trait;
-use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
+use improv_kernel::prop::{Layer, Wrapped};
+use improv_kernel::{Prop, PropContext, PropError};
 use improv_props::workspace::Workspace;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -24,16 +25,17 @@ pub(crate) const PATH_PROPS: &[&str] = &["read", "write", "edit", "grep", "find"
 pub(crate) struct Given(Mutex<HashSet<PathBuf>>);
 
 /// A prop that brings along the AGENTS.md files of the folders its path is in.
-pub(crate) struct WithAgents {
-    inner: Arc<dyn Prop>,
+pub(crate) type WithAgents = Wrapped<Agents>;
+
+/// The [`Layer`] of [`WithAgents`]: the files already given, and the root one never added.
+pub(crate) struct Agents {
     root_file: PathBuf,
     given: Arc<Given>,
 }
 
-impl WithAgents {
-    pub(crate) fn new(inner: Arc<dyn Prop>, workspace: &Path, given: Arc<Given>) -> Self {
-        WithAgents {
-            inner,
+impl Agents {
+    pub(crate) fn new(workspace: &Path, given: Arc<Given>) -> Self {
+        Agents {
             root_file: workspace.join(improv_skills::AGENTS_FILE),
             given,
         }
@@ -41,23 +43,18 @@ impl WithAgents {
 }
 
 #[async_trait]
-impl Prop for WithAgents {
-    fn spec(&self) -> &ToolSpec {
-        self.inner.spec()
-    }
-    fn access(&self, arguments: &Value) -> Access {
-        self.inner.access(arguments)
-    }
-    fn timeout(&self) -> Option<std::time::Duration> {
-        self.inner.timeout()
-    }
-
-    async fn call(&self, arguments: Value, context: &PropContext) -> Result<String, PropError> {
+impl Layer for Agents {
+    async fn call(
+        &self,
+        inner: &dyn Prop,
+        arguments: Value,
+        context: &PropContext,
+    ) -> Result<String, PropError> {
         let path = arguments
             .get("path")
             .and_then(Value::as_str)
             .map(PathBuf::from);
-        let mut out = self.inner.call(arguments, context).await?;
+        let mut out = inner.call(arguments, context).await?;
         let Some(path) = path else {
             return Ok(out);
         };
@@ -121,7 +118,7 @@ mod tests {
             ScriptedTurn::say("done"),
         ]));
         let read: Arc<dyn Prop> = Arc::new(improv_props::Read::new(50 * 1024));
-        let prop = WithAgents::new(read, ws, Arc::new(Given::default()));
+        let prop = WithAgents::new(read, Agents::new(ws, Arc::new(Given::default())));
         let actor = Actor {
             name: "lead".into(),
             system: "test".into(),

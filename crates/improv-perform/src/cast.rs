@@ -114,11 +114,8 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
 pub(crate) fn wrap(prop: Arc<dyn Prop>, edges: &Edges, hints: &Hints) -> Arc<dyn Prop> {
     let mut prop = prop;
     if crate::agents::PATH_PROPS.contains(&prop.spec().name.as_str()) {
-        prop = Arc::new(crate::agents::WithAgents::new(
-            prop,
-            &hints.workspace,
-            hints.given.clone(),
-        ));
+        let agents = crate::agents::Agents::new(&hints.workspace, hints.given.clone());
+        prop = Arc::new(crate::agents::WithAgents::new(prop, agents));
     }
     let prop = Arc::new(Watched::new(prop, edges.token.clone()));
     let prop = Arc::new(Redacted::new(prop, edges.redactor.clone()));

@@ -23,14 +23,14 @@
 
 use async_trait::async_trait;
 use improv_edges::{Approval, ApprovalRequest, Approver};
-use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
+use improv_kernel::prop::{Layer, Wrapped};
+use improv_kernel::{Prop, PropContext, PropError};
 use improv_stage::Stage;
 use improv_workspace::normalize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// The serve token's file name inside the stage's state folder.
 pub const SERVE_TOKEN_FILE: &str = "serve.token";
@@ -182,38 +182,24 @@ impl TokenWatch {
     }
 }
 
-/// A prop whose calls the [`TokenWatch`] sees, before redaction.
-pub(crate) struct Watched {
-    inner: Arc<dyn Prop>,
-    watch: Arc<TokenWatch>,
-}
-
-impl Watched {
-    pub(crate) fn new(inner: Arc<dyn Prop>, watch: Arc<TokenWatch>) -> Self {
-        Watched { inner, watch }
-    }
-}
+/// A prop whose calls the [`TokenWatch`] sees, before redaction: `Watched::new(prop, watch)`.
+pub(crate) type Watched = Wrapped<Arc<TokenWatch>>;
 
 #[async_trait]
-impl Prop for Watched {
-    fn spec(&self) -> &ToolSpec {
-        self.inner.spec()
-    }
-    fn access(&self, arguments: &Value) -> Access {
-        self.inner.access(arguments)
-    }
-    fn timeout(&self) -> Option<Duration> {
-        self.inner.timeout()
-    }
-
-    async fn call(&self, arguments: Value, context: &PropContext) -> Result<String, PropError> {
-        if self.watch.token.is_none() {
-            return self.inner.call(arguments, context).await;
+impl Layer for TokenWatch {
+    async fn call(
+        &self,
+        inner: &dyn Prop,
+        arguments: Value,
+        context: &PropContext,
+    ) -> Result<String, PropError> {
+        if self.token.is_none() {
+            return inner.call(arguments, context).await;
         }
-        self.watch.look(&arguments.to_string());
-        let out = self.inner.call(arguments, context).await;
+        self.look(&arguments.to_string());
+        let out = inner.call(arguments, context).await;
         match &out {
-            Ok(text) | Err(PropError(text)) => self.watch.look(text),
+            Ok(text) | Err(PropError(text)) => self.look(text),
         }
         out
     }

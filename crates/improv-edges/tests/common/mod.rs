@@ -4,8 +4,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use improv_edges::{
-    Approver, Guarded, LoopDetector, PathEdges, Policy, Redacted, RedactingObserver, Redactor,
-    Rule, Sandbox, SandboxConfig, Unattended,
+    Approver, LoopDetector, PathEdges, Policy, Redacted, RedactingObserver, Redactor, Rule,
+    Sandbox, SandboxConfig, Unattended, guard_all,
 };
 use improv_kernel::{
     Actor, Budget, Ended, Event, EventKind, ObserveError, Observer, Performance, Prop,
@@ -140,7 +140,7 @@ impl Rig {
         for name in ["read", "write", "edit", "grep", "find"] {
             props.push(improv_props::prop(name, &config).unwrap());
         }
-        let props = Guarded::all(props, &policy)
+        let props = guard_all(props, &policy)
             .into_iter()
             .map(|p| Arc::new(Redacted::new(p, redactor.clone())) as Arc<dyn Prop>)
             .collect();
