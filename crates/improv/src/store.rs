@@ -30,23 +30,15 @@ pub enum StoreCommand {
 }
 
 /// Opens the store a `--store` value names; the error names it with its password hidden.
-pub async fn open(text: &str) -> Result<Arc<dyn Store>> {
-    let url = StoreUrl::parse(text)?;
-    match &url {
-        StoreUrl::Sqlite(path) => Ok(Arc::new(improv_store::SqliteStore::open(path)?)),
-        StoreUrl::Postgres(_) => Err(improv_store::StoreError::Config {
-            store: url.redacted(),
-            message: "this improv has no PostgreSQL backend yet".into(),
-        }
-        .into()),
-    }
+pub fn open(text: &str) -> Result<Arc<dyn Store>> {
+    Ok(improv_store::open(&StoreUrl::parse(text)?)?)
 }
 
 /// `improv store …`
 pub async fn run(command: StoreCommand) -> Result<ExitCode> {
     match command {
         StoreCommand::Migrate(args) => {
-            let store = open(&args.store).await?;
+            let store = open(&args.store)?;
             let version = store.migrate().await?;
             eprintln!(
                 "the store {} is at schema version {version}",
@@ -75,7 +67,7 @@ pub async fn enqueue(
     intent: String,
     model: Option<String>,
 ) -> Result<ExitCode> {
-    let store = open(store).await?;
+    let store = open(store)?;
     // Workers open the stage file themselves: they need a path that does not depend on the
     // folder this command ran in.
     let path = stage.path.canonicalize().with_context(|| {
@@ -100,7 +92,7 @@ pub async fn enqueue(
 /// `improv show --follow ID`: prints the performance's events from the store as they arrive,
 /// until it finishes.
 pub async fn follow(store: &str, id: &str, json: bool, verbose: bool) -> Result<ExitCode> {
-    let store = open(store).await?;
+    let store = open(store)?;
     let view: Arc<dyn Observer> = if json {
         Arc::new(JsonLines)
     } else {

@@ -34,7 +34,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
         .build()?;
     rt.block_on(async {
         let shutdown = Shutdown::install()?;
-        let store = crate::store::open(&args.store.store).await?;
+        let store = crate::store::open(&args.store.store)?;
         let settings = WorkerSettings {
             name: name(),
             lease: args.lease,

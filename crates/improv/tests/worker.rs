@@ -12,6 +12,7 @@ mod common;
 
 use improv_kernel::{Event, EventKind, Outcome};
 use improv_mock::{Turn, openai_chat};
+use improv_store::testing::TempPostgres;
 use improv_store::{State, Store, StoreUrl};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -193,10 +194,7 @@ impl Fixture {
     }
 
     async fn store(&self) -> Arc<dyn Store> {
-        match StoreUrl::parse(&self.store).unwrap() {
-            StoreUrl::Sqlite(path) => Arc::new(improv_store::SqliteStore::open(&path).unwrap()),
-            StoreUrl::Postgres(_) => panic!("no PostgreSQL backend yet"),
-        }
+        improv_store::open(&StoreUrl::parse(&self.store).unwrap()).unwrap()
     }
 
     fn marks(&self) -> Vec<String> {
@@ -342,6 +340,16 @@ fn sqlite(dir: &Path) -> String {
     format!("sqlite:{}", dir.join("store.db").display())
 }
 
+/// One throwaway PostgreSQL server for this test process.
+fn postgres() -> &'static TempPostgres {
+    static PG: std::sync::OnceLock<TempPostgres> = std::sync::OnceLock::new();
+    PG.get_or_init(TempPostgres::start_new)
+}
+
+fn pg_database(name: &str) -> String {
+    postgres().create_database(name)
+}
+
 async fn enqueued_performed_and_followed(store: String) {
     let fixture = Fixture::new(store, 3, Duration::ZERO).await;
     let id = fixture.enqueue("p1");
@@ -375,6 +383,11 @@ async fn a_detached_performance_is_performed_and_followed_on_sqlite() {
     enqueued_performed_and_followed(sqlite(dir.path())).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_performance_is_performed_and_followed_on_postgres() {
+    enqueued_performed_and_followed(pg_database("followed")).await;
+}
+
 /// Workers killed with SIGKILL mid-performance: others finish every performance, and what
 /// `check` asks holds.
 async fn killed_workers_lose_nothing(store: String) {
@@ -400,6 +413,11 @@ async fn killed_workers_lose_nothing(store: String) {
         takeovers > 0,
         "no performance was taken over: the kills came too late"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_performances_are_finished_by_another_on_postgres() {
+    killed_workers_lose_nothing(pg_database("killed")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,6 +474,32 @@ async fn paused_worker_writes_nothing_after_losing_its_lease(store: String) {
 async fn a_paused_worker_writes_nothing_after_losing_its_lease_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     paused_worker_writes_nothing_after_losing_its_lease(sqlite(dir.path())).await;
+}
+
+/// The database restarts while workers perform: they wait, then every performance finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_run_loses_nothing() {
+    let pg = TempPostgres::start_new();
+    let store = pg.create_database("restart");
+    let fixture = Fixture::new(store, 8, Duration::from_millis(50)).await;
+    let ids: Vec<String> = (0..4).map(|i| fixture.enqueue(&format!("p{i}"))).collect();
+    let workers = vec![fixture.worker("3s"), fixture.worker("3s")];
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let store = fixture.store().await;
+    let mut running = 0;
+    for id in &ids {
+        let record = store.performance(id).await.unwrap();
+        running += usize::from(record.state != State::Finished && record.last_seq > 0);
+    }
+    assert!(running > 0, "the restart must come mid-run");
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.start();
+    fixture.wait_finished(&ids, Duration::from_secs(90)).await;
+    for w in workers {
+        stop(w);
+    }
+    fixture.check(&ids).await;
 }
 
 /// `improv store migrate` on a database that cannot be reached: exit 2, the URL named with its
@@ -579,4 +623,58 @@ async fn chaos(store: String) {
 async fn chaos_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     chaos(sqlite(dir.path())).await;
+}
+
+/// `improv store migrate` brings a store up to date once, and refuses (exit 2, saying to
+/// upgrade) a store a newer improv migrated.
+#[test]
+fn migrate_applies_the_schema_and_refuses_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(dir.path());
+    let migrate = || {
+        common::improv_command()
+            .args(["store", "migrate", "--store", &store])
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("schema version"));
+    assert!(
+        migrate().status.success(),
+        "a second migrate changes nothing"
+    );
+    rusqlite::Connection::open(dir.path().join("store.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)",
+            [],
+        )
+        .unwrap();
+    let out = migrate();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("newer") && stderr.contains("upgrade improv"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_writes_nothing_after_losing_its_lease_on_postgres() {
+    paused_worker_writes_nothing_after_losing_its_lease(pg_database("paused")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_worker_hands_back_its_performance_on_postgres() {
+    a_drained_worker_hands_back_its_performance(pg_database("drained")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_postgres() {
+    chaos(pg_database("chaos")).await;
 }
