@@ -9,7 +9,7 @@ mod common;
 
 use common::KernelPerformer;
 use common::fake::{Fake, Fault, Kind};
-use common::store::MemStore;
+use common::store::TestStore;
 use improv_channel::conversation::{ChatDoor, Handled};
 use improv_channel::gate::{self, Admission, Gate, Limits, PairError, Rate};
 use improv_channel::outbox::{Outbox, Retry};
@@ -25,14 +25,14 @@ const TOKEN: &str = "123456:test-token";
 
 struct Setup {
     fake: Fake,
-    store: Arc<MemStore>,
+    store: Arc<TestStore>,
     performer: Arc<KernelPerformer>,
     door: Arc<ChatDoor>,
 }
 
 async fn setup(scripts: Vec<Vec<ScriptedTurn>>) -> Setup {
     let fake = Fake::start(Kind::Telegram, TOKEN).await;
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(TestStore::default());
     let performer = Arc::new(KernelPerformer::new(scripts));
     let client = Arc::new(Telegram::new(TOKEN, Some(&fake.base)).unwrap());
     let retry = Retry {
@@ -99,7 +99,7 @@ async fn an_allowed_message_is_performed_and_its_reply_arrives_once() {
         ("42", "Build is green.", Some("77"))
     );
     // The outbox entry is keyed by the reply's own tool_call_started event and records the id.
-    let entry = &s.store.entries()[0];
+    let entry = &s.store.entries().await[0];
     let Handled::Performed(id) = handled else {
         unreachable!()
     };
@@ -203,6 +203,7 @@ async fn a_thread_continues_with_its_history() {
     let keys: Vec<_> = s
         .store
         .entries()
+        .await
         .into_iter()
         .map(|e| e.message.key)
         .collect();
@@ -243,7 +244,7 @@ fn a_message_cannot_close_its_fence() {
 
 #[tokio::test]
 async fn rate_limits_hold_per_sender_and_per_door() {
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(TestStore::default());
     let limits = Limits {
         door: Rate {
             burst: 4,

@@ -7,7 +7,7 @@ mod common;
 
 use common::KernelPerformer;
 use common::fake::{Fake, Kind};
-use common::store::MemStore;
+use common::store::TestStore;
 use ed25519_dalek::{Signer, SigningKey};
 use http::{HeaderMap, HeaderValue};
 use improv_channel::conversation::ChatDoor;
@@ -29,7 +29,7 @@ const NOW: i64 = 1_764_400_000;
 const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
 
 fn door(
-    store: Arc<MemStore>,
+    store: Arc<TestStore>,
     sender: Arc<dyn Sender>,
     allow: &[&str],
     performer: Arc<KernelPerformer>,
@@ -67,7 +67,7 @@ fn slack_headers(ts: i64, signature: &str) -> HeaderMap {
 #[tokio::test]
 async fn slack_requests_need_a_fresh_valid_signature() {
     let fake = Fake::start(Kind::Slack, TOKEN).await;
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(TestStore::default());
     let performer = Arc::new(KernelPerformer::new(vec![answered("hi from the stage")]));
     let sender = Arc::new(Slack::new(TOKEN, Some(&fake.base)).unwrap());
     let door = door(store, sender, &["U0ALICE"], performer.clone());
@@ -162,7 +162,7 @@ fn discord_headers(key: &SigningKey, ts: i64, body: &[u8]) -> HeaderMap {
 #[tokio::test]
 async fn discord_interactions_need_a_valid_signature_and_ping_gets_pong() {
     let fake = Fake::start(Kind::Discord, TOKEN).await;
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(TestStore::default());
     let performer = Arc::new(KernelPerformer::new(vec![answered("pong from the stage")]));
     let sender = Arc::new(Discord::new(TOKEN, Some(&fake.base)).unwrap());
     let door = door(store, sender, &["80351110224678912"], performer.clone());
@@ -228,7 +228,7 @@ fn update(id: i64, from: i64, username: &str, text: &str) -> serde_json::Value {
 #[tokio::test]
 async fn telegram_polling_confirms_each_update_once_across_restarts() {
     let fake = Fake::start(Kind::Telegram, TOKEN).await;
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(TestStore::default());
     let performer = Arc::new(KernelPerformer::new(vec![
         answered("one"),
         answered("two"),

@@ -6,7 +6,7 @@
 mod common;
 
 use common::fake::{Fake, Fault, Kind};
-use common::store::MemStore;
+use common::store::TestStore;
 use improv_channel::discord::Discord;
 use improv_channel::outbox::{Delivery, Outbox, Retry, UNCONFIRMED};
 use improv_channel::slack::Slack;
@@ -59,7 +59,7 @@ const ALL: [Kind; 3] = [Kind::Telegram, Kind::Slack, Kind::Discord];
 async fn five_hundreds_and_429s_are_retried_and_each_message_arrives_once() {
     for kind in ALL {
         let (fake, sender) = platform(kind, Duration::from_secs(10)).await;
-        let store = Arc::new(MemStore::default());
+        let store = Arc::new(TestStore::default());
         let outbox = Arc::new(Outbox::new(store.clone(), "chat", sender, quick()));
         fake.fail_next(Fault::Status(502));
         fake.fail_next(Fault::Status(500));
@@ -88,7 +88,7 @@ async fn five_hundreds_and_429s_are_retried_and_each_message_arrives_once() {
             5,
             "{kind:?}: four failures, one success"
         );
-        let entries = store.entries();
+        let entries = store.entries().await;
         assert_eq!(entries[0].sent_id.as_deref(), Some(sent[0].id.as_str()));
     }
 }
@@ -99,7 +99,7 @@ async fn five_hundreds_and_429s_are_retried_and_each_message_arrives_once() {
 async fn a_lost_answer_never_makes_a_second_message() {
     for kind in ALL {
         let (fake, sender) = platform(kind, Duration::from_millis(300)).await;
-        let store = Arc::new(MemStore::default());
+        let store = Arc::new(TestStore::default());
         let outbox = Outbox::new(store.clone(), "chat", sender, quick());
         fake.fail_next(Fault::AcceptThenHang);
         let first = outbox.send(key(3), "42", &body("once")).await;
@@ -107,7 +107,7 @@ async fn a_lost_answer_never_makes_a_second_message() {
         outbox.flush().await.unwrap();
         let sent = fake.sent();
         assert_eq!(sent.len(), 1, "{kind:?}: {sent:?}");
-        let recorded = store.entries()[0].sent_id.clone();
+        let recorded = store.entries().await[0].sent_id.clone();
         if kind == Kind::Discord {
             assert!(first.is_err(), "{first:?}");
             assert_eq!(
@@ -130,7 +130,7 @@ async fn a_lost_answer_never_makes_a_second_message() {
 async fn a_crash_between_send_and_record_never_sends_twice() {
     for kind in ALL {
         let (fake, sender) = platform(kind, Duration::from_secs(30)).await;
-        let store: Arc<MemStore> = Arc::new(MemStore::default());
+        let store: Arc<TestStore> = Arc::new(TestStore::default());
         fake.fail_next(Fault::AcceptThenHang);
         let before = Arc::new(Outbox::new(store.clone(), "chat", sender.clone(), quick()));
         let sending =
@@ -139,16 +139,17 @@ async fn a_crash_between_send_and_record_never_sends_twice() {
         sending.abort();
         let _ = sending.await;
         assert_eq!(
-            store.entries()[0].sent_id,
+            store.entries().await[0].sent_id,
             None,
             "{kind:?}: not recorded before the crash"
         );
 
-        let after = Outbox::new(store.clone() as Arc<dyn Store>, "chat", sender, quick());
+        // The restarted daemon: the same store file, a new connection.
+        let after = Outbox::new(Arc::new(store.reopen()), "chat", sender, quick());
         after.flush().await.unwrap();
         after.flush().await.unwrap();
         assert_eq!(fake.sent().len(), 1, "{kind:?}: {:?}", fake.sent());
-        let recorded = store.entries()[0].sent_id.clone();
+        let recorded = store.entries().await[0].sent_id.clone();
         if kind == Kind::Discord {
             assert_eq!(
                 recorded.as_deref(),
@@ -170,9 +171,14 @@ async fn a_crash_between_send_and_record_never_sends_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_outboxes_never_send_a_message_twice() {
     let (fake, sender) = platform(Kind::Telegram, Duration::from_secs(10)).await;
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(TestStore::default());
     let a = Arc::new(Outbox::new(store.clone(), "chat", sender.clone(), quick()));
-    let b = Arc::new(Outbox::new(store.clone(), "chat", sender, quick()));
+    let b = Arc::new(Outbox::new(
+        Arc::new(store.reopen()),
+        "chat",
+        sender,
+        quick(),
+    ));
     for round in 0..30u64 {
         for i in 0..10 {
             let message = improv_store::OutboxMessage {
@@ -204,5 +210,5 @@ async fn racing_outboxes_never_send_a_message_twice() {
     assert_eq!(total, texts.len(), "a message arrived twice");
     assert!(total <= 300);
     // Every message was either sent or (when the other daemon held its attempt) recorded.
-    assert!(store.entries().iter().all(|e| e.sent_id.is_some()));
+    assert!(store.entries().await.iter().all(|e| e.sent_id.is_some()));
 }

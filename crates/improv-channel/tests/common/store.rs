@@ -1,144 +1,133 @@
-//! An in-memory store for these tests: the outbox and the small values the channels use, with
-//! the trait's semantics (first key wins, `outbox_sent` keeps the first id, `only_if_absent`).
-//! The rest of the trait is not needed by a channel and says so.
+//! The store the channel tests use: the real embedded `SqliteStore` in a temp folder, wrapped
+//! only to remember which outbox keys were put, so a test can read every entry back.
+//! [`TestStore::reopen`] opens the same file on a new connection: another process, or the
+//! daemon after a restart.
 
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
 use improv_store::*;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Entries by key, each with its insertion order; and the next order.
-type Outboxes = (u64, BTreeMap<(String, u64), (u64, OutboxEntry)>);
-
-#[derive(Default)]
-pub struct MemStore {
-    outbox: Mutex<Outboxes>,
-    values: Mutex<HashMap<(String, String), serde_json::Value>>,
+pub struct TestStore {
+    inner: SqliteStore,
+    dir: Arc<tempfile::TempDir>,
+    put: Arc<Mutex<Vec<OutboxMessage>>>,
 }
 
-impl MemStore {
-    pub fn entries(&self) -> Vec<OutboxEntry> {
-        let outbox = self.outbox.lock().unwrap();
-        let mut all: Vec<_> = outbox.1.values().cloned().collect();
-        all.sort_by_key(|(order, _)| *order);
-        all.into_iter().map(|(_, e)| e).collect()
+impl Default for TestStore {
+    fn default() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+        TestStore {
+            inner,
+            dir: Arc::new(dir),
+            put: Arc::default(),
+        }
     }
 }
 
-fn unused<T>() -> Result<T, StoreError> {
-    Err(StoreError::Backend {
-        store: "memory".into(),
-        message: "not part of the channel tests' store".into(),
-    })
+impl TestStore {
+    pub fn reopen(&self) -> TestStore {
+        TestStore {
+            inner: SqliteStore::open(&self.dir.path().join("store.db")).unwrap(),
+            dir: self.dir.clone(),
+            put: self.put.clone(),
+        }
+    }
+
+    /// Every outbox entry put so far, as the store has it now, in the order first put.
+    pub async fn entries(&self) -> Vec<OutboxEntry> {
+        let mut seen = std::collections::HashSet::new();
+        let messages: Vec<_> = self.put.lock().unwrap().clone();
+        let mut entries = Vec::new();
+        for m in messages {
+            if seen.insert(m.key.clone()) {
+                // Putting a key that is there returns the stored entry.
+                entries.push(self.inner.outbox_put(&m).await.unwrap());
+            }
+        }
+        entries
+    }
 }
 
 #[async_trait]
-impl Store for MemStore {
+impl Store for TestStore {
     fn describe(&self) -> String {
-        "memory".into()
+        self.inner.describe()
     }
     async fn migrate(&self) -> Result<u32, StoreError> {
-        Ok(1)
+        self.inner.migrate().await
     }
-    async fn enqueue(&self, _: &NewPerformance) -> Result<String, StoreError> {
-        unused()
+    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
+        self.inner.enqueue(new).await
     }
     async fn claim(
         &self,
-        _: &str,
-        _: Duration,
+        worker: &str,
+        ttl: Duration,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
-        unused()
+        self.inner.claim(worker, ttl).await
     }
-    async fn renew(&self, _: &Lease, _: Duration) -> Result<Lease, StoreError> {
-        unused()
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        self.inner.renew(lease, ttl).await
     }
-    async fn release(&self, _: &Lease) -> Result<(), StoreError> {
-        unused()
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release(lease).await
     }
-    async fn finish(&self, _: &Lease, _: Outcome, _: &str) -> Result<(), StoreError> {
-        unused()
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.finish(lease, outcome, reason).await
     }
-    async fn performance(&self, _: &str) -> Result<PerformanceRecord, StoreError> {
-        unused()
+    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
+        self.inner.performance(id).await
     }
-    async fn list(&self, _: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
-        unused()
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
+        self.inner.list(filter).await
     }
-    async fn append(&self, _: &Lease, _: &[Event]) -> Result<(), StoreError> {
-        unused()
+    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
+        self.inner.append(lease, events).await
     }
-    async fn events(&self, _: &str, _: u64, _: usize) -> Result<Vec<Event>, StoreError> {
-        unused()
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(id, after, limit).await
     }
-    async fn wait_events(&self, _: &str, _: u64, _: Duration) -> Result<bool, StoreError> {
-        unused()
+    async fn wait_events(
+        &self,
+        id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.wait_events(id, after, timeout).await
     }
-    async fn claim_firing(&self, _: &Firing) -> Result<bool, StoreError> {
-        unused()
+    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+        self.inner.claim_firing(firing).await
     }
-    async fn update_firing(&self, _: &Firing) -> Result<(), StoreError> {
-        unused()
+    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+        self.inner.update_firing(firing).await
     }
-    async fn firings(&self, _: &str, _: usize) -> Result<Vec<Firing>, StoreError> {
-        unused()
+    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
+        self.inner.firings(door, limit).await
     }
     async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
-        let mut outbox = self.outbox.lock().unwrap();
-        let order = outbox.0;
-        let key = (message.key.performance.clone(), message.key.seq);
-        let (_, entry) = outbox.1.entry(key).or_insert_with(|| {
-            (
-                order,
-                OutboxEntry {
-                    message: message.clone(),
-                    sent_id: None,
-                    attempts: 0,
-                    created_at: 0,
-                },
-            )
-        });
-        let entry = entry.clone();
-        outbox.0 += 1;
-        Ok(entry)
+        self.put.lock().unwrap().push(message.clone());
+        self.inner.outbox_put(message).await
     }
     async fn outbox_pending(
         &self,
         door: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut outbox = self.outbox.lock().unwrap();
-        let mut pending: Vec<_> = outbox
-            .1
-            .values_mut()
-            .filter(|(_, e)| e.sent_id.is_none() && e.message.door == door)
-            .collect();
-        pending.sort_by_key(|(order, _)| *order);
-        Ok(pending
-            .into_iter()
-            .take(limit)
-            .map(|(_, e)| {
-                e.attempts += 1;
-                e.clone()
-            })
-            .collect())
+        self.inner.outbox_pending(door, limit).await
     }
     async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
-        let mut outbox = self.outbox.lock().unwrap();
-        if let Some((_, e)) = outbox.1.get_mut(&(key.performance.clone(), key.seq)) {
-            e.sent_id.get_or_insert_with(|| sent_id.to_string());
-        }
-        Ok(())
+        self.inner.outbox_sent(key, sent_id).await
     }
     async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(self
-            .values
-            .lock()
-            .unwrap()
-            .get(&(scope.into(), key.into()))
-            .cloned())
+        self.inner.get(scope, key).await
     }
     async fn put(
         &self,
@@ -147,12 +136,6 @@ impl Store for MemStore {
         value: &serde_json::Value,
         only_if_absent: bool,
     ) -> Result<bool, StoreError> {
-        let mut values = self.values.lock().unwrap();
-        let k = (scope.to_string(), key.to_string());
-        if only_if_absent && values.contains_key(&k) {
-            return Ok(false);
-        }
-        values.insert(k, value.clone());
-        Ok(true)
+        self.inner.put(scope, key, value, only_if_absent).await
     }
 }
