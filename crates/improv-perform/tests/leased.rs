@@ -1,0 +1,249 @@
+//! A leased performance on a real SQLite store whose appends are slow: a call runs only once
+//! the store has its `tool_call_started`, so a worker that dies mid-call leaves a journal that
+//! says the call may have run; and a performance whose lease was taken over writes nothing more.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use async_trait::async_trait;
+use improv_kernel::{Event, EventKind, Outcome};
+use improv_perform::leased::{self, Leased, WorkerSettings};
+use improv_store::{
+    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    PerformanceRecord, SqliteStore, Store, StoreError,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A store whose appends and renewals take `delay` before they reach SQLite: a worker that
+/// is slow, or paused.
+struct SlowAppends {
+    inner: SqliteStore,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Store for SlowAppends {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        self.inner.migrate().await
+    }
+    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
+        self.inner.enqueue(new).await
+    }
+    async fn claim(
+        &self,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
+        self.inner.claim(worker, ttl).await
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.renew(lease, ttl).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release(lease).await
+    }
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.finish(lease, outcome, reason).await
+    }
+    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
+        self.inner.performance(id).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
+        self.inner.list(filter).await
+    }
+    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.append(lease, events).await
+    }
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(id, after, limit).await
+    }
+    async fn wait_events(
+        &self,
+        id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.wait_events(id, after, timeout).await
+    }
+    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+        self.inner.claim_firing(firing).await
+    }
+    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+        self.inner.update_firing(firing).await
+    }
+    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
+        self.inner.firings(door, limit).await
+    }
+    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
+        self.inner.outbox_put(message).await
+    }
+    async fn outbox_pending(
+        &self,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_pending(door, limit).await
+    }
+    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
+        self.inner.outbox_sent(key, sent_id).await
+    }
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner.get(scope, key).await
+    }
+    async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner.put(scope, key, value, only_if_absent).await
+    }
+}
+
+/// A stage whose scripted lead runs `bash` once (appending to marks.txt), then says done.
+fn stage(dir: &Path) -> String {
+    std::fs::write(
+        dir.join("stage.toml"),
+        "[stage]\nname = \"leased\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"scripted/script.json\"\nprops = [\"bash\"]\n\n[edges]\nsandbox = \"off\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("script.json"),
+        r#"[{"calls": [{"name": "bash", "arguments": {"command": "echo ran >> marks.txt"}}]}, {"say": "done"}]"#,
+    )
+    .unwrap();
+    dir.join("stage.toml").display().to_string()
+}
+
+fn settings() -> WorkerSettings {
+    WorkerSettings {
+        name: "test-worker".into(),
+        lease: Duration::from_secs(30),
+        concurrency: 1,
+        idle_poll: Duration::from_millis(50),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_runs_only_once_the_store_has_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SlowAppends {
+        inner,
+        delay: Duration::from_millis(400),
+    });
+    let id = store
+        .enqueue(&NewPerformance {
+            id: None,
+            stage: stage(dir.path()),
+            intent: "go".into(),
+            model: None,
+            origin: "test".into(),
+        })
+        .await
+        .unwrap();
+    let (lease, record) = store
+        .claim("test-worker", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let performing = tokio::spawn({
+        let store = store.clone();
+        async move {
+            leased::perform(store, lease, record, &settings(), &CancellationToken::new()).await
+        }
+    });
+    let marks = dir.path().join("marks.txt");
+    let start = Instant::now();
+    while !marks.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the call never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let stored = store.events(&id, 0, 0).await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ToolCallStarted { .. })),
+        "the call ran before the store had its start: {:?}",
+        stored.iter().map(|e| e.kind.name()).collect::<Vec<_>>()
+    );
+    let left = performing.await.unwrap().unwrap();
+    assert_eq!(left, Leased::Finished(Outcome::Done));
+    let record = store.performance(&id).await.unwrap();
+    assert_eq!(record.outcome, Some(Outcome::Done));
+    // The journal is whole and numbered from 1.
+    let events = store.events(&id, 0, 0).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    assert!(matches!(
+        events.last().unwrap().kind,
+        EventKind::PerformanceFinished { .. }
+    ));
+}
+
+/// Another worker claimed the performance (the first one's lease expired while it was slow):
+/// the first one's next write is refused, it abandons the performance and stores nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_its_lease_abandons_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SlowAppends {
+        inner,
+        delay: Duration::from_millis(600),
+    });
+    let id = store
+        .enqueue(&NewPerformance {
+            id: None,
+            stage: stage(dir.path()),
+            intent: "go".into(),
+            model: None,
+            origin: "test".into(),
+        })
+        .await
+        .unwrap();
+    // A lease shorter than one append or renewal: it expires before the first write lands.
+    let (lease, record) = store
+        .claim("slow", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut slow = settings();
+    slow.lease = Duration::from_millis(200);
+    let performing = tokio::spawn({
+        let store = store.clone();
+        async move { leased::perform(store, lease, record, &slow, &CancellationToken::new()).await }
+    });
+    // Taken over as soon as the lease expired.
+    let start = Instant::now();
+    let taken = loop {
+        if let Some((lease, _)) = store.claim("other", Duration::from_secs(60)).await.unwrap() {
+            break lease;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let left = performing.await.unwrap().unwrap();
+    assert!(matches!(left, Leased::Abandoned(_)), "{left:?}");
+    let record = store.performance(&id).await.unwrap();
+    assert_eq!(record.epoch, taken.epoch, "still the other worker's");
+    assert_eq!(
+        record.last_seq, 0,
+        "nothing stored by the worker that lost it"
+    );
+    assert!(!dir.path().join("marks.txt").exists(), "its call never ran");
+}
