@@ -1,6 +1,9 @@
 //! The kernel benchmark: a scripted 20-turn task through the real OpenAI Chat Completions path
 //! against a local mock server that answers instantly, measured from outside the `improv`
 //! process. Prints a table; it asserts nothing (targets are read off the table, not tested).
+//! Below it, side by side with their goals: the peak RSS of the run, the binary's size stripped,
+//! and the turn ratio: a bash turn (sandbox on) against a bare `bash -c` spawn timed in the same
+//! run, so the ratio holds on a loaded or a fast machine alike.
 //!
 //! Usage: `improv-bench [PATH/TO/improv] [--turns N] [--runs N]` (see bench/run.sh).
 
@@ -143,6 +146,42 @@ async fn run_once(improv: &Path, prop: &str, sandbox: bool, turns: usize) -> Res
     })
 }
 
+/// The median wall time of `bash -c 'echo step N'` spawned from here with its output read, the
+/// same command a bash turn runs: what the turn costs at the very least.
+fn bare_bash(runs: usize) -> f64 {
+    let mut times = Vec::new();
+    for k in 0..runs {
+        let started = Instant::now();
+        let out = Command::new("bash")
+            .args(["-c", &format!("echo step {k}")])
+            .stdin(Stdio::null())
+            .output();
+        if out.is_ok_and(|o| o.status.success()) {
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    median(&mut times)
+}
+
+/// The size of `improv` as installed and with every symbol and debug section stripped (`strip`
+/// into a temp file; `None` when strip is missing).
+fn sizes(improv: &Path) -> (u64, Option<u64>) {
+    let installed = std::fs::metadata(improv).map_or(0, |m| m.len());
+    let stripped = tempfile::tempdir().ok().and_then(|dir| {
+        let out = dir.path().join("improv");
+        let status = Command::new("strip")
+            .arg("-o")
+            .arg(&out)
+            .arg(improv)
+            .status()
+            .ok()?;
+        status
+            .success()
+            .then(|| std::fs::metadata(&out).ok().map(|m| m.len()))?
+    });
+    (installed, stripped)
+}
+
 fn cold_start(improv: &Path, runs: usize) -> f64 {
     let mut times = Vec::new();
     for _ in 0..runs {
@@ -185,6 +224,9 @@ async fn main() {
         "| prop | per-turn overhead median | p90 | wall time | peak RSS | first request | total request bytes |"
     );
     println!("|---|---|---|---|---|---|---|");
+    let mut bare = vec![bare_bash(100)];
+    let mut bash_turn = f64::NAN;
+    let mut peak_rss = 0.0f64;
     for (label, prop, sandbox) in [
         ("bash, sandbox on", "bash", true),
         ("bash, sandbox off", "bash", false),
@@ -212,14 +254,42 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let p90 = percentile(&mut overheads.clone(), 0.9);
+        let per_turn = median(&mut overheads);
+        if prop == "bash" && sandbox {
+            bash_turn = per_turn;
+            bare.push(bare_bash(100));
+        }
+        peak_rss = peak_rss.max(median(&mut rss) / 1024.0);
         println!(
             "| {label} | {:.3} ms | {:.3} ms | {:.1} ms | {:.1} MB | {first} B | {total} B |",
-            median(&mut overheads),
+            per_turn,
             p90,
             median(&mut walls),
             median(&mut rss) / 1024.0,
         );
     }
+    let bare = median(&mut bare);
+    let (installed, stripped) = sizes(&improv);
+    let mb = |b: u64| b as f64 / 1e6;
+    println!("\n| figure | measured | goal |\n|---|---|---|");
+    println!(
+        "| peak RSS of a {turns}-turn hosted-model run (largest row) | {peak_rss:.1} MB | ≤ 15 MB |"
+    );
+    match stripped {
+        Some(s) => println!(
+            "| binary size stripped (as built: {:.1} MB) | {:.1} MB | ≤ 30 MB |",
+            mb(installed),
+            mb(s)
+        ),
+        None => println!(
+            "| binary size (`strip` not found; as built) | {:.1} MB | ≤ 30 MB stripped |",
+            mb(installed)
+        ),
+    }
+    println!(
+        "| a bash turn (sandbox on) / a bare `bash -c` spawn | {bash_turn:.3} / {bare:.3} ms = {:.2}× | ≤ 1.5× |",
+        bash_turn / bare
+    );
     println!(
         "\n`improv --version` cold start: {:.2} ms (median of 30)",
         cold_start(&improv, 30)

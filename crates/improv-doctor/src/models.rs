@@ -6,6 +6,7 @@
 //! stage file.
 
 use crate::{Finding, Question, Severity};
+#[cfg(feature = "embedded")]
 use improv_local::LocalError;
 use improv_stage::{ActorConfig, Stage};
 use std::net::{IpAddr, TcpStream, ToSocketAddrs};
@@ -51,6 +52,7 @@ fn finding(severity: Severity, evidence: String, fix: Option<String>) -> Finding
 /// model only looked up, not loaded.
 fn model(stage: &Stage, actor: &ActorConfig, name: &str, chosen: &str) -> Finding {
     let who = &actor.name;
+    #[cfg(feature = "embedded")]
     if name.starts_with("local/") {
         return match improv_local::locate(name) {
             Ok(path) => finding(
@@ -84,6 +86,7 @@ fn model(stage: &Stage, actor: &ActorConfig, name: &str, chosen: &str) -> Findin
 }
 
 /// The embedded model `name` is not where a performance looks for it.
+#[cfg(feature = "embedded")]
 fn not_installed(who: &str, name: &str, chosen: &str, e: &LocalError) -> Finding {
     let (why, fix) = match e {
         LocalError::NotInStore { dir, stored, .. } => (

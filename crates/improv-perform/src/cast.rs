@@ -145,12 +145,33 @@ pub fn default_model() -> &'static str {
     } else if std::env::var_os("ANTHROPIC_API_KEY").is_some() {
         "anthropic/claude-sonnet-4-5"
     } else {
-        improv_local::DEFAULT_MODEL
+        EMBEDDED_DEFAULT
     }
 }
+/// The embedded model a stage gets when it names none and no API key is set; in a build without
+/// the embedded model, naming it says how to get it.
+#[cfg(feature = "embedded")]
+const EMBEDDED_DEFAULT: &str = improv_local::DEFAULT_MODEL;
+#[cfg(not(feature = "embedded"))]
+const EMBEDDED_DEFAULT: &str = "local/smollm2-135m";
+
+/// Why `local/…` cannot be performed by a build without the embedded model, and how to get it.
+#[cfg(not(feature = "embedded"))]
+pub const NO_EMBEDDED_MODEL: &str = "this improv was built without the embedded model (cargo \
+    feature `embedded`); rebuild it with `cargo install --path crates/improv` (the feature is \
+    on by default), or name a hosted model (e.g. `openai/gpt-5-mini` with OPENAI_API_KEY set)";
+
 
 /// Resolves `provider/name` for an actor: `local/…` is the embedded model, the rest are
 /// hosted providers.
+    #[cfg(not(feature = "embedded"))]
+    if name.starts_with("local/") {
+        bail!(
+            "cannot load the embedded model `{name}` for actor `{}`: {NO_EMBEDDED_MODEL}",
+            actor.name
+        );
+    }
+    #[cfg(feature = "embedded")]
 pub fn model(stage: &Stage, actor: &ActorConfig, name: &str) -> Result<Arc<dyn Model>> {
     if name.starts_with("local/") {
         return improv_local::resolve(name, &improv_local::LocalOptions::default()).with_context(

@@ -15,6 +15,16 @@ pub enum ModelCommand {
     Pull { repo: String },
 }
 
+/// A build without the embedded model has no model store to manage: say how to get it.
+#[cfg(not(feature = "embedded"))]
+pub fn run(_command: ModelCommand) -> Result<ExitCode> {
+    anyhow::bail!(
+        "`improv model` manages the embedded model: {}",
+        improv_perform::cast::NO_EMBEDDED_MODEL
+    )
+}
+
+#[cfg(feature = "embedded")]
 pub fn run(command: ModelCommand) -> Result<ExitCode> {
     match command {
         ModelCommand::List => {

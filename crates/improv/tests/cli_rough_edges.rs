@@ -100,6 +100,8 @@ fn a_closed_pipe_ends_the_commands_other_crates_print_for_quietly() {
     assert!(err.is_empty(), "ends quietly: {err}");
 }
 
+// A build without the embedded model says so instead (improv-doctor/tests/embedded.rs).
+#[cfg(feature = "embedded")]
 #[test]
 fn doctor_says_when_the_embedded_model_is_not_installed_and_how_to_get_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,7 @@ fn data_home() -> &'static Path {
 pub fn improv_command() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_improv"));
     c.env("XDG_DATA_HOME", data_home());
+    #[cfg(feature = "embedded")]
     c.env("IMPROV_MODELS", improv_local::store::store_dir());
     c
 }
