@@ -47,8 +47,10 @@ const CHANGE_WORDS: &[&str] = &[
     "make",
 ];
 
-/// Props that change files.
-const CHANGE_PROPS: &[&str] = &["write", "edit", "bash"];
+/// Whether `prop` changes files (the registry says: `write`, `edit`, `bash`).
+fn changes_files(prop: &str) -> bool {
+    improv_stage::props::find(prop).is_some_and(|p| p.changes_files())
+}
 
 pub(crate) fn ask(stage: &Stage, question: Question) -> Vec<Finding> {
     let mut f = Findings {
@@ -218,7 +220,7 @@ fn capabilities(stage: &Stage, f: &mut Findings) {
         .iter()
         .find(|c| c.command.is_some() || (c.file.is_some() && c.exists));
     if let Some(c) = wants_files
-        && !CHANGE_PROPS.iter().any(|p| has(lead, p))
+        && !lead.props.iter().any(|p| changes_files(p))
     {
         f.warn(
             format!(
@@ -241,7 +243,11 @@ fn capabilities(stage: &Stage, f: &mut Findings) {
             );
         }
         let change = words_in(intent, CHANGE_WORDS);
-        if !change.is_empty() && !anyone(CHANGE_PROPS) {
+        let changer = stage
+            .actors
+            .iter()
+            .any(|a| a.props.iter().any(|p| changes_files(p)));
+        if !change.is_empty() && !changer {
             f.warn(
                 format!(
                     "the intent speaks of {} but no actor can change files (no write, edit or bash)",

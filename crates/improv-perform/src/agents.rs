@@ -17,9 +17,6 @@ use std::sync::{Arc, Mutex};
 /// The most of one AGENTS.md passed along, in bytes.
 const LIMIT: usize = 8_000;
 
-/// The props whose `path` argument says where the actor works.
-pub(crate) const PATH_PROPS: &[&str] = &["read", "write", "edit", "grep", "find"];
-
 /// The AGENTS.md files an actor has been given, shared by its props.
 #[derive(Default)]
 pub(crate) struct Given(Mutex<HashSet<PathBuf>>);

@@ -12,12 +12,10 @@ use improv_edges::{
     SandboxConfig, SandboxError, SandboxMode,
 };
 use improv_kernel::{Actor, Budget, Model, Observer, Performance, PerformanceBuilder, Prop};
+use improv_stage::props::{self, Source};
 use improv_stage::{ActorConfig, Stage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The props that start processes, which only run sandboxed (or with `sandbox = "off"`).
-const SHELL_PROPS: &[&str] = &["bash"];
 
 /// The edges of one performance, built from `[edges]`.
 pub struct Edges {
@@ -69,7 +67,8 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
         .actors
         .iter()
         .flat_map(|a| &a.props)
-        .any(|p| SHELL_PROPS.contains(&p.as_str()));
+        // A prop that starts processes only runs sandboxed (or with `sandbox = "off"`).
+        .any(|p| props::find(p).is_some_and(|info| info.runs_commands));
     let sandbox = match Sandbox::new(config) {
         Ok(s) => Some(Arc::new(s)),
         Err(e @ SandboxError::Unsupported { .. }) if shell => {
@@ -113,7 +112,7 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
 ///    ([`bare_props`]).
 pub(crate) fn wrap(prop: Arc<dyn Prop>, edges: &Edges, hints: &Hints) -> Arc<dyn Prop> {
     let mut prop = prop;
-    if crate::agents::PATH_PROPS.contains(&prop.spec().name.as_str()) {
+    if props::find(&prop.spec().name).is_some_and(|info| info.takes_path) {
         let agents = crate::agents::Agents::new(&hints.workspace, hints.given.clone());
         prop = Arc::new(crate::agents::WithAgents::new(prop, agents));
     }
@@ -243,15 +242,15 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
             props.push(p);
             continue;
         }
-        match name.as_str() {
+        match props::find(name).map(|info| info.source) {
             // Provided by the performance itself (see `Cast::actor`).
-            "cue" | "board" | "skill" => {}
+            Some(Source::Cue | Source::Board | Source::Skills) => {}
             // The tools of an MCP server come from `Cast::outside`.
-            n if stage
+            _ if stage
                 .mcp
                 .iter()
-                .any(|m| n == m.name || n.starts_with(&format!("{}.", m.name))) => {}
-            "remember" | "recall" => {
+                .any(|m| *name == m.name || name.starts_with(&format!("{}.", m.name))) => {}
+            Some(Source::Memory) => {
                 if !props.iter().any(|p| p.spec().name == *name) {
                     let dir = crate::state_dir(stage);
                     let memory = improv_memory::Memory::open_in(&dir).with_context(|| {
@@ -264,7 +263,7 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
                     );
                 }
             }
-            "record" | "query" => {
+            Some(Source::Ledger) => {
                 if !props.iter().any(|p| p.spec().name == *name) {
                     props.extend(
                         improv_ledger::props(ledger(stage)?)
@@ -309,7 +308,7 @@ pub fn ledger_options(stage: &Stage) -> improv_ledger::LedgerOptions {
 /// so later performances converge on the structure earlier ones discovered.
 fn system_prompt(stage: &Stage, actor: &ActorConfig, workspace: &Path) -> Result<String> {
     let mut system = stage.system_prompt(actor, workspace);
-    if actor.props.iter().any(|p| p == "record" || p == "query") {
+    if actor.props.iter().any(|p| props::is(p, Source::Ledger)) {
         let settled = ledger(stage)?.context_for(&[])?;
         if !settled.is_empty() {
             system.push('\n');

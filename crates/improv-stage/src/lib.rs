@@ -14,6 +14,7 @@ pub mod door;
 mod error;
 mod mcp;
 pub mod prompt;
+pub mod props;
 mod raw;
 pub mod routines;
 
@@ -35,14 +36,11 @@ pub const STAGE_FILE: &str = "stage.toml";
 /// serve token, databases. Actors can never reach it.
 pub const STATE_DIR: &str = ".improv";
 
-/// The props every actor gets when it names none.
-pub const CORE_PROPS: &[&str] = &["read", "write", "edit", "bash", "grep", "find"];
+/// The props every actor gets when it names none: the core ones of [`props::PROPS`].
+pub const CORE_PROPS: &[&str] = &props::CORE_NAMES;
 
-/// The props a stage may name.
-pub const KNOWN_PROPS: &[&str] = &[
-    "read", "write", "edit", "bash", "grep", "find", "cue", "board", "record", "query", "remember",
-    "recall", "skill",
-];
+/// The props a stage may name: every one of [`props::PROPS`].
+pub const KNOWN_PROPS: &[&str] = &props::ALL_NAMES;
 
 /// How deep cues may nest when `[edges]` says nothing: the lead cues an actor, which may cue one
 /// more.
