@@ -129,6 +129,33 @@ pub enum EventKind {
     },
     /// An actor posted a note on the board every actor can read.
     BoardNote { author: String, text: String },
+    /// An approved routine began to replay its recorded steps: in place of the model's turns, or,
+    /// with `within`, inside the prop call of that id (`routine.NAME`).
+    RoutineStarted {
+        routine: String,
+        parameters: std::collections::BTreeMap<String, String>,
+        steps: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        within: Option<String>,
+    },
+    /// One replayed step: the call a model would have written. Without `within` it stands for
+    /// the model's reply in the conversation, and its result follows as ordinary tool-call events.
+    RoutineStep {
+        routine: String,
+        step: u32,
+        call: ToolCall,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        within: Option<String>,
+    },
+    /// The routine ended: every step passed its guard (`ok`), or `deviation` says which did not
+    /// and why; the actor takes over from there.
+    RoutineFinished {
+        routine: String,
+        ok: bool,
+        steps_run: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deviation: Option<String>,
+    },
     /// Older turns were compacted into a summary to stay inside the model's context window.
     Compacted {
         /// Messages replaced by the summary, and tool results trimmed.
@@ -170,6 +197,9 @@ impl EventKind {
             EventKind::CueStarted { .. } => "cue_started",
             EventKind::CueFinished { .. } => "cue_finished",
             EventKind::BoardNote { .. } => "board_note",
+            EventKind::RoutineStarted { .. } => "routine_started",
+            EventKind::RoutineStep { .. } => "routine_step",
+            EventKind::RoutineFinished { .. } => "routine_finished",
             EventKind::Compacted { .. } => "compacted",
             EventKind::PerformanceFinished { .. } => "performance_finished",
         }

@@ -359,6 +359,43 @@ impl Performance {
         }
     }
 
+    /// Replays one step of routine `routine` in place of a model's reply: the call is logged as a
+    /// `routine_step`, then runs exactly as a model's call would (the same props inside the same
+    /// edges, the tool timeout, Ctrl-C and the time budget) and counts against the tool-call
+    /// budget. Returns whether it succeeded and what it returned; the call and its result stay in
+    /// the conversation, so an actor taking over sees them.
+    pub async fn replay_call(
+        &mut self,
+        routine: &str,
+        step: u32,
+        call: ToolCall,
+        cancel: &CancellationToken,
+    ) -> Result<(bool, String), Ended> {
+        self.context.cancel = cancel.child_token();
+        self.spent.tool_calls += 1;
+        self.out
+            .emit(EventKind::RoutineStep {
+                routine: routine.to_string(),
+                step,
+                call: call.clone(),
+                within: None,
+            })
+            .map_err(log_failed)?;
+        self.conversation.push(Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![call.clone()],
+        });
+        self.run_calls(vec![call], StopReason::EndTurn, cancel)
+            .await?;
+        match self.conversation.last() {
+            Some(Message::Tool {
+                content, is_error, ..
+            }) => Ok((!is_error, content.clone())),
+            // `run_calls` answers every call it is given with one tool message.
+            _ => Ok((false, INTERRUPTED.to_string())),
+        }
+    }
+
     /// One call to the model, streamed into events and accounted for; its reply is appended to
     /// the conversation by the caller. Without `tools`, the model can only answer in text.
     async fn model_turn(

@@ -44,6 +44,13 @@ pub fn replay(events: &[Event]) -> Past {
                 text: text.clone(),
                 tool_calls: tool_calls.clone(),
             }),
+            // A step replayed in place of the model's reply stands for that reply.
+            EventKind::RoutineStep {
+                call, within: None, ..
+            } => past.conversation.push(Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![call.clone()],
+            }),
             EventKind::ToolCallFinished {
                 call_id,
                 name,

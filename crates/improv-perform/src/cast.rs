@@ -383,7 +383,13 @@ impl Cast {
             system.push_str(&self.skills.context());
         }
         let hints = Hints::new(&self.workspace);
-        let props = props(stage, config, &self.edges, extra, &hints)?;
+        let mut props = props(stage, config, &self.edges, extra, &hints)?;
+        let (routines, line) = crate::routines::offer(stage, &props, &self.edges, &hints);
+        props.extend(routines);
+        if let Some(line) = line {
+            system.push('\n');
+            system.push_str(&line);
+        }
         // The context files and skills are the workspace's text: redacted like a prop's output.
         let system = self.edges.redactor.redact(&system).into_owned();
         Ok(Actor {

@@ -22,6 +22,7 @@ mod feedback;
 pub mod inbox;
 pub mod leased;
 pub mod production;
+mod routines;
 
 pub use cast::PropSource;
 pub use error::PerformError;

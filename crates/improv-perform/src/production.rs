@@ -152,6 +152,9 @@ pub struct Production {
     /// Props from outside improv, kept for the production's life: the stage's MCP servers stop
     /// when their source is dropped, and the props the actors hold need them running.
     _outside: Option<Arc<dyn PropSource>>,
+    stage: Arc<Stage>,
+    /// The approved routine that performs the intent before the lead is asked, if one matches.
+    replay: Option<crate::routines::Replay>,
 }
 
 impl Production {
@@ -234,6 +237,11 @@ impl Production {
         let builder = builder
             .id(id.clone())
             .observer(observe(&edges, recorder, view));
+        let resuming =
+            launch.resume.is_some() || journal.as_ref().is_some_and(|j| !j.past.is_empty());
+        let replay = (!resuming)
+            .then(|| crate::routines::choose(&stage, &launch.intent))
+            .flatten();
         let mut performance = match (journal, &launch.resume) {
             (Some(journal), _) if !journal.past.is_empty() => builder.resume(&journal.past)?,
             (None, Some(_)) => builder.resume(&log.events(&id)?)?,
@@ -258,6 +266,8 @@ impl Production {
                 attempts: 0,
                 verdicts: Vec::new(),
                 _outside: launch.outside,
+                stage,
+                replay,
             },
             notes,
         ))
@@ -301,6 +311,9 @@ impl Production {
     /// `converge_on = "checks"` they also judge it after each turn that wrote, and converge it
     /// without waiting for the lead.
     pub async fn perform(&mut self, cancel: &CancellationToken) -> Ended {
+        if let Some(ended) = self.replay_routine(cancel).await {
+            return ended;
+        }
         let Some(judge) = self.judge.clone() else {
             return self.act(cancel).await;
         };
@@ -385,6 +398,31 @@ impl Production {
         }
     }
 
+    /// Performs the intent with the approved routine chosen for it, without a model: the end
+    /// when it converged or an edge stopped it; `None` when there is none, or the lead takes
+    /// over (a director note says from where).
+    async fn replay_routine(&mut self, cancel: &CancellationToken) -> Option<Ended> {
+        let chosen = self.replay.take()?;
+        let attempt = self.attempt.load(Ordering::Relaxed);
+        let replayed = crate::routines::replay(
+            &mut self.performance,
+            self.judge.as_ref(),
+            attempt,
+            self.max_attempts,
+            chosen,
+            cancel,
+        )
+        .await;
+        if !replayed.verdicts.is_empty() {
+            self.attempts = attempt;
+            self.verdicts = summarise(&replayed.verdicts);
+            if replayed.ended.is_none() && attempt < self.max_attempts {
+                self.attempt.store(attempt + 1, Ordering::Relaxed);
+            }
+        }
+        replayed.ended
+    }
+
     /// Ends the performance: logs its end, then drops the edges, whose sandbox kills whatever
     /// the actors left running.
     pub fn finish(mut self, ended: &Ended) -> Result<Summary, PerformError> {
@@ -394,6 +432,9 @@ impl Production {
         let answer = last_text(self.performance.conversation());
         let id = self.performance.id().to_string();
         let spent = self.performance.finish(ended)?;
+        if ended.outcome == Outcome::Converged {
+            crate::routines::learn(&self.stage);
+        }
         if let Some(sandbox) = &self.edges.sandbox {
             sandbox.reap();
         }

@@ -307,7 +307,26 @@ impl Terminal {
             } => lines.push(Line::Err(s.dim(&format!(
                 "  ⇊ compacted {messages} messages: {tokens_before} → {tokens_after} tokens"
             )))),
-            EventKind::TurnStarted { .. } | EventKind::Usage { .. } => {}
+            EventKind::RoutineStarted {
+                routine, within, ..
+            } if within.is_none() => lines.push(Line::Err(format!(
+                "  {} routine {} (no model calls)",
+                s.dim("⟳"),
+                s.bold(routine)
+            ))),
+            EventKind::RoutineFinished {
+                routine,
+                deviation: Some(why),
+                ..
+            } => lines.push(Line::Err(s.dim(&format!(
+                "  ⟳ routine {routine} handed back: {}",
+                clip(why, 100)
+            )))),
+            EventKind::RoutineStarted { .. }
+            | EventKind::RoutineStep { .. }
+            | EventKind::RoutineFinished { .. }
+            | EventKind::TurnStarted { .. }
+            | EventKind::Usage { .. } => {}
         }
         lines
     }

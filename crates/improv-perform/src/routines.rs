@@ -1,0 +1,256 @@
+//! Where routines plug into a production: an approved routine whose intent template matches the
+//! intent is replayed in place of the lead's model turns ([`replay`]), each step through the
+//! lead's own props inside the edges, then the checks judge; a step that fails its guard, or
+//! checks that fail, hand the work to the lead from exactly there, with the replayed calls in
+//! its conversation and a director note saying what happened. Approved routines are also
+//! offered to every actor as props ([`offer`]), and after a converged performance the stage's
+//! converged logs are learned from ([`learn`]).
+
+use crate::cast::{Edges, Hints, wrap};
+use crate::feedback;
+use improv_feedback::{Judge, Verdict};
+use improv_kernel::{Ended, EventKind, Outcome, Performance, Prop, ToolCall};
+use improv_routine::{Repertoire, Routine, RoutineProp};
+use improv_stage::{CheckOn, Stage};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The approved routine chosen for this performance's intent, with its parameters.
+pub(crate) struct Replay {
+    routine: Routine,
+    values: BTreeMap<String, String>,
+    repertoire: Repertoire,
+}
+
+/// The routine that performs `intent` without a model, when `[routines] replay` is on and an
+/// approved one matches. A routines folder that cannot be read is reported and ignored.
+pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
+    if !stage.routines.replay || intent.trim().is_empty() {
+        return None;
+    }
+    let repertoire = match Repertoire::open(&stage.dir) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("routines are not used: {e}");
+            return None;
+        }
+    };
+    let (routine, values) = repertoire.for_intent(intent)?;
+    let (routine, values) = (routine.clone(), values);
+    Some(Replay {
+        routine,
+        values,
+        repertoire,
+    })
+}
+
+/// What the replay came to.
+pub(crate) struct Replayed {
+    /// The performance's end when the replay converged (or the stage has no checks), or when an
+    /// edge stopped it; `None` when the lead takes over.
+    pub ended: Option<Ended>,
+    /// The checks' verdicts, when they ran.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Replays the chosen routine step by step in `performance`; on a deviation or failing checks,
+/// directs the lead to take over from there. `attempt` is the attempt the checks judge.
+pub(crate) async fn replay(
+    performance: &mut Performance,
+    judge: Option<&Arc<Judge>>,
+    attempt: u32,
+    max_attempts: u32,
+    chosen: Replay,
+    cancel: &CancellationToken,
+) -> Replayed {
+    let Replay {
+        mut routine,
+        values,
+        mut repertoire,
+    } = chosen;
+    let name = routine.name.clone();
+    let mut out = Replayed {
+        ended: None,
+        verdicts: Vec::new(),
+    };
+    let calls = match routine.calls(&values) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("routine `{name}` cannot be replayed: {e}");
+            return out;
+        }
+    };
+    let started = EventKind::RoutineStarted {
+        routine: name.clone(),
+        parameters: values,
+        steps: calls.len() as u32,
+        within: None,
+    };
+    if let Err(e) = performance.emit(started) {
+        out.ended = Some(log_failed(e));
+        return out;
+    }
+    let mut deviation = None;
+    let mut steps_run = 0;
+    for (i, call) in calls.iter().enumerate() {
+        let step = i as u32 + 1;
+        let tool_call = ToolCall {
+            id: format!("routine-{name}-{step}"),
+            name: call.prop.clone(),
+            arguments: call.arguments.to_string(),
+        };
+        let (ok, output) = match performance
+            .replay_call(&name, step, tool_call, cancel)
+            .await
+        {
+            Ok(r) => r,
+            Err(ended) => {
+                out.ended = Some(ended);
+                return out;
+            }
+        };
+        if let Some(why) = call.guard.deviation(ok, &output) {
+            deviation = Some(format!("step {step} (`{}`) deviated: {why}", call.prop));
+            break;
+        }
+        steps_run = step;
+    }
+    let mut failing = None;
+    if deviation.is_none()
+        && let Some(judge) = judge
+    {
+        let (verdicts, mut events) = feedback::run(
+            judge,
+            CheckOn::Done,
+            attempt,
+            performance.conversation(),
+            cancel,
+        )
+        .await;
+        events.push(improv_feedback::attempt_event(
+            &verdicts,
+            attempt,
+            max_attempts,
+        ));
+        for kind in events {
+            if let Err(e) = performance.emit(kind) {
+                out.ended = Some(log_failed(e));
+                return out;
+            }
+        }
+        if !improv_feedback::all_passed(&verdicts) {
+            failing = Some(improv_feedback::note(&verdicts, attempt, max_attempts));
+        }
+        out.verdicts = verdicts;
+    }
+    let ok = deviation.is_none() && failing.is_none();
+    let finished = EventKind::RoutineFinished {
+        routine: name.clone(),
+        ok,
+        steps_run,
+        deviation: deviation
+            .clone()
+            .or_else(|| failing.as_ref().map(|_| "the checks failed".into())),
+    };
+    if let Err(e) = performance.emit(finished) {
+        out.ended = Some(log_failed(e));
+        return out;
+    }
+    routine.note_use(ok, &improv_routine::now());
+    if let Some(kept) = repertoire.get_mut(&name) {
+        kept.record = routine.record.clone();
+        kept.status = routine.status;
+        kept.retired_because = routine.retired_because.clone();
+    }
+    if let Err(e) = repertoire.save(&name) {
+        tracing::warn!("the record of routine `{name}` was not saved: {e}");
+    }
+    if ok {
+        let outcome = if judge.is_some() {
+            Outcome::Converged
+        } else {
+            Outcome::Done
+        };
+        out.ended = Some(Ended {
+            outcome,
+            reason: format!(
+                "the routine `{name}` was replayed without a model and every check passed"
+            ),
+            budget: None,
+        });
+        return out;
+    }
+    let total = calls.len();
+    let what = match (deviation, failing) {
+        (Some(d), _) => d,
+        (None, Some(note)) => format!("every step ran, but the checks failed.\n{note}"),
+        (None, None) => String::from("it did not finish"),
+    };
+    let note = format!(
+        "The routine `{name}` replayed {steps_run} of {total} steps for this intent (above); {what}\nTake over from there and finish the work."
+    );
+    if let Err(e) = performance.direct(&note) {
+        out.ended = Some(log_failed(e));
+    }
+    out
+}
+
+fn log_failed(e: improv_kernel::ObserveError) -> Ended {
+    Ended {
+        outcome: Outcome::Failed,
+        reason: format!("the event log failed: {e}"),
+        budget: None,
+    }
+}
+
+/// The approved routines whose steps use only `props`, as props inside the edges, and the one
+/// line of the system prompt that mentions them.
+pub(crate) fn offer(
+    stage: &Stage,
+    props: &[Arc<dyn Prop>],
+    edges: &Edges,
+    hints: &Hints,
+) -> (Vec<Arc<dyn Prop>>, Option<String>) {
+    let repertoire = match Repertoire::open(&stage.dir) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("routines are not offered: {e}");
+            return (Vec::new(), None);
+        }
+    };
+    let has = |name: &str| props.iter().any(|p| p.spec().name == name);
+    let offered: Vec<Arc<dyn Prop>> = repertoire
+        .approved()
+        .filter(|r| r.steps.iter().all(|s| has(&s.prop)))
+        .map(|r| {
+            let prop: Arc<dyn Prop> = Arc::new(RoutineProp::new(r.clone(), props.to_vec()));
+            wrap(prop, edges, hints)
+        })
+        .collect();
+    if offered.is_empty() {
+        return (offered, None);
+    }
+    let line =
+        "Props named routine.* replay practised work without you; prefer them when they fit.";
+    (offered, Some(line.to_string()))
+}
+
+/// Learns from the stage's converged performances after one converged; what was proposed is
+/// reported, a failure too, and neither changes the performance's outcome.
+pub(crate) fn learn(stage: &Stage) {
+    if !stage.routines.learn {
+        return;
+    }
+    let state = crate::state_dir(stage);
+    match improv_routine::learn_from_log(&stage.dir, &state, stage.routines.auto_approve) {
+        Ok(learned) => {
+            for name in &learned.proposed {
+                tracing::info!(
+                    "proposed the routine `{name}` (routines/{name}.toml); `improv routines approve {name}` to use it"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("routines were not learned: {e}"),
+    }
+}

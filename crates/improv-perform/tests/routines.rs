@@ -1,0 +1,310 @@
+//! Routines through the real production, with the lead's model an OpenAI-compatible mock that
+//! counts requests: two converged performances with different parameters propose a routine
+//! (and an unconverged one does not); approved, it performs a matching intent with zero model
+//! requests; a changed workspace makes a step deviate and the lead takes over from that step
+//! with the deviation in its context; a step a `deny` rule forbids is denied exactly as the
+//! lead's own call is.
+
+#![allow(clippy::unwrap_used)]
+
+use improv_kernel::{Event, EventKind, Outcome};
+use improv_log::EventLog;
+use improv_mock::{MockServer, openai_chat};
+use improv_perform::{Launch, Production, Summary, state_dir};
+use improv_routine::{Repertoire, Status};
+use improv_stage::Stage;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A stage whose lead reads and writes through the mock, judged by one file check; `rules` is
+/// appended under `[edges]`.
+fn stage(dir: &Path, server: &MockServer, rules: &str) {
+    let text = format!(
+        r#"
+[[actor]]
+name = "lead"
+model = "openai/gpt-5-mini"
+base_url = "{}/v1"
+props = ["read", "write"]
+
+{rules}
+
+[feedback]
+max_attempts = 1
+
+[[feedback.check]]
+name = "greeting"
+file = "greeting.txt"
+contains = "Dear"
+"#,
+        server.url()
+    );
+    std::fs::write(dir.join("stage.toml"), text).unwrap();
+    std::fs::write(dir.join("template.txt"), "Dear").unwrap();
+}
+
+/// What a competent lead does for "Greet NAME in greeting.txt": reads the template, writes.
+fn practice(server: &MockServer, name: &str) {
+    server.push(openai_chat::tool_calls(&[(
+        "call_r",
+        "read",
+        r#"{"path": "template.txt"}"#,
+    )]));
+    let write = serde_json::json!({"path": "greeting.txt", "content": format!("Dear {name}")});
+    server.push(openai_chat::tool_calls(&[(
+        "call_w",
+        "write",
+        &write.to_string(),
+    )]));
+}
+
+async fn perform(dir: &Path, intent: &str) -> (Summary, Vec<Event>) {
+    let stage = Arc::new(Stage::load(&dir.join("stage.toml")).unwrap());
+    let (mut p, _notes) = Production::open(stage.clone(), Launch::new(intent)).unwrap();
+    let ended = p.perform(&CancellationToken::new()).await;
+    let summary = p.finish(&ended).unwrap();
+    let events = EventLog::open(&state_dir(&stage))
+        .unwrap()
+        .events(&summary.id)
+        .unwrap();
+    (summary, events)
+}
+
+/// Two converged performances of the same task, Alice's and Bob's; the routine they propose.
+async fn learned(dir: &Path, server: &MockServer) -> String {
+    for name in ["Alice", "Bob"] {
+        practice(server, name);
+        let (summary, _) = perform(dir, &format!("Greet {name} in greeting.txt")).await;
+        assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+    }
+    let repertoire = Repertoire::open(dir).unwrap();
+    assert_eq!(repertoire.routines.len(), 1, "{:#?}", repertoire.routines);
+    repertoire.routines[0].name.clone()
+}
+
+fn approve(dir: &Path, name: &str) {
+    let mut repertoire = Repertoire::open(dir).unwrap();
+    repertoire.get_mut(name).unwrap().status = Status::Approved;
+    repertoire.save(name).unwrap();
+}
+
+fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_converged_runs_propose_a_routine_and_approved_it_runs_with_zero_model_requests() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    let name = learned(d, &server).await;
+    let routine = Repertoire::open(d).unwrap().get(&name).unwrap().clone();
+    assert_eq!(routine.status, Status::Proposed, "auto_approve is off");
+    assert_eq!(routine.intent, "Greet {content} in greeting.txt");
+    assert_eq!(routine.steps.len(), 2);
+    assert_eq!(routine.steps[1].args["content"], "Dear {content}");
+    assert_eq!(routine.checks, vec!["greeting".to_string()]);
+    assert_eq!(routine.provenance.performances.len(), 2);
+    let text = std::fs::read_to_string(d.join("routines").join(format!("{name}.toml"))).unwrap();
+    assert!(text.contains("status = \"proposed\""), "{text}");
+
+    // Proposed only: the next performance still asks the model.
+    let before = server.requests().len();
+    practice(&server, "Carol");
+    let (summary, _) = perform(d, "Greet Carol in greeting.txt").await;
+    assert_eq!(summary.outcome, Outcome::Converged);
+    assert_eq!(server.requests().len(), before + 2);
+
+    approve(d, &name);
+    let before = server.requests().len();
+    let (summary, events) = perform(d, "Greet Dora in greeting.txt").await;
+    assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+    assert_eq!(server.requests().len(), before, "zero model requests");
+    assert_eq!(summary.spent.turns, 0);
+    assert_eq!(
+        std::fs::read_to_string(d.join("greeting.txt")).unwrap(),
+        "Dear Dora"
+    );
+    let k = kinds(&events);
+    for wanted in [
+        "routine_started",
+        "routine_step",
+        "tool_call_started",
+        "tool_call_finished",
+        "check_finished",
+        "routine_finished",
+    ] {
+        assert!(k.contains(&wanted), "{wanted} missing from {k:?}");
+    }
+    assert!(!k.contains(&"turn_started"), "{k:?}");
+    let routine = Repertoire::open(d).unwrap().get(&name).unwrap().clone();
+    assert_eq!(routine.record.uses, 1);
+    assert!(routine.record.last_success.is_some());
+    assert_eq!(
+        routine.provenance.performances.len(),
+        3,
+        "Carol's run agreed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconverged_performance_does_not_teach() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    practice(&server, "Alice");
+    let (summary, _) = perform(d, "Greet Alice in greeting.txt").await;
+    assert_eq!(summary.outcome, Outcome::Converged);
+    // The same calls, but the check fails: the lead writes without "Dear", then stops.
+    std::fs::write(d.join("template.txt"), "Hi").unwrap();
+    server.push(openai_chat::tool_calls(&[(
+        "call_r",
+        "read",
+        r#"{"path": "template.txt"}"#,
+    )]));
+    server.push(openai_chat::tool_calls(&[(
+        "call_w",
+        "write",
+        r#"{"path": "greeting.txt", "content": "Hi Bob"}"#,
+    )]));
+    server.push(openai_chat::text("done"));
+    let (summary, _) = perform(d, "Greet Bob in greeting.txt").await;
+    assert_eq!(summary.outcome, Outcome::Exhausted, "{}", summary.reason);
+    // Only a converged performance starts the learner; run it over every log, as
+    // `improv routines learn` does.
+    let learned = improv_routine::learn_from_log(d, &d.join(".improv"), false).unwrap();
+    assert!(learned.proposed.is_empty(), "{learned:?}");
+    assert!(
+        Repertoire::open(d).unwrap().routines.is_empty(),
+        "nothing proposed from one converged run and one exhausted one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_workspace_makes_a_step_deviate_and_the_lead_takes_over_from_there() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    let name = learned(d, &server).await;
+    approve(d, &name);
+    std::fs::remove_file(d.join("template.txt")).unwrap();
+    let before = server.requests().len();
+    server.push(openai_chat::tool_calls(&[(
+        "call_w",
+        "write",
+        r#"{"path": "greeting.txt", "content": "Dear Erin"}"#,
+    )]));
+    let (summary, events) = perform(d, "Greet Erin in greeting.txt").await;
+    assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+    let requests = server.requests();
+    assert_eq!(
+        requests.len(),
+        before + 1,
+        "the lead took over for one turn"
+    );
+    let body = requests[before].json().unwrap();
+    let messages = body["messages"].to_string();
+    assert!(
+        messages.contains("step 1 (`read`) deviated"),
+        "the deviation is in the lead's context: {messages}"
+    );
+    assert!(
+        messages.contains("template.txt"),
+        "the replayed call and its result are too: {messages}"
+    );
+    let finished = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::RoutineFinished {
+                ok,
+                steps_run,
+                deviation,
+                ..
+            } => Some((*ok, *steps_run, deviation.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((finished.0, finished.1), (false, 0));
+    // The write, step 2, never ran from the routine: only the lead's write is logged.
+    let writes = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::ToolCallStarted { name, .. } if name == "write"))
+        .count();
+    assert_eq!(writes, 1);
+    let routine = Repertoire::open(d).unwrap().get(&name).unwrap().clone();
+    assert_eq!((routine.record.uses, routine.record.fallbacks), (1, 1));
+}
+
+/// The output of the one `write` call in `events`, and whether it succeeded.
+fn write_result(events: &[Event]) -> (bool, String) {
+    events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ToolCallFinished {
+                name, ok, output, ..
+            } if name == "write" => Some((*ok, output.clone())),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn denials(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::PolicyDecision { prop, decision, .. }
+                if prop == "write" && decision.to_string().starts_with("den"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routine_step_a_deny_rule_forbids_is_denied_as_the_leads_own_call_is() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    let name = learned(d, &server).await;
+    approve(d, &name);
+    std::fs::remove_file(d.join("greeting.txt")).unwrap();
+    let deny = "[[edges.rule]]\nprop = \"write\"\npath = \"greeting.txt\"\ndecision = \"deny\"\n";
+    stage(d, &server, deny);
+
+    // The routine's write is denied; the lead, taking over, tries the same write and is too.
+    server.push(openai_chat::tool_calls(&[(
+        "call_w",
+        "write",
+        r#"{"path": "greeting.txt", "content": "Dear Finn"}"#,
+    )]));
+    server.push(openai_chat::text("I may not write greeting.txt."));
+    let (summary, events) = perform(d, "Greet Finn in greeting.txt").await;
+    assert!(!d.join("greeting.txt").exists(), "the deny rule held");
+    assert_ne!(summary.outcome, Outcome::Converged);
+    let outputs: Vec<(bool, String)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ToolCallFinished {
+                name, ok, output, ..
+            } if name == "write" => Some((*ok, output.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs.len(), 2, "the routine's write and the lead's");
+    assert!(!outputs[0].0);
+    assert_eq!(
+        outputs[0].1.replace("Finn", ""),
+        outputs[1].1.replace("Finn", ""),
+        "the routine's step is refused in the same words as the lead's call"
+    );
+    assert_eq!(
+        denials(&events),
+        2,
+        "both denials are logged as policy decisions"
+    );
+    let (ok, _) = write_result(&events);
+    assert!(!ok);
+}

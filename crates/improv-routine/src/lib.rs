@@ -1,0 +1,70 @@
+//! Routines: behaviour that settles like data. What converged (every check passed) more than
+//! once, the same way, is abstracted into a skeleton and proposed as a routine, a file the
+//! director reads and approves; approved, it replays without a model, guarded step by step, and
+//! hands back to the actors the moment reality differs.
+//!
+//! - [`practice`]: what a performance did, read back from its log, and whether it may teach.
+//! - [`learn`]: practice into skeletons, proposals, provenance and stability
+//!   (fluid → settling → stable).
+//! - [`routine`]: the `routines/NAME.toml` files and the repertoire of a stage.
+//! - [`template`]: `{parameter}` holes in intents and arguments.
+//! - [`guard`]: what each replayed step's result must look like.
+//! - [`prop`]: an approved routine offered to actors as the prop `routine.NAME`.
+//! - [`skill`]: a routine exported as an Agent Skill (`SKILL.md`).
+
+pub mod guard;
+pub mod learn;
+pub mod practice;
+pub mod prop;
+pub mod routine;
+pub mod skill;
+pub mod template;
+
+pub use guard::{Guard, Shape};
+pub use learn::{Learned, learn};
+pub use practice::{Practice, Unfit};
+pub use prop::RoutineProp;
+pub use routine::{Call, Repertoire, Routine, Stability, Status};
+
+use std::path::PathBuf;
+
+/// What can go wrong with routines.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutineError {
+    #[error("{}:{line}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("no routine named `{name}` in {}; `improv routines list` shows them", dir.display())]
+    NotFound { name: String, dir: PathBuf },
+    #[error("bad template {0}")]
+    Template(String),
+    #[error("no value for the parameter `{0}`")]
+    MissingParameter(String),
+    #[error("cannot write the routine: {0}")]
+    Write(String),
+    #[error("cannot read the event log: {0}")]
+    Log(#[from] improv_log::LogError),
+}
+
+/// The current UTC time, as the records write it.
+pub fn now() -> String {
+    improv_kernel::performance::now_rfc3339()
+}
+
+/// Learns from every converged performance in the stage's log (`state_dir`, the stage's
+/// `.improv/`) into the routines beside the stage (`stage_dir/routines/`).
+pub fn learn_from_log(
+    stage_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    auto_approve: bool,
+) -> Result<Learned, RoutineError> {
+    let log = improv_log::EventLog::open(state_dir)?;
+    let practices = practice::from_log(&log)?;
+    let mut repertoire = Repertoire::open(stage_dir)?;
+    learn::learn(&mut repertoire, &practices, auto_approve)
+}

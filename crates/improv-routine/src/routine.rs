@@ -1,0 +1,485 @@
+//! A routine as the director reads it: `routines/NAME.toml` beside the stage, with its
+//! parameters, intent template, steps (prop, argument templates, guard), the checks that vouched
+//! for it, where it came from and its record. Read and written here, and nowhere else.
+
+use crate::RoutineError;
+use crate::guard::Guard;
+use crate::template::Template;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The folder of routines beside a stage file.
+pub const DIR: &str = "routines";
+
+/// The director's word on a routine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Learned, waiting for the director.
+    #[default]
+    Proposed,
+    /// Offered to actors as a prop and replayed for intents it matches.
+    Approved,
+    /// Not wanted: kept so the same skeleton is not proposed again.
+    Rejected,
+    /// Was approved; no longer used (by the director, or after repeated guard failures).
+    Retired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Proposed => "proposed",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+            Status::Retired => "retired",
+        }
+    }
+}
+
+/// How settled the practice behind a routine is, like a ledger collection's shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stability {
+    /// Two converged performances agree.
+    #[default]
+    Fluid,
+    /// [`SETTLING_RUNS`] or more agree and none contradicted it since.
+    Settling,
+    /// [`STABLE_RUNS`] or more agree and none contradicted it since.
+    Stable,
+}
+
+/// Converged runs that make a routine settling, and stable.
+pub const SETTLING_RUNS: usize = 3;
+pub const STABLE_RUNS: usize = 5;
+
+impl Stability {
+    /// The stability `runs` agreeing performances give, none contradicting since.
+    pub fn of(runs: usize) -> Stability {
+        match runs {
+            n if n >= STABLE_RUNS => Stability::Stable,
+            n if n >= SETTLING_RUNS => Stability::Settling,
+            _ => Stability::Fluid,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stability::Fluid => "fluid",
+            Stability::Settling => "settling",
+            Stability::Stable => "stable",
+        }
+    }
+}
+
+/// A parameter: a hole in the intent template and the steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameter {
+    pub name: String,
+    /// The values it had in the performances it was learned from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
+}
+
+/// One recorded step: a prop call with argument templates and what its result must look like.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub prop: String,
+    pub guard: Guard,
+    /// The call's arguments; every string may hold `{parameter}` holes.
+    #[serde(default)]
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where a routine came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// The fingerprint of the learned skeleton: how the learner finds this routine again, so an
+    /// edited routine is not proposed a second time.
+    pub skeleton: String,
+    /// The converged performances that agree with it.
+    pub performances: Vec<String>,
+    /// Converged performances of an intent it matches that did something else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contradicted_by: Vec<String>,
+}
+
+/// How a routine has fared since it was approved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Times it was replayed.
+    #[serde(default)]
+    pub uses: u32,
+    /// Times a step deviated from its guard or the checks failed, and an actor took over.
+    #[serde(default)]
+    pub fallbacks: u32,
+    /// Fallbacks since the last success; at [`RETIRE_AFTER_FAILURES`] it is retired.
+    #[serde(default)]
+    pub failures_in_a_row: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<String>,
+}
+
+/// Fallbacks in a row that retire an approved routine.
+pub const RETIRE_AFTER_FAILURES: u32 = 3;
+
+/// A routine, as its file says it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routine {
+    pub name: String,
+    pub description: String,
+    pub status: Status,
+    pub stability: Stability,
+    /// The intents it serves, with `{parameter}` holes: an intent it matches is performed by
+    /// replaying the steps.
+    pub intent: String,
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// The checks that passed in every performance it was learned from.
+    #[serde(default)]
+    pub checks: Vec<String>,
+    /// Why it was retired, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_because: Option<String>,
+    pub provenance: Provenance,
+    #[serde(default)]
+    pub record: Record,
+    pub steps: Vec<Step>,
+}
+
+/// A step ready to run: the prop and its arguments with the parameters filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub prop: String,
+    pub arguments: serde_json::Value,
+    pub guard: Guard,
+}
+
+impl Routine {
+    /// The parameters of the intent template when `intent` matches it.
+    pub fn bind(&self, intent: &str) -> Option<BTreeMap<String, String>> {
+        Template::parse(&self.intent).ok()?.bind(intent)
+    }
+
+    /// The steps with `values` filled in; a parameter without a value is an error naming it.
+    pub fn calls(&self, values: &BTreeMap<String, String>) -> Result<Vec<Call>, RoutineError> {
+        self.steps
+            .iter()
+            .map(|step| {
+                let mut args = serde_json::Value::Object(step.args.clone());
+                fill(&mut args, values)?;
+                Ok(Call {
+                    prop: step.prop.clone(),
+                    arguments: args,
+                    guard: step.guard.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the intent template binds every parameter the steps use, so a matching intent can
+    /// be performed without a model.
+    pub fn replayable(&self) -> bool {
+        let Ok(intent) = Template::parse(&self.intent) else {
+            return false;
+        };
+        let bound = intent.holes();
+        self.parameters
+            .iter()
+            .all(|p| bound.contains(&p.name.as_str()))
+    }
+
+    /// The prop name actors call it by.
+    pub fn prop_name(&self) -> String {
+        format!("routine.{}", self.name)
+    }
+
+    /// Notes a replay: `ok` when every step held and the checks passed. Retires it after
+    /// [`RETIRE_AFTER_FAILURES`] fallbacks in a row, saying so.
+    pub fn note_use(&mut self, ok: bool, now: &str) {
+        self.record.uses += 1;
+        self.record.last_used = Some(now.to_string());
+        if ok {
+            self.record.failures_in_a_row = 0;
+            self.record.last_success = Some(now.to_string());
+            return;
+        }
+        self.record.fallbacks += 1;
+        self.record.failures_in_a_row += 1;
+        if self.record.failures_in_a_row >= RETIRE_AFTER_FAILURES && self.status == Status::Approved
+        {
+            self.status = Status::Retired;
+            self.retired_because = Some(format!(
+                "{} replays in a row deviated or failed the checks (the last on {now})",
+                self.record.failures_in_a_row
+            ));
+        }
+    }
+
+    /// The file's text.
+    pub fn to_toml(&self) -> Result<String, RoutineError> {
+        let body = toml::to_string(self).map_err(|e| RoutineError::Write(e.to_string()))?;
+        Ok(format!(
+            "# A routine improv learned from converged performances. Edit freely; set status to\n# approved, rejected or retired (or use `improv routines approve|reject|retire`).\n{body}"
+        ))
+    }
+
+    /// Reads `path`; a problem names the file and the line.
+    pub fn read(path: &Path) -> Result<Routine, RoutineError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RoutineError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = |line: usize, message: String| RoutineError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let routine: Routine = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of(&text, s.start));
+            invalid(line, e.message().trim().to_string())
+        })?;
+        let line_of_key = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map_or(1, |i| i + 1)
+        };
+        if Template::parse(&routine.intent).is_err() || routine.intent.trim().is_empty() {
+            return Err(invalid(
+                line_of_key("intent"),
+                "`intent` is not a template: write the intent with `{parameter}` holes, `{{`/`}}` for braces".into(),
+            ));
+        }
+        if routine.steps.is_empty() {
+            return Err(invalid(
+                1,
+                "a routine needs at least one `[[steps]]`".into(),
+            ));
+        }
+        let known: Vec<&str> = routine.parameters.iter().map(|p| p.name.as_str()).collect();
+        for hole in Template::parse(&routine.intent)
+            .iter()
+            .flat_map(|t| t.holes())
+        {
+            if !known.contains(&hole) {
+                return Err(invalid(
+                    line_of_key("intent"),
+                    format!("`{{{hole}}}` is not among the `[[parameters]]`; add it there"),
+                ));
+            }
+        }
+        Ok(routine)
+    }
+
+    /// Writes the routine to `dir/NAME.toml`, replacing the file atomically.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, RoutineError> {
+        let path = dir.join(format!("{}.toml", self.name));
+        let io = |e: std::io::Error| RoutineError::Io {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join(format!(".{}.toml.tmp", self.name));
+        std::fs::write(&tmp, self.to_toml()?).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(path)
+    }
+}
+
+/// Fills the holes of every string in `value`.
+fn fill(
+    value: &mut serde_json::Value,
+    values: &BTreeMap<String, String>,
+) -> Result<(), RoutineError> {
+    match value {
+        serde_json::Value::String(s) => *s = Template::parse(s)?.render(values)?,
+        serde_json::Value::Array(items) => {
+            for v in items {
+                fill(v, values)?;
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for v in map.values_mut() {
+                fill(v, values)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The 1-based line of byte offset `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+/// The routines of a stage: every `routines/*.toml` beside its stage file.
+#[derive(Debug, Default)]
+pub struct Repertoire {
+    pub dir: PathBuf,
+    pub routines: Vec<Routine>,
+}
+
+impl Repertoire {
+    /// Reads `stage_dir/routines/`. A missing folder is an empty repertoire; an unreadable file
+    /// is an error naming it.
+    pub fn open(stage_dir: &Path) -> Result<Repertoire, RoutineError> {
+        let dir = stage_dir.join(DIR);
+        let mut routines = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Repertoire { dir, routines });
+            }
+            Err(e) => {
+                return Err(RoutineError::Io {
+                    path: dir,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "toml")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            routines.push(Routine::read(&path)?);
+        }
+        Ok(Repertoire { dir, routines })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Routine> {
+        self.routines.iter().find(|r| r.name == name)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Routine> {
+        self.routines.iter_mut().find(|r| r.name == name)
+    }
+
+    /// The approved routines.
+    pub fn approved(&self) -> impl Iterator<Item = &Routine> {
+        self.routines
+            .iter()
+            .filter(|r| r.status == Status::Approved)
+    }
+
+    /// The approved routine that performs `intent` without a model, and its parameters: the
+    /// most settled of those whose template matches and binds every parameter.
+    pub fn for_intent(&self, intent: &str) -> Option<(&Routine, BTreeMap<String, String>)> {
+        self.approved()
+            .filter(|r| r.replayable())
+            .filter_map(|r| r.bind(intent).map(|v| (r, v)))
+            .max_by_key(|(r, _)| (r.stability, r.provenance.performances.len()))
+    }
+
+    /// Writes one routine back.
+    pub fn save(&self, name: &str) -> Result<PathBuf, RoutineError> {
+        match self.get(name) {
+            Some(r) => r.write(&self.dir),
+            None => Err(RoutineError::NotFound {
+                name: name.to_string(),
+                dir: self.dir.clone(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::Shape;
+
+    fn routine() -> Routine {
+        let mut args = serde_json::Map::new();
+        args.insert("path".into(), "{file}".into());
+        args.insert("content".into(), "fn main() {{}}".into());
+        Routine {
+            name: "write-file".into(),
+            description: "Write {file}".into(),
+            status: Status::Proposed,
+            stability: Stability::Fluid,
+            intent: "Write {file}".into(),
+            parameters: vec![Parameter {
+                name: "file".into(),
+                examples: vec!["a.rs".into(), "b.rs".into()],
+            }],
+            checks: vec!["build".into()],
+            retired_because: None,
+            provenance: Provenance {
+                skeleton: "00".into(),
+                performances: vec!["p1".into(), "p2".into()],
+                contradicted_by: Vec::new(),
+            },
+            record: Record::default(),
+            steps: vec![Step {
+                prop: "write".into(),
+                guard: Guard {
+                    ok: true,
+                    output: Shape::NonEmpty,
+                },
+                args,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_routine_file_round_trips_and_its_steps_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = routine();
+        let path = r.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("[[steps]]"), "{text}");
+        assert_eq!(Routine::read(&path).unwrap(), r);
+        let calls = r.calls(&r.bind("Write x.rs").unwrap()).unwrap();
+        assert_eq!(calls[0].arguments["path"], "x.rs");
+        assert_eq!(calls[0].arguments["content"], "fn main() {}");
+    }
+
+    #[test]
+    fn a_bad_file_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = routine().write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("status = \"proposed\"", "status = \"maybe\""),
+        )
+        .unwrap();
+        let err = Routine::read(&path).unwrap_err().to_string();
+        let line = text.lines().position(|l| l.starts_with("status")).unwrap() + 1;
+        assert!(
+            err.starts_with(&format!("{}:{line}:", path.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn three_fallbacks_in_a_row_retire_an_approved_routine_and_say_why() {
+        let mut r = routine();
+        r.status = Status::Approved;
+        r.note_use(false, "t1");
+        r.note_use(true, "t2");
+        r.note_use(false, "t3");
+        r.note_use(false, "t4");
+        assert_eq!(r.status, Status::Approved);
+        r.note_use(false, "t5");
+        assert_eq!(r.status, Status::Retired);
+        assert!(r.retired_because.unwrap().contains("3 replays in a row"));
+        assert_eq!((r.record.uses, r.record.fallbacks), (5, 4));
+    }
+}
