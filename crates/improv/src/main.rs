@@ -6,6 +6,7 @@ mod logbook;
 mod logs;
 mod models;
 mod perform;
+mod routines;
 mod shutdown;
 mod slash;
 mod stagecraft;
@@ -121,6 +122,12 @@ enum Command {
         #[command(subcommand)]
         command: store::StoreCommand,
     },
+    /// Routines learned from converged practice: list, show, approve, reject, retire, learn,
+    /// export as an Agent Skill.
+    Routines {
+        #[command(subcommand)]
+        command: Option<routines::RoutinesCommand>,
+    },
     /// Manage embedded models.
     Model {
         #[command(subcommand)]
@@ -197,6 +204,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Worker(args)) => worker::run(args),
         Some(Command::Store { command }) => runtime()?.block_on(store::run(command)),
         Some(Command::Model { command }) => models::run(command),
+        Some(Command::Routines { command }) => {
+            routines::run(&perform::load_stage(stage_path.as_deref(), false)?, command)
+        }
         Some(Command::Doctor { json }) => {
             stagecraft::doctor(&perform::load_stage(stage_path.as_deref(), false)?, json)
         }

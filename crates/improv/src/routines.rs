@@ -1,0 +1,153 @@
+//! `improv routines`: the stage's routines, learned from converged practice: list them, show
+//! one, approve, reject or retire it, learn from the stage's converged performances now, and
+//! export one as an Agent Skill (`SKILL.md`).
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use improv_routine::{Repertoire, Routine, Status};
+use improv_stage::Stage;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum RoutinesCommand {
+    /// Every routine: name, status, stability, record (the default).
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One routine's file, as the director edits it.
+    Show { name: String },
+    /// Offer it to the actors and replay it for intents it matches.
+    Approve { name: String },
+    /// Do not use it, and do not propose the same skeleton again.
+    Reject { name: String },
+    /// Stop using an approved routine.
+    Retire { name: String },
+    /// Learn from the stage's converged performances now (a converged performance does this
+    /// by itself).
+    Learn,
+    /// Write it as an Agent Skill, `DIR/NAME/SKILL.md`, for agents that do not run improv.
+    Export {
+        name: String,
+        /// The folder to write into (default: the stage's `skills/`).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
+}
+
+/// `improv routines …`
+pub fn run(stage: &Stage, command: Option<RoutinesCommand>) -> Result<ExitCode> {
+    match command.unwrap_or(RoutinesCommand::List { json: false }) {
+        RoutinesCommand::List { json } => list(stage, json),
+        RoutinesCommand::Show { name } => {
+            let repertoire = Repertoire::open(&stage.dir)?;
+            print!("{}", routine(&repertoire, &name)?.to_toml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        RoutinesCommand::Approve { name } => decide(stage, &name, Status::Approved),
+        RoutinesCommand::Reject { name } => decide(stage, &name, Status::Rejected),
+        RoutinesCommand::Retire { name } => decide(stage, &name, Status::Retired),
+        RoutinesCommand::Learn => {
+            let state = improv_perform::state_dir(stage);
+            let learned =
+                improv_routine::learn_from_log(&stage.dir, &state, stage.routines.auto_approve)?;
+            for name in &learned.proposed {
+                eprintln!("proposed {name} (routines/{name}.toml)");
+            }
+            for name in &learned.updated {
+                eprintln!("updated {name}");
+            }
+            if learned.proposed.is_empty() && learned.updated.is_empty() {
+                eprintln!("nothing new: a routine needs two converged performances that agree");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RoutinesCommand::Export { name, to } => {
+            let repertoire = Repertoire::open(&stage.dir)?;
+            let r = routine(&repertoire, &name)?;
+            let dir = to.unwrap_or_else(|| stage.dir.join("skills")).join(&r.name);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let path = dir.join("SKILL.md");
+            std::fs::write(&path, improv_routine::skill::skill_md(r))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn routine<'a>(repertoire: &'a Repertoire, name: &str) -> Result<&'a Routine> {
+    repertoire.get(name).ok_or_else(|| {
+        improv_routine::RoutineError::NotFound {
+            name: name.to_string(),
+            dir: repertoire.dir.clone(),
+        }
+        .into()
+    })
+}
+
+fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
+    let repertoire = Repertoire::open(&stage.dir)?;
+    if repertoire.routines.is_empty() && !json {
+        eprintln!(
+            "no routines yet in {}: two converged performances that do the same thing propose one",
+            repertoire.dir.display()
+        );
+    }
+    for r in &repertoire.routines {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "name": r.name,
+                    "status": r.status.as_str(),
+                    "stability": r.stability.as_str(),
+                    "intent": r.intent,
+                    "steps": r.steps.len(),
+                    "performances": r.provenance.performances.len(),
+                    "uses": r.record.uses,
+                    "fallbacks": r.record.fallbacks,
+                    "last_success": r.record.last_success,
+                })
+            );
+        } else {
+            println!(
+                "{:<24} {:<9} {:<9} {} steps · {} runs · {} uses, {} fallbacks · {}",
+                r.name,
+                r.status.as_str(),
+                r.stability.as_str(),
+                r.steps.len(),
+                r.provenance.performances.len(),
+                r.record.uses,
+                r.record.fallbacks,
+                r.intent
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn decide(stage: &Stage, name: &str, status: Status) -> Result<ExitCode> {
+    let mut repertoire = Repertoire::open(&stage.dir)?;
+    let dir = repertoire.dir.clone();
+    let Some(r) = repertoire.get_mut(name) else {
+        return Err(improv_routine::RoutineError::NotFound {
+            name: name.to_string(),
+            dir,
+        }
+        .into());
+    };
+    r.status = status;
+    r.retired_because = (status == Status::Retired).then(|| "retired by the director".into());
+    if status == Status::Approved && !r.replayable() {
+        eprintln!(
+            "note: `{name}` has parameters its intent template does not fill; it is offered to actors as the prop routine.{name} but never replayed for an intent by itself"
+        );
+    }
+    let path = repertoire.save(name)?;
+    eprintln!("{name} is {} ({})", status.as_str(), path.display());
+    Ok(ExitCode::SUCCESS)
+}
