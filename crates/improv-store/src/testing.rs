@@ -57,8 +57,33 @@ impl TempPostgres {
         let hba = "local all postgres trust\nlocal all all scram-sha-256\n";
         std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         let server = TempPostgres { bin, data, dir };
+        server.watch_owner();
         server.start();
         server
+    }
+
+    /// Starts a watchdog that, should this process die without dropping the server (killed by
+    /// a timeout, SIGKILL), stops the server (SIGQUIT to the postmaster: an immediate stop) and
+    /// removes its temporary folder, so a killed test leaves no server running. It runs in its
+    /// own process group, out of reach of a signal sent to the test's group.
+    fn watch_owner(&self) {
+        use std::os::unix::process::CommandExt;
+        let script = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
+if [ -d "$2" ]; then
+  pid=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null) && kill -QUIT "$pid" 2>/dev/null
+  sleep 2; rm -rf -- "$2"
+fi"#;
+        let spawned = Command::new("sh")
+            .args(["-c", script, "improv-pg-watchdog"])
+            .arg(std::process::id().to_string())
+            .arg(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        // Without sh the server is still stopped on drop; only a killed test would leak it.
+        drop(spawned);
     }
 
     /// Starts the server again after [`TempPostgres::stop`] (waits until it accepts connections).
