@@ -1,18 +1,21 @@
 """The ledger's import end to end against DuckDB, side by side on one irregular JSON-lines file.
 
-    python3 bench/ledger/compare.py IMPORT_BINARY [--mb 100] [--file PATH]
+    python3 bench/ledger/compare.py IMPORT_BINARY [--mb 100] [--file PATH] [--runs 3]
 
 IMPORT_BINARY is the `ledger-import` example (bench/ledger/run.sh builds it in release mode).
 The file is generated once (seeded) unless --file names one: events with nested records, arrays
 of records, optional fields, a field of mixed kinds (`zip`: integer or string), a renamed field
 and a map (`stock`: counts per SKU, keys that are data). Each side runs in its own process, on
-one thread; peak RSS is that process's. Needs `pip install duckdb`.
+one thread (improv reads on one thread and writes on another: CPU seconds, all threads, are
+printed beside the wall-clock ones); peak RSS is that process's. The sides alternate for --runs
+rounds; the table shows medians (peak RSS: the largest). Needs `pip install duckdb`.
 """
 import argparse
 import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -64,11 +67,13 @@ def duckdb_side(path):
     con = duckdb.connect(os.path.join(os.path.dirname(path), "bench.duckdb"))
     con.execute("SET threads = 1")
     start = time.perf_counter()
+    cpu_start = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     con.execute("CREATE OR REPLACE TABLE bench AS SELECT * FROM read_json(?, format = 'newline_delimited', sample_size = -1)", [path])
     seconds = time.perf_counter() - start
+    cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_start
     types = {name: typ for name, typ, *_ in con.execute("DESCRIBE bench").fetchall()}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": rss, "types": types, "version": duckdb.__version__}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": rss, "types": types, "version": duckdb.__version__}))
 
 
 def main():
@@ -78,20 +83,35 @@ def main():
     parser.add_argument("binary")
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--file")
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     path = args.file or os.path.abspath(f"target/ledger-bench-{args.mb}mb.jsonl")
     if not os.path.exists(path):
         print(f"generating {path} ({args.mb} MB)...", file=sys.stderr)
         generate(path, args.mb)
     mib = os.path.getsize(path) / (1 << 20)
-    improv = json.loads(subprocess.run([args.binary, path], check=True, capture_output=True, text=True).stdout)
-    duck = json.loads(subprocess.run([sys.executable, __file__, "--duckdb-child", path], check=True,
-                                     capture_output=True, text=True).stdout)
-    print(f"file: {path} ({mib:.1f} MiB, {improv['recorded']} records)\n")
+    improvs, ducks = [], []
+    for _ in range(args.runs):
+        improvs.append(json.loads(subprocess.run([args.binary, path], check=True, capture_output=True,
+                                                 text=True).stdout))
+        ducks.append(json.loads(subprocess.run([sys.executable, __file__, "--duckdb-child", path],
+                                               check=True, capture_output=True, text=True).stdout))
+    improv, duck = improvs[-1], ducks[-1]
+
+    def median(runs, key):
+        return statistics.median(r[key] for r in runs)
+
+    mine, theirs = median(improvs, "seconds"), median(ducks, "seconds")
+    print(f"file: {path} ({mib:.1f} MiB, {improv['recorded']} records); medians of {args.runs} runs, "
+          f"load average {os.getloadavg()[0]:.1f}\n")
     print(f"{'':28}{'improv ledger import':>22}{'DuckDB ' + duck['version']:>22}")
-    print(f"{'seconds':28}{improv['seconds']:>22.2f}{duck['seconds']:>22.2f}")
-    print(f"{'MiB/s':28}{improv['mib_per_s']:>22.1f}{mib / duck['seconds']:>22.1f}")
-    print(f"{'peak RSS (MB)':28}{improv['peak_rss_mb']:>22.0f}{duck['peak_rss_mb']:>22.0f}")
+    print(f"{'seconds':28}{mine:>22.2f}{theirs:>22.2f}")
+    print(f"{'CPU seconds (all threads)':28}{median(improvs, 'cpu_seconds'):>22.2f}"
+          f"{median(ducks, 'cpu_seconds'):>22.2f}")
+    print(f"{'MiB/s':28}{mib / mine:>22.1f}{mib / theirs:>22.1f}")
+    print(f"{'peak RSS (MB)':28}{max(r['peak_rss_mb'] for r in improvs):>22.0f}"
+          f"{max(r['peak_rss_mb'] for r in ducks):>22.0f}")
+    print(f"{'improv / DuckDB speed':28}{theirs / mine:>22.2f}x")
     print(f"\n{'top-level field':28}{'improv column':>30}  DuckDB type")
     for name, typ in duck["types"].items():
         inner = sum(1 for c in improv["columns"] if c.startswith(name + "."))

@@ -15,7 +15,8 @@
 //! exponent and fit in 64 bits), anything else a string.
 
 use crate::ledger::{
-    Checked, Inferred, Input, Ledger, LedgerError, Prepared, Provenance, RecordOutcome, Result,
+    Checked, Inferred, Input, Ledger, LedgerError, Origin, Prepared, Provenance, RecordOutcome,
+    Result,
 };
 use crate::shape::Shape;
 use serde::Serialize;
@@ -151,7 +152,7 @@ struct Batcher<'a> {
 }
 
 impl Batcher<'_> {
-    fn push(&mut self, input: Input, origin: String, bytes: usize) -> Result<()> {
+    fn push(&mut self, input: Input, origin: Origin, bytes: usize) -> Result<()> {
         let mut checked = self.ledger.prepare(input);
         if self.inference_dropped.load(Ordering::Relaxed) {
             self.shape = None;
@@ -362,7 +363,7 @@ fn json_lines(reader: &mut impl BufRead, file: &Path, batcher: &mut Batcher) -> 
                 reason: format!("not UTF-8 text ({error}); save the file as UTF-8"),
             },
         };
-        batcher.push(input, format!("line {number}"), bytes)?;
+        batcher.push(input, Origin::Line(number), bytes)?;
     }
 }
 
@@ -416,9 +417,9 @@ impl<'de> Visitor<'de> for Items<'_, '_> {
             number += 1;
             // Roughly the item's size, for batching by bytes; exact size costs a serialization.
             let bytes = approximate_size(&value);
-            if let Err(error) =
-                self.batcher
-                    .push(Input::Value(value), format!("item {number}"), bytes)
+            if let Err(error) = self
+                .batcher
+                .push(Input::Value(value), Origin::Item(number), bytes)
             {
                 *self.failed = Some(error);
                 return Err(serde::de::Error::custom("the ledger refused a write"));
@@ -444,7 +445,7 @@ fn csv_rows(reader: &mut impl Read, batcher: &mut Batcher) -> Result<()> {
                         text: String::new(),
                         reason,
                     },
-                    format!("line {line}"),
+                    Origin::Line(line as usize),
                     0,
                 )?;
                 continue;
@@ -470,7 +471,7 @@ fn csv_rows(reader: &mut impl Read, batcher: &mut Batcher) -> Result<()> {
                 ),
             }
         };
-        batcher.push(input, format!("line {line}"), bytes)?;
+        batcher.push(input, Origin::Line(line as usize), bytes)?;
     }
 }
 

@@ -38,7 +38,7 @@ mod settle;
 
 pub use crate::import::ImportReport;
 pub use query::{Filter, Op, Query};
-pub(crate) use record::{Checked, Inferred, Prepared};
+pub(crate) use record::{Checked, Inferred, Origin, Prepared};
 pub use settle::{Decision, Evolution, Proposal, Settlement};
 use settle::{Settled, compile, load_proposals};
 

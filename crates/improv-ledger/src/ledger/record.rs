@@ -393,11 +393,29 @@ fn propose(
     Ok(proposed)
 }
 
+/// Where an imported entry came from, put before a refusal's reason (`line 12: ...`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Origin {
+    /// A line of a JSON lines or CSV file, from 1.
+    Line(usize),
+    /// An item of a JSON array, from 1.
+    Item(usize),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Line(n) => write!(f, "line {n}"),
+            Origin::Item(n) => write!(f, "item {n}"),
+        }
+    }
+}
+
 /// One entry as the writer receives it.
 pub(crate) struct Prepared {
     pub(crate) checked: Checked,
     /// Where it came from in an imported file (`line 12`), put before a refusal's reason.
-    pub(crate) origin: Option<String>,
+    pub(crate) origin: Option<Origin>,
     /// Whether absorbing it changed the shape, when the shape was inferred by the caller.
     pub(crate) changed: bool,
 }
