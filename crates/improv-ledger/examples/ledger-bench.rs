@@ -12,7 +12,7 @@
 use improv_ledger::shape::Kind;
 use improv_ledger::{Input, Ledger, LedgerOptions, Op, Provenance, Query, Shape};
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
