@@ -308,3 +308,47 @@ async fn a_routine_step_a_deny_rule_forbids_is_denied_as_the_leads_own_call_is()
     let (ok, _) = write_result(&events);
     assert!(!ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_routine_is_a_prop_whose_steps_meet_the_same_deny_rule() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    let name = learned(d, &server).await;
+    approve(d, &name);
+    std::fs::remove_file(d.join("greeting.txt")).unwrap();
+    let deny = "[[edges.rule]]\nprop = \"write\"\npath = \"greeting.txt\"\ndecision = \"deny\"\n";
+    stage(d, &server, deny);
+
+    // An intent the template does not match: the lead is asked, and calls the routine's prop.
+    let prop = format!("routine.{name}");
+    // On the wire a `.` is spelled `__`.
+    let wire = format!("routine__{name}");
+    server.push(openai_chat::tool_calls(&[(
+        "call_x",
+        &wire,
+        r#"{"content": "Gil"}"#,
+    )]));
+    server.push(openai_chat::text("The routine could not write."));
+    let before = server.requests().len();
+    let (_, events) = perform(d, "Please greet Gil").await;
+    let request = server.requests()[before].json().unwrap();
+    assert!(
+        request["tools"].to_string().contains(&wire),
+        "the routine is offered as a prop"
+    );
+    assert!(!d.join("greeting.txt").exists(), "the deny rule held");
+    let (ok, output) = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ToolCallFinished {
+                name, ok, output, ..
+            } if *name == prop => Some((*ok, output.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!ok);
+    assert!(output.contains("step 2 (`write`) deviated"), "{output}");
+    assert_eq!(denials(&events), 1, "the step's denial is logged: {output}");
+}
