@@ -269,6 +269,57 @@ async fn an_expired_lease_is_reclaimed_and_fences_out_the_old_holder(backend: Ba
     ));
 }
 
+/// The old holder appends as fast as it can while another worker claims the expired lease:
+/// whatever the interleaving, nothing the old holder writes lands after the claim (the claim
+/// sees the journal as it will stay). Many rounds, since one pass proves nothing.
+async fn a_stale_writer_racing_a_claim_lands_nothing_after_it(backend: Backend) {
+    const ROUNDS: usize = 30;
+    let old_store = backend.open().await;
+    let new_store = backend.open().await;
+    for round in 0..ROUNDS {
+        let id = old_store
+            .enqueue(&new(&format!("race {round}")))
+            .await
+            .unwrap();
+        // A lease that is already expired: the claim below may come at any moment.
+        let (old, _) = old_store
+            .claim("old", Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let writer = {
+            let store = Arc::clone(&old_store);
+            tokio::spawn(async move {
+                let mut seq = 0;
+                loop {
+                    match store.append(&old, &[note(seq + 1)]).await {
+                        Ok(()) => seq += 1,
+                        Err(StoreError::LeaseLost { .. }) => return seq,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(round as u64 % 7)).await;
+        // SKIP LOCKED passes over the row while an append holds it: claim again, as a worker
+        // polling for work would.
+        let claimed = loop {
+            if let Some((_, claimed)) = new_store.claim("new", TTL).await.unwrap() {
+                break claimed;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(claimed.id, id);
+        let written = writer.await.unwrap();
+        let now = new_store.performance(&id).await.unwrap();
+        assert_eq!(
+            (now.last_seq, written),
+            (claimed.last_seq, claimed.last_seq),
+            "round {round}: the old holder wrote after the claim"
+        );
+    }
+}
+
 async fn seq_gaps_and_repeats_are_refused(backend: Backend) {
     let store = backend.open().await;
     let id = store.enqueue(&new("seq")).await.unwrap();
@@ -603,6 +654,7 @@ conformance!(
     lifecycle,
     concurrent_claimers_never_share_a_performance,
     an_expired_lease_is_reclaimed_and_fences_out_the_old_holder,
+    a_stale_writer_racing_a_claim_lands_nothing_after_it,
     seq_gaps_and_repeats_are_refused,
     events_round_trip_exactly,
     wait_events_wakes_on_another_instances_append,
@@ -650,6 +702,14 @@ mod faults {
         assert!(
             shown.contains("improv:***@") && shown.contains("password authentication failed"),
             "{shown}"
+        );
+        // A database that does not exist is configuration too: retrying will not create it.
+        let missing = improv_store::open(&StoreUrl::parse(&pg.url("nosuchdb")).unwrap()).unwrap();
+        let err = missing.migrate().await.unwrap_err();
+        assert!(matches!(err, StoreError::Config { .. }), "{err}");
+        assert!(
+            !err.is_transient() && err.to_string().contains("nosuchdb"),
+            "{err}"
         );
     }
 
