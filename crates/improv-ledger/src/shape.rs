@@ -267,13 +267,16 @@ fn is_email(s: &str) -> bool {
 }
 
 fn is_uri(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return false;
-    };
-    let mut scheme_chars = scheme.chars();
-    scheme_chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        && !rest.is_empty()
+    // `scheme://rest`: the scheme runs up to the first byte that cannot be in one, which must
+    // start `://` (every string is checked: no substring search for `://` through the text).
+    let b = s.as_bytes();
+    let scheme = b
+        .iter()
+        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
+        .unwrap_or(b.len());
+    b.first().is_some_and(u8::is_ascii_alphabetic)
+        && b[scheme..].starts_with(b"://")
+        && b.len() > scheme + 3
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
@@ -1226,6 +1229,17 @@ mod tests {
         assert_eq!(Format::detect("ana@example.org"), Some(Format::Email));
         assert_eq!(Format::detect("ana at example"), None);
         assert_eq!(Format::detect("https://a.example/x?y"), Some(Format::Uri));
+        assert_eq!(Format::detect("git+ssh://host/x"), Some(Format::Uri));
+        for not_uri in [
+            "https://",
+            "1http://x",
+            "a b://x",
+            "see http://x",
+            "://x",
+            "x:/y",
+        ] {
+            assert_eq!(Format::detect(not_uri), None, "{not_uri}");
+        }
         assert_eq!(
             Format::detect("67e55044-10b1-426f-9247-bb680e5fe0c8"),
             Some(Format::Uuid)
