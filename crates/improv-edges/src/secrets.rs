@@ -233,7 +233,7 @@ impl Layer for Redaction {
     ) -> Result<String, PropError> {
         match inner.call(arguments, context).await {
             Ok(out) => Ok(self.0.redact(&out).into_owned()),
-            Err(e) => Err(PropError(self.0.redact(&e.0).into_owned())),
+            Err(e) => Err(e.map(|m| self.0.redact(&m).into_owned())),
         }
     }
 }

@@ -34,6 +34,6 @@ pub async fn run(
     let args = serde_json::json!({"command": command, "timeout": limit.as_secs_f64()});
     match bash.call(args, &context).await {
         Ok(out) => (true, tail(&out, OUTPUT_LIMIT)),
-        Err(e) => (false, tail(&e.0, OUTPUT_LIMIT)),
+        Err(e) => (false, tail(e.message(), OUTPUT_LIMIT)),
     }
 }

@@ -6,7 +6,7 @@ use crate::event::{Event, EventKind, ObserveError, Observer, Outcome};
 use crate::hook::{Between, Control, Hook};
 use crate::message::{Message, ToolCall, ToolSpec};
 use crate::model::{Model, ModelUpdate, Reply, Request, StopReason, Usage};
-use crate::prop::{Access, EventSink, Prop, PropContext};
+use crate::prop::{Access, EventSink, Prop, PropContext, PropError};
 use futures::future::join_all;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -550,15 +550,15 @@ impl Performance {
             let running = join_all(batch.iter().map(|(_, prepared)| async move {
                 let began = Instant::now();
                 let result = match prepared {
-                    Err(message) => Err(message.clone()),
+                    Err(message) => Err(PropError::new(message.clone())),
                     Ok((prop, args)) => {
                         let limit = prop.timeout().unwrap_or(default_timeout);
                         match tokio::time::timeout(limit, prop.call(args.clone(), context)).await {
-                            Ok(r) => r.map_err(|e| e.0),
-                            Err(_) => Err(format!(
+                            Ok(r) => r,
+                            Err(_) => Err(PropError::new(format!(
                                 "timed out after {}s and was stopped; try a smaller step",
                                 limit.as_secs_f64()
-                            )),
+                            ))),
                         }
                     }
                 };
@@ -568,16 +568,29 @@ impl Performance {
                 results = running => (results, None),
                 ended = halted(cancel, self.deadline, &self.spent) => {
                     self.context.cancel.cancel();
-                    let results = batch.iter().map(|_| (Err(INTERRUPTED.to_string()), 0.0)).collect();
+                    let results = batch.iter().map(|_| (Err(PropError::new(INTERRUPTED)), 0.0)).collect();
                     (results, Some(ended))
                 }
             };
+            // A fatal error ends the performance once its batch is answered.
+            let mut fatal = None;
             for ((call, _), (result, duration_ms)) in batch.into_iter().zip(results) {
+                let result = result.map_err(|e| {
+                    if e.is_fatal() && fatal.is_none() {
+                        fatal = Some(e.message().to_string());
+                    }
+                    e.into_message()
+                });
                 self.answer(call, result, duration_ms)?;
             }
+            let halt = halt.or_else(|| fatal.map(|reason| Ended::new(Outcome::Failed, reason)));
             if let Some(ended) = halt {
+                let unrun = match ended.outcome {
+                    Outcome::Failed => format!("not run: {}", ended.reason),
+                    _ => INTERRUPTED.to_string(),
+                };
                 for (call, _) in rest {
-                    self.answer(call, Err(INTERRUPTED.to_string()), 0.0)?;
+                    self.answer(call, Err(unrun.clone()), 0.0)?;
                 }
                 return Err(ended);
             }

@@ -77,14 +77,53 @@ impl std::fmt::Debug for EventSink {
     }
 }
 
-/// A tool error the model sees and can act on: a bad argument, a missing file, a failed command.
+/// A failed call: most often an error the model sees and can act on; sometimes one that must
+/// end the turn, because going on would be wrong (the log that records the call failed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PropError(pub String);
+pub enum PropError {
+    /// Goes back to the model as the call's result: a bad argument, a missing file, a failed
+    /// command.
+    #[error("{0}")]
+    Respond(String),
+    /// Ends the performance `failed` with this reason; the call (and any not yet run in the
+    /// same reply) is answered so the conversation stays whole.
+    #[error("{0}")]
+    Fatal(String),
+}
 
 impl PropError {
+    /// An error the model sees and can act on.
     pub fn new(message: impl Into<String>) -> Self {
-        PropError(message.into())
+        PropError::Respond(message.into())
+    }
+
+    /// An error that ends the performance as `failed`.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        PropError::Fatal(message.into())
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            PropError::Respond(m) | PropError::Fatal(m) => m,
+        }
+    }
+
+    pub fn into_message(self) -> String {
+        match self {
+            PropError::Respond(m) | PropError::Fatal(m) => m,
+        }
+    }
+
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, PropError::Fatal(_))
+    }
+
+    /// The same kind of error with its message changed (redacted, prefixed).
+    pub fn map(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            PropError::Respond(m) => PropError::Respond(f(m)),
+            PropError::Fatal(m) => PropError::Fatal(f(m)),
+        }
     }
 }
 

@@ -76,9 +76,9 @@ async fn record_then_query_through_the_props() {
         .call(json!({"collection": "findings", "where": {"a b": 1}}), &ctx)
         .await
         .unwrap_err();
-    assert!(error.0.contains("invalid field path `a b`"), "{error}");
+    assert!(error.message().contains("invalid field path `a b`"), "{error}");
     let error = record.call(json!({"entry": {}}), &ctx).await.unwrap_err();
-    assert!(error.0.contains("`collection` is required"), "{error}");
+    assert!(error.message().contains("`collection` is required"), "{error}");
 }
 
 #[tokio::test]
@@ -106,7 +106,7 @@ async fn a_rejected_record_tells_the_actor_what_to_fix() {
         .await
         .unwrap_err();
     assert_eq!(
-        error.0,
+        error.message(),
         "rejected: field `price`: expected number, got string \"12 EUR\". The entry is kept in the rejects of prices; fix it and record it again."
     );
     let reply = props[0]

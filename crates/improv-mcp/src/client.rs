@@ -363,7 +363,7 @@ impl Prop for McpTool {
             _ => return Err(PropError::new("the arguments must be a JSON object")),
         };
         tokio::select! {
-            r = self.server.call(&self.tool, arguments) => r.map_err(PropError),
+            r = self.server.call(&self.tool, arguments) => r.map_err(PropError::new),
             _ = context.cancel.cancelled() => Err(PropError::new("cancelled: the performance stopped")),
         }
     }

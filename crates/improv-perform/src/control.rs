@@ -199,7 +199,8 @@ impl Layer for TokenWatch {
         self.look(&arguments.to_string());
         let out = inner.call(arguments, context).await;
         match &out {
-            Ok(text) | Err(PropError(text)) => self.look(text),
+            Ok(text) => self.look(text),
+            Err(e) => self.look(e.message()),
         }
         out
     }

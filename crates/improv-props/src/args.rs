@@ -14,11 +14,11 @@ pub fn parse<T: DeserializeOwned>(
         let path = e.path().to_string();
         let message = plain_types(&e.into_inner().to_string());
         if path == "." || path.is_empty() {
-            PropError(format!(
+            PropError::new(format!(
                 "{prop}: {message}; fix the arguments and call again"
             ))
         } else {
-            PropError(format!(
+            PropError::new(format!(
                 "{prop}: argument `{path}`: {message}; fix it and call again"
             ))
         }
@@ -61,16 +61,16 @@ mod tests {
     #[test]
     fn errors_name_the_argument_and_the_expected_type() {
         let e = parse::<Args>("read", json!({"path": "a", "limit": "ten"})).unwrap_err();
-        assert!(e.0.contains("argument `limit`"), "{e}");
-        assert!(e.0.contains("expected a non-negative integer"), "{e}");
+        assert!(e.message().contains("argument `limit`"), "{e}");
+        assert!(e.message().contains("expected a non-negative integer"), "{e}");
         let e = parse::<Args>("edit", json!({"path": "a", "all": "yes"})).unwrap_err();
         assert!(
-            e.0.contains("`all`") && e.0.contains("expected a boolean"),
+            e.message().contains("`all`") && e.message().contains("expected a boolean"),
             "{e}"
         );
         let e = parse::<Args>("read", json!({"path": 3})).unwrap_err();
         assert!(
-            e.0.contains("`path`") && e.0.contains("expected a string"),
+            e.message().contains("`path`") && e.message().contains("expected a string"),
             "{e}"
         );
     }
@@ -78,9 +78,9 @@ mod tests {
     #[test]
     fn missing_and_unknown_arguments_are_named() {
         let e = parse::<Args>("read", json!({})).unwrap_err();
-        assert!(e.0.contains("missing field `path`"), "{e}");
+        assert!(e.message().contains("missing field `path`"), "{e}");
         let e = parse::<Args>("read", json!({"path": "a", "file": "b"})).unwrap_err();
-        assert!(e.0.contains("unknown field `file`"), "{e}");
-        assert!(e.0.contains("`limit`"), "lists the known ones: {e}");
+        assert!(e.message().contains("unknown field `file`"), "{e}");
+        assert!(e.message().contains("`limit`"), "lists the known ones: {e}");
     }
 }

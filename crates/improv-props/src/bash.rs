@@ -104,7 +104,7 @@ impl Prop for Bash {
                 Duration::from_secs_f64(s.min(self.max_timeout.as_secs_f64()))
             }
             Some(s) => {
-                return Err(PropError(format!(
+                return Err(PropError::new(format!(
                     "bash: `timeout` must be a positive number of seconds, not {s}"
                 )));
             }
@@ -163,7 +163,7 @@ async fn run(
     max_output: usize,
     spawn_hook: Option<&SpawnHook>,
 ) -> Result<String, PropError> {
-    let started = |e: std::io::Error| PropError(format!("bash: could not start the command: {e}"));
+    let started = |e: std::io::Error| PropError::new(format!("bash: could not start the command: {e}"));
     let (writer, mut reader) = tokio::net::unix::pipe::pipe().map_err(started)?;
     let stdout = writer.into_blocking_fd().map_err(started)?;
     let stderr = stdout.try_clone().map_err(started)?;
@@ -207,7 +207,7 @@ async fn run(
                 Ok(n) => out.push(&buf[..n]),
             },
             exited = child.wait(), if status.is_none() => {
-                let exited = exited.map_err(|e| PropError(format!("bash: lost the command: {e}")))?;
+                let exited = exited.map_err(|e| PropError::new(format!("bash: lost the command: {e}")))?;
                 status = Some(exited);
                 linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
             }
@@ -262,13 +262,13 @@ async fn run(
                 "[timed out after {}s; the command and every process it started were killed]",
                 limit.as_secs_f64()
             ));
-            return Err(PropError(text));
+            return Err(PropError::new(text));
         }
         End::Cancelled => {
             note(
                 "[cancelled: the performance stopped; the command and every process it started were killed]",
             );
-            return Err(PropError(text));
+            return Err(PropError::new(text));
         }
     };
     match (status.code(), status.signal()) {
@@ -280,11 +280,11 @@ async fn run(
         }
         (Some(code), _) => {
             note(&format!("[exit code {code}]"));
-            Err(PropError(text))
+            Err(PropError::new(text))
         }
         (None, signal) => {
             note(&format!("[killed by signal {}]", signal.unwrap_or(0)));
-            Err(PropError(text))
+            Err(PropError::new(text))
         }
     }
 }
@@ -357,12 +357,12 @@ mod tests {
             .call(&bash(), json!({"command": "echo oops >&2; exit 3"}))
             .await
             .unwrap_err();
-        assert_eq!(err.0, "oops\n[exit code 3]");
+        assert_eq!(err.message(), "oops\n[exit code 3]");
         let err = stage
             .call(&bash(), json!({"command": "kill -9 $$"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("killed by signal 9"), "{err}");
+        assert!(err.message().contains("killed by signal 9"), "{err}");
     }
 
     #[tokio::test]
@@ -374,8 +374,8 @@ mod tests {
         ))
         .await
         .unwrap_err();
-        assert!(err.0.contains("timed out after 0.5s"), "{err}");
-        let pid: i32 = err.0.lines().next().unwrap().parse().unwrap();
+        assert!(err.message().contains("timed out after 0.5s"), "{err}");
+        let pid: i32 = err.message().lines().next().unwrap().parse().unwrap();
         assert!(wait_dead(pid).await, "the background sleep {pid} survived");
     }
 
@@ -416,7 +416,7 @@ mod tests {
         };
         let (result, pid) = ends(async { tokio::join!(call, cancel) }).await;
         let err = result.unwrap_err();
-        assert!(err.0.contains("cancelled"), "{err}");
+        assert!(err.message().contains("cancelled"), "{err}");
         assert!(wait_dead(pid).await, "the background sleep {pid} survived");
     }
 
@@ -467,7 +467,7 @@ mod tests {
             .call(&refusing, json!({"command": "touch made"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("no sandbox here"), "{err}");
+        assert!(err.message().contains("no sandbox here"), "{err}");
         assert!(!stage.root().join("made").exists());
     }
 
@@ -478,8 +478,8 @@ mod tests {
             .call(&bash(), json!({"command": "true", "timeout": -1}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("positive number of seconds"), "{err}");
+        assert!(err.message().contains("positive number of seconds"), "{err}");
         let err = stage.call(&bash(), json!({"cmd": "ls"})).await.unwrap_err();
-        assert!(err.0.contains("unknown field `cmd`"), "{err}");
+        assert!(err.message().contains("unknown field `cmd`"), "{err}");
     }
 }

@@ -92,7 +92,7 @@ fn edit(workspace: &Workspace, shown: &str, args: &Args) -> Result<String, PropE
     file.read_to_end(&mut bytes)
         .map_err(|e| io_error(shown, e))?;
     let text = String::from_utf8(bytes).map_err(|_| {
-        PropError(format!(
+        PropError::new(format!(
             "`{shown}` is not valid UTF-8 text; edit only changes text files"
         ))
     })?;
@@ -102,7 +102,7 @@ fn edit(workspace: &Workspace, shown: &str, args: &Args) -> Result<String, PropE
     }
     let lines = line_numbers(&text, &starts);
     if starts.len() > 1 && !args.all {
-        return Err(PropError(format!(
+        return Err(PropError::new(format!(
             "`old` matches {} places in `{shown}` (lines {}); include more of the surrounding lines in `old` so it matches one, or set all=true to replace every one",
             starts.len(),
             list(&lines)
@@ -155,7 +155,7 @@ fn no_match(text: &str, shown: &str, old: &str) -> PropError {
         message.push_str(
             "; it seems to start with a line number from `read`: leave the numbers and the tab after them out of `old`",
         );
-        return PropError(message);
+        return PropError::new(message);
     }
     if let Some(at) = loose_find(text, old) {
         let line = line_numbers(text, &[at])[0];
@@ -163,7 +163,7 @@ fn no_match(text: &str, shown: &str, old: &str) -> PropError {
             "; it does match when whitespace is ignored, from line {line}:\n{line}\t{}\nCopy the exact text from `read` (indentation, tabs and line breaks included) into `old`",
             quote(text, line)
         ));
-        return PropError(message);
+        return PropError::new(message);
     }
     let first = old.lines().map(str::trim).find(|l| !l.is_empty());
     if let Some(first) = first
@@ -174,10 +174,10 @@ fn no_match(text: &str, shown: &str, old: &str) -> PropError {
             "; its first line is at line {line}:\n{line}\t{}\nbut what follows differs; read the file again and copy the exact text",
             quote(text, line)
         ));
-        return PropError(message);
+        return PropError::new(message);
     }
     message.push_str("; read the file to see its current text");
-    PropError(message)
+    PropError::new(message)
 }
 
 fn quote(text: &str, line: usize) -> String {
@@ -246,9 +246,9 @@ mod tests {
         stage.file("main.rs", CODE);
         let args = json!({"path": "main.rs", "old": "println!(\"{x}\");", "new": "dbg!(x);"});
         let err = stage.call(&Edit::new(), args.clone()).await.unwrap_err();
-        assert!(err.0.contains("matches 2 places"), "{err}");
-        assert!(err.0.contains("lines 4, 5"), "{err}");
-        assert!(err.0.contains("all=true"), "{err}");
+        assert!(err.message().contains("matches 2 places"), "{err}");
+        assert!(err.message().contains("lines 4, 5"), "{err}");
+        assert!(err.message().contains("all=true"), "{err}");
         assert_eq!(stage.read("main.rs"), CODE, "nothing changed");
         let mut args = args;
         args["all"] = json!(true);
@@ -268,12 +268,12 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(err.0.contains("does not occur in `main.rs`"), "{err}");
+        assert!(err.message().contains("does not occur in `main.rs`"), "{err}");
         assert!(
-            err.0.contains("whitespace is ignored, from line 2"),
+            err.message().contains("whitespace is ignored, from line 2"),
             "{err}"
         );
-        assert!(err.0.contains("2\t    let x = 1;"), "{err}");
+        assert!(err.message().contains("2\t    let x = 1;"), "{err}");
         assert_eq!(stage.read("main.rs"), CODE);
     }
 
@@ -288,7 +288,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(err.0.contains("first line is at line 2"), "{err}");
+        assert!(err.message().contains("first line is at line 2"), "{err}");
         let err = stage
             .call(
                 &Edit::new(),
@@ -296,7 +296,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(err.0.contains("line number from `read`"), "{err}");
+        assert!(err.message().contains("line number from `read`"), "{err}");
         let err = stage
             .call(
                 &Edit::new(),
@@ -305,7 +305,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.0.ends_with("read the file to see its current text"),
+            err.message().ends_with("read the file to see its current text"),
             "{err}"
         );
     }
@@ -320,7 +320,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(err.0.contains("`none.rs` does not exist"), "{err}");
+        assert!(err.message().contains("`none.rs` does not exist"), "{err}");
         let err = stage
             .call(
                 &Edit::new(),
@@ -328,7 +328,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(err.0.contains("`old` is empty"), "{err}");
+        assert!(err.message().contains("`old` is empty"), "{err}");
         // An absolute path to a fixture outside the workspace, never a real system file.
         let outside = tempfile::tempdir().unwrap();
         let target = outside.path().join("hostname");
@@ -340,7 +340,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(err.0.contains("outside the workspace"), "{err}");
+        assert!(err.message().contains("outside the workspace"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "a\n");
         let err = stage
             .call(
@@ -350,7 +350,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.0.contains("`all`") && err.0.contains("boolean"),
+            err.message().contains("`all`") && err.message().contains("boolean"),
             "{err}"
         );
     }

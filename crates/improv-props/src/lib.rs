@@ -90,7 +90,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, PropError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| PropError(format!("the prop failed unexpectedly: {e}")))?
+        .map_err(|e| PropError::new(format!("the prop failed unexpectedly: {e}")))?
 }
 
 /// A path refused or not opened beneath the workspace, said about `shown` (the path as the model
@@ -99,7 +99,7 @@ fn path_error(shown: &str, error: workspace::PathError) -> PropError {
     use workspace::PathError;
     match error {
         PathError::Io { source, .. } => io_error(shown, source),
-        PathError::IsDir { .. } => PropError(format!("`{shown}` is a directory; give a file path")),
+        PathError::IsDir { .. } => PropError::new(format!("`{shown}` is a directory; give a file path")),
         other => other.into(),
     }
 }
@@ -107,7 +107,7 @@ fn path_error(shown: &str, error: workspace::PathError) -> PropError {
 /// An I/O error on `shown` (a workspace-relative path), said so the model can act on it.
 fn io_error(shown: &str, error: std::io::Error) -> PropError {
     use std::io::ErrorKind;
-    PropError(match error.kind() {
+    PropError::new(match error.kind() {
         ErrorKind::NotFound => {
             format!("`{shown}` does not exist; use `find` to look for the file")
         }

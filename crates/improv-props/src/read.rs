@@ -94,12 +94,12 @@ pub(crate) fn open_text(
         .map_err(|e| path_error(shown, e))?;
     let meta = file.metadata().map_err(|e| io_error(shown, e))?;
     if meta.is_dir() {
-        return Err(PropError(format!(
+        return Err(PropError::new(format!(
             "`{shown}` is a directory; use `find` with path `{shown}` to list its files"
         )));
     }
     if !meta.is_file() {
-        return Err(PropError(format!(
+        return Err(PropError::new(format!(
             "`{shown}` is not a regular file (a pipe, socket or device); only files can be read"
         )));
     }
@@ -109,7 +109,7 @@ pub(crate) fn open_text(
         .read_to_end(&mut head)
         .map_err(|e| io_error(shown, e))?;
     if is_binary(&head, head.len() < SNIFF) {
-        return Err(PropError(format!(
+        return Err(PropError::new(format!(
             "`{shown}` is a binary file, {} bytes; only text files can be read (try `bash` with `file` or `xxd`)",
             meta.len()
         )));
@@ -176,7 +176,7 @@ fn read_window(
         return if total == 0 {
             Ok(format!("[`{shown}` is empty]"))
         } else {
-            Err(PropError(format!(
+            Err(PropError::new(format!(
                 "offset {} is past the end of `{shown}`, which has {total} lines",
                 window.offset
             )))
@@ -248,7 +248,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.0.contains("past the end") && err.0.contains("10 lines"),
+            err.message().contains("past the end") && err.message().contains("10 lines"),
             "{err}"
         );
     }
@@ -294,26 +294,26 @@ mod tests {
             .call(&read(), json!({"path": "nope.txt"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("`nope.txt` does not exist"), "{err}");
+        assert!(err.message().contains("`nope.txt` does not exist"), "{err}");
         stage.bytes("img.bin", &[0x89, b'P', 0, 1, 2]);
         let err = stage
             .call(&read(), json!({"path": "img.bin"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("binary file, 5 bytes"), "{err}");
+        assert!(err.message().contains("binary file, 5 bytes"), "{err}");
         stage.bytes("latin1.txt", b"caf\xe9\n");
         let err = stage
             .call(&read(), json!({"path": "latin1.txt"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("binary file"), "{err}");
+        assert!(err.message().contains("binary file"), "{err}");
         stage.file("dir/x", "");
         let err = stage
             .call(&read(), json!({"path": "dir"}))
             .await
             .unwrap_err();
         assert!(
-            err.0.contains("is a directory") && err.0.contains("find"),
+            err.message().contains("is a directory") && err.message().contains("find"),
             "{err}"
         );
         stage.file("empty.txt", "");
@@ -331,18 +331,18 @@ mod tests {
             .call(&read(), json!({"path": "../x"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("outside the workspace"), "{err}");
+        assert!(err.message().contains("outside the workspace"), "{err}");
         let err = stage
             .call(&read(), json!({"path": "/etc/passwd"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("outside the workspace"), "{err}");
+        assert!(err.message().contains("outside the workspace"), "{err}");
         std::os::unix::fs::symlink("/", stage.root().join("slash")).unwrap();
         let err = stage
             .call(&read(), json!({"path": "slash/etc/passwd"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("symlink"), "{err}");
+        assert!(err.message().contains("symlink"), "{err}");
     }
 
     #[tokio::test]
@@ -353,7 +353,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.0.contains("`offset`") && err.0.contains("integer"),
+            err.message().contains("`offset`") && err.message().contains("integer"),
             "{err}"
         );
     }

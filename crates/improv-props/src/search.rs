@@ -39,7 +39,7 @@ impl Glob {
         let matcher = GlobBuilder::new(glob)
             .literal_separator(true)
             .build()
-            .map_err(|e| PropError(format!("{prop}: invalid glob `{glob}`: {e}")))?
+            .map_err(|e| PropError::new(format!("{prop}: invalid glob `{glob}`: {e}")))?
             .compile_matcher();
         Ok(Glob {
             matcher,
@@ -64,7 +64,7 @@ fn search_root(workspace: &Workspace, path: Option<&str>) -> Result<PathBuf, Pro
     let root = workspace.resolve(given)?;
     match workspace.exists(given) {
         Ok(true) => Ok(root),
-        Ok(false) => Err(PropError(format!(
+        Ok(false) => Err(PropError::new(format!(
             "`{given}` does not exist; give a folder or file inside the workspace"
         ))),
         Err(e) => Err(path_error(given, e)),
@@ -141,7 +141,7 @@ impl Prop for Grep {
             .case_insensitive(args.ignore_case)
             .line_terminator(Some(b'\n'))
             .build(&args.pattern)
-            .map_err(|e| PropError(format!("grep: invalid regex `{}`: {e}", args.pattern)))?;
+            .map_err(|e| PropError::new(format!("grep: invalid regex `{}`: {e}", args.pattern)))?;
         let glob = args
             .glob
             .as_deref()
@@ -380,17 +380,17 @@ mod tests {
             .call(&grep, json!({"pattern": "("}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("invalid regex `(`"), "{err}");
+        assert!(err.message().contains("invalid regex `(`"), "{err}");
         let err = stage
             .call(&grep, json!({"pattern": "x", "path": "../"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("outside the workspace"), "{err}");
+        assert!(err.message().contains("outside the workspace"), "{err}");
         let err = stage
             .call(&grep, json!({"pattern": "x", "path": "nope"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("`nope` does not exist"), "{err}");
+        assert!(err.message().contains("`nope` does not exist"), "{err}");
     }
 
     #[tokio::test]
@@ -451,6 +451,6 @@ mod tests {
             .call(&Find::new(), json!({"pattern": "a{b"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("invalid glob"), "{err}");
+        assert!(err.message().contains("invalid glob"), "{err}");
     }
 }

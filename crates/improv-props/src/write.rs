@@ -126,25 +126,25 @@ mod tests {
             .call(&Write::new(), json!({"path": "../x", "content": ""}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("outside the workspace"), "{err}");
+        assert!(err.message().contains("outside the workspace"), "{err}");
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), stage.root().join("out")).unwrap();
         let err = stage
             .call(&Write::new(), json!({"path": "out/x", "content": "x"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("symlink"), "{err}");
+        assert!(err.message().contains("symlink"), "{err}");
         assert!(!outside.path().join("x").exists());
         stage.file("d/f", "");
         let err = stage
             .call(&Write::new(), json!({"path": "d", "content": "x"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("is a directory"), "{err}");
+        assert!(err.message().contains("is a directory"), "{err}");
         let err = stage
             .call(&Write::new(), json!({"path": "a"}))
             .await
             .unwrap_err();
-        assert!(err.0.contains("missing field `content`"), "{err}");
+        assert!(err.message().contains("missing field `content`"), "{err}");
     }
 }

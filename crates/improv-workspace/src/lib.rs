@@ -111,7 +111,7 @@ impl PathError {
 
 impl From<PathError> for PropError {
     fn from(e: PathError) -> Self {
-        PropError(e.to_string())
+        PropError::new(e.to_string())
     }
 }
 

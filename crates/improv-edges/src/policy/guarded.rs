@@ -66,7 +66,8 @@ struct Call<'a> {
 impl Call<'_> {
     /// Records a decision and emits it as a `policy_decision` event in the stream of the
     /// performance making the call, under its actor: a cued actor's decisions are in its own
-    /// sub-performance. An error means the log failed: the call must not run.
+    /// sub-performance. An error means the log failed: the call must not run, and the
+    /// performance ends (a fatal error).
     fn decide(
         &self,
         subject: &str,
@@ -91,7 +92,7 @@ impl Call<'_> {
         };
         self.guard.policy.record(decision);
         self.context.events.emit(event).map_err(|e| {
-            PropError::new(format!(
+            PropError::fatal(format!(
                 "the policy's decision could not be logged ({e}), so the call did not run"
             ))
         })
@@ -106,7 +107,7 @@ impl Call<'_> {
             Err(e) => {
                 let message = format!("{prop}: {e}");
                 self.decide(given, Decided::Deny, "the workspace edge".into(), None)?;
-                return Err(PropError(format!("{message} [denied by the edges]")));
+                return Err(PropError::new(format!("{message} [denied by the edges]")));
             }
         };
         let rel = real
@@ -122,7 +123,7 @@ impl Call<'_> {
         for p in [&rel, &lexical] {
             if let Some(glob) = self.guard.policy.hidden_by(p, &workspace, Path::new(given)) {
                 self.decide(given, Decided::Deny, format!("hidden = \"{glob}\""), None)?;
-                return Err(PropError(format!(
+                return Err(PropError::new(format!(
                     "{prop}: `{given}` is hidden by the stage's edges (`{glob}`): it cannot be read, written or listed. Do not try to reach it another way; ask the director if you need it."
                 )));
             }
@@ -133,7 +134,7 @@ impl Call<'_> {
                     format!("read_only = \"{glob}\""),
                     None,
                 )?;
-                return Err(PropError(format!(
+                return Err(PropError::new(format!(
                     "{prop}: `{given}` is read-only by the stage's edges (`{glob}`); you may read it but not change it."
                 )));
             }
@@ -224,7 +225,7 @@ impl Layer for Guard {
             }
             Decision::Deny => {
                 call.decide(&subject, Decided::Deny, rule_text.clone(), None)?;
-                return Err(PropError(format!(
+                return Err(PropError::new(format!(
                     "{prop}: `{subject}` is denied by the stage's edges ({rule_text}). Do not retry it or work around it; do without it, or finish and say what you needed."
                 )));
             }
@@ -254,7 +255,7 @@ impl Layer for Guard {
                     };
                     let Some(answer) = answer else {
                         drop(pending);
-                        return Err(PropError(format!(
+                        return Err(PropError::new(format!(
                             "{prop}: `{subject}` was waiting for the director's approval ({rule_text}) when the performance stopped, so it was denied and did not run."
                         )));
                     };
@@ -284,7 +285,7 @@ impl Layer for Guard {
                             let note = note
                                 .map(|n| format!(" The director's note: {n}"))
                                 .unwrap_or_default();
-                            return Err(PropError(format!(
+                            return Err(PropError::new(format!(
                                 "{prop}: the director denied `{subject}` ({rule_text}).{note}"
                             )));
                         }
@@ -295,7 +296,7 @@ impl Layer for Guard {
                                 rule_text.clone(),
                                 None,
                             )?;
-                            return Err(PropError(format!(
+                            return Err(PropError::new(format!(
                                 "{prop}: `{subject}` needs the director's approval ({rule_text}), and nobody can approve it in this non-interactive run, so it was denied. Do without it, or finish and say that it is needed."
                             )));
                         }
@@ -310,7 +311,7 @@ impl Layer for Guard {
         };
         match result {
             Ok(out) => Ok(with_banner(call.filter_listing(out))),
-            Err(e) => Err(PropError(with_banner(e.0))),
+            Err(e) => Err(e.map(with_banner)),
         }
     }
 }
@@ -372,7 +373,7 @@ mod tests {
             .call(serde_json::json!({"command": "git push"}), &context)
             .await;
         stop.await.unwrap();
-        let err = result.unwrap_err().0;
+        let err = result.unwrap_err().into_message();
         assert!(err.contains("when the performance stopped"), "{err}");
         assert_eq!(inner.1.load(std::sync::atomic::Ordering::SeqCst), 0);
         let d = policy.decisions();
