@@ -41,7 +41,6 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
@@ -55,15 +54,10 @@ use std::sync::{Arc, Mutex};
 /// know (best effort) as long as they have Landlock at all.
 const LANDLOCK_ABI: ABI = ABI::V7;
 
-/// Whether shell props run sandboxed: `sandbox = "on"` (the default) or `"off"` in `[edges]`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxMode {
-    #[default]
-    On,
-    /// No Landlock and no seccomp; the environment allowlist and resource limits still apply.
-    Off,
-}
+/// Whether shell props run sandboxed: `sandbox = "on"` (the default) or `"off"` in `[edges]`,
+/// the stage's own word. Off means no Landlock and no seccomp; the environment allowlist and
+/// resource limits still apply.
+pub use improv_stage::SandboxMode;
 
 /// Resource limits of every sandboxed process (`setrlimit`), and of the performance's commands
 /// together (its cgroup, its temp dir). `None` leaves a limit as inherited (or unbounded).

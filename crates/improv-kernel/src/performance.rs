@@ -46,12 +46,18 @@ pub struct Ended {
 }
 
 impl Ended {
-    fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
+    /// How a performance ended, no budget to blame.
+    pub fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
         Ended {
             outcome,
             reason: reason.into(),
             budget: None,
         }
+    }
+
+    /// The same, naming the budget that ended it, if one did.
+    pub fn with_budget(self, budget: Option<BudgetKind>) -> Self {
+        Ended { budget, ..self }
     }
 }
 

@@ -9,7 +9,7 @@ use crate::cue::CueProp;
 use anyhow::{Context, Result, bail};
 use improv_edges::{
     Approver, Guarded, Hidden, LoopDetector, PathEdges, Policy, Redacted, Redactor, Sandbox,
-    SandboxConfig, SandboxError, SandboxMode,
+    SandboxConfig, SandboxError,
 };
 use improv_kernel::{Actor, Budget, Model, Observer, Performance, PerformanceBuilder, Prop};
 use improv_stage::props::{self, Source};
@@ -41,10 +41,7 @@ pub fn edges(stage: &Stage, workspace: &Path, approver: Arc<dyn Approver>) -> Re
     let control = ControlPlane::of(stage, workspace);
     let mut config = SandboxConfig::new(workspace).allow_rust_toolchain();
     config.network = e.network;
-    config.mode = match e.sandbox {
-        improv_stage::SandboxMode::On => SandboxMode::On,
-        improv_stage::SandboxMode::Off => SandboxMode::Off,
-    };
+    config.mode = e.sandbox;
     let mut paths = PathEdges::default();
     if let Some(hidden) = &e.hidden {
         paths.hidden = hidden.iter().map(|g| Hidden::from(g.as_str())).collect();

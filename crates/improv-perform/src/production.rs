@@ -348,30 +348,19 @@ impl Production {
             ));
             for kind in logged {
                 if let Err(e) = self.performance.emit(kind) {
-                    return Ended {
-                        outcome: Outcome::Failed,
-                        reason: format!("the event log failed: {e}"),
-                        budget: None,
-                    };
+                    return Ended::new(Outcome::Failed, format!("the event log failed: {e}"));
                 }
             }
             self.verdicts = summarise(&verdicts);
             if cancel.is_cancelled() {
-                return Ended {
-                    outcome: Outcome::Interrupted,
-                    reason: "interrupted by the director".into(),
-                    budget: None,
-                };
+                return Ended::new(Outcome::Interrupted, "interrupted by the director");
             }
             if improv_feedback::all_passed(&verdicts) {
-                return Ended {
-                    outcome: Outcome::Converged,
-                    reason: format!(
-                        "every check passed on attempt {attempt} of {}",
-                        self.max_attempts
-                    ),
-                    budget: ended.budget,
-                };
+                let reason = format!(
+                    "every check passed on attempt {attempt} of {}",
+                    self.max_attempts
+                );
+                return Ended::new(Outcome::Converged, reason).with_budget(ended.budget);
             }
             if budget_spent || attempt >= self.max_attempts {
                 let why = if budget_spent {
@@ -380,20 +369,13 @@ impl Production {
                     let n = self.max_attempts;
                     format!("{n} attempt{} used", if n == 1 { "" } else { "s" })
                 };
-                return Ended {
-                    outcome: Outcome::Exhausted,
-                    reason: format!("{why}; still failing: {}", failed_names(&verdicts)),
-                    budget: ended.budget,
-                };
+                let reason = format!("{why}; still failing: {}", failed_names(&verdicts));
+                return Ended::new(Outcome::Exhausted, reason).with_budget(ended.budget);
             }
             let note = improv_feedback::note(&verdicts, attempt, self.max_attempts);
             self.attempt.store(attempt + 1, Ordering::Relaxed);
             if let Err(e) = self.performance.direct(&note) {
-                return Ended {
-                    outcome: Outcome::Failed,
-                    reason: format!("the event log failed: {e}"),
-                    budget: None,
-                };
+                return Ended::new(Outcome::Failed, format!("the event log failed: {e}"));
             }
         }
     }
