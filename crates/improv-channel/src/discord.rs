@@ -5,7 +5,7 @@
 
 use crate::slack::header;
 use crate::telegram::short;
-use crate::{Body, ChannelError, Inbound, Platform, Sender, SignatureError};
+use crate::{Body, Channel, ChannelError, Inbound, Sender, SignatureError};
 use async_trait::async_trait;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use http::HeaderMap;
@@ -147,7 +147,7 @@ pub fn parse(body: &[u8]) -> Result<Incoming, ChannelError> {
                 .collect::<Vec<_>>()
                 .join(" ");
             Ok(Incoming::Message(Inbound {
-                platform: Platform::Discord,
+                platform: Channel::Discord,
                 conversation: channel,
                 thread: None,
                 message_id: i.id,
@@ -275,8 +275,8 @@ impl Discord {
 
 #[async_trait]
 impl Sender for Discord {
-    fn platform(&self) -> Platform {
-        Platform::Discord
+    fn platform(&self) -> Channel {
+        Channel::Discord
     }
 
     async fn send(

@@ -22,35 +22,19 @@ pub use error::{ChannelError, SignatureError};
 
 use serde::{Deserialize, Serialize};
 
-/// The chat platforms a door can listen on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Platform {
-    Telegram,
-    Slack,
-    Discord,
-}
+/// The chat platform of a door: the stage file's word for it (`channel = "telegram"`).
+pub use improv_stage::door::Channel;
 
-impl Platform {
-    /// Whether the platform de-duplicates a resent message by a key we choose. Only Discord
-    /// does (`nonce` with `enforce_nonce`); for the others the outbox sends at most once.
-    pub fn idempotent(self) -> bool {
-        matches!(self, Platform::Discord)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Platform::Telegram => "telegram",
-            Platform::Slack => "slack",
-            Platform::Discord => "discord",
-        }
-    }
+/// Whether `channel` de-duplicates a resent message by a key we choose. Only Discord does
+/// (`nonce` with `enforce_nonce`); on the others the outbox sends at most once.
+pub fn idempotent(channel: Channel) -> bool {
+    matches!(channel, Channel::Discord)
 }
 
 /// A message that arrived from a chat: who wrote what, where.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inbound {
-    pub platform: Platform,
+    pub platform: Channel,
     /// The conversation: a Telegram chat id, a Slack `channel` (with its thread, see
     /// [`Inbound::thread`]), a Discord channel id.
     pub conversation: String,
@@ -78,7 +62,7 @@ pub struct Body {
 /// Sends one message on a platform; the outbox calls it.
 #[async_trait::async_trait]
 pub trait Sender: Send + Sync {
-    fn platform(&self) -> Platform;
+    fn platform(&self) -> Channel;
 
     /// Sends `body` to `conversation`; returns the platform's id of the message. `key` is the
     /// message's idempotency key, which platforms that offer one receive (Discord's nonce).

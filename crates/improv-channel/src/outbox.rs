@@ -130,7 +130,7 @@ impl Outbox {
                 "outbox entry {key:?} has a body that does not read: {e}"
             ))
         })?;
-        let idempotent = self.sender.platform().idempotent();
+        let idempotent = crate::idempotent(self.sender.platform());
         let attempt = if idempotent {
             0
         } else {

@@ -5,7 +5,7 @@
 //! `Access::Write`, so the loop runs it alone, right after its own event.
 
 use crate::outbox::{Delivery, Outbox};
-use crate::{Body, Inbound, Platform};
+use crate::{Body, Channel, Inbound};
 use async_trait::async_trait;
 use improv_kernel::{
     Event, EventKind, ObserveError, Observer, Prop, PropContext, PropError, ToolSpec,
@@ -52,9 +52,9 @@ impl Target {
     /// Discord (where the message was a command, not a message) plainly in the channel.
     pub fn of(inbound: &Inbound) -> Self {
         let reply_to = match inbound.platform {
-            Platform::Telegram => Some(inbound.message_id.clone()),
-            Platform::Slack => inbound.thread.clone(),
-            Platform::Discord => None,
+            Channel::Telegram | Channel::Email => Some(inbound.message_id.clone()),
+            Channel::Slack => inbound.thread.clone(),
+            Channel::Discord => None,
         };
         Target {
             conversation: inbound.conversation.clone(),

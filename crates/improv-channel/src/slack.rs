@@ -3,7 +3,7 @@
 //! `event_callback` messages) and `chat.postMessage` with `thread_ts` going out.
 
 use crate::telegram::short;
-use crate::{Body, ChannelError, Inbound, Platform, Sender, SignatureError};
+use crate::{Body, Channel, ChannelError, Inbound, Sender, SignatureError};
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
@@ -136,7 +136,7 @@ pub fn parse(body: &[u8]) -> Result<Incoming, ChannelError> {
                 Some(user) if human => Incoming::Message {
                     event_id,
                     inbound: Inbound {
-                        platform: Platform::Slack,
+                        platform: Channel::Slack,
                         conversation: event.channel,
                         // A message outside a thread starts one: replies go under it.
                         thread: Some(event.thread_ts.unwrap_or_else(|| event.ts.clone())),
@@ -245,8 +245,8 @@ impl Slack {
 
 #[async_trait]
 impl Sender for Slack {
-    fn platform(&self) -> Platform {
-        Platform::Slack
+    fn platform(&self) -> Channel {
+        Channel::Slack
     }
 
     async fn send(

@@ -2,7 +2,7 @@
 //! asking for the ones after it) and `sendMessage` with `reply_to_message_id`. A 429 carries
 //! `parameters.retry_after`, which the caller honours.
 
-use crate::{Body, ChannelError, Inbound, Platform, Sender};
+use crate::{Body, Channel, ChannelError, Inbound, Sender};
 use async_trait::async_trait;
 use improv_store::OutboxKey;
 use serde::Deserialize;
@@ -75,7 +75,7 @@ impl Update {
         let m = self.message.as_ref()?;
         let from = m.from.as_ref()?;
         Some(Inbound {
-            platform: Platform::Telegram,
+            platform: Channel::Telegram,
             conversation: m.chat.id.to_string(),
             thread: None,
             message_id: m.message_id.to_string(),
@@ -203,8 +203,8 @@ pub(crate) fn short(text: &str) -> String {
 
 #[async_trait]
 impl Sender for Telegram {
-    fn platform(&self) -> Platform {
-        Platform::Telegram
+    fn platform(&self) -> Channel {
+        Channel::Telegram
     }
 
     async fn send(

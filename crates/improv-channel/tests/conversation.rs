@@ -14,7 +14,7 @@ use improv_channel::conversation::{ChatDoor, Handled};
 use improv_channel::gate::{self, Admission, Gate, Limits, PairError, Rate};
 use improv_channel::outbox::{Outbox, Retry};
 use improv_channel::telegram::Telegram;
-use improv_channel::{Inbound, Platform};
+use improv_channel::{Channel, Inbound};
 use improv_kernel::{Message, ScriptedTurn};
 use serde_json::json;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ async fn setup(scripts: Vec<Vec<ScriptedTurn>>) -> Setup {
 
 fn message(id: u32, user: (&str, &str), text: &str) -> Inbound {
     Inbound {
-        platform: Platform::Telegram,
+        platform: Channel::Telegram,
         conversation: "42".into(),
         thread: None,
         message_id: id.to_string(),
