@@ -175,3 +175,36 @@ async fn a_started_write_is_not_run_again_but_reads_and_unstarted_calls_are() {
         .count();
     assert_eq!(answered, 3);
 }
+
+/// A process that died after the actor's last reply ended its turn, before the end was
+/// recorded: resumed, the performance ends done without asking the model again.
+#[tokio::test]
+async fn a_turn_that_ended_is_not_asked_for_again() {
+    let mut log = died_mid_reply();
+    log.truncate(3);
+    log.push(event(
+        3,
+        EventKind::ModelReplied {
+            text: "all done".into(),
+            tool_calls: Vec::new(),
+            stop: StopReason::EndTurn,
+        },
+    ));
+    let model = Arc::new(ScriptedModel::new([ScriptedTurn::say("asked again")]));
+    let actor = Actor {
+        name: "lead".into(),
+        system: "test".into(),
+        model: model.clone(),
+        props: Vec::new(),
+        max_output_tokens: None,
+    };
+    let mut performance = Performance::builder(actor).resume(&log).unwrap();
+    let ended = performance.act(&CancellationToken::new()).await;
+    assert_eq!(ended.outcome, Outcome::Done, "{ended:?}");
+    assert!(model.requests().is_empty(), "the model was asked again");
+    // Directed afterwards, it performs as usual.
+    performance.direct("one more thing").unwrap();
+    let ended = performance.act(&CancellationToken::new()).await;
+    assert_eq!(ended.outcome, Outcome::Done);
+    assert_eq!(model.requests().len(), 1);
+}
