@@ -112,7 +112,7 @@ impl PerformanceBuilder {
         hooks.extend(self.hooks);
         let specs = self.actor.props.iter().map(|p| p.spec().clone()).collect();
         let actor: Arc<str> = self.actor.name.into();
-        let out = Out(Arc::new(Mutex::new(Emitter {
+        let out = Stream(Arc::new(Mutex::new(Emitter {
             seq,
             actor: actor.clone(),
             observers: self.observers,
@@ -215,7 +215,7 @@ pub struct Performance {
     conversation: Vec<Message>,
     spent: Spent,
     hooks: Vec<Arc<dyn Hook>>,
-    out: Out,
+    out: Stream,
     context: PropContext,
     tool_timeout: Duration,
     started: Instant,
@@ -337,14 +337,6 @@ impl Performance {
             }
             if cancel.is_cancelled() {
                 return Ended::new(Outcome::Interrupted, "interrupted by the director");
-            }
-            // Resumed after the actor's last reply ended its turn (its process died before the
-            // end was recorded): that reply stands; the model is not asked again.
-            if matches!(
-                self.conversation.last(),
-                Some(Message::Assistant { tool_calls, .. }) if tool_calls.is_empty()
-            ) {
-                return Ended::new(Outcome::Done, "the actor ended its turn");
             }
 
             // The model's turn.
@@ -714,11 +706,11 @@ pub fn new_id() -> String {
     format!("{}{}", &u[..12], &u[u.len() - 6..])
 }
 
-/// The performance's emitter, shared with its props' [`EventSink`].
+/// The performance's event stream: numbered, observed, shared with its props' [`EventSink`].
 #[derive(Clone)]
-struct Out(Arc<Mutex<Emitter>>);
+struct Stream(Arc<Mutex<Emitter>>);
 
-impl Out {
+impl Stream {
     fn lock(&self) -> MutexGuard<'_, Emitter> {
         // Poisoning needs a panic inside an observer; the numbering is still sound then.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
