@@ -226,13 +226,13 @@ fn a_denied_command_never_runs_and_the_decision_is_logged() {
     assert_eq!(d["actor"], "lead");
     assert!(d["subject"].as_str().unwrap().contains("curl"), "{d}");
     assert!(d["rule"].as_str().unwrap().contains("curl*"), "{d}");
-    // Logged between the call that made it and the next model call.
+    // Logged while the call that made it runs, in the stream of the performance making it.
     let at = evs
         .iter()
         .position(|e| e["type"] == "policy_decision")
         .unwrap();
-    assert_eq!(evs[at - 1]["type"], "tool_call_finished");
-    assert_eq!(evs[at + 1]["type"], "turn_started");
+    assert_eq!(evs[at - 1]["type"], "tool_call_started");
+    assert_eq!(evs[at + 1]["type"], "tool_call_finished");
     assert_eq!(of_type(&logged(dir.path()), "policy_decision"), decisions);
 }
 
