@@ -157,9 +157,9 @@ pub const NO_EMBEDDED_MODEL: &str = "this improv was built without the embedded 
     feature `embedded`); rebuild it with `cargo install --path crates/improv` (the feature is \
     on by default), or name a hosted model (e.g. `openai/gpt-5-mini` with OPENAI_API_KEY set)";
 
-
 /// Resolves `provider/name` for an actor: `local/…` is the embedded model, the rest are
 /// hosted providers.
+pub fn model(stage: &Stage, actor: &ActorConfig, name: &str) -> Result<Arc<dyn Model>> {
     #[cfg(not(feature = "embedded"))]
     if name.starts_with("local/") {
         bail!(
@@ -168,7 +168,6 @@ pub const NO_EMBEDDED_MODEL: &str = "this improv was built without the embedded 
         );
     }
     #[cfg(feature = "embedded")]
-pub fn model(stage: &Stage, actor: &ActorConfig, name: &str) -> Result<Arc<dyn Model>> {
     if name.starts_with("local/") {
         return improv_local::resolve(name, &improv_local::LocalOptions::default()).with_context(
             || {
