@@ -1,0 +1,216 @@
+//! The daemon: every door of a stage at work at once — a task per timed door, a listener per
+//! channel door, webhook doors answered on request — started, reloaded (SIGHUP: only the doors
+//! that changed restart, and what changed is said) and drained (SIGTERM: no new firing starts,
+//! the ones under way finish).
+
+use crate::clock::Clock;
+use crate::context::{DoorContext, Launcher, Listeners};
+use crate::timed::Timed;
+use improv_stage::{Door, DoorKind, Stage};
+use improv_store::Store;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The longest pause before a listener that stopped with an error is started again.
+const LISTENER_BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A stage's doors at work.
+pub struct Daemon {
+    store: Arc<dyn Store>,
+    launcher: Arc<dyn Launcher>,
+    clock: Arc<dyn Clock>,
+    listeners: Option<Listeners>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    stage: Arc<Stage>,
+    running: BTreeMap<String, Running>,
+}
+
+struct Running {
+    door: Door,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+/// What a reload did to one door.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Added(String),
+    Removed(String),
+    Changed(String),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Added(n) => write!(f, "door `{n}` added"),
+            Change::Removed(n) => write!(f, "door `{n}` removed"),
+            Change::Changed(n) => write!(f, "door `{n}` changed and restarted"),
+        }
+    }
+}
+
+impl Daemon {
+    /// A daemon for `stage`'s doors; nothing runs before [`Daemon::start`]. `listeners` makes
+    /// the listener of a channel door (`improv-channel`); without it channel doors stay shut.
+    pub fn new(
+        stage: Arc<Stage>,
+        store: Arc<dyn Store>,
+        launcher: Arc<dyn Launcher>,
+        clock: Arc<dyn Clock>,
+        listeners: Option<Listeners>,
+    ) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            store,
+            launcher,
+            clock,
+            listeners,
+            inner: Mutex::new(Inner {
+                stage,
+                running: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// Opens every door.
+    pub async fn start(&self) {
+        let mut inner = self.inner.lock().await;
+        let stage = inner.stage.clone();
+        for door in &stage.doors {
+            let running = self.open(&stage, door);
+            inner.running.insert(door.name.clone(), running);
+        }
+    }
+
+    /// Takes a new version of the stage: doors added or changed are (re)started, doors removed
+    /// are drained. Returns what changed.
+    pub async fn reload(&self, stage: Arc<Stage>) -> Vec<Change> {
+        let mut inner = self.inner.lock().await;
+        let mut changes = Vec::new();
+        let names: Vec<String> = inner.running.keys().cloned().collect();
+        for name in names {
+            if !stage.doors.iter().any(|d| d.name == name)
+                && let Some(gone) = inner.running.remove(&name)
+            {
+                stop(gone).await;
+                changes.push(Change::Removed(name));
+            }
+        }
+        // A changed stage (budgets, intent) changes every door's firings.
+        let stage_changed = *inner.stage != *stage;
+        for door in &stage.doors {
+            let same = inner.running.get(&door.name).map(|r| r.door == *door);
+            match same {
+                Some(true) if !stage_changed => continue,
+                Some(_) => {
+                    if let Some(old) = inner.running.remove(&door.name) {
+                        stop(old).await;
+                    }
+                    if Some(false) == same {
+                        changes.push(Change::Changed(door.name.clone()));
+                    }
+                }
+                None => changes.push(Change::Added(door.name.clone())),
+            }
+            let running = self.open(&stage, door);
+            inner.running.insert(door.name.clone(), running);
+        }
+        inner.stage = stage;
+        changes
+    }
+
+    /// Stops opening doors and waits for the firings under way to finish.
+    pub async fn drain(&self) {
+        let mut inner = self.inner.lock().await;
+        let running = std::mem::take(&mut inner.running);
+        for (_, r) in running {
+            stop(r).await;
+        }
+    }
+
+    /// The context of door `name` (for a webhook delivery), when the stage has it.
+    pub async fn context(&self, name: &str) -> Option<DoorContext> {
+        let inner = self.inner.lock().await;
+        let door = inner.stage.doors.iter().find(|d| d.name == name)?;
+        Some(self.context_of(&inner.stage, door))
+    }
+
+    /// The stage as last loaded.
+    pub async fn stage(&self) -> Arc<Stage> {
+        self.inner.lock().await.stage.clone()
+    }
+
+    fn context_of(&self, stage: &Arc<Stage>, door: &Door) -> DoorContext {
+        DoorContext {
+            stage: stage.clone(),
+            door: Arc::new(door.clone()),
+            store: self.store.clone(),
+            launcher: self.launcher.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    fn open(&self, stage: &Arc<Stage>, door: &Door) -> Running {
+        let ctx = self.context_of(stage, door);
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        let task = match &door.kind {
+            DoorKind::Schedule { .. } | DoorKind::Every(_) => Some(tokio::spawn(async move {
+                match Timed::open(ctx.clone()).await {
+                    Ok(Some(timed)) => timed.run(token).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("door `{}` cannot open: {e}", ctx.door.name),
+                }
+            })),
+            DoorKind::Webhook { .. } => None,
+            DoorKind::Channel(c) => match self.listeners.as_ref().and_then(|make| make(door)) {
+                Some(listener) => Some(tokio::spawn(async move {
+                    let mut pause = std::time::Duration::from_secs(1);
+                    loop {
+                        match listener.run(ctx.clone(), token.clone()).await {
+                            Ok(()) => return,
+                            Err(e) => tracing::warn!(
+                                "door `{}` stopped: {e}; starting it again in {}s",
+                                ctx.door.name,
+                                pause.as_secs()
+                            ),
+                        }
+                        tokio::select! {
+                            _ = token.cancelled() => return,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(LISTENER_BACKOFF_CAP);
+                    }
+                })),
+                None => {
+                    tracing::warn!(
+                        "door `{}`: this improv has no {} channel; the door stays shut",
+                        door.name,
+                        c.channel.as_str()
+                    );
+                    None
+                }
+            },
+        };
+        Running {
+            door: door.clone(),
+            cancel,
+            task,
+        }
+    }
+}
+
+async fn stop(r: Running) {
+    r.cancel.cancel();
+    if let Some(task) = r.task
+        && let Err(e) = task.await
+        && e.is_panic()
+    {
+        tracing::error!("door `{}` panicked: {e}", r.door.name);
+    }
+}
