@@ -3,10 +3,11 @@
 //! every event through [`Store::append`] fenced by the lease's epoch, and finishes or releases it.
 //!
 //! What holds, and where:
-//! - Nothing runs unrecorded: `tool_call_started`, `model_replied` and `performance_finished`
-//!   wait until the store has them before the loop goes on ([`StoreJournal`]), so a worker
-//!   that dies leaves a journal another one continues from without asking the model again for
-//!   a recorded reply, and knows which calls may have run.
+//! - Nothing runs unrecorded: `turn_started`, `tool_call_started`, `model_replied` and
+//!   `performance_finished` wait until the store has them before the loop goes on
+//!   ([`StoreJournal`]), so a worker that dies leaves a journal another one continues from
+//!   without asking the model again for a recorded reply, and knows which calls may have run;
+//!   a worker that lost its lease learns it before its next model call.
 //! - A worker that lost its lease (paused past it, partitioned) writes nothing more: the store
 //!   refuses the stale epoch, the journal refuses every later event and the performance is
 //!   abandoned to the worker that holds it now.
@@ -331,6 +332,7 @@ enum Job {
 pub struct StoreJournal {
     jobs: mpsc::UnboundedSender<Job>,
     lost: CancellationToken,
+    held: Held,
 }
 
 impl StoreJournal {
@@ -340,6 +342,7 @@ impl StoreJournal {
         let journal = Arc::new(StoreJournal {
             jobs,
             lost: held.lost.clone(),
+            held: held.clone(),
         });
         tokio::spawn(write(held, rx));
         journal
@@ -364,12 +367,25 @@ impl StoreJournal {
     }
 }
 
+impl StoreJournal {
+    /// Whether the lease ran out by this machine's clock (renewals failed or came too late).
+    fn expired(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        now >= self.held.lease().expires_at
+    }
+}
+
 /// Whether the loop must wait for this event to be stored before it goes on: what a worker
-/// resuming the performance relies on.
+/// resuming the performance relies on (a call that may have run, a reply not to ask for
+/// again), and `turn_started`, so a worker that lost its lease (paused past it) learns so
+/// before it asks the model for a turn its successor may have recorded already.
 fn durable(kind: &EventKind) -> bool {
     matches!(
         kind,
-        EventKind::ToolCallStarted { .. }
+        EventKind::TurnStarted { .. }
+            | EventKind::ToolCallStarted { .. }
             | EventKind::ModelReplied { .. }
             | EventKind::PerformanceFinished { .. }
     )
@@ -388,6 +404,11 @@ impl Observer for StoreJournal {
         if !durable(&event.kind) {
             return self.jobs.send(Job::Event(event, None)).map_err(stopped);
         }
+        // What comes next acts on the world: a model call, a prop call.
+        let acts = matches!(
+            event.kind,
+            EventKind::TurnStarted { .. } | EventKind::ToolCallStarted { .. }
+        );
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.jobs
             .send(Job::Event(event, Some(done)))
@@ -396,6 +417,14 @@ impl Observer for StoreJournal {
         // the writer task stores the event on another.
         let stored = tokio::task::block_in_place(|| wait.recv());
         match stored {
+            Ok(Ok(())) if acts && self.expired() => {
+                // Stalled past the lease (paused, starved): another worker may be performing
+                // this turn already; asking the model for it again is not this worker's to do.
+                self.lost.cancel();
+                Err(ObserveError(
+                    "the lease expired: another worker may perform this now".into(),
+                ))
+            }
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(ObserveError(message)),
             Err(_) => Err(ObserveError("the journal's writer stopped".into())),
