@@ -22,6 +22,7 @@ pub mod host;
 mod listen;
 pub mod live;
 mod openai;
+pub mod ops;
 mod perform;
 mod stream;
 
@@ -276,6 +277,21 @@ pub async fn serve(stage: Arc<Stage>, args: ServeArgs) -> Result<(), ServeError>
         .await
 }
 
+/// `/healthz` and `/readyz` without the token (probes carry none), `/metrics` with it.
+fn ops_routes(hub: &Arc<Hub>, stage: PathBuf, token: Arc<str>) -> Router {
+    let running = hub.clone();
+    let ops = Arc::new(ops::Ops {
+        metrics: hub.metrics.clone(),
+        readiness: ops::Readiness {
+            stage: Some(stage),
+            store: None,
+        },
+        running: Some(Box::new(move || running.len())),
+    });
+    ops::probes(ops.clone())
+        .merge(ops::metrics(ops).layer(axum::middleware::from_fn_with_state(token, auth::require)))
+}
+
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
@@ -296,6 +312,7 @@ fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
 }
 
 fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Router {
+    let ops = ops_routes(&app.hub, app.stage.path.clone(), token.clone());
     let performances = Router::new()
         .route("/stage", get(api::get_stage))
         .route("/performances", get(api::list).post(api::start))
@@ -352,6 +369,7 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
             get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
         )
         .merge(api)
+        .merge(ops)
         // Every error in one JSON envelope, the router's own 404 and 405 too.
         .layer(axum::middleware::from_fn(error::envelope))
 }

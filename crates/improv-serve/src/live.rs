@@ -336,6 +336,8 @@ impl Approver for WebApprover {
 #[derive(Default)]
 pub(crate) struct Hub {
     running: Mutex<HashMap<String, Arc<Live>>>,
+    /// What the server's performances counted, for `/metrics`.
+    pub(crate) metrics: Arc<crate::ops::Metrics>,
 }
 
 impl Hub {

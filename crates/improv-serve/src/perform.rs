@@ -55,7 +55,7 @@ pub(crate) fn start(
     launch.resume = start.resume;
     launch.outside = start.outside;
     launch.approver = Arc::new(WebApprover(live.clone()));
-    launch.observers = vec![Arc::new(LiveObserver(live.clone()))];
+    launch.observers = vec![Arc::new(LiveObserver(live.clone())), hub.metrics.observer()];
     let running = improv_perform::launch(stage, launch).map_err(launch_error)?;
     let id = running.id.clone();
     live.set_control(Control {
