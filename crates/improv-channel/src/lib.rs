@@ -10,6 +10,7 @@
 
 pub mod conversation;
 pub mod discord;
+pub mod door;
 mod error;
 pub mod gate;
 pub mod listen;

@@ -1,0 +1,276 @@
+//! The door daemon's side of a chat door: [`listeners`] hands `improv-door`'s daemon a
+//! [`Listener`] for each channel door. Telegram is polled; Slack and Discord send their
+//! messages to `improv serve`, which finds the door's [`Endpoint`] by name ([`endpoint`]) while
+//! its listener runs. Each message is performed in this process with `improv_perform` — not
+//! through the context's `Launcher`, which cannot yet hand a performance the `reply` prop, its
+//! observer or the thread to resume (see /work/notes/channel-needs.md) — with the door's budget.
+
+use crate::conversation::{ChatDoor, Performer, Request};
+use crate::discord::{Discord, PublicKey};
+use crate::gate::{Gate, Limits};
+use crate::listen::{self, Answer};
+use crate::outbox::{Outbox, Retry};
+use crate::slack::Slack;
+use crate::telegram::Telegram;
+use crate::{ChannelError, Sender};
+use async_trait::async_trait;
+use http::HeaderMap;
+use improv_door::{DoorContext, DoorError, Listener, Listeners};
+use improv_kernel::{Budget, Prop};
+use improv_perform::{Launch, Production, PropSource};
+use improv_stage::door::{Channel, ChannelDoor};
+use improv_stage::{Door, DoorKind, Stage};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// How long a Telegram long poll waits for an update.
+const POLL: Duration = Duration::from_secs(25);
+
+/// The listeners of the channel doors this crate runs (all but email).
+pub fn listeners() -> Listeners {
+    Arc::new(|door: &Door| match &door.kind {
+        DoorKind::Channel(c) if c.channel != Channel::Email => {
+            Some(Arc::new(ChannelListener) as Arc<dyn Listener>)
+        }
+        _ => None,
+    })
+}
+
+/// Runs one channel door until cancelled: its outbox's retry task, and its way in.
+pub struct ChannelListener;
+
+#[async_trait]
+impl Listener for ChannelListener {
+    async fn run(&self, ctx: DoorContext, cancel: CancellationToken) -> Result<(), DoorError> {
+        let name = ctx.door.name.clone();
+        let failed = |e: ChannelError| DoorError::Listener {
+            door: name.clone(),
+            message: e.to_string(),
+        };
+        let DoorKind::Channel(config) = &ctx.door.kind else {
+            return Err(failed(ChannelError::Setup("not a channel door".into())));
+        };
+        let token = env(&name, "token_env", config.token_env.as_deref()).map_err(failed)?;
+        let api = config.api_base.as_deref();
+        let (sender, way_in): (Arc<dyn Sender>, WayIn) = match config.channel {
+            Channel::Telegram => {
+                let client = Arc::new(Telegram::new(&token, api).map_err(failed)?);
+                (client.clone(), WayIn::Poll(client))
+            }
+            Channel::Slack => {
+                let secret =
+                    env(&name, "secret_env", config.secret_env.as_deref()).map_err(failed)?;
+                let client = Slack::new(&token, api).map_err(failed)?;
+                (
+                    Arc::new(client),
+                    WayIn::Http(Verifier::Slack(secret.into_bytes())),
+                )
+            }
+            Channel::Discord => {
+                let key = env(&name, "secret_env", config.secret_env.as_deref()).map_err(failed)?;
+                let key = PublicKey::from_hex(&key).map_err(failed)?;
+                let client = Discord::new(&token, api).map_err(failed)?;
+                (Arc::new(client), WayIn::Http(Verifier::Discord(key)))
+            }
+            Channel::Email => {
+                return Err(failed(ChannelError::Setup(
+                    "email doors are not available yet; use telegram, slack or discord".into(),
+                )));
+            }
+        };
+        let door = chat_door(&ctx, config, sender);
+        let retry = tokio::spawn({
+            let (outbox, cancel) = (door.outbox.clone(), cancel.clone());
+            async move { outbox.run(cancel).await }
+        });
+        let result = match way_in {
+            WayIn::Poll(client) => listen::telegram(&client, &door, POLL, cancel.clone()).await,
+            WayIn::Http(verifier) => {
+                let endpoint = Arc::new(Endpoint {
+                    door: door.clone(),
+                    verifier,
+                });
+                registry().insert(name.clone(), endpoint);
+                cancel.cancelled().await;
+                registry().remove(&name);
+                Ok(())
+            }
+        };
+        cancel.cancel();
+        let _ = retry.await;
+        result.map_err(failed)
+    }
+}
+
+enum WayIn {
+    Poll(Arc<Telegram>),
+    Http(Verifier),
+}
+
+fn chat_door(ctx: &DoorContext, config: &ChannelDoor, sender: Arc<dyn Sender>) -> Arc<ChatDoor> {
+    let name = &ctx.door.name;
+    Arc::new(ChatDoor {
+        door: name.clone(),
+        store: ctx.store.clone(),
+        gate: Gate::new(name, &config.allow, ctx.store.clone(), Limits::default()),
+        outbox: Arc::new(Outbox::new(
+            ctx.store.clone(),
+            name,
+            sender,
+            Retry::default(),
+        )),
+        performer: Arc::new(StagePerformer { ctx: ctx.clone() }),
+    })
+}
+
+/// The value of the environment variable a door's `key` names.
+fn env(door: &str, key: &str, var: Option<&str>) -> Result<String, ChannelError> {
+    let var = var.ok_or_else(|| {
+        ChannelError::Setup(format!(
+            "door `{door}` needs `{key}`: the environment variable that holds it"
+        ))
+    })?;
+    std::env::var(var).map_err(|_| {
+        ChannelError::Setup(format!(
+            "door `{door}`: the environment variable {var} (`{key}`) is not set"
+        ))
+    })
+}
+
+/// How a door's HTTP requests are signed.
+enum Verifier {
+    Slack(Vec<u8>),
+    Discord(PublicKey),
+}
+
+/// A Slack or Discord door's way in, for `improv serve` to hand requests to.
+pub struct Endpoint {
+    door: Arc<ChatDoor>,
+    verifier: Verifier,
+}
+
+impl Endpoint {
+    /// Answers a request to the door: its signature checked against now.
+    pub fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+        let now_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        match &self.verifier {
+            Verifier::Slack(secret) => listen::slack(&self.door, secret, headers, body, now_s),
+            Verifier::Discord(key) => listen::discord(&self.door, key, headers, body, now_s),
+        }
+    }
+}
+
+type Registry = Mutex<HashMap<String, Arc<Endpoint>>>;
+
+/// The endpoints of the Slack and Discord doors whose listeners run in this process.
+struct Endpoints(&'static Registry);
+
+impl Endpoints {
+    fn insert(&self, door: String, endpoint: Arc<Endpoint>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(door, endpoint);
+    }
+    fn remove(&self, door: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(door);
+    }
+}
+
+fn registry() -> Endpoints {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    Endpoints(REGISTRY.get_or_init(Registry::default))
+}
+
+/// The endpoint of door `name`, while its listener runs (`improv serve` routes
+/// `POST /doors/NAME` of a Slack or Discord door here).
+pub fn endpoint(name: &str) -> Option<Arc<Endpoint>> {
+    registry()
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .cloned()
+}
+
+/// Performs a message on the door's stage with the door's budget, unattended (`ask` rules are
+/// denied with a reason: the sender is not the director), with the `reply` prop; a thread's next
+/// message resumes its last performance and arrives as a director note.
+struct StagePerformer {
+    ctx: DoorContext,
+}
+
+#[async_trait]
+impl Performer for StagePerformer {
+    async fn perform(&self, request: Request) -> Result<String, ChannelError> {
+        let failed = |e: improv_perform::PerformError| {
+            ChannelError::Setup(format!(
+                "door `{}`: the performance failed: {e}",
+                request.door
+            ))
+        };
+        let fresh = self.ctx.request(request.intent.clone());
+        let stage = Arc::new(within_budget(&self.ctx.stage, &fresh.budget));
+        let resumed = match &request.previous {
+            Some(previous) => {
+                let mut launch = launch(&request);
+                launch.resume = Some(previous.clone());
+                Production::open(stage.clone(), launch)
+                    .and_then(|(mut p, _)| p.direct(&request.intent).map(|()| p))
+                    .inspect_err(|e| {
+                        tracing::warn!(door = %request.door, "the thread's performance {previous} cannot be continued ({e}); starting afresh");
+                    })
+                    .ok()
+            }
+            None => None,
+        };
+        let mut production = match resumed {
+            Some(p) => p,
+            None => {
+                let mut launch = launch(&request);
+                launch.id = Some(fresh.id);
+                Production::open(stage, launch).map_err(failed)?.0
+            }
+        };
+        let ended = production.perform(&CancellationToken::new()).await;
+        let summary = production.finish(&ended).map_err(failed)?;
+        Ok(summary.id)
+    }
+}
+
+/// A launch of `request`'s message with the `reply` prop and its observer.
+fn launch(request: &Request) -> Launch {
+    let mut launch = Launch::new(request.intent.clone());
+    launch.observers = vec![request.observer.clone()];
+    launch.outside = Some(Arc::new(Reply(request.reply.clone())));
+    launch
+}
+
+/// `stage` with the door's budget as its `[edges]` limits (as `improv_door`'s own launcher does).
+fn within_budget(stage: &Stage, budget: &Budget) -> Stage {
+    let mut stage = stage.clone();
+    let e = &mut stage.edges;
+    e.max_turns = budget.max_turns;
+    e.max_input_tokens = budget.max_input_tokens;
+    e.max_output_tokens = budget.max_output_tokens;
+    e.max_cost_usd = budget.max_cost_usd;
+    e.max_tool_calls = budget.max_tool_calls;
+    e.timeout = budget.timeout;
+    stage
+}
+
+/// Gives the lead the `reply` prop, whatever props it named.
+struct Reply(Arc<dyn Prop>);
+
+impl PropSource for Reply {
+    fn props(&self, _wanted: &[String]) -> Vec<Arc<dyn Prop>> {
+        vec![self.0.clone()]
+    }
+}
