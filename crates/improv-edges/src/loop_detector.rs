@@ -3,7 +3,7 @@
 //! the actor repeats it once more, it stops the performance.
 
 use async_trait::async_trait;
-use improv_kernel::{Between, Control, EventKind, Hook, Message, Outcome};
+use improv_kernel::{Between, Control, EventKind, Hook, Message, Outcome, loop_note};
 use std::sync::Mutex;
 
 /// The default number of identical calls in a row before the actor is told.
@@ -32,25 +32,12 @@ impl Default for LoopDetector {
     }
 }
 
-/// A reply's tool calls as one comparable key: names and arguments, the arguments parsed so
-/// that spacing and key order do not matter.
+/// A reply's tool calls as one comparable key (see [`loop_note::calls_key`]).
 fn key(message: &Message) -> Option<String> {
     let Message::Assistant { tool_calls, .. } = message else {
         return None;
     };
-    if tool_calls.is_empty() {
-        return None;
-    }
-    let parts: Vec<String> = tool_calls
-        .iter()
-        .map(|c| {
-            let args = serde_json::from_str::<serde_json::Value>(&c.arguments)
-                .map(|v| v.to_string())
-                .unwrap_or_else(|_| c.arguments.clone());
-            format!("{}({args})", c.name)
-        })
-        .collect();
-    Some(parts.join("; "))
+    loop_note::calls_key(tool_calls)
 }
 
 #[async_trait]
@@ -85,10 +72,9 @@ impl Hook for LoopDetector {
             };
         }
         if warned.is_none() {
-            let text = format!(
-                "[loop detector] You have made the same call {repeats} times in a row: {}. It will not give a different result. Change your approach, or end your turn and say what is blocking you; one more identical call stops the performance.",
-                clip(&last)
-            );
+            // The embedded model reads this note back (`loop_note::warned_calls`) and refuses
+            // to make the warned call again.
+            let text = loop_note::note(repeats, &clip(&last));
             at.conversation.push(Message::user(text.clone()));
             at.events.push(EventKind::DirectorNote { text });
             *warned = Some(last);

@@ -1167,6 +1167,10 @@ async fn a_looping_model_is_told_then_stopped() {
         })
         .collect();
     assert_eq!(notes.len(), 1, "the actor is told once, first");
+    assert!(
+        improv_kernel::loop_note::is_note(&improv_kernel::Message::user(notes[0].clone())),
+        "the embedded model reads the note back: {notes:?}"
+    );
     assert_eq!(
         run.results().len(),
         4,

@@ -67,6 +67,7 @@
 pub mod budget;
 pub mod event;
 pub mod hook;
+pub mod loop_note;
 pub mod message;
 pub mod model;
 pub mod performance;

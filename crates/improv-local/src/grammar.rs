@@ -133,8 +133,11 @@ array ::= "[" ws (value ("," ws value)*)? ws "]"
 "#;
 
 /// The GBNF grammar (root rule `root`) for a reply to a request offering `tools`: text or one
-/// call when `required` is false, always one call when it is true. `tools` must not be empty.
+/// call when `required` is false, always one call when it is true. With no `tools`, text only.
 pub fn gbnf(tools: &[ToolSpec], required: bool) -> String {
+    if tools.is_empty() {
+        return format!("root ::= lead text\n{TEXT}{LEAD}");
+    }
     let mut b = Builder::default();
     let mut calls = Vec::new();
     for (i, tool) in tools.iter().enumerate() {
@@ -148,9 +151,9 @@ pub fn gbnf(tools: &[ToolSpec], required: bool) -> String {
         out.push_str("root ::= lead call\n");
     } else {
         out.push_str("root ::= lead (call | text)\n");
-        out.push_str("text ::= [^{ \\t\\n\\r] .*\n");
+        out.push_str(TEXT);
     }
-    out.push_str("lead ::= [ \\t\\n]? [ \\t\\n]?\n");
+    out.push_str(LEAD);
     let _ = writeln!(
         out,
         "call ::= {} ({})",
@@ -162,6 +165,23 @@ pub fn gbnf(tools: &[ToolSpec], required: bool) -> String {
     }
     out.push_str(PRIMITIVES);
     out
+}
+
+/// Anything that does not open a call.
+const TEXT: &str = "text ::= [^{ \\t\\n\\r] .*\n";
+/// Up to two blanks before the reply proper.
+const LEAD: &str = "lead ::= [ \\t\\n]? [ \\t\\n]?\n";
+
+/// The grammar for a reply that must not call the prop `avoid`: [`gbnf`] of the other props, or
+/// text only when there are none, even when calls are `required` (a model left without a prop
+/// it may use can only answer).
+///
+/// The whole prop is left out, not only the arguments the model must not repeat: a grammar for
+/// "this prop with any arguments but these" is as large as the prop's schema again, and the
+/// exclusion lasts one reply.
+pub fn gbnf_without(tools: &[ToolSpec], required: bool, avoid: &str) -> String {
+    let rest: Vec<ToolSpec> = tools.iter().filter(|t| t.name != avoid).cloned().collect();
+    gbnf(&rest, required && !rest.is_empty())
 }
 
 /// A GBNF string literal matching `s` exactly.
@@ -533,6 +553,26 @@ mod tests {
                 prev = if prev == '\\' && c == '\\' { ' ' } else { c };
             }
         }
+    }
+
+    #[test]
+    fn a_warned_prop_is_left_out_and_without_others_only_text_remains() {
+        let tools = [
+            spec(
+                "read",
+                json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+            ),
+            spec("list", json!({"type": "object"})),
+        ];
+        let g = gbnf_without(&tools, true, "read");
+        assert!(g.starts_with("root ::= lead call\n"), "{g}");
+        assert!(g.contains(r#""\"list\", \"arguments\": ""#), "{g}");
+        assert!(!g.contains(r#""\"read\""#), "{g}");
+        // The only prop refused: text, even where calls are required.
+        let g = gbnf_without(&tools[..1], true, "read");
+        assert!(g.starts_with("root ::= lead text\n"), "{g}");
+        assert!(!g.contains("call"), "{g}");
+        assert!(g.contains("text ::= ") && g.contains("lead ::= "), "{g}");
     }
 
     #[test]

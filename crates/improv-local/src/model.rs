@@ -6,7 +6,7 @@ use crate::template::{self, Family, Piece};
 use crate::{LocalConfig, LocalError, ToolChoice};
 use async_trait::async_trait;
 use improv_kernel::{
-    Message, Model, ModelError, ModelUpdate, Reply, Request, StopReason, ToolCall, Usage,
+    Message, Model, ModelError, ModelUpdate, Reply, Request, StopReason, ToolCall, Usage, loop_note,
 };
 use std::sync::mpsc;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
@@ -167,9 +167,24 @@ impl Model for LocalModel {
             .unwrap_or(self.config.max_output_tokens)
             .max(1);
         let nudge = matches!(request.messages.last(), Some(Message::User { .. }));
-        let out = self
-            .run(prompt, grammar, nudge, max_tokens, false, update)
+        let mut out = self
+            .run(prompt.clone(), grammar, nudge, max_tokens, false, update)
             .await?;
+        if let Some(name) = repeats_warned_call(request.messages, &out) {
+            // The model is about to make the call the loop detector just warned about: try once
+            // more with that prop left out of the grammar, so it does something else or answers.
+            // The first try's call was never streamed; its tokens still count.
+            tracing::debug!(model = %self.name, prop = %name, "refused a warned repeat");
+            let required = self.config.tool_choice == ToolChoice::Required;
+            let grammar = grammar::gbnf_without(request.tools, required, &name);
+            let first = out;
+            out = self
+                .run(prompt, Some(grammar), nudge, max_tokens, false, update)
+                .await?;
+            out.input_tokens += first.input_tokens;
+            out.cached_tokens += first.cached_tokens;
+            out.output_tokens += first.output_tokens;
+        }
         tracing::debug!(
             model = %self.name,
             input = out.input_tokens,
@@ -234,6 +249,25 @@ impl Model for LocalModel {
     }
 }
 
+/// The prop of the call in `out` when that call is exactly the one the loop detector's note in
+/// `messages` warned about (same prop, same arguments; see [`loop_note::warned_calls`]).
+fn repeats_warned_call(messages: &[Message], out: &Generated) -> Option<String> {
+    if !out.call {
+        return None;
+    }
+    let warned = loop_note::warned_calls(messages)?;
+    let Parsed::Call { name, arguments } = grammar::parse(&out.text) else {
+        return None;
+    };
+    let made = [ToolCall {
+        id: String::new(),
+        name,
+        arguments,
+    }];
+    let [made] = (loop_note::calls_key(&made) == loop_note::calls_key(warned)).then_some(made)?;
+    Some(made.name)
+}
+
 /// Tool calls in the conversation: call ids continue from it, so they are unique within a
 /// performance and the same on every run.
 fn calls_so_far(messages: &[Message]) -> usize {
@@ -244,4 +278,61 @@ fn calls_so_far(messages: &[Message]) -> usize {
             _ => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(arguments: &str) -> Message {
+        Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "read".into(),
+                arguments: arguments.into(),
+            }],
+        }
+    }
+
+    fn call(arguments: &str) -> Generated {
+        Generated {
+            text: grammar::call_json("read", arguments),
+            call: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_exact_warned_call_is_refused() {
+        let result = Message::Tool {
+            call_id: "call_1".into(),
+            name: "read".into(),
+            content: "no such file".into(),
+            is_error: true,
+        };
+        let same = r#"{"path": "a.txt"}"#;
+        let mut talk = vec![reply(same), result.clone(), reply(same), result];
+        assert_eq!(
+            repeats_warned_call(&talk, &call(same)),
+            None,
+            "not warned yet"
+        );
+        talk.push(Message::user(loop_note::note(2, "read(...)")));
+        // Spacing does not make it a different call; other arguments or text do.
+        let respaced = r#"{"path":"a.txt"}"#;
+        assert_eq!(
+            repeats_warned_call(&talk, &call(respaced)),
+            Some("read".into())
+        );
+        assert_eq!(
+            repeats_warned_call(&talk, &call(r#"{"path": "b.txt"}"#)),
+            None
+        );
+        let text = Generated {
+            text: "I cannot find a.txt.".into(),
+            ..Default::default()
+        };
+        assert_eq!(repeats_warned_call(&talk, &text), None);
+    }
 }

@@ -8,8 +8,8 @@
 
 use async_trait::async_trait;
 use improv_kernel::{
-    Access, Actor, Budget, EventKind, Message, Model, ModelUpdate, Performance, Prop, PropContext,
-    PropError, Request, StopReason, Tape, ToolSpec,
+    Access, Actor, Budget, EventKind, Message, Model, ModelUpdate, Outcome, Performance, Prop,
+    PropContext, PropError, Request, StopReason, Tape, ToolSpec,
 };
 use improv_local::template::Family;
 use improv_local::{LocalConfig, LocalError, LocalModel, ToolChoice};
@@ -442,4 +442,64 @@ async fn tool_bias_opens_calls_and_the_call_is_reused_next_turn() {
     if let Some(next) = second.tool_calls.first() {
         assert_eq!(next.id, "call_2", "ids continue from the history");
     }
+}
+
+/// With calls required and one prop, the model calls `echo` the same way turn after turn. The
+/// loop detector warns after three; the model's next reply must not be that call again (its
+/// grammar refuses it), so instead of being stopped by the detector the performance ends with
+/// the model's answer.
+#[tokio::test]
+async fn after_the_loop_detectors_note_the_model_cannot_repeat_the_call() {
+    let mut c = config();
+    c.tool_choice = ToolChoice::Required;
+    c.max_output_tokens = 48;
+    let model: Arc<dyn Model> = Arc::new(load(c));
+    let echo = Echo::new();
+    let recorder = Arc::new(Tape::default());
+    let workspace = tempfile::tempdir().unwrap();
+    let actor = Actor {
+        name: "lead".into(),
+        system: "You are a helpful assistant.".into(),
+        model,
+        props: vec![echo.clone()],
+        max_output_tokens: None,
+    };
+    let mut performance = Performance::builder(actor)
+        .workspace(workspace.path())
+        .budget(Budget {
+            max_turns: Some(8),
+            ..Default::default()
+        })
+        .hook(Arc::new(improv_edges::LoopDetector::new(3)))
+        .observer(recorder.clone())
+        .start("Use the echo tool to say hello.")
+        .unwrap();
+    let ended = performance.act(&CancellationToken::new()).await;
+    performance.finish(&ended).unwrap();
+
+    let events = recorder.events();
+    let mut replies = Vec::new();
+    let mut noted_after = None;
+    for e in &events {
+        match &e.kind {
+            EventKind::ModelReplied { tool_calls, .. } => replies.push(tool_calls.clone()),
+            EventKind::DirectorNote { text }
+                if text.starts_with(improv_kernel::loop_note::MARKER) =>
+            {
+                noted_after.get_or_insert(replies.len());
+            }
+            _ => {}
+        }
+    }
+    let at = noted_after.unwrap_or_else(|| panic!("the model never looped: {replies:#?}"));
+    let warned = improv_kernel::loop_note::calls_key(&replies[at - 1]);
+    let next = replies.get(at).expect("the model replied after the note");
+    assert_ne!(
+        improv_kernel::loop_note::calls_key(next),
+        warned,
+        "the warned call was made again: {events:#?}"
+    );
+    // With its only prop refused, it answers in text, which ends the performance.
+    assert!(next.is_empty(), "{next:?}");
+    assert_ne!(ended.outcome, Outcome::Stopped, "{ended:?}");
 }
