@@ -1,6 +1,7 @@
 //! The `improv` command: set up a stage, perform it, watch it, look back at it.
 
 mod causes;
+mod door;
 mod init;
 mod logbook;
 mod logs;
@@ -117,6 +118,11 @@ enum Command {
     Mcp,
     /// Perform the performances queued in the store, with leases: run any number of workers.
     Worker(worker::WorkerArgs),
+    /// The stage's doors (schedules, webhooks, channels): where each stands.
+    Door {
+        #[command(subcommand)]
+        command: door::DoorCommand,
+    },
     /// The shared store (PostgreSQL or SQLite): its schema.
     Store {
         #[command(subcommand)]
@@ -203,6 +209,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }) => logbook::show(stage_path, &id, json, verbose),
         Some(Command::Worker(args)) => worker::run(args),
         Some(Command::Store { command }) => runtime()?.block_on(store::run(command)),
+        Some(Command::Door { command }) => {
+            let stage = perform::load_stage(stage_path.as_deref(), false)?;
+            runtime()?.block_on(door::run(&stage, command))
+        }
         Some(Command::Model { command }) => models::run(command),
         Some(Command::Routines { command }) => {
             routines::run(&perform::load_stage(stage_path.as_deref(), false)?, command)
