@@ -5,10 +5,14 @@
 
 use crate::shutdown::Shutdown;
 use crate::store::StoreArgs;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use improv_perform::leased::{self, WorkerSettings};
+use improv_serve::ops::{MeteredStore, Metrics, Ops, OpsServer, Readiness};
+use improv_store::Store;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args)]
@@ -22,6 +26,10 @@ pub struct WorkerArgs {
     /// Performances performed at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Serve /healthz, /readyz (the store answers) and Prometheus /metrics at ADDR, without a
+    /// token: they hold counts only, no id, intent or store. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// Runs the worker until a signal drains it.
@@ -34,7 +42,10 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
         .build()?;
     rt.block_on(async {
         let shutdown = Shutdown::install()?;
-        let store = crate::store::open(&args.store.store)?;
+        let mut store = crate::store::open(&args.store.store)?;
+        if let Some(addr) = args.metrics {
+            store = serve_ops(addr, store).await?;
+        }
         let settings = WorkerSettings {
             name: name(),
             lease: args.lease,
@@ -50,6 +61,30 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
         eprintln!("improv worker drained");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Starts the operations listener at `addr`; returns the store to work with, which counts
+/// what the worker does for `/metrics`.
+async fn serve_ops(addr: SocketAddr, store: Arc<dyn Store>) -> Result<Arc<dyn Store>> {
+    let metrics = Arc::new(Metrics::default());
+    let ops = Arc::new(Ops {
+        metrics: metrics.clone(),
+        readiness: Readiness {
+            stage: None,
+            store: Some(store.clone()),
+        },
+        running: None,
+    });
+    let server = OpsServer::bind(addr, ops)
+        .await
+        .with_context(|| format!("cannot serve --metrics at {addr}"))?;
+    eprintln!(
+        "improv worker · metrics at http://{}/metrics",
+        server.addr()?
+    );
+    // Serves as long as the process: its runtime ends with the worker.
+    tokio::spawn(server.run(std::future::pending()));
+    Ok(Arc::new(MeteredStore::new(store, metrics)))
 }
 
 /// This worker's name in the store: the host and the process id.
