@@ -36,16 +36,36 @@ pub struct Between<'a> {
 /// A hook's verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
+    /// Go on: the next hook runs, then the model's turn.
     Continue,
+    /// End the performance here with this outcome (a budget ran out, the checks converged).
     Stop {
         outcome: Outcome,
         reason: String,
+        /// The budget that ended it, when one did.
         budget: Option<BudgetKind>,
     },
 }
 
+/// Something the loop runs between turns, before every model call (the first one included).
+///
+/// **Order.** The budget hook always runs first (the builder puts it there); then the hooks in
+/// the order they were added to the [`PerformanceBuilder`](crate::PerformanceBuilder). A
+/// production adds the loop detector, director-note delivery, compaction and the checks after
+/// writes, in that order, so compaction sees the notes just delivered and the checks run last.
+///
+/// **Stop.** The first hook that answers [`Control::Stop`] ends the round: the hooks after it
+/// do not run and no prop runs again. A stop naming a budget other than time gets one last
+/// model reply, offered no props, so the actor can summarize; any other stop makes no more
+/// model calls. The events and the spending that the hooks which did
+/// run put in [`Between::events`] and [`Between::spend`] are still emitted and accounted, in
+/// order, before the performance ends, so nothing a hook did goes unlogged or unpaid.
+///
+/// **Cancellation.** A hook that waits (a model call, a command) must stop waiting when
+/// [`Between::cancel`] fires and return; the loop then ends the performance `interrupted`.
 #[async_trait]
 pub trait Hook: Send + Sync {
+    /// Looks at (and may change) the conversation and the model before the next turn.
     async fn between_turns(&self, at: &mut Between<'_>) -> Control;
 }
 
