@@ -338,6 +338,14 @@ impl Performance {
             if cancel.is_cancelled() {
                 return Ended::new(Outcome::Interrupted, "interrupted by the director");
             }
+            // Resumed after the actor's last reply ended its turn (its process died before the
+            // end was recorded): that reply stands; the model is not asked again.
+            if matches!(
+                self.conversation.last(),
+                Some(Message::Assistant { tool_calls, .. }) if tool_calls.is_empty()
+            ) {
+                return Ended::new(Outcome::Done, "the actor ended its turn");
+            }
 
             // The model's turn.
             let reply = match self.model_turn(true, cancel).await {
