@@ -48,8 +48,9 @@ fn measure(cmd: &mut Command) -> std::io::Result<(f64, i64, i32)> {
     let child = cmd.spawn()?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills in; pid is our own child, waited once.
+    // SAFETY: rusage is plain data, valid all zeroes.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, waited once; status and usage are live locals wait4 fills.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());

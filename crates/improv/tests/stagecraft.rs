@@ -166,6 +166,7 @@ fn serve_refuses_requests_without_its_token_and_performs_with_it() {
             .unwrap();
         assert!(events.contains("performance_finished"), "{events}");
     });
+    // SAFETY: kill takes plain integers; the child is ours and not yet waited for.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
