@@ -13,23 +13,16 @@ use tokio_util::sync::CancellationToken;
 const INTENT: &str = "Read every chapter and report the longest word.";
 const SYSTEM: &str = "You are a test actor.";
 
-/// Records every event it sees.
-#[derive(Default)]
-struct Tape(Mutex<Vec<Event>>);
-
-impl Observer for Tape {
-    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
+/// What these tests read from the kernel's [`Tape`].
+trait Read {
+    fn compactions(&self) -> Vec<(u32, u32, u64, u64)>;
+    fn input_tokens(&self) -> Vec<u64>;
 }
 
-impl Tape {
+impl Read for Tape {
     fn compactions(&self) -> Vec<(u32, u32, u64, u64)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
+        self.events()
+            .into_iter()
             .filter_map(|e| match e.kind {
                 EventKind::Compacted {
                     messages,
@@ -43,10 +36,8 @@ impl Tape {
             .collect()
     }
     fn input_tokens(&self) -> Vec<u64> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
+        self.events()
+            .into_iter()
             .filter_map(|e| match e.kind {
                 EventKind::Usage { input_tokens, .. } => Some(input_tokens),
                 _ => None,
@@ -221,7 +212,7 @@ async fn a_long_performance_stays_inside_a_small_window() {
 
     // The log is enough to rebuild the compacted conversation exactly: a resumed performance
     // goes on from what the actor last saw, not from the whole history.
-    let logged = tape.0.lock().unwrap().clone();
+    let logged = tape.events();
     assert_eq!(improv_kernel::resume::replay(&logged).conversation, last);
 
     // Without compaction the last request would carry ~40 chapters of 3 KB: ~30k tokens.

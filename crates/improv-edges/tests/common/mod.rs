@@ -8,8 +8,7 @@ use improv_edges::{
     Sandbox, SandboxConfig, Unattended, guard_all,
 };
 use improv_kernel::{
-    Actor, Budget, Ended, Event, EventKind, ObserveError, Observer, Performance, Prop,
-    ScriptedModel, ScriptedTurn,
+    Actor, Budget, Ended, Event, EventKind, Performance, Prop, ScriptedModel, ScriptedTurn, Tape,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
@@ -32,17 +31,6 @@ pub fn set_api_key() {
         // the suite's other threads only read it through std, which locks around access.
         unsafe { std::env::set_var("OPENAI_API_KEY", API_KEY) };
     });
-}
-
-/// Collects events, as the event log would.
-#[derive(Default)]
-pub struct Collect(Mutex<Vec<Event>>);
-
-impl Observer for Collect {
-    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
 }
 
 pub struct Rig {
@@ -147,7 +135,7 @@ impl Rig {
         let mut turns = turns;
         turns.push(ScriptedTurn::say("done"));
         let model = Arc::new(ScriptedModel::new(turns));
-        let collect = Arc::new(Collect::default());
+        let collect = Arc::new(Tape::default());
         let actor = Actor {
             name: "lead".into(),
             system: "You are a careful engineer.".into(),
@@ -167,7 +155,7 @@ impl Rig {
             .await
             .expect("the performance did not end");
         performance.finish(&ended).unwrap();
-        let events = collect.0.lock().unwrap().clone();
+        let events = collect.events();
         Run {
             ended,
             events,
