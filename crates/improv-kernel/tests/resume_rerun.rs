@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use improv_kernel::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Counts its calls; reads or writes as told.
@@ -43,16 +43,6 @@ fn counting(name: &str, access: Access) -> (Arc<dyn Prop>, Arc<AtomicUsize>) {
         calls: calls.clone(),
     };
     (Arc::new(prop), calls)
-}
-
-#[derive(Default)]
-struct Kept(Mutex<Vec<Event>>);
-
-impl Observer for Kept {
-    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
 }
 
 fn event(seq: u64, kind: EventKind) -> Event {
@@ -121,7 +111,7 @@ async fn a_started_write_is_not_run_again_but_reads_and_unstarted_calls_are() {
     let (mark, marks) = counting("mark", Access::Write);
     let (later, laters) = counting("later", Access::Write);
     let model = Arc::new(ScriptedModel::new([ScriptedTurn::say("done")]));
-    let kept = Arc::new(Kept::default());
+    let kept = Arc::new(Tape::default());
     let actor = Actor {
         name: "lead".into(),
         system: "test".into(),
@@ -148,9 +138,7 @@ async fn a_started_write_is_not_run_again_but_reads_and_unstarted_calls_are() {
         "the write that started is not repeated"
     );
     let finished: Vec<(String, bool, String)> = kept
-        .0
-        .lock()
-        .unwrap()
+        .events()
         .iter()
         .filter_map(|e| match &e.kind {
             EventKind::ToolCallFinished {

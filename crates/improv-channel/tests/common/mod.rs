@@ -8,9 +8,7 @@ pub mod store;
 use async_trait::async_trait;
 use improv_channel::ChannelError;
 use improv_channel::conversation::{Performer, Request};
-use improv_kernel::{
-    Actor, Event, Message, ObserveError, Observer, Performance, ScriptedModel, ScriptedTurn,
-};
+use improv_kernel::{Actor, Event, Message, Performance, ScriptedModel, ScriptedTurn, Tape};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -42,16 +40,6 @@ impl KernelPerformer {
     }
 }
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl Observer for Recorder {
-    fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Performer for KernelPerformer {
     async fn perform(&self, request: Request) -> Result<String, ChannelError> {
@@ -70,7 +58,7 @@ impl Performer for KernelPerformer {
             props: vec![request.reply.clone()],
             max_output_tokens: None,
         };
-        let recorder = Arc::new(Recorder::default());
+        let recorder = Arc::new(Tape::default());
         let builder = Performance::builder(actor)
             .observer(request.observer.clone())
             .observer(recorder.clone());
@@ -87,7 +75,7 @@ impl Performer for KernelPerformer {
         let ended = performance.act(&CancellationToken::new()).await;
         assert_eq!(ended.outcome, improv_kernel::Outcome::Done, "{ended:?}");
         let id = performance.id().to_string();
-        past.extend(recorder.0.lock().unwrap().iter().cloned());
+        past.extend(recorder.events());
         self.logs.lock().unwrap().insert(id.clone(), past);
         self.performed
             .lock()
