@@ -11,11 +11,17 @@ use std::time::Duration;
 /// Limits of one performance. `None` means unlimited.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Budget {
+    /// Most model calls (turns) the actor may take.
     pub max_turns: Option<u32>,
+    /// Most input tokens, summed over every turn (cached ones included).
     pub max_input_tokens: Option<u64>,
+    /// Most output tokens, summed over every turn.
     pub max_output_tokens: Option<u64>,
+    /// Most the model calls may cost, in USD at the model's price.
     pub max_cost_usd: Option<f64>,
+    /// Longest wall time the performance may take, across resumptions.
     pub timeout: Option<Duration>,
+    /// Most prop calls the actor may make.
     pub max_tool_calls: Option<u32>,
 }
 
@@ -23,15 +29,22 @@ pub struct Budget {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetKind {
+    /// [`Budget::max_turns`].
     Turns,
+    /// [`Budget::max_input_tokens`].
     InputTokens,
+    /// [`Budget::max_output_tokens`].
     OutputTokens,
+    /// [`Budget::max_cost_usd`].
     Cost,
+    /// [`Budget::timeout`].
     Time,
+    /// [`Budget::max_tool_calls`].
     ToolCalls,
 }
 
 impl BudgetKind {
+    /// One line for the director saying this budget is spent: `used` of `limit`, in its unit.
     pub fn describe(self, used: f64, limit: f64) -> String {
         match self {
             BudgetKind::Turns => format!("turn budget spent: {used} of {limit} turns"),
@@ -47,12 +60,18 @@ impl BudgetKind {
 /// What a performance has spent so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spent {
+    /// Model calls made.
     pub turns: u32,
+    /// Input tokens over every turn, cached ones included.
     pub input_tokens: u64,
+    /// Output tokens over every turn.
     pub output_tokens: u64,
+    /// The part of `input_tokens` served from the provider's prompt cache.
     #[serde(default)]
     pub cached_input_tokens: u64,
+    /// What the model calls cost, in USD (0 when the model's price is unknown).
     pub cost_usd: f64,
+    /// Prop calls made.
     #[serde(default)]
     pub tool_calls: u32,
     /// Wall time in milliseconds, across resumptions.
@@ -100,6 +119,7 @@ pub struct BudgetHook {
 }
 
 impl BudgetHook {
+    /// A hook enforcing `budget`; add it to the performance with the other hooks.
     pub fn new(budget: Budget) -> Self {
         BudgetHook {
             budget,

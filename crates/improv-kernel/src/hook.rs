@@ -14,10 +14,12 @@ use tokio_util::sync::CancellationToken;
 pub struct Between<'a> {
     /// The turn about to start, counting from 1.
     pub turn: u32,
+    /// What the performance has spent so far, for stop conditions to weigh.
     pub spent: &'a Spent,
     /// The input tokens of the last model call: what the conversation costs now, for a hook
     /// that keeps it inside the context window. 0 before the first call.
     pub context_tokens: u64,
+    /// The conversation the next model call sends; a hook may add notes or compact it.
     pub conversation: &'a mut Vec<Message>,
     /// The actor's model; a hook may switch it.
     pub model: &'a mut Arc<dyn Model>,
@@ -40,7 +42,9 @@ pub enum Control {
     Continue,
     /// End the performance here with this outcome (a budget ran out, the checks converged).
     Stop {
+        /// How the performance ends.
         outcome: Outcome,
+        /// Why, in words for the director; logged with `performance_finished`.
         reason: String,
         /// The budget that ended it, when one did.
         budget: Option<BudgetKind>,
@@ -87,6 +91,8 @@ impl NoteSender {
 }
 
 impl Notes {
+    /// A new inbox: the [`NoteSender`] goes to whoever speaks for the director, the [`Notes`]
+    /// hook to the performance.
     pub fn channel() -> (NoteSender, Notes) {
         let (tx, rx) = mpsc::unbounded_channel();
         (

@@ -64,6 +64,8 @@
 //! # }).unwrap();
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod budget;
 pub mod event;
 pub mod hook;

@@ -8,9 +8,13 @@ use std::time::Duration;
 /// One call to a model: borrowed from the performance, so building it costs nothing per turn.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
+    /// The actor's system prompt.
     pub system: &'a str,
+    /// The conversation so far, oldest first.
     pub messages: &'a [Message],
+    /// The props the actor may call this turn; empty when it may only answer in text.
     pub tools: &'a [ToolSpec],
+    /// Most tokens the reply may have; the provider's default when `None`.
     pub max_output_tokens: Option<u32>,
 }
 
@@ -21,8 +25,11 @@ pub enum ModelUpdate<'a> {
     Text(&'a str),
     /// The provider failed transiently and will try again after `delay`.
     Retry {
+        /// Which retry this is, from 1.
         attempt: u32,
+        /// How long the provider waits before trying again.
         delay: Duration,
+        /// What failed (a status, a broken stream), in words.
         reason: &'a str,
     },
 }
@@ -44,7 +51,9 @@ pub enum StopReason {
 /// Tokens a call consumed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens of the request the model read, cached ones included.
     pub input_tokens: u64,
+    /// Tokens the model wrote.
     pub output_tokens: u64,
     /// The part of `input_tokens` served from the provider's prompt cache.
     #[serde(default)]
@@ -54,9 +63,13 @@ pub struct Usage {
 /// A model's complete answer to one request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
+    /// The whole text of the reply; may be empty when it only calls props.
     pub text: String,
+    /// The prop calls the model asked for, in the order it wrote them.
     pub tool_calls: Vec<ToolCall>,
+    /// Why the model stopped.
     pub stop: StopReason,
+    /// Tokens the call consumed.
     pub usage: Usage,
     /// Bytes of the request body the provider sent (0 for in-process models).
     pub request_bytes: u64,
@@ -65,7 +78,9 @@ pub struct Reply {
 /// Prices in USD per million tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Price {
+    /// Price of input tokens not served from the cache.
     pub input: f64,
+    /// Price of output tokens.
     pub output: f64,
     /// Price of cached input tokens; the input price when absent.
     #[serde(default)]
@@ -73,6 +88,8 @@ pub struct Price {
 }
 
 impl Price {
+    /// What a call with `usage` costs, in USD: cached input at the cached price, the rest at
+    /// the input price.
     pub fn cost(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
         let fresh = usage.input_tokens - cached;

@@ -28,20 +28,27 @@ type Prepared = Result<(Arc<dyn Prop>, serde_json::Value), String>;
 
 /// One member of the cast, ready to perform.
 pub struct Actor {
+    /// The actor's name in the cast (`lead`, `critic`); its events carry it.
     pub name: String,
     /// The system prompt: role, context and conventions. Sent unchanged on every turn, so
     /// provider prompt caches keep hitting it.
     pub system: String,
+    /// The model that speaks for the actor; a hook may switch it between turns.
     pub model: Arc<dyn Model>,
+    /// The props the actor may call, each already wrapped in the stage's edges.
     pub props: Vec<Arc<dyn Prop>>,
+    /// Most tokens one reply may have; the provider's default when `None`.
     pub max_output_tokens: Option<u32>,
 }
 
 /// How a call to [`Performance::act`] ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ended {
+    /// How the performance ended.
     pub outcome: Outcome,
+    /// Why, in words for the director: the actor's last reply, the budget spent, the error.
     pub reason: String,
+    /// The budget that ended it, when one did.
     pub budget: Option<BudgetKind>,
 }
 
@@ -74,30 +81,37 @@ pub struct PerformanceBuilder {
 }
 
 impl PerformanceBuilder {
+    /// The performance's id (the store's and the log's name for it); a fresh one when unset.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
     }
+    /// Name of the stage it is performed on, as `performance_started` logs it.
     pub fn stage(mut self, name: impl Into<String>) -> Self {
         self.stage = name.into();
         self
     }
+    /// The folder the props work in (canonicalized); the current folder when unset.
     pub fn workspace(mut self, root: impl Into<PathBuf>) -> Self {
         self.workspace = root.into();
         self
     }
+    /// The limits the performance stops at; unlimited when unset.
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budget = budget;
         self
     }
+    /// Adds a hook, run between turns after the ones added before it (see [`Hook`]).
     pub fn hook(mut self, hook: Arc<dyn Hook>) -> Self {
         self.hooks.push(hook);
         self
     }
+    /// Adds an observer of the event stream, called after the ones added before it.
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observers.push(observer);
         self
     }
+    /// The time limit of a prop call whose prop sets none; [`DEFAULT_TOOL_TIMEOUT`] when unset.
     pub fn tool_timeout(mut self, timeout: Duration) -> Self {
         self.tool_timeout = timeout;
         self
@@ -227,6 +241,8 @@ pub struct Performance {
 }
 
 impl Performance {
+    /// Starts setting up a performance by `actor`; finish with [`PerformanceBuilder::start`]
+    /// or [`PerformanceBuilder::resume`].
     pub fn builder(actor: Actor) -> PerformanceBuilder {
         PerformanceBuilder {
             id: None,
@@ -240,15 +256,19 @@ impl Performance {
         }
     }
 
+    /// The performance's id, as its events and the store name it.
     pub fn id(&self) -> &str {
         &self.id
     }
+    /// What it has spent so far, across resumptions.
     pub fn spent(&self) -> Spent {
         self.spent
     }
+    /// The conversation as the model's next call would send it.
     pub fn conversation(&self) -> &[Message] {
         &self.conversation
     }
+    /// The canonical folder its props work in.
     pub fn workspace(&self) -> &Path {
         &self.context.workspace
     }

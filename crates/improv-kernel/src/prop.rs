@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 /// writes run alone, in the order the model asked for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
+    /// The call only reads (the workspace, the web): it may run alongside other reads.
     Read,
+    /// The call may change something (a file, a process, the ledger): it runs alone.
     Write,
 }
 
@@ -52,6 +54,7 @@ type EmitFn = dyn Fn(EventKind) -> Result<(), ObserveError> + Send + Sync;
 pub struct EventSink(Option<Arc<EmitFn>>);
 
 impl EventSink {
+    /// A sink that hands each event to `emit` (the performance's stream).
     pub fn new(
         emit: impl Fn(EventKind) -> Result<(), ObserveError> + Send + Sync + 'static,
     ) -> Self {
@@ -102,18 +105,21 @@ impl PropError {
         PropError::Fatal(message.into())
     }
 
+    /// The text of the error, what the model or the director reads.
     pub fn message(&self) -> &str {
         match self {
             PropError::Respond(m) | PropError::Fatal(m) => m,
         }
     }
 
+    /// The text of the error, taken out of it.
     pub fn into_message(self) -> String {
         match self {
             PropError::Respond(m) | PropError::Fatal(m) => m,
         }
     }
 
+    /// Whether the error ends the performance ([`PropError::Fatal`]).
     pub fn is_fatal(&self) -> bool {
         matches!(self, PropError::Fatal(_))
     }
@@ -194,6 +200,7 @@ pub struct Wrapped<L> {
 }
 
 impl<L: Layer> Wrapped<L> {
+    /// `inner` with `layer` around it.
     pub fn new(inner: Arc<dyn Prop>, layer: impl Into<L>) -> Self {
         Wrapped {
             inner,
@@ -206,6 +213,7 @@ impl<L: Layer> Wrapped<L> {
         &self.inner
     }
 
+    /// The layer around it.
     pub fn layer(&self) -> &L {
         &self.layer
     }

@@ -8,10 +8,15 @@ use crate::message::{Message, ToolCall};
 /// What the log says a performance had reached.
 #[derive(Debug, Default)]
 pub struct Past {
+    /// Id of the performance, from its first `performance_started`; `None` when none was logged.
     pub id: Option<String>,
+    /// The intent it was started with (empty when none was logged).
     pub intent: String,
+    /// The conversation as the model last saw it, compactions applied.
     pub conversation: Vec<Message>,
+    /// What it had spent, from the last `usage` or `performance_finished` event.
     pub spent: Spent,
+    /// The `seq` the next event gets: one past the highest logged.
     pub next_seq: u64,
     /// Calls of the last reply that have no result: the performance stopped while they ran.
     pub unanswered: Vec<ToolCall>,

@@ -15,14 +15,19 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptedTurn {
+    /// The reply's text, streamed word by word.
     #[serde(default)]
     pub say: String,
+    /// The prop calls of the reply, in order; their ids are `call_N_I` (call N, position I).
     #[serde(default)]
     pub calls: Vec<ScriptedCall>,
+    /// Why the reply stops; by default `end_turn` without calls and `tool_use` with them.
     #[serde(default)]
     pub stop: Option<StopReason>,
+    /// When set, the model call fails as unavailable with this message instead of replying.
     #[serde(default)]
     pub error: Option<String>,
+    /// How long the reply takes before it starts, in milliseconds (0: at once).
     #[serde(default)]
     pub delay_ms: u64,
 }
@@ -32,7 +37,9 @@ pub struct ScriptedTurn {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptedCall {
+    /// Name of the prop to call.
     pub name: String,
+    /// The call's arguments; `null` (absent) sends `{}`.
     #[serde(default)]
     pub arguments: serde_json::Value,
 }
@@ -87,6 +94,8 @@ pub struct ScriptedModel {
 }
 
 impl ScriptedModel {
+    /// A model named `scripted/test` that replies with `turns` in order, then fails: a
+    /// script that runs out is an error, not a silent end.
     pub fn new(turns: impl IntoIterator<Item = ScriptedTurn>) -> Self {
         ScriptedModel {
             name: "scripted/test".into(),
@@ -107,6 +116,7 @@ impl ScriptedModel {
         })
     }
 
+    /// The same model with a price, so its turns cost something (for budget tests).
     pub fn with_price(mut self, price: Price) -> Self {
         self.price = Some(price);
         self
