@@ -15,11 +15,12 @@ use crate::telegram::Telegram;
 use crate::{ChannelError, Sender};
 use async_trait::async_trait;
 use http::HeaderMap;
+use improv_door::launcher::within_budget;
 use improv_door::{DoorContext, DoorError, Listener, Listeners};
-use improv_kernel::{Budget, Prop};
+use improv_kernel::Prop;
 use improv_perform::{Launch, Production, PropSource};
 use improv_stage::door::{Channel, ChannelDoor};
-use improv_stage::{Door, DoorKind, Stage};
+use improv_stage::{Door, DoorKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -251,19 +252,6 @@ fn launch(request: &Request) -> Launch {
     launch.observers = vec![request.observer.clone()];
     launch.outside = Some(Arc::new(Reply(request.reply.clone())));
     launch
-}
-
-/// `stage` with the door's budget as its `[edges]` limits (as `improv_door`'s own launcher does).
-fn within_budget(stage: &Stage, budget: &Budget) -> Stage {
-    let mut stage = stage.clone();
-    let e = &mut stage.edges;
-    e.max_turns = budget.max_turns;
-    e.max_input_tokens = budget.max_input_tokens;
-    e.max_output_tokens = budget.max_output_tokens;
-    e.max_cost_usd = budget.max_cost_usd;
-    e.max_tool_calls = budget.max_tool_calls;
-    e.timeout = budget.timeout;
-    stage
 }
 
 /// Gives the lead the `reply` prop, whatever props it named.

@@ -6,6 +6,7 @@ use crate::context::{Finished, LaunchRequest, Launcher, Started};
 use crate::error::DoorError;
 use async_trait::async_trait;
 use futures::FutureExt;
+use improv_kernel::Budget;
 use improv_stage::Stage;
 use std::sync::Arc;
 
@@ -49,10 +50,10 @@ fn mark_started(stage: &Stage, request: &LaunchRequest) -> Result<(), DoorError>
     }
 }
 
-/// `stage` with `request`'s budget as its `[edges]` limits.
-fn within_budget(stage: &Stage, request: &LaunchRequest) -> Stage {
+/// `stage` with a door's budget as its `[edges]` limits: the one place a firing's budget becomes
+/// the limits its performance runs under (chat doors in `improv-channel` call it too).
+pub fn within_budget(stage: &Stage, b: &Budget) -> Stage {
     let mut stage = stage.clone();
-    let b = &request.budget;
     let e = &mut stage.edges;
     e.max_turns = b.max_turns;
     e.max_input_tokens = b.max_input_tokens;
@@ -72,7 +73,7 @@ impl Launcher for PerformLauncher {
             message,
         };
         mark_started(&stage, &request)?;
-        let stage = Arc::new(within_budget(&stage, &request));
+        let stage = Arc::new(within_budget(&stage, &request.budget));
         let mut launch = improv_perform::Launch::new(request.intent.clone());
         launch.id = Some(request.id.clone());
         let running = improv_perform::launch(stage, launch).map_err(|e| failed(e.to_string()))?;

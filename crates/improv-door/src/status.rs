@@ -8,6 +8,9 @@ use improv_stage::Stage;
 use improv_store::{Firing, Store, UnixMillis};
 use serde::Serialize;
 
+/// How many firings per door `improv door status` and `GET /doors` show unless told otherwise.
+pub const LATEST: usize = 5;
+
 /// One door's state.
 #[derive(Clone, Debug, Serialize)]
 pub struct DoorStatus {

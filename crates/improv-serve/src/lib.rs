@@ -17,6 +17,7 @@
 
 mod api;
 pub mod auth;
+pub mod doors;
 mod error;
 pub mod host;
 mod listen;
@@ -193,6 +194,16 @@ impl Server {
 
 /// Binds the server for `stage`: checks the address, reads or creates the token, opens the log.
 pub async fn bind(stage: Arc<Stage>, args: &ServeArgs) -> Result<Server, ServeError> {
+    bind_with_doors(stage, args, None).await
+}
+
+/// [`bind`], answering for the stage's doors too (`POST /doors/NAME`, `GET /doors`) when a
+/// daemon runs them.
+pub async fn bind_with_doors(
+    stage: Arc<Stage>,
+    args: &ServeArgs,
+    doors: Option<Arc<doors::Doors>>,
+) -> Result<Server, ServeError> {
     if !args.bind.ip().is_loopback() && !args.behind_tls_proxy {
         return Err(ServeError::Insecure { addr: args.bind });
     }
@@ -221,7 +232,10 @@ pub async fn bind(stage: Arc<Stage>, args: &ServeArgs) -> Result<Server, ServeEr
         max_running: args.max_performances.max(1),
     };
     let inflight = improv_mcp::Inflight::default();
-    let router = router(app, token.value.clone(), inflight.clone());
+    let mut router = router(app, token.value.clone(), inflight.clone());
+    if let Some(doors) = doors {
+        router = router.merge(doors::routes(doors, token.value.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|source| ServeError::Bind {

@@ -8,6 +8,7 @@ mod logs;
 mod models;
 mod perform;
 mod routines;
+mod serve;
 mod shutdown;
 mod slash;
 mod stagecraft;
@@ -112,8 +113,9 @@ enum Command {
         json: bool,
     },
     /// Open the stage view: the HTTP API, live event streams and the web page (loopback only
-    /// unless told otherwise; every request needs the bearer token).
-    Serve(improv_serve::ServeArgs),
+    /// unless told otherwise; every request but a door's needs the bearer token), and run the
+    /// stage's doors.
+    Serve(serve::ServeCommand),
     /// Serve the stage over MCP on stdin/stdout: any MCP client can cast it as a prop.
     Mcp,
     /// Perform the performances queued in the store, with leases: run any number of workers.
@@ -228,14 +230,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             improv_memory::cli::run(command, &perform::state_dir(&stage), json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Serve(args)) => {
-            let stage = std::sync::Arc::new(perform::load_stage(stage_path.as_deref(), true)?);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            rt.block_on(serve(stage, args))
-        }
+        Some(Command::Serve(args)) => serve::run(stage_path, args),
         Some(Command::Mcp) => {
             let stage = std::sync::Arc::new(perform::load_stage(stage_path.as_deref(), true)?);
             let rt = runtime()?;
@@ -288,33 +283,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             cli.perform.verbose,
         )),
     }
-}
-
-/// `improv serve`: binds, says where and with which token, serves until Ctrl-C, SIGTERM or
-/// SIGHUP, then stops the running performances and waits for each to log its end.
-async fn serve(
-    stage: std::sync::Arc<improv_stage::Stage>,
-    args: improv_serve::ServeArgs,
-) -> Result<ExitCode> {
-    let stopping = shutdown::Shutdown::install()?.stopping();
-    let server = improv_serve::bind(stage.clone(), &args).await?;
-    eprintln!(
-        "improv · stage {} · serving the stage view at {}",
-        stage.stage.name,
-        server.url()
-    );
-    if server.token_created() {
-        eprintln!(
-            "bearer token (shown once; kept in {}): {}",
-            server.token_file().display(),
-            server.token()
-        );
-        eprintln!("open {}#token={}", server.url(), server.token());
-    } else {
-        eprintln!("bearer token: in {}", server.token_file().display());
-    }
-    server.run(stopping.cancelled_owned()).await?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// One thread is enough: the loop waits on the network or on child processes, and blocking work

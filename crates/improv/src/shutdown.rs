@@ -4,7 +4,9 @@
 //! - SIGINT while a turn runs interrupts that turn only (the session goes on); anywhere else it
 //!   asks the command to stop.
 //! - SIGTERM and SIGHUP always ask the command to stop: the running turn is cancelled, its
-//!   processes killed, the sandbox removed and the log ends with `interrupted`.
+//!   processes killed, the sandbox removed and the log ends with `interrupted`. The one
+//!   exception: `improv serve` with doors installs [`Shutdown::install_reloading`], and there
+//!   SIGHUP asks it to reload the stage file instead (as a daemon is expected to).
 //! - A signal that arrives while the command is already stopping exits at once (the escape
 //!   hatch when a clean end takes too long).
 //!
@@ -53,6 +55,8 @@ impl Stop {
 pub struct Shutdown {
     state: Arc<Mutex<State>>,
     stop: CancellationToken,
+    /// Where a SIGHUP goes when it reloads instead of stopping.
+    reload: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 }
 
 #[derive(Default)]
@@ -68,9 +72,20 @@ struct State {
 impl Shutdown {
     /// Installs the handlers for SIGINT, SIGTERM and SIGHUP.
     pub fn install() -> Result<Shutdown> {
+        Shutdown::install_with(None)
+    }
+
+    /// Installs the handlers, SIGHUP asking for a reload: each one is a message on the receiver.
+    pub fn install_reloading() -> Result<(Shutdown, tokio::sync::mpsc::UnboundedReceiver<()>)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok((Shutdown::install_with(Some(tx))?, rx))
+    }
+
+    fn install_with(reload: Option<tokio::sync::mpsc::UnboundedSender<()>>) -> Result<Shutdown> {
         let shutdown = Shutdown {
             state: Arc::default(),
             stop: CancellationToken::new(),
+            reload,
         };
         for which in [Stop::Interrupt, Stop::Terminate, Stop::Hangup] {
             let mut stream = signal(which.kind())
@@ -89,6 +104,12 @@ impl Shutdown {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if self.stop.is_cancelled() || state.interrupting {
             std::process::exit(128 + which.number());
+        }
+        if which == Stop::Hangup
+            && let Some(reload) = &self.reload
+            && reload.send(()).is_ok()
+        {
+            return;
         }
         state.received = Some(which);
         match (which, state.turn.take()) {

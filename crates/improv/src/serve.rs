@@ -1,0 +1,143 @@
+//! `improv serve`: the stage view, and the stage's doors when it has any. With `[[door]]`s the
+//! door daemon runs beside the server on the doors' store ([`crate::door::store`]): SIGTERM (or
+//! Ctrl-C) drains it, then stops the server; SIGHUP reloads the stage file and says which doors
+//! changed. Without doors SIGHUP stops the server, as it stops every other command.
+
+use crate::door;
+use crate::perform::load_stage;
+use crate::shutdown::Shutdown;
+use crate::store::STORE_ENV;
+use anyhow::Result;
+use clap::Args;
+use improv_door::{Daemon, PerformLauncher, SystemClock};
+use improv_serve::doors::Doors;
+use improv_stage::Stage;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    serve: improv_serve::ServeArgs,
+    /// The store the doors keep their firings in: postgres://USER@HOST/DB or sqlite:PATH
+    /// (default: .improv/doors.db).
+    #[arg(long, env = STORE_ENV, value_name = "URL", hide_env_values = true)]
+    store: Option<String>,
+}
+
+/// `improv serve`: binds, says where and with which token, serves until Ctrl-C, SIGTERM or
+/// (without doors) SIGHUP, then stops the running performances and waits for each to log its
+/// end.
+pub fn run(stage_path: Option<PathBuf>, args: ServeCommand) -> Result<ExitCode> {
+    let stage = Arc::new(load_stage(stage_path.as_deref(), true)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(stage_path, stage, args))
+}
+
+async fn serve(
+    stage_path: Option<PathBuf>,
+    stage: Arc<Stage>,
+    args: ServeCommand,
+) -> Result<ExitCode> {
+    let (shutdown, reloads) = if stage.doors.is_empty() {
+        (Shutdown::install()?, None)
+    } else {
+        let (shutdown, reloads) = Shutdown::install_reloading()?;
+        (shutdown, Some(reloads))
+    };
+    let stopping = shutdown.stopping();
+    let doors = match reloads {
+        Some(reloads) => Some(open_doors(stage_path, &stage, args.store, reloads).await?),
+        None => None,
+    };
+    let server = improv_serve::bind_with_doors(stage.clone(), &args.serve, doors.clone()).await?;
+    eprintln!(
+        "improv · stage {} · serving the stage view at {}",
+        stage.stage.name,
+        server.url()
+    );
+    if server.token_created() {
+        eprintln!(
+            "bearer token (shown once; kept in {}): {}",
+            server.token_file().display(),
+            server.token()
+        );
+        eprintln!("open {}#token={}", server.url(), server.token());
+    } else {
+        eprintln!("bearer token: in {}", server.token_file().display());
+    }
+    let daemon = doors.map(|d| d.daemon.clone());
+    server
+        .run(async move {
+            stopping.cancelled().await;
+            if let Some(daemon) = daemon {
+                daemon.drain().await;
+                eprintln!("improv serve: the doors are drained");
+            }
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the door daemon on the doors' store, with a chat listener for channel doors, and
+/// reloads it on each SIGHUP.
+async fn open_doors(
+    stage_path: Option<PathBuf>,
+    stage: &Arc<Stage>,
+    store: Option<String>,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> Result<Arc<Doors>> {
+    let store = door::store(stage, store)?;
+    let daemon = Daemon::new(
+        stage.clone(),
+        store.clone(),
+        Arc::new(PerformLauncher),
+        Arc::new(SystemClock),
+        Some(improv_channel::door::listeners()),
+    );
+    daemon.start().await;
+    eprintln!(
+        "improv serve: {} door(s) open ({}); firings kept in {}",
+        stage.doors.len(),
+        names(stage),
+        store.describe()
+    );
+    let reloading = daemon.clone();
+    tokio::spawn(async move {
+        while reloads.recv().await.is_some() {
+            reload(&reloading, stage_path.as_deref()).await;
+        }
+    });
+    Ok(Arc::new(Doors { daemon, store }))
+}
+
+/// Reads the stage file again and hands it to the daemon, saying what changed; a stage file
+/// that does not load leaves the doors as they were.
+async fn reload(daemon: &Daemon, stage_path: Option<&Path>) {
+    let stage = match load_stage(stage_path, true) {
+        Ok(stage) => Arc::new(stage),
+        Err(e) => {
+            eprintln!(
+                "improv serve: SIGHUP: the stage file was not reloaded, the doors run as before: {e:#}"
+            );
+            return;
+        }
+    };
+    let changes = daemon.reload(stage).await;
+    if changes.is_empty() {
+        eprintln!("improv serve: SIGHUP: stage file reloaded; no door changed");
+    }
+    for change in changes {
+        eprintln!("improv serve: SIGHUP: {change}");
+    }
+}
+
+/// The doors' names, for the start line.
+fn names(stage: &Stage) -> String {
+    let names: Vec<&str> = stage.doors.iter().map(|d| d.name.as_str()).collect();
+    names.join(", ")
+}

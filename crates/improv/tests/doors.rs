@@ -1,0 +1,319 @@
+//! `improv serve` with a webhook door, through the real binary on a temp stage with a scripted
+//! lead: a signed delivery performs once, its redelivery not again, a forged one is refused by
+//! improv-door's signature check (401, nothing performed); SIGHUP after editing the stage file
+//! opens the new door and says so; SIGTERM drains the doors and exits 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the server may take for anything here: generous, for a slow shared machine.
+const PROMPT: Duration = Duration::from_secs(60);
+const SECRET: &str = "the-door-secret";
+const SECRET_ENV: &str = "IMPROV_TEST_HOOK_SECRET";
+
+const STAGE: &str = "[stage]\nname = \"doors\"\nintent = \"Wait.\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"scripted/script.json\"\n\n[[door]]\nname = \"github\"\nwebhook = \"/doors/github\"\nsecret_env = \"IMPROV_TEST_HOOK_SECRET\"\nintent = \"Look at the delivery.\"\n";
+const SECOND_DOOR: &str = "\n[[door]]\nname = \"second\"\nwebhook = \"/doors/second\"\nsecret_env = \"IMPROV_TEST_HOOK_SECRET\"\n";
+
+/// A temp stage (ws/) and a private TMPDIR, removed with it.
+struct Fixture {
+    root: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let fixture = Fixture {
+            root: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir(fixture.workspace()).unwrap();
+        std::fs::create_dir(fixture.root.path().join("tmp")).unwrap();
+        let script = serde_json::json!([{"say": "Done."}]);
+        std::fs::write(fixture.workspace().join("script.json"), script.to_string()).unwrap();
+        std::fs::write(fixture.stage_file(), STAGE).unwrap();
+        fixture
+    }
+
+    fn workspace(&self) -> PathBuf {
+        self.root.path().join("ws")
+    }
+
+    fn stage_file(&self) -> PathBuf {
+        self.workspace().join("stage.toml")
+    }
+
+    fn improv(&self) -> std::process::Command {
+        let mut c = common::improv_command();
+        c.current_dir(self.workspace())
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("IMPROV_STORE")
+            .env("NO_COLOR", "1")
+            .env("TMPDIR", self.root.path().join("tmp"))
+            .env(SECRET_ENV, SECRET)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// The performances `improv log --json` lists.
+    fn performances(&self) -> Vec<Value> {
+        let out = self.improv().args(["log", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// A running `improv serve`: its stderr line by line, its address and token.
+struct Served {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    host: String,
+    token: String,
+}
+
+impl Served {
+    fn start(fixture: &Fixture) -> Served {
+        let mut child = fixture
+            .improv()
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("serve: {line}");
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut served = Served {
+            child,
+            stderr,
+            host: String::new(),
+            token: String::new(),
+        };
+        let at = served.line_with("serving the stage view at ");
+        served.host = at
+            .split("serving the stage view at http://")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string();
+        let token = served.line_with("bearer token (shown once; kept in ");
+        served.token = token.split("): ").nth(1).unwrap().to_string();
+        served
+    }
+
+    /// The first line from now on that contains `text` (bounded).
+    fn line_with(&self, text: &str) -> String {
+        let deadline = Instant::now() + PROMPT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with `{text}` from improv serve: {e}"),
+            }
+        }
+    }
+
+    /// An HTTP/1.1 request; the status and the body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(&self.host).unwrap();
+        s.set_read_timeout(Some(PROMPT)).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.host,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    /// A delivery to door `door`, signed under `secret`.
+    fn deliver(&self, door: &str, id: &str, secret: &str, body: &[u8]) -> (u16, String) {
+        let signature = improv_door::webhook::sign(secret.as_bytes(), body);
+        self.request(
+            "POST",
+            &format!("/doors/{door}"),
+            &[
+                ("Content-Type", "application/json"),
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", id),
+                ("X-Hub-Signature-256", &signature),
+            ],
+            body,
+        )
+    }
+
+    /// `GET /doors` with the token.
+    fn doors(&self) -> Value {
+        let auth = format!("Bearer {}", self.token);
+        let (status, body) = self.request("GET", "/doors", &[("Authorization", &auth)], b"");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < PROMPT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The firings `GET /doors` shows for door `name`.
+fn firings(doors: &Value, name: &str) -> Vec<Value> {
+    doors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no door `{name}` in {doors}"))["firings"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn finished(fixture: &Fixture) -> bool {
+    let all = fixture.performances();
+    !all.is_empty() && all.iter().all(|p| p["status"] != "running")
+}
+
+#[test]
+fn a_webhook_door_performs_each_signed_delivery_once_and_reloads_and_drains() {
+    let fixture = Fixture::new();
+    let served = Served::start(&fixture);
+    let body = br#"{"ref": "refs/heads/main", "after": "abc123"}"#;
+
+    // No token needed: the platform signs instead. A signed delivery starts one performance.
+    let (status, answer) = served.deliver("github", "delivery-1", SECRET, body);
+    assert_eq!(status, 202, "{answer}");
+    let performance: Value = serde_json::from_str(&answer).unwrap();
+    let id = performance["performance"].as_str().unwrap().to_string();
+    eventually("the delivery's performance to finish", || {
+        finished(&fixture)
+    });
+    let logged = fixture.performances();
+    assert_eq!(
+        logged.len(),
+        1,
+        "one performance for one delivery: {logged:?}"
+    );
+    assert!(id.starts_with(logged[0]["id"].as_str().unwrap()) || logged[0]["id"] == id.as_str());
+
+    // The same delivery again: answered, not performed.
+    let (status, answer) = served.deliver("github", "delivery-1", SECRET, body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("duplicate"), "{answer}");
+
+    // A forged delivery (another secret): refused by improv-door's check, nothing performed.
+    let (status, answer) = served.deliver("github", "delivery-2", "not-the-secret", body);
+    assert_eq!(status, 401, "a forged delivery must be refused: {answer}");
+    assert!(
+        answer.contains("signature does not match"),
+        "the refusal is improv-door's: {answer}"
+    );
+    let (status, answer) = served.request(
+        "POST",
+        "/doors/github",
+        &[("X-GitHub-Delivery", "delivery-3")],
+        body,
+    );
+    assert_eq!(
+        status, 401,
+        "an unsigned delivery must be refused: {answer}"
+    );
+    let (status, _) = served.deliver("nowhere", "delivery-4", SECRET, body);
+    assert_eq!(status, 404);
+    assert_eq!(
+        fixture.performances().len(),
+        1,
+        "refused deliveries perform nothing"
+    );
+    assert_eq!(firings(&served.doors(), "github").len(), 1);
+    // `improv door status` reads the same store the server keeps the firings in.
+    let out = fixture
+        .improv()
+        .args(["door", "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(firings(&status, "github").len(), 1, "{status}");
+
+    // GET /doors takes the token.
+    let (status, _) = served.request("GET", "/doors", &[], b"");
+    assert_eq!(status, 401);
+
+    // SIGHUP after adding a door: it is opened, and said.
+    let mut stage = std::fs::read_to_string(fixture.stage_file()).unwrap();
+    stage.push_str(SECOND_DOOR);
+    std::fs::write(fixture.stage_file(), stage).unwrap();
+    served.signal(libc::SIGHUP);
+    served.line_with("door `second` added");
+    let (status, answer) = served.deliver("second", "delivery-5", SECRET, body);
+    assert_eq!(status, 202, "the added door is open: {answer}");
+    eventually("the second door's performance to finish", || {
+        fixture.performances().len() == 2 && finished(&fixture)
+    });
+    assert_eq!(served.doors().as_array().unwrap().len(), 2);
+
+    // SIGTERM drains the doors and stops cleanly.
+    served.signal(libc::SIGTERM);
+    served.line_with("the doors are drained");
+    let mut served = served;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < PROMPT,
+            "improv serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "SIGTERM stops improv serve cleanly");
+}
