@@ -118,6 +118,9 @@ impl Namer {
     }
 }
 
+/// How long a session may sit idle inside a transaction before the server ends it.
+const IDLE_IN_TRANSACTION: &str = "-c idle_in_transaction_session_timeout=5000";
+
 /// The PostgreSQL store.
 pub struct PgStore {
     namer: Namer,
@@ -140,6 +143,12 @@ impl PgStore {
                 })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // A worker paused (SIGSTOP, a long GC, a partition) inside a transaction would hold its
+        // row lock, and claims skip locked rows: the server ends such a session after a few
+        // seconds, well inside a lease, so its performance can be taken over.
+        if config.get_options().is_none() {
+            config.options(IDLE_IN_TRANSACTION);
         }
         let password = config
             .get_password()
