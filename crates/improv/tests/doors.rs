@@ -317,3 +317,71 @@ fn a_webhook_door_performs_each_signed_delivery_once_and_reloads_and_drains() {
     };
     assert_eq!(status.code(), Some(0), "SIGTERM stops improv serve cleanly");
 }
+
+/// `improv door pair CODE` lets in the stranger a chat door's gate gave that code, on the store
+/// `improv serve` keeps the doors in (`.improv/doors.db`); an unknown or used code does nothing.
+#[test]
+fn door_pair_lets_in_the_sender_a_chat_door_gave_a_code() {
+    use improv_channel::Inbound;
+    use improv_channel::gate::{Admission, Gate, Limits};
+    let fixture = Fixture::new();
+    let state = fixture.workspace().join(".improv");
+    std::fs::create_dir_all(&state).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = improv_store::StoreUrl::Sqlite(state.join("doors.db"));
+    let store = improv_store::open(&url).unwrap();
+    let gate = Gate::new("chat", &[], store, Limits::default());
+    let message = |id: &str| Inbound {
+        platform: improv_stage::door::Channel::Telegram,
+        conversation: "42".into(),
+        thread: None,
+        message_id: id.into(),
+        sender_id: "1001".into(),
+        sender_name: Some("@mallory".into()),
+        text: "hello".into(),
+    };
+    let admit = |m: &Inbound| {
+        rt.block_on(gate.admit(m, std::time::Instant::now()))
+            .unwrap()
+    };
+    let Admission::Pair(code) = admit(&message("1")) else {
+        panic!("a stranger gets a pairing code");
+    };
+    let pair = |code: &str| {
+        fixture
+            .improv()
+            .args(["door", "pair", code])
+            .output()
+            .unwrap()
+    };
+
+    let out = pair("NOSUCHCODE");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no pairing code"),
+        "{out:?}"
+    );
+    assert_eq!(
+        admit(&message("2")),
+        Admission::Waiting,
+        "not let in by a wrong code"
+    );
+
+    let out = pair(&code.to_lowercase());
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may now come in through door `chat`"),
+        "{out:?}"
+    );
+    assert_eq!(admit(&message("3")), Admission::Allowed);
+
+    let out = pair(&code);
+    assert!(!out.status.success(), "a code pairs once: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already used"),
+        "{out:?}"
+    );
+}
