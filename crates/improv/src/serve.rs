@@ -1,20 +1,26 @@
 //! `improv serve`: the stage view, and the stage's doors when it has any. With `[[door]]`s the
 //! door daemon runs beside the server on the doors' store ([`crate::door::store`]): SIGTERM (or
 //! Ctrl-C) drains it, then stops the server; SIGHUP reloads the stage file and says which doors
-//! changed. Without doors SIGHUP stops the server, as it stops every other command.
+//! changed. Without doors SIGHUP stops the server, as it stops every other command. A webhook's
+//! performance runs in a task of its own, which the daemon's drain does not wait for, so the
+//! launcher here keeps count of them and a stopping server lets them finish ([`Tracked`]).
 
 use crate::door;
 use crate::perform::load_stage;
 use crate::shutdown::Shutdown;
 use crate::store::STORE_ENV;
 use anyhow::Result;
+use async_trait::async_trait;
 use clap::Args;
-use improv_door::{Daemon, PerformLauncher, SystemClock};
+use improv_door::{
+    Daemon, DoorError, LaunchRequest, Launcher, PerformLauncher, Started, SystemClock,
+};
 use improv_serve::doors::Doors;
 use improv_stage::Stage;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 #[derive(Args)]
 pub struct ServeCommand {
@@ -50,8 +56,9 @@ async fn serve(
         (shutdown, Some(reloads))
     };
     let stopping = shutdown.stopping();
+    let tracked = Arc::new(Tracked::new());
     let doors = match reloads {
-        Some(reloads) => Some(open_doors(stage_path, &stage, args.store, reloads).await?),
+        Some(reloads) => Some(open_doors(stage_path, &stage, args.store, reloads, &tracked).await?),
         None => None,
     };
     let server = improv_serve::bind_with_doors(stage.clone(), &args.serve, doors.clone()).await?;
@@ -80,6 +87,7 @@ async fn serve(
             }
         })
         .await?;
+    tracked.finished().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -89,13 +97,14 @@ async fn open_doors(
     stage_path: Option<PathBuf>,
     stage: &Arc<Stage>,
     store: Option<String>,
-    mut reloads: tokio::sync::mpsc::UnboundedReceiver<()>,
+    mut reloads: mpsc::UnboundedReceiver<()>,
+    launcher: &Arc<Tracked>,
 ) -> Result<Arc<Doors>> {
     let store = door::store(stage, store)?;
     let daemon = Daemon::new(
         stage.clone(),
         store.clone(),
-        Arc::new(PerformLauncher),
+        launcher.clone(),
         Arc::new(SystemClock),
         Some(improv_channel::door::listeners()),
     );
@@ -140,4 +149,57 @@ async fn reload(daemon: &Daemon, stage_path: Option<&Path>) {
 fn names(stage: &Stage) -> String {
     let names: Vec<&str> = stage.doors.iter().map(|d| d.name.as_str()).collect();
     names.join(", ")
+}
+
+/// The daemon's launcher: performs in-process as [`PerformLauncher`] does, and holds a token
+/// for each performance until it ends, so that [`Tracked::finished`] can wait for them all.
+struct Tracked {
+    /// Cloned into each performance; dropped by `finished`, after which the channel closes
+    /// once the last performance's clone is dropped.
+    token: Mutex<Option<mpsc::Sender<()>>>,
+    closed: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl Tracked {
+    fn new() -> Tracked {
+        let (tx, rx) = mpsc::channel(1);
+        Tracked {
+            token: Mutex::new(Some(tx)),
+            closed: tokio::sync::Mutex::new(rx),
+        }
+    }
+
+    /// Waits until every performance started through it has ended (call once nothing can
+    /// start any more: the server has stopped accepting).
+    async fn finished(&self) {
+        let token = self.token.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(token) = token else { return };
+        if token.strong_count() > 1 {
+            eprintln!("improv serve: waiting for the doors' performances under way to finish");
+        }
+        drop(token);
+        // Nothing is ever sent: recv answers None once every clone is dropped.
+        while self.closed.lock().await.recv().await.is_some() {}
+    }
+}
+
+#[async_trait]
+impl Launcher for Tracked {
+    async fn start(&self, stage: Arc<Stage>, request: LaunchRequest) -> Result<Started, DoorError> {
+        let token = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let started = PerformLauncher.start(stage, request).await?;
+        let done = started.done;
+        Ok(Started {
+            performance: started.performance,
+            done: Box::pin(async move {
+                let finished = done.await;
+                drop(token);
+                finished
+            }),
+        })
+    }
+
+    async fn started(&self, stage: &Stage, id: &str) -> Result<bool, DoorError> {
+        PerformLauncher.started(stage, id).await
+    }
 }

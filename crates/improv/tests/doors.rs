@@ -28,12 +28,16 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Fixture::with_script(serde_json::json!([{"say": "Done."}]))
+    }
+
+    /// A stage whose lead plays `script` at each performance.
+    fn with_script(script: Value) -> Fixture {
         let fixture = Fixture {
             root: tempfile::tempdir().unwrap(),
         };
         std::fs::create_dir(fixture.workspace()).unwrap();
         std::fs::create_dir(fixture.root.path().join("tmp")).unwrap();
-        let script = serde_json::json!([{"say": "Done."}]);
         std::fs::write(fixture.workspace().join("script.json"), script.to_string()).unwrap();
         std::fs::write(fixture.stage_file(), STAGE).unwrap();
         fixture
@@ -181,6 +185,18 @@ impl Served {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Waits (bounded) for the server to exit; its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(start.elapsed() < PROMPT, "improv serve did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn signal(&self, sig: i32) {
         // SAFETY: sending a signal to our own child process.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
@@ -304,18 +320,32 @@ fn a_webhook_door_performs_each_signed_delivery_once_and_reloads_and_drains() {
     served.signal(libc::SIGTERM);
     served.line_with("the doors are drained");
     let mut served = served;
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < PROMPT,
-            "improv serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0), "SIGTERM stops improv serve cleanly");
+    assert_eq!(
+        served.exit_code(),
+        Some(0),
+        "SIGTERM stops improv serve cleanly"
+    );
+}
+
+/// SIGTERM while a delivery's performance runs: the server stops taking requests, the
+/// performance finishes (its log says how it ended, not `running`), then improv exits 0.
+#[test]
+fn sigterm_lets_a_webhook_performance_under_way_finish() {
+    let fixture = Fixture::with_script(serde_json::json!([
+        {"say": "Working.", "calls": [{"name": "bash", "arguments": {"command": "sleep 2"}}]},
+        {"say": "Done."}
+    ]));
+    let mut served = Served::start(&fixture);
+    let (status, answer) = served.deliver("github", "delivery-1", SECRET, b"{}");
+    assert_eq!(status, 202, "{answer}");
+    served.signal(libc::SIGTERM);
+    assert_eq!(served.exit_code(), Some(0));
+    let logged = fixture.performances();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(
+        logged[0]["status"], "done",
+        "the performance under way finished: {logged:?}"
+    );
 }
 
 /// `improv door pair CODE` lets in the stranger a chat door's gate gave that code, on the store
