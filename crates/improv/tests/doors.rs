@@ -85,8 +85,12 @@ struct Served {
 
 impl Served {
     fn start(fixture: &Fixture) -> Served {
-        let mut child = fixture
-            .improv()
+        Served::start_with(fixture.improv())
+    }
+
+    /// `improv serve` run by `command` (the binary, in the stage's folder, its environment set).
+    fn start_with(mut command: std::process::Command) -> Served {
+        let mut child = command
             .args(["serve", "--bind", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -414,4 +418,49 @@ fn door_pair_lets_in_the_sender_a_chat_door_gave_a_code() {
         String::from_utf8_lossy(&out.stderr).contains("already used"),
         "{out:?}"
     );
+}
+
+/// A Slack door on `improv serve`: `POST /doors/NAME` reaches the endpoint its listener
+/// registered, which checks Slack's signature (a forged request gets 401) and answers the URL
+/// check with its challenge; no bearer token is involved.
+#[test]
+fn a_slack_door_is_answered_through_its_channel_endpoint() {
+    let fixture = Fixture::new();
+    let mut stage = std::fs::read_to_string(fixture.stage_file()).unwrap();
+    // The URL check calls no Slack API: the port is never dialled.
+    stage.push_str(
+        "\n[[door]]\nname = \"team\"\nchannel = \"slack\"\ntoken_env = \"IMPROV_TEST_SLACK_TOKEN\"\nsecret_env = \"IMPROV_TEST_SLACK_SECRET\"\napi_base = \"http://127.0.0.1:9\"\n",
+    );
+    std::fs::write(fixture.stage_file(), stage).unwrap();
+    let mut command = fixture.improv();
+    command
+        .env("IMPROV_TEST_SLACK_TOKEN", "xoxb-test")
+        .env("IMPROV_TEST_SLACK_SECRET", "slack-signing-secret");
+    let served = Served::start_with(command);
+    let body = br#"{"type": "url_verification", "challenge": "the-challenge"}"#;
+    let signed = |secret: &[u8]| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let signature = improv_channel::slack::sign(secret, now, body);
+        served.request(
+            "POST",
+            "/doors/team",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Slack-Request-Timestamp", &now.to_string()),
+                ("X-Slack-Signature", &signature),
+            ],
+            body,
+        )
+    };
+    let mut answer = (0, String::new());
+    eventually("the Slack door's listener to register its endpoint", || {
+        answer = signed(b"slack-signing-secret");
+        answer.0 != 404
+    });
+    assert_eq!(answer, (200, "the-challenge".to_string()));
+    let (status, text) = signed(b"guessed");
+    assert_eq!(status, 401, "a forged Slack request is refused: {text}");
 }
