@@ -8,9 +8,14 @@
 //! outbox keyed by (performance, seq) so a retry never sends it twice. The kernel knows nothing of
 //! this: a worker turns events into [`Store::append`] calls and rebuilds a performance from
 //! [`Store::events`] with the kernel's resume.
+//!
+//! A store that wraps another (counting calls, delaying or recording some of them) implements
+//! [`StoreLayer`]: it names its inner store and overrides only what it changes; every other
+//! method forwards, and a blanket impl makes it a [`Store`].
 
 mod codec;
 mod error;
+mod layer;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -19,6 +24,7 @@ pub mod testing;
 mod url;
 
 pub use error::StoreError;
+pub use layer::StoreLayer;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use url::StoreUrl;

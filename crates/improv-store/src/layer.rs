@@ -1,0 +1,201 @@
+//! [`StoreLayer`]: the one way to wrap a store. A wrapper (a metrics counter, a test's slow or
+//! recording store) names its inner store and writes only the methods it changes; every other
+//! method of [`Store`] forwards to the inner one by default, and a blanket impl makes every
+//! layer a [`Store`]. Keeping the forwarding here means a method added to [`Store`] is
+//! forwarded by every wrapper at once instead of each one by hand.
+
+use crate::{
+    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    PerformanceRecord, Store, StoreError,
+};
+use async_trait::async_trait;
+use improv_kernel::{Event, Outcome};
+use std::time::Duration;
+
+/// A store that wraps another: implement [`StoreLayer::inner`] and override only what changes;
+/// the type is then a [`Store`]. An override that still wants the inner behaviour calls
+/// `self.inner().METHOD(..)`. Each method means what the [`Store`] method of the same name does.
+///
+/// A type that is a `StoreLayer` cannot also implement [`Store`] by hand (the blanket impl is
+/// that implementation). Where both traits are in scope, a call on the concrete wrapper is
+/// ambiguous: import only [`Store`] where the wrapper is used.
+#[async_trait]
+pub trait StoreLayer: Send + Sync + 'static {
+    /// The store every method not overridden forwards to.
+    fn inner(&self) -> &dyn Store;
+
+    fn describe(&self) -> String {
+        self.inner().describe()
+    }
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        self.inner().migrate().await
+    }
+    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
+        self.inner().enqueue(new).await
+    }
+    async fn claim(
+        &self,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
+        self.inner().claim(worker, ttl).await
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        self.inner().renew(lease, ttl).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner().release(lease).await
+    }
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.inner().finish(lease, outcome, reason).await
+    }
+    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
+        self.inner().performance(id).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
+        self.inner().list(filter).await
+    }
+    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
+        self.inner().append(lease, events).await
+    }
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner().events(id, after, limit).await
+    }
+    async fn wait_events(
+        &self,
+        id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner().wait_events(id, after, timeout).await
+    }
+    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+        self.inner().claim_firing(firing).await
+    }
+    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+        self.inner().update_firing(firing).await
+    }
+    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
+        self.inner().firings(door, limit).await
+    }
+    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
+        self.inner().outbox_put(message).await
+    }
+    async fn outbox_pending(
+        &self,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner().outbox_pending(door, limit).await
+    }
+    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
+        self.inner().outbox_sent(key, sent_id).await
+    }
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner().get(scope, key).await
+    }
+    async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner().put(scope, key, value, only_if_absent).await
+    }
+}
+
+/// Every layer is a store: each method calls the layer's method of the same name (its override,
+/// or the default that forwards to [`StoreLayer::inner`]).
+#[async_trait]
+impl<T: StoreLayer> Store for T {
+    fn describe(&self) -> String {
+        StoreLayer::describe(self)
+    }
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        StoreLayer::migrate(self).await
+    }
+    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
+        StoreLayer::enqueue(self, new).await
+    }
+    async fn claim(
+        &self,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
+        StoreLayer::claim(self, worker, ttl).await
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        StoreLayer::renew(self, lease, ttl).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        StoreLayer::release(self, lease).await
+    }
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        StoreLayer::finish(self, lease, outcome, reason).await
+    }
+    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
+        StoreLayer::performance(self, id).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
+        StoreLayer::list(self, filter).await
+    }
+    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
+        StoreLayer::append(self, lease, events).await
+    }
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        StoreLayer::events(self, id, after, limit).await
+    }
+    async fn wait_events(
+        &self,
+        id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        StoreLayer::wait_events(self, id, after, timeout).await
+    }
+    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+        StoreLayer::claim_firing(self, firing).await
+    }
+    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+        StoreLayer::update_firing(self, firing).await
+    }
+    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
+        StoreLayer::firings(self, door, limit).await
+    }
+    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
+        StoreLayer::outbox_put(self, message).await
+    }
+    async fn outbox_pending(
+        &self,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        StoreLayer::outbox_pending(self, door, limit).await
+    }
+    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
+        StoreLayer::outbox_sent(self, key, sent_id).await
+    }
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        StoreLayer::get(self, scope, key).await
+    }
+    async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        StoreLayer::put(self, scope, key, value, only_if_absent).await
+    }
+}
