@@ -4,10 +4,8 @@
 //! daemon after a restart.
 
 use async_trait::async_trait;
-use improv_kernel::{Event, Outcome};
-use improv_store::*;
+use improv_store::{OutboxEntry, OutboxMessage, SqliteStore, Store, StoreError, StoreLayer};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub struct TestStore {
     inner: SqliteStore,
@@ -51,91 +49,14 @@ impl TestStore {
     }
 }
 
+/// Only `outbox_put` changes: it remembers the message; every other call goes to SQLite as is.
 #[async_trait]
-impl Store for TestStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn migrate(&self) -> Result<u32, StoreError> {
-        self.inner.migrate().await
-    }
-    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
-        self.inner.enqueue(new).await
-    }
-    async fn claim(
-        &self,
-        worker: &str,
-        ttl: Duration,
-    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
-        self.inner.claim(worker, ttl).await
-    }
-    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
-        self.inner.renew(lease, ttl).await
-    }
-    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.inner.release(lease).await
-    }
-    async fn finish(
-        &self,
-        lease: &Lease,
-        outcome: Outcome,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        self.inner.finish(lease, outcome, reason).await
-    }
-    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
-        self.inner.performance(id).await
-    }
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
-        self.inner.list(filter).await
-    }
-    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
-        self.inner.append(lease, events).await
-    }
-    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.inner.events(id, after, limit).await
-    }
-    async fn wait_events(
-        &self,
-        id: &str,
-        after: u64,
-        timeout: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.wait_events(id, after, timeout).await
-    }
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
-        self.inner.claim_firing(firing).await
-    }
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
-        self.inner.update_firing(firing).await
-    }
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
-        self.inner.firings(door, limit).await
+impl StoreLayer for TestStore {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
     }
     async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
         self.put.lock().unwrap().push(message.clone());
         self.inner.outbox_put(message).await
-    }
-    async fn outbox_pending(
-        &self,
-        door: &str,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.inner.outbox_pending(door, limit).await
-    }
-    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
-        self.inner.outbox_sent(key, sent_id).await
-    }
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.inner.get(scope, key).await
-    }
-    async fn put(
-        &self,
-        scope: &str,
-        key: &str,
-        value: &serde_json::Value,
-        only_if_absent: bool,
-    ) -> Result<bool, StoreError> {
-        self.inner.put(scope, key, value, only_if_absent).await
     }
 }
