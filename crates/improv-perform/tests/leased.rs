@@ -6,10 +6,7 @@
 use async_trait::async_trait;
 use improv_kernel::{Event, EventKind, Outcome};
 use improv_perform::leased::{self, Leased, WorkerSettings};
-use improv_store::{
-    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
-    PerformanceRecord, SqliteStore, Store, StoreError,
-};
+use improv_store::{Lease, NewPerformance, SqliteStore, Store, StoreError, StoreLayer};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,93 +19,19 @@ struct SlowAppends {
     delay: Duration,
 }
 
+/// Only `renew` and `append` change: they wait `delay` first.
 #[async_trait]
-impl Store for SlowAppends {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn migrate(&self) -> Result<u32, StoreError> {
-        self.inner.migrate().await
-    }
-    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
-        self.inner.enqueue(new).await
-    }
-    async fn claim(
-        &self,
-        worker: &str,
-        ttl: Duration,
-    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
-        self.inner.claim(worker, ttl).await
+impl StoreLayer for SlowAppends {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
     }
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         tokio::time::sleep(self.delay).await;
         self.inner.renew(lease, ttl).await
     }
-    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.inner.release(lease).await
-    }
-    async fn finish(
-        &self,
-        lease: &Lease,
-        outcome: Outcome,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        self.inner.finish(lease, outcome, reason).await
-    }
-    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
-        self.inner.performance(id).await
-    }
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
-        self.inner.list(filter).await
-    }
     async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
         tokio::time::sleep(self.delay).await;
         self.inner.append(lease, events).await
-    }
-    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.inner.events(id, after, limit).await
-    }
-    async fn wait_events(
-        &self,
-        id: &str,
-        after: u64,
-        timeout: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.wait_events(id, after, timeout).await
-    }
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
-        self.inner.claim_firing(firing).await
-    }
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
-        self.inner.update_firing(firing).await
-    }
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
-        self.inner.firings(door, limit).await
-    }
-    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
-        self.inner.outbox_put(message).await
-    }
-    async fn outbox_pending(
-        &self,
-        door: &str,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.inner.outbox_pending(door, limit).await
-    }
-    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
-        self.inner.outbox_sent(key, sent_id).await
-    }
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.inner.get(scope, key).await
-    }
-    async fn put(
-        &self,
-        scope: &str,
-        key: &str,
-        value: &serde_json::Value,
-        only_if_absent: bool,
-    ) -> Result<bool, StoreError> {
-        self.inner.put(scope, key, value, only_if_absent).await
     }
 }
 
