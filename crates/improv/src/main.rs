@@ -32,6 +32,15 @@ struct Cli {
     /// The stage file (default: ./stage.toml).
     #[arg(long, short = 's', global = true, value_name = "FILE")]
     stage: Option<PathBuf>,
+    /// How logs look on stderr: text, or json (one object per line, for a log collector).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "IMPROV_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: logs::LogFormat,
     #[command(flatten)]
     perform: PerformArgs,
     #[command(subcommand)]
@@ -182,7 +191,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logs::init();
+    logs::init(cli.log_format);
     view::quiet_on_closed_stdout();
     match dispatch(cli) {
         Ok(code) => code,

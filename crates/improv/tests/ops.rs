@@ -7,8 +7,8 @@
 mod common;
 
 use improv_kernel::EventKind;
-use improv_store::testing::TempPostgres;
 use improv_store::StoreUrl;
+use improv_store::testing::TempPostgres;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -215,4 +215,47 @@ async fn readiness_follows_postgres_and_never_names_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "ready again once the database is back");
+}
+
+#[test]
+fn json_logs_are_json_and_never_carry_the_store_password() {
+    let secret = "s3cr3t-Pw0rd";
+    // Nothing listens on port 1: the worker's claims fail and it logs each retry.
+    let url = format!("postgres://ops:{secret}@127.0.0.1:1/improv");
+    let mut child = common::improv_command()
+        .args(["worker", "--store", &url, "--log-format", "json"])
+        .env("IMPROV_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut retries = 0;
+    for line in lines.map(Result::unwrap) {
+        if line.starts_with('{') {
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(
+                v["level"].is_string() && v["timestamp"].is_string(),
+                "{line}"
+            );
+            let message = v["fields"]["message"].as_str().unwrap_or_default();
+            if message.contains("cannot claim") {
+                retries += 1;
+                if retries == 3 {
+                    // SAFETY: signalling the child this test started; it drains and exits.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
+        }
+        seen.push(line);
+        assert!(seen.len() < 500, "{seen:#?}");
+    }
+    child.wait().unwrap();
+    assert!(retries >= 3, "{seen:#?}");
+    let all = seen.join("\n");
+    assert!(!all.contains(secret), "{all}");
+    assert!(all.contains("127.0.0.1:1"), "the store is named: {all}");
 }
