@@ -22,10 +22,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use improv_kernel::{Event, EventKind, ObserveError, Observer, Outcome};
-use improv_store::{
-    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
-    PerformanceRecord, Store, StoreError,
-};
+use improv_store::{Lease, ListFilter, PerformanceRecord, Store, StoreError, StoreLayer};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -502,7 +499,8 @@ impl OpsServer {
 }
 
 /// A store that counts, for [`Metrics`], what a worker does with it; every call is the inner
-/// store's.
+/// store's. A [`StoreLayer`]: only the lease's life (claim, renew, release, finish, append) is
+/// counted, every other method forwards.
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -522,17 +520,9 @@ impl MeteredStore {
 }
 
 #[async_trait]
-impl Store for MeteredStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    async fn migrate(&self) -> Result<u32, StoreError> {
-        self.inner.migrate().await
-    }
-
-    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
-        self.inner.enqueue(new).await
+impl StoreLayer for MeteredStore {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
     }
 
     async fn claim(
@@ -573,74 +563,11 @@ impl Store for MeteredStore {
         self.lost(lease, finished)
     }
 
-    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
-        self.inner.performance(id).await
-    }
-
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
-        self.inner.list(filter).await
-    }
-
     async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
         let appended = self.inner.append(lease, events).await;
         if appended.is_ok() {
             self.metrics.appended(&lease.performance, events);
         }
         self.lost(lease, appended)
-    }
-
-    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.inner.events(id, after, limit).await
-    }
-
-    async fn wait_events(
-        &self,
-        id: &str,
-        after: u64,
-        timeout: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.wait_events(id, after, timeout).await
-    }
-
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
-        self.inner.claim_firing(firing).await
-    }
-
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
-        self.inner.update_firing(firing).await
-    }
-
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
-        self.inner.firings(door, limit).await
-    }
-
-    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
-        self.inner.outbox_put(message).await
-    }
-
-    async fn outbox_pending(
-        &self,
-        door: &str,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.inner.outbox_pending(door, limit).await
-    }
-
-    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
-        self.inner.outbox_sent(key, sent_id).await
-    }
-
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.inner.get(scope, key).await
-    }
-
-    async fn put(
-        &self,
-        scope: &str,
-        key: &str,
-        value: &serde_json::Value,
-        only_if_absent: bool,
-    ) -> Result<bool, StoreError> {
-        self.inner.put(scope, key, value, only_if_absent).await
     }
 }
