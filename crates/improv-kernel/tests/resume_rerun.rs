@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 use improv_kernel::*;
 use serde_json::json;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio_util::sync::CancellationToken;
 
 /// Counts its calls; reads or writes as told.

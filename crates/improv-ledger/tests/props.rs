@@ -76,9 +76,15 @@ async fn record_then_query_through_the_props() {
         .call(json!({"collection": "findings", "where": {"a b": 1}}), &ctx)
         .await
         .unwrap_err();
-    assert!(error.message().contains("invalid field path `a b`"), "{error}");
+    assert!(
+        error.message().contains("invalid field path `a b`"),
+        "{error}"
+    );
     let error = record.call(json!({"entry": {}}), &ctx).await.unwrap_err();
-    assert!(error.message().contains("`collection` is required"), "{error}");
+    assert!(
+        error.message().contains("`collection` is required"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

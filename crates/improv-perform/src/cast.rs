@@ -144,6 +144,7 @@ pub fn default_model() -> &'static str {
         EMBEDDED_DEFAULT
     }
 }
+
 /// The embedded model a stage gets when it names none and no API key is set; in a build without
 /// the embedded model, naming it says how to get it.
 #[cfg(feature = "embedded")]

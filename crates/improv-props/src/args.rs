@@ -62,7 +62,10 @@ mod tests {
     fn errors_name_the_argument_and_the_expected_type() {
         let e = parse::<Args>("read", json!({"path": "a", "limit": "ten"})).unwrap_err();
         assert!(e.message().contains("argument `limit`"), "{e}");
-        assert!(e.message().contains("expected a non-negative integer"), "{e}");
+        assert!(
+            e.message().contains("expected a non-negative integer"),
+            "{e}"
+        );
         let e = parse::<Args>("edit", json!({"path": "a", "all": "yes"})).unwrap_err();
         assert!(
             e.message().contains("`all`") && e.message().contains("expected a boolean"),

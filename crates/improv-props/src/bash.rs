@@ -163,7 +163,8 @@ async fn run(
     max_output: usize,
     spawn_hook: Option<&SpawnHook>,
 ) -> Result<String, PropError> {
-    let started = |e: std::io::Error| PropError::new(format!("bash: could not start the command: {e}"));
+    let started =
+        |e: std::io::Error| PropError::new(format!("bash: could not start the command: {e}"));
     let (writer, mut reader) = tokio::net::unix::pipe::pipe().map_err(started)?;
     let stdout = writer.into_blocking_fd().map_err(started)?;
     let stderr = stdout.try_clone().map_err(started)?;
@@ -478,7 +479,10 @@ mod tests {
             .call(&bash(), json!({"command": "true", "timeout": -1}))
             .await
             .unwrap_err();
-        assert!(err.message().contains("positive number of seconds"), "{err}");
+        assert!(
+            err.message().contains("positive number of seconds"),
+            "{err}"
+        );
         let err = stage.call(&bash(), json!({"cmd": "ls"})).await.unwrap_err();
         assert!(err.message().contains("unknown field `cmd`"), "{err}");
     }

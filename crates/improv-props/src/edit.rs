@@ -268,7 +268,10 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(err.message().contains("does not occur in `main.rs`"), "{err}");
+        assert!(
+            err.message().contains("does not occur in `main.rs`"),
+            "{err}"
+        );
         assert!(
             err.message().contains("whitespace is ignored, from line 2"),
             "{err}"
@@ -305,7 +308,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.message().ends_with("read the file to see its current text"),
+            err.message()
+                .ends_with("read the file to see its current text"),
             "{err}"
         );
     }

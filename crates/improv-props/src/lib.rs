@@ -99,7 +99,9 @@ fn path_error(shown: &str, error: workspace::PathError) -> PropError {
     use workspace::PathError;
     match error {
         PathError::Io { source, .. } => io_error(shown, source),
-        PathError::IsDir { .. } => PropError::new(format!("`{shown}` is a directory; give a file path")),
+        PathError::IsDir { .. } => {
+            PropError::new(format!("`{shown}` is a directory; give a file path"))
+        }
         other => other.into(),
     }
 }

@@ -190,6 +190,9 @@ fn the_init_template_documents_every_door_key() {
         "token_env =",
         "allow =",
     ] {
-        assert!(template.contains(key), "the template does not document {key}");
+        assert!(
+            template.contains(key),
+            "the template does not document {key}"
+        );
     }
 }

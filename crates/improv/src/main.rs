@@ -275,7 +275,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let stage = perform::load_stage(stage_path.as_deref(), given.is_some())?;
             let intent = perform::intent(&stage, given)?;
             let model = run.perform.model.or(cli.perform.model);
-            runtime()?.block_on(store::enqueue(&store::named(run.store)?, &stage, intent, model))
+            runtime()?.block_on(store::enqueue(
+                &store::named(run.store)?,
+                &stage,
+                intent,
+                model,
+            ))
         }
         Some(Command::Run(run)) => runtime()?.block_on(perform::run(perform::RunOptions {
             stage: stage_path,
