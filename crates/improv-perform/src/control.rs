@@ -68,6 +68,9 @@ impl ControlPlane {
         files.extend(stage.context.skills.iter().map(|s| dir.join(s)));
         files.extend(stage.context.files.iter().map(|f| dir.join(f)));
         files.extend(git_files(workspace));
+        // The routines: approval is a field in each file, so an actor that could write one
+        // could approve its own steps for replay without a model or the director.
+        files.push(dir.join(improv_routine::routine::DIR));
         let opened = |rel: &Path| stage.edges.writable.iter().any(|w| rel.starts_with(w));
         let mut protected: Vec<PathBuf> = Vec::new();
         for file in files {
@@ -375,6 +378,7 @@ mod tests {
             "/.git/hooks",
             "/.git/modules/sub/config",
             "/.git/modules/sub/hooks",
+            "/routines",
             "AGENTS.md",
         ] {
             assert!(globs.contains(&g.to_string()), "{g} in {globs:?}");
