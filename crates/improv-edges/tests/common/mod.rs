@@ -11,7 +11,7 @@ use improv_kernel::{
     Actor, Budget, Ended, Event, EventKind, Performance, Prop, ScriptedModel, ScriptedTurn, Tape,
 };
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
