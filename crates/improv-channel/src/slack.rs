@@ -33,8 +33,9 @@ pub fn verify(
     const SIG: &str = "X-Slack-Signature";
     let ts = header(headers, TS)?;
     let at: i64 = ts.parse().map_err(|_| SignatureError::Malformed(TS))?;
-    let age_s = now_s - at;
-    if age_s.abs() > REPLAY_WINDOW_S {
+    // Saturating: the timestamp is the sender's, read before the signature is checked.
+    let age_s = now_s.saturating_sub(at);
+    if age_s.unsigned_abs() > REPLAY_WINDOW_S.unsigned_abs() {
         return Err(SignatureError::Stale {
             age_s,
             window_s: REPLAY_WINDOW_S,

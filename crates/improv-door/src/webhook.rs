@@ -127,7 +127,13 @@ pub async fn deliver(
     let id = delivery
         .delivery_id
         .map(str::trim)
-        .filter(|id| !id.is_empty() && id.len() <= 200)
+        // GitHub sends a UUID; anything but a short token of letters, digits and dashes is
+        // refused, since the id is shown to the actor outside the fenced payload.
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 64
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
         .ok_or_else(|| refuse(Refusal::NoDeliveryId))?;
     let now = ctx.clock.now();
     let key = format!("{}/{id}", ctx.door.name);

@@ -97,7 +97,12 @@ fn accepted(result: Result<Accepted, DoorError>) -> Response {
                     StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
                 ApiError::new(status, "refused", e.to_string()).into_response()
             }
-            _ => ApiError::internal(e.to_string()).into_response(),
+            // The caller is not authenticated: what went wrong goes to the log, not to it.
+            _ => {
+                tracing::warn!("door delivery failed: {e}");
+                ApiError::internal("the delivery could not be performed; see the server's log")
+                    .into_response()
+            }
         },
     }
 }
