@@ -3,7 +3,7 @@
 //! command's text as a message) and the REST "create message" going out, with a `nonce` and
 //! `enforce_nonce` so that a resent message is the same message, not a second one.
 
-use crate::slack::header;
+use crate::slack::{fresh_timestamp, header};
 use crate::telegram::short;
 use crate::{Body, Channel, ChannelError, Inbound, Sender, SignatureError};
 use async_trait::async_trait;
@@ -54,16 +54,7 @@ pub fn verify(
 ) -> Result<(), SignatureError> {
     const TS: &str = "X-Signature-Timestamp";
     const SIG: &str = "X-Signature-Ed25519";
-    let ts = header(headers, TS)?;
-    let at: i64 = ts.parse().map_err(|_| SignatureError::Malformed(TS))?;
-    // Saturating: the timestamp is the sender's, read before the signature is checked.
-    let age_s = now_s.saturating_sub(at);
-    if age_s.unsigned_abs() > REPLAY_WINDOW_S.unsigned_abs() {
-        return Err(SignatureError::Stale {
-            age_s,
-            window_s: REPLAY_WINDOW_S,
-        });
-    }
+    let ts = fresh_timestamp(headers, TS, now_s, REPLAY_WINDOW_S)?;
     let signature: [u8; 64] = hex::decode(header(headers, SIG)?)
         .ok()
         .and_then(|b| b.try_into().ok())

@@ -31,16 +31,7 @@ pub fn verify(
 ) -> Result<(), SignatureError> {
     const TS: &str = "X-Slack-Request-Timestamp";
     const SIG: &str = "X-Slack-Signature";
-    let ts = header(headers, TS)?;
-    let at: i64 = ts.parse().map_err(|_| SignatureError::Malformed(TS))?;
-    // Saturating: the timestamp is the sender's, read before the signature is checked.
-    let age_s = now_s.saturating_sub(at);
-    if age_s.unsigned_abs() > REPLAY_WINDOW_S.unsigned_abs() {
-        return Err(SignatureError::Stale {
-            age_s,
-            window_s: REPLAY_WINDOW_S,
-        });
-    }
+    let ts = fresh_timestamp(headers, TS, now_s, REPLAY_WINDOW_S)?;
     let signature = header(headers, SIG)?
         .strip_prefix("v0=")
         .and_then(|h| hex::decode(h).ok())
@@ -64,6 +55,23 @@ pub fn sign(signing_secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 fn mac(secret: &[u8]) -> Hmac<Sha256> {
     // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
     <Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!())
+}
+
+/// The timestamp header `name`, refused unless it is within `window_s` of `now_s` either way.
+/// Saturating: the timestamp is the sender's, read before the signature is checked.
+pub(crate) fn fresh_timestamp<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+    now_s: i64,
+    window_s: i64,
+) -> Result<&'a str, SignatureError> {
+    let ts = header(headers, name)?;
+    let at: i64 = ts.parse().map_err(|_| SignatureError::Malformed(name))?;
+    let age_s = now_s.saturating_sub(at);
+    if age_s.unsigned_abs() > window_s.unsigned_abs() {
+        return Err(SignatureError::Stale { age_s, window_s });
+    }
+    Ok(ts)
 }
 
 pub(crate) fn header<'a>(
