@@ -29,6 +29,66 @@ pub struct Door {
     pub catch_up: CatchUp,
     /// `[door.edges]`: this door's budget, each limit overriding the stage's `[edges]` one.
     pub budget: DoorBudget,
+    /// `rate = "30/min"`: how many deliveries or messages the door takes in a period, everyone
+    /// together (webhook and channel doors; a timed door fires at its own pace). `None`: the
+    /// taker's default.
+    pub rate: Option<Rate>,
+    /// `max_running = 4`: how many of the door's performances may run at once (webhook and
+    /// channel doors; a timed door performs one firing at a time). `None`: the taker's default.
+    pub max_running: Option<u32>,
+}
+
+/// `rate = "30/min"`: at most `count` in any `per`, as a token bucket: `count` at once, then one
+/// more each `per / count`. Written `COUNT/UNIT` with UNIT one of `s`, `min`, `h`, `day` (or
+/// `sec`, `second`, `minute`, `hour`), or `COUNT/DURATION` such as `"5/10s"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The time one more is let in after the first `count`.
+    pub fn refill(&self) -> Duration {
+        self.per / self.count.max(1)
+    }
+}
+
+const RATE_HELP: &str = "write COUNT/UNIT, such as \"30/min\", \"10/s\", \"100/h\", \"500/day\", or \
+                         COUNT/DURATION such as \"5/10s\"";
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let (count, per) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` has no `/` between a count and a period"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{}` is not a whole number", count.trim()))?;
+        if count == 0 {
+            return Err("a rate of 0 lets nothing in".into());
+        }
+        let per = per.trim();
+        let unit = match per {
+            "s" | "sec" | "second" => Some(Duration::from_secs(1)),
+            "min" | "minute" => Some(Duration::from_secs(60)),
+            "h" | "hour" => Some(Duration::from_secs(3600)),
+            "d" | "day" => Some(Duration::from_secs(86_400)),
+            _ => None,
+        };
+        let per = match unit {
+            Some(u) => u,
+            None => humantime::parse_duration(per)
+                .map_err(|_| format!("`{per}` is neither a unit nor a duration"))?,
+        };
+        if per.is_zero() {
+            return Err("the period is zero".into());
+        }
+        Ok(Rate { count, per })
+    }
 }
 
 /// What opens a door.
@@ -79,6 +139,9 @@ pub struct ChannelDoor {
     pub allow: Vec<String>,
     /// Another endpoint than the platform's own (a local fake in tests, a proxy).
     pub api_base: Option<String>,
+    /// `sender_rate = "10/min"`: how many messages one sender may send in a period. `None`: the
+    /// channel's default.
+    pub sender_rate: Option<Rate>,
 }
 
 /// The chat platforms a channel door speaks to.
@@ -161,6 +224,9 @@ pub(crate) struct RawDoor {
     token_env: Option<Spanned<String>>,
     allow: Option<Spanned<Vec<String>>>,
     api_base: Option<Spanned<String>>,
+    rate: Option<Spanned<String>>,
+    max_running: Option<Spanned<u32>>,
+    sender_rate: Option<Spanned<String>>,
     edges: Option<RawDoorEdges>,
 }
 
@@ -228,6 +294,8 @@ pub(crate) fn build(
                 .map(|c| *c.get_ref())
                 .unwrap_or_default(),
             budget,
+            rate: rate(d.rate.as_ref(), "rate", problems),
+            max_running: max_running(d.max_running.as_ref(), problems),
         });
     }
     doors
@@ -337,8 +405,40 @@ fn kind(
                 .map(|v| v.get_ref().clone())
                 .unwrap_or_default(),
             api_base: d.api_base.as_ref().map(|v| v.get_ref().clone()),
+            sender_rate: rate(d.sender_rate.as_ref(), "sender_rate", problems),
         })
     })
+}
+
+/// A rate key (`rate`, `sender_rate`), checked.
+fn rate(v: Option<&Spanned<String>>, key: &str, problems: &mut Vec<Problem>) -> Option<Rate> {
+    let v = v?;
+    match v.get_ref().parse() {
+        Ok(rate) => Some(rate),
+        Err(e) => {
+            problems.push(
+                Problem::new(
+                    format!("`{key}` is not a rate: {e}"),
+                    v.span(),
+                    "not a rate",
+                )
+                .help(RATE_HELP),
+            );
+            None
+        }
+    }
+}
+
+fn max_running(v: Option<&Spanned<u32>>, problems: &mut Vec<Problem>) -> Option<u32> {
+    let v = v?;
+    if *v.get_ref() == 0 {
+        problems.push(
+            Problem::new("`max_running = 0` lets nothing run", v.span(), "here")
+                .help("give the most performances of this door that may run at once, such as 4"),
+        );
+        return None;
+    }
+    Some(*v.get_ref())
 }
 
 fn cron(s: &Spanned<String>, problems: &mut Vec<Problem>) -> Option<String> {
@@ -421,7 +521,7 @@ fn misplaced(d: &RawDoor, kind: &DoorKind, name: &str, problems: &mut Vec<Proble
     let timed = kind.is_timed();
     let channel = matches!(kind, DoorKind::Channel(_));
     let webhook = matches!(kind, DoorKind::Webhook { .. });
-    let keys: [(&str, Option<Range<usize>>, bool); 7] = [
+    let keys: [(&str, Option<Range<usize>>, bool); 10] = [
         (
             "timezone",
             d.timezone.as_ref().map(|v| v.span()),
@@ -437,6 +537,21 @@ fn misplaced(d: &RawDoor, kind: &DoorKind, name: &str, problems: &mut Vec<Proble
         ("token_env", d.token_env.as_ref().map(|v| v.span()), channel),
         ("allow", d.allow.as_ref().map(|v| v.span()), channel),
         ("api_base", d.api_base.as_ref().map(|v| v.span()), channel),
+        (
+            "rate",
+            d.rate.as_ref().map(|v| v.span()),
+            webhook || channel,
+        ),
+        (
+            "max_running",
+            d.max_running.as_ref().map(|v| v.span()),
+            webhook || channel,
+        ),
+        (
+            "sender_rate",
+            d.sender_rate.as_ref().map(|v| v.span()),
+            channel,
+        ),
     ];
     for (key, span, fits) in keys {
         if let (Some(span), false) = (span, fits) {
@@ -451,7 +566,9 @@ fn misplaced(d: &RawDoor, kind: &DoorKind, name: &str, problems: &mut Vec<Proble
                     match key {
                         "timezone" => "a `schedule` door",
                         "catch_up" | "probe" => "a `schedule` or `every` door",
-                        "secret_env" => "a `webhook` or `channel` door",
+                        "secret_env" | "rate" | "max_running" =>
+                            "a `webhook` or `channel` door (a timed door fires at its own pace, \
+                             one firing at a time)",
                         _ => "a `channel` door",
                     }
                 )),

@@ -18,7 +18,7 @@ pub mod props;
 mod raw;
 pub mod routines;
 
-pub use door::{CatchUp, Channel, ChannelDoor, Door, DoorBudget, DoorKind};
+pub use door::{CatchUp, Channel, ChannelDoor, Door, DoorBudget, DoorKind, Rate};
 pub use error::{Invalid, StageError};
 pub use mcp::McpServer;
 
