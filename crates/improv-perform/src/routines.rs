@@ -29,13 +29,7 @@ pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
     if !stage.routines.replay || intent.trim().is_empty() {
         return None;
     }
-    let repertoire = match Repertoire::open(&stage.dir) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("routines are not used: {e}");
-            return None;
-        }
-    };
+    let repertoire = open(stage)?;
     let (routine, values) = repertoire.for_intent(intent)?;
     if !plain_for_commands(routine, &values) {
         tracing::info!(
@@ -50,6 +44,31 @@ pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
         values,
         repertoire,
     })
+}
+
+/// The stage's routines, with those unused longer than `[routines] retire_after` retired first
+/// (each says so, in its file and here). A routines folder that cannot be read is reported and
+/// ignored.
+fn open(stage: &Stage) -> Option<Repertoire> {
+    let mut repertoire = match Repertoire::open(&stage.dir) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("routines are not used: {e}");
+            return None;
+        }
+    };
+    if let Some(after) = stage.routines.retire_after {
+        match repertoire.retire_unused(improv_routine::now_at(), after) {
+            Ok(retired) => {
+                for r in retired.iter().filter_map(|name| repertoire.get(name)) {
+                    let why = r.retired_because.as_deref().unwrap_or_default();
+                    tracing::warn!("retired the routine `{}`: {why}", r.name);
+                }
+            }
+            Err(e) => tracing::warn!("routines unused for long were not retired: {e}"),
+        }
+    }
+    Some(repertoire)
 }
 
 /// Whether every value bound from the intent is one plain word, when a step of the routine may
@@ -196,13 +215,10 @@ pub(crate) async fn replay(
         } else {
             Outcome::Done
         };
-        out.ended = Some(Ended {
+        out.ended = Some(Ended::new(
             outcome,
-            reason: format!(
-                "the routine `{name}` was replayed without a model and every check passed"
-            ),
-            budget: None,
-        });
+            format!("the routine `{name}` was replayed without a model and every check passed"),
+        ));
         return out;
     }
     let total = calls.len();
@@ -221,11 +237,7 @@ pub(crate) async fn replay(
 }
 
 fn log_failed(e: improv_kernel::ObserveError) -> Ended {
-    Ended {
-        outcome: Outcome::Failed,
-        reason: format!("the event log failed: {e}"),
-        budget: None,
-    }
+    Ended::new(Outcome::Failed, format!("the event log failed: {e}"))
 }
 
 /// The approved routines whose steps use only `props`, as props inside the edges, and the one
@@ -236,12 +248,8 @@ pub(crate) fn offer(
     edges: &Edges,
     hints: &Hints,
 ) -> (Vec<Arc<dyn Prop>>, Option<String>) {
-    let repertoire = match Repertoire::open(&stage.dir) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("routines are not offered: {e}");
-            return (Vec::new(), None);
-        }
+    let Some(repertoire) = open(stage) else {
+        return (Vec::new(), None);
     };
     let has = |name: &str| props.iter().any(|p| p.spec().name == name);
     let offered: Vec<Arc<dyn Prop>> = repertoire

@@ -352,3 +352,46 @@ async fn an_approved_routine_is_a_prop_whose_steps_meet_the_same_deny_rule() {
     assert!(output.contains("step 2 (`write`) deviated"), "{output}");
     assert_eq!(denials(&events), 1, "the step's denial is logged: {output}");
 }
+
+/// Sets when the routine `name` was last used: `days` before now.
+fn last_used(dir: &Path, name: &str, days: u64) {
+    let mut repertoire = Repertoire::open(dir).unwrap();
+    let at = improv_routine::now_at() - std::time::Duration::from_secs(days * 86_400);
+    repertoire.get_mut(name).unwrap().record.last_used = Some(improv_routine::routine::rfc3339(at));
+    repertoire.save(name).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_routine_unused_longer_than_retire_after_is_retired_and_not_replayed() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    let name = learned(d, &server).await;
+    approve(d, &name);
+    stage(d, &server, "[routines]\nretire_after = \"30d\"\n");
+
+    // Used a day ago: replayed.
+    last_used(d, &name, 1);
+    let before = server.requests().len();
+    let (summary, _) = perform(d, "Greet Hugo in greeting.txt").await;
+    assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+    assert_eq!(
+        server.requests().len(),
+        before,
+        "replayed with no model request"
+    );
+
+    // Last used 60 days ago: retired, saying so, and the lead performs the intent.
+    last_used(d, &name, 60);
+    practice(&server, "Ines");
+    let before = server.requests().len();
+    let (summary, events) = perform(d, "Greet Ines in greeting.txt").await;
+    assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+    assert_eq!(server.requests().len(), before + 2, "the lead performed it");
+    assert!(!kinds(&events).contains(&"routine_started"));
+    let routine = Repertoire::open(d).unwrap().get(&name).unwrap().clone();
+    assert_eq!(routine.status, Status::Retired);
+    let why = routine.retired_because.unwrap();
+    assert!(why.contains("unused for longer than 30days"), "{why}");
+}

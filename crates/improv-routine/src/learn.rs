@@ -47,7 +47,7 @@ pub fn learn(
         let mut routine = candidate;
         routine.name = unique_name(repertoire, &routine.name);
         if auto_approve {
-            routine.status = Status::Approved;
+            routine.approve(&crate::now());
         }
         learned.proposed.push(routine.name.clone());
         repertoire.routines.push(routine);

@@ -56,6 +56,12 @@ pub fn now() -> String {
     improv_kernel::performance::now_rfc3339()
 }
 
+/// The current time, as a routine's disuse is measured against it
+/// ([`Repertoire::retire_unused`] takes it as a parameter, so tests pass their own).
+pub fn now_at() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
 /// Learns from every converged performance in the stage's log (`state_dir`, the stage's
 /// `.improv/`) into the routines beside the stage (`stage_dir/routines/`).
 pub fn learn_from_log(

@@ -8,6 +8,9 @@ use crate::template::Template;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// The folder of routines beside a stage file.
 pub const DIR: &str = "routines";
@@ -126,6 +129,10 @@ pub struct Record {
     pub last_success: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<String>,
+    /// When the director approved it (or improv first saw it approved): where its disuse is
+    /// counted from until it is first used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<String>,
 }
 
 /// Fallbacks in a row that retire an approved routine.
@@ -225,6 +232,48 @@ impl Routine {
         }
     }
 
+    /// Approves it, starting the clock of its disuse now.
+    pub fn approve(&mut self, now: &str) {
+        self.status = Status::Approved;
+        self.retired_because = None;
+        self.record.approved_at = Some(now.to_string());
+    }
+
+    /// Whether an approved routine has gone unused for `after` by `now`: retired, saying since
+    /// when, and `true`. An approved routine with no time to count from (approved by editing its
+    /// file) starts counting now. A time that does not parse counts as none.
+    pub fn retire_if_unused(&mut self, now: OffsetDateTime, after: Duration) -> bool {
+        if self.status != Status::Approved {
+            return false;
+        }
+        let since = [&self.record.last_used, &self.record.approved_at]
+            .into_iter()
+            .flatten()
+            .find_map(|t| {
+                OffsetDateTime::parse(t, &Rfc3339)
+                    .ok()
+                    .map(|at| (t.clone(), at))
+            });
+        let Some((since, at)) = since else {
+            self.record.approved_at = Some(rfc3339(now));
+            return false;
+        };
+        if now - at < after {
+            return false;
+        }
+        let used = if self.record.last_used.is_some() {
+            "last used"
+        } else {
+            "approved"
+        };
+        self.status = Status::Retired;
+        self.retired_because = Some(format!(
+            "unused for longer than {} ({used} {since}); `[routines] retire_after` in the stage file sets how long",
+            humantime::format_duration(after)
+        ));
+        true
+    }
+
     /// The file's text.
     pub fn to_toml(&self) -> Result<String, RoutineError> {
         let body = toml::to_string(self).map_err(|e| RoutineError::Write(e.to_string()))?;
@@ -317,6 +366,21 @@ fn fill(
     Ok(())
 }
 
+/// `at` as the records write times: RFC 3339, UTC, milliseconds.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        at.month() as u8,
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
 /// The 1-based line of byte offset `at`.
 fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].matches('\n').count() + 1
@@ -385,6 +449,26 @@ impl Repertoire {
             .filter(|r| r.replayable())
             .filter_map(|r| r.bind(intent).map(|v| (r, v)))
             .max_by_key(|(r, _)| (r.stability, r.provenance.performances.len()))
+    }
+
+    /// Retires the approved routines unused for `after` by `now`, writing each file (with why)
+    /// and every routine whose clock started now; returns the names of those retired.
+    pub fn retire_unused(
+        &mut self,
+        now: OffsetDateTime,
+        after: Duration,
+    ) -> Result<Vec<String>, RoutineError> {
+        let mut retired = Vec::new();
+        for routine in &mut self.routines {
+            let before = routine.record.approved_at.clone();
+            if routine.retire_if_unused(now, after) {
+                retired.push(routine.name.clone());
+            } else if routine.record.approved_at == before {
+                continue;
+            }
+            routine.write(&self.dir)?;
+        }
+        Ok(retired)
     }
 
     /// Writes one routine back.
@@ -466,6 +550,68 @@ mod tests {
             err.starts_with(&format!("{}:{line}:", path.display())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_approved_routine_unused_for_retire_after_is_retired_and_says_since_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = routine();
+        let t0 = OffsetDateTime::parse("2026-10-01T12:00:00.000Z", &Rfc3339).unwrap();
+        let day = Duration::from_secs(86_400);
+        r.approve(&rfc3339(t0));
+        r.write(&dir.path().join(DIR)).unwrap();
+        let mut proposed = routine();
+        proposed.name = "other".into();
+        proposed.write(&dir.path().join(DIR)).unwrap();
+        let mut repertoire = Repertoire::open(dir.path()).unwrap();
+        assert!(
+            repertoire
+                .retire_unused(t0 + 29 * day, 30 * day)
+                .unwrap()
+                .is_empty()
+        );
+        // A use restarts the clock.
+        repertoire.routines[1].note_use(true, &rfc3339(t0 + 20 * day));
+        assert!(
+            repertoire
+                .retire_unused(t0 + 31 * day, 30 * day)
+                .unwrap()
+                .is_empty()
+        );
+        let retired = repertoire.retire_unused(t0 + 51 * day, 30 * day).unwrap();
+        assert_eq!(
+            retired,
+            vec!["write-file".to_string()],
+            "proposed ones are not retired"
+        );
+        let kept = Repertoire::open(dir.path()).unwrap();
+        let r = kept.get("write-file").unwrap();
+        assert_eq!(r.status, Status::Retired);
+        let why = r.retired_because.as_deref().unwrap();
+        assert!(
+            why.contains("30days") && why.contains("last used 2026-10-21T12:00:00.000Z"),
+            "{why}"
+        );
+        assert_eq!(kept.get("other").unwrap().status, Status::Proposed);
+    }
+
+    #[test]
+    fn an_approved_routine_with_no_time_starts_its_clock_when_first_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = routine();
+        r.status = Status::Approved;
+        r.write(&dir.path().join(DIR)).unwrap();
+        let now = OffsetDateTime::parse("2026-10-01T12:00:00.000Z", &Rfc3339).unwrap();
+        let mut repertoire = Repertoire::open(dir.path()).unwrap();
+        let day = Duration::from_secs(86_400);
+        assert!(repertoire.retire_unused(now, day).unwrap().is_empty());
+        let kept = Repertoire::open(dir.path()).unwrap();
+        let r = kept.get("write-file").unwrap();
+        assert_eq!(
+            r.record.approved_at.as_deref(),
+            Some("2026-10-01T12:00:00.000Z")
+        );
+        assert_eq!(r.status, Status::Approved);
     }
 
     #[test]

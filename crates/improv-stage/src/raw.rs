@@ -802,6 +802,7 @@ impl RawStage {
             stable_writes: l.stable_writes.as_ref().map(|v| *v.get_ref()),
             stable_after: c.duration("stable_after", l.stable_after.as_ref()),
         };
+        let retire_after = c.duration("retire_after", self.routines.retire_after.as_ref());
 
         if let Some(n) = &self.stage.name
             && n.get_ref().trim().is_empty()
@@ -850,7 +851,7 @@ impl RawStage {
             feedback,
             prices,
             ledger,
-            routines: self.routines.build(),
+            routines: self.routines.build(retire_after),
             path,
             dir,
         })

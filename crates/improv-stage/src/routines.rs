@@ -1,8 +1,11 @@
 //! `[routines]`: whether converged practice is learned into routines after each converged
 //! performance, whether the learner's proposals are approved without the director, and whether
-//! an intent that an approved routine matches is performed by replaying it, without a model.
+//! an intent that an approved routine matches is performed by replaying it, without a model,
+//! and how long an approved routine may go unused before it is retired.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use toml::Spanned;
 
 /// `[routines]`, as the stage file writes it.
 #[derive(Deserialize, Default)]
@@ -11,15 +14,19 @@ pub(crate) struct RawRoutines {
     auto_approve: Option<bool>,
     learn: Option<bool>,
     replay: Option<bool>,
+    /// Checked (a duration, not zero) by the caller, which reports mistakes at their line.
+    pub(crate) retire_after: Option<Spanned<String>>,
 }
 
 impl RawRoutines {
-    pub(crate) fn build(&self) -> RoutinesConfig {
+    /// `retire_after` is the key's duration, already checked.
+    pub(crate) fn build(&self, retire_after: Option<Duration>) -> RoutinesConfig {
         let d = RoutinesConfig::default();
         RoutinesConfig {
             auto_approve: self.auto_approve.unwrap_or(d.auto_approve),
             learn: self.learn.unwrap_or(d.learn),
             replay: self.replay.unwrap_or(d.replay),
+            retire_after,
         }
     }
 }
@@ -34,6 +41,9 @@ pub struct RoutinesConfig {
     pub learn: bool,
     /// An intent an approved routine matches is performed by replaying it (default: yes).
     pub replay: bool,
+    /// An approved routine unused this long (since its last use, or since it was approved) is
+    /// retired, and says so (`retire_after = "30d"`; default: never).
+    pub retire_after: Option<Duration>,
 }
 
 impl Default for RoutinesConfig {
@@ -42,6 +52,7 @@ impl Default for RoutinesConfig {
             auto_approve: false,
             learn: true,
             replay: true,
+            retire_after: None,
         }
     }
 }

@@ -157,11 +157,7 @@ pub async fn session(
         }
     });
 
-    let mut ended = Ended {
-        outcome: Outcome::Done,
-        reason: "the director ended the session".into(),
-        budget: None,
-    };
+    let mut ended = Ended::new(Outcome::Done, "the director ended the session");
     loop {
         eprint!("director › ");
         let stopping = shutdown.stopping();
@@ -235,11 +231,10 @@ fn interrupted(shutdown: &Shutdown) -> Ended {
         Some(Stop::Hangup) => "SIGHUP",
         Some(Stop::Interrupt) | None => "Ctrl-C",
     };
-    Ended {
-        outcome: Outcome::Interrupted,
-        reason: format!("the director stopped the session ({by})"),
-        budget: None,
-    }
+    Ended::new(
+        Outcome::Interrupted,
+        format!("the director stopped the session ({by})"),
+    )
 }
 
 /// Hands lines typed during a turn to the lead as director notes. It never holds the lines

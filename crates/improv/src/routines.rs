@@ -90,7 +90,12 @@ fn routine<'a>(repertoire: &'a Repertoire, name: &str) -> Result<&'a Routine> {
 }
 
 fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
-    let repertoire = Repertoire::open(&stage.dir)?;
+    let mut repertoire = Repertoire::open(&stage.dir)?;
+    if let Some(after) = stage.routines.retire_after {
+        for name in repertoire.retire_unused(improv_routine::now_at(), after)? {
+            eprintln!("retired {name} now: unused for longer than `[routines] retire_after`");
+        }
+    }
     if repertoire.routines.is_empty() && !json {
         eprintln!(
             "no routines yet in {}: two converged performances that do the same thing propose one",
@@ -111,6 +116,8 @@ fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
                     "uses": r.record.uses,
                     "fallbacks": r.record.fallbacks,
                     "last_success": r.record.last_success,
+                    "last_used": r.record.last_used,
+                    "retired_because": r.retired_because,
                 })
             );
         } else {
@@ -125,6 +132,9 @@ fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
                 r.record.fallbacks,
                 r.intent
             );
+            if let Some(why) = &r.retired_because {
+                println!("{:<24} retired: {why}", "");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -142,6 +152,9 @@ fn decide(stage: &Stage, name: &str, status: Status) -> Result<ExitCode> {
     };
     r.status = status;
     r.retired_because = (status == Status::Retired).then(|| "retired by the director".into());
+    if status == Status::Approved {
+        r.approve(&improv_routine::now());
+    }
     if status == Status::Approved && !r.replayable() {
         eprintln!(
             "note: `{name}` has parameters its intent template does not fill; it is offered to actors as the prop routine.{name} but never replayed for an intent by itself"
