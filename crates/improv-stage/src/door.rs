@@ -10,6 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 use toml::Spanned;
 
+mod email;
+pub use email::{EmailDoor, MailServer};
+
 /// The URL path under which `improv serve` receives a webhook door's deliveries: `/doors/NAME`.
 pub const WEBHOOK_PREFIX: &str = "/doors/";
 
@@ -142,6 +145,8 @@ pub struct ChannelDoor {
     /// `sender_rate = "10/min"`: how many messages one sender may send in a period. `None`: the
     /// channel's default.
     pub sender_rate: Option<Rate>,
+    /// An email door's servers, login and address (`channel = "email"`); `None` on the others.
+    pub email: Option<Box<EmailDoor>>,
 }
 
 /// The chat platforms a channel door speaks to.
@@ -227,6 +232,11 @@ pub(crate) struct RawDoor {
     rate: Option<Spanned<String>>,
     max_running: Option<Spanned<u32>>,
     sender_rate: Option<Spanned<String>>,
+    imap: Option<Spanned<String>>,
+    smtp: Option<Spanned<String>>,
+    user_env: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
     edges: Option<RawDoorEdges>,
 }
 
@@ -268,6 +278,7 @@ pub(crate) fn build(
             continue;
         };
         misplaced(d, &kind, &name, problems);
+        email::misplaced(d, &kind, &name, problems);
         if kind.is_timed() && d.intent.is_none() && !stage_intent {
             problems.push(
                 Problem::new(
@@ -406,6 +417,7 @@ fn kind(
                 .unwrap_or_default(),
             api_base: d.api_base.as_ref().map(|v| v.get_ref().clone()),
             sender_rate: rate(d.sender_rate.as_ref(), "sender_rate", problems),
+            email: email::settings(d, name, c, problems).map(Box::new),
         })
     })
 }
