@@ -112,6 +112,20 @@ impl Budget {
     }
 }
 
+impl Budget {
+    /// The end a performance that spent `spent` comes to: stopped by the first budget reached,
+    /// or `None` while every one has room. The one place a budget is judged spent.
+    pub fn exhausted(&self, spent: &Spent) -> Option<crate::Ended> {
+        self.usage(spent)
+            .into_iter()
+            .find(|(_, used, limit)| used >= limit)
+            .map(|(kind, used, limit)| {
+                crate::Ended::new(Outcome::Stopped, kind.describe(used, limit))
+                    .with_budget(Some(kind))
+            })
+    }
+}
+
 /// The stop condition that enforces a [`Budget`] before every model call.
 pub struct BudgetHook {
     budget: Budget,
@@ -131,14 +145,14 @@ impl BudgetHook {
 #[async_trait]
 impl Hook for BudgetHook {
     async fn between_turns(&self, at: &mut Between<'_>) -> Control {
+        if let Some(ended) = self.budget.exhausted(at.spent) {
+            return Control::Stop {
+                outcome: ended.outcome,
+                reason: ended.reason,
+                budget: ended.budget,
+            };
+        }
         for (kind, used, limit) in self.budget.usage(at.spent) {
-            if used >= limit {
-                return Control::Stop {
-                    outcome: Outcome::Stopped,
-                    reason: kind.describe(used, limit),
-                    budget: Some(kind),
-                };
-            }
             if used >= 0.8 * limit {
                 // Poisoning only happens if another hook call panicked; a warning is not worth
                 // a second panic, so a poisoned list just means warning again.

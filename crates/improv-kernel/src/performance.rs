@@ -122,6 +122,8 @@ impl PerformanceBuilder {
             .budget
             .timeout
             .map(|t| Instant::now() + t.saturating_sub(Duration::from_millis(spent.elapsed_ms)));
+        let meter = crate::Meter::new(self.budget.clone());
+        let budget = self.budget.clone();
         let mut hooks: Vec<Arc<dyn Hook>> = vec![Arc::new(BudgetHook::new(self.budget))];
         hooks.extend(self.hooks);
         let specs = self.actor.props.iter().map(|p| p.spec().clone()).collect();
@@ -158,7 +160,9 @@ impl PerformanceBuilder {
                 actor,
                 performance: id.as_str().into(),
                 cancel: CancellationToken::new(),
+                meter,
             },
+            budget,
             id,
             tool_timeout: self.tool_timeout,
             started: Instant::now(),
@@ -231,6 +235,8 @@ pub struct Performance {
     hooks: Vec<Arc<dyn Hook>>,
     out: Stream,
     context: PropContext,
+    /// The limits the budget hook enforces between turns, checked too between a routine's steps.
+    budget: Budget,
     tool_timeout: Duration,
     started: Instant,
     elapsed_before: u64,
@@ -396,8 +402,10 @@ impl Performance {
     /// Replays one step of routine `routine` in place of a model's reply: the call is logged as a
     /// `routine_step`, then runs exactly as a model's call would (the same props inside the same
     /// edges, the tool timeout, Ctrl-C and the time budget) and counts against the tool-call
-    /// budget. Returns whether it succeeded and what it returned; the call and its result stay in
-    /// the conversation, so an actor taking over sees them.
+    /// budget. Before it, every budget is checked as between turns: a spent one returns the end
+    /// it makes (`stopped`, naming the budget) and the step does not run. Returns whether it
+    /// succeeded and what it returned; the call and its result stay in the conversation, so an
+    /// actor taking over sees them.
     pub async fn replay_call(
         &mut self,
         routine: &str,
@@ -406,6 +414,9 @@ impl Performance {
         cancel: &CancellationToken,
     ) -> Result<(bool, String), Ended> {
         self.context.cancel = cancel.child_token();
+        // Between steps, as between turns: a spent budget ends the replay before the step.
+        self.tick();
+        crate::Meter::check(&self.budget, &self.spent)?;
         self.spent.tool_calls += 1;
         self.out
             .emit(EventKind::RoutineStep {
@@ -579,6 +590,8 @@ impl Performance {
                     })
                     .map_err(log_failed)?;
             }
+            self.tick();
+            self.context.meter.begin(self.spent);
             let context = &self.context;
             let default_timeout = self.tool_timeout;
             let running = join_all(batch.iter().map(|(_, prepared)| async move {
@@ -606,6 +619,8 @@ impl Performance {
                     (results, Some(ended))
                 }
             };
+            // Calls the props made on the performance's behalf count as its own.
+            self.spent.tool_calls += self.context.meter.nested();
             // A fatal error ends the performance once its batch is answered.
             let mut fatal = None;
             for ((call, _), (result, duration_ms)) in batch.into_iter().zip(results) {

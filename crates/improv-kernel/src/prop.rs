@@ -32,6 +32,9 @@ pub struct PropContext {
     /// Adds events to the performance's stream while the call runs (a cue announcing the
     /// sub-performance it started); they are numbered in order with the loop's own.
     pub events: EventSink,
+    /// The performance's budget: a call the prop makes on its behalf (a routine's step) is
+    /// [`Meter::charge`](crate::Meter::charge)d first, so it counts as the actor's would.
+    pub meter: crate::Meter,
 }
 
 impl PropContext {
@@ -43,6 +46,7 @@ impl PropContext {
             performance: performance.into(),
             cancel: CancellationToken::new(),
             events: EventSink::default(),
+            meter: crate::Meter::default(),
         }
     }
 }

@@ -388,6 +388,8 @@ fn durable(kind: &EventKind) -> bool {
             | EventKind::ToolCallStarted { .. }
             | EventKind::ModelReplied { .. }
             | EventKind::PerformanceFinished { .. }
+            // A step inside `routine.NAME` acts like a call of its own.
+            | EventKind::RoutineStep { within: Some(_), .. }
     )
 }
 
@@ -407,7 +409,12 @@ impl Observer for StoreJournal {
         // What comes next acts on the world: a model call, a prop call.
         let acts = matches!(
             event.kind,
-            EventKind::TurnStarted { .. } | EventKind::ToolCallStarted { .. }
+            EventKind::TurnStarted { .. }
+                | EventKind::ToolCallStarted { .. }
+                | EventKind::RoutineStep {
+                    within: Some(_),
+                    ..
+                }
         );
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.jobs

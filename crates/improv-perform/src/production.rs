@@ -311,14 +311,23 @@ impl Production {
     /// `converge_on = "checks"` they also judge it after each turn that wrote, and converge it
     /// without waiting for the lead.
     pub async fn perform(&mut self, cancel: &CancellationToken) -> Ended {
+        // A replay a budget stopped ends as the lead's turns would: the checks still judge.
+        let mut replayed = None;
         if let Some(ended) = self.replay_routine(cancel).await {
-            return ended;
+            let budget_spent = ended.outcome == Outcome::Stopped && ended.budget.is_some();
+            if !budget_spent || self.judge.is_none() {
+                return ended;
+            }
+            replayed = Some(ended);
         }
         let Some(judge) = self.judge.clone() else {
             return self.act(cancel).await;
         };
         loop {
-            let ended = self.act(cancel).await;
+            let ended = match replayed.take() {
+                Some(ended) => ended,
+                None => self.act(cancel).await,
+            };
             if let Some(verdicts) = self.write_checks.as_ref().and_then(|w| w.take_converged()) {
                 self.attempts = self.attempt.load(Ordering::Relaxed);
                 self.verdicts = summarise(&verdicts);

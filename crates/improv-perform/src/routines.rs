@@ -149,7 +149,18 @@ pub(crate) async fn replay(
         {
             Ok(r) => r,
             Err(ended) => {
-                out.ended = Some(ended);
+                // A spent budget, Ctrl-C, a lost lease: the performance ends as it would
+                // between two of the actor's turns; the routine neither held nor deviated.
+                let finished = EventKind::RoutineFinished {
+                    routine: name.clone(),
+                    ok: false,
+                    steps_run,
+                    deviation: Some(format!("stopped before step {step}: {}", ended.reason)),
+                };
+                out.ended = Some(match performance.emit(finished) {
+                    Ok(()) => ended,
+                    Err(e) => log_failed(e),
+                });
                 return out;
             }
         };

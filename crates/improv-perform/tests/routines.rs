@@ -395,3 +395,71 @@ async fn an_approved_routine_unused_longer_than_retire_after_is_retired_and_not_
     let why = routine.retired_because.unwrap();
     assert!(why.contains("unused for longer than 30days"), "{why}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_longer_than_the_tool_call_budget_stops_at_the_limit() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    let name = learned(d, &server).await;
+    approve(d, &name);
+    std::fs::remove_file(d.join("greeting.txt")).unwrap();
+    // Two steps (read, write) against a budget of one call.
+    stage(d, &server, "[edges]\nmax_tool_calls = 1\n");
+    let before = server.requests().len();
+    let (summary, events) = perform(d, "Greet Jo in greeting.txt").await;
+    // As when the lead's calls spend it: the checks judge what was done, and it did not pass.
+    assert_eq!(summary.outcome, Outcome::Exhausted, "{}", summary.reason);
+    assert_eq!(summary.budget, Some(improv_kernel::BudgetKind::ToolCalls));
+    assert_eq!(summary.spent.tool_calls, 1);
+    assert!(!d.join("greeting.txt").exists(), "step 2 did not run");
+    assert_eq!(server.requests().len(), before, "no model request");
+    let deviation = events.iter().find_map(|e| match &e.kind {
+        EventKind::RoutineFinished { deviation, .. } => deviation.clone(),
+        _ => None,
+    });
+    assert!(
+        deviation.is_some_and(|d| d.contains("stopped before step 2: tool-call budget spent")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_steps_of_a_routine_prop_count_against_the_tool_call_budget() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    let name = learned(d, &server).await;
+    approve(d, &name);
+    std::fs::remove_file(d.join("greeting.txt")).unwrap();
+    // The prop call and its first step use the budget of two; the write is refused.
+    stage(d, &server, "[edges]\nmax_tool_calls = 2\n");
+    server.push(openai_chat::tool_calls(&[(
+        "call_x",
+        &format!("routine__{name}"),
+        r#"{"content": "Kim"}"#,
+    )]));
+    server.push(openai_chat::text("Out of calls."));
+    let (summary, events) = perform(d, "Please greet Kim").await;
+    assert_eq!(summary.outcome, Outcome::Exhausted, "{}", summary.reason);
+    assert_eq!(summary.budget, Some(improv_kernel::BudgetKind::ToolCalls));
+    assert!(
+        !d.join("greeting.txt").exists(),
+        "the write step did not run"
+    );
+    let output = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ToolCallFinished {
+                name: n, output, ..
+            } if n.starts_with("routine.") => Some(output.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        output.contains("step 2 not run: tool-call budget spent: 2 of 2 calls"),
+        "{output}"
+    );
+}

@@ -1,8 +1,10 @@
 //! `routine.NAME`: an approved routine offered to an actor as a prop. Calling it runs the
 //! recorded steps with the given parameters through the actor's own props, the ones already
 //! inside the edges (policy, sandbox, approvals), so a step is allowed or denied exactly as the
-//! actor's own call would be; it stops at the first step whose result fails its guard and says
-//! what happened, so the actor goes on from there.
+//! actor's own call would be; each step counts against the performance's budget like the
+//! actor's own calls ([`improv_kernel::Meter`]), and none runs once the performance is stopped
+//! (Ctrl-C, a lost lease). It stops at the first step whose result fails its guard, or that a
+//! budget refuses, and says what happened, so the actor goes on from there.
 
 use crate::guard::clip;
 use crate::routine::Routine;
@@ -54,6 +56,18 @@ impl RoutineProp {
         let mut outputs = Vec::new();
         for (i, call) in calls.into_iter().enumerate() {
             let step = i as u32 + 1;
+            // Between steps, as between an actor's turns: a performance stopped (Ctrl-C, a
+            // worker that lost its lease) replays nothing more, and a spent budget refuses the
+            // step as it would the actor's next call.
+            if context.cancel.is_cancelled() {
+                return Err((
+                    step,
+                    format!("step {step} not run: the performance was stopped"),
+                ));
+            }
+            if let Err(ended) = context.meter.charge() {
+                return Err((step, format!("step {step} not run: {}", ended.reason)));
+            }
             let emit = context.events.emit(EventKind::RoutineStep {
                 routine: name.clone(),
                 step,
@@ -137,5 +151,99 @@ impl Prop for RoutineProp {
             Ok((_, outputs)) => Ok(outputs.join("\n")),
             Err((_, why)) => Err(PropError::new(format!("{why}; go on from there yourself"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::guard::Guard;
+    use crate::routine::{Provenance, Record, Stability, Status, Step};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A prop that counts its calls, and stops the performance when `stops` is set.
+    struct Probe {
+        spec: ToolSpec,
+        calls: AtomicU32,
+        stops: bool,
+    }
+
+    #[async_trait]
+    impl Prop for Probe {
+        fn spec(&self) -> &ToolSpec {
+            &self.spec
+        }
+        async fn call(
+            &self,
+            _arguments: serde_json::Value,
+            context: &PropContext,
+        ) -> Result<String, PropError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.stops {
+                context.cancel.cancel();
+            }
+            Ok("done".into())
+        }
+    }
+
+    fn probe(name: &str, stops: bool) -> Arc<Probe> {
+        Arc::new(Probe {
+            spec: ToolSpec {
+                name: name.into(),
+                description: String::new(),
+                parameters: serde_json::json!({"type": "object"}),
+            },
+            calls: AtomicU32::new(0),
+            stops,
+        })
+    }
+
+    fn routine(props: &[&str]) -> Routine {
+        Routine {
+            name: "steps".into(),
+            description: String::new(),
+            status: Status::Approved,
+            stability: Stability::Stable,
+            intent: "Do the steps".into(),
+            parameters: Vec::new(),
+            checks: Vec::new(),
+            retired_because: None,
+            provenance: Provenance::default(),
+            record: Record::default(),
+            steps: props
+                .iter()
+                .map(|p| Step {
+                    prop: p.to_string(),
+                    guard: Guard::default(),
+                    args: serde_json::Map::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_performance_replays_no_further_step() {
+        let (first, second) = (probe("first", true), probe("second", false));
+        let props: Vec<Arc<dyn Prop>> = vec![first.clone(), second.clone()];
+        let prop = RoutineProp::new(routine(&["first", "second"]), props);
+        let dir = tempfile::tempdir().unwrap();
+        let context = PropContext::new(dir.path(), "lead", "p1");
+        let err = prop
+            .call(serde_json::json!({}), &context)
+            .await
+            .unwrap_err();
+        assert_eq!(first.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            second.calls.load(Ordering::SeqCst),
+            0,
+            "the step after the stop did not run"
+        );
+        assert!(
+            err.message()
+                .contains("step 2 not run: the performance was stopped"),
+            "{}",
+            err.message()
+        );
     }
 }
