@@ -27,7 +27,7 @@ pub use error::StoreError;
 pub use layer::StoreLayer;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use url::StoreUrl;
+pub use url::{DEFAULT_STATEMENT_TIMEOUT, SslMode, StoreUrl};
 
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};

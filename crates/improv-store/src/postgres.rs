@@ -15,12 +15,14 @@
 
 mod listener;
 mod schema;
+mod tls;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
     Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state, signed,
     sql_limit, state_name, unsigned,
 };
+use crate::url::split_pg_params;
 use crate::{
     Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, State, Store, StoreError, StoreUrl,
@@ -33,8 +35,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::OnceCell;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How long opening one connection may take before the database counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,6 +93,15 @@ impl Namer {
                 _ => StoreError::Backend { store, message },
             };
         }
+        // A certificate that does not verify, or a server without TLS under `require`: the
+        // settings must change, retrying will not help.
+        if message.contains("invalid peer certificate") || message.contains("does not support TLS")
+        {
+            return StoreError::Config {
+                store,
+                message: format!("{message}; check sslmode and sslrootcert in the URL"),
+            };
+        }
         let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
         if error.is_closed() || io || message.starts_with("timeout") {
             StoreError::Unavailable { store, message }
@@ -118,45 +129,70 @@ impl Namer {
     }
 }
 
-/// How long a session may sit idle inside a transaction before the server ends it.
-const IDLE_IN_TRANSACTION: &str = "-c idle_in_transaction_session_timeout=5000";
+/// The server settings of every session: the caller's `options`, then, unless they set them:
+/// - `idle_in_transaction_session_timeout`: a worker paused (SIGSTOP, a long GC, a partition)
+///   inside a transaction would hold its row lock, and claims skip locked rows; the server ends
+///   such a session after a few seconds, well inside a lease, so its performance can be taken
+///   over;
+/// - `statement_timeout`: a statement the server cannot finish (a lock held elsewhere, an
+///   overloaded server) is cancelled, so the call fails `Unavailable` and is retried instead
+///   of blocking its caller.
+fn session_options(given: &str, statement_timeout: Duration) -> String {
+    let statement = statement_timeout.as_millis().to_string();
+    let mut options = given.to_string();
+    for (key, value) in [
+        ("idle_in_transaction_session_timeout", "5000"),
+        ("statement_timeout", statement.as_str()),
+    ] {
+        if !options.contains(key) {
+            options.push_str(&format!(" -c {key}={value}"));
+        }
+    }
+    options.trim_start().to_string()
+}
 
 /// The PostgreSQL store.
 pub struct PgStore {
     namer: Namer,
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     pool: Pool,
     migrated: OnceCell<u32>,
     listener: OnceLock<Listener>,
 }
 
 impl PgStore {
-    /// Prepares a store on `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?host=SOCKETDIR]`).
-    /// Connects on first use; a URL that cannot be parsed is a [`StoreError::Config`].
+    /// Prepares a store on `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?host=SOCKETDIR]`,
+    /// with `sslmode=`, `sslrootcert=` and `statement_timeout=` read by improv: see
+    /// [`crate::SslMode`]). Connects on first use; a URL that cannot be parsed, or a CA file
+    /// that cannot be read, is a [`StoreError::Config`].
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
         let name = StoreUrl::Postgres(url.to_string()).redacted();
+        let config_error = |message: String| StoreError::Config {
+            store: name.clone(),
+            message,
+        };
+        let (url, params) = split_pg_params(url).map_err(config_error)?;
         let mut config: tokio_postgres::Config =
-            url.parse()
-                .map_err(|e: tokio_postgres::Error| StoreError::Config {
-                    store: name.clone(),
-                    message: format!("{e}; use postgres://USER@HOST/DB"),
-                })?;
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                config_error(format!("{e}; use postgres://USER@HOST/DB"))
+            })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        // A worker paused (SIGSTOP, a long GC, a partition) inside a transaction would hold its
-        // row lock, and claims skip locked rows: the server ends such a session after a few
-        // seconds, well inside a lease, so its performance can be taken over.
-        if config.get_options().is_none() {
-            config.options(IDLE_IN_TRANSACTION);
-        }
+        let (tls, ssl_mode) = tls::connector(&params).map_err(config_error)?;
+        config.ssl_mode(ssl_mode);
+        config.options(session_options(
+            config.get_options().unwrap_or(""),
+            params.statement_timeout,
+        ));
         let password = config
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned());
         let namer = Namer { name, password };
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -174,6 +210,7 @@ impl PgStore {
         Ok(PgStore {
             namer,
             config,
+            tls,
             pool,
             migrated: OnceCell::new(),
             listener: OnceLock::new(),
@@ -598,9 +635,9 @@ impl Store for PgStore {
         after: u64,
         timeout: Duration,
     ) -> Result<bool, StoreError> {
-        let listener = self
-            .listener
-            .get_or_init(|| Listener::start(self.config.clone(), self.namer.clone()));
+        let listener = self.listener.get_or_init(|| {
+            Listener::start(self.config.clone(), self.tls.clone(), self.namer.clone())
+        });
         // Subscribe before looking, so an append between the look and the wait still wakes us.
         let mut wakes = listener.subscribe();
         if self.ready(id, after).await? {

@@ -15,20 +15,72 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tempfile::TempDir;
 
-/// The port in the socket's file name (`.s.PGSQL.5432`); no TCP port is opened.
-const PORT: &str = "5432";
+/// The port in the socket's file name (`.s.PGSQL.5432`); no TCP port is opened (except by
+/// [`TempPostgres::start_new_tls`], on a free port of 127.0.0.1).
+const PORT: u16 = 5432;
 
 /// A PostgreSQL server in a temporary folder; stopped (immediately) and removed when dropped.
 pub struct TempPostgres {
     bin: PathBuf,
     data: PathBuf,
     dir: TempDir,
+    /// The socket's port, and the TCP port on 127.0.0.1 when `tcp`.
+    port: u16,
+    /// Listening on 127.0.0.1 too, with TLS on (`server.crt`/`server.key` in the data folder).
+    tcp: bool,
 }
 
 impl TempPostgres {
     /// Creates a cluster and starts it. Panics, saying how to install PostgreSQL, when its
     /// binaries are missing, and with the server's output when it does not start.
     pub fn start_new() -> TempPostgres {
+        let server = TempPostgres::create(PORT, false);
+        server.start();
+        server
+    }
+
+    /// Like [`TempPostgres::start_new`], and also listening on a free port of 127.0.0.1 with
+    /// `ssl=on`, serving the certificate chain `cert_pem` and its key `key_pem` (the test makes
+    /// them). Over TCP the `postgres` superuser is trusted and other roles give their password,
+    /// with or without TLS (`host` lines), so a test can see which sessions are encrypted.
+    pub fn start_new_tls(cert_pem: &str, key_pem: &str) -> TempPostgres {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("find a free port on 127.0.0.1")
+            .port();
+        let server = TempPostgres::create(port, true);
+        server.write_private("server.crt", cert_pem);
+        server.write_private("server.key", key_pem);
+        let hba = "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        let path = server.data.join("pg_hba.conf");
+        let local = std::fs::read_to_string(&path).expect("read pg_hba.conf");
+        std::fs::write(&path, format!("{local}{hba}")).expect("write pg_hba.conf");
+        server.start();
+        server
+    }
+
+    /// Writes a file of the data folder as the server's user, readable by it alone (the
+    /// server refuses a key others can read).
+    fn write_private(&self, name: &str, text: &str) {
+        use std::io::Write;
+        let mut child = as_server_user(Path::new("sh"))
+            .args(["-c", "umask 077 && cat > \"$1\"", "sh"])
+            .arg(self.data.join(name))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sh to write a server file");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(text.as_bytes())
+            .expect("write a server file");
+        let status = child.wait().expect("wait for sh");
+        assert!(status.success(), "writing {name} failed");
+    }
+
+    /// The cluster, initialised and not started.
+    fn create(port: u16, tcp: bool) -> TempPostgres {
         let bin = bindir();
         let dir = tempfile::Builder::new()
             .prefix("improv-pg-")
@@ -56,9 +108,14 @@ impl TempPostgres {
         );
         let hba = "local all postgres trust\nlocal all all scram-sha-256\n";
         std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
-        let server = TempPostgres { bin, data, dir };
+        let server = TempPostgres {
+            bin,
+            data,
+            dir,
+            port,
+            tcp,
+        };
         server.watch_owner();
-        server.start();
         server
     }
 
@@ -90,10 +147,16 @@ fi"#;
     /// `fsync=off` is safe here: an immediate stop kills the server, not the machine, so what
     /// it wrote is in the page cache. (`synchronous_commit=off` is not: a commit could be lost.)
     pub fn start(&self) {
+        let listen = if self.tcp {
+            "-c listen_addresses='127.0.0.1' -c ssl=on"
+        } else {
+            "-c listen_addresses=''"
+        };
         let options = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} \
+            "{listen} -c unix_socket_directories='{}' -p {} \
              -c fsync=off -c full_page_writes=off",
-            self.socket_dir().display()
+            self.socket_dir().display(),
+            self.port
         );
         check(
             as_server_user(&self.bin.join("pg_ctl"))
@@ -140,9 +203,16 @@ fi"#;
     /// The URL of database `db` as `user` (`user:password` for a role with a password).
     pub fn url_as(&self, user: &str, db: &str) -> String {
         format!(
-            "postgres://{user}@/{db}?host={}&port={PORT}",
-            self.socket_dir().display()
+            "postgres://{user}@/{db}?host={}&port={}",
+            self.socket_dir().display(),
+            self.port
         )
+    }
+
+    /// The TCP port on 127.0.0.1 of a server from [`TempPostgres::start_new_tls`].
+    pub fn tcp_port(&self) -> u16 {
+        assert!(self.tcp, "this server listens on its socket only");
+        self.port
     }
 
     /// Creates an empty database for one test and returns its URL.
@@ -169,7 +239,7 @@ fi"#;
                 .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U"])
                 .args(["postgres", "-h"])
                 .arg(self.socket_dir())
-                .args(["-p", PORT, "-d", db])
+                .args(["-p", &self.port.to_string(), "-d", db])
                 .args(args)
                 .output(),
             "psql",

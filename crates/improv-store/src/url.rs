@@ -1,7 +1,10 @@
-//! Which store a URL names, and how to show it without its password.
+//! Which store a URL names, and how to show it without its password; and the parameters of a
+//! PostgreSQL URL that improv reads itself rather than tokio-postgres (`sslmode` beyond
+//! `require`, `sslrootcert`, `statement_timeout`).
 
 use crate::StoreError;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A store's address: `postgres://user:pass@host/db` (or `postgresql://`), or `sqlite:PATH` /
 /// a plain path for the embedded backend.
@@ -54,6 +57,125 @@ impl std::fmt::Display for StoreUrl {
     }
 }
 
+/// How a PostgreSQL connection is secured: libpq's `sslmode` values (see `postgres/tls.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// TLS whenever the server offers it (the default, as in libpq).
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    const ALL: [SslMode; 5] = [
+        SslMode::Disable,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    /// Its name in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// How long one statement may run when the URL does not say (`?statement_timeout=`).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What improv itself reads from a PostgreSQL URL's query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PgParams {
+    pub ssl: SslMode,
+    /// `sslrootcert=PATH`: the CA certificates (PEM) the server's certificate must chain to.
+    pub root_cert: Option<PathBuf>,
+    /// `statement_timeout=` (milliseconds, or `5s`, `500ms`…; 0 for none).
+    pub statement_timeout: Duration,
+}
+
+/// Splits `url` into the URL tokio-postgres parses (without improv's parameters) and
+/// improv's parameters. The error says which parameter is wrong and what it takes.
+pub(crate) fn split_pg_params(url: &str) -> Result<(String, PgParams), String> {
+    let mut params = PgParams {
+        ssl: SslMode::Prefer,
+        root_cert: None,
+        statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+    };
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), params));
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = decode(value);
+        match key {
+            "sslmode" => {
+                params.ssl = SslMode::ALL
+                    .into_iter()
+                    .find(|m| m.as_str() == value)
+                    .ok_or_else(|| {
+                        format!(
+                            "sslmode={value} is not one of disable, prefer, require, verify-ca, \
+                             verify-full"
+                        )
+                    })?;
+            }
+            "sslrootcert" => params.root_cert = Some(PathBuf::from(value)),
+            "statement_timeout" => params.statement_timeout = parse_timeout(&value)?,
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, params))
+}
+
+/// PostgreSQL's own form (a number of milliseconds) or a duration with its unit (`30s`).
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    if let Ok(millis) = value.parse::<u64>() {
+        return Ok(Duration::from_millis(millis));
+    }
+    humantime::parse_duration(value).map_err(|_| {
+        format!("statement_timeout={value} is not a duration; use milliseconds or e.g. 30s")
+    })
+}
+
+/// Percent-decodes a query value (`%2F` in a path); a malformed escape stays as written.
+fn decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Hides the password of `scheme://user:password@host…` and of a `password=` parameter.
 fn redact(url: &str) -> String {
     let mut out = url.to_string();
@@ -103,5 +225,25 @@ mod tests {
             StoreUrl::Sqlite("state/store.db".into())
         );
         assert!(StoreUrl::parse("mysql://x").is_err());
+    }
+
+    #[test]
+    fn improvs_own_parameters_are_taken_out_of_a_postgres_url() {
+        let (rest, params) = split_pg_params(
+            "postgres://u@h/d?sslmode=verify-full&host=/tmp&sslrootcert=%2Fca.pem\
+             &statement_timeout=5s",
+        )
+        .unwrap();
+        assert_eq!(rest, "postgres://u@h/d?host=/tmp");
+        assert_eq!(params.ssl, SslMode::VerifyFull);
+        assert_eq!(params.root_cert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(params.statement_timeout, Duration::from_secs(5));
+        let (rest, params) = split_pg_params("postgres://u@h/d?statement_timeout=250").unwrap();
+        assert_eq!(rest, "postgres://u@h/d");
+        assert_eq!(params.ssl, SslMode::Prefer);
+        assert_eq!(params.statement_timeout, Duration::from_millis(250));
+        let error = split_pg_params("postgres://u@h/d?sslmode=allow").unwrap_err();
+        assert!(error.contains("sslmode=allow is not one of"), "{error}");
+        assert!(split_pg_params("postgres://u@h/d?statement_timeout=soon").is_err());
     }
 }

@@ -8,7 +8,8 @@ use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Wake-ups: `Some(id)` when performance `id` changed, `None` when any may have.
 pub(super) type Wake = Option<String>;
@@ -20,9 +21,13 @@ pub(super) struct Listener {
 
 impl Listener {
     /// Starts listening in the background (must be called inside a tokio runtime).
-    pub(super) fn start(config: tokio_postgres::Config, namer: Namer) -> Listener {
+    pub(super) fn start(
+        config: tokio_postgres::Config,
+        tls: MakeRustlsConnect,
+        namer: Namer,
+    ) -> Listener {
         let (wakes, _) = broadcast::channel(1024);
-        let task = tokio::spawn(listen(config, namer, wakes.clone()));
+        let task = tokio::spawn(listen(config, tls, namer, wakes.clone()));
         Listener { wakes, task }
     }
 
@@ -36,10 +41,15 @@ impl Listener {
 }
 
 /// Listens until aborted, reconnecting whenever the connection ends.
-async fn listen(config: tokio_postgres::Config, namer: Namer, wakes: broadcast::Sender<Wake>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    namer: Namer,
+    wakes: broadcast::Sender<Wake>,
+) {
     let mut pause = Duration::from_millis(50);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
                 let forward = wakes.clone();

@@ -1,0 +1,170 @@
+//! TLS to PostgreSQL, as libpq's `sslmode` describes it, on rustls (through
+//! tokio-postgres-rustls): `disable` never encrypts; `prefer` encrypts whenever the server offers
+//! TLS (and fails rather than falling back to cleartext when the handshake fails); `require`
+//! encrypts or does not connect; `verify-ca` also checks that the certificate chains to the CA in
+//! `sslrootcert`; `verify-full` also checks that it names the host. As in libpq, `prefer` and
+//! `require` check the chain when `sslrootcert` is given, and only then.
+//!
+//! The two verifiers that check less than rustls's own (no name, or nothing) are written here:
+//! rustls offers the pieces (`verify_server_cert_signed_by_trust_anchor`, the provider's
+//! signature checks) but no such verifier, since the web never wants one.
+
+use crate::url::{PgParams, SslMode};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{WebPkiServerVerifier, verify_server_cert_signed_by_trust_anchor};
+use rustls::crypto::{WebPkiSupportedAlgorithms, ring};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The connector for `params`, and the mode tokio-postgres negotiates with (it knows no
+/// `verify-*`: those are `require` plus a verifier). An unreadable or empty `sslrootcert` is an
+/// error naming the file.
+pub(crate) fn connector(
+    params: &PgParams,
+) -> Result<(MakeRustlsConnect, tokio_postgres::config::SslMode), String> {
+    use tokio_postgres::config::SslMode as Wire;
+    let provider = Arc::new(ring::default_provider());
+    let roots = params.root_cert.as_deref().map(read_roots).transpose()?;
+    let algorithms = provider.signature_verification_algorithms;
+    let verifier: Arc<dyn ServerCertVerifier> = match (params.ssl, roots) {
+        (SslMode::VerifyFull, Some(roots)) => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| format!("sslrootcert: {e}"))?
+        }
+        (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
+            return Err(format!(
+                "sslmode={} needs sslrootcert=PATH, the CA certificate (PEM) that signed the \
+                 server's",
+                params.ssl.as_str()
+            ));
+        }
+        (_, Some(roots)) => Arc::new(ChainOnly { roots, algorithms }),
+        (_, None) => Arc::new(Unverified { algorithms }),
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    let wire = match params.ssl {
+        SslMode::Disable => Wire::Disable,
+        SslMode::Prefer => Wire::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Wire::Require,
+    };
+    Ok((MakeRustlsConnect::new(config), wire))
+}
+
+/// The CA certificates of a PEM file.
+fn read_roots(path: &std::path::Path) -> Result<RootCertStore, String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("sslrootcert {shown} cannot be read: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("sslrootcert {shown} is not PEM certificates: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!(
+            "sslrootcert {shown} holds no usable CA certificate"
+        ));
+    }
+    Ok(roots)
+}
+
+/// `verify-ca`: the chain must end at one of `roots`; the name is not checked.
+#[derive(Debug)]
+struct ChainOnly {
+    roots: RootCertStore,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// `prefer`/`require` without `sslrootcert`: encrypted, the certificate not checked (libpq's
+/// meaning; the handshake's signatures are still checked).
+#[derive(Debug)]
+struct Unverified {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

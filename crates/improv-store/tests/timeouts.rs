@@ -1,0 +1,55 @@
+//! A statement the server cannot finish does not hold its caller: every pooled session carries
+//! `statement_timeout` (`?statement_timeout=` in the URL, 30 s by default), so the call fails
+//! `Unavailable` (transient: the worker waits and retries) instead of blocking. Real PostgreSQL,
+//! with another session holding the lock every claim and list needs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
+use improv_store::testing::TempPostgres;
+use improv_store::{ListFilter, PgStore, Store};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A psql session that takes `performances` exclusively and keeps it for a minute.
+fn hold_the_table(pg: &TempPostgres, db: &str) -> Child {
+    Command::new(pg.bin_dir().join("psql"))
+        .args(["-X", "-q", "-d", &pg.url(db), "-c"])
+        .arg("BEGIN; LOCK TABLE performances IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start psql")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_the_server_cannot_finish_fails_unavailable_instead_of_blocking() {
+    let pg = TempPostgres::start_new();
+    let url = pg.create_database("timeouts");
+    let store = PgStore::connect(&format!("{url}&statement_timeout=300ms")).unwrap();
+    store.migrate().await.unwrap();
+
+    let mut holder = hold_the_table(&pg, "timeouts");
+    let granted = "SELECT count(*) FROM pg_locks WHERE granted AND mode = 'AccessExclusiveLock' \
+                   AND relation = 'performances'::regclass";
+    while pg.psql("timeouts", granted).trim() != "1" {
+        assert!(holder.try_wait().unwrap().is_none(), "psql ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Bounded far above the statement timeout: without it the call would wait out the lock.
+    let answer =
+        tokio::time::timeout(Duration::from_secs(20), store.list(&ListFilter::default())).await;
+    // The server keeps a sleeping session's lock after its client goes: end the session.
+    pg.psql(
+        "timeouts",
+        &granted.replace("count(*)", "pg_terminate_backend(pid)"),
+    );
+    holder.wait().unwrap();
+    let error = answer
+        .expect("the call blocked behind the lock: no statement timeout")
+        .expect_err("the table was locked");
+    assert!(error.is_transient(), "not retried: {error}");
+    assert!(error.to_string().contains("statement timeout"), "{error}");
+
+    // Once the lock is gone the same store answers again.
+    store.list(&ListFilter::default()).await.unwrap();
+}
