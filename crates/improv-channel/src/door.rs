@@ -122,8 +122,13 @@ fn chat_door(ctx: &DoorContext, config: &ChannelDoor, sender: Arc<dyn Sender>) -
             sender,
             Retry::default(),
         )),
-        performer: Arc::new(StagePerformer { ctx: ctx.clone() }),
+        performer: performer(ctx),
     })
+}
+
+/// Who performs a door's messages: on the door's stage, in this process, with its budget.
+pub fn performer(ctx: &DoorContext) -> Arc<dyn Performer> {
+    Arc::new(StagePerformer { ctx: ctx.clone() })
 }
 
 /// The value of the environment variable a door's `key` names.
@@ -203,7 +208,8 @@ pub fn endpoint(name: &str) -> Option<Arc<Endpoint>> {
 
 /// Performs a message on the door's stage with the door's budget, unattended (`ask` rules are
 /// denied with a reason: the sender is not the director), with the `reply` prop; a thread's next
-/// message resumes its last performance and arrives as a director note.
+/// message resumes its last performance and arrives as the sender's, fenced (`hear`), never as
+/// a director note.
 struct StagePerformer {
     ctx: DoorContext,
 }
@@ -224,7 +230,7 @@ impl Performer for StagePerformer {
                 let mut launch = launch(&request);
                 launch.resume = Some(previous.clone());
                 Production::open(stage.clone(), launch)
-                    .and_then(|(mut p, _)| p.direct(&request.intent).map(|()| p))
+                    .and_then(|(mut p, _)| p.hear(&request.from, &request.intent).map(|()| p))
                     .inspect_err(|e| {
                         tracing::warn!(door = %request.door, "the thread's performance {previous} cannot be continued ({e}); starting afresh");
                     })

@@ -44,6 +44,14 @@ pub enum EventKind {
         /// The note as the actor reads it.
         text: String,
     },
+    /// A message from outside the stage (a chat door's sender), not the director's: untrusted
+    /// content, fenced as data in `text`, which the actor reads as its next message.
+    OutsideMessage {
+        /// Who wrote it, as the door names them (`@alice`, a user id).
+        from: String,
+        /// The message as the actor reads it: labelled and fenced as untrusted data.
+        text: String,
+    },
     /// The actor's model is called for the `turn`-th time.
     TurnStarted {
         /// Which turn this is, counting from 1 across resumptions.
@@ -269,6 +277,7 @@ impl EventKind {
         match self {
             EventKind::PerformanceStarted { .. } => "performance_started",
             EventKind::DirectorNote { .. } => "director_note",
+            EventKind::OutsideMessage { .. } => "outside_message",
             EventKind::TurnStarted { .. } => "turn_started",
             EventKind::TextDelta { .. } => "text_delta",
             EventKind::ModelRetry { .. } => "model_retry",

@@ -301,6 +301,16 @@ impl Performance {
         self.out.emit(EventKind::DirectorNote { text: text.into() })
     }
 
+    /// Someone outside the stage speaks (a chat door's sender): `text`, already fenced as
+    /// untrusted data, becomes the actor's next message, logged as theirs and not the director's.
+    pub fn hear(&mut self, from: &str, text: &str) -> Result<(), ObserveError> {
+        self.conversation.push(Message::user(text));
+        self.out.emit(EventKind::OutsideMessage {
+            from: from.into(),
+            text: text.into(),
+        })
+    }
+
     fn tick(&mut self) {
         self.spent.elapsed_ms = self.elapsed_before + self.started.elapsed().as_millis() as u64;
     }

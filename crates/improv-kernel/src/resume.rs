@@ -42,7 +42,9 @@ pub fn replay(events: &[Event]) -> Past {
                     past.intent = intent.clone();
                 }
             }
-            EventKind::DirectorNote { text } => past.conversation.push(Message::user(text)),
+            EventKind::DirectorNote { text } | EventKind::OutsideMessage { text, .. } => {
+                past.conversation.push(Message::user(text))
+            }
             EventKind::ModelReplied {
                 text, tool_calls, ..
             } => past.conversation.push(Message::Assistant {

@@ -287,6 +287,12 @@ impl Production {
         Ok(self.performance.direct(text)?)
     }
 
+    /// Someone outside the stage speaks (a chat door's sender): `text`, fenced as untrusted
+    /// data, becomes the lead's next message, logged as `from`'s, not the director's.
+    pub fn hear(&mut self, from: &str, text: &str) -> Result<(), PerformError> {
+        Ok(self.performance.hear(from, text)?)
+    }
+
     /// One act: the lead performs until it ends its turn or something stops it. The
     /// interactive session acts once per line the director types.
     /// A note the director sent while the last turn ran is delivered, and the lead goes on.

@@ -477,6 +477,9 @@ class PerformanceView {
       case "director_note":
         lane.add({ kind: "note", label: "director", body: e.text });
         break;
+      case "outside_message":
+        lane.add({ kind: "note", label: "from " + e.from + " (outside)", body: e.text });
+        break;
       case "turn_started": {
         const r = lane.add({ kind: "turn", label: "turn " + e.turn, at: Date.parse(e.at) });
         this.turns.set(key, r);

@@ -119,6 +119,11 @@ impl Terminal {
                     text
                 )));
             }
+            EventKind::OutsideMessage { from, text } => lines.push(Line::Err(format!(
+                "{} {}",
+                s.bold(&format!("{from} (outside) ›")),
+                text
+            ))),
             EventKind::TextDelta { text } => {
                 st.streamed = true;
                 st.mid_line = !text.ends_with('\n');

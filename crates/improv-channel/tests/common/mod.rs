@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub type Performed = (String, Option<String>, Vec<Vec<Message>>);
 
 /// Performs each request with the next script, on the kernel loop: a new performance, or the
-/// thread's previous one resumed from its events with the message as a director note.
+/// thread's previous one resumed from its events with the message as its sender's (`hear`), as the door's
+/// performer does.
 #[derive(Default)]
 pub struct KernelPerformer {
     scripts: Mutex<VecDeque<Vec<ScriptedTurn>>>,
@@ -67,7 +68,7 @@ impl Performer for KernelPerformer {
             Some(previous) => {
                 past = self.logs.lock().unwrap()[previous].clone();
                 let mut p = builder.resume(&past).unwrap();
-                p.direct(&request.intent).unwrap();
+                p.hear(&request.from, &request.intent).unwrap();
                 p
             }
             None => builder.start(&request.intent).unwrap(),
