@@ -5,6 +5,7 @@
 
 use crate::clock::Clock;
 use crate::context::{DoorContext, Launcher, Listeners};
+use crate::limit::Limits;
 use crate::timed::Timed;
 use improv_stage::{Door, DoorKind, Stage};
 use improv_store::Store;
@@ -33,6 +34,9 @@ struct Inner {
 
 struct Running {
     door: Door,
+    /// The door's `rate` and `max_running`, shared by every delivery while it stays open
+    /// (a reload that changes the door starts them afresh).
+    limits: Arc<Limits>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -140,6 +144,16 @@ impl Daemon {
         Some(self.context_of(&inner.stage, door))
     }
 
+    /// Door `name`'s context and limits (for a webhook delivery), when the stage has it open.
+    pub async fn open_door(&self, name: &str) -> Option<(DoorContext, Arc<Limits>)> {
+        let inner = self.inner.lock().await;
+        let running = inner.running.get(name)?;
+        Some((
+            self.context_of(&inner.stage, &running.door),
+            running.limits.clone(),
+        ))
+    }
+
     /// The stage as last loaded.
     pub async fn stage(&self) -> Arc<Stage> {
         self.inner.lock().await.stage.clone()
@@ -199,6 +213,7 @@ impl Daemon {
         };
         Running {
             door: door.clone(),
+            limits: Arc::new(Limits::of(door)),
             cancel,
             task,
         }

@@ -10,6 +10,7 @@ pub mod daemon;
 mod error;
 pub mod fence;
 pub mod launcher;
+pub mod limit;
 pub mod probe;
 pub mod schedule;
 pub mod status;
@@ -21,3 +22,4 @@ pub use context::{DoorContext, Finished, LaunchRequest, Launcher, Listener, List
 pub use daemon::{Change, Daemon};
 pub use error::DoorError;
 pub use launcher::PerformLauncher;
+pub use limit::Limits;

@@ -1,12 +1,18 @@
 //! Webhook deliveries: GitHub's signature (`X-Hub-Signature-256: sha256=HEX`, HMAC-SHA256 of
 //! the raw body under the door's secret, compared in constant time by the `hmac` crate), a body
 //! size limit, and the delivery id (`X-GitHub-Delivery`) as the idempotency key, so that a
-//! redelivery never performs twice. The payload reaches the intent fenced as untrusted content.
+//! redelivery never performs twice, while a delivery whose performance failed to start is
+//! given back for the redelivery to start. GitHub's HMAC covers the body only: a captured body
+//! re-sent with fresh delivery ids is refused when its payload carries its own event id, and is
+//! bounded by the door's [`Limits`] otherwise. The payload reaches the intent fenced as
+//! untrusted content.
 
 use crate::context::DoorContext;
 use crate::error::DoorError;
+use crate::limit::{Limits, Permit};
 use hmac::{Hmac, KeyInit, Mac};
-use improv_store::Firing;
+use improv_store::{Firing, Store, StoreError};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 /// The most bytes a delivery may have (GitHub's own limit is 25 MB; a door's intent needs far
@@ -20,6 +26,11 @@ pub const DELIVERY_HEADER: &str = "x-github-delivery";
 
 /// The most bytes of the payload put in the intent.
 const MAX_PAYLOAD_IN_INTENT: usize = 16 * 1024;
+
+/// What a stranger is told whatever went wrong before the signature was checked: an unknown
+/// door, a door that takes no webhook, a missing secret, a missing or wrong signature all read
+/// the same, so that no one learns which doors exist or how they are set up.
+pub const STRANGER_ANSWER: &str = "signature check failed";
 
 /// Why a delivery was refused; each maps to one HTTP status.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,18 +47,41 @@ pub enum Refusal {
     NoSecret { var: String },
     #[error("there is no webhook door named `{0}`")]
     NoSuchDoor(String),
+    /// Over the door's `rate` or `max_running`: nothing started; try again after this.
+    #[error(
+        "the door is over its `rate` or `max_running`; nothing was started, try again in {}s",
+        retry_after.as_secs()
+    )]
+    Limited { retry_after: std::time::Duration },
+    /// The payload's own id (its `key` field) was performed already under another delivery id:
+    /// a captured body re-sent.
+    #[error("the payload's own `{key}` was performed already under another delivery")]
+    Replayed { key: &'static str },
 }
 
 impl Refusal {
     /// The HTTP status that says it.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::Unsigned | Refusal::BadSignature => 401,
             Refusal::TooLarge { .. } => 413,
             Refusal::NoDeliveryId => 400,
-            Refusal::NoSecret { .. } => 503,
-            Refusal::NoSuchDoor(_) => 404,
+            Refusal::Limited { .. } => 429,
+            Refusal::Replayed { .. } => 409,
+            _ if self.to_stranger() => 401,
+            _ => 400,
         }
+    }
+
+    /// Whether the caller has not shown it knows the door's secret, and so is told only
+    /// [`STRANGER_ANSWER`] (the director finds the reason in the log).
+    pub fn to_stranger(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Unsigned
+                | Refusal::BadSignature
+                | Refusal::NoSecret { .. }
+                | Refusal::NoSuchDoor(_)
+        )
     }
 }
 
@@ -95,13 +129,22 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// The store scope of delivery ids seen.
+/// The store scope of delivery ids seen (`DOOR/ID`).
 const DELIVERIES: &str = "door.delivery";
+/// The store scope of payloads' own ids seen (`DOOR/SHA256`).
+const PAYLOAD_IDS: &str = "door.payload_id";
+/// The payload fields that carry a platform's own id of the event, when it puts one in the body
+/// (Slack's `event_id`, Stripe's `id`); GitHub puts its delivery id in a header only.
+const PAYLOAD_ID_KEYS: [&str; 3] = ["delivery_id", "event_id", "id"];
 
-/// Checks a delivery to `ctx`'s webhook door and starts its performance once per delivery id.
-/// `secret` is the door's secret, read from its `secret_env` by the caller.
+/// Checks a delivery to `ctx`'s webhook door and starts its performance once per delivery id,
+/// within `limits`. `secret` is the door's secret, read from its `secret_env` by the caller.
+/// The signature is checked before anything else is looked at, so a caller without the
+/// secret learns nothing but [`STRANGER_ANSWER`]. A delivery whose performance fails to start
+/// is given back: the platform's redelivery of it starts it.
 pub async fn deliver(
     ctx: &DoorContext,
+    limits: &Limits,
     secret: Option<&str>,
     delivery: Delivery<'_>,
 ) -> Result<Accepted, DoorError> {
@@ -118,12 +161,12 @@ pub async fn deliver(
         }
         _ => return Err(refuse(Refusal::NoSuchDoor(ctx.door.name.clone()))),
     };
+    verify(secret.as_bytes(), delivery.body, delivery.signature).map_err(refuse)?;
     if delivery.body.len() > MAX_BODY {
         return Err(refuse(Refusal::TooLarge {
             size: delivery.body.len(),
         }));
     }
-    verify(secret.as_bytes(), delivery.body, delivery.signature).map_err(refuse)?;
     let id = delivery
         .delivery_id
         .map(str::trim)
@@ -135,42 +178,233 @@ pub async fn deliver(
                 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
         .ok_or_else(|| refuse(Refusal::NoDeliveryId))?;
-    let now = ctx.clock.now();
-    let key = format!("{}/{id}", ctx.door.name);
-    let first = ctx
-        .store
-        .put(DELIVERIES, &key, &serde_json::json!({ "at": now }), true)
-        .await?;
-    if !first {
+    let store = ctx.store.as_ref();
+    let door = &ctx.door.name;
+    let key = format!("{door}/{id}");
+    // A redelivery of what was performed is answered as such, not counted against the limits.
+    if Claim::held(store, DELIVERIES, &key).await? {
         return Ok(Accepted::Duplicate);
     }
-    let request = ctx.request(intent(ctx, id, delivery.body));
+    let permit = limits
+        .admit(std::time::Instant::now())
+        .map_err(|retry_after| refuse(Refusal::Limited { retry_after }))?;
+    let now = ctx.clock.now();
+    let Some(claim) = Claim::take(store, DELIVERIES, key, now).await? else {
+        return Ok(Accepted::Duplicate);
+    };
+    let mut claims = vec![claim];
+    if let Some((key, value)) = payload_id(delivery.body) {
+        let taken = Claim::take(store, PAYLOAD_IDS, format!("{door}/{value}"), now).await;
+        match taken {
+            Ok(Some(c)) => claims.push(c),
+            Ok(None) => {
+                give_back(store, claims, now).await;
+                return Err(refuse(Refusal::Replayed { key }));
+            }
+            Err(e) => {
+                give_back(store, claims, now).await;
+                return Err(e.into());
+            }
+        }
+    }
+    match start(ctx, id, delivery.body, now, permit).await {
+        Ok(performance) => Ok(Accepted::Started { performance }),
+        Err(e) => {
+            give_back(store, claims, now).await;
+            Err(e)
+        }
+    }
+}
+
+/// The payload's own id of the event, hashed (it is a store key, never shown): its field name
+/// and the hash; `None` when the body is no JSON object or carries none.
+fn payload_id(body: &[u8]) -> Option<(&'static str, String)> {
+    use sha2::Digest;
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    PAYLOAD_ID_KEYS.into_iter().find_map(|key| {
+        let value = object.get(key)?;
+        let text = match value {
+            serde_json::Value::String(s) if !s.is_empty() => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        Some((key, hex::encode(Sha256::digest(text.as_bytes()))))
+    })
+}
+
+/// Whether a delivery (or payload id) is being or was performed, or its start failed and it
+/// was given back for a redelivery to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ClaimState {
+    Claimed,
+    FailedToStart,
+}
+
+/// A claim as stored. Older records (`{"at": …}` alone) read as claimed.
+#[derive(Serialize, Deserialize)]
+struct ClaimRecord {
+    #[serde(default = "claimed")]
+    state: ClaimState,
+    #[serde(default)]
+    attempt: u64,
+    at: i64,
+}
+
+fn claimed() -> ClaimState {
+    ClaimState::Claimed
+}
+
+/// One delivery claimed for performing. Attempts are numbered and each is taken with an
+/// only-if-absent write of its own, so that a claim given back after a failed start is taken
+/// again by exactly one redelivery, however many race for it.
+struct Claim {
+    scope: &'static str,
+    key: String,
+    attempt: u64,
+}
+
+impl Claim {
+    /// Whether `key` is held or was performed (and not given back): a read, taking nothing.
+    async fn held(store: &dyn Store, scope: &str, key: &str) -> Result<bool, StoreError> {
+        let Some(held) = store.get(scope, key).await? else {
+            return Ok(false);
+        };
+        Ok(serde_json::from_value::<ClaimRecord>(held)
+            .map_or(true, |r| r.state != ClaimState::FailedToStart))
+    }
+
+    /// Takes `key` in `scope`: `None` when it is held or was performed.
+    async fn take(
+        store: &dyn Store,
+        scope: &'static str,
+        key: String,
+        now: i64,
+    ) -> Result<Option<Claim>, StoreError> {
+        let record = |attempt| ClaimRecord {
+            state: ClaimState::Claimed,
+            attempt,
+            at: now,
+        };
+        if store.put(scope, &key, &json(&record(0)), true).await? {
+            return Ok(Some(Claim {
+                scope,
+                key,
+                attempt: 0,
+            }));
+        }
+        let Some(held) = store.get(scope, &key).await? else {
+            return Ok(None);
+        };
+        let held: ClaimRecord = match serde_json::from_value(held) {
+            Ok(r) => r,
+            Err(_) => return Ok(None),
+        };
+        if held.state != ClaimState::FailedToStart {
+            return Ok(None);
+        }
+        let attempt = held.attempt + 1;
+        let turn = format!("{key}#{attempt}");
+        if !store
+            .put(scope, &turn, &serde_json::json!(now), true)
+            .await?
+        {
+            return Ok(None);
+        }
+        store
+            .put(scope, &key, &json(&record(attempt)), false)
+            .await?;
+        Ok(Some(Claim {
+            scope,
+            key,
+            attempt,
+        }))
+    }
+}
+
+/// Gives `claims` back after a failed start, so that a redelivery takes them again.
+async fn give_back(store: &dyn Store, claims: Vec<Claim>, now: i64) {
+    for c in claims {
+        let record = ClaimRecord {
+            state: ClaimState::FailedToStart,
+            attempt: c.attempt,
+            at: now,
+        };
+        if let Err(e) = store.put(c.scope, &c.key, &json(&record), false).await {
+            tracing::error!(
+                "webhook delivery {} could not be given back after its failed start, so a \
+                 redelivery will read as a duplicate: {e}",
+                c.key
+            );
+        }
+    }
+}
+
+fn json(record: &ClaimRecord) -> serde_json::Value {
+    // A struct of a string enum and two integers always serializes.
+    serde_json::to_value(record).unwrap_or_default()
+}
+
+/// Starts the performance of delivery `id`, records it as a firing and, once it ends, records
+/// how; `permit` holds its place under `max_running` until then.
+async fn start(
+    ctx: &DoorContext,
+    id: &str,
+    body: &[u8],
+    now: i64,
+    permit: Permit,
+) -> Result<String, DoorError> {
+    let request = ctx.request(intent(ctx, id, body));
     let performance = request.id.clone();
-    record(ctx, now, &performance, id).await?;
-    let started = ctx.launcher.start(ctx.stage.clone(), request).await?;
+    let due = record(ctx, now, &performance, id).await?;
+    let started = match ctx.launcher.start(ctx.stage.clone(), request).await {
+        Ok(started) => started,
+        Err(e) => {
+            note(
+                ctx,
+                due,
+                None,
+                format!("failed to start (delivery {id}): {e}"),
+            )
+            .await;
+            return Err(e);
+        }
+    };
     let door = ctx.clone();
-    let due = now;
     let label = id.to_string();
     tokio::spawn(async move {
-        let note = match started.done.await {
+        let _permit = permit;
+        let note_text = match started.done.await {
             Ok(f) => format!("fired (delivery {label}): {}", f.outcome.as_str()),
             Err(e) => format!("failed: {e}"),
         };
-        let firing = Firing {
-            door: door.door.name.clone(),
-            due,
-            performance: Some(started.performance),
-            note,
-        };
-        if let Err(e) = door.store.update_firing(&firing).await {
-            tracing::warn!("door `{}`: cannot record the firing: {e}", firing.door);
-        }
+        note(&door, due, Some(started.performance), note_text).await;
     });
-    Ok(Accepted::Started { performance })
+    Ok(performance)
 }
 
-/// Records the delivery as a firing (for `improv door status`), at the first free millisecond.
-async fn record(ctx: &DoorContext, now: i64, performance: &str, id: &str) -> Result<(), DoorError> {
+/// Sets the note of the delivery's firing (for `improv door status`).
+async fn note(ctx: &DoorContext, due: Option<i64>, performance: Option<String>, text: String) {
+    let Some(due) = due else { return };
+    let firing = Firing {
+        door: ctx.door.name.clone(),
+        due,
+        performance,
+        note: text,
+    };
+    if let Err(e) = ctx.store.update_firing(&firing).await {
+        tracing::warn!("door `{}`: cannot record the firing: {e}", firing.door);
+    }
+}
+
+/// Records the delivery as a firing (for `improv door status`), at the first free millisecond;
+/// the due time it took.
+async fn record(
+    ctx: &DoorContext,
+    now: i64,
+    performance: &str,
+    id: &str,
+) -> Result<Option<i64>, DoorError> {
     for due in now..now + 1000 {
         let firing = Firing {
             door: ctx.door.name.clone(),
@@ -179,10 +413,10 @@ async fn record(ctx: &DoorContext, now: i64, performance: &str, id: &str) -> Res
             note: format!("performing (delivery {id})"),
         };
         if ctx.store.claim_firing(&firing).await? {
-            return Ok(());
+            return Ok(Some(due));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The door's intent with the payload fenced after it as untrusted content.

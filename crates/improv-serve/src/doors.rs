@@ -1,8 +1,11 @@
 //! The stage's doors on `improv serve`. `POST /doors/NAME` hands a webhook delivery to
 //! `improv_door::webhook::deliver` (its signature is checked there, nowhere else) and a Slack or
 //! Discord request to the endpoint its `improv-channel` listener registered (signature and
-//! replay window checked there); any other name is 404. The platforms sign their requests
-//! instead of sending the bearer token, so these routes take none; the body limit applies.
+//! replay window checked there). The platforms sign their requests instead of sending the
+//! bearer token, so these routes take none; the body limit applies. A caller who has not shown
+//! a door's secret gets one answer (401 "signature check failed") whether the door is unknown,
+//! takes no deliveries, lacks its secret or the signature is wrong: no one learns which doors
+//! exist; the reason goes to the log for the director.
 //! `GET /doors`, with the token, answers what `improv door status --json` prints.
 
 use crate::BODY_LIMIT;
@@ -10,8 +13,8 @@ use crate::error::ApiError;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use improv_door::webhook::{self, Accepted, DELIVERY_HEADER, Delivery, SIGNATURE_HEADER};
@@ -42,16 +45,17 @@ pub(crate) fn routes(doors: Arc<Doors>, token: Arc<str>) -> Router {
     open.merge(status)
 }
 
-/// A request to door `name`, handed to whoever checks its signature.
+/// A request to door `name`, handed to whoever checks its signature. A caller who has not
+/// shown the door's secret gets one answer whatever the door ([`stranger`]).
 async fn knock(
     State(doors): State<Arc<Doors>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let no_door = || ApiError::not_found(format!("the stage has no open door `{name}`"));
-    let Some(ctx) = doors.daemon.context(&name).await else {
-        return no_door().into_response();
+    let Some((ctx, limits)) = doors.daemon.open_door(&name).await else {
+        tracing::info!("a delivery to door `{name}`, which the stage does not have open");
+        return stranger();
     };
     match &ctx.door.kind {
         DoorKind::Webhook { secret_env } => {
@@ -62,7 +66,7 @@ async fn knock(
                 signature: header(SIGNATURE_HEADER),
                 delivery_id: header(DELIVERY_HEADER),
             };
-            accepted(webhook::deliver(&ctx, secret.as_deref(), delivery).await)
+            accepted(webhook::deliver(&ctx, &limits, secret.as_deref(), delivery).await)
         }
         DoorKind::Channel(_) => match improv_channel::door::endpoint(&name) {
             Some(endpoint) => {
@@ -71,14 +75,31 @@ async fn knock(
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 (status, [(CONTENT_TYPE, answer.content_type)], answer.body).into_response()
             }
-            None => no_door().into_response(),
+            None => {
+                tracing::info!("a request to chat door `{name}`, whose listener is not up");
+                stranger()
+            }
         },
-        DoorKind::Schedule { .. } | DoorKind::Every(_) => no_door().into_response(),
+        DoorKind::Schedule { .. } | DoorKind::Every(_) => {
+            tracing::info!("a delivery to door `{name}`, which takes no webhook");
+            stranger()
+        }
     }
 }
 
+/// The one answer to a caller who has not shown a door's secret: the same status and body for
+/// an unknown door, a door that takes no deliveries, a missing secret and a bad signature.
+fn stranger() -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "refused",
+        webhook::STRANGER_ANSWER,
+    )
+    .into_response()
+}
+
 /// The answer to a webhook delivery: 202 with the performance started, 200 for a redelivery,
-/// the refusal's own status otherwise.
+/// the refusal's own status otherwise (429 with `Retry-After` over the door's limits).
 fn accepted(result: Result<Accepted, DoorError>) -> Response {
     match result {
         Ok(Accepted::Started { performance }) => (
@@ -91,19 +112,30 @@ fn accepted(result: Result<Accepted, DoorError>) -> Response {
             axum::Json(serde_json::json!({ "duplicate": true })),
         )
             .into_response(),
-        Err(e) => match &e {
-            DoorError::Refused { refusal, .. } => {
-                let status =
-                    StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
-                ApiError::new(status, "refused", e.to_string()).into_response()
+        Err(DoorError::Refused { refusal, door }) => {
+            if refusal.to_stranger() {
+                // The director's reason (a missing secret's variable, a forged signature) goes
+                // to the log; the caller is told nothing that tells doors apart.
+                tracing::warn!("door `{door}`: {refusal}");
+                return stranger();
             }
-            // The caller is not authenticated: what went wrong goes to the log, not to it.
-            _ => {
-                tracing::warn!("door delivery failed: {e}");
-                ApiError::internal("the delivery could not be performed; see the server's log")
-                    .into_response()
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let message = format!("door `{door}`: {refusal}");
+            let mut response = ApiError::new(status, "refused", message).into_response();
+            if let webhook::Refusal::Limited { retry_after } = refusal {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
             }
-        },
+            response
+        }
+        // The caller showed the secret, but what failed is the server's business: it goes to
+        // the log. The delivery was given back, so the platform's redelivery performs it.
+        Err(e) => {
+            tracing::warn!("door delivery failed: {e}");
+            ApiError::internal("the delivery could not be performed; see the server's log")
+                .into_response()
+        }
     }
 }
 

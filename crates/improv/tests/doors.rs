@@ -145,6 +145,14 @@ impl Served {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, String) {
+        let response = self.raw(method, path, headers, body);
+        let status = response[9..12].parse().unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    /// An HTTP/1.1 request; the whole response, head and body.
+    fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
         let mut s = std::net::TcpStream::connect(&self.host).unwrap();
         s.set_read_timeout(Some(PROMPT)).unwrap();
         let mut head = format!(
@@ -160,15 +168,21 @@ impl Served {
         s.write_all(body).unwrap();
         let mut response = String::new();
         s.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// A delivery to door `door`, signed under `secret`.
+    fn deliver(&self, door: &str, id: &str, secret: &str, body: &[u8]) -> (u16, String) {
+        let response = self.deliver_raw(door, id, secret, body);
         let status = response[9..12].parse().unwrap();
         let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
         (status, body)
     }
 
-    /// A delivery to door `door`, signed under `secret`.
-    fn deliver(&self, door: &str, id: &str, secret: &str, body: &[u8]) -> (u16, String) {
+    /// A delivery to door `door`, signed under `secret`: the whole response.
+    fn deliver_raw(&self, door: &str, id: &str, secret: &str, body: &[u8]) -> String {
         let signature = improv_door::webhook::sign(secret.as_bytes(), body);
-        self.request(
+        self.raw(
             "POST",
             &format!("/doors/{door}"),
             &[
@@ -272,7 +286,7 @@ fn a_webhook_door_performs_each_signed_delivery_once_and_reloads_and_drains() {
     let (status, answer) = served.deliver("github", "delivery-2", "not-the-secret", body);
     assert_eq!(status, 401, "a forged delivery must be refused: {answer}");
     assert!(
-        answer.contains("signature does not match"),
+        answer.contains(improv_door::webhook::STRANGER_ANSWER),
         "the refusal is improv-door's: {answer}"
     );
     let (status, answer) = served.request(
@@ -286,7 +300,7 @@ fn a_webhook_door_performs_each_signed_delivery_once_and_reloads_and_drains() {
         "an unsigned delivery must be refused: {answer}"
     );
     let (status, _) = served.deliver("nowhere", "delivery-4", SECRET, body);
-    assert_eq!(status, 404);
+    assert_eq!(status, 401);
     assert_eq!(
         fixture.performances().len(),
         1,
@@ -456,11 +470,90 @@ fn a_slack_door_is_answered_through_its_channel_endpoint() {
         )
     };
     let mut answer = (0, String::new());
+    // Until its listener is up, the door answers as an unknown one would.
     eventually("the Slack door's listener to register its endpoint", || {
         answer = signed(b"slack-signing-secret");
-        answer.0 != 404
+        answer.0 != 401
     });
     assert_eq!(answer, (200, "the-challenge".to_string()));
     let (status, text) = signed(b"guessed");
     assert_eq!(status, 401, "a forged Slack request is refused: {text}");
+}
+
+/// Strangers get one answer whatever the door: an unknown door, a timed door, a webhook door
+/// whose secret is not set, a forged and an unsigned delivery all answer the same 401 and body,
+/// none naming the secret's variable, which the server logs for the director. Over the door's
+/// `rate`, a signed delivery gets 429 with `Retry-After` and starts nothing.
+#[test]
+fn strangers_get_one_answer_whatever_the_door_and_a_flood_gets_429() {
+    const UNSET: &str = "IMPROV_TEST_UNSET_HOOK_SECRET";
+    let fixture = Fixture::new();
+    let mut stage = std::fs::read_to_string(fixture.stage_file()).unwrap();
+    stage.push_str("rate = \"2/h\"\n");
+    stage.push_str(&format!(
+        "\n[[door]]\nname = \"unset\"\nwebhook = \"/doors/unset\"\nsecret_env = \"{UNSET}\"\n\
+         \n[[door]]\nname = \"tick\"\nevery = \"1h\"\nintent = \"Tick.\"\n"
+    ));
+    std::fs::write(fixture.stage_file(), stage).unwrap();
+    let mut command = fixture.improv();
+    command.env_remove(UNSET);
+    let served = Served::start_with(command);
+    let body = br#"{"zen": "Keep it logically awesome."}"#;
+    let answers = [
+        (
+            "an unknown door",
+            served.deliver("nowhere", "d1", SECRET, body),
+        ),
+        ("a timed door", served.deliver("tick", "d2", SECRET, body)),
+        (
+            "a door without its secret",
+            served.deliver("unset", "d3", SECRET, body),
+        ),
+        (
+            "a forged delivery",
+            served.deliver("github", "d4", "guessed", body),
+        ),
+        (
+            "an unsigned delivery",
+            served.request(
+                "POST",
+                "/doors/github",
+                &[("X-GitHub-Delivery", "d5")],
+                body,
+            ),
+        ),
+    ];
+    let (first_what, first) = &answers[0];
+    assert_eq!(first.0, 401, "{first_what}: {first:?}");
+    assert!(first.1.contains("signature check failed"), "{first:?}");
+    for (what, answer) in &answers {
+        assert_eq!(answer, first, "{what} is told what {first_what} is");
+        assert!(!answer.1.contains(UNSET), "{what}: {answer:?}");
+    }
+    served.line_with(UNSET);
+    assert!(fixture.performances().is_empty(), "nothing was performed");
+
+    // The door takes 2 an hour: a captured body re-sent with fresh ids starts no more.
+    for id in ["r1", "r2"] {
+        let (status, answer) = served.deliver("github", id, SECRET, body);
+        assert_eq!(status, 202, "{answer}");
+    }
+    let response = served.deliver_raw("github", "r3", SECRET, body);
+    assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+    let retry: u64 = response
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no Retry-After: {response}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=1800).contains(&retry), "{retry}");
+    eventually("the two performances to finish", || {
+        fixture.performances().len() == 2 && finished(&fixture)
+    });
+    assert_eq!(fixture.performances().len(), 2, "the third started nothing");
 }

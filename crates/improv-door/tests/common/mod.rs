@@ -50,6 +50,10 @@ pub struct Counting {
     pub fail: std::sync::atomic::AtomicBool,
     /// Yield this many times inside `start`, to widen the window a kill can land in.
     pub yields: usize,
+    /// While set, `start` fails (a launcher error) and starts nothing.
+    pub refuse_start: std::sync::atomic::AtomicBool,
+    /// While a test holds this for writing, the performances started do not end.
+    pub hold: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Counting {
@@ -73,6 +77,12 @@ impl Launcher for Counting {
         for _ in 0..self.yields {
             tokio::task::yield_now().await;
         }
+        if self.refuse_start.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DoorError::Launch {
+                door: request.door,
+                message: "the launcher is told to fail".into(),
+            });
+        }
         let performance = request.id.clone();
         {
             // Checked and recorded under one lock: an id starts once.
@@ -90,7 +100,9 @@ impl Launcher for Counting {
         } else {
             Outcome::Done
         };
+        let hold = self.hold.clone();
         let done = async move {
+            drop(hold.read().await);
             Ok(Finished {
                 outcome,
                 reason: "counted".into(),
