@@ -43,7 +43,8 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// Performances performed at once.
     pub concurrency: usize,
-    /// The longest wait between two claims when the queue is empty.
+    /// The longest wait between two claims when the queue is empty: a fallback, since an idle
+    /// worker is woken when work is queued ([`Store::wait_for_work`]).
     pub idle_poll: Duration,
 }
 
@@ -95,7 +96,18 @@ pub async fn work(
             }
             Ok(None) => {
                 drop(permit);
-                idle = pause(&drain, idle, settings.idle_poll).await;
+                // Woken when work is queued anywhere (NOTIFY on PostgreSQL) or a lease runs
+                // out; `idle_poll` is only the fallback.
+                tokio::select! {
+                    woken = store.wait_for_work(settings.idle_poll) => {
+                        if let Err(e) = woken {
+                            tracing::warn!("cannot wait for work: {e}; retrying");
+                            idle = pause(&drain, idle.max(Duration::from_millis(250)), MAX_RETRY)
+                                .await;
+                        }
+                    }
+                    _ = drain.cancelled() => {}
+                }
             }
             Err(e) if e.is_transient() => {
                 drop(permit);

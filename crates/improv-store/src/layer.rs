@@ -5,7 +5,7 @@
 //! forwarded by every wrapper at once instead of each one by hand.
 
 use crate::{
-    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    Counts, Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, Store, StoreError,
 };
 use async_trait::async_trait;
@@ -23,6 +23,13 @@ use std::time::Duration;
 pub trait StoreLayer: Send + Sync + 'static {
     /// The store every method not overridden forwards to.
     fn inner(&self) -> &dyn Store;
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.inner().counts().await
+    }
+    async fn wait_for_work(&self, timeout: Duration) -> Result<(), StoreError> {
+        self.inner().wait_for_work(timeout).await
+    }
 
     fn describe(&self) -> String {
         self.inner().describe()
@@ -114,6 +121,12 @@ pub trait StoreLayer: Send + Sync + 'static {
 /// or the default that forwards to [`StoreLayer::inner`]).
 #[async_trait]
 impl<T: StoreLayer> Store for T {
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        StoreLayer::counts(self).await
+    }
+    async fn wait_for_work(&self, timeout: Duration) -> Result<(), StoreError> {
+        StoreLayer::wait_for_work(self, timeout).await
+    }
     fn describe(&self) -> String {
         StoreLayer::describe(self)
     }

@@ -157,6 +157,36 @@ pub struct OutboxEntry {
     pub created_at: UnixMillis,
 }
 
+/// How many performances are in each state, across every worker and machine: what `/metrics`
+/// shows, and what tells an idle worker whether there is work.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub queued: u64,
+    /// Leased, counting those whose lease ran out (see `expired`).
+    pub leased: u64,
+    pub finished: u64,
+    /// Leased performances whose lease ran out: claimable, their worker gone or late.
+    pub expired: u64,
+    /// When the earliest lease still running runs out, if any.
+    pub next_expiry: Option<UnixMillis>,
+}
+
+impl Counts {
+    /// Whether a claim now would find something.
+    pub fn claimable(&self) -> bool {
+        self.queued + self.expired > 0
+    }
+
+    /// Leases held by a live worker (leased and not expired).
+    pub fn active_leases(&self) -> u64 {
+        self.leased.saturating_sub(self.expired)
+    }
+}
+
+/// How often the default [`Store::wait_for_work`] looks at the counts: the embedded store is
+/// one local file that no other machine writes, so looking is cheap and nothing notifies.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+
 /// The store of record. Every method is one transaction; every write that belongs to a leased
 /// performance names its [`Lease`] and fails with [`StoreError::LeaseLost`] when the lease is no
 /// longer the current one. Implementations: `SqliteStore` (embedded) and `PgStore` (PostgreSQL);
@@ -240,6 +270,27 @@ pub trait Store: Send + Sync + 'static {
     /// Records the platform's id of a sent message; a second call for the same key keeps the
     /// first id.
     async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError>;
+
+    /// How many performances are in each state (one query, every worker's and machine's).
+    async fn counts(&self) -> Result<Counts, StoreError>;
+
+    /// Waits until there may be work to claim: a performance was queued or given back anywhere,
+    /// a lease ran out, or `timeout` passed (the caller's fallback poll). Returns at once when
+    /// something is claimable. PostgreSQL is woken by NOTIFY and by the earliest lease's expiry;
+    /// this default looks at [`Store::counts`] every 250 ms.
+    async fn wait_for_work(&self, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.counts().await?.claimable() {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep((deadline - now).min(LOOK_EVERY)).await;
+        }
+    }
 
     /// A small JSON value under (scope, key): door probe results, chat threads, pairing codes.
     async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError>;

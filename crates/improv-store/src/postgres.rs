@@ -24,7 +24,7 @@ use crate::rows::{
 };
 use crate::url::split_pg_params;
 use crate::{
-    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    Counts, Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, State, Store, StoreError, StoreUrl,
 };
 use async_trait::async_trait;
@@ -46,6 +46,9 @@ const POOL_SIZE: usize = 16;
 
 /// The channel appends and finishes notify, with the performance id as payload.
 pub(crate) const CHANNEL: &str = "improv_events";
+
+/// The channel enqueues and releases notify: a performance may be claimed (no payload).
+pub(crate) const QUEUE: &str = "improv_queue";
 
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
 const RECORD: &str = "p.id, p.stage, p.intent, p.model, p.origin, p.state, p.outcome, p.reason, \
@@ -461,6 +464,8 @@ impl Store for PgStore {
         if inserted == 0 {
             return Err(StoreError::Exists { id });
         }
+        // Wakes idle workers everywhere (Store::wait_for_work); committed with the insert above.
+        self.execute("SELECT pg_notify($1, '')", &[&QUEUE]).await?;
         Ok(id)
     }
 
@@ -525,6 +530,9 @@ impl Store for PgStore {
         )
         .await
         .map_err(self.err())?;
+        tx.execute("SELECT pg_notify($1, '')", &[&QUEUE])
+            .await
+            .map_err(self.err())?;
         tx.commit().await.map_err(self.err())
     }
 
@@ -785,6 +793,60 @@ impl Store for PgStore {
             );
         }
         Ok(())
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let rows = self
+            .query(
+                "SELECT state, count(*), count(*) FILTER (WHERE lease_expires <= $1), \
+                 min(lease_expires) FILTER (WHERE lease_expires > $1) \
+                 FROM performances GROUP BY state",
+                &[&now_millis()],
+            )
+            .await?;
+        let mut counts = Counts::default();
+        for row in &rows {
+            let n = unsigned(row.get(1));
+            match parse_state(&self.namer.name, row.get(0))? {
+                State::Queued => counts.queued = n,
+                State::Finished => counts.finished = n,
+                State::Leased => {
+                    counts.leased = n;
+                    counts.expired = unsigned(row.get(2));
+                    counts.next_expiry = row.get(3);
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) -> Result<(), StoreError> {
+        let listener = self.listener.get_or_init(|| {
+            Listener::start(self.config.clone(), self.tls.clone(), self.namer.clone())
+        });
+        // Subscribe before looking, so a performance queued between the look and the wait
+        // still wakes us.
+        let mut queued = listener.subscribe_queue();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let counts = self.counts().await?;
+            let now = tokio::time::Instant::now();
+            if counts.claimable() || now >= deadline {
+                return Ok(());
+            }
+            // No NOTIFY says a lease ran out: look again when the earliest one does.
+            let until_expiry = counts
+                .next_expiry
+                .map(|at| Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0)));
+            let wait = until_expiry.map_or(deadline - now, |until| until.min(deadline - now));
+            // A notification (or a reconnection, which may have missed some), an expiry or
+            // the deadline: look again. The listener gone (the store dropped): stop.
+            if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) =
+                tokio::time::timeout(wait, queued.recv()).await
+            {
+                return Ok(());
+            }
+        }
     }
 
     async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {

@@ -11,7 +11,7 @@ use crate::rows::{
     sql_limit, state_name, unsigned,
 };
 use crate::{
-    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    Counts, Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, State, Store, StoreError, StoreUrl,
 };
 use async_trait::async_trait;
@@ -710,6 +710,45 @@ impl Store for SqliteStore {
                     &format!("(outbox message {}#{})", key.performance, key.seq),
                 )),
             }
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.call(move |store, conn| {
+            let now = now_millis();
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT state, count(*), sum(lease_expires <= ?1), \
+                     min(CASE WHEN lease_expires > ?1 THEN lease_expires END) \
+                     FROM performances GROUP BY state",
+                )
+                .map_err(|e| sql_error(store, e))?;
+            let rows = statement
+                .query_map(params![now], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })
+                .map_err(|e| sql_error(store, e))?;
+            let mut counts = Counts::default();
+            for row in rows {
+                let (state, n, expired, next) = row.map_err(|e| sql_error(store, e))?;
+                let n = unsigned(n);
+                match parse_state(store, &state)? {
+                    State::Queued => counts.queued = n,
+                    State::Finished => counts.finished = n,
+                    State::Leased => {
+                        counts.leased = n;
+                        counts.expired = unsigned(expired.unwrap_or(0));
+                        counts.next_expiry = next;
+                    }
+                }
+            }
+            Ok(counts)
         })
         .await
     }

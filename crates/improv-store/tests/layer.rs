@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
 use improv_store::{
-    Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    Counts, Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, Store, StoreError, StoreLayer,
 };
 use serde_json::json;
@@ -95,6 +95,12 @@ impl Store for Named {
     ) -> Result<bool, StoreError> {
         called("put")
     }
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        called("counts")
+    }
+    async fn wait_for_work(&self, _: Duration) -> Result<(), StoreError> {
+        called("wait_for_work")
+    }
 }
 
 /// Overrides nothing.
@@ -181,10 +187,12 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.outbox_sent(&key, "x").await),
         reached(store.get("s", "k").await),
         reached(store.put("s", "k", &json!(1), false).await),
+        reached(store.counts().await),
+        reached(store.wait_for_work(ttl).await),
     ]
 }
 
-const METHODS: [&str; 20] = [
+const METHODS: [&str; 22] = [
     "describe",
     "migrate",
     "enqueue",
@@ -205,6 +213,8 @@ const METHODS: [&str; 20] = [
     "outbox_sent",
     "get",
     "put",
+    "counts",
+    "wait_for_work",
 ];
 
 #[tokio::test]

@@ -13,6 +13,10 @@ use improv_store::Store;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+/// The longest an idle worker waits before looking for work again: a fallback only, since the
+/// store wakes it when work is queued or a lease runs out.
+const IDLE_POLL: Duration = Duration::from_secs(5);
 use std::time::Duration;
 
 #[derive(Args)]
@@ -50,7 +54,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
             name: name(),
             lease: args.lease,
             concurrency: args.concurrency,
-            idle_poll: Duration::from_millis(250),
+            idle_poll: IDLE_POLL,
         };
         eprintln!(
             "improv worker {} · performing from {}",

@@ -3,7 +3,7 @@
 //! connection drops (a database restart) it reconnects with a growing pause, and after each
 //! (re)connection broadcasts `None`, "look again", since notifications sent meanwhile are lost.
 
-use super::{CHANNEL, Namer};
+use super::{CHANNEL, Namer, QUEUE};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -16,6 +16,9 @@ pub(super) type Wake = Option<String>;
 
 pub(super) struct Listener {
     wakes: broadcast::Sender<Wake>,
+    /// Something may be claimable: a performance was queued or given back, or the listener
+    /// (re)connected and may have missed notifications.
+    queued: broadcast::Sender<()>,
     task: JoinHandle<()>,
 }
 
@@ -27,12 +30,21 @@ impl Listener {
         namer: Namer,
     ) -> Listener {
         let (wakes, _) = broadcast::channel(1024);
-        let task = tokio::spawn(listen(config, tls, namer, wakes.clone()));
-        Listener { wakes, task }
+        let (queued, _) = broadcast::channel(16);
+        let task = tokio::spawn(listen(config, tls, namer, wakes.clone(), queued.clone()));
+        Listener {
+            wakes,
+            queued,
+            task,
+        }
     }
 
     pub(super) fn subscribe(&self) -> broadcast::Receiver<Wake> {
         self.wakes.subscribe()
+    }
+
+    pub(super) fn subscribe_queue(&self) -> broadcast::Receiver<()> {
+        self.queued.subscribe()
     }
 
     pub(super) fn stop(&self) {
@@ -46,28 +58,37 @@ async fn listen(
     tls: MakeRustlsConnect,
     namer: Namer,
     wakes: broadcast::Sender<Wake>,
+    queued: broadcast::Sender<()>,
 ) {
     let mut pause = Duration::from_millis(50);
     loop {
         match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-                let forward = wakes.clone();
+                let (forward, forward_queued) = (wakes.clone(), queued.clone());
                 // The connection must be polled for LISTEN to complete and for notifications.
                 let messages = tokio::spawn(async move {
                     let mut stream =
                         futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(Ok(message)) = stream.next().await {
-                        if let AsyncMessage::Notification(n) = message {
-                            let _ = forward.send(Some(n.payload().to_string()));
+                        match message {
+                            AsyncMessage::Notification(n) if n.channel() == QUEUE => {
+                                let _ = forward_queued.send(());
+                            }
+                            AsyncMessage::Notification(n) => {
+                                let _ = forward.send(Some(n.payload().to_string()));
+                            }
+                            _ => {}
                         }
                     }
                     drop(ready_tx);
                 });
-                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                let listen = format!("LISTEN {CHANNEL}; LISTEN {QUEUE}");
+                match client.batch_execute(&listen).await {
                     Ok(()) => {
                         pause = Duration::from_millis(50);
                         let _ = wakes.send(None);
+                        let _ = queued.send(());
                         // Until the connection ends; `client` stays alive meanwhile.
                         let _ = ready_rx.await;
                     }
