@@ -5,7 +5,10 @@
 //! the previous batch; a bounded channel between them keeps memory at a few batches. The
 //! writer takes the reader's shape only if nothing else wrote the collection since it was
 //! started from and it is not settled; otherwise it checks and infers each entry itself, as
-//! [`Ledger::record_batch`] does.
+//! [`Ledger::record_batch`] does. While the reading thread infers, a JSON line is parsed once,
+//! into a tape (`tape.rs`) that the stored JSONB and the shape are both made from, with no
+//! `serde_json::Value` built; a line that would be refused, and every line once inference has
+//! moved to the writer, goes through `Ledger::prepare`'s usual checks, which say why.
 //!
 //! A line that cannot be read (malformed JSON, not UTF-8, a CSV row with the wrong number of
 //! fields) is kept in the rejects with its line number and the import goes on; a JSON array that
@@ -19,6 +22,7 @@ use crate::ledger::{
     Result,
 };
 use crate::shape::Shape;
+use crate::tape::Tape;
 use serde::Serialize;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -146,12 +150,39 @@ struct Batcher<'a> {
     inference_dropped: &'a AtomicBool,
     pending: Vec<Prepared>,
     pending_bytes: usize,
+    /// The tape each line is parsed into, kept for its memory.
+    tape: Tape<'static>,
     out: SyncSender<Batch>,
     read: Rc<Cell<u64>>,
     file: &'a Path,
 }
 
 impl Batcher<'_> {
+    /// Takes one line of JSON text (without its line break). While this thread infers, a line
+    /// that will be accepted is parsed once, into a tape that the JSONB and the shape are made
+    /// from; anything else goes through [`Batcher::push`], the ledger's usual checks.
+    fn push_line(&mut self, line: &[u8], origin: Origin, bytes: usize) -> Result<()> {
+        if self.inference_dropped.load(Ordering::Relaxed) {
+            self.shape = None;
+        }
+        if let Some(shape) = &mut self.shape {
+            let mut tape = std::mem::take(&mut self.tape).recycle();
+            let fast = self.ledger.prepare_inferring(line, &mut tape, shape);
+            self.tape = tape.recycle();
+            if let Some((checked, changed)) = fast {
+                return self.enqueue(checked, origin, changed, bytes);
+            }
+        }
+        let input = match std::str::from_utf8(line) {
+            Ok(text) => Input::Text(text.to_owned()),
+            Err(error) => Input::Unreadable {
+                text: String::from_utf8_lossy(line).into_owned(),
+                reason: format!("not UTF-8 text ({error}); save the file as UTF-8"),
+            },
+        };
+        self.push(input, origin, bytes)
+    }
+
     fn push(&mut self, input: Input, origin: Origin, bytes: usize) -> Result<()> {
         let mut checked = self.ledger.prepare(input);
         if self.inference_dropped.load(Ordering::Relaxed) {
@@ -163,6 +194,16 @@ impl Batcher<'_> {
         {
             changed = shape.absorb(&value);
         }
+        self.enqueue(checked, origin, changed, bytes)
+    }
+
+    fn enqueue(
+        &mut self,
+        checked: Checked,
+        origin: Origin,
+        changed: bool,
+        bytes: usize,
+    ) -> Result<()> {
         self.pending.push(Prepared {
             checked,
             origin: Some(origin),
@@ -241,6 +282,7 @@ impl Ledger {
                         inference_dropped: &inference_dropped,
                         pending: Vec::new(),
                         pending_bytes: 0,
+                        tape: Tape::default(),
                         out,
                         read: Rc::default(),
                         file,
@@ -356,14 +398,11 @@ fn json_lines(reader: &mut impl BufRead, file: &Path, batcher: &mut Batcher) -> 
             continue;
         }
         let bytes = line.len();
-        let input = match std::str::from_utf8(&line) {
-            Ok(text) => Input::Text(text.trim_end_matches(['\n', '\r']).to_owned()),
-            Err(error) => Input::Unreadable {
-                text: String::from_utf8_lossy(&line).into_owned(),
-                reason: format!("not UTF-8 text ({error}); save the file as UTF-8"),
-            },
-        };
-        batcher.push(input, Origin::Line(number), bytes)?;
+        let end = line
+            .iter()
+            .rposition(|b| !matches!(b, b'\n' | b'\r'))
+            .map_or(0, |last| last + 1);
+        batcher.push_line(&line[..end], Origin::Line(number), bytes)?;
     }
 }
 

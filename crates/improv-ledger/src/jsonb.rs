@@ -5,6 +5,7 @@
 //! (a header byte: type in the low 4 bits, payload size in the high 4 or in 1, 2 or 4 bytes
 //! after it, always the smallest, as SQLite writes it). A test checks it against SQLite.
 
+use crate::tape::{Json, View};
 use serde_json::Value;
 use std::io::Write;
 
@@ -25,15 +26,32 @@ enum Node {
     Object = 12,
 }
 
-/// `value` as JSONB, appended to `out`.
-pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Null => out.push(Node::Null as u8),
-        Value::Bool(true) => out.push(Node::True as u8),
-        Value::Bool(false) => out.push(Node::False as u8),
-        Value::Number(number) => {
+/// `value` (a `&Value` or a parsed tape, see [`crate::tape`]) as JSONB, appended to `out`.
+pub(crate) fn encode<'a>(value: impl Json<'a>, out: &mut Vec<u8>) {
+    match value.view() {
+        View::Null => out.push(Node::Null as u8),
+        View::Bool(true) => out.push(Node::True as u8),
+        View::Bool(false) => out.push(Node::False as u8),
+        View::Integer(i) => {
             let start = out.len();
-            // Writing to a Vec cannot fail.
+            // Writing to a Vec cannot fail. Every integer here fits in an i64 or a u64, whose
+            // formatting is quicker than an i128's.
+            let _ = match (i64::try_from(i), u64::try_from(i)) {
+                (Ok(i), _) => write!(out, "{i}"),
+                (_, Ok(u)) => write!(out, "{u}"),
+                _ => write!(out, "{i}"),
+            };
+            put_header(out, start, Node::Int);
+        }
+        View::Number(f) => {
+            // As serde_json writes the number: the text SQLite's jsonb() would have parsed.
+            let Some(number) = serde_json::Number::from_f64(f) else {
+                // Parsed JSON holds no infinity or NaN; were one here, null is what serde_json
+                // writes for it.
+                out.push(Node::Null as u8);
+                return;
+            };
+            let start = out.len();
             let _ = write!(out, "{number}");
             let node = if out[start..].iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
                 Node::Float
@@ -42,14 +60,14 @@ pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
             };
             put_header(out, start, node);
         }
-        Value::String(s) => string(s, out),
-        Value::Array(items) => container(out, Node::Array, |out| {
+        View::String(s) => string(s, out),
+        View::Array(_, items) => container(out, Node::Array, |out| {
             for item in items {
                 encode(item, out);
             }
         }),
-        Value::Object(map) => container(out, Node::Object, |out| {
-            for (key, item) in map {
+        View::Object(fields) => container(out, Node::Object, |out| {
+            for (key, item) in fields {
                 string(key, out);
                 encode(item, out);
             }
@@ -73,11 +91,20 @@ fn leaf(out: &mut Vec<u8>, node: Node, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Writes a container's items, then puts its header in front of them.
+/// Writes a container's items, then puts its header in front of them. Room for a 2-byte header
+/// (payloads of 12 to 255 bytes, the usual size of a record) is kept before the items, so the
+/// items move only when their header turns out to be another size.
 fn container(out: &mut Vec<u8>, node: Node, items: impl FnOnce(&mut Vec<u8>)) {
+    const GUESS: usize = 2;
     let start = out.len();
+    out.extend_from_slice(&[0; GUESS]);
     items(out);
-    put_header(out, start, node);
+    let (header, len) = header(node, out.len() - start - GUESS);
+    if len != GUESS {
+        out.splice(start..start + GUESS, header[..len].iter().copied());
+    } else {
+        out[start..start + GUESS].copy_from_slice(&header[..GUESS]);
+    }
 }
 
 /// Puts the header of the node whose payload is `out[start..]` in front of it.

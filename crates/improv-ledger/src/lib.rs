@@ -25,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod import;
 mod jsonb;
+mod tape;
 pub mod ledger;
 pub mod path;
 pub mod props;

@@ -51,6 +51,7 @@
 //!   few to tell and stay a record.
 
 use crate::path::{FieldPath, Segment};
+use crate::tape::{Json, View};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -441,30 +442,25 @@ impl Shape {
     ///
     /// Equivalent to `self.merge(&Shape::of(value))`, without building the intermediate shape.
     pub fn absorb(&mut self, value: &Value) -> bool {
-        match value {
-            Value::Null => self.absorb_null(),
-            Value::Bool(b) => self.absorb_bool(*b),
-            Value::Number(n) => {
-                let as_int = n
-                    .as_i64()
-                    .map(i128::from)
-                    .or_else(|| n.as_u64().map(i128::from));
-                match as_int {
-                    Some(i) => self.absorb_integer(i),
-                    // serde_json (without arbitrary precision) holds every other number as f64.
-                    None => self.absorb_number(n.as_f64().unwrap_or(0.0)),
-                }
-            }
-            Value::String(s) => self.absorb_string(s),
-            Value::Array(items) => {
-                let len = items.len() as u64;
-                let (array, mut changed) = self.array_slot(len);
+        self.absorb_any(value)
+    }
+
+    /// [`Shape::absorb`] for a value read through [`Json`]: a `&Value` or an import's tape.
+    pub(crate) fn absorb_any<'a>(&mut self, value: impl Json<'a>) -> bool {
+        match value.view() {
+            View::Null => self.absorb_null(),
+            View::Bool(b) => self.absorb_bool(b),
+            View::Integer(i) => self.absorb_integer(i),
+            View::Number(f) => self.absorb_number(f),
+            View::String(s) => self.absorb_string(s),
+            View::Array(len, items) => {
+                let (array, mut changed) = self.array_slot(len as u64);
                 for item in items {
-                    changed |= array.items.absorb(item);
+                    changed |= array.items.absorb_any(item);
                 }
                 changed
             }
-            Value::Object(map) => {
+            View::Object(fields) => {
                 self.count += 1;
                 let mut changed = false;
                 let object = self.object.get_or_insert_with(|| {
@@ -474,26 +470,33 @@ impl Shape {
                 let before = object.count;
                 object.count += 1;
                 if let Some(held) = &mut object.map {
-                    for (key, item) in map {
+                    for (key, item) in fields {
                         held.add_key(key, 1);
-                        changed |= held.values.absorb(item);
+                        changed |= held.values.absorb_any(item);
                     }
                     return changed;
                 }
                 // A field every earlier object had, missing here: required became optional.
                 let required = object.fields.values().filter(|f| f.count == before).count();
                 let mut present = 0;
-                for (key, item) in map {
-                    match object.fields.get_mut(key.as_str()) {
-                        Some(field) => {
+                // Both in key order: one walk through the known fields, not a search per key.
+                let mut new = Vec::new();
+                let mut known = object.fields.iter_mut().peekable();
+                for (key, item) in fields {
+                    while known.next_if(|(k, _)| k.as_str() < key).is_some() {}
+                    match known.next_if(|(k, _)| k.as_str() == key) {
+                        Some((_, field)) => {
                             present += usize::from(field.count == before);
-                            changed |= field.absorb(item);
+                            changed |= field.absorb_any(item);
                         }
-                        None => {
-                            changed = true;
-                            object.fields.insert(key.clone(), Shape::of(item));
-                        }
+                        None => new.push((key, item)),
                     }
+                }
+                for (key, item) in new {
+                    changed = true;
+                    let mut field = Shape::default();
+                    field.absorb_any(item);
+                    object.fields.insert(key.to_owned(), field);
                 }
                 if object.fields.len() > MAP_KEY_LIMIT {
                     object.collapse();

@@ -10,6 +10,7 @@ use super::{
 use crate::path::FieldPath;
 use crate::schema::{self, EnumRule};
 use crate::shape::{Kind, Shape};
+use crate::tape::{Tape, is_wide_float};
 use rusqlite::{TransactionBehavior, params};
 use serde_json::Value;
 
@@ -88,9 +89,15 @@ impl Ledger {
             let mut insert_entry = tx.prepare_cached(
                 "INSERT INTO ledger_entries (collection, body, raw, performance, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            // The same for every entry of the batch: bound once (SQLite keeps bindings from one
+            // execution to the next), the rest per entry.
+            insert_entry.raw_bind_parameter(1, collection)?;
+            insert_entry.raw_bind_parameter(4, &provenance.performance)?;
+            insert_entry.raw_bind_parameter(5, &provenance.actor)?;
             let mut insert_reject = tx.prepare_cached(
                 "INSERT INTO ledger_rejects (collection, text, reason, performance, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut stamp = Stamp::default();
             for Prepared {
                 checked,
                 origin,
@@ -98,7 +105,7 @@ impl Ledger {
             } in entries
             {
                 let now = self.now();
-                let at = format_time(now);
+                let at = stamp.at(now);
                 let checked = if used_inferred {
                     // The caller inferred its shape: nothing below needs the value.
                     checked.without_value()
@@ -127,20 +134,16 @@ impl Ledger {
                     }
                     Checked::Accepted { value, body, raw } => {
                         let mut proposed = Vec::new();
-                        insert_entry.execute(params![
-                            collection,
-                            body,
-                            raw,
-                            provenance.performance,
-                            provenance.actor,
-                            at
-                        ])?;
+                        insert_entry.raw_bind_parameter(2, &body)?;
+                        insert_entry.raw_bind_parameter(3, &raw)?;
+                        insert_entry.raw_bind_parameter(6, at)?;
+                        insert_entry.raw_execute()?;
                         let id = tx.last_insert_rowid();
                         // A value is here exactly when the shape is not inferred by the caller.
                         let changed = match &value {
                             None => changed,
                             Some(value) => {
-                                proposed = propose(&tx, state, collection, value, &at)?;
+                                proposed = propose(&tx, state, collection, value, at)?;
                                 state.stored.shape.absorb(value)
                             }
                         };
@@ -234,12 +237,7 @@ impl Ledger {
         let (value, body, raw, size) = match input {
             Input::Unreadable { text, reason } => return Checked::Refused { text, reason },
             Input::Text(text) => {
-                if text.len() > self.options.max_entry_bytes {
-                    let reason = format!(
-                        "the entry is {} bytes, over the limit of {}; split it or store large content in a file and record its path",
-                        text.len(),
-                        self.options.max_entry_bytes
-                    );
+                if let Some(reason) = self.size_refusal(text.len()) {
                     return Checked::Refused { text, reason };
                 }
                 let value: Value = match serde_json::from_str(&text) {
@@ -270,12 +268,7 @@ impl Ledger {
                         };
                     }
                 };
-                if body.len() > self.options.max_entry_bytes {
-                    let reason = format!(
-                        "the entry is {} bytes, over the limit of {}; split it or store large content in a file and record its path",
-                        body.len(),
-                        self.options.max_entry_bytes
-                    );
+                if let Some(reason) = self.size_refusal(body.len()) {
                     return Checked::Refused { text: body, reason };
                 }
                 let size = body.len();
@@ -294,12 +287,8 @@ impl Ledger {
                 Kind::of(&value).name()
             ));
         }
-        let depth = depth(&value);
-        if depth > self.options.max_depth {
-            return refuse(format!(
-                "the entry nests {depth} levels deep, over the limit of {}; flatten it",
-                self.options.max_depth
-            ));
+        if let Some(reason) = self.depth_refusal(depth(&value)) {
+            return refuse(reason);
         }
         // JSONB is about as long as the compact text: one allocation, no regrowth.
         let mut body = Vec::with_capacity(size + size / 4 + 16);
@@ -311,8 +300,56 @@ impl Ledger {
         }
     }
 
+    /// An import's fast path for one entry of JSON text: parsed once into `tape`, encoded as
+    /// JSONB and absorbed into `shape` straight from it, with no `Value` built. Returns the
+    /// checked entry and whether the shape changed, or `None`, leaving `shape` untouched, when
+    /// the entry would be refused: the caller then goes through [`Self::prepare`], the one place
+    /// that says why.
+    pub(crate) fn prepare_inferring<'t>(
+        &self,
+        text: &'t [u8],
+        tape: &mut Tape<'t>,
+        shape: &mut Shape,
+    ) -> Option<(Checked, bool)> {
+        if self.size_refusal(text.len()).is_some() || tape.parse(text).is_err() {
+            return None;
+        }
+        if !tape.is_object() || self.depth_refusal(tape.depth()).is_some() {
+            return None;
+        }
+        let raw = tape.has_wide_number().then(|| {
+            // Parsed from UTF-8 text: serde_json checked it.
+            String::from_utf8_lossy(text).trim().to_owned()
+        });
+        let mut body = Vec::with_capacity(text.len() + text.len() / 4 + 16);
+        crate::jsonb::encode(tape.root(), &mut body);
+        let changed = shape.absorb_any(tape.root());
+        let value = None;
+        Some((Checked::Accepted { value, body, raw }, changed))
+    }
+
+    /// Why an entry of `len` bytes of JSON text is refused for its size, if it is.
+    fn size_refusal(&self, len: usize) -> Option<String> {
+        (len > self.options.max_entry_bytes).then(|| {
+            format!(
+                "the entry is {len} bytes, over the limit of {}; split it or store large content in a file and record its path",
+                self.options.max_entry_bytes
+            )
+        })
+    }
+
+    /// Why an entry nesting `depth` levels is refused, if it is.
+    fn depth_refusal(&self, depth: usize) -> Option<String> {
+        (depth > self.options.max_depth).then(|| {
+            format!(
+                "the entry nests {depth} levels deep, over the limit of {}; flatten it",
+                self.options.max_depth
+            )
+        })
+    }
+
     /// The reasons `value` breaks the collection's settled schema, if it does.
-    fn violations(&self, state: &Collection, value: &Value) -> Option<String> {
+    pub(super) fn violations(&self, state: &Collection, value: &Value) -> Option<String> {
         let settled = state.stored.settled.as_ref()?;
         let validator = state.validator.as_ref()?;
         let mut problems: Vec<String> = Vec::new();
@@ -393,6 +430,25 @@ fn propose(
     Ok(proposed)
 }
 
+/// An entry's time as stored, written once per millisecond rather than once per entry (a batch
+/// writes thousands in one).
+#[derive(Default)]
+struct Stamp {
+    ms: Option<i64>,
+    text: String,
+}
+
+impl Stamp {
+    fn at(&mut self, now: time::OffsetDateTime) -> &str {
+        let ms = unix_ms(now);
+        if self.ms != Some(ms) {
+            self.ms = Some(ms);
+            self.text = format_time(now);
+        }
+        &self.text
+    }
+}
+
 /// Where an imported entry came from, put before a refusal's reason (`line 12: ...`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Origin {
@@ -469,7 +525,7 @@ fn has_wide_number(value: &Value) -> bool {
     match value {
         Value::Number(n) => n
             .as_f64()
-            .is_some_and(|f| !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() >= 9.2e18),
+            .is_some_and(|f| !n.is_i64() && !n.is_u64() && is_wide_float(f)),
         Value::Array(items) => items.iter().any(has_wide_number),
         Value::Object(map) => map.values().any(has_wide_number),
         _ => false,
