@@ -17,6 +17,14 @@ pub enum DoorError {
         command: String,
         message: String,
     },
+    /// A probe the stage's command rules do not allow: none of the door's probes ran.
+    #[error("door `{door}`: {}", probe_refused(command, *decision, rule))]
+    ProbeRefused {
+        door: String,
+        command: String,
+        decision: improv_edges::Decision,
+        rule: String,
+    },
     /// The performance could not be started or did not end.
     #[error("door `{door}`: the performance could not be performed: {message}")]
     Launch { door: String, message: String },
@@ -33,4 +41,18 @@ pub enum DoorError {
     /// A listener (a channel) stopped with an error.
     #[error("door `{door}`: {message}")]
     Listener { door: String, message: String },
+}
+
+fn probe_refused(command: &str, decision: improv_edges::Decision, rule: &str) -> String {
+    match decision {
+        improv_edges::Decision::Ask => format!(
+            "the probe `{command}` needs the director's approval ({rule}), and no director is \
+             at the terminal of a door's firing, so it was refused; allow it with an \
+             [[edges.rule]] or take it out of `probe`"
+        ),
+        _ => format!(
+            "the probe `{command}` is denied by the stage's edges ({rule}); take it out of \
+             `probe` or change the rule"
+        ),
+    }
 }

@@ -1,10 +1,13 @@
 //! Probes: a timed door's shell commands, run before any model inside the stage's sandbox (the
-//! edges the actors' commands get, built by `improv_perform::cast::edges`). Their outputs are
+//! edges the actors' commands get, built by `improv_perform::cast::edges`) and judged first by
+//! the stage's `[[edges.rule]]` command rules exactly as an actor's `bash` call is
+//! (`Policy::command_decision`): a denied probe does not run, and neither does one a rule says
+//! to ask about, since no director is at the terminal of a door's firing. Their outputs are
 //! kept in the store; the door performs only when one changed, and `{probe_diff}` tells the
 //! actor what did.
 
 use crate::error::DoorError;
-use improv_edges::Unattended;
+use improv_edges::{Decision, Unattended};
 use improv_stage::{Door, Stage};
 use serde::{Deserialize, Serialize};
 use std::process::Stdio;
@@ -15,6 +18,8 @@ use std::time::Duration;
 const MAX_OUTPUT: usize = 16 * 1024;
 /// How long a probe may run when `[edges]` gives no `tool_timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The prop a probe is judged as: it is a shell line, as an actor's `bash` call is.
+const PROBE_PROP: &str = "bash";
 /// The store scope of the probes' last outputs, keyed by door name.
 pub const SCOPE: &str = "door.probe";
 
@@ -47,6 +52,17 @@ pub async fn run(stage: &Stage, door: &Door) -> Result<Vec<Seen>, DoorError> {
                 .into(),
         ));
     };
+    for command in &door.probes {
+        let (decision, rule) = edges.policy.command_decision(PROBE_PROP, command);
+        if decision != Decision::Allow {
+            return Err(DoorError::ProbeRefused {
+                door: door.name.clone(),
+                command: command.clone(),
+                decision,
+                rule,
+            });
+        }
+    }
     let timeout = stage.edges.tool_timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut seen = Vec::with_capacity(door.probes.len());
     for command in &door.probes {

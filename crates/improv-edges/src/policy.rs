@@ -141,6 +141,18 @@ impl Policy {
         worst.unwrap_or(fallback)
     }
 
+    /// What the command rules decide about `line` run through `prop`, judged exactly as an
+    /// actor's call is (by [`Policy::judge_command`]): the decision and the rule that made it
+    /// as the stage file says it, `default` when none did. A door's probes are judged by it.
+    pub fn command_decision(&self, prop: &str, line: &str) -> (Decision, String) {
+        let verdict = self.judge_command(prop, line);
+        let rule = verdict.rule.map_or_else(
+            || "default".to_string(),
+            |i| self.rules[i].explain(verdict.because.as_deref()),
+        );
+        (verdict.decision, rule)
+    }
+
     fn judge_path(&self, prop: &str, rel: &Path) -> Verdict {
         let shown = rel.display().to_string();
         let hit = self.rules.iter().find(|r| {
