@@ -4,7 +4,8 @@
 # builds improv, imports the model into the store and performs examples/hello on it, offline.
 # It also installs what the README's second command (`cargo test --workspace`) drives besides
 # Rust: Chromium for the stage view's browser test, the openai and mcp Python packages, and the
-# reference MCP servers from npm, and PostgreSQL for the ledger's tests.
+# reference MCP servers from npm, PostgreSQL for the ledger's tests, and Dovecot and aiosmtpd for
+# the email door's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,17 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     $sudo apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql >&2
 fi
+
+# The email door's tests read and send mail through real servers they start in a temporary
+# folder: Dovecot (IMAP, Debian's dovecot-imapd) and aiosmtpd (SMTP, from PyPI).
+if ! [ -x /usr/sbin/dovecot ]; then
+    echo "installing dovecot-imapd (the email door's tests run a real IMAP server)..." >&2
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q dovecot-imapd >&2
+fi
+python3 -c "import aiosmtpd" 2>/dev/null || python3 -m pip install -q aiosmtpd >&2 \
+    || python3 -m pip install -q --break-system-packages aiosmtpd >&2
 
 echo "installing what the tests drive (Chromium, Python and npm packages)..." >&2
 crates/improv-serve/ci-setup.sh >&2

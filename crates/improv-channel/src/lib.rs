@@ -11,6 +11,7 @@
 pub mod conversation;
 pub mod discord;
 pub mod door;
+pub mod email;
 mod error;
 pub mod gate;
 pub mod listen;
