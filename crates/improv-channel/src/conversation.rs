@@ -10,7 +10,7 @@ use crate::outbox::Outbox;
 use crate::reply::{ReplyProp, Target};
 use crate::{Body, ChannelError, Inbound};
 use async_trait::async_trait;
-use improv_kernel::{Observer, Prop};
+use improv_kernel::{Observer, Outcome, Prop};
 use improv_store::{OutboxKey, Store};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,17 +33,35 @@ pub struct Request {
 }
 
 /// Starts performances for a chat door (the door daemon's launcher; tests drive the kernel
-/// loop with a scripted model). Returns the new performance's id once it has ended.
+/// loop with a scripted model). Returns once the performance has ended, with how; an error
+/// means nothing was performed, so the message may be tried again.
 #[async_trait]
 pub trait Performer: Send + Sync {
-    async fn perform(&self, request: Request) -> Result<String, ChannelError>;
+    async fn perform(&self, request: Request) -> Result<Performed, ChannelError>;
 }
+
+/// A performance a message started, once it has ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Performed {
+    pub id: String,
+    pub outcome: Outcome,
+}
+
+/// How many times a message's performance is tried before its sender is told it failed: a
+/// start that fails (the stage cannot be cast, the log cannot be opened) performed nothing, so
+/// it is tried again after the outbox's first wait, doubling.
+pub const START_ATTEMPTS: u32 = 3;
 
 /// What became of one inbound message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handled {
     /// Performed as this performance.
     Performed(String),
+    /// Its performance ended badly (`performance`), or could not start in [`START_ATTEMPTS`]
+    /// tries (`None`): the sender was told so, once, through the outbox.
+    Failed {
+        performance: Option<String>,
+    },
     /// A stranger: sent this pairing code, performed nothing.
     Pairing(String),
     /// Seen before, a stranger waiting for approval, or over a rate limit: nothing done.
@@ -91,27 +109,85 @@ impl ChatDoor {
             .get(THREAD_SCOPE, &thread)
             .await?
             .and_then(|v| v["performance"].as_str().map(str::to_string));
-        let (reply, observer) = ReplyProp::new(self.outbox.clone(), Target::of(inbound));
-        let id = self
-            .performer
-            .perform(Request {
-                door: self.door.clone(),
-                intent: intent(&self.door, inbound),
-                from: sender(inbound),
-                previous,
-                reply: Arc::new(reply),
-                observer,
-            })
-            .await?;
+        let performed = match self.perform(inbound, previous).await {
+            Ok(performed) => performed,
+            Err(e) => {
+                tracing::error!(door = %self.door, "a message from {} could not be performed: {e}", inbound.sender_id);
+                self.tell_failed(inbound).await;
+                return Ok(Handled::Failed { performance: None });
+            }
+        };
         self.store
             .put(
                 THREAD_SCOPE,
                 &thread,
-                &serde_json::json!({ "performance": id }),
+                &serde_json::json!({ "performance": performed.id }),
                 false,
             )
             .await?;
-        Ok(Handled::Performed(id))
+        if matches!(performed.outcome, Outcome::Done | Outcome::Converged) {
+            return Ok(Handled::Performed(performed.id));
+        }
+        tracing::warn!(door = %self.door, performance = %performed.id, "a message's performance ended {}", performed.outcome.as_str());
+        self.tell_failed(inbound).await;
+        Ok(Handled::Failed {
+            performance: Some(performed.id),
+        })
+    }
+
+    /// Performs `inbound`, trying a start that fails again ([`START_ATTEMPTS`]).
+    async fn perform(
+        &self,
+        inbound: &Inbound,
+        previous: Option<String>,
+    ) -> Result<Performed, ChannelError> {
+        let retry = self.outbox.retry();
+        let mut wait = retry.first;
+        let mut attempt = 1;
+        loop {
+            let (reply, observer) = ReplyProp::new(self.outbox.clone(), Target::of(inbound));
+            let request = Request {
+                door: self.door.clone(),
+                intent: intent(&self.door, inbound),
+                from: sender(inbound),
+                previous: previous.clone(),
+                reply: Arc::new(reply),
+                observer,
+            };
+            match self.performer.perform(request).await {
+                Err(e) if attempt < START_ATTEMPTS => {
+                    tracing::warn!(door = %self.door, "a performance did not start ({e}); trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(retry.max);
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Tells the sender their message came to nothing, once per message (the outbox key is
+    /// the message's): a failure is never silent on the platform, and never repeated.
+    async fn tell_failed(&self, inbound: &Inbound) {
+        let key = OutboxKey {
+            performance: format!(
+                "failed/{}/{}/{}/{}",
+                self.door,
+                inbound.platform.as_str(),
+                inbound.conversation,
+                inbound.message_id
+            ),
+            seq: 0,
+        };
+        let body = Body {
+            text: "Sorry, something went wrong and your message was not handled. You can send it \
+                   again later."
+                .into(),
+            reply_to: Target::of(inbound).reply_to,
+        };
+        if let Err(e) = self.outbox.send(key, &inbound.conversation, &body).await {
+            tracing::warn!(door = %self.door, "the failure notice is queued: {e}");
+        }
     }
 
     /// The code goes out through the outbox like any message, keyed by the sender.

@@ -5,7 +5,7 @@
 //! through the context's `Launcher`, which cannot yet hand a performance the `reply` prop, its
 //! observer or the thread to resume (see /work/notes/channel-needs.md) — with the door's budget.
 
-use crate::conversation::{ChatDoor, Performer, Request};
+use crate::conversation::{ChatDoor, Performed, Performer, Request};
 use crate::discord::{Discord, PublicKey};
 use crate::gate::{Gate, Limits};
 use crate::listen::{self, Answer};
@@ -29,13 +29,12 @@ use tokio_util::sync::CancellationToken;
 /// How long a Telegram long poll waits for an update.
 const POLL: Duration = Duration::from_secs(25);
 
-/// The listeners of the channel doors: email's ([`crate::email`]) and the chats'.
+/// The listeners of the channel doors this crate runs (all but email).
 pub fn listeners() -> Listeners {
     Arc::new(|door: &Door| match &door.kind {
-        DoorKind::Channel(c) if c.channel == Channel::Email => {
-            Some(Arc::new(crate::email::EmailListener) as Arc<dyn Listener>)
+        DoorKind::Channel(c) if c.channel != Channel::Email => {
+            Some(Arc::new(ChannelListener) as Arc<dyn Listener>)
         }
-        DoorKind::Channel(_) => Some(Arc::new(ChannelListener) as Arc<dyn Listener>),
         _ => None,
     })
 }
@@ -111,11 +110,7 @@ enum WayIn {
     Http(Verifier),
 }
 
-pub(crate) fn chat_door(
-    ctx: &DoorContext,
-    config: &ChannelDoor,
-    sender: Arc<dyn Sender>,
-) -> Arc<ChatDoor> {
+fn chat_door(ctx: &DoorContext, config: &ChannelDoor, sender: Arc<dyn Sender>) -> Arc<ChatDoor> {
     let name = &ctx.door.name;
     Arc::new(ChatDoor {
         door: name.clone(),
@@ -137,7 +132,7 @@ pub fn performer(ctx: &DoorContext) -> Arc<dyn Performer> {
 }
 
 /// The value of the environment variable a door's `key` names.
-pub(crate) fn env(door: &str, key: &str, var: Option<&str>) -> Result<String, ChannelError> {
+fn env(door: &str, key: &str, var: Option<&str>) -> Result<String, ChannelError> {
     let var = var.ok_or_else(|| {
         ChannelError::Setup(format!(
             "door `{door}` needs `{key}`: the environment variable that holds it"
@@ -221,7 +216,7 @@ struct StagePerformer {
 
 #[async_trait]
 impl Performer for StagePerformer {
-    async fn perform(&self, request: Request) -> Result<String, ChannelError> {
+    async fn perform(&self, request: Request) -> Result<Performed, ChannelError> {
         let failed = |e: improv_perform::PerformError| {
             ChannelError::Setup(format!(
                 "door `{}`: the performance failed: {e}",
@@ -252,8 +247,15 @@ impl Performer for StagePerformer {
             }
         };
         let ended = production.perform(&CancellationToken::new()).await;
-        let summary = production.finish(&ended).map_err(failed)?;
-        Ok(summary.id)
+        let id = production.id().to_string();
+        // It ran: an error now must not make the message perform again.
+        if let Err(e) = production.finish(&ended) {
+            tracing::warn!(door = %request.door, "performance {id} ended, but finishing it failed: {e}");
+        }
+        Ok(Performed {
+            id,
+            outcome: ended.outcome,
+        })
     }
 }
 

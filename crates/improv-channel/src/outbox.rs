@@ -93,6 +93,11 @@ impl Outbox {
         &self.door
     }
 
+    /// How this outbox waits between tries (the door's other retries wait the same).
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
     /// Puts the message in the outbox, then tries to send it once. An error means it is in the
     /// outbox, pending: the retry task ([`Outbox::run`]) sends it later.
     pub async fn send(

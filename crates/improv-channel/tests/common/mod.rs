@@ -7,7 +7,7 @@ pub mod store;
 
 use async_trait::async_trait;
 use improv_channel::ChannelError;
-use improv_channel::conversation::{Performer, Request};
+use improv_channel::conversation::{self, Performer, Request};
 use improv_kernel::{Actor, Event, Message, Performance, ScriptedModel, ScriptedTurn, Tape};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -43,7 +43,7 @@ impl KernelPerformer {
 
 #[async_trait]
 impl Performer for KernelPerformer {
-    async fn perform(&self, request: Request) -> Result<String, ChannelError> {
+    async fn perform(&self, request: Request) -> Result<conversation::Performed, ChannelError> {
         *self.asked.lock().unwrap() += 1;
         let script = self
             .scripts
@@ -74,7 +74,6 @@ impl Performer for KernelPerformer {
             None => builder.start(&request.intent).unwrap(),
         };
         let ended = performance.act(&CancellationToken::new()).await;
-        assert_eq!(ended.outcome, improv_kernel::Outcome::Done, "{ended:?}");
         let id = performance.id().to_string();
         past.extend(recorder.events());
         self.logs.lock().unwrap().insert(id.clone(), past);
@@ -82,6 +81,9 @@ impl Performer for KernelPerformer {
             .lock()
             .unwrap()
             .push((request.intent, request.previous, model.requests()));
-        Ok(id)
+        Ok(conversation::Performed {
+            id,
+            outcome: ended.outcome,
+        })
     }
 }
