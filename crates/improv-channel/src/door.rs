@@ -29,12 +29,13 @@ use tokio_util::sync::CancellationToken;
 /// How long a Telegram long poll waits for an update.
 const POLL: Duration = Duration::from_secs(25);
 
-/// The listeners of the channel doors this crate runs (all but email).
+/// The listeners of the channel doors: email's ([`crate::email`]) and the chats'.
 pub fn listeners() -> Listeners {
     Arc::new(|door: &Door| match &door.kind {
-        DoorKind::Channel(c) if c.channel != Channel::Email => {
-            Some(Arc::new(ChannelListener) as Arc<dyn Listener>)
+        DoorKind::Channel(c) if c.channel == Channel::Email => {
+            Some(Arc::new(crate::email::EmailListener) as Arc<dyn Listener>)
         }
+        DoorKind::Channel(_) => Some(Arc::new(ChannelListener) as Arc<dyn Listener>),
         _ => None,
     })
 }
@@ -110,7 +111,11 @@ enum WayIn {
     Http(Verifier),
 }
 
-fn chat_door(ctx: &DoorContext, config: &ChannelDoor, sender: Arc<dyn Sender>) -> Arc<ChatDoor> {
+pub(crate) fn chat_door(
+    ctx: &DoorContext,
+    config: &ChannelDoor,
+    sender: Arc<dyn Sender>,
+) -> Arc<ChatDoor> {
     let name = &ctx.door.name;
     Arc::new(ChatDoor {
         door: name.clone(),
@@ -132,7 +137,7 @@ pub fn performer(ctx: &DoorContext) -> Arc<dyn Performer> {
 }
 
 /// The value of the environment variable a door's `key` names.
-fn env(door: &str, key: &str, var: Option<&str>) -> Result<String, ChannelError> {
+pub(crate) fn env(door: &str, key: &str, var: Option<&str>) -> Result<String, ChannelError> {
     let var = var.ok_or_else(|| {
         ChannelError::Setup(format!(
             "door `{door}` needs `{key}`: the environment variable that holds it"
