@@ -15,7 +15,9 @@
 //! The DDL gives typed columns to stable scalar fields (one kind, outside arrays), and a JSON
 //! column (`JSONB` in Postgres; JSON text through `->` in SQLite) to maps, arrays and fields of
 //! more than one kind, which no scalar type could hold in every variant; the DDL says why in a
-//! comment beside each. Fields seen in under [`RARE_SHARE`] of the entries get no column:
+//! comment beside each. A sparse record (fields that each appear in few of its objects, like
+//! a payload whose fields depend on an event's type) is one JSON column too, its fields kept in
+//! the JSON Schema. Fields seen in under [`RARE_SHARE`] of the entries get no column:
 //! they stay in the whole entry, kept as JSON beside the columns, and a table of a column per
 //! rare key would have hundreds. In SQLite it is a view over the ledger's entry table, so there
 //! is one copy of the data; the Postgres DDL is a table to load the same data into.
@@ -193,6 +195,9 @@ pub enum JsonReason {
     Union,
     /// An array.
     Array,
+    /// A sparse record: its fields are each missing from most of its objects (see "Sparse
+    /// records" in [`crate::shape`]).
+    Sparse,
 }
 
 impl JsonReason {
@@ -201,6 +206,9 @@ impl JsonReason {
             JsonReason::Map => "a map (its keys are data), kept whole",
             JsonReason::Union => "values of several kinds; JSON keeps every variant",
             JsonReason::Array => "an array, kept whole",
+            JsonReason::Sparse => {
+                "a sparse record (most of its fields absent from most entries), kept whole"
+            }
         }
     }
 }
@@ -281,6 +289,9 @@ fn column_kind(field: &Shape) -> Option<ColumnKind> {
             _ => ColumnKind::Text,
         }),
         [Kind::Object] if is_map => Some(ColumnKind::Json(JsonReason::Map)),
+        [Kind::Object] if field.object.as_ref().is_some_and(|o| o.is_sparse()) => {
+            Some(ColumnKind::Json(JsonReason::Sparse))
+        }
         [Kind::Object] => None,
         [Kind::Array] => Some(ColumnKind::Json(JsonReason::Array)),
         _ => Some(ColumnKind::Json(JsonReason::Union)),

@@ -49,6 +49,24 @@
 //!   Spoth, Kennedy, Lu, Hammerschmidt and Liu use to tell collections from tuples ("Reducing
 //!   ambiguity in JSON schema discovery", SIGMOD 2021); fewer than [`MAP_MIN_KEYS`] keys are too
 //!   few to tell and stay a record.
+//!
+//! ## Sparse records
+//!
+//! A record can be sparse without being a map: the `payload` of GitHub events has a dozen and a
+//! half named fields, but which of them an event carries depends on its `type` (a push has
+//! `commits`, a pull request `pull_request`), so each field is in a fraction of the events. It
+//! is a tagged union of records flattened into one object, and a column per field gives a
+//! table of mostly empty cells (141 columns for seven event types), where a person would keep
+//! the payload as one JSON document beside the envelope's columns, as BigQuery's `JSON` and
+//! Snowflake's `VARIANT` columns hold semi-structured data. [`ObjectShape::is_sparse`] says so
+//! with the statistic DuckDB's `field_appearance_threshold` uses, the mean presence of the
+//! fields (`occurrences / (K · n)`, as for maps): a record of at least [`MAP_MIN_KEYS`] fields
+//! whose typical field is missing from most of its objects (mean presence under
+//! [`SPARSE_MAX_FILL`], one half) is sparse. DuckDB, whose rule is for maps, leaves it a
+//! `STRUCT` with a member per field; here a sparse record keeps its fields, their union, in the
+//! JSON Schema (each record still validates field by field) and is one JSON column in the DDL
+//! (see [`crate::schema`]). Like the map decision it reads only the merged shape, so it does
+//! not depend on the order the records came in.
 
 use crate::path::{FieldPath, Segment};
 use crate::tape::{Json, View};
@@ -66,6 +84,8 @@ pub const MAP_KEY_LIMIT: usize = 200;
 pub const MAP_MIN_KEYS: usize = 8;
 /// The mean presence of its keys at or under which an object is a map.
 pub const MAP_MAX_MEAN_PRESENCE: f64 = 0.1;
+/// The mean presence of its fields under which a record is sparse (kept whole as JSON in the DDL).
+pub const SPARSE_MAX_FILL: f64 = 0.5;
 
 /// The inferred shape of the values at one position. See the module docs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -372,6 +392,18 @@ impl ObjectShape {
         mean_presence <= MAP_MAX_MEAN_PRESENCE
             || (homogeneous && keys as u64 > self.count && mean_presence <= 0.5)
             || (data * 2 >= occurrences && mean_presence <= 0.5)
+    }
+
+    /// Whether this record is sparse: it has at least [`MAP_MIN_KEYS`] fields and the mean
+    /// presence of its fields is under [`SPARSE_MAX_FILL`] (see "Sparse records" in the module
+    /// docs). A function of the merged shape alone, like [`Self::settles_as_map`].
+    pub fn is_sparse(&self) -> bool {
+        let keys = self.fields.len();
+        if self.map.is_some() || keys < MAP_MIN_KEYS || self.count == 0 {
+            return false;
+        }
+        let occurrences: u64 = self.fields.values().map(|f| f.count).sum();
+        (occurrences as f64) < SPARSE_MAX_FILL * keys as f64 * self.count as f64
     }
 }
 

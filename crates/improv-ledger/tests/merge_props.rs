@@ -3,7 +3,8 @@
 //! validates against the settled schema of the data it came from. The same laws are checked on
 //! records carrying map-like objects (a `deps` object with keys drawn from hundreds of names),
 //! whose union passes the map key limit, so collapsing into a map is exercised, and the settled
-//! form (maps told apart from records) is checked to be the same whatever the order.
+//! form (maps told apart from records) is checked to be the same whatever the order, as are the
+//! columns (sparse records, whose fields depend on a record's kind, kept whole as JSON).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use improv_ledger::Shape;
@@ -85,6 +86,24 @@ fn wide() -> impl Strategy<Value = Value> {
             }
             record
         })
+}
+
+/// An event whose payload's fields depend on its kind (three of eighteen each): a sparse record.
+fn event() -> impl Strategy<Value = Value> {
+    (0..6usize, any::<i32>()).prop_map(|(kind, n)| {
+        let payload: Map<String, Value> = (0..3)
+            // Values of two kinds, so that the payload is not taken for a map.
+            .map(|f| {
+                let value = if f == 0 {
+                    json!(n)
+                } else {
+                    json!(n.to_string())
+                };
+                (format!("f{}", kind * 3 + f), value)
+            })
+            .collect();
+        json!({"kind": kind, "payload": payload})
+    })
 }
 
 fn shape_of(values: &[Value]) -> Shape {
@@ -219,6 +238,35 @@ proptest! {
             &settled
         );
         prop_assert_eq!(&settled.settled_form(), &settled, "idempotent");
+    }
+
+    #[test]
+    fn sparse_records_are_told_apart_whatever_the_order(
+        values in prop::collection::vec(prop_oneof![event(), event(), value()], 1..16),
+        seed in any::<u64>(),
+    ) {
+        use rand::{SeedableRng, seq::SliceRandom};
+        use improv_ledger::schema::{ColumnKind, JsonReason, columns};
+        let mut shuffled = values.clone();
+        shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let shape = shape_of(&values);
+        let settled = columns(&shape);
+        prop_assert_eq!(&columns(&shape_of(&shuffled)), &settled);
+        let half = shuffled.len() / 2;
+        prop_assert_eq!(
+            &columns(&merged(&shape_of(&shuffled[half..]), &shape_of(&shuffled[..half]))),
+            &settled
+        );
+        let settled_shape = shape.settled_form();
+        let payload = settled_shape.at(&"payload".parse().unwrap()).and_then(|p| p.object.as_ref());
+        if payload.is_some_and(|p| p.is_sparse()) && shape.kinds() == [improv_ledger::shape::Kind::Object] {
+            let column = settled.iter().find(|c| c.name == "payload");
+            prop_assert!(
+                column.is_none_or(|c| c.kind == ColumnKind::Json(JsonReason::Sparse)),
+                "{:?}", settled
+            );
+            prop_assert!(settled.iter().all(|c| !c.name.starts_with("payload_")), "{:?}", settled);
+        }
     }
 
     #[test]
