@@ -112,6 +112,9 @@ def main():
     print(f"{'peak RSS (MB)':28}{max(r['peak_rss_mb'] for r in improvs):>22.0f}"
           f"{max(r['peak_rss_mb'] for r in ducks):>22.0f}")
     print(f"{'improv / DuckDB speed':28}{theirs / mine:>22.2f}x")
+    # CPU seconds move less than wall seconds with the load of a shared machine, where two
+    # threads of one process seldom get two cores at once.
+    print(f"{'improv / DuckDB CPU':28}{median(ducks, 'cpu_seconds') / median(improvs, 'cpu_seconds'):>22.2f}x")
     print(f"\n{'top-level field':28}{'improv column':>30}  DuckDB type")
     for name, typ in duck["types"].items():
         inner = sum(1 for c in improv["columns"] if c.startswith(name + "."))
