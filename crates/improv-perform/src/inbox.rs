@@ -1,19 +1,21 @@
-//! Director notes from another terminal: `improv note ID "..."` appends a line to the running
-//! performance's inbox file (`.improv/notes/ID.jsonl`), and the performance hands each new line
-//! to its lead before the next model call.
+//! Director notes from another terminal. Without a store, `improv note ID "..."` appends a line
+//! to the running performance's inbox file (`.improv/notes/ID.jsonl`); a performance leased from
+//! a store reads its notes from the store instead ([`StoreNotes`]), wherever they were sent
+//! from. Either way the performance hands each new note to its lead before the next model call.
 //!
-//! Delivery is deterministic: the notes hook reads the file synchronously before every model
-//! call, so a note written before a call is in that call. A poller (one `stat` every quarter
-//! second) also reads it while a long tool runs; both share one offset, so no note is
-//! delivered twice.
+//! Delivery is deterministic: the notes hook reads the inbox before every model call, so a note
+//! sent before a call is in that call. A poller also reads it while a long tool runs (one `stat`
+//! every quarter second for the file; for the store, a wait woken by NOTIFY on PostgreSQL or a
+//! poll on SQLite); both share one cursor, so no note is delivered twice.
 //!
 //! A file rather than a socket: it needs no listener, survives a note sent while the
 //! performance is between turns, and works across users of one project folder.
 
 use crate::error::PerformError;
 use async_trait::async_trait;
-use improv_kernel::{Between, Control, Hook, NoteSender, Notes};
+use improv_kernel::{Between, Control, Event, EventKind, Hook, NoteSender, Notes};
 use improv_log::{EventLog, Status};
+use improv_store::Store;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ use std::time::Duration;
 
 const NOTES_DIR: &str = "notes";
 const POLL: Duration = Duration::from_millis(250);
+/// The longest a store poller waits for a note before it looks again anyway.
+const STORE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, Deserialize)]
 struct Line {
@@ -70,14 +74,49 @@ pub fn send_note(state_dir: &Path, id: &str, text: &str) -> Result<String, Perfo
     Ok(row.id)
 }
 
-/// A performance's inbox file while it runs: read before each model call and polled between.
+/// A performance's notes kept in a store: what a leased performance reads instead of the stage
+/// folder's inbox file, so a note sent from any machine reaches whichever worker performs it.
+pub struct StoreNotes {
+    store: Arc<dyn Store>,
+    performance: String,
+    /// The director notes already in the performance's journal, oldest first: the store's
+    /// notes they account for are not delivered again when another worker resumes it.
+    delivered: Vec<String>,
+}
+
+impl StoreNotes {
+    /// The notes of `performance` in `store`, continuing after what `past` (its journal so far)
+    /// already delivered.
+    pub fn new(store: Arc<dyn Store>, performance: &str, past: &[Event]) -> StoreNotes {
+        let delivered = past
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::DirectorNote { text } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        StoreNotes {
+            store,
+            performance: performance.to_string(),
+            delivered,
+        }
+    }
+}
+
+/// A performance's inbox while it runs: read before each model call and polled between.
 pub(crate) struct Inbox {
-    file: Arc<InboxFile>,
+    source: Arc<Source>,
     /// The poller; `None` outside a tokio runtime (the hook still reads before each call).
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// The inbox file and how far it has been read: the one reader of the poller and the hook.
+/// Where the notes come from: the one reader of the poller and the hook.
+enum Source {
+    File(InboxFile),
+    Store(StoreInbox),
+}
+
+/// The inbox file and how far it has been read.
 struct InboxFile {
     path: PathBuf,
     read: Mutex<Reader>,
@@ -91,46 +130,63 @@ struct Reader {
     partial: String,
 }
 
+/// The store's notes and the number of the last one delivered (`None` until the journal's
+/// notes have been matched with the store's).
+struct StoreInbox {
+    from: StoreNotes,
+    cursor: tokio::sync::Mutex<Option<u64>>,
+    notes: NoteSender,
+}
+
 impl Inbox {
-    /// Opens the inbox of performance `id` and starts polling it when inside a tokio runtime.
+    /// Opens the inbox file of performance `id` and starts polling it when inside a tokio
+    /// runtime.
     pub(crate) fn open(state_dir: &Path, id: &str, notes: NoteSender) -> Inbox {
-        let file = Arc::new(InboxFile {
+        Inbox::start(Source::File(InboxFile {
             path: inbox_path(state_dir, id),
             read: Mutex::default(),
             notes,
-        });
-        let task = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            let file = file.clone();
-            runtime.spawn(async move {
-                loop {
-                    tokio::time::sleep(POLL).await;
-                    if !file.deliver() {
-                        return;
-                    }
-                }
-            })
-        });
-        Inbox { file, task }
+        }))
     }
 
-    /// Delivers the notes written since the last read now, without waiting for the next poll.
-    pub(crate) fn check(&self) {
-        self.file.deliver();
+    /// Reads the notes from the store, waiting for them when inside a tokio runtime.
+    pub(crate) fn from_store(from: StoreNotes, notes: NoteSender) -> Inbox {
+        Inbox::start(Source::Store(StoreInbox {
+            from,
+            cursor: tokio::sync::Mutex::new(None),
+            notes,
+        }))
+    }
+
+    fn start(source: Source) -> Inbox {
+        let source = Arc::new(source);
+        let task = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let source = source.clone();
+            runtime.spawn(async move { source.poll().await })
+        });
+        Inbox { source, task }
+    }
+
+    /// Delivers the notes sent since the last read now, without waiting for the next poll.
+    pub(crate) async fn check(&self) {
+        self.source.deliver().await;
     }
 
     /// The notes hook: reads the inbox, then hands every queued note to the actor, so a note
-    /// already in the file is in the next model call.
+    /// already sent is in the next model call.
     pub(crate) fn hook(&self, notes: Arc<Notes>) -> Arc<dyn Hook> {
         Arc::new(ReadThenDeliver {
-            file: self.file.clone(),
+            source: self.source.clone(),
             notes,
         })
     }
 
-    /// Stops watching and removes the inbox: notes sent later are refused, since the
-    /// performance is no longer running.
+    /// Stops watching and removes the inbox file: notes sent later are refused, since the
+    /// performance is no longer running (the store refuses them once it is finished).
     pub(crate) fn close(self) {
-        let _ = std::fs::remove_file(&self.file.path);
+        if let Source::File(file) = &*self.source {
+            let _ = std::fs::remove_file(&file.path);
+        }
     }
 }
 
@@ -144,16 +200,110 @@ impl Drop for Inbox {
 
 /// The notes hook of a production; see [`Inbox::hook`].
 struct ReadThenDeliver {
-    file: Arc<InboxFile>,
+    source: Arc<Source>,
     notes: Arc<Notes>,
 }
 
 #[async_trait]
 impl Hook for ReadThenDeliver {
     async fn between_turns(&self, at: &mut Between<'_>) -> Control {
-        self.file.deliver();
+        self.source.deliver().await;
         self.notes.between_turns(at).await
     }
+}
+
+impl Source {
+    /// Hands the new notes to the performance; false once it has ended.
+    async fn deliver(&self) -> bool {
+        match self {
+            Source::File(file) => file.deliver(),
+            Source::Store(store) => store.deliver().await.unwrap_or_else(|e| {
+                // The poller or the next turn looks again; an outage must not end the turn.
+                tracing::warn!("cannot read the director notes: {e}");
+                true
+            }),
+        }
+    }
+
+    /// Delivers notes as they arrive until the performance ends.
+    async fn poll(&self) {
+        match self {
+            Source::File(file) => loop {
+                tokio::time::sleep(POLL).await;
+                if !file.deliver() {
+                    return;
+                }
+            },
+            Source::Store(store) => store.poll().await,
+        }
+    }
+}
+
+impl StoreInbox {
+    /// Delivers each note as the store says one came (NOTIFY on PostgreSQL, a poll on SQLite).
+    async fn poll(&self) {
+        loop {
+            let after = self.cursor.lock().await.unwrap_or(0);
+            let from = &self.from;
+            let woken = from
+                .store
+                .wait_notes(&from.performance, after, STORE_WAIT)
+                .await;
+            match self.deliver().await {
+                Ok(false) => return,
+                // Delivered some: look for more at once.
+                Ok(true) if self.cursor.lock().await.unwrap_or(0) > after => {}
+                // Nothing new (a timeout; it finished; another worker's lease): a pause keeps
+                // a wait that returns at once from spinning.
+                Ok(true) => tokio::time::sleep(POLL).await,
+                Err(e) => {
+                    tracing::warn!("cannot read the director notes: {e}");
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            if let Err(e) = woken {
+                tracing::debug!("waiting for director notes: {e}");
+            }
+        }
+    }
+
+    /// Hands the notes sent since the last delivery to the performance; false once it ended.
+    async fn deliver(&self) -> Result<bool, improv_store::StoreError> {
+        // Held while sending, so notes reach the actor in order and once.
+        let mut cursor = self.cursor.lock().await;
+        let after = match *cursor {
+            Some(after) => after,
+            None => {
+                let all = self.from.store.notes(&self.from.performance, 0).await?;
+                let after = already_delivered(&all, &self.from.delivered);
+                *cursor = Some(after);
+                after
+            }
+        };
+        let new = self.from.store.notes(&self.from.performance, after).await?;
+        for note in new {
+            if !self.notes.send(note.text) {
+                return Ok(false);
+            }
+            *cursor = Some(note.n);
+        }
+        Ok(true)
+    }
+}
+
+/// The number of the last of the store's `notes` that the journal's director notes account
+/// for: the longest run of them, from the first, found in `delivered` in order. A note taken
+/// by a worker that died before its journal recorded it is delivered again.
+fn already_delivered(notes: &[improv_store::Note], delivered: &[String]) -> u64 {
+    let mut rest = delivered.iter();
+    let mut last = 0;
+    for note in notes {
+        if !rest.any(|text| *text == note.text) {
+            break;
+        }
+        last = note.n;
+    }
+    last
 }
 
 impl InboxFile {
@@ -219,6 +369,35 @@ mod tests {
         assert!(read_new(&path, &mut at, &mut partial).is_empty());
     }
 
+    fn notes(texts: &[&str]) -> Vec<improv_store::Note> {
+        (1..)
+            .zip(texts)
+            .map(|(n, text)| improv_store::Note {
+                performance: "p".into(),
+                n,
+                text: (*text).into(),
+                created_at: 0,
+            })
+            .collect()
+    }
+
+    /// After a takeover, the notes the journal holds are not delivered again; one a dead
+    /// worker took but never recorded is, and so is every note after it.
+    #[test]
+    fn the_journal_tells_which_store_notes_were_delivered() {
+        let store = notes(&["a", "b", "c", "d"]);
+        let journal = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(already_delivered(&store, &journal(&[])), 0);
+        // A check's note ("fix x") between them does not count as one of the store's.
+        assert_eq!(already_delivered(&store, &journal(&["a", "fix x", "b"])), 2);
+        assert_eq!(already_delivered(&store, &journal(&["a", "c"])), 1);
+        assert_eq!(
+            already_delivered(&store, &journal(&["a", "b", "c", "d"])),
+            4
+        );
+        assert_eq!(already_delivered(&store, &journal(&["b", "a"])), 1);
+    }
+
     /// The poller, the notes hook and `check` race on one file; every note reaches the
     /// conversation once, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +420,7 @@ mod tests {
             let line = serde_json::to_string(&Line { text: text.clone() }).unwrap();
             file.write_all(format!("{line}\n").as_bytes()).unwrap();
             if i % 2 == 0 {
-                inbox.check();
+                inbox.check().await;
             }
             let mut between = Between {
                 turn: 1,

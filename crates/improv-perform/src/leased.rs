@@ -13,15 +13,21 @@
 //!   abandoned to the worker that holds it now.
 //! - A store that goes away is waited out: appends, renewals, claims and the end are retried
 //!   until it is back or the lease is known to be lost.
+//! - Director notes come from the store ([`StoreNotes`]), sent from any machine; a note the
+//!   journal already holds is not delivered again after a takeover.
 //! - Draining (SIGTERM): no new claims, the current turn ends, the performance goes back to the
 //!   queue with every event it wrote.
 
+use crate::cast::PropSource;
 use crate::error::PerformError;
+use crate::inbox::StoreNotes;
 use crate::production::{Journal, Launch, Production};
 use async_trait::async_trait;
 use improv_kernel::{Between, Control, Event, EventKind, Hook, ObserveError, Observer, Outcome};
 use improv_stage::Stage;
 use improv_store::{Lease, PerformanceRecord, Store, StoreError};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -46,6 +52,45 @@ pub struct WorkerSettings {
     /// The longest wait between two claims when the queue is empty: a fallback, since an idle
     /// worker is woken when work is queued ([`Store::wait_for_work`]).
     pub idle_poll: Duration,
+    /// Props from outside improv attached to each performance (the stage's MCP servers).
+    pub outside: Outside,
+}
+
+/// What attaches props from outside improv to one performance of a stage.
+type AttachFn = dyn Fn(Arc<Stage>) -> Pin<Box<dyn Future<Output = Attached> + Send>> + Send + Sync;
+
+/// The props attached, or why they could not be.
+type Attached = Result<Option<Arc<dyn PropSource>>, String>;
+
+/// Props from outside improv for each performance a worker performs: the stage's MCP servers,
+/// attached by the same function `improv run` uses, which the binary passes in (this crate
+/// cannot name `improv-mcp`, which depends on it). The default attaches nothing.
+#[derive(Clone, Default)]
+pub struct Outside(Option<Arc<AttachFn>>);
+
+impl Outside {
+    /// Attaches with `attach` for each performance.
+    pub fn new<F, Fut>(attach: F) -> Outside
+    where
+        F: Fn(Arc<Stage>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Attached> + Send + 'static,
+    {
+        Outside(Some(Arc::new(move |stage| Box::pin(attach(stage)))))
+    }
+
+    async fn attach(&self, stage: Arc<Stage>) -> Attached {
+        match &self.0 {
+            Some(attach) => attach(stage).await,
+            None => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for Outside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.0.is_some() { "attached" } else { "none" };
+        write!(f, "Outside({what})")
+    }
 }
 
 /// How one leased performance ended for this worker.
@@ -145,7 +190,7 @@ pub async fn perform(
 ) -> Result<Leased, PerformError> {
     let held = Held::new(store.clone(), lease);
     let renewer = tokio::spawn(renew(held.clone(), settings.lease));
-    let result = perform_held(&held, &record, drain).await;
+    let result = perform_held(&held, &record, &settings.outside, drain).await;
     renewer.abort();
     result
 }
@@ -153,6 +198,7 @@ pub async fn perform(
 async fn perform_held(
     held: &Held,
     record: &PerformanceRecord,
+    outside: &Outside,
     drain: &CancellationToken,
 ) -> Result<Leased, PerformError> {
     let past = match retry(held, || held.store.events(&record.id, 0, 0)).await {
@@ -160,21 +206,9 @@ async fn perform_held(
         Err(e) => return abandon_or(held, e),
     };
     let journal = StoreJournal::start(held.clone());
-    let production = Stage::load(std::path::Path::new(&record.stage))
-        .map_err(|e| PerformError::Stage(e.to_string()))
-        .and_then(|stage| {
-            let mut launch = Launch::new(record.intent.clone());
-            launch.model = record.model.clone();
-            launch.id = Some(record.id.clone());
-            launch.journal = Some(Journal {
-                recorder: journal.clone(),
-                past,
-            });
-            launch.hooks = vec![Arc::new(Drain(drain.clone()))];
-            Production::open(Arc::new(stage), launch)
-        });
+    let production = open(held, record, outside, &journal, past, drain).await;
     let mut production = match production {
-        Ok((production, _notes)) => production,
+        Ok(production) => production,
         Err(e) if held.lost.is_cancelled() => return Ok(Leased::Abandoned(e.to_string())),
         Err(e) => {
             // It cannot be performed here (a stage file that does not load): it ends, failed,
@@ -209,6 +243,36 @@ async fn perform_held(
     }
     finished?;
     end(held, ended.outcome, &ended.reason).await
+}
+
+/// The production of a leased performance, cast as `improv run` casts it (the stage's MCP
+/// servers attached), its events going to the store's journal and its notes read from there.
+async fn open(
+    held: &Held,
+    record: &PerformanceRecord,
+    outside: &Outside,
+    journal: &Arc<StoreJournal>,
+    past: Vec<Event>,
+    drain: &CancellationToken,
+) -> Result<Production, PerformError> {
+    let stage = Stage::load(std::path::Path::new(&record.stage))
+        .map_err(|e| PerformError::Stage(e.to_string()))?;
+    let stage = Arc::new(stage);
+    let mut launch = Launch::new(record.intent.clone());
+    launch.outside = outside.attach(stage.clone()).await.map_err(|e| {
+        PerformError::Stage(format!(
+            "the stage's MCP servers could not be attached: {e}"
+        ))
+    })?;
+    launch.model = record.model.clone();
+    launch.id = Some(record.id.clone());
+    launch.notes = Some(StoreNotes::new(held.store.clone(), &record.id, &past));
+    launch.journal = Some(Journal {
+        recorder: journal.clone(),
+        past,
+    });
+    launch.hooks = vec![Arc::new(Drain(drain.clone()))];
+    Ok(Production::open(stage, launch)?.0)
 }
 
 /// Records the outcome in the store.

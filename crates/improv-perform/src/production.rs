@@ -53,6 +53,9 @@ pub struct Launch {
     pub journal: Option<Journal>,
     /// More hooks between turns, after the production's own (a draining worker's).
     pub hooks: Vec<Arc<dyn Hook>>,
+    /// Where director notes arrive when not in the stage folder's inbox file (a leased
+    /// performance's store).
+    pub notes: Option<crate::inbox::StoreNotes>,
 }
 
 /// A record of events kept elsewhere than the stage folder's log.
@@ -78,6 +81,7 @@ impl Launch {
             outside: None,
             journal: None,
             hooks: Vec::new(),
+            notes: None,
         }
     }
 }
@@ -214,7 +218,10 @@ impl Production {
         };
         let (notes, inbox_hook) = Notes::channel();
         let inbox_hook = Arc::new(inbox_hook);
-        let inbox = Inbox::open(log.dir(), &id, notes.clone());
+        let inbox = match launch.notes.take() {
+            Some(from) => Inbox::from_store(from, notes.clone()),
+            None => Inbox::open(log.dir(), &id, notes.clone()),
+        };
         let mut builder = cast
             .performance(actor)
             .hook(inbox.hook(inbox_hook.clone()))
@@ -303,7 +310,7 @@ impl Production {
                 return ended;
             }
             if let Some(inbox) = &self.inbox {
-                inbox.check();
+                inbox.check().await;
             }
             if !self.pending.pending() {
                 return ended;

@@ -56,6 +56,7 @@ fn settings() -> WorkerSettings {
         lease: Duration::from_secs(30),
         concurrency: 1,
         idle_poll: Duration::from_millis(50),
+        outside: leased::Outside::default(),
     }
 }
 

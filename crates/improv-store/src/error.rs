@@ -36,6 +36,9 @@ pub enum StoreError {
     },
     #[error("no performance {id} in the store {store}")]
     NotFound { store: String, id: String },
+    /// The performance ended: what was meant for it (a note, an answer) would reach no one.
+    #[error("performance {id} has finished, so no actor would read this; start or resume another")]
+    Finished { id: String },
     #[error("performance {id} is already in the store")]
     Exists { id: String },
     /// Anything else the backend reported.

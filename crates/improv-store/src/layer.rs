@@ -5,7 +5,7 @@
 //! forwarded by every wrapper at once instead of each one by hand.
 
 use crate::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, Store, StoreError,
 };
 use async_trait::async_trait;
@@ -115,6 +115,20 @@ pub trait StoreLayer: Send + Sync + 'static {
     ) -> Result<bool, StoreError> {
         self.inner().put(scope, key, value, only_if_absent).await
     }
+    async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
+        self.inner().send_note(performance, text).await
+    }
+    async fn notes(&self, performance: &str, after: u64) -> Result<Vec<Note>, StoreError> {
+        self.inner().notes(performance, after).await
+    }
+    async fn wait_notes(
+        &self,
+        performance: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner().wait_notes(performance, after, timeout).await
+    }
 }
 
 /// Every layer is a store: each method calls the layer's method of the same name (its override,
@@ -210,5 +224,19 @@ impl<T: StoreLayer> Store for T {
         only_if_absent: bool,
     ) -> Result<bool, StoreError> {
         StoreLayer::put(self, scope, key, value, only_if_absent).await
+    }
+    async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
+        StoreLayer::send_note(self, performance, text).await
+    }
+    async fn notes(&self, performance: &str, after: u64) -> Result<Vec<Note>, StoreError> {
+        StoreLayer::notes(self, performance, after).await
+    }
+    async fn wait_notes(
+        &self,
+        performance: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        StoreLayer::wait_notes(self, performance, after, timeout).await
     }
 }

@@ -157,6 +157,17 @@ pub struct OutboxEntry {
     pub created_at: UnixMillis,
 }
 
+/// A director note left for a performance's lead: delivered at its next turn boundary by
+/// whichever worker performs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    pub performance: String,
+    /// Its number among the performance's notes, from 1, in the order they were sent.
+    pub n: u64,
+    pub text: String,
+    pub created_at: UnixMillis,
+}
+
 /// How many performances are in each state, across every worker and machine: what `/metrics`
 /// shows, and what tells an idle worker whether there is work.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,5 +314,22 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         value: &serde_json::Value,
         only_if_absent: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// Leaves a director note for a performance that has not finished (queued or leased);
+    /// returns it numbered. [`StoreError::Finished`] when it ended: no actor would read it.
+    /// Wakes [`Store::wait_notes`] everywhere (NOTIFY).
+    async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError>;
+
+    /// The notes of `performance` numbered after `after`, oldest first.
+    async fn notes(&self, performance: &str, after: u64) -> Result<Vec<Note>, StoreError>;
+
+    /// Waits until `performance` has a note after `after` or it finished, or `timeout` passed;
+    /// returns whether there is something new. Woken by notes sent from any process or machine.
+    async fn wait_notes(
+        &self,
+        performance: &str,
+        after: u64,
+        timeout: Duration,
     ) -> Result<bool, StoreError>;
 }

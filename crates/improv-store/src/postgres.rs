@@ -19,12 +19,12 @@ mod tls;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state, signed,
-    sql_limit, state_name, unsigned,
+    Awaited, Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state,
+    signed, sql_limit, state_name, unsigned,
 };
 use crate::url::split_pg_params;
 use crate::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, State, Store, StoreError, StoreUrl,
 };
 use async_trait::async_trait;
@@ -333,17 +333,54 @@ impl PgStore {
         })
     }
 
-    /// Whether `id` has an event after `after` or finished.
-    async fn ready(&self, id: &str, after: u64) -> Result<bool, StoreError> {
+    /// Whether `what` is there for performance `id`, or it finished.
+    async fn ready(&self, id: &str, what: Awaited) -> Result<bool, StoreError> {
         let rows = self
             .query(
-                "SELECT last_seq, state FROM performances WHERE id = $1",
+                "SELECT p.last_seq, p.state, \
+                 (SELECT COALESCE(MAX(n), 0) FROM notes WHERE performance = p.id) \
+                 FROM performances p WHERE p.id = $1",
                 &[&id],
             )
             .await?;
         let row = rows.first().ok_or_else(|| self.not_found(id))?;
-        let state = parse_state(&self.namer.name, row.get(1))?;
-        Ok(unsigned(row.get(0)) > after || state == State::Finished)
+        if parse_state(&self.namer.name, row.get(1))? == State::Finished {
+            return Ok(true);
+        }
+        Ok(match what {
+            Awaited::Events { after } => unsigned(row.get(0)) > after,
+            Awaited::Notes { after } => unsigned(row.get(2)) > after,
+        })
+    }
+
+    /// Waits until `what` is there for performance `id`, it finished, or `timeout` passed;
+    /// woken by the listener's notifications for `id` (appends, finishes, notes).
+    async fn wait(&self, id: &str, what: Awaited, timeout: Duration) -> Result<bool, StoreError> {
+        let listener = self.listener.get_or_init(|| {
+            Listener::start(self.config.clone(), self.tls.clone(), self.namer.clone())
+        });
+        // Subscribe before looking, so a write between the look and the wait still wakes us.
+        let mut wakes = listener.subscribe();
+        if self.ready(id, what).await? {
+            return Ok(true);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, wakes.recv()).await {
+                Err(_elapsed) => return self.ready(id, what).await,
+                Ok(Ok(Some(performance))) if performance != id => continue,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    // The listener is gone (the store is being dropped): look once more.
+                    return self.ready(id, what).await;
+                }
+                // Ours, a reconnection (notifications may have been missed) or a lag.
+                Ok(_) => {
+                    if self.ready(id, what).await? {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
     }
 
     async fn notify(
@@ -643,31 +680,7 @@ impl Store for PgStore {
         after: u64,
         timeout: Duration,
     ) -> Result<bool, StoreError> {
-        let listener = self.listener.get_or_init(|| {
-            Listener::start(self.config.clone(), self.tls.clone(), self.namer.clone())
-        });
-        // Subscribe before looking, so an append between the look and the wait still wakes us.
-        let mut wakes = listener.subscribe();
-        if self.ready(id, after).await? {
-            return Ok(true);
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, wakes.recv()).await {
-                Err(_elapsed) => return self.ready(id, after).await,
-                Ok(Ok(Some(performance))) if performance != id => continue,
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                    // The listener is gone (the store is being dropped): look once more.
-                    return self.ready(id, after).await;
-                }
-                // Ours, a reconnection (notifications may have been missed) or a lag.
-                Ok(_) => {
-                    if self.ready(id, after).await? {
-                        return Ok(true);
-                    }
-                }
-            }
-        }
+        self.wait(id, Awaited::Events { after }, timeout).await
     }
 
     async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
@@ -876,5 +889,71 @@ impl Store for PgStore {
              ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
         };
         Ok(self.execute(sql, &[&scope, &key, &value]).await? == 1)
+    }
+
+    async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err())?;
+        // The row lock numbers the performance's notes one sender at a time.
+        let rows = tx
+            .query(
+                "SELECT state FROM performances WHERE id = $1 FOR UPDATE",
+                &[&performance],
+            )
+            .await
+            .map_err(self.err())?;
+        let row = rows.first().ok_or_else(|| self.not_found(performance))?;
+        if parse_state(&self.namer.name, row.get(0))? == State::Finished {
+            return Err(StoreError::Finished {
+                id: performance.to_string(),
+            });
+        }
+        let created_at = now_millis();
+        let row = tx
+            .query_one(
+                "INSERT INTO notes (performance, n, text, created_at) \
+                 SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3 FROM notes WHERE performance = $1 \
+                 RETURNING n",
+                &[&performance, &text, &created_at],
+            )
+            .await
+            .map_err(self.err())?;
+        self.notify(&tx, performance).await?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(Note {
+            performance: performance.to_string(),
+            n: unsigned(row.get(0)),
+            text: text.to_string(),
+            created_at,
+        })
+    }
+
+    async fn notes(&self, performance: &str, after: u64) -> Result<Vec<Note>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT n, text, created_at FROM notes WHERE performance = $1 AND n > $2 \
+                 ORDER BY n",
+                &[&performance, &signed(after)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Note {
+                performance: performance.to_string(),
+                n: unsigned(r.get(0)),
+                text: r.get(1),
+                created_at: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn wait_notes(
+        &self,
+        performance: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.wait(performance, Awaited::Notes { after }, timeout)
+            .await
     }
 }

@@ -119,3 +119,12 @@ pub(crate) fn sql_limit(limit: usize) -> i64 {
         i64::try_from(limit).unwrap_or(i64::MAX)
     }
 }
+
+/// What a waiter waits for on one performance; it also ends when the performance finishes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Awaited {
+    /// An event after this seq.
+    Events { after: u64 },
+    /// A director note after this number.
+    Notes { after: u64 },
+}

@@ -7,11 +7,11 @@
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state, signed,
-    sql_limit, state_name, unsigned,
+    Awaited, Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state,
+    signed, sql_limit, state_name, unsigned,
 };
 use crate::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, State, Store, StoreError, StoreUrl,
 };
 use async_trait::async_trait;
@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The schema, one entry per version: entry `i` brings version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE performances (
     id TEXT PRIMARY KEY, stage TEXT NOT NULL, intent TEXT NOT NULL, model TEXT,
     origin TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT, reason TEXT NOT NULL DEFAULT '',
@@ -46,7 +47,13 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (door, created_at) WHERE sent_id IS NULL;
 CREATE TABLE kv (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (scope, key));
-"];
+",
+    "
+CREATE TABLE notes (
+    performance TEXT NOT NULL, n INTEGER NOT NULL, text TEXT NOT NULL,
+    created_at INTEGER NOT NULL, PRIMARY KEY (performance, n)) WITHOUT ROWID;
+",
+];
 
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
 const RECORD: &str = "id, stage, intent, model, origin, state, outcome, reason, worker, epoch, \
@@ -85,6 +92,23 @@ impl SqliteStore {
             name,
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Looks every [`POLL`] until `what` is there for performance `id`, it finished, or
+    /// `timeout` passed; returns whether something is there.
+    async fn wait(&self, id: &str, what: Awaited, timeout: Duration) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let id = id.to_string();
+            let ready = self
+                .call(move |store, conn| ready(store, conn, &id, what))
+                .await?;
+            let now = Instant::now();
+            if ready || now >= deadline {
+                return Ok(ready);
+            }
+            tokio::time::sleep(POLL.min(deadline - now)).await;
+        }
     }
 
     /// Runs `f` on the connection on the blocking pool.
@@ -210,6 +234,29 @@ fn holder(store: &str, tx: &Connection, id: &str) -> Result<Holder, StoreError> 
         epoch: unsigned(row.2),
         last_seq: unsigned(row.3),
     })
+}
+
+/// Whether `what` is there for performance `id`, or it finished.
+fn ready(store: &str, conn: &Connection, id: &str, what: Awaited) -> Result<bool, StoreError> {
+    let holder = holder(store, conn, id)?;
+    if holder.state == State::Finished {
+        return Ok(true);
+    }
+    Ok(match what {
+        Awaited::Events { after } => holder.last_seq > after,
+        Awaited::Notes { after } => last_note(store, conn, id)? > after,
+    })
+}
+
+/// The number of the performance's last note; 0 when none.
+fn last_note(store: &str, conn: &Connection, id: &str) -> Result<u64, StoreError> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(n), 0) FROM notes WHERE performance = ?1",
+        [id],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(unsigned)
+    .map_err(|e| sql_error(store, e))
 }
 
 fn not_found(store: &str, id: &str) -> StoreError {
@@ -534,21 +581,7 @@ impl Store for SqliteStore {
         after: u64,
         timeout: Duration,
     ) -> Result<bool, StoreError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let id = id.to_string();
-            let ready = self
-                .call(move |store, conn| {
-                    let holder = holder(store, conn, &id)?;
-                    Ok(holder.last_seq > after || holder.state == State::Finished)
-                })
-                .await?;
-            let now = Instant::now();
-            if ready || now >= deadline {
-                return Ok(ready);
-            }
-            tokio::time::sleep(POLL.min(deadline - now)).await;
-        }
+        self.wait(id, Awaited::Events { after }, timeout).await
     }
 
     async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
@@ -792,6 +825,68 @@ impl Store for SqliteStore {
             Ok(changed == 1)
         })
         .await
+    }
+
+    async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
+        let (id, text) = (performance.to_string(), text.to_string());
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            if holder(store, &tx, &id)?.state == State::Finished {
+                return Err(StoreError::Finished { id });
+            }
+            let note = Note {
+                n: last_note(store, &tx, &id)? + 1,
+                performance: id,
+                text,
+                created_at: now_millis(),
+            };
+            tx.execute(
+                "INSERT INTO notes (performance, n, text, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![note.performance, signed(note.n), note.text, note.created_at],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(note)
+        })
+        .await
+    }
+
+    async fn notes(&self, performance: &str, after: u64) -> Result<Vec<Note>, StoreError> {
+        let id = performance.to_string();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT n, text, created_at FROM notes WHERE performance = ?1 AND n > ?2 \
+                     ORDER BY n",
+                )
+                .map_err(err)?;
+            let rows = statement
+                .query_map(params![id, signed(after)], |r| {
+                    Ok(Note {
+                        performance: id.clone(),
+                        n: unsigned(r.get(0)?),
+                        text: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                })
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn wait_notes(
+        &self,
+        performance: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.wait(performance, Awaited::Notes { after }, timeout)
+            .await
     }
 }
 

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
 use improv_store::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, OutboxEntry, OutboxKey, OutboxMessage,
+    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
     PerformanceRecord, Store, StoreError, StoreLayer,
 };
 use serde_json::json;
@@ -101,6 +101,15 @@ impl Store for Named {
     async fn wait_for_work(&self, _: Duration) -> Result<(), StoreError> {
         called("wait_for_work")
     }
+    async fn send_note(&self, _: &str, _: &str) -> Result<Note, StoreError> {
+        called("send_note")
+    }
+    async fn notes(&self, _: &str, _: u64) -> Result<Vec<Note>, StoreError> {
+        called("notes")
+    }
+    async fn wait_notes(&self, _: &str, _: u64, _: Duration) -> Result<bool, StoreError> {
+        called("wait_notes")
+    }
 }
 
 /// Overrides nothing.
@@ -189,10 +198,13 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.put("s", "k", &json!(1), false).await),
         reached(store.counts().await),
         reached(store.wait_for_work(ttl).await),
+        reached(store.send_note("p", "n").await),
+        reached(store.notes("p", 0).await),
+        reached(store.wait_notes("p", 0, ttl).await),
     ]
 }
 
-const METHODS: [&str; 22] = [
+const METHODS: [&str; 25] = [
     "describe",
     "migrate",
     "enqueue",
@@ -215,6 +227,9 @@ const METHODS: [&str; 22] = [
     "put",
     "counts",
     "wait_for_work",
+    "send_note",
+    "notes",
+    "wait_notes",
 ];
 
 #[tokio::test]

@@ -95,10 +95,15 @@ enum Command {
     /// Send a director note to a running performance (from another terminal); its lead reads it
     /// before its next model call.
     Note {
-        /// The performance id: the short form `improv log` shows, or a unique prefix.
+        /// The performance id: the short form `improv log` shows, or a unique prefix (the
+        /// full id with --store).
         id: String,
         /// What to tell the cast.
         text: Vec<String>,
+        /// Leave it in the store (or IMPROV_STORE) for whichever worker performs the
+        /// performance: postgres://USER@HOST/DB or sqlite:PATH.
+        #[arg(long, env = store::STORE_ENV, value_name = "URL", hide_env_values = true)]
+        store: Option<String>,
     },
     /// Check a stage: are its capabilities, context, goal, edges, collaboration and feedback
     /// sound? Exits 1 on an error, so CI can gate a stage.
@@ -254,7 +259,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             served?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Note { id, text }) => {
+        Some(Command::Note {
+            id,
+            text,
+            store: Some(store),
+        }) => runtime()?.block_on(store::note(&store, &id, &text.join(" "))),
+        Some(Command::Note { id, text, .. }) => {
             let stage = perform::load_stage(stage_path.as_deref(), true)?;
             let id = improv_perform::send_note(&perform::state_dir(&stage), &id, &text.join(" "))?;
             eprintln!("note sent to {id}; its lead reads it before its next turn");

@@ -1,5 +1,6 @@
 //! The shared store from the command line: `improv store migrate`, `improv run --detach`
-//! (enqueue for the workers) and `improv show --follow` (watch from anywhere). Every command
+//! (enqueue for the workers), `improv show --follow` (watch from anywhere) and `improv note`
+//! (direct a leased performance from anywhere). Every command
 //! names the store by `--store URL` or `IMPROV_STORE`; a URL reaches a message only with its
 //! password hidden (`StoreUrl::redacted`).
 
@@ -122,4 +123,20 @@ pub async fn follow(store: &str, id: &str, json: bool, verbose: bool) -> Result<
             store.wait_events(id, after, Duration::from_secs(5)).await?;
         }
     }
+}
+
+/// `improv note --store URL ID TEXT`: leaves a director note in the store; the worker
+/// performing the performance hands it to its lead at the next turn boundary.
+pub async fn note(store: &str, id: &str, text: &str) -> Result<ExitCode> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(anyhow!("the note is empty: say something to the cast"));
+    }
+    let store = open(store)?;
+    let note = store.send_note(id, text).await?;
+    eprintln!(
+        "note {} sent to {id}; its lead reads it before its next turn",
+        note.n
+    );
+    Ok(ExitCode::SUCCESS)
 }

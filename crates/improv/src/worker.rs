@@ -7,7 +7,7 @@ use crate::shutdown::Shutdown;
 use crate::store::StoreArgs;
 use anyhow::{Context, Result};
 use clap::Args;
-use improv_perform::leased::{self, WorkerSettings};
+use improv_perform::leased::{self, Outside, WorkerSettings};
 use improv_serve::ops::{MeteredStore, Metrics, Ops, OpsServer, Readiness};
 use improv_store::Store;
 use std::net::SocketAddr;
@@ -55,6 +55,12 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
             lease: args.lease,
             concurrency: args.concurrency,
             idle_poll: IDLE_POLL,
+            // Cast as `improv run` casts: the stage's MCP servers attached the same way.
+            outside: Outside::new(|stage| async move {
+                crate::stagecraft::attach_mcp(&stage)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            }),
         };
         eprintln!(
             "improv worker {} · performing from {}",

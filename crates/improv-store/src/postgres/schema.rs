@@ -6,7 +6,8 @@ use crate::StoreError;
 use crate::rows::now_millis;
 
 /// Entry `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE performances (
     id TEXT PRIMARY KEY, stage TEXT NOT NULL, intent TEXT NOT NULL, model TEXT,
     origin TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT, reason TEXT NOT NULL DEFAULT '',
@@ -29,7 +30,13 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (door, created_at) WHERE sent_id IS NULL;
 CREATE TABLE kv (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (scope, key));
-"];
+",
+    "
+CREATE TABLE notes (
+    performance TEXT NOT NULL, n BIGINT NOT NULL, text TEXT NOT NULL,
+    created_at BIGINT NOT NULL, PRIMARY KEY (performance, n));
+",
+];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.
 const LOCK: i64 = 0x0000_696d_7072_6f76;
