@@ -7,11 +7,12 @@ use crate::store::{STORE_ENV, open};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use improv_door::schedule::show;
-use improv_door::{Clock, SystemClock};
+use improv_door::{Clock, Launcher, QueueLauncher, SystemClock};
 use improv_stage::Stage;
 use improv_store::{Store, StoreUrl};
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Subcommand)]
 pub enum DoorCommand {
@@ -43,6 +44,23 @@ pub fn store(stage: &Stage, flag: Option<String>) -> Result<Arc<dyn Store>> {
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the state folder {}", dir.display()))?;
     Ok(improv_store::open(&StoreUrl::Sqlite(dir.join(DOORS_DB)))?)
+}
+
+/// The launcher the doors' firings go through: with a store named (`--store` or
+/// `IMPROV_STORE`), shared by machines, each firing is enqueued there for the `improv worker`s
+/// (`QueueLauncher`; the store's key on the id starts it once, whoever fires it); else `local`
+/// performs it in this process. `stopping` ends the waits for queued firings when serve stops.
+pub fn launcher(
+    flag: Option<&str>,
+    store: &Arc<dyn Store>,
+    local: Arc<dyn Launcher>,
+    stopping: CancellationToken,
+) -> Arc<dyn Launcher> {
+    if flag.is_some_and(|u| !u.trim().is_empty()) {
+        Arc::new(QueueLauncher::new(store.clone(), stopping))
+    } else {
+        local
+    }
 }
 
 #[derive(Args)]

@@ -58,7 +58,11 @@ async fn serve(
     let stopping = shutdown.stopping();
     let tracked = Arc::new(Tracked::new());
     let doors = match reloads {
-        Some(reloads) => Some(open_doors(stage_path, &stage, args.store, reloads, &tracked).await?),
+        Some(reloads) => {
+            let stopping = stopping.clone();
+            let doors = open_doors(stage_path, &stage, args.store, reloads, &tracked, stopping);
+            Some(doors.await?)
+        }
         None => None,
     };
     let server = improv_serve::bind_with_doors(stage.clone(), &args.serve, doors.clone()).await?;
@@ -98,13 +102,16 @@ async fn open_doors(
     stage: &Arc<Stage>,
     store: Option<String>,
     mut reloads: mpsc::UnboundedReceiver<()>,
-    launcher: &Arc<Tracked>,
+    tracked: &Arc<Tracked>,
+    stopping: tokio_util::sync::CancellationToken,
 ) -> Result<Arc<Doors>> {
+    let flag = store.clone();
     let store = door::store(stage, store)?;
+    let launcher = door::launcher(flag.as_deref(), &store, tracked.clone(), stopping);
     let daemon = Daemon::new(
         stage.clone(),
         store.clone(),
-        launcher.clone(),
+        launcher,
         Arc::new(SystemClock),
         Some(improv_channel::door::listeners()),
     );
