@@ -6,6 +6,10 @@
 //! Allowed: `127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`, the bound address, and the names
 //! given with `--allow-host` (the public name behind `--behind-tls-proxy`); a name given without
 //! a port is allowed on any port, or none.
+//!
+//! Except the probes, `/healthz` and `/readyz`: a load balancer or Kubernetes addresses the pod
+//! by its IP, and they carry no data (`ok`, or which check failed), so a rebinding page learns
+//! nothing from them.
 
 use crate::error::ApiError;
 use axum::extract::{Request, State};
@@ -15,6 +19,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// The paths answered whatever the `Host`.
+const PROBES: [&str; 2] = ["/healthz", "/readyz"];
 
 /// The `Host` values a server accepts, lower-cased.
 #[derive(Clone, Debug)]
@@ -100,6 +107,9 @@ pub(crate) async fn check(
     request: Request,
     next: Next,
 ) -> Response {
+    if PROBES.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let host = request
         .headers()
         .get(HOST)

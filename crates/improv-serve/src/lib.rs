@@ -299,6 +299,7 @@ fn ops_routes(hub: &Arc<Hub>, stage: PathBuf, token: Arc<str>) -> Router {
         readiness: ops::Readiness {
             stage: Some(stage),
             store: None,
+            ..Default::default()
         },
         running: Some(Box::new(move || running.len())),
     });

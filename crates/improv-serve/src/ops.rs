@@ -9,6 +9,12 @@
 //! it with `authorization.credentials_file`); a worker has no token, so its listener serves
 //! counts only: no performance id, intent, stage or store appears in a label.
 //!
+//! With a store, each scrape also asks it how many performances are queued, leased and finished
+//! and how many leases are live or expired, across every worker and machine
+//! (`improv_store_performances`, `improv_store_leases`): one query, bounded like `/readyz`'s.
+//! `/readyz` loads the stage file again only when it changed (its modification time or size),
+//! not at every probe.
+//!
 //! The counts come from the events the process already sees: the server's performances through
 //! an [`Observer`] per performance ([`Metrics::observer`]), a worker's through [`MeteredStore`],
 //! which wraps its store and counts what it claims, appends, renews, releases and finishes.
@@ -22,7 +28,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use improv_kernel::{Event, EventKind, ObserveError, Observer, Outcome};
-use improv_store::{Lease, ListFilter, PerformanceRecord, Store, StoreError, StoreLayer};
+use improv_store::{Counts, Lease, ListFilter, PerformanceRecord, Store, StoreError, StoreLayer};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,9 +41,10 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use std::time::SystemTime;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -58,6 +65,50 @@ impl PerformanceState {
             PerformanceState::Running => "running",
         }
     }
+}
+
+/// A performance's state in the store (every worker's), as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum StoreState {
+    Queued,
+    Leased,
+    Finished,
+}
+
+impl StoreState {
+    fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Queued => "queued",
+            StoreState::Leased => "leased",
+            StoreState::Finished => "finished",
+        }
+    }
+}
+
+/// A lease in the store: held by a live worker, or run out (its performance claimable).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum LeaseState {
+    Active,
+    Expired,
+}
+
+impl LeaseState {
+    fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Active => "active",
+            LeaseState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreStateLabel {
+    state: StoreState,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseStateLabel {
+    state: LeaseState,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,7 +148,7 @@ macro_rules! snake_label {
         }
     )*};
 }
-snake_label!(PerformanceState, TokenKind);
+snake_label!(PerformanceState, TokenKind, StoreState, LeaseState);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabel {
@@ -122,6 +173,8 @@ pub struct Metrics {
     tokens: Family<TokenLabel, Counter>,
     cost_usd: Counter<f64, AtomicU64>,
     write_lag: Histogram,
+    store_performances: Family<StoreStateLabel, Gauge>,
+    store_leases: Family<LeaseStateLabel, Gauge>,
     /// The leases a worker holds, by (performance, epoch).
     held: Mutex<HashSet<(String, u64)>>,
     /// When each leased performance's current turn began.
@@ -155,6 +208,8 @@ impl Default for Metrics {
             tokens: Family::default(),
             cost_usd: Counter::default(),
             write_lag: Histogram::new(lag_buckets()),
+            store_performances: Family::default(),
+            store_leases: Family::default(),
             held: Mutex::default(),
             turns: Mutex::default(),
         };
@@ -196,6 +251,16 @@ impl Default for Metrics {
             "From an event's time to its being written",
             m.write_lag.clone(),
         );
+        r.register(
+            "store_performances",
+            "Performances in the store by state, across every worker and machine",
+            m.store_performances.clone(),
+        );
+        r.register(
+            "store_leases",
+            "Leases in the store: active (a live worker holds it) or expired (claimable)",
+            m.store_leases.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -232,6 +297,28 @@ impl Metrics {
                 state: PerformanceState::Running,
             })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the store's counts (every worker's), at each scrape.
+    pub fn set_store_counts(&self, counts: &Counts) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for (state, n) in [
+            (StoreState::Queued, counts.queued),
+            (StoreState::Leased, counts.leased),
+            (StoreState::Finished, counts.finished),
+        ] {
+            self.store_performances
+                .get_or_create(&StoreStateLabel { state })
+                .set(gauge(n));
+        }
+        for (state, n) in [
+            (LeaseState::Active, counts.active_leases()),
+            (LeaseState::Expired, counts.expired),
+        ] {
+            self.store_leases
+                .get_or_create(&LeaseStateLabel { state })
+                .set(gauge(n));
+        }
     }
 
     /// An observer for one performance: it counts the events the performance's log wrote.
@@ -377,24 +464,65 @@ impl NotReady {
 /// What `/readyz` checks.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    /// The stage file, loaded again at each check.
+    /// The stage file, loaded again when it changed since the last check.
     pub stage: Option<PathBuf>,
     /// The store, asked for one performance at each check.
     pub store: Option<Arc<dyn Store>>,
+    /// What the last load of the stage file found, and how many loads there were.
+    pub seen: Arc<StageSeen>,
+}
+
+/// The stage file as `/readyz` last loaded it: a probe every few seconds must not parse it
+/// (and every file it names) each time, so it is loaded again only when its modification
+/// time or size changed.
+#[derive(Default)]
+pub struct StageSeen {
+    last: Mutex<Option<(FileStamp, bool)>>,
+    loads: AtomicU64,
+}
+
+/// What tells that a file changed without reading it.
+type FileStamp = (SystemTime, u64);
+
+impl StageSeen {
+    /// How many times the stage file was loaded.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Whether the stage file at `path` loads, from the last load when it did not change.
+    async fn loads_now(&self, path: &std::path::Path) -> Result<(), String> {
+        let stamp = std::fs::metadata(path)
+            .and_then(|m| Ok((m.modified()?, m.len())))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some((seen, ok)) = *lock(&self.last)
+            && seen == stamp
+        {
+            return if ok {
+                Ok(())
+            } else {
+                Err("unchanged since it failed to load".into())
+            };
+        }
+        let path = path.to_path_buf();
+        let loaded = tokio::task::spawn_blocking(move || improv_stage::Stage::load(&path))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map(drop).map_err(|e| e.to_string()));
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last) = Some((stamp, loaded.is_ok()));
+        loaded
+    }
 }
 
 impl Readiness {
     /// The first check that fails, or `Ok`. The details go to the log.
     pub async fn check(&self) -> Result<(), NotReady> {
-        if let Some(path) = self.stage.clone() {
-            let loaded = tokio::task::spawn_blocking(move || improv_stage::Stage::load(&path))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map(drop).map_err(|e| e.to_string()));
-            if let Err(e) = loaded {
-                tracing::warn!("not ready: {e}");
-                return Err(NotReady::Stage);
-            }
+        if let Some(path) = &self.stage
+            && let Err(e) = self.seen.loads_now(path).await
+        {
+            tracing::warn!("not ready: {e}");
+            return Err(NotReady::Stage);
         }
         if let Some(store) = &self.store {
             let asked = store.list(&ListFilter {
@@ -462,6 +590,14 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
 async fn scrape(State(ops): State<Arc<Ops>>) -> Response {
     if let Some(running) = &ops.running {
         ops.metrics.set_running(running());
+    }
+    if let Some(store) = &ops.readiness.store {
+        // An unanswered store leaves the last counts; `/readyz` says it is unavailable.
+        match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.counts()).await {
+            Ok(Ok(counts)) => ops.metrics.set_store_counts(&counts),
+            Ok(Err(e)) => tracing::warn!("metrics: cannot count the store: {e}"),
+            Err(_) => tracing::warn!("metrics: the store {} did not answer", store.describe()),
+        }
     }
     ([(CONTENT_TYPE, EXPOSITION)], ops.metrics.encode()).into_response()
 }

@@ -82,6 +82,7 @@ async fn serve_ops(addr: SocketAddr, store: Arc<dyn Store>) -> Result<Arc<dyn St
         readiness: Readiness {
             stage: None,
             store: Some(store.clone()),
+            ..Default::default()
         },
         running: None,
     });
