@@ -114,15 +114,23 @@ struct Door {
 }
 
 impl Door {
+    /// The door, once it has opened its INBOX.
     async fn open(
         dovecot: &Dovecot,
         smtp: &Smtp,
         allow: &[&str],
         scripts: Vec<Vec<ScriptedTurn>>,
     ) -> Door {
+        let config = settings(dovecot.port, smtp.port);
+        let door = Door::spawn(config, allow, scripts);
+        opened(door.store.as_ref(), "mail").await;
+        door
+    }
+
+    /// The door, watching (or trying to reach) its INBOX.
+    fn spawn(config: EmailDoor, allow: &[&str], scripts: Vec<Vec<ScriptedTurn>>) -> Door {
         let store = Arc::new(TestStore::default());
         let performer = Arc::new(KernelPerformer::new(scripts));
-        let config = settings(dovecot.port, smtp.port);
         let sender = email::smtp::Smtp::new("mail", &config, Some(login()), store.clone()).unwrap();
         let allow: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
         let door = Arc::new(ChatDoor {
@@ -143,7 +151,6 @@ impl Door {
             let cancel = cancel.clone();
             async move { imap::listen(&inbox, &door, cancel).await }
         });
-        opened(store.as_ref(), "mail").await;
         Door {
             store,
             performer,
@@ -439,6 +446,28 @@ fn assert_fenced(text: &str, attack: &str) {
     assert!(
         !inside.iter().any(|l| l.trim() == fence),
         "a line inside closes the fence:\n{text}"
+    );
+}
+
+/// TLS is verified: an IMAP server (imaps) whose certificate no public root signed, here a
+/// self-signed one for 127.0.0.1, is told "unknown CA" by the door, which never sends its login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_certificate_does_not_verify_never_sees_the_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let dovecot = Dovecot::start_self_signed(dir.path());
+    let mut config = settings(dovecot.port, 1);
+    config.imap.implicit_tls = true;
+    let door = Door::spawn(config, &["alice@example.com"], vec![]);
+    let seen = dovecot
+        .wait_log(&["alert unknown ca", "Login: user=<bot>"])
+        .await;
+    door.cancel.cancel();
+    door.running.await.unwrap().unwrap();
+    assert_eq!(seen, "alert unknown ca", "{}", dovecot.log());
+    assert!(!dovecot.log().contains("Login: user="), "{}", dovecot.log());
+    assert_eq!(
+        imap::position(door.store.as_ref(), "mail").await.unwrap(),
+        None
     );
 }
 

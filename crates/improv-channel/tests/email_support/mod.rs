@@ -45,6 +45,19 @@ fn wait_greeting(port: u16, greeting: &str, log: &Path) {
     );
 }
 
+/// Waits until something listens on `port`, or panics with the server's log.
+fn wait_listening(port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the server on port {port} did not start; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn id(flag: &str, user: Option<&str>) -> u32 {
     let out = Command::new("id")
         .arg(flag)
@@ -67,7 +80,39 @@ pub struct Dovecot {
 }
 
 impl Dovecot {
+    /// Plain IMAP on a loopback port.
     pub fn start(root: &Path) -> Dovecot {
+        Dovecot::start_with(root, None)
+    }
+
+    /// IMAP over TLS from the first byte (imaps) with a certificate no public root signed.
+    pub fn start_self_signed(root: &Path) -> Dovecot {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+                .unwrap();
+        let pem = (certified.cert.pem(), certified.signing_key.serialize_pem());
+        Dovecot::start_with(root, Some(pem))
+    }
+
+    /// What Dovecot logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// Waits (at most a minute) until the log holds one of `lines`; returns the one it holds.
+    pub async fn wait_log(&self, lines: &[&'static str]) -> &'static str {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            if let Some(line) = lines.iter().find(|l| log.contains(**l)) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "none of {lines:?} in:\n{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn start_with(root: &Path, tls: Option<(String, String)>) -> Dovecot {
         let Some(binary) = dovecot() else {
             panic!(
                 "dovecot is not installed; the email tests read mail from a real IMAP server: \
@@ -107,6 +152,16 @@ impl Dovecot {
         }
         let port = free_port();
         let d = dir.display();
+        let (ssl, imap_port, imaps_port) = match &tls {
+            None => ("ssl = no".to_string(), port, 0),
+            Some((cert, key)) => {
+                std::fs::write(dir.join("cert.pem"), cert).unwrap();
+                std::fs::write(dir.join("key.pem"), key).unwrap();
+                let ssl =
+                    format!("ssl = required\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem");
+                (ssl, 0, port)
+            }
+        };
         std::fs::write(
             dir.join("dovecot.conf"),
             format!(
@@ -115,7 +170,7 @@ state_dir = {d}/state
 log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
@@ -135,10 +190,11 @@ service imap-login {{
   chroot =
   inet_listener imap {{
     address = 127.0.0.1
-    port = {port}
+    port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 service anvil {{
@@ -156,7 +212,11 @@ service anvil {{
             .spawn()
             .unwrap();
         let log = dir.join("dovecot.log");
-        wait_greeting(port, "* OK", &log);
+        match tls {
+            None => wait_greeting(port, "* OK", &log),
+            // A TLS server greets only after a handshake: its port taking connections is enough.
+            Some(_) => wait_listening(port, &log),
+        }
         Dovecot { port, child, dir }
     }
 
