@@ -23,6 +23,7 @@ pub mod inbox;
 pub mod leased;
 pub mod production;
 mod routines;
+pub use routines::learn_routines;
 
 pub use cast::PropSource;
 pub use error::PerformError;

@@ -10,7 +10,7 @@ use crate::cast::{Edges, Hints, wrap};
 use crate::feedback;
 use improv_feedback::{Judge, Verdict};
 use improv_kernel::{Ended, EventKind, Outcome, Performance, Prop, ToolCall};
-use improv_routine::{Repertoire, Routine, RoutineProp};
+use improv_routine::{Repertoire, Routine, RoutineProp, Settled};
 use improv_stage::{CheckOn, Stage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub(crate) struct Replay {
     routine: Routine,
     values: BTreeMap<String, String>,
     repertoire: Repertoire,
+    /// The ledger's settled schemas, when a step's guard names one.
+    settled: Option<Arc<dyn Settled>>,
 }
 
 /// The routine that performs `intent` without a model, when `[routines] replay` is on and an
@@ -39,10 +41,12 @@ pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
         return None;
     }
     let (routine, values) = (routine.clone(), values);
+    let settled = guards_settled(&routine).then(|| settled(stage)).flatten();
     Some(Replay {
         routine,
         values,
         repertoire,
+        settled,
     })
 }
 
@@ -69,6 +73,52 @@ fn open(stage: &Stage) -> Option<Repertoire> {
         }
     }
     Some(repertoire)
+}
+
+/// Whether a step of `routine` guards its output with a settled schema.
+fn guards_settled(routine: &Routine) -> bool {
+    routine.steps.iter().any(|s| s.guard.settled.is_some())
+}
+
+/// The stage ledger's settled schemas, judged by the ledger itself; `None` when the stage has
+/// no ledger (nothing can be settled) or it cannot be opened (reported).
+fn settled(stage: &Stage) -> Option<Arc<dyn Settled>> {
+    let dir = crate::state_dir(stage);
+    if !dir.join(improv_ledger::LEDGER_FILE).exists() {
+        return None;
+    }
+    match improv_ledger::Ledger::open_in(&dir, crate::cast::ledger_options(stage)) {
+        Ok(ledger) => Some(Arc::new(LedgerSettled(ledger))),
+        Err(e) => {
+            tracing::warn!("settled schemas are not checked: {e}");
+            None
+        }
+    }
+}
+
+/// The ledger as routine guards consult it.
+struct LedgerSettled(improv_ledger::Ledger);
+
+impl Settled for LedgerSettled {
+    fn collections(&self) -> Vec<String> {
+        match self.0.collections() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|c| c.settled.is_some())
+                .map(|c| c.name)
+                .collect(),
+            Err(e) => {
+                tracing::warn!("settled schemas are not learned: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn violation(&self, collection: &str, entry: &serde_json::Value) -> Option<String> {
+        self.0
+            .check_entry(collection, entry)
+            .unwrap_or_else(|e| Some(format!("the ledger cannot check it: {e}")))
+    }
 }
 
 /// Whether every value bound from the intent is one plain word, when a step of the routine may
@@ -111,6 +161,7 @@ pub(crate) async fn replay(
         mut routine,
         values,
         mut repertoire,
+        settled,
     } = chosen;
     let name = routine.name.clone();
     let mut out = Replayed {
@@ -164,7 +215,7 @@ pub(crate) async fn replay(
                 return out;
             }
         };
-        if let Some(why) = call.guard.deviation(ok, &output) {
+        if let Some(why) = call.guard.deviation(ok, &output, settled.as_deref()) {
             deviation = Some(format!("step {step} (`{}`) deviated: {why}", call.prop));
             break;
         }
@@ -263,11 +314,20 @@ pub(crate) fn offer(
         return (Vec::new(), None);
     };
     let has = |name: &str| props.iter().any(|p| p.spec().name == name);
-    let offered: Vec<Arc<dyn Prop>> = repertoire
+    let usable: Vec<&Routine> = repertoire
         .approved()
         .filter(|r| r.steps.iter().all(|s| has(&s.prop)))
+        .collect();
+    let settled = usable
+        .iter()
+        .any(|r| guards_settled(r))
+        .then(|| settled(stage))
+        .flatten();
+    let offered: Vec<Arc<dyn Prop>> = usable
+        .into_iter()
         .map(|r| {
-            let prop: Arc<dyn Prop> = Arc::new(RoutineProp::new(r.clone(), props.to_vec()));
+            let prop: Arc<dyn Prop> =
+                Arc::new(RoutineProp::new(r.clone(), props.to_vec(), settled.clone()));
             wrap(prop, edges, hints)
         })
         .collect();
@@ -279,14 +339,27 @@ pub(crate) fn offer(
     (offered, Some(line.to_string()))
 }
 
+/// Learns from every converged performance of the stage into its routines, with the ledger's
+/// settled schemas for the guards: after each converged performance, and `improv routines learn`.
+pub fn learn_routines(
+    stage: &Stage,
+) -> Result<improv_routine::Learned, improv_routine::RoutineError> {
+    let settled = settled(stage);
+    improv_routine::learn_from_log(
+        &stage.dir,
+        &crate::state_dir(stage),
+        stage.routines.auto_approve,
+        settled.as_deref(),
+    )
+}
+
 /// Learns from the stage's converged performances after one converged; what was proposed is
 /// reported, a failure too, and neither changes the performance's outcome.
 pub(crate) fn learn(stage: &Stage) {
     if !stage.routines.learn {
         return;
     }
-    let state = crate::state_dir(stage);
-    match improv_routine::learn_from_log(&stage.dir, &state, stage.routines.auto_approve) {
+    match learn_routines(stage) {
         Ok(learned) => {
             for name in &learned.proposed {
                 tracing::info!(
@@ -331,6 +404,7 @@ mod tests {
                 guard: Guard {
                     ok: true,
                     output: Shape::NonEmpty,
+                    settled: None,
                 },
                 args,
             }],

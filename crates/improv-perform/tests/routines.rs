@@ -175,7 +175,7 @@ async fn an_unconverged_performance_does_not_teach() {
     assert_eq!(summary.outcome, Outcome::Exhausted, "{}", summary.reason);
     // Only a converged performance starts the learner; run it over every log, as
     // `improv routines learn` does.
-    let learned = improv_routine::learn_from_log(d, &d.join(".improv"), false).unwrap();
+    let learned = improv_routine::learn_from_log(d, &d.join(".improv"), false, None).unwrap();
     assert!(learned.proposed.is_empty(), "{learned:?}");
     assert!(
         Repertoire::open(d).unwrap().routines.is_empty(),
@@ -462,4 +462,108 @@ async fn the_steps_of_a_routine_prop_count_against_the_tool_call_budget() {
         output.contains("step 2 not run: tool-call budget spent: 2 of 2 calls"),
         "{output}"
     );
+}
+
+/// A stage whose lead looks a person up in the ledger's `inbox` and writes the greeting. The
+/// ledger has settled the shape of `people`, which the inbox's entries have (the inbox is not
+/// settled, so it takes any shape: Dora's age is text).
+fn people_stage(dir: &Path, server: &MockServer) {
+    let text = format!(
+        r#"
+[[actor]]
+name = "lead"
+model = "openai/gpt-5-mini"
+base_url = "{}/v1"
+props = ["query", "write"]
+
+[feedback]
+max_attempts = 1
+
+[[feedback.check]]
+name = "greeting"
+file = "greeting.txt"
+contains = "Dear"
+"#,
+        server.url()
+    );
+    std::fs::write(dir.join("stage.toml"), text).unwrap();
+    let ledger = improv_ledger::Ledger::open_in(
+        dir.join(".improv"),
+        improv_ledger::LedgerOptions::default(),
+    )
+    .unwrap();
+    let who = improv_ledger::Provenance::new("setup", "director");
+    for (name, age) in [("Ann", 30), ("Ben", 41), ("Cy", 25)] {
+        let entry = serde_json::json!({"name": name, "age": age});
+        ledger.record("people", entry, &who).unwrap();
+    }
+    ledger.settle("people").unwrap();
+    for (name, age) in [
+        ("Alice", serde_json::json!(33)),
+        ("Bob", serde_json::json!(41)),
+        ("Dora", serde_json::json!("unknown")),
+    ] {
+        let entry = serde_json::json!({"name": name, "age": age});
+        ledger.record("inbox", entry, &who).unwrap();
+    }
+}
+
+/// What a competent lead does for "Greet NAME from the inbox": looks them up, writes.
+fn look_up(server: &MockServer, name: &str) {
+    let query = serde_json::json!({"collection": "inbox", "where": {"name": name}});
+    server.push(openai_chat::tool_calls(&[(
+        "call_q",
+        "query",
+        &query.to_string(),
+    )]));
+    let write = serde_json::json!({"path": "greeting.txt", "content": format!("Dear {name}")});
+    server.push(openai_chat::tool_calls(&[(
+        "call_w",
+        "write",
+        &write.to_string(),
+    )]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_output_no_longer_fits_its_settled_schema_hands_over_with_the_deviation() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    people_stage(d, &server);
+    for name in ["Alice", "Bob"] {
+        look_up(&server, name);
+        let (summary, _) = perform(d, &format!("Greet {name} from the inbox")).await;
+        assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+    }
+    let repertoire = Repertoire::open(d).unwrap();
+    assert_eq!(repertoire.routines.len(), 1, "{:#?}", repertoire.routines);
+    let routine = &repertoire.routines[0];
+    assert_eq!(
+        routine.steps[0].guard.settled.as_deref(),
+        Some("people"),
+        "the query's outputs were entries fitting the settled `people`"
+    );
+    let name = routine.name.clone();
+    approve(d, &name);
+
+    // Dora's entry has the settled shape's fields, but her age is no number.
+    let before = server.requests().len();
+    server.push(openai_chat::text("Dora's age is not a number; I stop."));
+    let (_, events) = perform(d, "Greet Dora from the inbox").await;
+    let greeting = std::fs::read_to_string(d.join("greeting.txt")).unwrap();
+    assert!(!greeting.contains("Dora"), "step 2 did not run");
+    let requests = server.requests();
+    assert_eq!(requests.len(), before + 1, "the lead took over");
+    let messages = requests[before].json().unwrap()["messages"].to_string();
+    assert!(
+        messages.contains(
+            "step 1 (`query`) deviated: its output no longer fits the settled schema of `people`"
+        ) && messages.contains("age"),
+        "the deviation is in the lead's context: {messages}"
+    );
+    let finished = events.iter().find_map(|e| match &e.kind {
+        EventKind::RoutineFinished { ok, steps_run, .. } => Some((*ok, *steps_run)),
+        _ => None,
+    });
+    assert_eq!(finished, Some((false, 0)));
 }

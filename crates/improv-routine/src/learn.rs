@@ -9,7 +9,7 @@
 //! units are words of the intent matched at word boundaries inside argument strings.
 
 use crate::RoutineError;
-use crate::guard::{Guard, Shape};
+use crate::guard::{Guard, Settled, Shape};
 use crate::practice::Practice;
 use crate::routine::{Parameter, Provenance, Record, Repertoire, Routine, Stability, Status, Step};
 use crate::template::{Piece, Template, escape};
@@ -30,13 +30,15 @@ pub struct Learned {
 }
 
 /// Learns from `practices` into `repertoire` and writes every routine that changed.
+/// `settled` is the ledger's settled schemas, for guards on steps whose outputs were entries.
 pub fn learn(
     repertoire: &mut Repertoire,
     practices: &[Practice],
     auto_approve: bool,
+    settled: Option<&dyn Settled>,
 ) -> Result<Learned, RoutineError> {
     let mut learned = Learned::default();
-    for candidate in propose(practices) {
+    for candidate in propose(practices, settled) {
         if repertoire
             .routines
             .iter()
@@ -99,7 +101,9 @@ fn reconcile(routine: &mut Routine, practices: &[Practice]) {
 }
 
 /// The routines the practices propose: one per skeleton that converged in two or more of them.
-pub fn propose(practices: &[Practice]) -> Vec<Routine> {
+/// A step whose outputs were all entries fitting a collection of `settled` guards that they
+/// still do.
+pub fn propose(practices: &[Practice], settled: Option<&dyn Settled>) -> Vec<Routine> {
     let mut by_shape: BTreeMap<String, Vec<&Practice>> = BTreeMap::new();
     for p in practices {
         by_shape.entry(shape(p)).or_default().push(p);
@@ -113,7 +117,7 @@ pub fn propose(practices: &[Practice]) -> Vec<Routine> {
             by_template.entry(a.intent.clone()).or_default().push(a);
         }
         for runs in by_template.into_values().filter(|r| r.len() >= 2) {
-            out.push(routine_of(&runs));
+            out.push(routine_of(&runs, settled));
         }
     }
     out
@@ -244,7 +248,7 @@ fn abstract_practice(p: &Practice, common: &BTreeSet<String>) -> Abstracted {
 
 /// The routine that runs with the same intent template agree on; arguments that still differ
 /// become parameters of their own.
-fn routine_of(runs: &[Abstracted]) -> Routine {
+fn routine_of(runs: &[Abstracted], settled: Option<&dyn Settled>) -> Routine {
     let first = &runs[0];
     let mut names: Vec<String> = Template::parse(&first.intent)
         .map(|t| t.holes().into_iter().map(str::to_string).collect())
@@ -260,9 +264,11 @@ fn routine_of(runs: &[Abstracted]) -> Routine {
         let mut args = args.clone();
         let others: Vec<&Value> = runs[1..].iter().map(|r| &r.steps[i].1).collect();
         free_holes(&mut args, &others, "", &mut names, &mut examples);
+        let outputs = runs.iter().map(|r| r.outputs[i].as_str());
         let guard = Guard {
             ok: true,
-            output: Shape::common(runs.iter().map(|r| r.outputs[i].as_str())),
+            output: Shape::common(outputs.clone()),
+            settled: settled.and_then(|s| crate::guard::settled_shape(s, outputs)),
         };
         let args = match args {
             Value::Object(map) => without_nulls(map),
@@ -605,7 +611,7 @@ mod tests {
                 ("bash", json!({"command": "wc -c notes.md"})),
             ],
         );
-        let routines = propose(&[a, b]);
+        let routines = propose(&[a, b], None);
         assert_eq!(routines.len(), 1, "{routines:#?}");
         let r = &routines[0];
         assert_eq!(r.intent, "Write {path} containing {content}");
@@ -630,8 +636,8 @@ mod tests {
             "Write b.txt containing x2",
             &[("edit", json!({"path": "b.txt", "content": "x2"}))],
         );
-        assert!(propose(std::slice::from_ref(&a)).is_empty());
-        assert!(propose(&[a, b]).is_empty());
+        assert!(propose(std::slice::from_ref(&a), None).is_empty());
+        assert!(propose(&[a, b], None).is_empty());
     }
 
     #[test]
@@ -646,7 +652,7 @@ mod tests {
             "Stamp the log",
             &[("write", json!({"path": "log", "content": "14:00"}))],
         );
-        let r = &propose(&[a, b])[0];
+        let r = &propose(&[a, b], None)[0];
         assert_eq!(r.steps[0].args["content"], "{content}");
         assert_eq!(r.steps[0].args["path"], "log");
         assert!(!r.replayable());

@@ -20,7 +20,7 @@ pub mod routine;
 pub mod skill;
 pub mod template;
 
-pub use guard::{Guard, Shape};
+pub use guard::{Guard, Settled, Shape};
 pub use learn::{Learned, learn};
 pub use practice::{Practice, Unfit};
 pub use prop::RoutineProp;
@@ -63,14 +63,16 @@ pub fn now_at() -> time::OffsetDateTime {
 }
 
 /// Learns from every converged performance in the stage's log (`state_dir`, the stage's
-/// `.improv/`) into the routines beside the stage (`stage_dir/routines/`).
+/// `.improv/`) into the routines beside the stage (`stage_dir/routines/`); `settled` is the
+/// stage ledger's settled schemas, when it has a ledger.
 pub fn learn_from_log(
     stage_dir: &std::path::Path,
     state_dir: &std::path::Path,
     auto_approve: bool,
+    settled: Option<&dyn Settled>,
 ) -> Result<Learned, RoutineError> {
     let log = improv_log::EventLog::open(state_dir)?;
     let practices = practice::from_log(&log)?;
     let mut repertoire = Repertoire::open(stage_dir)?;
-    learn::learn(&mut repertoire, &practices, auto_approve)
+    learn::learn(&mut repertoire, &practices, auto_approve, settled)
 }

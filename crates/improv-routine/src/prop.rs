@@ -6,7 +6,7 @@
 //! (Ctrl-C, a lost lease). It stops at the first step whose result fails its guard, or that a
 //! budget refuses, and says what happened, so the actor goes on from there.
 
-use crate::guard::clip;
+use crate::guard::{Settled, clip};
 use crate::routine::Routine;
 use async_trait::async_trait;
 use improv_kernel::{Access, EventKind, Prop, PropContext, PropError, ToolCall, ToolSpec};
@@ -19,10 +19,16 @@ pub struct RoutineProp {
     spec: ToolSpec,
     /// The actor's props, each already wrapped in the edges.
     props: Vec<Arc<dyn Prop>>,
+    /// The ledger's settled schemas, for steps guarded by one.
+    settled: Option<Arc<dyn Settled>>,
 }
 
 impl RoutineProp {
-    pub fn new(routine: Routine, props: Vec<Arc<dyn Prop>>) -> Self {
+    pub fn new(
+        routine: Routine,
+        props: Vec<Arc<dyn Prop>>,
+        settled: Option<Arc<dyn Settled>>,
+    ) -> Self {
         let properties: serde_json::Map<String, serde_json::Value> = routine
             .parameters
             .iter()
@@ -42,6 +48,7 @@ impl RoutineProp {
             routine,
             spec,
             props,
+            settled,
         }
     }
 
@@ -87,7 +94,7 @@ impl RoutineProp {
                 Ok(o) => (true, o),
                 Err(e) => (false, e.into_message()),
             };
-            if let Some(why) = call.guard.deviation(ok, &output) {
+            if let Some(why) = call.guard.deviation(ok, &output, self.settled.as_deref()) {
                 let prop = &call.prop;
                 return Err((step, format!("step {step} (`{prop}`) deviated: {why}")));
             }
@@ -226,7 +233,7 @@ mod tests {
     async fn a_stopped_performance_replays_no_further_step() {
         let (first, second) = (probe("first", true), probe("second", false));
         let props: Vec<Arc<dyn Prop>> = vec![first.clone(), second.clone()];
-        let prop = RoutineProp::new(routine(&["first", "second"]), props);
+        let prop = RoutineProp::new(routine(&["first", "second"]), props, None);
         let dir = tempfile::tempdir().unwrap();
         let context = PropContext::new(dir.path(), "lead", "p1");
         let err = prop

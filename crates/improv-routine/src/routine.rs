@@ -515,6 +515,7 @@ mod tests {
                 guard: Guard {
                     ok: true,
                     output: Shape::NonEmpty,
+                    settled: None,
                 },
                 args,
             }],

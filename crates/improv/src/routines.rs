@@ -50,9 +50,7 @@ pub fn run(stage: &Stage, command: Option<RoutinesCommand>) -> Result<ExitCode> 
         RoutinesCommand::Reject { name } => decide(stage, &name, Status::Rejected),
         RoutinesCommand::Retire { name } => decide(stage, &name, Status::Retired),
         RoutinesCommand::Learn => {
-            let state = improv_perform::state_dir(stage);
-            let learned =
-                improv_routine::learn_from_log(&stage.dir, &state, stage.routines.auto_approve)?;
+            let learned = improv_perform::learn_routines(stage)?;
             for name in &learned.proposed {
                 eprintln!("proposed {name} (routines/{name}.toml)");
             }

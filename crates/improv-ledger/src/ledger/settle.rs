@@ -303,6 +303,17 @@ impl Ledger {
             .map(|s| s.schema.clone()))
     }
 
+    /// Why `entry` breaks the settled schema of `collection`, in the words a refused write
+    /// gets, or `None` when it fits or the collection is not settled. What a routine's guard asks
+    /// of a replayed step's output, so it is judged exactly as a write would be.
+    pub fn check_entry(&self, collection: &str, entry: &Value) -> Result<Option<String>> {
+        check_collection_name(collection)?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let state = load_fresh(&inner.conn, &mut inner.cache, collection)?;
+        Ok(self.violations(state, entry))
+    }
+
     /// The settled schemas of `collections` (all settled collections when empty), compact, for
     /// an actor's system prompt. Empty when none is settled.
     pub fn context_for(&self, collections: &[&str]) -> Result<String> {
