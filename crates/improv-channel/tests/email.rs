@@ -129,7 +129,16 @@ impl Door {
 
     /// The door, watching (or trying to reach) its INBOX.
     fn spawn(config: EmailDoor, allow: &[&str], scripts: Vec<Vec<ScriptedTurn>>) -> Door {
-        let store = Arc::new(TestStore::default());
+        Door::spawn_on(Arc::new(TestStore::default()), config, allow, scripts)
+    }
+
+    /// The door on `store` (a restarted daemon's: the same file, reopened).
+    fn spawn_on(
+        store: Arc<TestStore>,
+        config: EmailDoor,
+        allow: &[&str],
+        scripts: Vec<Vec<ScriptedTurn>>,
+    ) -> Door {
         let performer = Arc::new(KernelPerformer::new(scripts));
         let sender = email::smtp::Smtp::new("mail", &config, Some(login()), store.clone()).unwrap();
         let allow: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
@@ -368,6 +377,55 @@ async fn a_stranger_gets_a_pairing_code_and_nothing_is_performed() {
     assert!(text(&got[2]).contains("now that we're paired"));
     assert_eq!(door.performer.count(), 2);
     door.close().await;
+}
+
+/// Where the INBOX was read up to survives a restart: mail that arrived while the door was down
+/// is answered once it is back, and mail answered before is not answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_that_arrives_while_the_door_is_down_is_answered_once_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let dovecot = Dovecot::start(dir.path());
+    let smtp = Smtp::start(dir.path());
+    let alice = &["alice@example.com"];
+    let before = Door::open(&dovecot, &smtp, alice, vec![replies("First.")]).await;
+    dovecot
+        .append(&mail(
+            "r1@example.com",
+            "alice@example.com",
+            "one",
+            "",
+            "One?",
+        ))
+        .await;
+    smtp.wait_received(1).await;
+    let store = before.store.clone();
+    before.close().await;
+
+    dovecot
+        .append(&mail(
+            "r2@example.com",
+            "alice@example.com",
+            "two",
+            "",
+            "Two?",
+        ))
+        .await;
+    let config = settings(dovecot.port, smtp.port);
+    let after = Door::spawn_on(
+        Arc::new(store.reopen()),
+        config,
+        alice,
+        vec![replies("Second.")],
+    );
+    let got = smtp.wait_received(2).await;
+    assert_eq!(header(&got[1], "In-Reply-To").unwrap(), "<r2@example.com>");
+    assert_eq!(
+        after.performer.count(),
+        1,
+        "only the mail that arrived while down"
+    );
+    after.close().await;
+    assert_eq!(smtp.received().len(), 2);
 }
 
 /// A mail whose body speaks as the director, and tries to close the fence, reaches the model
