@@ -274,6 +274,24 @@ impl Routine {
         true
     }
 
+    /// What a listing shows of it (`improv routines list --json`, the API's `GET /routines`):
+    /// name, status, stability, intent, steps, the runs behind it and its record.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "status": self.status.as_str(),
+            "stability": self.stability.as_str(),
+            "intent": self.intent,
+            "steps": self.steps.len(),
+            "performances": self.provenance.performances.len(),
+            "uses": self.record.uses,
+            "fallbacks": self.record.fallbacks,
+            "last_success": self.record.last_success,
+            "last_used": self.record.last_used,
+            "retired_because": self.retired_because,
+        })
+    }
+
     /// The file's text.
     pub fn to_toml(&self) -> Result<String, RoutineError> {
         let body = toml::to_string(self).map_err(|e| RoutineError::Write(e.to_string()))?;

@@ -136,7 +136,8 @@ function showView(id) {
   $("#boot").hidden = true;
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== id;
   for (const a of document.querySelectorAll("nav a")) {
-    a.classList.toggle("active", (id === "ledger-view") === (a.dataset.nav === "ledger"));
+    const nav = id === "ledger-view" ? "ledger" : id === "routines-view" ? "routines" : "performances";
+    a.classList.toggle("active", a.dataset.nav === nav);
   }
 }
 
@@ -166,6 +167,9 @@ async function route() {
     } else if (hash === "#/ledger") {
       showView("ledger-view");
       await renderLedger();
+    } else if (hash === "#/routines") {
+      showView("routines-view");
+      await renderRoutines();
     } else {
       showView("list-view");
       await renderList();
@@ -711,6 +715,27 @@ async function renderLedger() {
     root.append(card);
   }
   $("#ledger-empty").hidden = data.collections.length > 0;
+  setConn("connected");
+}
+
+// ---- routines --------------------------------------------------------------------------------
+
+async function renderRoutines() {
+  const data = await api("/routines");
+  const body = $("#routines tbody");
+  body.textContent = "";
+  for (const r of data.routines) {
+    const row = el("tr");
+    row.dataset.routine = r.name;
+    const status = el("span", "badge " + r.status, r.status + " · " + r.stability);
+    if (r.retired_because) status.title = r.retired_because;
+    const cells = [el("td", null, r.name), el("td"), el("td", "intent", r.intent),
+      el("td", null, String(r.uses)), el("td", null, String(r.fallbacks)), el("td", "muted", r.last_success || "never")];
+    cells[1].append(status);
+    row.append(...cells);
+    body.append(row);
+  }
+  $("#routines-empty").hidden = data.routines.length > 0;
   setConn("connected");
 }
 

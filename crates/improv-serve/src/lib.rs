@@ -25,6 +25,7 @@ pub mod live;
 mod openai;
 pub mod ops;
 mod perform;
+mod routines;
 mod stream;
 
 pub use error::{ApiError, ServeError};
@@ -339,6 +340,7 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
         .route("/ledger", get(api::ledger_list))
         .route("/ledger/{collection}", get(api::ledger_get))
         .route("/ledger/{collection}/settle", post(api::ledger_settle))
+        .route("/routines", get(routines::list))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model_get))
         .route(

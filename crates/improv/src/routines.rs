@@ -102,22 +102,7 @@ fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
     }
     for r in &repertoire.routines {
         if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "name": r.name,
-                    "status": r.status.as_str(),
-                    "stability": r.stability.as_str(),
-                    "intent": r.intent,
-                    "steps": r.steps.len(),
-                    "performances": r.provenance.performances.len(),
-                    "uses": r.record.uses,
-                    "fallbacks": r.record.fallbacks,
-                    "last_success": r.record.last_success,
-                    "last_used": r.record.last_used,
-                    "retired_because": r.retired_because,
-                })
-            );
+            println!("{}", r.summary());
         } else {
             println!(
                 "{:<24} {:<9} {:<9} {} steps · {} runs · {} uses, {} fallbacks · {}",
