@@ -755,6 +755,54 @@ async fn bench_store() {
         at(0.99),
         failovers.last().unwrap()
     );
+    per_turn().await;
+}
+
+/// Per-turn cost of the store: one performance of many instant turns (each runs a bash
+/// command and asks the mock model), performed by `improv run` with no store, and by one
+/// `improv worker` on SQLite and on PostgreSQL. From the command's start to the end, so one
+/// process start is included in each (about a millisecond a turn at most over 300 turns).
+async fn per_turn() {
+    const TURNS: usize = 300;
+    println!("\n| store | per turn (ms), {TURNS} turns |\n|---|---|");
+    for backend in ["none", "sqlite", "postgres"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = match backend {
+            "postgres" => pg_database("bench_turns"),
+            _ => sqlite(dir.path()),
+        };
+        let fixture = Fixture::with_pause(store, TURNS, Duration::ZERO, "").await;
+        let elapsed = if backend == "none" {
+            let start = Instant::now();
+            let out = fixture
+                .improv(&["-s", "stage.toml", "run", "turns"])
+                .env_remove("IMPROV_STORE")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            start.elapsed()
+        } else {
+            let id = fixture.enqueue("turns");
+            let start = Instant::now();
+            let worker = fixture.worker("10s");
+            let store = fixture.store().await;
+            while store.performance(&id).await.unwrap().state != State::Finished {
+                assert!(start.elapsed() < Duration::from_secs(600), "never finished");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let elapsed = start.elapsed();
+            stop(worker);
+            elapsed
+        };
+        println!(
+            "| {backend} | {:.2} |",
+            elapsed.as_secs_f64() * 1000.0 / TURNS as f64
+        );
+    }
 }
 
 /// Kills the worker performing four performances, three times; for each performance, the
