@@ -64,7 +64,7 @@ pub enum Handled {
     },
     /// A stranger: sent this pairing code, performed nothing.
     Pairing(String),
-    /// Seen before, a stranger waiting for approval, or over a rate limit: nothing done.
+    /// A stranger waiting for approval, or over a limit (told once): nothing performed.
     Ignored(Admission),
     Duplicate,
 }
@@ -101,8 +101,14 @@ impl ChatDoor {
                 self.send_code(inbound, &code).await?;
                 return Ok(Handled::Pairing(code));
             }
+            refused @ (Admission::Limited | Admission::Busy) => {
+                return self.refuse(inbound, refused).await;
+            }
             other => return Ok(Handled::Ignored(other)),
         }
+        let Some(_running) = self.gate.start(inbound) else {
+            return self.refuse(inbound, Admission::Busy).await;
+        };
         let thread = thread_key(&self.door, inbound);
         let previous = self
             .store
@@ -133,6 +139,25 @@ impl ChatDoor {
         Ok(Handled::Failed {
             performance: Some(performed.id),
         })
+    }
+
+    /// A message a limit turned away: nothing performed, and its sender told politely, once
+    /// until a message of theirs is performed again ([`Gate::tell_once`]).
+    async fn refuse(&self, inbound: &Inbound, why: Admission) -> Result<Handled, ChannelError> {
+        if self.gate.tell_once(inbound).await? {
+            let text = match why {
+                Admission::Busy => {
+                    "I am busy with other messages right now, so this one was not handled. \
+                     Please send it again in a little while."
+                }
+                _ => {
+                    "You are sending messages faster than I can take them, so this one was \
+                     not handled. Please wait a little and send it again."
+                }
+            };
+            self.notify(inbound, "limited", text).await;
+        }
+        Ok(Handled::Ignored(why))
     }
 
     /// Performs `inbound`, trying a start that fails again ([`START_ATTEMPTS`]).
@@ -166,12 +191,24 @@ impl ChatDoor {
         }
     }
 
-    /// Tells the sender their message came to nothing, once per message (the outbox key is
-    /// the message's): a failure is never silent on the platform, and never repeated.
+    /// Tells the sender their message came to nothing, once per message: a failure is never
+    /// silent on the platform, and never repeated.
     async fn tell_failed(&self, inbound: &Inbound) {
+        self.notify(
+            inbound,
+            "failed",
+            "Sorry, something went wrong and your message was not handled. You can send it again \
+             later.",
+        )
+        .await;
+    }
+
+    /// Answers `inbound` with `text` through the outbox, keyed by `what` and the message, so
+    /// one message gets each notice once however often it is handled.
+    async fn notify(&self, inbound: &Inbound, what: &str, text: &str) {
         let key = OutboxKey {
             performance: format!(
-                "failed/{}/{}/{}/{}",
+                "{what}/{}/{}/{}/{}",
                 self.door,
                 inbound.platform.as_str(),
                 inbound.conversation,
@@ -180,13 +217,11 @@ impl ChatDoor {
             seq: 0,
         };
         let body = Body {
-            text: "Sorry, something went wrong and your message was not handled. You can send it \
-                   again later."
-                .into(),
+            text: text.into(),
             reply_to: Target::of(inbound).reply_to,
         };
         if let Err(e) = self.outbox.send(key, &inbound.conversation, &body).await {
-            tracing::warn!(door = %self.door, "the failure notice is queued: {e}");
+            tracing::warn!(door = %self.door, "the {what} notice is queued: {e}");
         }
     }
 

@@ -120,7 +120,12 @@ pub(crate) fn chat_door(
     Arc::new(ChatDoor {
         door: name.clone(),
         store: ctx.store.clone(),
-        gate: Gate::new(name, &config.allow, ctx.store.clone(), Limits::default()),
+        gate: Gate::new(
+            name,
+            &config.allow,
+            ctx.store.clone(),
+            Limits::of(&ctx.door),
+        ),
         outbox: Arc::new(Outbox::new(
             ctx.store.clone(),
             name,

@@ -1,10 +1,11 @@
 //! Who may come in through a chat door: the door's `allow` list and the senders the director
 //! paired; a stranger gets a one-time pairing code (`improv door pair CODE`) and no performance;
-//! per-door and per-sender rate limits (token buckets) bound what anyone can make the stage do.
+//! per-door and per-sender rate limits (token buckets) and `max_running` bound what anyone can
+//! make the stage do, as the stage file's `rate`, `sender_rate` and `max_running` set them.
 
 use crate::{ChannelError, Inbound};
 use improv_store::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,12 +21,24 @@ pub struct Rate {
     pub every: Duration,
 }
 
-/// The rate limits of one door.
+impl From<improv_stage::Rate> for Rate {
+    /// `rate = "30/min"`: 30 at once, then one every 2 s.
+    fn from(r: improv_stage::Rate) -> Self {
+        Rate {
+            burst: r.count,
+            every: r.refill(),
+        }
+    }
+}
+
+/// The limits of one door.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Everyone together, strangers included: bounds the pairing codes a flood can mint too.
     pub door: Rate,
     pub sender: Rate,
+    /// How many of the door's performances may run at once.
+    pub max_running: u32,
 }
 
 impl Default for Limits {
@@ -39,6 +52,24 @@ impl Default for Limits {
                 burst: 5,
                 every: Duration::from_secs(10),
             },
+            max_running: 4,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits the stage file gives `door` (`rate`, `sender_rate`, `max_running`), the
+    /// defaults where it gives none.
+    pub fn of(door: &improv_stage::Door) -> Self {
+        let d = Limits::default();
+        let sender_rate = match &door.kind {
+            improv_stage::DoorKind::Channel(c) => c.sender_rate,
+            _ => None,
+        };
+        Limits {
+            door: door.rate.map_or(d.door, Rate::from),
+            sender: sender_rate.map_or(d.sender, Rate::from),
+            max_running: door.max_running.unwrap_or(d.max_running),
         }
     }
 }
@@ -52,9 +83,15 @@ pub enum Admission {
     Pair(String),
     /// A stranger who already has a code: nothing is sent, nothing performed.
     Waiting,
-    /// Over a rate limit: dropped.
+    /// Over a rate limit: nothing performed (the sender is told once, see [`Gate::tell_once`]).
     Limited,
+    /// As many of the door's performances as `max_running` allows are running: nothing
+    /// started (the sender is told once).
+    Busy,
 }
+
+/// A place among the door's running performances, held until the performance ends.
+pub type Running = tokio::sync::OwnedSemaphorePermit;
 
 /// A door's gate.
 pub struct Gate {
@@ -63,6 +100,9 @@ pub struct Gate {
     store: Arc<dyn Store>,
     limits: Limits,
     buckets: Mutex<Buckets>,
+    running: Arc<tokio::sync::Semaphore>,
+    /// Known senders told they were over a limit since they were last let in.
+    told: Mutex<HashSet<String>>,
 }
 
 impl Gate {
@@ -73,7 +113,34 @@ impl Gate {
             store,
             limits,
             buckets: Mutex::new(Buckets::default()),
+            running: Arc::new(tokio::sync::Semaphore::new(limits.max_running as usize)),
+            told: Mutex::default(),
         }
+    }
+
+    /// A place for one more performance of `inbound`'s, or `None` while `max_running` of
+    /// them run. Once it starts, its sender may be told of a limit again.
+    pub fn start(&self, inbound: &Inbound) -> Option<Running> {
+        let running = self.running.clone().try_acquire_owned().ok()?;
+        self.told
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&inbound.sender_id);
+        Some(running)
+    }
+
+    /// Whether to tell `inbound`'s sender that a limit turned their message away: only a
+    /// known sender (a flood of strangers gets no answers), and once until a message of theirs
+    /// starts a performance again, so a sender over a limit is not answered message for message.
+    pub async fn tell_once(&self, inbound: &Inbound) -> Result<bool, ChannelError> {
+        if !self.known(inbound).await? {
+            return Ok(false);
+        }
+        let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+        if told.len() >= Buckets::MAX {
+            told.clear();
+        }
+        Ok(told.insert(inbound.sender_id.clone()))
     }
 
     /// Decides on `inbound`, arrived at `now`.

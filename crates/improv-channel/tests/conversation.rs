@@ -242,6 +242,7 @@ async fn rate_limits_hold_per_sender_and_per_door() {
             burst: 2,
             every: Duration::from_secs(60),
         },
+        ..Limits::default()
     };
     let allow: Vec<String> = vec!["@alice".into(), "@bob".into(), "@carol".into()];
     let gate = Gate::new("chat", &allow, store, limits);
