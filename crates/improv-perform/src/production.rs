@@ -437,7 +437,7 @@ impl Production {
         let id = self.performance.id().to_string();
         let spent = self.performance.finish(ended)?;
         if ended.outcome == Outcome::Converged {
-            crate::routines::learn(&self.stage);
+            crate::routines::learn(&self.stage, &id);
         }
         if let Some(sandbox) = &self.edges.sandbox {
             sandbox.reap();

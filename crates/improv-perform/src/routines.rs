@@ -353,13 +353,22 @@ pub fn learn_routines(
     )
 }
 
-/// Learns from the stage's converged performances after one converged; what was proposed is
-/// reported, a failure too, and neither changes the performance's outcome.
-pub(crate) fn learn(stage: &Stage) {
+/// Learns from `performance` after it converged; what was proposed is reported, a failure too,
+/// and neither changes the performance's outcome. Only its events and the practices of its
+/// shape are read (the practice index, `improv_routine::index`), not every converged log.
+pub(crate) fn learn(stage: &Stage, performance: &str) {
     if !stage.routines.learn {
         return;
     }
-    match learn_routines(stage) {
+    let settled = settled(stage);
+    let learned = improv_routine::learn_after(
+        &stage.dir,
+        &crate::state_dir(stage),
+        performance,
+        stage.routines.auto_approve,
+        settled.as_deref(),
+    );
+    match learned {
         Ok(learned) => {
             for name in &learned.proposed {
                 tracing::info!(

@@ -567,3 +567,73 @@ async fn a_step_whose_output_no_longer_fits_its_settled_schema_hands_over_with_t
     });
     assert_eq!(finished, Some((false, 0)));
 }
+
+/// The routine files of a stage folder: name → text.
+fn routine_files(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.join("routines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_from_the_practice_index_gives_the_routines_learning_from_every_log_gives() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let shadow = tempfile::tempdir().unwrap();
+    stage(d, &server, "");
+    // What learning from every converged log after each performance made, as it did before.
+    let from_logs =
+        || improv_routine::learn_from_log(shadow.path(), &d.join(".improv"), false, None).unwrap();
+    let write_only = |name: &str| {
+        let write = serde_json::json!({"path": "greeting.txt", "content": format!("Dear {name}")});
+        server.push(openai_chat::tool_calls(&[(
+            "call_w",
+            "write",
+            &write.to_string(),
+        )]));
+    };
+    for (name, how) in [
+        ("Alice", "read"),
+        ("Bob", "read"),
+        ("Dan", "write"),
+        ("Carol", "read"),
+        ("Eve", "write"),
+        ("Fay", "read"),
+    ] {
+        if how == "read" {
+            practice(&server, name);
+        } else {
+            write_only(name);
+        }
+        let (summary, _) = perform(d, &format!("Greet {name} in greeting.txt")).await;
+        assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+        from_logs();
+    }
+    let incremental = routine_files(d);
+    assert_eq!(incremental.len(), 2, "{incremental:#?}");
+    let mut runs: Vec<usize> = Repertoire::open(d)
+        .unwrap()
+        .routines
+        .iter()
+        .map(|r| r.provenance.performances.len())
+        .collect();
+    runs.sort();
+    assert_eq!(
+        runs,
+        vec![2, 4],
+        "Carol's and Fay's runs agreed with the first routine"
+    );
+    assert_eq!(incremental, routine_files(shadow.path()));
+    let index = improv_routine::Index::open(&d.join(".improv"))
+        .all()
+        .unwrap();
+    assert_eq!(index.len(), 6, "every converged practice, once");
+}

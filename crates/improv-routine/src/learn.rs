@@ -68,6 +68,56 @@ pub fn learn(
     Ok(learned)
 }
 
+/// Learns from one more converged practice, `new`, whose shape's earlier practices are
+/// `group` (itself included); `all` gives every practice, read only when a routine is proposed
+/// (it is reconciled with all of them, as [`learn`] does). The same routines as [`learn`] over
+/// every practice, at the cost of one shape's practices.
+pub fn learn_one(
+    repertoire: &mut Repertoire,
+    new: &Practice,
+    group: &[Practice],
+    all: &dyn Fn() -> Result<Vec<Practice>, RoutineError>,
+    auto_approve: bool,
+    settled: Option<&dyn Settled>,
+) -> Result<Learned, RoutineError> {
+    let mut learned = Learned::default();
+    let mut everything: Option<Vec<Practice>> = None;
+    for candidate in propose(group, settled) {
+        let known = repertoire
+            .routines
+            .iter()
+            .any(|r| r.provenance.skeleton == candidate.provenance.skeleton);
+        if known {
+            continue;
+        }
+        let mut routine = candidate;
+        routine.name = unique_name(repertoire, &routine.name);
+        if auto_approve {
+            routine.approve(&crate::now());
+        }
+        if everything.is_none() {
+            everything = Some(all()?);
+        }
+        reconcile(&mut routine, everything.as_deref().unwrap_or_default());
+        learned.proposed.push(routine.name.clone());
+        repertoire.routines.push(routine);
+    }
+    for routine in &mut repertoire.routines {
+        if learned.proposed.contains(&routine.name) {
+            continue;
+        }
+        let before = (routine.provenance.clone(), routine.stability);
+        reconcile(routine, std::slice::from_ref(new));
+        if before != (routine.provenance.clone(), routine.stability) {
+            learned.updated.push(routine.name.clone());
+        }
+    }
+    for name in learned.proposed.iter().chain(&learned.updated) {
+        repertoire.save(name)?;
+    }
+    Ok(learned)
+}
+
 /// Adds the practices that agree with `routine` (its template binds their intent and its steps,
 /// filled in, are their calls) to its provenance, and those that did something else for an
 /// intent it matches to its contradictions; then sets its stability.
@@ -124,7 +174,7 @@ pub fn propose(practices: &[Practice], settled: Option<&dyn Settled>) -> Vec<Rou
 }
 
 /// The props in order and the argument keys: what two runs must share to be compared at all.
-fn shape(p: &Practice) -> String {
+pub fn shape(p: &Practice) -> String {
     let steps: Vec<Value> = p
         .calls
         .iter()

@@ -6,6 +6,8 @@
 //! - [`practice`]: what a performance did, read back from its log, and whether it may teach.
 //! - [`learn`]: practice into skeletons, proposals, provenance and stability
 //!   (fluid → settling → stable).
+//! - [`index`]: each converged performance's practice kept by shape, so learning after one
+//!   reads its shape's practices, not every log.
 //! - [`routine`]: the `routines/NAME.toml` files and the repertoire of a stage.
 //! - [`template`]: `{parameter}` holes in intents and arguments.
 //! - [`guard`]: what each replayed step's result must look like.
@@ -13,6 +15,7 @@
 //! - [`skill`]: a routine exported as an Agent Skill (`SKILL.md`).
 
 pub mod guard;
+pub mod index;
 pub mod learn;
 pub mod practice;
 pub mod prop;
@@ -21,6 +24,7 @@ pub mod skill;
 pub mod template;
 
 pub use guard::{Guard, Settled, Shape};
+pub use index::{Index, learn_after};
 pub use learn::{Learned, learn};
 pub use practice::{Practice, Unfit};
 pub use prop::RoutineProp;

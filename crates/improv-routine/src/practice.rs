@@ -6,7 +6,7 @@ use improv_kernel::{Event, EventKind, Outcome};
 use std::collections::BTreeMap;
 
 /// One call of the lead that succeeded.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Observed {
     pub prop: String,
     pub args: serde_json::Map<String, serde_json::Value>,
@@ -14,7 +14,7 @@ pub struct Observed {
 }
 
 /// A converged performance's intent, the lead's calls in order, and the checks that passed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Practice {
     pub performance: String,
     pub intent: String,
