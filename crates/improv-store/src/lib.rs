@@ -13,6 +13,7 @@
 //! [`StoreLayer`]: it names its inner store and overrides only what it changes; every other
 //! method forwards, and a blanket impl makes it a [`Store`].
 
+mod bounded;
 mod codec;
 mod error;
 mod layer;
@@ -40,7 +41,13 @@ use std::time::Duration;
 /// [`Store::migrate`] to do it now and learn the version.
 pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url {
-        StoreUrl::Postgres(url) => Arc::new(PgStore::connect(url)?),
+        StoreUrl::Postgres(url) => {
+            let store = PgStore::connect(url)?;
+            // connect() read the same parameters: they parse.
+            let timeout = url::split_pg_params(url)
+                .map_or(DEFAULT_STATEMENT_TIMEOUT, |(_, p)| p.statement_timeout);
+            Arc::new(bounded::Bounded::new(Box::new(store), timeout))
+        }
         StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
     })
 }

@@ -1,11 +1,12 @@
 //! A statement the server cannot finish does not hold its caller: every pooled session carries
 //! `statement_timeout` (`?statement_timeout=` in the URL, 30 s by default), so the call fails
 //! `Unavailable` (transient: the worker waits and retries) instead of blocking. Real PostgreSQL,
-//! with another session holding the lock every claim and list needs.
+//! with another session holding the lock every claim and list needs, and with the store's
+//! sessions stopped (SIGSTOP), which the server's own timeout cannot end.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use improv_store::testing::TempPostgres;
-use improv_store::{ListFilter, PgStore, Store};
+use improv_store::{ListFilter, PgStore, Store, StoreUrl};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -52,4 +53,57 @@ async fn a_statement_the_server_cannot_finish_fails_unavailable_instead_of_block
 
     // Once the lock is gone the same store answers again.
     store.list(&ListFilter::default()).await.unwrap();
+}
+
+fn signal_all(pids: &[String], signal: &str) {
+    for pid in pids {
+        let status = Command::new("kill").args([signal, pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+/// A server that stopped answering never sends the statement timeout's cancellation: the
+/// client's own bound ends the call `Unavailable`, and the store answers again once the server
+/// does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stopped_answering_does_not_hold_a_call() {
+    let pg = TempPostgres::start_new();
+    let url = pg.create_database("stopped");
+    let store =
+        improv_store::open(&StoreUrl::parse(&format!("{url}&statement_timeout=300ms")).unwrap())
+            .unwrap();
+    store.migrate().await.unwrap();
+    store.list(&ListFilter::default()).await.unwrap();
+
+    // Every session of the store's (its pooled connection) stops, as a hung host would.
+    let pids: Vec<String> = pg
+        .psql(
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE datname = 'stopped'",
+        )
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(!pids.is_empty(), "the store holds no session");
+    signal_all(&pids, "-STOP");
+    let answer =
+        tokio::time::timeout(Duration::from_secs(30), store.list(&ListFilter::default())).await;
+    signal_all(&pids, "-CONT");
+    let error = answer
+        .expect("the call waited on a stopped server: no client-side bound")
+        .expect_err("the server was stopped");
+    assert!(error.is_transient(), "not retried: {error}");
+    assert!(error.to_string().contains("no answer within"), "{error}");
+
+    // Back: the store answers again (the stuck connection drains or is replaced).
+    let mut answered = false;
+    for _ in 0..20 {
+        if store.list(&ListFilter::default()).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(answered, "the store never answered again");
 }

@@ -1,0 +1,167 @@
+//! A bound on every call to PostgreSQL, kept by the client. `statement_timeout` is the server's
+//! own: a server that stopped answering (SIGSTOP, a hung host, a partition that keeps the TCP
+//! connection open) never sends its cancellation, and TCP keeps such a connection alive, so a
+//! call would wait forever. [`Bounded`] gives each call the statement timeout and a grace
+//! period for the network, then fails it `Unavailable` (transient: the caller waits and
+//! retries). The waits (`wait_events`, `wait_for_work`, `wait_notes`) get their own timeout on
+//! top. A method added to [`Store`] later is forwarded unbounded until it is listed here.
+
+use crate::{
+    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
+    PerformanceRecord, Store, StoreError, StoreLayer,
+};
+use async_trait::async_trait;
+use improv_kernel::{Event, Outcome};
+use std::future::Future;
+use std::time::Duration;
+
+/// What a call may take beyond the statement timeout: the network's round trips, a fresh
+/// connection's handshake.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A store whose every call ends within its bound.
+pub(crate) struct Bounded {
+    inner: Box<dyn Store>,
+    /// The statement timeout plus [`GRACE`]; `None` when the URL turned the timeout off.
+    within: Option<Duration>,
+}
+
+impl Bounded {
+    pub(crate) fn new(inner: Box<dyn Store>, statement_timeout: Duration) -> Bounded {
+        let within = (!statement_timeout.is_zero()).then(|| statement_timeout + GRACE);
+        Bounded { inner, within }
+    }
+
+    async fn bound<T>(
+        &self,
+        extra: Duration,
+        call: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        let Some(within) = self.within else {
+            return call.await;
+        };
+        let limit = within + extra;
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable {
+                store: self.inner.describe(),
+                message: format!("no answer within {limit:?}"),
+            })
+        })
+    }
+}
+
+const NONE: Duration = Duration::ZERO;
+
+#[async_trait]
+impl StoreLayer for Bounded {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
+    }
+    async fn migrate(&self) -> Result<u32, StoreError> {
+        self.bound(NONE, self.inner.migrate()).await
+    }
+    async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
+        self.bound(NONE, self.inner.enqueue(new)).await
+    }
+    async fn claim(
+        &self,
+        worker: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
+        self.bound(NONE, self.inner.claim(worker, ttl)).await
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
+        self.bound(NONE, self.inner.renew(lease, ttl)).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.bound(NONE, self.inner.release(lease)).await
+    }
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.bound(NONE, self.inner.finish(lease, outcome, reason))
+            .await
+    }
+    async fn performance(&self, id: &str) -> Result<PerformanceRecord, StoreError> {
+        self.bound(NONE, self.inner.performance(id)).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
+        self.bound(NONE, self.inner.list(filter)).await
+    }
+    async fn append(&self, lease: &Lease, events: &[Event]) -> Result<(), StoreError> {
+        self.bound(NONE, self.inner.append(lease, events)).await
+    }
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.bound(NONE, self.inner.events(id, after, limit)).await
+    }
+    async fn wait_events(
+        &self,
+        id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.bound(timeout, self.inner.wait_events(id, after, timeout))
+            .await
+    }
+    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+        self.bound(NONE, self.inner.claim_firing(firing)).await
+    }
+    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+        self.bound(NONE, self.inner.update_firing(firing)).await
+    }
+    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
+        self.bound(NONE, self.inner.firings(door, limit)).await
+    }
+    async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
+        self.bound(NONE, self.inner.outbox_put(message)).await
+    }
+    async fn outbox_pending(
+        &self,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.bound(NONE, self.inner.outbox_pending(door, limit))
+            .await
+    }
+    async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
+        self.bound(NONE, self.inner.outbox_sent(key, sent_id)).await
+    }
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.bound(NONE, self.inner.counts()).await
+    }
+    async fn wait_for_work(&self, timeout: Duration) -> Result<(), StoreError> {
+        self.bound(timeout, self.inner.wait_for_work(timeout)).await
+    }
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.bound(NONE, self.inner.get(scope, key)).await
+    }
+    async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        self.bound(NONE, self.inner.put(scope, key, value, only_if_absent))
+            .await
+    }
+    async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
+        self.bound(NONE, self.inner.send_note(performance, text))
+            .await
+    }
+    async fn notes(&self, performance: &str, after: u64) -> Result<Vec<Note>, StoreError> {
+        self.bound(NONE, self.inner.notes(performance, after)).await
+    }
+    async fn wait_notes(
+        &self,
+        performance: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.bound(timeout, self.inner.wait_notes(performance, after, timeout))
+            .await
+    }
+}
