@@ -38,12 +38,12 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 const BATCH_ENTRIES: usize = 5_000;
 /// ...and bytes of entry text per transaction, at most (beyond one entry).
 const BATCH_BYTES: usize = 2 << 20;
-/// WAL pages between checkpoints while importing (SQLite's default is 1,000, 4 MB). Each
+/// Bytes of write-ahead log between checkpoints while importing (SQLite's default is 4 MB). Each
 /// checkpoint copies the log into the ledger file and waits for the disk (fsync); at the default
 /// that wait was a third of an import's time. Spacing them 10x apart keeps every commit as
 /// durable as before (WAL, synchronous=NORMAL: checkpoints only move committed pages), costs up
 /// to about 40 MB of log on disk, not in memory, and the import checkpoints once at its end.
-const IMPORT_CHECKPOINT_PAGES: u32 = 10_000;
+const IMPORT_CHECKPOINT_BYTES: u32 = 40 << 20;
 /// Batches read ahead of the writer: the reading thread parses, checks and infers the next
 /// batch while the writer stores this one, so memory stays at a few batches.
 const BATCHES_IN_FLIGHT: usize = 1;
@@ -261,7 +261,7 @@ impl Ledger {
         let start = self.inference_start(collection)?;
         let inference_dropped = AtomicBool::new(start.is_none());
         let (chain, shape) = start.unzip();
-        let checkpoint_pages = self.set_wal_autocheckpoint(IMPORT_CHECKPOINT_PAGES)?;
+        let checkpoint_pages = self.set_wal_autocheckpoint(IMPORT_CHECKPOINT_BYTES)?;
         let (out, batches) = sync_channel(BATCHES_IN_FLIGHT);
         let mut writer = Writer {
             ledger: self,
@@ -311,7 +311,7 @@ impl Ledger {
             (read, written)
         });
         let restored = self
-            .set_wal_autocheckpoint(checkpoint_pages)
+            .restore_wal_autocheckpoint(checkpoint_pages)
             .and_then(|_| self.checkpoint());
         written?;
         read?;

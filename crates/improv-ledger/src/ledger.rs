@@ -45,6 +45,21 @@ use settle::{Settled, compile, load_proposals};
 /// The ledger's file name inside a stage's state directory (`.improv/`).
 pub const LEDGER_FILE: &str = "ledger.db";
 
+/// The page size of a new ledger file (SQLite's default is 4 KiB; an existing file keeps its
+/// own). Entries are a few hundred bytes of JSONB appended in batches: 64 KiB pages make an
+/// import's writes and the checkpoint's reads 16 times fewer calls and cut its CPU time by about
+/// a seventh (bench/ledger). A single write puts one 64 KiB page in the log instead of a 4 KiB
+/// one, which a few entries a turn do not notice.
+const PAGE_SIZE: u32 = 64 << 10;
+/// Bytes of write-ahead log between automatic checkpoints: SQLite's default (1,000 pages of
+/// 4 KiB), kept whatever the page size, so the log on disk stays as small as before.
+const CHECKPOINT_BYTES: u32 = 4 << 20;
+
+/// How many pages of `page_size` bytes make `bytes` (at least one).
+pub(crate) fn pages_in(bytes: u32, page_size: u32) -> u32 {
+    (bytes / page_size.max(1)).max(1)
+}
+
 /// Everything that can go wrong that is not the entry's fault (a refused entry is a
 /// [`RecordOutcome::Rejected`], not an error).
 #[derive(Debug, thiserror::Error)]
@@ -421,10 +436,22 @@ impl Ledger {
         let conn = Connection::open(&path).map_err(open_error)?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(open_error)?;
+        // Only a new, empty file takes it; an existing ledger keeps the page size it has.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(open_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
+        let page_size: u32 = conn
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .map_err(open_error)?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            pages_in(CHECKPOINT_BYTES, page_size),
+        )
+        .map_err(open_error)?;
         conn.execute_batch(SCHEMA_SQL).map_err(open_error)?;
         Ok(Ledger {
             path,
@@ -461,9 +488,14 @@ impl Ledger {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sets SQLite's WAL auto-checkpoint interval in pages; returns the one it replaces.
-    pub(crate) fn set_wal_autocheckpoint(&self, pages: u32) -> Result<u32> {
+    /// Sets SQLite's WAL auto-checkpoint interval to about `bytes` of log; returns the interval
+    /// it replaces, in pages (what [`Ledger::restore_wal_autocheckpoint`] takes back).
+    pub(crate) fn set_wal_autocheckpoint(&self, bytes: u32) -> Result<u32> {
         let guard = self.lock();
+        let page_size: u32 = guard
+            .conn
+            .query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let pages = pages_in(bytes, page_size);
         let before = guard
             .conn
             .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))?;
@@ -471,6 +503,15 @@ impl Ledger {
             .conn
             .pragma_update(None, "wal_autocheckpoint", pages)?;
         Ok(before)
+    }
+
+    /// Puts back the auto-checkpoint interval, in pages, that
+    /// [`Ledger::set_wal_autocheckpoint`] replaced.
+    pub(crate) fn restore_wal_autocheckpoint(&self, pages: u32) -> Result<()> {
+        self.lock()
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", pages)?;
+        Ok(())
     }
 
     /// Copies the write-ahead log into the ledger file now, as an auto-checkpoint would

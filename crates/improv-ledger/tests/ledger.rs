@@ -798,3 +798,50 @@ fn columns_survive_evolution_and_an_accepted_rare_field_gets_one() {
         evolution.postgres_migration
     );
 }
+
+fn page_size(path: &std::path::Path) -> u32 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .unwrap()
+}
+
+/// A new ledger gets 64 KiB pages (fewer, larger writes for imports), a ledger made with another
+/// page size keeps it and its entries, and the write-ahead log stays near SQLite's usual 4 MB
+/// between checkpoints whatever the page size: at 1,000 pages of 64 KiB it would grow to 64 MB.
+#[test]
+fn pages_are_large_for_new_files_and_the_log_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&old).unwrap();
+        conn.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;")
+            .unwrap();
+    }
+    let ledger = Ledger::open(&old).unwrap();
+    recorded(
+        ledger
+            .record("leads", json!({"name": "Ada"}), &who())
+            .unwrap(),
+    );
+    drop(ledger);
+    assert_eq!(page_size(&old), 4096);
+    let ledger = Ledger::open(&old).unwrap();
+    assert_eq!(ledger.query("leads", &Query::new()).unwrap().len(), 1);
+
+    let new = dir.path().join("new.db");
+    let ledger = Ledger::open(&new).unwrap();
+    for i in 0..300 {
+        recorded(
+            ledger
+                .record("leads", json!({"name": "Ada", "i": i}), &who())
+                .unwrap(),
+        );
+    }
+    let log = std::fs::metadata(dir.path().join("new.db-wal"))
+        .unwrap()
+        .len();
+    assert!(log < 8 << 20, "the log grew to {log} bytes");
+    drop(ledger);
+    assert_eq!(page_size(&new), 64 << 10);
+}
