@@ -11,7 +11,8 @@
 //! - [`loop_detector`]: a hook that stops an actor repeating the same call.
 //!
 //! How a performance is wrapped, outermost first: `Guarded(Redacted(prop))` for every prop,
-//! the bash prop's spawn hook set to [`Sandbox::apply_tokio`], [`LoopDetector`] as a hook and
+//! the bash prop's spawn hook set to [`Sandbox::spawn_hook`] (commands start without `fork`, see
+//! [`spawn`]), [`LoopDetector`] as a hook and
 //! [`RedactingObserver`] around every observer. [`Guarded`] emits each policy decision into the
 //! stream of the performance making the call (`PropContext::events`), under its actor.
 
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod sandbox;
 mod scratch;
 pub mod secrets;
+pub mod spawn;
 
 pub use env::{ChildEnv, EnvPolicy};
 pub use loop_detector::LoopDetector;

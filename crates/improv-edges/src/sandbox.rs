@@ -266,6 +266,9 @@ pub enum SandboxError {
     /// Commands are refused: the performance is past its disk bound.
     #[error(transparent)]
     Disk(#[from] Breach),
+    /// The command's process failed before it ran its program: which step, and why.
+    #[error("the sandboxed command could not start: {step} failed: {source}")]
+    Start { step: String, source: io::Error },
 }
 
 /// How the process count of sandboxed commands is bounded ([`Limits::processes`]).
@@ -556,14 +559,10 @@ impl Sandbox {
 
     /// Makes `cmd` start sandboxed: the minimal environment, its own process group, and (in the
     /// child, before `exec`) resource limits, Landlock, `no_new_privs` and seccomp. Sets the
-    /// working directory to the workspace when the command has none.
+    /// working directory to the workspace when the command has none. The child is forked;
+    /// [`Sandbox::spawn`] starts one without `fork`, through the same steps.
     pub fn apply(&self, cmd: &mut std::process::Command) -> Result<(), SandboxError> {
-        match &self.disk {
-            Some(disk) => disk.check()?,
-            // The disk watchdog drains the groups itself: it wakes on their pipe, so taking a
-            // pid here could leave it asleep while that command runs.
-            None => self.groups.drain(),
-        }
+        let prepared = self.prepare()?;
         cmd.env_clear();
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if cmd.get_current_dir().is_none() {
@@ -573,14 +572,40 @@ impl Sandbox {
         if let Some((uid, gid)) = self.config.run_as {
             cmd.gid(gid).uid(uid);
         }
-        let mut ruleset = match &self.ruleset {
-            // A dup of the ruleset's fd: the child consumes its copy in `restrict_self`.
-            Some(r) => Some(r.try_clone().map_err(SandboxError::Prepare)?),
+        let child = move || -> io::Result<()> {
+            prepared
+                .enter()
+                .map_err(|(step, errno)| step_failed(step, errno))
+        };
+        // SAFETY: the closure only makes async-signal-safe system calls (see `Prepared::enter`);
+        // the ruleset and the BPF program were built before fork.
+        unsafe {
+            cmd.pre_exec(child);
+        }
+        Ok(())
+    }
+
+    /// What every command needs before it starts, and what its child does before `exec`: the
+    /// disk bound checked, the workspace scanned again, the namespace plan, a dup of the
+    /// Landlock ruleset. `Err` refuses the command.
+    pub(crate) fn prepare(&self) -> Result<Prepared, SandboxError> {
+        match &self.disk {
+            Some(disk) => disk.check()?,
+            // The disk watchdog drains the groups itself: it wakes on their pipe, so taking a
+            // pid here could leave it asleep while that command runs.
+            None => self.groups.drain(),
+        }
+        let landlock = match &self.ruleset {
+            // A dup of the ruleset's fd: each child restricts itself with its own copy.
+            Some(r) => {
+                let fd: Option<OwnedFd> = r.try_clone().map_err(SandboxError::Prepare)?.into();
+                // Landlock is a hard requirement when the mode is on: `new` failed without it.
+                Some(fd.ok_or_else(|| SandboxError::Unsupported {
+                    reason: "the Landlock ruleset has no file descriptor".into(),
+                })?)
+            }
             None => None,
         };
-        let filter = self.filter.clone();
-        let limits = rlimits(&self.config.limits);
-        let registry = self.groups.writer.clone();
         let (uid, gid) = self.config.run_as.unwrap_or_else(|| {
             (
                 rustix::process::geteuid().as_raw(),
@@ -594,79 +619,20 @@ impl Sandbox {
             }
             None => None,
         };
-        let processes = self.config.limits.processes;
-        let cgroup = self.cgroup.clone();
-        let child = move || -> io::Result<()> {
-            // Everything below runs in the forked child: system calls only, no allocation.
-            // SAFETY: setpgid, getpid and write are async-signal-safe; the registry fd is kept
-            // open by the Arc this closure holds.
-            unsafe {
-                libc::setpgid(0, 0);
-                let pid = libc::getpid().to_ne_bytes();
-                libc::write(registry.as_raw_fd(), pid.as_ptr().cast(), pid.len());
-            }
-            if let Some(cgroup) = &cgroup {
-                for join in cgroup.joins() {
-                    if rustix::io::write(join, b"0").is_err() {
-                        return Err(child_failed(
-                            c"improv sandbox: could not join the performance's cgroup\n",
-                        ));
-                    }
-                }
-            }
-            for (resource, value) in limits.iter().flatten() {
-                if plan.is_some() && *resource == libc::RLIMIT_NPROC {
-                    // Set inside the user namespace below, where it counts this command only.
-                    continue;
-                }
-                let limit = libc::rlimit {
-                    rlim_cur: *value,
-                    rlim_max: *value,
-                };
-                // SAFETY: setrlimit reads the struct we pass; it is async-signal-safe.
-                if unsafe { libc::setrlimit(*resource, &limit) } != 0 {
-                    return Err(child_failed(c"improv sandbox: setrlimit failed\n"));
-                }
-            }
-            if let Some(plan) = &plan {
-                if let Err((step, errno)) = namespace::enter(plan) {
-                    return Err(step_failed(step, errno));
-                }
-                if let Some(max) = processes {
-                    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-                    let value = getrlimit(Resource::Nproc)
-                        .maximum
-                        .map_or(max, |hard| max.min(hard));
-                    let limit = Rlimit {
-                        current: Some(value),
-                        maximum: Some(value),
-                    };
-                    if let Err(errno) = setrlimit(Resource::Nproc, limit) {
-                        return Err(step_failed(c"setrlimit(RLIMIT_NPROC)", errno));
-                    }
-                }
-            }
-            drop_capabilities();
-            if let Some(ruleset) = ruleset.take() {
-                match ruleset.restrict_self() {
-                    Ok(status) if status.ruleset != landlock::RulesetStatus::NotEnforced => {}
-                    _ => return Err(child_failed(c"improv sandbox: Landlock failed\n")),
-                }
-            }
-            if let Some(filter) = &filter
-                && (seccompiler::apply_filter(&filter.main).is_err()
-                    || seccompiler::apply_filter(&filter.clone3).is_err())
-            {
-                return Err(child_failed(c"improv sandbox: seccomp failed\n"));
-            }
-            Ok(())
-        };
-        // SAFETY: the closure only makes async-signal-safe system calls (see above); the ruleset
-        // and the BPF program were built before fork.
-        unsafe {
-            cmd.pre_exec(child);
-        }
-        Ok(())
+        Ok(Prepared {
+            registry: self.groups.writer.clone(),
+            cgroup: self.cgroup.clone(),
+            limits: rlimits(&self.config.limits),
+            plan,
+            processes: self.config.limits.processes,
+            landlock,
+            filter: self.filter.clone(),
+        })
+    }
+
+    /// The user and group commands run as when not improv's own ([`SandboxConfig::run_as`]).
+    pub(crate) fn run_as(&self) -> Option<(u32, u32)> {
+        self.config.run_as
     }
 
     /// [`apply`](Sandbox::apply) for a tokio command.
@@ -674,12 +640,9 @@ impl Sandbox {
         self.apply(cmd.as_std_mut())
     }
 
-    /// A spawn hook for props that take one: `Fn(&mut tokio::process::Command) -> io::Result<()>`.
-    pub fn spawn_hook(
-        self: &Arc<Self>,
-    ) -> impl Fn(&mut tokio::process::Command) -> io::Result<()> + Send + Sync + 'static {
-        let sandbox = self.clone();
-        move |cmd| sandbox.apply_tokio(cmd).map_err(io::Error::other)
+    /// The spawn hook of the `bash` prop: its commands start through [`Sandbox::spawn`].
+    pub fn spawn_hook(self: &Arc<Self>) -> crate::spawn::Spawner {
+        crate::spawn::Spawner(self.clone())
     }
 
     /// Kills every process group this sandbox started that still has members: the end of the
@@ -688,6 +651,100 @@ impl Sandbox {
     pub fn reap(&self) -> usize {
         kill_all(&self.groups, self.cgroup.as_deref())
     }
+}
+
+/// What a sandboxed child does between its start and `exec`, all of it prepared before the child
+/// starts ([`Sandbox::prepare`]), so that [`Prepared::enter`] only makes system calls.
+pub(crate) struct Prepared {
+    /// The write end of the pipe each child writes its pid (its process group) into.
+    registry: Arc<OwnedFd>,
+    cgroup: Option<Arc<PerformanceCgroup>>,
+    limits: [Rlimit; 6],
+    plan: Option<Plan>,
+    processes: Option<u64>,
+    /// This child's copy of the Landlock ruleset; `None` when the sandbox is off.
+    landlock: Option<OwnedFd>,
+    filter: Option<Arc<Filters>>,
+}
+
+impl Prepared {
+    /// Runs in the child before `exec`, after its stdio, user and working directory are set: its
+    /// own process group (registered with the sandbox), the performance's cgroup, resource
+    /// limits, the user and mount namespace, no capabilities, Landlock with `no_new_privs`, and
+    /// seccomp last. System calls only: no allocation, and nothing written to memory, so it is
+    /// safe in the child of a multi-threaded process, forked or sharing its memory
+    /// ([`Sandbox::spawn`]). `Err` names the step that failed.
+    pub(crate) fn enter(&self) -> Result<(), namespace::Failed> {
+        // SAFETY: setpgid, getpid and write are async-signal-safe; the registry fd is kept
+        // open by the Arc this value holds.
+        unsafe {
+            libc::setpgid(0, 0);
+            let pid = libc::getpid().to_ne_bytes();
+            libc::write(self.registry.as_raw_fd(), pid.as_ptr().cast(), pid.len());
+        }
+        if let Some(cgroup) = &self.cgroup {
+            for join in cgroup.joins() {
+                rustix::io::write(join, b"0")
+                    .map_err(|e| (c"joining the performance's cgroup", e))?;
+            }
+        }
+        for (resource, value) in self.limits.iter().flatten() {
+            if self.plan.is_some() && *resource == libc::RLIMIT_NPROC {
+                // Set inside the user namespace below, where it counts this command only.
+                continue;
+            }
+            let limit = libc::rlimit {
+                rlim_cur: *value,
+                rlim_max: *value,
+            };
+            // SAFETY: setrlimit reads the struct we pass; it is async-signal-safe.
+            if unsafe { libc::setrlimit(*resource, &limit) } != 0 {
+                return Err((c"setrlimit", last_errno()));
+            }
+        }
+        if let Some(plan) = &self.plan {
+            namespace::enter(plan)?;
+            if let Some(max) = self.processes {
+                use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+                let value = getrlimit(Resource::Nproc)
+                    .maximum
+                    .map_or(max, |hard| max.min(hard));
+                let limit = Rlimit {
+                    current: Some(value),
+                    maximum: Some(value),
+                };
+                setrlimit(Resource::Nproc, limit).map_err(|e| (c"setrlimit(RLIMIT_NPROC)", e))?;
+            }
+        }
+        drop_capabilities();
+        if let Some(ruleset) = &self.landlock {
+            // What `RulesetCreated::restrict_self` does, without consuming the ruleset (it is
+            // the parent's memory when the child shares it).
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Err((c"prctl(PR_SET_NO_NEW_PRIVS)", last_errno()));
+            }
+            // SAFETY: landlock_restrict_self takes a ruleset fd, open while `self` lives, and
+            // flags.
+            let restricted =
+                unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0) };
+            if restricted != 0 {
+                return Err((c"Landlock", last_errno()));
+            }
+        }
+        if let Some(filter) = &self.filter
+            && (seccompiler::apply_filter(&filter.main).is_err()
+                || seccompiler::apply_filter(&filter.clone3).is_err())
+        {
+            return Err((c"seccomp", last_errno()));
+        }
+        Ok(())
+    }
+}
+
+/// The calling thread's `errno`, as rustix names it.
+fn last_errno() -> rustix::io::Errno {
+    rustix::io::Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
 
 /// Kills every process the sandbox started: its cgroup's, and every process group it
@@ -787,17 +844,6 @@ fn drop_capabilities() {
             0,
         );
     }
-}
-
-/// Writes `message` to the child's stderr (the command's output) and returns an error that
-/// needs no allocation.
-fn child_failed(message: &std::ffi::CStr) -> io::Error {
-    let bytes = message.to_bytes();
-    // SAFETY: write is async-signal-safe; fd 2 is the child's stderr.
-    unsafe {
-        libc::write(2, bytes.as_ptr().cast(), bytes.len());
-    }
-    io::Error::from_raw_os_error(libc::EPERM)
 }
 
 /// Writes `improv sandbox: <step> failed` to the child's stderr and returns `errno` as the

@@ -10,8 +10,11 @@ use async_trait::async_trait;
 use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
 use serde::Deserialize;
 use serde_json::json;
+use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +37,65 @@ struct Args {
     timeout: Option<f64>,
 }
 
-/// Prepares every command `bash` spawns before it starts (the edges' sandbox: Landlock,
-/// seccomp, resource limits, a minimal environment). An error refuses the command.
-pub type SpawnHook = Arc<dyn Fn(&mut Command) -> std::io::Result<()> + Send + Sync>;
+/// Starts every command `bash` runs (the edges' sandbox: Landlock, seccomp, resource limits, a
+/// minimal environment). An error refuses the command. A closure `Fn(&mut Command) ->
+/// io::Result<()>` is one: it prepares the command, which tokio then spawns.
+pub type SpawnHook = Arc<dyn Spawn>;
+
+/// How a command is started: `command` is `bash -c LINE` with its working directory and process
+/// group set; its stdin is to be `/dev/null`, its stdout and stderr `stdout` and `stderr`.
+pub trait Spawn: Send + Sync {
+    fn spawn(
+        &self,
+        command: &mut Command,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> std::io::Result<Box<dyn Running>>;
+}
+
+impl<F> Spawn for F
+where
+    F: Fn(&mut Command) -> std::io::Result<()> + Send + Sync,
+{
+    fn spawn(
+        &self,
+        command: &mut Command,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> std::io::Result<Box<dyn Running>> {
+        command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true);
+        self(command)?;
+        Ok(Box::new(command.spawn()?))
+    }
+}
+
+/// A started command, as `bash` waits for it and kills it.
+pub trait Running: Send {
+    /// Its pid, the id of its process group; `None` once it has been waited for.
+    fn id(&self) -> Option<u32>;
+    /// Waits for it to exit (cancel-safe: dropping the future waits no longer).
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + '_>>;
+    /// Sends it SIGKILL.
+    fn start_kill(&mut self) -> std::io::Result<()>;
+}
+
+impl Running for tokio::process::Child {
+    fn id(&self) -> Option<u32> {
+        tokio::process::Child::id(self)
+    }
+
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + '_>> {
+        Box::pin(tokio::process::Child::wait(self))
+    }
+
+    fn start_kill(&mut self) -> std::io::Result<()> {
+        tokio::process::Child::start_kill(self)
+    }
+}
 
 pub struct Bash {
     spec: ToolSpec,
@@ -173,15 +232,12 @@ async fn run(
         bash.arg("-c")
             .arg(command)
             .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(hook) = spawn_hook {
-            hook(&mut bash).map_err(started)?;
-        }
-        bash.spawn().map_err(started)?
+            .process_group(0);
+        let plain: &dyn Spawn = &|_: &mut Command| -> std::io::Result<()> { Ok(()) };
+        spawn_hook
+            .map_or(plain, |hook| hook.as_ref())
+            .spawn(&mut bash, stdout, stderr)
+            .map_err(started)?
         // `bash` drops here, closing our copies of the pipe's write end: the reader sees EOF
         // once every process of the command has closed its own.
     };

@@ -18,7 +18,7 @@ mod search;
 pub mod workspace;
 mod write;
 
-pub use bash::{Bash, DEFAULT_TIMEOUT, SpawnHook};
+pub use bash::{Bash, DEFAULT_TIMEOUT, Running, Spawn, SpawnHook};
 pub use edit::Edit;
 pub use read::Read;
 pub use search::{Find, Grep};
