@@ -8,6 +8,7 @@
 use crate::gate::{Admission, Gate};
 use crate::outbox::Outbox;
 use crate::reply::{ReplyProp, Target};
+use crate::send::SendProp;
 use crate::{Body, ChannelError, Inbound};
 use async_trait::async_trait;
 use improv_kernel::{Observer, Outcome, Prop};
@@ -29,6 +30,8 @@ pub struct Request {
     pub from: String,
     pub previous: Option<String>,
     pub reply: Arc<dyn Prop>,
+    /// The `send` prop, where the door allows other chats (`send = [...]`).
+    pub send: Option<Arc<dyn Prop>>,
     pub observer: Arc<dyn Observer>,
 }
 
@@ -171,12 +174,18 @@ impl ChatDoor {
         let mut attempt = 1;
         loop {
             let (reply, observer) = ReplyProp::new(self.outbox.clone(), Target::of(inbound));
+            let targets = self.outbox.targets();
+            let send = (!targets.is_empty()).then(|| {
+                let send = SendProp::new(self.outbox.clone(), targets.to_vec(), observer.clone());
+                Arc::new(send) as Arc<dyn Prop>
+            });
             let request = Request {
                 door: self.door.clone(),
                 intent: intent(&self.door, inbound),
                 from: sender(inbound),
                 previous: previous.clone(),
                 reply: Arc::new(reply),
+                send,
                 observer,
             };
             match self.performer.perform(request).await {

@@ -126,12 +126,10 @@ pub(crate) fn chat_door(
             ctx.store.clone(),
             Limits::of(&ctx.door),
         ),
-        outbox: Arc::new(Outbox::new(
-            ctx.store.clone(),
-            name,
-            sender,
-            Retry::default(),
-        )),
+        outbox: Arc::new(
+            Outbox::new(ctx.store.clone(), name, sender, Retry::default())
+                .with_targets(config.send.clone()),
+        ),
         performer: performer(ctx),
     })
 }
@@ -273,15 +271,18 @@ impl Performer for StagePerformer {
 fn launch(request: &Request) -> Launch {
     let mut launch = Launch::new(request.intent.clone());
     launch.observers = vec![request.observer.clone()];
-    launch.outside = Some(Arc::new(Reply(request.reply.clone())));
+    let props = std::iter::once(request.reply.clone())
+        .chain(request.send.clone())
+        .collect();
+    launch.outside = Some(Arc::new(Chat(props)));
     launch
 }
 
-/// Gives the lead the `reply` prop, whatever props it named.
-struct Reply(Arc<dyn Prop>);
+/// Gives the lead the `reply` prop (and `send`, where allowed), whatever props it named.
+struct Chat(Vec<Arc<dyn Prop>>);
 
-impl PropSource for Reply {
+impl PropSource for Chat {
     fn props(&self, _wanted: &[String]) -> Vec<Arc<dyn Prop>> {
-        vec![self.0.clone()]
+        self.0.clone()
     }
 }

@@ -17,6 +17,7 @@ pub mod gate;
 pub mod listen;
 pub mod outbox;
 pub mod reply;
+pub mod send;
 pub mod slack;
 pub mod telegram;
 

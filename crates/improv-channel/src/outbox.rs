@@ -75,6 +75,8 @@ pub struct Outbox {
     one: Mutex<()>,
     wake: Notify,
     retry: Retry,
+    /// Chats besides a thread's own that actors may post to (`send`).
+    targets: Vec<String>,
 }
 
 impl Outbox {
@@ -86,7 +88,20 @@ impl Outbox {
             one: Mutex::new(()),
             wake: Notify::new(),
             retry,
+            targets: Vec::new(),
         }
+    }
+
+    /// The chats, besides a thread's own, that the door's actors may post to with the `send`
+    /// prop (the stage file's `send`).
+    pub fn with_targets(mut self, targets: Vec<String>) -> Self {
+        self.targets = targets;
+        self
+    }
+
+    /// See [`Outbox::with_targets`].
+    pub fn targets(&self) -> &[String] {
+        &self.targets
     }
 
     pub fn door(&self) -> &str {

@@ -16,22 +16,24 @@ use std::sync::{Arc, Mutex};
 /// The prop's name, as actors call it.
 pub const NAME: &str = "reply";
 
-/// Notes the seq of each `tool_call_started` of `reply` in the performance it observes.
+/// Notes the seq of each `tool_call_started` of `reply` or `send` in the performance it
+/// observes.
 #[derive(Default)]
 pub struct CallSeqs {
     last: Mutex<Option<u64>>,
 }
 
 impl CallSeqs {
-    fn take(&self) -> Option<u64> {
+    pub(crate) fn take(&self) -> Option<u64> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
 impl Observer for CallSeqs {
     fn observe(&self, event: &Event) -> Result<(), ObserveError> {
+        // Both are writes: each runs alone, right after its own event.
         if let EventKind::ToolCallStarted { name, .. } = &event.kind
-            && name == NAME
+            && (name == NAME || name == crate::send::NAME)
         {
             *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(event.seq);
         }

@@ -145,6 +145,9 @@ pub struct ChannelDoor {
     /// `sender_rate = "10/min"`: how many messages one sender may send in a period. `None`: the
     /// channel's default.
     pub sender_rate: Option<Rate>,
+    /// `send = ["C024BE91L"]`: other chats of this door's platform (their ids) the actors may
+    /// post to with the `send` prop, besides the thread's own; empty: no `send` prop.
+    pub send: Vec<String>,
     /// An email door's servers, login and address (`channel = "email"`); `None` on the others.
     pub email: Option<Box<EmailDoor>>,
 }
@@ -232,6 +235,7 @@ pub(crate) struct RawDoor {
     rate: Option<Spanned<String>>,
     max_running: Option<Spanned<u32>>,
     sender_rate: Option<Spanned<String>>,
+    send: Option<Spanned<Vec<String>>>,
     imap: Option<Spanned<String>>,
     smtp: Option<Spanned<String>>,
     user_env: Option<Spanned<String>>,
@@ -417,6 +421,11 @@ fn kind(
                 .unwrap_or_default(),
             api_base: d.api_base.as_ref().map(|v| v.get_ref().clone()),
             sender_rate: rate(d.sender_rate.as_ref(), "sender_rate", problems),
+            send: d
+                .send
+                .as_ref()
+                .map(|v| v.get_ref().clone())
+                .unwrap_or_default(),
             email: email::settings(d, name, c, problems).map(Box::new),
         })
     })
@@ -533,7 +542,7 @@ fn misplaced(d: &RawDoor, kind: &DoorKind, name: &str, problems: &mut Vec<Proble
     let timed = kind.is_timed();
     let channel = matches!(kind, DoorKind::Channel(_));
     let webhook = matches!(kind, DoorKind::Webhook { .. });
-    let keys: [(&str, Option<Range<usize>>, bool); 10] = [
+    let keys: [(&str, Option<Range<usize>>, bool); 11] = [
         (
             "timezone",
             d.timezone.as_ref().map(|v| v.span()),
@@ -564,6 +573,7 @@ fn misplaced(d: &RawDoor, kind: &DoorKind, name: &str, problems: &mut Vec<Proble
             d.sender_rate.as_ref().map(|v| v.span()),
             channel,
         ),
+        ("send", d.send.as_ref().map(|v| v.span()), channel),
     ];
     for (key, span, fits) in keys {
         if let (Some(span), false) = (span, fits) {

@@ -56,7 +56,9 @@ impl Performer for KernelPerformer {
             name: "lead".into(),
             system: "You answer chat messages.".into(),
             model: model.clone(),
-            props: vec![request.reply.clone()],
+            props: std::iter::once(request.reply.clone())
+                .chain(request.send.clone())
+                .collect(),
             max_output_tokens: None,
         };
         let recorder = Arc::new(Tape::default());
