@@ -3,7 +3,7 @@
 //! process. Prints a table; it asserts nothing (targets are read off the table, not tested).
 //! Below it, side by side with their goals: the peak RSS of the run, the binary's size stripped,
 //! and the turn ratio: a bash turn (sandbox on) against a bare `bash -c` spawn timed in the same
-//! run, so the ratio holds on a loaded or a fast machine alike.
+//! run, between the runs of the bash rows, so both sides see the same load.
 //!
 //! Usage: `improv-bench [PATH/TO/improv] [--turns N] [--runs N]` (see bench/run.sh).
 
@@ -147,9 +147,9 @@ async fn run_once(improv: &Path, prop: &str, sandbox: bool, turns: usize) -> Res
     })
 }
 
-/// The median wall time of `bash -c 'echo step N'` spawned from here with its output read, the
-/// same command a bash turn runs: what the turn costs at the very least.
-fn bare_bash(runs: usize) -> f64 {
+/// The wall times of `bash -c 'echo step N'` spawned from here with its output read, the same
+/// command a bash turn runs: what the turn costs at the very least.
+fn bare_bash(runs: usize) -> Vec<f64> {
     let mut times = Vec::new();
     for k in 0..runs {
         let started = Instant::now();
@@ -161,7 +161,7 @@ fn bare_bash(runs: usize) -> f64 {
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    median(&mut times)
+    times
 }
 
 /// The size of `improv` as installed and with every symbol and debug section stripped (`strip`
@@ -225,7 +225,9 @@ async fn main() {
         "| prop | per-turn overhead median | p90 | wall time | peak RSS | first request | total request bytes |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let mut bare = vec![bare_bash(100)];
+    // Bare spawns are timed between the runs of the bash rows, so that both sides of the ratio
+    // see the same load on a busy machine.
+    let mut bare = bare_bash(20);
     let mut bash_turn = f64::NAN;
     let mut peak_rss = 0.0f64;
     for (label, prop, sandbox) in [
@@ -239,6 +241,9 @@ async fn main() {
         let mut first = 0;
         let mut total = 0;
         for _ in 0..runs {
+            if prop == "bash" {
+                bare.extend(bare_bash(turns));
+            }
             match run_once(&improv, prop, sandbox, turns).await {
                 Ok(r) => {
                     overheads.extend(r.overheads_ms);
@@ -258,7 +263,6 @@ async fn main() {
         let per_turn = median(&mut overheads);
         if prop == "bash" && sandbox {
             bash_turn = per_turn;
-            bare.push(bare_bash(100));
         }
         peak_rss = peak_rss.max(median(&mut rss) / 1024.0);
         println!(
