@@ -15,6 +15,8 @@
 //!   until it is back or the lease is known to be lost.
 //! - Director notes come from the store ([`StoreNotes`]), sent from any machine; a note the
 //!   journal already holds is not delivered again after a takeover.
+//! - An `ask` decision waits in the store for the director's answer ([`StoreApprover`]),
+//!   given from anywhere, and is denied when none comes within `ask_timeout`.
 //! - Draining (SIGTERM): no new claims, the current turn ends, the performance goes back to the
 //!   queue with every event it wrote.
 
@@ -23,9 +25,12 @@ use crate::error::PerformError;
 use crate::inbox::StoreNotes;
 use crate::production::{Journal, Launch, Production};
 use async_trait::async_trait;
+use improv_edges::{Approval, ApprovalRequest, Approver};
 use improv_kernel::{Between, Control, Event, EventKind, Hook, ObserveError, Observer, Outcome};
 use improv_stage::Stage;
-use improv_store::{Lease, PerformanceRecord, Store, StoreError};
+use improv_store::{
+    Answer, ApprovalAsk, ApprovalRecord, Lease, PerformanceRecord, Store, StoreError,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,6 +59,8 @@ pub struct WorkerSettings {
     pub idle_poll: Duration,
     /// Props from outside improv attached to each performance (the stage's MCP servers).
     pub outside: Outside,
+    /// How long an `ask` waits in the store for the director's answer before it is denied.
+    pub ask_timeout: Duration,
 }
 
 /// What attaches props from outside improv to one performance of a stage.
@@ -190,7 +197,7 @@ pub async fn perform(
 ) -> Result<Leased, PerformError> {
     let held = Held::new(store.clone(), lease);
     let renewer = tokio::spawn(renew(held.clone(), settings.lease));
-    let result = perform_held(&held, &record, &settings.outside, drain).await;
+    let result = perform_held(&held, &record, settings, drain).await;
     renewer.abort();
     result
 }
@@ -198,7 +205,7 @@ pub async fn perform(
 async fn perform_held(
     held: &Held,
     record: &PerformanceRecord,
-    outside: &Outside,
+    settings: &WorkerSettings,
     drain: &CancellationToken,
 ) -> Result<Leased, PerformError> {
     let past = match retry(held, || held.store.events(&record.id, 0, 0)).await {
@@ -206,7 +213,7 @@ async fn perform_held(
         Err(e) => return abandon_or(held, e),
     };
     let journal = StoreJournal::start(held.clone());
-    let production = open(held, record, outside, &journal, past, drain).await;
+    let production = open(held, record, settings, &journal, past, drain).await;
     let mut production = match production {
         Ok(production) => production,
         Err(e) if held.lost.is_cancelled() => return Ok(Leased::Abandoned(e.to_string())),
@@ -250,7 +257,7 @@ async fn perform_held(
 async fn open(
     held: &Held,
     record: &PerformanceRecord,
-    outside: &Outside,
+    settings: &WorkerSettings,
     journal: &Arc<StoreJournal>,
     past: Vec<Event>,
     drain: &CancellationToken,
@@ -259,7 +266,7 @@ async fn open(
         .map_err(|e| PerformError::Stage(e.to_string()))?;
     let stage = Arc::new(stage);
     let mut launch = Launch::new(record.intent.clone());
-    launch.outside = outside.attach(stage.clone()).await.map_err(|e| {
+    launch.outside = settings.outside.attach(stage.clone()).await.map_err(|e| {
         PerformError::Stage(format!(
             "the stage's MCP servers could not be attached: {e}"
         ))
@@ -267,12 +274,98 @@ async fn open(
     launch.model = record.model.clone();
     launch.id = Some(record.id.clone());
     launch.notes = Some(StoreNotes::new(held.store.clone(), &record.id, &past));
+    launch.approver = Arc::new(StoreApprover {
+        store: held.store.clone(),
+        performance: record.id.clone(),
+        timeout: settings.ask_timeout,
+    });
     launch.journal = Some(Journal {
         recorder: journal.clone(),
         past,
     });
     launch.hooks = vec![Arc::new(Drain(drain.clone()))];
     Ok(Production::open(stage, launch)?.0)
+}
+
+/// Answers the `ask` decisions of a leased performance through the store: each is put there
+/// waiting, the director answers it from anywhere (`improv approve`), and the call waits for
+/// the answer (woken by NOTIFY on PostgreSQL), denied when none came within the timeout.
+struct StoreApprover {
+    store: Arc<dyn Store>,
+    performance: String,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl Approver for StoreApprover {
+    async fn ask(&self, request: &ApprovalRequest) -> Approval {
+        let ask = ApprovalAsk {
+            actor: request.actor.clone(),
+            prop: request.prop.clone(),
+            subject: request.subject.clone(),
+            rule: request.rule.clone(),
+        };
+        let id = &self.performance;
+        let n = match self.store.ask_approval(id, &ask).await {
+            Ok(n) => n,
+            Err(e) => return denied(format!("the approval could not be asked: {e}")),
+        };
+        tracing::info!(
+            performance = %id,
+            "waiting for the director: improv approve --store URL {id} {n} once|performance|deny"
+        );
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Err(e) = self.store.wait_answer(id, n, left).await {
+                tracing::warn!("cannot wait for approval {n}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500).min(left)).await;
+            }
+            match self.store.approvals(id).await {
+                Ok(all) => match all.into_iter().find(|a| a.n == n) {
+                    Some(ApprovalRecord {
+                        answer: Some(answer),
+                        note,
+                        ..
+                    }) => return approval(answer, note),
+                    _ if left.is_zero() => {
+                        return denied(format!(
+                            "no answer from the director within {}",
+                            humanize(self.timeout)
+                        ));
+                    }
+                    _ => {}
+                },
+                Err(e) if left.is_zero() => {
+                    return denied(format!("the answer could not be read: {e}"));
+                }
+                Err(e) => tracing::warn!("cannot read approval {n}: {e}; retrying"),
+            }
+        }
+    }
+}
+
+/// The edges' approval for the director's answer.
+fn approval(answer: Answer, note: Option<String>) -> Approval {
+    match answer {
+        Answer::Once => Approval::Once,
+        Answer::Performance => Approval::ForPerformance,
+        Answer::Deny => Approval::Deny { note },
+    }
+}
+
+fn denied(note: String) -> Approval {
+    Approval::Deny { note: Some(note) }
+}
+
+/// A timeout as people say it: whole minutes or seconds.
+fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
 }
 
 /// Records the outcome in the store.

@@ -57,6 +57,7 @@ fn settings() -> WorkerSettings {
         concurrency: 1,
         idle_poll: Duration::from_millis(50),
         outside: leased::Outside::default(),
+        ask_timeout: Duration::from_secs(1),
     }
 }
 

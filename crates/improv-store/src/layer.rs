@@ -5,8 +5,8 @@
 //! forwarded by every wrapper at once instead of each one by hand.
 
 use crate::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
-    PerformanceRecord, Store, StoreError,
+    Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Store, StoreError,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -129,6 +129,31 @@ pub trait StoreLayer: Send + Sync + 'static {
     ) -> Result<bool, StoreError> {
         self.inner().wait_notes(performance, after, timeout).await
     }
+    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        self.inner().ask_approval(performance, ask).await
+    }
+    async fn answer_approval(
+        &self,
+        performance: &str,
+        n: u64,
+        answer: Answer,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.inner()
+            .answer_approval(performance, n, answer, note)
+            .await
+    }
+    async fn approvals(&self, performance: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        self.inner().approvals(performance).await
+    }
+    async fn wait_answer(
+        &self,
+        performance: &str,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner().wait_answer(performance, n, timeout).await
+    }
 }
 
 /// Every layer is a store: each method calls the layer's method of the same name (its override,
@@ -238,5 +263,28 @@ impl<T: StoreLayer> Store for T {
         timeout: Duration,
     ) -> Result<bool, StoreError> {
         StoreLayer::wait_notes(self, performance, after, timeout).await
+    }
+    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        StoreLayer::ask_approval(self, performance, ask).await
+    }
+    async fn answer_approval(
+        &self,
+        performance: &str,
+        n: u64,
+        answer: Answer,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        StoreLayer::answer_approval(self, performance, n, answer, note).await
+    }
+    async fn approvals(&self, performance: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        StoreLayer::approvals(self, performance).await
+    }
+    async fn wait_answer(
+        &self,
+        performance: &str,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        StoreLayer::wait_answer(self, performance, n, timeout).await
     }
 }

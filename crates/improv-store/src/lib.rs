@@ -175,6 +175,43 @@ pub struct Note {
     pub created_at: UnixMillis,
 }
 
+/// An `ask` decision of a leased performance, put in the store for the director to answer from
+/// anywhere (`improv approve`); the worker waits for the answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalAsk {
+    pub actor: String,
+    pub prop: String,
+    /// What the call would do (a command line, a path).
+    pub subject: String,
+    /// The rule that asked.
+    pub rule: String,
+}
+
+/// The director's answer to an approval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Approves this call.
+    Once,
+    /// Approves whatever the same rule matches for the rest of the performance.
+    Performance,
+    Deny,
+}
+
+/// One approval of a performance, answered or waiting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub performance: String,
+    /// Its number among the performance's approvals, from 1.
+    pub n: u64,
+    pub ask: ApprovalAsk,
+    /// `None` while waiting.
+    pub answer: Option<Answer>,
+    /// The director's words to the actor with a denial.
+    pub note: Option<String>,
+    pub created_at: UnixMillis,
+}
+
 /// How many performances are in each state, across every worker and machine: what `/metrics`
 /// shows, and what tells an idle worker whether there is work.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +374,33 @@ pub trait Store: Send + Sync + 'static {
         &self,
         performance: &str,
         after: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Puts an `ask` of a performance that has not finished in the store, waiting; returns its
+    /// number. [`StoreError::Finished`] when it ended.
+    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError>;
+
+    /// Answers approval `n` of `performance`: true for the one answer that counts, false when
+    /// it was answered already; `NotFound` when there is no such approval. Wakes
+    /// [`Store::wait_answer`] everywhere.
+    async fn answer_approval(
+        &self,
+        performance: &str,
+        n: u64,
+        answer: Answer,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// The approvals of `performance`, oldest first.
+    async fn approvals(&self, performance: &str) -> Result<Vec<ApprovalRecord>, StoreError>;
+
+    /// Waits until approval `n` of `performance` is answered or it finished, or `timeout`
+    /// passed; returns whether it is answered or finished.
+    async fn wait_answer(
+        &self,
+        performance: &str,
+        n: u64,
         timeout: Duration,
     ) -> Result<bool, StoreError>;
 }

@@ -19,13 +19,13 @@ mod tls;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state,
-    signed, sql_limit, state_name, unsigned,
+    Awaited, Holder, answer_name, check_seqs, corrupt, expiry, fence, now_millis, parse_answer,
+    parse_outcome, parse_state, signed, sql_limit, state_name, unsigned,
 };
 use crate::url::split_pg_params;
 use crate::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
-    PerformanceRecord, State, Store, StoreError, StoreUrl,
+    Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, State, Store, StoreError, StoreUrl,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -350,6 +350,14 @@ impl PgStore {
         Ok(match what {
             Awaited::Events { after } => unsigned(row.get(0)) > after,
             Awaited::Notes { after } => unsigned(row.get(2)) > after,
+            Awaited::Answer { n } => !self
+                .query(
+                    "SELECT 1 FROM approvals WHERE performance = $1 AND n = $2 \
+                     AND answer IS NOT NULL",
+                    &[&id, &signed(n)],
+                )
+                .await?
+                .is_empty(),
         })
     }
 
@@ -955,5 +963,119 @@ impl Store for PgStore {
     ) -> Result<bool, StoreError> {
         self.wait(performance, Awaited::Notes { after }, timeout)
             .await
+    }
+
+    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err())?;
+        // The row lock numbers the performance's approvals one at a time.
+        let rows = tx
+            .query(
+                "SELECT state FROM performances WHERE id = $1 FOR UPDATE",
+                &[&performance],
+            )
+            .await
+            .map_err(self.err())?;
+        let row = rows.first().ok_or_else(|| self.not_found(performance))?;
+        if parse_state(&self.namer.name, row.get(0))? == State::Finished {
+            return Err(StoreError::Finished {
+                id: performance.to_string(),
+            });
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO approvals (performance, n, actor, prop, subject, rule, created_at) \
+                 SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM approvals \
+                 WHERE performance = $1 RETURNING n",
+                &[
+                    &performance,
+                    &ask.actor,
+                    &ask.prop,
+                    &ask.subject,
+                    &ask.rule,
+                    &now_millis(),
+                ],
+            )
+            .await
+            .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(unsigned(row.get(0)))
+    }
+
+    async fn answer_approval(
+        &self,
+        performance: &str,
+        n: u64,
+        answer: Answer,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err())?;
+        let answered = tx
+            .execute(
+                "UPDATE approvals SET answer = $3, note = $4, answered_at = $5 \
+                 WHERE performance = $1 AND n = $2 AND answer IS NULL",
+                &[
+                    &performance,
+                    &signed(n),
+                    &answer_name(answer),
+                    &note,
+                    &now_millis(),
+                ],
+            )
+            .await
+            .map_err(self.err())?;
+        if answered == 1 {
+            self.notify(&tx, performance).await?;
+            tx.commit().await.map_err(self.err())?;
+            return Ok(true);
+        }
+        let exists = tx
+            .query(
+                "SELECT 1 FROM approvals WHERE performance = $1 AND n = $2",
+                &[&performance, &signed(n)],
+            )
+            .await
+            .map_err(self.err())?;
+        if exists.is_empty() {
+            return Err(self.not_found(&format!("(approval {n} of {performance})")));
+        }
+        Ok(false)
+    }
+
+    async fn approvals(&self, performance: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT n, actor, prop, subject, rule, answer, note, created_at \
+                 FROM approvals WHERE performance = $1 ORDER BY n",
+                &[&performance],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApprovalRecord {
+                    performance: performance.to_string(),
+                    n: unsigned(r.get(0)),
+                    ask: ApprovalAsk {
+                        actor: r.get(1),
+                        prop: r.get(2),
+                        subject: r.get(3),
+                        rule: r.get(4),
+                    },
+                    answer: parse_answer(&self.namer.name, r.get(5))?,
+                    note: r.get(6),
+                    created_at: r.get(7),
+                })
+            })
+            .collect()
+    }
+
+    async fn wait_answer(
+        &self,
+        performance: &str,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.wait(performance, Awaited::Answer { n }, timeout).await
     }
 }

@@ -127,4 +127,31 @@ pub(crate) enum Awaited {
     Events { after: u64 },
     /// A director note after this number.
     Notes { after: u64 },
+    /// The answer to this approval.
+    Answer { n: u64 },
+}
+
+/// The name an answer is stored under.
+pub(crate) fn answer_name(answer: crate::Answer) -> &'static str {
+    match answer {
+        crate::Answer::Once => "once",
+        crate::Answer::Performance => "performance",
+        crate::Answer::Deny => "deny",
+    }
+}
+
+pub(crate) fn parse_answer(
+    store: &str,
+    text: Option<String>,
+) -> Result<Option<crate::Answer>, StoreError> {
+    text.map(|t| match t.as_str() {
+        "once" => Ok(crate::Answer::Once),
+        "performance" => Ok(crate::Answer::Performance),
+        "deny" => Ok(crate::Answer::Deny),
+        other => Err(corrupt(
+            store,
+            &format!("unknown approval answer {other:?}"),
+        )),
+    })
+    .transpose()
 }

@@ -7,12 +7,12 @@
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, check_seqs, corrupt, expiry, fence, now_millis, parse_outcome, parse_state,
-    signed, sql_limit, state_name, unsigned,
+    Awaited, Holder, answer_name, check_seqs, corrupt, expiry, fence, now_millis, parse_answer,
+    parse_outcome, parse_state, signed, sql_limit, state_name, unsigned,
 };
 use crate::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
-    PerformanceRecord, State, Store, StoreError, StoreUrl,
+    Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, State, Store, StoreError, StoreUrl,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -52,6 +52,12 @@ CREATE TABLE kv (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
 CREATE TABLE notes (
     performance TEXT NOT NULL, n INTEGER NOT NULL, text TEXT NOT NULL,
     created_at INTEGER NOT NULL, PRIMARY KEY (performance, n)) WITHOUT ROWID;
+",
+    "
+CREATE TABLE approvals (
+    performance TEXT NOT NULL, n INTEGER NOT NULL, actor TEXT NOT NULL, prop TEXT NOT NULL,
+    subject TEXT NOT NULL, rule TEXT NOT NULL, answer TEXT, note TEXT,
+    created_at INTEGER NOT NULL, answered_at INTEGER, PRIMARY KEY (performance, n)) WITHOUT ROWID;
 ",
 ];
 
@@ -245,6 +251,15 @@ fn ready(store: &str, conn: &Connection, id: &str, what: Awaited) -> Result<bool
     Ok(match what {
         Awaited::Events { after } => holder.last_seq > after,
         Awaited::Notes { after } => last_note(store, conn, id)? > after,
+        Awaited::Answer { n } => conn
+            .query_row(
+                "SELECT answer IS NOT NULL FROM approvals WHERE performance = ?1 AND n = ?2",
+                params![id, signed(n)],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map_err(|e| sql_error(store, e))?
+            .unwrap_or(false),
     })
 }
 
@@ -887,6 +902,119 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         self.wait(performance, Awaited::Notes { after }, timeout)
             .await
+    }
+
+    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        let (id, ask) = (performance.to_string(), ask.clone());
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            if holder(store, &tx, &id)?.state == State::Finished {
+                return Err(StoreError::Finished { id });
+            }
+            let n: i64 = tx
+                .query_row(
+                    "INSERT INTO approvals (performance, n, actor, prop, subject, rule, created_at) \
+                     SELECT ?1, COALESCE(MAX(n), 0) + 1, ?2, ?3, ?4, ?5, ?6 FROM approvals \
+                     WHERE performance = ?1 RETURNING n",
+                    params![id, ask.actor, ask.prop, ask.subject, ask.rule, now_millis()],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(unsigned(n))
+        })
+        .await
+    }
+
+    async fn answer_approval(
+        &self,
+        performance: &str,
+        n: u64,
+        answer: Answer,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (id, note) = (performance.to_string(), note.map(str::to_string));
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let answered = conn
+                .execute(
+                    "UPDATE approvals SET answer = ?3, note = ?4, answered_at = ?5 \
+                     WHERE performance = ?1 AND n = ?2 AND answer IS NULL",
+                    params![id, signed(n), answer_name(answer), note, now_millis()],
+                )
+                .map_err(err)?;
+            if answered == 1 {
+                return Ok(true);
+            }
+            let exists: Option<i64> = conn
+                .query_row(
+                    "SELECT 1 FROM approvals WHERE performance = ?1 AND n = ?2",
+                    params![id, signed(n)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            match exists {
+                Some(_) => Ok(false),
+                None => Err(not_found(store, &format!("(approval {n} of {id})"))),
+            }
+        })
+        .await
+    }
+
+    async fn approvals(&self, performance: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let id = performance.to_string();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT n, actor, prop, subject, rule, answer, note, created_at \
+                     FROM approvals WHERE performance = ?1 ORDER BY n",
+                )
+                .map_err(err)?;
+            let rows = statement
+                .query_map([&id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        ApprovalAsk {
+                            actor: r.get(1)?,
+                            prop: r.get(2)?,
+                            subject: r.get(3)?,
+                            rule: r.get(4)?,
+                        },
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, i64>(7)?,
+                    ))
+                })
+                .map_err(err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (n, ask, answer, note, created_at) = row.map_err(err)?;
+                out.push(ApprovalRecord {
+                    performance: id.clone(),
+                    n: unsigned(n),
+                    ask,
+                    answer: parse_answer(store, answer)?,
+                    note,
+                    created_at,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn wait_answer(
+        &self,
+        performance: &str,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.wait(performance, Awaited::Answer { n }, timeout).await
     }
 }
 

@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
 use improv_store::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
-    PerformanceRecord, Store, StoreError, StoreLayer,
+    Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Store, StoreError, StoreLayer,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -110,6 +110,24 @@ impl Store for Named {
     async fn wait_notes(&self, _: &str, _: u64, _: Duration) -> Result<bool, StoreError> {
         called("wait_notes")
     }
+    async fn ask_approval(&self, _: &str, _: &ApprovalAsk) -> Result<u64, StoreError> {
+        called("ask_approval")
+    }
+    async fn answer_approval(
+        &self,
+        _: &str,
+        _: u64,
+        _: Answer,
+        _: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        called("answer_approval")
+    }
+    async fn approvals(&self, _: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        called("approvals")
+    }
+    async fn wait_answer(&self, _: &str, _: u64, _: Duration) -> Result<bool, StoreError> {
+        called("wait_answer")
+    }
 }
 
 /// Overrides nothing.
@@ -175,6 +193,12 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         origin: "test".into(),
     };
     let ttl = Duration::from_secs(1);
+    let ask = ApprovalAsk {
+        actor: "a".into(),
+        prop: "bash".into(),
+        subject: "s".into(),
+        rule: "r".into(),
+    };
     vec![
         store.describe(),
         reached(store.migrate().await),
@@ -201,10 +225,14 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.send_note("p", "n").await),
         reached(store.notes("p", 0).await),
         reached(store.wait_notes("p", 0, ttl).await),
+        reached(store.ask_approval("p", &ask).await),
+        reached(store.answer_approval("p", 1, Answer::Once, None).await),
+        reached(store.approvals("p").await),
+        reached(store.wait_answer("p", 1, ttl).await),
     ]
 }
 
-const METHODS: [&str; 25] = [
+const METHODS: [&str; 29] = [
     "describe",
     "migrate",
     "enqueue",
@@ -230,6 +258,10 @@ const METHODS: [&str; 25] = [
     "send_note",
     "notes",
     "wait_notes",
+    "ask_approval",
+    "answer_approval",
+    "approvals",
+    "wait_answer",
 ];
 
 #[tokio::test]

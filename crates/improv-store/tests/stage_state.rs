@@ -1,11 +1,12 @@
 //! The rest of a stage's state in the store, run against both backends like the conformance
 //! suite: director notes (numbered per performance, refused once it finished, waited for across
-//! store instances as workers on other machines would).
+//! store instances as workers on other machines would) and approvals (asked by the worker,
+//! answered once from anywhere).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
 use improv_kernel::Outcome;
 use improv_store::testing::TempPostgres;
-use improv_store::{NewPerformance, Store, StoreError, StoreUrl};
+use improv_store::{Answer, ApprovalAsk, NewPerformance, Store, StoreError, StoreUrl};
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -64,15 +65,16 @@ async fn notes_are_numbered_waited_for_and_refused_once_finished(backend: Backen
     let director = backend.open().await;
     let worker = backend.open().await;
     let id = director.enqueue(&new("noted")).await.unwrap();
-    let other = director.enqueue(&new("other")).await.unwrap();
     // Queued: a note waits for whichever worker takes it.
     assert_eq!(director.send_note(&id, "first").await.unwrap().n, 1);
-    director.send_note(&other, "elsewhere").await.unwrap();
     let (lease, _) = worker
         .claim("w", Duration::from_secs(30))
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(lease.performance, id);
+    let other = director.enqueue(&new("other")).await.unwrap();
+    director.send_note(&other, "elsewhere").await.unwrap();
     assert!(worker.wait_notes(&id, 0, NEVER).await.unwrap());
     assert!(
         !worker
@@ -124,6 +126,87 @@ async fn notes_are_numbered_waited_for_and_refused_once_finished(backend: Backen
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }
 
+fn ask(subject: &str) -> ApprovalAsk {
+    ApprovalAsk {
+        actor: "lead".into(),
+        prop: "bash".into(),
+        subject: subject.into(),
+        rule: "command touch approved*".into(),
+    }
+}
+
+async fn approvals_are_answered_once_from_another_instance(backend: Backend) {
+    let worker = backend.open().await;
+    let director = backend.open().await;
+    let id = worker.enqueue(&new("asks")).await.unwrap();
+    let (lease, _) = worker
+        .claim("w", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        worker
+            .ask_approval(&id, &ask("touch approved"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        !worker
+            .wait_answer(&id, 1, Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
+    let waiting = {
+        let (worker, id) = (worker.clone(), id.clone());
+        tokio::spawn(async move { worker.wait_answer(&id, 1, NEVER).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pending = director.approvals(&id).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].answer, None);
+    assert_eq!(pending[0].ask, ask("touch approved"));
+    assert!(
+        director
+            .answer_approval(&id, 1, Answer::Once, None)
+            .await
+            .unwrap()
+    );
+    assert!(woken(waiting).await, "woken by the answer");
+    // A second answer does not change the first.
+    assert!(
+        !director
+            .answer_approval(&id, 1, Answer::Deny, Some("no"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        worker.approvals(&id).await.unwrap()[0].answer,
+        Some(Answer::Once)
+    );
+    assert_eq!(
+        worker.ask_approval(&id, &ask("touch again")).await.unwrap(),
+        2
+    );
+    director
+        .answer_approval(&id, 2, Answer::Deny, Some("not today"))
+        .await
+        .unwrap();
+    let second = &worker.approvals(&id).await.unwrap()[1];
+    assert_eq!(
+        (second.answer, second.note.as_deref()),
+        (Some(Answer::Deny), Some("not today"))
+    );
+    let err = director
+        .answer_approval(&id, 9, Answer::Once, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    worker.finish(&lease, Outcome::Done, "").await.unwrap();
+    let err = worker.ask_approval(&id, &ask("late")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Finished { .. }), "{err}");
+}
+
 macro_rules! both {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -145,4 +228,7 @@ macro_rules! both {
     };
 }
 
-both!(notes_are_numbered_waited_for_and_refused_once_finished);
+both!(
+    notes_are_numbered_waited_for_and_refused_once_finished,
+    approvals_are_answered_once_from_another_instance,
+);

@@ -1,5 +1,6 @@
 //! The `improv` command: set up a stage, perform it, watch it, look back at it.
 
+mod approve;
 mod causes;
 mod door;
 mod init;
@@ -134,6 +135,8 @@ enum Command {
     Mcp,
     /// Perform the performances queued in the store, with leases: run any number of workers.
     Worker(worker::WorkerArgs),
+    /// Answer (or list) the approvals a leased performance waits for in the store.
+    Approve(approve::ApproveArgs),
     /// The stage's doors (schedules, webhooks, channels): where each stands.
     Door {
         #[command(subcommand)]
@@ -224,6 +227,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             id, json, verbose, ..
         }) => logbook::show(stage_path, &id, json, verbose),
         Some(Command::Worker(args)) => worker::run(args),
+        Some(Command::Approve(args)) => runtime()?.block_on(approve::run(args)),
         Some(Command::Store { command }) => runtime()?.block_on(store::run(command)),
         Some(Command::Door { command }) => {
             let stage = perform::load_stage(stage_path.as_deref(), false)?;

@@ -34,6 +34,9 @@ pub struct WorkerArgs {
     /// token: they hold counts only, no id, intent or store. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// How long an `ask` decision waits in the store for `improv approve` before it is denied.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    ask_timeout: Duration,
 }
 
 /// Runs the worker until a signal drains it.
@@ -61,6 +64,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
                     .await
                     .map_err(|e| format!("{e:#}"))
             }),
+            ask_timeout: args.ask_timeout,
         };
         eprintln!(
             "improv worker {} · performing from {}",

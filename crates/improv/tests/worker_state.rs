@@ -277,3 +277,65 @@ async fn a_worker_attaches_the_stage_s_mcp_servers_on_sqlite() {
 async fn a_worker_attaches_the_stage_s_mcp_servers_on_postgres() {
     a_worker_attaches_the_stage_s_mcp_servers(postgres("mcp")).await;
 }
+
+/// An `ask` in a leased performance waits in the store; `improv approve` from another process
+/// answers it and the worker goes on: the command runs once approved, and not when denied.
+async fn an_ask_is_answered_from_another_process(store: String) {
+    let touch = serde_json::json!({ "command": "touch approved" }).to_string();
+    let fixture = Fixture::new(
+        store,
+        vec![
+            openai_chat::tool_calls(&[("call_1", "bash", &touch)]),
+            openai_chat::text("ran it"),
+            openai_chat::tool_calls(&[(
+                "call_1",
+                "bash",
+                &touch.replace("approved", "approved-2"),
+            )]),
+            openai_chat::text("was told no"),
+        ],
+        "\n[[edges.rule]]\ncommand = \"touch approved*\"\ndecision = \"ask\"\n",
+    )
+    .await;
+    let _worker = fixture.worker();
+    for (file, answer, ran) in [("approved", "once", true), ("approved-2", "deny", false)] {
+        let id = fixture.enqueue(file);
+        let store = fixture.store().await;
+        let start = Instant::now();
+        while store.approvals(&id).await.unwrap().is_empty() {
+            assert!(start.elapsed() < LIMIT, "{id} never asked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let listed = fixture.improv(&["approve", &id]).output().unwrap();
+        assert!(
+            text(&listed.stdout).contains("waiting  lead asks to run bash: touch"),
+            "{}",
+            text(&listed.stdout)
+        );
+        let out = fixture
+            .improv(&["approve", &id, "1", answer, "not", "now"])
+            .output()
+            .unwrap();
+        assert!(succeeded(&out), "{}", text(&out.stderr));
+        let record = fixture.wait_finished(&id).await;
+        assert_eq!(record.outcome, Some(Outcome::Done), "{}", record.reason);
+        assert_eq!(fixture.path(file).exists(), ran, "{file} after {answer}");
+        // Answered already: a second answer is refused and changes nothing.
+        let again = fixture
+            .improv(&["approve", &id, "1", "once"])
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_is_answered_from_another_process_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    an_ask_is_answered_from_another_process(sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_is_answered_from_another_process_on_postgres() {
+    an_ask_is_answered_from_another_process(postgres("asks")).await;
+}

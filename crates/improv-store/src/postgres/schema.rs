@@ -36,6 +36,12 @@ CREATE TABLE notes (
     performance TEXT NOT NULL, n BIGINT NOT NULL, text TEXT NOT NULL,
     created_at BIGINT NOT NULL, PRIMARY KEY (performance, n));
 ",
+    "
+CREATE TABLE approvals (
+    performance TEXT NOT NULL, n BIGINT NOT NULL, actor TEXT NOT NULL, prop TEXT NOT NULL,
+    subject TEXT NOT NULL, rule TEXT NOT NULL, answer TEXT, note TEXT,
+    created_at BIGINT NOT NULL, answered_at BIGINT, PRIMARY KEY (performance, n));
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.

@@ -1,0 +1,76 @@
+//! `improv approve --store URL ID [N ANSWER [NOTE]]`: the director answers, from any machine,
+//! an `ask` decision a worker put in the store for a leased performance; without N it lists
+//! the performance's approvals. The worker waiting on the approval goes on at once.
+
+use crate::store::StoreArgs;
+use anyhow::{Result, anyhow};
+use clap::{Args, ValueEnum};
+use improv_store::Answer;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The performance (its full id, as `improv run --detach` printed it).
+    id: String,
+    /// The approval's number, as listed; none lists them.
+    n: Option<u64>,
+    /// once: this call; performance: whatever the same rule matches from now on; deny.
+    #[arg(value_enum, requires = "n")]
+    answer: Option<Word>,
+    /// With deny: what to tell the actor.
+    note: Vec<String>,
+}
+
+/// The answers as typed.
+#[derive(Clone, Copy, ValueEnum)]
+enum Word {
+    Once,
+    Performance,
+    Deny,
+}
+
+impl From<Word> for Answer {
+    fn from(word: Word) -> Answer {
+        match word {
+            Word::Once => Answer::Once,
+            Word::Performance => Answer::Performance,
+            Word::Deny => Answer::Deny,
+        }
+    }
+}
+
+/// Lists or answers.
+pub async fn run(args: ApproveArgs) -> Result<ExitCode> {
+    let store = crate::store::open(&args.store.store)?;
+    let (Some(n), Some(word)) = (args.n, args.answer) else {
+        for a in store.approvals(&args.id).await? {
+            let state = a.answer.map_or("waiting", |w| match w {
+                Answer::Once => "approved once",
+                Answer::Performance => "approved for the performance",
+                Answer::Deny => "denied",
+            });
+            println!(
+                "{}  {state}  {} asks to run {}: {} (rule: {})",
+                a.n, a.ask.actor, a.ask.prop, a.ask.subject, a.ask.rule
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let note = args.note.join(" ");
+    let note = Some(note.trim()).filter(|n| !n.is_empty());
+    if store
+        .answer_approval(&args.id, n, word.into(), note)
+        .await?
+    {
+        eprintln!("approval {n} of {} answered", args.id);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(anyhow!(
+            "approval {n} of {} was answered already; `improv approve --store URL {}` lists the answers",
+            args.id,
+            args.id
+        ))
+    }
+}
