@@ -10,6 +10,11 @@
 //! `serde_json::Value` built; a line that would be refused, and every line once inference has
 //! moved to the writer, goes through `Ledger::prepare`'s usual checks, which say why.
 //!
+//! An import into a ledger holding no entry at all drops the index of entries by collection and
+//! builds it once at its end, which costs less than updating it row by row. Each batch commits
+//! on its own, so a crash mid-import leaves every batch committed before it, with the shape as of
+//! the last one, and at worst the index missing, which the next open builds again.
+//!
 //! A line that cannot be read (malformed JSON, not UTF-8, a CSV row with the wrong number of
 //! fields) is kept in the rejects with its line number and the import goes on; a JSON array that
 //! stops parsing ends the import with its line and column, after every item before it has been
@@ -262,6 +267,7 @@ impl Ledger {
         let inference_dropped = AtomicBool::new(start.is_none());
         let (chain, shape) = start.unzip();
         let checkpoint_pages = self.set_wal_autocheckpoint(IMPORT_CHECKPOINT_BYTES)?;
+        let deferred_index = self.defer_entry_index()?;
         let (out, batches) = sync_channel(BATCHES_IN_FLIGHT);
         let mut writer = Writer {
             ledger: self,
@@ -310,8 +316,13 @@ impl Ledger {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (read, written)
         });
-        let restored = self
-            .restore_wal_autocheckpoint(checkpoint_pages)
+        let indexed = if deferred_index {
+            self.ensure_tables()
+        } else {
+            Ok(())
+        };
+        let restored = indexed
+            .and_then(|()| self.restore_wal_autocheckpoint(checkpoint_pages))
             .and_then(|_| self.checkpoint());
         written?;
         read?;

@@ -371,6 +371,9 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// The index of entries by collection, in [`SCHEMA_SQL`].
+const ENTRY_INDEX: &str = "ledger_entries_by_collection";
+
 const SCHEMA_SQL: &str = "
 CREATE TABLE IF NOT EXISTS ledger_collections (
     name TEXT PRIMARY KEY,
@@ -511,6 +514,34 @@ impl Ledger {
         self.lock()
             .conn
             .pragma_update(None, "wal_autocheckpoint", pages)?;
+        Ok(())
+    }
+
+    /// Drops the index of entries by collection when the ledger holds no entry at all, for an
+    /// import to fill the table without updating it row by row; true when it did. Building it
+    /// once afterwards ([`Ledger::ensure_tables`]) costs less. Should the import stop before
+    /// that (a crash), the next [`Ledger::open`] builds it, as it creates any missing table or
+    /// index; until then queries read the whole table, with the same answers.
+    pub(crate) fn defer_entry_index(&self) -> Result<bool> {
+        let mut guard = self.lock();
+        let tx = guard
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let empty: bool = tx.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM ledger_entries)",
+            [],
+            |row| row.get(0),
+        )?;
+        if empty {
+            tx.execute_batch(&format!("DROP INDEX IF EXISTS {ENTRY_INDEX}"))?;
+        }
+        tx.commit()?;
+        Ok(empty)
+    }
+
+    /// Creates whatever table or index of the ledger is missing.
+    pub(crate) fn ensure_tables(&self) -> Result<()> {
+        self.lock().conn.execute_batch(SCHEMA_SQL)?;
         Ok(())
     }
 

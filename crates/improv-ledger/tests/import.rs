@@ -262,3 +262,50 @@ fn entries_written_by_someone_else_during_an_import_stay_in_the_shape() {
         assert_eq!(seen, intruders, "round {round}: the shape lost entries");
     }
 }
+
+fn has_entry_index(path: &std::path::Path) -> bool {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let found: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'ledger_entries_by_collection'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    found == 1
+}
+
+/// An import into an empty ledger builds the entries' index once at its end rather than row by
+/// row: it is there after the import, after an import that failed half-way, and after a crash
+/// that left it dropped (the next open builds it), with every entry committed before kept.
+#[test]
+fn the_index_deferred_by_an_import_is_always_built_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, irregular_lines(3_000)).unwrap();
+    let ledger = ledger(dir.path());
+    let path = ledger.path().to_path_buf();
+    let recorded = ledger.import("events", &file, &who()).unwrap().recorded as usize;
+    assert!(recorded > 2_900, "{recorded}");
+    assert!(has_entry_index(&path));
+
+    let broken = tempfile::tempdir().unwrap();
+    let array = broken.path().join("items.json");
+    std::fs::write(&array, "[{\"n\": 1}, {\"n\": 2}, {\"n\": ").unwrap();
+    let fresh = self::ledger(broken.path());
+    assert!(fresh.import("items", &array, &who()).is_err());
+    assert_eq!(fresh.query("items", &Query::new()).unwrap().len(), 2);
+    assert!(has_entry_index(fresh.path()));
+
+    drop(ledger);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP INDEX ledger_entries_by_collection")
+        .unwrap();
+    let reopened = Ledger::open(&path).unwrap();
+    assert!(has_entry_index(&path));
+    assert_eq!(
+        reopened.query("events", &Query::new()).unwrap().len(),
+        recorded
+    );
+}
