@@ -11,6 +11,7 @@
 //! - [`leased`]: a worker performing performances leased from a store.
 //! - `agents`: AGENTS.md files of subfolders, passed along when an actor first works there.
 //! - `feedback`: the stage's checks judging the work, attempt after attempt.
+//! - [`trace`]: OpenTelemetry traces of performances, exported over OTLP when asked.
 
 mod agents;
 pub mod board;
@@ -23,6 +24,7 @@ pub mod inbox;
 pub mod leased;
 pub mod production;
 mod routines;
+pub mod trace;
 pub use routines::learn_routines;
 
 pub use cast::PropSource;

@@ -236,6 +236,8 @@ impl Production {
         for hook in launch.hooks {
             builder = builder.hook(hook);
         }
+        // Traced wherever it is performed (run, serve, worker), when the environment asks.
+        launch.observers.extend(crate::trace::observer());
         let view = fan_out(launch.observers);
         let recorder: Arc<dyn Observer> = match &journal {
             Some(journal) => journal.recorder.clone(),

@@ -1,0 +1,335 @@
+//! OpenTelemetry traces of a real performance: the `improv` binary performs a scripted stage
+//! with two prop calls (one fails) while a local OTLP/HTTP receiver (a small axum server)
+//! collects what it exports. The spans must nest performance → turn → model call / prop call,
+//! carry the GenAI conventions' attributes and improv's own, honour `OTEL_SERVICE_NAME` and
+//! `OTEL_EXPORTER_OTLP_HEADERS`, and hold no prompt, argument or output. Without an endpoint (or
+//! with the SDK disabled) nothing is sent, and a collector that is down fails nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// What the receiver got: each request's headers and JSON body.
+type Received = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
+
+/// Starts an OTLP/HTTP receiver on a free local port; returns its base URL.
+async fn receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |headers: HeaderMap, body: String| async move {
+            let json = serde_json::from_str(&body).expect("an OTLP JSON body");
+            sink.lock().unwrap().push((headers, json));
+            "{}"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, received)
+}
+
+/// Markers that stand for content: they are in the intent, the arguments, the reply and the
+/// output, and must be in no span.
+const SECRETS: [&str; 4] = [
+    "INTENT-MARK",
+    "ARGUMENT-MARK",
+    "REPLY-MARK",
+    "missing-file-mark",
+];
+
+/// A stage whose scripted lead runs `bash` (`echo ARGUMENT-MARK`, then `then`) and reads a
+/// missing file (a failed call) in its first turn, and ends in its second.
+fn stage(dir: &Path, then: &str) {
+    std::fs::write(
+        dir.join("stage.toml"),
+        "[stage]\nname = \"trace-test\"\nintent = \"INTENT-MARK\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"scripted/turns.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("turns.json"),
+        format!(
+            r#"[{{"say": "Working.", "calls": [
+              {{"name": "bash", "arguments": {{"command": "echo ARGUMENT-MARK; {then}"}}}},
+              {{"name": "read", "arguments": {{"path": "missing-file-mark.txt"}}}}]}},
+            {{"say": "REPLY-MARK"}}]"#
+        ),
+    )
+    .unwrap();
+}
+
+/// `improv run --json` in `dir`, with only the `OTEL_*` variables given.
+async fn run(dir: &Path, otel: &[(&str, String)]) -> Output {
+    let mut c: Command = common::improv_command();
+    c.current_dir(dir)
+        .args(["run", "--json"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTEL_") {
+            c.env_remove(key);
+        }
+    }
+    for (key, value) in otel {
+        c.env(key, value);
+    }
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The events `--json` printed.
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A span's attributes as strings (integers arrive as strings in OTLP JSON).
+fn attrs(span: &Value) -> HashMap<String, String> {
+    span["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let v = &a["value"];
+            let text = v["stringValue"]
+                .as_str()
+                .or(v["intValue"].as_str())
+                .unwrap_or_else(|| panic!("a string or int attribute: {a}"));
+            (a["key"].as_str().unwrap().to_string(), text.to_string())
+        })
+        .collect()
+}
+
+fn a_model(span: &Value) -> String {
+    attrs(span)["gen_ai.request.model"].clone()
+}
+
+fn nanos(span: &Value, key: &str) -> u128 {
+    span[key].as_str().unwrap().parse().unwrap()
+}
+
+/// Asserts `child` nests in `parent`: its parent id, and its time inside the parent's.
+fn nested(child: &Value, parent: &Value) {
+    assert_eq!(
+        child["parentSpanId"], parent["spanId"],
+        "{child} under {parent}"
+    );
+    assert_eq!(child["traceId"], parent["traceId"]);
+    assert!(nanos(child, "startTimeUnixNano") >= nanos(parent, "startTimeUnixNano"));
+    assert!(nanos(child, "endTimeUnixNano") <= nanos(parent, "endTimeUnixNano"));
+    assert!(
+        nanos(child, "startTimeUnixNano") <= nanos(child, "endTimeUnixNano"),
+        "{child}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_performance_is_traced_with_genai_spans_to_the_otlp_endpoint() {
+    let (base, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    stage(dir.path(), "true");
+    let out = run(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("{base}/")),
+            ("OTEL_SERVICE_NAME", "improv-under-test".into()),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-api-key=s%20cret,x-team=ops".into(),
+            ),
+        ],
+    )
+    .await;
+    let events = events(&out);
+    let of = |t: &str| -> Vec<&Value> { events.iter().filter(|e| e["type"] == t).collect() };
+    let id = of("performance_started")[0]["performance"]
+        .as_str()
+        .unwrap();
+
+    let requests = received.lock().unwrap().clone();
+    assert!(!requests.is_empty(), "no span reached the receiver");
+    let mut spans = Vec::new();
+    for (headers, body) in &requests {
+        assert_eq!(headers["x-api-key"], "s cret");
+        assert_eq!(headers["x-team"], "ops");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .contains("application/json")
+        );
+        let text = body.to_string();
+        for secret in SECRETS {
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into a span: {text}"
+            );
+        }
+        let resource = &body["resourceSpans"][0];
+        assert_eq!(
+            attrs(&resource["resource"])["service.name"],
+            "improv-under-test"
+        );
+        spans.extend(
+            resource["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+                .clone(),
+        );
+    }
+    let named = |prefix: &str| -> Vec<&Value> {
+        spans
+            .iter()
+            .filter(|s| s["name"].as_str().unwrap().starts_with(prefix))
+            .collect()
+    };
+
+    let roots: Vec<&Value> = spans.iter().filter(|s| s["parentSpanId"] == "").collect();
+    assert_eq!(roots.len(), 1, "one root span: {spans:?}");
+    let root = roots[0];
+    assert_eq!(root["name"], "invoke_agent lead");
+    let a = attrs(root);
+    assert_eq!(a["gen_ai.operation.name"], "invoke_agent");
+    assert_eq!(a["gen_ai.agent.name"], "lead");
+    assert_eq!(a["improv.performance.id"], id);
+    assert_eq!(a["improv.actor"], "lead");
+    assert_eq!(a["improv.outcome"], "done");
+    assert_eq!(root["status"]["code"], 0);
+
+    let turns = named("turn");
+    assert_eq!(turns.len(), 2, "{spans:?}");
+    let turn = |n: &str| *turns.iter().find(|t| attrs(t)["improv.turn"] == n).unwrap();
+    for t in &turns {
+        nested(t, root);
+    }
+
+    let chats = named("chat ");
+    let usage = of("usage");
+    assert_eq!(chats.len(), 2, "{spans:?}");
+    for n in ["1", "2"] {
+        let chat = *chats
+            .iter()
+            .find(|c| c["parentSpanId"] == turn(n)["spanId"])
+            .unwrap_or_else(|| panic!("a model call under turn {n}: {chats:?}"));
+        nested(chat, turn(n));
+        // A scripted model is named by its script's path.
+        let model = a_model(chat);
+        assert!(model.ends_with("/turns.json"), "{model}");
+        assert_eq!(chat["name"], format!("chat {model}"));
+        assert_eq!(chat["kind"], 3, "a model call is a client span");
+        let a = attrs(chat);
+        assert_eq!(a["gen_ai.operation.name"], "chat");
+        assert_eq!(a["gen_ai.provider.name"], "scripted");
+        assert_eq!(a["gen_ai.system"], "scripted");
+        assert_eq!(
+            a["gen_ai.response.finish_reasons"],
+            if n == "1" { "tool_calls" } else { "stop" }
+        );
+        let used = usage[n.parse::<usize>().unwrap() - 1];
+        assert_eq!(
+            a["gen_ai.usage.input_tokens"],
+            used["input_tokens"].to_string()
+        );
+        assert_eq!(
+            a["gen_ai.usage.output_tokens"],
+            used["output_tokens"].to_string()
+        );
+    }
+
+    let tools = named("execute_tool ");
+    assert_eq!(tools.len(), 2, "{spans:?}");
+    for started in of("tool_call_started") {
+        let name = started["name"].as_str().unwrap();
+        let call_id = started["call_id"].as_str().unwrap();
+        let span = *tools
+            .iter()
+            .find(|s| attrs(s)["gen_ai.tool.call.id"] == call_id)
+            .unwrap_or_else(|| panic!("a span for call {call_id}: {tools:?}"));
+        nested(span, turn("1"));
+        assert_eq!(span["name"], format!("execute_tool {name}"));
+        let a = attrs(span);
+        assert_eq!(a["gen_ai.operation.name"], "execute_tool");
+        assert_eq!(a["gen_ai.tool.name"], name);
+        let ok = of("tool_call_finished")
+            .into_iter()
+            .find(|f| f["call_id"] == call_id)
+            .unwrap()["ok"]
+            .as_bool()
+            .unwrap();
+        assert_eq!(ok, name == "bash", "the read of a missing file fails");
+        assert_eq!(span["status"]["code"], if ok { 0 } else { 2 }, "{span}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_endpoint_or_with_the_sdk_disabled_nothing_is_sent() {
+    let (base, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    stage(dir.path(), "true");
+    // The other OTEL variables alone do not turn export on.
+    run(
+        dir.path(),
+        &[
+            ("OTEL_SERVICE_NAME", "improv-under-test".into()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", format!("x-receiver={base}")),
+        ],
+    )
+    .await;
+    run(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", base.clone()),
+            ("OTEL_SDK_DISABLED", "true".into()),
+        ],
+    )
+    .await;
+    assert!(received.lock().unwrap().is_empty(), "spans were sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_is_reported_once_and_fails_nothing() {
+    // A port that was free a moment ago: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    // The call outlasts the export interval, so the first turn's spans are posted (and fail)
+    // before the last ones: two failures, one line.
+    stage(dir.path(), "sleep 1.5");
+    let out = run(
+        dir.path(),
+        &[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("http://127.0.0.1:{port}/v1/traces"),
+        )],
+    )
+    .await;
+    let last = events(&out).pop().unwrap();
+    assert_eq!(last["outcome"], "done");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("traces could not be exported").count(),
+        1,
+        "{stderr}"
+    );
+}
