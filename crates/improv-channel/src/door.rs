@@ -8,7 +8,7 @@
 use crate::conversation::{ChatDoor, Performed, Performer, Request};
 use crate::discord::{Discord, PublicKey};
 use crate::gate::{Gate, Limits};
-use crate::listen::{self, Answer};
+use crate::listen::{self, Answer, Intake};
 use crate::outbox::{Outbox, Retry};
 use crate::slack::Slack;
 use crate::telegram::Telegram;
@@ -90,13 +90,16 @@ impl Listener for ChannelListener {
         let result = match way_in {
             WayIn::Poll(client) => listen::telegram(&client, &door, POLL, cancel.clone()).await,
             WayIn::Http(verifier) => {
+                let intake = Intake::new();
                 let endpoint = Arc::new(Endpoint {
                     door: door.clone(),
                     verifier,
+                    intake: intake.clone(),
                 });
                 registry().insert(name.clone(), endpoint);
                 cancel.cancelled().await;
                 registry().remove(&name);
+                intake.close(&name).await;
                 Ok(())
             }
         };
@@ -163,6 +166,8 @@ enum Verifier {
 pub struct Endpoint {
     door: Arc<ChatDoor>,
     verifier: Verifier,
+    /// The messages performed in the background, which the door waits for when it closes.
+    intake: Intake,
 }
 
 impl Endpoint {
@@ -172,8 +177,12 @@ impl Endpoint {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         match &self.verifier {
-            Verifier::Slack(secret) => listen::slack(&self.door, secret, headers, body, now_s),
-            Verifier::Discord(key) => listen::discord(&self.door, key, headers, body, now_s),
+            Verifier::Slack(secret) => {
+                listen::slack(&self.door, &self.intake, secret, headers, body, now_s)
+            }
+            Verifier::Discord(key) => {
+                listen::discord(&self.door, &self.intake, key, headers, body, now_s)
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 //! restart neither loses nor repeats an update), and the Slack Events API and Discord
 //! interactions endpoints as framework-free handlers (`improv serve` mounts them): each checks
 //! the request's signature before anything else, answers at once, and performs in the
-//! background.
+//! background, each such performance held by the door's [`Intake`] so that a door that closes
+//! (SIGTERM, a reload) takes no new message and waits for those under way. Telegram's and
+//! email's messages are performed inline by their polling loop, which the daemon's drain awaits.
 
 use crate::conversation::ChatDoor;
 use crate::discord::{self, PublicKey};
@@ -12,6 +14,7 @@ use http::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const OFFSET_SCOPE: &str = "telegram.offset";
 
@@ -87,6 +90,12 @@ impl Answer {
             body: value.to_string(),
         }
     }
+    /// The door is closing: the platform is asked to deliver the message again later (Slack
+    /// retries a 5xx; the message was not claimed, so the retry is performed once the door is
+    /// back).
+    fn closing() -> Self {
+        Answer::text(503, "this door is closing; deliver the message again later")
+    }
     fn text(status: u16, body: impl Into<String>) -> Self {
         Answer {
             status,
@@ -101,6 +110,7 @@ impl Answer {
 /// background (Slack wants an answer within 3 s, and retries otherwise).
 pub fn slack(
     door: &Arc<ChatDoor>,
+    intake: &Intake,
     signing_secret: &[u8],
     headers: &HeaderMap,
     body: &[u8],
@@ -113,7 +123,9 @@ pub fn slack(
     match slack::parse(body) {
         Ok(slack::Incoming::Challenge(challenge)) => Answer::text(200, challenge),
         Ok(slack::Incoming::Message { inbound, .. }) => {
-            spawn(door, inbound);
+            if !intake.perform(door, inbound) {
+                return Answer::closing();
+            }
             Answer::text(200, "")
         }
         Ok(slack::Incoming::Ignored) => Answer::text(200, ""),
@@ -126,6 +138,7 @@ pub fn slack(
 /// background.
 pub fn discord(
     door: &Arc<ChatDoor>,
+    intake: &Intake,
     key: &PublicKey,
     headers: &HeaderMap,
     body: &[u8],
@@ -138,7 +151,9 @@ pub fn discord(
     match discord::parse(body) {
         Ok(discord::Incoming::Ping) => Answer::json(discord::pong()),
         Ok(discord::Incoming::Message(inbound)) => {
-            spawn(door, inbound);
+            if !intake.perform(door, inbound) {
+                return Answer::closing();
+            }
             Answer::json(discord::acknowledge(
                 "Received; the answer will follow here.",
             ))
@@ -148,7 +163,46 @@ pub fn discord(
     }
 }
 
-fn spawn(door: &Arc<ChatDoor>, inbound: Inbound) {
-    let door = door.clone();
-    tokio::spawn(async move { handle(&door, &inbound).await });
+/// The performances an HTTP door started in the background: taken while the door is open,
+/// waited for when it closes ([`Intake::close`]).
+#[derive(Clone, Debug, Default)]
+pub struct Intake {
+    tracker: TaskTracker,
+    closing: CancellationToken,
+}
+
+impl Intake {
+    pub fn new() -> Intake {
+        Intake::default()
+    }
+
+    /// Performs `inbound` in the background, held until it ends; false (nothing started) once
+    /// the door is closing.
+    pub fn perform(&self, door: &Arc<ChatDoor>, inbound: Inbound) -> bool {
+        // Held before the check: a close that comes after it waits for this message.
+        let held = self.tracker.token();
+        if self.closing.is_cancelled() {
+            return false;
+        }
+        let door = door.clone();
+        tokio::spawn(async move {
+            handle(&door, &inbound).await;
+            drop(held);
+        });
+        true
+    }
+
+    /// Takes no new message and waits for every performance under way to end.
+    pub async fn close(&self, door: &str) {
+        self.closing.cancel();
+        self.tracker.close();
+        if !self.tracker.is_empty() {
+            tracing::info!(
+                door,
+                "waiting for {} message(s) under way",
+                self.tracker.len()
+            );
+        }
+        self.tracker.wait().await;
+    }
 }

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue};
 use improv_channel::conversation::ChatDoor;
 use improv_channel::discord::{Discord, PublicKey};
 use improv_channel::gate::{Gate, Limits};
-use improv_channel::listen;
+use improv_channel::listen::{self, Intake};
 use improv_channel::outbox::{Outbox, Retry};
 use improv_channel::slack::{self, Slack};
 use improv_channel::telegram::Telegram;
@@ -74,6 +74,7 @@ async fn slack_requests_need_a_fresh_valid_signature() {
     let challenge = br#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
     let ok = listen::slack(
         &door,
+        &Intake::new(),
         SECRET,
         &slack_headers(NOW, &slack::sign(SECRET, NOW, challenge)),
         challenge,
@@ -104,7 +105,7 @@ async fn slack_requests_need_a_fresh_valid_signature() {
         HeaderMap::new(),
     ];
     for headers in &forged {
-        let answer = listen::slack(&door, SECRET, headers, body, NOW);
+        let answer = listen::slack(&door, &Intake::new(), SECRET, headers, body, NOW);
         assert_eq!(answer.status, 401, "{headers:?} was let in: {answer:?}");
     }
     assert_eq!(
@@ -121,6 +122,7 @@ async fn slack_requests_need_a_fresh_valid_signature() {
     // The genuine request is performed, and answered in its thread.
     let answer = listen::slack(
         &door,
+        &Intake::new(),
         SECRET,
         &slack_headers(NOW - 10, &slack::sign(SECRET, NOW - 10, body)),
         body,
@@ -134,6 +136,7 @@ async fn slack_requests_need_a_fresh_valid_signature() {
     // Slack retries a delivery it thinks failed: the same event is not performed again.
     listen::slack(
         &door,
+        &Intake::new(),
         SECRET,
         &slack_headers(NOW, &slack::sign(SECRET, NOW, body)),
         body,
@@ -170,7 +173,14 @@ async fn discord_interactions_need_a_valid_signature_and_ping_gets_pong() {
     let key = PublicKey::from_hex(&hex::encode(app.verifying_key().to_bytes())).unwrap();
 
     let ping = br#"{"id":"1","application_id":"2","type":1,"token":"t","version":1}"#;
-    let pong = listen::discord(&door, &key, &discord_headers(&app, NOW, ping), ping, NOW);
+    let pong = listen::discord(
+        &door,
+        &Intake::new(),
+        &key,
+        &discord_headers(&app, NOW, ping),
+        ping,
+        NOW,
+    );
     assert_eq!((pong.status, pong.body.as_str()), (200, r#"{"type":1}"#));
 
     let command = json!({
@@ -194,13 +204,20 @@ async fn discord_interactions_need_a_valid_signature_and_ping_gets_pong() {
         tampered,
         HeaderMap::new(),
     ] {
-        let answer = listen::discord(&door, &key, &headers, body, NOW);
+        let answer = listen::discord(&door, &Intake::new(), &key, &headers, body, NOW);
         assert_eq!(answer.status, 401, "{headers:?} was let in");
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(performer.count(), 0);
 
-    let answer = listen::discord(&door, &key, &discord_headers(&app, NOW, body), body, NOW);
+    let answer = listen::discord(
+        &door,
+        &Intake::new(),
+        &key,
+        &discord_headers(&app, NOW, body),
+        body,
+        NOW,
+    );
     assert_eq!(answer.status, 200);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&answer.body).unwrap()["type"],
@@ -283,4 +300,81 @@ async fn telegram_polling_confirms_each_update_once_across_restarts() {
         502,
         "the restarted poller starts from the kept offset"
     );
+}
+
+/// Holds each performance at its start until released.
+struct Held {
+    inner: Arc<KernelPerformer>,
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl improv_channel::conversation::Performer for Held {
+    async fn perform(
+        &self,
+        request: improv_channel::conversation::Request,
+    ) -> Result<improv_channel::conversation::Performed, improv_channel::ChannelError> {
+        self.started.notify_one();
+        self.release.notified().await;
+        self.inner.perform(request).await
+    }
+}
+
+/// A closing HTTP door takes no new message (503, so the platform delivers it again later) and
+/// waits for the one under way, whose reply is sent before the close returns.
+#[tokio::test]
+async fn a_closing_door_waits_for_the_message_under_way_and_takes_no_new_one() {
+    let fake = Fake::start(Kind::Slack, TOKEN).await;
+    let store = Arc::new(TestStore::default());
+    let inner = Arc::new(KernelPerformer::new(vec![answered("finished anyway")]));
+    let (started, release) = (Arc::default(), Arc::default());
+    let held = Arc::new(Held {
+        inner: inner.clone(),
+        started: Arc::clone(&started),
+        release: Arc::clone(&release),
+    });
+    let sender = Arc::new(Slack::new(TOKEN, Some(&fake.base)).unwrap());
+    let allow = vec!["U0ALICE".to_string()];
+    let door = Arc::new(ChatDoor {
+        door: "chat".into(),
+        store: store.clone(),
+        gate: Gate::new("chat", &allow, store.clone(), Limits::default()),
+        outbox: Arc::new(Outbox::new(store, "chat", sender, Retry::default())),
+        performer: held,
+    });
+    let event = |id: &str, ts: &str| {
+        json!({
+            "type": "event_callback", "event_id": id, "team_id": "T1",
+            "event": { "type": "message", "channel": "C1", "user": "U0ALICE", "text": "deploy?", "ts": ts }
+        })
+        .to_string()
+    };
+    let intake = Intake::new();
+    let post = |body: &str| {
+        let headers = slack_headers(NOW, &slack::sign(SECRET, NOW, body.as_bytes()));
+        listen::slack(&door, &intake, SECRET, &headers, body.as_bytes(), NOW)
+    };
+    assert_eq!(post(&event("Ev1", "1764399999.000100")).status, 200);
+    let closing = intake.close("chat");
+    tokio::pin!(closing);
+    tokio::select! {
+        () = &mut closing => panic!("the door closed while a message was under way"),
+        () = started.notified() => {}
+    }
+    let late = post(&event("Ev2", "1764399999.000200"));
+    assert_eq!(
+        late.status, 503,
+        "a closing door takes no new message: {late:?}"
+    );
+    release.notify_one();
+    closing.await;
+    let sent = fake.sent();
+    assert_eq!(
+        sent.len(),
+        1,
+        "the reply was sent before the door closed: {sent:?}"
+    );
+    assert_eq!(sent[0].text, "finished anyway");
+    assert_eq!(inner.count(), 1, "the late message was not performed");
 }
