@@ -36,7 +36,7 @@ pub mod file;
 mod note;
 
 pub use critic::{ActorCritic, Critic, CriticError, Judgement, VERDICT_PROP};
-pub use note::{brief, note, write_note};
+pub use note::{brief, is_failing_note, note, write_note};
 
 use futures::future::join_all;
 use improv_edges::Sandbox;

@@ -1,7 +1,7 @@
 //! What goes back to the actor, and what the log records, from a set of verdicts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use improv_feedback::{Verdict, attempt_event, note, write_note};
+use improv_feedback::{Verdict, attempt_event, is_failing_note, note, write_note};
 use improv_kernel::EventKind;
 use improv_stage::CheckOn;
 
@@ -104,4 +104,42 @@ fn verdicts_become_the_kernel_events_of_an_attempt() {
             failed: Vec::new(),
         }
     );
+}
+
+/// The output of `cargo test` when an assertion fails, backtrace on, as a check keeps it.
+const CARGO_TEST_FAILED: &str = "\nrunning 2 tests\n.F\nfailures:\n\n---- mean_of_a_few_numbers stdout ----\n\
+thread 'mean_of_a_few_numbers' (12424) panicked at tests/mean.rs:5:5:\n\
+assertion `left == right` failed\n  left: Some(2.4)\n right: Some(3.0)\nstack backtrace:\n\
+   0: __rustc::rust_begin_unwind\n             at /rustc/5980/library/std/src/panicking.rs:689:5\n\
+   4: mean::mean_of_a_few_numbers\n             at ./tests/mean.rs:5:5\n\
+note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.\n\n\n\
+failures:\n    mean_of_a_few_numbers\n\n\
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.08s\n\n\
+error: test failed, to rerun pass `--test mean`\n[exit code 101]\n";
+
+#[test]
+fn a_panicking_test_run_is_sent_back_as_its_failed_assertion_only() {
+    let v = [verdict("tests", false, CARGO_TEST_FAILED)];
+    let expected = "thread 'mean_of_a_few_numbers' (12424) panicked at tests/mean.rs:5:5:\n\
+                    assertion `left == right` failed\n  left: Some(2.4)\n right: Some(3.0)\n";
+    let attempt = note(&v, 1, 3);
+    assert!(
+        attempt.contains(&format!("## tests\n{expected}\n")),
+        "{attempt}"
+    );
+    assert!(!attempt.contains("backtrace"), "{attempt}");
+    assert!(!attempt.contains("test result"), "{attempt}");
+    let write = write_note(&v).unwrap();
+    assert!(write.contains(expected), "{write}");
+    assert!(!write.contains("rust_begin_unwind"), "{write}");
+}
+
+#[test]
+fn failing_notes_are_told_from_other_notes() {
+    assert!(is_failing_note(&note(&verdicts(), 1, 3)));
+    assert!(is_failing_note(&note(&verdicts(), 3, 3)));
+    assert!(is_failing_note(&write_note(&verdicts()).unwrap()));
+    assert!(!is_failing_note(&note(&verdicts()[..1], 1, 3)));
+    assert!(!is_failing_note("Attempt this task again, carefully."));
+    assert!(!is_failing_note("Write hello.txt."));
 }

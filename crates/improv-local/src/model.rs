@@ -97,11 +97,19 @@ impl LocalModel {
         } else {
             format!("{}\n\n{instructions}", request.system.trim_end())
         };
-        let required = self.config.tool_choice == ToolChoice::Required;
         (
             template::render(self.family, &system, request.messages),
-            Some(grammar::gbnf(request.tools, required)),
+            Some(grammar::gbnf(
+                request.tools,
+                self.required(request.messages),
+            )),
         )
+    }
+
+    /// Whether the next reply must call a prop: always with `tool_choice = "required"`, and
+    /// right after a note of failing checks (see [`must_act`]).
+    fn required(&self, messages: &[Message]) -> bool {
+        self.config.tool_choice == ToolChoice::Required || must_act(messages)
     }
 
     /// The prompt's tokens, as the engine would evaluate them.
@@ -175,7 +183,7 @@ impl Model for LocalModel {
             // more with that prop left out of the grammar, so it does something else or answers.
             // The first try's call was never streamed; its tokens still count.
             tracing::debug!(model = %self.name, prop = %name, "refused a warned repeat");
-            let required = self.config.tool_choice == ToolChoice::Required;
+            let required = self.required(request.messages);
             let grammar = grammar::gbnf_without(request.tools, required, &name);
             let first = out;
             out = self
@@ -247,6 +255,15 @@ impl Model for LocalModel {
             }
         })
     }
+}
+
+/// Whether the conversation ends with a note that the stage's checks fail: the actor has called
+/// no prop since, so its reply must be a call (the `tool_choice = "required"` of a hosted API,
+/// for this one reply). A small model answers such a note in text, describing what it would
+/// run, turn after turn, and the attempts run out with nothing changed; made to act, it reads,
+/// runs and edits. After its call it is free again to answer and end its turn.
+fn must_act(messages: &[Message]) -> bool {
+    matches!(messages.last(), Some(Message::User { text }) if improv_feedback::is_failing_note(text))
 }
 
 /// The prop of the call in `out` when that call is exactly the one the loop detector's note in

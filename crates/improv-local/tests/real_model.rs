@@ -503,3 +503,60 @@ async fn after_the_loop_detectors_note_the_model_cannot_repeat_the_call() {
     assert!(next.is_empty(), "{next:?}");
     assert_ne!(ended.outcome, Outcome::Stopped, "{ended:?}");
 }
+
+/// The fix-the-test stage's first attempt on the embedded model: the actor answered the task in
+/// text, the checks failed, and the director's note says so. Left free, the 135M model answers
+/// the note in text again (a description of what it would run) and the attempts run out with
+/// nothing changed; after a failing check's note its reply must be a call.
+#[tokio::test]
+async fn after_a_failing_checks_note_the_model_acts() {
+    let mut c = config();
+    c.max_output_tokens = 64;
+    let model = load(c);
+    let string = json!({"type": "string"});
+    let tools = [
+        ToolSpec {
+            name: "read".into(),
+            description: "Read a text file.".into(),
+            parameters: json!({"type": "object", "properties": {"path": string}, "required": ["path"]}),
+        },
+        ToolSpec {
+            name: "edit".into(),
+            description: "Replace exact text old with new in a file.".into(),
+            parameters: json!({"type": "object", "properties": {"path": string, "old": string, "new": string}, "required": ["path", "old", "new"]}),
+        },
+    ];
+    let failed = improv_feedback::Verdict {
+        check: "tests".into(),
+        passed: false,
+        output: "thread 'mean_of_a_few_numbers' panicked at tests/mean.rs:5:5:\n\
+                 assertion `left == right` failed\n  left: Some(2.4)\n right: Some(3.0)\n"
+            .into(),
+        duration_ms: 1.0,
+    };
+    let note = improv_feedback::note(&[failed], 1, 3);
+    let system =
+        "You are a careful Rust engineer.\n\nThe crate `stats` computes simple statistics.";
+    let mut messages = vec![
+        Message::user("Make `cargo test` pass without changing the tests."),
+        Message::Assistant {
+            text: "You can use `cargo test` without changing the tests.".into(),
+            tool_calls: Vec::new(),
+        },
+        Message::user(note),
+    ];
+    let (reply, streamed) = ask(&model, request(system, &messages, &tools)).await;
+    assert!(streamed.is_empty(), "answered in text: {streamed}");
+    assert_eq!(reply.tool_calls.len(), 1, "{reply:?}");
+    assert!(
+        ["read", "edit"].contains(&reply.tool_calls[0].name.as_str()),
+        "{reply:?}"
+    );
+
+    // A note that is not a failing check's leaves the choice to the model: the same request
+    // with the note replaced by an ordinary question is answered in text.
+    messages.pop();
+    messages.push(Message::user("Thank you. What does the crate compute?"));
+    let (reply, _) = ask(&model, request(system, &messages, &tools)).await;
+    assert!(reply.tool_calls.is_empty(), "{reply:?}");
+}
