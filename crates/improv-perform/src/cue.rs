@@ -5,6 +5,7 @@
 
 use crate::cast::Cast;
 use crate::production::{last_text, observe};
+use crate::trace;
 use async_trait::async_trait;
 use improv_kernel::performance::new_id;
 use improv_kernel::{Access, EventKind, Outcome, Prop, PropContext, PropError, ToolSpec};
@@ -133,7 +134,9 @@ impl Prop for CueProp {
             .log
             .recorder(&id)
             .map_err(|e| PropError::new(format!("cannot log the cue: {e}")))?;
-        let view = cast.watch.as_ref().map(|w| w());
+        // Traced too, under the cue call's span (`trace` links them by the id just logged).
+        let views = cast.watch.as_ref().map(|w| w());
+        let view = crate::production::fan_out(views.into_iter().chain(trace::observer()).collect());
         let builder = cast.performance(performer).id(id.clone()).observer(observe(
             &cast.edges,
             recorder,

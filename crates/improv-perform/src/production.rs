@@ -513,7 +513,7 @@ pub(crate) fn observe(
 }
 
 /// Several views as one; `None` for none.
-fn fan_out(mut views: Vec<Arc<dyn Observer>>) -> Option<Arc<dyn Observer>> {
+pub(crate) fn fan_out(mut views: Vec<Arc<dyn Observer>>) -> Option<Arc<dyn Observer>> {
     match views.len() {
         0 => None,
         1 => views.pop(),

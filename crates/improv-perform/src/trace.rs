@@ -20,7 +20,7 @@ use improv_kernel::{Event, EventKind, ObserveError, Observer, Outcome, StopReaso
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -84,6 +84,14 @@ fn parse_headers(list: &str) -> Vec<(String, String)> {
         .filter(|(key, _)| !key.is_empty())
         .collect()
 }
+
+/// A span to hang others under: its trace id and its span id.
+type Parent = ([u8; 16], [u8; 8]);
+
+/// Where each cued sub-performance's span hangs, by its id: the trace and the span of the cue
+/// call that started it. The cue logs the id before the sub-performance starts; its own tracer
+/// takes the entry when it starts.
+static CUED: LazyLock<Mutex<HashMap<String, Parent>>> = LazyLock::new(Mutex::default);
 
 /// The process's exporter, started the first time a performance is traced.
 static EXPORTER: OnceLock<Option<Exporter>> = OnceLock::new();
@@ -399,6 +407,8 @@ struct State {
     /// The model call of the current turn, sent once its reply and its usage are both known.
     chat: Option<Span>,
     tools: HashMap<String, Span>,
+    /// The prop call opened last: a cue logged now is its call's.
+    last_tool: Option<String>,
 }
 
 impl Tracer {
@@ -434,8 +444,16 @@ impl State {
                 ..
             } => {
                 let actor = event.actor.clone().unwrap_or_default();
-                let mut root =
-                    Span::open(trace_id(), None, format!("invoke_agent {actor}"), INTERNAL);
+                // Poisoning needs a panic while the lock is held; the map is still sound then.
+                let cued = CUED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(performance);
+                let (trace, parent) = match cued {
+                    Some((trace, span)) => (trace, Some(span)),
+                    None => (trace_id(), None),
+                };
+                let mut root = Span::open(trace, parent, format!("invoke_agent {actor}"), INTERNAL);
                 root.str("gen_ai.operation.name", "invoke_agent");
                 root.str("gen_ai.agent.name", actor.clone());
                 root.str("improv.performance.id", performance.clone());
@@ -492,6 +510,7 @@ impl State {
                     span.str("gen_ai.tool.name", name.clone());
                     span.str("gen_ai.tool.call.id", call_id.clone());
                     self.tools.insert(call_id.clone(), span);
+                    self.last_tool = Some(call_id.clone());
                 }
             }
             EventKind::ToolCallFinished { call_id, ok, .. } => {
@@ -502,6 +521,19 @@ impl State {
                     }
                     done.push(span);
                 }
+            }
+            EventKind::CueStarted { performance, .. } => {
+                let call = self.last_tool.as_ref().and_then(|id| self.tools.get(id));
+                if let Some(parent) = call.or(self.turn.as_ref()).or(self.root.as_ref()) {
+                    let mut cued = CUED.lock().unwrap_or_else(|e| e.into_inner());
+                    cued.insert(performance.clone(), (parent.trace, parent.id));
+                }
+            }
+            // A cue whose sub-performance never started leaves no entry behind.
+            EventKind::CueFinished { performance, .. } => {
+                CUED.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(performance);
             }
             EventKind::PerformanceFinished { outcome, .. } => done.extend(self.finish(*outcome)),
             _ => {}

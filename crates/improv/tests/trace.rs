@@ -333,3 +333,57 @@ async fn a_collector_that_is_down_is_reported_once_and_fails_nothing() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cued_actors_performance_is_traced_under_the_cue_call() {
+    let (base, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stage.toml"),
+        "[stage]\nname = \"cue-trace\"\nintent = \"go\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"scripted/lead.json\"\nprops = [\"cue\"]\ncues = [\"helper\"]\n\n[[actor]]\nname = \"helper\"\nmodel = \"scripted/helper.json\"\n",
+    )
+    .unwrap();
+    let cue = r#"{"name": "cue", "arguments": {"actor": "helper", "task": "look"}}"#;
+    std::fs::write(
+        dir.path().join("lead.json"),
+        format!(r#"[{{"calls": [{cue}]}}, {{"say": "done"}}]"#),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("helper.json"), r#"[{"say": "seen"}]"#).unwrap();
+    run(dir.path(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", base.clone())]).await;
+    let spans: Vec<Value> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, body)| {
+            body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    let one = |name: &str| -> &Value {
+        let found: Vec<&Value> = spans.iter().filter(|s| s["name"] == name).collect();
+        assert_eq!(found.len(), 1, "one {name}: {spans:?}");
+        found[0]
+    };
+    let lead = one("invoke_agent lead");
+    assert_eq!(
+        lead["parentSpanId"], "",
+        "the lead's performance is the root"
+    );
+    let call = one("execute_tool cue");
+    let helper = one("invoke_agent helper");
+    nested(helper, call);
+    assert_eq!(attrs(helper)["improv.actor"], "helper");
+    let helper_turn = spans
+        .iter()
+        .find(|s| s["name"] == "turn" && s["parentSpanId"] == helper["spanId"])
+        .unwrap_or_else(|| panic!("the helper's turn: {spans:?}"));
+    nested(helper_turn, helper);
+    let chat = spans
+        .iter()
+        .find(|s| s["parentSpanId"] == helper_turn["spanId"])
+        .unwrap_or_else(|| panic!("the helper's model call: {spans:?}"));
+    assert!(chat["name"].as_str().unwrap().ends_with("helper.json"));
+}
