@@ -134,8 +134,10 @@ const DELIVERIES: &str = "door.delivery";
 /// The store scope of payloads' own ids seen (`DOOR/SHA256`).
 const PAYLOAD_IDS: &str = "door.payload_id";
 /// The payload fields that carry a platform's own id of the event, when it puts one in the body
-/// (Slack's `event_id`, Stripe's `id`); GitHub puts its delivery id in a header only.
-const PAYLOAD_ID_KEYS: [&str; 3] = ["delivery_id", "event_id", "id"];
+/// (Slack's `event_id`); GitHub puts its delivery id in a header only. A plain `id` is not one:
+/// many senders use it for the resource the event is about (`{"id":42,"status":"started"}`
+/// then `"finished"`), and taking it as the event's id would refuse the second event.
+const PAYLOAD_ID_KEYS: [&str; 2] = ["delivery_id", "event_id"];
 
 /// Checks a delivery to `ctx`'s webhook door and starts its performance once per delivery id,
 /// within `limits`. `secret` is the door's secret, read from its `secret_env` by the caller.

@@ -306,7 +306,26 @@ async fn a_payloads_own_event_id_performs_once_under_any_delivery_id() {
     let r = send(&ctx, &limits, other, "fourth").await;
     assert!(matches!(r, Ok(Accepted::Started { .. })), "{r:?}");
     assert_eq!(launcher.ids().len(), 2);
-    assert_eq!(Refusal::Replayed { key: "id" }.status(), 409);
+    assert_eq!(Refusal::Replayed { key: "event_id" }.status(), 409);
+}
+
+/// A plain `id` names the resource an event is about, not the event: two events about the same
+/// resource, with different bodies and delivery ids, both perform.
+#[tokio::test]
+async fn two_events_about_the_same_resource_id_both_perform() {
+    let t = TestStage::new(STAGE);
+    let launcher = Arc::new(Counting::default());
+    let store = store(&t.db()).await;
+    let clock = Arc::new(SimClock::new(1_795_651_200_000));
+    let ctx = context(&t.stage, "github", store, launcher.clone(), clock);
+    let limits = Limits::of(&ctx.door);
+    let started = br#"{"id": 42, "status": "started"}"#;
+    let finished = br#"{"id": 42, "status": "finished"}"#;
+    let r = send(&ctx, &limits, started, "first").await;
+    assert!(matches!(r, Ok(Accepted::Started { .. })), "{r:?}");
+    let r = send(&ctx, &limits, finished, "second").await;
+    assert!(matches!(r, Ok(Accepted::Started { .. })), "{r:?}");
+    assert_eq!(launcher.ids().len(), 2);
 }
 
 #[test]
