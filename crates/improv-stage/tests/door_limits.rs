@@ -119,6 +119,43 @@ fn limit_mistakes_are_said_with_a_place_and_a_hint() {
     }
 }
 
+/// A limit of zero would make a door that refuses everything forever (a semaphore with no
+/// permits, a bucket that never fills): the parser refuses it at its line, on every door kind
+/// that takes limits.
+#[test]
+fn zero_limits_are_refused_at_their_line() {
+    let hook = "[[door]]\nname = \"a\"\nwebhook = \"/doors/a\"\nsecret_env = \"S\"\n";
+    let chat = "[[door]]\nname = \"c\"\nchannel = \"slack\"\n";
+    let cases = [
+        (format!("{hook}max_running = 0\n"), "lets nothing run", 5),
+        (
+            format!("{hook}rate = \"0/min\"\n"),
+            "a rate of 0 lets nothing in",
+            5,
+        ),
+        (format!("{chat}max_running = 0\n"), "lets nothing run", 4),
+        (
+            format!("{chat}rate = \"0/s\"\n"),
+            "a rate of 0 lets nothing in",
+            4,
+        ),
+        (
+            format!("{chat}sender_rate = \"0/h\"\n"),
+            "a rate of 0 lets nothing in",
+            4,
+        ),
+    ];
+    for (text, message, line) in cases {
+        let i = invalid(&text);
+        assert!(i.message.contains(message), "{text}: {}", i.message);
+        assert!(
+            i.location.starts_with(&format!("stage.toml:{line}:")),
+            "{text}: {}",
+            i.location
+        );
+    }
+}
+
 #[test]
 fn the_init_template_documents_the_limit_keys() {
     let template = improv_stage::init_template();
