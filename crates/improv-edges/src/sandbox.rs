@@ -678,7 +678,10 @@ impl Prepared {
         // SAFETY: setpgid, getpid and write are async-signal-safe; the registry fd is kept
         // open by the Arc this value holds.
         unsafe {
-            libc::setpgid(0, 0);
+            // A command outside a group of its own would escape `Sandbox::reap`.
+            if libc::setpgid(0, 0) != 0 {
+                return Err((c"setpgid", last_errno()));
+            }
             let pid = libc::getpid().to_ne_bytes();
             libc::write(self.registry.as_raw_fd(), pid.as_ptr().cast(), pid.len());
         }
@@ -742,9 +745,13 @@ impl Prepared {
     }
 }
 
-/// The calling thread's `errno`, as rustix names it.
-fn last_errno() -> rustix::io::Errno {
-    rustix::io::Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+/// The calling thread's `errno`, as rustix names it, after a call that failed; `EIO` when it
+/// says no error (rustix has no `Errno` for 0).
+pub(crate) fn last_errno() -> rustix::io::Errno {
+    match io::Error::last_os_error().raw_os_error() {
+        Some(raw) if raw > 0 => rustix::io::Errno::from_raw_os_error(raw),
+        _ => rustix::io::Errno::IO,
+    }
 }
 
 /// Kills every process the sandbox started: its cgroup's, and every process group it

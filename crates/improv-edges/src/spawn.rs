@@ -15,15 +15,23 @@
 //! `clone` itself: a new user namespace cannot share its creator's memory (`CLONE_VM` with
 //! `CLONE_NEWUSER` is `EINVAL`), so the child calls `unshare` as a forked one does.
 //!
-//! The child is waited for through a pidfd (`CLONE_PIDFD`, Linux 5.2; Landlock needs 5.13),
-//! which tokio polls; a [`Child`] dropped before it was waited for is killed and reaped. This
-//! is written here rather than taken from a crate: the process crates spawn through std or
-//! `posix_spawn`, and neither runs code of ours before `exec`.
+//! The child is waited for through a pidfd (`CLONE_PIDFD`, and `waitid(P_PIDFD)` of Linux 5.4;
+//! Landlock needs 5.13), which tokio polls; a [`Child`] dropped before it was waited for is
+//! killed and reaped. This is written here rather than taken from a crate: the process crates
+//! spawn through std or `posix_spawn`, and neither runs code of ours before `exec`.
+//!
+//! Some commands still start forked ([`Sandbox::apply`] and a tokio spawn, see [`Way`]): those
+//! run as another user (`run_as`: changing ids in a child that shares improv's memory would go
+//! through glibc's all-threads `setxid` and clear improv's own `dumpable` flag, which lives in
+//! the shared memory), those of an improv that is not plainly dumpable (the namespace step sets
+//! the flag, improv's included), and all of them on a kernel without pidfds.
 
 use crate::namespace::Failed;
-use crate::sandbox::{Prepared, Sandbox, SandboxError};
+use crate::sandbox::{Prepared, Sandbox, SandboxError, last_errno};
 use rustix::io::Errno;
-use rustix::process::{Signal, WaitId, WaitIdOptions, WaitIdStatus};
+use rustix::process::{
+    DumpableBehavior, Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus, WaitOptions,
+};
 use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
 use std::future::Future;
@@ -34,7 +42,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::ExitStatus;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -72,6 +80,10 @@ impl Sandbox {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<Child, SandboxError> {
+        let dumpable = match self.way() {
+            Way::Clone { dumpable } => dumpable,
+            Way::Fork => return self.spawn_forked(command, stdout, stderr),
+        };
         let prepared = self.prepare()?;
         let cwd = command.get_current_dir().unwrap_or(self.workspace());
         let stdin = std::fs::File::open("/dev/null").map_err(SandboxError::Prepare)?;
@@ -106,17 +118,63 @@ impl Sandbox {
         let start = Start {
             prepared: &prepared,
             stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
-            run_as: self.run_as(),
             cwd: c_string(cwd.as_os_str()).map_err(nul)?,
             programs: programs.iter().map(|p| p.as_ptr()).collect(),
             argv: pointers(&argv),
             envp: pointers(&envp),
             failure: Cell::new(None),
         };
-        let child = start
-            .clone_child()
-            .map_err(|(step, errno)| failed(step, errno))?;
-        Ok(child)
+        let child = start.clone_child();
+        // The child's namespace step set the flag of the memory it shared with improv.
+        if rustix::process::dumpable_behavior().ok() != Some(dumpable) {
+            rustix::process::set_dumpable_behavior(dumpable).map_err(|e| {
+                SandboxError::Prepare(io::Error::other(format!(
+                    "could not restore improv's dumpable flag after starting a command: {e}"
+                )))
+            })?;
+        }
+        let child = child.map_err(|(step, errno)| failed(step, errno))?;
+        Ok(Child(Process::Cloned(child)))
+    }
+
+    /// How this sandbox's next command starts: the one place that decides (see the module docs).
+    fn way(&self) -> Way {
+        if self.run_as().is_some() || !pidfds_work() {
+            return Way::Fork;
+        }
+        match rustix::process::dumpable_behavior() {
+            Ok(dumpable @ DumpableBehavior::Dumpable) => Way::Clone { dumpable },
+            _ => Way::Fork,
+        }
+    }
+
+    /// Starts `command` as [`Sandbox::spawn`] does, forked: [`Sandbox::apply`] and a tokio
+    /// spawn (run within a tokio runtime). Its program, arguments and working directory only.
+    fn spawn_forked(
+        &self,
+        command: &std::process::Command,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<Child, SandboxError> {
+        let mut forked = std::process::Command::new(command.get_program());
+        forked.args(command.get_args());
+        if let Some(dir) = command.get_current_dir() {
+            forked.current_dir(dir);
+        }
+        self.apply(&mut forked)?;
+        forked
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = tokio::process::Command::from(forked)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| SandboxError::Start {
+                // The child wrote the step that failed to the command's stderr.
+                step: "starting the forked command".into(),
+                source,
+            })?;
+        Ok(Child(Process::Forked(child)))
     }
 
     /// `PATH` as the sandboxed command gets it.
@@ -133,6 +191,32 @@ fn failed(step: &CStr, errno: Errno) -> SandboxError {
         step: step.to_string_lossy().into_owned(),
         source: errno.into(),
     }
+}
+
+/// How a command starts ([`Sandbox::way`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    /// Without `fork`: improv's `dumpable` flag, as it was, is put back after the child started.
+    Clone { dumpable: DumpableBehavior },
+    /// [`Sandbox::apply`] and a tokio spawn.
+    Fork,
+}
+
+/// Whether this kernel gives pidfds that `waitid` takes (Linux 5.4), probed once: a pidfd of
+/// improv itself, which `waitid` refuses as not its child (`ECHILD`) where `P_PIDFD` is known.
+fn pidfds_work() -> bool {
+    static WORK: OnceLock<bool> = OnceLock::new();
+    *WORK.get_or_init(|| {
+        let Ok(own) = rustix::process::pidfd_open(rustix::process::getpid(), PidfdFlags::empty())
+        else {
+            return false;
+        };
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+        matches!(
+            rustix::process::waitid(WaitId::PidFd(own.as_fd()), options),
+            Err(Errno::CHILD)
+        )
+    })
 }
 
 /// `fd`, or a copy of it numbered 3 or above: the child moves the three onto 0, 1 and 2, and
@@ -179,7 +263,6 @@ struct Start<'a> {
     prepared: &'a Prepared,
     /// stdin, stdout and stderr, each numbered 3 or above.
     stdio: [BorrowedFd<'a>; 3],
-    run_as: Option<(u32, u32)>,
     cwd: CString,
     programs: Vec<*const libc::c_char>,
     argv: Vec<*const libc::c_char>,
@@ -190,7 +273,7 @@ struct Start<'a> {
 
 impl Start<'_> {
     /// Clones the child and waits until it has called `exec` or exited.
-    fn clone_child(&self) -> Result<Child, Failed> {
+    fn clone_child(&self) -> Result<Cloned, Failed> {
         let stack = Stack::new().map_err(|e| (c"mapping the child's stack", e))?;
         let mut pidfd: libc::c_int = -1;
         let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
@@ -208,14 +291,28 @@ impl Start<'_> {
                 &mut pidfd as *mut libc::c_int,
             )
         };
-        let errno = last_errno();
+        // errno is this thread's only when clone failed (the child shared it until `exec`).
+        let errno = (pid < 0).then(last_errno);
         drop(blocked);
-        if pid < 0 {
+        if let Some(errno) = errno {
             return Err((c"clone", errno));
         }
-        // SAFETY: clone succeeded with CLONE_PIDFD, so `pidfd` is an open fd that we now own.
+        if pidfd < 0 {
+            // A kernel that ignored CLONE_PIDFD (before 5.2): the command may be running.
+            // SAFETY: kill and waitpid of the child just cloned, which nothing else reaps.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err((
+                c"clone (no pidfd: Linux 5.4 or later is needed)",
+                Errno::NOSYS,
+            ));
+        }
+        // SAFETY: clone succeeded with CLONE_PIDFD and stored a pidfd (checked above) that we
+        // now own.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        let mut child = Child {
+        let mut child = Cloned {
             pid: pid.unsigned_abs(),
             pidfd: Some(Pidfd::Plain(pidfd)),
             status: None,
@@ -243,21 +340,6 @@ impl Start<'_> {
             // the copy.
             if unsafe { libc::dup2(fd.as_raw_fd(), target as libc::c_int) } < 0 {
                 return Err((c"dup2", last_errno()));
-            }
-        }
-        if let Some((uid, gid)) = self.run_as {
-            // As std does for `Command::uid`: no supplementary groups kept from root.
-            // SAFETY: plain system calls with integer arguments (a null list of no groups).
-            unsafe {
-                if libc::getuid() == 0 && libc::setgroups(0, std::ptr::null()) != 0 {
-                    return Err((c"setgroups", last_errno()));
-                }
-                if libc::setgid(gid) != 0 {
-                    return Err((c"setgid to run_as", last_errno()));
-                }
-                if libc::setuid(uid) != 0 {
-                    return Err((c"setuid to run_as", last_errno()));
-                }
             }
         }
         // SAFETY: chdir reads the path prepared before the clone.
@@ -317,10 +399,6 @@ fn reset_signals() {
             }
         }
     }
-}
-
-fn last_errno() -> Errno {
-    Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
 
 /// Every signal blocked in this thread until dropped, when the old mask comes back.
@@ -413,29 +491,72 @@ impl Pidfd {
 
 /// A command started by [`Sandbox::spawn`]. Dropped before it was waited for, it is killed (its
 /// process; [`Sandbox::reap`] and the bash prop kill its group) and reaped.
-pub struct Child {
+pub struct Child(Process);
+
+/// How a [`Child`] was started ([`Way`]).
+enum Process {
+    Cloned(Cloned),
+    /// Spawned with `kill_on_drop`: tokio kills and reaps it when dropped.
+    Forked(tokio::process::Child),
+}
+
+impl Child {
+    /// Its pid (and process group), until it has been waited for.
+    pub fn id(&self) -> Option<u32> {
+        match &self.0 {
+            Process::Cloned(child) => child.id(),
+            Process::Forked(child) => child.id(),
+        }
+    }
+
+    /// Its exit status if it has exited (reaping it), `None` while it runs.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        match &mut self.0 {
+            Process::Cloned(child) => child.reap(WaitIdOptions::NOHANG),
+            Process::Forked(child) => child.try_wait(),
+        }
+    }
+
+    /// Waits for it to exit, on tokio's reactor (a runtime with IO enabled, as
+    /// `tokio::process` needs). Cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match &mut self.0 {
+            Process::Cloned(child) => child.wait().await,
+            Process::Forked(child) => child.wait().await,
+        }
+    }
+
+    /// Sends it SIGKILL; nothing when it was already waited for.
+    pub fn start_kill(&mut self) -> io::Result<()> {
+        match &mut self.0 {
+            Process::Cloned(child) => child.start_kill(),
+            Process::Forked(child) if child.id().is_none() => Ok(()),
+            Process::Forked(child) => child.start_kill(),
+        }
+    }
+
+    /// Whether it was started without `fork` ([`Sandbox::spawn`]'s module docs).
+    pub fn is_cloned(&self) -> bool {
+        matches!(self.0, Process::Cloned(_))
+    }
+}
+
+/// A child started by [`Start::clone_child`].
+struct Cloned {
     pid: u32,
     /// `None` once reaped.
     pidfd: Option<Pidfd>,
     status: Option<ExitStatus>,
 }
 
-impl Child {
-    /// Its pid (and process group), until it has been waited for.
-    pub fn id(&self) -> Option<u32> {
+impl Cloned {
+    fn id(&self) -> Option<u32> {
         self.status.is_none().then_some(self.pid)
     }
 
-    /// Its exit status if it has exited (reaping it), `None` while it runs.
-    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        self.reap(WaitIdOptions::NOHANG)
-    }
-
-    /// Waits for it to exit, on tokio's reactor (a runtime with IO enabled, as
-    /// `tokio::process` needs). Cancel-safe.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
         loop {
-            if let Some(status) = self.try_wait()? {
+            if let Some(status) = self.reap(WaitIdOptions::NOHANG)? {
                 return Ok(status);
             }
             if matches!(self.pidfd, Some(Pidfd::Plain(_)))
@@ -460,8 +581,7 @@ impl Child {
         }
     }
 
-    /// Sends it SIGKILL; nothing when it was already waited for.
-    pub fn start_kill(&mut self) -> io::Result<()> {
+    fn start_kill(&mut self) -> io::Result<()> {
         match &self.pidfd {
             Some(pidfd) => Ok(rustix::process::pidfd_send_signal(
                 pidfd.fd(),
@@ -500,13 +620,13 @@ fn exit_status(status: &WaitIdStatus) -> ExitStatus {
     ExitStatus::from_raw(raw)
 }
 
-impl Drop for Child {
+impl Drop for Cloned {
     fn drop(&mut self) {
         if self.pidfd.is_none() {
             return;
         }
         let _ = self.start_kill();
-        if matches!(self.try_wait(), Ok(Some(_))) {
+        if matches!(self.reap(WaitIdOptions::NOHANG), Ok(Some(_))) {
             return;
         }
         // Killed but not yet gone: reap it off this thread rather than wait here.
@@ -515,11 +635,17 @@ impl Drop for Child {
                 Pidfd::Plain(fd) => fd,
                 Pidfd::Polled(fd) => fd.into_inner(),
             };
-            let _ = std::thread::Builder::new()
+            let reaper = std::thread::Builder::new()
                 .name("improv-reap".into())
                 .spawn(move || {
                     rustix::process::waitid(WaitId::PidFd(fd.as_fd()), WaitIdOptions::EXITED)
                 });
+            if reaper.is_err() {
+                // No thread to spare: wait here for the killed child rather than leave a
+                // zombie. Its pid is still ours (not reaped), so it names no other process.
+                let pid = Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX));
+                let _ = pid.map(|pid| rustix::process::waitpid(Some(pid), WaitOptions::empty()));
+            }
         }
     }
 }
