@@ -22,4 +22,4 @@ mod trim;
 
 pub use compactor::{Compactor, DEFAULT_KEEP_RECENT_TURNS, DEFAULT_TRIM_TO, SUMMARY_HEADER};
 pub use tokens::{estimate, estimate_message};
-pub use trim::trim_middle;
+pub use trim::{trim_fenced, trim_middle};

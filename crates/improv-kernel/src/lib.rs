@@ -82,7 +82,7 @@ pub mod tape;
 pub use budget::{Budget, BudgetKind, Spent};
 pub use event::{Compaction, Event, EventKind, ObserveError, Observer, Outcome};
 pub use hook::{Between, Control, Hook, NoteSender, Notes};
-pub use message::{Message, ToolCall, ToolSpec};
+pub use message::{Message, Speaker, ToolCall, ToolSpec};
 pub use meter::Meter;
 pub use model::{Model, ModelError, ModelUpdate, Price, Reply, Request, StopReason, Usage};
 pub use performance::{Actor, Ended, Performance, PerformanceBuilder};

@@ -304,7 +304,7 @@ impl Performance {
     /// Someone outside the stage speaks (a chat door's sender): `text`, already fenced as
     /// untrusted data, becomes the actor's next message, logged as theirs and not the director's.
     pub fn hear(&mut self, from: &str, text: &str) -> Result<(), ObserveError> {
-        self.conversation.push(Message::user(text));
+        self.conversation.push(Message::outside(from, text));
         self.out.emit(EventKind::OutsideMessage {
             from: from.into(),
             text: text.into(),

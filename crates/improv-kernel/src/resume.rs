@@ -42,8 +42,9 @@ pub fn replay(events: &[Event]) -> Past {
                     past.intent = intent.clone();
                 }
             }
-            EventKind::DirectorNote { text } | EventKind::OutsideMessage { text, .. } => {
-                past.conversation.push(Message::user(text))
+            EventKind::DirectorNote { text } => past.conversation.push(Message::user(text)),
+            EventKind::OutsideMessage { from, text } => {
+                past.conversation.push(Message::outside(from, text))
             }
             EventKind::ModelReplied {
                 text, tool_calls, ..
