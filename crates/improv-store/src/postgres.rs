@@ -184,6 +184,7 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         let (tls, ssl_mode) = tls::connector(&params).map_err(config_error)?;
+        tls::warn_if_unprotected(&params, config.get_hosts(), &name);
         config.ssl_mode(ssl_mode);
         config.options(session_options(
             config.get_options().unwrap_or(""),

@@ -5,6 +5,13 @@
 //! `sslrootcert`; `verify-full` also checks that it names the host. As in libpq, `prefer` and
 //! `require` check the chain when `sslrootcert` is given, and only then.
 //!
+//! What that leaves open, and improv says at open ([`warn_if_unprotected`]): `prefer` takes
+//! the server's "no TLS" answer, which anyone on the path can forge, and goes on in
+//! cleartext; `prefer` and `require` without `sslrootcert` accept any certificate. Neither
+//! protects against a man in the middle, so for a host reached over the network (not a Unix
+//! socket, not loopback) a warning names the store and says to use `sslmode=verify-full`.
+//! The default stays `prefer`, as in libpq.
+//!
 //! The two verifiers that check less than rustls's own (no name, or nothing) are written here:
 //! rustls offers the pieces (`verify_server_cert_signed_by_trust_anchor`, the provider's
 //! signature checks) but no such verifier, since the web never wants one.
@@ -18,6 +25,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::sync::Arc;
+use tokio_postgres::config::Host;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The connector for `params`, and the mode tokio-postgres negotiates with (it knows no
@@ -58,6 +66,40 @@ pub(crate) fn connector(
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Wire::Require,
     };
     Ok((MakeRustlsConnect::new(config), wire))
+}
+
+/// Logs a warning when `store` is reached over the network with a mode that a man in the
+/// middle can read or change ([`unprotected`]).
+pub(crate) fn warn_if_unprotected(params: &PgParams, hosts: &[Host], store: &str) {
+    if unprotected(params, hosts) {
+        tracing::warn!(
+            "the store {store} is reached over the network with sslmode={} and no sslrootcert: \
+             not protected against a man in the middle (prefer falls back to cleartext when \
+             told to, and any certificate is accepted); use sslmode=verify-full with \
+             sslrootcert=PATH",
+            params.ssl.as_str()
+        );
+    }
+}
+
+/// Whether `prefer` or `require` without a root certificate reaches a host other than a Unix
+/// socket or a loopback address. No host means libpq's default, the local socket.
+fn unprotected(params: &PgParams, hosts: &[Host]) -> bool {
+    let weak = matches!(params.ssl, SslMode::Prefer | SslMode::Require);
+    weak && params.root_cert.is_none() && hosts.iter().any(|h| !local(h))
+}
+
+fn local(host: &Host) -> bool {
+    match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
 }
 
 /// The CA certificates of a PEM file.
@@ -166,5 +208,39 @@ impl ServerCertVerifier for Unverified {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::url::split_pg_params;
+
+    fn warned(url: &str) -> bool {
+        let (url, params) = split_pg_params(url).unwrap();
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        unprotected(&params, config.get_hosts())
+    }
+
+    #[test]
+    fn a_network_host_without_a_checked_certificate_is_warned_of() {
+        assert!(warned("postgres://u@db.example.org/improv"));
+        assert!(warned("postgres://u@10.0.0.5/improv?sslmode=require"));
+        assert!(warned("postgres://u@localhost,db.example.org/improv"));
+        // Checked, local, or plainly asked for without TLS: nothing to warn of.
+        assert!(!warned(
+            "postgres://u@db.example.org/improv?sslmode=verify-full&sslrootcert=/ca.pem"
+        ));
+        assert!(!warned(
+            "postgres://u@db.example.org/improv?sslmode=require&sslrootcert=/ca.pem"
+        ));
+        assert!(!warned("postgres://u@localhost/improv"));
+        assert!(!warned("postgres://u@127.0.0.1:5433/improv"));
+        assert!(!warned("postgres://u@[::1]/improv"));
+        assert!(!warned("postgres://u@%2Ftmp%2Fpg/improv"));
+        assert!(!warned(
+            "postgres://u@db.example.org/improv?sslmode=disable"
+        ));
     }
 }
