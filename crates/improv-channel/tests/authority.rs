@@ -164,7 +164,12 @@ async fn a_threads_next_message_reaches_the_model_fenced_as_the_senders_not_the_
         })
         .collect();
     assert_eq!(heard.len(), 1, "{heard:?}");
-    assert_eq!(heard[0], ("@alice", seen.as_str()));
+    // What the model read is what was logged, under the kernel's line naming its sender.
+    assert_eq!(heard[0].0, "@alice");
+    assert_eq!(
+        improv_kernel::Message::outside(heard[0].0, heard[0].1),
+        improv_kernel::Message::user(seen.as_str())
+    );
 }
 
 #[test]
