@@ -387,3 +387,64 @@ async fn a_cued_actors_performance_is_traced_under_the_cue_call() {
         .unwrap_or_else(|| panic!("the helper's model call: {spans:?}"));
     assert!(chat["name"].as_str().unwrap().ends_with("helper.json"));
 }
+
+/// A worker process, stopped with SIGTERM (drained) when dropped.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child this test started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_performance_a_worker_leased_from_the_store_is_traced() {
+    let (base, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    stage(dir.path(), "true");
+    let url = format!("sqlite:{}", dir.path().join("store.db").display());
+    let queued = common::improv_command()
+        .current_dir(dir.path())
+        .args(["run", "--detach", "--store", &url, "go"])
+        .output()
+        .unwrap();
+    assert!(queued.status.success(), "{queued:?}");
+    let id = String::from_utf8(queued.stdout).unwrap().trim().to_string();
+    let mut worker = common::improv_command();
+    worker
+        .args(["worker", "--store", &url])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &base)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _worker = Worker(worker.spawn().unwrap());
+    // The root span is posted as soon as the performance ends; bounded at 60 s.
+    let root = async {
+        loop {
+            let bodies: Vec<Value> = received
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.1.clone())
+                .collect();
+            for body in bodies {
+                for span in body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .unwrap()
+                {
+                    if span["parentSpanId"] == "" {
+                        return span.clone();
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let root = tokio::time::timeout(std::time::Duration::from_secs(60), root)
+        .await
+        .expect("the worker's performance reached the receiver within 60 s");
+    let a = attrs(&root);
+    assert_eq!(a["improv.performance.id"], id);
+    assert_eq!(a["improv.outcome"], "done");
+}
