@@ -4,6 +4,14 @@
 //! a director note); the thread's last performance id lives in the store. Every inbound message is handled once: its platform id is
 //! claimed in the store first, so a redelivery (Slack retries, a Telegram offset not yet
 //! confirmed at a crash) performs nothing.
+//!
+//! The claim has a state, `claimed` → `started` → `done` ([`Claim`]), and a claimed message is
+//! kept in the door's pending list until its performance starts, so a message accepted by a
+//! process that died before performing it is not lost: a door's listener, once up, retakes the
+//! claims that never started ([`ChatDoor::retake`]), each once. A message whose performance had
+//! started is not retaken (its performance may have replied already; it was logged and ends
+//! `interrupted`). The window left: a death between the claim and its pending entry (two
+//! writes) loses that message.
 
 use crate::gate::{Admission, Gate};
 use crate::outbox::Outbox;
@@ -14,10 +22,49 @@ use async_trait::async_trait;
 use improv_kernel::{Observer, Outcome, Prop};
 use improv_store::{OutboxKey, Store};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const THREAD_SCOPE: &str = "door.thread";
 const SEEN_SCOPE: &str = "door.inbound";
+/// Per door: the messages claimed and not yet started, `{seen key: {inbound, at}}`.
+const PENDING_SCOPE: &str = "door.pending";
+
+/// How old a claim that never started must be before the listener retakes it: a claim younger
+/// than this may still be on its way to its start in another process.
+pub const RETAKE_GRACE: Duration = Duration::from_secs(10);
+
+/// Serializes the read-modify-write of the pending lists in this process (the store offers no
+/// compare-and-set; each door's listener runs in one process).
+static PENDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where a claimed message stands, as the store keeps it under its seen key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Claim {
+    /// Accepted; nothing performed yet.
+    Claimed,
+    /// Its performance began (or it was turned away): never retaken.
+    Started,
+    /// Handled to the end.
+    Done,
+}
+
+impl Claim {
+    fn value(self) -> serde_json::Value {
+        serde_json::json!({ "state": self })
+    }
+
+    /// The state a stored claim is in (an older `true` claim counts as done).
+    fn of(value: &serde_json::Value) -> Claim {
+        serde_json::from_value(value["state"].clone()).unwrap_or(Claim::Done)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// What a chat door asks of whoever performs: one performance of `intent`, with the `reply`
 /// prop and its observer, continuing `previous` when the thread had one. Continued, `intent`
@@ -84,20 +131,109 @@ pub struct ChatDoor {
 impl ChatDoor {
     /// Handles one message: once, if let in, as the thread's next performance.
     pub async fn handle(&self, inbound: &Inbound) -> Result<Handled, ChannelError> {
-        let seen = format!(
+        let seen = self.seen(inbound);
+        if !self
+            .store
+            .put(SEEN_SCOPE, &seen, &Claim::Claimed.value(), true)
+            .await?
+        {
+            return Ok(Handled::Duplicate);
+        }
+        self.pend(&seen, Some(inbound)).await?;
+        self.claimed(&seen, inbound).await
+    }
+
+    /// Performs the claims of this door that never started and are older than `grace` (a
+    /// process died between accepting them and performing them), each once. Returns what
+    /// became of each.
+    pub async fn retake(&self, grace: Duration) -> Result<Vec<Handled>, ChannelError> {
+        let pending = self.store.get(PENDING_SCOPE, &self.door).await?;
+        let Some(pending) = pending.as_ref().and_then(|v| v.as_object()) else {
+            return Ok(Vec::new());
+        };
+        let due = unix_now().saturating_sub(grace.as_secs());
+        let mut handled = Vec::new();
+        for (seen, entry) in pending {
+            if entry["at"].as_u64().is_none_or(|at| at > due) {
+                continue;
+            }
+            // Off the list first: whatever happens next, it is retaken once.
+            self.pend(seen, None).await?;
+            let state = self.store.get(SEEN_SCOPE, seen).await?;
+            if state.as_ref().map(Claim::of) != Some(Claim::Claimed) {
+                continue;
+            }
+            match serde_json::from_value::<Inbound>(entry["inbound"].clone()) {
+                Ok(inbound) => {
+                    tracing::info!(door = %self.door, "retaking a message accepted but never performed ({seen})");
+                    handled.push(self.claimed(seen, &inbound).await?);
+                }
+                Err(e) => {
+                    tracing::error!(door = %self.door, "a pending message ({seen}) cannot be read back: {e}")
+                }
+            }
+        }
+        Ok(handled)
+    }
+
+    /// The store's key for `inbound`'s claim.
+    fn seen(&self, inbound: &Inbound) -> String {
+        format!(
             "{}/{}/{}/{}",
             self.door,
             inbound.platform.as_str(),
             inbound.conversation,
             inbound.message_id
-        );
-        if !self
+        )
+    }
+
+    /// Adds `seen` to the door's pending list (with `inbound`), or takes it off (`None`).
+    async fn pend(&self, seen: &str, inbound: Option<&Inbound>) -> Result<(), ChannelError> {
+        let _one = PENDING.lock().await;
+        let mut pending = self
             .store
-            .put(SEEN_SCOPE, &seen, &true.into(), true)
+            .get(PENDING_SCOPE, &self.door)
             .await?
-        {
-            return Ok(Handled::Duplicate);
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        // An object, checked just above.
+        let Some(list) = pending.as_object_mut() else {
+            return Ok(());
+        };
+        let changed = match inbound {
+            Some(inbound) => {
+                let entry = serde_json::json!({ "inbound": inbound, "at": unix_now() });
+                list.insert(seen.to_string(), entry);
+                true
+            }
+            None => list.remove(seen).is_some(),
+        };
+        if changed {
+            self.store
+                .put(PENDING_SCOPE, &self.door, &pending, false)
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Moves `seen`'s claim to `state`.
+    async fn mark(&self, seen: &str, state: Claim) -> Result<(), ChannelError> {
+        self.store
+            .put(SEEN_SCOPE, seen, &state.value(), false)
+            .await?;
+        Ok(())
+    }
+
+    /// A claimed message: let in or turned away, performed, and its claim marked done.
+    async fn claimed(&self, seen: &str, inbound: &Inbound) -> Result<Handled, ChannelError> {
+        let handled = self.admitted(seen, inbound).await?;
+        self.mark(seen, Claim::Done).await?;
+        self.pend(seen, None).await?;
+        Ok(handled)
+    }
+
+    /// The gate's answer to a claimed message, and its performance when let in.
+    async fn admitted(&self, seen: &str, inbound: &Inbound) -> Result<Handled, ChannelError> {
         match self.gate.admit(inbound, Instant::now()).await? {
             Admission::Allowed => {}
             Admission::Pair(code) => {
@@ -118,6 +254,8 @@ impl ChatDoor {
             .get(THREAD_SCOPE, &thread)
             .await?
             .and_then(|v| v["performance"].as_str().map(str::to_string));
+        self.mark(seen, Claim::Started).await?;
+        self.pend(seen, None).await?;
         let performed = match self.perform(inbound, previous).await {
             Ok(performed) => performed,
             Err(e) => {

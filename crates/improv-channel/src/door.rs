@@ -5,7 +5,7 @@
 //! through the context's `Launcher`, which cannot yet hand a performance the `reply` prop, its
 //! observer or the thread to resume (see /work/notes/channel-needs.md) — with the door's budget.
 
-use crate::conversation::{ChatDoor, Performed, Performer, Request};
+use crate::conversation::{ChatDoor, Performed, Performer, RETAKE_GRACE, Request};
 use crate::discord::{Discord, PublicKey};
 use crate::gate::{Gate, Limits};
 use crate::listen::{self, Answer, Intake};
@@ -24,6 +24,7 @@ use improv_stage::{Door, DoorKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long a Telegram long poll waits for an update.
@@ -87,6 +88,7 @@ impl Listener for ChannelListener {
             let (outbox, cancel) = (door.outbox.clone(), cancel.clone());
             async move { outbox.run(cancel).await }
         });
+        let retaking = retake(door.clone(), cancel.clone());
         let result = match way_in {
             WayIn::Poll(client) => listen::telegram(&client, &door, POLL, cancel.clone()).await,
             WayIn::Http(verifier) => {
@@ -104,9 +106,26 @@ impl Listener for ChannelListener {
             }
         };
         cancel.cancel();
+        let _ = retaking.await;
         let _ = retry.await;
         result.map_err(failed)
     }
+}
+
+/// Once the door has been up for [`RETAKE_GRACE`], performs the messages a process that died
+/// had accepted and never performed ([`ChatDoor::retake`]); a door closed before then retakes
+/// nothing (its next start will). Await the handle before the door is gone: a message retaken
+/// is performed to its end.
+pub(crate) fn retake(door: Arc<ChatDoor>, cancel: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(RETAKE_GRACE) => {}
+        }
+        if let Err(e) = door.retake(RETAKE_GRACE).await {
+            tracing::error!(door = %door.door, "the messages accepted before a restart were not retaken: {e}");
+        }
+    })
 }
 
 enum WayIn {

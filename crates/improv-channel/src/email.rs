@@ -124,9 +124,11 @@ impl Listener for EmailListener {
             let (outbox, cancel) = (door.outbox.clone(), cancel.clone());
             async move { outbox.run(cancel).await }
         });
+        let retaking = crate::door::retake(door.clone(), cancel.clone());
         let inbox = imap::Inbox::new(&name, email, login);
         let result = imap::listen(&inbox, &door, cancel.clone()).await;
         cancel.cancel();
+        let _ = retaking.await;
         let _ = retry.await;
         result.map_err(failed)
     }
