@@ -5,16 +5,18 @@
 //!
 //! The spans are made from the performance's events by an [`Observer`], outside the kernel: the
 //! loop does not know it is traced. The observer only hands finished spans to a bounded channel
-//! (a full channel drops the span, counted and logged once), so a turn never waits on export;
-//! one background thread with its own small runtime batches them (512 spans or every second)
-//! and posts them, so it outlives the runtime of whichever command started it. An export that
+//! (a full channel drops the span, logged once), so a turn never waits on export; one
+//! background thread with its own small runtime batches them (512 spans, every second, and at
+//! once when a performance ends) and posts them, so it outlives the runtime of whichever
+//! command started it. A cued actor's performance hangs under the `cue` call's span. An export that
 //! fails is logged once and never ends a performance. Spans carry no prompt, reply, argument or
 //! tool output: those may hold secrets.
 //!
 //! Written by hand rather than with `opentelemetry-otlp`: that stack (the SDK, its protobuf
 //! types and prost, its own batch processor) is a large build on a 2-core CI for what is here
-//! ~400 lines over the workspace's existing reqwest; OTLP/HTTP with JSON bodies is part of the
-//! OTLP specification and every collector accepts it on its HTTP port (4318).
+//! about 500 lines over the workspace's existing reqwest. OTLP/HTTP with JSON bodies is part of
+//! the OTLP specification, and the OpenTelemetry Collector's OTLP receiver takes it on its HTTP
+//! port (4318); `OTEL_EXPORTER_OTLP_PROTOCOL` is not read: the body is always JSON.
 
 use improv_kernel::{Event, EventKind, ObserveError, Observer, Outcome, StopReason};
 use serde_json::{Value, json};
