@@ -22,7 +22,7 @@ mod globs;
 mod guarded;
 mod rules;
 
-pub use approval::{Approval, ApprovalRequest, Approver, Prompt, Unattended};
+pub use approval::{Approval, ApprovalRequest, Approver, Prompt, Unattended, printable};
 pub(crate) use globs::PathGlob;
 pub use globs::{
     ByName, DEFAULT_HIDDEN, DEFAULT_READ_ONLY, GlobError, Hidden, HiddenGlobs, HiddenKind,
