@@ -3,7 +3,7 @@
 //! tables and turns its memory copy-on-write, which the child's `exec` and improv's next writes
 //! then undo; `posix_spawn` avoids that with `clone(CLONE_VM | CLONE_VFORK)` but has no room
 //! for the sandbox's steps. This module does the same clone itself and runs the sandbox's steps
-//! ([`Prepared::enter`], exactly those a forked child of [`Sandbox::apply`] runs) in the child
+//! (`Prepared::enter`, exactly those a forked child of [`Sandbox::apply`] runs) in the child
 //! before `exec`.
 //!
 //! The child shares improv's memory until its `exec`, while the thread that started it waits
@@ -20,7 +20,7 @@
 //! killed and reaped. This is written here rather than taken from a crate: the process crates
 //! spawn through std or `posix_spawn`, and neither runs code of ours before `exec`.
 //!
-//! Some commands still start forked ([`Sandbox::apply`] and a tokio spawn, see [`Way`]): those
+//! Some commands still start forked ([`Sandbox::apply`] and a tokio spawn, see `Way`): those
 //! run as another user (`run_as`: changing ids in a child that shares improv's memory would go
 //! through glibc's all-threads `setxid` and clear improv's own `dumpable` flag, which lives in
 //! the shared memory), those of an improv that is not plainly dumpable (the namespace step sets
@@ -73,7 +73,8 @@ impl Sandbox {
     /// (see the module docs): its program and arguments, its working directory (else the
     /// workspace), the sandbox's environment (only), stdin `/dev/null`, `stdout` and `stderr`,
     /// its own process group. `Err` when the sandbox refuses the command or the child failed
-    /// before `exec` (which step, and why).
+    /// before `exec` (which step, and why). Call it within a tokio runtime: a command that
+    /// starts forked (see the module docs) is spawned through tokio.
     pub fn spawn(
         &self,
         command: &std::process::Command,
