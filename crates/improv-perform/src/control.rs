@@ -16,7 +16,12 @@
 //! - git's `config` (and `config.worktree`) and `hooks`, of the repository and of its
 //!   submodules under `.git/modules`: the user's next git command runs what they name.
 //!   `.git/info` stays as `read_only` says: excludes, attributes and sparse patterns run
-//!   nothing by themselves (attributes only name drivers the config defines).
+//!   nothing by themselves (attributes only name drivers the config defines);
+//! - a SQLite store this process opened ([`conceal_store_file`]), with its `-wal`, `-shm` and
+//!   `-journal` files, when it lies in the workspace (`improv worker --store sqlite:./s.db`):
+//!   it holds the approvals and director notes, so a command that could write it would answer
+//!   its own `ask` or plant a note. A process-wide list, as the store is opened once by the
+//!   command (worker, serve, door) and every cast it builds afterwards must leave it out.
 //!
 //! `writable` under `[edges]` opens listed files or folders (a name like `AGENTS.md` opens it
 //! wherever it is). Files outside the workspace need nothing: actors cannot reach them.
@@ -29,8 +34,8 @@ use improv_stage::Stage;
 use improv_workspace::normalize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The serve token's file name inside the stage's state folder.
 pub const SERVE_TOKEN_FILE: &str = "serve.token";
@@ -45,6 +50,63 @@ const PROTECTED_NAMES: [&str; 1] = [improv_skills::AGENTS_FILE];
 /// How deep submodules are looked for under `.git/modules` (a submodule's own submodules
 /// are a level down each).
 const MODULE_DEPTH: usize = 6;
+
+/// The files SQLite keeps beside a database: its write-ahead log, the log's index and the
+/// rollback journal, each as much the store as the database file itself.
+const SQLITE_SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// The SQLite stores this process opened ([`conceal_store_file`]), as absolute paths.
+static STORE_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Keeps the SQLite store at `path` and its side files out of every actor's reach in every
+/// performance this process casts from now on, as `.improv/` is: neither readable nor
+/// writable by commands or the file props. Call it once the store is open, before any
+/// performance is cast; a path outside a performance's workspace changes nothing there.
+///
+/// A mount can only cover a file that exists, and a rollback journal a command planted would
+/// be played into the database by the next process to open it; so an empty `-journal` is
+/// made when there is none, to be covered. SQLite in WAL mode never writes it, and an empty
+/// journal is not played back.
+pub fn conceal_store_file(path: &Path) {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => canonical(dir).join(name),
+        _ => path,
+    };
+    let journal = side_file(&path, "-journal");
+    if let Err(e) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&journal)
+    {
+        tracing::warn!(
+            "cannot make {} to keep it from the actors ({e}); a store in a stage's workspace is then exposed to its commands: keep the store outside every workspace",
+            journal.display()
+        );
+    }
+    // A poisoned list is still a list: a panic elsewhere cannot leave it half-pushed.
+    let mut files = STORE_FILES.lock().unwrap_or_else(PoisonError::into_inner);
+    if !files.contains(&path) {
+        files.push(path);
+    }
+}
+
+fn side_file(db: &Path, suffix: &str) -> PathBuf {
+    let mut side = db.as_os_str().to_os_string();
+    side.push(suffix);
+    PathBuf::from(side)
+}
+
+/// The files of every store [`conceal_store_file`] named: each database and its side files.
+fn store_files() -> Vec<PathBuf> {
+    let files = STORE_FILES.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = Vec::new();
+    for db in files.iter() {
+        out.push(db.clone());
+        out.extend(SQLITE_SIDE_FILES.map(|suffix| side_file(db, suffix)));
+    }
+    out
+}
 
 /// A stage's control files in one workspace, as workspace-relative paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,10 +143,18 @@ impl ControlPlane {
             }
         }
         let state = canonical(&crate::state_dir(stage));
+        let mut concealed: Vec<PathBuf> = inside(workspace, &state).into_iter().take(1).collect();
+        for file in store_files() {
+            for rel in inside(workspace, &file) {
+                if !concealed.iter().any(|c| rel.starts_with(c)) {
+                    concealed.push(rel);
+                }
+            }
+        }
         ControlPlane {
             workspace: workspace.to_path_buf(),
             protected,
-            concealed: inside(workspace, &state).into_iter().take(1).collect(),
+            concealed,
             names: PROTECTED_NAMES
                 .into_iter()
                 .filter(|n| !opened(Path::new(n)))
@@ -432,6 +502,31 @@ mod tests {
         assert!(!within_reach(&stage, &outside.path().join("tok")));
         std::os::unix::fs::symlink(&root, outside.path().join("link")).unwrap();
         assert!(within_reach(&stage, &outside.path().join("link/tok")));
+    }
+
+    #[test]
+    fn a_sqlite_store_in_the_workspace_is_concealed_with_its_side_files() {
+        let (dir, _) = plane("", &[]);
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("store.db"), "x").unwrap();
+        conceal_store_file(&dir.path().join("./store.db"));
+        let stage = Stage::load(&root).unwrap();
+        let plane = ControlPlane::of(&stage, &root);
+        assert_eq!(
+            plane.hidden_globs(),
+            [
+                "/.improv",
+                "/store.db",
+                "/store.db-wal",
+                "/store.db-shm",
+                "/store.db-journal"
+            ]
+        );
+        assert!(
+            root.join("store.db-journal").is_file(),
+            "made, to be covered"
+        );
+        assert!(plane.concealed_paths().contains(&root.join("store.db-wal")));
     }
 
     #[test]

@@ -31,8 +31,15 @@ pub enum StoreCommand {
 }
 
 /// Opens the store a `--store` value names; the error names it with its password hidden.
+/// A SQLite file is concealed from the actors of every performance this process casts, as
+/// it may lie in their workspace ([`improv_perform::control::conceal_store_file`]).
 pub fn open(text: &str) -> Result<Arc<dyn Store>> {
-    Ok(improv_store::open(&StoreUrl::parse(text)?)?)
+    let url = StoreUrl::parse(text)?;
+    let store = improv_store::open(&url)?;
+    if let StoreUrl::Sqlite(path) = &url {
+        improv_perform::control::conceal_store_file(path);
+    }
+    Ok(store)
 }
 
 /// `improv store …`
