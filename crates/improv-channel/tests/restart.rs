@@ -3,7 +3,8 @@
 //! performance starts (the injected failure point: the write that marks the claim started
 //! fails, as a kill there would leave it); the restarted door, on the same store file
 //! reopened, retakes it, performs it and replies once; retaking again, or the platform
-//! delivering the message again, performs nothing more.
+//! delivering the message again, performs nothing more. The same through the door's listener as
+//! `improv serve` runs it: up for the grace, it performs the claim left behind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
@@ -145,4 +146,73 @@ async fn a_young_claim_is_left_to_its_process() {
     let retaken = restarted.retake(Duration::from_secs(3600)).await.unwrap();
     assert_eq!(retaken, Vec::new());
     assert_eq!(performer.count(), 0);
+}
+
+/// The door as `improv serve`'s daemon runs it (the stage file's `[[door]]`, the listener from
+/// `improv_channel::door::listeners`, the stage performing with a scripted model): once up for
+/// the grace, the restarted listener performs the message the dead process had claimed, and
+/// replies once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restarted_listener_performs_the_claim_left_by_a_dead_process() {
+    const TOKEN_ENV: &str = "IMPROV_CHANNEL_RESTART_TEST_TOKEN";
+    // SAFETY: the one test of this binary that reads the environment, set before anything
+    // reads it.
+    unsafe { std::env::set_var(TOKEN_ENV, TOKEN) };
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = json!([
+        { "calls": [{ "name": "reply", "arguments": { "text": "Retaken and done." } }] },
+        { "say": "done" },
+    ]);
+    std::fs::write(dir.path().join("script.json"), script.to_string()).unwrap();
+    let stage_file = dir.path().join("stage.toml");
+    std::fs::write(
+        &stage_file,
+        format!(
+            "[stage]\nname = \"chat\"\nintent = \"Answer messages.\"\n\n[[actor]]\nname = \"lead\"\n\
+             model = \"scripted/script.json\"\nprops = []\n\n[edges]\nsandbox = \"off\"\n\n\
+             [[door]]\nname = \"chat\"\nchannel = \"telegram\"\ntoken_env = \"{TOKEN_ENV}\"\n\
+             allow = [\"@alice\"]\napi_base = \"{}\"\n",
+            fake.base
+        ),
+    )
+    .unwrap();
+    let stage = Arc::new(improv_stage::Stage::load(&stage_file).unwrap());
+    let door_def = Arc::new(stage.doors[0].clone());
+
+    let file = TestStore::default();
+    let first = Arc::new(DiesBeforeStart {
+        inner: file.reopen(),
+        dead: Default::default(),
+    });
+    let dying = door(&fake, first, Arc::new(KernelPerformer::new(Vec::new())));
+    assert!(dying.handle(&message()).await.is_err());
+
+    let listener = (improv_channel::door::listeners())(&door_def).unwrap();
+    let ctx = improv_door::DoorContext {
+        stage: stage.clone(),
+        door: door_def,
+        store: Arc::new(file.reopen()),
+        launcher: Arc::new(improv_door::PerformLauncher),
+        clock: Arc::new(improv_door::SystemClock),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { listener.run(ctx, cancel).await }
+    });
+    let start = std::time::Instant::now();
+    while fake.sent().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the claimed message was never performed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    running.await.unwrap().unwrap();
+    let sent = fake.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].text, "Retaken and done.");
+    assert_eq!(sent[0].reply_to.as_deref(), Some("7"));
 }
