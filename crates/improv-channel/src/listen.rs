@@ -96,6 +96,17 @@ impl Answer {
     fn closing() -> Self {
         Answer::text(503, "this door is closing; deliver the message again later")
     }
+    /// The answer to a request whose signature failed (401, as Discord requires): the caller
+    /// showed no secret, so it is told nothing that tells this door from an unknown one. A
+    /// server that mounts the handlers gives its own one answer to strangers in its place
+    /// ([`Answer::is_stranger`]); the reason goes to the log.
+    pub fn stranger() -> Self {
+        Answer::text(401, improv_door::webhook::STRANGER_ANSWER)
+    }
+    /// Whether this is [`Answer::stranger`].
+    pub fn is_stranger(&self) -> bool {
+        *self == Answer::stranger()
+    }
     fn text(status: u16, body: impl Into<String>) -> Self {
         Answer {
             status,
@@ -118,7 +129,7 @@ pub fn slack(
 ) -> Answer {
     if let Err(e) = slack::verify(signing_secret, headers, body, now_s) {
         tracing::warn!(door = %door.door, "a Slack request was refused: {e}");
-        return Answer::text(401, e.to_string());
+        return Answer::stranger();
     }
     match slack::parse(body) {
         Ok(slack::Incoming::Challenge(challenge)) => Answer::text(200, challenge),
@@ -146,7 +157,7 @@ pub fn discord(
 ) -> Answer {
     if let Err(e) = discord::verify(key, headers, body, now_s) {
         tracing::warn!(door = %door.door, "a Discord interaction was refused: {e}");
-        return Answer::text(401, "invalid request signature");
+        return Answer::stranger();
     }
     match discord::parse(body) {
         Ok(discord::Incoming::Ping) => Answer::json(discord::pong()),

@@ -4,8 +4,8 @@
 //! replay window checked there). The platforms sign their requests instead of sending the
 //! bearer token, so these routes take none; the body limit applies. A caller who has not shown
 //! a door's secret gets one answer (401 "signature check failed") whether the door is unknown,
-//! takes no deliveries, lacks its secret or the signature is wrong: no one learns which doors
-//! exist; the reason goes to the log for the director.
+//! takes no deliveries, lacks its secret or the signature is wrong, a webhook's or a chat
+//! door's: no one learns which doors exist; the reason goes to the log for the director.
 //! `GET /doors`, with the token, answers what `improv door status --json` prints.
 
 use crate::BODY_LIMIT;
@@ -71,6 +71,9 @@ async fn knock(
         DoorKind::Channel(_) => match improv_channel::door::endpoint(&name) {
             Some(endpoint) => {
                 let answer = endpoint.answer(&headers, &body);
+                if answer.is_stranger() {
+                    return stranger();
+                }
                 let status = StatusCode::from_u16(answer.status)
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 (status, [(CONTENT_TYPE, answer.content_type)], answer.body).into_response()

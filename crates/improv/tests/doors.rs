@@ -480,6 +480,99 @@ fn a_slack_door_is_answered_through_its_channel_endpoint() {
     assert_eq!(status, 401, "a forged Slack request is refused: {text}");
 }
 
+/// A chat door whose signature check fails answers as an unknown door does, byte for byte
+/// (but the date): an unsigned POST to a Slack door, a Discord door and a name the stage does
+/// not have cannot be told apart, so no one learns which chat doors exist.
+#[test]
+fn chat_doors_answer_strangers_as_unknown_doors_do() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let public: String = key
+        .verifying_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let fixture = Fixture::new();
+    let mut stage = std::fs::read_to_string(fixture.stage_file()).unwrap();
+    // Nothing here calls a platform's API: the port is never dialled.
+    stage.push_str(
+        "\n[[door]]\nname = \"team\"\nchannel = \"slack\"\ntoken_env = \"IMPROV_TEST_SLACK_TOKEN\"\n\
+         secret_env = \"IMPROV_TEST_SLACK_SECRET\"\napi_base = \"http://127.0.0.1:9\"\n\
+         \n[[door]]\nname = \"guild\"\nchannel = \"discord\"\ntoken_env = \"IMPROV_TEST_DISCORD_TOKEN\"\n\
+         secret_env = \"IMPROV_TEST_DISCORD_KEY\"\napi_base = \"http://127.0.0.1:9\"\n",
+    );
+    std::fs::write(fixture.stage_file(), stage).unwrap();
+    let mut command = fixture.improv();
+    command
+        .env("IMPROV_TEST_SLACK_TOKEN", "xoxb-test")
+        .env("IMPROV_TEST_SLACK_SECRET", "slack-signing-secret")
+        .env("IMPROV_TEST_DISCORD_TOKEN", "discord-test")
+        .env("IMPROV_TEST_DISCORD_KEY", &public);
+    let served = Served::start_with(command);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let challenge = br#"{"type": "url_verification", "challenge": "c"}"#;
+    let ping = br#"{"id": "1", "type": 1}"#;
+    // Until their listeners are up, the doors answer as unknown ones would.
+    eventually("both chat doors' listeners to register", || {
+        let t = now();
+        let slack = improv_channel::slack::sign(b"slack-signing-secret", t, challenge);
+        let t = t.to_string();
+        let slack = served.request(
+            "POST",
+            "/doors/team",
+            &[
+                ("X-Slack-Request-Timestamp", &t),
+                ("X-Slack-Signature", &slack),
+            ],
+            challenge,
+        );
+        let mut message = t.as_bytes().to_vec();
+        message.extend_from_slice(ping);
+        let signature: String = key
+            .sign(&message)
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let discord = served.request(
+            "POST",
+            "/doors/guild",
+            &[
+                ("X-Signature-Timestamp", &t),
+                ("X-Signature-Ed25519", &signature),
+            ],
+            ping,
+        );
+        slack.0 == 200 && discord.0 == 200
+    });
+    let body = br#"{"type": "event_callback", "event": {"type": "message", "text": "hi"}}"#;
+    let answer = |door: &str| {
+        let response = served.raw(
+            "POST",
+            &format!("/doors/{door}"),
+            &[("Content-Type", "application/json")],
+            body,
+        );
+        // The only line that may differ is the date the server stamps.
+        response
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("date:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let unknown = answer("nowhere");
+    assert!(unknown.starts_with("HTTP/1.1 401"), "{unknown}");
+    assert!(unknown.contains("signature check failed"), "{unknown}");
+    assert_eq!(answer("team"), unknown, "the Slack door is told apart");
+    assert_eq!(answer("guild"), unknown, "the Discord door is told apart");
+}
+
 /// Strangers get one answer whatever the door: an unknown door, a timed door, a webhook door
 /// whose secret is not set, a forged and an unsigned delivery all answer the same 401 and body,
 /// none naming the secret's variable, which the server logs for the director. Over the door's
