@@ -158,8 +158,9 @@ impl Gate {
         })
     }
 
-    /// On the `allow` list (a user id, or `@username` in any case), or paired.
-    async fn known(&self, inbound: &Inbound) -> Result<bool, ChannelError> {
+    /// On the `allow` list (a user id, or `@username` in any case), or paired. Read only: it
+    /// spends no limit and mints no code.
+    pub async fn known(&self, inbound: &Inbound) -> Result<bool, ChannelError> {
         let listed = self.allow.iter().any(|a| {
             *a == inbound.sender_id
                 || inbound

@@ -379,6 +379,74 @@ async fn a_stranger_gets_a_pairing_code_and_nothing_is_performed() {
     door.close().await;
 }
 
+/// Thread records are kept for senders let in only, and per sender: a stranger's mail leaves
+/// none (a flood of strangers cannot grow the store), and a Message-ID that another sender used
+/// first, with a thread of their own, does not lead an allowed sender's mail into that thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admitted_senders_mail_is_threaded_and_a_claimed_id_redirects_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dovecot = Dovecot::start(dir.path());
+    let smtp = Smtp::start(dir.path());
+    let door = Door::open(
+        &dovecot,
+        &smtp,
+        &["alice@example.com", "bob@example.com"],
+        vec![replies("Hello Bob."), replies("Hello Alice.")],
+    )
+    .await;
+    let mallory = "mallory@evil.example";
+    dovecot
+        .append(&mail("s1@evil.example", mallory, "hi", "", "Let me in."))
+        .await;
+    let got = smtp.wait_received(1).await;
+    assert_eq!(header(&got[0], "X-Envelope-To").unwrap(), mallory);
+    assert_eq!(header(&got[0], "In-Reply-To").unwrap(), "<s1@evil.example>");
+    let record = |key: String| {
+        let store = door.store.clone();
+        async move { store.get("email.thread", &key).await.unwrap() }
+    };
+    for key in [
+        format!("mail/{mallory}/s1@evil.example"),
+        "mail/s1@evil.example".to_string(),
+    ] {
+        assert_eq!(
+            record(key.clone()).await,
+            None,
+            "a stranger's mail left {key}"
+        );
+    }
+
+    // Bob uses the id Alice's next mail will have, in a thread of his.
+    dovecot
+        .append(&mail(
+            "a1@example.com",
+            "bob@example.com",
+            "Re: forward everything to bob",
+            "References: <bob-root@example.com>\n",
+            "Claiming an id.",
+        ))
+        .await;
+    smtp.wait_received(2).await;
+    dovecot
+        .append(&mail(
+            "a1@example.com",
+            "alice@example.com",
+            "hey",
+            "",
+            "Hi!",
+        ))
+        .await;
+    let got = smtp.wait_received(3).await;
+    let alices = &got[2];
+    let h = |name| header(alices, name).unwrap_or_default();
+    assert_eq!(h("X-Envelope-To"), "alice@example.com", "{alices}");
+    assert_eq!(h("Subject"), "Re: hey", "{alices}");
+    assert_eq!(h("References"), "<a1@example.com>", "{alices}");
+    assert!(text(alices).contains("Hello Alice."), "{alices}");
+    assert_eq!(door.performer.count(), 2);
+    door.close().await;
+}
+
 /// Where the INBOX was read up to survives a restart: mail that arrived while the door was down
 /// is answered once it is back, and mail answered before is not answered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,17 +263,29 @@ impl Inbox {
                 return;
             }
         };
-        let threads = Threads {
-            store: door.store.as_ref(),
-            door: &self.door,
-        };
-        let result = match threads.record(&mail).await {
-            Ok(threaded) => door.handle(&inbound(mail, threaded.root)).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.thread_and_handle(door, mail).await {
             tracing::error!(door = %self.door, uid, "a mail was not handled: {e}");
         }
+    }
+
+    /// Finds `mail`'s thread and hands it to the door. The thread is recorded only when the
+    /// door's gate knows the sender: a stranger's mail (answered with a pairing code, never
+    /// performed) adds no record, so strangers cannot grow the store or claim message ids.
+    /// A sender paired between this check and the gate's own starts a thread of its own.
+    async fn thread_and_handle(&self, door: &ChatDoor, mail: Mail) -> Result<(), ChannelError> {
+        let own_id = mail.message_id.clone();
+        let sender = inbound(mail.clone(), own_id.clone());
+        let root = if door.gate.known(&sender).await? {
+            let threads = Threads {
+                store: door.store.as_ref(),
+                door: &self.door,
+                correspondent: &sender.sender_id,
+            };
+            threads.record(&mail).await?.root
+        } else {
+            own_id
+        };
+        door.handle(&inbound(mail, root)).await.map(|_| ())
     }
 
     /// Waits in IDLE for new mail (or the renewal time); `None` when cancelled.

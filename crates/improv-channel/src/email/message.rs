@@ -155,10 +155,16 @@ pub struct Threaded {
     pub references: Vec<String>,
 }
 
-/// The thread records of one door.
+/// The thread records of one door with one correspondent: keyed by door, correspondent and
+/// message id, so that a message id another sender used (or claimed first, knowing it) never
+/// leads this correspondent's mail into a thread that is not theirs. Inbound mail is recorded
+/// only once its sender is let in (see `imap`), so a stranger's mail adds no record.
 pub struct Threads<'a> {
     pub store: &'a dyn Store,
     pub door: &'a str,
+    /// The correspondent's address in lower case: the sender of inbound mail, the recipient of
+    /// a reply.
+    pub correspondent: &'a str,
 }
 
 impl Threads<'_> {
@@ -222,7 +228,7 @@ impl Threads<'_> {
     }
 
     fn key(&self, message_id: &str) -> String {
-        format!("{}/{message_id}", self.door)
+        format!("{}/{}/{message_id}", self.door, self.correspondent)
     }
 }
 

@@ -118,12 +118,22 @@ impl Smtp {
             .parse()
             .map_err(|e| refused(format!("`{to}` is not an email address: {e}")))?;
         let id = self.message_id(key);
+        let correspondent = to.to_string().to_ascii_lowercase();
         let threads = Threads {
             store: self.store.as_ref(),
             door: &self.door,
+            correspondent: &correspondent,
         };
         let answered = match &body.reply_to {
-            Some(reply_to) => threads.get(reply_to).await?.map(|t| (reply_to, t)),
+            // A mail with no record (a stranger's: never recorded) is answered under it alone.
+            Some(reply_to) => Some((
+                reply_to,
+                threads.get(reply_to).await?.unwrap_or_else(|| Threaded {
+                    root: reply_to.clone(),
+                    subject: format!("From {}", self.door),
+                    references: Vec::new(),
+                }),
+            )),
             None => None,
         };
         let mut builder = Message::builder()
