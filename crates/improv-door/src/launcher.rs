@@ -6,7 +6,6 @@ use crate::context::{Finished, LaunchRequest, Launcher, Started};
 use crate::error::DoorError;
 use async_trait::async_trait;
 use futures::FutureExt;
-use improv_kernel::Budget;
 use improv_stage::Stage;
 use std::sync::Arc;
 
@@ -50,19 +49,9 @@ fn mark_started(stage: &Stage, request: &LaunchRequest) -> Result<(), DoorError>
     }
 }
 
-/// `stage` with a door's budget as its `[edges]` limits: the one place a firing's budget becomes
-/// the limits its performance runs under (chat doors in `improv-channel` call it too).
-pub fn within_budget(stage: &Stage, b: &Budget) -> Stage {
-    let mut stage = stage.clone();
-    let e = &mut stage.edges;
-    e.max_turns = b.max_turns;
-    e.max_input_tokens = b.max_input_tokens;
-    e.max_output_tokens = b.max_output_tokens;
-    e.max_cost_usd = b.max_cost_usd;
-    e.max_tool_calls = b.max_tool_calls;
-    e.timeout = b.timeout;
-    stage
-}
+/// `stage` with a door's budget as its `[edges]` limits (chat doors in `improv-channel` call it
+/// too; a worker performing a queued firing calls the same function in `improv-perform`).
+pub use improv_perform::within_budget;
 
 #[async_trait]
 impl Launcher for PerformLauncher {

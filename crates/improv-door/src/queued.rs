@@ -5,8 +5,8 @@
 //! the store. A firing's end is read back from the store; when the server stops first, its
 //! performance stays queued or leased for the workers and the firing says so.
 //!
-//! The store's queue carries no budget, so a door's `[door.edges]` does not reach a worker:
-//! the worker performs under the stage's `[edges]`.
+//! Each firing carries its own budget (`[door.edges]` over the stage's `[edges]`) in the store
+//! with the performance, and the worker that claims it performs under that budget.
 
 use crate::context::{Finished, LaunchRequest, Launcher, Started};
 use crate::error::DoorError;
@@ -55,6 +55,7 @@ impl Launcher for QueueLauncher {
             intent: request.intent,
             model: None,
             origin: request.origin,
+            budget: Some(request.budget),
         };
         if let Err(e) = self.store.enqueue(&new).await {
             return Err(match self.store.performance(&request.id).await {

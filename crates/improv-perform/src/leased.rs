@@ -264,6 +264,11 @@ async fn open(
 ) -> Result<Production, PerformError> {
     let stage = Stage::load(std::path::Path::new(&record.stage))
         .map_err(|e| PerformError::Stage(e.to_string()))?;
+    // A door's firing carries its own budget (`[door.edges]` over the stage's).
+    let stage = match &record.budget {
+        Some(budget) => crate::within_budget(&stage, budget),
+        None => stage,
+    };
     let stage = Arc::new(stage);
     let mut launch = Launch::new(record.intent.clone());
     launch.outside = settings.outside.attach(stage.clone()).await.map_err(|e| {

@@ -9,12 +9,14 @@
 //! - [`control`]: the stage's control plane, the files actors may not change or see.
 //! - [`inbox`]: director notes sent from another terminal.
 //! - [`leased`]: a worker performing performances leased from a store.
+//! - [`within_budget`]: a door's budget as the limits its firing's performance runs under.
 //! - `agents`: AGENTS.md files of subfolders, passed along when an actor first works there.
 //! - `feedback`: the stage's checks judging the work, attempt after attempt.
 //! - [`trace`]: OpenTelemetry traces of performances, exported over OTLP when asked.
 
 mod agents;
 pub mod board;
+mod budget;
 pub mod cast;
 pub mod control;
 pub mod cue;
@@ -27,6 +29,7 @@ mod routines;
 pub mod trace;
 pub use routines::learn_routines;
 
+pub use budget::within_budget;
 pub use cast::PropSource;
 pub use error::PerformError;
 pub use inbox::send_note;

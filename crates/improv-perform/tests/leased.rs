@@ -76,6 +76,7 @@ async fn a_call_runs_only_once_the_store_has_its_start() {
             intent: "go".into(),
             model: None,
             origin: "test".into(),
+            budget: None,
         })
         .await
         .unwrap();
@@ -138,6 +139,7 @@ async fn a_worker_that_lost_its_lease_abandons_and_writes_nothing() {
             intent: "go".into(),
             model: None,
             origin: "test".into(),
+            budget: None,
         })
         .await
         .unwrap();

@@ -73,6 +73,7 @@ fn new(n: u32) -> NewPerformance {
         intent: "count".into(),
         model: None,
         origin: "test".into(),
+        budget: None,
     }
 }
 

@@ -31,7 +31,7 @@ pub use sqlite::SqliteStore;
 pub use url::{DEFAULT_STATEMENT_TIMEOUT, SslMode, StoreUrl};
 
 use async_trait::async_trait;
-use improv_kernel::{Event, Outcome};
+use improv_kernel::{Budget, Event, Outcome};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +68,10 @@ pub struct NewPerformance {
     pub model: Option<String>,
     /// What started it: `cli`, `api`, `door:NAME`…; shown, never interpreted.
     pub origin: String,
+    /// The limits to perform it under in place of the stage's `[edges]` ones (a door's
+    /// `[door.edges]` over the stage's); the stage's own when absent.
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 /// Where a performance is in its life.
@@ -90,6 +94,9 @@ pub struct PerformanceRecord {
     pub intent: String,
     pub model: Option<String>,
     pub origin: String,
+    /// The limits it is performed under in place of the stage's; see [`NewPerformance::budget`].
+    #[serde(default)]
+    pub budget: Option<Budget>,
     pub state: State,
     /// How it ended, once [`State::Finished`].
     pub outcome: Option<Outcome>,

@@ -19,8 +19,9 @@ mod tls;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, answer_name, check_seqs, corrupt, expiry, fence, now_millis, parse_answer,
-    parse_outcome, parse_state, signed, sql_limit, state_name, unsigned,
+    Awaited, Holder, answer_name, budget_text, check_seqs, corrupt, expiry, fence, now_millis,
+    parse_answer, parse_budget, parse_outcome, parse_state, signed, sql_limit, state_name,
+    unsigned,
 };
 use crate::url::split_pg_params;
 use crate::{
@@ -52,7 +53,8 @@ pub(crate) const QUEUE: &str = "improv_queue";
 
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
 const RECORD: &str = "p.id, p.stage, p.intent, p.model, p.origin, p.state, p.outcome, p.reason, \
-                      p.worker, p.epoch, p.last_seq, p.created_at, p.updated_at";
+                      p.worker, p.epoch, p.last_seq, p.created_at, p.updated_at, \
+                      p.budget";
 
 /// The columns of an [`OutboxEntry`], in the order [`outbox_entry`] reads them.
 const OUTBOX: &str = "o.performance, o.seq, o.door, o.conversation, o.body, o.sent_id, \
@@ -313,6 +315,7 @@ impl PgStore {
             last_seq: unsigned(row.get(10)),
             created_at: row.get(11),
             updated_at: row.get(12),
+            budget: parse_budget(name, row.get(13))?,
         })
     }
 
@@ -492,10 +495,12 @@ impl Store for PgStore {
             .clone()
             .unwrap_or_else(improv_kernel::performance::new_id);
         let now = now_millis();
+        let budget = budget_text(&self.namer.name, new.budget.as_ref())?;
         let inserted = self
             .execute(
                 "INSERT INTO performances (id, stage, intent, model, origin, state, created_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO NOTHING",
+                 updated_at, budget) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                 ON CONFLICT (id) DO NOTHING",
                 &[
                     &id,
                     &new.stage,
@@ -504,6 +509,7 @@ impl Store for PgStore {
                     &new.origin,
                     &state_name(State::Queued),
                     &now,
+                    &budget,
                 ],
             )
             .await?;

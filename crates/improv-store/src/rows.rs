@@ -155,3 +155,27 @@ pub(crate) fn parse_answer(
     })
     .transpose()
 }
+
+/// A performance's budget as stored: JSON in a nullable column, `None` for the stage's own.
+pub(crate) fn budget_text(
+    store: &str,
+    budget: Option<&improv_kernel::Budget>,
+) -> Result<Option<String>, StoreError> {
+    budget
+        .map(|b| {
+            serde_json::to_string(b)
+                .map_err(|e| corrupt(store, &format!("the budget cannot be stored: {e}")))
+        })
+        .transpose()
+}
+
+pub(crate) fn parse_budget(
+    store: &str,
+    text: Option<String>,
+) -> Result<Option<improv_kernel::Budget>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| corrupt(store, &format!("unreadable performance budget {t:?}: {e}")))
+    })
+    .transpose()
+}

@@ -7,8 +7,9 @@
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, answer_name, check_seqs, corrupt, expiry, fence, now_millis, parse_answer,
-    parse_outcome, parse_state, signed, sql_limit, state_name, unsigned,
+    Awaited, Holder, answer_name, budget_text, check_seqs, corrupt, expiry, fence, now_millis,
+    parse_answer, parse_budget, parse_outcome, parse_state, signed, sql_limit, state_name,
+    unsigned,
 };
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
@@ -59,11 +60,14 @@ CREATE TABLE approvals (
     subject TEXT NOT NULL, rule TEXT NOT NULL, answer TEXT, note TEXT,
     created_at INTEGER NOT NULL, answered_at INTEGER, PRIMARY KEY (performance, n)) WITHOUT ROWID;
 ",
+    "
+ALTER TABLE performances ADD COLUMN budget TEXT;
+",
 ];
 
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
 const RECORD: &str = "id, stage, intent, model, origin, state, outcome, reason, worker, epoch, \
-                      last_seq, created_at, updated_at";
+                      last_seq, created_at, updated_at, budget";
 
 /// How long a write waits for another process's write lock before giving up as transient.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,6 +217,7 @@ fn record(store: &str, row: &rusqlite::Row<'_>) -> Result<PerformanceRecord, Sto
         last_seq: unsigned(row.get(10).map_err(get)?),
         created_at: row.get(11).map_err(get)?,
         updated_at: row.get(12).map_err(get)?,
+        budget: parse_budget(store, row.get(13).map_err(get)?)?,
     })
 }
 
@@ -398,10 +403,11 @@ impl Store for SqliteStore {
                 .clone()
                 .unwrap_or_else(improv_kernel::performance::new_id);
             let now = now_millis();
+            let budget = budget_text(store, new.budget.as_ref())?;
             let inserted = conn
                 .execute(
                     "INSERT OR IGNORE INTO performances (id, stage, intent, model, origin, state, \
-                     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                     created_at, updated_at, budget) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
                     params![
                         id,
                         new.stage,
@@ -409,7 +415,8 @@ impl Store for SqliteStore {
                         new.model,
                         new.origin,
                         state_name(State::Queued),
-                        now
+                        now,
+                        budget
                     ],
                 )
                 .map_err(|e| sql_error(store, e))?;

@@ -70,6 +70,7 @@ fn new(intent: &str) -> NewPerformance {
         intent: intent.into(),
         model: Some("mock/instant".into()),
         origin: "cli".into(),
+        budget: None,
     }
 }
 
@@ -617,6 +618,32 @@ async fn put_only_if_absent_keeps_the_first_value(backend: Backend) {
     assert_eq!(store.get("other", "thread").await.unwrap(), None);
 }
 
+async fn a_performance_keeps_its_own_budget(backend: Backend) {
+    let store = backend.open().await;
+    let budget = improv_kernel::Budget {
+        max_turns: Some(1),
+        max_cost_usd: Some(0.25),
+        timeout: Some(Duration::from_millis(90_500)),
+        ..improv_kernel::Budget::default()
+    };
+    let mut door = new("door");
+    // Claims are oldest first, ties by id: the door's goes first.
+    door.id = Some("a-door".into());
+    door.budget = Some(budget.clone());
+    let id = store.enqueue(&door).await.unwrap();
+    let mut plain = new("plain");
+    plain.id = Some("b-plain".into());
+    let plain = store.enqueue(&plain).await.unwrap();
+    assert_eq!(
+        store.performance(&id).await.unwrap().budget,
+        Some(budget.clone())
+    );
+    let (_, claimed) = store.claim("w1", TTL).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.budget), (id, Some(budget)));
+    let (_, claimed) = store.claim("w1", TTL).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.budget), (plain, None));
+}
+
 async fn a_newer_schema_is_refused(backend: Backend) {
     let store = backend.open().await;
     let known = store.migrate().await.unwrap();
@@ -662,6 +689,7 @@ conformance!(
     the_outbox_is_idempotent_by_key,
     put_only_if_absent_keeps_the_first_value,
     a_newer_schema_is_refused,
+    a_performance_keeps_its_own_budget,
 );
 
 /// What only one backend can get wrong: its own kind of misconfiguration and outage.

@@ -195,6 +195,7 @@ async fn measure(name: &str, url: StoreUrl, pg: Option<&TempPostgres>) {
         intent: "i".into(),
         model: None,
         origin: "bench".into(),
+        budget: None,
     };
     store.enqueue(&new).await.unwrap();
     let (lease, _) = store

@@ -191,6 +191,7 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         intent: "i".into(),
         model: None,
         origin: "test".into(),
+        budget: None,
     };
     let ttl = Duration::from_secs(1);
     let ask = ApprovalAsk {

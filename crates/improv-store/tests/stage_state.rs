@@ -47,6 +47,7 @@ fn new(intent: &str) -> NewPerformance {
         intent: intent.into(),
         model: None,
         origin: "cli".into(),
+        budget: None,
     }
 }
 

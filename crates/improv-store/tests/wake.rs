@@ -19,6 +19,7 @@ fn new(n: usize) -> NewPerformance {
         intent: "wake".into(),
         model: None,
         origin: "test".into(),
+        budget: None,
     }
 }
 

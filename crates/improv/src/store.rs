@@ -91,6 +91,7 @@ pub async fn enqueue(
             intent,
             model,
             origin: "cli".into(),
+            budget: None,
         })
         .await?;
     println!("{id}");

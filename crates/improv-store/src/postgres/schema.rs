@@ -42,6 +42,9 @@ CREATE TABLE approvals (
     subject TEXT NOT NULL, rule TEXT NOT NULL, answer TEXT, note TEXT,
     created_at BIGINT NOT NULL, answered_at BIGINT, PRIMARY KEY (performance, n));
 ",
+    "
+ALTER TABLE performances ADD COLUMN budget TEXT;
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.
