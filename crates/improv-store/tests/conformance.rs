@@ -49,15 +49,20 @@ impl Backend {
 
     /// Records a schema version this improv does not know, as a newer improv would.
     fn record_schema_version(&self, version: u32) {
-        let sql =
-            format!("INSERT INTO schema_migrations (version, applied_at) VALUES ({version}, 0)");
+        self.execute(&format!(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ({version}, 0)"
+        ));
+    }
+
+    /// Runs `sql` on the database, outside any store.
+    fn execute(&self, sql: &str) {
         match self {
             Backend::Sqlite(dir) => {
                 let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
-                conn.execute_batch(&sql).unwrap();
+                conn.execute_batch(sql).unwrap();
             }
             Backend::Postgres(pg) => {
-                pg.psql("improv", &sql);
+                pg.psql("improv", sql);
             }
         }
     }
@@ -644,6 +649,22 @@ async fn a_performance_keeps_its_own_budget(backend: Backend) {
     assert_eq!((claimed.id, claimed.budget), (plain, None));
 }
 
+async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
+    let store = backend.open().await;
+    let known = store.migrate().await.unwrap();
+    let id = store.enqueue(&new("old")).await.unwrap();
+    // The store as the improv before per-performance budgets (schema version 3) left it.
+    backend.execute(
+        "ALTER TABLE performances DROP COLUMN budget; \
+         DELETE FROM schema_migrations WHERE version > 3",
+    );
+    let reopened = backend.open().await;
+    assert_eq!(reopened.migrate().await.unwrap(), known);
+    assert_eq!(reopened.performance(&id).await.unwrap().budget, None);
+    let (_, claimed) = reopened.claim("w1", TTL).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.budget), (id, None));
+}
+
 async fn a_newer_schema_is_refused(backend: Backend) {
     let store = backend.open().await;
     let known = store.migrate().await.unwrap();
@@ -690,6 +711,7 @@ conformance!(
     put_only_if_absent_keeps_the_first_value,
     a_newer_schema_is_refused,
     a_performance_keeps_its_own_budget,
+    a_store_from_before_budgets_is_brought_up_to_date,
 );
 
 /// What only one backend can get wrong: its own kind of misconfiguration and outage.
