@@ -7,7 +7,7 @@
 
 use crate::tape::{Json, View};
 use serde_json::Value;
-use std::io::Write;
+use std::fmt::Write;
 
 /// JSONB node types used for standard JSON.
 #[derive(Clone, Copy)]
@@ -33,15 +33,16 @@ pub(crate) fn encode<'a>(value: impl Json<'a>, out: &mut Vec<u8>) {
         View::Bool(true) => out.push(Node::True as u8),
         View::Bool(false) => out.push(Node::False as u8),
         View::Integer(i) => {
-            let start = out.len();
-            // Writing to a Vec cannot fail. Every integer here fits in an i64 or a u64, whose
-            // formatting is quicker than an i128's.
+            // Written on the stack, then put behind its header: no move of the bytes written.
+            // Every integer here fits in an i64 or a u64, whose formatting is quicker than an
+            // i128's; an i128 has at most 40 characters.
+            let mut text = Digits::default();
             let _ = match (i64::try_from(i), u64::try_from(i)) {
-                (Ok(i), _) => write!(out, "{i}"),
-                (_, Ok(u)) => write!(out, "{u}"),
-                _ => write!(out, "{i}"),
+                (Ok(i), _) => write!(text, "{i}"),
+                (_, Ok(u)) => write!(text, "{u}"),
+                _ => write!(text, "{i}"),
             };
-            put_header(out, start, Node::Int);
+            leaf(out, Node::Int, text.as_bytes());
         }
         View::Number(f) => {
             // As serde_json writes the number: the text SQLite's jsonb() would have parsed.
@@ -51,14 +52,15 @@ pub(crate) fn encode<'a>(value: impl Json<'a>, out: &mut Vec<u8>) {
                 out.push(Node::Null as u8);
                 return;
             };
-            let start = out.len();
-            let _ = write!(out, "{number}");
-            let node = if out[start..].iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+            let mut text = Digits::default();
+            let _ = write!(text, "{number}");
+            let text = text.as_bytes();
+            let node = if text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
                 Node::Float
             } else {
                 Node::Int
             };
-            put_header(out, start, node);
+            leaf(out, node, text);
         }
         View::String(s) => string(s, out),
         View::Array(_, items) => container(out, Node::Array, |out| {
@@ -100,17 +102,49 @@ fn container(out: &mut Vec<u8>, node: Node, items: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(&[0; GUESS]);
     items(out);
     let (header, len) = header(node, out.len() - start - GUESS);
-    if len != GUESS {
-        out.splice(start..start + GUESS, header[..len].iter().copied());
-    } else {
-        out[start..start + GUESS].copy_from_slice(&header[..GUESS]);
+    // The items move by one memmove when the header is not the guessed size (a splice would
+    // copy them byte by byte).
+    let end = out.len();
+    if len > GUESS {
+        out.resize(end + len - GUESS, 0);
+        out.copy_within(start + GUESS..end, start + len);
+    } else if len < GUESS {
+        out.copy_within(start + GUESS..end, start + len);
+        out.truncate(end - (GUESS - len));
+    }
+    out[start..start + len].copy_from_slice(&header[..len]);
+}
+
+/// A number's text, written on the stack: the longest (an i128, or a float as serde_json writes
+/// it) is 40 bytes.
+struct Digits {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for Digits {
+    fn default() -> Self {
+        Digits {
+            bytes: [0; 48],
+            len: 0,
+        }
     }
 }
 
-/// Puts the header of the node whose payload is `out[start..]` in front of it.
-fn put_header(out: &mut Vec<u8>, start: usize, node: Node) {
-    let (header, len) = header(node, out.len() - start);
-    out.splice(start..start, header[..len].iter().copied());
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Write for Digits {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// The smallest header for a node of `size` payload bytes, and its length.
