@@ -193,6 +193,10 @@ impl Format {
     /// The format `s` has, if any (at most one: they are mutually exclusive as detected here).
     pub fn detect(s: &str) -> Option<Format> {
         let bytes = s.as_bytes();
+        // The shortest of each: `a@b.c`, `a://b`; dates and uuids are longer.
+        if bytes.len() < 5 {
+            return None;
+        }
         match bytes.len() {
             36 if is_uuid(bytes) => return Some(Format::Uuid),
             10 if is_date(s) => return Some(Format::Date),
@@ -1297,6 +1301,9 @@ mod tests {
             Format::detect("67e55044-10b1-426f-9247-bb680e5fe0c8"),
             Some(Format::Uuid)
         );
+        // The shortest of each is still told (strings shorter are not looked at).
+        assert_eq!(Format::detect("a@b.c"), Some(Format::Email));
+        assert_eq!(Format::detect("a://b"), Some(Format::Uri));
         assert_eq!(Format::detect("NaN"), None);
         assert_eq!(Format::detect("2024-13-01"), None);
     }

@@ -132,7 +132,12 @@ impl<'a> Tape<'a> {
         self.order.clear();
         self.depth = 0;
         self.wide = false;
-        let mut deserializer = serde_json::Deserializer::from_slice(text);
+        // Checked as UTF-8 once, in one pass over the line: parsing bytes would check each
+        // string on its own (a call per string, most of them short), text not at all.
+        let text = std::str::from_utf8(text).map_err(|error| {
+            <serde_json::Error as serde::de::Error>::custom(format!("not UTF-8 text ({error})"))
+        })?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         Build {
             tape: self,
             level: 1,
