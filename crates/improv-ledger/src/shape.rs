@@ -531,21 +531,22 @@ impl Shape {
                     return changed;
                 }
                 // A field every earlier object had, missing here: required became optional.
-                let required = object.fields.values().filter(|f| f.count == before).count();
-                let mut present = 0;
+                // Told during the one walk: a known field passed over, or left after the last
+                // key, is missing here.
+                let mut required_missing = false;
                 // Both in key order: one walk through the known fields, not a search per key.
                 let mut new = Vec::new();
                 let mut known = object.fields.iter_mut().peekable();
                 for (key, item) in fields {
-                    while known.next_if(|(k, _)| k.as_str() < key).is_some() {}
+                    while let Some((_, skipped)) = known.next_if(|(k, _)| k.as_str() < key) {
+                        required_missing |= skipped.count == before;
+                    }
                     match known.next_if(|(k, _)| k.as_str() == key) {
-                        Some((_, field)) => {
-                            present += usize::from(field.count == before);
-                            changed |= field.absorb_any(item);
-                        }
+                        Some((_, field)) => changed |= field.absorb_any(item),
                         None => new.push((key, item)),
                     }
                 }
+                required_missing |= known.any(|(_, left)| left.count == before);
                 for (key, item) in new {
                     changed = true;
                     let mut field = Shape::default();
@@ -556,7 +557,7 @@ impl Shape {
                     object.collapse();
                     return true;
                 }
-                changed || (before > 0 && present < required)
+                changed || (before > 0 && required_missing)
             }
         }
     }
