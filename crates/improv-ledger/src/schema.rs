@@ -182,6 +182,9 @@ pub enum ColumnKind {
     Text,
     Date,
     DateTime,
+    /// A string that was a UUID in every entry: PostgreSQL's `UUID` (16 bytes, compared as
+    /// one), SQLite's `TEXT` (it has no such type). DuckDB gives such a field `UUID` too.
+    Uuid,
     /// The field's JSON, for values no scalar type holds in every variant.
     Json(JsonReason),
 }
@@ -218,7 +221,7 @@ impl ColumnKind {
         match self {
             ColumnKind::Boolean | ColumnKind::Integer => "INTEGER",
             ColumnKind::Real => "REAL",
-            ColumnKind::Text | ColumnKind::Date | ColumnKind::DateTime => "TEXT",
+            ColumnKind::Text | ColumnKind::Date | ColumnKind::DateTime | ColumnKind::Uuid => "TEXT",
             ColumnKind::Json(_) => "JSON",
         }
     }
@@ -231,6 +234,7 @@ impl ColumnKind {
             ColumnKind::Text => "TEXT",
             ColumnKind::Date => "DATE",
             ColumnKind::DateTime => "TIMESTAMPTZ",
+            ColumnKind::Uuid => "UUID",
             ColumnKind::Json(_) => "JSONB",
         }
     }
@@ -286,6 +290,7 @@ fn column_kind(field: &Shape) -> Option<ColumnKind> {
         [Kind::String] => Some(match field.string_format() {
             Some(Format::DateTime) => ColumnKind::DateTime,
             Some(Format::Date) => ColumnKind::Date,
+            Some(Format::Uuid) => ColumnKind::Uuid,
             _ => ColumnKind::Text,
         }),
         [Kind::Object] if is_map => Some(ColumnKind::Json(JsonReason::Map)),

@@ -50,3 +50,38 @@ SELECT count(*) FROM information_schema.columns WHERE table_name = 'packages';";
     assert!(width < 100, "{width} columns");
     eprintln!("postgres: {width} columns, 255 rows loaded and queried");
 }
+
+/// A field that held a UUID in every entry settles as a UUID column, as DuckDB types it, and
+/// PostgreSQL stores and compares it as one (`UUID`); SQLite, which has no such type, keeps TEXT.
+#[test]
+fn a_field_that_is_always_a_uuid_is_a_uuid_column_in_postgres() {
+    use improv_ledger::schema::{ColumnKind, sqlite_view};
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("orders.jsonl");
+    let lines: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"ref":"5f0c7a3e-1b2d-4c8e-9a{i:02}-0123456789ab","n":{i}}}"#))
+        .collect();
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let mut shape = Shape::default();
+    for line in &lines {
+        shape.absorb_json(line).unwrap();
+    }
+    let columns = columns(&shape);
+    let column = columns.iter().find(|c| c.name == "ref").unwrap();
+    assert_eq!(column.kind, ColumnKind::Uuid, "{columns:?}");
+    let ddl = postgres_table("orders", &columns);
+    assert!(ddl.contains("UUID"), "{ddl}");
+    assert!(!sqlite_view("orders", &columns).contains("UUID"));
+    let server = TempPostgres::start_new();
+    let out = support::load(
+        &server,
+        dir.path(),
+        "orders",
+        &ddl,
+        &columns,
+        &jsonl,
+        "SELECT count(*), min(pg_typeof(\"ref\")::text) FROM orders;",
+    );
+    let line = out.lines().find(|l| !l.is_empty()).unwrap();
+    assert_eq!(line, "40|uuid", "{out}");
+}

@@ -28,6 +28,7 @@ pub fn extract(column: &Column) -> String {
         ColumnKind::Text => "text",
         ColumnKind::Date => "date",
         ColumnKind::DateTime => "timestamptz",
+        ColumnKind::Uuid => "uuid",
     };
     format!("(doc #>> {path})::{cast}")
 }
