@@ -3,8 +3,20 @@
 //! rmcp writes for every request a client gets wrong (our handlers log those themselves, at
 //! debug for the client's mistakes and at error for ours). `--log-format json` (or
 //! `IMPROV_LOG_FORMAT=json`) writes one JSON object per line instead, for a log collector.
+//!
+//! `--log-file PATH` writes them to a file instead, rotated by `file-rotate` (a well-kept crate:
+//! size and daily limits, numbered suffixes, old files removed): when it passes
+//! `--log-max-size` (or at midnight with `--log-rotate daily`) it becomes `PATH.1`, the older
+//! ones shift up, and only `--log-keep` of them stay. A line is never cut between two files.
+//! Without it the logs go to stderr, which journald (or the terminal) keeps and rotates.
 
+use anyhow::{Context, Result, bail};
+use bytesize::ByteSize;
+use file_rotate::suffix::AppendCount;
+use file_rotate::{ContentLimit, FileRotate, TimeFrequency, compression::Compression};
 use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use tracing::{Level, Metadata};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{EnvFilter, FilterFn};
@@ -21,19 +33,126 @@ pub enum LogFormat {
     Json,
 }
 
+/// When a log file is set aside for a new one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rotate {
+    /// When it passes `--log-max-size`.
+    #[default]
+    Size,
+    /// At the first line after midnight (local time).
+    Daily,
+}
+
+/// Where the logs go and how they look; global options of every command.
+#[derive(clap::Args, Debug)]
+pub struct LogArgs {
+    /// How logs look: text, or json (one object per line, for a log collector).
+    #[arg(
+        long = "log-format",
+        global = true,
+        value_enum,
+        env = "IMPROV_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub format: LogFormat,
+    /// Write the logs to this file, rotated, instead of stderr. The default, stderr, suits
+    /// systemd: journald keeps and rotates it.
+    #[arg(
+        long = "log-file",
+        global = true,
+        value_name = "PATH",
+        env = "IMPROV_LOG_FILE"
+    )]
+    pub file: Option<PathBuf>,
+    /// With --log-file: when to start a new file.
+    #[arg(long = "log-rotate", global = true, value_enum, default_value = "size")]
+    pub rotate: Rotate,
+    /// With --log-file and --log-rotate size: the size at which a file is rotated (10MB, 512KiB).
+    #[arg(
+        long = "log-max-size",
+        global = true,
+        value_name = "SIZE",
+        default_value = "10MB"
+    )]
+    pub max_size: ByteSize,
+    /// With --log-file: how many rotated files to keep (PATH.1 … PATH.N) beside PATH.
+    #[arg(
+        long = "log-keep",
+        global = true,
+        value_name = "N",
+        default_value_t = 5
+    )]
+    pub keep: usize,
+}
+
 /// Installs the logger for the whole process; call once, first thing in `main`.
-pub fn init(format: LogFormat) {
+pub fn init(args: &LogArgs) -> Result<()> {
     let level = EnvFilter::try_from_env("IMPROV_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let quiet = || FilterFn::new(|meta| !is_request_error(meta));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let layer = match format {
-        LogFormat::Text => fmt.with_ansi(colours()).with_filter(quiet()).boxed(),
-        LogFormat::Json => fmt.json().with_ansi(false).with_filter(quiet()).boxed(),
+    let fmt = tracing_subscriber::fmt::layer();
+    let layer = match (&args.file, args.format) {
+        (None, LogFormat::Text) => fmt
+            .with_writer(std::io::stderr)
+            .with_ansi(colours())
+            .with_filter(quiet())
+            .boxed(),
+        (None, LogFormat::Json) => fmt
+            .json()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_filter(quiet())
+            .boxed(),
+        (Some(_), LogFormat::Text) => fmt
+            .with_writer(Mutex::new(rotating(args)?))
+            .with_ansi(false)
+            .with_filter(quiet())
+            .boxed(),
+        (Some(_), LogFormat::Json) => fmt
+            .json()
+            .with_writer(Mutex::new(rotating(args)?))
+            .with_ansi(false)
+            .with_filter(quiet())
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(level)
         .with(layer)
         .init();
+    Ok(())
+}
+
+/// The rotating log file `--log-file` names, checked first: `FileRotate` drops every line
+/// silently when it cannot open its file, so a path that cannot be written is refused here.
+fn rotating(args: &LogArgs) -> Result<FileRotate<AppendCount>> {
+    let Some(path) = &args.file else {
+        bail!("no --log-file to write to");
+    };
+    let limit = match args.rotate {
+        Rotate::Daily => ContentLimit::Time(TimeFrequency::Daily),
+        Rotate::Size => match usize::try_from(args.max_size.as_u64()) {
+            Ok(bytes) if bytes > 0 => ContentLimit::BytesSurpassed(bytes),
+            _ => bail!(
+                "--log-max-size {} is not a size a log file can have: give one above 0, e.g. 10MB",
+                args.max_size
+            ),
+        },
+    };
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("cannot create {} for --log-file", folder.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write the log file {}", path.display()))?;
+    Ok(FileRotate::new(
+        path,
+        AppendCount::new(args.keep),
+        limit,
+        Compression::None,
+        None,
+    ))
 }
 
 /// Colours are for a person at a terminal: a log file or a pipe gets plain text, and

@@ -7,6 +7,7 @@ mod init;
 mod logbook;
 mod logs;
 mod models;
+mod notify;
 mod perform;
 mod routines;
 mod serve;
@@ -33,15 +34,8 @@ struct Cli {
     /// The stage file (default: ./stage.toml).
     #[arg(long, short = 's', global = true, value_name = "FILE")]
     stage: Option<PathBuf>,
-    /// How logs look on stderr: text, or json (one object per line, for a log collector).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "IMPROV_LOG_FORMAT",
-        default_value = "text"
-    )]
-    log_format: logs::LogFormat,
+    #[command(flatten)]
+    log: logs::LogArgs,
     #[command(flatten)]
     perform: PerformArgs,
     #[command(subcommand)]
@@ -199,7 +193,10 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logs::init(cli.log_format);
+    if let Err(e) = logs::init(&cli.log) {
+        view::report_error(&e);
+        return ExitCode::from(2);
+    }
     view::quiet_on_closed_stdout();
     match dispatch(cli) {
         Ok(code) => code,

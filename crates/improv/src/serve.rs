@@ -4,8 +4,11 @@
 //! changed. Without doors SIGHUP stops the server, as it stops every other command. A webhook's
 //! performance runs in a task of its own, which the daemon's drain does not wait for, so the
 //! launcher here keeps count of them and a stopping server lets them finish ([`Tracked`]).
+//! Under systemd (`Type=notify`) each of these steps is told to the service manager
+//! ([`crate::notify`]).
 
 use crate::door;
+use crate::notify::{self, Phase};
 use crate::perform::load_stage;
 use crate::shutdown::Shutdown;
 use crate::store::STORE_ENV;
@@ -81,10 +84,24 @@ async fn serve(
     } else {
         eprintln!("bearer token: in {}", server.token_file().display());
     }
+    notify::tell(
+        Phase::Ready,
+        &format!(
+            "serving {} at {}; {}",
+            stage.stage.name,
+            server.url(),
+            door_count(&stage)
+        ),
+    );
+    notify::keep_watchdog();
     let daemon = doors.map(|d| d.daemon.clone());
     server
         .run(async move {
             stopping.cancelled().await;
+            notify::tell(
+                Phase::Stopping,
+                "draining the doors and the performances under way",
+            );
             if let Some(daemon) = daemon {
                 daemon.drain().await;
                 eprintln!("improv serve: the doors are drained");
@@ -134,21 +151,40 @@ async fn open_doors(
 /// Reads the stage file again and hands it to the daemon, saying what changed; a stage file
 /// that does not load leaves the doors as they were.
 async fn reload(daemon: &Daemon, stage_path: Option<&Path>) {
+    notify::tell(Phase::Reloading, "reloading the stage file");
+    let said = reload_doors(daemon, stage_path).await;
+    notify::tell(Phase::Ready, &format!("SIGHUP: {said}"));
+}
+
+/// [`reload`]'s work: what it says on stderr, and the same in one line for the service manager.
+async fn reload_doors(daemon: &Daemon, stage_path: Option<&Path>) -> String {
     let stage = match load_stage(stage_path, true) {
         Ok(stage) => Arc::new(stage),
         Err(e) => {
             eprintln!(
                 "improv serve: SIGHUP: the stage file was not reloaded, the doors run as before: {e:#}"
             );
-            return;
+            return "the stage file was not reloaded (see the log); the doors run as before".into();
         }
     };
     let changes = daemon.reload(stage).await;
     if changes.is_empty() {
         eprintln!("improv serve: SIGHUP: stage file reloaded; no door changed");
+        return "stage file reloaded; no door changed".into();
     }
-    for change in changes {
+    let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    for change in &changes {
         eprintln!("improv serve: SIGHUP: {change}");
+    }
+    changes.join("; ")
+}
+
+/// How many doors are open, for the service manager's status line.
+fn door_count(stage: &Stage) -> String {
+    match stage.doors.len() {
+        0 => "no doors".into(),
+        1 => "1 door open".into(),
+        n => format!("{n} doors open"),
     }
 }
 
