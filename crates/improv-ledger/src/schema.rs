@@ -185,8 +185,20 @@ pub enum ColumnKind {
     /// A string that was a UUID in every entry: PostgreSQL's `UUID` (16 bytes, compared as
     /// one), SQLite's `TEXT` (it has no such type). DuckDB gives such a field `UUID` too.
     Uuid,
+    /// A list whose items are all of one scalar kind: PostgreSQL's array of that type (as
+    /// DuckDB types it `VARCHAR[]`, `BIGINT[]`…); SQLite, which has no list type, keeps JSON.
+    List(ListOf),
     /// The field's JSON, for values no scalar type holds in every variant.
     Json(JsonReason),
+}
+
+/// The kind of every item of a [`ColumnKind::List`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListOf {
+    Boolean,
+    Integer,
+    Real,
+    Text,
 }
 
 /// Why a field is a JSON column.
@@ -222,7 +234,7 @@ impl ColumnKind {
             ColumnKind::Boolean | ColumnKind::Integer => "INTEGER",
             ColumnKind::Real => "REAL",
             ColumnKind::Text | ColumnKind::Date | ColumnKind::DateTime | ColumnKind::Uuid => "TEXT",
-            ColumnKind::Json(_) => "JSON",
+            ColumnKind::Json(_) | ColumnKind::List(_) => "JSON",
         }
     }
 
@@ -235,6 +247,10 @@ impl ColumnKind {
             ColumnKind::Date => "DATE",
             ColumnKind::DateTime => "TIMESTAMPTZ",
             ColumnKind::Uuid => "UUID",
+            ColumnKind::List(ListOf::Boolean) => "BOOLEAN[]",
+            ColumnKind::List(ListOf::Integer) => "BIGINT[]",
+            ColumnKind::List(ListOf::Real) => "DOUBLE PRECISION[]",
+            ColumnKind::List(ListOf::Text) => "TEXT[]",
             ColumnKind::Json(_) => "JSONB",
         }
     }
@@ -251,6 +267,17 @@ impl Column {
             )),
             _ => None,
         }
+    }
+}
+
+/// The one scalar kind every non-null item of a list has, if there is one.
+fn list_of(items: &Shape) -> Option<ListOf> {
+    match items.non_null_kinds().as_slice() {
+        [Kind::Boolean] => Some(ListOf::Boolean),
+        [Kind::Integer] => Some(ListOf::Integer),
+        [Kind::Number] | [Kind::Integer, Kind::Number] => Some(ListOf::Real),
+        [Kind::String] => Some(ListOf::Text),
+        _ => None,
     }
 }
 
@@ -298,7 +325,13 @@ fn column_kind(field: &Shape) -> Option<ColumnKind> {
             Some(ColumnKind::Json(JsonReason::Sparse))
         }
         [Kind::Object] => None,
-        [Kind::Array] => Some(ColumnKind::Json(JsonReason::Array)),
+        [Kind::Array] => Some(
+            field
+                .array
+                .as_ref()
+                .and_then(|a| list_of(&a.items))
+                .map_or(ColumnKind::Json(JsonReason::Array), ColumnKind::List),
+        ),
         _ => Some(ColumnKind::Json(JsonReason::Union)),
     }
 }
@@ -418,7 +451,9 @@ pub fn sqlite_view(collection: &str, columns: &[Column]) -> String {
     for column in columns {
         let value = match column.kind {
             // `->` gives the JSON of the value: a string stays quoted, so every variant reads back.
-            ColumnKind::Json(_) => format!("body -> {}", quote_literal(&column.json_path)),
+            ColumnKind::Json(_) | ColumnKind::List(_) => {
+                format!("body -> {}", quote_literal(&column.json_path))
+            }
             kind => format!(
                 "CAST(json_extract(body, {}) AS {})",
                 quote_literal(&column.json_path),
@@ -742,10 +777,8 @@ mod tests {
             ]
         );
         let pg = postgres_table("leads", &columns);
-        assert!(
-            pg.contains("\"tags\" JSONB NOT NULL, -- string[]: an array, kept whole\n"),
-            "{pg}"
-        );
+        // A list of strings is an array of text, as DuckDB types it VARCHAR[].
+        assert!(pg.contains("\"tags\" TEXT[] NOT NULL,\n"), "{pg}");
         assert!(pg.contains("\"price\" DOUBLE PRECISION NOT NULL"), "{pg}");
         assert!(pg.contains("\"score\" BIGINT,"), "{pg}");
         assert!(pg.contains("\"key_dot\" BOOLEAN NOT NULL"), "{pg}");

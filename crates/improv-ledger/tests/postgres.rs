@@ -51,15 +51,21 @@ SELECT count(*) FROM information_schema.columns WHERE table_name = 'packages';";
     eprintln!("postgres: {width} columns, 255 rows loaded and queried");
 }
 
-/// A field that held a UUID in every entry settles as a UUID column, as DuckDB types it, and
-/// PostgreSQL stores and compares it as one (`UUID`); SQLite, which has no such type, keeps TEXT.
+/// Fields DuckDB types more precisely than JSON or text get a column type of their own: a string
+/// that was a UUID in every entry is `UUID`, a list of one scalar kind is an array of it
+/// (`TEXT[]`, `BIGINT[]`), and PostgreSQL stores and compares them as such. SQLite, which has
+/// neither type, keeps TEXT and JSON.
 #[test]
-fn a_field_that_is_always_a_uuid_is_a_uuid_column_in_postgres() {
-    use improv_ledger::schema::{ColumnKind, sqlite_view};
+fn uuids_and_lists_of_one_kind_get_their_own_postgres_types() {
+    use improv_ledger::schema::{ColumnKind, ListOf, sqlite_view};
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("orders.jsonl");
     let lines: Vec<String> = (0..40)
-        .map(|i| format!(r#"{{"ref":"5f0c7a3e-1b2d-4c8e-9a{i:02}-0123456789ab","n":{i}}}"#))
+        .map(|i| {
+            format!(
+                r#"{{"ref":"5f0c7a3e-1b2d-4c8e-9a{i:02}-0123456789ab","tags":["a","b{i}"],"qty":[{i},1],"mixed":[1,"x"]}}"#
+            )
+        })
         .collect();
     std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
     let mut shape = Shape::default();
@@ -67,11 +73,15 @@ fn a_field_that_is_always_a_uuid_is_a_uuid_column_in_postgres() {
         shape.absorb_json(line).unwrap();
     }
     let columns = columns(&shape);
-    let column = columns.iter().find(|c| c.name == "ref").unwrap();
-    assert_eq!(column.kind, ColumnKind::Uuid, "{columns:?}");
+    let kind = |name: &str| columns.iter().find(|c| c.name == name).unwrap().kind;
+    assert_eq!(kind("ref"), ColumnKind::Uuid, "{columns:?}");
+    assert_eq!(kind("tags"), ColumnKind::List(ListOf::Text));
+    assert_eq!(kind("qty"), ColumnKind::List(ListOf::Integer));
+    assert!(matches!(kind("mixed"), ColumnKind::Json(_)), "{columns:?}");
     let ddl = postgres_table("orders", &columns);
-    assert!(ddl.contains("UUID"), "{ddl}");
-    assert!(!sqlite_view("orders", &columns).contains("UUID"));
+    assert!(ddl.contains("UUID") && ddl.contains("TEXT[]"), "{ddl}");
+    let view = sqlite_view("orders", &columns);
+    assert!(!view.contains("UUID") && !view.contains("TEXT[]"), "{view}");
     let server = TempPostgres::start_new();
     let out = support::load(
         &server,
@@ -80,8 +90,9 @@ fn a_field_that_is_always_a_uuid_is_a_uuid_column_in_postgres() {
         &ddl,
         &columns,
         &jsonl,
-        "SELECT count(*), min(pg_typeof(\"ref\")::text) FROM orders;",
+        "SELECT count(*), min(pg_typeof(\"ref\")::text), min(pg_typeof(tags)::text), \
+         sum(cardinality(qty)), count(*) FILTER (WHERE 'a' = ANY(tags)) FROM orders;",
     );
     let line = out.lines().find(|l| !l.is_empty()).unwrap();
-    assert_eq!(line, "40|uuid", "{out}");
+    assert_eq!(line, "40|uuid|text[]|80|40", "{out}");
 }

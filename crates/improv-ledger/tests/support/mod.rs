@@ -2,7 +2,7 @@
 //! tests that check the DDL against PostgreSQL (`postgres.rs`, `shapes.rs`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a part
 
-use improv_ledger::schema::{Column, ColumnKind, quote_ident};
+use improv_ledger::schema::{Column, ColumnKind, ListOf, quote_ident};
 use improv_store::testing::TempPostgres;
 use std::path::Path;
 
@@ -29,6 +29,17 @@ pub fn extract(column: &Column) -> String {
         ColumnKind::Date => "date",
         ColumnKind::DateTime => "timestamptz",
         ColumnKind::Uuid => "uuid",
+        ColumnKind::List(of) => {
+            let item = match of {
+                ListOf::Boolean => "boolean",
+                ListOf::Integer => "bigint",
+                ListOf::Real => "double precision",
+                ListOf::Text => "text",
+            };
+            return format!(
+                "ARRAY(SELECT x::{item} FROM jsonb_array_elements_text(doc #> {path}) AS x)"
+            );
+        }
     };
     format!("(doc #>> {path})::{cast}")
 }
