@@ -285,6 +285,9 @@ impl ChatDoor {
     /// A message a limit turned away: nothing performed, and its sender told politely, once
     /// until a message of theirs is performed again ([`Gate::tell_once`]).
     async fn refuse(&self, inbound: &Inbound, why: Admission) -> Result<Handled, ChannelError> {
+        // The director sees every message a limit turned away: a limit set too low for the
+        // traffic otherwise reads as messages lost (nothing performed, nothing logged).
+        tracing::info!(door = %self.door, sender = %inbound.sender_id, "a message was turned away by the door's limits ({why:?}); raise rate, sender_rate or max_running if this is regular traffic");
         if self.gate.tell_once(inbound).await? {
             let text = match why {
                 Admission::Busy => {

@@ -25,12 +25,12 @@ pub mod cli;
 pub mod clock;
 pub mod import;
 mod jsonb;
-mod tape;
 pub mod ledger;
 pub mod path;
 pub mod props;
 pub mod schema;
 pub mod shape;
+mod tape;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use import::{ImportFormat, ImportProgress};
