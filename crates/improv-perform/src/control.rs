@@ -69,9 +69,14 @@ static STORE_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// journal is not played back.
 pub fn conceal_store_file(path: &Path) {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let path = match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => canonical(dir).join(name),
-        _ => path,
+    // SQLite follows a link to the database and keeps its side files beside the file it
+    // reaches, so the files to cover are named from the fully resolved path, not the link's.
+    let path = match std::fs::canonicalize(&path) {
+        Ok(resolved) => resolved,
+        Err(_) => match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => canonical(dir).join(name),
+            _ => path,
+        },
     };
     let journal = side_file(&path, "-journal");
     if let Err(e) = std::fs::OpenOptions::new()
@@ -527,6 +532,30 @@ mod tests {
             "made, to be covered"
         );
         assert!(plane.concealed_paths().contains(&root.join("store.db-wal")));
+    }
+
+    #[test]
+    fn a_store_named_through_a_link_is_concealed_where_sqlite_keeps_its_side_files() {
+        // An actor's `ln -s data/x.db store.db`: SQLite writes data/x.db-wal and -journal.
+        let (dir, _) = plane("", &[]);
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("data")).unwrap();
+        std::fs::write(root.join("data/x.db"), "x").unwrap();
+        std::os::unix::fs::symlink("data/x.db", root.join("linked.db")).unwrap();
+        conceal_store_file(&root.join("linked.db"));
+        let stage = Stage::load(&root).unwrap();
+        let plane = ControlPlane::of(&stage, &root);
+        let concealed = plane.concealed_paths();
+        for file in ["data/x.db", "data/x.db-wal", "data/x.db-journal"] {
+            assert!(
+                concealed.contains(&root.join(file)),
+                "{file}: {concealed:?}"
+            );
+        }
+        assert!(
+            root.join("data/x.db-journal").is_file(),
+            "made, to be covered"
+        );
     }
 
     #[test]

@@ -37,9 +37,33 @@ pub fn open(text: &str) -> Result<Arc<dyn Store>> {
     let url = StoreUrl::parse(text)?;
     let store = improv_store::open(&url)?;
     if let StoreUrl::Sqlite(path) = &url {
+        refuse_linked(path)?;
         improv_perform::control::conceal_store_file(path);
     }
     Ok(store)
+}
+
+/// Refuses a SQLite store (or one of its side files) with another hard link: the cover that
+/// keeps the store from the actors hides it by path, so a second name for the same file, made
+/// by a command in an earlier performance, would still reach it.
+fn refuse_linked(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = path.as_os_str().to_os_string();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.nlink() > 1
+        {
+            anyhow::bail!(
+                "the store file {} has {} hard links: another name for it could let an actor's command read or write the store. Remove the other links (find them with `find / -samefile {}`) or move the store outside every stage's workspace",
+                file.display(),
+                meta.nlink(),
+                file.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `improv store …`

@@ -114,3 +114,26 @@ async fn a_command_cannot_read_or_write_the_worker_s_store_in_its_workspace() {
         "the store lost the journal"
     );
 }
+
+/// A second name for the store, made by a command in an earlier performance (`ln store.db
+/// notes.txt`), would reach it past the cover, which hides by path: improv refuses such a store.
+#[test]
+fn a_store_with_another_hard_link_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    let store = format!("sqlite:{}", ws.join("store.db").display());
+    let mut migrate = common::improv_command();
+    migrate
+        .current_dir(ws)
+        .args(["store", "migrate", "--store", &store]);
+    let first = migrate.output().unwrap();
+    assert!(first.status.success(), "{first:?}");
+    std::fs::hard_link(ws.join("store.db"), ws.join("notes.txt")).unwrap();
+    let again = migrate.output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success(),
+        "a linked store was opened: {stderr}"
+    );
+    assert!(stderr.contains("hard links"), "{stderr}");
+}
