@@ -28,6 +28,8 @@ const THREAD_SCOPE: &str = "door.thread";
 const SEEN_SCOPE: &str = "door.inbound";
 /// Per door: the messages claimed and not yet started, `{seen key: {inbound, at}}`.
 const PENDING_SCOPE: &str = "door.pending";
+/// Which claims a process retook after a restart, each written once: the retake's fence.
+const RETAKE_SCOPE: &str = "door.retake";
 
 /// How old a claim that never started must be before the listener retakes it: a claim younger
 /// than this may still be on its way to its start in another process.
@@ -161,6 +163,11 @@ impl ChatDoor {
             self.pend(seen, None).await?;
             let state = self.store.get(SEEN_SCOPE, seen).await?;
             if state.as_ref().map(Claim::of) != Some(Claim::Claimed) {
+                continue;
+            }
+            // Two servers restarting on one store both find it pending: one retakes it.
+            let first = serde_json::json!({ "at": unix_now() });
+            if !self.store.put(RETAKE_SCOPE, seen, &first, true).await? {
                 continue;
             }
             match serde_json::from_value::<Inbound>(entry["inbound"].clone()) {

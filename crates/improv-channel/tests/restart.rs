@@ -216,3 +216,26 @@ async fn the_restarted_listener_performs_the_claim_left_by_a_dead_process() {
     assert_eq!(sent[0].text, "Retaken and done.");
     assert_eq!(sent[0].reply_to.as_deref(), Some("7"));
 }
+
+/// Two servers restarting together on one store both find the same pending claim: it is
+/// performed once, by whichever retakes it first.
+#[tokio::test]
+async fn two_processes_retaking_together_perform_a_pending_message_once() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let file = TestStore::default();
+    let first = Arc::new(DiesBeforeStart {
+        inner: file.reopen(),
+        dead: Default::default(),
+    });
+    let dying = door(&fake, first, Arc::new(KernelPerformer::new(Vec::new())));
+    assert!(dying.handle(&message()).await.is_err());
+
+    let one = Arc::new(KernelPerformer::new(vec![replies("From one.")]));
+    let two = Arc::new(KernelPerformer::new(vec![replies("From two.")]));
+    let a = door(&fake, Arc::new(file.reopen()), one.clone());
+    let b = door(&fake, Arc::new(file.reopen()), two.clone());
+    let (ra, rb) = tokio::join!(a.retake(Duration::ZERO), b.retake(Duration::ZERO));
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(one.count() + two.count(), 1, "performed by both processes");
+}

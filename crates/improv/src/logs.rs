@@ -141,17 +141,23 @@ fn rotating(args: &LogArgs) -> Result<FileRotate<AppendCount>> {
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {} for --log-file", folder.display()))?;
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    owner_only()
         .open(path)
         .with_context(|| format!("cannot write the log file {}", path.display()))?;
+    /// Owner only: the logs name doors, senders and stores, which others on the machine need
+    /// not read.
+    fn owner_only() -> std::fs::OpenOptions {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).create(true).append(true).mode(0o600);
+        options
+    }
     Ok(FileRotate::new(
         path,
         AppendCount::new(args.keep),
         limit,
         Compression::None,
-        None,
+        Some(owner_only()),
     ))
 }
 

@@ -334,6 +334,11 @@ fn the_log_file_rotates_by_size_and_keeps_a_bounded_number() {
     let (lines, files) = log_lines(&folder);
     assert!(files > 1, "the log was rotated: {files} file(s)");
     assert!(files <= 4, "improv.log and at most 3 old ones: {files}");
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "log files are the owner's only");
+    }
     let mut seen = Vec::new();
     for line in &lines {
         let event: serde_json::Value =
