@@ -528,25 +528,41 @@ fn postgres_column(column: &Column) -> String {
 }
 
 /// The migration for a field accepted after settling: the SQLite view is recreated; Postgres gets
-/// a new nullable column when the field is a typed scalar (older rows do not have it).
+/// a new nullable column when the field is a typed scalar (older rows do not have it), and a
+/// column whose kind changed (a `UUID` that met other text, a `BIGINT` that met fractions, a list
+/// that met mixed items) is altered to the new type, its rows converted.
 pub fn migration(collection: &str, before: &[Column], after: &[Column]) -> (String, String) {
     let sqlite = format!(
         "DROP VIEW IF EXISTS {};\n{}",
         quote_ident(&sqlite_view_name(collection)),
         sqlite_view(collection, after)
     );
-    let added: Vec<String> = after
+    let table = quote_ident(collection);
+    let added = after
         .iter()
         .filter(|c| !before.iter().any(|b| b.path == c.path))
         .map(|c| {
             format!(
-                "ALTER TABLE {} ADD COLUMN {} {};",
-                quote_ident(collection),
+                "ALTER TABLE {table} ADD COLUMN {} {};",
                 quote_ident(&c.name),
                 c.kind.postgres()
             )
-        })
-        .collect();
+        });
+    let altered = after.iter().filter_map(|c| {
+        let old = before
+            .iter()
+            .find(|b| b.path == c.path && b.kind != c.kind)?;
+        let name = quote_ident(&old.name);
+        let using = match c.kind {
+            ColumnKind::Json(_) => format!("to_jsonb({name})"),
+            kind => format!("{name}::{}", kind.postgres()),
+        };
+        Some(format!(
+            "ALTER TABLE {table} ALTER COLUMN {name} TYPE {} USING {using};",
+            c.kind.postgres()
+        ))
+    });
+    let added: Vec<String> = added.chain(altered).collect();
     let postgres = if added.is_empty() {
         "-- no column change: the new field lives in doc (JSONB)".to_owned()
     } else {

@@ -95,4 +95,31 @@ fn uuids_and_lists_of_one_kind_get_their_own_postgres_types() {
     );
     let line = out.lines().find(|l| !l.is_empty()).unwrap();
     assert_eq!(line, "40|uuid|text[]|80|40", "{out}");
+
+    // Later entries widen the kinds (a ref that is not a UUID, tags of mixed items): the
+    // migration alters the columns and converts the rows already there.
+    let mut wider = columns.clone();
+    for column in &mut wider {
+        match column.name.as_str() {
+            "ref" => column.kind = ColumnKind::Text,
+            "tags" => column.kind = ColumnKind::Json(improv_ledger::schema::JsonReason::Union),
+            _ => {}
+        }
+    }
+    let (_, alter) = improv_ledger::schema::migration("orders", &columns, &wider);
+    assert!(alter.contains("ALTER COLUMN"), "{alter}");
+    let script = dir.path().join("alter.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "{alter}\nINSERT INTO orders (id, performance, actor, at, \"ref\", tags, mixed, qty, doc) \
+             VALUES (1000, 'p', 'a', now(), 'not-a-uuid', '[1, \"x\"]', '[]', '{{1}}', '{{}}');\n\
+             SELECT count(*), min(pg_typeof(\"ref\")::text), min(pg_typeof(tags)::text), \
+             count(*) FILTER (WHERE tags ? 'a') FROM orders;"
+        ),
+    )
+    .unwrap();
+    let out = server.psql_file("postgres", &script);
+    let line = out.lines().rev().find(|l| l.contains('|')).unwrap();
+    assert_eq!(line, "41|text|jsonb|40", "{out}");
 }
