@@ -102,15 +102,15 @@ fn side_file(db: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(side)
 }
 
+/// A SQLite database `db` and its side files: every file that holds the store.
+pub fn sqlite_files(db: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+    std::iter::once(db.to_path_buf()).chain(SQLITE_SIDE_FILES.map(|suffix| side_file(db, suffix)))
+}
+
 /// The files of every store [`conceal_store_file`] named: each database and its side files.
 fn store_files() -> Vec<PathBuf> {
     let files = STORE_FILES.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut out = Vec::new();
-    for db in files.iter() {
-        out.push(db.clone());
-        out.extend(SQLITE_SIDE_FILES.map(|suffix| side_file(db, suffix)));
-    }
-    out
+    files.iter().flat_map(|db| sqlite_files(db)).collect()
 }
 
 /// A stage's control files in one workspace, as workspace-relative paths.

@@ -48,10 +48,7 @@ pub fn open(text: &str) -> Result<Arc<dyn Store>> {
 /// by a command in an earlier performance, would still reach it.
 fn refuse_linked(path: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut file = path.as_os_str().to_os_string();
-        file.push(suffix);
-        let file = std::path::PathBuf::from(file);
+    for file in improv_perform::control::sqlite_files(path) {
         if let Ok(meta) = std::fs::metadata(&file)
             && meta.nlink() > 1
         {
