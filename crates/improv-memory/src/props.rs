@@ -1,8 +1,9 @@
 //! The `remember` and `recall` props: how actors save notes for later performances of a stage
 //! and find them again. Their specs are kept tiny (a test holds each under 300 bytes), because
-//! every byte is paid on every turn. SQLite work runs on tokio's blocking pool.
+//! every byte is paid on every turn. Either backend ([`MemoryBackend`]) serves them.
 
-use crate::store::{Entry, Found, Memory, MemoryError, Provenance};
+use crate::backend::MemoryBackend;
+use crate::store::{Entry, Found, Provenance};
 use async_trait::async_trait;
 use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
 use serde_json::{Value, json};
@@ -17,7 +18,7 @@ const FULL_TEXT: usize = 300;
 
 /// The `remember` and `recall` props over a stage's memory. Memories are attributed to the
 /// actor and performance in the call's [`PropContext`].
-pub fn props(memory: Arc<Memory>) -> Vec<Arc<dyn Prop>> {
+pub fn props(memory: Arc<dyn MemoryBackend>) -> Vec<Arc<dyn Prop>> {
     vec![
         Arc::new(Remember {
             memory: memory.clone(),
@@ -53,22 +54,13 @@ pub fn props(memory: Arc<Memory>) -> Vec<Arc<dyn Prop>> {
 }
 
 struct Remember {
-    memory: Arc<Memory>,
+    memory: Arc<dyn MemoryBackend>,
     spec: ToolSpec,
 }
 
 struct Recall {
-    memory: Arc<Memory>,
+    memory: Arc<dyn MemoryBackend>,
     spec: ToolSpec,
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, MemoryError> + Send + 'static,
-) -> Result<T, PropError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| PropError::new(format!("the memory call did not finish: {e}")))?
-        .map_err(|e| PropError::new(e.to_string()))
 }
 
 #[async_trait]
@@ -100,8 +92,11 @@ impl Prop for Remember {
             Some(_) => return Err(PropError::new("`key` must be a string")),
         };
         let by = Provenance::new(context.actor.as_ref(), context.performance.as_ref());
-        let memory = self.memory.clone();
-        let done = blocking(move || memory.remember(&text, &tags, key.as_deref(), &by)).await?;
+        let done = self
+            .memory
+            .remember(&text, &tags, key.as_deref(), &by)
+            .await
+            .map_err(|e| PropError::new(e.to_string()))?;
         Ok(if done.replaced {
             format!("replaced note #{}", done.id)
         } else {
@@ -133,9 +128,11 @@ impl Prop for Recall {
                 None => return Err(PropError::new("`limit` must be a positive integer")),
             },
         };
-        let memory = self.memory.clone();
-        let q = query.clone();
-        let found = blocking(move || memory.recall(&q, limit)).await?;
+        let found = self
+            .memory
+            .recall(&query, limit)
+            .await
+            .map_err(|e| PropError::new(e.to_string()))?;
         if found.is_empty() {
             return Ok(if query.trim().is_empty() {
                 "no notes saved yet".into()
@@ -181,7 +178,8 @@ mod tests {
     #[test]
     fn specs_stay_small() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let memory = Arc::new(Memory::open_in(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let memory = crate::Memory::open_in(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let memory: Arc<dyn MemoryBackend> = Arc::new(memory);
         for prop in props(memory) {
             let bytes = serde_json::to_string(prop.spec()).map_or(0, |s| s.len());
             assert!(bytes < 300, "{} spec is {bytes} bytes", prop.spec().name);

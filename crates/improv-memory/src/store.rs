@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The memory's file name inside a stage's state directory (`.improv/`).
@@ -81,6 +81,11 @@ pub enum MemoryError {
     Output(#[from] std::io::Error),
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The PostgreSQL store's database: its message names the store, password hidden.
+    #[error("memory in the store: {0}")]
+    Store(#[from] improv_store::StoreError),
+    #[error("the memory call did not finish: {0}")]
+    Interrupted(String),
 }
 
 /// Who saved a memory.
@@ -131,10 +136,12 @@ pub struct Remembered {
     pub replaced: bool,
 }
 
-/// A stage's memory. Cheap to share behind an `Arc`; calls are serialized on one connection.
+/// A stage's memory in its SQLite file. Cheap to clone: clones share one connection, on which
+/// calls are serialized.
+#[derive(Clone)]
 pub struct Memory {
     path: PathBuf,
-    connection: Mutex<Connection>,
+    connection: Arc<Mutex<Connection>>,
 }
 
 impl std::fmt::Debug for Memory {
@@ -174,7 +181,7 @@ impl Memory {
         tx.commit().map_err(open_error)?;
         Ok(Memory {
             path: path.to_path_buf(),
-            connection: Mutex::new(connection),
+            connection: Arc::new(Mutex::new(connection)),
         })
     }
 
@@ -352,7 +359,7 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-fn checked_text(text: &str) -> Result<&str, MemoryError> {
+pub(crate) fn checked_text(text: &str) -> Result<&str, MemoryError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(MemoryError::Empty);
@@ -364,7 +371,7 @@ fn checked_text(text: &str) -> Result<&str, MemoryError> {
 }
 
 /// Tags as stored: each one word (inner spaces become `-`), separated by spaces.
-fn normalize_tags(tags: &[String]) -> String {
+pub(crate) fn normalize_tags(tags: &[String]) -> String {
     tags.iter()
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join("-"))
         .filter(|t| !t.is_empty())
@@ -372,15 +379,18 @@ fn normalize_tags(tags: &[String]) -> String {
         .join(" ")
 }
 
+/// The words a query searches for: its runs of letters and digits, at most [`MAX_TERMS`], so no
+/// character the user types can be query syntax in either backend.
+pub(crate) fn query_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(MAX_TERMS)
+}
+
 /// An FTS5 query that matches any of the words of `text`, each quoted so that nothing the user
 /// types (quotes, `AND`, `NEAR(`, `*`, `:`) is read as query syntax. `None` when it has no words.
 fn fts_query(text: &str) -> Option<String> {
-    let terms: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(MAX_TERMS)
-        .map(|w| format!("\"{w}\""))
-        .collect();
+    let terms: Vec<String> = query_words(text).map(|w| format!("\"{w}\"")).collect();
     (!terms.is_empty()).then(|| terms.join(" OR "))
 }
 

@@ -26,7 +26,7 @@ mod url;
 
 pub use error::StoreError;
 pub use layer::StoreLayer;
-pub use postgres::PgStore;
+pub use postgres::{PgPool, PgStore};
 pub use sqlite::SqliteStore;
 pub use url::{DEFAULT_STATEMENT_TIMEOUT, SslMode, StoreUrl};
 

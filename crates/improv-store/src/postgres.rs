@@ -156,6 +156,104 @@ fn session_options(given: &str, statement_timeout: Duration) -> String {
     options.trim_start().to_string()
 }
 
+/// Reads `url` (improv's own parameters, TLS, the session's timeouts) and builds the pool of
+/// connections to it: the one place a PostgreSQL connection is set up, for the store and for
+/// [`PgPool`]'s users alike.
+fn setup(
+    url: &str,
+) -> Result<(Namer, tokio_postgres::Config, MakeRustlsConnect, Pool), StoreError> {
+    let name = StoreUrl::Postgres(url.to_string()).redacted();
+    let config_error = |message: String| StoreError::Config {
+        store: name.clone(),
+        message,
+    };
+    let (url, params) = split_pg_params(url).map_err(config_error)?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        config_error(format!("{e}; use postgres://USER@HOST/DB"))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (tls, ssl_mode) = tls::connector(&params).map_err(config_error)?;
+    tls::warn_if_unprotected(&params, config.get_hosts(), &name);
+    config.ssl_mode(ssl_mode);
+    config.options(session_options(
+        config.get_options().unwrap_or(""),
+        params.statement_timeout,
+    ));
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let namer = Namer { name, password };
+    let manager = Manager::from_config(
+        config.clone(),
+        tls.clone(),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT * 2))
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .build()
+        .map_err(|e| StoreError::Config {
+            store: namer.name.clone(),
+            message: e.to_string(),
+        })?;
+    Ok((namer, config, tls, pool))
+}
+
+/// A pool of connections to the PostgreSQL database a `--store` URL names, set up exactly as the
+/// store's own (URL parameters, TLS, statement timeouts), for the other data improv keeps in
+/// that database (memory, the ledger's settled tables). Errors name the URL with its password
+/// hidden. Cheap to clone; [`PgPool::shared`] gives one pool per URL per process.
+#[derive(Clone)]
+pub struct PgPool {
+    namer: Namer,
+    pool: Pool,
+}
+
+impl PgPool {
+    /// Prepares a pool on `url` (as [`PgStore::connect`] reads it); connects on first use.
+    pub fn connect(url: &str) -> Result<PgPool, StoreError> {
+        let (namer, _, _, pool) = setup(url)?;
+        Ok(PgPool { namer, pool })
+    }
+
+    /// The pool of `url` in this process, made on first use: every performance of a worker
+    /// shares its connections rather than opening a pool each.
+    pub fn shared(url: &str) -> Result<PgPool, StoreError> {
+        static POOLS: OnceLock<std::sync::Mutex<HashMap<String, PgPool>>> = OnceLock::new();
+        let pools = POOLS.get_or_init(Default::default);
+        // A panic while the map was held leaves it whole (one insert), so it is still sound.
+        let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pool) = pools.get(url) {
+            return Ok(pool.clone());
+        }
+        let pool = PgPool::connect(url)?;
+        pools.insert(url.to_string(), pool.clone());
+        Ok(pool)
+    }
+
+    /// A pooled connection.
+    pub async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| self.namer.pool_error(&e))
+    }
+
+    /// A driver error as a [`StoreError`] naming the store (password hidden): unreachable is
+    /// `Unavailable`, a refused login `Config`, the rest `Backend`.
+    pub fn error(&self, error: &tokio_postgres::Error) -> StoreError {
+        self.namer.error(error)
+    }
+
+    /// The URL with its password hidden.
+    pub fn name(&self) -> &str {
+        &self.namer.name
+    }
+}
+
 /// The PostgreSQL store.
 pub struct PgStore {
     namer: Namer,
@@ -172,47 +270,7 @@ impl PgStore {
     /// [`crate::SslMode`]). Connects on first use; a URL that cannot be parsed, or a CA file
     /// that cannot be read, is a [`StoreError::Config`].
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let name = StoreUrl::Postgres(url.to_string()).redacted();
-        let config_error = |message: String| StoreError::Config {
-            store: name.clone(),
-            message,
-        };
-        let (url, params) = split_pg_params(url).map_err(config_error)?;
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| {
-                config_error(format!("{e}; use postgres://USER@HOST/DB"))
-            })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        let (tls, ssl_mode) = tls::connector(&params).map_err(config_error)?;
-        tls::warn_if_unprotected(&params, config.get_hosts(), &name);
-        config.ssl_mode(ssl_mode);
-        config.options(session_options(
-            config.get_options().unwrap_or(""),
-            params.statement_timeout,
-        ));
-        let password = config
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned());
-        let namer = Namer { name, password };
-        let manager = Manager::from_config(
-            config.clone(),
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT * 2))
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| StoreError::Config {
-                store: namer.name.clone(),
-                message: e.to_string(),
-            })?;
+        let (namer, config, tls, pool) = setup(url)?;
         Ok(PgStore {
             namer,
             config,
