@@ -115,12 +115,47 @@ def main():
     # CPU seconds move less than wall seconds with the load of a shared machine, where two
     # threads of one process seldom get two cores at once.
     print(f"{'improv / DuckDB CPU':28}{median(ducks, 'cpu_seconds') / median(improvs, 'cpu_seconds'):>22.2f}x")
-    print(f"\n{'top-level field':28}{'improv column':>30}  DuckDB type")
-    for name, typ in duck["types"].items():
-        inner = sum(1 for c in improv["columns"] if c.startswith(name + "."))
-        mine = improv["columns"].get(name) or (f"record: {inner} columns" if inner else "(in doc)")
-        print(f"{name:28}{mine[:30]:>30}  {typ[:60]}")
+    print_types(improv["columns"], duck["types"])
 
+
+def split_top(text):
+    """Splits `a T, b STRUCT(c U, d V)` at the commas outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if c == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return parts
+
+
+def duck_fields(name, typ):
+    """DuckDB's type of every field under `name`: a STRUCT's members one by one (as improv gives
+    a record's fields columns of their own); anything else, a list of structs included, whole."""
+    if typ.startswith("STRUCT(") and typ.endswith(")"):
+        for member in split_top(typ[len("STRUCT("):-1]):
+            if member.startswith('"'):
+                end = member.index('"', 1)
+                key, rest = member[1:end], member[end + 1:]
+            else:
+                key, _, rest = member.partition(" ")
+            yield from duck_fields(f"{name}.{key}", rest.strip())
+    else:
+        yield name, typ
+
+
+def print_types(columns, duck_types):
+    """Every field, improv's PostgreSQL and SQLite column types beside DuckDB's."""
+    fields = {}
+    for name, typ in duck_types.items():
+        fields.update(duck_fields(name, typ))
+    print(f"\n{'field':20}{'improv PostgreSQL':32}  {'improv SQLite':13}  DuckDB")
+    for path in sorted(set(fields) | set(columns)):
+        mine = columns.get(path)
+        pg = "(in doc)" if mine is None else mine["postgres"] + (f" -- {mine['label']}" if mine["label"] else "")
+        lite = "(in doc)" if mine is None else mine["sqlite"]
+        print(f"{path:20}{pg:32}  {lite:13}  {fields.get(path, '(none)')}")
 
 if __name__ == "__main__":
     main()

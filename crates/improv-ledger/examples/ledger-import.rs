@@ -1,7 +1,7 @@
 //! `improv ledger import` end to end on one file, for bench/ledger: parse, infer, store into a
 //! fresh ledger in a temporary folder, then settle. Prints one JSON object: seconds, CPU seconds
 //! (user and system, all threads: the import reads on one thread and writes on another), MiB/s,
-//! peak RSS (VmHWM), entries, and the settled columns with their types.
+//! peak RSS (VmHWM), entries, and the settled columns with their PostgreSQL and SQLite types.
 //!
 //! ```text
 //! cargo run --release -p improv-ledger --example ledger-import -- FILE
@@ -53,14 +53,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu = cpu_seconds() - cpu_start;
     let settled = ledger.settle("bench")?;
     let shape = ledger.collection("bench")?.shape;
+    // Each column's type on both sides improv writes DDL for, for the bench's side-by-side table.
     let columns: serde_json::Map<String, serde_json::Value> = schema::columns(&shape)
         .into_iter()
         .map(|c| {
-            let kind = match c.kind {
-                ColumnKind::Json(_) => format!("JSON ({})", c.label),
-                other => format!("{other:?}"),
+            let mut postgres = schema::postgres_type("bench", &c);
+            if c.kind == ColumnKind::Records {
+                let fields: Vec<String> = c
+                    .fields
+                    .iter()
+                    .map(|f| format!("{} {}", f.name, f.kind.postgres()))
+                    .collect();
+                postgres = format!("{postgres} ({})", fields.join(", "));
+            }
+            let label = match c.kind {
+                ColumnKind::Json(_) => c.label.clone(),
+                _ => String::new(),
             };
-            (c.path.to_string(), json!(kind))
+            let types = json!({"postgres": postgres, "sqlite": c.kind.sqlite(), "label": label});
+            (c.path.to_string(), types)
         })
         .collect();
     println!(

@@ -15,7 +15,16 @@
 //! The DDL gives typed columns to stable scalar fields (one kind, outside arrays), and a JSON
 //! column (`JSONB` in Postgres; JSON text through `->` in SQLite) to maps, arrays and fields of
 //! more than one kind, which no scalar type could hold in every variant; the DDL says why in a
-//! comment beside each. A sparse record (fields that each appear in few of its objects, like
+//! comment beside each. PostgreSQL gets two typed lists where DuckDB has them too: a list whose
+//! items are one scalar kind is an array of that type (`TEXT[]`, as DuckDB's `VARCHAR[]`), and a
+//! *list of records* is an array of a composite type (`CREATE TYPE <collection>_<column> AS
+//! (...)`, column `<type>[]`, as DuckDB's `STRUCT(...)[]`). The rule for the second
+//! ([`record_fields`]): every non-null item is an object that is a record (not a map, not
+//! sparse), and each of its fields has one scalar kind (boolean, integer, number, string, with
+//! its date, date-time or UUID format). When the items stop being records, a field of theirs
+//! holds a nested record, a list or values of several kinds, or was only ever null, the list is
+//! JSONB again; a migration rebuilds the column from `doc` either way ([`migration`]). SQLite,
+//! which has no list or composite type, keeps JSON. A sparse record (fields that each appear in few of its objects, like
 //! a payload whose fields depend on an event's type) is one JSON column too, its fields kept in
 //! the JSON Schema. Fields seen in under [`RARE_SHARE`] of the entries get no column:
 //! they stay in the whole entry, kept as JSON beside the columns, and a table of a column per
@@ -172,6 +181,8 @@ pub struct Column {
     /// The field's type label (`string|object`, `{[k]: string}`), for the DDL comment of a
     /// JSON column.
     pub label: String,
+    /// The fields of the items of a [`ColumnKind::Records`] column; empty for other kinds.
+    pub fields: Vec<RecordField>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +199,10 @@ pub enum ColumnKind {
     /// A list whose items are all of one scalar kind: PostgreSQL's array of that type (as
     /// DuckDB types it `VARCHAR[]`, `BIGINT[]`…); SQLite, which has no list type, keeps JSON.
     List(ListOf),
+    /// A list of records with scalar fields ([`Column::fields`]): in PostgreSQL an array of a
+    /// composite type named by [`record_type_name`] (as DuckDB types it `STRUCT(...)[]`);
+    /// SQLite keeps JSON.
+    Records,
     /// The field's JSON, for values no scalar type holds in every variant.
     Json(JsonReason),
 }
@@ -229,16 +244,28 @@ impl JsonReason {
 }
 
 impl ColumnKind {
-    fn sqlite(self) -> &'static str {
+    /// The type of the column in the SQLite view.
+    pub fn sqlite(self) -> &'static str {
         match self {
             ColumnKind::Boolean | ColumnKind::Integer => "INTEGER",
             ColumnKind::Real => "REAL",
             ColumnKind::Text | ColumnKind::Date | ColumnKind::DateTime | ColumnKind::Uuid => "TEXT",
-            ColumnKind::Json(_) | ColumnKind::List(_) => "JSON",
+            ColumnKind::Json(_) | ColumnKind::List(_) | ColumnKind::Records => "JSON",
         }
     }
 
-    fn postgres(self) -> &'static str {
+    /// Whether a value of this kind is one scalar (what a field of a [`ColumnKind::Records`]
+    /// item may be).
+    fn is_scalar(self) -> bool {
+        !matches!(
+            self,
+            ColumnKind::List(_) | ColumnKind::Records | ColumnKind::Json(_)
+        )
+    }
+
+    /// The PostgreSQL type; a [`ColumnKind::Records`] column's is its composite type's array,
+    /// which [`postgres_type`] names.
+    pub fn postgres(self) -> &'static str {
         match self {
             ColumnKind::Boolean => "BOOLEAN",
             ColumnKind::Integer => "BIGINT",
@@ -252,7 +279,101 @@ impl ColumnKind {
             ColumnKind::List(ListOf::Real) => "DOUBLE PRECISION[]",
             ColumnKind::List(ListOf::Text) => "TEXT[]",
             ColumnKind::Json(_) => "JSONB",
+            // Its real type is named per collection, by `postgres_type`, which every column of
+            // a table goes through; this is what an element reads as without that name.
+            ColumnKind::Records => "RECORD[]",
         }
+    }
+}
+
+/// A field of the items of a [`ColumnKind::Records`] column: an attribute of its composite type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordField {
+    /// The key in the items' JSON.
+    pub key: String,
+    /// The attribute name, unique within the type.
+    pub name: String,
+    /// One scalar kind (never a list, records or JSON).
+    pub kind: ColumnKind,
+}
+
+/// The name of the composite type of a [`ColumnKind::Records`] column: `<collection>_<column>`.
+pub fn record_type_name(collection: &str, column: &Column) -> String {
+    format!("{collection}_{}", column.name)
+}
+
+/// A column's PostgreSQL type, as `CREATE TABLE` writes it.
+pub fn postgres_type(collection: &str, column: &Column) -> String {
+    match column.kind {
+        ColumnKind::Records => format!("{}[]", quote_ident(&record_type_name(collection, column))),
+        kind => kind.postgres().to_owned(),
+    }
+}
+
+/// `CREATE TYPE` for a [`ColumnKind::Records`] column's items; `None` for other columns.
+pub fn postgres_record_type(collection: &str, column: &Column) -> Option<String> {
+    if column.kind != ColumnKind::Records {
+        return None;
+    }
+    let attributes: Vec<String> = column
+        .fields
+        .iter()
+        .map(|f| format!("{} {}", quote_ident(&f.name), f.kind.postgres()))
+        .collect();
+    Some(format!(
+        "CREATE TYPE {} AS ({});",
+        quote_ident(&record_type_name(collection, column)),
+        attributes.join(", ")
+    ))
+}
+
+/// The SQL expression that reads a column's value out of `doc`, an entry's whole JSONB in
+/// PostgreSQL (for loading a table, and for rebuilding a column in a [`migration`]). A list is
+/// read only from a JSON array (an absent field is NULL, not an empty list), in order.
+pub fn postgres_value(collection: &str, column: &Column, doc: &str) -> String {
+    let keys: Vec<String> = column
+        .path
+        .0
+        .iter()
+        .filter_map(|segment| match segment {
+            // Columns are never inside arrays (see `Walk::collect`).
+            Segment::Key(key) => Some(format!(
+                "\"{}\"",
+                key.replace('\\', "\\\\").replace('"', "\\\"")
+            )),
+            Segment::Items | Segment::Index(_) => None,
+        })
+        .collect();
+    let at = format!(
+        "{doc} #> {}",
+        quote_literal(&format!("{{{}}}", keys.join(",")))
+    );
+    let items = |item: String| {
+        format!(
+            "CASE WHEN jsonb_typeof({at}) = 'array' THEN ARRAY(SELECT {item} \
+             FROM jsonb_array_elements({at}) WITH ORDINALITY AS i(e, n) ORDER BY n) END"
+        )
+    };
+    match column.kind {
+        ColumnKind::Json(_) => at,
+        ColumnKind::List(of) => items(format!("(e #>> '{{}}')::{}", ListOf::postgres(of))),
+        ColumnKind::Records => {
+            let fields: Vec<String> = column
+                .fields
+                .iter()
+                .map(|f| format!("(e ->> {})::{}", quote_literal(&f.key), f.kind.postgres()))
+                .collect();
+            items(format!(
+                "CASE WHEN jsonb_typeof(e) = 'object' THEN ROW({})::{} END",
+                fields.join(", "),
+                quote_ident(&record_type_name(collection, column))
+            ))
+        }
+        kind => format!(
+            "({doc} #>> {})::{}",
+            quote_literal(&format!("{{{}}}", keys.join(","))),
+            kind.postgres()
+        ),
     }
 }
 
@@ -266,6 +387,17 @@ impl Column {
                 reason.why()
             )),
             _ => None,
+        }
+    }
+}
+
+impl ListOf {
+    fn postgres(self) -> &'static str {
+        match self {
+            ListOf::Boolean => "BOOLEAN",
+            ListOf::Integer => "BIGINT",
+            ListOf::Real => "DOUBLE PRECISION",
+            ListOf::Text => "TEXT",
         }
     }
 }
@@ -305,9 +437,51 @@ pub fn columns_with(shape: &Shape, keep: &[FieldPath]) -> Vec<Column> {
     columns
 }
 
-/// The column a field of one kind (or a map, array or union) gets; `None` for a record, whose
-/// fields get columns of their own, and for a field that was only ever null.
-fn column_kind(field: &Shape) -> Option<ColumnKind> {
+/// The fields of a list's items when they settle as a [`ColumnKind::Records`]: every non-null
+/// item is a record (not a map, not sparse) and each of its fields has one scalar kind (the rule
+/// is in the module docs). `None` sends the list to JSONB.
+fn record_fields(items: &Shape) -> Option<Vec<RecordField>> {
+    if items.non_null_kinds() != [Kind::Object] {
+        return None;
+    }
+    let object = items.object.as_ref()?;
+    if object.map.is_some() || object.is_sparse() || object.fields.is_empty() {
+        return None;
+    }
+    let mut taken = BTreeSet::new();
+    object
+        .fields
+        .iter()
+        .map(|(key, field)| {
+            let (kind, _) = column_kind(field)?;
+            kind.is_scalar().then(|| RecordField {
+                key: key.clone(),
+                name: unique_name(&column_name(&FieldPath::root().key(key)), &mut taken),
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// The column a field of one kind (or a map, array or union) gets, with the item fields of a
+/// list of records; `None` for a record, whose fields get columns of their own, and for a field
+/// that was only ever null.
+fn column_kind(field: &Shape) -> Option<(ColumnKind, Vec<RecordField>)> {
+    let list = (field.non_null_kinds() == [Kind::Array]).then_some(field.array.as_ref());
+    let Some(items) = list.flatten().map(|a| &a.items) else {
+        return scalar_or_json(field).map(|kind| (kind, Vec::new()));
+    };
+    Some(if let Some(of) = list_of(items) {
+        (ColumnKind::List(of), Vec::new())
+    } else if let Some(fields) = record_fields(items) {
+        (ColumnKind::Records, fields)
+    } else {
+        (ColumnKind::Json(JsonReason::Array), Vec::new())
+    })
+}
+
+/// [`column_kind`] for every field but a list.
+fn scalar_or_json(field: &Shape) -> Option<ColumnKind> {
     let is_map = field.object.as_ref().is_some_and(|o| o.map.is_some());
     match field.non_null_kinds().as_slice() {
         [] => None,
@@ -325,13 +499,7 @@ fn column_kind(field: &Shape) -> Option<ColumnKind> {
             Some(ColumnKind::Json(JsonReason::Sparse))
         }
         [Kind::Object] => None,
-        [Kind::Array] => Some(
-            field
-                .array
-                .as_ref()
-                .and_then(|a| list_of(&a.items))
-                .map_or(ColumnKind::Json(JsonReason::Array), ColumnKind::List),
-        ),
+        [Kind::Array] => Some(ColumnKind::Json(JsonReason::Array)),
         _ => Some(ColumnKind::Json(JsonReason::Union)),
     }
 }
@@ -369,7 +537,7 @@ impl Walk<'_> {
             }
             let required =
                 required_so_far && field.count == object.count && shape.kinds() == [Kind::Object];
-            let Some(kind) = column_kind(field) else {
+            let Some((kind, fields)) = column_kind(field) else {
                 if field.non_null_kinds() == [Kind::Object] {
                     self.collect(field, &path, required, out, taken);
                 }
@@ -386,6 +554,7 @@ impl Walk<'_> {
                 kind,
                 not_null: required && field.null == 0,
                 label: field.label(),
+                fields,
             });
         }
     }
@@ -451,7 +620,7 @@ pub fn sqlite_view(collection: &str, columns: &[Column]) -> String {
     for column in columns {
         let value = match column.kind {
             // `->` gives the JSON of the value: a string stays quoted, so every variant reads back.
-            ColumnKind::Json(_) | ColumnKind::List(_) => {
+            ColumnKind::Json(_) | ColumnKind::List(_) | ColumnKind::Records => {
                 format!("body -> {}", quote_literal(&column.json_path))
             }
             kind => format!(
@@ -504,25 +673,30 @@ pub fn postgres_table(collection: &str, columns: &[Column]) -> String {
         "at TIMESTAMPTZ NOT NULL".to_owned(),
     ];
     for column in columns {
-        lines.push(postgres_column(column));
+        lines.push(postgres_column(collection, column));
     }
     lines.push("doc JSONB NOT NULL".to_owned());
     let comments: Vec<Option<String>> = std::iter::repeat_n(None, 4)
         .chain(columns.iter().map(Column::comment))
         .chain([None])
         .collect();
+    let types: String = columns
+        .iter()
+        .filter_map(|c| postgres_record_type(collection, c))
+        .map(|t| t + "\n")
+        .collect();
     format!(
-        "CREATE TABLE {} (\n  {}\n);",
+        "{types}CREATE TABLE {} (\n  {}\n);",
         quote_ident(collection),
         join_commented(&lines, &comments, "\n  ")
     )
 }
 
-fn postgres_column(column: &Column) -> String {
+fn postgres_column(collection: &str, column: &Column) -> String {
     format!(
         "{} {}{}",
         quote_ident(&column.name),
-        column.kind.postgres(),
+        postgres_type(collection, column),
         if column.not_null { " NOT NULL" } else { "" }
     )
 }
@@ -530,7 +704,11 @@ fn postgres_column(column: &Column) -> String {
 /// The migration for a field accepted after settling: the SQLite view is recreated; Postgres gets
 /// a new nullable column when the field is a typed scalar (older rows do not have it), and a
 /// column whose kind changed (a `UUID` that met other text, a `BIGINT` that met fractions, a list
-/// that met mixed items) is altered to the new type, its rows converted.
+/// that met mixed items) is altered to the new type, its rows converted. A column that is or
+/// becomes a list of records ([`ColumnKind::Records`]), or whose records changed (a new field, a
+/// field of a wider kind), is rebuilt from `doc`: dropped with its composite type, the new type
+/// created, the column added and filled by [`postgres_value`]. PostgreSQL can neither alter the
+/// attribute type of a composite type a column uses nor read a subquery in `ALTER ... USING`.
 pub fn migration(collection: &str, before: &[Column], after: &[Column]) -> (String, String) {
     let sqlite = format!(
         "DROP VIEW IF EXISTS {};\n{}",
@@ -538,37 +716,67 @@ pub fn migration(collection: &str, before: &[Column], after: &[Column]) -> (Stri
         sqlite_view(collection, after)
     );
     let table = quote_ident(collection);
-    let added = after
-        .iter()
-        .filter(|c| !before.iter().any(|b| b.path == c.path))
-        .map(|c| {
-            format!(
-                "ALTER TABLE {table} ADD COLUMN {} {};",
-                quote_ident(&c.name),
-                c.kind.postgres()
-            )
-        });
-    let altered = after.iter().filter_map(|c| {
-        let old = before
-            .iter()
-            .find(|b| b.path == c.path && b.kind != c.kind)?;
-        let name = quote_ident(&old.name);
-        let using = match c.kind {
-            ColumnKind::Json(_) => format!("to_jsonb({name})"),
-            kind => format!("{name}::{}", kind.postgres()),
-        };
-        Some(format!(
-            "ALTER TABLE {table} ALTER COLUMN {name} TYPE {} USING {using};",
-            c.kind.postgres()
-        ))
-    });
-    let added: Vec<String> = added.chain(altered).collect();
-    let postgres = if added.is_empty() {
+    let mut steps: Vec<String> = Vec::new();
+    for column in after {
+        match before.iter().find(|b| b.path == column.path) {
+            None => {
+                steps.extend(postgres_record_type(collection, column));
+                steps.push(format!(
+                    "ALTER TABLE {table} ADD COLUMN {} {};",
+                    quote_ident(&column.name),
+                    postgres_type(collection, column)
+                ));
+            }
+            Some(old) if old.kind == column.kind && old.fields == column.fields => {}
+            Some(old) if old.kind == ColumnKind::Records || column.kind == ColumnKind::Records => {
+                steps.extend(rebuild(collection, old, column));
+            }
+            Some(old) => {
+                let name = quote_ident(&old.name);
+                let using = match column.kind {
+                    ColumnKind::Json(_) => format!("to_jsonb({name})"),
+                    kind => format!("{name}::{}", kind.postgres()),
+                };
+                steps.push(format!(
+                    "ALTER TABLE {table} ALTER COLUMN {name} TYPE {} USING {using};",
+                    postgres_type(collection, column)
+                ));
+            }
+        }
+    }
+    let postgres = if steps.is_empty() {
         "-- no column change: the new field lives in doc (JSONB)".to_owned()
     } else {
-        added.join("\n")
+        steps.join("\n")
     };
     (sqlite, postgres)
+}
+
+/// The statements that replace column `old` by `new`, read again from `doc` (see [`migration`]).
+fn rebuild(collection: &str, old: &Column, new: &Column) -> Vec<String> {
+    let table = quote_ident(collection);
+    let mut steps = vec![format!(
+        "ALTER TABLE {table} DROP COLUMN {};",
+        quote_ident(&old.name)
+    )];
+    if old.kind == ColumnKind::Records {
+        steps.push(format!(
+            "DROP TYPE {};",
+            quote_ident(&record_type_name(collection, old))
+        ));
+    }
+    steps.extend(postgres_record_type(collection, new));
+    steps.push(format!(
+        "ALTER TABLE {table} ADD COLUMN {} {};",
+        quote_ident(&new.name),
+        postgres_type(collection, new)
+    ));
+    steps.push(format!(
+        "UPDATE {table} SET {} = {};",
+        quote_ident(&new.name),
+        postgres_value(collection, new, "doc")
+    ));
+    steps
 }
 
 /// The compact form of a settled shape for a system prompt:
@@ -804,6 +1012,43 @@ mod tests {
             view.contains("json_extract(body, '$.\"key.dot\"')"),
             "{view}"
         );
+    }
+
+    /// Lists of records with scalar fields get a composite type; items that are not all
+    /// records, or records holding a record, a list or a union, leave the list JSON.
+    #[test]
+    fn lists_of_scalar_records_settle_as_records_and_the_rest_as_json() {
+        let kind_of = |items: Value| {
+            let shape = Shape::of(&json!({ "items": items }));
+            columns(&shape)[0].kind
+        };
+        assert_eq!(
+            kind_of(json!([{"sku": "a", "at": "2025-01-02"}, null, {"sku": "b"}])),
+            ColumnKind::Records
+        );
+        for irregular in [
+            json!([{"sku": "a"}, "b"]),
+            json!([{"sku": "a", "box": {"w": 1}}]),
+            json!([{"sku": "a", "tags": ["x"]}]),
+            json!([{"sku": "a"}, {"sku": 1}]),
+            json!([{"sku": null}]),
+        ] {
+            assert_eq!(
+                kind_of(irregular.clone()),
+                ColumnKind::Json(JsonReason::Array),
+                "{irregular}"
+            );
+        }
+        let shape = Shape::of(&json!({"items": [{"sku": "a", "qty": 1, "when": "2025-01-02"}]}));
+        let column = &columns(&shape)[0];
+        let ddl = postgres_table("o", std::slice::from_ref(column));
+        assert!(
+            ddl.starts_with(
+                "CREATE TYPE \"o_items\" AS (\"qty\" BIGINT, \"sku\" TEXT, \"when\" DATE);\n"
+            ),
+            "{ddl}"
+        );
+        assert!(sqlite_view("o", std::slice::from_ref(column)).contains("body -> "));
     }
 
     #[test]

@@ -123,3 +123,132 @@ fn uuids_and_lists_of_one_kind_get_their_own_postgres_types() {
     let line = out.lines().rev().find(|l| l.contains('|')).unwrap();
     assert_eq!(line, "41|text|jsonb|40", "{out}");
 }
+
+/// A list of records with scalar fields, as DuckDB types it `STRUCT(...)[]`, is an array of a
+/// composite type in PostgreSQL: created, loaded from the stored JSON, queried by member and
+/// by `unnest`. Later entries widen it twice: the items gain a field and a wider kind (the
+/// column is rebuilt with the new type), then a nested record (the column goes back to JSONB
+/// and the type is dropped). SQLite keeps JSON throughout.
+#[test]
+fn lists_of_records_are_composite_arrays_that_evolve_in_postgres() {
+    use improv_ledger::schema::{
+        ColumnKind, JsonReason, migration, postgres_value, quote_ident, sqlite_view,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("orders.jsonl");
+    let mut lines: Vec<String> = (0..30)
+        .map(|i| {
+            format!(
+                r#"{{"n":{i},"items":[{{"sku":"A-{i}","qty":{i},"price":1.5}},{{"sku":"B","qty":1,"price":2}}]}}"#
+            )
+        })
+        .collect();
+    lines.push(r#"{"n":30,"items":[]}"#.to_owned());
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let mut shape = Shape::default();
+    for line in &lines {
+        shape.absorb_json(line).unwrap();
+    }
+    let first = columns(&shape);
+    let items = first.iter().find(|c| c.name == "items").unwrap();
+    assert_eq!(items.kind, ColumnKind::Records, "{first:?}");
+    let fields: Vec<(&str, ColumnKind)> = items
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.kind))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("price", ColumnKind::Real),
+            ("qty", ColumnKind::Integer),
+            ("sku", ColumnKind::Text)
+        ]
+    );
+    let ddl = postgres_table("orders", &first);
+    assert!(
+        ddl.starts_with("CREATE TYPE \"orders_items\" AS (\"price\" DOUBLE PRECISION, \"qty\" BIGINT, \"sku\" TEXT);\n"),
+        "{ddl}"
+    );
+    assert!(
+        ddl.contains("\"items\" \"orders_items\"[] NOT NULL"),
+        "{ddl}"
+    );
+    let view = sqlite_view("orders", &first);
+    assert!(view.contains("body -> '$.\"items\"' AS \"items\""), "{view}");
+    let server = TempPostgres::start_new();
+    let out = support::load(
+        &server,
+        dir.path(),
+        "orders",
+        &ddl,
+        &first,
+        &jsonl,
+        "SELECT count(*), min(pg_typeof(items)::text), sum((items[1]).qty), \
+         count(*) FILTER (WHERE (items[1]).sku = 'A-7'), sum(cardinality(items)) FROM orders;
+SELECT count(*), sum(it.price) FROM orders, unnest(items) AS it WHERE it.sku = 'B';",
+    );
+    let rows: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows, ["31|orders_items[]|435|1|60", "30|60"], "{out}");
+
+    // Insert an entry the way the load does: every column read from its doc by postgres_value.
+    let insert = |columns: &[improv_ledger::schema::Column], id: u32, doc: &str| {
+        let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let values: Vec<String> = columns
+            .iter()
+            .map(|c| postgres_value("orders", c, "doc"))
+            .collect();
+        format!(
+            "INSERT INTO orders (id, performance, actor, at, {}, doc) SELECT {id}, 'p', 'a', now(), {}, doc \
+             FROM (VALUES ('{doc}'::jsonb)) AS s(doc);",
+            names.join(", "),
+            values.join(", ")
+        )
+    };
+    let run = |name: &str, sql: String| {
+        let script = dir.path().join(name);
+        std::fs::write(&script, sql).unwrap();
+        server.psql_file("postgres", &script)
+    };
+
+    // Wider: a new field (`note`) and a quantity with a fraction.
+    let wider = r#"{"n":31,"items":[{"sku":"C","qty":2.5,"price":3,"note":"gift"}]}"#;
+    shape.absorb_json(wider).unwrap();
+    let second = columns(&shape);
+    let items = second.iter().find(|c| c.name == "items").unwrap();
+    assert_eq!(items.kind, ColumnKind::Records);
+    assert_eq!(items.fields.len(), 4, "{items:?}");
+    let (_, alter) = migration("orders", &first, &second);
+    assert!(alter.contains("CREATE TYPE \"orders_items\" AS (\"note\" TEXT, \"price\" DOUBLE PRECISION, \"qty\" DOUBLE PRECISION"), "{alter}");
+    let out = run(
+        "wider.sql",
+        format!(
+            "{alter}\n{}\nSELECT count(*), sum((items[1]).qty), count((items[1]).note), \
+             min(pg_typeof(items)::text) FROM orders;",
+            insert(&second, 1000, wider)
+        ),
+    );
+    let line = out.lines().rev().find(|l| l.contains('|')).unwrap();
+    assert_eq!(line, "32|437.5|1|orders_items[]", "{out}");
+
+    // Irregular: an item holds a nested record, so the list is JSONB again and the type goes.
+    let nested = r#"{"n":32,"items":[{"sku":"D","qty":1,"price":1,"box":{"w":2}}]}"#;
+    shape.absorb_json(nested).unwrap();
+    let third = columns(&shape);
+    let items = third.iter().find(|c| c.name == "items").unwrap();
+    assert_eq!(items.kind, ColumnKind::Json(JsonReason::Array), "{items:?}");
+    let (_, alter) = migration("orders", &second, &third);
+    assert!(alter.contains("DROP TYPE \"orders_items\""), "{alter}");
+    let out = run(
+        "nested.sql",
+        format!(
+            "{alter}\n{}\nSELECT count(*), min(pg_typeof(items)::text), \
+             count(*) FILTER (WHERE items -> 0 -> 'box' ->> 'w' = '2'), \
+             sum(jsonb_array_length(items)), \
+             (SELECT count(*) FROM pg_type WHERE typname = 'orders_items') FROM orders;",
+            insert(&third, 1001, nested)
+        ),
+    );
+    let line = out.lines().rev().find(|l| l.contains('|')).unwrap();
+    assert_eq!(line, "33|jsonb|1|62|0", "{out}");
+}
