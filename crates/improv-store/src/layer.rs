@@ -6,7 +6,7 @@
 
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Store, StoreError,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Store, StoreError, Sweep, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -114,6 +114,21 @@ pub trait StoreLayer: Send + Sync + 'static {
         only_if_absent: bool,
     ) -> Result<bool, StoreError> {
         self.inner().put(scope, key, value, only_if_absent).await
+    }
+    async fn get_versioned(&self, scope: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.inner().get_versioned(scope, key).await
+    }
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.inner().put_if(scope, key, expected, value).await
+    }
+    async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
+        self.inner().sweep(scope, sweep).await
     }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
         self.inner().send_note(performance, text).await
@@ -249,6 +264,21 @@ impl<T: StoreLayer> Store for T {
         only_if_absent: bool,
     ) -> Result<bool, StoreError> {
         StoreLayer::put(self, scope, key, value, only_if_absent).await
+    }
+    async fn get_versioned(&self, scope: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        StoreLayer::get_versioned(self, scope, key).await
+    }
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        StoreLayer::put_if(self, scope, key, expected, value).await
+    }
+    async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
+        StoreLayer::sweep(self, scope, sweep).await
     }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
         StoreLayer::send_note(self, performance, text).await

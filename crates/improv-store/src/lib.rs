@@ -130,6 +130,24 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// A value kept under (scope, key) and its version, which every write of it raises: what
+/// [`Store::put_if`] compares, so a read-modify-write loses no one else's change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned {
+    pub value: serde_json::Value,
+    pub version: i64,
+}
+
+/// Which values of a scope [`Store::sweep`] deletes: those last written before `before`, and
+/// those beyond the `keep` most recently written (oldest first), at most `batch` of them in one
+/// call, so a sweep never holds the store for long. `keep` 0 caps nothing; `batch` 0 is all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sweep {
+    pub before: UnixMillis,
+    pub keep: usize,
+    pub batch: usize,
+}
+
 /// One due firing of a door: at most one performance is ever started for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firing {
@@ -366,6 +384,24 @@ pub trait Store: Send + Sync + 'static {
         value: &serde_json::Value,
         only_if_absent: bool,
     ) -> Result<bool, StoreError>;
+
+    /// (scope, key)'s value and its version, for [`Store::put_if`].
+    async fn get_versioned(&self, scope: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
+
+    /// Compare-and-set: sets (scope, key) only when its version is still `expected` (`None`:
+    /// only when absent); false, writing nothing, when another writer changed it since.
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the values of `scope` that [`Sweep`] names (expired by age, or over the count);
+    /// returns how many went. Periodic, never per message: call it again while it returns
+    /// `batch`.
+    async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError>;
 
     /// Leaves a director note for a performance that has not finished (queued or leased);
     /// returns it numbered. [`StoreError::Finished`] when it ended: no actor would read it.

@@ -27,6 +27,7 @@ use crate::url::split_pg_params;
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
     OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, State, Store, StoreError, StoreUrl,
+    Sweep, Versioned,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -956,12 +957,66 @@ impl Store for PgStore {
     ) -> Result<bool, StoreError> {
         let value = serde_json::to_string(value).map_err(|e| self.json_error(e))?;
         let sql = if only_if_absent {
-            "INSERT INTO kv (scope, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            "INSERT INTO kv (scope, key, value, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING"
         } else {
-            "INSERT INTO kv (scope, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
+            "INSERT INTO kv (scope, key, value, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, \
+             version = kv.version + 1, updated_at = excluded.updated_at"
         };
-        Ok(self.execute(sql, &[&scope, &key, &value]).await? == 1)
+        let now = now_millis();
+        Ok(self.execute(sql, &[&scope, &key, &value, &now]).await? == 1)
+    }
+
+    async fn get_versioned(&self, scope: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT value, version FROM kv WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )
+            .await?;
+        rows.first()
+            .map(|row| {
+                let value = serde_json::from_str(row.get(0)).map_err(|e| self.json_error(e))?;
+                Ok(Versioned {
+                    value,
+                    version: row.get(1),
+                })
+            })
+            .transpose()
+    }
+
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let Some(expected) = expected else {
+            return self.put(scope, key, value, true).await;
+        };
+        let value = serde_json::to_string(value).map_err(|e| self.json_error(e))?;
+        let now = now_millis();
+        let changed = self
+            .execute(
+                "UPDATE kv SET value = $3, version = version + 1, updated_at = $4 \
+                 WHERE scope = $1 AND key = $2 AND version = $5",
+                &[&scope, &key, &value, &now, &expected],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
+        let (keep, batch) = (sql_limit(sweep.keep), sql_limit(sweep.batch));
+        self.execute(
+            "DELETE FROM kv WHERE scope = $1 AND key IN (SELECT key FROM kv WHERE scope = $1 \
+             AND (updated_at < $2 OR key NOT IN (SELECT key FROM kv WHERE scope = $1 \
+             ORDER BY updated_at DESC, key DESC LIMIT $3)) ORDER BY updated_at, key LIMIT $4)",
+            &[&scope, &sweep.before, &keep, &batch],
+        )
+        .await
     }
 
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {

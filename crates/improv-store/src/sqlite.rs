@@ -14,6 +14,7 @@ use crate::rows::{
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
     OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, State, Store, StoreError, StoreUrl,
+    Sweep, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -62,6 +63,14 @@ CREATE TABLE approvals (
 ",
     "
 ALTER TABLE performances ADD COLUMN budget TEXT;
+",
+    // A value's version (compare-and-set) and when it was last written (expiry); values
+    // written before this version count as written now, so no thread under way is forgotten.
+    "
+ALTER TABLE kv ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE kv ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+UPDATE kv SET updated_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+CREATE INDEX kv_by_age ON kv (scope, updated_at);
 ",
 ];
 
@@ -836,15 +845,79 @@ impl Store for SqliteStore {
         let value = serde_json::to_string(value).map_err(|e| json_error(&self.name, e))?;
         self.call(move |store, conn| {
             let sql = if only_if_absent {
-                "INSERT OR IGNORE INTO kv (scope, key, value) VALUES (?1, ?2, ?3)"
+                "INSERT OR IGNORE INTO kv (scope, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)"
             } else {
-                "INSERT INTO kv (scope, key, value) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
+                "INSERT INTO kv (scope, key, value, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, \
+                 version = kv.version + 1, updated_at = excluded.updated_at"
             };
             let changed = conn
-                .execute(sql, params![scope, key, value])
+                .execute(sql, params![scope, key, value, now_millis()])
                 .map_err(|e| sql_error(store, e))?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn get_versioned(&self, scope: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.call(move |store, conn| {
+            let row: Option<(String, i64)> = conn
+                .query_row(
+                    "SELECT value, version FROM kv WHERE scope = ?1 AND key = ?2",
+                    params![scope, key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| sql_error(store, e))?;
+            row.map(|(text, version)| {
+                let value = serde_json::from_str(&text).map_err(|e| json_error(store, e))?;
+                Ok(Versioned { value, version })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let Some(expected) = expected else {
+            return self.put(scope, key, value, true).await;
+        };
+        let (scope, key) = (scope.to_string(), key.to_string());
+        let value = serde_json::to_string(value).map_err(|e| json_error(&self.name, e))?;
+        self.call(move |store, conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE kv SET value = ?3, version = version + 1, updated_at = ?4 \
+                     WHERE scope = ?1 AND key = ?2 AND version = ?5",
+                    params![scope, key, value, now_millis(), expected],
+                )
+                .map_err(|e| sql_error(store, e))?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
+        let scope = scope.to_string();
+        let (before, keep, batch) = (sweep.before, sql_limit(sweep.keep), sql_limit(sweep.batch));
+        self.call(move |store, conn| {
+            let gone = conn
+                .execute(
+                    "DELETE FROM kv WHERE rowid IN (SELECT rowid FROM kv WHERE scope = ?1 AND \
+                     (updated_at < ?2 OR rowid NOT IN (SELECT rowid FROM kv WHERE scope = ?1 \
+                     ORDER BY updated_at DESC, rowid DESC LIMIT ?3)) \
+                     ORDER BY updated_at, rowid LIMIT ?4)",
+                    params![scope, before, keep, batch],
+                )
+                .map_err(|e| sql_error(store, e))?;
+            Ok(gone as u64)
         })
         .await
     }

@@ -8,7 +8,7 @@ use improv_kernel::{Event, EventKind, Outcome, ToolCall};
 use improv_store::testing::TempPostgres;
 use improv_store::{
     Firing, Lease, ListFilter, NewPerformance, OutboxKey, OutboxMessage, State, Store, StoreError,
-    StoreUrl,
+    StoreUrl, Sweep,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -623,6 +623,148 @@ async fn put_only_if_absent_keeps_the_first_value(backend: Backend) {
     assert_eq!(store.get("other", "thread").await.unwrap(), None);
 }
 
+async fn compare_and_set_takes_one_writer_per_version(backend: Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.get_versioned("pending", "door").await.unwrap(), None);
+    assert!(
+        store
+            .put_if("pending", "door", None, &json!([1]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_if("pending", "door", None, &json!([2]))
+            .await
+            .unwrap()
+    );
+    let first = store
+        .get_versioned("pending", "door")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.value, json!([1]));
+    let v = first.version;
+    assert!(
+        store
+            .put_if("pending", "door", Some(v), &json!([1, 3]))
+            .await
+            .unwrap()
+    );
+    // Read before that write: refused, nothing written.
+    assert!(
+        !store
+            .put_if("pending", "door", Some(v), &json!([4]))
+            .await
+            .unwrap()
+    );
+    // A plain put raises the version too.
+    store
+        .put("pending", "door", &json!([5]), false)
+        .await
+        .unwrap();
+    let now = store
+        .get_versioned("pending", "door")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.value, json!([5]));
+    assert!(now.version > v + 1, "{now:?}");
+    assert!(
+        !store
+            .put_if("pending", "door", Some(v + 1), &json!([6]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_if("pending", "absent", Some(1), &json!([7]))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get("pending", "absent").await.unwrap(), None);
+}
+
+/// Two handles on one store (two servers) each add to one list by read, change, compare-and-set:
+/// every entry is there at the end.
+async fn racing_compare_and_sets_lose_nothing(backend: Backend) {
+    let stores = [backend.open().await, backend.open().await];
+    let mut tasks = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for t in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    let entry = format!("{s}-{t}-{i}");
+                    loop {
+                        let read = store.get_versioned("list", "one").await.unwrap();
+                        let mut list = read.as_ref().map_or(json!([]), |r| r.value.clone());
+                        list.as_array_mut().unwrap().push(json!(entry));
+                        let version = read.map(|r| r.version);
+                        if store.put_if("list", "one", version, &list).await.unwrap() {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let list = stores[0].get("list", "one").await.unwrap().unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 80, "{list}");
+}
+
+async fn sweep_deletes_expired_and_surplus_values_in_batches(backend: Backend) {
+    let store = backend.open().await;
+    for i in 0..10 {
+        store
+            .put("seen", &format!("k{i}"), &json!(i), false)
+            .await
+            .unwrap();
+        // Distinct write times, so "the newest" is one answer.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    store.put("kept", "k", &json!(0), false).await.unwrap();
+    let mut count = Sweep {
+        before: 0,
+        keep: 4,
+        batch: 100,
+    };
+    assert_eq!(store.sweep("seen", &count).await.unwrap(), 6);
+    for i in 0..10 {
+        let value = store.get("seen", &format!("k{i}")).await.unwrap();
+        assert_eq!(value.is_some(), i >= 6, "k{i}: the four newest are kept");
+    }
+    count.keep = 0;
+    assert_eq!(
+        store.sweep("seen", &count).await.unwrap(),
+        0,
+        "keep 0: no cap"
+    );
+    let expired = Sweep {
+        before: now_ms() + 60_000,
+        keep: 0,
+        batch: 3,
+    };
+    assert_eq!(store.sweep("seen", &expired).await.unwrap(), 3);
+    assert_eq!(store.sweep("seen", &expired).await.unwrap(), 1);
+    assert_eq!(store.sweep("seen", &expired).await.unwrap(), 0);
+    let young = Sweep {
+        before: now_ms() - 60_000,
+        keep: 0,
+        batch: 0,
+    };
+    assert_eq!(store.sweep("kept", &young).await.unwrap(), 0);
+    assert_eq!(store.get("kept", "k").await.unwrap(), Some(json!(0)));
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_millis() as i64
+}
+
 async fn a_performance_keeps_its_own_budget(backend: Backend) {
     let store = backend.open().await;
     let budget = improv_kernel::Budget {
@@ -656,6 +798,8 @@ async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
     // The store as the improv before per-performance budgets (schema version 3) left it.
     backend.execute(
         "ALTER TABLE performances DROP COLUMN budget; \
+         DROP INDEX kv_by_age; ALTER TABLE kv DROP COLUMN version; \
+         ALTER TABLE kv DROP COLUMN updated_at; \
          DELETE FROM schema_migrations WHERE version > 3",
     );
     let reopened = backend.open().await;
@@ -709,6 +853,9 @@ conformance!(
     a_firing_is_claimed_exactly_once,
     the_outbox_is_idempotent_by_key,
     put_only_if_absent_keeps_the_first_value,
+    compare_and_set_takes_one_writer_per_version,
+    racing_compare_and_sets_lose_nothing,
+    sweep_deletes_expired_and_surplus_values_in_batches,
     a_newer_schema_is_refused,
     a_performance_keeps_its_own_budget,
     a_store_from_before_budgets_is_brought_up_to_date,

@@ -95,6 +95,25 @@ impl Store for Named {
     ) -> Result<bool, StoreError> {
         called("put")
     }
+    async fn get_versioned(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<improv_store::Versioned>, StoreError> {
+        called("get_versioned")
+    }
+    async fn put_if(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<i64>,
+        _: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        called("put_if")
+    }
+    async fn sweep(&self, _: &str, _: &improv_store::Sweep) -> Result<u64, StoreError> {
+        called("sweep")
+    }
     async fn counts(&self) -> Result<Counts, StoreError> {
         called("counts")
     }

@@ -45,6 +45,14 @@ CREATE TABLE approvals (
     "
 ALTER TABLE performances ADD COLUMN budget TEXT;
 ",
+    // A value's version (compare-and-set) and when it was last written (expiry); values
+    // written before this version count as written now, so no thread under way is forgotten.
+    "
+ALTER TABLE kv ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE kv ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0;
+UPDATE kv SET updated_at = (extract(epoch FROM now()) * 1000)::BIGINT;
+CREATE INDEX kv_by_age ON kv (scope, updated_at);
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.
