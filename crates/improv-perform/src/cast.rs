@@ -205,20 +205,23 @@ pub fn model(stage: &Stage, actor: &ActorConfig, name: &str) -> Result<Arc<dyn M
 /// Props that later parts of improv provide are skipped with a warning rather than offered
 /// half-built.
 fn props(
-    stage: &Stage,
+    cast: &Cast,
     actor: &ActorConfig,
-    edges: &Edges,
     extra: Vec<Arc<dyn Prop>>,
     hints: &Hints,
 ) -> Result<Vec<Arc<dyn Prop>>> {
-    let mut props = bare_props(stage, actor, edges)?;
+    let mut props = bare_props(cast, actor)?;
     props.extend(extra);
-    Ok(props.into_iter().map(|p| wrap(p, edges, hints)).collect())
+    Ok(props
+        .into_iter()
+        .map(|p| wrap(p, &cast.edges, hints))
+        .collect())
 }
 
 /// The actor's props as improv provides them, outside the edges but `bash`, which spawns its
 /// commands in the sandbox.
-fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<Arc<dyn Prop>>> {
+fn bare_props(cast: &Cast, actor: &ActorConfig) -> Result<Vec<Arc<dyn Prop>>> {
+    let (stage, edges) = (&*cast.stage, &*cast.edges);
     let mut config = improv_props::PropsConfig::default();
     if let Some(t) = stage.edges.tool_timeout {
         config.bash_timeout = t;
@@ -249,12 +252,8 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
                 .any(|m| *name == m.name || name.starts_with(&format!("{}.", m.name))) => {}
             Some(Source::Memory) => {
                 if !props.iter().any(|p| p.spec().name == *name) {
-                    let dir = crate::state_dir(stage);
-                    let memory = improv_memory::Memory::open_in(&dir).with_context(|| {
-                        format!("cannot open the stage's memory in {}", dir.display())
-                    })?;
                     props.extend(
-                        improv_memory::props(Arc::new(memory))
+                        improv_memory::props(memory(stage, cast.store.as_ref())?)
                             .into_iter()
                             .filter(|p| actor.props.contains(&p.spec().name)),
                     );
@@ -276,6 +275,25 @@ fn bare_props(stage: &Stage, actor: &ActorConfig, edges: &Edges) -> Result<Vec<A
         }
     }
     Ok(props)
+}
+
+/// The stage's memory: in a PostgreSQL store the performance is performed from (one pool per
+/// store in the process), else in the stage folder beside its event log.
+fn memory(
+    stage: &Stage,
+    store: Option<&improv_store::StoreUrl>,
+) -> Result<Arc<dyn improv_memory::MemoryBackend>> {
+    if let Some(improv_store::StoreUrl::Postgres(url)) = store {
+        let pool = improv_store::PgPool::shared(url)?;
+        return Ok(Arc::new(improv_memory::PgMemory::new(
+            pool,
+            stage.stage.name.clone(),
+        )));
+    }
+    let dir = crate::state_dir(stage);
+    let memory = improv_memory::Memory::open_in(&dir)
+        .with_context(|| format!("cannot open the stage's memory in {}", dir.display()))?;
+    Ok(Arc::new(memory))
 }
 
 /// The stage's ledger, beside its event log.
@@ -335,6 +353,9 @@ pub struct Cast {
     /// The Agent Skills of the stage and the user: a line each in the system prompt, and the
     /// `skill` prop to read one.
     pub skills: improv_skills::Found,
+    /// The store the performance is performed from: when it is PostgreSQL, the stage's memory
+    /// is there (shared by every worker); otherwise in the stage folder.
+    pub store: Option<improv_store::StoreUrl>,
 }
 
 /// Props that come from outside improv, such as the tools of the stage's MCP servers: the ones
@@ -380,7 +401,7 @@ impl Cast {
             system.push_str(&self.skills.context());
         }
         let hints = Hints::new(&self.workspace);
-        let mut props = props(stage, config, &self.edges, extra, &hints)?;
+        let mut props = props(self, config, extra, &hints)?;
         let (routines, line) = crate::routines::offer(stage, &props, &self.edges, &hints);
         props.extend(routines);
         if let Some(line) = line {

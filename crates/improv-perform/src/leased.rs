@@ -29,7 +29,7 @@ use improv_edges::{Approval, ApprovalRequest, Approver};
 use improv_kernel::{Between, Control, Event, EventKind, Hook, ObserveError, Observer, Outcome};
 use improv_stage::Stage;
 use improv_store::{
-    Answer, ApprovalAsk, ApprovalRecord, Lease, PerformanceRecord, Store, StoreError,
+    Answer, ApprovalAsk, ApprovalRecord, Lease, PerformanceRecord, Store, StoreError, StoreUrl,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +61,9 @@ pub struct WorkerSettings {
     pub outside: Outside,
     /// How long an `ask` waits in the store for the director's answer before it is denied.
     pub ask_timeout: Duration,
+    /// The store's URL: when it is PostgreSQL, the stages' memory lives there too, shared by
+    /// every worker; otherwise (or `None`) in each stage's folder.
+    pub store: Option<StoreUrl>,
 }
 
 /// What attaches props from outside improv to one performance of a stage.
@@ -277,6 +280,7 @@ async fn open(
         ))
     })?;
     launch.model = record.model.clone();
+    launch.store = settings.store.clone();
     launch.id = Some(record.id.clone());
     launch.notes = Some(StoreNotes::new(held.store.clone(), &record.id, &past));
     launch.approver = Arc::new(StoreApprover {

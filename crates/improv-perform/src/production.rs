@@ -56,6 +56,9 @@ pub struct Launch {
     /// Where director notes arrive when not in the stage folder's inbox file (a leased
     /// performance's store).
     pub notes: Option<crate::inbox::StoreNotes>,
+    /// The store it is performed from: a PostgreSQL one holds the stage's memory too (see
+    /// [`Cast::store`]); `None` keeps it in the stage folder.
+    pub store: Option<improv_store::StoreUrl>,
 }
 
 /// A record of events kept elsewhere than the stage folder's log.
@@ -82,6 +85,7 @@ impl Launch {
             journal: None,
             hooks: Vec::new(),
             notes: None,
+            store: None,
         }
     }
 }
@@ -189,6 +193,7 @@ impl Production {
             watch: launch.watch,
             outside: launch.outside.clone(),
             skills,
+            store: launch.store.take(),
         });
         let lead = stage.lead().name.clone();
         let actor = cast.actor(&lead, 0).map_err(PerformError::cast)?;

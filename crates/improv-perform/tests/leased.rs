@@ -58,6 +58,7 @@ fn settings() -> WorkerSettings {
         idle_poll: Duration::from_millis(50),
         outside: leased::Outside::default(),
         ask_timeout: Duration::from_secs(1),
+        store: None,
     }
 }
 

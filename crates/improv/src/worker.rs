@@ -65,6 +65,8 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
                     .map_err(|e| format!("{e:#}"))
             }),
             ask_timeout: args.ask_timeout,
+            // A PostgreSQL store holds the stages' memory too (`open` above parsed it).
+            store: improv_store::StoreUrl::parse(&args.store.store).ok(),
         };
         eprintln!(
             "improv worker {} · performing from {}",
