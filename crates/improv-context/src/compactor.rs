@@ -2,7 +2,7 @@
 //! when the conversation nears its threshold.
 
 use crate::tokens::{estimate, overhead};
-use crate::trim::{trim_fenced, trim_middle};
+use crate::trim::{trim_fenced, trim_middle, water_level};
 use async_trait::async_trait;
 use improv_kernel::{
     Between, Compaction, Control, EventKind, Hook, Message, Model, ModelError, Request, Speaker,
@@ -72,11 +72,9 @@ impl Compactor {
         older: &[Message],
         budget_bytes: usize,
     ) -> Result<(String, Usage), ModelError> {
-        // Fenced outside words are trimmed inside their fences, so none spills out of one.
-        let mut transcript = transcript(older);
-        if let Some(t) = trim_fenced(&transcript, budget_bytes) {
-            transcript = t;
-        }
+        // Fenced outside words are trimmed inside their fences, each message on its own, so
+        // none spills out of one.
+        let transcript = transcript(older, budget_bytes);
         let intent = intent.unwrap_or("(not given)");
         let intent = trim_fenced(intent, 4 * TRANSCRIPT_ITEM).unwrap_or_else(|| intent.into());
         let ask = [Message::user(format!(
@@ -253,36 +251,77 @@ fn trim_tool_results(messages: &mut [Message], keep: usize, edits: &mut Vec<Comp
     trimmed
 }
 
-/// The older turns as plain text: providers refuse tool calls in a request that offers no
-/// tools, and plain text costs fewer tokens anyway.
-fn transcript(messages: &[Message]) -> String {
-    let cap = |s: &str| trim_middle(s, TRANSCRIPT_ITEM).unwrap_or_else(|| s.to_string());
+/// One line (or block) of the transcript: who, and what, which is trimmed on its own.
+struct Item<'a> {
+    label: String,
+    text: &'a str,
+    /// Words that may hold fences (a director's or an outside sender's): trimmed with
+    /// [`trim_fenced`], within this item only. Tool calls and results are cut with
+    /// [`trim_middle`] to [`TRANSCRIPT_ITEM`].
+    words: bool,
+}
+
+/// The older turns as plain text, at most about `budget` bytes: providers refuse tool calls in
+/// a request that offers no tools, and plain text costs fewer tokens anyway.
+///
+/// Each message is trimmed on its own, to an even share of the budget (the longest first), and
+/// never the transcript as a whole: fence lines pair within one message only. Trimmed as one
+/// text, an outside sender's unclosed fence paired with the next message's opening one, and the
+/// true closing fence of that message became prose that a cut could remove, leaving its
+/// fenced words outside any fence.
+fn transcript(messages: &[Message], budget: usize) -> String {
+    let items = items(messages);
+    let labels: usize = items.iter().map(|i| i.label.len() + 2).sum();
+    let lengths: Vec<usize> = items.iter().map(|i| i.text.len()).collect();
+    let cap = water_level(&lengths, budget.saturating_sub(labels));
     let mut out = String::new();
+    for item in items {
+        let text = if item.words {
+            trim_fenced(item.text, cap)
+        } else {
+            trim_middle(item.text, cap.min(TRANSCRIPT_ITEM))
+        };
+        out.push_str(&item.label);
+        out.push(' ');
+        out.push_str(text.as_deref().unwrap_or(item.text));
+        out.push('\n');
+    }
+    out
+}
+
+/// The transcript's items, in order.
+fn items(messages: &[Message]) -> Vec<Item<'_>> {
+    let mut items = Vec::new();
     for message in messages {
         match message {
             Message::User { .. } => {
-                let line = match message.speaker() {
-                    Some((Speaker::Outside(from), words)) => format!("[outside: {from}] {words}"),
+                let (label, text) = match message.speaker() {
+                    Some((Speaker::Outside(from), words)) => (format!("[outside: {from}]"), words),
                     Some((Speaker::Director, text)) if text.starts_with(SUMMARY_HEADER) => {
-                        format!("[earlier summary] {text}")
+                        ("[earlier summary]".to_string(), text)
                     }
-                    Some((Speaker::Director, text)) => format!("[director] {text}"),
-                    None => String::new(),
+                    Some((Speaker::Director, text)) => ("[director]".to_string(), text),
+                    None => continue,
                 };
-                out.push_str(&line);
-                out.push('\n');
+                items.push(Item {
+                    label,
+                    text,
+                    words: true,
+                });
             }
             Message::Assistant { text, tool_calls } => {
                 if !text.is_empty() {
-                    out.push_str(&format!("[actor] {text}\n"));
+                    items.push(Item {
+                        label: "[actor]".into(),
+                        text,
+                        words: true,
+                    });
                 }
-                for call in tool_calls {
-                    out.push_str(&format!(
-                        "[actor calls {}] {}\n",
-                        call.name,
-                        cap(&call.arguments)
-                    ));
-                }
+                items.extend(tool_calls.iter().map(|call| Item {
+                    label: format!("[actor calls {}]", call.name),
+                    text: &call.arguments,
+                    words: false,
+                }));
             }
             Message::Tool {
                 name,
@@ -291,11 +330,15 @@ fn transcript(messages: &[Message]) -> String {
                 ..
             } => {
                 let what = if *is_error { "error from" } else { "result of" };
-                out.push_str(&format!("[{what} {name}] {}\n", cap(content)));
+                items.push(Item {
+                    label: format!("[{what} {name}]"),
+                    text: content,
+                    words: false,
+                });
             }
         }
     }
-    out
+    items
 }
 
 #[cfg(test)]
@@ -347,6 +390,39 @@ mod tests {
         assert_eq!(older_turns(&c, 2), Some((1, 4)));
         assert_eq!(older_turns(&c, 3), None);
         assert_eq!(older_turns(&c, 0), Some((1, 10)));
+    }
+
+    #[test]
+    fn each_message_keeps_its_own_fence_lines_when_the_transcript_is_trimmed() {
+        const FENCE: &str = "````";
+        let a_lines: String = (0..200).map(|i| format!("a says {i}\n")).collect();
+        let b_lines: String = (0..2000).map(|i| format!("b data {i}\n")).collect();
+        let summary: String = (0..800).map(|i| format!("fact {i}\n")).collect();
+        let older = vec![
+            // An unclosed fence in one sender's words, a fenced block in the next one's.
+            Message::outside("a", &format!("look:\n{FENCE}\n{a_lines}")),
+            Message::outside("b", &format!("here:\n{FENCE}\n{b_lines}{FENCE}\nthanks")),
+            Message::user(format!("{SUMMARY_HEADER}\n{summary}")),
+        ];
+        let budget = 6_000;
+        let text = transcript(&older, budget);
+        assert!(text.len() <= budget + 200, "{} bytes", text.len());
+        let b = text.find("[outside: b]").expect("b's words");
+        let end = text[b..]
+            .find("[earlier summary]")
+            .map_or(text.len(), |at| b + at);
+        let b_part = &text[b..end];
+        let fences = b_part.lines().filter(|l| *l == FENCE).count();
+        assert_eq!(fences, 2, "b's fence lost a line:\n{b_part}");
+        assert!(b_part.contains("cut here"), "{b_part}");
+        assert!(
+            b_part.ends_with(&format!("b data 1999\n{FENCE}\nthanks\n")),
+            "{b_part}"
+        );
+        // a's unclosed fence stays in a's part: the next fence line after it is b's own.
+        let a_part = &text[..b];
+        assert!(a_part.ends_with("a says 199\n\n"), "{a_part}");
+        assert!(text[end..].ends_with("fact 799\n\n"), "{text}");
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn fenced_pieces(text: &str) -> Vec<Piece<'_>> {
 }
 
 /// The largest cap such that the pieces, each cut to at most the cap, fill at most `room`.
-fn water_level(lengths: &[usize], room: usize) -> usize {
+pub(crate) fn water_level(lengths: &[usize], room: usize) -> usize {
     let mut sorted = lengths.to_vec();
     sorted.sort_unstable();
     let mut left = room;
