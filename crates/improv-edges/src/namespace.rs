@@ -1,6 +1,6 @@
 //! What each command's own mount namespace holds in the workspace. Landlock grants the workspace
-//! as a whole and cannot carve a subpath out of it, so each command starts in a user and mount
-//! namespace of its own where, before `exec`:
+//! as a whole and cannot carve a subpath out of it, so each command starts in a user namespace of
+//! its own and a mount namespace where:
 //!
 //! - the paths matching the stage's `read_only` globs and the control files
 //!   ([`SandboxConfig::protected`](crate::SandboxConfig::protected)) are bound onto themselves
@@ -16,8 +16,25 @@
 //! A mount point cannot be renamed, removed or replaced in its namespace (`EBUSY`), so none of
 //! these can be moved aside, nor any folder that holds one: a hidden file found by a scan stays
 //! where it was for every command started since, background ones included. The mounts exist
-//! only in that command's namespace; seccomp then denies `mount`, `umount2`, `unshare` and
-//! `setns`, and `exec` drops every capability, so the command cannot undo them.
+//! only in that command's namespace (or the template it joined); seccomp then denies `mount`,
+//! `umount2`, `unshare` and `setns`, and `exec` drops every capability, so the command cannot
+//! undo them.
+//!
+//! A forked command (`Sandbox::apply`) makes both namespaces and its mounts before `exec`. One
+//! started without `fork` (`Sandbox::spawn`, the `bash` prop's) joins a [`Template`]: the mount
+//! namespace made once, by a helper running the same steps, for the targets of a scan, then a
+//! user namespace of its own nested in the template's, which gives it no capability over the
+//! shared mounts and counts its processes (`RLIMIT_NPROC`) apart. Making a mount namespace (a
+//! copy of every mount) and tearing it down at the command's exit was most of what the sandbox
+//! added to a command's start; joining one is a `setns`. A template serves while the scan finds
+//! the same targets and every mount in it stands where it was made: a mount comes off an entry
+//! in every other namespace when that entry is removed or replaced from outside (`unlink`, or a
+//! rename over it), which changes the identity found at the path or the change time of its
+//! folder, both stamped when the template was made ([`Template::holds`]); a template whose
+//! stamps were not yet settled (changed within a clock tick of it), or that follows a protected
+//! symlink, serves one command. Mounts made outside improv after a template was made reach
+//! commands with the next template, as those made after a forked command started never reach
+//! it.
 //!
 //! The workspace is scanned again before every command ([`Scanner`]), so a hidden file that
 //! appeared, or that something outside the sandbox moved, is covered where it is now. The scan
@@ -486,7 +503,7 @@ pub enum Guard {
 }
 
 /// One path to guard, ready for the child.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub path: CString,
     pub guard: Guard,
@@ -625,6 +642,9 @@ pub struct Plan {
     /// The identities of `file` and `folder`.
     pub ids: (Id, Id),
     pub targets: Targets,
+    /// The namespace these targets are guarded in already, for a command that joins it
+    /// ([`Template`]); `None`: the command makes its own.
+    pub template: Option<Arc<Template>>,
 }
 
 impl Plan {
@@ -636,6 +656,7 @@ impl Plan {
             folder: covers.folder.clone(),
             ids: covers.ids,
             targets,
+            template: None,
         }
     }
 }
@@ -649,17 +670,25 @@ pub type Failed = (&'static CStr, Errno);
 /// missing, or a path the command could not reach anyway, is skipped; a scanned path that is
 /// gone or leads elsewhere, and any other failure, fails the command.
 pub fn enter(plan: &Plan) -> Result<(), Failed> {
+    if let Some(template) = &plan.template {
+        return join(plan, template);
+    }
+    make(plan)
+}
+
+/// [`enter`] by making the namespaces: a user and a mount namespace of its own, every target
+/// guarded in it.
+fn make(plan: &Plan) -> Result<(), Failed> {
     // A uid changed by `run_as` leaves the process undumpable, and /proc/self then belongs
     // to root: the maps could not be written. `exec` sets it again from the program.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
         .map_err(|e| (c"prctl(PR_SET_DUMPABLE)", e))?;
-    // SAFETY: the child is single-threaded and shares no file table or fs info with another
-    // process (`fork` copied them); only the namespaces change.
+    // SAFETY: the child is single-threaded and shares no fs info with another process (`fork`
+    // and `Sandbox::spawn` copy it; the helper of a `Template` shares only improv's file
+    // table, which this leaves alone); only the namespaces change.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }
         .map_err(|e| (c"unshare(CLONE_NEWUSER | CLONE_NEWNS)", e))?;
-    write_proc(c"/proc/self/setgroups", b"deny")?;
-    write_proc(c"/proc/self/uid_map", &plan.uid_map)?;
-    write_proc(c"/proc/self/gid_map", &plan.gid_map)?;
+    map_ids(plan)?;
     rustix::mount::mount_change(
         c"/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
@@ -669,6 +698,124 @@ pub fn enter(plan: &Plan) -> Result<(), Failed> {
         guard(plan, target)?;
     }
     Ok(())
+}
+
+/// [`enter`] by joining a [`Template`]: its user namespace, to be allowed into its mount
+/// namespace, then its mount namespace, then a user namespace of the command's own nested in
+/// the template's. The command holds no capability over the template's user namespace, so it
+/// cannot change the shared mounts, and its processes are counted (`RLIMIT_NPROC`) in its own.
+/// Joining a mount namespace moves the root and working directory to its root: the caller sets
+/// the working directory after.
+fn join(plan: &Plan, template: &Template) -> Result<(), Failed> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
+        .map_err(|e| (c"prctl(PR_SET_DUMPABLE)", e))?;
+    rustix::thread::move_into_link_name_space(
+        template.user.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::User),
+    )
+    .map_err(|e| (c"setns(the performance's user namespace)", e))?;
+    rustix::thread::move_into_link_name_space(
+        template.mount.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Mount),
+    )
+    .map_err(|e| (c"setns(the performance's mount namespace)", e))?;
+    // SAFETY: as in `make`: the child shares no file table or fs info with another process.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER) }
+        .map_err(|e| (c"unshare(CLONE_NEWUSER)", e))?;
+    map_ids(plan)
+}
+
+/// Maps the command's uid and gid to themselves in the user namespace it just made.
+fn map_ids(plan: &Plan) -> Result<(), Failed> {
+    write_proc(c"/proc/self/setgroups", b"deny")?;
+    write_proc(c"/proc/self/uid_map", &plan.uid_map)?;
+    write_proc(c"/proc/self/gid_map", &plan.gid_map)
+}
+
+/// A user and mount namespace with every target of a scan guarded, made once and joined by each
+/// command started while it still holds ([`Template::holds`]): making the namespaces and the
+/// mounts, and tearing them down at the command's exit, was most of what the sandbox cost a
+/// command. Made by a helper that runs [`enter`]'s own steps and exits; the two namespace files
+/// keep them alive. Commands cannot mount (no capability in its user namespace, and seccomp),
+/// so what they share is what each would have had alone.
+pub struct Template {
+    user: OwnedFd,
+    mount: OwnedFd,
+    targets: Targets,
+    /// What the mounts stand on, as it was when they were made.
+    stamps: Stamps,
+    /// Whether every stamp was settled when taken: a later change moves it.
+    settled: bool,
+}
+
+/// For each target: what its path leads to (not following a link), and its folder's identity
+/// and change time; `None` where missing. A mount goes with the entry it was made on when that
+/// is renamed, and comes off it in every other namespace when the entry is removed or replaced
+/// (unlink, rmdir, or a rename over it), which changes the folder's change time; an entry
+/// replaced under the same name changes the identity.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamps(Vec<(Option<Id>, Option<Folder>)>);
+
+/// A folder's identity and change time.
+type Folder = (Id, (i64, i64));
+
+impl Stamps {
+    /// The stamps of `targets` now, and whether they are settled (changed at least [`SETTLE`]
+    /// before `before`) and reusable: a configured path that is a symlink is guarded where it
+    /// leads, which is not stamped, so a template with one is made for one command only.
+    fn take(targets: &[Target], before: SystemTime) -> (Self, bool) {
+        let mut settled = true;
+        let mut stamps = Vec::with_capacity(targets.len());
+        for target in targets {
+            let path = Path::new(OsStr::from_bytes(target.path.as_bytes()));
+            let own = std::fs::symlink_metadata(path).ok();
+            if own.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+                settled = false;
+            }
+            let folder = path
+                .parent()
+                .and_then(|p| std::fs::symlink_metadata(p).ok())
+                .map(|m| {
+                    let stamp = Stamp::of(&m);
+                    settled &= stamp.settled(before);
+                    (stamp.id, stamp.ctime)
+                });
+            stamps.push((own.map(|m| (m.dev(), m.ino())), folder));
+        }
+        (Stamps(stamps), settled)
+    }
+}
+
+impl Template {
+    /// Makes the namespaces of `plan` (its template ignored) in a helper: `Err` names the step
+    /// that failed, as [`enter`] does.
+    pub fn make(plan: &Plan) -> Result<Self, Failed> {
+        let before = SystemTime::now();
+        let (stamps, settled) = Stamps::take(&plan.targets, before);
+        let [user, mount] = crate::spawn::in_helper(|| {
+            make(plan)?;
+            let open = |path: &'static CStr| {
+                rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| (path, e))
+            };
+            Ok([open(c"/proc/self/ns/user")?, open(c"/proc/self/ns/mnt")?])
+        })?;
+        Ok(Template {
+            user,
+            mount,
+            targets: plan.targets.clone(),
+            stamps,
+            settled,
+        })
+    }
+
+    /// Whether a command guarded by `targets` may join this template now: the same targets,
+    /// every mount still where it was made (the stamps unchanged), and settled stamps.
+    pub fn holds(&self, targets: &[Target]) -> bool {
+        self.settled
+            && self.targets.as_slice() == targets
+            && Stamps::take(targets, SystemTime::now()).0 == self.stamps
+    }
 }
 
 /// Mounts what `target` asks for onto the very file or folder its path leads to now.

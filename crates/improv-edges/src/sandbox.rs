@@ -310,6 +310,9 @@ struct Namespaces {
     last: Mutex<Result<(namespace::Targets, namespace::Scan), ScanError>>,
     /// Hidden files git tracks (readable through its objects), or why that is unknown.
     tracked: Result<Vec<PathBuf>, String>,
+    /// The namespaces the last scan's targets are guarded in, which commands started without
+    /// `fork` join while it holds ([`namespace::Template`]).
+    template: Mutex<Option<Arc<namespace::Template>>>,
 }
 
 /// A sandbox for the processes of one performance. Cheap to [`apply`](Sandbox::apply) to every
@@ -562,7 +565,7 @@ impl Sandbox {
     /// working directory to the workspace when the command has none. The child is forked;
     /// [`Sandbox::spawn`] starts one without `fork`, through the same steps.
     pub fn apply(&self, cmd: &mut std::process::Command) -> Result<(), SandboxError> {
-        let prepared = self.prepare()?;
+        let prepared = self.prepare(Entry::Make)?;
         cmd.env_clear();
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if cmd.get_current_dir().is_none() {
@@ -586,9 +589,9 @@ impl Sandbox {
     }
 
     /// What every command needs before it starts, and what its child does before `exec`: the
-    /// disk bound checked, the workspace scanned again, the namespace plan, a dup of the
-    /// Landlock ruleset. `Err` refuses the command.
-    pub(crate) fn prepare(&self) -> Result<Prepared, SandboxError> {
+    /// disk bound checked, the workspace scanned again, the namespace plan (with the template
+    /// to join when `entry` says so), a dup of the Landlock ruleset. `Err` refuses the command.
+    pub(crate) fn prepare(&self, entry: Entry) -> Result<Prepared, SandboxError> {
         match &self.disk {
             Some(disk) => disk.check()?,
             // The disk watchdog drains the groups itself: it wakes on their pipe, so taking a
@@ -615,7 +618,11 @@ impl Sandbox {
         let plan = match &self.namespaces {
             Some(ns) => {
                 let targets = ns.rescan()?;
-                Some(Plan::new(uid, gid, &ns.covers, targets))
+                let mut plan = Plan::new(uid, gid, &ns.covers, targets);
+                if entry == Entry::Join {
+                    plan.template = Some(ns.template(&plan)?);
+                }
+                Some(plan)
             }
             None => None,
         };
@@ -651,6 +658,16 @@ impl Sandbox {
     pub fn reap(&self) -> usize {
         kill_all(&self.groups, self.cgroup.as_deref())
     }
+}
+
+/// How a command enters its namespaces ([`Sandbox::prepare`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Makes its own and guards every target in them: a forked child, which may run as another
+    /// user (`run_as`) that could not join improv's.
+    Make,
+    /// Joins the performance's [`namespace::Template`]: a command started without `fork`.
+    Join,
 }
 
 /// What a sandboxed child does between its start and `exec`, all of it prepared before the child
@@ -912,6 +929,7 @@ impl Namespaces {
             scanner: Mutex::new(scanner),
             last: Mutex::new(Ok(Default::default())),
             tracked,
+            template: Mutex::new(None),
         };
         // A workspace improv cannot guard shows in `describe`; commands are refused until then.
         let _ = ns.rescan();
@@ -944,6 +962,29 @@ impl Namespaces {
         out
     }
 
+    /// The template that guards `plan`'s targets: the last one while it holds, else a new one.
+    fn template(&self, plan: &Plan) -> Result<Arc<namespace::Template>, SandboxError> {
+        let mut last = lock(&self.template);
+        if let Some(template) = last.as_ref()
+            && template.holds(&plan.targets)
+        {
+            return Ok(template.clone());
+        }
+        // The old one goes first: its namespaces are freed while no command waits.
+        *last = None;
+        let made =
+            namespace::Template::make(plan).map_err(|(step, errno)| SandboxError::Start {
+                step: format!(
+                    "preparing the namespaces commands join: {}",
+                    step.to_string_lossy()
+                ),
+                source: errno.into(),
+            })?;
+        let made = Arc::new(made);
+        *last = Some(made.clone());
+        Ok(made)
+    }
+
     /// What every command's namespace guards, and its limits, for [`Sandbox::describe`].
     fn describe(&self) -> String {
         let last = lock(&self.last);
@@ -952,7 +993,7 @@ impl Namespaces {
             Err(_) => (0, 0),
         };
         let mut line = format!(
-            ", own user and mount namespace per command, its workspace guarded as scanned just before it starts: {hidden} hidden path(s) covered (names matched whatever their ASCII case; no folder skipped; a file named only like key material, `*.pem` or `*.key`, only when it holds a private key or cannot be checked, so certificates and CA bundles stay readable), {read_only} path(s) matching `read_only` and {} control file(s) read-only, improv's state ({}) covered; none of them can be changed, renamed, removed or replaced by a command (mount points), nor the folders above them (so removing a folder that holds one fails), and a hidden file cannot be moved out from under its cover; one moved by something outside the sandbox is covered where it is at the next command (limits: a command's covers are those of its start, so what gets a hidden name or becomes a private key while it runs stays readable to it; symlinks are not followed by the scan, and a protected symlink guards its target, not the link; control files missing at a command's start are not guarded for it)",
+            ", own user namespace per command, in a mount namespace whose workspace is guarded as scanned just before the command starts: {hidden} hidden path(s) covered (names matched whatever their ASCII case; no folder skipped; a file named only like key material, `*.pem` or `*.key`, only when it holds a private key or cannot be checked, so certificates and CA bundles stay readable), {read_only} path(s) matching `read_only` and {} control file(s) read-only, improv's state ({}) covered; none of them can be changed, renamed, removed or replaced by a command (mount points), nor the folders above them (so removing a folder that holds one fails), and a hidden file cannot be moved out from under its cover; one moved by something outside the sandbox is covered where it is at the next command (limits: a command's covers are those of its start, so what gets a hidden name or becomes a private key while it runs stays readable to it; symlinks are not followed by the scan, and a protected symlink guards its target, not the link; control files missing at a command's start are not guarded for it)",
             self.fixed.protected.len(),
             if self.fixed.concealed.is_empty() {
                 "none named".to_string()

@@ -3,8 +3,9 @@
 //! tables and turns its memory copy-on-write, which the child's `exec` and improv's next writes
 //! then undo; `posix_spawn` avoids that with `clone(CLONE_VM | CLONE_VFORK)` but has no room
 //! for the sandbox's steps. This module does the same clone itself and runs the sandbox's steps
-//! (`Prepared::enter`, exactly those a forked child of [`Sandbox::apply`] runs) in the child
-//! before `exec`.
+//! (`Prepared::enter`, those a forked child of [`Sandbox::apply`] runs) in the child before
+//! `exec`, but for one: it joins the mount namespace prepared for the workspace as scanned
+//! rather than making its own (`namespace::Template`, made by [`in_helper`]).
 //!
 //! The child shares improv's memory until its `exec`, while the thread that started it waits
 //! (improv's other threads run on). So it runs on a stack of its own, does only what a forked
@@ -27,7 +28,7 @@
 //! the flag, improv's included), and all of them on a kernel without pidfds.
 
 use crate::namespace::Failed;
-use crate::sandbox::{Prepared, Sandbox, SandboxError, last_errno};
+use crate::sandbox::{Entry, Prepared, Sandbox, SandboxError, last_errno};
 use rustix::io::Errno;
 use rustix::process::{
     DumpableBehavior, Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus, WaitOptions,
@@ -85,7 +86,7 @@ impl Sandbox {
             Way::Clone { dumpable } => dumpable,
             Way::Fork => return self.spawn_forked(command, stdout, stderr),
         };
-        let prepared = self.prepare()?;
+        let prepared = self.prepare(Entry::Join)?;
         let cwd = command.get_current_dir().unwrap_or(self.workspace());
         let stdin = std::fs::File::open("/dev/null").map_err(SandboxError::Prepare)?;
         let stdio = [stdin.into(), stdout, stderr].map(above_stdio);
@@ -343,11 +344,13 @@ impl Start<'_> {
                 return Err((c"dup2", last_errno()));
             }
         }
+        self.prepared.enter()?;
+        // After the namespaces: joining a mount namespace moves the working directory to its
+        // root. Neither Landlock nor seccomp restricts chdir.
         // SAFETY: chdir reads the path prepared before the clone.
         if unsafe { libc::chdir(self.cwd.as_ptr()) } != 0 {
             return Err((c"chdir to the working directory", last_errno()));
         }
-        self.prepared.enter()?;
         // SAFETY: an empty set, then the mask set from it; handlers are all default by now.
         unsafe {
             let mut none: libc::sigset_t = std::mem::zeroed();
@@ -368,6 +371,65 @@ impl Start<'_> {
         }
         Err((c"exec", error))
     }
+}
+
+/// Runs `work` in a helper that shares improv's memory and file table (`CLONE_VM | CLONE_VFORK
+/// | CLONE_FILES`) and exits, and returns what it returned: what the helper opens is improv's.
+/// Used to make a [`Template`](crate::namespace::Template), whose steps change the namespaces
+/// of the process that runs them. `work` is held to what the child of [`Sandbox::spawn`] may
+/// do (system calls only, no allocation); the helper runs with every signal blocked.
+pub(crate) fn in_helper<T, F: Fn() -> Result<T, Failed>>(work: F) -> Result<T, Failed> {
+    struct Helper<T, F> {
+        work: F,
+        result: Cell<Option<Result<T, Failed>>>,
+    }
+    extern "C" fn helper_main<T, F: Fn() -> Result<T, Failed>>(
+        helper: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the parent passed a pointer to its `Helper`, alive while it waits for this
+        // child (CLONE_VFORK).
+        let helper = unsafe { &*helper.cast::<Helper<T, F>>() };
+        helper.result.set(Some((helper.work)()));
+        // SAFETY: leaves the helper at once, without running anything of the parent's.
+        unsafe { libc::_exit(0) }
+    }
+    let helper = Helper {
+        work,
+        result: Cell::new(None),
+    };
+    let stack = Stack::new().map_err(|e| (c"mapping the helper's stack", e))?;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD;
+    let dumpable = rustix::process::dumpable_behavior();
+    let blocked = Blocked::all();
+    // SAFETY: `helper_main` gets a pointer to `helper`, which outlives the child's use of it:
+    // CLONE_VFORK suspends this thread until the child has exited. It runs on `stack`.
+    let pid = unsafe {
+        libc::clone(
+            helper_main::<T, F>,
+            stack.top(),
+            flags,
+            std::ptr::from_ref(&helper).cast_mut().cast(),
+        )
+    };
+    let errno = (pid < 0).then(last_errno);
+    drop(blocked);
+    if let Some(errno) = errno {
+        return Err((c"clone", errno));
+    }
+    // SAFETY: reaps the helper just cloned, which has exited (CLONE_VFORK) and which nothing
+    // else waits for.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
+    // The helper's namespace steps set the flag of the memory it shared with improv.
+    if let Ok(dumpable) = dumpable
+        && rustix::process::dumpable_behavior().ok() != Some(dumpable)
+    {
+        rustix::process::set_dumpable_behavior(dumpable)
+            .map_err(|e| (c"restoring improv's dumpable flag", e))?;
+    }
+    helper
+        .result
+        .into_inner()
+        .unwrap_or(Err((c"the namespace helper", Errno::CHILD)))
 }
 
 extern "C" fn child_main(start: *mut libc::c_void) -> libc::c_int {

@@ -1,0 +1,138 @@
+//! Commands started without `fork` join a mount namespace prepared once for the workspace as
+//! scanned ([`improv_edges::Sandbox::spawn`], `namespace::Template`), each in a user namespace
+//! of its own. These tests check that the prepared namespace is shared only while every mount in
+//! it still stands where it was made: a cover or a read-only bind taken off from outside the
+//! sandbox (an entry removed or replaced under it) makes the next command get a new one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use improv_edges::{Sandbox, SandboxConfig};
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// Runs `sh -c script` through [`Sandbox::spawn`]: (status, stdout + stderr).
+async fn run(sandbox: &Sandbox, script: &str) -> (ExitStatus, String) {
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(script);
+    let stderr = writer.try_clone().unwrap();
+    let mut child = sandbox.spawn(&cmd, writer, stderr).unwrap();
+    assert!(
+        child.is_cloned(),
+        "this test is about commands started without fork"
+    );
+    let status = child.wait().await.unwrap();
+    let mut out = String::new();
+    std::fs::File::from(reader)
+        .read_to_string(&mut out)
+        .unwrap();
+    (status, out)
+}
+
+fn sandbox(workspace: &Path, protected: &[&str]) -> Sandbox {
+    let mut config = SandboxConfig::new(workspace);
+    config.protected = protected.iter().map(|p| workspace.join(p)).collect();
+    let sandbox = Sandbox::new(config).unwrap();
+    assert!(
+        sandbox.covered().is_some(),
+        "this test needs user namespaces for the sandbox (see Sandbox::covered)"
+    );
+    sandbox
+}
+
+/// Lets the folders just changed age past the coarse clock tick, so that a later change moves
+/// their change time and the prepared namespace may be shared (a setup step, not a timing
+/// assertion: waiting longer changes nothing).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// `(mount namespace, user namespace)` of a command, as `/proc/self/ns` names them.
+async fn namespaces(sandbox: &Sandbox) -> (String, String) {
+    let (status, out) = run(sandbox, "readlink /proc/self/ns/mnt /proc/self/ns/user").await;
+    assert!(status.success(), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    (lines[0].to_string(), lines[1].to_string())
+}
+
+#[tokio::test]
+async fn commands_share_the_prepared_mount_namespace_each_in_a_user_namespace_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "TOPSECRET\n").unwrap();
+    let sandbox = sandbox(dir.path(), &[]);
+    settle().await;
+    let (mnt1, user1) = namespaces(&sandbox).await;
+    let (mnt2, user2) = namespaces(&sandbox).await;
+    assert_eq!(mnt1, mnt2, "the prepared mount namespace was not shared");
+    assert_ne!(user1, user2, "two commands shared a user namespace");
+    // The shared namespace cannot be changed by a command: no capability over it.
+    let (status, out) = run(
+        &sandbox,
+        "cat .env; mount -t tmpfs none . 2>&1; echo; cat .env",
+    )
+    .await;
+    assert!(!out.contains("TOPSECRET"), "{status}: {out}");
+    // A hidden file that appears is covered for the next command, in a new namespace.
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/.env"), "NEWSECRET\n").unwrap();
+    let (status, out) = run(&sandbox, "cat sub/.env").await;
+    assert!(!out.contains("NEWSECRET"), "{status}: {out}");
+    let (mnt3, _) = namespaces(&sandbox).await;
+    assert_ne!(
+        mnt1, mnt3,
+        "a new hidden file was guarded in the old namespace"
+    );
+}
+
+/// The attack: from outside the sandbox, a covered file is unlinked and linked again under the
+/// same name (the same inode, so the scan finds the same targets). The unlink takes the cover
+/// off in every other mount namespace, the prepared one included; reusing it would show the
+/// secret. Tried several times, each with a namespace that had been shared.
+#[tokio::test]
+async fn a_cover_taken_off_by_relinking_outside_the_sandbox_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("ws");
+    std::fs::create_dir(&workspace).unwrap();
+    let secret = workspace.join(".env");
+    std::fs::write(&secret, "TOPSECRET\n").unwrap();
+    let aside = dir.path().join("aside");
+    let sandbox = sandbox(&workspace, &[]);
+    for round in 0..5 {
+        settle().await;
+        let (mnt1, _) = namespaces(&sandbox).await;
+        let (mnt2, _) = namespaces(&sandbox).await;
+        assert_eq!(mnt1, mnt2, "round {round}: the namespace was not shared");
+        std::fs::hard_link(&secret, &aside).unwrap();
+        std::fs::remove_file(&secret).unwrap();
+        std::fs::hard_link(&aside, &secret).unwrap();
+        std::fs::remove_file(&aside).unwrap();
+        let (status, out) = run(&sandbox, "cat .env").await;
+        assert!(!out.contains("TOPSECRET"), "round {round}: {status}: {out}");
+    }
+}
+
+/// The attack on a control file: replaced from outside the sandbox by a rename over it (as an
+/// editor saves), which takes the read-only bind off the old file everywhere; the next command
+/// must find the new one read-only.
+#[tokio::test]
+async fn a_control_file_replaced_outside_the_sandbox_is_read_only_to_the_next_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stage.toml"), "old\n").unwrap();
+    let sandbox = sandbox(dir.path(), &["stage.toml"]);
+    for round in 0..5 {
+        settle().await;
+        let (status, out) = run(&sandbox, "echo changed >> stage.toml").await;
+        assert!(!status.success(), "round {round}: {out}");
+        let (status, out) = run(&sandbox, "echo changed >> stage.toml").await;
+        assert!(!status.success(), "round {round}: {out}");
+        let new = dir.path().join("stage.toml.new");
+        std::fs::write(&new, format!("round {round}\n")).unwrap();
+        std::fs::rename(&new, dir.path().join("stage.toml")).unwrap();
+        let (status, out) = run(&sandbox, "echo changed >> stage.toml").await;
+        assert!(!status.success(), "round {round}: {out}");
+        let now = std::fs::read_to_string(dir.path().join("stage.toml")).unwrap();
+        assert_eq!(now, format!("round {round}\n"));
+    }
+}
