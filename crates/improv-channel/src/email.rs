@@ -10,10 +10,12 @@
 //! and `mail-parser`, over rustls with the public web roots.
 //!
 //! **TLS.** `imaps://` and `smtps://` are TLS from the first byte; `imap://` and `smtp://` are
-//! upgraded with STARTTLS, which must succeed, except on a loopback host. Plain text is allowed
-//! only there because the mailbox's password and the mail would otherwise cross the network in
-//! the clear, while loopback traffic never leaves the machine (a local relay or bridge, the
-//! tests' servers).
+//! upgraded with STARTTLS, which must succeed. Plain text, the login included, only when the door
+//! says `tls = "none"`, which the stage allows only for a loopback host: the mailbox's password
+//! and the mail would otherwise cross the network in the clear, while loopback traffic never
+//! leaves the machine (a local relay or bridge). Certificates are checked against the public web
+//! roots, or, with `ca_file`, against that file's certificate authorities only (a private CA), so
+//! no one has to turn verification off; a failed check names the host and `ca_file`.
 //!
 //! **Who wrote.** The allow list trusts the `From:` address as the receiving server delivered
 //! it, which a sender can forge: use a mailbox whose server checks SPF/DKIM/DMARC. Mail that
@@ -27,10 +29,13 @@ use crate::ChannelError;
 use async_trait::async_trait;
 use improv_door::{DoorContext, DoorError, Listener};
 use improv_stage::DoorKind;
-use improv_stage::door::MailServer;
-use std::net::IpAddr;
+use improv_stage::door::{self, EmailDoor, MailServer, MailTls};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_util::sync::CancellationToken;
 
 /// How a connection to a mail server is protected (see the module's **TLS**).
@@ -45,11 +50,12 @@ pub enum Security {
 }
 
 impl Security {
-    /// The one decision: TLS unless the stage asked for the plain scheme of a loopback host.
-    pub fn of(server: &MailServer) -> Security {
+    /// The one decision: TLS, unless the door asked for none (`tls = "none"`) and the server is
+    /// a loopback one (the stage refuses the rest; checked again here, as it guards a password).
+    pub fn of(server: &MailServer, tls: MailTls) -> Security {
         if server.implicit_tls {
             Security::Tls
-        } else if loopback(&server.host) {
+        } else if tls == MailTls::None && door::loopback(&server.host) {
             Security::Plain
         } else {
             Security::StartTls
@@ -57,9 +63,90 @@ impl Security {
     }
 }
 
-fn loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+/// The certificate authorities a door's servers must be signed by: the door's `ca_file` only,
+/// else the public web roots.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// The `ca_file` and its certificates.
+    private: Option<(PathBuf, Vec<CertificateDer<'static>>)>,
+}
+
+impl Trust {
+    /// The trust of door `door`: its `ca_file` read (a path as the listener resolved it).
+    pub fn of(door: &str, email: &EmailDoor) -> Result<Trust, ChannelError> {
+        let Some(file) = &email.ca_file else {
+            return Ok(Trust::default());
+        };
+        let path = PathBuf::from(file);
+        let unusable = |why: String| {
+            ChannelError::Setup(format!(
+                "door `{door}`: `ca_file` {}: {why}; set it to a PEM file holding the \
+                 certificate of the authority that signed the mail servers' certificates",
+                path.display()
+            ))
+        };
+        let certs = CertificateDer::pem_file_iter(&path)
+            .map_err(|e| unusable(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unusable(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(unusable("it holds no certificate".into()));
+        }
+        Ok(Trust {
+            private: Some((path, certs)),
+        })
+    }
+
+    /// The TLS client settings for IMAP (rustls).
+    pub(crate) fn rustls(&self) -> Result<Arc<rustls::ClientConfig>, ChannelError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.private {
+            Some((_, certs)) => {
+                let (_, ignored) = roots.add_parsable_certificates(certs.iter().cloned());
+                if ignored > 0 {
+                    tracing::warn!("{ignored} certificates of `ca_file` are not CA certificates");
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ChannelError::Setup(format!("TLS cannot be set up: {e}")))?;
+        Ok(Arc::new(
+            builder.with_root_certificates(roots).with_no_client_auth(),
+        ))
+    }
+
+    /// The TLS settings for SMTP (lettre over rustls) with server name `host`.
+    pub(crate) fn smtp(&self, host: &str) -> Result<TlsParameters, lettre::transport::smtp::Error> {
+        let builder = TlsParameters::builder(host.to_string());
+        let builder = match &self.private {
+            Some((_, certs)) => certs
+                .iter()
+                .try_fold(builder.certificate_store(CertificateStore::None), |b, c| {
+                    Certificate::from_der(c.to_vec()).map(|c| b.add_root_certificate(c))
+                })?,
+            None => builder.certificate_store(CertificateStore::WebpkiRoots),
+        };
+        builder.build_rustls()
+    }
+
+    /// What to say when the TLS session with `host` failed: the certificate may not be signed by
+    /// an authority this door trusts.
+    pub(crate) fn hint(&self, door: &str, host: &str) -> String {
+        match &self.private {
+            Some((path, _)) => format!(
+                "the certificate of `{host}` must be signed by the authority in door `{door}`'s \
+                 `ca_file` ({})",
+                path.display()
+            ),
+            None => format!(
+                "the certificate of `{host}` must be signed by a public certificate authority; \
+                 for a private one, set `ca_file` on door `{door}` to its certificate (PEM)"
+            ),
+        }
+    }
 }
 
 /// The mailbox's login, from the door's `user_env` and `password_env`.
@@ -78,19 +165,21 @@ impl std::fmt::Debug for Login {
     }
 }
 
-/// The TLS client settings for IMAP: rustls with the public web roots (lettre builds the same
-/// for SMTP).
-pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, ChannelError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ChannelError::Setup(format!("TLS cannot be set up: {e}")))?;
-    Ok(Arc::new(
-        builder.with_root_certificates(roots).with_no_client_auth(),
-    ))
+/// Whether `e` (or an error it wraps) is rustls refusing the server: its certificate, or the
+/// handshake.
+pub(crate) fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if e.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Runs one email door until cancelled: its outbox's retry task, and its INBOX.
@@ -117,6 +206,12 @@ impl Listener for EmailListener {
             password: crate::door::env(&name, "password_env", Some(&email.password_env))
                 .map_err(failed)?,
         };
+        // `ca_file` is relative to the stage's folder.
+        let mut email = email.clone();
+        email.ca_file = email
+            .ca_file
+            .map(|f| ctx.stage.dir.join(f).to_string_lossy().into_owned());
+        let email = &email;
         let smtp = smtp::Smtp::new(&name, email, Some(login.clone()), ctx.store.clone())
             .map_err(failed)?;
         let door = crate::door::chat_door(&ctx, config, Arc::new(smtp));
@@ -125,7 +220,7 @@ impl Listener for EmailListener {
             async move { outbox.run(cancel).await }
         });
         let retaking = crate::door::retake(door.clone(), cancel.clone());
-        let inbox = imap::Inbox::new(&name, email, login);
+        let inbox = imap::Inbox::new(&name, email, login).map_err(failed)?;
         let result = imap::listen(&inbox, &door, cancel.clone()).await;
         cancel.cancel();
         let _ = retaking.await;
@@ -147,24 +242,20 @@ mod tests {
     }
 
     #[test]
-    fn plain_text_only_to_a_loopback_host() {
-        assert_eq!(Security::of(&server("127.0.0.1", false)), Security::Plain);
-        assert_eq!(Security::of(&server("::1", false)), Security::Plain);
-        assert_eq!(Security::of(&server("LocalHost", false)), Security::Plain);
-        assert_eq!(Security::of(&server("127.0.0.1", true)), Security::Tls);
-        assert_eq!(
-            Security::of(&server("mail.example.com", false)),
-            Security::StartTls
-        );
-        assert_eq!(Security::of(&server("10.0.0.1", false)), Security::StartTls);
-        assert_eq!(
-            Security::of(&server("localhost.example.com", false)),
-            Security::StartTls
-        );
-        assert_eq!(
-            Security::of(&server("mail.example.com", true)),
-            Security::Tls
-        );
+    fn plain_text_only_when_asked_for_and_only_to_a_loopback_host() {
+        let none = |host, implicit| Security::of(&server(host, implicit), MailTls::None);
+        assert_eq!(none("127.0.0.1", false), Security::Plain);
+        assert_eq!(none("::1", false), Security::Plain);
+        assert_eq!(none("LocalHost", false), Security::Plain);
+        assert_eq!(none("127.0.0.1", true), Security::Tls);
+        assert_eq!(none("mail.example.com", false), Security::StartTls);
+        assert_eq!(none("10.0.0.1", false), Security::StartTls);
+        assert_eq!(none("localhost.example.com", false), Security::StartTls);
+        assert_eq!(none("mail.example.com", true), Security::Tls);
+        // Not asked for: STARTTLS even to this machine.
+        let required = |host| Security::of(&server(host, false), MailTls::Required);
+        assert_eq!(required("127.0.0.1"), Security::StartTls);
+        assert_eq!(required("localhost"), Security::StartTls);
     }
 
     #[test]

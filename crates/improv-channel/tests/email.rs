@@ -12,7 +12,7 @@ mod email_support;
 
 use common::KernelPerformer;
 use common::store::TestStore;
-use email_support::{Dovecot, Fault, PASSWORD, Smtp, USER, header, text};
+use email_support::{Dovecot, Fault, PASSWORD, PrivateCa, Smtp, USER, Wire, header, text};
 use improv_channel::conversation::ChatDoor;
 use improv_channel::email::imap::{self, Inbox};
 use improv_channel::email::{self, Login};
@@ -22,9 +22,10 @@ use improv_channel::{Body, ChannelError, Sender};
 use improv_door::{DoorContext, PerformLauncher, SystemClock};
 use improv_kernel::{Message, ScriptedTurn};
 use improv_stage::Stage;
-use improv_stage::door::{EmailDoor, MailServer};
+use improv_stage::door::{DEFAULT_THREAD_DAYS, EmailDoor, MailServer, MailTls, SenderCheck};
 use improv_store::{OutboxKey, Store};
 use serde_json::json;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -68,6 +69,10 @@ fn settings(imap_port: u16, smtp_port: u16) -> EmailDoor {
         user_env: USER_ENV.into(),
         password_env: PASSWORD_ENV.into(),
         from: FROM.into(),
+        tls: MailTls::None,
+        ca_file: None,
+        sender_check: SenderCheck::None,
+        thread_days: DEFAULT_THREAD_DAYS,
     }
 }
 
@@ -155,7 +160,7 @@ impl Door {
             performer: performer.clone(),
         });
         let cancel = CancellationToken::new();
-        let inbox = Inbox::new("mail", &config, login());
+        let inbox = Inbox::new("mail", &config, login()).unwrap();
         let running = tokio::spawn({
             let cancel = cancel.clone();
             async move { imap::listen(&inbox, &door, cancel).await }
@@ -218,6 +223,8 @@ user_env = "{USER_ENV}"
 password_env = "{PASSWORD_ENV}"
 from = "{FROM}"
 allow = ["alice@example.com"]
+tls = "none"
+sender_check = "none"
 "#,
             dovecot.port, smtp.port
         ),
@@ -761,4 +768,122 @@ async fn a_mail_whose_fate_is_unknown_is_never_sent_twice() {
     let smtp = Smtp::start_on(dir.path(), port);
     outbox.flush().await.unwrap();
     assert_eq!(smtp.received().len(), 1, "only the first message, once");
+}
+
+/// The door's settings for servers that speak TLS (`wire`) on `imap_port` and `smtp_port`,
+/// trusting the authority in `ca_file` (or the public roots).
+fn tls_settings(imap_port: u16, smtp_port: u16, wire: Wire, ca_file: Option<&Path>) -> EmailDoor {
+    let mut config = settings(imap_port, smtp_port);
+    config.tls = MailTls::Required;
+    config.imap.implicit_tls = wire == Wire::Implicit;
+    config.smtp.implicit_tls = wire == Wire::Implicit;
+    config.ca_file = ca_file.map(|f| f.display().to_string());
+    config
+}
+
+/// IMAP over TLS (imaps, and STARTTLS on a Dovecot with `ssl = required`) to servers whose
+/// certificate a private CA made by the test signed: with that CA as the door's `ca_file` the
+/// door logs in and opens its INBOX; with another CA's file, or the public roots, the server is
+/// refused before the login, and the error names the host and `ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_over_tls_trusts_the_doors_private_ca_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = PrivateCa::new(&dir.path().join("ca"), "ours");
+    let theirs = PrivateCa::new(&dir.path().join("ca"), "theirs");
+    for wire in [Wire::Implicit, Wire::StartTls] {
+        let root = dir.path().join(format!("{wire:?}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let dovecot = Dovecot::start_tls(&root, &ours, wire);
+        for refused in [Some(theirs.ca_file.as_path()), None] {
+            let config = tls_settings(dovecot.port, 1, wire, refused);
+            let inbox = Inbox::new("mail", &config, login()).unwrap();
+            let error = inbox.probe().await.unwrap_err().to_string();
+            assert!(error.contains("127.0.0.1"), "{wire:?}: {error}");
+            assert!(error.contains("`ca_file`"), "{wire:?}: {error}");
+        }
+        assert!(!dovecot.log().contains("Login: user="), "{}", dovecot.log());
+
+        let config = tls_settings(dovecot.port, 1, wire, Some(&ours.ca_file));
+        let door = Door::spawn(config, &["alice@example.com"], vec![]);
+        opened(door.store.as_ref(), "mail").await;
+        door.close().await;
+        let log = dovecot.log();
+        assert!(log.contains("Login: user=<bot>"), "{wire:?}: {log}");
+        assert!(
+            log.contains("TLS"),
+            "{wire:?}: the login was not over TLS: {log}"
+        );
+    }
+}
+
+/// SMTP over TLS (smtps, and STARTTLS that aiosmtpd requires) to a server signed by the door's
+/// private CA delivers; another CA's file or the public roots refuse the server before any
+/// message is sent, saying the host and `ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_over_tls_trusts_the_doors_private_ca_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = PrivateCa::new(&dir.path().join("ca"), "ours");
+    let theirs = PrivateCa::new(&dir.path().join("ca"), "theirs");
+    for wire in [Wire::Implicit, Wire::StartTls] {
+        let root = dir.path().join(format!("{wire:?}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let smtp = Smtp::start_tls(&root, &ours, wire);
+        let store = Arc::new(TestStore::default());
+        let sender = |ca_file: Option<&Path>| {
+            let config = tls_settings(1, smtp.port, wire, ca_file);
+            email::smtp::Smtp::new("mail", &config, None, store.clone())
+                .unwrap()
+                .with_timeout(Duration::from_secs(30))
+        };
+        for (seq, refused) in [(1, Some(theirs.ca_file.as_path())), (2, None)] {
+            let sent = sender(refused)
+                .send("alice@example.com", &body("no"), &key(seq))
+                .await;
+            let Err(ChannelError::NotSent { message, .. }) = &sent else {
+                panic!("{wire:?}: {sent:?}");
+            };
+            assert!(message.contains("127.0.0.1"), "{wire:?}: {message}");
+            assert!(message.contains("`ca_file`"), "{wire:?}: {message}");
+        }
+        assert!(smtp.received().is_empty());
+        sender(Some(&ours.ca_file))
+            .send("alice@example.com", &body("over TLS"), &key(3))
+            .await
+            .unwrap();
+        let got = smtp.wait_received(1).await;
+        assert!(text(&got[0]).contains("over TLS"), "{}", got[0]);
+    }
+}
+
+/// Plain text is asked for by name: a door that did not say `tls = "none"` insists on STARTTLS
+/// even with a server on this machine, so a server that offers none never sees the login (IMAP)
+/// or the message (SMTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_that_did_not_ask_for_plain_text_never_logs_in_or_sends_without_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let dovecot = Dovecot::start(dir.path());
+    let smtp = Smtp::start(dir.path());
+    let mut config = settings(dovecot.port, smtp.port);
+    config.tls = MailTls::Required;
+    let inbox = Inbox::new("mail", &config, login()).unwrap();
+    let error = inbox.probe().await.unwrap_err().to_string();
+    assert!(error.contains("STARTTLS"), "{error}");
+    assert!(!dovecot.log().contains("Login: user="), "{}", dovecot.log());
+    let store = Arc::new(TestStore::default());
+    let sender = email::smtp::Smtp::new("mail", &config, Some(login()), store).unwrap();
+    let sent = sender
+        .send("alice@example.com", &body("in the clear"), &key(1))
+        .await;
+    assert!(
+        matches!(sent, Err(ChannelError::NotSent { .. })),
+        "{sent:?}"
+    );
+    assert!(smtp.received().is_empty());
+    // Asked for, on this machine: plain text works.
+    config.tls = MailTls::None;
+    Inbox::new("mail", &config, login())
+        .unwrap()
+        .probe()
+        .await
+        .unwrap();
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod email;
-pub use email::{EmailDoor, MailServer};
+pub use email::{DEFAULT_THREAD_DAYS, EmailDoor, MailServer, MailTls, SenderCheck, loopback};
 
 /// The URL path under which `improv serve` receives a webhook door's deliveries: `/doors/NAME`.
 pub const WEBHOOK_PREFIX: &str = "/doors/";
@@ -241,6 +241,11 @@ pub(crate) struct RawDoor {
     user_env: Option<Spanned<String>>,
     password_env: Option<Spanned<String>>,
     from: Option<Spanned<String>>,
+    tls: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    sender_check: Option<Spanned<String>>,
+    authserv_id: Option<Spanned<String>>,
+    thread_days: Option<Spanned<u32>>,
     edges: Option<RawDoorEdges>,
 }
 

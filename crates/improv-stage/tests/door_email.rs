@@ -3,7 +3,7 @@
 //! misplaced key said at its line with a hint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use improv_stage::door::{EmailDoor, MailServer};
+use improv_stage::door::{EmailDoor, MailServer, MailTls, SenderCheck};
 use improv_stage::{DoorKind, Invalid, Stage, StageError};
 use std::path::Path;
 
@@ -17,6 +17,7 @@ user_env = "MAIL_USER"
 password_env = "MAIL_PASSWORD"
 from = "bot@example.com"
 allow = ["alice@example.com"]
+authserv_id = "MX.example.com"
 "#;
 
 fn invalid(text: &str) -> Box<Invalid> {
@@ -49,6 +50,12 @@ fn an_email_door_parses_into_its_servers_login_and_address() {
             user_env: "MAIL_USER".into(),
             password_env: "MAIL_PASSWORD".into(),
             from: "bot@example.com".into(),
+            tls: MailTls::Required,
+            ca_file: None,
+            sender_check: SenderCheck::Aligned {
+                authserv_id: "mx.example.com".into()
+            },
+            thread_days: 180,
         }))
     );
 }
@@ -127,6 +134,42 @@ fn email_mistakes_are_said_with_a_place_and_a_hint() {
             "`from` has no meaning on webhook door `w`",
             "`channel = \"email\"` door",
         ),
+        (
+            EMAIL.replace("authserv_id = \"MX.example.com\"\n", ""),
+            "email door `mail` has no `authserv_id`",
+            "sender_check = \"none\"",
+        ),
+        (
+            format!("{EMAIL}sender_check = \"none\"\n"),
+            "`authserv_id` with `sender_check = \"none\"`",
+            "remove one",
+        ),
+        (
+            format!("{EMAIL}sender_check = \"maybe\"\n"),
+            "`sender_check` \"maybe\" is not known",
+            "\"aligned\"",
+        ),
+        (
+            format!("{EMAIL}tls = \"none\"\n"),
+            "`tls = \"none\"` cannot reach `mail.example.com`",
+            "loopback server",
+        ),
+        (
+            format!("{EMAIL}tls = \"off\"\n"),
+            "`tls` \"off\" is not known",
+            "tls = \"none\"",
+        ),
+        (
+            format!("{EMAIL}thread_days = 0\n"),
+            "`thread_days` is 0",
+            "thread_days = 180",
+        ),
+        (
+            "[[door]]\nname = \"w\"\nwebhook = \"/doors/w\"\nsecret_env = \"S\"\nca_file = \"ca.pem\"\n"
+                .to_string(),
+            "`ca_file` has no meaning on webhook door `w`",
+            "`channel = \"email\"` door",
+        ),
     ];
     for (text, message, hint) in cases {
         let i = invalid(text);
@@ -135,6 +178,24 @@ fn email_mistakes_are_said_with_a_place_and_a_hint() {
         let report = format!("{:?}", miette::Report::new(*i));
         assert!(report.contains(hint), "{text}: {report}");
     }
+}
+
+/// `tls = "none"` is for loopback servers only; with them, it is what the door gets, and the
+/// other keys are read as written.
+#[test]
+fn plain_text_is_asked_for_by_name_and_only_for_this_machine() {
+    let text = EMAIL.replace("imaps://mail.example.com", "imap://localhost:1143")
+        + "tls = \"none\"\nca_file = \"ca.pem\"\nthread_days = 7\n";
+    let stage = Stage::parse(&text, Path::new("stage.toml")).unwrap();
+    let DoorKind::Channel(door) = &stage.doors[0].kind else {
+        panic!()
+    };
+    let email = door.email.as_ref().unwrap();
+    assert_eq!(email.tls, MailTls::None);
+    assert_eq!(email.ca_file.as_deref(), Some("ca.pem"));
+    assert_eq!(email.thread_days, 7);
+    let smtps = text.replace("smtp://127.0.0.1:2525", "smtps://127.0.0.1:2525");
+    assert!(invalid(&smtps).message.contains("cannot reach `127.0.0.1`"));
 }
 
 #[test]
@@ -147,6 +208,11 @@ fn the_init_template_documents_the_email_keys() {
         "user_env =",
         "password_env =",
         "from =",
+        "authserv_id =",
+        "sender_check",
+        "ca_file",
+        "tls =",
+        "thread_days",
     ] {
         assert!(
             template.contains(key),

@@ -6,7 +6,7 @@
 //! its 29 minutes run out; a server without IDLE is polled.
 
 use super::message::{self, Mail, Threads};
-use super::{Login, Security};
+use super::{Login, Security, Trust};
 use crate::conversation::ChatDoor;
 use crate::{Channel, ChannelError, Inbound};
 use async_imap::types::Fetch;
@@ -63,6 +63,7 @@ pub struct Inbox {
     door: String,
     server: MailServer,
     security: Security,
+    trust: Trust,
     login: Login,
     /// The door's own address: mail from it is never answered.
     own: String,
@@ -70,15 +71,17 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    pub fn new(door: &str, email: &EmailDoor, login: Login) -> Self {
-        Inbox {
+    /// The INBOX of door `door`; fails when its `ca_file` cannot be read.
+    pub fn new(door: &str, email: &EmailDoor, login: Login) -> Result<Self, ChannelError> {
+        Ok(Inbox {
             door: door.to_string(),
             server: email.imap.clone(),
-            security: Security::of(&email.imap),
+            security: Security::of(&email.imap, email.tls),
+            trust: Trust::of(door, email)?,
             login,
             own: email.from.clone(),
             timeout: crate::DEFAULT_TIMEOUT,
-        }
+        })
     }
 
     /// Sets the time limit of connecting and of each IMAP command.
@@ -135,9 +138,27 @@ impl Inbox {
     async fn tls(&self, stream: Box<dyn Io>) -> Result<Box<dyn Io>, ChannelError> {
         let name = ServerName::try_from(self.server.host.clone())
             .map_err(|e| failed("TLS", format!("`{}`: {e}", self.server.host)))?;
-        let connector = tokio_rustls::TlsConnector::from(super::tls_config()?);
-        let tls = self.within("TLS", connector.connect(name, stream)).await?;
-        Ok(Box::new(tls))
+        let connector = tokio_rustls::TlsConnector::from(self.trust.rustls()?);
+        let what = format!("TLS with {}:{}", self.server.host, self.server.port);
+        match tokio::time::timeout(self.timeout, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => Ok(Box::new(tls)),
+            Ok(Err(e)) if super::tls_refused(&e) => {
+                let hint = self.trust.hint(&self.door, &self.server.host);
+                Err(failed(&what, format!("{e}; {hint}")))
+            }
+            Ok(Err(e)) => Err(failed(&what, e)),
+            Err(_) => Err(failed(
+                &what,
+                format!("no answer within {:?}", self.timeout),
+            )),
+        }
+    }
+
+    /// Connects, logs in and logs out: whether the door can read its INBOX, said as the door's
+    /// own connection would fail.
+    pub async fn probe(&self) -> Result<(), ChannelError> {
+        let mut session = self.open().await?;
+        self.within("LOGOUT", session.logout()).await
     }
 
     /// One connection's life: open, catch up, wait for mail, again, until an error or `cancel`.

@@ -10,7 +10,7 @@
 //! so it is recorded unconfirmed and never resent.
 
 use super::message::{self, Threaded, Threads};
-use super::{Login, Security};
+use super::{Login, Security, Trust};
 use crate::{Body, Channel, ChannelError, Sender};
 use async_trait::async_trait;
 use improv_stage::door::{EmailDoor, MailServer};
@@ -19,7 +19,7 @@ use lettre::Address;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use sha2::{Digest, Sha256};
@@ -46,6 +46,7 @@ pub struct Smtp {
     door: String,
     server: MailServer,
     security: Security,
+    trust: Trust,
     login: Option<Login>,
     from: Address,
     store: Arc<dyn Store>,
@@ -69,7 +70,8 @@ impl Smtp {
         Ok(Smtp {
             door: door.to_string(),
             server: email.smtp.clone(),
-            security: Security::of(&email.smtp),
+            security: Security::of(&email.smtp, email.tls),
+            trust: Trust::of(door, email)?,
             login,
             from,
             store,
@@ -174,8 +176,19 @@ impl Smtp {
     async fn transmit(&self, message: &Message, to: Address) -> Result<(), ChannelError> {
         let host = self.server.host.as_str();
         let hello = ClientId::Domain(self.from.domain().to_string());
-        let tls =
-            || TlsParameters::new_rustls(host.to_string()).map_err(|e| sorted(e, Step::Session));
+        let tls = || self.trust.smtp(host).map_err(|e| sorted(e, Step::Session));
+        // A failed handshake says which host and what to set.
+        let handshake = |e: lettre::transport::smtp::Error| {
+            let hint = self.trust.hint(&self.door, host);
+            ChannelError::NotSent {
+                platform: PLATFORM,
+                message: format!("TLS with {host}:{}: {e}; {hint}", self.server.port),
+            }
+        };
+        let session = |e: lettre::transport::smtp::Error| match super::tls_refused(&e) {
+            true => handshake(e),
+            false => sorted(e, Step::Session),
+        };
         let implicit = match self.security {
             Security::Tls => Some(tls()?),
             Security::StartTls | Security::Plain => None,
@@ -188,11 +201,9 @@ impl Smtp {
             None,
         )
         .await
-        .map_err(|e| sorted(e, Step::Session))?;
+        .map_err(session)?;
         if self.security == Security::StartTls {
-            conn.starttls(tls()?, &hello)
-                .await
-                .map_err(|e| sorted(e, Step::Session))?;
+            conn.starttls(tls()?, &hello).await.map_err(session)?;
         }
         let offers_auth = conn.server_info().supports_auth_mechanism(Mechanism::Plain)
             || conn.server_info().supports_auth_mechanism(Mechanism::Login);

@@ -72,6 +72,52 @@ fn name(flag: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// How a test server protects its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// Plain text, no STARTTLS offered.
+    Plain,
+    /// TLS from the first byte (imaps, smtps).
+    Implicit,
+    /// Plain first, STARTTLS required before a login or a message.
+    StartTls,
+}
+
+/// A certificate authority made for one test, and a certificate it signed for `127.0.0.1` and
+/// `localhost`; the CA's certificate is written to `ca_file`.
+pub struct PrivateCa {
+    pub ca_file: PathBuf,
+    /// The server's certificate and key, PEM.
+    pub cert: String,
+    pub key: String,
+}
+
+impl PrivateCa {
+    /// A new CA named `name`, its certificate in `dir/{name}.pem`.
+    pub fn new(dir: &Path, name: &str) -> PrivateCa {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_file = dir.join(format!("{name}.pem"));
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        PrivateCa {
+            ca_file,
+            cert: server.pem(),
+            key: server_key.serialize_pem(),
+        }
+    }
+}
+
 /// Dovecot serving user [`USER`]'s maildir on a loopback port, in plain text.
 pub struct Dovecot {
     pub port: u16,
@@ -82,7 +128,13 @@ pub struct Dovecot {
 impl Dovecot {
     /// Plain IMAP on a loopback port.
     pub fn start(root: &Path) -> Dovecot {
-        Dovecot::start_with(root, None)
+        Dovecot::start_with(root, None, Wire::Plain)
+    }
+
+    /// IMAP with `ssl = required` and the certificate `ca` signed: imaps, or STARTTLS (a
+    /// login before it is refused).
+    pub fn start_tls(root: &Path, ca: &PrivateCa, wire: Wire) -> Dovecot {
+        Dovecot::start_with(root, Some((ca.cert.clone(), ca.key.clone())), wire)
     }
 
     /// IMAP over TLS from the first byte (imaps) with a certificate no public root signed.
@@ -91,7 +143,7 @@ impl Dovecot {
             rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
                 .unwrap();
         let pem = (certified.cert.pem(), certified.signing_key.serialize_pem());
-        Dovecot::start_with(root, Some(pem))
+        Dovecot::start_with(root, Some(pem), Wire::Implicit)
     }
 
     /// What Dovecot logged so far.
@@ -112,7 +164,7 @@ impl Dovecot {
         }
     }
 
-    fn start_with(root: &Path, tls: Option<(String, String)>) -> Dovecot {
+    fn start_with(root: &Path, tls: Option<(String, String)>, wire: Wire) -> Dovecot {
         let Some(binary) = dovecot() else {
             panic!(
                 "dovecot is not installed; the email tests read mail from a real IMAP server: \
@@ -159,7 +211,10 @@ impl Dovecot {
                 std::fs::write(dir.join("key.pem"), key).unwrap();
                 let ssl =
                     format!("ssl = required\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem");
-                (ssl, 0, port)
+                match wire {
+                    Wire::StartTls => (ssl, port, 0),
+                    _ => (ssl, 0, port),
+                }
             }
         };
         std::fs::write(
@@ -212,10 +267,10 @@ service anvil {{
             .spawn()
             .unwrap();
         let log = dir.join("dovecot.log");
-        match tls {
-            None => wait_greeting(port, "* OK", &log),
+        match wire {
+            Wire::Plain | Wire::StartTls => wait_greeting(port, "* OK", &log),
             // A TLS server greets only after a handshake: its port taking connections is enough.
-            Some(_) => wait_listening(port, &log),
+            Wire::Implicit => wait_listening(port, &log),
         }
         Dovecot { port, child, dir }
     }
@@ -269,10 +324,15 @@ fn dovecot() -> Option<PathBuf> {
 }
 
 const SMTP_SERVER: &str = r#"
-import asyncio, os, sys, threading
+import asyncio, os, ssl, sys, threading
 from aiosmtpd.controller import Controller
 
 port, out, control = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+wire = sys.argv[4] if len(sys.argv) > 4 else "plain"
+context = None
+if wire != "plain":
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[5], sys.argv[6])
 
 def take(fault):
     try:
@@ -305,7 +365,13 @@ class Handler:
             await asyncio.sleep(3600)
         return "250 OK"
 
-controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+if wire == "implicit":
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=context)
+elif wire == "starttls":
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True)
+else:
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
 controller.start()
 threading.Event().wait()
 "#;
@@ -339,6 +405,16 @@ impl Smtp {
 
     /// Starts (or restarts) the server on `port`, keeping what it took before.
     pub fn start_on(root: &Path, port: u16) -> Smtp {
+        Smtp::start_with(root, port, Wire::Plain, None)
+    }
+
+    /// An SMTP server with the certificate `ca` signed: smtps, or STARTTLS required before a
+    /// message is taken.
+    pub fn start_tls(root: &Path, ca: &PrivateCa, wire: Wire) -> Smtp {
+        Smtp::start_with(root, free_port(), wire, Some(ca))
+    }
+
+    fn start_with(root: &Path, port: u16, wire: Wire, ca: Option<&PrivateCa>) -> Smtp {
         let ok = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .status()
@@ -354,16 +430,34 @@ impl Smtp {
         }
         std::fs::write(dir.join("server.py"), SMTP_SERVER).unwrap();
         let log = dir.join(format!("server-{port}.log"));
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(dir.join("server.py"))
             .arg(port.to_string())
             .arg(dir.join("out"))
-            .arg(dir.join("control"))
+            .arg(dir.join("control"));
+        if let Some(ca) = ca {
+            std::fs::write(dir.join("cert.pem"), &ca.cert).unwrap();
+            std::fs::write(dir.join("key.pem"), &ca.key).unwrap();
+            let word = match wire {
+                Wire::Implicit => "implicit",
+                Wire::StartTls => "starttls",
+                Wire::Plain => "plain",
+            };
+            command
+                .arg(word)
+                .arg(dir.join("cert.pem"))
+                .arg(dir.join("key.pem"));
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        wait_greeting(port, "220", &log);
+        match wire {
+            Wire::Implicit => wait_listening(port, &log),
+            Wire::Plain | Wire::StartTls => wait_greeting(port, "220", &log),
+        }
         Smtp { port, child, dir }
     }
 

@@ -35,6 +35,43 @@ pub struct EmailDoor {
     pub password_env: String,
     /// The address replies come from (`bot@example.com`).
     pub from: String,
+    /// `tls`: encryption required (the default), or `"none"` for a loopback server.
+    pub tls: MailTls,
+    /// `ca_file`: a PEM file of the certificate authorities the servers' certificates must be
+    /// signed by, instead of the public web roots (a private CA). As written: relative to the
+    /// stage's folder.
+    pub ca_file: Option<String>,
+    /// `sender_check` and `authserv_id`: how a mail's sender is known to be who From: says.
+    pub sender_check: SenderCheck,
+    /// `thread_days`: a thread record not used for this many days is forgotten (a later mail of
+    /// that thread starts a new conversation). Default [`DEFAULT_THREAD_DAYS`].
+    pub thread_days: u32,
+}
+
+/// How long a thread record lives unless `thread_days` says otherwise: half a year, longer than
+/// most conversations pause, short enough that the records do not pile up.
+pub const DEFAULT_THREAD_DAYS: u32 = 180;
+
+/// Whether an email door's connections must be encrypted (`tls`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum MailTls {
+    /// `imaps`/`smtps` from the first byte, else STARTTLS that must succeed.
+    #[default]
+    Required,
+    /// `tls = "none"`: plain text, the login included; only to a loopback host, where the
+    /// traffic never leaves the machine.
+    None,
+}
+
+/// How an email door knows who wrote a mail (`sender_check`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum SenderCheck {
+    /// The default (`"aligned"`): an `Authentication-Results` header added by the door's own
+    /// receiving server (`authserv_id`) must show `dkim=pass` or `spf=pass` for a domain aligned
+    /// with the From: domain (DMARC's relaxed alignment); headers of other servers are ignored.
+    Aligned { authserv_id: String },
+    /// `sender_check = "none"`: From: as written, which anyone can forge.
+    None,
 }
 
 /// The email keys as written.
@@ -44,16 +81,28 @@ struct Keys<'a> {
     user_env: Option<&'a Spanned<String>>,
     password_env: Option<&'a Spanned<String>>,
     from: Option<&'a Spanned<String>>,
+    tls: Option<&'a Spanned<String>>,
+    ca_file: Option<&'a Spanned<String>>,
+    sender_check: Option<&'a Spanned<String>>,
+    authserv_id: Option<&'a Spanned<String>>,
+    thread_days: Option<&'a Spanned<u32>>,
 }
 
 impl Keys<'_> {
-    fn all(&self) -> [(&'static str, Option<&Spanned<String>>); 5] {
+    /// Each key and where it is written.
+    fn all(&self) -> [(&'static str, Option<Range<usize>>); 10] {
+        let at = |v: Option<&Spanned<String>>| v.map(|v| v.span());
         [
-            ("imap", self.imap),
-            ("smtp", self.smtp),
-            ("user_env", self.user_env),
-            ("password_env", self.password_env),
-            ("from", self.from),
+            ("imap", at(self.imap)),
+            ("smtp", at(self.smtp)),
+            ("user_env", at(self.user_env)),
+            ("password_env", at(self.password_env)),
+            ("from", at(self.from)),
+            ("tls", at(self.tls)),
+            ("ca_file", at(self.ca_file)),
+            ("sender_check", at(self.sender_check)),
+            ("authserv_id", at(self.authserv_id)),
+            ("thread_days", self.thread_days.map(|v| v.span())),
         ]
     }
 }
@@ -68,15 +117,15 @@ pub(super) fn settings(
 ) -> Option<EmailDoor> {
     let keys = d.email_keys();
     if *channel.get_ref() != Channel::Email {
-        for (key, v) in keys.all() {
-            if let Some(v) = v {
+        for (key, span) in keys.all() {
+            if let Some(span) = span {
                 problems.push(
                     Problem::new(
                         format!(
                             "`{key}` has no meaning on {} door `{name}`",
                             channel.get_ref().as_str()
                         ),
-                        v.span(),
+                        span,
                         "not for this channel",
                     )
                     .help(format!(
@@ -142,6 +191,19 @@ pub(super) fn settings(
     let imap = imap.and_then(|v| server(&v, Protocol::Imap, problems));
     let smtp = smtp.and_then(|v| server(&v, Protocol::Smtp, problems));
     let from = from.and_then(|v| address(&v, problems));
+    let tls = tls(&keys, [imap.as_ref(), smtp.as_ref()], problems);
+    let sender_check = sender_check(&keys, name, channel, problems);
+    let thread_days = match keys.thread_days {
+        Some(v) if *v.get_ref() == 0 => {
+            problems.push(
+                Problem::new("`thread_days` is 0", v.span(), "must be at least 1")
+                    .help("write how many days an unused thread is remembered, such as `thread_days = 180`"),
+            );
+            None
+        }
+        Some(v) => Some(*v.get_ref()),
+        None => Some(DEFAULT_THREAD_DAYS),
+    };
     if problems.len() > before {
         return None;
     }
@@ -151,7 +213,106 @@ pub(super) fn settings(
         user_env: user_env?.into_inner(),
         password_env: password_env?.into_inner(),
         from: from?,
+        tls: tls?,
+        ca_file: keys.ca_file.map(|v| v.get_ref().trim().to_string()),
+        sender_check: sender_check?,
+        thread_days: thread_days?,
     })
+}
+
+/// `tls`: `"required"` (the default) or `"none"`, which only a loopback server may have.
+fn tls(
+    keys: &Keys,
+    servers: [Option<&MailServer>; 2],
+    problems: &mut Vec<Problem>,
+) -> Option<MailTls> {
+    let Some(v) = keys.tls else {
+        return Some(MailTls::Required);
+    };
+    let tls = match v.get_ref().trim() {
+        "required" => MailTls::Required,
+        "none" => MailTls::None,
+        other => {
+            problems.push(
+                Problem::new(format!("`tls` \"{other}\" is not known"), v.span(), "not a TLS setting")
+                    .help("write `tls = \"required\"` (the default) or `tls = \"none\"` for a server on this machine"),
+            );
+            return None;
+        }
+    };
+    let remote = servers
+        .into_iter()
+        .flatten()
+        .find(|s| s.implicit_tls || !loopback(&s.host));
+    if let (MailTls::None, Some(server)) = (tls, remote) {
+        problems.push(
+            Problem::new(
+                format!("`tls = \"none\"` cannot reach `{}`", server.host),
+                v.span(),
+                "plain text only to this machine",
+            )
+            .help("the login and the mail would cross the network readable: remove `tls = \"none\"`, or name a loopback server (`imap://127.0.0.1:PORT`)"),
+        );
+        return None;
+    }
+    Some(tls)
+}
+
+/// A host that is this machine: traffic to it never leaves it.
+pub fn loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `sender_check`: `"aligned"` (the default), which needs `authserv_id`, or `"none"`.
+fn sender_check(
+    keys: &Keys,
+    name: &str,
+    channel: &Spanned<Channel>,
+    problems: &mut Vec<Problem>,
+) -> Option<SenderCheck> {
+    let word = keys.sender_check.map(|v| (v.get_ref().trim(), v.span()));
+    match word {
+        None | Some(("aligned", _)) => match keys.authserv_id {
+            Some(id) if !id.get_ref().trim().is_empty() => Some(SenderCheck::Aligned {
+                authserv_id: id.get_ref().trim().to_ascii_lowercase(),
+            }),
+            _ => {
+                problems.push(
+                    Problem::new(
+                        format!("email door `{name}` has no `authserv_id`"),
+                        keys.authserv_id.map_or(channel.span(), |v| v.span()),
+                        "who checks the senders?",
+                    )
+                    .help("add `authserv_id = \"mx.example.com\"`: the name your receiving server writes first in its Authentication-Results headers; a sender is let in only when that server found From: authentic (DKIM or SPF, aligned). `sender_check = \"none\"` trusts From: as written, which anyone can forge"),
+                );
+                None
+            }
+        },
+        Some(("none", _)) => {
+            if let Some(id) = keys.authserv_id {
+                problems.push(
+                    Problem::new(
+                        "`authserv_id` with `sender_check = \"none\"`",
+                        id.span(),
+                        "not used",
+                    )
+                    .help("remove one: `authserv_id` is read only when senders are checked"),
+                );
+                return None;
+            }
+            Some(SenderCheck::None)
+        }
+        Some((other, span)) => {
+            problems.push(
+                Problem::new(format!("`sender_check` \"{other}\" is not known"), span, "not a sender check")
+                    .help("write `sender_check = \"aligned\"` (the default, with `authserv_id`) or `\"none\"`"),
+            );
+            None
+        }
+    }
 }
 
 /// The email keys written on a door that is not a channel: reported (a channel door's are
@@ -160,12 +321,12 @@ pub(super) fn misplaced(d: &RawDoor, kind: &DoorKind, name: &str, problems: &mut
     if matches!(kind, DoorKind::Channel(_)) {
         return;
     }
-    for (key, v) in d.email_keys().all() {
-        if let Some(v) = v {
+    for (key, span) in d.email_keys().all() {
+        if let Some(span) = span {
             problems.push(
                 Problem::new(
                     format!("`{key}` has no meaning on {} door `{name}`", kind.word()),
-                    v.span(),
+                    span,
                     "not for this kind of door",
                 )
                 .help(format!(
@@ -292,6 +453,11 @@ impl RawDoor {
             user_env: self.user_env.as_ref(),
             password_env: self.password_env.as_ref(),
             from: self.from.as_ref(),
+            tls: self.tls.as_ref(),
+            ca_file: self.ca_file.as_ref(),
+            sender_check: self.sender_check.as_ref(),
+            authserv_id: self.authserv_id.as_ref(),
+            thread_days: self.thread_days.as_ref(),
         }
     }
 
