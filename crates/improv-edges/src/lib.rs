@@ -25,6 +25,7 @@ mod namespace;
 pub mod policy;
 pub mod sandbox;
 mod scratch;
+mod seccomp;
 pub mod secrets;
 pub mod spawn;
 

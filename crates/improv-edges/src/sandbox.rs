@@ -33,14 +33,12 @@ use crate::namespace::{self, Covers, Plan};
 use crate::policy::{GlobError, Hidden, HiddenGlobs, default_hidden};
 pub use crate::scratch::TempSpace;
 use crate::scratch::{self, TempDir};
+use crate::seccomp::{self, Verdict};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
     RulesetCreated, RulesetCreatedAttr, Scope, path_beneath_rules,
 };
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use seccompiler::BpfProgram;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
@@ -753,8 +751,7 @@ impl Prepared {
             }
         }
         if let Some(filter) = &self.filter
-            && (seccompiler::apply_filter(&filter.main).is_err()
-                || seccompiler::apply_filter(&filter.clone3).is_err())
+            && seccompiler::apply_filter(&filter.program).is_err()
         {
             return Err((c"seccomp", last_errno()));
         }
@@ -1197,71 +1194,41 @@ fn performance_cgroup(
 
 /// The seccomp program: denies (EPERM) what a command never needs and an escape would.
 fn seccomp_program(network: bool) -> Result<Filters, SandboxError> {
-    let err = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(err)?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for nr in DENIED {
-        rules.insert(nr, Vec::new());
+    let arch = seccomp::audit_arch().ok_or_else(|| {
+        SandboxError::Seccomp(format!(
+            "no seccomp program for {}: run with sandbox = \"off\" on this architecture",
+            std::env::consts::ARCH
+        ))
+    })?;
+    let nr = |call: i64| u32::try_from(call).unwrap_or(u32::MAX);
+    let mut rules: BTreeMap<u32, Verdict> = BTreeMap::new();
+    for call in DENIED {
+        rules.insert(nr(call), Verdict::Refuse(libc::EPERM as u32));
     }
-    // Sockets: none without network; never raw packet sockets.
-    let domain = |op, value| {
-        SeccompCondition::new(0, SeccompCmpArgLen::Dword, op, value)
-            .and_then(|c| SeccompRule::new(vec![c]))
-            .map_err(err)
-    };
-    // Without network no socket at all: a pathname Unix socket outside the workspace (a docker
-    // or D-Bus socket, any listener) reaches out as surely as TCP. `socketpair` stays: its two
-    // ends are the caller's own and connect to nothing else.
-    if network {
-        rules.insert(
-            libc::SYS_socket,
-            vec![domain(SeccompCmpOp::Eq, libc::AF_PACKET as u64)?],
-        );
+    // Sockets: none without network; never raw packet sockets. Without network no socket at
+    // all: a pathname Unix socket outside the workspace (a docker or D-Bus socket, any
+    // listener) reaches out as surely as TCP. `socketpair` stays: its two ends are the caller's
+    // own and connect to nothing else.
+    let socket = if network {
+        Verdict::RefuseIfArgIs(libc::AF_PACKET as u32)
     } else {
-        rules.insert(libc::SYS_socket, Vec::new());
-    }
-    // clone with a namespace flag (clone3 cannot be inspected, so it is refused below with
-    // ENOSYS and libc falls back to clone).
-    let mut clone = Vec::new();
-    for flag in NAMESPACE_FLAGS {
-        let flag = flag as u64;
-        clone.push(
-            SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(flag),
-                flag,
-            )
-            .and_then(|c| SeccompRule::new(vec![c]))
-            .map_err(err)?,
-        );
-    }
-    rules.insert(libc::SYS_clone, clone);
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(err)?;
-    let main: BpfProgram = filter.try_into().map_err(err)?;
-    // clone3 gets ENOSYS rather than EPERM: libc then falls back to clone, which is inspected.
-    let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(err)?;
-    let clone3: BpfProgram = clone3.try_into().map_err(err)?;
-    Ok(Filters { main, clone3 })
+        Verdict::Refuse(libc::EPERM as u32)
+    };
+    rules.insert(nr(libc::SYS_socket), socket);
+    // clone with a namespace flag; clone3 cannot be inspected (its flags are in memory), so it
+    // gets ENOSYS, and libc falls back to clone, which is.
+    let namespaces = NAMESPACE_FLAGS.iter().fold(0u32, |all, f| all | *f as u32);
+    rules.insert(nr(libc::SYS_clone), Verdict::RefuseIfArgHas(namespaces));
+    rules.insert(nr(libc::SYS_clone3), Verdict::Refuse(libc::ENOSYS as u32));
+    let program = seccomp::compile(arch, &rules).map_err(|seccomp::TooLarge| {
+        SandboxError::Seccomp("the seccomp program is too large for classic BPF".into())
+    })?;
+    Ok(Filters { program })
 }
 
-/// The two seccomp programs, installed one after the other; the kernel runs both and the most
-/// restrictive verdict wins.
+/// The seccomp program ([`crate::seccomp`]).
 struct Filters {
-    main: BpfProgram,
-    clone3: BpfProgram,
+    program: BpfProgram,
 }
 
 const NAMESPACE_FLAGS: [libc::c_int; 7] = [
@@ -1318,6 +1285,101 @@ const DENIED: [i64; 37] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The two programs seccompiler built for the same rules before [`crate::seccomp`].
+    fn seccompiler_programs(network: bool) -> Result<(BpfProgram, BpfProgram), SandboxError> {
+        use seccompiler::{
+            SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+            SeccompRule, TargetArch,
+        };
+        let err = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
+        let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(err)?;
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for nr in DENIED {
+            rules.insert(nr, Vec::new());
+        }
+        // Sockets: none without network; never raw packet sockets.
+        let domain = |op, value| {
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, op, value)
+                .and_then(|c| SeccompRule::new(vec![c]))
+                .map_err(err)
+        };
+        // Without network no socket at all: a pathname Unix socket outside the workspace (a docker
+        // or D-Bus socket, any listener) reaches out as surely as TCP. `socketpair` stays: its two
+        // ends are the caller's own and connect to nothing else.
+        if network {
+            rules.insert(
+                libc::SYS_socket,
+                vec![domain(SeccompCmpOp::Eq, libc::AF_PACKET as u64)?],
+            );
+        } else {
+            rules.insert(libc::SYS_socket, Vec::new());
+        }
+        // clone with a namespace flag (clone3 cannot be inspected, so it is refused below with
+        // ENOSYS and libc falls back to clone).
+        let mut clone = Vec::new();
+        for flag in NAMESPACE_FLAGS {
+            let flag = flag as u64;
+            clone.push(
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(flag),
+                    flag,
+                )
+                .and_then(|c| SeccompRule::new(vec![c]))
+                .map_err(err)?,
+            );
+        }
+        rules.insert(libc::SYS_clone, clone);
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .map_err(err)?;
+        let main: BpfProgram = filter.try_into().map_err(err)?;
+        // clone3 gets ENOSYS rather than EPERM: libc then falls back to clone, which is inspected.
+        let clone3 = SeccompFilter::new(
+            BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch,
+        )
+        .map_err(err)?;
+        let clone3: BpfProgram = clone3.try_into().map_err(err)?;
+        Ok((main, clone3))
+    }
+
+    #[test]
+    fn the_seccomp_program_answers_every_call_as_seccompilers_two_did() {
+        let arch = seccomp::audit_arch().unwrap();
+        let mut args: Vec<u64> = vec![0, 1, 2, 10, 17, u64::MAX, 1 << 32 | 17, 0x11 | 0x100];
+        args.extend(NAMESPACE_FLAGS.iter().map(|f| *f as u64));
+        args.extend(NAMESPACE_FLAGS.iter().map(|f| *f as u64 | 0x11));
+        for network in [false, true] {
+            let (main, clone3) = seccompiler_programs(network).unwrap();
+            let new = seccomp_program(network).unwrap().program;
+            for nr in 0..1024 {
+                for arg in &args {
+                    let first = seccomp::run(&main, arch, nr, *arg);
+                    let second = seccomp::run(&clone3, arch, nr, *arg);
+                    // The filter installed last wins among refusals.
+                    let old = if second != 0x7fff_0000 { second } else { first };
+                    let now = seccomp::run(&new, arch, nr, *arg);
+                    assert_eq!(now, old, "call {nr}, argument {arg:#x}, network {network}");
+                }
+            }
+            // Another architecture's calls kill the process, as before; x32 calls (which
+            // seccompiler's program let through) are refused.
+            assert_eq!(seccomp::run(&new, 0x4000_0003, 0, 0), 0x8000_0000);
+            if std::env::consts::ARCH == "x86_64" {
+                let ptrace = 0x4000_0000 | libc::SYS_ptrace as u32;
+                assert_eq!(seccomp::run(&new, arch, ptrace, 0), 0x0005_0000 | 1);
+            }
+        }
+    }
 
     /// Runs `script` with bash in a sandbox for `ws`: (exit code, stdout + stderr).
     fn run(sandbox: &Sandbox, script: &str) -> (i32, String) {
