@@ -11,7 +11,14 @@
 //! claims that never started ([`ChatDoor::retake`]), each once. A message whose performance had
 //! started is not retaken (its performance may have replied already; it was logged and ends
 //! `interrupted`). The window left: a death between the claim and its pending entry (two
-//! writes) loses that message.
+//! writes) loses that message. The pending list is one store value that processes on one store
+//! change by compare-and-set ([`Store::put_if`]), so two servers never lose each other's entries.
+//!
+//! Claims and thread records expire ([`EXPIRY`], swept by the door's listener): a claim after
+//! 48 hours, longer than any platform redelivers (Telegram keeps an unconfirmed update 24 hours,
+//! Slack retries within minutes, Discord never resends); a thread after 30 days without a
+//! message, its next message starting a new conversation. A message claimed and left pending
+//! longer than 48 hours is not retaken.
 
 use crate::gate::{Admission, Gate};
 use crate::outbox::Outbox;
@@ -19,6 +26,7 @@ use crate::reply::{ReplyProp, Target};
 use crate::send::SendProp;
 use crate::{Body, ChannelError, Inbound};
 use async_trait::async_trait;
+use improv_door::expiry::Expiry;
 use improv_kernel::{Observer, Outcome, Prop};
 use improv_store::{OutboxKey, Store};
 use std::sync::Arc;
@@ -35,9 +43,25 @@ const RETAKE_SCOPE: &str = "door.retake";
 /// than this may still be on its way to its start in another process.
 pub const RETAKE_GRACE: Duration = Duration::from_secs(10);
 
-/// Serializes the read-modify-write of the pending lists in this process (the store offers no
-/// compare-and-set; each door's listener runs in one process).
-static PENDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// How long the store keeps a chat door's records (the module's doc says why these ages); the
+/// counts bound a flood: past them the oldest go first.
+pub const EXPIRY: [Expiry; 3] = [
+    Expiry {
+        scope: SEEN_SCOPE,
+        keep_for: Duration::from_secs(48 * 3600),
+        max: 500_000,
+    },
+    Expiry {
+        scope: RETAKE_SCOPE,
+        keep_for: Duration::from_secs(48 * 3600),
+        max: 500_000,
+    },
+    Expiry {
+        scope: THREAD_SCOPE,
+        keep_for: Duration::from_secs(30 * 24 * 3600),
+        max: 100_000,
+    },
+];
 
 /// Where a claimed message stands, as the store keeps it under its seen key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -194,33 +218,36 @@ impl ChatDoor {
         )
     }
 
-    /// Adds `seen` to the door's pending list (with `inbound`), or takes it off (`None`).
+    /// Adds `seen` to the door's pending list (with `inbound`), or takes it off (`None`): read,
+    /// changed and written back only if no one wrote it since, else read again.
     async fn pend(&self, seen: &str, inbound: Option<&Inbound>) -> Result<(), ChannelError> {
-        let _one = PENDING.lock().await;
-        let mut pending = self
-            .store
-            .get(PENDING_SCOPE, &self.door)
-            .await?
-            .filter(serde_json::Value::is_object)
-            .unwrap_or_else(|| serde_json::json!({}));
-        // An object, checked just above.
-        let Some(list) = pending.as_object_mut() else {
-            return Ok(());
-        };
-        let changed = match inbound {
-            Some(inbound) => {
-                let entry = serde_json::json!({ "inbound": inbound, "at": unix_now() });
-                list.insert(seen.to_string(), entry);
-                true
+        loop {
+            let read = self.store.get_versioned(PENDING_SCOPE, &self.door).await?;
+            let version = read.as_ref().map(|r| r.version);
+            let mut list = match read.map(|r| r.value) {
+                Some(serde_json::Value::Object(list)) => list,
+                _ => serde_json::Map::new(),
+            };
+            let changed = match inbound {
+                Some(inbound) => {
+                    let entry = serde_json::json!({ "inbound": inbound, "at": unix_now() });
+                    list.insert(seen.to_string(), entry);
+                    true
+                }
+                None => list.remove(seen).is_some(),
+            };
+            if !changed {
+                return Ok(());
             }
-            None => list.remove(seen).is_some(),
-        };
-        if changed {
-            self.store
-                .put(PENDING_SCOPE, &self.door, &pending, false)
-                .await?;
+            let list = serde_json::Value::Object(list);
+            if self
+                .store
+                .put_if(PENDING_SCOPE, &self.door, version, &list)
+                .await?
+            {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Moves `seen`'s claim to `state`.

@@ -89,6 +89,12 @@ impl Listener for ChannelListener {
             async move { outbox.run(cancel).await }
         });
         let retaking = retake(door.clone(), cancel.clone());
+        let sweeping = tokio::spawn(improv_door::expiry::run(
+            ctx.store.clone(),
+            expiry(),
+            ctx.clock.clone(),
+            cancel.clone(),
+        ));
         let result = match way_in {
             WayIn::Poll(client) => listen::telegram(&client, &door, POLL, cancel.clone()).await,
             WayIn::Http(verifier) => {
@@ -107,6 +113,7 @@ impl Listener for ChannelListener {
         };
         cancel.cancel();
         let _ = retaking.await;
+        let _ = sweeping.await;
         let _ = retry.await;
         result.map_err(failed)
     }
@@ -126,6 +133,14 @@ pub(crate) fn retake(door: Arc<ChatDoor>, cancel: CancellationToken) -> JoinHand
             tracing::error!(door = %door.door, "the messages accepted before a restart were not retaken: {e}");
         }
     })
+}
+
+/// What a chat door's listener expires from the store: its claims and threads, and pairing codes.
+pub fn expiry() -> Vec<improv_door::expiry::Expiry> {
+    crate::conversation::EXPIRY
+        .into_iter()
+        .chain(crate::gate::EXPIRY)
+        .collect()
 }
 
 enum WayIn {

@@ -14,6 +14,22 @@ const PAIRED_SCOPE: &str = "door.paired";
 const CODE_SCOPE: &str = "door.pairing_code";
 const SENDER_CODE_SCOPE: &str = "door.pairing_sender";
 
+/// Pairing codes are kept 30 days: a code the director has not used by then is forgotten (the
+/// stranger gets a new one at their next message); an approved pairing is kept for good.
+/// Strangers cannot grow them past the count: the oldest go first.
+pub const EXPIRY: [improv_door::expiry::Expiry; 2] = [
+    improv_door::expiry::Expiry {
+        scope: CODE_SCOPE,
+        keep_for: Duration::from_secs(30 * 24 * 3600),
+        max: 100_000,
+    },
+    improv_door::expiry::Expiry {
+        scope: SENDER_CODE_SCOPE,
+        keep_for: Duration::from_secs(30 * 24 * 3600),
+        max: 100_000,
+    },
+];
+
 /// A token bucket's shape: `burst` messages at once, then one every `every`.
 #[derive(Clone, Copy, Debug)]
 pub struct Rate {

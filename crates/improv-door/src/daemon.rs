@@ -25,6 +25,8 @@ pub struct Daemon {
     clock: Arc<dyn Clock>,
     listeners: Option<Listeners>,
     inner: Mutex<Inner>,
+    /// Stops the sweep of expired webhook claims ([`crate::expiry`]) at the drain.
+    sweeping: CancellationToken,
 }
 
 struct Inner {
@@ -78,11 +80,18 @@ impl Daemon {
                 stage,
                 running: BTreeMap::new(),
             }),
+            sweeping: CancellationToken::new(),
         })
     }
 
-    /// Opens every door.
+    /// Opens every door, and starts the periodic sweep of expired webhook claims.
     pub async fn start(&self) {
+        tokio::spawn(crate::expiry::run(
+            self.store.clone(),
+            crate::webhook::EXPIRY.to_vec(),
+            self.clock.clone(),
+            self.sweeping.clone(),
+        ));
         let mut inner = self.inner.lock().await;
         let stage = inner.stage.clone();
         for door in &stage.doors {
@@ -130,6 +139,7 @@ impl Daemon {
 
     /// Stops opening doors and waits for the firings under way to finish.
     pub async fn drain(&self) {
+        self.sweeping.cancel();
         let mut inner = self.inner.lock().await;
         let running = std::mem::take(&mut inner.running);
         for (_, r) in running {

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod context;
 pub mod daemon;
 mod error;
+pub mod expiry;
 pub mod fence;
 pub mod launcher;
 pub mod limit;

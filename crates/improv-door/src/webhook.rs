@@ -133,6 +133,21 @@ pub enum Accepted {
 const DELIVERIES: &str = "door.delivery";
 /// The store scope of payloads' own ids seen (`DOOR/SHA256`).
 const PAYLOAD_IDS: &str = "door.payload_id";
+/// How long delivery claims are kept: GitHub lets a delivery be redelivered for 3 days, so a
+/// claim outlives that window by days; beyond 200,000 (over two a second for a day) the oldest
+/// go first.
+pub const EXPIRY: [crate::expiry::Expiry; 2] = [
+    crate::expiry::Expiry {
+        scope: DELIVERIES,
+        keep_for: std::time::Duration::from_secs(7 * 24 * 3600),
+        max: 200_000,
+    },
+    crate::expiry::Expiry {
+        scope: PAYLOAD_IDS,
+        keep_for: std::time::Duration::from_secs(7 * 24 * 3600),
+        max: 200_000,
+    },
+];
 /// The payload fields that carry a platform's own id of the event, when it puts one in the body
 /// (Slack's `event_id`); GitHub puts its delivery id in a header only. A plain `id` is not one:
 /// many senders use it for the resource the event is about (`{"id":42,"status":"started"}`
