@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 use crate::live::{Hub, Live};
 use crate::perform::{self, Start};
+use crate::stored;
 use crate::stream;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -17,6 +18,8 @@ use improv_edges::Approval;
 use improv_ledger::{Ledger, LedgerOptions};
 use improv_log::EventLog;
 use improv_stage::Stage;
+use improv_store::Answer;
+use improv_store::Store;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -32,6 +35,9 @@ pub(crate) struct AppState {
     pub hub: Arc<Hub>,
     pub state_dir: PathBuf,
     pub max_running: usize,
+    /// The performance store (`--store`): what workers perform is listed, shown, streamed,
+    /// noted and answered through it ([`stored`]).
+    pub store: Option<Arc<dyn Store>>,
 }
 
 /// Where the stage is served as an MCP server (its errors are the MCP transport's own).
@@ -249,11 +255,23 @@ pub(crate) async fn list(
     }
     let log = app.log.clone();
     let rows = blocking(move || Ok(log.list(limit as usize)?)).await?;
-    let list: Vec<Value> = rows
+    let mut list: Vec<Value> = rows
         .into_iter()
         .map(|row| with_live(json!(row), app.hub.get(&row.id)))
         .collect();
+    if let Some(store) = &app.store {
+        list.extend(stored::list(store.as_ref(), limit as usize).await?);
+        newest_first(&mut list, limit as usize);
+    }
     Ok(Json(json!({ "performances": list })))
+}
+
+/// Orders the server's own performances and the store's by start, newest first, and keeps
+/// `limit`. Both write `started_at` as RFC 3339 in UTC, which sorts as text.
+fn newest_first(list: &mut Vec<Value>, limit: usize) {
+    let started = |v: &Value| v["started_at"].as_str().unwrap_or_default().to_string();
+    list.sort_by_key(|v| std::cmp::Reverse(started(v)));
+    list.truncate(limit);
 }
 
 fn with_live(mut row: Value, live: Option<Arc<Live>>) -> Value {
@@ -276,6 +294,12 @@ pub(crate) async fn get(
 ) -> Result<Json<Value>, ApiError> {
     check_id(&id)?;
     let live = app.hub.get(&id);
+    if live.is_none()
+        && let Some(store) = &app.store
+        && let Some(row) = stored::get(store.as_ref(), &id).await?
+    {
+        return Ok(Json(row));
+    }
     let row = logged(&app, &id).await?;
     match (row, live) {
         (Some(row), live) => Ok(Json(with_live(json!(row), live))),
@@ -334,6 +358,22 @@ async fn running(app: &AppState, id: &str) -> Result<Arc<Live>, ApiError> {
     }
 }
 
+/// The store, when `id` is a performance of the store's and not one this server runs.
+async fn in_store(app: &AppState, id: &str) -> Result<Option<Arc<dyn Store>>, ApiError> {
+    check_id(id)?;
+    let Some(store) = &app.store else {
+        return Ok(None);
+    };
+    if app.hub.get(id).is_some() {
+        return Ok(None);
+    }
+    match store.performance(id).await {
+        Ok(_) => Ok(Some(store.clone())),
+        Err(improv_store::StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `POST /performances/{id}/stop`: interrupts it (it can be resumed).
 pub(crate) async fn stop(
     State(app): State<AppState>,
@@ -364,6 +404,14 @@ pub(crate) async fn note(
 ) -> Result<Response, ApiError> {
     if body.text.trim().is_empty() {
         return Err(ApiError::bad_request("the note's `text` is empty"));
+    }
+    if let Some(store) = in_store(&app, &id).await? {
+        let n = stored::note(store.as_ref(), &id, body.text.trim()).await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "queued": true, "note": n})),
+        )
+            .into_response());
     }
     let live = running(&app, &id).await?;
     let sent = live.control().is_some_and(|c| c.notes.send(body.text));
@@ -401,12 +449,11 @@ pub(crate) async fn answer(
             approval.chars().take(40).collect::<String>().escape_debug()
         ))
     })?;
-    let decision = match body.answer.as_str() {
-        "once" => Approval::Once,
-        "performance" => Approval::ForPerformance,
-        "deny" => Approval::Deny {
-            note: body.note.filter(|n| !n.trim().is_empty()),
-        },
+    let note = body.note.filter(|n| !n.trim().is_empty());
+    let (decision, word) = match body.answer.as_str() {
+        "once" => (Approval::Once, Answer::Once),
+        "performance" => (Approval::ForPerformance, Answer::Performance),
+        "deny" => (Approval::Deny { note: note.clone() }, Answer::Deny),
         other => {
             return Err(ApiError::bad_request(format!(
                 "`answer` is `once`, `performance` or `deny`, not `{}`",
@@ -414,6 +461,19 @@ pub(crate) async fn answer(
             )));
         }
     };
+    if let Some(store) = in_store(&app, &id).await? {
+        let counted = stored::answer(store.as_ref(), &id, approval, word, note.as_deref()).await?;
+        if !counted {
+            return Err(ApiError::conflict(format!(
+                "approval {approval} of `{id}` was answered already; the first answer counts"
+            )));
+        }
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "approval": approval, "answer": body.answer})),
+        )
+            .into_response());
+    }
     let live = running(&app, &id).await?;
     if !live.answer(approval, decision) {
         return Err(ApiError::not_found(format!(
@@ -447,12 +507,18 @@ pub(crate) async fn events(
                 })?,
         ),
     };
-    let live = app.hub.get(&id);
-    // Replayed from the log: it must exist there.
-    if live.is_none() && logged(&app, &id).await?.is_none() {
-        return Err(unknown(&id));
-    }
-    let frames = stream::follow(live, app.log.clone(), id, after).map(|f| {
+    let frames = match in_store(&app, &id).await? {
+        Some(store) => stored::follow(store, id, after).boxed(),
+        None => {
+            let live = app.hub.get(&id);
+            // Replayed from the log: it must exist there.
+            if live.is_none() && logged(&app, &id).await?.is_none() {
+                return Err(unknown(&id));
+            }
+            stream::follow(live, app.log.clone(), id, after).boxed()
+        }
+    };
+    let frames = frames.map(|f| {
         let mut e = SseEvent::default().data(&*f.data);
         if let Some(seq) = f.seq {
             e = e.id(seq.to_string());

@@ -269,6 +269,22 @@ impl From<improv_ledger::LedgerError> for ApiError {
     }
 }
 
+impl From<improv_store::StoreError> for ApiError {
+    fn from(e: improv_store::StoreError) -> Self {
+        use improv_store::StoreError as S;
+        match e {
+            S::NotFound { .. } => ApiError::not_found(e.to_string()),
+            S::Finished { .. } => ApiError::conflict(e.to_string()),
+            S::Unavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::internal(format!("a background task failed: {e}"))

@@ -26,6 +26,7 @@ mod openai;
 pub mod ops;
 mod perform;
 mod routines;
+mod stored;
 mod stream;
 
 pub use error::{ApiError, ServeError};
@@ -205,6 +206,27 @@ pub async fn bind_with_doors(
     args: &ServeArgs,
     doors: Option<Arc<doors::Doors>>,
 ) -> Result<Server, ServeError> {
+    bind_with(stage, args, Backing { doors, store: None }).await
+}
+
+/// What a server stands on besides its stage folder.
+#[derive(Default)]
+pub struct Backing {
+    /// The door daemon, whose doors it answers for.
+    pub doors: Option<Arc<doors::Doors>>,
+    /// The performance store (`--store`): performances every worker performs are listed,
+    /// shown and streamed from it, their notes and approval answers written to it, and
+    /// `/metrics` and `/readyz` count and probe it.
+    pub store: Option<Arc<dyn improv_store::Store>>,
+}
+
+/// [`bind`], on what `backing` names.
+pub async fn bind_with(
+    stage: Arc<Stage>,
+    args: &ServeArgs,
+    backing: Backing,
+) -> Result<Server, ServeError> {
+    let Backing { doors, store } = backing;
     if !args.bind.ip().is_loopback() && !args.behind_tls_proxy {
         return Err(ServeError::Insecure { addr: args.bind });
     }
@@ -231,6 +253,7 @@ pub async fn bind_with_doors(
         hub: hub.clone(),
         state_dir,
         max_running: args.max_performances.max(1),
+        store,
     };
     let inflight = improv_mcp::Inflight::default();
     let mut router = router(app, token.value.clone(), inflight.clone());
@@ -292,14 +315,15 @@ pub async fn serve(stage: Arc<Stage>, args: ServeArgs) -> Result<(), ServeError>
         .await
 }
 
-/// `/healthz` and `/readyz` without the token (probes carry none), `/metrics` with it.
-fn ops_routes(hub: &Arc<Hub>, stage: PathBuf, token: Arc<str>) -> Router {
-    let running = hub.clone();
+/// `/healthz` and `/readyz` without the token (probes carry none), `/metrics` with it; with a
+/// store, `/readyz` probes it and `/metrics` has its fleet gauges, as a worker's do.
+fn ops_routes(app: &AppState, token: Arc<str>) -> Router {
+    let running = app.hub.clone();
     let ops = Arc::new(ops::Ops {
-        metrics: hub.metrics.clone(),
+        metrics: app.hub.metrics.clone(),
         readiness: ops::Readiness {
-            stage: Some(stage),
-            store: None,
+            stage: Some(app.stage.path.clone()),
+            store: app.store.clone(),
             ..Default::default()
         },
         running: Some(Box::new(move || running.len())),
@@ -328,7 +352,7 @@ fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
 }
 
 fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Router {
-    let ops = ops_routes(&app.hub, app.stage.path.clone(), token.clone());
+    let ops = ops_routes(&app, token.clone());
     let performances = Router::new()
         .route("/stage", get(api::get_stage))
         .route("/performances", get(api::list).post(api::start))

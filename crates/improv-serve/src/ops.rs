@@ -525,10 +525,11 @@ impl Readiness {
             return Err(NotReady::Stage);
         }
         if let Some(store) = &self.store {
-            let asked = store.list(&ListFilter {
-                state: None,
+            let one = ListFilter {
                 limit: 1,
-            });
+                ..ListFilter::default()
+            };
+            let asked = store.list(&one);
             match tokio::time::timeout(STORE_PROBE_TIMEOUT, asked).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {

@@ -158,7 +158,7 @@ impl Frame {
         }
     }
 
-    fn error(message: &str) -> Frame {
+    pub(crate) fn error(message: &str) -> Frame {
         Frame {
             seq: None,
             name: Some("error"),
@@ -177,7 +177,7 @@ pub(crate) fn end_of(row: &PerformanceRow, events: &[Event]) -> End {
         Status::Interrupted | Status::Running => Outcome::Interrupted,
         Status::Failed => Outcome::Failed,
     };
-    let mut spent = Spent {
+    let indexed = Spent {
         turns: row.turns,
         input_tokens: row.input_tokens,
         output_tokens: row.output_tokens,
@@ -185,24 +185,45 @@ pub(crate) fn end_of(row: &PerformanceRow, events: &[Event]) -> End {
         elapsed_ms: row.elapsed_ms,
         ..Spent::default()
     };
-    let mut attempts = 0;
-    let mut answer = String::new();
-    for e in events {
-        match &e.kind {
-            EventKind::AttemptFinished { attempt, .. } => attempts = attempts.max(*attempt),
-            EventKind::ModelReplied {
-                text, tool_calls, ..
-            } if tool_calls.is_empty() => answer.clone_from(text),
-            EventKind::PerformanceFinished { spent: s, .. } => spent = *s,
-            _ => {}
-        }
-    }
+    let told = Told::from(events);
     End {
         id: row.id.clone(),
         outcome,
         reason: row.reason.clone(),
-        attempts,
-        spent,
-        answer,
+        attempts: told.attempts,
+        spent: told.spent.unwrap_or(indexed),
+        answer: told.answer,
+    }
+}
+
+/// What a performance's events tell of its end: the `end` frame's fields besides the outcome.
+pub(crate) struct Told {
+    pub attempts: u32,
+    /// The lead's last reply without tool calls.
+    pub answer: String,
+    /// What `performance_finished` says was spent, when it was logged.
+    pub spent: Option<Spent>,
+}
+
+impl From<&[Event]> for Told {
+    fn from(events: &[Event]) -> Told {
+        let mut told = Told {
+            attempts: 0,
+            answer: String::new(),
+            spent: None,
+        };
+        for e in events {
+            match &e.kind {
+                EventKind::AttemptFinished { attempt, .. } => {
+                    told.attempts = told.attempts.max(*attempt);
+                }
+                EventKind::ModelReplied {
+                    text, tool_calls, ..
+                } if tool_calls.is_empty() => told.answer.clone_from(text),
+                EventKind::PerformanceFinished { spent, .. } => told.spent = Some(*spent),
+                _ => {}
+            }
+        }
+        told
     }
 }

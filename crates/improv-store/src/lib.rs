@@ -128,6 +128,9 @@ pub struct ListFilter {
     pub state: Option<State>,
     /// Most recent first; at most this many (0: the backend's default of 100).
     pub limit: usize,
+    /// Only ids that begin with this (compared byte for byte: no pattern characters), so a
+    /// person can name a performance by a unique prefix.
+    pub id_prefix: Option<String>,
 }
 
 /// A value kept under (scope, key) and its version, which every write of it raises: what

@@ -688,10 +688,11 @@ impl Store for PgStore {
         let rows = self
             .query(
                 &format!(
-                    "SELECT {RECORD} FROM performances p WHERE $1::text IS NULL OR p.state = $1 \
+                    "SELECT {RECORD} FROM performances p WHERE ($1::text IS NULL OR p.state = $1) \
+                     AND ($3::text IS NULL OR left(p.id, length($3)) = $3) \
                      ORDER BY p.created_at DESC, p.id DESC LIMIT $2"
                 ),
-                &[&state, &sql_limit(limit)],
+                &[&state, &sql_limit(limit), &filter.id_prefix],
             )
             .await?;
         rows.iter().map(|row| self.record(row)).collect()

@@ -172,6 +172,7 @@ async fn lifecycle(backend: Backend) {
     let finished = ListFilter {
         state: Some(State::Finished),
         limit: 0,
+        ..ListFilter::default()
     };
     let finished: Vec<String> = store
         .list(&finished)

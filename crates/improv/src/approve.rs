@@ -14,7 +14,8 @@ use std::process::ExitCode;
 pub struct ApproveArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// The performance (its full id, as `improv run --detach` printed it).
+    /// The performance: its id, as `improv run --detach` printed it, or its first 6
+    /// characters or more.
     id: String,
     /// The approval's number, as listed; none lists them.
     n: Option<u64>,
@@ -46,25 +47,21 @@ impl From<Word> for Answer {
 /// Lists or answers.
 pub async fn run(args: ApproveArgs) -> Result<ExitCode> {
     let store = crate::store::open(&args.store.store)?;
+    let id = crate::store::resolve(store.as_ref(), &args.id).await?;
     let (Some(n), Some(word)) = (args.n, args.answer) else {
-        for a in store.approvals(&args.id).await? {
+        for a in store.approvals(&id).await? {
             println!("{}", listed(&a));
         }
         return Ok(ExitCode::SUCCESS);
     };
     let note = args.note.join(" ");
     let note = Some(note.trim()).filter(|n| !n.is_empty());
-    if store
-        .answer_approval(&args.id, n, word.into(), note)
-        .await?
-    {
-        eprintln!("approval {n} of {} answered", args.id);
+    if store.answer_approval(&id, n, word.into(), note).await? {
+        eprintln!("approval {n} of {id} answered");
         Ok(ExitCode::SUCCESS)
     } else {
         Err(anyhow!(
-            "approval {n} of {} was answered already; `improv approve --store URL {}` lists the answers",
-            args.id,
-            args.id
+            "approval {n} of {id} was answered already; `improv approve --store URL {id}` lists the answers"
         ))
     }
 }

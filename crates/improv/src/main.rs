@@ -3,6 +3,7 @@
 mod approve;
 mod causes;
 mod door;
+mod index;
 mod init;
 mod logbook;
 mod logs;
@@ -52,18 +53,28 @@ enum Command {
     },
     /// Perform the stage's intent, streamed to the terminal.
     Run(RunArgs),
-    /// List past performances: id, intent, status, turns, tokens, cost, time.
+    /// List past performances: id, intent, status, turns, tokens, cost, time. With --store, the
+    /// store's (every worker's): state, outcome, intent, started, worker; with an ID, its events.
+    #[command(visible_alias = "logs")]
     Log {
+        /// With --store: the performance whose events to print (its id or first 6+ characters).
+        #[arg(requires = "store")]
+        id: Option<String>,
         /// How many to list, newest first.
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Read the store's index (or IMPROV_STORE's) instead of the stage folder's log:
+        /// postgres://USER@HOST/DB or sqlite:PATH.
+        #[arg(long, env = store::STORE_ENV, value_name = "URL", hide_env_values = true)]
+        store: Option<String>,
     },
     /// Replay a past performance from its log.
     Show {
-        /// The performance id: the short form `improv log` shows, or a unique prefix.
+        /// The performance id: the short form `improv log` shows, or a unique prefix (6+
+        /// characters with --store).
         id: String,
         /// Print the logged events as JSON lines.
         #[arg(long)]
@@ -75,8 +86,9 @@ enum Command {
         /// it finishes.
         #[arg(long)]
         follow: bool,
-        /// The store to follow it in: postgres://USER@HOST/DB or sqlite:PATH.
-        #[arg(long, value_name = "URL", requires = "follow")]
+        /// Read it from this store instead of the stage folder's log (with --follow: this store
+        /// or IMPROV_STORE): postgres://USER@HOST/DB or sqlite:PATH.
+        #[arg(long, value_name = "URL")]
         store: Option<String>,
     },
     /// The ledger: collections the actors recorded, their inferred shapes, settled schemas.
@@ -90,8 +102,8 @@ enum Command {
     /// Send a director note to a running performance (from another terminal); its lead reads it
     /// before its next model call.
     Note {
-        /// The performance id: the short form `improv log` shows, or a unique prefix (the
-        /// full id with --store).
+        /// The performance id: the short form `improv log` shows, or a unique prefix (6+
+        /// characters with --store).
         id: String,
         /// What to tell the cast.
         text: Vec<String>,
@@ -212,7 +224,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     let stage_path = cli.stage.clone();
     match cli.command {
         Some(Command::Init { force }) => init::init(stage_path, force),
-        Some(Command::Log { limit, json }) => logbook::list(stage_path, limit, json),
+        Some(Command::Log {
+            id: Some(id),
+            json,
+            store: Some(store),
+            ..
+        }) => runtime()?.block_on(index::show(&store, &id, json, cli.perform.verbose)),
+        Some(Command::Log {
+            limit,
+            json,
+            store: Some(store),
+            ..
+        }) => runtime()?.block_on(index::list(&store, limit, json)),
+        Some(Command::Log { limit, json, .. }) => logbook::list(stage_path, limit, json),
         Some(Command::Show {
             id,
             json,
@@ -220,6 +244,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             follow: true,
             store,
         }) => runtime()?.block_on(store::follow(&store::named(store)?, &id, json, verbose)),
+        Some(Command::Show {
+            id,
+            json,
+            verbose,
+            store: Some(store),
+            ..
+        }) => runtime()?.block_on(index::show(&store, &id, json, verbose)),
         Some(Command::Show {
             id, json, verbose, ..
         }) => logbook::show(stage_path, &id, json, verbose),

@@ -29,8 +29,10 @@ use tokio::sync::mpsc;
 pub struct ServeCommand {
     #[command(flatten)]
     serve: improv_serve::ServeArgs,
-    /// The store the doors keep their firings in: postgres://USER@HOST/DB or sqlite:PATH
-    /// (default: .improv/doors.db).
+    /// The performance store the workers perform from, shared by machines: the API lists,
+    /// shows, streams, notes and answers their performances through it, /metrics counts it,
+    /// and the doors keep their firings in it and queue what they start there (default: the
+    /// doors' firings in .improv/doors.db, every performance in this process).
     #[arg(long, env = STORE_ENV, value_name = "URL", hide_env_values = true)]
     store: Option<String>,
 }
@@ -40,6 +42,7 @@ pub struct ServeCommand {
 /// end.
 pub fn run(stage_path: Option<PathBuf>, args: ServeCommand) -> Result<ExitCode> {
     let stage = Arc::new(load_stage(stage_path.as_deref(), true)?);
+    crate::arena::one_arena();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,15 +63,36 @@ async fn serve(
     };
     let stopping = shutdown.stopping();
     let tracked = Arc::new(Tracked::new());
+    let store = match args.store.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(url) => Some(crate::store::open(url)?),
+        None => None,
+    };
     let doors = match reloads {
         Some(reloads) => {
             let stopping = stopping.clone();
-            let doors = open_doors(stage_path, &stage, args.store, reloads, &tracked, stopping);
+            let doors = open_doors(
+                stage_path,
+                &stage,
+                store.clone(),
+                reloads,
+                &tracked,
+                stopping,
+            );
             Some(doors.await?)
         }
         None => None,
     };
-    let server = improv_serve::bind_with_doors(stage.clone(), &args.serve, doors.clone()).await?;
+    if let Some(store) = &store {
+        eprintln!(
+            "improv serve: performances of the store {} are served too",
+            store.describe()
+        );
+    }
+    let backing = improv_serve::Backing {
+        doors: doors.clone(),
+        store,
+    };
+    let server = improv_serve::bind_with(stage.clone(), &args.serve, backing).await?;
     eprintln!(
         "improv · stage {} · serving the stage view at {}",
         stage.stage.name,
@@ -112,19 +136,24 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts the door daemon on the doors' store, with a chat listener for channel doors, and
-/// reloads it on each SIGHUP.
+/// Starts the door daemon on the doors' store (`shared`, the performance store, or the stage
+/// folder's), with a chat listener for channel doors, and reloads it on each SIGHUP. With a
+/// shared store the doors queue what they start there for the workers.
 async fn open_doors(
     stage_path: Option<PathBuf>,
     stage: &Arc<Stage>,
-    store: Option<String>,
+    shared: Option<Arc<dyn improv_store::Store>>,
     mut reloads: mpsc::UnboundedReceiver<()>,
     tracked: &Arc<Tracked>,
     stopping: tokio_util::sync::CancellationToken,
 ) -> Result<Arc<Doors>> {
-    let flag = store.clone();
-    let store = door::store(stage, store)?;
-    let launcher = door::launcher(flag.as_deref(), &store, tracked.clone(), stopping);
+    // door::launcher queues on a store that was named, and performs here otherwise.
+    let named = shared.as_ref().map(|store| store.describe());
+    let store = match shared {
+        Some(store) => store,
+        None => door::store(stage, None)?,
+    };
+    let launcher = door::launcher(named.as_deref(), &store, tracked.clone(), stopping);
     let daemon = Daemon::new(
         stage.clone(),
         store.clone(),

@@ -8,13 +8,68 @@ use crate::view::{JsonLines, Terminal};
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
 use improv_kernel::{EventKind, Observer};
-use improv_store::{NewPerformance, State, Store, StoreUrl};
+use improv_store::{ListFilter, NewPerformance, State, Store, StoreError, StoreUrl};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The environment variable naming the store when `--store` is not given.
 pub const STORE_ENV: &str = "IMPROV_STORE";
+
+/// The fewest characters of an id that name a performance in the store: fewer would match
+/// many in a busy store, and a prefix is typed by a person who has the id in front of them.
+pub const MIN_PREFIX: usize = 6;
+
+/// How many candidates an ambiguous prefix lists.
+const CANDIDATES_SHOWN: usize = 10;
+
+/// The whole id of the performance `given` names in `store`: its id, or the one id that begins
+/// with it (at least [`MIN_PREFIX`] characters). An ambiguous prefix is an error listing the
+/// candidates; none found names the store, its password hidden.
+pub async fn resolve(store: &dyn Store, given: &str) -> Result<String> {
+    match store.performance(given).await {
+        Ok(record) => return Ok(record.id),
+        Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if given.chars().count() < MIN_PREFIX {
+        anyhow::bail!(
+            "no performance {given} in the store {}; name one by its whole id or its first {MIN_PREFIX} characters or more (`improv log --store URL` lists them)",
+            store.describe()
+        );
+    }
+    let found = store
+        .list(&ListFilter {
+            limit: CANDIDATES_SHOWN + 1,
+            id_prefix: Some(given.to_string()),
+            ..ListFilter::default()
+        })
+        .await?;
+    match found.as_slice() {
+        [] => anyhow::bail!(
+            "no performance with an id beginning {given} in the store {}; `improv log --store URL` lists them",
+            store.describe()
+        ),
+        [one] => Ok(one.id.clone()),
+        many => {
+            let shown: Vec<&str> = many
+                .iter()
+                .take(CANDIDATES_SHOWN)
+                .map(|r| r.id.as_str())
+                .collect();
+            let more = if many.len() > CANDIDATES_SHOWN {
+                ", and more"
+            } else {
+                ""
+            };
+            anyhow::bail!(
+                "{given} begins the ids of several performances in the store {}: {}{more}; give more of the id",
+                store.describe(),
+                shown.join(", ")
+            )
+        }
+    }
+}
 
 /// Which store.
 #[derive(Args, Clone)]
@@ -123,6 +178,7 @@ pub async fn enqueue(
 /// until it finishes.
 pub async fn follow(store: &str, id: &str, json: bool, verbose: bool) -> Result<ExitCode> {
     let store = open(store)?;
+    let id = &resolve(store.as_ref(), id).await?;
     let view: Arc<dyn Observer> = if json {
         Arc::new(JsonLines)
     } else {
@@ -162,6 +218,7 @@ pub async fn note(store: &str, id: &str, text: &str) -> Result<ExitCode> {
         return Err(anyhow!("the note is empty: say something to the cast"));
     }
     let store = open(store)?;
+    let id = &resolve(store.as_ref(), id).await?;
     let note = store.send_note(id, text).await?;
     eprintln!(
         "note {} sent to {id}; its lead reads it before its next turn",

@@ -1,0 +1,213 @@
+//! The API's view of the performance store (`improv serve --store URL`): performances any
+//! worker on any machine performs are listed, shown and streamed from the store, and their
+//! director notes and approval answers are written to it, where the worker performing them
+//! reads them. Performances this server runs itself stay in its [`Hub`](crate::live::Hub) and
+//! log, as without a store.
+
+use crate::live::{End, Frame, PendingApproval};
+use crate::stream::Told;
+use futures::Stream;
+use improv_kernel::{Event, Outcome};
+use improv_store::{
+    Answer, ApprovalRecord, ListFilter, PerformanceRecord, State, Store, StoreError, UnixMillis,
+};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Events read from the store at once by a stream.
+const PAGE: usize = 256;
+/// The longest a stream waits for the store's wake-up before it looks again (a fallback: the
+/// store wakes it on every append, from any machine).
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The store's performances, newest first, as the API lists them.
+pub(crate) async fn list(store: &dyn Store, limit: usize) -> Result<Vec<Value>, StoreError> {
+    let records = store
+        .list(&ListFilter {
+            limit,
+            ..ListFilter::default()
+        })
+        .await?;
+    let mut rows = Vec::with_capacity(records.len());
+    for record in records {
+        let waiting = waiting(store, &record).await?;
+        rows.push(row(&record, waiting));
+    }
+    Ok(rows)
+}
+
+/// One performance of the store, or `None` when the store has none with that id.
+pub(crate) async fn get(store: &dyn Store, id: &str) -> Result<Option<Value>, StoreError> {
+    match store.performance(id).await {
+        Ok(record) => {
+            let waiting = waiting(store, &record).await?;
+            Ok(Some(row(&record, waiting)))
+        }
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The approvals `record` waits for (none once it finished: nobody waits any more).
+async fn waiting(
+    store: &dyn Store,
+    record: &PerformanceRecord,
+) -> Result<Vec<PendingApproval>, StoreError> {
+    if record.state == State::Finished {
+        return Ok(Vec::new());
+    }
+    Ok(store
+        .approvals(&record.id)
+        .await?
+        .into_iter()
+        .filter(|a| a.answer.is_none())
+        .map(pending)
+        .collect())
+}
+
+fn pending(a: ApprovalRecord) -> PendingApproval {
+    PendingApproval {
+        approval: a.n,
+        actor: a.ask.actor,
+        prop: a.ask.prop,
+        subject: a.ask.subject,
+        rule: a.ask.rule,
+    }
+}
+
+/// A store record in the shape of the log's rows (`status`, `started_at`), with what only the
+/// store knows (`state`, `worker`, `origin`) and the approvals it waits for.
+fn row(r: &PerformanceRecord, waiting: Vec<PendingApproval>) -> Value {
+    json!({
+        "id": r.id,
+        "stage": r.stage,
+        "intent": r.intent,
+        "model": r.model,
+        "origin": r.origin,
+        "status": status(r),
+        "state": r.state,
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "worker": r.worker,
+        "started_at": rfc3339(r.created_at),
+        "updated_at": rfc3339(r.updated_at),
+        "last_seq": r.last_seq,
+        "stored": true,
+        "live": r.state == State::Leased,
+        "approvals": waiting,
+    })
+}
+
+/// The page's word for where a performance is: `running` while a worker holds it (the page
+/// follows those), its outcome once finished.
+fn status(r: &PerformanceRecord) -> &'static str {
+    match (r.state, r.outcome) {
+        (State::Queued, _) => "queued",
+        (State::Leased, _) => "running",
+        (State::Finished, Some(outcome)) => outcome.as_str(),
+        (State::Finished, None) => "failed",
+    }
+}
+
+/// A store time, RFC 3339 in UTC to the millisecond, as the log writes its times.
+pub(crate) fn rfc3339(at: UnixMillis) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// Leaves a director note in the store for the worker performing `id`.
+pub(crate) async fn note(store: &dyn Store, id: &str, text: &str) -> Result<u64, StoreError> {
+    Ok(store.send_note(id, text).await?.n)
+}
+
+/// Answers approval `n` of `id` in the store: false when it was answered already.
+pub(crate) async fn answer(
+    store: &dyn Store,
+    id: &str,
+    n: u64,
+    answer: Answer,
+    note: Option<&str>,
+) -> Result<bool, StoreError> {
+    store.answer_approval(id, n, answer, note).await
+}
+
+/// The frames of stored performance `id` after event `after`: its events as workers append
+/// them, woken by the store, then the `end` frame once it finished.
+pub(crate) fn follow(
+    store: Arc<dyn Store>,
+    id: String,
+    after: Option<u64>,
+) -> impl Stream<Item = Frame> + Send + 'static {
+    let state = Tail {
+        store,
+        id,
+        after: after.unwrap_or(0),
+        queue: VecDeque::new(),
+        done: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        let frame = s.next().await?;
+        Some((frame, s))
+    })
+}
+
+struct Tail {
+    store: Arc<dyn Store>,
+    id: String,
+    /// The seq of the last event sent (0: none).
+    after: u64,
+    queue: VecDeque<Frame>,
+    done: bool,
+}
+
+impl Tail {
+    async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) = self.queue.pop_front() {
+                return Some(frame);
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.read().await {
+                self.done = true;
+                return Some(Frame::error(&e.to_string()));
+            }
+        }
+    }
+
+    /// Queues what is new, the end once it finished, or waits for the store to say more.
+    async fn read(&mut self) -> Result<(), StoreError> {
+        let events = self.store.events(&self.id, self.after, PAGE).await?;
+        if let Some(last) = events.last() {
+            self.after = last.seq;
+            self.queue
+                .extend(events.iter().filter_map(|e| Frame::event(e).ok()));
+            return Ok(());
+        }
+        let record = self.store.performance(&self.id).await?;
+        if record.state == State::Finished {
+            let all = self.store.events(&self.id, 0, 0).await?;
+            self.queue.push_back(Frame::end(&end_of(&record, &all)));
+            self.done = true;
+            return Ok(());
+        }
+        self.store.wait_events(&self.id, self.after, WAIT).await?;
+        Ok(())
+    }
+}
+
+/// How a stored performance ended, from its record and its events.
+fn end_of(record: &PerformanceRecord, events: &[Event]) -> End {
+    let told = Told::from(events);
+    End {
+        id: record.id.clone(),
+        outcome: record.outcome.unwrap_or(Outcome::Failed),
+        reason: record.reason.clone(),
+        attempts: told.attempts,
+        spent: told.spent.unwrap_or_default(),
+        answer: told.answer,
+    }
+}
