@@ -8,7 +8,7 @@
 //! (a full channel drops the span, logged once), so a turn never waits on export; one
 //! background thread with its own small runtime batches them (512 spans, every second, and at
 //! once when a performance ends) and posts them, so it outlives the runtime of whichever
-//! command started it. A cued actor's performance hangs under the `cue` call's span. An export that
+//! command started it; a command about to exit [`flush`]es, waiting at most [`FLUSH_AT_EXIT`]. A cued actor's performance hangs under the `cue` call's span. An export that
 //! fails is logged once and never ends a performance. Spans carry no prompt, reply, argument or
 //! tool output: those may hold secrets.
 //!
@@ -32,8 +32,12 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 512;
 /// How long a span waits in a partial batch before it is sent.
 const INTERVAL: Duration = Duration::from_secs(1);
-/// How long one export request may take.
+/// How long one export request may take: a collector that accepts and never answers holds
+/// the export thread this long per batch, and never a turn.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a command about to exit (`improv run`, `serve`, `worker`) waits at most for the
+/// spans in flight to be posted ([`flush`]); a hung collector delays its exit by this, no more.
+pub const FLUSH_AT_EXIT: Duration = Duration::from_secs(3);
 
 /// Where and how to export, from the standard `OTEL_*` variables.
 #[derive(Clone, Debug, PartialEq)]

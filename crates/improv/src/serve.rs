@@ -47,7 +47,10 @@ pub fn run(stage_path: Option<PathBuf>, args: ServeCommand) -> Result<ExitCode> 
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(stage_path, stage, args))
+    let served = rt.block_on(serve(stage_path, stage, args));
+    // The spans of the performances it just stopped are still on their way: bounded.
+    improv_perform::trace::flush(improv_perform::trace::FLUSH_AT_EXIT);
+    served
 }
 
 async fn serve(

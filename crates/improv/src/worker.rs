@@ -47,7 +47,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let worked = rt.block_on(async {
         let shutdown = Shutdown::install()?;
         let mut store = crate::store::open(&args.store.store)?;
         if let Some(addr) = args.metrics {
@@ -76,7 +76,10 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
         leased::work(store, settings, shutdown.stopping()).await?;
         eprintln!("improv worker drained");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // The spans of the performances it just drained are still on their way: bounded.
+    improv_perform::trace::flush(improv_perform::trace::FLUSH_AT_EXIT);
+    worked
 }
 
 /// Starts the operations listener at `addr`; returns the store to work with, which counts

@@ -448,3 +448,225 @@ async fn a_performance_a_worker_leased_from_the_store_is_traced() {
     assert_eq!(a["improv.performance.id"], id);
     assert_eq!(a["improv.outcome"], "done");
 }
+
+/// What a collector that accepts and never answers saw: requests held, and connections the
+/// client gave up on (closed before an answer).
+#[derive(Default)]
+struct Hung {
+    held: std::sync::atomic::AtomicUsize,
+    abandoned: std::sync::atomic::AtomicUsize,
+}
+
+/// A collector that accepts TCP, reads the request and never answers; returns its base URL.
+async fn hung_collector() -> (String, Arc<Hung>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hung = Arc::new(Hung::default());
+    let seen = hung.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut counted = false;
+                // Read until the client closes; answer nothing.
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if !counted {
+                        counted = true;
+                        seen.held.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                if counted {
+                    seen.abandoned.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (base, hung)
+}
+
+/// A collector that accepts and never answers never delays a turn: the first turn's spans are
+/// posted during its prop call (which outlasts the export interval), that request is never
+/// answered, and still the call goes on and the performance ends while the request is held.
+/// Were the export on the turn's path, the call would wait for the client to give up on the
+/// collector (its request timeout), so the collector would see the request abandoned before
+/// the mark appeared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_collector_never_delays_a_turn() {
+    use std::sync::atomic::Ordering;
+    let (base, hung) = hung_collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    stage(dir.path(), "sleep 1.5; touch turn-went-on");
+    let root = dir.path().to_path_buf();
+    let performed =
+        tokio::spawn(async move { run(&root, &[("OTEL_EXPORTER_OTLP_ENDPOINT", base)]).await });
+    let mark = dir.path().join("turn-went-on");
+    let waited = async {
+        while !mark.exists() && hung.abandoned.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), waited)
+        .await
+        .expect("neither the mark nor an abandoned export within 120 s");
+    assert_eq!(
+        hung.abandoned.load(Ordering::SeqCst),
+        0,
+        "the turn waited for the hung collector until the export gave up"
+    );
+    assert!(
+        hung.held.load(Ordering::SeqCst) >= 1,
+        "the first turn's spans were not posted during its call"
+    );
+    let out = performed.await.unwrap();
+    assert_eq!(events(&out).pop().unwrap()["outcome"], "done");
+}
+
+/// A receiver that answers its first request only after `delay` (the export thread is busy
+/// meanwhile), and the others at once.
+async fn slow_first_receiver(delay: std::time::Duration) -> (String, Received) {
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |headers: HeaderMap, body: String| async move {
+            let json = serde_json::from_str(&body).expect("an OTLP JSON body");
+            sink.lock().unwrap().push((headers, json));
+            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(delay).await;
+            }
+            "{}"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, received)
+}
+
+/// The names of every span received so far.
+fn span_names(received: &Received) -> Vec<String> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, body)| {
+            body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `improv worker` and `improv serve` post the spans in flight when they exit: the lead's
+/// `bash` call ends after the process was told to stop, while the export thread is still
+/// busy with an earlier batch (the receiver answers it late), so its span is only posted if
+/// the process waits for it (at most trace::FLUSH_AT_EXIT, 3 s).
+async fn spans_in_flight_are_posted_at_exit(serve: bool) {
+    let (base, received) = slow_first_receiver(std::time::Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    stage(
+        dir.path(),
+        "touch started; while [ ! -f go ]; do sleep 0.05; done",
+    );
+    let url = format!("sqlite:{}", dir.path().join("store.db").display());
+    let mut command = common::improv_command();
+    command
+        .current_dir(dir.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &base)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null());
+    if serve {
+        command
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .stderr(Stdio::piped());
+    } else {
+        let queued = common::improv_command()
+            .current_dir(dir.path())
+            .args(["run", "--detach", "--store", &url, "go"])
+            .output()
+            .unwrap();
+        assert!(queued.status.success(), "{queued:?}");
+        command
+            .args(["worker", "--store", &url])
+            .stderr(Stdio::null());
+    }
+    let mut child = command.spawn().unwrap();
+    if serve {
+        start_over_the_api(&mut child).await;
+    }
+    let started = dir.path().join("started");
+    let first = async {
+        while !started.exists() || received.lock().unwrap().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), first)
+        .await
+        .expect("the call did not start, or the first batch was not posted, within 60 s");
+    // SAFETY: signalling a child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let names = span_names(&received);
+    assert!(
+        names.iter().any(|n| n == "execute_tool bash"),
+        "the bash call's span, finished at exit, was not posted: {names:?}"
+    );
+}
+
+/// Reads `improv serve`'s address and token from its stderr and starts a performance.
+async fn start_over_the_api(child: &mut std::process::Child) {
+    use std::io::BufRead;
+    let pipe = child.stderr.take().unwrap();
+    let (url, token) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(pipe).lines();
+        let (mut url, mut token) = (None, None);
+        while url.is_none() || token.is_none() {
+            let line = lines.next().expect("improv serve ended").unwrap();
+            if let Some((_, at)) = line.split_once("serving the stage view at ") {
+                url = Some(at.trim().to_string());
+            }
+            if line.starts_with("bearer token (shown once") {
+                token = line.rsplit(": ").next().map(|t| t.trim().to_string());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        (url.unwrap(), token.unwrap())
+    })
+    .await
+    .unwrap();
+    let started = reqwest::Client::new()
+        .post(format!("{url}performances"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status().as_u16(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_posts_the_spans_in_flight_at_exit() {
+    spans_in_flight_are_posted_at_exit(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_posts_the_spans_in_flight_at_exit() {
+    spans_in_flight_are_posted_at_exit(true).await;
+}
