@@ -396,25 +396,49 @@ fn read_file(opened: File, file: &Path, mut batcher: Batcher) -> Result<()> {
     outcome.and(flushed)
 }
 
+/// Reads JSON lines, each handed over where it lies in the read buffer: only a line that spans
+/// two fills of the buffer is copied (into `spanning`), which spares a copy of the whole file.
 fn json_lines(reader: &mut impl BufRead, file: &Path, batcher: &mut Batcher) -> Result<()> {
-    let mut line = Vec::new();
+    let mut spanning = Vec::new();
     let mut number = 0usize;
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(io(file))? == 0 {
-            return Ok(());
+        let buffer = reader.fill_buf().map_err(io(file))?;
+        if buffer.is_empty() {
+            // The last line, without a line break.
+            if spanning.is_empty() {
+                return Ok(());
+            }
+            return json_line(&spanning, number + 1, batcher);
         }
-        number += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
+        let Some(end) = memchr::memchr(b'\n', buffer) else {
+            spanning.extend_from_slice(buffer);
+            let read = buffer.len();
+            reader.consume(read);
             continue;
+        };
+        number += 1;
+        if spanning.is_empty() {
+            json_line(&buffer[..=end], number, batcher)?;
+        } else {
+            spanning.extend_from_slice(&buffer[..=end]);
+            json_line(&spanning, number, batcher)?;
+            spanning.clear();
         }
-        let bytes = line.len();
-        let end = line
-            .iter()
-            .rposition(|b| !matches!(b, b'\n' | b'\r'))
-            .map_or(0, |last| last + 1);
-        batcher.push_line(&line[..end], Origin::Line(number), bytes)?;
+        reader.consume(end + 1);
     }
+}
+
+/// One line of a JSON lines file, its line break included (when it has one): blank lines are
+/// skipped.
+fn json_line(line: &[u8], number: usize, batcher: &mut Batcher) -> Result<()> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let end = line
+        .iter()
+        .rposition(|b| !matches!(b, b'\n' | b'\r'))
+        .map_or(0, |last| last + 1);
+    batcher.push_line(&line[..end], Origin::Line(number), line.len())
 }
 
 fn json_array(reader: &mut impl Read, file: &Path, batcher: &mut Batcher) -> Result<()> {

@@ -511,7 +511,7 @@ impl Shape {
             View::Bool(b) => self.absorb_bool(b),
             View::Integer(i) => self.absorb_integer(i),
             View::Number(f) => self.absorb_number(f),
-            View::String(s) => self.absorb_string(s),
+            View::String(s) | View::Plain(s) => self.absorb_string(s),
             View::Array(len, items) => {
                 let (array, mut changed) = self.array_slot(len as u64);
                 for item in items {

@@ -25,6 +25,10 @@ pub(crate) enum View<'a, I, F> {
     /// Any other number (serde_json holds them as `f64`).
     Number(f64),
     String(&'a str),
+    /// A string parsed from JSON text that held no escape: it has nothing JSON text escapes
+    /// (a quote or backslash would have been one, and serde_json refuses raw control
+    /// characters), so the encoder need not look.
+    Plain(&'a str),
     /// Its length and its items.
     Array(usize, I),
     /// Its fields, sorted by key, each key once.
@@ -305,7 +309,8 @@ impl<'t, 'a> Json<'t> for At<'t, 'a> {
             Node::Bool(b) => View::Bool(*b),
             Node::Integer(i) => View::Integer(*i),
             Node::Number(f) => View::Number(*f),
-            Node::String(s) => View::String(s),
+            Node::String(Cow::Borrowed(s)) => View::Plain(s),
+            Node::String(Cow::Owned(s)) => View::String(s),
             Node::Array { len, .. } => View::Array(*len, children(*len)),
             Node::Object { len, order, .. } => View::Object(Fields {
                 nodes: self.nodes,
@@ -448,7 +453,7 @@ mod tests {
         let mut tape = Tape::default();
         tape.parse(text.as_bytes()).unwrap();
         let mut body = Vec::new();
-        crate::jsonb::encode(tape.root(), &mut body);
+        crate::jsonb::encode_entry(tape.root(), text.len(), &mut body);
         let mut shape = Shape::default();
         shape.absorb_any(tape.root());
         (body, shape, tape)

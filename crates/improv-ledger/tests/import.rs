@@ -309,3 +309,46 @@ fn the_index_deferred_by_an_import_is_always_built_again() {
         recorded
     );
 }
+
+/// Lines are read where they lie in the read buffer; one that spans fills of it (here one far
+/// longer than the buffer, and short ones around its edges) is put together whole, the line
+/// numbers stay right, and a last line without a line break is read.
+#[test]
+fn lines_across_read_buffer_fills_are_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.jsonl");
+    let long = "x".repeat(700_000);
+    let mut text = String::new();
+    for i in 0..30_000 {
+        text.push_str(&format!(
+            "{{\"n\": {i}, \"pad\": \"{}\"}}\n",
+            "y".repeat(i % 23)
+        ));
+        if i == 10_000 {
+            text.push_str(&format!("{{\"n\": -1, \"long\": \"{long}\"}}\n{{broken\n"));
+        }
+    }
+    text.push_str("{\"n\": 30000}");
+    std::fs::write(&file, &text).unwrap();
+    let ledger = ledger(dir.path());
+    let report = ledger.import("long", &file, &who()).unwrap();
+    assert_eq!((report.recorded, report.rejected), (30_002, 1));
+    let rejects = ledger.rejects("long", 10).unwrap();
+    assert!(
+        rejects[0].reason.starts_with("line 10003: "),
+        "{}",
+        rejects[0].reason
+    );
+    let entries = ledger
+        .query("long", &Query::new().order_by("n").unwrap())
+        .unwrap();
+    assert_eq!(
+        entries[0].value["long"].as_str().map(str::len),
+        Some(700_000)
+    );
+    let ns: Vec<i64> = entries[1..]
+        .iter()
+        .map(|e| e.value["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, (0..=30_000).collect::<Vec<i64>>());
+}

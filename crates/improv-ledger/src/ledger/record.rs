@@ -322,7 +322,7 @@ impl Ledger {
             String::from_utf8_lossy(text).trim().to_owned()
         });
         let mut body = Vec::with_capacity(text.len() + text.len() / 4 + 16);
-        crate::jsonb::encode(tape.root(), &mut body);
+        crate::jsonb::encode_entry(tape.root(), text.len(), &mut body);
         let changed = shape.absorb_any(tape.root());
         let value = None;
         Some((Checked::Accepted { value, body, raw }, changed))
