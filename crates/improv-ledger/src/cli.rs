@@ -7,8 +7,12 @@
 //!     command: Option<improv_ledger::cli::LedgerCommand>,
 //! },
 //! // and where commands run:
-//! Command::Ledger { command } => improv_ledger::cli::run(command, &state_dir, options, json)?,
+//! Command::Ledger { command } => improv_ledger::cli::run(command, &state_dir, &stage_name, options, json)?,
 //! ```
+//!
+//! `settle` and `evolve --accept` with `--store postgres://…` also bring the
+//! collection's table in that database up to date ([`crate::postgres`]): created and loaded, or
+//! migrated.
 
 use crate::ledger::{Decision, Ledger, LedgerOptions, Provenance, Query};
 use anyhow::{Context, bail};
@@ -26,6 +30,8 @@ pub enum LedgerCommand {
     Settle {
         /// The collection to settle.
         collection: String,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// List the fields proposed since settling, or accept or reject one.
     Evolve {
@@ -36,6 +42,8 @@ pub enum LedgerCommand {
         /// Refuse this field: entries carrying it are rejected from now on.
         #[arg(long, value_name = "FIELD")]
         reject: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Import a JSON lines, JSON array or CSV (by extension) file into a collection, streaming;
     /// lines that cannot be read go to the rejects with their line number.
@@ -74,16 +82,27 @@ pub enum LedgerCommand {
     },
 }
 
-/// Runs a ledger command against `<state_dir>/ledger.db`, printing to standard output.
+/// The PostgreSQL store whose copy of the settled collections a command brings up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Default, clap::Args)]
+pub struct StoreArg {
+    /// Also create, load or migrate the collection's table in this PostgreSQL store (schema
+    /// `ledger_<stage>`); a SQLite store keeps the ledger in the stage folder only.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+/// Runs a ledger command against `<state_dir>/ledger.db` of the stage named `stage`, printing
+/// to standard output.
 pub fn run(
     command: Option<LedgerCommand>,
     state_dir: &Path,
+    stage: &str,
     options: LedgerOptions,
     json: bool,
 ) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    run_with(command, state_dir, options, json, &mut out)
+    run_with(command, state_dir, stage, options, json, &mut out)
 }
 
 /// [`run`] with the default options, writing to `out`.
@@ -93,13 +112,14 @@ pub fn run_to(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    run_with(command, state_dir, LedgerOptions::default(), json, out)
+    run_with(command, state_dir, "", LedgerOptions::default(), json, out)
 }
 
 /// [`run`], writing to `out`.
 pub fn run_with(
     command: Option<LedgerCommand>,
     state_dir: &Path,
+    stage: &str,
     options: LedgerOptions,
     json: bool,
     out: &mut dyn Write,
@@ -108,7 +128,7 @@ pub fn run_with(
         .with_context(|| format!("opening the ledger in {}", state_dir.display()))?;
     match command.unwrap_or(LedgerCommand::List) {
         LedgerCommand::List => list(&ledger, json, out),
-        LedgerCommand::Settle { collection } => {
+        LedgerCommand::Settle { collection, store } => {
             let settlement = ledger.settle(&collection)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&settlement)?)?;
@@ -124,13 +144,15 @@ pub fn run_with(
                 writeln!(out, "\n-- Postgres")?;
                 writeln!(out, "{}", settlement.postgres_ddl)?;
             }
-            Ok(())
+            sync_store(&ledger, &store, stage, &collection, json, out)
         }
         LedgerCommand::Evolve {
             collection,
             accept,
             reject,
+            store,
         } => {
+            let accepting = accept.is_some();
             let decision = match (accept, reject) {
                 (Some(field), None) => Some((field, Decision::Accept)),
                 (None, Some(field)) => Some((field, Decision::Reject)),
@@ -190,6 +212,9 @@ pub fn run_with(
                         )?;
                     }
                 }
+            }
+            if accepting {
+                sync_store(&ledger, &store, stage, &collection, json, out)?;
             }
             Ok(())
         }
@@ -392,6 +417,59 @@ fn list(ledger: &Ledger, json: bool, out: &mut dyn Write) -> anyhow::Result<()> 
             )?;
         }
         writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Brings `collection`'s table in the PostgreSQL store named by `store` up to date, and says
+/// what it did; nothing without a store or with a SQLite one (the ledger stays in the stage
+/// folder).
+fn sync_store(
+    ledger: &Ledger,
+    store: &StoreArg,
+    stage: &str,
+    collection: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use improv_store::StoreUrl;
+    let Some(text) = &store.store else {
+        return Ok(());
+    };
+    let StoreUrl::Postgres(url) = StoreUrl::parse(text)? else {
+        return Ok(());
+    };
+    if stage.is_empty() {
+        bail!(
+            "--store needs the stage's name for its schema; run it as `improv ledger` in a stage"
+        );
+    }
+    let pool = improv_store::PgPool::connect(&url)?;
+    let tables = crate::postgres::PgLedger::new(pool, stage);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime that talks to the store")?;
+    let synced = runtime.block_on(tables.sync(ledger, collection))?;
+    let Some(synced) = synced else {
+        return Ok(());
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&synced)?)?;
+    } else {
+        let change = match synced.table {
+            crate::postgres::TableChange::Created => "created",
+            crate::postgres::TableChange::Migrated => "migrated",
+            crate::postgres::TableChange::Current => "up to date",
+        };
+        writeln!(
+            out,
+            "\ntable {}.{collection} in {}: {change} (version {}), {} entries loaded",
+            tables.schema(),
+            StoreUrl::Postgres(url.clone()).redacted(),
+            synced.version,
+            synced.loaded
+        )?;
     }
     Ok(())
 }

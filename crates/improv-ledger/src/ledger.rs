@@ -39,7 +39,7 @@ mod settle;
 pub use crate::import::ImportReport;
 pub use query::{Filter, Op, Query};
 pub(crate) use record::{Checked, Inferred, Origin, Prepared};
-pub use settle::{Decision, Evolution, Proposal, Settlement};
+pub use settle::{Decision, Evolution, Proposal, SettledColumns, Settlement};
 use settle::{Settled, compile, load_proposals};
 
 /// The ledger's file name inside a stage's state directory (`.improv/`).

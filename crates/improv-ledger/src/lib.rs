@@ -27,6 +27,7 @@ pub mod import;
 mod jsonb;
 pub mod ledger;
 pub mod path;
+pub mod postgres;
 pub mod props;
 pub mod schema;
 pub mod shape;
@@ -40,5 +41,5 @@ pub use ledger::{
     Stability,
 };
 pub use path::{FieldPath, PathError};
-pub use props::props;
+pub use props::{props, props_in_store};
 pub use shape::{RenameSuspect, Shape, rename_suspects};

@@ -3,8 +3,12 @@
 //! Their tool schemas are kept tiny (each spec is at most 375 bytes serialized, checked by a
 //! test), because every byte is paid on every turn; `query`'s `schema` flag (29 bytes) is what
 //! lets the context carry a summary of a long settled schema instead of all of it. SQLite work runs on tokio's blocking pool.
+//!
+//! In a PostgreSQL store ([`props_in_store`]) a settled collection is also a table there
+//! ([`crate::postgres`]): `record` brings it up to date after each write, and `query` reads it.
 
-use crate::ledger::{Input, Ledger, LedgerError, Provenance, Query, RecordOutcome};
+use crate::ledger::{Entry, Input, Ledger, LedgerError, Provenance, Query, RecordOutcome};
+use crate::postgres::PgLedger;
 use async_trait::async_trait;
 use improv_kernel::{Access, Prop, PropContext, PropError, ToolSpec};
 use serde_json::{Value, json};
@@ -20,13 +24,25 @@ const MAX_REPLY_BYTES: usize = 32 * 1024;
 /// The `record` and `query` props over a ledger. Entries are attributed to the performance and
 /// actor in the call's [`PropContext`].
 pub fn props(ledger: Arc<Ledger>) -> Vec<Arc<dyn Prop>> {
+    make(ledger, None)
+}
+
+/// The `record` and `query` props of a stage performed from a PostgreSQL store: each settled
+/// collection is kept as a table in `store` and queried there.
+pub fn props_in_store(ledger: Arc<Ledger>, store: Arc<PgLedger>) -> Vec<Arc<dyn Prop>> {
+    make(ledger, Some(store))
+}
+
+fn make(ledger: Arc<Ledger>, store: Option<Arc<PgLedger>>) -> Vec<Arc<dyn Prop>> {
     vec![
         Arc::new(RecordProp {
             ledger: ledger.clone(),
+            store: store.clone(),
             spec: record_spec(),
         }),
         Arc::new(QueryProp {
             ledger,
+            store,
             spec: query_spec(),
         }),
     ]
@@ -67,11 +83,13 @@ fn query_spec() -> ToolSpec {
 
 struct RecordProp {
     ledger: Arc<Ledger>,
+    store: Option<Arc<PgLedger>>,
     spec: ToolSpec,
 }
 
 struct QueryProp {
     ledger: Arc<Ledger>,
+    store: Option<Arc<PgLedger>>,
     spec: ToolSpec,
 }
 
@@ -125,12 +143,24 @@ impl Prop for RecordProp {
             })
             .await?
         };
+        let behind = match (&outcome, &self.store) {
+            (RecordOutcome::Recorded { .. }, Some(store)) => {
+                match store.sync(&self.ledger, &collection).await {
+                    Ok(_) => String::new(),
+                    // Recorded all the same: the next sync loads every entry not yet loaded.
+                    Err(e) => format!(
+                        " (the store's table is behind and catches up on the next write: {e})"
+                    ),
+                }
+            }
+            _ => String::new(),
+        };
         match outcome {
             RecordOutcome::Recorded { id, proposed } if proposed.is_empty() => {
-                Ok(format!("recorded #{id} in {collection}"))
+                Ok(format!("recorded #{id} in {collection}{behind}"))
             }
             RecordOutcome::Recorded { id, proposed } => Ok(format!(
-                "recorded #{id} in {collection}; new fields {} are not in its settled schema and were proposed to the director",
+                "recorded #{id} in {collection}; new fields {} are not in its settled schema and were proposed to the director{behind}",
                 proposed.join(", ")
             )),
             RecordOutcome::Rejected { reason, .. } => Err(PropError::new(format!(
@@ -170,6 +200,9 @@ impl Prop for QueryProp {
         };
         let query = Query::from_json(arguments.get("where"), order_by.as_deref(), Some(limit))
             .map_err(to_prop_error)?;
+        if let Some(entries) = self.in_store(&collection, &query).await? {
+            return Ok(reply(&collection, &entries, limit, &[]));
+        }
         let ledger = self.ledger.clone();
         let name = collection.clone();
         let (entries, known) = blocking(move || {
@@ -187,41 +220,69 @@ impl Prop for QueryProp {
             Ok((entries, known))
         })
         .await?;
-        if entries.is_empty() {
-            return Ok(if known.contains(&collection) || known.is_empty() {
-                format!("no entries in {collection} match")
-            } else {
-                format!(
-                    "no entries: there is no collection {collection}; collections: {}",
-                    known.join(", ")
-                )
-            });
-        }
-        let mut out = String::new();
-        let mut shown = 0;
-        for entry in &entries {
-            let line = format!("#{} {}\n", entry.id, entry.text);
-            if out.len() + line.len() > MAX_REPLY_BYTES {
-                break;
-            }
-            out.push_str(&line);
-            shown += 1;
-        }
-        if shown < entries.len() {
-            out.push_str(&format!(
-                "({} more not shown: the reply is capped at 32 KB; narrow `where` or lower `limit`)\n",
-                entries.len() - shown
-            ));
-        } else if entries.len() == limit {
-            out.push_str(&format!(
-                "(limit {limit} reached; narrow `where` or raise `limit`)\n"
-            ));
-        }
-        Ok(out)
+        Ok(reply(&collection, &entries, limit, &known))
     }
 }
 
+/// The reply to a query: an entry a line, capped at [`MAX_REPLY_BYTES`]; with none, whether the
+/// collection exists (`known`: the collections there are, when looked up).
+fn reply(collection: &str, entries: &[Entry], limit: usize, known: &[String]) -> String {
+    if entries.is_empty() {
+        return if known.iter().any(|k| k == collection) || known.is_empty() {
+            format!("no entries in {collection} match")
+        } else {
+            format!(
+                "no entries: there is no collection {collection}; collections: {}",
+                known.join(", ")
+            )
+        };
+    }
+    let mut out = String::new();
+    let mut shown = 0;
+    for entry in entries {
+        let line = format!("#{} {}\n", entry.id, entry.text);
+        if out.len() + line.len() > MAX_REPLY_BYTES {
+            break;
+        }
+        out.push_str(&line);
+        shown += 1;
+    }
+    if shown < entries.len() {
+        out.push_str(&format!(
+            "({} more not shown: the reply is capped at 32 KB; narrow `where` or lower `limit`)\n",
+            entries.len() - shown
+        ));
+    } else if entries.len() == limit {
+        out.push_str(&format!(
+            "(limit {limit} reached; narrow `where` or raise `limit`)\n"
+        ));
+    }
+    out
+}
+
 impl QueryProp {
+    /// The entries from the store's table of a settled collection, brought up to date first;
+    /// `None` without a store or when the collection is not settled (the ledger file answers).
+    async fn in_store(
+        &self,
+        collection: &str,
+        query: &Query,
+    ) -> Result<Option<Vec<Entry>>, PropError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let error = |e: crate::postgres::PgLedgerError| PropError::new(e.to_string());
+        if store
+            .sync(&self.ledger, collection)
+            .await
+            .map_err(error)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(store.query(collection, query).await.map_err(error)?))
+    }
+
     /// The whole settled JSON Schema of a collection: what the context's summary leaves out.
     async fn schema(&self, collection: String) -> Result<String, PropError> {
         let ledger = self.ledger.clone();

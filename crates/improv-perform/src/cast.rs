@@ -262,7 +262,7 @@ fn bare_props(cast: &Cast, actor: &ActorConfig) -> Result<Vec<Arc<dyn Prop>>> {
             Some(Source::Ledger) => {
                 if !props.iter().any(|p| p.spec().name == *name) {
                     props.extend(
-                        improv_ledger::props(ledger(stage)?)
+                        ledger_props(stage, cast.store.as_ref())?
                             .into_iter()
                             .filter(|p| actor.props.contains(&p.spec().name)),
                     );
@@ -294,6 +294,21 @@ fn memory(
     let memory = improv_memory::Memory::open_in(&dir)
         .with_context(|| format!("cannot open the stage's memory in {}", dir.display()))?;
     Ok(Arc::new(memory))
+}
+
+/// The `record` and `query` props: in a PostgreSQL store the performance is performed from,
+/// settled collections are tables there too (`ledger_<stage>`), kept up to date and queried.
+fn ledger_props(
+    stage: &Stage,
+    store: Option<&improv_store::StoreUrl>,
+) -> Result<Vec<Arc<dyn Prop>>> {
+    let ledger = ledger(stage)?;
+    if let Some(improv_store::StoreUrl::Postgres(url)) = store {
+        let pool = improv_store::PgPool::shared(url)?;
+        let tables = improv_ledger::postgres::PgLedger::new(pool, &stage.stage.name);
+        return Ok(improv_ledger::props_in_store(ledger, Arc::new(tables)));
+    }
+    Ok(improv_ledger::props(ledger))
 }
 
 /// The stage's ledger, beside its event log.

@@ -307,6 +307,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             improv_ledger::cli::run(
                 command,
                 &perform::state_dir(&stage),
+                &stage.stage.name,
                 improv_perform::cast::ledger_options(&stage),
                 json,
             )?;

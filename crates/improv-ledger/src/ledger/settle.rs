@@ -480,3 +480,49 @@ pub(super) fn new_fields<'v>(
         _ => {}
     }
 }
+
+/// A settled collection's version and what its table's columns are made from: what a copy of
+/// the collection elsewhere (the PostgreSQL store, [`crate::postgres`]) is brought up to, and,
+/// kept there, the "before" of its next migration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SettledColumns {
+    pub version: u32,
+    /// The shape the version was settled from.
+    pub shape: Shape,
+    /// The fields that have a column, as field paths.
+    pub column_paths: Vec<String>,
+}
+
+impl SettledColumns {
+    /// The table's columns, as the DDL and migrations of this version name them.
+    pub fn columns(&self) -> Result<Vec<schema::Column>> {
+        let keep = self
+            .column_paths
+            .iter()
+            .map(|p| FieldPath::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(schema::columns_with(&self.shape, &keep))
+    }
+}
+
+impl Ledger {
+    /// The settled version of `collection` and its columns; `None` when it is not settled.
+    pub fn settled_columns(&self, collection: &str) -> Result<Option<SettledColumns>> {
+        check_collection_name(collection)?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let state = load_fresh(&inner.conn, &mut inner.cache, collection)?;
+        let Some(settled) = &state.stored.settled else {
+            return Ok(None);
+        };
+        Ok(Some(SettledColumns {
+            version: settled.version,
+            shape: settled.shape.clone(),
+            column_paths: settled
+                .kept_columns()?
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }))
+    }
+}
