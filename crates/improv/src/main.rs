@@ -1,6 +1,7 @@
 //! The `improv` command: set up a stage, perform it, watch it, look back at it.
 
 mod approve;
+mod arena;
 mod causes;
 mod door;
 mod index;
