@@ -417,8 +417,10 @@ pub(crate) fn in_helper<T, F: Fn() -> Result<T, Failed>>(work: F) -> Result<T, F
         return Err((c"clone", errno));
     }
     // SAFETY: reaps the helper just cloned, which has exited (CLONE_VFORK) and which nothing
-    // else waits for.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
+    // else waits for; again when a signal interrupted the wait.
+    while unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) } < 0
+        && last_errno() == Errno::INTR
+    {}
     // The helper's namespace steps set the flag of the memory it shared with improv.
     if let Ok(dumpable) = dumpable
         && rustix::process::dumpable_behavior().ok() != Some(dumpable)
