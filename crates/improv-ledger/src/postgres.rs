@@ -155,18 +155,19 @@ impl PgLedger {
             }
             Some((_, loaded)) => (TableChange::Current, *loaded),
         };
-        let entries: Vec<Entry> = ledger
-            .query(collection, &Query::new())?
-            .into_iter()
-            .filter(|e| e.id > loaded)
-            .collect();
         let insert = insert_sql(collection, &columns);
-        for batch in entries.chunks(BATCH) {
-            tx.execute(&insert, &[&batch_json(batch)])
+        let mut count = 0u64;
+        loop {
+            let batch = ledger.entries_after(collection, loaded, BATCH)?;
+            let Some(last) = batch.last() else {
+                break;
+            };
+            loaded = last.id;
+            count += batch.len() as u64;
+            tx.execute(&insert, &[&batch_json(&batch)])
                 .await
                 .map_err(self.err())?;
         }
-        loaded = entries.last().map_or(loaded, |e| e.id);
         let settled = serde_json::to_string(&now).map_err(LedgerError::from)?;
         tx.execute(
             "INSERT INTO improv_ledger_sync (collection, settled, loaded) VALUES ($1, $2::text::jsonb, $3)
@@ -180,7 +181,7 @@ impl PgLedger {
             collection: collection.to_owned(),
             version: now.version,
             table,
-            loaded: entries.len() as u64,
+            loaded: count,
         }))
     }
 
@@ -201,7 +202,10 @@ impl PgLedger {
     /// same [`Query`] the ledger file answers, read from `doc` in the store.
     pub async fn query(&self, collection: &str, query: &Query) -> Result<Vec<Entry>> {
         let (sql, params) = select_sql(&self.schema, collection, query)?;
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| -> &(dyn ToSql + Sync) { &**p }).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| -> &(dyn ToSql + Sync) { &**p })
+            .collect();
         let client = self.pool.client().await?;
         let rows = client.query(&sql, &params).await.map_err(self.err())?;
         rows.iter()

@@ -178,6 +178,29 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Up to `limit` entries of a collection recorded after entry `after`, in recording order:
+    /// how a copy elsewhere (the PostgreSQL store) catches up without reading what it has.
+    pub fn entries_after(&self, collection: &str, after: i64, limit: usize) -> Result<Vec<Entry>> {
+        check_collection_name(collection)?;
+        let guard = self.lock();
+        let mut statement = guard.conn.prepare_cached(
+            "SELECT id, json(body), raw, performance, actor, at FROM ledger_entries
+             WHERE collection = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(
+            rusqlite::params![collection, after, limit],
+            row_to_entry(collection),
+        )?;
+        let mut entries = Vec::new();
+        for row in rows {
+            entries.push(row??);
+        }
+        Ok(entries)
+    }
+}
+
 fn build_query(collection: &str, query: &Query) -> Result<(String, Vec<SqlValue>)> {
     let mut sql = String::from(
         "SELECT id, json(body), raw, performance, actor, at FROM ledger_entries WHERE collection = ?",
