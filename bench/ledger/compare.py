@@ -8,7 +8,9 @@ of records, optional fields, a field of mixed kinds (`zip`: integer or string), 
 and a map (`stock`: counts per SKU, keys that are data). Each side runs in its own process, on
 one thread (improv reads on one thread and writes on another: CPU seconds, all threads, are
 printed beside the wall-clock ones); peak RSS is that process's. The sides alternate for --runs
-rounds; the table shows medians (peak RSS: the largest). Needs `pip install duckdb`.
+rounds; the table shows medians (peak RSS: the largest). Then every field's type: improv's
+PostgreSQL and SQLite column types beside DuckDB's (a STRUCT's members one by one, as improv gives
+a record's fields columns of their own). Needs `pip install duckdb`.
 """
 import argparse
 import json
