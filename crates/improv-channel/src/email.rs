@@ -17,10 +17,14 @@
 //! roots, or, with `ca_file`, against that file's certificate authorities only (a private CA), so
 //! no one has to turn verification off; a failed check names the host and `ca_file`.
 //!
-//! **Who wrote.** The allow list trusts the `From:` address as the receiving server delivered
-//! it, which a sender can forge: use a mailbox whose server checks SPF/DKIM/DMARC. Mail that
-//! server marked `dmarc=fail` is never answered, nor is automatic mail (RFC 3834) or our own.
+//! **Who wrote.** From: can be forged, so by default (`sender_check = "aligned"`) a mail counts
+//! only when the door's own receiving server (`authserv_id`) says in `Authentication-Results`
+//! that DKIM or SPF passed for a domain aligned with From:'s ([`auth`]); others are not
+//! answered at all, not even with a pairing code, so a forged From: cannot make the door write
+//! to a third party. `sender_check = "none"` trusts From: as written. Mail marked `dmarc=fail`
+//! is never answered, nor is automatic mail (RFC 3834) or our own.
 
+pub mod auth;
 pub mod imap;
 pub mod message;
 pub mod smtp;
@@ -220,12 +224,45 @@ impl Listener for EmailListener {
             async move { outbox.run(cancel).await }
         });
         let retaking = crate::door::retake(door.clone(), cancel.clone());
+        let sweeping = tokio::spawn(improv_door::expiry::run(
+            ctx.store.clone(),
+            crate::door::expiry(),
+            ctx.clock.clone(),
+            cancel.clone(),
+        ));
+        let expiring = tokio::spawn(expire_threads(
+            ctx.clone(),
+            email.thread_days,
+            cancel.clone(),
+        ));
         let inbox = imap::Inbox::new(&name, email, login).map_err(failed)?;
         let result = imap::listen(&inbox, &door, cancel.clone()).await;
         cancel.cancel();
         let _ = retaking.await;
+        let _ = sweeping.await;
+        let _ = expiring.await;
         let _ = retry.await;
         result.map_err(failed)
+    }
+}
+
+/// Every [`SWEEP_EVERY`](improv_door::expiry::SWEEP_EVERY) of the door's clock, deletes its
+/// thread records unused for `days` ([`message::expire`]) until `cancel` fires.
+async fn expire_threads(ctx: DoorContext, days: u32, cancel: CancellationToken) {
+    let every = i64::try_from(improv_door::expiry::SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX);
+    let door = &ctx.door.name;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = ctx.clock.sleep_until(ctx.clock.now().saturating_add(every)) => {}
+        }
+        match message::expire(ctx.store.as_ref(), door, days, ctx.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(door = %door, "expired {n} email thread record(s)"),
+            Err(e) => {
+                tracing::warn!(door = %door, "email thread records could not be expired (tried again later): {e}")
+            }
+        }
     }
 }
 

@@ -887,3 +887,105 @@ async fn a_door_that_did_not_ask_for_plain_text_never_logs_in_or_sends_without_t
         .await
         .unwrap();
 }
+
+/// From: is believed only on the word of the door's own receiving server: mail claiming to be
+/// from an allowed sender, with a forged `Authentication-Results` pass of another server above
+/// or below ours, is not answered, nor is a stranger without a pass given a pairing code (it
+/// would go to an address the sender only wrote); the same sender with our server's aligned DKIM
+/// pass is performed and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_sender_is_not_answered_and_our_servers_aligned_pass_lets_one_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let dovecot = Dovecot::start(dir.path());
+    let smtp = Smtp::start(dir.path());
+    let mut config = settings(dovecot.port, smtp.port);
+    config.sender_check = SenderCheck::Aligned {
+        authserv_id: "mx.door.test".into(),
+    };
+    let door = Door::spawn(config, &["alice@example.com"], vec![replies("The plan.")]);
+    opened(door.store.as_ref(), "mail").await;
+    let forged = "Authentication-Results: mx.evil.test; dkim=pass header.d=example.com; \
+                  spf=pass smtp.mailfrom=alice@example.com\n";
+    let ours = "Authentication-Results: mx.door.test; dkim=none; \
+                spf=fail smtp.mailfrom=mallory@evil.test\n";
+    let received = "Received: from evil.test by mx.door.test\n";
+    let above = format!("{forged}{ours}{received}");
+    let below = format!("{ours}{received}{forged}");
+    for (id, headers) in [("f1@evil.test", &above), ("f2@evil.test", &below)] {
+        dovecot
+            .append(&mail(
+                id,
+                "alice@example.com",
+                "pay",
+                headers,
+                "Wire the money.",
+            ))
+            .await;
+    }
+    dovecot
+        .append(&mail("f3@evil.test", "bob@example.org", "hi", ours, "Hi."))
+        .await;
+    let genuine = "Authentication-Results: mx.door.test; dkim=pass header.d=example.com \
+                   header.s=s1; spf=none\n";
+    dovecot
+        .append(&mail(
+            "g1@example.com",
+            "Alice <alice@example.com>",
+            "plan",
+            genuine,
+            "What is the plan?",
+        ))
+        .await;
+    let got = smtp.wait_received(1).await;
+    assert_eq!(
+        header(&got[0], "In-Reply-To").as_deref(),
+        Some("<g1@example.com>"),
+        "{}",
+        got[0]
+    );
+    door.cancel.cancel();
+    door.running.await.unwrap().unwrap();
+    assert_eq!(door.performer.count(), 1);
+    assert_eq!(smtp.received().len(), 1);
+}
+
+/// Thread records expire: a door's records unused for its `thread_days` are deleted by the
+/// sweep, those younger are kept, and another door's (with its own `thread_days`) are not
+/// touched. The time is a simulated clock's, 179 and then 181 days on.
+#[tokio::test]
+async fn thread_records_expire_after_the_doors_thread_days() {
+    use email::message::{Mail, Threads, expire};
+    use improv_door::clock::{Clock, SimClock};
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    let store = TestStore::default();
+    let clock = SimClock::new(SystemClock.now());
+    let mail = |id: &str| Mail {
+        message_id: id.into(),
+        in_reply_to: Vec::new(),
+        references: Vec::new(),
+        from: "alice@example.com".into(),
+        subject: "plan".into(),
+        text: "hi".into(),
+    };
+    let threads = |door| Threads {
+        store: &store,
+        door,
+        correspondent: "alice@example.com",
+    };
+    threads("mail").record(&mail("m1@x")).await.unwrap();
+    threads("other").record(&mail("o1@x")).await.unwrap();
+
+    clock.advance(179 * DAY);
+    let gone = expire(&store, "mail", DEFAULT_THREAD_DAYS, clock.now()).await;
+    assert_eq!(gone.unwrap(), 0);
+    assert!(threads("mail").get("m1@x").await.unwrap().is_some());
+
+    clock.advance(2 * DAY);
+    let gone = expire(&store, "mail", DEFAULT_THREAD_DAYS, clock.now()).await;
+    assert_eq!(gone.unwrap(), 1);
+    assert!(threads("mail").get("m1@x").await.unwrap().is_none());
+    assert!(threads("other").get("o1@x").await.unwrap().is_some());
+    // The other door's own setting, a year, keeps it.
+    let gone = expire(&store, "other", 365, clock.now()).await;
+    assert_eq!(gone.unwrap(), 0);
+}

@@ -12,7 +12,7 @@ use crate::{Channel, ChannelError, Inbound};
 use async_imap::types::Fetch;
 use async_imap::{Client, Session};
 use futures::TryStreamExt;
-use improv_stage::door::{EmailDoor, MailServer};
+use improv_stage::door::{EmailDoor, MailServer, SenderCheck};
 use improv_store::Store;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -67,6 +67,8 @@ pub struct Inbox {
     login: Login,
     /// The door's own address: mail from it is never answered.
     own: String,
+    /// How a sender is known to be who From: says.
+    check: SenderCheck,
     timeout: Duration,
 }
 
@@ -80,6 +82,7 @@ impl Inbox {
             trust: Trust::of(door, email)?,
             login,
             own: email.from.clone(),
+            check: email.sender_check.clone(),
             timeout: crate::DEFAULT_TIMEOUT,
         })
     }
@@ -277,7 +280,7 @@ impl Inbox {
     /// Reads one mail and hands it to the door; what cannot be done is logged (the INBOX goes on).
     async fn hand_over(&self, door: &ChatDoor, validity: u32, uid: u32, raw: &[u8]) {
         let fallback = format!("uid.{validity}.{uid}@{}.imap.invalid", self.door);
-        let mail = match message::read(raw, &self.own, &fallback) {
+        let mail = match message::read(raw, &self.own, &fallback, &self.check) {
             Ok(mail) => mail,
             Err(skip) => {
                 tracing::info!(door = %self.door, uid, "a mail is not answered: {skip}");

@@ -2,10 +2,13 @@
 //! mail that must not be answered (our own, automatic, failing DMARC) is set aside with a reason.
 //! Also the thread records: each message id seen or sent maps to its thread's root, its subject
 //! and its references, so a reply threads (`In-Reply-To`, `References`, `Re:`) and a message
-//! whose client dropped `References` still finds its conversation.
+//! whose client dropped `References` still finds its conversation. They expire: [`expire`]
+//! deletes a door's records unused for its `thread_days` (default 180), swept by the listener.
 
 use crate::ChannelError;
-use improv_store::Store;
+use improv_door::expiry::BATCH;
+use improv_stage::door::SenderCheck;
+use improv_store::{Store, Sweep, UnixMillis};
 use mail_parser::{HeaderValue, MessageParser};
 use serde::{Deserialize, Serialize};
 
@@ -45,11 +48,15 @@ pub enum Skip {
     /// The receiving server found the sender forged.
     #[error("the receiving server says its sender failed DMARC")]
     Forged,
+    /// The door's `sender_check` does not believe From: (see [`super::auth`]).
+    #[error("its sender is not verified: {0}")]
+    Unverified(#[from] super::auth::Unverified),
 }
 
 /// Reads `raw`; `own` is the door's address, `fallback_id` the id used when the message has
-/// no usable `Message-ID` (it must be stable: it keys the message's "seen" claim).
-pub fn read(raw: &[u8], own: &str, fallback_id: &str) -> Result<Mail, Skip> {
+/// no usable `Message-ID` (it must be stable: it keys the message's "seen" claim), `check` how
+/// its sender is known to be who From: says.
+pub fn read(raw: &[u8], own: &str, fallback_id: &str, check: &SenderCheck) -> Result<Mail, Skip> {
     let message = MessageParser::default()
         .parse(raw)
         .ok_or(Skip::Unreadable)?;
@@ -73,6 +80,10 @@ pub fn read(raw: &[u8], own: &str, fallback_id: &str) -> Result<Mail, Skip> {
     if dmarc_failed {
         return Err(Skip::Forged);
     }
+    let results = message
+        .header_values("Authentication-Results")
+        .filter_map(HeaderValue::as_text);
+    super::auth::verify(check, &from, results)?;
     let mut text: String = message
         .body_text(0)
         .unwrap_or_default()
@@ -169,7 +180,10 @@ pub struct Threads<'a> {
 
 impl Threads<'_> {
     pub async fn get(&self, message_id: &str) -> Result<Option<Threaded>, ChannelError> {
-        let value = self.store.get(THREAD_SCOPE, &self.key(message_id)).await?;
+        let value = self
+            .store
+            .get(&scope(self.door), &self.key(message_id))
+            .await?;
         Ok(value.and_then(|v| serde_json::from_value(v).ok()))
     }
 
@@ -178,7 +192,7 @@ impl Threads<'_> {
             ChannelError::Setup(format!("a thread record that cannot be stored: {e}"))
         })?;
         self.store
-            .put(THREAD_SCOPE, &self.key(message_id), &value, false)
+            .put(&scope(self.door), &self.key(message_id), &value, false)
             .await?;
         Ok(())
     }
@@ -228,7 +242,39 @@ impl Threads<'_> {
     }
 
     fn key(&self, message_id: &str) -> String {
-        format!("{}/{}/{message_id}", self.door, self.correspondent)
+        format!("{}/{message_id}", self.correspondent)
+    }
+}
+
+/// The store scope of door `door`'s thread records: one per door, so each door's `thread_days`
+/// sweeps its own records only.
+fn scope(door: &str) -> String {
+    format!("{THREAD_SCOPE}/{door}")
+}
+
+/// Deletes door `door`'s thread records last written more than `days` days before `now`, in
+/// batches; returns how many went. A thread in use stays: each mail and each reply writes a
+/// record, and a mail finds its thread through the latest ids it names.
+pub async fn expire(
+    store: &dyn Store,
+    door: &str,
+    days: u32,
+    now: UnixMillis,
+) -> Result<u64, ChannelError> {
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+    let sweep = Sweep {
+        before: now.saturating_sub(i64::from(days) * DAY_MS),
+        keep: 0,
+        batch: BATCH,
+    };
+    let mut gone = 0;
+    loop {
+        let n = store.sweep(&scope(door), &sweep).await?;
+        gone += n;
+        if n < BATCH as u64 {
+            return Ok(gone);
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -248,7 +294,12 @@ mod tests {
 
     fn mail(headers: &str) -> Result<Mail, Skip> {
         let raw = format!("{headers}\r\n\r\nHello.\r\n");
-        read(raw.as_bytes(), "bot@example.com", "fallback@imap")
+        read(
+            raw.as_bytes(),
+            "bot@example.com",
+            "fallback@imap",
+            &SenderCheck::None,
+        )
     }
 
     #[test]
@@ -303,7 +354,13 @@ mod tests {
             "From: a@x.org\r\n\r\n{}\r\n",
             "x".repeat(MAX_TEXT_CHARS + 10)
         );
-        let m = read(raw.as_bytes(), "bot@example.com", "f@imap").unwrap();
+        let m = read(
+            raw.as_bytes(),
+            "bot@example.com",
+            "f@imap",
+            &SenderCheck::None,
+        )
+        .unwrap();
         assert!(m.text.ends_with("[the rest of the message was cut]"));
         assert!(m.text.len() < MAX_TEXT_CHARS + 100);
     }
