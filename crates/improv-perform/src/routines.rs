@@ -23,6 +23,8 @@ pub(crate) struct Replay {
     repertoire: Repertoire,
     /// The ledger's settled schemas, when a step's guard names one.
     settled: Option<Arc<dyn Settled>>,
+    /// `[routines] retire_unused`.
+    retire_unused: Option<u32>,
 }
 
 /// The routine that performs `intent` without a model, when `[routines] replay` is on and an
@@ -31,22 +33,39 @@ pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
     if !stage.routines.replay || intent.trim().is_empty() {
         return None;
     }
-    let repertoire = open(stage)?;
+    let mut repertoire = open(stage)?;
     let (routine, values) = repertoire.for_intent(intent)?;
-    if !plain_for_commands(routine, &values) {
+    let (routine, values) = (routine.clone(), values);
+    let plain = plain_for_commands(&routine, &values);
+    if !plain {
         tracing::info!(
             "routine {} is not replayed: a value from the intent would reach a command as more than one plain word",
             routine.name
         );
+    }
+    if let Some(n) = stage.routines.retire_unused {
+        // The others that matched serve nothing this time; the chosen one counts its replay.
+        let chosen = plain.then_some(routine.name.as_str());
+        match repertoire.note_unserved(intent, chosen, n, &improv_routine::now()) {
+            Ok(retired) => {
+                for r in retired.iter().filter_map(|name| repertoire.get(name)) {
+                    let why = r.retired_because.as_deref().unwrap_or_default();
+                    tracing::warn!("retired the routine `{}`: {why}", r.name);
+                }
+            }
+            Err(e) => tracing::warn!("unserved matches were not counted: {e}"),
+        }
+    }
+    if !plain {
         return None;
     }
-    let (routine, values) = (routine.clone(), values);
     let settled = guards_settled(&routine).then(|| settled(stage)).flatten();
     Some(Replay {
         routine,
         values,
         repertoire,
         settled,
+        retire_unused: stage.routines.retire_unused,
     })
 }
 
@@ -162,6 +181,7 @@ pub(crate) async fn replay(
         values,
         mut repertoire,
         settled,
+        retire_unused,
     } = chosen;
     let name = routine.name.clone();
     let mut out = Replayed {
@@ -262,7 +282,11 @@ pub(crate) async fn replay(
         out.ended = Some(log_failed(e));
         return out;
     }
-    routine.note_use(ok, &improv_routine::now());
+    let now = improv_routine::now();
+    routine.note_use(ok, &now);
+    if let Some(n) = retire_unused {
+        routine.note_match(ok, n, &now);
+    }
     if let Some(kept) = repertoire.get_mut(&name) {
         kept.record = routine.record.clone();
         kept.status = routine.status;

@@ -133,6 +133,15 @@ pub struct Record {
     /// counted from until it is first used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_at: Option<String>,
+    /// Performances in a row whose intent it matched but that it did not serve: another routine
+    /// was chosen, it could not be replayed, or its replay deviated or failed the checks. At
+    /// `[routines] retire_unused` it is retired; a replay that holds starts the count again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unserved_matches: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Fallbacks in a row that retire an approved routine.
@@ -230,6 +239,26 @@ impl Routine {
                 self.record.failures_in_a_row
             ));
         }
+    }
+
+    /// Notes a performance whose intent it matched: `served` when it was replayed and held.
+    /// Unserved, the count of such performances in a row grows, and at `retire_unused` an
+    /// approved routine is retired, saying why; `true` then. A replay that holds resets it.
+    pub fn note_match(&mut self, served: bool, retire_unused: u32, now: &str) -> bool {
+        if served {
+            self.record.unserved_matches = 0;
+            return false;
+        }
+        self.record.unserved_matches += 1;
+        if self.record.unserved_matches < retire_unused || self.status != Status::Approved {
+            return false;
+        }
+        self.status = Status::Retired;
+        self.retired_because = Some(format!(
+            "its intent matched {} performances in a row that it did not serve: another routine was chosen, it could not be replayed, or its replay deviated or failed the checks (the last on {now}); `[routines] retire_unused` in the stage file sets how many",
+            self.record.unserved_matches
+        ));
+        true
     }
 
     /// Approves it, starting the clock of its disuse now.
@@ -469,6 +498,34 @@ impl Repertoire {
             .max_by_key(|(r, _)| (r.stability, r.provenance.performances.len()))
     }
 
+    /// Notes a performance of `intent` for every approved routine whose template matches it,
+    /// other than `chosen`, the one replayed (which notes its own outcome with
+    /// [`Routine::note_match`]): none of them served it. Writes each one noted; returns the
+    /// names of those retired by it (see [`Routine::note_match`]).
+    pub fn note_unserved(
+        &mut self,
+        intent: &str,
+        chosen: Option<&str>,
+        retire_unused: u32,
+        now: &str,
+    ) -> Result<Vec<String>, RoutineError> {
+        let mut retired = Vec::new();
+        for routine in &mut self.routines {
+            let matched = routine.status == Status::Approved
+                && routine.replayable()
+                && Some(routine.name.as_str()) != chosen
+                && routine.bind(intent).is_some();
+            if !matched {
+                continue;
+            }
+            if routine.note_match(false, retire_unused, now) {
+                retired.push(routine.name.clone());
+            }
+            routine.write(&self.dir)?;
+        }
+        Ok(retired)
+    }
+
     /// Retires the approved routines unused for `after` by `now`, writing each file (with why)
     /// and every routine whose clock started now; returns the names of those retired.
     pub fn retire_unused(
@@ -631,6 +688,58 @@ mod tests {
             Some("2026-10-01T12:00:00.000Z")
         );
         assert_eq!(r.status, Status::Approved);
+    }
+
+    #[test]
+    fn an_approved_routine_matched_n_times_in_a_row_unserved_is_retired_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = routine();
+        a.approve("t0");
+        a.write(&dir.path().join(DIR)).unwrap();
+        let mut b = routine();
+        b.name = "write-file-too".into();
+        b.approve("t0");
+        b.write(&dir.path().join(DIR)).unwrap();
+        let mut other = routine();
+        other.name = "read-file".into();
+        other.intent = "Read {file}".into();
+        other.approve("t0");
+        other.write(&dir.path().join(DIR)).unwrap();
+        let mut repertoire = Repertoire::open(dir.path()).unwrap();
+        // `b` is chosen each time: `a` matched and went unserved; `read-file` did not match.
+        for t in ["t1", "t2"] {
+            let retired = repertoire
+                .note_unserved("Write x.rs", Some("write-file-too"), 3, t)
+                .unwrap();
+            assert!(retired.is_empty());
+        }
+        // A replay that held resets its count; one that deviated counts.
+        let a = repertoire.get_mut("write-file").unwrap();
+        assert!(!a.note_match(true, 3, "t3"));
+        assert!(!a.note_match(false, 3, "t4"));
+        repertoire.save("write-file").unwrap();
+        let retired = repertoire
+            .note_unserved("Write y.rs", None, 3, "t5")
+            .unwrap();
+        assert!(retired.is_empty(), "2 in a row since the use");
+        let retired = repertoire
+            .note_unserved("Write z.rs", None, 3, "t6")
+            .unwrap();
+        assert_eq!(retired, vec!["write-file".to_string()]);
+        let kept = Repertoire::open(dir.path()).unwrap();
+        let a = kept.get("write-file").unwrap();
+        assert_eq!(a.status, Status::Retired);
+        let why = a.retired_because.as_deref().unwrap();
+        assert!(
+            why.contains("matched 3 performances in a row") && why.contains("retire_unused"),
+            "{why}"
+        );
+        assert_eq!(kept.get("write-file-too").unwrap().status, Status::Approved);
+        let other = kept.get("read-file").unwrap();
+        assert_eq!(
+            (other.status, other.record.unserved_matches),
+            (Status::Approved, 0)
+        );
     }
 
     #[test]

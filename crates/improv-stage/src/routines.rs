@@ -16,6 +16,7 @@ pub(crate) struct RawRoutines {
     replay: Option<bool>,
     /// Checked (a duration, not zero) by the caller, which reports mistakes at their line.
     pub(crate) retire_after: Option<Spanned<String>>,
+    retire_unused: Option<u32>,
 }
 
 impl RawRoutines {
@@ -27,6 +28,7 @@ impl RawRoutines {
             learn: self.learn.unwrap_or(d.learn),
             replay: self.replay.unwrap_or(d.replay),
             retire_after,
+            retire_unused: self.retire_unused.filter(|n| *n > 0),
         }
     }
 }
@@ -44,6 +46,10 @@ pub struct RoutinesConfig {
     /// An approved routine unused this long (since its last use, or since it was approved) is
     /// retired, and says so (`retire_after = "30d"`; default: never).
     pub retire_after: Option<Duration>,
+    /// An approved routine whose intent matched this many performances in a row that it did not
+    /// serve (another was chosen, it could not be replayed, its replay deviated or failed the
+    /// checks) is retired, and says so (`retire_unused = 5`; default, or 0: never).
+    pub retire_unused: Option<u32>,
 }
 
 impl Default for RoutinesConfig {
@@ -53,6 +59,7 @@ impl Default for RoutinesConfig {
             learn: true,
             replay: true,
             retire_after: None,
+            retire_unused: None,
         }
     }
 }
