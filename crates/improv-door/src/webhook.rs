@@ -6,6 +6,11 @@
 //! re-sent with fresh delivery ids is refused when its payload carries its own event id, and is
 //! bounded by the door's [`Limits`] otherwise. The payload reaches the intent fenced as
 //! untrusted content.
+//!
+//! A claim goes `claimed` → `started` (or `failed_to_start`, given back). A claim still
+//! `claimed` after [`CLAIM_TIMEOUT_MS`] was left by a server killed before the start, and a
+//! redelivery takes it again, under the performance id the claim named, so the launcher's
+//! start-once fence refuses it if the dead server had started it after all.
 
 use crate::context::DoorContext;
 use crate::error::DoorError;
@@ -23,6 +28,10 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 /// The header with the delivery's id.
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
+
+/// How long a delivery may stay claimed without its performance starting before a redelivery
+/// takes it again. A start takes well under a second; a minute leaves room for a slow store.
+pub const CLAIM_TIMEOUT_MS: i64 = 60_000;
 
 /// The most bytes of the payload put in the intent.
 const MAX_PAYLOAD_IN_INTENT: usize = 16 * 1024;
@@ -199,19 +208,27 @@ pub async fn deliver(
     let door = &ctx.door.name;
     let key = format!("{door}/{id}");
     // A redelivery of what was performed is answered as such, not counted against the limits.
-    if Claim::held(store, DELIVERIES, &key).await? {
+    let now = ctx.clock.now();
+    if Claim::held(store, DELIVERIES, &key, now).await? {
         return Ok(Accepted::Duplicate);
     }
     let permit = limits
         .admit(std::time::Instant::now())
         .map_err(|retry_after| refuse(Refusal::Limited { retry_after }))?;
-    let now = ctx.clock.now();
-    let Some(claim) = Claim::take(store, DELIVERIES, key, now).await? else {
+    let mut request = ctx.request(intent(ctx, id, delivery.body));
+    let Some(claim) = Claim::take(store, DELIVERIES, key, now, &request.id).await? else {
         return Ok(Accepted::Duplicate);
     };
+    request.id = claim.performance.clone();
+    if claim.stale && ctx.launcher.started(&ctx.stage, &request.id).await? {
+        // The dead server had started it after all: performed.
+        settle(store, &[claim], ClaimState::Started, now).await;
+        return Ok(Accepted::Duplicate);
+    }
     let mut claims = vec![claim];
     if let Some((key, value)) = payload_id(delivery.body) {
-        let taken = Claim::take(store, PAYLOAD_IDS, format!("{door}/{value}"), now).await;
+        let seen = format!("{door}/{value}");
+        let taken = Claim::take(store, PAYLOAD_IDS, seen, now, &request.id).await;
         match taken {
             Ok(Some(c)) => claims.push(c),
             Ok(None) => {
@@ -224,8 +241,11 @@ pub async fn deliver(
             }
         }
     }
-    match start(ctx, id, delivery.body, now, permit).await {
-        Ok(performance) => Ok(Accepted::Started { performance }),
+    match start(ctx, request, id, now, permit).await {
+        Ok(performance) => {
+            settle(store, &claims, ClaimState::Started, now).await;
+            Ok(Accepted::Started { performance })
+        }
         Err(e) => {
             give_back(store, claims, now).await;
             Err(e)
@@ -256,6 +276,8 @@ fn payload_id(body: &[u8]) -> Option<(&'static str, String)> {
 enum ClaimState {
     Claimed,
     FailedToStart,
+    /// Its performance started: never taken again.
+    Started,
 }
 
 /// A claim as stored. Older records (`{"at": …}` alone) read as claimed.
@@ -266,6 +288,25 @@ struct ClaimRecord {
     #[serde(default)]
     attempt: u64,
     at: i64,
+    /// The performance the claim starts (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    performance: Option<String>,
+}
+
+impl ClaimRecord {
+    /// Whether a redelivery may take it: its start failed, or it has been claimed for
+    /// [`CLAIM_TIMEOUT_MS`] without starting (its server died).
+    fn open(&self, now: i64) -> bool {
+        match self.state {
+            ClaimState::FailedToStart => true,
+            // An older record names no performance: a redelivery could not be fenced
+            // against its start, so it stays held.
+            ClaimState::Claimed => {
+                self.performance.is_some() && now.saturating_sub(self.at) >= CLAIM_TIMEOUT_MS
+            }
+            ClaimState::Started => false,
+        }
+    }
 }
 
 fn claimed() -> ClaimState {
@@ -279,16 +320,19 @@ struct Claim {
     scope: &'static str,
     key: String,
     attempt: u64,
+    /// The performance this claim starts: the one a dead server's claim named, when retaken.
+    performance: String,
+    /// Taken over from a server that died before it was started.
+    stale: bool,
 }
 
 impl Claim {
     /// Whether `key` is held or was performed (and not given back): a read, taking nothing.
-    async fn held(store: &dyn Store, scope: &str, key: &str) -> Result<bool, StoreError> {
+    async fn held(store: &dyn Store, scope: &str, key: &str, now: i64) -> Result<bool, StoreError> {
         let Some(held) = store.get(scope, key).await? else {
             return Ok(false);
         };
-        Ok(serde_json::from_value::<ClaimRecord>(held)
-            .map_or(true, |r| r.state != ClaimState::FailedToStart))
+        Ok(serde_json::from_value::<ClaimRecord>(held).map_or(true, |r| !r.open(now)))
     }
 
     /// Takes `key` in `scope`: `None` when it is held or was performed.
@@ -297,17 +341,24 @@ impl Claim {
         scope: &'static str,
         key: String,
         now: i64,
+        performance: &str,
     ) -> Result<Option<Claim>, StoreError> {
-        let record = |attempt| ClaimRecord {
+        let record = |attempt, performance: &str| ClaimRecord {
             state: ClaimState::Claimed,
             attempt,
             at: now,
+            performance: Some(performance.to_string()),
         };
-        if store.put(scope, &key, &json(&record(0)), true).await? {
+        if store
+            .put(scope, &key, &json(&record(0, performance)), true)
+            .await?
+        {
             return Ok(Some(Claim {
                 scope,
                 key,
                 attempt: 0,
+                performance: performance.to_string(),
+                stale: false,
             }));
         }
         let Some(held) = store.get(scope, &key).await? else {
@@ -317,9 +368,15 @@ impl Claim {
             Ok(r) => r,
             Err(_) => return Ok(None),
         };
-        if held.state != ClaimState::FailedToStart {
+        if !held.open(now) {
             return Ok(None);
         }
+        let stale = held.state == ClaimState::Claimed;
+        // A dead server's claim is retaken under the performance it named.
+        let performance = match (&held.performance, stale) {
+            (Some(named), true) => named.clone(),
+            _ => performance.to_string(),
+        };
         let attempt = held.attempt + 1;
         let turn = format!("{key}#{attempt}");
         if !store
@@ -329,28 +386,37 @@ impl Claim {
             return Ok(None);
         }
         store
-            .put(scope, &key, &json(&record(attempt)), false)
+            .put(scope, &key, &json(&record(attempt, &performance)), false)
             .await?;
         Ok(Some(Claim {
             scope,
             key,
             attempt,
+            performance,
+            stale,
         }))
     }
 }
 
 /// Gives `claims` back after a failed start, so that a redelivery takes them again.
 async fn give_back(store: &dyn Store, claims: Vec<Claim>, now: i64) {
+    settle(store, &claims, ClaimState::FailedToStart, now).await;
+}
+
+/// Records that `claims` reached `state`: started (never taken again), or failed to start
+/// (given back).
+async fn settle(store: &dyn Store, claims: &[Claim], state: ClaimState, now: i64) {
     for c in claims {
         let record = ClaimRecord {
-            state: ClaimState::FailedToStart,
+            state,
             attempt: c.attempt,
             at: now,
+            performance: Some(c.performance.clone()),
         };
         if let Err(e) = store.put(c.scope, &c.key, &json(&record), false).await {
             tracing::error!(
-                "webhook delivery {} could not be given back after its failed start, so a \
-                 redelivery will read as a duplicate: {e}",
+                "webhook delivery {} could not be marked {state:?}: {e}; a redelivery may read \
+                 it wrongly",
                 c.key
             );
         }
@@ -366,12 +432,11 @@ fn json(record: &ClaimRecord) -> serde_json::Value {
 /// how; `permit` holds its place under `max_running` until then.
 async fn start(
     ctx: &DoorContext,
+    request: crate::context::LaunchRequest,
     id: &str,
-    body: &[u8],
     now: i64,
     permit: Permit,
 ) -> Result<String, DoorError> {
-    let request = ctx.request(intent(ctx, id, body));
     let performance = request.id.clone();
     let due = record(ctx, now, &performance, id).await?;
     let started = match ctx.launcher.start(ctx.stage.clone(), request).await {

@@ -349,3 +349,73 @@ fn the_rate_refills_over_its_period() {
             .is_err()
     );
 }
+
+/// A launcher whose start never returns: the server is killed inside it.
+struct Stuck;
+
+#[async_trait::async_trait]
+impl improv_door::Launcher for Stuck {
+    async fn start(
+        &self,
+        _: Arc<improv_stage::Stage>,
+        _: improv_door::LaunchRequest,
+    ) -> Result<improv_door::Started, DoorError> {
+        std::future::pending().await
+    }
+    async fn started(&self, _: &improv_stage::Stage, _: &str) -> Result<bool, DoorError> {
+        Ok(false)
+    }
+}
+
+/// A server killed between a delivery's claim and its start left the claim behind: the
+/// redelivery is a duplicate while the claim is young (its server may still be starting it),
+/// and starts it once the claim is older than the timeout, once.
+#[tokio::test]
+async fn a_claim_left_by_a_killed_server_is_retaken_by_a_redelivery_after_the_timeout() {
+    let t = TestStage::new(STAGE);
+    let store = store(&t.db()).await;
+    let clock = Arc::new(SimClock::new(1_795_651_200_000));
+    let dying = context(
+        &t.stage,
+        "github",
+        store.clone(),
+        Arc::new(Stuck),
+        clock.clone(),
+    );
+    let body = br#"{"action": "opened"}"#;
+    let killed = tokio::spawn({
+        let limits = Limits::of(&dying.door);
+        async move { send(&dying, &limits, body, "delivery-9").await }
+    });
+    while store
+        .get("door.delivery", "github/delivery-9")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        tokio::task::yield_now().await;
+    }
+    killed.abort();
+    assert!(killed.await.unwrap_err().is_cancelled());
+
+    let launcher = Arc::new(Counting::default());
+    let ctx = context(
+        &t.stage,
+        "github",
+        store.clone(),
+        launcher.clone(),
+        clock.clone(),
+    );
+    let limits = Limits::of(&ctx.door);
+    let young = send(&ctx, &limits, body, "delivery-9").await.unwrap();
+    assert_eq!(young, Accepted::Duplicate);
+    clock.advance(std::time::Duration::from_millis(
+        webhook::CLAIM_TIMEOUT_MS as u64,
+    ));
+    let retaken = send(&ctx, &limits, body, "delivery-9").await.unwrap();
+    assert!(matches!(retaken, Accepted::Started { .. }), "{retaken:?}");
+    clock.advance(std::time::Duration::from_secs(3600));
+    let again = send(&ctx, &limits, body, "delivery-9").await.unwrap();
+    assert_eq!(again, Accepted::Duplicate, "started: never retaken");
+    assert_eq!(launcher.ids().len(), 1);
+}
