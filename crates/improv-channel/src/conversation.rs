@@ -43,6 +43,9 @@ const RETAKE_SCOPE: &str = "door.retake";
 /// than this may still be on its way to its start in another process.
 pub const RETAKE_GRACE: Duration = Duration::from_secs(10);
 
+/// The version of a value the store wrote only if absent.
+const FIRST_VERSION: i64 = 1;
+
 /// How long the store keeps a chat door's records (the module's doc says why these ages); the
 /// counts bound a flood: past them the oldest go first.
 pub const EXPIRY: [Expiry; 3] = [
@@ -160,13 +163,14 @@ impl ChatDoor {
         let seen = self.seen(inbound);
         if !self
             .store
-            .put(SEEN_SCOPE, &seen, &Claim::Claimed.value(), true)
+            .put_if(SEEN_SCOPE, &seen, None, &Claim::Claimed.value())
             .await?
         {
             return Ok(Handled::Duplicate);
         }
         self.pend(&seen, Some(inbound)).await?;
-        self.claimed(&seen, inbound).await
+        // A value written only if absent is at its first version.
+        self.claimed(&seen, inbound, FIRST_VERSION).await
     }
 
     /// Performs the claims of this door that never started and are older than `grace` (a
@@ -185,8 +189,10 @@ impl ChatDoor {
             }
             // Off the list first: whatever happens next, it is retaken once.
             self.pend(seen, None).await?;
-            let state = self.store.get(SEEN_SCOPE, seen).await?;
-            if state.as_ref().map(Claim::of) != Some(Claim::Claimed) {
+            let Some(state) = self.store.get_versioned(SEEN_SCOPE, seen).await? else {
+                continue;
+            };
+            if Claim::of(&state.value) != Claim::Claimed {
                 continue;
             }
             // Two servers restarting on one store both find it pending: one retakes it.
@@ -194,10 +200,24 @@ impl ChatDoor {
             if !self.store.put(RETAKE_SCOPE, seen, &first, true).await? {
                 continue;
             }
+            // The claim changes hands: the handler that took it first (stuck in this process
+            // since before a reload, or in a process still alive) can no longer start it.
+            let taken = self
+                .store
+                .put_if(
+                    SEEN_SCOPE,
+                    seen,
+                    Some(state.version),
+                    &Claim::Claimed.value(),
+                )
+                .await?;
+            if !taken {
+                continue;
+            }
             match serde_json::from_value::<Inbound>(entry["inbound"].clone()) {
                 Ok(inbound) => {
                     tracing::info!(door = %self.door, "retaking a message accepted but never performed ({seen})");
-                    handled.push(self.claimed(seen, &inbound).await?);
+                    handled.push(self.claimed(seen, &inbound, state.version + 1).await?);
                 }
                 Err(e) => {
                     tracing::error!(door = %self.door, "a pending message ({seen}) cannot be read back: {e}")
@@ -258,16 +278,30 @@ impl ChatDoor {
         Ok(())
     }
 
-    /// A claimed message: let in or turned away, performed, and its claim marked done.
-    async fn claimed(&self, seen: &str, inbound: &Inbound) -> Result<Handled, ChannelError> {
-        let handled = self.admitted(seen, inbound).await?;
+    /// A claimed message, held at version `held` of its claim: let in or turned away,
+    /// performed, and its claim marked done.
+    async fn claimed(
+        &self,
+        seen: &str,
+        inbound: &Inbound,
+        held: i64,
+    ) -> Result<Handled, ChannelError> {
+        let handled = self.admitted(seen, inbound, held).await?;
+        if handled == Handled::Duplicate {
+            return Ok(handled);
+        }
         self.mark(seen, Claim::Done).await?;
         self.pend(seen, None).await?;
         Ok(handled)
     }
 
     /// The gate's answer to a claimed message, and its performance when let in.
-    async fn admitted(&self, seen: &str, inbound: &Inbound) -> Result<Handled, ChannelError> {
+    async fn admitted(
+        &self,
+        seen: &str,
+        inbound: &Inbound,
+        held: i64,
+    ) -> Result<Handled, ChannelError> {
         match self.gate.admit(inbound, Instant::now()).await? {
             Admission::Allowed => {}
             Admission::Pair(code) => {
@@ -288,7 +322,16 @@ impl ChatDoor {
             .get(THREAD_SCOPE, &thread)
             .await?
             .and_then(|v| v["performance"].as_str().map(str::to_string));
-        self.mark(seen, Claim::Started).await?;
+        // Started only by whoever still holds the claim: a retake took it from a handler
+        // that was slow to get here, and that handler performs nothing.
+        if !self
+            .store
+            .put_if(SEEN_SCOPE, seen, Some(held), &Claim::Started.value())
+            .await?
+        {
+            tracing::info!(door = %self.door, "a message was retaken while its handler was starting it ({seen}); performed by the retake only");
+            return Ok(Handled::Duplicate);
+        }
         self.pend(seen, None).await?;
         let performed = match self.perform(inbound, previous).await {
             Ok(performed) => performed,

@@ -65,6 +65,43 @@ impl StoreLayer for NeverStarts {
         }
         Store::put(&self.0, scope, key, value, only_if_absent).await
     }
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        if value["state"] == "started" {
+            return Err(StoreError::Unavailable {
+                store: "test".into(),
+                message: "stopped before the start".into(),
+            });
+        }
+        Store::put_if(&self.0, scope, key, expected, value).await
+    }
+}
+
+/// The store of a handler that stalls before starting its message (reading the thread), until
+/// released: the handler from before a reload, slow while the new listener retakes.
+struct StallsBeforeStart {
+    inner: TestStore,
+    stalled: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl StoreLayer for StallsBeforeStart {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        if scope == "door.thread" {
+            self.stalled.notify_one();
+            self.release.notified().await;
+        }
+        Store::get(&self.inner, scope, key).await
+    }
 }
 
 /// Limits no test here reaches.
@@ -288,4 +325,36 @@ async fn two_servers_on_one_store_lose_no_pending_message() {
     let pending = store.get("door.pending", "chat").await.unwrap();
     let pending = pending.unwrap();
     assert_eq!(pending.as_object().unwrap().len(), 40, "{pending}");
+}
+
+/// A handler stalled before starting its message past the retake grace (the listener from
+/// before a SIGHUP reload) while the new listener retakes the message: it is performed once,
+/// by the retake; the stalled handler, released, performs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_stalled_across_a_reload_does_not_perform_a_retaken_message_again() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let file = TestStore::default();
+    let performer = Arc::new(Instant::default());
+    let stalling = Arc::new(StallsBeforeStart {
+        inner: file.reopen(),
+        stalled: Default::default(),
+        release: Default::default(),
+    });
+    let old = door(&fake, stalling.clone(), performer.clone());
+    let handling = tokio::spawn({
+        let old = old.clone();
+        async move { old.handle(&message(1)).await }
+    });
+    stalling.stalled.notified().await;
+
+    let reloaded = door(&fake, Arc::new(file.reopen()), performer.clone());
+    let retaken = reloaded.retake(Duration::ZERO).await.unwrap();
+    assert!(
+        matches!(retaken.as_slice(), [Handled::Performed(_)]),
+        "{retaken:?}"
+    );
+    stalling.release.notify_one();
+    let late = handling.await.unwrap().unwrap();
+    assert_eq!(late, Handled::Duplicate);
+    assert_eq!(performer.0.load(Ordering::SeqCst), 1, "performed twice");
 }

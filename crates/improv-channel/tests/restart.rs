@@ -58,6 +58,25 @@ impl StoreLayer for DiesBeforeStart {
         }
         Store::put(&self.inner, scope, key, value, only_if_absent).await
     }
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if value["state"] == "started" {
+            self.dead.store(true, SeqCst);
+        }
+        if self.dead.load(SeqCst) {
+            return Err(StoreError::Unavailable {
+                store: "test".into(),
+                message: "the process died here".into(),
+            });
+        }
+        Store::put_if(&self.inner, scope, key, expected, value).await
+    }
 }
 
 fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<KernelPerformer>) -> ChatDoor {

@@ -392,7 +392,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_versioned(&self, scope: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
 
     /// Compare-and-set: sets (scope, key) only when its version is still `expected` (`None`:
-    /// only when absent); false, writing nothing, when another writer changed it since.
+    /// only when absent, and then at version 1); false, writing nothing, when another writer
+    /// changed it since.
     async fn put_if(
         &self,
         scope: &str,
