@@ -3,6 +3,8 @@
 //! loopback port, and an SMTP server from PyPI's `aiosmtpd` that writes each message it takes
 //! to a folder. The SMTP server fails on request: a file named after a fault in its control
 //! folder makes the next transaction fail that way (the file is taken, so it fails once).
+//! Either server can speak TLS ([`Wire`]: from the first byte, or STARTTLS it requires) with a
+//! certificate from a private CA the test makes ([`PrivateCa`], rcgen).
 //! A missing server fails the test with what to install; nothing is skipped.
 #![allow(dead_code)]
 
