@@ -11,6 +11,7 @@ mod logs;
 mod models;
 mod notify;
 mod perform;
+mod resident;
 mod routines;
 mod serve;
 mod shutdown;
@@ -205,6 +206,8 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // Before anything maps much code, and while there is one thread (see resident.rs).
+    resident::limit_fault_around();
     let cli = Cli::parse();
     if let Err(e) = logs::init(&cli.log) {
         view::report_error(&e);
