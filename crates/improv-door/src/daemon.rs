@@ -164,6 +164,13 @@ impl Daemon {
         ))
     }
 
+    /// Whether the daemon answers: its state can be taken (no reload or drain is wedged holding
+    /// it) and its store answers a read. The watchdog is fed only after it says yes.
+    pub async fn alive(&self) -> bool {
+        let _inner = self.inner.lock().await;
+        self.store.get("door.alive", "watchdog").await.is_ok()
+    }
+
     /// The stage as last loaded.
     pub async fn stage(&self) -> Arc<Stage> {
         self.inner.lock().await.stage.clone()

@@ -2,7 +2,9 @@
 //! (`Type=notify`): `READY=1` once the server listens and the doors' daemon is up,
 //! `RELOADING=1` with `MONOTONIC_USEC` and then `READY=1` around a SIGHUP reload, `STOPPING=1`
 //! at SIGTERM, a `STATUS=` line with each, and `WATCHDOG=1` every half of `WATCHDOG_USEC` when
-//! the unit sets `WatchdogSec=`. Without `NOTIFY_SOCKET` each call does nothing.
+//! the unit sets `WatchdogSec=`, each only once the server has shown it is alive (the doors'
+//! daemon answers), so a wedged server stops feeding the watchdog and is restarted. Without
+//! `NOTIFY_SOCKET` each call does nothing.
 //!
 //! The messages and the clock come from the `sd-notify` crate ([`NotifyState`]); the few lines
 //! that send them are ours because that crate connects to `NOTIFY_SOCKET` as a path only, and
@@ -52,21 +54,43 @@ pub fn tell(phase: Phase, status: &str) {
 }
 
 /// When the unit asks for a watchdog (`WATCHDOG_USEC`, for this process), sends `WATCHDOG=1`
-/// every half of its period for as long as the runtime runs; call within a tokio runtime.
-pub fn keep_watchdog() {
+/// every half of its period, each time after `alive` answered true within that half period;
+/// call within a tokio runtime.
+pub fn keep_watchdog<F, A>(alive: F)
+where
+    F: Fn() -> A + Send + 'static,
+    A: Future<Output = bool> + Send + 'static,
+{
     let Some(period) = sd_notify::watchdog_enabled() else {
         return;
     };
     let every = (period / 2).max(Duration::from_millis(1));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if let Err(e) = send(&[NotifyState::Watchdog]) {
-                tracing::warn!("cannot send WATCHDOG=1 through ${NOTIFY_SOCKET}: {e}");
+    tokio::spawn(feed(every, alive, || send(&[NotifyState::Watchdog])));
+}
+
+/// Every `every`, asks `alive` and, when it says yes within `every`, calls `pet`; a server that
+/// does not answer is not vouched for.
+async fn feed<F, A, P>(every: Duration, alive: F, mut pet: P)
+where
+    F: Fn() -> A,
+    A: Future<Output = bool>,
+    P: FnMut() -> io::Result<()>,
+{
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(every, alive()).await {
+            Ok(true) => {
+                if let Err(e) = pet() {
+                    tracing::warn!("cannot send WATCHDOG=1 through ${NOTIFY_SOCKET}: {e}");
+                }
             }
+            Ok(false) | Err(_) => tracing::error!(
+                "the doors' daemon did not answer within {every:?}: WATCHDOG=1 withheld, so the \
+                 service manager restarts the server if it stays wedged"
+            ),
         }
-    });
+    }
 }
 
 /// Sends `states` as one datagram to `NOTIFY_SOCKET`, if it is set.
@@ -129,6 +153,45 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\n");
+    }
+
+    /// The watchdog is fed while the daemon answers, and no more once it is wedged.
+    #[tokio::test]
+    async fn a_wedged_daemon_stops_the_watchdog() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let wedged = Arc::new(AtomicBool::new(false));
+        let pets = Arc::new(AtomicUsize::new(0));
+        let alive = {
+            let wedged = wedged.clone();
+            move || {
+                let wedged = wedged.load(Ordering::SeqCst);
+                async move {
+                    if wedged {
+                        std::future::pending::<()>().await;
+                    }
+                    true
+                }
+            }
+        };
+        let pet = {
+            let pets = pets.clone();
+            move || {
+                pets.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        let feeding = tokio::spawn(feed(Duration::from_millis(5), alive, pet));
+        while pets.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        wedged.store(true, Ordering::SeqCst);
+        // One tick may have asked before the wedge.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let at_wedge = pets.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pets.load(Ordering::SeqCst), at_wedge, "fed while wedged");
+        feeding.abort();
     }
 
     #[test]

@@ -120,8 +120,18 @@ async fn serve(
             door_count(&stage)
         ),
     );
-    notify::keep_watchdog();
     let daemon = doors.map(|d| d.daemon.clone());
+    // Fed only while the doors' daemon answers: a wedged one is restarted by systemd.
+    let watched = daemon.clone();
+    notify::keep_watchdog(move || {
+        let daemon = watched.clone();
+        async move {
+            match daemon {
+                Some(daemon) => daemon.alive().await,
+                None => true,
+            }
+        }
+    });
     server
         .run(async move {
             stopping.cancelled().await;

@@ -1,0 +1,57 @@
+//! The daemon answers `alive` (what `improv serve` asks before each systemd WATCHDOG=1) only
+//! while its store answers: a wedged store leaves the question unanswered, so the watchdog is
+//! not fed and systemd restarts the server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use async_trait::async_trait;
+use common::{Counting, TestStage, store};
+use improv_door::{Daemon, SimClock};
+use improv_store::{Store, StoreError, StoreLayer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A store whose reads hang while `wedged` is set.
+struct Wedged {
+    inner: Arc<dyn Store>,
+    wedged: AtomicBool,
+}
+
+#[async_trait]
+impl StoreLayer for Wedged {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
+    }
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        if self.wedged.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.get(scope, key).await
+    }
+}
+
+#[tokio::test]
+async fn a_daemon_whose_store_is_wedged_does_not_answer_alive() {
+    let t = TestStage::new("");
+    let wedged = Arc::new(Wedged {
+        inner: store(&t.db()).await,
+        wedged: AtomicBool::new(false),
+    });
+    let daemon = Daemon::new(
+        t.stage.clone(),
+        wedged.clone(),
+        Arc::new(Counting::default()),
+        Arc::new(SimClock::new(1_795_651_200_000)),
+        None,
+    );
+    daemon.start().await;
+    assert!(daemon.alive().await);
+    wedged.wedged.store(true, Ordering::SeqCst);
+    let asked = tokio::time::timeout(Duration::from_millis(200), daemon.alive()).await;
+    assert!(asked.is_err(), "a wedged daemon answered alive: {asked:?}");
+    wedged.wedged.store(false, Ordering::SeqCst);
+    assert!(daemon.alive().await);
+    daemon.drain().await;
+}
