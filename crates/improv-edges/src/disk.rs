@@ -10,14 +10,16 @@
 //!
 //! What it measures belongs to the filesystem, not the performance: other processes' writes
 //! there count too (and what they free gives room back); a fast writer gets up to one poll's
-//! worth of writing past the bound before it is killed. With no command running the thread
-//! sleeps in `poll(2)` on the pipe each sandboxed child writes its pid to: idle, it costs
-//! nothing. (Hand-written: a thread and `poll` are all it takes; no crate does this.)
+//! worth of writing past the bound before it is killed. The thread starts with the
+//! performance's first command, not with the sandbox: a performance that runs none (one of
+//! thousands waiting on a model in a worker) costs no thread. Between commands it sleeps in
+//! `poll(2)` on the pipe each sandboxed child writes its pid to. (Hand-written: a thread and
+//! `poll` are all it takes; no crate does this.)
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -136,13 +138,33 @@ pub(crate) trait Performers: Send + Sync + 'static {
     fn kill(&self) -> usize;
 }
 
-/// The disk bound of a sandbox and its watchdog thread, stopped when dropped.
-#[derive(Debug)]
+/// The disk bound of a sandbox and its watchdog thread (started by the first command's
+/// [`DiskGuard::check`]), stopped when dropped.
 pub(crate) struct DiskGuard {
     bound: Arc<Bound>,
     /// Dropping it wakes the thread to end.
     stop: Option<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
+    watchdog: Mutex<Watchdog>,
+}
+
+/// The watchdog thread, or what it needs until a command starts it.
+enum Watchdog {
+    NotStarted {
+        performers: Box<dyn Performers>,
+        stop_reader: OwnedFd,
+    },
+    Running(JoinHandle<()>),
+    /// It could not be started (said once, in the log): the bound is checked before each
+    /// command only.
+    Failed,
+}
+
+impl std::fmt::Debug for DiskGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskGuard")
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DiskGuard {
@@ -177,26 +199,54 @@ impl DiskGuard {
             Ok(pair) => pair,
             Err(e) => return not_enforced(format!("cannot make the watchdog's pipe: {e}")),
         };
-        let watched = bound.clone();
-        let thread = std::thread::Builder::new()
-            .name("improv-disk-watchdog".into())
-            .spawn(move || watch(&watched, &performers, &stop_reader));
-        match thread {
-            Ok(thread) => (
-                Some(DiskGuard {
-                    bound,
-                    stop: Some(stop),
-                    thread: Some(thread),
-                }),
-                limit,
-            ),
-            Err(e) => not_enforced(format!("cannot start the watchdog thread: {e}")),
-        }
+        let watchdog = Watchdog::NotStarted {
+            performers: Box::new(performers),
+            stop_reader,
+        };
+        let guard = DiskGuard {
+            bound,
+            stop: Some(stop),
+            watchdog: Mutex::new(watchdog),
+        };
+        (Some(guard), limit)
     }
 
-    /// `Err` while the bound is breached: commands are refused.
+    /// `Err` while the bound is breached: commands are refused. Called before each command;
+    /// the first starts the watchdog.
     pub(crate) fn check(&self) -> Result<(), Breach> {
+        self.start();
         self.bound.check()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watchdog> {
+        // Poisoned only by a panic while the state was swapped; it is whole either way.
+        self.watchdog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the watchdog thread unless it runs already.
+    fn start(&self) {
+        let mut watchdog = self.lock();
+        if !matches!(*watchdog, Watchdog::NotStarted { .. }) {
+            return;
+        }
+        let Watchdog::NotStarted {
+            performers,
+            stop_reader,
+        } = std::mem::replace(&mut *watchdog, Watchdog::Failed)
+        else {
+            return;
+        };
+        let watched = self.bound.clone();
+        let thread = std::thread::Builder::new()
+            .name("improv-disk-watchdog".into())
+            .spawn(move || watch(&watched, &*performers, &stop_reader));
+        match thread {
+            Ok(thread) => *watchdog = Watchdog::Running(thread),
+            Err(e) => tracing::warn!(
+                "cannot start the disk watchdog thread: {e}; the disk bound is checked only \
+                 before each command"
+            ),
+        }
     }
 }
 
@@ -204,7 +254,8 @@ impl Drop for DiskGuard {
     fn drop(&mut self) {
         // Closing the write end makes the read end the thread polls hang up.
         drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
+        let watchdog = std::mem::replace(&mut *self.lock(), Watchdog::Failed);
+        if let Watchdog::Running(thread) = watchdog {
             let _ = thread.join();
         }
     }
@@ -212,7 +263,7 @@ impl Drop for DiskGuard {
 
 /// The watchdog: asleep until a command starts, then a look at free space every [`POLL`]
 /// until none runs, killing them all on a breach. Ends when `stop` hangs up.
-fn watch(bound: &Bound, performers: &impl Performers, stop: &OwnedFd) {
+fn watch(bound: &Bound, performers: &dyn Performers, stop: &OwnedFd) {
     loop {
         let stopped = if performers.running() {
             if let Err(breach) = bound.check() {

@@ -258,6 +258,10 @@ impl Observer for RedactingObserver {
         let redacted = self.redactor.redact_event(event)?;
         self.inner.observe(&redacted)
     }
+
+    fn settled(&self) -> improv_kernel::Settling<'_> {
+        self.inner.settled()
+    }
 }
 
 #[cfg(test)]

@@ -424,7 +424,20 @@ pub struct ObserveError(pub String);
 pub trait Observer: Send + Sync {
     /// Takes one event; an error stops the performance as [`Outcome::Failed`].
     fn observe(&self, event: &Event) -> Result<(), ObserveError>;
+
+    /// Waits until every event taken so far is kept, before the loop acts on what they say
+    /// (asks the model after `turn_started`, runs a prop after `tool_call_started`, goes on
+    /// after `model_replied`). An observer that keeps events elsewhere (a store's journal)
+    /// waits here rather than in `observe`, so a performance waiting on it holds no thread.
+    /// An error stops the performance as [`Outcome::Failed`]. The default waits for nothing.
+    fn settled(&self) -> Settling<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
+
+/// What [`Observer::settled`] returns.
+pub type Settling<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ObserveError>> + Send + 'a>>;
 
 #[cfg(test)]
 mod tests {

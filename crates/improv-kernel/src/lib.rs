@@ -80,7 +80,7 @@ pub mod scripted;
 pub mod tape;
 
 pub use budget::{Budget, BudgetKind, Spent};
-pub use event::{Compaction, Event, EventKind, ObserveError, Observer, Outcome};
+pub use event::{Compaction, Event, EventKind, ObserveError, Observer, Outcome, Settling};
 pub use hook::{Between, Control, Hook, NoteSender, Notes};
 pub use message::{Message, Speaker, ToolCall, ToolSpec};
 pub use meter::Meter;

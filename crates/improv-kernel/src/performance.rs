@@ -464,6 +464,7 @@ impl Performance {
                 turn: self.spent.turns,
             })
             .map_err(log_failed)?;
+        self.out.settled().await.map_err(log_failed)?;
         let request = Request {
             system: &self.system,
             messages: &self.conversation,
@@ -509,6 +510,7 @@ impl Performance {
         self.account(&reply.usage, reply.request_bytes)
             .and_then(|_| self.out.emit(replied))
             .map_err(log_failed)?;
+        self.out.settled().await.map_err(log_failed)?;
         Ok(reply)
     }
 
@@ -600,6 +602,7 @@ impl Performance {
                     })
                     .map_err(log_failed)?;
             }
+            self.out.settled().await.map_err(log_failed)?;
             self.tick();
             self.context.meter.begin(self.spent);
             let context = &self.context;
@@ -770,6 +773,14 @@ impl Stream {
     }
     fn emit(&self, kind: EventKind) -> Result<(), ObserveError> {
         self.lock().emit(kind)
+    }
+    /// Waits until every observer keeps what it took ([`Observer::settled`]).
+    async fn settled(&self) -> Result<(), ObserveError> {
+        let observers = self.lock().observers.clone();
+        for o in &observers {
+            o.settled().await?;
+        }
+        Ok(())
     }
 }
 

@@ -26,13 +26,16 @@ use crate::inbox::StoreNotes;
 use crate::production::{Journal, Launch, Production};
 use async_trait::async_trait;
 use improv_edges::{Approval, ApprovalRequest, Approver};
-use improv_kernel::{Between, Control, Event, EventKind, Hook, ObserveError, Observer, Outcome};
+use improv_kernel::{
+    Between, Control, Event, EventKind, Hook, ObserveError, Observer, Outcome, Settling,
+};
 use improv_stage::Stage;
 use improv_store::{
     Answer, ApprovalAsk, ApprovalRecord, Lease, PerformanceRecord, Store, StoreError, StoreUrl,
 };
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -511,6 +514,9 @@ pub struct StoreJournal {
     jobs: mpsc::UnboundedSender<Job>,
     lost: CancellationToken,
     held: Held,
+    /// An event the loop acts on was taken since the last [`Observer::settled`]: the lease
+    /// must still be live when it is stored.
+    acts: AtomicBool,
 }
 
 impl StoreJournal {
@@ -521,6 +527,7 @@ impl StoreJournal {
             jobs,
             lost: held.lost.clone(),
             held: held.clone(),
+            acts: AtomicBool::new(false),
         });
         tokio::spawn(write(held, rx));
         journal
@@ -555,19 +562,46 @@ impl StoreJournal {
     }
 }
 
-/// Whether the loop must wait for this event to be stored before it goes on: what a worker
-/// resuming the performance relies on (a call that may have run, a reply not to ask for
-/// again), and `turn_started`, so a worker that lost its lease (paused past it) learns so
-/// before it asks the model for a turn its successor may have recorded already.
-fn durable(kind: &EventKind) -> bool {
+/// How long the loop waits for an event to be stored, which is what a worker resuming the
+/// performance relies on (a call that may have run, a reply not to ask for again), and
+/// `turn_started`, so a worker that lost its lease (paused past it) learns so before it asks
+/// the model for a turn its successor may have recorded already.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Durable {
+    /// Not waited for: stored with the next batch.
+    No,
+    /// Waited for in [`Observer::settled`], which the kernel awaits before it acts on the
+    /// event (and the worker's flush before it records the end): no thread is held meanwhile.
+    Settled,
+    /// Waited for in `observe` itself, holding the thread (`block_in_place`): a step inside
+    /// `routine.NAME`, which a prop emits with no await before it acts.
+    Blocking,
+}
+
+fn durable(kind: &EventKind) -> Durable {
+    match kind {
+        EventKind::TurnStarted { .. }
+        | EventKind::ToolCallStarted { .. }
+        | EventKind::ModelReplied { .. }
+        | EventKind::PerformanceFinished { .. } => Durable::Settled,
+        EventKind::RoutineStep {
+            within: Some(_), ..
+        } => Durable::Blocking,
+        _ => Durable::No,
+    }
+}
+
+/// What comes after this event acts on the world (a model call, a prop call): the lease must
+/// still be live once it is stored.
+fn acts(kind: &EventKind) -> bool {
     matches!(
         kind,
         EventKind::TurnStarted { .. }
             | EventKind::ToolCallStarted { .. }
-            | EventKind::ModelReplied { .. }
-            | EventKind::PerformanceFinished { .. }
-            // A step inside `routine.NAME` acts like a call of its own.
-            | EventKind::RoutineStep { within: Some(_), .. }
+            | EventKind::RoutineStep {
+                within: Some(_),
+                ..
+            }
     )
 }
 
@@ -581,19 +615,16 @@ impl Observer for StoreJournal {
         let mut event = event.clone();
         event.seq += SEQ_OFFSET;
         let stopped = |_| ObserveError("the journal's writer stopped".into());
-        if !durable(&event.kind) {
-            return self.jobs.send(Job::Event(event, None)).map_err(stopped);
-        }
-        // What comes next acts on the world: a model call, a prop call.
-        let acts = matches!(
-            event.kind,
-            EventKind::TurnStarted { .. }
-                | EventKind::ToolCallStarted { .. }
-                | EventKind::RoutineStep {
-                    within: Some(_),
-                    ..
+        match durable(&event.kind) {
+            Durable::No => return self.jobs.send(Job::Event(event, None)).map_err(stopped),
+            Durable::Settled => {
+                if acts(&event.kind) {
+                    self.acts.store(true, Ordering::SeqCst);
                 }
-        );
+                return self.jobs.send(Job::Event(event, None)).map_err(stopped);
+            }
+            Durable::Blocking => {}
+        }
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.jobs
             .send(Job::Event(event, Some(done)))
@@ -602,18 +633,34 @@ impl Observer for StoreJournal {
         // the writer task stores the event on another.
         let stored = tokio::task::block_in_place(|| wait.recv());
         match stored {
-            Ok(Ok(())) if acts && self.expired() => {
-                // Stalled past the lease (paused, starved): another worker may be performing
-                // this turn already; asking the model for it again is not this worker's to do.
-                self.lost.cancel();
-                Err(ObserveError(
-                    "the lease expired: another worker may perform this now".into(),
-                ))
-            }
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => self.still_held(true),
             Ok(Err(message)) => Err(ObserveError(message)),
             Err(_) => Err(ObserveError("the journal's writer stopped".into())),
         }
+    }
+
+    fn settled(&self) -> Settling<'_> {
+        Box::pin(async move {
+            self.flush()
+                .await
+                .map_err(|e| ObserveError(e.to_string()))?;
+            self.still_held(self.acts.swap(false, Ordering::SeqCst))
+        })
+    }
+}
+
+impl StoreJournal {
+    /// After an event was stored: an error when what comes next `acts` on the world and the
+    /// lease ran out meanwhile (paused, starved), since another worker may be performing this
+    /// turn already, and asking the model for it again is not this worker's to do.
+    fn still_held(&self, acts: bool) -> Result<(), ObserveError> {
+        if acts && self.expired() {
+            self.lost.cancel();
+            return Err(ObserveError(
+                "the lease expired: another worker may perform this now".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -541,4 +541,13 @@ impl Observer for FanOut {
         }
         first
     }
+
+    fn settled(&self) -> improv_kernel::Settling<'_> {
+        Box::pin(async move {
+            for o in &self.0 {
+                o.settled().await?;
+            }
+            Ok(())
+        })
+    }
 }
