@@ -448,8 +448,15 @@ impl Engine<'_> {
                     }
                 }
                 Shape::Text => {
+                    let line_ended = piece.contains('\n');
                     if !piece.is_empty() {
                         let _ = stream.send(piece);
+                    }
+                    if line_ended && repeats_itself(&text) {
+                        // A greedy small model that starts to repeat itself never stops: the
+                        // rest of the reply would be the same lines until the token limit.
+                        tracing::debug!("the reply repeats itself; ended");
+                        break;
                     }
                 }
                 Shape::Call => {
@@ -551,6 +558,25 @@ pub fn argmax(logits: &[f32]) -> usize {
     logits.iter().position(|&x| x == max).unwrap_or(0)
 }
 
+/// The shortest block of text whose verbatim repetition ends a reply: shorter ones (a closing
+/// brace, a blank line) repeat in good text too.
+const MIN_REPEAT: usize = 24;
+
+/// Whether `text` ends with the same block of lines twice in a row, the block at least
+/// [`MIN_REPEAT`] bytes long and ending with a line break: the sign of a reply in a loop.
+pub fn repeats_itself(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.last() != Some(&b'\n') {
+        return false;
+    }
+    let n = bytes.len();
+    (MIN_REPEAT..=n / 2).any(|len| {
+        // The block starts right after a line break (or at the start), as the repetition does.
+        let start = n - 2 * len;
+        (start == 0 || bytes[start - 1] == b'\n') && bytes[start..n - len] == bytes[n - len..]
+    })
+}
+
 /// Turns token bytes into text, holding back a multi-byte character split across tokens until
 /// its last byte arrives. Invalid bytes become U+FFFD.
 #[derive(Default)]
@@ -600,7 +626,7 @@ impl Utf8Stream {
 
 #[cfg(test)]
 mod tests {
-    use super::{Utf8Stream, argmax};
+    use super::{Utf8Stream, argmax, repeats_itself};
     use llama_cpp_2::sampling::LlamaSampler;
     use llama_cpp_2::token::LlamaToken;
     use llama_cpp_2::token::data::LlamaTokenData;
@@ -643,6 +669,20 @@ mod tests {
         let short = [-1.0, 3.0, f32::NEG_INFINITY, 3.0];
         assert_eq!(argmax(&short), 1);
         assert_eq!(greedy(&short), 1);
+    }
+
+    #[test]
+    fn a_reply_that_repeats_a_block_of_lines_is_seen_to_repeat() {
+        let block = "This will run the tests.\n\n```\ncargo test\n```\n\n";
+        let once = format!("You can run them.\n\n{block}");
+        assert!(!repeats_itself(&once));
+        assert!(repeats_itself(&format!("{once}{block}")));
+        // Short repeats (closing braces, blank lines) and repeats mid-line are good text.
+        assert!(!repeats_itself("fn a() {\n}\n}\n}\n\n\n"));
+        assert!(!repeats_itself(
+            "one line that is long enough\nxone line that is long enough\n"
+        ));
+        assert!(!repeats_itself(&format!("{once}{block}and on")));
     }
 
     #[test]

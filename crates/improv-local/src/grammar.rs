@@ -132,15 +132,67 @@ object ::= "{" ws (string ":" ws value ("," ws string ":" ws value)*)? ws "}"
 array ::= "[" ws (value ("," ws value)*)? ws "]"
 "#;
 
+/// What narrows a reply's grammar beyond the props' schemas.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    /// The reply must be a call.
+    pub required: bool,
+    /// When not empty, every `path` argument of type string is one of these (JSON-escaped as
+    /// needed); see `LocalModel`'s `mentioned_paths`.
+    pub paths: Vec<String>,
+    /// Calls the reply must not make.
+    pub avoid: Vec<Avoid>,
+}
+
+/// A call refused for one reply: its prop, and its `path` argument when it had one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Avoid {
+    pub prop: String,
+    pub path: Option<String>,
+}
+
 /// The GBNF grammar (root rule `root`) for a reply to a request offering `tools`: text or one
 /// call when `required` is false, always one call when it is true. With no `tools`, text only.
 pub fn gbnf(tools: &[ToolSpec], required: bool) -> String {
-    if tools.is_empty() {
+    gbnf_narrowed(
+        tools,
+        &Narrowing {
+            required,
+            ..Narrowing::default()
+        },
+    )
+}
+
+/// [`gbnf`], narrowed: `path` arguments drawn from `narrowing.paths` when it has any, and the
+/// avoided call left out. When the avoided call's path is one of several allowed, only that path
+/// is left out of that prop's choices (the model may read another file); otherwise the whole prop
+/// is (a grammar for "these arguments but not those" is as large as the prop's schema again,
+/// and the exclusion lasts one reply). With no prop left the reply is text, even where calls
+/// are required: a model left without a prop it may use can only answer.
+pub fn gbnf_narrowed(tools: &[ToolSpec], narrowing: &Narrowing) -> String {
+    let mut kept: Vec<(&ToolSpec, Vec<String>)> = Vec::new();
+    for tool in tools {
+        let mut paths = narrowing.paths.clone();
+        let mut left_out = false;
+        for avoid in narrowing.avoid.iter().filter(|a| a.prop == tool.name) {
+            let narrowable = paths.len() > 1 && has_path(&tool.parameters);
+            match &avoid.path {
+                Some(p) if narrowable && paths.contains(p) => paths.retain(|q| q != p),
+                _ => left_out = true,
+            }
+        }
+        if !left_out {
+            kept.push((tool, paths));
+        }
+    }
+    if kept.is_empty() {
         return format!("root ::= lead text\n{TEXT}{LEAD}");
     }
+    let required = narrowing.required;
     let mut b = Builder::default();
     let mut calls = Vec::new();
-    for (i, tool) in tools.iter().enumerate() {
+    for (i, (tool, paths)) in kept.into_iter().enumerate() {
+        b.paths = paths;
         let args = b.arguments(&tool.parameters, &format!("args-{i}"));
         let name = serde_json::to_string(&tool.name).unwrap_or_default();
         let body = format!("{} {args} \"}}\"", literal(&format!("{name}{CALL_ARGS}")));
@@ -180,8 +232,35 @@ const LEAD: &str = "lead ::= [ \\t\\n]? [ \\t\\n]?\n";
 /// "this prop with any arguments but these" is as large as the prop's schema again, and the
 /// exclusion lasts one reply.
 pub fn gbnf_without(tools: &[ToolSpec], required: bool, avoid: &str) -> String {
-    let rest: Vec<ToolSpec> = tools.iter().filter(|t| t.name != avoid).cloned().collect();
-    gbnf(&rest, required && !rest.is_empty())
+    gbnf_narrowed(
+        tools,
+        &Narrowing {
+            required,
+            paths: Vec::new(),
+            avoid: vec![Avoid {
+                prop: avoid.to_string(),
+                path: None,
+            }],
+        },
+    )
+}
+
+/// Whether a prop's schema has a string property `path`: the argument [`Narrowing::paths`]
+/// draws from.
+fn has_path(schema: &Value) -> bool {
+    schema
+        .get("properties")
+        .and_then(|p| p.get(PATH))
+        .is_some_and(is_string_schema)
+}
+
+/// The property whose values [`Narrowing::paths`] narrows.
+const PATH: &str = "path";
+
+fn is_string_schema(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("string")
+        && schema.get("enum").is_none()
+        && schema.get("const").is_none()
 }
 
 /// A GBNF string literal matching `s` exactly.
@@ -210,6 +289,8 @@ fn json_literal(value: &Value) -> String {
 #[derive(Default)]
 struct Builder {
     rules: Vec<(String, String)>,
+    /// The values a top-level `path` argument of the prop being built may take; any when empty.
+    paths: Vec<String>,
 }
 
 impl Builder {
@@ -300,9 +381,19 @@ impl Builder {
             .and_then(Value::as_object)
             .unwrap_or(&empty);
         let required = required(schema);
+        // Only the arguments' own object (built first) narrows its `path`, not nested ones.
+        let paths = std::mem::take(&mut self.paths);
         let member = |b: &mut Builder, i: usize, key: &str| {
             let sub = props.get(key).cloned().unwrap_or(Value::Bool(true));
-            let value = b.value(&sub, &format!("{name}-{i}"));
+            let value = if key == PATH && is_string_schema(&sub) && !paths.is_empty() {
+                let alts: Vec<String> = paths
+                    .iter()
+                    .map(|p| json_literal(&Value::String(p.clone())))
+                    .collect();
+                format!("({})", alts.join(" | "))
+            } else {
+                b.value(&sub, &format!("{name}-{i}"))
+            };
             let key = Value::String(key.into());
             format!("{} ws {value}", literal(&format!("{key}:")))
         };
@@ -573,6 +664,54 @@ mod tests {
         assert!(g.starts_with("root ::= lead text\n"), "{g}");
         assert!(!g.contains("call"), "{g}");
         assert!(g.contains("text ::= ") && g.contains("lead ::= "), "{g}");
+    }
+
+    #[test]
+    fn paths_narrow_the_path_argument_and_a_refused_path_leaves_the_others() {
+        let path_schema = json!({"type": "object", "properties": {
+            "path": {"type": "string"},
+            "items": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}}}}
+        }, "required": ["path"]});
+        let tools = [
+            spec("read", path_schema),
+            spec(
+                "bash",
+                json!({"type": "object", "properties": {"command": {"type": "string"}}}),
+            ),
+        ];
+        let mut narrowing = Narrowing {
+            required: true,
+            paths: vec!["src/lib.rs".into(), "tests/mean.rs".into()],
+            avoid: Vec::new(),
+        };
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(
+            g.contains(r#""\"path\":" ws ("\"src/lib.rs\"" | "\"tests/mean.rs\"")"#),
+            "{g}"
+        );
+        // Only the arguments' own `path`: a nested one stays a free string.
+        assert!(
+            g.contains(r#"args-0-1-item ::= "{" ws ("\"path\":" ws string)? ws "}""#),
+            "{g}"
+        );
+        narrowing.avoid = vec![Avoid {
+            prop: "read".into(),
+            path: Some("tests/mean.rs".into()),
+        }];
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(g.contains(r#""\"path\":" ws ("\"src/lib.rs\"")"#), "{g}");
+        assert!(!g.contains("tests/mean.rs"), "{g}");
+        // The last path refused, or a call without one: the prop goes.
+        narrowing.paths.truncate(1);
+        narrowing.avoid = vec![Avoid {
+            prop: "read".into(),
+            path: Some("src/lib.rs".into()),
+        }];
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(
+            !g.contains(r#""\"read\""#) && g.contains(r#""\"bash\""#),
+            "{g}"
+        );
     }
 
     #[test]

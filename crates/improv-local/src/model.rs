@@ -99,17 +99,27 @@ impl LocalModel {
         };
         (
             template::render(self.family, &system, request.messages),
-            Some(grammar::gbnf(
+            Some(grammar::gbnf_narrowed(
                 request.tools,
-                self.required(request.messages),
+                &self.narrowing(request),
             )),
         )
     }
 
-    /// Whether the next reply must call a prop: always with `tool_choice = "required"`, and
-    /// right after a note of failing checks (see [`must_act`]).
-    fn required(&self, messages: &[Message]) -> bool {
-        self.config.tool_choice == ToolChoice::Required || must_act(messages)
+    /// How the grammar of the next reply is narrowed: a call is required always with
+    /// `tool_choice = "required"`, and while the checks fail (see [`must_act`]); while they
+    /// fail, the files it names are those the director's words name ([`mentioned_paths`]).
+    fn narrowing(&self, request: &Request<'_>) -> grammar::Narrowing {
+        let failing = must_act(request.messages);
+        grammar::Narrowing {
+            required: self.config.tool_choice == ToolChoice::Required || failing,
+            paths: if failing {
+                mentioned_paths(request.system, request.messages)
+            } else {
+                Vec::new()
+            },
+            avoid: Vec::new(),
+        }
     }
 
     /// The prompt's tokens, as the engine would evaluate them.
@@ -178,20 +188,32 @@ impl Model for LocalModel {
         let mut out = self
             .run(prompt.clone(), grammar, nudge, max_tokens, false, update)
             .await?;
-        if let Some(name) = repeats_warned_call(request.messages, &out) {
-            // The model is about to make the call the loop detector just warned about: try once
-            // more with that prop left out of the grammar, so it does something else or answers.
-            // The first try's call was never streamed; its tokens still count.
-            tracing::debug!(model = %self.name, prop = %name, "refused a warned repeat");
-            let required = self.required(request.messages);
-            let grammar = grammar::gbnf_without(request.tools, required, &name);
-            let first = out;
+        let mut narrowing = self.narrowing(&request);
+        for _ in 0..MAX_REFUSED {
+            let Some(avoid) = repeated_call(request.messages, &out, narrowing.required) else {
+                break;
+            };
+            // The model is about to make a call it already made (see `repeated_call`): the same
+            // call gives the same result. Try again with that call left out of the grammar too,
+            // so it does something else or answers. A refused try's call was never streamed;
+            // its tokens still count.
+            tracing::debug!(model = %self.name, prop = %avoid.prop, "refused a repeated call");
+            narrowing.avoid.push(avoid);
+            let grammar = grammar::gbnf_narrowed(request.tools, &narrowing);
+            let refused = out;
             out = self
-                .run(prompt, Some(grammar), nudge, max_tokens, false, update)
+                .run(
+                    prompt.clone(),
+                    Some(grammar),
+                    nudge,
+                    max_tokens,
+                    false,
+                    update,
+                )
                 .await?;
-            out.input_tokens += first.input_tokens;
-            out.cached_tokens += first.cached_tokens;
-            out.output_tokens += first.output_tokens;
+            out.input_tokens += refused.input_tokens;
+            out.cached_tokens += refused.cached_tokens;
+            out.output_tokens += refused.output_tokens;
         }
         tracing::debug!(
             model = %self.name,
@@ -257,22 +279,35 @@ impl Model for LocalModel {
     }
 }
 
-/// Whether the conversation ends with a note that the stage's checks fail: the actor has called
-/// no prop since, so its reply must be a call (the `tool_choice = "required"` of a hosted API,
-/// for this one reply). A small model answers such a note in text, describing what it would
-/// run, turn after turn, and the attempts run out with nothing changed; made to act, it reads,
-/// runs and edits. After its call it is free again to answer and end its turn.
+/// Whether the director's last word is a note that the stage's checks fail: the reply must be a
+/// call (the `tool_choice = "required"` of a hosted API) until a write makes them pass, which
+/// ends the performance converged, or the director speaks again. A small model answers such a
+/// note in text, describing what it would run, or says it is done after one look, and the
+/// attempts run out with nothing changed; kept acting, it reads, runs and edits. The loop
+/// detector's notes do not count as the director's word: they warn about a call, and the
+/// refused repeat (see [`repeated_call`]) already makes the model do something else.
 fn must_act(messages: &[Message]) -> bool {
-    matches!(messages.last(), Some(Message::User { text }) if improv_feedback::is_failing_note(text))
+    let last_note = messages.iter().rev().find_map(|m| match m {
+        Message::User { text } if !loop_note::is_note(m) => Some(text),
+        _ => None,
+    });
+    last_note.is_some_and(|text| improv_feedback::is_failing_note(text))
 }
 
-/// The prop of the call in `out` when that call is exactly the one the loop detector's note in
-/// `messages` warned about (same prop, same arguments; see [`loop_note::warned_calls`]).
-fn repeats_warned_call(messages: &[Message], out: &Generated) -> Option<String> {
+/// The most replies tried again for one request after each made a call already made.
+const MAX_REFUSED: usize = 4;
+
+/// The call in `out` when it is exactly (same prop, same parsed arguments) the call the previous
+/// reply made, or the one the loop detector's note warned about (see
+/// [`loop_note::warned_calls`]): nothing changed since, so it would give the same result. While
+/// the checks fail (`failing`), any call made since the director's last word is refused again:
+/// a small model otherwise cycles through two or three calls (`grep x`, `bash x`, `grep x`)
+/// until its turns run out, which no loop detector of repeats in a row sees; the checks run
+/// after every change anyway, so nothing needs to be run twice to see its effect.
+fn repeated_call(messages: &[Message], out: &Generated, failing: bool) -> Option<grammar::Avoid> {
     if !out.call {
         return None;
     }
-    let warned = loop_note::warned_calls(messages)?;
     let Parsed::Call { name, arguments } = grammar::parse(&out.text) else {
         return None;
     };
@@ -281,8 +316,87 @@ fn repeats_warned_call(messages: &[Message], out: &Generated) -> Option<String> 
         name,
         arguments,
     }];
-    let [made] = (loop_note::calls_key(&made) == loop_note::calls_key(warned)).then_some(made)?;
-    Some(made.name)
+    let key = loop_note::calls_key(&made);
+    let previous = messages.iter().rev().find_map(|m| match m {
+        Message::Assistant { tool_calls, .. } => Some(tool_calls.as_slice()),
+        _ => None,
+    });
+    let warned = loop_note::warned_calls(messages);
+    let since_note = messages
+        .iter()
+        .rposition(|m| matches!(m, Message::User { .. }) && !loop_note::is_note(m))
+        .map_or(messages, |at| &messages[at..]);
+    let earlier = since_note
+        .iter()
+        .filter(|_| failing)
+        .filter_map(|m| match m {
+            Message::Assistant { tool_calls, .. } => Some(tool_calls.as_slice()),
+            _ => None,
+        });
+    let repeats = [previous, warned]
+        .into_iter()
+        .flatten()
+        .chain(earlier)
+        .any(|calls| loop_note::calls_key(calls) == key);
+    let [made] = made;
+    repeats.then(|| grammar::Avoid {
+        path: path_of(&made.arguments),
+        prop: made.name,
+    })
+}
+
+/// The `path` argument of a call's arguments, when it has one.
+fn path_of(arguments: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(arguments).ok()?;
+    value.get("path")?.as_str().map(String::from)
+}
+
+/// The files the director's words name — the system prompt (the stage's context files), the
+/// intent and the notes, a failing check's `panicked at tests/x.rs:5:5` among them — in the
+/// order first named, less those a call found missing. While the checks fail, a small model
+/// names files it makes up (`test_1`) or a prop's name; the file to look at is almost always
+/// one of these. A word names a file when it has a letter, then a `.` and a short extension
+/// of letters, of path characters only (`src/lib.rs`, `AGENTS.md`).
+fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
+    let notes = messages.iter().filter_map(|m| match m {
+        Message::User { text } => Some(text.as_str()),
+        _ => None,
+    });
+    let missing: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool {
+                content,
+                is_error: true,
+                ..
+            } if content.contains("does not exist") => content.split('`').nth(1),
+            _ => None,
+        })
+        .collect();
+    let mut paths: Vec<String> = Vec::new();
+    for text in std::iter::once(system).chain(notes) {
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || "._-/".contains(c))) {
+            let word = word.trim_end_matches('.');
+            if names_a_file(word) && !missing.contains(&word) && !paths.iter().any(|p| p == word) {
+                paths.push(word.to_string());
+            }
+        }
+    }
+    paths
+}
+
+/// Whether `word` looks like a relative file path: a stem with a letter, a `.` and an extension
+/// of one to four letters, not starting with `/` or `.`.
+fn names_a_file(word: &str) -> bool {
+    let Some((stem, ext)) = word.rsplit_once('.') else {
+        return false;
+    };
+    let name = stem.rsplit('/').next().unwrap_or(stem);
+    !word.starts_with(['/', '.'])
+        && !word.contains("..")
+        && name.chars().any(|c| c.is_ascii_alphabetic())
+        && (1..=4).contains(&ext.len())
+        && ext.chars().all(|c| c.is_ascii_alphabetic())
 }
 
 /// Tool calls in the conversation: call ids continue from it, so they are unique within a
@@ -320,36 +434,98 @@ mod tests {
         }
     }
 
+    fn avoid(path: &str) -> Option<grammar::Avoid> {
+        Some(grammar::Avoid {
+            prop: "read".into(),
+            path: Some(path.into()),
+        })
+    }
+
     #[test]
-    fn only_the_exact_warned_call_is_refused() {
-        let result = Message::Tool {
+    fn the_call_just_made_and_the_warned_call_are_refused_and_no_other() {
+        let result = |content: &str| Message::Tool {
             call_id: "call_1".into(),
             name: "read".into(),
-            content: "no such file".into(),
+            content: content.into(),
             is_error: true,
         };
         let same = r#"{"path": "a.txt"}"#;
-        let mut talk = vec![reply(same), result.clone(), reply(same), result];
-        assert_eq!(
-            repeats_warned_call(&talk, &call(same)),
-            None,
-            "not warned yet"
-        );
-        talk.push(Message::user(loop_note::note(2, "read(...)")));
+        let other = r#"{"path": "b.txt"}"#;
+        let mut talk = vec![reply(same), result("no such file")];
         // Spacing does not make it a different call; other arguments or text do.
         let respaced = r#"{"path":"a.txt"}"#;
-        assert_eq!(
-            repeats_warned_call(&talk, &call(respaced)),
-            Some("read".into())
-        );
-        assert_eq!(
-            repeats_warned_call(&talk, &call(r#"{"path": "b.txt"}"#)),
-            None
-        );
+        assert_eq!(repeated_call(&talk, &call(respaced), false), avoid("a.txt"));
+        assert_eq!(repeated_call(&talk, &call(other), false), None);
         let text = Generated {
             text: "I cannot find a.txt.".into(),
             ..Default::default()
         };
-        assert_eq!(repeats_warned_call(&talk, &text), None);
+        assert_eq!(repeated_call(&talk, &text, false), None);
+        // The warned call stays refused after the loop detector's note; the call just made
+        // is refused too, and the warning lapses once the actor did something else.
+        talk.push(Message::user(loop_note::note(2, "read(...)")));
+        assert_eq!(repeated_call(&talk, &call(same), false), avoid("a.txt"));
+        talk.push(reply(other));
+        talk.push(result("b"));
+        assert_eq!(repeated_call(&talk, &call(other), false), avoid("b.txt"));
+        assert_eq!(
+            repeated_call(&talk, &call(same), false),
+            None,
+            "the warning lapsed"
+        );
+        // While the checks fail, a call made since the director's last word is not made again:
+        // `a` then `b` then `a` is a cycle.
+        assert_eq!(repeated_call(&talk, &call(same), true), avoid("a.txt"));
+        talk.push(Message::user(
+            "Attempt 2 of 3: 1 of 1 checks failed: tests.",
+        ));
+        assert_eq!(repeated_call(&talk, &call(same), true), None, "a new note");
+    }
+
+    #[test]
+    fn calls_stay_required_while_the_directors_last_word_is_a_failing_note() {
+        let failing =
+            "After your last change, tests fails:\n\n## tests\npanicked at tests/mean.rs:5:5\n";
+        let mut talk = vec![Message::user("Fix it."), Message::user(failing)];
+        assert!(must_act(&talk));
+        talk.push(reply(r#"{"path": "tests/mean.rs"}"#));
+        talk.push(result_ok("1\tuse stats::mean;"));
+        assert!(must_act(&talk), "one call does not end it");
+        talk.push(Message::user(loop_note::note(2, "read(...)")));
+        assert!(must_act(&talk), "a loop note is not the director's word");
+        talk.push(Message::user("Now write the report."));
+        assert!(!must_act(&talk));
+    }
+
+    fn result_ok(content: &str) -> Message {
+        Message::Tool {
+            call_id: "call_1".into(),
+            name: "read".into(),
+            content: content.into(),
+            is_error: false,
+        }
+    }
+
+    #[test]
+    fn the_files_the_directors_words_name_less_those_found_missing() {
+        let system = "You work in the folder `x`; give paths relative to it, like `notes.txt`.\n\
+            # file: AGENTS.md\nIts code is in `src/lib.rs`; tests in `tests/`. Version 0.1.0. See /etc/passwd or ../up.rs.";
+        let talk = vec![
+            Message::user("Make `cargo test` pass."),
+            Message::user("panicked at tests/mean.rs:5:5:\nassertion failed"),
+            reply(r#"{"path": "notes.txt"}"#),
+            Message::Tool {
+                call_id: "call_1".into(),
+                name: "read".into(),
+                content: "`notes.txt` does not exist; use `find` to look for the file".into(),
+                is_error: true,
+            },
+            // What a tool printed is not the director's word.
+            result_ok("Some(xs.iter().sum::<f64>() / xs.len())"),
+        ];
+        assert_eq!(
+            mentioned_paths(system, &talk),
+            ["AGENTS.md", "src/lib.rs", "tests/mean.rs"]
+        );
     }
 }
