@@ -30,11 +30,15 @@
 //! the same targets and every mount in it stands where it was made: a mount comes off an entry
 //! in every other namespace when that entry is removed or replaced from outside (`unlink`, or a
 //! rename over it), which changes the identity found at the path or the change time of its
-//! folder, both stamped when the template was made ([`Template::holds`]); a template whose
-//! stamps were not yet settled (changed within a clock tick of it), or that follows a protected
-//! symlink, serves one command. Mounts made outside improv after a template was made reach
-//! commands with the next template, as those made after a forked command started never reach
-//! it.
+//! folder, both stamped when the template was made ([`Template::holds`]). Those stamps miss a
+//! change on a file system with coarse change times or under a symlinked folder (the link is
+//! stamped), so each target is also looked at inside the template, through its root opened by
+//! the helper: a cover taken off shows the file under it, a bind taken off shows another mount
+//! id. A template whose stamps were not yet settled (changed within a clock tick of it), that
+//! follows a protected symlink, or on a kernel that cannot show mount ids (before 5.8), serves
+//! one command. A template serves [`TEMPLATE_AGE`] at most, so mounts made outside improv after
+//! it was made reach commands within that time (those made after a forked command started
+//! never reach it).
 //!
 //! The workspace is scanned again before every command ([`Scanner`]), so a hidden file that
 //! appeared, or that something outside the sandbox moved, is covered where it is now. The scan
@@ -64,7 +68,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How many workspace entries the scan reads, at most, before it refuses to run commands.
 pub const SCAN_ENTRIES: usize = 500_000;
@@ -746,6 +750,65 @@ pub struct Template {
     stamps: Stamps,
     /// Whether every stamp was settled when taken: a later change moves it.
     settled: bool,
+    /// The template's root, opened by its helper: the mounts are looked at through it.
+    root: OwnedFd,
+    /// What each target showed through `root` when the template was made.
+    view: View,
+    made: Instant,
+}
+
+/// How long a template serves at most. Its mounts are private, so a mount the host adds later
+/// (an admin's overmount) reaches commands only with a new template; 5 s bounds that delay to
+/// about the length of a command, as a forked command keeps the mounts of its start for its
+/// whole run, while a template is still made at most once per 5 s of a busy performance (a few
+/// milliseconds each).
+pub const TEMPLATE_AGE: Duration = Duration::from_secs(5);
+
+/// For each target: the identity and mount id its path leads to in the template (not following
+/// a last link), `None` where it leads nowhere. Host stamps miss a mount taken off under a
+/// symlinked folder or on a file system with coarse change times; the mounts themselves do not
+/// lie: a cover taken off shows the file under it, a bind taken off shows its parent's mount.
+#[derive(Debug, PartialEq, Eq)]
+struct View(Vec<Option<(Id, u64)>>);
+
+impl View {
+    /// Looks at each target through `root` (`openat2` kept inside it, so no link leads out to
+    /// the host's mounts); `None` where the kernel cannot say (no `openat2` or no mount id in
+    /// `statx`, before Linux 5.8), and a template then serves one command.
+    fn take(root: &OwnedFd, targets: &[Target]) -> Option<Self> {
+        use rustix::fs::{AtFlags, ResolveFlags, StatxFlags};
+        let mut view = Vec::with_capacity(targets.len());
+        for target in targets {
+            let rel = target.path.to_bytes();
+            let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+            let rel = if rel.is_empty() { &b"."[..] } else { rel };
+            let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd =
+                match rustix::fs::openat2(root, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT | Errno::NOTDIR | Errno::ACCESS) => {
+                        view.push(None);
+                        continue;
+                    }
+                    Err(_) => return None,
+                };
+            let mask = StatxFlags::INO | StatxFlags::MNT_ID;
+            let st = rustix::fs::statx(&fd, c"", AtFlags::EMPTY_PATH, mask).ok()?;
+            if st.stx_mask & mask.bits() != mask.bits() {
+                return None;
+            }
+            let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+            view.push(Some(((dev, st.stx_ino), st.stx_mnt_id)));
+        }
+        Some(View(view))
+    }
+
+    /// Whether every covered target shows a cover (one of `ids`) where it shows anything.
+    fn covered(&self, targets: &[Target], ids: (Id, Id)) -> bool {
+        targets.iter().zip(&self.0).all(|(target, seen)| {
+            target.guard != Guard::Covered || seen.is_none_or(|(id, _)| id == ids.0 || id == ids.1)
+        })
+    }
 }
 
 /// For each target: what its path leads to (not following a link), and its folder's identity
@@ -792,29 +855,47 @@ impl Template {
     pub fn make(plan: &Plan) -> Result<Self, Failed> {
         let before = SystemTime::now();
         let (stamps, settled) = Stamps::take(&plan.targets, before);
-        let [user, mount] = crate::spawn::in_helper(|| {
+        let made = Instant::now();
+        let [user, mount, root] = crate::spawn::in_helper(|| {
             make(plan)?;
-            let open = |path: &'static CStr| {
-                rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            let open = |path: &'static CStr, flags| {
+                rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty())
                     .map_err(|e| (path, e))
             };
-            Ok([open(c"/proc/self/ns/user")?, open(c"/proc/self/ns/mnt")?])
+            Ok([
+                open(c"/proc/self/ns/user", OFlags::RDONLY)?,
+                open(c"/proc/self/ns/mnt", OFlags::RDONLY)?,
+                open(c"/", OFlags::PATH | OFlags::DIRECTORY)?,
+            ])
         })?;
+        let (view, settled) = match View::take(&root, &plan.targets) {
+            Some(view) => {
+                let covered = view.covered(&plan.targets, plan.ids);
+                (view, settled && covered)
+            }
+            None => (View(Vec::new()), false),
+        };
         Ok(Template {
             user,
             mount,
             targets: plan.targets.clone(),
             stamps,
             settled,
+            root,
+            view,
+            made,
         })
     }
 
-    /// Whether a command guarded by `targets` may join this template now: the same targets,
-    /// every mount still where it was made (the stamps unchanged), and settled stamps.
+    /// Whether a command guarded by `targets` may join this template now: younger than
+    /// [`TEMPLATE_AGE`], the same targets, settled stamps still unchanged, and every mount still
+    /// where it was made, as seen in the template itself ([`View`]).
     pub fn holds(&self, targets: &[Target]) -> bool {
         self.settled
+            && self.made.elapsed() < TEMPLATE_AGE
             && self.targets.as_slice() == targets
             && Stamps::take(targets, SystemTime::now()).0 == self.stamps
+            && View::take(&self.root, targets).is_some_and(|view| view == self.view)
     }
 }
 

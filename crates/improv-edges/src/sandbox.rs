@@ -28,7 +28,7 @@ use crate::cgroup::{Bounds, PerformanceCgroup};
 pub use crate::disk::{Breach, DiskLimit};
 use crate::disk::{DiskGuard, Performers};
 use crate::env::{ChildEnv, EnvPolicy};
-pub use crate::namespace::ScanError;
+pub use crate::namespace::{ScanError, TEMPLATE_AGE};
 use crate::namespace::{self, Covers, Plan};
 use crate::policy::{GlobError, Hidden, HiddenGlobs, default_hidden};
 pub use crate::scratch::TempSpace;

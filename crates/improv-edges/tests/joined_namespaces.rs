@@ -136,3 +136,96 @@ async fn a_control_file_replaced_outside_the_sandbox_is_read_only_to_the_next_co
         assert_eq!(now, format!("round {round}\n"));
     }
 }
+
+/// The review's attack on the host stamps: improv's state lies outside the workspace, under a
+/// folder reached through a symlink, so the folder stamped is the link, whose change time the
+/// relink does not move, and the relinked file keeps its inode. Only the mounts seen in the
+/// prepared namespace show that the cover came off (`View`): without that check the next
+/// command joins it and reads the secret.
+#[tokio::test]
+async fn a_cover_taken_off_under_a_symlinked_folder_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let workspace = base.join("ws");
+    let real = base.join("real");
+    std::fs::create_dir(&workspace).unwrap();
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, base.join("link")).unwrap();
+    let state = real.join("state");
+    std::fs::write(&state, "TOPSECRET\n").unwrap();
+    let aside = base.join("aside");
+    let mut config = SandboxConfig::new(&workspace);
+    config.concealed = vec![base.join("link/state")];
+    config.read_only = vec![real.clone()];
+    let sandbox = Sandbox::new(config).unwrap();
+    assert!(sandbox.covered().is_some(), "needs user namespaces");
+    let read = format!("cat {}", base.join("link/state").display());
+    for round in 0..5 {
+        settle().await;
+        let (mnt1, _) = namespaces(&sandbox).await;
+        let (status, out) = run(&sandbox, &read).await;
+        assert!(!out.contains("TOPSECRET"), "round {round}: {status}: {out}");
+        let (mnt2, _) = namespaces(&sandbox).await;
+        assert_eq!(mnt1, mnt2, "round {round}: the namespace was not shared");
+        std::fs::hard_link(&state, &aside).unwrap();
+        std::fs::remove_file(&state).unwrap();
+        std::fs::hard_link(&aside, &state).unwrap();
+        std::fs::remove_file(&aside).unwrap();
+        let (status, out) = run(&sandbox, &read).await;
+        assert!(!out.contains("TOPSECRET"), "round {round}: {status}: {out}");
+    }
+}
+
+/// A template serves for [`improv_edges::sandbox::TEMPLATE_AGE`] at most, so that mounts the host adds
+/// later reach commands: past it, the next command is in a new mount namespace. (Waits past the
+/// age as a setup step; nothing here is timed.)
+#[tokio::test]
+async fn a_template_older_than_its_age_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "TOPSECRET\n").unwrap();
+    let sandbox = sandbox(dir.path(), &[]);
+    settle().await;
+    let (mnt1, _) = namespaces(&sandbox).await;
+    let (mnt2, _) = namespaces(&sandbox).await;
+    assert_eq!(mnt1, mnt2, "the namespace was not shared");
+    tokio::time::sleep(improv_edges::sandbox::TEMPLATE_AGE + Duration::from_millis(200)).await;
+    let (mnt3, _) = namespaces(&sandbox).await;
+    assert_ne!(mnt1, mnt3, "a template served past its age");
+}
+
+/// The same attack on a read-only bind: the relinked control file keeps its identity, so only
+/// its mount (the parent's once the bind came off) shows the change in the prepared namespace.
+#[tokio::test]
+async fn a_read_only_bind_taken_off_under_a_symlinked_folder_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let workspace = base.join("ws");
+    let real = base.join("real");
+    std::fs::create_dir(&workspace).unwrap();
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, base.join("link")).unwrap();
+    let control = real.join("control");
+    std::fs::write(&control, "old\n").unwrap();
+    let aside = base.join("aside");
+    let mut config = SandboxConfig::new(&workspace);
+    config.protected = vec![base.join("link/control")];
+    config.read_write = vec![real.clone()];
+    let sandbox = Sandbox::new(config).unwrap();
+    assert!(sandbox.covered().is_some(), "needs user namespaces");
+    let write = format!("echo changed >> {}", base.join("link/control").display());
+    for round in 0..5 {
+        settle().await;
+        let (mnt1, _) = namespaces(&sandbox).await;
+        let (status, out) = run(&sandbox, &write).await;
+        assert!(!status.success(), "round {round}: {out}");
+        let (mnt2, _) = namespaces(&sandbox).await;
+        assert_eq!(mnt1, mnt2, "round {round}: the namespace was not shared");
+        std::fs::hard_link(&control, &aside).unwrap();
+        std::fs::remove_file(&control).unwrap();
+        std::fs::hard_link(&aside, &control).unwrap();
+        std::fs::remove_file(&aside).unwrap();
+        let (status, out) = run(&sandbox, &write).await;
+        assert!(!status.success(), "round {round}: {out}");
+        assert_eq!(std::fs::read_to_string(&control).unwrap(), "old\n");
+    }
+}
