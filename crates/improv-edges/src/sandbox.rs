@@ -28,8 +28,8 @@ use crate::cgroup::{Bounds, PerformanceCgroup};
 pub use crate::disk::{Breach, DiskLimit};
 use crate::disk::{DiskGuard, Performers};
 use crate::env::{ChildEnv, EnvPolicy};
-pub use crate::namespace::{ScanError, TEMPLATE_AGE};
 use crate::namespace::{self, Covers, Plan};
+pub use crate::namespace::{ScanError, TEMPLATE_AGE};
 use crate::policy::{GlobError, Hidden, HiddenGlobs, default_hidden};
 pub use crate::scratch::TempSpace;
 use crate::scratch::{self, TempDir};
@@ -490,7 +490,7 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         let mut line = if self.is_enforced() {
             format!(
-                "sandbox on: Landlock (read-write {} and {}; read-only system paths), seccomp ({}; no ptrace, mount, modules, keyrings, bpf, setsid), no_new_privs, own process group",
+                "sandbox on: Landlock (read-write {} and {}; read-only system paths), seccomp ({}; no ptrace, mount, modules, keyrings, bpf, setsid, keystrokes into a terminal (TIOCSTI)), no_new_privs, own process group",
                 self.workspace.display(),
                 self.temp.path().display(),
                 if self.config.network {
@@ -1220,6 +1220,10 @@ fn seccomp_program(network: bool) -> Result<Filters, SandboxError> {
     let namespaces = NAMESPACE_FLAGS.iter().fold(0u32, |all, f| all | *f as u32);
     rules.insert(nr(libc::SYS_clone), Verdict::RefuseIfArgHas(namespaces));
     rules.insert(nr(libc::SYS_clone3), Verdict::Refuse(libc::ENOSYS as u32));
+    rules.insert(
+        nr(libc::SYS_ioctl),
+        Verdict::RefuseIfArg1In(&TERMINAL_INPUT),
+    );
     let program = seccomp::compile(arch, &rules).map_err(|seccomp::TooLarge| {
         SandboxError::Seccomp("the seccomp program is too large for classic BPF".into())
     })?;
@@ -1230,6 +1234,12 @@ fn seccomp_program(network: bool) -> Result<Filters, SandboxError> {
 struct Filters {
     program: BpfProgram,
 }
+
+/// `ioctl` requests that put input into a terminal: `TIOCSTI` pushes keystrokes into improv's
+/// controlling terminal (through `/dev/tty`, on kernels before 6.2 or with
+/// `dev.tty.legacy_tiocsti = 1`), as if its user typed them; `TIOCLINUX` can paste the console's
+/// selection. Refused whatever the terminal.
+const TERMINAL_INPUT: [u32; 2] = [libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 
 const NAMESPACE_FLAGS: [libc::c_int; 7] = [
     libc::CLONE_NEWNS,
@@ -1332,6 +1342,15 @@ mod tests {
             );
         }
         rules.insert(libc::SYS_clone, clone);
+        let mut ioctl = Vec::new();
+        for request in TERMINAL_INPUT {
+            ioctl.push(
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request.into())
+                    .and_then(|c| SeccompRule::new(vec![c]))
+                    .map_err(err)?,
+            );
+        }
+        rules.insert(libc::SYS_ioctl, ioctl);
         let filter = SeccompFilter::new(
             rules,
             SeccompAction::Allow,
@@ -1358,25 +1377,43 @@ mod tests {
         let mut args: Vec<u64> = vec![0, 1, 2, 10, 17, u64::MAX, 1 << 32 | 17, 0x11 | 0x100];
         args.extend(NAMESPACE_FLAGS.iter().map(|f| *f as u64));
         args.extend(NAMESPACE_FLAGS.iter().map(|f| *f as u64 | 0x11));
+        // TIOCSTI and TIOCLINUX as the kernel's asm-generic/ioctls.h numbers them.
+        let (tiocsti, tioclinux) = (0x5412u64, 0x541cu64);
+        let requests = [0, tiocsti, tioclinux, tiocsti | 1 << 32, 0x5413];
         for network in [false, true] {
             let (main, clone3) = seccompiler_programs(network).unwrap();
             let new = seccomp_program(network).unwrap().program;
             for nr in 0..1024 {
                 for arg in &args {
-                    let first = seccomp::run(&main, arch, nr, *arg);
-                    let second = seccomp::run(&clone3, arch, nr, *arg);
-                    // The filter installed last wins among refusals.
-                    let old = if second != 0x7fff_0000 { second } else { first };
-                    let now = seccomp::run(&new, arch, nr, *arg);
-                    assert_eq!(now, old, "call {nr}, argument {arg:#x}, network {network}");
+                    for arg1 in requests {
+                        let call = [*arg, arg1];
+                        let first = seccomp::run(&main, arch, nr, call);
+                        let second = seccomp::run(&clone3, arch, nr, call);
+                        // The filter installed last wins among refusals.
+                        let old = if second != 0x7fff_0000 { second } else { first };
+                        let now = seccomp::run(&new, arch, nr, call);
+                        assert_eq!(
+                            now, old,
+                            "call {nr}, arguments {arg:#x} {arg1:#x}, network {network}"
+                        );
+                    }
                 }
             }
+            // The terminal's input requests are refused to ioctl, whatever the high bits.
+            let ioctl = libc::SYS_ioctl as u32;
+            for request in [tiocsti, tioclinux] {
+                for high in [0, 1 << 32] {
+                    let call = [0, request | high];
+                    assert_eq!(seccomp::run(&new, arch, ioctl, call), 0x0005_0000 | 1);
+                }
+            }
+            assert_eq!(seccomp::run(&new, arch, ioctl, [0, 0x5413]), 0x7fff_0000);
             // Another architecture's calls kill the process, as before; x32 calls (which
             // seccompiler's program let through) are refused.
-            assert_eq!(seccomp::run(&new, 0x4000_0003, 0, 0), 0x8000_0000);
+            assert_eq!(seccomp::run(&new, 0x4000_0003, 0, [0, 0]), 0x8000_0000);
             if std::env::consts::ARCH == "x86_64" {
                 let ptrace = 0x4000_0000 | libc::SYS_ptrace as u32;
-                assert_eq!(seccomp::run(&new, arch, ptrace, 0), 0x0005_0000 | 1);
+                assert_eq!(seccomp::run(&new, arch, ptrace, [0, 0]), 0x0005_0000 | 1);
             }
         }
     }

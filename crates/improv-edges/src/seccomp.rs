@@ -21,6 +21,9 @@ pub(crate) enum Verdict {
     RefuseIfArgIs(u32),
     /// Refused with `EPERM` when its first argument has any of these bits.
     RefuseIfArgHas(u32),
+    /// Refused with `EPERM` when its second argument (its low 32 bits) is one of these values:
+    /// the requests of `ioctl`, which the kernel reads as a 32-bit `unsigned int`.
+    RefuseIfArg1In(&'static [u32]),
 }
 
 /// The program would not fit the jumps of classic BPF (255 instructions at most).
@@ -39,6 +42,7 @@ const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const NR: u32 = 0;
 const ARCH: u32 = 4;
 const ARG0_LOW: u32 = 16;
+const ARG1_LOW: u32 = 24;
 /// Calls with this bit are the x32 ABI's, on x86_64.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// Calls compared one after another at the leaves of the search.
@@ -93,7 +97,7 @@ fn search(rules: &[(u32, Verdict)]) -> Result<Vec<sock_filter>, TooLarge> {
     if rules.len() <= LEAF {
         let mut code = Vec::new();
         for (nr, verdict) in rules {
-            let block = answer(*verdict);
+            let block = answer(*verdict)?;
             let skip = u8::try_from(block.len()).map_err(|_| TooLarge)?;
             code.push(jump(JEQ, *nr, 0, skip));
             code.extend(block);
@@ -111,9 +115,9 @@ fn search(rules: &[(u32, Verdict)]) -> Result<Vec<sock_filter>, TooLarge> {
 }
 
 /// The instructions that answer one call, all ending in a return.
-fn answer(verdict: Verdict) -> Vec<sock_filter> {
+fn answer(verdict: Verdict) -> Result<Vec<sock_filter>, TooLarge> {
     let eperm = stmt(RET, RET_ERRNO | libc::EPERM as u32);
-    match verdict {
+    Ok(match verdict {
         Verdict::Refuse(errno) => vec![stmt(RET, RET_ERRNO | errno)],
         Verdict::RefuseIfArgIs(value) => vec![
             stmt(LD_ABS, ARG0_LOW),
@@ -127,18 +131,31 @@ fn answer(verdict: Verdict) -> Vec<sock_filter> {
             eperm,
             stmt(RET, RET_ALLOW),
         ],
-    }
+        Verdict::RefuseIfArg1In(values) => {
+            // Each match jumps over the later comparisons and the allow to the refusal.
+            let mut code = vec![stmt(LD_ABS, ARG1_LOW)];
+            for (i, value) in values.iter().enumerate() {
+                let over = u8::try_from(values.len() - i).map_err(|_| TooLarge)?;
+                code.push(jump(JEQ, *value, over, 0));
+            }
+            code.push(stmt(RET, RET_ALLOW));
+            code.push(eperm);
+            code
+        }
+    })
 }
 
-/// Runs `program` on a call as the kernel would (the instructions compiled here and by
-/// seccompiler): its return value.
+/// Runs `program` on a call with the first two arguments `args` as the kernel would (the
+/// instructions compiled here and by seccompiler): its return value.
 #[cfg(test)]
-pub(crate) fn run(program: &[sock_filter], arch: u32, nr: u32, arg0: u64) -> u32 {
+pub(crate) fn run(program: &[sock_filter], arch: u32, nr: u32, args: [u64; 2]) -> u32 {
     let data = |offset: u32| match offset {
         NR => nr,
         ARCH => arch,
-        ARG0_LOW => arg0 as u32,
-        20 => (arg0 >> 32) as u32,
+        ARG0_LOW => args[0] as u32,
+        20 => (args[0] >> 32) as u32,
+        ARG1_LOW => args[1] as u32,
+        28 => (args[1] >> 32) as u32,
         _ => 0,
     };
     let (mut pc, mut a) = (0usize, 0u32);
