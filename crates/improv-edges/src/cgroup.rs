@@ -17,6 +17,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -276,8 +277,8 @@ pub fn sweep(parent: &Path) -> usize {
             .to_str()
             .and_then(|n| Owner::parse(n, PREFIX))
             .is_some_and(|o| o.is_dead());
-        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        if dead && ours {
+        // Judged by name first: a worker's own live performances (thousands) cost no stat.
+        if dead && entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid) {
             remove(&entry.path(), v2);
             removed += usize::from(!entry.path().exists());
         }
@@ -285,8 +286,21 @@ pub fn sweep(parent: &Path) -> usize {
     removed
 }
 
-/// improv's own cgroup in the hierarchy with `controller`, and whether it is v2.
+/// improv's own cgroup in the hierarchy with `controller`, and whether it is v2. Read once per
+/// process: mountinfo grows with every sandbox's mounts, so a worker building a sandbox per
+/// performance would read it whole each time (what is mounted where cgroups are does not
+/// change under a running improv).
 pub fn locate(controller: Controller) -> Option<(PathBuf, bool)> {
+    static PIDS: OnceLock<Option<(PathBuf, bool)>> = OnceLock::new();
+    static MEMORY: OnceLock<Option<(PathBuf, bool)>> = OnceLock::new();
+    let cell = match controller {
+        Controller::Pids => &PIDS,
+        Controller::Memory => &MEMORY,
+    };
+    cell.get_or_init(|| read_location(controller)).clone()
+}
+
+fn read_location(controller: Controller) -> Option<(PathBuf, bool)> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let name = controller.name();
