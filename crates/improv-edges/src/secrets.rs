@@ -75,7 +75,13 @@ impl Redactor {
     /// Redacts the values of every variable of improv's environment whose name
     /// [looks secret](looks_secret), and the default patterns.
     pub fn from_env() -> Self {
-        let mut r = Redactor::new().with_default_patterns();
+        // The default patterns compiled once per process and shared (a `Regex` clone shares
+        // its program): a worker builds a redactor per performance, and compiling them each
+        // time cost CPU and most of a waiting performance's memory.
+        static DEFAULTS: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+        let mut r = DEFAULTS
+            .get_or_init(|| Redactor::new().with_default_patterns())
+            .clone();
         for (name, value) in std::env::vars_os() {
             if let (Some(name), Some(value)) = (name.to_str(), value.to_str())
                 && looks_secret(name)

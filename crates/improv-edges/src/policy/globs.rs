@@ -241,8 +241,33 @@ pub(crate) struct PathGlob {
     whole_path: bool,
 }
 
+/// The most compiled globs kept for reuse; past it the cache starts again (a process sees
+/// few distinct globs: its stages' and the defaults).
+const COMPILED_KEPT: usize = 1024;
+
 impl PathGlob {
+    /// The glob for `text`, compiled once per process and then shared (a clone shares the
+    /// compiled regex): a worker builds the edges of every performance it holds, and compiling
+    /// the same default globs each time was most of a waiting performance's memory.
     pub(crate) fn new(text: &str) -> Result<Self, GlobError> {
+        static COMPILED: std::sync::Mutex<Option<std::collections::HashMap<String, PathGlob>>> =
+            std::sync::Mutex::new(None);
+        // Poisoned only by a panic inside a map operation; the map is still whole.
+        let lock = || COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(glob) = lock().as_ref().and_then(|m| m.get(text)) {
+            return Ok(glob.clone());
+        }
+        let glob = PathGlob::compile(text)?;
+        let mut compiled = lock();
+        let map = compiled.get_or_insert_with(Default::default);
+        if map.len() >= COMPILED_KEPT {
+            map.clear();
+        }
+        map.insert(text.to_string(), glob.clone());
+        Ok(glob)
+    }
+
+    fn compile(text: &str) -> Result<Self, GlobError> {
         let anchored = text.strip_prefix('/');
         let trimmed = anchored.unwrap_or(text).trim_end_matches('/');
         let matcher = GlobBuilder::new(trimmed)
