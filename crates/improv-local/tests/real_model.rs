@@ -444,14 +444,20 @@ async fn tool_bias_opens_calls_and_the_call_is_reused_next_turn() {
     }
 }
 
-/// With calls required and one prop, the model would call `echo` the same way turn after turn
-/// until the loop detector stopped it. It cannot: its grammar refuses the call it just made
-/// (and, later, the one the detector warned about), so instead of being stopped the performance
-/// ends with the model's answer.
+/// Left free, the 135M model calls `echo("Hello, World!")` three times in a row after "say
+/// hello", until the loop detector warns (seen with the refusal of the previous reply's call
+/// disabled: this test then fails on "a call made twice in a row"). It cannot: its grammar
+/// refuses the exact call the previous reply made, so its second reply is its answer and the
+/// detector never speaks.
+///
+/// Calls are not required (`tool_choice` stays `Auto`; `tool_bias` opens the first reply with a
+/// call): with calls required, the refusal of any call made since the director's last word
+/// would refuse the repeat too, and the test would not show that the previous call is refused.
 #[tokio::test]
 async fn the_model_cannot_repeat_the_call_it_just_made() {
     let mut c = config();
-    c.tool_choice = ToolChoice::Required;
+    assert_eq!(c.tool_choice, ToolChoice::Auto);
+    c.tool_bias = 30.0;
     c.max_output_tokens = 48;
     let model: Arc<dyn Model> = Arc::new(load(c));
     let echo = Echo::new();
@@ -496,6 +502,7 @@ async fn the_model_cannot_repeat_the_call_it_just_made() {
     // With its only prop refused, it answers in text, which ends the performance; the loop
     // detector never had to speak.
     assert!(replies.last().is_some_and(Vec::is_empty), "{replies:#?}");
+    assert_eq!(echo.calls.lock().unwrap().len(), 1, "{replies:#?}");
     let noted = events.iter().any(|e| {
         matches!(&e.kind, EventKind::DirectorNote { text } if text.starts_with(improv_kernel::loop_note::MARKER))
     });
