@@ -189,8 +189,11 @@ impl Model for LocalModel {
             .run(prompt.clone(), grammar, nudge, max_tokens, false, update)
             .await?;
         let mut narrowing = self.narrowing(&request);
+        // Calls since the director's last word are refused only while the checks fail, not
+        // whenever a call is required (`tool_choice = "required"` needs no failing check).
+        let failing = must_act(request.messages);
         for _ in 0..MAX_REFUSED {
-            let Some(avoid) = repeated_call(request.messages, &out, narrowing.required) else {
+            let Some(avoid) = repeated_call(request.messages, &out, failing) else {
                 break;
             };
             // The model is about to make a call it already made (see `repeated_call`): the same

@@ -83,8 +83,6 @@ pub fn intent(stage: &Stage, given: Option<String>) -> Result<String> {
         })
 }
 
-/// How long a command about to exit waits for its spans to reach the collector.
-const TRACE_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `improv run`: performs the intent (or resumes a performance) until the work is done, or
 /// converges when the stage has checks.
@@ -109,7 +107,7 @@ pub async fn run(o: RunOptions) -> Result<ExitCode> {
     let (mut production, _notes) = Production::open(stage, launch)?;
     let ended = production.perform(&shutdown.arm()).await;
     let summary = production.finish(&ended)?;
-    improv_perform::trace::flush(TRACE_FLUSH);
+    improv_perform::trace::flush(improv_perform::trace::FLUSH_AT_EXIT);
     if !o.json {
         view::summary(&summary);
     }
@@ -225,7 +223,7 @@ pub async fn session(
         }
     }
     performance.finish(&ended)?;
-    improv_perform::trace::flush(TRACE_FLUSH);
+    improv_perform::trace::flush(improv_perform::trace::FLUSH_AT_EXIT);
     Ok(exit_code(ended.outcome, &shutdown))
 }
 
