@@ -269,23 +269,73 @@ struct Item<'a> {
 /// text, an outside sender's unclosed fence paired with the next message's opening one, and the
 /// true closing fence of that message became prose that a cut could remove, leaving its
 /// fenced words outside any fence.
+///
+/// A message is trimmed only when it is longer than its share plus a trim marker: with many
+/// short messages the share falls below the marker's length, and trimming would replace each
+/// with a longer marker. What still exceeds the budget then loses whole messages from the
+/// middle ([`drop_middle`]); whole messages keep their fences paired.
 fn transcript(messages: &[Message], budget: usize) -> String {
     let items = items(messages);
     let labels: usize = items.iter().map(|i| i.label.len() + 2).sum();
     let lengths: Vec<usize> = items.iter().map(|i| i.text.len()).collect();
     let cap = water_level(&lengths, budget.saturating_sub(labels));
-    let mut out = String::new();
-    for item in items {
-        let text = if item.words {
-            trim_fenced(item.text, cap)
-        } else {
-            trim_middle(item.text, cap.min(TRANSCRIPT_ITEM))
-        };
-        out.push_str(&item.label);
-        out.push(' ');
-        out.push_str(text.as_deref().unwrap_or(item.text));
-        out.push('\n');
+    let lines: Vec<String> = items
+        .into_iter()
+        .map(|item| {
+            let worth = |cap: usize| item.text.len() > cap.saturating_add(TRIM_MARKER);
+            let text = if !item.words {
+                let cap = cap.min(TRANSCRIPT_ITEM);
+                worth(cap).then(|| trim_middle(item.text, cap)).flatten()
+            } else {
+                worth(cap).then(|| trim_fenced(item.text, cap)).flatten()
+            };
+            format!("{} {}\n", item.label, text.as_deref().unwrap_or(item.text))
+        })
+        .collect();
+    // Markers within a fenced message may take it a little past its share: one marker's
+    // worth over is "about" the budget; more loses whole messages.
+    drop_middle(lines, budget + TRIM_MARKER)
+}
+
+/// The most bytes a trim marker takes (the one [`trim_middle`] writes is about 130).
+const TRIM_MARKER: usize = 160;
+
+/// `lines` joined, at most `budget` bytes (unless the first line alone exceeds it): when they
+/// exceed it, lines are kept alternately from the start and the end while they fit, and one
+/// line in their place says how many were dropped.
+fn drop_middle(lines: Vec<String>, budget: usize) -> String {
+    let total: usize = lines.iter().map(String::len).sum();
+    if total <= budget {
+        return lines.concat();
     }
+    let dropped_line = |n: usize| format!("[… {n} messages dropped here to save context …]\n");
+    let room = budget.saturating_sub(dropped_line(lines.len()).len());
+    let (mut head, mut tail, mut used) = (0, lines.len(), 0);
+    let mut from_head = true;
+    while head < tail {
+        let fits = |i: usize| used + lines[i].len() <= room;
+        // Alternate ends; when one end's line does not fit, the other's may.
+        let take_head = if from_head {
+            fits(head) || !fits(tail - 1)
+        } else {
+            !fits(tail - 1)
+        };
+        let next = if take_head { head } else { tail - 1 };
+        if !fits(next) {
+            break;
+        }
+        used += lines[next].len();
+        if take_head {
+            head += 1;
+        } else {
+            tail -= 1;
+        }
+        from_head = !take_head;
+    }
+    let mut out = String::with_capacity(used + 80);
+    lines[..head].iter().for_each(|l| out.push_str(l));
+    out.push_str(&dropped_line(tail - head));
+    lines[tail..].iter().for_each(|l| out.push_str(l));
     out
 }
 
@@ -423,6 +473,48 @@ mod tests {
         let a_part = &text[..b];
         assert!(a_part.ends_with("a says 199\n\n"), "{a_part}");
         assert!(text[end..].ends_with("fact 799\n\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn many_short_messages_keep_the_summary_request_within_its_budget() {
+        // ~1,900 short results: their labels alone exceed the per-message share, so each
+        // trimmed to its share would become a marker longer than itself.
+        let mut older = Vec::new();
+        for i in 0..950 {
+            let id = format!("c{i}");
+            older.push(Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: id.clone(),
+                    name: "read".into(),
+                    arguments: format!("{{\"path\":\"src/file_{i:05}.rs\"}}"),
+                }],
+            });
+            older.push(Message::Tool {
+                call_id: id,
+                name: "read".into(),
+                content: format!("line {i:05}: forty bytes of file content"),
+                is_error: false,
+            });
+        }
+        let budget = 78_000;
+        let model = Arc::new(improv_kernel::ScriptedModel::new([
+            improv_kernel::ScriptedTurn::say("summary"),
+        ]));
+        let dyn_model: Arc<dyn Model> = model.clone();
+        Compactor::default()
+            .summarize(&dyn_model, Some("fix it"), &older, budget)
+            .await
+            .expect("summary");
+        let requests = model.requests();
+        let [Message::User { text }] = requests[0].as_slice() else {
+            panic!("one request of one message: {requests:?}");
+        };
+        assert!(text.len() <= budget + 200, "{} bytes", text.len());
+        assert!(text.contains("messages dropped here"), "{text}");
+        // The first and last messages are kept whole.
+        assert!(text.contains("src/file_00000.rs"), "{text}");
+        assert!(text.contains("line 00949: forty bytes"), "{text}");
     }
 
     #[test]
