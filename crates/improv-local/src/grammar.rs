@@ -138,7 +138,8 @@ pub struct Narrowing {
     /// The reply must be a call.
     pub required: bool,
     /// When not empty, every `path` argument of type string is one of these (JSON-escaped as
-    /// needed); see `LocalModel`'s `mentioned_paths`.
+    /// needed), except a file-writing prop's ([`writes_files`]); see `LocalModel`'s
+    /// `mentioned_paths`.
     pub paths: Vec<String>,
     /// Calls the reply must not make.
     pub avoid: Vec<Avoid>,
@@ -172,7 +173,13 @@ pub fn gbnf(tools: &[ToolSpec], required: bool) -> String {
 pub fn gbnf_narrowed(tools: &[ToolSpec], narrowing: &Narrowing) -> String {
     let mut kept: Vec<(&ToolSpec, Vec<String>)> = Vec::new();
     for tool in tools {
-        let mut paths = narrowing.paths.clone();
+        // A prop that writes a file keeps any path: the file the check asks for may be one a
+        // read found missing, or one nobody named yet.
+        let mut paths = if writes_files(&tool.parameters) {
+            Vec::new()
+        } else {
+            narrowing.paths.clone()
+        };
         let mut left_out = false;
         for avoid in narrowing.avoid.iter().filter(|a| a.prop == tool.name) {
             let narrowable = paths.len() > 1 && has_path(&tool.parameters);
@@ -252,6 +259,19 @@ fn has_path(schema: &Value) -> bool {
         .get("properties")
         .and_then(|p| p.get(PATH))
         .is_some_and(is_string_schema)
+}
+
+/// Whether a prop's arguments carry a file's new text beside its `path` (a string `content`,
+/// as `write` takes, or `old` and `new`, as `edit` does): such a prop writes the file, and its
+/// path is left free. The schema tells it, as a [`ToolSpec`] says nothing of a prop's access.
+fn writes_files(schema: &Value) -> bool {
+    let string = |key: &str| {
+        schema
+            .get("properties")
+            .and_then(|p| p.get(key))
+            .is_some_and(is_string_schema)
+    };
+    has_path(schema) && (string("content") || (string("old") && string("new")))
 }
 
 /// The property whose values [`Narrowing::paths`] narrows.
@@ -712,6 +732,45 @@ mod tests {
             !g.contains(r#""\"read\""#) && g.contains(r#""\"bash\""#),
             "{g}"
         );
+    }
+
+    #[test]
+    fn props_that_write_files_keep_any_path_while_reads_are_narrowed() {
+        let tools = [
+            spec(
+                "read",
+                json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+            ),
+            spec(
+                "write",
+                json!({"type": "object", "properties": {
+                    "path": {"type": "string"}, "content": {"type": "string"}}}),
+            ),
+            spec(
+                "edit",
+                json!({"type": "object", "properties": {
+                    "path": {"type": "string"}, "old": {"type": "string"},
+                    "new": {"type": "string"}}}),
+            ),
+        ];
+        let narrowing = Narrowing {
+            required: true,
+            paths: vec!["src/lib.rs".into()],
+            avoid: Vec::new(),
+        };
+        let g = gbnf_narrowed(&tools, &narrowing);
+        let rule = |name: &str| {
+            g.lines()
+                .find(|l| l.starts_with(&format!("{name} ::= ")))
+                .unwrap_or_else(|| panic!("no rule {name} in {g}"))
+                .to_string()
+        };
+        assert!(rule("args-0").contains(r#"("\"src/lib.rs\"")"#), "{g}");
+        for args in ["args-1", "args-2"] {
+            let rule = rule(args);
+            assert!(rule.contains(r#""\"path\":" ws string"#), "{rule}");
+            assert!(!rule.contains("src/lib.rs"), "{rule}");
+        }
     }
 
     #[test]

@@ -358,8 +358,8 @@ fn path_of(arguments: &str) -> Option<String> {
 /// intent and the notes, a failing check's `panicked at tests/x.rs:5:5` among them — in the
 /// order first named, less those a call found missing. While the checks fail, a small model
 /// names files it makes up (`test_1`) or a prop's name; the file to look at is almost always
-/// one of these. A word names a file when it has a letter, then a `.` and a short extension
-/// of letters, of path characters only (`src/lib.rs`, `AGENTS.md`).
+/// one of these ([`names_a_file`] says which words name one). At most [`MAX_PATHS`], the first
+/// named: each is an alternative in every reply's grammar.
 fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
     let notes = messages.iter().filter_map(|m| match m {
         Message::User { text } => Some(text.as_str()),
@@ -382,22 +382,35 @@ fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
             let word = word.trim_end_matches('.');
             if names_a_file(word) && !missing.contains(&word) && !paths.iter().any(|p| p == word) {
                 paths.push(word.to_string());
+                if paths.len() == MAX_PATHS {
+                    return paths;
+                }
             }
         }
     }
     paths
 }
 
-/// Whether `word` looks like a relative file path: a stem with a letter, a `.` and an extension
-/// of one to four letters, not starting with `/` or `.`.
+/// The most files [`mentioned_paths`] gives.
+const MAX_PATHS: usize = 32;
+
+/// Whether `word` looks like a relative file path: path characters only, not starting with `/`
+/// or `.`; a stem with a letter, a `.` and an extension of one to four letters; and either a
+/// `/` or a stem of two or more characters, so that `e.g` and `i.e` are not files. A product
+/// name — `Node.js`, `Vue.js`: a capitalized stem, `.js` and no folder — is not one either
+/// (`src/App.js` is).
 fn names_a_file(word: &str) -> bool {
     let Some((stem, ext)) = word.rsplit_once('.') else {
         return false;
     };
     let name = stem.rsplit('/').next().unwrap_or(stem);
+    let in_folder = word.contains('/');
+    let product = !in_folder && ext == "js" && name.starts_with(|c: char| c.is_ascii_uppercase());
     !word.starts_with(['/', '.'])
         && !word.contains("..")
         && name.chars().any(|c| c.is_ascii_alphabetic())
+        && (in_folder || name.len() >= 2)
+        && !product
         && (1..=4).contains(&ext.len())
         && ext.chars().all(|c| c.is_ascii_alphabetic())
 }
@@ -530,5 +543,35 @@ mod tests {
             mentioned_paths(system, &talk),
             ["AGENTS.md", "src/lib.rs", "tests/mean.rs"]
         );
+    }
+
+    #[test]
+    fn abbreviations_and_product_names_are_not_files() {
+        for word in ["e.g", "i.e", "Node.js", "Vue.js", "a.b"] {
+            assert!(!names_a_file(word), "{word}");
+        }
+        for word in [
+            "src/App.js",
+            "app.js",
+            "x/a.rs",
+            "AGENTS.md",
+            "Cargo.toml",
+            "ab.c",
+        ] {
+            assert!(names_a_file(word), "{word}");
+        }
+        let talk = vec![Message::user(
+            "Use Node.js here, e.g. in main.js, i.e. the entry point; see x/a.rs.",
+        )];
+        assert_eq!(mentioned_paths("", &talk), ["main.js", "x/a.rs"]);
+    }
+
+    #[test]
+    fn at_most_32_files_are_offered() {
+        let many: String = (0..50).map(|i| format!("file{i}.rs ")).collect();
+        let paths = mentioned_paths(&many, &[]);
+        assert_eq!(paths.len(), MAX_PATHS);
+        assert_eq!(paths[0], "file0.rs");
+        assert_eq!(paths[31], "file31.rs");
     }
 }
