@@ -563,17 +563,29 @@ pub fn argmax(logits: &[f32]) -> usize {
 const MIN_REPEAT: usize = 24;
 
 /// Whether `text` ends with the same block of lines twice in a row, the block at least
-/// [`MIN_REPEAT`] bytes long and ending with a line break: the sign of a reply in a loop.
+/// [`MIN_REPEAT`] bytes long, ending with a line break and holding two or more lines that are
+/// not blank; or with one such line three times: the sign of a reply in a loop. One line twice
+/// is good text (two identical code lines, two equal table rows).
 pub fn repeats_itself(text: &str) -> bool {
     let bytes = text.as_bytes();
     if bytes.last() != Some(&b'\n') {
         return false;
     }
     let n = bytes.len();
+    // A copy of `len` bytes ending at `end` that starts right after a line break (or at the
+    // start), as the repetition does, and equals the last `len` bytes.
+    let copy_at = |end: usize, len: usize| {
+        end >= len
+            && (end == len || bytes[end - len - 1] == b'\n')
+            && bytes[end - len..end] == bytes[n - len..]
+    };
     (MIN_REPEAT..=n / 2).any(|len| {
-        // The block starts right after a line break (or at the start), as the repetition does.
-        let start = n - 2 * len;
-        (start == 0 || bytes[start - 1] == b'\n') && bytes[start..n - len] == bytes[n - len..]
+        if !copy_at(n - len, len) {
+            return false;
+        }
+        let block = &text[n - len..];
+        let lines = block.lines().filter(|l| !l.trim().is_empty()).count();
+        lines >= 2 || copy_at(n - 2 * len, len)
     })
 }
 
@@ -683,6 +695,19 @@ mod tests {
             "one line that is long enough\nxone line that is long enough\n"
         ));
         assert!(!repeats_itself(&format!("{once}{block}and on")));
+    }
+
+    #[test]
+    fn one_line_must_come_three_times_to_be_a_repeat() {
+        let line = "    assert_eq!(mean(&[1.0, 2.0]), 1.5);\n";
+        let twice = format!("fn t() {{\n{line}{line}");
+        assert!(
+            !repeats_itself(&twice),
+            "two identical code lines are good text"
+        );
+        assert!(repeats_itself(&format!("{twice}{line}")));
+        let row = "| a long table row | 1 | 2 |\n";
+        assert!(!repeats_itself(&format!("| h |\n{row}\n{row}\n")));
     }
 
     #[test]
