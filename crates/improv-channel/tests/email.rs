@@ -989,3 +989,56 @@ async fn thread_records_expire_after_the_doors_thread_days() {
     let gone = expire(&store, "other", 365, clock.now()).await;
     assert_eq!(gone.unwrap(), 0);
 }
+
+/// A thread record written before records moved to a scope per door (scope `email.thread`, key
+/// door/correspondent/message-id) still threads a reply after the upgrade and is written
+/// forward; the old scope's records are swept by `thread_days` like the door's own.
+#[tokio::test]
+async fn a_thread_recorded_before_the_upgrade_goes_on_and_its_old_record_expires() {
+    use email::message::{Mail, Threaded, Threads, expire};
+    use improv_door::clock::{Clock, SimClock};
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    let store = TestStore::default();
+    let clock = SimClock::new(SystemClock.now());
+    let old = Threaded {
+        root: "root@x".into(),
+        subject: "plan".into(),
+        references: vec!["root@x".into()],
+    };
+    let legacy = ("email.thread", "mail/alice@example.com/sent@x");
+    let value = serde_json::to_value(&old).unwrap();
+    store.put(legacy.0, legacy.1, &value, false).await.unwrap();
+    let threads = Threads {
+        store: &store,
+        door: "mail",
+        correspondent: "alice@example.com",
+    };
+    let reply = Mail {
+        message_id: "reply@x".into(),
+        in_reply_to: vec!["sent@x".into()],
+        references: Vec::new(),
+        from: "alice@example.com".into(),
+        subject: "Re: plan".into(),
+        text: "yes".into(),
+    };
+    let threaded = threads.record(&reply).await.unwrap();
+    assert_eq!(threaded.root, "root@x", "the old thread was lost");
+    let forward = store
+        .get("email.thread/mail", "alice@example.com/sent@x")
+        .await;
+    assert_eq!(forward.unwrap(), Some(value), "not written forward");
+
+    clock.advance(179 * DAY);
+    expire(&store, "mail", DEFAULT_THREAD_DAYS, clock.now())
+        .await
+        .unwrap();
+    assert!(store.get(legacy.0, legacy.1).await.unwrap().is_some());
+    clock.advance(2 * DAY);
+    expire(&store, "mail", DEFAULT_THREAD_DAYS, clock.now())
+        .await
+        .unwrap();
+    assert!(
+        store.get(legacy.0, legacy.1).await.unwrap().is_none(),
+        "the old scope is never swept"
+    );
+}

@@ -5,9 +5,16 @@
 //!
 //! - **Only our server's headers.** A header whose authserv-id is not the door's is ignored,
 //!   wherever it sits (above or below ours), as RFC 8601 §5 says: anyone on the way, the sender
-//!   included, can write one. The receiving server must remove incoming headers that carry its
-//!   own id (RFC 8601 §5 asks it of every border server; OpenDKIM/OpenDMARC, Gmail and Fastmail
-//!   do). A `dmarc=fail` from our server refuses the mail whatever else passed.
+//!   included, can write one. Of those carrying our id, only the topmost contiguous run counts:
+//!   the ones our server prepended on receipt. One of ours below another server's header was
+//!   there before the mail reached us (a forgery our server failed to strip), and is ignored
+//!   too. The receiving server should remove incoming headers that carry its own id (RFC 8601
+//!   §5 asks it of every border server; OpenDKIM/OpenDMARC, Gmail and Fastmail do). A
+//!   `dmarc=fail` from our server refuses the mail whatever else passed.
+//! - **Per domain, not per mailbox.** The check proves the mail came from the From: domain's
+//!   servers, not from that mailbox: anyone who can send as some address of an allowed
+//!   domain (any user of a shared provider's domain included) passes as any other address of
+//!   it. Allow mailboxes only of domains whose every sender you trust.
 //! - **What passes.** `dkim=pass` with `header.d=D` (or `header.i=…@D`), or `spf=pass` with
 //!   `smtp.mailfrom=…@D` (or `=D`).
 //! - **Aligned.** D equals the From: domain, or one is a subdomain of the other and the shorter
@@ -45,11 +52,18 @@ pub fn verify<'a>(
         return Ok(());
     };
     let domain = from.rsplit_once('@').map_or(from, |(_, d)| d);
+    let is_ours = |parsed: &Option<(String, Vec<Method>)>| {
+        parsed
+            .as_ref()
+            .is_some_and(|(id, _)| id.eq_ignore_ascii_case(authserv_id))
+    };
+    // Only the topmost run of ours: what our server prepended (see the module doc).
     let ours: Vec<Vec<Method>> = results
         .into_iter()
-        .filter_map(parse)
-        .filter(|(id, _)| id.eq_ignore_ascii_case(authserv_id))
-        .map(|(_, methods)| methods)
+        .map(parse)
+        .skip_while(|parsed| !is_ours(parsed))
+        .take_while(is_ours)
+        .filter_map(|parsed| parsed.map(|(_, methods)| methods))
         .collect();
     let methods = || ours.iter().flatten();
     if methods().any(|m| m.name == "dmarc" && m.result == "fail") {
@@ -242,6 +256,19 @@ mod tests {
         assert!(check("alice@example.com", &[comment, hidden]).is_err());
         // No header at all.
         assert!(check("alice@example.com", &[]).is_err());
+    }
+
+    #[test]
+    fn only_the_topmost_run_of_our_headers_counts() {
+        let pass = "mx.door.test; dkim=pass header.d=example.com";
+        let none = "mx.door.test; dkim=none";
+        let relay = "mx.relay.test; spf=pass smtp.mailfrom=example.com";
+        // Ours below another server's header came with the mail: a forgery, not believed.
+        assert!(check("alice@example.com", &[none, relay, pass]).is_err());
+        assert!(check("alice@example.com", &[relay, none, relay, pass]).is_err());
+        // Ours in a run at the top (any of them passing), or under a later hop's, counts.
+        assert_eq!(check("alice@example.com", &[none, pass, relay]), Ok(()));
+        assert_eq!(check("alice@example.com", &[relay, none, pass]), Ok(()));
     }
 
     #[test]

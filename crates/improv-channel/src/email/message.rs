@@ -179,12 +179,24 @@ pub struct Threads<'a> {
 }
 
 impl Threads<'_> {
+    /// The thread record of `message_id`. One written before records moved to a scope per
+    /// door (under `email.thread`, keyed door/correspondent/message-id) is read there when
+    /// the door's scope lacks it and written forward, so a thread under way at the upgrade
+    /// goes on; [`expire`] sweeps what stays behind.
     pub async fn get(&self, message_id: &str) -> Result<Option<Threaded>, ChannelError> {
-        let value = self
-            .store
-            .get(&scope(self.door), &self.key(message_id))
-            .await?;
-        Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+        let key = self.key(message_id);
+        if let Some(value) = self.store.get(&scope(self.door), &key).await? {
+            return Ok(serde_json::from_value(value).ok());
+        }
+        let legacy = format!("{}/{key}", self.door);
+        let Some(value) = self.store.get(THREAD_SCOPE, &legacy).await? else {
+            return Ok(None);
+        };
+        let Ok(threaded) = serde_json::from_value::<Threaded>(value) else {
+            return Ok(None);
+        };
+        self.put(message_id, &threaded).await?;
+        Ok(Some(threaded))
     }
 
     pub async fn put(&self, message_id: &str, threaded: &Threaded) -> Result<(), ChannelError> {
@@ -254,7 +266,9 @@ fn scope(door: &str) -> String {
 
 /// Deletes door `door`'s thread records last written more than `days` days before `now`, in
 /// batches; returns how many went. A thread in use stays: each mail and each reply writes a
-/// record, and a mail finds its thread through the latest ids it names.
+/// record, and a mail finds its thread through the latest ids it names. Records left in the
+/// scope all doors shared before (see [`Threads::get`]) go by the same measure: every door's
+/// sweep clears that scope's old ones, whichever door wrote them.
 pub async fn expire(
     store: &dyn Store,
     door: &str,
@@ -268,14 +282,17 @@ pub async fn expire(
         batch: BATCH,
     };
     let mut gone = 0;
-    loop {
-        let n = store.sweep(&scope(door), &sweep).await?;
-        gone += n;
-        if n < BATCH as u64 {
-            return Ok(gone);
+    for scope in [scope(door), THREAD_SCOPE.to_string()] {
+        loop {
+            let n = store.sweep(&scope, &sweep).await?;
+            gone += n;
+            if n < BATCH as u64 {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
     }
+    Ok(gone)
 }
 
 /// The first reference (the root) and the latest ones, as RFC 5322 suggests trimming.

@@ -68,7 +68,8 @@ pub enum MailTls {
 pub enum SenderCheck {
     /// The default (`"aligned"`): an `Authentication-Results` header added by the door's own
     /// receiving server (`authserv_id`) must show `dkim=pass` or `spf=pass` for a domain aligned
-    /// with the From: domain (DMARC's relaxed alignment); headers of other servers are ignored.
+    /// with the From: domain; headers of other servers are ignored. Per domain, not per
+    /// mailbox: whoever can send as any address of that domain passes.
     Aligned { authserv_id: String },
     /// `sender_check = "none"`: From: as written, which anyone can forge.
     None,
