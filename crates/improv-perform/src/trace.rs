@@ -122,10 +122,33 @@ pub fn flush(wait: Duration) {
     let Some(Some(exporter)) = EXPORTER.get() else {
         return;
     };
+    flush_through(&exporter.tx, wait);
+}
+
+/// Queues a flush behind the spans already queued, waiting for room while the queue is full,
+/// then waits for the export thread to post them; all within `wait`. Returns whether they were
+/// posted. Polls rather than `blocking_send`, which panics inside the runtime the caller may be
+/// in, and cannot be bounded in time.
+fn flush_through(tx: &mpsc::Sender<Message>, wait: Duration) -> bool {
+    const RETRY: Duration = Duration::from_millis(5);
+    let deadline = std::time::Instant::now() + wait;
     let (done, posted) = std::sync::mpsc::channel();
-    if exporter.tx.try_send(Message::Flush(done)).is_ok() {
-        let _ = posted.recv_timeout(wait);
+    let mut message = Message::Flush(done);
+    loop {
+        match tx.try_send(message) {
+            Ok(()) => break,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                message = back;
+                std::thread::sleep(RETRY);
+            }
+        }
     }
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    posted.recv_timeout(left).is_ok()
 }
 
 /// What the observer tells the export thread.
@@ -621,6 +644,31 @@ fn finish_reason(stop: &StopReason) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    /// A flush asked while the queue is full waits for room (the spans ahead of it are posted,
+    /// then it is), rather than returning at once and leaving them unsent at exit.
+    #[test]
+    fn a_flush_waits_for_room_in_a_full_queue() {
+        let (tx, mut rx) = super::mpsc::channel(1);
+        let (filler, _) = std::sync::mpsc::channel();
+        tx.try_send(super::Message::Flush(filler)).unwrap();
+        let drain = std::thread::spawn(move || {
+            // The flush below finds the queue full before this drains it.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut seen = 0;
+            while let Some(message) = rx.blocking_recv() {
+                seen += 1;
+                if let super::Message::Flush(done) = message {
+                    let _ = done.send(());
+                }
+            }
+            seen
+        });
+        let posted = super::flush_through(&tx, super::FLUSH_AT_EXIT * 10);
+        drop(tx);
+        assert!(posted, "the flush gave up on a full queue");
+        assert_eq!(drain.join().unwrap(), 2);
+    }
+
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Option<Config> {
