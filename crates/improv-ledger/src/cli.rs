@@ -86,7 +86,7 @@ pub enum LedgerCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Default, clap::Args)]
 pub struct StoreArg {
     /// Also create, load or migrate the collection's table in this PostgreSQL store (schema
-    /// `ledger_<stage>`); a SQLite store keeps the ledger in the stage folder only.
+    /// `ledger_<slug>_<hash>`, see [`crate::postgres::schema_name`]); a SQLite store keeps the ledger in the stage folder only.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 }

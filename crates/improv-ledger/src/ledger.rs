@@ -359,6 +359,8 @@ struct Inner {
 /// `Arc`; calls are serialized on one connection.
 pub struct Ledger {
     path: PathBuf,
+    /// This file's identity, made when the file was created (see [`Ledger::source`]).
+    source: String,
     options: LedgerOptions,
     inner: Mutex<Inner>,
 }
@@ -410,6 +412,11 @@ CREATE TABLE IF NOT EXISTS ledger_proposals (
     decided_at TEXT,
     PRIMARY KEY (collection, field)
 );
+CREATE TABLE IF NOT EXISTS ledger_identity (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    source TEXT NOT NULL
+);
+INSERT OR IGNORE INTO ledger_identity (one, source) VALUES (1, lower(hex(randomblob(16))));
 ";
 
 impl Ledger {
@@ -456,14 +463,25 @@ impl Ledger {
         )
         .map_err(open_error)?;
         conn.execute_batch(SCHEMA_SQL).map_err(open_error)?;
+        let source: String = conn
+            .query_row("SELECT source FROM ledger_identity", [], |row| row.get(0))
+            .map_err(open_error)?;
         Ok(Ledger {
             path,
+            source,
             options,
             inner: Mutex::new(Inner {
                 conn,
                 cache: HashMap::new(),
             }),
         })
+    }
+
+    /// This ledger file's identity: 32 random hex digits made when the file was created and
+    /// kept in it, so copies of the ledger elsewhere (the PostgreSQL store) tell the entries of
+    /// one file from another's with the same ids (every file numbers its entries from 1).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The ledger file.

@@ -16,6 +16,7 @@ use crate::path::{FieldPath, Segment};
 use crate::schema::{self, quote_ident};
 use improv_store::{PgPool, StoreError};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 
 /// Entries loaded per statement.
@@ -29,6 +30,71 @@ pub enum PgLedgerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The table was made from other settled columns than this ledger file's.
+    #[error(
+        "collection `{collection}`: this ledger file's settled columns differ from those of its table in the store ({schema}): {differences}. Settle or evolve this ledger as the table's was, or use another stage name"
+    )]
+    Differs {
+        schema: String,
+        collection: String,
+        differences: String,
+    },
+    /// Rows of this ledger file were already in the table: they would have been dropped.
+    #[error(
+        "{inserted} of {expected} entries were loaded into {schema}: the others' (source, id) are already in the table (rows written there by hand?); remove those rows or load into another stage"
+    )]
+    Dropped {
+        schema: String,
+        expected: usize,
+        inserted: u64,
+    },
+    /// A collection named as one of the store's own bookkeeping tables.
+    #[error(
+        "a collection named `{0}` cannot have a table in the store: the name is the ledger's own; record into another collection"
+    )]
+    Reserved(String),
+}
+
+/// The tables [`PgLedger::sync`] keeps in the stage's schema: no collection may be named so.
+const RESERVED: [&str; 3] = [
+    "improv_ledger_sync",
+    "improv_ledger_loaded",
+    "improv_ledger_rejected",
+];
+
+/// How the table's columns (`stored`, at version `then`) differ from the file's (`now`).
+fn differences(then: u32, stored: &[schema::Column], now: u32, local: &[schema::Column]) -> String {
+    let mut out = Vec::new();
+    if then != now {
+        out.push(format!(
+            "the table is at version {then}, this file at {now}"
+        ));
+    }
+    let kind = |c: &schema::Column| schema::postgres_type("", c);
+    for column in local {
+        match stored.iter().find(|s| s.name == column.name) {
+            None => out.push(format!("`{}` is not a column of the table", column.name)),
+            Some(s) if s != column => out.push(format!(
+                "`{}` is {} here, {} in the table",
+                column.name,
+                kind(column),
+                kind(s)
+            )),
+            Some(_) => {}
+        }
+    }
+    for column in stored {
+        if !local.iter().any(|c| c.name == column.name) {
+            out.push(format!(
+                "the table's `{}` is not a column here",
+                column.name
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push("the settled shapes differ".to_owned());
+    }
+    out.join("; ")
 }
 
 type Result<T> = std::result::Result<T, PgLedgerError>;
@@ -43,6 +109,9 @@ pub struct Synced {
     pub table: TableChange,
     /// Entries loaded by this call.
     pub loaded: u64,
+    /// Entries PostgreSQL refused (a value it cannot cast), by id, with its reason: skipped,
+    /// kept in `improv_ledger_rejected`, never loaded by a later sync.
+    pub rejected: Vec<(i64, String)>,
 }
 
 /// What happened to the table itself.
@@ -69,19 +138,27 @@ impl std::fmt::Debug for PgLedger {
     }
 }
 
-/// `ledger_` and the stage's name in lower case, each run of other characters one `_`.
+/// `ledger_`, the stage's name in lower case (each run of other characters one `_`, cut to
+/// keep the whole within PostgreSQL's 63 bytes), `_` and 8 hex digits of the SHA-256 of the exact
+/// name: stages whose names fold alike ("Shop Floor", "shop-floor", two all-CJK names) still get
+/// schemas of their own.
 pub fn schema_name(stage: &str) -> String {
-    let mut name = String::from("ledger_");
+    /// `ledger_` + slug + `_` + 8 hex digits within 63 bytes.
+    const SLUG_MAX: usize = 63 - 7 - 1 - 8;
+    let mut slug = String::new();
     for c in stage.chars() {
+        if slug.len() == SLUG_MAX {
+            break;
+        }
         if c.is_ascii_alphanumeric() {
-            name.push(c.to_ascii_lowercase());
-        } else if !name.ends_with('_') {
-            name.push('_');
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('_') && !slug.is_empty() {
+            slug.push('_');
         }
     }
-    // PostgreSQL cuts identifiers at 63 bytes; all ASCII here.
-    name.truncate(63);
-    name
+    let slug = slug.trim_end_matches('_');
+    let hash = hex::encode(Sha256::digest(stage.as_bytes()));
+    format!("ledger_{slug}_{}", &hash[..8])
 }
 
 impl PgLedger {
@@ -103,76 +180,76 @@ impl PgLedger {
     }
 
     /// Brings `collection`'s table up to the ledger: created at its first settled version,
-    /// migrated to a later one, and the entries not yet loaded loaded. `None` when the collection
-    /// is not settled (it has no table yet). One process at a time per stage (an advisory lock):
-    /// two workers syncing together do not both create or migrate.
+    /// migrated to a later one, and this ledger file's entries not yet loaded loaded. `None` when
+    /// the collection is not settled (it has no table yet). One process at a time per stage (an
+    /// advisory lock): two workers syncing together do not both create or migrate. Several ledger
+    /// files (workers, a recreated `.improv/`) load into one table, each under its own
+    /// [`Ledger::source`]; a file whose settled columns differ from the table's is refused
+    /// ([`PgLedgerError::Differs`]). An entry PostgreSQL cannot take is skipped and named in
+    /// [`Synced::rejected`] (kept in `improv_ledger_rejected`) rather than blocking the rest.
     pub async fn sync(&self, ledger: &Ledger, collection: &str) -> Result<Option<Synced>> {
         let Some(now) = ledger.settled_columns(collection)? else {
             return Ok(None);
         };
+        if RESERVED.contains(&collection) {
+            return Err(PgLedgerError::Reserved(collection.to_owned()));
+        }
         let mut client = self.pool.client().await?;
-        let tx = client.transaction().await.map_err(self.err())?;
+        let mut tx = client.transaction().await.map_err(self.err())?;
         let schema = quote_ident(&self.schema);
         tx.batch_execute(&format!(
             "SELECT pg_advisory_xact_lock(hashtext({lock}));
+             SET LOCAL standard_conforming_strings = on;
              CREATE SCHEMA IF NOT EXISTS {schema};
-             SET LOCAL search_path TO {schema};
+             SET LOCAL search_path TO {schema}, pg_catalog;
              CREATE TABLE IF NOT EXISTS improv_ledger_sync (
-                 collection TEXT PRIMARY KEY, settled JSONB NOT NULL, loaded BIGINT NOT NULL);",
+                 collection TEXT PRIMARY KEY, settled JSONB NOT NULL);
+             CREATE TABLE IF NOT EXISTS improv_ledger_loaded (
+                 source TEXT NOT NULL, collection TEXT NOT NULL, loaded BIGINT NOT NULL,
+                 PRIMARY KEY (source, collection));
+             CREATE TABLE IF NOT EXISTS improv_ledger_rejected (
+                 source TEXT NOT NULL, collection TEXT NOT NULL, id BIGINT NOT NULL,
+                 reason TEXT NOT NULL, PRIMARY KEY (source, collection, id));",
             lock = literal(&self.schema),
         ))
         .await
         .map_err(self.err())?;
-        let row = tx
+        let columns = now.columns()?;
+        let table = self.bring_table(&tx, collection, &now, &columns).await?;
+        let source = ledger.source();
+        let mut loaded: i64 = tx
             .query_opt(
-                "SELECT settled::text, loaded FROM improv_ledger_sync WHERE collection = $1",
-                &[&collection],
+                "SELECT loaded FROM improv_ledger_loaded WHERE source = $1 AND collection = $2",
+                &[&source, &collection],
             )
             .await
-            .map_err(self.err())?;
-        let before: Option<(SettledColumns, i64)> = match row {
-            Some(row) => {
-                let text: String = row.get(0);
-                let settled = serde_json::from_str(&text).map_err(|e| LedgerError::Corrupt {
-                    collection: collection.to_owned(),
-                    message: format!("its record in {}.improv_ledger_sync: {e}", self.schema),
-                })?;
-                Some((settled, row.get(1)))
-            }
-            None => None,
-        };
-        let columns = now.columns()?;
-        let (table, mut loaded) = match &before {
-            None => {
-                let ddl = schema::postgres_table(collection, &columns);
-                tx.batch_execute(&ddl).await.map_err(self.err())?;
-                (TableChange::Created, 0)
-            }
-            Some((old, loaded)) if old.version != now.version => {
-                let (_, ddl) = schema::migration(collection, &old.columns()?, &columns);
-                tx.batch_execute(&ddl).await.map_err(self.err())?;
-                (TableChange::Migrated, *loaded)
-            }
-            Some((_, loaded)) => (TableChange::Current, *loaded),
-        };
+            .map_err(self.err())?
+            .map_or(0, |row| row.get(0));
         let insert = insert_sql(collection, &columns);
-        let mut count = 0u64;
+        let (mut count, mut rejected) = (0u64, Vec::new());
         loop {
             let batch = ledger.entries_after(collection, loaded, BATCH)?;
             let Some(last) = batch.last() else {
                 break;
             };
             loaded = last.id;
-            count += batch.len() as u64;
-            tx.execute(&insert, &[&batch_json(&batch)])
-                .await
-                .map_err(self.err())?;
+            let (inserted, refused) = self.load(&mut tx, &insert, source, &batch).await?;
+            count += inserted;
+            rejected.extend(refused);
         }
-        let settled = serde_json::to_string(&now).map_err(LedgerError::from)?;
+        for (id, reason) in &rejected {
+            tx.execute(
+                "INSERT INTO improv_ledger_rejected (source, collection, id, reason)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&source, &collection, id, reason],
+            )
+            .await
+            .map_err(self.err())?;
+        }
         tx.execute(
-            "INSERT INTO improv_ledger_sync (collection, settled, loaded) VALUES ($1, $2::text::jsonb, $3)
-             ON CONFLICT (collection) DO UPDATE SET settled = EXCLUDED.settled, loaded = EXCLUDED.loaded",
-            &[&collection, &settled, &loaded],
+            "INSERT INTO improv_ledger_loaded (source, collection, loaded) VALUES ($1, $2, $3)
+             ON CONFLICT (source, collection) DO UPDATE SET loaded = EXCLUDED.loaded",
+            &[&source, &collection, &loaded],
         )
         .await
         .map_err(self.err())?;
@@ -182,7 +259,121 @@ impl PgLedger {
             version: now.version,
             table,
             loaded: count,
+            rejected,
         }))
+    }
+
+    /// Creates or migrates the table to `now`, or checks it already has `now`'s columns.
+    async fn bring_table(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        collection: &str,
+        now: &SettledColumns,
+        columns: &[schema::Column],
+    ) -> Result<TableChange> {
+        let row = tx
+            .query_opt(
+                "SELECT settled::text FROM improv_ledger_sync WHERE collection = $1",
+                &[&collection],
+            )
+            .await
+            .map_err(self.err())?;
+        let before: Option<SettledColumns> = match row {
+            Some(row) => {
+                let text: String = row.get(0);
+                Some(
+                    serde_json::from_str(&text).map_err(|e| LedgerError::Corrupt {
+                        collection: collection.to_owned(),
+                        message: format!("its record in {}.improv_ledger_sync: {e}", self.schema),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let change = match &before {
+            None => {
+                let ddl = schema::postgres_store_table(collection, columns);
+                tx.batch_execute(&ddl).await.map_err(self.err())?;
+                TableChange::Created
+            }
+            Some(old) if old.version < now.version => {
+                let (_, ddl) = schema::migration(collection, &old.columns()?, columns);
+                tx.batch_execute(&ddl).await.map_err(self.err())?;
+                TableChange::Migrated
+            }
+            Some(old) => {
+                let stored = old.columns()?;
+                if old.version != now.version || stored != columns {
+                    return Err(PgLedgerError::Differs {
+                        schema: self.schema.clone(),
+                        collection: collection.to_owned(),
+                        differences: differences(old.version, &stored, now.version, columns),
+                    });
+                }
+                return Ok(TableChange::Current);
+            }
+        };
+        let settled = serde_json::to_string(now).map_err(LedgerError::from)?;
+        tx.execute(
+            "INSERT INTO improv_ledger_sync (collection, settled) VALUES ($1, $2::text::jsonb)
+             ON CONFLICT (collection) DO UPDATE SET settled = EXCLUDED.settled",
+            &[&collection, &settled],
+        )
+        .await
+        .map_err(self.err())?;
+        Ok(change)
+    }
+
+    /// Loads one batch: all at once, or, when that fails, each entry under its own savepoint,
+    /// the ones PostgreSQL refuses returned with its reason. Every entry is inserted or
+    /// returned: a row the table already has under this source is an error, never dropped.
+    async fn load(
+        &self,
+        tx: &mut tokio_postgres::Transaction<'_>,
+        insert: &str,
+        source: &str,
+        batch: &[Entry],
+    ) -> Result<(u64, Vec<(i64, String)>)> {
+        let whole = tx.transaction().await.map_err(self.err())?;
+        match whole.execute(insert, &[&source, &batch_json(batch)]).await {
+            Ok(n) => {
+                self.check_count(n, batch.len())?;
+                whole.commit().await.map_err(self.err())?;
+                return Ok((n, Vec::new()));
+            }
+            Err(_) => whole.rollback().await.map_err(self.err())?,
+        }
+        let (mut inserted, mut rejected) = (0, Vec::new());
+        for entry in batch {
+            let one = tx.transaction().await.map_err(self.err())?;
+            let json = batch_json(std::slice::from_ref(entry));
+            match one.execute(insert, &[&source, &json]).await {
+                Ok(n) => {
+                    self.check_count(n, 1)?;
+                    one.commit().await.map_err(self.err())?;
+                    inserted += n;
+                }
+                Err(e) => {
+                    let reason = e
+                        .as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+                    one.rollback().await.map_err(self.err())?;
+                    rejected.push((entry.id, reason));
+                }
+            }
+        }
+        Ok((inserted, rejected))
+    }
+
+    fn check_count(&self, inserted: u64, expected: usize) -> Result<()> {
+        if inserted == expected as u64 {
+            return Ok(());
+        }
+        Err(PgLedgerError::Dropped {
+            schema: self.schema.clone(),
+            expected,
+            inserted,
+        })
     }
 
     /// Whether `collection` has a table in the store.
@@ -191,7 +382,7 @@ impl PgLedger {
         let row = client
             .query_one(
                 "SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2)) IS NOT NULL",
-                &[&self.schema, &collection],
+                &[&self.schema, &schema::pg_name(collection)],
             )
             .await
             .map_err(self.err())?;
@@ -243,12 +434,12 @@ fn insert_sql(collection: &str, columns: &[schema::Column]) -> String {
         .map(|c| format!(", {}", schema::postgres_value(collection, c, "x.doc")))
         .collect();
     format!(
-        "INSERT INTO {} (id, performance, actor, at{names}, doc)
-         SELECT x.id, x.performance, x.actor, x.at::timestamptz{values}, x.doc
-         FROM jsonb_to_recordset($1::text::jsonb)
+        "INSERT INTO {} (source, id, performance, actor, at{names}, doc)
+         SELECT $1::text, x.id, x.performance, x.actor, x.at::timestamptz{values}, x.doc
+         FROM jsonb_to_recordset($2::text::jsonb)
               AS x(id BIGINT, performance TEXT, actor TEXT, at TEXT, doc JSONB)
-         ON CONFLICT (id) DO NOTHING",
-        quote_ident(collection)
+         ON CONFLICT (source, id) DO NOTHING",
+        schema::pg_table(collection)
     )
 }
 
@@ -297,7 +488,7 @@ fn select_sql(schema: &str, collection: &str, query: &Query) -> Result<(String, 
          to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
          FROM {}.{} WHERE true",
         quote_ident(schema),
-        quote_ident(collection)
+        schema::pg_table(collection)
     );
     let mut params: Vec<Param> = Vec::new();
     let param = |value: Param, params: &mut Vec<Param>| {
@@ -410,7 +601,16 @@ mod tests {
 
     #[test]
     fn a_stage_name_becomes_one_schema_name() {
-        assert_eq!(schema_name("Shop Floor-2"), "ledger_shop_floor_2");
-        assert_eq!(schema_name("\"; DROP"), "ledger_drop");
+        let shop = schema_name("Shop Floor");
+        assert!(
+            shop.starts_with("ledger_shop_floor_") && shop.len() == 26,
+            "{shop}"
+        );
+        assert_ne!(shop, schema_name("shop-floor"));
+        assert_ne!(schema_name("店铺"), schema_name("仓库"));
+        assert!(schema_name("\"; DROP").starts_with("ledger_drop_"));
+        let long = schema_name(&"Ä".repeat(10).repeat(40));
+        assert!(long.len() <= 63, "{long}");
+        assert!(schema_name(&"a".repeat(200)).len() == 63);
     }
 }

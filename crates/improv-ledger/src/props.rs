@@ -146,6 +146,9 @@ impl Prop for RecordProp {
         let behind = match (&outcome, &self.store) {
             (RecordOutcome::Recorded { .. }, Some(store)) => {
                 match store.sync(&self.ledger, &collection).await {
+                    Ok(Some(synced)) if !synced.rejected.is_empty() => {
+                        format!(" ({})", refused(&synced.rejected))
+                    }
                     Ok(_) => String::new(),
                     // Recorded all the same: the next sync loads every entry not yet loaded.
                     Err(e) => format!(
@@ -200,9 +203,11 @@ impl Prop for QueryProp {
         };
         let query = Query::from_json(arguments.get("where"), order_by.as_deref(), Some(limit))
             .map_err(to_prop_error)?;
-        if let Some(entries) = self.in_store(&collection, &query).await? {
-            return Ok(reply(&collection, &entries, limit, &[]));
-        }
+        let behind = match self.in_store(&collection, &query).await? {
+            InStore::Answered(entries) => return Ok(reply(&collection, &entries, limit, &[])),
+            InStore::NotThere => None,
+            InStore::Behind(why) => Some(why),
+        };
         let ledger = self.ledger.clone();
         let name = collection.clone();
         let (entries, known) = blocking(move || {
@@ -220,8 +225,33 @@ impl Prop for QueryProp {
             Ok((entries, known))
         })
         .await?;
-        Ok(reply(&collection, &entries, limit, &known))
+        let answer = reply(&collection, &entries, limit, &known);
+        Ok(match behind {
+            Some(why) => format!(
+                "{answer}(answered from the ledger file: the store's table is behind: {why})\n"
+            ),
+            None => answer,
+        })
     }
+}
+
+/// Says which entries the store's table refused, and why (the first reason).
+fn refused(rejected: &[(i64, String)]) -> String {
+    let ids: Vec<String> = rejected.iter().map(|(id, _)| format!("#{id}")).collect();
+    let why = rejected.first().map_or("", |(_, reason)| reason.as_str());
+    format!(
+        "the store's table could not take {}: {why}; they stay in the ledger file, skipped in the table",
+        ids.join(", ")
+    )
+}
+
+/// Where a query is answered: the store's table, or the ledger file.
+enum InStore {
+    Answered(Vec<Entry>),
+    /// No store, or the collection is not settled.
+    NotThere,
+    /// The table could not be brought up to date: why.
+    Behind(String),
 }
 
 /// The reply to a query: an entry a line, capped at [`MAX_REPLY_BYTES`]; with none, whether the
@@ -262,25 +292,22 @@ fn reply(collection: &str, entries: &[Entry], limit: usize, known: &[String]) ->
 
 impl QueryProp {
     /// The entries from the store's table of a settled collection, brought up to date first;
-    /// `None` without a store or when the collection is not settled (the ledger file answers).
-    async fn in_store(
-        &self,
-        collection: &str,
-        query: &Query,
-    ) -> Result<Option<Vec<Entry>>, PropError> {
+    /// [`InStore::NotThere`] without a store or when the collection is not settled, and
+    /// [`InStore::Behind`] when the sync fails (the ledger file answers, saying so).
+    async fn in_store(&self, collection: &str, query: &Query) -> Result<InStore, PropError> {
         let Some(store) = &self.store else {
-            return Ok(None);
+            return Ok(InStore::NotThere);
         };
-        let error = |e: crate::postgres::PgLedgerError| PropError::new(e.to_string());
-        if store
-            .sync(&self.ledger, collection)
-            .await
-            .map_err(error)?
-            .is_none()
-        {
-            return Ok(None);
+        match store.sync(&self.ledger, collection).await {
+            Ok(None) => return Ok(InStore::NotThere),
+            Ok(Some(_)) => {}
+            Err(e) => return Ok(InStore::Behind(e.to_string())),
         }
-        Ok(Some(store.query(collection, query).await.map_err(error)?))
+        let entries = store
+            .query(collection, query)
+            .await
+            .map_err(|e| PropError::new(e.to_string()))?;
+        Ok(InStore::Answered(entries))
     }
 
     /// The whole settled JSON Schema of a collection: what the context's summary leaves out.

@@ -17,7 +17,7 @@
 //! more than one kind, which no scalar type could hold in every variant; the DDL says why in a
 //! comment beside each. PostgreSQL gets two typed lists where DuckDB has them too: a list whose
 //! items are one scalar kind is an array of that type (`TEXT[]`, as DuckDB's `VARCHAR[]`), and a
-//! *list of records* is an array of a composite type (`CREATE TYPE <collection>_<column> AS
+//! *list of records* is an array of a composite type (`CREATE TYPE "<collection>.<column>" AS
 //! (...)`, column `<type>[]`, as DuckDB's `STRUCT(...)[]`). The rule for the second
 //! ([`record_fields`]): every non-null item is an object that is a record (not a map, not
 //! sparse), and each of its fields has one scalar kind (boolean, integer, number, string, with
@@ -34,6 +34,7 @@
 use crate::path::{FieldPath, Segment};
 use crate::shape::{Format, Kind, Shape};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
 /// The JSON Schema dialect settled schemas declare.
@@ -297,9 +298,32 @@ pub struct RecordField {
     pub kind: ColumnKind,
 }
 
-/// The name of the composite type of a [`ColumnKind::Records`] column: `<collection>_<column>`.
+/// The name of the composite type of a [`ColumnKind::Records`] column: `<collection>.<column>`,
+/// fitted to [`pg_name`]. A collection's name has no `.`, so no table takes a type's name (as a
+/// collection named `<collection>_<column>` did when types were named so).
 pub fn record_type_name(collection: &str, column: &Column) -> String {
-    format!("{collection}_{}", column.name)
+    pg_name(&format!("{collection}.{}", column.name))
+}
+
+/// PostgreSQL keeps the first 63 bytes of an identifier: a name that fits is itself, a longer
+/// one its first bytes, `_` and 8 hex digits of the SHA-256 of the whole name, 63 bytes in all,
+/// so two long names that share their first 63 bytes stay two.
+pub fn pg_name(name: &str) -> String {
+    const MAX: usize = 63;
+    if name.len() <= MAX {
+        return name.to_owned();
+    }
+    let mut cut = MAX - 9;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = hex::encode(Sha256::digest(name.as_bytes()));
+    format!("{}_{}", &name[..cut], &hash[..8])
+}
+
+/// A collection's table in PostgreSQL, quoted: its name fitted to [`pg_name`].
+pub fn pg_table(collection: &str) -> String {
+    quote_ident(&pg_name(collection))
 }
 
 /// A column's PostgreSQL type, as `CREATE TABLE` writes it.
@@ -578,9 +602,9 @@ fn column_name(path: &FieldPath) -> String {
     }
     let name = name.trim_matches('_').to_owned();
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        format!("f_{name}")
+        pg_name(&format!("f_{name}"))
     } else {
-        name
+        pg_name(&name)
     }
 }
 
@@ -588,7 +612,7 @@ fn unique_name(base: &str, taken: &mut BTreeSet<String>) -> String {
     let mut name = base.to_owned();
     let mut n = 2;
     while taken.contains(&name) {
-        name = format!("{base}_{n}");
+        name = pg_name(&format!("{base}_{n}"));
         n += 1;
     }
     taken.insert(name.clone());
@@ -666,19 +690,36 @@ fn join_commented(items: &[String], comments: &[Option<String>], separator: &str
 
 /// `CREATE TABLE` for Postgres: provenance, typed columns, and the whole entry as `doc jsonb`.
 pub fn postgres_table(collection: &str, columns: &[Column]) -> String {
-    let mut lines = vec![
-        "id BIGINT PRIMARY KEY".to_owned(),
+    table_with(collection, columns, &["id BIGINT PRIMARY KEY"], None)
+}
+
+/// [`postgres_table`] for the store's copy, where several ledger files load into one table:
+/// each row names the file it came from (`source`, [`crate::Ledger::source`]) and is keyed by
+/// `(source, id)`, since every file numbers its entries from 1.
+pub fn postgres_store_table(collection: &str, columns: &[Column]) -> String {
+    table_with(
+        collection,
+        columns,
+        &["source TEXT NOT NULL", "id BIGINT NOT NULL"],
+        Some("PRIMARY KEY (source, id)"),
+    )
+}
+
+fn table_with(collection: &str, columns: &[Column], key: &[&str], last: Option<&str>) -> String {
+    let mut lines: Vec<String> = key.iter().map(|k| (*k).to_owned()).collect();
+    lines.extend([
         "performance TEXT NOT NULL".to_owned(),
         "actor TEXT NOT NULL".to_owned(),
         "at TIMESTAMPTZ NOT NULL".to_owned(),
-    ];
+    ]);
     for column in columns {
         lines.push(postgres_column(collection, column));
     }
     lines.push("doc JSONB NOT NULL".to_owned());
-    let comments: Vec<Option<String>> = std::iter::repeat_n(None, 4)
+    lines.extend(last.map(str::to_owned));
+    let comments: Vec<Option<String>> = std::iter::repeat_n(None, key.len() + 3)
         .chain(columns.iter().map(Column::comment))
-        .chain([None])
+        .chain([None, None])
         .collect();
     let types: String = columns
         .iter()
@@ -687,7 +728,7 @@ pub fn postgres_table(collection: &str, columns: &[Column]) -> String {
         .collect();
     format!(
         "{types}CREATE TABLE {} (\n  {}\n);",
-        quote_ident(collection),
+        pg_table(collection),
         join_commented(&lines, &comments, "\n  ")
     )
 }
@@ -715,7 +756,7 @@ pub fn migration(collection: &str, before: &[Column], after: &[Column]) -> (Stri
         quote_ident(&sqlite_view_name(collection)),
         sqlite_view(collection, after)
     );
-    let table = quote_ident(collection);
+    let table = pg_table(collection);
     let mut steps: Vec<String> = Vec::new();
     for column in after {
         match before.iter().find(|b| b.path == column.path) {
@@ -754,7 +795,7 @@ pub fn migration(collection: &str, before: &[Column], after: &[Column]) -> (Stri
 
 /// The statements that replace column `old` by `new`, read again from `doc` (see [`migration`]).
 fn rebuild(collection: &str, old: &Column, new: &Column) -> Vec<String> {
-    let table = quote_ident(collection);
+    let table = pg_table(collection);
     let mut steps = vec![format!(
         "ALTER TABLE {table} DROP COLUMN {};",
         quote_ident(&old.name)
@@ -1044,7 +1085,7 @@ mod tests {
         let ddl = postgres_table("o", std::slice::from_ref(column));
         assert!(
             ddl.starts_with(
-                "CREATE TYPE \"o_items\" AS (\"qty\" BIGINT, \"sku\" TEXT, \"when\" DATE);\n"
+                "CREATE TYPE \"o.items\" AS (\"qty\" BIGINT, \"sku\" TEXT, \"when\" DATE);\n"
             ),
             "{ddl}"
         );

@@ -273,7 +273,9 @@ fn is_date(s: &str) -> bool {
     let Ok(month) = time::Month::try_from(month) else {
         return false;
     };
-    s[0..4].bytes().all(|c| c.is_ascii_digit())
+    // Year 0000 is no date to PostgreSQL (it has no year zero).
+    year > 0
+        && s[0..4].bytes().all(|c| c.is_ascii_digit())
         && time::Date::from_calendar_date(year, month, day).is_ok()
 }
 
@@ -479,7 +481,8 @@ impl Kind {
         match value {
             Value::Null => Kind::Null,
             Value::Bool(_) => Kind::Boolean,
-            Value::Number(n) if n.is_i64() || n.is_u64() => Kind::Integer,
+            // Above i64::MAX is a Number: PostgreSQL's BIGINT cannot hold it (NUMERIC can).
+            Value::Number(n) if n.is_i64() => Kind::Integer,
             Value::Number(_) => Kind::Number,
             Value::String(_) => Kind::String,
             Value::Array(_) => Kind::Array,
@@ -596,6 +599,10 @@ impl Shape {
     }
 
     fn absorb_integer(&mut self, i: i128) -> bool {
+        if i > i128::from(i64::MAX) {
+            // A Number, as [`Kind::of`] says: no BIGINT column could hold it.
+            return self.absorb_number(i as f64);
+        }
         self.count += 1;
         match &mut self.integer {
             Some(shape) => {

@@ -167,15 +167,18 @@ fn lists_of_records_are_composite_arrays_that_evolve_in_postgres() {
     );
     let ddl = postgres_table("orders", &first);
     assert!(
-        ddl.starts_with("CREATE TYPE \"orders_items\" AS (\"price\" DOUBLE PRECISION, \"qty\" BIGINT, \"sku\" TEXT);\n"),
+        ddl.starts_with("CREATE TYPE \"orders.items\" AS (\"price\" DOUBLE PRECISION, \"qty\" BIGINT, \"sku\" TEXT);\n"),
         "{ddl}"
     );
     assert!(
-        ddl.contains("\"items\" \"orders_items\"[] NOT NULL"),
+        ddl.contains("\"items\" \"orders.items\"[] NOT NULL"),
         "{ddl}"
     );
     let view = sqlite_view("orders", &first);
-    assert!(view.contains("body -> '$.\"items\"' AS \"items\""), "{view}");
+    assert!(
+        view.contains("body -> '$.\"items\"' AS \"items\""),
+        "{view}"
+    );
     let server = TempPostgres::start_new();
     let out = support::load(
         &server,
@@ -189,7 +192,7 @@ fn lists_of_records_are_composite_arrays_that_evolve_in_postgres() {
 SELECT count(*), sum(it.price) FROM orders, unnest(items) AS it WHERE it.sku = 'B';",
     );
     let rows: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(rows, ["31|orders_items[]|435|1|60", "30|60"], "{out}");
+    assert_eq!(rows, ["31|\"orders.items\"[]|435|1|60", "30|60"], "{out}");
 
     // Insert an entry the way the load does: every column read from its doc by postgres_value.
     let insert = |columns: &[improv_ledger::schema::Column], id: u32, doc: &str| {
@@ -219,7 +222,7 @@ SELECT count(*), sum(it.price) FROM orders, unnest(items) AS it WHERE it.sku = '
     assert_eq!(items.kind, ColumnKind::Records);
     assert_eq!(items.fields.len(), 4, "{items:?}");
     let (_, alter) = migration("orders", &first, &second);
-    assert!(alter.contains("CREATE TYPE \"orders_items\" AS (\"note\" TEXT, \"price\" DOUBLE PRECISION, \"qty\" DOUBLE PRECISION"), "{alter}");
+    assert!(alter.contains("CREATE TYPE \"orders.items\" AS (\"note\" TEXT, \"price\" DOUBLE PRECISION, \"qty\" DOUBLE PRECISION"), "{alter}");
     let out = run(
         "wider.sql",
         format!(
@@ -229,7 +232,7 @@ SELECT count(*), sum(it.price) FROM orders, unnest(items) AS it WHERE it.sku = '
         ),
     );
     let line = out.lines().rev().find(|l| l.contains('|')).unwrap();
-    assert_eq!(line, "32|437.5|1|orders_items[]", "{out}");
+    assert_eq!(line, "32|437.5|1|\"orders.items\"[]", "{out}");
 
     // Irregular: an item holds a nested record, so the list is JSONB again and the type goes.
     let nested = r#"{"n":32,"items":[{"sku":"D","qty":1,"price":1,"box":{"w":2}}]}"#;
@@ -238,14 +241,14 @@ SELECT count(*), sum(it.price) FROM orders, unnest(items) AS it WHERE it.sku = '
     let items = third.iter().find(|c| c.name == "items").unwrap();
     assert_eq!(items.kind, ColumnKind::Json(JsonReason::Array), "{items:?}");
     let (_, alter) = migration("orders", &second, &third);
-    assert!(alter.contains("DROP TYPE \"orders_items\""), "{alter}");
+    assert!(alter.contains("DROP TYPE \"orders.items\""), "{alter}");
     let out = run(
         "nested.sql",
         format!(
             "{alter}\n{}\nSELECT count(*), min(pg_typeof(items)::text), \
              count(*) FILTER (WHERE items -> 0 -> 'box' ->> 'w' = '2'), \
              sum(jsonb_array_length(items)), \
-             (SELECT count(*) FROM pg_type WHERE typname = 'orders_items') FROM orders;",
+             (SELECT count(*) FROM pg_type WHERE typname = 'orders.items') FROM orders;",
             insert(&third, 1001, nested)
         ),
     );
