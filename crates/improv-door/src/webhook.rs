@@ -230,7 +230,26 @@ pub async fn deliver(
         let seen = format!("{door}/{value}");
         let taken = Claim::take(store, PAYLOAD_IDS, seen, now, &request.id).await;
         match taken {
-            Ok(Some(c)) => claims.push(c),
+            Ok(Some(c)) => {
+                // A dead server's payload claim, retaken: its performance may have started
+                // (under another delivery id), so it is checked as the delivery claim is.
+                let performed = match c.stale {
+                    true => ctx.launcher.started(&ctx.stage, &c.performance).await,
+                    false => Ok(false),
+                };
+                claims.push(c);
+                match performed {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        settle(store, &claims, ClaimState::Started, now).await;
+                        return Ok(Accepted::Duplicate);
+                    }
+                    Err(e) => {
+                        give_back(store, claims, now).await;
+                        return Err(e);
+                    }
+                }
+            }
             Ok(None) => {
                 give_back(store, claims, now).await;
                 return Err(refuse(Refusal::Replayed { key }));

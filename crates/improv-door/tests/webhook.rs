@@ -419,3 +419,70 @@ async fn a_claim_left_by_a_killed_server_is_retaken_by_a_redelivery_after_the_ti
     assert_eq!(again, Accepted::Duplicate, "started: never retaken");
     assert_eq!(launcher.ids().len(), 1);
 }
+
+/// A launcher that records each start and then never returns: the server is killed after the
+/// performance started but before its claims were settled.
+#[derive(Default)]
+struct StartsThenHangs {
+    started: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl improv_door::Launcher for StartsThenHangs {
+    async fn start(
+        &self,
+        _: Arc<improv_stage::Stage>,
+        request: improv_door::LaunchRequest,
+    ) -> Result<improv_door::Started, DoorError> {
+        self.started.lock().unwrap().push(request.id);
+        std::future::pending().await
+    }
+    async fn started(&self, _: &improv_stage::Stage, id: &str) -> Result<bool, DoorError> {
+        Ok(self.started.lock().unwrap().iter().any(|s| s == id))
+    }
+}
+
+/// A server killed after starting a payload's performance left its payload-id claim behind:
+/// once stale, a delivery of the same payload under a new delivery id finds the performance
+/// started and is a duplicate, starting nothing more.
+#[tokio::test]
+async fn a_stale_payload_claim_whose_performance_started_is_a_duplicate() {
+    let t = TestStage::new(STAGE);
+    let store = store(&t.db()).await;
+    let clock = Arc::new(SimClock::new(1_795_651_200_000));
+    let launcher = Arc::new(StartsThenHangs::default());
+    let ctx = context(
+        &t.stage,
+        "github",
+        store.clone(),
+        launcher.clone(),
+        clock.clone(),
+    );
+    let body = br#"{"event_id": "Ev9", "type": "event_callback"}"#;
+    let killed = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let limits = Limits::of(&ctx.door);
+            send(&ctx, &limits, body, "first").await
+        }
+    });
+    while launcher.started.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    killed.abort();
+    assert!(killed.await.unwrap_err().is_cancelled());
+    clock.advance(std::time::Duration::from_millis(
+        webhook::CLAIM_TIMEOUT_MS as u64,
+    ));
+    let limits = Limits::of(&ctx.door);
+    let again = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        send(&ctx, &limits, body, "second"),
+    )
+    .await
+    .expect("the payload's performance was started again");
+    assert_eq!(again.unwrap(), Accepted::Duplicate);
+    let r = send(&ctx, &limits, body, "third").await;
+    assert_eq!(refusal(r), Refusal::Replayed { key: "event_id" });
+    assert_eq!(launcher.started.lock().unwrap().len(), 1);
+}
