@@ -45,10 +45,22 @@ const COLUMNS: &str = "id, text, tags, key, actor, performance, \
      to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
      to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
 
-/// A short excerpt around the matching words, unmarked, as the SQLite backend's `snippet`.
-const HEADLINE: &str = "ts_headline('english', text, q, \
-     'StartSel=\"\", StopSel=\"\", MaxWords=24, MinWords=12, MaxFragments=1, \
-      FragmentDelimiter=\"…\"')";
+/// A short excerpt around the matching words, unmarked, as the SQLite backend's `snippet`,
+/// for a query `q` in the text search configuration `config`.
+fn headline(config: &str) -> String {
+    format!(
+        "ts_headline('{config}', text, q, \
+         'StartSel=\"\", StopSel=\"\", MaxWords=24, MinWords=12, MaxFragments=1, \
+          FragmentDelimiter=\"…\"')"
+    )
+}
+
+/// The notes matching a query of stop words only (`it`, `the`), whose `english` tsquery is
+/// empty and matches nothing, while SQLite's index finds them: the words as written (the
+/// `simple` configuration) against the notes' whole text. Unindexed, but such queries are rare
+/// and the stage's notes few; it returns nothing when the `english` query has words.
+const STOP_WORDS_ONLY: &str =
+    "to_tsvector('simple', tags || ' ' || coalesce(key, '') || ' ' || text)";
 
 /// One stage's memory in the PostgreSQL store.
 pub struct PgMemory {
@@ -186,17 +198,33 @@ impl MemoryBackend for PgMemory {
                 .collect());
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
+        let mut rows = self
             .query(
                 &format!(
-                    "SELECT {COLUMNS}, {HEADLINE}
+                    "SELECT {COLUMNS}, {}
                      FROM improv_memories, websearch_to_tsquery('english', $2) q
                      WHERE stage = $1 AND search @@ q
-                     ORDER BY ts_rank_cd(search, q) DESC, id DESC LIMIT $3"
+                     ORDER BY ts_rank_cd(search, q) DESC, id DESC LIMIT $3",
+                    headline("english")
                 ),
                 &[&self.stage, &matcher, &limit],
             )
             .await?;
+        if rows.is_empty() {
+            rows = self
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS}, {}
+                         FROM improv_memories, websearch_to_tsquery('simple', $2) q
+                         WHERE stage = $1 AND numnode(websearch_to_tsquery('english', $2)) = 0
+                             AND {STOP_WORDS_ONLY} @@ q
+                         ORDER BY ts_rank_cd({STOP_WORDS_ONLY}, q) DESC, id DESC LIMIT $3",
+                        headline("simple")
+                    ),
+                    &[&self.stage, &matcher, &limit],
+                )
+                .await?;
+        }
         Ok(rows
             .iter()
             .map(|row| Found {

@@ -58,6 +58,12 @@ async fn conformance(memory: Arc<dyn MemoryBackend>) {
     let found = memory.recall("builds libssl", 10).await.unwrap();
     assert_eq!(ids(&found), vec![a.id, b.id]);
     assert_eq!(found[0].entry.tags, vec!["build"]);
+
+    // Only stop words: still found, by the words as written (PostgreSQL's english config
+    // drops them all).
+    let mut stop_words = ids(&memory.recall("it the", 10).await.unwrap());
+    stop_words.sort_unstable();
+    assert_eq!(stop_words, vec![a.id, c.id]);
     assert_eq!(
         (
             found[0].entry.actor.as_str(),
