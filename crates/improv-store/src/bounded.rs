@@ -3,12 +3,13 @@
 //! connection open) never sends its cancellation, and TCP keeps such a connection alive, so a
 //! call would wait forever. [`Bounded`] gives each call the statement timeout and a grace
 //! period for the network, then fails it `Unavailable` (transient: the caller waits and
-//! retries). The waits (`wait_events`, `wait_for_work`, `wait_notes`) get their own timeout on
+//! retries). The waits (`wait_events`, `wait_for_work`, `wait_notes`, `wait_answer`) get their own timeout on
 //! top. A method added to [`Store`] later is forwarded unbounded until it is listed here.
 
 use crate::{
-    Counts, Firing, Lease, ListFilter, NewPerformance, Note, OutboxEntry, OutboxKey, OutboxMessage,
-    PerformanceRecord, Store, StoreError, StoreLayer,
+    Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Store, StoreError, StoreLayer, Sweep,
+    Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -146,6 +147,48 @@ impl StoreLayer for Bounded {
         only_if_absent: bool,
     ) -> Result<bool, StoreError> {
         self.bound(NONE, self.inner.put(scope, key, value, only_if_absent))
+            .await
+    }
+    async fn get_versioned(&self, scope: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.bound(NONE, self.inner.get_versioned(scope, key)).await
+    }
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.bound(NONE, self.inner.put_if(scope, key, expected, value))
+            .await
+    }
+    async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
+        self.bound(NONE, self.inner.sweep(scope, sweep)).await
+    }
+    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        self.bound(NONE, self.inner.ask_approval(performance, ask))
+            .await
+    }
+    async fn answer_approval(
+        &self,
+        performance: &str,
+        n: u64,
+        answer: Answer,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let call = self.inner.answer_approval(performance, n, answer, note);
+        self.bound(NONE, call).await
+    }
+    async fn approvals(&self, performance: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        self.bound(NONE, self.inner.approvals(performance)).await
+    }
+    async fn wait_answer(
+        &self,
+        performance: &str,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.bound(timeout, self.inner.wait_answer(performance, n, timeout))
             .await
     }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {

@@ -1010,12 +1010,30 @@ impl Store for PgStore {
     }
 
     async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
-        let (keep, batch) = (sql_limit(sweep.keep), sql_limit(sweep.batch));
+        // A writer older than migration 6 left updated_at 0: such a value counts as written
+        // now, not as the oldest of all.
         self.execute(
-            "DELETE FROM kv WHERE scope = $1 AND key IN (SELECT key FROM kv WHERE scope = $1 \
-             AND (updated_at < $2 OR key NOT IN (SELECT key FROM kv WHERE scope = $1 \
-             ORDER BY updated_at DESC, key DESC LIMIT $3)) ORDER BY updated_at, key LIMIT $4)",
-            &[&scope, &sweep.before, &keep, &batch],
+            "UPDATE kv SET updated_at = $2 WHERE scope = $1 AND updated_at = 0",
+            &[&scope, &now_millis()],
+        )
+        .await?;
+        let batch = sql_limit(sweep.batch);
+        if sweep.keep == 0 {
+            return self
+                .execute(
+                    "DELETE FROM kv WHERE scope = $1 AND key IN (SELECT key FROM kv \
+                     WHERE scope = $1 AND updated_at < $2 ORDER BY updated_at, key LIMIT $3)",
+                    &[&scope, &sweep.before, &batch],
+                )
+                .await;
+        }
+        // Ranked once by a window, not `NOT IN (… LIMIT keep)`: that subquery, beyond work_mem,
+        // is scanned again for every row (300,000 values outlast a 30 s statement timeout).
+        self.execute(
+            "DELETE FROM kv WHERE scope = $1 AND key IN (SELECT key FROM (SELECT key, updated_at, \
+             row_number() OVER (ORDER BY updated_at DESC, key DESC) AS n FROM kv \
+             WHERE scope = $1) r WHERE updated_at < $2 OR n > $3 ORDER BY updated_at, key LIMIT $4)",
+            &[&scope, &sweep.before, &sql_limit(sweep.keep), &batch],
         )
         .await
     }

@@ -911,6 +911,13 @@ impl Store for SqliteStore {
         let scope = scope.to_string();
         let (before, keep, batch) = (sweep.before, sql_limit(sweep.keep), sql_limit(sweep.batch));
         self.call(move |store, conn| {
+            // A writer older than migration 5 leaves updated_at 0 (SQLite cannot change the
+            // column's default): such a value counts as written now, not as the oldest.
+            conn.execute(
+                "UPDATE kv SET updated_at = ?2 WHERE scope = ?1 AND updated_at = 0",
+                params![scope, now_millis()],
+            )
+            .map_err(|e| sql_error(store, e))?;
             let gone = conn
                 .execute(
                     "DELETE FROM kv WHERE rowid IN (SELECT rowid FROM kv WHERE scope = ?1 AND \

@@ -107,3 +107,63 @@ async fn a_server_that_stopped_answering_does_not_hold_a_call() {
     }
     assert!(answered, "the store never answered again");
 }
+
+/// The key-value calls a door makes (compare-and-set, the sweep) are bounded like the rest: a
+/// stopped server (its sessions and the postmaster, so no fresh connection answers either)
+/// fails each `Unavailable` instead of holding the door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_value_calls_are_bounded_too() {
+    let pg = TempPostgres::start_new();
+    let url = pg.create_database("kv");
+    let store =
+        improv_store::open(&StoreUrl::parse(&format!("{url}&statement_timeout=300ms")).unwrap())
+            .unwrap();
+    store.migrate().await.unwrap();
+    store.get_versioned("s", "k").await.unwrap();
+    let data = pg.psql("kv", "SHOW data_directory");
+    let postmaster =
+        std::fs::read_to_string(std::path::Path::new(data.trim()).join("postmaster.pid")).unwrap();
+    let mut pids: Vec<String> = pg
+        .psql(
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE datname = 'kv'",
+        )
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    pids.push(postmaster.lines().next().unwrap().trim().to_string());
+    signal_all(&pids, "-STOP");
+    let sweep = improv_store::Sweep {
+        before: 0,
+        keep: 1,
+        batch: 0,
+    };
+    let value = serde_json::json!(1);
+    let within = Duration::from_secs(30);
+    let answers = [
+        tokio::time::timeout(within, async {
+            store.get_versioned("s", "k").await.map(|_| ())
+        })
+        .await,
+        tokio::time::timeout(within, async {
+            store.put_if("s", "k", Some(1), &value).await.map(|_| ())
+        })
+        .await,
+        tokio::time::timeout(within, async { store.sweep("s", &sweep).await.map(|_| ()) }).await,
+    ];
+    signal_all(&pids, "-CONT");
+    for (call, answer) in ["get_versioned", "put_if", "sweep"]
+        .into_iter()
+        .zip(answers)
+    {
+        let error = answer
+            .unwrap_or_else(|_| panic!("{call} waited on a stopped server: no client-side bound"))
+            .expect_err("the server was stopped");
+        assert!(error.is_transient(), "{call} not retried: {error}");
+        assert!(
+            error.to_string().contains("no answer within"),
+            "{call}: {error}"
+        );
+    }
+}

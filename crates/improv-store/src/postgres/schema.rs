@@ -53,6 +53,11 @@ ALTER TABLE kv ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0;
 UPDATE kv SET updated_at = (extract(epoch FROM now()) * 1000)::BIGINT;
 CREATE INDEX kv_by_age ON kv (scope, updated_at);
 ",
+    // A writer that predates version 5 names no updated_at: its values count as written now
+    // (the sweep also takes a 0 left meanwhile as now).
+    "
+ALTER TABLE kv ALTER COLUMN updated_at SET DEFAULT (extract(epoch FROM now()) * 1000)::BIGINT;
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.
