@@ -260,7 +260,14 @@ pub(crate) async fn list(
         .map(|row| with_live(json!(row), app.hub.get(&row.id)))
         .collect();
     if let Some(store) = &app.store {
-        list.extend(stored::list(store.as_ref(), limit as usize).await?);
+        list.extend(
+            stored::list(
+                store.as_ref(),
+                &stored::stage_key(&app.stage),
+                limit as usize,
+            )
+            .await?,
+        );
         newest_first(&mut list, limit as usize);
     }
     Ok(Json(json!({ "performances": list })))
@@ -296,7 +303,7 @@ pub(crate) async fn get(
     let live = app.hub.get(&id);
     if live.is_none()
         && let Some(store) = &app.store
-        && let Some(row) = stored::get(store.as_ref(), &id).await?
+        && let Some(row) = stored::get(store.as_ref(), &stored::stage_key(&app.stage), &id).await?
     {
         return Ok(Json(row));
     }
@@ -358,7 +365,8 @@ async fn running(app: &AppState, id: &str) -> Result<Arc<Live>, ApiError> {
     }
 }
 
-/// The store, when `id` is a performance of the store's and not one this server runs.
+/// The store, when `id` is a performance of the served stage in the store and not one this
+/// server runs (another stage's is unknown here: 404).
 async fn in_store(app: &AppState, id: &str) -> Result<Option<Arc<dyn Store>>, ApiError> {
     check_id(id)?;
     let Some(store) = &app.store else {
@@ -367,10 +375,10 @@ async fn in_store(app: &AppState, id: &str) -> Result<Option<Arc<dyn Store>>, Ap
     if app.hub.get(id).is_some() {
         return Ok(None);
     }
-    match store.performance(id).await {
-        Ok(_) => Ok(Some(store.clone())),
-        Err(improv_store::StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    let stage = stored::stage_key(&app.stage);
+    match stored::record(store.as_ref(), &stage, id).await? {
+        Some(_) => Ok(Some(store.clone())),
+        None => Ok(None),
     }
 }
 

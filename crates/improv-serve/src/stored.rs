@@ -8,6 +8,7 @@ use crate::live::{End, Frame, PendingApproval};
 use crate::stream::Told;
 use futures::Stream;
 use improv_kernel::{Event, Outcome};
+use improv_stage::Stage;
 use improv_store::{
     Answer, ApprovalRecord, ListFilter, PerformanceRecord, State, Store, StoreError, UnixMillis,
 };
@@ -22,11 +23,30 @@ const PAGE: usize = 256;
 /// store wakes it on every append, from any machine).
 const WAIT: Duration = Duration::from_secs(5);
 
-/// The store's performances, newest first, as the API lists them.
-pub(crate) async fn list(store: &dyn Store, limit: usize) -> Result<Vec<Value>, StoreError> {
+/// How the store names the served stage: the stage file's canonical path, as `improv run
+/// --detach` and the queued doors write [`NewPerformance::stage`](improv_store::NewPerformance)
+/// (the path as given when it cannot be resolved, which no enqueue writes: nothing matches).
+/// Only performances of this stage are listed, shown, streamed or answered: a token for one
+/// stage reaches no other stage's performances in the same store.
+pub(crate) fn stage_key(stage: &Stage) -> String {
+    stage
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| stage.path.clone())
+        .display()
+        .to_string()
+}
+
+/// The served stage's performances in the store, newest first, as the API lists them.
+pub(crate) async fn list(
+    store: &dyn Store,
+    stage: &str,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
     let records = store
         .list(&ListFilter {
             limit,
+            stage: Some(stage.to_string()),
             ..ListFilter::default()
         })
         .await?;
@@ -38,16 +58,31 @@ pub(crate) async fn list(store: &dyn Store, limit: usize) -> Result<Vec<Value>, 
     Ok(rows)
 }
 
-/// One performance of the store, or `None` when the store has none with that id.
-pub(crate) async fn get(store: &dyn Store, id: &str) -> Result<Option<Value>, StoreError> {
+/// The record of `id` when the store has it and it is a performance of `stage`; `None`
+/// otherwise (another stage's is as unknown here as one the store lacks).
+pub(crate) async fn record(
+    store: &dyn Store,
+    stage: &str,
+    id: &str,
+) -> Result<Option<PerformanceRecord>, StoreError> {
     match store.performance(id).await {
-        Ok(record) => {
-            let waiting = waiting(store, &record).await?;
-            Ok(Some(row(&record, waiting)))
-        }
-        Err(StoreError::NotFound { .. }) => Ok(None),
+        Ok(record) if record.stage == stage => Ok(Some(record)),
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// One performance of `stage` in the store, or `None` when the store has none with that id.
+pub(crate) async fn get(
+    store: &dyn Store,
+    stage: &str,
+    id: &str,
+) -> Result<Option<Value>, StoreError> {
+    let Some(record) = record(store, stage, id).await? else {
+        return Ok(None);
+    };
+    let waiting = waiting(store, &record).await?;
+    Ok(Some(row(&record, waiting)))
 }
 
 /// The approvals `record` waits for (none once it finished: nobody waits any more).

@@ -131,6 +131,9 @@ pub struct ListFilter {
     /// Only ids that begin with this (compared byte for byte: no pattern characters), so a
     /// person can name a performance by a unique prefix.
     pub id_prefix: Option<String>,
+    /// Only performances of this stage, written as [`NewPerformance::stage`] was (the stage
+    /// file's canonical path), so a server of one stage lists none of another's.
+    pub stage: Option<String>,
 }
 
 /// A value kept under (scope, key) and its version, which every write of it raises: what

@@ -690,9 +690,10 @@ impl Store for PgStore {
                 &format!(
                     "SELECT {RECORD} FROM performances p WHERE ($1::text IS NULL OR p.state = $1) \
                      AND ($3::text IS NULL OR left(p.id, length($3)) = $3) \
+                     AND ($4::text IS NULL OR p.stage = $4) \
                      ORDER BY p.created_at DESC, p.id DESC LIMIT $2"
                 ),
-                &[&state, &sql_limit(limit), &filter.id_prefix],
+                &[&state, &sql_limit(limit), &filter.id_prefix, &filter.stage],
             )
             .await?;
         rows.iter().map(|row| self.record(row)).collect()

@@ -557,6 +557,7 @@ impl Store for SqliteStore {
         let state = filter.state.map(state_name);
         let limit = if filter.limit == 0 { 100 } else { filter.limit };
         let prefix = filter.id_prefix.clone();
+        let stage = filter.stage.clone();
         self.call(move |store, conn| {
             let err = |e| sql_error(store, e);
             // substr, not LIKE: an id's `_` is no wildcard, and LIKE ignores case.
@@ -564,11 +565,12 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {RECORD} FROM performances WHERE (?1 IS NULL OR state = ?1) \
                      AND (?3 IS NULL OR substr(id, 1, length(?3)) = ?3) \
+                     AND (?4 IS NULL OR stage = ?4) \
                      ORDER BY created_at DESC, id DESC LIMIT ?2"
                 ))
                 .map_err(err)?;
             let rows = statement
-                .query_map(params![state, sql_limit(limit), prefix], |row| {
+                .query_map(params![state, sql_limit(limit), prefix, stage], |row| {
                     Ok(record(store, row))
                 })
                 .map_err(err)?;

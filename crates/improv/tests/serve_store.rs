@@ -83,10 +83,18 @@ impl Fixture {
         Stopped(child)
     }
 
-    /// `improv serve --store` from the `front` folder; returns it with its URL and token.
+    /// `improv serve --store` of the workers' stage file from the `front` folder; returns it
+    /// with its URL and token.
     fn serve(&self) -> (Stopped, Api) {
+        let stage = self.path("stage.toml");
+        self.serve_stage(&stage)
+    }
+
+    /// `improv serve --store` of `stage` from the `front` folder.
+    fn serve_stage(&self, stage: &Path) -> (Stopped, Api) {
+        let stage = stage.display().to_string();
         let mut child = self
-            .improv(&["serve", "--bind", "127.0.0.1:0"])
+            .improv(&["-s", &stage, "serve", "--bind", "127.0.0.1:0"])
             .current_dir(self.path("front"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -430,6 +438,89 @@ async fn an_ask_is_answered_through_the_servers_api_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ask_is_answered_through_the_servers_api_on_postgres() {
     an_ask_is_answered_through_the_servers_api(postgres("answered")).await;
+}
+
+/// A server of one stage reaches only that stage's performances in a shared store: another
+/// stage's is absent from its list and unknown (404) to show, stream, note and approve, so its
+/// token reaches no other stage; its own stage's is listed and answered.
+async fn another_stages_performance_is_out_of_reach(store: String) {
+    let fixture = Fixture::new(store, Vec::new(), "").await;
+    let stored = fixture.store().await;
+    let ask = improv_store::ApprovalAsk {
+        actor: "lead".into(),
+        prop: "bash".into(),
+        subject: "rm -rf build".into(),
+        rule: "ask".into(),
+    };
+    // The served stage is front/stage.toml; the other is the workers' stage.toml.
+    let front = fixture.path("front/stage.toml");
+    for (id, stage) in [
+        ("own-stage-1111", &front),
+        ("other-stage-2222", &fixture.path("stage.toml")),
+    ] {
+        let new = NewPerformance {
+            id: Some(id.into()),
+            stage: stage.canonicalize().unwrap().display().to_string(),
+            intent: format!("be {id}"),
+            model: None,
+            origin: "cli".into(),
+            budget: None,
+        };
+        stored.enqueue(&new).await.unwrap();
+        assert_eq!(stored.ask_approval(id, &ask).await.unwrap(), 1);
+    }
+    let (_serve, api) = fixture.serve_stage(&front);
+
+    let listed = api.json("/performances").await;
+    let ids: Vec<&str> = listed["performances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["own-stage-1111"], "{listed}");
+    let other = "other-stage-2222";
+    for path in ["", "/events"] {
+        let (status, body) = api.get(&format!("/performances/{other}{path}")).await;
+        assert_eq!(status, 404, "GET {path}: {body}");
+    }
+    let (status, body) = api
+        .post(
+            &format!("/performances/{other}/notes"),
+            serde_json::json!({"text": "leak"}),
+        )
+        .await;
+    assert_eq!(status, 404, "note: {body}");
+    let (status, body) = api
+        .post(
+            &format!("/performances/{other}/approvals/1"),
+            serde_json::json!({"answer": "once"}),
+        )
+        .await;
+    assert_eq!(status, 404, "approval: {body}");
+    assert!(stored.notes(other, 0).await.unwrap().is_empty());
+    assert!(stored.approvals(other).await.unwrap()[0].answer.is_none());
+
+    let own = api.json("/performances/own-stage-1111").await;
+    assert_eq!(own["approvals"][0]["subject"], "rm -rf build", "{own}");
+    let (status, body) = api
+        .post(
+            "/performances/own-stage-1111/approvals/1",
+            serde_json::json!({"answer": "deny"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_stages_performance_is_out_of_reach_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    another_stages_performance_is_out_of_reach(sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_stages_performance_is_out_of_reach_on_postgres() {
+    another_stages_performance_is_out_of_reach(postgres("walled")).await;
 }
 
 /// `note`, `approve`, `show` and `log` take a unique prefix of 6 or more characters; an
