@@ -83,7 +83,6 @@ pub fn intent(stage: &Stage, given: Option<String>) -> Result<String> {
         })
 }
 
-
 /// `improv run`: performs the intent (or resumes a performance) until the work is done, or
 /// converges when the stage has checks.
 pub async fn run(o: RunOptions) -> Result<ExitCode> {
