@@ -353,13 +353,16 @@ impl PgLedger {
                     one.commit().await.map_err(self.err())?;
                     inserted += n;
                 }
-                Err(e) => {
-                    let reason = e
-                        .as_db_error()
-                        .map_or_else(|| e.to_string(), |d| d.message().to_owned());
-                    one.rollback().await.map_err(self.err())?;
-                    rejected.push((entry.id, reason));
-                }
+                // Only the entry's data (class 22, data exception; 23, a constraint) rejects
+                // it: a timeout or a lost connection is the store's, and fails the sync.
+                Err(e) => match e.as_db_error() {
+                    Some(d) if matches!(&d.code().code()[..2], "22" | "23") => {
+                        let reason = d.message().to_owned();
+                        one.rollback().await.map_err(self.err())?;
+                        rejected.push((entry.id, reason));
+                    }
+                    _ => return Err(self.err()(e)),
+                },
             }
         }
         Ok((inserted, rejected))

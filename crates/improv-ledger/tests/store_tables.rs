@@ -414,3 +414,34 @@ async fn every_collection_gets_a_table_of_its_own() {
         .to_string();
     assert!(error.contains("the name is the ledger's own"), "{error}");
 }
+
+/// A load that fails for the store's sake (here the table locked past `lock_timeout`) fails the
+/// sync and loads later; only an entry's own data rejects it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_does_not_reject_entries() {
+    let server = TempPostgres::start_new();
+    let url = server.create_database("improv");
+    server.psql("improv", "ALTER DATABASE improv SET lock_timeout = '200ms'");
+    let rows: Vec<Value> = (0..3).map(|i| json!({"n": i})).collect();
+    let (_dir, ledger) = settled_ledger("small", &rows);
+    let store = store(&url, "Shop");
+    let s = store.schema().to_owned();
+    assert_eq!(
+        store.sync(&ledger, "small").await.unwrap().unwrap().loaded,
+        3
+    );
+    ledger
+        .record("small", json!({"n": 3}), &Provenance::new("p", "a"))
+        .unwrap();
+    let holder = PgPool::connect(&url).unwrap();
+    let mut client = holder.client().await.unwrap();
+    let lock = client.transaction().await.unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {s}.small IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .unwrap();
+    let error = store.sync(&ledger, "small").await.unwrap_err().to_string();
+    assert!(error.contains("lock"), "{error}");
+    lock.rollback().await.unwrap();
+    let synced = store.sync(&ledger, "small").await.unwrap().unwrap();
+    assert_eq!((synced.loaded, synced.rejected.len()), (1, 0));
+}
