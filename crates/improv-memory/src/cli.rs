@@ -12,6 +12,7 @@
 //! Command::Memory { command, json } => improv_memory::cli::run(command, &state_dir, json)?,
 //! ```
 
+use crate::backend::MemoryBackend;
 use crate::store::{Entry, Found, Memory, MemoryError, Provenance};
 use clap::Subcommand;
 use std::io::Write;
@@ -68,24 +69,39 @@ pub fn run_to(
     out: &mut dyn Write,
 ) -> Result<(), MemoryError> {
     let memory = Memory::open_in(state_dir)?;
+    let place = memory.path().display().to_string();
+    // SQLite's backend runs its work on the blocking pool, which a current-thread runtime has.
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(run_on(command, &memory, &place, json, out))
+}
+
+/// A memory command against `memory` (the stage folder's, or a PostgreSQL store's
+/// [`PgMemory`](crate::PgMemory)), writing to `out`; `place` says where it is kept, for the
+/// message when there is nothing to list.
+pub async fn run_on(
+    command: Option<MemoryCommand>,
+    memory: &dyn MemoryBackend,
+    place: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), MemoryError> {
     match command.unwrap_or(MemoryCommand::List) {
         MemoryCommand::List => {
-            let mut entries = memory.all()?;
+            let mut entries = memory.all().await?;
             entries.reverse();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
             } else if entries.is_empty() {
                 writeln!(
                     out,
-                    "no memories yet in {}; actors save them with the `remember` prop, or run `improv memory add TEXT`",
-                    memory.path().display()
+                    "no memories yet in {place}; actors save them with the `remember` prop, or run `improv memory add TEXT`"
                 )?;
             } else {
                 table(out, entries.iter().map(|e| (e, e.text.as_str())))?;
             }
         }
         MemoryCommand::Search { query } => {
-            let found = memory.recall(&query, 50)?;
+            let found = memory.recall(&query, 50).await?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?;
             } else if found.is_empty() {
@@ -101,8 +117,8 @@ pub fn run_to(
         }
         MemoryCommand::Add { text, tags, key } => {
             let by = Provenance::new(DIRECTOR, "");
-            let done = memory.remember(&text, &tags, key.as_deref(), &by)?;
-            let entry = memory.get(done.id)?;
+            let done = memory.remember(&text, &tags, key.as_deref(), &by).await?;
+            let entry = memory.get(done.id).await?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&entry)?)?;
             } else {
@@ -111,7 +127,7 @@ pub fn run_to(
             }
         }
         MemoryCommand::Edit { id, text } => {
-            let entry = memory.edit(id, &text)?;
+            let entry = memory.edit(id, &text).await?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&entry)?)?;
             } else {
@@ -119,7 +135,7 @@ pub fn run_to(
             }
         }
         MemoryCommand::Forget { id } => {
-            let entry = memory.forget(id)?;
+            let entry = memory.forget(id).await?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&entry)?)?;
             } else {

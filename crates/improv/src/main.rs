@@ -8,6 +8,7 @@ mod index;
 mod init;
 mod logbook;
 mod logs;
+mod memory;
 mod models;
 mod notify;
 mod perform;
@@ -134,6 +135,10 @@ enum Command {
         /// JSON output, for scripts.
         #[arg(long)]
         json: bool,
+        /// The memory in this PostgreSQL store (shared by its workers) instead of the stage
+        /// folder's: postgres://USER@HOST/DB. A sqlite: store keeps none; the folder's is used.
+        #[arg(long, env = store::STORE_ENV, value_name = "URL", hide_env_values = true)]
+        store: Option<String>,
     },
     /// Open the stage view: the HTTP API, live event streams and the web page (loopback only
     /// unless told otherwise; every request but a door's needs the bearer token), and run the
@@ -275,9 +280,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Skills { json }) => {
             stagecraft::skills(&perform::load_stage(stage_path.as_deref(), true)?, json)
         }
-        Some(Command::Memory { command, json }) => {
+        Some(Command::Memory {
+            command,
+            json,
+            store,
+        }) => {
             let stage = perform::load_stage(stage_path.as_deref(), true)?;
-            improv_memory::cli::run(command, &perform::state_dir(&stage), json)?;
+            memory::run(&stage, command, store.as_deref(), json)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Serve(args)) => serve::run(stage_path, args),
