@@ -108,7 +108,8 @@ impl LocalModel {
 
     /// How the grammar of the next reply is narrowed: a call is required always with
     /// `tool_choice = "required"`, and while the checks fail (see [`must_act`]); while they
-    /// fail, the files it names are those the director's words name ([`mentioned_paths`]).
+    /// fail, the files it reads are those the director's words name ([`mentioned_paths`]); a
+    /// prop that writes files keeps any path (see `grammar::Narrowing::paths`).
     fn narrowing(&self, request: &Request<'_>) -> grammar::Narrowing {
         let failing = must_act(request.messages);
         grammar::Narrowing {
