@@ -53,6 +53,12 @@ pub enum PgLedgerError {
         "a collection named `{0}` cannot have a table in the store: the name is the ledger's own; record into another collection"
     )]
     Reserved(String),
+    /// A collection named as a type of PostgreSQL's own (`date`, `text`, a catalog table): its
+    /// table's row type would stand in for the built-in one in the store's SQL.
+    #[error(
+        "a collection named `{0}` cannot have a table in the store: PostgreSQL has a built-in type of that name, which the table's row type would hide from the ledger's SQL; record into another collection"
+    )]
+    BuiltIn(String),
 }
 
 /// The tables [`PgLedger::sync`] keeps in the stage's schema: no collection may be named so.
@@ -214,6 +220,20 @@ impl PgLedger {
         ))
         .await
         .map_err(self.err())?;
+        // Every table brings a row type of its name, and the schema comes first in the search
+        // path: a collection named `date` or `text` would make `::date` or `$1::text` in the
+        // SQL below mean that table's rows (review finding). Such names get no table.
+        let built_in = tx
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_type
+                 WHERE typname = $1 AND typnamespace = 'pg_catalog'::regnamespace",
+                &[&schema::pg_name(collection)],
+            )
+            .await
+            .map_err(self.err())?;
+        if built_in.is_some() {
+            return Err(PgLedgerError::BuiltIn(collection.to_owned()));
+        }
         let columns = now.columns()?;
         let table = self.bring_table(&tx, collection, &now, &columns).await?;
         let source = ledger.source();

@@ -359,9 +359,9 @@ async fn a_value_postgres_cannot_take_skips_its_entry_not_the_collection() {
     assert_eq!(kept.trim(), "4");
 }
 
-/// M1: a collection named as a catalog table, one named as another's record type, two whose
-/// names share their first 63 bytes, each get a table of their own; the sync table's name is
-/// refused. L1: a field key with a backslash loads with `standard_conforming_strings` off.
+/// M1: a collection named like a catalog table, one named as another's record type, two whose
+/// names share their first 63 bytes, each get a table of their own; the sync table's name and
+/// built-in type names (`date`, `text`, `pg_type`) are refused, and a later sync is unharmed. L1: a field key with a backslash loads with `standard_conforming_strings` off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_collection_gets_a_table_of_its_own() {
     let server = TempPostgres::start_new();
@@ -374,7 +374,7 @@ async fn every_collection_gets_a_table_of_its_own() {
     let s = store.schema().to_owned();
     let long = "c".repeat(63);
     let names = [
-        "pg_type".to_owned(),
+        "pg_types".to_owned(),
         "o".to_owned(),
         "o_items".to_owned(),
         format!("{long}1"),
@@ -413,6 +413,21 @@ async fn every_collection_gets_a_table_of_its_own() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("the name is the ledger's own"), "{error}");
+    // A collection named as a built-in type (or a catalog table, whose row type is one) gets no
+    // table: its row type would stand in for `date` or `text` in every later sync's SQL.
+    for name in ["date", "text", "pg_type"] {
+        ledger.record(name, json!({"x": 1}), &who).unwrap();
+        ledger.settle(name).unwrap();
+        let error = store.sync(&ledger, name).await.unwrap_err().to_string();
+        assert!(error.contains("built-in type"), "{name}: {error}");
+    }
+    for i in 0..3 {
+        let entry = json!({"day": format!("2026-11-0{}", i + 1), "note": "t"});
+        ledger.record("days", entry, &who).unwrap();
+    }
+    ledger.settle("days").unwrap();
+    let synced = store.sync(&ledger, "days").await.unwrap().unwrap();
+    assert_eq!((synced.loaded, synced.rejected.len()), (3, 0));
 }
 
 /// A load that fails for the store's sake (here the table locked past `lock_timeout`) fails the
