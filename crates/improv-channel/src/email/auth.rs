@@ -5,10 +5,11 @@
 //!
 //! - **Only our server's headers.** A header whose authserv-id is not the door's is ignored,
 //!   wherever it sits (above or below ours), as RFC 8601 §5 says: anyone on the way, the sender
-//!   included, can write one. Of those carrying our id, only the topmost contiguous run counts:
-//!   the ones our server prepended on receipt. One of ours below another server's header was
-//!   there before the mail reached us (a forgery our server failed to strip), and is ignored
-//!   too. The receiving server should remove incoming headers that carry its own id (RFC 8601
+//!   included, can write one. Of those carrying our id, only the topmost counts: the one our
+//!   server prepended last, on receipt. Any below it was there before (a forgery our server
+//!   failed to strip, directly below ours or under another hop's) and is ignored. A server that
+//!   writes its results in several headers gets only the topmost believed, which fails closed.
+//!   The receiving server should remove incoming headers that carry its own id (RFC 8601
 //!   §5 asks it of every border server; OpenDKIM/OpenDMARC, Gmail and Fastmail do). A
 //!   `dmarc=fail` from our server refuses the mail whatever else passed.
 //! - **Per domain, not per mailbox.** The check proves the mail came from the From: domain's
@@ -57,12 +58,12 @@ pub fn verify<'a>(
             .as_ref()
             .is_some_and(|(id, _)| id.eq_ignore_ascii_case(authserv_id))
     };
-    // Only the topmost run of ours: what our server prepended (see the module doc).
+    // Only the topmost of ours: what our server prepended (see the module doc).
     let ours: Vec<Vec<Method>> = results
         .into_iter()
         .map(parse)
         .skip_while(|parsed| !is_ours(parsed))
-        .take_while(is_ours)
+        .take(1)
         .filter_map(|parsed| parsed.map(|(_, methods)| methods))
         .collect();
     let methods = || ours.iter().flatten();
@@ -259,16 +260,20 @@ mod tests {
     }
 
     #[test]
-    fn only_the_topmost_run_of_our_headers_counts() {
+    fn only_the_topmost_of_our_headers_counts() {
         let pass = "mx.door.test; dkim=pass header.d=example.com";
         let none = "mx.door.test; dkim=none";
         let relay = "mx.relay.test; spf=pass smtp.mailfrom=example.com";
         // Ours below another server's header came with the mail: a forgery, not believed.
         assert!(check("alice@example.com", &[none, relay, pass]).is_err());
         assert!(check("alice@example.com", &[relay, none, relay, pass]).is_err());
-        // Ours in a run at the top (any of them passing), or under a later hop's, counts.
-        assert_eq!(check("alice@example.com", &[none, pass, relay]), Ok(()));
-        assert_eq!(check("alice@example.com", &[relay, none, pass]), Ok(()));
+        // A forged pass directly below our server's own failing header: not believed either
+        // (review finding: a run of ours let the sender's forgery count).
+        assert!(check("alice@example.com", &[none, pass, relay]).is_err());
+        assert!(check("alice@example.com", &[relay, none, pass]).is_err());
+        // Ours at the top, or under a later hop's, counts.
+        assert_eq!(check("alice@example.com", &[pass, none, relay]), Ok(()));
+        assert_eq!(check("alice@example.com", &[relay, pass, none]), Ok(()));
     }
 
     #[test]
