@@ -131,7 +131,7 @@ impl PerformanceBuilder {
         let out = Stream(Arc::new(Mutex::new(Emitter {
             seq,
             actor: actor.clone(),
-            observers: self.observers,
+            observers: self.observers.into(),
             broken: None,
         })));
         Performance {
@@ -777,7 +777,7 @@ impl Stream {
     /// Waits until every observer keeps what it took ([`Observer::settled`]).
     async fn settled(&self) -> Result<(), ObserveError> {
         let observers = self.lock().observers.clone();
-        for o in &observers {
+        for o in observers.iter() {
             o.settled().await?;
         }
         Ok(())
@@ -788,7 +788,9 @@ impl Stream {
 struct Emitter {
     seq: u64,
     actor: Arc<str>,
-    observers: Vec<Arc<dyn Observer>>,
+    /// Fixed once the performance starts; shared so that [`Stream::settled`] takes it without
+    /// copying (it runs three times a turn and cannot hold the lock across its awaits).
+    observers: Arc<[Arc<dyn Observer>]>,
     broken: Option<ObserveError>,
 }
 
@@ -802,7 +804,7 @@ impl Emitter {
         };
         self.seq += 1;
         let mut first_error = None;
-        for o in &self.observers {
+        for o in self.observers.iter() {
             if let Err(e) = o.observe(&event) {
                 first_error.get_or_insert(e);
             }

@@ -85,6 +85,16 @@ impl LocalModel {
 
     /// The rendered prompt of a request, and the tool grammar when it offers props.
     pub fn prompt(&self, request: &Request<'_>) -> (Vec<Piece>, Option<String>) {
+        let narrowing = self.narrowing(request, must_act(request.messages));
+        self.prompt_narrowed(request, &narrowing)
+    }
+
+    /// [`prompt`](Self::prompt) with the grammar narrowed as `narrowing` says.
+    fn prompt_narrowed(
+        &self,
+        request: &Request<'_>,
+        narrowing: &grammar::Narrowing,
+    ) -> (Vec<Piece>, Option<String>) {
         if request.tools.is_empty() {
             return (
                 template::render(self.family, request.system, request.messages),
@@ -99,10 +109,7 @@ impl LocalModel {
         };
         (
             template::render(self.family, &system, request.messages),
-            Some(grammar::gbnf_narrowed(
-                request.tools,
-                &self.narrowing(request),
-            )),
+            Some(grammar::gbnf_narrowed(request.tools, narrowing)),
         )
     }
 
@@ -110,8 +117,8 @@ impl LocalModel {
     /// `tool_choice = "required"`, and while the checks fail (see [`must_act`]); while they
     /// fail, the files it reads are those the director's words name ([`mentioned_paths`]); a
     /// prop that writes files keeps any path (see `grammar::Narrowing::paths`).
-    fn narrowing(&self, request: &Request<'_>) -> grammar::Narrowing {
-        let failing = must_act(request.messages);
+    /// `failing` is [`must_act`] of the request's messages.
+    fn narrowing(&self, request: &Request<'_>, failing: bool) -> grammar::Narrowing {
         grammar::Narrowing {
             required: self.config.tool_choice == ToolChoice::Required || failing,
             paths: if failing {
@@ -180,7 +187,11 @@ impl Model for LocalModel {
         request: Request<'_>,
         update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
     ) -> Result<Reply, ModelError> {
-        let (prompt, grammar) = self.prompt(&request);
+        // Whether the checks fail, and the narrowing it implies, found once per reply: the
+        // first try's grammar and every retry's come from them.
+        let failing = must_act(request.messages);
+        let mut narrowing = self.narrowing(&request, failing);
+        let (prompt, grammar) = self.prompt_narrowed(&request, &narrowing);
         let max_tokens = request
             .max_output_tokens
             .unwrap_or(self.config.max_output_tokens)
@@ -189,10 +200,8 @@ impl Model for LocalModel {
         let mut out = self
             .run(prompt.clone(), grammar, nudge, max_tokens, false, update)
             .await?;
-        let mut narrowing = self.narrowing(&request);
         // Calls since the director's last word are refused only while the checks fail, not
         // whenever a call is required (`tool_choice = "required"` needs no failing check).
-        let failing = must_act(request.messages);
         for _ in 0..MAX_REFUSED {
             let Some(avoid) = repeated_call(request.messages, &out, failing) else {
                 break;
