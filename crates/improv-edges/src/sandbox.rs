@@ -851,8 +851,15 @@ impl Drop for Sandbox {
 fn drop_capabilities() {
     for cap in 0..64 {
         // SAFETY: prctl with integer arguments; an unknown capability fails with EINVAL.
-        unsafe {
-            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            // Every later one fails too: EPERM is the missing CAP_SETPCAP, EINVAL a number past
+            // the kernel's last capability. Stopping saves ~23 calls a command (64 unprivileged).
+            if matches!(
+                last_errno(),
+                rustix::io::Errno::PERM | rustix::io::Errno::INVAL
+            ) {
+                break;
+            }
         }
     }
     // SAFETY: as above.
