@@ -19,12 +19,20 @@
 //! Slack retries within minutes, Discord never resends); a thread after 30 days without a
 //! message, its next message starting a new conversation. A message claimed and left pending
 //! longer than 48 hours is not retaken.
+//!
+//! A Discord command that arrives while its door drains is claimed and left pending the same
+//! way ([`ChatDoor::defer`]), with its interaction's token, and answered "deferred": Discord
+//! never resends it, so the next server (after a restart, or the door's next listener after a
+//! reload) retakes it, and its first reply edits the deferred answer through the token. A token
+//! older than Discord's 15 minutes by then is logged and put in the door's status, and the reply
+//! goes to the channel as a new message instead.
 
+use crate::discord::Followup;
 use crate::gate::{Admission, Gate};
 use crate::outbox::Outbox;
 use crate::reply::{ReplyProp, Target};
 use crate::send::SendProp;
-use crate::{Body, ChannelError, Inbound};
+use crate::{Body, Channel, ChannelError, Inbound};
 use async_trait::async_trait;
 use improv_door::expiry::Expiry;
 use improv_kernel::{Observer, Outcome, Prop};
@@ -38,6 +46,8 @@ const SEEN_SCOPE: &str = "door.inbound";
 const PENDING_SCOPE: &str = "door.pending";
 /// Which claims a process retook after a restart, each written once: the retake's fence.
 const RETAKE_SCOPE: &str = "door.retake";
+/// The Discord interaction of a deferred message, under its seen key.
+const FOLLOWUP_SCOPE: &str = "door.followup";
 
 /// How old a claim that never started must be before the listener retakes it: a claim younger
 /// than this may still be on its way to its start in another process.
@@ -48,9 +58,14 @@ const FIRST_VERSION: i64 = 1;
 
 /// How long the store keeps a chat door's records (the module's doc says why these ages); the
 /// counts bound a flood: past them the oldest go first.
-pub const EXPIRY: [Expiry; 3] = [
+pub const EXPIRY: [Expiry; 4] = [
     Expiry {
         scope: SEEN_SCOPE,
+        keep_for: Duration::from_secs(48 * 3600),
+        max: 500_000,
+    },
+    Expiry {
+        scope: FOLLOWUP_SCOPE,
         keep_for: Duration::from_secs(48 * 3600),
         max: 500_000,
     },
@@ -173,6 +188,69 @@ impl ChatDoor {
         self.claimed(&seen, inbound, FIRST_VERSION).await
     }
 
+    /// Takes a Discord command that arrived while the door drains, for the next server to
+    /// perform: claimed and left pending like any message (retaken after [`RETAKE_GRACE`] by the
+    /// door's next listener), with its interaction kept so that its reply edits the deferred
+    /// answer. False for a message claimed already.
+    pub async fn defer(
+        &self,
+        inbound: &Inbound,
+        followup: &Followup,
+    ) -> Result<bool, ChannelError> {
+        let seen = self.seen(inbound);
+        if !self
+            .store
+            .put_if(SEEN_SCOPE, &seen, None, &Claim::Claimed.value())
+            .await?
+        {
+            return Ok(false);
+        }
+        let value = serde_json::to_value(followup)
+            .map_err(|e| ChannelError::Setup(format!("an interaction that cannot be kept: {e}")))?;
+        self.store.put(FOLLOWUP_SCOPE, &seen, &value, false).await?;
+        self.pend(&seen, Some(inbound)).await?;
+        tracing::info!(door = %self.door, "a Discord command arrived while the door drains: answered deferred, kept for the next server ({seen})");
+        Ok(true)
+    }
+
+    /// Where `inbound`'s answers go: [`Target::of`], with the interaction its first reply edits
+    /// when it was deferred ([`ChatDoor::defer`]) and the token is still good; a token past
+    /// Discord's limit is reported (log and door status) and the reply goes to the channel.
+    async fn target(&self, seen: &str, inbound: &Inbound) -> Result<Target, ChannelError> {
+        let mut target = Target::of(inbound);
+        if inbound.platform != Channel::Discord {
+            return Ok(target);
+        }
+        let Some(value) = self.store.get(FOLLOWUP_SCOPE, seen).await? else {
+            return Ok(target);
+        };
+        let followup = match serde_json::from_value::<Followup>(value) {
+            Ok(followup) => followup,
+            Err(e) => {
+                tracing::error!(door = %self.door, "a deferred interaction ({seen}) cannot be read back ({e}); its reply goes to the channel");
+                return Ok(target);
+            }
+        };
+        let now = unix_now();
+        if followup.usable_at(now) {
+            target.interaction = Some(followup);
+            return Ok(target);
+        }
+        let text = format!(
+            "a Discord command from {} taken while the door drained was performed {} min after it              arrived, past the 15 minutes Discord keeps its interaction: its deferred answer stays              unanswered and the reply goes to the channel as a new message ({seen})",
+            inbound.sender_id,
+            now.saturating_sub(followup.at) / 60
+        );
+        tracing::warn!(door = %self.door, "{text}");
+        let now_ms = i64::try_from(now.saturating_mul(1000)).unwrap_or(i64::MAX);
+        if let Err(e) =
+            improv_door::status::notice(self.store.as_ref(), &self.door, now_ms, &text).await
+        {
+            tracing::warn!(door = %self.door, "the notice could not be kept in the door's status: {e}");
+        }
+        Ok(target)
+    }
+
     /// Performs the claims of this door that never started and are older than `grace` (a
     /// process died between accepting them and performing them), each once. Returns what
     /// became of each.
@@ -286,7 +364,8 @@ impl ChatDoor {
         inbound: &Inbound,
         held: i64,
     ) -> Result<Handled, ChannelError> {
-        let handled = self.admitted(seen, inbound, held).await?;
+        let target = self.target(seen, inbound).await?;
+        let handled = self.admitted(seen, inbound, held, &target).await?;
         if handled == Handled::Duplicate {
             return Ok(handled);
         }
@@ -301,20 +380,21 @@ impl ChatDoor {
         seen: &str,
         inbound: &Inbound,
         held: i64,
+        target: &Target,
     ) -> Result<Handled, ChannelError> {
         match self.gate.admit(inbound, Instant::now()).await? {
             Admission::Allowed => {}
             Admission::Pair(code) => {
-                self.send_code(inbound, &code).await?;
+                self.send_code(inbound, target, &code).await?;
                 return Ok(Handled::Pairing(code));
             }
             refused @ (Admission::Limited | Admission::Busy) => {
-                return self.refuse(inbound, refused).await;
+                return self.refuse(inbound, target, refused).await;
             }
             other => return Ok(Handled::Ignored(other)),
         }
         let Some(_running) = self.gate.start(inbound) else {
-            return self.refuse(inbound, Admission::Busy).await;
+            return self.refuse(inbound, target, Admission::Busy).await;
         };
         let thread = thread_key(&self.door, inbound);
         let previous = self
@@ -333,11 +413,12 @@ impl ChatDoor {
             return Ok(Handled::Duplicate);
         }
         self.pend(seen, None).await?;
-        let performed = match self.perform(inbound, previous).await {
+        let performed = match self.perform(inbound, target, previous).await {
             Ok(performed) => performed,
             Err(e) => {
                 tracing::error!(door = %self.door, "a message from {} could not be performed: {e}", inbound.sender_id);
-                self.tell_failed(inbound).await;
+                // Nothing replied: the notice may answer a deferred interaction.
+                self.tell_failed(inbound, target).await;
                 return Ok(Handled::Failed { performance: None });
             }
         };
@@ -353,7 +434,12 @@ impl ChatDoor {
             return Ok(Handled::Performed(performed.id));
         }
         tracing::warn!(door = %self.door, performance = %performed.id, "a message's performance ended {}", performed.outcome.as_str());
-        self.tell_failed(inbound).await;
+        // Its reply, if it made one, edited a deferred interaction: the notice must not.
+        let after = Target {
+            interaction: None,
+            ..target.clone()
+        };
+        self.tell_failed(inbound, &after).await;
         Ok(Handled::Failed {
             performance: Some(performed.id),
         })
@@ -361,7 +447,12 @@ impl ChatDoor {
 
     /// A message a limit turned away: nothing performed, and its sender told politely, once
     /// until a message of theirs is performed again ([`Gate::tell_once`]).
-    async fn refuse(&self, inbound: &Inbound, why: Admission) -> Result<Handled, ChannelError> {
+    async fn refuse(
+        &self,
+        inbound: &Inbound,
+        target: &Target,
+        why: Admission,
+    ) -> Result<Handled, ChannelError> {
         // The director sees every message a limit turned away: a limit set too low for the
         // traffic otherwise reads as messages lost (nothing performed, nothing logged).
         tracing::info!(door = %self.door, sender = %inbound.sender_id, "a message was turned away by the door's limits ({why:?}); raise rate, sender_rate or max_running if this is regular traffic");
@@ -376,7 +467,7 @@ impl ChatDoor {
                      not handled. Please wait a little and send it again."
                 }
             };
-            self.notify(inbound, "limited", text).await;
+            self.notify(inbound, target, "limited", text).await;
         }
         Ok(Handled::Ignored(why))
     }
@@ -385,13 +476,14 @@ impl ChatDoor {
     async fn perform(
         &self,
         inbound: &Inbound,
+        target: &Target,
         previous: Option<String>,
     ) -> Result<Performed, ChannelError> {
         let retry = self.outbox.retry();
         let mut wait = retry.first;
         let mut attempt = 1;
         loop {
-            let (reply, observer) = ReplyProp::new(self.outbox.clone(), Target::of(inbound));
+            let (reply, observer) = ReplyProp::new(self.outbox.clone(), target.clone());
             let targets = self.outbox.targets();
             let send = (!targets.is_empty()).then(|| {
                 let send = SendProp::new(self.outbox.clone(), targets.to_vec(), observer.clone());
@@ -420,9 +512,10 @@ impl ChatDoor {
 
     /// Tells the sender their message came to nothing, once per message: a failure is never
     /// silent on the platform, and never repeated.
-    async fn tell_failed(&self, inbound: &Inbound) {
+    async fn tell_failed(&self, inbound: &Inbound, target: &Target) {
         self.notify(
             inbound,
+            target,
             "failed",
             "Sorry, something went wrong and your message was not handled. You can send it again \
              later.",
@@ -432,7 +525,7 @@ impl ChatDoor {
 
     /// Answers `inbound` with `text` through the outbox, keyed by `what` and the message, so
     /// one message gets each notice once however often it is handled.
-    async fn notify(&self, inbound: &Inbound, what: &str, text: &str) {
+    async fn notify(&self, inbound: &Inbound, target: &Target, what: &str, text: &str) {
         let key = OutboxKey {
             performance: format!(
                 "{what}/{}/{}/{}/{}",
@@ -445,15 +538,21 @@ impl ChatDoor {
         };
         let body = Body {
             text: text.into(),
-            reply_to: Target::of(inbound).reply_to,
+            reply_to: target.reply_to.clone(),
+            interaction: target.interaction.clone(),
         };
-        if let Err(e) = self.outbox.send(key, &inbound.conversation, &body).await {
+        if let Err(e) = self.outbox.send(key, &target.conversation, &body).await {
             tracing::warn!(door = %self.door, "the {what} notice is queued: {e}");
         }
     }
 
     /// The code goes out through the outbox like any message, keyed by the sender.
-    async fn send_code(&self, inbound: &Inbound, code: &str) -> Result<(), ChannelError> {
+    async fn send_code(
+        &self,
+        inbound: &Inbound,
+        target: &Target,
+        code: &str,
+    ) -> Result<(), ChannelError> {
         let key = OutboxKey {
             performance: format!("pairing/{}/{}", self.door, inbound.sender_id),
             seq: 0,
@@ -462,9 +561,10 @@ impl ChatDoor {
             text: format!(
                 "I don't know you yet. Ask the director of this stage to run: improv door pair {code}"
             ),
-            reply_to: Target::of(inbound).reply_to,
+            reply_to: target.reply_to.clone(),
+            interaction: target.interaction.clone(),
         };
-        if let Err(e) = self.outbox.send(key, &inbound.conversation, &body).await {
+        if let Err(e) = self.outbox.send(key, &target.conversation, &body).await {
             tracing::warn!(door = %self.door, "the pairing code is queued: {e}");
         }
         Ok(())

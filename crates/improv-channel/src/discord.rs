@@ -1,7 +1,10 @@
 //! Discord: the interactions endpoint coming in (an Ed25519 signature over timestamp and body
 //! in `X-Signature-Ed25519` / `X-Signature-Timestamp`, PING answered with PONG, a slash
 //! command's text as a message) and the REST "create message" going out, with a `nonce` and
-//! `enforce_nonce` so that a resent message is the same message, not a second one.
+//! `enforce_nonce` so that a resent message is the same message, not a second one. A command
+//! that arrives while its door drains is answered "deferred" (type 5) and its reply later edits
+//! that deferred answer through the interaction's token ([`Followup`]), which Discord honours for
+//! [`FOLLOWUP_LIFETIME`].
 
 use crate::slack::{fresh_timestamp, header};
 use crate::telegram::short;
@@ -66,13 +69,33 @@ pub fn verify(
         .map_err(|_| SignatureError::Mismatch)
 }
 
+/// How long Discord accepts answers through an interaction's token.
+pub const FOLLOWUP_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// What answers one interaction later: its application and token (the token is the
+/// credential of `/webhooks/{application_id}/{token}`), and when it arrived (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Followup {
+    pub application_id: String,
+    pub token: String,
+    pub at: u64,
+}
+
+impl Followup {
+    /// Whether Discord still takes answers through it at `now_s` (Unix seconds).
+    pub fn usable_at(&self, now_s: u64) -> bool {
+        now_s.saturating_sub(self.at) < FOLLOWUP_LIFETIME.as_secs()
+    }
+}
+
 /// What an interaction asks of us, once its signature holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming {
     /// Discord checking the endpoint: answer [`pong`].
     Ping,
-    /// A slash command whose options carry the text: answer [`acknowledge`].
-    Message(Inbound),
+    /// A slash command whose options carry the text: answer [`acknowledge`], or [`deferred`]
+    /// with its [`Followup`] kept (`None` when the interaction carried no token).
+    Message(Inbound, Option<Followup>),
     /// Anything else (components, autocomplete): acknowledged, ignored.
     Ignored,
 }
@@ -90,6 +113,10 @@ struct Interaction {
     user: Option<User>,
     #[serde(default)]
     data: Option<CommandData>,
+    #[serde(default)]
+    application_id: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +145,8 @@ struct CommandOption {
 
 /// Reads a signed interaction. A command (type 2) in a channel becomes a message whose text is
 /// its string options joined; the sender is the member's user in a guild, the user in a DM.
-pub fn parse(body: &[u8]) -> Result<Incoming, ChannelError> {
+/// `now_s` (Unix seconds) dates its [`Followup`].
+pub fn parse(body: &[u8], now_s: u64) -> Result<Incoming, ChannelError> {
     let i: Interaction = serde_json::from_slice(body).map_err(|e| {
         ChannelError::Setup(format!("a Discord interaction that does not parse: {e}"))
     })?;
@@ -138,7 +166,15 @@ pub fn parse(body: &[u8]) -> Result<Incoming, ChannelError> {
                 .filter_map(|o| o.value.as_str().map(str::to_string))
                 .collect::<Vec<_>>()
                 .join(" ");
-            Ok(Incoming::Message(Inbound {
+            let followup = match (i.application_id, i.token) {
+                (Some(application_id), Some(token)) => Some(Followup {
+                    application_id,
+                    token,
+                    at: now_s,
+                }),
+                _ => None,
+            };
+            let inbound = Inbound {
                 platform: Channel::Discord,
                 conversation: channel,
                 thread: None,
@@ -146,7 +182,8 @@ pub fn parse(body: &[u8]) -> Result<Incoming, ChannelError> {
                 sender_id: user.id,
                 sender_name: user.username,
                 text,
-            }))
+            };
+            Ok(Incoming::Message(inbound, followup))
         }
         _ => Ok(Incoming::Ignored),
     }
@@ -166,6 +203,13 @@ pub fn acknowledge(text: &str) -> serde_json::Value {
         "type": CHANNEL_MESSAGE_WITH_SOURCE,
         "data": { "content": text, "flags": EPHEMERAL },
     })
+}
+
+/// The answer to a command taken while its door drains: "thinking", to be edited by its reply
+/// through the token (DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE).
+pub fn deferred() -> serde_json::Value {
+    const DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE: u8 = 5;
+    serde_json::json!({ "type": DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE })
 }
 
 /// The nonce of an outbox entry: at most 25 characters (Discord's limit), the same for every
@@ -232,12 +276,37 @@ impl Discord {
             body["message_reference"] =
                 serde_json::json!({ "message_id": id, "fail_if_not_exists": false });
         }
-        let response = self
+        let request = self
             .http
             .post(format!("{}/channels/{channel_id}/messages", self.base))
             .header("Authorization", format!("Bot {}", self.token))
+            .json(&body);
+        self.created(request).await
+    }
+
+    /// Edits the deferred answer of an interaction to `text` (`PATCH .../messages/@original`):
+    /// the same edit made twice leaves one message, so a resend is harmless. The token is the
+    /// credential; no bot token is sent.
+    pub async fn edit_original(
+        &self,
+        followup: &Followup,
+        text: &str,
+    ) -> Result<String, ChannelError> {
+        let url = format!(
+            "{}/webhooks/{}/{}/messages/@original",
+            self.base, followup.application_id, followup.token
+        );
+        let request = self
+            .http
+            .patch(url)
+            .json(&serde_json::json!({ "content": text }));
+        self.created(request).await
+    }
+
+    /// Sends `request` with the time limit; the id of the message it made or edited.
+    async fn created(&self, request: reqwest::RequestBuilder) -> Result<String, ChannelError> {
+        let response = request
             .timeout(self.timeout)
-            .json(&body)
             .send()
             .await
             .map_err(|e| ChannelError::from_reqwest(PLATFORM, e.without_url()))?;
@@ -277,6 +346,9 @@ impl Sender for Discord {
         body: &Body,
         key: &OutboxKey,
     ) -> Result<String, ChannelError> {
+        if let Some(followup) = &body.interaction {
+            return self.edit_original(followup, &body.text).await;
+        }
         self.create_message(
             conversation,
             &body.text,

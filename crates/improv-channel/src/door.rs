@@ -106,8 +106,10 @@ impl Listener for ChannelListener {
                 });
                 registry().insert(name.clone(), endpoint);
                 cancel.cancelled().await;
-                registry().remove(&name);
+                // Still answering while the messages under way finish: a Discord command that
+                // comes meanwhile is deferred for the next server, not lost.
                 intake.close(&name).await;
+                registry().remove(&name);
                 Ok(())
             }
         };
@@ -206,7 +208,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Answers a request to the door: its signature checked against now.
-    pub fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+    pub async fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
         let now_s = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -215,7 +217,7 @@ impl Endpoint {
                 listen::slack(&self.door, &self.intake, secret, headers, body, now_s)
             }
             Verifier::Discord(key) => {
-                listen::discord(&self.door, &self.intake, key, headers, body, now_s)
+                listen::discord(&self.door, &self.intake, key, headers, body, now_s).await
             }
         }
     }

@@ -60,6 +60,10 @@ pub struct Body {
     /// `message_reference`); for Slack the thread's `ts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// Discord: the deferred answer this message replaces (its interaction's token), instead
+    /// of a new message in the channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interaction: Option<discord::Followup>,
 }
 
 /// Sends one message on a platform; the outbox calls it.

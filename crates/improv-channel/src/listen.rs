@@ -146,8 +146,10 @@ pub fn slack(
 
 /// A Discord interaction: refused (401, as Discord requires) unless signed within the replay
 /// window; PING answered with PONG; a command acknowledged at once and performed in the
-/// background.
-pub fn discord(
+/// background. Discord never sends an interaction again, so one that arrives while the door is
+/// closing is not turned away: it is answered "deferred" and kept for the next server
+/// ([`ChatDoor::defer`]), which answers it through its token.
+pub async fn discord(
     door: &Arc<ChatDoor>,
     intake: &Intake,
     key: &PublicKey,
@@ -159,15 +161,25 @@ pub fn discord(
         tracing::warn!(door = %door.door, "a Discord interaction was refused: {e}");
         return Answer::stranger();
     }
-    match discord::parse(body) {
+    match discord::parse(body, u64::try_from(now_s).unwrap_or(0)) {
         Ok(discord::Incoming::Ping) => Answer::json(discord::pong()),
-        Ok(discord::Incoming::Message(inbound)) => {
-            if !intake.perform(door, inbound) {
-                return Answer::closing();
+        Ok(discord::Incoming::Message(inbound, followup)) => {
+            if intake.perform(door, inbound.clone()) {
+                return Answer::json(discord::acknowledge(
+                    "Received; the answer will follow here.",
+                ));
             }
-            Answer::json(discord::acknowledge(
-                "Received; the answer will follow here.",
-            ))
+            let Some(followup) = followup else {
+                tracing::warn!(door = %door.door, "a Discord command without a token arrived while the door closes; it is lost");
+                return Answer::closing();
+            };
+            match door.defer(&inbound, &followup).await {
+                Ok(_) => Answer::json(discord::deferred()),
+                Err(e) => {
+                    tracing::error!(door = %door.door, "a Discord command arriving while the door closes could not be kept: {e}");
+                    Answer::closing()
+                }
+            }
         }
         Ok(discord::Incoming::Ignored) => Answer::json(discord::acknowledge("Not understood.")),
         Err(e) => Answer::text(400, e.to_string()),

@@ -4,6 +4,7 @@
 //! a prop is not told its event's seq, and this keeps the kernel unchanged. `reply` is
 //! `Access::Write`, so the loop runs it alone, right after its own event.
 
+use crate::discord::Followup;
 use crate::outbox::{Delivery, Outbox};
 use crate::{Body, Channel, Inbound};
 use async_trait::async_trait;
@@ -47,6 +48,9 @@ pub struct Target {
     pub conversation: String,
     /// What each reply refers to (see [`Target::of`]).
     pub reply_to: Option<String>,
+    /// Discord: the deferred answer the first reply edits (a command taken while the door
+    /// drained); later replies are new messages in the channel.
+    pub interaction: Option<Followup>,
 }
 
 impl Target {
@@ -61,6 +65,7 @@ impl Target {
         Target {
             conversation: inbound.conversation.clone(),
             reply_to,
+            interaction: None,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct ReplyProp {
     spec: ToolSpec,
     outbox: Arc<Outbox>,
     target: Target,
+    /// The target's interaction until the first reply takes it.
+    interaction: Mutex<Option<Followup>>,
     seqs: Arc<CallSeqs>,
 }
 
@@ -88,6 +95,7 @@ impl ReplyProp {
                 }),
             },
             outbox,
+            interaction: Mutex::new(target.interaction.clone()),
             target,
             seqs: seqs.clone(),
         };
@@ -121,6 +129,11 @@ impl Prop for ReplyProp {
         let body = Body {
             text: text.to_string(),
             reply_to: self.target.reply_to.clone(),
+            interaction: self
+                .interaction
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
         };
         match self
             .outbox

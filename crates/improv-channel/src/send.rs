@@ -79,6 +79,7 @@ impl Prop for SendProp {
         let body = Body {
             text: text.to_string(),
             reply_to: None,
+            interaction: None,
         };
         match self.outbox.send(key, to, &body).await {
             Ok(Delivery::Sent(_) | Delivery::AlreadySent(_)) => Ok("sent".into()),

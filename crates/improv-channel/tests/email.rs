@@ -626,6 +626,7 @@ fn body(text: &str) -> Body {
     Body {
         text: text.into(),
         reply_to: None,
+        interaction: None,
     }
 }
 

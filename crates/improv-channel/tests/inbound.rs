@@ -180,7 +180,8 @@ async fn discord_interactions_need_a_valid_signature_and_ping_gets_pong() {
         &discord_headers(&app, NOW, ping),
         ping,
         NOW,
-    );
+    )
+    .await;
     assert_eq!((pong.status, pong.body.as_str()), (200, r#"{"type":1}"#));
 
     let command = json!({
@@ -204,7 +205,7 @@ async fn discord_interactions_need_a_valid_signature_and_ping_gets_pong() {
         tampered,
         HeaderMap::new(),
     ] {
-        let answer = listen::discord(&door, &Intake::new(), &key, &headers, body, NOW);
+        let answer = listen::discord(&door, &Intake::new(), &key, &headers, body, NOW).await;
         assert_eq!(answer.status, 401, "{headers:?} was let in");
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -217,7 +218,8 @@ async fn discord_interactions_need_a_valid_signature_and_ping_gets_pong() {
         &discord_headers(&app, NOW, body),
         body,
         NOW,
-    );
+    )
+    .await;
     assert_eq!(answer.status, 200);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&answer.body).unwrap()["type"],

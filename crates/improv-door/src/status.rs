@@ -22,6 +22,49 @@ pub struct DoorStatus {
     pub backoff: Backoff,
     /// The latest firings, most recent first.
     pub firings: Vec<Firing>,
+    /// What the door could not do as asked, most recent last ([`notice`]).
+    pub notices: Vec<Notice>,
+}
+
+/// Something a door could not do as asked, for the director to see.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Notice {
+    pub at: UnixMillis,
+    pub text: String,
+}
+
+/// Where the notices live, one list per door.
+const NOTICES: &str = "door.notices";
+
+/// How many notices a door keeps: the newest.
+pub const NOTICES_KEPT: usize = 20;
+
+/// Adds a notice to door `door`'s list (the oldest past [`NOTICES_KEPT`] dropped), by
+/// compare-and-set so two servers lose none of each other's.
+pub async fn notice(
+    store: &dyn Store,
+    door: &str,
+    now: UnixMillis,
+    text: &str,
+) -> Result<(), DoorError> {
+    loop {
+        let read = store.get_versioned(NOTICES, door).await?;
+        let version = read.as_ref().map(|r| r.version);
+        let mut list: Vec<Notice> = read
+            .and_then(|r| serde_json::from_value(r.value).ok())
+            .unwrap_or_default();
+        list.push(Notice {
+            at: now,
+            text: text.into(),
+        });
+        let surplus = list.len().saturating_sub(NOTICES_KEPT);
+        list.drain(..surplus);
+        // A list of integers and strings always serialises.
+        let value = serde_json::to_value(&list).unwrap_or_default();
+        if store.put_if(NOTICES, door, version, &value).await? {
+            return Ok(());
+        }
+    }
 }
 
 /// The status of every door of `stage`, with at most `limit` firings each.
@@ -42,12 +85,18 @@ pub async fn status(
             .await?
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
+        let notices = store
+            .get(NOTICES, &door.name)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         out.push(DoorStatus {
             name: door.name.clone(),
             kind: door.kind.word(),
             next_due,
             backoff,
             firings,
+            notices,
         });
     }
     Ok(out)

@@ -53,6 +53,18 @@ async fn knock(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // A Slack or Discord door's endpoint answers while its listener runs, through a drain too
+    // (a Discord command that comes then is deferred for the next server, not lost): it does
+    // not wait for the daemon's state, which a drain holds.
+    if let Some(endpoint) = improv_channel::door::endpoint(&name) {
+        let answer = endpoint.answer(&headers, &body).await;
+        if answer.is_stranger() {
+            return stranger();
+        }
+        let status =
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, [(CONTENT_TYPE, answer.content_type)], answer.body).into_response();
+    }
     let Some((ctx, limits)) = doors.daemon.open_door(&name).await else {
         tracing::info!("a delivery to door `{name}`, which the stage does not have open");
         return stranger();
@@ -68,21 +80,10 @@ async fn knock(
             };
             accepted(webhook::deliver(&ctx, &limits, secret.as_deref(), delivery).await)
         }
-        DoorKind::Channel(_) => match improv_channel::door::endpoint(&name) {
-            Some(endpoint) => {
-                let answer = endpoint.answer(&headers, &body);
-                if answer.is_stranger() {
-                    return stranger();
-                }
-                let status = StatusCode::from_u16(answer.status)
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                (status, [(CONTENT_TYPE, answer.content_type)], answer.body).into_response()
-            }
-            None => {
-                tracing::info!("a request to chat door `{name}`, whose listener is not up");
-                stranger()
-            }
-        },
+        DoorKind::Channel(_) => {
+            tracing::info!("a request to chat door `{name}`, whose listener is not up");
+            stranger()
+        }
         DoorKind::Schedule { .. } | DoorKind::Every(_) => {
             tracing::info!("a delivery to door `{name}`, which takes no webhook");
             stranger()

@@ -116,6 +116,9 @@ async fn status(stage: &Stage, args: StatusArgs) -> Result<ExitCode> {
             let performance = f.performance.as_deref().unwrap_or("-");
             println!("  {}  {performance}  {}", show(f.due), f.note);
         }
+        for n in &d.notices {
+            println!("  notice {}: {}", show(n.at), n.text);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,8 @@
 //! Local fakes of the platforms' HTTP APIs, speaking their real wire formats: the Telegram Bot
 //! API (`getUpdates` with offsets and long polling, `sendMessage`), Slack's
-//! `chat.postMessage`, Discord's "create message" with `nonce` + `enforce_nonce` de-duplication.
+//! `chat.postMessage`, Discord's "create message" with `nonce` + `enforce_nonce` de-duplication
+//! and the edit of an interaction's deferred answer (`PATCH /webhooks/{application}/{token}/
+//! messages/@original`, recorded with that path as its conversation, one message per token).
 //! Each records every message it accepted, checks the bot token, and can be told to fail the
 //! next sends: a 5xx, a 429, or accepting a message and never answering (a lost response).
 
@@ -138,11 +140,14 @@ impl Fake {
 
 impl State {
     async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let path = uri.path().to_string();
+        if self.kind == Kind::Discord && method == Method::PATCH {
+            return self.discord_edit(&path, body);
+        }
         if method != Method::POST {
             return StatusCode::METHOD_NOT_ALLOWED.into_response();
         }
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let path = uri.path().to_string();
         match self.kind {
             Kind::Telegram => self.telegram(&path, body).await,
             Kind::Slack => self.slack(&path, &headers, body).await,
@@ -265,6 +270,38 @@ impl State {
         }
         axum::Json(json!({ "ok": true, "channel": channel, "ts": ts, "message": { "text": body["text"] } }))
             .into_response()
+    }
+
+    /// The edit of a deferred answer: the token is the credential (no bot token); the same
+    /// message id for every edit through one token.
+    fn discord_edit(&self, path: &str, body: Value) -> Response {
+        let Some(hook) = path
+            .strip_prefix("/api/v10/webhooks/")
+            .and_then(|p| p.strip_suffix("/messages/@original"))
+            .filter(|p| p.split('/').count() == 2)
+        else {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({ "message": "Unknown Webhook", "code": 10015 })),
+            )
+                .into_response();
+        };
+        *self.send_requests.lock().unwrap() += 1;
+        let id = self
+            .nonces
+            .lock()
+            .unwrap()
+            .entry(format!("webhook {hook}"))
+            .or_insert_with(|| format!("14{:017}", self.next_id()))
+            .clone();
+        self.record(Recorded {
+            conversation: format!("webhooks/{hook}/messages/@original"),
+            text: body["content"].as_str().unwrap_or_default().into(),
+            reply_to: None,
+            nonce: None,
+            id: id.clone(),
+        });
+        axum::Json(json!({ "id": id, "content": body["content"], "type": 20 })).into_response()
     }
 
     async fn discord(&self, path: &str, headers: &HeaderMap, body: Value) -> Response {
