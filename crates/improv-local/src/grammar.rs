@@ -143,13 +143,27 @@ pub struct Narrowing {
     pub paths: Vec<String>,
     /// Calls the reply must not make.
     pub avoid: Vec<Avoid>,
+    /// Only required arguments, and the string arguments of props that do not write files at
+    /// most [`LEAN_STRING`] characters long. A small model fills optional arguments with numbers
+    /// it makes up (`read` with `limit: 1` shows one line of the file it needs), and a string it
+    /// starts repeating (`stats::stats::…`) runs on to the output-token limit, minutes of
+    /// decoding on a busy CPU for a call that is refused anyway.
+    pub lean: bool,
 }
 
-/// A call refused for one reply: its prop, and its `path` argument when it had one.
+/// The most characters of a string argument in a [`Narrowing::lean`] grammar, except the text a
+/// writing prop writes: enough for a command line or a search pattern.
+pub const LEAN_STRING: usize = 160;
+
+/// A call refused for one reply: its prop, its `path` argument when it had one, and for a prop
+/// that writes files ([`writes_files`]) the text it wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Avoid {
     pub prop: String,
     pub path: Option<String>,
+    /// The refused call's `content` (or `new`), when the prop writes files: only that text is
+    /// refused, not every write (see [`gbnf_narrowed`]).
+    pub text: Option<String>,
 }
 
 /// The GBNF grammar (root rule `root`) for a reply to a request offering `tools`: text or one
@@ -166,30 +180,41 @@ pub fn gbnf(tools: &[ToolSpec], required: bool) -> String {
 
 /// [`gbnf`], narrowed: `path` arguments drawn from `narrowing.paths` when it has any, and the
 /// avoided call left out. When the avoided call's path is one of several allowed, only that path
-/// is left out of that prop's choices (the model may read another file); otherwise the whole prop
-/// is (a grammar for "these arguments but not those" is as large as the prop's schema again,
-/// and the exclusion lasts one reply). With no prop left the reply is text, even where calls
-/// are required: a model left without a prop it may use can only answer.
+/// is left out of that prop's choices (the model may read another file). A prop that writes files
+/// keeps every path and only the text it wrote is refused: its `content` (or `new`) must differ
+/// from it, whatever the path (a fix is rarely the same text written to another file). Otherwise
+/// the whole prop is left out (a grammar for "these arguments but not those" is as large as the
+/// prop's schema again, and the exclusion lasts one reply). With no prop left the reply is text,
+/// even where calls are required: a model left without a prop it may use can only answer.
 pub fn gbnf_narrowed(tools: &[ToolSpec], narrowing: &Narrowing) -> String {
-    let mut kept: Vec<(&ToolSpec, Vec<String>)> = Vec::new();
+    let mut kept: Vec<(&ToolSpec, Top)> = Vec::new();
     for tool in tools {
+        let writes = writes_files(&tool.parameters);
         // A prop that writes a file keeps any path: the file the check asks for may be one a
         // read found missing, or one nobody named yet.
-        let mut paths = if writes_files(&tool.parameters) {
-            Vec::new()
-        } else {
-            narrowing.paths.clone()
+        let mut top = Top {
+            paths: if writes {
+                Vec::new()
+            } else {
+                narrowing.paths.clone()
+            },
+            not_texts: Vec::new(),
+            lean: narrowing.lean,
+            bounded: narrowing.lean && !writes,
         };
         let mut left_out = false;
         for avoid in narrowing.avoid.iter().filter(|a| a.prop == tool.name) {
-            let narrowable = paths.len() > 1 && has_path(&tool.parameters);
-            match &avoid.path {
-                Some(p) if narrowable && paths.contains(p) => paths.retain(|q| q != p),
+            let narrowable = top.paths.len() > 1 && has_path(&tool.parameters);
+            match (&avoid.path, &avoid.text) {
+                (_, Some(text)) if writes && text.len() <= MAX_REFUSED_TEXT => {
+                    top.not_texts.push(text.clone())
+                }
+                (Some(p), _) if narrowable && top.paths.contains(p) => top.paths.retain(|q| q != p),
                 _ => left_out = true,
             }
         }
         if !left_out {
-            kept.push((tool, paths));
+            kept.push((tool, top));
         }
     }
     if kept.is_empty() {
@@ -198,8 +223,8 @@ pub fn gbnf_narrowed(tools: &[ToolSpec], narrowing: &Narrowing) -> String {
     let required = narrowing.required;
     let mut b = Builder::default();
     let mut calls = Vec::new();
-    for (i, (tool, paths)) in kept.into_iter().enumerate() {
-        b.paths = paths;
+    for (i, (tool, top)) in kept.into_iter().enumerate() {
+        b.top = Some(top);
         let args = b.arguments(&tool.parameters, &format!("args-{i}"));
         let name = serde_json::to_string(&tool.name).unwrap_or_default();
         let body = format!("{} {args} \"}}\"", literal(&format!("{name}{CALL_ARGS}")));
@@ -243,11 +268,12 @@ pub fn gbnf_without(tools: &[ToolSpec], required: bool, avoid: &str) -> String {
         tools,
         &Narrowing {
             required,
-            paths: Vec::new(),
             avoid: vec![Avoid {
                 prop: avoid.to_string(),
                 path: None,
+                text: None,
             }],
+            ..Narrowing::default()
         },
     )
 }
@@ -276,6 +302,18 @@ fn writes_files(schema: &Value) -> bool {
 
 /// The property whose values [`Narrowing::paths`] narrows.
 const PATH: &str = "path";
+
+/// The argument that carries the text a writing prop writes: `content`, or `new` for a prop that
+/// replaces `old` (see [`writes_files`]).
+fn text_key(schema: &Value) -> &'static str {
+    let has = |key: &str| schema.get("properties").and_then(|p| p.get(key)).is_some();
+    if has("content") { "content" } else { "new" }
+}
+
+/// The longest written text (in bytes) a refusal leaves the prop in for: each character of a
+/// refused text is a rule of the grammar. A longer refused write leaves the prop out for the
+/// reply, as any other refused call.
+const MAX_REFUSED_TEXT: usize = 4096;
 
 fn is_string_schema(schema: &Value) -> bool {
     schema.get("type").and_then(Value::as_str) == Some("string")
@@ -309,8 +347,22 @@ fn json_literal(value: &Value) -> String {
 #[derive(Default)]
 struct Builder {
     rules: Vec<(String, String)>,
-    /// The values a top-level `path` argument of the prop being built may take; any when empty.
+    /// How the arguments' own object of the prop being built is narrowed; taken by the first
+    /// object built, so nested objects are not.
+    top: Option<Top>,
+}
+
+/// How one prop's arguments are narrowed at their top level (see [`Narrowing`]).
+#[derive(Default)]
+struct Top {
+    /// The values `path` may take; any when empty.
     paths: Vec<String>,
+    /// Texts the written text (see [`text_key`]) may not be.
+    not_texts: Vec<String>,
+    /// Required arguments only.
+    lean: bool,
+    /// String arguments at most [`LEAN_STRING`] characters long.
+    bounded: bool,
 }
 
 impl Builder {
@@ -401,18 +453,25 @@ impl Builder {
             .and_then(Value::as_object)
             .unwrap_or(&empty);
         let required = required(schema);
-        // Only the arguments' own object (built first) narrows its `path`, not nested ones.
-        let paths = std::mem::take(&mut self.paths);
+        // Only the arguments' own object (built first) is narrowed, not nested ones.
+        let top = self.top.take().unwrap_or_default();
+        let text = text_key(schema);
         let member = |b: &mut Builder, i: usize, key: &str| {
             let sub = props.get(key).cloned().unwrap_or(Value::Bool(true));
-            let value = if key == PATH && is_string_schema(&sub) && !paths.is_empty() {
-                let alts: Vec<String> = paths
+            let rule = format!("{name}-{i}");
+            let value = if key == PATH && is_string_schema(&sub) && !top.paths.is_empty() {
+                let alts: Vec<String> = top
+                    .paths
                     .iter()
                     .map(|p| json_literal(&Value::String(p.clone())))
                     .collect();
                 format!("({})", alts.join(" | "))
+            } else if key == text && is_string_schema(&sub) && !top.not_texts.is_empty() {
+                b.not_among(&top.not_texts, &rule)
+            } else if top.bounded && is_string_schema(&sub) {
+                b.add(rule, format!("\"\\\"\" char{{0,{LEAN_STRING}}} \"\\\"\""))
             } else {
-                b.value(&sub, &format!("{name}-{i}"))
+                b.value(&sub, &rule)
             };
             let key = Value::String(key.into());
             format!("{} ws {value}", literal(&format!("{key}:")))
@@ -422,7 +481,7 @@ impl Builder {
             kv.push((true, member(self, i, key)));
         }
         for (i, key) in props.keys().enumerate() {
-            if !required.contains(key) {
+            if !required.contains(key) && !top.lean {
                 kv.push((false, member(self, required.len() + i, key)));
             }
         }
@@ -456,6 +515,77 @@ impl Builder {
         };
         self.add(name.into(), body)
     }
+}
+
+impl Builder {
+    /// A JSON string other than each of `texts`: a trie of the texts' JSON-escaped characters,
+    /// one rule per node, where the string may close (unless a text ends there), go on with a
+    /// character no text has next (then anything), or follow a text one character further. An
+    /// escape no text has next is allowed only where no text has an escape next (a `\\u`
+    /// escape spelling the same character as a plain one would slip past otherwise).
+    fn not_among(&mut self, texts: &[String], name: &str) -> String {
+        let mut nodes: Vec<(Vec<(String, usize)>, bool)> = vec![(Vec::new(), false)];
+        for text in texts {
+            let mut at = 0;
+            for unit in escaped_units(text) {
+                at = match nodes[at].0.iter().find(|(u, _)| *u == unit) {
+                    Some(&(_, next)) => next,
+                    None => {
+                        nodes.push((Vec::new(), false));
+                        let next = nodes.len() - 1;
+                        nodes[at].0.push((unit, next));
+                        next
+                    }
+                };
+            }
+            nodes[at].1 = true;
+        }
+        for (k, (children, ends)) in nodes.iter().enumerate() {
+            let mut alts = Vec::new();
+            if !ends {
+                alts.push(r#""\"""#.to_string());
+            }
+            let plain: String = children
+                .iter()
+                .filter(|(u, _)| !u.starts_with('\\'))
+                .filter_map(|(u, _)| u.chars().next())
+                .map(|c| format!("\\U{:08X}", u32::from(c)))
+                .collect();
+            alts.push(format!(r#"[^"\\\x7F\x00-\x1F{plain}] char* "\"""#));
+            if children.iter().all(|(u, _)| !u.starts_with('\\')) {
+                alts.push(
+                    r#""\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F]) char* "\"""#
+                        .to_string(),
+                );
+            }
+            for (unit, next) in children {
+                alts.push(format!("{} {name}-n{next}", literal(unit)));
+            }
+            self.rules.push((format!("{name}-n{k}"), alts.join(" | ")));
+        }
+        self.add(name.into(), format!(r#""\"" {name}-n0"#))
+    }
+}
+
+/// The characters of `text` as JSON writes them inside a string: a plain character, or an
+/// escape (`\\n`, `\\"`, `\\u001b`) as one unit.
+fn escaped_units(text: &str) -> Vec<String> {
+    let json = Value::String(text.to_string()).to_string();
+    let inner = &json[1..json.len() - 1];
+    let mut units = Vec::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        let mut unit = c.to_string();
+        if c == '\\' {
+            let escape = chars.next().unwrap_or('\\');
+            unit.push(escape);
+            if escape == 'u' {
+                unit.extend(chars.by_ref().take(4));
+            }
+        }
+        units.push(unit);
+    }
+    units
 }
 
 /// A reply read back as a call.
@@ -703,6 +833,7 @@ mod tests {
             required: true,
             paths: vec!["src/lib.rs".into(), "tests/mean.rs".into()],
             avoid: Vec::new(),
+            lean: false,
         };
         let g = gbnf_narrowed(&tools, &narrowing);
         assert!(
@@ -717,6 +848,7 @@ mod tests {
         narrowing.avoid = vec![Avoid {
             prop: "read".into(),
             path: Some("tests/mean.rs".into()),
+            text: None,
         }];
         let g = gbnf_narrowed(&tools, &narrowing);
         assert!(g.contains(r#""\"path\":" ws ("\"src/lib.rs\"")"#), "{g}");
@@ -726,6 +858,7 @@ mod tests {
         narrowing.avoid = vec![Avoid {
             prop: "read".into(),
             path: Some("src/lib.rs".into()),
+            text: None,
         }];
         let g = gbnf_narrowed(&tools, &narrowing);
         assert!(
@@ -757,6 +890,7 @@ mod tests {
             required: true,
             paths: vec!["src/lib.rs".into()],
             avoid: Vec::new(),
+            lean: false,
         };
         let g = gbnf_narrowed(&tools, &narrowing);
         let rule = |name: &str| {
@@ -771,6 +905,94 @@ mod tests {
             assert!(rule.contains(r#""\"path\":" ws string"#), "{rule}");
             assert!(!rule.contains("src/lib.rs"), "{rule}");
         }
+    }
+
+    fn rule<'g>(g: &'g str, name: &str) -> &'g str {
+        g.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ::= ")))
+            .unwrap_or_else(|| panic!("no rule {name} in {g}"))
+    }
+
+    #[test]
+    fn a_repeated_write_refuses_only_the_text_it_wrote() {
+        let tools = [spec(
+            "write",
+            json!({"type": "object", "properties": {
+                "path": {"type": "string"}, "content": {"type": "string"}},
+                "required": ["path", "content"]}),
+        )];
+        let mut narrowing = Narrowing {
+            required: true,
+            avoid: vec![Avoid {
+                prop: "write".into(),
+                path: Some("a.txt".into()),
+                text: Some("h\"i".into()),
+            }],
+            ..Narrowing::default()
+        };
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(g.contains(r#""\"write\", \"arguments\": ""#), "{g}");
+        // `content` is any string but `h"i`: a trie of its escaped characters.
+        assert!(
+            rule(&g, "args-0").contains(r#""\"content\":" ws args-0-1"#),
+            "{g}"
+        );
+        assert_eq!(rule(&g, "args-0-1"), r#""\"" args-0-1-n0"#);
+        let root = rule(&g, "args-0-1-n0");
+        assert!(
+            root.starts_with(r#""\"" | [^"\\\x7F\x00-\x1F\U00000068] char* "\"""#),
+            "{root}"
+        );
+        assert!(root.ends_with(r#""h" args-0-1-n1"#), "{root}");
+        // After `h`, an escape is next: only other plain characters deviate.
+        let after_h = rule(&g, "args-0-1-n1");
+        assert!(after_h.contains(r#""\\\"" args-0-1-n2"#), "{after_h}");
+        assert!(!after_h.contains(r#""\\" (["#), "{after_h}");
+        // Where the refused text ends, the string may not close; it may go on.
+        let end = rule(&g, "args-0-1-n3");
+        assert!(!end.starts_with(r#""\"" |"#), "{end}");
+        assert!(end.contains("char*"), "{end}");
+        // A refused call of a prop that writes nothing, or without its text, leaves it out.
+        narrowing.avoid[0].text = None;
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(!g.contains(r#""\"write\""#), "{g}");
+    }
+
+    #[test]
+    fn lean_calls_take_required_arguments_and_short_strings() {
+        let tools = [
+            spec(
+                "read",
+                json!({"type": "object", "properties": {"path": {"type": "string"},
+                    "limit": {"type": "integer"}}, "required": ["path"]}),
+            ),
+            spec(
+                "write",
+                json!({"type": "object", "properties": {"path": {"type": "string"},
+                    "content": {"type": "string"}}, "required": ["path", "content"]}),
+            ),
+        ];
+        let narrowing = Narrowing {
+            required: true,
+            lean: true,
+            ..Narrowing::default()
+        };
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert_eq!(
+            rule(&g, "args-0"),
+            r#""{" ws "\"path\":" ws args-0-0 ws "}""#
+        );
+        assert_eq!(
+            rule(&g, "args-0-0"),
+            format!(r#""\"" char{{0,{LEAN_STRING}}} "\"""#)
+        );
+        // What a writing prop writes is as long as it needs.
+        assert!(
+            rule(&g, "args-1").contains(r#""\"content\":" ws string"#),
+            "{g}"
+        );
+        let full = gbnf(&tools, true);
+        assert!(rule(&full, "args-0").contains("limit"), "{full}");
     }
 
     #[test]

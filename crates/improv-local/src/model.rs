@@ -115,8 +115,9 @@ impl LocalModel {
 
     /// How the grammar of the next reply is narrowed: a call is required always with
     /// `tool_choice = "required"`, and while the checks fail (see [`must_act`]); while they
-    /// fail, the files it reads are those the director's words name ([`mentioned_paths`]); a
-    /// prop that writes files keeps any path (see `grammar::Narrowing::paths`).
+    /// fail, the files it reads are those the director's words name ([`mentioned_paths`]) (a
+    /// prop that writes files keeps any path, see `grammar::Narrowing::paths`), and the calls
+    /// are lean: required arguments only, short strings (see `grammar::Narrowing::lean`).
     /// `failing` is [`must_act`] of the request's messages.
     fn narrowing(&self, request: &Request<'_>, failing: bool) -> grammar::Narrowing {
         grammar::Narrowing {
@@ -127,6 +128,7 @@ impl LocalModel {
                 Vec::new()
             },
             avoid: Vec::new(),
+            lean: failing,
         }
     }
 
@@ -352,24 +354,28 @@ fn repeated_call(messages: &[Message], out: &Generated, failing: bool) -> Option
         .chain(earlier)
         .any(|calls| loop_note::calls_key(calls) == key);
     let [made] = made;
+    let arguments: serde_json::Value = serde_json::from_str(&made.arguments).unwrap_or_default();
+    let string = |key: &str| {
+        arguments
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    };
     repeats.then(|| grammar::Avoid {
-        path: path_of(&made.arguments),
+        path: string("path"),
+        // What a writing prop wrote: the grammar refuses only that text, not every write.
+        text: string("content").or_else(|| string("new")),
         prop: made.name,
     })
 }
 
-/// The `path` argument of a call's arguments, when it has one.
-fn path_of(arguments: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(arguments).ok()?;
-    value.get("path")?.as_str().map(String::from)
-}
-
 /// The files the director's words name — the system prompt (the stage's context files), the
-/// intent and the notes, a failing check's `panicked at tests/x.rs:5:5` among them — in the
-/// order first named, less those a call found missing. While the checks fail, a small model
-/// names files it makes up (`test_1`) or a prop's name; the file to look at is almost always
-/// one of these ([`names_a_file`] says which words name one). At most [`MAX_PATHS`], the first
-/// named: each is an alternative in every reply's grammar.
+/// intent and the notes, a failing check's `panicked at tests/x.rs:5:5` among them — less those
+/// a call found missing. While the checks fail, a small model names files it makes up
+/// (`test_1`) or a prop's name; the file to look at is almost always one of these
+/// ([`names_a_file`] says which words name one). At most [`MAX_PATHS`], each an alternative in
+/// every reply's grammar: those named most recently, as the newest note matters most; within a
+/// text, in the order named, and the newest text first.
 fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
     let notes = messages.iter().filter_map(|m| match m {
         Message::User { text } => Some(text.as_str()),
@@ -386,8 +392,9 @@ fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
             _ => None,
         })
         .collect();
+    let texts: Vec<&str> = std::iter::once(system).chain(notes).collect();
     let mut paths: Vec<String> = Vec::new();
-    for text in std::iter::once(system).chain(notes) {
+    for text in texts.into_iter().rev() {
         for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || "._-/".contains(c))) {
             let word = word.trim_end_matches('.');
             if names_a_file(word) && !missing.contains(&word) && !paths.iter().any(|p| p == word) {
@@ -464,6 +471,7 @@ mod tests {
         Some(grammar::Avoid {
             prop: "read".into(),
             path: Some(path.into()),
+            text: None,
         })
     }
 
@@ -551,7 +559,7 @@ mod tests {
         ];
         assert_eq!(
             mentioned_paths(system, &talk),
-            ["AGENTS.md", "src/lib.rs", "tests/mean.rs"]
+            ["tests/mean.rs", "AGENTS.md", "src/lib.rs"]
         );
     }
 
@@ -577,11 +585,54 @@ mod tests {
     }
 
     #[test]
-    fn at_most_32_files_are_offered() {
+    fn at_most_32_files_are_offered_the_newest_named_first() {
         let many: String = (0..50).map(|i| format!("file{i}.rs ")).collect();
         let paths = mentioned_paths(&many, &[]);
         assert_eq!(paths.len(), MAX_PATHS);
         assert_eq!(paths[0], "file0.rs");
         assert_eq!(paths[31], "file31.rs");
+        // The failing check's note names the file that matters now: it is kept, and the files
+        // named in the system prompt fill what is left.
+        let talk = vec![Message::user(
+            "Attempt 1 of 3: 1 of 1 checks failed: tests.\npanicked at tests/late.rs:5:5",
+        )];
+        let paths = mentioned_paths(&many, &talk);
+        assert_eq!(paths.len(), MAX_PATHS);
+        assert_eq!(paths[0], "tests/late.rs", "{paths:?}");
+        assert_eq!(paths[31], "file30.rs");
+    }
+
+    #[test]
+    fn a_repeated_write_refuses_its_text_and_a_repeated_read_its_path() {
+        let write = |content: &str| Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "write".into(),
+                arguments: format!(r#"{{"path": "a.txt", "content": "{content}"}}"#),
+            }],
+        };
+        let talk = vec![write("hi")];
+        let again = Generated {
+            text: grammar::call_json("write", r#"{"path": "a.txt", "content": "hi"}"#),
+            call: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            repeated_call(&talk, &again, false),
+            Some(grammar::Avoid {
+                prop: "write".into(),
+                path: Some("a.txt".into()),
+                text: Some("hi".into()),
+            })
+        );
+        assert_eq!(
+            repeated_call(
+                &[reply(r#"{"path": "a.txt"}"#)],
+                &call(r#"{"path": "a.txt"}"#),
+                false
+            ),
+            avoid("a.txt")
+        );
     }
 }
