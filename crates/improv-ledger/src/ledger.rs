@@ -32,6 +32,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 mod export;
+mod identity;
+pub(crate) use identity::whereabouts;
 mod query;
 mod record;
 mod settle;
@@ -443,7 +445,7 @@ impl Ledger {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(open_error)?;
+        let mut conn = Connection::open(&path).map_err(open_error)?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(open_error)?;
         // Only a new, empty file takes it; an existing ledger keeps the page size it has.
@@ -463,9 +465,8 @@ impl Ledger {
         )
         .map_err(open_error)?;
         conn.execute_batch(SCHEMA_SQL).map_err(open_error)?;
-        let source: String = conn
-            .query_row("SELECT source FROM ledger_identity", [], |row| row.get(0))
-            .map_err(open_error)?;
+        let (source, found) = identity::source(&mut conn, &path)?;
+        identity::log(&path, &source, &found);
         Ok(Ledger {
             path,
             source,
@@ -479,7 +480,8 @@ impl Ledger {
 
     /// This ledger file's identity: 32 random hex digits made when the file was created and
     /// kept in it, so copies of the ledger elsewhere (the PostgreSQL store) tell the entries of
-    /// one file from another's with the same ids (every file numbers its entries from 1).
+    /// one file from another's with the same ids (every file numbers its entries from 1). A copy
+    /// of the file (another inode) gets a new one when opened (see `identity`).
     pub fn source(&self) -> &str {
         &self.source
     }

@@ -19,6 +19,23 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 
+/// An entry's fingerprint: its id and every stored part (entries never change once written),
+/// so two files agree on it only when they hold the same entry.
+fn fingerprint(entry: &Entry) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        entry.id.to_string().as_str(),
+        &entry.text,
+        &entry.performance,
+        &entry.actor,
+        &entry.at,
+    ] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hex::encode(hash.finalize())
+}
+
 /// Entries loaded per statement.
 const BATCH: usize = 500;
 
@@ -48,6 +65,9 @@ pub enum PgLedgerError {
         expected: usize,
         inserted: u64,
     },
+    /// Two ledger files with one source (see [`Conflict`]).
+    #[error(transparent)]
+    Conflict(Box<Conflict>),
     /// A collection named as one of the store's own bookkeeping tables.
     #[error(
         "a collection named `{0}` cannot have a table in the store: the name is the ledger's own; record into another collection"
@@ -59,6 +79,22 @@ pub enum PgLedgerError {
         "a collection named `{0}` cannot have a table in the store: PostgreSQL has a built-in type of that name, which the table's row type would hide from the ledger's SQL; record into another collection"
     )]
     BuiltIn(String),
+}
+
+/// Two ledger files with one source: the store loaded entries from `that` and this file
+/// (`this`) holds something else at the last one. Nothing is loaded over the other's.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "collection `{collection}`: two ledger files share the source {shared}: {that} loaded entries up to #{id} into {schema}, and this file, {this}, has {this_has} at #{id}; one is a copy of the other, and loading it would lose entries. Give the copy its own source: stop what uses it, run `sqlite3 LEDGER_FILE 'DELETE FROM ledger_identity'` on the copy (a new source is made when it next opens), and sync again"
+)]
+pub struct Conflict {
+    pub schema: String,
+    pub collection: String,
+    pub shared: String,
+    pub id: i64,
+    pub this: String,
+    pub that: String,
+    pub this_has: &'static str,
 }
 
 /// The tables [`PgLedger::sync`] keeps in the stage's schema: no collection may be named so.
@@ -213,6 +249,8 @@ impl PgLedger {
              CREATE TABLE IF NOT EXISTS improv_ledger_loaded (
                  source TEXT NOT NULL, collection TEXT NOT NULL, loaded BIGINT NOT NULL,
                  PRIMARY KEY (source, collection));
+             ALTER TABLE improv_ledger_loaded ADD COLUMN IF NOT EXISTS last TEXT,
+                 ADD COLUMN IF NOT EXISTS file TEXT;
              CREATE TABLE IF NOT EXISTS improv_ledger_rejected (
                  source TEXT NOT NULL, collection TEXT NOT NULL, id BIGINT NOT NULL,
                  reason TEXT NOT NULL, PRIMARY KEY (source, collection, id));",
@@ -237,14 +275,7 @@ impl PgLedger {
         let columns = now.columns()?;
         let table = self.bring_table(&tx, collection, &now, &columns).await?;
         let source = ledger.source();
-        let mut loaded: i64 = tx
-            .query_opt(
-                "SELECT loaded FROM improv_ledger_loaded WHERE source = $1 AND collection = $2",
-                &[&source, &collection],
-            )
-            .await
-            .map_err(self.err())?
-            .map_or(0, |row| row.get(0));
+        let mut loaded = self.check_same_file(&tx, ledger, collection).await?;
         let insert = insert_sql(collection, &columns);
         let (mut count, mut rejected) = (0u64, Vec::new());
         loop {
@@ -266,10 +297,17 @@ impl PgLedger {
             .await
             .map_err(self.err())?;
         }
+        let last = match ledger.entries_after(collection, loaded - 1, 1)?.first() {
+            Some(entry) if entry.id == loaded => Some(fingerprint(entry)),
+            _ => None,
+        };
+        let file = crate::ledger::whereabouts(ledger.path());
         tx.execute(
-            "INSERT INTO improv_ledger_loaded (source, collection, loaded) VALUES ($1, $2, $3)
-             ON CONFLICT (source, collection) DO UPDATE SET loaded = EXCLUDED.loaded",
-            &[&source, &collection, &loaded],
+            "INSERT INTO improv_ledger_loaded (source, collection, loaded, last, file)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (source, collection) DO UPDATE
+             SET loaded = EXCLUDED.loaded, last = EXCLUDED.last, file = EXCLUDED.file",
+            &[&source, &collection, &loaded, &last, &file],
         )
         .await
         .map_err(self.err())?;
@@ -281,6 +319,52 @@ impl PgLedger {
             loaded: count,
             rejected,
         }))
+    }
+
+    /// The last entry of `collection` loaded under this file's source, after checking that
+    /// this file holds that same entry: when it does not, another file with the same source
+    /// (a copy its identity check could not see, a cloned volume) loaded it, and loading this
+    /// one would suppress or mix entries; that is [`PgLedgerError::Conflict`], naming both.
+    async fn check_same_file(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        ledger: &Ledger,
+        collection: &str,
+    ) -> Result<i64> {
+        let source = ledger.source();
+        let row = tx
+            .query_opt(
+                "SELECT loaded, last, file FROM improv_ledger_loaded
+                 WHERE source = $1 AND collection = $2",
+                &[&source, &collection],
+            )
+            .await
+            .map_err(self.err())?;
+        let Some(row) = row else {
+            return Ok(0);
+        };
+        let (loaded, last, file): (i64, Option<String>, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        // Rows written before fingerprints were kept have none: nothing to compare.
+        let Some(last) = last else {
+            return Ok(loaded);
+        };
+        let here = ledger.entries_after(collection, loaded - 1, 1)?;
+        match here.first() {
+            Some(entry) if entry.id == loaded && fingerprint(entry) == last => Ok(loaded),
+            found => Err(PgLedgerError::Conflict(Box::new(Conflict {
+                schema: self.schema.clone(),
+                collection: collection.to_owned(),
+                shared: source.to_owned(),
+                id: loaded,
+                this: crate::ledger::whereabouts(ledger.path()),
+                that: file.unwrap_or_else(|| "another ledger file".to_owned()),
+                this_has: match found {
+                    Some(entry) if entry.id == loaded => "another entry",
+                    _ => "no entry",
+                },
+            }))),
+        }
     }
 
     /// Creates or migrates the table to `now`, or checks it already has `now`'s columns.

@@ -460,3 +460,127 @@ async fn a_store_failure_does_not_reject_entries() {
     let synced = store.sync(&ledger, "small").await.unwrap().unwrap();
     assert_eq!((synced.loaded, synced.rejected.len()), (1, 0));
 }
+
+/// Copies `from` (a stage's `.improv/`) to a new temporary folder as `cp -a` does.
+fn copy_folder(from: &std::path::Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    to
+}
+
+fn names(server: &TempPostgres, schema: &str, like: &str) -> String {
+    server
+        .psql(
+            "improv",
+            &format!("SELECT count(*) FROM {schema}.leads WHERE name LIKE '{like}'"),
+        )
+        .trim()
+        .to_owned()
+}
+
+/// M1: a stage folder copied with `cp -a` (a second checkout, a restored backup) and both
+/// copies written to: each file's entries reach the store. The copy is another inode, so it
+/// gets its own source; before, both loaded under one source and the second's entries at ids
+/// the first had loaded were never loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_stage_folder_loads_its_own_entries_beside_the_original() {
+    let server = TempPostgres::start_new();
+    let url = server.create_database("improv");
+    let first: Vec<Value> = (0..5)
+        .map(|i| json!({"name": format!("lead {i}"), "score": i}))
+        .collect();
+    let (dir_a, a) = settled_ledger("leads", &first);
+    let store = store(&url, "Shop");
+    let s = store.schema().to_owned();
+    assert_eq!(store.sync(&a, "leads").await.unwrap().unwrap().loaded, 5);
+    let source = a.source().to_owned();
+    drop(a);
+    let dir_b = copy_folder(dir_a.path());
+
+    let a = Ledger::open_in(dir_a.path(), Default::default()).unwrap();
+    let b = Ledger::open_in(dir_b.path(), Default::default()).unwrap();
+    assert_eq!(a.source(), source, "the original keeps its source");
+    assert_ne!(b.source(), source, "the copy gets its own");
+    for (ledger, tag) in [(&a, "a"), (&b, "b")] {
+        for i in 0..3 {
+            let entry = json!({"name": format!("{tag}-{i}"), "score": 10 + i});
+            ledger
+                .record("leads", entry, &Provenance::new("perf-1", tag))
+                .unwrap();
+        }
+    }
+    store.sync(&a, "leads").await.unwrap();
+    store.sync(&b, "leads").await.unwrap();
+    assert_eq!(names(&server, &s, "a-%"), "3", "the original's entries");
+    assert_eq!(names(&server, &s, "b-%"), "3", "the copy's entries");
+    // Reopening the copy keeps the source it was given.
+    let again = Ledger::open_in(dir_b.path(), Default::default()).unwrap();
+    assert_eq!(again.source(), b.source());
+}
+
+/// M1, the copy no inode tells apart (a cloned volume keeps inodes and paths): the store sees
+/// that the second file holds other entries than those loaded under the same source, and the
+/// sync fails naming both files; nothing of the first is overwritten or hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_sharing_the_source_is_refused_naming_both_files() {
+    let server = TempPostgres::start_new();
+    let url = server.create_database("improv");
+    let first: Vec<Value> = (0..5)
+        .map(|i| json!({"name": format!("lead {i}"), "score": i}))
+        .collect();
+    let (dir_a, a) = settled_ledger("leads", &first);
+    drop(a);
+    let dir_b = copy_folder(dir_a.path());
+    // Make the copy look like the file it was copied from was always here, as on a cloned
+    // volume: its recorded inode and path are its own.
+    let file_b = dir_b.path().join("ledger.db");
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&file_b).unwrap().ino() as i64
+    };
+    let path_b = file_b.canonicalize().unwrap().display().to_string();
+    rusqlite::Connection::open(&file_b)
+        .unwrap()
+        .execute(
+            "UPDATE ledger_identity SET inode = ?1, path = ?2",
+            rusqlite::params![inode, path_b],
+        )
+        .unwrap();
+    let a = Ledger::open_in(dir_a.path(), Default::default()).unwrap();
+    let b = Ledger::open_in(dir_b.path(), Default::default()).unwrap();
+    assert_eq!(a.source(), b.source());
+    for (ledger, tag) in [(&a, "a"), (&b, "b")] {
+        let entry = json!({"name": format!("{tag}-0"), "score": 10});
+        ledger
+            .record("leads", entry, &Provenance::new("perf-1", tag))
+            .unwrap();
+    }
+    let store = store(&url, "Shop");
+    let s = store.schema().to_owned();
+    store.sync(&a, "leads").await.unwrap();
+    let error = store.sync(&b, "leads").await.unwrap_err().to_string();
+    let path_a = dir_a.path().canonicalize().unwrap();
+    assert!(
+        error.contains("two ledger files share the source")
+            && error.contains(&path_b)
+            && error.contains(&path_a.display().to_string()),
+        "{error}"
+    );
+    assert_eq!(names(&server, &s, "a-%"), "1");
+    assert_eq!(names(&server, &s, "b-%"), "0");
+    // The original keeps syncing.
+    a.record(
+        "leads",
+        json!({"name": "a-1", "score": 11}),
+        &Provenance::new("perf-2", "a"),
+    )
+    .unwrap();
+    store.sync(&a, "leads").await.unwrap();
+    assert_eq!(names(&server, &s, "a-%"), "2");
+}
