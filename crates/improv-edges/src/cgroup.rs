@@ -59,8 +59,9 @@ pub struct Outcome {
 #[derive(Debug)]
 struct Dir {
     path: PathBuf,
-    /// `cgroup.procs` (v2) or `tasks` (v1), written by the child to join.
-    join: OwnedFd,
+    /// `cgroup.procs` (v2) or `tasks` (v1), written by the child to join; opened by the first
+    /// command ([`PerformanceCgroup::open`]), so a performance that runs none holds no fd.
+    join: OnceLock<OwnedFd>,
     v2: bool,
 }
 
@@ -116,9 +117,22 @@ impl PerformanceCgroup {
         (cgroup, outcome)
     }
 
-    /// The fds a child writes `0` to, to join every hierarchy.
-    pub fn joins(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.dirs.iter().map(|d| d.join.as_fd())
+    /// Opens the files a child writes to join (once): before the first command starts.
+    pub fn open(&self) -> std::io::Result<()> {
+        for dir in &self.dirs {
+            if dir.join.get().is_none() {
+                let file = OpenOptions::new().write(true).open(dir.join_path())?;
+                // Another thread may have opened it meanwhile: its fd is kept, this one closed.
+                dir.join.get_or_init(|| file.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The fds a child writes `0` to, to join every hierarchy; `None` for one not
+    /// [`open`](PerformanceCgroup::open)ed.
+    pub fn joins(&self) -> impl Iterator<Item = Option<BorrowedFd<'_>>> {
+        self.dirs.iter().map(|d| d.join.get().map(|j| j.as_fd()))
     }
 
     /// SIGKILLs every process in the cgroups; how many there were.
@@ -144,21 +158,28 @@ impl Dir {
         );
         let path = parent.join(name);
         std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        // v1: `tasks` moves the writing thread only, which skips the global lock that a
-        // `cgroup.procs` write takes (an RCU grace period, about a millisecond a spawn); the
-        // child is single-threaded, so the thread is the process.
-        let join = if v2 { "cgroup.procs" } else { "tasks" };
-        match OpenOptions::new().write(true).open(path.join(join)) {
-            Ok(file) => Ok(Dir {
-                path,
-                join: file.into(),
-                v2,
-            }),
+        let dir = Dir {
+            path,
+            join: OnceLock::new(),
+            v2,
+        };
+        // Checked now, so that the outcome says whether it holds; kept open only from the
+        // first command.
+        match OpenOptions::new().write(true).open(dir.join_path()) {
+            Ok(_) => Ok(dir),
             Err(e) => {
-                let _ = std::fs::remove_dir(&path);
-                Err(format!("cannot set up {}: {e}", path.display()))
+                let _ = std::fs::remove_dir(&dir.path);
+                Err(format!("cannot set up {}: {e}", dir.path.display()))
             }
         }
+    }
+
+    /// The file a child writes to join. v1: `tasks` moves the writing thread only, which skips
+    /// the global lock that a `cgroup.procs` write takes (an RCU grace period, about a
+    /// millisecond a spawn); the child is single-threaded, so the thread is the process.
+    fn join_path(&self) -> PathBuf {
+        self.path
+            .join(if self.v2 { "cgroup.procs" } else { "tasks" })
     }
 
     /// Writes the controller's bound.

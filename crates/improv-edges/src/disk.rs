@@ -129,8 +129,8 @@ impl Bound {
 
 /// What the watchdog watches and stops: the performance's processes.
 pub(crate) trait Performers: Send + Sync + 'static {
-    /// Becomes readable when a command starts.
-    fn started(&self) -> BorrowedFd<'_>;
+    /// Becomes readable when a command starts; `None` before the first command opened it.
+    fn started(&self) -> Option<BorrowedFd<'_>>;
     /// Takes in the commands started since the last call (emptying [`Performers::started`]);
     /// whether any command still runs.
     fn running(&self) -> bool;
@@ -139,11 +139,10 @@ pub(crate) trait Performers: Send + Sync + 'static {
 }
 
 /// The disk bound of a sandbox and its watchdog thread (started by the first command's
-/// [`DiskGuard::check`]), stopped when dropped.
+/// [`DiskGuard::check`]), stopped when dropped. Until then it holds no thread and no file
+/// descriptor.
 pub(crate) struct DiskGuard {
     bound: Arc<Bound>,
-    /// Dropping it wakes the thread to end.
-    stop: Option<OwnedFd>,
     watchdog: Mutex<Watchdog>,
 }
 
@@ -151,9 +150,12 @@ pub(crate) struct DiskGuard {
 enum Watchdog {
     NotStarted {
         performers: Box<dyn Performers>,
-        stop_reader: OwnedFd,
     },
-    Running(JoinHandle<()>),
+    /// The thread, and the write end of its pipe: dropping it wakes the thread to end.
+    Running {
+        thread: JoinHandle<()>,
+        stop: OwnedFd,
+    },
     /// It could not be started (said once, in the log): the bound is checked before each
     /// command only.
     Failed,
@@ -195,17 +197,11 @@ impl DiskGuard {
             total,
             floor,
         });
-        let (stop_reader, stop) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
-            Ok(pair) => pair,
-            Err(e) => return not_enforced(format!("cannot make the watchdog's pipe: {e}")),
-        };
         let watchdog = Watchdog::NotStarted {
             performers: Box::new(performers),
-            stop_reader,
         };
         let guard = DiskGuard {
             bound,
-            stop: Some(stop),
             watchdog: Mutex::new(watchdog),
         };
         (Some(guard), limit)
@@ -229,19 +225,22 @@ impl DiskGuard {
         if !matches!(*watchdog, Watchdog::NotStarted { .. }) {
             return;
         }
-        let Watchdog::NotStarted {
-            performers,
-            stop_reader,
-        } = std::mem::replace(&mut *watchdog, Watchdog::Failed)
+        let Watchdog::NotStarted { performers } =
+            std::mem::replace(&mut *watchdog, Watchdog::Failed)
         else {
             return;
         };
         let watched = self.bound.clone();
-        let thread = std::thread::Builder::new()
-            .name("improv-disk-watchdog".into())
-            .spawn(move || watch(&watched, &*performers, &stop_reader));
-        match thread {
-            Ok(thread) => *watchdog = Watchdog::Running(thread),
+        let started = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(io::Error::from)
+            .and_then(|(stop_reader, stop)| {
+                std::thread::Builder::new()
+                    .name("improv-disk-watchdog".into())
+                    .spawn(move || watch(&watched, &*performers, &stop_reader))
+                    .map(|thread| Watchdog::Running { thread, stop })
+            });
+        match started {
+            Ok(running) => *watchdog = running,
             Err(e) => tracing::warn!(
                 "cannot start the disk watchdog thread: {e}; the disk bound is checked only \
                  before each command"
@@ -252,10 +251,10 @@ impl DiskGuard {
 
 impl Drop for DiskGuard {
     fn drop(&mut self) {
-        // Closing the write end makes the read end the thread polls hang up.
-        drop(self.stop.take());
         let watchdog = std::mem::replace(&mut *self.lock(), Watchdog::Failed);
-        if let Watchdog::Running(thread) = watchdog {
+        if let Watchdog::Running { thread, stop } = watchdog {
+            // Closing the write end makes the read end the thread polls hang up.
+            drop(stop);
             let _ = thread.join();
         }
     }
@@ -273,8 +272,15 @@ fn watch(bound: &Bound, performers: &dyn Performers, stop: &OwnedFd) {
             // Commands started meanwhile are taken in at the next look, not one wake each.
             let poll = i32::try_from(POLL.as_millis()).unwrap_or(i32::MAX);
             wait(stop.as_fd(), None, poll)
+        } else if let Some(started) = performers.started() {
+            wait(stop.as_fd(), Some(started), -1)
         } else {
-            wait(stop.as_fd(), Some(performers.started()), -1)
+            // Not opened yet (the first command opens it before it starts): look again.
+            wait(
+                stop.as_fd(),
+                None,
+                i32::try_from(POLL.as_millis()).unwrap_or(i32::MAX),
+            )
         };
         if stopped {
             return;

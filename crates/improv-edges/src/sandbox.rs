@@ -46,7 +46,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The Landlock ABI whose rights improv asks for (Linux 6.15). Older kernels enforce what they
 /// know (best effort) as long as they have Landlock at all.
@@ -321,7 +321,9 @@ pub struct Sandbox {
     workspace: PathBuf,
     temp: TempDir,
     temp_space: TempSpace,
-    ruleset: Option<RulesetCreated>,
+    /// The Landlock ruleset when the mode is on, built by the first command: a performance that
+    /// runs none holds no fd for it.
+    ruleset: Option<OnceLock<RulesetCreated>>,
     filter: Option<Arc<Filters>>,
     env: Vec<(OsString, OsString)>,
     groups: Arc<Groups>,
@@ -346,8 +348,10 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Builds the sandbox: checks Landlock, builds the ruleset and the seccomp program, makes the
-    /// private temp dir. Fails with [`SandboxError::Unsupported`] on a kernel without Landlock
+    /// Builds the sandbox: checks Landlock, builds the seccomp program, makes the private temp
+    /// dir. What holds a file descriptor (the Landlock ruleset, the pipe the process groups are
+    /// registered on, the cgroup's files, the disk watchdog) waits for the first command, so a
+    /// performance that runs none (one of thousands waiting on a model) holds none. Fails with [`SandboxError::Unsupported`] on a kernel without Landlock
     /// unless the mode is [`SandboxMode::Off`].
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let workspace =
@@ -372,9 +376,9 @@ impl Sandbox {
                 (None, None)
             }
             SandboxMode::On => {
-                let ruleset = landlock_ruleset(&config, &workspace, &temp_path)?;
+                landlock_usable()?;
                 let filter = seccomp_program(config.network)?;
-                (Some(ruleset), Some(Arc::new(filter)))
+                (Some(OnceLock::new()), Some(Arc::new(filter)))
             }
         };
         // Checked in either mode: a stage with a bad glob is an error, namespaces or not.
@@ -397,7 +401,7 @@ impl Sandbox {
             .cloned()
             .collect();
         let env = ChildEnv::build(&config.env, &temp_path, &readable).into_vars();
-        let groups = Arc::new(Groups::new().map_err(SandboxError::Prepare)?);
+        let groups = Arc::new(Groups::default());
         let (disk, disk_limit) = DiskGuard::new(
             &workspace,
             config.limits.disk_bytes_total,
@@ -590,6 +594,16 @@ impl Sandbox {
     /// disk bound checked, the workspace scanned again, the namespace plan (with the template
     /// to join when `entry` says so), a dup of the Landlock ruleset. `Err` refuses the command.
     pub(crate) fn prepare(&self, entry: Entry) -> Result<Prepared, SandboxError> {
+        // Opened by the first command, before the disk watchdog starts to wait on it.
+        let registry = self
+            .groups
+            .pipe()
+            .map_err(SandboxError::Prepare)?
+            .writer
+            .clone();
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.open().map_err(SandboxError::Prepare)?;
+        }
         match &self.disk {
             Some(disk) => disk.check()?,
             // The disk watchdog drains the groups itself: it wakes on their pipe, so taking a
@@ -598,7 +612,16 @@ impl Sandbox {
         }
         let landlock = match &self.ruleset {
             // A dup of the ruleset's fd: each child restricts itself with its own copy.
-            Some(r) => {
+            Some(cell) => {
+                let r = match cell.get() {
+                    Some(r) => r,
+                    None => {
+                        let made =
+                            landlock_ruleset(&self.config, &self.workspace, self.temp.path())?;
+                        // Another command may have built one meanwhile: the same rules.
+                        cell.get_or_init(|| made)
+                    }
+                };
                 let fd: Option<OwnedFd> = r.try_clone().map_err(SandboxError::Prepare)?.into();
                 // Landlock is a hard requirement when the mode is on: `new` failed without it.
                 Some(fd.ok_or_else(|| SandboxError::Unsupported {
@@ -625,7 +648,7 @@ impl Sandbox {
             None => None,
         };
         Ok(Prepared {
-            registry: self.groups.writer.clone(),
+            registry,
             cgroup: self.cgroup.clone(),
             limits: rlimits(&self.config.limits),
             plan,
@@ -702,6 +725,9 @@ impl Prepared {
         }
         if let Some(cgroup) = &self.cgroup {
             for join in cgroup.joins() {
+                // `prepare` opened every one; fail closed all the same.
+                let join =
+                    join.ok_or((c"joining the performance's cgroup", rustix::io::Errno::BADF))?;
                 rustix::io::write(join, b"0")
                     .map_err(|e| (c"joining the performance's cgroup", e))?;
             }
@@ -794,9 +820,9 @@ struct Processes {
 }
 
 impl Performers for Processes {
-    fn started(&self) -> std::os::fd::BorrowedFd<'_> {
+    fn started(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
-        self.groups.reader.as_fd()
+        self.groups.pipe.get().map(|p| p.reader.as_fd())
     }
 
     fn running(&self) -> bool {
@@ -1032,15 +1058,27 @@ fn rlimits(limits: &Limits) -> [Rlimit; 6] {
 }
 
 /// The process groups the sandbox started. Each child writes its pid (its pgid) into a
-/// non-blocking pipe before `exec`; the parent drains it.
+/// non-blocking pipe before `exec`; the parent drains it. The pipe is opened by the first
+/// command ([`Groups::pipe`]): a performance that runs none (one of thousands waiting on a model
+/// in a worker) holds no fd for it.
+#[derive(Default)]
 struct Groups {
-    reader: OwnedFd,
-    writer: Arc<OwnedFd>,
+    pipe: OnceLock<Pipe>,
     seen: Mutex<Vec<libc::pid_t>>,
 }
 
+/// The two ends of [`Groups`]' pipe.
+struct Pipe {
+    reader: OwnedFd,
+    writer: Arc<OwnedFd>,
+}
+
 impl Groups {
-    fn new() -> io::Result<Self> {
+    /// The pipe, opened on first use.
+    fn pipe(&self) -> io::Result<&Pipe> {
+        if let Some(pipe) = self.pipe.get() {
+            return Ok(pipe);
+        }
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills the two-element array we pass.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
@@ -1049,11 +1087,12 @@ impl Groups {
         // SAFETY: pipe2 succeeded, so both are open fds that we now own.
         let (reader, writer) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Groups {
+        let made = Pipe {
             reader,
             writer: Arc::new(writer),
-            seen: Mutex::new(Vec::new()),
-        })
+        };
+        // Another thread may have opened one meanwhile: its pipe is kept, this one closed.
+        Ok(self.pipe.get_or_init(|| made))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<libc::pid_t>> {
@@ -1063,12 +1102,16 @@ impl Groups {
 
     /// Moves the pids written so far into the list.
     fn drain(&self) {
+        let Some(pipe) = self.pipe.get() else {
+            // No command started: nothing to take in.
+            return;
+        };
         let mut buf = [0u8; 4096];
         let mut seen = self.lock();
         loop {
             // SAFETY: reads at most buf.len() bytes into buf from our non-blocking pipe.
             let n =
-                unsafe { libc::read(self.reader.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                unsafe { libc::read(pipe.reader.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 break;
             }
@@ -1087,6 +1130,24 @@ impl Groups {
 /// Read access to system paths: read files, list and execute.
 fn read_access() -> landlock::BitFlags<AccessFs> {
     AccessFs::from_read(LANDLOCK_ABI)
+}
+
+/// Whether this kernel has Landlock, as [`landlock_ruleset`] requires it: probed once per
+/// process (a ruleset made and closed), so that [`Sandbox::new`] refuses a sandbox it could not
+/// enforce without building the whole ruleset.
+fn landlock_usable() -> Result<(), SandboxError> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBED
+        .get_or_init(|| {
+            Ruleset::default()
+                .set_compatibility(CompatLevel::HardRequirement)
+                .handle_access(AccessFs::from_all(ABI::V1))
+                .and_then(|r| r.create())
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|reason| SandboxError::Unsupported { reason })
 }
 
 fn landlock_ruleset(
