@@ -3,13 +3,13 @@
 //! connection open) never sends its cancellation, and TCP keeps such a connection alive, so a
 //! call would wait forever. [`Bounded`] gives each call the statement timeout and a grace
 //! period for the network, then fails it `Unavailable` (transient: the caller waits and
-//! retries). The waits (`wait_events`, `wait_for_work`, `wait_notes`, `wait_answer`) get their own timeout on
-//! top. A method added to [`Store`] later is forwarded unbounded until it is listed here.
+//! retries). The waits (`wait_events`, `wait_for_work`, `wait_notes`, `wait_answer`, `wait_progress`) get their
+//! own timeout on top. A method added to [`Store`] later is forwarded unbounded until it is listed here.
 
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Store, StoreError, StoreLayer, Sweep,
-    Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Stopping, Store,
+    StoreError, StoreLayer, Sweep, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -206,5 +206,20 @@ impl StoreLayer for Bounded {
     ) -> Result<bool, StoreError> {
         self.bound(timeout, self.inner.wait_notes(performance, after, timeout))
             .await
+    }
+    async fn stop(&self, performance: &str) -> Result<Stopping, StoreError> {
+        self.bound(NONE, self.inner.stop(performance)).await
+    }
+    async fn progress(&self, performance: &str) -> Result<Progress, StoreError> {
+        self.bound(NONE, self.inner.progress(performance)).await
+    }
+    async fn wait_progress(
+        &self,
+        performance: &str,
+        seen: &Progress,
+        timeout: Duration,
+    ) -> Result<Progress, StoreError> {
+        let call = self.inner.wait_progress(performance, seen, timeout);
+        self.bound(timeout, call).await
     }
 }

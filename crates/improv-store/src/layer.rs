@@ -6,7 +6,8 @@
 
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Store, StoreError, Sweep, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Stopping, Store,
+    StoreError, Sweep, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -169,6 +170,20 @@ pub trait StoreLayer: Send + Sync + 'static {
     ) -> Result<bool, StoreError> {
         self.inner().wait_answer(performance, n, timeout).await
     }
+    async fn stop(&self, performance: &str) -> Result<Stopping, StoreError> {
+        self.inner().stop(performance).await
+    }
+    async fn progress(&self, performance: &str) -> Result<Progress, StoreError> {
+        self.inner().progress(performance).await
+    }
+    async fn wait_progress(
+        &self,
+        performance: &str,
+        seen: &Progress,
+        timeout: Duration,
+    ) -> Result<Progress, StoreError> {
+        self.inner().wait_progress(performance, seen, timeout).await
+    }
 }
 
 /// Every layer is a store: each method calls the layer's method of the same name (its override,
@@ -316,5 +331,19 @@ impl<T: StoreLayer> Store for T {
         timeout: Duration,
     ) -> Result<bool, StoreError> {
         StoreLayer::wait_answer(self, performance, n, timeout).await
+    }
+    async fn stop(&self, performance: &str) -> Result<Stopping, StoreError> {
+        StoreLayer::stop(self, performance).await
+    }
+    async fn progress(&self, performance: &str) -> Result<Progress, StoreError> {
+        StoreLayer::progress(self, performance).await
+    }
+    async fn wait_progress(
+        &self,
+        performance: &str,
+        seen: &Progress,
+        timeout: Duration,
+    ) -> Result<Progress, StoreError> {
+        StoreLayer::wait_progress(self, performance, seen, timeout).await
     }
 }

@@ -269,6 +269,33 @@ impl Counts {
     }
 }
 
+/// What a watcher of one performance has seen of it: its journal, its approvals, a stop asked
+/// for, its end. [`Store::wait_progress`] returns when any of it changes, so one wait serves a
+/// stream (events and approvals) and a worker (a stop) alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The seq of the last event stored; 0 when none.
+    pub last_seq: u64,
+    /// How many approvals were asked (the number of the latest).
+    pub asked: u64,
+    /// How many of them were answered.
+    pub answered: u64,
+    /// The director asked it to stop ([`Store::stop`]).
+    pub stop: bool,
+    pub finished: bool,
+}
+
+/// What [`Store::stop`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stopping {
+    /// It was queued: it ended `stopped` there and then, and no worker will start it.
+    Stopped,
+    /// A worker holds it (or held it, its lease running out): the stop is recorded, and the
+    /// worker that holds it, or claims it next, ends it `stopped`.
+    Asked,
+}
+
 /// How often the default [`Store::wait_for_work`] looks at the counts: the embedded store is
 /// one local file that no other machine writes, so looking is cheap and nothing notifies.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
@@ -453,4 +480,32 @@ pub trait Store: Send + Sync + 'static {
         n: u64,
         timeout: Duration,
     ) -> Result<bool, StoreError>;
+
+    /// Asks performance `performance` to stop, from any machine: a queued one ends `stopped`
+    /// at once; a leased one is marked, and its worker is woken (NOTIFY) to end it. Its end is
+    /// the worker's to record. [`StoreError::Finished`] when it ended already.
+    async fn stop(&self, performance: &str) -> Result<Stopping, StoreError>;
+
+    /// Where `performance` is now: [`Progress`].
+    async fn progress(&self, performance: &str) -> Result<Progress, StoreError>;
+
+    /// Waits until `performance`'s [`Progress`] differs from `seen`, or `timeout` passed;
+    /// returns it as it is then. PostgreSQL is woken by the NOTIFY of appends, approvals,
+    /// answers, stops and ends from any machine; this default looks every 250 ms.
+    async fn wait_progress(
+        &self,
+        performance: &str,
+        seen: &Progress,
+        timeout: Duration,
+    ) -> Result<Progress, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let now = self.progress(performance).await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if now != *seen || left.is_zero() {
+                return Ok(now);
+            }
+            tokio::time::sleep(left.min(LOOK_EVERY)).await;
+        }
+    }
 }

@@ -19,15 +19,15 @@ mod tls;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, answer_name, budget_text, check_seqs, corrupt, expiry, fence, now_millis,
-    parse_answer, parse_budget, parse_outcome, parse_state, signed, sql_limit, state_name,
-    unsigned,
+    Awaited, Holder, STOPPED_QUEUED, answer_name, budget_text, check_seqs, corrupt, expiry, fence,
+    now_millis, parse_answer, parse_budget, parse_outcome, parse_state, signed, sql_limit,
+    state_name, unsigned,
 };
 use crate::url::split_pg_params;
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, State, Store, StoreError, StoreUrl,
-    Sweep, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, State, Stopping, Store,
+    StoreError, StoreUrl, Sweep, Versioned,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -398,6 +398,9 @@ impl PgStore {
 
     /// Whether `what` is there for performance `id`, or it finished.
     async fn ready(&self, id: &str, what: Awaited) -> Result<bool, StoreError> {
+        if let Awaited::Changed(seen) = what {
+            return Ok(self.progress(id).await? != seen);
+        }
         let rows = self
             .query(
                 "SELECT p.last_seq, p.state, \
@@ -421,6 +424,7 @@ impl PgStore {
                 )
                 .await?
                 .is_empty(),
+            Awaited::Changed(_) => true,
         })
     }
 
@@ -1138,6 +1142,8 @@ impl Store for PgStore {
             )
             .await
             .map_err(self.err())?;
+        // A stream on any machine shows the approval as soon as it is asked.
+        self.notify(&tx, performance).await?;
         tx.commit().await.map_err(self.err())?;
         Ok(unsigned(row.get(0)))
     }
@@ -1217,5 +1223,82 @@ impl Store for PgStore {
         timeout: Duration,
     ) -> Result<bool, StoreError> {
         self.wait(performance, Awaited::Answer { n }, timeout).await
+    }
+
+    async fn stop(&self, performance: &str) -> Result<Stopping, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err())?;
+        // The row lock orders the stop with a claim: a claim that locked it first has made it
+        // leased (the stop is then asked of its worker); one after it finds it finished.
+        let rows = tx
+            .query(
+                "SELECT state FROM performances WHERE id = $1 FOR UPDATE",
+                &[&performance],
+            )
+            .await
+            .map_err(self.err())?;
+        let row = rows.first().ok_or_else(|| self.not_found(performance))?;
+        let stopping = match parse_state(&self.namer.name, row.get(0))? {
+            State::Finished => {
+                return Err(StoreError::Finished {
+                    id: performance.to_string(),
+                });
+            }
+            State::Queued => {
+                tx.execute(
+                    "UPDATE performances SET state = 'finished', outcome = 'stopped', \
+                     reason = $2, stop_requested = true, updated_at = $3 WHERE id = $1",
+                    &[&performance, &STOPPED_QUEUED, &now_millis()],
+                )
+                .await
+                .map_err(self.err())?;
+                Stopping::Stopped
+            }
+            State::Leased => {
+                tx.execute(
+                    "UPDATE performances SET stop_requested = true, updated_at = $2 \
+                     WHERE id = $1",
+                    &[&performance, &now_millis()],
+                )
+                .await
+                .map_err(self.err())?;
+                Stopping::Asked
+            }
+        };
+        self.notify(&tx, performance).await?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(stopping)
+    }
+
+    async fn progress(&self, performance: &str) -> Result<Progress, StoreError> {
+        let rows = self
+            .query(
+                "SELECT p.last_seq, p.state, p.stop_requested, \
+                 (SELECT COALESCE(MAX(n), 0) FROM approvals WHERE performance = p.id), \
+                 (SELECT COUNT(*) FROM approvals WHERE performance = p.id \
+                  AND answer IS NOT NULL) \
+                 FROM performances p WHERE p.id = $1",
+                &[&performance],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| self.not_found(performance))?;
+        Ok(Progress {
+            last_seq: unsigned(row.get(0)),
+            finished: parse_state(&self.namer.name, row.get(1))? == State::Finished,
+            stop: row.get(2),
+            asked: unsigned(row.get(3)),
+            answered: unsigned(row.get(4)),
+        })
+    }
+
+    async fn wait_progress(
+        &self,
+        performance: &str,
+        seen: &Progress,
+        timeout: Duration,
+    ) -> Result<Progress, StoreError> {
+        self.wait(performance, Awaited::Changed(*seen), timeout)
+            .await?;
+        self.progress(performance).await
     }
 }

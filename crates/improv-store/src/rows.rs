@@ -129,6 +129,9 @@ pub(crate) enum Awaited {
     Notes { after: u64 },
     /// The answer to this approval.
     Answer { n: u64 },
+    /// Any change from this [`Progress`](crate::Progress), its end included (a waiter that saw
+    /// the end already waits out its timeout).
+    Changed(crate::Progress),
 }
 
 /// The name an answer is stored under.
@@ -179,3 +182,6 @@ pub(crate) fn parse_budget(
     })
     .transpose()
 }
+
+/// The reason a performance stopped while queued records: one wording for both backends.
+pub(crate) const STOPPED_QUEUED: &str = "stopped by the director before a worker started it";

@@ -7,14 +7,14 @@
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, answer_name, budget_text, check_seqs, corrupt, expiry, fence, now_millis,
-    parse_answer, parse_budget, parse_outcome, parse_state, signed, sql_limit, state_name,
-    unsigned,
+    Awaited, Holder, STOPPED_QUEUED, answer_name, budget_text, check_seqs, corrupt, expiry, fence,
+    now_millis, parse_answer, parse_budget, parse_outcome, parse_state, signed, sql_limit,
+    state_name, unsigned,
 };
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, State, Store, StoreError, StoreUrl,
-    Sweep, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, State, Stopping, Store,
+    StoreError, StoreUrl, Sweep, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -71,6 +71,10 @@ ALTER TABLE kv ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE kv ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
 UPDATE kv SET updated_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
 CREATE INDEX kv_by_age ON kv (scope, updated_at);
+",
+    // The director asked a performance to stop (`Store::stop`); its worker ends it.
+    "
+ALTER TABLE performances ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0;
 ",
 ];
 
@@ -258,6 +262,9 @@ fn holder(store: &str, tx: &Connection, id: &str) -> Result<Holder, StoreError> 
 
 /// Whether `what` is there for performance `id`, or it finished.
 fn ready(store: &str, conn: &Connection, id: &str, what: Awaited) -> Result<bool, StoreError> {
+    if let Awaited::Changed(seen) = what {
+        return Ok(progress(store, conn, id)? != seen);
+    }
     let holder = holder(store, conn, id)?;
     if holder.state == State::Finished {
         return Ok(true);
@@ -274,6 +281,38 @@ fn ready(store: &str, conn: &Connection, id: &str, what: Awaited) -> Result<bool
             .optional()
             .map_err(|e| sql_error(store, e))?
             .unwrap_or(false),
+        Awaited::Changed(_) => true,
+    })
+}
+
+/// Where performance `id` is: [`Progress`].
+fn progress(store: &str, conn: &Connection, id: &str) -> Result<Progress, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT p.last_seq, p.state, p.stop_requested, \
+             (SELECT COALESCE(MAX(n), 0) FROM approvals WHERE performance = p.id), \
+             (SELECT COUNT(*) FROM approvals WHERE performance = p.id AND answer IS NOT NULL) \
+             FROM performances p WHERE p.id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(|e| sql_error(store, e))?
+        .ok_or_else(|| not_found(store, id))?;
+    Ok(Progress {
+        last_seq: unsigned(row.0),
+        finished: parse_state(store, &row.1)? == State::Finished,
+        stop: row.2,
+        asked: unsigned(row.3),
+        answered: unsigned(row.4),
     })
 }
 
@@ -1107,6 +1146,57 @@ impl Store for SqliteStore {
         timeout: Duration,
     ) -> Result<bool, StoreError> {
         self.wait(performance, Awaited::Answer { n }, timeout).await
+    }
+
+    async fn stop(&self, performance: &str) -> Result<Stopping, StoreError> {
+        let id = performance.to_string();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let stopping = match holder(store, &tx, &id)?.state {
+                State::Finished => return Err(StoreError::Finished { id }),
+                State::Queued => {
+                    tx.execute(
+                        "UPDATE performances SET state = 'finished', outcome = 'stopped', \
+                         reason = ?2, stop_requested = 1, updated_at = ?3 WHERE id = ?1",
+                        params![id, STOPPED_QUEUED, now_millis()],
+                    )
+                    .map_err(err)?;
+                    Stopping::Stopped
+                }
+                State::Leased => {
+                    tx.execute(
+                        "UPDATE performances SET stop_requested = 1, updated_at = ?2 \
+                         WHERE id = ?1",
+                        params![id, now_millis()],
+                    )
+                    .map_err(err)?;
+                    Stopping::Asked
+                }
+            };
+            tx.commit().map_err(err)?;
+            Ok(stopping)
+        })
+        .await
+    }
+
+    async fn progress(&self, performance: &str) -> Result<Progress, StoreError> {
+        let id = performance.to_string();
+        self.call(move |store, conn| progress(store, conn, &id))
+            .await
+    }
+
+    async fn wait_progress(
+        &self,
+        performance: &str,
+        seen: &Progress,
+        timeout: Duration,
+    ) -> Result<Progress, StoreError> {
+        self.wait(performance, Awaited::Changed(*seen), timeout)
+            .await?;
+        self.progress(performance).await
     }
 }
 

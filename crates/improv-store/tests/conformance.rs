@@ -7,8 +7,8 @@
 use improv_kernel::{Event, EventKind, Outcome, ToolCall};
 use improv_store::testing::TempPostgres;
 use improv_store::{
-    Firing, Lease, ListFilter, NewPerformance, OutboxKey, OutboxMessage, State, Store, StoreError,
-    StoreUrl, Sweep,
+    Answer, ApprovalAsk, Firing, Lease, ListFilter, NewPerformance, OutboxKey, OutboxMessage,
+    Progress, State, Stopping, Store, StoreError, StoreUrl, Sweep,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -825,6 +825,7 @@ async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
     // The store as the improv before per-performance budgets (schema version 3) left it.
     backend.execute(
         "ALTER TABLE performances DROP COLUMN budget; \
+         ALTER TABLE performances DROP COLUMN stop_requested; \
          DROP INDEX kv_by_age; ALTER TABLE kv DROP COLUMN version; \
          ALTER TABLE kv DROP COLUMN updated_at; \
          DELETE FROM schema_migrations WHERE version > 3",
@@ -846,6 +847,102 @@ async fn a_newer_schema_is_refused(backend: Backend) {
         "{err}"
     );
     assert!(err.to_string().contains("upgrade improv"), "{err}");
+}
+
+/// A stop ends a queued performance at once (no worker ever claims it), is recorded for a
+/// leased one (its worker ends it; a claimer after an expiry sees it too), and is refused once
+/// it ended.
+async fn a_stop_ends_a_queued_one_and_is_asked_of_a_leased_ones_worker(backend: Backend) {
+    let store = backend.open().await;
+    let queued = store.enqueue(&new("never starts")).await.unwrap();
+    assert_eq!(store.stop(&queued).await.unwrap(), Stopping::Stopped);
+    let record = store.performance(&queued).await.unwrap();
+    assert_eq!(record.state, State::Finished);
+    assert_eq!(record.outcome, Some(Outcome::Stopped));
+    assert!(store.claim("w", TTL).await.unwrap().is_none(), "claimed");
+    assert!(matches!(
+        store.stop(&queued).await,
+        Err(StoreError::Finished { .. })
+    ));
+    assert!(matches!(
+        store.stop("nobody").await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let leased = store.enqueue(&new("running")).await.unwrap();
+    let lease = claim(&store, "w").await;
+    assert!(!store.progress(&leased).await.unwrap().stop);
+    assert_eq!(store.stop(&leased).await.unwrap(), Stopping::Asked);
+    let progress = store.progress(&leased).await.unwrap();
+    assert!(progress.stop && !progress.finished, "{progress:?}");
+    assert_eq!(
+        store.performance(&leased).await.unwrap().state,
+        State::Leased
+    );
+    store
+        .finish(&lease, Outcome::Stopped, "stopped")
+        .await
+        .unwrap();
+    assert!(store.progress(&leased).await.unwrap().finished);
+}
+
+/// `wait_progress` wakes on another instance's append, approval asked, answer and stop, and
+/// says which changed.
+async fn wait_progress_wakes_on_events_approvals_and_stops(backend: Backend) {
+    let writer = backend.open().await;
+    let watcher = backend.open().await;
+    let id = writer.enqueue(&new("watched")).await.unwrap();
+    let lease = claim(&writer, "w").await;
+    let ask = ApprovalAsk {
+        actor: "lead".into(),
+        prop: "bash".into(),
+        subject: "rm -rf build".into(),
+        rule: "ask".into(),
+    };
+    let mut seen = watcher.progress(&id).await.unwrap();
+    assert_eq!(seen, Progress::default());
+    let same = watcher
+        .wait_progress(&id, &seen, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(same, seen, "nothing changed");
+    for step in 0..4 {
+        let waiting = {
+            let (watcher, id) = (Arc::clone(&watcher), id.clone());
+            tokio::spawn(async move { watcher.wait_progress(&id, &seen, NEVER).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match step {
+            0 => writer.append(&lease, &[note(1)]).await.unwrap(),
+            1 => assert_eq!(writer.ask_approval(&id, &ask).await.unwrap(), 1),
+            2 => assert!(
+                writer
+                    .answer_approval(&id, 1, Answer::Once, None)
+                    .await
+                    .unwrap()
+            ),
+            _ => assert_eq!(writer.stop(&id).await.unwrap(), Stopping::Asked),
+        }
+        let now = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the waiter was not woken within 30 s")
+            .unwrap()
+            .unwrap();
+        let expected = match step {
+            0 => Progress {
+                last_seq: 1,
+                ..seen
+            },
+            1 => Progress { asked: 1, ..seen },
+            2 => Progress {
+                answered: 1,
+                ..seen
+            },
+            _ => Progress { stop: true, ..seen },
+        };
+        assert_eq!(now, expected, "step {step}");
+        seen = now;
+    }
 }
 
 macro_rules! conformance {
@@ -887,6 +984,8 @@ conformance!(
     a_newer_schema_is_refused,
     a_performance_keeps_its_own_budget,
     a_store_from_before_budgets_is_brought_up_to_date,
+    a_stop_ends_a_queued_one_and_is_asked_of_a_leased_ones_worker,
+    wait_progress_wakes_on_events_approvals_and_stops,
 );
 
 /// What only one backend can get wrong: its own kind of misconfiguration and outage.

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
 use improv_store::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Store, StoreError, StoreLayer,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Stopping, Store,
+    StoreError, StoreLayer,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -147,6 +148,20 @@ impl Store for Named {
     async fn wait_answer(&self, _: &str, _: u64, _: Duration) -> Result<bool, StoreError> {
         called("wait_answer")
     }
+    async fn stop(&self, _: &str) -> Result<Stopping, StoreError> {
+        called("stop")
+    }
+    async fn progress(&self, _: &str) -> Result<Progress, StoreError> {
+        called("progress")
+    }
+    async fn wait_progress(
+        &self,
+        _: &str,
+        _: &Progress,
+        _: Duration,
+    ) -> Result<Progress, StoreError> {
+        called("wait_progress")
+    }
 }
 
 /// Overrides nothing.
@@ -249,10 +264,13 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.answer_approval("p", 1, Answer::Once, None).await),
         reached(store.approvals("p").await),
         reached(store.wait_answer("p", 1, ttl).await),
+        reached(store.stop("p").await),
+        reached(store.progress("p").await),
+        reached(store.wait_progress("p", &Progress::default(), ttl).await),
     ]
 }
 
-const METHODS: [&str; 29] = [
+const METHODS: [&str; 32] = [
     "describe",
     "migrate",
     "enqueue",
@@ -282,6 +300,9 @@ const METHODS: [&str; 29] = [
     "answer_approval",
     "approvals",
     "wait_answer",
+    "stop",
+    "progress",
+    "wait_progress",
 ];
 
 #[tokio::test]

@@ -58,6 +58,10 @@ CREATE INDEX kv_by_age ON kv (scope, updated_at);
     "
 ALTER TABLE kv ALTER COLUMN updated_at SET DEFAULT (extract(epoch FROM now()) * 1000)::BIGINT;
 ",
+    // The director asked a performance to stop (`Store::stop`); its worker ends it.
+    "
+ALTER TABLE performances ADD COLUMN stop_requested BOOLEAN NOT NULL DEFAULT false;
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.
