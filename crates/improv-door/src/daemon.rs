@@ -1,7 +1,10 @@
 //! The daemon: every door of a stage at work at once — a task per timed door, a listener per
 //! channel door, webhook doors answered on request — started, reloaded (SIGHUP: only the doors
 //! that changed restart, and what changed is said) and drained (SIGTERM: no new firing starts,
-//! the ones under way finish).
+//! the ones under way finish). The daemon's state lock is held only to read or change the map
+//! of doors, never while a door stops: a reload waits for a changed door's firing under way
+//! with the lock free, so webhooks are answered meanwhile (by the doors as they were until the
+//! new ones are swapped in).
 
 use crate::clock::Clock;
 use crate::context::{DoorContext, Launcher, Listeners};
@@ -25,6 +28,8 @@ pub struct Daemon {
     clock: Arc<dyn Clock>,
     listeners: Option<Listeners>,
     inner: Mutex<Inner>,
+    /// Held by a reload from start to end, and by the drain: one at a time.
+    changing: Mutex<()>,
     /// Stops the sweep of expired webhook claims ([`crate::expiry`]) at the drain.
     sweeping: CancellationToken,
 }
@@ -32,6 +37,8 @@ pub struct Daemon {
 struct Inner {
     stage: Arc<Stage>,
     running: BTreeMap<String, Running>,
+    /// Set by the drain: nothing opens any more.
+    drained: bool,
 }
 
 struct Running {
@@ -79,7 +86,9 @@ impl Daemon {
             inner: Mutex::new(Inner {
                 stage,
                 running: BTreeMap::new(),
+                drained: false,
             }),
+            changing: Mutex::new(()),
             sweeping: CancellationToken::new(),
         })
     }
@@ -101,47 +110,70 @@ impl Daemon {
     }
 
     /// Takes a new version of the stage: doors added or changed are (re)started, doors removed
-    /// are drained. Returns what changed.
+    /// are drained. Returns what changed. The doors that go or change are stopped (their
+    /// firings under way finished) without the state lock, their old selves answering webhooks
+    /// meanwhile; the new ones are swapped in under it.
     pub async fn reload(&self, stage: Arc<Stage>) -> Vec<Change> {
-        let mut inner = self.inner.lock().await;
-        let mut changes = Vec::new();
-        let names: Vec<String> = inner.running.keys().cloned().collect();
-        for name in names {
-            if !stage.doors.iter().any(|d| d.name == name)
-                && let Some(gone) = inner.running.remove(&name)
-            {
-                stop(gone).await;
-                changes.push(Change::Removed(name));
-            }
+        let _one = self.changing.lock().await;
+        let (changes, stopping) = self.plan(&stage).await;
+        for (name, task) in stopping {
+            join(&name, task).await;
         }
-        // A changed stage (budgets, intent) changes every door's firings.
-        let stage_changed = *inner.stage != *stage;
+        let mut inner = self.inner.lock().await;
+        if inner.drained {
+            return changes;
+        }
+        // The ones the plan cancelled go; the others stay as they run.
+        inner.running.retain(|_, r| !r.cancel.is_cancelled());
         for door in &stage.doors {
-            let same = inner.running.get(&door.name).map(|r| r.door == *door);
-            match same {
-                Some(true) if !stage_changed => continue,
-                Some(_) => {
-                    if let Some(old) = inner.running.remove(&door.name) {
-                        stop(old).await;
-                    }
-                    if Some(false) == same {
-                        changes.push(Change::Changed(door.name.clone()));
-                    }
-                }
-                None => changes.push(Change::Added(door.name.clone())),
+            if !inner.running.contains_key(&door.name) {
+                let running = self.open(&stage, door);
+                inner.running.insert(door.name.clone(), running);
             }
-            let running = self.open(&stage, door);
-            inner.running.insert(door.name.clone(), running);
         }
         inner.stage = stage;
         changes
     }
 
-    /// Stops opening doors and waits for the firings under way to finish.
+    /// What a reload to `stage` changes, and the tasks of the doors that go or restart, each
+    /// cancelled (its entry stays, without its task, until the swap).
+    async fn plan(&self, stage: &Stage) -> (Vec<Change>, Vec<(String, Option<JoinHandle<()>>)>) {
+        let mut inner = self.inner.lock().await;
+        let stage_changed = *inner.stage != *stage;
+        let mut changes = Vec::new();
+        let mut stopping = Vec::new();
+        for (name, running) in &mut inner.running {
+            let next = stage.doors.iter().find(|d| d.name == *name);
+            match next {
+                None => changes.push(Change::Removed(name.clone())),
+                Some(door) if *door != running.door => {}
+                Some(_) if stage_changed => {}
+                Some(_) => continue,
+            }
+            // A changed stage (budgets, intent) changes every door's firings.
+            running.cancel.cancel();
+            stopping.push((name.clone(), running.task.take()));
+        }
+        for door in &stage.doors {
+            match inner.running.get(&door.name) {
+                None => changes.push(Change::Added(door.name.clone())),
+                Some(r) if r.door != *door => changes.push(Change::Changed(door.name.clone())),
+                Some(_) => {}
+            }
+        }
+        (changes, stopping)
+    }
+
+    /// Stops opening doors and waits for the firings under way to finish (after a reload under
+    /// way, if any).
     pub async fn drain(&self) {
         self.sweeping.cancel();
-        let mut inner = self.inner.lock().await;
-        let running = std::mem::take(&mut inner.running);
+        let _one = self.changing.lock().await;
+        let running = {
+            let mut inner = self.inner.lock().await;
+            inner.drained = true;
+            std::mem::take(&mut inner.running)
+        };
         for (_, r) in running {
             stop(r).await;
         }
@@ -240,10 +272,15 @@ impl Daemon {
 
 async fn stop(r: Running) {
     r.cancel.cancel();
-    if let Some(task) = r.task
+    join(&r.door.name, r.task).await;
+}
+
+/// Waits for a cancelled door's task to end.
+async fn join(door: &str, task: Option<JoinHandle<()>>) {
+    if let Some(task) = task
         && let Err(e) = task.await
         && e.is_panic()
     {
-        tracing::error!("door `{}` panicked: {e}", r.door.name);
+        tracing::error!("door `{door}` panicked: {e}");
     }
 }
