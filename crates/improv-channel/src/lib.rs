@@ -86,7 +86,8 @@ pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// The HTTP client every platform client uses: rustls; each request sets its own time limit.
 pub(crate) fn http_client() -> Result<reqwest::Client, ChannelError> {
-    reqwest::Client::builder()
+    improv_models::client_builder()
+        .map_err(|e| ChannelError::Setup(e.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| ChannelError::Setup(format!("cannot build the HTTP client: {e}")))

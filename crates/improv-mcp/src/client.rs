@@ -66,11 +66,6 @@ pub async fn attach(
     stage_dir: &Path,
     workspace: &Path,
 ) -> Result<Attached, McpError> {
-    if servers.iter().any(|s| s.url.is_some()) {
-        // reqwest is built without a default TLS provider; install ring's once. An error means
-        // another part of the program installed one already, which serves as well.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
     let servers: Vec<Arc<Server>> = servers
         .iter()
         .map(|config| Arc::new(Server::new(config.clone(), stage_dir, workspace)))
@@ -612,7 +607,11 @@ impl Server {
             }
             let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.clone())
                 .custom_headers(headers);
-            let transport = StreamableHttpClientTransport::from_config(config);
+            let http = improv_models::client_builder()
+                .map_err(|e| e.to_string())?
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            let transport = StreamableHttpClientTransport::with_client(http, config);
             let client = self
                 .handshake(().serve_with_ct(transport, cancel.clone()))
                 .await?;

@@ -1,13 +1,49 @@
 //! The one HTTP client every provider shares, and the retry loop around sending a request:
 //! exponential backoff with full jitter on 429, 5xx and connect errors, honouring
 //! `Retry-After`, and errors that say what to do.
+//!
+//! [`client_builder`] is where every HTTP client of improv starts (providers, channels, trace
+//! export, MCP over HTTP, doctor): reqwest is built without a TLS crypto provider of its own, so
+//! this is the one place that decides it (ring, which lettre and PostgreSQL already link; aws-lc
+//! would need cmake and add ~2 MB) and the roots (the bundled Mozilla list, so a container
+//! without a system store works).
 
 use bytes::Bytes;
 use improv_kernel::{ModelError, ModelUpdate};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Response, StatusCode};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
+
+/// TLS could not be set up for an HTTP client.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up TLS for HTTP clients: {0}")]
+pub struct TlsSetupError(#[from] rustls::Error);
+
+/// A reqwest builder with improv's TLS: rustls over ring, the bundled Mozilla roots, HTTP/2 and
+/// HTTP/1.1 offered by ALPN. Ring also becomes the process's default rustls provider (once), so
+/// a library that builds its own rustls config finds one.
+pub fn client_builder() -> Result<reqwest::ClientBuilder, TlsSetupError> {
+    builder_trusting(rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    })
+}
+
+/// [`client_builder`] with the given roots (tests trust their own CA with it).
+fn builder_trusting(roots: rustls::RootCertStore) -> Result<reqwest::ClientBuilder, TlsSetupError> {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        // An error means another part of the program installed a provider first; it serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Client::builder().tls_backend_preconfigured(tls))
+}
 
 /// The shared client: one connection pool per process, `TCP_NODELAY`, a connect timeout and an
 /// idle-read timeout long enough for a model that thinks before it speaks.
@@ -15,7 +51,8 @@ pub(crate) fn client() -> Result<&'static Client, ModelError> {
     static CLIENT: OnceLock<Result<Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            Client::builder()
+            client_builder()
+                .map_err(|e| e.to_string())?
                 .tcp_nodelay(true)
                 .connect_timeout(Duration::from_secs(10))
                 .read_timeout(Duration::from_secs(600))
@@ -229,4 +266,89 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A local HTTPS server for 127.0.0.1 whose certificate a fresh CA signed; answers every
+    /// request with `ok`. Returns its port and the CA's certificate.
+    async fn https_server() -> (u16, CertificateDer<'static>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![server.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let reply =
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                    let _ = tls.write_all(reply.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, ca.der().clone())
+    }
+
+    #[tokio::test]
+    async fn the_client_speaks_tls_over_ring_to_a_server_its_roots_trust() {
+        let (port, ca) = https_server().await;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let client = builder_trusting(roots).unwrap().build().unwrap();
+        let reply = client
+            .get(format!("https://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+        assert_eq!(reply.text().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn the_shared_builder_refuses_a_certificate_outside_the_bundled_roots() {
+        let (port, _) = https_server().await;
+        let client = client_builder().unwrap().build().unwrap();
+        let refused = client
+            .get(format!("https://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        let chain = error_chain(&refused);
+        assert!(chain.contains("UnknownIssuer"), "{chain}");
+    }
 }

@@ -18,7 +18,7 @@ pub mod pricing;
 pub mod resolve;
 mod sse;
 
-pub use http::RetryPolicy;
+pub use http::{RetryPolicy, TlsSetupError, client_builder};
 pub use pricing::Prices;
 pub use resolve::{ModelSpec, ResolveError, resolve, resolve_with};
 

@@ -194,7 +194,9 @@ impl Exporter {
 
 /// The export thread: batches spans and posts them until every sender is gone.
 async fn export(config: Config, mut rx: mpsc::Receiver<Message>) {
-    let client = reqwest::Client::builder().timeout(EXPORT_TIMEOUT).build();
+    let client = improv_models::client_builder()
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.timeout(EXPORT_TIMEOUT).build().map_err(|e| e.to_string()));
     let client = match client {
         Ok(client) => client,
         Err(e) => {

@@ -151,7 +151,8 @@ async fn load(performances: usize, per: usize, turns: usize) {
     let token = parts.next().unwrap().to_string();
     let idle_rss = rss_kib(pid, "VmRSS:");
 
-    let http = reqwest::Client::builder()
+    let http = improv_models::client_builder()
+        .unwrap()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();

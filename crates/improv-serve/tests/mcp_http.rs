@@ -13,12 +13,13 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_clients_cast_the_stage_over_streamable_http() {
-    // The SDK's HTTP client is built without a TLS provider of its own.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let stage = common::TestStage::new(json!([{"say": "the answer is 42"}]), "");
     let server = common::serve(&stage).await;
 
-    let refused = reqwest::Client::new()
+    let refused = improv_models::client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
         .post(server.url("/mcp"))
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}))
         .send()
@@ -32,7 +33,13 @@ async fn mcp_clients_cast_the_stage_over_streamable_http() {
 
     let config = StreamableHttpClientTransportConfig::with_uri(server.url("/mcp"))
         .auth_header(server.token.clone());
-    let client = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let client = ()
+        .serve(StreamableHttpClientTransport::with_client(
+            improv_models::client_builder().unwrap().build().unwrap(),
+            config,
+        ))
+        .await
+        .unwrap();
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert!(names.contains(&"perform"), "{names:?}");

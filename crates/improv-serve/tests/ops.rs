@@ -22,7 +22,7 @@ fn three_turns() -> Value {
 async fn probes_need_no_token_and_readiness_follows_the_stage_file_without_naming_it() {
     let stage = TestStage::new(three_turns(), "");
     let server = serve(&stage).await;
-    let bare = reqwest::Client::new();
+    let bare = improv_models::client_builder().unwrap().build().unwrap();
 
     let health = bare.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);

@@ -17,7 +17,7 @@ use std::time::Duration;
 async fn the_probes_answer_whatever_the_host_and_the_api_does_not() {
     let stage = TestStage::new(json!([{"say": "hi"}]), "");
     let server = serve(&stage).await;
-    let client = reqwest::Client::new();
+    let client = improv_models::client_builder().unwrap().build().unwrap();
     for probe in ["/healthz", "/readyz"] {
         let r = client
             .get(server.url(probe))
@@ -115,7 +115,17 @@ async fn metrics_show_the_stores_performances_by_state_and_its_leases() {
         .unwrap();
     let url = format!("http://{}/metrics", server.addr().unwrap());
     tokio::spawn(server.run(std::future::pending()));
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let text = improv_models::client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
     let value = |metric: &str, state: &str| {

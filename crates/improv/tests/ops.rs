@@ -91,7 +91,14 @@ fn samples(text: &str) -> HashMap<String, f64> {
 }
 
 async fn get(url: &str) -> (u16, String) {
-    let r = reqwest::get(url).await.unwrap();
+    let r = improv_models::client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 

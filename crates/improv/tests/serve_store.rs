@@ -124,7 +124,7 @@ impl Fixture {
         let api = Api {
             url: url.unwrap(),
             token: token.unwrap(),
-            http: reqwest::Client::new(),
+            http: improv_models::client_builder().unwrap().build().unwrap(),
         };
         (served, api)
     }

@@ -136,7 +136,7 @@ fn serve_refuses_requests_without_its_token_and_performs_with_it() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = improv_models::client_builder().unwrap().build().unwrap();
         let refused = client
             .get(format!("{url}/performances"))
             .send()

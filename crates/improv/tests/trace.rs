@@ -651,7 +651,10 @@ async fn start_over_the_api(child: &mut std::process::Child) {
     })
     .await
     .unwrap();
-    let started = reqwest::Client::new()
+    let started = improv_models::client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
         .post(format!("{url}performances"))
         .bearer_auth(token)
         .json(&serde_json::json!({}))

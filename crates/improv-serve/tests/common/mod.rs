@@ -101,7 +101,7 @@ pub async fn serve_with(stage: &TestStage, configure: impl FnOnce(&mut ServeArgs
         addr,
         base: format!("http://{addr}"),
         token,
-        http: reqwest::Client::new(),
+        http: improv_models::client_builder().unwrap().build().unwrap(),
         shutdown: Some(tx),
         task: Some(task),
     }
