@@ -95,7 +95,7 @@ pub enum Incoming {
     Ping,
     /// A slash command whose options carry the text: answer [`acknowledge`], or [`deferred`]
     /// with its [`Followup`] kept (`None` when the interaction carried no token).
-    Message(Inbound, Option<Followup>),
+    Message(Inbound, Option<Box<Followup>>),
     /// Anything else (components, autocomplete): acknowledged, ignored.
     Ignored,
 }
@@ -167,11 +167,11 @@ pub fn parse(body: &[u8], now_s: u64) -> Result<Incoming, ChannelError> {
                 .collect::<Vec<_>>()
                 .join(" ");
             let followup = match (i.application_id, i.token) {
-                (Some(application_id), Some(token)) => Some(Followup {
+                (Some(application_id), Some(token)) => Some(Box::new(Followup {
                     application_id,
                     token,
                     at: now_s,
-                }),
+                })),
                 _ => None,
             };
             let inbound = Inbound {
