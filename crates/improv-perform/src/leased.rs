@@ -19,6 +19,9 @@
 //!   given from anywhere, and is denied when none comes within `ask_timeout`.
 //! - Draining (SIGTERM): no new claims, the current turn ends, the performance goes back to the
 //!   queue with every event it wrote.
+//! - A stop asked through the store ([`Store::stop`], `POST /performances/ID/stop` on any
+//!   server) cancels the performance at once on the worker that holds it, which ends it
+//!   `stopped` ([`watch_stop`]).
 
 use crate::cast::PropSource;
 use crate::error::PerformError;
@@ -231,9 +234,23 @@ async fn perform_held(
             return end(held, Outcome::Failed, &reason).await;
         }
     };
-    let ended = production.perform(&held.lost.child_token()).await;
+    // The director's stop, asked from any machine, cancels it at once.
+    let cancel = held.lost.child_token();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_stop(
+        held.store.clone(),
+        record.id.clone(),
+        cancel.clone(),
+        stopped.clone(),
+    ));
+    let mut ended = production.perform(&cancel).await;
+    watcher.abort();
     if held.lost.is_cancelled() {
         return Ok(Leased::Abandoned(ended.reason));
+    }
+    if stopped.load(Ordering::SeqCst) && ended.outcome == Outcome::Interrupted {
+        ended.outcome = Outcome::Stopped;
+        ended.reason = STOPPED.into();
     }
     if drain.is_cancelled() && ended.outcome == Outcome::Interrupted {
         drop(production);
@@ -297,6 +314,42 @@ async fn open(
     });
     launch.hooks = vec![Arc::new(Drain(drain.clone()))];
     Ok(Production::open(stage, launch)?.0)
+}
+
+/// The reason a performance the director stopped through the store ends with.
+const STOPPED: &str = "stopped by the director";
+
+/// The longest a stop watcher waits for the store's wake-up before it looks again (a fallback:
+/// the store wakes it when a stop is asked, from any machine).
+const STOP_LOOK: Duration = Duration::from_secs(60);
+
+/// Cancels `cancel` once the director asks the store to stop performance `id` (asked before
+/// this worker claimed it too), and says so in `stopped`. Runs until aborted.
+async fn watch_stop(
+    store: Arc<dyn Store>,
+    id: String,
+    cancel: CancellationToken,
+    stopped: Arc<AtomicBool>,
+) {
+    let mut seen = None;
+    loop {
+        let looked = match &seen {
+            None => store.progress(&id).await,
+            Some(seen) => store.wait_progress(&id, seen, STOP_LOOK).await,
+        };
+        match looked {
+            Ok(progress) if progress.stop => {
+                stopped.store(true, Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
+            Ok(progress) => seen = Some(progress),
+            Err(e) => {
+                tracing::warn!(performance = %id, "cannot watch for a stop: {e}; retrying");
+                tokio::time::sleep(MAX_RETRY).await;
+            }
+        }
+    }
 }
 
 /// Answers the `ask` decisions of a leased performance through the store: each is put there

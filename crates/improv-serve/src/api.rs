@@ -217,6 +217,16 @@ pub(crate) async fn start(
             }
         },
     };
+    // With a store the workers perform it; a resume continues this server's own log here.
+    if let Some(store) = app.store.as_ref().filter(|_| body.resume.is_none()) {
+        let id = stored::enqueue(store.as_ref(), &app.stage, intent, body.model).await?;
+        let links = json!({
+            "id": id,
+            "events": format!("/performances/{id}/events"),
+            "queued": true,
+        });
+        return Ok((StatusCode::CREATED, Json(links)).into_response());
+    }
     let outside = perform::outside(&app.stage).await?;
     let (id, _) = perform::start(
         app.stage.clone(),
@@ -382,11 +392,22 @@ async fn in_store(app: &AppState, id: &str) -> Result<Option<Arc<dyn Store>>, Ap
     }
 }
 
-/// `POST /performances/{id}/stop`: interrupts it (it can be resumed).
+/// `POST /performances/{id}/stop`: interrupts it (it can be resumed). One in the store is
+/// stopped wherever it runs: a queued one ends `stopped` at once, a worker ends a leased one
+/// `stopped` (409 once it ended).
 pub(crate) async fn stop(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    if let Some(store) = in_store(&app, &id).await? {
+        let stopping = stored::stop(store.as_ref(), &id).await?;
+        let stopped = stopping == improv_store::Stopping::Stopped;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "stopping": true, "stopped": stopped})),
+        )
+            .into_response());
+    }
     let live = running(&app, &id).await?;
     if let Some(c) = live.control() {
         c.cancel.cancel();

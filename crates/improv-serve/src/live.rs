@@ -42,7 +42,7 @@ impl Frame {
         })
     }
 
-    fn named(name: &'static str, value: &serde_json::Value) -> Frame {
+    pub(crate) fn named(name: &'static str, value: &serde_json::Value) -> Frame {
         Frame {
             seq: None,
             name: Some(name),

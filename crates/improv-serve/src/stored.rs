@@ -1,8 +1,9 @@
-//! The API's view of the performance store (`improv serve --store URL`): performances any
-//! worker on any machine performs are listed, shown and streamed from the store, and their
-//! director notes and approval answers are written to it, where the worker performing them
-//! reads them. Performances this server runs itself stay in its [`Hub`](crate::live::Hub) and
-//! log, as without a store.
+//! The API's view of the performance store (`improv serve --store URL`): `POST /performances`
+//! queues there for the workers ([`enqueue`]); performances any worker on any machine performs
+//! are listed, shown and streamed from the store (their events, the approvals they wait for and
+//! how those were answered), and their director notes, approval answers and stops are written
+//! to it, where the worker performing them reads them. Performances this server runs itself (a
+//! `resume` of its own log) stay in its [`Hub`](crate::live::Hub) and log, as without a store.
 
 use crate::live::{End, Frame, PendingApproval};
 use crate::stream::Told;
@@ -10,7 +11,8 @@ use futures::Stream;
 use improv_kernel::{Event, Outcome};
 use improv_stage::Stage;
 use improv_store::{
-    Answer, ApprovalRecord, ListFilter, PerformanceRecord, State, Store, StoreError, UnixMillis,
+    Answer, ApprovalRecord, ListFilter, NewPerformance, PerformanceRecord, Progress, State,
+    Stopping, Store, StoreError, UnixMillis,
 };
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -152,6 +154,31 @@ pub(crate) fn rfc3339(at: UnixMillis) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// Queues a performance of `stage` for the workers, as `improv run --detach` does; returns its
+/// id. The worker casts it as `improv run` would (the stage's MCP servers attached there).
+pub(crate) async fn enqueue(
+    store: &dyn Store,
+    stage: &Stage,
+    intent: String,
+    model: Option<String>,
+) -> Result<String, StoreError> {
+    store
+        .enqueue(&NewPerformance {
+            id: None,
+            stage: stage_key(stage),
+            intent,
+            model,
+            origin: "api".into(),
+            budget: None,
+        })
+        .await
+}
+
+/// Asks the store to stop `id`: a queued one ends there and then, a leased one's worker ends it.
+pub(crate) async fn stop(store: &dyn Store, id: &str) -> Result<Stopping, StoreError> {
+    store.stop(id).await
+}
+
 /// Leaves a director note in the store for the worker performing `id`.
 pub(crate) async fn note(store: &dyn Store, id: &str, text: &str) -> Result<u64, StoreError> {
     Ok(store.send_note(id, text).await?.n)
@@ -179,6 +206,8 @@ pub(crate) fn follow(
         store,
         id,
         after: after.unwrap_or(0),
+        seen: Progress::default(),
+        told: Vec::new(),
         queue: VecDeque::new(),
         done: false,
     };
@@ -193,6 +222,10 @@ struct Tail {
     id: String,
     /// The seq of the last event sent (0: none).
     after: u64,
+    /// The store's progress when the approvals were last read.
+    seen: Progress,
+    /// The approvals told as waiting and not yet as answered.
+    told: Vec<u64>,
     queue: VecDeque<Frame>,
     done: bool,
 }
@@ -213,7 +246,8 @@ impl Tail {
         }
     }
 
-    /// Queues what is new, the end once it finished, or waits for the store to say more.
+    /// Queues what is new (events, then the approvals asked or answered since), the end once
+    /// it finished, or waits for the store to say more.
     async fn read(&mut self) -> Result<(), StoreError> {
         let events = self.store.events(&self.id, self.after, PAGE).await?;
         if let Some(last) = events.last() {
@@ -222,14 +256,45 @@ impl Tail {
                 .extend(events.iter().filter_map(|e| Frame::event(e).ok()));
             return Ok(());
         }
-        let record = self.store.performance(&self.id).await?;
-        if record.state == State::Finished {
+        let progress = self.store.progress(&self.id).await?;
+        if (progress.asked, progress.answered) != (self.seen.asked, self.seen.answered) {
+            self.approvals(progress.finished).await?;
+        }
+        self.seen = progress;
+        if progress.finished {
+            let record = self.store.performance(&self.id).await?;
             let all = self.store.events(&self.id, 0, 0).await?;
             self.queue.push_back(Frame::end(&end_of(&record, &all)));
             self.done = true;
             return Ok(());
         }
-        self.store.wait_events(&self.id, self.after, WAIT).await?;
+        if self.queue.is_empty() {
+            self.store.wait_progress(&self.id, &progress, WAIT).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues an `approval` frame for each approval newly waiting (none once it finished:
+    /// nobody waits any more) and an `approval_answered` frame for each told one since answered,
+    /// as a performance in this server streams them.
+    async fn approvals(&mut self, finished: bool) -> Result<(), StoreError> {
+        let all = self.store.approvals(&self.id).await?;
+        for a in &all {
+            match &a.answer {
+                None if !finished && a.n > self.seen.asked && !self.told.contains(&a.n) => {
+                    self.told.push(a.n);
+                    let info = json!(pending(a.clone()));
+                    self.queue.push_back(Frame::named("approval", &info));
+                }
+                Some(answer) if self.told.contains(&a.n) => {
+                    self.told.retain(|n| *n != a.n);
+                    let told = json!({"approval": a.n, "answer": answer});
+                    self.queue
+                        .push_back(Frame::named("approval_answered", &told));
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }

@@ -636,3 +636,177 @@ async fn a_unique_prefix_names_a_performance_on_postgres() {
     let url = pg.url_as("director:hidden-heron-9", "prefixes");
     a_unique_prefix_names_a_performance(url, Some("hidden-heron-9")).await;
 }
+
+/// `POST /performances` on `improv serve --store` queues for the workers: a worker performs it
+/// (the store names the worker and holds its events), not the server's own process.
+async fn a_posted_performance_is_performed_by_a_worker(store: String) {
+    let fixture = Fixture::new(store, vec![openai_chat::text("done on a worker")], "").await;
+    let (_serve, api) = fixture.serve();
+    let (status, body) = api
+        .post(
+            "/performances",
+            serde_json::json!({"intent": "queued from the API"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let posted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(posted["queued"], true, "{posted}");
+    let id = posted["id"].as_str().unwrap().to_string();
+    let queued = fixture.store().await.performance(&id).await.unwrap();
+    assert_eq!(queued.origin, "api");
+    let _worker = fixture.worker();
+    let record = fixture.wait_finished(&id).await;
+    assert_eq!(record.outcome, Some(Outcome::Done), "{}", record.reason);
+    assert!(record.worker.is_some(), "no worker performed it");
+    let streamed = api.stream(&id).await;
+    assert!(streamed.contains("done on a worker"), "{streamed}");
+    assert!(streamed.contains("\"outcome\":\"done\""), "{streamed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_performance_is_performed_by_a_worker_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_posted_performance_is_performed_by_a_worker(sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_performance_is_performed_by_a_worker_on_postgres() {
+    a_posted_performance_is_performed_by_a_worker(postgres("posted")).await;
+}
+
+/// `POST /performances/ID/stop` reaches the worker holding it on another "machine": the
+/// command it runs is cancelled (the test never lets it finish) and it ends `stopped`. A queued
+/// one ends `stopped` at once and no worker starts it; a finished one is 409.
+async fn a_stop_reaches_the_worker(store: String) {
+    let fixture = Fixture::new(
+        store,
+        vec![held_until_go(), openai_chat::text("should not be asked")],
+        "",
+    )
+    .await;
+    let (_serve, api) = fixture.serve();
+    let queued = fixture.enqueue("never starts");
+    let (status, body) = api
+        .post(
+            &format!("/performances/{queued}/stop"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("\"stopped\":true"), "{body}");
+    let record = fixture.wait_finished(&queued).await;
+    assert_eq!(record.outcome, Some(Outcome::Stopped), "{}", record.reason);
+
+    let id = fixture.enqueue("wait for the director");
+    let _worker = fixture.worker();
+    fixture.wait_for_file("started").await;
+    let (status, body) = api
+        .post(&format!("/performances/{id}/stop"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("\"stopped\":false"), "{body}");
+    let record = fixture.wait_finished(&id).await;
+    assert_eq!(record.outcome, Some(Outcome::Stopped), "{}", record.reason);
+    assert!(!fixture.path("go").exists());
+    let streamed = api.stream(&id).await;
+    assert!(streamed.contains("\"outcome\":\"stopped\""), "{streamed}");
+    assert_eq!(
+        fixture.model.requests().len(),
+        1,
+        "asked again after the stop"
+    );
+    let stored = fixture.store().await;
+    assert!(
+        stored.events(&queued, 0, 0).await.unwrap().is_empty(),
+        "the queued one was started"
+    );
+    let (status, body) = api
+        .post(&format!("/performances/{id}/stop"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_reaches_the_worker_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_stop_reaches_the_worker(sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_reaches_the_worker_on_postgres() {
+    a_stop_reaches_the_worker(postgres("stopped")).await;
+}
+
+/// A director watching the server's stream of a worker's performance sees its `ask` as an
+/// `approval` frame, answers it through the server's API (the page's route), and the stream
+/// goes on: `approval_answered`, the approved command's effect, the end.
+async fn the_stream_carries_a_workers_approvals(store: String) {
+    let touch = serde_json::json!({ "command": "touch approved" }).to_string();
+    let fixture = Fixture::new(
+        store,
+        vec![
+            openai_chat::tool_calls(&[("call_1", "bash", &touch)]),
+            openai_chat::text("ran it"),
+        ],
+        "\n[[edges.rule]]\ncommand = \"touch approved*\"\ndecision = \"ask\"\n",
+    )
+    .await;
+    let (_serve, api) = fixture.serve();
+    let (status, body) = api
+        .post("/performances", serde_json::json!({"intent": "approved"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let posted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = posted["id"].as_str().unwrap().to_string();
+    let _worker = fixture.worker();
+    let r = api
+        .http
+        .get(format!("{}/performances/{id}/events", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut r = r;
+    let mut seen = String::new();
+    let read = async {
+        let mut answered = false;
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if !answered && seen.contains("event: approval\n") {
+                assert!(seen.contains("touch approved"), "{seen}");
+                let (status, body) = api
+                    .post(
+                        &format!("/performances/{id}/approvals/1"),
+                        serde_json::json!({"answer": "once"}),
+                    )
+                    .await;
+                assert_eq!(status, 202, "{body}");
+                answered = true;
+            }
+            if seen.contains("event: end") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, read)
+        .await
+        .unwrap_or_else(|_| panic!("the stream never ended: {seen}"));
+    assert!(seen.contains("event: approval_answered"), "{seen}");
+    assert!(seen.contains("\"outcome\":\"done\""), "{seen}");
+    assert!(
+        fixture.path("approved").exists(),
+        "the approved command did not run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_carries_a_workers_approvals_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    the_stream_carries_a_workers_approvals(sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_carries_a_workers_approvals_on_postgres() {
+    the_stream_carries_a_workers_approvals(postgres("streamed_asks")).await;
+}
