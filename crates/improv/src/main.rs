@@ -6,6 +6,7 @@ mod causes;
 mod door;
 mod index;
 mod init;
+mod limits;
 mod logbook;
 mod logs;
 mod memory;

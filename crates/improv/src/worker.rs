@@ -41,6 +41,8 @@ pub struct WorkerArgs {
 
 /// Runs the worker until a signal drains it.
 pub fn run(args: WorkerArgs) -> Result<ExitCode> {
+    // A descriptor or more for each performance it holds: thousands at a high concurrency.
+    crate::limits::raise_open_files();
     // Multi-threaded: the journal waits for the store on the loop's thread while the store's
     // own tasks run on another.
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -77,8 +77,44 @@ fn memory(pid: u32) -> (f64, f64) {
     (kb("VmHWM:") / 1024.0, kb("VmRSS:") / 1024.0)
 }
 
+/// The open descriptors of a process, by what they are (`socket`, `pipe`, `anon_inode`, or a
+/// path's first two folders), most first.
+fn descriptors(pid: u32) -> Vec<(String, usize)> {
+    let mut kinds = std::collections::HashMap::<String, usize>::new();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten();
+    for target in fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+    {
+        let target = target.display().to_string();
+        let kind = match target.split_once(':') {
+            Some((kind, _)) if !target.starts_with('/') => kind.to_string(),
+            _ => target.split('/').take(3).collect::<Vec<_>>().join("/"),
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    let mut kinds: Vec<_> = kinds.into_iter().collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    kinds
+}
+
+/// The binary measured: `IMPROV_BENCH_BIN` (a release build: `cargo build --release -p
+/// improv`), else the debug build the tests use.
+fn improv() -> std::process::Command {
+    match std::env::var_os("IMPROV_BENCH_BIN") {
+        Some(bin) => {
+            let mut c = std::process::Command::new(bin);
+            c.env("XDG_DATA_HOME", common::data_home());
+            c
+        }
+        None => common::improv_command(),
+    }
+}
+
 fn spawn(args: &[&str], store: &str, model: &str, dir: &std::path::Path) -> Child {
-    common::improv_command()
+    improv()
         .current_dir(dir)
         .env("IMPROV_STORE", store)
         .env("OPENAI_API_KEY", "sk-test")
@@ -198,10 +234,17 @@ async fn bench_waiting() {
             times.last().unwrap().as_secs_f64() * 1000.0
         );
     }
+    let fds = descriptors(worker.id());
     let (peak, now) = memory(worker.id());
     let (serve_peak, _) = memory(serve.id());
     println!(
-        "\nworker RSS: peak {peak:.0} MB, now {now:.0} MB (goal <= 2048 MB); serve peak {serve_peak:.0} MB"
+        "\nworker RSS: peak {peak:.0} MB, now {now:.0} MB (goal <= 2048 MB), {:.0} KB per waiting \
+         performance; serve peak {serve_peak:.0} MB",
+        now * 1024.0 / waiting.max(1) as f64
+    );
+    println!(
+        "worker descriptors: {} ({fds:?})",
+        fds.iter().map(|(_, n)| n).sum::<usize>()
     );
     for mut child in [worker, serve] {
         let _ = child.kill();

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// An empty data home for every run of the binary in this test process; kept for its lifetime.
-fn data_home() -> &'static Path {
+pub fn data_home() -> &'static Path {
     static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
     DATA.get_or_init(|| tempfile::tempdir().expect("a temp dir for XDG_DATA_HOME"))
         .path()
