@@ -287,12 +287,16 @@ pub(crate) async fn replay(
     if let Some(n) = retire_unused {
         routine.note_match(ok, n, &now);
     }
-    if let Some(kept) = repertoire.get_mut(&name) {
-        kept.record = routine.record.clone();
-        kept.status = routine.status;
-        kept.retired_because = routine.retired_because.clone();
-    }
-    if let Err(e) = repertoire.save(&name) {
+    // Noted on the routine's file as it is now, not on the copy read at the start: another
+    // performance or the director may have changed it meanwhile (review L3).
+    let noted = repertoire.update(&name, |kept| {
+        kept.note_use(ok, &now);
+        if let Some(n) = retire_unused {
+            kept.note_match(ok, n, &now);
+        }
+        true
+    });
+    if let Err(e) = noted {
         tracing::warn!("the record of routine `{name}` was not saved: {e}");
     }
     if ok {

@@ -14,6 +14,7 @@
 //! - [`prop`]: an approved routine offered to actors as the prop `routine.NAME`.
 //! - [`skill`]: a routine exported as an Agent Skill (`SKILL.md`).
 
+mod file;
 pub mod guard;
 pub mod index;
 pub mod learn;

@@ -3,6 +3,7 @@
 //! for it, where it came from and its record. Read and written here, and nowhere else.
 
 use crate::RoutineError;
+use crate::file::{self, Decision};
 use crate::guard::Guard;
 use crate::template::Template;
 use serde::{Deserialize, Serialize};
@@ -335,13 +336,18 @@ impl Routine {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        Routine::parse(&text, path)
+    }
+
+    /// Reads a routine from `text`, the content of `path`; a problem names the file and line.
+    fn parse(text: &str, path: &Path) -> Result<Routine, RoutineError> {
         let invalid = |line: usize, message: String| RoutineError::Invalid {
             path: path.to_path_buf(),
             line,
             message,
         };
-        let routine: Routine = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map_or(1, |s| line_of(&text, s.start));
+        let routine: Routine = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of(text, s.start));
             invalid(line, e.message().trim().to_string())
         })?;
         let line_of_key = |key: &str| {
@@ -376,18 +382,12 @@ impl Routine {
         Ok(routine)
     }
 
-    /// Writes the routine to `dir/NAME.toml`, replacing the file atomically.
+    /// Writes the routine to `dir/NAME.toml`, replacing the file atomically under its lock
+    /// (see [`crate::file`]). What the file held is replaced whatever it was: a change made
+    /// from what the file holds now is [`Repertoire::update`].
     pub fn write(&self, dir: &Path) -> Result<PathBuf, RoutineError> {
-        let path = dir.join(format!("{}.toml", self.name));
-        let io = |e: std::io::Error| RoutineError::Io {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{}.toml.tmp", self.name));
-        std::fs::write(&tmp, self.to_toml()?).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        Ok(path)
+        let text = self.to_toml()?;
+        file::update(dir, &self.name, |_| Ok(Decision::Write(text.clone())))
     }
 }
 
@@ -509,21 +509,72 @@ impl Repertoire {
         retire_unused: u32,
         now: &str,
     ) -> Result<Vec<String>, RoutineError> {
-        let mut retired = Vec::new();
-        for routine in &mut self.routines {
-            let matched = routine.status == Status::Approved
+        let matches = |routine: &Routine| {
+            routine.status == Status::Approved
                 && routine.replayable()
                 && Some(routine.name.as_str()) != chosen
-                && routine.bind(intent).is_some();
-            if !matched {
-                continue;
+                && routine.bind(intent).is_some()
+        };
+        let mut retired = Vec::new();
+        let candidates: Vec<String> = self
+            .routines
+            .iter()
+            .filter(|r| matches(r))
+            .map(|r| r.name.clone())
+            .collect();
+        for name in candidates {
+            // Decided again on the file as it is now: another writer may have counted,
+            // retired or edited it since this repertoire was read.
+            let mut retired_now = false;
+            self.update(&name, |routine| {
+                let matched = matches(routine);
+                retired_now = matched && routine.note_match(false, retire_unused, now);
+                matched
+            })?;
+            if retired_now {
+                retired.push(name);
             }
-            if routine.note_match(false, retire_unused, now) {
-                retired.push(routine.name.clone());
-            }
-            routine.write(&self.dir)?;
         }
         Ok(retired)
+    }
+
+    /// Changes routine `name` as its file holds it now, not as this repertoire read it:
+    /// `change` is run on the file's current content (again, when the file changes before
+    /// the write; see [`crate::file`]) and returns whether it changed anything; if so the
+    /// file is rewritten. This repertoire's copy becomes the file's. `Ok(false)` when the
+    /// routine has no file (any more).
+    pub fn update(
+        &mut self,
+        name: &str,
+        mut change: impl FnMut(&mut Routine) -> bool,
+    ) -> Result<bool, RoutineError> {
+        let path = self.dir.join(format!("{name}.toml"));
+        let mut result = None;
+        file::update(&self.dir, name, |bytes| {
+            result = None;
+            let Some(bytes) = bytes else {
+                return Ok(Decision::Keep);
+            };
+            let text = String::from_utf8_lossy(bytes);
+            let mut routine = Routine::parse(&text, &path)?;
+            let changed = change(&mut routine);
+            let decision = if changed {
+                Decision::Write(routine.to_toml()?)
+            } else {
+                Decision::Keep
+            };
+            result = Some((routine, changed));
+            Ok(decision)
+        })?;
+        let Some((routine, changed)) = result else {
+            self.routines.retain(|r| r.name != name);
+            return Ok(false);
+        };
+        match self.get_mut(name) {
+            Some(kept) => *kept = routine,
+            None => self.routines.push(routine),
+        }
+        Ok(changed)
     }
 
     /// Retires the approved routines unused for `after` by `now`, writing each file (with why)
@@ -534,14 +585,19 @@ impl Repertoire {
         after: Duration,
     ) -> Result<Vec<String>, RoutineError> {
         let mut retired = Vec::new();
-        for routine in &mut self.routines {
-            let before = routine.record.approved_at.clone();
-            if routine.retire_if_unused(now, after) {
-                retired.push(routine.name.clone());
-            } else if routine.record.approved_at == before {
-                continue;
+        let approved: Vec<String> = self.approved().map(|r| r.name.clone()).collect();
+        for name in approved {
+            // Decided on the file as it is now (see `update`): a director's approval or
+            // retirement made since this repertoire was read is not overwritten.
+            let mut retired_now = false;
+            self.update(&name, |routine| {
+                let before = routine.record.approved_at.clone();
+                retired_now = routine.retire_if_unused(now, after);
+                retired_now || routine.record.approved_at != before
+            })?;
+            if retired_now {
+                retired.push(name);
             }
-            routine.write(&self.dir)?;
         }
         Ok(retired)
     }
@@ -647,7 +703,9 @@ mod tests {
                 .is_empty()
         );
         // A use restarts the clock.
+        // (Retirement decides on the file as it is now, so the use is written, as a replay does.)
         repertoire.routines[1].note_use(true, &rfc3339(t0 + 20 * day));
+        repertoire.save("write-file").unwrap();
         assert!(
             repertoire
                 .retire_unused(t0 + 31 * day, 30 * day)
