@@ -395,9 +395,19 @@ fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
     let texts: Vec<&str> = std::iter::once(system).chain(notes).collect();
     let mut paths: Vec<String> = Vec::new();
     for text in texts.into_iter().rev() {
-        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || "._-/".contains(c))) {
-            let word = word.trim_end_matches('.');
-            if names_a_file(word) && !missing.contains(&word) && !paths.iter().any(|p| p == word) {
+        let words = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "._-/".contains(c)))
+            .filter(|w| !w.is_empty())
+            .map(|w| w.trim_end_matches('.'));
+        let mut before: [&str; 2] = ["", ""];
+        for word in words {
+            let example = is_example(before);
+            before = [before[1], word];
+            if names_a_file(word)
+                && !example
+                && !missing.contains(&word)
+                && !paths.iter().any(|p| p == word)
+            {
                 paths.push(word.to_string());
                 if paths.len() == MAX_PATHS {
                     return paths;
@@ -406,6 +416,17 @@ fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
         }
     }
     paths
+}
+
+/// Whether the two words before a name introduce an example (`like notes.txt`, `e.g. a.rs`,
+/// `such as x.md`, `for example y.py`): such a name shows a form, it names no file to look at.
+/// The stage's own system prompt says "give paths relative to it, like `notes.txt`", and the
+/// 135M model spent a turn of every run reading that file, which does not exist.
+fn is_example(before: [&str; 2]) -> bool {
+    let [first, last] = before.map(str::to_ascii_lowercase);
+    matches!(last.as_str(), "like" | "e.g" | "eg")
+        || (first == "such" && last == "as")
+        || (first == "for" && last == "example")
 }
 
 /// The most files [`mentioned_paths`] gives.
@@ -560,6 +581,19 @@ mod tests {
         assert_eq!(
             mentioned_paths(system, &talk),
             ["tests/mean.rs", "AGENTS.md", "src/lib.rs"]
+        );
+    }
+
+    #[test]
+    fn a_name_given_as_an_example_is_not_a_named_file() {
+        let system = "You work in the folder `x`; give paths relative to it, like `notes.txt`.\n\
+            Its code is in src/lib.rs. Name files for example ab.py, such as bc.py, e.g. cd.py.";
+        let talk = vec![Message::user(
+            "Fix the bug; the failing test is tests/mean.rs.",
+        )];
+        assert_eq!(
+            mentioned_paths(system, &talk),
+            ["tests/mean.rs", "src/lib.rs"]
         );
     }
 
