@@ -9,7 +9,7 @@
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
     OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Stopping, Store,
-    StoreError, StoreLayer, Sweep, Versioned,
+    StoreError, StoreLayer, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -164,6 +164,19 @@ impl StoreLayer for Bounded {
     }
     async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
         self.bound(NONE, self.inner.sweep(scope, sweep)).await
+    }
+    async fn sweep_outbox(&self, before: UnixMillis, batch: usize) -> Result<u64, StoreError> {
+        self.bound(NONE, self.inner.sweep_outbox(before, batch))
+            .await
+    }
+    async fn sweep_firings(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        self.bound(NONE, self.inner.sweep_firings(before, keep, batch))
+            .await
     }
     async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
         self.bound(NONE, self.inner.ask_approval(performance, ask))

@@ -7,7 +7,7 @@
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
     OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Stopping, Store,
-    StoreError, Sweep, Versioned,
+    StoreError, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -130,6 +130,17 @@ pub trait StoreLayer: Send + Sync + 'static {
     }
     async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
         self.inner().sweep(scope, sweep).await
+    }
+    async fn sweep_outbox(&self, before: UnixMillis, batch: usize) -> Result<u64, StoreError> {
+        self.inner().sweep_outbox(before, batch).await
+    }
+    async fn sweep_firings(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        self.inner().sweep_firings(before, keep, batch).await
     }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
         self.inner().send_note(performance, text).await
@@ -294,6 +305,17 @@ impl<T: StoreLayer> Store for T {
     }
     async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError> {
         StoreLayer::sweep(self, scope, sweep).await
+    }
+    async fn sweep_outbox(&self, before: UnixMillis, batch: usize) -> Result<u64, StoreError> {
+        StoreLayer::sweep_outbox(self, before, batch).await
+    }
+    async fn sweep_firings(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        StoreLayer::sweep_firings(self, before, keep, batch).await
     }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
         StoreLayer::send_note(self, performance, text).await

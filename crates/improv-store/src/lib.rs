@@ -437,6 +437,21 @@ pub trait Store: Send + Sync + 'static {
     /// `batch`.
     async fn sweep(&self, scope: &str, sweep: &Sweep) -> Result<u64, StoreError>;
 
+    /// Deletes outbox rows recorded as sent and created before `before`, at most `batch` (0:
+    /// all); a row not recorded as sent stays whatever its age, since exactly-once rests on it.
+    /// Returns how many went; periodic: call it again while it returns `batch`.
+    async fn sweep_outbox(&self, before: UnixMillis, batch: usize) -> Result<u64, StoreError>;
+
+    /// Deletes firings due before `before` except each door's `keep` newest (never fewer than
+    /// one: a timed door resumes after its newest), at most `batch` (0: all). Returns how many
+    /// went; periodic: call it again while it returns `batch`.
+    async fn sweep_firings(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError>;
+
     /// Leaves a director note for a performance that has not finished (queued or leased);
     /// returns it numbered. [`StoreError::Finished`] when it ended: no actor would read it.
     /// Wakes [`Store::wait_notes`] everywhere (NOTIFY).

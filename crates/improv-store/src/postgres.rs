@@ -27,7 +27,7 @@ use crate::url::split_pg_params;
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
     OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, State, Stopping, Store,
-    StoreError, StoreUrl, Sweep, Versioned,
+    StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -1039,6 +1039,35 @@ impl Store for PgStore {
              row_number() OVER (ORDER BY updated_at DESC, key DESC) AS n FROM kv \
              WHERE scope = $1) r WHERE updated_at < $2 OR n > $3 ORDER BY updated_at, key LIMIT $4)",
             &[&scope, &sweep.before, &sql_limit(sweep.keep), &batch],
+        )
+        .await
+    }
+
+    async fn sweep_outbox(&self, before: UnixMillis, batch: usize) -> Result<u64, StoreError> {
+        // Unordered: the scan stops at `batch` rows.
+        self.execute(
+            "DELETE FROM outbox WHERE (performance, seq) IN (SELECT performance, seq FROM outbox \
+             WHERE sent_id IS NOT NULL AND created_at < $1 LIMIT $2)",
+            &[&before, &sql_limit(batch)],
+        )
+        .await
+    }
+
+    async fn sweep_firings(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        // Per door, the newest firing that may go is the one after its `keep` newest (on the
+        // primary key, door then due); everything due at or before it and before `before` goes.
+        self.execute(
+            "DELETE FROM firings f USING (SELECT g.door, g.due FROM (SELECT door, \
+             (SELECT due FROM firings h WHERE h.door = d.door ORDER BY due DESC \
+             OFFSET $1 LIMIT 1) AS cut FROM (SELECT DISTINCT door FROM firings) d) c \
+             JOIN firings g ON g.door = c.door AND g.due <= c.cut AND g.due < $2 LIMIT $3) doomed \
+             WHERE f.door = doomed.door AND f.due = doomed.due",
+            &[&sql_limit(keep.max(1)), &before, &sql_limit(batch)],
         )
         .await
     }

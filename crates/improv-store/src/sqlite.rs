@@ -14,7 +14,7 @@ use crate::rows::{
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
     OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, State, Stopping, Store,
-    StoreError, StoreUrl, Sweep, Versioned,
+    StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -966,6 +966,48 @@ impl Store for SqliteStore {
                      ORDER BY updated_at DESC, rowid DESC LIMIT ?3)) \
                      ORDER BY updated_at, rowid LIMIT ?4)",
                     params![scope, before, keep, batch],
+                )
+                .map_err(|e| sql_error(store, e))?;
+            Ok(gone as u64)
+        })
+        .await
+    }
+
+    async fn sweep_outbox(&self, before: UnixMillis, batch: usize) -> Result<u64, StoreError> {
+        let batch = sql_limit(batch);
+        self.call(move |store, conn| {
+            // By rowid, unordered: the scan stops at `batch` rows (old rows come first).
+            let gone = conn
+                .execute(
+                    "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox \
+                     WHERE sent_id IS NOT NULL AND created_at < ?1 LIMIT ?2)",
+                    params![before, batch],
+                )
+                .map_err(|e| sql_error(store, e))?;
+            Ok(gone as u64)
+        })
+        .await
+    }
+
+    async fn sweep_firings(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let (keep, batch) = (sql_limit(keep.max(1)), sql_limit(batch));
+        self.call(move |store, conn| {
+            // Per door, the newest firing that may go is the one after its `keep` newest (on
+            // the primary key, door then due); everything due at or before it and before
+            // `before` goes.
+            let gone = conn
+                .execute(
+                    "DELETE FROM firings WHERE rowid IN (SELECT f.rowid FROM (SELECT door, \
+                     (SELECT due FROM firings g WHERE g.door = d.door ORDER BY due DESC \
+                     LIMIT 1 OFFSET ?1) AS cut FROM (SELECT DISTINCT door FROM firings) d) c \
+                     JOIN firings f ON f.door = c.door AND f.due <= c.cut AND f.due < ?2 \
+                     LIMIT ?3)",
+                    params![keep, before, batch],
                 )
                 .map_err(|e| sql_error(store, e))?;
             Ok(gone as u64)

@@ -787,6 +787,99 @@ async fn a_value_written_without_a_time_is_not_swept_at_once(backend: Backend) {
     );
 }
 
+/// Sent outbox rows past their age go, in batches; a row not confirmed sent stays whatever its
+/// age (its send may still be retried, and exactly-once rests on the row).
+async fn sent_outbox_rows_expire_and_unsent_ones_stay(backend: Backend) {
+    let store = backend.open().await;
+    let message = |seq: u64, text: &str| OutboxMessage {
+        key: OutboxKey {
+            performance: "p".into(),
+            seq,
+        },
+        door: "chat".into(),
+        conversation: "42".into(),
+        body: json!({ "text": text }),
+    };
+    for seq in 1..=5 {
+        store.outbox_put(&message(seq, "first")).await.unwrap();
+    }
+    for seq in 1..=3 {
+        store
+            .outbox_sent(&message(seq, "").key, &format!("m-{seq}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.sweep_outbox(now_ms() - 60_000, 0).await.unwrap(),
+        0,
+        "young rows stay"
+    );
+    let old = now_ms() + 60_000;
+    assert_eq!(store.sweep_outbox(old, 2).await.unwrap(), 2);
+    assert_eq!(store.sweep_outbox(old, 2).await.unwrap(), 1);
+    assert_eq!(store.sweep_outbox(old, 0).await.unwrap(), 0);
+    let pending = store.outbox_pending("chat", 10).await.unwrap();
+    let seqs: Vec<u64> = pending.iter().map(|e| e.message.key.seq).collect();
+    assert_eq!(seqs, [4, 5], "unsent rows stay however old");
+    let again = store.outbox_put(&message(1, "second")).await.unwrap();
+    assert_eq!(
+        again.message.body,
+        json!({ "text": "second" }),
+        "row 1 went"
+    );
+}
+
+/// Old firings go, in batches, but each door keeps its `keep` newest (the retake window), and
+/// always its newest one (a timed door's cursor), even with `keep` 0.
+async fn old_firings_go_but_each_doors_newest_stay(backend: Backend) {
+    let store = backend.open().await;
+    let doors = [("a", 1..=30), ("b", 1..=3), ("c", 5..=5)];
+    for (door, dues) in doors.clone() {
+        for due in dues {
+            let firing = Firing {
+                door: door.into(),
+                due,
+                performance: None,
+                note: "fired".into(),
+            };
+            assert!(store.claim_firing(&firing).await.unwrap());
+        }
+    }
+    let dues = |door: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut dues: Vec<i64> = store
+                .firings(door, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|f| f.due)
+                .collect();
+            dues.sort_unstable();
+            dues
+        }
+    };
+    assert_eq!(
+        store.sweep_firings(5, 20, 0).await.unwrap(),
+        4,
+        "only due < 5"
+    );
+    assert_eq!(store.sweep_firings(1_000, 20, 4).await.unwrap(), 4);
+    assert_eq!(store.sweep_firings(1_000, 20, 4).await.unwrap(), 2);
+    assert_eq!(store.sweep_firings(1_000, 20, 4).await.unwrap(), 0);
+    assert_eq!(
+        dues("a").await,
+        (11..=30).collect::<Vec<_>>(),
+        "the 20 newest"
+    );
+    assert_eq!(dues("b").await, [1, 2, 3]);
+    assert_eq!(dues("c").await, [5]);
+    assert_eq!(store.sweep_firings(1_000, 0, 0).await.unwrap(), 21);
+    assert_eq!(dues("a").await, [30], "the newest stays");
+    assert_eq!(dues("b").await, [3]);
+    assert_eq!(dues("c").await, [5]);
+}
+
 fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.unwrap().as_millis() as i64
@@ -981,6 +1074,8 @@ conformance!(
     racing_compare_and_sets_lose_nothing,
     sweep_deletes_expired_and_surplus_values_in_batches,
     a_value_written_without_a_time_is_not_swept_at_once,
+    sent_outbox_rows_expire_and_unsent_ones_stay,
+    old_firings_go_but_each_doors_newest_stay,
     a_newer_schema_is_refused,
     a_performance_keeps_its_own_budget,
     a_store_from_before_budgets_is_brought_up_to_date,

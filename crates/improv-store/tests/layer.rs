@@ -115,6 +115,12 @@ impl Store for Named {
     async fn sweep(&self, _: &str, _: &improv_store::Sweep) -> Result<u64, StoreError> {
         called("sweep")
     }
+    async fn sweep_outbox(&self, _: i64, _: usize) -> Result<u64, StoreError> {
+        called("sweep_outbox")
+    }
+    async fn sweep_firings(&self, _: i64, _: usize, _: usize) -> Result<u64, StoreError> {
+        called("sweep_firings")
+    }
     async fn counts(&self) -> Result<Counts, StoreError> {
         called("counts")
     }
