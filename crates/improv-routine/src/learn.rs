@@ -38,6 +38,7 @@ pub fn learn(
     settled: Option<&dyn Settled>,
 ) -> Result<Learned, RoutineError> {
     let mut learned = Learned::default();
+    let existing: Vec<String> = repertoire.routines.iter().map(|r| r.name.clone()).collect();
     for candidate in propose(practices, settled) {
         if repertoire
             .routines
@@ -47,24 +48,13 @@ pub fn learn(
             continue;
         }
         let mut routine = candidate;
-        routine.name = unique_name(repertoire, &routine.name);
         if auto_approve {
             routine.approve(&crate::now());
         }
-        learned.proposed.push(routine.name.clone());
-        repertoire.routines.push(routine);
+        reconcile(&mut routine, practices);
+        learned.proposed.push(repertoire.add(routine)?);
     }
-    for routine in &mut repertoire.routines {
-        let before = (routine.provenance.clone(), routine.stability);
-        reconcile(routine, practices);
-        let changed = before != (routine.provenance.clone(), routine.stability);
-        if changed && !learned.proposed.contains(&routine.name) {
-            learned.updated.push(routine.name.clone());
-        }
-    }
-    for name in learned.proposed.iter().chain(&learned.updated) {
-        repertoire.save(name)?;
-    }
+    learned.updated = reconcile_all(repertoire, &existing, practices)?;
     Ok(learned)
 }
 
@@ -81,6 +71,7 @@ pub fn learn_one(
     settled: Option<&dyn Settled>,
 ) -> Result<Learned, RoutineError> {
     let mut learned = Learned::default();
+    let existing: Vec<String> = repertoire.routines.iter().map(|r| r.name.clone()).collect();
     let mut everything: Option<Vec<Practice>> = None;
     for candidate in propose(group, settled) {
         let known = repertoire
@@ -91,7 +82,6 @@ pub fn learn_one(
             continue;
         }
         let mut routine = candidate;
-        routine.name = unique_name(repertoire, &routine.name);
         if auto_approve {
             routine.approve(&crate::now());
         }
@@ -99,23 +89,41 @@ pub fn learn_one(
             everything = Some(all()?);
         }
         reconcile(&mut routine, everything.as_deref().unwrap_or_default());
-        learned.proposed.push(routine.name.clone());
-        repertoire.routines.push(routine);
+        learned.proposed.push(repertoire.add(routine)?);
     }
-    for routine in &mut repertoire.routines {
-        if learned.proposed.contains(&routine.name) {
+    learned.updated = reconcile_all(repertoire, &existing, std::slice::from_ref(new))?;
+    Ok(learned)
+}
+
+/// Reconciles the routines named `names` with `practices`, each on its file as it is now
+/// ([`Repertoire::update`]: a retirement or count another writer made since the repertoire
+/// was read is kept); returns the names of those that changed. A routine the practices do not
+/// change in this repertoire's copy is not read again (learning follows every performance).
+fn reconcile_all(
+    repertoire: &mut Repertoire,
+    names: &[String],
+    practices: &[Practice],
+) -> Result<Vec<String>, RoutineError> {
+    let mut updated = Vec::new();
+    for name in names {
+        let Some(mut copy) = repertoire.get(name).cloned() else {
+            continue;
+        };
+        if !reconciled(&mut copy, practices) {
             continue;
         }
-        let before = (routine.provenance.clone(), routine.stability);
-        reconcile(routine, std::slice::from_ref(new));
-        if before != (routine.provenance.clone(), routine.stability) {
-            learned.updated.push(routine.name.clone());
+        if repertoire.update(name, |routine| reconciled(routine, practices))? {
+            updated.push(name.clone());
         }
     }
-    for name in learned.proposed.iter().chain(&learned.updated) {
-        repertoire.save(name)?;
-    }
-    Ok(learned)
+    Ok(updated)
+}
+
+/// [`reconcile`], and whether it changed the routine's provenance or stability.
+fn reconciled(routine: &mut Routine, practices: &[Practice]) -> bool {
+    let before = (routine.provenance.clone(), routine.stability);
+    reconcile(routine, practices);
+    before != (routine.provenance.clone(), routine.stability)
 }
 
 /// Adds the practices that agree with `routine` (its template binds their intent and its steps,
@@ -584,16 +592,6 @@ fn slug(intent: &str, steps: &[Step]) -> String {
     } else {
         words.join("-")
     }
-}
-
-fn unique_name(repertoire: &Repertoire, base: &str) -> String {
-    let mut name = base.to_string();
-    let mut n = 2;
-    while repertoire.get(&name).is_some() || repertoire.dir.join(format!("{name}.toml")).exists() {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
 }
 
 /// The skeleton's fingerprint: the intent template and the steps, hashed with 64-bit FNV-1a,

@@ -602,6 +602,35 @@ impl Repertoire {
         Ok(retired)
     }
 
+    /// Writes a new routine to a file of its own and adds it to this repertoire: under its
+    /// name, or the next free one (`NAME-2`, `NAME-3`, …) when that file exists, which another
+    /// learner may have written since this repertoire was read. Never replaces a file; returns
+    /// the name the routine got.
+    pub fn add(&mut self, mut routine: Routine) -> Result<String, RoutineError> {
+        let base = routine.name.clone();
+        let mut n = 1;
+        loop {
+            if self.get(&routine.name).is_none() {
+                let mut wrote = false;
+                let text = routine.to_toml()?;
+                file::update(&self.dir, &routine.name, |bytes| {
+                    wrote = bytes.is_none();
+                    Ok(match bytes {
+                        None => Decision::Write(text.clone()),
+                        Some(_) => Decision::Keep,
+                    })
+                })?;
+                if wrote {
+                    let name = routine.name.clone();
+                    self.routines.push(routine);
+                    return Ok(name);
+                }
+            }
+            n += 1;
+            routine.name = format!("{base}-{n}");
+        }
+    }
+
     /// Writes one routine back.
     pub fn save(&self, name: &str) -> Result<PathBuf, RoutineError> {
         match self.get(name) {

@@ -1,12 +1,14 @@
 //! Routine files changed by several writers at once: performances noting matches they did not
 //! serve (each with the repertoire it read at its start) and a director retiring the routine.
 //! Each change is decided on the file as it is at the write (review L3): no count is lost and
-//! the director's retirement is not overwritten. Writers race in threads, a bounded number of
+//! the director's retirement is not overwritten, not by a learner either; learners proposing
+//! at once each get a file of their own; the lock is a file in `.improv/`. Writers race in threads, a bounded number of
 //! times, in a temporary stage folder.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use improv_routine::practice::Observed;
 use improv_routine::routine::{Parameter, Provenance, Record, Step};
-use improv_routine::{Guard, Repertoire, Routine, Shape, Stability, Status};
+use improv_routine::{Guard, Practice, Repertoire, Routine, Shape, Stability, Status, learn};
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
@@ -116,4 +118,97 @@ fn a_performance_does_not_overwrite_the_directors_retirement() {
             Some("retired by the director")
         );
     }
+}
+
+/// A converged practice of `Write FILE` that agrees with the routine of [`approved`].
+fn practice(id: &str, file: &str) -> Practice {
+    let mut args = serde_json::Map::new();
+    args.insert("path".into(), file.into());
+    Practice {
+        performance: id.into(),
+        intent: format!("Write {file}"),
+        calls: vec![Observed {
+            prop: "write".into(),
+            args,
+            output: "written".into(),
+        }],
+        checks: Vec::new(),
+    }
+}
+
+#[test]
+fn learning_with_a_stale_copy_keeps_the_directors_retirement() {
+    let stage = tempfile::tempdir().unwrap();
+    approved(stage.path());
+    // The learner read the repertoire when the performance started, before the director acted.
+    let mut stale = Repertoire::open(stage.path()).unwrap();
+    Repertoire::open(stage.path())
+        .unwrap()
+        .update(NAME, |r| {
+            r.status = Status::Retired;
+            r.retired_because = Some("retired by the director".into());
+            true
+        })
+        .unwrap();
+    let learned = learn(&mut stale, &[practice("p2", "b.rs")], false, None).unwrap();
+    assert_eq!(learned.updated, vec![NAME.to_string()]);
+    let routine = on_disk(stage.path());
+    assert_eq!(routine.status, Status::Retired);
+    assert_eq!(
+        routine.retired_because.as_deref(),
+        Some("retired by the director")
+    );
+    assert_eq!(routine.provenance.performances, ["p1", "p2"]);
+}
+
+#[test]
+fn two_learners_proposing_at_once_write_two_files() {
+    let practices = [
+        practice("p1", "a.rs"),
+        practice("p2", "b.rs"),
+        practice("p3", "c.rs"),
+    ];
+    for _ in 0..100 {
+        let stage = tempfile::tempdir().unwrap();
+        let learners = 4;
+        let start = Arc::new(Barrier::new(learners));
+        let threads: Vec<_> = (0..learners)
+            .map(|_| {
+                let (stage, start, practices) =
+                    (stage.path().to_path_buf(), start.clone(), practices.clone());
+                std::thread::spawn(move || {
+                    // Each read the (empty) repertoire before any of them wrote.
+                    let mut repertoire = Repertoire::open(&stage).unwrap();
+                    start.wait();
+                    learn(&mut repertoire, &practices, false, None)
+                        .unwrap()
+                        .proposed
+                })
+            })
+            .collect();
+        let mut names: Vec<String> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), learners, "a name was given twice: {names:?}");
+        assert_eq!(
+            Repertoire::open(stage.path()).unwrap().routines.len(),
+            learners
+        );
+    }
+}
+
+#[test]
+fn the_lock_is_a_file_in_the_state_folder_not_among_the_routines() {
+    let stage = tempfile::tempdir().unwrap();
+    approved(stage.path());
+    let lock = stage.path().join(".improv").join("routines.lock");
+    assert!(std::fs::metadata(&lock).unwrap().is_file());
+    let listed: Vec<String> = std::fs::read_dir(stage.path().join("routines"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, [format!("{NAME}.toml")]);
 }
