@@ -148,17 +148,16 @@ pub(crate) struct DiskGuard {
 
 /// The watchdog thread, or what it needs until a command starts it.
 enum Watchdog {
-    NotStarted {
-        performers: Box<dyn Performers>,
-    },
+    /// No command has started it, or its start failed (that command was refused; the next
+    /// tries again).
+    NotStarted { performers: Arc<dyn Performers> },
     /// The thread, and the write end of its pipe: dropping it wakes the thread to end.
     Running {
         thread: JoinHandle<()>,
         stop: OwnedFd,
     },
-    /// It could not be started (said once, in the log): the bound is checked before each
-    /// command only.
-    Failed,
+    /// The guard is being dropped.
+    Ended,
 }
 
 impl std::fmt::Debug for DiskGuard {
@@ -198,7 +197,7 @@ impl DiskGuard {
             floor,
         });
         let watchdog = Watchdog::NotStarted {
-            performers: Box::new(performers),
+            performers: Arc::new(performers),
         };
         let guard = DiskGuard {
             bound,
@@ -207,11 +206,11 @@ impl DiskGuard {
         (Some(guard), limit)
     }
 
-    /// `Err` while the bound is breached: commands are refused. Called before each command;
-    /// the first starts the watchdog.
-    pub(crate) fn check(&self) -> Result<(), Breach> {
-        self.start();
-        self.bound.check()
+    /// `Err` while the bound is breached, or when the watchdog could not start: commands are
+    /// refused. Called before each command; the first starts the watchdog.
+    pub(crate) fn check(&self) -> Result<(), crate::SandboxError> {
+        self.start().map_err(crate::SandboxError::DiskWatchdog)?;
+        Ok(self.bound.check()?)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Watchdog> {
@@ -219,39 +218,28 @@ impl DiskGuard {
         self.watchdog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the watchdog thread unless it runs already.
-    fn start(&self) {
+    /// Starts the watchdog thread unless it runs already. On failure (no file descriptor or
+    /// thread to spare) nothing changes: the command that asked is refused rather than run
+    /// unwatched, and the next one tries again.
+    fn start(&self) -> io::Result<()> {
         let mut watchdog = self.lock();
-        if !matches!(*watchdog, Watchdog::NotStarted { .. }) {
-            return;
-        }
-        let Watchdog::NotStarted { performers } =
-            std::mem::replace(&mut *watchdog, Watchdog::Failed)
-        else {
-            return;
+        let Watchdog::NotStarted { performers } = &*watchdog else {
+            return Ok(());
         };
+        let performers = performers.clone();
         let watched = self.bound.clone();
-        let started = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(io::Error::from)
-            .and_then(|(stop_reader, stop)| {
-                std::thread::Builder::new()
-                    .name("improv-disk-watchdog".into())
-                    .spawn(move || watch(&watched, &*performers, &stop_reader))
-                    .map(|thread| Watchdog::Running { thread, stop })
-            });
-        match started {
-            Ok(running) => *watchdog = running,
-            Err(e) => tracing::warn!(
-                "cannot start the disk watchdog thread: {e}; the disk bound is checked only \
-                 before each command"
-            ),
-        }
+        let (stop_reader, stop) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let thread = std::thread::Builder::new()
+            .name("improv-disk-watchdog".into())
+            .spawn(move || watch(&watched, &*performers, &stop_reader))?;
+        *watchdog = Watchdog::Running { thread, stop };
+        Ok(())
     }
 }
 
 impl Drop for DiskGuard {
     fn drop(&mut self) {
-        let watchdog = std::mem::replace(&mut *self.lock(), Watchdog::Failed);
+        let watchdog = std::mem::replace(&mut *self.lock(), Watchdog::Ended);
         if let Watchdog::Running { thread, stop } = watchdog {
             // Closing the write end makes the read end the thread polls hang up.
             drop(stop);
@@ -308,6 +296,85 @@ fn wait(stop: BorrowedFd<'_>, started: Option<BorrowedFd<'_>>, timeout_ms: i32) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A performance with no command running.
+    struct Idle;
+
+    impl Performers for Idle {
+        fn started(&self) -> Option<BorrowedFd<'_>> {
+            None
+        }
+        fn running(&self) -> bool {
+            false
+        }
+        fn kill(&self) -> usize {
+            0
+        }
+    }
+
+    /// Set in the child process the test below runs itself in.
+    const CHILD: &str = "IMPROV_EDGES_DISK_TEST_CHILD";
+
+    fn set_open_files(limit: &libc::rlimit) {
+        // SAFETY: setrlimit reads the struct we pass.
+        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, limit) };
+        assert_eq!(set, 0, "setrlimit: {}", io::Error::last_os_error());
+    }
+
+    // In a process of its own (this test binary run again for this test alone): it takes away
+    // every file descriptor, which would fail the tests running beside it.
+    #[test]
+    fn a_command_whose_watchdog_cannot_start_is_refused_and_the_next_is_watched() {
+        let name =
+            "disk::tests::a_command_whose_watchdog_cannot_start_is_refused_and_the_next_is_watched";
+        if std::env::var_os(CHILD).is_none() {
+            let exe = std::env::current_exe().expect("the test binary");
+            let out = std::process::Command::new(exe)
+                .args(["--exact", name, "--test-threads=1", "--nocapture"])
+                .env(CHILD, "1")
+                .output()
+                .expect("run the test binary again");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "the child failed: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (guard, limit) = DiskGuard::new(dir.path(), Some(1 << 40), None, Idle);
+        assert!(matches!(limit, DiskLimit::Watched { .. }), "{limit:?}");
+        let guard = guard.expect("a guard");
+
+        let mut saved = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we pass.
+        let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut saved) };
+        assert_eq!(got, 0, "getrlimit: {}", io::Error::last_os_error());
+        // No descriptor can be opened: the watchdog's pipe cannot be made.
+        set_open_files(&libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: saved.rlim_max,
+        });
+        let refused = guard.check();
+        set_open_files(&saved);
+        match refused {
+            Err(crate::SandboxError::DiskWatchdog(e)) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}")
+            }
+            other => panic!("the command ran without its disk watchdog: {other:?}"),
+        }
+        assert!(matches!(*guard.lock(), Watchdog::NotStarted { .. }));
+
+        guard.check().expect("the limit is back: the command runs");
+        assert!(
+            matches!(*guard.lock(), Watchdog::Running { .. }),
+            "the next command is not watched"
+        );
+    }
 
     #[test]
     fn free_space_consumed_past_the_total_or_below_the_floor_is_a_breach() {

@@ -264,6 +264,12 @@ pub enum SandboxError {
     /// Commands are refused: the performance is past its disk bound.
     #[error(transparent)]
     Disk(#[from] Breach),
+    /// Commands are refused: the disk bound's watchdog could not start, so a command could
+    /// write past the bound unseen.
+    #[error(
+        "the disk watchdog could not start ({0}), so the command is refused rather than run past the performance's disk bound unwatched; free file descriptors or threads (raise the open-file limit) and run it again"
+    )]
+    DiskWatchdog(io::Error),
     /// The command's process failed before it ran its program: which step, and why.
     #[error("the sandboxed command could not start: {step} failed: {source}")]
     Start { step: String, source: io::Error },
@@ -1132,22 +1138,49 @@ fn read_access() -> landlock::BitFlags<AccessFs> {
     AccessFs::from_read(LANDLOCK_ABI)
 }
 
-/// Whether this kernel has Landlock, as [`landlock_ruleset`] requires it: probed once per
-/// process (a ruleset made and closed), so that [`Sandbox::new`] refuses a sandbox it could not
-/// enforce without building the whole ruleset.
+/// Whether this kernel has Landlock, as [`landlock_ruleset`] requires it: probed (a ruleset
+/// made and closed) until the answer is known, so that [`Sandbox::new`] refuses a sandbox it
+/// could not enforce without building the whole ruleset. Only a lasting answer is kept: a
+/// probe that failed for a passing reason (no descriptor or memory to spare) refuses this
+/// sandbox only, and the next one probes again.
 fn landlock_usable() -> Result<(), SandboxError> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Some(known) = PROBED.get() {
+        return known
+            .clone()
+            .map_err(|reason| SandboxError::Unsupported { reason });
+    }
+    let probe = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(ABI::V1))
+        .and_then(|r| r.create())
+        .map(drop);
+    let known = match probe {
+        Ok(()) => Ok(()),
+        Err(e) => Err(unsupported_or_passing(e)?),
+    };
     PROBED
-        .get_or_init(|| {
-            Ruleset::default()
-                .set_compatibility(CompatLevel::HardRequirement)
-                .handle_access(AccessFs::from_all(ABI::V1))
-                .and_then(|r| r.create())
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
+        .get_or_init(|| known)
         .clone()
         .map_err(|reason| SandboxError::Unsupported { reason })
+}
+
+/// A Landlock error that says the kernel lacks Landlock (what for [`SandboxError::Unsupported`]),
+/// or, as `Err`, one that a later try may not meet: `landlock_create_ruleset` failing other than
+/// with `ENOSYS` or `EOPNOTSUPP` (`EMFILE`, `ENOMEM`...).
+fn unsupported_or_passing(e: landlock::RulesetError) -> Result<String, SandboxError> {
+    use landlock::{CreateRulesetError, RulesetError};
+    match e {
+        RulesetError::CreateRuleset(CreateRulesetError::CreateRulesetCall { source, .. })
+            if !matches!(source.raw_os_error(), Some(libc::ENOSYS | libc::EOPNOTSUPP)) =>
+        {
+            Err(SandboxError::Prepare(io::Error::new(
+                source.kind(),
+                format!("could not create the Landlock ruleset: {source}"),
+            )))
+        }
+        e => Ok(e.to_string()),
+    }
 }
 
 fn landlock_ruleset(
@@ -1155,8 +1188,9 @@ fn landlock_ruleset(
     workspace: &Path,
     temp: &Path,
 ) -> Result<RulesetCreated, SandboxError> {
-    let unsupported = |e: landlock::RulesetError| SandboxError::Unsupported {
-        reason: e.to_string(),
+    let unsupported = |e: landlock::RulesetError| match unsupported_or_passing(e) {
+        Ok(reason) => SandboxError::Unsupported { reason },
+        Err(passing) => passing,
     };
     // Landlock itself is a hard requirement; the rights of newer ABIs are best effort.
     let ruleset = Ruleset::default()
@@ -1363,6 +1397,63 @@ const DENIED: [i64; 37] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sets this process's soft open-file limit; returns the limits it had.
+    fn set_open_files(soft: Option<libc::rlim_t>, back: Option<libc::rlimit>) -> libc::rlimit {
+        let mut had = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read or write the structs we pass.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut had), 0);
+            let new = back.unwrap_or(libc::rlimit {
+                rlim_cur: soft.unwrap_or(had.rlim_cur),
+                rlim_max: had.rlim_max,
+            });
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &new), 0);
+        }
+        had
+    }
+
+    // In a process of its own (this test binary run again for this test alone): it takes away
+    // every file descriptor, and the probe's answer is kept for the whole process.
+    #[test]
+    fn a_landlock_probe_failing_for_want_of_descriptors_is_not_kept_as_unsupported() {
+        const CHILD: &str = "IMPROV_EDGES_LANDLOCK_TEST_CHILD";
+        let name = "sandbox::tests::a_landlock_probe_failing_for_want_of_descriptors_is_not_kept_as_unsupported";
+        if std::env::var_os(CHILD).is_none() {
+            let exe = std::env::current_exe().expect("the test binary");
+            let out = std::process::Command::new(exe)
+                .args(["--exact", name, "--test-threads=1", "--nocapture"])
+                .env(CHILD, "1")
+                .output()
+                .expect("run the test binary again");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "the child failed: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let had = set_open_files(Some(0), None);
+        let starved = landlock_usable();
+        set_open_files(None, Some(had));
+        match starved {
+            Err(SandboxError::Prepare(e)) => {
+                let said = e.to_string();
+                assert!(
+                    said.contains("Landlock") && said.contains("os error 24"),
+                    "{said}"
+                );
+            }
+            other => panic!("no descriptor to spare was taken for no Landlock: {other:?}"),
+        }
+        // This machine's kernel has Landlock (the sandbox tests need it): with descriptors back,
+        // the next probe finds it.
+        landlock_usable().expect("Landlock, once a descriptor can be made");
+    }
 
     /// The two programs seccompiler built for the same rules before [`crate::seccomp`].
     fn seccompiler_programs(network: bool) -> Result<(BpfProgram, BpfProgram), SandboxError> {
