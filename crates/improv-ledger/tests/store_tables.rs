@@ -519,9 +519,43 @@ async fn a_copied_stage_folder_loads_its_own_entries_beside_the_original() {
     store.sync(&b, "leads").await.unwrap();
     assert_eq!(names(&server, &s, "a-%"), "3", "the original's entries");
     assert_eq!(names(&server, &s, "b-%"), "3", "the copy's entries");
+    // The entries the copy shares with the original are its own too, under its source.
+    assert_eq!(names(&server, &s, "lead %"), "10");
     // Reopening the copy keeps the source it was given.
     let again = Ledger::open_in(dir_b.path(), Default::default()).unwrap();
     assert_eq!(again.source(), b.source());
+}
+
+/// A stage folder moved to another file system (copied, then the original deleted: the file
+/// is another inode, and nothing is left where it was) is the same ledger: it keeps its source,
+/// and the sync loads only what is new, not every entry again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_stage_folder_with_the_original_gone_loads_nothing_twice() {
+    let server = TempPostgres::start_new();
+    let url = server.create_database("improv");
+    let first: Vec<Value> = (0..5)
+        .map(|i| json!({"name": format!("lead {i}"), "score": i}))
+        .collect();
+    let (dir_a, a) = settled_ledger("leads", &first);
+    let store = store(&url, "Shop");
+    let s = store.schema().to_owned();
+    assert_eq!(store.sync(&a, "leads").await.unwrap().unwrap().loaded, 5);
+    let source = a.source().to_owned();
+    drop(a);
+    let dir_b = copy_folder(dir_a.path());
+    dir_a.close().unwrap();
+
+    let b = Ledger::open_in(dir_b.path(), Default::default()).unwrap();
+    b.record(
+        "leads",
+        json!({"name": "b-0", "score": 10}),
+        &Provenance::new("perf-1", "b"),
+    )
+    .unwrap();
+    store.sync(&b, "leads").await.unwrap();
+    assert_eq!(names(&server, &s, "lead %"), "5", "no entry loaded twice");
+    assert_eq!(names(&server, &s, "b-%"), "1");
+    assert_eq!(b.source(), source, "a moved file keeps its source");
 }
 
 /// M1, the copy no inode tells apart (a cloned volume keeps inodes and paths): the store sees

@@ -3,19 +3,23 @@
 //! backup, a second checkout) would suppress or overwrite each other's rows there.
 //!
 //! The file records, next to its source, its path and inode when the source was made. A file
-//! opened with another inode is a copy (copying makes a new inode; a rename keeps it): it gets a
-//! new source, and the log says so. A rename keeps the source and records the new path. A copy
-//! this cannot see (a cloned volume keeps inodes and paths) is caught by the store, which
-//! refuses a file whose entries differ from those loaded under the same source
+//! opened with another inode is a copy only while the original is still there: the recorded
+//! path exists, still with the recorded inode, and is not this file. Then it gets a new source,
+//! and the log says so. Otherwise the file moved or was replaced (a rename; a move across file
+//! systems or a backup restored with the original gone; an rsync deploy renaming a temporary
+//! file over it; sshfs without stable inodes): it keeps its source, so its entries are not
+//! loaded again, and the new path and inode are recorded. A copy this cannot see (a cloned
+//! volume keeps inodes and paths; a copy opened only once the original is gone) is caught by
+//! the store, which refuses a file whose entries differ from those loaded under the same source
 //! (`PgLedgerError::Conflict`).
 
 use super::LedgerError;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
-/// Columns added to `ledger_identity` for copy detection (files made before them lack them).
-const ADD_COLUMNS: &str = "ALTER TABLE ledger_identity ADD COLUMN path TEXT;
-                           ALTER TABLE ledger_identity ADD COLUMN inode INTEGER;";
+/// Columns added to `ledger_identity` for copy detection (files made before them lack them),
+/// each with its type; each is checked and added on its own.
+const ADDED_COLUMNS: [(&str, &str); 2] = [("path", "TEXT"), ("inode", "INTEGER")];
 
 /// What opening found about the file's identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,9 +28,13 @@ pub(super) enum Found {
     Same,
     /// First open since copy detection existed, or on a system without inodes: recorded now.
     Recorded,
-    /// Renamed or moved (same inode): the source is kept.
+    /// Renamed or moved (same inode, or another one with the original gone): the source is kept.
     Moved { from: String },
-    /// A copy (another inode): a new source was made in place of `was`.
+    /// Replaced at the same path by another inode (a restore, an rsync deploy): the source is
+    /// kept.
+    Replaced,
+    /// A copy (another inode, the original still there): a new source was made in place of
+    /// `was`.
     Copied { was: String, from: String },
 }
 
@@ -64,39 +72,19 @@ fn read(
     path: &Path,
     inode_now: Option<i64>,
 ) -> rusqlite::Result<(String, Found)> {
-    let has_inode: bool = conn
-        .query_row(
-            "SELECT count(*) FROM pragma_table_info('ledger_identity') WHERE name = 'inode'",
-            [],
-            |row| row.get(0),
-        )
-        .map(|n: i64| n > 0)?;
-    if !has_inode {
-        conn.execute_batch(ADD_COLUMNS)?;
-    }
     let here = std::fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    add_columns(&tx)?;
     let (source, recorded_path, recorded_inode): (String, Option<String>, Option<i64>) = tx
         .query_row(
             "SELECT source, path, inode FROM ledger_identity",
             [],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?;
-    let found = match (recorded_inode, inode_now) {
-        (Some(then), Some(now)) if then != now => Found::Copied {
-            was: source.clone(),
-            from: recorded_path.unwrap_or_default(),
-        },
-        (Some(_), Some(_)) if recorded_path.as_deref() != Some(here.as_str()) => Found::Moved {
-            from: recorded_path.unwrap_or_default(),
-        },
-        (Some(_), Some(_)) => Found::Same,
-        _ if recorded_path.as_deref() == Some(here.as_str()) && inode_now.is_none() => Found::Same,
-        _ => Found::Recorded,
-    };
+    let found = judge(&here, inode_now, &source, recorded_path, recorded_inode);
     let source = if matches!(found, Found::Copied { .. }) {
         tx.query_row("SELECT lower(hex(randomblob(16)))", [], |row| row.get(0))?
     } else {
@@ -110,6 +98,60 @@ fn read(
     }
     tx.commit()?;
     Ok((source, found))
+}
+
+/// Adds the copy-detection columns a file made before them lacks, each checked on its own and
+/// inside the caller's transaction: two processes opening one old file do not both add a
+/// column, and a crash between the two leaves a file the next open completes.
+fn add_columns(tx: &Connection) -> rusqlite::Result<()> {
+    for (name, kind) in ADDED_COLUMNS {
+        let has: i64 = tx.query_row(
+            "SELECT count(*) FROM pragma_table_info('ledger_identity') WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )?;
+        if has == 0 {
+            tx.execute_batch(&format!(
+                "ALTER TABLE ledger_identity ADD COLUMN {name} {kind}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the file at `here` with `inode_now` is, given the path and inode recorded with its
+/// source (see the module doc).
+fn judge(
+    here: &str,
+    inode_now: Option<i64>,
+    source: &str,
+    recorded_path: Option<String>,
+    recorded_inode: Option<i64>,
+) -> Found {
+    let from = recorded_path.unwrap_or_default();
+    match (recorded_inode, inode_now) {
+        (Some(then), Some(now)) if then != now => {
+            if from == here {
+                Found::Replaced
+            } else if original_remains(&from, then) {
+                Found::Copied {
+                    was: source.to_owned(),
+                    from,
+                }
+            } else {
+                Found::Moved { from }
+            }
+        }
+        (Some(_), Some(_)) if from != here => Found::Moved { from },
+        (Some(_), Some(_)) => Found::Same,
+        _ if from == here && inode_now.is_none() => Found::Same,
+        _ => Found::Recorded,
+    }
+}
+
+/// Whether the file recorded at `path` with inode `then` is still there, that inode.
+fn original_remains(path: &str, then: i64) -> bool {
+    !path.is_empty() && matches!(inode(Path::new(path)), Ok(Some(ino)) if ino == then)
 }
 
 /// Says in the log what [`source`] found, when it matters.
@@ -127,7 +169,13 @@ pub(super) fn log(path: &Path, source: &str, found: &Found) {
         Found::Moved { from } => tracing::info!(
             ledger = %path.display(),
             source,
-            "this ledger file moved from {from}: same file, it keeps its source"
+            "this ledger file moved from {from} (nothing is left there): it keeps its source"
+        ),
+        Found::Replaced => tracing::info!(
+            ledger = %path.display(),
+            source,
+            "this ledger file was replaced at its path (another inode: a restore or a deploy): \
+             it keeps its source"
         ),
         Found::Same | Found::Recorded => {}
     }
@@ -142,4 +190,56 @@ pub(crate) fn whereabouts(path: &Path) -> String {
         .unwrap_or_else(|| "this host".to_owned());
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     format!("{host}:{}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// An identity table as a file made before copy detection has it, with source `old`.
+    fn old_file(file: &Path, columns: &str) -> Connection {
+        let conn = Connection::open(file).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE ledger_identity (one INTEGER PRIMARY KEY CHECK (one = 1), \
+             source TEXT NOT NULL{columns}); \
+             INSERT INTO ledger_identity (one, source) VALUES (1, 'old');"
+        ))
+        .unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_file_that_gained_only_path_opens_and_gains_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ledger.db");
+        let mut conn = old_file(&file, ", path TEXT");
+        let (source, found) = source(&mut conn, &file).unwrap();
+        assert_eq!((source.as_str(), found), ("old", Found::Recorded));
+        let inode: Option<i64> = conn
+            .query_row("SELECT inode FROM ledger_identity", [], |row| row.get(0))
+            .unwrap();
+        assert!(inode.is_some());
+    }
+
+    #[test]
+    fn a_file_replaced_at_its_path_keeps_its_source_and_a_copy_beside_it_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ledger.db");
+        drop(old_file(&file, ""));
+        let open = |at: &Path| source(&mut Connection::open(at).unwrap(), at).unwrap();
+        assert_eq!(open(&file).1, Found::Recorded);
+        // A deploy writes a temporary file and renames it over the ledger: another inode.
+        let tmp = dir.path().join(".ledger.db.tmp");
+        std::fs::copy(&file, &tmp).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        assert_eq!(open(&file), ("old".to_owned(), Found::Replaced));
+        // A copy while the original is still there gets a source of its own.
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&file, &copy).unwrap();
+        let (source, found) = open(&copy);
+        assert_ne!(source, "old");
+        assert!(matches!(found, Found::Copied { .. }), "{found:?}");
+        assert_eq!(open(&file), ("old".to_owned(), Found::Same));
+    }
 }
