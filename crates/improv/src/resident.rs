@@ -19,10 +19,16 @@
 //! calls.
 //!
 //! The shared libraries' read-only segments (libc, libm, the loader) are split too, and once
-//! split, every page of those segments and of improv's own is unmapped
+//! split, the file-backed pages of those segments and of improv's own are unmapped
 //! ([`drop_faulted_before`]): what the loader faulted in before `main` (libc's `ifunc`
 //! resolvers, improv's 2 MB of relocation tables, read once) stays out of the resident set;
-//! what a run uses comes back a page at a time. `bench/compare.sh`, the lean build of a82fd56
+//! what a run uses comes back a page at a time. The drop leaves out what the loader wrote into
+//! a read-only segment: every segment of an object with text relocations (`DT_TEXTREL`, or
+//! `DF_TEXTREL` in `DT_FLAGS`: the loader makes its text writable, relocates it and protects it
+//! again; an `LD_PRELOAD` library built without `-fPIC` is one) and the last file page of a
+//! segment whose memory size passes its file size (the loader zeroes that page's tail). A known
+//! effect: a breakpoint set before `main` in a read-only segment (a uprobe, gdb's `start`) is
+//! written into a private copy of the page, which the drop discards, so it no longer fires. `bench/compare.sh`, the lean build of a82fd56
 //! against the same with this and 3d2d3ed, four runs of each alternated (load 7): peak RSS
 //! 14.2 → 9.1–9.2 MB; the split of the libraries alone had given 14.8–15.0 → 14.6–14.7 MB.
 //!
@@ -48,9 +54,9 @@ const MAX_ADVISE: usize = 8_000;
 pub fn limit_fault_around() -> usize {
     let Some(page) = page_size() else { return 0 };
     let segments = read_only_segments(page);
-    let advised = split(&segments, page, MAX_ADVISE);
+    let advised = split(&segments.split, page, MAX_ADVISE);
     if advised > 0 {
-        drop_faulted_before(&segments);
+        drop_faulted_before(&segments.drop);
     }
     advised
 }
@@ -58,13 +64,12 @@ pub fn limit_fault_around() -> usize {
 /// Unmaps what the segments have resident, so that only the pages touched from now on come
 /// back, one at a time (the split is in place). Before `main`, the loader ran libc's `ifunc`
 /// resolvers and start-up code all over its text, each fault mapping 64 KiB: ~1 MB of libc
-/// stayed resident that a run never touches again. Only non-writable segments are given:
-/// nothing ever wrote to their pages (the loader's relocations, RELRO included, lie in the
-/// writable segments), so a page comes back from the file exactly as it was.
+/// stayed resident that a run never touches again. Only the pages the loader did not write are
+/// given ([`Segments::drop`]), so a page comes back from the file exactly as it was.
 fn drop_faulted_before(segments: &[Range<usize>]) {
     for segment in segments {
         // SAFETY: the range lies inside a non-writable segment the loader mapped privately from
-        // its file and never unmaps, and no page of it was ever written (see above):
+        // its file and never unmaps, and no page of it was written (see Segments::drop):
         // MADV_DONTNEED only drops the mappings of pages the next access maps again from the
         // page cache, with the same contents.
         unsafe {
@@ -114,19 +119,79 @@ fn page_size() -> Option<usize> {
 }
 
 /// The loaded, non-writable segments of the executable and of the shared libraries it loaded
-/// (libc, libm, the loader...), rounded inwards to whole pages of `page` bytes.
-fn read_only_segments(page: usize) -> Vec<Range<usize>> {
-    let mut found: Vec<Range<usize>> = Vec::new();
+/// (libc, libm, the loader...), rounded inwards to whole pages.
+#[derive(Debug, Default)]
+struct Segments {
+    /// Every such segment, whole: to split (advising changes no contents).
+    split: Vec<Range<usize>>,
+    /// The pages of them that still hold the file as it is: to drop. Leaves out the objects
+    /// with text relocations, and ends each segment at its file size ([`drop_range`]).
+    drop: Vec<Range<usize>>,
+}
+
+/// The [`Segments`] of the running process, in pages of `page` bytes.
+fn read_only_segments(page: usize) -> Segments {
+    let mut found = Segments::default();
     // SAFETY: the callback only reads the program headers dl_iterate_phdr hands it, during the
     // call, and writes through `data`, which points at `found`, alive here.
     unsafe {
         libc::dl_iterate_phdr(Some(file_object), (&raw mut found).cast());
     }
-    found
-        .into_iter()
-        .map(|r| r.start.next_multiple_of(page)..r.end / page * page)
-        .filter(|r| r.start < r.end)
-        .collect()
+    let inwards = |ranges: Vec<Range<usize>>| -> Vec<Range<usize>> {
+        ranges
+            .into_iter()
+            .map(|r| r.start.next_multiple_of(page)..r.end / page * page)
+            .filter(|r| r.start < r.end)
+            .collect()
+    };
+    Segments {
+        split: inwards(found.split),
+        drop: inwards(found.drop),
+    }
+}
+
+type Phdr = libc::Elf64_Phdr;
+
+/// The part of a non-writable segment loaded at `base` that the loader left as in the file: up
+/// to its file size. Past it, when the memory size is larger, the loader zeroed the rest of the
+/// last file page (rounding inwards leaves that page out).
+fn drop_range(base: usize, h: &Phdr) -> Range<usize> {
+    let start = base + h.p_vaddr as usize;
+    start..start + h.p_filesz as usize
+}
+
+/// An entry of the dynamic section (`ElfW(Dyn)`: a signed tag and a word, each pointer-sized).
+#[repr(C)]
+struct Dyn {
+    tag: isize,
+    value: usize,
+}
+
+// Tags and flags of elf.h that libc does not export.
+const DT_NULL: isize = 0;
+const DT_TEXTREL: isize = 22;
+const DT_FLAGS: isize = 30;
+const DF_TEXTREL: usize = 0x4;
+
+/// Whether the object loaded at `base` has text relocations: the loader wrote into its
+/// non-writable segments (made them writable, relocated, protected them again).
+fn has_text_relocations(base: usize, headers: &[Phdr]) -> bool {
+    let Some(dynamic) = headers.iter().find(|h| h.p_type == libc::PT_DYNAMIC) else {
+        return false;
+    };
+    let first = (base + dynamic.p_vaddr as usize) as *const Dyn;
+    for i in 0..dynamic.p_memsz as usize / std::mem::size_of::<Dyn>() {
+        // SAFETY: PT_DYNAMIC lies in a loaded segment of this object, which stays mapped while
+        // dl_iterate_phdr runs; `i` stays inside its p_memsz.
+        let entry = unsafe { first.add(i).read() };
+        match entry.tag {
+            DT_NULL => return false,
+            DT_TEXTREL => return true,
+            DT_FLAGS if entry.value & DF_TEXTREL != 0 => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `dl_iterate_phdr` callback: collects the non-writable loaded segments of each object mapped
@@ -148,12 +213,17 @@ unsafe extern "C" fn file_object(
     }
     // SAFETY: as above, dlpi_phdr points at dlpi_phnum program headers.
     let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
-    // SAFETY: `data` is the `&mut Vec` read_only_segments passed.
-    let found = unsafe { &mut *data.cast::<Vec<Range<usize>>>() };
+    // SAFETY: `data` is the `&mut Segments` read_only_segments passed.
+    let found = unsafe { &mut *data.cast::<Segments>() };
+    let base = info.dlpi_addr as usize;
+    let written = has_text_relocations(base, headers);
     for h in headers {
         if h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_W == 0 {
-            let start = info.dlpi_addr as usize + h.p_vaddr as usize;
-            found.push(start..start + h.p_memsz as usize);
+            let start = base + h.p_vaddr as usize;
+            found.split.push(start..start + h.p_memsz as usize);
+            if !written {
+                found.drop.push(drop_range(base, h));
+            }
         }
     }
     0
@@ -183,7 +253,7 @@ mod tests {
     #[test]
     fn the_libraries_read_only_segments_are_split_too() {
         let page = page_size().expect("the page size");
-        let segments = read_only_segments(page);
+        let segments = read_only_segments(page).split;
         let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
         let libc_code: Vec<Range<usize>> = maps
             .lines()
@@ -250,6 +320,7 @@ mod tests {
             .filter_map(|line| usize::from_str_radix(line.split_once('-')?.0, 16).ok())
             .collect();
         let segments: Vec<Range<usize>> = read_only_segments(page)
+            .drop
             .into_iter()
             .filter(|s| libc_at.iter().any(|at| s.contains(at)))
             .collect();
@@ -268,11 +339,85 @@ mod tests {
         );
     }
 
+    /// Builds a library with text relocations (code compiled without -fPIC: the loader
+    /// relocates its text in place) and loads it; returns its path.
+    fn load_text_relocated_library(dir: &std::path::Path) -> std::path::PathBuf {
+        let source = dir.join("textrel.c");
+        // 32 KiB of code, so the text segment spans whole pages; `counter` is reached by an
+        // absolute address written into the code at load.
+        std::fs::write(
+            &source,
+            "int counter = 1;\nint bump(void) { return ++counter; }\n\
+             __asm__(\".text\\n.skip 32768\\n\");\n",
+        )
+        .expect("write the C source");
+        let library = dir.join("libtextrel.so");
+        let built = std::process::Command::new("cc")
+            .args(["-shared", "-fno-pic", "-mcmodel=large", "-o"])
+            .arg(&library)
+            .arg(&source)
+            .output()
+            .expect("run cc (a C compiler is needed to build the text-relocated library)");
+        assert!(built.status.success(), "cc failed: {built:?}");
+        let path = std::ffi::CString::new(library.to_string_lossy().as_bytes()).expect("a path");
+        // SAFETY: the library only defines a function and a variable; it has no constructors.
+        let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) };
+        assert!(!handle.is_null(), "dlopen {library:?} failed");
+        library
+    }
+
+    /// The ranges of /proc/self/maps mapped from `file`.
+    fn mappings_of(file: &std::path::Path) -> Vec<Range<usize>> {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+        maps.lines()
+            .filter(|line| line.ends_with(&*file.to_string_lossy()))
+            .filter_map(|line| {
+                let (start, end) = line.split_once(' ')?.0.split_once('-')?;
+                Some(usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_object_with_text_relocations_is_split_but_not_dropped() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let library = load_text_relocated_library(dir.path());
+        let mapped = mappings_of(&library);
+        assert!(!mapped.is_empty(), "{library:?} is not mapped");
+        let overlaps = |ranges: &[Range<usize>]| {
+            ranges
+                .iter()
+                .any(|r| mapped.iter().any(|m| r.start < m.end && m.start < r.end))
+        };
+        let segments = read_only_segments(page_size().expect("the page size"));
+        assert!(
+            overlaps(&segments.split),
+            "the library's code is not among the segments to split: {mapped:x?}"
+        );
+        assert!(
+            !overlaps(&segments.drop),
+            "the loader relocated the library's code in place, yet it is to be dropped: \
+             {mapped:x?} in {:x?}",
+            segments.drop
+        );
+    }
+
+    #[test]
+    fn a_segment_is_dropped_only_up_to_its_file_size() {
+        // SAFETY: Elf64_Phdr is plain integers; all zeroes is a valid value.
+        let mut h: Phdr = unsafe { std::mem::zeroed() };
+        h.p_type = libc::PT_LOAD;
+        h.p_vaddr = 0x3000;
+        h.p_filesz = 0x2800;
+        h.p_memsz = 0x5000;
+        assert_eq!(drop_range(0x10_0000, &h), 0x10_3000..0x10_5800);
+    }
+
     // One test, as both change this process's mappings.
     #[test]
     fn read_only_segments_become_vmas_of_one_page_unless_that_takes_too_many_calls() {
         let page = page_size().expect("the page size");
-        let segments = read_only_segments(page);
+        let segments = read_only_segments(page).split;
         let pages: usize = segments.iter().map(|s| (s.end - s.start) / page).sum();
         assert!(pages > 50, "found only {pages} pages of read-only segments");
 
