@@ -126,24 +126,37 @@ fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
 fn decide(stage: &Stage, name: &str, status: Status) -> Result<ExitCode> {
     let mut repertoire = Repertoire::open(&stage.dir)?;
     let dir = repertoire.dir.clone();
-    let Some(r) = repertoire.get_mut(name) else {
+    // Only a routine this repertoire found may be named: the name becomes a file name below.
+    if repertoire.get(name).is_none() {
+        return Err(improv_routine::RoutineError::NotFound {
+            name: name.to_string(),
+            dir,
+        }
+        .into());
+    }
+    // Decided on the file under its lock, so a performance noting a match at the same time
+    // neither loses this decision nor has its count lost (review L3).
+    let found = repertoire.update(name, |r| {
+        r.status = status;
+        r.retired_because = (status == Status::Retired).then(|| "retired by the director".into());
+        if status == Status::Approved {
+            r.approve(&improv_routine::now());
+        }
+        true
+    })?;
+    let Some(r) = repertoire.get(name).filter(|_| found) else {
         return Err(improv_routine::RoutineError::NotFound {
             name: name.to_string(),
             dir,
         }
         .into());
     };
-    r.status = status;
-    r.retired_because = (status == Status::Retired).then(|| "retired by the director".into());
-    if status == Status::Approved {
-        r.approve(&improv_routine::now());
-    }
     if status == Status::Approved && !r.replayable() {
         eprintln!(
             "note: `{name}` has parameters its intent template does not fill; it is offered to actors as the prop routine.{name} but never replayed for an intent by itself"
         );
     }
-    let path = repertoire.save(name)?;
+    let path = dir.join(format!("{name}.toml"));
     eprintln!("{name} is {} ({})", status.as_str(), path.display());
     Ok(ExitCode::SUCCESS)
 }
