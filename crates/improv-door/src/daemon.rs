@@ -93,8 +93,14 @@ impl Daemon {
         })
     }
 
-    /// Opens every door, and starts the periodic sweep of expired webhook claims.
+    /// Opens every door, and starts the periodic sweeps of expired webhook claims and of the
+    /// door tables (outbox rows sent long ago, old firings).
     pub async fn start(&self) {
+        tokio::spawn(crate::expiry::run_tables(
+            self.store.clone(),
+            self.clock.clone(),
+            self.sweeping.clone(),
+        ));
         tokio::spawn(crate::expiry::run(
             self.store.clone(),
             crate::webhook::EXPIRY.to_vec(),

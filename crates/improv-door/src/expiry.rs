@@ -2,6 +2,13 @@
 //! records, pairing codes), so that a door that runs for months keeps a bounded store: each
 //! scope has an age after which its records go, and a count beyond which the oldest go first.
 //! A periodic sweep ([`run`]) deletes them in batches, never the message path.
+//!
+//! The door tables go the same way ([`run_tables`], started by the daemon): an outbox row
+//! confirmed sent (the platform's id recorded) [`OUTBOX_KEEP_FOR`] after it was written; a row
+//! not confirmed sent never by age, since exactly-once rests on it. A firing
+//! [`FIRINGS_KEEP_FOR`] after it was due, except each door's [`FIRINGS_KEPT`] newest: the newest
+//! is a timed door's catch-up cursor and the window is what a retake reads. Constants, not
+//! settings: no `[store]` table exists for them to join.
 
 use crate::clock::Clock;
 use improv_store::{Store, StoreError, Sweep, UnixMillis};
@@ -14,6 +21,15 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// The most records one store call deletes, so a sweep never holds the store for long.
 pub const BATCH: usize = 500;
+
+/// How long an outbox row confirmed sent is kept after it was written.
+pub const OUTBOX_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long a firing is kept after it was due, beyond each door's [`FIRINGS_KEPT`] newest.
+pub const FIRINGS_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How many of each door's newest firings stay whatever their age: the retake window.
+pub const FIRINGS_KEPT: usize = crate::timed::RETAKE_WINDOW;
 
 /// How long the records of one store scope are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +75,24 @@ pub async fn sweep(
     Ok(gone)
 }
 
+/// Deletes, batch after batch, the outbox rows and firings expired at `now` (see the module
+/// doc); returns how many went.
+pub async fn sweep_tables(store: &dyn Store, now: UnixMillis) -> Result<u64, StoreError> {
+    let ago = |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let (sent_before, due_before) = (ago(OUTBOX_KEEP_FOR), ago(FIRINGS_KEEP_FOR));
+    let mut gone = 0;
+    loop {
+        let n = store.sweep_outbox(sent_before, BATCH).await?
+            + store.sweep_firings(due_before, FIRINGS_KEPT, BATCH).await?;
+        gone += n;
+        if n == 0 {
+            return Ok(gone);
+        }
+        // Let the store serve others between batches.
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Sweeps `rules` every [`SWEEP_EVERY`] of `clock` until `cancel` fires; a failed sweep is
 /// logged and tried at the next one.
 pub async fn run(
@@ -67,16 +101,38 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
 ) {
+    let (store, rules) = (store.as_ref(), rules.as_slice());
+    every_sweep(clock.as_ref(), &cancel, "door records", |now| {
+        sweep(store, rules, now)
+    })
+    .await;
+}
+
+/// Sweeps the door tables ([`sweep_tables`]) every [`SWEEP_EVERY`] of `clock` until `cancel`
+/// fires; one per store is enough (the daemon's).
+pub async fn run_tables(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cancel: CancellationToken) {
+    every_sweep(clock.as_ref(), &cancel, "outbox rows and firings", |now| {
+        sweep_tables(store.as_ref(), now)
+    })
+    .await;
+}
+
+/// Calls `sweep` every [`SWEEP_EVERY`] of `clock` until `cancel`; logs what it did or why not.
+async fn every_sweep<F, Fut>(clock: &dyn Clock, cancel: &CancellationToken, what: &str, sweep: F)
+where
+    F: Fn(UnixMillis) -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
     let every = i64::try_from(SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = clock.sleep_until(clock.now().saturating_add(every)) => {}
         }
-        match sweep(store.as_ref(), &rules, clock.now()).await {
+        match sweep(clock.now()).await {
             Ok(0) => {}
-            Ok(n) => tracing::debug!("expired {n} door record(s) from the store"),
-            Err(e) => tracing::warn!("door records could not be expired (tried again later): {e}"),
+            Ok(n) => tracing::debug!("expired {n} {what} from the store"),
+            Err(e) => tracing::warn!("{what} could not be expired (tried again later): {e}"),
         }
     }
 }

@@ -34,7 +34,7 @@ pub const PERFORMING: &str = "performing";
 /// daemon (a live one starts it within its probes' time), on top of the probes' timeout.
 pub const ABANDONED_AFTER_MS: i64 = 5 * 60_000;
 /// How many recent firings each tick looks through for abandoned ones.
-const RETAKE_WINDOW: usize = 20;
+pub(crate) const RETAKE_WINDOW: usize = 20;
 
 /// A door's failures in a row, kept in the store so a restart keeps backing off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
