@@ -263,7 +263,7 @@ impl Model for LocalModel {
                 limit_or(StopReason::EndTurn),
             ));
         }
-        let id = format!("call_{}", calls_so_far(request.messages) + 1);
+        let id = format!("call_{}", next_call_number(request.messages));
         Ok(match grammar::parse(&out.text) {
             Parsed::Call { name, arguments } => reply(
                 String::new(),
@@ -453,21 +453,48 @@ fn names_a_file(word: &str) -> bool {
         && ext.chars().all(|c| c.is_ascii_alphabetic())
 }
 
-/// Tool calls in the conversation: call ids continue from it, so they are unique within a
-/// performance and the same on every run.
-fn calls_so_far(messages: &[Message]) -> usize {
-    messages
-        .iter()
-        .map(|m| match m {
-            Message::Assistant { tool_calls, .. } => tool_calls.len(),
-            _ => 0,
-        })
-        .sum()
+/// The number of the next call's id (`call_N`): one past both the count of calls in the
+/// conversation and the highest `N` still in it, so the same on every run, and never the id of
+/// a call still in the conversation. Counting alone repeated ids after a compaction had dropped
+/// earlier calls: the count fell below the numbers of the calls kept, and a new call took one
+/// of theirs, so its answer was paired (and trimmed, and resumed) as theirs.
+fn next_call_number(messages: &[Message]) -> usize {
+    let calls = messages.iter().flat_map(|m| match m {
+        Message::Assistant { tool_calls, .. } => tool_calls.as_slice(),
+        _ => &[],
+    });
+    let (count, highest) = calls.fold((0, 0), |(count, highest), call| {
+        let n = call
+            .id
+            .strip_prefix("call_")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        (count + 1, highest.max(n))
+    });
+    count.max(highest) + 1
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_after_a_compaction_never_takes_the_id_of_a_call_kept() {
+        // A compaction dropped calls 1 to 3 and kept 4 and 5: counting alone gave call_3,
+        // then call_4 again.
+        let kept = |id: &str| Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: id.into(),
+                name: "read".into(),
+                arguments: "{}".into(),
+            }],
+        };
+        let conversation = [kept("call_4"), kept("call_5")];
+        assert_eq!(next_call_number(&conversation), 6);
+        assert_eq!(next_call_number(&[]), 1);
+        assert_eq!(next_call_number(&[kept("call_1"), kept("x")]), 3);
+    }
 
     fn reply(arguments: &str) -> Message {
         Message::Assistant {
