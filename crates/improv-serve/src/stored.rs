@@ -257,6 +257,11 @@ impl Tail {
             return Ok(());
         }
         let progress = self.store.progress(&self.id).await?;
+        // An event appended since `events` read: read it first (waiting now would wait for a
+        // change after it, and a finished performance would end before its last events).
+        if progress.last_seq > self.after {
+            return Ok(());
+        }
         if (progress.asked, progress.answered) != (self.seen.asked, self.seen.answered) {
             self.approvals(progress.finished).await?;
         }
@@ -309,5 +314,79 @@ fn end_of(record: &PerformanceRecord, events: &[Event]) -> End {
         attempts: told.attempts,
         spent: told.spent.unwrap_or_default(),
         answer: told.answer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use improv_kernel::EventKind;
+    use improv_store::{Lease, SqliteStore, StoreLayer};
+    use std::sync::Mutex;
+
+    /// A store where the worker appends its last events and finishes right after the stream's
+    /// `events` found nothing new: between that read and the stream's `progress`.
+    struct Racing {
+        inner: Arc<dyn Store>,
+        lease: Mutex<Option<Lease>>,
+    }
+
+    #[async_trait::async_trait]
+    impl StoreLayer for Racing {
+        fn inner(&self) -> &dyn Store {
+            self.inner.as_ref()
+        }
+        async fn events(
+            &self,
+            id: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<Event>, StoreError> {
+            let read = self.inner.events(id, after, limit).await?;
+            let lease = self.lease.lock().unwrap().take();
+            if let Some(lease) = lease.filter(|_| read.is_empty()) {
+                let note = |seq| Event {
+                    seq,
+                    at: "2026-11-29T13:00:00.000Z".into(),
+                    actor: None,
+                    kind: EventKind::DirectorNote {
+                        text: format!("note {seq}"),
+                    },
+                };
+                self.inner.append(&lease, &[note(1), note(2)]).await?;
+                self.inner.finish(&lease, Outcome::Done, "done").await?;
+            }
+            Ok(read)
+        }
+    }
+
+    #[tokio::test]
+    async fn events_appended_just_before_the_end_are_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        inner.migrate().await.unwrap();
+        let new = NewPerformance {
+            id: None,
+            stage: "stage.toml".into(),
+            intent: "x".into(),
+            model: None,
+            origin: "cli".into(),
+            budget: None,
+        };
+        let id = inner.enqueue(&new).await.unwrap();
+        let (lease, _) = inner
+            .claim("w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(Racing {
+            inner,
+            lease: Mutex::new(Some(lease)),
+        });
+        let frames: Vec<Frame> = follow(store, id, None).collect().await;
+        let seqs: Vec<_> = frames.iter().filter_map(|f| f.seq).collect();
+        assert_eq!(seqs, [1, 2], "every event before the end: {frames:?}");
+        assert_eq!(frames.last().and_then(|f| f.name), Some("end"));
     }
 }
