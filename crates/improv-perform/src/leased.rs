@@ -21,7 +21,7 @@
 //!   queue with every event it wrote.
 //! - A stop asked through the store ([`Store::stop`], `POST /performances/ID/stop` on any
 //!   server) cancels the performance at once on the worker that holds it, which ends it
-//!   `stopped` ([`watch_stop`]).
+//!   `stopped` ([`Stops`]: one watcher per worker process, one query for all it holds).
 
 use crate::cast::PropSource;
 use crate::error::PerformError;
@@ -36,6 +36,7 @@ use improv_stage::Stage;
 use improv_store::{
     Answer, ApprovalAsk, ApprovalRecord, Lease, PerformanceRecord, Store, StoreError, StoreUrl,
 };
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +45,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// The store numbers a journal from 1 (`last_seq` 0 means empty); the kernel from 0.
 const SEQ_OFFSET: u64 = 1;
@@ -128,6 +130,7 @@ pub async fn work(
     drain: CancellationToken,
 ) -> Result<(), PerformError> {
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let stops = Stops::start(store.clone(), settings.name.clone());
     let mut running = JoinSet::new();
     let mut idle = Duration::from_millis(20);
     loop {
@@ -145,9 +148,15 @@ pub async fn work(
                 idle = Duration::from_millis(20);
                 tracing::info!(performance = %record.id, epoch = lease.epoch, "claimed");
                 let (store, settings, drain) = (store.clone(), settings.clone(), drain.clone());
+                let stops = stops.clone();
                 running.spawn(async move {
                     let id = record.id.clone();
-                    let result = perform(store, lease, record, &settings, &drain).await;
+                    let on = Worker {
+                        settings: &settings,
+                        drain: &drain,
+                        stops: &stops,
+                    };
+                    let result = perform_on(store, lease, record, on).await;
                     drop(permit);
                     match result {
                         Ok(how) => tracing::info!(performance = %id, ?how, "left"),
@@ -204,19 +213,44 @@ pub async fn perform(
     settings: &WorkerSettings,
     drain: &CancellationToken,
 ) -> Result<Leased, PerformError> {
-    let held = Held::new(store.clone(), lease);
-    let renewer = tokio::spawn(renew(held.clone(), settings.lease));
-    let result = perform_held(&held, &record, settings, drain).await;
-    renewer.abort();
-    result
+    let stops = Stops::start(store.clone(), settings.name.clone());
+    let on = Worker {
+        settings,
+        drain,
+        stops: &stops,
+    };
+    perform_on(store, lease, record, on).await
+}
+
+/// What a worker performs a performance with.
+#[derive(Clone, Copy)]
+struct Worker<'a> {
+    settings: &'a WorkerSettings,
+    drain: &'a CancellationToken,
+    stops: &'a Arc<Stops>,
+}
+
+async fn perform_on(
+    store: Arc<dyn Store>,
+    lease: Lease,
+    record: PerformanceRecord,
+    on: Worker<'_>,
+) -> Result<Leased, PerformError> {
+    let held = Held::new(store, lease);
+    // Aborted when this returns or is dropped (a panic, a cancelled task): never renews a
+    // lease nobody performs.
+    let _renewer = AbortOnDropHandle::new(tokio::spawn(renew(held.clone(), on.settings.lease)));
+    perform_held(&held, &record, on).await
 }
 
 async fn perform_held(
     held: &Held,
     record: &PerformanceRecord,
-    settings: &WorkerSettings,
-    drain: &CancellationToken,
+    on: Worker<'_>,
 ) -> Result<Leased, PerformError> {
+    let Worker {
+        settings, drain, ..
+    } = on;
     let past = match retry(held, || held.store.events(&record.id, 0, 0)).await {
         Ok(events) => from_store(events),
         Err(e) => return abandon_or(held, e),
@@ -237,14 +271,9 @@ async fn perform_held(
     // The director's stop, asked from any machine, cancels it at once.
     let cancel = held.lost.child_token();
     let stopped = Arc::new(AtomicBool::new(false));
-    let watcher = tokio::spawn(watch_stop(
-        held.store.clone(),
-        record.id.clone(),
-        cancel.clone(),
-        stopped.clone(),
-    ));
+    let watching = on.stops.watch(&record.id, cancel.clone(), stopped.clone());
     let mut ended = production.perform(&cancel).await;
-    watcher.abort();
+    drop(watching);
     if held.lost.is_cancelled() {
         return Ok(Leased::Abandoned(ended.reason));
     }
@@ -319,35 +348,109 @@ async fn open(
 /// The reason a performance the director stopped through the store ends with.
 const STOPPED: &str = "stopped by the director";
 
-/// The longest a stop watcher waits for the store's wake-up before it looks again (a fallback:
-/// the store wakes it when a stop is asked, from any machine).
+/// The longest the stop watcher waits for the store's wake-up before it looks again (a
+/// fallback: PostgreSQL wakes it when a stop is asked, from any machine; SQLite returns after
+/// [`improv_store::STOP_POLL`]).
 const STOP_LOOK: Duration = Duration::from_secs(60);
 
-/// Cancels `cancel` once the director asks the store to stop performance `id` (asked before
-/// this worker claimed it too), and says so in `stopped`. Runs until aborted.
-async fn watch_stop(
-    store: Arc<dyn Store>,
-    id: String,
+/// The stop watcher of one worker process: the performances it performs now, each with what
+/// cancels it, and one task that looks in the store for the stops asked of any of them
+/// ([`Store::stops_requested`], one query) whenever the store says a stop may have been asked
+/// ([`Store::wait_stop`]) or a performance starts here (its stop may have been asked before
+/// the claim). One watcher rather than one wait per performance: with thousands leased, the
+/// waits' queries took over a core of an idle worker.
+struct Stops {
+    held: Arc<Mutex<HashMap<String, Watched>>>,
+    /// Look at once: a performance was added.
+    look: Arc<tokio::sync::Notify>,
+    _task: AbortOnDropHandle<()>,
+}
+
+/// What a stop does to one performance: cancels it, and says it was a stop.
+struct Watched {
     cancel: CancellationToken,
     stopped: Arc<AtomicBool>,
+}
+
+type HeldStops = Arc<Mutex<HashMap<String, Watched>>>;
+
+fn lock_stops(held: &HeldStops) -> MutexGuard<'_, HashMap<String, Watched>> {
+    // A poisoned lock needs a panic while an entry was added or removed; the map is whole.
+    held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Stops {
+    /// The watcher of worker `worker` (its name in the store's leases).
+    fn start(store: Arc<dyn Store>, worker: String) -> Arc<Stops> {
+        let held = HeldStops::default();
+        let look = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(watch_stops(store, worker, held.clone(), look.clone()));
+        Arc::new(Stops {
+            held,
+            look,
+            _task: AbortOnDropHandle::new(task),
+        })
+    }
+
+    /// Cancels `cancel` and sets `stopped` once a stop is asked of `id`, until the returned
+    /// guard is dropped.
+    fn watch(
+        self: &Arc<Self>,
+        id: &str,
+        cancel: CancellationToken,
+        stopped: Arc<AtomicBool>,
+    ) -> Watching {
+        lock_stops(&self.held).insert(id.to_string(), Watched { cancel, stopped });
+        self.look.notify_one();
+        Watching {
+            stops: self.clone(),
+            id: id.to_string(),
+        }
+    }
+}
+
+/// A performance watched for a stop; it is no longer once this is dropped.
+struct Watching {
+    stops: Arc<Stops>,
+    id: String,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        lock_stops(&self.stops.held).remove(&self.id);
+    }
+}
+
+/// Looks for the stops asked of the performances in `held` until aborted.
+async fn watch_stops(
+    store: Arc<dyn Store>,
+    worker: String,
+    held: HeldStops,
+    look: Arc<tokio::sync::Notify>,
 ) {
-    let mut seen = None;
+    let mut seen = 0;
     loop {
-        let looked = match &seen {
-            None => store.progress(&id).await,
-            Some(seen) => store.wait_progress(&id, seen, STOP_LOOK).await,
-        };
-        match looked {
-            Ok(progress) if progress.stop => {
-                stopped.store(true, Ordering::SeqCst);
-                cancel.cancel();
-                return;
+        if !lock_stops(&held).is_empty() {
+            match store.stops_requested(&worker).await {
+                Ok(ids) => {
+                    let mut held = lock_stops(&held);
+                    for stopped in ids.iter().filter_map(|id| held.remove(id)) {
+                        stopped.stopped.store(true, Ordering::SeqCst);
+                        stopped.cancel.cancel();
+                    }
+                }
+                Err(e) => tracing::warn!("cannot look for stops: {e}; retrying"),
             }
-            Ok(progress) => seen = Some(progress),
-            Err(e) => {
-                tracing::warn!(performance = %id, "cannot watch for a stop: {e}; retrying");
-                tokio::time::sleep(MAX_RETRY).await;
-            }
+        }
+        tokio::select! {
+            waited = store.wait_stop(seen, STOP_LOOK) => match waited {
+                Ok(now) => seen = now,
+                Err(e) => {
+                    tracing::warn!("cannot wait for stops: {e}; retrying");
+                    tokio::time::sleep(MAX_RETRY).await;
+                }
+            },
+            _ = look.notified() => {}
         }
     }
 }

@@ -235,4 +235,11 @@ impl StoreLayer for Bounded {
         let call = self.inner.wait_progress(performance, seen, timeout);
         self.bound(timeout, call).await
     }
+    async fn stops_requested(&self, worker: &str) -> Result<Vec<String>, StoreError> {
+        self.bound(NONE, self.inner.stops_requested(worker)).await
+    }
+    async fn wait_stop(&self, seen: u64, timeout: Duration) -> Result<u64, StoreError> {
+        self.bound(timeout, self.inner.wait_stop(seen, timeout))
+            .await
+    }
 }

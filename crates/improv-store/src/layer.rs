@@ -195,6 +195,12 @@ pub trait StoreLayer: Send + Sync + 'static {
     ) -> Result<Progress, StoreError> {
         self.inner().wait_progress(performance, seen, timeout).await
     }
+    async fn stops_requested(&self, worker: &str) -> Result<Vec<String>, StoreError> {
+        self.inner().stops_requested(worker).await
+    }
+    async fn wait_stop(&self, seen: u64, timeout: Duration) -> Result<u64, StoreError> {
+        self.inner().wait_stop(seen, timeout).await
+    }
 }
 
 /// Every layer is a store: each method calls the layer's method of the same name (its override,
@@ -367,5 +373,11 @@ impl<T: StoreLayer> Store for T {
         timeout: Duration,
     ) -> Result<Progress, StoreError> {
         StoreLayer::wait_progress(self, performance, seen, timeout).await
+    }
+    async fn stops_requested(&self, worker: &str) -> Result<Vec<String>, StoreError> {
+        StoreLayer::stops_requested(self, worker).await
+    }
+    async fn wait_stop(&self, seen: u64, timeout: Duration) -> Result<u64, StoreError> {
+        StoreLayer::wait_stop(self, seen, timeout).await
     }
 }

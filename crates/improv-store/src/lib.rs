@@ -300,6 +300,10 @@ pub enum Stopping {
 /// one local file that no other machine writes, so looking is cheap and nothing notifies.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 
+/// How often the default [`Store::wait_stop`] returns: a worker's stop watcher then runs one
+/// [`Store::stops_requested`] query for all the performances it holds.
+pub const STOP_POLL: Duration = Duration::from_millis(500);
+
 /// The store of record. Every method is one transaction; every write that belongs to a leased
 /// performance names its [`Lease`] and fails with [`StoreError::LeaseLost`] when the lease is no
 /// longer the current one. Implementations: `SqliteStore` (embedded) and `PgStore` (PostgreSQL);
@@ -522,5 +526,20 @@ pub trait Store: Send + Sync + 'static {
             }
             tokio::time::sleep(left.min(LOOK_EVERY)).await;
         }
+    }
+
+    /// The performances `worker` holds (leased to it) whose stop was asked ([`Store::stop`]):
+    /// what one stop watcher per worker process looks for, instead of one wait per performance.
+    async fn stops_requested(&self, worker: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Waits until a stop may have been asked of some performance since the wait that returned
+    /// `seen` (0 at first), or `timeout` passed; returns what to pass next. Look
+    /// ([`Store::stops_requested`]) after it returns: a stop asked meanwhile makes the next
+    /// wait return at once. PostgreSQL is woken by the NOTIFY of a stop only (its own
+    /// channel: appends do not wake it); this default waits [`STOP_POLL`] (or `timeout` when
+    /// shorter), as SQLite, which another process writes to, has nothing to wake it.
+    async fn wait_stop(&self, seen: u64, timeout: Duration) -> Result<u64, StoreError> {
+        tokio::time::sleep(timeout.min(STOP_POLL)).await;
+        Ok(seen.wrapping_add(1))
     }
 }

@@ -52,6 +52,9 @@ pub(crate) const CHANNEL: &str = "improv_events";
 /// The channel enqueues and releases notify: a performance may be claimed (no payload).
 pub(crate) const QUEUE: &str = "improv_queue";
 
+/// The channel stops notify (no payload): only the workers' stop watchers listen for it.
+pub(crate) const STOPS: &str = "improv_stops";
+
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
 const RECORD: &str = "p.id, p.stage, p.intent, p.model, p.origin, p.state, p.outcome, p.reason, \
                       p.worker, p.epoch, p.last_seq, p.created_at, p.updated_at, \
@@ -1295,6 +1298,9 @@ impl Store for PgStore {
             }
         };
         self.notify(&tx, performance).await?;
+        tx.execute("SELECT pg_notify($1, '')", &[&STOPS])
+            .await
+            .map_err(self.err())?;
         tx.commit().await.map_err(self.err())?;
         Ok(stopping)
     }
@@ -1329,5 +1335,31 @@ impl Store for PgStore {
         self.wait(performance, Awaited::Changed(*seen), timeout)
             .await?;
         self.progress(performance).await
+    }
+
+    async fn stops_requested(&self, worker: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT id FROM performances \
+                 WHERE state = 'leased' AND worker = $1 AND stop_requested",
+                &[&worker],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn wait_stop(&self, seen: u64, timeout: Duration) -> Result<u64, StoreError> {
+        let listener = self.listener.get_or_init(|| {
+            Listener::start(self.config.clone(), self.tls.clone(), self.namer.clone())
+        });
+        // Counts the stops notified (and the listener's reconnections, which may have missed
+        // some): a stop since `seen` returns at once.
+        let mut stops = listener.subscribe_stops();
+        let changed = tokio::time::timeout(timeout, stops.wait_for(|n| *n != seen)).await;
+        Ok(match changed {
+            Ok(Ok(now)) => *now,
+            // Timed out, or the listener is gone: look again anyway.
+            Ok(Err(_)) | Err(_) => seen.wrapping_add(1),
+        })
     }
 }

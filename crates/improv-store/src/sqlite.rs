@@ -288,22 +288,22 @@ fn ready(store: &str, conn: &Connection, id: &str, what: Awaited) -> Result<bool
 /// Where performance `id` is: [`Progress`].
 fn progress(store: &str, conn: &Connection, id: &str) -> Result<Progress, StoreError> {
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT p.last_seq, p.state, p.stop_requested, \
              (SELECT COALESCE(MAX(n), 0) FROM approvals WHERE performance = p.id), \
              (SELECT COUNT(*) FROM approvals WHERE performance = p.id AND answer IS NOT NULL) \
              FROM performances p WHERE p.id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
         )
+        .map_err(|e| sql_error(store, e))?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
         .optional()
         .map_err(|e| sql_error(store, e))?
         .ok_or_else(|| not_found(store, id))?;
@@ -1239,6 +1239,24 @@ impl Store for SqliteStore {
         self.wait(performance, Awaited::Changed(*seen), timeout)
             .await?;
         self.progress(performance).await
+    }
+
+    async fn stops_requested(&self, worker: &str) -> Result<Vec<String>, StoreError> {
+        let worker = worker.to_string();
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let mut query = conn
+                .prepare_cached(
+                    "SELECT id FROM performances \
+                     WHERE state = 'leased' AND worker = ?1 AND stop_requested = 1",
+                )
+                .map_err(err)?;
+            let ids = query
+                .query_map([worker], |r| r.get::<_, String>(0))
+                .map_err(err)?;
+            ids.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
     }
 }
 

@@ -1038,6 +1038,43 @@ async fn wait_progress_wakes_on_events_approvals_and_stops(backend: Backend) {
     }
 }
 
+/// `stops_requested` names the performances leased to that worker whose stop was asked, and
+/// only those; `wait_stop` wakes on another instance's stop.
+async fn stops_requested_names_the_workers_stopped_performances(backend: Backend) {
+    let store = backend.open().await;
+    let watcher = backend.open().await;
+    let mine = store.enqueue(&new("mine")).await.unwrap();
+    let _mine = claim(&store, "w").await;
+    let other = store.enqueue(&new("another worker's")).await.unwrap();
+    let _other = claim(&store, "v").await;
+    let running = store.enqueue(&new("mine, running")).await.unwrap();
+    let _running = claim(&store, "w").await;
+    assert!(watcher.stops_requested("w").await.unwrap().is_empty());
+    // Settle the listener's first count, then wait for a stop from the other instance.
+    let seen = watcher
+        .wait_stop(0, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let waiting = {
+        let watcher = Arc::clone(&watcher);
+        tokio::spawn(async move { watcher.wait_stop(seen, NEVER).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.stop(&mine).await.unwrap(), Stopping::Asked);
+    tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the stop watcher was not woken within 30 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.stop(&other).await.unwrap(), Stopping::Asked);
+    assert_eq!(
+        watcher.stops_requested("w").await.unwrap(),
+        std::slice::from_ref(&mine)
+    );
+    assert_eq!(watcher.stops_requested("v").await.unwrap(), [other]);
+    assert_ne!(mine, running);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1081,6 +1118,7 @@ conformance!(
     a_store_from_before_budgets_is_brought_up_to_date,
     a_stop_ends_a_queued_one_and_is_asked_of_a_leased_ones_worker,
     wait_progress_wakes_on_events_approvals_and_stops,
+    stops_requested_names_the_workers_stopped_performances,
 );
 
 /// What only one backend can get wrong: its own kind of misconfiguration and outage.

@@ -168,6 +168,12 @@ impl Store for Named {
     ) -> Result<Progress, StoreError> {
         called("wait_progress")
     }
+    async fn stops_requested(&self, _: &str) -> Result<Vec<String>, StoreError> {
+        called("stops_requested")
+    }
+    async fn wait_stop(&self, _: u64, _: Duration) -> Result<u64, StoreError> {
+        called("wait_stop")
+    }
 }
 
 /// Overrides nothing.
@@ -273,10 +279,12 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.stop("p").await),
         reached(store.progress("p").await),
         reached(store.wait_progress("p", &Progress::default(), ttl).await),
+        reached(store.stops_requested("w").await),
+        reached(store.wait_stop(0, ttl).await),
     ]
 }
 
-const METHODS: [&str; 32] = [
+const METHODS: [&str; 34] = [
     "describe",
     "migrate",
     "enqueue",
@@ -309,6 +317,8 @@ const METHODS: [&str; 32] = [
     "stop",
     "progress",
     "wait_progress",
+    "stops_requested",
+    "wait_stop",
 ];
 
 #[tokio::test]

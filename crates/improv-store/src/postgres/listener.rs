@@ -3,10 +3,10 @@
 //! connection drops (a database restart) it reconnects with a growing pause, and after each
 //! (re)connection broadcasts `None`, "look again", since notifications sent meanwhile are lost.
 
-use super::{CHANNEL, Namer, QUEUE};
+use super::{CHANNEL, Namer, QUEUE, STOPS};
 use futures::StreamExt;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -19,6 +19,8 @@ pub(super) struct Listener {
     /// Something may be claimable: a performance was queued or given back, or the listener
     /// (re)connected and may have missed notifications.
     queued: broadcast::Sender<()>,
+    /// How many stops were notified (and reconnections, which may have missed some).
+    stops: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
 
@@ -31,10 +33,17 @@ impl Listener {
     ) -> Listener {
         let (wakes, _) = broadcast::channel(1024);
         let (queued, _) = broadcast::channel(16);
-        let task = tokio::spawn(listen(config, tls, namer, wakes.clone(), queued.clone()));
+        let stops = watch::Sender::new(0);
+        let senders = Senders {
+            wakes: wakes.clone(),
+            queued: queued.clone(),
+            stops: stops.clone(),
+        };
+        let task = tokio::spawn(listen(config, tls, namer, senders));
         Listener {
             wakes,
             queued,
+            stops,
             task,
         }
     }
@@ -47,9 +56,20 @@ impl Listener {
         self.queued.subscribe()
     }
 
+    pub(super) fn subscribe_stops(&self) -> watch::Receiver<u64> {
+        self.stops.subscribe()
+    }
+
     pub(super) fn stop(&self) {
         self.task.abort();
     }
+}
+
+/// Where the listener tells what it heard.
+struct Senders {
+    wakes: broadcast::Sender<Wake>,
+    queued: broadcast::Sender<()>,
+    stops: watch::Sender<u64>,
 }
 
 /// Listens until aborted, reconnecting whenever the connection ends.
@@ -57,15 +77,20 @@ async fn listen(
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     namer: Namer,
-    wakes: broadcast::Sender<Wake>,
-    queued: broadcast::Sender<()>,
+    senders: Senders,
 ) {
+    let Senders {
+        wakes,
+        queued,
+        stops,
+    } = senders;
     let mut pause = Duration::from_millis(50);
     loop {
         match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
                 let (forward, forward_queued) = (wakes.clone(), queued.clone());
+                let forward_stops = stops.clone();
                 // The connection must be polled for LISTEN to complete and for notifications.
                 let messages = tokio::spawn(async move {
                     let mut stream =
@@ -75,6 +100,9 @@ async fn listen(
                             AsyncMessage::Notification(n) if n.channel() == QUEUE => {
                                 let _ = forward_queued.send(());
                             }
+                            AsyncMessage::Notification(n) if n.channel() == STOPS => {
+                                forward_stops.send_modify(|n| *n = n.wrapping_add(1));
+                            }
                             AsyncMessage::Notification(n) => {
                                 let _ = forward.send(Some(n.payload().to_string()));
                             }
@@ -83,12 +111,13 @@ async fn listen(
                     }
                     drop(ready_tx);
                 });
-                let listen = format!("LISTEN {CHANNEL}; LISTEN {QUEUE}");
+                let listen = format!("LISTEN {CHANNEL}; LISTEN {QUEUE}; LISTEN {STOPS}");
                 match client.batch_execute(&listen).await {
                     Ok(()) => {
                         pause = Duration::from_millis(50);
                         let _ = wakes.send(None);
                         let _ = queued.send(());
+                        stops.send_modify(|n| *n = n.wrapping_add(1));
                         // Until the connection ends; `client` stays alive meanwhile.
                         let _ = ready_rx.await;
                     }
