@@ -7,20 +7,33 @@
 # improv`, copied aside so another build cannot replace it mid-run); prints a table and the
 # worker's open descriptors by kind. Needs PostgreSQL's binaries.
 #
-# Figures at 10,000 (debug build, 2 shared cores, 540 s ramp cap):
+# IMPROV_BENCH_RAMP_SECS caps the ramp (default 1500 s); it ends once N requests are held open
+# at the model (counted open, not asked: the client gives up a silent model after its 600 s read
+# timeout and asks again, so a ramp past 600 s sees retries).
+#
+# Figures at 10,000 (2 shared cores):
 # | build               | reached model | worker threads | peak RSS | /performances p99 |
 # | before issue-15 fix | 2,367         | ~1,700         | 914 MB   | 410 ms            |
 # | threads + memory    | 2,852         | 3              | 520 MB   | 11.9 ms           |
 # | descriptors, release| 7,707 (ramp)  | 3              | 1,397 MB | 45.4 ms           |
-# The last row: IMPROV_BENCH_BIN, a release build, on the 2 shared cores while other builds ran;
-# 7,742 descriptors held by the worker (1.0 per waiting performance), 186 KB of RSS each (10,000:
-# ~1.8 GB, projected); page p99 0.2 ms, /healthz p99 9.5 ms. The count is bound by the 540 s ramp
-# (~14 performances/s started), no longer by descriptors.
-# The ramp stopped at ~2,850: 20,000 open files (ulimit -n) / ~7 descriptors per performance
-# (measured 8.2 in `improv-perform/tests/waiting_fds.rs`: the model's socket, two pipes, the
-# Landlock ruleset, two cgroup files). The sandbox now opens those at the first command: a
-# waiting performance holds ~1.2 (its request's socket), and the worker raises its soft
-# open-file limit to the hard one.
+# | same, 1,260 s cap   | 10,000        | 3              | 1,846 MB | 22.5 ms           |
+# Rows 1-2: debug build, 540 s cap. Row 3: release (IMPROV_BENCH_BIN), 540 s cap, requests
+# counted, so possibly inflated. Row 4 (2026-11-30, release binary built after e77f5b5,
+# IMPROV_BENCH_RAMP_SECS=1260): 10,000 held open after 963 s (17,234 requests with retries);
+# 10,018 sockets, 189 KB RSS per waiting performance; /performances p50 1.7 ms, /healthz and
+# the page p99 0.2 ms. The same run with the old count stopped at 10,041 requests and 7,213 held.
+# The start rate falls as more wait: ~50/s at first, ~10/s at 6,500, ~6/s at 8,000, ~1/s while
+# the first ones retried. Worker CPU per start (/proc/PID/stat ticks over new sockets): 21 ms at
+# 3,800, 53 ms at 6,800. perf (dwarf, worker at 7,000): ~20% building sandboxes, almost all
+# sweeps (cgroup::sweep and scratch::sweep_temp list the pids and memory cgroup folders and /tmp,
+# n entries each, for every start); ~20% Inbox wait_notes and ~20% watch_stop wait_progress: every
+# NOTIFY wakes 2 tasks per performance, and Inbox's 5 s fallback costs 3 queries per 5 s each
+# (3,780 transactions/s at 5,800 waiting). The tmpfs mount and cgroup mkdirs are <1 ms a start.
+# Earlier: the ramp stopped at ~2,850: 20,000 open files (ulimit -n) / ~7 descriptors per
+# performance (measured 8.2 in `improv-perform/tests/waiting_fds.rs`: the model's socket, two
+# pipes, the Landlock ruleset, two cgroup files). The sandbox now opens those at the first
+# command: a waiting performance holds ~1.0 (its request's socket), and the worker raises its
+# soft open-file limit to the hard one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exec cargo test -q -p improv --test waiting -- --ignored --nocapture bench_waiting

@@ -22,23 +22,42 @@ use tokio::net::{TcpListener, TcpStream};
 const DEFAULT_PERFORMANCES: usize = 10_000;
 /// Requests per route measured.
 const SAMPLES: usize = 100;
+/// Seconds the worker gets to start them all, unless `IMPROV_BENCH_RAMP_SECS` says. A start
+/// costs more the more wait (a release build on 2 shared cores: ~50 a second at first, ~6 near
+/// 8,000), so 10,000 takes ~15 minutes.
+const DEFAULT_RAMP_SECS: u64 = 1500;
 
-/// A model that takes each request and never answers while the bench runs; counts requests.
-async fn slow_model() -> (String, Arc<AtomicUsize>) {
+/// Requests the slow model holds open now (the performances waiting on it) and has been asked
+/// in all (more: the client gives a request up after its 600 s read timeout and asks again).
+#[derive(Default)]
+struct Asked {
+    open: AtomicUsize,
+    total: AtomicUsize,
+}
+
+/// A model that takes each request and answers nothing for `hold` (longer than the bench),
+/// until its client hangs up.
+async fn slow_model(hold: Duration) -> (String, Arc<Asked>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let asked = Arc::new(AtomicUsize::new(0));
+    let asked = Arc::new(Asked::default());
     let count = asked.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let count = count.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                if matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {
-                    count.fetch_add(1, Ordering::SeqCst);
+                if !matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {
+                    return;
                 }
-                tokio::time::sleep(Duration::from_secs(600)).await;
-                drop(socket);
+                count.open.fetch_add(1, Ordering::SeqCst);
+                count.total.fetch_add(1, Ordering::SeqCst);
+                // Until the client hangs up (its read timeout) or the bench is over.
+                let _ = tokio::time::timeout(hold, async {
+                    while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                })
+                .await;
+                count.open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
@@ -158,6 +177,12 @@ async fn bench_waiting() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_PERFORMANCES);
+    let ramp_cap = Duration::from_secs(
+        std::env::var("IMPROV_BENCH_RAMP_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_RAMP_SECS),
+    );
     let server = TempPostgres::start_new();
     let url = server.create_database("waiting");
     let dir = tempfile::tempdir().unwrap();
@@ -167,7 +192,7 @@ async fn bench_waiting() {
     )
     .unwrap();
     let stage = dir.path().join("stage.toml").display().to_string();
-    let (model, asked) = slow_model().await;
+    let (model, asked) = slow_model(ramp_cap + Duration::from_secs(600)).await;
     let store = improv_store::open(&StoreUrl::parse(&url).unwrap()).unwrap();
     store.migrate().await.unwrap();
     let start = Instant::now();
@@ -208,13 +233,15 @@ async fn bench_waiting() {
         std::path::Path::new("/"),
     );
     let start = Instant::now();
-    while asked.load(Ordering::SeqCst) < n && start.elapsed() < Duration::from_secs(540) {
+    while asked.open.load(Ordering::SeqCst) < n && start.elapsed() < ramp_cap {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let waiting = asked.load(Ordering::SeqCst);
+    let waiting = asked.open.load(Ordering::SeqCst);
     let ramp = start.elapsed().as_secs_f64();
     println!(
-        "\n{waiting} of {n} performances waiting on the model after {ramp:.1} s (one worker, PostgreSQL store)\n"
+        "\n{waiting} of {n} performances waiting on the model after {ramp:.1} s (one worker, \
+         PostgreSQL store; {} requests in all)\n",
+        asked.total.load(Ordering::SeqCst)
     );
     println!("| route | p50 ms | p99 ms | max ms | status |");
     println!("|---|---|---|---|---|");
