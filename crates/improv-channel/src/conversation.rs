@@ -237,7 +237,9 @@ impl ChatDoor {
             return Ok(target);
         }
         let text = format!(
-            "a Discord command from {} taken while the door drained was performed {} min after it              arrived, past the 15 minutes Discord keeps its interaction: its deferred answer stays              unanswered and the reply goes to the channel as a new message ({seen})",
+            "a Discord command from {} taken while the door drained was performed {} min after it \
+             arrived, past the 15 minutes Discord keeps its interaction: its deferred answer \
+             stays unanswered and the reply goes to the channel as a new message ({seen})",
             inbound.sender_id,
             now.saturating_sub(followup.at) / 60
         );

@@ -3,8 +3,8 @@
 //! that changed restart, and what changed is said) and drained (SIGTERM: no new firing starts,
 //! the ones under way finish). The daemon's state lock is held only to read or change the map
 //! of doors, never while a door stops: a reload waits for a changed door's firing under way
-//! with the lock free, so webhooks are answered meanwhile (by the doors as they were until the
-//! new ones are swapped in).
+//! with the lock free, swapping each door in as soon as its own task ends, so the other doors
+//! stay up and webhooks are answered meanwhile.
 
 use crate::clock::Clock;
 use crate::context::{DoorContext, Launcher, Listeners};
@@ -43,6 +43,8 @@ struct Inner {
 
 struct Running {
     door: Door,
+    /// The stage the door was opened with: a webhook delivery is answered in it.
+    stage: Arc<Stage>,
     /// The door's `rate` and `max_running`, shared by every delivery while it stays open
     /// (a reload that changes the door starts them afresh).
     limits: Arc<Limits>,
@@ -116,70 +118,95 @@ impl Daemon {
     }
 
     /// Takes a new version of the stage: doors added or changed are (re)started, doors removed
-    /// are drained. Returns what changed. The doors that go or change are stopped (their
-    /// firings under way finished) without the state lock, their old selves answering webhooks
-    /// meanwhile; the new ones are swapped in under it.
+    /// are drained. Returns what changed (nothing once drained). A door with nothing to wait
+    /// for (added, or a webhook door) is swapped at once; one with a task is stopped (its
+    /// firing under way finished) without the state lock, its old self serving meanwhile, and
+    /// swapped under the lock as soon as its own task ends, so the doors that did not change
+    /// stay up throughout.
     pub async fn reload(&self, stage: Arc<Stage>) -> Vec<Change> {
         let _one = self.changing.lock().await;
-        let (changes, stopping) = self.plan(&stage).await;
+        let Some((changes, stopping)) = self.plan(&stage).await else {
+            return Vec::new();
+        };
         for (name, task) in stopping {
             join(&name, task).await;
-        }
-        let mut inner = self.inner.lock().await;
-        if inner.drained {
-            return changes;
-        }
-        // The ones the plan cancelled go; the others stay as they run.
-        inner.running.retain(|_, r| !r.cancel.is_cancelled());
-        for door in &stage.doors {
-            if !inner.running.contains_key(&door.name) {
-                let running = self.open(&stage, door);
-                inner.running.insert(door.name.clone(), running);
+            let mut inner = self.inner.lock().await;
+            // Joined to the end even once drained: the drain waits for this reload.
+            if !inner.drained {
+                self.swap(&mut inner, &stage, &name);
             }
         }
-        inner.stage = stage;
+        let mut inner = self.inner.lock().await;
+        if !inner.drained {
+            inner.stage = stage;
+        }
         changes
     }
 
     /// What a reload to `stage` changes, and the tasks of the doors that go or restart, each
-    /// cancelled (its entry stays, without its task, until the swap).
-    async fn plan(&self, stage: &Stage) -> (Vec<Change>, Vec<(String, Option<JoinHandle<()>>)>) {
+    /// cancelled (its entry stays, without its task, until [`Daemon::swap`]). Doors without a
+    /// task are swapped here: a webhook door removed or changed stops answering with its old
+    /// secret at once. `None` once drained.
+    async fn plan(&self, stage: &Arc<Stage>) -> Option<(Vec<Change>, Stopping)> {
         let mut inner = self.inner.lock().await;
-        let stage_changed = *inner.stage != *stage;
+        if inner.drained {
+            return None;
+        }
+        // A changed stage (budgets, intent) changes every door's firings; its doors are
+        // compared one by one below.
+        let stage_changed = !same_but_doors(&inner.stage, stage);
         let mut changes = Vec::new();
         let mut stopping = Vec::new();
         for (name, running) in &mut inner.running {
             let next = stage.doors.iter().find(|d| d.name == *name);
             match next {
                 None => changes.push(Change::Removed(name.clone())),
-                Some(door) if *door != running.door => {}
+                Some(door) if *door != running.door => changes.push(Change::Changed(name.clone())),
                 Some(_) if stage_changed => {}
                 Some(_) => continue,
             }
-            // A changed stage (budgets, intent) changes every door's firings.
             running.cancel.cancel();
             stopping.push((name.clone(), running.task.take()));
         }
         for door in &stage.doors {
-            match inner.running.get(&door.name) {
-                None => changes.push(Change::Added(door.name.clone())),
-                Some(r) if r.door != *door => changes.push(Change::Changed(door.name.clone())),
-                Some(_) => {}
+            if !inner.running.contains_key(&door.name) {
+                changes.push(Change::Added(door.name.clone()));
+                let running = self.open(stage, door);
+                inner.running.insert(door.name.clone(), running);
             }
         }
-        (changes, stopping)
+        let (now, later): (Stopping, Stopping) =
+            stopping.into_iter().partition(|(_, task)| task.is_none());
+        for (name, _) in now {
+            self.swap(&mut inner, stage, &name);
+        }
+        Some((changes, later))
+    }
+
+    /// Puts door `name` as `stage` has it in place of its stopped entry (or drops the entry
+    /// when the stage no longer has it).
+    fn swap(&self, inner: &mut Inner, stage: &Arc<Stage>, name: &str) {
+        inner.running.remove(name);
+        if let Some(door) = stage.doors.iter().find(|d| d.name == name) {
+            let running = self.open(stage, door);
+            inner.running.insert(name.to_string(), running);
+        }
     }
 
     /// Stops opening doors and waits for the firings under way to finish (after a reload under
     /// way, if any).
     pub async fn drain(&self) {
         self.sweeping.cancel();
-        let _one = self.changing.lock().await;
-        let running = {
+        {
+            // Before waiting for a reload under way: it must open nothing once this is set.
             let mut inner = self.inner.lock().await;
             inner.drained = true;
-            std::mem::take(&mut inner.running)
-        };
+            for r in inner.running.values() {
+                r.cancel.cancel();
+            }
+        }
+        let _one = self.changing.lock().await;
+        let running = std::mem::take(&mut self.inner.lock().await.running);
         for (_, r) in running {
             stop(r).await;
         }
@@ -197,7 +224,7 @@ impl Daemon {
         let inner = self.inner.lock().await;
         let running = inner.running.get(name)?;
         Some((
-            self.context_of(&inner.stage, &running.door),
+            self.context_of(&running.stage, &running.door),
             running.limits.clone(),
         ))
     }
@@ -269,11 +296,24 @@ impl Daemon {
         };
         Running {
             door: door.clone(),
+            stage: stage.clone(),
             limits: Arc::new(Limits::of(door)),
             cancel,
             task,
         }
     }
+}
+
+/// Doors whose tasks a reload waits for, by name.
+type Stopping = Vec<(String, Option<JoinHandle<()>>)>;
+
+/// Whether two versions of a stage differ only in their doors.
+fn same_but_doors(a: &Stage, b: &Stage) -> bool {
+    let bare = |s: &Stage| Stage {
+        doors: Vec::new(),
+        ..s.clone()
+    };
+    bare(a) == bare(b)
 }
 
 async fn stop(r: Running) {
