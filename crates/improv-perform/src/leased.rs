@@ -16,7 +16,8 @@
 //! - Director notes come from the store ([`StoreNotes`]), sent from any machine; a note the
 //!   journal already holds is not delivered again after a takeover.
 //! - An `ask` decision waits in the store for the director's answer ([`StoreApprover`]),
-//!   given from anywhere, and is denied when none comes within `ask_timeout`.
+//!   given from anywhere, and is denied when none comes within `ask_timeout` or the performance
+//!   ends first: the denial is written there, so a later answer is refused, never taken.
 //! - Draining (SIGTERM): no new claims, the current turn ends, the performance goes back to the
 //!   queue with every event it wrote.
 //! - A stop asked through the store ([`Store::stop`], `POST /performances/ID/stop` on any
@@ -482,6 +483,24 @@ impl Approver for StoreApprover {
             performance = %id,
             "waiting for the director: improv approve --store URL {id} {n} once|performance|deny"
         );
+        // Dropped unanswered (the performance cancelled or stopped meanwhile): denied in the
+        // store, so no later answer is taken as approving a command that never ran.
+        let mut unanswered = Unanswered {
+            store: Some(self.store.clone()),
+            performance: id.clone(),
+            n,
+        };
+        let approval = self.wait(n).await;
+        unanswered.store = None;
+        approval
+    }
+}
+
+impl StoreApprover {
+    /// Waits for the director's answer to approval `n`; denies it in the store when none
+    /// came within the timeout.
+    async fn wait(&self, n: u64) -> Approval {
+        let id = &self.performance;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -497,19 +516,77 @@ impl Approver for StoreApprover {
                         ..
                     }) => return approval(answer, note),
                     _ if left.is_zero() => {
-                        return denied(format!(
+                        let note = format!(
                             "no answer from the director within {}",
                             humanize(self.timeout)
-                        ));
+                        );
+                        return self.deny(n, note).await;
                     }
                     _ => {}
                 },
                 Err(e) if left.is_zero() => {
-                    return denied(format!("the answer could not be read: {e}"));
+                    return self
+                        .deny(n, format!("the answer could not be read: {e}"))
+                        .await;
                 }
                 Err(e) => tracing::warn!("cannot read approval {n}: {e}; retrying"),
             }
         }
+    }
+
+    /// Writes the denial of approval `n` in the store, so a later answer from the director is
+    /// refused rather than taken; when a real answer came first, that answer stands.
+    async fn deny(&self, n: u64, note: String) -> Approval {
+        let id = &self.performance;
+        match self
+            .store
+            .answer_approval(id, n, Answer::Deny, Some(&note))
+            .await
+        {
+            Ok(false) => match self.store.approvals(id).await {
+                Ok(all) => match all.into_iter().find(|a| a.n == n) {
+                    Some(ApprovalRecord {
+                        answer: Some(answer),
+                        note,
+                        ..
+                    }) => approval(answer, note),
+                    _ => denied(note),
+                },
+                Err(_) => denied(note),
+            },
+            Ok(true) => denied(note),
+            Err(e) => {
+                tracing::warn!(performance = %id, "cannot record approval {n} as denied: {e}");
+                denied(note)
+            }
+        }
+    }
+}
+
+/// An approval asked and not yet answered: when dropped so (the `ask` cancelled), it is denied
+/// in the store by a task of its own.
+struct Unanswered {
+    /// `None` once the ask returned: nothing to do.
+    store: Option<Arc<dyn Store>>,
+    performance: String,
+    n: u64,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (id, n) = (std::mem::take(&mut self.performance), self.n);
+        runtime.spawn(async move {
+            let note = Some("the performance ended before the director answered");
+            if let Err(e) = store.answer_approval(&id, n, Answer::Deny, note).await {
+                tracing::warn!(performance = %id, "cannot record approval {n} as denied: {e}");
+            }
+        });
     }
 }
 
@@ -894,4 +971,84 @@ async fn stored(held: &Held, lease: &Lease, events: &[Event]) -> bool {
         held.store.performance(&lease.performance).await,
         Ok(record) if record.epoch == lease.epoch && record.last_seq >= last.seq
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use improv_store::{NewPerformance, SqliteStore};
+
+    async fn asked(timeout: Duration) -> (tempfile::TempDir, StoreApprover) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        store.migrate().await.unwrap();
+        let new = NewPerformance {
+            id: None,
+            stage: "stage.toml".into(),
+            intent: "ask".into(),
+            model: None,
+            origin: "cli".into(),
+            budget: None,
+        };
+        let performance = store.enqueue(&new).await.unwrap();
+        let approver = StoreApprover {
+            store,
+            performance,
+            timeout,
+        };
+        (dir, approver)
+    }
+
+    fn request() -> ApprovalRequest {
+        ApprovalRequest {
+            actor: "lead".into(),
+            prop: "bash".into(),
+            subject: "rm -rf build".into(),
+            rule: "ask".into(),
+        }
+    }
+
+    /// Whether approval 1 is answered in the store, looked at until `tries` ran out.
+    async fn answered(approver: &StoreApprover, tries: u32) -> Option<Answer> {
+        for _ in 0..tries {
+            let all = approver
+                .store
+                .approvals(&approver.performance)
+                .await
+                .unwrap();
+            if let Some(answer) = all.into_iter().find(|a| a.n == 1).and_then(|a| a.answer) {
+                return Some(answer);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ask_that_timed_out_is_denied_in_the_store() {
+        let (_dir, approver) = asked(Duration::from_millis(50)).await;
+        let got = approver.ask(&request()).await;
+        assert!(matches!(got, Approval::Deny { .. }), "{got:?}");
+        assert_eq!(answered(&approver, 1).await, Some(Answer::Deny));
+        let late = approver
+            .store
+            .answer_approval(&approver.performance, 1, Answer::Once, None)
+            .await
+            .unwrap();
+        assert!(!late, "a director's answer after the timeout was taken");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ask_dropped_unanswered_is_denied_in_the_store() {
+        let (_dir, approver) = asked(Duration::from_secs(3600)).await;
+        let request = request();
+        let ask = approver.ask(&request);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), ask)
+                .await
+                .is_err(),
+            "answered without a director"
+        );
+        assert_eq!(answered(&approver, 250).await, Some(Answer::Deny));
+    }
 }
