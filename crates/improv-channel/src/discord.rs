@@ -88,6 +88,13 @@ impl Followup {
     }
 }
 
+/// Whether a refused edit through an interaction's token means the token or its deferred
+/// answer is gone (401: the token expired; 404: the message or webhook is unknown), as
+/// [`ChannelError::Refused`] words the status.
+fn token_gone(refused: &str) -> bool {
+    refused.starts_with("HTTP 401") || refused.starts_with("HTTP 404")
+}
+
 /// What an interaction asks of us, once its signature holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming {
@@ -347,7 +354,18 @@ impl Sender for Discord {
         key: &OutboxKey,
     ) -> Result<String, ChannelError> {
         if let Some(followup) = &body.interaction {
-            return self.edit_original(followup, &body.text).await;
+            match self.edit_original(followup, &body.text).await {
+                // The token expired (Discord takes answers through it for 15 minutes) or the
+                // deferred answer is gone: the reply goes to the channel instead, with the
+                // message's nonce, rather than being refused and lost.
+                Err(ChannelError::Refused { message, .. }) if token_gone(&message) => {
+                    tracing::warn!(
+                        conversation,
+                        "a Discord interaction's deferred answer no longer takes edits ({message}): the reply goes to the channel"
+                    );
+                }
+                edited => return edited,
+            }
         }
         self.create_message(
             conversation,

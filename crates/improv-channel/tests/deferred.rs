@@ -266,3 +266,37 @@ async fn a_deferred_command_past_discords_fifteen_minutes_is_reported_and_answer
         notices[0].text
     );
 }
+
+/// A reply made after the interaction's token stopped working (Discord answers 401 past its 15
+/// minutes, even when the command was retaken in time) goes to the channel with its nonce; it
+/// was refused and lost (review of the deferral, M1).
+#[tokio::test]
+async fn a_reply_whose_token_expired_goes_to_the_channel_instead() {
+    use improv_channel::discord::Followup;
+    use improv_channel::{Body, Sender};
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let discord = Discord::new(TOKEN, Some(&fake.base)).unwrap();
+    let body = Body {
+        text: "the answer".into(),
+        reply_to: None,
+        interaction: Some(Followup {
+            application_id: APP.into(),
+            token: "expired".into(),
+            at: 0,
+        }),
+    };
+    let key = improv_store::OutboxKey {
+        performance: "p-late".into(),
+        seq: 7,
+    };
+    let id = discord.send(CHANNEL, &body, &key).await.unwrap();
+    let sent = fake.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].conversation, CHANNEL);
+    assert_eq!(sent[0].text, "the answer");
+    assert!(
+        sent[0].nonce.is_some(),
+        "the channel message carries its nonce"
+    );
+    assert_eq!(sent[0].id, id);
+}

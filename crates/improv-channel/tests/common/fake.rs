@@ -286,6 +286,14 @@ impl State {
             )
                 .into_response();
         };
+        // A token Discord no longer honours (older than 15 minutes): the fake knows one by name.
+        if hook.contains("/expired") {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({ "message": "Invalid Webhook Token", "code": 50027 })),
+            )
+                .into_response();
+        }
         *self.send_requests.lock().unwrap() += 1;
         let id = self
             .nonces
