@@ -649,10 +649,15 @@ async fn a_unique_prefix_names_a_performance_on_postgres() {
 }
 
 /// `POST /performances` on `improv serve --store` queues for the workers: a worker performs it
-/// (the store names the worker and holds its events), not the server's own process.
+/// (the store names the worker and holds its events), not the server's own process. A model
+/// no worker can perform is refused (422) rather than queued.
 async fn a_posted_performance_is_performed_by_a_worker(store: String) {
     let fixture = Fixture::new(store, vec![openai_chat::text("done on a worker")], "").await;
     let (_serve, api) = fixture.serve();
+    let unknown = serde_json::json!({"intent": "never queued", "model": "nosuch/model"});
+    let (status, body) = api.post("/performances", unknown).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("unknown model provider"), "{body}");
     let (status, body) = api
         .post(
             "/performances",
@@ -685,11 +690,12 @@ async fn a_posted_performance_is_performed_by_a_worker_on_postgres() {
     a_posted_performance_is_performed_by_a_worker(postgres("posted")).await;
 }
 
+/// How soon a stop asked through the server ends the worker's performance.
+const STOP_REACHES: Duration = Duration::from_secs(10);
+
 /// `POST /performances/ID/stop` reaches the worker holding it on another "machine": the
 /// command it runs is cancelled (the test never lets it finish) and it ends `stopped`. A queued
 /// one ends `stopped` at once and no worker starts it; a finished one is 409.
-/// How soon a stop asked through the server ends the worker's performance.
-const STOP_REACHES: Duration = Duration::from_secs(10);
 
 async fn a_stop_reaches_the_worker(store: String) {
     let fixture = Fixture::new(
