@@ -134,7 +134,9 @@ api_base = "{}"
     };
     let forged = endpoint.answer(&headers(b"guessed"), body.as_bytes()).await;
     assert_eq!(forged.status, 401);
-    let answer = endpoint.answer(&headers(b"signing-secret"), body.as_bytes()).await;
+    let answer = endpoint
+        .answer(&headers(b"signing-secret"), body.as_bytes())
+        .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let sent = fake.wait_sent(1).await;
     assert_eq!(
