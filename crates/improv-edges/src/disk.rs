@@ -327,19 +327,7 @@ mod tests {
     fn a_command_whose_watchdog_cannot_start_is_refused_and_the_next_is_watched() {
         let name =
             "disk::tests::a_command_whose_watchdog_cannot_start_is_refused_and_the_next_is_watched";
-        if std::env::var_os(CHILD).is_none() {
-            let exe = std::env::current_exe().expect("the test binary");
-            let out = std::process::Command::new(exe)
-                .args(["--exact", name, "--test-threads=1", "--nocapture"])
-                .env(CHILD, "1")
-                .output()
-                .expect("run the test binary again");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("1 passed"),
-                "the child failed: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if !crate::child_test::in_child(name, CHILD) {
             return;
         }
         let dir = tempfile::tempdir().expect("a temp dir");

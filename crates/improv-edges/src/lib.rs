@@ -17,6 +17,8 @@
 //! stream of the performance making the call (`PropContext::events`), under its actor.
 
 mod cgroup;
+#[cfg(test)]
+mod child_test;
 pub mod command;
 mod disk;
 pub mod env;

@@ -1422,19 +1422,7 @@ mod tests {
     fn a_landlock_probe_failing_for_want_of_descriptors_is_not_kept_as_unsupported() {
         const CHILD: &str = "IMPROV_EDGES_LANDLOCK_TEST_CHILD";
         let name = "sandbox::tests::a_landlock_probe_failing_for_want_of_descriptors_is_not_kept_as_unsupported";
-        if std::env::var_os(CHILD).is_none() {
-            let exe = std::env::current_exe().expect("the test binary");
-            let out = std::process::Command::new(exe)
-                .args(["--exact", name, "--test-threads=1", "--nocapture"])
-                .env(CHILD, "1")
-                .output()
-                .expect("run the test binary again");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("1 passed"),
-                "the child failed: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if !crate::child_test::in_child(name, CHILD) {
             return;
         }
         let had = set_open_files(Some(0), None);
