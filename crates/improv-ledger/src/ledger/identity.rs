@@ -2,7 +2,8 @@
 //! file's entries under its source, so two files sharing one (a `cp -a` of `.improv/`, a restored
 //! backup, a second checkout) would suppress or overwrite each other's rows there.
 //!
-//! The file records, next to its source, its path and inode when the source was made. A file
+//! The file records, next to its source, the host, path and inode where it was made. A file
+//! opened on another host is a copy (a second checkout there, a copied volume). A file
 //! opened with another inode is a copy only while the original is still there: the recorded
 //! path exists, still with the recorded inode, and is not this file. Then it gets a new source,
 //! and the log says so. Otherwise the file moved or was replaced (a rename; a move across file
@@ -19,7 +20,7 @@ use std::path::Path;
 
 /// Columns added to `ledger_identity` for copy detection (files made before them lack them),
 /// each with its type; each is checked and added on its own.
-const ADDED_COLUMNS: [(&str, &str); 2] = [("path", "TEXT"), ("inode", "INTEGER")];
+const ADDED_COLUMNS: [(&str, &str); 3] = [("path", "TEXT"), ("inode", "INTEGER"), ("host", "TEXT")];
 
 /// What opening found about the file's identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,22 +79,31 @@ fn read(
         .to_string();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     add_columns(&tx)?;
-    let (source, recorded_path, recorded_inode): (String, Option<String>, Option<i64>) = tx
-        .query_row(
-            "SELECT source, path, inode FROM ledger_identity",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )?;
-    let found = judge(&here, inode_now, &source, recorded_path, recorded_inode);
+    let (source, recorded_path, recorded_inode, recorded_host): Recorded = tx.query_row(
+        "SELECT source, path, inode, host FROM ledger_identity",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+    )?;
+    let host_now = host();
+    let recorded_host_known = recorded_host.is_some();
+    let found = match recorded_host {
+        // Made on another machine (a second checkout of the stage there, a copied volume): a
+        // copy whatever its path and inode say, since the original's host cannot be looked at.
+        Some(then) if then != host_now => Found::Copied {
+            was: source.clone(),
+            from: format!("{then}:{}", recorded_path.unwrap_or_default()),
+        },
+        _ => judge(&here, inode_now, &source, recorded_path, recorded_inode),
+    };
     let source = if matches!(found, Found::Copied { .. }) {
         tx.query_row("SELECT lower(hex(randomblob(16)))", [], |row| row.get(0))?
     } else {
         source
     };
-    if found != Found::Same {
+    if found != Found::Same || !recorded_host_known {
         tx.execute(
-            "UPDATE ledger_identity SET source = ?1, path = ?2, inode = ?3",
-            rusqlite::params![source, here, inode_now],
+            "UPDATE ledger_identity SET source = ?1, path = ?2, inode = ?3, host = ?4",
+            rusqlite::params![source, here, inode_now, host_now],
         )?;
     }
     tx.commit()?;
@@ -117,6 +127,18 @@ fn add_columns(tx: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The row of `ledger_identity`: source, then the path, inode and host it was made at.
+type Recorded = (String, Option<String>, Option<i64>, Option<String>);
+
+/// This machine's name, as the identity records it (`this host` where it has none).
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this host".to_owned())
 }
 
 /// What the file at `here` with `inode_now` is, given the path and inode recorded with its
@@ -183,11 +205,7 @@ pub(super) fn log(path: &Path, source: &str, found: &Found) {
 
 /// Where this file is, for messages the store keeps: `host:path`.
 pub(crate) fn whereabouts(path: &Path) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "this host".to_owned());
+    let host = host();
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     format!("{host}:{}", path.display())
 }
@@ -207,6 +225,30 @@ mod tests {
         ))
         .unwrap();
         conn
+    }
+
+    /// A second checkout on another machine, at the same path (`/srv/app`), or a volume copied
+    /// there with its inodes: a copy, though path and inode match (review of ec57722: it kept
+    /// the original's source, and the store then refused one of the two for good).
+    #[test]
+    fn a_file_made_on_another_host_is_a_copy_whatever_its_path_and_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ledger.db");
+        drop(old_file(&file, ""));
+        let open = |at: &Path| source(&mut Connection::open(at).unwrap(), at).unwrap();
+        assert_eq!(open(&file), ("old".to_owned(), Found::Recorded));
+        assert_eq!(open(&file), ("old".to_owned(), Found::Same));
+        Connection::open(&file)
+            .unwrap()
+            .execute("UPDATE ledger_identity SET host = 'elsewhere'", [])
+            .unwrap();
+        let (source, found) = open(&file);
+        assert_ne!(source, "old");
+        assert!(
+            matches!(&found, Found::Copied { from, .. } if from.starts_with("elsewhere:")),
+            "{found:?}"
+        );
+        assert_eq!(open(&file), (source, Found::Same));
     }
 
     #[test]
