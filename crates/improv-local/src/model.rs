@@ -471,7 +471,7 @@ fn next_call_number(messages: &[Message]) -> usize {
             .unwrap_or(0);
         (count + 1, highest.max(n))
     });
-    count.max(highest) + 1
+    count.max(highest).saturating_add(1)
 }
 
 #[cfg(test)]

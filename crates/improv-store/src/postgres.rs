@@ -1355,11 +1355,16 @@ impl Store for PgStore {
         // Counts the stops notified (and the listener's reconnections, which may have missed
         // some): a stop since `seen` returns at once.
         let mut stops = listener.subscribe_stops();
-        let changed = tokio::time::timeout(timeout, stops.wait_for(|n| *n != seen)).await;
+        let changed = tokio::time::timeout(timeout, stops.wait_for(|n| *n != seen))
+            .await
+            .map(|got| got.map(|now| *now));
         Ok(match changed {
-            Ok(Ok(now)) => *now,
-            // Timed out, or the listener is gone: look again anyway.
-            Ok(Err(_)) | Err(_) => seen.wrapping_add(1),
+            Ok(Ok(now)) => now,
+            // Timed out: the caller looks again anyway, and waits from the count as it is now,
+            // so a stop notified during that look still wakes the next wait.
+            Err(_) => *stops.borrow(),
+            // The listener is gone: look again anyway.
+            Ok(Err(_)) => seen.wrapping_add(1),
         })
     }
 }

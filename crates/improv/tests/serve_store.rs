@@ -696,7 +696,6 @@ const STOP_REACHES: Duration = Duration::from_secs(10);
 /// `POST /performances/ID/stop` reaches the worker holding it on another "machine": the
 /// command it runs is cancelled (the test never lets it finish) and it ends `stopped`. A queued
 /// one ends `stopped` at once and no worker starts it; a finished one is 409.
-
 async fn a_stop_reaches_the_worker(store: String) {
     let fixture = Fixture::new(
         store,
