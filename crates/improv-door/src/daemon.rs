@@ -128,8 +128,16 @@ impl Daemon {
         let Some((changes, stopping)) = self.plan(&stage).await else {
             return Vec::new();
         };
-        for (name, task) in stopping {
-            join(&name, task).await;
+        // Each door's task is awaited on its own, not in turn: a door whose task ends is
+        // swapped at once, whatever another door's firing still takes.
+        let mut ended: futures::stream::FuturesUnordered<_> = stopping
+            .into_iter()
+            .map(|(name, task)| async move {
+                join(&name, task).await;
+                name
+            })
+            .collect();
+        while let Some(name) = futures::StreamExt::next(&mut ended).await {
             let mut inner = self.inner.lock().await;
             // Joined to the end even once drained: the drain waits for this reload.
             if !inner.drained {

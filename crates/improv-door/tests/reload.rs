@@ -98,6 +98,8 @@ async fn a_webhook_is_answered_while_a_reload_waits_for_a_firing_under_way() {
 struct Chats {
     live: AtomicUsize,
     starts: AtomicUsize,
+    /// Held (written) by a test, it keeps a cancelled listener from ending.
+    linger: tokio::sync::RwLock<()>,
 }
 
 struct Live(Arc<Chats>);
@@ -108,6 +110,7 @@ impl Listener for Live {
         self.0.starts.fetch_add(1, Ordering::SeqCst);
         self.0.live.fetch_add(1, Ordering::SeqCst);
         cancel.cancelled().await;
+        let _ending = self.0.linger.read().await;
         self.0.live.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
@@ -160,7 +163,8 @@ fn rewritten(t: &TestStage, text: &str) -> Arc<Stage> {
 /// asked (a Telegram door would poll and take messages from a stopping server).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_asked_during_a_reload_opens_no_new_door() {
-    // `zchat` sorts after `tick`: the reload restarts it after tick's held firing ends.
+    // The old `zchat` listener lingers after its cancel until the drain was asked, so the
+    // reload would restart it after that.
     let zchat = CHAT.replace("\"chat\"", "\"zchat\"");
     let t = TestStage::new(&format!("{DOORS}{zchat}"));
     let live = Arc::new(Chats::default());
@@ -168,6 +172,7 @@ async fn a_drain_asked_during_a_reload_opens_no_new_door() {
     let held = launcher.hold.clone();
     let hold = held.write().await;
     fire(&daemon, &launcher, &clock).await;
+    let linger = live.linger.write().await;
     // A stage-wide change restarts every door.
     let next = rewritten(&t, &format!("[stage]\nintent = \"other\"\n{DOORS}{zchat}"));
     let reloading = tokio::spawn({
@@ -182,6 +187,8 @@ async fn a_drain_asked_during_a_reload_opens_no_new_door() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let asked = live.starts.load(Ordering::SeqCst);
     assert_eq!(asked, 1);
+    drop(linger);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     drop(hold);
     reloading.await.unwrap();
     draining.await.unwrap();
@@ -245,6 +252,47 @@ async fn a_chat_door_stays_up_while_a_reload_waits_for_another_doors_firing() {
         1,
         "the unchanged chat door was restarted"
     );
+    daemon.drain().await;
+}
+
+/// A chat door that changed is back up as soon as its own listener stopped, not after another
+/// door's firing that the reload also waits for (review of 0bd616b: the reload joined the
+/// stopping doors in turn, in name order, so `zchat` waited for `tick`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_chat_door_is_back_up_while_a_reload_waits_for_another_doors_firing() {
+    let chat = CHAT.replace("\"chat\"", "\"zchat\"");
+    let t = TestStage::new(&format!("{DOORS}{chat}"));
+    let live = Arc::new(Chats::default());
+    let (daemon, launcher, clock) = held_daemon(&t, &live).await;
+    let held = launcher.hold.clone();
+    let hold = held.write().await;
+    fire(&daemon, &launcher, &clock).await;
+    let text = format!("{DOORS}{chat}")
+        .replace("intent = \"tick\"", "intent = \"tock\"")
+        .replace("allow = [\"1\"]", "allow = [\"1\", \"2\"]");
+    let reloading = tokio::spawn({
+        let d = daemon.clone();
+        let next = rewritten(&t, &text);
+        async move { d.reload(next).await }
+    });
+    let mut back = false;
+    for _ in 0..100 {
+        if live.starts.load(Ordering::SeqCst) == 2 && live.live.load(Ordering::SeqCst) == 1 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !reloading.is_finished(),
+        "the reload did not wait for the firing"
+    );
+    assert!(
+        back,
+        "the changed chat door stayed down while tick's firing was held"
+    );
+    drop(hold);
+    reloading.await.unwrap();
     daemon.drain().await;
 }
 
