@@ -20,7 +20,7 @@ mod sse;
 
 pub use http::{RetryPolicy, TlsSetupError, client_builder};
 pub use pricing::Prices;
-pub use resolve::{ModelSpec, ResolveError, resolve, resolve_with};
+pub use resolve::{ModelSpec, ResolveError, provider_of, resolve, resolve_with};
 
 use improv_kernel::{ModelError, Price};
 use reqwest::header::HeaderValue;

@@ -126,6 +126,29 @@ fn known() -> String {
         .join(", ")
 }
 
+/// Splits `model` (`provider/name`) and checks that improv knows the provider, without
+/// resolving it (no key, file or client is looked at): what a server that queues for workers
+/// can check of a model.
+pub fn provider_of(model: &str) -> Result<(&str, &str), ResolveError> {
+    let Some((provider, name)) = model
+        .split_once('/')
+        .filter(|(p, n)| !p.is_empty() && !n.is_empty())
+    else {
+        return Err(ResolveError::NoProvider {
+            model: model.to_string(),
+            known: known(),
+        });
+    };
+    if !PROVIDERS.iter().any(|(p, _)| *p == provider) {
+        return Err(ResolveError::UnknownProvider {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            known: known(),
+        });
+    }
+    Ok((provider, name))
+}
+
 /// Resolves `spec` with keys and base URLs from the process environment.
 pub fn resolve(spec: &ModelSpec, prices: &Prices) -> Result<Arc<dyn Model>, ResolveError> {
     resolve_with(spec, prices, &|name| std::env::var(name).ok())
@@ -140,16 +163,7 @@ pub fn resolve_with(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn Model>, ResolveError> {
     let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    let Some((provider, name)) = spec
-        .model
-        .split_once('/')
-        .filter(|(p, n)| !p.is_empty() && !n.is_empty())
-    else {
-        return Err(ResolveError::NoProvider {
-            model: spec.model.clone(),
-            known: known(),
-        });
-    };
+    let (provider, name) = provider_of(&spec.model)?;
     let retry = RetryPolicy {
         max_retries: spec
             .max_retries

@@ -174,3 +174,23 @@ fn error_owned(spec: ModelSpec) -> ResolveError {
         Ok(m) => panic!("expected an error, resolved {}", m.name()),
     }
 }
+
+/// What a server that queues for workers checks of a model: the provider only, with nothing
+/// read or resolved (a `scripted/` path named by an API client is not opened on the server).
+#[test]
+fn provider_of_checks_the_provider_without_resolving() {
+    use improv_models::provider_of;
+    assert_eq!(
+        provider_of("scripted//dev/zero").unwrap(),
+        ("scripted", "/dev/zero")
+    );
+    assert_eq!(provider_of("local/smollm2").unwrap().0, "local");
+    assert!(matches!(
+        provider_of("nosuch/model"),
+        Err(ResolveError::UnknownProvider { .. })
+    ));
+    assert!(matches!(
+        provider_of("no-provider"),
+        Err(ResolveError::NoProvider { .. })
+    ));
+}

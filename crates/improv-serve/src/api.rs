@@ -220,7 +220,7 @@ pub(crate) async fn start(
     // With a store the workers perform it; a resume continues this server's own log here.
     if let Some(store) = app.store.as_ref().filter(|_| body.resume.is_none()) {
         if let Some(model) = &body.model {
-            stored::check_model(&app.stage, model)?;
+            stored::check_model(model)?;
         }
         let id = stored::enqueue(store.as_ref(), &app.stage, intent, body.model).await?;
         let links = json!({
