@@ -7,4 +7,4 @@
 # binaries (apt-get install postgresql).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exec cargo test -q -p improv --test worker -- --ignored --nocapture --test-threads 1 bench_store
+exec cargo test -q -p improv --test all -- --ignored --nocapture --test-threads 1 worker::bench_store

@@ -307,7 +307,7 @@ pub const STOP_POLL: Duration = Duration::from_millis(500);
 /// The store of record. Every method is one transaction; every write that belongs to a leased
 /// performance names its [`Lease`] and fails with [`StoreError::LeaseLost`] when the lease is no
 /// longer the current one. Implementations: `SqliteStore` (embedded) and `PgStore` (PostgreSQL);
-/// `tests/conformance.rs` runs one suite against both.
+/// `tests/all/conformance.rs` runs one suite against both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Where this store is, with any password hidden (for errors, logs and `doctor`).

@@ -2,7 +2,7 @@
 // up (with an OAuth provider at hand): without the token it must fail with the server's message
 // and never start OAuth discovery; with the token, `perform` without `intent` and `ledger_query`
 // with a bad limit must come back as tool errors the model can read. Prints one JSON object
-// for tests/mcp_http_errors.rs.
+// for tests/all/mcp_http_errors.rs.
 //
 // Usage: node mcp_client.mjs URL TOKEN   (IMPROV_MCP_SDK: the SDK's dist/esm folder)
 const [url, token] = process.argv.slice(2);

@@ -1,5 +1,5 @@
 """Talks to improv serve's OpenAI-compatible endpoint with the official `openai` package, the way
-any OpenAI client would, and prints what it saw as one JSON object for tests/openai_python.rs.
+any OpenAI client would, and prints what it saw as one JSON object for tests/all/openai_python.rs.
 
 Usage: openai_client.py BASE_URL TOKEN MODEL
 """

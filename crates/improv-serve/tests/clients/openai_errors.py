@@ -1,7 +1,7 @@
 """The official `openai` package against the compatible endpoint where things go wrong: it
 retrieves the model, is refused by name for parameters a stage cannot honour, gets a 400 (not a
 422) for a body of the wrong type, and does not retry a failed performance although its default
-retries are on. Prints what it saw as one JSON object for tests/openai_python_errors.rs.
+retries are on. Prints what it saw as one JSON object for tests/all/openai_python_errors.rs.
 
 Usage: openai_errors.py BASE_URL TOKEN MODEL
 """
