@@ -10,7 +10,8 @@
 //! cgroup v2 one folder holds both controllers; on v1 each controller's hierarchy gets its own
 //! folder. Where no hierarchy with a controller is writable (an unprivileged container) there is
 //! none, and the caller is told why. Folders are named after their creator
-//! ([`crate::scratch::Owner`]) so that [`sweep`] can remove what a crashed improv left.
+//! ([`crate::scratch::Owner`]) so that [`sweep`] can remove what a crashed improv left (run
+//! once per process and then periodically, by [`crate::scratch::sweep_leftovers`]).
 
 use crate::scratch::{Owner, PREFIX};
 use std::fs::OpenOptions;
@@ -73,7 +74,8 @@ pub struct PerformanceCgroup {
 
 impl PerformanceCgroup {
     /// Creates a child of improv's own cgroup in each hierarchy that has a controller asked
-    /// for, first removing what dead improv processes left there ([`sweep`]). `None` when no
+    /// for (what dead improv processes left there is swept by
+    /// [`crate::scratch::sweep_leftovers`], not here). `None` when no
     /// bound could be set up; the outcome says, per bound, where it holds or why not.
     pub fn create(bounds: Bounds) -> (Option<Self>, Outcome) {
         let mut outcome = Outcome::default();
@@ -91,7 +93,6 @@ impl PerformanceCgroup {
                     let index = match existing {
                         Some(i) => i,
                         None => {
-                            sweep(&parent);
                             dirs.push(Dir::create(&parent, v2)?);
                             dirs.len() - 1
                         }

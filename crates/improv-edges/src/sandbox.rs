@@ -368,8 +368,9 @@ impl Sandbox {
                     path: config.workspace.display().to_string(),
                     source,
                 })?;
-        // What crashed improv processes left; their cgroups go in `PerformanceCgroup::create`.
-        scratch::sweep_temp();
+        // What crashed improv processes left: swept at the first sandbox of this process, then
+        // in the background, never per sandbox (a sweep lists one entry per live sandbox).
+        scratch::sweep_leftovers();
         let (temp, temp_space) =
             TempDir::new(config.limits.temp_bytes, config.run_as).map_err(SandboxError::TempDir)?;
         let temp_path = temp.path().to_path_buf();
@@ -1252,6 +1253,15 @@ fn etc_entries(etc: &Path, hidden: &[PathBuf]) -> Vec<PathBuf> {
     walk(etc, Path::new(""), hidden, &mut out);
     out
 }
+
+/// How many sweeps of what crashed improv processes left this process has run: one at its
+/// first sandbox, then one every [`LEFTOVER_SWEEP_EVERY`], whatever the number of sandboxes.
+pub fn leftover_sweeps() -> usize {
+    scratch::sweeps_run()
+}
+
+/// How often a process that builds sandboxes sweeps crashed processes' leftovers again.
+pub const LEFTOVER_SWEEP_EVERY: std::time::Duration = scratch::SWEEP_EVERY;
 
 /// The uid that owns `path`: a workspace owner to [`SandboxConfig::run_as`].
 pub fn owner(path: &Path) -> io::Result<(u32, u32)> {

@@ -4,16 +4,30 @@
 //!
 //! Every such name carries its creator: `improv-sandbox-<pidns>-<pid>-<start>-…`, the pid
 //! namespace's inode, the pid and the process's start time (clock ticks since boot, so a reused
-//! pid is told apart). [`Owner::is_dead`] says whether that process is gone; the next sandbox
-//! removes what dead owners left ([`sweep_temp`], and `cgroup::sweep` for cgroups). Only names
+//! pid is told apart). [`Owner::is_dead`] says whether that process is gone; what dead owners
+//! left is removed ([`sweep_temp`], and `cgroup::sweep` for cgroups) by [`sweep_leftovers`]:
+//! once when a process builds its first sandbox, then every [`SWEEP_EVERY`] in the background.
+//! Not at every sandbox: a sweep lists the whole temp folder and cgroup folders, which hold one
+//! entry per live sandbox, so a worker starting performances while thousands wait paid for
+//! every waiting one at every start. Only names
 //! under improv's own prefixes are looked at, only those made in improv's own pid namespace, and
 //! in the temp folder only folders owned by improv's own uid; anything else is left alone.
 
+use crate::cgroup::Controller;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How often a process that builds sandboxes sweeps again after its first sweep: what a crashed
+/// sibling worker left is gone within this time.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// How many sweeps this process has run ([`sweeps_run`]).
+static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 
 /// The prefix of the temp dirs and cgroups sandboxes make.
 pub const PREFIX: &str = "improv-sandbox-";
@@ -190,6 +204,50 @@ fn mount_tmpfs(dir: &Path, bytes: u64, owner: Option<(u32, u32)>) -> io::Result<
 /// Detaches the mount on `dir`.
 fn unmount(dir: &Path) -> io::Result<()> {
     rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH).map_err(io::Error::from)
+}
+
+/// Sweeps what crashed improv processes left (temp folders and cgroups) the first time it is
+/// called in a process, and starts a thread that sweeps again every [`SWEEP_EVERY`]; later
+/// calls do nothing. Called by every sandbox built, so the first one finds a clean machine.
+pub fn sweep_leftovers() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        sweep_all();
+        let periodic = std::thread::Builder::new()
+            .name("improv-sweep".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(SWEEP_EVERY);
+                    sweep_all();
+                }
+            });
+        if let Err(e) = periodic {
+            tracing::warn!(
+                "cannot start the periodic sweep of crashed sandboxes' leftovers: {e}; \
+                 they are swept again when improv restarts"
+            );
+        }
+    });
+}
+
+/// How many sweeps ([`sweep_leftovers`]) this process has run.
+pub fn sweeps_run() -> usize {
+    SWEEPS.load(Ordering::Relaxed)
+}
+
+/// One sweep: the temp folder, then improv's cgroup in each hierarchy it has one in.
+fn sweep_all() {
+    SWEEPS.fetch_add(1, Ordering::Relaxed);
+    sweep_temp();
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for controller in [Controller::Pids, Controller::Memory] {
+        if let Some((parent, _)) = crate::cgroup::locate(controller)
+            && !parents.contains(&parent)
+        {
+            crate::cgroup::sweep(&parent);
+            parents.push(parent);
+        }
+    }
 }
 
 /// Removes the temp folders ([`TEMP_PREFIXES`]) that improv processes now dead left in the

@@ -841,6 +841,55 @@ fn crash_helper_holds_a_sandbox_until_killed() {
     std::thread::sleep(std::time::Duration::from_secs(300));
 }
 
+/// Set for [`next_improv_builds_a_sandbox`], which runs only then.
+const NEXT_IMPROV: &str = "IMPROV_EDGES_NEXT_IMPROV";
+
+#[test]
+#[ignore = "the next improv process of the crash test below, run by it in a process of its own"]
+fn next_improv_builds_a_sandbox() {
+    if std::env::var_os(NEXT_IMPROV).is_none() {
+        panic!("run by crash_leftovers_are_removed_by_the_next_sandbox only");
+    }
+    let rig = Rig::new();
+    let _sandbox = improv_edges::Sandbox::new(rig.config.clone()).unwrap();
+    assert_eq!(improv_edges::sandbox::leftover_sweeps(), 1);
+}
+
+/// A process sweeps leftovers at its first sandbox, not at every one: a sweep lists one entry
+/// per live sandbox, so a worker that swept per build paid for every waiting performance.
+#[test]
+fn sandboxes_built_after_the_first_do_not_sweep_again() {
+    let rig = Rig::new();
+    let first = improv_edges::Sandbox::new(rig.config.clone()).unwrap();
+    let swept = improv_edges::sandbox::leftover_sweeps();
+    assert!(swept >= 1, "the first sandbox of a process sweeps");
+    let more: Vec<_> = (0..5)
+        .map(|_| improv_edges::Sandbox::new(rig.config.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        improv_edges::sandbox::leftover_sweeps(),
+        swept,
+        "a sandbox build swept again"
+    );
+    drop((first, more));
+}
+
+/// Runs [`next_improv_builds_a_sandbox`]: the first sandbox of a new improv process.
+fn run_next_improv() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "next_improv_builds_a_sandbox",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(NEXT_IMPROV, "1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the next improv process failed");
+}
+
 #[tokio::test]
 async fn crash_leftovers_are_removed_by_the_next_sandbox() {
     let rig = Rig::new();
@@ -883,9 +932,11 @@ async fn crash_leftovers_are_removed_by_the_next_sandbox() {
     let covers = covers_of(helper_pid);
     assert_eq!(covers.len(), 1, "the helper's covers: {covers:?}");
     assert!(!dead(orphan), "the helper's command should outlive it");
-    // improv's own live sandbox is not touched by the sweep.
+    // This process's live sandboxes are not touched by the sweep of the next improv process,
+    // whose first sandbox sweeps (this process may have swept already, before the crash).
     let mine = improv_edges::Sandbox::new(rig.config.clone()).unwrap();
     let next = improv_edges::Sandbox::new(rig.config.clone()).unwrap();
+    run_next_improv();
     assert!(mine.temp_dir().exists() && next.temp_dir().exists());
     let outer = temp.parent().unwrap();
     assert!(!exists(outer), "{} was left", outer.display());
