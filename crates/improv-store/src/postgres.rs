@@ -479,7 +479,11 @@ impl PgStore {
         id: &str,
         encoded: &[Encoded],
     ) -> Result<(), StoreError> {
-        let blobs: HashMap<&str, &[u8]> = encoded
+        // In hash order: appends of different performances that store the same new blobs
+        // (one stage's system prompt, its tools) then take the blobs' row locks in one order.
+        // In a HashMap's order, two of them could each hold a blob the other waits for: the
+        // server aborts one as a deadlock, and that worker loses the performance it claimed.
+        let blobs: std::collections::BTreeMap<&str, &[u8]> = encoded
             .iter()
             .flat_map(|e| e.blobs.iter())
             .map(|(hash, text)| (hash.as_str(), text.as_bytes()))

@@ -1075,6 +1075,47 @@ async fn stops_requested_names_the_workers_stopped_performances(backend: Backend
     assert_ne!(mine, running);
 }
 
+/// Performances of one stage append at once the same new long strings (its system prompt, its
+/// tools: blobs stored once for all) and every append lands: none is aborted as a deadlock over
+/// the blobs' rows, which cost the worker its claimed performance (issue 15's straggler).
+async fn appends_sharing_new_blobs_all_land(backend: Backend) {
+    const PERFORMANCES: usize = 8;
+    const BLOBS: u64 = 6;
+    const ROUNDS: u64 = 40;
+    let mut leases = Vec::new();
+    for i in 0..PERFORMANCES {
+        let store = backend.open().await;
+        store.enqueue(&new(&format!("p{i}"))).await.unwrap();
+        leases.push((claim(&store, &format!("w{i}")).await, store));
+    }
+    let leases = Arc::new(leases);
+    for round in 0..ROUNDS {
+        let batch: Vec<Event> = (0..BLOBS)
+            .map(|k| {
+                let seq = round * BLOBS + k + 1;
+                let text = format!("round {round}, blob {k}; ").repeat(100);
+                event(seq, EventKind::DirectorNote { text })
+            })
+            .collect();
+        let start = Arc::new(tokio::sync::Barrier::new(PERFORMANCES));
+        let appends: Vec<_> = (0..PERFORMANCES)
+            .map(|i| {
+                let (leases, batch, start) = (leases.clone(), batch.clone(), start.clone());
+                tokio::spawn(async move {
+                    let (lease, store) = &leases[i];
+                    start.wait().await;
+                    store.append(lease, &batch).await
+                })
+            })
+            .collect();
+        for (i, append) in appends.into_iter().enumerate() {
+            if let Err(e) = append.await.unwrap() {
+                panic!("round {round}: performance {i}'s append was refused: {e}");
+            }
+        }
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1119,6 +1160,7 @@ conformance!(
     a_stop_ends_a_queued_one_and_is_asked_of_a_leased_ones_worker,
     wait_progress_wakes_on_events_approvals_and_stops,
     stops_requested_names_the_workers_stopped_performances,
+    appends_sharing_new_blobs_all_land,
 );
 
 /// What only one backend can get wrong: its own kind of misconfiguration and outage.
