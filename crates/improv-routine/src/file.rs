@@ -93,6 +93,62 @@ fn lock(dir: &Path) -> Result<Locked, RoutineError> {
     }
 }
 
+/// Whether `name` can be a routine's file name, `routines/NAME.toml`: `Err` says why not. The
+/// one check every name passes before it becomes a path ([`update`], [`create`]; a routine's
+/// file is refused at read with the same words).
+pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("it is empty")
+    } else if name.contains('/') {
+        Err("it contains `/`")
+    } else if name.contains('\0') {
+        Err("it contains a NUL byte")
+    } else if name.starts_with('.') {
+        Err("it starts with `.` (`..` would leave the folder; other names would be hidden)")
+    } else if name.len() > MAX_NAME {
+        Err("it is longer than 200 bytes")
+    } else {
+        Ok(())
+    }
+}
+
+/// The longest routine name: a file name (255 bytes) less `.toml` and the temporary suffix.
+const MAX_NAME: usize = 200;
+
+fn bad_name(dir: &Path, name: &str) -> impl Fn(&'static str) -> RoutineError {
+    let name = name.to_string();
+    let dir = dir.to_path_buf();
+    move |reason| RoutineError::BadName {
+        name: name.clone(),
+        dir: dir.clone(),
+        reason,
+    }
+}
+
+/// Runs `f` holding the routines' lock of `dir` (see [`lock_path`]); `f` may [`create`].
+pub(crate) fn locked<T>(
+    dir: &Path,
+    f: impl FnOnce() -> Result<T, RoutineError>,
+) -> Result<T, RoutineError> {
+    let _locked = lock(dir)?;
+    f()
+}
+
+/// Writes `text` as the new file `dir/NAME.toml`, only if there is none; `Ok(false)` when there
+/// is. The caller holds the lock ([`locked`]).
+pub(crate) fn create(dir: &Path, name: &str, text: &str) -> Result<bool, RoutineError> {
+    check_name(name).map_err(bad_name(dir, name))?;
+    let path = dir.join(format!("{name}.toml"));
+    if read(&path)?.is_some() {
+        return Ok(false);
+    }
+    let tmp = temporary(dir, name);
+    replace(&tmp, text, &path, None).inspect_err(|_| {
+        // Nothing half-written is left among the routines.
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// A temporary file name beside `path` no other writer uses at the same time.
 fn temporary(dir: &Path, name: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -141,6 +197,7 @@ pub(crate) fn update(
     name: &str,
     mut decide: impl FnMut(Option<&[u8]>) -> Result<Decision, RoutineError>,
 ) -> Result<PathBuf, RoutineError> {
+    check_name(name).map_err(bad_name(dir, name))?;
     let path = dir.join(format!("{name}.toml"));
     let _locked = lock(dir)?;
     for _ in 0..ATTEMPTS {

@@ -11,7 +11,9 @@
 use crate::RoutineError;
 use crate::guard::{Guard, Settled, Shape};
 use crate::practice::Practice;
-use crate::routine::{Parameter, Provenance, Record, Repertoire, Routine, Stability, Status, Step};
+use crate::routine::{
+    Added, Parameter, Provenance, Record, Repertoire, Routine, Stability, Status, Step,
+};
 use crate::template::{Piece, Template, escape};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,9 +54,10 @@ pub fn learn(
             routine.approve(&crate::now());
         }
         reconcile(&mut routine, practices);
-        learned.proposed.push(repertoire.add(routine)?);
+        added(repertoire, routine, practices, &mut learned)?;
     }
-    learned.updated = reconcile_all(repertoire, &existing, practices)?;
+    let updated = reconcile_all(repertoire, &existing, practices)?;
+    learned.updated.extend(updated);
     Ok(learned)
 }
 
@@ -88,11 +91,32 @@ pub fn learn_one(
         if everything.is_none() {
             everything = Some(all()?);
         }
-        reconcile(&mut routine, everything.as_deref().unwrap_or_default());
-        learned.proposed.push(repertoire.add(routine)?);
+        let everything = everything.as_deref().unwrap_or_default();
+        reconcile(&mut routine, everything);
+        added(repertoire, routine, everything, &mut learned)?;
     }
-    learned.updated = reconcile_all(repertoire, &existing, std::slice::from_ref(new))?;
+    let updated = reconcile_all(repertoire, &existing, std::slice::from_ref(new))?;
+    learned.updated.extend(updated);
     Ok(learned)
+}
+
+/// Adds a proposed routine; when another learner proposed the same skeleton since the
+/// repertoire was read ([`Added::Known`]), `practices` are reconciled with that one instead.
+fn added(
+    repertoire: &mut Repertoire,
+    routine: Routine,
+    practices: &[Practice],
+    learned: &mut Learned,
+) -> Result<(), RoutineError> {
+    match repertoire.add(routine)? {
+        Added::New(name) => learned.proposed.push(name),
+        Added::Known(name) => {
+            if repertoire.update(&name, |known| reconciled(known, practices))? {
+                learned.updated.push(name);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reconciles the routines named `names` with `practices`, each on its file as it is now

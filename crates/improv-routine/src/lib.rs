@@ -29,7 +29,7 @@ pub use index::{Index, learn_after};
 pub use learn::{Learned, learn};
 pub use practice::{Practice, Unfit};
 pub use prop::RoutineProp;
-pub use routine::{Call, Repertoire, Routine, Stability, Status};
+pub use routine::{Added, Call, Repertoire, Routine, Stability, Status};
 
 use std::path::PathBuf;
 
@@ -46,6 +46,27 @@ pub enum RoutineError {
     Io { path: PathBuf, message: String },
     #[error("no routine named `{name}` in {}; `improv routines list` shows them", dir.display())]
     NotFound { name: String, dir: PathBuf },
+    #[error(
+        "`{name}` cannot be the name of a routine file in {}: {reason}; name the routine with \
+         letters, digits, `-` and `_` (its `name` and its file, `NAME.toml`)",
+        dir.display()
+    )]
+    BadName {
+        name: String,
+        dir: PathBuf,
+        reason: &'static str,
+    },
+    #[error(
+        "no routine file `{name}.toml` in {}, and several routines are named `{name}` inside \
+         their files: {}; name one by its file (without `.toml`)",
+        dir.display(),
+        files.join(", ")
+    )]
+    Ambiguous {
+        name: String,
+        dir: PathBuf,
+        files: Vec<String>,
+    },
     #[error("bad template {0}")]
     Template(String),
     #[error("no value for the parameter `{0}`")]

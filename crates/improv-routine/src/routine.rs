@@ -355,6 +355,15 @@ impl Routine {
                 .position(|l| l.trim_start().starts_with(key))
                 .map_or(1, |i| i + 1)
         };
+        if let Err(reason) = file::check_name(&routine.name) {
+            return Err(invalid(
+                line_of_key("name"),
+                format!(
+                    "the name `{}` cannot be a file name: {reason}; use letters, digits, `-` and `_`",
+                    routine.name
+                ),
+            ));
+        }
         if Template::parse(&routine.intent).is_err() || routine.intent.trim().is_empty() {
             return Err(invalid(
                 line_of_key("intent"),
@@ -438,6 +447,53 @@ fn line_of(text: &str, at: usize) -> usize {
 pub struct Repertoire {
     pub dir: PathBuf,
     pub routines: Vec<Routine>,
+    /// The file stem of each of `routines`, in the same order: `routines/STEM.toml`. A routine's
+    /// file, not the `name` inside it, is what it is found and written by.
+    stems: Vec<String>,
+}
+
+/// What [`Repertoire::add`] did with a proposal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Added {
+    /// Written to a file of its own; the routine's name (its file's stem).
+    New(String),
+    /// A routine with the same skeleton was already on disk (another learner proposed it since
+    /// this repertoire was read): nothing was written; the file stem of that routine, now in
+    /// this repertoire.
+    Known(String),
+}
+
+/// Every routine in `dir` (`*.toml`, not hidden), in file name order, with its file stem. A
+/// missing folder has none; an unreadable file is an error naming it.
+fn read_all(dir: &Path) -> Result<(Vec<Routine>, Vec<String>), RoutineError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        Err(e) => {
+            return Err(RoutineError::Io {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            });
+        }
+    };
+    let mut paths: Vec<(PathBuf, String)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_str()?.to_string();
+            (!stem.starts_with('.')).then_some((p, stem))
+        })
+        .collect();
+    paths.sort();
+    let mut routines = Vec::with_capacity(paths.len());
+    let mut stems = Vec::with_capacity(paths.len());
+    for (path, stem) in paths {
+        routines.push(Routine::read(&path)?);
+        stems.push(stem);
+    }
+    Ok((routines, stems))
 }
 
 impl Repertoire {
@@ -445,33 +501,53 @@ impl Repertoire {
     /// is an error naming it.
     pub fn open(stage_dir: &Path) -> Result<Repertoire, RoutineError> {
         let dir = stage_dir.join(DIR);
-        let mut routines = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Repertoire { dir, routines });
-            }
-            Err(e) => {
-                return Err(RoutineError::Io {
-                    path: dir,
-                    message: e.to_string(),
-                });
-            }
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "toml")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        paths.sort();
-        for path in paths {
-            routines.push(Routine::read(&path)?);
+        let (routines, stems) = read_all(&dir)?;
+        Ok(Repertoire {
+            dir,
+            routines,
+            stems,
+        })
+    }
+
+    /// The routine `given` names, and its file stem: the routine in `given.toml` when there is
+    /// one, otherwise the one routine whose `name` is `given`. `Err` says when none is, or
+    /// when several are and which files they are in.
+    pub fn find(&self, given: &str) -> Result<(&str, &Routine), RoutineError> {
+        let both = || self.stems.iter().map(String::as_str).zip(&self.routines);
+        if let Some(found) = both().find(|(stem, _)| *stem == given) {
+            return Ok(found);
         }
-        Ok(Repertoire { dir, routines })
+        let named: Vec<(&str, &Routine)> = both().filter(|(_, r)| r.name == given).collect();
+        match named.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(RoutineError::NotFound {
+                name: given.to_string(),
+                dir: self.dir.clone(),
+            }),
+            several => Err(RoutineError::Ambiguous {
+                name: given.to_string(),
+                dir: self.dir.clone(),
+                files: several.iter().map(|(s, _)| format!("{s}.toml")).collect(),
+            }),
+        }
+    }
+
+    /// The file stem [`Repertoire::update`] writes for `name`: [`Repertoire::find`]'s, or
+    /// `name` itself when it finds none (or several: then only `name.toml` is meant).
+    fn stem_for(&self, name: &str) -> String {
+        self.find(name)
+            .map_or_else(|_| name.to_string(), |(stem, _)| stem.to_string())
+    }
+
+    /// Keeps `routine`, read from `stem`'s file, as this repertoire's copy of it.
+    fn remember(&mut self, stem: &str, routine: Routine) {
+        match self.stems.iter().position(|s| s == stem) {
+            Some(i) => self.routines[i] = routine,
+            None => {
+                self.stems.push(stem.to_string());
+                self.routines.push(routine);
+            }
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Routine> {
@@ -519,8 +595,9 @@ impl Repertoire {
         let candidates: Vec<String> = self
             .routines
             .iter()
-            .filter(|r| matches(r))
-            .map(|r| r.name.clone())
+            .zip(&self.stems)
+            .filter(|(r, _)| matches(r))
+            .map(|(_, stem)| stem.clone())
             .collect();
         for name in candidates {
             // Decided again on the file as it is now: another writer may have counted,
@@ -538,7 +615,8 @@ impl Repertoire {
         Ok(retired)
     }
 
-    /// Changes routine `name` as its file holds it now, not as this repertoire read it:
+    /// Changes routine `name` (found as [`Repertoire::find`] does) as its file holds it now,
+    /// not as this repertoire read it:
     /// `change` is run on the file's current content (again, when the file changes before
     /// the write; see [`crate::file`]) and returns whether it changed anything; if so the
     /// file is rewritten. This repertoire's copy becomes the file's. `Ok(false)` when the
@@ -548,9 +626,10 @@ impl Repertoire {
         name: &str,
         mut change: impl FnMut(&mut Routine) -> bool,
     ) -> Result<bool, RoutineError> {
-        let path = self.dir.join(format!("{name}.toml"));
+        let stem = self.stem_for(name);
+        let path = self.dir.join(format!("{stem}.toml"));
         let mut result = None;
-        file::update(&self.dir, name, |bytes| {
+        file::update(&self.dir, &stem, |bytes| {
             result = None;
             let Some(bytes) = bytes else {
                 return Ok(Decision::Keep);
@@ -567,13 +646,13 @@ impl Repertoire {
             Ok(decision)
         })?;
         let Some((routine, changed)) = result else {
-            self.routines.retain(|r| r.name != name);
+            if let Some(i) = self.stems.iter().position(|s| *s == stem) {
+                self.stems.remove(i);
+                self.routines.remove(i);
+            }
             return Ok(false);
         };
-        match self.get_mut(name) {
-            Some(kept) => *kept = routine,
-            None => self.routines.push(routine),
-        }
+        self.remember(&stem, routine);
         Ok(changed)
     }
 
@@ -585,7 +664,13 @@ impl Repertoire {
         after: Duration,
     ) -> Result<Vec<String>, RoutineError> {
         let mut retired = Vec::new();
-        let approved: Vec<String> = self.approved().map(|r| r.name.clone()).collect();
+        let approved: Vec<String> = self
+            .routines
+            .iter()
+            .zip(&self.stems)
+            .filter(|(r, _)| r.status == Status::Approved)
+            .map(|(_, stem)| stem.clone())
+            .collect();
         for name in approved {
             // Decided on the file as it is now (see `update`): a director's approval or
             // retirement made since this repertoire was read is not overwritten.
@@ -603,32 +688,44 @@ impl Repertoire {
     }
 
     /// Writes a new routine to a file of its own and adds it to this repertoire: under its
-    /// name, or the next free one (`NAME-2`, `NAME-3`, …) when that file exists, which another
-    /// learner may have written since this repertoire was read. Never replaces a file; returns
-    /// the name the routine got.
-    pub fn add(&mut self, mut routine: Routine) -> Result<String, RoutineError> {
-        let base = routine.name.clone();
-        let mut n = 1;
-        loop {
-            if self.get(&routine.name).is_none() {
-                let mut wrote = false;
-                let text = routine.to_toml()?;
-                file::update(&self.dir, &routine.name, |bytes| {
-                    wrote = bytes.is_none();
-                    Ok(match bytes {
-                        None => Decision::Write(text.clone()),
-                        Some(_) => Decision::Keep,
-                    })
-                })?;
-                if wrote {
-                    let name = routine.name.clone();
-                    self.routines.push(routine);
-                    return Ok(name);
+    /// name, or the next free one (`NAME-2`, `NAME-3`, …) when that is taken, which another
+    /// learner may have done since this repertoire was read. Never replaces a file. Under the
+    /// routines' lock the folder is read again first: a routine with the same skeleton already
+    /// there (two learners proposing at once) is [`Added::Known`] and nothing is written.
+    pub fn add(&mut self, mut routine: Routine) -> Result<Added, RoutineError> {
+        let dir = self.dir.clone();
+        let (on_disk, stem) = file::locked(&dir, || {
+            let (on_disk, stems) = read_all(&dir)?;
+            let skeleton = &routine.provenance.skeleton;
+            if let Some(i) = on_disk
+                .iter()
+                .position(|r| r.provenance.skeleton == *skeleton)
+            {
+                return Ok((Some(on_disk[i].clone()), stems[i].clone()));
+            }
+            let base = routine.name.clone();
+            for n in 1.. {
+                if n > 1 {
+                    routine.name = format!("{base}-{n}");
+                }
+                let name = &routine.name;
+                let taken = on_disk.iter().any(|r| r.name == *name) || stems.contains(name);
+                if !taken && file::create(&dir, name, &routine.to_toml()?)? {
+                    break;
                 }
             }
-            n += 1;
-            routine.name = format!("{base}-{n}");
-        }
+            Ok((None, routine.name.clone()))
+        })?;
+        Ok(match on_disk {
+            Some(known) => {
+                self.remember(&stem, known);
+                Added::Known(stem)
+            }
+            None => {
+                self.remember(&stem, routine);
+                Added::New(stem)
+            }
+        })
     }
 
     /// Writes one routine back.
@@ -680,6 +777,81 @@ mod tests {
                 args,
             }],
         }
+    }
+
+    /// `stage/routines/FILE.toml` holding [`routine`] named `name` with skeleton `skeleton`.
+    fn filed(stage: &Path, file: &str, name: &str, skeleton: &str) {
+        let mut r = routine();
+        r.name = name.into();
+        r.provenance.skeleton = skeleton.into();
+        let dir = stage.join(DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{file}.toml")), r.to_toml().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_routine_is_found_by_its_file_first_then_by_the_name_inside() {
+        let stage = tempfile::tempdir().unwrap();
+        // `deploy.toml` names itself `build`; `build.toml` is another routine.
+        filed(stage.path(), "deploy", "build", "01");
+        filed(stage.path(), "build", "other", "02");
+        filed(stage.path(), "x1", "twice", "03");
+        filed(stage.path(), "x2", "twice", "04");
+        let mut repertoire = Repertoire::open(stage.path()).unwrap();
+        assert_eq!(
+            repertoire.find("build").unwrap().0,
+            "build",
+            "the file wins"
+        );
+        assert_eq!(repertoire.find("deploy").unwrap().0, "deploy");
+        assert_eq!(repertoire.find("other").unwrap().0, "build");
+        let none = repertoire.find("nothing").unwrap_err().to_string();
+        assert!(none.contains("no routine named `nothing`"), "{none}");
+        let several = repertoire.find("twice").unwrap_err().to_string();
+        assert!(several.contains("x1.toml, x2.toml"), "{several}");
+        // A change by the file's name reaches that file and no other is written.
+        let changed = repertoire
+            .update("deploy", |r| {
+                r.status = Status::Approved;
+                true
+            })
+            .unwrap();
+        assert!(changed);
+        let on_disk = Repertoire::open(stage.path()).unwrap();
+        assert_eq!(on_disk.find("deploy").unwrap().1.status, Status::Approved);
+        assert_eq!(on_disk.find("build").unwrap().1.status, Status::Proposed);
+        assert_eq!(on_disk.routines.len(), 4);
+    }
+
+    #[test]
+    fn a_name_that_cannot_be_a_file_name_is_refused_where_it_would_become_one() {
+        let stage = tempfile::tempdir().unwrap();
+        let dir = stage.path().join(DIR);
+        for bad in ["../escaped", "a/b", ".hidden", "", "nul\0byte"] {
+            let mut r = routine();
+            r.name = bad.into();
+            let err = r.write(&dir).unwrap_err().to_string();
+            assert!(
+                err.contains("cannot be the name of a routine file"),
+                "{bad:?}: {err}"
+            );
+            let mut repertoire = Repertoire::open(stage.path()).unwrap();
+            let err = repertoire.add(r.clone()).unwrap_err().to_string();
+            assert!(
+                err.contains("cannot be the name of a routine file"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(!stage.path().join("escaped.toml").exists());
+        // A file whose `name` would be refused is named with its line when read.
+        let mut r = routine();
+        r.name = "../escaped".into();
+        let text = toml::to_string(&r).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("edited.toml"), text).unwrap();
+        let err = Repertoire::open(stage.path()).unwrap_err().to_string();
+        assert!(err.contains("edited.toml:1:"), "{err}");
+        assert!(err.contains("cannot be a file name"), "{err}");
     }
 
     #[test]
