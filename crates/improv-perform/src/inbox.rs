@@ -24,8 +24,12 @@ use std::time::Duration;
 
 const NOTES_DIR: &str = "notes";
 const POLL: Duration = Duration::from_millis(250);
-/// The longest a store poller waits for a note before it looks again anyway.
-const STORE_WAIT: Duration = Duration::from_secs(5);
+/// The longest a store poller waits for a note before it looks again anyway. Long: a note wakes
+/// its own performance's poller (PostgreSQL: a NOTIFY routed by performance id, with every poller
+/// woken when the listener reconnects; SQLite: the store polls inside the wait), so this look only
+/// guards against a lost wake-up, and a worker with thousands of performances waiting pays it per
+/// performance (a 5 s look cost ~20% of a start at 8,000 waiting).
+const STORE_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Serialize, Deserialize)]
 struct Line {

@@ -438,25 +438,21 @@ impl PgStore {
             Listener::start(self.config.clone(), self.tls.clone(), self.namer.clone())
         });
         // Subscribe before looking, so a write between the look and the wait still wakes us.
-        let mut wakes = listener.subscribe();
+        // Only `id`'s notifications (and the listener's reconnections) wake this waiter.
+        let mut wakes = listener.subscribe(id);
         if self.ready(id, what).await? {
             return Ok(true);
         }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match tokio::time::timeout_at(deadline, wakes.recv()).await {
-                Err(_elapsed) => return self.ready(id, what).await,
-                Ok(Ok(Some(performance))) if performance != id => continue,
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                    // The listener is gone (the store is being dropped): look once more.
-                    return self.ready(id, what).await;
-                }
-                // Ours, a reconnection (notifications may have been missed) or a lag.
-                Ok(_) => {
-                    if self.ready(id, what).await? {
-                        return Ok(true);
-                    }
-                }
+            if tokio::time::timeout_at(deadline, wakes.changed())
+                .await
+                .is_err()
+            {
+                return self.ready(id, what).await;
+            }
+            if self.ready(id, what).await? {
+                return Ok(true);
             }
         }
     }

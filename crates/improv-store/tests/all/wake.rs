@@ -99,3 +99,37 @@ async fn the_embedded_store_counts_and_wakes_alike() {
     store.enqueue(&new(3)).await.unwrap();
     tokio::time::timeout(BOUND, wait).await.unwrap().unwrap();
 }
+
+/// A note sent from another store wakes the note watcher of its own performance, routed by id
+/// through the one listener, and not the watcher of another performance (both wait an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_wakes_only_its_own_performances_watcher() {
+    let pg = TempPostgres::start_new();
+    let url = pg.create_database("wake_notes");
+    let worker = Arc::new(PgStore::connect(&url).unwrap());
+    let director = PgStore::connect(&url).unwrap();
+    director.migrate().await.unwrap();
+    let (mine, other) = (
+        director.enqueue(&new(1)).await.unwrap(),
+        director.enqueue(&new(2)).await.unwrap(),
+    );
+    let watch = |id: String| {
+        let worker = worker.clone();
+        tokio::spawn(async move { worker.wait_notes(&id, 0, NEVER).await.unwrap() })
+    };
+    let (mine_waits, other_waits) = (watch(mine.clone()), watch(other.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!mine_waits.is_finished(), "woke with no note");
+    director.send_note(&mine, "turn left").await.unwrap();
+    let woke = tokio::time::timeout(BOUND, mine_waits)
+        .await
+        .expect("not woken by a note sent from another store")
+        .unwrap();
+    assert!(woke, "woken without the note there");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !other_waits.is_finished(),
+        "another performance's note woke it"
+    );
+    other_waits.abort();
+}
