@@ -178,6 +178,15 @@ impl StoreLayer for Bounded {
         self.bound(NONE, self.inner.sweep_firings(before, keep, batch))
             .await
     }
+    async fn sweep_door_performances(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let sweep = self.inner.sweep_door_performances(before, keep, batch);
+        self.bound(NONE, sweep).await
+    }
     async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
         self.bound(NONE, self.inner.ask_approval(performance, ask))
             .await

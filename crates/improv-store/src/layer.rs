@@ -142,6 +142,16 @@ pub trait StoreLayer: Send + Sync + 'static {
     ) -> Result<u64, StoreError> {
         self.inner().sweep_firings(before, keep, batch).await
     }
+    async fn sweep_door_performances(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        self.inner()
+            .sweep_door_performances(before, keep, batch)
+            .await
+    }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
         self.inner().send_note(performance, text).await
     }
@@ -322,6 +332,14 @@ impl<T: StoreLayer> Store for T {
         batch: usize,
     ) -> Result<u64, StoreError> {
         StoreLayer::sweep_firings(self, before, keep, batch).await
+    }
+    async fn sweep_door_performances(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        StoreLayer::sweep_door_performances(self, before, keep, batch).await
     }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
         StoreLayer::send_note(self, performance, text).await

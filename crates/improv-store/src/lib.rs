@@ -56,6 +56,10 @@ pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
 /// clock (tests, the door scheduler) and both backends agree.
 pub type UnixMillis = i64;
 
+/// How [`NewPerformance::origin`] begins for a performance a door started (`door:NAME`): what
+/// [`Store::sweep_door_performances`] may delete.
+pub const DOOR_ORIGIN: &str = "door:";
+
 /// A performance to be performed by whichever worker claims it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewPerformance {
@@ -450,6 +454,19 @@ pub trait Store: Send + Sync + 'static {
     /// one: a timed door resumes after its newest), at most `batch` (0: all). Returns how many
     /// went; periodic: call it again while it returns `batch`.
     async fn sweep_firings(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes finished performances that a door started ([`DOOR_ORIGIN`]) and last written
+    /// before `before`, with their events, notes and approvals and the blobs no performance left
+    /// refers to, except each door's `keep` newest performances (whatever their state); at most
+    /// `batch` performances (0: all). A queued or leased performance, and one a person started
+    /// (`cli`, `api`), is never deleted. Returns how many performances went; periodic: call it
+    /// again while it returns `batch`.
+    async fn sweep_door_performances(
         &self,
         before: UnixMillis,
         keep: usize,

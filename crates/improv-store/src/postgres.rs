@@ -496,6 +496,16 @@ impl PgStore {
             tx.execute(&statement, &[&hashes, &bodies])
                 .await
                 .map_err(self.err())?;
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO blob_refs (performance, hash) SELECT $1, UNNEST($2::text[]) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .await
+                .map_err(self.err())?;
+            tx.execute(&statement, &[&id, &hashes])
+                .await
+                .map_err(self.err())?;
         }
         let seqs: Vec<i64> = encoded.iter().map(|e| signed(e.seq)).collect();
         let bodies: Vec<&str> = encoded.iter().map(|e| e.body.as_str()).collect();
@@ -1073,6 +1083,69 @@ impl Store for PgStore {
             &[&sql_limit(keep.max(1)), &before, &sql_limit(batch)],
         )
         .await
+    }
+
+    async fn sweep_door_performances(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err())?;
+        // Per door (on performances_by_origin), the newest that may go is the one after its
+        // `keep` newest; only rows created before `before` are read up to it.
+        const _: () = assert!(matches!(crate::DOOR_ORIGIN.as_bytes(), b"door:"));
+        let rows = tx
+            .query(
+                "SELECT p.id FROM (SELECT DISTINCT origin FROM performances \
+                 WHERE origin LIKE 'door:%') d \
+                 CROSS JOIN LATERAL (SELECT g.created_at, g.id FROM performances g \
+                 WHERE g.origin = d.origin ORDER BY g.created_at DESC, g.id DESC \
+                 OFFSET $1 LIMIT 1) c \
+                 JOIN performances p ON p.origin = d.origin AND p.created_at < $2 \
+                 AND (p.created_at, p.id) <= (c.created_at, c.id) \
+                 WHERE p.state = 'finished' AND p.updated_at < $2 LIMIT $3",
+                &[&keep, &before, &sql_limit(batch)],
+            )
+            .await
+            .map_err(self.err())?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        for sql in [
+            "DELETE FROM events WHERE performance = ANY($1)",
+            "DELETE FROM notes WHERE performance = ANY($1)",
+            "DELETE FROM approvals WHERE performance = ANY($1)",
+            "DELETE FROM performances WHERE id = ANY($1)",
+        ] {
+            tx.execute(sql, &[&ids]).await.map_err(self.err())?;
+        }
+        let referred = tx
+            .query(
+                "DELETE FROM blob_refs WHERE performance = ANY($1) RETURNING hash",
+                &[&ids],
+            )
+            .await
+            .map_err(self.err())?;
+        let hashes: Vec<String> = referred.iter().map(|r| r.get(0)).collect();
+        // An append that refers to a blob inserts into blobs (ON CONFLICT DO NOTHING) first, so
+        // holds blobs' ROW EXCLUSIVE lock until it commits its blob_refs: this lock waits for
+        // those under way and holds off new ones, so the look below sees every reference.
+        tx.batch_execute("LOCK TABLE blobs IN SHARE ROW EXCLUSIVE MODE")
+            .await
+            .map_err(self.err())?;
+        tx.execute(
+            "DELETE FROM blobs b WHERE hash = ANY($1) \
+             AND NOT EXISTS (SELECT 1 FROM blob_refs r WHERE r.hash = b.hash)",
+            &[&hashes],
+        )
+        .await
+        .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(ids.len() as u64)
     }
 
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {

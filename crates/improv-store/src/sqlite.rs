@@ -76,6 +76,21 @@ CREATE INDEX kv_by_age ON kv (scope, updated_at);
     "
 ALTER TABLE performances ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0;
 ",
+    // A sweep of sent outbox rows that finds none old enough reads no row (it scanned them).
+    "
+CREATE INDEX outbox_sent ON outbox (created_at) WHERE sent_id IS NOT NULL;
+",
+    // Door-made performances expire (`Store::sweep_door_performances`): each door's newest are
+    // found on (origin, created_at), and a blob goes once no performance's events refer to it.
+    "
+CREATE INDEX performances_by_origin ON performances (origin, created_at, id);
+CREATE TABLE blob_refs (performance TEXT NOT NULL, hash TEXT NOT NULL,
+    PRIMARY KEY (performance, hash)) WITHOUT ROWID;
+CREATE INDEX blob_refs_by_hash ON blob_refs (hash);
+INSERT OR IGNORE INTO blob_refs (performance, hash)
+    SELECT e.performance, json_extract(r.value, '$[1]') FROM events e, json_each(e.blobs) r
+    WHERE e.blobs IS NOT NULL;
+",
 ];
 
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
@@ -338,6 +353,68 @@ fn json_error(store: &str, e: impl std::fmt::Display) -> StoreError {
     corrupt(store, &format!("JSON: {e}"))
 }
 
+/// The ids of at most `batch` finished door-made performances last written before `before`,
+/// each door's `keep` newest left out: per door (on `performances_by_origin`), the newest
+/// that may go is the one after its `keep` newest, and only rows created before `before` (a
+/// row is written after it is created) are read up to it.
+fn expired_door_performances(
+    tx: &rusqlite::Transaction<'_>,
+    before: UnixMillis,
+    keep: i64,
+    batch: i64,
+) -> rusqlite::Result<Vec<String>> {
+    // The origin range is DOOR_ORIGIN's prefix: `door:` up to `door;` (':' + 1), byte-wise.
+    const _: () = assert!(matches!(crate::DOOR_ORIGIN.as_bytes(), b"door:"));
+    let mut statement = tx.prepare_cached(
+        "SELECT p.id FROM (SELECT DISTINCT origin FROM performances \
+         WHERE origin >= 'door:' AND origin < 'door;') d \
+         JOIN performances c ON c.id = (SELECT g.id FROM performances g \
+         WHERE g.origin = d.origin ORDER BY g.created_at DESC, g.id DESC LIMIT 1 OFFSET ?1) \
+         JOIN performances p ON p.origin = d.origin AND p.created_at < ?2 \
+         AND (p.created_at, p.id) <= (c.created_at, c.id) \
+         WHERE p.state = 'finished' AND p.updated_at < ?2 LIMIT ?3",
+    )?;
+    let ids = statement.query_map(params![keep, before, batch], |r| r.get(0))?;
+    ids.collect()
+}
+
+/// Deletes performances `ids` with their events, notes and approvals, and every blob that they
+/// referred to and no other performance does. Inside a write transaction, so no append (which
+/// takes the same write lock) can refer to a blob between the look and the delete.
+fn delete_performances(tx: &rusqlite::Transaction<'_>, ids: &[String]) -> rusqlite::Result<()> {
+    let mut hashes = Vec::new();
+    {
+        let mut referred =
+            tx.prepare_cached("SELECT hash FROM blob_refs WHERE performance = ?1")?;
+        for id in ids {
+            let found = referred.query_map([id], |r| r.get::<_, String>(0))?;
+            hashes.extend(found.collect::<rusqlite::Result<Vec<_>>>()?);
+        }
+    }
+    for sql in [
+        "DELETE FROM events WHERE performance = ?1",
+        "DELETE FROM notes WHERE performance = ?1",
+        "DELETE FROM approvals WHERE performance = ?1",
+        "DELETE FROM blob_refs WHERE performance = ?1",
+        "DELETE FROM performances WHERE id = ?1",
+    ] {
+        let mut statement = tx.prepare_cached(sql)?;
+        for id in ids {
+            statement.execute([id])?;
+        }
+    }
+    hashes.sort_unstable();
+    hashes.dedup();
+    let mut blob = tx.prepare_cached(
+        "DELETE FROM blobs WHERE hash = ?1 \
+         AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE hash = ?1)",
+    )?;
+    for hash in &hashes {
+        blob.execute([hash])?;
+    }
+    Ok(())
+}
+
 /// Runs `f` in a write transaction, current lease checked first.
 fn fenced<T>(
     store: &str,
@@ -371,9 +448,13 @@ fn append_rows(
             "INSERT INTO events (performance, seq, body, blobs) VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(err)?;
+    let mut reference = tx
+        .prepare_cached("INSERT OR IGNORE INTO blob_refs (performance, hash) VALUES (?1, ?2)")
+        .map_err(err)?;
     for row in encoded {
         for (hash, text) in &row.blobs {
             blob.execute(params![hash, text.as_bytes()]).map_err(err)?;
+            reference.execute(params![id, hash]).map_err(err)?;
         }
         event
             .execute(params![id, signed(row.seq), row.body, row.refs])
@@ -1011,6 +1092,26 @@ impl Store for SqliteStore {
                 )
                 .map_err(|e| sql_error(store, e))?;
             Ok(gone as u64)
+        })
+        .await
+    }
+
+    async fn sweep_door_performances(
+        &self,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let (keep, batch) = (i64::try_from(keep).unwrap_or(i64::MAX), sql_limit(batch));
+        self.call(move |store, conn| {
+            let err = |e| sql_error(store, e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let ids = expired_door_performances(&tx, before, keep, batch).map_err(err)?;
+            delete_performances(&tx, &ids).map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(ids.len() as u64)
         })
         .await
     }

@@ -62,6 +62,22 @@ ALTER TABLE kv ALTER COLUMN updated_at SET DEFAULT (extract(epoch FROM now()) * 
     "
 ALTER TABLE performances ADD COLUMN stop_requested BOOLEAN NOT NULL DEFAULT false;
 ",
+    // A sweep of sent outbox rows that finds none old enough reads no row (it scanned them).
+    "
+CREATE INDEX outbox_sent ON outbox (created_at) WHERE sent_id IS NOT NULL;
+",
+    // Door-made performances expire (`Store::sweep_door_performances`): each door's newest are
+    // found on (origin, created_at) (text_pattern_ops: `LIKE 'door:%'` reads a range of it
+    // whatever the database's collation), and a blob goes once no performance refers to it.
+    "
+CREATE INDEX performances_by_origin ON performances (origin text_pattern_ops, created_at, id);
+CREATE TABLE blob_refs (performance TEXT NOT NULL, hash TEXT NOT NULL,
+    PRIMARY KEY (performance, hash));
+CREATE INDEX blob_refs_by_hash ON blob_refs (hash);
+INSERT INTO blob_refs (performance, hash)
+    SELECT DISTINCT e.performance, r ->> 1 FROM events e, jsonb_array_elements(e.blobs::jsonb) r
+    WHERE e.blobs IS NOT NULL;
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.

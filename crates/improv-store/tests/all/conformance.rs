@@ -54,6 +54,18 @@ impl Backend {
         ));
     }
 
+    /// How many rows `from` (a table, with any `WHERE`) holds, read outside any store.
+    fn count(&self, from: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {from}");
+        match self {
+            Backend::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+                conn.query_row(&sql, [], |r| r.get(0)).unwrap()
+            }
+            Backend::Postgres(pg) => pg.psql("improv", &sql).trim().parse().unwrap(),
+        }
+    }
+
     /// Runs `sql` on the database, outside any store.
     fn execute(&self, sql: &str) {
         match self {
@@ -880,6 +892,203 @@ async fn old_firings_go_but_each_doors_newest_stay(backend: Backend) {
     assert_eq!(dues("c").await, [5]);
 }
 
+/// A journal of one event whose output (long: stored as a blob) is `output`.
+fn reading(output: &str) -> Vec<Event> {
+    vec![event(
+        1,
+        EventKind::ToolCallFinished {
+            call_id: "c1".into(),
+            name: "read".into(),
+            ok: true,
+            output: output.into(),
+            duration_ms: 1.0,
+        },
+    )]
+}
+
+/// Queues performance `id` from `origin`, created at `created_at`; with a journal, claims it,
+/// appends the journal, and (unless `leave_leased`) finishes it, last written at `updated_at`.
+async fn performed(
+    backend: &Backend,
+    store: &Arc<dyn Store>,
+    (id, origin, created_at): (&str, &str, i64),
+    journal: Option<&[Event]>,
+    leave_leased: bool,
+    updated_at: i64,
+) {
+    let mut p = new(id);
+    (p.id, p.origin) = (Some(id.into()), origin.into());
+    store.enqueue(&p).await.unwrap();
+    if let Some(journal) = journal {
+        let lease = claim(store, "w").await;
+        assert_eq!(lease.performance, id);
+        store.append(&lease, journal).await.unwrap();
+        if !leave_leased {
+            store.finish(&lease, Outcome::Done, "").await.unwrap();
+        }
+    }
+    backend.execute(&format!(
+        "UPDATE performances SET created_at = {created_at}, updated_at = {updated_at} \
+         WHERE id = '{id}'"
+    ));
+}
+
+/// Finished door-made performances past their age go with their events, notes and approvals and
+/// the blobs no other performance refers to, in batches; each door's newest stay, so do queued
+/// and leased ones, one finished too recently, and every performance a person started.
+async fn old_door_performances_go_with_their_events_and_unshared_blobs(backend: Backend) {
+    let store = backend.open().await;
+    let shared = "an output two performances read\n".repeat(50);
+    let own = "an output only a1 read\n".repeat(50);
+    let (both, alone) = (
+        reading(&shared),
+        vec![reading(&shared)[0].clone(), {
+            let mut e = reading(&own)[0].clone();
+            e.seq = 2;
+            e
+        }],
+    );
+    let old = 10;
+    performed(
+        &backend,
+        &store,
+        ("a1", "door:a", 2),
+        Some(&alone),
+        false,
+        old,
+    )
+    .await;
+    performed(
+        &backend,
+        &store,
+        ("a2", "door:a", 3),
+        Some(&both),
+        false,
+        old,
+    )
+    .await;
+    performed(
+        &backend,
+        &store,
+        ("a3", "door:a", 4),
+        Some(&both),
+        false,
+        now_ms(),
+    )
+    .await;
+    performed(
+        &backend,
+        &store,
+        ("a4", "door:a", 5),
+        Some(&both),
+        true,
+        old,
+    )
+    .await;
+    performed(
+        &backend,
+        &store,
+        ("b1", "door:b", 2),
+        Some(&both),
+        false,
+        old,
+    )
+    .await;
+    performed(
+        &backend,
+        &store,
+        ("cli1", "cli", 1),
+        Some(&both),
+        false,
+        old,
+    )
+    .await;
+    performed(
+        &backend,
+        &store,
+        ("api1", "api", 1),
+        Some(&both),
+        false,
+        old,
+    )
+    .await;
+    // Queued last, so the claims above take the others.
+    performed(&backend, &store, ("a0", "door:a", 1), None, false, old).await;
+    backend.execute(
+        "INSERT INTO notes (performance, n, text, created_at) VALUES ('a1', 1, 'late', 1); \
+         INSERT INTO approvals (performance, n, actor, prop, subject, rule, created_at) \
+         VALUES ('a1', 1, 'lead', 'shell', 'ls', 'ask', 1)",
+    );
+    let blobs = backend.count("blobs");
+    assert_eq!(blobs, 2, "each output is stored once");
+    // Keeping each door's newest (a4, b1): a1 and a2 are old enough, a3 finished just now.
+    let before = now_ms() - 60_000;
+    assert_eq!(
+        store.sweep_door_performances(before, 1, 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.sweep_door_performances(before, 1, 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.sweep_door_performances(before, 1, 0).await.unwrap(),
+        0
+    );
+    for gone in ["a1", "a2"] {
+        assert!(
+            matches!(
+                store.performance(gone).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{gone} went"
+        );
+        assert!(
+            store.approvals(gone).await.unwrap().is_empty(),
+            "{gone}'s approvals went"
+        );
+    }
+    assert_eq!(backend.count("events WHERE performance IN ('a1', 'a2')"), 0);
+    assert_eq!(backend.count("notes"), 0);
+    assert_eq!(
+        backend.count("blobs"),
+        1,
+        "a1's own output went, the shared one stays"
+    );
+    for kept in ["a0", "a3", "a4", "b1", "cli1", "api1"] {
+        store.performance(kept).await.unwrap();
+    }
+    assert_eq!(
+        store.events("cli1", 0, 0).await.unwrap(),
+        both,
+        "its blob is there"
+    );
+    // Later, a3 is old enough too; keeping none, the leased a4, the queued a0 and the
+    // performances a person started still stay.
+    let later = now_ms() + 60_000;
+    assert_eq!(
+        store.sweep_door_performances(later, 0, 0).await.unwrap(),
+        2,
+        "a3 and b1"
+    );
+    let left: Vec<String> = store
+        .list(&ListFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["a0", "a4", "api1", "cli1"]);
+    assert_eq!(
+        backend.count("blobs"),
+        1,
+        "the shared output is still read by cli1"
+    );
+    assert_eq!(store.events("api1", 0, 0).await.unwrap(), both);
+}
+
 fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.unwrap().as_millis() as i64
@@ -921,6 +1130,7 @@ async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
          ALTER TABLE performances DROP COLUMN stop_requested; \
          DROP INDEX kv_by_age; ALTER TABLE kv DROP COLUMN version; \
          ALTER TABLE kv DROP COLUMN updated_at; \
+         DROP INDEX outbox_sent; DROP INDEX performances_by_origin; DROP TABLE blob_refs; \
          DELETE FROM schema_migrations WHERE version > 3",
     );
     let reopened = backend.open().await;
@@ -1139,6 +1349,7 @@ macro_rules! conformance {
 
 conformance!(
     lifecycle,
+    old_door_performances_go_with_their_events_and_unshared_blobs,
     concurrent_claimers_never_share_a_performance,
     an_expired_lease_is_reclaimed_and_fences_out_the_old_holder,
     a_stale_writer_racing_a_claim_lands_nothing_after_it,

@@ -121,6 +121,9 @@ impl Store for Named {
     async fn sweep_firings(&self, _: i64, _: usize, _: usize) -> Result<u64, StoreError> {
         called("sweep_firings")
     }
+    async fn sweep_door_performances(&self, _: i64, _: usize, _: usize) -> Result<u64, StoreError> {
+        called("sweep_door_performances")
+    }
     async fn counts(&self) -> Result<Counts, StoreError> {
         called("counts")
     }
@@ -281,10 +284,11 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.wait_progress("p", &Progress::default(), ttl).await),
         reached(store.stops_requested("w").await),
         reached(store.wait_stop(0, ttl).await),
+        reached(store.sweep_door_performances(0, 1, 1).await),
     ]
 }
 
-const METHODS: [&str; 34] = [
+const METHODS: [&str; 35] = [
     "describe",
     "migrate",
     "enqueue",
@@ -319,6 +323,7 @@ const METHODS: [&str; 34] = [
     "wait_progress",
     "stops_requested",
     "wait_stop",
+    "sweep_door_performances",
 ];
 
 #[tokio::test]
