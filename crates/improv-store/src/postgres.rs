@@ -19,9 +19,9 @@ mod tls;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, STOPPED_QUEUED, answer_name, budget_text, check_seqs, corrupt, expiry, fence,
-    now_millis, parse_answer, parse_budget, parse_outcome, parse_state, signed, sql_limit,
-    state_name, unsigned,
+    Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, answer_name, budget_text, check_seqs, corrupt,
+    expiry, fence, now_millis, parse_answer, parse_budget, parse_outcome, parse_state, signed,
+    sql_limit, state_name, unsigned,
 };
 use crate::url::split_pg_params;
 use crate::{
@@ -604,13 +604,31 @@ impl Store for PgStore {
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
         let now = now_millis();
         let expires = expiry(now, ttl);
+        // A claimable one whose stop was asked ends, stopped, instead of being opened again.
+        let stopped = self
+            .query(
+                "UPDATE performances p SET state = 'finished', outcome = 'stopped', \
+                 reason = $2, lease_expires = 0, updated_at = $1 \
+                 FROM (SELECT id FROM performances WHERE stop_requested \
+                       AND (state = 'queued' OR (state = 'leased' AND lease_expires <= $1)) \
+                       FOR UPDATE SKIP LOCKED) c \
+                 WHERE p.id = c.id RETURNING p.id",
+                &[&now, &STOPPED_UNHELD],
+            )
+            .await?;
+        for row in &stopped {
+            let id: String = row.get(0);
+            self.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
+                .await?;
+        }
         let rows = self
             .query(
                 &format!(
                     "UPDATE performances p SET state = 'leased', worker = $1, \
                      epoch = p.epoch + 1, lease_expires = $2, updated_at = $3 \
                      FROM (SELECT id FROM performances \
-                           WHERE state = 'queued' OR (state = 'leased' AND lease_expires <= $3) \
+                           WHERE (state = 'queued' OR (state = 'leased' AND lease_expires <= $3)) \
+                           AND NOT stop_requested \
                            ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c \
                      WHERE p.id = c.id RETURNING {RECORD}"
                 ),

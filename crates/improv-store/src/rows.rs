@@ -185,3 +185,8 @@ pub(crate) fn parse_budget(
 
 /// The reason a performance stopped while queued records: one wording for both backends.
 pub(crate) const STOPPED_QUEUED: &str = "stopped by the director before a worker started it";
+
+/// The reason of a performance whose stop was asked while its worker held it, and which came
+/// back to the queue (its worker gone, or draining) before that worker ended it: the next
+/// claim ends it, stopped, rather than opening it again.
+pub(crate) const STOPPED_UNHELD: &str = "stopped by the director; its worker left it unfinished";

@@ -7,9 +7,9 @@
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, STOPPED_QUEUED, answer_name, budget_text, check_seqs, corrupt, expiry, fence,
-    now_millis, parse_answer, parse_budget, parse_outcome, parse_state, signed, sql_limit,
-    state_name, unsigned,
+    Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, answer_name, budget_text, check_seqs, corrupt,
+    expiry, fence, now_millis, parse_answer, parse_budget, parse_outcome, parse_state, signed,
+    sql_limit, state_name, unsigned,
 };
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
@@ -570,13 +570,21 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             let now = now_millis();
             let expires = expiry(now, ttl);
+            // A claimable one whose stop was asked ends, stopped, instead of being opened again.
+            tx.execute(
+                "UPDATE performances SET state = 'finished', outcome = 'stopped', reason = ?2, \
+                 lease_expires = 0, updated_at = ?1 WHERE stop_requested \
+                 AND (state = 'queued' OR (state = 'leased' AND lease_expires <= ?1))",
+                params![now, STOPPED_UNHELD],
+            )
+            .map_err(err)?;
             let claimed = tx
                 .query_row(
                     &format!(
                         "UPDATE performances SET state = 'leased', worker = ?1, \
                          epoch = epoch + 1, lease_expires = ?2, updated_at = ?3 \
-                         WHERE id = (SELECT id FROM performances WHERE state = 'queued' \
-                           OR (state = 'leased' AND lease_expires <= ?3) \
+                         WHERE id = (SELECT id FROM performances WHERE (state = 'queued' \
+                           OR (state = 'leased' AND lease_expires <= ?3)) AND NOT stop_requested \
                            ORDER BY created_at, id LIMIT 1) \
                          RETURNING {RECORD}"
                     ),

@@ -1326,6 +1326,32 @@ async fn appends_sharing_new_blobs_all_land(backend: Backend) {
     }
 }
 
+/// A performance whose stop was asked and that came back unfinished (its worker's lease ran
+/// out, or the worker released it, draining) is not opened again by the next claim: the claim
+/// ends it, stopped, and takes the next one.
+async fn a_claim_ends_a_stopped_one_instead_of_opening_it(backend: Backend) {
+    let store = backend.open().await;
+    let expired = store.enqueue(&new("its worker died")).await.unwrap();
+    let gone = store.claim("w1", Duration::from_millis(1)).await.unwrap();
+    assert_eq!(gone.unwrap().0.performance, expired);
+    assert_eq!(store.stop(&expired).await.unwrap(), Stopping::Asked);
+    let released = store.enqueue(&new("its worker drained")).await.unwrap();
+    let draining = claim(&store, "w2").await;
+    assert_eq!(draining.performance, released);
+    assert_eq!(store.stop(&released).await.unwrap(), Stopping::Asked);
+    store.release(&draining).await.unwrap();
+    let next = store.enqueue(&new("not stopped")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = claim(&store, "w3").await;
+    assert_eq!(taken.performance, next, "a stopped performance was claimed");
+    assert!(store.claim("w3", TTL).await.unwrap().is_none());
+    for id in [&expired, &released] {
+        let record = store.performance(id).await.unwrap();
+        assert_eq!(record.state, State::Finished, "{id}");
+        assert_eq!(record.outcome, Some(Outcome::Stopped), "{id}");
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1372,6 +1398,7 @@ conformance!(
     wait_progress_wakes_on_events_approvals_and_stops,
     stops_requested_names_the_workers_stopped_performances,
     appends_sharing_new_blobs_all_land,
+    a_claim_ends_a_stopped_one_instead_of_opening_it,
 );
 
 /// What only one backend can get wrong: its own kind of misconfiguration and outage.
