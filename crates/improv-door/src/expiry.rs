@@ -7,8 +7,13 @@
 //! confirmed sent (the platform's id recorded) [`OUTBOX_KEEP_FOR`] after it was written; a row
 //! not confirmed sent never by age, since exactly-once rests on it. A firing
 //! [`FIRINGS_KEEP_FOR`] after it was due, except each door's [`FIRINGS_KEPT`] newest: the newest
-//! is a timed door's catch-up cursor and the window is what a retake reads. Constants, not
-//! settings: no `[store]` table exists for them to join.
+//! is a timed door's catch-up cursor and the window is what a retake reads. A finished
+//! performance a door started, with its events and the blobs no other performance refers to,
+//! [`PERFORMANCES_KEEP_FOR`] after it was last written, except each door's
+//! [`PERFORMANCES_KEPT`] newest: a retake asks whether a firing's performance started, and
+//! each of the [`FIRINGS_KEPT`] firings it reads names at most one of them. A performance a
+//! person started (`improv run`, the API) is never swept. Constants, not settings: no
+//! `[store]` table exists for them to join.
 
 use crate::clock::Clock;
 use improv_store::{Store, StoreError, Sweep, UnixMillis};
@@ -30,6 +35,15 @@ pub const FIRINGS_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How many of each door's newest firings stay whatever their age: the retake window.
 pub const FIRINGS_KEPT: usize = crate::timed::RETAKE_WINDOW;
+
+/// How long a finished door-made performance is kept after it was last written.
+pub const PERFORMANCES_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How many of each door's newest performances stay whatever their age (see the module doc).
+pub const PERFORMANCES_KEPT: usize = FIRINGS_KEPT;
+
+/// The most performances one store call deletes: each goes with all its events.
+pub const PERFORMANCES_BATCH: usize = 50;
 
 /// How long the records of one store scope are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,15 +89,19 @@ pub async fn sweep(
     Ok(gone)
 }
 
-/// Deletes, batch after batch, the outbox rows and firings expired at `now` (see the module
-/// doc); returns how many went.
+/// Deletes, batch after batch, the outbox rows, firings and door-made performances expired at
+/// `now` (see the module doc); returns how many went.
 pub async fn sweep_tables(store: &dyn Store, now: UnixMillis) -> Result<u64, StoreError> {
     let ago = |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let (sent_before, due_before) = (ago(OUTBOX_KEEP_FOR), ago(FIRINGS_KEEP_FOR));
+    let written_before = ago(PERFORMANCES_KEEP_FOR);
     let mut gone = 0;
     loop {
         let n = store.sweep_outbox(sent_before, BATCH).await?
-            + store.sweep_firings(due_before, FIRINGS_KEPT, BATCH).await?;
+            + store.sweep_firings(due_before, FIRINGS_KEPT, BATCH).await?
+            + store
+                .sweep_door_performances(written_before, PERFORMANCES_KEPT, PERFORMANCES_BATCH)
+                .await?;
         gone += n;
         if n == 0 {
             return Ok(gone);
@@ -111,9 +129,12 @@ pub async fn run(
 /// Sweeps the door tables ([`sweep_tables`]) every [`SWEEP_EVERY`] of `clock` until `cancel`
 /// fires; one per store is enough (the daemon's).
 pub async fn run_tables(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cancel: CancellationToken) {
-    every_sweep(clock.as_ref(), &cancel, "outbox rows and firings", |now| {
-        sweep_tables(store.as_ref(), now)
-    })
+    every_sweep(
+        clock.as_ref(),
+        &cancel,
+        "outbox rows, firings and performances",
+        |now| sweep_tables(store.as_ref(), now),
+    )
     .await;
 }
 

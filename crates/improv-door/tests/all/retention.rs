@@ -1,12 +1,15 @@
 //! The daemon's periodic sweep keeps the door tables from growing forever: outbox rows confirmed
-//! sent long ago and old firings go, while unsent rows and each door's newest firings (the
-//! catch-up cursor, the retake window) stay.
+//! sent long ago, old firings and old finished door-made performances go, while unsent rows,
+//! each door's newest firings (the catch-up cursor, the retake window) and performances, and
+//! every performance a person started stay.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common::{Counting, TestStage, store};
-use improv_door::expiry::{FIRINGS_KEEP_FOR, FIRINGS_KEPT, OUTBOX_KEEP_FOR};
+use improv_door::expiry::{
+    FIRINGS_KEEP_FOR, FIRINGS_KEPT, OUTBOX_KEEP_FOR, PERFORMANCES_KEEP_FOR, PERFORMANCES_KEPT,
+};
 use improv_door::{Daemon, SimClock};
-use improv_store::{Firing, OutboxKey, OutboxMessage, Store};
+use improv_store::{Firing, ListFilter, NewPerformance, OutboxKey, OutboxMessage, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +25,44 @@ fn message(seq: u64) -> OutboxMessage {
         conversation: "42".into(),
         body: serde_json::json!({ "text": "hi" }),
     }
+}
+
+/// Finished performances: `n` started by door `nightly`, then one by a person (`cli`).
+async fn performed(store: &dyn Store, n: usize) {
+    let origins = std::iter::repeat_n("door:nightly", n).chain(["cli"]);
+    for origin in origins {
+        store
+            .enqueue(&NewPerformance {
+                id: None,
+                stage: "stage.toml".into(),
+                intent: "summarise".into(),
+                model: None,
+                origin: origin.into(),
+                budget: None,
+            })
+            .await
+            .unwrap();
+        let (lease, _) = store
+            .claim("w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let done = improv_kernel::Outcome::Done;
+        store.finish(&lease, done, "").await.unwrap();
+    }
+}
+
+/// How many performances each origin has, as `(origin, count)` sorted by origin.
+async fn origins(store: &dyn Store) -> Vec<(String, usize)> {
+    let filter = ListFilter {
+        limit: 1000,
+        ..ListFilter::default()
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    for p in store.list(&filter).await.unwrap() {
+        *counts.entry(p.origin).or_insert(0) += 1;
+    }
+    counts.into_iter().collect()
 }
 
 /// Fills the tables as a door would have: 3 outbox rows (2 sent), 50 firings a day apart.
@@ -52,9 +93,12 @@ async fn the_daemon_sweeps_sent_outbox_rows_and_old_firings_but_keeps_what_doors
         .unwrap()
         .as_millis() as i64;
     // The clock stands well past both ages: every firing and every sent row is old.
-    let keep = OUTBOX_KEEP_FOR.max(FIRINGS_KEEP_FOR).as_millis() as i64;
-    let now = written + keep + 60 * DAY_MS;
+    let keep = OUTBOX_KEEP_FOR
+        .max(FIRINGS_KEEP_FOR)
+        .max(PERFORMANCES_KEEP_FOR);
+    let now = written + keep.as_millis() as i64 + 60 * DAY_MS;
     fill(store.as_ref(), written - 100 * DAY_MS).await;
+    performed(store.as_ref(), PERFORMANCES_KEPT + 5).await;
     let clock = Arc::new(SimClock::new(now));
     let daemon = Daemon::new(
         t.stage.clone(),
@@ -105,5 +149,25 @@ async fn the_daemon_sweeps_sent_outbox_rows_and_old_firings_but_keeps_what_doors
         .map(|e| e.message.key.seq)
         .collect();
     assert!(pending.contains(&3), "an unsent row stays: {pending:?}");
+    let swept = tokio::time::timeout(Duration::from_secs(30), async {
+        while origins(store.as_ref()).await[1].1 > PERFORMANCES_KEPT {
+            clock.advance(Duration::from_secs(600));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        swept.is_ok(),
+        "the daemon never swept the old door performances"
+    );
+    let kept = vec![
+        ("cli".to_string(), 1),
+        ("door:nightly".to_string(), PERFORMANCES_KEPT),
+    ];
+    assert_eq!(
+        origins(store.as_ref()).await,
+        kept,
+        "each door's newest and a person's stay"
+    );
     daemon.drain().await;
 }
