@@ -29,6 +29,18 @@
 # n entries each, for every start); ~20% Inbox wait_notes and ~20% watch_stop wait_progress: every
 # NOTIFY wakes 2 tasks per performance, and Inbox's 5 s fallback costs 3 queries per 5 s each
 # (3,780 transactions/s at 5,800 waiting). The tmpfs mount and cgroup mkdirs are <1 ms a start.
+# After the sweeps once per process (7fdc35e) and notifications routed by performance id with a
+# 60 s note fallback (470b75a), 2026-11-30, debug builds, 2 loaded shared cores, before and after
+# run alternately; start rate from the worker's socket count sampled every 5 s:
+# | N     | build  | ramp    | starts/s first 10 s | starts/s at the end    | worker RSS |
+# | 2,000 | before | 99.3 s  | 37-43               | 12 (6.6 at 1,850)      | 403 MB     |
+# | 2,000 | after  | 33.2 s  | 70-139              | 112                    | 408 MB     |
+# | 2,000 | before | 103.8 s | 45-50               | 13                     | 401 MB     |
+# | 2,000 | after  | 54.4 s  | 19-50               | 55-66                  | 405 MB     |
+# | 4,000 | after  | 64.9 s  | 74-100              | 54-68 (at 3,600-3,950) | 759 MB     |
+# | 4,000 | before | 283.5 s | 34-49               | 7-8 at 3,000           | 750 MB     |
+# "before" is the binary of 57e2054; "after" one built from the working tree at 01:58 (both
+# changes, with other helpers' edits under way). The rate no longer falls as more wait.
 # Earlier: the ramp stopped at ~2,850: 20,000 open files (ulimit -n) / ~7 descriptors per
 # performance (measured 8.2 in `improv-perform/tests/waiting_fds.rs`: the model's socket, two
 # pipes, the Landlock ruleset, two cgroup files). The sandbox now opens those at the first
