@@ -24,6 +24,7 @@ mod disk;
 pub mod env;
 pub mod loop_detector;
 mod namespace;
+pub mod open_files;
 pub mod policy;
 pub mod sandbox;
 mod scratch;

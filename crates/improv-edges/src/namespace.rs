@@ -1030,7 +1030,9 @@ pub fn tracked_hidden(workspace: &Path, hidden: &HiddenGlobs) -> Result<Vec<Path
     if hidden.is_empty() || !workspace.join(".git").exists() {
         return Ok(Vec::new());
     }
-    let out = std::process::Command::new("git")
+    let mut git = std::process::Command::new("git");
+    crate::open_files::restore_in(&mut git);
+    let out = git
         .args([
             "-c",
             "core.fsmonitor=false",

@@ -310,14 +310,15 @@ pub fn pull_in(dir: &Path, repo: &str) -> Result<Vec<StoredModel>, LocalError> {
         path: tmp.clone(),
         source,
     })?;
-    let output = Command::new(&cli)
-        .args(download)
+    let mut pull = Command::new(&cli);
+    pull.args(download)
         .arg(repo)
         .args(["--include", "*.gguf", "--local-dir"])
         .arg(&tmp)
         .env("HF_HUB_ETAG_TIMEOUT", "3")
-        .env("HF_HUB_DOWNLOAD_TIMEOUT", "3")
-        .output();
+        .env("HF_HUB_DOWNLOAD_TIMEOUT", "3");
+    improv_edges::open_files::restore_in(&mut pull);
+    let output = pull.output();
     let result = match output {
         Err(e) => Err(fail(format!("could not run `{}`: {e}", cli.display()))),
         Ok(out) if !out.status.success() => {

@@ -666,6 +666,7 @@ impl Server {
             }
         }
         cmd.envs(&self.config.set_env);
+        improv_edges::open_files::restore_in(cmd.as_std_mut());
         let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
         wrapped
             .wrap(process_wrap::tokio::ProcessGroup::leader())
