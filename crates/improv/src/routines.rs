@@ -43,7 +43,7 @@ pub fn run(stage: &Stage, command: Option<RoutinesCommand>) -> Result<ExitCode> 
         RoutinesCommand::List { json } => list(stage, json),
         RoutinesCommand::Show { name } => {
             let repertoire = Repertoire::open(&stage.dir)?;
-            print!("{}", routine(&repertoire, &name)?.to_toml()?);
+            print!("{}", repertoire.find(&name)?.1.to_toml()?);
             Ok(ExitCode::SUCCESS)
         }
         RoutinesCommand::Approve { name } => decide(stage, &name, Status::Approved),
@@ -64,8 +64,9 @@ pub fn run(stage: &Stage, command: Option<RoutinesCommand>) -> Result<ExitCode> 
         }
         RoutinesCommand::Export { name, to } => {
             let repertoire = Repertoire::open(&stage.dir)?;
-            let r = routine(&repertoire, &name)?;
-            let dir = to.unwrap_or_else(|| stage.dir.join("skills")).join(&r.name);
+            // Named after its file: a file name already, checked when it was read.
+            let (stem, r) = repertoire.find(&name)?;
+            let dir = to.unwrap_or_else(|| stage.dir.join("skills")).join(stem);
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let path = dir.join("SKILL.md");
@@ -75,16 +76,6 @@ pub fn run(stage: &Stage, command: Option<RoutinesCommand>) -> Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn routine<'a>(repertoire: &'a Repertoire, name: &str) -> Result<&'a Routine> {
-    repertoire.get(name).ok_or_else(|| {
-        improv_routine::RoutineError::NotFound {
-            name: name.to_string(),
-            dir: repertoire.dir.clone(),
-        }
-        .into()
-    })
 }
 
 fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
@@ -126,17 +117,11 @@ fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
 fn decide(stage: &Stage, name: &str, status: Status) -> Result<ExitCode> {
     let mut repertoire = Repertoire::open(&stage.dir)?;
     let dir = repertoire.dir.clone();
-    // Only a routine this repertoire found may be named: the name becomes a file name below.
-    if repertoire.get(name).is_none() {
-        return Err(improv_routine::RoutineError::NotFound {
-            name: name.to_string(),
-            dir,
-        }
-        .into());
-    }
+    // By its file: `NAME.toml`, or the one routine named NAME inside its file.
+    let stem = repertoire.find(name)?.0.to_string();
     // Decided on the file under its lock, so a performance noting a match at the same time
     // neither loses this decision nor has its count lost (review L3).
-    let found = repertoire.update(name, |r| {
+    let found = repertoire.update(&stem, |r| {
         r.status = status;
         r.retired_because = (status == Status::Retired).then(|| "retired by the director".into());
         if status == Status::Approved {
@@ -144,19 +129,20 @@ fn decide(stage: &Stage, name: &str, status: Status) -> Result<ExitCode> {
         }
         true
     })?;
-    let Some(r) = repertoire.get(name).filter(|_| found) else {
-        return Err(improv_routine::RoutineError::NotFound {
-            name: name.to_string(),
-            dir,
+    // The file may have been removed since the repertoire was read.
+    let r: &Routine = match repertoire.find(&stem) {
+        Ok((_, r)) if found => r,
+        _ => {
+            return Err(improv_routine::RoutineError::NotFound { name: stem, dir }.into());
         }
-        .into());
     };
     if status == Status::Approved && !r.replayable() {
         eprintln!(
-            "note: `{name}` has parameters its intent template does not fill; it is offered to actors as the prop routine.{name} but never replayed for an intent by itself"
+            "note: `{stem}` has parameters its intent template does not fill; it is offered to actors as the prop {} but never replayed for an intent by itself",
+            r.prop_name()
         );
     }
-    let path = dir.join(format!("{name}.toml"));
-    eprintln!("{name} is {} ({})", status.as_str(), path.display());
+    let path = dir.join(format!("{stem}.toml"));
+    eprintln!("{stem} is {} ({})", status.as_str(), path.display());
     Ok(ExitCode::SUCCESS)
 }

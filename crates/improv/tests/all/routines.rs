@@ -1,7 +1,7 @@
 //! `improv routines` and `improv run` with routines, through the real binary and the OpenAI
 //! mock: two converged runs propose a routine, the director approves it, the next matching run
 //! sends the mock no request; a routine exports as SKILL.md; a broken routine file is named with
-//! its line.
+//! its line; a routine is decided by its file name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -129,4 +129,50 @@ async fn a_broken_routine_file_is_named_with_its_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routines/greet.toml:4:"), "{err}");
+}
+
+/// A routine file's text: routine `name`, of skeleton `skeleton`.
+fn routine_file(name: &str, skeleton: &str) -> String {
+    format!(
+        "name = \"{name}\"\ndescription = \"x\"\nstatus = \"proposed\"\nstability = \"fluid\"\n\
+         intent = \"Greet\"\n\n[provenance]\nskeleton = \"{skeleton}\"\nperformances = [\"p1\"]\n\n\
+         [[steps]]\nprop = \"read\"\n\n[steps.guard]\n\n[steps.args]\npath = \"template.txt\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routine_is_decided_by_its_file_name_and_an_ambiguous_name_says_which_files() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server);
+    let routines = d.join("routines");
+    std::fs::create_dir(&routines).unwrap();
+    // `deploy.toml` names itself `build`, and `build.toml` is another routine.
+    std::fs::write(routines.join("deploy.toml"), routine_file("build", "01")).unwrap();
+    std::fs::write(routines.join("build.toml"), routine_file("other", "02")).unwrap();
+    std::fs::write(routines.join("x1.toml"), routine_file("twice", "03")).unwrap();
+    std::fs::write(routines.join("x2.toml"), routine_file("twice", "04")).unwrap();
+
+    let said = ok(d, &["routines", "approve", "build"]).await;
+    assert!(said.contains("build is approved"), "{said}");
+    let status = |file: &str| {
+        let text = std::fs::read_to_string(routines.join(file)).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("status"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status("build.toml"), "status = \"approved\"");
+    assert_eq!(status("deploy.toml"), "status = \"proposed\"");
+    ok(d, &["routines", "retire", "deploy"]).await;
+    assert_eq!(status("deploy.toml"), "status = \"retired\"");
+
+    let mut cmd = improv(d);
+    cmd.args(["routines", "reject", "twice"]);
+    let out = run(cmd).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("x1.toml, x2.toml"), "{err}");
+    assert_eq!(status("x1.toml"), "status = \"proposed\"");
 }
