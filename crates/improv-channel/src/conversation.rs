@@ -7,8 +7,9 @@
 //!
 //! The claim has a state, `claimed` → `started` → `done` ([`Claim`]), and a claimed message is
 //! kept in the door's pending list until its performance starts, so a message accepted by a
-//! process that died before performing it is not lost: a door's listener, once up, retakes the
-//! claims that never started ([`ChatDoor::retake`]), each once. A message whose performance had
+//! process that died before performing it is not lost: a door's listener, once up and then every
+//! minute, retakes the claims that never started ([`ChatDoor::retake`]), each once, a few at a
+//! time. A message whose performance had
 //! started is not retaken (its performance may have replied already; it was logged and ends
 //! `interrupted`). The window left: a death between the claim and its pending entry (two
 //! writes) loses that message. The pending list is one store value that processes on one store
@@ -30,10 +31,11 @@
 use crate::discord::Followup;
 use crate::gate::{Admission, Gate};
 use crate::outbox::Outbox;
-use crate::reply::{ReplyProp, Target};
+use crate::reply::{Deferred, ReplyProp, Target};
 use crate::send::SendProp;
 use crate::{Body, Channel, ChannelError, Inbound};
 use async_trait::async_trait;
+use futures::StreamExt;
 use improv_door::expiry::Expiry;
 use improv_kernel::{Observer, Outcome, Prop};
 use improv_store::{OutboxKey, Store};
@@ -52,6 +54,9 @@ const FOLLOWUP_SCOPE: &str = "door.followup";
 /// How old a claim that never started must be before the listener retakes it: a claim younger
 /// than this may still be on its way to its start in another process.
 pub const RETAKE_GRACE: Duration = Duration::from_secs(10);
+
+/// How many retaken messages are performed at once (a door's `max_running` may lower it).
+pub const RETAKE_AT_ONCE: usize = 4;
 
 /// The version of a value the store wrote only if absent.
 const FIRST_VERSION: i64 = 1;
@@ -233,7 +238,7 @@ impl ChatDoor {
         };
         let now = unix_now();
         if followup.usable_at(now) {
-            target.interaction = Some(followup);
+            target.interaction = Deferred::new(Some(followup));
             return Ok(target);
         }
         let text = format!(
@@ -254,15 +259,46 @@ impl ChatDoor {
     }
 
     /// Performs the claims of this door that never started and are older than `grace` (a
-    /// process died between accepting them and performing them), each once. Returns what
-    /// became of each.
+    /// process died between accepting them and performing them, or a Discord command was
+    /// deferred while a door drained), each once, up to [`RETAKE_AT_ONCE`] at a time (and no more
+    /// than the door's `max_running`). Returns what became of each.
     pub async fn retake(&self, grace: Duration) -> Result<Vec<Handled>, ChannelError> {
+        let taken = self.take_pending(grace).await?;
+        let at_once = RETAKE_AT_ONCE.min(self.gate.max_running().max(1) as usize);
+        let results: Vec<_> = futures::stream::iter(taken)
+            .map(|(seen, inbound, version)| async move {
+                tracing::info!(door = %self.door, "retaking a message accepted but never performed ({seen})");
+                let handled = self.claimed(&seen, &inbound, version).await;
+                (seen, handled)
+            })
+            .buffer_unordered(at_once)
+            .collect()
+            .await;
+        // Each retaken message runs to its end: one that fails does not cut the others short.
+        let mut handled = Vec::new();
+        for (seen, result) in results {
+            match result {
+                Ok(h) => handled.push(h),
+                Err(e) => {
+                    tracing::error!(door = %self.door, "a retaken message ({seen}) was not handled: {e}")
+                }
+            }
+        }
+        Ok(handled)
+    }
+
+    /// Takes over the claims of this door that never started and are older than `grace`: each
+    /// with its message and the version of its claim this process now holds.
+    async fn take_pending(
+        &self,
+        grace: Duration,
+    ) -> Result<Vec<(String, Inbound, i64)>, ChannelError> {
         let pending = self.store.get(PENDING_SCOPE, &self.door).await?;
         let Some(pending) = pending.as_ref().and_then(|v| v.as_object()) else {
             return Ok(Vec::new());
         };
         let due = unix_now().saturating_sub(grace.as_secs());
-        let mut handled = Vec::new();
+        let mut taken = Vec::new();
         for (seen, entry) in pending {
             if entry["at"].as_u64().is_none_or(|at| at > due) {
                 continue;
@@ -282,7 +318,7 @@ impl ChatDoor {
             }
             // The claim changes hands: the handler that took it first (stuck in this process
             // since before a reload, or in a process still alive) can no longer start it.
-            let taken = self
+            let taken_over = self
                 .store
                 .put_if(
                     SEEN_SCOPE,
@@ -291,20 +327,17 @@ impl ChatDoor {
                     &Claim::Claimed.value(),
                 )
                 .await?;
-            if !taken {
+            if !taken_over {
                 continue;
             }
             match serde_json::from_value::<Inbound>(entry["inbound"].clone()) {
-                Ok(inbound) => {
-                    tracing::info!(door = %self.door, "retaking a message accepted but never performed ({seen})");
-                    handled.push(self.claimed(seen, &inbound, state.version + 1).await?);
-                }
+                Ok(inbound) => taken.push((seen.clone(), inbound, state.version + 1)),
                 Err(e) => {
                     tracing::error!(door = %self.door, "a pending message ({seen}) cannot be read back: {e}")
                 }
             }
         }
-        Ok(handled)
+        Ok(taken)
     }
 
     /// The store's key for `inbound`'s claim.
@@ -371,6 +404,7 @@ impl ChatDoor {
         if handled == Handled::Duplicate {
             return Ok(handled);
         }
+        self.close_deferred(inbound, &target, &handled).await;
         self.mark(seen, Claim::Done).await?;
         self.pend(seen, None).await?;
         Ok(handled)
@@ -436,12 +470,8 @@ impl ChatDoor {
             return Ok(Handled::Performed(performed.id));
         }
         tracing::warn!(door = %self.door, performance = %performed.id, "a message's performance ended {}", performed.outcome.as_str());
-        // Its reply, if it made one, edited a deferred interaction: the notice must not.
-        let after = Target {
-            interaction: None,
-            ..target.clone()
-        };
-        self.tell_failed(inbound, &after).await;
+        // A deferred answer its reply did not take (it never replied) is edited by the notice.
+        self.tell_failed(inbound, target).await;
         Ok(Handled::Failed {
             performance: Some(performed.id),
         })
@@ -528,6 +558,20 @@ impl ChatDoor {
     /// Answers `inbound` with `text` through the outbox, keyed by `what` and the message, so
     /// one message gets each notice once however often it is handled.
     async fn notify(&self, inbound: &Inbound, target: &Target, what: &str, text: &str) {
+        let interaction = target.interaction.take();
+        self.notify_with(inbound, target, what, text, interaction)
+            .await;
+    }
+
+    /// [`ChatDoor::notify`], editing `interaction` (a deferred answer) when there is one.
+    async fn notify_with(
+        &self,
+        inbound: &Inbound,
+        target: &Target,
+        what: &str,
+        text: &str,
+        interaction: Option<Followup>,
+    ) {
         let key = OutboxKey {
             performance: format!(
                 "{what}/{}/{}/{}/{}",
@@ -541,11 +585,38 @@ impl ChatDoor {
         let body = Body {
             text: text.into(),
             reply_to: target.reply_to.clone(),
-            interaction: target.interaction.clone(),
+            interaction,
         };
         if let Err(e) = self.outbox.send(key, &target.conversation, &body).await {
             tracing::warn!(door = %self.door, "the {what} notice is queued: {e}");
         }
+    }
+
+    /// Edits a deferred ("thinking") answer that nothing answered (no reply, no notice: a
+    /// sender awaiting pairing, a limit already told, a performance that ended without
+    /// replying) with a short word on what became of the message, once (keyed by the message),
+    /// so Discord does not show "thinking" until it gives up.
+    async fn close_deferred(&self, inbound: &Inbound, target: &Target, handled: &Handled) {
+        let Some(interaction) = target.interaction.take() else {
+            return;
+        };
+        let text = match handled {
+            Handled::Performed(_) => "Done; there was nothing to reply.",
+            Handled::Pairing(_) | Handled::Ignored(Admission::Pair(_) | Admission::Waiting) => {
+                "I don't know you yet, so this was not handled. Ask the director of this stage \
+                 to run: improv door pair CODE (the code I sent you)."
+            }
+            Handled::Ignored(_) => {
+                "I am too busy to take this one right now, so it was not handled. Please send it \
+                 again in a little while."
+            }
+            Handled::Failed { .. } | Handled::Duplicate => {
+                "Sorry, something went wrong and your message was not handled. You can send it \
+                 again later."
+            }
+        };
+        self.notify_with(inbound, target, "deferred", text, Some(interaction))
+            .await;
     }
 
     /// The code goes out through the outbox like any message, keyed by the sender.
@@ -564,7 +635,7 @@ impl ChatDoor {
                 "I don't know you yet. Ask the director of this stage to run: improv door pair {code}"
             ),
             reply_to: target.reply_to.clone(),
-            interaction: target.interaction.clone(),
+            interaction: target.interaction.take(),
         };
         if let Err(e) = self.outbox.send(key, &target.conversation, &body).await {
             tracing::warn!(door = %self.door, "the pairing code is queued: {e}");

@@ -79,6 +79,11 @@ pub struct Followup {
     pub application_id: String,
     pub token: String,
     pub at: u64,
+    /// Set by the outbox on a resend after an edit whose answer was lost: that edit may have
+    /// landed, so a token that no longer works does not send the reply to the channel (a
+    /// second answer); the send is refused instead. Never stored.
+    #[serde(skip)]
+    pub may_have_landed: bool,
 }
 
 impl Followup {
@@ -178,6 +183,7 @@ pub fn parse(body: &[u8], now_s: u64) -> Result<Incoming, ChannelError> {
                     application_id,
                     token,
                     at: now_s,
+                    may_have_landed: false,
                 })),
                 _ => None,
             };
@@ -358,7 +364,9 @@ impl Sender for Discord {
                 // The token expired (Discord takes answers through it for 15 minutes) or the
                 // deferred answer is gone: the reply goes to the channel instead, with the
                 // message's nonce, rather than being refused and lost.
-                Err(ChannelError::Refused { message, .. }) if token_gone(&message) => {
+                Err(ChannelError::Refused { message, .. })
+                    if token_gone(&message) && !followup.may_have_landed =>
+                {
                     tracing::warn!(
                         conversation,
                         "a Discord interaction's deferred answer no longer takes edits ({message}): the reply goes to the channel"

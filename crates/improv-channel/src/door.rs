@@ -88,7 +88,7 @@ impl Listener for ChannelListener {
             let (outbox, cancel) = (door.outbox.clone(), cancel.clone());
             async move { outbox.run(cancel).await }
         });
-        let retaking = retake(door.clone(), cancel.clone());
+        let retaking = retake(door.clone(), RETAKE_EVERY, cancel.clone());
         let sweeping = tokio::spawn(improv_door::expiry::run(
             ctx.store.clone(),
             expiry(),
@@ -104,12 +104,12 @@ impl Listener for ChannelListener {
                     verifier,
                     intake: intake.clone(),
                 });
-                registry().insert(name.clone(), endpoint);
+                registry().insert(name.clone(), endpoint.clone());
                 cancel.cancelled().await;
                 // Still answering while the messages under way finish: a Discord command that
                 // comes meanwhile is deferred for the next server, not lost.
                 intake.close(&name).await;
-                registry().remove(&name);
+                registry().retire(&name, &endpoint);
                 Ok(())
             }
         };
@@ -121,18 +121,28 @@ impl Listener for ChannelListener {
     }
 }
 
-/// Once the door has been up for [`RETAKE_GRACE`], performs the messages a process that died
-/// had accepted and never performed ([`ChatDoor::retake`]); a door closed before then retakes
-/// nothing (its next start will). Await the handle before the door is gone: a message retaken
-/// is performed to its end.
-pub(crate) fn retake(door: Arc<ChatDoor>, cancel: CancellationToken) -> JoinHandle<()> {
+/// How often a running door looks again for messages to retake: a Discord command deferred
+/// while another listener of the door drained (a reload) or while another server drained is
+/// answered within about this long even when no listener restarts.
+pub const RETAKE_EVERY: Duration = Duration::from_secs(60);
+
+/// Once the door has been up for [`RETAKE_GRACE`], and then every `every`, performs the
+/// messages a process that died (or a draining one that deferred them) had accepted and never
+/// performed ([`ChatDoor::retake`]); a door closed before then retakes nothing (its next start
+/// will). Await the handle before the door is gone: the messages retaken are performed to
+/// their end.
+pub fn retake(door: Arc<ChatDoor>, every: Duration, cancel: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(RETAKE_GRACE) => {}
-        }
-        if let Err(e) = door.retake(RETAKE_GRACE).await {
-            tracing::error!(door = %door.door, "the messages accepted before a restart were not retaken: {e}");
+        let mut wait = RETAKE_GRACE;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            if let Err(e) = door.retake(RETAKE_GRACE).await {
+                tracing::error!(door = %door.door, "the messages accepted and never performed were not retaken: {e}");
+            }
+            wait = every;
         }
     })
 }
@@ -142,6 +152,7 @@ pub fn expiry() -> Vec<improv_door::expiry::Expiry> {
     crate::conversation::EXPIRY
         .into_iter()
         .chain(crate::gate::EXPIRY)
+        .chain(crate::outbox::EXPIRY)
         .collect()
 }
 
@@ -223,23 +234,42 @@ impl Endpoint {
     }
 }
 
-type Registry = Mutex<HashMap<String, Arc<Endpoint>>>;
+/// The endpoints of the Slack and Discord doors whose listeners run in this process, and
+/// whether the process drains ([`drain_begins`]).
+#[derive(Default)]
+struct Registered {
+    endpoints: HashMap<String, Arc<Endpoint>>,
+    draining: bool,
+}
 
-/// The endpoints of the Slack and Discord doors whose listeners run in this process.
+type Registry = Mutex<Registered>;
+
 struct Endpoints(&'static Registry);
 
 impl Endpoints {
-    fn insert(&self, door: String, endpoint: Arc<Endpoint>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(door, endpoint);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registered> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn remove(&self, door: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(door);
+    fn insert(&self, door: String, endpoint: Arc<Endpoint>) {
+        self.lock().endpoints.insert(door, endpoint);
+    }
+    /// Door `door`'s listener has ended and its intake is closed. While the process drains, its
+    /// endpoint stays registered: the server still accepts requests until every door is
+    /// drained (another door's long firing), and a Discord command that comes meanwhile is
+    /// deferred for the next server rather than refused (401) and lost, since Discord never
+    /// resends it. Otherwise (a reload) the endpoint goes, unless a newer listener replaced it.
+    fn retire(&self, door: &str, endpoint: &Arc<Endpoint>) {
+        let mut registered = self.lock();
+        if registered.draining {
+            return;
+        }
+        if registered
+            .endpoints
+            .get(door)
+            .is_some_and(|e| Arc::ptr_eq(e, endpoint))
+        {
+            registered.endpoints.remove(door);
+        }
     }
 }
 
@@ -248,15 +278,18 @@ fn registry() -> Endpoints {
     Endpoints(REGISTRY.get_or_init(Registry::default))
 }
 
-/// The endpoint of door `name`, while its listener runs (`improv serve` routes
-/// `POST /doors/NAME` of a Slack or Discord door here).
+/// The endpoint of door `name`, while its listener runs, and once the process drains until it
+/// exits (`improv serve` routes `POST /doors/NAME` of a Slack or Discord door here).
 pub fn endpoint(name: &str) -> Option<Arc<Endpoint>> {
-    registry()
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(name)
-        .cloned()
+    registry().lock().endpoints.get(name).cloned()
+}
+
+/// Tells this process's chat doors that it drains (SIGTERM): from now on a Slack or Discord
+/// door whose listener ends keeps its endpoint, closed, until the process exits. A Discord
+/// command that reaches it is answered "deferred" and kept for the next server; a Slack event
+/// is answered 503, which Slack retries. Call it before the doors' daemon drains.
+pub fn drain_begins() {
+    registry().lock().draining = true;
 }
 
 /// Performs a message on the door's stage with the door's budget, unattended (`ask` rules are

@@ -223,7 +223,7 @@ impl Listener for EmailListener {
             let (outbox, cancel) = (door.outbox.clone(), cancel.clone());
             async move { outbox.run(cancel).await }
         });
-        let retaking = crate::door::retake(door.clone(), cancel.clone());
+        let retaking = crate::door::retake(door.clone(), crate::door::RETAKE_EVERY, cancel.clone());
         let sweeping = tokio::spawn(improv_door::expiry::run(
             ctx.store.clone(),
             crate::door::expiry(),

@@ -134,6 +134,11 @@ impl Gate {
         }
     }
 
+    /// How many of the door's performances may run at once (`max_running`).
+    pub fn max_running(&self) -> u32 {
+        self.limits.max_running
+    }
+
     /// A place for one more performance of `inbound`'s, or `None` while `max_running` of
     /// them run. Once it starts, its sender may be told of a limit again.
     pub fn start(&self, inbound: &Inbound) -> Option<Running> {

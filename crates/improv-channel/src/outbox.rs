@@ -12,6 +12,14 @@
 //! recorded loses the id (the message did arrive); a crash after the claim and before the
 //! request left loses the message. Only an answer that says "not done" (HTTP 5xx, 429, a
 //! connection that never opened) releases the attempt for a retry.
+//!
+//! A Discord reply that edits a deferred answer through its interaction's token is resent the
+//! same way (an edit made twice leaves one message), but the token works for 15 minutes only,
+//! after which a reply goes to the channel instead. So each edit is noted before it is sent as
+//! one that may land, until Discord says it was not done; a resend that finds the token gone
+//! after such an edit posts nothing and is recorded [`UNCONFIRMED`]. What remains: Discord
+//! cannot be asked whether an edit landed, so when an edit whose answer was lost did not land
+//! and the token has expired since, that reply is lost rather than sent twice.
 
 use crate::{Body, ChannelError, Sender};
 use improv_store::{OutboxKey, OutboxMessage, Store};
@@ -30,6 +38,17 @@ pub const REFUSED: &str = "refused";
 /// Store scopes: attempts claimed per (key, attempt number), and the definite failures so far.
 const ATTEMPT_SCOPE: &str = "outbox.attempt";
 const FAILED_SCOPE: &str = "outbox.failed";
+/// Discord: whether an edit of a deferred answer may have landed (`{"landed": true}` from just
+/// before it is sent until Discord says it was not done), per outbox key.
+const EDIT_SCOPE: &str = "outbox.edit";
+
+/// How long the store keeps the records of edits that may have landed: longer than the outbox
+/// takes to resolve a pending edit unless Discord is unreachable for two days.
+pub const EXPIRY: [improv_door::expiry::Expiry; 1] = [improv_door::expiry::Expiry {
+    scope: EDIT_SCOPE,
+    keep_for: Duration::from_secs(48 * 3600),
+    max: 500_000,
+}];
 
 /// How the retry task waits.
 #[derive(Clone, Copy, Debug)]
@@ -145,11 +164,20 @@ impl Outbox {
         if let Some(id) = entry.sent_id {
             return Ok(Delivery::AlreadySent(id));
         }
-        let body: Body = serde_json::from_value(entry.message.body.clone()).map_err(|e| {
+        let mut body: Body = serde_json::from_value(entry.message.body.clone()).map_err(|e| {
             ChannelError::Setup(format!(
                 "outbox entry {key:?} has a body that does not read: {e}"
             ))
         })?;
+        let landed_before = match &mut body.interaction {
+            Some(interaction) => {
+                let landed = self.edit_may_have_landed(key).await?;
+                interaction.may_have_landed = landed;
+                self.note_edit(key, true).await?;
+                Some(landed)
+            }
+            None => None,
+        };
         let idempotent = crate::idempotent(self.sender.platform());
         let attempt = if idempotent {
             0
@@ -172,7 +200,17 @@ impl Outbox {
                 if !idempotent {
                     self.release_attempt(key, attempt).await?;
                 }
+                if let Some(landed) = landed_before {
+                    self.note_edit(key, landed).await?;
+                }
                 Err(e)
+            }
+            // An earlier edit's answer was lost and Discord no longer takes this one (its
+            // token expired): the edit may well have landed, and Discord cannot be asked, so
+            // nothing goes to the channel (it would be a second answer).
+            Err(ChannelError::Refused { message, .. }) if landed_before == Some(true) => {
+                tracing::warn!(door = %self.door, ?key, "{message}: an earlier edit of this deferred answer may have landed; not sent to the channel, recorded as unconfirmed");
+                self.record(key, UNCONFIRMED, Delivery::Unconfirmed).await
             }
             Err(e @ ChannelError::Unknown { .. }) if idempotent => Err(e),
             Err(ChannelError::Unknown { message, .. }) => {
@@ -217,6 +255,23 @@ impl Outbox {
             )
             .await?;
         Ok(claimed.then_some(failed))
+    }
+
+    /// Whether an earlier edit of `key`'s deferred answer may have landed (it was sent and its
+    /// answer never came, or the process died while it was under way).
+    async fn edit_may_have_landed(&self, key: &OutboxKey) -> Result<bool, ChannelError> {
+        let noted = self.store.get(EDIT_SCOPE, &key_name(key)).await?;
+        Ok(noted.is_some_and(|v| v["landed"].as_bool() == Some(true)))
+    }
+
+    /// Notes whether an edit of `key`'s deferred answer may have landed: true just before one
+    /// is sent, back to what it was when Discord says that one was not done.
+    async fn note_edit(&self, key: &OutboxKey, landed: bool) -> Result<(), ChannelError> {
+        let value = serde_json::json!({ "door": self.door, "landed": landed });
+        self.store
+            .put(EDIT_SCOPE, &key_name(key), &value, false)
+            .await?;
+        Ok(())
     }
 
     /// The platform said attempt `n` was not done: the next one may go.

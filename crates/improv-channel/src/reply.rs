@@ -48,9 +48,28 @@ pub struct Target {
     pub conversation: String,
     /// What each reply refers to (see [`Target::of`]).
     pub reply_to: Option<String>,
-    /// Discord: the deferred answer the first reply edits (a command taken while the door
-    /// drained); later replies are new messages in the channel.
-    pub interaction: Option<Followup>,
+    /// Discord: the deferred answer the first answer to the message edits (a command taken
+    /// while the door drained); later ones are new messages in the channel.
+    pub interaction: Deferred,
+}
+
+/// Discord: the deferred ("thinking") answer of a command taken while its door drained. It is
+/// shared by everything that may answer the message (its performance's replies, the door's
+/// notices) and taken by the first, so it is edited once, and whoever comes last can tell it
+/// was left unanswered ([`Deferred::take`] still gives it).
+#[derive(Clone, Debug, Default)]
+pub struct Deferred(Arc<Mutex<Option<Followup>>>);
+
+impl Deferred {
+    pub fn new(followup: Option<Followup>) -> Self {
+        Deferred(Arc::new(Mutex::new(followup)))
+    }
+
+    /// The interaction, for the answer that will edit it; `None` once an answer took it (or
+    /// when nothing was deferred).
+    pub fn take(&self) -> Option<Followup> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Target {
@@ -65,7 +84,7 @@ impl Target {
         Target {
             conversation: inbound.conversation.clone(),
             reply_to,
-            interaction: None,
+            interaction: Deferred::default(),
         }
     }
 }
@@ -75,8 +94,6 @@ pub struct ReplyProp {
     spec: ToolSpec,
     outbox: Arc<Outbox>,
     target: Target,
-    /// The target's interaction until the first reply takes it.
-    interaction: Mutex<Option<Followup>>,
     seqs: Arc<CallSeqs>,
 }
 
@@ -95,7 +112,6 @@ impl ReplyProp {
                 }),
             },
             outbox,
-            interaction: Mutex::new(target.interaction.clone()),
             target,
             seqs: seqs.clone(),
         };
@@ -129,11 +145,7 @@ impl Prop for ReplyProp {
         let body = Body {
             text: text.to_string(),
             reply_to: self.target.reply_to.clone(),
-            interaction: self
-                .interaction
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
+            interaction: self.target.interaction.take(),
         };
         match self
             .outbox

@@ -141,6 +141,9 @@ async fn serve(
                 "draining the doors and the performances under way",
             );
             if let Some(daemon) = daemon {
+                // A chat door's endpoint stays up, deferring Discord commands, while other
+                // doors drain and this server still accepts.
+                improv_channel::door::drain_begins();
                 daemon.drain().await;
                 eprintln!("improv serve: the doors are drained");
             }

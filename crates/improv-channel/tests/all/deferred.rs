@@ -22,6 +22,7 @@ use improv_kernel::{Outcome, ScriptedTurn};
 use improv_store::Store;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
@@ -31,11 +32,20 @@ const CHANNEL: &str = "1170000000000000009";
 const APP: &str = "1160000000000000002";
 
 fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<dyn Performer>) -> Arc<ChatDoor> {
+    door_allowing(fake, store, performer, &[USER.into()])
+}
+
+fn door_allowing(
+    fake: &Fake,
+    store: Arc<dyn Store>,
+    performer: Arc<dyn Performer>,
+    allow: &[String],
+) -> Arc<ChatDoor> {
     let sender = Arc::new(Discord::new(TOKEN, Some(&fake.base)).unwrap());
     Arc::new(ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &[USER.into()], store.clone(), Limits::default()),
+        gate: Gate::new("chat", allow, store.clone(), Limits::default()),
         outbox: Arc::new(Outbox::new(store, "chat", sender, Retry::default())),
         performer,
     })
@@ -106,6 +116,8 @@ fn replies(text: &str) -> Vec<ScriptedTurn> {
     ]
 }
 
+static UNDER_WAY: AtomicU64 = AtomicU64::new(0);
+
 /// Sends `body` to the door while its intake is closing (a message under way holds the
 /// drain open), and returns the answer; the drain then ends.
 async fn arrive_during_drain(door: &Arc<ChatDoor>, body: &str, now: i64) -> Value {
@@ -130,7 +142,11 @@ async fn arrive_during_drain(door: &Arc<ChatDoor>, body: &str, now: i64) -> Valu
         // Another channel: its thread is not the one the command continues.
         conversation: "1170000000000000099".into(),
         thread: None,
-        message_id: "1180000000000000000".into(),
+        // One per call: a second drain on one store has its own message under way.
+        message_id: format!(
+            "118000000000000{:04}",
+            UNDER_WAY.fetch_add(1, Ordering::Relaxed)
+        ),
         sender_id: USER.into(),
         sender_name: Some("alice".into()),
         text: "the message under way".into(),
@@ -281,6 +297,7 @@ async fn a_reply_whose_token_expired_goes_to_the_channel_instead() {
             application_id: APP.into(),
             token: "expired".into(),
             at: 0,
+            may_have_landed: false,
         }),
     };
     let key = improv_store::OutboxKey {
@@ -297,4 +314,257 @@ async fn a_reply_whose_token_expired_goes_to_the_channel_instead() {
         "the channel message carries its nonce"
     );
     assert_eq!(sent[0].id, id);
+}
+
+/// Ends as `outcome` without replying (a model that failed, a performance that said nothing);
+/// with `meet`, each waits until that many performances have started, so performances run one
+/// after another never get past it.
+struct Silent {
+    outcome: Outcome,
+    meet: Option<tokio::sync::Barrier>,
+}
+
+#[async_trait]
+impl Performer for Silent {
+    async fn perform(&self, _: Request) -> Result<conversation::Performed, ChannelError> {
+        if let Some(meet) = &self.meet {
+            meet.wait().await;
+        }
+        Ok(conversation::Performed {
+            id: "silent".into(),
+            outcome: self.outcome,
+        })
+    }
+}
+
+fn hook(token: &str) -> String {
+    format!("webhooks/{APP}/{token}/messages/@original")
+}
+
+/// A deferred command whose performance fails without replying: its "thinking" answer is
+/// edited with the failure, once, not left thinking while the notice goes to the channel.
+#[tokio::test]
+async fn a_deferred_command_whose_performance_fails_without_replying_is_answered_in_its_edit() {
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let first = door(
+        &fake,
+        Arc::new(file.reopen()),
+        Arc::new(KernelPerformer::new(vec![])),
+    );
+    let body = command("1180000000000000011", "interaction-token-11", "deploy");
+    assert_eq!(arrive_during_drain(&first, &body, now_s()).await["type"], 5);
+    let silent = Arc::new(Silent {
+        outcome: Outcome::Failed,
+        meet: None,
+    });
+    let next = door(&fake, Arc::new(file.reopen()), silent);
+    let retaken = next.retake(Duration::ZERO).await.unwrap();
+    assert!(
+        matches!(retaken.as_slice(), [Handled::Failed { .. }]),
+        "{retaken:?}"
+    );
+    let sent = fake.wait_sent(1).await;
+    assert_eq!(sent.len(), 1, "one answer: {sent:?}");
+    assert_eq!(sent[0].conversation, hook("interaction-token-11"));
+    assert!(sent[0].text.contains("went wrong"), "{}", sent[0].text);
+}
+
+/// A deferred command from a stranger who already has a pairing code: nothing is performed,
+/// and the "thinking" answer says why instead of waiting until Discord gives up.
+#[tokio::test]
+async fn a_deferred_command_from_a_sender_awaiting_pairing_is_told_so_in_its_edit() {
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let nobody: Vec<String> = Vec::new();
+    let none = || Arc::new(KernelPerformer::new(vec![])) as Arc<dyn Performer>;
+    // The stranger's first message got a code (a new message in the channel).
+    let stranger = door_allowing(&fake, Arc::new(file.reopen()), none(), &nobody);
+    let first = Inbound {
+        platform: Channel::Discord,
+        conversation: CHANNEL.into(),
+        thread: None,
+        message_id: "1180000000000000020".into(),
+        sender_id: USER.into(),
+        sender_name: Some("alice".into()),
+        text: "hello".into(),
+    };
+    assert!(matches!(
+        stranger.handle(&first).await.unwrap(),
+        Handled::Pairing(_)
+    ));
+    assert_eq!(fake.wait_sent(1).await[0].conversation, CHANNEL);
+
+    let draining = door(&fake, Arc::new(file.reopen()), none());
+    let body = command("1180000000000000021", "interaction-token-21", "deploy");
+    assert_eq!(
+        arrive_during_drain(&draining, &body, now_s()).await["type"],
+        5
+    );
+    let next = door_allowing(&fake, Arc::new(file.reopen()), none(), &nobody);
+    let retaken = next.retake(Duration::ZERO).await.unwrap();
+    assert!(
+        matches!(retaken.as_slice(), [Handled::Ignored(_)]),
+        "{retaken:?}"
+    );
+    let sent = fake.wait_sent(2).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1].conversation, hook("interaction-token-21"));
+    assert!(
+        sent[1].text.contains("improv door pair"),
+        "{}",
+        sent[1].text
+    );
+    // Once: the claim is done, a further retake answers nothing more.
+    assert_eq!(next.retake(Duration::ZERO).await.unwrap(), Vec::new());
+    assert_eq!(fake.sent().len(), 2);
+}
+
+/// An edit whose answer was lost (Discord took it, the answer never came) and whose token has
+/// expired by the resend: the edit may have landed, so the resend posts nothing to the channel
+/// (a second answer) and records the reply as unconfirmed. An edit Discord said it did not do
+/// (a 500) still goes to the channel once the token has expired: nothing is lost.
+#[tokio::test]
+async fn an_edit_whose_answer_was_lost_is_not_posted_again_after_the_token_expired() {
+    use improv_channel::Body;
+    use improv_channel::discord::Followup;
+    use improv_channel::outbox::{Delivery, UNCONFIRMED};
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let discord = Discord::new(TOKEN, Some(&fake.base))
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    let outbox = Outbox::new(
+        Arc::new(file.reopen()),
+        "chat",
+        Arc::new(discord),
+        Retry::default(),
+    );
+    let body = |token: &str| Body {
+        text: format!("the answer to {token}"),
+        reply_to: None,
+        interaction: Some(Followup {
+            application_id: APP.into(),
+            token: token.into(),
+            at: now_s() as u64,
+            may_have_landed: false,
+        }),
+    };
+    let key = |seq| improv_store::OutboxKey {
+        performance: "p-edit".into(),
+        seq,
+    };
+    fake.fail_next(crate::common::fake::Fault::AcceptThenHang);
+    assert!(outbox.send(key(1), CHANNEL, &body("lost")).await.is_err());
+    fake.fail_next(crate::common::fake::Fault::Status(500));
+    assert!(
+        outbox
+            .send(key(2), CHANNEL, &body("refused"))
+            .await
+            .is_err()
+    );
+    assert_eq!(fake.sent().len(), 1, "the lost answer's edit landed");
+
+    fake.expire_tokens();
+    outbox.flush().await.unwrap();
+    let sent = fake.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].conversation, hook("lost"));
+    assert_eq!(
+        (sent[1].conversation.as_str(), sent[1].text.as_str()),
+        (CHANNEL, "the answer to refused"),
+        "the edit that was refused goes to the channel"
+    );
+    let entries = file.entries().await;
+    let lost = entries.iter().find(|e| e.message.key == key(1)).unwrap();
+    assert_eq!(lost.sent_id.as_deref(), Some(UNCONFIRMED));
+    // Not resent again.
+    outbox.flush().await.unwrap();
+    assert_eq!(fake.sent().len(), 2);
+    assert!(matches!(
+        outbox.send(key(1), CHANNEL, &body("lost")).await.unwrap(),
+        Delivery::AlreadySent(_)
+    ));
+}
+
+/// Deferred commands are retaken side by side: two whose performances each wait for the
+/// other both finish (retaken one after another, the first would wait for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_commands_are_retaken_side_by_side() {
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let first = door(
+        &fake,
+        Arc::new(file.reopen()),
+        Arc::new(KernelPerformer::new(vec![])),
+    );
+    for n in 0..2 {
+        let body = command(
+            &format!("118000000000000003{n}"),
+            &format!("side-{n}"),
+            "go",
+        );
+        assert_eq!(arrive_during_drain(&first, &body, now_s()).await["type"], 5);
+    }
+    let meeting = Arc::new(Silent {
+        outcome: Outcome::Done,
+        meet: Some(tokio::sync::Barrier::new(2)),
+    });
+    let next = door(&fake, Arc::new(file.reopen()), meeting);
+    let retaken = tokio::time::timeout(Duration::from_secs(30), next.retake(Duration::ZERO))
+        .await
+        .expect("both retaken commands run at once")
+        .unwrap();
+    assert_eq!(retaken.len(), 2, "{retaken:?}");
+    // Neither replied: each "thinking" answer is closed, once.
+    let mut hooks: Vec<_> = fake
+        .wait_sent(2)
+        .await
+        .into_iter()
+        .map(|r| r.conversation)
+        .collect();
+    hooks.sort();
+    assert_eq!(hooks, vec![hook("side-0"), hook("side-1")]);
+}
+
+/// A running door looks for deferred commands again and again, not only when its listener
+/// starts: a command deferred after the first look (another listener of the door drained, or
+/// another server) is answered by the next one, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_door_retakes_a_command_deferred_after_it_started() {
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let performer = Arc::new(KernelPerformer::new(vec![replies("Later, but answered.")]));
+    let running = door(&fake, Arc::new(file.reopen()), performer.clone());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let retaking =
+        improv_channel::door::retake(running, Duration::from_millis(250), cancel.clone());
+    // Past the first look (RETAKE_GRACE after the start), which found nothing.
+    tokio::time::sleep(conversation::RETAKE_GRACE + Duration::from_secs(1)).await;
+    let draining = door(
+        &fake,
+        Arc::new(file.reopen()),
+        Arc::new(KernelPerformer::new(vec![])),
+    );
+    let body = command("1180000000000000040", "interaction-token-40", "status?");
+    assert_eq!(
+        arrive_during_drain(&draining, &body, now_s()).await["type"],
+        5
+    );
+    // Retaken once it is RETAKE_GRACE old, by a later look.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while fake.sent().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the running door never retook the deferred command"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    retaking.await.unwrap();
+    let sent = fake.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].conversation, hook("interaction-token-40"));
+    assert_eq!(sent[0].text, "Later, but answered.");
+    assert_eq!(performer.count(), 1);
 }

@@ -54,6 +54,8 @@ pub struct State {
     nonces: Mutex<HashMap<String, String>>,
     send_requests: Mutex<u64>,
     offsets: Mutex<Vec<i64>>,
+    /// Discord: every interaction token has expired (edits answer 401).
+    tokens_expired: Mutex<bool>,
 }
 
 pub struct Fake {
@@ -73,6 +75,7 @@ impl Fake {
             nonces: Mutex::default(),
             send_requests: Mutex::new(0),
             offsets: Mutex::default(),
+            tokens_expired: Mutex::new(false),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -89,6 +92,11 @@ impl Fake {
             Kind::Discord => format!("http://{addr}/api/v10"),
         };
         Fake { base, state }
+    }
+
+    /// Discord: from now on every interaction token has expired, as after 15 minutes.
+    pub fn expire_tokens(&self) {
+        *self.state.tokens_expired.lock().unwrap() = true;
     }
 
     pub fn fail_next(&self, fault: Fault) {
@@ -143,7 +151,7 @@ impl State {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let path = uri.path().to_string();
         if self.kind == Kind::Discord && method == Method::PATCH {
-            return self.discord_edit(&path, body);
+            return self.discord_edit(&path, body).await;
         }
         if method != Method::POST {
             return StatusCode::METHOD_NOT_ALLOWED.into_response();
@@ -274,7 +282,7 @@ impl State {
 
     /// The edit of a deferred answer: the token is the credential (no bot token); the same
     /// message id for every edit through one token.
-    fn discord_edit(&self, path: &str, body: Value) -> Response {
+    async fn discord_edit(&self, path: &str, body: Value) -> Response {
         let Some(hook) = path
             .strip_prefix("/api/v10/webhooks/")
             .and_then(|p| p.strip_suffix("/messages/@original"))
@@ -286,15 +294,19 @@ impl State {
             )
                 .into_response();
         };
-        // A token Discord no longer honours (older than 15 minutes): the fake knows one by name.
-        if hook.contains("/expired") {
+        // A token Discord no longer honours (older than 15 minutes): the fake knows one by
+        // name, or every token once told they expired.
+        if hook.contains("/expired") || *self.tokens_expired.lock().unwrap() {
             return (
                 StatusCode::UNAUTHORIZED,
                 axum::Json(json!({ "message": "Invalid Webhook Token", "code": 50027 })),
             )
                 .into_response();
         }
-        *self.send_requests.lock().unwrap() += 1;
+        let fault = self.fault();
+        if let Some(Fault::Status(s)) = fault {
+            return StatusCode::from_u16(s).unwrap().into_response();
+        }
         let id = self
             .nonces
             .lock()
@@ -309,6 +321,9 @@ impl State {
             nonce: None,
             id: id.clone(),
         });
+        if matches!(fault, Some(Fault::AcceptThenHang)) {
+            return Self::hang().await;
+        }
         axum::Json(json!({ "id": id, "content": body["content"], "type": 20 })).into_response()
     }
 
