@@ -37,7 +37,7 @@ use improv_stage::Stage;
 use improv_store::{
     Answer, ApprovalAsk, ApprovalRecord, Lease, PerformanceRecord, Store, StoreError, StoreUrl,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -272,7 +272,10 @@ async fn perform_held(
     // The director's stop, asked from any machine, cancels it at once.
     let cancel = held.lost.child_token();
     let stopped = Arc::new(AtomicBool::new(false));
-    let watching = on.stops.watch(&record.id, cancel.clone(), stopped.clone());
+    let epoch = held.lease().epoch;
+    let watching = on
+        .stops
+        .watch(&record.id, epoch, cancel.clone(), stopped.clone());
     let mut ended = production.perform(&cancel).await;
     drop(watching);
     if held.lost.is_cancelled() {
@@ -361,7 +364,7 @@ const STOP_LOOK: Duration = Duration::from_secs(60);
 /// the claim). One watcher rather than one wait per performance: with thousands leased, the
 /// waits' queries took over a core of an idle worker.
 struct Stops {
-    held: Arc<Mutex<HashMap<String, Watched>>>,
+    held: HeldStops,
     /// Look at once: a performance was added.
     look: Arc<tokio::sync::Notify>,
     _task: AbortOnDropHandle<()>,
@@ -373,9 +376,13 @@ struct Watched {
     stopped: Arc<AtomicBool>,
 }
 
-type HeldStops = Arc<Mutex<HashMap<String, Watched>>>;
+/// A performance as this worker holds it: its id and the lease's epoch. A worker that lost a
+/// lease and claimed the performance again holds it twice for a while; each watch is its own.
+type WatchKey = (String, u64);
 
-fn lock_stops(held: &HeldStops) -> MutexGuard<'_, HashMap<String, Watched>> {
+type HeldStops = Arc<Mutex<HashMap<WatchKey, Watched>>>;
+
+fn lock_stops(held: &HeldStops) -> MutexGuard<'_, HashMap<WatchKey, Watched>> {
     // A poisoned lock needs a panic while an entry was added or removed; the map is whole.
     held.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -393,19 +400,21 @@ impl Stops {
         })
     }
 
-    /// Cancels `cancel` and sets `stopped` once a stop is asked of `id`, until the returned
-    /// guard is dropped.
+    /// Cancels `cancel` and sets `stopped` once a stop is asked of `id` (held under lease
+    /// `epoch`), until the returned guard is dropped.
     fn watch(
         self: &Arc<Self>,
         id: &str,
+        epoch: u64,
         cancel: CancellationToken,
         stopped: Arc<AtomicBool>,
     ) -> Watching {
-        lock_stops(&self.held).insert(id.to_string(), Watched { cancel, stopped });
+        let key = (id.to_string(), epoch);
+        lock_stops(&self.held).insert(key.clone(), Watched { cancel, stopped });
         self.look.notify_one();
         Watching {
             stops: self.clone(),
-            id: id.to_string(),
+            key,
         }
     }
 }
@@ -413,12 +422,12 @@ impl Stops {
 /// A performance watched for a stop; it is no longer once this is dropped.
 struct Watching {
     stops: Arc<Stops>,
-    id: String,
+    key: WatchKey,
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        lock_stops(&self.stops.held).remove(&self.id);
+        lock_stops(&self.stops.held).remove(&self.key);
     }
 }
 
@@ -434,11 +443,15 @@ async fn watch_stops(
         if !lock_stops(&held).is_empty() {
             match store.stops_requested(&worker).await {
                 Ok(ids) => {
-                    let mut held = lock_stops(&held);
-                    for stopped in ids.iter().filter_map(|id| held.remove(id)) {
-                        stopped.stopped.store(true, Ordering::SeqCst);
-                        stopped.cancel.cancel();
-                    }
+                    let ids: HashSet<String> = ids.into_iter().collect();
+                    lock_stops(&held).retain(|(id, _), watched| {
+                        if !ids.contains(id) {
+                            return true;
+                        }
+                        watched.stopped.store(true, Ordering::SeqCst);
+                        watched.cancel.cancel();
+                        false
+                    });
                 }
                 Err(e) => tracing::warn!("cannot look for stops: {e}; retrying"),
             }
@@ -1022,6 +1035,30 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// A worker holding one performance twice (it lost the lease and claimed it again) keeps
+    /// watching the newer hold for a stop when the older one ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_older_hold_ending_leaves_the_newer_one_watched() {
+        let (_dir, approver) = asked(Duration::from_secs(1)).await;
+        let stops = Stops::start(approver.store.clone(), "w".into());
+        let id = &approver.performance;
+        let watch = |epoch| {
+            let stopped = Arc::new(AtomicBool::new(false));
+            stops.watch(id, epoch, CancellationToken::new(), stopped)
+        };
+        let older = watch(1);
+        let newer = watch(2);
+        drop(older);
+        let watched: Vec<WatchKey> = lock_stops(&stops.held).keys().cloned().collect();
+        assert_eq!(
+            watched,
+            [(id.clone(), 2)],
+            "the newer hold is no longer watched"
+        );
+        drop(newer);
+        assert!(lock_stops(&stops.held).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
