@@ -34,7 +34,9 @@ pub async fn outside(
     }
     Ok(Some(Arc::new(attached)))
 }
-pub use serve::{Inflight, StageServer, serve_stdio, serve_stdio_until};
+pub use serve::{
+    Elsewhere, Inflight, StageServer, progress_message, serve_stdio, serve_stdio_until,
+};
 
 /// What can go wrong attaching or serving MCP.
 #[derive(Debug, thiserror::Error)]

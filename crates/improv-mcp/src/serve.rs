@@ -4,7 +4,8 @@
 //! - `perform`: intent in; the performance's outcome, reason and the lead's answer out (and the
 //!   whole summary as structured content). While it runs, the client receives a progress
 //!   notification per turn and per prop call, when it asked for progress. Cancelling the request
-//!   interrupts the performance (it can be resumed).
+//!   interrupts the performance (it can be resumed). A server with a performance store performs
+//!   it elsewhere ([`Elsewhere`]): queued for its workers, followed there.
 //! - `ledger_query`: reads a ledger collection, as the actors' `query` prop does.
 //! - resources `improv://schema/COLLECTION`: the ledger's settled schemas (JSON Schema).
 
@@ -108,11 +109,32 @@ impl Drop for InflightGuard {
     }
 }
 
+/// Where `perform` performs when not in this process: a server with a performance store
+/// (`improv serve --store`) queues it for its workers and follows it there.
+#[async_trait::async_trait]
+pub trait Elsewhere: Send + Sync {
+    /// Starts performing `intent` (`model` for every actor when given); returns its id.
+    async fn start(&self, intent: &str, model: Option<String>) -> Result<String, String>;
+
+    /// Waits until performance `id` ended, sending a message per turn and per prop call to
+    /// `progress`; returns its summary as JSON (`id`, `outcome`, `reason`, `answer`, ...).
+    async fn ended(
+        &self,
+        id: &str,
+        progress: mpsc::UnboundedSender<String>,
+    ) -> Result<Value, String>;
+
+    /// Asks performance `id` to stop: its client cancelled the call.
+    async fn stop(&self, id: &str);
+}
+
 /// A stage as an MCP server's handler; [`serve_stdio`] runs it, and any rmcp transport can.
 #[derive(Clone)]
 pub struct StageServer {
     stage: Arc<Stage>,
     inflight: Inflight,
+    /// Where `perform` performs, when not here.
+    elsewhere: Option<Arc<dyn Elsewhere>>,
 }
 
 impl StageServer {
@@ -122,7 +144,17 @@ impl StageServer {
 
     /// A server whose performances `inflight` can stop: a host serving many sessions shares one.
     pub fn with_inflight(stage: Arc<Stage>, inflight: Inflight) -> Self {
-        StageServer { stage, inflight }
+        StageServer {
+            stage,
+            inflight,
+            elsewhere: None,
+        }
+    }
+
+    /// The same server, performing `perform`'s performances through `elsewhere`.
+    pub fn performing_elsewhere(mut self, elsewhere: Arc<dyn Elsewhere>) -> Self {
+        self.elsewhere = Some(elsewhere);
+        self
     }
 
     fn ledger(&self) -> Result<Ledger, ErrorData> {
@@ -197,10 +229,15 @@ impl StageServer {
                 ));
             }
         };
+        if let Some(elsewhere) = &self.elsewhere {
+            return Ok(
+                perform_elsewhere(elsewhere.as_ref(), intent, model, progress, context).await,
+            );
+        }
         let _counted = self.inflight.enter();
         let mut start = Launch::new(intent);
         start.model = model;
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         if progress.is_some() {
             start.observers.push(Arc::new(Progress { tx }));
         }
@@ -220,20 +257,7 @@ impl StageServer {
                 ))]));
             }
         };
-        let forward = progress.map(|token| {
-            let peer = context.peer.clone();
-            tokio::spawn(async move {
-                let mut n = 0.0;
-                while let Some(message) = rx.recv().await {
-                    n += 1.0;
-                    let mut p = ProgressNotificationParam::new(token.clone(), n);
-                    p.message = Some(message);
-                    if peer.notify_progress(p).await.is_err() {
-                        break;
-                    }
-                }
-            })
-        });
+        let forward = progress.map(|token| forward_progress(&context, token, rx));
         let mut done = running.done;
         let joined = tokio::select! {
             r = &mut done => r,
@@ -264,16 +288,9 @@ impl StageServer {
                 ))]));
             }
         };
-        let structured = serde_json::to_value(&summary).unwrap_or_default();
-        let outcome = structured["outcome"].as_str().unwrap_or("?").to_string();
-        let text = format!(
-            "{outcome} ({}), performance {}\n\n{}",
-            summary.reason, summary.id, summary.answer
-        );
-        let mut result = CallToolResult::structured(structured);
-        result.content = vec![ContentBlock::text(text)];
-        result.is_error = Some(outcome == "failed");
-        Ok(result)
+        Ok(summarized(
+            serde_json::to_value(&summary).unwrap_or_default(),
+        ))
     }
 
     fn ledger_query(&self, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
@@ -427,6 +444,76 @@ fn logged<T>(method: &str, answer: Result<T, ErrorData>) -> Result<T, ErrorData>
     answer
 }
 
+/// Sends the messages `rx` receives to the client as progress notifications for `token`.
+fn forward_progress(
+    context: &RequestContext<RoleServer>,
+    token: rmcp::model::ProgressToken,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) -> tokio::task::JoinHandle<()> {
+    let peer = context.peer.clone();
+    tokio::spawn(async move {
+        let mut n = 0.0;
+        while let Some(message) = rx.recv().await {
+            n += 1.0;
+            let mut p = ProgressNotificationParam::new(token.clone(), n);
+            p.message = Some(message);
+            if peer.notify_progress(p).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// `perform`'s result from a performance's summary (`id`, `outcome`, `reason`, `answer`): the
+/// outcome, reason and answer as text, the whole summary as structured content.
+fn summarized(structured: Value) -> CallToolResult {
+    let field = |name: &str| structured[name].as_str().unwrap_or("?").to_string();
+    let outcome = field("outcome");
+    let text = format!(
+        "{outcome} ({}), performance {}\n\n{}",
+        field("reason"),
+        field("id"),
+        structured["answer"].as_str().unwrap_or_default()
+    );
+    let mut result = CallToolResult::structured(structured);
+    result.content = vec![ContentBlock::text(text)];
+    result.is_error = Some(outcome == "failed");
+    result
+}
+
+/// `perform` through [`Elsewhere`]: cancelling the call stops the performance there; this
+/// server shutting down does not (it goes on where it runs, and stays in its store).
+async fn perform_elsewhere(
+    elsewhere: &dyn Elsewhere,
+    intent: &str,
+    model: Option<String>,
+    progress: Option<rmcp::model::ProgressToken>,
+    context: RequestContext<RoleServer>,
+) -> CallToolResult {
+    let id = match elsewhere.start(intent, model).await {
+        Ok(id) => id,
+        Err(e) => return tool_error(&format!("the stage could not be performed: {e}")),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let forward = progress.map(|token| forward_progress(&context, token, rx));
+    let ended = elsewhere.ended(&id, tx);
+    tokio::pin!(ended);
+    let ended = tokio::select! {
+        r = &mut ended => r,
+        _ = context.ct.cancelled() => {
+            elsewhere.stop(&id).await;
+            ended.await
+        }
+    };
+    if let Some(f) = forward {
+        f.abort();
+    }
+    match ended {
+        Ok(summary) => summarized(summary),
+        Err(e) => tool_error(&format!("performance {id} failed: {e}")),
+    }
+}
+
 /// A tool result that tells the calling model what was wrong with its call.
 fn tool_error(message: &str) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
@@ -439,14 +526,21 @@ struct Progress {
 
 impl Observer for Progress {
     fn observe(&self, event: &Event) -> Result<(), ObserveError> {
-        let actor = event.actor.as_deref().unwrap_or("stage");
-        let message = match &event.kind {
-            EventKind::TurnStarted { turn } => format!("{actor}: turn {turn}"),
-            EventKind::ToolCallStarted { name, .. } => format!("{actor}: {name}"),
-            _ => return Ok(()),
-        };
-        // The receiver is gone once the request ended; progress is best effort.
-        let _ = self.tx.send(message);
+        if let Some(message) = progress_message(event) {
+            // The receiver is gone once the request ended; progress is best effort.
+            let _ = self.tx.send(message);
+        }
         Ok(())
+    }
+}
+
+/// The progress message `perform` sends its client for `event`: one per turn and per prop
+/// call, none for anything else.
+pub fn progress_message(event: &Event) -> Option<String> {
+    let actor = event.actor.as_deref().unwrap_or("stage");
+    match &event.kind {
+        EventKind::TurnStarted { turn } => Some(format!("{actor}: turn {turn}")),
+        EventKind::ToolCallStarted { name, .. } => Some(format!("{actor}: {name}")),
+        _ => None,
     }
 }

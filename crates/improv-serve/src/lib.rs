@@ -22,6 +22,7 @@ mod error;
 pub mod host;
 mod listen;
 pub mod live;
+mod mcp;
 mod openai;
 pub mod ops;
 mod perform;
@@ -377,13 +378,21 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
         .layer(DefaultBodyLimit::max(CHAT_BODY_LIMIT));
     // The stage as an MCP server over streamable HTTP, behind the same token: any MCP client
     // can cast it as one of its props (`improv mcp` is the same over stdio).
+    // With a store, its `perform` is queued for the workers, as `POST /performances` is.
     let stage = app.stage.clone();
+    let queued = app.store.clone().map(|store| {
+        Arc::new(mcp::Queued {
+            store,
+            stage: stage.clone(),
+        }) as Arc<dyn improv_mcp::Elsewhere>
+    });
     let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(
         move || {
-            Ok(improv_mcp::StageServer::with_inflight(
-                stage.clone(),
-                inflight.clone(),
-            ))
+            let server = improv_mcp::StageServer::with_inflight(stage.clone(), inflight.clone());
+            Ok(match &queued {
+                Some(queued) => server.performing_elsewhere(queued.clone()),
+                None => server,
+            })
         },
         Arc::new(
             rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),

@@ -1,7 +1,8 @@
 //! The OpenAI-compatible endpoint: `POST /v1/chat/completions`, streaming and not, where
 //! `model` names the stage. Any OpenAI client or chat UI can talk to a stage; each request is a
-//! logged performance whose intent is the conversation. `GET /v1/models` lists the stage and
-//! `GET /v1/models/{id}` retrieves it.
+//! logged performance whose intent is the conversation; with a store (`improv serve --store`)
+//! it is queued there, a worker performs it, and the answer is read from the store. `GET
+//! /v1/models` lists the stage and `GET /v1/models/{id}` retrieves it.
 //!
 //! Errors are OpenAI's: 400 with `param` naming the field for a body of the wrong shape and for
 //! the parameters a stage cannot honour (`tools`, `n` above 1, a `response_format` other than
@@ -11,21 +12,24 @@
 
 use crate::api::{AppState, RawBody, shaped};
 use crate::error::ApiError;
-use crate::live::{End, Frame};
+use crate::live::{End, Frame, Live};
 use crate::perform::{self, Start};
-use crate::stream;
+use crate::{stored, stream};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use improv_kernel::{Event, EventKind, Outcome};
+use improv_store::Store;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Deserialize)]
 pub(crate) struct ChatRequest {
@@ -217,6 +221,107 @@ fn usage(end: &End) -> Value {
     })
 }
 
+/// Where a chat's performance runs: in this server, or (`--store`) on whichever worker claims
+/// it, followed through the store. Either way the client is answered the same.
+enum Performing {
+    Here(Arc<Live>),
+    Stored(Arc<dyn Store>),
+}
+
+impl Performing {
+    /// Starts the chat's performance; returns its id and where it runs.
+    async fn start(app: &AppState, intent: String) -> Result<(String, Performing), ApiError> {
+        if let Some(store) = &app.store {
+            let id = stored::enqueue(store.as_ref(), &app.stage, intent, None).await?;
+            return Ok((id, Performing::Stored(store.clone())));
+        }
+        let outside = perform::outside(&app.stage).await?;
+        let (id, live) = perform::start(
+            app.stage.clone(),
+            app.hub.clone(),
+            app.max_running,
+            Start {
+                intent,
+                model: None,
+                resume: None,
+                outside,
+            },
+        )?;
+        Ok((id, Performing::Here(live)))
+    }
+
+    /// What stops the performance when the client goes away before its end: this server
+    /// cancels its own (logged as interrupted); a stored one is stopped through the store,
+    /// which the worker holding it obeys.
+    fn on_leave(&self, id: &str) -> OnLeave {
+        match self {
+            Performing::Here(live) => {
+                let cancel = live
+                    .control()
+                    .map(|c| c.cancel.clone())
+                    .unwrap_or_else(CancellationToken::new);
+                OnLeave(Some(Box::new(move || cancel.cancel())))
+            }
+            Performing::Stored(store) => {
+                let (store, id) = (store.clone(), id.to_string());
+                OnLeave(Some(Box::new(move || stop_stored(store, id))))
+            }
+        }
+    }
+
+    fn frames(&self, app: &AppState, id: String) -> BoxStream<'static, Frame> {
+        match self {
+            Performing::Here(live) => {
+                stream::follow(Some(live.clone()), app.log.clone(), id, None).boxed()
+            }
+            Performing::Stored(store) => stored::follow(store.clone(), id, None).boxed(),
+        }
+    }
+
+    async fn ended(&self, id: &str) -> Result<Arc<End>, ApiError> {
+        match self {
+            Performing::Here(live) => Ok(live.ended().await),
+            Performing::Stored(store) => Ok(Arc::new(stored::ended(store.as_ref(), id).await?)),
+        }
+    }
+}
+
+/// Asks the store to stop stored performance `id`, from a drop (no caller to tell).
+fn stop_stored(store: Arc<dyn Store>, id: String) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(
+            id,
+            "a chat client left, but its performance could not be stopped: no runtime"
+        );
+        return;
+    };
+    runtime.spawn(async move {
+        if let Err(e) = stored::stop(store.as_ref(), &id).await {
+            tracing::warn!(
+                id,
+                "a chat client left, but stopping its performance failed: {e}"
+            );
+        }
+    });
+}
+
+/// Stops a chat's performance when dropped before [`OnLeave::disarm`]: the client went away.
+struct OnLeave(Option<Box<dyn FnOnce() + Send>>);
+
+impl OnLeave {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OnLeave {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            stop();
+        }
+    }
+}
+
 /// `POST /v1/chat/completions`.
 pub(crate) async fn completions(
     State(app): State<AppState>,
@@ -225,31 +330,16 @@ pub(crate) async fn completions(
     let request = parse(raw)?;
     check_model(&app, &request.model)?;
     let intent = intent(&request.messages)?;
-    let outside = perform::outside(&app.stage).await?;
-    let (id, live) = perform::start(
-        app.stage.clone(),
-        app.hub.clone(),
-        app.max_running,
-        Start {
-            intent,
-            model: None,
-            resume: None,
-            outside,
-        },
-    )?;
-    // A client that goes away stops its performance (logged as interrupted).
-    let guard = live
-        .control()
-        .map(|c| c.cancel.clone())
-        .unwrap_or_else(CancellationToken::new)
-        .drop_guard();
+    let (id, performing) = Performing::start(&app, intent).await?;
+    // A client that goes away stops its performance.
+    let guard = performing.on_leave(&id);
     let chat_id = format!("chatcmpl-{id}");
     let created = now();
     let model = app.stage.stage.name.clone();
     let header = HeaderValue::from_str(&id).ok();
     let mut response = if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let frames = stream::follow(Some(live), app.log.clone(), id, None);
+        let frames = performing.frames(&app, id);
         let chunks = Chunks {
             id: chat_id,
             created,
@@ -269,8 +359,8 @@ pub(crate) async fn completions(
             .keep_alive(KeepAlive::default())
             .into_response()
     } else {
-        let end = live.ended().await;
-        drop(guard.disarm());
+        let end = performing.ended(&id).await?;
+        guard.disarm();
         if end.outcome == Outcome::Failed {
             let mut response = ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -315,8 +405,8 @@ struct Chunks {
     created: u64,
     model: String,
     include_usage: bool,
-    /// Cancels the performance if the client leaves before the end.
-    guard: Option<DropGuard>,
+    /// Stops the performance if the client leaves before the end.
+    guard: Option<OnLeave>,
     text_since_turn: bool,
     separate: bool,
 }
@@ -338,7 +428,7 @@ impl Chunks {
     fn map(&mut self, frame: &Frame) -> Vec<SseEvent> {
         if frame.is_end() {
             if let Some(g) = self.guard.take() {
-                drop(g.disarm());
+                g.disarm();
             }
             let Ok(end) = serde_json::from_str::<EndFrame>(&frame.data) else {
                 return vec![SseEvent::default().data("[DONE]")];

@@ -211,6 +211,20 @@ pub(crate) async fn answer(
     store.answer_approval(id, n, answer, note).await
 }
 
+/// How stored performance `id` ended, once it has: waits on the store's wake-ups (any worker,
+/// any machine) until it finished.
+pub(crate) async fn ended(store: &dyn Store, id: &str) -> Result<End, StoreError> {
+    loop {
+        let progress = store.progress(id).await?;
+        if progress.finished {
+            let record = store.performance(id).await?;
+            let events = store.events(id, 0, 0).await?;
+            return Ok(end_of(&record, &events));
+        }
+        store.wait_progress(id, &progress, WAIT).await?;
+    }
+}
+
 /// The frames of stored performance `id` after event `after`: its events as workers append
 /// them, woken by the store, then the `end` frame once it finished.
 pub(crate) fn follow(

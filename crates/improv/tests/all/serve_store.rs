@@ -830,3 +830,197 @@ async fn the_stream_carries_a_workers_approvals_on_sqlite() {
 async fn the_stream_carries_a_workers_approvals_on_postgres() {
     the_stream_carries_a_workers_approvals(postgres("streamed_asks")).await;
 }
+
+impl Api {
+    /// `POST /v1/chat/completions` with one user message; the status, the performance's id
+    /// (`x-improv-performance`) and the body read to its end.
+    async fn chat(&self, message: &str, stream: bool) -> (u16, String, String) {
+        let body = serde_json::json!({
+            "model": "indexed",
+            "messages": [{"role": "user", "content": message}],
+            "stream": stream,
+        });
+        let ask = async {
+            let r = self
+                .http
+                .post(format!("{}/v1/chat/completions", self.url))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let id = r
+                .headers()
+                .get("x-improv-performance")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (r.status().as_u16(), id, r.text().await.unwrap())
+        };
+        tokio::time::timeout(LIMIT, ask)
+            .await
+            .expect("the chat was never answered")
+    }
+}
+
+/// `POST /v1/chat/completions` on `improv serve --store` queues for the workers, as `POST
+/// /performances` does: a worker performs it (the store names the worker and holds its
+/// events), and the answer, streamed or not, is read from the store in OpenAI's format.
+async fn a_chat_completion_is_performed_by_a_worker(store: String) {
+    let replies = vec![
+        openai_chat::text("chat answered on a worker"),
+        openai_chat::text("chat streamed from a worker"),
+    ];
+    let fixture = Fixture::new(store, replies, "").await;
+    let (_serve, api) = fixture.serve();
+    let _worker = fixture.worker();
+    let stored = fixture.store().await;
+
+    let (status, id, body) = api.chat("hello from a chat client", false).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["object"], "chat.completion", "{answer}");
+    assert_eq!(answer["id"], format!("chatcmpl-{id}"), "{answer}");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"], "chat answered on a worker",
+        "{answer}"
+    );
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+    let record = stored.performance(&id).await.unwrap();
+    assert_eq!(record.intent, "hello from a chat client");
+    assert_eq!(record.outcome, Some(Outcome::Done), "{}", record.reason);
+    assert!(record.worker.is_some(), "no worker performed it");
+
+    let (status, id, body) = api.chat("stream it", true).await;
+    assert_eq!(status, 200, "{body}");
+    let streamed: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(streamed, "chat streamed from a worker", "{body}");
+    assert!(body.contains("\"finish_reason\":\"stop\""), "{body}");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    let record = stored.performance(&id).await.unwrap();
+    assert_eq!(record.outcome, Some(Outcome::Done), "{}", record.reason);
+    assert!(record.worker.is_some(), "no worker performed it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_completion_is_performed_by_a_worker_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_chat_completion_is_performed_by_a_worker(sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_completion_is_performed_by_a_worker_on_postgres() {
+    a_chat_completion_is_performed_by_a_worker(postgres("chatted")).await;
+}
+
+/// A streaming chat client that leaves before the end stops its performance, as it does one
+/// the server performs itself: the stop reaches the worker through the store and the command
+/// it runs is cancelled (the test never lets it finish).
+async fn a_chat_client_that_leaves_stops_the_workers_performance(store: String) {
+    let replies = vec![held_until_go(), openai_chat::text("should not be asked")];
+    let fixture = Fixture::new(store, replies, "").await;
+    let (_serve, api) = fixture.serve();
+    let _worker = fixture.worker();
+    let body = serde_json::json!({
+        "model": "indexed",
+        "messages": [{"role": "user", "content": "wait for the director"}],
+        "stream": true,
+    });
+    let response = api
+        .http
+        .post(format!("{}/v1/chat/completions", api.url))
+        .bearer_auth(&api.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let id = response.headers()["x-improv-performance"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    fixture.wait_for_file("started").await;
+    drop(response);
+    let record = fixture.wait_finished_within(&id, STOP_REACHES).await;
+    assert_eq!(record.outcome, Some(Outcome::Stopped), "{}", record.reason);
+    assert!(!fixture.path("go").exists());
+    assert_eq!(
+        fixture.model.requests().len(),
+        1,
+        "asked again after the stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_client_that_leaves_stops_the_workers_performance_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_chat_client_that_leaves_stops_the_workers_performance(sqlite(dir.path())).await;
+}
+
+impl Api {
+    /// An MCP client of the server's `/mcp` endpoint (the official Rust SDK's).
+    async fn mcp(&self) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+        use rmcp::ServiceExt;
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", self.url))
+            .auth_header(self.token.clone());
+        ().serve(StreamableHttpClientTransport::with_client(
+            self.http.clone(),
+            config,
+        ))
+        .await
+        .unwrap()
+    }
+}
+
+/// The `/mcp` endpoint's `perform` on `improv serve --store` queues for the workers: a worker
+/// performs it (the store names the worker and holds its events) and the tool's result, read
+/// from the store, carries the lead's answer and the outcome.
+async fn an_mcp_perform_is_performed_by_a_worker(store: String) {
+    use rmcp::model::CallToolRequestParams;
+    let replies = vec![openai_chat::text("answered over MCP on a worker")];
+    let fixture = Fixture::new(store, replies, "").await;
+    let (_serve, api) = fixture.serve();
+    let _worker = fixture.worker();
+    let client = api.mcp().await;
+    let args = serde_json::json!({"intent": "perform over MCP"});
+    let call = client.call_tool(
+        CallToolRequestParams::new("perform").with_arguments(args.as_object().unwrap().clone()),
+    );
+    let result = tokio::time::timeout(LIMIT, call)
+        .await
+        .expect("perform never answered")
+        .unwrap();
+    let text = serde_json::to_string(&result.content).unwrap();
+    assert!(text.contains("answered over MCP on a worker"), "{text}");
+    assert_ne!(result.is_error, Some(true), "{text}");
+    let summary = result.structured_content.unwrap();
+    assert_eq!(summary["outcome"], "done", "{summary}");
+    let id = summary["id"].as_str().unwrap();
+    let record = fixture.store().await.performance(id).await.unwrap();
+    assert_eq!(record.intent, "perform over MCP");
+    assert_eq!(record.outcome, Some(Outcome::Done), "{}", record.reason);
+    assert!(record.worker.is_some(), "no worker performed it");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_perform_is_performed_by_a_worker_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    an_mcp_perform_is_performed_by_a_worker(sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_perform_is_performed_by_a_worker_on_postgres() {
+    an_mcp_perform_is_performed_by_a_worker(postgres("mcp_performed")).await;
+}

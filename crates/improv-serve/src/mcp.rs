@@ -1,0 +1,71 @@
+//! The `/mcp` endpoint's `perform` with a store (`improv serve --store`): queued for the
+//! workers as `POST /performances` does, and followed through the store (its progress, its
+//! end), so the server does not perform it itself and a restart of the server loses nothing.
+
+use crate::stored;
+use futures::StreamExt;
+use improv_kernel::Event;
+use improv_stage::Stage;
+use improv_store::Store;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Performs the stage's MCP `perform` calls on the store's workers.
+pub(crate) struct Queued {
+    pub store: Arc<dyn Store>,
+    pub stage: Arc<Stage>,
+}
+
+#[async_trait::async_trait]
+impl improv_mcp::Elsewhere for Queued {
+    async fn start(&self, intent: &str, model: Option<String>) -> Result<String, String> {
+        if let Some(model) = &model {
+            stored::check_model(model).map_err(|e| e.message)?;
+        }
+        stored::enqueue(self.store.as_ref(), &self.stage, intent.to_string(), model)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn ended(
+        &self,
+        id: &str,
+        progress: mpsc::UnboundedSender<String>,
+    ) -> Result<Value, String> {
+        let mut frames = std::pin::pin!(stored::follow(self.store.clone(), id.to_string(), None));
+        while let Some(frame) = frames.next().await {
+            match frame.name {
+                None => {
+                    let message = serde_json::from_str::<Event>(&frame.data)
+                        .ok()
+                        .as_ref()
+                        .and_then(improv_mcp::progress_message);
+                    if let Some(message) = message {
+                        // The receiver is gone once the call ended; progress is best effort.
+                        let _ = progress.send(message);
+                    }
+                }
+                Some("end") => {
+                    return serde_json::from_str(&frame.data).map_err(|e| e.to_string());
+                }
+                Some("error") => {
+                    let error: Value = serde_json::from_str(&frame.data).unwrap_or_default();
+                    let message = error["error"]["message"].as_str().unwrap_or("unknown");
+                    return Err(format!("following it in the store failed: {message}"));
+                }
+                Some(_) => {}
+            }
+        }
+        Err("its stream in the store ended before the performance did".into())
+    }
+
+    async fn stop(&self, id: &str) {
+        if let Err(e) = stored::stop(self.store.as_ref(), id).await {
+            tracing::warn!(
+                id,
+                "an MCP client cancelled `perform`, but stopping it failed: {e}"
+            );
+        }
+    }
+}
