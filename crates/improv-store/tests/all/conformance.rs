@@ -1287,7 +1287,7 @@ async fn stops_requested_names_the_workers_stopped_performances(backend: Backend
 
 /// Performances of one stage append at once the same new long strings (its system prompt, its
 /// tools: blobs stored once for all) and every append lands: none is aborted as a deadlock over
-/// the blobs' rows, which cost the worker its claimed performance (issue 15's straggler).
+/// the blobs' rows, which cost the worker its claimed performance.
 async fn appends_sharing_new_blobs_all_land(backend: Backend) {
     const PERFORMANCES: usize = 8;
     const BLOBS: u64 = 6;
