@@ -1089,6 +1089,48 @@ async fn old_door_performances_go_with_their_events_and_unshared_blobs(backend: 
     assert_eq!(store.events("api1", 0, 0).await.unwrap(), both);
 }
 
+/// Journals written before blob references were kept get theirs from the migration that adds
+/// them: else sweeping a newer performance that shares a blob would delete it from under them.
+async fn blob_references_are_filled_for_older_journals(backend: Backend) {
+    let store = backend.open().await;
+    let mut older = new("older");
+    older.origin = "cli".into();
+    let id = store.enqueue(&older).await.unwrap();
+    let lease = claim(&store, "w").await;
+    store.append(&lease, &journal()).await.unwrap();
+    store.finish(&lease, Outcome::Done, "").await.unwrap();
+    let referred = backend.count("blob_refs");
+    assert!(referred >= 2, "the journal refers to {referred} blobs");
+    // The store as the improv before blob references (its last migration) left it.
+    let before = store.migrate().await.unwrap() - 1;
+    backend.execute(&format!(
+        "DROP INDEX performances_by_origin; DROP TABLE blob_refs; \
+         DELETE FROM schema_migrations WHERE version > {before}"
+    ));
+    let reopened = backend.open().await;
+    assert_eq!(
+        backend.count("blob_refs"),
+        referred,
+        "every reference is back"
+    );
+    let mut shared = new("shares the blobs");
+    (shared.id, shared.origin) = (Some("d1".into()), "door:d".into());
+    reopened.enqueue(&shared).await.unwrap();
+    let lease = claim(&reopened, "w").await;
+    reopened.append(&lease, &journal()).await.unwrap();
+    reopened.finish(&lease, Outcome::Done, "").await.unwrap();
+    let later = now_ms() + 60_000;
+    assert_eq!(
+        reopened.sweep_door_performances(later, 0, 0).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        reopened.events(&id, 0, 0).await.unwrap(),
+        journal(),
+        "its blobs stay"
+    );
+}
+
 fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.unwrap().as_millis() as i64
@@ -1376,6 +1418,7 @@ macro_rules! conformance {
 conformance!(
     lifecycle,
     old_door_performances_go_with_their_events_and_unshared_blobs,
+    blob_references_are_filled_for_older_journals,
     concurrent_claimers_never_share_a_performance,
     an_expired_lease_is_reclaimed_and_fences_out_the_old_holder,
     a_stale_writer_racing_a_claim_lands_nothing_after_it,
