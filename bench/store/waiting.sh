@@ -39,8 +39,11 @@
 # | 2,000 | after  | 54.4 s  | 19-50               | 55-66                  | 405 MB     |
 # | 4,000 | after  | 64.9 s  | 74-100              | 54-68 (at 3,600-3,950) | 759 MB     |
 # | 4,000 | before | 283.5 s | 34-49               | 7-8 at 3,000           | 750 MB     |
-# "before" is the binary of 57e2054; "after" one built from the working tree at 01:58 (both
-# changes, with other helpers' edits under way). The rate no longer falls as more wait.
+# "before": a debug binary built at 01:38 from a checkout without either change (no sweep
+# thread in it); "after": one built from the shared working tree at 01:58 (both changes, with
+# other helpers' edits under way). The rate no longer falls as more wait. Reproduce: copy each
+# binary aside and run IMPROV_BENCH_BIN=COPY IMPROV_BENCH_WAITING=2000 IMPROV_BENCH_RAMP_SECS=150
+# bash bench/store/waiting.sh, counting the worker's sockets in /proc/PID/fd every 5 s.
 # Earlier: the ramp stopped at ~2,850: 20,000 open files (ulimit -n) / ~7 descriptors per
 # performance (measured 8.2 in `improv-perform/tests/waiting_fds.rs`: the model's socket, two
 # pipes, the Landlock ruleset, two cgroup files). The sandbox now opens those at the first
