@@ -392,6 +392,7 @@ fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
             _ => None,
         })
         .collect();
+    let shown = shown_files(messages);
     let texts: Vec<&str> = std::iter::once(system).chain(notes).collect();
     let mut paths: Vec<String> = Vec::new();
     for text in texts.into_iter().rev() {
@@ -404,7 +405,7 @@ fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
             let example = is_example(before);
             before = [before[1], word];
             if names_a_file(word)
-                && !example
+                && (!example || shown.contains(&word))
                 && !missing.contains(&word)
                 && !paths.iter().any(|p| p == word)
             {
@@ -427,6 +428,30 @@ fn is_example(before: [&str; 2]) -> bool {
     matches!(last.as_str(), "like" | "e.g" | "eg")
         || (first == "such" && last == "as")
         || (first == "for" && last == "example")
+}
+
+/// The file names a call's result that did not fail shows (a listing, a search's matches, a
+/// file's text): the files known to exist. The model cannot look at the workspace itself (the
+/// system prompt names only the folder's name, and the model may run beside another machine's
+/// tools), so what a prop printed is its only evidence that a name given as an example (see
+/// [`is_example`]) is a real file worth offering.
+fn shown_files(messages: &[Message]) -> Vec<&str> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool {
+                content,
+                is_error: false,
+                ..
+            } => Some(content.as_str()),
+            _ => None,
+        })
+        .flat_map(|text| {
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || "._-/".contains(c)))
+                .map(|w| w.trim_end_matches('.'))
+                .filter(|w| names_a_file(w))
+        })
+        .collect()
 }
 
 /// The most files [`mentioned_paths`] gives.
@@ -621,6 +646,30 @@ mod tests {
         assert_eq!(
             mentioned_paths(system, &talk),
             ["tests/mean.rs", "src/lib.rs"]
+        );
+    }
+
+    #[test]
+    fn a_name_given_as_an_example_is_offered_once_a_result_shows_the_file() {
+        let system = "You work in the folder `x`; give paths relative to it, like `notes.txt`.";
+        let mut talk = vec![Message::user(
+            "Make the tests pass, like tests/mean.rs does.",
+        )];
+        assert!(mentioned_paths(system, &talk).is_empty());
+        // A failed call's message names no file that exists.
+        talk.push(reply(r#"{"path": "x"}"#));
+        talk.push(Message::Tool {
+            call_id: "call_1".into(),
+            name: "bash".into(),
+            content: "ls: cannot access tests/mean.rs and notes.txt".into(),
+            is_error: true,
+        });
+        assert!(mentioned_paths(system, &talk).is_empty());
+        talk.push(reply(r#"{"path": "y"}"#));
+        talk.push(result_ok("src/lib.rs\ntests/mean.rs\nnotes.txt\n"));
+        assert_eq!(
+            mentioned_paths(system, &talk),
+            ["tests/mean.rs", "notes.txt"]
         );
     }
 
