@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The door-table retention sweep (issue 16) on SQLite: 100,000 outbox rows (90% confirmed
+# The door-table retention sweep (issue 16) on SQLite, then on PostgreSQL: 100,000 outbox rows (90% confirmed
 # sent), 100,000 firings of 100 doors and 20,000 door-made performances of 100 doors (5 events
 # each, blobs shared), swept in batches as the daemon does every 10 minutes (500 rows, 50
 # performances); prints a table of calls and times per batch, first with nothing expired (the
@@ -13,7 +13,12 @@
 # events in 361 calls, 1.3 s (median 2.3 ms, max 17 ms). Deletes pick rows by rowid / key with
 # LIMIT and no ORDER BY (each door's cut-off found on its (door, due) or (origin, created_at)
 # key), never `NOT IN` over the table.
+#
+# The same on PostgreSQL (TempPostgres on a Unix socket, same machine, 2026-11-30): nothing to
+# delete: outbox 2.6 ms median (5.5 ms with the index dropped), firings 8.2 ms, performances
+# 0.8 ms; deleting: 90,000 outbox rows 0.31 s (median 1.5 ms), 98,000 firings 1.7 s (median
+# 7.7 ms, max 20 ms), 18,000 performances with their events 2.4 s (median 5.9 ms, max 20 ms).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exec cargo test -q -p improv-store --features testing --test retention_bench -- --ignored \
-    --nocapture bench_retention_sweep
+    --nocapture --test-threads 1 bench_retention_sweep

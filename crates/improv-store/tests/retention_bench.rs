@@ -1,7 +1,8 @@
-//! The door-table retention sweep on 100,000 rows of SQLite (and 20,000 door-made performances):
-//! how long each batch takes while old rows go, and a sweep that finds nothing to delete (the
-//! usual one, every 10 minutes; the outbox's also with its index dropped, as before migration 7). Run by `bench/store/retention.sh` (ignored otherwise: figures, not assertions of
-//! speed); it prints a table.
+//! The door-table retention sweep on 100,000 rows (and 20,000 door-made performances), on
+//! SQLite and on a throwaway PostgreSQL: how long each batch takes while old rows go, and a
+//! sweep that finds nothing to delete (the usual one, every 10 minutes; the outbox's also with
+//! its index dropped, as before migration 7). Run by `bench/store/retention.sh` (ignored
+//! otherwise: figures, not assertions of speed); it prints a table per backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use improv_store::StoreUrl;
@@ -99,6 +100,20 @@ async fn bench_retention_sweep() {
          {PERFORMANCES} door-made performances ({DOORS} doors, 5 events each), batches of \
          {PERFORMANCE_BATCH}"
     );
+    let count = |table: &str| -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        conn.query_row(&sql, [], |r| r.get(0)).unwrap()
+    };
+    table(&store, |sql: &str| conn.execute_batch(sql).unwrap(), count).await;
+}
+
+/// Times every sweep on `store`, filled as both benches fill it; `execute` runs SQL beside the
+/// store, `count` counts a table's rows.
+async fn table(
+    store: &std::sync::Arc<dyn improv_store::Store>,
+    execute: impl Fn(&str),
+    count: impl Fn(&str) -> i64,
+) {
     println!(
         "| sweep                        | deleted | calls | total ms  | median ms | max ms  |"
     );
@@ -109,11 +124,10 @@ async fn bench_retention_sweep() {
     let (gone, mut t) = five(|| async { store.sweep_outbox(young, BATCH).await.unwrap() }).await;
     row("outbox, nothing expired", gone, &mut t);
     // The same without the index on confirmed rows (what the sweep was before migration 7).
-    conn.execute_batch("DROP INDEX outbox_sent").unwrap();
+    execute("DROP INDEX outbox_sent");
     let (gone, mut t) = five(|| async { store.sweep_outbox(young, BATCH).await.unwrap() }).await;
     row("outbox, nothing, no index", gone, &mut t);
-    conn.execute_batch("CREATE INDEX outbox_sent ON outbox (created_at) WHERE sent_id IS NOT NULL")
-        .unwrap();
+    execute("CREATE INDEX outbox_sent ON outbox (created_at) WHERE sent_id IS NOT NULL");
     let (gone, mut t) =
         five(|| async { store.sweep_firings(young, KEPT, BATCH).await.unwrap() }).await;
     row("firings, nothing expired", gone, &mut t);
@@ -137,9 +151,7 @@ async fn bench_retention_sweep() {
     let (gone, mut t) = batches(|| sweep(old)).await;
     assert_eq!(gone, (PERFORMANCES - DOORS * KEPT as i64) as u64);
     row("performances, all but 20/door", gone, &mut t);
-    let events: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let events = count("events");
     assert_eq!(
         events,
         DOORS * KEPT as i64 * 5,
@@ -150,4 +162,41 @@ async fn bench_retention_sweep() {
     let (gone, mut t) =
         batches(|| async { store.sweep_firings(old, KEPT, BATCH).await.unwrap() }).await;
     row("firings, 2,000 kept left", gone, &mut t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: bench/store/retention.sh"]
+async fn bench_retention_sweep_postgres() {
+    let pg = improv_store::testing::TempPostgres::start_new();
+    pg.create_database("improv");
+    let store = improv_store::open(&StoreUrl::parse(&pg.url("improv")).unwrap()).unwrap();
+    store.migrate().await.unwrap();
+    pg.psql(
+        "improv",
+        &format!(
+            "INSERT INTO outbox (performance, seq, door, conversation, body, sent_id, created_at)
+             SELECT 'p' || (i / 100), i % 100, 'chat', '42', '{{}}',
+                    CASE WHEN i % 10 = 0 THEN NULL ELSE 'm' || i END, 1000 + i
+             FROM generate_series(1, {ROWS}) i;
+             INSERT INTO firings (door, due, note)
+             SELECT 'door' || (i % {DOORS}), 1000 + i, 'fired' FROM generate_series(0, {ROWS} - 1) i;
+             INSERT INTO performances (id, stage, intent, origin, state, outcome, created_at,
+                                       updated_at)
+             SELECT 'q' || i, 's', 'i', 'door:d' || (i % {DOORS}), 'finished', 'done', 1000 + i,
+                    1000 + i FROM generate_series(0, {PERFORMANCES} - 1) i;
+             INSERT INTO events (performance, seq, body)
+             SELECT 'q' || (i / 5), i % 5 + 1, '{{}}' FROM generate_series(0, {PERFORMANCES} * 5 - 1) i;
+             INSERT INTO blobs (hash, body)
+             SELECT 'h' || i, convert_to(repeat('x', 2000), 'UTF8') FROM generate_series(0, 999) i;
+             INSERT INTO blob_refs (performance, hash)
+             SELECT id, 'h' || (substr(id, 2)::int % 1000) FROM performances;
+             ANALYZE;"
+        ),
+    );
+    println!("PostgreSQL (TempPostgres, a Unix socket), the same rows");
+    let count = |table: &str| -> i64 {
+        let n = pg.psql("improv", &format!("SELECT COUNT(*) FROM {table}"));
+        n.trim().parse().unwrap()
+    };
+    table(&store, |sql: &str| drop(pg.psql("improv", sql)), count).await;
 }
