@@ -1024,3 +1024,54 @@ async fn an_mcp_perform_is_performed_by_a_worker_on_sqlite() {
 async fn an_mcp_perform_is_performed_by_a_worker_on_postgres() {
     an_mcp_perform_is_performed_by_a_worker(postgres("mcp_performed")).await;
 }
+
+/// An MCP client that cancels `perform` stops the worker's performance through the store, as
+/// cancelling one the server performs interrupts it: the command it runs is cancelled (the test
+/// never lets it finish) and it ends `stopped`.
+async fn a_cancelled_mcp_perform_stops_the_workers_performance(store: String) {
+    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+    let replies = vec![held_until_go(), openai_chat::text("should not be asked")];
+    let fixture = Fixture::new(store, replies, "").await;
+    let (_serve, api) = fixture.serve();
+    let _worker = fixture.worker();
+    let client = api.mcp().await;
+    let args = serde_json::json!({"intent": "wait for the director"});
+    let call = CallToolRequest::new(
+        CallToolRequestParams::new("perform").with_arguments(args.as_object().unwrap().clone()),
+    );
+    let handle = client
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(call),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    fixture.wait_for_file("started").await;
+    let stored = fixture.store().await;
+    let queued = stored
+        .list(&improv_store::ListFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "one performance queued");
+    let id = queued[0].id.clone();
+    handle
+        .cancel(Some("the test cancels".into()))
+        .await
+        .unwrap();
+    let record = fixture.wait_finished_within(&id, STOP_REACHES).await;
+    assert_eq!(record.outcome, Some(Outcome::Stopped), "{}", record.reason);
+    assert!(!fixture.path("go").exists());
+    assert_eq!(
+        fixture.model.requests().len(),
+        1,
+        "asked again after the stop"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_mcp_perform_stops_the_workers_performance_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_cancelled_mcp_perform_stops_the_workers_performance(sqlite(dir.path())).await;
+}
