@@ -15,6 +15,8 @@
 
 mod listener;
 mod schema;
+#[cfg(all(test, feature = "testing"))]
+mod tests;
 mod tls;
 
 use crate::codec::{self, Encoded};
@@ -48,6 +50,18 @@ const POOL_SIZE: usize = 16;
 
 /// The channel appends and finishes notify, with the performance id as payload.
 pub(crate) const CHANNEL: &str = "improv_events";
+
+/// What a claim does first: a claimable performance whose stop was asked ends, stopped,
+/// instead of being opened again, and its waiters hear of it in the same statement. It reads
+/// the index `performances_stopping` (only those whose stop was asked), not every unfinished
+/// one. Parameters: now, the reason, [`CHANNEL`].
+const END_STOPPED: &str = "WITH s AS (UPDATE performances p SET state = 'finished', \
+     outcome = 'stopped', reason = $2, lease_expires = 0, updated_at = $1 \
+     FROM (SELECT id FROM performances WHERE stop_requested AND state <> 'finished' \
+           AND (state = 'queued' OR (state = 'leased' AND lease_expires <= $1)) \
+           FOR UPDATE SKIP LOCKED) c \
+     WHERE p.id = c.id RETURNING p.id) \
+     SELECT pg_notify($3, s.id) FROM s";
 
 /// The channel enqueues and releases notify: a performance may be claimed (no payload).
 pub(crate) const QUEUE: &str = "improv_queue";
@@ -604,23 +618,8 @@ impl Store for PgStore {
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
         let now = now_millis();
         let expires = expiry(now, ttl);
-        // A claimable one whose stop was asked ends, stopped, instead of being opened again.
-        let stopped = self
-            .query(
-                "UPDATE performances p SET state = 'finished', outcome = 'stopped', \
-                 reason = $2, lease_expires = 0, updated_at = $1 \
-                 FROM (SELECT id FROM performances WHERE stop_requested \
-                       AND (state = 'queued' OR (state = 'leased' AND lease_expires <= $1)) \
-                       FOR UPDATE SKIP LOCKED) c \
-                 WHERE p.id = c.id RETURNING p.id",
-                &[&now, &STOPPED_UNHELD],
-            )
+        self.query(END_STOPPED, &[&now, &STOPPED_UNHELD, &CHANNEL])
             .await?;
-        for row in &stopped {
-            let id: String = row.get(0);
-            self.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
-                .await?;
-        }
         let rows = self
             .query(
                 &format!(

@@ -91,7 +91,21 @@ INSERT OR IGNORE INTO blob_refs (performance, hash)
     SELECT e.performance, json_extract(r.value, '$[1]') FROM events e, json_each(e.blobs) r
     WHERE e.blobs IS NOT NULL;
 ",
+    // A claim ends the claimable ones whose stop was asked: it reads these few, not every
+    // unfinished performance.
+    "
+CREATE INDEX performances_stopping ON performances (id) WHERE stop_requested AND state <> 'finished';
+",
 ];
+
+/// What a claim does first: a claimable performance whose stop was asked ends, stopped,
+/// instead of being opened again. It reads the index `performances_stopping` (only those whose
+/// stop was asked), not every unfinished one: without statistics SQLite would search
+/// `performances_by_state` for every leased one, so `+state` keeps it off that index.
+/// Parameters: now, the reason.
+const END_STOPPED: &str = "UPDATE performances SET state = 'finished', outcome = 'stopped', \
+     reason = ?2, lease_expires = 0, updated_at = ?1 WHERE stop_requested AND state <> 'finished' \
+     AND (+state = 'queued' OR (+state = 'leased' AND lease_expires <= ?1))";
 
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
 const RECORD: &str = "id, stage, intent, model, origin, state, outcome, reason, worker, epoch, \
@@ -570,14 +584,8 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             let now = now_millis();
             let expires = expiry(now, ttl);
-            // A claimable one whose stop was asked ends, stopped, instead of being opened again.
-            tx.execute(
-                "UPDATE performances SET state = 'finished', outcome = 'stopped', reason = ?2, \
-                 lease_expires = 0, updated_at = ?1 WHERE stop_requested \
-                 AND (state = 'queued' OR (state = 'leased' AND lease_expires <= ?1))",
-                params![now, STOPPED_UNHELD],
-            )
-            .map_err(err)?;
+            tx.execute(END_STOPPED, params![now, STOPPED_UNHELD])
+                .map_err(err)?;
             let claimed = tx
                 .query_row(
                     &format!(
@@ -1389,4 +1397,32 @@ fn outbox_entry(store: &str, r: &rusqlite::Row<'_>) -> Result<OutboxEntry, Store
         attempts: u32::try_from(r.get::<_, i64>(6).map_err(get)?).unwrap_or(u32::MAX),
         created_at: r.get(7).map_err(get)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
+    use super::*;
+
+    /// The plan's lines for `sql` run with `params` on a freshly migrated database.
+    fn plan(sql: &str, params: impl rusqlite::Params) -> String {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate("memory", &mut conn).unwrap();
+        let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let lines = plan
+            .query_map(params, |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        lines.join("\n")
+    }
+
+    /// Every claim runs this first: a full scan of the unfinished performances cost 2.0 ms a
+    /// claim at 8,000 leased.
+    #[test]
+    fn a_claim_reads_only_the_stopped_ones() {
+        let plan = plan(END_STOPPED, params![0i64, STOPPED_UNHELD]);
+        assert!(plan.contains("performances_stopping"), "{plan}");
+    }
 }

@@ -78,6 +78,11 @@ INSERT INTO blob_refs (performance, hash)
     SELECT DISTINCT e.performance, r ->> 1 FROM events e, jsonb_array_elements(e.blobs::jsonb) r
     WHERE e.blobs IS NOT NULL;
 ",
+    // A claim ends the claimable ones whose stop was asked: it reads these few, not every
+    // unfinished performance.
+    "
+CREATE INDEX performances_stopping ON performances (id) WHERE stop_requested AND state <> 'finished';
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.

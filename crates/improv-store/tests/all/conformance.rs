@@ -1101,10 +1101,11 @@ async fn blob_references_are_filled_for_older_journals(backend: Backend) {
     store.finish(&lease, Outcome::Done, "").await.unwrap();
     let referred = backend.count("blob_refs");
     assert!(referred >= 2, "the journal refers to {referred} blobs");
-    // The store as the improv before blob references (its last migration) left it.
-    let before = store.migrate().await.unwrap() - 1;
+    // The store as the improv before blob references (the migration before the last) left it.
+    let before = store.migrate().await.unwrap() - 2;
     backend.execute(&format!(
-        "DROP INDEX performances_by_origin; DROP TABLE blob_refs; \
+        "DROP INDEX performances_stopping; DROP INDEX performances_by_origin; \
+         DROP TABLE blob_refs; \
          DELETE FROM schema_migrations WHERE version > {before}"
     ));
     let reopened = backend.open().await;
@@ -1168,7 +1169,7 @@ async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
     let id = store.enqueue(&new("old")).await.unwrap();
     // The store as the improv before per-performance budgets (schema version 3) left it.
     backend.execute(
-        "ALTER TABLE performances DROP COLUMN budget; \
+        "DROP INDEX performances_stopping; ALTER TABLE performances DROP COLUMN budget; \
          ALTER TABLE performances DROP COLUMN stop_requested; \
          DROP INDEX kv_by_age; ALTER TABLE kv DROP COLUMN version; \
          ALTER TABLE kv DROP COLUMN updated_at; \
