@@ -38,6 +38,9 @@ pub(crate) struct AppState {
     /// The performance store (`--store`): what workers perform is listed, shown, streamed,
     /// noted and answered through it ([`stored`]).
     pub store: Option<Arc<dyn Store>>,
+    /// Cancelled when the server stops: connections closing then are not clients leaving, so
+    /// the stored performances they follow are not stopped (a worker performs them on).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Where the stage is served as an MCP server (its errors are the MCP transport's own).

@@ -145,6 +145,8 @@ pub struct Server {
     /// The performances MCP clients started through `/mcp`.
     inflight: improv_mcp::Inflight,
     limits: Limits,
+    /// [`AppState::shutdown`]: cancelled before the connections close.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Server {
@@ -180,6 +182,8 @@ impl Server {
     ) -> Result<(), ServeError> {
         let connections =
             listen::accept_until(self.listener, self.router, self.limits, shutdown).await;
+        // Before anything closes a connection: its chat's stored performance is not stopped.
+        self.shutdown.cancel();
         // Streams end with their performances, so stop those first.
         for live in self.hub.all() {
             if let Some(c) = live.control() {
@@ -248,6 +252,7 @@ pub async fn bind_with(
     let token = auth::load_or_create(&token_file)?;
     let log = Arc::new(EventLog::open(&state_dir)?);
     let hub = Arc::new(Hub::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let app = AppState {
         stage,
         log,
@@ -255,6 +260,7 @@ pub async fn bind_with(
         state_dir,
         max_running: args.max_performances.max(1),
         store,
+        shutdown: shutdown.clone(),
     };
     let inflight = improv_mcp::Inflight::default();
     let mut router = router(app, token.value.clone(), inflight.clone());
@@ -280,6 +286,7 @@ pub async fn bind_with(
         hub,
         inflight,
         limits: args.limits(),
+        shutdown,
     })
 }
 
@@ -384,6 +391,7 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
         Arc::new(mcp::Queued {
             store,
             stage: stage.clone(),
+            shutdown: app.shutdown.clone(),
         }) as Arc<dyn improv_mcp::Elsewhere>
     });
     let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(

@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 pub(crate) struct Queued {
     pub store: Arc<dyn Store>,
     pub stage: Arc<Stage>,
+    /// Cancelled when the server stops: the calls it then cancels leave their performances to
+    /// the workers (a restart of the server loses nothing).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 #[async_trait::async_trait]
@@ -52,7 +55,11 @@ impl improv_mcp::Elsewhere for Queued {
                 Some("error") => {
                     let error: Value = serde_json::from_str(&frame.data).unwrap_or_default();
                     let message = error["error"]["message"].as_str().unwrap_or("unknown");
-                    return Err(format!("following it in the store failed: {message}"));
+                    // The store stayed unavailable past the retries (or failed otherwise): the
+                    // worker may still perform it, so another `perform` would be a duplicate.
+                    return Err(format!(
+                        "following performance {id} in the store failed: {message}; it may still be running (improv show {id}): do not perform it again"
+                    ));
                 }
                 Some(_) => {}
             }
@@ -61,6 +68,9 @@ impl improv_mcp::Elsewhere for Queued {
     }
 
     async fn stop(&self, id: &str) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
         if let Err(e) = stored::stop(self.store.as_ref(), id).await {
             tracing::warn!(
                 id,

@@ -252,8 +252,9 @@ impl Performing {
 
     /// What stops the performance when the client goes away before its end: this server
     /// cancels its own (logged as interrupted); a stored one is stopped through the store,
-    /// which the worker holding it obeys.
-    fn on_leave(&self, id: &str) -> OnLeave {
+    /// which the worker holding it obeys, unless the server is `shutdown`: its connections
+    /// close then, though no client left, and the worker's performance goes on.
+    fn on_leave(&self, id: &str, shutdown: &CancellationToken) -> OnLeave {
         match self {
             Performing::Here(live) => {
                 let cancel = live
@@ -264,7 +265,12 @@ impl Performing {
             }
             Performing::Stored(store) => {
                 let (store, id) = (store.clone(), id.to_string());
-                OnLeave(Some(Box::new(move || stop_stored(store, id))))
+                let shutdown = shutdown.clone();
+                OnLeave(Some(Box::new(move || {
+                    if !shutdown.is_cancelled() {
+                        stop_stored(store, id);
+                    }
+                })))
             }
         }
     }
@@ -332,15 +338,16 @@ pub(crate) async fn completions(
     let intent = intent(&request.messages)?;
     let (id, performing) = Performing::start(&app, intent).await?;
     // A client that goes away stops its performance.
-    let guard = performing.on_leave(&id);
+    let guard = performing.on_leave(&id, &app.shutdown);
     let chat_id = format!("chatcmpl-{id}");
     let created = now();
     let model = app.stage.stage.name.clone();
     let header = HeaderValue::from_str(&id).ok();
     let mut response = if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let frames = performing.frames(&app, id);
+        let frames = performing.frames(&app, id.clone());
         let chunks = Chunks {
+            performance: id.clone(),
             id: chat_id,
             created,
             model,
@@ -359,7 +366,14 @@ pub(crate) async fn completions(
             .keep_alive(KeepAlive::default())
             .into_response()
     } else {
-        let end = performing.ended(&id).await?;
+        let end = match performing.ended(&id).await {
+            Ok(end) => end,
+            Err(e) => {
+                // The performance may well go on (the store lost, not the client).
+                guard.disarm();
+                return Ok(not_followed(e, &id, header));
+            }
+        };
         guard.disarm();
         if end.outcome == Outcome::Failed {
             let mut response = ApiError::new(
@@ -399,8 +413,33 @@ pub(crate) async fn completions(
     Ok(response)
 }
 
+/// The answer when the performance could not be followed to its end (the store failed for
+/// longer than a restart takes): says it may still be running, and that a retry would start
+/// another (the official SDKs retry a 5xx by default).
+fn not_followed(e: ApiError, id: &str, header: Option<HeaderValue>) -> Response {
+    let mut e = e;
+    e.message = still_running(id, &e.message);
+    let mut response = e.into_response();
+    response
+        .headers_mut()
+        .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+    if let Some(h) = header {
+        response.headers_mut().insert("x-improv-performance", h);
+    }
+    response
+}
+
+/// What a client is told when following performance `id` failed with `why`.
+fn still_running(id: &str, why: &str) -> String {
+    format!(
+        "following performance {id} failed: {why}; it may still be running (improv show {id}), so do not retry"
+    )
+}
+
 /// Turns a performance's frames into `chat.completion.chunk`s.
 struct Chunks {
+    /// The performance's id, which errors name.
+    performance: String,
     id: String,
     created: u64,
     model: String,
@@ -464,6 +503,9 @@ impl Chunks {
             out.push(SseEvent::default().data("[DONE]"));
             return out;
         }
+        if frame.name == Some("error") {
+            return self.not_followed(frame);
+        }
         if frame.name.is_some() {
             return Vec::new();
         }
@@ -493,9 +535,65 @@ impl Chunks {
     }
 }
 
+impl Chunks {
+    /// The stream's last chunks when following the performance failed (an `error` frame): the
+    /// client is told, and the performance is left running (the client did not leave).
+    fn not_followed(&mut self, frame: &Frame) -> Vec<SseEvent> {
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+        let error: Value = serde_json::from_str(&frame.data).unwrap_or_default();
+        let why = error["error"]["message"].as_str().unwrap_or("unknown");
+        vec![
+            SseEvent::default().data(
+                json!({"error": {"message": still_running(&self.performance, why), "type": "server_error"}})
+                    .to_string(),
+            ),
+            SseEvent::default().data("[DONE]"),
+        ]
+    }
+}
+
 #[derive(Deserialize)]
 struct EndFrame {
     outcome: Outcome,
     reason: String,
     spent: improv_kernel::Spent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_stream_that_cannot_follow_tells_the_client_and_leaves_the_performance_running() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stop = stopped.clone();
+        let mut chunks = Chunks {
+            performance: "p1".into(),
+            id: "chatcmpl-p1".into(),
+            created: 0,
+            model: "stage".into(),
+            include_usage: false,
+            guard: Some(OnLeave(Some(Box::new(move || {
+                stop.store(true, Ordering::SeqCst)
+            })))),
+            text_since_turn: false,
+            separate: false,
+        };
+        let out = chunks.map(&Frame::error("the store is unavailable"));
+        drop(chunks);
+        let told = format!("{out:?}");
+        assert_eq!(out.len(), 2, "{told}");
+        assert!(
+            told.contains("performance p1") && told.contains("may still be running"),
+            "{told}"
+        );
+        assert!(told.contains("[DONE]"), "{told}");
+        assert!(
+            !stopped.load(Ordering::SeqCst),
+            "the client did not leave: nothing is stopped"
+        );
+    }
 }

@@ -26,6 +26,46 @@ const PAGE: usize = 256;
 /// The longest a stream waits for the store's wake-up before it looks again (a fallback: the
 /// store wakes it on every append, from any machine).
 const WAIT: Duration = Duration::from_secs(5);
+/// The first pause before a read the store could not answer for now (it is restarting) is
+/// tried again; each next pause doubles, up to [`WAIT`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// How long a stream keeps trying a store that stays unavailable before it reports the error:
+/// the performance goes on on its worker meanwhile, and a database restart takes seconds.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Pauses before the next try of a store that was unavailable, with a capped backoff; `false`
+/// (no pause) once it has been unavailable for [`RETRY_FOR`] or the error is not transient.
+struct Patience {
+    since: Option<tokio::time::Instant>,
+    pause: Duration,
+}
+
+impl Patience {
+    fn new() -> Patience {
+        Patience {
+            since: None,
+            pause: RETRY_FIRST,
+        }
+    }
+
+    /// Waits and returns true when `e` is worth another try; false when it should be reported.
+    async fn retry(&mut self, e: &StoreError, id: &str) -> bool {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if !e.is_transient() || since.elapsed() >= RETRY_FOR {
+            return false;
+        }
+        tracing::warn!(id, "following a performance in the store, retrying: {e}");
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(WAIT);
+        true
+    }
+
+    /// The store answered: the next failure starts a new backoff.
+    fn reset(&mut self) {
+        self.since = None;
+        self.pause = RETRY_FIRST;
+    }
+}
 
 /// How the store names the served stage: the stage file's canonical path, as `improv run
 /// --detach` and the queued doors write [`NewPerformance::stage`](improv_store::NewPerformance)
@@ -212,17 +252,30 @@ pub(crate) async fn answer(
 }
 
 /// How stored performance `id` ended, once it has: waits on the store's wake-ups (any worker,
-/// any machine) until it finished.
+/// any machine) until it finished. A store unavailable for a while (restarting) is tried
+/// again; an error is returned only when it lasts (the performance may still be running).
 pub(crate) async fn ended(store: &dyn Store, id: &str) -> Result<End, StoreError> {
+    let mut patience = Patience::new();
     loop {
-        let progress = store.progress(id).await?;
-        if progress.finished {
-            let record = store.performance(id).await?;
-            let events = store.events(id, 0, 0).await?;
-            return Ok(end_of(&record, &events));
+        match ended_or_wait(store, id).await {
+            Ok(Some(end)) => return Ok(end),
+            Ok(None) => patience.reset(),
+            Err(e) if patience.retry(&e, id).await => {}
+            Err(e) => return Err(e),
         }
-        store.wait_progress(id, &progress, WAIT).await?;
     }
+}
+
+/// How `id` ended when it has; otherwise waits for the store's next wake-up and returns `None`.
+async fn ended_or_wait(store: &dyn Store, id: &str) -> Result<Option<End>, StoreError> {
+    let progress = store.progress(id).await?;
+    if progress.finished {
+        let record = store.performance(id).await?;
+        let events = store.events(id, 0, 0).await?;
+        return Ok(Some(end_of(&record, &events)));
+    }
+    store.wait_progress(id, &progress, WAIT).await?;
+    Ok(None)
 }
 
 /// The frames of stored performance `id` after event `after`: its events as workers append
@@ -240,6 +293,7 @@ pub(crate) fn follow(
         told: Vec::new(),
         queue: VecDeque::new(),
         done: false,
+        patience: Patience::new(),
     };
     futures::stream::unfold(state, |mut s| async move {
         let frame = s.next().await?;
@@ -258,6 +312,8 @@ struct Tail {
     told: Vec<u64>,
     queue: VecDeque<Frame>,
     done: bool,
+    /// Retries reads while the store is unavailable (restarting) rather than ending the stream.
+    patience: Patience,
 }
 
 impl Tail {
@@ -269,9 +325,14 @@ impl Tail {
             if self.done {
                 return None;
             }
-            if let Err(e) = self.read().await {
-                self.done = true;
-                return Some(Frame::error(&e.to_string()));
+            match self.read().await {
+                Ok(()) => self.patience.reset(),
+                // Every read is whole or changes nothing, so trying it again repeats nothing.
+                Err(e) if self.patience.retry(&e, &self.id).await => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(Frame::error(&e.to_string()));
+                }
             }
         }
     }
@@ -389,6 +450,117 @@ mod tests {
             }
             Ok(read)
         }
+    }
+
+    /// A store whose reads fail `failures` times (as PostgreSQL restarting does, `transient`, or
+    /// for good) before they are answered.
+    struct Failing {
+        inner: Arc<dyn Store>,
+        failures: std::sync::atomic::AtomicUsize,
+        transient: bool,
+    }
+
+    impl Failing {
+        fn fail(&self) -> Result<(), StoreError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let left = self.failures.load(SeqCst);
+            if left == 0 {
+                return Ok(());
+            }
+            self.failures.store(left - 1, SeqCst);
+            let (store, message) = ("test".to_string(), "the database restarts".to_string());
+            Err(match self.transient {
+                true => StoreError::Unavailable { store, message },
+                false => StoreError::Backend { store, message },
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl StoreLayer for Failing {
+        fn inner(&self) -> &dyn Store {
+            self.inner.as_ref()
+        }
+        async fn events(
+            &self,
+            id: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<Event>, StoreError> {
+            self.fail()?;
+            self.inner.events(id, after, limit).await
+        }
+        async fn progress(&self, id: &str) -> Result<Progress, StoreError> {
+            self.fail()?;
+            self.inner.progress(id).await
+        }
+    }
+
+    /// A performance a worker performed (two events) and finished, behind a store that fails
+    /// its next `failures` reads.
+    async fn performed(
+        dir: &std::path::Path,
+        failures: usize,
+        transient: bool,
+    ) -> (Arc<dyn Store>, String) {
+        let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("s.db")).unwrap());
+        inner.migrate().await.unwrap();
+        let new = NewPerformance {
+            id: None,
+            stage: "stage.toml".into(),
+            intent: "x".into(),
+            model: None,
+            origin: "cli".into(),
+            budget: None,
+        };
+        let id = inner.enqueue(&new).await.unwrap();
+        let (lease, _) = inner
+            .claim("w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let note = |seq| Event {
+            seq,
+            at: "2026-11-29T13:00:00.000Z".into(),
+            actor: None,
+            kind: EventKind::DirectorNote {
+                text: format!("note {seq}"),
+            },
+        };
+        inner.append(&lease, &[note(1), note(2)]).await.unwrap();
+        inner.finish(&lease, Outcome::Done, "done").await.unwrap();
+        let store = Arc::new(Failing {
+            inner,
+            failures: failures.into(),
+            transient,
+        });
+        (store, id)
+    }
+
+    #[tokio::test]
+    async fn a_stream_outlasts_a_store_that_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = performed(dir.path(), 3, true).await;
+        let frames: Vec<Frame> = follow(store, id, None).collect().await;
+        let names: Vec<_> = frames.iter().map(|f| f.name).collect();
+        assert_eq!(names, [None, None, Some("end")], "{frames:?}");
+    }
+
+    #[tokio::test]
+    async fn the_end_is_awaited_through_a_store_that_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = performed(dir.path(), 3, true).await;
+        let end = ended(store.as_ref(), &id).await.unwrap();
+        assert_eq!(end.outcome, Outcome::Done);
+    }
+
+    #[tokio::test]
+    async fn a_lasting_store_error_ends_the_stream_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = performed(dir.path(), 1, false).await;
+        let frames: Vec<Frame> = follow(store, id, None).collect().await;
+        let names: Vec<_> = frames.iter().map(|f| f.name).collect();
+        assert_eq!(names, [Some("error")], "{frames:?}");
     }
 
     #[tokio::test]
