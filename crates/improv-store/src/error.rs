@@ -41,14 +41,24 @@ pub enum StoreError {
     Finished { id: String },
     #[error("performance {id} is already in the store")]
     Exists { id: String },
+    /// The database rolled the transaction back whole to settle a conflict with another one (a
+    /// deadlock, a serialization failure): nothing of it was written, so it may be retried.
+    #[error(
+        "the store {store} rolled back a transaction that conflicted with another: {message}; nothing of it was written, retrying may succeed"
+    )]
+    Conflict { store: String, message: String },
     /// Anything else the backend reported.
     #[error("the store {store}: {message}")]
     Backend { store: String, message: String },
 }
 
 impl StoreError {
-    /// Whether waiting and retrying may succeed (the database is restarting or unreachable).
+    /// Whether waiting and retrying may succeed (the database is restarting or unreachable, or
+    /// it rolled back a transaction that conflicted with another).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable { .. })
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Conflict { .. }
+        )
     }
 }

@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -102,11 +103,22 @@ impl Namer {
     }
 
     /// Maps a driver error: the server unreachable, shutting down or out of connections is
-    /// transient; a refused login or an unknown database is configuration; the rest as is.
+    /// transient, and so is a transaction it rolled back for a deadlock or a serialization
+    /// failure; a refused login or an unknown database is configuration; the rest as is.
     pub(crate) fn error(&self, error: &tokio_postgres::Error) -> StoreError {
         let store = self.name.clone();
         let message = self.message(error);
         if let Some(db) = error.as_db_error() {
+            // The server rolled the transaction back whole (not 40003: whether it committed
+            // is unknown).
+            if [
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+            ]
+            .contains(db.code())
+            {
+                return StoreError::Conflict { store, message };
+            }
             let class = db.code().code().get(..2).unwrap_or("");
             return match class {
                 // connection exception, insufficient resources, operator intervention
@@ -1148,6 +1160,11 @@ impl Store for PgStore {
             .await
             .map_err(self.err())?;
         let hashes: Vec<String> = referred.iter().map(|r| r.get(0)).collect();
+        if hashes.is_empty() {
+            // No blob to look at: appends are not held up by the lock below.
+            tx.commit().await.map_err(self.err())?;
+            return Ok(ids.len() as u64);
+        }
         // An append that refers to a blob inserts into blobs (ON CONFLICT DO NOTHING) first, so
         // holds blobs' ROW EXCLUSIVE lock until it commits its blob_refs: this lock waits for
         // those under way and holds off new ones, so the look below sees every reference.

@@ -7,6 +7,7 @@
 mod conformance;
 mod journal_size;
 mod layer;
+mod postgres_locks;
 mod stage_state;
 mod temp_postgres;
 mod timeouts;
