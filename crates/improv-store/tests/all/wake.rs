@@ -100,10 +100,13 @@ async fn the_embedded_store_counts_and_wakes_alike() {
     tokio::time::timeout(BOUND, wait).await.unwrap().unwrap();
 }
 
-/// A note sent from another store wakes the note watcher of its own performance, routed by id
-/// through the one listener, and not the watcher of another performance (both wait an hour).
+/// A note sent from another store wakes the note watcher of its own performance through the
+/// one listener, and the watcher of another performance goes on waiting (both wait an hour).
+/// Whether that other watcher was woken and looked again cannot be seen from here; that the
+/// listener wakes only the named performance's waiters is
+/// `postgres::listener::tests::a_notification_wakes_only_the_waiters_of_its_performance`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_note_wakes_only_its_own_performances_watcher() {
+async fn a_note_wakes_its_own_performances_watcher_and_another_keeps_waiting() {
     let pg = TempPostgres::start_new();
     let url = pg.create_database("wake_notes");
     let worker = Arc::new(PgStore::connect(&url).unwrap());
@@ -129,7 +132,7 @@ async fn a_note_wakes_only_its_own_performances_watcher() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !other_waits.is_finished(),
-        "another performance's note woke it"
+        "another performance's note ended its wait"
     );
     other_waits.abort();
 }
