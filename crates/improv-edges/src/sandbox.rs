@@ -7,8 +7,9 @@
 //! count for uid 0 and the memory, see the `cgroup` module, and a watchdog the free space its
 //! commands consume on the workspace's filesystem, see the `disk` module), a private temp dir (a
 //! size-limited tmpfs where improv may mount one, see the `scratch` module) and a minimal
-//! environment. What
-//! a crashed improv left (temp dirs, cgroups) is removed by the next [`Sandbox::new`].
+//! environment. What a crashed improv left (temp dirs, cgroups) is swept at a process's first
+//! [`Sandbox::new`] and every 10 minutes after; until then a crashed sibling's orphaned
+//! commands may keep running, inside their bounded cgroup, for up to 10 minutes.
 //!
 //! Everything that allocates or can fail for a reason worth a message (the Landlock ruleset, the
 //! BPF program, the environment) is built before `fork`, in [`Sandbox::new`] and
