@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 /// The approved routine chosen for this performance's intent, with its parameters.
 pub(crate) struct Replay {
     routine: Routine,
+    /// The routine's file stem (`routines/STEM.toml`): what its record is written to, since
+    /// another file may hold the same `name`.
+    stem: String,
     values: BTreeMap<String, String>,
     repertoire: Repertoire,
     /// The ledger's settled schemas, when a step's guard names one.
@@ -34,8 +37,8 @@ pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
         return None;
     }
     let mut repertoire = open(stage)?;
-    let (routine, values) = repertoire.for_intent(intent)?;
-    let (routine, values) = (routine.clone(), values);
+    let (stem, routine, values) = repertoire.for_intent(intent)?;
+    let (stem, routine) = (stem.to_string(), routine.clone());
     let plain = plain_for_commands(&routine, &values);
     if !plain {
         tracing::info!(
@@ -45,14 +48,9 @@ pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
     }
     if let Some(n) = stage.routines.retire_unused {
         // The others that matched serve nothing this time; the chosen one counts its replay.
-        let chosen = plain.then_some(routine.name.as_str());
+        let chosen = plain.then_some(stem.as_str());
         match repertoire.note_unserved(intent, chosen, n, &improv_routine::now()) {
-            Ok(retired) => {
-                for r in retired.iter().filter_map(|name| repertoire.get(name)) {
-                    let why = r.retired_because.as_deref().unwrap_or_default();
-                    tracing::warn!("retired the routine `{}`: {why}", r.name);
-                }
-            }
+            Ok(retired) => report_retired(&repertoire, &retired),
             Err(e) => tracing::warn!("unserved matches were not counted: {e}"),
         }
     }
@@ -62,6 +60,7 @@ pub(crate) fn choose(stage: &Stage, intent: &str) -> Option<Replay> {
     let settled = guards_settled(&routine).then(|| settled(stage)).flatten();
     Some(Replay {
         routine,
+        stem,
         values,
         repertoire,
         settled,
@@ -82,16 +81,25 @@ fn open(stage: &Stage) -> Option<Repertoire> {
     };
     if let Some(after) = stage.routines.retire_after {
         match repertoire.retire_unused(improv_routine::now_at(), after) {
-            Ok(retired) => {
-                for r in retired.iter().filter_map(|name| repertoire.get(name)) {
-                    let why = r.retired_because.as_deref().unwrap_or_default();
-                    tracing::warn!("retired the routine `{}`: {why}", r.name);
-                }
-            }
+            Ok(retired) => report_retired(&repertoire, &retired),
             Err(e) => tracing::warn!("routines unused for long were not retired: {e}"),
         }
     }
     Some(repertoire)
+}
+
+/// Says which routines were retired and why; `stems` are their files' stems, as
+/// [`Repertoire::retire_unused`] and [`Repertoire::note_unserved`] return them.
+fn report_retired(repertoire: &Repertoire, stems: &[String]) {
+    for stem in stems {
+        if let Ok((_, r)) = repertoire.find(stem) {
+            let why = r.retired_because.as_deref().unwrap_or_default();
+            tracing::warn!(
+                "retired the routine `{}` (routines/{stem}.toml): {why}",
+                r.name
+            );
+        }
+    }
 }
 
 /// Whether a step of `routine` guards its output with a settled schema.
@@ -178,6 +186,7 @@ pub(crate) async fn replay(
 ) -> Replayed {
     let Replay {
         mut routine,
+        stem,
         values,
         mut repertoire,
         settled,
@@ -289,7 +298,7 @@ pub(crate) async fn replay(
     }
     // Noted on the routine's file as it is now, not on the copy read at the start: another
     // performance or the director may have changed it meanwhile (review L3).
-    let noted = repertoire.update(&name, |kept| {
+    let noted = repertoire.update(&stem, |kept| {
         kept.note_use(ok, &now);
         if let Some(n) = retire_unused {
             kept.note_match(ok, n, &now);
@@ -297,7 +306,7 @@ pub(crate) async fn replay(
         true
     });
     if let Err(e) = noted {
-        tracing::warn!("the record of routine `{name}` was not saved: {e}");
+        tracing::warn!("the record of routine `{name}` (routines/{stem}.toml) was not saved: {e}");
     }
     if ok {
         let outcome = if judge.is_some() {

@@ -40,7 +40,7 @@ pub fn learn(
     settled: Option<&dyn Settled>,
 ) -> Result<Learned, RoutineError> {
     let mut learned = Learned::default();
-    let existing: Vec<String> = repertoire.routines.iter().map(|r| r.name.clone()).collect();
+    let existing = stems(repertoire);
     for candidate in propose(practices, settled) {
         if repertoire
             .routines
@@ -74,7 +74,7 @@ pub fn learn_one(
     settled: Option<&dyn Settled>,
 ) -> Result<Learned, RoutineError> {
     let mut learned = Learned::default();
-    let existing: Vec<String> = repertoire.routines.iter().map(|r| r.name.clone()).collect();
+    let existing = stems(repertoire);
     let mut everything: Option<Vec<Practice>> = None;
     for candidate in propose(group, settled) {
         let known = repertoire
@@ -119,25 +119,34 @@ fn added(
     Ok(())
 }
 
-/// Reconciles the routines named `names` with `practices`, each on its file as it is now
+/// The file stems of `repertoire`'s routines: what each is found and written by (two files
+/// may hold one `name`).
+fn stems(repertoire: &Repertoire) -> Vec<String> {
+    repertoire
+        .entries()
+        .map(|(stem, _)| stem.to_string())
+        .collect()
+}
+
+/// Reconciles the routines in the files `stems` with `practices`, each on its file as it is now
 /// ([`Repertoire::update`]: a retirement or count another writer made since the repertoire
-/// was read is kept); returns the names of those that changed. A routine the practices do not
+/// was read is kept); returns the stems of those that changed. A routine the practices do not
 /// change in this repertoire's copy is not read again (learning follows every performance).
 fn reconcile_all(
     repertoire: &mut Repertoire,
-    names: &[String],
+    stems: &[String],
     practices: &[Practice],
 ) -> Result<Vec<String>, RoutineError> {
     let mut updated = Vec::new();
-    for name in names {
-        let Some(mut copy) = repertoire.get(name).cloned() else {
+    for stem in stems {
+        let Some(mut copy) = repertoire.get(stem).cloned() else {
             continue;
         };
         if !reconciled(&mut copy, practices) {
             continue;
         }
-        if repertoire.update(name, |routine| reconciled(routine, practices))? {
-            updated.push(name.clone());
+        if repertoire.update(stem, |routine| reconciled(routine, practices))? {
+            updated.push(stem.clone());
         }
     }
     Ok(updated)
@@ -588,8 +597,36 @@ fn fresh(key: &str, taken: &[String]) -> String {
     name
 }
 
-/// A file name from the intent's first words, or the props.
+/// A file name from the intent's first words, or the props: only ASCII letters, digits and
+/// `-` (a prop such as an MCP tool may hold `/` or `.`), at most [`MAX_SLUG`] bytes, never
+/// empty, so that [`Repertoire::add`] never refuses it and a proposal is never lost.
 fn slug(intent: &str, steps: &[Step]) -> String {
+    let raw = raw_slug(intent, steps);
+    let mut name = String::with_capacity(raw.len().min(MAX_SLUG));
+    for c in raw.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if c == '-' && (name.is_empty() || name.ends_with('-')) {
+            continue;
+        }
+        if name.len() == MAX_SLUG {
+            break;
+        }
+        name.push(c);
+    }
+    let name = name.trim_end_matches('-');
+    if name.is_empty() {
+        "routine".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// The longest learned name: room for `-N` within the file names allowed (200 bytes), and
+/// short enough to type in `improv routines approve NAME`.
+const MAX_SLUG: usize = 64;
+
+/// [`slug`]'s words, before they are cleaned.
+fn raw_slug(intent: &str, steps: &[Step]) -> String {
     let literal: String = Template::parse(intent)
         .map(|t| {
             t.0.iter()
@@ -694,6 +731,44 @@ mod tests {
         assert_eq!(calls[0].arguments["content"], "fn main() {}");
         assert_eq!(calls[1].arguments["command"], "wc -c x.rs");
         assert_eq!(r.name, "write-containing");
+    }
+
+    #[test]
+    fn names_from_props_a_file_cannot_hold_are_cleaned_and_no_proposal_is_lost() {
+        // No ASCII word in the intent: the name comes from the props, MCP tools with `/`,
+        // joined past the 200 bytes a routine's file name may have.
+        let calls: Vec<(String, Value)> = (0..12)
+            .map(|i| (format!("srv/a_rather_long_tool_name_{i}"), json!({"n": i})))
+            .collect();
+        let calls: Vec<(&str, Value)> =
+            calls.iter().map(|(p, a)| (p.as_str(), a.clone())).collect();
+        let plain = [("write", json!({"path": "a.txt", "content": "x"}))];
+        let practices = [
+            run("p1", "日志を整える", &calls),
+            run("p2", "日志を整える", &calls),
+            run("p3", "Write the notes", &plain),
+            run("p4", "Write the notes", &plain),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut repertoire = Repertoire::open(dir.path()).unwrap();
+        let learned = learn(&mut repertoire, &practices, false, None).unwrap();
+        assert_eq!(learned.proposed.len(), 2, "{learned:?}");
+        let long = learned
+            .proposed
+            .iter()
+            .find(|n| n.starts_with("srv"))
+            .unwrap();
+        assert!(long.len() <= MAX_SLUG, "{long}");
+        assert!(
+            long.starts_with("srv-a-rather-long-tool-name-0-srv"),
+            "{long}"
+        );
+        let file = dir
+            .path()
+            .join(crate::routine::DIR)
+            .join(format!("{long}.toml"));
+        assert!(file.exists(), "{}", file.display());
+        assert!(learned.proposed.contains(&"write-the-notes".to_string()));
     }
 
     #[test]

@@ -57,8 +57,9 @@ pub enum RoutineError {
         reason: &'static str,
     },
     #[error(
-        "no routine file `{name}.toml` in {}, and several routines are named `{name}` inside \
-         their files: {}; name one by its file (without `.toml`)",
+        "`{name}` could mean several routines in {}: {} (a file `{name}.toml`, or routines \
+         named `{name}` inside their files); name one by its file (without `.toml`), or rename \
+         one inside its file",
         dir.display(),
         files.join(", ")
     )]

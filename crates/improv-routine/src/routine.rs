@@ -511,9 +511,10 @@ impl Repertoire {
 
     /// The routine `given` names, and its file stem: the routine in `given.toml` when there is
     /// one, otherwise the one routine whose `name` is `given`. `Err` says when none is, or
-    /// when several are and which files they are in.
+    /// when several are and which files they are in. For a stem the program kept
+    /// ([`Repertoire::entries`]); a name a director typed is [`Repertoire::find_named`]'s.
     pub fn find(&self, given: &str) -> Result<(&str, &Routine), RoutineError> {
-        let both = || self.stems.iter().map(String::as_str).zip(&self.routines);
+        let both = || self.entries();
         if let Some(found) = both().find(|(stem, _)| *stem == given) {
             return Ok(found);
         }
@@ -532,11 +533,44 @@ impl Repertoire {
         }
     }
 
-    /// The file stem [`Repertoire::update`] writes for `name`: [`Repertoire::find`]'s, or
-    /// `name` itself when it finds none (or several: then only `name.toml` is meant).
-    fn stem_for(&self, name: &str) -> String {
-        self.find(name)
-            .map_or_else(|_| name.to_string(), |(stem, _)| stem.to_string())
+    /// The routine a director names `given` (`improv routines approve NAME`), as
+    /// [`Repertoire::find`] finds it, but `Err` ([`RoutineError::Ambiguous`], naming the files)
+    /// also when `given` is one file's stem and another file's `name`: `list` shows names, so
+    /// either could be meant.
+    pub fn find_named(&self, given: &str) -> Result<(&str, &Routine), RoutineError> {
+        let found = self.find(given)?;
+        let mut files: Vec<String> = self
+            .entries()
+            .filter(|(stem, r)| *stem == given || r.name == given)
+            .map(|(stem, _)| format!("{stem}.toml"))
+            .collect();
+        if files.len() > 1 {
+            files.sort();
+            return Err(RoutineError::Ambiguous {
+                name: given.to_string(),
+                dir: self.dir.clone(),
+                files,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Every routine with its file stem (`routines/STEM.toml`), in file order: what a caller
+    /// keeps to find or change that routine again, since two files may hold one `name`.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Routine)> {
+        self.stems.iter().map(String::as_str).zip(&self.routines)
+    }
+
+    /// The file stem [`Repertoire::update`] writes for `given`: [`Repertoire::find`]'s, or
+    /// `given` itself when it finds none (a file another writer may have made since this
+    /// repertoire was read). `Err` when several files hold the name `given`: writing any one
+    /// of them would be a guess.
+    fn stem_for(&self, given: &str) -> Result<String, RoutineError> {
+        match self.find(given) {
+            Ok((stem, _)) => Ok(stem.to_string()),
+            Err(RoutineError::NotFound { .. }) => Ok(given.to_string()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Keeps `routine`, read from `stem`'s file, as this repertoire's copy of it.
@@ -550,12 +584,16 @@ impl Repertoire {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Routine> {
-        self.routines.iter().find(|r| r.name == name)
+    /// The routine [`Repertoire::find`] finds for `given`; `None` when none or several are.
+    pub fn get(&self, given: &str) -> Option<&Routine> {
+        self.find(given).ok().map(|(_, r)| r)
     }
 
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut Routine> {
-        self.routines.iter_mut().find(|r| r.name == name)
+    /// [`Repertoire::get`], to change this repertoire's copy ([`Repertoire::save`] writes it).
+    pub fn get_mut(&mut self, given: &str) -> Option<&mut Routine> {
+        let stem = self.find(given).ok()?.0.to_string();
+        let i = self.stems.iter().position(|s| *s == stem)?;
+        self.routines.get_mut(i)
     }
 
     /// The approved routines.
@@ -565,19 +603,19 @@ impl Repertoire {
             .filter(|r| r.status == Status::Approved)
     }
 
-    /// The approved routine that performs `intent` without a model, and its parameters: the
-    /// most settled of those whose template matches and binds every parameter.
-    pub fn for_intent(&self, intent: &str) -> Option<(&Routine, BTreeMap<String, String>)> {
-        self.approved()
-            .filter(|r| r.replayable())
-            .filter_map(|r| r.bind(intent).map(|v| (r, v)))
-            .max_by_key(|(r, _)| (r.stability, r.provenance.performances.len()))
+    /// The approved routine that performs `intent` without a model, its file stem and its
+    /// parameters: the most settled of those whose template matches and binds every parameter.
+    pub fn for_intent(&self, intent: &str) -> Option<(&str, &Routine, BTreeMap<String, String>)> {
+        self.entries()
+            .filter(|(_, r)| r.status == Status::Approved && r.replayable())
+            .filter_map(|(stem, r)| r.bind(intent).map(|v| (stem, r, v)))
+            .max_by_key(|(_, r, _)| (r.stability, r.provenance.performances.len()))
     }
 
     /// Notes a performance of `intent` for every approved routine whose template matches it,
-    /// other than `chosen`, the one replayed (which notes its own outcome with
-    /// [`Routine::note_match`]): none of them served it. Writes each one noted; returns the
-    /// names of those retired by it (see [`Routine::note_match`]).
+    /// other than the one in the file stem `chosen`, the one replayed (which notes its own
+    /// outcome with [`Routine::note_match`]): none of them served it. Writes each one noted;
+    /// returns the file stems of those retired by it (see [`Routine::note_match`]).
     pub fn note_unserved(
         &mut self,
         intent: &str,
@@ -588,16 +626,13 @@ impl Repertoire {
         let matches = |routine: &Routine| {
             routine.status == Status::Approved
                 && routine.replayable()
-                && Some(routine.name.as_str()) != chosen
                 && routine.bind(intent).is_some()
         };
         let mut retired = Vec::new();
         let candidates: Vec<String> = self
-            .routines
-            .iter()
-            .zip(&self.stems)
-            .filter(|(r, _)| matches(r))
-            .map(|(_, stem)| stem.clone())
+            .entries()
+            .filter(|(stem, r)| Some(*stem) != chosen && matches(r))
+            .map(|(stem, _)| stem.to_string())
             .collect();
         for name in candidates {
             // Decided again on the file as it is now: another writer may have counted,
@@ -620,13 +655,14 @@ impl Repertoire {
     /// `change` is run on the file's current content (again, when the file changes before
     /// the write; see [`crate::file`]) and returns whether it changed anything; if so the
     /// file is rewritten. This repertoire's copy becomes the file's. `Ok(false)` when the
-    /// routine has no file (any more).
+    /// routine has no file (any more); `Err` when `name` is no file's stem and several files
+    /// hold that name (pass the stem, from [`Repertoire::entries`] or [`Repertoire::find`]).
     pub fn update(
         &mut self,
         name: &str,
         mut change: impl FnMut(&mut Routine) -> bool,
     ) -> Result<bool, RoutineError> {
-        let stem = self.stem_for(name);
+        let stem = self.stem_for(name)?;
         let path = self.dir.join(format!("{stem}.toml"));
         let mut result = None;
         file::update(&self.dir, &stem, |bytes| {
@@ -657,7 +693,7 @@ impl Repertoire {
     }
 
     /// Retires the approved routines unused for `after` by `now`, writing each file (with why)
-    /// and every routine whose clock started now; returns the names of those retired.
+    /// and every routine whose clock started now; returns the file stems of those retired.
     pub fn retire_unused(
         &mut self,
         now: OffsetDateTime,
@@ -728,15 +764,12 @@ impl Repertoire {
         })
     }
 
-    /// Writes one routine back.
-    pub fn save(&self, name: &str) -> Result<PathBuf, RoutineError> {
-        match self.get(name) {
-            Some(r) => r.write(&self.dir),
-            None => Err(RoutineError::NotFound {
-                name: name.to_string(),
-                dir: self.dir.clone(),
-            }),
-        }
+    /// Writes one routine back to the file it was read from, found as [`Repertoire::find`]
+    /// finds `given`.
+    pub fn save(&self, given: &str) -> Result<PathBuf, RoutineError> {
+        let (stem, routine) = self.find(given)?;
+        let text = routine.to_toml()?;
+        file::update(&self.dir, stem, |_| Ok(Decision::Write(text.clone())))
     }
 }
 
@@ -998,6 +1031,41 @@ mod tests {
         assert_eq!(
             (other.status, other.record.unserved_matches),
             (Status::Approved, 0)
+        );
+    }
+
+    #[test]
+    fn two_files_holding_one_name_are_changed_by_stem_and_the_name_alone_is_an_error() {
+        // A director copied `write-file.toml` to `copy.toml` to edit it: both say
+        // `name = "write-file"`.
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join(DIR);
+        routine().write(&folder).unwrap();
+        std::fs::copy(folder.join("write-file.toml"), folder.join("copy.toml")).unwrap();
+        std::fs::rename(folder.join("write-file.toml"), folder.join("original.toml")).unwrap();
+        let mut repertoire = Repertoire::open(dir.path()).unwrap();
+        let err = repertoire.update("write-file", |_| true).unwrap_err();
+        assert!(
+            matches!(&err, RoutineError::Ambiguous { files, .. } if files.len() == 2),
+            "{err}"
+        );
+        assert!(!folder.join("write-file.toml").exists(), "no file guessed");
+        assert!(
+            repertoire
+                .update("copy", |r| {
+                    r.description = "edited".into();
+                    true
+                })
+                .unwrap()
+        );
+        repertoire.get_mut("original").unwrap().description = "saved".into();
+        repertoire.save("original").unwrap();
+        let kept = Repertoire::open(dir.path()).unwrap();
+        assert_eq!(kept.find("copy").unwrap().1.description, "edited");
+        assert_eq!(kept.find("original").unwrap().1.description, "saved");
+        assert!(
+            !folder.join("write-file.toml").exists(),
+            "saved by its file"
         );
     }
 

@@ -397,6 +397,46 @@ async fn an_approved_routine_unused_longer_than_retire_after_is_retired_and_not_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_recorded_in_the_file_replayed_not_the_file_named_like_the_routine() {
+    let server = MockServer::start(Vec::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    stage(d, &server, "");
+    let name = learned(d, &server).await;
+    approve(d, &name);
+    // `deploy.toml` holds the approved routine `name`; `name.toml` now holds another
+    // routine, `other`, only proposed: the replay is deploy.toml's.
+    let folder = d.join("routines");
+    let original = folder.join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&original).unwrap();
+    std::fs::write(folder.join("deploy.toml"), &text).unwrap();
+    let other = text
+        .replace(&format!("name = \"{name}\""), "name = \"other\"")
+        .replace("status = \"approved\"", "status = \"proposed\"");
+    assert_ne!(other, text);
+    std::fs::write(&original, other).unwrap();
+
+    let before = server.requests().len();
+    let (summary, events) = perform(d, "Greet Dora in greeting.txt").await;
+    assert_eq!(summary.outcome, Outcome::Converged, "{}", summary.reason);
+    assert_eq!(
+        server.requests().len(),
+        before,
+        "replayed with no model request"
+    );
+    assert!(kinds(&events).contains(&"routine_started"));
+    let repertoire = Repertoire::open(d).unwrap();
+    let deploy = repertoire.find("deploy").unwrap().1;
+    assert_eq!(deploy.record.uses, 1, "the file replayed keeps its record");
+    let named = repertoire.find(&name).unwrap().1;
+    assert_eq!(named.name, "other");
+    assert_eq!(
+        named.record.uses, 0,
+        "the file named like it is not touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_longer_than_the_tool_call_budget_stops_at_the_limit() {
     let server = MockServer::start(Vec::new()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
