@@ -19,4 +19,5 @@ mod ops;
 mod ops_fleet;
 mod routines;
 mod schemathesis;
+mod stored_shutdown;
 mod token;
