@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what improv-serve's tests need on a fresh Debian machine, and nothing else:
 #   - chromium and chromium-driver: the end-to-end browser test (tests/all/browser.rs);
-#   - python3 with the official `openai` package: the client tests (tests/openai_python*.rs);
+#   - python3 with the official `openai` package: the client tests (tests/all/openai_python*.rs);
 #   - schemathesis (`st`): the OpenAPI document against the server (tests/all/schemathesis.rs);
 #   - node and the official MCP TypeScript SDK, which improv-mcp's setup installs under
 #     crates/improv-mcp/tests/servers: the /mcp client test (tests/all/mcp_http_errors.rs).

@@ -43,7 +43,7 @@ pub fn run(stage: &Stage, command: Option<RoutinesCommand>) -> Result<ExitCode> 
         RoutinesCommand::List { json } => list(stage, json),
         RoutinesCommand::Show { name } => {
             let repertoire = Repertoire::open(&stage.dir)?;
-            print!("{}", repertoire.find(&name)?.1.to_toml()?);
+            print!("{}", repertoire.find_named(&name)?.1.to_toml()?);
             Ok(ExitCode::SUCCESS)
         }
         RoutinesCommand::Approve { name } => decide(stage, &name, Status::Approved),
@@ -65,7 +65,7 @@ pub fn run(stage: &Stage, command: Option<RoutinesCommand>) -> Result<ExitCode> 
         RoutinesCommand::Export { name, to } => {
             let repertoire = Repertoire::open(&stage.dir)?;
             // Named after its file: a file name already, checked when it was read.
-            let (stem, r) = repertoire.find(&name)?;
+            let (stem, r) = repertoire.find_named(&name)?;
             let dir = to.unwrap_or_else(|| stage.dir.join("skills")).join(stem);
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -91,13 +91,21 @@ fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
             repertoire.dir.display()
         );
     }
-    for r in &repertoire.routines {
+    for (stem, r) in repertoire.entries() {
         if json {
-            println!("{}", r.summary());
+            let mut summary = r.summary();
+            summary["file"] = format!("{stem}.toml").into();
+            println!("{summary}");
         } else {
+            // The file too when it is not named like the routine: commands take either.
+            let name = if stem == r.name {
+                r.name.clone()
+            } else {
+                format!("{} ({stem}.toml)", r.name)
+            };
             println!(
                 "{:<24} {:<9} {:<9} {} steps · {} runs · {} uses, {} fallbacks · {}",
-                r.name,
+                name,
                 r.status.as_str(),
                 r.stability.as_str(),
                 r.steps.len(),
@@ -117,8 +125,9 @@ fn list(stage: &Stage, json: bool) -> Result<ExitCode> {
 fn decide(stage: &Stage, name: &str, status: Status) -> Result<ExitCode> {
     let mut repertoire = Repertoire::open(&stage.dir)?;
     let dir = repertoire.dir.clone();
-    // By its file: `NAME.toml`, or the one routine named NAME inside its file.
-    let stem = repertoire.find(name)?.0.to_string();
+    // By its file: `NAME.toml`, or the one routine named NAME inside its file; an error
+    // naming the files when NAME could be either.
+    let stem = repertoire.find_named(name)?.0.to_string();
     // Decided on the file under its lock, so a performance noting a match at the same time
     // neither loses this decision nor has its count lost (review L3).
     let found = repertoire.update(&stem, |r| {

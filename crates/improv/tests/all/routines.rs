@@ -1,7 +1,8 @@
 //! `improv routines` and `improv run` with routines, through the real binary and the OpenAI
 //! mock: two converged runs propose a routine, the director approves it, the next matching run
 //! sends the mock no request; a routine exports as SKILL.md; a broken routine file is named with
-//! its line; a routine is decided by its file name.
+//! its line; a routine is decided by its file name, and a name that could mean two files is
+//! refused naming both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -154,8 +155,6 @@ async fn a_routine_is_decided_by_its_file_name_and_an_ambiguous_name_says_which_
     std::fs::write(routines.join("x1.toml"), routine_file("twice", "03")).unwrap();
     std::fs::write(routines.join("x2.toml"), routine_file("twice", "04")).unwrap();
 
-    let said = ok(d, &["routines", "approve", "build"]).await;
-    assert!(said.contains("build is approved"), "{said}");
     let status = |file: &str| {
         let text = std::fs::read_to_string(routines.join(file)).unwrap();
         text.lines()
@@ -163,10 +162,25 @@ async fn a_routine_is_decided_by_its_file_name_and_an_ambiguous_name_says_which_
             .unwrap()
             .to_string()
     };
+    // `build` is build.toml's file name and deploy.toml's routine: refused, naming both.
+    let mut cmd = improv(d);
+    cmd.args(["routines", "approve", "build"]);
+    let out = run(cmd).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("build.toml, deploy.toml"), "{err}");
+    assert_eq!(status("build.toml"), "status = \"proposed\"");
+    assert_eq!(status("deploy.toml"), "status = \"proposed\"");
+    let said = ok(d, &["routines", "approve", "other"]).await;
+    assert!(said.contains("build is approved"), "{said}");
     assert_eq!(status("build.toml"), "status = \"approved\"");
     assert_eq!(status("deploy.toml"), "status = \"proposed\"");
     ok(d, &["routines", "retire", "deploy"]).await;
     assert_eq!(status("deploy.toml"), "status = \"retired\"");
+    // `list` shows the file beside a routine not named like it.
+    let listed = ok(d, &["routines", "list"]).await;
+    assert!(listed.contains("build (deploy.toml)"), "{listed}");
+    assert!(listed.contains("other (build.toml)"), "{listed}");
 
     let mut cmd = improv(d);
     cmd.args(["routines", "reject", "twice"]);
