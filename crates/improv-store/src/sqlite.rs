@@ -1425,4 +1425,32 @@ mod tests {
         let plan = plan(END_STOPPED, params![0i64, STOPPED_UNHELD]);
         assert!(plan.contains("performances_stopping"), "{plan}");
     }
+
+    /// Not a test: how long [`END_STOPPED`] takes at 8,000 leased and none stopped, with and
+    /// without its index:
+    /// `cargo test -p improv-store --lib claim_stop_cost -- --ignored --nocapture --test-threads=1`
+    #[test]
+    #[ignore = "a measurement, printed"]
+    fn claim_stop_cost() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate("memory", &mut conn).unwrap();
+        conn.execute_batch(
+            "WITH RECURSIVE n(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM n WHERE n < 8000) \
+             INSERT INTO performances (id, stage, intent, origin, state, worker, lease_expires, \
+             created_at, updated_at) SELECT 'p' || n, 's', 'i', 'cli', 'leased', 'w', \
+             4000000000000, n, n FROM n",
+        )
+        .unwrap();
+        let now = now_millis();
+        for label in ["with performances_stopping", "without"] {
+            let start = Instant::now();
+            for _ in 0..2000 {
+                let mut statement = conn.prepare_cached(END_STOPPED).unwrap();
+                statement.execute(params![now, STOPPED_UNHELD]).unwrap();
+            }
+            println!("END_STOPPED {label}: {:?} a claim", start.elapsed() / 2000);
+            conn.execute_batch("DROP INDEX IF EXISTS performances_stopping")
+                .unwrap();
+        }
+    }
 }
