@@ -1075,3 +1075,67 @@ async fn a_cancelled_mcp_perform_stops_the_workers_performance_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     a_cancelled_mcp_perform_stops_the_workers_performance(sqlite(dir.path())).await;
 }
+
+/// A server that stops (SIGTERM, as a restart does) while a chat client streams leaves the
+/// chat's performance to its worker: closing the client's connection then is not the client
+/// leaving, so nothing is stopped, and the worker finishes it. End to end with the binaries;
+/// the server's exit often outruns the stop it would spawn, so the in-process
+/// `stored_shutdown` test of improv-serve is the one that fails without the shutdown check.
+async fn a_server_restart_leaves_a_chats_performance_to_its_worker(store: String) {
+    let replies = vec![
+        held_until_go(),
+        openai_chat::text("finished after the restart"),
+    ];
+    let fixture = Fixture::new(store, replies, "").await;
+    let (serve, api) = fixture.serve();
+    let _worker = fixture.worker();
+    let body = serde_json::json!({
+        "model": "indexed",
+        "messages": [{"role": "user", "content": "wait for the director"}],
+        "stream": true,
+    });
+    let response = api
+        .http
+        .post(format!("{}/v1/chat/completions", api.url))
+        .bearer_auth(&api.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let id = response.headers()["x-improv-performance"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    fixture.wait_for_file("started").await;
+    // SIGTERM; once the server stopped listening it is stopping: the client hangs up then, as
+    // one whose server goes away may (the server cannot tell that from a client leaving).
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    unsafe {
+        libc::kill(serve.0.id() as i32, libc::SIGTERM);
+    }
+    let addr = api.url.trim_start_matches("http://").to_string();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the server never stopped listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(response);
+    // Wait for the server to exit (the connections it still had closed).
+    tokio::task::block_in_place(|| drop(serve));
+    // A stop the server wrote would reach the worker within this.
+    tokio::time::sleep(STOP_REACHES / 2).await;
+    std::fs::write(fixture.path("go"), "").unwrap();
+    let record = fixture.wait_finished(&id).await;
+    assert_eq!(record.outcome, Some(Outcome::Done), "{}", record.reason);
+    assert_eq!(fixture.model.requests().len(), 2, "the worker asked on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_leaves_a_chats_performance_to_its_worker_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_server_restart_leaves_a_chats_performance_to_its_worker(sqlite(dir.path())).await;
+}
