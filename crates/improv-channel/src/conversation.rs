@@ -8,8 +8,8 @@
 //! The claim has a state, `claimed` → `started` → `done` ([`Claim`]), and a claimed message is
 //! kept in the door's pending list until its performance starts, so a message accepted by a
 //! process that died before performing it is not lost: a door's listener, once up and then every
-//! minute, retakes the claims that never started ([`ChatDoor::retake`]), each once, a few at a
-//! time. A message whose performance had
+//! minute, retakes the claims that never started ([`ChatDoor::retake`]), each once and taken over
+//! just before it is performed, a thread's in order, a few threads at a time. A message whose performance had
 //! started is not retaken (its performance may have replied already; it was logged and ends
 //! `interrupted`). The window left: a death between the claim and its pending entry (two
 //! writes) loses that message. The pending list is one store value that processes on one store
@@ -41,6 +41,7 @@ use improv_kernel::{Observer, Outcome, Prop};
 use improv_store::{OutboxKey, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
 
 const THREAD_SCOPE: &str = "door.thread";
 const SEEN_SCOPE: &str = "door.inbound";
@@ -258,25 +259,36 @@ impl ChatDoor {
         Ok(target)
     }
 
+    /// [`ChatDoor::retake_until`] for a caller that never stops it midway.
+    pub async fn retake(&self, grace: Duration) -> Result<Vec<Handled>, ChannelError> {
+        self.retake_until(grace, &CancellationToken::new()).await
+    }
+
     /// Performs the claims of this door that never started and are older than `grace` (a
     /// process died between accepting them and performing them, or a Discord command was
-    /// deferred while a door drained), each once, up to [`RETAKE_AT_ONCE`] at a time (and no more
-    /// than the door's `max_running`). Returns what became of each.
-    pub async fn retake(&self, grace: Duration) -> Result<Vec<Handled>, ChannelError> {
-        let taken = self.take_pending(grace).await?;
+    /// deferred while a door drained), each once. Each is taken over just before it is
+    /// performed, so a process that dies midway leaves the rest pending for the next one; no
+    /// more are taken than the gate has free places (the rest wait for the next look rather
+    /// than be turned away as busy); a thread's messages run in the order they came, threads
+    /// side by side, up to [`RETAKE_AT_ONCE`] (and the door's `max_running`). Once `cancel`
+    /// fires nothing more is taken: the ones under way run to their end, the rest stay pending.
+    /// Returns what became of each one performed.
+    pub async fn retake_until(
+        &self,
+        grace: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Handled>, ChannelError> {
+        let mut due = self.due(grace).await?;
+        due.truncate(self.gate.free());
         let at_once = RETAKE_AT_ONCE.min(self.gate.max_running().max(1) as usize);
-        let results: Vec<_> = futures::stream::iter(taken)
-            .map(|(seen, inbound, version)| async move {
-                tracing::info!(door = %self.door, "retaking a message accepted but never performed ({seen})");
-                let handled = self.claimed(&seen, &inbound, version).await;
-                (seen, handled)
-            })
+        let results: Vec<_> = futures::stream::iter(by_thread(&self.door, due))
+            .map(|thread| self.retake_thread(thread, cancel))
             .buffer_unordered(at_once)
             .collect()
             .await;
         // Each retaken message runs to its end: one that fails does not cut the others short.
         let mut handled = Vec::new();
-        for (seen, result) in results {
+        for (seen, result) in results.into_iter().flatten() {
             match result {
                 Ok(h) => handled.push(h),
                 Err(e) => {
@@ -287,57 +299,90 @@ impl ChatDoor {
         Ok(handled)
     }
 
-    /// Takes over the claims of this door that never started and are older than `grace`: each
-    /// with its message and the version of its claim this process now holds.
-    async fn take_pending(
+    /// Takes over and performs one thread's due messages in turn, until `cancel` fires or one
+    /// cannot be taken over (the store failed: the rest stay pending).
+    async fn retake_thread(
         &self,
-        grace: Duration,
-    ) -> Result<Vec<(String, Inbound, i64)>, ChannelError> {
+        thread: Vec<(String, Inbound)>,
+        cancel: &CancellationToken,
+    ) -> Vec<(String, Result<Handled, ChannelError>)> {
+        let mut results = Vec::new();
+        for (seen, inbound) in thread {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let version = match self.take_over(&seen).await {
+                Ok(Some(version)) => version,
+                Ok(None) => continue,
+                Err(e) => {
+                    results.push((seen, Err(e)));
+                    break;
+                }
+            };
+            tracing::info!(door = %self.door, "retaking a message accepted but never performed ({seen})");
+            let handled = self.claimed(&seen, &inbound, version).await;
+            results.push((seen, handled));
+        }
+        results
+    }
+
+    /// The pending messages of this door older than `grace`, oldest first; one that cannot be
+    /// read back is taken off the list (logged).
+    async fn due(&self, grace: Duration) -> Result<Vec<(String, Inbound)>, ChannelError> {
         let pending = self.store.get(PENDING_SCOPE, &self.door).await?;
         let Some(pending) = pending.as_ref().and_then(|v| v.as_object()) else {
             return Ok(Vec::new());
         };
         let due = unix_now().saturating_sub(grace.as_secs());
-        let mut taken = Vec::new();
+        let mut found = Vec::new();
         for (seen, entry) in pending {
-            if entry["at"].as_u64().is_none_or(|at| at > due) {
-                continue;
-            }
-            // Off the list first: whatever happens next, it is retaken once.
-            self.pend(seen, None).await?;
-            let Some(state) = self.store.get_versioned(SEEN_SCOPE, seen).await? else {
+            let Some(at) = entry["at"].as_u64().filter(|at| *at <= due) else {
                 continue;
             };
-            if Claim::of(&state.value) != Claim::Claimed {
-                continue;
-            }
-            // Two servers restarting on one store both find it pending: one retakes it.
-            let first = serde_json::json!({ "at": unix_now() });
-            if !self.store.put(RETAKE_SCOPE, seen, &first, true).await? {
-                continue;
-            }
-            // The claim changes hands: the handler that took it first (stuck in this process
-            // since before a reload, or in a process still alive) can no longer start it.
-            let taken_over = self
-                .store
-                .put_if(
-                    SEEN_SCOPE,
-                    seen,
-                    Some(state.version),
-                    &Claim::Claimed.value(),
-                )
-                .await?;
-            if !taken_over {
-                continue;
-            }
             match serde_json::from_value::<Inbound>(entry["inbound"].clone()) {
-                Ok(inbound) => taken.push((seen.clone(), inbound, state.version + 1)),
+                Ok(inbound) => found.push((at, seen.clone(), inbound)),
                 Err(e) => {
-                    tracing::error!(door = %self.door, "a pending message ({seen}) cannot be read back: {e}")
+                    tracing::error!(door = %self.door, "a pending message ({seen}) cannot be read back: {e}");
+                    self.pend(seen, None).await?;
                 }
             }
         }
-        Ok(taken)
+        found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        Ok(found
+            .into_iter()
+            .map(|(_, seen, inbound)| (seen, inbound))
+            .collect())
+    }
+
+    /// Takes over `seen`'s claim if it never started: off the pending list, its one-time
+    /// retake record written, and its claim moved to a version this process holds (returned).
+    /// `None` when it started meanwhile or another process took it.
+    async fn take_over(&self, seen: &str) -> Result<Option<i64>, ChannelError> {
+        // Off the list first: whatever happens next, it is retaken once.
+        self.pend(seen, None).await?;
+        let Some(state) = self.store.get_versioned(SEEN_SCOPE, seen).await? else {
+            return Ok(None);
+        };
+        if Claim::of(&state.value) != Claim::Claimed {
+            return Ok(None);
+        }
+        // Two servers restarting on one store both find it pending: one retakes it.
+        let first = serde_json::json!({ "at": unix_now() });
+        if !self.store.put(RETAKE_SCOPE, seen, &first, true).await? {
+            return Ok(None);
+        }
+        // The claim changes hands: the handler that took it first (stuck in this process
+        // since before a reload, or in a process still alive) can no longer start it.
+        let taken_over = self
+            .store
+            .put_if(
+                SEEN_SCOPE,
+                seen,
+                Some(state.version),
+                &Claim::Claimed.value(),
+            )
+            .await?;
+        Ok(taken_over.then_some(state.version + 1))
     }
 
     /// The store's key for `inbound`'s claim.
@@ -642,6 +687,21 @@ impl ChatDoor {
         }
         Ok(())
     }
+}
+
+/// `due` grouped by thread, each group in its order, the groups in the order of their first.
+fn by_thread(door: &str, due: Vec<(String, Inbound)>) -> Vec<Vec<(String, Inbound)>> {
+    let mut groups: Vec<Vec<(String, Inbound)>> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for (seen, inbound) in due {
+        let key = thread_key(door, &inbound);
+        let at = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push((seen, inbound));
+    }
+    groups
 }
 
 /// The thread a message belongs to: the chat (Telegram, Discord channel) or the Slack thread.

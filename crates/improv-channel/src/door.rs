@@ -129,8 +129,8 @@ pub const RETAKE_EVERY: Duration = Duration::from_secs(60);
 /// Once the door has been up for [`RETAKE_GRACE`], and then every `every`, performs the
 /// messages a process that died (or a draining one that deferred them) had accepted and never
 /// performed ([`ChatDoor::retake`]); a door closed before then retakes nothing (its next start
-/// will). Await the handle before the door is gone: the messages retaken are performed to
-/// their end.
+/// will). Once `cancel` fires no more are taken (the rest stay pending for the next server);
+/// await the handle before the door is gone: the ones taken are performed to their end.
 pub fn retake(door: Arc<ChatDoor>, every: Duration, cancel: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut wait = RETAKE_GRACE;
@@ -139,7 +139,7 @@ pub fn retake(door: Arc<ChatDoor>, every: Duration, cancel: CancellationToken) -
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
             }
-            if let Err(e) = door.retake(RETAKE_GRACE).await {
+            if let Err(e) = door.retake_until(RETAKE_GRACE, &cancel).await {
                 tracing::error!(door = %door.door, "the messages accepted and never performed were not retaken: {e}");
             }
             wait = every;

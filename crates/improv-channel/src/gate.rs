@@ -139,6 +139,11 @@ impl Gate {
         self.limits.max_running
     }
 
+    /// How many more of the door's performances may start now.
+    pub fn free(&self) -> usize {
+        self.running.available_permits()
+    }
+
     /// A place for one more performance of `inbound`'s, or `None` while `max_running` of
     /// them run. Once it starts, its sender may be told of a limit again.
     pub fn start(&self, inbound: &Inbound) -> Option<Running> {

@@ -487,8 +487,9 @@ async fn an_edit_whose_answer_was_lost_is_not_posted_again_after_the_token_expir
     ));
 }
 
-/// Deferred commands are retaken side by side: two whose performances each wait for the
-/// other both finish (retaken one after another, the first would wait for ever).
+/// Deferred commands of different channels are retaken side by side: two whose performances
+/// each wait for the other both finish (retaken one after another, the first would wait for
+/// ever). One channel's commands are retaken in turn, in the order they came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_commands_are_retaken_side_by_side() {
     let fake = Fake::start(Kind::Discord, TOKEN).await;
@@ -503,7 +504,8 @@ async fn deferred_commands_are_retaken_side_by_side() {
             &format!("118000000000000003{n}"),
             &format!("side-{n}"),
             "go",
-        );
+        )
+        .replace(CHANNEL, &format!("{CHANNEL}{n}"));
         assert_eq!(arrive_during_drain(&first, &body, now_s()).await["type"], 5);
     }
     let meeting = Arc::new(Silent {

@@ -14,4 +14,5 @@ mod failures;
 mod inbound;
 mod limits;
 mod outbox;
+mod retake;
 mod send;

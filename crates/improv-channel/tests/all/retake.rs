@@ -1,0 +1,224 @@
+//! How a door retakes the messages a process accepted and never performed: each is taken over
+//! just before it is performed, so a retake stopped midway (the door draining, or the process
+//! killed) leaves the rest pending for the next one; and no more are taken than the gate has
+//! free places, so a busy door leaves them pending instead of turning them away as busy.
+
+use crate::common::KernelPerformer;
+use crate::common::fake::{Fake, Kind};
+use crate::common::store::TestStore;
+use async_trait::async_trait;
+use improv_channel::ChannelError;
+use improv_channel::conversation::{ChatDoor, Handled, Performed, Performer, Request};
+use improv_channel::gate::{Gate, Limits};
+use improv_channel::outbox::{Outbox, Retry};
+use improv_channel::telegram::Telegram;
+use improv_channel::{Channel, Inbound};
+use improv_kernel::ScriptedTurn;
+use improv_store::{Store, StoreError, StoreLayer};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "123456:test-token";
+
+/// The store of a process that dies as its claim would be marked started: that write and
+/// every one after it fail, leaving the claim pending.
+struct DiesBeforeStart {
+    inner: TestStore,
+    dead: AtomicBool,
+}
+
+impl DiesBeforeStart {
+    fn check(&self, value: &serde_json::Value) -> Result<(), StoreError> {
+        if value["state"] == "started" {
+            self.dead.store(true, SeqCst);
+        }
+        if self.dead.load(SeqCst) {
+            return Err(StoreError::Unavailable {
+                store: "test".into(),
+                message: "the process died here".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StoreLayer for DiesBeforeStart {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+    async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        self.check(value)?;
+        Store::put(&self.inner, scope, key, value, only_if_absent).await
+    }
+    async fn put_if(
+        &self,
+        scope: &str,
+        key: &str,
+        expected: Option<i64>,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.check(value)?;
+        Store::put_if(&self.inner, scope, key, expected, value).await
+    }
+}
+
+/// Performs with `inner`, then cancels `cancel`: the door starts draining while its first
+/// retaken message is performed.
+struct CancelsOnPerform {
+    inner: Arc<KernelPerformer>,
+    cancel: CancellationToken,
+}
+
+#[async_trait]
+impl Performer for CancelsOnPerform {
+    async fn perform(&self, request: Request) -> Result<Performed, ChannelError> {
+        let performed = self.inner.perform(request).await;
+        self.cancel.cancel();
+        performed
+    }
+}
+
+fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<dyn Performer>) -> ChatDoor {
+    let client = Arc::new(Telegram::new(TOKEN, Some(&fake.base)).unwrap());
+    ChatDoor {
+        door: "chat".into(),
+        store: store.clone(),
+        gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
+        outbox: Arc::new(Outbox::new(store, "chat", client, Retry::default())),
+        performer,
+    }
+}
+
+fn message(id: &str) -> Inbound {
+    Inbound {
+        platform: Channel::Telegram,
+        conversation: "42".into(),
+        thread: None,
+        message_id: id.into(),
+        sender_id: "1001".into(),
+        sender_name: Some("@alice".into()),
+        text: format!("task {id}"),
+    }
+}
+
+fn replies(text: &str) -> Vec<ScriptedTurn> {
+    vec![
+        ScriptedTurn::call("reply", json!({ "text": text })),
+        ScriptedTurn::say("done"),
+    ]
+}
+
+/// Leaves messages `ids` of one chat claimed and never performed in `file`, as processes
+/// that died between claim and start would.
+async fn leave_pending(fake: &Fake, file: &TestStore, ids: &[&str]) {
+    for id in ids {
+        let dying = Arc::new(DiesBeforeStart {
+            inner: file.reopen(),
+            dead: AtomicBool::new(false),
+        });
+        let performer = Arc::new(KernelPerformer::new(Vec::new()));
+        let door = door(fake, dying, performer);
+        assert!(
+            door.handle(&message(id)).await.is_err(),
+            "dies before start"
+        );
+    }
+}
+
+/// How many messages the door's pending list holds.
+async fn pending(store: &dyn Store) -> usize {
+    store
+        .get("door.pending", "chat")
+        .await
+        .unwrap()
+        .and_then(|v| v.as_object().map(|o| o.len()))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_retake_cancelled_midway_leaves_the_untaken_messages_pending_for_the_next() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let file = TestStore::default();
+    leave_pending(&fake, &file, &["1", "2", "3"]).await;
+    let store: Arc<dyn Store> = Arc::new(file.reopen());
+    assert_eq!(pending(store.as_ref()).await, 3);
+
+    // One chat: its messages are retaken in turn; the door drains during the first.
+    // One performer for both doors: it keeps the thread's past, as the log would.
+    let performer = Arc::new(KernelPerformer::new(vec![
+        replies("one"),
+        replies("two"),
+        replies("three"),
+    ]));
+    let cancel = CancellationToken::new();
+    let draining = Arc::new(CancelsOnPerform {
+        inner: performer.clone(),
+        cancel: cancel.clone(),
+    });
+    let first = door(&fake, store.clone(), draining);
+    let retaken = first.retake_until(Duration::ZERO, &cancel).await.unwrap();
+    assert!(
+        matches!(retaken.as_slice(), [Handled::Performed(_)]),
+        "only the message under way when the door drained is performed: {retaken:?}"
+    );
+    assert_eq!(
+        pending(store.as_ref()).await,
+        2,
+        "the messages not yet taken stay pending"
+    );
+
+    let next = door(&fake, Arc::new(file.reopen()), performer.clone());
+    let retaken = next.retake(Duration::ZERO).await.unwrap();
+    assert_eq!(retaken.len(), 2, "{retaken:?}");
+    assert!(retaken.iter().all(|h| matches!(h, Handled::Performed(_))));
+    let sent: Vec<_> = fake
+        .wait_sent(3)
+        .await
+        .into_iter()
+        .map(|s| s.text)
+        .collect();
+    assert_eq!(
+        sent,
+        ["one", "two", "three"],
+        "once each, in the chat's order"
+    );
+    assert_eq!(pending(store.as_ref()).await, 0);
+}
+
+#[tokio::test]
+async fn a_door_with_no_free_place_retakes_nothing_and_leaves_it_pending() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let file = TestStore::default();
+    leave_pending(&fake, &file, &["1"]).await;
+
+    let performer = Arc::new(KernelPerformer::new(vec![replies("done now")]));
+    let busy = door(&fake, Arc::new(file.reopen()), performer.clone());
+    let held: Vec<_> = std::iter::from_fn(|| busy.gate.start(&message("0"))).collect();
+    assert!(!held.is_empty());
+    let retaken = busy.retake(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        retaken,
+        Vec::new(),
+        "nothing is taken while the door is full"
+    );
+    assert_eq!(performer.count(), 0);
+    assert_eq!(pending(busy.store.as_ref()).await, 1, "still pending");
+
+    drop(held);
+    let retaken = busy.retake(Duration::ZERO).await.unwrap();
+    assert!(
+        matches!(retaken.as_slice(), [Handled::Performed(_)]),
+        "{retaken:?}"
+    );
+    assert_eq!(fake.wait_sent(1).await[0].text, "done now");
+}
