@@ -48,6 +48,9 @@ pub struct ChannelListener;
 impl Listener for ChannelListener {
     async fn run(&self, ctx: DoorContext, cancel: CancellationToken) -> Result<(), DoorError> {
         let name = ctx.door.name.clone();
+        // The daemon watches `cancel` to start this door again after an error: only this run's
+        // own tasks are stopped when it ends.
+        let cancel = cancel.child_token();
         let failed = |e: ChannelError| DoorError::Listener {
             door: name.clone(),
             message: e.to_string(),

@@ -193,6 +193,9 @@ pub struct EmailListener;
 impl Listener for EmailListener {
     async fn run(&self, ctx: DoorContext, cancel: CancellationToken) -> Result<(), DoorError> {
         let name = ctx.door.name.clone();
+        // The daemon watches `cancel` to start this door again after an error: only this run's
+        // own tasks are stopped when it ends.
+        let cancel = cancel.child_token();
         let failed = |e: ChannelError| DoorError::Listener {
             door: name.clone(),
             message: e.to_string(),

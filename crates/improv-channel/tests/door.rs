@@ -240,3 +240,78 @@ api_base = "{}"
     assert!(entries[1].message.key.seq > entries[0].message.key.seq);
     assert!(entries.iter().all(|e| e.sent_id.is_some()));
 }
+
+/// The store of a PostgreSQL server restarting: reading the Telegram offset fails.
+struct OffsetUnavailable(TestStore);
+
+#[async_trait::async_trait]
+impl improv_store::StoreLayer for OffsetUnavailable {
+    fn inner(&self) -> &dyn improv_store::Store {
+        &self.0
+    }
+    async fn get(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, improv_store::StoreError> {
+        if scope == "telegram.offset" {
+            return Err(improv_store::StoreError::Unavailable {
+                store: "test".into(),
+                message: "the server is restarting".into(),
+            });
+        }
+        improv_store::Store::get(&self.0, scope, key).await
+    }
+}
+
+/// A listener that ends with an error leaves the daemon's token alone: the daemon's restart
+/// loop watches that token, and a cancelled one would keep the door shut until the process
+/// restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_fails_does_not_cancel_the_token_the_daemon_restarts_it_by() {
+    set_env();
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stage_file = dir.path().join("stage.toml");
+    std::fs::write(
+        &stage_file,
+        format!(
+            r#"[stage]
+name = "chat"
+intent = "Answer messages."
+
+[[actor]]
+name = "lead"
+role = "You answer chat messages."
+model = "scripted/script.json"
+props = []
+
+[[door]]
+name = "chat"
+channel = "telegram"
+token_env = "{TOKEN_ENV}"
+allow = ["@alice"]
+api_base = "{}"
+"#,
+            fake.base
+        ),
+    )
+    .unwrap();
+    let stage = Arc::new(Stage::load(&stage_file).unwrap());
+    let door = Arc::new(stage.doors[0].clone());
+    let listener = (improv_channel::door::listeners())(&door).unwrap();
+    let ctx = DoorContext {
+        stage: stage.clone(),
+        door,
+        store: Arc::new(OffsetUnavailable(TestStore::default())),
+        launcher: Arc::new(PerformLauncher),
+        clock: Arc::new(SystemClock),
+    };
+    let daemons = CancellationToken::new();
+    let ended = listener.run(ctx, daemons.clone()).await;
+    assert!(ended.is_err(), "the listener fails: {ended:?}");
+    assert!(
+        !daemons.is_cancelled(),
+        "the daemon's token is left alone, so the door is started again"
+    );
+}
