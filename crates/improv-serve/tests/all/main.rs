@@ -20,4 +20,5 @@ mod ops_fleet;
 mod routines;
 mod schemathesis;
 mod stored_shutdown;
+mod stored_store_errors;
 mod token;
