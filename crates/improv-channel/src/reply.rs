@@ -70,6 +70,16 @@ impl Deferred {
     pub fn take(&self) -> Option<Followup> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+
+    /// Gives back what an answer took and could not deliver (refused for good), so a later
+    /// answer, or the door's closing notice, can still edit it; kept only while none was taken
+    /// since.
+    pub fn put_back(&self, followup: Option<Followup>) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            *held = followup;
+        }
+    }
 }
 
 impl Target {
@@ -156,7 +166,11 @@ impl Prop for ReplyProp {
             Ok(Delivery::Unconfirmed) => {
                 Ok("sent; the platform did not confirm it, so do not send it again".into())
             }
-            Ok(Delivery::Refused(reason)) => Err(PropError::new(format!("not sent: {reason}"))),
+            Ok(Delivery::Refused(reason)) => {
+                // Nothing answered the deferred interaction: it stays for whoever answers next.
+                self.target.interaction.put_back(body.interaction);
+                Err(PropError::new(format!("not sent: {reason}")))
+            }
             Err(e) => {
                 tracing::warn!("reply queued: {e}");
                 Ok("queued: the platform is not answering; it will be sent when it is, do not send it again".into())

@@ -570,3 +570,33 @@ async fn a_running_door_retakes_a_command_deferred_after_it_started() {
     assert_eq!(sent[0].text, "Later, but answered.");
     assert_eq!(performer.count(), 1);
 }
+
+/// A reply the platform refuses for good (HTTP 400) leaves the deferred answer unanswered: it
+/// is not used up, so the door's closing notice still edits it instead of leaving "thinking".
+#[tokio::test]
+async fn a_refused_reply_leaves_the_deferred_answer_for_the_closing_notice() {
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let first = door(
+        &fake,
+        Arc::new(file.reopen()),
+        Arc::new(KernelPerformer::new(vec![])),
+    );
+    let body = command("1180000000000000077", "interaction-token-77", "status?");
+    assert_eq!(arrive_during_drain(&first, &body, now_s()).await["type"], 5);
+
+    let performer = Arc::new(KernelPerformer::new(vec![replies("refused text")]));
+    let next = door(&fake, Arc::new(file.reopen()), performer);
+    fake.fail_next(crate::common::fake::Fault::Status(400));
+    let retaken = next.retake(Duration::ZERO).await.unwrap();
+    assert!(
+        matches!(retaken.as_slice(), [Handled::Performed(_)]),
+        "{retaken:?}"
+    );
+    let sent = fake.wait_sent(1).await;
+    assert_eq!(
+        sent[0].conversation,
+        format!("webhooks/{APP}/interaction-token-77/messages/@original"),
+        "the closing notice edits the deferred answer: {sent:?}"
+    );
+}
