@@ -169,6 +169,18 @@ pub enum Handled {
     Duplicate,
 }
 
+/// What a retake found when it went to take over a pending message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TakeOver {
+    /// Taken: this process holds its claim at this version.
+    Taken(i64),
+    /// No longer waiting (performed, or started meanwhile): nothing to do for it.
+    NotClaimed,
+    /// Another process retakes it (its retake record was there first, or its claim changed
+    /// hands meanwhile).
+    HeldElsewhere,
+}
+
 /// One chat door: its gate, its outbox, and who performs.
 pub struct ChatDoor {
     pub door: String,
@@ -300,7 +312,8 @@ impl ChatDoor {
     }
 
     /// Takes over and performs one thread's due messages in turn, until `cancel` fires or one
-    /// cannot be taken over (the store failed: the rest stay pending).
+    /// cannot be taken over (another process holds it, or the store failed: the rest stay
+    /// pending).
     async fn retake_thread(
         &self,
         thread: Vec<(String, Inbound)>,
@@ -312,8 +325,11 @@ impl ChatDoor {
                 break;
             }
             let version = match self.take_over(&seen).await {
-                Ok(Some(version)) => version,
-                Ok(None) => continue,
+                Ok(TakeOver::Taken(version)) => version,
+                Ok(TakeOver::NotClaimed) => continue,
+                // The thread's next message needs this one's context: it waits for the next
+                // look rather than run before this one ends.
+                Ok(TakeOver::HeldElsewhere) => break,
                 Err(e) => {
                     results.push((seen, Err(e)));
                     break;
@@ -355,21 +371,20 @@ impl ChatDoor {
     }
 
     /// Takes over `seen`'s claim if it never started: off the pending list, its one-time
-    /// retake record written, and its claim moved to a version this process holds (returned).
-    /// `None` when it started meanwhile or another process took it.
-    async fn take_over(&self, seen: &str) -> Result<Option<i64>, ChannelError> {
+    /// retake record written, and its claim moved to a version this process holds.
+    async fn take_over(&self, seen: &str) -> Result<TakeOver, ChannelError> {
         // Off the list first: whatever happens next, it is retaken once.
         self.pend(seen, None).await?;
         let Some(state) = self.store.get_versioned(SEEN_SCOPE, seen).await? else {
-            return Ok(None);
+            return Ok(TakeOver::NotClaimed);
         };
         if Claim::of(&state.value) != Claim::Claimed {
-            return Ok(None);
+            return Ok(TakeOver::NotClaimed);
         }
         // Two servers restarting on one store both find it pending: one retakes it.
         let first = serde_json::json!({ "at": unix_now() });
         if !self.store.put(RETAKE_SCOPE, seen, &first, true).await? {
-            return Ok(None);
+            return Ok(TakeOver::HeldElsewhere);
         }
         // The claim changes hands: the handler that took it first (stuck in this process
         // since before a reload, or in a process still alive) can no longer start it.
@@ -382,7 +397,11 @@ impl ChatDoor {
                 &Claim::Claimed.value(),
             )
             .await?;
-        Ok(taken_over.then_some(state.version + 1))
+        Ok(if taken_over {
+            TakeOver::Taken(state.version + 1)
+        } else {
+            TakeOver::HeldElsewhere
+        })
     }
 
     /// The store's key for `inbound`'s claim.

@@ -222,3 +222,42 @@ async fn a_door_with_no_free_place_retakes_nothing_and_leaves_it_pending() {
     );
     assert_eq!(fake.wait_sent(1).await[0].text, "done now");
 }
+
+#[tokio::test]
+async fn a_message_held_by_another_process_stops_its_thread_until_the_next_look() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let file = TestStore::default();
+    leave_pending(&fake, &file, &["1", "2"]).await;
+    let store: Arc<dyn Store> = Arc::new(file.reopen());
+    let listed = store.get("door.pending", "chat").await.unwrap().unwrap();
+    let first = listed
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|seen| seen.ends_with("/1"))
+        .unwrap()
+        .clone();
+    // Another process on the same store retakes message 1: its retake record is there first.
+    let elsewhere = json!({ "at": 0 });
+    assert!(
+        store
+            .put("door.retake", &first, &elsewhere, true)
+            .await
+            .unwrap()
+    );
+
+    let performer = Arc::new(KernelPerformer::new(vec![replies("two")]));
+    let door = door(&fake, store.clone(), performer.clone());
+    let retaken = door.retake(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        retaken,
+        Vec::new(),
+        "message 2 waits for message 1, held elsewhere"
+    );
+    assert_eq!(performer.count(), 0, "nothing performed");
+    assert_eq!(
+        pending(store.as_ref()).await,
+        1,
+        "message 2 stays pending for the next look"
+    );
+}
