@@ -196,6 +196,8 @@ impl Listener for EmailListener {
         // The daemon watches `cancel` to start this door again after an error: only this run's
         // own tasks are stopped when it ends.
         let cancel = cancel.child_token();
+        // This run's tasks stop however it ends, even if its future is dropped midway.
+        let _stop_tasks = cancel.clone().drop_guard();
         let failed = |e: ChannelError| DoorError::Listener {
             door: name.clone(),
             message: e.to_string(),
@@ -221,6 +223,9 @@ impl Listener for EmailListener {
         let email = &email;
         let smtp = smtp::Smtp::new(&name, email, Some(login.clone()), ctx.store.clone())
             .map_err(failed)?;
+        // Every step that can fail comes before the tasks below are spawned: a return after
+        // them would leave them running, four more at each restart of the door.
+        let inbox = imap::Inbox::new(&name, email, login).map_err(failed)?;
         let door = crate::door::chat_door(&ctx, config, Arc::new(smtp));
         let retry = tokio::spawn({
             let (outbox, cancel) = (door.outbox.clone(), cancel.clone());
@@ -238,7 +243,6 @@ impl Listener for EmailListener {
             email.thread_days,
             cancel.clone(),
         ));
-        let inbox = imap::Inbox::new(&name, email, login).map_err(failed)?;
         let result = imap::listen(&inbox, &door, cancel.clone()).await;
         cancel.cancel();
         let _ = retaking.await;
