@@ -58,8 +58,8 @@ pub enum RoutineError {
     },
     #[error(
         "`{name}` could mean several routines in {}: {} (a file `{name}.toml`, or routines \
-         named `{name}` inside their files); name one by its file (without `.toml`), or rename \
-         one inside its file",
+         named `{name}` inside their files); name one by its file, as listed (`STEM.toml`), \
+         or rename one inside its file",
         dir.display(),
         files.join(", ")
     )]

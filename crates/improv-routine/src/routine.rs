@@ -536,8 +536,17 @@ impl Repertoire {
     /// The routine a director names `given` (`improv routines approve NAME`), as
     /// [`Repertoire::find`] finds it, but `Err` ([`RoutineError::Ambiguous`], naming the files)
     /// also when `given` is one file's stem and another file's `name`: `list` shows names, so
-    /// either could be meant.
+    /// either could be meant. `STEM.toml` names the routine in that file and nothing else: the
+    /// address that stays unambiguous when files hold each other's names.
     pub fn find_named(&self, given: &str) -> Result<(&str, &Routine), RoutineError> {
+        if let Some(stem) = given.strip_suffix(".toml") {
+            return self.entries().find(|(s, _)| *s == stem).ok_or_else(|| {
+                RoutineError::NotFound {
+                    name: given.to_string(),
+                    dir: self.dir.clone(),
+                }
+            });
+        }
         let found = self.find(given)?;
         let mut files: Vec<String> = self
             .entries()
@@ -1067,6 +1076,36 @@ mod tests {
             !folder.join("write-file.toml").exists(),
             "saved by its file"
         );
+    }
+
+    #[test]
+    fn a_file_named_with_toml_is_found_when_files_hold_each_others_names() {
+        // `a.toml` holds the routine named `b`, and `b.toml` the one named `a`.
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join(DIR);
+        for (name, file) in [("b", "a"), ("a", "b")] {
+            let mut r = routine();
+            r.name = name.into();
+            r.write(&folder).unwrap();
+            let (written, aside) = (format!("{name}.toml"), format!("{file}.toml.new"));
+            std::fs::rename(folder.join(written), folder.join(aside)).unwrap();
+        }
+        for file in ["a", "b"] {
+            let new = folder.join(format!("{file}.toml.new"));
+            std::fs::rename(&new, folder.join(format!("{file}.toml"))).unwrap();
+        }
+        let repertoire = Repertoire::open(dir.path()).unwrap();
+        for given in ["a", "b"] {
+            let err = repertoire.find_named(given).unwrap_err();
+            assert!(matches!(err, RoutineError::Ambiguous { .. }), "{err}");
+            assert!(err.to_string().contains("by its file, as listed"), "{err}");
+        }
+        let (stem, r) = repertoire.find_named("a.toml").unwrap();
+        assert_eq!((stem, r.name.as_str()), ("a", "b"));
+        let (stem, r) = repertoire.find_named("b.toml").unwrap();
+        assert_eq!((stem, r.name.as_str()), ("b", "a"));
+        let err = repertoire.find_named("c.toml").unwrap_err();
+        assert!(matches!(err, RoutineError::NotFound { .. }), "{err}");
     }
 
     #[test]
