@@ -302,7 +302,7 @@ fn stop_stored(store: Arc<dyn Store>, id: String) {
         return;
     };
     runtime.spawn(async move {
-        if let Err(e) = stored::stop(store.as_ref(), &id).await {
+        if let Err(e) = stored::stop_patiently(store.as_ref(), &id).await {
             tracing::warn!(
                 id,
                 "a chat client left, but stopping its performance failed: {e}"

@@ -54,7 +54,7 @@ impl Patience {
         if !e.is_transient() || since.elapsed() >= RETRY_FOR {
             return false;
         }
-        tracing::warn!(id, "following a performance in the store, retrying: {e}");
+        tracing::warn!(id, "the store did not answer, trying again: {e}");
         tokio::time::sleep(self.pause).await;
         self.pause = (self.pause * 2).min(WAIT);
         true
@@ -233,6 +233,20 @@ pub(crate) fn check_model(model: &str) -> Result<(), ApiError> {
 /// Asks the store to stop `id`: a queued one ends there and then, a leased one's worker ends it.
 pub(crate) async fn stop(store: &dyn Store, id: &str) -> Result<Stopping, StoreError> {
     store.stop(id).await
+}
+
+/// [`stop`] for a caller that cannot wait for the answer (a chat client that left): a store
+/// unavailable for a while (restarting) is tried again, as a stream does, so that the stop is
+/// not dropped and the worker does not go on performing for nobody.
+pub(crate) async fn stop_patiently(store: &dyn Store, id: &str) -> Result<Stopping, StoreError> {
+    let mut patience = Patience::new();
+    loop {
+        match store.stop(id).await {
+            Ok(stopping) => return Ok(stopping),
+            Err(e) if patience.retry(&e, id).await => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Leaves a director note in the store for the worker performing `id`.
@@ -494,6 +508,10 @@ mod tests {
             self.fail()?;
             self.inner.progress(id).await
         }
+        async fn stop(&self, id: &str) -> Result<Stopping, StoreError> {
+            self.fail()?;
+            self.inner.stop(id).await
+        }
     }
 
     /// A performance a worker performed (two events) and finished, behind a store that fails
@@ -552,6 +570,35 @@ mod tests {
         let (store, id) = performed(dir.path(), 3, true).await;
         let end = ended(store.as_ref(), &id).await.unwrap();
         assert_eq!(end.outcome, Outcome::Done);
+    }
+
+    #[tokio::test]
+    async fn a_stop_outlasts_a_store_that_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        inner.migrate().await.unwrap();
+        let new = NewPerformance {
+            id: None,
+            stage: "stage.toml".into(),
+            intent: "x".into(),
+            model: None,
+            origin: "cli".into(),
+            budget: None,
+        };
+        let id = inner.enqueue(&new).await.unwrap();
+        let store = Failing {
+            inner: inner.clone(),
+            failures: 3.into(),
+            transient: true,
+        };
+        let stopping = stop_patiently(&store, &id).await.unwrap();
+        assert_eq!(stopping, Stopping::Stopped);
+        let record = inner.performance(&id).await.unwrap();
+        assert_eq!(
+            (record.state, record.outcome),
+            (State::Finished, Some(Outcome::Stopped)),
+            "the stop landed once the store was back"
+        );
     }
 
     #[tokio::test]
