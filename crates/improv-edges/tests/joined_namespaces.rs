@@ -188,8 +188,16 @@ async fn a_template_older_than_its_age_is_made_again() {
     let (mnt1, _) = namespaces(&sandbox).await;
     let (mnt2, _) = namespaces(&sandbox).await;
     assert_eq!(mnt1, mnt2, "the namespace was not shared");
-    tokio::time::sleep(improv_edges::sandbox::TEMPLATE_AGE + Duration::from_millis(200)).await;
-    let (mnt3, _) = namespaces(&sandbox).await;
+    // A command still running in the first template keeps its mount namespace alive across the
+    // check: the kernel hands a freed namespace's number to the next one, so once the first was
+    // gone a new template could show the same number (seen once in CI).
+    let hold = run(&sandbox, "sleep 8");
+    let later = async {
+        tokio::time::sleep(improv_edges::sandbox::TEMPLATE_AGE + Duration::from_millis(200)).await;
+        namespaces(&sandbox).await
+    };
+    let ((status, out), (mnt3, _)) = tokio::join!(hold, later);
+    assert!(status.success(), "{out}");
     assert_ne!(mnt1, mnt3, "a template served past its age");
 }
 
