@@ -71,7 +71,9 @@ impl improv_mcp::Elsewhere for Queued {
         if self.shutdown.is_cancelled() {
             return;
         }
-        if let Err(e) = stored::stop(self.store.as_ref(), id).await {
+        // Patiently, as a chat's stop is: during a store outage one try would be dropped and the
+        // worker would perform to the end for a client that cancelled.
+        if let Err(e) = stored::stop_patiently(self.store.as_ref(), id).await {
             tracing::warn!(
                 id,
                 "an MCP client cancelled `perform`, but stopping it failed: {e}"
