@@ -57,29 +57,44 @@ async fn namespaces(sandbox: &Sandbox) -> (String, String) {
     (lines[0].to_string(), lines[1].to_string())
 }
 
+/// Namespace numbers are compared only between namespaces that exist at the same moment: the
+/// kernel hands a freed namespace's number to the next one (seen in CI on an idle machine). So a
+/// first command, which says its namespaces, stays running while the others are looked at.
 #[tokio::test]
 async fn commands_share_the_prepared_mount_namespace_each_in_a_user_namespace_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), "TOPSECRET\n").unwrap();
     let sandbox = sandbox(dir.path(), &[]);
     settle().await;
-    let (mnt1, user1) = namespaces(&sandbox).await;
-    let (mnt2, user2) = namespaces(&sandbox).await;
+    let first = run(
+        &sandbox,
+        "readlink /proc/self/ns/mnt /proc/self/ns/user; sleep 8",
+    );
+    let others = async {
+        settle().await;
+        let (mnt2, user2) = namespaces(&sandbox).await;
+        // The shared namespace cannot be changed by a command: no capability over it.
+        let (status, out) = run(
+            &sandbox,
+            "cat .env; mount -t tmpfs none . 2>&1; echo; cat .env",
+        )
+        .await;
+        assert!(!out.contains("TOPSECRET"), "{status}: {out}");
+        // A hidden file that appears is covered for the next command, in a new namespace.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/.env"), "NEWSECRET\n").unwrap();
+        let (status, out) = run(&sandbox, "cat sub/.env").await;
+        assert!(!out.contains("NEWSECRET"), "{status}: {out}");
+        let (mnt3, _) = namespaces(&sandbox).await;
+        (mnt2, user2, mnt3)
+    };
+    let ((status, out), (mnt2, user2, mnt3)) = tokio::join!(first, others);
+    assert!(status.success(), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let (mnt1, user1) = (lines[0], lines[1]);
     assert_eq!(mnt1, mnt2, "the prepared mount namespace was not shared");
     assert_ne!(user1, user2, "two commands shared a user namespace");
-    // The shared namespace cannot be changed by a command: no capability over it.
-    let (status, out) = run(
-        &sandbox,
-        "cat .env; mount -t tmpfs none . 2>&1; echo; cat .env",
-    )
-    .await;
-    assert!(!out.contains("TOPSECRET"), "{status}: {out}");
-    // A hidden file that appears is covered for the next command, in a new namespace.
-    std::fs::create_dir(dir.path().join("sub")).unwrap();
-    std::fs::write(dir.path().join("sub/.env"), "NEWSECRET\n").unwrap();
-    let (status, out) = run(&sandbox, "cat sub/.env").await;
-    assert!(!out.contains("NEWSECRET"), "{status}: {out}");
-    let (mnt3, _) = namespaces(&sandbox).await;
     assert_ne!(
         mnt1, mnt3,
         "a new hidden file was guarded in the old namespace"
