@@ -392,7 +392,9 @@ fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
             _ => None,
         })
         .collect();
-    let shown = shown_files(messages);
+    // Only read when a name is given as an example: the results can be long, and this runs
+    // at every reply.
+    let shown = std::cell::OnceCell::new();
     let texts: Vec<&str> = std::iter::once(system).chain(notes).collect();
     let mut paths: Vec<String> = Vec::new();
     for text in texts.into_iter().rev() {
@@ -405,7 +407,7 @@ fn mentioned_paths(system: &str, messages: &[Message]) -> Vec<String> {
             let example = is_example(before);
             before = [before[1], word];
             if names_a_file(word)
-                && (!example || shown.contains(&word))
+                && (!example || shown.get_or_init(|| shown_files(messages)).contains(&word))
                 && !missing.contains(&word)
                 && !paths.iter().any(|p| p == word)
             {
