@@ -715,7 +715,8 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Runs in the child before `exec`, after its stdio, user and working directory are set: its
-    /// own process group (registered with the sandbox), the performance's cgroup, resource
+    /// own process group (registered with the sandbox), no open file of improv's but stdio
+    /// once it execs ([`close_inherited_on_exec`]), the performance's cgroup, resource
     /// limits, the user and mount namespace, no capabilities, Landlock with `no_new_privs`, and
     /// seccomp last. System calls only: no allocation, and nothing written to memory, so it is
     /// safe in the child of a multi-threaded process, forked or sharing its memory
@@ -731,6 +732,7 @@ impl Prepared {
             let pid = libc::getpid().to_ne_bytes();
             libc::write(self.registry.as_raw_fd(), pid.as_ptr().cast(), pid.len());
         }
+        close_inherited_on_exec();
         if let Some(cgroup) = &self.cgroup {
             for join in cgroup.joins() {
                 // `prepare` opened every one; fail closed all the same.
@@ -790,6 +792,35 @@ impl Prepared {
             return Err((c"seccomp", last_errno()));
         }
         Ok(())
+    }
+}
+
+/// Marks every file descriptor above stdio close-on-exec, so that a command keeps none of
+/// improv's open files but its stdin, stdout and stderr: one a library or another thread opened
+/// without `O_CLOEXEC` (a pipe, a file outside the workspace, a socket) would otherwise be the
+/// command's, past Landlock, which checks paths only when a file is opened. They stay open until
+/// `exec`, so the steps after this one keep theirs. `close_range` (Linux 5.11) does it in one
+/// call; older kernels get one `fcntl` per descriptor below the open-file limit (at most 65,536).
+fn close_inherited_on_exec() {
+    // SAFETY: close_range, getrlimit and fcntl take integers and a struct we own; all are
+    // async-signal-safe and allocate nothing.
+    unsafe {
+        let flags = libc::CLOSE_RANGE_CLOEXEC as libc::c_int;
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, flags) == 0 {
+            return;
+        }
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(65_536) as libc::c_int
+        } else {
+            65_536
+        };
+        for fd in 3..max {
+            let now = libc::fcntl(fd, libc::F_GETFD);
+            if now >= 0 && now & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, now | libc::FD_CLOEXEC);
+            }
+        }
     }
 }
 
