@@ -32,6 +32,8 @@ pub struct Daemon {
     changing: Mutex<()>,
     /// Stops the sweep of expired webhook claims ([`crate::expiry`]) at the drain.
     sweeping: CancellationToken,
+    /// The stage's `[doors]` retention, read by the door tables' sweep at each pass.
+    retention: tokio::sync::watch::Sender<improv_stage::DoorRetention>,
 }
 
 struct Inner {
@@ -81,6 +83,7 @@ impl Daemon {
         listeners: Option<Listeners>,
     ) -> Arc<Daemon> {
         Arc::new(Daemon {
+            retention: tokio::sync::watch::Sender::new(stage.door_retention),
             store,
             launcher,
             clock,
@@ -102,6 +105,7 @@ impl Daemon {
             self.store.clone(),
             self.clock.clone(),
             self.sweeping.clone(),
+            self.retention.subscribe(),
         ));
         tokio::spawn(crate::expiry::run(
             self.store.clone(),
@@ -146,6 +150,7 @@ impl Daemon {
         }
         let mut inner = self.inner.lock().await;
         if !inner.drained {
+            self.retention.send_replace(stage.door_retention);
             inner.stage = stage;
         }
         changes
@@ -317,8 +322,10 @@ type Stopping = Vec<(String, Option<JoinHandle<()>>)>;
 
 /// Whether two versions of a stage differ only in their doors.
 fn same_but_doors(a: &Stage, b: &Stage) -> bool {
+    // `[doors]` retention is read by the sweep at each pass: no door restarts for it.
     let bare = |s: &Stage| Stage {
         doors: Vec::new(),
+        door_retention: Default::default(),
         ..s.clone()
     };
     bare(a) == bare(b)

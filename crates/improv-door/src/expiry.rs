@@ -9,13 +9,15 @@
 //! [`FIRINGS_KEEP_FOR`] after it was due, except each door's [`FIRINGS_KEPT`] newest: the newest
 //! is a timed door's catch-up cursor and the window is what a retake reads. A finished
 //! performance a door started, with its events and the blobs no other performance refers to,
-//! [`PERFORMANCES_KEEP_FOR`] after it was last written, except each door's
-//! [`PERFORMANCES_KEPT`] newest: a retake asks whether a firing's performance started, and
-//! each of the [`FIRINGS_KEPT`] firings it reads names at most one of them. A performance a
-//! person started (`improv run`, the API) is never swept. Constants, not settings: no
-//! `[store]` table exists for them to join.
+//! `keep_for` after it was last written, except each door's `keep_last` newest (the stage's
+//! `[doors]`, [`DoorRetention`]; 30 days and 20 by default): a retake asks whether a firing's
+//! performance started, and each of the [`FIRINGS_KEPT`] firings it reads names at most one of
+//! them, so `keep_last` is never below it. A performance a person started (`improv run`, the
+//! API) is never swept. The outbox and firings ages are constants: nothing a user reads is in
+//! them.
 
 use crate::clock::Clock;
+use improv_stage::DoorRetention;
 use improv_store::{Store, StoreError, Sweep, UnixMillis};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +38,16 @@ pub const FIRINGS_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How many of each door's newest firings stay whatever their age: the retake window.
 pub const FIRINGS_KEPT: usize = crate::timed::RETAKE_WINDOW;
 
-/// How long a finished door-made performance is kept after it was last written.
-pub const PERFORMANCES_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a finished door-made performance is kept after it was last written, by default.
+pub const PERFORMANCES_KEEP_FOR: Duration = improv_stage::door::DEFAULT_KEEP_FOR;
 
-/// How many of each door's newest performances stay whatever their age (see the module doc).
-pub const PERFORMANCES_KEPT: usize = FIRINGS_KEPT;
+/// How many of each door's newest performances stay whatever their age, by default and at
+/// least (see the module doc).
+pub const PERFORMANCES_KEPT: usize = improv_stage::door::MIN_KEEP_LAST;
+
+// The stage's floor for `keep_last` is the retake window: a firing a retake reads whose
+// performance went would read as never started.
+const _: () = assert!(PERFORMANCES_KEPT >= FIRINGS_KEPT);
 
 /// The most performances one store call deletes: each goes with all its events.
 pub const PERFORMANCES_BATCH: usize = 50;
@@ -90,17 +97,23 @@ pub async fn sweep(
 }
 
 /// Deletes, batch after batch, the outbox rows, firings and door-made performances expired at
-/// `now` (see the module doc); returns how many went.
-pub async fn sweep_tables(store: &dyn Store, now: UnixMillis) -> Result<u64, StoreError> {
+/// `now`, the performances as `keep` says (see the module doc); returns how many went.
+pub async fn sweep_tables(
+    store: &dyn Store,
+    now: UnixMillis,
+    keep: DoorRetention,
+) -> Result<u64, StoreError> {
     let ago = |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let (sent_before, due_before) = (ago(OUTBOX_KEEP_FOR), ago(FIRINGS_KEEP_FOR));
-    let written_before = ago(PERFORMANCES_KEEP_FOR);
+    let written_before = ago(keep.keep_for);
+    // The stage checked it; a retake's window is kept whatever a caller passes.
+    let keep_last = keep.keep_last.max(PERFORMANCES_KEPT);
     let mut gone = 0;
     loop {
         let n = store.sweep_outbox(sent_before, BATCH).await?
             + store.sweep_firings(due_before, FIRINGS_KEPT, BATCH).await?
             + store
-                .sweep_door_performances(written_before, PERFORMANCES_KEPT, PERFORMANCES_BATCH)
+                .sweep_door_performances(written_before, keep_last, PERFORMANCES_BATCH)
                 .await?;
         gone += n;
         if n == 0 {
@@ -127,13 +140,19 @@ pub async fn run(
 }
 
 /// Sweeps the door tables ([`sweep_tables`]) every [`SWEEP_EVERY`] of `clock` until `cancel`
-/// fires; one per store is enough (the daemon's).
-pub async fn run_tables(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cancel: CancellationToken) {
+/// fires, keeping performances as `keep` holds at each sweep (a reload changes it); one per
+/// store is enough (the daemon's).
+pub async fn run_tables(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+    keep: tokio::sync::watch::Receiver<DoorRetention>,
+) {
     every_sweep(
         clock.as_ref(),
         &cancel,
         "outbox rows, firings and performances",
-        |now| sweep_tables(store.as_ref(), now),
+        |now| sweep_tables(store.as_ref(), now, *keep.borrow()),
     )
     .await;
 }

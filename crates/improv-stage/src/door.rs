@@ -11,7 +11,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 mod email;
+mod retention;
 pub use email::{DEFAULT_THREAD_DAYS, EmailDoor, MailServer, MailTls, SenderCheck, loopback};
+pub(crate) use retention::RawDoors;
+pub use retention::{DEFAULT_KEEP_FOR, DoorRetention, MIN_KEEP_FOR, MIN_KEEP_LAST};
 
 /// The URL path under which `improv serve` receives a webhook door's deliveries: `/doors/NAME`.
 pub const WEBHOOK_PREFIX: &str = "/doors/";

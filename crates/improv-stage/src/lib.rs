@@ -18,7 +18,7 @@ pub mod props;
 mod raw;
 pub mod routines;
 
-pub use door::{CatchUp, Channel, ChannelDoor, Door, DoorBudget, DoorKind, Rate};
+pub use door::{CatchUp, Channel, ChannelDoor, Door, DoorBudget, DoorKind, DoorRetention, Rate};
 pub use error::{Invalid, StageError};
 pub use mcp::McpServer;
 
@@ -84,6 +84,8 @@ pub struct Stage {
     pub routines: routines::RoutinesConfig,
     /// `[[door]]`: schedules, webhooks and channels that start performances on a live stage.
     pub doors: Vec<Door>,
+    /// `[doors]`: how long the store keeps door-made performances.
+    pub door_retention: DoorRetention,
 }
 
 /// `[stage]`.
@@ -429,6 +431,7 @@ impl Stage {
             mcp: Vec::new(),
             routines: routines::RoutinesConfig::default(),
             doors: Vec::new(),
+            door_retention: DoorRetention::default(),
         }
     }
 

@@ -41,6 +41,8 @@ pub(crate) struct RawStage {
     routines: crate::routines::RawRoutines,
     #[serde(default)]
     door: Vec<Spanned<crate::door::RawDoor>>,
+    #[serde(default)]
+    doors: crate::door::RawDoors,
 }
 
 #[derive(Deserialize, Default)]
@@ -825,11 +827,14 @@ impl RawStage {
                 d
             },
         );
+        let keep_for = c.duration("keep_for", self.doors.keep_for.as_ref());
+        let door_retention = self.doors.build(keep_for, &mut c.problems);
         if !c.problems.is_empty() {
             return Err(c.problems);
         }
         Ok(Stage {
             doors,
+            door_retention,
             stage: StageMeta {
                 name: match self.stage.name {
                     Some(n) => n.into_inner(),

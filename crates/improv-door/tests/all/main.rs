@@ -11,5 +11,6 @@ mod alive;
 mod probe;
 mod reload;
 mod retention;
+mod retention_setting;
 mod schedule;
 mod webhook;

@@ -7,6 +7,7 @@
 mod context_files;
 mod door_email;
 mod door_limits;
+mod door_retention;
 mod doors;
 mod messages;
 mod stage;
