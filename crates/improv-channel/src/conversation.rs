@@ -30,7 +30,7 @@
 
 use crate::discord::Followup;
 use crate::gate::{Admission, Gate};
-use crate::outbox::Outbox;
+use crate::outbox::{Delivery, Outbox};
 use crate::reply::{Deferred, ReplyProp, Target};
 use crate::send::SendProp;
 use crate::{Body, Channel, ChannelError, Inbound};
@@ -627,7 +627,9 @@ impl ChatDoor {
             .await;
     }
 
-    /// [`ChatDoor::notify`], editing `interaction` (a deferred answer) when there is one.
+    /// [`ChatDoor::notify`], editing `interaction` (a deferred answer) when there is one. A
+    /// notice refused for good gives the interaction back, so the closing word
+    /// ([`ChatDoor::close_deferred`]) still answers it, as a refused reply does.
     async fn notify_with(
         &self,
         inbound: &Inbound,
@@ -651,8 +653,13 @@ impl ChatDoor {
             reply_to: target.reply_to.clone(),
             interaction,
         };
-        if let Err(e) = self.outbox.send(key, &target.conversation, &body).await {
-            tracing::warn!(door = %self.door, "the {what} notice is queued: {e}");
+        match self.outbox.send(key, &target.conversation, &body).await {
+            Ok(Delivery::Refused(reason)) => {
+                tracing::warn!(door = %self.door, "the {what} notice was refused: {reason}");
+                target.interaction.put_back(body.interaction);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(door = %self.door, "the {what} notice is queued: {e}"),
         }
     }
 
@@ -701,8 +708,14 @@ impl ChatDoor {
             reply_to: target.reply_to.clone(),
             interaction: target.interaction.take(),
         };
-        if let Err(e) = self.outbox.send(key, &target.conversation, &body).await {
-            tracing::warn!(door = %self.door, "the pairing code is queued: {e}");
+        match self.outbox.send(key, &target.conversation, &body).await {
+            // The deferred answer is still to be edited (the closing word says to pair).
+            Ok(Delivery::Refused(reason)) => {
+                tracing::warn!(door = %self.door, "the pairing code was refused: {reason}");
+                target.interaction.put_back(body.interaction);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(door = %self.door, "the pairing code is queued: {e}"),
         }
         Ok(())
     }

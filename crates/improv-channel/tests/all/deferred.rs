@@ -600,3 +600,34 @@ async fn a_refused_reply_leaves_the_deferred_answer_for_the_closing_notice() {
         "the closing notice edits the deferred answer: {sent:?}"
     );
 }
+
+/// A deferred command whose performance fails, and whose failure notice Discord refuses for
+/// good (400): the notice gives the deferred answer back, so the closing word still edits it
+/// rather than leaving it "thinking".
+#[tokio::test]
+async fn a_refused_failure_notice_leaves_the_deferred_answer_for_the_closing_word() {
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let first = door(
+        &fake,
+        Arc::new(file.reopen()),
+        Arc::new(KernelPerformer::new(vec![])),
+    );
+    let body = command("1180000000000000078", "interaction-token-78", "deploy");
+    assert_eq!(arrive_during_drain(&first, &body, now_s()).await["type"], 5);
+    let silent = Arc::new(Silent {
+        outcome: Outcome::Failed,
+        meet: None,
+    });
+    let next = door(&fake, Arc::new(file.reopen()), silent);
+    fake.fail_next(crate::common::fake::Fault::Status(400));
+    let retaken = next.retake(Duration::ZERO).await.unwrap();
+    assert!(
+        matches!(retaken.as_slice(), [Handled::Failed { .. }]),
+        "{retaken:?}"
+    );
+    let sent = fake.wait_sent(1).await;
+    assert_eq!(sent.len(), 1, "the closing word, once: {sent:?}");
+    assert_eq!(sent[0].conversation, hook("interaction-token-78"));
+    assert!(sent[0].text.contains("went wrong"), "{}", sent[0].text);
+}
