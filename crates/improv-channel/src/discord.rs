@@ -96,7 +96,7 @@ impl Followup {
 /// Whether a refused edit through an interaction's token means the token or its deferred
 /// answer is gone (401: the token expired; 404: the message or webhook is unknown), as
 /// [`ChannelError::Refused`] words the status.
-fn token_gone(refused: &str) -> bool {
+pub(crate) fn token_gone(refused: &str) -> bool {
     refused.starts_with("HTTP 401") || refused.starts_with("HTTP 404")
 }
 

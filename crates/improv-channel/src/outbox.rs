@@ -17,9 +17,13 @@
 //! same way (an edit made twice leaves one message), but the token works for 15 minutes only,
 //! after which a reply goes to the channel instead. So each edit is noted before it is sent as
 //! one that may land, until Discord says it was not done; a resend that finds the token gone
-//! after such an edit posts nothing and is recorded [`UNCONFIRMED`]. What remains: Discord
-//! cannot be asked whether an edit landed, so when an edit whose answer was lost did not land
-//! and the token has expired since, that reply is lost rather than sent twice.
+//! after such an edit posts nothing and is recorded [`UNCONFIRMED`] (any other refusal is
+//! [`REFUSED`], as for a first try). The note is written by compare-and-set and marked with the
+//! delivery that wrote it, so two deliveries of one edit at once (two servers, or an old and a
+//! new door during a reload) cannot reset each other's note: a delivery told "not done" puts the
+//! note back only while it is still its own. What remains: Discord cannot be asked whether an
+//! edit landed, so when an edit whose answer was lost did not land and the token has expired
+//! since, that reply is lost rather than sent twice.
 
 use crate::{Body, ChannelError, Sender};
 use improv_store::{OutboxKey, OutboxMessage, Store};
@@ -169,15 +173,15 @@ impl Outbox {
                 "outbox entry {key:?} has a body that does not read: {e}"
             ))
         })?;
-        let landed_before = match &mut body.interaction {
+        let noted = match &mut body.interaction {
             Some(interaction) => {
-                let landed = self.edit_may_have_landed(key).await?;
-                interaction.may_have_landed = landed;
-                self.note_edit(key, true).await?;
-                Some(landed)
+                let noted = self.note_edit(key).await?;
+                interaction.may_have_landed = noted.landed_before;
+                Some(noted)
             }
             None => None,
         };
+        let landed_before = noted.as_ref().map(|n| n.landed_before);
         let idempotent = crate::idempotent(self.sender.platform());
         let attempt = if idempotent {
             0
@@ -200,15 +204,17 @@ impl Outbox {
                 if !idempotent {
                     self.release_attempt(key, attempt).await?;
                 }
-                if let Some(landed) = landed_before {
-                    self.note_edit(key, landed).await?;
+                if let Some(noted) = &noted {
+                    self.unnote_edit(key, noted).await?;
                 }
                 Err(e)
             }
             // An earlier edit's answer was lost and Discord no longer takes this one (its
             // token expired): the edit may well have landed, and Discord cannot be asked, so
             // nothing goes to the channel (it would be a second answer).
-            Err(ChannelError::Refused { message, .. }) if landed_before == Some(true) => {
+            Err(ChannelError::Refused { message, .. })
+                if landed_before == Some(true) && crate::discord::token_gone(&message) =>
+            {
                 tracing::warn!(door = %self.door, ?key, "{message}: an earlier edit of this deferred answer may have landed; not sent to the channel, recorded as unconfirmed");
                 self.record(key, UNCONFIRMED, Delivery::Unconfirmed).await
             }
@@ -257,19 +263,45 @@ impl Outbox {
         Ok(claimed.then_some(failed))
     }
 
-    /// Whether an earlier edit of `key`'s deferred answer may have landed (it was sent and its
-    /// answer never came, or the process died while it was under way).
-    async fn edit_may_have_landed(&self, key: &OutboxKey) -> Result<bool, ChannelError> {
-        let noted = self.store.get(EDIT_SCOPE, &key_name(key)).await?;
-        Ok(noted.is_some_and(|v| v["landed"].as_bool() == Some(true)))
+    /// Notes, just before an edit of `key`'s deferred answer is sent, that it may land; returns
+    /// whether an earlier one may have landed (sent and its answer never came, or the process
+    /// died while it was under way). Compare-and-set: a write lost to another delivery's is
+    /// read again, so every delivery sees the notes before its own.
+    async fn note_edit(&self, key: &OutboxKey) -> Result<EditNote, ChannelError> {
+        let name = key_name(key);
+        let by = format!("{:016x}", rand::random::<u64>());
+        let value = serde_json::json!({ "door": self.door, "landed": true, "by": by });
+        // Each lost race is another delivery's note written: this ends once they stop.
+        loop {
+            let current = self.store.get_versioned(EDIT_SCOPE, &name).await?;
+            let landed_before = current
+                .as_ref()
+                .is_some_and(|v| v.value["landed"].as_bool() == Some(true));
+            let version = current.map(|v| v.version);
+            if self
+                .store
+                .put_if(EDIT_SCOPE, &name, version, &value)
+                .await?
+            {
+                return Ok(EditNote { landed_before, by });
+            }
+        }
     }
 
-    /// Notes whether an edit of `key`'s deferred answer may have landed: true just before one
-    /// is sent, back to what it was when Discord says that one was not done.
-    async fn note_edit(&self, key: &OutboxKey, landed: bool) -> Result<(), ChannelError> {
-        let value = serde_json::json!({ "door": self.door, "landed": landed });
+    /// Discord said the edit `noted` was about was not done: the note goes back to what it was
+    /// before, but only while it is still that edit's own. Another delivery's note written since
+    /// stays (its edit may land); a write racing this one wins.
+    async fn unnote_edit(&self, key: &OutboxKey, noted: &EditNote) -> Result<(), ChannelError> {
+        let name = key_name(key);
+        let Some(current) = self.store.get_versioned(EDIT_SCOPE, &name).await? else {
+            return Ok(());
+        };
+        if current.value["by"].as_str() != Some(noted.by.as_str()) {
+            return Ok(());
+        }
+        let value = serde_json::json!({ "door": self.door, "landed": noted.landed_before });
         self.store
-            .put(EDIT_SCOPE, &key_name(key), &value, false)
+            .put_if(EDIT_SCOPE, &name, Some(current.version), &value)
             .await?;
         Ok(())
     }
@@ -324,6 +356,14 @@ impl Outbox {
             }
         }
     }
+}
+
+/// One delivery's note that its edit may land ([`Outbox::note_edit`]).
+struct EditNote {
+    /// Whether an earlier edit of the same answer may have landed.
+    landed_before: bool,
+    /// Marks the note as this delivery's.
+    by: String,
 }
 
 fn key_name(key: &OutboxKey) -> String {

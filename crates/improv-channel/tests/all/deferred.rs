@@ -631,3 +631,128 @@ async fn a_refused_failure_notice_leaves_the_deferred_answer_for_the_closing_wor
     assert_eq!(sent[0].conversation, hook("interaction-token-78"));
     assert!(sent[0].text.contains("went wrong"), "{}", sent[0].text);
 }
+
+/// A store whose first two reads of an edit's "may have landed" note wait for each other: two
+/// deliveries of one edit read the note before either writes it.
+struct MeetAtNote {
+    inner: Arc<dyn Store>,
+    reads: Arc<AtomicU64>,
+    meet: Arc<tokio::sync::Barrier>,
+}
+
+impl MeetAtNote {
+    async fn read(&self, scope: &str) {
+        if scope == "outbox.edit" && self.reads.fetch_add(1, Ordering::SeqCst) < 2 {
+            self.meet.wait().await;
+        }
+    }
+}
+
+#[async_trait]
+impl improv_store::StoreLayer for MeetAtNote {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
+    }
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<Value>, improv_store::StoreError> {
+        self.read(scope).await;
+        self.inner.get(scope, key).await
+    }
+    async fn get_versioned(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<improv_store::Versioned>, improv_store::StoreError> {
+        self.read(scope).await;
+        self.inner.get_versioned(scope, key).await
+    }
+}
+
+fn edit_body(token: &str) -> improv_channel::Body {
+    improv_channel::Body {
+        text: format!("the answer to {token}"),
+        reply_to: None,
+        interaction: Some(improv_channel::discord::Followup {
+            application_id: APP.into(),
+            token: token.into(),
+            at: now_s() as u64,
+            may_have_landed: false,
+        }),
+    }
+}
+
+fn edit_outbox(fake: &Fake, store: Arc<dyn Store>) -> Outbox {
+    let discord = Discord::new(TOKEN, Some(&fake.base))
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    Outbox::new(store, "chat", Arc::new(discord), Retry::default())
+}
+
+/// Two deliveries of one edit at once (two servers, or an old and a new door in a reload):
+/// one's answer is lost (the edit landed), the other is told 500. The second must not put the
+/// note back to "not landed" over the first's, or a resend after the token expired posts the
+/// reply to the channel a second time.
+#[tokio::test]
+async fn two_deliveries_of_one_edit_at_once_keep_each_others_landed_note() {
+    use improv_channel::outbox::UNCONFIRMED;
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let (reads, meet) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(tokio::sync::Barrier::new(2)),
+    );
+    let layered = || -> Arc<dyn Store> {
+        Arc::new(MeetAtNote {
+            inner: Arc::new(file.reopen()),
+            reads: reads.clone(),
+            meet: meet.clone(),
+        })
+    };
+    let (a, b) = (edit_outbox(&fake, layered()), edit_outbox(&fake, layered()));
+    let key = improv_store::OutboxKey {
+        performance: "p-race".into(),
+        seq: 1,
+    };
+    fake.fail_next(crate::common::fake::Fault::AcceptThenHang);
+    fake.fail_next(crate::common::fake::Fault::Status(500));
+    let body = edit_body("raced");
+    let (first, second) = tokio::join!(
+        a.send(key.clone(), CHANNEL, &body),
+        b.send(key.clone(), CHANNEL, &body)
+    );
+    assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
+    assert_eq!(fake.sent().len(), 1, "one edit landed, its answer lost");
+
+    fake.expire_tokens();
+    a.flush().await.unwrap();
+    let sent = fake.sent();
+    assert_eq!(sent.len(), 1, "nothing posted to the channel: {sent:?}");
+    let entries = file.entries().await;
+    let entry = entries.iter().find(|e| e.message.key == key).unwrap();
+    assert_eq!(entry.sent_id.as_deref(), Some(UNCONFIRMED));
+}
+
+/// A resend of an edit that may have landed, refused for a reason other than its token (a
+/// 400): that is a refusal like a first try's, recorded refused, not "unconfirmed".
+#[tokio::test]
+async fn a_resent_edit_refused_for_another_reason_than_its_token_is_recorded_refused() {
+    use improv_channel::outbox::{Delivery, REFUSED};
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let outbox = edit_outbox(&fake, Arc::new(file.reopen()));
+    let key = improv_store::OutboxKey {
+        performance: "p-bad".into(),
+        seq: 1,
+    };
+    fake.fail_next(crate::common::fake::Fault::AcceptThenHang);
+    let body = edit_body("bad");
+    assert!(outbox.send(key.clone(), CHANNEL, &body).await.is_err());
+    fake.fail_next(crate::common::fake::Fault::Status(400));
+    outbox.flush().await.unwrap();
+    let entries = file.entries().await;
+    let entry = entries.iter().find(|e| e.message.key == key).unwrap();
+    assert_eq!(entry.sent_id.as_deref(), Some(REFUSED));
+    assert!(matches!(
+        outbox.send(key, CHANNEL, &body).await.unwrap(),
+        Delivery::AlreadySent(id) if id == REFUSED
+    ));
+}
