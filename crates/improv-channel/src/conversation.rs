@@ -355,8 +355,11 @@ impl ChatDoor {
             let Some(at) = entry["at"].as_u64().filter(|at| *at <= due) else {
                 continue;
             };
+            // Within a second, the order they were put on the list (0: listed before the
+            // sequence was kept), not the order of their keys as text ("10" before "9").
+            let seq = entry["seq"].as_u64().unwrap_or(0);
             match serde_json::from_value::<Inbound>(entry["inbound"].clone()) {
-                Ok(inbound) => found.push((at, seen.clone(), inbound)),
+                Ok(inbound) => found.push(((at, seq), seen.clone(), inbound)),
                 Err(e) => {
                     tracing::error!(door = %self.door, "a pending message ({seen}) cannot be read back: {e}");
                     self.pend(seen, None).await?;
@@ -427,7 +430,11 @@ impl ChatDoor {
             };
             let changed = match inbound {
                 Some(inbound) => {
-                    let entry = serde_json::json!({ "inbound": inbound, "at": unix_now() });
+                    // After every entry listed: the order of the list, whatever the clock.
+                    let seq = list.values().filter_map(|e| e["seq"].as_u64()).max();
+                    let seq = seq.unwrap_or(0) + 1;
+                    let entry =
+                        serde_json::json!({ "inbound": inbound, "at": unix_now(), "seq": seq });
                     list.insert(seen.to_string(), entry);
                     true
                 }

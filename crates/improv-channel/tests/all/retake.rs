@@ -261,3 +261,41 @@ async fn a_message_held_by_another_process_stops_its_thread_until_the_next_look(
         "message 2 stays pending for the next look"
     );
 }
+
+/// Records what it was asked to perform, in order, and ends each at once.
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<String>>);
+
+#[async_trait]
+impl Performer for Recording {
+    async fn perform(&self, request: Request) -> Result<Performed, ChannelError> {
+        let mut asked = self.0.lock().unwrap();
+        asked.push(request.intent);
+        Ok(Performed {
+            id: format!("p{}", asked.len()),
+            outcome: improv_kernel::Outcome::Done,
+        })
+    }
+}
+
+/// Messages of one chat left pending within the same second are retaken in the order they
+/// came, not in the order of their keys as text (where message 10 comes before message 9).
+#[tokio::test]
+async fn messages_pending_from_the_same_second_are_retaken_in_the_order_they_came() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let file = TestStore::default();
+    // At the start of a second, so both are listed within it.
+    let into_second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1000 - into_second))).await;
+    leave_pending(&fake, &file, &["9", "10"]).await;
+    let recording = Arc::new(Recording::default());
+    let next = door(&fake, Arc::new(file.reopen()), recording.clone());
+    let retaken = next.retake(Duration::ZERO).await.unwrap();
+    assert_eq!(retaken.len(), 2, "{retaken:?}");
+    let asked = recording.0.lock().unwrap().clone();
+    let order: Vec<bool> = asked.iter().map(|i| i.contains("task 9")).collect();
+    assert_eq!(order, [true, false], "message 9 first: {asked:?}");
+}
