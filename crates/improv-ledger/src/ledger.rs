@@ -446,15 +446,10 @@ impl Ledger {
             source,
         };
         let mut conn = Connection::open(&path).map_err(open_error)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(open_error)?;
-        // Only a new, empty file takes it; an existing ledger keeps the page size it has.
+        // Only a new, empty file takes it (before WAL); an existing ledger keeps its page size.
         conn.pragma_update(None, "page_size", PAGE_SIZE)
             .map_err(open_error)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_error)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_error)?;
+        improv_sqlite::prepare(&conn, Duration::from_secs(10)).map_err(open_error)?;
         let page_size: u32 = conn
             .query_row("PRAGMA page_size", [], |row| row.get(0))
             .map_err(open_error)?;

@@ -41,13 +41,7 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, LogError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut conn = Connection::open(path).map_err(db)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-    // journal_mode answers with a row, so it is queried rather than executed.
-    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-        .map_err(db)?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL;")
-        .map_err(db)?;
+    let mut conn = improv_sqlite::open(path, BUSY_TIMEOUT).map_err(db)?;
     migrate(&mut conn, path)?;
     Ok(conn)
 }

@@ -166,14 +166,7 @@ impl Memory {
             path: path.to_path_buf(),
             source,
         };
-        let mut connection = Connection::open(path).map_err(open_error)?;
-        connection.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_error)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_error)?;
+        let mut connection = improv_sqlite::open(path, BUSY_TIMEOUT).map_err(open_error)?;
         let tx = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(open_error)?;

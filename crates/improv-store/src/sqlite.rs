@@ -133,12 +133,7 @@ impl SqliteStore {
                 message: format!("cannot create its folder {}: {e}", parent.display()),
             })?;
         }
-        let conn = Connection::open(path).map_err(|e| sql_error(&name, e))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
-            .map_err(|e| sql_error(&name, e))?;
-        let mut conn = conn;
+        let mut conn = improv_sqlite::open(path, BUSY_TIMEOUT).map_err(|e| sql_error(&name, e))?;
         migrate(&name, &mut conn)?;
         Ok(SqliteStore {
             name,
