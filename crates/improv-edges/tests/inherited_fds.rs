@@ -28,8 +28,14 @@ fn script(fd: &OwnedFd) -> String {
     format!("cat <&{n} 2>&1; readlink /proc/self/fd/{n} 2>&1; echo ran")
 }
 
-/// What the command printed shows neither the secret nor its file, and that it ran.
-fn check(out: &str) {
+/// What the command printed shows neither the secret nor its file, and that it ran; improv's
+/// own descriptor is as it was (the child marked its copy of the table, not improv's).
+fn check(out: &str, fd: &OwnedFd) {
+    let flags = rustix::io::fcntl_getfd(fd).unwrap();
+    assert!(
+        !flags.contains(rustix::io::FdFlags::CLOEXEC),
+        "improv's own table changed"
+    );
     assert!(!out.contains("TOPSECRET"), "{out}");
     assert!(
         !out.contains("outside/secret"),
@@ -60,7 +66,7 @@ async fn a_command_started_without_fork_cannot_read_improvs_open_files() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(status.success(), "{out}");
-    check(&out);
+    check(&out, &secret);
 }
 
 #[tokio::test]
@@ -80,5 +86,5 @@ async fn a_forked_command_cannot_read_improvs_open_files() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    check(&text);
+    check(&text, &secret);
 }
