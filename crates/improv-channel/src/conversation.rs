@@ -152,6 +152,17 @@ pub struct Performed {
 /// it is tried again after the outbox's first wait, doubling.
 pub const START_ATTEMPTS: u32 = 3;
 
+/// What [`ChatDoor::defer`] did with a command that arrived while its door drained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deferral {
+    /// Kept for the next server: answer "deferred".
+    Kept,
+    /// Claimed already (Discord sent it twice, or another server took it).
+    Claimed,
+    /// Over the door's rate or its sender's: not kept; tell the sender to send it again.
+    Limited,
+}
+
 /// What became of one inbound message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handled {
@@ -209,26 +220,31 @@ impl ChatDoor {
     /// Takes a Discord command that arrived while the door drains, for the next server to
     /// perform: claimed and left pending like any message (retaken after [`RETAKE_GRACE`] by the
     /// door's next listener), with its interaction kept so that its reply edits the deferred
-    /// answer. False for a message claimed already.
+    /// answer. Within the door's limits only ([`Gate::may_defer`]): each one kept grows the
+    /// door's pending list.
     pub async fn defer(
         &self,
         inbound: &Inbound,
         followup: &Followup,
-    ) -> Result<bool, ChannelError> {
+    ) -> Result<Deferral, ChannelError> {
+        if !self.gate.may_defer(inbound, Instant::now()) {
+            tracing::info!(door = %self.door, sender = %inbound.sender_id, "a Discord command arriving while the door drains is over the door's limits: not kept; raise rate or sender_rate if this is regular traffic");
+            return Ok(Deferral::Limited);
+        }
         let seen = self.seen(inbound);
         if !self
             .store
             .put_if(SEEN_SCOPE, &seen, None, &Claim::Claimed.value())
             .await?
         {
-            return Ok(false);
+            return Ok(Deferral::Claimed);
         }
         let value = serde_json::to_value(followup)
             .map_err(|e| ChannelError::Setup(format!("an interaction that cannot be kept: {e}")))?;
         self.store.put(FOLLOWUP_SCOPE, &seen, &value, false).await?;
         self.pend(&seen, Some(inbound)).await?;
         tracing::info!(door = %self.door, "a Discord command arrived while the door drains: answered deferred, kept for the next server ({seen})");
-        Ok(true)
+        Ok(Deferral::Kept)
     }
 
     /// Where `inbound`'s answers go: [`Target::of`], with the interaction its first reply edits

@@ -169,6 +169,14 @@ impl Gate {
         Ok(told.insert(inbound.sender_id.clone()))
     }
 
+    /// Whether `inbound` may be kept for the next server while the door drains
+    /// ([`crate::conversation::ChatDoor::defer`]): within the door's rate and its sender's, as
+    /// a message let in would be, so a flood of commands during a drain stays as bounded as one
+    /// while the door is open. Spends both limits; nothing is minted or read from the store.
+    pub fn may_defer(&self, inbound: &Inbound, now: Instant) -> bool {
+        self.take(None, now) && self.take(Some(&inbound.sender_id), now)
+    }
+
     /// Decides on `inbound`, arrived at `now`.
     pub async fn admit(&self, inbound: &Inbound, now: Instant) -> Result<Admission, ChannelError> {
         if !self.take(None, now) {

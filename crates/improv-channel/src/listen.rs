@@ -6,7 +6,7 @@
 //! (SIGTERM, a reload) takes no new message and waits for those under way. Telegram's and
 //! email's messages are performed inline by their polling loop, which the daemon's drain awaits.
 
-use crate::conversation::ChatDoor;
+use crate::conversation::{ChatDoor, Deferral};
 use crate::discord::{self, PublicKey};
 use crate::telegram::Telegram;
 use crate::{ChannelError, Inbound, slack};
@@ -174,7 +174,11 @@ pub async fn discord(
                 return Answer::closing();
             };
             match door.defer(&inbound, &followup).await {
-                Ok(_) => Answer::json(discord::deferred()),
+                Ok(Deferral::Kept | Deferral::Claimed) => Answer::json(discord::deferred()),
+                Ok(Deferral::Limited) => Answer::json(discord::acknowledge(
+                    "I am receiving too many messages right now, so this one was not handled. \
+                     Please send it again in a little while.",
+                )),
                 Err(e) => {
                     tracing::error!(door = %door.door, "a Discord command arriving while the door closes could not be kept: {e}");
                     Answer::closing()

@@ -121,6 +121,12 @@ static UNDER_WAY: AtomicU64 = AtomicU64::new(0);
 /// Sends `body` to the door while its intake is closing (a message under way holds the
 /// drain open), and returns the answer; the drain then ends.
 async fn arrive_during_drain(door: &Arc<ChatDoor>, body: &str, now: i64) -> Value {
+    let mut answers = arrive_all_during_drain(door, &[body.to_string()], now).await;
+    answers.remove(0)
+}
+
+/// [`arrive_during_drain`] for each of `bodies` in turn, in one drain (one gate).
+async fn arrive_all_during_drain(door: &Arc<ChatDoor>, bodies: &[String], now: i64) -> Vec<Value> {
     let (app, key) = app_key();
     let held = Arc::new(Held::default());
     let draining = ChatDoor {
@@ -162,19 +168,23 @@ async fn arrive_during_drain(door: &Arc<ChatDoor>, body: &str, now: i64) -> Valu
         !closing.is_finished(),
         "the drain waits for the message under way"
     );
-    let answer = listen::discord(
-        &draining,
-        &intake,
-        &key,
-        &signed(&app, now, body.as_bytes()),
-        body.as_bytes(),
-        now,
-    )
-    .await;
+    let mut answers = Vec::new();
+    for body in bodies {
+        let answer = listen::discord(
+            &draining,
+            &intake,
+            &key,
+            &signed(&app, now, body.as_bytes()),
+            body.as_bytes(),
+            now,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answers.push(serde_json::from_str(&answer.body).unwrap());
+    }
     held.release.notify_one();
     closing.await.unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    serde_json::from_str(&answer.body).unwrap()
+    answers
 }
 
 #[tokio::test]
@@ -755,4 +765,40 @@ async fn a_resent_edit_refused_for_another_reason_than_its_token_is_recorded_ref
         outbox.send(key, CHANNEL, &body).await.unwrap(),
         Delivery::AlreadySent(id) if id == REFUSED
     ));
+}
+
+/// A flood of signed commands while the door drains is kept within the door's limits (here
+/// its sender's: 5 at once by default, one of them spent by the message under way), like
+/// messages while it is open: the rest are told to send again, not kept, so the pending list
+/// does not grow with the flood.
+#[tokio::test]
+async fn commands_deferred_during_a_drain_are_rate_limited() {
+    let fake = Fake::start(Kind::Discord, TOKEN).await;
+    let file = TestStore::default();
+    let store: Arc<dyn Store> = Arc::new(file.reopen());
+    let door = door(&fake, store.clone(), Arc::new(KernelPerformer::new(vec![])));
+    let bodies: Vec<String> = (0..8)
+        .map(|i| {
+            command(
+                &format!("11900000000000000{i:02}"),
+                &format!("flood-{i}"),
+                "again",
+            )
+        })
+        .collect();
+    let answers = arrive_all_during_drain(&door, &bodies, now_s()).await;
+    let kinds: Vec<u64> = answers
+        .iter()
+        .map(|a| a["type"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kinds, [5, 5, 5, 5, 4, 4, 4, 4], "{answers:?}");
+    assert!(
+        answers[4]["data"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("send it again"),
+        "{answers:?}"
+    );
+    let pending = store.get("door.pending", "chat").await.unwrap().unwrap();
+    assert_eq!(pending.as_object().unwrap().len(), 4, "{pending}");
 }
