@@ -28,6 +28,7 @@ use crate::cast::PropSource;
 use crate::error::PerformError;
 use crate::inbox::StoreNotes;
 use crate::production::{Journal, Launch, Production};
+use crate::stages::Stages;
 use async_trait::async_trait;
 use improv_edges::{Approval, ApprovalRequest, Approver};
 use improv_kernel::{
@@ -35,7 +36,8 @@ use improv_kernel::{
 };
 use improv_stage::Stage;
 use improv_store::{
-    Answer, ApprovalAsk, ApprovalRecord, Lease, PerformanceRecord, Store, StoreError, StoreUrl,
+    Answer, ApprovalAsk, ApprovalRecord, Lease, PerformanceRecord, Serving, Store, StoreError,
+    StoreUrl,
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -53,6 +55,10 @@ const SEQ_OFFSET: u64 = 1;
 
 /// The longest wait between two tries of a store that cannot be reached.
 const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// The longest a worker serving named stages waits before claiming again while only other
+/// stages' performances are queued: what its own stage's work may wait then, at most.
+const OTHERS_WORK: Duration = Duration::from_secs(1);
 
 /// How a worker performs.
 #[derive(Clone, Debug)]
@@ -73,6 +79,9 @@ pub struct WorkerSettings {
     /// The store's URL: when it is PostgreSQL, the stages' memory lives there too, shared by
     /// every worker; otherwise (or `None`) in each stage's folder.
     pub store: Option<StoreUrl>,
+    /// The stages it serves, by name ([`Stages::Named`]: it claims only theirs), or any
+    /// performance from the stage file it was queued with ([`Stages::Any`]).
+    pub stages: Stages,
 }
 
 /// What attaches props from outside improv to one performance of a stage.
@@ -134,6 +143,7 @@ pub async fn work(
     let stops = Stops::start(store.clone(), settings.name.clone());
     let mut running = JoinSet::new();
     let mut idle = Duration::from_millis(20);
+    let serving = settings.stages.serving();
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => permit,
@@ -141,7 +151,7 @@ pub async fn work(
         };
         let Ok(permit) = permit else { break };
         let claimed = tokio::select! {
-            claimed = store.claim(&settings.name, settings.lease) => claimed,
+            claimed = store.claim_among(&settings.name, settings.lease, &serving) => claimed,
             _ = drain.cancelled() => break,
         };
         match claimed {
@@ -167,6 +177,11 @@ pub async fn work(
             }
             Ok(None) => {
                 drop(permit);
+                // Work of stages it does not serve wakes it too and stays queued: it looks
+                // again a little later each time (up to a second), not at once.
+                if let Serving::Stages(_) = serving {
+                    idle = pause(&drain, idle, OTHERS_WORK).await;
+                }
                 // Woken when work is queued anywhere (NOTIFY on PostgreSQL) or a lease runs
                 // out; `idle_poll` is only the fallback.
                 tokio::select! {
@@ -318,8 +333,7 @@ async fn open(
     past: Vec<Event>,
     drain: &CancellationToken,
 ) -> Result<Production, PerformError> {
-    let stage = Stage::load(std::path::Path::new(&record.stage))
-        .map_err(|e| PerformError::Stage(e.to_string()))?;
+    let stage = settings.stages.open(record)?;
     // A door's firing carries its own budget (`[door.edges]` over the stage's).
     let stage = match &record.budget {
         Some(budget) => crate::within_budget(&stage, budget),
@@ -998,6 +1012,7 @@ mod tests {
         let new = NewPerformance {
             id: None,
             stage: "stage.toml".into(),
+            stage_name: None,
             intent: "ask".into(),
             model: None,
             origin: "cli".into(),

@@ -26,6 +26,7 @@ pub mod inbox;
 pub mod leased;
 pub mod production;
 mod routines;
+pub mod stages;
 pub mod trace;
 pub use routines::learn_routines;
 

@@ -77,6 +77,7 @@ async fn performances_waiting_on_the_store_hold_no_thread_each() {
         pg.enqueue(&NewPerformance {
             id: None,
             stage: stage.clone(),
+            stage_name: None,
             intent: format!("p{i}"),
             model: None,
             origin: "test".into(),
@@ -98,6 +99,7 @@ async fn performances_waiting_on_the_store_hold_no_thread_each() {
         outside: leased::Outside::default(),
         ask_timeout: Duration::from_secs(1),
         store: None,
+        stages: Default::default(),
     };
     let drain = CancellationToken::new();
     let worker = tokio::spawn(leased::work(store, settings, drain.clone()));

@@ -88,6 +88,7 @@ async fn a_performance_waiting_on_its_model_holds_few_descriptors() {
         pg.enqueue(&NewPerformance {
             id: None,
             stage: stage.clone(),
+            stage_name: None,
             intent: format!("p{i}"),
             model: None,
             origin: "test".into(),
@@ -105,6 +106,7 @@ async fn a_performance_waiting_on_its_model_holds_few_descriptors() {
         outside: leased::Outside::default(),
         ask_timeout: Duration::from_secs(1),
         store: Some(StoreUrl::parse(&url).unwrap()),
+        stages: Default::default(),
     };
     let drain = CancellationToken::new();
     let worker = tokio::spawn(leased::work(pg, settings, drain.clone()));

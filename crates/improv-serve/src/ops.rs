@@ -28,7 +28,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use improv_kernel::{Event, EventKind, ObserveError, Observer, Outcome};
-use improv_store::{Counts, Lease, ListFilter, PerformanceRecord, Store, StoreError, StoreLayer};
+use improv_store::{
+    Counts, Lease, ListFilter, PerformanceRecord, Serving, Store, StoreError, StoreLayer,
+};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -662,12 +664,13 @@ impl StoreLayer for MeteredStore {
         self.inner.as_ref()
     }
 
-    async fn claim(
+    async fn claim_among(
         &self,
         worker: &str,
         ttl: Duration,
+        serving: &Serving,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
-        let claimed = self.inner.claim(worker, ttl).await?;
+        let claimed = self.inner.claim_among(worker, ttl, serving).await?;
         if let Some((lease, record)) = &claimed {
             self.metrics.claimed(lease, record);
         }

@@ -13,8 +13,8 @@ use futures::Stream;
 use improv_kernel::{Event, Outcome};
 use improv_stage::Stage;
 use improv_store::{
-    Answer, ApprovalRecord, ListFilter, NewPerformance, PerformanceRecord, Progress, State,
-    Stopping, Store, StoreError, UnixMillis,
+    Answer, ApprovalRecord, ListFilter, NewPerformance, PerformanceRecord, Progress, StageKey,
+    State, Stopping, Store, StoreError, UnixMillis,
 };
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -67,30 +67,36 @@ impl Patience {
     }
 }
 
-/// How the store names the served stage: the stage file's canonical path, as `improv run
-/// --detach` and the queued doors write [`NewPerformance::stage`](improv_store::NewPerformance)
-/// (the path as given when it cannot be resolved, which no enqueue writes: nothing matches).
-/// Only performances of this stage are listed, shown, streamed or answered: a token for one
-/// stage reaches no other stage's performances in the same store.
-pub(crate) fn stage_key(stage: &Stage) -> String {
-    stage
+/// How the store names the served stage: its `[stage] name`, and for performances queued
+/// before names were recorded the stage file's canonical path, as `improv run --detach` and the
+/// queued doors write [`NewPerformance::stage`](improv_store::NewPerformance) (the path as given
+/// when it cannot be resolved, which no enqueue writes: nothing matches). Only performances of
+/// this stage are listed, shown, streamed or answered, also after a deploy moved its folder: a
+/// token for one stage reaches no other stage's performances in the same store (a stage's name
+/// is its identity there, as for its memory).
+pub(crate) fn stage_key(stage: &Stage) -> StageKey {
+    let path = stage
         .path
         .canonicalize()
         .unwrap_or_else(|_| stage.path.clone())
         .display()
-        .to_string()
+        .to_string();
+    StageKey {
+        name: stage.stage.name.clone(),
+        path,
+    }
 }
 
 /// The served stage's performances in the store, newest first, as the API lists them.
 pub(crate) async fn list(
     store: &dyn Store,
-    stage: &str,
+    stage: &StageKey,
     limit: usize,
 ) -> Result<Vec<Value>, StoreError> {
     let records = store
         .list(&ListFilter {
             limit,
-            stage: Some(stage.to_string()),
+            stage: Some(stage.clone()),
             ..ListFilter::default()
         })
         .await?;
@@ -106,11 +112,11 @@ pub(crate) async fn list(
 /// otherwise (another stage's is as unknown here as one the store lacks).
 pub(crate) async fn record(
     store: &dyn Store,
-    stage: &str,
+    stage: &StageKey,
     id: &str,
 ) -> Result<Option<PerformanceRecord>, StoreError> {
     match store.performance(id).await {
-        Ok(record) if record.stage == stage => Ok(Some(record)),
+        Ok(record) if stage.holds(&record) => Ok(Some(record)),
         Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
@@ -119,7 +125,7 @@ pub(crate) async fn record(
 /// One performance of `stage` in the store, or `None` when the store has none with that id.
 pub(crate) async fn get(
     store: &dyn Store,
-    stage: &str,
+    stage: &StageKey,
     id: &str,
 ) -> Result<Option<Value>, StoreError> {
     let Some(record) = record(store, stage, id).await? else {
@@ -207,7 +213,8 @@ pub(crate) async fn enqueue(
     store
         .enqueue(&NewPerformance {
             id: None,
-            stage: stage_key(stage),
+            stage: stage_key(stage).path,
+            stage_name: Some(stage.stage.name.clone()),
             intent,
             model,
             origin: "api".into(),
@@ -526,6 +533,7 @@ mod tests {
         let new = NewPerformance {
             id: None,
             stage: "stage.toml".into(),
+            stage_name: None,
             intent: "x".into(),
             model: None,
             origin: "cli".into(),
@@ -580,6 +588,7 @@ mod tests {
         let new = NewPerformance {
             id: None,
             stage: "stage.toml".into(),
+            stage_name: None,
             intent: "x".into(),
             model: None,
             origin: "cli".into(),
@@ -618,6 +627,7 @@ mod tests {
         let new = NewPerformance {
             id: None,
             stage: "stage.toml".into(),
+            stage_name: None,
             intent: "x".into(),
             model: None,
             origin: "cli".into(),

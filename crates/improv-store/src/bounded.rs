@@ -8,7 +8,7 @@
 
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Stopping, Store,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, Stopping, Store,
     StoreError, StoreLayer, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
@@ -64,12 +64,14 @@ impl StoreLayer for Bounded {
     async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
         self.bound(NONE, self.inner.enqueue(new)).await
     }
-    async fn claim(
+    async fn claim_among(
         &self,
         worker: &str,
         ttl: Duration,
+        serving: &Serving,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
-        self.bound(NONE, self.inner.claim(worker, ttl)).await
+        self.bound(NONE, self.inner.claim_among(worker, ttl, serving))
+            .await
     }
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         self.bound(NONE, self.inner.renew(lease, ttl)).await

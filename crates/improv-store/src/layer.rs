@@ -6,7 +6,7 @@
 
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Stopping, Store,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, Stopping, Store,
     StoreError, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
@@ -41,12 +41,13 @@ pub trait StoreLayer: Send + Sync + 'static {
     async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
         self.inner().enqueue(new).await
     }
-    async fn claim(
+    async fn claim_among(
         &self,
         worker: &str,
         ttl: Duration,
+        serving: &Serving,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
-        self.inner().claim(worker, ttl).await
+        self.inner().claim_among(worker, ttl, serving).await
     }
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         self.inner().renew(lease, ttl).await
@@ -232,12 +233,13 @@ impl<T: StoreLayer> Store for T {
     async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError> {
         StoreLayer::enqueue(self, new).await
     }
-    async fn claim(
+    async fn claim_among(
         &self,
         worker: &str,
         ttl: Duration,
+        serving: &Serving,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
-        StoreLayer::claim(self, worker, ttl).await
+        StoreLayer::claim_among(self, worker, ttl, serving).await
     }
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         StoreLayer::renew(self, lease, ttl).await

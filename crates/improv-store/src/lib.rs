@@ -65,8 +65,16 @@ pub const DOOR_ORIGIN: &str = "door:";
 pub struct NewPerformance {
     /// Its id; a fresh one (`improv_kernel::performance::new_id`) when absent.
     pub id: Option<String>,
-    /// The stage file, as the worker will open it (a path every worker can read).
+    /// The stage file, as the worker will open it (a path every worker can read): where the
+    /// stage was when it was queued, opened only when it still holds the stage `stage_name`
+    /// names or no name was recorded.
     pub stage: String,
+    /// The stage's identity, its `[stage] name`, which does not change when a deploy moves its
+    /// folder: a worker told where its stages are (`improv worker --stages`) claims only its
+    /// stages' performances and opens each from its own folder of that name. `None` (queued
+    /// before names were recorded): only a worker serving any stage claims it.
+    #[serde(default)]
+    pub stage_name: Option<String>,
     pub intent: String,
     /// Every actor's model for this run, as `provider/name`; the stage's own when absent.
     pub model: Option<String>,
@@ -95,6 +103,9 @@ pub enum State {
 pub struct PerformanceRecord {
     pub id: String,
     pub stage: String,
+    /// The stage's identity; see [`NewPerformance::stage_name`].
+    #[serde(default)]
+    pub stage_name: Option<String>,
     pub intent: String,
     pub model: Option<String>,
     pub origin: String,
@@ -113,6 +124,18 @@ pub struct PerformanceRecord {
     pub last_seq: u64,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
+}
+
+/// Which performances a worker claims ([`Store::claim_among`]), so that workers serving
+/// different stages share one store: each claims only what it can open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Serving {
+    /// Every performance, each opened from the stage file it was queued with.
+    #[default]
+    Any,
+    /// Only the performances of these stages, by [`NewPerformance::stage_name`]; one queued
+    /// without a name is left to a worker serving any stage.
+    Stages(Vec<String>),
 }
 
 /// A worker's right to write one performance's events until `expires_at`.
@@ -135,9 +158,28 @@ pub struct ListFilter {
     /// Only ids that begin with this (compared byte for byte: no pattern characters), so a
     /// person can name a performance by a unique prefix.
     pub id_prefix: Option<String>,
-    /// Only performances of this stage, written as [`NewPerformance::stage`] was (the stage
-    /// file's canonical path), so a server of one stage lists none of another's.
-    pub stage: Option<String>,
+    /// Only performances of this stage ([`StageKey::holds`]), so a server of one stage lists
+    /// none of another's, and lists its own after a deploy moved its folder.
+    pub stage: Option<StageKey>,
+}
+
+/// Which performances are a stage's: those queued with its name ([`NewPerformance::stage_name`]),
+/// wherever its folder was then, and those queued before names were recorded from its stage
+/// file (`path`, canonical, as [`NewPerformance::stage`] was written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageKey {
+    pub name: String,
+    pub path: String,
+}
+
+impl StageKey {
+    /// Whether `record` is a performance of this stage (what [`ListFilter::stage`] selects).
+    pub fn holds(&self, record: &PerformanceRecord) -> bool {
+        match &record.stage_name {
+            Some(name) => *name == self.name,
+            None => record.stage == self.path,
+        }
+    }
 }
 
 /// A value kept under (scope, key) and its version, which every write of it raises: what
@@ -324,13 +366,24 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a performance; returns its id. Queueing the same id twice is an error.
     async fn enqueue(&self, new: &NewPerformance) -> Result<String, StoreError>;
 
-    /// Atomically claims the oldest queued performance, or one whose lease expired, for
-    /// `worker` for `ttl`; `None` when there is none. Other claimers skip rows being claimed
-    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED`). Bumps the epoch.
+    /// Claims as [`Store::claim_among`] does, whatever the stage.
     async fn claim(
         &self,
         worker: &str,
         ttl: Duration,
+    ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
+        self.claim_among(worker, ttl, &Serving::Any).await
+    }
+
+    /// Atomically claims the oldest queued performance, or one whose lease expired, of the
+    /// stages `serving` names, for `worker` for `ttl`; `None` when there is none. Other
+    /// claimers skip rows being claimed (PostgreSQL: `FOR UPDATE SKIP LOCKED`). Bumps the
+    /// epoch. A performance of a stage not served is left for another worker, untouched.
+    async fn claim_among(
+        &self,
+        worker: &str,
+        ttl: Duration,
+        serving: &Serving,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError>;
 
     /// Extends a lease by `ttl` from now; returns it renewed, or [`StoreError::LeaseLost`].

@@ -28,8 +28,8 @@ use crate::rows::{
 use crate::url::split_pg_params;
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, State, Stopping, Store,
-    StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, State, Stopping,
+    Store, StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -73,7 +73,7 @@ pub(crate) const STOPS: &str = "improv_stops";
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
 const RECORD: &str = "p.id, p.stage, p.intent, p.model, p.origin, p.state, p.outcome, p.reason, \
                       p.worker, p.epoch, p.last_seq, p.created_at, p.updated_at, \
-                      p.budget";
+                      p.budget, p.stage_name";
 
 /// The columns of an [`OutboxEntry`], in the order [`outbox_entry`] reads them.
 const OUTBOX: &str = "o.performance, o.seq, o.door, o.conversation, o.body, o.sent_id, \
@@ -404,6 +404,7 @@ impl PgStore {
             created_at: row.get(11),
             updated_at: row.get(12),
             budget: parse_budget(name, row.get(13))?,
+            stage_name: row.get(14),
         })
     }
 
@@ -601,7 +602,7 @@ impl Store for PgStore {
         let inserted = self
             .execute(
                 "INSERT INTO performances (id, stage, intent, model, origin, state, created_at, \
-                 updated_at, budget) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                 updated_at, budget, stage_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
                  ON CONFLICT (id) DO NOTHING",
                 &[
                     &id,
@@ -612,6 +613,7 @@ impl Store for PgStore {
                     &state_name(State::Queued),
                     &now,
                     &budget,
+                    &new.stage_name,
                 ],
             )
             .await?;
@@ -623,15 +625,26 @@ impl Store for PgStore {
         Ok(id)
     }
 
-    async fn claim(
+    async fn claim_among(
         &self,
         worker: &str,
         ttl: Duration,
+        serving: &Serving,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
         let now = now_millis();
         let expires = expiry(now, ttl);
         self.query(END_STOPPED, &[&now, &STOPPED_UNHELD, &CHANNEL])
             .await?;
+        // Any stage: nothing more bound. Named ones: `$4`, read on the partial index
+        // `performances_by_stage` (the served stages' unfinished performances only).
+        let (among, names) = match serving {
+            Serving::Any => ("", None),
+            Serving::Stages(names) => (
+                "AND state <> 'finished' AND stage_name = ANY($4)",
+                Some(names),
+            ),
+        };
+        let args: [&(dyn ToSql + Sync); 4] = [&worker, &expires, &now, &names];
         let rows = self
             .query(
                 &format!(
@@ -639,11 +652,11 @@ impl Store for PgStore {
                      epoch = p.epoch + 1, lease_expires = $2, updated_at = $3 \
                      FROM (SELECT id FROM performances \
                            WHERE (state = 'queued' OR (state = 'leased' AND lease_expires <= $3)) \
-                           AND NOT stop_requested \
+                           AND NOT stop_requested {among} \
                            ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c \
                      WHERE p.id = c.id RETURNING {RECORD}"
                 ),
-                &[&worker, &expires, &now],
+                &args[..3 + usize::from(names.is_some())],
             )
             .await?;
         let Some(row) = rows.first() else {
@@ -731,15 +744,18 @@ impl Store for PgStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
         let state = filter.state.map(state_name);
         let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let name = filter.stage.as_ref().map(|k| &k.name);
+        let path = filter.stage.as_ref().map(|k| &k.path);
         let rows = self
             .query(
                 &format!(
                     "SELECT {RECORD} FROM performances p WHERE ($1::text IS NULL OR p.state = $1) \
                      AND ($3::text IS NULL OR left(p.id, length($3)) = $3) \
-                     AND ($4::text IS NULL OR p.stage = $4) \
+                     AND ($4::text IS NULL OR p.stage_name = $4 \
+                          OR (p.stage_name IS NULL AND p.stage = $5)) \
                      ORDER BY p.created_at DESC, p.id DESC LIMIT $2"
                 ),
-                &[&state, &sql_limit(limit), &filter.id_prefix, &filter.stage],
+                &[&state, &sql_limit(limit), &filter.id_prefix, &name, &path],
             )
             .await?;
         rows.iter().map(|row| self.record(row)).collect()

@@ -13,8 +13,8 @@ use crate::rows::{
 };
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, State, Stopping, Store,
-    StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, State, Stopping,
+    Store, StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -96,6 +96,13 @@ INSERT OR IGNORE INTO blob_refs (performance, hash)
     "
 CREATE INDEX performances_stopping ON performances (id) WHERE stop_requested AND state <> 'finished';
 ",
+    // A stage's identity (its `[stage] name`) beside the path it was queued from: a worker
+    // serving named stages claims on (stage_name, created_at) among the unfinished ones.
+    "
+ALTER TABLE performances ADD COLUMN stage_name TEXT;
+CREATE INDEX performances_by_stage ON performances (stage_name, created_at, id)
+    WHERE state <> 'finished';
+",
 ];
 
 /// What a claim does first: a claimable performance whose stop was asked ends, stopped,
@@ -107,9 +114,24 @@ const END_STOPPED: &str = "UPDATE performances SET state = 'finished', outcome =
      reason = ?2, lease_expires = 0, updated_at = ?1 WHERE stop_requested AND state <> 'finished' \
      AND (+state = 'queued' OR (+state = 'leased' AND lease_expires <= ?1))";
 
+/// A claim's index and condition on the stage for `serving`, and the JSON array of the names it
+/// binds as `?4` (`None`: any stage, nothing bound). Named stages read the partial index
+/// `performances_by_stage`, only the served stages' unfinished performances; it is named, since
+/// without statistics SQLite would read `performances_by_state`, every stage's.
+fn claim_among_sql(serving: &Serving) -> (&'static str, &'static str, Option<String>) {
+    match serving {
+        Serving::Any => ("", "", None),
+        Serving::Stages(names) => (
+            "INDEXED BY performances_by_stage",
+            "AND state <> 'finished' AND stage_name IN (SELECT value FROM json_each(?4))",
+            Some(serde_json::Value::from(names.clone()).to_string()),
+        ),
+    }
+}
+
 /// The columns of a [`PerformanceRecord`], in the order [`record`] reads them.
 const RECORD: &str = "id, stage, intent, model, origin, state, outcome, reason, worker, epoch, \
-                      last_seq, created_at, updated_at, budget";
+                      last_seq, created_at, updated_at, budget, stage_name";
 
 /// How long a write waits for another process's write lock before giving up as transient.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,6 +277,7 @@ fn record(store: &str, row: &rusqlite::Row<'_>) -> Result<PerformanceRecord, Sto
         created_at: row.get(11).map_err(get)?,
         updated_at: row.get(12).map_err(get)?,
         budget: parse_budget(store, row.get(13).map_err(get)?)?,
+        stage_name: row.get(14).map_err(get)?,
     })
 }
 
@@ -545,7 +568,8 @@ impl Store for SqliteStore {
             let inserted = conn
                 .execute(
                     "INSERT OR IGNORE INTO performances (id, stage, intent, model, origin, state, \
-                     created_at, updated_at, budget) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+                     created_at, updated_at, budget, stage_name) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
                     params![
                         id,
                         new.stage,
@@ -554,7 +578,8 @@ impl Store for SqliteStore {
                         new.origin,
                         state_name(State::Queued),
                         now,
-                        budget
+                        budget,
+                        new.stage_name
                     ],
                 )
                 .map_err(|e| sql_error(store, e))?;
@@ -566,12 +591,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim(
+    async fn claim_among(
         &self,
         worker: &str,
         ttl: Duration,
+        serving: &Serving,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
         let worker = worker.to_string();
+        let (indexed, among, names) = claim_among_sql(serving);
         self.call(move |store, conn| {
             let err = |e| sql_error(store, e);
             let tx = conn
@@ -581,17 +608,19 @@ impl Store for SqliteStore {
             let expires = expiry(now, ttl);
             tx.execute(END_STOPPED, params![now, STOPPED_UNHELD])
                 .map_err(err)?;
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&worker, &expires, &now];
+            args.extend(names.as_ref().map(|n| n as &dyn rusqlite::ToSql));
             let claimed = tx
                 .query_row(
                     &format!(
                         "UPDATE performances SET state = 'leased', worker = ?1, \
                          epoch = epoch + 1, lease_expires = ?2, updated_at = ?3 \
-                         WHERE id = (SELECT id FROM performances WHERE (state = 'queued' \
+                         WHERE id = (SELECT id FROM performances {indexed} WHERE (state = 'queued' \
                            OR (state = 'leased' AND lease_expires <= ?3)) AND NOT stop_requested \
-                           ORDER BY created_at, id LIMIT 1) \
+                           {among} ORDER BY created_at, id LIMIT 1) \
                          RETURNING {RECORD}"
                     ),
-                    params![worker, expires, now],
+                    &*args,
                     |row| Ok(record(store, row)),
                 )
                 .optional()
@@ -688,7 +717,10 @@ impl Store for SqliteStore {
         let state = filter.state.map(state_name);
         let limit = if filter.limit == 0 { 100 } else { filter.limit };
         let prefix = filter.id_prefix.clone();
-        let stage = filter.stage.clone();
+        let (name, path) = filter
+            .stage
+            .clone()
+            .map_or((None, None), |k| (Some(k.name), Some(k.path)));
         self.call(move |store, conn| {
             let err = |e| sql_error(store, e);
             // substr, not LIKE: an id's `_` is no wildcard, and LIKE ignores case.
@@ -696,14 +728,15 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {RECORD} FROM performances WHERE (?1 IS NULL OR state = ?1) \
                      AND (?3 IS NULL OR substr(id, 1, length(?3)) = ?3) \
-                     AND (?4 IS NULL OR stage = ?4) \
+                     AND (?4 IS NULL OR stage_name = ?4 OR (stage_name IS NULL AND stage = ?5)) \
                      ORDER BY created_at DESC, id DESC LIMIT ?2"
                 ))
                 .map_err(err)?;
             let rows = statement
-                .query_map(params![state, sql_limit(limit), prefix, stage], |row| {
-                    Ok(record(store, row))
-                })
+                .query_map(
+                    params![state, sql_limit(limit), prefix, name, path],
+                    |row| Ok(record(store, row)),
+                )
                 .map_err(err)?;
             rows.map(|row| row.map_err(err)?).collect()
         })

@@ -264,7 +264,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Show {
             id, json, verbose, ..
         }) => logbook::show(stage_path, &id, json, verbose),
-        Some(Command::Worker(args)) => worker::run(args),
+        Some(Command::Worker(args)) => worker::run(args, stage_path),
         Some(Command::Approve(args)) => runtime()?.block_on(approve::run(args)),
         Some(Command::Store { command }) => runtime()?.block_on(store::run(command)),
         Some(Command::Door { command }) => {

@@ -164,6 +164,7 @@ pub async fn enqueue(
         .enqueue(&NewPerformance {
             id: None,
             stage: path.display().to_string(),
+            stage_name: Some(stage.stage.name.clone()),
             intent,
             model,
             origin: "cli".into(),

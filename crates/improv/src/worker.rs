@@ -8,9 +8,11 @@ use crate::store::StoreArgs;
 use anyhow::{Context, Result};
 use clap::Args;
 use improv_perform::leased::{self, Outside, WorkerSettings};
+use improv_perform::stages::Stages;
 use improv_serve::ops::{MeteredStore, Metrics, Ops, OpsServer, Readiness};
 use improv_store::Store;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -37,10 +39,23 @@ pub struct WorkerArgs {
     /// How long an `ask` decision waits in the store for `improv approve` before it is denied.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     ask_timeout: Duration,
+    /// Perform only these stages' performances, each opened from here by its `[stage] name`,
+    /// so those queued before a deploy moved the stage's folder still open: a folder holding
+    /// stage.toml, or a stage file (repeat it, or IMPROV_STAGES=DIR:DIR; -s FILE counts too).
+    /// Without any, every performance is performed from the stage file it was queued with.
+    #[arg(
+        long = "stages",
+        value_name = "DIR",
+        env = "IMPROV_STAGES",
+        value_delimiter = ':'
+    )]
+    stages: Vec<PathBuf>,
 }
 
-/// Runs the worker until a signal drains it.
-pub fn run(args: WorkerArgs) -> Result<ExitCode> {
+/// Runs the worker until a signal drains it; `stage` is the global `--stage`, one more stage
+/// to serve.
+pub fn run(args: WorkerArgs, stage: Option<PathBuf>) -> Result<ExitCode> {
+    let stages = stages(args.stages.iter().cloned().chain(stage).collect())?;
     // A descriptor or more for each performance it holds: thousands at a high concurrency.
     crate::limits::raise_open_files();
     // Multi-threaded: the journal waits for the store on the loop's thread while the store's
@@ -69,6 +84,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
             ask_timeout: args.ask_timeout,
             // A PostgreSQL store holds the stages' memory too (`open` above parsed it).
             store: improv_store::StoreUrl::parse(&args.store.store).ok(),
+            stages,
         };
         eprintln!(
             "improv worker {} · performing from {}",
@@ -107,6 +123,32 @@ async fn serve_ops(addr: SocketAddr, store: Arc<dyn Store>) -> Result<Arc<dyn St
     // Serves as long as the process: its runtime ends with the worker.
     tokio::spawn(server.run(std::future::pending()));
     Ok(Arc::new(MeteredStore::new(store, metrics)))
+}
+
+/// The stages to serve: any (none named), or those named, each said on stderr.
+fn stages(paths: Vec<PathBuf>) -> Result<Stages> {
+    if paths.is_empty() {
+        return Ok(Stages::Any);
+    }
+    let stages = Stages::find(&paths)?;
+    if let Stages::Named(named) = &stages {
+        for (name, file) in named {
+            eprintln!(
+                "improv worker · serving stage `{name}` from {}",
+                file.display()
+            );
+            let folder = file.parent().and_then(|d| d.file_name());
+            if folder.is_some_and(|f| f.to_string_lossy() == *name) {
+                eprintln!(
+                    "improv worker · warning: stage `{name}` is named like its folder; unless \
+                     its stage.toml says `[stage] name = \"{name}\"`, a deploy that renames the \
+                     folder renames the stage, and what was queued before waits for a worker \
+                     serving the old name"
+                );
+            }
+        }
+    }
+    Ok(stages)
 }
 
 /// This worker's name in the store: the host and the process id.

@@ -205,6 +205,7 @@ async fn bench_waiting() {
                     .enqueue(&NewPerformance {
                         id: None,
                         stage: stage.clone(),
+                        stage_name: None,
                         intent: format!("p{i}"),
                         model: None,
                         origin: "bench".into(),

@@ -35,6 +35,7 @@ async fn performed(store: &dyn Store, n: usize) {
             .enqueue(&NewPerformance {
                 id: None,
                 stage: "stage.toml".into(),
+                stage_name: None,
                 intent: "summarise".into(),
                 model: None,
                 origin: origin.into(),

@@ -59,6 +59,7 @@ fn settings() -> WorkerSettings {
         outside: leased::Outside::default(),
         ask_timeout: Duration::from_secs(1),
         store: None,
+        stages: Default::default(),
     }
 }
 
@@ -74,6 +75,7 @@ async fn a_call_runs_only_once_the_store_has_its_start() {
         .enqueue(&NewPerformance {
             id: None,
             stage: stage(dir.path()),
+            stage_name: None,
             intent: "go".into(),
             model: None,
             origin: "test".into(),
@@ -137,6 +139,7 @@ async fn a_worker_that_lost_its_lease_abandons_and_writes_nothing() {
         .enqueue(&NewPerformance {
             id: None,
             stage: stage(dir.path()),
+            stage_name: None,
             intent: "go".into(),
             model: None,
             origin: "test".into(),

@@ -37,6 +37,7 @@ fn settings(name: &str, url: &str) -> WorkerSettings {
         outside: leased::Outside::default(),
         ask_timeout: Duration::from_secs(1),
         store: Some(StoreUrl::parse(url).unwrap()),
+        stages: Default::default(),
     }
 }
 
@@ -46,6 +47,7 @@ async fn perform_on(store: &Arc<dyn Store>, name: &str, url: &str, stage: String
         .enqueue(&NewPerformance {
             id: None,
             stage,
+            stage_name: None,
             intent: "go".into(),
             model: None,
             origin: "test".into(),

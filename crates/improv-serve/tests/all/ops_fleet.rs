@@ -68,6 +68,7 @@ fn new(n: u32) -> NewPerformance {
     NewPerformance {
         id: Some(format!("p{n}")),
         stage: "stage.toml".into(),
+        stage_name: None,
         intent: "count".into(),
         model: None,
         origin: "test".into(),

@@ -83,6 +83,13 @@ INSERT INTO blob_refs (performance, hash)
     "
 CREATE INDEX performances_stopping ON performances (id) WHERE stop_requested AND state <> 'finished';
 ",
+    // A stage's identity (its `[stage] name`) beside the path it was queued from: a worker
+    // serving named stages claims on (stage_name, created_at) among the unfinished ones.
+    "
+ALTER TABLE performances ADD COLUMN stage_name TEXT;
+CREATE INDEX performances_by_stage ON performances (stage_name, created_at, id)
+    WHERE state <> 'finished';
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.

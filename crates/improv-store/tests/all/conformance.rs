@@ -8,7 +8,7 @@ use improv_kernel::{Event, EventKind, Outcome, ToolCall};
 use improv_store::testing::TempPostgres;
 use improv_store::{
     Answer, ApprovalAsk, Firing, Lease, ListFilter, NewPerformance, OutboxKey, OutboxMessage,
-    Progress, State, Stopping, Store, StoreError, StoreUrl, Sweep,
+    Progress, Serving, StageKey, State, Stopping, Store, StoreError, StoreUrl, Sweep,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -84,6 +84,7 @@ fn new(intent: &str) -> NewPerformance {
     NewPerformance {
         id: None,
         stage: "stage.toml".into(),
+        stage_name: None,
         intent: intent.into(),
         model: Some("mock/instant".into()),
         origin: "cli".into(),
@@ -1101,10 +1102,12 @@ async fn blob_references_are_filled_for_older_journals(backend: Backend) {
     store.finish(&lease, Outcome::Done, "").await.unwrap();
     let referred = backend.count("blob_refs");
     assert!(referred >= 2, "the journal refers to {referred} blobs");
-    // The store as the improv before blob references (the migration before the last) left it.
-    let before = store.migrate().await.unwrap() - 2;
+    // The store as the improv before blob references (the third migration from the last) left
+    // it.
+    let before = store.migrate().await.unwrap() - 3;
     backend.execute(&format!(
-        "DROP INDEX performances_stopping; DROP INDEX performances_by_origin; \
+        "DROP INDEX performances_by_stage; ALTER TABLE performances DROP COLUMN stage_name; \
+         DROP INDEX performances_stopping; DROP INDEX performances_by_origin; \
          DROP TABLE blob_refs; \
          DELETE FROM schema_migrations WHERE version > {before}"
     ));
@@ -1169,7 +1172,8 @@ async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
     let id = store.enqueue(&new("old")).await.unwrap();
     // The store as the improv before per-performance budgets (schema version 3) left it.
     backend.execute(
-        "DROP INDEX performances_stopping; ALTER TABLE performances DROP COLUMN budget; \
+        "DROP INDEX performances_by_stage; ALTER TABLE performances DROP COLUMN stage_name; \
+         DROP INDEX performances_stopping; ALTER TABLE performances DROP COLUMN budget; \
          ALTER TABLE performances DROP COLUMN stop_requested; \
          DROP INDEX kv_by_age; ALTER TABLE kv DROP COLUMN version; \
          ALTER TABLE kv DROP COLUMN updated_at; \
@@ -1181,6 +1185,113 @@ async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
     assert_eq!(reopened.performance(&id).await.unwrap().budget, None);
     let (_, claimed) = reopened.claim("w1", TTL).await.unwrap().unwrap();
     assert_eq!((claimed.id, claimed.budget), (id, None));
+}
+
+/// A worker serving named stages claims only their performances, by the name recorded when
+/// each was queued (whatever path was recorded with it), oldest first, an expired lease of one
+/// too; another stage's performance, and one queued without a name, stay queued for a worker
+/// that serves them.
+async fn a_claim_among_stages_takes_only_theirs_by_name(backend: Backend) {
+    let store = backend.open().await;
+    let of = |name: Option<&str>, intent: &str| NewPerformance {
+        stage: format!("/releases/old/{intent}/stage.toml"),
+        stage_name: name.map(Into::into),
+        ..new(intent)
+    };
+    let mut ids = vec![];
+    for new in [
+        of(Some("alpha"), "a1"),
+        of(Some("beta"), "b"),
+        of(None, "u"),
+        of(Some("alpha"), "a2"),
+    ] {
+        ids.push(store.enqueue(&new).await.unwrap());
+        // The oldest first: each queued a millisecond (the store's clock) after the last.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let [a1, beta, unnamed, a2] = <[String; 4]>::try_from(ids).unwrap();
+    let alpha = Serving::Stages(vec!["alpha".into()]);
+    let take = async |worker: &str, ttl: Duration, serving: &Serving| {
+        let claimed = store.claim_among(worker, ttl, serving).await.unwrap();
+        claimed.map(|(_, record)| (record.id, record.stage_name))
+    };
+    let named = |id: &str, name: &str| Some((id.to_string(), Some(name.to_string())));
+    // Its lease runs out at once: the next claimer of alpha takes it again.
+    assert_eq!(
+        take("w0", Duration::ZERO, &alpha).await,
+        named(&a1, "alpha")
+    );
+    assert_eq!(take("w1", TTL, &alpha).await, named(&a1, "alpha"));
+    assert_eq!(store.performance(&a1).await.unwrap().epoch, 2);
+    assert_eq!(take("w1", TTL, &alpha).await, named(&a2, "alpha"));
+    assert_eq!(
+        take("w1", TTL, &alpha).await,
+        None,
+        "beta's and the unnamed one stay"
+    );
+    assert_eq!(take("w2", TTL, &Serving::Stages(vec![])).await, None);
+    for id in [&beta, &unnamed] {
+        assert_eq!(
+            store.performance(id).await.unwrap().state,
+            State::Queued,
+            "{id}"
+        );
+    }
+    let gamma_or_beta = Serving::Stages(vec!["gamma".into(), "beta".into()]);
+    assert_eq!(take("w2", TTL, &gamma_or_beta).await, named(&beta, "beta"));
+    assert_eq!(take("w2", TTL, &gamma_or_beta).await, None);
+    assert_eq!(take("w3", TTL, &Serving::Any).await, Some((unnamed, None)));
+}
+
+/// A stage's performances are those queued with its name, from whatever folder, and those
+/// queued without a name from its stage file: what a server of the stage lists and shows after
+/// a deploy moved its folder; another stage's, even from the same path, are not.
+async fn a_stages_list_follows_its_name_not_its_folder(backend: Backend) {
+    let store = backend.open().await;
+    let of = |name: Option<&str>, path: &str, intent: &str| NewPerformance {
+        stage: path.into(),
+        stage_name: name.map(Into::into),
+        ..new(intent)
+    };
+    let (before, now) = ("/releases/1/stage.toml", "/releases/2/stage.toml");
+    let moved = of(Some("shop"), before, "queued before the deploy");
+    let unnamed = of(None, now, "queued without a name here");
+    let unnamed_elsewhere = of(None, before, "queued without a name elsewhere");
+    let other = of(Some("pantry"), now, "another stage at the same path");
+    let mut ids = vec![];
+    for new in [&moved, &unnamed, &unnamed_elsewhere, &other] {
+        ids.push(store.enqueue(new).await.unwrap());
+    }
+    let key = StageKey {
+        name: "shop".into(),
+        path: now.into(),
+    };
+    let filter = ListFilter {
+        stage: Some(key.clone()),
+        ..ListFilter::default()
+    };
+    let listed: Vec<String> = store
+        .list(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    let mut expected = vec![ids[0].clone(), ids[1].clone()];
+    expected.sort();
+    assert_eq!(
+        sorted, expected,
+        "the moved one and the unnamed one from its file"
+    );
+    for record in store.list(&ListFilter::default()).await.unwrap() {
+        assert_eq!(
+            key.holds(&record),
+            listed.contains(&record.id),
+            "{record:?}"
+        );
+    }
 }
 
 async fn a_newer_schema_is_refused(backend: Backend) {
@@ -1443,6 +1554,8 @@ conformance!(
     stops_requested_names_the_workers_stopped_performances,
     appends_sharing_new_blobs_all_land,
     a_claim_ends_a_stopped_one_instead_of_opening_it,
+    a_claim_among_stages_takes_only_theirs_by_name,
+    a_stages_list_follows_its_name_not_its_folder,
 );
 
 /// What only one backend can get wrong: its own kind of misconfiguration and outage.

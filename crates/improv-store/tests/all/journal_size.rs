@@ -192,6 +192,7 @@ async fn measure(name: &str, url: StoreUrl, pg: Option<&TempPostgres>) {
     let new = NewPerformance {
         id: Some("long".into()),
         stage: "s".into(),
+        stage_name: None,
         intent: "i".into(),
         model: None,
         origin: "bench".into(),

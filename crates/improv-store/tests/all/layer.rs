@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
 use improv_store::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Stopping, Store,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, Stopping, Store,
     StoreError, StoreLayer,
 };
 use serde_json::json;
@@ -35,12 +35,13 @@ impl Store for Named {
     async fn enqueue(&self, _: &NewPerformance) -> Result<String, StoreError> {
         called("enqueue")
     }
-    async fn claim(
+    async fn claim_among(
         &self,
         _: &str,
         _: Duration,
+        _: &Serving,
     ) -> Result<Option<(Lease, PerformanceRecord)>, StoreError> {
-        called("claim")
+        called("claim_among")
     }
     async fn renew(&self, _: &Lease, _: Duration) -> Result<Lease, StoreError> {
         called("renew")
@@ -237,6 +238,7 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
     let new = NewPerformance {
         id: None,
         stage: "s".into(),
+        stage_name: None,
         intent: "i".into(),
         model: None,
         origin: "test".into(),
@@ -253,7 +255,7 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         store.describe(),
         reached(store.migrate().await),
         reached(store.enqueue(&new).await),
-        reached(store.claim("w", ttl).await),
+        reached(store.claim_among("w", ttl, &Serving::Any).await),
         reached(store.renew(&lease, ttl).await),
         reached(store.release(&lease).await),
         reached(store.finish(&lease, Outcome::Done, "r").await),
@@ -292,7 +294,7 @@ const METHODS: [&str; 35] = [
     "describe",
     "migrate",
     "enqueue",
-    "claim",
+    "claim_among",
     "renew",
     "release",
     "finish",

@@ -48,6 +48,7 @@ async fn a_sweep_without_blobs_does_not_wait_for_appends() {
     let door = NewPerformance {
         id: None,
         stage: "stage.toml".into(),
+        stage_name: None,
         intent: "i".into(),
         model: None,
         origin: "door:d".into(),

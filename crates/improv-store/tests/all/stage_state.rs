@@ -44,6 +44,7 @@ fn new(intent: &str) -> NewPerformance {
     NewPerformance {
         id: None,
         stage: "stage.toml".into(),
+        stage_name: None,
         intent: intent.into(),
         model: None,
         origin: "cli".into(),

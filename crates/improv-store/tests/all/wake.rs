@@ -16,6 +16,7 @@ fn new(n: usize) -> NewPerformance {
     NewPerformance {
         id: Some(format!("p{n}")),
         stage: "stage.toml".into(),
+        stage_name: None,
         intent: "wake".into(),
         model: None,
         origin: "test".into(),

@@ -25,6 +25,7 @@ mod ops;
 mod routines;
 mod serve_store;
 mod signals;
+mod stage_moved;
 mod stagecraft;
 mod store_file;
 mod trace;

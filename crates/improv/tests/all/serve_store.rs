@@ -472,6 +472,7 @@ async fn another_stages_performance_is_out_of_reach(store: String) {
         let new = NewPerformance {
             id: Some(id.into()),
             stage: stage.canonicalize().unwrap().display().to_string(),
+            stage_name: None,
             intent: format!("be {id}"),
             model: None,
             origin: "cli".into(),
@@ -543,6 +544,7 @@ async fn a_unique_prefix_names_a_performance(store: String, secret: Option<&str>
         let new = NewPerformance {
             id: Some(id.into()),
             stage: fixture.path("stage.toml").display().to_string(),
+            stage_name: None,
             intent: format!("be {id}"),
             model: None,
             origin: "cli".into(),
