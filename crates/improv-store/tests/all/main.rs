@@ -4,6 +4,7 @@
 //! binary beside this folder.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod claim_among;
 mod conformance;
 mod journal_size;
 mod layer;
