@@ -233,11 +233,20 @@ rate = "120/min"
 
 
 def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    """(resident, anonymous, file-backed) kB of `pid`: anonymous memory is the heap and stacks,
+    file-backed is the binary's and libraries' pages, which grow as new code paths first run and
+    are not a leak."""
+    found = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":")[0]
+                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                    found[key] = int(line.split()[1])
+    except OSError:
+        pass
+    return (found.get("VmRSS", 0), found.get("RssAnon", 0),
+            found.get("RssFile", 0) + found.get("RssShmem", 0))
 
 
 def start_serve(improv, root, port, log):
@@ -304,14 +313,14 @@ def main():
         child, host = start_serve(improv, root, port, log)
         duration = args.minutes * 60
         started = time.monotonic()
-        samples = []  # (seconds since start, RSS kB)
+        samples = []  # (seconds since start, RSS, anonymous, file-backed kB)
         hooks_ok = hooks = 0
         n = 0
         next_sample = started
         while time.monotonic() - started < duration and child.poll() is None:
             now = time.monotonic()
             if now >= next_sample:
-                samples.append((now - started, rss_kb(child.pid)))
+                samples.append((now - started, *rss_kb(child.pid)))
                 next_sample += 10
             n += 1
             FAKE.feed(n)
@@ -319,7 +328,7 @@ def main():
                 hooks += 1
                 hooks_ok += deliver(host, n)
             time.sleep(max(0.0, started + n - time.monotonic()))
-        samples.append((time.monotonic() - started, rss_kb(child.pid)))
+        samples.append((time.monotonic() - started, *rss_kb(child.pid)))
         time.sleep(5)  # let the last messages be answered
         died = child.poll()
         child.terminate()
@@ -345,10 +354,10 @@ def firings(root):
 def report(minutes, samples, fed, hooks, hooks_ok, died, root):
     fired = firings(root)
     warm_end = minutes * 60 * 0.10
-    after = [kb for t, kb in samples if t >= warm_end]
-    base = after[0] if after else samples[-1][1]
-    last = samples[-1][1]
-    peak = max(after) if after else last
+    after = [s for s in samples if s[0] >= warm_end]
+    base_s = after[0] if after else samples[-1]
+    base, last = base_s[1], samples[-1][1]
+    peak = max(s[1] for s in after) if after else last
     with FAKE.lock:
         overheads = [(FAKE.replied[m] - FAKE.handed[m] - FAKE.model_time.get(m, 0.0)) * 1000
                      for m in FAKE.replied if m in FAKE.handed]
@@ -375,10 +384,27 @@ def report(minutes, samples, fed, hooks, hooks_ok, died, root):
           f"{probe_requests} | 0 |")
     tick = fired.get("tick", (0, 0))
     print(f"| schedule door (every minute) firings / performed | {tick[0]} / {tick[1]} | |")
-    print("\nRSS samples (min, MB): " + " ".join(f"{t / 60:.1f}:{kb / 1024:.1f}"
-                                                 for t, kb in samples[:: max(1, len(samples) // 24)]))
+    anon_base, anon_last = base_s[2], samples[-1][2]
+    print(f"| anonymous memory (heap, stacks) after warm-up: {anon_base / 1024:.1f} -> "
+          f"{anon_last / 1024:.1f} MB | {100 * (anon_last - anon_base) / max(1, anon_base):+.1f}% | |")
+    rows(minutes, samples, warm_end)
     if answered < fed * 0.9:
         print(f"NOTE: only {answered} of {fed} messages were answered")
+
+
+def rows(minutes, samples, warm_end):
+    """RSS at the end of warm-up and every tenth of the run (every 10 minutes of an hour), split
+    into anonymous and file-backed memory, so that what grows can be told apart."""
+    marks = [warm_end] + [minutes * 60 * k / 6 for k in range(1, 7)]
+    base = min(samples, key=lambda s: abs(s[0] - warm_end))[1]
+    print("\n| minute | RSS MB | anonymous MB | file-backed MB | RSS vs warm-up |")
+    print("|---|---|---|---|---|")
+    for mark in marks:
+        t, rss, anon, filed = min(samples, key=lambda s: abs(s[0] - mark))
+        print(f"| {t / 60:.1f} | {rss / 1024:.1f} | {anon / 1024:.1f} | {filed / 1024:.1f} | "
+              f"{100 * (rss - base) / max(1, base):+.1f}% |")
+    print("\nRSS samples (min, MB): " + " ".join(f"{s[0] / 60:.1f}:{s[1] / 1024:.1f}"
+                                                 for s in samples[:: max(1, len(samples) // 24)]))
 
 
 if __name__ == "__main__":
