@@ -116,3 +116,91 @@ impl Stages {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use improv_store::State;
+
+    fn stage(dir: &Path, name: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("stage.toml");
+        std::fs::write(
+            &file,
+            format!("[stage]\nname = \"{name}\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"scripted/script.json\"\n"),
+        )
+        .unwrap();
+        file
+    }
+
+    fn record(stage: &Path, name: Option<&str>) -> PerformanceRecord {
+        PerformanceRecord {
+            id: "p1".into(),
+            stage: stage.display().to_string(),
+            stage_name: name.map(Into::into),
+            intent: "go".into(),
+            model: None,
+            origin: "cli".into(),
+            budget: None,
+            state: State::Leased,
+            outcome: None,
+            reason: String::new(),
+            worker: None,
+            epoch: 1,
+            last_seq: 0,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn two_stages_of_one_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        stage(&a, "shop");
+        stage(&b, "shop");
+        let err = Stages::find(&[a.clone(), b.clone()])
+            .unwrap_err()
+            .to_string();
+        for said in [
+            "named `shop`",
+            "a/stage.toml",
+            "b/stage.toml",
+            "its own name",
+        ] {
+            assert!(err.contains(said), "{said:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn a_stage_renamed_in_its_file_is_not_performed_under_its_old_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let served = dir.path().join("served");
+        stage(&served, "shop");
+        let stages = Stages::find(std::slice::from_ref(&served)).unwrap();
+        assert_eq!(stages.serving(), Serving::Stages(vec!["shop".into()]));
+        let gone = dir.path().join("gone/stage.toml");
+        assert!(stages.open(&record(&gone, Some("shop"))).is_ok());
+        stage(&served, "pantry");
+        let err = stages
+            .open(&record(&gone, Some("shop")))
+            .unwrap_err()
+            .to_string();
+        for said in [
+            "stage `shop`",
+            "now holds stage `pantry`",
+            "does not load",
+            "--stages",
+        ] {
+            assert!(err.contains(said), "{said:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn a_performance_queued_without_a_name_opens_from_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = stage(&dir.path().join("old"), "anything");
+        let opened = Stages::Any.open(&record(&file, None)).unwrap();
+        assert_eq!(opened.stage.name, "anything");
+    }
+}
