@@ -1,4 +1,5 @@
-//! A stage known by its name, not its folder, through the real binary on a SQLite store: a
+//! A stage known by its name, not its folder, through the real binary on a SQLite store (and
+//! a real PostgreSQL from TempPostgres for the move itself): a
 //! performance queued with `improv run --detach` before a deploy moved the stage's folder is
 //! performed by a worker told the new place (`improv worker --stages DIR`), a worker serving
 //! another stage leaves it queued, and a worker whose recorded path now holds another stage
@@ -9,6 +10,7 @@
 use crate::common;
 
 use improv_kernel::Outcome;
+use improv_store::testing::TempPostgres;
 use improv_store::{PerformanceRecord, State, Store, StoreUrl};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,15 +21,28 @@ use std::time::{Duration, Instant};
 /// How long anything here may take before it counts as never.
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// Stages and a store in one temp folder.
+/// Stages in one temp folder, and a store: a SQLite file there, or a PostgreSQL database.
 struct Fixture {
     dir: tempfile::TempDir,
+    store: Option<String>,
 }
 
 impl Fixture {
     fn new() -> Fixture {
         Fixture {
             dir: tempfile::tempdir().unwrap(),
+            store: None,
+        }
+    }
+
+    fn on_postgres(database: &str) -> Fixture {
+        static PG: std::sync::OnceLock<TempPostgres> = std::sync::OnceLock::new();
+        let url = PG
+            .get_or_init(TempPostgres::start_new)
+            .create_database(database);
+        Fixture {
+            store: Some(url),
+            ..Fixture::new()
         }
     }
 
@@ -36,7 +51,10 @@ impl Fixture {
     }
 
     fn store_url(&self) -> String {
-        format!("sqlite:{}", self.path("store.db").display())
+        match &self.store {
+            Some(url) => url.clone(),
+            None => format!("sqlite:{}", self.path("store.db").display()),
+        }
     }
 
     /// A stage named `name` in `folder`, whose scripted lead appends `name` to marks.txt in
@@ -194,12 +212,20 @@ fn marks(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("marks.txt")).unwrap_or_default()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_performance_queued_before_its_stage_moved_is_performed_from_the_new_place_on_sqlite() {
+    queued_before_the_stage_moved(Fixture::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_performance_queued_before_its_stage_moved_is_performed_from_the_new_place_on_postgres() {
+    queued_before_the_stage_moved(Fixture::on_postgres("moved")).await;
+}
+
 /// Queued from `releases/1`, which a deploy then renames `releases/2`: a worker serving only
 /// another stage leaves it queued (never claimed), and a worker told the new folder performs
-/// it there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_performance_queued_before_its_stage_moved_is_performed_from_the_new_place() {
-    let f = Fixture::new();
+/// it there; a server of the stage from there shows it.
+async fn queued_before_the_stage_moved(f: Fixture) {
     f.stage("releases/1", "shop");
     let pantry = f.stage("pantry", "pantry");
     let id = f.enqueue("releases/1");
