@@ -649,9 +649,6 @@ pub struct Plan {
     /// The namespace these targets are guarded in already, for a command that joins it
     /// ([`Template`]); `None`: the command makes its own.
     pub template: Option<Arc<Template>>,
-    /// The command's own user namespace, nested in the template's and its ids mapped, made
-    /// before the command started ([`Template::take_spare`]); `None`: the command makes it.
-    pub nested: Option<OwnedFd>,
 }
 
 impl Plan {
@@ -664,7 +661,6 @@ impl Plan {
             ids: covers.ids,
             targets,
             template: None,
-            nested: None,
         }
     }
 }
@@ -715,11 +711,8 @@ fn make(plan: &Plan) -> Result<(), Failed> {
 /// Joining a mount namespace moves the root and working directory to its root: the caller sets
 /// the working directory after.
 fn join(plan: &Plan, template: &Template) -> Result<(), Failed> {
-    if plan.nested.is_none() {
-        // The maps are written below through /proc/self, which must be the process's own.
-        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
-            .map_err(|e| (c"prctl(PR_SET_DUMPABLE)", e))?;
-    }
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
+        .map_err(|e| (c"prctl(PR_SET_DUMPABLE)", e))?;
     rustix::thread::move_into_link_name_space(
         template.user.as_fd(),
         Some(rustix::thread::LinkNameSpaceType::User),
@@ -730,19 +723,7 @@ fn join(plan: &Plan, template: &Template) -> Result<(), Failed> {
         Some(rustix::thread::LinkNameSpaceType::Mount),
     )
     .map_err(|e| (c"setns(the performance's mount namespace)", e))?;
-    match &plan.nested {
-        Some(nested) => rustix::thread::move_into_link_name_space(
-            nested.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::User),
-        )
-        .map_err(|e| (c"setns(the command's own user namespace)", e)),
-        None => nest(plan),
-    }
-}
-
-/// Makes a user namespace nested in the current one, the caller's only, and maps its ids.
-fn nest(plan: &Plan) -> Result<(), Failed> {
-    // SAFETY: as in `make`: the caller shares no file table or fs info with another process.
+    // SAFETY: as in `make`: the child shares no file table or fs info with another process.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER) }
         .map_err(|e| (c"unshare(CLONE_NEWUSER)", e))?;
     map_ids(plan)
@@ -761,12 +742,6 @@ fn map_ids(plan: &Plan) -> Result<(), Failed> {
 /// command. Made by a helper that runs [`enter`]'s own steps and exits; the two namespace files
 /// keep them alive. Commands cannot mount (no capability in its user namespace, and seccomp),
 /// so what they share is what each would have had alone.
-///
-/// Each command's own user namespace is made ahead too, one at a time ([`Template::replenish`],
-/// after a command has started, while it runs): making it (`unshare` and the three id-map
-/// writes, ~50 µs) was the largest step of a joining command's start after the capability drop
-/// and Landlock. A command takes the one made ahead, which no other command ever joins
-/// ([`Template::take_spare`]), and makes its own when there is none.
 pub struct Template {
     user: OwnedFd,
     mount: OwnedFd,
@@ -780,8 +755,6 @@ pub struct Template {
     /// What each target showed through `root` when the template was made.
     view: View,
     made: Instant,
-    /// The next command's user namespace, nested in `user`, its ids mapped; no process in it.
-    spare: std::sync::Mutex<Option<OwnedFd>>,
 }
 
 /// How long a template serves at most. Its mounts are private, so a mount the host adds later
@@ -911,68 +884,7 @@ impl Template {
             root,
             view,
             made,
-            spare: std::sync::Mutex::new(None),
         })
-    }
-
-    /// The user namespace made ahead for the next command, if there is one; taken, so that no
-    /// two commands ever share one.
-    pub fn take_spare(&self) -> Option<OwnedFd> {
-        self.spare
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-    }
-
-    /// Makes the next command's user namespace now, unless one is waiting: in a helper, as a
-    /// joining command would (this template's user namespace, then a new one nested in it, its
-    /// ids mapped as `plan` says), kept open by a file. `Err` names the step that failed; the
-    /// next command then makes its own.
-    pub fn replenish(&self, plan: &Plan) -> Result<(), Failed> {
-        let waiting = self
-            .spare
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some();
-        if waiting {
-            return Ok(());
-        }
-        let made = crate::spawn::in_helper(|| {
-            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
-                .map_err(|e| (c"prctl(PR_SET_DUMPABLE)", e))?;
-            rustix::thread::move_into_link_name_space(
-                self.user.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::User),
-            )
-            .map_err(|e| (c"setns(the performance's user namespace)", e))?;
-            nest(plan)?;
-            rustix::fs::open(
-                c"/proc/self/ns/user",
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| (c"/proc/self/ns/user", e))
-        })?;
-        let mut spare = self
-            .spare
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Another command's start may have made one meanwhile: either serves.
-        spare.get_or_insert(made);
-        Ok(())
-    }
-
-    /// The inode number of the user namespace waiting for the next command (tests).
-    #[cfg(test)]
-    pub(crate) fn spare_inode(&self) -> Option<u64> {
-        let spare = self
-            .spare
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        spare
-            .as_ref()
-            .and_then(|fd| rustix::fs::fstat(fd).ok())
-            .map(|stat| stat.st_ino)
     }
 
     /// Whether a command guarded by `targets` may join this template now: younger than

@@ -649,9 +649,7 @@ impl Sandbox {
                 let targets = ns.rescan()?;
                 let mut plan = Plan::new(uid, gid, &ns.covers, targets);
                 if entry == Entry::Join {
-                    let template = ns.template(&plan)?;
-                    plan.nested = template.take_spare();
-                    plan.template = Some(template);
+                    plan.template = Some(ns.template(&plan)?);
                 }
                 Some(plan)
             }
@@ -666,15 +664,6 @@ impl Sandbox {
             landlock,
             filter: self.filter.clone(),
         })
-    }
-
-    /// The inode number of the user namespace the current template keeps for the next command
-    /// that joins it (tests).
-    #[cfg(test)]
-    pub(crate) fn spare_user_namespace(&self) -> Option<u64> {
-        let ns = self.namespaces.as_ref()?;
-        let template = lock(&ns.template);
-        template.as_ref()?.spare_inode()
     }
 
     /// The user and group commands run as when not improv's own ([`SandboxConfig::run_as`]).
@@ -725,17 +714,6 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// Once the command has started: the template it joined makes the next command's user
-    /// namespace now, while this one runs (`namespace::Template::replenish`). A failure only
-    /// leaves the next command to make its own, which names the step if it fails too.
-    pub(crate) fn replenish(&self) {
-        if let Some(plan) = &self.plan
-            && let Some(template) = &plan.template
-        {
-            let _ = template.replenish(plan);
-        }
-    }
-
     /// Runs in the child before `exec`, after its stdio, user and working directory are set: its
     /// own process group (registered with the sandbox), no open file of improv's but stdio
     /// once it execs ([`close_inherited_on_exec`]), the performance's cgroup, resource

@@ -136,7 +136,6 @@ impl Sandbox {
             })?;
         }
         let child = child.map_err(|(step, errno)| failed(step, errno))?;
-        prepared.replenish();
         Ok(Child(Process::Cloned(child)))
     }
 
@@ -827,50 +826,5 @@ mod tests {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a missing program started"),
         }
-    }
-
-    /// Each joining command's own user namespace is made ahead, while the command before it
-    /// runs, and joined by one command only: the second command runs in the namespace the first
-    /// one's start left waiting, and a new one waits after it. Namespace numbers are compared
-    /// while both namespaces exist (the kernel reuses a freed one's number): the second command
-    /// keeps running until the end.
-    #[tokio::test]
-    async fn a_joining_command_enters_the_user_namespace_made_ahead_for_it_and_no_other_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let sandbox = Sandbox::new(SandboxConfig::new(dir.path())).unwrap();
-        if sandbox.covered().is_none() {
-            panic!("this test needs user namespaces for the sandbox (see Sandbox::covered)");
-        }
-        let (status, out) = run(&sandbox, "true", &[]).await;
-        assert!(status.success(), "{out}");
-        let waiting = sandbox
-            .spare_user_namespace()
-            .expect("no user namespace was made ahead for the next command");
-        let (reader, writer) = rustix::pipe::pipe().unwrap();
-        let mut cmd = std::process::Command::new("sh");
-        cmd.args(["-c", "readlink /proc/self/ns/user; exec sleep 60"]);
-        let stderr = writer.try_clone().unwrap();
-        let mut second = sandbox.spawn(&cmd, writer, stderr).unwrap();
-        let mut line = Vec::new();
-        let mut reader = std::fs::File::from(reader);
-        let mut byte = [0u8; 1];
-        while reader.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8(line).unwrap();
-        assert_eq!(
-            line,
-            format!("user:[{waiting}]"),
-            "the second command's namespace"
-        );
-        let next = sandbox
-            .spare_user_namespace()
-            .expect("no user namespace was made ahead after the second command started");
-        assert_ne!(
-            next, waiting,
-            "a namespace made ahead was kept for a second command"
-        );
-        second.start_kill().unwrap();
-        second.wait().await.unwrap();
     }
 }
