@@ -351,6 +351,7 @@ async fn open(
     launch.id = Some(record.id.clone());
     launch.notes = Some(StoreNotes::new(held.store.clone(), &record.id, &past));
     launch.approver = Arc::new(StoreApprover {
+        held: held.clone(),
         store: held.store.clone(),
         performance: record.id.clone(),
         timeout: settings.ask_timeout,
@@ -487,6 +488,8 @@ async fn watch_stops(
 /// waiting, the director answers it from anywhere (`improv approve`), and the call waits for
 /// the answer (woken by NOTIFY on PostgreSQL), denied when none came within the timeout.
 struct StoreApprover {
+    /// The lease every ask is fenced by: a worker that lost it asks nothing.
+    held: Held,
     store: Arc<dyn Store>,
     performance: String,
     timeout: Duration,
@@ -502,9 +505,14 @@ impl Approver for StoreApprover {
             rule: request.rule.clone(),
         };
         let id = &self.performance;
-        let n = match self.store.ask_approval(id, &ask).await {
+        let n = match self.store.ask_approval(&self.held.lease(), &ask).await {
             Ok(n) => n,
-            Err(e) => return denied(format!("the approval could not be asked: {e}")),
+            Err(e) => {
+                if matches!(e, StoreError::LeaseLost { .. }) {
+                    self.held.lost.cancel();
+                }
+                return denied(format!("the approval could not be asked: {e}"));
+            }
         };
         tracing::info!(
             performance = %id,
@@ -1019,13 +1027,17 @@ mod tests {
             budget: None,
         };
         let performance = store.enqueue(&new).await.unwrap();
+        let (lease, _) = store.claim("w", TTL).await.unwrap().unwrap();
         let approver = StoreApprover {
+            held: Held::new(store.clone(), lease),
             store,
             performance,
             timeout,
         };
         (dir, approver)
     }
+
+    const TTL: Duration = Duration::from_secs(600);
 
     fn request() -> ApprovalRequest {
         ApprovalRequest {
@@ -1088,6 +1100,32 @@ mod tests {
             .await
             .unwrap();
         assert!(!late, "a director's answer after the timeout was taken");
+    }
+
+    /// A worker that lost its lease (another claimed the performance) asks the director
+    /// nothing: its ask is refused by the store's fence, denied here, and the loss is known.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ask_after_the_lease_was_lost_is_denied_and_not_asked() {
+        let (_dir, approver) = asked(Duration::from_secs(3600)).await;
+        let id = &approver.performance;
+        approver
+            .store
+            .release(&approver.held.lease())
+            .await
+            .unwrap();
+        let (current, _) = approver.store.claim("other", TTL).await.unwrap().unwrap();
+        assert_eq!(&current.performance, id);
+        let got = approver.ask(&request()).await;
+        assert!(
+            matches!(&got, Approval::Deny { note: Some(note) } if note.contains("lease")),
+            "{got:?}"
+        );
+        assert!(approver.held.lost.is_cancelled(), "the loss went unnoticed");
+        let asked = approver.store.approvals(id).await.unwrap();
+        assert!(
+            asked.is_empty(),
+            "a worker without the lease asked: {asked:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,9 +189,8 @@ impl StoreLayer for Bounded {
         let sweep = self.inner.sweep_door_performances(before, keep, batch);
         self.bound(NONE, sweep).await
     }
-    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
-        self.bound(NONE, self.inner.ask_approval(performance, ask))
-            .await
+    async fn ask_approval(&self, lease: &Lease, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        self.bound(NONE, self.inner.ask_approval(lease, ask)).await
     }
     async fn answer_approval(
         &self,

@@ -167,8 +167,8 @@ pub trait StoreLayer: Send + Sync + 'static {
     ) -> Result<bool, StoreError> {
         self.inner().wait_notes(performance, after, timeout).await
     }
-    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
-        self.inner().ask_approval(performance, ask).await
+    async fn ask_approval(&self, lease: &Lease, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        self.inner().ask_approval(lease, ask).await
     }
     async fn answer_approval(
         &self,
@@ -357,8 +357,8 @@ impl<T: StoreLayer> Store for T {
     ) -> Result<bool, StoreError> {
         StoreLayer::wait_notes(self, performance, after, timeout).await
     }
-    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
-        StoreLayer::ask_approval(self, performance, ask).await
+    async fn ask_approval(&self, lease: &Lease, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        StoreLayer::ask_approval(self, lease, ask).await
     }
     async fn answer_approval(
         &self,

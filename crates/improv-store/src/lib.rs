@@ -543,9 +543,12 @@ pub trait Store: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<bool, StoreError>;
 
-    /// Puts an `ask` of a performance that has not finished in the store, waiting; returns its
-    /// number. [`StoreError::Finished`] when it ended.
-    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError>;
+    /// Puts an `ask` of the leased performance in the store, waiting; returns its number.
+    /// Fenced as [`Store::append`] is: [`StoreError::LeaseLost`] when `lease` is no longer the
+    /// current one (another worker claimed the performance, or it ended), so only the holder
+    /// asks. A claim denies the asks its predecessors left unanswered, so an answer can reach
+    /// only the holder that asked.
+    async fn ask_approval(&self, lease: &Lease, ask: &ApprovalAsk) -> Result<u64, StoreError>;
 
     /// Answers approval `n` of `performance`: true for the one answer that counts, false when
     /// it was answered already; `NotFound` when there is no such approval. Wakes

@@ -21,9 +21,9 @@ mod tls;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, answer_name, budget_text, check_seqs, corrupt,
-    expiry, fence, now_millis, parse_answer, parse_budget, parse_outcome, parse_state, signed,
-    sql_limit, state_name, unsigned,
+    ASKER_LOST_LEASE, Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, answer_name, budget_text,
+    check_seqs, corrupt, expiry, fence, now_millis, parse_answer, parse_budget, parse_outcome,
+    parse_state, signed, sql_limit, state_name, unsigned,
 };
 use crate::url::split_pg_params;
 use crate::{
@@ -635,34 +635,46 @@ impl Store for PgStore {
         let expires = expiry(now, ttl);
         self.query(END_STOPPED, &[&now, &STOPPED_UNHELD, &CHANNEL])
             .await?;
-        // Any stage: nothing more bound. Named ones: `$4`, read on the partial index
+        // Any stage: nothing more bound. Named ones: `$5`, read on the partial index
         // `performances_by_stage` (the served stages' unfinished performances only).
         let (among, names) = match serving {
             Serving::Any => ("", None),
             Serving::Stages(names) => (
-                "AND state <> 'finished' AND stage_name = ANY($4)",
+                "AND state <> 'finished' AND stage_name = ANY($5)",
                 Some(names),
             ),
         };
-        let args: [&(dyn ToSql + Sync); 4] = [&worker, &expires, &now, &names];
+        let args: [&(dyn ToSql + Sync); 5] = [&worker, &expires, &now, &ASKER_LOST_LEASE, &names];
+        // One statement: the claim and the denial of the asks its predecessors left open
+        // commit together, so no answer reaches a holder that lost its lease.
         let rows = self
             .query(
                 &format!(
-                    "UPDATE performances p SET state = 'leased', worker = $1, \
+                    "WITH claimed AS (UPDATE performances p SET state = 'leased', worker = $1, \
                      epoch = p.epoch + 1, lease_expires = $2, updated_at = $3 \
                      FROM (SELECT id FROM performances \
                            WHERE (state = 'queued' OR (state = 'leased' AND lease_expires <= $3)) \
                            AND NOT stop_requested {among} \
                            ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c \
-                     WHERE p.id = c.id RETURNING {RECORD}"
+                     WHERE p.id = c.id RETURNING {RECORD}), \
+                     denied AS (UPDATE approvals a SET answer = 'deny', note = $4, \
+                     answered_at = $3 FROM claimed WHERE a.performance = claimed.id \
+                     AND a.answer IS NULL RETURNING a.n) \
+                     SELECT {RECORD}, (SELECT count(*) FROM denied) FROM claimed p"
                 ),
-                &args[..3 + usize::from(names.is_some())],
+                &args[..4 + usize::from(names.is_some())],
             )
             .await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
         let record = self.record(row)?;
+        // The count of denials follows the record's columns.
+        if row.get::<_, i64>(row.len() - 1) > 0 {
+            // A stream on any machine shows the denials.
+            self.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &record.id])
+                .await?;
+        }
         let lease = Lease {
             performance: record.id.clone(),
             worker: worker.to_string(),
@@ -1264,30 +1276,18 @@ impl Store for PgStore {
             .await
     }
 
-    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+    async fn ask_approval(&self, lease: &Lease, ask: &ApprovalAsk) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(self.err())?;
-        // The row lock numbers the performance's approvals one at a time.
-        let rows = tx
-            .query(
-                "SELECT state FROM performances WHERE id = $1 FOR UPDATE",
-                &[&performance],
-            )
-            .await
-            .map_err(self.err())?;
-        let row = rows.first().ok_or_else(|| self.not_found(performance))?;
-        if parse_state(&self.namer.name, row.get(0))? == State::Finished {
-            return Err(StoreError::Finished {
-                id: performance.to_string(),
-            });
-        }
+        // The fence's row lock also numbers the performance's approvals one at a time.
+        let (tx, _) = self.fence(&mut client, lease).await?;
+        let performance = &lease.performance;
         let row = tx
             .query_one(
                 "INSERT INTO approvals (performance, n, actor, prop, subject, rule, created_at) \
                  SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM approvals \
                  WHERE performance = $1 RETURNING n",
                 &[
-                    &performance,
+                    performance,
                     &ask.actor,
                     &ask.prop,
                     &ask.subject,

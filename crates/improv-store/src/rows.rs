@@ -190,3 +190,8 @@ pub(crate) const STOPPED_QUEUED: &str = "stopped by the director before a worker
 /// back to the queue (its worker gone, or draining) before that worker ended it: the next
 /// claim ends it, stopped, rather than opening it again.
 pub(crate) const STOPPED_UNHELD: &str = "stopped by the director; its worker left it unfinished";
+
+/// The note of an ask that a claim denied because the worker that asked lost its lease: one
+/// wording for both backends. The new holder asks again if its turn still needs it.
+pub(crate) const ASKER_LOST_LEASE: &str =
+    "denied: the worker that asked lost its lease; the performance continues elsewhere";

@@ -7,9 +7,9 @@
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, answer_name, budget_text, check_seqs, corrupt,
-    expiry, fence, now_millis, parse_answer, parse_budget, parse_outcome, parse_state, signed,
-    sql_limit, state_name, unsigned,
+    ASKER_LOST_LEASE, Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, answer_name, budget_text,
+    check_seqs, corrupt, expiry, fence, now_millis, parse_answer, parse_budget, parse_outcome,
+    parse_state, signed, sql_limit, state_name, unsigned,
 };
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
@@ -113,6 +113,12 @@ CREATE INDEX performances_by_stage ON performances (stage_name, created_at, id)
 const END_STOPPED: &str = "UPDATE performances SET state = 'finished', outcome = 'stopped', \
      reason = ?2, lease_expires = 0, updated_at = ?1 WHERE stop_requested AND state <> 'finished' \
      AND (+state = 'queued' OR (+state = 'leased' AND lease_expires <= ?1))";
+
+/// What a claim does to the asks the performance's earlier holders left unanswered: denies
+/// them, so an answer can reach only the holder that asked. Parameters: the performance, now,
+/// [`ASKER_LOST_LEASE`].
+const DENY_ORPHANED_ASKS: &str = "UPDATE approvals SET answer = 'deny', note = ?3, \
+     answered_at = ?2 WHERE performance = ?1 AND answer IS NULL";
 
 /// A claim's index and condition on the stage for `serving`, and the JSON array of the names it
 /// binds as `?4` (`None`: any stage, nothing bound). Named stages read the partial index
@@ -626,6 +632,13 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(err)?
                 .transpose()?;
+            if let Some(record) = &claimed {
+                tx.execute(
+                    DENY_ORPHANED_ASKS,
+                    params![record.id, now, ASKER_LOST_LEASE],
+                )
+                .map_err(err)?;
+            }
             tx.commit().map_err(err)?;
             Ok(claimed.map(|record| {
                 let lease = Lease {
@@ -1222,27 +1235,28 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn ask_approval(&self, performance: &str, ask: &ApprovalAsk) -> Result<u64, StoreError> {
-        let (id, ask) = (performance.to_string(), ask.clone());
+    async fn ask_approval(&self, lease: &Lease, ask: &ApprovalAsk) -> Result<u64, StoreError> {
+        let (lease, ask) = (lease.clone(), ask.clone());
         self.call(move |store, conn| {
-            let err = |e| sql_error(store, e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(err)?;
-            if holder(store, &tx, &id)?.state == State::Finished {
-                return Err(StoreError::Finished { id });
-            }
-            let n: i64 = tx
-                .query_row(
-                    "INSERT INTO approvals (performance, n, actor, prop, subject, rule, created_at) \
-                     SELECT ?1, COALESCE(MAX(n), 0) + 1, ?2, ?3, ?4, ?5, ?6 FROM approvals \
-                     WHERE performance = ?1 RETURNING n",
-                    params![id, ask.actor, ask.prop, ask.subject, ask.rule, now_millis()],
-                    |r| r.get(0),
-                )
-                .map_err(err)?;
-            tx.commit().map_err(err)?;
-            Ok(unsigned(n))
+            fenced(store, conn, &lease, |tx, _| {
+                let n: i64 = tx
+                    .query_row(
+                        "INSERT INTO approvals (performance, n, actor, prop, subject, rule, \
+                         created_at) SELECT ?1, COALESCE(MAX(n), 0) + 1, ?2, ?3, ?4, ?5, ?6 \
+                         FROM approvals WHERE performance = ?1 RETURNING n",
+                        params![
+                            lease.performance,
+                            ask.actor,
+                            ask.prop,
+                            ask.subject,
+                            ask.rule,
+                            now_millis()
+                        ],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| sql_error(store, e))?;
+                Ok(unsigned(n))
+            })
         })
         .await
     }

@@ -289,6 +289,79 @@ async fn an_expired_lease_is_reclaimed_and_fences_out_the_old_holder(backend: Ba
     ));
 }
 
+/// An approval is asked only by the holder of the current lease: a worker that lost it (paused
+/// past it) is refused with the error a stale append gets, so two workers never ask for one
+/// tool call; the claim that fenced it out denies the ask it left open, so a late answer from
+/// the director reaches nobody.
+async fn an_ask_is_fenced_by_the_lease(backend: Backend) {
+    let store = backend.open().await;
+    let id = store.enqueue(&new("asks")).await.unwrap();
+    let ask = |subject: &str| ApprovalAsk {
+        actor: "lead".into(),
+        prop: "bash".into(),
+        subject: subject.into(),
+        rule: "ask".into(),
+    };
+    let (old, _) = store
+        .claim("paused", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.ask_approval(&old, &ask("first")).await.unwrap(), 1);
+    // Wait out the 1 ms lease (not a timed assertion: only time passing).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let other = backend.open().await;
+    let (current, _) = other.claim("alive", TTL).await.unwrap().unwrap();
+    assert_eq!(current.epoch, old.epoch + 1);
+    let asked = store.ask_approval(&old, &ask("stale")).await.unwrap_err();
+    let appended = store.append(&old, &[note(1)]).await.unwrap_err();
+    for lost in [&asked, &appended] {
+        assert!(
+            matches!(lost, StoreError::LeaseLost { performance, epoch } if *performance == id && *epoch == old.epoch),
+            "{lost}"
+        );
+    }
+    assert_eq!(asked.to_string(), appended.to_string());
+    let forged = Lease {
+        worker: "paused".into(),
+        ..current.clone()
+    };
+    assert!(matches!(
+        store.ask_approval(&forged, &ask("forged")).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    // The old holder's open ask was denied by the claim; the director's late answer loses.
+    assert!(
+        !other
+            .answer_approval(&id, 1, Answer::Once, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        other.ask_approval(&current, &ask("again")).await.unwrap(),
+        2
+    );
+    let all = other.approvals(&id).await.unwrap();
+    let asked: Vec<(&str, Option<Answer>)> = all
+        .iter()
+        .map(|a| (a.ask.subject.as_str(), a.answer))
+        .collect();
+    assert_eq!(
+        asked,
+        [("first", Some(Answer::Deny)), ("again", None)],
+        "only the holders' asks, the stale one's denied"
+    );
+    assert!(
+        all[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("lost its lease"),
+        "{:?}",
+        all[0].note
+    );
+}
+
 /// The old holder appends as fast as it can while another worker claims the expired lease:
 /// whatever the interleaving, nothing the old holder writes lands after the claim (the claim
 /// sees the journal as it will stay). Many rounds, since one pass proves nothing.
@@ -1371,7 +1444,7 @@ async fn wait_progress_wakes_on_events_approvals_and_stops(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         match step {
             0 => writer.append(&lease, &[note(1)]).await.unwrap(),
-            1 => assert_eq!(writer.ask_approval(&id, &ask).await.unwrap(), 1),
+            1 => assert_eq!(writer.ask_approval(&lease, &ask).await.unwrap(), 1),
             2 => assert!(
                 writer
                     .answer_approval(&id, 1, Answer::Once, None)
@@ -1533,6 +1606,7 @@ conformance!(
     blob_references_are_filled_for_older_journals,
     concurrent_claimers_never_share_a_performance,
     an_expired_lease_is_reclaimed_and_fences_out_the_old_holder,
+    an_ask_is_fenced_by_the_lease,
     a_stale_writer_racing_a_claim_lands_nothing_after_it,
     seq_gaps_and_repeats_are_refused,
     events_round_trip_exactly,

@@ -140,7 +140,7 @@ impl Store for Named {
     async fn wait_notes(&self, _: &str, _: u64, _: Duration) -> Result<bool, StoreError> {
         called("wait_notes")
     }
-    async fn ask_approval(&self, _: &str, _: &ApprovalAsk) -> Result<u64, StoreError> {
+    async fn ask_approval(&self, _: &Lease, _: &ApprovalAsk) -> Result<u64, StoreError> {
         called("ask_approval")
     }
     async fn answer_approval(
@@ -277,7 +277,7 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.send_note("p", "n").await),
         reached(store.notes("p", 0).await),
         reached(store.wait_notes("p", 0, ttl).await),
-        reached(store.ask_approval("p", &ask).await),
+        reached(store.ask_approval(&lease, &ask).await),
         reached(store.answer_approval("p", 1, Answer::Once, None).await),
         reached(store.approvals("p").await),
         reached(store.wait_answer("p", 1, ttl).await),

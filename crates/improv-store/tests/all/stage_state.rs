@@ -148,7 +148,7 @@ async fn approvals_are_answered_once_from_another_instance(backend: Backend) {
         .unwrap();
     assert_eq!(
         worker
-            .ask_approval(&id, &ask("touch approved"))
+            .ask_approval(&lease, &ask("touch approved"))
             .await
             .unwrap(),
         1
@@ -187,7 +187,10 @@ async fn approvals_are_answered_once_from_another_instance(backend: Backend) {
         Some(Answer::Once)
     );
     assert_eq!(
-        worker.ask_approval(&id, &ask("touch again")).await.unwrap(),
+        worker
+            .ask_approval(&lease, &ask("touch again"))
+            .await
+            .unwrap(),
         2
     );
     director
@@ -205,8 +208,9 @@ async fn approvals_are_answered_once_from_another_instance(backend: Backend) {
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
     worker.finish(&lease, Outcome::Done, "").await.unwrap();
-    let err = worker.ask_approval(&id, &ask("late")).await.unwrap_err();
-    assert!(matches!(err, StoreError::Finished { .. }), "{err}");
+    // An ended performance's holder asks nothing more: its lease is over, as for an append.
+    let err = worker.ask_approval(&lease, &ask("late")).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
 }
 
 macro_rules! both {

@@ -479,7 +479,14 @@ async fn another_stages_performance_is_out_of_reach(store: String) {
             budget: None,
         };
         stored.enqueue(&new).await.unwrap();
-        assert_eq!(stored.ask_approval(id, &ask).await.unwrap(), 1);
+        // Only the holder of its lease asks: claim it as a worker would.
+        let (lease, _) = stored
+            .claim("w", Duration::from_secs(600))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.performance, id);
+        assert_eq!(stored.ask_approval(&lease, &ask).await.unwrap(), 1);
     }
     let (_serve, api) = fixture.serve_stage(&front);
 
