@@ -41,6 +41,8 @@ pub(crate) struct AppState {
     /// Cancelled when the server stops: connections closing then are not clients leaving, so
     /// the stored performances they follow are not stopped (a worker performs them on).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The places of the stored performances followed for waiting clients (`--store`).
+    pub following: stored::Following,
 }
 
 /// Where the stage is served as an MCP server (its errors are the MCP transport's own).
@@ -225,7 +227,8 @@ pub(crate) async fn start(
         if let Some(model) = &body.model {
             stored::check_model(model)?;
         }
-        let id = stored::enqueue(store.as_ref(), &app.stage, intent, body.model).await?;
+        let entrance = stored::Entrance::Api;
+        let id = stored::enqueue(store.as_ref(), &app.stage, intent, body.model, entrance).await?;
         let links = json!({
             "id": id,
             "events": format!("/performances/{id}/events"),

@@ -259,6 +259,7 @@ pub async fn bind_with(
         hub: hub.clone(),
         state_dir,
         max_running: args.max_performances.max(1),
+        following: stored::Following::new(args.max_performances.max(1)),
         store,
         shutdown: shutdown.clone(),
     };
@@ -392,6 +393,8 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
             store,
             stage: stage.clone(),
             shutdown: app.shutdown.clone(),
+            following: app.following.clone(),
+            held: Default::default(),
         }) as Arc<dyn improv_mcp::Elsewhere>
     });
     let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(

@@ -8,8 +8,9 @@ use improv_kernel::Event;
 use improv_stage::Stage;
 use improv_store::Store;
 use serde_json::Value;
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 /// Performs the stage's MCP `perform` calls on the store's workers.
 pub(crate) struct Queued {
@@ -18,6 +19,17 @@ pub(crate) struct Queued {
     /// Cancelled when the server stops: the calls it then cancels leave their performances to
     /// the workers (a restart of the server loses nothing).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The server's places: each call holds one from before it queues until it returns.
+    pub following: stored::Following,
+    /// The places of the calls started and not yet followed to their end, by performance.
+    pub held: Mutex<HashMap<String, OwnedSemaphorePermit>>,
+}
+
+impl Queued {
+    fn held(&self) -> MutexGuard<'_, HashMap<String, OwnedSemaphorePermit>> {
+        // A poisoned lock needs a panic while a place was moved in or out; the map is whole.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[async_trait::async_trait]
@@ -26,9 +38,19 @@ impl improv_mcp::Elsewhere for Queued {
         if let Some(model) = &model {
             stored::check_model(model).map_err(|e| e.message)?;
         }
-        stored::enqueue(self.store.as_ref(), &self.stage, intent.to_string(), model)
-            .await
-            .map_err(|e| e.to_string())
+        let place = self.following.hold().map_err(|e| e.message)?;
+        let entrance = stored::Entrance::Mcp;
+        let id = stored::enqueue(
+            self.store.as_ref(),
+            &self.stage,
+            intent.into(),
+            model,
+            entrance,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        self.held().insert(id.clone(), place);
+        Ok(id)
     }
 
     async fn ended(
@@ -36,6 +58,8 @@ impl improv_mcp::Elsewhere for Queued {
         id: &str,
         progress: mpsc::UnboundedSender<String>,
     ) -> Result<Value, String> {
+        // Held until this returns or is dropped (the call's session went away).
+        let _place = self.held().remove(id);
         let mut frames = std::pin::pin!(stored::follow(self.store.clone(), id.to_string(), None));
         while let Some(frame) = frames.next().await {
             match frame.name {

@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Deserialize)]
@@ -222,18 +223,21 @@ fn usage(end: &End) -> Value {
 }
 
 /// Where a chat's performance runs: in this server, or (`--store`) on whichever worker claims
-/// it, followed through the store. Either way the client is answered the same.
+/// it, followed through the store, holding one of the server's places while followed
+/// ([`stored::Following`]). Either way the client is answered the same.
 enum Performing {
     Here(Arc<Live>),
-    Stored(Arc<dyn Store>),
+    Stored(Arc<dyn Store>, Arc<OwnedSemaphorePermit>),
 }
 
 impl Performing {
     /// Starts the chat's performance; returns its id and where it runs.
     async fn start(app: &AppState, intent: String) -> Result<(String, Performing), ApiError> {
         if let Some(store) = &app.store {
-            let id = stored::enqueue(store.as_ref(), &app.stage, intent, None).await?;
-            return Ok((id, Performing::Stored(store.clone())));
+            let place = Arc::new(app.following.hold()?);
+            let entrance = stored::Entrance::Chat;
+            let id = stored::enqueue(store.as_ref(), &app.stage, intent, None, entrance).await?;
+            return Ok((id, Performing::Stored(store.clone(), place)));
         }
         let outside = perform::outside(&app.stage).await?;
         let (id, live) = perform::start(
@@ -263,7 +267,7 @@ impl Performing {
                     .unwrap_or_else(CancellationToken::new);
                 OnLeave(Some(Box::new(move || cancel.cancel())))
             }
-            Performing::Stored(store) => {
+            Performing::Stored(store, _) => {
                 let (store, id) = (store.clone(), id.to_string());
                 let shutdown = shutdown.clone();
                 OnLeave(Some(Box::new(move || {
@@ -280,14 +284,23 @@ impl Performing {
             Performing::Here(live) => {
                 stream::follow(Some(live.clone()), app.log.clone(), id, None).boxed()
             }
-            Performing::Stored(store) => stored::follow(store.clone(), id, None).boxed(),
+            Performing::Stored(store, place) => {
+                // The stream keeps the place until the client has the end or leaves.
+                let place = place.clone();
+                stored::follow(store.clone(), id, None)
+                    .map(move |frame| {
+                        let _held = &place;
+                        frame
+                    })
+                    .boxed()
+            }
         }
     }
 
     async fn ended(&self, id: &str) -> Result<Arc<End>, ApiError> {
         match self {
             Performing::Here(live) => Ok(live.ended().await),
-            Performing::Stored(store) => Ok(Arc::new(stored::ended(store.as_ref(), id).await?)),
+            Performing::Stored(store, _) => Ok(Arc::new(stored::ended(store.as_ref(), id).await?)),
         }
     }
 }

@@ -32,6 +32,18 @@ pub(crate) async fn outside(
     })
 }
 
+/// The 429 of a server that holds `max_running` performances already, run here or followed
+/// for a waiting client ([`crate::stored::Following`]).
+pub(crate) fn too_many(max_running: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_performances",
+        format!(
+            "{max_running} performances are running, the most this server allows (--max-performances); wait for one to end or stop one"
+        ),
+    )
+}
+
 /// Launches a performance of `stage` and returns its id and its [`Live`]. A task removes it
 /// from `hub` once it has ended.
 pub(crate) fn start(
@@ -41,13 +53,7 @@ pub(crate) fn start(
     start: Start,
 ) -> Result<(String, Arc<Live>), ApiError> {
     if hub.len() >= max_running {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_performances",
-            format!(
-                "{max_running} performances are running, the most this server allows (--max-performances); wait for one to end or stop one"
-            ),
-        ));
+        return Err(too_many(max_running));
     }
     let live = Live::new();
     let mut launch = Launch::new(start.intent);

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Events read from the store at once by a stream.
 const PAGE: usize = 256;
@@ -202,6 +203,57 @@ pub(crate) fn rfc3339(at: UnixMillis) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// Which of this server's entrances a queued performance came in by: recorded as its origin,
+/// so a listing tells a chat's performance from an MCP client's or an API call's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entrance {
+    /// `POST /performances`.
+    Api,
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `/mcp`'s `perform`.
+    Mcp,
+}
+
+impl Entrance {
+    /// The performance's recorded origin.
+    pub(crate) fn origin(self) -> &'static str {
+        match self {
+            Entrance::Api => "api",
+            Entrance::Chat => "chat",
+            Entrance::Mcp => "mcp",
+        }
+    }
+}
+
+/// The stored performances this server follows for a client that waits for the end (a chat,
+/// an MCP `perform`): each holds one of `--max-performances` places from before it is queued
+/// until its client has the end or leaves, as a performance run here holds one, since the
+/// server holds its connection and a follower for it. A `POST /performances` that queues holds
+/// none: it is answered at once, and its performance waits in the store for a worker.
+#[derive(Clone)]
+pub(crate) struct Following {
+    places: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Following {
+    pub(crate) fn new(max: usize) -> Following {
+        Following {
+            places: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// A place, held until dropped; the 429 of a full server when none is free.
+    pub(crate) fn hold(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| crate::perform::too_many(self.max))
+    }
+}
+
 /// Queues a performance of `stage` for the workers, as `improv run --detach` does; returns its
 /// id. The worker casts it as `improv run` would (the stage's MCP servers attached there).
 pub(crate) async fn enqueue(
@@ -209,6 +261,7 @@ pub(crate) async fn enqueue(
     stage: &Stage,
     intent: String,
     model: Option<String>,
+    entrance: Entrance,
 ) -> Result<String, StoreError> {
     store
         .enqueue(&NewPerformance {
@@ -217,7 +270,7 @@ pub(crate) async fn enqueue(
             stage_name: Some(stage.stage.name.clone()),
             intent,
             model,
-            origin: "api".into(),
+            origin: entrance.origin().into(),
             budget: None,
         })
         .await

@@ -19,6 +19,7 @@ mod ops;
 mod ops_fleet;
 mod routines;
 mod schemathesis;
+mod stored_entrances;
 mod stored_shutdown;
 mod stored_store_errors;
 mod token;
