@@ -43,6 +43,8 @@ pub struct ServeCommand {
 pub fn run(stage_path: Option<PathBuf>, args: ServeCommand) -> Result<ExitCode> {
     let stage = Arc::new(load_stage(stage_path.as_deref(), true)?);
     crate::arena::one_arena();
+    crate::arena::sqlite_soft_heap();
+    crate::arena::trim_periodically();
     crate::limits::raise_open_files();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
