@@ -371,11 +371,14 @@ impl ChatDoor {
             let Some(at) = entry["at"].as_u64().filter(|at| *at <= due) else {
                 continue;
             };
-            // Within a second, the order they were put on the list (0: listed before the
-            // sequence was kept), not the order of their keys as text ("10" before "9").
+            // The order they were put on the list, whatever the servers' clocks say (a list
+            // shared by servers whose clocks differ, or a clock stepped back): entries listed
+            // before the sequence was kept (0) come first, by time; not the order of their keys
+            // as text ("10" before "9").
             let seq = entry["seq"].as_u64().unwrap_or(0);
+            let order = if seq == 0 { (false, at) } else { (true, seq) };
             match serde_json::from_value::<Inbound>(entry["inbound"].clone()) {
-                Ok(inbound) => found.push(((at, seq), seen.clone(), inbound)),
+                Ok(inbound) => found.push((order, seen.clone(), inbound)),
                 Err(e) => {
                     tracing::error!(door = %self.door, "a pending message ({seen}) cannot be read back: {e}");
                     self.pend(seen, None).await?;

@@ -299,3 +299,38 @@ async fn messages_pending_from_the_same_second_are_retaken_in_the_order_they_cam
     let order: Vec<bool> = asked.iter().map(|i| i.contains("task 9")).collect();
     assert_eq!(order, [true, false], "message 9 first: {asked:?}");
 }
+
+/// Messages are retaken in the order they were put on the pending list even when the clocks of
+/// the servers that listed them disagree: here the second was listed by a server whose clock is
+/// 5 s behind the first's.
+#[tokio::test]
+async fn messages_pending_are_retaken_in_the_order_listed_whatever_the_clocks() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let file = TestStore::default();
+    leave_pending(&fake, &file, &["9", "10"]).await;
+    let store: Arc<dyn Store> = Arc::new(file.reopen());
+    let mut list = store.get("door.pending", "chat").await.unwrap().unwrap();
+    let entries = list.as_object_mut().unwrap();
+    let first_at = entries
+        .values()
+        .filter_map(|e| e["at"].as_u64())
+        .min()
+        .unwrap();
+    let last = entries
+        .values_mut()
+        .max_by_key(|e| e["seq"].as_u64())
+        .unwrap();
+    assert!(last["inbound"].to_string().contains("task 10"), "{last}");
+    last["at"] = serde_json::json!(first_at - 5);
+    store
+        .put("door.pending", "chat", &list, false)
+        .await
+        .unwrap();
+    let recording = Arc::new(Recording::default());
+    let next = door(&fake, Arc::new(file.reopen()), recording.clone());
+    let retaken = next.retake(Duration::ZERO).await.unwrap();
+    assert_eq!(retaken.len(), 2, "{retaken:?}");
+    let asked = recording.0.lock().unwrap().clone();
+    let order: Vec<bool> = asked.iter().map(|i| i.contains("task 9")).collect();
+    assert_eq!(order, [true, false], "message 9 first: {asked:?}");
+}
