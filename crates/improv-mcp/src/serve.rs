@@ -498,7 +498,10 @@ async fn perform_elsewhere(
     let forward = progress.map(|token| forward_progress(&context, token, rx));
     let ended = elsewhere.ended(&id, tx);
     tokio::pin!(ended);
+    // `ended` first: its first poll takes over what `start` holds for the call (a server's
+    // place), so a call dropped while it stops still gives that back.
     let ended = tokio::select! {
+        biased;
         r = &mut ended => r,
         _ = context.ct.cancelled() => {
             elsewhere.stop(&id).await;
