@@ -52,7 +52,7 @@ impl Launcher for QueueLauncher {
         let new = NewPerformance {
             id: Some(request.id.clone()),
             stage: path.display().to_string(),
-            stage_name: Some(stage.stage.name.clone()),
+            stage_name: stage.stage.identity().map(Into::into),
             intent: request.intent,
             model: None,
             origin: request.origin,

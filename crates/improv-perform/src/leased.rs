@@ -56,10 +56,6 @@ const SEQ_OFFSET: u64 = 1;
 /// The longest wait between two tries of a store that cannot be reached.
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
-/// The longest a worker serving named stages waits before claiming again while only other
-/// stages' performances are queued: what its own stage's work may wait then, at most.
-const OTHERS_WORK: Duration = Duration::from_secs(1);
-
 /// How a worker performs.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
@@ -144,6 +140,9 @@ pub async fn work(
     let mut running = JoinSet::new();
     let mut idle = Duration::from_millis(20);
     let serving = settings.stages.serving();
+    // Whether the last wait for work ended before its fallback poll: work was queued or is
+    // claimable somewhere in the store.
+    let mut woken = false;
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => permit,
@@ -157,6 +156,7 @@ pub async fn work(
         match claimed {
             Ok(Some((lease, record))) => {
                 idle = Duration::from_millis(20);
+                woken = false;
                 tracing::info!(performance = %record.id, epoch = lease.epoch, "claimed");
                 let (store, settings, drain) = (store.clone(), settings.clone(), drain.clone());
                 let stops = stops.clone();
@@ -177,16 +177,20 @@ pub async fn work(
             }
             Ok(None) => {
                 drop(permit);
-                // Work of stages it does not serve wakes it too and stays queued: it looks
-                // again a little later each time (up to a second), not at once.
-                if let Serving::Stages(_) = serving {
-                    idle = pause(&drain, idle, OTHERS_WORK).await;
+                // Woken, and still nothing of its stages: the work is other stages', which
+                // stays claimable, so the store's wait (which returns at once while anything
+                // is claimable, after counting the whole table) would wake it again at once.
+                // It looks again a little later each time, up to the idle poll, not at once.
+                if woken && let Serving::Stages(_) = serving {
+                    idle = pause(&drain, idle, settings.idle_poll).await;
                 }
                 // Woken when work is queued anywhere (NOTIFY on PostgreSQL) or a lease runs
                 // out; `idle_poll` is only the fallback.
+                let began = tokio::time::Instant::now();
                 tokio::select! {
-                    woken = store.wait_for_work(settings.idle_poll) => {
-                        if let Err(e) = woken {
+                    waited = store.wait_for_work(settings.idle_poll) => {
+                        woken = began.elapsed() < settings.idle_poll;
+                        if let Err(e) = waited {
                             tracing::warn!("cannot wait for work: {e}; retrying");
                             idle = pause(&drain, idle.max(Duration::from_millis(250)), MAX_RETRY)
                                 .await;

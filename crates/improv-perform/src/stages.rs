@@ -7,8 +7,7 @@
 
 use crate::error::PerformError;
 use improv_stage::Stage;
-use improv_store::{PerformanceRecord, Serving};
-use std::collections::BTreeMap;
+use improv_store::{PerformanceRecord, Serving, StageKey};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -18,88 +17,114 @@ pub enum Stages {
     /// Every performance in the store, each from the stage file it was queued with.
     #[default]
     Any,
-    /// Only these stages' performances, each stage's name with the stage file to open: the
-    /// worker claims nothing else ([`Serving::Stages`]).
-    Named(BTreeMap<String, PathBuf>),
+    /// Only these stages' performances: the worker claims nothing else ([`Serving::Stages`]).
+    Named(Vec<Served>),
+}
+
+/// One stage a worker serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// What it claims: the performances queued with the name its file gives, and those queued
+    /// without a name from its stage file (canonical), as [`StageKey::holds`] says.
+    pub key: StageKey,
+    /// The stage file a performance queued with its name is opened from.
+    pub file: PathBuf,
 }
 
 impl Stages {
-    /// Loads each stage folder or file in `paths` to learn its name. Refuses a path that holds
-    /// no stage, and two stages of the same name (the worker could not tell which one a
-    /// performance of that name is).
+    /// Loads each stage folder or file in `paths` to learn its identity. Refuses a path that
+    /// holds no stage, and two stages of the same given name (the worker could not tell which
+    /// one a performance of that name is). Stages whose files give no name are known by their
+    /// paths: two folders named alike are two stages.
     pub fn find(paths: &[PathBuf]) -> Result<Stages, PerformError> {
-        let mut named: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut served: Vec<Served> = Vec::new();
         for path in paths {
-            let stage = Stage::load(path).map_err(|e| {
+            let cannot = |e: &dyn std::fmt::Display| {
                 PerformError::Stage(format!(
                     "--stages {}: no stage can be served from there: {e}",
                     path.display()
                 ))
-            })?;
-            let name = stage.stage.name.clone();
-            if let Some(first) = named.insert(name.clone(), stage.path.clone()) {
+            };
+            let stage = Stage::load(path).map_err(|e| cannot(&e))?;
+            let file = stage.path.canonicalize().map_err(|e| cannot(&e))?;
+            let key = StageKey {
+                name: stage.stage.identity().map(Into::into),
+                path: file.display().to_string(),
+            };
+            if let Some(name) = &key.name
+                && let Some(first) = served.iter().find(|s| s.key.name.as_ref() == Some(name))
+            {
                 return Err(PerformError::Stage(format!(
                     "two of the stages to serve are named `{name}`: {} and {}; a performance \
                      names its stage by `[stage] name`, so give each stage its own name or \
                      serve one of them",
-                    first.display(),
+                    first.file.display(),
                     stage.path.display()
                 )));
             }
+            served.push(Served {
+                key,
+                file: stage.path,
+            });
         }
-        Ok(Stages::Named(named))
+        Ok(Stages::Named(served))
     }
 
     /// What this worker claims.
     pub fn serving(&self) -> Serving {
         match self {
             Stages::Any => Serving::Any,
-            Stages::Named(named) => Serving::Stages(named.keys().cloned().collect()),
+            Stages::Named(served) => {
+                Serving::Stages(served.iter().map(|s| s.key.clone()).collect())
+            }
         }
     }
 
     /// The stage `record` is performed on: by its stage's name among the stages served, else
-    /// from the path it was queued with when that still holds the stage of that name (or the
-    /// record names none). The error names the stage, the places looked in and what to do.
+    /// from the path it was queued with when that still holds the stage of that name. A record
+    /// without a name (its stage file gave none, or it was queued before names were recorded)
+    /// opens from its path. The error names the stage, the places looked in and what to do.
     pub fn open(&self, record: &PerformanceRecord) -> Result<Stage, PerformError> {
         let recorded = Path::new(&record.stage);
         let Some(name) = &record.stage_name else {
-            // Queued before stages were known by name: its path is all there is.
             return Stage::load(recorded).map_err(|e| PerformError::Stage(e.to_string()));
         };
         let mut looked = String::new();
-        if let Stages::Named(named) = self {
-            if let Some(file) = named.get(name) {
-                match Stage::load(file) {
-                    Ok(stage) if stage.stage.name == *name => return Ok(stage),
+        if let Stages::Named(served) = self {
+            if let Some(one) = served.iter().find(|s| s.key.name.as_ref() == Some(name)) {
+                match Stage::load(&one.file) {
+                    Ok(stage) if stage.stage.identity() == Some(name) => return Ok(stage),
                     Ok(stage) => {
                         let _ = write!(
                             looked,
-                            "{} now holds stage `{}`; ",
-                            file.display(),
-                            stage.stage.name
+                            "{} now holds {}; ",
+                            one.file.display(),
+                            said(&stage)
                         );
                     }
                     Err(e) => {
-                        let _ = write!(looked, "{} does not load: {e}; ", file.display());
+                        let _ = write!(looked, "{} does not load: {e}; ", one.file.display());
                     }
                 }
             } else {
-                let served: Vec<String> = named
+                let names: Vec<String> = served
                     .iter()
-                    .map(|(n, f)| format!("`{n}` at {}", f.display()))
+                    .map(|s| match &s.key.name {
+                        Some(n) => format!("`{n}` at {}", s.file.display()),
+                        None => format!("the unnamed stage at {}", s.file.display()),
+                    })
                     .collect();
-                let _ = write!(looked, "this worker serves {}; ", served.join(", "));
+                let _ = write!(looked, "this worker serves {}; ", names.join(", "));
             }
         }
         match Stage::load(recorded) {
-            Ok(stage) if stage.stage.name == *name => return Ok(stage),
+            Ok(stage) if stage.stage.identity() == Some(name) => return Ok(stage),
             Ok(stage) => {
                 let _ = write!(
                     looked,
-                    "{} (where it was queued from) holds stage `{}`",
+                    "{} (where it was queued from) holds {}",
                     recorded.display(),
-                    stage.stage.name
+                    said(&stage)
                 );
             }
             Err(e) => {
@@ -114,6 +139,14 @@ impl Stages {
             "stage `{name}` cannot be found: {looked}. Start a worker with `--stages DIR` \
              naming the folder that holds stage `{name}` now"
         )))
+    }
+}
+
+/// Which stage a file holds, as an error says it.
+fn said(stage: &Stage) -> String {
+    match stage.stage.identity() {
+        Some(name) => format!("stage `{name}`"),
+        None => "a stage that gives no `[stage] name`".into(),
     }
 }
 
@@ -178,7 +211,12 @@ mod tests {
         let served = dir.path().join("served");
         stage(&served, "shop");
         let stages = Stages::find(std::slice::from_ref(&served)).unwrap();
-        assert_eq!(stages.serving(), Serving::Stages(vec!["shop".into()]));
+        let file = served.join("stage.toml").canonicalize().unwrap();
+        let key = StageKey {
+            name: Some("shop".into()),
+            path: file.display().to_string(),
+        };
+        assert_eq!(stages.serving(), Serving::Stages(vec![key]));
         let gone = dir.path().join("gone/stage.toml");
         assert!(stages.open(&record(&gone, Some("shop"))).is_ok());
         stage(&served, "pantry");
@@ -194,6 +232,30 @@ mod tests {
         ] {
             assert!(err.contains(said), "{said:?} in {err}");
         }
+    }
+
+    #[test]
+    fn stages_without_a_name_in_folders_named_alike_are_two_stages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for release in ["a", "b"] {
+            let folder = dir.path().join(release).join("current");
+            std::fs::create_dir_all(&folder).unwrap();
+            let file = folder.join("stage.toml");
+            std::fs::write(
+                &file,
+                "[[actor]]\nname = \"lead\"\nmodel = \"scripted/s.json\"\n",
+            )
+            .unwrap();
+            files.push(file.canonicalize().unwrap().display().to_string());
+        }
+        let stages =
+            Stages::find(&[dir.path().join("a/current"), dir.path().join("b/current")]).unwrap();
+        let keys = files
+            .into_iter()
+            .map(|path| StageKey { name: None, path })
+            .collect();
+        assert_eq!(stages.serving(), Serving::Stages(keys));
     }
 
     #[test]

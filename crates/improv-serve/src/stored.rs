@@ -68,13 +68,14 @@ impl Patience {
     }
 }
 
-/// How the store names the served stage: its `[stage] name`, and for performances queued
-/// before names were recorded the stage file's canonical path, as `improv run --detach` and the
-/// queued doors write [`NewPerformance::stage`](improv_store::NewPerformance) (the path as given
-/// when it cannot be resolved, which no enqueue writes: nothing matches). Only performances of
-/// this stage are listed, shown, streamed or answered, also after a deploy moved its folder: a
-/// token for one stage reaches no other stage's performances in the same store (a stage's name
-/// is its identity there, as for its memory).
+/// How the store names the served stage: the `[stage] name` its file gives, and for
+/// performances queued without one the stage file's canonical path, as `improv run --detach`
+/// and the queued doors write [`NewPerformance::stage`](improv_store::NewPerformance) (the path
+/// as given when it cannot be resolved, which no enqueue writes: nothing matches). Only
+/// performances of this stage are listed, shown, streamed or answered, also after a deploy
+/// moved its folder: a token for one stage reaches no other stage's performances in the same
+/// store. A stage whose file gives no name is known by its path alone (two folders named
+/// `current` are two stages); stages sharing a store and a given name are one stage.
 pub(crate) fn stage_key(stage: &Stage) -> StageKey {
     let path = stage
         .path
@@ -83,7 +84,7 @@ pub(crate) fn stage_key(stage: &Stage) -> StageKey {
         .display()
         .to_string();
     StageKey {
-        name: stage.stage.name.clone(),
+        name: stage.stage.identity().map(Into::into),
         path,
     }
 }
@@ -267,7 +268,7 @@ pub(crate) async fn enqueue(
         .enqueue(&NewPerformance {
             id: None,
             stage: stage_key(stage).path,
-            stage_name: Some(stage.stage.name.clone()),
+            stage_name: stage.stage.identity().map(Into::into),
             intent,
             model,
             origin: entrance.origin().into(),

@@ -93,8 +93,21 @@ pub struct Stage {
 pub struct StageMeta {
     /// The stage's name; its directory's name when the file gives none.
     pub name: String,
+    /// Whether the file gives the name (`[stage] name`): only then is it the stage's identity
+    /// in a store ([`StageMeta::identity`]).
+    #[serde(skip)]
+    pub named: bool,
     /// The goal of a performance; a run may give it instead.
     pub intent: Option<String>,
+}
+
+impl StageMeta {
+    /// The stage's identity in a store, which a deploy moving its folder does not change: the
+    /// name its file gives. `None` when the name is only its folder's: `/srv/a/current` and
+    /// `/srv/b/current` are both `current`, so such a stage is known by its path instead.
+    pub fn identity(&self) -> Option<&str> {
+        self.named.then_some(self.name.as_str())
+    }
 }
 
 /// `[context]`: what the actors are told besides the intent.
@@ -420,6 +433,7 @@ impl Stage {
             dir: dir.to_path_buf(),
             stage: StageMeta {
                 name: dir_name(dir),
+                named: false,
                 intent: None,
             },
             context: ContextConfig::default(),

@@ -836,6 +836,7 @@ impl RawStage {
             doors,
             door_retention,
             stage: StageMeta {
+                named: self.stage.name.is_some(),
                 name: match self.stage.name {
                     Some(n) => n.into_inner(),
                     None => crate::dir_name(&dir),

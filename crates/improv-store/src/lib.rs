@@ -69,10 +69,13 @@ pub struct NewPerformance {
     /// stage was when it was queued, opened only when it still holds the stage `stage_name`
     /// names or no name was recorded.
     pub stage: String,
-    /// The stage's identity, its `[stage] name`, which does not change when a deploy moves its
-    /// folder: a worker told where its stages are (`improv worker --stages`) claims only its
-    /// stages' performances and opens each from its own folder of that name. `None` (queued
-    /// before names were recorded): only a worker serving any stage claims it.
+    /// The stage's identity, the `[stage] name` its file gives, which does not change when a
+    /// deploy moves its folder: a worker told where its stages are (`improv worker --stages`)
+    /// claims only its stages' performances and opens each from its own folder of that name.
+    /// `None` when the file gives no name (a folder's name is no identity: `/srv/a/current` and
+    /// `/srv/b/current` are both `current`) or it was queued before names were recorded: the
+    /// stage is then known by `stage`, its path. Stages sharing a store and a name are one
+    /// stage: whoever serves one reaches the other's performances.
     #[serde(default)]
     pub stage_name: Option<String>,
     pub intent: String,
@@ -133,9 +136,10 @@ pub enum Serving {
     /// Every performance, each opened from the stage file it was queued with.
     #[default]
     Any,
-    /// Only the performances of these stages, by [`NewPerformance::stage_name`]; one queued
-    /// without a name is left to a worker serving any stage.
-    Stages(Vec<String>),
+    /// Only the performances of these stages ([`StageKey::holds`]): by
+    /// [`NewPerformance::stage_name`], and those queued without a name from one of their stage
+    /// files (a stage without `[stage] name`, or work queued before names were recorded).
+    Stages(Vec<StageKey>),
 }
 
 /// A worker's right to write one performance's events until `expires_at`.
@@ -164,11 +168,12 @@ pub struct ListFilter {
 }
 
 /// Which performances are a stage's: those queued with its name ([`NewPerformance::stage_name`]),
-/// wherever its folder was then, and those queued before names were recorded from its stage
-/// file (`path`, canonical, as [`NewPerformance::stage`] was written).
+/// wherever its folder was then, and those queued without a name from its stage file (`path`,
+/// canonical, as [`NewPerformance::stage`] was written). A stage whose file gives no name has
+/// `name: None` and is known by its path alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StageKey {
-    pub name: String,
+    pub name: Option<String>,
     pub path: String,
 }
 
@@ -176,7 +181,7 @@ impl StageKey {
     /// Whether `record` is a performance of this stage (what [`ListFilter::stage`] selects).
     pub fn holds(&self, record: &PerformanceRecord) -> bool {
         match &record.stage_name {
-            Some(name) => *name == self.name,
+            Some(name) => self.name.as_ref() == Some(name),
             None => record.stage == self.path,
         }
     }

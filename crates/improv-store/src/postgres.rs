@@ -635,16 +635,24 @@ impl Store for PgStore {
         let expires = expiry(now, ttl);
         self.query(END_STOPPED, &[&now, &STOPPED_UNHELD, &CHANNEL])
             .await?;
-        // Any stage: nothing more bound. Named ones: `$5`, read on the partial index
-        // `performances_by_stage` (the served stages' unfinished performances only).
-        let (among, names) = match serving {
-            Serving::Any => ("", None),
-            Serving::Stages(names) => (
-                "AND state <> 'finished' AND stage_name = ANY($5)",
-                Some(names),
+        // Any stage: nothing more bound. Named ones: their names `$5` and stage files `$6` (for
+        // those queued without a name), read on the partial index `performances_by_stage` (the
+        // unfinished performances only).
+        let (among, names, paths) = match serving {
+            Serving::Any => ("", None, None),
+            Serving::Stages(keys) => (
+                "AND state <> 'finished' AND (stage_name = ANY($5) \
+                 OR (stage_name IS NULL AND stage = ANY($6)))",
+                Some(
+                    keys.iter()
+                        .filter_map(|k| k.name.clone())
+                        .collect::<Vec<_>>(),
+                ),
+                Some(keys.iter().map(|k| k.path.clone()).collect::<Vec<_>>()),
             ),
         };
-        let args: [&(dyn ToSql + Sync); 5] = [&worker, &expires, &now, &ASKER_LOST_LEASE, &names];
+        let args: [&(dyn ToSql + Sync); 6] =
+            [&worker, &expires, &now, &ASKER_LOST_LEASE, &names, &paths];
         // One statement: the claim and the denial of the asks its predecessors left open
         // commit together, so no answer reaches a holder that lost its lease.
         let rows = self
@@ -662,7 +670,7 @@ impl Store for PgStore {
                      AND a.answer IS NULL RETURNING a.n) \
                      SELECT {RECORD}, (SELECT count(*) FROM denied) FROM claimed p"
                 ),
-                &args[..4 + usize::from(names.is_some())],
+                &args[..4 + 2 * usize::from(names.is_some())],
             )
             .await?;
         let Some(row) = rows.first() else {
@@ -756,14 +764,14 @@ impl Store for PgStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<PerformanceRecord>, StoreError> {
         let state = filter.state.map(state_name);
         let limit = if filter.limit == 0 { 100 } else { filter.limit };
-        let name = filter.stage.as_ref().map(|k| &k.name);
+        let name = filter.stage.as_ref().and_then(|k| k.name.as_ref());
         let path = filter.stage.as_ref().map(|k| &k.path);
         let rows = self
             .query(
                 &format!(
                     "SELECT {RECORD} FROM performances p WHERE ($1::text IS NULL OR p.state = $1) \
                      AND ($3::text IS NULL OR left(p.id, length($3)) = $3) \
-                     AND ($4::text IS NULL OR p.stage_name = $4 \
+                     AND ($5::text IS NULL OR p.stage_name = $4::text \
                           OR (p.stage_name IS NULL AND p.stage = $5)) \
                      ORDER BY p.created_at DESC, p.id DESC LIMIT $2"
                 ),

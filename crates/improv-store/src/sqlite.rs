@@ -120,18 +120,28 @@ const END_STOPPED: &str = "UPDATE performances SET state = 'finished', outcome =
 const DENY_ORPHANED_ASKS: &str = "UPDATE approvals SET answer = 'deny', note = ?3, \
      answered_at = ?2 WHERE performance = ?1 AND answer IS NULL";
 
-/// A claim's index and condition on the stage for `serving`, and the JSON array of the names it
-/// binds as `?4` (`None`: any stage, nothing bound). Named stages read the partial index
-/// `performances_by_stage`, only the served stages' unfinished performances; it is named, since
-/// without statistics SQLite would read `performances_by_state`, every stage's.
-fn claim_among_sql(serving: &Serving) -> (&'static str, &'static str, Option<String>) {
+/// A claim's index and condition on the stage for `serving`, and the JSON arrays of the names
+/// and the stage files it binds as `?4` and `?5` (`None`: any stage, nothing bound). Named
+/// stages read the partial index `performances_by_stage`, only the served stages' unfinished
+/// performances (by name, and those without one, `stage_name IS NULL`, whose path is a served
+/// stage's file); it is named, since without statistics SQLite would read
+/// `performances_by_state`, every stage's.
+fn claim_among_sql(serving: &Serving) -> (&'static str, &'static str, Option<[String; 2]>) {
     match serving {
         Serving::Any => ("", "", None),
-        Serving::Stages(names) => (
-            "INDEXED BY performances_by_stage",
-            "AND state <> 'finished' AND stage_name IN (SELECT value FROM json_each(?4))",
-            Some(serde_json::Value::from(names.clone()).to_string()),
-        ),
+        Serving::Stages(keys) => {
+            let names: Vec<&str> = keys.iter().filter_map(|k| k.name.as_deref()).collect();
+            let paths: Vec<&str> = keys.iter().map(|k| k.path.as_str()).collect();
+            (
+                "INDEXED BY performances_by_stage",
+                "AND state <> 'finished' AND (stage_name IN (SELECT value FROM json_each(?4)) \
+                 OR (stage_name IS NULL AND stage IN (SELECT value FROM json_each(?5))))",
+                Some([
+                    serde_json::Value::from(names).to_string(),
+                    serde_json::Value::from(paths).to_string(),
+                ]),
+            )
+        }
     }
 }
 
@@ -615,7 +625,7 @@ impl Store for SqliteStore {
             tx.execute(END_STOPPED, params![now, STOPPED_UNHELD])
                 .map_err(err)?;
             let mut args: Vec<&dyn rusqlite::ToSql> = vec![&worker, &expires, &now];
-            args.extend(names.as_ref().map(|n| n as &dyn rusqlite::ToSql));
+            args.extend(names.iter().flatten().map(|n| n as &dyn rusqlite::ToSql));
             let claimed = tx
                 .query_row(
                     &format!(
@@ -733,7 +743,7 @@ impl Store for SqliteStore {
         let (name, path) = filter
             .stage
             .clone()
-            .map_or((None, None), |k| (Some(k.name), Some(k.path)));
+            .map_or((None, None), |k| (k.name, Some(k.path)));
         self.call(move |store, conn| {
             let err = |e| sql_error(store, e);
             // substr, not LIKE: an id's `_` is no wildcard, and LIKE ignores case.
@@ -741,7 +751,7 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {RECORD} FROM performances WHERE (?1 IS NULL OR state = ?1) \
                      AND (?3 IS NULL OR substr(id, 1, length(?3)) = ?3) \
-                     AND (?4 IS NULL OR stage_name = ?4 OR (stage_name IS NULL AND stage = ?5)) \
+                     AND (?5 IS NULL OR stage_name = ?4 OR (stage_name IS NULL AND stage = ?5)) \
                      ORDER BY created_at DESC, id DESC LIMIT ?2"
                 ))
                 .map_err(err)?;

@@ -164,7 +164,7 @@ pub async fn enqueue(
         .enqueue(&NewPerformance {
             id: None,
             stage: path.display().to_string(),
-            stage_name: Some(stage.stage.name.clone()),
+            stage_name: stage.stage.identity().map(Into::into),
             intent,
             model,
             origin: "cli".into(),

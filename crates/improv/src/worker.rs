@@ -42,7 +42,10 @@ pub struct WorkerArgs {
     /// Perform only these stages' performances, each opened from here by its `[stage] name`,
     /// so those queued before a deploy moved the stage's folder still open: a folder holding
     /// stage.toml, or a stage file (repeat it, or IMPROV_STAGES=DIR:DIR; -s FILE counts too).
-    /// Without any, every performance is performed from the stage file it was queued with.
+    /// A stage whose file gives no name is known by its path only. Stages sharing a store and
+    /// a name are one stage (one trust domain). Without any, every performance is performed
+    /// from the stage file it was queued with; in a fleet with --stages workers, such a worker
+    /// fails a named performance whose stage it cannot find, so give every worker --stages.
     #[arg(
         long = "stages",
         value_name = "DIR",
@@ -131,20 +134,16 @@ fn stages(paths: Vec<PathBuf>) -> Result<Stages> {
         return Ok(Stages::Any);
     }
     let stages = Stages::find(&paths)?;
-    if let Stages::Named(named) = &stages {
-        for (name, file) in named {
-            eprintln!(
-                "improv worker · serving stage `{name}` from {}",
-                file.display()
-            );
-            let folder = file.parent().and_then(|d| d.file_name());
-            if folder.is_some_and(|f| f.to_string_lossy() == *name) {
-                eprintln!(
-                    "improv worker · warning: stage `{name}` is named like its folder; unless \
-                     its stage.toml says `[stage] name = \"{name}\"`, a deploy that renames the \
-                     folder renames the stage, and what was queued before waits for a worker \
-                     serving the old name"
-                );
+    if let Stages::Named(served) = &stages {
+        for one in served {
+            let file = one.file.display();
+            match &one.key.name {
+                Some(name) => eprintln!("improv worker · serving stage `{name}` from {file}"),
+                None => eprintln!(
+                    "improv worker · serving the stage at {file}; warning: its file gives no \
+                     `[stage] name`, so it is known by this path only, and what was queued \
+                     from it is not found once a deploy moves its folder: give it a name"
+                ),
             }
         }
     }

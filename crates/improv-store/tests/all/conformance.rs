@@ -1283,7 +1283,7 @@ async fn a_claim_among_stages_takes_only_theirs_by_name(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let [a1, beta, unnamed, a2] = <[String; 4]>::try_from(ids).unwrap();
-    let alpha = Serving::Stages(vec!["alpha".into()]);
+    let alpha = Serving::Stages(vec![served("alpha")]);
     let take = async |worker: &str, ttl: Duration, serving: &Serving| {
         let claimed = store.claim_among(worker, ttl, serving).await.unwrap();
         claimed.map(|(_, record)| (record.id, record.stage_name))
@@ -1310,10 +1310,81 @@ async fn a_claim_among_stages_takes_only_theirs_by_name(backend: Backend) {
             "{id}"
         );
     }
-    let gamma_or_beta = Serving::Stages(vec!["gamma".into(), "beta".into()]);
+    let gamma_or_beta = Serving::Stages(vec![served("gamma"), served("beta")]);
     assert_eq!(take("w2", TTL, &gamma_or_beta).await, named(&beta, "beta"));
     assert_eq!(take("w2", TTL, &gamma_or_beta).await, None);
     assert_eq!(take("w3", TTL, &Serving::Any).await, Some((unnamed, None)));
+}
+
+/// A served stage of `name` whose file is at none of the recorded paths.
+fn served(name: &str) -> StageKey {
+    StageKey {
+        name: Some(name.into()),
+        path: format!("/releases/new/{name}/stage.toml"),
+    }
+}
+
+/// A worker serving named stages also claims the performances queued without a name from one
+/// of its stage files: those queued before the upgrade that recorded names, and those of a
+/// stage whose file gives no name (known by its path). Without a name and from another file,
+/// or named for another stage at its file, they stay queued.
+async fn a_claim_among_stages_takes_the_unnamed_from_their_files(backend: Backend) {
+    let store = backend.open().await;
+    let (shop, current) = ("/srv/shop/stage.toml", "/srv/a/current/stage.toml");
+    let of = |name: Option<&str>, path: &str, intent: &str| NewPerformance {
+        stage: path.into(),
+        stage_name: name.map(Into::into),
+        ..new(intent)
+    };
+    let mut ids = vec![];
+    for new in [
+        of(None, shop, "queued before the upgrade"),
+        of(
+            None,
+            "/srv/b/current/stage.toml",
+            "another folder named current",
+        ),
+        of(Some("pantry"), current, "another stage's, at the same file"),
+        of(None, current, "a stage without a name"),
+    ] {
+        ids.push(store.enqueue(&new).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let serving = Serving::Stages(vec![
+        StageKey {
+            name: Some("shop".into()),
+            path: shop.into(),
+        },
+        StageKey {
+            name: None,
+            path: current.into(),
+        },
+    ]);
+    let mut taken = vec![];
+    while let Some((_, record)) = store.claim_among("w", TTL, &serving).await.unwrap() {
+        taken.push(record.id);
+    }
+    assert_eq!(taken, vec![ids[0].clone(), ids[3].clone()]);
+    for id in [&ids[1], &ids[2]] {
+        assert_eq!(store.performance(id).await.unwrap().state, State::Queued);
+    }
+    // A stage without a name at `current` lists only its own, not the other `current`'s.
+    let key = StageKey {
+        name: None,
+        path: current.into(),
+    };
+    let filter = ListFilter {
+        stage: Some(key),
+        ..ListFilter::default()
+    };
+    let listed: Vec<String> = store
+        .list(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, vec![ids[3].clone()]);
 }
 
 /// A stage's performances are those queued with its name, from whatever folder, and those
@@ -1336,7 +1407,7 @@ async fn a_stages_list_follows_its_name_not_its_folder(backend: Backend) {
         ids.push(store.enqueue(new).await.unwrap());
     }
     let key = StageKey {
-        name: "shop".into(),
+        name: Some("shop".into()),
         path: now.into(),
     };
     let filter = ListFilter {
@@ -1629,6 +1700,7 @@ conformance!(
     appends_sharing_new_blobs_all_land,
     a_claim_ends_a_stopped_one_instead_of_opening_it,
     a_claim_among_stages_takes_only_theirs_by_name,
+    a_claim_among_stages_takes_the_unnamed_from_their_files,
     a_stages_list_follows_its_name_not_its_folder,
 );
 

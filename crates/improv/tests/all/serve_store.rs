@@ -463,16 +463,29 @@ async fn another_stages_performance_is_out_of_reach(store: String) {
         subject: "rm -rf build".into(),
         rule: "ask".into(),
     };
-    // The served stage is front/stage.toml; the other is the workers' stage.toml.
+    // The served stage is front/stage.toml, named `indexed`; the others are the workers'
+    // stage.toml without a name, and another stage's, named, from the served file's path. One
+    // named `indexed` from a folder since gone is the served stage's.
     let front = fixture.path("front/stage.toml");
-    for (id, stage) in [
-        ("own-stage-1111", &front),
-        ("other-stage-2222", &fixture.path("stage.toml")),
+    let canonical = |path: &Path| path.canonicalize().unwrap().display().to_string();
+    for (id, stage, name) in [
+        ("own-stage-1111", canonical(&front), None),
+        (
+            "other-stage-2222",
+            canonical(&fixture.path("stage.toml")),
+            None,
+        ),
+        ("other-named-3333", canonical(&front), Some("pantry")),
+        (
+            "own-named-4444",
+            "/releases/gone/stage.toml".into(),
+            Some("indexed"),
+        ),
     ] {
         let new = NewPerformance {
             id: Some(id.into()),
-            stage: stage.canonicalize().unwrap().display().to_string(),
-            stage_name: None,
+            stage,
+            stage_name: name.map(Into::into),
             intent: format!("be {id}"),
             model: None,
             origin: "cli".into(),
@@ -497,8 +510,25 @@ async fn another_stages_performance_is_out_of_reach(store: String) {
         .iter()
         .filter_map(|p| p["id"].as_str())
         .collect();
-    assert_eq!(ids, ["own-stage-1111"], "{listed}");
-    let other = "other-stage-2222";
+    assert_eq!(ids, ["own-named-4444", "own-stage-1111"], "{listed}");
+    for other in ["other-stage-2222", "other-named-3333"] {
+        out_of_reach(&api, &stored, other).await;
+    }
+
+    let own = api.json("/performances/own-stage-1111").await;
+    assert_eq!(own["approvals"][0]["subject"], "rm -rf build", "{own}");
+    let (status, body) = api
+        .post(
+            "/performances/own-stage-1111/approvals/1",
+            serde_json::json!({"answer": "deny"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// Another stage's performance `other`, as the server of the served stage sees it: absent,
+/// 404 to every route, nothing written to it.
+async fn out_of_reach(api: &Api, stored: &Arc<dyn Store>, other: &str) {
     for path in ["", "/events"] {
         let (status, body) = api.get(&format!("/performances/{other}{path}")).await;
         assert_eq!(status, 404, "GET {path}: {body}");
@@ -519,16 +549,6 @@ async fn another_stages_performance_is_out_of_reach(store: String) {
     assert_eq!(status, 404, "approval: {body}");
     assert!(stored.notes(other, 0).await.unwrap().is_empty());
     assert!(stored.approvals(other).await.unwrap()[0].answer.is_none());
-
-    let own = api.json("/performances/own-stage-1111").await;
-    assert_eq!(own["approvals"][0]["subject"], "rm -rf build", "{own}");
-    let (status, body) = api
-        .post(
-            "/performances/own-stage-1111/approvals/1",
-            serde_json::json!({"answer": "deny"}),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,18 @@ impl Fixture {
         dir
     }
 
+    /// A stage as [`Fixture::stage`] makes it, whose file gives no `[stage] name`: it is named
+    /// after its folder, which is no identity in a store.
+    fn unnamed(&self, folder: &str, mark: &str) -> PathBuf {
+        let dir = self.stage(folder, mark);
+        let file = dir.join("stage.toml");
+        let named = std::fs::read_to_string(&file).unwrap();
+        let without = named.replace(&format!("[stage]\nname = \"{mark}\"\n\n"), "");
+        assert_ne!(named, without);
+        std::fs::write(&file, without).unwrap();
+        dir
+    }
+
     fn improv(&self, args: &[&str]) -> Command {
         let mut c = common::improv_command();
         c.current_dir(self.dir.path())
@@ -233,7 +245,7 @@ async fn queued_before_the_stage_moved(f: Fixture) {
 
     let other = f.worker(&["--stages", pantry.to_str().unwrap()], "other.log");
     f.wait_log("other.log", "serving stage `pantry`").await;
-    // Long enough for many claims: it is woken by the queued work and looks again each second.
+    // Long enough for several claims: woken by the queued work, it looks again later each time.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let record = f.store().await.performance(&id).await.unwrap();
     assert_eq!(
@@ -269,6 +281,53 @@ async fn queued_before_the_stage_moved(f: Fixture) {
             .unwrap();
         assert_eq!(listed.to_string().contains(&id), seen, "{folder}: {listed}");
     }
+}
+
+/// Two stages whose files give no name, in folders both named `current` (two releases'
+/// checkouts sharing one store): each is known by its path, not by its folder's name, so a
+/// server of one neither lists nor shows the other's performance, and a worker serving one
+/// performs only its own, in its own folder; the other's stays queued, never claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_without_a_name_in_folders_named_alike_do_not_reach_each_others_work() {
+    let f = Fixture::new();
+    let a = f.unnamed("a/current", "a");
+    let b = f.unnamed("b/current", "b");
+    let own = f.enqueue("a/current");
+    let others = f.enqueue("b/current");
+
+    let worker = f.worker(&["--stages", a.to_str().unwrap()], "a.log");
+    let record = f.wait_finished(&own).await;
+    assert_eq!(record.outcome, Some(Outcome::Done), "{record:?}");
+    // Long enough for several claims after its own ended.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let record = f.store().await.performance(&others).await.unwrap();
+    assert_eq!(
+        (record.state, record.epoch, record.stage_name.as_deref()),
+        (State::Queued, 0, None),
+        "the other `current`'s stays queued: {record:?}"
+    );
+    drop(worker);
+    assert_eq!(marks(&a), "a\n", "performed once, its own");
+    assert!(marks(&b).is_empty());
+
+    let http = improv_models::client_builder().unwrap().build().unwrap();
+    let (_serve, url, token) = f.serve("a/current");
+    let get = |path: String| http.get(format!("{url}{path}")).bearer_auth(&token).send();
+    for (id, seen) in [(&own, true), (&others, false)] {
+        let shown = get(format!("/performances/{id}")).await.unwrap().status();
+        assert_eq!(shown.as_u16(), if seen { 200 } else { 404 }, "{id}");
+    }
+    let listed: serde_json::Value = get("/performances".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = listed.to_string();
+    assert!(
+        listed.contains(&own) && !listed.contains(&others),
+        "{listed}"
+    );
 }
 
 /// The folder it was queued from now holds another stage (a deploy reused the path): a worker
