@@ -8,6 +8,7 @@
 
 use crate::clock::Clock;
 use crate::context::{DoorContext, Launcher, Listeners};
+use crate::expiry::StageRetention;
 use crate::limit::Limits;
 use crate::timed::Timed;
 use improv_stage::{Door, DoorKind, Stage};
@@ -32,8 +33,9 @@ pub struct Daemon {
     changing: Mutex<()>,
     /// Stops the sweep of expired webhook claims ([`crate::expiry`]) at the drain.
     sweeping: CancellationToken,
-    /// The stage's `[doors]` retention, read by the door tables' sweep at each pass.
-    retention: tokio::sync::watch::Sender<improv_stage::DoorRetention>,
+    /// The stage's identity and `[doors]` retention, read by the door tables' sweep at each
+    /// pass.
+    retention: tokio::sync::watch::Sender<StageRetention>,
 }
 
 struct Inner {
@@ -83,7 +85,7 @@ impl Daemon {
         listeners: Option<Listeners>,
     ) -> Arc<Daemon> {
         Arc::new(Daemon {
-            retention: tokio::sync::watch::Sender::new(stage.door_retention),
+            retention: tokio::sync::watch::Sender::new(StageRetention::of(&stage)),
             store,
             launcher,
             clock,
@@ -150,7 +152,7 @@ impl Daemon {
         }
         let mut inner = self.inner.lock().await;
         if !inner.drained {
-            self.retention.send_replace(stage.door_retention);
+            self.retention.send_replace(StageRetention::of(&stage));
             inner.stage = stage;
         }
         changes

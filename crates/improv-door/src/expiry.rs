@@ -12,13 +12,14 @@
 //! `keep_for` after it was last written, except each door's `keep_last` newest (the stage's
 //! `[doors]`, [`DoorRetention`]; 30 days and 20 by default): a retake asks whether a firing's
 //! performance started, and each of the [`FIRINGS_KEPT`] firings it reads names at most one of
-//! them, so `keep_last` is never below it. A performance a person started (`improv run`, the
-//! API) is never swept. The outbox and firings ages are constants: nothing a user reads is in
-//! them.
+//! them, so `keep_last` is never below it. Only the daemon's own stage's performances go
+//! ([`StageRetention`]): stages sharing a store each keep theirs as their own `[doors]` says. A
+//! performance a person started (`improv run`, the API) is never swept. The outbox and firings
+//! ages are constants: nothing a user reads is in them.
 
 use crate::clock::Clock;
-use improv_stage::DoorRetention;
-use improv_store::{Store, StoreError, Sweep, UnixMillis};
+use improv_stage::{DoorRetention, Stage};
+use improv_store::{StageKey, Store, StoreError, Sweep, UnixMillis};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -96,24 +97,59 @@ pub async fn sweep(
     Ok(gone)
 }
 
+/// Whose door-made performances the door tables' sweep deletes, and how long it keeps them:
+/// a stage's own, as its `[doors]` says, never another stage's in the same store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageRetention {
+    /// Which performances are the stage's ([`StageKey::holds`]).
+    pub stage: StageKey,
+    pub keep: DoorRetention,
+}
+
+impl StageRetention {
+    /// `stage`'s performances, kept as its `[doors]` says.
+    pub fn of(stage: &Stage) -> StageRetention {
+        StageRetention {
+            stage: stage_key(stage),
+            keep: stage.door_retention,
+        }
+    }
+}
+
+/// How the store knows `stage`'s performances: by the name its file gives
+/// ([`improv_stage::StageMeta::identity`]), and those queued without one by the stage file's
+/// canonical path, as [`crate::QueueLauncher`] writes them (the path as given when it cannot
+/// be resolved, which no enqueue writes: none is swept by it).
+pub fn stage_key(stage: &Stage) -> StageKey {
+    let path = stage
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| stage.path.clone());
+    StageKey {
+        name: stage.stage.identity().map(str::to_string),
+        path: path.display().to_string(),
+    }
+}
+
 /// Deletes, batch after batch, the outbox rows, firings and door-made performances expired at
-/// `now`, the performances as `keep` says (see the module doc); returns how many went.
+/// `now`, the performances of `keep`'s stage only and as it says (see the module doc); returns
+/// how many went.
 pub async fn sweep_tables(
     store: &dyn Store,
     now: UnixMillis,
-    keep: DoorRetention,
+    keep: &StageRetention,
 ) -> Result<u64, StoreError> {
     let ago = |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let (sent_before, due_before) = (ago(OUTBOX_KEEP_FOR), ago(FIRINGS_KEEP_FOR));
-    let written_before = ago(keep.keep_for);
+    let written_before = ago(keep.keep.keep_for);
     // The stage checked it; a retake's window is kept whatever a caller passes.
-    let keep_last = keep.keep_last.max(PERFORMANCES_KEPT);
+    let keep_last = keep.keep.keep_last.max(PERFORMANCES_KEPT);
     let mut gone = 0;
     loop {
         let n = store.sweep_outbox(sent_before, BATCH).await?
             + store.sweep_firings(due_before, FIRINGS_KEPT, BATCH).await?
             + store
-                .sweep_door_performances(written_before, keep_last, PERFORMANCES_BATCH)
+                .sweep_door_performances(&keep.stage, written_before, keep_last, PERFORMANCES_BATCH)
                 .await?;
         gone += n;
         if n == 0 {
@@ -141,18 +177,22 @@ pub async fn run(
 
 /// Sweeps the door tables ([`sweep_tables`]) every [`SWEEP_EVERY`] of `clock` until `cancel`
 /// fires, keeping performances as `keep` holds at each sweep (a reload changes it); one per
-/// store is enough (the daemon's).
+/// stage is enough (its daemon's).
 pub async fn run_tables(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
-    keep: tokio::sync::watch::Receiver<DoorRetention>,
+    keep: tokio::sync::watch::Receiver<StageRetention>,
 ) {
+    let store = store.as_ref();
     every_sweep(
         clock.as_ref(),
         &cancel,
         "outbox rows, firings and performances",
-        |now| sweep_tables(store.as_ref(), now, *keep.borrow()),
+        |now| {
+            let keep = keep.borrow().clone();
+            async move { sweep_tables(store, now, &keep).await }
+        },
     )
     .await;
 }

@@ -8,8 +8,8 @@
 
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, Stopping, Store,
-    StoreError, StoreLayer, Sweep, UnixMillis, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, StageKey,
+    Stopping, Store, StoreError, StoreLayer, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -182,11 +182,14 @@ impl StoreLayer for Bounded {
     }
     async fn sweep_door_performances(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        let sweep = self.inner.sweep_door_performances(before, keep, batch);
+        let sweep = self
+            .inner
+            .sweep_door_performances(stage, before, keep, batch);
         self.bound(NONE, sweep).await
     }
     async fn ask_approval(&self, lease: &Lease, ask: &ApprovalAsk) -> Result<u64, StoreError> {

@@ -6,8 +6,8 @@
 
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, Stopping, Store,
-    StoreError, Sweep, UnixMillis, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, StageKey,
+    Stopping, Store, StoreError, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -145,12 +145,13 @@ pub trait StoreLayer: Send + Sync + 'static {
     }
     async fn sweep_door_performances(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
         self.inner()
-            .sweep_door_performances(before, keep, batch)
+            .sweep_door_performances(stage, before, keep, batch)
             .await
     }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
@@ -337,11 +338,12 @@ impl<T: StoreLayer> Store for T {
     }
     async fn sweep_door_performances(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        StoreLayer::sweep_door_performances(self, before, keep, batch).await
+        StoreLayer::sweep_door_performances(self, stage, before, keep, batch).await
     }
     async fn send_note(&self, performance: &str, text: &str) -> Result<Note, StoreError> {
         StoreLayer::send_note(self, performance, text).await

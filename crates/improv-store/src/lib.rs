@@ -518,14 +518,17 @@ pub trait Store: Send + Sync + 'static {
         batch: usize,
     ) -> Result<u64, StoreError>;
 
-    /// Deletes finished performances that a door started ([`DOOR_ORIGIN`]) and last written
-    /// before `before`, with their events, notes and approvals and the blobs no performance left
-    /// refers to, except each door's `keep` newest performances (whatever their state); at most
-    /// `batch` performances (0: all). A queued or leased performance, and one a person started
+    /// Deletes finished performances of `stage` ([`StageKey::holds`]) that a door started
+    /// ([`DOOR_ORIGIN`]) and last written before `before`, with their events, notes and
+    /// approvals and the blobs no performance left refers to, except each of the stage's doors'
+    /// `keep` newest performances (whatever their state); at most `batch` performances (0: all).
+    /// Another stage's performances in the same store are never deleted: each stage keeps its
+    /// own as its `[doors]` says. A queued or leased performance, and one a person started
     /// (`cli`, `api`), is never deleted. Returns how many performances went; periodic: call it
     /// again while it returns `batch`.
     async fn sweep_door_performances(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,

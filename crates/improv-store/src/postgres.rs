@@ -28,8 +28,8 @@ use crate::rows::{
 use crate::url::split_pg_params;
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, State, Stopping,
-    Store, StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, StageKey, State,
+    Stopping, Store, StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -1152,6 +1152,7 @@ impl Store for PgStore {
 
     async fn sweep_door_performances(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
@@ -1159,20 +1160,24 @@ impl Store for PgStore {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err())?;
-        // Per door (on performances_by_origin), the newest that may go is the one after its
-        // `keep` newest; only rows created before `before` are read up to it.
+        // Per door (on performances_by_origin), the newest of `stage`'s that may go is the one
+        // after the stage's `keep` newest from that door; only the stage's rows created before
+        // `before` are read up to it. An origin none of the stage's performances has finds no
+        // such row (c), so another stage's are never read as candidates.
         const _: () = assert!(matches!(crate::DOOR_ORIGIN.as_bytes(), b"door:"));
         let rows = tx
             .query(
                 "SELECT p.id FROM (SELECT DISTINCT origin FROM performances \
                  WHERE origin LIKE 'door:%') d \
                  CROSS JOIN LATERAL (SELECT g.created_at, g.id FROM performances g \
-                 WHERE g.origin = d.origin ORDER BY g.created_at DESC, g.id DESC \
-                 OFFSET $1 LIMIT 1) c \
+                 WHERE g.origin = d.origin \
+                 AND (g.stage_name = $4 OR (g.stage_name IS NULL AND g.stage = $5)) \
+                 ORDER BY g.created_at DESC, g.id DESC OFFSET $1 LIMIT 1) c \
                  JOIN performances p ON p.origin = d.origin AND p.created_at < $2 \
                  AND (p.created_at, p.id) <= (c.created_at, c.id) \
-                 WHERE p.state = 'finished' AND p.updated_at < $2 LIMIT $3",
-                &[&keep, &before, &sql_limit(batch)],
+                 WHERE p.state = 'finished' AND p.updated_at < $2 \
+                 AND (p.stage_name = $4 OR (p.stage_name IS NULL AND p.stage = $5)) LIMIT $3",
+                &[&keep, &before, &sql_limit(batch), &stage.name, &stage.path],
             )
             .await
             .map_err(self.err())?;

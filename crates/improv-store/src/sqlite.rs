@@ -13,8 +13,8 @@ use crate::rows::{
 };
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, State, Stopping,
-    Store, StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, StageKey, State,
+    Stopping, Store, StoreError, StoreUrl, Sweep, UnixMillis, Versioned,
 };
 use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
@@ -401,28 +401,36 @@ fn json_error(store: &str, e: impl std::fmt::Display) -> StoreError {
     corrupt(store, &format!("JSON: {e}"))
 }
 
-/// The ids of at most `batch` finished door-made performances last written before `before`,
-/// each door's `keep` newest left out: per door (on `performances_by_origin`), the newest
-/// that may go is the one after its `keep` newest, and only rows created before `before` (a
-/// row is written after it is created) are read up to it.
+/// The ids of at most `batch` finished door-made performances of `stage` last written before
+/// `before`, each of its doors' `keep` newest left out: per door (on `performances_by_origin`),
+/// the newest that may go is the one after the stage's `keep` newest from that door, and only
+/// the stage's rows created before `before` (a row is written after it is created) are read up
+/// to it. A door whose name another stage's door shares counts only this stage's performances.
 fn expired_door_performances(
     tx: &rusqlite::Transaction<'_>,
+    stage: &StageKey,
     before: UnixMillis,
     keep: i64,
     batch: i64,
 ) -> rusqlite::Result<Vec<String>> {
     // The origin range is DOOR_ORIGIN's prefix: `door:` up to `door;` (':' + 1), byte-wise.
     const _: () = assert!(matches!(crate::DOOR_ORIGIN.as_bytes(), b"door:"));
+    // An origin none of the stage's performances has finds no newest-but-`keep` row (c).
     let mut statement = tx.prepare_cached(
         "SELECT p.id FROM (SELECT DISTINCT origin FROM performances \
          WHERE origin >= 'door:' AND origin < 'door;') d \
          JOIN performances c ON c.id = (SELECT g.id FROM performances g \
-         WHERE g.origin = d.origin ORDER BY g.created_at DESC, g.id DESC LIMIT 1 OFFSET ?1) \
+         WHERE g.origin = d.origin \
+         AND (g.stage_name = ?4 OR (g.stage_name IS NULL AND g.stage = ?5)) \
+         ORDER BY g.created_at DESC, g.id DESC LIMIT 1 OFFSET ?1) \
          JOIN performances p ON p.origin = d.origin AND p.created_at < ?2 \
          AND (p.created_at, p.id) <= (c.created_at, c.id) \
-         WHERE p.state = 'finished' AND p.updated_at < ?2 LIMIT ?3",
+         WHERE p.state = 'finished' AND p.updated_at < ?2 \
+         AND (p.stage_name = ?4 OR (p.stage_name IS NULL AND p.stage = ?5)) LIMIT ?3",
     )?;
-    let ids = statement.query_map(params![keep, before, batch], |r| r.get(0))?;
+    let ids = statement.query_map(params![keep, before, batch, stage.name, stage.path], |r| {
+        r.get(0)
+    })?;
     ids.collect()
 }
 
@@ -1165,17 +1173,19 @@ impl Store for SqliteStore {
 
     async fn sweep_door_performances(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
         let (keep, batch) = (i64::try_from(keep).unwrap_or(i64::MAX), sql_limit(batch));
+        let stage = stage.clone();
         self.call(move |store, conn| {
             let err = |e| sql_error(store, e);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            let ids = expired_door_performances(&tx, before, keep, batch).map_err(err)?;
+            let ids = expired_door_performances(&tx, &stage, before, keep, batch).map_err(err)?;
             delete_performances(&tx, &ids).map_err(err)?;
             tx.commit().map_err(err)?;
             Ok(ids.len() as u64)

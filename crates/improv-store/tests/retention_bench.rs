@@ -16,6 +16,14 @@ const KEPT: usize = 20;
 const PERFORMANCES: i64 = 20_000;
 const PERFORMANCE_BATCH: usize = 50;
 
+/// The stage the door-made performances were queued from (`s`, without a name).
+fn stage() -> improv_store::StageKey {
+    improv_store::StageKey {
+        name: "bench".to_string().into(),
+        path: "s".into(),
+    }
+}
+
 /// Sweeps with `call` until it deletes nothing; returns the rows gone and each call's time.
 async fn batches<F, Fut>(call: F) -> (u64, Vec<Duration>)
 where
@@ -134,7 +142,8 @@ async fn table(
     let sweep = |before| {
         let store = store.clone();
         async move {
-            let swept = store.sweep_door_performances(before, KEPT, PERFORMANCE_BATCH);
+            let stage = stage();
+            let swept = store.sweep_door_performances(&stage, before, KEPT, PERFORMANCE_BATCH);
             swept.await.unwrap()
         }
     };

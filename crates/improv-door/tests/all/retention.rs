@@ -7,9 +7,10 @@
 use crate::common::{Counting, TestStage, store};
 use improv_door::expiry::{
     FIRINGS_KEEP_FOR, FIRINGS_KEPT, OUTBOX_KEEP_FOR, PERFORMANCES_KEEP_FOR, PERFORMANCES_KEPT,
+    stage_key,
 };
 use improv_door::{Daemon, SimClock};
-use improv_store::{Firing, ListFilter, NewPerformance, OutboxKey, OutboxMessage, Store};
+use improv_store::{Firing, ListFilter, NewPerformance, OutboxKey, OutboxMessage, StageKey, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,15 +28,16 @@ fn message(seq: u64) -> OutboxMessage {
     }
 }
 
-/// Finished performances: `n` started by door `nightly`, then one by a person (`cli`).
-async fn performed(store: &dyn Store, n: usize) {
+/// Finished performances of stage `key`: `n` started by door `nightly`, then one by a person
+/// (`cli`).
+async fn performed(store: &dyn Store, key: &StageKey, n: usize) {
     let origins = std::iter::repeat_n("door:nightly", n).chain(["cli"]);
     for origin in origins {
         store
             .enqueue(&NewPerformance {
                 id: None,
-                stage: "stage.toml".into(),
-                stage_name: None,
+                stage: key.path.clone(),
+                stage_name: key.name.clone(),
                 intent: "summarise".into(),
                 model: None,
                 origin: origin.into(),
@@ -99,7 +101,7 @@ async fn the_daemon_sweeps_sent_outbox_rows_and_old_firings_but_keeps_what_doors
         .max(PERFORMANCES_KEEP_FOR);
     let now = written + keep.as_millis() as i64 + 60 * DAY_MS;
     fill(store.as_ref(), written - 100 * DAY_MS).await;
-    performed(store.as_ref(), PERFORMANCES_KEPT + 5).await;
+    performed(store.as_ref(), &stage_key(&t.stage), PERFORMANCES_KEPT + 5).await;
     let clock = Arc::new(SimClock::new(now));
     let daemon = Daemon::new(
         t.stage.clone(),

@@ -1,6 +1,8 @@
 //! `[doors]`: how long the store keeps the performances that doors started, for every door of
-//! the stage (the sweep that deletes them is one store call across doors). `improv-door`'s
-//! daemon reads it at each sweep, so a SIGHUP reload changes it without restarting a door.
+//! the stage (the sweep that deletes them is one store call across the stage's doors, and reads
+//! no other stage's performances: stages sharing a store each keep theirs as their own `[doors]`
+//! says). `improv-door`'s daemon reads it at each sweep, so a SIGHUP reload changes it without
+//! restarting a door.
 
 use crate::error::Problem;
 use serde::{Deserialize, Serialize};
@@ -27,9 +29,10 @@ pub(crate) struct RawDoors {
     keep_last: Option<Spanned<i64>>,
 }
 
-/// `[doors]`: a finished performance a door started goes (with its events and the blobs no
-/// other performance refers to) `keep_for` after it was last written, unless it is among its
-/// door's `keep_last` newest. A performance a person started is never swept.
+/// `[doors]`: a finished performance a door of this stage started goes (with its events and
+/// the blobs no other performance refers to) `keep_for` after it was last written, unless it is
+/// among its door's `keep_last` newest. A performance a person started, and another stage's, is
+/// never swept by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct DoorRetention {
     /// `keep_for = "30d"` (at least a day).

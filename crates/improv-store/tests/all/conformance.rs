@@ -80,6 +80,15 @@ impl Backend {
     }
 }
 
+/// The stage [`new`] queues from: its file, without a name.
+fn queued_from() -> StageKey {
+    StageKey {
+        // `into`: the key's name is the stage's, whether optional or not.
+        name: "shop".to_string().into(),
+        path: "stage.toml".into(),
+    }
+}
+
 fn new(intent: &str) -> NewPerformance {
     NewPerformance {
         id: None,
@@ -1098,15 +1107,24 @@ async fn old_door_performances_go_with_their_events_and_unshared_blobs(backend: 
     // Keeping each door's newest (a4, b1): a1 and a2 are old enough, a3 finished just now.
     let before = now_ms() - 60_000;
     assert_eq!(
-        store.sweep_door_performances(before, 1, 1).await.unwrap(),
+        store
+            .sweep_door_performances(&queued_from(), before, 1, 1)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        store.sweep_door_performances(before, 1, 1).await.unwrap(),
+        store
+            .sweep_door_performances(&queued_from(), before, 1, 1)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        store.sweep_door_performances(before, 1, 0).await.unwrap(),
+        store
+            .sweep_door_performances(&queued_from(), before, 1, 0)
+            .await
+            .unwrap(),
         0
     );
     for gone in ["a1", "a2"] {
@@ -1141,7 +1159,10 @@ async fn old_door_performances_go_with_their_events_and_unshared_blobs(backend: 
     // performances a person started still stay.
     let later = now_ms() + 60_000;
     assert_eq!(
-        store.sweep_door_performances(later, 0, 0).await.unwrap(),
+        store
+            .sweep_door_performances(&queued_from(), later, 0, 0)
+            .await
+            .unwrap(),
         2,
         "a3 and b1"
     );
@@ -1161,6 +1182,80 @@ async fn old_door_performances_go_with_their_events_and_unshared_blobs(backend: 
         "the shared output is still read by cli1"
     );
     assert_eq!(store.events("api1", 0, 0).await.unwrap(), both);
+}
+
+/// One stage's door retention deletes only its own performances (by its name, and by its file
+/// those queued without one), its doors' newest counted among its own: stages sharing a store
+/// and a door's name each keep theirs as their own `[doors]` says.
+async fn a_stages_door_sweep_leaves_other_stages_performances(backend: Backend) {
+    let store = backend.open().await;
+    let key = |name: &str| StageKey {
+        name: name.to_string().into(),
+        path: format!("/srv/{name}/stage.toml"),
+    };
+    let (a, b) = (key("a"), key("b"));
+    // Oldest first; the other stage's are the newest, so a newest-N counted across stages
+    // would keep none of a's.
+    let rows = [
+        ("a0", None, &a.path),
+        ("a1", Some("a"), &a.path),
+        ("a2", Some("a"), &b.path),
+        ("a3", Some("a"), &a.path),
+        ("b0", None, &b.path),
+        ("b1", Some("b"), &b.path),
+        ("b2", Some("b"), &a.path),
+        ("b3", Some("b"), &b.path),
+        ("x0", None, &"/srv/x/stage.toml".to_string()),
+    ];
+    for (created_at, (id, name, path)) in rows.into_iter().enumerate() {
+        let p = NewPerformance {
+            id: Some(id.into()),
+            stage: path.clone(),
+            stage_name: name.map(Into::into),
+            origin: "door:nightly".into(),
+            ..new(id)
+        };
+        store.enqueue(&p).await.unwrap();
+        let lease = claim(&store, "w").await;
+        assert_eq!(lease.performance, id);
+        store.finish(&lease, Outcome::Done, "").await.unwrap();
+        backend.execute(&format!(
+            "UPDATE performances SET created_at = {}, updated_at = 100 WHERE id = '{id}'",
+            created_at + 1
+        ));
+    }
+    let left = || async {
+        let all = store.list(&ListFilter::default()).await.unwrap();
+        let mut ids: Vec<String> = all.into_iter().map(|p| p.id).collect();
+        ids.sort();
+        ids
+    };
+    let before = now_ms();
+    assert_eq!(
+        store
+            .sweep_door_performances(&a, before, 1, 0)
+            .await
+            .unwrap(),
+        3,
+        "a's own but its newest"
+    );
+    assert_eq!(left().await, ["a3", "b0", "b1", "b2", "b3", "x0"]);
+    assert_eq!(
+        store
+            .sweep_door_performances(&b, before, 1, 0)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(left().await, ["a3", "b3", "x0"]);
+    assert_eq!(
+        store
+            .sweep_door_performances(&a, before, 0, 0)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(left().await, ["b3", "x0"]);
 }
 
 /// Journals written before blob references were kept get theirs from the migration that adds
@@ -1198,7 +1293,10 @@ async fn blob_references_are_filled_for_older_journals(backend: Backend) {
     reopened.finish(&lease, Outcome::Done, "").await.unwrap();
     let later = now_ms() + 60_000;
     assert_eq!(
-        reopened.sweep_door_performances(later, 0, 0).await.unwrap(),
+        reopened
+            .sweep_door_performances(&queued_from(), later, 0, 0)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
@@ -1674,6 +1772,7 @@ macro_rules! conformance {
 conformance!(
     lifecycle,
     old_door_performances_go_with_their_events_and_unshared_blobs,
+    a_stages_door_sweep_leaves_other_stages_performances,
     blob_references_are_filled_for_older_journals,
     concurrent_claimers_never_share_a_performance,
     an_expired_lease_is_reclaimed_and_fences_out_the_old_holder,

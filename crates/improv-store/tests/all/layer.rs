@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use improv_kernel::{Event, Outcome};
 use improv_store::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
-    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, Stopping, Store,
-    StoreError, StoreLayer,
+    OutboxEntry, OutboxKey, OutboxMessage, PerformanceRecord, Progress, Serving, StageKey,
+    Stopping, Store, StoreError, StoreLayer,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -122,7 +122,13 @@ impl Store for Named {
     async fn sweep_firings(&self, _: i64, _: usize, _: usize) -> Result<u64, StoreError> {
         called("sweep_firings")
     }
-    async fn sweep_door_performances(&self, _: i64, _: usize, _: usize) -> Result<u64, StoreError> {
+    async fn sweep_door_performances(
+        &self,
+        _: &StageKey,
+        _: i64,
+        _: usize,
+        _: usize,
+    ) -> Result<u64, StoreError> {
         called("sweep_door_performances")
     }
     async fn counts(&self) -> Result<Counts, StoreError> {
@@ -245,6 +251,10 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         budget: None,
     };
     let ttl = Duration::from_secs(1);
+    let stage = StageKey {
+        name: "s".to_string().into(),
+        path: "s".into(),
+    };
     let ask = ApprovalAsk {
         actor: "a".into(),
         prop: "bash".into(),
@@ -286,7 +296,7 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.wait_progress("p", &Progress::default(), ttl).await),
         reached(store.stops_requested("w").await),
         reached(store.wait_stop(0, ttl).await),
-        reached(store.sweep_door_performances(0, 1, 1).await),
+        reached(store.sweep_door_performances(&stage, 0, 1, 1).await),
     ]
 }
 

@@ -4,7 +4,7 @@
 
 use improv_kernel::Outcome;
 use improv_store::testing::TempPostgres;
-use improv_store::{NewPerformance, PgPool, StoreUrl};
+use improv_store::{NewPerformance, PgPool, StageKey, StoreUrl};
 use std::time::Duration;
 
 /// Two transactions each lock a row and then ask for the other's: the server ends one with a
@@ -68,8 +68,15 @@ async fn a_sweep_without_blobs_does_not_wait_for_appends() {
         .await
         .unwrap();
     let later = i64::MAX / 2;
+    let stage = StageKey {
+        name: "shop".to_string().into(),
+        path: "stage.toml".into(),
+    };
     assert_eq!(
-        store.sweep_door_performances(later, 0, 10).await.unwrap(),
+        store
+            .sweep_door_performances(&stage, later, 0, 10)
+            .await
+            .unwrap(),
         1
     );
     // Had the sweep waited for the lock, the append's session would have sat idle in its
