@@ -77,16 +77,8 @@ impl Patience {
 /// store. A stage whose file gives no name is known by its path alone (two folders named
 /// `current` are two stages); stages sharing a store and a given name are one stage.
 pub(crate) fn stage_key(stage: &Stage) -> StageKey {
-    let path = stage
-        .path
-        .canonicalize()
-        .unwrap_or_else(|_| stage.path.clone())
-        .display()
-        .to_string();
-    StageKey {
-        name: stage.stage.identity().map(Into::into),
-        path,
-    }
+    // The doors' retention sweeps by the same key: one rule for both.
+    improv_door::expiry::stage_key(stage)
 }
 
 /// The served stage's performances in the store, newest first, as the API lists them.
