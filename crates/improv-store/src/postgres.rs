@@ -679,9 +679,15 @@ impl Store for PgStore {
         let record = self.record(row)?;
         // The count of denials follows the record's columns.
         if row.get::<_, i64>(row.len() - 1) > 0 {
-            // A stream on any machine shows the denials.
-            self.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &record.id])
-                .await?;
+            // A stream on any machine shows the denials. The claim has committed: a notification
+            // that fails is not the claim's failure (an error would leave the performance leased
+            // to no worker until its lease ran out); watchers still see it at their next look.
+            if let Err(e) = self
+                .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &record.id])
+                .await
+            {
+                tracing::warn!(performance = %record.id, "cannot notify the denied asks: {e}");
+            }
         }
         let lease = Lease {
             performance: record.id.clone(),
