@@ -531,6 +531,18 @@ impl Approver for StoreApprover {
         };
         let approval = self.wait(n).await;
         unanswered.store = None;
+        // An answer that lets the call run counts only while this worker still holds the lease:
+        // one that came after another worker took the performance over (a claim that missed
+        // this ask) is that worker's to act on, not this one's.
+        if !matches!(approval, Approval::Deny { .. })
+            && (self.held.lost.is_cancelled() || self.held.expired())
+        {
+            self.held.lost.cancel();
+            return denied(
+                "the director answered after this worker's lease ran out; another worker performs it now"
+                    .into(),
+            );
+        }
         approval
     }
 }
@@ -709,6 +721,14 @@ struct Held {
 }
 
 impl Held {
+    /// Whether the lease ran out by this machine's clock (renewals failed or came too late).
+    fn expired(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        now >= self.lease().expires_at
+    }
+
     fn new(store: Arc<dyn Store>, lease: Lease) -> Held {
         Held {
             store,
@@ -827,10 +847,7 @@ impl StoreJournal {
 impl StoreJournal {
     /// Whether the lease ran out by this machine's clock (renewals failed or came too late).
     fn expired(&self) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        now >= self.held.lease().expires_at
+        self.held.expired()
     }
 }
 
@@ -1132,6 +1149,35 @@ mod tests {
             asked.is_empty(),
             "a worker without the lease asked: {asked:?}"
         );
+    }
+
+    /// An answer that lets the call run, given after this worker's lease ran out (another
+    /// worker's claim can miss an ask made just before it), is not taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_that_comes_after_the_lease_ran_out_is_not_taken() {
+        let (_dir, approver) = asked(Duration::from_secs(30)).await;
+        let approver = Arc::new(approver);
+        let asking = {
+            let approver = approver.clone();
+            tokio::spawn(async move { approver.ask(&request()).await })
+        };
+        let id = approver.performance.clone();
+        while approver.store.approvals(&id).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // By this machine's clock the lease ran out (its renewals failed); then the answer.
+        approver.held.lock().expires_at = 0;
+        approver
+            .store
+            .answer_approval(&id, 1, Answer::Once, None)
+            .await
+            .unwrap();
+        let got = asking.await.unwrap();
+        assert!(
+            matches!(&got, Approval::Deny { note: Some(note) } if note.contains("lease")),
+            "{got:?}"
+        );
+        assert!(approver.held.lost.is_cancelled());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
