@@ -844,13 +844,6 @@ impl StoreJournal {
     }
 }
 
-impl StoreJournal {
-    /// Whether the lease ran out by this machine's clock (renewals failed or came too late).
-    fn expired(&self) -> bool {
-        self.held.expired()
-    }
-}
-
 /// How long the loop waits for an event to be stored, which is what a worker resuming the
 /// performance relies on (a call that may have run, a reply not to ask for again), and
 /// `turn_started`, so a worker that lost its lease (paused past it) learns so before it asks
@@ -943,7 +936,7 @@ impl StoreJournal {
     /// lease ran out meanwhile (paused, starved), since another worker may be performing this
     /// turn already, and asking the model for it again is not this worker's to do.
     fn still_held(&self, acts: bool) -> Result<(), ObserveError> {
-        if acts && self.expired() {
+        if acts && self.held.expired() {
             self.lost.cancel();
             return Err(ObserveError(
                 "the lease expired: another worker may perform this now".into(),
