@@ -432,73 +432,114 @@ impl Checker {
     }
 }
 
+/// The cast as checked: its actors, and where each name was given (for the checks and cues that
+/// name an actor).
+struct Cast {
+    actors: Vec<ActorConfig>,
+    names: HashMap<String, Range<usize>>,
+}
+
+impl Cast {
+    /// A problem for `word` at `span` naming no actor of the cast: the closest name, then the
+    /// cast, after `intro`.
+    fn unknown(&self, word: &Spanned<String>, message: String, intro: &str) -> Problem {
+        let cast: Vec<&str> = self.actors.iter().map(|a| a.name.as_str()).collect();
+        let mut help = String::new();
+        if let Some(close) = closest(word.get_ref(), cast.iter().copied()) {
+            help.push_str(&format!("did you mean `{close}`? "));
+        }
+        help.push_str(&format!("{intro}: {}", cast.join(", ")));
+        Problem::new(message, word.span(), "no such actor").help(help)
+    }
+}
+
+/// A duration key checked on its own, for the section builders that take a list of problems
+/// rather than a [`Checker`] (MCP servers, doors).
+fn duration_key(
+    problems: &mut Vec<Problem>,
+    key: &str,
+    v: Option<&Spanned<String>>,
+) -> Option<Duration> {
+    let mut t = Checker {
+        problems: std::mem::take(problems),
+    };
+    let d = t.duration(key, v);
+    *problems = t.problems;
+    d
+}
+
 impl RawStage {
-    /// Checks the stage and builds it, or returns every problem found.
+    /// Checks the stage and builds it, or returns every problem found. Each section is checked
+    /// and built by its own method, in the order the file documents them.
     pub(crate) fn build(self, path: PathBuf, dir: PathBuf) -> Result<Stage, Vec<Problem>> {
         let mut c = Checker::default();
-        let mcp = self.props.build(&mut c.problems, |problems, key, v| {
-            let mut t = Checker {
-                problems: std::mem::take(problems),
-            };
-            let d = t.duration(key, v);
-            *problems = t.problems;
-            d
-        });
+        let mcp = self.props.build(&mut c.problems, duration_key);
         let servers: Vec<String> = mcp.iter().map(|m| m.name.clone()).collect();
+        let cast = self.cast(&mut c, &servers);
+        let edges = self.edges(&mut c, &servers);
+        let feedback = self.feedback(&mut c, &dir, &cast);
+        let prices = self.prices(&mut c);
+        let ledger = self.ledger(&mut c);
+        let retire_after = c.duration("retire_after", self.routines.retire_after.as_ref());
+        if let Some(n) = &self.stage.name
+            && n.get_ref().trim().is_empty()
+        {
+            c.push(
+                Problem::new("the stage's name is empty", n.span(), "empty")
+                    .help("name the stage, or remove `name` to use its directory's name"),
+            );
+        }
+        let doors = crate::door::build(
+            &self.door,
+            self.stage.intent.is_some(),
+            &mut c.problems,
+            &mut duration_key,
+        );
+        let keep_for = c.duration("keep_for", self.doors.keep_for.as_ref());
+        let door_retention = self.doors.build(keep_for, &mut c.problems);
+        if !c.problems.is_empty() {
+            return Err(c.problems);
+        }
+        Ok(Stage {
+            doors,
+            door_retention,
+            stage: StageMeta {
+                named: self.stage.name.is_some(),
+                name: match self.stage.name {
+                    Some(n) => n.into_inner(),
+                    None => crate::dir_name(&dir),
+                },
+                intent: self.stage.intent.filter(|i| !i.trim().is_empty()),
+            },
+            context: {
+                let d = ContextConfig::default();
+                ContextConfig {
+                    files: self.context.files.unwrap_or(d.files),
+                    compact_at: self.context.compact_at.map(|v| v.into_inner()),
+                    skills: self.context.skills.unwrap_or(d.skills),
+                }
+            },
+            mcp,
+            actors: cast.actors,
+            edges,
+            feedback,
+            prices,
+            ledger,
+            routines: self.routines.build(retire_after),
+            path,
+            dir,
+        })
+    }
 
-        // The cast.
+    /// `[[actor]]`: each actor checked and built (the default lead when there is none), then
+    /// every `cues` checked against the whole cast.
+    fn cast(&self, c: &mut Checker, servers: &[String]) -> Cast {
         let mut names: HashMap<String, Range<usize>> = HashMap::new();
         let mut lead: Option<Range<usize>> = None;
         let mut actors = Vec::with_capacity(self.actor.len());
         for (i, spanned) in self.actor.iter().enumerate() {
-            let header = spanned.span();
+            let name = actor_name(c, i, spanned, &mut names);
             let a = spanned.get_ref();
-            let name = match &a.name {
-                Some(n) => {
-                    if n.get_ref().trim().is_empty() {
-                        c.push(
-                            Problem::new("an actor's name is empty", n.span(), "empty")
-                                .help("give the actor a name, such as \"lead\""),
-                        );
-                    } else if let Some(first) = names.get(n.get_ref()) {
-                        c.push(
-                            Problem::new(
-                                format!("two actors are named `{}`", n.get_ref()),
-                                n.span(),
-                                "second actor with this name",
-                            )
-                            .also(first.clone(), "first one")
-                            .help("give each actor its own name"),
-                        );
-                    } else {
-                        names.insert(n.get_ref().clone(), n.span());
-                    }
-                    n.get_ref().clone()
-                }
-                None => {
-                    let name = if i == 0 {
-                        "lead".to_string()
-                    } else {
-                        format!("actor{}", i + 1)
-                    };
-                    if let Some(first) = names.get(&name) {
-                        c.push(
-                            Problem::new(
-                                format!(
-                                    "this unnamed actor would be named `{name}`, like another one"
-                                ),
-                                header.clone(),
-                                "unnamed actor",
-                            )
-                            .also(first.clone(), "already named so")
-                            .help("give each actor a `name`"),
-                        );
-                    } else {
-                        names.insert(name.clone(), header.clone());
-                    }
-                    name
-                }
-            };
             if let Some(l) = &a.lead
                 && *l.get_ref()
             {
@@ -512,70 +553,26 @@ impl RawStage {
                     lead = Some(l.span());
                 }
             }
-            if let Some(m) = &a.model {
-                c.model(m);
-            }
-            for p in a.props.iter().flatten() {
-                c.prop(p, &servers);
-            }
-            c.nonzero("max_output_tokens", &a.max_output_tokens);
-            c.nonzero("max_turns", &a.max_turns);
-            c.nonzero("max_tool_calls", &a.max_tool_calls);
-            c.nonzero("max_input_tokens", &a.max_input_tokens);
-            c.nonzero("max_reply_tokens", &a.max_reply_tokens);
-            c.amount("max_cost_usd", a.max_cost_usd.as_ref());
-            let budget = Budget {
-                max_turns: a.max_turns.as_ref().map(|v| *v.get_ref()),
-                max_input_tokens: a.max_input_tokens.as_ref().map(|v| *v.get_ref()),
-                max_output_tokens: a.max_reply_tokens.as_ref().map(|v| *v.get_ref()),
-                max_cost_usd: a.max_cost_usd.as_ref().map(|v| *v.get_ref()),
-                timeout: c.duration("timeout", a.timeout.as_ref()),
-                max_tool_calls: a.max_tool_calls.as_ref().map(|v| *v.get_ref()),
-            };
-            actors.push(ActorConfig {
-                name,
-                role: a.role.clone(),
-                model: a.model.as_ref().map(|m| m.get_ref().clone()),
-                props: match &a.props {
-                    Some(ps) => dedup(ps.iter().map(|p| p.get_ref().clone())),
-                    None => CORE_PROPS.iter().map(|p| p.to_string()).collect(),
-                },
-                lead: a.lead.as_ref().is_some_and(|l| *l.get_ref()),
-                base_url: a.base_url.clone(),
-                api_key_env: a.api_key_env.clone(),
-                max_output_tokens: a.max_output_tokens.as_ref().map(|m| *m.get_ref()),
-                budget,
-                cues: a
-                    .cues
-                    .as_ref()
-                    .map(|v| v.iter().map(|n| n.get_ref().clone()).collect()),
-            });
+            actors.push(actor(c, name, a, servers));
         }
         if actors.is_empty() {
             actors.push(default_actor());
         }
+        let cast = Cast { actors, names };
         for a in &self.actor {
             for cued in a.get_ref().cues.iter().flatten() {
-                if !names.contains_key(cued.get_ref()) {
-                    let cast: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
-                    let mut help = String::new();
-                    if let Some(close) = closest(cued.get_ref(), cast.iter().copied()) {
-                        help.push_str(&format!("did you mean `{close}`? "));
-                    }
-                    help.push_str(&format!("the cast is: {}", cast.join(", ")));
-                    c.push(
-                        Problem::new(
-                            format!("`cues` names `{}`, who is not in the cast", cued.get_ref()),
-                            cued.span(),
-                            "no such actor",
-                        )
-                        .help(help),
-                    );
+                if !cast.names.contains_key(cued.get_ref()) {
+                    let message =
+                        format!("`cues` names `{}`, who is not in the cast", cued.get_ref());
+                    c.push(cast.unknown(cued, message, "the cast is"));
                 }
             }
         }
+        cast
+    }
 
-        // The edges.
+    /// `[edges]`: limits, rules, the sandbox and the paths it hides, guards or opens.
+    fn edges(&self, c: &mut Checker, servers: &[String]) -> Edges {
         let e = &self.edges;
         c.nonzero("max_turns", &e.max_turns);
         c.nonzero("max_tool_calls", &e.max_tool_calls);
@@ -586,7 +583,7 @@ impl RawStage {
         let tool_timeout = c.duration("tool_timeout", e.tool_timeout.as_ref());
         for r in &e.rule {
             if let Some(p) = &r.prop {
-                c.prop(p, &servers);
+                c.prop(p, servers);
             }
         }
         let sandbox = c.sandbox(e.sandbox.as_ref());
@@ -597,7 +594,7 @@ impl RawStage {
         let loop_limit = c.loop_limit(e.loop_limit.as_ref());
         c.nonzero("cue_depth", &e.cue_depth);
         c.nonzero("compact_at", &self.context.compact_at);
-        let edges = Edges {
+        Edges {
             workspace: e.workspace.as_ref().map(PathBuf::from),
             network: e.network.unwrap_or(false),
             max_turns: e.max_turns.as_ref().map(|v| *v.get_ref()),
@@ -627,9 +624,12 @@ impl RawStage {
                 .cue_depth
                 .as_ref()
                 .map_or(DEFAULT_CUE_DEPTH, |v| *v.get_ref()),
-        };
+        }
+    }
 
-        // The feedback.
+    /// `[feedback]`: the attempts, when to converge, and each `[[feedback.check]]` (two of one
+    /// name are refused).
+    fn feedback(&self, c: &mut Checker, dir: &Path, cast: &Cast) -> Feedback {
         let f = &self.feedback;
         c.nonzero("max_attempts", &f.max_attempts);
         let mut check_names: HashMap<&str, Range<usize>> = HashMap::new();
@@ -650,131 +650,17 @@ impl RawStage {
             } else {
                 check_names.insert(name, k.name.span());
             }
-            let kinds = [k.command.is_some(), k.critic.is_some(), k.file.is_some()];
-            match kinds.iter().filter(|k| **k).count() {
-                0 => c.push(
-                    Problem::new(
-                        format!("check `{name}` has neither `command`, `critic` nor `file`"),
-                        spanned.span(),
-                        "this check",
-                    )
-                    .help(
-                        "add `command = \"...\"` (a shell command that passes with exit code 0), \
-                         `critic = \"ACTOR\"` (an actor that judges the work) or `file = \"PATH\"` \
-                         (with `contains`, `matches` or `schema`)",
-                    ),
-                ),
-                1 => {}
-                _ => c.push(
-                    Problem::new(
-                        format!("check `{name}` is of more than one kind"),
-                        spanned.span(),
-                        "this check",
-                    )
-                    .help("a check runs a command, asks a critic or looks at a file; split it into several checks"),
-                ),
-            }
-            if k.file.is_none()
-                && (k.contains.is_some()
-                    || k.matches.is_some()
-                    || k.schema.is_some()
-                    || k.exists.is_some())
-            {
-                c.push(
-                    Problem::new(
-                        format!("check `{name}` asserts about a file but names none"),
-                        spanned.span(),
-                        "this check",
-                    )
-                    .help("add `file = \"PATH\"` (relative to the workspace)"),
-                );
-            }
-            if let Some(m) = &k.matches
-                && let Err(e) = regex::Regex::new(m.get_ref())
-            {
-                let first = e.to_string();
-                let why = first.lines().last().unwrap_or_default().trim().to_string();
-                c.push(
-                    Problem::new(
-                        format!("`matches` is not a regular expression: {why}"),
-                        m.span(),
-                        "not a regular expression",
-                    )
-                    .help("write a regular expression (in TOML, a literal string '...' keeps backslashes)"),
-                );
-            }
-            let schema = k.schema.as_ref().map(|p| dir.join(p.get_ref()));
-            if let (Some(path), Some(raw)) = (&schema, &k.schema)
-                && !path.is_file()
-            {
-                c.push(
-                    Problem::new(
-                        format!("the schema file {} does not exist", path.display()),
-                        raw.span(),
-                        "no such file",
-                    )
-                    .help(
-                        "give the path of a JSON Schema file, relative to the stage file's folder",
-                    ),
-                );
-            }
-            if k.critic.is_none() && k.rubric.is_some() {
-                c.push(
-                    Problem::new(
-                        format!("check `{name}` has a `rubric` but no `critic`"),
-                        spanned.span(),
-                        "this check",
-                    )
-                    .help("add `critic = \"ACTOR\"`: the actor who judges by the rubric"),
-                );
-            }
-            match (&k.command, &k.critic) {
-                (None, Some(critic)) if !names.contains_key(critic.get_ref()) => {
-                    let cast: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
-                    let mut help = String::new();
-                    if let Some(close) = closest(critic.get_ref(), cast.iter().copied()) {
-                        help.push_str(&format!("did you mean `{close}`? "));
-                    }
-                    help.push_str(&format!(
-                        "a critic is an actor of this stage: {}",
-                        cast.join(", ")
-                    ));
-                    c.push(
-                        Problem::new(
-                            format!(
-                                "check `{name}` names critic `{}`, who is not in the cast",
-                                critic.get_ref()
-                            ),
-                            critic.span(),
-                            "no such actor",
-                        )
-                        .help(help),
-                    );
-                }
-                _ => {}
-            }
-            let timeout = c.duration("timeout", k.timeout.as_ref());
-            checks.push(Check {
-                name: name.clone(),
-                command: k.command.clone(),
-                critic: k.critic.as_ref().map(|v| v.get_ref().clone()),
-                rubric: k.rubric.clone(),
-                file: k.file.as_ref().map(|f| f.get_ref().clone()),
-                exists: k.exists.unwrap_or(true),
-                contains: k.contains.clone(),
-                matches: k.matches.as_ref().map(|m| m.get_ref().clone()),
-                schema,
-                on: k.on.unwrap_or_default(),
-                timeout,
-            });
+            checks.push(check(c, spanned, dir, cast));
         }
-        let feedback = Feedback {
+        Feedback {
             max_attempts: f.max_attempts.as_ref().map_or(3, |v| *v.get_ref()),
             converge_on: f.converge_on.unwrap_or_default(),
             checks,
-        };
+        }
+    }
 
-        // The prices.
+    /// `[prices.MODEL]`: what a model's tokens cost, each amount checked.
+    fn prices(&self, c: &mut Checker) -> BTreeMap<String, Price> {
         let mut prices = BTreeMap::new();
         for (model, p) in &self.prices {
             c.amount("input", Some(&p.input));
@@ -789,8 +675,11 @@ impl RawStage {
                 },
             );
         }
+        prices
+    }
 
-        // The ledger.
+    /// `[ledger]`: when a collection is stable and whether it settles on its own.
+    fn ledger(&self, c: &mut Checker) -> LedgerConfig {
         let l = &self.ledger;
         if let Some(n) = &l.stable_writes
             && *n.get_ref() == 0
@@ -799,68 +688,214 @@ impl RawStage {
                 "give how many writes without a change in shape make a collection stable, e.g. 20",
             ));
         }
-        let ledger = LedgerConfig {
+        LedgerConfig {
             auto_settle: l.auto_settle.unwrap_or(false),
             stable_writes: l.stable_writes.as_ref().map(|v| *v.get_ref()),
             stable_after: c.duration("stable_after", l.stable_after.as_ref()),
-        };
-        let retire_after = c.duration("retire_after", self.routines.retire_after.as_ref());
+        }
+    }
+}
 
-        if let Some(n) = &self.stage.name
-            && n.get_ref().trim().is_empty()
-        {
+/// The name of the `i`th actor: the one given (not empty, not taken), or `lead` for the first
+/// and `actorN` for the others; recorded in `names` with where it was given.
+fn actor_name(
+    c: &mut Checker,
+    i: usize,
+    spanned: &Spanned<RawActor>,
+    names: &mut HashMap<String, Range<usize>>,
+) -> String {
+    let Some(n) = &spanned.get_ref().name else {
+        let name = if i == 0 {
+            "lead".to_string()
+        } else {
+            format!("actor{}", i + 1)
+        };
+        if let Some(first) = names.get(&name) {
             c.push(
-                Problem::new("the stage's name is empty", n.span(), "empty")
-                    .help("name the stage, or remove `name` to use its directory's name"),
+                Problem::new(
+                    format!("this unnamed actor would be named `{name}`, like another one"),
+                    spanned.span(),
+                    "unnamed actor",
+                )
+                .also(first.clone(), "already named so")
+                .help("give each actor a `name`"),
             );
+        } else {
+            names.insert(name.clone(), spanned.span());
         }
-        let doors = crate::door::build(
-            &self.door,
-            self.stage.intent.is_some(),
-            &mut c.problems,
-            &mut |problems, key, v| {
-                let mut t = Checker {
-                    problems: std::mem::take(problems),
-                };
-                let d = t.duration(key, v);
-                *problems = t.problems;
-                d
-            },
+        return name;
+    };
+    if n.get_ref().trim().is_empty() {
+        c.push(
+            Problem::new("an actor's name is empty", n.span(), "empty")
+                .help("give the actor a name, such as \"lead\""),
         );
-        let keep_for = c.duration("keep_for", self.doors.keep_for.as_ref());
-        let door_retention = self.doors.build(keep_for, &mut c.problems);
-        if !c.problems.is_empty() {
-            return Err(c.problems);
-        }
-        Ok(Stage {
-            doors,
-            door_retention,
-            stage: StageMeta {
-                named: self.stage.name.is_some(),
-                name: match self.stage.name {
-                    Some(n) => n.into_inner(),
-                    None => crate::dir_name(&dir),
-                },
-                intent: self.stage.intent.filter(|i| !i.trim().is_empty()),
-            },
-            context: {
-                let d = ContextConfig::default();
-                ContextConfig {
-                    files: self.context.files.unwrap_or(d.files),
-                    compact_at: self.context.compact_at.map(|v| v.into_inner()),
-                    skills: self.context.skills.unwrap_or(d.skills),
-                }
-            },
-            mcp,
-            actors,
-            edges,
-            feedback,
-            prices,
-            ledger,
-            routines: self.routines.build(retire_after),
-            path,
-            dir,
-        })
+    } else if let Some(first) = names.get(n.get_ref()) {
+        c.push(
+            Problem::new(
+                format!("two actors are named `{}`", n.get_ref()),
+                n.span(),
+                "second actor with this name",
+            )
+            .also(first.clone(), "first one")
+            .help("give each actor its own name"),
+        );
+    } else {
+        names.insert(n.get_ref().clone(), n.span());
+    }
+    n.get_ref().clone()
+}
+
+/// One actor: its model and props checked, its own limits checked and made its budget.
+fn actor(c: &mut Checker, name: String, a: &RawActor, servers: &[String]) -> ActorConfig {
+    if let Some(m) = &a.model {
+        c.model(m);
+    }
+    for p in a.props.iter().flatten() {
+        c.prop(p, servers);
+    }
+    c.nonzero("max_output_tokens", &a.max_output_tokens);
+    c.nonzero("max_turns", &a.max_turns);
+    c.nonzero("max_tool_calls", &a.max_tool_calls);
+    c.nonzero("max_input_tokens", &a.max_input_tokens);
+    c.nonzero("max_reply_tokens", &a.max_reply_tokens);
+    c.amount("max_cost_usd", a.max_cost_usd.as_ref());
+    let budget = Budget {
+        max_turns: a.max_turns.as_ref().map(|v| *v.get_ref()),
+        max_input_tokens: a.max_input_tokens.as_ref().map(|v| *v.get_ref()),
+        max_output_tokens: a.max_reply_tokens.as_ref().map(|v| *v.get_ref()),
+        max_cost_usd: a.max_cost_usd.as_ref().map(|v| *v.get_ref()),
+        timeout: c.duration("timeout", a.timeout.as_ref()),
+        max_tool_calls: a.max_tool_calls.as_ref().map(|v| *v.get_ref()),
+    };
+    ActorConfig {
+        name,
+        role: a.role.clone(),
+        model: a.model.as_ref().map(|m| m.get_ref().clone()),
+        props: match &a.props {
+            Some(ps) => dedup(ps.iter().map(|p| p.get_ref().clone())),
+            None => CORE_PROPS.iter().map(|p| p.to_string()).collect(),
+        },
+        lead: a.lead.as_ref().is_some_and(|l| *l.get_ref()),
+        base_url: a.base_url.clone(),
+        api_key_env: a.api_key_env.clone(),
+        max_output_tokens: a.max_output_tokens.as_ref().map(|m| *m.get_ref()),
+        budget,
+        cues: a
+            .cues
+            .as_ref()
+            .map(|v| v.iter().map(|n| n.get_ref().clone()).collect()),
+    }
+}
+
+/// One `[[feedback.check]]`: exactly one kind (a command, a critic of the cast, a file), and
+/// what it asserts fits its kind.
+fn check(c: &mut Checker, spanned: &Spanned<RawCheck>, dir: &Path, cast: &Cast) -> Check {
+    let k = spanned.get_ref();
+    let name = k.name.get_ref();
+    check_kind(c, spanned);
+    if let Some(m) = &k.matches
+        && let Err(e) = regex::Regex::new(m.get_ref())
+    {
+        let first = e.to_string();
+        let why = first.lines().last().unwrap_or_default().trim().to_string();
+        c.push(
+            Problem::new(
+                format!("`matches` is not a regular expression: {why}"),
+                m.span(),
+                "not a regular expression",
+            )
+            .help("write a regular expression (in TOML, a literal string '...' keeps backslashes)"),
+        );
+    }
+    let schema = k.schema.as_ref().map(|p| dir.join(p.get_ref()));
+    if let (Some(path), Some(raw)) = (&schema, &k.schema)
+        && !path.is_file()
+    {
+        c.push(
+            Problem::new(
+                format!("the schema file {} does not exist", path.display()),
+                raw.span(),
+                "no such file",
+            )
+            .help("give the path of a JSON Schema file, relative to the stage file's folder"),
+        );
+    }
+    if k.critic.is_none() && k.rubric.is_some() {
+        c.push(
+            Problem::new(
+                format!("check `{name}` has a `rubric` but no `critic`"),
+                spanned.span(),
+                "this check",
+            )
+            .help("add `critic = \"ACTOR\"`: the actor who judges by the rubric"),
+        );
+    }
+    if let (None, Some(critic)) = (&k.command, &k.critic)
+        && !cast.names.contains_key(critic.get_ref())
+    {
+        let message = format!(
+            "check `{name}` names critic `{}`, who is not in the cast",
+            critic.get_ref()
+        );
+        c.push(cast.unknown(critic, message, "a critic is an actor of this stage"));
+    }
+    let timeout = c.duration("timeout", k.timeout.as_ref());
+    Check {
+        name: name.clone(),
+        command: k.command.clone(),
+        critic: k.critic.as_ref().map(|v| v.get_ref().clone()),
+        rubric: k.rubric.clone(),
+        file: k.file.as_ref().map(|f| f.get_ref().clone()),
+        exists: k.exists.unwrap_or(true),
+        contains: k.contains.clone(),
+        matches: k.matches.as_ref().map(|m| m.get_ref().clone()),
+        schema,
+        on: k.on.unwrap_or_default(),
+        timeout,
+    }
+}
+
+/// A check is of exactly one kind (a command, a critic, a file), and asserts about a file only
+/// when it names one.
+fn check_kind(c: &mut Checker, spanned: &Spanned<RawCheck>) {
+    let k = spanned.get_ref();
+    let name = k.name.get_ref();
+    let kinds = [k.command.is_some(), k.critic.is_some(), k.file.is_some()];
+    match kinds.iter().filter(|k| **k).count() {
+        0 => c.push(
+            Problem::new(
+                format!("check `{name}` has neither `command`, `critic` nor `file`"),
+                spanned.span(),
+                "this check",
+            )
+            .help(
+                "add `command = \"...\"` (a shell command that passes with exit code 0), \
+                 `critic = \"ACTOR\"` (an actor that judges the work) or `file = \"PATH\"` \
+                 (with `contains`, `matches` or `schema`)",
+            ),
+        ),
+        1 => {}
+        _ => c.push(
+            Problem::new(
+                format!("check `{name}` is of more than one kind"),
+                spanned.span(),
+                "this check",
+            )
+            .help("a check runs a command, asks a critic or looks at a file; split it into several checks"),
+        ),
+    }
+    if k.file.is_none()
+        && (k.contains.is_some() || k.matches.is_some() || k.schema.is_some() || k.exists.is_some())
+    {
+        c.push(
+            Problem::new(
+                format!("check `{name}` asserts about a file but names none"),
+                spanned.span(),
+                "this check",
+            )
+            .help("add `file = \"PATH\"` (relative to the workspace)"),
+        );
     }
 }
 
