@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use improv_kernel::{Budget, Outcome};
 use improv_stage::{Door, Stage};
-use improv_store::Store;
+use improv_store::{StageKey, Store};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +70,12 @@ pub struct DoorContext {
 }
 
 impl DoorContext {
+    /// The stage's key in the store ([`crate::expiry::stage_key`]): what its door's firings and
+    /// kept values are recorded under.
+    pub fn stage_key(&self) -> StageKey {
+        crate::expiry::stage_key(&self.stage)
+    }
+
     /// A request to perform `intent` through this door with its budget and a fresh id.
     pub fn request(&self, intent: String) -> LaunchRequest {
         LaunchRequest {

@@ -5,15 +5,16 @@
 //!
 //! The door tables go the same way ([`run_tables`], started by the daemon): an outbox row
 //! confirmed sent (the platform's id recorded) [`OUTBOX_KEEP_FOR`] after it was written; a row
-//! not confirmed sent never by age, since exactly-once rests on it. A firing
-//! [`FIRINGS_KEEP_FOR`] after it was due, except each door's [`FIRINGS_KEPT`] newest: the newest
-//! is a timed door's catch-up cursor and the window is what a retake reads. A finished
+//! not confirmed sent never by age, since exactly-once rests on it. A firing of the daemon's
+//! stage [`FIRINGS_KEEP_FOR`] after it was due, except each door's [`FIRINGS_KEPT`] newest: the
+//! newest is a timed door's catch-up cursor and the window is what a retake reads. A finished
 //! performance a door started, with its events and the blobs no other performance refers to,
 //! `keep_for` after it was last written, except each door's `keep_last` newest (the stage's
 //! `[doors]`, [`DoorRetention`]; 30 days and 20 by default): a retake asks whether a firing's
 //! performance started, and each of the [`FIRINGS_KEPT`] firings it reads names at most one of
-//! them, so `keep_last` is never below it. Only the daemon's own stage's performances go
-//! ([`StageRetention`]): stages sharing a store each keep theirs as their own `[doors]` says. A
+//! them, so `keep_last` is never below it. Only the daemon's own stage's firings and
+//! performances go ([`StageRetention`]): stages sharing a store each keep theirs as their own
+//! `[doors]` says. A
 //! performance a person started (`improv run`, the API) is never swept. The outbox and firings
 //! ages are constants: nothing a user reads is in them.
 
@@ -116,7 +117,8 @@ impl StageRetention {
     }
 }
 
-/// How the store knows `stage`'s performances: by the name its file gives
+/// How the store knows `stage`'s performances, and its doors' firings and kept values
+/// ([`StageKey::id`], [`crate::kept`]): by the name its file gives
 /// ([`improv_stage::StageMeta::identity`]), and those queued without one by the stage file's
 /// canonical path, as [`crate::QueueLauncher`] writes them (the path as given when it cannot
 /// be resolved, which no enqueue writes: none is swept by it).
@@ -132,8 +134,8 @@ pub fn stage_key(stage: &Stage) -> StageKey {
 }
 
 /// Deletes, batch after batch, the outbox rows, firings and door-made performances expired at
-/// `now`, the performances of `keep`'s stage only and as it says (see the module doc); returns
-/// how many went.
+/// `now`, the firings and performances of `keep`'s stage only, the performances as it says (see
+/// the module doc); returns how many went.
 pub async fn sweep_tables(
     store: &dyn Store,
     now: UnixMillis,
@@ -147,7 +149,9 @@ pub async fn sweep_tables(
     let mut gone = 0;
     loop {
         let n = store.sweep_outbox(sent_before, BATCH).await?
-            + store.sweep_firings(due_before, FIRINGS_KEPT, BATCH).await?
+            + store
+                .sweep_firings(&keep.stage, due_before, FIRINGS_KEPT, BATCH)
+                .await?
             + store
                 .sweep_door_performances(&keep.stage, written_before, keep_last, PERFORMANCES_BATCH)
                 .await?;

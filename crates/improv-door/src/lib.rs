@@ -10,6 +10,7 @@ pub mod daemon;
 mod error;
 pub mod expiry;
 pub mod fence;
+pub mod kept;
 pub mod launcher;
 pub mod limit;
 pub mod probe;

@@ -20,7 +20,7 @@ const MAX_OUTPUT: usize = 16 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The prop a probe is judged as: it is a shell line, as an actor's `bash` call is.
 const PROBE_PROP: &str = "bash";
-/// The store scope of the probes' last outputs, keyed by door name.
+/// The store scope of the probes' last outputs, keyed by stage and door ([`crate::kept`]).
 pub const SCOPE: &str = "door.probe";
 
 /// What one probe printed.

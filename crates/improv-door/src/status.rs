@@ -1,7 +1,9 @@
 //! Where each door stands, for `improv door status` and `GET /doors`: its kind, its next due
-//! time, its backoff and its latest firings (failures and missed ones included).
+//! time, its backoff and its latest firings (failures and missed ones included): the stage's
+//! own, never those of another stage's door of the same name in a shared store.
 
 use crate::error::DoorError;
+use crate::kept;
 use crate::schedule::Timing;
 use crate::timed::{BACKOFF, Backoff, SINCE};
 use improv_stage::Stage;
@@ -75,13 +77,14 @@ pub async fn status(
     limit: usize,
 ) -> Result<Vec<DoorStatus>, DoorError> {
     let mut out = Vec::with_capacity(stage.doors.len());
+    let key = crate::expiry::stage_key(stage);
     for door in &stage.doors {
-        let firings = store.firings(&door.name, limit).await?;
-        let since = store.get(SINCE, &door.name).await?.and_then(|v| v.as_i64());
+        let firings = store.firings(&key, &door.name, limit).await?;
+        let since = kept::get(store, SINCE, &key, &door.name).await?;
+        let since = since.and_then(|v| v.as_i64());
         let cursor = firings.first().map(|f| f.due).or(since).unwrap_or(now);
         let next_due = Timing::of(door)?.and_then(|t| t.next_after(cursor));
-        let backoff = store
-            .get(BACKOFF, &door.name)
+        let backoff = kept::get(store, BACKOFF, &key, &door.name)
             .await?
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();

@@ -1,16 +1,19 @@
 //! One timed door (`schedule` or `every`) at work: each due time is claimed once in the store
-//! (`Store::claim_firing`, keyed by door and due time), so a restart, a second daemon or another
-//! machine never performs it twice; due times missed while no daemon ran are handled by
+//! (`Store::claim_firing`, keyed by stage, door and due time), so a restart, a second daemon or
+//! another machine never performs it twice, and a door of the same name on another stage sharing
+//! the store fires its own; due times missed while no daemon ran are handled by
 //! `catch_up` and recorded as missed firings; probes decide whether a model is needed at all;
-//! failures back off exponentially (capped) and say so in the firing's note.
+//! failures back off exponentially (capped) and say so in the firing's note. What a door keeps
+//! between firings is its stage's too ([`crate::kept`]).
 
 use crate::context::DoorContext;
 use crate::error::DoorError;
+use crate::kept;
 use crate::probe::{self, Seen};
 use crate::schedule::{Timing, show};
 use improv_kernel::Outcome;
 use improv_stage::CatchUp;
-use improv_store::{Firing, UnixMillis};
+use improv_store::{Firing, StageKey, UnixMillis};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -21,9 +24,10 @@ pub const BACKOFF_BASE_MS: i64 = 60_000;
 /// The longest backoff.
 pub const BACKOFF_CAP_MS: i64 = 3_600_000;
 
-/// Store scope: when each door was first opened (the start of its catch-up window).
+/// Store scope: when each door was first opened (the start of its catch-up window), per stage
+/// ([`crate::kept`]).
 pub const SINCE: &str = "door.since";
-/// Store scope: each door's failures in a row and its backoff.
+/// Store scope: each door's failures in a row and its backoff, per stage ([`crate::kept`]).
 pub const BACKOFF: &str = "door.backoff";
 
 /// The note of a firing claimed but not yet performed.
@@ -70,6 +74,8 @@ enum Performed {
 /// A timed door, its place in time and its backoff.
 pub struct Timed {
     ctx: DoorContext,
+    /// Whose firings and kept values these are ([`DoorContext::stage_key`]).
+    stage: StageKey,
     timing: Timing,
     /// The last due time handled (fired, missed or claimed by another).
     cursor: UnixMillis,
@@ -82,26 +88,24 @@ impl Timed {
         let Some(timing) = Timing::of(&ctx.door)? else {
             return Ok(None);
         };
-        let name = &ctx.door.name;
+        let (name, stage, store) = (&ctx.door.name, ctx.stage_key(), ctx.store.as_ref());
         let now = ctx.clock.now();
-        ctx.store
-            .put(SINCE, name, &serde_json::json!(now), true)
-            .await?;
-        let since = ctx
-            .store
-            .get(SINCE, name)
+        // Kept before stages were in the key, or now: a door upgraded keeps its window.
+        let first = kept::get(store, SINCE, &stage, name).await?;
+        let first = first.unwrap_or_else(|| serde_json::json!(now));
+        kept::put(store, SINCE, &stage, name, &first, true).await?;
+        let since = kept::get(store, SINCE, &stage, name)
             .await?
             .and_then(|v| v.as_i64())
             .unwrap_or(now);
-        let last = ctx.store.firings(name, 1).await?.first().map(|f| f.due);
-        let backoff = ctx
-            .store
-            .get(BACKOFF, name)
+        let last = store.firings(&stage, name, 1).await?.first().map(|f| f.due);
+        let backoff = kept::get(store, BACKOFF, &stage, name)
             .await?
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
         Ok(Some(Timed {
             cursor: last.map_or(since, |l| l.max(since)),
+            stage,
             ctx,
             timing,
             backoff,
@@ -195,7 +199,7 @@ impl Timed {
         let recent = self
             .ctx
             .store
-            .firings(&self.ctx.door.name, RETAKE_WINDOW)
+            .firings(&self.stage, &self.ctx.door.name, RETAKE_WINDOW)
             .await?;
         for f in recent.into_iter().rev() {
             let Some(id) = f.performance.clone() else {
@@ -229,12 +233,15 @@ impl Timed {
         Ok(self
             .ctx
             .store
-            .claim_firing(&Firing {
-                door: self.ctx.door.name.clone(),
-                due,
-                performance,
-                note,
-            })
+            .claim_firing(
+                &self.stage,
+                &Firing {
+                    door: self.ctx.door.name.clone(),
+                    due,
+                    performance,
+                    note,
+                },
+            )
             .await?)
     }
 
@@ -247,12 +254,15 @@ impl Timed {
         Ok(self
             .ctx
             .store
-            .update_firing(&Firing {
-                door: self.ctx.door.name.clone(),
-                due,
-                performance,
-                note,
-            })
+            .update_firing(
+                &self.stage,
+                &Firing {
+                    door: self.ctx.door.name.clone(),
+                    due,
+                    performance,
+                    note,
+                },
+            )
             .await?)
     }
 
@@ -293,12 +303,8 @@ impl Timed {
     async fn set_backoff(&mut self, backoff: Backoff) {
         self.backoff = backoff;
         let value = serde_json::to_value(backoff).unwrap_or_default();
-        if let Err(e) = self
-            .ctx
-            .store
-            .put(BACKOFF, &self.ctx.door.name, &value, false)
-            .await
-        {
+        let (store, door) = (self.ctx.store.as_ref(), &self.ctx.door.name);
+        if let Err(e) = kept::put(store, BACKOFF, &self.stage, door, &value, false).await {
             tracing::warn!(
                 "door `{}`: cannot keep its backoff: {e}",
                 self.ctx.door.name
@@ -317,10 +323,8 @@ impl Timed {
         let mut seen_now = None;
         if !door.probes.is_empty() {
             let seen = probe::run(&self.ctx.stage, &door).await?;
-            let before: Option<Vec<Seen>> = self
-                .ctx
-                .store
-                .get(probe::SCOPE, &door.name)
+            let store = self.ctx.store.as_ref();
+            let before: Option<Vec<Seen>> = kept::get(store, probe::SCOPE, &self.stage, &door.name)
                 .await?
                 .and_then(|v| serde_json::from_value(v).ok());
             let Some(before) = before else {
@@ -376,10 +380,8 @@ impl Timed {
 
     async fn keep_probes(&self, seen: &[Seen]) -> Result<(), DoorError> {
         let value = serde_json::to_value(seen).unwrap_or_default();
-        self.ctx
-            .store
-            .put(probe::SCOPE, &self.ctx.door.name, &value, false)
-            .await?;
+        let (store, door) = (self.ctx.store.as_ref(), &self.ctx.door.name);
+        kept::put(store, probe::SCOPE, &self.stage, door, &value, false).await?;
         Ok(())
     }
 }

@@ -493,7 +493,7 @@ async fn note(ctx: &DoorContext, due: Option<i64>, performance: Option<String>, 
         performance,
         note: text,
     };
-    if let Err(e) = ctx.store.update_firing(&firing).await {
+    if let Err(e) = ctx.store.update_firing(&ctx.stage_key(), &firing).await {
         tracing::warn!("door `{}`: cannot record the firing: {e}", firing.door);
     }
 }
@@ -506,6 +506,7 @@ async fn record(
     performance: &str,
     id: &str,
 ) -> Result<Option<i64>, DoorError> {
+    let stage = ctx.stage_key();
     for due in now..now + 1000 {
         let firing = Firing {
             door: ctx.door.name.clone(),
@@ -513,7 +514,7 @@ async fn record(
             performance: Some(performance.to_string()),
             note: format!("performing (delivery {id})"),
         };
-        if ctx.store.claim_firing(&firing).await? {
+        if ctx.store.claim_firing(&stage, &firing).await? {
             return Ok(Some(due));
         }
     }

@@ -109,14 +109,22 @@ impl StoreLayer for Bounded {
         self.bound(timeout, self.inner.wait_events(id, after, timeout))
             .await
     }
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
-        self.bound(NONE, self.inner.claim_firing(firing)).await
+    async fn claim_firing(&self, stage: &StageKey, firing: &Firing) -> Result<bool, StoreError> {
+        self.bound(NONE, self.inner.claim_firing(stage, firing))
+            .await
     }
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
-        self.bound(NONE, self.inner.update_firing(firing)).await
+    async fn update_firing(&self, stage: &StageKey, firing: &Firing) -> Result<(), StoreError> {
+        self.bound(NONE, self.inner.update_firing(stage, firing))
+            .await
     }
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
-        self.bound(NONE, self.inner.firings(door, limit)).await
+    async fn firings(
+        &self,
+        stage: &StageKey,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<Firing>, StoreError> {
+        self.bound(NONE, self.inner.firings(stage, door, limit))
+            .await
     }
     async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
         self.bound(NONE, self.inner.outbox_put(message)).await
@@ -173,11 +181,12 @@ impl StoreLayer for Bounded {
     }
     async fn sweep_firings(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        self.bound(NONE, self.inner.sweep_firings(before, keep, batch))
+        self.bound(NONE, self.inner.sweep_firings(stage, before, keep, batch))
             .await
     }
     async fn sweep_door_performances(

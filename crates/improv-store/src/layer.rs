@@ -83,14 +83,19 @@ pub trait StoreLayer: Send + Sync + 'static {
     ) -> Result<bool, StoreError> {
         self.inner().wait_events(id, after, timeout).await
     }
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
-        self.inner().claim_firing(firing).await
+    async fn claim_firing(&self, stage: &StageKey, firing: &Firing) -> Result<bool, StoreError> {
+        self.inner().claim_firing(stage, firing).await
     }
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
-        self.inner().update_firing(firing).await
+    async fn update_firing(&self, stage: &StageKey, firing: &Firing) -> Result<(), StoreError> {
+        self.inner().update_firing(stage, firing).await
     }
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
-        self.inner().firings(door, limit).await
+    async fn firings(
+        &self,
+        stage: &StageKey,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<Firing>, StoreError> {
+        self.inner().firings(stage, door, limit).await
     }
     async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
         self.inner().outbox_put(message).await
@@ -137,11 +142,12 @@ pub trait StoreLayer: Send + Sync + 'static {
     }
     async fn sweep_firings(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        self.inner().sweep_firings(before, keep, batch).await
+        self.inner().sweep_firings(stage, before, keep, batch).await
     }
     async fn sweep_door_performances(
         &self,
@@ -276,14 +282,19 @@ impl<T: StoreLayer> Store for T {
     ) -> Result<bool, StoreError> {
         StoreLayer::wait_events(self, id, after, timeout).await
     }
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
-        StoreLayer::claim_firing(self, firing).await
+    async fn claim_firing(&self, stage: &StageKey, firing: &Firing) -> Result<bool, StoreError> {
+        StoreLayer::claim_firing(self, stage, firing).await
     }
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
-        StoreLayer::update_firing(self, firing).await
+    async fn update_firing(&self, stage: &StageKey, firing: &Firing) -> Result<(), StoreError> {
+        StoreLayer::update_firing(self, stage, firing).await
     }
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
-        StoreLayer::firings(self, door, limit).await
+    async fn firings(
+        &self,
+        stage: &StageKey,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<Firing>, StoreError> {
+        StoreLayer::firings(self, stage, door, limit).await
     }
     async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
         StoreLayer::outbox_put(self, message).await
@@ -330,11 +341,12 @@ impl<T: StoreLayer> Store for T {
     }
     async fn sweep_firings(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        StoreLayer::sweep_firings(self, before, keep, batch).await
+        StoreLayer::sweep_firings(self, stage, before, keep, batch).await
     }
     async fn sweep_door_performances(
         &self,

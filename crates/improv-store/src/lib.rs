@@ -178,6 +178,17 @@ pub struct StageKey {
 }
 
 impl StageKey {
+    /// The one string that keys this stage's own records (its doors' firings, and what they
+    /// keep between firings): `name:NAME` when its file gives a name, otherwise `path:PATH`;
+    /// the prefixes keep a name that reads like a path apart from that path. A stage whose file
+    /// gains a name starts a new key (its path's records stay under the path).
+    pub fn id(&self) -> String {
+        match &self.name {
+            Some(name) => format!("name:{name}"),
+            None => format!("path:{}", self.path),
+        }
+    }
+
     /// Whether `record` is a performance of this stage (what [`ListFilter::stage`] selects).
     pub fn holds(&self, record: &PerformanceRecord) -> bool {
         match &record.stage_name {
@@ -205,11 +216,18 @@ pub struct Sweep {
     pub batch: usize,
 }
 
-/// One due firing of a door: at most one performance is ever started for it.
+/// One due firing of a door: at most one performance is ever started for it. A firing is its
+/// stage's ([`StageKey::id`]): the store keys it by (stage, door, due), so stages sharing a
+/// store each fire their own doors of one name. A firing recorded before the stage was in the
+/// key (SQLite schema 11, PostgreSQL 12) has no stage and stays what it was, its door's under
+/// every stage: it blocks its (door, due) for each, each lists it, updates it and sweeps it
+/// (each door's newest of them kept like any stage's), so no due time an upgraded deployment
+/// handled is handled again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firing {
     pub door: String,
-    /// The time the firing was due (not when it ran): the idempotency key with `door`.
+    /// The time the firing was due (not when it ran): the idempotency key with the stage and
+    /// `door`.
     pub due: UnixMillis,
     /// What the firing started, when it started one (a probe that saw no change starts none).
     pub performance: Option<String>,
@@ -425,15 +443,24 @@ pub trait Store: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<bool, StoreError>;
 
-    /// Records a door's firing for `(door, due)` if none was recorded: true for the one caller
-    /// that recorded it, false for every other (a restart, a second daemon, another machine).
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError>;
+    /// Records `stage`'s door's firing for `(door, due)` if none was recorded (by the stage, or
+    /// before firings had a stage: see [`Firing`]): true for the one caller that recorded it,
+    /// false for every other (a restart, a second daemon, another machine). Another stage's
+    /// firing of a door of the same name is not in the way.
+    async fn claim_firing(&self, stage: &StageKey, firing: &Firing) -> Result<bool, StoreError>;
 
-    /// Updates the note and performance of a claimed firing (what it turned out to start).
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError>;
+    /// Updates the note and performance of `stage`'s claimed firing (what it turned out to
+    /// start).
+    async fn update_firing(&self, stage: &StageKey, firing: &Firing) -> Result<(), StoreError>;
 
-    /// A door's latest firings, most recent first.
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError>;
+    /// `stage`'s door's latest firings (with those recorded before firings had a stage), most
+    /// recent first; never another stage's.
+    async fn firings(
+        &self,
+        stage: &StageKey,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<Firing>, StoreError>;
 
     /// Puts a message in the outbox unless one with its key is there; returns the entry as
     /// stored (the first one, when the key was already there).
@@ -508,11 +535,13 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many went; periodic: call it again while it returns `batch`.
     async fn sweep_outbox(&self, before: UnixMillis, batch: usize) -> Result<u64, StoreError>;
 
-    /// Deletes firings due before `before` except each door's `keep` newest (never fewer than
-    /// one: a timed door resumes after its newest), at most `batch` (0: all). Returns how many
-    /// went; periodic: call it again while it returns `batch`.
+    /// Deletes `stage`'s firings (and those recorded before firings had a stage) due before
+    /// `before` except each door's `keep` newest (never fewer than one: a timed door resumes
+    /// after its newest), at most `batch` (0: all); another stage's are never deleted. Returns
+    /// how many went; periodic: call it again while it returns `batch`.
     async fn sweep_firings(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,

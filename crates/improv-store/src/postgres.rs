@@ -21,9 +21,9 @@ mod tls;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    ASKER_LOST_LEASE, Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, answer_name, budget_text,
-    check_seqs, corrupt, expiry, fence, now_millis, parse_answer, parse_budget, parse_outcome,
-    parse_state, signed, sql_limit, state_name, unsigned,
+    ASKER_LOST_LEASE, Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, UNSTAGED, answer_name,
+    budget_text, check_seqs, corrupt, expiry, fence, now_millis, parse_answer, parse_budget,
+    parse_outcome, parse_state, signed, sql_limit, state_name, unsigned,
 };
 use crate::url::split_pg_params;
 use crate::{
@@ -847,39 +847,71 @@ impl Store for PgStore {
         self.wait(id, Awaited::Events { after }, timeout).await
     }
 
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+    async fn claim_firing(&self, stage: &StageKey, firing: &Firing) -> Result<bool, StoreError> {
+        // No unstaged row is written any more (they only go), so the snapshot's look for one
+        // cannot miss a row committed meanwhile; claims of one stage meet on the primary key.
         let inserted = self
             .execute(
-                "INSERT INTO firings (door, due, performance, note) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (door, due) DO NOTHING",
-                &[&firing.door, &firing.due, &firing.performance, &firing.note],
+                "INSERT INTO firings (stage, door, due, performance, note) \
+                 SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM firings \
+                 WHERE stage = $6 AND door = $2 AND due = $3) \
+                 ON CONFLICT (stage, door, due) DO NOTHING",
+                &[
+                    &stage.id(),
+                    &firing.door,
+                    &firing.due,
+                    &firing.performance,
+                    &firing.note,
+                    &UNSTAGED,
+                ],
             )
             .await?;
         Ok(inserted == 1)
     }
 
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+    async fn update_firing(&self, stage: &StageKey, firing: &Firing) -> Result<(), StoreError> {
+        let stage = stage.id();
+        // A claim never records a (door, due) that an unstaged row holds: one of the two.
         let updated = self
             .execute(
-                "UPDATE firings SET performance = $3, note = $4 WHERE door = $1 AND due = $2",
-                &[&firing.door, &firing.due, &firing.performance, &firing.note],
+                "UPDATE firings SET performance = $4, note = $5 \
+                 WHERE stage IN ($1, $6) AND door = $2 AND due = $3",
+                &[
+                    &stage,
+                    &firing.door,
+                    &firing.due,
+                    &firing.performance,
+                    &firing.note,
+                    &UNSTAGED,
+                ],
             )
             .await?;
         if updated == 0 {
             return Err(self.not_found(&format!(
-                "(firing of door {} due {})",
+                "(firing of door {} due {} of stage {stage})",
                 firing.door, firing.due
             )));
         }
         Ok(())
     }
 
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
+    async fn firings(
+        &self,
+        stage: &StageKey,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<Firing>, StoreError> {
+        // The stage's newest and the unstaged newest, each read backwards on the primary key,
+        // then merged: no sort of a door's every firing.
         let rows = self
             .query(
-                "SELECT door, due, performance, note FROM firings WHERE door = $1 \
-                 ORDER BY due DESC LIMIT $2",
-                &[&door, &sql_limit(limit)],
+                "SELECT door, due, performance, note FROM (\
+                 (SELECT door, due, performance, note FROM firings \
+                 WHERE stage = $1 AND door = $2 ORDER BY due DESC LIMIT $3) \
+                 UNION ALL (SELECT door, due, performance, note FROM firings \
+                 WHERE stage = $4 AND door = $2 ORDER BY due DESC LIMIT $3)) f \
+                 ORDER BY due DESC LIMIT $3",
+                &[&stage.id(), &door, &sql_limit(limit), &UNSTAGED],
             )
             .await?;
         Ok(rows
@@ -1139,19 +1171,28 @@ impl Store for PgStore {
 
     async fn sweep_firings(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        // Per door, the newest firing that may go is the one after its `keep` newest (on the
-        // primary key, door then due); everything due at or before it and before `before` goes.
+        // Per door of the stage (and per door of the unstaged rows), the newest firing that may
+        // go is the one after its `keep` newest (on the primary key, stage, door then due);
+        // everything due at or before it and before `before` goes.
         self.execute(
-            "DELETE FROM firings f USING (SELECT g.door, g.due FROM (SELECT door, \
-             (SELECT due FROM firings h WHERE h.door = d.door ORDER BY due DESC \
-             OFFSET $1 LIMIT 1) AS cut FROM (SELECT DISTINCT door FROM firings) d) c \
-             JOIN firings g ON g.door = c.door AND g.due <= c.cut AND g.due < $2 LIMIT $3) doomed \
-             WHERE f.door = doomed.door AND f.due = doomed.due",
-            &[&sql_limit(keep.max(1)), &before, &sql_limit(batch)],
+            "DELETE FROM firings f USING (SELECT g.stage, g.door, g.due FROM (SELECT stage, \
+             door, (SELECT due FROM firings h WHERE h.stage = d.stage AND h.door = d.door \
+             ORDER BY due DESC OFFSET $1 LIMIT 1) AS cut FROM (SELECT DISTINCT stage, door \
+             FROM firings WHERE stage IN ($4, $5)) d) c JOIN firings g ON g.stage = c.stage \
+             AND g.door = c.door AND g.due <= c.cut AND g.due < $2 LIMIT $3) doomed \
+             WHERE f.stage = doomed.stage AND f.door = doomed.door AND f.due = doomed.due",
+            &[
+                &sql_limit(keep.max(1)),
+                &before,
+                &sql_limit(batch),
+                &stage.id(),
+                &UNSTAGED,
+            ],
         )
         .await
     }

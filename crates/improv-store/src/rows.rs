@@ -111,6 +111,10 @@ pub(crate) fn signed(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// The stage column of a firing recorded before firings were keyed by stage (SQLite schema 11,
+/// PostgreSQL 12): such a firing stays its door's under every stage (see [`crate::Firing`]).
+pub(crate) const UNSTAGED: &str = "";
+
 /// A limit as SQL takes it: 0 means none.
 pub(crate) fn sql_limit(limit: usize) -> i64 {
     if limit == 0 {

@@ -7,9 +7,9 @@
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
-    ASKER_LOST_LEASE, Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, answer_name, budget_text,
-    check_seqs, corrupt, expiry, fence, now_millis, parse_answer, parse_budget, parse_outcome,
-    parse_state, signed, sql_limit, state_name, unsigned,
+    ASKER_LOST_LEASE, Awaited, Holder, STOPPED_QUEUED, STOPPED_UNHELD, UNSTAGED, answer_name,
+    budget_text, check_seqs, corrupt, expiry, fence, now_millis, parse_answer, parse_budget,
+    parse_outcome, parse_state, signed, sql_limit, state_name, unsigned,
 };
 use crate::{
     Answer, ApprovalAsk, ApprovalRecord, Counts, Firing, Lease, ListFilter, NewPerformance, Note,
@@ -102,6 +102,18 @@ CREATE INDEX performances_stopping ON performances (id) WHERE stop_requested AND
 ALTER TABLE performances ADD COLUMN stage_name TEXT;
 CREATE INDEX performances_by_stage ON performances (stage_name, created_at, id)
     WHERE state <> 'finished';
+",
+    // A firing is its stage's (`StageKey::id`), keyed by (stage, door, due): stages sharing
+    // the file each fire their own doors of one name. Firings recorded before get the stage ''
+    // (`rows::UNSTAGED`) and stay their door's under every stage (see `Firing`).
+    "
+CREATE TABLE firings_staged (
+    stage TEXT NOT NULL, door TEXT NOT NULL, due INTEGER NOT NULL, performance TEXT,
+    note TEXT NOT NULL, PRIMARY KEY (stage, door, due));
+INSERT INTO firings_staged (stage, door, due, performance, note)
+    SELECT '', door, due, performance, note FROM firings;
+DROP TABLE firings;
+ALTER TABLE firings_staged RENAME TO firings;
 ",
 ];
 
@@ -815,14 +827,24 @@ impl Store for SqliteStore {
         self.wait(id, Awaited::Events { after }, timeout).await
     }
 
-    async fn claim_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
-        let firing = firing.clone();
+    async fn claim_firing(&self, stage: &StageKey, firing: &Firing) -> Result<bool, StoreError> {
+        let (stage, firing) = (stage.id(), firing.clone());
         self.call(move |store, conn| {
+            // One statement under the write lock: the unstaged row's check and the insert are
+            // one step for every process on the file.
             let inserted = conn
                 .execute(
-                    "INSERT OR IGNORE INTO firings (door, due, performance, note) \
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![firing.door, firing.due, firing.performance, firing.note],
+                    "INSERT OR IGNORE INTO firings (stage, door, due, performance, note) \
+                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM firings \
+                     WHERE stage = ?6 AND door = ?2 AND due = ?3)",
+                    params![
+                        stage,
+                        firing.door,
+                        firing.due,
+                        firing.performance,
+                        firing.note,
+                        UNSTAGED
+                    ],
                 )
                 .map_err(|e| sql_error(store, e))?;
             Ok(inserted == 1)
@@ -830,19 +852,31 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_firing(&self, firing: &Firing) -> Result<(), StoreError> {
-        let firing = firing.clone();
+    async fn update_firing(&self, stage: &StageKey, firing: &Firing) -> Result<(), StoreError> {
+        let (stage, firing) = (stage.id(), firing.clone());
         self.call(move |store, conn| {
+            // A claim never records a (door, due) that an unstaged row holds: one of the two.
             let updated = conn
                 .execute(
-                    "UPDATE firings SET performance = ?3, note = ?4 WHERE door = ?1 AND due = ?2",
-                    params![firing.door, firing.due, firing.performance, firing.note],
+                    "UPDATE firings SET performance = ?4, note = ?5 \
+                     WHERE stage IN (?1, ?6) AND door = ?2 AND due = ?3",
+                    params![
+                        stage,
+                        firing.door,
+                        firing.due,
+                        firing.performance,
+                        firing.note,
+                        UNSTAGED
+                    ],
                 )
                 .map_err(|e| sql_error(store, e))?;
             if updated == 0 {
                 return Err(not_found(
                     store,
-                    &format!("(firing of door {} due {})", firing.door, firing.due),
+                    &format!(
+                        "(firing of door {} due {} of stage {stage})",
+                        firing.door, firing.due
+                    ),
                 ));
             }
             Ok(())
@@ -850,18 +884,29 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn firings(&self, door: &str, limit: usize) -> Result<Vec<Firing>, StoreError> {
-        let door = door.to_string();
+    async fn firings(
+        &self,
+        stage: &StageKey,
+        door: &str,
+        limit: usize,
+    ) -> Result<Vec<Firing>, StoreError> {
+        let (stage, door) = (stage.id(), door.to_string());
         self.call(move |store, conn| {
             let err = |e| sql_error(store, e);
+            // The stage's newest and the unstaged newest, each read backwards on the primary
+            // key, then merged: no sort of a door's every firing.
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT door, due, performance, note FROM firings WHERE door = ?1 \
-                     ORDER BY due DESC LIMIT ?2",
+                    "SELECT door, due, performance, note FROM (\
+                     SELECT * FROM (SELECT door, due, performance, note FROM firings \
+                     WHERE stage = ?1 AND door = ?2 ORDER BY due DESC LIMIT ?3) \
+                     UNION ALL SELECT * FROM (SELECT door, due, performance, note FROM firings \
+                     WHERE stage = ?4 AND door = ?2 ORDER BY due DESC LIMIT ?3)) \
+                     ORDER BY due DESC LIMIT ?3",
                 )
                 .map_err(err)?;
             let rows = statement
-                .query_map(params![door, sql_limit(limit)], |r| {
+                .query_map(params![stage, door, sql_limit(limit), UNSTAGED], |r| {
                     Ok(Firing {
                         door: r.get(0)?,
                         due: r.get(1)?,
@@ -1147,23 +1192,26 @@ impl Store for SqliteStore {
 
     async fn sweep_firings(
         &self,
+        stage: &StageKey,
         before: UnixMillis,
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
         let (keep, batch) = (sql_limit(keep.max(1)), sql_limit(batch));
+        let stage = stage.id();
         self.call(move |store, conn| {
-            // Per door, the newest firing that may go is the one after its `keep` newest (on
-            // the primary key, door then due); everything due at or before it and before
-            // `before` goes.
+            // Per door of the stage (and per door of the unstaged rows), the newest firing that
+            // may go is the one after its `keep` newest (on the primary key, stage, door then
+            // due); everything due at or before it and before `before` goes.
             let gone = conn
                 .execute(
-                    "DELETE FROM firings WHERE rowid IN (SELECT f.rowid FROM (SELECT door, \
-                     (SELECT due FROM firings g WHERE g.door = d.door ORDER BY due DESC \
-                     LIMIT 1 OFFSET ?1) AS cut FROM (SELECT DISTINCT door FROM firings) d) c \
-                     JOIN firings f ON f.door = c.door AND f.due <= c.cut AND f.due < ?2 \
-                     LIMIT ?3)",
-                    params![keep, before, batch],
+                    "DELETE FROM firings WHERE rowid IN (SELECT f.rowid FROM (SELECT stage, \
+                     door, (SELECT due FROM firings g WHERE g.stage = d.stage AND \
+                     g.door = d.door ORDER BY due DESC LIMIT 1 OFFSET ?1) AS cut FROM (SELECT \
+                     DISTINCT stage, door FROM firings WHERE stage IN (?4, ?5)) d) c \
+                     JOIN firings f ON f.stage = c.stage AND f.door = c.door AND f.due <= c.cut \
+                     AND f.due < ?2 LIMIT ?3)",
+                    params![keep, before, batch, stage, UNSTAGED],
                 )
                 .map_err(|e| sql_error(store, e))?;
             Ok(gone as u64)

@@ -76,6 +76,8 @@ fn row(what: &str, gone: u64, times: &mut [Duration]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: bench/store/retention.sh"]
 async fn bench_retention_sweep() {
+    // The firings are the bench stage's own, as its doors record them.
+    let stage_id = stage().id();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
     let store = improv_store::open(&StoreUrl::Sqlite(path.clone())).unwrap();
@@ -88,8 +90,8 @@ async fn bench_retention_sweep() {
          SELECT 'p' || (i / 100), i % 100, 'chat', '42', '{{}}',
                 CASE WHEN i % 10 = 0 THEN NULL ELSE 'm' || i END, 1000 + i FROM n;
          WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS} - 1)
-         INSERT INTO firings (door, due, note)
-         SELECT 'door' || (i % {DOORS}), 1000 + i, 'fired' FROM n;
+         INSERT INTO firings (stage, door, due, note)
+         SELECT '{stage_id}', 'door' || (i % {DOORS}), 1000 + i, 'fired' FROM n;
          WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {PERFORMANCES} - 1)
          INSERT INTO performances (id, stage, intent, origin, state, outcome, created_at, updated_at)
          SELECT 'q' || i, 's', 'i', 'door:d' || (i % {DOORS}), 'finished', 'done', 1000 + i,
@@ -136,8 +138,13 @@ async fn table(
     let (gone, mut t) = five(|| async { store.sweep_outbox(young, BATCH).await.unwrap() }).await;
     row("outbox, nothing, no index", gone, &mut t);
     execute("CREATE INDEX outbox_sent ON outbox (created_at) WHERE sent_id IS NOT NULL");
-    let (gone, mut t) =
-        five(|| async { store.sweep_firings(young, KEPT, BATCH).await.unwrap() }).await;
+    let (gone, mut t) = five(|| async {
+        store
+            .sweep_firings(&stage(), young, KEPT, BATCH)
+            .await
+            .unwrap()
+    })
+    .await;
     row("firings, nothing expired", gone, &mut t);
     let sweep = |before| {
         let store = store.clone();
@@ -153,8 +160,13 @@ async fn table(
     let (gone, mut t) = batches(|| async { store.sweep_outbox(old, BATCH).await.unwrap() }).await;
     assert_eq!(gone, 90_000, "every sent row goes, no unsent one");
     row("outbox, 90% expired", gone, &mut t);
-    let (gone, mut t) =
-        batches(|| async { store.sweep_firings(old, KEPT, BATCH).await.unwrap() }).await;
+    let (gone, mut t) = batches(|| async {
+        store
+            .sweep_firings(&stage(), old, KEPT, BATCH)
+            .await
+            .unwrap()
+    })
+    .await;
     assert_eq!(gone, (ROWS - DOORS * KEPT as i64) as u64);
     row("firings, all but 20/door", gone, &mut t);
     let (gone, mut t) = batches(|| sweep(old)).await;
@@ -168,14 +180,21 @@ async fn table(
     );
     let (gone, mut t) = batches(|| async { store.sweep_outbox(old, BATCH).await.unwrap() }).await;
     row("outbox, 10,000 unsent left", gone, &mut t);
-    let (gone, mut t) =
-        batches(|| async { store.sweep_firings(old, KEPT, BATCH).await.unwrap() }).await;
+    let (gone, mut t) = batches(|| async {
+        store
+            .sweep_firings(&stage(), old, KEPT, BATCH)
+            .await
+            .unwrap()
+    })
+    .await;
     row("firings, 2,000 kept left", gone, &mut t);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: bench/store/retention.sh"]
 async fn bench_retention_sweep_postgres() {
+    // The firings are the bench stage's own, as its doors record them.
+    let stage_id = stage().id();
     let pg = improv_store::testing::TempPostgres::start_new();
     pg.create_database("improv");
     let store = improv_store::open(&StoreUrl::parse(&pg.url("improv")).unwrap()).unwrap();
@@ -187,8 +206,8 @@ async fn bench_retention_sweep_postgres() {
              SELECT 'p' || (i / 100), i % 100, 'chat', '42', '{{}}',
                     CASE WHEN i % 10 = 0 THEN NULL ELSE 'm' || i END, 1000 + i
              FROM generate_series(1, {ROWS}) i;
-             INSERT INTO firings (door, due, note)
-             SELECT 'door' || (i % {DOORS}), 1000 + i, 'fired' FROM generate_series(0, {ROWS} - 1) i;
+             INSERT INTO firings (stage, door, due, note)
+             SELECT '{stage_id}', 'door' || (i % {DOORS}), 1000 + i, 'fired' FROM generate_series(0, {ROWS} - 1) i;
              INSERT INTO performances (id, stage, intent, origin, state, outcome, created_at,
                                        updated_at)
              SELECT 'q' || i, 's', 'i', 'door:d' || (i % {DOORS}), 'finished', 'done', 1000 + i,

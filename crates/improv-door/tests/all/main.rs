@@ -13,4 +13,5 @@ mod reload;
 mod retention;
 mod retention_setting;
 mod schedule;
+mod stages;
 mod webhook;

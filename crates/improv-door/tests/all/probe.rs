@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common::{TestStage, context, store};
+use improv_door::expiry::stage_key;
 use improv_door::timed::Timed;
 use improv_door::{PerformLauncher, SimClock};
 use improv_mock::{MockServer, openai_chat};
@@ -51,7 +52,10 @@ async fn an_idle_probed_door_calls_no_model_and_a_change_calls_it_once() {
     clock.advance(Duration::from_secs(1800));
     timed.tick().await.unwrap();
     assert_eq!(server.requests().len(), 1, "no change since: no request");
-    let rows = store.firings("watch", 100).await.unwrap();
+    let rows = store
+        .firings(&stage_key(&t.stage), "watch", 100)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 50);
     assert!(rows[1].note.starts_with("fired"), "{:?}", rows[1]);
 }
@@ -94,10 +98,16 @@ async fn probe_env(edges: &str) -> (String, Vec<String>) {
         .iter()
         .map(|r| String::from_utf8_lossy(&r.body).into_owned())
         .collect();
-    let kept = store.get(improv_door::probe::SCOPE, "watch").await.unwrap();
+    let kept = store
+        .get(
+            improv_door::probe::SCOPE,
+            &improv_door::kept::key(&stage_key(&t.stage), "watch"),
+        )
+        .await
+        .unwrap();
     out.push_str(&kept.map(|v| v.to_string()).unwrap_or_default());
     let notes = store
-        .firings("watch", 10)
+        .firings(&stage_key(&t.stage), "watch", 10)
         .await
         .unwrap()
         .into_iter()

@@ -68,8 +68,9 @@ async fn origins(store: &dyn Store) -> Vec<(String, usize)> {
     counts.into_iter().collect()
 }
 
-/// Fills the tables as a door would have: 3 outbox rows (2 sent), 50 firings a day apart.
-async fn fill(store: &dyn Store, first_due: i64) {
+/// Fills the tables as a door would have: 3 outbox rows (2 sent), 50 firings of `stage` a day
+/// apart.
+async fn fill(store: &dyn Store, stage: &StageKey, first_due: i64) {
     for seq in 1..=3 {
         store.outbox_put(&message(seq)).await.unwrap();
     }
@@ -83,7 +84,7 @@ async fn fill(store: &dyn Store, first_due: i64) {
             performance: None,
             note: "fired".into(),
         };
-        assert!(store.claim_firing(&firing).await.unwrap());
+        assert!(store.claim_firing(stage, &firing).await.unwrap());
     }
 }
 
@@ -100,7 +101,7 @@ async fn the_daemon_sweeps_sent_outbox_rows_and_old_firings_but_keeps_what_doors
         .max(FIRINGS_KEEP_FOR)
         .max(PERFORMANCES_KEEP_FOR);
     let now = written + keep.as_millis() as i64 + 60 * DAY_MS;
-    fill(store.as_ref(), written - 100 * DAY_MS).await;
+    fill(store.as_ref(), &stage_key(&t.stage), written - 100 * DAY_MS).await;
     performed(store.as_ref(), &stage_key(&t.stage), PERFORMANCES_KEPT + 5).await;
     let clock = Arc::new(SimClock::new(now));
     let daemon = Daemon::new(
@@ -112,7 +113,13 @@ async fn the_daemon_sweeps_sent_outbox_rows_and_old_firings_but_keeps_what_doors
     );
     daemon.start().await;
     let swept = tokio::time::timeout(Duration::from_secs(30), async {
-        while store.firings("nightly", 100).await.unwrap().len() > FIRINGS_KEPT {
+        while store
+            .firings(&stage_key(&t.stage), "nightly", 100)
+            .await
+            .unwrap()
+            .len()
+            > FIRINGS_KEPT
+        {
             clock.advance(Duration::from_secs(600));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -120,7 +127,7 @@ async fn the_daemon_sweeps_sent_outbox_rows_and_old_firings_but_keeps_what_doors
     .await;
     assert!(swept.is_ok(), "the daemon never swept the old firings");
     let kept: Vec<i64> = store
-        .firings("nightly", 100)
+        .firings(&stage_key(&t.stage), "nightly", 100)
         .await
         .unwrap()
         .iter()

@@ -6,6 +6,7 @@
 use crate::common;
 
 use crate::common::{Counting, TestStage, context, store};
+use improv_door::expiry::stage_key;
 use improv_door::timed::Timed;
 use improv_door::{Clock, Daemon, SimClock};
 use std::collections::HashSet;
@@ -81,7 +82,10 @@ fn life(
         let store = common::store(&t.db()).await;
         let give_up = std::time::Instant::now() + Duration::from_secs(60);
         while store
-            .get(improv_door::timed::SINCE, "tick")
+            .get(
+                improv_door::timed::SINCE,
+                &improv_door::kept::key(&stage_key(&t.stage), "tick"),
+            )
             .await
             .unwrap()
             .is_none()
@@ -153,13 +157,19 @@ fn seventy_two_hours_two_daemons_twenty_kills_every_due_time_fires_exactly_once(
             // tries again.
             clock.set(last + (i / 100).min(7) * MINUTE);
             i += 1;
-            let rows = store.firings("tick", 100_000).await.unwrap();
+            let rows = store
+                .firings(&stage_key(&t.stage), "tick", 100_000)
+                .await
+                .unwrap();
             if rows.len() == expected.len() && rows.iter().all(|f| settled(f, &launcher)) {
                 return rows;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let rows = store.firings("tick", 100_000).await.unwrap();
+        let rows = store
+            .firings(&stage_key(&t.stage), "tick", 100_000)
+            .await
+            .unwrap();
         let odd: Vec<_> = rows
             .iter()
             .filter(|f| !f.note.starts_with("fired"))
@@ -216,7 +226,10 @@ async fn after_downtime_latest_performs_once_and_lists_the_missed() {
         2,
         "only the latest missed firing performs"
     );
-    let rows = store.firings("tick", 100).await.unwrap();
+    let rows = store
+        .firings(&stage_key(&t.stage), "tick", 100)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 11, "{rows:#?}");
     assert!(rows[0].note.starts_with("fired"), "{:?}", rows[0]);
     for f in &rows[1..10] {
@@ -253,7 +266,10 @@ async fn skip_records_the_missed_and_performs_none_of_them() {
         .await
         .unwrap();
     assert!(launcher.ids().is_empty());
-    let rows = store.firings("tick", 100).await.unwrap();
+    let rows = store
+        .firings(&stage_key(&t.stage), "tick", 100)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|f| f.note.contains("catch_up = skip")));
 }
@@ -281,7 +297,10 @@ async fn failures_back_off_exponentially_and_are_recorded() {
     }
     // Failures at minutes 1, 2 (after 1 m), 4 (after 2 m), 8 (after 4 m), 16 (after 8 m).
     assert_eq!(launcher.ids().len(), 5, "backed off between tries");
-    let rows = store.firings("tick", 100).await.unwrap();
+    let rows = store
+        .firings(&stage_key(&t.stage), "tick", 100)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 20, "every due time is still recorded");
     let failed = rows.iter().filter(|f| f.note.starts_with("failed")).count();
     let skipped = rows

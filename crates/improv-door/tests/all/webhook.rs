@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common::{Counting, TestStage, context, store};
+use improv_door::expiry::stage_key;
 use improv_door::webhook::{self, Accepted, Delivery, Refusal};
 use improv_door::{DoorError, Limits, SimClock};
 use std::sync::Arc;
@@ -82,7 +83,14 @@ async fn a_delivery_performs_once_however_often_it_is_redelivered() {
         .to_string();
     assert!(fence_line.len() > 3, "{intent}");
     assert!(intent.trim_end().ends_with(&fence_line), "{intent}");
-    assert_eq!(store.firings("github", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .firings(&stage_key(&t.stage), "github", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -177,7 +185,7 @@ async fn a_delivery_whose_start_failed_is_started_by_its_redelivery() {
     assert!(matches!(first, Err(DoorError::Launch { .. })), "{first:?}");
     assert!(launcher.ids().is_empty());
     let notes: Vec<String> = store
-        .firings("github", 10)
+        .firings(&stage_key(&t.stage), "github", 10)
         .await
         .unwrap()
         .into_iter()

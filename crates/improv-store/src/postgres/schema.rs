@@ -90,6 +90,15 @@ ALTER TABLE performances ADD COLUMN stage_name TEXT;
 CREATE INDEX performances_by_stage ON performances (stage_name, created_at, id)
     WHERE state <> 'finished';
 ",
+    // A firing is its stage's (`StageKey::id`), keyed by (stage, door, due): stages sharing
+    // the database each fire their own doors of one name. Firings recorded before get the
+    // stage '' (`rows::UNSTAGED`) and stay their door's under every stage (see `Firing`).
+    "
+ALTER TABLE firings ADD COLUMN stage TEXT NOT NULL DEFAULT '';
+ALTER TABLE firings DROP CONSTRAINT firings_pkey;
+ALTER TABLE firings ADD PRIMARY KEY (stage, door, due);
+ALTER TABLE firings ALTER COLUMN stage DROP DEFAULT;
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.

@@ -620,7 +620,7 @@ async fn a_firing_is_claimed_exactly_once(backend: Backend) {
                     performance: None,
                     note: "fired".into(),
                 };
-                store.claim_firing(&firing).await.unwrap()
+                store.claim_firing(&queued_from(), &firing).await.unwrap()
             })
         });
         let wins = futures::future::join_all(tasks)
@@ -637,12 +637,18 @@ async fn a_firing_is_claimed_exactly_once(backend: Backend) {
         performance: Some("p3".into()),
         note: "started".into(),
     };
-    store.update_firing(&update).await.unwrap();
-    let latest = store.firings("nightly", 8).await.unwrap();
+    store.update_firing(&queued_from(), &update).await.unwrap();
+    let latest = store.firings(&queued_from(), "nightly", 8).await.unwrap();
     assert_eq!(latest.len(), 8);
     assert_eq!(latest[0].due, 9);
     assert_eq!(latest.iter().find(|f| f.due == 3).unwrap(), &update);
-    assert!(store.firings("other", 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .firings(&queued_from(), "other", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn the_outbox_is_idempotent_by_key(backend: Backend) {
@@ -937,14 +943,14 @@ async fn old_firings_go_but_each_doors_newest_stay(backend: Backend) {
                 performance: None,
                 note: "fired".into(),
             };
-            assert!(store.claim_firing(&firing).await.unwrap());
+            assert!(store.claim_firing(&queued_from(), &firing).await.unwrap());
         }
     }
     let dues = |door: &'static str| {
         let store = store.clone();
         async move {
             let mut dues: Vec<i64> = store
-                .firings(door, 100)
+                .firings(&queued_from(), door, 100)
                 .await
                 .unwrap()
                 .iter()
@@ -955,13 +961,31 @@ async fn old_firings_go_but_each_doors_newest_stay(backend: Backend) {
         }
     };
     assert_eq!(
-        store.sweep_firings(5, 20, 0).await.unwrap(),
+        store.sweep_firings(&queued_from(), 5, 20, 0).await.unwrap(),
         4,
         "only due < 5"
     );
-    assert_eq!(store.sweep_firings(1_000, 20, 4).await.unwrap(), 4);
-    assert_eq!(store.sweep_firings(1_000, 20, 4).await.unwrap(), 2);
-    assert_eq!(store.sweep_firings(1_000, 20, 4).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .sweep_firings(&queued_from(), 1_000, 20, 4)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .sweep_firings(&queued_from(), 1_000, 20, 4)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .sweep_firings(&queued_from(), 1_000, 20, 4)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(
         dues("a").await,
         (11..=30).collect::<Vec<_>>(),
@@ -969,10 +993,176 @@ async fn old_firings_go_but_each_doors_newest_stay(backend: Backend) {
     );
     assert_eq!(dues("b").await, [1, 2, 3]);
     assert_eq!(dues("c").await, [5]);
-    assert_eq!(store.sweep_firings(1_000, 0, 0).await.unwrap(), 21);
+    assert_eq!(
+        store
+            .sweep_firings(&queued_from(), 1_000, 0, 0)
+            .await
+            .unwrap(),
+        21
+    );
     assert_eq!(dues("a").await, [30], "the newest stays");
     assert_eq!(dues("b").await, [3]);
     assert_eq!(dues("c").await, [5]);
+}
+
+/// The firings table as the improv before firings were keyed by stage left it (the last
+/// migration undone), empty: SQL both backends take.
+const FIRINGS_BEFORE_STAGES: &str = "DROP TABLE firings; CREATE TABLE firings (door TEXT NOT NULL, \
+     due BIGINT NOT NULL, performance TEXT, note TEXT NOT NULL, PRIMARY KEY (door, due));";
+
+fn firing(door: &str, due: i64, note: &str) -> Firing {
+    Firing {
+        door: door.into(),
+        due,
+        performance: None,
+        note: note.into(),
+    }
+}
+
+/// Three stages sharing a store with a door `morning` each: a named one, an unnamed one known
+/// by its path, and one whose name is that path. Each claims the same due time and gets it, and
+/// each lists, updates and sweeps only its own firings.
+async fn stages_doors_of_one_name_each_fire_their_own(backend: Backend) {
+    let store = backend.open().await;
+    let named = StageKey {
+        name: Some("ops".into()),
+        path: "/srv/ops/stage.toml".into(),
+    };
+    let unnamed = StageKey {
+        name: None,
+        path: "/srv/b/stage.toml".into(),
+    };
+    let path_named = StageKey {
+        name: Some("/srv/b/stage.toml".into()),
+        path: "/srv/c/stage.toml".into(),
+    };
+    let stages = [&named, &unnamed, &path_named];
+    for stage in stages {
+        let claimed = firing("morning", 8, "claimed");
+        let claimed = store.claim_firing(stage, &claimed);
+        assert!(claimed.await.unwrap(), "{stage:?} fires its own 08:00");
+    }
+    for stage in stages {
+        let again = firing("morning", 8, "claimed");
+        let again = store.claim_firing(stage, &again);
+        assert!(!again.await.unwrap(), "{stage:?} fires 08:00 once");
+    }
+    let fired = firing("morning", 8, "fired: done");
+    store.update_firing(&unnamed, &fired).await.unwrap();
+    let notes = |stage: &StageKey| {
+        let (store, stage) = (store.clone(), stage.clone());
+        async move {
+            let firings = store.firings(&stage, "morning", 0).await.unwrap();
+            firings.into_iter().map(|f| f.note).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(notes(&named).await, ["claimed"]);
+    assert_eq!(notes(&unnamed).await, ["fired: done"]);
+    assert_eq!(notes(&path_named).await, ["claimed"]);
+    // 30 more for the named stage, 3 more for the unnamed: a sweep of the named stage keeping
+    // 20 takes 11 of its own, none of the others'.
+    for due in 100..130 {
+        assert!(
+            store
+                .claim_firing(&named, &firing("morning", due, "f"))
+                .await
+                .unwrap()
+        );
+    }
+    for due in 100..103 {
+        assert!(
+            store
+                .claim_firing(&unnamed, &firing("morning", due, "f"))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(store.sweep_firings(&named, 1_000, 20, 0).await.unwrap(), 11);
+    let count = |stage: &StageKey| {
+        let (store, stage) = (store.clone(), stage.clone());
+        async move { store.firings(&stage, "morning", 0).await.unwrap().len() }
+    };
+    assert_eq!(count(&named).await, 20);
+    assert_eq!(count(&unnamed).await, 4, "the unnamed stage's firings stay");
+    assert_eq!(count(&path_named).await, 1);
+    assert_eq!(store.sweep_firings(&unnamed, 1_000, 0, 0).await.unwrap(), 3);
+    assert_eq!(count(&named).await, 20);
+}
+
+/// A firing recorded before firings had a stage stays its door's under every stage: a stage
+/// upgraded from a store of one stage does not fire a due time its old daemon claimed (nor does
+/// a second stage), it lists and updates those firings as its own, and its sweep keeps each
+/// door's newest of them (a timed door's cursor).
+async fn firings_from_before_stages_stay_their_doors_under_every_stage(backend: Backend) {
+    let store = backend.open().await;
+    let known = store.migrate().await.unwrap();
+    drop(store);
+    // The firings the improv before stages recorded, in the table as it left it.
+    backend.execute(&format!(
+        "{FIRINGS_BEFORE_STAGES} DELETE FROM schema_migrations WHERE version > {};
+         INSERT INTO firings (door, due, performance, note) VALUES ('morning', 1, NULL, 'fired'),
+         ('morning', 2, NULL, 'fired'), ('morning', 8, 'p8', 'claimed'), ('other', 8, NULL, 'x');",
+        known - 1
+    ));
+    let store = backend.open().await;
+    let (a, b) = (
+        StageKey {
+            name: Some("a".into()),
+            path: "/srv/a/stage.toml".into(),
+        },
+        StageKey {
+            name: None,
+            path: "/srv/b/stage.toml".into(),
+        },
+    );
+    for stage in [&a, &b] {
+        let claimed = firing("morning", 8, "claimed");
+        let claimed = store.claim_firing(stage, &claimed);
+        assert!(
+            !claimed.await.unwrap(),
+            "{stage:?}: 08:00 was claimed before the upgrade"
+        );
+        let dues: Vec<i64> = store
+            .firings(stage, "morning", 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|f| f.due)
+            .collect();
+        assert_eq!(
+            dues,
+            [8, 2, 1],
+            "{stage:?} lists the door's firings from before"
+        );
+    }
+    store
+        .update_firing(&a, &firing("morning", 8, "retaken"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.firings(&b, "morning", 1).await.unwrap()[0].note,
+        "retaken"
+    );
+    // A stage's own firings are listed with those from before, newest first.
+    assert!(
+        store
+            .claim_firing(&a, &firing("morning", 9, "fired"))
+            .await
+            .unwrap()
+    );
+    let dues = |stage: &StageKey| {
+        let (store, stage) = (store.clone(), stage.clone());
+        async move {
+            let firings = store.firings(&stage, "morning", 0).await.unwrap();
+            firings.iter().map(|f| f.due).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(dues(&a).await, [9, 8, 2, 1]);
+    assert_eq!(dues(&b).await, [8, 2, 1]);
+    // Old ones go with a sweep, each door's newest from before stays.
+    assert_eq!(store.sweep_firings(&b, 1_000, 0, 0).await.unwrap(), 2);
+    assert_eq!(dues(&a).await, [9, 8]);
+    assert_eq!(store.firings(&a, "other", 0).await.unwrap().len(), 1);
 }
 
 /// A journal of one event whose output (long: stored as a blob) is `output`.
@@ -1270,11 +1460,12 @@ async fn blob_references_are_filled_for_older_journals(backend: Backend) {
     store.finish(&lease, Outcome::Done, "").await.unwrap();
     let referred = backend.count("blob_refs");
     assert!(referred >= 2, "the journal refers to {referred} blobs");
-    // The store as the improv before blob references (the third migration from the last) left
+    // The store as the improv before blob references (the fourth migration from the last) left
     // it.
-    let before = store.migrate().await.unwrap() - 3;
+    let before = store.migrate().await.unwrap() - 4;
     backend.execute(&format!(
-        "DROP INDEX performances_by_stage; ALTER TABLE performances DROP COLUMN stage_name; \
+        "{FIRINGS_BEFORE_STAGES} \
+         DROP INDEX performances_by_stage; ALTER TABLE performances DROP COLUMN stage_name; \
          DROP INDEX performances_stopping; DROP INDEX performances_by_origin; \
          DROP TABLE blob_refs; \
          DELETE FROM schema_migrations WHERE version > {before}"
@@ -1342,15 +1533,16 @@ async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
     let known = store.migrate().await.unwrap();
     let id = store.enqueue(&new("old")).await.unwrap();
     // The store as the improv before per-performance budgets (schema version 3) left it.
-    backend.execute(
-        "DROP INDEX performances_by_stage; ALTER TABLE performances DROP COLUMN stage_name; \
+    backend.execute(&format!(
+        "{FIRINGS_BEFORE_STAGES} \
+         DROP INDEX performances_by_stage; ALTER TABLE performances DROP COLUMN stage_name; \
          DROP INDEX performances_stopping; ALTER TABLE performances DROP COLUMN budget; \
          ALTER TABLE performances DROP COLUMN stop_requested; \
          DROP INDEX kv_by_age; ALTER TABLE kv DROP COLUMN version; \
          ALTER TABLE kv DROP COLUMN updated_at; \
          DROP INDEX outbox_sent; DROP INDEX performances_by_origin; DROP TABLE blob_refs; \
-         DELETE FROM schema_migrations WHERE version > 3",
-    );
+         DELETE FROM schema_migrations WHERE version > 3"
+    ));
     let reopened = backend.open().await;
     assert_eq!(reopened.migrate().await.unwrap(), known);
     assert_eq!(reopened.performance(&id).await.unwrap().budget, None);
@@ -1782,6 +1974,8 @@ conformance!(
     events_round_trip_exactly,
     wait_events_wakes_on_another_instances_append,
     a_firing_is_claimed_exactly_once,
+    stages_doors_of_one_name_each_fire_their_own,
+    firings_from_before_stages_stay_their_doors_under_every_stage,
     the_outbox_is_idempotent_by_key,
     put_only_if_absent_keeps_the_first_value,
     compare_and_set_takes_one_writer_per_version,

@@ -67,13 +67,13 @@ impl Store for Named {
     async fn wait_events(&self, _: &str, _: u64, _: Duration) -> Result<bool, StoreError> {
         called("wait_events")
     }
-    async fn claim_firing(&self, _: &Firing) -> Result<bool, StoreError> {
+    async fn claim_firing(&self, _: &StageKey, _: &Firing) -> Result<bool, StoreError> {
         called("claim_firing")
     }
-    async fn update_firing(&self, _: &Firing) -> Result<(), StoreError> {
+    async fn update_firing(&self, _: &StageKey, _: &Firing) -> Result<(), StoreError> {
         called("update_firing")
     }
-    async fn firings(&self, _: &str, _: usize) -> Result<Vec<Firing>, StoreError> {
+    async fn firings(&self, _: &StageKey, _: &str, _: usize) -> Result<Vec<Firing>, StoreError> {
         called("firings")
     }
     async fn outbox_put(&self, _: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
@@ -119,7 +119,13 @@ impl Store for Named {
     async fn sweep_outbox(&self, _: i64, _: usize) -> Result<u64, StoreError> {
         called("sweep_outbox")
     }
-    async fn sweep_firings(&self, _: i64, _: usize, _: usize) -> Result<u64, StoreError> {
+    async fn sweep_firings(
+        &self,
+        _: &StageKey,
+        _: i64,
+        _: usize,
+        _: usize,
+    ) -> Result<u64, StoreError> {
         called("sweep_firings")
     }
     async fn sweep_door_performances(
@@ -274,9 +280,9 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.append(&lease, &[]).await),
         reached(store.events("p", 0, 0).await),
         reached(store.wait_events("p", 0, ttl).await),
-        reached(store.claim_firing(&firing).await),
-        reached(store.update_firing(&firing).await),
-        reached(store.firings("d", 1).await),
+        reached(store.claim_firing(&stage, &firing).await),
+        reached(store.update_firing(&stage, &firing).await),
+        reached(store.firings(&stage, "d", 1).await),
         reached(store.outbox_put(&message).await),
         reached(store.outbox_pending("d", 1).await),
         reached(store.outbox_sent(&key, "x").await),

@@ -125,7 +125,9 @@ fn every_due_time_fires_once_across_sigkills_and_a_second_serve() {
         .unwrap();
     let url = improv_store::StoreUrl::Sqlite(ws.join(".improv").join("doors.db"));
     let store = improv_store::open(&url).unwrap();
-    let mut firings = rt.block_on(store.firings("tick", 100_000)).unwrap();
+    let stage = improv_stage::Stage::load(&ws.join("stage.toml")).unwrap();
+    let key = improv_door::expiry::stage_key(&stage);
+    let mut firings = rt.block_on(store.firings(&key, "tick", 100_000)).unwrap();
     firings.sort_by_key(|f| f.due);
     let dues: Vec<i64> = firings.iter().map(|f| f.due).collect();
     assert!(dues.len() >= 6, "a run of ~20 s at 2 s: {dues:?}");

@@ -104,7 +104,9 @@ fn a_door_firing_on_a_shared_store_is_performed_by_a_worker() {
             "no door firing was performed by the worker"
         );
         std::thread::sleep(Duration::from_millis(200));
-        let firings = rt.block_on(store.firings("tick", 100)).unwrap();
+        let firings = rt
+            .block_on(store.firings(&stage_key_of(&ws), "tick", 100))
+            .unwrap();
         let done: Vec<_> = firings
             .iter()
             .filter(|f| f.note.starts_with("fired"))
@@ -165,7 +167,9 @@ fn a_doors_budget_reaches_the_worker(url: &str, store_url: improv_store::StoreUr
             "no door firing was performed by the worker"
         );
         std::thread::sleep(Duration::from_millis(200));
-        let firings = rt.block_on(store.firings("tick", 100)).unwrap();
+        let firings = rt
+            .block_on(store.firings(&stage_key_of(&ws), "tick", 100))
+            .unwrap();
         let finished = firings.iter().filter_map(|f| {
             let record = rt
                 .block_on(store.performance(f.performance.as_deref()?))
@@ -204,4 +208,10 @@ fn a_doors_budget_reaches_the_worker_on_postgres() {
     pg.create_database("doors");
     let url = pg.url("doors");
     a_doors_budget_reaches_the_worker(&url, improv_store::StoreUrl::parse(&url).unwrap());
+}
+
+/// The store key of the stage in `ws`, as its doors record their firings.
+fn stage_key_of(ws: &Path) -> improv_store::StageKey {
+    let stage = improv_stage::Stage::load(&ws.join("stage.toml")).unwrap();
+    improv_door::expiry::stage_key(&stage)
 }
