@@ -1,8 +1,8 @@
 //! What a door keeps in the store between firings — when it was first opened
 //! ([`crate::timed::SINCE`]), its failures' backoff ([`crate::timed::BACKOFF`]), its probes'
-//! last outputs ([`crate::probe::SCOPE`]) — under its stage and its name ([`key`]), so stages
-//! sharing a store each keep their own for doors of one name: one stage's probe result or
-//! backoff is never another's.
+//! last outputs ([`crate::probe::SCOPE`]), a webhook's delivery claims — under its stage and its
+//! name ([`key`]), so stages sharing a store each keep their own for doors of one name: one
+//! stage's probe result, backoff or delivery is never another's.
 //!
 //! A value kept before the stage was in the key sits under the door's name alone (a door name
 //! is letters, digits, `-` and `_`, so no new key is one). It stays the door's under every
@@ -13,9 +13,12 @@
 use improv_store::{StageKey, Store, StoreError};
 use serde_json::Value;
 
-/// The store key of `stage`'s door `door` in a kept scope.
-pub fn key(stage: &StageKey, door: &str) -> String {
-    format!("{door}@{}", stage.id())
+/// The store key of `stage`'s `name` (a door's name, or a record of it such as `DOOR/ID`) in
+/// a kept scope. The stage comes last, after the first `@`: a name never holds one (door names
+/// and ids are letters, digits, `-`, `_`; a webhook adds `/`, hex and `#N`), so each key is one
+/// stage's one name, whatever its stage's path holds.
+pub fn key(stage: &StageKey, name: &str) -> String {
+    format!("{name}@{}", stage.id())
 }
 
 /// `stage`'s door's value in `scope`: its own, or else the one kept under the door's name

@@ -16,7 +16,7 @@ use crate::context::DoorContext;
 use crate::error::DoorError;
 use crate::limit::{Limits, Permit};
 use hmac::{Hmac, KeyInit, Mac};
-use improv_store::{Firing, Store, StoreError};
+use improv_store::{Firing, StageKey, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -138,9 +138,10 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// The store scope of delivery ids seen (`DOOR/ID`).
+/// The store scope of delivery ids seen (`DOOR/ID@STAGE`, [`crate::kept::key`]: a stage's own).
 const DELIVERIES: &str = "door.delivery";
-/// The store scope of payloads' own ids seen (`DOOR/SHA256`).
+/// The store scope of payloads' own ids seen (`DOOR/VALUE@STAGE`): one stage's event is not
+/// another's, though both doors have one name and the same sender posts it to both.
 const PAYLOAD_IDS: &str = "door.payload_id";
 /// How long delivery claims are kept: GitHub lets a delivery be redelivered for 3 days, so a
 /// claim outlives that window by days; beyond 200,000 (over two a second for a day) the oldest
@@ -206,7 +207,9 @@ pub async fn deliver(
         .ok_or_else(|| refuse(Refusal::NoDeliveryId))?;
     let store = ctx.store.as_ref();
     let door = &ctx.door.name;
-    let key = format!("{door}/{id}");
+    let stage = ctx.stage_key();
+    let name = format!("{door}/{id}");
+    let key = Claim::adopt(store, DELIVERIES, &stage, &name).await?;
     // A redelivery of what was performed is answered as such, not counted against the limits.
     let now = ctx.clock.now();
     if Claim::held(store, DELIVERIES, &key, now).await? {
@@ -216,7 +219,7 @@ pub async fn deliver(
         .admit(std::time::Instant::now())
         .map_err(|retry_after| refuse(Refusal::Limited { retry_after }))?;
     let mut request = ctx.request(intent(ctx, id, delivery.body));
-    let Some(claim) = Claim::take(store, DELIVERIES, key, now, &request.id).await? else {
+    let Some(claim) = Claim::take(store, DELIVERIES, &stage, name, now, &request.id).await? else {
         return Ok(Accepted::Duplicate);
     };
     request.id = claim.performance.clone();
@@ -228,7 +231,10 @@ pub async fn deliver(
     let mut claims = vec![claim];
     if let Some((key, value)) = payload_id(delivery.body) {
         let seen = format!("{door}/{value}");
-        let taken = Claim::take(store, PAYLOAD_IDS, seen, now, &request.id).await;
+        let taken = match Claim::adopt(store, PAYLOAD_IDS, &stage, &seen).await {
+            Ok(_) => Claim::take(store, PAYLOAD_IDS, &stage, seen, now, &request.id).await,
+            Err(e) => Err(e),
+        };
         match taken {
             Ok(Some(c)) => {
                 // A dead server's payload claim, retaken: its performance may have started
@@ -346,6 +352,23 @@ struct Claim {
 }
 
 impl Claim {
+    /// `stage`'s key for `name` (`DOOR/ID`) in `scope`. A claim recorded under `name` alone,
+    /// before stages were in the key, is copied to it first (unless the stage has its own), so
+    /// a redelivery after an upgrade reads what was claimed before: performed, given back, or
+    /// left by a dead server under the performance it named.
+    async fn adopt(
+        store: &dyn Store,
+        scope: &str,
+        stage: &StageKey,
+        name: &str,
+    ) -> Result<String, StoreError> {
+        let key = crate::kept::key(stage, name);
+        if let Some(before) = store.get(scope, name).await? {
+            store.put(scope, &key, &before, true).await?;
+        }
+        Ok(key)
+    }
+
     /// Whether `key` is held or was performed (and not given back): a read, taking nothing.
     async fn held(store: &dyn Store, scope: &str, key: &str, now: i64) -> Result<bool, StoreError> {
         let Some(held) = store.get(scope, key).await? else {
@@ -354,14 +377,16 @@ impl Claim {
         Ok(serde_json::from_value::<ClaimRecord>(held).map_or(true, |r| !r.open(now)))
     }
 
-    /// Takes `key` in `scope`: `None` when it is held or was performed.
+    /// Takes `stage`'s `name` in `scope`: `None` when it is held or was performed.
     async fn take(
         store: &dyn Store,
         scope: &'static str,
-        key: String,
+        stage: &StageKey,
+        name: String,
         now: i64,
         performance: &str,
     ) -> Result<Option<Claim>, StoreError> {
+        let key = crate::kept::key(stage, &name);
         let record = |attempt, performance: &str| ClaimRecord {
             state: ClaimState::Claimed,
             attempt,
@@ -397,7 +422,7 @@ impl Claim {
             _ => performance.to_string(),
         };
         let attempt = held.attempt + 1;
-        let turn = format!("{key}#{attempt}");
+        let turn = crate::kept::key(stage, &format!("{name}#{attempt}"));
         if !store
             .put(scope, &turn, &serde_json::json!(now), true)
             .await?

@@ -394,7 +394,10 @@ async fn a_claim_left_by_a_killed_server_is_retaken_by_a_redelivery_after_the_ti
         async move { send(&dying, &limits, body, "delivery-9").await }
     });
     while store
-        .get("door.delivery", "github/delivery-9")
+        .get(
+            "door.delivery",
+            &improv_door::kept::key(&stage_key(&t.stage), "github/delivery-9"),
+        )
         .await
         .unwrap()
         .is_none()
@@ -491,4 +494,53 @@ async fn a_stale_payload_claim_whose_performance_started_is_a_duplicate() {
     let r = send(&ctx, &limits, body, "third").await;
     assert_eq!(refusal(r), Refusal::Replayed { key: "event_id" });
     assert_eq!(launcher.started.lock().unwrap().len(), 1);
+}
+
+/// Two stages sharing a store, each with a webhook door `github`: the same sender posting one
+/// event (its own event id, even its delivery id) to both performs it on each; a redelivery to
+/// either is that stage's duplicate.
+#[tokio::test]
+async fn one_event_posted_to_two_stages_doors_of_one_name_performs_on_each() {
+    let (a, b) = (TestStage::new(STAGE), TestStage::new(STAGE));
+    let store = store(&a.db()).await;
+    let clock = Arc::new(SimClock::new(1_795_651_200_000));
+    let body = br#"{"event_id": "Ev7", "type": "event_callback"}"#;
+    let mut launchers = Vec::new();
+    for t in [&a, &b] {
+        let launcher = Arc::new(Counting::default());
+        let ctx = context(
+            &t.stage,
+            "github",
+            store.clone(),
+            launcher.clone(),
+            clock.clone(),
+        );
+        let limits = Limits::of(&ctx.door);
+        let r = send(&ctx, &limits, body, "delivery-1").await;
+        assert!(matches!(r, Ok(Accepted::Started { .. })), "{r:?}");
+        let again = send(&ctx, &limits, body, "delivery-1").await.unwrap();
+        assert_eq!(again, Accepted::Duplicate);
+        launchers.push(launcher);
+    }
+    assert_eq!(launchers[0].ids().len(), 1);
+    assert_eq!(launchers[1].ids().len(), 1);
+}
+
+/// A delivery claimed before stages were in the claims' keys (under `DOOR/ID` alone) is still
+/// claimed after the upgrade: its redelivery is a duplicate, not a second performance.
+#[tokio::test]
+async fn a_delivery_claimed_before_the_upgrade_is_a_duplicate_after_it() {
+    let t = TestStage::new(STAGE);
+    let store = store(&t.db()).await;
+    let clock = Arc::new(SimClock::new(1_795_651_200_000));
+    let before = serde_json::json!({"state": "started", "attempt": 0, "at": 1_795_651_100_000i64,
+                                    "performance": "p-before"});
+    let put = store.put("door.delivery", "github/delivery-5", &before, true);
+    assert!(put.await.unwrap());
+    let launcher = Arc::new(Counting::default());
+    let ctx = context(&t.stage, "github", store, launcher.clone(), clock);
+    let limits = Limits::of(&ctx.door);
+    let r = send(&ctx, &limits, br#"{"action": "opened"}"#, "delivery-5").await;
+    assert_eq!(r.unwrap(), Accepted::Duplicate);
+    assert!(launcher.ids().is_empty(), "performed before the upgrade");
 }
