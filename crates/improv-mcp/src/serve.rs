@@ -4,8 +4,8 @@
 //! - `perform`: intent in; the performance's outcome, reason and the lead's answer out (and the
 //!   whole summary as structured content). While it runs, the client receives a progress
 //!   notification per turn and per prop call, when it asked for progress. Cancelling the request
-//!   interrupts the performance (it can be resumed). A server with a performance store performs
-//!   it elsewhere ([`Elsewhere`]): queued for its workers, followed there.
+//!   interrupts the performance (it can be resumed). A host can perform it elsewhere
+//!   ([`Elsewhere`]): `improv serve` among its own performances, or queued for its workers.
 //! - `ledger_query`: reads a ledger collection, as the actors' `query` prop does.
 //! - resources `improv://schema/COLLECTION`: the ledger's settled schemas (JSON Schema).
 
@@ -109,8 +109,9 @@ impl Drop for InflightGuard {
     }
 }
 
-/// Where `perform` performs when not in this process: a server with a performance store
-/// (`improv serve --store`) queues it for its workers and follows it there.
+/// Where `perform` performs when not by the handler itself: a server with a performance store
+/// (`improv serve --store`) queues it for its workers and follows it there; `improv serve`
+/// without one performs it among its own performances, under its bound.
 #[async_trait::async_trait]
 pub trait Elsewhere: Send + Sync {
     /// Starts performing `intent` (`model` for every actor when given); returns its id.

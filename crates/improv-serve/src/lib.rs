@@ -141,9 +141,8 @@ pub struct Server {
     token: auth::Token,
     token_file: PathBuf,
     router: Router,
+    /// Every performance run here, `/mcp`'s `perform` calls' too.
     hub: Arc<Hub>,
-    /// The performances MCP clients started through `/mcp`.
-    inflight: improv_mcp::Inflight,
     limits: Limits,
     /// [`AppState::shutdown`]: cancelled before the connections close.
     shutdown: tokio_util::sync::CancellationToken,
@@ -190,7 +189,6 @@ impl Server {
                 c.cancel.cancel();
             }
         }
-        self.inflight.stop().await;
         for live in self.hub.all() {
             live.ended().await;
         }
@@ -263,8 +261,7 @@ pub async fn bind_with(
         store,
         shutdown: shutdown.clone(),
     };
-    let inflight = improv_mcp::Inflight::default();
-    let mut router = router(app, token.value.clone(), inflight.clone());
+    let mut router = router(app, token.value.clone());
     if let Some(doors) = doors {
         router = router.merge(doors::routes(doors, token.value.clone()));
     }
@@ -285,7 +282,6 @@ pub async fn bind_with(
         token_file,
         router,
         hub,
-        inflight,
         limits: args.limits(),
         shutdown,
     })
@@ -360,7 +356,7 @@ fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
-fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Router {
+fn router(app: AppState, token: Arc<str>) -> Router {
     let ops = ops_routes(&app, token.clone());
     let performances = Router::new()
         .route("/stage", get(api::get_stage))
@@ -386,24 +382,31 @@ fn router(app: AppState, token: Arc<str>, inflight: improv_mcp::Inflight) -> Rou
         .layer(DefaultBodyLimit::max(CHAT_BODY_LIMIT));
     // The stage as an MCP server over streamable HTTP, behind the same token: any MCP client
     // can cast it as one of its props (`improv mcp` is the same over stdio).
-    // With a store, its `perform` is queued for the workers, as `POST /performances` is.
+    // Its `perform` takes one of the server's places, as `POST /performances` and a chat do:
+    // with a store it is queued for the workers, without one performed here among the rest.
     let stage = app.stage.clone();
-    let queued = app.store.clone().map(|store| {
-        Arc::new(mcp::Queued {
+    let performing: Arc<dyn improv_mcp::Elsewhere> = match app.store.clone() {
+        Some(store) => Arc::new(mcp::Queued {
             store,
             stage: stage.clone(),
             shutdown: app.shutdown.clone(),
             following: app.following.clone(),
             held: Default::default(),
-        }) as Arc<dyn improv_mcp::Elsewhere>
-    });
+        }),
+        None => Arc::new(mcp::Here {
+            stage: stage.clone(),
+            hub: app.hub.clone(),
+            log: app.log.clone(),
+            max_running: app.max_running,
+            started: Default::default(),
+        }),
+    };
     let mcp = rmcp::transport::streamable_http_server::StreamableHttpService::new(
         move || {
-            let server = improv_mcp::StageServer::with_inflight(stage.clone(), inflight.clone());
-            Ok(match &queued {
-                Some(queued) => server.performing_elsewhere(queued.clone()),
-                None => server,
-            })
+            Ok(
+                improv_mcp::StageServer::new(stage.clone())
+                    .performing_elsewhere(performing.clone()),
+            )
         },
         Arc::new(
             rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),

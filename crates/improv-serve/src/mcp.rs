@@ -1,10 +1,15 @@
-//! The `/mcp` endpoint's `perform` with a store (`improv serve --store`): queued for the
-//! workers as `POST /performances` does, and followed through the store (its progress, its
-//! end), so the server does not perform it itself and a restart of the server loses nothing.
+//! The `/mcp` endpoint's `perform`, performed where the server's other performances are: in
+//! this server among its own ([`Here`], without a store), or (`improv serve --store`) queued for
+//! the workers as `POST /performances` does and followed through the store ([`Queued`]), so the
+//! server does not perform it itself and a restart of the server loses nothing. Either way a
+//! call holds one of the server's `--max-performances` places until its performance ends.
 
+use crate::live::{Frame, Hub, Live};
+use crate::perform::{self, Start};
 use crate::stored;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use improv_kernel::Event;
+use improv_log::EventLog;
 use improv_stage::Stage;
 use improv_store::Store;
 use serde_json::Value;
@@ -60,35 +65,15 @@ impl improv_mcp::Elsewhere for Queued {
     ) -> Result<Value, String> {
         // Held until this returns or is dropped (the call's session went away).
         let _place = self.held().remove(id);
-        let mut frames = std::pin::pin!(stored::follow(self.store.clone(), id.to_string(), None));
-        while let Some(frame) = frames.next().await {
-            match frame.name {
-                None => {
-                    let message = serde_json::from_str::<Event>(&frame.data)
-                        .ok()
-                        .as_ref()
-                        .and_then(improv_mcp::progress_message);
-                    if let Some(message) = message {
-                        // The receiver is gone once the call ended; progress is best effort.
-                        let _ = progress.send(message);
-                    }
-                }
-                Some("end") => {
-                    return serde_json::from_str(&frame.data).map_err(|e| e.to_string());
-                }
-                Some("error") => {
-                    let error: Value = serde_json::from_str(&frame.data).unwrap_or_default();
-                    let message = error["error"]["message"].as_str().unwrap_or("unknown");
-                    // The store stayed unavailable past the retries (or failed otherwise): the
-                    // worker may still perform it, so another `perform` would be a duplicate.
-                    return Err(format!(
-                        "following performance {id} in the store failed: {message}; it may still be running (improv show {id}): do not perform it again"
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        Err("its stream in the store ended before the performance did".into())
+        let frames = stored::follow(self.store.clone(), id.to_string(), None);
+        to_end(frames, progress, |message| {
+            // The store stayed unavailable past the retries (or failed otherwise): the
+            // worker may still perform it, so another `perform` would be a duplicate.
+            format!(
+                "following performance {id} in the store failed: {message}; it may still be running (improv show {id}): do not perform it again"
+            )
+        })
+        .await
     }
 
     async fn stop(&self, id: &str) {
@@ -104,4 +89,119 @@ impl improv_mcp::Elsewhere for Queued {
             );
         }
     }
+}
+
+/// Performs the stage's MCP `perform` calls in this server (no store), as `POST /performances`
+/// and a chat do: [`perform::start`] takes one of `--max-performances` places (the call is a
+/// tool error naming the flag when none is free) and the performance is one of the server's
+/// own (listed, streamed, its `ask` rules answered through the API) until it ends, which gives
+/// the place back; a cancelled call, or one whose session went away, interrupts it.
+pub(crate) struct Here {
+    pub stage: Arc<Stage>,
+    pub hub: Arc<Hub>,
+    pub log: Arc<EventLog>,
+    pub max_running: usize,
+    /// The performances started and not yet followed, by id.
+    pub started: Mutex<HashMap<String, Arc<Live>>>,
+}
+
+impl Here {
+    fn started(&self) -> MutexGuard<'_, HashMap<String, Arc<Live>>> {
+        // A poisoned lock needs a panic while an entry was moved in or out; the map is whole.
+        self.started.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl improv_mcp::Elsewhere for Here {
+    async fn start(&self, intent: &str, model: Option<String>) -> Result<String, String> {
+        let outside = perform::outside(&self.stage).await.map_err(|e| e.message)?;
+        let start = Start {
+            intent: intent.into(),
+            model,
+            resume: None,
+            outside,
+        };
+        let (id, live) = perform::start(
+            self.stage.clone(),
+            self.hub.clone(),
+            self.max_running,
+            start,
+        )
+        .map_err(|e| e.message)?;
+        self.started().insert(id.clone(), live);
+        Ok(id)
+    }
+
+    async fn ended(
+        &self,
+        id: &str,
+        progress: mpsc::UnboundedSender<String>,
+    ) -> Result<Value, String> {
+        let live = self
+            .started()
+            .remove(id)
+            .ok_or_else(|| format!("performance {id} was not started by this call"))?;
+        // Interrupts the performance if this is dropped before its end: nobody waits for it.
+        let _abandoned = Abandoned(live.clone());
+        let frames = crate::stream::follow(Some(live), self.log.clone(), id.to_string(), None);
+        to_end(frames, progress, |message| {
+            format!("following performance {id} failed: {message}")
+        })
+        .await
+    }
+
+    async fn stop(&self, id: &str) {
+        let live = self.hub.get(id);
+        if let Some(control) = live.as_ref().and_then(|l| l.control()) {
+            control.cancel.cancel();
+        }
+    }
+}
+
+/// Cancels a performance this server runs for a call, unless it has ended: dropped when the
+/// call's future is (its session went away without cancelling).
+struct Abandoned(Arc<Live>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if !self.0.is_ended()
+            && let Some(control) = self.0.control()
+        {
+            control.cancel.cancel();
+        }
+    }
+}
+
+/// Follows `frames` to the performance's end: a progress message per turn and prop call to
+/// `progress`, the `end` frame's summary returned; an `error` frame's message is told through
+/// `failed`.
+async fn to_end(
+    frames: impl Stream<Item = Frame>,
+    progress: mpsc::UnboundedSender<String>,
+    failed: impl Fn(&str) -> String,
+) -> Result<Value, String> {
+    let mut frames = std::pin::pin!(frames);
+    while let Some(frame) = frames.next().await {
+        match frame.name {
+            None => {
+                let message = serde_json::from_str::<Event>(&frame.data)
+                    .ok()
+                    .as_ref()
+                    .and_then(improv_mcp::progress_message);
+                if let Some(message) = message {
+                    // The receiver is gone once the call ended; progress is best effort.
+                    let _ = progress.send(message);
+                }
+            }
+            Some("end") => return serde_json::from_str(&frame.data).map_err(|e| e.to_string()),
+            Some("error") => {
+                let error: Value = serde_json::from_str(&frame.data).unwrap_or_default();
+                let message = error["error"]["message"].as_str().unwrap_or("unknown");
+                return Err(failed(message));
+            }
+            Some(_) => {}
+        }
+    }
+    Err("its event stream ended before the performance did".into())
 }
