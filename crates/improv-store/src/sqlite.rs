@@ -3,7 +3,10 @@
 //! processes (claims, appends, outbox) take SQLite's write lock up front (`BEGIN IMMEDIATE`).
 //!
 //! `wait_events` polls: it reads the performance's last seq every 50 ms until something new is
-//! there or the timeout passes (SQLite has no cross-process notification).
+//! there or the timeout passes (SQLite has no cross-process notification). `wait_notes` is woken
+//! by one poller per store that looks for every watched performance at once ([`notes`]).
+
+mod notes;
 
 use crate::codec::{self, Encoded};
 use crate::rows::{
@@ -21,6 +24,7 @@ use improv_kernel::{Event, Outcome};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -171,6 +175,41 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct SqliteStore {
     name: String,
     conn: Arc<Mutex<Connection>>,
+    /// How many calls took the connection (what the note poller's test counts).
+    calls: Arc<AtomicU64>,
+    /// The director-note watchers and their one poller.
+    notes: Arc<notes::Watchers>,
+}
+
+/// What a call on a store's connection needs, for a task of the store's own (the note poller).
+#[derive(Clone)]
+struct Db {
+    name: String,
+    conn: Arc<Mutex<Connection>>,
+    calls: Arc<AtomicU64>,
+}
+
+impl Db {
+    /// Runs `f` on the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&str, &mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let name = self.name.clone();
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves no half transaction: SQLite rolled it back.
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&name, &mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend {
+            store: self.name.clone(),
+            message: format!("the store's task failed: {e}"),
+        })?
+    }
 }
 
 impl SqliteStore {
@@ -188,7 +227,17 @@ impl SqliteStore {
         Ok(SqliteStore {
             name,
             conn: Arc::new(Mutex::new(conn)),
+            calls: Arc::default(),
+            notes: Arc::default(),
         })
+    }
+
+    fn db(&self) -> Db {
+        Db {
+            name: self.name.clone(),
+            conn: self.conn.clone(),
+            calls: self.calls.clone(),
+        }
     }
 
     /// Looks every [`POLL`] until `what` is there for performance `id`, it finished, or
@@ -214,18 +263,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&str, &mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        let name = self.name.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves no half transaction: SQLite rolled it back.
-            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&name, &mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Backend {
-            store: self.name.clone(),
-            message: format!("the store's task failed: {e}"),
-        })?
+        self.db().call(f).await
     }
 }
 
@@ -1299,8 +1337,8 @@ impl Store for SqliteStore {
         after: u64,
         timeout: Duration,
     ) -> Result<bool, StoreError> {
-        self.wait(performance, Awaited::Notes { after }, timeout)
-            .await
+        let db = self.db();
+        self.notes.wait(&db, performance, after, timeout).await
     }
 
     async fn ask_approval(&self, lease: &Lease, ask: &ApprovalAsk) -> Result<u64, StoreError> {
