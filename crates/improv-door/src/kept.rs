@@ -5,10 +5,12 @@
 //! stage's probe result, backoff or delivery is never another's.
 //!
 //! A value kept before the stage was in the key sits under the door's name alone (a door name
-//! is letters, digits, `-` and `_`, so no new key is one). It stays the door's under every
-//! stage, as firings recorded before stages do ([`improv_store::Firing`]): [`get`] reads it while
-//! the stage has none of its own, so an upgraded door keeps its catch-up window, its backoff
-//! and its probes' baseline; the stage's first write puts its own beside it.
+//! is letters, digits, `-` and `_`, so no new key is one). The first stage to read it while it
+//! has none of its own adopts it ([`get`]): copies it to its own key and leaves [`ADOPTED`] in
+//! its place, so an upgraded door keeps its catch-up window, its backoff and its probes'
+//! baseline, and a stage known by another key later (its file given a `[stage] name`) starts
+//! afresh rather than from the window before the upgrade, which would perform again every due
+//! time its old key fired since.
 
 use improv_store::{StageKey, Store, StoreError};
 use serde_json::Value;
@@ -21,18 +23,34 @@ pub fn key(stage: &StageKey, name: &str) -> String {
     format!("{name}@{}", stage.id())
 }
 
+/// The field of what a value kept under a door's bare name is replaced with once a stage
+/// adopted it (naming the stage), which no kept value has.
+pub const ADOPTED: &str = "adopted_by";
+
 /// `stage`'s door's value in `scope`: its own, or else the one kept under the door's name
-/// before stages were in the key.
+/// before stages were in the key, which it adopts (see the module doc).
 pub async fn get(
     store: &dyn Store,
     scope: &str,
     stage: &StageKey,
     door: &str,
 ) -> Result<Option<Value>, StoreError> {
-    match store.get(scope, &key(stage, door)).await? {
-        Some(own) => Ok(Some(own)),
-        None => store.get(scope, door).await,
+    let own = key(stage, door);
+    if let Some(value) = store.get(scope, &own).await? {
+        return Ok(Some(value));
     }
+    let Some(before) = store.get(scope, door).await? else {
+        return Ok(None);
+    };
+    if before.get(ADOPTED).is_some() {
+        return Ok(None);
+    }
+    // Two daemons of the stage adopting at once copy the same value; only if absent, so a
+    // value the stage wrote meanwhile stays.
+    store.put(scope, &own, &before, true).await?;
+    let adopted = serde_json::json!({ ADOPTED: stage.id() });
+    store.put(scope, door, &adopted, false).await?;
+    store.get(scope, &own).await
 }
 
 /// Sets `stage`'s door's value in `scope` (with `only_if_absent`, only when the stage has

@@ -118,13 +118,16 @@ async fn one_stages_backoff_is_not_anothers() {
     assert!(status[0].firings[0].note.starts_with("fired"), "{status:?}");
 }
 
+const TICK: &str =
+    "[[door]]\nname = \"tick\"\nevery = \"30m\"\ncatch_up = \"all\"\nintent = \"tick\"\n";
+
 /// A door's catch-up window kept before stages were in the store's keys (under the door's name
-/// alone) is still the door's after the upgrade: the due times missed across it are handled.
+/// alone) is still the door's after the upgrade: the due times missed across it are handled,
+/// once. The stage adopts it: once its file names it (a new key), its door starts afresh and
+/// does not perform those due times again.
 #[tokio::test]
 async fn a_window_kept_before_stages_is_read_after_the_upgrade() {
-    let t = TestStage::new(
-        "[[door]]\nname = \"tick\"\nevery = \"30m\"\ncatch_up = \"all\"\nintent = \"tick\"\n",
-    );
+    let t = TestStage::new(TICK);
     let store = store(&t.db()).await;
     let start = DAY + 7 * HOUR + MINUTE;
     // The improv before: its daemon opened the door two hours ago and stopped.
@@ -132,7 +135,13 @@ async fn a_window_kept_before_stages_is_read_after_the_upgrade() {
     assert!(store.put(SINCE, "tick", &since, true).await.unwrap());
     let clock = Arc::new(SimClock::new(start));
     let launcher = Arc::new(Counting::default());
-    let ctx = context(&t.stage, "tick", store.clone(), launcher.clone(), clock);
+    let ctx = context(
+        &t.stage,
+        "tick",
+        store.clone(),
+        launcher.clone(),
+        clock.clone(),
+    );
     Timed::open(ctx)
         .await
         .unwrap()
@@ -145,4 +154,17 @@ async fn a_window_kept_before_stages_is_read_after_the_upgrade() {
         4,
         "05:30, 06:00, 06:30, 07:00 since the window opened at 05:01"
     );
+    // The file now names the stage: another key, none of the old key's firings.
+    let file = t.path().join("stage.toml");
+    std::fs::write(&file, format!("[stage]\nname = \"renamed\"\n\n{TICK}")).unwrap();
+    let renamed = Arc::new(improv_stage::Stage::load(&file).unwrap());
+    let ctx = context(&renamed, "tick", store.clone(), launcher.clone(), clock);
+    Timed::open(ctx)
+        .await
+        .unwrap()
+        .unwrap()
+        .tick()
+        .await
+        .unwrap();
+    assert_eq!(launcher.ids().len(), 4, "no due time performed twice");
 }
