@@ -80,6 +80,17 @@ pub struct Job {
     /// Apply `tool_bias` to the first token: only when the director just spoke. After a tool
     /// result the model must stay free to answer in text, or a small model never ends its turn.
     pub nudge: bool,
+    /// Sample this reply so, instead of as `LocalConfig` says (see `LocalModel`'s
+    /// `sampling`): a reply may be sampled though the model decodes greedily.
+    pub sampling: Option<Sampling>,
+}
+
+/// How a reply is sampled: with `temperature` above 0, nucleus sampling with `top_p`, seeded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u32,
 }
 
 /// What the model produced for a job.
@@ -191,7 +202,14 @@ fn serve(
             done,
             tokenize_only,
             nudge,
+            sampling,
         } = job;
+        let configured = Sampling {
+            temperature: engine.config.temperature,
+            top_p: engine.config.top_p,
+            seed: engine.config.seed,
+        };
+        engine.set_sampling(sampling.unwrap_or(configured));
         let result = if tokenize_only {
             Ok(Generated {
                 prompt_tokens: engine.tokenize(&prompt).iter().map(|t| t.0).collect(),
@@ -201,6 +219,7 @@ fn serve(
             engine.generate(&prompt, grammar.as_deref(), nudge, max_tokens, &text)
         };
         drop(text);
+        engine.set_sampling(configured);
         let _ = done.send(result);
         release_worker_threads();
     }
@@ -364,6 +383,13 @@ impl Engine<'_> {
             self.cached.extend_from_slice(chunk);
         }
         Ok(keep)
+    }
+
+    /// Samples the next jobs' replies as `s` says (the sampler reads the config).
+    fn set_sampling(&mut self, s: Sampling) {
+        self.config.temperature = s.temperature;
+        self.config.top_p = s.top_p;
+        self.config.seed = s.seed;
     }
 
     fn generate(

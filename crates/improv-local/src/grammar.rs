@@ -32,6 +32,7 @@
 //! keywords (lengths, patterns, formats) are not enforced; an unknown or missing type allows any
 //! JSON value. Objects with `properties` allow only those properties, required ones first.
 
+use crate::mutation;
 use improv_kernel::ToolSpec;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -149,11 +150,65 @@ pub struct Narrowing {
     /// starts repeating (`stats::stats::…`) runs on to the output-token limit, minutes of
     /// decoding on a busy CPU for a call that is refused anyway.
     pub lean: bool,
+    /// The files the model has seen, as it last saw them; with [`Narrowing::lean`], a prop that
+    /// replaces `old` with `new` in `path` (`edit`) may only name one of them, its `old` is one
+    /// of that file's [`Seen::lines`] and its `new` is a small change of that line (see
+    /// [`Builder::small_change`]); with none, it is left out. A 135M model otherwise writes
+    /// `old` texts it makes up (`#1`, `#2`…), which occur nowhere, turn after turn, and a `new`
+    /// it starts repeating runs to the output-token limit, minutes on a busy CPU.
+    pub seen: Vec<Seen>,
+    /// Only props that write files (see [`writes_files`]) may be called, when one is left; with
+    /// [`Narrowing::lean`] and [`Narrowing::seen`], a replacing prop's `new` is then one of the
+    /// candidates of [`crate::mutation::candidates`] for the line it picks (see
+    /// [`Builder::candidates`]): a forced repair searches small mutations of the line as first
+    /// read, ranked by the model's own token choices, each tried once, the checks the judge.
+    pub writes_only: bool,
 }
 
 /// The most characters of a string argument in a [`Narrowing::lean`] grammar, except the text a
 /// writing prop writes: enough for a command line or a search pattern.
 pub const LEAN_STRING: usize = 160;
+
+/// The most characters a small change (see [`Builder::small_change`]) puts in place of what
+/// it removes: enough for an operator, a name or a short expression.
+pub const MAX_CHANGE: usize = 40;
+
+/// A file the model has seen (see [`Narrowing::seen`]): its path and the lines an `old` may be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub path: String,
+    /// Texts that occur exactly once in the file as last seen: its lines, without their
+    /// indentation and trailing blanks.
+    pub lines: Vec<Line>,
+}
+
+/// A line an edit may replace (see [`Seen`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The line as it is now: the edit's `old`.
+    pub now: String,
+    /// The line before this performance's edits changed it: the edit's `new` is a small
+    /// change of this one. While the checks fail, every change made so far did not make them
+    /// pass; changing a change again drifts away from the code the model read, each time
+    /// further (a 135M model's near-copies drop a bracket here, a term there), where a change
+    /// of the first line is one change away from it.
+    pub first: String,
+    /// The texts this performance's edits already put in place of [`Line::first`]: a forced
+    /// edit (see [`Narrowing::writes_only`]) never writes one again (see
+    /// [`crate::mutation::candidates`]).
+    pub tried: Vec<String>,
+}
+
+impl Line {
+    /// A line no edit has changed.
+    pub fn new(text: &str) -> Line {
+        Line {
+            now: text.to_string(),
+            first: text.to_string(),
+            tried: Vec::new(),
+        }
+    }
+}
 
 /// A call refused for one reply: its prop, its `path` argument when it had one, and for a prop
 /// that writes files ([`writes_files`]) the text it wrote.
@@ -201,8 +256,19 @@ pub fn gbnf_narrowed(tools: &[ToolSpec], narrowing: &Narrowing) -> String {
             not_texts: Vec::new(),
             lean: narrowing.lean,
             bounded: narrowing.lean && !writes,
+            seen: if narrowing.lean && replaces(&tool.parameters) {
+                Some(if narrowing.writes_only {
+                    searchable(&narrowing.seen)
+                } else {
+                    narrowing.seen.clone()
+                })
+            } else {
+                None
+            },
+            search: narrowing.writes_only,
         };
-        let mut left_out = false;
+        let mut left_out =
+            (narrowing.writes_only && !writes) || top.seen.as_ref().is_some_and(Vec::is_empty);
         for avoid in narrowing.avoid.iter().filter(|a| a.prop == tool.name) {
             let narrowable = top.paths.len() > 1 && has_path(&tool.parameters);
             match (&avoid.path, &avoid.text) {
@@ -216,6 +282,16 @@ pub fn gbnf_narrowed(tools: &[ToolSpec], narrowing: &Narrowing) -> String {
         if !left_out {
             kept.push((tool, top));
         }
+    }
+    if kept.is_empty() && narrowing.writes_only {
+        // No writing prop can be called: the others are, rather than none.
+        return gbnf_narrowed(
+            tools,
+            &Narrowing {
+                writes_only: false,
+                ..narrowing.clone()
+            },
+        );
     }
     if kept.is_empty() {
         return format!("root ::= lead text\n{TEXT}{LEAD}");
@@ -290,7 +366,7 @@ fn has_path(schema: &Value) -> bool {
 /// Whether a prop's arguments carry a file's new text beside its `path` (a string `content`,
 /// as `write` takes, or `old` and `new`, as `edit` does): such a prop writes the file, and its
 /// path is left free. The schema tells it, as a [`ToolSpec`] says nothing of a prop's access.
-fn writes_files(schema: &Value) -> bool {
+pub(crate) fn writes_files(schema: &Value) -> bool {
     let string = |key: &str| {
         schema
             .get("properties")
@@ -299,6 +375,23 @@ fn writes_files(schema: &Value) -> bool {
     };
     has_path(schema) && (string("content") || (string("old") && string("new")))
 }
+
+/// Whether a prop replaces a string `old` with a string `new` in the file at `path` (as `edit`
+/// does): the prop [`Narrowing::seen`] narrows.
+fn replaces(schema: &Value) -> bool {
+    let string = |key: &str| {
+        schema
+            .get("properties")
+            .and_then(|p| p.get(key))
+            .is_some_and(is_string_schema)
+    };
+    has_path(schema) && string(OLD) && string(NEW)
+}
+
+/// The text a replacing prop (see [`replaces`]) replaces.
+const OLD: &str = "old";
+/// The text a replacing prop puts in its place.
+const NEW: &str = "new";
 
 /// The property whose values [`Narrowing::paths`] narrows.
 const PATH: &str = "path";
@@ -363,6 +456,11 @@ struct Top {
     lean: bool,
     /// String arguments at most [`LEAN_STRING`] characters long.
     bounded: bool,
+    /// For a replacing prop in a lean grammar, the files and lines it may replace (see
+    /// [`Narrowing::seen`]).
+    seen: Option<Vec<Seen>>,
+    /// A replacing prop's `new` is one of the line's mutations (see [`Builder::candidates`]).
+    search: bool,
 }
 
 impl Builder {
@@ -455,6 +553,9 @@ impl Builder {
         let required = required(schema);
         // Only the arguments' own object (built first) is narrowed, not nested ones.
         let top = self.top.take().unwrap_or_default();
+        if let Some(seen) = &top.seen {
+            return self.replacement(seen, top.search, name);
+        }
         let text = text_key(schema);
         let member = |b: &mut Builder, i: usize, key: &str| {
             let sub = props.get(key).cloned().unwrap_or(Value::Bool(true));
@@ -518,6 +619,162 @@ impl Builder {
 }
 
 impl Builder {
+    /// The arguments of a replacing prop narrowed to the files seen (see [`Narrowing::seen`]):
+    /// `{"path": P, "old": L, "new": N}` where `L` is one of `P`'s lines and `N` a small change
+    /// ([`Self::small_change`]) of that line as first seen ([`Line::first`]), or with `search`
+    /// one of its mutations ([`Self::candidates`]).
+    fn replacement(&mut self, seen: &[Seen], search: bool, name: &str) -> String {
+        let key = |k: &str| literal(&format!("\"{k}\":"));
+        let mut files = Vec::new();
+        for (f, file) in seen.iter().enumerate() {
+            let mut olds = Vec::new();
+            for (l, line) in file.lines.iter().enumerate() {
+                let rule = format!("{name}-{f}-{l}");
+                let new = if search {
+                    self.candidates(line, &rule)
+                } else {
+                    self.small_change(&line.first, &rule)
+                };
+                let old = json_literal(&Value::String(line.now.clone()));
+                olds.push(format!("{old} \",\" ws {} ws {new}", key(NEW)));
+            }
+            let path = json_literal(&Value::String(file.path.clone()));
+            files.push(format!(
+                "{} ws {path} \",\" ws {} ws ({})",
+                key(PATH),
+                key(OLD),
+                olds.join(" | ")
+            ));
+        }
+        let body = format!("\"{{\" ws ({}) ws \"}}\"", files.join(" | "));
+        self.add(name.into(), body)
+    }
+
+    /// A JSON string that is `line` changed in one place, keeping at least half of it: copied
+    /// up to a point, then either some text (at most [`MAX_CHANGE`] characters, opening with a
+    /// character other than the line's next) or nothing but a part of the line left out, and
+    /// the line again from a point on to its end. So never the line itself, never longer than
+    /// twice the line and the change, and never a short text in place of the line (`None` for
+    /// every line of a file, a fix-the-test run's 135M model wrote). A one-line fix is such a
+    /// change (an operator, a term dropped, a name).
+    ///
+    /// Rules, for the line's JSON-escaped units `u0 … u(n-1)` and `h = n / 2`: `-p{k}`,
+    /// `u0…u(k-1)` copied; `-s{k}`, the line from `u{k}` to its end and the closing quote;
+    /// `-d{k}` any `-s{j}` with `j > k`; `-e{k}`, the same up to `j ≤ h`. After text put in
+    /// at `k` the line resumes at `j ≥ k`, by `h` when `k < h`; a part left out from `k` ends
+    /// anywhere when `k ≥ n - h`, else by `h`. Linear in the line.
+    fn small_change(&mut self, line: &str, name: &str) -> String {
+        let units = escaped_units(line);
+        let n = units.len();
+        let half = n / 2;
+        let free = |first: Option<&str>, k: usize| {
+            let plain = first
+                .filter(|u| !u.starts_with('\\'))
+                .and_then(|u| u.chars().next())
+                .map(|c| format!("\\U{:08X}", u32::from(c)))
+                .unwrap_or_default();
+            // The line resumes where the text went in or later: by `h` from before `h`.
+            let resume = if k >= n {
+                format!("{name}-s{n}")
+            } else if k < half {
+                format!("({name}-s{k} | {name}-e{k})")
+            } else {
+                format!("({name}-s{k} | {name}-d{k})")
+            };
+            format!(
+                r#"[^"\\\x7F\x00-\x1F{plain}] char{{0,{}}} {resume}"#,
+                MAX_CHANGE - 1
+            )
+        };
+        let rule = |b: &mut Builder, rule: String, body: String| b.rules.push((rule, body));
+        for (k, unit) in units.iter().enumerate() {
+            let next = k + 1;
+            rule(
+                self,
+                format!("{name}-s{k}"),
+                format!("{} {name}-s{next}", literal(unit)),
+            );
+            let skip = |chain: &str, last: usize| {
+                if next == last {
+                    format!("{name}-s{last}")
+                } else {
+                    format!("{name}-s{next} | {name}-{chain}{next}")
+                }
+            };
+            rule(self, format!("{name}-d{k}"), skip("d", n));
+            if k < half {
+                rule(self, format!("{name}-e{k}"), skip("e", half));
+            }
+            let left_out = if k + half >= n {
+                format!(" | {name}-d{k}")
+            } else if k < half {
+                format!(" | {name}-e{k}")
+            } else {
+                String::new()
+            };
+            rule(
+                self,
+                format!("{name}-p{k}"),
+                format!(
+                    "{} {name}-p{next} | {}{left_out}",
+                    literal(unit),
+                    free(Some(unit), k)
+                ),
+            );
+        }
+        rule(self, format!("{name}-s{n}"), r#""\"""#.to_string());
+        rule(self, format!("{name}-p{n}"), free(None, n));
+        self.add(name.into(), format!(r#""\"" {name}-p0"#))
+    }
+
+    /// A JSON string that is one of `line`'s mutations ([`mutation::candidates`]): a trie of
+    /// their JSON-escaped characters, one rule per branching point, so the model's token
+    /// choices rank them (copying the line goes furthest, so the first tries change its end).
+    fn candidates(&mut self, line: &Line, name: &str) -> String {
+        let texts = mutation::candidates(&line.first, &line.now, &line.tried);
+        let units: Vec<Vec<String>> = texts.iter().map(|t| escaped_units(t)).collect();
+        let all: Vec<&[String]> = units.iter().map(Vec::as_slice).collect();
+        let mut count = 0;
+        let root = self.trie(&all, name, &mut count);
+        self.add(name.into(), format!(r#""\"" {root}"#))
+    }
+
+    /// The rule matching each of `texts` (units after a common prefix) and then the closing
+    /// quote: their common prefix as one literal, then an alternation by next unit.
+    fn trie(&mut self, texts: &[&[String]], name: &str, count: &mut usize) -> String {
+        let shared = texts.first().map_or(0, |first| {
+            (0..first.len())
+                .take_while(|&i| texts.iter().all(|t| t.get(i) == first.get(i)))
+                .count()
+        });
+        let prefix: String = texts
+            .first()
+            .map_or(String::new(), |t| t[..shared].concat());
+        let mut alts = Vec::new();
+        let mut groups: Vec<(&String, Vec<&[String]>)> = Vec::new();
+        for text in texts.iter().map(|t| &t[shared..]) {
+            match text.first() {
+                None => alts.push(r#""\"""#.to_string()),
+                Some(unit) => match groups.iter_mut().find(|(u, _)| *u == unit) {
+                    Some((_, group)) => group.push(text),
+                    None => groups.push((unit, vec![text])),
+                },
+            }
+        }
+        for (_, group) in groups {
+            alts.push(self.trie(&group, name, count));
+        }
+        *count += 1;
+        let rule = format!("{name}-t{count}");
+        let body = match (prefix.is_empty(), alts.as_slice()) {
+            (true, [one]) => one.clone(),
+            (true, _) => alts.join(" | "),
+            (false, [one]) => format!("{} {one}", literal(&prefix)),
+            (false, _) => format!("{} ({})", literal(&prefix), alts.join(" | ")),
+        };
+        self.add(rule, body)
+    }
+
     /// A JSON string other than each of `texts`: a trie of the texts' JSON-escaped characters,
     /// one rule per node, where the string may close (unless a text ends there), go on with a
     /// character no text has next (then anything), or follow a text one character further. An
@@ -566,6 +823,38 @@ impl Builder {
         self.add(name.into(), format!(r#""\"" {name}-n0"#))
     }
 }
+
+/// `seen` less the lines a forced edit has no mutation left for (see [`Builder::candidates`]),
+/// and the files left without lines; lines past [`MAX_SEARCH_BYTES`] of candidates in all
+/// (files seen last first, as `seen` lists them) are left out too.
+fn searchable(seen: &[Seen]) -> Vec<Seen> {
+    let mut budget = MAX_SEARCH_BYTES;
+    let mut out = Vec::new();
+    for file in seen {
+        let mut lines = Vec::new();
+        for line in &file.lines {
+            let size: usize = mutation::candidates(&line.first, &line.now, &line.tried)
+                .iter()
+                .map(String::len)
+                .sum();
+            if size > 0 && size <= budget {
+                budget -= size;
+                lines.push(line.clone());
+            }
+        }
+        if !lines.is_empty() {
+            out.push(Seen {
+                path: file.path.clone(),
+                lines,
+            });
+        }
+    }
+    out
+}
+
+/// The most bytes of candidates (see [`searchable`]) a forced edit's grammar offers: each is a
+/// branch of the grammar, parsed for every reply.
+pub const MAX_SEARCH_BYTES: usize = 64 * 1024;
 
 /// The characters of `text` as JSON writes them inside a string: a plain character, or an
 /// escape (`\\n`, `\\"`, `\\u001b`) as one unit.
@@ -834,6 +1123,7 @@ mod tests {
             paths: vec!["src/lib.rs".into(), "tests/mean.rs".into()],
             avoid: Vec::new(),
             lean: false,
+            ..Narrowing::default()
         };
         let g = gbnf_narrowed(&tools, &narrowing);
         assert!(
@@ -891,6 +1181,7 @@ mod tests {
             paths: vec!["src/lib.rs".into()],
             avoid: Vec::new(),
             lean: false,
+            ..Narrowing::default()
         };
         let g = gbnf_narrowed(&tools, &narrowing);
         let rule = |name: &str| {
@@ -993,6 +1284,247 @@ mod tests {
         );
         let full = gbnf(&tools, true);
         assert!(rule(&full, "args-0").contains("limit"), "{full}");
+    }
+
+    #[test]
+    fn a_lean_edit_replaces_a_line_of_a_file_seen_with_other_text() {
+        let tools = [
+            spec(
+                "read",
+                json!({"type": "object", "properties": {"path": {"type": "string"}},
+                    "required": ["path"]}),
+            ),
+            spec(
+                "edit",
+                json!({"type": "object", "properties": {"path": {"type": "string"},
+                    "old": {"type": "string"}, "new": {"type": "string"},
+                    "all": {"type": "boolean"}}, "required": ["path", "old", "new"]}),
+            ),
+        ];
+        let mut narrowing = Narrowing {
+            required: true,
+            lean: true,
+            seen: vec![Seen {
+                path: "src/lib.rs".into(),
+                lines: vec![Line::new("a + 1"), Line::new("say(\"hi\")")],
+            }],
+            ..Narrowing::default()
+        };
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert_eq!(
+            rule(&g, "args-1"),
+            r#""{" ws ("\"path\":" ws "\"src/lib.rs\"" "," ws "\"old\":" ws ("\"a + 1\"" "," ws "\"new\":" ws args-1-0-0 | "\"say(\\\"hi\\\")\"" "," ws "\"new\":" ws args-1-0-1)) ws "}""#
+        );
+        // `new` is a small change of the line: copied up to a point, then other text or a
+        // part left out, then the line again from any point to its end.
+        assert_eq!(rule(&g, "args-1-0-0"), r#""\"" args-1-0-0-p0"#);
+        // `a + 1`: five units, half is 2. Text put in at the start resumes by unit 2; a part
+        // left out from the start ends by unit 2.
+        assert_eq!(
+            rule(&g, "args-1-0-0-p0"),
+            format!(
+                r#""a" args-1-0-0-p1 | [^"\\\x7F\x00-\x1F\U00000061] char{{0,{}}} (args-1-0-0-s0 | args-1-0-0-e0) | args-1-0-0-e0"#,
+                MAX_CHANGE - 1
+            )
+        );
+        assert_eq!(rule(&g, "args-1-0-0-e0"), "args-1-0-0-s1 | args-1-0-0-e1");
+        assert_eq!(rule(&g, "args-1-0-0-e1"), "args-1-0-0-s2");
+        // In the middle, nothing is left out: it would keep less than half.
+        assert!(
+            rule(&g, "args-1-0-0-p2").ends_with("(args-1-0-0-s2 | args-1-0-0-d2)"),
+            "{g}"
+        );
+        // From unit 3 on, a part left out may end anywhere.
+        assert!(
+            rule(&g, "args-1-0-0-p3").ends_with(" | args-1-0-0-d3"),
+            "{g}"
+        );
+        assert_eq!(rule(&g, "args-1-0-0-d3"), "args-1-0-0-s4 | args-1-0-0-d4");
+        assert_eq!(rule(&g, "args-1-0-0-d4"), "args-1-0-0-s5");
+        assert_eq!(rule(&g, "args-1-0-0-s4"), r#""1" args-1-0-0-s5"#);
+        assert_eq!(rule(&g, "args-1-0-0-s5"), r#""\"""#);
+        // Copied to its end, the line can only go on: it is never written unchanged.
+        assert_eq!(
+            rule(&g, "args-1-0-0-p5"),
+            format!(
+                r#"[^"\\\x7F\x00-\x1F] char{{0,{}}} args-1-0-0-s5"#,
+                MAX_CHANGE - 1
+            )
+        );
+        // Escapes are units: `\"` is copied as one.
+        assert!(
+            rule(&g, "args-1-0-1-p4").starts_with(r#""\\\"" args-1-0-1-p5"#),
+            "{g}"
+        );
+        // Only required arguments, and the read stays as it was.
+        assert!(!rule(&g, "args-1").contains("all"), "{g}");
+        assert!(rule(&g, "call-0").contains("read"), "{g}");
+        // A write forced: only the edit is offered.
+        narrowing.writes_only = true;
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(
+            !g.contains(r#""\"read\""#) && g.contains(r#""\"edit\""#),
+            "{g}"
+        );
+        // No file seen: the edit cannot be made, and a forced write falls back to the others.
+        narrowing.seen.clear();
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(
+            g.contains(r#""\"read\""#) && !g.contains(r#""\"edit\""#),
+            "{g}"
+        );
+        // Not lean (the checks pass): any text.
+        let g = gbnf_narrowed(
+            &tools,
+            &Narrowing {
+                seen: vec![Seen {
+                    path: "src/lib.rs".into(),
+                    lines: vec![Line::new("a + 1")],
+                }],
+                ..Narrowing::default()
+            },
+        );
+        assert!(
+            rule(&g, "args-1").contains(r#""\"old\":" ws string"#),
+            "{g}"
+        );
+    }
+
+    /// Every string the rule `name` of `g` matches, for rules of literals, rule names,
+    /// parentheses and `|` only (a finite language, as a forced edit's `new` is).
+    fn language(g: &str, name: &str) -> Vec<String> {
+        fn tokens(body: &str) -> Vec<String> {
+            let mut out = Vec::new();
+            let mut chars = body.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    ' ' => {}
+                    '(' | ')' | '|' => out.push(c.to_string()),
+                    '"' => {
+                        let mut lit = String::from("\"");
+                        while let Some(c) = chars.next() {
+                            match c {
+                                '\\' => {
+                                    let next = chars.next().expect("escape");
+                                    lit.push(match next {
+                                        'n' => '\n',
+                                        't' => '\t',
+                                        'r' => '\r',
+                                        other => other,
+                                    });
+                                }
+                                '"' => break,
+                                c => lit.push(c),
+                            }
+                        }
+                        out.push(lit);
+                    }
+                    c => {
+                        let mut word = String::from(c);
+                        while chars.peek().is_some_and(|c| !" ()|".contains(*c)) {
+                            word.extend(chars.next());
+                        }
+                        out.push(word);
+                    }
+                }
+            }
+            out
+        }
+        // seq := item*; alt := seq ("|" seq)*; item := literal | name | "(" alt ")".
+        fn alt(g: &str, t: &[String], at: &mut usize) -> Vec<String> {
+            let mut all = seq(g, t, at);
+            while t.get(*at).is_some_and(|x| x == "|") {
+                *at += 1;
+                all.extend(seq(g, t, at));
+            }
+            all
+        }
+        fn seq(g: &str, t: &[String], at: &mut usize) -> Vec<String> {
+            let mut all = vec![String::new()];
+            while let Some(x) = t.get(*at).filter(|x| *x != "|" && *x != ")") {
+                *at += 1;
+                let item = if let Some(lit) = x.strip_prefix('"') {
+                    vec![lit.to_string()]
+                } else if x == "(" {
+                    let inner = alt(g, t, at);
+                    *at += 1;
+                    inner
+                } else {
+                    language(g, x)
+                };
+                all = all
+                    .iter()
+                    .flat_map(|a| item.iter().map(move |b| format!("{a}{b}")))
+                    .collect();
+            }
+            all
+        }
+        let t = tokens(rule(g, name));
+        let mut at = 0;
+        let all = alt(g, &t, &mut at);
+        assert_eq!(at, t.len(), "{name} parsed to its end");
+        all
+    }
+
+    #[test]
+    fn a_forced_edit_writes_one_of_the_first_lines_mutations_not_yet_tried() {
+        let tools = [spec(
+            "edit",
+            json!({"type": "object", "properties": {"path": {"type": "string"},
+                "old": {"type": "string"}, "new": {"type": "string"}},
+                "required": ["path", "old", "new"]}),
+        )];
+        let first = "f(\"a\", n + 1)";
+        let line = Line {
+            now: "f(\"a\", n + 2)".into(),
+            first: first.into(),
+            tried: vec!["f(\"a\", n + 2)".into(), "f(\"a\", n)".into()],
+        };
+        let mut narrowing = Narrowing {
+            required: true,
+            lean: true,
+            writes_only: true,
+            seen: vec![Seen {
+                path: "src/lib.rs".into(),
+                lines: vec![line.clone(), Line::new("}")],
+            }],
+            ..Narrowing::default()
+        };
+        let g = gbnf_narrowed(&tools, &narrowing);
+        // The line's `new`: exactly its candidates, JSON-escaped, each closed by its quote.
+        let expected: Vec<String> = mutation::candidates(first, &line.now, &line.tried)
+            .iter()
+            .map(|c| Value::String(c.clone()).to_string())
+            .collect();
+        assert!(
+            expected.iter().any(|c| c == r#""f(\"a\", n - 1)""#),
+            "{expected:?}"
+        );
+        assert!(
+            expected.iter().any(|c| c == r#""f(\"a\", n + 1)""#),
+            "the revert"
+        );
+        let mut got = language(&g, "args-0-0-0");
+        got.sort();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        assert_eq!(got, sorted);
+        // Neither the line as it reads now nor a tried text.
+        for gone in line.tried.iter().chain([&line.now]) {
+            let json = Value::String(gone.clone()).to_string();
+            assert!(!got.contains(&json), "{json}");
+        }
+        // `}` has no mutation (deleting it leaves nothing): it is no `old` a forced edit picks.
+        assert!(!rule(&g, "args-0").contains(r#""\"}\"""#), "{g}");
+        // All tried: the search is over, and the write is no longer forced (as when no writing
+        // prop is left): the edit's `new` is a small change of the line, as when not forced.
+        narrowing.seen[0].lines[0].tried = mutation::candidates(first, &line.now, &[]);
+        narrowing.seen[0].lines[0].tried.push(first.into());
+        assert!(searchable(&narrowing.seen).is_empty());
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(rule(&g, "args-0-0-0").ends_with("-p0"), "{g}");
+        narrowing.writes_only = false;
+        assert_eq!(gbnf_narrowed(&tools, &narrowing), g);
     }
 
     #[test]

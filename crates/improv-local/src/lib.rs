@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod grammar;
 mod model;
+pub mod mutation;
 pub mod store;
 pub mod template;
 

@@ -1,13 +1,15 @@
 //! [`LocalModel`]: the [`Model`] trait on top of the engine thread.
 
-use crate::engine::{self, Generated, Job, Loaded};
+use crate::engine::{self, Generated, Job, Loaded, Sampling};
 use crate::grammar::{self, Parsed};
 use crate::template::{self, Family, Piece};
 use crate::{LocalConfig, LocalError, ToolChoice};
 use async_trait::async_trait;
+use improv_kernel::ToolSpec;
 use improv_kernel::{
     Message, Model, ModelError, ModelUpdate, Reply, Request, StopReason, ToolCall, Usage, loop_note,
 };
+use std::collections::HashMap;
 use std::sync::mpsc;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
@@ -116,10 +118,17 @@ impl LocalModel {
     /// How the grammar of the next reply is narrowed: a call is required always with
     /// `tool_choice = "required"`, and while the checks fail (see [`must_act`]); while they
     /// fail, the files it reads are those the director's words name ([`mentioned_paths`]) (a
-    /// prop that writes files keeps any path, see `grammar::Narrowing::paths`), and the calls
-    /// are lean: required arguments only, short strings (see `grammar::Narrowing::lean`).
+    /// prop that writes files keeps any path, see `grammar::Narrowing::paths`), the calls
+    /// are lean: required arguments only, short strings (see `grammar::Narrowing::lean`), an
+    /// edit replaces a line of a file it has seen ([`seen_files`]), and once
+    /// [`WRITE_AFTER_CALLS`] calls left them failing, the call is a write ([`must_write`]).
     /// `failing` is [`must_act`] of the request's messages.
     fn narrowing(&self, request: &Request<'_>, failing: bool) -> grammar::Narrowing {
+        let seen = if failing {
+            seen_files(request.system, request.messages, request.tools)
+        } else {
+            Vec::new()
+        };
         grammar::Narrowing {
             required: self.config.tool_choice == ToolChoice::Required || failing,
             paths: if failing {
@@ -129,13 +138,37 @@ impl LocalModel {
             },
             avoid: Vec::new(),
             lean: failing,
+            writes_only: must_write(request.messages, &seen),
+            seen,
         }
+    }
+
+    /// How a reply is sampled when not as configured: while a write is forced (see
+    /// [`must_write`]), greedy decoding has had its say: a 135M model writes the same wrong
+    /// edit again, refused as a repeat. The replies are sampled ([`FAILING_TEMPERATURE`], or the
+    /// configured temperature) and the checks, run after every write, choose among varied
+    /// edits. The seed is the configured one moved on by the calls made so far and the `retry`
+    /// within the reply: a new seed per reply, the same on every run of the same conversation.
+    fn sampling(&self, request: &Request<'_>, forced: bool, retry: usize) -> Option<Sampling> {
+        sampling_of(&self.config, request.messages, forced, retry)
     }
 
     /// The prompt's tokens, as the engine would evaluate them.
     pub async fn prompt_tokens(&self, request: Request<'_>) -> Result<Vec<i32>, ModelError> {
         let (prompt, _) = self.prompt(&request);
-        let generated = self.run(prompt, None, false, 0, true, &mut |_| {}).await?;
+        let generated = self
+            .run(
+                prompt,
+                None,
+                Decoding {
+                    nudge: false,
+                    max_tokens: 0,
+                    tokenize_only: true,
+                    sampling: None,
+                },
+                &mut |_| {},
+            )
+            .await?;
         Ok(generated.prompt_tokens)
     }
 
@@ -143,11 +176,15 @@ impl LocalModel {
         &self,
         prompt: Vec<Piece>,
         grammar: Option<String>,
-        nudge: bool,
-        max_tokens: u32,
-        tokenize_only: bool,
+        decoding: Decoding,
         update: &mut (dyn for<'u> FnMut(ModelUpdate<'u>) + Send),
     ) -> Result<Generated, ModelError> {
+        let Decoding {
+            nudge,
+            max_tokens,
+            tokenize_only,
+            sampling,
+        } = decoding;
         let (text_tx, mut text_rx) = tokio_mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let job = Job {
@@ -158,6 +195,7 @@ impl LocalModel {
             done: done_tx,
             tokenize_only,
             nudge,
+            sampling,
         };
         let gone = || {
             ModelError::Unavailable(format!(
@@ -172,6 +210,16 @@ impl LocalModel {
         }
         done_rx.await.map_err(|_| gone())?
     }
+}
+
+/// How one job is decoded (see [`Job`]).
+#[derive(Clone, Copy)]
+struct Decoding {
+    nudge: bool,
+    max_tokens: u32,
+    tokenize_only: bool,
+    /// Sampled so, instead of as configured (see `LocalModel::sampling`).
+    sampling: Option<Sampling>,
 }
 
 #[async_trait]
@@ -199,13 +247,23 @@ impl Model for LocalModel {
             .unwrap_or(self.config.max_output_tokens)
             .max(1);
         let nudge = matches!(request.messages.last(), Some(Message::User { .. }));
+        let forced = narrowing.writes_only;
+        let decoding = |retry: usize| Decoding {
+            nudge,
+            max_tokens,
+            tokenize_only: false,
+            sampling: self.sampling(&request, forced, retry),
+        };
         let mut out = self
-            .run(prompt.clone(), grammar, nudge, max_tokens, false, update)
+            .run(prompt.clone(), grammar, decoding(0), update)
             .await?;
-        // Calls since the director's last word are refused only while the checks fail, not
-        // whenever a call is required (`tool_choice = "required"` needs no failing check).
-        for _ in 0..MAX_REFUSED {
-            let Some(avoid) = repeated_call(request.messages, &out, failing) else {
+        // Calls made while the checks fail are refused only then, not whenever a call is
+        // required (`tool_choice = "required"` needs no failing check).
+        let since = failing
+            .then(|| fresh_since(request.messages, request.tools))
+            .flatten();
+        for retry in 1..=MAX_REFUSED {
+            let Some(avoid) = repeated_call(request.messages, &out, since) else {
                 break;
             };
             // The model is about to make a call it already made (see `repeated_call`): the same
@@ -217,14 +275,7 @@ impl Model for LocalModel {
             let grammar = grammar::gbnf_narrowed(request.tools, &narrowing);
             let refused = out;
             out = self
-                .run(
-                    prompt.clone(),
-                    Some(grammar),
-                    nudge,
-                    max_tokens,
-                    false,
-                    update,
-                )
+                .run(prompt.clone(), Some(grammar), decoding(retry), update)
                 .await?;
             out.input_tokens += refused.input_tokens;
             out.cached_tokens += refused.cached_tokens;
@@ -302,11 +353,246 @@ impl Model for LocalModel {
 /// detector's notes do not count as the director's word: they warn about a call, and the
 /// refused repeat (see [`repeated_call`]) already makes the model do something else.
 fn must_act(messages: &[Message]) -> bool {
-    let last_note = messages.iter().rev().find_map(|m| match m {
-        Message::User { text } if !loop_note::is_note(m) => Some(text),
-        _ => None,
+    failing_since(messages).is_some()
+}
+
+/// Where the checks began to fail for good: the first of the failing notes that follow the
+/// director's last other word, when the last word is one (see [`must_act`]). Each write (and
+/// each `bash` call, which may write) brings a new note while they fail; what was tried since
+/// the first one did not make them pass.
+fn failing_since(messages: &[Message]) -> Option<usize> {
+    let mut since = None;
+    for (at, m) in messages.iter().enumerate() {
+        match m {
+            Message::User { text } if !loop_note::is_note(m) => {
+                since = improv_feedback::is_failing_note(text).then(|| since.unwrap_or(at));
+            }
+            _ => {}
+        }
+    }
+    since
+}
+
+/// Where the calls that may not be made again begin (see [`repeated_call`]) while the checks
+/// fail: at the first failing note ([`failing_since`]), or after the last write that changed a
+/// file, whichever is later: a file changed since a call may give it another result.
+fn fresh_since(messages: &[Message], tools: &[ToolSpec]) -> Option<usize> {
+    let since = failing_since(messages)?;
+    let calls = calls_by_id(messages);
+    let written = messages.iter().rposition(|m| match m {
+        Message::Tool {
+            call_id,
+            is_error: false,
+            ..
+        } => calls
+            .get(call_id.as_str())
+            .is_some_and(|call| writes(tools, &call.name)),
+        _ => false,
     });
-    last_note.is_some_and(|text| improv_feedback::is_failing_note(text))
+    Some(written.map_or(since, |at| since.max(at + 1)))
+}
+
+/// Whether the prop `name` among `tools` writes files (see `grammar::writes_files`).
+fn writes(tools: &[ToolSpec], name: &str) -> bool {
+    tools
+        .iter()
+        .any(|t| t.name == name && grammar::writes_files(&t.parameters))
+}
+
+/// The calls of a conversation by their id.
+fn calls_by_id(messages: &[Message]) -> HashMap<&str, &ToolCall> {
+    messages
+        .iter()
+        .flat_map(|m| match m {
+            Message::Assistant { tool_calls, .. } => tool_calls.as_slice(),
+            _ => &[],
+        })
+        .map(|call| (call.id.as_str(), call))
+        .collect()
+}
+
+/// Whether the next reply must write a file: the checks fail, [`WRITE_AFTER_CALLS`] calls
+/// were made since they began to ([`failing_since`]) and a file was seen an edit may change
+/// (`seen`, see [`seen_files`]). A 135M model otherwise reads, greps and runs commands until
+/// its turns run out, and never edits; forced, it edits a line of a file it read.
+fn must_write(messages: &[Message], seen: &[grammar::Seen]) -> bool {
+    !seen.is_empty() && calls_while_failing(messages) >= WRITE_AFTER_CALLS
+}
+
+/// How many calls while the checks fail are the model's own before it must write (see
+/// [`must_write`]): enough to read the failing test and the code it names, which greedy
+/// decoding does well.
+const WRITE_AFTER_CALLS: usize = 4;
+
+/// The calls made since the checks began to fail ([`failing_since`]): none made them pass, or
+/// the performance would have ended converged.
+fn calls_while_failing(messages: &[Message]) -> usize {
+    let Some(since) = failing_since(messages) else {
+        return 0;
+    };
+    messages[since..]
+        .iter()
+        .map(|m| match m {
+            Message::Assistant { tool_calls, .. } => tool_calls.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// How a reply is sampled when not as `config` says: see `LocalModel::sampling`.
+fn sampling_of(
+    config: &LocalConfig,
+    messages: &[Message],
+    forced: bool,
+    retry: usize,
+) -> Option<Sampling> {
+    if !forced {
+        return None;
+    }
+    let step = next_call_number(messages)
+        .saturating_mul(MAX_REFUSED + 1)
+        .saturating_add(retry);
+    let step = u32::try_from(step).unwrap_or(u32::MAX);
+    Some(Sampling {
+        temperature: if config.temperature > 0.0 {
+            config.temperature
+        } else {
+            FAILING_TEMPERATURE
+        },
+        top_p: config.top_p,
+        seed: config.seed.wrapping_add(step.wrapping_mul(0x9E37_79B9)),
+    })
+}
+
+/// The temperature of forced writes (see `LocalModel::sampling`): varied enough that a 135M
+/// model writes different edits, low enough that they stay edits of the line it chose.
+const FAILING_TEMPERATURE: f32 = 0.5;
+
+/// The files a call showed (a `read`'s numbered lines, or what a `write` wrote), as they are
+/// now: edits that succeeded since are applied to them; a file whose write the stage's edges
+/// denied is left out, and so is a context file the system prompt carries ([`CONTEXT_FILE`]):
+/// the stage's words to the actor, not its work (a 135M model read `AGENTS.md` while the checks
+/// failed, and would edit it). Each comes with the lines an edit's `old` may be (see
+/// `grammar::Narrowing::seen`), the file seen last first, at most [`MAX_SEEN_BYTES`] of lines
+/// in all: each character is a rule of the grammar.
+fn seen_files(system: &str, messages: &[Message], tools: &[ToolSpec]) -> Vec<grammar::Seen> {
+    let calls = calls_by_id(messages);
+    let context: Vec<&str> = system
+        .lines()
+        .filter_map(|l| l.strip_prefix(CONTEXT_FILE))
+        .map(str::trim)
+        .collect();
+    // Path → text, in the order last seen.
+    let mut files: Vec<(String, String)> = Vec::new();
+    // A line an edit wrote → the line it replaced as first seen (see `grammar::Line::first`).
+    let mut firsts: HashMap<String, String> = HashMap::new();
+    // A line as first seen → the texts edits put in its place (see `grammar::Line::tried`).
+    let mut tried: HashMap<String, Vec<String>> = HashMap::new();
+    let mut denied: Vec<String> = Vec::new();
+    for m in messages {
+        let Message::Tool {
+            call_id,
+            content,
+            is_error,
+            ..
+        } = m
+        else {
+            continue;
+        };
+        let Some(call) = calls.get(call_id.as_str()) else {
+            continue;
+        };
+        let arguments: serde_json::Value =
+            serde_json::from_str(&call.arguments).unwrap_or_default();
+        let string = |key: &str| arguments.get(key).and_then(|v| v.as_str());
+        let Some(path) = string("path") else {
+            continue;
+        };
+        let at = files.iter().position(|(p, _)| p == path);
+        let text = if *is_error {
+            if writes(tools, &call.name) && content.contains(DENIED) {
+                denied.push(path.to_string());
+            }
+            continue;
+        } else if let Some(text) = numbered_text(content) {
+            text
+        } else if let (Some(text), true) = (string("content"), writes(tools, &call.name)) {
+            text.to_string()
+        } else if let (Some(old), Some(new), Some(at)) = (string("old"), string("new"), at) {
+            let first = firsts.get(old).cloned().unwrap_or_else(|| old.to_string());
+            tried
+                .entry(first.clone())
+                .or_default()
+                .push(new.to_string());
+            firsts.insert(new.to_string(), first);
+            files[at].1.replacen(old, new, 1)
+        } else {
+            continue;
+        };
+        if let Some(at) = at {
+            files.remove(at);
+        }
+        files.push((path.to_string(), text));
+    }
+    let mut budget = MAX_SEEN_BYTES;
+    let mut seen = Vec::new();
+    for (path, text) in files.into_iter().rev() {
+        if denied.contains(&path) || context.contains(&path.as_str()) {
+            continue;
+        }
+        let mut lines: Vec<grammar::Line> = Vec::new();
+        for line in text.lines().map(str::trim) {
+            let first = firsts.get(line).map_or(line, String::as_str);
+            let size = line.len() + first.len();
+            if line.is_empty()
+                || size > budget
+                || text.matches(line).count() != 1
+                || lines.iter().any(|l| l.now == line)
+            {
+                continue;
+            }
+            budget -= size;
+            lines.push(grammar::Line {
+                now: line.to_string(),
+                first: first.to_string(),
+                tried: tried.get(first).cloned().unwrap_or_default(),
+            });
+        }
+        if !lines.is_empty() {
+            seen.push(grammar::Seen { path, lines });
+        }
+    }
+    seen
+}
+
+/// How the system prompt opens a context file's text (improv-stage's prompt).
+const CONTEXT_FILE: &str = "# file: ";
+
+/// What the stage's edges say of a call they denied (improv-edges' guarded policy): a file
+/// whose write was denied is no file to edit.
+const DENIED: &str = " is denied by ";
+
+/// The most bytes of lines [`seen_files`] offers.
+const MAX_SEEN_BYTES: usize = 8 * 1024;
+
+/// The text of a `read` result: numbered lines (`12\tfn main() {`), and maybe a note in
+/// brackets of the lines left; `None` for any other output.
+fn numbered_text(content: &str) -> Option<String> {
+    let mut text = String::new();
+    let mut numbered = false;
+    for line in content.lines() {
+        if line.starts_with('[') && line.ends_with(']') {
+            continue;
+        }
+        let (number, rest) = line.split_once('\t')?;
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        numbered = true;
+        text.push_str(rest);
+        text.push('\n');
+    }
+    numbered.then_some(text)
 }
 
 /// The most replies tried again for one request after each made a call already made.
@@ -315,11 +601,16 @@ const MAX_REFUSED: usize = 4;
 /// The call in `out` when it is exactly (same prop, same parsed arguments) the call the previous
 /// reply made, or the one the loop detector's note warned about (see
 /// [`loop_note::warned_calls`]): nothing changed since, so it would give the same result. While
-/// the checks fail (`failing`), any call made since the director's last word is refused again:
-/// a small model otherwise cycles through two or three calls (`grep x`, `bash x`, `grep x`)
-/// until its turns run out, which no loop detector of repeats in a row sees; the checks run
-/// after every change anyway, so nothing needs to be run twice to see its effect.
-fn repeated_call(messages: &[Message], out: &Generated, failing: bool) -> Option<grammar::Avoid> {
+/// the checks fail, any call made from `since` on ([`fresh_since`]) is refused again: a small
+/// model otherwise cycles through two or three calls (`grep x`, `bash x`, `grep x`) until its
+/// turns run out, which no loop detector of repeats in a row sees; the checks run after every
+/// change anyway, so nothing needs to be run twice to see its effect. An edit whose `new` is its
+/// `old` is refused too: it would change nothing.
+fn repeated_call(
+    messages: &[Message],
+    out: &Generated,
+    since: Option<usize>,
+) -> Option<grammar::Avoid> {
     if !out.call {
         return None;
     }
@@ -337,13 +628,10 @@ fn repeated_call(messages: &[Message], out: &Generated, failing: bool) -> Option
         _ => None,
     });
     let warned = loop_note::warned_calls(messages);
-    let since_note = messages
+    let earlier = since
+        .and_then(|at| messages.get(at..))
+        .unwrap_or_default()
         .iter()
-        .rposition(|m| matches!(m, Message::User { .. }) && !loop_note::is_note(m))
-        .map_or(messages, |at| &messages[at..]);
-    let earlier = since_note
-        .iter()
-        .filter(|_| failing)
         .filter_map(|m| match m {
             Message::Assistant { tool_calls, .. } => Some(tool_calls.as_slice()),
             _ => None,
@@ -361,7 +649,10 @@ fn repeated_call(messages: &[Message], out: &Generated, failing: bool) -> Option
             .and_then(|v| v.as_str())
             .map(String::from)
     };
-    repeats.then(|| grammar::Avoid {
+    // An edit of a line into itself changes nothing either: a forced edit's `new` is a change
+    // of the line as first seen (`grammar::Line::first`), which may be the line as it is now.
+    let unchanged = string("old").is_some_and(|old| string("new") == Some(old));
+    (repeats || unchanged).then(|| grammar::Avoid {
         path: string("path"),
         // What a writing prop wrote: the grammar refuses only that text, not every write.
         text: string("content").or_else(|| string("new")),
@@ -563,32 +854,200 @@ mod tests {
         let mut talk = vec![reply(same), result("no such file")];
         // Spacing does not make it a different call; other arguments or text do.
         let respaced = r#"{"path":"a.txt"}"#;
-        assert_eq!(repeated_call(&talk, &call(respaced), false), avoid("a.txt"));
-        assert_eq!(repeated_call(&talk, &call(other), false), None);
+        assert_eq!(repeated_call(&talk, &call(respaced), None), avoid("a.txt"));
+        assert_eq!(repeated_call(&talk, &call(other), None), None);
         let text = Generated {
             text: "I cannot find a.txt.".into(),
             ..Default::default()
         };
-        assert_eq!(repeated_call(&talk, &text, false), None);
+        assert_eq!(repeated_call(&talk, &text, None), None);
         // The warned call stays refused after the loop detector's note; the call just made
         // is refused too, and the warning lapses once the actor did something else.
         talk.push(Message::user(loop_note::note(2, "read(...)")));
-        assert_eq!(repeated_call(&talk, &call(same), false), avoid("a.txt"));
+        assert_eq!(repeated_call(&talk, &call(same), None), avoid("a.txt"));
         talk.push(reply(other));
         talk.push(result("b"));
-        assert_eq!(repeated_call(&talk, &call(other), false), avoid("b.txt"));
+        assert_eq!(repeated_call(&talk, &call(other), None), avoid("b.txt"));
         assert_eq!(
-            repeated_call(&talk, &call(same), false),
+            repeated_call(&talk, &call(same), None),
             None,
             "the warning lapsed"
         );
-        // While the checks fail, a call made since the director's last word is not made again:
-        // `a` then `b` then `a` is a cycle.
-        assert_eq!(repeated_call(&talk, &call(same), true), avoid("a.txt"));
-        talk.push(Message::user(
-            "Attempt 2 of 3: 1 of 1 checks failed: tests.",
+        // While the checks fail, a call made since they began to is not made again: `a` then
+        // `b` then `a` is a cycle.
+        assert_eq!(repeated_call(&talk, &call(same), Some(0)), avoid("a.txt"));
+        assert_eq!(repeated_call(&talk, &call(same), Some(2)), None);
+    }
+
+    fn edit(id: &str, arguments: &str) -> Message {
+        Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: id.into(),
+                name: "edit".into(),
+                arguments: arguments.into(),
+            }],
+        }
+    }
+
+    fn answer(id: &str, content: &str, is_error: bool) -> Message {
+        Message::Tool {
+            call_id: id.into(),
+            name: String::new(),
+            content: content.into(),
+            is_error,
+        }
+    }
+
+    fn props() -> Vec<ToolSpec> {
+        let spec = |name: &str, parameters: serde_json::Value| ToolSpec {
+            name: name.into(),
+            description: String::new(),
+            parameters,
+        };
+        vec![
+            spec(
+                "read",
+                serde_json::json!({"type": "object", "properties": {"path": {"type": "string"}},
+                    "required": ["path"]}),
+            ),
+            spec(
+                "edit",
+                serde_json::json!({"type": "object", "properties": {"path": {"type": "string"},
+                    "old": {"type": "string"}, "new": {"type": "string"}},
+                    "required": ["path", "old", "new"]}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn calls_stay_refused_from_the_first_failing_note_until_a_write_changes_a_file() {
+        let tools = props();
+        let failing = "Attempt 1 of 3: 1 of 1 checks failed: tests.";
+        let read = |id: &str| Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: id.into(),
+                name: "read".into(),
+                arguments: r#"{"path": "a.rs"}"#.into(),
+            }],
+        };
+        let mut talk = vec![
+            Message::user("Fix it."),
+            read("call_1"),
+            answer("call_1", "1\tfn a() {}", false),
+            Message::user(failing),
+            read("call_2"),
+            answer("call_2", "1\tfn a() {}", false),
+            // A `bash` call (it may write) brings a new note: the checks still fail.
+            Message::user("After your last change, tests fails:\n\n## tests\npanicked"),
+        ];
+        let since = fresh_since(&talk, &tools);
+        assert_eq!(since, Some(3), "from the first failing note, not the last");
+        let again = call(r#"{"path": "a.rs"}"#);
+        assert_eq!(repeated_call(&talk, &again, since), avoid("a.rs"));
+        // A failed edit changed nothing; one that succeeded may change what a read shows.
+        talk.push(edit(
+            "call_3",
+            r#"{"path": "a.rs", "old": "x", "new": "y"}"#,
         ));
-        assert_eq!(repeated_call(&talk, &call(same), true), None, "a new note");
+        talk.push(answer("call_3", "`old` does not occur in `a.rs`", true));
+        assert_eq!(fresh_since(&talk, &tools), Some(3));
+        talk.push(edit(
+            "call_4",
+            r#"{"path": "a.rs", "old": "a", "new": "b"}"#,
+        ));
+        talk.push(answer("call_4", "replaced 1 occurrence", false));
+        let since = fresh_since(&talk, &tools);
+        assert_eq!(since, Some(talk.len()));
+        assert_eq!(repeated_call(&talk, &again, since), None);
+        let unchanged = Generated {
+            text: grammar::call_json("edit", r#"{"path": "a.rs", "old": "b", "new": "b"}"#),
+            call: true,
+            ..Default::default()
+        };
+        assert!(repeated_call(&talk, &unchanged, since).is_some());
+        talk.push(Message::user("Now write the report."));
+        assert_eq!(fresh_since(&talk, &tools), None);
+    }
+
+    #[test]
+    fn an_edit_replaces_a_line_of_a_file_seen_as_it_is_now() {
+        let tools = props();
+        let talk = vec![
+            Message::user("Attempt 1 of 3: 1 of 1 checks failed: tests."),
+            reply(r#"{"path": "src/lib.rs"}"#),
+            answer(
+                "call_1",
+                "1\tfn mean() {\n2\t    }\n3\t    x + 1\n4\t    }\n5\t\n[lines 1-5 of 9]",
+                false,
+            ),
+            edit(
+                "call_2",
+                r#"{"path": "src/lib.rs", "old": "x + 1", "new": "x + 2"}"#,
+            ),
+            answer("call_2", "replaced", false),
+            // An edit of an edited line: the texts put in place of the first line add up.
+            edit(
+                "call_5",
+                r#"{"path": "src/lib.rs", "old": "x + 2", "new": "x"}"#,
+            ),
+            answer("call_5", "replaced", false),
+            // A denied edit's file is no file to edit; a failed read shows nothing.
+            edit(
+                "call_3",
+                r#"{"path": "tests/t.rs", "old": "a", "new": "b"}"#,
+            ),
+            answer(
+                "call_3",
+                "edit: `tests/t.rs` is denied by the stage's edges (x)",
+                true,
+            ),
+            Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "call_4".into(),
+                    name: "read".into(),
+                    arguments: r#"{"path": "tests/t.rs"}"#.into(),
+                }],
+            },
+            answer("call_4", "1\tassert!(a);", false),
+        ];
+        // Blank lines and `}` (twice) cannot be an `old`: it must occur once.
+        assert_eq!(
+            seen_files("", &talk, &tools),
+            [grammar::Seen {
+                path: "src/lib.rs".into(),
+                lines: vec![
+                    grammar::Line::new("fn mean() {"),
+                    grammar::Line {
+                        now: "x".into(),
+                        first: "x + 1".into(),
+                        tried: vec!["x + 2".into(), "x".into()],
+                    },
+                ],
+            }]
+        );
+        // Writes are forced once enough calls left the checks failing and a file was seen.
+        let seen = seen_files("", &talk, &tools);
+        // A context file is the stage's words, not its work.
+        assert!(seen_files("# file: src/lib.rs\nfn mean() {", &talk, &tools).is_empty());
+        assert!(!must_write(&talk[..3], &seen), "one call");
+        assert!(must_write(&talk, &seen));
+        assert!(!must_write(&talk, &[]), "no file to edit");
+        assert_eq!(
+            sampling_of(&LocalConfig::new("m.gguf"), &talk, false, 0),
+            None
+        );
+        let sampled = sampling_of(&LocalConfig::new("m.gguf"), &talk, true, 0).expect("sampled");
+        assert_eq!(sampled.temperature, FAILING_TEMPERATURE);
+        let retry = sampling_of(&LocalConfig::new("m.gguf"), &talk, true, 1).expect("sampled");
+        assert_ne!(retry.seed, sampled.seed, "a retry is sampled anew");
+        assert_eq!(
+            sampling_of(&LocalConfig::new("m.gguf"), &talk, true, 0),
+            Some(sampled),
+            "the same conversation, the same seed"
+        );
     }
 
     #[test]
@@ -731,7 +1190,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            repeated_call(&talk, &again, false),
+            repeated_call(&talk, &again, None),
             Some(grammar::Avoid {
                 prop: "write".into(),
                 path: Some("a.txt".into()),
@@ -742,7 +1201,7 @@ mod tests {
             repeated_call(
                 &[reply(r#"{"path": "a.txt"}"#)],
                 &call(r#"{"path": "a.txt"}"#),
-                false
+                None
             ),
             avoid("a.txt")
         );

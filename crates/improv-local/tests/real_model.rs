@@ -566,3 +566,97 @@ async fn after_a_failing_checks_note_the_model_acts() {
     let (reply, _) = ask(&model, request(system, &messages, &tools)).await;
     assert!(reply.tool_calls.is_empty(), "{reply:?}");
 }
+
+/// The fix-the-test stage on the embedded model, four calls after the checks began to fail:
+/// it read the test and the code. Left free it greps, reads and runs commands until its turns
+/// run out, or edits `old` texts it makes up (`#1`); now its reply is an edit of a line of a
+/// file it read, with other text, sampled (the same conversation gives the same edit).
+#[tokio::test]
+async fn once_calls_left_the_checks_failing_the_model_edits_a_line_it_read() {
+    let mut c = config();
+    c.max_output_tokens = 96;
+    let model = load(c);
+    let string = json!({"type": "string"});
+    let tools = [
+        ToolSpec {
+            name: "read".into(),
+            description: "Read a text file as numbered lines.".into(),
+            parameters: json!({"type": "object", "properties": {"path": string}, "required": ["path"]}),
+        },
+        ToolSpec {
+            name: "grep".into(),
+            description: "Search files.".into(),
+            parameters: json!({"type": "object", "properties": {"pattern": string}, "required": ["pattern"]}),
+        },
+        ToolSpec {
+            name: "edit".into(),
+            description: "Replace exact text old with new in a file.".into(),
+            parameters: json!({"type": "object", "properties": {"path": string, "old": string, "new": string}, "required": ["path", "old", "new"]}),
+        },
+    ];
+    let lib = "//! Simple statistics.\n\npub fn mean(xs: &[f64]) -> Option<f64> {\n    if xs.is_empty() {\n        return None;\n    }\n    Some(xs.iter().sum::<f64>() / (xs.len() as f64 + 1.0))\n}\n";
+    let test = "use stats::mean;\n\n#[test]\nfn mean_of_a_few_numbers() {\n    assert_eq!(mean(&[1.0, 2.0, 3.0, 6.0]), Some(3.0));\n}\n";
+    let numbered = |text: &str| -> String {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| format!("{}\t{l}\n", i + 1))
+            .collect()
+    };
+    let call = |id: &str, name: &str, arguments: &str| Message::Assistant {
+        text: String::new(),
+        tool_calls: vec![ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }],
+    };
+    let result = |id: &str, content: String| Message::Tool {
+        call_id: id.into(),
+        name: String::new(),
+        content,
+        is_error: false,
+    };
+    let messages = vec![
+        Message::user("Make `cargo test` pass without changing the tests."),
+        Message::user(
+            "Attempt 1 of 3: 1 of 1 checks failed: tests.\n\n## tests\nthread 'mean_of_a_few_numbers' panicked at tests/mean.rs:5:5:\nassertion `left == right` failed\n  left: Some(2.4)\n right: Some(3.0)\n",
+        ),
+        call("call_1", "grep", r#"{"pattern": "mean"}"#),
+        result("call_1", "tests/mean.rs:1:use stats::mean;\n".into()),
+        call("call_2", "read", r#"{"path": "tests/mean.rs"}"#),
+        result("call_2", numbered(test)),
+        call("call_3", "grep", r#"{"pattern": "stats::mean"}"#),
+        result("call_3", "tests/mean.rs:1:use stats::mean;\n".into()),
+        call("call_4", "read", r#"{"path": "src/lib.rs"}"#),
+        result("call_4", numbered(lib)),
+    ];
+    let system = "You are a careful Rust engineer. Its code is in `src/lib.rs`.";
+    let (reply, _) = ask(&model, request(system, &messages, &tools)).await;
+    assert_eq!(reply.tool_calls.len(), 1, "{reply:?}");
+    let edit = &reply.tool_calls[0];
+    assert_eq!(edit.name, "edit", "{reply:?}");
+    let arguments: Value = serde_json::from_str(&edit.arguments).unwrap();
+    let (path, old, new) = (
+        arguments["path"].as_str().unwrap(),
+        arguments["old"].as_str().unwrap(),
+        arguments["new"].as_str().unwrap(),
+    );
+    let file = if path == "src/lib.rs" {
+        lib
+    } else {
+        assert_eq!(path, "tests/mean.rs", "{reply:?}");
+        test
+    };
+    assert!(
+        file.lines().any(|l| l.trim() == old),
+        "old is a line it read: {reply:?}"
+    );
+    assert_ne!(old, new, "{reply:?}");
+    // A forced edit searches: its `new` is one mutation of the line as first read.
+    assert!(
+        improv_local::mutation::candidates(old, old, &[])
+            .iter()
+            .any(|c| c == new),
+        "new is a mutation of old: {reply:?}"
+    );
+}
