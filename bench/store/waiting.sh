@@ -7,6 +7,16 @@
 # improv`, copied aside so another build cannot replace it mid-run); prints a table and the
 # worker's open descriptors by kind. Needs PostgreSQL's binaries.
 #
+# IMPROV_BENCH_STORE=sqlite runs it on a SQLite file instead, and the worker's CPU while the
+# performances wait (10 s after the ramp) is printed for either store. Director-note watchers on
+# SQLite, 2026-11-30, 2,000 waiting, debug builds alternated on 2 loaded shared cores
+# (IMPROV_BENCH_BIN=COPY IMPROV_BENCH_STORE=sqlite IMPROV_BENCH_WAITING=2000
+# IMPROV_BENCH_RAMP_SECS=150); "before" is HEAD with 7885e7e's sqlite.rs reverted, "after" 7885e7e:
+# | build  | worker CPU while waiting | /performances p50 / p99 | ramp            |
+# | before | 129%, 136%, 135%         | 16.7/176.8, 20.5/88.3, 3.0/27.7 ms | 7.5, 17.6, 17.6 s |
+# | after  | 13%, 15%, 15%            | 3.7/13.8, 3.5/12.5, 3.1/12.3 ms    | 6.0, 21.6, 18.1 s |
+# Each watcher polled every 50 ms (2,000 x 20 looks/s); now one poller looks for all of them.
+#
 # IMPROV_BENCH_RAMP_SECS caps the ramp (default 1500 s); it ends once N requests are held open
 # at the model (counted open, not asked: the client gives up a silent model after its 600 s read
 # timeout and asks again, so a ramp past 600 s sees retries).

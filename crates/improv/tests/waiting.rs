@@ -1,6 +1,6 @@
 //! The waiting bench (`bench/store/waiting.sh`): many performances waiting on a slow model in
-//! one `improv worker` on a PostgreSQL store (a throwaway server), while `improv serve` on the
-//! same store answers the API and the page. It reports the worker's peak resident memory (goal
+//! one `improv worker` on a PostgreSQL store (a throwaway server; `IMPROV_BENCH_STORE=sqlite`: a
+//! SQLite file), while `improv serve` on the same store answers the API and the page. It reports the worker's peak resident memory (goal
 //! at 10,000 performances: 2 GB) and the latency of `GET /healthz`, `/performances` and the page
 //! (goal: 100 ms) while they wait. The real binary; the model is a local server that reads each
 //! request and answers nothing for as long as the bench runs.
@@ -166,6 +166,34 @@ fn served_at(serve: &mut Child) -> (String, String) {
     (host.unwrap(), token.unwrap())
 }
 
+/// The store the bench runs on: a throwaway PostgreSQL server (kept while it is held) unless
+/// `IMPROV_BENCH_STORE=sqlite` asks for a SQLite file in `dir`; and its URL.
+fn bench_store(dir: &std::path::Path) -> (Option<TempPostgres>, String) {
+    if std::env::var("IMPROV_BENCH_STORE").is_ok_and(|s| s == "sqlite") {
+        return (None, format!("sqlite:{}", dir.join("store.db").display()));
+    }
+    let server = TempPostgres::start_new();
+    let url = server.create_database("waiting");
+    (Some(server), url)
+}
+
+/// The CPU time a process has used, user and system, in clock ticks (100 a second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's `)`: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
 }
@@ -183,9 +211,8 @@ async fn bench_waiting() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_RAMP_SECS),
     );
-    let server = TempPostgres::start_new();
-    let url = server.create_database("waiting");
     let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = bench_store(dir.path());
     std::fs::write(
         dir.path().join("stage.toml"),
         "[stage]\nname = \"waiting\"\n\n[[actor]]\nname = \"lead\"\nmodel = \"openai/mock\"\n\n[edges]\nworkspace = \".\"\nsandbox = \"off\"\n",
@@ -241,8 +268,16 @@ async fn bench_waiting() {
     let ramp = start.elapsed().as_secs_f64();
     println!(
         "\n{waiting} of {n} performances waiting on the model after {ramp:.1} s (one worker, \
-         PostgreSQL store; {} requests in all)\n",
+         {} store; {} requests in all)\n",
+        url.split(':').next().unwrap_or_default(),
         asked.total.load(Ordering::SeqCst)
+    );
+    let (busy, quiet) = (cpu_ticks(worker.id()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!(
+        "worker CPU while they wait: {:.0}% of a core over {:.1} s\n",
+        (cpu_ticks(worker.id()) - busy) as f64 / quiet.elapsed().as_secs_f64(),
+        quiet.elapsed().as_secs_f64()
     );
     println!("| route | p50 ms | p99 ms | max ms | status |");
     println!("|---|---|---|---|---|");
