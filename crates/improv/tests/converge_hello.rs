@@ -1,6 +1,6 @@
-//! The quick start's promise, through the real binary on the embedded model: `examples/hello`
-//! ends `converged` (exit 0) because its check passes after the model's write, not because a
-//! 135M model says it is done — it never does.
+//! The quick start's promise and issue 17's, through the real binary on the embedded model:
+//! `examples/hello` and `examples/fix-the-test` end `converged` (exit 0) because their checks pass
+//! after the model's writes, not because a 135M model says it is done — it never does.
 //!
 //! The model comes from the store (`IMPROV_MODELS`, or the user's data dir); without it this
 //! test fails and says how to fetch it: it never passes silently.
@@ -79,4 +79,68 @@ fn the_hello_example_converges_on_the_embedded_model() {
     assert!(passed, "no passing check in {events:?}");
     let hello = std::fs::read_to_string(d.join("hello.txt")).unwrap();
     assert!(hello.contains("improv works offline."), "{hello}");
+}
+
+/// `examples/fix-the-test` (a Rust crate whose test fails; the check is `cargo test`) ends
+/// `converged` on the embedded model: the check passes after one of the model's edits of
+/// `src/lib.rs`, and the test file, which a rule denies to `edit`, is unchanged.
+#[test]
+fn the_fix_the_test_example_converges_on_the_embedded_model() {
+    let store = store();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fix-the-test");
+    let dir = tempfile::tempdir().unwrap();
+    let d = &dir.path().join("fix-the-test");
+    for name in [
+        "stage.toml",
+        "AGENTS.md",
+        "Cargo.toml",
+        "src/lib.rs",
+        "tests/mean.rs",
+    ] {
+        let to = d.join(name);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(src.join(name), to).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_improv"));
+    // The check runs cargo on the example alone: nothing of this test's own build may steer it.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CARGO_") || key == "RUSTFLAGS" {
+            run.env_remove(key);
+        }
+    }
+    let out = run
+        .current_dir(d)
+        .env("XDG_DATA_HOME", data.path())
+        .env("IMPROV_MODELS", &store)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .args(["run", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished = events.last().expect("some events");
+    assert_eq!(finished["type"], "performance_finished", "{stderr}");
+    assert_eq!(finished["outcome"], "converged", "{finished}\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let passed = events
+        .iter()
+        .any(|e| e["type"] == "check_finished" && e["check"] == "tests" && e["passed"] == true);
+    assert!(passed, "no passing check in {events:?}");
+    assert_eq!(
+        std::fs::read(d.join("tests/mean.rs")).unwrap(),
+        std::fs::read(src.join("tests/mean.rs")).unwrap(),
+        "the tests were changed"
+    );
+    assert_ne!(
+        std::fs::read(d.join("src/lib.rs")).unwrap(),
+        std::fs::read(src.join("src/lib.rs")).unwrap(),
+        "the fix is in src/lib.rs"
+    );
 }
