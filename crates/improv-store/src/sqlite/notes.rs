@@ -107,7 +107,9 @@ impl Watchers {
         };
         loop {
             tokio::time::sleep(POLL).await;
-            let ids = {
+            // `upto`: the watchers registered before this look; one registered during it was
+            // not looked for, so its absence from what the look saw says nothing.
+            let (ids, upto) = {
                 let mut state = self.lock();
                 if state.by_token.is_empty() {
                     state.polling = false;
@@ -121,10 +123,10 @@ impl Watchers {
                     .collect();
                 ids.sort_unstable();
                 ids.dedup();
-                ids
+                (ids, state.next)
             };
             match db.call(move |store, conn| look(store, conn, &ids)).await {
-                Ok(seen) => self.wake(&db.name, &seen),
+                Ok(seen) => self.wake(&db.name, &seen, upto),
                 // The watchers stay; the next look tries again, and each watcher's own last
                 // look at its deadline reports a lasting error.
                 Err(e) => tracing::debug!("looking for director notes: {e}"),
@@ -132,12 +134,14 @@ impl Watchers {
         }
     }
 
-    /// Wakes the watchers whose performance has a note past theirs, finished, or is gone.
-    fn wake(&self, store: &str, seen: &HashMap<String, Seen>) {
+    /// Wakes the watchers older than token `upto` (those the look looked for) whose
+    /// performance has a note past theirs, finished, or is gone.
+    fn wake(&self, store: &str, seen: &HashMap<String, Seen>, upto: u64) {
         let mut state = self.lock();
         let due: Vec<u64> = state
             .by_token
             .iter()
+            .filter(|(token, _)| **token < upto)
             .filter(|(_, w)| {
                 seen.get(&w.performance)
                     .is_none_or(|s| s.finished || s.last_note > w.after)
@@ -337,5 +341,56 @@ mod tests {
             settled,
             "looked for nobody"
         );
+    }
+
+    /// A watcher registered while the poller's look runs was not looked for: the look must not
+    /// take its performance's absence from what it saw as the performance being gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watcher_registered_during_a_look_is_not_told_its_performance_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+        let (a, b) = (
+            store.enqueue(&new(0)).await.unwrap(),
+            store.enqueue(&new(1)).await.unwrap(),
+        );
+        let calls = || store.calls.load(Ordering::Relaxed);
+        let before = calls();
+        let watching_a = {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move { store.wait_notes(&a, 0, NEVER).await })
+        };
+        until("A did not look for itself", || calls() > before).await;
+
+        // The store's connection is held, so the poller's next look (for A only) waits.
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (taken, connection_taken) = std::sync::mpsc::channel::<()>();
+        let conn = store.conn.clone();
+        let holder = std::thread::spawn(move || {
+            let _conn = conn.lock().unwrap();
+            taken.send(()).unwrap();
+            held.recv().unwrap();
+        });
+        connection_taken.recv().unwrap();
+        let looked = calls();
+        until("the poller did not look", || calls() > looked).await;
+
+        // B registers during that look, then its own first look waits for the connection too.
+        let registering = calls();
+        let watching_b = {
+            let (store, b) = (store.clone(), b.clone());
+            tokio::spawn(async move { store.wait_notes(&b, 0, NEVER).await })
+        };
+        until("B did not register", || calls() > registering).await;
+        hold.send(()).unwrap();
+        holder.join().unwrap();
+
+        // B goes on waiting for its note, and its note wakes it.
+        store.send_note(&b, "turn left").await.unwrap();
+        let woken = tokio::time::timeout(PATIENCE, watching_b)
+            .await
+            .expect("B was not woken by its note");
+        assert!(woken.unwrap().unwrap(), "B woken without its note there");
+        assert!(!watching_a.is_finished(), "A woken by B's note");
+        watching_a.abort();
     }
 }
