@@ -271,6 +271,7 @@ async fn the_doors_listener_sweeps_expired_claims_on_its_clock() {
     let listener = (improv_channel::door::listeners())(&door_def).unwrap();
     let ctx = improv_door::DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(&stage),
         door: door_def,
         store: store.clone(),
         launcher: Arc::new(improv_door::PerformLauncher),

@@ -93,6 +93,7 @@ api_base = "{}"
     let listener = (improv_channel::door::listeners())(&door).unwrap();
     let ctx = DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(&stage),
         door,
         store: Arc::new(TestStore::default()),
         launcher: Arc::new(PerformLauncher),
@@ -205,6 +206,7 @@ api_base = "{}"
     let store = Arc::new(TestStore::default());
     let ctx = DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(&stage),
         door,
         store: store.clone(),
         launcher: Arc::new(PerformLauncher),
@@ -302,6 +304,7 @@ api_base = "{}"
     let listener = (improv_channel::door::listeners())(&door).unwrap();
     let ctx = DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(&stage),
         door,
         store: Arc::new(OffsetUnavailable(TestStore::default())),
         launcher: Arc::new(PerformLauncher),

@@ -57,6 +57,7 @@ fn listen(
     let listener = (improv_channel::door::listeners())(&door).unwrap();
     let ctx = DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(stage),
         door,
         store,
         launcher: Arc::new(PerformLauncher),

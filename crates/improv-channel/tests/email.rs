@@ -236,6 +236,7 @@ sender_check = "none"
     let store = Arc::new(TestStore::default());
     let ctx = DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(&stage),
         door,
         store: store.clone(),
         launcher: Arc::new(PerformLauncher),

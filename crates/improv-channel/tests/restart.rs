@@ -210,6 +210,7 @@ async fn the_restarted_listener_performs_the_claim_left_by_a_dead_process() {
     let listener = (improv_channel::door::listeners())(&door_def).unwrap();
     let ctx = improv_door::DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(&stage),
         door: door_def,
         store: Arc::new(file.reopen()),
         launcher: Arc::new(improv_door::PerformLauncher),

@@ -58,11 +58,18 @@ pub trait Launcher: Send + Sync + 'static {
     async fn started(&self, stage: &Stage, id: &str) -> Result<bool, DoorError>;
 }
 
-/// Everything a door source needs: the stage as loaded, the door it serves, the store (firings,
-/// small values under a scope), the launcher and the clock.
+/// Everything a door source needs: the stage as loaded and its key, the door it serves, the
+/// store (firings, small values under a scope), the launcher and the clock.
 #[derive(Clone)]
 pub struct DoorContext {
     pub stage: Arc<Stage>,
+    /// The stage's key in the store ([`crate::expiry::stage_key`]): what its door's firings and
+    /// kept values are recorded under. Worked out once, when the daemon loaded the stage (or
+    /// reloaded it), never per firing or delivery: the canonical path of an unnamed stage
+    /// changes when a symlink on the way is switched (a `current` release link), and a key
+    /// that changed mid-run would perform a redelivered webhook again and leave a firing
+    /// noted under the old key "performing" for good.
+    pub stage_key: StageKey,
     pub door: Arc<Door>,
     pub store: Arc<dyn Store>,
     pub launcher: Arc<dyn Launcher>,
@@ -70,10 +77,10 @@ pub struct DoorContext {
 }
 
 impl DoorContext {
-    /// The stage's key in the store ([`crate::expiry::stage_key`]): what its door's firings and
-    /// kept values are recorded under.
+    /// The stage's key in the store, as worked out when the stage was loaded (the field
+    /// [`DoorContext::stage_key`]; never worked out again here).
     pub fn stage_key(&self) -> StageKey {
-        crate::expiry::stage_key(&self.stage)
+        self.stage_key.clone()
     }
 
     /// A request to perform `intent` through this door with its budget and a fresh id.

@@ -8,11 +8,11 @@
 
 use crate::clock::Clock;
 use crate::context::{DoorContext, Launcher, Listeners};
-use crate::expiry::StageRetention;
+use crate::expiry::{StageRetention, stage_key};
 use crate::limit::Limits;
 use crate::timed::Timed;
 use improv_stage::{Door, DoorKind, Stage};
-use improv_store::Store;
+use improv_store::{StageKey, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -40,6 +40,8 @@ pub struct Daemon {
 
 struct Inner {
     stage: Arc<Stage>,
+    /// The stage's key, worked out when it was loaded ([`DoorContext::stage_key`]).
+    key: StageKey,
     running: BTreeMap<String, Running>,
     /// Set by the drain: nothing opens any more.
     drained: bool,
@@ -47,8 +49,9 @@ struct Inner {
 
 struct Running {
     door: Door,
-    /// The stage the door was opened with: a webhook delivery is answered in it.
+    /// The stage the door was opened with, and its key: a webhook delivery is answered in it.
     stage: Arc<Stage>,
+    key: StageKey,
     /// The door's `rate` and `max_running`, shared by every delivery while it stays open
     /// (a reload that changes the door starts them afresh).
     limits: Arc<Limits>,
@@ -84,14 +87,16 @@ impl Daemon {
         clock: Arc<dyn Clock>,
         listeners: Option<Listeners>,
     ) -> Arc<Daemon> {
+        let key = stage_key(&stage);
         Arc::new(Daemon {
-            retention: tokio::sync::watch::Sender::new(StageRetention::of(&stage)),
+            retention: tokio::sync::watch::Sender::new(StageRetention::of(key.clone(), &stage)),
             store,
             launcher,
             clock,
             listeners,
             inner: Mutex::new(Inner {
                 stage,
+                key,
                 running: BTreeMap::new(),
                 drained: false,
             }),
@@ -116,9 +121,9 @@ impl Daemon {
             self.sweeping.clone(),
         ));
         let mut inner = self.inner.lock().await;
-        let stage = inner.stage.clone();
+        let (stage, key) = (inner.stage.clone(), inner.key.clone());
         for door in &stage.doors {
-            let running = self.open(&stage, door);
+            let running = self.open(&stage, &key, door);
             inner.running.insert(door.name.clone(), running);
         }
     }
@@ -131,7 +136,10 @@ impl Daemon {
     /// stay up throughout.
     pub async fn reload(&self, stage: Arc<Stage>) -> Vec<Change> {
         let _one = self.changing.lock().await;
-        let Some((changes, stopping)) = self.plan(&stage).await else {
+        // Worked out once for this version of the stage: every door opened with it, the
+        // deliveries it answers and the sweep use this one.
+        let key = stage_key(&stage);
+        let Some((changes, stopping)) = self.plan(&stage, &key).await else {
             return Vec::new();
         };
         // Each door's task is awaited on its own, not in turn: a door whose task ends is
@@ -147,13 +155,15 @@ impl Daemon {
             let mut inner = self.inner.lock().await;
             // Joined to the end even once drained: the drain waits for this reload.
             if !inner.drained {
-                self.swap(&mut inner, &stage, &name);
+                self.swap(&mut inner, &stage, &key, &name);
             }
         }
         let mut inner = self.inner.lock().await;
         if !inner.drained {
-            self.retention.send_replace(StageRetention::of(&stage));
+            self.retention
+                .send_replace(StageRetention::of(key.clone(), &stage));
             inner.stage = stage;
+            inner.key = key;
         }
         changes
     }
@@ -162,7 +172,7 @@ impl Daemon {
     /// cancelled (its entry stays, without its task, until [`Daemon::swap`]). Doors without a
     /// task are swapped here: a webhook door removed or changed stops answering with its old
     /// secret at once. `None` once drained.
-    async fn plan(&self, stage: &Arc<Stage>) -> Option<(Vec<Change>, Stopping)> {
+    async fn plan(&self, stage: &Arc<Stage>, key: &StageKey) -> Option<(Vec<Change>, Stopping)> {
         let mut inner = self.inner.lock().await;
         if inner.drained {
             return None;
@@ -186,24 +196,24 @@ impl Daemon {
         for door in &stage.doors {
             if !inner.running.contains_key(&door.name) {
                 changes.push(Change::Added(door.name.clone()));
-                let running = self.open(stage, door);
+                let running = self.open(stage, key, door);
                 inner.running.insert(door.name.clone(), running);
             }
         }
         let (now, later): (Stopping, Stopping) =
             stopping.into_iter().partition(|(_, task)| task.is_none());
         for (name, _) in now {
-            self.swap(&mut inner, stage, &name);
+            self.swap(&mut inner, stage, key, &name);
         }
         Some((changes, later))
     }
 
     /// Puts door `name` as `stage` has it in place of its stopped entry (or drops the entry
     /// when the stage no longer has it).
-    fn swap(&self, inner: &mut Inner, stage: &Arc<Stage>, name: &str) {
+    fn swap(&self, inner: &mut Inner, stage: &Arc<Stage>, key: &StageKey, name: &str) {
         inner.running.remove(name);
         if let Some(door) = stage.doors.iter().find(|d| d.name == name) {
-            let running = self.open(stage, door);
+            let running = self.open(stage, key, door);
             inner.running.insert(name.to_string(), running);
         }
     }
@@ -231,7 +241,7 @@ impl Daemon {
     pub async fn context(&self, name: &str) -> Option<DoorContext> {
         let inner = self.inner.lock().await;
         let door = inner.stage.doors.iter().find(|d| d.name == name)?;
-        Some(self.context_of(&inner.stage, door))
+        Some(self.context_of(&inner.stage, &inner.key, door))
     }
 
     /// Door `name`'s context and limits (for a webhook delivery), when the stage has it open.
@@ -239,7 +249,7 @@ impl Daemon {
         let inner = self.inner.lock().await;
         let running = inner.running.get(name)?;
         Some((
-            self.context_of(&running.stage, &running.door),
+            self.context_of(&running.stage, &running.key, &running.door),
             running.limits.clone(),
         ))
     }
@@ -257,9 +267,16 @@ impl Daemon {
         self.inner.lock().await.stage.clone()
     }
 
-    fn context_of(&self, stage: &Arc<Stage>, door: &Door) -> DoorContext {
+    /// The stage as last loaded and its key, worked out then ([`DoorContext::stage_key`]).
+    pub async fn stage_and_key(&self) -> (Arc<Stage>, StageKey) {
+        let inner = self.inner.lock().await;
+        (inner.stage.clone(), inner.key.clone())
+    }
+
+    fn context_of(&self, stage: &Arc<Stage>, key: &StageKey, door: &Door) -> DoorContext {
         DoorContext {
             stage: stage.clone(),
+            stage_key: key.clone(),
             door: Arc::new(door.clone()),
             store: self.store.clone(),
             launcher: self.launcher.clone(),
@@ -267,8 +284,8 @@ impl Daemon {
         }
     }
 
-    fn open(&self, stage: &Arc<Stage>, door: &Door) -> Running {
-        let ctx = self.context_of(stage, door);
+    fn open(&self, stage: &Arc<Stage>, key: &StageKey, door: &Door) -> Running {
+        let ctx = self.context_of(stage, key, door);
         let cancel = CancellationToken::new();
         let token = cancel.clone();
         let task = match &door.kind {
@@ -312,6 +329,7 @@ impl Daemon {
         Running {
             door: door.clone(),
             stage: stage.clone(),
+            key: key.clone(),
             limits: Arc::new(Limits::of(door)),
             cancel,
             task,

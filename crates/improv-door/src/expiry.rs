@@ -108,10 +108,11 @@ pub struct StageRetention {
 }
 
 impl StageRetention {
-    /// `stage`'s performances, kept as its `[doors]` says.
-    pub fn of(stage: &Stage) -> StageRetention {
+    /// The performances of `stage`, known by `key` (worked out when it was loaded), kept as
+    /// its `[doors]` says.
+    pub fn of(key: StageKey, stage: &Stage) -> StageRetention {
         StageRetention {
-            stage: stage_key(stage),
+            stage: key,
             keep: stage.door_retention,
         }
     }

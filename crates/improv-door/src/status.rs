@@ -7,7 +7,7 @@ use crate::kept;
 use crate::schedule::Timing;
 use crate::timed::{BACKOFF, Backoff, SINCE};
 use improv_stage::Stage;
-use improv_store::{Firing, Store, UnixMillis};
+use improv_store::{Firing, StageKey, Store, UnixMillis};
 use serde::Serialize;
 
 /// How many firings per door `improv door status` and `GET /doors` show unless told otherwise.
@@ -69,22 +69,33 @@ pub async fn notice(
     }
 }
 
-/// The status of every door of `stage`, with at most `limit` firings each.
+/// The status of every door of `stage`, with at most `limit` firings each, under its key as
+/// worked out now (a command run on its own; a daemon passes its own to [`status_of`]).
 pub async fn status(
     stage: &Stage,
     store: &dyn Store,
     now: UnixMillis,
     limit: usize,
 ) -> Result<Vec<DoorStatus>, DoorError> {
+    status_of(stage, &crate::expiry::stage_key(stage), store, now, limit).await
+}
+
+/// The status of every door of `stage`, known by `key`, with at most `limit` firings each.
+pub async fn status_of(
+    stage: &Stage,
+    key: &StageKey,
+    store: &dyn Store,
+    now: UnixMillis,
+    limit: usize,
+) -> Result<Vec<DoorStatus>, DoorError> {
     let mut out = Vec::with_capacity(stage.doors.len());
-    let key = crate::expiry::stage_key(stage);
     for door in &stage.doors {
-        let firings = store.firings(&key, &door.name, limit).await?;
-        let since = kept::get(store, SINCE, &key, &door.name).await?;
+        let firings = store.firings(key, &door.name, limit).await?;
+        let since = kept::get(store, SINCE, key, &door.name).await?;
         let since = since.and_then(|v| v.as_i64());
         let cursor = firings.first().map(|f| f.due).or(since).unwrap_or(now);
         let next_due = Timing::of(door)?.and_then(|t| t.next_after(cursor));
-        let backoff = kept::get(store, BACKOFF, &key, &door.name)
+        let backoff = kept::get(store, BACKOFF, key, &door.name)
             .await?
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();

@@ -88,7 +88,7 @@ impl Timed {
         let Some(timing) = Timing::of(&ctx.door)? else {
             return Ok(None);
         };
-        let (name, stage, store) = (&ctx.door.name, ctx.stage_key(), ctx.store.as_ref());
+        let (name, stage, store) = (&ctx.door.name, ctx.stage_key.clone(), ctx.store.as_ref());
         let now = ctx.clock.now();
         // Kept before stages were in the key, or now: a door upgraded keeps its window.
         let first = kept::get(store, SINCE, &stage, name).await?;

@@ -207,9 +207,9 @@ pub async fn deliver(
         .ok_or_else(|| refuse(Refusal::NoDeliveryId))?;
     let store = ctx.store.as_ref();
     let door = &ctx.door.name;
-    let stage = ctx.stage_key();
+    let stage = &ctx.stage_key;
     let name = format!("{door}/{id}");
-    let key = Claim::adopt(store, DELIVERIES, &stage, &name).await?;
+    let key = Claim::adopt(store, DELIVERIES, stage, &name).await?;
     // A redelivery of what was performed is answered as such, not counted against the limits.
     let now = ctx.clock.now();
     if Claim::held(store, DELIVERIES, &key, now).await? {
@@ -219,7 +219,7 @@ pub async fn deliver(
         .admit(std::time::Instant::now())
         .map_err(|retry_after| refuse(Refusal::Limited { retry_after }))?;
     let mut request = ctx.request(intent(ctx, id, delivery.body));
-    let Some(claim) = Claim::take(store, DELIVERIES, &stage, name, now, &request.id).await? else {
+    let Some(claim) = Claim::take(store, DELIVERIES, stage, name, now, &request.id).await? else {
         return Ok(Accepted::Duplicate);
     };
     request.id = claim.performance.clone();
@@ -231,8 +231,8 @@ pub async fn deliver(
     let mut claims = vec![claim];
     if let Some((key, value)) = payload_id(delivery.body) {
         let seen = format!("{door}/{value}");
-        let taken = match Claim::adopt(store, PAYLOAD_IDS, &stage, &seen).await {
-            Ok(_) => Claim::take(store, PAYLOAD_IDS, &stage, seen, now, &request.id).await,
+        let taken = match Claim::adopt(store, PAYLOAD_IDS, stage, &seen).await {
+            Ok(_) => Claim::take(store, PAYLOAD_IDS, stage, seen, now, &request.id).await,
             Err(e) => Err(e),
         };
         match taken {
@@ -518,7 +518,7 @@ async fn note(ctx: &DoorContext, due: Option<i64>, performance: Option<String>, 
         performance,
         note: text,
     };
-    if let Err(e) = ctx.store.update_firing(&ctx.stage_key(), &firing).await {
+    if let Err(e) = ctx.store.update_firing(&ctx.stage_key, &firing).await {
         tracing::warn!("door `{}`: cannot record the firing: {e}", firing.door);
     }
 }
@@ -531,7 +531,7 @@ async fn record(
     performance: &str,
     id: &str,
 ) -> Result<Option<i64>, DoorError> {
-    let stage = ctx.stage_key();
+    let stage = &ctx.stage_key;
     for due in now..now + 1000 {
         let firing = Firing {
             door: ctx.door.name.clone(),
@@ -539,7 +539,7 @@ async fn record(
             performance: Some(performance.to_string()),
             note: format!("performing (delivery {id})"),
         };
-        if ctx.store.claim_firing(&stage, &firing).await? {
+        if ctx.store.claim_firing(stage, &firing).await? {
             return Ok(Some(due));
         }
     }

@@ -145,9 +145,10 @@ fn accepted(result: Result<Accepted, DoorError>) -> Response {
 
 /// Each door's kind, next due time, backoff and latest firings.
 async fn status(State(doors): State<Arc<Doors>>) -> Result<Response, ApiError> {
-    let stage = doors.daemon.stage().await;
-    let status = improv_door::status::status(
+    let (stage, key) = doors.daemon.stage_and_key().await;
+    let status = improv_door::status::status_of(
         &stage,
+        &key,
         doors.store.as_ref(),
         SystemClock.now(),
         improv_door::status::LATEST,

@@ -100,6 +100,7 @@ async fn a_threads_next_message_reaches_the_model_fenced_as_the_senders_not_the_
     let store = Arc::new(TestStore::default());
     let ctx = DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(&stage),
         door: Arc::new(stage.doors[0].clone()),
         store: store.clone(),
         launcher: Arc::new(PerformLauncher),

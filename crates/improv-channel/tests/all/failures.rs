@@ -150,6 +150,7 @@ async fn a_performance_the_model_fails_tells_its_sender_once() {
     let store = Arc::new(TestStore::default());
     let ctx = DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(&stage),
         door: Arc::new(stage.doors[0].clone()),
         store: store.clone(),
         launcher: Arc::new(PerformLauncher),

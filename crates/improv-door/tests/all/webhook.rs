@@ -544,3 +544,40 @@ async fn a_delivery_claimed_before_the_upgrade_is_a_duplicate_after_it() {
     assert_eq!(r.unwrap(), Accepted::Duplicate);
     assert!(launcher.ids().is_empty(), "performed before the upgrade");
 }
+
+/// A daemon started on a stage reached through a symlink (`current -> releases/1`) keeps the
+/// key it loaded the stage with when the link is switched to another release under it: a
+/// redelivery of an event it performed is still a duplicate, not a second performance.
+#[tokio::test]
+async fn a_redelivery_after_the_stages_symlink_is_switched_is_still_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    for release in ["1", "2"] {
+        let folder = dir.path().join("releases").join(release);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("stage.toml"), STAGE).unwrap();
+    }
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink(dir.path().join("releases/1"), &current).unwrap();
+    let stage = Arc::new(improv_stage::Stage::load(&current.join("stage.toml")).unwrap());
+    let launcher = Arc::new(Counting::default());
+    let clock = Arc::new(SimClock::new(1_795_651_200_000));
+    let store = store(&dir.path().join("store.db")).await;
+    let daemon = improv_door::Daemon::new(stage, store, launcher.clone(), clock, None);
+    daemon.start().await;
+    let body = br#"{"action": "opened"}"#;
+    let (ctx, limits) = daemon.open_door("github").await.unwrap();
+    let first = send(&ctx, &limits, body, "delivery-7").await.unwrap();
+    assert!(matches!(first, Accepted::Started { .. }), "{first:?}");
+    // The release link is switched under the running daemon, as a deploy does.
+    std::fs::remove_file(&current).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("releases/2"), &current).unwrap();
+    let (ctx, limits) = daemon.open_door("github").await.unwrap();
+    let again = send(&ctx, &limits, body, "delivery-7").await.unwrap();
+    assert_eq!(
+        again,
+        Accepted::Duplicate,
+        "performed again under a new key"
+    );
+    assert_eq!(launcher.ids().len(), 1);
+    daemon.drain().await;
+}

@@ -128,6 +128,7 @@ pub fn context(
 ) -> DoorContext {
     DoorContext {
         stage: stage.clone(),
+        stage_key: improv_door::expiry::stage_key(stage),
         door: Arc::new(stage.doors.iter().find(|d| d.name == name).unwrap().clone()),
         store,
         launcher,
