@@ -236,11 +236,11 @@ pub(crate) async fn start(
         });
         return Ok((StatusCode::CREATED, Json(links)).into_response());
     }
+    let place = perform::place(&app.hub, app.max_running)?;
     let outside = perform::outside(&app.stage).await?;
     let (id, _) = perform::start(
         app.stage.clone(),
-        app.hub.clone(),
-        app.max_running,
+        place,
         Start {
             intent,
             model: body.model,

@@ -183,13 +183,20 @@ impl Server {
             listen::accept_until(self.listener, self.router, self.limits, shutdown).await;
         // Before anything closes a connection: its chat's stored performance is not stopped.
         self.shutdown.cancel();
-        // Streams end with their performances, so stop those first.
+        // Streams end with their performances, so stop those first; then no more start (a
+        // call on a connection still open is refused), and those that were starting stop too.
         for live in self.hub.all() {
             if let Some(c) = live.control() {
                 c.cancel.cancel();
             }
         }
-        for live in self.hub.all() {
+        let running = self.hub.close().await;
+        for live in &running {
+            if let Some(c) = live.control() {
+                c.cancel.cancel();
+            }
+        }
+        for live in running {
             live.ended().await;
         }
         connections.close(CLOSE_GRACE).await;

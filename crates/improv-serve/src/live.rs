@@ -332,37 +332,218 @@ impl Approver for WebApprover {
     }
 }
 
-/// The performances running in this server, by id.
+/// The performances running in this server, by id, and the places reserved for those about to
+/// start: a place is taken under the same lock that counts the running, so concurrent starts
+/// cannot both take the last one ([`Hub::reserve`]), and none is taken once the server stops
+/// ([`Hub::close`]).
 #[derive(Default)]
 pub(crate) struct Hub {
-    running: Mutex<HashMap<String, Arc<Live>>>,
+    running: Mutex<Running>,
+    /// Told when the last reserved place is filled or given back (what [`Hub::close`] awaits).
+    settled: tokio::sync::Notify,
     /// What the server's performances counted, for `/metrics`.
     pub(crate) metrics: Arc<crate::ops::Metrics>,
 }
 
+#[derive(Default)]
+struct Running {
+    by_id: HashMap<String, Arc<Live>>,
+    /// Places taken by starts that have not launched their performance yet.
+    reserved: usize,
+    /// The server is stopping: no place is given any more.
+    closed: bool,
+}
+
+/// Why [`Hub::reserve`] gave no place.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Every place is running or reserved.
+    Full,
+    /// The server is stopping.
+    Closed,
+}
+
+/// One place in the [`Hub`], reserved for a performance about to start: [`Place::fill`]ed with
+/// it, or given back when dropped (its start failed).
+pub(crate) struct Place {
+    hub: Arc<Hub>,
+    filled: bool,
+}
+
+impl Place {
+    /// The hub the place is in.
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Puts the performance that started in the place, as running under `id`.
+    pub(crate) fn fill(mut self, id: String, live: Arc<Live>) {
+        self.filled = true;
+        self.hub.release(Some((id, live)));
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.hub.release(None);
+        }
+    }
+}
+
 impl Hub {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Live>>> {
-        // A map insert or remove cannot leave it half-changed.
+    fn lock(&self) -> MutexGuard<'_, Running> {
+        // A map insert or remove, a count changed by one: nothing is left half-changed.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Live>> {
-        self.lock().get(id).cloned()
+        self.lock().by_id.get(id).cloned()
     }
 
-    pub(crate) fn insert(&self, id: String, live: Arc<Live>) {
-        self.lock().insert(id, live);
+    /// Takes one of `max` places for a performance about to start, unless they are all running
+    /// or reserved, or the server is stopping.
+    pub(crate) fn reserve(self: &Arc<Self>, max: usize) -> Result<Place, Refused> {
+        let mut running = self.lock();
+        if running.closed {
+            return Err(Refused::Closed);
+        }
+        if running.by_id.len() + running.reserved >= max {
+            return Err(Refused::Full);
+        }
+        running.reserved += 1;
+        Ok(Place {
+            hub: self.clone(),
+            filled: false,
+        })
+    }
+
+    /// Ends a reservation, with the performance that took it when it started.
+    fn release(&self, started: Option<(String, Arc<Live>)>) {
+        let mut running = self.lock();
+        running.reserved -= 1;
+        if let Some((id, live)) = started {
+            running.by_id.insert(id, live);
+        }
+        if running.reserved == 0 {
+            self.settled.notify_waiters();
+        }
     }
 
     pub(crate) fn remove(&self, id: &str) {
-        self.lock().remove(id);
+        self.lock().by_id.remove(id);
     }
 
+    /// How many performances run here (the reserved places not counted).
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Live>> {
-        self.lock().values().cloned().collect()
+        self.lock().by_id.values().cloned().collect()
+    }
+
+    /// Gives no place from now on, waits for the starts holding one to launch or fail, and
+    /// returns every performance running then: none starts after, so the caller can stop and
+    /// await them all.
+    pub(crate) async fn close(&self) -> Vec<Arc<Live>> {
+        loop {
+            let settled = self.settled.notified();
+            let mut settled = std::pin::pin!(settled);
+            // Registered before the count is read, so a release in between still wakes it.
+            settled.as_mut().enable();
+            {
+                let mut running = self.lock();
+                running.closed = true;
+                if running.reserved == 0 {
+                    return running.by_id.values().cloned().collect();
+                }
+            }
+            settled.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
+
+    use super::{Hub, Live, Refused};
+    use std::sync::{Arc, Barrier};
+
+    const STARTS: usize = 16;
+
+    /// Many starts at once on a server with one place: exactly one gets it, however they
+    /// interleave (the place is counted under the lock that checks the bound).
+    #[test]
+    fn concurrent_starts_take_one_place() {
+        for _ in 0..50 {
+            let hub = Arc::new(Hub::default());
+            let barrier = Arc::new(Barrier::new(STARTS));
+            let starts: Vec<_> = (0..STARTS)
+                .map(|_| {
+                    let (hub, barrier) = (hub.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        hub.reserve(1)
+                    })
+                })
+                .collect();
+            let places: Vec<_> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+            let taken = places.iter().filter(|p| p.is_ok()).count();
+            assert_eq!(taken, 1, "{taken} of {STARTS} starts took the one place");
+            assert!(
+                places
+                    .iter()
+                    .flat_map(|p| p.as_ref().err())
+                    .all(|r| *r == Refused::Full),
+                "refused for another reason than a full server"
+            );
+        }
+    }
+
+    /// A place given back (its start failed) is free again; one filled counts as running.
+    #[test]
+    fn a_failed_start_gives_its_place_back() {
+        let hub = Arc::new(Hub::default());
+        drop(hub.reserve(1).unwrap());
+        let place = hub.reserve(1).unwrap();
+        place.fill("p1".into(), Live::new());
+        assert_eq!(hub.reserve(1).err(), Some(Refused::Full));
+        assert_eq!(hub.len(), 1);
+    }
+
+    /// A stopping server gives no place (a 503 for the caller), and waits for the starts that
+    /// hold one, so the performance they launch is among those it stops and awaits.
+    #[tokio::test]
+    async fn a_stopping_server_starts_nothing_and_waits_for_those_starting() {
+        let hub = Arc::new(Hub::default());
+        let starting = hub.reserve(4).unwrap();
+        let closing = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.close().await }
+        });
+        // Closed before it waits: a start from now on is refused.
+        let mut tries = 0;
+        let refused = loop {
+            match crate::perform::place(&hub, 4) {
+                Err(refused) => break refused,
+                Ok(_) => tries += 1,
+            }
+            assert!(tries < 10_000, "a stopping server still gives places");
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.code, "shutting_down");
+        assert!(!closing.is_finished(), "closed while a start held a place");
+
+        let live = Live::new();
+        starting.fill("p1".into(), live.clone());
+        let running = closing.await.unwrap();
+        assert_eq!(running.len(), 1);
+        assert!(
+            Arc::ptr_eq(&running[0], &live),
+            "the last start is not stopped"
+        );
     }
 }

@@ -115,6 +115,7 @@ impl Here {
 #[async_trait::async_trait]
 impl improv_mcp::Elsewhere for Here {
     async fn start(&self, intent: &str, model: Option<String>) -> Result<String, String> {
+        let place = perform::place(&self.hub, self.max_running).map_err(|e| e.message)?;
         let outside = perform::outside(&self.stage).await.map_err(|e| e.message)?;
         let start = Start {
             intent: intent.into(),
@@ -122,13 +123,7 @@ impl improv_mcp::Elsewhere for Here {
             resume: None,
             outside,
         };
-        let (id, live) = perform::start(
-            self.stage.clone(),
-            self.hub.clone(),
-            self.max_running,
-            start,
-        )
-        .map_err(|e| e.message)?;
+        let (id, live) = perform::start(self.stage.clone(), place, start).map_err(|e| e.message)?;
         self.started().insert(id.clone(), live);
         Ok(id)
     }

@@ -239,11 +239,11 @@ impl Performing {
             let id = stored::enqueue(store.as_ref(), &app.stage, intent, None, entrance).await?;
             return Ok((id, Performing::Stored(store.clone(), place)));
         }
+        let place = perform::place(&app.hub, app.max_running)?;
         let outside = perform::outside(&app.stage).await?;
         let (id, live) = perform::start(
             app.stage.clone(),
-            app.hub.clone(),
-            app.max_running,
+            place,
             Start {
                 intent,
                 model: None,

@@ -1,8 +1,10 @@
-//! Starting performances for the server: each one watched by a [`LiveObserver`], its `ask`
-//! rules answered through the API by a [`WebApprover`], registered in the [`Hub`] while it runs.
+//! Starting performances for the server: each one takes one of its `--max-performances`
+//! places first ([`place`]: refused when none is free or the server is stopping), then is
+//! watched by a [`LiveObserver`], its `ask` rules answered through the API by a
+//! [`WebApprover`], and registered in the [`Hub`] while it runs.
 
 use crate::error::ApiError;
-use crate::live::{Control, End, Hub, Live, LiveObserver, WebApprover};
+use crate::live::{Control, End, Hub, Live, LiveObserver, Place, Refused, WebApprover};
 use axum::http::StatusCode;
 use improv_kernel::Outcome;
 use improv_perform::{Launch, PerformError};
@@ -44,17 +46,33 @@ pub(crate) fn too_many(max_running: usize) -> ApiError {
     )
 }
 
-/// Launches a performance of `stage` and returns its id and its [`Live`]. A task removes it
-/// from `hub` once it has ended.
+/// The 503 of a server that is stopping: it starts nothing more.
+pub(crate) fn stopping() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "this server is stopping and starts no more performances; retry once it is back",
+    )
+}
+
+/// Takes one of the server's `max_running` places for a performance about to [`start`]: the
+/// 429 of a full server, the 503 of a stopping one. Taken before anything is attached or
+/// launched, and given back when dropped unfilled.
+pub(crate) fn place(hub: &Arc<Hub>, max_running: usize) -> Result<Place, ApiError> {
+    hub.reserve(max_running).map_err(|refused| match refused {
+        Refused::Full => too_many(max_running),
+        Refused::Closed => stopping(),
+    })
+}
+
+/// Launches a performance of `stage` in `place` and returns its id and its [`Live`]. A task
+/// removes it from the hub once it has ended.
 pub(crate) fn start(
     stage: Arc<Stage>,
-    hub: Arc<Hub>,
-    max_running: usize,
+    place: Place,
     start: Start,
 ) -> Result<(String, Arc<Live>), ApiError> {
-    if hub.len() >= max_running {
-        return Err(too_many(max_running));
-    }
+    let hub = place.hub().clone();
     let live = Live::new();
     let mut launch = Launch::new(start.intent);
     launch.model = start.model;
@@ -68,7 +86,7 @@ pub(crate) fn start(
         notes: running.notes,
         cancel: running.cancel,
     });
-    hub.insert(id.clone(), live.clone());
+    place.fill(id.clone(), live.clone());
     let watched = live.clone();
     let done = running.done;
     let key = id.clone();
