@@ -109,7 +109,10 @@ CREATE INDEX performances_by_stage ON performances (stage_name, created_at, id)
 ",
     // A firing is its stage's (`StageKey::id`), keyed by (stage, door, due): stages sharing
     // the file each fire their own doors of one name. Firings recorded before get the stage ''
-    // (`rows::UNSTAGED`) and stay their door's under every stage (see `Firing`).
+    // (`rows::UNSTAGED`) and stay their door's under every stage (see `Firing`). An improv
+    // from before, still running on the file, inserts a firing without a stage: its INSERT OR
+    // IGNORE would skip the row (NOT NULL) and take it as claimed by another, so its doors
+    // would silently never fire; the trigger makes that insert an error that says what to do.
     "
 CREATE TABLE firings_staged (
     stage TEXT NOT NULL, door TEXT NOT NULL, due INTEGER NOT NULL, performance TEXT,
@@ -118,6 +121,11 @@ INSERT INTO firings_staged (stage, door, due, performance, note)
     SELECT '', door, due, performance, note FROM firings;
 DROP TABLE firings;
 ALTER TABLE firings_staged RENAME TO firings;
+CREATE TRIGGER firings_need_a_stage BEFORE INSERT ON firings WHEN NEW.stage IS NULL
+BEGIN
+    SELECT RAISE(ABORT, 'this store was upgraded by a newer improv (firings are kept per stage): \
+stop every improv process on it and restart them with the new version');
+END;
 ",
 ];
 

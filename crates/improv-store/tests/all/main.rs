@@ -6,6 +6,7 @@
 
 mod claim_among;
 mod conformance;
+mod firings_upgrade;
 mod journal_size;
 mod layer;
 mod postgres_locks;
