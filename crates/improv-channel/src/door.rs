@@ -180,8 +180,14 @@ pub(crate) fn chat_door(
             Limits::of(&ctx.door),
         ),
         outbox: Arc::new(
-            Outbox::new(ctx.store.clone(), name, sender, Retry::default())
-                .with_targets(config.send.clone()),
+            Outbox::new(
+                ctx.store.clone(),
+                ctx.stage_key(),
+                name,
+                sender,
+                Retry::default(),
+            )
+            .with_targets(config.send.clone()),
         ),
         performer: performer(ctx),
     })

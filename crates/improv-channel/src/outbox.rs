@@ -26,7 +26,7 @@
 //! since, that reply is lost rather than sent twice.
 
 use crate::{Body, ChannelError, Sender};
-use improv_store::{OutboxKey, OutboxMessage, Store};
+use improv_store::{OutboxKey, OutboxMessage, StageKey, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
@@ -88,9 +88,11 @@ pub enum Delivery {
     Refused(String),
 }
 
-/// One door's outbox and its sender.
+/// One stage's door's outbox and its sender: it sends only that stage's messages, so stages
+/// sharing a store each send their own through their door of one name.
 pub struct Outbox {
     store: Arc<dyn Store>,
+    stage: StageKey,
     door: String,
     sender: Arc<dyn Sender>,
     /// One delivery at a time in this process, so the first send and the retry task never
@@ -103,9 +105,16 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(store: Arc<dyn Store>, door: &str, sender: Arc<dyn Sender>, retry: Retry) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        stage: StageKey,
+        door: &str,
+        sender: Arc<dyn Sender>,
+        retry: Retry,
+    ) -> Self {
         Outbox {
             store,
+            stage,
             door: door.to_string(),
             sender,
             one: Mutex::new(()),
@@ -146,6 +155,7 @@ impl Outbox {
     ) -> Result<Delivery, ChannelError> {
         let message = OutboxMessage {
             key,
+            stage: self.stage.id(),
             door: self.door.clone(),
             conversation: conversation.to_string(),
             body: serde_json::to_value(body)
@@ -346,7 +356,10 @@ impl Outbox {
     pub async fn flush(&self) -> Result<(), ChannelError> {
         const BATCH: usize = 32;
         loop {
-            let pending = self.store.outbox_pending(&self.door, BATCH).await?;
+            let pending = self
+                .store
+                .outbox_pending(&self.stage, &self.door, BATCH)
+                .await?;
             let n = pending.len();
             for entry in pending {
                 self.deliver(&entry.message).await?;

@@ -123,7 +123,13 @@ fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<dyn Performer>) -> Ar
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", &["@alice".into()], store.clone(), open_limits()),
-        outbox: Arc::new(Outbox::new(store, "chat", client, Retry::default())),
+        outbox: Arc::new(Outbox::new(
+            store,
+            common::stage(),
+            "chat",
+            client,
+            Retry::default(),
+        )),
         performer,
     })
 }

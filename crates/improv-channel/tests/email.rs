@@ -153,6 +153,7 @@ impl Door {
             gate: Gate::new("mail", &allow, store.clone(), Limits::default()),
             outbox: Arc::new(Outbox::new(
                 store.clone(),
+                common::stage(),
                 "mail",
                 Arc::new(sender),
                 quick(),
@@ -612,7 +613,7 @@ fn sender_and_outbox(smtp_port: u16, store: Arc<TestStore>) -> (Arc<dyn Sender>,
             .unwrap()
             .with_timeout(Duration::from_secs(30)),
     );
-    let outbox = Outbox::new(store, "mail", sender.clone(), quick());
+    let outbox = Outbox::new(store, common::stage(), "mail", sender.clone(), quick());
     (sender, outbox)
 }
 

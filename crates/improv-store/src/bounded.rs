@@ -131,10 +131,11 @@ impl StoreLayer for Bounded {
     }
     async fn outbox_pending(
         &self,
+        stage: &StageKey,
         door: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.bound(NONE, self.inner.outbox_pending(door, limit))
+        self.bound(NONE, self.inner.outbox_pending(stage, door, limit))
             .await
     }
     async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {

@@ -102,10 +102,11 @@ pub trait StoreLayer: Send + Sync + 'static {
     }
     async fn outbox_pending(
         &self,
+        stage: &StageKey,
         door: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.inner().outbox_pending(door, limit).await
+        self.inner().outbox_pending(stage, door, limit).await
     }
     async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
         self.inner().outbox_sent(key, sent_id).await
@@ -301,10 +302,11 @@ impl<T: StoreLayer> Store for T {
     }
     async fn outbox_pending(
         &self,
+        stage: &StageKey,
         door: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        StoreLayer::outbox_pending(self, door, limit).await
+        StoreLayer::outbox_pending(self, stage, door, limit).await
     }
     async fn outbox_sent(&self, key: &OutboxKey, sent_id: &str) -> Result<(), StoreError> {
         StoreLayer::outbox_sent(self, key, sent_id).await

@@ -246,6 +246,11 @@ pub struct OutboxKey {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboxMessage {
     pub key: OutboxKey,
+    /// The stage whose door sends it ([`StageKey::id`]), so stages sharing a store each send
+    /// only their own through their door of one name. Empty for a message put before the outbox
+    /// had a stage (SQLite schema 12, PostgreSQL 13) or by an improv from before: that one is
+    /// sent only by its performance's stage ([`Store::outbox_pending`]).
+    pub stage: String,
     /// The door whose channel sends it.
     pub door: String,
     /// The channel's conversation (a chat id, a thread, an address).
@@ -466,9 +471,13 @@ pub trait Store: Send + Sync + 'static {
     /// stored (the first one, when the key was already there).
     async fn outbox_put(&self, message: &OutboxMessage) -> Result<OutboxEntry, StoreError>;
 
-    /// Messages not yet recorded as sent, oldest first; counts an attempt for each returned.
+    /// `stage`'s door's messages not yet recorded as sent, oldest first; counts an attempt for
+    /// each returned. Never another stage's: a message without a stage (put before the outbox
+    /// had one) is listed for the door of its performance's stage ([`StageKey::holds`]) alone,
+    /// and for no stage once that performance is gone.
     async fn outbox_pending(
         &self,
+        stage: &StageKey,
         door: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError>;

@@ -77,7 +77,7 @@ const RECORD: &str = "p.id, p.stage, p.intent, p.model, p.origin, p.state, p.out
 
 /// The columns of an [`OutboxEntry`], in the order [`outbox_entry`] reads them.
 const OUTBOX: &str = "o.performance, o.seq, o.door, o.conversation, o.body, o.sent_id, \
-                      o.attempts, o.created_at";
+                      o.attempts, o.created_at, o.stage";
 
 /// What turns the driver's errors into [`StoreError`]s: the store's name and the password to
 /// scrub from messages.
@@ -416,6 +416,7 @@ impl PgStore {
                     performance: r.get(0),
                     seq: unsigned(r.get(1)),
                 },
+                stage: r.get(8),
                 door: r.get(2),
                 conversation: r.get(3),
                 body: serde_json::from_str(&body).map_err(|e| self.json_error(e))?,
@@ -929,8 +930,8 @@ impl Store for PgStore {
         let body = serde_json::to_string(&message.body).map_err(|e| self.json_error(e))?;
         let seq = signed(message.key.seq);
         self.execute(
-            "INSERT INTO outbox (performance, seq, door, conversation, body, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (performance, seq) DO NOTHING",
+            "INSERT INTO outbox (performance, seq, door, conversation, body, created_at, stage) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (performance, seq) DO NOTHING",
             &[
                 &message.key.performance,
                 &seq,
@@ -938,6 +939,7 @@ impl Store for PgStore {
                 &message.conversation,
                 &body,
                 &now_millis(),
+                &message.stage,
             ],
         )
         .await?;
@@ -958,20 +960,32 @@ impl Store for PgStore {
 
     async fn outbox_pending(
         &self,
+        stage: &StageKey,
         door: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
+        // The stage's own, and those put before the outbox had a stage whose performance the
+        // stage holds (`StageKey::holds`): by its name, or its path when queued without one.
         let rows = self
             .query(
                 &format!(
                     "UPDATE outbox o SET attempts = o.attempts + 1 \
-                     FROM (SELECT performance, seq FROM outbox \
-                           WHERE door = $1 AND sent_id IS NULL \
-                           ORDER BY created_at, performance, seq LIMIT $2 \
-                           FOR UPDATE SKIP LOCKED) c \
+                     FROM (SELECT performance, seq FROM outbox m \
+                           WHERE m.door = $1 AND m.sent_id IS NULL AND (m.stage = $3 \
+                             OR (m.stage = '' AND EXISTS (SELECT 1 FROM performances p \
+                               WHERE p.id = m.performance AND (p.stage_name = $4::text \
+                                 OR (p.stage_name IS NULL AND p.stage = $5))))) \
+                           ORDER BY m.created_at, m.performance, m.seq LIMIT $2 \
+                           FOR UPDATE OF m SKIP LOCKED) c \
                      WHERE o.performance = c.performance AND o.seq = c.seq RETURNING {OUTBOX}"
                 ),
-                &[&door, &sql_limit(limit)],
+                &[
+                    &door,
+                    &sql_limit(limit),
+                    &stage.id(),
+                    &stage.name,
+                    &stage.path,
+                ],
             )
             .await?;
         let mut entries: Vec<OutboxEntry> = rows

@@ -127,6 +127,14 @@ BEGIN
 stop every improv process on it and restart them with the new version');
 END;
 ",
+    // An outbound message is its stage's (`StageKey::id`): stages sharing the file each send
+    // only their own through their door of one name. Messages put before (or by an improv from
+    // before) have the stage '' and go to their performance's stage (`Store::outbox_pending`).
+    "
+ALTER TABLE outbox ADD COLUMN stage TEXT NOT NULL DEFAULT '';
+DROP INDEX outbox_pending;
+CREATE INDEX outbox_pending ON outbox (stage, door, created_at) WHERE sent_id IS NULL;
+",
 ];
 
 /// What a claim does first: a claimable performance whose stop was asked ends, stopped,
@@ -976,14 +984,15 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             tx.execute(
                 "INSERT OR IGNORE INTO outbox (performance, seq, door, conversation, body, \
-                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 created_at, stage) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     message.key.performance,
                     signed(message.key.seq),
                     message.door,
                     message.conversation,
                     body,
-                    now_millis()
+                    now_millis(),
+                    message.stage
                 ],
             )
             .map_err(err)?;
@@ -1001,34 +1010,35 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_pending(
+        stage: &StageKey,
         &self,
         door: &str,
         limit: usize,
+        let (id, name, path) = (stage.id(), stage.name.clone(), stage.path.clone());
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let door = door.to_string();
         self.call(move |store, conn| {
             let err = |e| sql_error(store, e);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
+            let params = params![door, sql_limit(limit), id, name, path];
                 .map_err(err)?;
             tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1 WHERE (performance, seq) IN \
-                 (SELECT performance, seq FROM outbox WHERE door = ?1 AND sent_id IS NULL \
-                  ORDER BY created_at, performance, seq LIMIT ?2)",
-                params![door, sql_limit(limit)],
+                &format!(
+                    "UPDATE outbox SET attempts = attempts + 1 WHERE (performance, seq) IN \
+                     (SELECT performance, seq FROM outbox o WHERE {OUTBOX_PENDING})"
+                ),
+                params,
             )
             .map_err(err)?;
             let entries = {
                 let mut statement = tx
                     .prepare_cached(&format!(
-                        "SELECT {OUTBOX} FROM outbox WHERE door = ?1 AND sent_id IS NULL \
-                         ORDER BY created_at, performance, seq LIMIT ?2"
+                        "SELECT {OUTBOX} FROM outbox o WHERE {OUTBOX_PENDING}"
                     ))
                     .map_err(err)?;
                 let rows = statement
-                    .query_map(params![door, sql_limit(limit)], |r| {
-                        Ok(outbox_entry(store, r))
-                    })
+                    .query_map(params, |r| Ok(outbox_entry(store, r)))
                     .map_err(err)?;
                 rows.map(|row| row.map_err(err)?)
                     .collect::<Result<Vec<_>, _>>()?
@@ -1534,7 +1544,17 @@ impl Store for SqliteStore {
 }
 
 /// The columns of an [`OutboxEntry`], in the order [`outbox_entry`] reads them.
-const OUTBOX: &str = "performance, seq, door, conversation, body, sent_id, attempts, created_at";
+const OUTBOX: &str =
+    "performance, seq, door, conversation, body, sent_id, attempts, created_at, stage";
+
+/// Which outbox rows (`o`) are a stage's door's pending messages, oldest first: those of the
+/// stage (`?3`, its id) and door (`?1`), and those put before the outbox had a stage whose
+/// performance the stage holds (by its name `?4`, or its path `?5` when queued without a name:
+/// `StageKey::holds`), at most `?2`.
+const OUTBOX_PENDING: &str = "o.door = ?1 AND o.sent_id IS NULL AND (o.stage = ?3 \
+     OR (o.stage = '' AND EXISTS (SELECT 1 FROM performances p WHERE p.id = o.performance \
+         AND (p.stage_name = ?4 OR (p.stage_name IS NULL AND p.stage = ?5))))) \
+     ORDER BY o.created_at, o.performance, o.seq LIMIT ?2";
 
 fn outbox_entry(store: &str, r: &rusqlite::Row<'_>) -> Result<OutboxEntry, StoreError> {
     let get = |e| sql_error(store, e);
@@ -1544,6 +1564,7 @@ fn outbox_entry(store: &str, r: &rusqlite::Row<'_>) -> Result<OutboxEntry, Store
             key: OutboxKey {
                 performance: r.get(0).map_err(get)?,
                 seq: unsigned(r.get(1).map_err(get)?),
+            stage: r.get(8).map_err(get)?,
             },
             door: r.get(2).map_err(get)?,
             conversation: r.get(3).map_err(get)?,

@@ -111,7 +111,13 @@ async fn a_threads_next_message_reaches_the_model_fenced_as_the_senders_not_the_
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
-        outbox: Arc::new(Outbox::new(store, "chat", client, Retry::default())),
+        outbox: Arc::new(Outbox::new(
+            store,
+            crate::common::stage(),
+            "chat",
+            client,
+            Retry::default(),
+        )),
         performer: improv_channel::door::performer(&ctx),
     };
 

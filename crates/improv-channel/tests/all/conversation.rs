@@ -42,7 +42,13 @@ async fn setup(scripts: Vec<Vec<ScriptedTurn>>) -> Setup {
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
-        outbox: Arc::new(Outbox::new(store.clone(), "chat", client, retry)),
+        outbox: Arc::new(Outbox::new(
+            store.clone(),
+            crate::common::stage(),
+            "chat",
+            client,
+            retry,
+        )),
         performer: performer.clone(),
     });
     Setup {

@@ -46,7 +46,13 @@ fn door_allowing(
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", allow, store.clone(), Limits::default()),
-        outbox: Arc::new(Outbox::new(store, "chat", sender, Retry::default())),
+        outbox: Arc::new(Outbox::new(
+            store,
+            crate::common::stage(),
+            "chat",
+            sender,
+            Retry::default(),
+        )),
         performer,
     })
 }
@@ -446,6 +452,7 @@ async fn an_edit_whose_answer_was_lost_is_not_posted_again_after_the_token_expir
         .with_timeout(Duration::from_millis(500));
     let outbox = Outbox::new(
         Arc::new(file.reopen()),
+        crate::common::stage(),
         "chat",
         Arc::new(discord),
         Retry::default(),
@@ -694,7 +701,13 @@ fn edit_outbox(fake: &Fake, store: Arc<dyn Store>) -> Outbox {
     let discord = Discord::new(TOKEN, Some(&fake.base))
         .unwrap()
         .with_timeout(Duration::from_millis(500));
-    Outbox::new(store, "chat", Arc::new(discord), Retry::default())
+    Outbox::new(
+        store,
+        crate::common::stage(),
+        "chat",
+        Arc::new(discord),
+        Retry::default(),
+    )
 }
 
 /// Two deliveries of one edit at once (two servers, or an old and a new door in a reload):

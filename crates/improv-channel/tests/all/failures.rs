@@ -50,7 +50,13 @@ fn door(fake: &Fake, store: Arc<TestStore>, performer: Arc<dyn Performer>) -> Ch
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
-        outbox: Arc::new(Outbox::new(store, "chat", client, quick())),
+        outbox: Arc::new(Outbox::new(
+            store,
+            crate::common::stage(),
+            "chat",
+            client,
+            quick(),
+        )),
         performer,
     }
 }

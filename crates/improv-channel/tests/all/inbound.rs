@@ -37,7 +37,13 @@ fn door(
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", &allow, store.clone(), Limits::default()),
-        outbox: Arc::new(Outbox::new(store, "chat", sender, Retry::default())),
+        outbox: Arc::new(Outbox::new(
+            store,
+            crate::common::stage(),
+            "chat",
+            sender,
+            Retry::default(),
+        )),
         performer,
     })
 }
@@ -340,7 +346,13 @@ async fn a_closing_door_waits_for_the_message_under_way_and_takes_no_new_one() {
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", &allow, store.clone(), Limits::default()),
-        outbox: Arc::new(Outbox::new(store, "chat", sender, Retry::default())),
+        outbox: Arc::new(Outbox::new(
+            store,
+            crate::common::stage(),
+            "chat",
+            sender,
+            Retry::default(),
+        )),
         performer: held,
     });
     let event = |id: &str, ts: &str| {

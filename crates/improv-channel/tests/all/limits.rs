@@ -47,7 +47,13 @@ fn chat(fake: &Fake, door: &Door, performer: Arc<dyn Performer>) -> ChatDoor {
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", &allow, store.clone(), Limits::of(door)),
-        outbox: Arc::new(Outbox::new(store, "chat", client, Retry::default())),
+        outbox: Arc::new(Outbox::new(
+            store,
+            crate::common::stage(),
+            "chat",
+            client,
+            Retry::default(),
+        )),
         performer,
     }
 }

@@ -59,7 +59,13 @@ async fn five_hundreds_and_429s_are_retried_and_each_message_arrives_once() {
     for kind in ALL {
         let (fake, sender) = platform(kind, Duration::from_secs(10)).await;
         let store = Arc::new(TestStore::default());
-        let outbox = Arc::new(Outbox::new(store.clone(), "chat", sender, quick()));
+        let outbox = Arc::new(Outbox::new(
+            store.clone(),
+            crate::common::stage(),
+            "chat",
+            sender,
+            quick(),
+        ));
         fake.fail_next(Fault::Status(502));
         fake.fail_next(Fault::Status(500));
         fake.fail_next(Fault::RateLimited(0.0));
@@ -99,7 +105,13 @@ async fn a_lost_answer_never_makes_a_second_message() {
     for kind in ALL {
         let (fake, sender) = platform(kind, Duration::from_millis(300)).await;
         let store = Arc::new(TestStore::default());
-        let outbox = Outbox::new(store.clone(), "chat", sender, quick());
+        let outbox = Outbox::new(
+            store.clone(),
+            crate::common::stage(),
+            "chat",
+            sender,
+            quick(),
+        );
         fake.fail_next(Fault::AcceptThenHang);
         let first = outbox.send(key(3), "42", &body("once")).await;
         outbox.flush().await.unwrap();
@@ -131,7 +143,13 @@ async fn a_crash_between_send_and_record_never_sends_twice() {
         let (fake, sender) = platform(kind, Duration::from_secs(30)).await;
         let store: Arc<TestStore> = Arc::new(TestStore::default());
         fake.fail_next(Fault::AcceptThenHang);
-        let before = Arc::new(Outbox::new(store.clone(), "chat", sender.clone(), quick()));
+        let before = Arc::new(Outbox::new(
+            store.clone(),
+            crate::common::stage(),
+            "chat",
+            sender.clone(),
+            quick(),
+        ));
         let sending =
             tokio::spawn(async move { before.send(key(9), "42", &body("after crash")).await });
         fake.wait_sent(1).await;
@@ -144,7 +162,13 @@ async fn a_crash_between_send_and_record_never_sends_twice() {
         );
 
         // The restarted daemon: the same store file, a new connection.
-        let after = Outbox::new(Arc::new(store.reopen()), "chat", sender, quick());
+        let after = Outbox::new(
+            Arc::new(store.reopen()),
+            crate::common::stage(),
+            "chat",
+            sender,
+            quick(),
+        );
         after.flush().await.unwrap();
         after.flush().await.unwrap();
         assert_eq!(fake.sent().len(), 1, "{kind:?}: {:?}", fake.sent());
@@ -171,9 +195,16 @@ async fn a_crash_between_send_and_record_never_sends_twice() {
 async fn racing_outboxes_never_send_a_message_twice() {
     let (fake, sender) = platform(Kind::Telegram, Duration::from_secs(10)).await;
     let store = Arc::new(TestStore::default());
-    let a = Arc::new(Outbox::new(store.clone(), "chat", sender.clone(), quick()));
+    let a = Arc::new(Outbox::new(
+        store.clone(),
+        crate::common::stage(),
+        "chat",
+        sender.clone(),
+        quick(),
+    ));
     let b = Arc::new(Outbox::new(
         Arc::new(store.reopen()),
+        crate::common::stage(),
         "chat",
         sender,
         quick(),
@@ -182,6 +213,7 @@ async fn racing_outboxes_never_send_a_message_twice() {
         for i in 0..10 {
             let message = improv_store::OutboxMessage {
                 key: key(round * 100 + i),
+                stage: crate::common::stage().id(),
                 door: "chat".into(),
                 conversation: "42".into(),
                 body: serde_json::to_value(body(&format!("{round}/{i}"))).unwrap(),
@@ -210,4 +242,39 @@ async fn racing_outboxes_never_send_a_message_twice() {
     assert!(total <= 300);
     // Every message was either sent or (when the other daemon held its attempt) recorded.
     assert!(store.entries().await.iter().all(|e| e.sent_id.is_some()));
+}
+
+/// Two stages share a store, each with a chat door `chat` and its own bot: the replies each
+/// stage's door could not send at first are sent later by that stage's outbox alone, to its own
+/// bot, whichever outbox flushes first; neither is marked sent by the other.
+#[tokio::test]
+async fn two_stages_chat_doors_of_one_name_each_send_only_their_own_replies() {
+    let store = Arc::new(TestStore::default());
+    let stages = [
+        crate::common::stage(),
+        improv_store::StageKey {
+            name: None,
+            path: "/srv/other/stage.toml".into(),
+        },
+    ];
+    let mut doors = Vec::new();
+    for (n, stage) in stages.into_iter().enumerate() {
+        let (fake, sender) = platform(Kind::Telegram, Duration::from_secs(10)).await;
+        let outbox = Outbox::new(store.clone(), stage, "chat", sender, quick());
+        fake.fail_next(Fault::Status(502));
+        let reply = OutboxKey {
+            performance: format!("p-{n}"),
+            seq: 1,
+        };
+        let first = outbox.send(reply, "42", &body(&format!("stage {n}"))).await;
+        assert!(first.is_err(), "stage {n}: the first send met a 502");
+        doors.push((fake, outbox));
+    }
+    for (_, outbox) in &doors {
+        outbox.flush().await.unwrap();
+    }
+    for (n, (fake, _)) in doors.iter().enumerate() {
+        let texts: Vec<String> = fake.sent().into_iter().map(|r| r.text).collect();
+        assert_eq!(texts, [format!("stage {n}")], "stage {n}'s bot");
+    }
 }

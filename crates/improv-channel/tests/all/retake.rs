@@ -94,7 +94,13 @@ fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<dyn Performer>) -> Ch
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
-        outbox: Arc::new(Outbox::new(store, "chat", client, Retry::default())),
+        outbox: Arc::new(Outbox::new(
+            store,
+            crate::common::stage(),
+            "chat",
+            client,
+            Retry::default(),
+        )),
         performer,
     }
 }

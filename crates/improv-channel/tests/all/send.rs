@@ -42,7 +42,14 @@ fn send_of(keys: &str) -> Vec<String> {
 fn door(fake: &Fake, performer: Arc<KernelPerformer>, targets: Vec<String>) -> ChatDoor {
     let store = Arc::new(TestStore::default());
     let client = Arc::new(Telegram::new(TOKEN, Some(&fake.base)).unwrap());
-    let outbox = Outbox::new(store.clone(), "chat", client, Retry::default()).with_targets(targets);
+    let outbox = Outbox::new(
+        store.clone(),
+        crate::common::stage(),
+        "chat",
+        client,
+        Retry::default(),
+    )
+    .with_targets(targets);
     ChatDoor {
         door: "chat".into(),
         store: store.clone(),

@@ -89,3 +89,11 @@ impl Performer for KernelPerformer {
         })
     }
 }
+
+/// The stage the tests' doors belong to: one named stage, unless a test sets two side by side.
+pub fn stage() -> improv_store::StageKey {
+    improv_store::StageKey {
+        name: Some("shop".into()),
+        path: "/srv/shop/stage.toml".into(),
+    }
+}

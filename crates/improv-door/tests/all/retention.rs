@@ -16,12 +16,19 @@ use std::time::Duration;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
+/// The stage whose door's outbox rows [`message`] makes.
+const OUTBOX_STAGE: StageKey = StageKey {
+    name: None,
+    path: String::new(),
+};
+
 fn message(seq: u64) -> OutboxMessage {
     OutboxMessage {
         key: OutboxKey {
             performance: "p".into(),
             seq,
         },
+        stage: OUTBOX_STAGE.id(),
         door: "chat".into(),
         conversation: "42".into(),
         body: serde_json::json!({ "text": "hi" }),
@@ -152,7 +159,7 @@ async fn the_daemon_sweeps_sent_outbox_rows_and_old_firings_but_keeps_what_doors
     .await;
     assert!(tries.is_ok(), "the daemon never swept the sent outbox rows");
     let pending: Vec<u64> = store
-        .outbox_pending("chat", 10)
+        .outbox_pending(&OUTBOX_STAGE, "chat", 10)
         .await
         .unwrap()
         .iter()

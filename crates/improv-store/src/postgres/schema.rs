@@ -99,6 +99,15 @@ ALTER TABLE firings DROP CONSTRAINT firings_pkey;
 ALTER TABLE firings ADD PRIMARY KEY (stage, door, due);
 ALTER TABLE firings ALTER COLUMN stage DROP DEFAULT;
 ",
+    // An outbound message is its stage's (`StageKey::id`): stages sharing the database each
+    // send only their own through their door of one name. Messages put before (or by an improv
+    // from before, hence the default) have the stage '' and go to their performance's stage
+    // (`Store::outbox_pending`).
+    "
+ALTER TABLE outbox ADD COLUMN stage TEXT NOT NULL DEFAULT '';
+DROP INDEX outbox_pending;
+CREATE INDEX outbox_pending ON outbox (stage, door, created_at) WHERE sent_id IS NULL;
+",
 ];
 
 /// A number of our own for `pg_advisory_xact_lock`: "improv" in ASCII.

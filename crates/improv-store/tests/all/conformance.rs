@@ -659,6 +659,7 @@ async fn the_outbox_is_idempotent_by_key(backend: Backend) {
     };
     let message = |text: &str| OutboxMessage {
         key: key.clone(),
+        stage: queued_from().id(),
         door: "chat".into(),
         conversation: "42".into(),
         body: json!({ "text": text }),
@@ -671,17 +672,36 @@ async fn the_outbox_is_idempotent_by_key(backend: Backend) {
         json!({ "text": "hello" }),
         "the first one stays"
     );
-    let pending = store.outbox_pending("chat", 0).await.unwrap();
+    let pending = store
+        .outbox_pending(&queued_from(), "chat", 0)
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].attempts, 1);
     assert_eq!(
-        store.outbox_pending("chat", 10).await.unwrap()[0].attempts,
+        store
+            .outbox_pending(&queued_from(), "chat", 10)
+            .await
+            .unwrap()[0]
+            .attempts,
         2
     );
-    assert!(store.outbox_pending("other", 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .outbox_pending(&queued_from(), "other", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.outbox_sent(&key, "m-1").await.unwrap();
     store.outbox_sent(&key, "m-2").await.unwrap();
-    assert!(store.outbox_pending("chat", 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .outbox_pending(&queued_from(), "chat", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         store
             .outbox_put(&message("x"))
@@ -691,6 +711,102 @@ async fn the_outbox_is_idempotent_by_key(backend: Backend) {
             .as_deref(),
         Some("m-1")
     );
+}
+
+/// Stages A (named) and B (known by its path) share a store, each with a chat door `chat`:
+/// each lists only its own pending messages, so neither sends the other's through its channel.
+async fn stages_chat_doors_of_one_name_each_send_their_own(backend: Backend) {
+    let store = backend.open().await;
+    let (a, b) = two_stages();
+    for (stage, performance) in [(&a, "pa"), (&b, "pb")] {
+        let message = outbox_message(performance, &stage.id());
+        store.outbox_put(&message).await.unwrap();
+    }
+    assert_eq!(pending(&store, &a).await, ["pa"], "A lists only its own");
+    assert_eq!(pending(&store, &b).await, ["pb"], "B lists only its own");
+    let c = StageKey {
+        name: Some("c".into()),
+        path: "/srv/c/stage.toml".into(),
+    };
+    assert!(pending(&store, &c).await.is_empty(), "C has none");
+}
+
+/// The outbox as the improv before stages left it: `stage` gone, the pending index on the door.
+const OUTBOX_BEFORE_STAGES: &str = "DROP INDEX outbox_pending; \
+     ALTER TABLE outbox DROP COLUMN stage; \
+     CREATE INDEX outbox_pending ON outbox (door, created_at) WHERE sent_id IS NULL;";
+
+/// A message put before the outbox had a stage is sent by its performance's stage alone (by the
+/// name it was queued with, or by its file when queued without one): never by another stage's
+/// door of the same name, and by no stage once its performance is gone.
+async fn outbox_rows_from_before_stages_go_to_their_performances_stage(backend: Backend) {
+    let store = backend.open().await;
+    let known = store.migrate().await.unwrap();
+    let (a, b) = two_stages();
+    for (id, stage, name) in [
+        ("pa", &a.path, Some("a")),
+        ("pb", &b.path, None),
+        ("pa-file", &a.path, None),
+    ] {
+        let mut performance = new("reply");
+        performance.id = Some(id.into());
+        performance.stage.clone_from(stage);
+        performance.stage_name = name.map(String::from);
+        store.enqueue(&performance).await.unwrap();
+    }
+    drop(store);
+    backend.execute(&format!(
+        "{OUTBOX_BEFORE_STAGES} DELETE FROM schema_migrations WHERE version > {};
+         INSERT INTO outbox (performance, seq, door, conversation, body, created_at)
+         VALUES ('pa', 1, 'chat', '1', '{{}}', 1), ('pb', 1, 'chat', '2', '{{}}', 2),
+         ('pa-file', 1, 'chat', '3', '{{}}', 3), ('gone', 1, 'chat', '4', '{{}}', 4);",
+        known - 1
+    ));
+    let store = backend.open().await;
+    assert_eq!(store.migrate().await.unwrap(), known);
+    assert_eq!(pending(&store, &a).await, ["pa", "pa-file"]);
+    assert_eq!(pending(&store, &b).await, ["pb"]);
+    let key = OutboxKey {
+        performance: "pa".into(),
+        seq: 1,
+    };
+    store.outbox_sent(&key, "m-1").await.unwrap();
+    assert_eq!(pending(&store, &a).await, ["pa-file"], "sent once");
+}
+
+/// A named stage and an unnamed one, in their own folders.
+fn two_stages() -> (StageKey, StageKey) {
+    let a = StageKey {
+        name: Some("a".into()),
+        path: "/srv/a/stage.toml".into(),
+    };
+    let b = StageKey {
+        name: None,
+        path: "/srv/b/stage.toml".into(),
+    };
+    (a, b)
+}
+
+fn outbox_message(performance: &str, stage: &str) -> OutboxMessage {
+    OutboxMessage {
+        key: OutboxKey {
+            performance: performance.into(),
+            seq: 1,
+        },
+        stage: stage.into(),
+        door: "chat".into(),
+        conversation: "42".into(),
+        body: json!({ "text": performance }),
+    }
+}
+
+/// The performances of `stage`'s door `chat`'s pending messages, oldest first.
+async fn pending(store: &Arc<dyn Store>, stage: &StageKey) -> Vec<String> {
+    let pending = store.outbox_pending(stage, "chat", 0).await.unwrap();
+    pending
+        .into_iter()
+        .map(|e| e.message.key.performance)
+        .collect()
 }
 
 async fn put_only_if_absent_keeps_the_first_value(backend: Backend) {
@@ -897,6 +1013,7 @@ async fn sent_outbox_rows_expire_and_unsent_ones_stay(backend: Backend) {
             performance: "p".into(),
             seq,
         },
+        stage: queued_from().id(),
         door: "chat".into(),
         conversation: "42".into(),
         body: json!({ "text": text }),
@@ -919,7 +1036,10 @@ async fn sent_outbox_rows_expire_and_unsent_ones_stay(backend: Backend) {
     assert_eq!(store.sweep_outbox(old, 2).await.unwrap(), 2);
     assert_eq!(store.sweep_outbox(old, 2).await.unwrap(), 1);
     assert_eq!(store.sweep_outbox(old, 0).await.unwrap(), 0);
-    let pending = store.outbox_pending("chat", 10).await.unwrap();
+    let pending = store
+        .outbox_pending(&queued_from(), "chat", 10)
+        .await
+        .unwrap();
     let seqs: Vec<u64> = pending.iter().map(|e| e.message.key.seq).collect();
     assert_eq!(seqs, [4, 5], "unsent rows stay however old");
     let again = store.outbox_put(&message(1, "second")).await.unwrap();
@@ -1099,10 +1219,11 @@ async fn firings_from_before_stages_stay_their_doors_under_every_stage(backend: 
     drop(store);
     // The firings the improv before stages recorded, in the table as it left it.
     backend.execute(&format!(
-        "{FIRINGS_BEFORE_STAGES} DELETE FROM schema_migrations WHERE version > {};
+        "{OUTBOX_BEFORE_STAGES} {FIRINGS_BEFORE_STAGES} \
+         DELETE FROM schema_migrations WHERE version > {};
          INSERT INTO firings (door, due, performance, note) VALUES ('morning', 1, NULL, 'fired'),
          ('morning', 2, NULL, 'fired'), ('morning', 8, 'p8', 'claimed'), ('other', 8, NULL, 'x');",
-        known - 1
+        known - 2
     ));
     let store = backend.open().await;
     let (a, b) = (
@@ -1460,11 +1581,11 @@ async fn blob_references_are_filled_for_older_journals(backend: Backend) {
     store.finish(&lease, Outcome::Done, "").await.unwrap();
     let referred = backend.count("blob_refs");
     assert!(referred >= 2, "the journal refers to {referred} blobs");
-    // The store as the improv before blob references (the fourth migration from the last) left
+    // The store as the improv before blob references (the fifth migration from the last) left
     // it.
-    let before = store.migrate().await.unwrap() - 4;
+    let before = store.migrate().await.unwrap() - 5;
     backend.execute(&format!(
-        "{FIRINGS_BEFORE_STAGES} \
+        "{OUTBOX_BEFORE_STAGES} {FIRINGS_BEFORE_STAGES} \
          DROP INDEX performances_by_stage; ALTER TABLE performances DROP COLUMN stage_name; \
          DROP INDEX performances_stopping; DROP INDEX performances_by_origin; \
          DROP TABLE blob_refs; \
@@ -1534,7 +1655,7 @@ async fn a_store_from_before_budgets_is_brought_up_to_date(backend: Backend) {
     let id = store.enqueue(&new("old")).await.unwrap();
     // The store as the improv before per-performance budgets (schema version 3) left it.
     backend.execute(&format!(
-        "{FIRINGS_BEFORE_STAGES} \
+        "{OUTBOX_BEFORE_STAGES} {FIRINGS_BEFORE_STAGES} \
          DROP INDEX performances_by_stage; ALTER TABLE performances DROP COLUMN stage_name; \
          DROP INDEX performances_stopping; ALTER TABLE performances DROP COLUMN budget; \
          ALTER TABLE performances DROP COLUMN stop_requested; \
@@ -1977,6 +2098,8 @@ conformance!(
     stages_doors_of_one_name_each_fire_their_own,
     firings_from_before_stages_stay_their_doors_under_every_stage,
     the_outbox_is_idempotent_by_key,
+    stages_chat_doors_of_one_name_each_send_their_own,
+    outbox_rows_from_before_stages_go_to_their_performances_stage,
     put_only_if_absent_keeps_the_first_value,
     compare_and_set_takes_one_writer_per_version,
     racing_compare_and_sets_lose_nothing,

@@ -79,7 +79,12 @@ impl Store for Named {
     async fn outbox_put(&self, _: &OutboxMessage) -> Result<OutboxEntry, StoreError> {
         called("outbox_put")
     }
-    async fn outbox_pending(&self, _: &str, _: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    async fn outbox_pending(
+        &self,
+        _: &StageKey,
+        _: &str,
+        _: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         called("outbox_pending")
     }
     async fn outbox_sent(&self, _: &OutboxKey, _: &str) -> Result<(), StoreError> {
@@ -243,6 +248,7 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
     };
     let message = OutboxMessage {
         key: key.clone(),
+        stage: "name:s".into(),
         door: "d".into(),
         conversation: "c".into(),
         body: json!("hi"),
@@ -284,7 +290,7 @@ async fn call_all(store: &dyn Store) -> Vec<String> {
         reached(store.update_firing(&stage, &firing).await),
         reached(store.firings(&stage, "d", 1).await),
         reached(store.outbox_put(&message).await),
-        reached(store.outbox_pending("d", 1).await),
+        reached(store.outbox_pending(&stage, "d", 1).await),
         reached(store.outbox_sent(&key, "x").await),
         reached(store.get("s", "k").await),
         reached(store.put("s", "k", &json!(1), false).await),
