@@ -337,6 +337,23 @@ impl Daemon {
     }
 }
 
+/// What to warn about, once at the daemon's start, when `stage` has doors but its file gives
+/// no `[stage] name` and its store is `shared` by other machines (`--store`): daemons of one
+/// stage meet on a firing only under one key, and an unnamed stage's key is its file's
+/// canonical path, so a daemon of it started from another path (another host, a symlinked
+/// release folder) claims every due time again. `None` when there is nothing to say.
+pub fn unnamed_on_a_shared_store(stage: &Stage, shared: bool) -> Option<String> {
+    if !shared || stage.doors.is_empty() || stage.stage.identity().is_some() {
+        return None;
+    }
+    Some(format!(
+        "{} has doors but no `[stage] name`: on a shared store its firings are keyed by this \
+         file's path, so a daemon of this stage started from another path or machine performs \
+         each due time again; add `name = \"...\"` under `[stage]` (the same in every copy)",
+        stage.path.display()
+    ))
+}
+
 /// Doors whose tasks a reload waits for, by name.
 type Stopping = Vec<(String, Option<JoinHandle<()>>)>;
 
@@ -363,5 +380,32 @@ async fn join(door: &str, task: Option<JoinHandle<()>>) {
         && e.is_panic()
     {
         tracing::error!("door `{door}` panicked: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn stage(text: &str) -> (tempfile::TempDir, Stage) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage.toml");
+        std::fs::write(&path, text).unwrap();
+        let stage = Stage::load(&path).unwrap();
+        (dir, stage)
+    }
+
+    #[test]
+    fn an_unnamed_stage_with_doors_on_a_shared_store_is_told_to_take_a_name() {
+        let door = "[[door]]\nname = \"tick\"\nevery = \"1h\"\nintent = \"tick\"\n";
+        let (_dir, unnamed) = stage(door);
+        let warning = unnamed_on_a_shared_store(&unnamed, true).unwrap();
+        assert!(warning.contains("[stage] name"), "{warning}");
+        assert_eq!(unnamed_on_a_shared_store(&unnamed, false), None);
+        let (_dir, named) = stage(&format!("[stage]\nname = \"app\"\n{door}"));
+        assert_eq!(unnamed_on_a_shared_store(&named, true), None);
+        let (_dir, no_doors) = stage("");
+        assert_eq!(unnamed_on_a_shared_store(&no_doors, true), None);
     }
 }

@@ -1,10 +1,14 @@
 //! One timed door (`schedule` or `every`) at work: each due time is claimed once in the store
-//! (`Store::claim_firing`, keyed by stage, door and due time), so a restart, a second daemon or
-//! another machine never performs it twice, and a door of the same name on another stage sharing
-//! the store fires its own; due times missed while no daemon ran are handled by
-//! `catch_up` and recorded as missed firings; probes decide whether a model is needed at all;
-//! failures back off exponentially (capped) and say so in the firing's note. What a door keeps
-//! between firings is its stage's too ([`crate::kept`]).
+//! (`Store::claim_firing`, keyed by stage, door and due time), so a restart or a second daemon
+//! of the stage, here or on another machine, never performs it twice, and a door of the same
+//! name on another stage sharing the store fires its own. Daemons of one stage meet only under
+//! one key ([`crate::expiry::stage_key`]): one `[stage] name`, or, when the file gives none, one
+//! canonical path, so copies of an unnamed stage at two paths (two hosts, a symlinked release
+//! folder) each perform every due time (`improv serve` warns of it on a shared store). Due
+//! times missed while no daemon ran are handled by `catch_up` and recorded as missed firings;
+//! probes decide whether a model is needed at all; failures back off exponentially (capped) and
+//! say so in the firing's note. What a door keeps between firings is its stage's too
+//! ([`crate::kept`]).
 
 use crate::context::DoorContext;
 use crate::error::DoorError;

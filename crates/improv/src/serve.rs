@@ -181,6 +181,9 @@ async fn open_doors(
         Some(improv_channel::door::listeners()),
     );
     daemon.start().await;
+    if let Some(warning) = improv_door::daemon::unnamed_on_a_shared_store(stage, named.is_some()) {
+        tracing::warn!("{warning}");
+    }
     eprintln!(
         "improv serve: {} door(s) open ({}); firings kept in {}",
         stage.doors.len(),
