@@ -35,6 +35,8 @@ pub(crate) struct AppState {
     pub hub: Arc<Hub>,
     pub state_dir: PathBuf,
     pub max_running: usize,
+    /// How long an `ask` of an MCP client's `perform` waits ([`crate::ServeArgs::ask_timeout`]).
+    pub ask_timeout: std::time::Duration,
     /// The performance store (`--store`): what workers perform is listed, shown, streamed,
     /// noted and answered through it ([`stored`]).
     pub store: Option<Arc<dyn Store>>,
@@ -246,6 +248,7 @@ pub(crate) async fn start(
             model: body.model,
             resume: body.resume,
             outside,
+            ask_timeout: None,
         },
     )?;
     let links = json!({

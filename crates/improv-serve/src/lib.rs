@@ -94,7 +94,17 @@ pub struct ServeArgs {
     /// Seconds a request body may stall before the request fails with 408.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub idle_timeout: Duration,
+    /// How long an `ask` decision of an MCP client's `perform` waits for an answer
+    /// (POST /performances/ID/approvals/N) before it is denied as unattended, as
+    /// `improv worker --ask-timeout` does (which bounds it instead with --store).
+    #[arg(long, default_value = ASK_TIMEOUT_TEXT, value_parser = humantime::parse_duration)]
+    pub ask_timeout: Duration,
 }
+
+/// [`ServeArgs::ask_timeout`]'s default, the same as `improv worker --ask-timeout`'s.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(600);
+/// [`ASK_TIMEOUT`] as the flag's default is written (a test checks they agree).
+const ASK_TIMEOUT_TEXT: &str = "10m";
 
 /// A duration in seconds, fractions allowed.
 fn seconds(text: &str) -> Result<Duration, String> {
@@ -128,6 +138,7 @@ impl Default for ServeArgs {
             allow_hosts: Vec::new(),
             max_connections: MAX_CONNECTIONS,
             header_timeout: HEADER_TIMEOUT,
+            ask_timeout: ASK_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
         }
     }
@@ -264,6 +275,7 @@ pub async fn bind_with(
         hub: hub.clone(),
         state_dir,
         max_running: args.max_performances.max(1),
+        ask_timeout: args.ask_timeout,
         following: stored::Following::new(args.max_performances.max(1)),
         store,
         shutdown: shutdown.clone(),
@@ -405,6 +417,7 @@ fn router(app: AppState, token: Arc<str>) -> Router {
             hub: app.hub.clone(),
             log: app.log.clone(),
             max_running: app.max_running,
+            ask_timeout: app.ask_timeout,
             started: Default::default(),
         }),
     };
@@ -443,4 +456,16 @@ fn router(app: AppState, token: Arc<str>) -> Router {
         .merge(ops)
         // Every error in one JSON envelope, the router's own 404 and 405 too.
         .layer(axum::middleware::from_fn(error::envelope))
+}
+
+#[cfg(test)]
+mod tests {
+    /// `--ask-timeout`'s default as written for the flag is [`super::ASK_TIMEOUT`], the
+    /// default of a server built without flags.
+    #[test]
+    fn the_ask_timeout_flag_defaults_to_ask_timeout() {
+        let parsed = humantime::parse_duration(super::ASK_TIMEOUT_TEXT);
+        assert_eq!(parsed.ok(), Some(super::ASK_TIMEOUT));
+        assert_eq!(super::ServeArgs::default().ask_timeout, super::ASK_TIMEOUT);
+    }
 }

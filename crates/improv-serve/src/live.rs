@@ -262,8 +262,13 @@ impl Observer for LiveObserver {
 }
 
 /// Answers `ask` decisions over the API: the request waits, visible in the stream and in
-/// `GET /performances/{id}`, until the director answers or the performance is stopped.
-pub(crate) struct WebApprover(pub Arc<Live>);
+/// `GET /performances/{id}`, until the director answers or the performance is stopped, or (with
+/// a `timeout`: an MCP client's `perform`, whose caller may be no director) until the timeout
+/// passes, when it is denied as unattended, as a worker's `--ask-timeout` does.
+pub(crate) struct WebApprover {
+    pub live: Arc<Live>,
+    pub timeout: Option<std::time::Duration>,
+}
 
 /// Removes an approval nobody answered (its performance was stopped) and says so.
 struct Unanswered<'a> {
@@ -289,7 +294,7 @@ impl Drop for Unanswered<'_> {
 #[async_trait]
 impl Approver for WebApprover {
     async fn ask(&self, request: &ApprovalRequest) -> Approval {
-        let live = &self.0;
+        let live = &self.live;
         let (tx, rx) = oneshot::channel();
         let approval = {
             let mut state = live.lock();
@@ -312,9 +317,20 @@ impl Approver for WebApprover {
             approval,
             armed: true,
         };
-        let answer = rx.await.unwrap_or(Approval::Deny {
+        let unanswered = || Approval::Deny {
             note: Some("no answer from the director".into()),
-        });
+        };
+        let answer = match self.timeout {
+            None => rx.await.unwrap_or_else(|_| unanswered()),
+            Some(timeout) => match tokio::time::timeout(timeout, rx).await {
+                Ok(answer) => answer.unwrap_or_else(|_| unanswered()),
+                Err(_) => {
+                    // Taken out first, so an answer arriving now is refused, not lost.
+                    live.lock().pending.remove(&approval);
+                    Approval::Unattended
+                }
+            },
+        };
         guard.armed = false;
         let word = match &answer {
             Approval::Once => "once",

@@ -15,6 +15,7 @@ use improv_store::Store;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 /// Performs the stage's MCP `perform` calls on the store's workers.
@@ -66,7 +67,9 @@ impl improv_mcp::Elsewhere for Queued {
         // Held until this returns or is dropped (the call's session went away).
         let _place = self.held().remove(id);
         let frames = stored::follow(self.store.clone(), id.to_string(), None);
-        to_end(frames, progress, |message| {
+        // The worker bounds the wait (its --ask-timeout), which this server does not know.
+        let asked = |info: &Value| asked(id, info, None);
+        to_end(frames, progress, asked, |message| {
             // The store stayed unavailable past the retries (or failed otherwise): the
             // worker may still perform it, so another `perform` would be a duplicate.
             format!(
@@ -95,12 +98,16 @@ impl improv_mcp::Elsewhere for Queued {
 /// and a chat do: [`perform::start`] takes one of `--max-performances` places (the call is a
 /// tool error naming the flag when none is free) and the performance is one of the server's
 /// own (listed, streamed, its `ask` rules answered through the API) until it ends, which gives
-/// the place back; a cancelled call, or one whose session went away, interrupts it.
+/// the place back; a cancelled call, or one whose session went away, interrupts it. An `ask`
+/// is told to the client in a progress message naming the API path that answers it, and is
+/// denied as unattended when nobody does within `--ask-timeout`.
 pub(crate) struct Here {
     pub stage: Arc<Stage>,
     pub hub: Arc<Hub>,
     pub log: Arc<EventLog>,
     pub max_running: usize,
+    /// How long an `ask` waits for the director before it is denied as unattended.
+    pub ask_timeout: Duration,
     /// The performances started and not yet followed, by id.
     pub started: Mutex<HashMap<String, Arc<Live>>>,
 }
@@ -122,6 +129,7 @@ impl improv_mcp::Elsewhere for Here {
             model,
             resume: None,
             outside,
+            ask_timeout: Some(self.ask_timeout),
         };
         let (id, live) = perform::start(self.stage.clone(), place, start).map_err(|e| e.message)?;
         self.started().insert(id.clone(), live);
@@ -140,7 +148,8 @@ impl improv_mcp::Elsewhere for Here {
         // Interrupts the performance if this is dropped before its end: nobody waits for it.
         let _abandoned = Abandoned(live.clone());
         let frames = crate::stream::follow(Some(live), self.log.clone(), id.to_string(), None);
-        to_end(frames, progress, |message| {
+        let asked = |info: &Value| asked(id, info, Some(self.ask_timeout));
+        to_end(frames, progress, asked, |message| {
             format!("following performance {id} failed: {message}")
         })
         .await
@@ -168,12 +177,33 @@ impl Drop for Abandoned {
     }
 }
 
+/// The progress message of an approval the performance `id` waits for (`info`, an `approval`
+/// frame's): what is asked, and how the director answers it, within `bound` when there is one.
+fn asked(id: &str, info: &Value, bound: Option<Duration>) -> String {
+    let field = |name: &str| info[name].as_str().unwrap_or("?").to_string();
+    let n = info["approval"].as_u64().unwrap_or_default();
+    let within = match bound {
+        Some(bound) => format!(
+            " within {}, or it is denied as unattended",
+            humantime::format_duration(bound)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "waiting for the director's approval {n}: {} asks to {} {}; answer with POST /performances/{id}/approvals/{n} {{\"answer\": \"once\"|\"performance\"|\"deny\"}}{within}",
+        field("actor"),
+        field("prop"),
+        field("subject"),
+    )
+}
+
 /// Follows `frames` to the performance's end: a progress message per turn and prop call to
-/// `progress`, the `end` frame's summary returned; an `error` frame's message is told through
-/// `failed`.
+/// `progress`, and one per approval it waits for (`asked`), the `end` frame's summary returned;
+/// an `error` frame's message is told through `failed`.
 async fn to_end(
     frames: impl Stream<Item = Frame>,
     progress: mpsc::UnboundedSender<String>,
+    asked: impl Fn(&Value) -> String,
     failed: impl Fn(&str) -> String,
 ) -> Result<Value, String> {
     let mut frames = std::pin::pin!(frames);
@@ -187,6 +217,12 @@ async fn to_end(
                 if let Some(message) = message {
                     // The receiver is gone once the call ended; progress is best effort.
                     let _ = progress.send(message);
+                }
+            }
+            Some("approval") => {
+                if let Ok(info) = serde_json::from_str::<Value>(&frame.data) {
+                    // Best effort, as the other progress.
+                    let _ = progress.send(asked(&info));
                 }
             }
             Some("end") => return serde_json::from_str(&frame.data).map_err(|e| e.to_string()),

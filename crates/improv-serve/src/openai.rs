@@ -249,6 +249,7 @@ impl Performing {
                 model: None,
                 resume: None,
                 outside,
+                ask_timeout: None,
             },
         )?;
         Ok((id, Performing::Here(live)))

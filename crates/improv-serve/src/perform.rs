@@ -18,6 +18,9 @@ pub(crate) struct Start {
     pub resume: Option<String>,
     /// The stage's MCP servers, attached for this performance ([`outside`]).
     pub outside: Option<Arc<dyn improv_perform::PropSource>>,
+    /// How long an `ask` decision waits for the director before it is denied as unattended;
+    /// `None`: until answered or stopped (a page or an API client is the director).
+    pub ask_timeout: Option<std::time::Duration>,
 }
 
 /// Attaches the stage's MCP servers for one performance; a server that cannot be reached is a
@@ -78,7 +81,10 @@ pub(crate) fn start(
     launch.model = start.model;
     launch.resume = start.resume;
     launch.outside = start.outside;
-    launch.approver = Arc::new(WebApprover(live.clone()));
+    launch.approver = Arc::new(WebApprover {
+        live: live.clone(),
+        timeout: start.ask_timeout,
+    });
     launch.observers = vec![Arc::new(LiveObserver(live.clone())), hub.metrics.observer()];
     let running = improv_perform::launch(stage, launch).map_err(launch_error)?;
     let id = running.id.clone();

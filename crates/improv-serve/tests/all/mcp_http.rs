@@ -193,3 +193,106 @@ async fn a_perform_without_a_store_takes_one_of_the_servers_places() {
     first.cancel().await.unwrap();
     other.cancel().await.unwrap();
 }
+
+/// An MCP client that keeps the progress messages it is sent.
+#[derive(Clone, Default)]
+struct Progress(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rmcp::ClientHandler for Progress {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        if let Some(message) = params.message {
+            self.0.lock().unwrap().push(message);
+        }
+    }
+}
+
+/// A `perform` call that asks for progress.
+fn perform_with_progress(intent: &str) -> CallToolRequestParams {
+    use rmcp::model::{NumberOrString, ProgressToken, RequestParamsMeta};
+    let mut call = perform_call(intent);
+    call.set_progress_token(ProgressToken(NumberOrString::Number(1)));
+    call
+}
+
+const WRITE_B: &str = r#"[
+    {"calls": [{"name": "write", "arguments": {"path": "b.txt", "content": "beta\n"}}]},
+    {"say": "Wrote b.txt."}
+]"#;
+
+/// Without a store, a `perform` whose performance waits for the director's approval tells its
+/// client so in a progress message naming the API path that answers it; answered there, the
+/// performance goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_perform_waiting_for_an_approval_says_where_to_answer_it() {
+    let stage = common::TestStage::new(serde_json::from_str(WRITE_B).unwrap(), common::ASK_WRITE);
+    let server = common::serve(&stage).await;
+    let progress = Progress::default();
+    let config = StreamableHttpClientTransportConfig::with_uri(server.url("/mcp"))
+        .auth_header(server.token.clone());
+    let client = progress
+        .clone()
+        .serve(StreamableHttpClientTransport::with_client(
+            improv_models::client_builder().unwrap().build().unwrap(),
+            config,
+        ))
+        .await
+        .unwrap();
+    let call = tokio::spawn(async move {
+        let result = client.call_tool(perform_with_progress("write b.txt")).await;
+        (client, result)
+    });
+
+    let start = std::time::Instant::now();
+    let told = loop {
+        let messages = progress.0.lock().unwrap().clone();
+        if let Some(m) = messages.into_iter().find(|m| m.contains("approval")) {
+            break m;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no progress message names the approval"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(told.contains("write b.txt"), "{told}");
+    assert!(told.contains("denied as unattended"), "{told}");
+    let path = told
+        .split_whitespace()
+        .find(|w| w.starts_with("/performances/"))
+        .unwrap_or_else(|| panic!("no API path in: {told}"));
+    let answered = server.send_post(path, json!({"answer": "once"})).await;
+    assert_eq!(answered.status(), 202, "{told}");
+    let (client, result) = tokio::time::timeout(PATIENCE, call).await.unwrap().unwrap();
+    let text = serde_json::to_string(&result.unwrap().content).unwrap();
+    assert!(text.contains("Wrote b.txt."), "{text}");
+    assert!(stage.stage.workspace().join("b.txt").exists());
+    client.cancel().await.unwrap();
+}
+
+/// Without a store, an approval of a `perform` nobody answers within `--ask-timeout` is denied
+/// as unattended, as on a worker: the call does not hold its place forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_approval_of_a_perform_is_denied_as_unattended() {
+    let stage = common::TestStage::new(serde_json::from_str(WRITE_B).unwrap(), common::ASK_WRITE);
+    let server = common::serve_with(&stage, |args| {
+        args.ask_timeout = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let client = mcp_client(&server).await;
+    let result = tokio::time::timeout(PATIENCE, client.call_tool(perform_call("write b.txt")))
+        .await
+        .expect("the call still waits for its approval")
+        .unwrap();
+    let id = result.structured_content.as_ref().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logged = serde_json::to_string(&common::logged(&stage, &id)).unwrap();
+    assert!(logged.contains("denied_unattended"), "{logged}");
+    assert!(!stage.stage.workspace().join("b.txt").exists());
+    client.cancel().await.unwrap();
+}
