@@ -53,6 +53,23 @@ pub async fn get(
     store.get(scope, &own).await
 }
 
+/// `stage`'s door's value in `scope` as [`get`] would read it, without adopting anything: its
+/// own, or else the one kept under the door's name before stages were in the key while no
+/// stage has adopted it. For readers that must not change what they read (`improv door status`
+/// run from another checkout would otherwise take the running daemon's window for its key).
+pub async fn peek(
+    store: &dyn Store,
+    scope: &str,
+    stage: &StageKey,
+    door: &str,
+) -> Result<Option<Value>, StoreError> {
+    if let Some(value) = store.get(scope, &key(stage, door)).await? {
+        return Ok(Some(value));
+    }
+    let before = store.get(scope, door).await?;
+    Ok(before.filter(|v| v.get(ADOPTED).is_none()))
+}
+
 /// Sets `stage`'s door's value in `scope` (with `only_if_absent`, only when the stage has
 /// none of its own); returns whether it was set.
 pub async fn put(

@@ -81,6 +81,8 @@ pub async fn status(
 }
 
 /// The status of every door of `stage`, known by `key`, with at most `limit` firings each.
+/// It only reads: a value kept before stages were in the key is shown, not adopted
+/// ([`kept::peek`]).
 pub async fn status_of(
     stage: &Stage,
     key: &StageKey,
@@ -91,11 +93,11 @@ pub async fn status_of(
     let mut out = Vec::with_capacity(stage.doors.len());
     for door in &stage.doors {
         let firings = store.firings(key, &door.name, limit).await?;
-        let since = kept::get(store, SINCE, key, &door.name).await?;
+        let since = kept::peek(store, SINCE, key, &door.name).await?;
         let since = since.and_then(|v| v.as_i64());
         let cursor = firings.first().map(|f| f.due).or(since).unwrap_or(now);
         let next_due = Timing::of(door)?.and_then(|t| t.next_after(cursor));
-        let backoff = kept::get(store, BACKOFF, key, &door.name)
+        let backoff = kept::peek(store, BACKOFF, key, &door.name)
             .await?
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();

@@ -168,3 +168,29 @@ async fn a_window_kept_before_stages_is_read_after_the_upgrade() {
         .unwrap();
     assert_eq!(launcher.ids().len(), 4, "no due time performed twice");
 }
+
+/// `improv door status` run from another checkout of the stage (another key) on the store of a
+/// daemon upgraded from before stages only reads the window kept under the door's bare name: the
+/// daemon's door then adopts it and performs the due times missed since, none dropped.
+#[tokio::test]
+async fn a_status_from_another_checkout_leaves_the_window_kept_before_stages_to_the_daemon() {
+    let t = TestStage::new(TICK);
+    let elsewhere = TestStage::new(TICK);
+    let store = store(&t.db()).await;
+    let start = DAY + 7 * HOUR + MINUTE;
+    let since = serde_json::json!(start - 2 * HOUR);
+    assert!(store.put(SINCE, "tick", &since, true).await.unwrap());
+    let clock = Arc::new(SimClock::new(start));
+    let status = improv_door::status::status(&elsewhere.stage, store.as_ref(), start, 1);
+    let status = status.await.unwrap();
+    assert!(status[0].next_due.is_some());
+    let launcher = Arc::new(Counting::default());
+    let ctx = context(&t.stage, "tick", store.clone(), launcher.clone(), clock);
+    let mut timed = Timed::open(ctx).await.unwrap().unwrap();
+    timed.tick().await.unwrap();
+    assert_eq!(
+        launcher.ids().len(),
+        4,
+        "05:30, 06:00, 06:30, 07:00: the window the status read stays the daemon's"
+    );
+}
