@@ -6,11 +6,14 @@
 //!
 //! A value kept before the stage was in the key sits under the door's name alone (a door name
 //! is letters, digits, `-` and `_`, so no new key is one). The first stage to read it while it
-//! has none of its own adopts it ([`get`]): copies it to its own key and leaves [`ADOPTED`] in
-//! its place, so an upgraded door keeps its catch-up window, its backoff and its probes'
-//! baseline, and a stage known by another key later (its file given a `[stage] name`) starts
-//! afresh rather than from the window before the upgrade, which would perform again every due
-//! time its old key fired since.
+//! has neither a value nor a firing of its own for the door adopts it ([`get`]): copies it to
+//! its own key and leaves [`ADOPTED`] in its place, so an upgraded door keeps its catch-up
+//! window, its backoff and its probes' baseline, and a stage known by another key later (its
+//! file given a `[stage] name`) starts afresh rather than from the window before the upgrade,
+//! which would perform again every due time its old key fired since. A stage whose door has
+//! fired under its own key is past its upgrade and never adopts. Which of two stages upgraded
+//! at once with a door of one name adopts is whichever reads first (the log says which); an
+//! `improv door status` only reads ([`peek`]).
 
 use improv_store::{StageKey, Store, StoreError};
 use serde_json::Value;
@@ -42,7 +45,7 @@ pub async fn get(
     let Some(before) = store.get(scope, door).await? else {
         return Ok(None);
     };
-    if before.get(ADOPTED).is_some() {
+    if before.get(ADOPTED).is_some() || fired_under_its_own_key(store, stage, door).await? {
         return Ok(None);
     }
     // Two daemons of the stage adopting at once copy the same value; only if absent, so a
@@ -50,7 +53,33 @@ pub async fn get(
     store.put(scope, &own, &before, true).await?;
     let adopted = serde_json::json!({ ADOPTED: stage.id() });
     store.put(scope, door, &adopted, false).await?;
+    tracing::info!(
+        "door `{door}`: stage {} took the {scope} value kept before stages were in the key",
+        stage.id()
+    );
     store.get(scope, &own).await
+}
+
+/// The key no stage has (a stage's path is never empty): its firings are only those recorded
+/// before stages were in the key, which every stage lists with its own.
+fn no_stage() -> StageKey {
+    StageKey {
+        name: None,
+        path: String::new(),
+    }
+}
+
+/// Whether `stage`'s door has a firing of its own: its newest listed is not the newest of
+/// those from before stages were in the key (a claim never takes a due time one of them holds,
+/// and its own come after them).
+async fn fired_under_its_own_key(
+    store: &dyn Store,
+    stage: &StageKey,
+    door: &str,
+) -> Result<bool, StoreError> {
+    let newest = |firings: Vec<improv_store::Firing>| firings.first().map(|f| f.due);
+    let listed = newest(store.firings(stage, door, 1).await?);
+    Ok(listed.is_some() && listed != newest(store.firings(&no_stage(), door, 1).await?))
 }
 
 /// `stage`'s door's value in `scope` as [`get`] would read it, without adopting anything: its

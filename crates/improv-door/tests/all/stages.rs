@@ -194,3 +194,42 @@ async fn a_status_from_another_checkout_leaves_the_window_kept_before_stages_to_
         "05:30, 06:00, 06:30, 07:00: the window the status read stays the daemon's"
     );
 }
+
+/// A stage whose door already fired under its own key (past its upgrade) that opens a door of
+/// the same name as another stage's does not take the window that other stage kept before
+/// stages were in the key: the other's door adopts it and performs the due times it missed.
+#[tokio::test]
+async fn a_stage_whose_door_fired_under_its_own_key_leaves_the_window_from_before_stages() {
+    let upgraded = TestStage::new(TICK);
+    let other = TestStage::new(TICK);
+    let store = store(&upgraded.db()).await;
+    let start = DAY + 7 * HOUR + MINUTE;
+    let since = serde_json::json!(start - 2 * HOUR);
+    assert!(store.put(SINCE, "tick", &since, true).await.unwrap());
+    let fired = improv_store::Firing {
+        door: "tick".into(),
+        due: start - 30 * MINUTE,
+        performance: None,
+        note: "fired".into(),
+    };
+    let other_key = stage_key(&other.stage);
+    assert!(store.claim_firing(&other_key, &fired).await.unwrap());
+    let clock = Arc::new(SimClock::new(start));
+    let launcher = Arc::new(Counting::default());
+    for t in [&other, &upgraded] {
+        let ctx = context(
+            &t.stage,
+            "tick",
+            store.clone(),
+            launcher.clone(),
+            clock.clone(),
+        );
+        let mut timed = Timed::open(ctx).await.unwrap().unwrap();
+        timed.tick().await.unwrap();
+    }
+    assert_eq!(
+        launcher.ids().len(),
+        4,
+        "05:30, 06:00, 06:30, 07:00 by the upgraded stage; none by the other"
+    );
+}
