@@ -17,6 +17,10 @@
 //! `[doors]` says. A
 //! performance a person started (`improv run`, the API) is never swept. The outbox and firings
 //! ages are constants: nothing a user reads is in them.
+//!
+//! Left alone: the firings of a key no daemon sweeps any more (a stage renamed, moved while
+//! unnamed, or removed) stay in the store for good, at most a few rows a day per door it had;
+//! deleting other keys' old rows would need a store call that reads across stages, not added.
 
 use crate::clock::Clock;
 use improv_stage::{DoorRetention, Stage};
