@@ -19,8 +19,9 @@
 //! ages are constants: nothing a user reads is in them.
 //!
 //! Left alone: the firings of a key no daemon sweeps any more (a stage renamed, moved while
-//! unnamed, or removed) stay in the store for good, at most a few rows a day per door it had;
-//! deleting other keys' old rows would need a store call that reads across stages, not added.
+//! unnamed, or removed) stay in the store for good: no more than its last sweep left (each
+//! door's [`FIRINGS_KEEP_FOR`] of firings and [`FIRINGS_KEPT`] newest). Deleting other keys'
+//! old rows would need a store call that reads across stages, not added.
 
 use crate::clock::Clock;
 use improv_stage::{DoorRetention, Stage};
