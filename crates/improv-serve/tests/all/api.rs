@@ -660,3 +660,41 @@ async fn a_performance_run_elsewhere_is_followed_through_its_log_until_it_ends()
     running.done.await.unwrap().unwrap();
     server.stop_server().await;
 }
+
+/// Starts racing for the last place: with `--max-performances 1`, of many `POST /performances`
+/// sent at once exactly one starts, whatever their interleaving, and the others get 429 (the
+/// place is reserved under the lock that counts the running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_for_the_last_place_start_exactly_one() {
+    const STARTS: usize = 16;
+    let stage = TestStage::new(read_write_say(), ASK_WRITE);
+    for round in 0..5 {
+        let server = crate::common::serve_with(&stage, |args| args.max_performances = 1).await;
+        let server = std::sync::Arc::new(server);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(STARTS));
+        let posts: Vec<_> = (0..STARTS)
+            .map(|n| {
+                let (server, barrier) = (server.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let request =
+                        server.post("/performances", json!({"intent": format!("race {n}")}));
+                    barrier.wait().await;
+                    request.send().await.unwrap().status().as_u16()
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for post in posts {
+            statuses.push(post.await.unwrap());
+        }
+        let started = statuses.iter().filter(|s| **s == 201).count();
+        assert_eq!(started, 1, "round {round}: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| *s == 201 || *s == 429),
+            "{statuses:?}"
+        );
+        let list = server.get_json("/performances").await;
+        let live = list["performances"].as_array().unwrap().iter();
+        assert_eq!(live.filter(|p| p["live"] == true).count(), 1, "{list}");
+    }
+}
