@@ -11,6 +11,11 @@ use improv_props::workspace::Workspace;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The mark that ends every refusal of a call by the edges' rules or the director, which a
+/// model's side may match (improv-local leaves a refused file out of its edits) where the prose
+/// around it may change.
+pub const REFUSED: &str = "[denied]";
+
 /// An ask in flight: records `denied_interrupted` when dropped unanswered.
 struct Pending<'a> {
     call: &'a Call<'a>,
@@ -226,7 +231,7 @@ impl Layer for Guard {
             Decision::Deny => {
                 call.decide(&subject, Decided::Deny, rule_text.clone(), None)?;
                 return Err(PropError::new(format!(
-                    "{prop}: `{subject}` is denied by the stage's edges ({rule_text}). Do not retry it or work around it; do without it, or finish and say what you needed."
+                    "{prop}: `{subject}` is denied by the stage's edges ({rule_text}). Do not retry it or work around it; do without it, or finish and say what you needed. {REFUSED}"
                 )));
             }
             Decision::Ask => {
@@ -256,7 +261,7 @@ impl Layer for Guard {
                     let Some(answer) = answer else {
                         drop(pending);
                         return Err(PropError::new(format!(
-                            "{prop}: `{subject}` was waiting for the director's approval ({rule_text}) when the performance stopped, so it was denied and did not run."
+                            "{prop}: `{subject}` was waiting for the director's approval ({rule_text}) when the performance stopped, so it was denied and did not run. {REFUSED}"
                         )));
                     };
                     pending.armed = false;
@@ -286,7 +291,7 @@ impl Layer for Guard {
                                 .map(|n| format!(" The director's note: {n}"))
                                 .unwrap_or_default();
                             return Err(PropError::new(format!(
-                                "{prop}: the director denied `{subject}` ({rule_text}).{note}"
+                                "{prop}: the director denied `{subject}` ({rule_text}).{note} {REFUSED}"
                             )));
                         }
                         Approval::Unattended => {
@@ -297,7 +302,7 @@ impl Layer for Guard {
                                 None,
                             )?;
                             return Err(PropError::new(format!(
-                                "{prop}: `{subject}` needs the director's approval ({rule_text}), and nobody can approve it in this non-interactive run, so it was denied. Do without it, or finish and say that it is needed."
+                                "{prop}: `{subject}` needs the director's approval ({rule_text}), and nobody can approve it in this non-interactive run, so it was denied. Do without it, or finish and say that it is needed. {REFUSED}"
                             )));
                         }
                     }
