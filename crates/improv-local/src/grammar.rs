@@ -161,7 +161,9 @@ pub struct Narrowing {
     /// [`Narrowing::lean`] and [`Narrowing::seen`], a replacing prop's `new` is then one of the
     /// candidates of [`crate::mutation::candidates`] for the line it picks (see
     /// [`Builder::candidates`]): a forced repair searches small mutations of the line as first
-    /// read, ranked by the model's own token choices, each tried once, the checks the judge.
+    /// read, ranked by the model's own token choices, none an edit already wrote nor one this
+    /// reply's retries refused (see [`avoided`]), the checks the judge; the caller leaves out
+    /// of `seen` the files the failing checks point at (`LocalModel`'s `searched_files`).
     pub writes_only: bool,
 }
 
@@ -219,6 +221,10 @@ pub struct Avoid {
     /// The refused call's `content` (or `new`), when the prop writes files: only that text is
     /// refused, not every write (see [`gbnf_narrowed`]).
     pub text: Option<String>,
+    /// The refused call's `old`, for a prop that replaces text: a narrowed edit
+    /// ([`Narrowing::seen`]) leaves out that line, or with a forced search its `text` only (see
+    /// [`avoided`]).
+    pub old: Option<String>,
 }
 
 /// The GBNF grammar (root rule `root`) for a reply to a request offering `tools`: text or one
@@ -257,10 +263,16 @@ pub fn gbnf_narrowed(tools: &[ToolSpec], narrowing: &Narrowing) -> String {
             lean: narrowing.lean,
             bounded: narrowing.lean && !writes,
             seen: if narrowing.lean && replaces(&tool.parameters) {
+                let seen = avoided(
+                    &narrowing.seen,
+                    &narrowing.avoid,
+                    &tool.name,
+                    narrowing.writes_only,
+                );
                 Some(if narrowing.writes_only {
-                    searchable(&narrowing.seen)
+                    searchable(&seen)
                 } else {
-                    narrowing.seen.clone()
+                    seen
                 })
             } else {
                 None
@@ -348,6 +360,7 @@ pub fn gbnf_without(tools: &[ToolSpec], required: bool, avoid: &str) -> String {
                 prop: avoid.to_string(),
                 path: None,
                 text: None,
+                old: None,
             }],
             ..Narrowing::default()
         },
@@ -824,6 +837,35 @@ impl Builder {
     }
 }
 
+/// `seen` less the refused edits of the prop `prop` among `avoid`: with `search` the refused
+/// `new` counts as tried for every line of its file (it is no candidate again, see
+/// [`mutation::candidates`]); without, the refused `old` line is left out (a small change of it
+/// would be drawn from the same grammar, and greedy decoding writes the same one again). A
+/// narrowed edit's grammar is built from `seen` alone, so a refusal must show here or the retry
+/// makes the refused edit again.
+fn avoided(seen: &[Seen], avoid: &[Avoid], prop: &str, search: bool) -> Vec<Seen> {
+    let mut out = seen.to_vec();
+    for avoid in avoid.iter().filter(|a| a.prop == prop) {
+        let Some(file) = out
+            .iter_mut()
+            .find(|f| avoid.path.as_deref() == Some(f.path.as_str()))
+        else {
+            continue;
+        };
+        match (search, &avoid.text, &avoid.old) {
+            (true, Some(text), _) => {
+                for line in &mut file.lines {
+                    line.tried.push(text.clone());
+                }
+            }
+            (false, _, Some(old)) => file.lines.retain(|l| &l.now != old),
+            _ => {}
+        }
+    }
+    out.retain(|f| !f.lines.is_empty());
+    out
+}
+
 /// `seen` less the lines a forced edit has no mutation left for (see [`Builder::candidates`]),
 /// and the files left without lines; lines past [`MAX_SEARCH_BYTES`] of candidates in all
 /// (files seen last first, as `seen` lists them) are left out too.
@@ -1139,6 +1181,7 @@ mod tests {
             prop: "read".into(),
             path: Some("tests/mean.rs".into()),
             text: None,
+            old: None,
         }];
         let g = gbnf_narrowed(&tools, &narrowing);
         assert!(g.contains(r#""\"path\":" ws ("\"src/lib.rs\"")"#), "{g}");
@@ -1149,6 +1192,7 @@ mod tests {
             prop: "read".into(),
             path: Some("src/lib.rs".into()),
             text: None,
+            old: None,
         }];
         let g = gbnf_narrowed(&tools, &narrowing);
         assert!(
@@ -1218,6 +1262,7 @@ mod tests {
                 prop: "write".into(),
                 path: Some("a.txt".into()),
                 text: Some("h\"i".into()),
+                old: None,
             }],
             ..Narrowing::default()
         };
@@ -1525,6 +1570,81 @@ mod tests {
         assert!(rule(&g, "args-0-0-0").ends_with("-p0"), "{g}");
         narrowing.writes_only = false;
         assert_eq!(gbnf_narrowed(&tools, &narrowing), g);
+    }
+
+    fn edit_spec() -> ToolSpec {
+        spec(
+            "edit",
+            json!({"type": "object", "properties": {"path": {"type": "string"},
+                "old": {"type": "string"}, "new": {"type": "string"}},
+                "required": ["path", "old", "new"]}),
+        )
+    }
+
+    #[test]
+    fn a_refused_edit_is_not_in_the_retrys_grammar() {
+        let tools = [edit_spec()];
+        let first = "n + 1";
+        let mut narrowing = Narrowing {
+            required: true,
+            lean: true,
+            writes_only: true,
+            seen: vec![Seen {
+                path: "src/lib.rs".into(),
+                lines: vec![Line::new(first), Line::new("let m = 2;")],
+            }],
+            ..Narrowing::default()
+        };
+        let refused = "n - 1";
+        let before = language(&gbnf_narrowed(&tools, &narrowing), "args-0-0-0");
+        assert!(before.contains(&format!("\"{refused}\"")), "{before:?}");
+        narrowing.avoid = vec![Avoid {
+            prop: "edit".into(),
+            path: Some("src/lib.rs".into()),
+            text: Some(refused.into()),
+            old: Some(first.into()),
+        }];
+        // Search: the refused `new` is a tried text, and only it goes.
+        let after = language(&gbnf_narrowed(&tools, &narrowing), "args-0-0-0");
+        assert!(!after.contains(&format!("\"{refused}\"")), "{after:?}");
+        assert_eq!(after.len() + 1, before.len());
+        // Small changes: the refused line is no `old` of the retry; the other lines are.
+        narrowing.writes_only = false;
+        let g = gbnf_narrowed(&tools, &narrowing);
+        assert!(!rule(&g, "args-0").contains("n + 1"), "{g}");
+        assert!(rule(&g, "args-0").contains("let m = 2;"), "{g}");
+        // Another prop's refusal, or another file's, changes nothing.
+        narrowing.avoid[0].path = Some("src/other.rs".into());
+        assert!(gbnf_narrowed(&tools, &narrowing).contains("n + 1"));
+    }
+
+    #[test]
+    fn the_search_offers_at_most_max_search_bytes_of_candidates() {
+        // Lines of 40 numbers: each has some hundred candidates of its length.
+        let lines: Vec<Line> = (0..100)
+            .map(|i| {
+                let line = (0..40)
+                    .map(|k| format!("{}", i * 40 + k))
+                    .collect::<Vec<_>>()
+                    .join(" + ");
+                Line::new(&line)
+            })
+            .collect();
+        let seen = vec![Seen {
+            path: "src/lib.rs".into(),
+            lines,
+        }];
+        let size = |seen: &[Seen]| -> usize {
+            seen.iter()
+                .flat_map(|f| &f.lines)
+                .flat_map(|l| mutation::candidates(&l.first, &l.now, &l.tried))
+                .map(|c| c.len())
+                .sum()
+        };
+        assert!(size(&seen) > 2 * MAX_SEARCH_BYTES, "{}", size(&seen));
+        let kept = searchable(&seen);
+        assert!(size(&kept) <= MAX_SEARCH_BYTES, "{}", size(&kept));
+        assert!(!kept.is_empty(), "the first lines fit");
     }
 
     #[test]

@@ -121,13 +121,20 @@ impl LocalModel {
     /// prop that writes files keeps any path, see `grammar::Narrowing::paths`), the calls
     /// are lean: required arguments only, short strings (see `grammar::Narrowing::lean`), an
     /// edit replaces a line of a file it has seen ([`seen_files`]), and once
-    /// [`WRITE_AFTER_CALLS`] calls left them failing, the call is a write ([`must_write`]).
-    /// `failing` is [`must_act`] of the request's messages.
+    /// [`WRITE_AFTER_CALLS`] calls left them failing, the call is a write ([`must_write`]): an
+    /// edit then searches the lines of the files seen less those the failing checks point at
+    /// ([`searched_files`]). `failing` is [`must_act`] of the request's messages.
     fn narrowing(&self, request: &Request<'_>, failing: bool) -> grammar::Narrowing {
         let seen = if failing {
             seen_files(request.system, request.messages, request.tools)
         } else {
             Vec::new()
+        };
+        let writes_only = must_write(request.messages, &seen);
+        let seen = if writes_only {
+            searched_files(request.messages, seen)
+        } else {
+            seen
         };
         grammar::Narrowing {
             required: self.config.tool_choice == ToolChoice::Required || failing,
@@ -138,7 +145,7 @@ impl LocalModel {
             },
             avoid: Vec::new(),
             lean: failing,
-            writes_only: must_write(request.messages, &seen),
+            writes_only,
             seen,
         }
     }
@@ -505,9 +512,10 @@ fn seen_files(system: &str, messages: &[Message], tools: &[ToolSpec]) -> Vec<gra
         let arguments: serde_json::Value =
             serde_json::from_str(&call.arguments).unwrap_or_default();
         let string = |key: &str| arguments.get(key).and_then(|v| v.as_str());
-        let Some(path) = string("path") else {
+        let Some(path) = string("path").map(normal_path) else {
             continue;
         };
+        let path = path.as_str();
         let at = files.iter().position(|(p, _)| p == path);
         let text = if *is_error {
             if writes(tools, &call.name) && content.contains(DENIED) {
@@ -568,9 +576,117 @@ fn seen_files(system: &str, messages: &[Message], tools: &[ToolSpec]) -> Vec<gra
 /// How the system prompt opens a context file's text (improv-stage's prompt).
 const CONTEXT_FILE: &str = "# file: ";
 
-/// What the stage's edges say of a call they denied (improv-edges' guarded policy): a file
-/// whose write was denied is no file to edit.
-const DENIED: &str = " is denied by ";
+/// What the stage's edges put in every refusal of a call (improv-edges' guarded policy: a deny
+/// rule, the director's no, an approval nobody could give): a file whose write was refused is
+/// no file to edit.
+const DENIED: &str = improv_edges::policy::REFUSED;
+
+/// `path` as one spelling of its file: `./tests/x.rs`, `tests//x.rs` and `tests/./x.rs` are
+/// `tests/x.rs`, so a file read under one name and refused under another is one file.
+fn normal_path(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let joined = parts.join("/");
+    if rooted { format!("/{joined}") } else { joined }
+}
+
+/// Whether `location` (a path a check's output printed: relative to the workspace, or absolute
+/// in it) is the file `path` the model named.
+fn same_file(location: &str, path: &str) -> bool {
+    let (location, path) = (normal_path(location), normal_path(path));
+    !path.is_empty() && (location == path || location.ends_with(&format!("/{path}")))
+}
+
+/// The files a forced search may edit: `seen` less those the failing checks point at
+/// ([`failure_files`]). The checks' failing lines are the spec: deleting an `assert_eq!` or
+/// moving a test's expected number passes them and fixes nothing.
+fn searched_files(messages: &[Message], mut seen: Vec<grammar::Seen>) -> Vec<grammar::Seen> {
+    let spec = failure_files(messages);
+    seen.retain(|file| !spec.iter().any(|s| same_file(s, &file.path)));
+    seen
+}
+
+/// The files the latest failing notes name as a failure location (see [`failure_locations`]):
+/// those of every failing note since the checks began to fail ([`failing_since`]), as a note
+/// that shows only an error the search's own edit caused (a compile error) still leaves the
+/// test that failed before it the spec. A file this performance edited is not among them: a
+/// location in it may be that edit's error, and the search must be able to undo it.
+fn failure_files(messages: &[Message]) -> Vec<String> {
+    let Some(since) = failing_since(messages) else {
+        return Vec::new();
+    };
+    let calls = calls_by_id(messages);
+    let edited: Vec<String> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool {
+                call_id,
+                is_error: false,
+                ..
+            } => calls.get(call_id.as_str()),
+            _ => None,
+        })
+        .filter_map(|call| {
+            let arguments: serde_json::Value = serde_json::from_str(&call.arguments).ok()?;
+            // An edit (`old`) or a write (`content`) that succeeded.
+            arguments.get("old").or_else(|| arguments.get("content"))?;
+            arguments.get("path")?.as_str().map(normal_path)
+        })
+        .collect();
+    let mut files: Vec<String> = Vec::new();
+    for m in &messages[since..] {
+        let Message::User { text } = m else { continue };
+        if loop_note::is_note(m) {
+            continue;
+        }
+        for file in failure_locations(text) {
+            if !edited.iter().any(|e| same_file(&file, e)) && !files.contains(&file) {
+                files.push(file);
+            }
+        }
+    }
+    files
+}
+
+/// The files a check's output names as failure locations, normalised ([`normal_path`]). Two
+/// patterns, the same in every language improv has met:
+///
+/// - `PATH:LINE` or `PATH:LINE:COL`, `PATH` a word with a `.` in its last part: a Rust panic
+///   (`panicked at tests/mean.rs:5:5:`), a compiler's `--> src/lib.rs:8:5`, a JS stack frame
+///   (`at tests/x.test.js:5:10`, `(tests/x.test.js:5:10)`), pytest's `tests/t.py:5: AssertionError`;
+/// - `File "PATH", line N`: a Python traceback's frames.
+///
+/// Written here: two patterns are fewer lines than a regex crate's use.
+fn failure_locations(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |path: &str| {
+        let file = normal_path(path);
+        let name = file.rsplit('/').next().unwrap_or_default();
+        if name.contains('.') && !name.starts_with('.') && !out.contains(&file) {
+            out.push(file);
+        }
+    };
+    for word in text.split(|c: char| c.is_whitespace() || "()[]<>'\",`".contains(c)) {
+        if let Some((path, rest)) = word.split_once(':')
+            && rest.starts_with(|c: char| c.is_ascii_digit())
+        {
+            push(path);
+        }
+    }
+    for frame in text.split("File \"").skip(1) {
+        if let Some((path, rest)) = frame.split_once('"')
+            && rest
+                .strip_prefix(", line ")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            push(path);
+        }
+    }
+    out
+}
 
 /// The most bytes of lines [`seen_files`] offers.
 const MAX_SEEN_BYTES: usize = 8 * 1024;
@@ -656,6 +772,7 @@ fn repeated_call(
         path: string("path"),
         // What a writing prop wrote: the grammar refuses only that text, not every write.
         text: string("content").or_else(|| string("new")),
+        old: string("old"),
         prop: made.name,
     })
 }
@@ -838,6 +955,7 @@ mod tests {
             prop: "read".into(),
             path: Some(path.into()),
             text: None,
+            old: None,
         })
     }
 
@@ -996,11 +1114,11 @@ mod tests {
             // A denied edit's file is no file to edit; a failed read shows nothing.
             edit(
                 "call_3",
-                r#"{"path": "tests/t.rs", "old": "a", "new": "b"}"#,
+                r#"{"path": "./tests/t.rs", "old": "a", "new": "b"}"#,
             ),
             answer(
                 "call_3",
-                "edit: `tests/t.rs` is denied by the stage's edges (x)",
+                "edit: `./tests/t.rs` needs the director's approval (x), so it was denied. [denied]",
                 true,
             ),
             Message::Assistant {
@@ -1048,6 +1166,82 @@ mod tests {
             Some(sampled),
             "the same conversation, the same seed"
         );
+    }
+
+    #[test]
+    fn failure_locations_are_path_line_and_python_frames() {
+        let rust = "thread 'mean_of_a_few' panicked at tests/mean.rs:5:5:\nassertion `left == right` failed";
+        assert_eq!(failure_locations(rust), ["tests/mean.rs"]);
+        let compiler = "error[E0308]: mismatched types\n --> ./src/lib.rs:8:5\n  |";
+        assert_eq!(failure_locations(compiler), ["src/lib.rs"]);
+        let python = "Traceback (most recent call last):\n  File \"/w/tests/test_mean.py\", line 5, in test_mean\n    assert mean([1]) == 1\nAssertionError";
+        assert_eq!(failure_locations(python), ["/w/tests/test_mean.py"]);
+        let pytest = "tests/test_mean.py:5: AssertionError";
+        assert_eq!(failure_locations(pytest), ["tests/test_mean.py"]);
+        let js = "    at Object.<anonymous> (tests/mean.test.js:5:10)\n    at mean.test.js:7:1";
+        assert_eq!(
+            failure_locations(js),
+            ["tests/mean.test.js", "mean.test.js"]
+        );
+        // Times, ports and words before a colon are no files.
+        assert!(failure_locations("at 12:30:01 on localhost:8080, note: 3 failed").is_empty());
+        assert!(same_file("/w/tests/test_mean.py", "./tests/test_mean.py"));
+        assert!(!same_file("/w/tests/test_mean.py", "mean.py"));
+    }
+
+    #[test]
+    fn the_search_leaves_out_the_files_the_failing_checks_point_at() {
+        let file = |path: &str, line: &str| grammar::Seen {
+            path: path.into(),
+            lines: vec![grammar::Line::new(line)],
+        };
+        let seen = vec![
+            file("./tests/mean.rs", "assert_eq!(mean(&[1.0]), Some(1.0));"),
+            file("src/lib.rs", "Some(x / 2.0)"),
+        ];
+        let mut talk = vec![
+            Message::user("Make `cargo test` pass."),
+            Message::user(
+                "After your last change, tests fails:\n\n## tests\npanicked at tests/mean.rs:5:5:\nassertion failed",
+            ),
+        ];
+        let kept = searched_files(&talk, seen.clone());
+        assert_eq!(kept, seen[1..], "the test file is the spec");
+        // The search's own edit broke the build: the newest note points only at the edited
+        // file, which stays searchable (the edit must be undone), and the test stays out.
+        talk.push(edit(
+            "call_1",
+            r#"{"path": "src/lib.rs", "old": "Some(x / 2.0)", "new": "Some(x / 2.0"}"#,
+        ));
+        talk.push(answer("call_1", "replaced", false));
+        talk.push(Message::user(
+            "After your last change, tests fails:\n\n## tests\nerror: expected `)`\n --> src/lib.rs:8:5",
+        ));
+        assert_eq!(searched_files(&talk, seen.clone()), seen[1..]);
+        // Before the checks fail, nothing is the spec.
+        assert_eq!(searched_files(&talk[..1], seen.clone()), seen);
+    }
+
+    #[test]
+    fn seen_files_offer_at_most_max_seen_bytes_of_lines() {
+        let tools = props();
+        let read: String = (1..=2000)
+            .map(|i| format!("{i}\tlet value_{i} = compute({i});\n"))
+            .collect();
+        let talk = vec![
+            Message::user("Attempt 1 of 3: 1 of 1 checks failed: tests."),
+            reply(r#"{"path": "src/lib.rs"}"#),
+            answer("call_1", &read, false),
+        ];
+        assert!(read.len() > 4 * MAX_SEEN_BYTES);
+        let seen = seen_files("", &talk, &tools);
+        let size: usize = seen
+            .iter()
+            .flat_map(|f| &f.lines)
+            .map(|l| l.now.len() + l.first.len())
+            .sum();
+        assert!(size <= MAX_SEEN_BYTES, "{size}");
+        assert!(size > MAX_SEEN_BYTES / 2, "the budget is used: {size}");
     }
 
     #[test]
@@ -1195,6 +1389,7 @@ mod tests {
                 prop: "write".into(),
                 path: Some("a.txt".into()),
                 text: Some("hi".into()),
+                old: None,
             })
         );
         assert_eq!(

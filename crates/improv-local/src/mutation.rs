@@ -5,9 +5,12 @@
 //! A 135M model that sees a line and may write any text copies it and changes only where the
 //! copying runs out (a trailing `)` added or dropped), and each edit starts from the line it
 //! edited last, so it walks instead of searching. Here every candidate is one mutation of the
-//! line as first read, each is tried at most once, and the line's current text is never one:
+//! line as first read, none that an edit already wrote (`tried`), and the line's current text is
+//! never one:
 //!
-//! - a span of 1 to [`MAX_SPAN`] tokens deleted (a token keeps the blanks before it);
+//! - a span of 1 to [`MAX_SPAN`] tokens deleted (a token keeps the blanks before it), but never
+//!   the line's leading call or macro name (a word first, then `!` or `(`): without it
+//!   `assert_eq!(a, b);` reads `(a, b);`, which compiles and checks nothing;
 //! - an operator replaced by its sibling ([`SIBLINGS`]);
 //! - a number `n` replaced by `n+1`, `n-1`, `0` or `1`, in its form (`1.0` → `2.0`, `3u8` → `4u8`);
 //! - the first-read line itself (it reverts an earlier mutation).
@@ -97,13 +100,28 @@ pub fn candidates(first: &str, now: &str, tried: &[String]) -> Vec<String> {
             offer(replaced(t, &number));
         }
     }
+    let called = leads_a_call(first, &tokens);
     for span in 1..=MAX_SPAN {
-        for window in tokens.windows(span) {
+        for (at, window) in tokens.windows(span).enumerate() {
+            if called && at == 0 {
+                continue;
+            }
             let (from, to) = (window[0].start, window[span - 1].end);
             offer(format!("{}{}", &first[..from], &first[to..]));
         }
     }
     out
+}
+
+/// Whether `line` opens with a call or a macro: a word, then `!` or `(` (`assert!(x)`,
+/// `check(x)`, `Some(x)`). Deleting that word switches the call off and may still compile.
+fn leads_a_call(line: &str, tokens: &[Token]) -> bool {
+    match tokens {
+        [name, next, ..] => {
+            name.kind == Kind::Word && matches!(&line[next.text..next.end], "!" | "(")
+        }
+        _ => false,
+    }
 }
 
 /// The tokens of `line`: words, numbers (with a fraction and a suffix), operators (the longest
@@ -309,8 +327,8 @@ mod tests {
             // One token and three deleted.
             "Some(xs.iter().sum::<f64>() / (xs.len() as f64 + 1.0)",
             "Some(xs.iter().sum::<f64>() / (xs.len() as f64 +",
-            // The first token deleted: no blank left in front.
-            "(xs.iter().sum::<f64>() / (xs.len() as f64 + 1.0))",
+            // A token deleted after a blank: the blank goes with it.
+            "Some(xs.iter().sum::<f64>() / (xs.len() f64 + 1.0))",
         ] {
             assert!(all.iter().any(|c| c == expected), "{expected} in {all:#?}");
         }
@@ -354,6 +372,28 @@ mod tests {
                 .iter()
                 .any(|c| c == LINE)
         );
+    }
+
+    #[test]
+    fn a_leading_call_or_macro_name_is_never_deleted() {
+        for (line, switched_off) in [
+            (
+                "assert_eq!(mean(&[1.0]), Some(1.0));",
+                "(mean(&[1.0]), Some(1.0));",
+            ),
+            ("assert!(ok);", "(ok);"),
+            ("check(x == 1);", "(x == 1);"),
+        ] {
+            let all = candidates(line, line, &[]);
+            assert!(!all.is_empty());
+            assert!(!all.iter().any(|c| c == switched_off), "{line}: {all:#?}");
+            // Nothing that starts after the name's place: `!(…)`, `(…)`, `mean(…)…`.
+            let name = line.split(['!', '(']).next().unwrap_or_default();
+            assert!(all.iter().all(|c| c.starts_with(name)), "{line}: {all:#?}");
+        }
+        // A line that opens otherwise keeps its first-token deletions.
+        let line = "x = f(1);";
+        assert!(candidates(line, line, &[]).iter().any(|c| c == "= f(1);"));
     }
 
     #[test]

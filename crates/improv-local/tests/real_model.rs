@@ -570,7 +570,8 @@ async fn after_a_failing_checks_note_the_model_acts() {
 /// The fix-the-test stage on the embedded model, four calls after the checks began to fail:
 /// it read the test and the code. Left free it greps, reads and runs commands until its turns
 /// run out, or edits `old` texts it makes up (`#1`); now its reply is an edit of a line of a
-/// file it read, with other text, sampled (the same conversation gives the same edit).
+/// file it read, with other text, sampled (the same conversation gives the same edit), and not
+/// of the file the failing check points at.
 #[tokio::test]
 async fn once_calls_left_the_checks_failing_the_model_edits_a_line_it_read() {
     let mut c = config();
@@ -641,12 +642,10 @@ async fn once_calls_left_the_checks_failing_the_model_edits_a_line_it_read() {
         arguments["old"].as_str().unwrap(),
         arguments["new"].as_str().unwrap(),
     );
-    let file = if path == "src/lib.rs" {
-        lib
-    } else {
-        assert_eq!(path, "tests/mean.rs", "{reply:?}");
-        test
-    };
+    // The failing check points at `tests/mean.rs:5:5`: the test is the spec, and the search
+    // never edits it (no edge denies it here).
+    assert_eq!(path, "src/lib.rs", "{reply:?}");
+    let file = lib;
     assert!(
         file.lines().any(|l| l.trim() == old),
         "old is a line it read: {reply:?}"
