@@ -27,6 +27,13 @@
 //! reload) retakes it, and its first reply edits the deferred answer through the token. A token
 //! older than Discord's 15 minutes by then is logged and put in the door's status, and the reply
 //! goes to the channel as a new message instead.
+//!
+//! A door's records are its stage's ([`improv_door::kept::key`]: claims, the pending list,
+//! threads, the keys of its notices and pairing code in the outbox, its status notices), so two
+//! stages sharing a store, each with a chat door of one name, never continue each other's
+//! threads or claim each other's messages. What was kept before the stage was in the key is
+//! adopted by the first stage whose door reads it (a thread, the pending list), and a message
+//! claimed before is a duplicate to every stage, so none is lost or performed twice.
 
 use crate::discord::Followup;
 use crate::gate::{Admission, Gate};
@@ -37,8 +44,9 @@ use crate::{Body, Channel, ChannelError, Inbound};
 use async_trait::async_trait;
 use futures::StreamExt;
 use improv_door::expiry::Expiry;
+use improv_door::kept;
 use improv_kernel::{Observer, Outcome, Prop};
-use improv_store::{OutboxKey, Store};
+use improv_store::{OutboxKey, StageKey, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -205,10 +213,11 @@ impl ChatDoor {
     /// Handles one message: once, if let in, as the thread's next performance.
     pub async fn handle(&self, inbound: &Inbound) -> Result<Handled, ChannelError> {
         let seen = self.seen(inbound);
-        if !self
-            .store
-            .put_if(SEEN_SCOPE, &seen, None, &Claim::Claimed.value())
-            .await?
+        if self.claimed_before_stages(inbound).await?
+            || !self
+                .store
+                .put_if(SEEN_SCOPE, &seen, None, &Claim::Claimed.value())
+                .await?
         {
             return Ok(Handled::Duplicate);
         }
@@ -232,10 +241,11 @@ impl ChatDoor {
             return Ok(Deferral::Limited);
         }
         let seen = self.seen(inbound);
-        if !self
-            .store
-            .put_if(SEEN_SCOPE, &seen, None, &Claim::Claimed.value())
-            .await?
+        if self.claimed_before_stages(inbound).await?
+            || !self
+                .store
+                .put_if(SEEN_SCOPE, &seen, None, &Claim::Claimed.value())
+                .await?
         {
             return Ok(Deferral::Claimed);
         }
@@ -279,8 +289,14 @@ impl ChatDoor {
         );
         tracing::warn!(door = %self.door, "{text}");
         let now_ms = i64::try_from(now.saturating_mul(1000)).unwrap_or(i64::MAX);
-        if let Err(e) =
-            improv_door::status::notice(self.store.as_ref(), &self.door, now_ms, &text).await
+        if let Err(e) = improv_door::status::notice(
+            self.store.as_ref(),
+            self.stage(),
+            &self.door,
+            now_ms,
+            &text,
+        )
+        .await
         {
             tracing::warn!(door = %self.door, "the notice could not be kept in the door's status: {e}");
         }
@@ -361,7 +377,9 @@ impl ChatDoor {
     /// The pending messages of this door older than `grace`, oldest first; one that cannot be
     /// read back is taken off the list (logged).
     async fn due(&self, grace: Duration) -> Result<Vec<(String, Inbound)>, ChannelError> {
-        let pending = self.store.get(PENDING_SCOPE, &self.door).await?;
+        // The list kept before the stage was in its key is adopted (its entries name their claims).
+        let pending =
+            kept::get(self.store.as_ref(), PENDING_SCOPE, self.stage(), &self.door).await?;
         let Some(pending) = pending.as_ref().and_then(|v| v.as_object()) else {
             return Ok(Vec::new());
         };
@@ -426,8 +444,13 @@ impl ChatDoor {
         })
     }
 
-    /// The store's key for `inbound`'s claim.
+    /// The store's key for `inbound`'s claim: the stage's ([`kept::key`]).
     fn seen(&self, inbound: &Inbound) -> String {
+        kept::key(self.stage(), &self.seen_before_stages(inbound))
+    }
+
+    /// `inbound`'s claim's key before the stage was in it.
+    fn seen_before_stages(&self, inbound: &Inbound) -> String {
         format!(
             "{}/{}/{}/{}",
             self.door,
@@ -437,11 +460,31 @@ impl ChatDoor {
         )
     }
 
+    /// Whether `inbound` was claimed before claims had a stage (a redelivery across the
+    /// upgrade): a duplicate, whichever stage's door reads it.
+    async fn claimed_before_stages(&self, inbound: &Inbound) -> Result<bool, ChannelError> {
+        let bare = self.seen_before_stages(inbound);
+        Ok(self.store.get(SEEN_SCOPE, &bare).await?.is_some())
+    }
+
+    /// The stage this door is of: what its records are kept under.
+    fn stage(&self) -> &StageKey {
+        self.outbox.stage()
+    }
+
+    /// The store's key of the door's pending list.
+    fn pending_key(&self) -> String {
+        kept::key(self.stage(), &self.door)
+    }
+
     /// Adds `seen` to the door's pending list (with `inbound`), or takes it off (`None`): read,
     /// changed and written back only if no one wrote it since, else read again.
     async fn pend(&self, seen: &str, inbound: Option<&Inbound>) -> Result<(), ChannelError> {
         loop {
-            let read = self.store.get_versioned(PENDING_SCOPE, &self.door).await?;
+            let read = self
+                .store
+                .get_versioned(PENDING_SCOPE, &self.pending_key())
+                .await?;
             let version = read.as_ref().map(|r| r.version);
             let mut list = match read.map(|r| r.value) {
                 Some(serde_json::Value::Object(list)) => list,
@@ -465,7 +508,7 @@ impl ChatDoor {
             let list = serde_json::Value::Object(list);
             if self
                 .store
-                .put_if(PENDING_SCOPE, &self.door, version, &list)
+                .put_if(PENDING_SCOPE, &self.pending_key(), version, &list)
                 .await?
             {
                 return Ok(());
@@ -523,9 +566,8 @@ impl ChatDoor {
             return self.refuse(inbound, target, Admission::Busy).await;
         };
         let thread = thread_key(&self.door, inbound);
-        let previous = self
-            .store
-            .get(THREAD_SCOPE, &thread)
+        // The stage's own thread, or one kept before the stage was in the key, adopted.
+        let previous = kept::get(self.store.as_ref(), THREAD_SCOPE, self.stage(), &thread)
             .await?
             .and_then(|v| v["performance"].as_str().map(str::to_string));
         // Started only by whoever still holds the claim: a retake took it from a handler
@@ -548,14 +590,16 @@ impl ChatDoor {
                 return Ok(Handled::Failed { performance: None });
             }
         };
-        self.store
-            .put(
-                THREAD_SCOPE,
-                &thread,
-                &serde_json::json!({ "performance": performed.id }),
-                false,
-            )
-            .await?;
+        let value = serde_json::json!({ "performance": performed.id });
+        kept::put(
+            self.store.as_ref(),
+            THREAD_SCOPE,
+            self.stage(),
+            &thread,
+            &value,
+            false,
+        )
+        .await?;
         if matches!(performed.outcome, Outcome::Done | Outcome::Converged) {
             return Ok(Handled::Performed(performed.id));
         }
@@ -664,14 +708,16 @@ impl ChatDoor {
         text: &str,
         interaction: Option<Followup>,
     ) {
+        let message = format!(
+            "{what}/{}/{}/{}/{}",
+            self.door,
+            inbound.platform.as_str(),
+            inbound.conversation,
+            inbound.message_id
+        );
+        // The stage's: another stage's door of this name notifies the same message on its own.
         let key = OutboxKey {
-            performance: format!(
-                "{what}/{}/{}/{}/{}",
-                self.door,
-                inbound.platform.as_str(),
-                inbound.conversation,
-                inbound.message_id
-            ),
+            performance: kept::key(self.stage(), &message),
             seq: 0,
         };
         let body = Body {
@@ -723,8 +769,9 @@ impl ChatDoor {
         target: &Target,
         code: &str,
     ) -> Result<(), ChannelError> {
+        let pairing = format!("pairing/{}/{}", self.door, inbound.sender_id);
         let key = OutboxKey {
-            performance: format!("pairing/{}/{}", self.door, inbound.sender_id),
+            performance: kept::key(self.stage(), &pairing),
             seq: 0,
         };
         let body = Body {

@@ -174,6 +174,7 @@ pub(crate) fn chat_door(
         door: name.clone(),
         store: ctx.store.clone(),
         gate: Gate::new(
+            ctx.stage_key(),
             name,
             &config.allow,
             ctx.store.clone(),

@@ -2,9 +2,16 @@
 //! paired; a stranger gets a one-time pairing code (`improv door pair CODE`) and no performance;
 //! per-door and per-sender rate limits (token buckets) and `max_running` bound what anyone can
 //! make the stage do, as the stage file's `rate`, `sender_rate` and `max_running` set them.
+//!
+//! Pairings, codes and a sender's code are the door's stage's ([`improv_door::kept::key`]), so
+//! two stages sharing a store, each with a chat door of one name, never let in each other's
+//! paired senders or take each other's codes. A pairing approved before the stage was in the key
+//! is adopted by the first stage whose door reads it ([`improv_door::kept::get`]); a code minted
+//! before is paired by the first stage's director who gives it (it names no stage).
 
 use crate::{ChannelError, Inbound};
-use improv_store::Store;
+use improv_door::kept;
+use improv_store::{StageKey, Store};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,6 +118,7 @@ pub type Running = tokio::sync::OwnedSemaphorePermit;
 
 /// A door's gate.
 pub struct Gate {
+    stage: StageKey,
     door: String,
     allow: Vec<String>,
     store: Arc<dyn Store>,
@@ -122,8 +130,15 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(door: &str, allow: &[String], store: Arc<dyn Store>, limits: Limits) -> Self {
+    pub fn new(
+        stage: StageKey,
+        door: &str,
+        allow: &[String],
+        store: Arc<dyn Store>,
+        limits: Limits,
+    ) -> Self {
         Gate {
+            stage,
             door: door.to_string(),
             allow: allow.to_vec(),
             store,
@@ -205,17 +220,15 @@ impl Gate {
         if listed {
             return Ok(true);
         }
-        let paired = self
-            .store
-            .get(PAIRED_SCOPE, &sender_key(&self.door, &inbound.sender_id))
-            .await?;
+        let sender = sender_key(&self.door, &inbound.sender_id);
+        let paired = kept::get(self.store.as_ref(), PAIRED_SCOPE, &self.stage, &sender).await?;
         Ok(paired.is_some())
     }
 
     /// A stranger's first message mints their code; later ones get nothing.
     async fn stranger(&self, inbound: &Inbound) -> Result<Admission, ChannelError> {
         let code = new_code();
-        let sender = sender_key(&self.door, &inbound.sender_id);
+        let sender = kept::key(&self.stage, &sender_key(&self.door, &inbound.sender_id));
         let first = self
             .store
             .put(SENDER_CODE_SCOPE, &sender, &code.clone().into(), true)
@@ -230,7 +243,8 @@ impl Gate {
             "platform": inbound.platform,
             "approved": false,
         });
-        if !self.store.put(CODE_SCOPE, &code, &record, true).await? {
+        let key = kept::key(&self.stage, &code);
+        if !self.store.put(CODE_SCOPE, &key, &record, true).await? {
             return Err(ChannelError::Setup(format!(
                 "pairing code {code} collided with an existing one; the sender will get a new one next time"
             )));
@@ -322,11 +336,19 @@ pub enum PairError {
     Store(#[from] improv_store::StoreError),
 }
 
-/// Approves a pairing code: its sender may come in through its door from now on. Each code
-/// works once. This is what `improv door pair CODE` runs.
-pub async fn pair(store: &dyn Store, code: &str) -> Result<Paired, PairError> {
+/// Approves a pairing code of `stage`'s: its sender may come in through its door from now on.
+/// Each code works once; another stage's code is unknown here. This is what `improv door pair
+/// CODE` runs in the stage's folder.
+pub async fn pair(store: &dyn Store, stage: &StageKey, code: &str) -> Result<Paired, PairError> {
     let code = code.trim().to_ascii_uppercase();
-    let Some(mut record) = store.get(CODE_SCOPE, &code).await? else {
+    // Minted before codes had a stage: under the code alone, the first stage to pair it takes it.
+    let mut key = kept::key(stage, &code);
+    let mut found = store.get(CODE_SCOPE, &key).await?;
+    if found.is_none() {
+        found = store.get(CODE_SCOPE, &code).await?;
+        key.clone_from(&code);
+    }
+    let Some(mut record) = found else {
         return Err(PairError::Unknown(code));
     };
     if record["approved"].as_bool() == Some(true) {
@@ -338,15 +360,10 @@ pub async fn pair(store: &dyn Store, code: &str) -> Result<Paired, PairError> {
         sender_id: text("sender_id").unwrap_or_default(),
         sender_name: text("sender_name"),
     };
-    store
-        .put(
-            PAIRED_SCOPE,
-            &sender_key(&paired.door, &paired.sender_id),
-            &serde_json::json!({ "code": code, "sender_name": paired.sender_name }),
-            false,
-        )
-        .await?;
+    let value = serde_json::json!({ "code": code, "sender_name": paired.sender_name });
+    let sender = sender_key(&paired.door, &paired.sender_id);
+    kept::put(store, PAIRED_SCOPE, stage, &sender, &value, false).await?;
     record["approved"] = true.into();
-    store.put(CODE_SCOPE, &code, &record, false).await?;
+    store.put(CODE_SCOPE, &key, &record, false).await?;
     Ok(paired)
 }

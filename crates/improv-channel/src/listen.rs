@@ -26,9 +26,9 @@ pub async fn telegram(
     poll: Duration,
     cancel: CancellationToken,
 ) -> Result<(), ChannelError> {
-    let mut offset = door
-        .store
-        .get(OFFSET_SCOPE, &door.door)
+    // The stage's own bot's offset (one kept before the stage was in the key is adopted).
+    let stage = door.outbox.stage();
+    let mut offset = improv_door::kept::get(door.store.as_ref(), OFFSET_SCOPE, stage, &door.door)
         .await?
         .and_then(|v| v.as_i64())
         .unwrap_or(0);
@@ -46,9 +46,16 @@ pub async fn telegram(
                         handle(door, &inbound).await;
                     }
                     offset = update.update_id + 1;
-                    door.store
-                        .put(OFFSET_SCOPE, &door.door, &offset.into(), false)
-                        .await?;
+                    let value = offset.into();
+                    improv_door::kept::put(
+                        door.store.as_ref(),
+                        OFFSET_SCOPE,
+                        stage,
+                        &door.door,
+                        &value,
+                        false,
+                    )
+                    .await?;
                 }
                 continue;
             }

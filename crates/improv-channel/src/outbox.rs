@@ -140,6 +140,11 @@ impl Outbox {
         &self.door
     }
 
+    /// The stage whose door this outbox sends for: what the door's records are kept under.
+    pub fn stage(&self) -> &StageKey {
+        &self.stage
+    }
+
     /// How this outbox waits between tries (the door's other retries wait the same).
     pub fn retry(&self) -> Retry {
         self.retry

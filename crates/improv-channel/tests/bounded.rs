@@ -122,7 +122,13 @@ fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<dyn Performer>) -> Ar
     Arc::new(ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &["@alice".into()], store.clone(), open_limits()),
+        gate: Gate::new(
+            common::stage(),
+            "chat",
+            &["@alice".into()],
+            store.clone(),
+            open_limits(),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             common::stage(),
@@ -149,12 +155,16 @@ fn message(n: usize) -> Inbound {
 
 async fn claim_of(store: &dyn Store, n: usize) -> Option<serde_json::Value> {
     let key = format!("chat/telegram/{}/{n}", 100 + n);
+    let key = improv_door::kept::key(&common::stage(), &key);
     store.get("door.inbound", &key).await.unwrap()
 }
 
 async fn thread_of(store: &dyn Store, n: usize) -> Option<serde_json::Value> {
     store
-        .get("door.thread", &format!("chat/{}", 100 + n))
+        .get(
+            "door.thread",
+            &improv_door::kept::key(&common::stage(), &format!("chat/{}", 100 + n)),
+        )
         .await
         .unwrap()
 }
@@ -329,7 +339,13 @@ async fn two_servers_on_one_store_lose_no_pending_message() {
         task.await.unwrap();
     }
     let store: Arc<dyn Store> = Arc::new(file.reopen());
-    let pending = store.get("door.pending", "chat").await.unwrap();
+    let pending = store
+        .get(
+            "door.pending",
+            &improv_door::kept::key(&common::stage(), "chat"),
+        )
+        .await
+        .unwrap();
     let pending = pending.unwrap();
     assert_eq!(pending.as_object().unwrap().len(), 40, "{pending}");
 }

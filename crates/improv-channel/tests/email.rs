@@ -150,7 +150,13 @@ impl Door {
         let door = Arc::new(ChatDoor {
             door: "mail".into(),
             store: store.clone(),
-            gate: Gate::new("mail", &allow, store.clone(), Limits::default()),
+            gate: Gate::new(
+                common::stage(),
+                "mail",
+                &allow,
+                store.clone(),
+                Limits::default(),
+            ),
             outbox: Arc::new(Outbox::new(
                 store.clone(),
                 common::stage(),
@@ -375,7 +381,7 @@ async fn a_stranger_gets_a_pairing_code_and_nothing_is_performed() {
     assert_eq!(door.performer.count(), 1);
     assert_eq!(smtp.received().len(), 2, "no second pairing code");
 
-    gate::pair(door.store.as_ref(), &code.to_lowercase())
+    gate::pair(door.store.as_ref(), &common::stage(), &code.to_lowercase())
         .await
         .unwrap();
     dovecot

@@ -84,7 +84,13 @@ fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<KernelPerformer>) -> 
     ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
+        gate: Gate::new(
+            common::stage(),
+            "chat",
+            &["@alice".into()],
+            store.clone(),
+            Limits::default(),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             common::stage(),
@@ -194,7 +200,7 @@ async fn the_restarted_listener_performs_the_claim_left_by_a_dead_process() {
     std::fs::write(
         &stage_file,
         format!(
-            "[stage]\nname = \"chat\"\nintent = \"Answer messages.\"\n\n[[actor]]\nname = \"lead\"\n\
+            "[stage]\nname = \"shop\"\nintent = \"Answer messages.\"\n\n[[actor]]\nname = \"lead\"\n\
              model = \"scripted/script.json\"\nprops = []\n\n[edges]\nsandbox = \"off\"\n\n\
              [[door]]\nname = \"chat\"\nchannel = \"telegram\"\ntoken_env = \"{TOKEN_ENV}\"\n\
              allow = [\"@alice\"]\napi_base = \"{}\"\n",

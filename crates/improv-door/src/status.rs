@@ -41,16 +41,19 @@ const NOTICES: &str = "door.notices";
 /// How many notices a door keeps: the newest.
 pub const NOTICES_KEPT: usize = 20;
 
-/// Adds a notice to door `door`'s list (the oldest past [`NOTICES_KEPT`] dropped), by
-/// compare-and-set so two servers lose none of each other's.
+/// Adds a notice to `stage`'s door `door`'s list (the oldest past [`NOTICES_KEPT`] dropped), by
+/// compare-and-set so two servers lose none of each other's; another stage's door of that name
+/// keeps its own ([`kept::key`]).
 pub async fn notice(
     store: &dyn Store,
+    stage: &StageKey,
     door: &str,
     now: UnixMillis,
     text: &str,
 ) -> Result<(), DoorError> {
+    let key = kept::key(stage, door);
     loop {
-        let read = store.get_versioned(NOTICES, door).await?;
+        let read = store.get_versioned(NOTICES, &key).await?;
         let version = read.as_ref().map(|r| r.version);
         let mut list: Vec<Notice> = read
             .and_then(|r| serde_json::from_value(r.value).ok())
@@ -63,7 +66,7 @@ pub async fn notice(
         list.drain(..surplus);
         // A list of integers and strings always serialises.
         let value = serde_json::to_value(&list).unwrap_or_default();
-        if store.put_if(NOTICES, door, version, &value).await? {
+        if store.put_if(NOTICES, &key, version, &value).await? {
             return Ok(());
         }
     }
@@ -102,7 +105,7 @@ pub async fn status_of(
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
         let notices = store
-            .get(NOTICES, &door.name)
+            .get(NOTICES, &kept::key(key, &door.name))
             .await?
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();

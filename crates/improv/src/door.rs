@@ -82,7 +82,8 @@ pub async fn run(stage: &Stage, command: DoorCommand) -> Result<ExitCode> {
         DoorCommand::Status(args) => status(stage, args).await,
         DoorCommand::Pair(args) => {
             let store = store(stage, args.store)?;
-            let paired = improv_channel::gate::pair(store.as_ref(), &args.code).await?;
+            let key = improv_door::expiry::stage_key(stage);
+            let paired = improv_channel::gate::pair(store.as_ref(), &key, &args.code).await?;
             let name = paired.sender_name.as_deref().unwrap_or(&paired.sender_id);
             eprintln!("{name} may now come in through door `{}`", paired.door);
             Ok(ExitCode::SUCCESS)

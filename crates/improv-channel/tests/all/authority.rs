@@ -110,7 +110,13 @@ async fn a_threads_next_message_reaches_the_model_fenced_as_the_senders_not_the_
     let door = ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            &["@alice".into()],
+            store.clone(),
+            Limits::default(),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             crate::common::stage(),

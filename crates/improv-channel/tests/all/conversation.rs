@@ -41,7 +41,13 @@ async fn setup(scripts: Vec<Vec<ScriptedTurn>>) -> Setup {
     let door = Arc::new(ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            &["@alice".into()],
+            store.clone(),
+            Limits::default(),
+        ),
         outbox: Arc::new(Outbox::new(
             store.clone(),
             crate::common::stage(),
@@ -148,16 +154,20 @@ async fn a_stranger_gets_one_pairing_code_and_no_performance_until_paired() {
     assert_eq!(s.performer.count(), 0);
     assert_eq!(s.fake.sent().len(), 1);
 
-    let unknown = gate::pair(s.store.as_ref(), "AAAAAAAAAA").await;
+    let unknown = gate::pair(s.store.as_ref(), &crate::common::stage(), "AAAAAAAAAA").await;
     assert!(matches!(unknown, Err(PairError::Unknown(_))), "{unknown:?}");
-    let paired = gate::pair(s.store.as_ref(), &code.to_lowercase())
-        .await
-        .unwrap();
+    let paired = gate::pair(
+        s.store.as_ref(),
+        &crate::common::stage(),
+        &code.to_lowercase(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (paired.door.as_str(), paired.sender_id.as_str()),
         ("chat", "6666")
     );
-    let reused = gate::pair(s.store.as_ref(), &code).await;
+    let reused = gate::pair(s.store.as_ref(), &crate::common::stage(), &code).await;
     assert!(matches!(reused, Err(PairError::Used(_))), "{reused:?}");
 
     let third = s
@@ -249,7 +259,7 @@ async fn rate_limits_hold_per_sender_and_per_door() {
         ..Limits::default()
     };
     let allow: Vec<String> = vec!["@alice".into(), "@bob".into(), "@carol".into()];
-    let gate = Gate::new("chat", &allow, store, limits);
+    let gate = Gate::new(crate::common::stage(), "chat", &allow, store, limits);
     let at = Instant::now();
     let from = |u: &str| Inbound {
         sender_name: Some(format!("@{u}")),

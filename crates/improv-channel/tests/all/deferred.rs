@@ -45,7 +45,13 @@ fn door_allowing(
     Arc::new(ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", allow, store.clone(), Limits::default()),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            allow,
+            store.clone(),
+            Limits::default(),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             crate::common::stage(),
@@ -139,6 +145,7 @@ async fn arrive_all_during_drain(door: &Arc<ChatDoor>, bodies: &[String], now: i
         door: door.door.clone(),
         store: door.store.clone(),
         gate: Gate::new(
+            crate::common::stage(),
             "chat",
             &[USER.into()],
             door.store.clone(),
@@ -279,7 +286,7 @@ async fn a_deferred_command_past_discords_fifteen_minutes_is_reported_and_answer
     let stage_file = dir.path().join("stage.toml");
     std::fs::write(
         &stage_file,
-        "[stage]\nname = \"chat\"\nintent = \"Answer messages.\"\n\n[[actor]]\nname = \"lead\"\n\
+        "[stage]\nname = \"shop\"\nintent = \"Answer messages.\"\n\n[[actor]]\nname = \"lead\"\n\
          model = \"scripted/script.json\"\nprops = []\n\n[[door]]\nname = \"chat\"\nchannel = \"discord\"\n\
          token_env = \"T\"\nsecret_env = \"S\"\nallow = [\"80351110224678912\"]\n",
     )
@@ -812,6 +819,13 @@ async fn commands_deferred_during_a_drain_are_rate_limited() {
             .contains("send it again"),
         "{answers:?}"
     );
-    let pending = store.get("door.pending", "chat").await.unwrap().unwrap();
+    let pending = store
+        .get(
+            "door.pending",
+            &improv_door::kept::key(&crate::common::stage(), "chat"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(pending.as_object().unwrap().len(), 4, "{pending}");
 }

@@ -49,7 +49,13 @@ fn door(fake: &Fake, store: Arc<TestStore>, performer: Arc<dyn Performer>) -> Ch
     ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            &["@alice".into()],
+            store.clone(),
+            Limits::default(),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             crate::common::stage(),

@@ -36,7 +36,13 @@ fn door(
     Arc::new(ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &allow, store.clone(), Limits::default()),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            &allow,
+            store.clone(),
+            Limits::default(),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             crate::common::stage(),
@@ -345,7 +351,13 @@ async fn a_closing_door_waits_for_the_message_under_way_and_takes_no_new_one() {
     let door = Arc::new(ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &allow, store.clone(), Limits::default()),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            &allow,
+            store.clone(),
+            Limits::default(),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             crate::common::stage(),

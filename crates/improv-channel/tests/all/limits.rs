@@ -46,7 +46,13 @@ fn chat(fake: &Fake, door: &Door, performer: Arc<dyn Performer>) -> ChatDoor {
     ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &allow, store.clone(), Limits::of(door)),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            &allow,
+            store.clone(),
+            Limits::of(door),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             crate::common::stage(),

@@ -16,3 +16,4 @@ mod limits;
 mod outbox;
 mod retake;
 mod send;
+mod stages;

@@ -93,7 +93,13 @@ fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<dyn Performer>) -> Ch
     ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &["@alice".into()], store.clone(), Limits::default()),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            &["@alice".into()],
+            store.clone(),
+            Limits::default(),
+        ),
         outbox: Arc::new(Outbox::new(
             store,
             crate::common::stage(),
@@ -144,7 +150,10 @@ async fn leave_pending(fake: &Fake, file: &TestStore, ids: &[&str]) {
 /// How many messages the door's pending list holds.
 async fn pending(store: &dyn Store) -> usize {
     store
-        .get("door.pending", "chat")
+        .get(
+            "door.pending",
+            &improv_door::kept::key(&crate::common::stage(), "chat"),
+        )
         .await
         .unwrap()
         .and_then(|v| v.as_object().map(|o| o.len()))
@@ -235,12 +244,19 @@ async fn a_message_held_by_another_process_stops_its_thread_until_the_next_look(
     let file = TestStore::default();
     leave_pending(&fake, &file, &["1", "2"]).await;
     let store: Arc<dyn Store> = Arc::new(file.reopen());
-    let listed = store.get("door.pending", "chat").await.unwrap().unwrap();
+    let listed = store
+        .get(
+            "door.pending",
+            &improv_door::kept::key(&crate::common::stage(), "chat"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     let first = listed
         .as_object()
         .unwrap()
         .keys()
-        .find(|seen| seen.ends_with("/1"))
+        .find(|seen| seen.contains("/1@"))
         .unwrap()
         .clone();
     // Another process on the same store retakes message 1: its retake record is there first.
@@ -315,7 +331,14 @@ async fn messages_pending_are_retaken_in_the_order_listed_whatever_the_clocks() 
     let file = TestStore::default();
     leave_pending(&fake, &file, &["9", "10"]).await;
     let store: Arc<dyn Store> = Arc::new(file.reopen());
-    let mut list = store.get("door.pending", "chat").await.unwrap().unwrap();
+    let mut list = store
+        .get(
+            "door.pending",
+            &improv_door::kept::key(&crate::common::stage(), "chat"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     let entries = list.as_object_mut().unwrap();
     let first_at = entries
         .values()
@@ -329,7 +352,12 @@ async fn messages_pending_are_retaken_in_the_order_listed_whatever_the_clocks() 
     assert!(last["inbound"].to_string().contains("task 10"), "{last}");
     last["at"] = serde_json::json!(first_at - 5);
     store
-        .put("door.pending", "chat", &list, false)
+        .put(
+            "door.pending",
+            &improv_door::kept::key(&crate::common::stage(), "chat"),
+            &list,
+            false,
+        )
         .await
         .unwrap();
     let recording = Arc::new(Recording::default());

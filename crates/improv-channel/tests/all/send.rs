@@ -53,7 +53,13 @@ fn door(fake: &Fake, performer: Arc<KernelPerformer>, targets: Vec<String>) -> C
     ChatDoor {
         door: "chat".into(),
         store: store.clone(),
-        gate: Gate::new("chat", &["@alice".into()], store, Limits::default()),
+        gate: Gate::new(
+            crate::common::stage(),
+            "chat",
+            &["@alice".into()],
+            store,
+            Limits::default(),
+        ),
         outbox: Arc::new(outbox),
         performer,
     }

@@ -381,7 +381,10 @@ fn door_pair_lets_in_the_sender_a_chat_door_gave_a_code() {
         .unwrap();
     let url = improv_store::StoreUrl::Sqlite(state.join("doors.db"));
     let store = improv_store::open(&url).unwrap();
-    let gate = Gate::new("chat", &[], store, Limits::default());
+    // The stage's own key, as the stage's door and `improv door pair` in its folder have it.
+    let stage = improv_stage::Stage::load(&fixture.stage_file()).unwrap();
+    let key = improv_door::expiry::stage_key(&stage);
+    let gate = Gate::new(key, "chat", &[], store, Limits::default());
     let message = |id: &str| Inbound {
         platform: improv_stage::door::Channel::Telegram,
         conversation: "42".into(),
