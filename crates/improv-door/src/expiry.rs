@@ -18,10 +18,10 @@
 //! performance a person started (`improv run`, the API) is never swept. The outbox and firings
 //! ages are constants: nothing a user reads is in them.
 //!
-//! Left alone: the firings of a key no daemon sweeps any more (a stage renamed, moved while
-//! unnamed, or removed) stay in the store for good: no more than its last sweep left (each
-//! door's [`FIRINGS_KEEP_FOR`] of firings and [`FIRINGS_KEPT`] newest). Deleting other keys'
-//! old rows would need a store call that reads across stages, not added.
+//! The firings of a key no daemon sweeps any more (a stage renamed, moved while unnamed, or
+//! removed) go with any daemon's sweep once due [`ABANDONED_KEEP_FOR`] ago, each door's
+//! [`FIRINGS_KEPT`] newest kept (`Store::sweep_abandoned_firings`): far older than any stage's
+//! own sweep keeps, so what it reaches of a live stage is only that stage's doors' newest.
 
 use crate::clock::Clock;
 use improv_stage::{DoorRetention, Stage};
@@ -41,6 +41,13 @@ pub const OUTBOX_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How long a firing is kept after it was due, beyond each door's [`FIRINGS_KEPT`] newest.
 pub const FIRINGS_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long after it was due a firing of a key no daemon sweeps any more is kept, beyond each
+/// door's [`FIRINGS_KEPT`] newest (see the module doc).
+pub const ABANDONED_KEEP_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
+
+// Another stage's sweep must never reach what a live stage's own sweep keeps by age.
+const _: () = assert!(ABANDONED_KEEP_FOR.as_secs() > FIRINGS_KEEP_FOR.as_secs());
 
 /// How many of each door's newest firings stay whatever their age: the retake window.
 pub const FIRINGS_KEPT: usize = crate::timed::RETAKE_WINDOW;
@@ -149,6 +156,7 @@ pub async fn sweep_tables(
 ) -> Result<u64, StoreError> {
     let ago = |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let (sent_before, due_before) = (ago(OUTBOX_KEEP_FOR), ago(FIRINGS_KEEP_FOR));
+    let abandoned_before = ago(ABANDONED_KEEP_FOR);
     let written_before = ago(keep.keep.keep_for);
     // The stage checked it; a retake's window is kept whatever a caller passes.
     let keep_last = keep.keep.keep_last.max(PERFORMANCES_KEPT);
@@ -157,6 +165,9 @@ pub async fn sweep_tables(
         let n = store.sweep_outbox(sent_before, BATCH).await?
             + store
                 .sweep_firings(&keep.stage, due_before, FIRINGS_KEPT, BATCH)
+                .await?
+            + store
+                .sweep_abandoned_firings(&keep.stage, abandoned_before, FIRINGS_KEPT, BATCH)
                 .await?
             + store
                 .sweep_door_performances(&keep.stage, written_before, keep_last, PERFORMANCES_BATCH)

@@ -190,6 +190,18 @@ impl StoreLayer for Bounded {
         self.bound(NONE, self.inner.sweep_firings(stage, before, keep, batch))
             .await
     }
+    async fn sweep_abandoned_firings(
+        &self,
+        stage: &StageKey,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let sweep = self
+            .inner
+            .sweep_abandoned_firings(stage, before, keep, batch);
+        self.bound(NONE, sweep).await
+    }
     async fn sweep_door_performances(
         &self,
         stage: &StageKey,

@@ -150,6 +150,17 @@ pub trait StoreLayer: Send + Sync + 'static {
     ) -> Result<u64, StoreError> {
         self.inner().sweep_firings(stage, before, keep, batch).await
     }
+    async fn sweep_abandoned_firings(
+        &self,
+        stage: &StageKey,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        self.inner()
+            .sweep_abandoned_firings(stage, before, keep, batch)
+            .await
+    }
     async fn sweep_door_performances(
         &self,
         stage: &StageKey,
@@ -349,6 +360,15 @@ impl<T: StoreLayer> Store for T {
         batch: usize,
     ) -> Result<u64, StoreError> {
         StoreLayer::sweep_firings(self, stage, before, keep, batch).await
+    }
+    async fn sweep_abandoned_firings(
+        &self,
+        stage: &StageKey,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        StoreLayer::sweep_abandoned_firings(self, stage, before, keep, batch).await
     }
     async fn sweep_door_performances(
         &self,

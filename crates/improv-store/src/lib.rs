@@ -556,6 +556,20 @@ pub trait Store: Send + Sync + 'static {
         batch: usize,
     ) -> Result<u64, StoreError>;
 
+    /// Deletes the firings of every stage but `stage` (and but those recorded before firings
+    /// had a stage) due before `before`, except each such stage's door's `keep` newest (never
+    /// fewer than one), at most `batch` (0: all): the rows of a key no daemon sweeps any more (a
+    /// stage renamed, moved while unnamed, or removed). `before` is far older than any stage's
+    /// own sweep keeps, so a live stage's rows it reaches are only its doors' newest, which stay.
+    /// Returns how many went; periodic: call it again while it returns `batch`.
+    async fn sweep_abandoned_firings(
+        &self,
+        stage: &StageKey,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError>;
+
     /// Deletes finished performances of `stage` ([`StageKey::holds`]) that a door started
     /// ([`DOOR_ORIGIN`]) and last written before `before`, with their events, notes and
     /// approvals and the blobs no performance left refers to, except each of the stage's doors'

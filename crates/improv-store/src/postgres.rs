@@ -294,6 +294,32 @@ pub struct PgStore {
     listener: OnceLock<Listener>,
 }
 
+/// Deletes firings of the stages `which` picks ($4: a stage, $5: the unstaged ''): per door of
+/// each, the newest that may go is the one after its `keep` newest ($1, on the primary key:
+/// stage, door then due); everything due at or before it and before `before` ($2) goes, at
+/// most `batch` ($3). `which` is `IN` (the stage and the unstaged rows) or `NOT IN` (every
+/// other stage: `Store::sweep_abandoned_firings`).
+macro_rules! sweep_firings_sql {
+    ($which:literal) => {
+        concat!(
+            "DELETE FROM firings f USING (SELECT g.stage, g.door, g.due FROM (SELECT stage, \
+             door, (SELECT due FROM firings h WHERE h.stage = d.stage AND h.door = d.door \
+             ORDER BY due DESC OFFSET $1 LIMIT 1) AS cut FROM (SELECT DISTINCT stage, door \
+             FROM firings WHERE stage ",
+            $which,
+            " ($4, $5)) d) c JOIN firings g ON g.stage = c.stage AND g.door = c.door AND \
+             g.due <= c.cut AND g.due < $2 LIMIT $3) doomed WHERE f.stage = doomed.stage AND \
+             f.door = doomed.door AND f.due = doomed.due"
+        )
+    };
+}
+
+/// `Store::sweep_firings`: the stage's own and the unstaged rows.
+const SWEEP_FIRINGS_OF: &str = sweep_firings_sql!("IN");
+
+/// `Store::sweep_abandoned_firings`: every other stage's rows.
+const SWEEP_FIRINGS_BUT: &str = sweep_firings_sql!("NOT IN");
+
 impl PgStore {
     /// Prepares a store on `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?host=SOCKETDIR]`,
     /// with `sslmode=`, `sslrootcert=` and `statement_timeout=` read by improv: see
@@ -346,6 +372,21 @@ impl PgStore {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(self.err())?;
         client.execute(&statement, params).await.map_err(self.err())
+    }
+
+    /// Runs one of the firings sweeps ([`SWEEP_FIRINGS_OF`], [`SWEEP_FIRINGS_BUT`]) for
+    /// `stage`; how many went.
+    async fn sweep_firings_of(
+        &self,
+        sql: &str,
+        stage: &StageKey,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let (keep, batch) = (sql_limit(keep.max(1)), sql_limit(batch));
+        let params: [&(dyn ToSql + Sync); 5] = [&keep, &before, &batch, &stage.id(), &UNSTAGED];
+        self.execute(sql, &params).await
     }
 
     /// Opens a transaction on `client`, locks the performance's row and checks that `lease` is
@@ -1190,25 +1231,19 @@ impl Store for PgStore {
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        // Per door of the stage (and per door of the unstaged rows), the newest firing that may
-        // go is the one after its `keep` newest (on the primary key, stage, door then due);
-        // everything due at or before it and before `before` goes.
-        self.execute(
-            "DELETE FROM firings f USING (SELECT g.stage, g.door, g.due FROM (SELECT stage, \
-             door, (SELECT due FROM firings h WHERE h.stage = d.stage AND h.door = d.door \
-             ORDER BY due DESC OFFSET $1 LIMIT 1) AS cut FROM (SELECT DISTINCT stage, door \
-             FROM firings WHERE stage IN ($4, $5)) d) c JOIN firings g ON g.stage = c.stage \
-             AND g.door = c.door AND g.due <= c.cut AND g.due < $2 LIMIT $3) doomed \
-             WHERE f.stage = doomed.stage AND f.door = doomed.door AND f.due = doomed.due",
-            &[
-                &sql_limit(keep.max(1)),
-                &before,
-                &sql_limit(batch),
-                &stage.id(),
-                &UNSTAGED,
-            ],
-        )
-        .await
+        self.sweep_firings_of(SWEEP_FIRINGS_OF, stage, before, keep, batch)
+            .await
+    }
+
+    async fn sweep_abandoned_firings(
+        &self,
+        stage: &StageKey,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        self.sweep_firings_of(SWEEP_FIRINGS_BUT, stage, before, keep, batch)
+            .await
     }
 
     async fn sweep_door_performances(

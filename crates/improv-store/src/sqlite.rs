@@ -137,6 +137,43 @@ CREATE INDEX outbox_pending ON outbox (stage, door, created_at) WHERE sent_id IS
 ",
 ];
 
+/// Deletes firings of the stages `which` picks (?4: a stage, ?5: the unstaged ''): per door of
+/// each, the newest that may go is the one after its `keep` newest (?1, on the primary key:
+/// stage, door then due); everything due at or before it and before `before` (?2) goes, at
+/// most `batch` (?3). `{which}` is `IN` (the stage and the unstaged rows) or `NOT IN` (every
+/// other stage: `Store::sweep_abandoned_firings`).
+macro_rules! sweep_firings_sql {
+    ($which:literal) => {
+        concat!(
+            "DELETE FROM firings WHERE rowid IN (SELECT f.rowid FROM (SELECT stage, door, \
+             (SELECT due FROM firings g WHERE g.stage = d.stage AND g.door = d.door ORDER BY \
+             due DESC LIMIT 1 OFFSET ?1) AS cut FROM (SELECT DISTINCT stage, door FROM firings \
+             WHERE stage ",
+            $which,
+            " (?4, ?5)) d) c JOIN firings f ON f.stage = c.stage AND f.door = c.door AND \
+             f.due <= c.cut AND f.due < ?2 LIMIT ?3)"
+        )
+    };
+}
+
+/// `Store::sweep_firings`: the stage's own and the unstaged rows.
+const SWEEP_FIRINGS_OF: &str = sweep_firings_sql!("IN");
+
+/// `Store::sweep_abandoned_firings`: every other stage's rows.
+const SWEEP_FIRINGS_BUT: &str = sweep_firings_sql!("NOT IN");
+
+/// Runs one of the firings sweeps for `stage` with (before, keep, batch); how many went.
+fn sweep_firings(
+    conn: &mut Connection,
+    sql: &str,
+    stage: &str,
+    (before, keep, batch): (UnixMillis, usize, usize),
+) -> rusqlite::Result<u64> {
+    let (keep, batch) = (sql_limit(keep.max(1)), sql_limit(batch));
+    let gone = conn.execute(sql, params![keep, before, batch, stage, UNSTAGED])?;
+    Ok(gone as u64)
+}
+
 /// What a claim does first: a claimable performance whose stop was asked ends, stopped,
 /// instead of being opened again. It reads the index `performances_stopping` (only those whose
 /// stop was asked), not every unfinished one: without statistics SQLite would search
@@ -1010,19 +1047,19 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_pending(
-        stage: &StageKey,
         &self,
+        stage: &StageKey,
         door: &str,
         limit: usize,
-        let (id, name, path) = (stage.id(), stage.name.clone(), stage.path.clone());
     ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let (id, name, path) = (stage.id(), stage.name.clone(), stage.path.clone());
         let door = door.to_string();
         self.call(move |store, conn| {
             let err = |e| sql_error(store, e);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-            let params = params![door, sql_limit(limit), id, name, path];
                 .map_err(err)?;
+            let params = params![door, sql_limit(limit), id, name, path];
             tx.execute(
                 &format!(
                     "UPDATE outbox SET attempts = attempts + 1 WHERE (performance, seq) IN \
@@ -1253,24 +1290,25 @@ impl Store for SqliteStore {
         keep: usize,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        let (keep, batch) = (sql_limit(keep.max(1)), sql_limit(batch));
         let stage = stage.id();
         self.call(move |store, conn| {
-            // Per door of the stage (and per door of the unstaged rows), the newest firing that
-            // may go is the one after its `keep` newest (on the primary key, stage, door then
-            // due); everything due at or before it and before `before` goes.
-            let gone = conn
-                .execute(
-                    "DELETE FROM firings WHERE rowid IN (SELECT f.rowid FROM (SELECT stage, \
-                     door, (SELECT due FROM firings g WHERE g.stage = d.stage AND \
-                     g.door = d.door ORDER BY due DESC LIMIT 1 OFFSET ?1) AS cut FROM (SELECT \
-                     DISTINCT stage, door FROM firings WHERE stage IN (?4, ?5)) d) c \
-                     JOIN firings f ON f.stage = c.stage AND f.door = c.door AND f.due <= c.cut \
-                     AND f.due < ?2 LIMIT ?3)",
-                    params![keep, before, batch, stage, UNSTAGED],
-                )
-                .map_err(|e| sql_error(store, e))?;
-            Ok(gone as u64)
+            let sweep = (before, keep, batch);
+            sweep_firings(conn, SWEEP_FIRINGS_OF, &stage, sweep).map_err(|e| sql_error(store, e))
+        })
+        .await
+    }
+
+    async fn sweep_abandoned_firings(
+        &self,
+        stage: &StageKey,
+        before: UnixMillis,
+        keep: usize,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let stage = stage.id();
+        self.call(move |store, conn| {
+            let sweep = (before, keep, batch);
+            sweep_firings(conn, SWEEP_FIRINGS_BUT, &stage, sweep).map_err(|e| sql_error(store, e))
         })
         .await
     }
@@ -1564,8 +1602,8 @@ fn outbox_entry(store: &str, r: &rusqlite::Row<'_>) -> Result<OutboxEntry, Store
             key: OutboxKey {
                 performance: r.get(0).map_err(get)?,
                 seq: unsigned(r.get(1).map_err(get)?),
-            stage: r.get(8).map_err(get)?,
             },
+            stage: r.get(8).map_err(get)?,
             door: r.get(2).map_err(get)?,
             conversation: r.get(3).map_err(get)?,
             body: serde_json::from_str(&body).map_err(|e| json_error(store, e))?,

@@ -1209,6 +1209,40 @@ async fn stages_doors_of_one_name_each_fire_their_own(backend: Backend) {
     assert_eq!(count(&named).await, 20);
 }
 
+/// The firings of a key no daemon sweeps any more (a stage renamed or removed) go with the
+/// sweep of abandoned firings any live stage runs, each of its doors' `keep` newest kept; the
+/// sweeping stage's own rows stay whatever their age.
+async fn firings_of_a_key_no_daemon_sweeps_go_with_another_stages_sweep(backend: Backend) {
+    let store = backend.open().await;
+    let key = |name: &str| StageKey {
+        name: Some(name.into()),
+        path: format!("/srv/{name}/stage.toml"),
+    };
+    let (live, gone) = (key("live"), key("gone"));
+    for stage in [&live, &gone] {
+        for due in 1..=5 {
+            let fired = firing("d", due, "fired");
+            assert!(store.claim_firing(stage, &fired).await.unwrap());
+        }
+    }
+    assert_eq!(
+        store.sweep_abandoned_firings(&live, 4, 1, 0).await.unwrap(),
+        3,
+        "the abandoned key's firings due before 4 but its newest go"
+    );
+    let dues = |stage: StageKey| {
+        let store = store.clone();
+        async move {
+            let firings = store.firings(&stage, "d", 0).await.unwrap();
+            firings.iter().map(|f| f.due).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(dues(gone.clone()).await, [5, 4]);
+    assert_eq!(dues(live.clone()).await, [5, 4, 3, 2, 1]);
+    let again = store.sweep_abandoned_firings(&live, 4, 1, 0).await.unwrap();
+    assert_eq!(again, 0, "nothing more to go");
+}
+
 /// A firing recorded before firings had a stage stays its door's under every stage: a stage
 /// upgraded from a store of one stage does not fire a due time its old daemon claimed (nor does
 /// a second stage), it lists and updates those firings as its own, and its sweep keeps each
@@ -2097,6 +2131,7 @@ conformance!(
     a_firing_is_claimed_exactly_once,
     stages_doors_of_one_name_each_fire_their_own,
     firings_from_before_stages_stay_their_doors_under_every_stage,
+    firings_of_a_key_no_daemon_sweeps_go_with_another_stages_sweep,
     the_outbox_is_idempotent_by_key,
     stages_chat_doors_of_one_name_each_send_their_own,
     outbox_rows_from_before_stages_go_to_their_performances_stage,

@@ -133,6 +133,15 @@ impl Store for Named {
     ) -> Result<u64, StoreError> {
         called("sweep_firings")
     }
+    async fn sweep_abandoned_firings(
+        &self,
+        _: &StageKey,
+        _: i64,
+        _: usize,
+        _: usize,
+    ) -> Result<u64, StoreError> {
+        called("sweep_abandoned_firings")
+    }
     async fn sweep_door_performances(
         &self,
         _: &StageKey,
