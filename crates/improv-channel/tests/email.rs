@@ -92,9 +92,9 @@ fn mail(id: &str, from: &str, subject: &str, extra: &str, body: &str) -> String 
 }
 
 /// Waits until door `door` has opened its INBOX (mail from then on is its to answer).
-async fn opened(store: &dyn Store, door: &str) {
+async fn opened(store: &dyn Store, stage: &improv_store::StageKey, door: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while imap::position(store, door).await.unwrap().is_none() {
+    while imap::position(store, stage, door).await.unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
             "door `{door}` never opened its INBOX"
@@ -128,7 +128,7 @@ impl Door {
     ) -> Door {
         let config = settings(dovecot.port, smtp.port);
         let door = Door::spawn(config, allow, scripts);
-        opened(door.store.as_ref(), "mail").await;
+        opened(door.store.as_ref(), &common::stage(), "mail").await;
         door
     }
 
@@ -254,7 +254,8 @@ sender_check = "none"
         let cancel = cancel.clone();
         async move { listener.run(ctx, cancel).await }
     });
-    opened(store.as_ref(), "mail").await;
+    let key = improv_door::expiry::stage_key(&stage);
+    opened(store.as_ref(), &key, "mail").await;
 
     dovecot
         .append(&mail(
@@ -607,7 +608,9 @@ async fn a_server_whose_certificate_does_not_verify_never_sees_the_login() {
     assert_eq!(seen, "alert unknown ca", "{}", dovecot.log());
     assert!(!dovecot.log().contains("Login: user="), "{}", dovecot.log());
     assert_eq!(
-        imap::position(door.store.as_ref(), "mail").await.unwrap(),
+        imap::position(door.store.as_ref(), &common::stage(), "mail")
+            .await
+            .unwrap(),
         None
     );
 }
@@ -814,7 +817,7 @@ async fn imap_over_tls_trusts_the_doors_private_ca_and_refuses_others() {
 
         let config = tls_settings(dovecot.port, 1, wire, Some(&ours.ca_file));
         let door = Door::spawn(config, &["alice@example.com"], vec![]);
-        opened(door.store.as_ref(), "mail").await;
+        opened(door.store.as_ref(), &common::stage(), "mail").await;
         door.close().await;
         let log = dovecot.log();
         assert!(log.contains("Login: user=<bot>"), "{wire:?}: {log}");
@@ -912,7 +915,7 @@ async fn a_forged_sender_is_not_answered_and_our_servers_aligned_pass_lets_one_i
         authserv_id: "mx.door.test".into(),
     };
     let door = Door::spawn(config, &["alice@example.com"], vec![replies("The plan.")]);
-    opened(door.store.as_ref(), "mail").await;
+    opened(door.store.as_ref(), &common::stage(), "mail").await;
     let forged = "Authentication-Results: mx.evil.test; dkim=pass header.d=example.com; \
                   spf=pass smtp.mailfrom=alice@example.com\n";
     let ours = "Authentication-Results: mx.door.test; dkim=none; \

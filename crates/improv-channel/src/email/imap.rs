@@ -12,8 +12,9 @@ use crate::{Channel, ChannelError, Inbound};
 use async_imap::types::Fetch;
 use async_imap::{Client, Session};
 use futures::TryStreamExt;
+use improv_door::kept;
 use improv_stage::door::{EmailDoor, MailServer, SenderCheck};
-use improv_store::Store;
+use improv_store::{StageKey, Store};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
@@ -46,15 +47,26 @@ pub struct Position {
     pub next_uid: u32,
 }
 
-/// Where door `door` has read up to; `None` before its first connection.
-pub async fn position(store: &dyn Store, door: &str) -> Result<Option<Position>, ChannelError> {
-    let value = store.get(POSITION_SCOPE, door).await?;
+/// Where `stage`'s door `door` has read up to; `None` before its first connection. Another
+/// stage's door of that name reads its own mailbox, so keeps its own ([`kept::key`]); one kept
+/// before the stage was in the key is adopted by the first stage that reads it.
+pub async fn position(
+    store: &dyn Store,
+    stage: &StageKey,
+    door: &str,
+) -> Result<Option<Position>, ChannelError> {
+    let value = kept::get(store, POSITION_SCOPE, stage, door).await?;
     Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
-async fn save(store: &dyn Store, door: &str, position: Position) -> Result<(), ChannelError> {
+async fn save(
+    store: &dyn Store,
+    stage: &StageKey,
+    door: &str,
+    position: Position,
+) -> Result<(), ChannelError> {
     let value = serde_json::json!(position);
-    store.put(POSITION_SCOPE, door, &value, false).await?;
+    kept::put(store, POSITION_SCOPE, stage, door, &value, false).await?;
     Ok(())
 }
 
@@ -184,7 +196,10 @@ impl Inbox {
             Some(n) => n,
             None => self.uid_next(&mut session).await?,
         };
-        let mut next = self.start(door.store.as_ref(), validity, uid_next).await?;
+        let stage = door.outbox.stage();
+        let mut next = self
+            .start(door.store.as_ref(), stage, validity, uid_next)
+            .await?;
         loop {
             next = self.take_new(&mut session, door, validity, next).await?;
             if cancel.is_cancelled() {
@@ -216,10 +231,11 @@ impl Inbox {
     async fn start(
         &self,
         store: &dyn Store,
+        stage: &StageKey,
         validity: u32,
         uid_next: u32,
     ) -> Result<u32, ChannelError> {
-        match position(store, &self.door).await? {
+        match position(store, stage, &self.door).await? {
             Some(p) if p.uid_validity == validity => Ok(p.next_uid),
             other => {
                 if other.is_some() {
@@ -229,7 +245,7 @@ impl Inbox {
                     uid_validity: validity,
                     next_uid: uid_next,
                 };
-                save(store, &self.door, position).await?;
+                save(store, stage, &self.door, position).await?;
                 Ok(uid_next)
             }
         }
@@ -272,7 +288,13 @@ impl Inbox {
                 uid_validity: validity,
                 next_uid: next,
             };
-            save(door.store.as_ref(), &self.door, position).await?;
+            save(
+                door.store.as_ref(),
+                door.outbox.stage(),
+                &self.door,
+                position,
+            )
+            .await?;
         }
         Ok(next)
     }

@@ -1,12 +1,13 @@
 //! Two stages sharing one store, each with a chat door `chat` and its own bot: each door keeps
-//! its own threads, claims, pairings and codes, so neither continues, swallows or lets in the
-//! other's.
+//! its own threads, claims, pairings, codes and Telegram offset, so neither continues, swallows
+//! or lets in the other's.
 
 use crate::common::KernelPerformer;
 use crate::common::fake::{Fake, Kind};
 use crate::common::store::TestStore;
 use improv_channel::conversation::{ChatDoor, Handled};
 use improv_channel::gate::{self, Admission, Gate, Limits, PairError};
+use improv_channel::listen;
 use improv_channel::outbox::{Outbox, Retry};
 use improv_channel::telegram::Telegram;
 use improv_channel::{Channel, Inbound};
@@ -14,6 +15,8 @@ use improv_kernel::ScriptedTurn;
 use improv_store::{StageKey, Store};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "123456:test-token";
 
@@ -192,4 +195,43 @@ async fn a_pairing_code_pairs_only_through_its_own_stage() {
     assert_eq!(handled, Handled::Ignored(Admission::Waiting), "not in B");
     let handled = a.door.handle(&message(4, MALLORY)).await.unwrap();
     assert!(matches!(handled, Handled::Performed(_)), "{handled:?}");
+}
+
+fn update(id: i64, text: &str) -> serde_json::Value {
+    json!({
+        "update_id": id,
+        "message": {
+            "message_id": id * 10, "date": 1764400000, "text": text,
+            "chat": { "id": 42, "type": "private" },
+            "from": { "id": 1001, "is_bot": false, "first_name": "alice", "username": "alice" }
+        }
+    })
+}
+
+/// Polls `door`'s own bot until its fake has sent `n` replies.
+async fn poll_until_sent(door: &Door, n: usize) {
+    let client = Telegram::new(TOKEN, Some(&door.fake.base)).unwrap();
+    let cancel = CancellationToken::new();
+    let polling = listen::telegram(&client, &door.door, Duration::from_secs(1), cancel.clone());
+    let waiting = async {
+        door.fake.wait_sent(n).await;
+        cancel.cancel();
+    };
+    let (polled, ()) = tokio::join!(polling, waiting);
+    polled.unwrap();
+}
+
+/// Each stage's bot is polled from its own offset: B's first update (its bot numbers its own)
+/// is not confirmed away by the offset A's bot reached.
+#[tokio::test]
+async fn each_stages_bot_is_polled_from_its_own_offset() {
+    let store = Arc::new(TestStore::default());
+    let a = door(crate::common::stage(), &store, 2).await;
+    let b = door(other(), &store, 1).await;
+    a.fake.push_update(update(500, "first"));
+    a.fake.push_update(update(501, "second"));
+    poll_until_sent(&a, 2).await;
+    b.fake.push_update(update(7, "to B"));
+    poll_until_sent(&b, 1).await;
+    assert_eq!(b.fake.offsets()[0], 0, "B starts from its own offset");
 }
