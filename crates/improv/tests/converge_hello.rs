@@ -37,21 +37,34 @@ fn store() -> PathBuf {
     store
 }
 
-#[test]
-fn the_hello_example_converges_on_the_embedded_model() {
+/// Copies `files` of `examples/NAME` into a temp folder named as in the repository (its name is
+/// in the actor's prompt, and a model this small answers a different prompt differently), performs
+/// it with `improv run --json` on the embedded model, and checks that it ended `converged` with exit
+/// 0 because its check `check` passed after a turn, never because the model said it was done.
+/// Returns the temp folder (keep it alive) and the example's copy.
+fn converges(name: &str, files: &[&str], check: &str) -> (tempfile::TempDir, PathBuf) {
     let store = store();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
-    // The folder is named as in the repository: its name is in the actor's prompt, and a model
-    // this small answers a different prompt differently.
-    let d = &dir.path().join("hello");
-    std::fs::create_dir(d).unwrap();
-    for name in ["stage.toml", "notes.txt"] {
-        std::fs::copy(src.join(name), d.join(name)).unwrap();
+    let d = dir.path().join(name);
+    for file in files {
+        let to = d.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(src.join(file), to).unwrap();
     }
     let data = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_improv"))
-        .current_dir(d)
+    let mut run = Command::new(env!("CARGO_BIN_EXE_improv"));
+    // A check that runs cargo (fix-the-test's) works on the example alone: nothing of this
+    // test's own build may steer it.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CARGO_") || key == "RUSTFLAGS" {
+            run.env_remove(key);
+        }
+    }
+    let out = run
+        .current_dir(&d)
         .env("XDG_DATA_HOME", data.path())
         .env("IMPROV_MODELS", &store)
         .env_remove("OPENAI_API_KEY")
@@ -70,14 +83,20 @@ fn the_hello_example_converges_on_the_embedded_model() {
     assert_eq!(finished["type"], "performance_finished", "{stderr}");
     assert_eq!(finished["outcome"], "converged", "{finished}\n{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    // The feedback decided it, after the write; the model never said it was done.
+    // The feedback decided it, after a write; the model never said it was done.
     let reason = finished["reason"].as_str().unwrap();
     assert!(reason.contains("every check passed after turn"), "{reason}");
     let passed = events
         .iter()
-        .any(|e| e["type"] == "check_finished" && e["check"] == "hello" && e["passed"] == true);
+        .any(|e| e["type"] == "check_finished" && e["check"] == check && e["passed"] == true);
     assert!(passed, "no passing check in {events:?}");
-    let hello = std::fs::read_to_string(d.join("hello.txt")).unwrap();
+    (dir, src)
+}
+
+#[test]
+fn the_hello_example_converges_on_the_embedded_model() {
+    let (dir, _) = converges("hello", &["stage.toml", "notes.txt"], "hello");
+    let hello = std::fs::read_to_string(dir.path().join("hello/hello.txt")).unwrap();
     assert!(hello.contains("improv works offline."), "{hello}");
 }
 
@@ -86,53 +105,15 @@ fn the_hello_example_converges_on_the_embedded_model() {
 /// `src/lib.rs`, and the test file, which a rule denies to `edit`, is unchanged.
 #[test]
 fn the_fix_the_test_example_converges_on_the_embedded_model() {
-    let store = store();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fix-the-test");
-    let dir = tempfile::tempdir().unwrap();
-    let d = &dir.path().join("fix-the-test");
-    for name in [
+    let files = [
         "stage.toml",
         "AGENTS.md",
         "Cargo.toml",
         "src/lib.rs",
         "tests/mean.rs",
-    ] {
-        let to = d.join(name);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(src.join(name), to).unwrap();
-    }
-    let data = tempfile::tempdir().unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_improv"));
-    // The check runs cargo on the example alone: nothing of this test's own build may steer it.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CARGO_") || key == "RUSTFLAGS" {
-            run.env_remove(key);
-        }
-    }
-    let out = run
-        .current_dir(d)
-        .env("XDG_DATA_HOME", data.path())
-        .env("IMPROV_MODELS", &store)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .args(["run", "--json"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let finished = events.last().expect("some events");
-    assert_eq!(finished["type"], "performance_finished", "{stderr}");
-    assert_eq!(finished["outcome"], "converged", "{finished}\n{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let passed = events
-        .iter()
-        .any(|e| e["type"] == "check_finished" && e["check"] == "tests" && e["passed"] == true);
-    assert!(passed, "no passing check in {events:?}");
+    ];
+    let (dir, src) = converges("fix-the-test", &files, "tests");
+    let d = dir.path().join("fix-the-test");
     assert_eq!(
         std::fs::read(d.join("tests/mean.rs")).unwrap(),
         std::fs::read(src.join("tests/mean.rs")).unwrap(),
