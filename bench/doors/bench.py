@@ -233,20 +233,23 @@ rate = "120/min"
 
 
 def rss_kb(pid):
-    """(resident, anonymous, file-backed) kB of `pid`: anonymous memory is the heap and stacks,
-    file-backed is the binary's and libraries' pages, which grow as new code paths first run and
-    are not a leak."""
+    """(resident, anonymous, file-backed) kB of `pid`, its threads and the machine's load: anonymous
+    memory is the heap and stacks, file-backed is the binary's and libraries' pages, which grow as
+    new code paths first run and are not a leak; threads and load tell a step in memory that came
+    with a burst of work (a busy machine answers slower, so more messages are in flight at once)
+    from one that did not."""
     found = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 key = line.split(":")[0]
-                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "Threads"):
                     found[key] = int(line.split()[1])
     except OSError:
         pass
     return (found.get("VmRSS", 0), found.get("RssAnon", 0),
-            found.get("RssFile", 0) + found.get("RssShmem", 0))
+            found.get("RssFile", 0) + found.get("RssShmem", 0), found.get("Threads", 0),
+            os.getloadavg()[0])
 
 
 def start_serve(improv, root, port, log):
@@ -397,12 +400,17 @@ def rows(minutes, samples, warm_end):
     into anonymous and file-backed memory, so that what grows can be told apart."""
     marks = [warm_end] + [minutes * 60 * k / 6 for k in range(1, 7)]
     base = min(samples, key=lambda s: abs(s[0] - warm_end))[1]
-    print("\n| minute | RSS MB | anonymous MB | file-backed MB | RSS vs warm-up |")
-    print("|---|---|---|---|---|")
+    print("\n| minute | RSS MB | anonymous MB | file-backed MB | RSS vs warm-up | most threads, "
+          "highest load since the last row |")
+    print("|---|---|---|---|---|---|")
+    last = 0.0
     for mark in marks:
-        t, rss, anon, filed = min(samples, key=lambda s: abs(s[0] - mark))
+        t, rss, anon, filed, _, _ = min(samples, key=lambda s: abs(s[0] - mark))
+        since = [s for s in samples if last <= s[0] <= t] or [samples[-1]]
+        last = t
         print(f"| {t / 60:.1f} | {rss / 1024:.1f} | {anon / 1024:.1f} | {filed / 1024:.1f} | "
-              f"{100 * (rss - base) / max(1, base):+.1f}% |")
+              f"{100 * (rss - base) / max(1, base):+.1f}% | {max(s[4] for s in since)}, "
+              f"{max(s[5] for s in since):.1f} |")
     print("\nRSS samples (min, MB): " + " ".join(f"{s[0] / 60:.1f}:{s[1] / 1024:.1f}"
                                                  for s in samples[:: max(1, len(samples) // 24)]))
 
