@@ -71,18 +71,16 @@ fn opened(ws: &Path) {
     let db = ws.join(".improv").join("doors.db");
     let start = Instant::now();
     loop {
-        let found = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| {
-            c.query_row(
+        let found =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|c| {
+                    c.query_row(
                 // The door `mail`'s position, kept under its stage (`mail@STAGE`).
                 "SELECT count(*) FROM kv WHERE scope = 'email.position' AND key LIKE 'mail@%'",
                 [],
                 |row| row.get::<_, i64>(0),
             )
-        });
+                });
         if found.is_ok_and(|n| n == 1) {
             return;
         }
