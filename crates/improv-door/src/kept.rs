@@ -11,9 +11,11 @@
 //! window, its backoff and its probes' baseline, and a stage known by another key later (its
 //! file given a `[stage] name`) starts afresh rather than from the window before the upgrade,
 //! which would perform again every due time its old key fired since. A stage whose door has
-//! fired under its own key is past its upgrade and never adopts. Which of two stages upgraded
-//! at once with a door of one name adopts is whichever reads first (the log says which); an
-//! `improv door status` only reads ([`peek`]).
+//! fired under its own key is past its upgrade and never adopts. Of two stages upgraded at once
+//! with a door of one name, the one whose marker is written first adopts: it is written only
+//! over the version of the value read ([`Store::put_if`]) and holds the value, so any daemon of
+//! that stage copies it, and the log says which stage took it. An `improv door status`
+//! only reads ([`peek`]).
 
 use improv_store::{StageKey, Store, StoreError};
 use serde_json::Value;
@@ -30,6 +32,10 @@ pub fn key(stage: &StageKey, name: &str) -> String {
 /// adopted it (naming the stage), which no kept value has.
 pub const ADOPTED: &str = "adopted_by";
 
+/// The field of that marker holding the value adopted, so every daemon of the adopting stage
+/// copies it, one that lost the race to the marker or one killed between the marker and the copy.
+pub const ADOPTED_VALUE: &str = "value";
+
 /// `stage`'s door's value in `scope`: its own, or else the one kept under the door's name
 /// before stages were in the key, which it adopts (see the module doc).
 pub async fn get(
@@ -42,27 +48,47 @@ pub async fn get(
     if let Some(value) = store.get(scope, &own).await? {
         return Ok(Some(value));
     }
-    let Some(before) = store.get(scope, door).await? else {
+    let Some(before) = store.get_versioned(scope, door).await? else {
         return Ok(None);
     };
-    if before.get(ADOPTED).is_some() || fired_under_its_own_key(store, stage, door).await? {
-        return Ok(None);
+    let value = if before.value.get(ADOPTED).is_some() {
+        adopted_by(&before.value, stage)
+    } else if fired_under_its_own_key(store, stage, door).await? {
+        None
+    } else {
+        // Written only over the version read: of two stages upgraded at once, one adopts.
+        let marker = serde_json::json!({ ADOPTED: stage.id(), ADOPTED_VALUE: before.value });
+        if store
+            .put_if(scope, door, Some(before.version), &marker)
+            .await?
+        {
+            tracing::info!(
+                "door `{door}`: stage {} took the {scope} value kept before stages were in the key",
+                stage.id()
+            );
+            Some(before.value)
+        } else {
+            // Another reader marked it first; another daemon of this stage copies it as well.
+            let now = store.get(scope, door).await?;
+            now.and_then(|marker| adopted_by(&marker, stage))
+        }
+    };
+    if let Some(value) = value {
+        // Only if absent, so a value the stage wrote meanwhile stays.
+        store.put(scope, &own, &value, true).await?;
     }
-    // Two daemons of the stage adopting at once copy the same value; only if absent, so a
-    // value the stage wrote meanwhile stays.
-    store.put(scope, &own, &before, true).await?;
-    let adopted = serde_json::json!({ ADOPTED: stage.id() });
-    store.put(scope, door, &adopted, false).await?;
-    tracing::info!(
-        "door `{door}`: stage {} took the {scope} value kept before stages were in the key",
-        stage.id()
-    );
     store.get(scope, &own).await
+}
+
+/// The value a marker left under a door's bare name holds, when `stage` adopted it.
+fn adopted_by(marker: &Value, stage: &StageKey) -> Option<Value> {
+    let by = marker.get(ADOPTED)?.as_str()?;
+    (by == stage.id()).then(|| marker.get(ADOPTED_VALUE).cloned())?
 }
 
 /// The key no stage has (a stage's path is never empty): its firings are only those recorded
 /// before stages were in the key, which every stage lists with its own.
-fn no_stage() -> StageKey {
+pub(crate) fn no_stage() -> StageKey {
     StageKey {
         name: None,
         path: String::new(),

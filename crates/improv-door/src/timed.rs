@@ -107,6 +107,12 @@ impl Timed {
             .await?
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
+        // Adopted now, before any claim: once this stage has a firing of its own it adopts
+        // nothing, and the first firing after the upgrade would take the probes' outputs it
+        // reads as a first baseline, a change since the last firing before it performing nothing.
+        if !ctx.door.probes.is_empty() {
+            kept::get(store, probe::SCOPE, &stage, name).await?;
+        }
         Ok(Some(Timed {
             cursor: last.map_or(since, |l| l.max(since)),
             stage,
@@ -205,11 +211,21 @@ impl Timed {
             .store
             .firings(&self.stage, &self.ctx.door.name, RETAKE_WINDOW)
             .await?;
+        // The due times of the firings recorded before stages were in the key, which every
+        // stage lists: read once, when a firing looks abandoned.
+        let mut before_stages = None;
         for f in recent.into_iter().rev() {
             let Some(id) = f.performance.clone() else {
                 continue;
             };
             if now - f.due <= limit || (f.note != CLAIMED && f.note != PERFORMING) {
+                continue;
+            }
+            if before_stages.is_none() {
+                before_stages = Some(self.before_stages().await?);
+            }
+            let pre_upgrade = before_stages.as_ref().is_some_and(|d| d.contains(&f.due));
+            if pre_upgrade && !self.queued_here(&id).await? {
                 continue;
             }
             if self.ctx.launcher.started(&self.ctx.stage, &id).await? {
@@ -226,6 +242,27 @@ impl Timed {
             }
         }
         Ok(())
+    }
+
+    /// The due times of this door's firings recorded before stages were in the key, among the
+    /// last [`RETAKE_WINDOW`].
+    async fn before_stages(&self) -> Result<Vec<UnixMillis>, DoorError> {
+        let (store, door) = (self.ctx.store.as_ref(), &self.ctx.door.name);
+        let rows = store
+            .firings(&kept::no_stage(), door, RETAKE_WINDOW)
+            .await?;
+        Ok(rows.into_iter().map(|f| f.due).collect())
+    }
+
+    /// Whether performance `id` is in the store as this stage's. A firing recorded before
+    /// stages were in the key is listed by every stage: only the one its performance was queued
+    /// under retakes it, so no other stage starts it with its own intent and rewrites the row.
+    async fn queued_here(&self, id: &str) -> Result<bool, DoorError> {
+        match self.ctx.store.performance(id).await {
+            Ok(record) => Ok(self.stage.holds(&record)),
+            Err(improv_store::StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn claim(

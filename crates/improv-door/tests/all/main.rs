@@ -15,3 +15,4 @@ mod retention_setting;
 mod schedule;
 mod stages;
 mod webhook;
+mod upgrade;
