@@ -32,7 +32,8 @@
 //! threads, the keys of its notices and pairing code in the outbox, its status notices), so two
 //! stages sharing a store, each with a chat door of one name, never continue each other's
 //! threads or claim each other's messages. What was kept before the stage was in the key is
-//! adopted by the first stage whose door reads it (a thread, the pending list), and a message
+//! adopted by the first stage whose door reads it (a thread; the pending list is merged into
+//! the stage's own, which may have begun already, before the door's first look), and a message
 //! claimed before is a duplicate to every stage, so none is lost or performed twice.
 
 use crate::discord::Followup;
@@ -116,6 +117,47 @@ impl Claim {
     fn of(value: &serde_json::Value) -> Claim {
         serde_json::from_value(value["state"].clone()).unwrap_or(Claim::Done)
     }
+}
+
+/// A door's pending list: `{seen key: {inbound, at, seq}}`.
+type PendingList = serde_json::Map<String, serde_json::Value>;
+
+/// Where a pending entry stands in the order messages were put on the list, whatever the
+/// servers' clocks say (a list shared by servers whose clocks differ, or a clock stepped back):
+/// entries listed before the sequence was kept (no `seq`) come first, by time; not the order of
+/// their keys as text ("10" before "9").
+fn listed_order(entry: &serde_json::Value) -> (bool, u64) {
+    match entry["seq"].as_u64().unwrap_or(0) {
+        0 => (false, entry["at"].as_u64().unwrap_or(0)),
+        seq => (true, seq),
+    }
+}
+
+/// Puts the entries of `before` that `list` lacks ahead of `list`'s own (they were accepted
+/// before the upgrade), numbering all in that order; returns whether any was added.
+fn merge_before(list: &mut PendingList, before: &PendingList) -> bool {
+    let sorted = |entries: &PendingList| {
+        let mut entries: Vec<(String, serde_json::Value)> = entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        entries.sort_by(|a, b| (listed_order(&a.1), &a.0).cmp(&(listed_order(&b.1), &b.0)));
+        entries
+    };
+    let mut added: Vec<_> = sorted(before);
+    added.retain(|(seen, _)| !list.contains_key(seen));
+    if added.is_empty() {
+        return false;
+    }
+    let mut merged = PendingList::new();
+    for (seq, (seen, mut entry)) in added.into_iter().chain(sorted(list)).enumerate() {
+        if let Some(entry) = entry.as_object_mut() {
+            entry.insert("seq".into(), serde_json::json!(seq + 1));
+        }
+        merged.insert(seen, entry);
+    }
+    *list = merged;
+    true
 }
 
 fn unix_now() -> u64 {
@@ -377,24 +419,18 @@ impl ChatDoor {
     /// The pending messages of this door older than `grace`, oldest first; one that cannot be
     /// read back is taken off the list (logged).
     async fn due(&self, grace: Duration) -> Result<Vec<(String, Inbound)>, ChannelError> {
-        // The list kept before the stage was in its key is adopted (its entries name their claims).
-        let pending =
-            kept::get(self.store.as_ref(), PENDING_SCOPE, self.stage(), &self.door).await?;
+        self.adopt_pending().await?;
+        let pending = self.store.get(PENDING_SCOPE, &self.pending_key()).await?;
         let Some(pending) = pending.as_ref().and_then(|v| v.as_object()) else {
             return Ok(Vec::new());
         };
         let due = unix_now().saturating_sub(grace.as_secs());
         let mut found = Vec::new();
         for (seen, entry) in pending {
-            let Some(at) = entry["at"].as_u64().filter(|at| *at <= due) else {
+            if entry["at"].as_u64().is_none_or(|at| at > due) {
                 continue;
-            };
-            // The order they were put on the list, whatever the servers' clocks say (a list
-            // shared by servers whose clocks differ, or a clock stepped back): entries listed
-            // before the sequence was kept (0) come first, by time; not the order of their keys
-            // as text ("10" before "9").
-            let seq = entry["seq"].as_u64().unwrap_or(0);
-            let order = if seq == 0 { (false, at) } else { (true, seq) };
+            }
+            let order = listed_order(entry);
             match serde_json::from_value::<Inbound>(entry["inbound"].clone()) {
                 Ok(inbound) => found.push((order, seen.clone(), inbound)),
                 Err(e) => {
@@ -477,9 +513,30 @@ impl ChatDoor {
         kept::key(self.stage(), &self.door)
     }
 
-    /// Adds `seen` to the door's pending list (with `inbound`), or takes it off (`None`): read,
-    /// changed and written back only if no one wrote it since, else read again.
+    /// Adds `seen` to the door's pending list (with `inbound`), or takes it off (`None`), once
+    /// the list kept before the stage was in its key is merged in ([`Self::adopt_pending`]).
     async fn pend(&self, seen: &str, inbound: Option<&Inbound>) -> Result<(), ChannelError> {
+        self.adopt_pending().await?;
+        self.change_pending(|list| match inbound {
+            Some(inbound) => {
+                // After every entry listed: the order of the list, whatever the clock.
+                let seq = list.values().filter_map(|e| e["seq"].as_u64()).max();
+                let seq = seq.unwrap_or(0) + 1;
+                let entry = serde_json::json!({ "inbound": inbound, "at": unix_now(), "seq": seq });
+                list.insert(seen.to_string(), entry);
+                true
+            }
+            None => list.remove(seen).is_some(),
+        })
+        .await
+    }
+
+    /// Changes the stage's pending list with `change` (which says whether it changed it): read,
+    /// changed and written back only if no one wrote it since, else read again.
+    async fn change_pending(
+        &self,
+        mut change: impl FnMut(&mut PendingList) -> bool,
+    ) -> Result<(), ChannelError> {
         loop {
             let read = self
                 .store
@@ -488,21 +545,9 @@ impl ChatDoor {
             let version = read.as_ref().map(|r| r.version);
             let mut list = match read.map(|r| r.value) {
                 Some(serde_json::Value::Object(list)) => list,
-                _ => serde_json::Map::new(),
+                _ => PendingList::new(),
             };
-            let changed = match inbound {
-                Some(inbound) => {
-                    // After every entry listed: the order of the list, whatever the clock.
-                    let seq = list.values().filter_map(|e| e["seq"].as_u64()).max();
-                    let seq = seq.unwrap_or(0) + 1;
-                    let entry =
-                        serde_json::json!({ "inbound": inbound, "at": unix_now(), "seq": seq });
-                    list.insert(seen.to_string(), entry);
-                    true
-                }
-                None => list.remove(seen).is_some(),
-            };
-            if !changed {
+            if !change(&mut list) {
                 return Ok(());
             }
             let list = serde_json::Value::Object(list);
@@ -511,6 +556,37 @@ impl ChatDoor {
                 .put_if(PENDING_SCOPE, &self.pending_key(), version, &list)
                 .await?
             {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Merges the pending list kept under the door's bare name before stages were in the key
+    /// (its entries name their claims, kept under bare keys too) into the stage's own, ahead of
+    /// the stage's entries, then marks it adopted ([`kept::ADOPTED`]) if no one wrote it since.
+    /// Merged, not copied as [`kept::get`] copies: the stage's own list exists as soon as one
+    /// message was handled, and a copy only-if-absent would then drop the old entries, whose
+    /// claims make every redelivery a duplicate (never performed). Merging twice (two servers
+    /// of the stage at once) adds nothing the second time.
+    async fn adopt_pending(&self) -> Result<(), ChannelError> {
+        loop {
+            let Some(before) = self.store.get_versioned(PENDING_SCOPE, &self.door).await? else {
+                return Ok(());
+            };
+            if before.value.get(kept::ADOPTED).is_some() {
+                return Ok(());
+            }
+            if let Some(entries) = before.value.as_object() {
+                self.change_pending(|list| merge_before(list, entries))
+                    .await?;
+            }
+            let adopted = serde_json::json!({ kept::ADOPTED: self.stage().id() });
+            if self
+                .store
+                .put_if(PENDING_SCOPE, &self.door, Some(before.version), &adopted)
+                .await?
+            {
+                tracing::info!(door = %self.door, "stage {} took the pending messages kept before stages were in the key", self.stage().id());
                 return Ok(());
             }
         }

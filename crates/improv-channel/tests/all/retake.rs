@@ -368,3 +368,67 @@ async fn messages_pending_are_retaken_in_the_order_listed_whatever_the_clocks() 
     let order: Vec<bool> = asked.iter().map(|i| i.contains("task 9")).collect();
     assert_eq!(order, [true, false], "message 9 first: {asked:?}");
 }
+
+/// Leaves message `id` pending as the version before stages were in the keys kept it: its
+/// entry in the list under the door's bare name, its claim under its bare key.
+async fn leave_pending_before_stages(store: &dyn Store, id: &str) {
+    let seen = format!("chat/telegram/42/{id}");
+    let entry = json!({ "inbound": message(id), "at": 1, "seq": 1 });
+    let list = json!({ seen.clone(): entry });
+    store
+        .put("door.pending", "chat", &list, false)
+        .await
+        .unwrap();
+    let claimed = json!({ "state": "claimed" });
+    store
+        .put("door.inbound", &seen, &claimed, false)
+        .await
+        .unwrap();
+}
+
+/// A message the old version accepted and never performed is performed by the upgraded door
+/// even when that door handled a message before its first retake (which starts the stage's own
+/// pending list): the old list is merged into the stage's, not dropped for it.
+#[tokio::test]
+async fn a_message_left_pending_before_the_upgrade_is_retaken_after_a_new_one_is_handled() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let store: Arc<dyn Store> = Arc::new(TestStore::default());
+    leave_pending_before_stages(store.as_ref(), "1").await;
+    let recording = Arc::new(Recording::default());
+    let upgraded = door(&fake, store.clone(), recording.clone());
+    let handled = upgraded.handle(&message("5")).await.unwrap();
+    assert!(matches!(handled, Handled::Performed(_)), "{handled:?}");
+    let retaken = upgraded.retake(Duration::ZERO).await.unwrap();
+    assert!(
+        matches!(retaken.as_slice(), [Handled::Performed(_)]),
+        "message 1 is performed: {retaken:?}"
+    );
+    let asked = recording.0.lock().unwrap().clone();
+    assert!(asked[1].contains("task 1"), "{asked:?}");
+    assert_eq!(pending(store.as_ref()).await, 0);
+}
+
+/// Two servers of one stage upgraded at once: one has already listed a message under the
+/// stage's key when the other adopts the old list; the old entries are still retaken.
+#[tokio::test]
+async fn the_old_pending_list_is_merged_into_a_list_another_server_started() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let file = TestStore::default();
+    let store: Arc<dyn Store> = Arc::new(file.reopen());
+    leave_pending_before_stages(store.as_ref(), "1").await;
+    // The first server lists message 2 under the stage's key and dies before starting it; the
+    // old list is not adopted yet as the other server reads it.
+    let old_list = store.get("door.pending", "chat").await.unwrap().unwrap();
+    leave_pending(&fake, &file, &["2"]).await;
+    store
+        .put("door.pending", "chat", &old_list, false)
+        .await
+        .unwrap();
+    let recording = Arc::new(Recording::default());
+    let other = door(&fake, Arc::new(file.reopen()), recording.clone());
+    let retaken = other.retake(Duration::ZERO).await.unwrap();
+    assert_eq!(retaken.len(), 2, "{retaken:?}");
+    let asked = recording.0.lock().unwrap().clone();
+    let order: Vec<bool> = asked.iter().map(|i| i.contains("task 1")).collect();
+    assert_eq!(order, [true, false], "the old message first: {asked:?}");
+}
