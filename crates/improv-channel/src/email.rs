@@ -221,8 +221,14 @@ impl Listener for EmailListener {
             .ca_file
             .map(|f| ctx.stage.dir.join(f).to_string_lossy().into_owned());
         let email = &email;
-        let smtp = smtp::Smtp::new(&name, email, Some(login.clone()), ctx.store.clone())
-            .map_err(failed)?;
+        let smtp = smtp::Smtp::new(
+            &name,
+            &ctx.stage_key(),
+            email,
+            Some(login.clone()),
+            ctx.store.clone(),
+        )
+        .map_err(failed)?;
         // Every step that can fail comes before the tasks below are spawned: a return after
         // them would leave them running, four more at each restart of the door.
         let inbox = imap::Inbox::new(&name, email, login).map_err(failed)?;

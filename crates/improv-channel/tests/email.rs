@@ -145,7 +145,14 @@ impl Door {
         scripts: Vec<Vec<ScriptedTurn>>,
     ) -> Door {
         let performer = Arc::new(KernelPerformer::new(scripts));
-        let sender = email::smtp::Smtp::new("mail", &config, Some(login()), store.clone()).unwrap();
+        let sender = email::smtp::Smtp::new(
+            "mail",
+            &common::stage(),
+            &config,
+            Some(login()),
+            store.clone(),
+        )
+        .unwrap();
         let allow: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
         let door = Arc::new(ChatDoor {
             door: "mail".into(),
@@ -618,9 +625,15 @@ async fn a_server_whose_certificate_does_not_verify_never_sees_the_login() {
 /// An SMTP client for door `mail` and an outbox on a fresh store.
 fn sender_and_outbox(smtp_port: u16, store: Arc<TestStore>) -> (Arc<dyn Sender>, Outbox) {
     let sender: Arc<dyn Sender> = Arc::new(
-        email::smtp::Smtp::new("mail", &settings(1, smtp_port), None, store.clone())
-            .unwrap()
-            .with_timeout(Duration::from_secs(30)),
+        email::smtp::Smtp::new(
+            "mail",
+            &common::stage(),
+            &settings(1, smtp_port),
+            None,
+            store.clone(),
+        )
+        .unwrap()
+        .with_timeout(Duration::from_secs(30)),
     );
     let outbox = Outbox::new(store, common::stage(), "mail", sender.clone(), quick());
     (sender, outbox)
@@ -670,8 +683,14 @@ async fn a_451_is_retried_into_exactly_one_mail_and_a_554_is_final() {
         entry.sent_id.as_deref()
     );
     // The id is the key's: a second attempt would have carried the same one.
-    let smtp_client =
-        email::smtp::Smtp::new("mail", &settings(1, smtp.port), None, store.clone()).unwrap();
+    let smtp_client = email::smtp::Smtp::new(
+        "mail",
+        &common::stage(),
+        &settings(1, smtp.port),
+        None,
+        store.clone(),
+    )
+    .unwrap();
     assert_eq!(Some(smtp_client.message_id(&key(1))), entry.sent_id);
     assert_eq!(sender.platform(), improv_channel::Channel::Email);
 
@@ -843,7 +862,7 @@ async fn smtp_over_tls_trusts_the_doors_private_ca_and_refuses_others() {
         let store = Arc::new(TestStore::default());
         let sender = |ca_file: Option<&Path>| {
             let config = tls_settings(1, smtp.port, wire, ca_file);
-            email::smtp::Smtp::new("mail", &config, None, store.clone())
+            email::smtp::Smtp::new("mail", &common::stage(), &config, None, store.clone())
                 .unwrap()
                 .with_timeout(Duration::from_secs(30))
         };
@@ -882,7 +901,8 @@ async fn a_door_that_did_not_ask_for_plain_text_never_logs_in_or_sends_without_t
     assert!(error.contains("STARTTLS"), "{error}");
     assert!(!dovecot.log().contains("Login: user="), "{}", dovecot.log());
     let store = Arc::new(TestStore::default());
-    let sender = email::smtp::Smtp::new("mail", &config, Some(login()), store).unwrap();
+    let sender =
+        email::smtp::Smtp::new("mail", &common::stage(), &config, Some(login()), store).unwrap();
     let sent = sender
         .send("alice@example.com", &body("in the clear"), &key(1))
         .await;
@@ -979,8 +999,10 @@ async fn thread_records_expire_after_the_doors_thread_days() {
         subject: "plan".into(),
         text: "hi".into(),
     };
+    let stage = common::stage();
     let threads = |door| Threads {
         store: &store,
+        stage: &stage,
         door,
         correspondent: "alice@example.com",
     };
@@ -1020,8 +1042,10 @@ async fn a_thread_recorded_before_the_upgrade_goes_on_and_its_old_record_expires
     let legacy = ("email.thread", "mail/alice@example.com/sent@x");
     let value = serde_json::to_value(&old).unwrap();
     store.put(legacy.0, legacy.1, &value, false).await.unwrap();
+    let stage = common::stage();
     let threads = Threads {
         store: &store,
+        stage: &stage,
         door: "mail",
         correspondent: "alice@example.com",
     };
@@ -1036,7 +1060,10 @@ async fn a_thread_recorded_before_the_upgrade_goes_on_and_its_old_record_expires
     let threaded = threads.record(&reply).await.unwrap();
     assert_eq!(threaded.root, "root@x", "the old thread was lost");
     let forward = store
-        .get("email.thread/mail", "alice@example.com/sent@x")
+        .get(
+            "email.thread/mail",
+            &improv_door::kept::key(&stage, "alice@example.com/sent@x"),
+        )
         .await;
     assert_eq!(forward.unwrap(), Some(value), "not written forward");
 
@@ -1053,4 +1080,56 @@ async fn a_thread_recorded_before_the_upgrade_goes_on_and_its_old_record_expires
         store.get(legacy.0, legacy.1).await.unwrap().is_none(),
         "the old scope is never swept"
     );
+}
+
+/// Two stages' email doors of one name, mailed by one person, keep their own thread records:
+/// a mail one stage's door recorded never threads the other stage's reply (its subject and
+/// references); a record kept before the stage was in the key goes on in the first stage that
+/// reads it, and only there.
+#[tokio::test]
+async fn two_stages_email_doors_of_one_name_keep_their_own_threads() {
+    use email::message::{Mail, Threaded, Threads};
+    let store = TestStore::default();
+    let shop = common::stage();
+    let blog = improv_store::StageKey {
+        name: Some("blog".into()),
+        path: "/srv/blog/stage.toml".into(),
+    };
+    let threads = |stage| Threads {
+        store: &store,
+        stage,
+        door: "mail",
+        correspondent: "alice@example.com",
+    };
+    let mail = Mail {
+        message_id: "m1@x".into(),
+        in_reply_to: Vec::new(),
+        references: Vec::new(),
+        from: "alice@example.com".into(),
+        subject: "shop order".into(),
+        text: "hi".into(),
+    };
+    threads(&shop).record(&mail).await.unwrap();
+    assert!(threads(&shop).get("m1@x").await.unwrap().is_some());
+    let other = threads(&blog).get("m1@x").await.unwrap();
+    assert_eq!(other, None, "the blog's door threads into the shop's mail");
+
+    let old = Threaded {
+        root: "root@x".into(),
+        subject: "plan".into(),
+        references: vec!["root@x".into()],
+    };
+    let value = serde_json::to_value(&old).unwrap();
+    let before = ("email.thread/mail", "alice@example.com/old@x");
+    store.put(before.0, before.1, &value, false).await.unwrap();
+    assert_eq!(
+        threads(&shop).get("old@x").await.unwrap(),
+        Some(old.clone())
+    );
+    let other = threads(&blog).get("old@x").await.unwrap();
+    assert_eq!(
+        other, None,
+        "a record kept before the upgrade went to both stages"
+    );
+    assert_eq!(threads(&shop).get("old@x").await.unwrap(), Some(old));
 }

@@ -324,6 +324,7 @@ impl Inbox {
         let root = if door.gate.known(&sender).await? {
             let threads = Threads {
                 store: door.store.as_ref(),
+                stage: door.outbox.stage(),
                 door: &self.door,
                 correspondent: &sender.sender_id,
             };

@@ -1,14 +1,16 @@
 //! An email as the door reads it (`mail-parser`): who sent it, its ids, its subject and text;
 //! mail that must not be answered (our own, automatic, failing DMARC) is set aside with a reason.
-//! Also the thread records: each message id seen or sent maps to its thread's root, its subject
-//! and its references, so a reply threads (`In-Reply-To`, `References`, `Re:`) and a message
-//! whose client dropped `References` still finds its conversation. They expire: [`expire`]
-//! deletes a door's records unused for its `thread_days` (default 180), swept by the listener.
+//! Also the thread records, each stage's own: each message id seen or sent maps to its
+//! thread's root, its subject and its references, so a reply threads (`In-Reply-To`,
+//! `References`, `Re:`) and a message whose client dropped `References` still finds its
+//! conversation. They expire: [`expire`] deletes a door's records unused for its `thread_days`
+//! (default 180), swept by the listener.
 
 use crate::ChannelError;
 use improv_door::expiry::BATCH;
+use improv_door::kept;
 use improv_stage::door::SenderCheck;
-use improv_store::{Store, Sweep, UnixMillis};
+use improv_store::{StageKey, Store, Sweep, UnixMillis};
 use mail_parser::{HeaderValue, MessageParser};
 use serde::{Deserialize, Serialize};
 
@@ -166,12 +168,15 @@ pub struct Threaded {
     pub references: Vec<String>,
 }
 
-/// The thread records of one door with one correspondent: keyed by door, correspondent and
-/// message id, so that a message id another sender used (or claimed first, knowing it) never
-/// leads this correspondent's mail into a thread that is not theirs. Inbound mail is recorded
-/// only once its sender is let in (see `imap`), so a stranger's mail adds no record.
+/// The thread records of one stage's door with one correspondent: keyed by stage, door,
+/// correspondent and message id, so that a message id another sender used (or claimed first,
+/// knowing it) never leads this correspondent's mail into a thread that is not theirs, and two
+/// stages' doors of one name mailed by one person never thread into each other's
+/// conversations. Inbound mail is recorded only once its sender is let in (see `imap`), so a
+/// stranger's mail adds no record.
 pub struct Threads<'a> {
     pub store: &'a dyn Store,
+    pub stage: &'a StageKey,
     pub door: &'a str,
     /// The correspondent's address in lower case: the sender of inbound mail, the recipient of
     /// a reply.
@@ -179,23 +184,46 @@ pub struct Threads<'a> {
 }
 
 impl Threads<'_> {
-    /// The thread record of `message_id`. One written before records moved to a scope per
-    /// door (under `email.thread`, keyed door/correspondent/message-id) is read there when
-    /// the door's scope lacks it and written forward, so a thread under way at the upgrade
-    /// goes on; [`expire`] sweeps what stays behind.
+    /// The thread record of `message_id`: the stage's own, or else one kept before the stage
+    /// was in the key, which the stage adopts ([`Self::adopt`]) so that a thread under way at
+    /// the upgrade goes on: first under the door's scope, keyed correspondent/message-id, or
+    /// before records moved to a scope per door, under `email.thread` keyed
+    /// door/correspondent/message-id. [`expire`] sweeps what stays behind.
     pub async fn get(&self, message_id: &str) -> Result<Option<Threaded>, ChannelError> {
-        let key = self.key(message_id);
-        if let Some(value) = self.store.get(&scope(self.door), &key).await? {
+        let bare = self.bare_key(message_id);
+        let own = self.own_key(message_id);
+        if let Some(value) = self.store.get(&scope(self.door), &own).await? {
             return Ok(serde_json::from_value(value).ok());
         }
-        let legacy = format!("{}/{key}", self.door);
-        let Some(value) = self.store.get(THREAD_SCOPE, &legacy).await? else {
+        let legacy = format!("{}/{bare}", self.door);
+        for (scope, key) in [(scope(self.door), bare), (THREAD_SCOPE.to_string(), legacy)] {
+            if let Some(value) = self.store.get(&scope, &key).await? {
+                return self.adopt(message_id, &scope, &key, value).await;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes `value`, kept under `key` in `scope` before the stage was in the key, as the
+    /// stage's record of `message_id`, and leaves [`kept::ADOPTED`] in its place: the first
+    /// stage to read it goes on with the thread, another stage's door of that name starts its
+    /// own (one already adopted, or one that does not read, is none).
+    async fn adopt(
+        &self,
+        message_id: &str,
+        scope: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<Option<Threaded>, ChannelError> {
+        if value.get(kept::ADOPTED).is_some() {
             return Ok(None);
-        };
+        }
         let Ok(threaded) = serde_json::from_value::<Threaded>(value) else {
             return Ok(None);
         };
         self.put(message_id, &threaded).await?;
+        let adopted = serde_json::json!({ kept::ADOPTED: self.stage.id() });
+        self.store.put(scope, key, &adopted, false).await?;
         Ok(Some(threaded))
     }
 
@@ -204,7 +232,7 @@ impl Threads<'_> {
             ChannelError::Setup(format!("a thread record that cannot be stored: {e}"))
         })?;
         self.store
-            .put(&scope(self.door), &self.key(message_id), &value, false)
+            .put(&scope(self.door), &self.own_key(message_id), &value, false)
             .await?;
         Ok(())
     }
@@ -253,8 +281,14 @@ impl Threads<'_> {
         Ok(threaded)
     }
 
-    fn key(&self, message_id: &str) -> String {
+    /// The key of `message_id`'s record in the door's scope before the stage was in it.
+    fn bare_key(&self, message_id: &str) -> String {
         format!("{}/{message_id}", self.correspondent)
+    }
+
+    /// The stage's key of `message_id`'s record in the door's scope ([`kept::key`]).
+    fn own_key(&self, message_id: &str) -> String {
+        kept::key(self.stage, &self.bare_key(message_id))
     }
 }
 

@@ -14,7 +14,7 @@ use super::{Login, Security, Trust};
 use crate::{Body, Channel, ChannelError, Sender};
 use async_trait::async_trait;
 use improv_stage::door::{EmailDoor, MailServer};
-use improv_store::{OutboxKey, Store};
+use improv_store::{OutboxKey, StageKey, Store};
 use lettre::Address;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message};
@@ -44,6 +44,8 @@ enum Step {
 /// An email door's SMTP client.
 pub struct Smtp {
     door: String,
+    /// The stage the door is of: its thread records are kept under it.
+    stage: StageKey,
     server: MailServer,
     security: Security,
     trust: Trust,
@@ -54,9 +56,10 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    /// The client for door `door`; `login` is used where the server offers AUTH.
+    /// The client for `stage`'s door `door`; `login` is used where the server offers AUTH.
     pub fn new(
         door: &str,
+        stage: &StageKey,
         email: &EmailDoor,
         login: Option<Login>,
         store: Arc<dyn Store>,
@@ -69,6 +72,7 @@ impl Smtp {
         })?;
         Ok(Smtp {
             door: door.to_string(),
+            stage: stage.clone(),
             server: email.smtp.clone(),
             security: Security::of(&email.smtp, email.tls),
             trust: Trust::of(door, email)?,
@@ -123,6 +127,7 @@ impl Smtp {
         let correspondent = to.to_string().to_ascii_lowercase();
         let threads = Threads {
             store: self.store.as_ref(),
+            stage: &self.stage,
             door: &self.door,
             correspondent: &correspondent,
         };
