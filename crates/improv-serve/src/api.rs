@@ -238,8 +238,8 @@ pub(crate) async fn start(
         });
         return Ok((StatusCode::CREATED, Json(links)).into_response());
     }
-    let place = perform::place(&app.hub, app.max_running)?;
-    let outside = perform::outside(&app.stage).await?;
+    let place = perform::place(&app.hub, app.max_running, body.resume.as_deref())?;
+    let outside = perform::outside(&app.stage, &place).await?;
     let (id, _) = perform::start(
         app.stage.clone(),
         place,

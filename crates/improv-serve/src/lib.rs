@@ -95,7 +95,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub idle_timeout: Duration,
     /// How long an `ask` decision of an MCP client's `perform` waits for an answer
-    /// (POST /performances/ID/approvals/N) before it is denied as unattended, as
+    /// (POST /performances/ID/approvals/N) before it is denied, as
     /// `improv worker --ask-timeout` does (which bounds it instead with --store).
     #[arg(long, default_value = ASK_TIMEOUT_TEXT, value_parser = humantime::parse_duration)]
     pub ask_timeout: Duration,

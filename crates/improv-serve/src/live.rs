@@ -12,7 +12,7 @@ use improv_edges::{Approval, ApprovalRequest, Approver};
 use improv_kernel::{Event, EventKind, NoteSender, ObserveError, Observer, Outcome, Spent};
 use serde::Serialize;
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -264,7 +264,7 @@ impl Observer for LiveObserver {
 /// Answers `ask` decisions over the API: the request waits, visible in the stream and in
 /// `GET /performances/{id}`, until the director answers or the performance is stopped, or (with
 /// a `timeout`: an MCP client's `perform`, whose caller may be no director) until the timeout
-/// passes, when it is denied as unattended, as a worker's `--ask-timeout` does.
+/// passes, when it is denied, as a worker's `--ask-timeout` does.
 pub(crate) struct WebApprover {
     pub live: Arc<Live>,
     pub timeout: Option<std::time::Duration>,
@@ -320,15 +320,12 @@ impl Approver for WebApprover {
         let unanswered = || Approval::Deny {
             note: Some("no answer from the director".into()),
         };
+        let mut rx = rx;
         let answer = match self.timeout {
-            None => rx.await.unwrap_or_else(|_| unanswered()),
-            Some(timeout) => match tokio::time::timeout(timeout, rx).await {
+            None => (&mut rx).await.unwrap_or_else(|_| unanswered()),
+            Some(timeout) => match tokio::time::timeout(timeout, &mut rx).await {
                 Ok(answer) => answer.unwrap_or_else(|_| unanswered()),
-                Err(_) => {
-                    // Taken out first, so an answer arriving now is refused, not lost.
-                    live.lock().pending.remove(&approval);
-                    Approval::Unattended
-                }
+                Err(_) => timed_out(live, approval, rx, timeout).await,
             },
         };
         guard.armed = false;
@@ -348,15 +345,46 @@ impl Approver for WebApprover {
     }
 }
 
+/// The answer to approval `approval` once its `timeout` passed: denied with a note saying so,
+/// as a worker's `--ask-timeout` denies (not [`Approval::Unattended`], whose message tells the
+/// actor it runs where nobody can approve anything), unless the director's answer was taken
+/// meanwhile (accepted with a 202 between the last look at `rx` and the timer), which is then
+/// the answer rather than lost.
+async fn timed_out(
+    live: &Live,
+    approval: u64,
+    rx: oneshot::Receiver<Approval>,
+    timeout: std::time::Duration,
+) -> Approval {
+    let denied = || Approval::Deny {
+        note: Some(format!(
+            "no answer from the director within {} (this server's --ask-timeout)",
+            humantime::format_duration(timeout)
+        )),
+    };
+    // Taken out under the lock `answer` takes it out under: whichever comes first wins.
+    let still_waiting = live.lock().pending.remove(&approval).is_some();
+    if still_waiting {
+        return denied();
+    }
+    // `answer` sends right after taking it out, and cannot fail to while `rx` lives here; an
+    // error would only mean the answer never came.
+    rx.await.unwrap_or_else(|_| denied())
+}
+
 /// The performances running in this server, by id, and the places reserved for those about to
 /// start: a place is taken under the same lock that counts the running, so concurrent starts
-/// cannot both take the last one ([`Hub::reserve`]), and none is taken once the server stops
-/// ([`Hub::close`]).
+/// cannot both take the last one, nor two resumes run one id twice ([`Hub::reserve`]), and
+/// none is taken once the server stops ([`Hub::close`]).
 #[derive(Default)]
 pub(crate) struct Hub {
     running: Mutex<Running>,
     /// Told when the last reserved place is filled or given back (what [`Hub::close`] awaits).
     settled: tokio::sync::Notify,
+    /// Cancelled when the server stops: a start holding a place stops waiting for what it
+    /// attaches ([`Place::unless_closed`]) and gives the place back, so it does not hold the
+    /// stop up.
+    closing: CancellationToken,
     /// What the server's performances counted, for `/metrics`.
     pub(crate) metrics: Arc<crate::ops::Metrics>,
 }
@@ -366,6 +394,8 @@ struct Running {
     by_id: HashMap<String, Arc<Live>>,
     /// Places taken by starts that have not launched their performance yet.
     reserved: usize,
+    /// The ids those of them that resume a performance resume.
+    resuming: HashSet<String>,
     /// The server is stopping: no place is given any more.
     closed: bool,
 }
@@ -377,6 +407,8 @@ pub(crate) enum Refused {
     Full,
     /// The server is stopping.
     Closed,
+    /// The performance to resume runs here, or another start resumes it.
+    Busy,
 }
 
 /// One place in the [`Hub`], reserved for a performance about to start: [`Place::fill`]ed with
@@ -384,6 +416,8 @@ pub(crate) enum Refused {
 pub(crate) struct Place {
     hub: Arc<Hub>,
     filled: bool,
+    /// The id of the performance it resumes, held against another resume until released.
+    resuming: Option<String>,
 }
 
 impl Place {
@@ -395,14 +429,23 @@ impl Place {
     /// Puts the performance that started in the place, as running under `id`.
     pub(crate) fn fill(mut self, id: String, live: Arc<Live>) {
         self.filled = true;
-        self.hub.release(Some((id, live)));
+        self.hub.release(self.resuming.take(), Some((id, live)));
+    }
+
+    /// `work`'s result, or `None` once the server stops (the caller gives the place back).
+    pub(crate) async fn unless_closed<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            () = self.hub.closing.cancelled() => None,
+            done = work => Some(done),
+        }
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         if !self.filled {
-            self.hub.release(None);
+            self.hub.release(self.resuming.take(), None);
         }
     }
 }
@@ -417,27 +460,45 @@ impl Hub {
         self.lock().by_id.get(id).cloned()
     }
 
-    /// Takes one of `max` places for a performance about to start, unless they are all running
-    /// or reserved, or the server is stopping.
-    pub(crate) fn reserve(self: &Arc<Self>, max: usize) -> Result<Place, Refused> {
+    /// Takes one of `max` places for a performance about to start (to resume `resume` when
+    /// given), unless they are all running or reserved, the server is stopping, or the one to
+    /// resume runs here or is being resumed by another start.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        max: usize,
+        resume: Option<&str>,
+    ) -> Result<Place, Refused> {
         let mut running = self.lock();
         if running.closed {
             return Err(Refused::Closed);
+        }
+        if let Some(id) = resume
+            && (running.by_id.contains_key(id) || running.resuming.contains(id))
+        {
+            return Err(Refused::Busy);
         }
         if running.by_id.len() + running.reserved >= max {
             return Err(Refused::Full);
         }
         running.reserved += 1;
+        if let Some(id) = resume {
+            running.resuming.insert(id.to_string());
+        }
         Ok(Place {
             hub: self.clone(),
             filled: false,
+            resuming: resume.map(str::to_string),
         })
     }
 
-    /// Ends a reservation, with the performance that took it when it started.
-    fn release(&self, started: Option<(String, Arc<Live>)>) {
+    /// Ends a reservation (of one resuming `resuming`), with the performance that took it when
+    /// it started.
+    fn release(&self, resuming: Option<String>, started: Option<(String, Arc<Live>)>) {
         let mut running = self.lock();
         running.reserved -= 1;
+        if let Some(id) = resuming {
+            running.resuming.remove(&id);
+        }
         if let Some((id, live)) = started {
             running.by_id.insert(id, live);
         }
@@ -459,10 +520,12 @@ impl Hub {
         self.lock().by_id.values().cloned().collect()
     }
 
-    /// Gives no place from now on, waits for the starts holding one to launch or fail, and
+    /// Gives no place from now on, tells the starts holding one to stop waiting for what they
+    /// attach ([`Place::unless_closed`]), waits for them to launch or fail, and
     /// returns every performance running then: none starts after, so the caller can stop and
     /// await them all.
     pub(crate) async fn close(&self) -> Vec<Arc<Live>> {
+        self.closing.cancel();
         loop {
             let settled = self.settled.notified();
             let mut settled = std::pin::pin!(settled);
@@ -484,10 +547,13 @@ impl Hub {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
-    use super::{Hub, Live, Refused};
+    use super::{Hub, Live, PendingApproval, Refused, Waiting, timed_out};
+    use improv_edges::Approval;
     use std::sync::{Arc, Barrier};
+    use tokio::sync::oneshot;
 
     const STARTS: usize = 16;
+    const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 
     /// Many starts at once on a server with one place: exactly one gets it, however they
     /// interleave (the place is counted under the lock that checks the bound).
@@ -501,7 +567,7 @@ mod tests {
                     let (hub, barrier) = (hub.clone(), barrier.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
-                        hub.reserve(1)
+                        hub.reserve(1, None)
                     })
                 })
                 .collect();
@@ -522,10 +588,10 @@ mod tests {
     #[test]
     fn a_failed_start_gives_its_place_back() {
         let hub = Arc::new(Hub::default());
-        drop(hub.reserve(1).unwrap());
-        let place = hub.reserve(1).unwrap();
+        drop(hub.reserve(1, None).unwrap());
+        let place = hub.reserve(1, None).unwrap();
         place.fill("p1".into(), Live::new());
-        assert_eq!(hub.reserve(1).err(), Some(Refused::Full));
+        assert_eq!(hub.reserve(1, None).err(), Some(Refused::Full));
         assert_eq!(hub.len(), 1);
     }
 
@@ -534,7 +600,7 @@ mod tests {
     #[tokio::test]
     async fn a_stopping_server_starts_nothing_and_waits_for_those_starting() {
         let hub = Arc::new(Hub::default());
-        let starting = hub.reserve(4).unwrap();
+        let starting = hub.reserve(4, None).unwrap();
         let closing = tokio::spawn({
             let hub = hub.clone();
             async move { hub.close().await }
@@ -542,7 +608,7 @@ mod tests {
         // Closed before it waits: a start from now on is refused.
         let mut tries = 0;
         let refused = loop {
-            match crate::perform::place(&hub, 4) {
+            match crate::perform::place(&hub, 4, None) {
                 Err(refused) => break refused,
                 Ok(_) => tries += 1,
             }
@@ -561,5 +627,108 @@ mod tests {
             Arc::ptr_eq(&running[0], &live),
             "the last start is not stopped"
         );
+    }
+
+    /// Approval 1 of `live`, waiting, and the receiver of its answer.
+    fn waiting(live: &Live) -> oneshot::Receiver<Approval> {
+        let (tx, rx) = oneshot::channel();
+        let info = PendingApproval {
+            approval: 1,
+            actor: "lead".into(),
+            prop: "shell".into(),
+            subject: "ls".into(),
+            rule: "ask".into(),
+        };
+        live.lock().pending.insert(1, Waiting { info, answer: tx });
+        rx
+    }
+
+    /// An answer the API accepted (202) just as the wait timed out, before the asking side
+    /// looked at it again, is the answer: not lost for a deny.
+    #[tokio::test]
+    async fn an_answer_taken_as_the_wait_times_out_is_kept() {
+        let live = Live::new();
+        let rx = waiting(&live);
+        assert!(live.answer(1, Approval::Once), "the answer was refused");
+        assert_eq!(timed_out(&live, 1, rx, SECOND).await, Approval::Once);
+    }
+
+    /// Timed out with no answer: denied, saying nobody answered in time, and an answer after that is refused (a 404 for
+    /// the director), not accepted and dropped.
+    #[tokio::test]
+    async fn an_answer_after_the_timeout_is_refused() {
+        let live = Live::new();
+        let rx = waiting(&live);
+        let told = timed_out(&live, 1, rx, SECOND).await;
+        assert!(
+            matches!(&told, Approval::Deny { note: Some(n) } if n.contains("within 1s")),
+            "{told:?}"
+        );
+        assert!(
+            !live.answer(1, Approval::Once),
+            "a late answer was accepted"
+        );
+    }
+
+    /// Two resumes of one id at once: one takes a place, the other is refused with a 409, as
+    /// is a resume of one running here; once it has ended it can be resumed again.
+    #[test]
+    fn one_id_is_resumed_once_at_a_time() {
+        for _ in 0..50 {
+            let hub = Arc::new(Hub::default());
+            let barrier = Arc::new(Barrier::new(STARTS));
+            let starts: Vec<_> = (0..STARTS)
+                .map(|_| {
+                    let (hub, barrier) = (hub.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        hub.reserve(STARTS, Some("p1"))
+                    })
+                })
+                .collect();
+            let mut places: Vec<_> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+            let taken = places.iter().filter(|p| p.is_ok()).count();
+            assert_eq!(taken, 1, "{taken} of {STARTS} resumes of p1 took a place");
+            assert!(
+                places
+                    .iter()
+                    .flat_map(|p| p.as_ref().err())
+                    .all(|r| *r == Refused::Busy)
+            );
+            let place = places.swap_remove(places.iter().position(Result::is_ok).unwrap());
+            place.unwrap().fill("p1".into(), Live::new());
+            let refused = crate::perform::place(&hub, STARTS, Some("p1"))
+                .err()
+                .unwrap();
+            assert_eq!(refused.status, axum::http::StatusCode::CONFLICT);
+            assert!(
+                hub.reserve(STARTS, Some("p2")).is_ok(),
+                "another id is refused"
+            );
+            hub.remove("p1");
+            assert!(
+                hub.reserve(STARTS, Some("p1")).is_ok(),
+                "p1 ended, still refused"
+            );
+        }
+    }
+
+    /// A stop does not wait for a start that holds a place while attaching the stage's MCP
+    /// servers: the start stops waiting and gives its place back.
+    #[tokio::test]
+    async fn a_stop_does_not_wait_for_an_attachment() {
+        let hub = Arc::new(Hub::default());
+        let place = hub.reserve(1, None).unwrap();
+        let starting = tokio::spawn(async move {
+            let attached = place.unless_closed(std::future::pending::<()>()).await;
+            attached.is_none()
+        });
+        // Bounds a hang (the protection missing), not a speed.
+        let patience = std::time::Duration::from_secs(30);
+        let running = tokio::time::timeout(patience, hub.close())
+            .await
+            .expect("the stop waits for the attachment");
+        assert!(running.is_empty());
+        assert!(starting.await.unwrap(), "the attachment was not cut short");
     }
 }

@@ -239,8 +239,8 @@ impl Performing {
             let id = stored::enqueue(store.as_ref(), &app.stage, intent, None, entrance).await?;
             return Ok((id, Performing::Stored(store.clone(), place)));
         }
-        let place = perform::place(&app.hub, app.max_running)?;
-        let outside = perform::outside(&app.stage).await?;
+        let place = perform::place(&app.hub, app.max_running, None)?;
+        let outside = perform::outside(&app.stage, &place).await?;
         let (id, live) = perform::start(
             app.stage.clone(),
             place,

@@ -18,17 +18,23 @@ pub(crate) struct Start {
     pub resume: Option<String>,
     /// The stage's MCP servers, attached for this performance ([`outside`]).
     pub outside: Option<Arc<dyn improv_perform::PropSource>>,
-    /// How long an `ask` decision waits for the director before it is denied as unattended;
+    /// How long an `ask` decision waits for the director before it is denied;
     /// `None`: until answered or stopped (a page or an API client is the director).
     pub ask_timeout: Option<std::time::Duration>,
 }
 
-/// Attaches the stage's MCP servers for one performance; a server that cannot be reached is a
-/// 502 naming it.
+/// Attaches the stage's MCP servers for the performance about to start in `place`; a server
+/// that cannot be reached is a 502 naming it, and a server that stops meanwhile a 503 (the
+/// stop does not wait for the attachment, up to a minute per server).
 pub(crate) async fn outside(
     stage: &Stage,
+    place: &Place,
 ) -> Result<Option<Arc<dyn improv_perform::PropSource>>, ApiError> {
-    improv_mcp::outside(stage).await.map_err(|e| {
+    let attached = place
+        .unless_closed(improv_mcp::outside(stage))
+        .await
+        .ok_or_else(stopping)?;
+    attached.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "mcp_unavailable",
@@ -58,14 +64,26 @@ pub(crate) fn stopping() -> ApiError {
     )
 }
 
-/// Takes one of the server's `max_running` places for a performance about to [`start`]: the
-/// 429 of a full server, the 503 of a stopping one. Taken before anything is attached or
-/// launched, and given back when dropped unfilled.
-pub(crate) fn place(hub: &Arc<Hub>, max_running: usize) -> Result<Place, ApiError> {
-    hub.reserve(max_running).map_err(|refused| match refused {
-        Refused::Full => too_many(max_running),
-        Refused::Closed => stopping(),
-    })
+/// Takes one of the server's `max_running` places for a performance about to [`start`] (to
+/// resume `resume` when given): the 429 of a full server, the 503 of a stopping one, the 409
+/// of a resume of a performance that runs here or that another start resumes. Taken before
+/// anything is attached or launched, and given back when dropped unfilled.
+pub(crate) fn place(
+    hub: &Arc<Hub>,
+    max_running: usize,
+    resume: Option<&str>,
+) -> Result<Place, ApiError> {
+    hub.reserve(max_running, resume)
+        .map_err(|refused| match refused {
+            Refused::Full => too_many(max_running),
+            Refused::Closed => stopping(),
+            Refused::Busy => {
+                let id = resume.unwrap_or_default();
+                ApiError::conflict(format!(
+                    "performance `{id}` is running in this server, or being resumed; stop it (POST /performances/{id}/stop) and wait for its end before resuming it"
+                ))
+            }
+        })
 }
 
 /// Launches a performance of `stage` in `place` and returns its id and its [`Live`]. A task
