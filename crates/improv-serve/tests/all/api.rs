@@ -698,3 +698,59 @@ async fn concurrent_starts_for_the_last_place_start_exactly_one() {
         assert_eq!(live.filter(|p| p["live"] == true).count(), 1, "{list}");
     }
 }
+
+/// Resumes racing for one id: of many `POST /performances {"resume": ID}` sent at once exactly
+/// one resumes it, the others get 409, whatever their interleaving (the id is held under the
+/// lock that reserves the place; two resumes both passed the log's "still running" check, and
+/// one ran unlisted, never stopped), as does a resume of one running here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_resumes_of_one_id_resume_it_once() {
+    const RESUMES: usize = 16;
+    let stage = TestStage::new(json!([{"say": "slow", "delay_ms": 60000}]), "");
+    let server = std::sync::Arc::new(serve(&stage).await);
+    let id = server.start(json!({"intent": "wait"})).await;
+    let mut events = server.events(&id, None).await;
+    until(&mut events, "turn_started").await;
+    let stop = format!("/performances/{id}/stop");
+    assert_eq!(server.send_post(&stop, json!({})).await.status(), 202);
+    drain(&mut events).await;
+    // Ended, and gone from the running once its task has removed it.
+    let start = std::time::Instant::now();
+    while server.get_json("/performances").await["performances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["live"] == true)
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(RESUMES));
+    let posts: Vec<_> = (0..RESUMES)
+        .map(|_| {
+            let (server, barrier, id) = (server.clone(), barrier.clone(), id.clone());
+            tokio::spawn(async move {
+                let request = server.post("/performances", json!({"resume": id}));
+                barrier.wait().await;
+                request.send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for post in posts {
+        statuses.push(post.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    let again = server
+        .send_post("/performances", json!({"resume": id}))
+        .await;
+    assert_eq!(again.status(), 409, "a resume of one running here");
+}
