@@ -28,7 +28,7 @@ pub use globs::{
     ByName, DEFAULT_HIDDEN, DEFAULT_READ_ONLY, GlobError, Hidden, HiddenGlobs, HiddenKind,
     KEY_MATERIAL_MAX, PathEdges, default_hidden, holds_secret,
 };
-pub use guarded::{Guard, Guarded, REFUSED, guard_all};
+pub use guarded::{DIRECTOR_REFUSED, Guard, Guarded, REFUSED, guard_all};
 pub use improv_stage::{Decision, Rule};
 
 use crate::command;

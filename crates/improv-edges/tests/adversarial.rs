@@ -34,6 +34,17 @@ fn refused(run: &Run, i: usize, needle: &str) {
     );
 }
 
+/// Asserts that call `i` was refused with `mark` at the end of its output, where a model's
+/// side reads it (improv-local's forced search: `improv_edges::policy::REFUSED`).
+fn marked(run: &Run, i: usize, mark: &str) {
+    let (ok, out) = run.results()[i].clone();
+    assert!(!ok, "call {i} succeeded: {out}");
+    assert!(
+        out.trim_end().ends_with(mark),
+        "call {i}: expected `{mark}` at the end of: {out}"
+    );
+}
+
 /// Asserts that call `i`'s output says `needle` (the command may still exit 0).
 fn says(run: &Run, i: usize, needle: &str) {
     let out = run.output(i);
@@ -138,7 +149,7 @@ async fn parent_traversal_in_the_read_prop_is_refused() {
         )])
         .await;
     refused(&run, 0, "outside the workspace");
-    refused(&run, 0, "[denied by the edges]");
+    marked(&run, 0, improv_edges::policy::REFUSED);
     let d = run.policy.decisions();
     assert_eq!(d[0].decision, Decided::Deny);
     run.assert_no_leak();
@@ -1117,6 +1128,7 @@ async fn an_approved_ask_runs_once_and_says_so() {
     says(&run, 0, "[approved by the director, once]");
     refused(&run, 1, "the director denied `git push origin`");
     refused(&run, 1, "not today");
+    marked(&run, 1, improv_edges::policy::DIRECTOR_REFUSED);
     let d = run.policy.decisions();
     assert_eq!(d[0].decision, Decided::ApprovedOnce);
     assert_eq!(d[1].decision, Decided::DeniedByDirector);
@@ -1155,6 +1167,7 @@ async fn hidden_files_cannot_be_read_or_listed_by_the_file_props() {
         .await;
     refused(&run, 0, "hidden by the stage's edges (`.env`)");
     refused(&run, 1, "hidden by the stage's edges (`*.pem`)");
+    marked(&run, 1, improv_edges::policy::REFUSED);
     says(&run, 2, "src/main.rs");
     assert!(!run.output(2).contains("server.pem"), "{}", run.output(2));
     refused(&run, 3, "hidden");
@@ -1193,6 +1206,7 @@ async fn git_internals_are_read_only_for_the_file_props() {
     says(&run, 1, "ref: refs/heads/");
     refused(&run, 2, "read-only by the stage's edges");
     refused(&run, 3, "read-only");
+    marked(&run, 3, improv_edges::policy::REFUSED);
     assert!(!rig.ws.join(".git/hooks/pre-commit").exists());
 }
 

@@ -476,8 +476,9 @@ fn sampling_of(
 const FAILING_TEMPERATURE: f32 = 0.5;
 
 /// The files a call showed (a `read`'s numbered lines, or what a `write` wrote), as they are
-/// now: edits that succeeded since are applied to them; a file whose write the stage's edges
-/// denied is left out, and so is a context file the system prompt carries ([`CONTEXT_FILE`]):
+/// now: edits that succeeded since are applied to them; a file whose write a rule of the stage's
+/// edges refused is left out ([`refusal`]; a text the director refused is one of its line's
+/// `tried`), and so is a context file the system prompt carries ([`CONTEXT_FILE`]):
 /// the stage's words to the actor, not its work (a 135M model read `AGENTS.md` while the checks
 /// failed, and would edit it). Each comes with the lines an edit's `old` may be (see
 /// `grammar::Narrowing::seen`), the file seen last first, at most [`MAX_SEEN_BYTES`] of lines
@@ -518,8 +519,16 @@ fn seen_files(system: &str, messages: &[Message], tools: &[ToolSpec]) -> Vec<gra
         let path = path.as_str();
         let at = files.iter().position(|(p, _)| p == path);
         let text = if *is_error {
-            if writes(tools, &call.name) && content.contains(DENIED) {
-                denied.push(path.to_string());
+            match refusal(content).filter(|_| writes(tools, &call.name)) {
+                Some(Refusal::Rule) => denied.push(path.to_string()),
+                // The director refused this text, not the file: the line's other edits stay.
+                Some(Refusal::Director) => {
+                    if let (Some(old), Some(new)) = (string("old"), string("new")) {
+                        let first = firsts.get(old).cloned().unwrap_or_else(|| old.to_string());
+                        tried.entry(first).or_default().push(new.to_string());
+                    }
+                }
+                None => {}
             }
             continue;
         } else if let Some(text) = numbered_text(content) {
@@ -576,10 +585,30 @@ fn seen_files(system: &str, messages: &[Message], tools: &[ToolSpec]) -> Vec<gra
 /// How the system prompt opens a context file's text (improv-stage's prompt).
 const CONTEXT_FILE: &str = "# file: ";
 
-/// What the stage's edges put in every refusal of a call (improv-edges' guarded policy: a deny
-/// rule, the director's no, an approval nobody could give): a file whose write was refused is
-/// no file to edit.
-const DENIED: &str = improv_edges::policy::REFUSED;
+/// Who refused a call, read from the mark that ends the refusal (improv-edges' guarded policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// A rule of the stage's edges (deny, hidden, read-only, the workspace edge, an approval
+    /// nobody could give): the file is no file to edit.
+    Rule,
+    /// The director's no to this one call: the text it would have written is no candidate, the
+    /// file's other edits still are (an interactive stage asks before each edit of `src/**`).
+    Director,
+}
+
+/// The refusal `content` (a failed call's output) is, by the mark it ENDS with: a mark quoted
+/// inside an error (an edit's "does not occur" quoting a file line, a path `src/[denied]/x.rs`)
+/// is no refusal.
+fn refusal(content: &str) -> Option<Refusal> {
+    let content = content.trim_end();
+    if content.ends_with(improv_edges::policy::DIRECTOR_REFUSED) {
+        Some(Refusal::Director)
+    } else if content.ends_with(improv_edges::policy::REFUSED) {
+        Some(Refusal::Rule)
+    } else {
+        None
+    }
+}
 
 /// `path` as one spelling of its file: `./tests/x.rs`, `tests//x.rs` and `tests/./x.rs` are
 /// `tests/x.rs`, so a file read under one name and refused under another is one file.
@@ -600,55 +629,87 @@ fn same_file(location: &str, path: &str) -> bool {
     !path.is_empty() && (location == path || location.ends_with(&format!("/{path}")))
 }
 
-/// The files a forced search may edit: `seen` less those the failing checks point at
+/// The files a forced search may edit: `seen` less those the failing checks point at as tests
 /// ([`failure_files`]). The checks' failing lines are the spec: deleting an `assert_eq!` or
-/// moving a test's expected number passes them and fixes nothing.
+/// moving a test's expected number passes them and fixes nothing. Only a test file is ever taken
+/// out ([`is_test_path`]), so the file to fix, which tracebacks name too, stays in.
 fn searched_files(messages: &[Message], mut seen: Vec<grammar::Seen>) -> Vec<grammar::Seen> {
     let spec = failure_files(messages);
     seen.retain(|file| !spec.iter().any(|s| same_file(s, &file.path)));
     seen
 }
 
-/// The files the latest failing notes name as a failure location (see [`failure_locations`]):
-/// those of every failing note since the checks began to fail ([`failing_since`]), as a note
-/// that shows only an error the search's own edit caused (a compile error) still leaves the
-/// test that failed before it the spec. A file this performance edited is not among them: a
-/// location in it may be that edit's error, and the search must be able to undo it.
+/// Whether `path` looks like a test: a `tests/`, `test/`, `spec/` or `__tests__/` folder, or a
+/// file name that starts `test_` or holds `_test.`, `.test.` or `.spec.` (Rust, Python, JS, Go).
+fn is_test_path(path: &str) -> bool {
+    let path = normal_path(path);
+    let mut parts = path.rsplit('/');
+    let name = parts.next().unwrap_or_default();
+    parts.any(|dir| matches!(dir, "tests" | "test" | "spec" | "__tests__"))
+        || name.starts_with("test_")
+        || ["_test.", ".test.", ".spec."]
+            .iter()
+            .any(|m| name.contains(m))
+}
+
+/// The test files ([`is_test_path`]) the failing notes name as a failure location (see
+/// [`failure_locations`]): those of every failing note since the checks began to fail
+/// ([`failing_since`]), as a note that shows only an error the search's own edit caused (a
+/// compile error) still leaves the test that failed before it the spec. A file this performance
+/// edited is re-admitted only when every note that names it came after its first successful
+/// edit: a location in it may be that edit's error, and the search must be able to undo it; a
+/// test a note named before it was edited stays the spec.
 fn failure_files(messages: &[Message]) -> Vec<String> {
     let Some(since) = failing_since(messages) else {
         return Vec::new();
     };
-    let calls = calls_by_id(messages);
-    let edited: Vec<String> = messages
-        .iter()
-        .filter_map(|m| match m {
-            Message::Tool {
-                call_id,
-                is_error: false,
-                ..
-            } => calls.get(call_id.as_str()),
-            _ => None,
-        })
-        .filter_map(|call| {
-            let arguments: serde_json::Value = serde_json::from_str(&call.arguments).ok()?;
-            // An edit (`old`) or a write (`content`) that succeeded.
-            arguments.get("old").or_else(|| arguments.get("content"))?;
-            arguments.get("path")?.as_str().map(normal_path)
-        })
-        .collect();
+    let edits = first_edits(messages);
     let mut files: Vec<String> = Vec::new();
-    for m in &messages[since..] {
+    for (at, m) in messages.iter().enumerate().skip(since) {
         let Message::User { text } = m else { continue };
         if loop_note::is_note(m) {
             continue;
         }
         for file in failure_locations(text) {
-            if !edited.iter().any(|e| same_file(&file, e)) && !files.contains(&file) {
+            let after_its_edit = edits
+                .iter()
+                .any(|(path, edited_at)| *edited_at < at && same_file(&file, path));
+            if is_test_path(&file) && !after_its_edit && !files.contains(&file) {
                 files.push(file);
             }
         }
     }
     files
+}
+
+/// Each file an edit (`old`) or a write (`content`) changed, with the index in `messages` of
+/// its first success.
+fn first_edits(messages: &[Message]) -> Vec<(String, usize)> {
+    let calls = calls_by_id(messages);
+    let mut edits: Vec<(String, usize)> = Vec::new();
+    for (at, m) in messages.iter().enumerate() {
+        let Message::Tool {
+            call_id,
+            is_error: false,
+            ..
+        } = m
+        else {
+            continue;
+        };
+        let Some(call) = calls.get(call_id.as_str()) else {
+            continue;
+        };
+        let arguments: serde_json::Value =
+            serde_json::from_str(&call.arguments).unwrap_or_default();
+        let changed = arguments.get("old").or_else(|| arguments.get("content"));
+        if let (Some(_), Some(path)) = (changed, arguments.get("path").and_then(|p| p.as_str())) {
+            let path = normal_path(path);
+            if !edits.iter().any(|(p, _)| *p == path) {
+                edits.push((path, at));
+            }
+        }
+    }
+    edits
 }
 
 /// The files a check's output names as failure locations, normalised ([`normal_path`]). Two
@@ -1220,6 +1281,117 @@ mod tests {
         assert_eq!(searched_files(&talk, seen.clone()), seen[1..]);
         // Before the checks fail, nothing is the spec.
         assert_eq!(searched_files(&talk[..1], seen.clone()), seen);
+        // pytest prints every frame, the file to fix among them: only the test is the spec.
+        let py = vec![
+            file("tests/test_mean.py", "assert mean([2, 4]) == 3"),
+            file("src/mean.py", "return sum(xs) / (len(xs) + 1)"),
+        ];
+        let pytest = [
+            Message::user("Make `pytest` pass."),
+            Message::user(
+                "After your last change, tests fails:\n\n## tests\ntests/test_mean.py:4: in test_mean\n    assert mean([2, 4]) == 3\nsrc/mean.py:2: AssertionError\n  File \"/w/src/mean.py\", line 2, in mean",
+            ),
+        ];
+        assert_eq!(searched_files(&pytest, py.clone()), py[1..]);
+    }
+
+    #[test]
+    fn a_test_named_before_the_performance_edited_it_stays_the_spec() {
+        let file = |path: &str, line: &str| grammar::Seen {
+            path: path.into(),
+            lines: vec![grammar::Line::new(line)],
+        };
+        let seen = vec![
+            file("tests/mean.rs", "assert_eq!(mean(&[1.0]), Some(1.0));"),
+            file("tests/util.rs", "fn close(a: f64) -> bool {"),
+            file("src/lib.rs", "Some(x / 2.0)"),
+        ];
+        let failing = |at: &str| {
+            Message::user(format!(
+                "After your last change, tests fails:\n\n## tests\npanicked at {at}:5:5:"
+            ))
+        };
+        let talk = vec![
+            Message::user("Make `cargo test` pass."),
+            failing("tests/mean.rs"),
+            edit(
+                "call_1",
+                r#"{"path": "tests/mean.rs", "old": "Some(1.0)", "new": "Some(0.5)"}"#,
+            ),
+            answer("call_1", "replaced", false),
+            edit(
+                "call_2",
+                r#"{"path": "tests/util.rs", "old": "a: f64", "new": "a: f32"}"#,
+            ),
+            answer("call_2", "replaced", false),
+            // Both named after their edits: the spec from before stays out, the file whose
+            // only failure is the search's own edit may be edited back.
+            failing("tests/mean.rs"),
+            failing("tests/util.rs"),
+        ];
+        assert_eq!(searched_files(&talk, seen.clone()), seen[1..]);
+    }
+
+    #[test]
+    fn only_a_refusal_that_ends_with_its_mark_is_one() {
+        use improv_edges::policy::{DIRECTOR_REFUSED, REFUSED};
+        assert_eq!(
+            refusal(&format!("edit: `x` is denied (y). {REFUSED}\n")),
+            Some(Refusal::Rule)
+        );
+        assert_eq!(
+            refusal(&format!(
+                "edit: the director denied `x` (y). {DIRECTOR_REFUSED}"
+            )),
+            Some(Refusal::Director)
+        );
+        // An edit's error quoting a line of the file, or a path, that holds the mark.
+        let quoted = format!(
+            "`old` does not occur in `src/lib.rs`; its first line is at line 3:\n3\tlet s = \"{REFUSED}\";\nbut what follows differs; read the file again and copy the exact text"
+        );
+        assert_eq!(refusal(&quoted), None);
+        assert_eq!(
+            refusal(&format!("edit: `src/{REFUSED}/x.rs` does not exist")),
+            None
+        );
+    }
+
+    #[test]
+    fn the_directors_no_refuses_a_text_not_the_file() {
+        let tools = props();
+        let read = |id: &str| Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: id.into(),
+                name: "read".into(),
+                arguments: r#"{"path": "src/lib.rs"}"#.into(),
+            }],
+        };
+        let talk = vec![
+            read("call_1"),
+            answer("call_1", "1\tx + 1", false),
+            edit(
+                "call_2",
+                r#"{"path": "src/lib.rs", "old": "x + 1", "new": "x + 2"}"#,
+            ),
+            answer(
+                "call_2",
+                &format!(
+                    "edit: the director denied `src/lib.rs` (ask = \"src/**\"). {}",
+                    improv_edges::policy::DIRECTOR_REFUSED
+                ),
+                true,
+            ),
+        ];
+        let mut line = grammar::Line::new("x + 1");
+        line.tried = vec!["x + 2".into()];
+        assert_eq!(
+            seen_files("", &talk, &tools),
+            [grammar::Seen {
+                path: "src/lib.rs".into(),
+                lines: vec![line],
+            }]
+        );
     }
 
     #[test]

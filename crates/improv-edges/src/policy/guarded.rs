@@ -11,10 +11,15 @@ use improv_props::workspace::Workspace;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The mark that ends every refusal of a call by the edges' rules or the director, which a
-/// model's side may match (improv-local leaves a refused file out of its edits) where the prose
-/// around it may change.
+/// The mark that ends every refusal of a call by the edges' rules (deny, hidden, read-only, the
+/// workspace edge, an approval nobody could give or that the stop cut short), which a model's
+/// side may match where the prose around it may change: improv-local leaves a file whose write
+/// was refused out of its edits.
 pub const REFUSED: &str = "[denied]";
+
+/// The mark that ends the director's no to one call: that call, not its file, was refused
+/// (improv-local then avoids the text it would have written, and may edit the file otherwise).
+pub const DIRECTOR_REFUSED: &str = "[director: no]";
 
 /// An ask in flight: records `denied_interrupted` when dropped unanswered.
 struct Pending<'a> {
@@ -112,7 +117,7 @@ impl Call<'_> {
             Err(e) => {
                 let message = format!("{prop}: {e}");
                 self.decide(given, Decided::Deny, "the workspace edge".into(), None)?;
-                return Err(PropError::new(format!("{message} [denied by the edges]")));
+                return Err(PropError::new(format!("{message} {REFUSED}")));
             }
         };
         let rel = real
@@ -129,7 +134,7 @@ impl Call<'_> {
             if let Some(glob) = self.guard.policy.hidden_by(p, &workspace, Path::new(given)) {
                 self.decide(given, Decided::Deny, format!("hidden = \"{glob}\""), None)?;
                 return Err(PropError::new(format!(
-                    "{prop}: `{given}` is hidden by the stage's edges (`{glob}`): it cannot be read, written or listed. Do not try to reach it another way; ask the director if you need it."
+                    "{prop}: `{given}` is hidden by the stage's edges (`{glob}`): it cannot be read, written or listed. Do not try to reach it another way; ask the director if you need it. {REFUSED}"
                 )));
             }
             if write && let Some(glob) = self.guard.policy.read_only_by(p) {
@@ -140,7 +145,7 @@ impl Call<'_> {
                     None,
                 )?;
                 return Err(PropError::new(format!(
-                    "{prop}: `{given}` is read-only by the stage's edges (`{glob}`); you may read it but not change it."
+                    "{prop}: `{given}` is read-only by the stage's edges (`{glob}`); you may read it but not change it. {REFUSED}"
                 )));
             }
         }
@@ -291,7 +296,7 @@ impl Layer for Guard {
                                 .map(|n| format!(" The director's note: {n}"))
                                 .unwrap_or_default();
                             return Err(PropError::new(format!(
-                                "{prop}: the director denied `{subject}` ({rule_text}).{note} {REFUSED}"
+                                "{prop}: the director denied `{subject}` ({rule_text}).{note} {DIRECTOR_REFUSED}"
                             )));
                         }
                         Approval::Unattended => {
