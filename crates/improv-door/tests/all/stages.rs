@@ -4,7 +4,7 @@
 //! real daemons on the real SQLite store, on a simulated clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common::{Counting, TestStage, context, store};
+use crate::common::{Counting, TestStage, context, open_and_tick, store};
 use improv_door::expiry::stage_key;
 use improv_door::timed::{SINCE, Timed};
 use improv_door::{Clock, Daemon, SimClock};
@@ -135,20 +135,7 @@ async fn a_window_kept_before_stages_is_read_after_the_upgrade() {
     assert!(store.put(SINCE, "tick", &since, true).await.unwrap());
     let clock = Arc::new(SimClock::new(start));
     let launcher = Arc::new(Counting::default());
-    let ctx = context(
-        &t.stage,
-        "tick",
-        store.clone(),
-        launcher.clone(),
-        clock.clone(),
-    );
-    Timed::open(ctx)
-        .await
-        .unwrap()
-        .unwrap()
-        .tick()
-        .await
-        .unwrap();
+    open_and_tick(&t.stage, "tick", &store, launcher.clone(), clock.clone()).await;
     assert_eq!(
         launcher.ids().len(),
         4,
@@ -158,14 +145,7 @@ async fn a_window_kept_before_stages_is_read_after_the_upgrade() {
     let file = t.path().join("stage.toml");
     std::fs::write(&file, format!("[stage]\nname = \"renamed\"\n\n{TICK}")).unwrap();
     let renamed = Arc::new(improv_stage::Stage::load(&file).unwrap());
-    let ctx = context(&renamed, "tick", store.clone(), launcher.clone(), clock);
-    Timed::open(ctx)
-        .await
-        .unwrap()
-        .unwrap()
-        .tick()
-        .await
-        .unwrap();
+    open_and_tick(&renamed, "tick", &store, launcher.clone(), clock).await;
     assert_eq!(launcher.ids().len(), 4, "no due time performed twice");
 }
 
@@ -217,15 +197,7 @@ async fn a_stage_whose_door_fired_under_its_own_key_leaves_the_window_from_befor
     let clock = Arc::new(SimClock::new(start));
     let launcher = Arc::new(Counting::default());
     for t in [&other, &upgraded] {
-        let ctx = context(
-            &t.stage,
-            "tick",
-            store.clone(),
-            launcher.clone(),
-            clock.clone(),
-        );
-        let mut timed = Timed::open(ctx).await.unwrap().unwrap();
-        timed.tick().await.unwrap();
+        open_and_tick(&t.stage, "tick", &store, launcher.clone(), clock.clone()).await;
     }
     assert_eq!(
         launcher.ids().len(),

@@ -5,9 +5,9 @@
 //! the real SQLite store, on a simulated clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common::{Counting, TestStage, context, store};
+use crate::common::{Counting, TestStage, open_and_tick, store};
 use improv_door::expiry::stage_key;
-use improv_door::timed::{CLAIMED, SINCE, Timed};
+use improv_door::timed::{CLAIMED, SINCE};
 use improv_door::{SimClock, kept, probe};
 use improv_store::NewPerformance;
 use std::sync::Arc;
@@ -50,9 +50,7 @@ async fn the_first_probe_firing_after_the_upgrade_performs_a_change() {
     std::fs::write(&inbox, "a new letter\n").unwrap();
     let clock = Arc::new(SimClock::new(start));
     let launcher = Arc::new(Counting::default());
-    let ctx = context(&t.stage, "watch", store.clone(), launcher.clone(), clock);
-    let mut timed = Timed::open(ctx).await.unwrap().unwrap();
-    timed.tick().await.unwrap();
+    open_and_tick(&t.stage, "watch", &store, launcher.clone(), clock).await;
     let rows = store.firings(&stage_key(&t.stage), "watch", 10).await;
     let rows = rows.unwrap();
     assert_eq!(launcher.ids().len(), 1, "07:00 saw the change: {rows:?}");
@@ -140,20 +138,7 @@ async fn a_firing_claimed_before_the_upgrade_is_retaken_only_by_its_own_stage() 
     let clock = Arc::new(SimClock::new(start));
     let launcher = Arc::new(Counting::default());
     for t in [&b, &a] {
-        let ctx = context(
-            &t.stage,
-            "tick",
-            store.clone(),
-            launcher.clone(),
-            clock.clone(),
-        );
-        Timed::open(ctx)
-            .await
-            .unwrap()
-            .unwrap()
-            .tick()
-            .await
-            .unwrap();
+        open_and_tick(&t.stage, "tick", &store, launcher.clone(), clock.clone()).await;
     }
     let started: Vec<(String, String)> = launcher
         .requests

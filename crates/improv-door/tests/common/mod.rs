@@ -135,3 +135,20 @@ pub fn context(
         clock,
     }
 }
+
+/// Opens `stage`'s door `name` as a daemon does when it starts, and runs one tick of it: what a
+/// daemon started at `clock`'s time performs at once.
+pub async fn open_and_tick(
+    stage: &Arc<Stage>,
+    name: &str,
+    store: &Arc<dyn Store>,
+    launcher: Arc<dyn Launcher>,
+    clock: Arc<dyn improv_door::Clock>,
+) {
+    let ctx = context(stage, name, store.clone(), launcher, clock);
+    let mut timed = improv_door::timed::Timed::open(ctx)
+        .await
+        .unwrap()
+        .expect("a timed door");
+    timed.tick().await.unwrap();
+}
