@@ -14,5 +14,5 @@ mod retention;
 mod retention_setting;
 mod schedule;
 mod stages;
-mod webhook;
 mod upgrade;
+mod webhook;
