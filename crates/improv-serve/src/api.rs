@@ -197,6 +197,11 @@ pub(crate) async fn start(
 ) -> Result<Response, ApiError> {
     if let Some(r) = &body.resume {
         check_id(r)?;
+        // A whole id, as every route takes: the hub counts a resume by the id it is given, so a
+        // prefix or an ending of a running one's id would get past it (the log finds either).
+        if logged(&app, r).await?.is_none() {
+            return Err(unknown(r));
+        }
     }
     if let Some(m) = &body.model
         && (m.is_empty() || m.chars().count() > 200 || m.chars().any(char::is_control))

@@ -753,4 +753,12 @@ async fn concurrent_resumes_of_one_id_resume_it_once() {
         .send_post("/performances", json!({"resume": id}))
         .await;
     assert_eq!(again.status(), 409, "a resume of one running here");
+    // The hub counts a resume by its id: a part of the id (which the log would find) is refused
+    // before it, rather than getting past it as another id.
+    let part = server
+        .send_post("/performances", json!({"resume": &id[..8]}))
+        .await;
+    assert_eq!(part.status(), 400, "a resume by a part of the id");
+    let body: serde_json::Value = part.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "partial_id", "{body}");
 }
