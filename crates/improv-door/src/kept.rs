@@ -14,9 +14,11 @@
 //! fired under its own key is past its upgrade and never adopts. Of two stages upgraded at once
 //! with a door of one name, the one whose marker is written first adopts: it is written only
 //! over the version of the value read ([`Store::put_if`]) and holds the value, so any daemon of
-//! that stage copies it, and the log says which stage took it. An `improv door status`
+//! that stage copies it, and the log says which stage took it; the door's other values go only
+//! to the stage that took its window, so one stage keeps them all. An `improv door status`
 //! only reads ([`peek`]).
 
+use crate::timed::SINCE;
 use improv_store::{StageKey, Store, StoreError};
 use serde_json::Value;
 
@@ -53,7 +55,9 @@ pub async fn get(
     };
     let value = if before.value.get(ADOPTED).is_some() {
         adopted_by(&before.value, stage)
-    } else if fired_under_its_own_key(store, stage, door).await? {
+    } else if fired_under_its_own_key(store, stage, door).await?
+        || !took_the_window(store, scope, stage, door).await?
+    {
         None
     } else {
         // Written only over the version read: of two stages upgraded at once, one adopts.
@@ -78,6 +82,27 @@ pub async fn get(
         store.put(scope, &own, &value, true).await?;
     }
     store.get(scope, &own).await
+}
+
+/// Whether `stage` may adopt its door's value in `scope`: the window ([`SINCE`]) goes to the
+/// first stage that marks it, and the door's other values (its backoff, its probes' baseline)
+/// only to the stage that took the window, so of two stages upgraded at once one keeps all of
+/// them (each scope adopted on its own, one could win the window and the other the baseline).
+/// The window is read first when a door opens, so it is marked before any other scope is read.
+async fn took_the_window(
+    store: &dyn Store,
+    scope: &str,
+    stage: &StageKey,
+    door: &str,
+) -> Result<bool, StoreError> {
+    if scope == SINCE {
+        return Ok(true);
+    }
+    Ok(match store.get(SINCE, door).await? {
+        // Nothing kept before stages were in the key: no window to have taken.
+        None => true,
+        Some(window) => window.get(ADOPTED).and_then(Value::as_str) == Some(stage.id().as_str()),
+    })
 }
 
 /// The value a marker left under a door's bare name holds, when `stage` adopted it.

@@ -225,7 +225,7 @@ impl Timed {
                 before_stages = Some(self.before_stages().await?);
             }
             let pre_upgrade = before_stages.as_ref().is_some_and(|d| d.contains(&f.due));
-            if pre_upgrade && !self.queued_here(&id).await? {
+            if pre_upgrade && self.queued_elsewhere(&id).await? {
                 continue;
             }
             if self.ctx.launcher.started(&self.ctx.stage, &id).await? {
@@ -254,12 +254,15 @@ impl Timed {
         Ok(rows.into_iter().map(|f| f.due).collect())
     }
 
-    /// Whether performance `id` is in the store as this stage's. A firing recorded before
-    /// stages were in the key is listed by every stage: only the one its performance was queued
-    /// under retakes it, so no other stage starts it with its own intent and rewrites the row.
-    async fn queued_here(&self, id: &str) -> Result<bool, DoorError> {
+    /// Whether performance `id` is in the store as another stage's. A firing recorded before
+    /// stages were in the key is listed by every stage: one whose performance was queued under
+    /// a stage is left to it, so no other starts it with its own intent and rewrites the row.
+    /// One never queued (killed between claim and launch; the local launcher writes no record
+    /// before it starts) is retaken by whichever stage comes first, and the launcher's
+    /// start-once-per-id fence keeps it to one performance.
+    async fn queued_elsewhere(&self, id: &str) -> Result<bool, DoorError> {
         match self.ctx.store.performance(id).await {
-            Ok(record) => Ok(self.stage.holds(&record)),
+            Ok(record) => Ok(!self.stage.holds(&record)),
             Err(improv_store::StoreError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }

@@ -1,13 +1,14 @@
 //! The upgrade to stage keys, under races and across stages (issue 16, second review): what a
 //! door kept under its bare name before stages were in the store's keys is adopted before any
-//! claim (the probes' baseline too) and by one stage only, and a firing claimed before the
-//! upgrade is retaken only by the stage its performance was queued under. The real doors on
+//! claim (the probes' baseline too) and by one stage only, all of a door's values by the same
+//! one, and a firing claimed before the upgrade is retaken once, never by a stage other than the
+//! one its performance was queued under. The real doors on
 //! the real SQLite store, on a simulated clock.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common::{Counting, TestStage, open_and_tick, store};
 use improv_door::expiry::stage_key;
-use improv_door::timed::{CLAIMED, SINCE};
+use improv_door::timed::{BACKOFF, CLAIMED, SINCE};
 use improv_door::{SimClock, kept, probe};
 use improv_store::NewPerformance;
 use std::sync::Arc;
@@ -108,8 +109,10 @@ async fn of_two_stages_upgraded_at_once_one_adopts() {
 }
 
 /// A firing claimed before the upgrade by a daemon killed before starting it is listed by every
-/// stage: only the stage its performance was queued under retakes it, with its own intent; a
-/// stage with a door of the same name leaves it (it used to start it first, as its own).
+/// stage. One never queued (the local launcher writes no record before it starts) is retaken,
+/// once, by the first stage that sees it (it used to be left by all, that due time lost). One
+/// whose performance was queued under stage a is left by stage b (which used to start it first,
+/// with its own intent); a launcher that queues knows it started, so a starts it no more.
 #[tokio::test]
 async fn a_firing_claimed_before_the_upgrade_is_retaken_only_by_its_own_stage() {
     let door = |intent: &str| {
@@ -147,5 +150,63 @@ async fn a_firing_claimed_before_the_upgrade_is_retaken_only_by_its_own_stage() 
         .iter()
         .map(|r| (r.id.clone(), r.intent.clone()))
         .collect();
-    assert_eq!(started, vec![(queued.to_string(), "a's".to_string())]);
+    let of = |id: &str| started.iter().filter(|(i, _)| i == id).count();
+    assert_eq!(of(lost), 1, "the never-queued firing, once: {started:?}");
+    assert!(
+        started
+            .iter()
+            .all(|(i, intent)| i != queued || intent == "a's"),
+        "b started a's queued firing: {started:?}"
+    );
+}
+
+/// Two stages upgraded at once: the one that takes the door's window takes its backoff and its
+/// probes' baseline too, never the other (each scope adopted on its own, b could take the
+/// baseline a daemon of it reads while a took the window). Stage b reads each scope right after
+/// a took the window, before a reads the others; then many rounds at the same moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_stage_adopts_all_a_door_kept() {
+    let a = TestStage::new("[stage]\nname = \"a\"\n");
+    let b = TestStage::new("[stage]\nname = \"b\"\n");
+    let (key_a, key_b) = (stage_key(&a.stage), stage_key(&b.stage));
+    let (sa, sb) = (store(&a.db()).await, store(&a.db()).await);
+    let scopes = [SINCE, BACKOFF, probe::SCOPE];
+    for round in 0..40 {
+        let door = format!("tick{round}");
+        for scope in scopes {
+            let kept = serde_json::json!({ "kept": round });
+            assert!(sa.put(scope, &door, &kept, true).await.unwrap());
+        }
+        let read = |store: Arc<dyn improv_store::Store>, key: improv_store::StageKey| {
+            let door = door.clone();
+            async move {
+                let mut got = Vec::new();
+                for scope in scopes {
+                    got.push(kept::get(store.as_ref(), scope, &key, &door).await.unwrap());
+                }
+                got
+            }
+        };
+        let (got_a, got_b) = if round == 0 {
+            assert!(
+                kept::get(sa.as_ref(), SINCE, &key_a, &door)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            let got_b = read(sb.clone(), key_b.clone()).await;
+            (read(sa.clone(), key_a.clone()).await, got_b)
+        } else {
+            let b = tokio::spawn(read(sb.clone(), key_b.clone()));
+            (read(sa.clone(), key_a.clone()).await, b.await.unwrap())
+        };
+        for got in [&got_a, &got_b] {
+            let all = got.iter().all(Option::is_some);
+            assert!(
+                all || got.iter().all(Option::is_none),
+                "round {round}: {got:?}"
+            );
+        }
+        assert!(got_a[0].is_some() != got_b[0].is_some(), "round {round}");
+    }
 }
