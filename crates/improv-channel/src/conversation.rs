@@ -563,33 +563,65 @@ impl ChatDoor {
 
     /// Merges the pending list kept under the door's bare name before stages were in the key
     /// (its entries name their claims, kept under bare keys too) into the stage's own, ahead of
-    /// the stage's entries, then marks it adopted ([`kept::ADOPTED`]) if no one wrote it since.
-    /// Merged, not copied as [`kept::get`] copies: the stage's own list exists as soon as one
-    /// message was handled, and a copy only-if-absent would then drop the old entries, whose
-    /// claims make every redelivery a duplicate (never performed). Merging twice (two servers
-    /// of the stage at once) adds nothing the second time.
+    /// the stage's entries. The bare list is first replaced by a marker naming the stage and
+    /// holding the entries ([`kept::ADOPTED`], [`kept::ADOPTED_VALUE`]), written only over the
+    /// version read: of two stages upgraded at once (each with a chat door of this name) one
+    /// adopts, and only it merges; the other never lists, so never retakes through its own bot,
+    /// a message sent to the first. Every server of the adopting stage merges from the marker
+    /// (one that lost the race to it, or one killed between the marker and the merge), then
+    /// takes the entries out of it. Merged, not copied as [`kept::get`] copies: the stage's own
+    /// list exists as soon as one message was handled, and a copy only-if-absent would then drop
+    /// the old entries, whose claims make every redelivery a duplicate (never performed).
+    /// Merging twice adds nothing the second time.
     async fn adopt_pending(&self) -> Result<(), ChannelError> {
         loop {
             let Some(before) = self.store.get_versioned(PENDING_SCOPE, &self.door).await? else {
                 return Ok(());
             };
-            if before.value.get(kept::ADOPTED).is_some() {
-                return Ok(());
-            }
-            if let Some(entries) = before.value.as_object() {
-                self.change_pending(|list| merge_before(list, entries))
-                    .await?;
-            }
-            let adopted = serde_json::json!({ kept::ADOPTED: self.stage().id() });
-            if self
-                .store
-                .put_if(PENDING_SCOPE, &self.door, Some(before.version), &adopted)
-                .await?
-            {
+            let (marker, version) = if before.value.get(kept::ADOPTED).is_some() {
+                (before.value, before.version)
+            } else {
+                let marker = serde_json::json!({
+                    kept::ADOPTED: self.stage().id(),
+                    kept::ADOPTED_VALUE: before.value,
+                });
+                if !self
+                    .store
+                    .put_if(PENDING_SCOPE, &self.door, Some(before.version), &marker)
+                    .await?
+                {
+                    // Another server marked it first: read which stage it names.
+                    continue;
+                }
                 tracing::info!(door = %self.door, "stage {} took the pending messages kept before stages were in the key", self.stage().id());
-                return Ok(());
-            }
+                // A value written over version n is at version n + 1.
+                (marker, before.version + 1)
+            };
+            return self.merge_adopted(&marker, version).await;
         }
+    }
+
+    /// Merges the entries `marker` (at `version`, under the door's bare name) holds into the
+    /// stage's own list when it names this stage, then takes them out of it (only over that
+    /// version) so that no later look merges them again.
+    async fn merge_adopted(
+        &self,
+        marker: &serde_json::Value,
+        version: i64,
+    ) -> Result<(), ChannelError> {
+        if marker[kept::ADOPTED].as_str() != Some(self.stage().id().as_str()) {
+            return Ok(());
+        }
+        let Some(entries) = marker[kept::ADOPTED_VALUE].as_object() else {
+            return Ok(());
+        };
+        self.change_pending(|list| merge_before(list, entries))
+            .await?;
+        let merged = serde_json::json!({ kept::ADOPTED: self.stage().id() });
+        self.store
+            .put_if(PENDING_SCOPE, &self.door, Some(version), &merged)
+            .await?;
+        Ok(())
     }
 
     /// Moves `seen`'s claim to `state`.

@@ -14,7 +14,7 @@ use improv_channel::outbox::{Outbox, Retry};
 use improv_channel::telegram::Telegram;
 use improv_channel::{Channel, Inbound};
 use improv_kernel::ScriptedTurn;
-use improv_store::{Store, StoreError, StoreLayer};
+use improv_store::{StageKey, Store, StoreError, StoreLayer};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -89,24 +89,28 @@ impl Performer for CancelsOnPerform {
 }
 
 fn door(fake: &Fake, store: Arc<dyn Store>, performer: Arc<dyn Performer>) -> ChatDoor {
+    door_of(crate::common::stage(), fake, store, performer)
+}
+
+/// [`door`] of `stage`.
+fn door_of(
+    stage: StageKey,
+    fake: &Fake,
+    store: Arc<dyn Store>,
+    performer: Arc<dyn Performer>,
+) -> ChatDoor {
     let client = Arc::new(Telegram::new(TOKEN, Some(&fake.base)).unwrap());
     ChatDoor {
         door: "chat".into(),
         store: store.clone(),
         gate: Gate::new(
-            crate::common::stage(),
+            stage.clone(),
             "chat",
             &["@alice".into()],
             store.clone(),
             Limits::default(),
         ),
-        outbox: Arc::new(Outbox::new(
-            store,
-            crate::common::stage(),
-            "chat",
-            client,
-            Retry::default(),
-        )),
+        outbox: Arc::new(Outbox::new(store, stage, "chat", client, Retry::default())),
         performer,
     }
 }
@@ -431,4 +435,58 @@ async fn the_old_pending_list_is_merged_into_a_list_another_server_started() {
     let asked = recording.0.lock().unwrap().clone();
     let order: Vec<bool> = asked.iter().map(|i| i.contains("task 1")).collect();
     assert_eq!(order, [true, false], "the old message first: {asked:?}");
+}
+
+/// The door's pending list kept under `stage`'s key, as `{seen key: entry}`.
+async fn pending_of(
+    store: &dyn Store,
+    stage: &StageKey,
+) -> serde_json::Map<String, serde_json::Value> {
+    let key = improv_door::kept::key(stage, "chat");
+    let list = store.get("door.pending", &key).await.unwrap();
+    list.and_then(|v| v.as_object().cloned())
+        .unwrap_or_default()
+}
+
+/// Two stages upgraded at once, each with a chat door of this name and its own bot, both look
+/// for the pending list the old version kept (two servers of one, one of the other), many
+/// times over: only one stage ever lists the old message (the other would retake it and reply
+/// through its own bot to the first's chat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn of_two_stages_upgraded_at_once_one_adopts_the_old_pending_list() {
+    let fake = Fake::start(Kind::Telegram, TOKEN).await;
+    let other = StageKey {
+        name: Some("lab".into()),
+        path: "/srv/lab/stage.toml".into(),
+    };
+    // Adopting only: a grace longer than the clock's age retakes nothing.
+    let never = Duration::from_secs(u64::MAX / 4);
+    for round in 0..40 {
+        let file = TestStore::default();
+        let store: Arc<dyn Store> = Arc::new(file.reopen());
+        leave_pending_before_stages(store.as_ref(), "1").await;
+        let servers = [
+            (crate::common::stage(), file.reopen()),
+            (crate::common::stage(), file.reopen()),
+            (other.clone(), file.reopen()),
+        ];
+        let looks: Vec<_> = servers
+            .into_iter()
+            .map(|(stage, store)| {
+                let performer = Arc::new(Recording::default());
+                let door = door_of(stage, &fake, Arc::new(store), performer);
+                tokio::spawn(async move { door.retake(never).await.map(|r| r.len()) })
+            })
+            .collect();
+        for look in looks {
+            assert_eq!(look.await.unwrap().unwrap(), 0, "round {round}");
+        }
+        let listed_a = pending_of(store.as_ref(), &crate::common::stage()).await;
+        let listed_b = pending_of(store.as_ref(), &other).await;
+        assert_eq!(
+            listed_a.len() + listed_b.len(),
+            1,
+            "round {round}: one stage lists the old message: {listed_a:?} {listed_b:?}"
+        );
+    }
 }
