@@ -1133,3 +1133,47 @@ async fn two_stages_email_doors_of_one_name_keep_their_own_threads() {
     );
     assert_eq!(threads(&shop).get("old@x").await.unwrap(), Some(old));
 }
+
+/// A correspondent both stages let in answers stage B's door naming `m@name:shop` (the key of
+/// stage shop's own record of `m`, read as a bare key from before the upgrade): B threads it
+/// as a new thread, neither taking shop's subject and references nor overwriting shop's record
+/// with its adoption marker.
+#[tokio::test]
+async fn a_message_id_naming_another_stages_key_adopts_nothing_of_it() {
+    use email::message::{Mail, Threads};
+    let store = TestStore::default();
+    let shop = common::stage();
+    let blog = improv_store::StageKey {
+        name: Some("blog".into()),
+        path: "/srv/blog/stage.toml".into(),
+    };
+    let threads = |stage| Threads {
+        store: &store,
+        stage,
+        door: "mail",
+        correspondent: "alice@example.com",
+    };
+    let mail = |id: &str, in_reply_to: &[&str], subject: &str| Mail {
+        message_id: id.into(),
+        in_reply_to: in_reply_to.iter().map(|s| s.to_string()).collect(),
+        references: Vec::new(),
+        from: "alice@example.com".into(),
+        subject: subject.into(),
+        text: "hi".into(),
+    };
+    let recorded = threads(&shop)
+        .record(&mail("m", &[], "shop order"))
+        .await
+        .unwrap();
+    let crafted = format!("m@{}", shop.id());
+    let reply = mail("b1@x", &[&crafted], "hello");
+    let threaded = threads(&blog).record(&reply).await.unwrap();
+    assert_eq!(threaded.root, crafted, "stage blog took shop's thread");
+    assert_eq!(threaded.references, std::slice::from_ref(&crafted));
+    assert_eq!(threads(&blog).get(&crafted).await.unwrap(), None);
+    assert_eq!(
+        threads(&shop).get("m").await.unwrap(),
+        Some(recorded),
+        "shop's own record was overwritten"
+    );
+}

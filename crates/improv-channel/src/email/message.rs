@@ -10,7 +10,7 @@ use crate::ChannelError;
 use improv_door::expiry::BATCH;
 use improv_door::kept;
 use improv_stage::door::SenderCheck;
-use improv_store::{StageKey, Store, Sweep, UnixMillis};
+use improv_store::{StageKey, Store, Sweep, UnixMillis, Versioned};
 use mail_parser::{HeaderValue, MessageParser};
 use serde::{Deserialize, Serialize};
 
@@ -188,43 +188,73 @@ impl Threads<'_> {
     /// was in the key, which the stage adopts ([`Self::adopt`]) so that a thread under way at
     /// the upgrade goes on: first under the door's scope, keyed correspondent/message-id, or
     /// before records moved to a scope per door, under `email.thread` keyed
-    /// door/correspondent/message-id. [`expire`] sweeps what stays behind.
+    /// door/correspondent/message-id. [`expire`] sweeps what stays behind. An id that makes the
+    /// bare key read as a stage's own ([`is_stage_key`]) has no record before the upgrade.
     pub async fn get(&self, message_id: &str) -> Result<Option<Threaded>, ChannelError> {
         let bare = self.bare_key(message_id);
         let own = self.own_key(message_id);
         if let Some(value) = self.store.get(&scope(self.door), &own).await? {
             return Ok(serde_json::from_value(value).ok());
         }
+        if is_stage_key(&bare) {
+            return Ok(None);
+        }
         let legacy = format!("{}/{bare}", self.door);
         for (scope, key) in [(scope(self.door), bare), (THREAD_SCOPE.to_string(), legacy)] {
-            if let Some(value) = self.store.get(&scope, &key).await? {
-                return self.adopt(message_id, &scope, &key, value).await;
+            if let Some(before) = self.store.get_versioned(&scope, &key).await? {
+                return self.adopt(message_id, &scope, &key, before).await;
             }
         }
         Ok(None)
     }
 
-    /// Takes `value`, kept under `key` in `scope` before the stage was in the key, as the
-    /// stage's record of `message_id`, and leaves [`kept::ADOPTED`] in its place: the first
-    /// stage to read it goes on with the thread, another stage's door of that name starts its
-    /// own (one already adopted, or one that does not read, is none).
+    /// Takes `before`, kept under `old_key` in `old_scope` before the stage was in the key, as the
+    /// stage's record of `message_id`. In its place goes a marker naming the stage and holding
+    /// the record ([`kept::ADOPTED`], [`kept::ADOPTED_VALUE`]), written only over the version
+    /// read: of two stages reading it at once, one goes on with the thread and the other's
+    /// door of that name starts its own; every server of the first copies the record from the
+    /// marker. One that does not read as a record is none.
     async fn adopt(
         &self,
         message_id: &str,
-        scope: &str,
-        key: &str,
-        value: serde_json::Value,
+        old_scope: &str,
+        old_key: &str,
+        before: Versioned,
     ) -> Result<Option<Threaded>, ChannelError> {
-        if value.get(kept::ADOPTED).is_some() {
-            return Ok(None);
-        }
-        let Ok(threaded) = serde_json::from_value::<Threaded>(value) else {
+        let value = if before.value.get(kept::ADOPTED).is_some() {
+            self.adopted_by_this(&before.value)
+        } else if serde_json::from_value::<Threaded>(before.value.clone()).is_err() {
+            None
+        } else {
+            let marker = serde_json::json!({ kept::ADOPTED: self.stage.id(), kept::ADOPTED_VALUE: before.value });
+            if self
+                .store
+                .put_if(old_scope, old_key, Some(before.version), &marker)
+                .await?
+            {
+                Some(before.value)
+            } else {
+                // Another reader marked it first: it holds the record if it is of this stage.
+                let now = self.store.get(old_scope, old_key).await?;
+                now.and_then(|marker| self.adopted_by_this(&marker))
+            }
+        };
+        let Some(value) = value else {
             return Ok(None);
         };
-        self.put(message_id, &threaded).await?;
-        let adopted = serde_json::json!({ kept::ADOPTED: self.stage.id() });
-        self.store.put(scope, key, &adopted, false).await?;
-        Ok(Some(threaded))
+        // Only if absent, so a record the stage wrote meanwhile stays.
+        let own = self.own_key(message_id);
+        self.store
+            .put(&scope(self.door), &own, &value, true)
+            .await?;
+        let kept = self.store.get(&scope(self.door), &own).await?;
+        Ok(kept.and_then(|value| serde_json::from_value(value).ok()))
+    }
+
+    /// The record an adopted marker holds, when it names this stage.
+    fn adopted_by_this(&self, marker: &serde_json::Value) -> Option<serde_json::Value> {
+        (marker[kept::ADOPTED].as_str() == Some(self.stage.id().as_str()))
+            .then(|| marker.get(kept::ADOPTED_VALUE).cloned())?
     }
 
     pub async fn put(&self, message_id: &str, threaded: &Threaded) -> Result<(), ChannelError> {
@@ -290,6 +320,13 @@ impl Threads<'_> {
     fn own_key(&self, message_id: &str) -> String {
         kept::key(self.stage, &self.bare_key(message_id))
     }
+}
+
+/// Whether `key` reads as a stage's own key ([`kept::key`]: `…@name:NAME` or `…@path:PATH`):
+/// correspondents and message ids hold `@`, so a message id such as `m@name:b` (sent by a
+/// correspondent in `In-Reply-To`) would make a bare key that is another stage's own record.
+fn is_stage_key(key: &str) -> bool {
+    key.contains("@name:") || key.contains("@path:")
 }
 
 /// The store scope of door `door`'s thread records: one per door, so each door's `thread_days`
