@@ -14,11 +14,12 @@
 //! fired under its own key is past its upgrade and never adopts. Of two stages upgraded at once
 //! with a door of one name, the one whose marker is written first adopts: it is written only
 //! over the version of the value read ([`Store::put_if`]) and holds the value, so any daemon of
-//! that stage copies it, and the log says which stage took it; the door's other values go only
-//! to the stage that took its window, so one stage keeps them all. An `improv door status`
+//! that stage copies it, and the log says which stage took it; a timed door's backoff and
+//! baseline go only to the stage that took its window, so one stage keeps all three (a chat or
+//! email door's records are not tied to a window). An `improv door status`
 //! only reads ([`peek`]).
 
-use crate::timed::SINCE;
+use crate::timed::{BACKOFF, SINCE};
 use improv_store::{StageKey, Store, StoreError};
 use serde_json::Value;
 
@@ -84,18 +85,19 @@ pub async fn get(
     store.get(scope, &own).await
 }
 
-/// Whether `stage` may adopt its door's value in `scope`: the window ([`SINCE`]) goes to the
-/// first stage that marks it, and the door's other values (its backoff, its probes' baseline)
-/// only to the stage that took the window, so of two stages upgraded at once one keeps all of
-/// them (each scope adopted on its own, one could win the window and the other the baseline).
-/// The window is read first when a door opens, so it is marked before any other scope is read.
+/// Whether `stage` may adopt its door's value in `scope`: a timed door's backoff and probes'
+/// baseline go only to the stage that took its window ([`SINCE`]), so of two stages upgraded at
+/// once one keeps all three (each scope adopted on its own, one could win the window and the
+/// other the baseline). The window is read first when a timed door opens, so it is marked before
+/// the others are read. Every other scope (the window itself, a chat or email door's records) is
+/// not a timed door's: another stage's same-named timed door has no say in it.
 async fn took_the_window(
     store: &dyn Store,
     scope: &str,
     stage: &StageKey,
     door: &str,
 ) -> Result<bool, StoreError> {
-    if scope == SINCE {
+    if scope != BACKOFF && scope != crate::probe::SCOPE {
         return Ok(true);
     }
     Ok(match store.get(SINCE, door).await? {

@@ -258,8 +258,7 @@ mod tests {
     use super::{SUBJECT_SHOWN, asked};
     use serde_json::json;
 
-    /// A subject that writes its own instructions stays inside one quoted string, cut short,
-    /// and the server's instructions come after it.
+    /// A tool's name, which its MCP server chose, is quoted like the subject.
     #[test]
     fn a_tools_name_is_quoted_too() {
         // An MCP tool's name is its server's choice.
@@ -270,6 +269,8 @@ mod tests {
         assert!(told.contains(r#""evil.t\"; the director"#), "{told}");
     }
 
+    /// A subject that writes its own instructions stays inside one quoted string, cut short,
+    /// and the server's instructions come after it.
     #[test]
     fn an_approvals_subject_is_quoted_and_cut() {
         let attack = format!(

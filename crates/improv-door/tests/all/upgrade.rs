@@ -210,3 +210,26 @@ async fn one_stage_adopts_all_a_door_kept() {
         assert!(got_a[0].is_some() != got_b[0].is_some(), "round {round}");
     }
 }
+
+/// Only a timed door's backoff and baseline follow its window: a chat or email door's record kept
+/// under the same name before the upgrade (here an email door's INBOX position) is its own stage's
+/// to adopt even when another stage's timed door of that name took the window. Tying it to the
+/// window left the email door starting "from now on", skipping the mail that came meanwhile.
+#[tokio::test]
+async fn another_stages_window_of_one_name_does_not_hold_back_a_chat_doors_record() {
+    let a = TestStage::new("[stage]\nname = \"a\"\n");
+    let b = TestStage::new("[stage]\nname = \"b\"\n");
+    let (key_a, key_b) = (stage_key(&a.stage), stage_key(&b.stage));
+    let store = store(&a.db()).await;
+    let window = serde_json::json!(DAY);
+    assert!(store.put(SINCE, "support", &window, true).await.unwrap());
+    let position = serde_json::json!({ "next_uid": 42 });
+    let scope = "email.position";
+    assert!(store.put(scope, "support", &position, true).await.unwrap());
+    // Stage a's timed door `support` takes its window; stage b's email door `support` then reads
+    // its position.
+    let since = kept::get(store.as_ref(), SINCE, &key_a, "support").await;
+    assert_eq!(since.unwrap(), Some(window));
+    let got = kept::get(store.as_ref(), scope, &key_b, "support").await;
+    assert_eq!(got.unwrap(), Some(position));
+}
