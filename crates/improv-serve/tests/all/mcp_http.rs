@@ -258,7 +258,7 @@ async fn a_perform_waiting_for_an_approval_says_where_to_answer_it() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert!(told.contains(r#"write "b.txt""#), "{told}");
+    assert!(told.contains(r#""write" "b.txt""#), "{told}");
     assert!(told.contains("or it is denied"), "{told}");
     let path = told
         .split_whitespace()
