@@ -108,7 +108,7 @@ async fn took_the_window(
 }
 
 /// The value a marker left under a door's bare name holds, when `stage` adopted it.
-fn adopted_by(marker: &Value, stage: &StageKey) -> Option<Value> {
+pub fn adopted_by(marker: &Value, stage: &StageKey) -> Option<Value> {
     let by = marker.get(ADOPTED)?.as_str()?;
     (by == stage.id()).then(|| marker.get(ADOPTED_VALUE).cloned())?
 }

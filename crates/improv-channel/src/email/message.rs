@@ -222,7 +222,7 @@ impl Threads<'_> {
         before: Versioned,
     ) -> Result<Option<Threaded>, ChannelError> {
         let value = if before.value.get(kept::ADOPTED).is_some() {
-            self.adopted_by_this(&before.value)
+            kept::adopted_by(&before.value, self.stage)
         } else if serde_json::from_value::<Threaded>(before.value.clone()).is_err() {
             None
         } else {
@@ -236,7 +236,7 @@ impl Threads<'_> {
             } else {
                 // Another reader marked it first: it holds the record if it is of this stage.
                 let now = self.store.get(old_scope, old_key).await?;
-                now.and_then(|marker| self.adopted_by_this(&marker))
+                now.and_then(|marker| kept::adopted_by(&marker, self.stage))
             }
         };
         let Some(value) = value else {
@@ -249,12 +249,6 @@ impl Threads<'_> {
             .await?;
         let kept = self.store.get(&scope(self.door), &own).await?;
         Ok(kept.and_then(|value| serde_json::from_value(value).ok()))
-    }
-
-    /// The record an adopted marker holds, when it names this stage.
-    fn adopted_by_this(&self, marker: &serde_json::Value) -> Option<serde_json::Value> {
-        (marker[kept::ADOPTED].as_str() == Some(self.stage.id().as_str()))
-            .then(|| marker.get(kept::ADOPTED_VALUE).cloned())?
     }
 
     pub async fn put(&self, message_id: &str, threaded: &Threaded) -> Result<(), ChannelError> {
