@@ -192,13 +192,16 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, json.dumps({"ok": True, "result": result}).encode())
 
 
-def stage(root, port):
+def stage(root, port, compact_at=None):
     allow = ", ".join(f'"@u{i}"' for i in range(SENDERS))
+    # The mock model names no context window, so without `compact_at` a thread's history is
+    # never compacted and every message's performance carries its whole thread.
+    context = f"\n[context]\ncompact_at = {compact_at}\n" if compact_at else ""
     (root / "probe.txt").write_text("nothing new\n")
     (root / "stage.toml").write_text(f"""[stage]
 name = "doorbench"
 intent = "Wait."
-
+{context}
 [[actor]]
 name = "lead"
 model = "openai/bench-model"
@@ -302,6 +305,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--improv", default="target/release/improv")
+    ap.add_argument("--compact-at", type=int, default=None, metavar="TOKENS",
+                    help="compact each chat thread's history at this many tokens ([context] "
+                         "compact_at); without it the threads grow through the whole run")
     args = ap.parse_args()
     improv = os.path.abspath(args.improv)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -311,7 +317,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="doorbench-") as tmp:
         root = Path(os.environ.get("DOORBENCH_KEEP") or tmp)
         (root / "tmp").mkdir()
-        stage(root, port)
+        stage(root, port, args.compact_at)
         log = open(root / "serve.log", "w")
         child, host = start_serve(improv, root, port, log)
         duration = args.minutes * 60

@@ -189,7 +189,12 @@ impl PerformanceBuilder {
     /// [`Performance::act`] when they never started or their prop says they are
     /// [`Prop::repeatable`]; the others are answered as interrupted (they may have run).
     pub fn resume(self, events: &[Event]) -> Result<Performance, ObserveError> {
-        let past = crate::resume::replay(events);
+        self.resume_from(crate::resume::replay(events))
+    }
+
+    /// [`PerformanceBuilder::resume`] from what a replay of the log found, for a reader that
+    /// replays the log one event at a time ([`crate::resume::Past::take`]).
+    pub fn resume_from(self, past: crate::resume::Past) -> Result<Performance, ObserveError> {
         let id = past.id.clone().or(self.id.clone()).unwrap_or_else(new_id);
         let mut p = self.build(id, past.next_seq, past.conversation, past.spent);
         p.announce(&past.intent, true)?;

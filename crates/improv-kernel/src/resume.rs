@@ -30,32 +30,42 @@ pub struct Past {
 pub fn replay(events: &[Event]) -> Past {
     let mut past = Past::default();
     for event in events {
-        past.next_seq = past.next_seq.max(event.seq + 1);
+        past.take(event);
+    }
+    past.finish()
+}
+
+impl Past {
+    /// Takes the next logged event, in the log's order, keeping only what the conversation and
+    /// the spending need: a reader can replay a long journal one line at a time without holding
+    /// it. Call [`Past::finish`] after the last.
+    pub fn take(&mut self, event: &Event) {
+        self.next_seq = self.next_seq.max(event.seq + 1);
         match &event.kind {
             EventKind::PerformanceStarted {
                 performance,
                 intent,
                 ..
             } => {
-                past.id.get_or_insert_with(|| performance.clone());
-                if past.intent.is_empty() {
-                    past.intent = intent.clone();
+                self.id.get_or_insert_with(|| performance.clone());
+                if self.intent.is_empty() {
+                    self.intent = intent.clone();
                 }
             }
-            EventKind::DirectorNote { text } => past.conversation.push(Message::user(text)),
+            EventKind::DirectorNote { text } => self.conversation.push(Message::user(text)),
             EventKind::OutsideMessage { from, text } => {
-                past.conversation.push(Message::outside(from, text))
+                self.conversation.push(Message::outside(from, text))
             }
             EventKind::ModelReplied {
                 text, tool_calls, ..
-            } => past.conversation.push(Message::Assistant {
+            } => self.conversation.push(Message::Assistant {
                 text: text.clone(),
                 tool_calls: tool_calls.clone(),
             }),
             // A step replayed in place of the model's reply stands for that reply.
             EventKind::RoutineStep {
                 call, within: None, ..
-            } => past.conversation.push(Message::Assistant {
+            } => self.conversation.push(Message::Assistant {
                 text: String::new(),
                 tool_calls: vec![call.clone()],
             }),
@@ -65,40 +75,43 @@ pub fn replay(events: &[Event]) -> Past {
                 ok,
                 output,
                 ..
-            } => past.conversation.push(Message::Tool {
+            } => self.conversation.push(Message::Tool {
                 call_id: call_id.clone(),
                 name: name.clone(),
                 content: output.clone(),
                 is_error: !ok,
             }),
-            EventKind::ToolCallStarted { call_id, .. } => past.started.push(call_id.clone()),
-            EventKind::Compacted { edits, .. } => apply(&mut past.conversation, edits),
-            EventKind::Usage { spent, .. } => past.spent = *spent,
-            EventKind::PerformanceFinished { spent, .. } => past.spent = *spent,
+            EventKind::ToolCallStarted { call_id, .. } => self.started.push(call_id.clone()),
+            EventKind::Compacted { edits, .. } => apply(&mut self.conversation, edits),
+            EventKind::Usage { spent, .. } => self.spent = *spent,
+            EventKind::PerformanceFinished { spent, .. } => self.spent = *spent,
             _ => {}
         }
     }
-    // The calls of the last reply that never got an answer.
-    if let Some(i) = past
-        .conversation
-        .iter()
-        .rposition(|m| matches!(m, Message::Assistant { .. }))
-        && let Message::Assistant { tool_calls, .. } = &past.conversation[i]
-    {
-        let answered: Vec<&str> = past.conversation[i + 1..]
+
+    /// Ends the replay: finds the calls of the last reply that never got an answer.
+    pub fn finish(mut self) -> Past {
+        if let Some(i) = self
+            .conversation
             .iter()
-            .filter_map(|m| match m {
-                Message::Tool { call_id, .. } => Some(call_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        past.unanswered = tool_calls
-            .iter()
-            .filter(|c| !answered.contains(&c.id.as_str()))
-            .cloned()
-            .collect();
+            .rposition(|m| matches!(m, Message::Assistant { .. }))
+            && let Message::Assistant { tool_calls, .. } = &self.conversation[i]
+        {
+            let answered: Vec<&str> = self.conversation[i + 1..]
+                .iter()
+                .filter_map(|m| match m {
+                    Message::Tool { call_id, .. } => Some(call_id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            self.unanswered = tool_calls
+                .iter()
+                .filter(|c| !answered.contains(&c.id.as_str()))
+                .cloned()
+                .collect();
+        }
+        self
     }
-    past
 }
 
 /// Makes the same changes to the replayed conversation that a compaction made to the live one.

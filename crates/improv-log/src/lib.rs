@@ -14,6 +14,7 @@ pub use index::{PerformanceRow, Status};
 pub use recorder::Recorder;
 
 use improv_kernel::Event;
+use improv_kernel::resume::Past;
 use rusqlite::{Connection, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -158,6 +159,15 @@ impl EventLog {
         read_events(&self.log_path(id)?)
     }
 
+    /// What performance `id` had reached, replayed from its log one event at a time (see
+    /// [`each_event`]): what a resume needs, in memory that grows with the conversation the
+    /// model sees, not with the whole log (which a compaction never shortens).
+    pub fn replay(&self, id: &str) -> Result<Past, LogError> {
+        let mut past = Past::default();
+        each_event(&self.log_path(id)?, |event| past.take(&event))?;
+        Ok(past.finish())
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A poisoned lock only means a reader panicked; the connection itself is intact.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -181,32 +191,46 @@ impl std::fmt::Debug for EventLog {
 
 /// Reads the events of one JSONL file. See [`EventLog::events`].
 pub fn read_events(path: &Path) -> Result<Vec<Event>, LogError> {
-    let bytes = std::fs::read(path).map_err(|source| LogError::Io {
+    let mut events = Vec::new();
+    each_event(path, |event| events.push(event))?;
+    Ok(events)
+}
+
+/// Hands `each` the events of one JSONL file in order, reading one line at a time, so a long
+/// journal (a chat thread's, continued message after message for weeks) is never held whole.
+/// Blank lines are skipped; a last line without its newline that is not an event is a write a
+/// crash cut short and is left out; any other line that is not an event is
+/// [`LogError::Corrupt`], naming its line.
+pub fn each_event(path: &Path, mut each: impl FnMut(Event)) -> Result<(), LogError> {
+    use std::io::BufRead;
+    let io = |source| LogError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
-    })?;
-    let complete = bytes.last().is_none_or(|&b| b == b'\n');
-    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-    let mut events = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
+    };
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        if file.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Event>(line) {
-            Ok(e) => events.push(e),
-            // The last line, without its newline: a write a crash cut short.
-            Err(_) if !complete && i + 1 == lines.len() => {}
+        match serde_json::from_slice::<Event>(&line) {
+            Ok(event) => each(event),
+            Err(_) if line.last() != Some(&b'\n') => {}
             Err(e) => {
                 return Err(LogError::Corrupt {
                     path: path.to_path_buf(),
-                    line: i + 1,
+                    line: number,
                     message: e.to_string(),
                 });
             }
         }
     }
-    Ok(events)
+    Ok(())
 }
 
 /// The shortest suffix of `id`, of at least [`SHORT_ID_MIN`] characters, that no other id of

@@ -327,6 +327,75 @@ fn a_corrupt_middle_line_is_reported_with_its_file_and_line() {
     assert!(msg.starts_with(&format!("{}:4: ", path.display())), "{msg}");
 }
 
+/// `EventLog::replay` reads the log a line at a time; what it finds must be what replaying the
+/// whole log finds: compactions applied, the unanswered call, the spending, the numbering, a
+/// cut-short last line left out, and a damaged line an error naming it.
+#[test]
+fn a_replay_line_by_line_finds_what_the_whole_log_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = EventLog::open(tmp.path()).unwrap();
+    let mut events = performance("r")[..9].to_vec();
+    events.push(ev(
+        9,
+        EventKind::Compacted {
+            messages: 2,
+            trimmed: 0,
+            tokens_before: 90,
+            tokens_after: 30,
+            edits: vec![improv_kernel::Compaction::Summarized {
+                start: 0,
+                end: 2,
+                text: "the summary".into(),
+            }],
+        },
+    ));
+    events.push(ev(
+        10,
+        EventKind::ModelReplied {
+            text: String::new(),
+            tool_calls: vec![improv_kernel::ToolCall {
+                id: "c2".into(),
+                name: "read".into(),
+                arguments: "{}".into(),
+            }],
+            stop: StopReason::ToolUse,
+        },
+    ));
+    record(&log, "r", &events);
+    let path = log.log_path("r").unwrap();
+    let cut = serde_json::to_string(&performance("r")[9]).unwrap();
+    append(&path, &cut.as_bytes()[..cut.len() / 2]);
+
+    let past = log.replay("r").unwrap();
+    let whole = improv_kernel::resume::replay(&log.events("r").unwrap());
+    assert_eq!(format!("{past:?}"), format!("{whole:?}"));
+    assert_eq!(past.id.as_deref(), Some("r"));
+    assert_eq!(past.next_seq, 11);
+    assert_eq!(past.spent, spent(1));
+    assert_eq!(past.conversation.len(), 3, "{:?}", past.conversation);
+    assert_eq!(
+        past.conversation[0],
+        improv_kernel::Message::user("the summary")
+    );
+    assert_eq!(past.unanswered.len(), 1);
+    assert_eq!(past.unanswered[0].id, "c2");
+    assert_eq!(past.started, ["c1"]);
+
+    // Once a line follows it, the cut line is damage in the middle: the same error as the
+    // whole read's, naming its line (the tenth: the recorder writes no text deltas).
+    append(&path, b"\n");
+    record(&log, "r", &performance("r")[9..]);
+    for err in [log.replay("r").unwrap_err(), log.events("r").unwrap_err()] {
+        match err {
+            LogError::Corrupt { path: p, line, .. } => {
+                assert_eq!(p, path);
+                assert_eq!(line, 10);
+            }
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_missing_log_names_its_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -258,7 +258,7 @@ impl Production {
             .flatten();
         let mut performance = match (journal, &launch.resume) {
             (Some(journal), _) if !journal.past.is_empty() => builder.resume(&journal.past)?,
-            (None, Some(_)) => builder.resume(&log.events(&id)?)?,
+            (None, Some(_)) => builder.resume_from(log.replay(&id)?)?,
             _ => builder.start(&launch.intent)?,
         };
         if let Some(sandbox) = &edges.sandbox {
