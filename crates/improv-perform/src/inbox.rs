@@ -13,7 +13,7 @@
 
 use crate::error::PerformError;
 use async_trait::async_trait;
-use improv_kernel::{Between, Control, Event, EventKind, Hook, NoteSender, Notes};
+use improv_kernel::{Between, Control, Hook, NoteSender, Notes};
 use improv_log::{EventLog, Status};
 use improv_store::Store;
 use serde::{Deserialize, Serialize};
@@ -89,16 +89,9 @@ pub struct StoreNotes {
 }
 
 impl StoreNotes {
-    /// The notes of `performance` in `store`, continuing after what `past` (its journal so far)
-    /// already delivered.
-    pub fn new(store: Arc<dyn Store>, performance: &str, past: &[Event]) -> StoreNotes {
-        let delivered = past
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::DirectorNote { text } => Some(text.clone()),
-                _ => None,
-            })
-            .collect();
+    /// The notes of `performance` in `store`, continuing after those its journal so far
+    /// `delivered` (the texts of its `director_note` events, oldest first).
+    pub fn new(store: Arc<dyn Store>, performance: &str, delivered: Vec<String>) -> StoreNotes {
         StoreNotes {
             store,
             performance: performance.to_string(),

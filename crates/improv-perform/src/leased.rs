@@ -31,6 +31,7 @@ use crate::production::{Journal, Launch, Production};
 use crate::stages::Stages;
 use async_trait::async_trait;
 use improv_edges::{Approval, ApprovalRequest, Approver};
+use improv_kernel::resume::Past;
 use improv_kernel::{
     Between, Control, Event, EventKind, Hook, ObserveError, Observer, Outcome, Settling,
 };
@@ -271,8 +272,8 @@ async fn perform_held(
     let Worker {
         settings, drain, ..
     } = on;
-    let past = match retry(held, || held.store.events(&record.id, 0, 0)).await {
-        Ok(events) => from_store(events),
+    let past = match replay(held, &record.id).await {
+        Ok(past) => past,
         Err(e) => return abandon_or(held, e),
     };
     let journal = StoreJournal::start(held.clone());
@@ -334,7 +335,7 @@ async fn open(
     record: &PerformanceRecord,
     settings: &WorkerSettings,
     journal: &Arc<StoreJournal>,
-    past: Vec<Event>,
+    past: Replayed,
     drain: &CancellationToken,
 ) -> Result<Production, PerformError> {
     let stage = settings.stages.open(record)?;
@@ -353,7 +354,7 @@ async fn open(
     launch.model = record.model.clone();
     launch.store = settings.store.clone();
     launch.id = Some(record.id.clone());
-    launch.notes = Some(StoreNotes::new(held.store.clone(), &record.id, &past));
+    launch.notes = Some(StoreNotes::new(held.store.clone(), &record.id, past.notes));
     launch.approver = Arc::new(StoreApprover {
         held: held.clone(),
         store: held.store.clone(),
@@ -362,7 +363,7 @@ async fn open(
     });
     launch.journal = Some(Journal {
         recorder: journal.clone(),
-        past,
+        past: past.past,
     });
     launch.hooks = vec![Arc::new(Drain(drain.clone()))];
     Ok(Production::open(stage, launch)?.0)
@@ -704,11 +705,46 @@ where
 }
 
 /// The store's events as the kernel numbers them.
-fn from_store(mut events: Vec<Event>) -> Vec<Event> {
-    for event in &mut events {
-        event.seq = event.seq.saturating_sub(SEQ_OFFSET);
+/// How many of a journal's events a resume reads from the store at a time.
+pub const REPLAY_PAGE: usize = 500;
+
+/// What a leased performance's journal in the store had reached.
+struct Replayed {
+    /// `None` when the journal is empty: the performance starts afresh.
+    past: Option<Past>,
+    /// The director notes the journal delivered, oldest first ([`StoreNotes::new`]).
+    notes: Vec<String>,
+}
+
+/// Reads the journal of `id` a page at a time, each event folded into the replay and dropped,
+/// so a resume holds the conversation, not the whole journal (a chat thread's grows with every
+/// message; a compaction never shortens it).
+async fn replay(held: &Held, id: &str) -> Result<Replayed, StoreError> {
+    let mut past = Past::default();
+    let mut notes = Vec::new();
+    let mut after = 0;
+    let mut any = false;
+    loop {
+        let page = retry(held, || held.store.events(id, after, REPLAY_PAGE)).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        let more = page.len() == REPLAY_PAGE;
+        for mut event in page {
+            event.seq = event.seq.saturating_sub(SEQ_OFFSET);
+            if let EventKind::DirectorNote { text } = &event.kind {
+                notes.push(text.clone());
+            }
+            past.take(&event);
+            any = true;
+        }
+        if !more {
+            break;
+        }
     }
-    events
+    Ok(Replayed {
+        past: any.then(|| past.finish()),
+        notes,
+    })
 }
 
 /// The lease a worker holds, shared by the renewer and the journal, and the token cancelled

@@ -65,9 +65,9 @@ pub struct Launch {
 pub struct Journal {
     /// Records each event (redacted) before the loop goes on.
     pub recorder: Arc<dyn Observer>,
-    /// The events recorded so far, oldest first: the performance continues from them; none
-    /// starts it afresh as [`Launch::id`].
-    pub past: Vec<Event>,
+    /// What the events recorded so far had reached: the performance continues from it; `None`
+    /// (nothing recorded) starts it afresh as [`Launch::id`].
+    pub past: Option<improv_kernel::resume::Past>,
 }
 
 impl Launch {
@@ -252,12 +252,17 @@ impl Production {
             .id(id.clone())
             .observer(observe(&edges, recorder, view));
         let resuming =
-            launch.resume.is_some() || journal.as_ref().is_some_and(|j| !j.past.is_empty());
+            launch.resume.is_some() || journal.as_ref().is_some_and(|j| j.past.is_some());
         let replay = (!resuming)
             .then(|| crate::routines::choose(&stage, &launch.intent))
             .flatten();
         let mut performance = match (journal, &launch.resume) {
-            (Some(journal), _) if !journal.past.is_empty() => builder.resume(&journal.past)?,
+            (
+                Some(Journal {
+                    past: Some(past), ..
+                }),
+                _,
+            ) => builder.resume_from(past)?,
             (None, Some(_)) => builder.resume_from(log.replay(&id)?)?,
             _ => builder.start(&launch.intent)?,
         };

@@ -178,3 +178,101 @@ async fn a_worker_that_lost_its_lease_abandons_and_writes_nothing() {
     );
     assert!(!dir.path().join("marks.txt").exists(), "its call never ran");
 }
+
+/// A worker resumes a journal longer than the pages it is read in (`leased::REPLAY_PAGE`):
+/// the numbering goes on after the last stored event (the store refuses a gap or a repeat, so
+/// a replay that stopped at a page's end could not append), and a director note the journal
+/// delivered on its second page is not delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_longer_than_a_page_is_resumed_where_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let id = store
+        .enqueue(&NewPerformance {
+            id: None,
+            stage: stage(dir.path()),
+            stage_name: None,
+            intent: "go".into(),
+            model: None,
+            origin: "test".into(),
+            budget: None,
+        })
+        .await
+        .unwrap();
+    let (lease, _) = store
+        .claim("first", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let note = "a note delivered on the second page";
+    store.send_note(&id, note).await.unwrap();
+    let event = |seq: u64, kind: EventKind| Event {
+        seq,
+        at: "2026-01-01T00:00:00.000Z".into(),
+        actor: Some("lead".into()),
+        kind,
+    };
+    let mut journal = vec![
+        event(
+            1,
+            EventKind::PerformanceStarted {
+                performance: id.clone(),
+                stage: "leased".into(),
+                intent: "go".into(),
+                model: "scripted/script.json".into(),
+                resumed: false,
+            },
+        ),
+        event(2, EventKind::DirectorNote { text: "go".into() }),
+    ];
+    let replies = leased::REPLAY_PAGE as u64 + 100;
+    for i in 0..replies {
+        journal.push(event(
+            3 + i,
+            EventKind::ModelReplied {
+                text: format!("reply {i}"),
+                tool_calls: Vec::new(),
+                stop: improv_kernel::StopReason::EndTurn,
+            },
+        ));
+    }
+    journal.push(event(
+        3 + replies,
+        EventKind::DirectorNote { text: note.into() },
+    ));
+    let last = journal.len() as u64;
+    store.append(&lease, &journal).await.unwrap();
+    // The first worker gives it back, as a draining one does.
+    store.release(&lease).await.unwrap();
+
+    let (lease, record) = store
+        .claim("second", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let left = leased::perform(
+        store.clone(),
+        lease,
+        record,
+        &settings(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(left, Leased::Finished(Outcome::Done));
+    let events = store.events(&id, 0, 0).await.unwrap();
+    let resumed = &events[last as usize];
+    assert_eq!(resumed.seq, last + 1);
+    assert!(
+        matches!(
+            resumed.kind,
+            EventKind::PerformanceStarted { resumed: true, .. }
+        ),
+        "{resumed:?}"
+    );
+    let delivered = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::DirectorNote { text } if text == note))
+        .count();
+    assert_eq!(delivered, 1, "the note was delivered again");
+}
