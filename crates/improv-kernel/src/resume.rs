@@ -20,8 +20,8 @@ pub struct Past {
     pub next_seq: u64,
     /// Calls of the last reply that have no result: the performance stopped while they ran.
     pub unanswered: Vec<ToolCall>,
-    /// The ids of the calls that started (`tool_call_started` was recorded): an unanswered call
-    /// not among them never ran.
+    /// The ids of the last reply's calls that started (`tool_call_started` was recorded): an
+    /// unanswered call not among them never ran.
     pub started: Vec<String>,
 }
 
@@ -58,17 +58,11 @@ impl Past {
             }
             EventKind::ModelReplied {
                 text, tool_calls, ..
-            } => self.conversation.push(Message::Assistant {
-                text: text.clone(),
-                tool_calls: tool_calls.clone(),
-            }),
+            } => self.reply(text.clone(), tool_calls.clone()),
             // A step replayed in place of the model's reply stands for that reply.
             EventKind::RoutineStep {
                 call, within: None, ..
-            } => self.conversation.push(Message::Assistant {
-                text: String::new(),
-                tool_calls: vec![call.clone()],
-            }),
+            } => self.reply(String::new(), vec![call.clone()]),
             EventKind::ToolCallFinished {
                 call_id,
                 name,
@@ -87,6 +81,15 @@ impl Past {
             EventKind::PerformanceFinished { spent, .. } => self.spent = *spent,
             _ => {}
         }
+    }
+
+    /// A reply of the model's, or a step standing for one: only the last reply's calls can be
+    /// unanswered, so the calls started before it are forgotten (the log is never held whole,
+    /// nor a list that grows with it).
+    fn reply(&mut self, text: String, tool_calls: Vec<ToolCall>) {
+        self.started.clear();
+        self.conversation
+            .push(Message::Assistant { text, tool_calls });
     }
 
     /// Ends the replay: finds the calls of the last reply that never got an answer.

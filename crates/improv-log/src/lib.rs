@@ -199,35 +199,55 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, LogError> {
 /// Hands `each` the events of one JSONL file in order, reading one line at a time, so a long
 /// journal (a chat thread's, continued message after message for weeks) is never held whole.
 /// Blank lines are skipped; a last line without its newline that is not an event is a write a
-/// crash cut short and is left out; any other line that is not an event is
-/// [`LogError::Corrupt`], naming its line.
-pub fn each_event(path: &Path, mut each: impl FnMut(Event)) -> Result<(), LogError> {
-    use std::io::BufRead;
+/// crash cut short (or one still under way) and is left out; any other line that is not an
+/// event is [`LogError::Corrupt`], naming its line.
+pub fn each_event(path: &Path, each: impl FnMut(Event)) -> Result<(), LogError> {
     let io = |source| LogError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let file = std::fs::File::open(path).map_err(io)?;
+    each_event_in(std::io::BufReader::new(file), path, each)
+}
+
+/// [`each_event`] over any reader of the file at `path`. It stops at the first end of the
+/// file: a line without its newline is the last, even if a writer appends to it meanwhile (its
+/// rest would read as a damaged line).
+fn each_event_in(
+    mut file: impl std::io::BufRead,
+    path: &Path,
+    mut each: impl FnMut(Event),
+) -> Result<(), LogError> {
     let mut line = Vec::new();
     for number in 1.. {
         line.clear();
-        if file.read_until(b'\n', &mut line).map_err(io)? == 0 {
+        let read = file
+            .read_until(b'\n', &mut line)
+            .map_err(|source| LogError::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if read == 0 {
             break;
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<Event>(&line) {
-            Ok(event) => each(event),
-            Err(_) if line.last() != Some(&b'\n') => {}
-            Err(e) => {
-                return Err(LogError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: number,
-                    message: e.to_string(),
-                });
+        let last = line.last() != Some(&b'\n');
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            match serde_json::from_slice::<Event>(&line) {
+                Ok(event) => each(event),
+                Err(_) if last => {}
+                Err(e) => {
+                    return Err(LogError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: number,
+                        message: e.to_string(),
+                    });
+                }
             }
+        }
+        if last {
+            break;
         }
     }
     Ok(())
@@ -263,5 +283,45 @@ fn check_id(id: &str) -> Result<(), LogError> {
         Ok(())
     } else {
         Err(LogError::InvalidId(id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::io::Read;
+
+    /// A file a writer appends to while it is read: each read hands over the next part, an
+    /// empty part is an end of the file.
+    struct Growing(VecDeque<Vec<u8>>);
+
+    impl Read for Growing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some(part) = self.0.pop_front() else {
+                return Ok(0);
+            };
+            buf[..part.len()].copy_from_slice(&part);
+            Ok(part.len())
+        }
+    }
+
+    #[test]
+    fn a_line_being_written_is_the_last_read_not_a_damaged_one() {
+        let whole = r#"{"seq":0,"at":"2026-01-01T00:00:00.000Z","type":"turn_started","turn":1}"#;
+        let (head, rest) = whole.split_at(20);
+        let file = Growing(VecDeque::from([
+            format!("{whole}\n{head}").into_bytes(),
+            Vec::new(),
+            format!("{rest}\n").into_bytes(),
+        ]));
+        let mut seen = Vec::new();
+        each_event_in(
+            std::io::BufReader::with_capacity(1024, file),
+            Path::new("p.jsonl"),
+            |e| seen.push(e.seq),
+        )
+        .unwrap();
+        assert_eq!(seen, [0]);
     }
 }

@@ -704,7 +704,6 @@ where
     }
 }
 
-/// The store's events as the kernel numbers them.
 /// How many of a journal's events a resume reads from the store at a time.
 pub const REPLAY_PAGE: usize = 500;
 
@@ -717,8 +716,8 @@ struct Replayed {
 }
 
 /// Reads the journal of `id` a page at a time, each event folded into the replay and dropped,
-/// so a resume holds the conversation, not the whole journal (a chat thread's grows with every
-/// message; a compaction never shortens it).
+/// so a resume (a takeover, a drained worker's performance taken up elsewhere) holds the
+/// conversation, not the whole journal, which a compaction never shortens.
 async fn replay(held: &Held, id: &str) -> Result<Replayed, StoreError> {
     let mut past = Past::default();
     let mut notes = Vec::new();

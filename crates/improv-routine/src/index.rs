@@ -7,7 +7,7 @@
 use crate::RoutineError;
 use crate::guard::Settled;
 use crate::learn::{Learned, learn_one, shape};
-use crate::practice::{Practice, from_log, practice};
+use crate::practice::{Practice, from_log, practice_in};
 use crate::routine::Repertoire;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -112,7 +112,7 @@ pub fn learn_after(
     settled: Option<&dyn Settled>,
 ) -> Result<Learned, RoutineError> {
     let log = improv_log::EventLog::open(state_dir)?;
-    let Ok(new) = practice(&log.events(id)?) else {
+    let Ok(new) = practice_in(&log, id)? else {
         return Ok(Learned::default());
     };
     let index = Index::open(state_dir);

@@ -43,23 +43,55 @@ pub enum Unfit {
 
 /// Reads the practice of one performance from its events.
 pub fn practice(events: &[Event]) -> Result<Practice, Unfit> {
-    let mut id = None;
-    let mut intent = String::new();
-    let mut lead = None;
-    let mut started: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut calls = Vec::new();
-    let mut checks: BTreeMap<String, bool> = BTreeMap::new();
-    let mut outcome = None;
+    let mut reading = Reading::default();
     for event in events {
+        reading.take(event)?;
+    }
+    reading.finish()
+}
+
+/// The practice of performance `id` in `log`, read one line at a time ([`improv_log::each_event`])
+/// rather than the whole log at once: a chat thread's log grows with every message. `Ok(Err)`
+/// says why it does not teach.
+pub fn practice_in(
+    log: &improv_log::EventLog,
+    id: &str,
+) -> Result<Result<Practice, Unfit>, improv_log::LogError> {
+    let mut reading = Ok(Reading::default());
+    improv_log::each_event(&log.log_path(id)?, |event| {
+        if let Ok(r) = &mut reading
+            && let Err(unfit) = r.take(&event)
+        {
+            reading = Err(unfit);
+        }
+    })?;
+    Ok(reading.and_then(Reading::finish))
+}
+
+/// What has been read of a performance's events so far, one at a time.
+#[derive(Default)]
+struct Reading {
+    id: Option<String>,
+    intent: String,
+    lead: Option<String>,
+    started: BTreeMap<String, (String, String)>,
+    calls: Vec<Observed>,
+    checks: BTreeMap<String, bool>,
+    outcome: Option<Outcome>,
+}
+
+impl Reading {
+    /// Takes the next event; an error says the performance does not teach, whatever follows.
+    fn take(&mut self, event: &Event) -> Result<(), Unfit> {
         match &event.kind {
             EventKind::PerformanceStarted {
                 performance,
-                intent: i,
+                intent,
                 ..
-            } if id.is_none() => {
-                id = Some(performance.clone());
-                intent = i.clone();
-                lead = event.actor.clone();
+            } if self.id.is_none() => {
+                self.id = Some(performance.clone());
+                self.intent = intent.clone();
+                self.lead = event.actor.clone();
             }
             EventKind::RoutineStarted { routine, .. } => {
                 return Err(Unfit::Replayed(routine.clone()));
@@ -68,8 +100,9 @@ pub fn practice(events: &[Event]) -> Result<Practice, Unfit> {
                 call_id,
                 name,
                 arguments,
-            } if event.actor == lead => {
-                started.insert(call_id.clone(), (name.clone(), arguments.clone()));
+            } if event.actor == self.lead => {
+                self.started
+                    .insert(call_id.clone(), (name.clone(), arguments.clone()));
             }
             EventKind::ToolCallFinished {
                 call_id,
@@ -77,53 +110,59 @@ pub fn practice(events: &[Event]) -> Result<Practice, Unfit> {
                 ok,
                 output,
                 ..
-            } if event.actor == lead => {
+            } if event.actor == self.lead => {
                 if !ok {
                     return Err(Unfit::FailedCall(name.clone()));
                 }
                 if let Some(routine) = name.strip_prefix("routine.") {
                     return Err(Unfit::Replayed(routine.to_string()));
                 }
-                let Some((prop, raw)) = started.remove(call_id) else {
-                    continue;
+                let Some((prop, raw)) = self.started.remove(call_id) else {
+                    return Ok(());
                 };
                 let args = match serde_json::from_str::<serde_json::Value>(raw.trim()) {
                     Ok(serde_json::Value::Object(map)) => map,
                     _ if raw.trim().is_empty() => serde_json::Map::new(),
                     _ => return Err(Unfit::BadArguments),
                 };
-                calls.push(Observed {
+                self.calls.push(Observed {
                     prop,
                     args,
                     output: output.clone(),
                 });
             }
             EventKind::CheckFinished { check, passed, .. } => {
-                checks.insert(check.clone(), *passed);
+                self.checks.insert(check.clone(), *passed);
             }
-            EventKind::PerformanceFinished { outcome: o, .. } => outcome = Some(*o),
+            EventKind::PerformanceFinished { outcome, .. } => self.outcome = Some(*outcome),
             _ => {}
         }
+        Ok(())
     }
-    let (Some(performance), Some(outcome)) = (id, outcome) else {
-        return Err(Unfit::Incomplete);
-    };
-    if outcome != Outcome::Converged {
-        return Err(Unfit::NotConverged(outcome.as_str().to_string()));
+
+    /// The practice read, or why it is none.
+    fn finish(self) -> Result<Practice, Unfit> {
+        let (Some(performance), Some(outcome)) = (self.id, self.outcome) else {
+            return Err(Unfit::Incomplete);
+        };
+        if outcome != Outcome::Converged {
+            return Err(Unfit::NotConverged(outcome.as_str().to_string()));
+        }
+        if self.calls.is_empty() {
+            return Err(Unfit::NoCalls);
+        }
+        Ok(Practice {
+            performance,
+            intent: self.intent,
+            calls: self.calls,
+            checks: self
+                .checks
+                .into_iter()
+                .filter(|(_, passed)| *passed)
+                .map(|(c, _)| c)
+                .collect(),
+        })
     }
-    if calls.is_empty() {
-        return Err(Unfit::NoCalls);
-    }
-    Ok(Practice {
-        performance,
-        intent,
-        calls,
-        checks: checks
-            .into_iter()
-            .filter(|(_, passed)| *passed)
-            .map(|(c, _)| c)
-            .collect(),
-    })
 }
 
 /// The practice of every converged performance in a stage's event log, oldest first.
@@ -133,7 +172,7 @@ pub fn from_log(log: &improv_log::EventLog) -> Result<Vec<Practice>, improv_log:
     rows.reverse();
     let mut out = Vec::new();
     for row in rows {
-        if let Ok(p) = practice(&log.events(&row.id)?) {
+        if let Ok(p) = practice_in(log, &row.id)? {
             out.push(p);
         }
     }

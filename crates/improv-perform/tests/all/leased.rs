@@ -182,7 +182,7 @@ async fn a_worker_that_lost_its_lease_abandons_and_writes_nothing() {
 /// A worker resumes a journal longer than the pages it is read in (`leased::REPLAY_PAGE`):
 /// the numbering goes on after the last stored event (the store refuses a gap or a repeat, so
 /// a replay that stopped at a page's end could not append), and a director note the journal
-/// delivered on its second page is not delivered again.
+/// delivered as the first event of its second page is not delivered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_longer_than_a_page_is_resumed_where_it_ends() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,7 +204,7 @@ async fn a_journal_longer_than_a_page_is_resumed_where_it_ends() {
         .await
         .unwrap()
         .unwrap();
-    let note = "a note delivered on the second page";
+    let note = "a note delivered first on the second page";
     store.send_note(&id, note).await.unwrap();
     let event = |seq: u64, kind: EventKind| Event {
         seq,
@@ -225,21 +225,21 @@ async fn a_journal_longer_than_a_page_is_resumed_where_it_ends() {
         ),
         event(2, EventKind::DirectorNote { text: "go".into() }),
     ];
-    let replies = leased::REPLAY_PAGE as u64 + 100;
-    for i in 0..replies {
-        journal.push(event(
-            3 + i,
+    // The note is the first event of the second page: a replay that skipped or repeated the
+    // page's first event would deliver it again.
+    let page = leased::REPLAY_PAGE as u64;
+    for seq in 3..=page + 100 {
+        let kind = if seq == page + 1 {
+            EventKind::DirectorNote { text: note.into() }
+        } else {
             EventKind::ModelReplied {
-                text: format!("reply {i}"),
+                text: format!("reply {seq}"),
                 tool_calls: Vec::new(),
                 stop: improv_kernel::StopReason::EndTurn,
-            },
-        ));
+            }
+        };
+        journal.push(event(seq, kind));
     }
-    journal.push(event(
-        3 + replies,
-        EventKind::DirectorNote { text: note.into() },
-    ));
     let last = journal.len() as u64;
     store.append(&lease, &journal).await.unwrap();
     // The first worker gives it back, as a draining one does.
