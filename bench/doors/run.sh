@@ -11,6 +11,9 @@
 #   bench/doors/run.sh                  # one hour (the run)
 #   bench/doors/run.sh --minutes 20     # shorter
 #   bench/doors/run.sh --improv PATH    # another binary (default target/release/improv)
+#   bench/doors/run.sh --compact-at 1000  # each thread compacted at 1,000 tokens ([context]
+#                                       # compact_at); the mock names no context window, so by
+#                                       # default a thread's history grows through the run
 #
 # Builds target/release/improv first when it is missing (`cargo build --release -p improv`).
 # DOORBENCH_KEEP=DIR runs the stage in DIR (kept, with serve.log); DOORBENCH_DUMP=FILE appends
