@@ -50,6 +50,22 @@ fn stage(dir: &Path) -> String {
     dir.join("stage.toml").display().to_string()
 }
 
+/// Queues a performance of `stage(dir)`'s intent "go"; returns its id.
+async fn enqueue(store: &Arc<dyn Store>, dir: &Path) -> String {
+    store
+        .enqueue(&NewPerformance {
+            id: None,
+            stage: stage(dir),
+            stage_name: None,
+            intent: "go".into(),
+            model: None,
+            origin: "test".into(),
+            budget: None,
+        })
+        .await
+        .unwrap()
+}
+
 fn settings() -> WorkerSettings {
     WorkerSettings {
         name: "test-worker".into(),
@@ -71,18 +87,7 @@ async fn a_call_runs_only_once_the_store_has_its_start() {
         inner,
         delay: Duration::from_millis(400),
     });
-    let id = store
-        .enqueue(&NewPerformance {
-            id: None,
-            stage: stage(dir.path()),
-            stage_name: None,
-            intent: "go".into(),
-            model: None,
-            origin: "test".into(),
-            budget: None,
-        })
-        .await
-        .unwrap();
+    let id = enqueue(&store, dir.path()).await;
     let (lease, record) = store
         .claim("test-worker", Duration::from_secs(30))
         .await
@@ -135,18 +140,7 @@ async fn a_worker_that_lost_its_lease_abandons_and_writes_nothing() {
         inner,
         delay: Duration::from_millis(600),
     });
-    let id = store
-        .enqueue(&NewPerformance {
-            id: None,
-            stage: stage(dir.path()),
-            stage_name: None,
-            intent: "go".into(),
-            model: None,
-            origin: "test".into(),
-            budget: None,
-        })
-        .await
-        .unwrap();
+    let id = enqueue(&store, dir.path()).await;
     // A lease shorter than one append or renewal: it expires before the first write lands.
     let (lease, record) = store
         .claim("slow", Duration::from_millis(200))
@@ -187,18 +181,7 @@ async fn a_worker_that_lost_its_lease_abandons_and_writes_nothing() {
 async fn a_journal_longer_than_a_page_is_resumed_where_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
-    let id = store
-        .enqueue(&NewPerformance {
-            id: None,
-            stage: stage(dir.path()),
-            stage_name: None,
-            intent: "go".into(),
-            model: None,
-            origin: "test".into(),
-            budget: None,
-        })
-        .await
-        .unwrap();
+    let id = enqueue(&store, dir.path()).await;
     let (lease, _) = store
         .claim("first", Duration::from_secs(30))
         .await
