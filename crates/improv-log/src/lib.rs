@@ -202,13 +202,17 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, LogError> {
 /// crash cut short (or one still under way) and is left out; any other line that is not an
 /// event is [`LogError::Corrupt`], naming its line.
 pub fn each_event(path: &Path, each: impl FnMut(Event)) -> Result<(), LogError> {
-    let io = |source| LogError::Io {
+    let file = std::fs::File::open(path).map_err(|e| read_failed(path, e))?;
+    each_event_in(std::io::BufReader::new(file), path, each)
+}
+
+/// A log file that could not be opened or read.
+fn read_failed(path: &Path, source: std::io::Error) -> LogError {
+    LogError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    each_event_in(std::io::BufReader::new(file), path, each)
+    }
 }
 
 /// [`each_event`] over any reader of the file at `path`. It stops at the first end of the
@@ -224,11 +228,7 @@ fn each_event_in(
         line.clear();
         let read = file
             .read_until(b'\n', &mut line)
-            .map_err(|source| LogError::Io {
-                action: "read",
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|e| read_failed(path, e))?;
         if read == 0 {
             break;
         }
