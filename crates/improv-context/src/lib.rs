@@ -20,6 +20,8 @@ mod compactor;
 mod tokens;
 mod trim;
 
-pub use compactor::{Compactor, DEFAULT_KEEP_RECENT_TURNS, DEFAULT_TRIM_TO, SUMMARY_HEADER};
+pub use compactor::{
+    Compactor, DEFAULT_KEEP_RECENT_TURNS, DEFAULT_TRIM_TO, SUMMARY_HEADER, UNCOMPACTED_WARNING_AT,
+};
 pub use tokens::{estimate, estimate_message};
 pub use trim::{trim_fenced, trim_middle};

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_trait::async_trait;
-use improv_context::{Compactor, SUMMARY_HEADER, estimate};
+use improv_context::{Compactor, SUMMARY_HEADER, UNCOMPACTED_WARNING_AT, estimate};
 use improv_kernel::*;
 use serde_json::json;
 use std::collections::HashSet;
@@ -438,4 +438,58 @@ async fn ctrl_c_interrupts_a_compaction_waiting_on_its_summary() {
         .count();
     assert_eq!(trims as usize, trimmed);
     assert_pairs_whole(p.conversation());
+}
+
+/// What a test's log subscriber writes.
+struct Logged(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A conversation that nothing compacts (its model names no context window and no threshold was
+/// given) is reported in the log once it passes `UNCOMPACTED_WARNING_AT`, once per performance
+/// however many turns follow, naming the model and the setting that bounds it; a smaller one is
+/// not.
+#[tokio::test]
+async fn a_large_conversation_that_is_never_compacted_is_reported_once() {
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(Mutex::new(Logged(logged.clone())))
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let perform = |intent: String| async move {
+        let actor = Actor {
+            name: "lead".into(),
+            system: SYSTEM.into(),
+            model: Arc::new(ScriptedModel::new(script(3))),
+            props: vec![Arc::new(Chapters)],
+            max_output_tokens: None,
+        };
+        let mut p = Performance::builder(actor)
+            .stage("test")
+            .hook(Arc::new(Compactor::default()))
+            .start(&intent)
+            .unwrap();
+        let ended = p.act(&CancellationToken::new()).await;
+        p.finish(&ended).unwrap();
+        assert_eq!(ended.outcome, Outcome::Done, "{ended:?}");
+    };
+    let mark = UNCOMPACTED_WARNING_AT as usize * 4;
+    perform("x".repeat(mark / 2)).await;
+    let said = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+    assert!(!said.contains("never compacted"), "{said}");
+
+    perform("x".repeat(mark)).await;
+    let said = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+    assert_eq!(said.matches("never compacted").count(), 1, "{said}");
+    assert!(said.contains("the model `scripted/test`"), "{said}");
+    assert!(said.contains("compact_at"), "{said}");
 }
