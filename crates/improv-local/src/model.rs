@@ -418,6 +418,41 @@ fn calls_by_id(messages: &[Message]) -> HashMap<&str, &ToolCall> {
         .collect()
 }
 
+/// A tool result of a conversation that answers one of its calls.
+struct Answered<'a> {
+    /// Its index in the conversation.
+    at: usize,
+    content: &'a str,
+    is_error: bool,
+    call: &'a ToolCall,
+    /// The call's arguments; JSON `null` when they do not parse.
+    arguments: serde_json::Value,
+}
+
+/// The tool results of `messages` that answer a call made in them, in order.
+fn answered(messages: &[Message]) -> impl Iterator<Item = Answered<'_>> {
+    let calls = calls_by_id(messages);
+    messages.iter().enumerate().filter_map(move |(at, m)| {
+        let Message::Tool {
+            call_id,
+            content,
+            is_error,
+            ..
+        } = m
+        else {
+            return None;
+        };
+        let call = *calls.get(call_id.as_str())?;
+        Some(Answered {
+            at,
+            content,
+            is_error: *is_error,
+            call,
+            arguments: serde_json::from_str(&call.arguments).unwrap_or_default(),
+        })
+    })
+}
+
 /// Whether the next reply must write a file: the checks fail, [`WRITE_AFTER_CALLS`] calls
 /// were made since they began to ([`failing_since`]) and a file was seen an edit may change
 /// (`seen`, see [`seen_files`]). A 135M model otherwise reads, greps and runs commands until
@@ -484,7 +519,6 @@ const FAILING_TEMPERATURE: f32 = 0.5;
 /// `grammar::Narrowing::seen`), the file seen last first, at most [`MAX_SEEN_BYTES`] of lines
 /// in all: each character is a rule of the grammar.
 fn seen_files(system: &str, messages: &[Message], tools: &[ToolSpec]) -> Vec<grammar::Seen> {
-    let calls = calls_by_id(messages);
     let context: Vec<&str> = system
         .lines()
         .filter_map(|l| l.strip_prefix(CONTEXT_FILE))
@@ -497,28 +531,21 @@ fn seen_files(system: &str, messages: &[Message], tools: &[ToolSpec]) -> Vec<gra
     // A line as first seen → the texts edits put in its place (see `grammar::Line::tried`).
     let mut tried: HashMap<String, Vec<String>> = HashMap::new();
     let mut denied: Vec<String> = Vec::new();
-    for m in messages {
-        let Message::Tool {
-            call_id,
-            content,
-            is_error,
-            ..
-        } = m
-        else {
-            continue;
-        };
-        let Some(call) = calls.get(call_id.as_str()) else {
-            continue;
-        };
-        let arguments: serde_json::Value =
-            serde_json::from_str(&call.arguments).unwrap_or_default();
+    for Answered {
+        content,
+        is_error,
+        call,
+        arguments,
+        ..
+    } in answered(messages)
+    {
         let string = |key: &str| arguments.get(key).and_then(|v| v.as_str());
         let Some(path) = string("path").map(normal_path) else {
             continue;
         };
         let path = path.as_str();
         let at = files.iter().position(|(p, _)| p == path);
-        let text = if *is_error {
+        let text = if is_error {
             match refusal(content).filter(|_| writes(tools, &call.name)) {
                 Some(Refusal::Rule) => denied.push(path.to_string()),
                 // The director refused this text, not the file: the line's other edits stay.
@@ -685,22 +712,8 @@ fn failure_files(messages: &[Message]) -> Vec<String> {
 /// Each file an edit (`old`) or a write (`content`) changed, with the index in `messages` of
 /// its first success.
 fn first_edits(messages: &[Message]) -> Vec<(String, usize)> {
-    let calls = calls_by_id(messages);
     let mut edits: Vec<(String, usize)> = Vec::new();
-    for (at, m) in messages.iter().enumerate() {
-        let Message::Tool {
-            call_id,
-            is_error: false,
-            ..
-        } = m
-        else {
-            continue;
-        };
-        let Some(call) = calls.get(call_id.as_str()) else {
-            continue;
-        };
-        let arguments: serde_json::Value =
-            serde_json::from_str(&call.arguments).unwrap_or_default();
+    for Answered { at, arguments, .. } in answered(messages).filter(|a| !a.is_error) {
         let changed = arguments.get("old").or_else(|| arguments.get("content"));
         if let (Some(_), Some(path)) = (changed, arguments.get("path").and_then(|p| p.as_str())) {
             let path = normal_path(path);
